@@ -1,0 +1,2 @@
+//! aarch64 architecture layer.
+#![no_std]

@@ -1,0 +1,2 @@
+//! The microvisor kernel.
+#![no_std]
