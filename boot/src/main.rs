@@ -1,60 +1,143 @@
+//! The EL2 image (DESIGN §3): arm64 Image header and self-relocation (`entry.S`), then, with
+//! the MMU still off, the firmware device tree is read, the hypervisor's working memory is
+//! placed, its identity map is built and the MMU and caches go on. The heap, the console,
+//! the GIC distributor and the RAM registry are set up, and the kernel takes over.
 #![no_std]
 #![no_main]
 
-core::arch::global_asm!(r#"
-.section .text.head, "ax"
-.global _start
-_start:
-    b 1f
-    .word 0
-    .quad 0x200000
-    .quad __image_size
-    .quad 0x2
-    .quad 0
-    .quad 0
-    .quad 0
-    .word 0x644d5241
-    .word 0
-1:
-    adr x9, _start
-    adr x10, __rela_start
-    adr x11, __rela_end
-2:  cmp x10, x11
-    b.hs 3f
-    ldp x12, x13, [x10], #24
-    ldur x14, [x10, #-8]
-    cmp x13, #1027
-    b.ne 2b
-    add x14, x14, x9
-    str x14, [x9, x12]
-    b 2b
-3:
-    adr x1, boot_stack_top
-    mov sp, x1
-    bl rust_entry
-4:  wfe
-    b 4b
-.section .data
-.balign 16
-boot_stack: .space 16384
-boot_stack_top:
-"#);
+use core::panic::PanicInfo;
 
-static MSG: &str = "hello from EL2\n";
-static PTRS: [&str; 2] = ["relocated ok\n", "second\n"];
+use linked_list_allocator::LockedHeap;
+use microvisor_arch::memory::{self, static_bytes};
+use microvisor_arch::mmu::{self, RawTablePool};
+use microvisor_arch::uart::PhysicalUart;
+use microvisor_arch::{cache, cpu, gic, smp};
+use microvisor_kernel::{BootInfo, console, primary_main};
+use microvisor_logic::inventory::{Inventory, MAX_RESERVED, Region, dtb_total_size};
+use microvisor_logic::memory_map::place_working_memory;
+use microvisor_logic::pagetable::{Attributes, PAGE_SIZE, Regime, Translation};
+
+core::arch::global_asm!(include_str!("entry.S"));
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+/// Translation tables for the hypervisor's own map, at the start of its working memory.
+const STAGE1_TABLES: usize = 32;
+/// Heap for everything but the per-core stacks.
+const HEAP_BASE: u64 = 1 << 20;
+/// Heap per core: its hypervisor stack plus bookkeeping.
+const HEAP_PER_CORE: u64 = smp::STACK_SIZE as u64 + 16 * 1024;
+/// Alignment of the working memory.
+const WORKING_ALIGN: u64 = 64 * 1024;
+
+unsafe extern "C" {
+    static __image_end: u8;
+    static boot_stack_top: u8;
+}
+
+/// Offset of the header's `image_size` field.
+const IMAGE_SIZE_OFFSET: u64 = 16;
 
 #[unsafe(no_mangle)]
-extern "C" fn rust_entry(dtb: usize) -> ! {
-    let uart = 0x0900_0000 as *mut u32;
-    let el: u64;
-    unsafe { core::arch::asm!("mrs {}, CurrentEL", out(reg) el) };
-    for s in [MSG, PTRS[0], PTRS[1]] {
-        for b in s.bytes() { unsafe { uart.write_volatile(b as u32) } }
+extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
+    // SAFETY: the loader placed the whole image at `image_base`; the header's first 24 bytes
+    // are part of it and never written.
+    let header = unsafe { static_bytes(image_base, 24) };
+    let image_size = u64::from_le_bytes(header[IMAGE_SIZE_OFFSET as usize..][..8].try_into().unwrap_or([0; 8]));
+    let hypervisor_end = core::ptr::addr_of!(__image_end) as u64;
+    let hypervisor_size = hypervisor_end - image_base;
+    let image = Region::new(image_base, image_size.max(hypervisor_size));
+
+    // SAFETY: the boot protocol passes a device tree in x0; its 8-byte header tells its size.
+    let dtb_header: [u8; 8] = unsafe { static_bytes(dtb_address, 8) }.try_into().unwrap_or([0; 8]);
+    let Some(dtb_size) = dtb_total_size(&dtb_header) else { cpu::halt() };
+    // SAFETY: the firmware's device tree stays intact until the kernel is done with the
+    // inventory; its memory is not reused before that (the working memory avoids it).
+    let dtb = unsafe { static_bytes(dtb_address, dtb_size) };
+    let Ok(inventory) = Inventory::from_dtb(dtb) else { cpu::halt() };
+    let Some(boot_core) = inventory.core_index(cpu::mpidr()) else { cpu::halt() };
+
+    let heap_size = HEAP_BASE + HEAP_PER_CORE * inventory.cpus.len() as u64;
+    let tables_size = STAGE1_TABLES as u64 * PAGE_SIZE;
+    let mut avoid: heapless::Vec<Region, { MAX_RESERVED + 2 }> = heapless::Vec::new();
+    let _ = avoid.push(image);
+    let _ = avoid.push(Region::new(dtb_address, dtb_size as u64));
+    let _ = avoid.extend_from_slice(&inventory.reserved);
+    let Some(working) =
+        place_working_memory(&inventory.ram, &avoid, image.end(), tables_size + heap_size, WORKING_ALIGN)
+    else {
+        cpu::halt()
+    };
+
+    // SAFETY: `working` is RAM that nothing else uses (it avoids the image, the device tree
+    // and reserved memory), and the MMU is off, so physical addresses are accessed directly.
+    let pool = unsafe { RawTablePool::new(working.base, STAGE1_TABLES) };
+    let Ok(root) = identity_map(pool, &inventory) else { cpu::halt() };
+
+    // Data written with the MMU off bypassed the caches: drop any stale lines for it.
+    // SAFETY: the image's code and data and the working memory hold nothing dirty that we
+    // need (the loader cleaned the image to the point of coherency).
+    unsafe {
+        cache::invalidate(image_base, hypervisor_size);
+        cache::invalidate(working.base, tables_size);
     }
-    let _ = dtb;
-    unsafe { uart.write_volatile((b'0' + (el >> 2) as u8) as u32) };
-    loop {}
+    // SAFETY: `identity_map` covered all RAM (code, stack, data, tables) and the devices used.
+    unsafe { mmu::enable(root) };
+
+    let heap = Region::new(working.base + tables_size, heap_size);
+    // SAFETY: the heap range is part of the working memory, used by nothing else.
+    unsafe { HEAP.lock().init(heap.base as *mut u8, heap.size as usize) };
+    // SAFETY: the identity map covers every RAM bank as Normal memory; from here on RAM is
+    // handed out through claims only.
+    unsafe { memory::register_ram(&inventory.ram) };
+    for region in [image, working] {
+        match memory::claim(region) {
+            Ok(claimed) => core::mem::forget(claimed),
+            Err(_) => cpu::halt(),
+        }
+    }
+    // SAFETY: the UART and GIC regions come from the firmware DT and are mapped as Device
+    // memory by `identity_map`; nothing else drives them.
+    let uart = unsafe { PhysicalUart::new(inventory.uart.registers.base) };
+    // SAFETY: as above.
+    unsafe { gic::init(&inventory.gic) };
+    cpu::set_core_index(boot_core);
+    smp::set_boot_stack(boot_core, core::ptr::addr_of!(boot_stack_top) as u64);
+    console::init(uart);
+
+    // SAFETY: the bundle is the rest of the loaded image, claimed above and never written.
+    let bundle = unsafe { static_bytes(hypervisor_end, (image.end() - hypervisor_end) as usize) };
+    primary_main(BootInfo {
+        inventory,
+        boot_core,
+        image,
+        hypervisor_size,
+        bundle,
+        working_memory: working,
+        stage1_bytes: tables_size,
+        heap_used: || HEAP.lock().used(),
+    })
+}
+
+/// The hypervisor's EL2 map: every RAM bank as Normal memory, the devices it drives as
+/// Device memory, at their physical addresses.
+fn identity_map(pool: RawTablePool, inventory: &Inventory) -> Result<u64, ()> {
+    let mut map = Translation::new(Regime::El2Stage1, pool).map_err(|_| ())?;
+    for bank in &inventory.ram {
+        map.map(bank.base, bank.base, bank.size, Attributes::RAM).map_err(|_| ())?;
+    }
+    let gic = &inventory.gic;
+    let devices = [Some(inventory.uart.registers), Some(gic.distributor), Some(gic.redistributors), gic.its];
+    for device in devices.into_iter().flatten() {
+        let base = device.base & !(PAGE_SIZE - 1);
+        let size = (device.end() - base).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        map.map(base, base, size, Attributes::DEVICE).map_err(|_| ())?;
+    }
+    Ok(map.root())
 }
 
 #[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! { loop {} }
+fn panic(info: &PanicInfo<'_>) -> ! {
+    microvisor_kernel::panic_report(info)
+}

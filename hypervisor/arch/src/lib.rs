@@ -1,2 +1,18 @@
-//! aarch64 architecture layer.
+//! The aarch64 architecture layer of the microvisor: every register access, assembly
+//! routine and raw memory access the hypervisor performs lives here, behind safe functions.
+//! Everything above this crate is safe Rust.
 #![no_std]
+
+extern crate alloc;
+
+pub mod cache;
+pub mod cpu;
+pub mod exceptions;
+pub mod firmware;
+pub mod gic;
+pub mod memory;
+pub mod mmu;
+pub mod regs;
+pub mod smp;
+pub mod uart;
+pub mod virt;

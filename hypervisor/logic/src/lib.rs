@@ -1,3 +1,15 @@
-//! Pure logic of the microvisor (safe, host-tested).
+//! Pure logic of the microvisor: everything that can be decided without touching hardware,
+//! tested on the host. The architecture layer feeds it decoded inputs and applies its answers.
 #![cfg_attr(not(test), no_std)]
+
 extern crate alloc;
+
+pub mod console;
+pub mod exits;
+pub mod guest_dt;
+pub mod inventory;
+pub mod memory_map;
+pub mod pagetable;
+pub mod pl011;
+pub mod psci;
+pub mod trap;

@@ -1,0 +1,55 @@
+//! Cache maintenance by virtual address (Arm ARM D7.5.9). The hypervisor's VA equals PA.
+
+use aarch64_cpu::asm::barrier;
+
+/// Smallest data cache line size of this core, from CTR_EL0.DminLine.
+fn data_line_size() -> u64 {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+    4 << ((ctr >> 16) & 0xf)
+}
+
+fn for_each_line(base: u64, size: u64, mut op: impl FnMut(u64)) {
+    let line = data_line_size();
+    let mut address = base & !(line - 1);
+    let end = base.saturating_add(size);
+    while address < end {
+        op(address);
+        address += line;
+    }
+}
+
+/// Cleans `[base, base + size)` to the point of coherency, so that an observer with caches
+/// off (a guest with its MMU off, a secondary core before its MMU is on) sees the data.
+pub fn clean_to_poc(base: u64, size: u64) {
+    for_each_line(base, size, |address| {
+        // SAFETY: DC CVAC only writes back dirty lines; it never changes memory contents as
+        // seen by the program. The address is mapped (identity map of RAM).
+        unsafe { core::arch::asm!("dc cvac, {}", in(reg) address, options(nostack)) };
+    });
+    barrier::dsb(barrier::SY);
+}
+
+/// Discards any cached copy of `[base, base + size)` without writing it back.
+///
+/// # Safety
+/// Dirty data in the range is lost: the caller must own the range and must not need any
+/// value written to it through the cache.
+pub unsafe fn invalidate(base: u64, size: u64) {
+    for_each_line(base, size, |address| {
+        // SAFETY: the caller guarantees that losing dirty lines in the range is intended.
+        unsafe { core::arch::asm!("dc ivac, {}", in(reg) address, options(nostack)) };
+    });
+    barrier::dsb(barrier::SY);
+}
+
+/// Makes code written to memory visible to instruction fetch on all cores: clean the range to
+/// the point of coherency, then invalidate all instruction caches in the inner shareable domain.
+pub fn sync_instructions(base: u64, size: u64) {
+    clean_to_poc(base, size);
+    // SAFETY: invalidating instruction caches is always safe; it only costs refetches.
+    unsafe { core::arch::asm!("ic ialluis", options(nostack)) };
+    barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
+}

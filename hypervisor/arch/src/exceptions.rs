@@ -1,0 +1,257 @@
+//! The EL2 exception vector table (Arm ARM D1.3.1) and guest entry/exit.
+//!
+//! Every exception from a guest saves the guest's general-purpose registers, ELR_EL2 and
+//! SPSR_EL2 into a [`GuestFrame`] on this core's stack, calls the handler the kernel
+//! installed, and returns to the guest with whatever the frame then holds (ERET). The
+//! handler may rewrite the frame completely, e.g. to restart the vCPU at a new entry point.
+//! Exceptions taken from EL2 itself are hypervisor bugs: they go to the fatal handler.
+
+use aarch64_cpu::registers::{ESR_EL2, FAR_EL2, HPFAR_EL2, VBAR_EL2};
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Once;
+use tock_registers::interfaces::{Readable, Writeable};
+
+use crate::smp;
+
+/// A guest's general-purpose registers and return state, as saved on exception entry.
+#[repr(C)]
+#[derive(Clone, Debug, Default)]
+pub struct GuestFrame {
+    /// x0..x30.
+    pub x: [u64; 31],
+    /// Where the guest resumes (ELR_EL2).
+    pub pc: u64,
+    /// Guest PSTATE on resume (SPSR_EL2).
+    pub pstate: u64,
+    _padding: u64,
+}
+
+/// Size of a saved frame, used by the assembly below.
+const FRAME_SIZE: usize = core::mem::size_of::<GuestFrame>();
+const _: () = assert!(FRAME_SIZE == 272 && FRAME_SIZE % 16 == 0);
+
+impl GuestFrame {
+    /// A frame that enters a guest at `pc` in EL1h with all of DAIF masked and `x0 = arg`
+    /// (the Linux arm64 boot protocol entry, and PSCI CPU_ON's entry).
+    pub fn entry(pc: u64, arg: u64) -> Self {
+        let mut frame = GuestFrame { pc, pstate: PSTATE_EL1H_MASKED, ..Default::default() };
+        frame.x[0] = arg;
+        frame
+    }
+
+    /// Reads guest register `n` (31 is XZR and reads as zero).
+    pub fn reg(&self, n: u8) -> u64 {
+        self.x.get(usize::from(n)).copied().unwrap_or(0)
+    }
+
+    /// Writes guest register `n` (writes to 31, XZR, are discarded).
+    pub fn set_reg(&mut self, n: u8, value: u64) {
+        if let Some(r) = self.x.get_mut(usize::from(n)) {
+            *r = value;
+        }
+    }
+
+    /// Moves the guest past the 4-byte instruction that trapped.
+    pub fn skip_instruction(&mut self) {
+        self.pc = self.pc.wrapping_add(4);
+    }
+}
+
+/// SPSR value for EL1h (M = 0b0101) with D, A, I and F masked.
+pub const PSTATE_EL1H_MASKED: u64 = 0x3c5;
+
+/// What an exception from EL2 itself looked like (a hypervisor bug).
+#[derive(Clone, Copy, Debug)]
+pub struct HypervisorFault {
+    pub kind: &'static str,
+    pub esr: u64,
+    pub elr: u64,
+    pub far: u64,
+}
+
+/// Syndrome registers of the current exception from a guest.
+#[derive(Clone, Copy, Debug)]
+pub struct Syndrome {
+    pub esr: u64,
+    pub far: u64,
+    pub hpfar: u64,
+}
+
+/// Reads ESR_EL2, FAR_EL2 and HPFAR_EL2 (valid inside a guest exception handler).
+pub fn syndrome() -> Syndrome {
+    Syndrome { esr: ESR_EL2.get(), far: FAR_EL2.get(), hpfar: HPFAR_EL2.get() }
+}
+
+/// The kernel's handlers.
+#[derive(Clone, Copy)]
+pub struct Handlers {
+    /// A synchronous exception from a guest (HVC, SMC, aborts, traps).
+    pub guest_sync: fn(&mut GuestFrame),
+    /// A physical IRQ taken while a guest ran.
+    pub guest_irq: fn(&mut GuestFrame),
+    /// FIQ or SError from a guest.
+    pub guest_other: fn(&mut GuestFrame, &'static str),
+    /// An exception taken from EL2: never returns.
+    pub fatal: fn(&HypervisorFault) -> !,
+}
+
+static HANDLERS: Once<Handlers> = Once::new();
+
+/// Installs the kernel's handlers (once, on the boot core, before any vector is live).
+pub fn set_handlers(handlers: Handlers) {
+    HANDLERS.call_once(|| handlers);
+}
+
+/// Points this core's VBAR_EL2 at the vector table.
+pub fn install_vectors() {
+    unsafe extern "C" {
+        static el2_vectors: u8;
+    }
+    let base = core::ptr::addr_of!(el2_vectors) as u64;
+    VBAR_EL2.set(base);
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Counts exceptions taken from EL2 itself, so that a fault inside the fatal path cannot loop.
+static NESTED_FATAL: AtomicU64 = AtomicU64::new(0);
+
+const KIND_NAMES: [&str; 16] = [
+    "sync (EL2, SP0)",
+    "irq (EL2, SP0)",
+    "fiq (EL2, SP0)",
+    "serror (EL2, SP0)",
+    "sync (EL2)",
+    "irq (EL2)",
+    "fiq (EL2)",
+    "serror (EL2)",
+    "sync (guest)",
+    "irq (guest)",
+    "fiq (guest)",
+    "serror (guest)",
+    "sync (guest AArch32)",
+    "irq (guest AArch32)",
+    "fiq (guest AArch32)",
+    "serror (guest AArch32)",
+];
+
+/// Called by the vector stubs with the vector index (0..16) and the saved frame.
+#[unsafe(no_mangle)]
+extern "C" fn el2_dispatch(kind: u64, frame: &mut GuestFrame) {
+    let Some(handlers) = HANDLERS.get() else { crate::cpu::halt() };
+    let name = KIND_NAMES[(kind & 15) as usize];
+    match kind {
+        8 => (handlers.guest_sync)(frame),
+        9 => (handlers.guest_irq)(frame),
+        10 | 11 | 12..=15 => (handlers.guest_other)(frame, name),
+        _ => {
+            if NESTED_FATAL.fetch_add(1, Ordering::Relaxed) > 4 {
+                crate::cpu::halt();
+            }
+            let fault = HypervisorFault { kind: name, esr: ESR_EL2.get(), elr: frame.pc, far: FAR_EL2.get() };
+            (handlers.fatal)(&fault)
+        }
+    }
+}
+
+/// Enters the guest described by `frame` on this core, discarding everything on this core's
+/// hypervisor stack (nothing on it is ever returned to).
+pub fn enter_guest(frame: &GuestFrame) -> ! {
+    let top = smp::stack_top();
+    let slot = top - FRAME_SIZE as u64;
+    // SAFETY: `slot` is the top FRAME_SIZE bytes of this core's own hypervisor stack, which
+    // `smp` reserved for this core alone; we are about to abandon all frames below it. The
+    // copy happens before the stack pointer moves, and `frame` lives lower on the stack or
+    // elsewhere, so source and destination do not overlap unless `frame` already is the slot.
+    unsafe {
+        let destination = slot as *mut GuestFrame;
+        if !core::ptr::eq(destination, frame) {
+            core::ptr::copy_nonoverlapping(frame, destination, 1);
+        }
+        core::arch::asm!(
+            "mov sp, {slot}",
+            "b el2_restore_and_eret",
+            slot = in(reg) slot,
+            options(noreturn),
+        )
+    }
+}
+
+core::arch::global_asm!(
+    r#"
+.macro VECTOR kind
+    .balign 0x80
+    sub sp, sp, #{frame}
+    stp x0, x1, [sp, #0]
+    mov x0, #\kind
+    b el2_save_and_dispatch
+.endm
+
+    .section .text.vectors, "ax"
+    .balign 0x800
+    .global el2_vectors
+el2_vectors:
+    VECTOR 0
+    VECTOR 1
+    VECTOR 2
+    VECTOR 3
+    VECTOR 4
+    VECTOR 5
+    VECTOR 6
+    VECTOR 7
+    VECTOR 8
+    VECTOR 9
+    VECTOR 10
+    VECTOR 11
+    VECTOR 12
+    VECTOR 13
+    VECTOR 14
+    VECTOR 15
+
+el2_save_and_dispatch:
+    stp x2, x3, [sp, #16]
+    stp x4, x5, [sp, #32]
+    stp x6, x7, [sp, #48]
+    stp x8, x9, [sp, #64]
+    stp x10, x11, [sp, #80]
+    stp x12, x13, [sp, #96]
+    stp x14, x15, [sp, #112]
+    stp x16, x17, [sp, #128]
+    stp x18, x19, [sp, #144]
+    stp x20, x21, [sp, #160]
+    stp x22, x23, [sp, #176]
+    stp x24, x25, [sp, #192]
+    stp x26, x27, [sp, #208]
+    stp x28, x29, [sp, #224]
+    mrs x2, elr_el2
+    mrs x3, spsr_el2
+    stp x30, x2, [sp, #240]
+    str x3, [sp, #256]
+    mov x1, sp
+    bl el2_dispatch
+
+    .global el2_restore_and_eret
+el2_restore_and_eret:
+    ldp x30, x2, [sp, #240]
+    ldr x3, [sp, #256]
+    msr elr_el2, x2
+    msr spsr_el2, x3
+    ldp x0, x1, [sp, #0]
+    ldp x2, x3, [sp, #16]
+    ldp x4, x5, [sp, #32]
+    ldp x6, x7, [sp, #48]
+    ldp x8, x9, [sp, #64]
+    ldp x10, x11, [sp, #80]
+    ldp x12, x13, [sp, #96]
+    ldp x14, x15, [sp, #112]
+    ldp x16, x17, [sp, #128]
+    ldp x18, x19, [sp, #144]
+    ldp x20, x21, [sp, #160]
+    ldp x22, x23, [sp, #176]
+    ldp x24, x25, [sp, #192]
+    ldp x26, x27, [sp, #208]
+    ldp x28, x29, [sp, #224]
+    add sp, sp, #{frame}
+    eret
+"#,
+    frame = const FRAME_SIZE,
+);

@@ -1,0 +1,231 @@
+//! The physical GICv3 (Arm IHI 0069 "GICv3 and GICv4 architecture specification"): the
+//! distributor (§12.9), each core's redistributor (§12.10-12.11) and CPU interface (§12.2).
+//! The hypervisor keeps all physical interrupts in Group 1 and uses one SGI of its own to
+//! interrupt other cores.
+
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::ICC_SRE_EL2;
+use spin::Once;
+use tock_registers::interfaces::{Readable, ReadWriteable, Writeable};
+use tock_registers::registers::{ReadOnly, ReadWrite};
+use tock_registers::{register_bitfields, register_structs};
+
+use microvisor_logic::inventory::Gic as GicInventory;
+
+use crate::regs::{ICC_BPR1_EL1, ICC_EOIR1_EL1, ICC_IAR1_EL1, ICC_IGRPEN1_EL1, ICC_PMR_EL1, ICC_SGI1R_EL1, SGI1R};
+
+/// The SGI the hypervisor sends to interrupt another core.
+pub const HYPERVISOR_SGI: u32 = 8;
+/// INTIDs at and above this are special (1020-1023): 1023 = no pending interrupt.
+const SPECIAL_INTID: u32 = 1020;
+/// Priority given to every interrupt the hypervisor enables.
+const DEFAULT_PRIORITY: u8 = 0xa0;
+
+register_bitfields![u32,
+    GICD_CTLR [
+        ENABLE_GRP0 OFFSET(0) NUMBITS(1) [],
+        ENABLE_GRP1 OFFSET(1) NUMBITS(1) [],
+        ARE OFFSET(4) NUMBITS(1) [],
+        RWP OFFSET(31) NUMBITS(1) []
+    ],
+    GICR_WAKER [
+        PROCESSOR_SLEEP OFFSET(1) NUMBITS(1) [],
+        CHILDREN_ASLEEP OFFSET(2) NUMBITS(1) []
+    ],
+    GICR_CTLR [
+        RWP OFFSET(3) NUMBITS(1) []
+    ]
+];
+
+register_bitfields![u64,
+    GICR_TYPER [
+        VLPIS OFFSET(1) NUMBITS(1) [],
+        LAST OFFSET(4) NUMBITS(1) [],
+        AFFINITY OFFSET(32) NUMBITS(32) []
+    ]
+];
+
+register_structs! {
+    /// GICD register map (§12.9, Table 12-25).
+    DistributorRegisters {
+        (0x0000 => ctlr: ReadWrite<u32, GICD_CTLR::Register>),
+        (0x0004 => typer: ReadOnly<u32>),
+        (0x0008 => _reserved0),
+        (0x0080 => igroupr: [ReadWrite<u32>; 32]),
+        (0x0100 => isenabler: [ReadWrite<u32>; 32]),
+        (0x0180 => icenabler: [ReadWrite<u32>; 32]),
+        (0x0200 => _reserved1),
+        (0x0400 => ipriorityr: [ReadWrite<u8>; 1024]),
+        (0x0800 => _reserved2),
+        (0x6100 => irouter: [ReadWrite<u64>; 988]),
+        (0x7fe0 => _reserved3),
+        (0x10000 => @END),
+    }
+}
+
+register_structs! {
+    /// GICR RD_base frame (§12.10, Table 12-27).
+    RedistributorRegisters {
+        (0x0000 => ctlr: ReadWrite<u32, GICR_CTLR::Register>),
+        (0x0004 => _iidr: ReadOnly<u32>),
+        (0x0008 => typer: ReadOnly<u64, GICR_TYPER::Register>),
+        (0x0010 => _statusr: ReadWrite<u32>),
+        (0x0014 => waker: ReadWrite<u32, GICR_WAKER::Register>),
+        (0x0018 => _reserved),
+        (0x10000 => @END),
+    }
+}
+
+register_structs! {
+    /// GICR SGI_base frame (§12.11, Table 12-29).
+    SgiRegisters {
+        (0x0000 => _reserved0),
+        (0x0080 => igroupr0: ReadWrite<u32>),
+        (0x0084 => _reserved1),
+        (0x0100 => isenabler0: ReadWrite<u32>),
+        (0x0104 => _reserved2),
+        (0x0180 => icenabler0: ReadWrite<u32>),
+        (0x0184 => _reserved3),
+        (0x0400 => ipriorityr: [ReadWrite<u8>; 32]),
+        (0x0420 => _reserved4),
+        (0x10000 => @END),
+    }
+}
+
+struct Gic {
+    redistributors_base: u64,
+    redistributors_end: u64,
+}
+
+static GIC: Once<Gic> = Once::new();
+
+/// Why the GIC could not be brought up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GicError {
+    /// `init` has not run.
+    NotInitialised,
+    /// No redistributor frame has this core's affinity.
+    NoRedistributor,
+}
+
+/// Brings up the distributor (boot core, once): affinity routing on, every SPI disabled and in
+/// Group 1, Group 1 enabled.
+///
+/// # Safety
+/// The regions in `gic` must be the node's GICv3 registers, identity mapped as Device memory,
+/// and nothing else may drive the distributor.
+pub unsafe fn init(gic: &GicInventory) {
+    // SAFETY: the caller guarantees the distributor registers are mapped at this address.
+    let distributor = unsafe { &*(gic.distributor.base as *const DistributorRegisters) };
+    distributor.ctlr.set(0);
+    wait_for(|| !distributor.ctlr.is_set(GICD_CTLR::RWP));
+    let lines = ((distributor.typer.get() & 0x1f) as usize + 1) * 32;
+    for word in 1..(lines / 32).min(32) {
+        distributor.icenabler[word].set(u32::MAX);
+        distributor.igroupr[word].set(u32::MAX);
+    }
+    for intid in 32..lines.min(1020) {
+        distributor.ipriorityr[intid].set(DEFAULT_PRIORITY);
+    }
+    distributor.ctlr.write(GICD_CTLR::ARE::SET);
+    wait_for(|| !distributor.ctlr.is_set(GICD_CTLR::RWP));
+    distributor.ctlr.write(GICD_CTLR::ARE::SET + GICD_CTLR::ENABLE_GRP1::SET);
+    wait_for(|| !distributor.ctlr.is_set(GICD_CTLR::RWP));
+    GIC.call_once(|| Gic {
+        redistributors_base: gic.redistributors.base,
+        redistributors_end: gic.redistributors.end(),
+    });
+}
+
+fn wait_for(mut done: impl FnMut() -> bool) {
+    while !done() {
+        core::hint::spin_loop();
+    }
+}
+
+/// This core's redistributor frames (RD_base, SGI_base).
+fn own_redistributor(gic: &Gic) -> Option<(&'static RedistributorRegisters, &'static SgiRegisters)> {
+    let affinity = crate::cpu::mpidr();
+    // GICR_TYPER.Affinity is Aff3.Aff2.Aff1.Aff0.
+    let wanted = ((affinity >> 32) & 0xff) << 24 | (affinity & 0xff_ffff);
+    let mut frame = gic.redistributors_base;
+    while frame < gic.redistributors_end {
+        // SAFETY: `frame` lies in the redistributor region `init` was given, mapped as
+        // Device memory; each frame starts with an RD_base register block.
+        let rd = unsafe { &*(frame as *const RedistributorRegisters) };
+        let typer = rd.typer.extract();
+        if typer.read(GICR_TYPER::AFFINITY) == wanted {
+            // SAFETY: the SGI_base frame follows RD_base by 64 KiB in the same region.
+            let sgi = unsafe { &*((frame + 0x1_0000) as *const SgiRegisters) };
+            return Some((rd, sgi));
+        }
+        if typer.is_set(GICR_TYPER::LAST) {
+            break;
+        }
+        // GICv4 redistributors have two more frames (VLPI_base, reserved).
+        frame += if typer.is_set(GICR_TYPER::VLPIS) { 0x4_0000 } else { 0x2_0000 };
+    }
+    None
+}
+
+/// Brings up this core's redistributor and CPU interface: awake, SGIs/PPIs in Group 1 and
+/// disabled except the hypervisor SGI, system-register interface on, Group 1 enabled.
+pub fn init_core() -> Result<(), GicError> {
+    let gic = GIC.get().ok_or(GicError::NotInitialised)?;
+    let (rd, sgi) = own_redistributor(gic).ok_or(GicError::NoRedistributor)?;
+    rd.waker.modify(GICR_WAKER::PROCESSOR_SLEEP::CLEAR);
+    wait_for(|| !rd.waker.is_set(GICR_WAKER::CHILDREN_ASLEEP));
+    sgi.icenabler0.set(u32::MAX);
+    wait_for(|| !rd.ctlr.is_set(GICR_CTLR::RWP));
+    sgi.igroupr0.set(u32::MAX);
+    for priority in sgi.ipriorityr.iter() {
+        priority.set(DEFAULT_PRIORITY);
+    }
+    sgi.isenabler0.set(1 << HYPERVISOR_SGI);
+
+    ICC_SRE_EL2.write(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::DFB::SET + ICC_SRE_EL2::DIB::SET + ICC_SRE_EL2::ENABLE::SET);
+    barrier::isb(barrier::SY);
+    ICC_PMR_EL1.set(0xff);
+    ICC_BPR1_EL1.set(0);
+    ICC_IGRPEN1_EL1.set(1);
+    barrier::isb(barrier::SY);
+    Ok(())
+}
+
+/// Sends the hypervisor SGI to the core with affinity `mpidr`.
+pub fn send_hypervisor_sgi(mpidr: u64) {
+    let aff0 = mpidr & 0xff;
+    let value = SGI1R::TARGET_LIST.val(1 << (aff0 & 0xf))
+        + SGI1R::RS.val(aff0 >> 4)
+        + SGI1R::AFF1.val((mpidr >> 8) & 0xff)
+        + SGI1R::AFF2.val((mpidr >> 16) & 0xff)
+        + SGI1R::AFF3.val((mpidr >> 32) & 0xff)
+        + SGI1R::INTID.val(u64::from(HYPERVISOR_SGI));
+    // Make every store before this (the request the SGI announces) visible first.
+    barrier::dsb(barrier::ISHST);
+    ICC_SGI1R_EL1.set(value.value);
+    barrier::isb(barrier::SY);
+}
+
+/// Acknowledges the highest-priority pending interrupt, if any.
+pub fn acknowledge() -> Option<u32> {
+    let intid = (ICC_IAR1_EL1.get() & 0xff_ffff) as u32;
+    (intid < SPECIAL_INTID).then_some(intid)
+}
+
+/// Ends (and, with EOImode 0, deactivates) an acknowledged interrupt.
+pub fn end_of_interrupt(intid: u32) {
+    ICC_EOIR1_EL1.set(u64::from(intid));
+}
+
+/// Acknowledges and ends every pending interrupt, returning how many hypervisor SGIs there were.
+pub fn drain() -> usize {
+    let mut sgis = 0;
+    while let Some(intid) = acknowledge() {
+        if intid == HYPERVISOR_SGI {
+            sgis += 1;
+        }
+        end_of_interrupt(intid);
+    }
+    sgis
+}

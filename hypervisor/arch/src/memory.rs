@@ -1,0 +1,120 @@
+//! Physical memory the hypervisor hands out: RAM ranges are claimed once, by one owner, and
+//! accessed only through the [`PhysRegion`] that the claim returns. This is what lets the rest
+//! of the hypervisor write slice memory (images, device trees) without `unsafe`.
+
+use heapless::Vec;
+use microvisor_logic::inventory::{MAX_RAM_BANKS, Region};
+use spin::{Mutex, Once};
+
+use crate::cache;
+
+/// Most claims at once (hypervisor image, its working memory, one per slice).
+const MAX_CLAIMS: usize = 300;
+
+static RAM: Once<Vec<Region, MAX_RAM_BANKS>> = Once::new();
+static CLAIMS: Mutex<Vec<Region, MAX_CLAIMS>> = Mutex::new(Vec::new());
+
+/// Why a claim was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimError {
+    /// The RAM banks are not registered yet.
+    NoRam,
+    /// The range is not entirely inside one RAM bank.
+    NotRam,
+    /// The range overlaps an earlier claim.
+    Overlaps(Region),
+    /// Too many claims.
+    Full,
+}
+
+/// Registers the node's RAM banks (once).
+///
+/// # Safety
+/// Every bank must be RAM that is identity mapped as Normal memory in the hypervisor's
+/// stage-1 map, and no code may access it except through claims from now on (apart from the
+/// hypervisor's own image, stacks and heap, which `boot/` claims first).
+pub unsafe fn register_ram(banks: &[Region]) {
+    RAM.call_once(|| banks.iter().copied().collect());
+}
+
+/// Claims `region` for exclusive use.
+pub fn claim(region: Region) -> Result<PhysRegion, ClaimError> {
+    let ram = RAM.get().ok_or(ClaimError::NoRam)?;
+    if region.size == 0 || !ram.iter().any(|bank| region.base >= bank.base && region.base.checked_add(region.size).is_some_and(|end| end <= bank.end())) {
+        return Err(ClaimError::NotRam);
+    }
+    let mut claims = CLAIMS.lock();
+    if let Some(other) = claims.iter().find(|c| c.overlaps(&region)) {
+        return Err(ClaimError::Overlaps(*other));
+    }
+    claims.push(region).map_err(|_| ClaimError::Full)?;
+    Ok(PhysRegion { region })
+}
+
+/// An access beyond the end of a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfRange;
+
+/// Exclusively claimed physical RAM.
+#[derive(Debug)]
+pub struct PhysRegion {
+    region: Region,
+}
+
+impl PhysRegion {
+    pub fn region(&self) -> Region {
+        self.region
+    }
+
+    fn checked(&self, offset: u64, len: usize) -> Result<u64, OutOfRange> {
+        let end = offset.checked_add(len as u64).ok_or(OutOfRange)?;
+        if end > self.region.size {
+            return Err(OutOfRange);
+        }
+        Ok(self.region.base + offset)
+    }
+
+    /// Copies `bytes` to `offset` in the region.
+    pub fn write(&self, offset: u64, bytes: &[u8]) -> Result<(), OutOfRange> {
+        let address = self.checked(offset, bytes.len())?;
+        // SAFETY: the destination lies inside this claimed region (checked above), which no
+        // Rust reference aliases; it is identity mapped RAM (`register_ram`).
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), address as *mut u8, bytes.len()) };
+        Ok(())
+    }
+
+    /// Fills `len` bytes at `offset` with zeros.
+    pub fn zero(&self, offset: u64, len: u64) -> Result<(), OutOfRange> {
+        let address = self.checked(offset, usize::try_from(len).map_err(|_| OutOfRange)?)?;
+        // SAFETY: as in `write`.
+        unsafe { core::ptr::write_bytes(address as *mut u8, 0, len as usize) };
+        Ok(())
+    }
+
+    /// Reads `buffer.len()` bytes at `offset`.
+    pub fn read(&self, offset: u64, buffer: &mut [u8]) -> Result<(), OutOfRange> {
+        let address = self.checked(offset, buffer.len())?;
+        // SAFETY: as in `write`; the source may change under us if a guest runs on it, which
+        // only affects the bytes read, never memory safety (plain bytes have no invalid values).
+        unsafe { core::ptr::copy_nonoverlapping(address as *const u8, buffer.as_mut_ptr(), buffer.len()) };
+        Ok(())
+    }
+
+    /// Makes what the hypervisor wrote visible to a guest that starts with its MMU and caches
+    /// off, including as instructions.
+    pub fn sync_for_guest(&self, offset: u64, len: u64) -> Result<(), OutOfRange> {
+        let address = self.checked(offset, usize::try_from(len).map_err(|_| OutOfRange)?)?;
+        cache::sync_instructions(address, len);
+        Ok(())
+    }
+}
+
+/// A hypervisor-owned byte range that lives for the rest of the run (its image and bundle).
+///
+/// # Safety
+/// `[base, base + size)` must be mapped, must never be written again, and must be claimed
+/// (or otherwise never handed out) so that nobody writes it.
+pub unsafe fn static_bytes(base: u64, size: usize) -> &'static [u8] {
+    // SAFETY: guaranteed by the caller.
+    unsafe { core::slice::from_raw_parts(base as *const u8, size) }
+}

@@ -1,0 +1,64 @@
+//! The node's physical PL011 (Arm PrimeCell UART TRM §3.3): polled transmit and receive.
+
+use tock_registers::interfaces::{Readable, ReadWriteable, Writeable};
+use tock_registers::registers::{ReadOnly, ReadWrite};
+use tock_registers::{register_bitfields, register_structs};
+
+register_bitfields![u32,
+    FR [
+        RXFE OFFSET(4) NUMBITS(1) [],
+        TXFF OFFSET(5) NUMBITS(1) []
+    ],
+    CR [
+        UARTEN OFFSET(0) NUMBITS(1) [],
+        TXE OFFSET(8) NUMBITS(1) [],
+        RXE OFFSET(9) NUMBITS(1) []
+    ]
+];
+
+register_structs! {
+    Pl011Registers {
+        (0x000 => dr: ReadWrite<u32>),
+        (0x004 => _reserved0),
+        (0x018 => fr: ReadOnly<u32, FR::Register>),
+        (0x01c => _reserved1),
+        (0x030 => cr: ReadWrite<u32, CR::Register>),
+        (0x034 => _reserved2),
+        (0x1000 => @END),
+    }
+}
+
+/// The physical console UART.
+pub struct PhysicalUart {
+    registers: &'static Pl011Registers,
+}
+
+// SAFETY: the UART is MMIO reached by volatile accesses; whoever owns the `PhysicalUart` may
+// use it from any core (the kernel keeps it behind a lock).
+unsafe impl Send for PhysicalUart {}
+
+impl PhysicalUart {
+    /// # Safety
+    /// `base` must be a PL011's register block, mapped as Device memory (or the MMU off), and
+    /// only this object may drive it.
+    pub unsafe fn new(base: u64) -> Self {
+        // SAFETY: guaranteed by the caller.
+        let registers = unsafe { &*(base as *const Pl011Registers) };
+        // Keep the firmware's line settings; make sure transmit and receive are on.
+        registers.cr.modify(CR::UARTEN::SET + CR::TXE::SET + CR::RXE::SET);
+        Self { registers }
+    }
+
+    /// Sends one byte, waiting while the transmit FIFO is full.
+    pub fn write_byte(&self, byte: u8) {
+        while self.registers.fr.is_set(FR::TXFF) {
+            core::hint::spin_loop();
+        }
+        self.registers.dr.set(u32::from(byte));
+    }
+
+    /// A received byte, if one is waiting.
+    pub fn read_byte(&self) -> Option<u8> {
+        (!self.registers.fr.is_set(FR::RXFE)).then(|| self.registers.dr.get() as u8)
+    }
+}

@@ -1,0 +1,389 @@
+//! A slice at run time (DESIGN §4): its vCPUs pinned to physical cores, its RAM and stage-2
+//! tables, its pristine boot images, its emulated UART, and its lifecycle (start, stop,
+//! restart) coordinated across its cores.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use microvisor_arch::exceptions::GuestFrame;
+use microvisor_arch::memory::{self, PhysRegion};
+use microvisor_arch::{cpu, gic, virt};
+use microvisor_logic::console::LineBuffer;
+use microvisor_logic::exits::ExitCause;
+use microvisor_logic::guest_dt::{self, GuestMachine};
+use microvisor_logic::inventory::{Inventory, Region};
+use microvisor_logic::pagetable::{Attributes, HeapTables, Regime, Translation};
+use microvisor_logic::pl011::VirtualPl011;
+use microvisor_plan::bundle::Bundle;
+use microvisor_plan::layout::GUEST_RAM_BASE;
+use microvisor_plan::model::{CompiledPlan, OnFault};
+use microvisor_plan::place::SlicePlacement;
+use microvisor_plan::{Arm64Header, GuestLayout};
+use spin::Mutex;
+
+use crate::console;
+
+/// Power state of one vCPU (PSCI's view: ON, OFF, ON_PENDING).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Power {
+    Off,
+    /// CPU_ON accepted; the vCPU's core has not picked it up yet.
+    OnPending { entry: u64, context: u64 },
+    On,
+}
+
+/// One vCPU, pinned to one physical core for its whole life.
+pub struct Vcpu {
+    pub index: usize,
+    /// Physical core index (position in the firmware DT).
+    pub core: usize,
+    /// Physical MPIDR affinity of that core (for hypervisor SGIs).
+    pub mpidr: u64,
+    power: Mutex<Power>,
+    exits: [AtomicU64; ExitCause::COUNT],
+}
+
+impl Vcpu {
+    pub fn power(&self) -> Power {
+        *self.power.lock()
+    }
+
+    /// Counts one exit of `cause`.
+    pub fn count(&self, cause: ExitCause) {
+        self.exits[cause.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Exit counts by cause, in `ExitCause::ALL` order.
+    pub fn exit_counts(&self) -> [u64; ExitCause::COUNT] {
+        core::array::from_fn(|i| self.exits[i].load(Ordering::Relaxed))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    Running,
+    /// A stop or restart is in progress: every vCPU parks.
+    Stopping,
+    Stopped,
+}
+
+/// What ends a slice's run.
+#[derive(Clone, Debug)]
+pub enum Ending {
+    /// The guest asked to power off (PSCI SYSTEM_OFF).
+    PowerOff,
+    /// The guest asked to reboot (PSCI SYSTEM_RESET).
+    Reset,
+    /// The guest did something it must not: apply `on-fault`.
+    Fault(String),
+}
+
+/// The images a slice boots from, kept pristine in the bundle for restarts.
+struct BootImages {
+    kernel: &'static [u8],
+    initrd: Option<&'static [u8]>,
+    dtb: Vec<u8>,
+    layout: GuestLayout,
+}
+
+struct Uart {
+    device: VirtualPl011,
+    line: LineBuffer,
+}
+
+/// A slice's RAM as the hypervisor sees it.
+pub struct SliceMemory {
+    region: PhysRegion,
+    // Kept alive: the hardware walks these tables.
+    _stage2: Translation<HeapTables>,
+    /// VTTBR_EL2 value: stage-2 root | VMID << 48.
+    pub vttbr: u64,
+    pub stage2_tables: usize,
+}
+
+pub struct Slice {
+    pub index: usize,
+    pub name: String,
+    pub on_fault: OnFault,
+    pub vcpus: Vec<Vcpu>,
+    pub memory: SliceMemory,
+    pub kernel_label: String,
+    images: BootImages,
+    lifecycle: Mutex<Lifecycle>,
+    stop_requested: AtomicBool,
+    uart: Mutex<Uart>,
+}
+
+/// What went wrong while building a slice from its plan (printed as `[hv] error: ...`).
+pub type SetupError = String;
+
+impl Slice {
+    /// Builds slice `index` of `plan` on the resources `placement` gives it: claims its RAM,
+    /// builds its stage-2 map, lays out and generates its boot images. Nothing runs yet.
+    pub fn new(
+        index: usize,
+        plan: &CompiledPlan,
+        placement: &SlicePlacement,
+        inventory: &Inventory,
+        bundle: &'static Bundle<'static>,
+    ) -> Result<Slice, SetupError> {
+        let spec = &plan.slices[index];
+        let name = spec.name.clone();
+        let fail = |what: String| format!("slice \"{name}\": {what}");
+        let kernel = bundle.image(spec.kernel).map_err(|e| fail(format!("kernel: {e}")))?;
+        let header = Arm64Header::parse(kernel.bytes).map_err(|e| fail(format!("kernel: {e}")))?;
+        let initrd = match spec.initrd {
+            Some(i) => Some(bundle.image(i).map_err(|e| fail(format!("initrd: {e}")))?.bytes),
+            None => None,
+        };
+        let layout = GuestLayout::new(spec.memory, &header, kernel.bytes.len() as u64, initrd.map(|i| i.len() as u64))
+            .map_err(|e| format!("{}", e.with_slice(name.clone())))?;
+        let machine = GuestMachine {
+            slice_name: &name,
+            vcpus: placement.cores.len(),
+            memory: spec.memory,
+            cmdline: &spec.cmdline,
+            initrd: layout.initrd,
+        };
+        let dtb = guest_dt::generate(&machine).map_err(|e| fail(format!("device tree: {e:?}")))?;
+
+        let ram = Region::new(placement.ram.base, placement.ram.size);
+        let region = memory::claim(ram).map_err(|e| fail(format!("memory: cannot claim {ram:x?}: {e:?}")))?;
+        let mut stage2 =
+            Translation::new(Regime::Stage2, HeapTables::new()).map_err(|e| fail(format!("stage 2: {e:?}")))?;
+        stage2
+            .map(GUEST_RAM_BASE, ram.base, ram.size, Attributes::RAM)
+            .map_err(|e| fail(format!("stage 2: {e:?}")))?;
+        let vmid = (index + 1) as u64;
+        let vttbr = stage2.root() | vmid << 48;
+        let stage2_tables = stage2.store().len();
+
+        let vcpus = placement
+            .cores
+            .iter()
+            .enumerate()
+            .map(|(i, &core)| Vcpu {
+                index: i,
+                core: core as usize,
+                mpidr: inventory.cpus[core as usize],
+                power: Mutex::new(Power::Off),
+                exits: [const { AtomicU64::new(0) }; ExitCause::COUNT],
+            })
+            .collect();
+        Ok(Slice {
+            index,
+            name,
+            on_fault: spec.on_fault,
+            vcpus,
+            memory: SliceMemory { region, _stage2: stage2, vttbr, stage2_tables },
+            kernel_label: kernel.label.into(),
+            images: BootImages { kernel: kernel.bytes, initrd, dtb, layout },
+            lifecycle: Mutex::new(Lifecycle::Stopped),
+            stop_requested: AtomicBool::new(false),
+            uart: Mutex::new(Uart { device: VirtualPl011::new(), line: LineBuffer::new() }),
+        })
+    }
+
+    /// Physical RAM of the slice.
+    pub fn ram(&self) -> Region {
+        self.memory.region.region()
+    }
+
+    /// Copies the pristine kernel, initrd and device tree into the slice's RAM and makes them
+    /// visible to a guest starting with caches off.
+    pub fn load(&self) -> Result<(), SetupError> {
+        let images = &self.images;
+        let layout = &images.layout;
+        let ram = &self.memory.region;
+        let offset = |ipa: u64| ipa - GUEST_RAM_BASE;
+        let kernel_at = offset(layout.kernel_ipa);
+        let kernel_len = images.kernel.len() as u64;
+        let result = ram
+            .write(kernel_at, images.kernel)
+            .and_then(|()| ram.zero(kernel_at + kernel_len, layout.kernel_end.saturating_sub(layout.kernel_ipa + kernel_len)))
+            .and_then(|()| ram.sync_for_guest(kernel_at, layout.kernel_end - layout.kernel_ipa))
+            .and_then(|()| match (images.initrd, layout.initrd) {
+                (Some(bytes), Some((start, _))) => {
+                    ram.write(offset(start), bytes).and_then(|()| ram.sync_for_guest(offset(start), bytes.len() as u64))
+                }
+                _ => Ok(()),
+            })
+            .and_then(|()| ram.write(offset(layout.dtb_ipa), &images.dtb))
+            .and_then(|()| ram.sync_for_guest(offset(layout.dtb_ipa), images.dtb.len() as u64));
+        result.map_err(|_| format!("slice \"{}\": images do not fit its memory", self.name))
+    }
+
+    /// Powers on vCPU 0 at the kernel entry, with the images already loaded.
+    pub fn start(&self) -> Result<(), SetupError> {
+        *self.uart.lock() = Uart { device: VirtualPl011::new(), line: LineBuffer::new() };
+        *self.lifecycle.lock() = Lifecycle::Running;
+        self.stop_requested.store(false, Ordering::Release);
+        let layout = &self.images.layout;
+        self.power_on(&self.vcpus[0], layout.kernel_ipa, layout.dtb_ipa)
+            .map_err(|status| format!("slice \"{}\": vCPU 0 did not start ({status})", self.name))
+    }
+
+    /// PSCI CPU_ON semantics: marks `vcpu` ON_PENDING with its entry and wakes its core.
+    /// Returns the PSCI status on refusal.
+    pub fn power_on(&self, vcpu: &Vcpu, entry: u64, context: u64) -> Result<(), i64> {
+        use microvisor_logic::psci::status;
+        if *self.lifecycle.lock() != Lifecycle::Running {
+            return Err(status::INTERNAL_FAILURE);
+        }
+        let mut power = vcpu.power.lock();
+        match *power {
+            Power::On => Err(status::ALREADY_ON),
+            Power::OnPending { .. } => Err(status::ON_PENDING),
+            Power::Off => {
+                *power = Power::OnPending { entry, context };
+                drop(power);
+                if vcpu.core != cpu::core_index() {
+                    gic::send_hypervisor_sgi(vcpu.mpidr);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Parks the calling core (which runs `vcpu`) until the vCPU is powered on, then returns
+    /// the frame to enter it with. Called with the vCPU already OFF.
+    pub fn wait_for_start(&self, vcpu: &Vcpu) -> GuestFrame {
+        loop {
+            gic::drain();
+            {
+                let mut power = vcpu.power.lock();
+                if let Power::OnPending { entry, context } = *power {
+                    *power = Power::On;
+                    drop(power);
+                    virt::reset_el1();
+                    return GuestFrame::entry(entry, context);
+                }
+            }
+            cpu::wait_for_interrupt();
+        }
+    }
+
+    /// Powers `vcpu` (the caller's) off and parks until it is powered on again; `frame` then
+    /// holds the new entry state.
+    pub fn park(&self, vcpu: &Vcpu, frame: &mut GuestFrame) {
+        *vcpu.power.lock() = Power::Off;
+        *frame = self.wait_for_start(vcpu);
+    }
+
+    /// Called on every return to the guest: if the slice is stopping, park instead.
+    pub fn check_stop(&self, vcpu: &Vcpu, frame: &mut GuestFrame) {
+        if self.stop_requested.load(Ordering::Acquire) {
+            self.park(vcpu, frame);
+        }
+    }
+
+    /// Ends this run of the slice from `vcpu` (the calling core's): stops every vCPU, reports,
+    /// then either leaves the slice stopped or restarts it from its pristine images. The
+    /// caller's core parks; `frame` holds whatever it runs next.
+    pub fn end(&self, vcpu: &Vcpu, ending: Ending, frame: &mut GuestFrame) {
+        {
+            let mut lifecycle = self.lifecycle.lock();
+            if *lifecycle != Lifecycle::Running {
+                // Another vCPU is already ending this run.
+                drop(lifecycle);
+                self.park(vcpu, frame);
+                return;
+            }
+            *lifecycle = Lifecycle::Stopping;
+            self.stop_requested.store(true, Ordering::Release);
+        }
+        *vcpu.power.lock() = Power::Off;
+        self.stop_other_vcpus();
+        self.flush_console();
+
+        let restart = match &ending {
+            Ending::Reset => {
+                console::hv(format_args!("slice {} restarted: PSCI SYSTEM_RESET", self.name));
+                true
+            }
+            Ending::PowerOff => {
+                console::hv(format_args!("slice {} stopped: powered off (PSCI SYSTEM_OFF)", self.name));
+                false
+            }
+            Ending::Fault(reason) => {
+                console::hv(format_args!("slice {} stopped: {}", self.name, reason));
+                self.on_fault == OnFault::Restart
+            }
+        };
+        if restart {
+            if matches!(ending, Ending::Fault(_)) {
+                console::hv(format_args!("slice {} restarted (on-fault = restart)", self.name));
+            }
+            if let Err(error) = self.load().and_then(|()| self.start()) {
+                console::hv(format_args!("slice {} stopped: restart failed: {error}", self.name));
+                *self.lifecycle.lock() = Lifecycle::Stopped;
+            }
+        } else {
+            *self.lifecycle.lock() = Lifecycle::Stopped;
+        }
+        *frame = self.wait_for_start(vcpu);
+    }
+
+    /// Cancels pending starts and interrupts every running vCPU of the slice, then waits until
+    /// all are parked.
+    fn stop_other_vcpus(&self) {
+        let second = cpu::counter_frequency().max(1);
+        let mut last_kick = 0;
+        let mut reported = false;
+        let start = cpu::counter();
+        loop {
+            let now = cpu::counter();
+            let kick = now.wrapping_sub(last_kick) > second / 1000;
+            let mut running = 0;
+            for other in &self.vcpus {
+                let mut power = other.power.lock();
+                match *power {
+                    Power::OnPending { .. } => *power = Power::Off,
+                    Power::On => {
+                        running += 1;
+                        if kick {
+                            gic::send_hypervisor_sgi(other.mpidr);
+                        }
+                    }
+                    Power::Off => {}
+                }
+            }
+            if running == 0 {
+                return;
+            }
+            if kick {
+                last_kick = now;
+            }
+            if !reported && now.wrapping_sub(start) > second {
+                reported = true;
+                console::fatal(format_args!("slice {}: {running} vCPU(s) do not answer the stop request", self.name));
+            }
+            cpu::spin_hint();
+        }
+    }
+
+    fn flush_console(&self) {
+        let mut uart = self.uart.lock();
+        if !uart.line.is_empty() {
+            console::slice_line(&self.name, uart.line.take());
+        }
+    }
+
+    /// Emulates an access to the slice's PL011 at `offset`; returns the value for a read.
+    pub fn uart_access(&self, offset: u64, write: Option<u64>) -> u64 {
+        let mut uart = self.uart.lock();
+        match write {
+            Some(value) => {
+                if let Some(byte) = uart.device.write(offset, value as u32) {
+                    if let Some(line) = uart.line.push(byte) {
+                        console::slice_line(&self.name, line);
+                    }
+                }
+                0
+            }
+            None => u64::from(uart.device.read(offset)),
+        }
+    }
+}

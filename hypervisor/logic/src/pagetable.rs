@@ -1,0 +1,480 @@
+//! VMSAv8-64 translation tables with a 4 KiB granule (Arm ARM D8.3): one builder for the
+//! hypervisor's own EL2 stage-1 identity map and for each slice's stage-2 (IPA -> PA) map.
+//!
+//! The builder only computes descriptors; where tables live is up to a [`TableStore`]: the
+//! hypervisor keeps them in its own memory (physical address = address, identity mapped),
+//! host tests keep them in a `Vec`.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use tock_registers::{LocalRegisterCopy, register_bitfields};
+
+/// Bytes covered by one level-3 page.
+pub const PAGE_SIZE: u64 = 4096;
+/// Entries in one table.
+pub const ENTRIES: usize = 512;
+/// Bytes covered by a level-2 block.
+pub const BLOCK_2M: u64 = 2 << 20;
+/// Bytes covered by a level-1 block.
+pub const BLOCK_1G: u64 = 1 << 30;
+
+register_bitfields![u64,
+    /// Table, block and page descriptors (Arm ARM D8.3.1, D8.3.2).
+    DESC [
+        VALID OFFSET(0) NUMBITS(1) [],
+        /// 1 = table (levels 0-2) or page (level 3); 0 = block.
+        TABLE_OR_PAGE OFFSET(1) NUMBITS(1) [],
+        /// Stage 1: index into MAIR_EL2. Stage 2: bits [5:2] are MemAttr.
+        ATTR_INDX OFFSET(2) NUMBITS(3) [],
+        S2_MEMATTR OFFSET(2) NUMBITS(4) [
+            DeviceNgNRE = 0b0001,
+            NormalWriteBack = 0b1111
+        ],
+        /// Stage 1 AP[1] (RES1 in the EL2 regime) / stage 2 S2AP[0] (read).
+        AP1_S2AP_READ OFFSET(6) NUMBITS(1) [],
+        /// Stage 1 AP[2] (read-only) / stage 2 S2AP[1] (write).
+        AP2_S2AP_WRITE OFFSET(7) NUMBITS(1) [],
+        SH OFFSET(8) NUMBITS(2) [
+            NonShareable = 0b00,
+            InnerShareable = 0b11
+        ],
+        AF OFFSET(10) NUMBITS(1) [],
+        /// Output address bits [47:12] (next table, block or page).
+        ADDRESS OFFSET(12) NUMBITS(36) [],
+        /// Execute never (stage 1 EL2 XN; stage 2 XN[1]).
+        XN OFFSET(54) NUMBITS(1) []
+    ]
+];
+
+type Descriptor = LocalRegisterCopy<u64, DESC::Register>;
+
+/// MAIR_EL2 attribute index for normal write-back memory (see [`MAIR_EL2_VALUE`]).
+pub const MAIR_NORMAL: u64 = 0;
+/// MAIR_EL2 attribute index for Device-nGnRE memory.
+pub const MAIR_DEVICE: u64 = 1;
+/// MAIR_EL2 value matching the indexes above: Attr0 = 0xff (Normal WB RA WA), Attr1 = 0x04
+/// (Device-nGnRE).
+pub const MAIR_EL2_VALUE: u64 = 0xff | (0x04 << 8);
+
+/// Which translation regime the descriptors are for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Regime {
+    /// The hypervisor's own EL2 stage-1 tables (48-bit VA, start at level 0).
+    El2Stage1,
+    /// A slice's stage-2 tables (39-bit IPA, T0SZ = 25, start at level 1, VTCR_EL2.SL0 = 1).
+    Stage2,
+}
+
+impl Regime {
+    fn start_level(self) -> usize {
+        match self {
+            Regime::El2Stage1 => 0,
+            Regime::Stage2 => 1,
+        }
+    }
+
+    /// Number of input-address bits the regime covers.
+    pub fn input_bits(self) -> u32 {
+        match self {
+            Regime::El2Stage1 => 48,
+            Regime::Stage2 => 39,
+        }
+    }
+}
+
+/// Memory type of a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryType {
+    /// Normal memory, inner/outer write-back, inner shareable.
+    Normal,
+    /// Device-nGnRE.
+    Device,
+}
+
+/// Attributes of one mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attributes {
+    pub memory: MemoryType,
+    pub writable: bool,
+    pub executable: bool,
+}
+
+impl Attributes {
+    /// Read-write, executable normal memory (RAM).
+    pub const RAM: Attributes = Attributes { memory: MemoryType::Normal, writable: true, executable: true };
+    /// Read-write, non-executable normal memory (data).
+    pub const DATA: Attributes = Attributes { memory: MemoryType::Normal, writable: true, executable: false };
+    /// Device registers: read-write, never executable.
+    pub const DEVICE: Attributes = Attributes { memory: MemoryType::Device, writable: true, executable: false };
+}
+
+/// Why a mapping request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// Address or size not a multiple of 4 KiB.
+    Misaligned,
+    /// The range is empty or wraps around.
+    BadRange,
+    /// The input range goes beyond what the regime translates.
+    OutOfRange,
+    /// Part of the range is already mapped.
+    AlreadyMapped { address: u64 },
+    /// The output address does not fit the descriptor (above 48 bits).
+    OutputTooHigh,
+    /// The table store has no memory left.
+    OutOfTables,
+}
+
+/// Where translation tables live.
+pub trait TableStore {
+    /// Allocates a zeroed table and returns its physical address (4 KiB aligned).
+    fn allocate(&mut self) -> Option<u64>;
+    /// The entries of the table at `address`, which this store allocated.
+    fn entries(&mut self, address: u64) -> &mut [u64; ENTRIES];
+}
+
+/// A table in host memory, page aligned so that its address can be a descriptor's.
+#[repr(C, align(4096))]
+pub struct Table(pub [u64; ENTRIES]);
+
+/// Tables on the heap: the hypervisor's stage-2 tables (identity-mapped, so address = physical
+/// address) and the host tests' tables.
+#[derive(Default)]
+pub struct HeapTables {
+    tables: Vec<Box<Table>>,
+}
+
+impl HeapTables {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of tables allocated.
+    pub fn len(&self) -> usize {
+        self.tables.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// Address ranges of all tables (for cache maintenance and footprint reports).
+    pub fn addresses(&self) -> impl Iterator<Item = u64> + '_ {
+        self.tables.iter().map(|t| t.0.as_ptr() as u64)
+    }
+}
+
+impl TableStore for HeapTables {
+    fn allocate(&mut self) -> Option<u64> {
+        let table = Box::new(Table([0; ENTRIES]));
+        let address = table.0.as_ptr() as u64;
+        self.tables.push(table);
+        Some(address)
+    }
+
+    fn entries(&mut self, address: u64) -> &mut [u64; ENTRIES] {
+        let table = self
+            .tables
+            .iter_mut()
+            .find(|t| t.0.as_ptr() as u64 == address)
+            .expect("descriptor points at a table this store did not allocate");
+        &mut table.0
+    }
+}
+
+/// One translation regime's tables.
+pub struct Translation<S: TableStore> {
+    regime: Regime,
+    root: u64,
+    store: S,
+}
+
+/// Bytes covered by one entry at `level` (4 KiB granule).
+const fn entry_span(level: usize) -> u64 {
+    PAGE_SIZE << (9 * (3 - level))
+}
+
+const fn index(address: u64, level: usize) -> usize {
+    ((address / entry_span(level)) % ENTRIES as u64) as usize
+}
+
+const OUTPUT_LIMIT: u64 = 1 << 48;
+
+impl<S: TableStore> Translation<S> {
+    /// Creates empty tables (just the root) in `store`.
+    pub fn new(regime: Regime, mut store: S) -> Result<Self, MapError> {
+        let root = store.allocate().ok_or(MapError::OutOfTables)?;
+        Ok(Self { regime, root, store })
+    }
+
+    /// Physical address of the root table (TTBR0_EL2 / VTTBR_EL2.BADDR).
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Maps `[input, input + size)` to `[output, output + size)` with the largest blocks that
+    /// alignment allows (1 GiB, 2 MiB, then 4 KiB pages).
+    pub fn map(&mut self, input: u64, output: u64, size: u64, attributes: Attributes) -> Result<(), MapError> {
+        if input % PAGE_SIZE != 0 || output % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 {
+            return Err(MapError::Misaligned);
+        }
+        let input_end = input.checked_add(size).filter(|_| size > 0).ok_or(MapError::BadRange)?;
+        let output_end = output.checked_add(size).ok_or(MapError::BadRange)?;
+        if input_end > 1u64 << self.regime.input_bits() {
+            return Err(MapError::OutOfRange);
+        }
+        if output_end > OUTPUT_LIMIT {
+            return Err(MapError::OutputTooHigh);
+        }
+        let mut offset = 0;
+        while offset < size {
+            let (va, pa, left) = (input + offset, output + offset, size - offset);
+            let level = self.leaf_level(va, pa, left);
+            self.map_one(va, pa, level, attributes)?;
+            offset += entry_span(level);
+        }
+        Ok(())
+    }
+
+    /// The shallowest level whose block fits the alignment of both addresses and the size left.
+    fn leaf_level(&self, va: u64, pa: u64, left: u64) -> usize {
+        // Blocks exist at levels 1 and 2 with a 4 KiB granule; level 0 never holds a block.
+        (self.regime.start_level().max(1)..3)
+            .find(|&level| {
+                let span = entry_span(level);
+                va % span == 0 && pa % span == 0 && left >= span
+            })
+            .unwrap_or(3)
+    }
+
+    fn map_one(&mut self, va: u64, pa: u64, leaf: usize, attributes: Attributes) -> Result<(), MapError> {
+        let mut table = self.root;
+        for level in self.regime.start_level()..leaf {
+            let slot = index(va, level);
+            let entry = Descriptor::new(self.store.entries(table)[slot]);
+            table = if !entry.is_set(DESC::VALID) {
+                let next = self.store.allocate().ok_or(MapError::OutOfTables)?;
+                self.store.entries(table)[slot] = table_descriptor(next);
+                next
+            } else if entry.is_set(DESC::TABLE_OR_PAGE) {
+                entry.read(DESC::ADDRESS) << 12
+            } else {
+                return Err(MapError::AlreadyMapped { address: va });
+            };
+        }
+        let slot = index(va, leaf);
+        let entries = self.store.entries(table);
+        if Descriptor::new(entries[slot]).is_set(DESC::VALID) {
+            return Err(MapError::AlreadyMapped { address: va });
+        }
+        entries[slot] = leaf_descriptor(self.regime, pa, leaf, attributes);
+        Ok(())
+    }
+
+    /// Walks the tables for `input`: its output address and attributes, if mapped.
+    pub fn translate(&mut self, input: u64) -> Option<(u64, Attributes)> {
+        if input >= 1u64 << self.regime.input_bits() {
+            return None;
+        }
+        let mut table = self.root;
+        for level in self.regime.start_level()..=3 {
+            let entry = Descriptor::new(self.store.entries(table)[index(input, level)]);
+            if !entry.is_set(DESC::VALID) {
+                return None;
+            }
+            let address = entry.read(DESC::ADDRESS) << 12;
+            let leaf = level == 3 || !entry.is_set(DESC::TABLE_OR_PAGE);
+            if leaf {
+                let span = entry_span(level);
+                return Some((address + input % span, decode_attributes(self.regime, entry)));
+            }
+            table = address;
+        }
+        None
+    }
+}
+
+fn table_descriptor(next: u64) -> u64 {
+    let mut d = Descriptor::new(0);
+    d.write(DESC::VALID::SET + DESC::TABLE_OR_PAGE::SET + DESC::ADDRESS.val(next >> 12));
+    d.get()
+}
+
+fn leaf_descriptor(regime: Regime, output: u64, level: usize, attributes: Attributes) -> u64 {
+    let mut d = Descriptor::new(0);
+    let kind = if level == 3 { DESC::TABLE_OR_PAGE::SET } else { DESC::TABLE_OR_PAGE::CLEAR };
+    d.write(DESC::VALID::SET + kind + DESC::AF::SET + DESC::ADDRESS.val(output >> 12));
+    let shareability = match attributes.memory {
+        MemoryType::Normal => DESC::SH::InnerShareable,
+        MemoryType::Device => DESC::SH::NonShareable,
+    };
+    d.modify(shareability);
+    match regime {
+        Regime::El2Stage1 => {
+            let index = match attributes.memory {
+                MemoryType::Normal => MAIR_NORMAL,
+                MemoryType::Device => MAIR_DEVICE,
+            };
+            // AP[1] is RES1 in the EL2 regime; AP[2] set means read-only.
+            d.modify(DESC::ATTR_INDX.val(index) + DESC::AP1_S2AP_READ::SET);
+            if !attributes.writable {
+                d.modify(DESC::AP2_S2AP_WRITE::SET);
+            }
+        }
+        Regime::Stage2 => {
+            let memattr = match attributes.memory {
+                MemoryType::Normal => DESC::S2_MEMATTR::NormalWriteBack,
+                MemoryType::Device => DESC::S2_MEMATTR::DeviceNgNRE,
+            };
+            d.modify(memattr + DESC::AP1_S2AP_READ::SET);
+            if attributes.writable {
+                d.modify(DESC::AP2_S2AP_WRITE::SET);
+            }
+        }
+    }
+    if !attributes.executable {
+        d.modify(DESC::XN::SET);
+    }
+    d.get()
+}
+
+fn decode_attributes(regime: Regime, d: Descriptor) -> Attributes {
+    let (memory, writable) = match regime {
+        Regime::El2Stage1 => {
+            let memory = if d.read(DESC::ATTR_INDX) == MAIR_NORMAL { MemoryType::Normal } else { MemoryType::Device };
+            (memory, !d.is_set(DESC::AP2_S2AP_WRITE))
+        }
+        Regime::Stage2 => {
+            let normal = d.matches_all(DESC::S2_MEMATTR::NormalWriteBack);
+            let memory = if normal { MemoryType::Normal } else { MemoryType::Device };
+            (memory, d.is_set(DESC::AP2_S2AP_WRITE))
+        }
+    };
+    Attributes { memory, writable, executable: !d.is_set(DESC::XN) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage2() -> Translation<HeapTables> {
+        Translation::new(Regime::Stage2, HeapTables::new()).unwrap()
+    }
+
+    #[test]
+    fn maps_ram_with_largest_blocks() {
+        let mut t = stage2();
+        // 1 GiB + 2 MiB + 4 KiB at a 1 GiB-aligned IPA, PA 1 GiB aligned too.
+        let size = BLOCK_1G + BLOCK_2M + PAGE_SIZE;
+        t.map(0x4000_0000, 0x1_0000_0000, size, Attributes::RAM).unwrap();
+        // root L1 + one L2 (for the 2 MiB block and the L3 holder) + one L3.
+        assert_eq!(t.store().len(), 3);
+        assert_eq!(t.translate(0x4000_0000), Some((0x1_0000_0000, Attributes::RAM)));
+        assert_eq!(t.translate(0x4000_0000 + BLOCK_1G + 5), Some((0x1_0000_0000 + BLOCK_1G + 5, Attributes::RAM)));
+        let last = 0x4000_0000 + size - 1;
+        assert_eq!(t.translate(last).map(|x| x.0), Some(0x1_0000_0000 + size - 1));
+        assert_eq!(t.translate(last + 1), None);
+        assert_eq!(t.translate(0x3fff_ffff), None);
+    }
+
+    #[test]
+    fn unaligned_output_falls_back_to_pages() {
+        let mut t = stage2();
+        t.map(0x4000_0000, 0x8000_1000, BLOCK_2M, Attributes::RAM).unwrap();
+        // L1 root, L2, L3.
+        assert_eq!(t.store().len(), 3);
+        assert_eq!(t.translate(0x401f_f123).map(|x| x.0), Some(0x8020_0123));
+    }
+
+    #[test]
+    fn stage2_attributes_round_trip() {
+        let mut t = stage2();
+        t.map(0x0900_0000, 0x0900_0000, PAGE_SIZE, Attributes::DEVICE).unwrap();
+        let read_only = Attributes { memory: MemoryType::Normal, writable: false, executable: false };
+        t.map(0x5000_0000, 0x5000_0000, PAGE_SIZE, read_only).unwrap();
+        assert_eq!(t.translate(0x0900_0008), Some((0x0900_0008, Attributes::DEVICE)));
+        assert_eq!(t.translate(0x5000_0000), Some((0x5000_0000, read_only)));
+    }
+
+    #[test]
+    fn el2_stage1_descriptor_bits() {
+        let mut t = Translation::new(Regime::El2Stage1, HeapTables::new()).unwrap();
+        t.map(0x4000_0000, 0x4000_0000, BLOCK_2M, Attributes::DATA).unwrap();
+        assert_eq!(t.translate(0x4000_0010), Some((0x4000_0010, Attributes::DATA)));
+        // Walk by hand: L0 -> L1 -> L2 block.
+        let root = t.root();
+        let l1 = t.store.entries(root)[0] & !0xfff & ((1 << 48) - 1);
+        let l2 = t.store.entries(l1)[1] & !0xfff & ((1 << 48) - 1);
+        let block = t.store.entries(l2)[0];
+        assert_eq!(block & 0b11, 0b01, "block descriptor");
+        assert_eq!(block & (1 << 10), 1 << 10, "access flag");
+        assert_eq!(block & (1 << 6), 1 << 6, "AP[1] RES1 at EL2");
+        assert_eq!(block & (1 << 7), 0, "writable");
+        assert_eq!(block & (1 << 54), 1 << 54, "execute never");
+        assert_eq!((block >> 8) & 0b11, 0b11, "inner shareable");
+        assert_eq!(block & 0x0000_ffff_ffff_f000, 0x4000_0000);
+    }
+
+    #[test]
+    fn refuses_misaligned() {
+        let mut t = stage2();
+        assert_eq!(t.map(0x4000_0001, 0, PAGE_SIZE, Attributes::RAM), Err(MapError::Misaligned));
+        assert_eq!(t.map(0x4000_0000, 0x10, PAGE_SIZE, Attributes::RAM), Err(MapError::Misaligned));
+        assert_eq!(t.map(0x4000_0000, 0, 100, Attributes::RAM), Err(MapError::Misaligned));
+    }
+
+    #[test]
+    fn refuses_empty_or_wrapping_range() {
+        let mut t = stage2();
+        assert_eq!(t.map(0x4000_0000, 0, 0, Attributes::RAM), Err(MapError::BadRange));
+        assert_eq!(t.map(u64::MAX - 0xfff, 0, 0x2000, Attributes::RAM), Err(MapError::BadRange));
+    }
+
+    #[test]
+    fn refuses_input_beyond_regime() {
+        let mut t = stage2();
+        assert_eq!(t.map(1 << 39, 0, PAGE_SIZE, Attributes::RAM), Err(MapError::OutOfRange));
+        assert_eq!(t.translate(1 << 39), None);
+    }
+
+    #[test]
+    fn refuses_output_above_48_bits() {
+        let mut t = stage2();
+        assert_eq!(t.map(0, 1 << 48, PAGE_SIZE, Attributes::RAM), Err(MapError::OutputTooHigh));
+    }
+
+    #[test]
+    fn refuses_overlap() {
+        let mut t = stage2();
+        t.map(0x4000_0000, 0x4000_0000, BLOCK_2M, Attributes::RAM).unwrap();
+        assert_eq!(
+            t.map(0x4010_0000, 0x4010_0000, PAGE_SIZE, Attributes::RAM),
+            Err(MapError::AlreadyMapped { address: 0x4010_0000 })
+        );
+        t.map(0x4020_0000, 0x4020_0000, PAGE_SIZE, Attributes::RAM).unwrap();
+        assert_eq!(
+            t.map(0x4020_0000, 0x4020_0000, PAGE_SIZE, Attributes::RAM),
+            Err(MapError::AlreadyMapped { address: 0x4020_0000 })
+        );
+    }
+
+    struct TinyStore(HeapTables, usize);
+    impl TableStore for TinyStore {
+        fn allocate(&mut self) -> Option<u64> {
+            if self.0.len() >= self.1 { None } else { self.0.allocate() }
+        }
+        fn entries(&mut self, address: u64) -> &mut [u64; ENTRIES] {
+            self.0.entries(address)
+        }
+    }
+
+    #[test]
+    fn reports_running_out_of_tables() {
+        let mut t = Translation::new(Regime::Stage2, TinyStore(HeapTables::new(), 2)).unwrap();
+        assert_eq!(t.map(0x4000_0000, 0x4000_1000, PAGE_SIZE, Attributes::RAM), Err(MapError::OutOfTables));
+    }
+}
