@@ -1,0 +1,208 @@
+//! Isolation attacks (`attack=a,b,c`). Each prints
+//! `ATTACK <name> attempting <detail>` before acting and, if execution
+//! continues, one `ATTACK <name> contained <detail>` or
+//! `ATTACK <name> NOT-CONTAINED <detail>`. Under the microvisor most of them
+//! should stop the slice instead (`[hv] slice <name> stopped: ...`), so no
+//! outcome line follows; natively they fault (`PROBE EXCEPTION`) or succeed.
+
+use microvisor_probe::cmdline::Attack;
+use microvisor_probe::dt::{Conduit, Platform};
+use microvisor_probe::memplan::{Range, pattern};
+
+use super::console::println;
+use super::{entry, mmu, psci};
+
+/// Default `mmio` target: the `virt` PL031 RTC, never given to a slice.
+pub const DEFAULT_MMIO_TARGET: u64 = 0x0901_0000;
+/// An unassigned SMCCC function id (Arm DEN 0028: SiP service range, fast
+/// call, SMC64, function 0).
+pub const UNKNOWN_HVC_FUNCTION: u64 = 0xC600_0000;
+/// Salt of the pattern an in-RAM attack writes.
+const ATTACK_SALT: u64 = 0xA77A_C4ED_0000_0001;
+
+/// What the attacks need to know.
+pub struct Context<'a> {
+    /// The device tree's view.
+    pub platform: &'a Platform,
+    /// The probe's own footprint.
+    pub image: Range,
+    /// The memory-test seed.
+    pub seed: u64,
+    /// `target=` from the command line.
+    pub target: Option<u64>,
+    /// PSCI conduit.
+    pub conduit: Conduit,
+}
+
+/// Runs `attacks` in order.
+pub fn run(attacks: &[Attack], ctx: &Context<'_>) {
+    for &attack in attacks {
+        run_one(attack, ctx);
+    }
+}
+
+fn run_one(attack: Attack, ctx: &Context<'_>) {
+    let name = attack.name();
+    match attack {
+        Attack::ReadPastRam => {
+            let addr = ctx.platform.memory_end();
+            println!("ATTACK {name} attempting read64 {addr:#x}");
+            match read64(addr) {
+                Some(v) => println!("ATTACK {name} NOT-CONTAINED read64 {addr:#x} returned {v:#x}"),
+                None => println!("ATTACK {name} contained unmappable {addr:#x}"),
+            }
+        }
+        Attack::WritePastRam => {
+            let addr = ctx.platform.memory_end();
+            let value = pattern(addr, ctx.seed ^ ATTACK_SALT);
+            println!("ATTACK {name} attempting write64 {addr:#x}");
+            match write64(addr, value) {
+                true => println!("ATTACK {name} NOT-CONTAINED write64 {addr:#x} completed"),
+                false => println!("ATTACK {name} contained unmappable {addr:#x}"),
+            }
+        }
+        Attack::ReadAddr | Attack::WriteAddr => address_attack(attack, ctx),
+        Attack::Mmio => {
+            let addr = ctx.target.unwrap_or(DEFAULT_MMIO_TARGET) & !3;
+            println!("ATTACK {name} attempting read32 {addr:#x}");
+            match read32(addr) {
+                Some(v) => println!("ATTACK {name} NOT-CONTAINED read32 {addr:#x} returned {v:#x}"),
+                None => println!("ATTACK {name} contained unmappable {addr:#x}"),
+            }
+        }
+        Attack::CpuOnOutside => cpu_on_outside(ctx),
+        Attack::HvcUnknown => {
+            let fid = UNKNOWN_HVC_FUNCTION;
+            println!("ATTACK {name} attempting hvc {fid:#x}");
+            let ret = psci::hvc(fid, 0, 0, 0);
+            let verdict = if ret == psci::NOT_SUPPORTED { "contained" } else { "NOT-CONTAINED" };
+            println!("ATTACK {name} {verdict} hvc {fid:#x} returned {ret}");
+        }
+        Attack::SmcSystemOff => {
+            let fid = psci::SYSTEM_OFF;
+            println!("ATTACK {name} attempting smc {fid:#x}");
+            let ret = psci::smc(fid, 0, 0, 0);
+            let verdict = if ret == psci::NOT_SUPPORTED { "contained" } else { "NOT-CONTAINED" };
+            println!("ATTACK {name} {verdict} smc {fid:#x} returned {ret}");
+        }
+        Attack::UndefSysreg => {
+            println!("ATTACK {name} attempting mrs S3_0_C15_C0_0");
+            let value = read_impdef_sysreg();
+            println!("ATTACK {name} NOT-CONTAINED mrs S3_0_C15_C0_0 returned {value:#x}");
+        }
+    }
+}
+
+/// `read-addr` / `write-addr` at `target=`: inside the own image it is
+/// skipped, inside own RAM it writes and reads back a pattern, elsewhere it
+/// really accesses the address.
+fn address_attack(attack: Attack, ctx: &Context<'_>) {
+    let name = attack.name();
+    let (op, write) = match attack {
+        Attack::WriteAddr => ("write64", true),
+        _ => ("read64", false),
+    };
+    let Some(target) = ctx.target else {
+        println!("PROBE WARN attack {name} needs target=<hex>");
+        return;
+    };
+    let addr = target & !7;
+    println!("ATTACK {name} attempting {op} {addr:#x}");
+    if ctx.image.contains(addr) {
+        println!("ATTACK {name} contained skipped-own-image {addr:#x}");
+        return;
+    }
+    if ctx.platform.in_memory(addr) {
+        let value = pattern(addr, ctx.seed ^ ATTACK_SALT);
+        let back = if write64(addr, value) { read64(addr) } else { None };
+        match back {
+            Some(v) if v == value => println!("ATTACK {name} contained landed-in-own-ram {addr:#x}"),
+            Some(v) => println!(
+                "ATTACK {name} NOT-CONTAINED own-ram-readback {addr:#x} wrote {value:#x} read {v:#x}"
+            ),
+            None => println!("ATTACK {name} NOT-CONTAINED own-ram-unmapped {addr:#x}"),
+        }
+        return;
+    }
+    if write {
+        match write64(addr, pattern(addr, ctx.seed ^ ATTACK_SALT)) {
+            true => println!("ATTACK {name} NOT-CONTAINED write64 {addr:#x} completed"),
+            false => println!("ATTACK {name} contained unmappable {addr:#x}"),
+        }
+    } else {
+        match read64(addr) {
+            Some(v) => println!("ATTACK {name} NOT-CONTAINED read64 {addr:#x} returned {v:#x}"),
+            None => println!("ATTACK {name} contained unmappable {addr:#x}"),
+        }
+    }
+}
+
+/// CPU_ON and AFFINITY_INFO for two affinities the tree does not list: the
+/// CPU count as Aff0, and Aff1 = 1. Contained if all four calls return
+/// INVALID_PARAMETERS.
+fn cpu_on_outside(ctx: &Context<'_>) {
+    let name = Attack::CpuOnOutside.name();
+    let cpus = ctx.platform.cpus();
+    let unused = |mut candidate: u64, step: u64| {
+        while cpus.contains(&candidate) {
+            candidate += step;
+        }
+        candidate
+    };
+    let targets = [unused(cpus.len() as u64, 1), unused(0x100, 0x100)];
+    println!("ATTACK {name} attempting cpu_on+affinity_info {:#x},{:#x}", targets[0], targets[1]);
+    let mut results = [0i64; 4];
+    for (i, &target) in targets.iter().enumerate() {
+        results[2 * i] = psci::cpu_on(ctx.conduit, target, entry::park_address(), 0);
+        results[2 * i + 1] = psci::affinity_info(ctx.conduit, target);
+    }
+    let contained = results.iter().all(|&r| r == psci::INVALID_PARAMETERS);
+    let verdict = if contained { "contained" } else { "NOT-CONTAINED" };
+    println!(
+        "ATTACK {name} {verdict} cpu_on({:#x})={} affinity_info({:#x})={} cpu_on({:#x})={} affinity_info({:#x})={}",
+        targets[0], results[0], targets[0], results[1], targets[1], results[2], targets[1], results[3]
+    );
+}
+
+/// 8-byte read at `addr` (mapping its GiB as Device first if unmapped);
+/// None if the address is beyond what the probe's tables can map.
+fn read64(addr: u64) -> Option<u64> {
+    if !mmu::map_for_access(addr & !7) {
+        return None;
+    }
+    // SAFETY: the address is mapped (above) and 8-byte aligned; it lies
+    // outside every Rust object of the probe (callers exclude the image), so
+    // the read aliases nothing. It may fault: that is the attack, and the
+    // exception handler reports it and parks the CPU.
+    Some(unsafe { ((addr & !7) as *const u64).read_volatile() })
+}
+
+/// 8-byte write at `addr`; false if the address cannot be mapped.
+fn write64(addr: u64, value: u64) -> bool {
+    if !mmu::map_for_access(addr & !7) {
+        return false;
+    }
+    // SAFETY: as for `read64`; the target is outside the probe's image, so
+    // no Rust object changes under the compiler's feet.
+    unsafe { ((addr & !7) as *mut u64).write_volatile(value) };
+    true
+}
+
+/// 4-byte read at `addr`; None if the address cannot be mapped.
+fn read32(addr: u64) -> Option<u32> {
+    if !mmu::map_for_access(addr & !3) {
+        return None;
+    }
+    // SAFETY: as for `read64`, 4-byte aligned.
+    Some(unsafe { ((addr & !3) as *const u32).read_volatile() })
+}
+
+/// Reads an IMPLEMENTATION DEFINED register (op0 = 3, CRn = 15).
+fn read_impdef_sysreg() -> u64 {
+    let value: u64;
+    // SAFETY: a system-register read: either it returns a value, or it traps
+    // (to EL2 under the microvisor, or UNDEFINED at EL1, reported by the
+    // exception handler). It touches no memory.
+    unsafe { core::arch::asm!("mrs {}, S3_0_C15_C0_0", out(reg) value, options(nomem, nostack)) };
+    value
+}

@@ -1,0 +1,325 @@
+//! Entry code: the arm64 `Image` header (Linux `Documentation/arch/arm64/
+//! booting.rst`), the boot CPU's start (drop to EL1 if entered at EL2, move
+//! to the link address, stacks, bss), the secondary CPUs' PSCI entry point,
+//! the EL1 exception vectors (Arm ARM D1.3.1) and the handlers that report
+//! unexpected exceptions and panics.
+//!
+//! All the assembly of the probe except single instructions lives here.
+
+use core::fmt::Write;
+
+use aarch64_cpu::registers::{ELR_EL1, ESR_EL1, FAR_EL1, Readable, TPIDR_EL1, Writeable};
+
+use super::{console, mmu};
+use microvisor_probe::MAX_CPUS;
+
+/// Stack of the boot CPU.
+pub const BOOT_STACK_SIZE: usize = 64 * 1024;
+/// Stack of each secondary CPU (indexed by vCPU number).
+pub const CPU_STACK_SIZE: usize = 16 * 1024;
+
+/// `SCTLR_EL1` bits that are RES1 in Armv8.0 (EOS, TSCXT, EIS, SPAN, nTLSMD,
+/// LSMAOE); set whenever the probe writes the register.
+pub const SCTLR_EL1_RES1: u64 = (1 << 11) | (1 << 20) | (1 << 22) | (1 << 23) | (1 << 28) | (1 << 29);
+
+core::arch::global_asm!(
+    r#"
+    /* Drops from EL2 (a native boot with virtualization=on) to EL1h with
+       EL1 in AArch64, counters accessible and no FP/SIMD traps. At EL1 it
+       does nothing. Clobbers x9. */
+    .macro drop_to_el1
+        mrs     x9, CurrentEL
+        cmp     x9, #(2 << 2)
+        b.ne    1f
+        mov     x9, #(1 << 31)              /* HCR_EL2.RW: EL1 is AArch64 */
+        msr     hcr_el2, x9
+        mov     x9, #3                      /* CNTHCTL_EL2: EL1PCTEN | EL1PCEN */
+        msr     cnthctl_el2, x9
+        msr     cntvoff_el2, xzr
+        mov     x9, #0x33ff                 /* CPTR_EL2: no traps */
+        msr     cptr_el2, x9
+        ldr     x9, ={sctlr_res1}
+        msr     sctlr_el1, x9               /* EL1 MMU and caches off */
+        mov     x9, #0x3c5                  /* SPSR: EL1h, DAIF masked */
+        msr     spsr_el2, x9
+        adr     x9, 1f
+        msr     elr_el2, x9
+        eret
+    1:
+    .endm
+
+    /* Per-CPU setup common to all CPUs: SP_EL1, FP/SIMD on, vectors,
+       TPIDR_EL1 (exception nesting flags) clear. Clobbers x9. */
+    .macro cpu_setup
+        msr     spsel, #1
+        mov     x9, #(3 << 20)              /* CPACR_EL1.FPEN: no FP/SIMD traps */
+        msr     cpacr_el1, x9
+        ldr     x9, =probe_vectors
+        msr     vbar_el1, x9
+        msr     tpidr_el1, xzr
+        isb
+    .endm
+
+    .section .text.head, "ax"
+    .global _start
+_start:
+    /* arm64 Image header, 64 bytes. */
+    b       primary_entry                   /* code0 */
+    .long   0                               /* code1 */
+    .quad   0                               /* text_offset */
+    .quad   __image_size                    /* image_size: whole footprint */
+    .quad   0x2                             /* flags: LE, 4 KiB pages */
+    .quad   0                               /* res2 */
+    .quad   0                               /* res3 */
+    .quad   0                               /* res4 */
+    .long   0x644d5241                      /* magic "ARM\x64" */
+    .long   0                               /* res5 */
+
+primary_entry:
+    msr     daifset, #0xf
+    mov     x19, x0                         /* DTB */
+    mov     x23, #0                         /* DTB address dropped for overlap */
+    drop_to_el1
+
+    /* If the DTB overlaps our footprint at the link address, moving or
+       zeroing would destroy it: drop it and report that later. */
+    cbz     x19, 3f
+    tst     x19, #7
+    b.ne    3f
+    ldr     w4, [x19, #4]                   /* totalsize, big-endian */
+    rev     w4, w4
+    add     x4, x19, x4
+    ldr     x5, =__image_start
+    ldr     x6, =__image_end
+    cmp     x19, x6
+    b.hs    3f
+    cmp     x4, x5
+    b.ls    3f
+    mov     x23, x19
+    mov     x19, #0
+3:
+    /* Move the file contents to the link address if loaded elsewhere
+       (QEMU loads a text_offset-0 Image at RAM + 2 MiB). PC-relative until
+       the absolute branch below. */
+    adr     x20, _start                     /* where we run */
+    ldr     x21, =__image_start             /* where we are linked */
+    cmp     x20, x21
+    b.eq    6f
+    ldr     x22, =__file_end
+    sub     x22, x22, x21                   /* bytes, multiple of 16 */
+    b.lo    4f                              /* flags of cmp x20, x21 */
+    mov     x3, #0                          /* forwards: destination below */
+1:  add     x6, x20, x3
+    add     x7, x21, x3
+    ldp     x4, x5, [x6]
+    stp     x4, x5, [x7]
+    add     x3, x3, #16
+    cmp     x3, x22
+    b.lo    1b
+    b       5f
+4:  mov     x3, x22                         /* backwards: destination above */
+2:  sub     x3, x3, #16
+    add     x6, x20, x3
+    add     x7, x21, x3
+    ldp     x4, x5, [x6]
+    stp     x4, x5, [x7]
+    cbnz    x3, 2b
+5:  dsb     sy
+    ic      iallu
+    dsb     sy
+    isb
+6:  ldr     x9, =linked_entry
+    br      x9
+
+linked_entry:
+    cpu_setup
+    ldr     x9, =boot_stack_top
+    mov     sp, x9
+    ldr     x0, =__bss_start
+    ldr     x1, =__bss_end
+7:  cmp     x0, x1
+    b.hs    8f
+    stp     xzr, xzr, [x0], #16
+    b       7b
+8:  mov     x0, x19                         /* DTB (0 if dropped) */
+    mov     x1, x20                         /* load address */
+    mov     x2, x23                         /* dropped DTB address */
+    bl      {boot_main}
+    b       probe_park
+
+    /* PSCI CPU_ON entry of the secondary CPUs; x0 = context id = vCPU index.
+       The MMU is turned on before the stack is touched, with the register
+       values the boot CPU published (cleaned to PoC) in SECONDARY_MMU, so no
+       stack line is ever written with two different memory types. */
+    .global probe_secondary_entry
+probe_secondary_entry:
+    msr     daifset, #0xf
+    mov     x19, x0
+    drop_to_el1
+    cpu_setup
+    cmp     x19, #{max_cpus}
+    b.hs    probe_park
+    ldr     x9, ={secondary_mmu}
+    ldp     x10, x11, [x9]                  /* MAIR_EL1, TCR_EL1 */
+    ldp     x12, x13, [x9, #16]             /* TTBR0_EL1, SCTLR_EL1 */
+    msr     mair_el1, x10
+    msr     tcr_el1, x11
+    msr     ttbr0_el1, x12
+    isb
+    tlbi    vmalle1
+    dsb     nsh
+    isb
+    msr     sctlr_el1, x13
+    isb
+    ic      iallu
+    dsb     nsh
+    isb
+    ldr     x9, =cpu_stacks
+    add     x10, x19, #1
+    mov     x11, #{cpu_stack_size}
+    madd    x9, x10, x11, x9
+    mov     sp, x9
+    mov     x0, x19
+    bl      {secondary_main}
+    b       probe_park
+
+    /* Parks a CPU for good; also the entry point handed out by the
+       cpu-on-outside attack, so a CPU started there does nothing. */
+    .global probe_park
+probe_park:
+    msr     daifset, #0xf
+9:  wfi
+    b       9b
+
+    /* EL1 vector table: 16 entries of 0x80 bytes; x0 = entry index. */
+    .section .text.vectors, "ax"
+    .balign 2048
+probe_vectors:
+    .irp    i, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+    .balign 128
+    mov     x0, #\i
+    b       10f
+    .endr
+10: bl      {exception}
+    b       probe_park
+
+    .section .stacks, "aw", %nobits
+    .balign 4096
+boot_stack_bottom:
+    .space  {boot_stack_size}
+boot_stack_top:
+    .balign 4096
+cpu_stacks:
+    .space  {cpu_stack_size} * {max_cpus}
+"#,
+    sctlr_res1 = const SCTLR_EL1_RES1,
+    max_cpus = const MAX_CPUS,
+    boot_stack_size = const BOOT_STACK_SIZE,
+    cpu_stack_size = const CPU_STACK_SIZE,
+    secondary_mmu = sym mmu::SECONDARY_MMU,
+    boot_main = sym super::boot_main,
+    secondary_main = sym super::smp::secondary_main,
+    exception = sym exception,
+);
+
+unsafe extern "C" {
+    /// PSCI CPU_ON entry point of the secondary CPUs (x0 = vCPU index).
+    fn probe_secondary_entry() -> !;
+    /// Parks the calling CPU in a `wfi` loop with interrupts masked.
+    fn probe_park() -> !;
+}
+
+/// Physical (= virtual, identity-mapped) address of the secondary entry.
+pub fn secondary_entry_address() -> u64 {
+    probe_secondary_entry as *const () as u64
+}
+
+/// Address of the parking loop (a harmless CPU_ON entry point).
+pub fn park_address() -> u64 {
+    probe_park as *const () as u64
+}
+
+/// Stops the calling CPU for good (interrupts masked, `wfi` loop).
+pub fn park() -> ! {
+    // SAFETY: probe_park only masks interrupts and loops on wfi; it touches
+    // no memory and never returns, which matches the `-> !` signature.
+    unsafe { probe_park() }
+}
+
+/// Names of the 16 vector entries: exception type and where it came from
+/// (`el1t` = EL1 with SP_EL0, `el1h` = EL1 with SP_EL1, `el0` = lower EL).
+const VECTOR_NAMES: [&str; 16] = [
+    "sync-el1t", "irq-el1t", "fiq-el1t", "serror-el1t",
+    "sync-el1h", "irq-el1h", "fiq-el1h", "serror-el1h",
+    "sync-el0", "irq-el0", "fiq-el0", "serror-el0",
+    "sync-el0-aarch32", "irq-el0-aarch32", "fiq-el0-aarch32", "serror-el0-aarch32",
+];
+
+/// TPIDR_EL1 flag: this CPU is printing an exception report.
+const IN_EXCEPTION: u64 = 1 << 0;
+/// TPIDR_EL1 flag: this CPU faulted while printing one.
+const NESTED_EXCEPTION: u64 = 1 << 1;
+
+/// Reports an unexpected exception and parks the CPU:
+/// `PROBE EXCEPTION <kind> esr=0x.. far=0x.. elr=0x..`, where kind is the
+/// vector name and, for synchronous exceptions, the ESR exception class,
+/// e.g. `sync-el1h:data-abort`.
+extern "C" fn exception(vector: u64) -> ! {
+    let nesting = TPIDR_EL1.get();
+    if nesting & NESTED_EXCEPTION != 0 {
+        park();
+    }
+    if nesting & IN_EXCEPTION != 0 {
+        // The report itself faulted (a bad UART address from the tree?):
+        // try once more on the default UART, then give up.
+        TPIDR_EL1.set(nesting | NESTED_EXCEPTION);
+        console::use_default_uart();
+    } else {
+        TPIDR_EL1.set(IN_EXCEPTION);
+    }
+    let (esr, far, elr) = (ESR_EL1.get(), FAR_EL1.get(), ELR_EL1.get());
+    let name = VECTOR_NAMES.get(vector as usize).copied().unwrap_or("unknown");
+    let mut kind = microvisor_probe::text::Text::<48>::new();
+    let _ = write!(kind, "{name}");
+    if name.starts_with("sync") {
+        let _ = write!(kind, ":{}", exception_class_name(esr));
+    }
+    console::line_forced(format_args!(
+        "PROBE EXCEPTION {} esr={esr:#x} far={far:#x} elr={elr:#x}",
+        kind.as_str().unwrap_or(name)
+    ));
+    park()
+}
+
+/// Short name of ESR_ELx.EC (Arm ARM D24.2.40).
+fn exception_class_name(esr: u64) -> &'static str {
+    match (esr >> 26) & 0x3f {
+        0x00 => "unknown",
+        0x01 => "wfx",
+        0x07 => "fp-simd-trap",
+        0x0e => "illegal-state",
+        0x15 => "svc",
+        0x16 => "hvc",
+        0x17 => "smc",
+        0x18 => "sysreg",
+        0x19 => "sve-trap",
+        0x20 => "instruction-abort-lower",
+        0x21 => "instruction-abort",
+        0x22 => "pc-alignment",
+        0x24 => "data-abort-lower",
+        0x25 => "data-abort",
+        0x26 => "sp-alignment",
+        0x2c => "fp-exception",
+        0x2f => "serror",
+        0x3c => "brk",
+        _ => "other",
+    }
+}
+
+/// Prints `PROBE PANIC <file>:<line> <message>` and parks the CPU.
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let (file, line) = info.location().map_or(("?", 0), |l| (l.file(), l.line()));
+    console::line_forced(format_args!("PROBE PANIC {file}:{line} {}", info.message()));
+    park()
+}

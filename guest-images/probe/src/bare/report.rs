@@ -1,0 +1,132 @@
+//! The `SLICE-REPORT {json}` line and the `PROBE PASS` / `PROBE FAIL
+//! <reasons>` verdict (DESIGN §6, machine-readable reports).
+
+use core::fmt::{self, Write};
+
+use microvisor_probe::dt::{MemoryRegion, Platform};
+use microvisor_probe::json::{Escaped, HexString, NumberList, ObjectWriter};
+use microvisor_probe::memplan::Range;
+use microvisor_probe::text::Text;
+use microvisor_probe::{KERNEL_NAME, MAX_CPUS};
+
+use super::console::println;
+use super::memtest::Outcome;
+use super::timer;
+
+/// Everything the report shows.
+pub struct Report<'a> {
+    /// The device tree's view.
+    pub platform: &'a Platform,
+    /// Affinities read by the online CPUs, in vCPU order.
+    pub mpidrs: [u64; MAX_CPUS],
+    /// Entries used in `mpidrs` (= CPUs online).
+    pub online: usize,
+    /// CurrentEL.EL of the probe.
+    pub el: u64,
+    /// PSCI_VERSION (major, minor).
+    pub psci_version: Option<(u16, u16)>,
+    /// The memory test.
+    pub memtest: Outcome,
+    /// Memory-test seed.
+    pub seed: u64,
+    /// The probe's footprint.
+    pub image: Range,
+    /// Where the probe was loaded before moving to its link address.
+    pub load_address: u64,
+    /// Canary region address.
+    pub canary: u64,
+    /// Whether sleeping uses WFIT.
+    pub wfit: bool,
+}
+
+struct Regions<'a>(&'a [MemoryRegion]);
+
+impl fmt::Display for Regions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_char('[')?;
+        for (i, r) in self.0.iter().enumerate() {
+            let comma = if i > 0 { "," } else { "" };
+            write!(f, "{comma}{{\"base\":{},\"size\":{}}}", HexString(r.base), r.size)?;
+        }
+        f.write_char(']')
+    }
+}
+
+struct Version(Option<(u16, u16)>);
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some((major, minor)) => write!(f, "\"{major}.{minor}\""),
+            None => f.write_str("null"),
+        }
+    }
+}
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.platform;
+        let m = &self.memtest;
+        let mut o = ObjectWriter::new(f);
+        o.string("slice", p.slice_name.as_bytes())
+            .number("cpus", self.online as u64)
+            .raw("mpidrs", NumberList(&self.mpidrs[..self.online]))
+            .number("memory_bytes", p.memory_bytes())
+            .hex("memory_base", p.memory_base())
+            .number("el", self.el)
+            .string("kernel", KERNEL_NAME.as_bytes())
+            .string("cmdline", p.bootargs.as_bytes())
+            .number("dt_cpus", p.dt_cpu_count as u64)
+            .raw("memory", Regions(p.memory()))
+            .raw("psci", p.psci.map_or(Escaped(b"none"), |c| Escaped(c.name().as_bytes())))
+            .raw("psci_version", Version(self.psci_version))
+            .hex("uart", p.uart_base)
+            .hex("image_base", self.image.start)
+            .hex("image_end", self.image.end)
+            .hex("load_address", self.load_address)
+            .number("memtest_bytes", m.bytes)
+            .number("memtest_cpus", m.participants as u64)
+            .number("memtest_ms", timer::ms_from_ticks(m.ticks))
+            .number("memtest_errors", m.errors)
+            .hex("seed", self.seed)
+            .hex("canary", self.canary)
+            .number("counter_hz", timer::frequency())
+            .boolean("wfit", self.wfit);
+        o.finish()
+    }
+}
+
+/// Reasons for `PROBE FAIL`, space separated, each one token.
+pub struct Failures(Text<1024>);
+
+impl Failures {
+    /// No failure yet.
+    pub fn new() -> Self {
+        Failures(Text::new())
+    }
+
+    /// Adds one reason.
+    pub fn add(&mut self, reason: fmt::Arguments<'_>) {
+        if !self.0.as_bytes().is_empty() {
+            let _ = self.0.write_char(' ');
+        }
+        let _ = self.0.write_fmt(reason);
+    }
+
+    /// Whether nothing failed.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_bytes().is_empty()
+    }
+}
+
+/// Prints the report line and the verdict.
+pub fn print(report: &Report<'_>, failures: &Failures) {
+    println!("SLICE-REPORT {report}");
+    if failures.is_empty() {
+        println!("PROBE PASS");
+    } else {
+        let reasons = failures.0.as_str().unwrap_or("unprintable-reasons");
+        let more = if failures.0.is_truncated() { " ..." } else { "" };
+        println!("PROBE FAIL {reasons}{more}");
+    }
+}

@@ -1,0 +1,332 @@
+//! Probe options from the kernel command line (`/chosen/bootargs`):
+//! space-separated `key=value` words; unknown words are ignored, so a
+//! Linux-style command line can be shared with other guests.
+//!
+//! | key | value | default |
+//! |---|---|---|
+//! | `heartbeat` | milliseconds between `HEARTBEAT` lines, 0 = none | 1000 |
+//! | `attack` | comma-separated attack names, run in order (repeatable) | none |
+//! | `target` | hex IPA for `read-addr`, `write-addr`, `mmio` | per attack |
+//! | `reset-after` | PSCI SYSTEM_RESET after heartbeat n | never |
+//! | `off-after` | PSCI SYSTEM_OFF after heartbeat n | never |
+
+use core::fmt;
+
+use crate::text::Text;
+
+/// Most attacks one command line can ask for.
+pub const MAX_ATTACKS: usize = 16;
+/// Most command-line problems kept for reporting.
+pub const MAX_PROBLEMS: usize = 8;
+/// Heartbeat period when the command line does not set one.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 1000;
+
+/// One isolation attack the probe can run (see `attacks` in the binary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attack {
+    /// 8-byte read of the first IPA after RAM.
+    ReadPastRam,
+    /// 8-byte write to the first IPA after RAM.
+    WritePastRam,
+    /// 8-byte read at `target`.
+    ReadAddr,
+    /// 8-byte write at `target`.
+    WriteAddr,
+    /// 4-byte read of MMIO the slice does not own (`target`, default PL031).
+    Mmio,
+    /// PSCI CPU_ON and AFFINITY_INFO for affinities outside the slice.
+    CpuOnOutside,
+    /// HVC with an unassigned function id.
+    HvcUnknown,
+    /// `smc #0` PSCI SYSTEM_OFF aimed at firmware.
+    SmcSystemOff,
+    /// Read of an IMPLEMENTATION DEFINED system register.
+    UndefSysreg,
+}
+
+impl Attack {
+    /// Every attack, in documentation order.
+    pub const ALL: [Attack; 9] = [
+        Attack::ReadPastRam,
+        Attack::WritePastRam,
+        Attack::ReadAddr,
+        Attack::WriteAddr,
+        Attack::Mmio,
+        Attack::CpuOnOutside,
+        Attack::HvcUnknown,
+        Attack::SmcSystemOff,
+        Attack::UndefSysreg,
+    ];
+
+    /// The command-line and console name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Attack::ReadPastRam => "read-past-ram",
+            Attack::WritePastRam => "write-past-ram",
+            Attack::ReadAddr => "read-addr",
+            Attack::WriteAddr => "write-addr",
+            Attack::Mmio => "mmio",
+            Attack::CpuOnOutside => "cpu-on-outside",
+            Attack::HvcUnknown => "hvc-unknown",
+            Attack::SmcSystemOff => "smc-system-off",
+            Attack::UndefSysreg => "undef-sysreg",
+        }
+    }
+
+    /// The attack with this name.
+    pub fn from_name(name: &[u8]) -> Option<Attack> {
+        Attack::ALL.into_iter().find(|a| a.name().as_bytes() == name)
+    }
+}
+
+/// Something on the command line the probe could not use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// A numeric option whose value is not a number.
+    BadNumber {
+        /// The option.
+        key: &'static str,
+        /// Its value as given (truncated).
+        value: Text<32>,
+    },
+    /// An `attack=` name the probe does not know.
+    UnknownAttack(Text<32>),
+    /// More than [`MAX_ATTACKS`] attacks; the rest are dropped.
+    TooManyAttacks,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::BadNumber { key, value } => {
+                write!(f, "bad-number {key}={}", crate::json::Escaped(value.as_bytes()))
+            }
+            Problem::UnknownAttack(name) => {
+                write!(f, "unknown-attack {}", crate::json::Escaped(name.as_bytes()))
+            }
+            Problem::TooManyAttacks => write!(f, "too-many-attacks max={MAX_ATTACKS}"),
+        }
+    }
+}
+
+/// The probe's options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Milliseconds between heartbeats; 0 disables them.
+    pub heartbeat_ms: u64,
+    attacks: [Attack; MAX_ATTACKS],
+    attack_count: usize,
+    /// `target=` address for the address and MMIO attacks.
+    pub target: Option<u64>,
+    /// SYSTEM_RESET after this heartbeat.
+    pub reset_after: Option<u64>,
+    /// SYSTEM_OFF after this heartbeat.
+    pub off_after: Option<u64>,
+    problems: [Option<Problem>; MAX_PROBLEMS],
+    problem_count: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            attacks: [Attack::ReadPastRam; MAX_ATTACKS],
+            attack_count: 0,
+            target: None,
+            reset_after: None,
+            off_after: None,
+            problems: [None; MAX_PROBLEMS],
+            problem_count: 0,
+        }
+    }
+}
+
+impl Options {
+    /// Options from a command line; later words override earlier ones,
+    /// except `attack=` lists, which accumulate.
+    pub fn parse(cmdline: &[u8]) -> Options {
+        let mut options = Options::default();
+        for word in cmdline.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()) {
+            let Some(eq) = word.iter().position(|&b| b == b'=') else { continue };
+            let (key, value) = (&word[..eq], &word[eq + 1..]);
+            match key {
+                b"heartbeat" => {
+                    if let Some(ms) = options.number("heartbeat", value, parse_decimal) {
+                        options.heartbeat_ms = ms;
+                    }
+                }
+                b"reset-after" => {
+                    options.reset_after = options.number("reset-after", value, parse_decimal);
+                }
+                b"off-after" => {
+                    options.off_after = options.number("off-after", value, parse_decimal);
+                }
+                b"target" => options.target = options.number("target", value, parse_hex),
+                b"attack" => {
+                    for name in value.split(|&b| b == b',').filter(|n| !n.is_empty()) {
+                        match Attack::from_name(name) {
+                            Some(attack) => options.push_attack(attack),
+                            None => options.problem(Problem::UnknownAttack(Text::from_bytes(name))),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        options
+    }
+
+    /// The attacks to run, in order.
+    pub fn attacks(&self) -> &[Attack] {
+        &self.attacks[..self.attack_count]
+    }
+
+    /// What could not be used, in command-line order.
+    pub fn problems(&self) -> impl Iterator<Item = &Problem> {
+        self.problems[..self.problem_count].iter().flatten()
+    }
+
+    fn number(&mut self, key: &'static str, value: &[u8], parse: fn(&[u8]) -> Option<u64>) -> Option<u64> {
+        let n = parse(value);
+        if n.is_none() {
+            self.problem(Problem::BadNumber { key, value: Text::from_bytes(value) });
+        }
+        n
+    }
+
+    fn push_attack(&mut self, attack: Attack) {
+        if self.attack_count < MAX_ATTACKS {
+            self.attacks[self.attack_count] = attack;
+            self.attack_count += 1;
+        } else if !self.problems().any(|p| *p == Problem::TooManyAttacks) {
+            self.problem(Problem::TooManyAttacks);
+        }
+    }
+
+    fn problem(&mut self, problem: Problem) {
+        if self.problem_count < MAX_PROBLEMS {
+            self.problems[self.problem_count] = Some(problem);
+            self.problem_count += 1;
+        }
+    }
+}
+
+/// A decimal number (`_` separators allowed).
+pub fn parse_decimal(s: &[u8]) -> Option<u64> {
+    parse_radix(s, 10)
+}
+
+/// A hexadecimal number with or without `0x` (`_` separators allowed).
+pub fn parse_hex(s: &[u8]) -> Option<u64> {
+    let digits = s.strip_prefix(b"0x").or_else(|| s.strip_prefix(b"0X")).unwrap_or(s);
+    parse_radix(digits, 16)
+}
+
+fn parse_radix(s: &[u8], radix: u32) -> Option<u64> {
+    let mut value: u64 = 0;
+    let mut digits = 0;
+    for &b in s {
+        if b == b'_' {
+            continue;
+        }
+        let d = (b as char).to_digit(radix)?;
+        value = value.checked_mul(u64::from(radix))?.checked_add(u64::from(d))?;
+        digits += 1;
+    }
+    (digits > 0).then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_command_line_gives_defaults() {
+        let o = Options::parse(b"");
+        assert_eq!(o.heartbeat_ms, 1000);
+        assert!(o.attacks().is_empty());
+        assert_eq!((o.target, o.reset_after, o.off_after), (None, None, None));
+        assert_eq!(o.problems().count(), 0);
+    }
+
+    #[test]
+    fn all_options_are_read_and_foreign_words_ignored() {
+        let o = Options::parse(
+            b"console=ttyAMA0 heartbeat=250 attack=mmio,read-addr target=0x0901_0000 \
+              reset-after=3 off-after=7 quiet",
+        );
+        assert_eq!(o.heartbeat_ms, 250);
+        assert_eq!(o.attacks(), &[Attack::Mmio, Attack::ReadAddr]);
+        assert_eq!(o.target, Some(0x0901_0000));
+        assert_eq!(o.reset_after, Some(3));
+        assert_eq!(o.off_after, Some(7));
+        assert_eq!(o.problems().count(), 0);
+    }
+
+    #[test]
+    fn heartbeat_zero_disables() {
+        assert_eq!(Options::parse(b"heartbeat=0").heartbeat_ms, 0);
+    }
+
+    #[test]
+    fn later_words_override_and_attacks_accumulate() {
+        let o = Options::parse(b"heartbeat=5 attack=hvc-unknown heartbeat=6 attack=undef-sysreg");
+        assert_eq!(o.heartbeat_ms, 6);
+        assert_eq!(o.attacks(), &[Attack::HvcUnknown, Attack::UndefSysreg]);
+    }
+
+    #[test]
+    fn every_attack_name_round_trips() {
+        for a in Attack::ALL {
+            assert_eq!(Attack::from_name(a.name().as_bytes()), Some(a));
+        }
+    }
+
+    #[test]
+    fn target_accepts_bare_hex() {
+        assert_eq!(Options::parse(b"target=4fff0000").target, Some(0x4fff_0000));
+    }
+
+    #[test]
+    fn bad_number_is_a_problem_and_keeps_default() {
+        let o = Options::parse(b"heartbeat=fast");
+        assert_eq!(o.heartbeat_ms, 1000);
+        let p: Vec<_> = o.problems().collect();
+        assert_eq!(p, [&Problem::BadNumber { key: "heartbeat", value: Text::from_bytes(b"fast") }]);
+        assert_eq!(format!("{}", p[0]), "bad-number heartbeat=\"fast\"");
+    }
+
+    #[test]
+    fn overflowing_number_is_a_problem() {
+        let o = Options::parse(b"target=0x1_0000_0000_0000_0000");
+        assert_eq!(o.target, None);
+        assert_eq!(o.problems().count(), 1);
+    }
+
+    #[test]
+    fn unknown_attack_is_a_problem_and_others_still_run() {
+        let o = Options::parse(b"attack=mmio,rowhammer,hvc-unknown");
+        assert_eq!(o.attacks(), &[Attack::Mmio, Attack::HvcUnknown]);
+        let p: Vec<_> = o.problems().collect();
+        assert_eq!(p, [&Problem::UnknownAttack(Text::from_bytes(b"rowhammer"))]);
+        assert_eq!(format!("{}", p[0]), "unknown-attack \"rowhammer\"");
+    }
+
+    #[test]
+    fn too_many_attacks_is_reported_once() {
+        let line = "attack=".to_string() + &["mmio"; MAX_ATTACKS + 3].join(",");
+        let o = Options::parse(line.as_bytes());
+        assert_eq!(o.attacks().len(), MAX_ATTACKS);
+        assert_eq!(o.problems().collect::<Vec<_>>(), [&Problem::TooManyAttacks]);
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_decimal(b"1_000"), Some(1000));
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"_"), None);
+        assert_eq!(parse_hex(b"0XfF"), Some(255));
+        assert_eq!(parse_hex(b"0x"), None);
+        assert_eq!(parse_hex(b"0xg"), None);
+    }
+}

@@ -1,0 +1,392 @@
+//! What the probe needs from its device tree (Devicetree Spec v0.4): the
+//! slice name and command line from `/chosen`, the console UART, the CPUs'
+//! MPIDR affinities in `/cpus` order (the vCPU order), the `/memory` ranges
+//! and the PSCI conduit. Everything is copied out, because the memory test
+//! later overwrites the blob.
+//!
+//! The `fdt` crate's convenience accessors (`chosen()`, `cpus()`,
+//! `memory()`, `cell_sizes()`) panic on missing nodes or short properties, so
+//! this module reads raw properties instead: a malformed tree is an error,
+//! never a panic.
+
+use fdt::Fdt;
+use fdt::node::FdtNode;
+
+use crate::text::Text;
+use crate::{MAX_CPUS, MAX_MEMORY_REGIONS};
+
+/// Console UART when the tree names none (QEMU `virt` PL011).
+pub const DEFAULT_UART_BASE: u64 = 0x0900_0000;
+/// Slice name when `/chosen/microvisor,slice-name` is absent.
+pub const DEFAULT_SLICE_NAME: &str = "native";
+/// Property the microvisor puts in `/chosen` to name the slice.
+pub const SLICE_NAME_PROPERTY: &str = "microvisor,slice-name";
+/// Capacity for `/chosen/bootargs` (Linux arm64 COMMAND_LINE_SIZE).
+pub const MAX_BOOTARGS: usize = 2048;
+/// Capacity for the slice name.
+pub const MAX_SLICE_NAME: usize = 64;
+
+/// How PSCI calls reach the PSCI implementation (`/psci/method`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conduit {
+    /// `hvc #0`: the hypervisor.
+    Hvc,
+    /// `smc #0`: secure firmware.
+    Smc,
+}
+
+impl Conduit {
+    /// The DT spelling: `hvc` or `smc`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Conduit::Hvc => "hvc",
+            Conduit::Smc => "smc",
+        }
+    }
+}
+
+/// One `/memory` range.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryRegion {
+    /// First byte.
+    pub base: u64,
+    /// Length in bytes (non-zero).
+    pub size: u64,
+}
+
+impl MemoryRegion {
+    /// One past the last byte (saturating at the top of the address space).
+    pub fn end(&self) -> u64 {
+        self.base.saturating_add(self.size)
+    }
+
+    /// Whether `addr` lies in the range.
+    pub fn contains(&self, addr: u64) -> bool {
+        addr >= self.base && addr < self.end()
+    }
+}
+
+/// Why a device tree could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DtError {
+    /// Not a flattened device tree (bad magic, truncated, no root node).
+    Header,
+    /// No `/cpus/cpu@*` node.
+    NoCpus,
+    /// No non-empty `/memory` range.
+    NoMemory,
+    /// A `#address-cells`/`#size-cells` or `reg` property that cannot be
+    /// read (short value, more than two cells, length not a whole entry);
+    /// names the node kind.
+    BadReg(&'static str),
+}
+
+impl core::fmt::Display for DtError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DtError::Header => f.write_str("not-a-device-tree"),
+            DtError::NoCpus => f.write_str("no-cpus"),
+            DtError::NoMemory => f.write_str("no-memory"),
+            DtError::BadReg(node) => write!(f, "bad-reg-{node}"),
+        }
+    }
+}
+
+/// The machine as the device tree describes it.
+#[derive(Clone, Debug)]
+pub struct Platform {
+    /// `/chosen/microvisor,slice-name`, or `native`.
+    pub slice_name: Text<MAX_SLICE_NAME>,
+    /// `/chosen/bootargs` (empty if absent).
+    pub bootargs: Text<MAX_BOOTARGS>,
+    /// Console PL011 base: `/chosen/stdout-path`, else the first `arm,pl011`.
+    pub uart_base: u64,
+    cpus: [u64; MAX_CPUS],
+    cpu_count: usize,
+    /// CPU nodes in the tree, including any beyond [`MAX_CPUS`].
+    pub dt_cpu_count: usize,
+    memory: [MemoryRegion; MAX_MEMORY_REGIONS],
+    memory_count: usize,
+    /// Memory ranges in the tree, including any beyond [`MAX_MEMORY_REGIONS`].
+    pub dt_memory_count: usize,
+    /// `/psci/method`, if there is a PSCI node with a known method.
+    pub psci: Option<Conduit>,
+}
+
+impl Platform {
+    /// What the probe assumes without a usable device tree: console at the
+    /// `virt` PL011, no CPUs or memory known, no PSCI.
+    pub fn fallback() -> Platform {
+        Platform {
+            slice_name: Text::from_bytes(DEFAULT_SLICE_NAME.as_bytes()),
+            bootargs: Text::new(),
+            uart_base: DEFAULT_UART_BASE,
+            cpus: [0; MAX_CPUS],
+            cpu_count: 0,
+            dt_cpu_count: 0,
+            memory: [MemoryRegion::default(); MAX_MEMORY_REGIONS],
+            memory_count: 0,
+            dt_memory_count: 0,
+            psci: None,
+        }
+    }
+
+    /// Reads a flattened device tree.
+    pub fn from_fdt(blob: &[u8]) -> Result<Platform, DtError> {
+        let fdt = Fdt::new(blob).map_err(|_| DtError::Header)?;
+        let root = fdt.find_node("/").ok_or(DtError::Header)?;
+        let mut p = Platform::fallback();
+
+        if let Some(chosen) = fdt.find_node("/chosen") {
+            if let Some(args) = string_property(chosen, "bootargs") {
+                p.bootargs = Text::from_bytes(args);
+            }
+            if let Some(name) = string_property(chosen, SLICE_NAME_PROPERTY).filter(|n| !n.is_empty()) {
+                p.slice_name = Text::from_bytes(name);
+            }
+        }
+        p.uart_base = console_uart(&fdt).unwrap_or(DEFAULT_UART_BASE);
+        p.read_cpus(&fdt)?;
+        p.read_memory(root)?;
+        p.psci = fdt
+            .find_node("/psci")
+            .or_else(|| fdt.find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]))
+            .and_then(|psci| string_property(psci, "method"))
+            .and_then(|method| match method {
+                b"hvc" => Some(Conduit::Hvc),
+                b"smc" => Some(Conduit::Smc),
+                _ => None,
+            });
+        Ok(p)
+    }
+
+    /// MPIDR affinity values of the CPUs, in tree order (at most [`MAX_CPUS`]).
+    pub fn cpus(&self) -> &[u64] {
+        &self.cpus[..self.cpu_count]
+    }
+
+    /// The memory ranges, in tree order (at most [`MAX_MEMORY_REGIONS`]).
+    pub fn memory(&self) -> &[MemoryRegion] {
+        &self.memory[..self.memory_count]
+    }
+
+    /// Sum of the memory range sizes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory().iter().fold(0u64, |sum, r| sum.saturating_add(r.size))
+    }
+
+    /// Base of the first memory range (0 if none).
+    pub fn memory_base(&self) -> u64 {
+        self.memory().first().map_or(0, |r| r.base)
+    }
+
+    /// One past the highest memory byte: the first IPA after RAM.
+    pub fn memory_end(&self) -> u64 {
+        self.memory().iter().map(MemoryRegion::end).max().unwrap_or(0)
+    }
+
+    /// Whether `addr` is in one of the memory ranges.
+    pub fn in_memory(&self, addr: u64) -> bool {
+        self.memory().iter().any(|r| r.contains(addr))
+    }
+
+    fn read_cpus(&mut self, fdt: &Fdt<'_>) -> Result<(), DtError> {
+        let cpus = fdt.find_node("/cpus").ok_or(DtError::NoCpus)?;
+        let address_cells = cells(cpus, "#address-cells", 2).ok_or(DtError::BadReg("cpus"))?;
+        for cpu in cpus.children().filter(|c| is_cpu_node(*c)) {
+            let reg = cpu.property("reg").ok_or(DtError::BadReg("cpu"))?.value;
+            let (mpidr, _) = read_cells(reg, address_cells).ok_or(DtError::BadReg("cpu"))?;
+            if self.cpu_count < MAX_CPUS {
+                self.cpus[self.cpu_count] = mpidr;
+                self.cpu_count += 1;
+            }
+            self.dt_cpu_count += 1;
+        }
+        if self.dt_cpu_count == 0 {
+            return Err(DtError::NoCpus);
+        }
+        Ok(())
+    }
+
+    fn read_memory(&mut self, root: FdtNode<'_, '_>) -> Result<(), DtError> {
+        let address_cells = cells(root, "#address-cells", 2).ok_or(DtError::BadReg("root"))?;
+        let size_cells = cells(root, "#size-cells", 1).ok_or(DtError::BadReg("root"))?;
+        let entry = 4 * (address_cells + size_cells);
+        for node in root.children().filter(|n| is_memory_node(*n)) {
+            let Some(reg) = node.property("reg").map(|p| p.value) else { continue };
+            if entry == 0 || reg.len() % entry != 0 {
+                return Err(DtError::BadReg("memory"));
+            }
+            for chunk in reg.chunks(entry) {
+                let (base, rest) = read_cells(chunk, address_cells).ok_or(DtError::BadReg("memory"))?;
+                let (size, _) = read_cells(rest, size_cells).ok_or(DtError::BadReg("memory"))?;
+                if size == 0 {
+                    continue;
+                }
+                if self.memory_count < MAX_MEMORY_REGIONS {
+                    self.memory[self.memory_count] = MemoryRegion { base, size };
+                    self.memory_count += 1;
+                }
+                self.dt_memory_count += 1;
+            }
+        }
+        if self.memory_count == 0 {
+            return Err(DtError::NoMemory);
+        }
+        Ok(())
+    }
+}
+
+/// Base of the PL011 named by `/chosen/stdout-path` (path or alias, options
+/// after `:` ignored), else of the first `arm,pl011` node. Addresses are
+/// taken as they are in `reg` (no `ranges` translation; the `virt` UART sits
+/// at the root).
+fn console_uart(fdt: &Fdt<'_>) -> Option<u64> {
+    let from_stdout = fdt
+        .find_node("/chosen")
+        .and_then(|chosen| string_property(chosen, "stdout-path"))
+        .and_then(|path| path.split(|&b| b == b':').next())
+        .and_then(|path| core::str::from_utf8(path).ok())
+        .and_then(|path| fdt.find_node(path))
+        .filter(|node| is_pl011(*node));
+    from_stdout
+        .or_else(|| fdt.find_compatible(&["arm,pl011"]))
+        .and_then(|node| node.reg()?.next())
+        .map(|region| region.starting_address as usize as u64)
+}
+
+fn is_pl011(node: FdtNode<'_, '_>) -> bool {
+    node.compatible().is_some_and(|c| c.all().any(|s| s == "arm,pl011"))
+}
+
+fn is_cpu_node(node: FdtNode<'_, '_>) -> bool {
+    node.name == "cpu"
+        || node.name.starts_with("cpu@")
+        || string_property(node, "device_type") == Some(b"cpu")
+}
+
+fn is_memory_node(node: FdtNode<'_, '_>) -> bool {
+    node.name == "memory"
+        || node.name.starts_with("memory@")
+        || string_property(node, "device_type") == Some(b"memory")
+}
+
+/// A string property's bytes, up to the first NUL.
+fn string_property<'a>(node: FdtNode<'_, 'a>, name: &str) -> Option<&'a [u8]> {
+    let value = node.property(name)?.value;
+    let len = value.iter().position(|&b| b == 0).unwrap_or(value.len());
+    Some(&value[..len])
+}
+
+/// A `#...-cells` property (0..=2), or `default` when absent.
+fn cells(node: FdtNode<'_, '_>, name: &str, default: usize) -> Option<usize> {
+    match node.property(name) {
+        None => Some(default),
+        Some(p) => {
+            let (n, _) = read_cells(p.value, 1)?;
+            (n <= 2).then_some(n as usize)
+        }
+    }
+}
+
+/// Reads `n` (0..=2) big-endian cells; returns the value and the rest.
+fn read_cells(bytes: &[u8], n: usize) -> Option<(u64, &[u8])> {
+    if n > 2 || bytes.len() < 4 * n {
+        return None;
+    }
+    let (cells, rest) = bytes.split_at(4 * n);
+    let value = cells
+        .chunks_exact(4)
+        .fold(0u64, |v, c| (v << 32) | u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]])));
+    Some((value, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `qemu-system-aarch64 -M virt,gic-version=3,dumpdtb=... -cpu max -smp 4
+    /// -m 256M -append "heartbeat=500 attack=mmio"`, packed with dtc.
+    const QEMU_VIRT_4CPU: &[u8] = include_bytes!("../tests/fixtures/qemu-virt-4cpu-256m.dtb");
+    /// Hand-written microvisor-style tree (`microvisor-slice.dts`): slice name,
+    /// two-cell CPU reg with an Aff1 CPU, SMC conduit, two memory ranges,
+    /// stdout-path through an alias with options.
+    const SLICE: &[u8] = include_bytes!("../tests/fixtures/microvisor-slice.dtb");
+
+    #[test]
+    fn qemu_virt_tree() {
+        let p = Platform::from_fdt(QEMU_VIRT_4CPU).unwrap();
+        assert_eq!(p.slice_name.as_str(), Some("native"));
+        assert_eq!(p.bootargs.as_str(), Some("heartbeat=500 attack=mmio"));
+        assert_eq!(p.uart_base, 0x0900_0000);
+        assert_eq!(p.cpus(), &[0, 1, 2, 3]);
+        assert_eq!(p.memory(), &[MemoryRegion { base: 0x4000_0000, size: 256 << 20 }]);
+        assert_eq!(p.memory_bytes(), 256 << 20);
+        assert_eq!(p.memory_end(), 0x5000_0000);
+        assert_eq!(p.psci, Some(Conduit::Hvc));
+    }
+
+    #[test]
+    fn microvisor_slice_tree() {
+        let p = Platform::from_fdt(SLICE).unwrap();
+        assert_eq!(p.slice_name.as_str(), Some("web-0"));
+        assert_eq!(p.bootargs.as_str(), Some("console=ttyAMA0 heartbeat=250"));
+        assert_eq!(p.uart_base, 0x0900_0000);
+        assert_eq!(p.cpus(), &[0x0, 0x1, 0x100, 0x1_0000_0000]);
+        assert_eq!(
+            p.memory(),
+            &[
+                MemoryRegion { base: 0x4000_0000, size: 0x0400_0000 },
+                MemoryRegion { base: 0x1_0000_0000, size: 0x0010_0000 },
+            ]
+        );
+        assert_eq!(p.memory_base(), 0x4000_0000);
+        assert_eq!(p.memory_bytes(), 0x0410_0000);
+        assert_eq!(p.memory_end(), 0x1_0010_0000);
+        assert!(p.in_memory(0x1_0000_0000) && !p.in_memory(0x4400_0000));
+        assert_eq!(p.psci, Some(Conduit::Smc));
+    }
+
+    #[test]
+    fn garbage_is_a_header_error() {
+        assert_eq!(Platform::from_fdt(&[0u8; 64]).unwrap_err(), DtError::Header);
+        assert_eq!(Platform::from_fdt(&QEMU_VIRT_4CPU[..100]).unwrap_err(), DtError::Header);
+    }
+
+    #[test]
+    fn missing_cpus_is_an_error() {
+        let dtb = include_bytes!("../tests/fixtures/no-cpus.dtb");
+        assert_eq!(Platform::from_fdt(dtb).unwrap_err(), DtError::NoCpus);
+    }
+
+    #[test]
+    fn missing_memory_is_an_error() {
+        let dtb = include_bytes!("../tests/fixtures/no-memory.dtb");
+        assert_eq!(Platform::from_fdt(dtb).unwrap_err(), DtError::NoMemory);
+    }
+
+    #[test]
+    fn short_memory_reg_is_an_error() {
+        let dtb = include_bytes!("../tests/fixtures/bad-memory-reg.dtb");
+        assert_eq!(Platform::from_fdt(dtb).unwrap_err(), DtError::BadReg("memory"));
+    }
+
+    #[test]
+    fn minimal_tree_uses_defaults() {
+        // One CPU, one memory range, no /chosen, no UART, no PSCI.
+        let p = Platform::from_fdt(include_bytes!("../tests/fixtures/minimal.dtb")).unwrap();
+        assert_eq!(p.slice_name.as_str(), Some("native"));
+        assert_eq!(p.bootargs.as_bytes(), b"");
+        assert_eq!(p.uart_base, DEFAULT_UART_BASE);
+        assert_eq!(p.psci, None);
+        assert_eq!(p.cpus(), &[0]);
+    }
+
+    #[test]
+    fn cells_are_read_big_endian() {
+        assert_eq!(read_cells(&[0, 0, 0, 1, 0, 0, 0, 2, 9], 2), Some((0x1_0000_0002, &[9u8][..])));
+        assert_eq!(read_cells(&[0, 0, 1], 1), None);
+        assert_eq!(read_cells(&[0; 12], 3), None);
+        assert_eq!(read_cells(&[1, 2], 0), Some((0, &[1u8, 2][..])));
+    }
+}

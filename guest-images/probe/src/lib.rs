@@ -1,0 +1,20 @@
+//! Pure logic of the probe guest: device-tree reading, command-line options,
+//! JSON output and memory-test planning. No hardware access and no `unsafe`;
+//! tested on the host with `cargo test -p microvisor-probe --lib`.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod cmdline;
+pub mod dt;
+pub mod json;
+pub mod memplan;
+pub mod text;
+
+/// Most CPUs the probe brings up (per-CPU stacks and state are sized for it).
+pub const MAX_CPUS: usize = 64;
+
+/// Most `/memory` ranges the probe keeps.
+pub const MAX_MEMORY_REGIONS: usize = 8;
+
+/// The kernel string the probe reports: `probe <crate version>`.
+pub const KERNEL_NAME: &str = concat!("probe ", env!("CARGO_PKG_VERSION"));
