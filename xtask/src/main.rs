@@ -1,1 +1,47 @@
-fn main() {}
+//! `cargo xtask`: the one entry point to build, image, boot and test the microvisor.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use xtask::cmd;
+
+/// Build, image, boot and test the microvisor.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Setup(cmd::setup::Args),
+    Build(cmd::build::Args),
+    Image(cmd::image::Args),
+    Plan(cmd::plan::Args),
+    Qemu(cmd::qemu::Args),
+    Run(cmd::run::Args),
+    Test(cmd::test::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup(args) => cmd::setup::run(args),
+        Command::Build(args) => cmd::build::run(args),
+        Command::Image(args) => cmd::image::run(args),
+        Command::Plan(args) => cmd::plan::run(args),
+        Command::Qemu(args) => cmd::qemu::run(args),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Test(args) => cmd::test::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // One line: the error and its context chain (`{:#}`), e.g. a plan error naming
+            // the slice and the field.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

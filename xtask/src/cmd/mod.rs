@@ -1,0 +1,10 @@
+//! One module per `cargo xtask` subcommand: its arguments (clap derive, `///` as help text)
+//! and its `run`.
+
+pub mod build;
+pub mod image;
+pub mod plan;
+pub mod qemu;
+pub mod run;
+pub mod setup;
+pub mod test;

@@ -1,0 +1,68 @@
+//! `cargo xtask qemu`: boot a given image on a node, interactively.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Result, ensure};
+
+use crate::node::Node;
+use crate::qemu::{Boot, Console, Firmware};
+use crate::workspace::{Workspace, render};
+
+/// Boot an image file on a QEMU node with the serial console on this terminal (Ctrl-A x exits).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Image file written by `cargo xtask image`.
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Node profile: a name in qemu/ (e.g. `default`, `small`) or a path to a profile file.
+    #[arg(long, default_value = "default")]
+    pub node: String,
+    /// Boot through Debian's U-Boot (`-bios u-boot.bin`, then `booti`) instead of `-kernel`.
+    #[arg(long)]
+    pub uboot: bool,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    crate::setup::ensure_qemu()?;
+    let ws = Workspace::locate()?;
+    ensure!(
+        args.image.is_file(),
+        "image {} not found",
+        args.image.display()
+    );
+    let node = Node::load(&ws, &args.node)?;
+    boot_interactive(&ws, &node, &args.image, args.uboot)
+}
+
+/// Boots `image` on `node` with QEMU attached to this terminal; returns QEMU's exit status.
+pub fn boot_interactive(
+    ws: &Workspace,
+    node: &Node,
+    image: &Path,
+    uboot: bool,
+) -> Result<ExitCode> {
+    let boot = Boot {
+        node,
+        image,
+        firmware: if uboot {
+            Firmware::UBoot
+        } else {
+            Firmware::Direct
+        },
+        virtualization: true,
+        console: Console::Interactive,
+        disk_prefix: ws.target_dir.join("qemu").join(&node.name),
+        kernel_cmdline: None,
+    };
+    let mut cmd = boot.command()?;
+    eprintln!("node {}: {}", node.name, node.description);
+    eprintln!("{}", render(&cmd));
+    eprintln!("(Ctrl-A x exits QEMU, Ctrl-A h for help)");
+    let status = cmd.status()?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}

@@ -1,0 +1,158 @@
+//! Guest images named by a plan: built-in guests (built here) or files (arm64 `Image`, gzipped
+//! `Image`, or an ELF turned into a flat image), checked for a valid arm64 header.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use flate2::read::GzDecoder;
+use microvisor_plan::{Arm64Header, BuiltIn, Field, ImageSource, PlanError, Problem};
+
+use crate::build::Artifacts;
+use crate::flat;
+use crate::plan_error;
+
+/// Largest image accepted after decompression.
+pub const MAX_IMAGE_LEN: u64 = 1 << 30;
+
+/// An image ready for the bundle.
+#[derive(Clone, Debug)]
+pub struct GuestImage {
+    /// Name in the bundle and on the console: `probe`, or the file name.
+    pub label: String,
+    pub bytes: Vec<u8>,
+    /// Command line the guest gets before the plan's own `cmdline` (built-ins only).
+    pub default_cmdline: &'static str,
+}
+
+/// Resolves the image sources of one plan, each at most once.
+pub struct Resolver<'a> {
+    /// Relative paths in the plan are relative to this directory.
+    plan_dir: PathBuf,
+    artifacts: &'a Artifacts,
+    cache: Vec<(ImageSource, bool, GuestImage)>,
+}
+
+impl<'a> Resolver<'a> {
+    pub fn new(plan_dir: &Path, artifacts: &'a Artifacts) -> Self {
+        Resolver {
+            plan_dir: plan_dir.to_path_buf(),
+            artifacts,
+            cache: Vec::new(),
+        }
+    }
+
+    /// The image for `slice`'s `field` (`Kernel` or `Initrd`). Kernels must carry a valid arm64
+    /// header; initrds are taken as they are.
+    pub fn resolve(
+        &mut self,
+        slice: &str,
+        field: Field,
+        source: &ImageSource,
+    ) -> Result<GuestImage> {
+        let kernel = field == Field::Kernel;
+        if let Some((_, _, image)) = self
+            .cache
+            .iter()
+            .find(|(s, k, _)| s == source && *k == kernel)
+        {
+            return Ok(image.clone());
+        }
+        let image = match source {
+            ImageSource::BuiltIn(BuiltIn::Probe) => self.probe()?,
+            ImageSource::BuiltIn(BuiltIn::Linux) => {
+                bail!(
+                    "slice \"{slice}\": kernel: built-in linux guest is not available yet (issue 3)"
+                )
+            }
+            ImageSource::Path(path) => self.file(slice, field, path)?,
+        };
+        if kernel {
+            Arm64Header::parse(&image.bytes)
+                .map_err(|e| plan_error(PlanError::slice(slice, field, Problem::BadImage(e))))?;
+        }
+        self.cache.push((source.clone(), kernel, image.clone()));
+        Ok(image)
+    }
+
+    fn probe(&self) -> Result<GuestImage> {
+        let elf = std::fs::read(&self.artifacts.probe)
+            .with_context(|| format!("reading {}", self.artifacts.probe.display()))?;
+        let flat = flat::elf_to_flat(&elf).context("probe ELF")?;
+        Ok(GuestImage {
+            label: "probe".into(),
+            bytes: flat.bytes,
+            default_cmdline: "",
+        })
+    }
+
+    fn file(&self, slice: &str, field: Field, path: &str) -> Result<GuestImage> {
+        let full = self.plan_dir.join(path);
+        if !full.is_file() {
+            let shown = full.display().to_string();
+            return Err(plan_error(PlanError::slice(
+                slice,
+                field,
+                Problem::MissingImage(shown),
+            )));
+        }
+        let raw = std::fs::read(&full).with_context(|| format!("reading {}", full.display()))?;
+        let bytes = if field == Field::Kernel {
+            unpack_kernel(raw)
+                .map_err(|e| anyhow!("slice \"{slice}\": kernel: {}: {e:#}", full.display()))?
+        } else {
+            raw
+        };
+        let label = full
+            .file_name()
+            .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned());
+        Ok(GuestImage {
+            label,
+            bytes,
+            default_cmdline: "",
+        })
+    }
+}
+
+/// A kernel file as loaders see it: gunzipped if gzip, flattened if ELF, else as it is.
+pub fn unpack_kernel(raw: Vec<u8>) -> Result<Vec<u8>> {
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        GzDecoder::new(raw.as_slice())
+            .take(MAX_IMAGE_LEN + 1)
+            .read_to_end(&mut out)
+            .context("gunzip failed")?;
+        if out.len() as u64 > MAX_IMAGE_LEN {
+            bail!("more than {MAX_IMAGE_LEN} bytes once decompressed");
+        }
+        return Ok(out);
+    }
+    if raw.starts_with(b"\x7fELF") {
+        return Ok(flat::elf_to_flat(&raw)?.bytes);
+    }
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+
+    #[test]
+    fn gzip_kernels_are_unpacked_and_plain_ones_kept() {
+        let image = microvisor_plan::image::build_header(0, 4096, 2).to_vec();
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(&image).unwrap();
+        let packed = gz.finish().unwrap();
+        assert_eq!(unpack_kernel(packed).unwrap(), image);
+        assert_eq!(unpack_kernel(image.clone()).unwrap(), image);
+    }
+
+    #[test]
+    fn corrupt_gzip_is_an_error() {
+        let err = unpack_kernel(vec![0x1f, 0x8b, 8, 0, 1, 2, 3]).unwrap_err();
+        assert!(format!("{err:#}").contains("gunzip"), "{err:#}");
+    }
+}

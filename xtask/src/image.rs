@@ -1,0 +1,379 @@
+//! The bootable image: the flat hypervisor followed by the bundle (compiled plan + guest images),
+//! with the arm64 header's `image_size` covering both.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, ensure};
+use microvisor_plan::bundle::BundleWriter;
+use microvisor_plan::{Arm64Header, Bundle, CompiledPlan, Field, GuestLayout, HumanSize, Plan};
+
+use crate::build::Artifacts;
+use crate::flat;
+use crate::guest::Resolver;
+use crate::plan_error;
+
+/// Offset of `image_size` in the arm64 Image header.
+const IMAGE_SIZE_OFFSET: usize = 16;
+/// Offset of `flags` in the arm64 Image header.
+const FLAGS_OFFSET: usize = 24;
+/// Header flag: the image may be placed anywhere in RAM (U-Boot `booti` then runs it in place).
+pub const FLAG_ANYWHERE: u64 = 1 << 3;
+
+/// What `cargo xtask image` is asked to do.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageOptions<'a> {
+    pub plan: &'a Path,
+    pub out: &'a Path,
+    /// Set the header's "anywhere" flag.
+    pub anywhere: bool,
+}
+
+/// What was written.
+#[derive(Clone, Debug)]
+pub struct ImageSummary {
+    pub out: PathBuf,
+    pub total_len: u64,
+    pub hypervisor_len: u64,
+    pub bundle_len: u64,
+    pub anywhere: bool,
+    /// Slice names, in plan order.
+    pub slices: Vec<String>,
+    /// Bundled images: label, length, SHA-256.
+    pub images: Vec<(String, u64, [u8; 32])>,
+}
+
+/// Reads, validates and compiles the plan, builds the bundle and writes the image.
+pub fn write_image(artifacts: &Artifacts, opts: &ImageOptions<'_>) -> Result<ImageSummary> {
+    let text = std::fs::read_to_string(opts.plan)
+        .with_context(|| format!("plan {}: cannot read it", opts.plan.display()))?;
+    let plan_dir = opts.plan.parent().unwrap_or(Path::new("."));
+    let (compiled, bundle) = compile(&text, plan_dir, artifacts)
+        .with_context(|| format!("plan {}", opts.plan.display()))?;
+    let hv_elf = std::fs::read(&artifacts.hypervisor)
+        .with_context(|| format!("reading {}", artifacts.hypervisor.display()))?;
+    let hypervisor = flat::hypervisor_flat(&hv_elf)?;
+    let hypervisor_len = hypervisor.len() as u64;
+    let image = assemble(hypervisor, &bundle, opts.anywhere)?;
+    if let Some(dir) = opts.out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(opts.out, &image).with_context(|| format!("writing {}", opts.out.display()))?;
+    let parsed = Bundle::parse(&bundle)
+        .map_err(|e| anyhow::anyhow!("re-reading the bundle just written: {e}"))?;
+    Ok(ImageSummary {
+        out: opts.out.to_path_buf(),
+        total_len: image.len() as u64,
+        hypervisor_len,
+        bundle_len: bundle.len() as u64,
+        anywhere: opts.anywhere,
+        slices: compiled.slices.iter().map(|s| s.name.clone()).collect(),
+        images: parsed
+            .images()
+            .iter()
+            .map(|e| (e.label.clone(), e.len, e.sha256))
+            .collect(),
+    })
+}
+
+/// Compiles plan text: validates it, resolves and checks every image (paths relative to
+/// `plan_dir`), checks each slice's images fit its RAM, and returns the compiled plan and the
+/// bundle bytes. Errors name the slice and the field.
+pub fn compile(
+    text: &str,
+    plan_dir: &Path,
+    artifacts: &Artifacts,
+) -> Result<(CompiledPlan, Vec<u8>)> {
+    let plan = Plan::from_toml(text).map_err(plan_error)?;
+    let mut resolver = Resolver::new(plan_dir, artifacts);
+    let mut writer = BundleWriter::new();
+    let mut defaults = Vec::new();
+    let mut compiled = plan.try_map_images(|slice, field, source| -> Result<u32> {
+        let image = resolver.resolve(&slice.name, field, source)?;
+        if field == Field::Kernel {
+            defaults.push(image.default_cmdline);
+        }
+        Ok(writer.add_image(&image.label, image.bytes))
+    })?;
+    for (slice, source) in compiled.slices.iter().zip(&plan.slices) {
+        let kernel = resolver.resolve(&slice.name, Field::Kernel, &source.kernel)?;
+        let header = Arm64Header::parse(&kernel.bytes).expect("checked by the resolver");
+        let initrd_len = match &source.initrd {
+            Some(initrd) => Some(
+                resolver
+                    .resolve(&slice.name, Field::Initrd, initrd)?
+                    .bytes
+                    .len() as u64,
+            ),
+            None => None,
+        };
+        GuestLayout::new(slice.memory, &header, kernel.bytes.len() as u64, initrd_len)
+            .map_err(|e| plan_error(e.with_slice(slice.name.as_str())))?;
+    }
+    for (slice, default) in compiled.slices.iter_mut().zip(defaults) {
+        slice.cmdline = full_cmdline(default, &slice.cmdline);
+    }
+    let bundle = writer.finish(&compiled);
+    Ok((compiled, bundle))
+}
+
+/// A built-in guest's default command line followed by the plan's.
+pub fn full_cmdline(default: &str, user: &str) -> String {
+    match (default.trim(), user.trim()) {
+        ("", user) => user.to_string(),
+        (default, "") => default.to_string(),
+        (default, user) => format!("{default} {user}"),
+    }
+}
+
+/// Flat hypervisor (padded to 4 KiB) followed by the bundle, header patched: `image_size` =
+/// total length, and the "anywhere" flag when asked.
+pub fn assemble(mut hypervisor: Vec<u8>, bundle: &[u8], anywhere: bool) -> Result<Vec<u8>> {
+    Arm64Header::parse(&hypervisor)
+        .map_err(|e| anyhow::anyhow!("the hypervisor has no valid arm64 Image header: {e}"))?;
+    ensure!(
+        hypervisor.len().is_multiple_of(flat::PAGE as usize),
+        "flat hypervisor is not padded to 4 KiB"
+    );
+    hypervisor.extend_from_slice(bundle);
+    let total = hypervisor.len() as u64;
+    hypervisor[IMAGE_SIZE_OFFSET..IMAGE_SIZE_OFFSET + 8].copy_from_slice(&total.to_le_bytes());
+    if anywhere {
+        let mut flags = [0u8; 8];
+        flags.copy_from_slice(&hypervisor[FLAGS_OFFSET..FLAGS_OFFSET + 8]);
+        let flags = u64::from_le_bytes(flags) | FLAG_ANYWHERE;
+        hypervisor[FLAGS_OFFSET..FLAGS_OFFSET + 8].copy_from_slice(&flags.to_le_bytes());
+    }
+    Ok(hypervisor)
+}
+
+/// Where the bundle starts in an image file: right after the flat hypervisor. Found by
+/// scanning 4 KiB boundaries for a bundle that parses (the hypervisor is not parsed).
+pub fn find_bundle(image: &[u8]) -> Option<usize> {
+    (flat::PAGE as usize..image.len())
+        .step_by(flat::PAGE as usize)
+        .find(|&at| microvisor_plan::header_total_len(&image[at..]).is_ok())
+}
+
+/// `len` bytes of `hash` as hex.
+pub fn hex_prefix(hash: &[u8], len: usize) -> String {
+    hash.iter().take(len).map(|b| format!("{b:02x}")).collect()
+}
+
+impl fmt::Display for ImageSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "image {}: {} ({} bytes) = hypervisor {} + bundle {}{}",
+            self.out.display(),
+            HumanSize(self.total_len),
+            self.total_len,
+            HumanSize(self.hypervisor_len),
+            HumanSize(self.bundle_len),
+            if self.anywhere {
+                ", header flag \"anywhere\""
+            } else {
+                ""
+            }
+        )?;
+        writeln!(f, "  slices: {}", self.slices.join(", "))?;
+        for (label, len, hash) in &self.images {
+            writeln!(
+                f,
+                "  image {label}: {} sha256 {}",
+                HumanSize(*len),
+                hex_prefix(hash, 8)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use microvisor_plan::image::build_header;
+
+    /// A fake kernel file: a valid header claiming `image_size` bytes, `file_len` long.
+    fn kernel_file(dir: &Path, name: &str, image_size: u64, file_len: usize) -> PathBuf {
+        let mut bytes = build_header(0, image_size, 2).to_vec();
+        bytes.resize(file_len.max(64), 0xab);
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-image-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn no_artifacts() -> Artifacts {
+        Artifacts {
+            hypervisor: "/nonexistent/microvisor".into(),
+            probe: "/nonexistent/probe".into(),
+        }
+    }
+
+    fn compile_err(plan: &str, dir: &Path) -> String {
+        format!("{:#}", compile(plan, dir, &no_artifacts()).unwrap_err())
+    }
+
+    #[test]
+    fn path_kernels_are_bundled_once_with_their_cmdline() {
+        let dir = temp_dir("ok");
+        kernel_file(&dir, "k.img", 8192, 4096);
+        let plan = r#"
+[[slice]]
+name = "a"
+cores = 1
+memory = "16MiB"
+kernel = "k.img"
+cmdline = "heartbeat=500"
+[[slice]]
+name = "b"
+cores = [1]
+memory = "16MiB"
+kernel = "./k.img"
+"#;
+        let (compiled, bundle) = compile(plan, &dir, &no_artifacts()).unwrap();
+        let parsed = Bundle::parse(&bundle).unwrap();
+        assert_eq!(parsed.images().len(), 1, "same bytes stored once");
+        assert_eq!(parsed.images()[0].label, "k.img");
+        assert_eq!(
+            (compiled.slices[0].kernel, compiled.slices[1].kernel),
+            (0, 0)
+        );
+        assert_eq!(compiled.slices[0].cmdline, "heartbeat=500");
+        assert_eq!(parsed.plan(), &compiled);
+        parsed.verify_images().unwrap();
+    }
+
+    #[test]
+    fn a_missing_kernel_file_names_slice_and_field() {
+        let dir = temp_dir("missing");
+        let err = compile_err(
+            "[[slice]]\nname = \"web\"\ncores = 1\nmemory = \"64MiB\"\nkernel = \"nope.img\"\n",
+            &dir,
+        );
+        assert!(
+            err.contains("slice \"web\"") && err.contains("kernel") && err.contains("nope.img"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn a_missing_initrd_names_the_initrd_field() {
+        let dir = temp_dir("initrd");
+        kernel_file(&dir, "k.img", 4096, 4096);
+        let err = compile_err(
+            "[[slice]]\nname = \"web\"\ncores = 1\nmemory = \"64MiB\"\nkernel = \"k.img\"\ninitrd = \"i.cpio\"\n",
+            &dir,
+        );
+        assert!(
+            err.contains("slice \"web\"") && err.contains("initrd") && err.contains("i.cpio"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_kernel_too_large_for_its_slice_says_what_would_fit() {
+        let dir = temp_dir("large");
+        kernel_file(&dir, "big.img", 8 << 20, 4096);
+        let err = compile_err(
+            "[[slice]]\nname = \"tiny\"\ncores = 1\nmemory = \"4MiB\"\nkernel = \"big.img\"\n",
+            &dir,
+        );
+        assert!(
+            err.contains("slice \"tiny\"") && err.contains("kernel") && err.contains("at least"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_without_an_arm64_header_is_rejected() {
+        let dir = temp_dir("bad");
+        std::fs::write(dir.join("junk.bin"), vec![0u8; 4096]).unwrap();
+        let err = compile_err(
+            "[[slice]]\nname = \"x\"\ncores = 1\nmemory = \"64MiB\"\nkernel = \"junk.bin\"\n",
+            &dir,
+        );
+        assert!(
+            err.contains("slice \"x\"") && err.contains("kernel") && err.contains("arm64"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_builtin_linux_guest_is_not_there_yet() {
+        let err = compile_err(
+            "[[slice]]\nname = \"l\"\ncores = 1\nmemory = \"256MiB\"\nkernel = \"linux\"\n",
+            Path::new("."),
+        );
+        assert!(
+            err.contains("built-in linux guest is not available yet (issue 3)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plan_errors_pass_through_as_one_line() {
+        let err = compile_err(
+            "[[slice]]\nname = \"a\"\ncores = 0\nmemory = \"64MiB\"\nkernel = \"probe\"\n",
+            Path::new("."),
+        );
+        assert!(
+            err.contains("slice \"a\"") && err.contains("cores"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn assemble_patches_size_and_anywhere_flag() {
+        let mut hv = build_header(0x20_0000, 0, 2).to_vec();
+        hv.resize(8192, 0);
+        let bundle = vec![7u8; 4096];
+        let image = assemble(hv.clone(), &bundle, false).unwrap();
+        let header = Arm64Header::parse(&image).unwrap();
+        assert_eq!(header.image_size, 12288);
+        assert!(!header.anywhere());
+        assert_eq!(&image[8192..], &bundle[..]);
+        let anywhere = assemble(hv, &bundle, true).unwrap();
+        let header = Arm64Header::parse(&anywhere).unwrap();
+        assert!(header.anywhere());
+        assert_eq!(header.flags, 2 | FLAG_ANYWHERE);
+    }
+
+    #[test]
+    fn assemble_needs_a_header_and_page_padding() {
+        assert!(assemble(vec![0; 4096], &[], false).is_err());
+        let mut hv = build_header(0, 0, 2).to_vec();
+        hv.resize(100, 0);
+        assert!(assemble(hv, &[], false).is_err());
+    }
+
+    #[test]
+    fn the_bundle_is_found_after_the_hypervisor() {
+        let dir = temp_dir("find");
+        kernel_file(&dir, "k.img", 4096, 4096);
+        let plan = "[[slice]]\nname = \"a\"\ncores = 1\nmemory = \"16MiB\"\nkernel = \"k.img\"\n";
+        let (_, bundle) = compile(plan, &dir, &no_artifacts()).unwrap();
+        let mut hv = build_header(0x20_0000, 0, 2).to_vec();
+        hv.resize(3 * 4096, 0);
+        let image = assemble(hv, &bundle, false).unwrap();
+        assert_eq!(find_bundle(&image), Some(3 * 4096));
+    }
+
+    #[test]
+    fn cmdlines_join_defaults_and_plan() {
+        assert_eq!(full_cmdline("", "a=1"), "a=1");
+        assert_eq!(full_cmdline("console=ttyAMA0", ""), "console=ttyAMA0");
+        assert_eq!(
+            full_cmdline("console=ttyAMA0", " a=1 "),
+            "console=ttyAMA0 a=1"
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! The machinery behind `cargo xtask`, also used by the QEMU integration tests (`tests/`):
+//! set-up checks, building, ELF to flat images, the bundle image, node profiles and QEMU
+//! command lines. `cmd` holds one module per subcommand.
+
+pub mod build;
+pub mod cmd;
+pub mod flat;
+pub mod guest;
+pub mod image;
+pub mod node;
+pub mod progress;
+pub mod qemu;
+pub mod setup;
+pub mod workspace;
+
+/// A plan error as an `anyhow` error: its one-line `Display` (slice, field, problem).
+pub fn plan_error(error: microvisor_plan::PlanError) -> anyhow::Error {
+    anyhow::anyhow!("{error}")
+}

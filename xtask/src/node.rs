@@ -1,0 +1,276 @@
+//! QEMU node profiles (`qemu/<name>.toml`): the machine a plan is booted on.
+//!
+//! ```toml
+//! description = "dense ARM server"
+//! cores = 8
+//! memory = "4GiB"
+//! gic-version = 3
+//! plan = "default-plan.toml"   # relative to the profile's directory
+//! [[disk]]
+//! size = "8GiB"                # an NVMe disk (used from issue 3 on)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::Deserialize;
+
+use crate::workspace::Workspace;
+
+/// QEMU `virt` places RAM here.
+pub const RAM_BASE: u64 = 0x4000_0000;
+/// RAM the hypervisor is assumed to keep for itself when previewing placement (`xtask plan`).
+pub const HYPERVISOR_RESERVE: u64 = 64 << 20;
+
+/// A node: the QEMU machine a plan is booted on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// Profile name (file stem), or a test's own label.
+    pub name: String,
+    pub description: String,
+    /// Number of cores (`-smp`).
+    pub cores: u32,
+    /// RAM in bytes (`-m`), a multiple of 1 MiB.
+    pub memory: u64,
+    /// GIC version (`gic-version=`); only 3 for now.
+    pub gic_version: u32,
+    /// The node's default plan, if it names one.
+    pub plan: Option<PathBuf>,
+    /// NVMe disks attached to the node.
+    pub disks: Vec<Disk>,
+}
+
+/// One NVMe disk (a sparse raw file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Disk {
+    /// Capacity in bytes.
+    pub size: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ProfileFile {
+    description: String,
+    cores: u32,
+    memory: SizeValue,
+    #[serde(default = "default_gic_version")]
+    gic_version: u32,
+    plan: Option<PathBuf>,
+    #[serde(default)]
+    disk: Vec<DiskFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiskFile {
+    size: SizeValue,
+}
+
+/// A size as written in TOML: a number of bytes or a string with a suffix.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeValue {
+    fn bytes(&self, what: &str) -> Result<u64> {
+        match self {
+            SizeValue::Bytes(b) => Ok(*b),
+            SizeValue::Text(t) => {
+                microvisor_plan::size::parse_size(t).map_err(|e| anyhow::anyhow!("{what}: {e}"))
+            }
+        }
+    }
+}
+
+fn default_gic_version() -> u32 {
+    3
+}
+
+impl Node {
+    /// Parses a profile; `dir` resolves its relative `plan` path.
+    pub fn from_toml(name: &str, text: &str, dir: &Path) -> Result<Self> {
+        let file: ProfileFile =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        let node = Node {
+            name: name.to_string(),
+            description: file.description,
+            cores: file.cores,
+            memory: file.memory.bytes("memory")?,
+            gic_version: file.gic_version,
+            plan: file.plan.map(|p| dir.join(p)),
+            disks: file
+                .disk
+                .iter()
+                .map(|d| {
+                    Ok(Disk {
+                        size: d.size.bytes("disk size")?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+        };
+        node.validate()?;
+        Ok(node)
+    }
+
+    /// A node described inline (tests): no default plan, no disks.
+    pub fn inline(name: &str, cores: u32, memory: u64) -> Self {
+        Node {
+            name: name.to_string(),
+            description: format!("{cores} cores, {} MiB", memory >> 20),
+            cores,
+            memory,
+            gic_version: 3,
+            plan: None,
+            disks: Vec::new(),
+        }
+    }
+
+    /// Loads `qemu/<name>.toml`, or the profile file `name` if it is a path to one.
+    pub fn load(ws: &Workspace, name: &str) -> Result<Self> {
+        let path = if name.ends_with(".toml") || name.contains('/') {
+            PathBuf::from(name)
+        } else {
+            ws.qemu_dir().join(format!("{name}.toml"))
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("node profile {}: cannot read it", path.display()))?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| name.to_string());
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Node::from_toml(&stem, &text, dir)
+            .with_context(|| format!("node profile {}", path.display()))
+    }
+
+    /// The node's default plan, or an error saying it has none.
+    pub fn default_plan(&self) -> Result<&Path> {
+        self.plan
+            .as_deref()
+            .with_context(|| format!("node {} names no default plan: pass --plan", self.name))
+    }
+
+    fn validate(&self) -> Result<()> {
+        ensure!(
+            (1..=512).contains(&self.cores),
+            "cores: {} is not in 1..=512",
+            self.cores
+        );
+        ensure!(
+            self.memory >= 128 << 20 && self.memory.is_multiple_of(1 << 20),
+            "memory: {} bytes is not a whole number of MiB >= 128 MiB",
+            self.memory
+        );
+        if self.gic_version != 3 {
+            bail!(
+                "gic-version: {} is not supported yet (only 3)",
+                self.gic_version
+            );
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            ensure!(
+                d.size > 0 && d.size.is_multiple_of(512),
+                "disk #{}: size {} is not a positive multiple of 512",
+                i + 1,
+                d.size
+            );
+        }
+        Ok(())
+    }
+
+    /// The hardware a plan sees on this node, assuming the hypervisor keeps the first
+    /// [`HYPERVISOR_RESERVE`] bytes of RAM (its real footprint is printed at boot).
+    pub fn hardware(&self) -> microvisor_plan::Hardware {
+        microvisor_plan::Hardware {
+            cores: self.cores,
+            free_ram: vec![microvisor_plan::RamRange {
+                base: RAM_BASE + HYPERVISOR_RESERVE,
+                size: self.memory.saturating_sub(HYPERVISOR_RESERVE),
+            }],
+            ram_total: self.memory,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DENSE: &str = r#"
+description = "dense ARM server"
+cores = 8
+memory = "4GiB"
+gic-version = 3
+plan = "default-plan.toml"
+[[disk]]
+size = "8GiB"
+"#;
+
+    #[test]
+    fn parses_a_profile() {
+        let node = Node::from_toml("default", DENSE, Path::new("/q")).unwrap();
+        assert_eq!(node.cores, 8);
+        assert_eq!(node.memory, 4 << 30);
+        assert_eq!(node.gic_version, 3);
+        assert_eq!(
+            node.plan.as_deref(),
+            Some(Path::new("/q/default-plan.toml"))
+        );
+        assert_eq!(node.disks, vec![Disk { size: 8 << 30 }]);
+    }
+
+    #[test]
+    fn rejects_unknown_fields() {
+        let text = format!("{DENSE}\nsockets = 2\n");
+        let err = Node::from_toml("x", &text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sockets"), "{err}");
+    }
+
+    #[test]
+    fn rejects_memory_that_is_not_whole_mib() {
+        let text = DENSE.replace("\"4GiB\"", "1000000000");
+        let err = Node::from_toml("x", &text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memory"), "{err}");
+    }
+
+    #[test]
+    fn rejects_zero_cores_and_other_gic_versions() {
+        let zero = DENSE.replace("cores = 8", "cores = 0");
+        assert!(Node::from_toml("x", &zero, Path::new(".")).is_err());
+        let v2 = DENSE.replace("gic-version = 3", "gic-version = 2");
+        assert!(Node::from_toml("x", &v2, Path::new(".")).is_err());
+    }
+
+    #[test]
+    fn profiles_in_the_repository_parse() {
+        let dir = crate::workspace::source_root().join("qemu");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            if path.extension().is_some_and(|e| e == "toml") && !text.contains("[[slice]]") {
+                let node = Node::from_toml("x", &text, &dir)
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                let plan = node.plan.expect("every profile names a default plan");
+                assert!(
+                    plan.is_file(),
+                    "{} names missing {}",
+                    path.display(),
+                    plan.display()
+                );
+                seen += 1;
+            }
+        }
+        assert!(
+            seen >= 2,
+            "expected at least the default and small profiles"
+        );
+    }
+}
