@@ -1,28 +1,316 @@
 //! Plan errors: every invalid plan names the slice (when there is one), the field, and the
-//! problem, in one line, e.g. `slice "web-0": cores: asks for 4 cores but only 3 are left (node has 8)`.
+//! problem, in one line, e.g. `slice "web-0": cores: asks for 4 cores but only 3 are left (node has 8 cores)`.
 
 use alloc::string::String;
+use core::fmt;
+
+use crate::image::ImageError;
+use crate::size::{HumanSize, SizeError};
+
+/// Keys accepted in a `[[slice]]` table, in documentation order.
+pub const SLICE_KEYS: [&str; 8] = [
+    "name", "cores", "memory", "kernel", "initrd", "cmdline", "on-fault", "nvme",
+];
+/// Keys accepted in a `[slice.nvme]` table.
+pub const NVME_KEYS: [&str; 2] = ["queues", "size"];
+/// Keys accepted at the top level of a plan.
+pub const PLAN_KEYS: [&str; 1] = ["slice"];
+
+/// Longest user-supplied text quoted in a message (longer text is cut with `...`).
+const MAX_QUOTED_CHARS: usize = 40;
 
 /// The plan field an error is about (its TOML spelling is what `Display` prints).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Field {
-    /// The plan as a whole (`[[slice]]` list, syntax).
+    /// The plan as a whole (`[[slice]]` list, syntax, top-level keys).
     Plan,
+    /// The `[[slice]]` table itself (its keys, its type).
+    Slice,
+    /// `name`.
     Name,
+    /// `cores`.
     Cores,
+    /// `memory`.
     Memory,
+    /// `kernel`.
     Kernel,
+    /// `initrd`.
     Initrd,
+    /// `cmdline`.
     Cmdline,
+    /// `on-fault`.
     OnFault,
+    /// The `[slice.nvme]` table itself (its keys, its type).
+    Nvme,
+    /// `nvme.queues`.
     NvmeQueues,
+    /// `nvme.size`.
     NvmeSize,
+}
+
+impl Field {
+    /// The TOML spelling of the field, or `None` for the plan and the slice table.
+    pub fn toml_name(self) -> Option<&'static str> {
+        match self {
+            Field::Plan | Field::Slice => None,
+            Field::Name => Some("name"),
+            Field::Cores => Some("cores"),
+            Field::Memory => Some("memory"),
+            Field::Kernel => Some("kernel"),
+            Field::Initrd => Some("initrd"),
+            Field::Cmdline => Some("cmdline"),
+            Field::OnFault => Some("on-fault"),
+            Field::Nvme => Some("nvme"),
+            Field::NvmeQueues => Some("nvme.queues"),
+            Field::NvmeSize => Some("nvme.size"),
+        }
+    }
+
+    /// The keys allowed in the table this field stands for (used by `UnknownField`).
+    fn allowed_keys(self) -> &'static [&'static str] {
+        match self {
+            Field::Plan => &PLAN_KEYS,
+            Field::Nvme => &NVME_KEYS,
+            _ => &SLICE_KEYS,
+        }
+    }
 }
 
 /// What is wrong. One variant per kind of invalid input; each has a unit test.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Problem {
-    // TODO(plan helper): fill in, one doc line per variant.
+    /// The plan has no `[[slice]]`.
+    NoSlices,
+    /// More slices than the hypervisor supports.
+    TooManySlices {
+        /// Slices in the plan.
+        count: usize,
+        /// Largest number accepted.
+        max: usize,
+    },
+    /// The text is not valid TOML.
+    Syntax {
+        /// 1-based line of the error (0 when the parser gave no position).
+        line: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key that the table (plan, slice or nvme, given by the error's field) does not have.
+    UnknownField(String),
+    /// A required key is absent.
+    MissingField,
+    /// The value has the wrong TOML type.
+    WrongType {
+        /// What the field takes.
+        expected: &'static str,
+        /// The TOML type found.
+        found: &'static str,
+    },
+    /// An integer outside the range the field accepts.
+    OutOfRange {
+        /// The value given.
+        value: i64,
+        /// Smallest accepted.
+        min: i64,
+        /// Largest accepted.
+        max: i64,
+    },
+    /// A slice name outside `[a-z0-9-]{1,32}`.
+    BadName(String),
+    /// The slice name is already used by an earlier slice.
+    DuplicateName {
+        /// 1-based position of the slice that has the name first.
+        first: usize,
+    },
+    /// A core count of 0 or an empty core list.
+    ZeroCores,
+    /// A physical core listed twice, in one slice or in two.
+    CoreListedTwice {
+        /// The core index.
+        core: u32,
+        /// The slice that lists it first (name, or `#N`).
+        first_slice: String,
+    },
+    /// `memory` is 0.
+    ZeroMemory,
+    /// A size that cannot be parsed.
+    BadSize {
+        /// The text (or negative integer) given.
+        text: String,
+        /// Why it was rejected.
+        reason: SizeError,
+    },
+    /// A memory or NVMe size that is not a multiple of 4 KiB.
+    NotPageMultiple {
+        /// The size given, in bytes.
+        value: u64,
+    },
+    /// More memory than a slice's IPA space can hold.
+    MemoryTooLarge {
+        /// Largest memory size accepted.
+        max: u64,
+    },
+    /// `on-fault` is neither `"stop"` nor `"restart"`.
+    UnknownOnFault(String),
+    /// An empty image path.
+    EmptyPath,
+    /// `initrd` names a built-in kernel (`"linux"`, `"probe"`).
+    NotAnInitrd(String),
+    /// The command line contains a NUL character (it must fit a device tree string).
+    CmdlineHasNul,
+    /// The image file does not exist (raised by xtask).
+    MissingImage(String),
+    /// The kernel image is not a usable arm64 Image.
+    BadImage(ImageError),
+    /// The kernel (field `kernel`) or the initrd (field `initrd`) does not fit in the slice's RAM.
+    ImageTooLarge {
+        /// Bytes the image needs.
+        needed: u64,
+        /// Bytes left for it.
+        available: u64,
+        /// Smallest slice `memory` that holds kernel, initrd and device tree (2 MiB multiple).
+        min_memory: u64,
+    },
+    /// `nvme.queues` is 0.
+    ZeroQueues,
+    /// `nvme.size` is 0.
+    ZeroNvmeSize,
+    /// An explicit core index that the node does not have.
+    NoSuchCore {
+        /// The core index asked for.
+        core: u32,
+        /// Cores on the node (valid indexes are below this).
+        cores_on_node: u32,
+    },
+    /// Fewer free cores are left than the slice asks for.
+    TooManyCores {
+        /// Cores the slice asks for.
+        asked: u32,
+        /// Cores still free when this slice is placed.
+        left: u32,
+        /// Cores on the node.
+        cores_on_node: u32,
+    },
+    /// No free 2 MiB-aligned block of RAM is large enough for the slice.
+    NotEnoughMemory {
+        /// Bytes asked for.
+        asked: u64,
+        /// Largest 2 MiB-aligned free block left when this slice is placed.
+        largest_free: u64,
+        /// RAM on the node.
+        ram_on_node: u64,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::NoSlices => f.write_str("no [[slice]] defined"),
+            Problem::TooManySlices { count, max } => {
+                write!(f, "{count} slices defined, at most {max} are supported")
+            }
+            Problem::Syntax { line, message } => write!(f, "line {line}: {message}"),
+            Problem::UnknownField(key) => write!(f, "unknown field {}", Quoted(key)),
+            Problem::MissingField => f.write_str("missing (this field is required)"),
+            Problem::WrongType { expected, found } => {
+                write!(f, "expected {expected}, found {found}")
+            }
+            Problem::OutOfRange { value, min, max } => {
+                write!(f, "{value} is out of range (must be {min} to {max})")
+            }
+            Problem::BadName(name) => write!(
+                f,
+                "{} is not a valid name (use 1 to 32 characters from a-z, 0-9 and -)",
+                Quoted(name)
+            ),
+            Problem::DuplicateName { first } => write!(f, "already used by slice #{first}"),
+            Problem::ZeroCores => {
+                f.write_str("needs at least 1 core (a count or a non-empty list)")
+            }
+            Problem::CoreListedTwice { core, first_slice } => {
+                write!(
+                    f,
+                    "core {core} is already given to slice {}",
+                    SliceRef(first_slice)
+                )
+            }
+            Problem::ZeroMemory => f.write_str("must be more than 0 bytes"),
+            Problem::BadSize { text, reason } => write!(f, "{}: {reason}", Quoted(text)),
+            Problem::NotPageMultiple { value } => write_not_page_multiple(f, *value),
+            Problem::MemoryTooLarge { max } => {
+                write!(f, "more than the {} a slice can address", HumanSize(*max))
+            }
+            Problem::UnknownOnFault(policy) => write!(
+                f,
+                "{} is not a policy (expected \"stop\" or \"restart\")",
+                Quoted(policy)
+            ),
+            Problem::EmptyPath => f.write_str("empty path"),
+            Problem::NotAnInitrd(name) => write!(
+                f,
+                "{} is a built-in kernel, not an initrd (give a file path or leave initrd out)",
+                Quoted(name)
+            ),
+            Problem::CmdlineHasNul => f.write_str("contains a NUL character"),
+            Problem::MissingImage(path) => write!(f, "file {path:?} not found"),
+            Problem::BadImage(error) => write!(f, "not an arm64 Image: {error}"),
+            Problem::ImageTooLarge {
+                needed,
+                available,
+                min_memory,
+            } => write!(
+                f,
+                "needs {} but only {} fit (give the slice at least {} of memory)",
+                HumanSize(*needed),
+                HumanSize(*available),
+                HumanSize(*min_memory)
+            ),
+            Problem::ZeroQueues => f.write_str("needs at least 1 queue"),
+            Problem::ZeroNvmeSize => f.write_str("must be more than 0 bytes"),
+            Problem::NoSuchCore {
+                core,
+                cores_on_node,
+            } => {
+                write!(f, "core {core} does not exist (node has ")?;
+                match cores_on_node {
+                    0 => f.write_str("no cores)"),
+                    1 => f.write_str("1 core: 0)"),
+                    n => write!(f, "{n} cores: 0-{})", n - 1),
+                }
+            }
+            Problem::TooManyCores {
+                asked,
+                left,
+                cores_on_node,
+            } => write!(
+                f,
+                "asks for {asked} cores but only {left} are left (node has {cores_on_node} cores)"
+            ),
+            Problem::NotEnoughMemory {
+                asked,
+                largest_free,
+                ram_on_node,
+            } => write!(
+                f,
+                "asks for {} but the largest free block is {} (node has {} of RAM)",
+                HumanSize(*asked),
+                HumanSize(*largest_free),
+                HumanSize(*ram_on_node)
+            ),
+        }
+    }
+}
+
+fn write_not_page_multiple(f: &mut fmt::Formatter<'_>, value: u64) -> fmt::Result {
+    let down = value - value % 4096;
+    write!(f, "{value} bytes is not a multiple of 4 KiB (use ")?;
+    if down > 0 {
+        write!(f, "{down} or ")?;
+    }
+    match down.checked_add(4096) {
+        Some(up) => write!(f, "{up})"),
+        None => f.write_str("a smaller size)"),
+    }
 }
 
 /// One invalid-plan error.
@@ -30,6 +318,445 @@ pub enum Problem {
 pub struct PlanError {
     /// Name of the slice concerned (or its 1-based position `#3` when it has no valid name yet).
     pub slice: Option<String>,
+    /// The field concerned.
     pub field: Field,
+    /// What is wrong with it.
     pub problem: Problem,
+}
+
+impl PlanError {
+    /// An error about the plan as a whole.
+    pub fn plan(problem: Problem) -> PlanError {
+        PlanError {
+            slice: None,
+            field: Field::Plan,
+            problem,
+        }
+    }
+
+    /// An error about one field of one slice (`slice`: its name, or `#N`).
+    pub fn slice(slice: impl Into<String>, field: Field, problem: Problem) -> PlanError {
+        PlanError {
+            slice: Some(slice.into()),
+            field,
+            problem,
+        }
+    }
+
+    /// The same error, attributed to `slice` (for errors from code that does not know the slice,
+    /// such as [`GuestLayout::new`](crate::GuestLayout::new)).
+    pub fn with_slice(self, slice: impl Into<String>) -> PlanError {
+        PlanError {
+            slice: Some(slice.into()),
+            ..self
+        }
+    }
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.slice {
+            Some(slice) => write!(f, "slice {}: ", SliceRef(slice))?,
+            None => f.write_str("plan: ")?,
+        }
+        match &self.problem {
+            Problem::UnknownField(key) => {
+                let prefix = if self.field == Field::Nvme {
+                    "nvme."
+                } else {
+                    ""
+                };
+                write!(f, "{prefix}{}: unknown field (expected ", Escaped(key))?;
+                write_key_list(f, self.field.allowed_keys())?;
+                f.write_str(")")
+            }
+            Problem::CoreListedTwice { core, first_slice }
+                if self.slice.as_ref() == Some(first_slice) =>
+            {
+                write!(f, "{}: core {core} is listed twice", FieldName(self.field))
+            }
+            problem => match self.field.toml_name() {
+                Some(name) => write!(f, "{name}: {problem}"),
+                None => write!(f, "{problem}"),
+            },
+        }
+    }
+}
+
+fn write_key_list(f: &mut fmt::Formatter<'_>, keys: &[&str]) -> fmt::Result {
+    if keys.len() > 1 {
+        f.write_str("one of ")?;
+    }
+    for (i, key) in keys.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        f.write_str(key)?;
+    }
+    Ok(())
+}
+
+/// Prints a field's TOML name, or `plan` for fields without one.
+struct FieldName(Field);
+
+impl fmt::Display for FieldName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.toml_name().unwrap_or("plan"))
+    }
+}
+
+/// Prints a slice reference: `"web-0"` for a name, `#3` for a position.
+struct SliceRef<'a>(&'a str);
+
+impl fmt::Display for SliceRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.starts_with('#') {
+            f.write_str(self.0)
+        } else {
+            write!(f, "{}", Quoted(self.0))
+        }
+    }
+}
+
+/// Prints user text in double quotes, escaped, cut after `MAX_QUOTED_CHARS` characters.
+pub(crate) struct Quoted<'a>(pub(crate) &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", Escaped(self.0))
+    }
+}
+
+/// Prints user text escaped (no control characters reach the console), cut after
+/// `MAX_QUOTED_CHARS` characters.
+struct Escaped<'a>(&'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars().take(MAX_QUOTED_CHARS) {
+            write!(f, "{}", c.escape_debug())?;
+        }
+        if self.0.chars().nth(MAX_QUOTED_CHARS).is_some() {
+            f.write_str("...")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    fn in_slice(field: Field, problem: Problem) -> String {
+        PlanError::slice("web-0", field, problem).to_string()
+    }
+
+    #[test]
+    fn plan_level_errors_start_with_plan() {
+        assert_eq!(
+            PlanError::plan(Problem::NoSlices).to_string(),
+            "plan: no [[slice]] defined"
+        );
+    }
+
+    #[test]
+    fn too_many_slices() {
+        let error = PlanError::plan(Problem::TooManySlices {
+            count: 2000,
+            max: 1024,
+        });
+        assert_eq!(
+            error.to_string(),
+            "plan: 2000 slices defined, at most 1024 are supported"
+        );
+    }
+
+    #[test]
+    fn syntax() {
+        let error = PlanError::plan(Problem::Syntax {
+            line: 3,
+            message: "expected `=`".into(),
+        });
+        assert_eq!(error.to_string(), "plan: line 3: expected `=`");
+    }
+
+    #[test]
+    fn unknown_field_lists_the_keys_of_its_table() {
+        assert_eq!(
+            in_slice(Field::Slice, Problem::UnknownField("memroy".into())),
+            "slice \"web-0\": memroy: unknown field (expected one of name, cores, memory, kernel, \
+             initrd, cmdline, on-fault, nvme)"
+        );
+        assert_eq!(
+            in_slice(Field::Nvme, Problem::UnknownField("qeues".into())),
+            "slice \"web-0\": nvme.qeues: unknown field (expected one of queues, size)"
+        );
+        assert_eq!(
+            PlanError::plan(Problem::UnknownField("slices".into())).to_string(),
+            "plan: slices: unknown field (expected slice)"
+        );
+    }
+
+    #[test]
+    fn missing_field() {
+        assert_eq!(
+            in_slice(Field::NvmeQueues, Problem::MissingField),
+            "slice \"web-0\": nvme.queues: missing (this field is required)"
+        );
+    }
+
+    #[test]
+    fn wrong_type() {
+        let problem = Problem::WrongType {
+            expected: "a string",
+            found: "integer",
+        };
+        assert_eq!(
+            in_slice(Field::OnFault, problem),
+            "slice \"web-0\": on-fault: expected a string, found integer"
+        );
+    }
+
+    #[test]
+    fn out_of_range() {
+        let problem = Problem::OutOfRange {
+            value: -1,
+            min: 1,
+            max: 10,
+        };
+        assert_eq!(
+            in_slice(Field::Cores, problem),
+            "slice \"web-0\": cores: -1 is out of range (must be 1 to 10)"
+        );
+    }
+
+    #[test]
+    fn bad_name_uses_the_position_and_escapes() {
+        let error = PlanError::slice("#2", Field::Name, Problem::BadName("Web\n0".into()));
+        assert_eq!(
+            error.to_string(),
+            "slice #2: name: \"Web\\n0\" is not a valid name (use 1 to 32 characters from a-z, 0-9 and -)"
+        );
+    }
+
+    #[test]
+    fn long_user_text_is_cut() {
+        let name = "x".repeat(100);
+        let text = PlanError::slice("#1", Field::Name, Problem::BadName(name)).to_string();
+        assert!(
+            text.contains(&alloc::format!("\"{}...\"", "x".repeat(40))),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn duplicate_name() {
+        assert_eq!(
+            in_slice(Field::Name, Problem::DuplicateName { first: 1 }),
+            "slice \"web-0\": name: already used by slice #1"
+        );
+    }
+
+    #[test]
+    fn zero_cores() {
+        assert!(
+            in_slice(Field::Cores, Problem::ZeroCores)
+                .starts_with("slice \"web-0\": cores: needs at least 1 core")
+        );
+    }
+
+    #[test]
+    fn core_listed_twice_across_and_within_slices() {
+        let across = Problem::CoreListedTwice {
+            core: 3,
+            first_slice: "db-0".into(),
+        };
+        assert_eq!(
+            in_slice(Field::Cores, across),
+            "slice \"web-0\": cores: core 3 is already given to slice \"db-0\""
+        );
+        let within = Problem::CoreListedTwice {
+            core: 3,
+            first_slice: "web-0".into(),
+        };
+        assert_eq!(
+            in_slice(Field::Cores, within),
+            "slice \"web-0\": cores: core 3 is listed twice"
+        );
+    }
+
+    #[test]
+    fn zero_memory() {
+        assert_eq!(
+            in_slice(Field::Memory, Problem::ZeroMemory),
+            "slice \"web-0\": memory: must be more than 0 bytes"
+        );
+    }
+
+    #[test]
+    fn bad_size() {
+        let problem = Problem::BadSize {
+            text: "1.5G".into(),
+            reason: SizeError::Fractional,
+        };
+        assert!(
+            in_slice(Field::Memory, problem)
+                .starts_with("slice \"web-0\": memory: \"1.5G\": fractions")
+        );
+    }
+
+    #[test]
+    fn not_page_multiple_suggests_neighbours() {
+        let problem = Problem::NotPageMultiple { value: 5000 };
+        assert_eq!(
+            in_slice(Field::NvmeSize, problem),
+            "slice \"web-0\": nvme.size: 5000 bytes is not a multiple of 4 KiB (use 4096 or 8192)"
+        );
+        let small = Problem::NotPageMultiple { value: 100 };
+        assert!(in_slice(Field::Memory, small).ends_with("(use 4096)"));
+        let huge = Problem::NotPageMultiple { value: u64::MAX };
+        assert!(in_slice(Field::Memory, huge).ends_with("or a smaller size)"));
+    }
+
+    #[test]
+    fn memory_too_large() {
+        let problem = Problem::MemoryTooLarge { max: 1 << 47 };
+        assert_eq!(
+            in_slice(Field::Memory, problem),
+            "slice \"web-0\": memory: more than the 128 TiB a slice can address"
+        );
+    }
+
+    #[test]
+    fn unknown_on_fault() {
+        assert_eq!(
+            in_slice(Field::OnFault, Problem::UnknownOnFault("reboot".into())),
+            "slice \"web-0\": on-fault: \"reboot\" is not a policy (expected \"stop\" or \"restart\")"
+        );
+    }
+
+    #[test]
+    fn empty_path() {
+        assert_eq!(
+            in_slice(Field::Kernel, Problem::EmptyPath),
+            "slice \"web-0\": kernel: empty path"
+        );
+    }
+
+    #[test]
+    fn not_an_initrd() {
+        assert!(
+            in_slice(Field::Initrd, Problem::NotAnInitrd("linux".into()))
+                .starts_with("slice \"web-0\": initrd: \"linux\" is a built-in kernel")
+        );
+    }
+
+    #[test]
+    fn cmdline_has_nul() {
+        assert_eq!(
+            in_slice(Field::Cmdline, Problem::CmdlineHasNul),
+            "slice \"web-0\": cmdline: contains a NUL character"
+        );
+    }
+
+    #[test]
+    fn missing_image() {
+        assert_eq!(
+            in_slice(Field::Kernel, Problem::MissingImage("out/Image".into())),
+            "slice \"web-0\": kernel: file \"out/Image\" not found"
+        );
+    }
+
+    #[test]
+    fn bad_image() {
+        let problem = Problem::BadImage(ImageError::BigEndian);
+        assert!(
+            in_slice(Field::Kernel, problem)
+                .starts_with("slice \"web-0\": kernel: not an arm64 Image: big-endian")
+        );
+    }
+
+    #[test]
+    fn image_too_large_says_what_memory_fits() {
+        let problem = Problem::ImageTooLarge {
+            needed: 40 << 20,
+            available: 30 << 20,
+            min_memory: 44 << 20,
+        };
+        assert_eq!(
+            in_slice(Field::Initrd, problem),
+            "slice \"web-0\": initrd: needs 40 MiB but only 30 MiB fit (give the slice at least 44 MiB of memory)"
+        );
+    }
+
+    #[test]
+    fn zero_queues() {
+        assert_eq!(
+            in_slice(Field::NvmeQueues, Problem::ZeroQueues),
+            "slice \"web-0\": nvme.queues: needs at least 1 queue"
+        );
+    }
+
+    #[test]
+    fn zero_nvme_size() {
+        assert_eq!(
+            in_slice(Field::NvmeSize, Problem::ZeroNvmeSize),
+            "slice \"web-0\": nvme.size: must be more than 0 bytes"
+        );
+    }
+
+    #[test]
+    fn no_such_core() {
+        let problem = |cores_on_node| Problem::NoSuchCore {
+            core: 9,
+            cores_on_node,
+        };
+        assert_eq!(
+            in_slice(Field::Cores, problem(8)),
+            "slice \"web-0\": cores: core 9 does not exist (node has 8 cores: 0-7)"
+        );
+        assert!(in_slice(Field::Cores, problem(1)).ends_with("(node has 1 core: 0)"));
+        assert!(in_slice(Field::Cores, problem(0)).ends_with("(node has no cores)"));
+    }
+
+    #[test]
+    fn too_many_cores() {
+        let problem = Problem::TooManyCores {
+            asked: 4,
+            left: 3,
+            cores_on_node: 8,
+        };
+        assert_eq!(
+            in_slice(Field::Cores, problem),
+            "slice \"web-0\": cores: asks for 4 cores but only 3 are left (node has 8 cores)"
+        );
+    }
+
+    #[test]
+    fn not_enough_memory() {
+        let problem = Problem::NotEnoughMemory {
+            asked: 2 << 30,
+            largest_free: 3 << 29,
+            ram_on_node: 4 << 30,
+        };
+        assert_eq!(
+            in_slice(Field::Memory, problem),
+            "slice \"web-0\": memory: asks for 2 GiB but the largest free block is 1536 MiB (node has 4 GiB of RAM)"
+        );
+    }
+
+    #[test]
+    fn with_slice_attributes_an_error() {
+        let error = PlanError {
+            slice: None,
+            field: Field::Kernel,
+            problem: Problem::EmptyPath,
+        };
+        assert_eq!(error.clone().to_string(), "plan: kernel: empty path");
+        assert_eq!(
+            error.with_slice("a").to_string(),
+            "slice \"a\": kernel: empty path"
+        );
+    }
 }

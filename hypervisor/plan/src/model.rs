@@ -15,24 +15,39 @@ pub type ImageIndex = u32;
 
 /// Longest slice name accepted.
 pub const MAX_NAME_LEN: usize = 32;
+/// Most slices a plan may have (bounds the work done on a plan read at boot).
+pub const MAX_SLICES: usize = 1024;
+/// Largest `memory` of one slice: 128 TiB, so that its IPA space ends below 2^48.
+pub const MAX_SLICE_MEMORY: u64 = 1 << 47;
+/// Granule that `memory` and `nvme.size` must be multiples of.
+pub const PAGE_SIZE: u64 = 4096;
 
+/// A list of slices: the whole partitioning of one node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanOf<I> {
+    /// The slices, in plan order (which is also placement order).
     pub slices: Vec<SliceOf<I>>,
 }
 
+/// One slice: its name, cores, RAM, guest images, fault policy and NVMe share.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SliceOf<I> {
     /// `[a-z0-9-]`, 1..=32 characters, unique in the plan.
     pub name: String,
+    /// Which physical cores it gets.
     pub cores: Cores,
-    /// Bytes of RAM; a non-zero multiple of 4 KiB.
+    /// Bytes of RAM; a non-zero multiple of 4 KiB, at most [`MAX_SLICE_MEMORY`].
     pub memory: u64,
+    /// The kernel image.
     pub kernel: I,
+    /// The initrd image, if any.
     pub initrd: Option<I>,
-    /// Complete kernel command line as the guest will see it (defaults of built-ins included).
+    /// Kernel command line. In a host [`Plan`]: what the user wrote (appended to a built-in's
+    /// defaults by xtask). In a [`CompiledPlan`]: complete, as the guest will see it.
     pub cmdline: String,
+    /// What happens when the slice faults.
     pub on_fault: OnFault,
+    /// Its share of the node's NVMe controller, if any.
     pub nvme: Option<NvmeShare>,
 }
 
@@ -55,6 +70,7 @@ impl Cores {
     }
 }
 
+/// Fault policy (`on-fault`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OnFault {
     /// Stop the slice and leave it stopped.
@@ -66,6 +82,7 @@ pub enum OnFault {
 /// Where a slice's kernel or initrd comes from (host-side plan only).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ImageSource {
+    /// A guest built by this repository (`"probe"`, `"linux"`).
     BuiltIn(BuiltIn),
     /// A file path as written in the plan (relative paths are relative to the plan file).
     Path(String),
@@ -87,4 +104,120 @@ pub struct NvmeShare {
     pub queues: u32,
     /// Namespace capacity in bytes (> 0, multiple of 4 KiB).
     pub size: u64,
+}
+
+impl<I> PlanOf<I> {
+    /// The same plan with every image reference converted by `convert`, which is given the
+    /// slice, the field (`Kernel` or `Initrd`) and the reference. xtask uses it to turn a
+    /// [`Plan`] into a [`CompiledPlan`] (image sources into bundle indexes).
+    pub fn try_map_images<J, E>(
+        &self,
+        mut convert: impl FnMut(&SliceOf<I>, crate::Field, &I) -> Result<J, E>,
+    ) -> Result<PlanOf<J>, E> {
+        let mut slices = Vec::with_capacity(self.slices.len());
+        for slice in &self.slices {
+            let kernel = convert(slice, crate::Field::Kernel, &slice.kernel)?;
+            let initrd = match &slice.initrd {
+                Some(initrd) => Some(convert(slice, crate::Field::Initrd, initrd)?),
+                None => None,
+            };
+            slices.push(SliceOf {
+                name: slice.name.clone(),
+                cores: slice.cores.clone(),
+                memory: slice.memory,
+                kernel,
+                initrd,
+                cmdline: slice.cmdline.clone(),
+                on_fault: slice.on_fault,
+                nvme: slice.nvme,
+            });
+        }
+        Ok(PlanOf { slices })
+    }
+}
+
+impl<I> SliceOf<I> {
+    /// The images this slice uses: its kernel, then its initrd if any.
+    pub fn images(&self) -> impl Iterator<Item = &I> {
+        core::iter::once(&self.kernel).chain(self.initrd.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    fn slice(kernel: ImageSource, initrd: Option<ImageSource>) -> SliceOf<ImageSource> {
+        SliceOf {
+            name: "a".to_string(),
+            cores: Cores::List(vec![2, 5]),
+            memory: 1 << 30,
+            kernel,
+            initrd,
+            cmdline: "quiet".to_string(),
+            on_fault: OnFault::Restart,
+            nvme: Some(NvmeShare {
+                queues: 2,
+                size: 1 << 32,
+            }),
+        }
+    }
+
+    #[test]
+    fn core_count() {
+        assert_eq!(Cores::Count(3).count(), 3);
+        assert_eq!(Cores::List(vec![4, 1]).count(), 2);
+    }
+
+    #[test]
+    fn images_lists_kernel_then_initrd() {
+        let with = slice(
+            ImageSource::BuiltIn(BuiltIn::Linux),
+            Some(ImageSource::Path("i".into())),
+        );
+        assert_eq!(with.images().count(), 2);
+        let without = slice(ImageSource::BuiltIn(BuiltIn::Probe), None);
+        assert_eq!(
+            without.images().collect::<Vec<_>>(),
+            [&ImageSource::BuiltIn(BuiltIn::Probe)]
+        );
+    }
+
+    #[test]
+    fn try_map_images_keeps_everything_else() {
+        let plan = PlanOf {
+            slices: vec![slice(
+                ImageSource::Path("k".into()),
+                Some(ImageSource::Path("i".into())),
+            )],
+        };
+        let mut seen = Vec::new();
+        let compiled: CompiledPlan = plan
+            .try_map_images(|_, field, source| {
+                seen.push(field);
+                Ok::<_, ()>(if *source == ImageSource::Path("k".into()) {
+                    7
+                } else {
+                    9
+                })
+            })
+            .unwrap();
+        assert_eq!(seen, [crate::Field::Kernel, crate::Field::Initrd]);
+        let compiled_slice = &compiled.slices[0];
+        assert_eq!((compiled_slice.kernel, compiled_slice.initrd), (7, Some(9)));
+        assert_eq!(compiled_slice.cores, Cores::List(vec![2, 5]));
+        assert_eq!(compiled_slice.cmdline, "quiet");
+        assert_eq!(compiled_slice.nvme, plan.slices[0].nvme);
+    }
+
+    #[test]
+    fn try_map_images_stops_at_the_first_error() {
+        let plan = PlanOf {
+            slices: vec![slice(ImageSource::Path("k".into()), None)],
+        };
+        let result: Result<CompiledPlan, &str> = plan.try_map_images(|_, _, _| Err("missing"));
+        assert_eq!(result, Err("missing"));
+    }
 }

@@ -1,0 +1,570 @@
+//! Reading a plan from TOML (DESIGN §6). The text is parsed into a `toml::Table` and walked by
+//! hand, so that every error names its slice (by name, or `#N` before it has a valid one) and
+//! its field; unknown keys are errors at every level.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use toml::{Table, Value};
+
+use crate::error::{Field, NVME_KEYS, PLAN_KEYS, PlanError, Problem, SLICE_KEYS};
+use crate::model::{BuiltIn, Cores, ImageSource, NvmeShare, OnFault, Plan, SliceOf};
+use crate::size::{SizeError, parse_size};
+use crate::validate::slice_ref;
+
+/// What `memory` and `nvme.size` accept.
+const SIZE_EXPECTED: &str = "a size (bytes, or a string like \"512MiB\")";
+/// What a string field accepts.
+const STRING_EXPECTED: &str = "a string";
+
+impl Plan {
+    /// Parses a plan from TOML text and runs [`validate`](crate::PlanOf::validate) on it.
+    pub fn from_toml(text: &str) -> Result<Plan, PlanError> {
+        let table: Table = text.parse().map_err(|error| syntax_error(text, &error))?;
+        let plan = parse_plan(&table)?;
+        plan.validate()?;
+        Ok(plan)
+    }
+}
+
+fn syntax_error(text: &str, error: &toml::de::Error) -> PlanError {
+    let line = error.span().map_or(0, |span| line_of(text, span.start));
+    let message = error.message().trim().replace('\n', "; ");
+    PlanError::plan(Problem::Syntax { line, message })
+}
+
+/// 1-based line number of byte offset `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    let before = text.get(..at).unwrap_or(text);
+    before.matches('\n').count() + 1
+}
+
+fn parse_plan(table: &Table) -> Result<Plan, PlanError> {
+    reject_unknown_keys(table, &PLAN_KEYS).map_err(PlanError::plan)?;
+    let entries = match table.get("slice") {
+        None => return Err(PlanError::plan(Problem::NoSlices)),
+        Some(Value::Array(entries)) => entries,
+        Some(other) => return Err(PlanError::plan(wrong_type("[[slice]] tables", other))),
+    };
+    let slices = entries
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| parse_slice(index, entry))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Plan { slices })
+}
+
+fn parse_slice(index: usize, entry: &Value) -> Result<SliceOf<ImageSource>, PlanError> {
+    let Value::Table(table) = entry else {
+        let at = slice_ref(index, "");
+        return Err(PlanError::slice(
+            at,
+            Field::Slice,
+            wrong_type("a table ([[slice]])", entry),
+        ));
+    };
+    let name = table.get("name").and_then(Value::as_str).unwrap_or("");
+    let at = slice_ref(index, name);
+    let at = at.as_str();
+    let field = |field: Field| move |problem: Problem| PlanError::slice(at, field, problem);
+    reject_unknown_keys(table, &SLICE_KEYS).map_err(field(Field::Slice))?;
+    Ok(SliceOf {
+        name: required(table, "name")
+            .and_then(string)
+            .map_err(field(Field::Name))?,
+        cores: required(table, "cores")
+            .and_then(cores)
+            .map_err(field(Field::Cores))?,
+        memory: required(table, "memory")
+            .and_then(size)
+            .map_err(field(Field::Memory))?,
+        kernel: required(table, "kernel")
+            .and_then(kernel)
+            .map_err(field(Field::Kernel))?,
+        initrd: optional(table, "initrd", initrd).map_err(field(Field::Initrd))?,
+        cmdline: optional(table, "cmdline", string)
+            .map_err(field(Field::Cmdline))?
+            .unwrap_or_default(),
+        on_fault: optional(table, "on-fault", on_fault)
+            .map_err(field(Field::OnFault))?
+            .unwrap_or(OnFault::Stop),
+        nvme: match table.get("nvme") {
+            None => None,
+            Some(value) => Some(nvme(value).map_err(|(f, problem)| field(f)(problem))?),
+        },
+    })
+}
+
+/// The first key of `table` not in `allowed`, as an `UnknownField` problem.
+fn reject_unknown_keys(table: &Table, allowed: &[&str]) -> Result<(), Problem> {
+    match table.keys().find(|key| !allowed.contains(&key.as_str())) {
+        Some(key) => Err(Problem::UnknownField(key.clone())),
+        None => Ok(()),
+    }
+}
+
+fn required<'a>(table: &'a Table, key: &str) -> Result<&'a Value, Problem> {
+    table.get(key).ok_or(Problem::MissingField)
+}
+
+fn optional<T>(
+    table: &Table,
+    key: &str,
+    parse: impl Fn(&Value) -> Result<T, Problem>,
+) -> Result<Option<T>, Problem> {
+    table.get(key).map(parse).transpose()
+}
+
+fn wrong_type(expected: &'static str, found: &Value) -> Problem {
+    Problem::WrongType {
+        expected,
+        found: found.type_str(),
+    }
+}
+
+fn string(value: &Value) -> Result<String, Problem> {
+    value
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| wrong_type(STRING_EXPECTED, value))
+}
+
+/// An integer in `min..=u32::MAX`.
+fn integer_u32(value: &Value, min: u32, expected: &'static str) -> Result<u32, Problem> {
+    let number = value
+        .as_integer()
+        .ok_or_else(|| wrong_type(expected, value))?;
+    u32::try_from(number)
+        .ok()
+        .filter(|&n| n >= min)
+        .ok_or(Problem::OutOfRange {
+            value: number,
+            min: min.into(),
+            max: u32::MAX.into(),
+        })
+}
+
+fn cores(value: &Value) -> Result<Cores, Problem> {
+    match value {
+        Value::Integer(0) => Err(Problem::ZeroCores),
+        Value::Integer(_) => Ok(Cores::Count(integer_u32(value, 1, "a core count")?)),
+        Value::Array(list) => list
+            .iter()
+            .map(|core| integer_u32(core, 0, "core indexes (integers)"))
+            .collect::<Result<_, _>>()
+            .map(Cores::List),
+        other => Err(wrong_type("a core count or a list of core indexes", other)),
+    }
+}
+
+fn size(value: &Value) -> Result<u64, Problem> {
+    match value {
+        Value::Integer(bytes) => u64::try_from(*bytes).map_err(|_| Problem::BadSize {
+            text: bytes.to_string(),
+            reason: SizeError::Negative,
+        }),
+        Value::String(text) => parse_size(text).map_err(|reason| Problem::BadSize {
+            text: text.clone(),
+            reason,
+        }),
+        other => Err(wrong_type(SIZE_EXPECTED, other)),
+    }
+}
+
+fn image_path(value: &Value) -> Result<String, Problem> {
+    let path = string(value)?;
+    if path.is_empty() {
+        return Err(Problem::EmptyPath);
+    }
+    Ok(path)
+}
+
+fn built_in(name: &str) -> Option<BuiltIn> {
+    match name {
+        "probe" => Some(BuiltIn::Probe),
+        "linux" => Some(BuiltIn::Linux),
+        _ => None,
+    }
+}
+
+fn kernel(value: &Value) -> Result<ImageSource, Problem> {
+    let path = image_path(value)?;
+    Ok(match built_in(&path) {
+        Some(guest) => ImageSource::BuiltIn(guest),
+        None => ImageSource::Path(path),
+    })
+}
+
+fn initrd(value: &Value) -> Result<ImageSource, Problem> {
+    let path = image_path(value)?;
+    if built_in(&path).is_some() {
+        return Err(Problem::NotAnInitrd(path));
+    }
+    Ok(ImageSource::Path(path))
+}
+
+fn on_fault(value: &Value) -> Result<OnFault, Problem> {
+    match string(value)?.as_str() {
+        "stop" => Ok(OnFault::Stop),
+        "restart" => Ok(OnFault::Restart),
+        other => Err(Problem::UnknownOnFault(other.into())),
+    }
+}
+
+fn nvme(value: &Value) -> Result<NvmeShare, (Field, Problem)> {
+    let table = value
+        .as_table()
+        .ok_or_else(|| (Field::Nvme, wrong_type("a table ([slice.nvme])", value)))?;
+    reject_unknown_keys(table, &NVME_KEYS).map_err(|p| (Field::Nvme, p))?;
+    let queues = required(table, "queues")
+        .and_then(queue_count)
+        .map_err(|p| (Field::NvmeQueues, p))?;
+    let capacity = required(table, "size")
+        .and_then(size)
+        .map_err(|p| (Field::NvmeSize, p))?;
+    Ok(NvmeShare {
+        queues,
+        size: capacity,
+    })
+}
+
+fn queue_count(value: &Value) -> Result<u32, Problem> {
+    match value {
+        Value::Integer(0) => Err(Problem::ZeroQueues),
+        _ => integer_u32(value, 1, "a number of queues"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::size::{GIB, MIB};
+    use alloc::vec;
+
+    const GOOD: &str = r#"
+[[slice]]
+name = "web-0"
+cores = 2
+memory = "1GiB"
+kernel = "linux"
+initrd = "out/initrd.cpio.gz"
+cmdline = "quiet"
+on-fault = "restart"
+[slice.nvme]
+queues = 2
+size = "4GiB"
+
+[[slice]]
+name = "probe-1"
+cores = [5, 4]
+memory = 67108864
+kernel = "guests/Image"
+"#;
+
+    fn error(text: &str) -> String {
+        Plan::from_toml(text).unwrap_err().to_string()
+    }
+
+    fn one_slice(fields: &str) -> String {
+        format!("[[slice]]\nname = \"web-0\"\n{fields}\n")
+    }
+
+    /// A slice with every required field, plus `extra` lines.
+    fn minimal_with(extra: &str) -> String {
+        one_slice(&format!(
+            "cores = 1\nmemory = \"64M\"\nkernel = \"probe\"\n{extra}"
+        ))
+    }
+
+    #[test]
+    fn parses_every_field() {
+        let plan = Plan::from_toml(GOOD).unwrap();
+        assert_eq!(
+            plan.slices[0],
+            SliceOf {
+                name: "web-0".into(),
+                cores: Cores::Count(2),
+                memory: GIB,
+                kernel: ImageSource::BuiltIn(BuiltIn::Linux),
+                initrd: Some(ImageSource::Path("out/initrd.cpio.gz".into())),
+                cmdline: "quiet".into(),
+                on_fault: OnFault::Restart,
+                nvme: Some(NvmeShare {
+                    queues: 2,
+                    size: 4 * GIB
+                }),
+            }
+        );
+        assert_eq!(
+            plan.slices[1],
+            SliceOf {
+                name: "probe-1".into(),
+                cores: Cores::List(vec![5, 4]),
+                memory: 64 * MIB,
+                kernel: ImageSource::Path("guests/Image".into()),
+                initrd: None,
+                cmdline: String::new(),
+                on_fault: OnFault::Stop,
+                nvme: None,
+            }
+        );
+    }
+
+    #[test]
+    fn probe_is_a_built_in() {
+        let plan = Plan::from_toml(&minimal_with("")).unwrap();
+        assert_eq!(plan.slices[0].kernel, ImageSource::BuiltIn(BuiltIn::Probe));
+    }
+
+    #[test]
+    fn syntax_error_has_the_line() {
+        let text = error("[[slice]]\nname = \"a\"\ncores = = 2\n");
+        assert!(text.starts_with("plan: line 3: "), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+    }
+
+    #[test]
+    fn empty_text_has_no_slices() {
+        assert_eq!(error(""), "plan: no [[slice]] defined");
+        assert_eq!(error("slice = []"), "plan: no [[slice]] defined");
+    }
+
+    #[test]
+    fn slice_must_be_an_array_of_tables() {
+        assert_eq!(
+            error("slice = 3"),
+            "plan: expected [[slice]] tables, found integer"
+        );
+        assert_eq!(
+            error("slice = [3]"),
+            "slice #1: expected a table ([[slice]]), found integer"
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_field() {
+        assert_eq!(
+            error("slices = 1"),
+            "plan: slices: unknown field (expected slice)"
+        );
+    }
+
+    #[test]
+    fn unknown_slice_field_names_slice_and_field() {
+        assert_eq!(
+            error(&one_slice("memroy = \"1G\"")),
+            "slice \"web-0\": memroy: unknown field (expected one of name, cores, memory, kernel, \
+             initrd, cmdline, on-fault, nvme)"
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_reported_before_a_missing_one() {
+        let text = error("[[slice]]\nnmae = \"web-0\"\n");
+        assert!(text.starts_with("slice #1: nmae: unknown field"), "{text}");
+    }
+
+    #[test]
+    fn unknown_nvme_field() {
+        let text = error(&minimal_with(
+            "[slice.nvme]\nqueues = 1\nsize = \"1G\"\nqeues = 2",
+        ));
+        assert_eq!(
+            text,
+            "slice \"web-0\": nvme.qeues: unknown field (expected one of queues, size)"
+        );
+    }
+
+    #[test]
+    fn missing_fields() {
+        assert_eq!(
+            error("[[slice]]\ncores = 1"),
+            "slice #1: name: missing (this field is required)"
+        );
+        assert_eq!(
+            error(&one_slice("")),
+            "slice \"web-0\": cores: missing (this field is required)"
+        );
+        assert!(error(&one_slice("cores = 1")).starts_with("slice \"web-0\": memory: missing"));
+        assert!(
+            error(&one_slice("cores = 1\nmemory = 4096"))
+                .starts_with("slice \"web-0\": kernel: missing")
+        );
+        assert!(
+            error(&minimal_with("[slice.nvme]\nsize = 4096"))
+                .starts_with("slice \"web-0\": nvme.queues: missing")
+        );
+        assert!(
+            error(&minimal_with("[slice.nvme]\nqueues = 1"))
+                .starts_with("slice \"web-0\": nvme.size: missing")
+        );
+    }
+
+    #[test]
+    fn wrong_types() {
+        assert_eq!(
+            error("[[slice]]\nname = 5"),
+            "slice #1: name: expected a string, found integer"
+        );
+        assert_eq!(
+            error(&one_slice("cores = \"2\"")),
+            "slice \"web-0\": cores: expected a core count or a list of core indexes, found string"
+        );
+        assert_eq!(
+            error(&one_slice("cores = [1, \"2\"]")),
+            "slice \"web-0\": cores: expected core indexes (integers), found string"
+        );
+        assert!(error(&one_slice("cores = 1\nmemory = 1.5")).ends_with("found float"));
+        assert!(
+            error(&minimal_with("cmdline = 1"))
+                .starts_with("slice \"web-0\": cmdline: expected a string")
+        );
+        assert!(error(&minimal_with("on-fault = true")).ends_with("found boolean"));
+        assert!(
+            error(&minimal_with("nvme = 1")).starts_with("slice \"web-0\": nvme: expected a table")
+        );
+        assert!(
+            error(&minimal_with("[slice.nvme]\nqueues = \"1\"\nsize = 1"))
+                .ends_with("found string")
+        );
+    }
+
+    #[test]
+    fn out_of_range_integers() {
+        assert_eq!(
+            error(&one_slice("cores = -1")),
+            "slice \"web-0\": cores: -1 is out of range (must be 1 to 4294967295)"
+        );
+        assert!(error(&one_slice("cores = [4294967296]")).contains("4294967296 is out of range"));
+        assert!(
+            error(&minimal_with("[slice.nvme]\nqueues = -2\nsize = 4096"))
+                .contains("-2 is out of range")
+        );
+    }
+
+    #[test]
+    fn bad_name_is_reported_by_position() {
+        let text =
+            error("[[slice]]\nname = \"Web_0\"\ncores = 1\nmemory = 4096\nkernel = \"probe\"");
+        assert!(
+            text.starts_with("slice #1: name: \"Web_0\" is not a valid name"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn duplicate_name() {
+        let text = format!("{}{}", minimal_with(""), minimal_with(""));
+        assert_eq!(
+            error(&text),
+            "slice \"web-0\": name: already used by slice #1"
+        );
+    }
+
+    #[test]
+    fn zero_cores() {
+        assert!(
+            error(&one_slice("cores = 0\nmemory = 4096\nkernel = \"probe\""))
+                .contains("cores: needs at least 1")
+        );
+        assert!(
+            error(&one_slice("cores = []\nmemory = 4096\nkernel = \"probe\""))
+                .contains("cores: needs at least 1")
+        );
+    }
+
+    #[test]
+    fn core_listed_twice() {
+        let first = one_slice("cores = [1, 2]\nmemory = 4096\nkernel = \"probe\"");
+        let second = "[[slice]]\nname = \"db\"\ncores = [2]\nmemory = 4096\nkernel = \"probe\"\n";
+        assert_eq!(
+            error(&(first + second)),
+            "slice \"db\": cores: core 2 is already given to slice \"web-0\""
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        assert!(
+            error(&one_slice("cores = 1\nmemory = 0\nkernel = \"probe\""))
+                .contains("memory: must be more than 0")
+        );
+        assert!(
+            error(&one_slice("cores = 1\nmemory = -4096\nkernel = \"probe\""))
+                .contains("memory: \"-4096\": sizes cannot be negative")
+        );
+        assert!(
+            error(&one_slice(
+                "cores = 1\nmemory = \"1.5G\"\nkernel = \"probe\""
+            ))
+            .contains("memory: \"1.5G\": fractions")
+        );
+        assert!(
+            error(&one_slice(
+                "cores = 1\nmemory = \"1GB\"\nkernel = \"probe\""
+            ))
+            .contains("unknown unit \"GB\"")
+        );
+        assert!(
+            error(&one_slice("cores = 1\nmemory = 5000\nkernel = \"probe\""))
+                .contains("memory: 5000 bytes is not a multiple of 4 KiB")
+        );
+        assert!(
+            error(&minimal_with("[slice.nvme]\nqueues = 1\nsize = 0"))
+                .contains("nvme.size: must be more than 0")
+        );
+        assert!(
+            error(&minimal_with("[slice.nvme]\nqueues = 1\nsize = \"1000\""))
+                .contains("nvme.size: 1000 bytes")
+        );
+        assert!(
+            error(&minimal_with("[slice.nvme]\nqueues = 0\nsize = 4096"))
+                .contains("nvme.queues: needs at least 1 queue")
+        );
+    }
+
+    #[test]
+    fn on_fault_values() {
+        assert!(
+            error(&minimal_with("on-fault = \"reboot\""))
+                .contains("on-fault: \"reboot\" is not a policy")
+        );
+        assert_eq!(
+            Plan::from_toml(&minimal_with("on-fault = \"stop\""))
+                .unwrap()
+                .slices[0]
+                .on_fault,
+            OnFault::Stop
+        );
+    }
+
+    #[test]
+    fn image_paths() {
+        assert_eq!(
+            error(&one_slice("cores = 1\nmemory = 4096\nkernel = \"\"")),
+            "slice \"web-0\": kernel: empty path"
+        );
+        assert_eq!(
+            error(&minimal_with("initrd = \"\"")),
+            "slice \"web-0\": initrd: empty path"
+        );
+        assert!(
+            error(&minimal_with("initrd = \"linux\""))
+                .starts_with("slice \"web-0\": initrd: \"linux\" is a built-in kernel")
+        );
+    }
+
+    #[test]
+    fn cmdline_with_nul() {
+        assert!(
+            error(&minimal_with("cmdline = \"a\\u0000b\"")).contains("cmdline: contains a NUL")
+        );
+    }
+
+    #[test]
+    fn line_of_counts_from_one() {
+        assert_eq!(line_of("a\nb\nc", 0), 1);
+        assert_eq!(line_of("a\nb\nc", 2), 2);
+        assert_eq!(line_of("a\nb\nc", 99), 3);
+    }
+}

@@ -1,0 +1,377 @@
+//! Static plan checks that need no hardware: run on the host after parsing the TOML and by the
+//! hypervisor on the bundled plan. Checks run slice by slice, field by field, in plan order;
+//! the first problem found is reported.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+
+use crate::error::{Field, PlanError, Problem};
+use crate::model::{
+    Cores, MAX_NAME_LEN, MAX_SLICE_MEMORY, MAX_SLICES, NvmeShare, PAGE_SIZE, PlanOf, SliceOf,
+};
+
+impl<I> PlanOf<I> {
+    /// Checks everything about the plan that does not depend on the hardware: at least one
+    /// slice, valid and unique names, no empty core set, no core listed twice, memory and NVMe
+    /// sizes non-zero multiples of 4 KiB, NVMe queues >= 1, no NUL in command lines.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        check_slice_count(self.slices.len())?;
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut core_owner: BTreeMap<u32, usize> = BTreeMap::new();
+        for (index, slice) in self.slices.iter().enumerate() {
+            let at = slice_ref(index, &slice.name);
+            let error = |field, problem| PlanError::slice(at.clone(), field, problem);
+            check_name(&mut names, index, &slice.name).map_err(|p| error(Field::Name, p))?;
+            check_cores(&mut core_owner, index, &slice.cores, |owner| {
+                slice_ref(owner, &self.slices[owner].name)
+            })
+            .map_err(|p| error(Field::Cores, p))?;
+            check_memory(slice.memory).map_err(|p| error(Field::Memory, p))?;
+            check_cmdline(slice).map_err(|p| error(Field::Cmdline, p))?;
+            if let Some(nvme) = &slice.nvme {
+                check_nvme(nvme).map_err(|(field, p)| error(field, p))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` is a valid slice name: 1 to 32 characters from `[a-z0-9-]`.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// How messages refer to slice `index` (0-based): its name when valid, else `#N` (1-based).
+pub(crate) fn slice_ref(index: usize, name: &str) -> String {
+    if is_valid_name(name) {
+        name.into()
+    } else {
+        format!("#{}", index.saturating_add(1))
+    }
+}
+
+fn check_slice_count(count: usize) -> Result<(), PlanError> {
+    match count {
+        0 => Err(PlanError::plan(Problem::NoSlices)),
+        count if count > MAX_SLICES => Err(PlanError::plan(Problem::TooManySlices {
+            count,
+            max: MAX_SLICES,
+        })),
+        _ => Ok(()),
+    }
+}
+
+fn check_name<'a>(
+    names: &mut BTreeMap<&'a str, usize>,
+    index: usize,
+    name: &'a str,
+) -> Result<(), Problem> {
+    if !is_valid_name(name) {
+        return Err(Problem::BadName(name.into()));
+    }
+    if let Some(&first) = names.get(name) {
+        return Err(Problem::DuplicateName {
+            first: first.saturating_add(1),
+        });
+    }
+    names.insert(name, index);
+    Ok(())
+}
+
+/// Checks that the slice has cores and that none of its listed cores is already taken
+/// (`core_owner` maps each listed core to the slice that listed it first).
+fn check_cores(
+    core_owner: &mut BTreeMap<u32, usize>,
+    index: usize,
+    cores: &Cores,
+    describe: impl Fn(usize) -> String,
+) -> Result<(), Problem> {
+    if cores.count() == 0 {
+        return Err(Problem::ZeroCores);
+    }
+    if let Cores::List(list) = cores {
+        for &core in list {
+            if let Some(&owner) = core_owner.get(&core) {
+                return Err(Problem::CoreListedTwice {
+                    core,
+                    first_slice: describe(owner),
+                });
+            }
+            core_owner.insert(core, index);
+        }
+    }
+    Ok(())
+}
+
+fn check_memory(memory: u64) -> Result<(), Problem> {
+    if memory == 0 {
+        return Err(Problem::ZeroMemory);
+    }
+    if !memory.is_multiple_of(PAGE_SIZE) {
+        return Err(Problem::NotPageMultiple { value: memory });
+    }
+    if memory > MAX_SLICE_MEMORY {
+        return Err(Problem::MemoryTooLarge {
+            max: MAX_SLICE_MEMORY,
+        });
+    }
+    Ok(())
+}
+
+fn check_cmdline<I>(slice: &SliceOf<I>) -> Result<(), Problem> {
+    if slice.cmdline.contains('\0') {
+        return Err(Problem::CmdlineHasNul);
+    }
+    Ok(())
+}
+
+fn check_nvme(nvme: &NvmeShare) -> Result<(), (Field, Problem)> {
+    if nvme.queues == 0 {
+        return Err((Field::NvmeQueues, Problem::ZeroQueues));
+    }
+    if nvme.size == 0 {
+        return Err((Field::NvmeSize, Problem::ZeroNvmeSize));
+    }
+    if !nvme.size.is_multiple_of(PAGE_SIZE) {
+        return Err((
+            Field::NvmeSize,
+            Problem::NotPageMultiple { value: nvme.size },
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CompiledPlan, OnFault};
+    use alloc::string::ToString;
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    fn slice(name: &str, cores: Cores) -> SliceOf<u32> {
+        SliceOf {
+            name: name.to_string(),
+            cores,
+            memory: 64 << 20,
+            kernel: 0,
+            initrd: None,
+            cmdline: String::new(),
+            on_fault: OnFault::Stop,
+            nvme: None,
+        }
+    }
+
+    fn plan(slices: Vec<SliceOf<u32>>) -> CompiledPlan {
+        PlanOf { slices }
+    }
+
+    fn error_of(plan: &CompiledPlan) -> (Option<String>, Field, Problem) {
+        let error = plan.validate().unwrap_err();
+        (error.slice, error.field, error.problem)
+    }
+
+    fn at(slice: &str) -> Option<String> {
+        Some(slice.into())
+    }
+
+    #[test]
+    fn a_good_plan_passes() {
+        let mut second = slice("db-0", Cores::List(vec![6, 7]));
+        second.nvme = Some(NvmeShare {
+            queues: 2,
+            size: 4 << 30,
+        });
+        assert_eq!(
+            plan(vec![slice("web-0", Cores::Count(4)), second]).validate(),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn names() {
+        for good in ["a", "web-0", "0", "-", &"x".repeat(32)] {
+            assert!(is_valid_name(good), "{good}");
+        }
+        for bad in ["", "Web", "web_0", "web 0", "wéb", &"x".repeat(33)] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn no_slices() {
+        assert_eq!(
+            error_of(&plan(vec![])),
+            (None, Field::Plan, Problem::NoSlices)
+        );
+    }
+
+    #[test]
+    fn too_many_slices() {
+        let slices = (0..=MAX_SLICES)
+            .map(|i| slice(&format!("s{i}"), Cores::Count(1)))
+            .collect();
+        let expected = Problem::TooManySlices {
+            count: MAX_SLICES + 1,
+            max: MAX_SLICES,
+        };
+        assert_eq!(error_of(&plan(slices)), (None, Field::Plan, expected));
+    }
+
+    #[test]
+    fn bad_name_is_reported_by_position() {
+        let plan = plan(vec![
+            slice("ok", Cores::Count(1)),
+            slice("Not_ok", Cores::Count(1)),
+        ]);
+        assert_eq!(
+            error_of(&plan),
+            (at("#2"), Field::Name, Problem::BadName("Not_ok".into()))
+        );
+    }
+
+    #[test]
+    fn duplicate_name() {
+        let plan = plan(vec![
+            slice("a", Cores::Count(1)),
+            slice("b", Cores::Count(1)),
+            slice("a", Cores::Count(1)),
+        ]);
+        assert_eq!(
+            error_of(&plan),
+            (at("a"), Field::Name, Problem::DuplicateName { first: 1 })
+        );
+    }
+
+    #[test]
+    fn zero_cores_as_count_or_empty_list() {
+        for cores in [Cores::Count(0), Cores::List(vec![])] {
+            assert_eq!(
+                error_of(&plan(vec![slice("a", cores)])),
+                (at("a"), Field::Cores, Problem::ZeroCores)
+            );
+        }
+    }
+
+    #[test]
+    fn core_listed_twice_within_a_slice() {
+        let plan = plan(vec![slice("a", Cores::List(vec![1, 2, 1]))]);
+        let expected = Problem::CoreListedTwice {
+            core: 1,
+            first_slice: "a".into(),
+        };
+        assert_eq!(error_of(&plan), (at("a"), Field::Cores, expected));
+    }
+
+    #[test]
+    fn core_listed_twice_across_slices() {
+        let plan = plan(vec![
+            slice("a", Cores::List(vec![0, 3])),
+            slice("b", Cores::Count(2)),
+            slice("c", Cores::List(vec![3])),
+        ]);
+        let expected = Problem::CoreListedTwice {
+            core: 3,
+            first_slice: "a".into(),
+        };
+        assert_eq!(error_of(&plan), (at("c"), Field::Cores, expected));
+        assert_eq!(
+            plan.validate().unwrap_err().to_string(),
+            "slice \"c\": cores: core 3 is already given to slice \"a\""
+        );
+    }
+
+    #[test]
+    fn zero_memory() {
+        let mut s = slice("a", Cores::Count(1));
+        s.memory = 0;
+        assert_eq!(
+            error_of(&plan(vec![s])),
+            (at("a"), Field::Memory, Problem::ZeroMemory)
+        );
+    }
+
+    #[test]
+    fn memory_not_page_multiple() {
+        let mut s = slice("a", Cores::Count(1));
+        s.memory = (1 << 30) + 512;
+        let expected = Problem::NotPageMultiple {
+            value: (1 << 30) + 512,
+        };
+        assert_eq!(error_of(&plan(vec![s])), (at("a"), Field::Memory, expected));
+    }
+
+    #[test]
+    fn memory_too_large() {
+        let mut s = slice("a", Cores::Count(1));
+        s.memory = MAX_SLICE_MEMORY + PAGE_SIZE;
+        let expected = Problem::MemoryTooLarge {
+            max: MAX_SLICE_MEMORY,
+        };
+        assert_eq!(
+            error_of(&plan(vec![s.clone()])),
+            (at("a"), Field::Memory, expected)
+        );
+        s.memory = MAX_SLICE_MEMORY;
+        assert_eq!(plan(vec![s]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn cmdline_with_nul() {
+        let mut s = slice("a", Cores::Count(1));
+        s.cmdline = "console=ttyAMA0\0evil".into();
+        assert_eq!(
+            error_of(&plan(vec![s])),
+            (at("a"), Field::Cmdline, Problem::CmdlineHasNul)
+        );
+    }
+
+    #[test]
+    fn zero_queues() {
+        let mut s = slice("a", Cores::Count(1));
+        s.nvme = Some(NvmeShare {
+            queues: 0,
+            size: 1 << 30,
+        });
+        assert_eq!(
+            error_of(&plan(vec![s])),
+            (at("a"), Field::NvmeQueues, Problem::ZeroQueues)
+        );
+    }
+
+    #[test]
+    fn zero_nvme_size() {
+        let mut s = slice("a", Cores::Count(1));
+        s.nvme = Some(NvmeShare { queues: 1, size: 0 });
+        assert_eq!(
+            error_of(&plan(vec![s])),
+            (at("a"), Field::NvmeSize, Problem::ZeroNvmeSize)
+        );
+    }
+
+    #[test]
+    fn nvme_size_not_page_multiple() {
+        let mut s = slice("a", Cores::Count(1));
+        s.nvme = Some(NvmeShare {
+            queues: 1,
+            size: 1000,
+        });
+        let expected = Problem::NotPageMultiple { value: 1000 };
+        assert_eq!(
+            error_of(&plan(vec![s])),
+            (at("a"), Field::NvmeSize, expected)
+        );
+    }
+
+    #[test]
+    fn first_problem_in_plan_order_wins() {
+        let mut first = slice("a", Cores::Count(1));
+        first.memory = 0;
+        let second = slice("b", Cores::Count(0));
+        assert_eq!(error_of(&plan(vec![first, second])).1, Field::Memory);
+    }
+}
