@@ -154,23 +154,18 @@ extern "C" fn el2_dispatch(kind: u64, frame: &mut GuestFrame) {
 }
 
 /// Enters the guest described by `frame` on this core, discarding everything on this core's
-/// hypervisor stack (nothing on it is ever returned to).
+/// hypervisor stack (nothing on it is ever returned to): the next exception from the guest
+/// finds an empty stack.
 pub fn enter_guest(frame: &GuestFrame) -> ! {
     let top = smp::stack_top();
-    let slot = top - FRAME_SIZE as u64;
-    // SAFETY: `slot` is the top FRAME_SIZE bytes of this core's own hypervisor stack, which
-    // `smp` reserved for this core alone; we are about to abandon all frames below it. The
-    // copy happens before the stack pointer moves, and `frame` lives lower on the stack or
-    // elsewhere, so source and destination do not overlap unless `frame` already is the slot.
+    // SAFETY: `el2_enter_guest` only reads the frame (before any store to the stack, so it may
+    // live anywhere, including on this stack) and resets SP to the top of this core's own
+    // stack, which `smp` reserved for this core alone; all Rust frames on it are abandoned.
     unsafe {
-        let destination = slot as *mut GuestFrame;
-        if !core::ptr::eq(destination, frame) {
-            core::ptr::copy_nonoverlapping(frame, destination, 1);
-        }
         core::arch::asm!(
-            "mov sp, {slot}",
-            "b el2_restore_and_eret",
-            slot = in(reg) slot,
+            "b el2_enter_guest",
+            in("x0") frame as *const GuestFrame,
+            in("x1") top,
             options(noreturn),
         )
     }
@@ -251,6 +246,31 @@ el2_restore_and_eret:
     ldp x26, x27, [sp, #208]
     ldp x28, x29, [sp, #224]
     add sp, sp, #{frame}
+    eret
+
+// x0 = &GuestFrame, x1 = the stack pointer to leave behind.
+    .global el2_enter_guest
+el2_enter_guest:
+    mov sp, x1
+    ldp x2, x3, [x0, #248]
+    msr elr_el2, x2
+    msr spsr_el2, x3
+    ldp x2, x3, [x0, #16]
+    ldp x4, x5, [x0, #32]
+    ldp x6, x7, [x0, #48]
+    ldp x8, x9, [x0, #64]
+    ldp x10, x11, [x0, #80]
+    ldp x12, x13, [x0, #96]
+    ldp x14, x15, [x0, #112]
+    ldp x16, x17, [x0, #128]
+    ldp x18, x19, [x0, #144]
+    ldp x20, x21, [x0, #160]
+    ldp x22, x23, [x0, #176]
+    ldp x24, x25, [x0, #192]
+    ldp x26, x27, [x0, #208]
+    ldp x28, x29, [x0, #224]
+    ldr x30, [x0, #240]
+    ldp x0, x1, [x0, #0]
     eret
 "#,
     frame = const FRAME_SIZE,

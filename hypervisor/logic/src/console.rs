@@ -4,7 +4,7 @@
 //! stays behind its slice's prefix.
 
 /// Longest line kept; a longer one is emitted in pieces of this size.
-pub const MAX_LINE: usize = 240;
+pub const MAX_LINE: usize = 1024;
 
 /// Bytes of the current, unfinished line.
 #[derive(Clone, Debug)]
