@@ -47,16 +47,24 @@ pub fn configure_core(vttbr: u64, vcpu: usize) {
     // FP/SIMD, SVE and SME stay with the guest: no context is ever switched on this core.
     // Non-VHE CPTR_EL2: bits 13, 12 (TSM, or RES1 without SME), 9, 8 (TZ, or RES1 without
     // SVE) and 7:0 are RES1; TFP (10) = 0.
+    // ZCR_EL2/SMCR_EL2 accesses trap while CPTR_EL2 traps SVE/SME (U-Boot leaves it so), so
+    // CPTR_EL2 goes first.
+    let (sve, sme) = (has_sve(), has_sme());
     let mut cptr = 0x33ff;
-    if has_sve() {
+    if sve {
         cptr &= !(1 << 8);
-        ZCR_EL2.set(0xf);
     }
-    if has_sme() {
+    if sme {
         cptr &= !(1 << 12);
-        SMCR_EL2.set(0xf);
     }
     CPTR_EL2.set(cptr);
+    barrier::isb(barrier::SY);
+    if sve {
+        ZCR_EL2.set(0xf);
+    }
+    if sme {
+        SMCR_EL2.set(0xf);
+    }
 
     // The guest reads the counters directly; the virtual counter has no offset.
     CNTVOFF_EL2.set(0);

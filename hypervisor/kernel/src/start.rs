@@ -124,9 +124,10 @@ fn partition_table(node: &Node, info: &BootInfo) {
     let stage2: usize = node.slices.iter().map(|s| s.memory.stage2_tables).sum();
     let working = info.working_memory.size;
     hv!(
-        "footprint: {} (image {}, stage-1 tables {}, heap {} with {} used incl. stacks and {} stage-2 tables); bundle {}",
+        "footprint: {} (image {} at {:#x}, stage-1 tables {}, heap {} with {} used incl. stacks and {} stage-2 tables); bundle {}",
         HumanSize(info.hypervisor_size + working),
         HumanSize(info.hypervisor_size),
+        info.image.base,
         HumanSize(info.stage1_bytes),
         HumanSize(working - info.stage1_bytes),
         HumanSize((info.heap_used)() as u64),
