@@ -28,7 +28,8 @@ pub mod map {
 }
 
 /// Most vCPUs a slice can have: redistributors that fit the guest's GICR window.
-pub const MAX_VCPUS: usize = (map::GICR_REGION_SIZE / map::GICR_STRIDE) as usize;
+pub const MAX_VCPUS: usize = microvisor_plan::model::MAX_VCPUS;
+const _: () = assert!(MAX_VCPUS as u64 * map::GICR_STRIDE <= map::GICR_REGION_SIZE);
 
 /// Timer PPIs as the DT numbers them (INTID - 16): secure phys, non-secure phys, virtual, hyp.
 const TIMER_PPIS: [u32; 4] = [13, 14, 11, 10];

@@ -124,6 +124,13 @@ pub enum Problem {
     },
     /// A core count of 0 or an empty core list.
     ZeroCores,
+    /// More cores than one slice can have (its virtual GIC's redistributor window).
+    TooManyVcpus {
+        /// Cores the slice asks for.
+        asked: usize,
+        /// Largest number accepted.
+        max: usize,
+    },
     /// A physical core listed twice, in one slice or in two.
     CoreListedTwice {
         /// The core index.
@@ -226,6 +233,9 @@ impl fmt::Display for Problem {
             Problem::DuplicateName { first } => write!(f, "already used by slice #{first}"),
             Problem::ZeroCores => {
                 f.write_str("needs at least 1 core (a count or a non-empty list)")
+            }
+            Problem::TooManyVcpus { asked, max } => {
+                write!(f, "asks for {asked} cores but a slice can have at most {max}")
             }
             Problem::CoreListedTwice { core, first_slice } => {
                 write!(
@@ -563,6 +573,14 @@ mod tests {
         assert!(
             in_slice(Field::Cores, Problem::ZeroCores)
                 .starts_with("slice \"web-0\": cores: needs at least 1 core")
+        );
+    }
+
+    #[test]
+    fn too_many_vcpus() {
+        assert_eq!(
+            in_slice(Field::Cores, Problem::TooManyVcpus { asked: 200, max: 123 }),
+            "slice \"web-0\": cores: asks for 200 cores but a slice can have at most 123"
         );
     }
 

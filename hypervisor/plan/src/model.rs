@@ -17,6 +17,9 @@ pub type ImageIndex = u32;
 pub const MAX_NAME_LEN: usize = 32;
 /// Most slices a plan may have (bounds the work done on a plan read at boot).
 pub const MAX_SLICES: usize = 1024;
+/// Most vCPUs one slice can have: the redistributor frames (128 KiB each) that fit the guest's
+/// GICv3 redistributor window (0x080A_0000..0x0900_0000, as on QEMU virt).
+pub const MAX_VCPUS: usize = 123;
 /// Largest `memory` of one slice: 128 TiB, so that its IPA space ends below 2^48.
 pub const MAX_SLICE_MEMORY: u64 = 1 << 47;
 /// Granule that `memory` and `nvme.size` must be multiples of.

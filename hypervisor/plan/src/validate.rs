@@ -8,7 +8,7 @@ use alloc::string::String;
 
 use crate::error::{Field, PlanError, Problem};
 use crate::model::{
-    Cores, MAX_NAME_LEN, MAX_SLICE_MEMORY, MAX_SLICES, NvmeShare, PAGE_SIZE, PlanOf, SliceOf,
+    Cores, MAX_NAME_LEN, MAX_SLICE_MEMORY, MAX_SLICES, MAX_VCPUS, NvmeShare, PAGE_SIZE, PlanOf, SliceOf,
 };
 
 impl<I> PlanOf<I> {
@@ -92,6 +92,9 @@ fn check_cores(
 ) -> Result<(), Problem> {
     if cores.count() == 0 {
         return Err(Problem::ZeroCores);
+    }
+    if cores.count() > MAX_VCPUS {
+        return Err(Problem::TooManyVcpus { asked: cores.count(), max: MAX_VCPUS });
     }
     if let Cores::List(list) = cores {
         for &core in list {
@@ -255,6 +258,15 @@ mod tests {
                 (at("a"), Field::Cores, Problem::ZeroCores)
             );
         }
+    }
+
+    #[test]
+    fn more_vcpus_than_the_virtual_gic_holds() {
+        assert_eq!(
+            error_of(&plan(vec![slice("a", Cores::Count(124))])),
+            (at("a"), Field::Cores, Problem::TooManyVcpus { asked: 124, max: 123 })
+        );
+        assert!(plan(vec![slice("a", Cores::Count(123))]).validate().is_ok());
     }
 
     #[test]
