@@ -75,7 +75,9 @@ impl Attack {
 
     /// The attack with this name.
     pub fn from_name(name: &[u8]) -> Option<Attack> {
-        Attack::ALL.into_iter().find(|a| a.name().as_bytes() == name)
+        Attack::ALL
+            .into_iter()
+            .find(|a| a.name().as_bytes() == name)
     }
 }
 
@@ -99,10 +101,18 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Problem::BadNumber { key, value } => {
-                write!(f, "bad-number {key}={}", crate::json::Escaped(value.as_bytes()))
+                write!(
+                    f,
+                    "bad-number {key}={}",
+                    crate::json::Escaped(value.as_bytes())
+                )
             }
             Problem::UnknownAttack(name) => {
-                write!(f, "unknown-attack {}", crate::json::Escaped(name.as_bytes()))
+                write!(
+                    f,
+                    "unknown-attack {}",
+                    crate::json::Escaped(name.as_bytes())
+                )
             }
             Problem::TooManyAttacks => write!(f, "too-many-attacks max={MAX_ATTACKS}"),
         }
@@ -146,8 +156,13 @@ impl Options {
     /// except `attack=` lists, which accumulate.
     pub fn parse(cmdline: &[u8]) -> Options {
         let mut options = Options::default();
-        for word in cmdline.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()) {
-            let Some(eq) = word.iter().position(|&b| b == b'=') else { continue };
+        for word in cmdline
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+        {
+            let Some(eq) = word.iter().position(|&b| b == b'=') else {
+                continue;
+            };
             let (key, value) = (&word[..eq], &word[eq + 1..]);
             match key {
                 b"heartbeat" => {
@@ -186,10 +201,18 @@ impl Options {
         self.problems[..self.problem_count].iter().flatten()
     }
 
-    fn number(&mut self, key: &'static str, value: &[u8], parse: fn(&[u8]) -> Option<u64>) -> Option<u64> {
+    fn number(
+        &mut self,
+        key: &'static str,
+        value: &[u8],
+        parse: fn(&[u8]) -> Option<u64>,
+    ) -> Option<u64> {
         let n = parse(value);
         if n.is_none() {
-            self.problem(Problem::BadNumber { key, value: Text::from_bytes(value) });
+            self.problem(Problem::BadNumber {
+                key,
+                value: Text::from_bytes(value),
+            });
         }
         n
     }
@@ -218,7 +241,10 @@ pub fn parse_decimal(s: &[u8]) -> Option<u64> {
 
 /// A hexadecimal number with or without `0x` (`_` separators allowed).
 pub fn parse_hex(s: &[u8]) -> Option<u64> {
-    let digits = s.strip_prefix(b"0x").or_else(|| s.strip_prefix(b"0X")).unwrap_or(s);
+    let digits = s
+        .strip_prefix(b"0x")
+        .or_else(|| s.strip_prefix(b"0X"))
+        .unwrap_or(s);
     parse_radix(digits, 16)
 }
 
@@ -230,7 +256,9 @@ fn parse_radix(s: &[u8], radix: u32) -> Option<u64> {
             continue;
         }
         let d = (b as char).to_digit(radix)?;
-        value = value.checked_mul(u64::from(radix))?.checked_add(u64::from(d))?;
+        value = value
+            .checked_mul(u64::from(radix))?
+            .checked_add(u64::from(d))?;
         digits += 1;
     }
     (digits > 0).then_some(value)
@@ -292,7 +320,13 @@ mod tests {
         let o = Options::parse(b"heartbeat=fast");
         assert_eq!(o.heartbeat_ms, 1000);
         let p: Vec<_> = o.problems().collect();
-        assert_eq!(p, [&Problem::BadNumber { key: "heartbeat", value: Text::from_bytes(b"fast") }]);
+        assert_eq!(
+            p,
+            [&Problem::BadNumber {
+                key: "heartbeat",
+                value: Text::from_bytes(b"fast")
+            }]
+        );
         assert_eq!(format!("{}", p[0]), "bad-number heartbeat=\"fast\"");
     }
 

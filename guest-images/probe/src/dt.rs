@@ -4,10 +4,16 @@
 //! and the PSCI conduit. Everything is copied out, because the memory test
 //! later overwrites the blob.
 //!
-//! The `fdt` crate's convenience accessors (`chosen()`, `cpus()`,
-//! `memory()`, `cell_sizes()`) panic on missing nodes or short properties, so
-//! this module reads raw properties instead: a malformed tree is an error,
-//! never a panic.
+//! The `fdt` crate (0.1.5) does the parsing, with two precautions:
+//! - Its convenience accessors (`chosen()`, `cpus()`, `memory()`,
+//!   `cell_sizes()`) panic on missing nodes or short properties, so this
+//!   module reads raw properties instead.
+//! - It mishandles `FDT_NOP` tokens between properties (it then misses nodes,
+//!   or asserts), and trees edited by QEMU (`-dtb`) or U-Boot contain them.
+//!   [`Platform::from_fdt`] therefore first checks the structure block token
+//!   by token (Devicetree Spec v0.4 §5.4) and removes the NOPs in place.
+//!
+//! So a malformed tree is an error, never a panic.
 
 use fdt::Fdt;
 use fdt::node::FdtNode;
@@ -79,6 +85,9 @@ pub enum DtError {
     /// read (short value, more than two cells, length not a whole entry);
     /// names the node kind.
     BadReg(&'static str),
+    /// The structure block is malformed (unknown token, unbalanced nodes,
+    /// property outside a node or after a child, data past the block).
+    Structure,
 }
 
 impl core::fmt::Display for DtError {
@@ -88,6 +97,7 @@ impl core::fmt::Display for DtError {
             DtError::NoCpus => f.write_str("no-cpus"),
             DtError::NoMemory => f.write_str("no-memory"),
             DtError::BadReg(node) => write!(f, "bad-reg-{node}"),
+            DtError::Structure => f.write_str("bad-structure"),
         }
     }
 }
@@ -131,8 +141,11 @@ impl Platform {
         }
     }
 
-    /// Reads a flattened device tree.
-    pub fn from_fdt(blob: &[u8]) -> Result<Platform, DtError> {
+    /// Reads a flattened device tree. The blob is checked and its NOP tokens
+    /// are removed in place first (see the module docs).
+    pub fn from_fdt(blob: &mut [u8]) -> Result<Platform, DtError> {
+        compact(blob)?;
+        let blob: &[u8] = blob;
         let fdt = Fdt::new(blob).map_err(|_| DtError::Header)?;
         let root = fdt.find_node("/").ok_or(DtError::Header)?;
         let mut p = Platform::fallback();
@@ -141,7 +154,9 @@ impl Platform {
             if let Some(args) = string_property(chosen, "bootargs") {
                 p.bootargs = Text::from_bytes(args);
             }
-            if let Some(name) = string_property(chosen, SLICE_NAME_PROPERTY).filter(|n| !n.is_empty()) {
+            if let Some(name) =
+                string_property(chosen, SLICE_NAME_PROPERTY).filter(|n| !n.is_empty())
+            {
                 p.slice_name = Text::from_bytes(name);
             }
         }
@@ -172,7 +187,9 @@ impl Platform {
 
     /// Sum of the memory range sizes.
     pub fn memory_bytes(&self) -> u64 {
-        self.memory().iter().fold(0u64, |sum, r| sum.saturating_add(r.size))
+        self.memory()
+            .iter()
+            .fold(0u64, |sum, r| sum.saturating_add(r.size))
     }
 
     /// Base of the first memory range (0 if none).
@@ -182,7 +199,11 @@ impl Platform {
 
     /// One past the highest memory byte: the first IPA after RAM.
     pub fn memory_end(&self) -> u64 {
-        self.memory().iter().map(MemoryRegion::end).max().unwrap_or(0)
+        self.memory()
+            .iter()
+            .map(MemoryRegion::end)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Whether `addr` is in one of the memory ranges.
@@ -213,12 +234,15 @@ impl Platform {
         let size_cells = cells(root, "#size-cells", 1).ok_or(DtError::BadReg("root"))?;
         let entry = 4 * (address_cells + size_cells);
         for node in root.children().filter(|n| is_memory_node(*n)) {
-            let Some(reg) = node.property("reg").map(|p| p.value) else { continue };
+            let Some(reg) = node.property("reg").map(|p| p.value) else {
+                continue;
+            };
             if entry == 0 || reg.len() % entry != 0 {
                 return Err(DtError::BadReg("memory"));
             }
             for chunk in reg.chunks(entry) {
-                let (base, rest) = read_cells(chunk, address_cells).ok_or(DtError::BadReg("memory"))?;
+                let (base, rest) =
+                    read_cells(chunk, address_cells).ok_or(DtError::BadReg("memory"))?;
                 let (size, _) = read_cells(rest, size_cells).ok_or(DtError::BadReg("memory"))?;
                 if size == 0 {
                     continue;
@@ -235,6 +259,97 @@ impl Platform {
         }
         Ok(())
     }
+}
+
+const FDT_MAGIC: u32 = 0xd00d_feed;
+const FDT_BEGIN_NODE: u32 = 1;
+const FDT_END_NODE: u32 = 2;
+const FDT_PROP: u32 = 3;
+const FDT_NOP: u32 = 4;
+const FDT_END: u32 = 9;
+/// Node nesting the check follows (the `fdt` crate itself allows 64).
+const MAX_DEPTH: usize = 32;
+
+fn be32(blob: &[u8], at: usize) -> Option<u32> {
+    let bytes = blob.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+}
+
+/// Checks the header and the structure block of a flattened tree and
+/// removes its `FDT_NOP` tokens in place, shrinking `size_dt_struct`.
+pub fn compact(blob: &mut [u8]) -> Result<(), DtError> {
+    let header = |field: usize| be32(blob, 4 * field).ok_or(DtError::Header);
+    if header(0)? != FDT_MAGIC {
+        return Err(DtError::Header);
+    }
+    let total = header(1)? as usize;
+    let (off_struct, off_strings) = (header(2)? as usize, header(3)? as usize);
+    let (version, size_strings, size_struct) =
+        (header(5)?, header(8)? as usize, header(9)? as usize);
+    let struct_end = off_struct.checked_add(size_struct).ok_or(DtError::Header)?;
+    let strings_end = off_strings
+        .checked_add(size_strings)
+        .ok_or(DtError::Header)?;
+    if version < 17 || total > blob.len() || struct_end > total || strings_end > total {
+        return Err(DtError::Header);
+    }
+
+    let (mut read, mut write) = (off_struct, off_struct);
+    let mut depth = 0usize;
+    // Per depth: whether a child node has been seen (no properties after).
+    let mut had_child = [false; MAX_DEPTH + 1];
+    loop {
+        let token = be32(blob, read)
+            .filter(|_| read + 4 <= struct_end)
+            .ok_or(DtError::Structure)?;
+        let len = match token {
+            FDT_NOP => {
+                read += 4;
+                continue;
+            }
+            FDT_BEGIN_NODE => {
+                if depth == MAX_DEPTH || (depth == 0 && read != off_struct) {
+                    return Err(DtError::Structure);
+                }
+                let name = blob.get(read + 4..struct_end).ok_or(DtError::Structure)?;
+                let nul = name
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or(DtError::Structure)?;
+                had_child[depth] = true;
+                depth += 1;
+                had_child[depth] = false;
+                4 + (nul + 1).next_multiple_of(4)
+            }
+            FDT_END_NODE => {
+                depth = depth.checked_sub(1).ok_or(DtError::Structure)?;
+                4
+            }
+            FDT_PROP => {
+                let value_len = be32(blob, read + 4).ok_or(DtError::Structure)? as usize;
+                let name_offset = be32(blob, read + 8).ok_or(DtError::Structure)? as usize;
+                if depth == 0 || had_child[depth] || name_offset >= size_strings {
+                    return Err(DtError::Structure);
+                }
+                12 + value_len.next_multiple_of(4)
+            }
+            FDT_END if depth == 0 && read != off_struct => 4,
+            _ => return Err(DtError::Structure),
+        };
+        let next = read
+            .checked_add(len)
+            .filter(|&n| n <= struct_end)
+            .ok_or(DtError::Structure)?;
+        blob.copy_within(read..next, write);
+        write += len;
+        read = next;
+        if token == FDT_END {
+            break;
+        }
+    }
+    let new_size = ((write - off_struct) as u32).to_be_bytes();
+    blob[36..40].copy_from_slice(&new_size);
+    Ok(())
 }
 
 /// Base of the PL011 named by `/chosen/stdout-path` (path or alias, options
@@ -256,7 +371,8 @@ fn console_uart(fdt: &Fdt<'_>) -> Option<u64> {
 }
 
 fn is_pl011(node: FdtNode<'_, '_>) -> bool {
-    node.compatible().is_some_and(|c| c.all().any(|s| s == "arm,pl011"))
+    node.compatible()
+        .is_some_and(|c| c.all().any(|s| s == "arm,pl011"))
 }
 
 fn is_cpu_node(node: FdtNode<'_, '_>) -> bool {
@@ -295,9 +411,9 @@ fn read_cells(bytes: &[u8], n: usize) -> Option<(u64, &[u8])> {
         return None;
     }
     let (cells, rest) = bytes.split_at(4 * n);
-    let value = cells
-        .chunks_exact(4)
-        .fold(0u64, |v, c| (v << 32) | u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]])));
+    let value = cells.chunks_exact(4).fold(0u64, |v, c| {
+        (v << 32) | u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+    });
     Some((value, rest))
 }
 
@@ -308,19 +424,123 @@ mod tests {
     /// `qemu-system-aarch64 -M virt,gic-version=3,dumpdtb=... -cpu max -smp 4
     /// -m 256M -append "heartbeat=500 attack=mmio"`, packed with dtc.
     const QEMU_VIRT_4CPU: &[u8] = include_bytes!("../tests/fixtures/qemu-virt-4cpu-256m.dtb");
+    /// QEMU's tree for `-dtb <a dtc-compiled virt tree> -append ...`, read
+    /// back from guest memory: QEMU's edits left FDT_NOP tokens in it.
+    const QEMU_EDITED: &[u8] = include_bytes!("../tests/fixtures/qemu-user-dtb-with-nops.dtb");
     /// Hand-written microvisor-style tree (`microvisor-slice.dts`): slice name,
     /// two-cell CPU reg with an Aff1 CPU, SMC conduit, two memory ranges,
     /// stdout-path through an alias with options.
     const SLICE: &[u8] = include_bytes!("../tests/fixtures/microvisor-slice.dtb");
 
+    /// Parses a copy of a fixture.
+    fn read(blob: &[u8]) -> Result<Platform, DtError> {
+        Platform::from_fdt(&mut blob.to_vec())
+    }
+
+    /// Offset and size of the structure block.
+    fn struct_block(blob: &[u8]) -> (usize, usize) {
+        (
+            be32(blob, 8).unwrap() as usize,
+            be32(blob, 36).unwrap() as usize,
+        )
+    }
+
+    /// Counts NOP tokens by walking the structure block.
+    fn nops(blob: &[u8]) -> usize {
+        let (mut at, _) = struct_block(blob);
+        let mut count = 0;
+        loop {
+            match be32(blob, at).unwrap() {
+                FDT_NOP => {
+                    count += 1;
+                    at += 4;
+                }
+                FDT_BEGIN_NODE => {
+                    let nul = blob[at + 4..].iter().position(|&b| b == 0).unwrap();
+                    at += 4 + (nul + 1).next_multiple_of(4);
+                }
+                FDT_END_NODE => at += 4,
+                FDT_PROP => at += 12 + (be32(blob, at + 4).unwrap() as usize).next_multiple_of(4),
+                _ => return count,
+            }
+        }
+    }
+
+    #[test]
+    fn nops_are_removed_and_the_tree_still_parses() {
+        let mut blob = QEMU_EDITED.to_vec();
+        assert!(nops(&blob) > 0, "fixture should contain NOPs");
+        let (_, before) = struct_block(&blob);
+        compact(&mut blob).unwrap();
+        assert_eq!(nops(&blob), 0);
+        assert_eq!(struct_block(&blob).1, before - 4 * nops(QEMU_EDITED));
+        let p = read(QEMU_EDITED).unwrap();
+        assert_eq!(p.bootargs.as_str(), Some("heartbeat=100"));
+        assert_eq!(p.slice_name.as_str(), Some("web-0"));
+        assert_eq!(p.cpus(), &[0, 2, 1]);
+        assert_eq!(
+            p.memory(),
+            &[MemoryRegion {
+                base: 0x4000_0000,
+                size: 128 << 20
+            }]
+        );
+        assert_eq!(p.psci, Some(Conduit::Hvc));
+        assert_eq!(p.uart_base, 0x0900_0000);
+    }
+
+    #[test]
+    fn compact_leaves_a_nop_free_tree_unchanged() {
+        let mut blob = QEMU_VIRT_4CPU.to_vec();
+        compact(&mut blob).unwrap();
+        assert_eq!(blob, QEMU_VIRT_4CPU);
+    }
+
+    #[test]
+    fn truncated_structure_is_an_error() {
+        let mut blob = QEMU_VIRT_4CPU.to_vec();
+        let (off, size) = struct_block(&blob);
+        // Claim a shorter structure block: the walk runs off its end.
+        blob[36..40].copy_from_slice(&((size / 2) as u32).to_be_bytes());
+        assert_eq!(compact(&mut blob), Err(DtError::Structure));
+        // An unknown token right after the root's name.
+        let mut blob = QEMU_VIRT_4CPU.to_vec();
+        blob[off + 8..off + 12].copy_from_slice(&7u32.to_be_bytes());
+        assert_eq!(compact(&mut blob), Err(DtError::Structure));
+    }
+
+    #[test]
+    fn unbalanced_end_node_is_an_error() {
+        let mut blob = QEMU_VIRT_4CPU.to_vec();
+        let (off, _) = struct_block(&blob);
+        // Root BEGIN_NODE "" is 8 bytes; then an END_NODE closes the root and
+        // a second one has nothing to close.
+        blob[off + 8..off + 12].copy_from_slice(&FDT_END_NODE.to_be_bytes());
+        blob[off + 12..off + 16].copy_from_slice(&FDT_END_NODE.to_be_bytes());
+        assert_eq!(compact(&mut blob), Err(DtError::Structure));
+    }
+
+    #[test]
+    fn header_outside_the_blob_is_an_error() {
+        let mut blob = QEMU_VIRT_4CPU.to_vec();
+        blob.truncate(blob.len() - 1);
+        assert_eq!(compact(&mut blob), Err(DtError::Header));
+    }
+
     #[test]
     fn qemu_virt_tree() {
-        let p = Platform::from_fdt(QEMU_VIRT_4CPU).unwrap();
+        let p = read(QEMU_VIRT_4CPU).unwrap();
         assert_eq!(p.slice_name.as_str(), Some("native"));
         assert_eq!(p.bootargs.as_str(), Some("heartbeat=500 attack=mmio"));
         assert_eq!(p.uart_base, 0x0900_0000);
         assert_eq!(p.cpus(), &[0, 1, 2, 3]);
-        assert_eq!(p.memory(), &[MemoryRegion { base: 0x4000_0000, size: 256 << 20 }]);
+        assert_eq!(
+            p.memory(),
+            &[MemoryRegion {
+                base: 0x4000_0000,
+                size: 256 << 20
+            }]
+        );
         assert_eq!(p.memory_bytes(), 256 << 20);
         assert_eq!(p.memory_end(), 0x5000_0000);
         assert_eq!(p.psci, Some(Conduit::Hvc));
@@ -328,7 +548,7 @@ mod tests {
 
     #[test]
     fn microvisor_slice_tree() {
-        let p = Platform::from_fdt(SLICE).unwrap();
+        let p = read(SLICE).unwrap();
         assert_eq!(p.slice_name.as_str(), Some("web-0"));
         assert_eq!(p.bootargs.as_str(), Some("console=ttyAMA0 heartbeat=250"));
         assert_eq!(p.uart_base, 0x0900_0000);
@@ -336,8 +556,14 @@ mod tests {
         assert_eq!(
             p.memory(),
             &[
-                MemoryRegion { base: 0x4000_0000, size: 0x0400_0000 },
-                MemoryRegion { base: 0x1_0000_0000, size: 0x0010_0000 },
+                MemoryRegion {
+                    base: 0x4000_0000,
+                    size: 0x0400_0000
+                },
+                MemoryRegion {
+                    base: 0x1_0000_0000,
+                    size: 0x0010_0000
+                },
             ]
         );
         assert_eq!(p.memory_base(), 0x4000_0000);
@@ -349,32 +575,32 @@ mod tests {
 
     #[test]
     fn garbage_is_a_header_error() {
-        assert_eq!(Platform::from_fdt(&[0u8; 64]).unwrap_err(), DtError::Header);
-        assert_eq!(Platform::from_fdt(&QEMU_VIRT_4CPU[..100]).unwrap_err(), DtError::Header);
+        assert_eq!(read(&[0u8; 64]).unwrap_err(), DtError::Header);
+        assert_eq!(read(&QEMU_VIRT_4CPU[..100]).unwrap_err(), DtError::Header);
     }
 
     #[test]
     fn missing_cpus_is_an_error() {
         let dtb = include_bytes!("../tests/fixtures/no-cpus.dtb");
-        assert_eq!(Platform::from_fdt(dtb).unwrap_err(), DtError::NoCpus);
+        assert_eq!(read(dtb).unwrap_err(), DtError::NoCpus);
     }
 
     #[test]
     fn missing_memory_is_an_error() {
         let dtb = include_bytes!("../tests/fixtures/no-memory.dtb");
-        assert_eq!(Platform::from_fdt(dtb).unwrap_err(), DtError::NoMemory);
+        assert_eq!(read(dtb).unwrap_err(), DtError::NoMemory);
     }
 
     #[test]
     fn short_memory_reg_is_an_error() {
         let dtb = include_bytes!("../tests/fixtures/bad-memory-reg.dtb");
-        assert_eq!(Platform::from_fdt(dtb).unwrap_err(), DtError::BadReg("memory"));
+        assert_eq!(read(dtb).unwrap_err(), DtError::BadReg("memory"));
     }
 
     #[test]
     fn minimal_tree_uses_defaults() {
         // One CPU, one memory range, no /chosen, no UART, no PSCI.
-        let p = Platform::from_fdt(include_bytes!("../tests/fixtures/minimal.dtb")).unwrap();
+        let p = read(include_bytes!("../tests/fixtures/minimal.dtb")).unwrap();
         assert_eq!(p.slice_name.as_str(), Some("native"));
         assert_eq!(p.bootargs.as_bytes(), b"");
         assert_eq!(p.uart_base, DEFAULT_UART_BASE);
@@ -384,7 +610,10 @@ mod tests {
 
     #[test]
     fn cells_are_read_big_endian() {
-        assert_eq!(read_cells(&[0, 0, 0, 1, 0, 0, 0, 2, 9], 2), Some((0x1_0000_0002, &[9u8][..])));
+        assert_eq!(
+            read_cells(&[0, 0, 0, 1, 0, 0, 0, 2, 9], 2),
+            Some((0x1_0000_0002, &[9u8][..]))
+        );
         assert_eq!(read_cells(&[0, 0, 1], 1), None);
         assert_eq!(read_cells(&[0; 12], 3), None);
         assert_eq!(read_cells(&[1, 2], 0), Some((0, &[1u8, 2][..])));

@@ -76,7 +76,11 @@ impl<'w, W: Write> ObjectWriter<'w, W> {
     /// Starts an object (`{`).
     pub fn new(out: &'w mut W) -> Self {
         let result = out.write_char('{');
-        Self { out, fields: 0, result }
+        Self {
+            out,
+            fields: 0,
+            result,
+        }
     }
 
     /// A field whose value is already valid JSON text (number, nested value).
@@ -164,7 +168,9 @@ mod tests {
     fn object_fields_in_order() {
         let mut s = String::new();
         let mut o = ObjectWriter::new(&mut s);
-        o.string("slice", b"web-0").number("cpus", 2).raw("mpidrs", NumberList(&[0, 1]));
+        o.string("slice", b"web-0")
+            .number("cpus", 2)
+            .raw("mpidrs", NumberList(&[0, 1]));
         o.hex("memory_base", 0x4000_0000).boolean("wfit", true);
         o.finish().unwrap();
         assert_eq!(

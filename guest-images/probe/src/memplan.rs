@@ -65,11 +65,18 @@ impl TestPlan {
     /// and tables). Ranges are trimmed inwards to [`BLOCK_BYTES`]. Pieces that
     /// do not fit in [`MAX_RANGES`] are dropped (and so not tested).
     pub fn new(regions: &[MemoryRegion], exclude: &[Range], seed: u64) -> TestPlan {
-        let mut plan = TestPlan { ranges: [Range::default(); MAX_RANGES], count: 0, seed };
+        let mut plan = TestPlan {
+            ranges: [Range::default(); MAX_RANGES],
+            count: 0,
+            seed,
+        };
         for region in regions {
             let mut pieces = [Range::default(); MAX_RANGES];
             let mut n = 1;
-            pieces[0] = Range { start: region.base, end: region.end() };
+            pieces[0] = Range {
+                start: region.base,
+                end: region.end(),
+            };
             for cut in exclude {
                 let mut next = [Range::default(); MAX_RANGES];
                 let mut m = 0;
@@ -122,7 +129,10 @@ impl TestPlan {
             let (first, last) = (offset, offset + r.len());
             offset = last;
             let (from, to) = (lo.max(first), hi.min(last));
-            (from < to).then(|| Range { start: r.start + (from - first), end: r.start + (to - first) })
+            (from < to).then(|| Range {
+                start: r.start + (from - first),
+                end: r.start + (to - first),
+            })
         })
     }
 }
@@ -133,8 +143,14 @@ fn subtract(range: Range, cut: Range) -> [Range; 2] {
         return [range, Range::default()];
     }
     [
-        Range { start: range.start, end: cut.start.max(range.start) },
-        Range { start: cut.end.min(range.end), end: range.end },
+        Range {
+            start: range.start,
+            end: cut.start.max(range.start),
+        },
+        Range {
+            start: cut.end.min(range.end),
+            end: range.end,
+        },
     ]
 }
 
@@ -150,21 +166,39 @@ mod tests {
 
     #[test]
     fn image_is_cut_out_of_ram() {
-        let image = Range { start: 0x4000_0000, end: 0x4000_0000 + 3 * MIB };
+        let image = Range {
+            start: 0x4000_0000,
+            end: 0x4000_0000 + 3 * MIB,
+        };
         let plan = TestPlan::new(&[region(0x4000_0000, 256 * MIB)], &[image], 1);
-        assert_eq!(plan.ranges(), &[Range { start: image.end, end: 0x5000_0000 }]);
+        assert_eq!(
+            plan.ranges(),
+            &[Range {
+                start: image.end,
+                end: 0x5000_0000
+            }]
+        );
         assert_eq!(plan.total_bytes(), 253 * MIB);
     }
 
     #[test]
     fn exclusion_in_the_middle_splits_a_region() {
-        let cut = Range { start: 0x4100_0000, end: 0x4200_0000 };
+        let cut = Range {
+            start: 0x4100_0000,
+            end: 0x4200_0000,
+        };
         let plan = TestPlan::new(&[region(0x4000_0000, 64 * MIB)], &[cut], 0);
         assert_eq!(
             plan.ranges(),
             &[
-                Range { start: 0x4000_0000, end: 0x4100_0000 },
-                Range { start: 0x4200_0000, end: 0x4400_0000 },
+                Range {
+                    start: 0x4000_0000,
+                    end: 0x4100_0000
+                },
+                Range {
+                    start: 0x4200_0000,
+                    end: 0x4400_0000
+                },
             ]
         );
     }
@@ -172,19 +206,37 @@ mod tests {
     #[test]
     fn ranges_are_trimmed_to_blocks() {
         let plan = TestPlan::new(&[region(0x4000_0008, 0x1000)], &[], 0);
-        assert_eq!(plan.ranges(), &[Range { start: 0x4000_0040, end: 0x4000_1000 }]);
+        assert_eq!(
+            plan.ranges(),
+            &[Range {
+                start: 0x4000_0040,
+                end: 0x4000_1000
+            }]
+        );
     }
 
     #[test]
     fn region_entirely_excluded_is_dropped() {
-        let cut = Range { start: 0, end: u64::MAX };
-        assert_eq!(TestPlan::new(&[region(0x4000_0000, MIB)], &[cut], 0).total_bytes(), 0);
+        let cut = Range {
+            start: 0,
+            end: u64::MAX,
+        };
+        assert_eq!(
+            TestPlan::new(&[region(0x4000_0000, MIB)], &[cut], 0).total_bytes(),
+            0
+        );
     }
 
     #[test]
     fn shares_cover_everything_exactly_once() {
-        let cut = Range { start: 0x4000_0000, end: 0x4013_7000 };
-        let regions = [region(0x4000_0000, 256 * MIB), region(0x1_0000_0000, 3 * MIB + 4096)];
+        let cut = Range {
+            start: 0x4000_0000,
+            end: 0x4013_7000,
+        };
+        let regions = [
+            region(0x4000_0000, 256 * MIB),
+            region(0x1_0000_0000, 3 * MIB + 4096),
+        ];
         let plan = TestPlan::new(&regions, &[cut], 0);
         for n in [1, 2, 3, 4, 7, 64] {
             let mut pieces: Vec<Range> = (0..n).flat_map(|k| plan.share(k, n)).collect();
@@ -195,7 +247,11 @@ mod tests {
                 assert!(w[0].end <= w[1].start, "overlap n={n}");
             }
             for p in &pieces {
-                assert!(plan.ranges().iter().any(|r| r.start <= p.start && p.end <= r.end));
+                assert!(
+                    plan.ranges()
+                        .iter()
+                        .any(|r| r.start <= p.start && p.end <= r.end)
+                );
                 assert_eq!(p.start % BLOCK_BYTES, 0);
                 assert_eq!(p.end % BLOCK_BYTES, 0);
             }
@@ -212,7 +268,9 @@ mod tests {
 
     #[test]
     fn pattern_differs_between_addresses_and_seeds() {
-        let words: Vec<u64> = (0..4096u64).map(|i| pattern(0x4000_0000 + 8 * i, 7)).collect();
+        let words: Vec<u64> = (0..4096u64)
+            .map(|i| pattern(0x4000_0000 + 8 * i, 7))
+            .collect();
         let mut sorted = words.clone();
         sorted.sort_unstable();
         sorted.dedup();
@@ -225,6 +283,9 @@ mod tests {
     #[test]
     fn pattern_steps_by_a_constant() {
         let step = 8u64.wrapping_mul(PATTERN_MULTIPLIER);
-        assert_eq!(pattern(0x4000_0008, 3), pattern(0x4000_0000, 3).wrapping_add(step));
+        assert_eq!(
+            pattern(0x4000_0008, 3),
+            pattern(0x4000_0000, 3).wrapping_add(step)
+        );
     }
 }

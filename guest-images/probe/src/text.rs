@@ -12,7 +12,11 @@ pub struct Text<const N: usize> {
 impl<const N: usize> Text<N> {
     /// The empty string.
     pub const fn new() -> Self {
-        Self { buf: [0; N], len: 0, truncated: false }
+        Self {
+            buf: [0; N],
+            len: 0,
+            truncated: false,
+        }
     }
 
     /// A copy of `bytes`, truncated to `N` bytes.

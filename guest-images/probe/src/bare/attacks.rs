@@ -49,7 +49,7 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
             println!("ATTACK {name} attempting read64 {addr:#x}");
             match read64(addr) {
                 Some(v) => println!("ATTACK {name} NOT-CONTAINED read64 {addr:#x} returned {v:#x}"),
-                None => println!("ATTACK {name} contained unmappable {addr:#x}"),
+                None => println!("ATTACK {name} contained unaddressable {addr:#x}"),
             }
         }
         Attack::WritePastRam => {
@@ -58,7 +58,7 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
             println!("ATTACK {name} attempting write64 {addr:#x}");
             match write64(addr, value) {
                 true => println!("ATTACK {name} NOT-CONTAINED write64 {addr:#x} completed"),
-                false => println!("ATTACK {name} contained unmappable {addr:#x}"),
+                false => println!("ATTACK {name} contained unaddressable {addr:#x}"),
             }
         }
         Attack::ReadAddr | Attack::WriteAddr => address_attack(attack, ctx),
@@ -67,7 +67,7 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
             println!("ATTACK {name} attempting read32 {addr:#x}");
             match read32(addr) {
                 Some(v) => println!("ATTACK {name} NOT-CONTAINED read32 {addr:#x} returned {v:#x}"),
-                None => println!("ATTACK {name} contained unmappable {addr:#x}"),
+                None => println!("ATTACK {name} contained unaddressable {addr:#x}"),
             }
         }
         Attack::CpuOnOutside => cpu_on_outside(ctx),
@@ -75,14 +75,22 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
             let fid = UNKNOWN_HVC_FUNCTION;
             println!("ATTACK {name} attempting hvc {fid:#x}");
             let ret = psci::hvc(fid, 0, 0, 0);
-            let verdict = if ret == psci::NOT_SUPPORTED { "contained" } else { "NOT-CONTAINED" };
+            let verdict = if ret == psci::NOT_SUPPORTED {
+                "contained"
+            } else {
+                "NOT-CONTAINED"
+            };
             println!("ATTACK {name} {verdict} hvc {fid:#x} returned {ret}");
         }
         Attack::SmcSystemOff => {
             let fid = psci::SYSTEM_OFF;
             println!("ATTACK {name} attempting smc {fid:#x}");
             let ret = psci::smc(fid, 0, 0, 0);
-            let verdict = if ret == psci::NOT_SUPPORTED { "contained" } else { "NOT-CONTAINED" };
+            let verdict = if ret == psci::NOT_SUPPORTED {
+                "contained"
+            } else {
+                "NOT-CONTAINED"
+            };
             println!("ATTACK {name} {verdict} smc {fid:#x} returned {ret}");
         }
         Attack::UndefSysreg => {
@@ -114,9 +122,15 @@ fn address_attack(attack: Attack, ctx: &Context<'_>) {
     }
     if ctx.platform.in_memory(addr) {
         let value = pattern(addr, ctx.seed ^ ATTACK_SALT);
-        let back = if write64(addr, value) { read64(addr) } else { None };
+        let back = if write64(addr, value) {
+            read64(addr)
+        } else {
+            None
+        };
         match back {
-            Some(v) if v == value => println!("ATTACK {name} contained landed-in-own-ram {addr:#x}"),
+            Some(v) if v == value => {
+                println!("ATTACK {name} contained landed-in-own-ram {addr:#x}")
+            }
             Some(v) => println!(
                 "ATTACK {name} NOT-CONTAINED own-ram-readback {addr:#x} wrote {value:#x} read {v:#x}"
             ),
@@ -127,12 +141,12 @@ fn address_attack(attack: Attack, ctx: &Context<'_>) {
     if write {
         match write64(addr, pattern(addr, ctx.seed ^ ATTACK_SALT)) {
             true => println!("ATTACK {name} NOT-CONTAINED write64 {addr:#x} completed"),
-            false => println!("ATTACK {name} contained unmappable {addr:#x}"),
+            false => println!("ATTACK {name} contained unaddressable {addr:#x}"),
         }
     } else {
         match read64(addr) {
             Some(v) => println!("ATTACK {name} NOT-CONTAINED read64 {addr:#x} returned {v:#x}"),
-            None => println!("ATTACK {name} contained unmappable {addr:#x}"),
+            None => println!("ATTACK {name} contained unaddressable {addr:#x}"),
         }
     }
 }
@@ -150,17 +164,31 @@ fn cpu_on_outside(ctx: &Context<'_>) {
         candidate
     };
     let targets = [unused(cpus.len() as u64, 1), unused(0x100, 0x100)];
-    println!("ATTACK {name} attempting cpu_on+affinity_info {:#x},{:#x}", targets[0], targets[1]);
+    println!(
+        "ATTACK {name} attempting cpu_on+affinity_info {:#x},{:#x}",
+        targets[0], targets[1]
+    );
     let mut results = [0i64; 4];
     for (i, &target) in targets.iter().enumerate() {
         results[2 * i] = psci::cpu_on(ctx.conduit, target, entry::park_address(), 0);
         results[2 * i + 1] = psci::affinity_info(ctx.conduit, target);
     }
     let contained = results.iter().all(|&r| r == psci::INVALID_PARAMETERS);
-    let verdict = if contained { "contained" } else { "NOT-CONTAINED" };
+    let verdict = if contained {
+        "contained"
+    } else {
+        "NOT-CONTAINED"
+    };
     println!(
         "ATTACK {name} {verdict} cpu_on({:#x})={} affinity_info({:#x})={} cpu_on({:#x})={} affinity_info({:#x})={}",
-        targets[0], results[0], targets[0], results[1], targets[1], results[2], targets[1], results[3]
+        targets[0],
+        results[0],
+        targets[0],
+        results[1],
+        targets[1],
+        results[2],
+        targets[1],
+        results[3]
     );
 }
 

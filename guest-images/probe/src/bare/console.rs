@@ -77,7 +77,11 @@ struct LineBody;
 impl Write for LineBody {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for byte in s.bytes() {
-            put_byte(if byte == b'\n' || byte == b'\r' { b' ' } else { byte });
+            put_byte(if byte == b'\n' || byte == b'\r' {
+                b' '
+            } else {
+                byte
+            });
         }
         Ok(())
     }

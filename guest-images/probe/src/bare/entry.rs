@@ -1,6 +1,6 @@
 //! Entry code: the arm64 `Image` header (Linux `Documentation/arch/arm64/
-//! booting.rst`), the boot CPU's start (drop to EL1 if entered at EL2, move
-//! to the link address, stacks, bss), the secondary CPUs' PSCI entry point,
+//! booting.rst`), the boot CPU's start (move to the link address, drop to
+//! EL1 if entered at EL2, stacks, bss), the secondary CPUs' PSCI entry point,
 //! the EL1 exception vectors (Arm ARM D1.3.1) and the handlers that report
 //! unexpected exceptions and panics.
 //!
@@ -20,17 +20,21 @@ pub const CPU_STACK_SIZE: usize = 16 * 1024;
 
 /// `SCTLR_EL1` bits that are RES1 in Armv8.0 (EOS, TSCXT, EIS, SPAN, nTLSMD,
 /// LSMAOE); set whenever the probe writes the register.
-pub const SCTLR_EL1_RES1: u64 = (1 << 11) | (1 << 20) | (1 << 22) | (1 << 23) | (1 << 28) | (1 << 29);
+pub const SCTLR_EL1_RES1: u64 =
+    (1 << 11) | (1 << 20) | (1 << 22) | (1 << 23) | (1 << 28) | (1 << 29);
 
 core::arch::global_asm!(
     r#"
     /* Drops from EL2 (a native boot with virtualization=on) to EL1h with
-       EL1 in AArch64, counters accessible and no FP/SIMD traps. At EL1 it
+       EL1 in AArch64, counters accessible and no FP/SIMD traps, leaving a
+       stub at EL2 that answers every HVC with NOT_SUPPORTED. At EL1 it
        does nothing. Clobbers x9. */
     .macro drop_to_el1
         mrs     x9, CurrentEL
         cmp     x9, #(2 << 2)
         b.ne    1f
+        ldr     x9, =probe_el2_stub_vectors
+        msr     vbar_el2, x9
         mov     x9, #(1 << 31)              /* HCR_EL2.RW: EL1 is AArch64 */
         msr     hcr_el2, x9
         mov     x9, #3                      /* CNTHCTL_EL2: EL1PCTEN | EL1PCEN */
@@ -79,7 +83,6 @@ primary_entry:
     msr     daifset, #0xf
     mov     x19, x0                         /* DTB */
     mov     x23, #0                         /* DTB address dropped for overlap */
-    drop_to_el1
 
     /* If the DTB overlaps our footprint at the link address, moving or
        zeroing would destroy it: drop it and report that later. */
@@ -132,6 +135,7 @@ primary_entry:
     br      x9
 
 linked_entry:
+    drop_to_el1
     cpu_setup
     ldr     x9, =boot_stack_top
     mov     sp, x9
@@ -203,6 +207,17 @@ probe_vectors:
 10: bl      {exception}
     b       probe_park
 
+    /* EL2 vectors left behind by drop_to_el1: x0 = -1 (NOT_SUPPORTED) and
+       return, for whatever reaches EL2 (only HVC can: HCR_EL2 traps nothing
+       else). */
+    .balign 2048
+probe_el2_stub_vectors:
+    .rept   16
+    .balign 128
+    mov     x0, #-1
+    eret
+    .endr
+
     .section .stacks, "aw", %nobits
     .balign 4096
 boot_stack_bottom:
@@ -248,6 +263,7 @@ pub fn park() -> ! {
 
 /// Names of the 16 vector entries: exception type and where it came from
 /// (`el1t` = EL1 with SP_EL0, `el1h` = EL1 with SP_EL1, `el0` = lower EL).
+#[rustfmt::skip]
 const VECTOR_NAMES: [&str; 16] = [
     "sync-el1t", "irq-el1t", "fiq-el1t", "serror-el1t",
     "sync-el1h", "irq-el1h", "fiq-el1h", "serror-el1h",
@@ -278,7 +294,10 @@ extern "C" fn exception(vector: u64) -> ! {
         TPIDR_EL1.set(IN_EXCEPTION);
     }
     let (esr, far, elr) = (ESR_EL1.get(), FAR_EL1.get(), ELR_EL1.get());
-    let name = VECTOR_NAMES.get(vector as usize).copied().unwrap_or("unknown");
+    let name = VECTOR_NAMES
+        .get(vector as usize)
+        .copied()
+        .unwrap_or("unknown");
     let mut kind = microvisor_probe::text::Text::<48>::new();
     let _ = write!(kind, "{name}");
     if name.starts_with("sync") {

@@ -41,7 +41,11 @@ pub fn fill_canary(seed: u64) {
 
 /// Whether the canary still holds its pattern.
 pub fn canary_intact(seed: u64) -> bool {
-    CANARY.0.iter().enumerate().all(|(i, word)| word.load(Ordering::Relaxed) == canary_word(i, seed))
+    CANARY
+        .0
+        .iter()
+        .enumerate()
+        .all(|(i, word)| word.load(Ordering::Relaxed) == canary_word(i, seed))
 }
 
 /// Prints heartbeats forever (or sleeps forever with `heartbeat=0`).

@@ -4,7 +4,8 @@
 //! (UART and the other `virt` MMIO), every GiB that holds DT memory Normal
 //! write-back inner-shareable, everything else invalid. Attacks may add
 //! Device blocks for their targets later (invalid -> valid needs no
-//! break-before-make).
+//! break-before-make); a target at or above 512 GiB switches the boot CPU
+//! to a 48-bit VA with a level-0 table over the same level-1 table.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -87,7 +88,10 @@ fn descriptor(index: usize, kind: BlockKind) -> u64 {
 pub fn build(memory: &[MemoryRegion], image: Range) -> bool {
     let mut all_mapped = true;
     L1_TABLE.0[0].store(descriptor(0, BlockKind::Device), Ordering::Relaxed);
-    let image_region = MemoryRegion { base: image.start, size: image.len() };
+    let image_region = MemoryRegion {
+        base: image.start,
+        size: image.len(),
+    };
     for region in memory.iter().chain(core::iter::once(&image_region)) {
         let first = region.base / BLOCK_SIZE;
         let last = (region.end() - 1) / BLOCK_SIZE;
@@ -105,15 +109,22 @@ pub fn build(memory: &[MemoryRegion], image: Range) -> bool {
 
 /// Whether `addr` is mapped at all.
 pub fn is_mapped(addr: u64) -> bool {
-    addr < ADDRESS_SPACE && L1_TABLE.0[(addr / BLOCK_SIZE) as usize].load(Ordering::Relaxed) & 1 != 0
+    addr < ADDRESS_SPACE
+        && L1_TABLE.0[(addr / BLOCK_SIZE) as usize].load(Ordering::Relaxed) & 1 != 0
 }
 
 /// Makes sure `addr` is mapped, adding a Device block if its GiB is
 /// unmapped (so an attack's access reaches stage 2 instead of faulting in
-/// our own stage 1). Returns false if `addr` is beyond the table.
+/// our own stage 1). Targets from 512 GiB up to 2^48 switch the calling CPU
+/// to 48-bit VAs (see [`map_high`]). Returns false if `addr` cannot be
+/// mapped (2^48 and above would need FEAT_LPA2).
 pub fn map_for_access(addr: u64) -> bool {
-    if addr >= ADDRESS_SPACE {
+    if addr >= HIGH_ADDRESS_SPACE {
         return false;
+    }
+    if addr >= ADDRESS_SPACE {
+        map_high(addr);
+        return true;
     }
     if !is_mapped(addr) {
         let index = (addr / BLOCK_SIZE) as usize;
@@ -124,6 +135,79 @@ pub fn map_for_access(addr: u64) -> bool {
         barrier::isb(barrier::SY);
     }
     true
+}
+
+/// VA space with a level-0 table (T0SZ = 16).
+const HIGH_ADDRESS_SPACE: u64 = 1 << 48;
+/// Table descriptor (Arm ARM D8.3.1): next-level table address | 0b11.
+const DESC_TABLE: u64 = 0b11;
+
+/// Level-0 table for 48-bit VAs: entry 0 is the level-1 table above, one
+/// other entry may point to [`HIGH_L1_TABLE`].
+static L0_TABLE: TranslationTable = TranslationTable([const { AtomicU64::new(0) }; ENTRIES]);
+/// Level-1 table for the one 512 GiB region above the first that attacks use.
+static HIGH_L1_TABLE: TranslationTable = TranslationTable([const { AtomicU64::new(0) }; ENTRIES]);
+
+/// Maps the GiB of `addr` (512 GiB <= addr < 2^48) as Device for the calling
+/// CPU (only the boot CPU runs attacks; the secondaries keep 39-bit VAs).
+fn map_high(addr: u64) {
+    let l0_index = (addr >> 39) as usize;
+    let l1_index = ((addr >> 30) & 511) as usize;
+    let high_table = HIGH_L1_TABLE.0.as_ptr() as u64;
+    let current = L0_TABLE.0[l0_index].load(Ordering::Relaxed);
+    if current != high_table | DESC_TABLE {
+        // The high table serves one region at a time: unhook it from the
+        // old region (break), empty it, hook it to the new one.
+        for entry in L0_TABLE.0.iter().skip(1) {
+            if entry.load(Ordering::Relaxed) == high_table | DESC_TABLE {
+                entry.store(0, Ordering::Relaxed);
+            }
+        }
+        for entry in &HIGH_L1_TABLE.0 {
+            entry.store(0, Ordering::Relaxed);
+        }
+        L0_TABLE.0[l0_index].store(high_table | DESC_TABLE, Ordering::Relaxed);
+    }
+    let block = (addr & !(BLOCK_SIZE - 1))
+        | (ATTR_DEVICE << DESC_ATTR_INDX_SHIFT)
+        | DESC_PXN
+        | DESC_UXN
+        | DESC_AF
+        | DESC_BLOCK;
+    HIGH_L1_TABLE.0[l1_index].store(block, Ordering::Relaxed);
+    L0_TABLE.0[0].store(L1_TABLE.0.as_ptr() as u64 | DESC_TABLE, Ordering::Relaxed);
+    barrier::dsb(barrier::ISHST);
+
+    let tcr = (tcr_value() & !0x3f) | (64 - 48);
+    let ttbr0 = L0_TABLE.0.as_ptr() as u64;
+    // SAFETY: switches this CPU from the 39-bit level-1 walk to the 48-bit
+    // level-0 walk. Both identity-map the code, data and stack the same way
+    // (L0[0] is the level-1 table), but a mix of old and new TCR/TTBR0 would
+    // not, so the switch happens with the MMU off, in registers only: no
+    // memory access occurs while caches are bypassed, and the TLBs are
+    // invalidated (also dropping any entry of an unhooked region) before the
+    // MMU is back on.
+    unsafe {
+        core::arch::asm!(
+            "mrs {sctlr}, sctlr_el1",
+            "bic {off}, {sctlr}, #1",
+            "msr sctlr_el1, {off}",
+            "isb",
+            "msr tcr_el1, {tcr}",
+            "msr ttbr0_el1, {ttbr0}",
+            "isb",
+            "tlbi vmalle1",
+            "dsb nsh",
+            "isb",
+            "msr sctlr_el1, {sctlr}",
+            "isb",
+            sctlr = out(reg) _,
+            off = out(reg) _,
+            tcr = in(reg) tcr,
+            ttbr0 = in(reg) ttbr0,
+            options(nostack, preserves_flags),
+        );
+    }
 }
 
 fn mair_value() -> u64 {
@@ -149,7 +233,10 @@ fn tcr_value() -> u64 {
 }
 
 fn sctlr_value() -> u64 {
-    (SCTLR_EL1::M::Enable + SCTLR_EL1::C::Cacheable + SCTLR_EL1::I::Cacheable + SCTLR_EL1::SA::Enable)
+    (SCTLR_EL1::M::Enable
+        + SCTLR_EL1::C::Cacheable
+        + SCTLR_EL1::I::Cacheable
+        + SCTLR_EL1::SA::Enable)
         .value
         | SCTLR_EL1_RES1
 }
@@ -158,7 +245,9 @@ fn sctlr_value() -> u64 {
 fn dcache_line() -> u64 {
     let ctr: u64;
     // SAFETY: reading CTR_EL0 has no side effects and is allowed at EL1.
-    unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags))
+    };
     4 << ((ctr >> 16) & 0xf)
 }
 
@@ -219,5 +308,8 @@ pub fn enable_boot_cpu(footprint: Range) {
     SECONDARY_MMU.ttbr0.store(ttbr0, Ordering::Relaxed);
     SECONDARY_MMU.sctlr.store(sctlr, Ordering::Relaxed);
     let start = &SECONDARY_MMU as *const SecondaryMmu as u64;
-    clean_dcache(Range { start, end: start + core::mem::size_of::<SecondaryMmu>() as u64 });
+    clean_dcache(Range {
+        start,
+        end: start + core::mem::size_of::<SecondaryMmu>() as u64,
+    });
 }

@@ -40,14 +40,17 @@ fn memtest_timeout_ms(bytes: u64) -> u64 {
 
 /// The probe's own footprint, excluded from the memory test.
 fn footprint() -> Range {
-    Range { start: &raw const __image_start as u64, end: &raw const __image_end as u64 }
+    Range {
+        start: &raw const __image_start as u64,
+        end: &raw const __image_end as u64,
+    }
 }
 
 static PLATFORM: spin::Once<Platform> = spin::Once::new();
 
-/// Reads the device tree at `dtb` (MMU off: plain loads only).
+/// Reads the device tree at `dtb` (MMU off: plain loads and stores only).
 fn read_device_tree(dtb: usize) -> Result<Platform, DtError> {
-    if dtb == 0 || dtb % 8 != 0 {
+    if dtb == 0 || !dtb.is_multiple_of(8) {
         return Err(DtError::Header);
     }
     // SAFETY: per the arm64 boot protocol x0 holds the address of a DTB in
@@ -58,9 +61,12 @@ fn read_device_tree(dtb: usize) -> Result<Platform, DtError> {
     if !(40..=MAX_DTB_SIZE).contains(&total) {
         return Err(DtError::Header);
     }
-    // SAFETY: as above, the blob spans `total` bytes; the slice is dropped
-    // before the memory test overwrites the blob (everything is copied out).
-    let blob = unsafe { core::slice::from_raw_parts(dtb as *const u8, total) };
+    // SAFETY: as above, the blob spans `total` bytes of our own RAM, outside
+    // the image (the entry code checked), and nothing else uses it: taking
+    // it mutably (for removing NOP tokens in place) aliases nothing. The
+    // slice is dropped before the memory test overwrites the blob;
+    // everything needed is copied out.
+    let blob = unsafe { core::slice::from_raw_parts_mut(dtb as *mut u8, total) };
     Platform::from_fdt(blob)
 }
 
@@ -87,24 +93,26 @@ pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize)
     }
 
     let mut failures = Failures::new();
-    match (&parsed, dropped_dtb) {
-        (_, 0) if dtb == 0 => failures.add(format_args!("dt-missing")),
-        (_, 0) => {}
-        (_, addr) => failures.add(format_args!("dt-overlaps-image({addr:#x})")),
-    }
-    if let Err(e) = &parsed {
-        if dtb != 0 {
-            failures.add(format_args!("dt-{e}"));
-        }
+    match (&parsed, dtb, dropped_dtb) {
+        (_, 0, 0) => failures.add(format_args!("dt-missing")),
+        (_, 0, dropped) => failures.add(format_args!("dt-overlaps-image({dropped:#x})")),
+        (Err(e), _, _) => failures.add(format_args!("dt-{e}")),
+        (Ok(_), _, _) => {}
     }
     if platform.bootargs.is_truncated() {
         failures.add(format_args!("bootargs-truncated"));
     }
     if platform.dt_cpu_count > MAX_CPUS {
-        failures.add(format_args!("too-many-cpus({}>{MAX_CPUS})", platform.dt_cpu_count));
+        failures.add(format_args!(
+            "too-many-cpus({}>{MAX_CPUS})",
+            platform.dt_cpu_count
+        ));
     }
     if platform.dt_memory_count > platform.memory().len() {
-        failures.add(format_args!("too-many-memory-ranges({})", platform.dt_memory_count));
+        failures.add(format_args!(
+            "too-many-memory-ranges({})",
+            platform.dt_memory_count
+        ));
     }
     if !all_memory_mapped {
         failures.add(format_args!("memory-not-mappable"));
@@ -127,13 +135,16 @@ pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize)
                 share_of[i] = Some(online as u8);
                 online += 1;
                 if seen != dt_mpidr {
-                    failures.add(format_args!("cpu{i}-mpidr(dt={dt_mpidr:#x},seen={seen:#x})"));
+                    failures.add(format_args!(
+                        "cpu{i}-mpidr(dt={dt_mpidr:#x},seen={seen:#x})"
+                    ));
                 }
             }
             (Start::NoPsci, None) => failures.add(format_args!("cpu{i}-no-psci")),
-            (Start::CpuOn(ret), None) if ret != 0 => {
-                failures.add(format_args!("cpu{i}-cpu-on-{}({ret})", psci::status_name(ret)))
-            }
+            (Start::CpuOn(ret), None) if ret != 0 => failures.add(format_args!(
+                "cpu{i}-cpu-on-{}({ret})",
+                psci::status_name(ret)
+            )),
             (_, None) => failures.add(format_args!("cpu{i}-offline(mpidr={dt_mpidr:#x})")),
         }
     }
@@ -149,13 +160,24 @@ pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize)
     let seed = mix(boot_ticks ^ timer::now().rotate_left(32));
     let plan = TestPlan::new(platform.memory(), &[image], seed);
     let timeout = memtest_timeout_ms(plan.total_bytes() / online as u64);
-    let outcome = memtest::run(memtest::Assignment { plan, participants: online, share_of }, boot_share, timeout);
+    let outcome = memtest::run(
+        memtest::Assignment {
+            plan,
+            participants: online,
+            share_of,
+        },
+        boot_share,
+        timeout,
+    );
     if outcome.bytes == 0 && parsed.is_ok() {
         failures.add(format_args!("memtest-nothing-to-test"));
     }
     if outcome.errors != 0 {
         let first = outcome.first_bad.unwrap_or(0);
-        failures.add(format_args!("memtest-errors(count={},first={first:#x})", outcome.errors));
+        failures.add(format_args!(
+            "memtest-errors(count={},first={first:#x})",
+            outcome.errors
+        ));
     }
     if outcome.timed_out {
         failures.add(format_args!("memtest-timeout({timeout}ms)"));
@@ -178,7 +200,13 @@ pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize)
     };
     report::print(&report, &failures);
 
-    let ctx = attacks::Context { platform, image, seed, target: options.target, conduit };
+    let ctx = attacks::Context {
+        platform,
+        image,
+        seed,
+        target: options.target,
+        conduit,
+    };
     attacks::run(options.attacks(), &ctx);
     heartbeat::run(&options, conduit, seed)
 }

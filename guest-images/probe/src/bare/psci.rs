@@ -99,5 +99,5 @@ pub fn affinity_info(conduit: Conduit, target: u64) -> i64 {
 /// PSCI_VERSION as (major, minor), or None if the call fails.
 pub fn version(conduit: Conduit) -> Option<(u16, u16)> {
     let v = call(conduit, PSCI_VERSION, 0, 0, 0);
-    (v >= 0).then(|| ((v >> 16) as u16, v as u16))
+    (v >= 0).then_some(((v >> 16) as u16, v as u16))
 }

@@ -46,7 +46,12 @@ impl fmt::Display for Regions<'_> {
         f.write_char('[')?;
         for (i, r) in self.0.iter().enumerate() {
             let comma = if i > 0 { "," } else { "" };
-            write!(f, "{comma}{{\"base\":{},\"size\":{}}}", HexString(r.base), r.size)?;
+            write!(
+                f,
+                "{comma}{{\"base\":{},\"size\":{}}}",
+                HexString(r.base),
+                r.size
+            )?;
         }
         f.write_char(']')
     }
@@ -78,7 +83,11 @@ impl fmt::Display for Report<'_> {
             .string("cmdline", p.bootargs.as_bytes())
             .number("dt_cpus", p.dt_cpu_count as u64)
             .raw("memory", Regions(p.memory()))
-            .raw("psci", p.psci.map_or(Escaped(b"none"), |c| Escaped(c.name().as_bytes())))
+            .raw(
+                "psci",
+                p.psci
+                    .map_or(Escaped(b"none"), |c| Escaped(c.name().as_bytes())),
+            )
             .raw("psci_version", Version(self.psci_version))
             .hex("uart", p.uart_base)
             .hex("image_base", self.image.start)
@@ -126,7 +135,11 @@ pub fn print(report: &Report<'_>, failures: &Failures) {
         println!("PROBE PASS");
     } else {
         let reasons = failures.0.as_str().unwrap_or("unprintable-reasons");
-        let more = if failures.0.is_truncated() { " ..." } else { "" };
+        let more = if failures.0.is_truncated() {
+            " ..."
+        } else {
+            ""
+        };
         println!("PROBE FAIL {reasons}{more}");
     }
 }

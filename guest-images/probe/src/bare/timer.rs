@@ -6,7 +6,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use aarch64_cpu::registers::{CNTFRQ_EL0, CNTKCTL_EL1, CNTVCT_EL0, Readable, ReadWriteable};
+use aarch64_cpu::registers::{CNTFRQ_EL0, CNTKCTL_EL1, CNTVCT_EL0, ReadWriteable, Readable};
 
 /// Counter frequency assumed if CNTFRQ_EL0 reads 0 (firmware did not set it).
 const FALLBACK_FREQUENCY: u64 = 1_000_000_000;
@@ -36,7 +36,9 @@ pub fn init_cpu() {
     WFIT.store(wfxt_implemented(), Ordering::Relaxed);
     // Event stream from CNTVCT bit 15 (every 2^16 ticks: 65.5 µs at 1 GHz)
     // wakes WFE when WFIT is missing.
-    CNTKCTL_EL1.modify(CNTKCTL_EL1::EVNTEN::Enable + CNTKCTL_EL1::EVNTI.val(15) + CNTKCTL_EL1::EVNTDIR::ZeroToOne);
+    CNTKCTL_EL1.modify(
+        CNTKCTL_EL1::EVNTEN::Enable + CNTKCTL_EL1::EVNTI.val(15) + CNTKCTL_EL1::EVNTDIR::ZeroToOne,
+    );
 }
 
 /// Whether [`sleep_until`] uses WFIT.
@@ -90,7 +92,9 @@ pub fn sleep_until(deadline: u64) {
 
 /// Sleeps about `us` microseconds.
 pub fn sleep_us(us: u64) {
-    sleep_until(now().saturating_add(u64::try_from(u128::from(us) * u128::from(frequency()) / 1_000_000).unwrap_or(u64::MAX)));
+    sleep_until(now().saturating_add(
+        u64::try_from(u128::from(us) * u128::from(frequency()) / 1_000_000).unwrap_or(u64::MAX),
+    ));
 }
 
 /// A short pause inside a wait loop (50 µs), so waiting CPUs leave the host
