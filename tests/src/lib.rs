@@ -1,1 +1,21 @@
-//! Integration test harness.
+//! Integration test harness: boots QEMU scenarios and checks what the hypervisor and the guests
+//! print on the node console.
+//!
+//! - [`console`]: console lines (`[hv]`, `[<slice>]`, bare) and the probe's `SLICE-REPORT`.
+//! - [`expect`]: expectations as data, checked line by line.
+//! - [`runner`]: one QEMU process under a hard timeout, killed on drop, log always written.
+//! - [`images`]: build once per test binary, per-scenario images and logs under `target/`.
+//! - [`scenario`]: a node, a plan, a boot path and expectations; `run()` does the rest.
+//! - [`build_errors`]: `cargo xtask image` on plans that must be refused.
+
+pub mod build_errors;
+pub mod console;
+pub mod expect;
+pub mod images;
+pub mod plans;
+pub mod runner;
+pub mod scenario;
+
+pub use expect::{Expect, Pattern, any, any_slice, hv, lit, slice};
+pub use plans::{plan, probe_slice};
+pub use scenario::{BootPath, NATIVE_SLICE, NodeSpec, Scenario, Tamper};

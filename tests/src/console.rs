@@ -1,0 +1,192 @@
+//! The node console as the tests see it: each line is attributed to the hypervisor
+//! (`[hv] ...`), a slice (`[<slice>] ...`) or nobody (firmware, U-Boot, a natively booted guest),
+//! and the probe's `SLICE-REPORT {json}` lines are decoded.
+
+use serde::Deserialize;
+
+/// Who printed a console line.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// `[hv] <text>`: the microvisor itself.
+    Hv,
+    /// `[<slice>] <text>`: a slice's guest.
+    Slice(String),
+    /// No prefix: firmware, U-Boot, or a guest booted without the microvisor.
+    Bare,
+}
+
+/// One console line, split into its source and its text (the prefix removed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub source: Source,
+    pub text: String,
+}
+
+impl Line {
+    /// Splits a raw console line (`\r` already removed). A prefix is `[` + a slice name
+    /// (`[a-z0-9-]`, 1..=32) + `] `; anything else is a bare line.
+    pub fn parse(raw: &str) -> Line {
+        if let Some(rest) = raw.strip_prefix('[')
+            && let Some((name, text)) = rest.split_once("] ")
+            && is_slice_name(name)
+        {
+            let source = if name == "hv" {
+                Source::Hv
+            } else {
+                Source::Slice(name.to_string())
+            };
+            return Line {
+                source,
+                text: text.to_string(),
+            };
+        }
+        Line {
+            source: Source::Bare,
+            text: raw.to_string(),
+        }
+    }
+
+    /// The line as a bare-booted guest would attribute it: bare lines become `slice`'s.
+    pub fn attributed_to(mut self, slice: &str) -> Line {
+        if self.source == Source::Bare {
+            self.source = Source::Slice(slice.to_string());
+        }
+        self
+    }
+
+    /// The slice that printed this line, if a slice did.
+    pub fn slice(&self) -> Option<&str> {
+        match &self.source {
+            Source::Slice(name) => Some(name),
+            _ => None,
+        }
+    }
+}
+
+fn is_slice_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The probe's `SLICE-REPORT {json}` (DESIGN §6): the fields tests compare, the rest kept as
+/// JSON.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct SliceReport {
+    pub slice: String,
+    pub cpus: u64,
+    pub mpidrs: Vec<u64>,
+    pub memory_bytes: u64,
+    /// Every other field (`memory_base`, `el`, `kernel`, `cmdline`, ...).
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// MPIDR affinity fields (Aff3..Aff0), without the RES1/U/MT bits.
+pub const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
+
+impl SliceReport {
+    /// Decodes the text of a `SLICE-REPORT` line; `None` for other lines.
+    pub fn from_text(text: &str) -> Option<Result<SliceReport, String>> {
+        let json = text.strip_prefix("SLICE-REPORT ")?;
+        Some(
+            serde_json::from_str(json).map_err(|e| format!("malformed SLICE-REPORT ({e}): {json}")),
+        )
+    }
+
+    /// What differs between this report and a slice of `cpus` vCPUs and `memory_bytes` of RAM
+    /// named `slice` (vCPU i must have affinity i); empty when it matches.
+    pub fn mismatches(&self, slice: &str, cpus: u64, memory_bytes: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.slice != slice {
+            out.push(format!("slice is {:?}, expected {slice:?}", self.slice));
+        }
+        if self.cpus != cpus {
+            out.push(format!("cpus is {}, expected {cpus}", self.cpus));
+        }
+        let affinities: Vec<u64> = self
+            .mpidrs
+            .iter()
+            .map(|m| m & MPIDR_AFFINITY_MASK)
+            .collect();
+        let expected: Vec<u64> = (0..cpus).collect();
+        if affinities != expected {
+            out.push(format!(
+                "mpidr affinities are {affinities:?}, expected {expected:?}"
+            ));
+        }
+        if self.memory_bytes != memory_bytes {
+            out.push(format!(
+                "memory_bytes is {:#x}, expected {memory_bytes:#x}",
+                self.memory_bytes
+            ));
+        }
+        out
+    }
+}
+
+/// The `n` of a `HEARTBEAT <n> ok` line.
+pub fn heartbeat_number(text: &str) -> Option<u64> {
+    let rest = text.strip_prefix("HEARTBEAT ")?;
+    let (n, tail) = rest.split_once(' ')?;
+    (tail == "ok").then_some(())?;
+    n.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_hypervisor_slice_and_bare_lines() {
+        assert_eq!(
+            Line::parse("[hv] slice a started"),
+            Line {
+                source: Source::Hv,
+                text: "slice a started".into()
+            }
+        );
+        assert_eq!(
+            Line::parse("[web-0] PROBE PASS"),
+            Line {
+                source: Source::Slice("web-0".into()),
+                text: "PROBE PASS".into()
+            }
+        );
+        assert_eq!(Line::parse("U-Boot 2023.01").source, Source::Bare);
+        assert_eq!(Line::parse("[Not A Slice] x").source, Source::Bare);
+        assert_eq!(Line::parse("[a]no-space").source, Source::Bare);
+        assert_eq!(Line::parse("[] x").source, Source::Bare);
+    }
+
+    #[test]
+    fn bare_lines_can_be_attributed_to_a_native_guest() {
+        let line = Line::parse("PROBE PASS").attributed_to("native");
+        assert_eq!(line.slice(), Some("native"));
+        let hv = Line::parse("[hv] x").attributed_to("native");
+        assert_eq!(hv.source, Source::Hv);
+    }
+
+    #[test]
+    fn decodes_and_compares_a_slice_report() {
+        let text = r#"SLICE-REPORT {"slice":"a","cpus":2,"mpidrs":[2147483648,2147483649],"memory_bytes":268435456,"memory_base":"0x40000000","el":1,"kernel":"probe 0.1.0","cmdline":"","memory":[{"base":"0x40000000","size":268435456}]}"#;
+        let report = SliceReport::from_text(text).unwrap().unwrap();
+        assert_eq!(report.cpus, 2);
+        assert_eq!(report.other["el"], 1);
+        assert_eq!(report.other["memory_base"], "0x40000000");
+        assert!(report.mismatches("a", 2, 256 << 20).is_empty());
+        let wrong = report.mismatches("b", 3, 128 << 20);
+        assert_eq!(wrong.len(), 4, "{wrong:?}");
+        assert!(SliceReport::from_text("PROBE PASS").is_none());
+        assert!(SliceReport::from_text("SLICE-REPORT {").unwrap().is_err());
+    }
+
+    #[test]
+    fn reads_heartbeat_numbers() {
+        assert_eq!(heartbeat_number("HEARTBEAT 7 ok"), Some(7));
+        assert_eq!(heartbeat_number("HEARTBEAT 7 bad"), None);
+        assert_eq!(heartbeat_number("HEARTBEAT x ok"), None);
+        assert_eq!(heartbeat_number("PROBE PASS"), None);
+    }
+}

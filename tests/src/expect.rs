@@ -1,0 +1,547 @@
+//! Expectations on a node console, checked line by line as the lines arrive.
+//!
+//! A [`Checker`] holds a list of [`Expect`]s. After each line it can say whether one was
+//! violated (fail now), and which are still pending; a run ends as soon as none is pending.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use regex::Regex;
+
+use crate::console::{Line, SliceReport, Source, heartbeat_number};
+
+/// Which lines a [`Pattern`] looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Lines of the hypervisor (`[hv] ...`).
+    Hv,
+    /// Lines of one slice (`[<slice>] ...`).
+    Slice(String),
+    /// Lines of any slice.
+    AnySlice,
+    /// Every line, prefix included (`[a] PROBE PASS` matches `^\[a\] PROBE`).
+    Any,
+}
+
+/// A regular expression over the lines of one source.
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    pub scope: Scope,
+    pub regex: Regex,
+}
+
+impl Pattern {
+    fn new(scope: Scope, regex: &str) -> Pattern {
+        let regex = Regex::new(regex).unwrap_or_else(|e| panic!("bad pattern {regex:?}: {e}"));
+        Pattern { scope, regex }
+    }
+
+    /// Whether `line` (as parsed) or `raw` (as printed) matches.
+    pub fn matches(&self, line: &Line, raw: &str) -> bool {
+        match &self.scope {
+            Scope::Hv => line.source == Source::Hv && self.regex.is_match(&line.text),
+            Scope::Slice(s) => line.slice() == Some(s) && self.regex.is_match(&line.text),
+            Scope::AnySlice => line.slice().is_some() && self.regex.is_match(&line.text),
+            Scope::Any => self.regex.is_match(raw),
+        }
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.scope {
+            Scope::Hv => write!(f, "[hv] /{}/", self.regex),
+            Scope::Slice(s) => write!(f, "[{s}] /{}/", self.regex),
+            Scope::AnySlice => write!(f, "[<any slice>] /{}/", self.regex),
+            Scope::Any => write!(f, "/{}/", self.regex),
+        }
+    }
+}
+
+/// A hypervisor line matching `regex` (text after `[hv] `).
+pub fn hv(regex: &str) -> Pattern {
+    Pattern::new(Scope::Hv, regex)
+}
+
+/// A line of `slice` matching `regex` (text after `[<slice>] `).
+pub fn slice(slice: &str, regex: &str) -> Pattern {
+    Pattern::new(Scope::Slice(slice.to_string()), regex)
+}
+
+/// A line of any slice matching `regex` (text after the prefix).
+pub fn any_slice(regex: &str) -> Pattern {
+    Pattern::new(Scope::AnySlice, regex)
+}
+
+/// Any raw console line matching `regex`.
+pub fn any(regex: &str) -> Pattern {
+    Pattern::new(Scope::Any, regex)
+}
+
+/// `s` with regex metacharacters escaped.
+pub fn lit(s: &str) -> String {
+    regex::escape(s)
+}
+
+/// One thing the console must (or must not) show.
+#[derive(Clone, Debug)]
+pub enum Expect {
+    /// `slice` prints a `SLICE-REPORT` with exactly `cpus` vCPUs (affinities 0..cpus) and
+    /// `memory_bytes` of RAM. A report that differs is a violation.
+    Report {
+        slice: String,
+        cpus: u64,
+        memory_bytes: u64,
+    },
+    /// At least `count` lines match.
+    Line { pattern: Pattern, count: usize },
+    /// Lines matching each pattern appear in this order (each after the previous one).
+    Sequence(Vec<Pattern>),
+    /// After the first line matching `after`, each of `slices` prints at least `count` more
+    /// `HEARTBEAT <n> ok` lines with increasing `n`.
+    HeartbeatsAfter {
+        after: Pattern,
+        slices: Vec<String>,
+        count: usize,
+    },
+    /// No line matches, ever (checked until the run ends).
+    Never(Pattern),
+    /// After the first line matching `after`, no line matches `pattern` (e.g. a stopped slice
+    /// prints nothing more).
+    NeverAfter { after: Pattern, pattern: Pattern },
+    /// QEMU exits by itself.
+    QemuExits,
+}
+
+impl Expect {
+    /// At least one line matching `pattern`.
+    pub fn line(pattern: Pattern) -> Expect {
+        Expect::Line { pattern, count: 1 }
+    }
+
+    /// `PROBE PASS` from `slice`.
+    pub fn probe_pass(slice_name: &str) -> Expect {
+        Expect::line(slice(slice_name, "^PROBE PASS$"))
+    }
+
+    /// Lines no run may show: hypervisor bugs and guests reporting failure.
+    pub fn always_forbidden() -> Vec<Expect> {
+        vec![
+            Expect::Never(any(r"\[hv\] FATAL")),
+            Expect::Never(any("panicked")),
+            Expect::Never(any("PROBE FAIL")),
+            Expect::Never(any("NOT-CONTAINED")),
+        ]
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expect::Report {
+                slice,
+                cpus,
+                memory_bytes,
+            } => write!(
+                f,
+                "[{slice}] SLICE-REPORT with {cpus} cpus and {memory_bytes:#x} bytes"
+            ),
+            Expect::Line { pattern, count: 1 } => write!(f, "a line {pattern}"),
+            Expect::Line { pattern, count } => write!(f, "{count} lines {pattern}"),
+            Expect::Sequence(patterns) => {
+                let list: Vec<String> = patterns.iter().map(ToString::to_string).collect();
+                write!(f, "lines in order: {}", list.join(" -> "))
+            }
+            Expect::HeartbeatsAfter {
+                after,
+                slices,
+                count,
+            } => write!(
+                f,
+                "after {after}: {count} more heartbeats from each of {}",
+                slices.join(", ")
+            ),
+            Expect::Never(pattern) => write!(f, "no line {pattern}"),
+            Expect::NeverAfter { after, pattern } => write!(f, "after {after}: no line {pattern}"),
+            Expect::QemuExits => write!(f, "QEMU exits by itself"),
+        }
+    }
+}
+
+/// Progress of one expectation.
+#[derive(Clone, Debug, Default)]
+struct State {
+    /// Lines matched so far (Line), or patterns done (Sequence).
+    count: usize,
+    /// The trigger was seen (HeartbeatsAfter), with the heartbeats counted per slice since.
+    triggered: bool,
+    heartbeats: HashMap<String, (usize, Option<u64>)>,
+    /// Set when violated, with the reason.
+    violation: Option<String>,
+    done: bool,
+}
+
+/// Checks a list of expectations against console lines as they arrive.
+#[derive(Clone, Debug)]
+pub struct Checker {
+    expects: Vec<(Expect, State)>,
+    lines: usize,
+}
+
+impl Checker {
+    pub fn new(expects: Vec<Expect>) -> Checker {
+        let expects = expects
+            .into_iter()
+            .map(|e| {
+                let done = matches!(e, Expect::Never(_) | Expect::NeverAfter { .. });
+                (
+                    e,
+                    State {
+                        done,
+                        ..State::default()
+                    },
+                )
+            })
+            .collect();
+        Checker { expects, lines: 0 }
+    }
+
+    /// Feeds one parsed console line (`raw` as printed).
+    pub fn observe(&mut self, line: &Line, raw: &str) {
+        self.lines += 1;
+        let number = self.lines;
+        let report = line
+            .slice()
+            .and_then(|_| SliceReport::from_text(&line.text));
+        for (expect, state) in &mut self.expects {
+            if state.violation.is_some() {
+                continue;
+            }
+            match expect {
+                Expect::Report {
+                    slice,
+                    cpus,
+                    memory_bytes,
+                } => {
+                    if line.slice() != Some(slice.as_str()) {
+                        continue;
+                    }
+                    match &report {
+                        Some(Ok(r)) => {
+                            let wrong = r.mismatches(slice, *cpus, *memory_bytes);
+                            if wrong.is_empty() {
+                                state.done = true;
+                            } else {
+                                state.violation = Some(format!(
+                                    "line {number}: [{slice}] SLICE-REPORT does not match the plan: {}",
+                                    wrong.join("; ")
+                                ));
+                            }
+                        }
+                        Some(Err(e)) => {
+                            state.violation = Some(format!("line {number}: [{slice}] {e}"))
+                        }
+                        None => {}
+                    }
+                }
+                Expect::Line { pattern, count } => {
+                    if pattern.matches(line, raw) {
+                        state.count += 1;
+                        state.done = state.count >= *count;
+                    }
+                }
+                Expect::Sequence(patterns) => {
+                    if let Some(next) = patterns.get(state.count)
+                        && next.matches(line, raw)
+                    {
+                        state.count += 1;
+                        state.done = state.count == patterns.len();
+                    }
+                }
+                Expect::HeartbeatsAfter {
+                    after,
+                    slices,
+                    count,
+                } => {
+                    if !state.triggered {
+                        state.triggered = after.matches(line, raw);
+                        continue;
+                    }
+                    let (Some(s), Some(n)) = (line.slice(), heartbeat_number(&line.text)) else {
+                        continue;
+                    };
+                    if !slices.iter().any(|x| x == s) {
+                        continue;
+                    }
+                    let entry = state.heartbeats.entry(s.to_string()).or_insert((0, None));
+                    // A slice that restarts counts from 1 again; count only increasing numbers.
+                    if entry.1.is_none_or(|last| n > last) {
+                        entry.0 += 1;
+                    }
+                    entry.1 = Some(n);
+                    state.done = slices
+                        .iter()
+                        .all(|s| state.heartbeats.get(s).is_some_and(|(c, _)| c >= count));
+                }
+                Expect::Never(pattern) => {
+                    if pattern.matches(line, raw) {
+                        state.violation =
+                            Some(format!("line {number} is forbidden ({pattern}): {raw}"));
+                    }
+                }
+                Expect::NeverAfter { after, pattern } => {
+                    if !state.triggered {
+                        state.triggered = after.matches(line, raw);
+                    } else if pattern.matches(line, raw) {
+                        state.violation = Some(format!(
+                            "line {number} is forbidden after {after} ({pattern}): {raw}"
+                        ));
+                    }
+                }
+                Expect::QemuExits => {}
+            }
+        }
+    }
+
+    /// Records that QEMU exited (`status` as text, for messages).
+    pub fn qemu_exited(&mut self) {
+        for (expect, state) in &mut self.expects {
+            if matches!(expect, Expect::QemuExits) {
+                state.done = true;
+            }
+        }
+    }
+
+    /// The first violated expectation's reason, if any.
+    pub fn violation(&self) -> Option<&str> {
+        self.expects
+            .iter()
+            .find_map(|(_, s)| s.violation.as_deref())
+    }
+
+    /// Expectations not met yet (violated ones excluded: see [`Checker::violation`]).
+    pub fn pending(&self) -> Vec<String> {
+        self.expects
+            .iter()
+            .filter(|(_, s)| !s.done && s.violation.is_none())
+            .map(|(e, s)| describe_pending(e, s))
+            .collect()
+    }
+
+    /// Whether every expectation holds.
+    pub fn satisfied(&self) -> bool {
+        self.violation().is_none() && self.pending().is_empty()
+    }
+}
+
+fn describe_pending(expect: &Expect, state: &State) -> String {
+    match expect {
+        Expect::Line { count, .. } if *count > 1 => format!("{expect} (saw {})", state.count),
+        Expect::Sequence(patterns) => format!(
+            "{expect} (stuck at {})",
+            patterns
+                .get(state.count)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        ),
+        Expect::HeartbeatsAfter { slices, .. } if state.triggered => {
+            let seen: Vec<String> = slices
+                .iter()
+                .map(|s| format!("{s}: {}", state.heartbeats.get(s).map_or(0, |h| h.0)))
+                .collect();
+            format!("{expect} (saw {})", seen.join(", "))
+        }
+        Expect::HeartbeatsAfter { .. } => format!("{expect} (trigger not seen)"),
+        _ => expect.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(checker: &mut Checker, log: &str) {
+        for raw in log.lines() {
+            checker.observe(&Line::parse(raw), raw);
+        }
+    }
+
+    const HEALTHY: &str = r#"[hv] microvisor 0.1.0: 4 cores, 1 GiB RAM, GICv3
+[hv] partition: slice a cores 0-1 ram 0x78000000-0x80000000 (128 MiB) kernel probe
+[hv] partition: slice b cores 2-3 ram 0x70000000-0x78000000 (128 MiB) kernel probe
+[hv] slice a started
+[hv] slice b started
+[a] SLICE-REPORT {"slice":"a","cpus":2,"mpidrs":[0,1],"memory_bytes":134217728}
+[b] SLICE-REPORT {"slice":"b","cpus":2,"mpidrs":[0,1],"memory_bytes":134217728}
+[a] PROBE PASS
+[b] PROBE PASS
+[a] HEARTBEAT 1 ok
+[b] HEARTBEAT 1 ok
+"#;
+
+    fn report(slice: &str, cpus: u64, mib: u64) -> Expect {
+        Expect::Report {
+            slice: slice.into(),
+            cpus,
+            memory_bytes: mib << 20,
+        }
+    }
+
+    #[test]
+    fn a_healthy_boot_satisfies_reports_and_passes() {
+        let mut c = Checker::new(vec![
+            report("a", 2, 128),
+            report("b", 2, 128),
+            Expect::probe_pass("a"),
+            Expect::probe_pass("b"),
+            Expect::line(hv(r"^partition: slice a cores 0-1 ")),
+        ]);
+        assert_eq!(c.pending().len(), 5);
+        feed(&mut c, HEALTHY);
+        assert!(c.satisfied(), "{:?} {:?}", c.violation(), c.pending());
+    }
+
+    #[test]
+    fn a_report_with_wrong_memory_is_a_violation() {
+        let mut c = Checker::new(vec![report("a", 2, 256)]);
+        feed(&mut c, HEALTHY);
+        let why = c.violation().expect("violation");
+        assert!(
+            why.contains("memory_bytes is 0x8000000, expected 0x10000000"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_missing_probe_pass_stays_pending() {
+        let mut c = Checker::new(vec![Expect::probe_pass("c")]);
+        feed(&mut c, HEALTHY);
+        assert!(!c.satisfied());
+        assert_eq!(c.pending(), vec!["a line [c] /^PROBE PASS$/".to_string()]);
+    }
+
+    #[test]
+    fn forbidden_lines_are_violations_wherever_they_appear() {
+        for bad in [
+            "[hv] FATAL data abort at EL2",
+            "[a] PROBE FAIL memory",
+            "[b] ATTACK mmio NOT-CONTAINED read 0x0",
+            "panicked at src/x.rs:1",
+        ] {
+            let mut c = Checker::new(Expect::always_forbidden());
+            assert!(c.satisfied());
+            feed(&mut c, HEALTHY);
+            feed(&mut c, bad);
+            assert!(c.violation().is_some(), "{bad} not caught");
+        }
+    }
+
+    #[test]
+    fn heartbeats_count_only_after_the_trigger_and_per_slice() {
+        let mut c = Checker::new(vec![Expect::HeartbeatsAfter {
+            after: hv("^slice a stopped: "),
+            slices: vec!["b".into(), "c".into()],
+            count: 2,
+        }]);
+        feed(
+            &mut c,
+            "[b] HEARTBEAT 1 ok\n[c] HEARTBEAT 1 ok\n[b] HEARTBEAT 2 ok\n",
+        );
+        assert!(c.pending()[0].contains("trigger not seen"));
+        feed(
+            &mut c,
+            "[hv] slice a stopped: data abort outside its RAM at IPA 0x80000000\n",
+        );
+        feed(
+            &mut c,
+            "[b] HEARTBEAT 3 ok\n[b] HEARTBEAT 4 ok\n[a] HEARTBEAT 9 ok\n[c] HEARTBEAT 2 ok\n",
+        );
+        assert!(!c.satisfied(), "c has only one heartbeat since");
+        assert!(c.pending()[0].contains("b: 2, c: 1"), "{:?}", c.pending());
+        feed(&mut c, "[c] HEARTBEAT 3 ok\n");
+        assert!(c.satisfied());
+    }
+
+    #[test]
+    fn repeated_heartbeat_numbers_do_not_count_twice() {
+        let mut c = Checker::new(vec![Expect::HeartbeatsAfter {
+            after: any("go"),
+            slices: vec!["b".into()],
+            count: 2,
+        }]);
+        feed(&mut c, "go\n[b] HEARTBEAT 5 ok\n[b] HEARTBEAT 5 ok\n");
+        assert!(!c.satisfied());
+        feed(&mut c, "[b] HEARTBEAT 6 ok\n");
+        assert!(c.satisfied());
+    }
+
+    #[test]
+    fn a_stopped_slice_must_stay_silent() {
+        let mut c = Checker::new(vec![Expect::NeverAfter {
+            after: hv("^slice a stopped: "),
+            pattern: any_slice_named("a"),
+        }]);
+        feed(&mut c, HEALTHY);
+        feed(
+            &mut c,
+            "[hv] slice a stopped: undefined instruction\n[b] HEARTBEAT 2 ok\n",
+        );
+        assert!(c.satisfied());
+        feed(&mut c, "[a] HEARTBEAT 2 ok\n");
+        assert!(c.violation().unwrap().contains("[a] HEARTBEAT 2 ok"));
+    }
+
+    fn any_slice_named(name: &str) -> Pattern {
+        slice(name, "")
+    }
+
+    #[test]
+    fn sequences_need_their_order() {
+        let mut c = Checker::new(vec![Expect::Sequence(vec![
+            hv("^slice a stopped"),
+            hv("^slice a restarted"),
+            slice("a", "^SLICE-REPORT "),
+        ])]);
+        feed(&mut c, HEALTHY);
+        assert!(
+            !c.satisfied(),
+            "the first SLICE-REPORT came before the stop"
+        );
+        feed(
+            &mut c,
+            "[hv] slice a stopped: undefined instruction\n[hv] slice a restarted\n",
+        );
+        assert!(!c.satisfied());
+        feed(&mut c, HEALTHY);
+        assert!(c.satisfied());
+    }
+
+    #[test]
+    fn line_counts_and_qemu_exit() {
+        let mut c = Checker::new(vec![
+            Expect::Line {
+                pattern: slice("a", "^SLICE-REPORT "),
+                count: 2,
+            },
+            Expect::QemuExits,
+        ]);
+        feed(&mut c, HEALTHY);
+        assert!(c.pending()[0].contains("(saw 1)"), "{:?}", c.pending());
+        feed(&mut c, HEALTHY);
+        assert_eq!(c.pending(), vec!["QEMU exits by itself".to_string()]);
+        c.qemu_exited();
+        assert!(c.satisfied());
+    }
+
+    #[test]
+    fn patterns_look_only_at_their_source() {
+        let line = Line::parse("[a] PROBE PASS");
+        assert!(slice("a", "^PROBE PASS$").matches(&line, "[a] PROBE PASS"));
+        assert!(!slice("b", "PROBE").matches(&line, "[a] PROBE PASS"));
+        assert!(!hv("PROBE").matches(&line, "[a] PROBE PASS"));
+        assert!(any(r"^\[a\] PROBE").matches(&line, "[a] PROBE PASS"));
+        assert!(any_slice("").matches(&line, "[a] PROBE PASS"));
+        assert!(!any_slice("").matches(&Line::parse("[hv] x"), "[hv] x"));
+        assert_eq!(lit("a.b[0]"), r"a\.b\[0\]");
+    }
+}

@@ -1,0 +1,423 @@
+//! Runs one QEMU process under a hard timeout, feeding its serial lines to a [`Checker`] as they
+//! arrive; kills QEMU on drop and always writes the full serial log.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::console::Line;
+use crate::expect::{Checker, Expect};
+
+/// A child process killed (and reaped) when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What to run and what to expect of it.
+pub struct Run {
+    /// Label in messages and the log header.
+    pub name: String,
+    /// The command (stdout and stderr must be piped, stdin null).
+    pub command: Command,
+    pub expects: Vec<Expect>,
+    /// Hard limit for the whole run.
+    pub timeout: Duration,
+    /// Fail early when no line arrives for this long (a hung run).
+    pub silence: Duration,
+    /// Attribute unprefixed lines to this slice (a guest booted without the microvisor).
+    pub bare_lines_are: Option<String>,
+    /// Where the serial log goes (always written).
+    pub log: PathBuf,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Every serial line, `\r` removed.
+    pub lines: Vec<String>,
+    /// `Ok` when every expectation held, else why not.
+    pub result: Result<(), String>,
+    /// The serial log file.
+    pub log: PathBuf,
+}
+
+impl Outcome {
+    /// Panics with the reason, the log's path and its last lines unless the run passed.
+    pub fn assert_passed(&self, name: &str) {
+        if let Err(why) = &self.result {
+            let tail: Vec<&str> = self
+                .lines
+                .iter()
+                .map(String::as_str)
+                .skip(self.lines.len().saturating_sub(40))
+                .collect();
+            panic!(
+                "scenario {name} failed: {why}\nserial log: {}\nlast {} lines:\n{}",
+                self.log.display(),
+                tail.len(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+enum Event {
+    Line(String),
+    Eof,
+}
+
+/// Starts the command and checks its serial lines until every expectation holds, one is
+/// violated, QEMU exits, or the timeout passes. QEMU is killed in every case.
+pub fn run(mut spec: Run) -> Outcome {
+    let started = Instant::now();
+    let command_line = xtask::workspace::render(&spec.command);
+    let mut checker = Checker::new(std::mem::take(&mut spec.expects));
+    let mut lines = Vec::new();
+    let mut stderr_text = String::new();
+    let result = match spec.command.spawn() {
+        Err(e) => Err(format!("cannot start {command_line}: {e}")),
+        Ok(child) => {
+            let mut child = KillOnDrop(child);
+            let (tx, rx) = mpsc::channel();
+            let stdout = child.0.stdout.take().expect("stdout must be piped");
+            let reader = thread::spawn(move || read_lines(stdout, tx));
+            let stderr = child.0.stderr.take().map(collect_stderr);
+            let deadline = started + spec.timeout;
+            let mut last_line = Instant::now();
+            let mut status: Option<ExitStatus> = None;
+            let result = loop {
+                if let Some(why) = checker.violation() {
+                    break Err(why.to_string());
+                }
+                if checker.satisfied() {
+                    break Ok(());
+                }
+                if let Some(status) = status {
+                    break Err(format!(
+                        "QEMU exited ({status}) while still waiting for: {}",
+                        checker.pending().join("; ")
+                    ));
+                }
+                let now = Instant::now();
+                let quiet_until = last_line + spec.silence;
+                let left = deadline.min(quiet_until).saturating_duration_since(now);
+                match rx.recv_timeout(left) {
+                    Ok(Event::Line(raw)) => {
+                        last_line = Instant::now();
+                        let mut line = Line::parse(&raw);
+                        if let Some(name) = &spec.bare_lines_are {
+                            line = line.attributed_to(name);
+                        }
+                        checker.observe(&line, &raw);
+                        lines.push(raw);
+                    }
+                    Ok(Event::Eof) | Err(RecvTimeoutError::Disconnected) => {
+                        status = Some(wait_exit(&mut child.0, Duration::from_secs(10)));
+                        checker.qemu_exited();
+                    }
+                    Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                        break Err(format!(
+                            "no console output for {} s (hung?) while waiting for: {}",
+                            spec.silence.as_secs(),
+                            checker.pending().join("; ")
+                        ));
+                    }
+                    Err(RecvTimeoutError::Timeout) => {
+                        break Err(format!(
+                            "timed out after {} s still waiting for: {}",
+                            spec.timeout.as_secs(),
+                            checker.pending().join("; ")
+                        ));
+                    }
+                }
+            };
+            drop(child);
+            // Lines read before QEMU died still belong in the log. A grandchild holding the
+            // pipes open must not keep us waiting: give the readers a moment, no more.
+            let grace = Instant::now() + Duration::from_secs(2);
+            while let Ok(event) = rx.recv_timeout(grace.saturating_duration_since(Instant::now())) {
+                match event {
+                    Event::Line(l) => lines.push(l),
+                    Event::Eof => break,
+                }
+            }
+            drop(reader);
+            if let Some(rx) = stderr {
+                stderr_text = rx
+                    .recv_timeout(grace.saturating_duration_since(Instant::now()))
+                    .unwrap_or_default();
+            }
+            result
+        }
+    };
+    write_log(
+        &spec,
+        &command_line,
+        &lines,
+        &stderr_text,
+        &result,
+        started.elapsed(),
+    );
+    Outcome {
+        lines,
+        result,
+        log: spec.log,
+    }
+}
+
+/// Sends each line (without `\r\n`) and then `Eof`.
+fn read_lines(stdout: impl Read, tx: mpsc::Sender<Event>) {
+    let mut reader = BufReader::new(stdout);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&buf);
+                let line = text.trim_end_matches(['\n', '\r']).replace('\r', "");
+                if tx.send(Event::Line(line)).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = tx.send(Event::Eof);
+}
+
+/// Reads stderr to its end on a thread; the text arrives on the returned channel.
+fn collect_stderr(mut stderr: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stderr.read_to_end(&mut bytes);
+        let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
+    });
+    rx
+}
+
+/// Waits up to `limit` for a child whose stdout closed; kills it if it lingers.
+fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+    let until = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            return child.wait().expect("waiting for a killed child");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn write_log(
+    spec: &Run,
+    command_line: &str,
+    lines: &[String],
+    stderr: &str,
+    result: &Result<(), String>,
+    elapsed: Duration,
+) {
+    let mut text = format!("# scenario: {}\n# command: {command_line}\n", spec.name);
+    match result {
+        Ok(()) => text.push_str("# result: PASS\n"),
+        Err(why) => text.push_str(&format!("# result: FAIL: {why}\n")),
+    }
+    text.push_str(&format!(
+        "# elapsed: {:.1} s (not asserted)\n",
+        elapsed.as_secs_f64()
+    ));
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    if !stderr.trim().is_empty() {
+        text.push_str("# QEMU stderr:\n");
+        text.push_str(stderr);
+    }
+    if let Some(dir) = spec.log.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(&spec.log, text) {
+        eprintln!("cannot write serial log {}: {e}", spec.log.display());
+    }
+}
+
+/// Reads a log written by [`run`] back into its serial lines (header and stderr dropped).
+pub fn read_log(path: &Path) -> std::io::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .lines()
+        .skip_while(|l| l.starts_with("# "))
+        .take_while(|l| !l.starts_with("# QEMU stderr:"))
+        .map(String::from)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expect::{Expect, hv};
+    use std::process::Stdio;
+
+    fn shell(script: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    fn log_path(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "microvisor-runner-{}-{name}.log",
+            std::process::id()
+        ))
+    }
+
+    fn spec(name: &str, script: &str, expects: Vec<Expect>, timeout_ms: u64) -> Run {
+        Run {
+            name: name.into(),
+            command: shell(script),
+            expects,
+            timeout: Duration::from_millis(timeout_ms),
+            silence: Duration::from_secs(60),
+            bare_lines_are: None,
+            log: log_path(name),
+        }
+    }
+
+    #[test]
+    fn finishes_as_soon_as_expectations_hold_and_kills_the_process() {
+        let started = Instant::now();
+        let out = run(spec(
+            "early",
+            "printf '[hv] slice a started\\r\\n[a] PROBE PASS\\r\\n'; exec sleep 60",
+            vec![Expect::probe_pass("a")],
+            30_000,
+        ));
+        assert!(out.result.is_ok(), "{:?}", out.result);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "waited for the sleeping child"
+        );
+        assert_eq!(out.lines, vec!["[hv] slice a started", "[a] PROBE PASS"]);
+        let log = std::fs::read_to_string(&out.log).unwrap();
+        assert!(log.contains("# result: PASS"), "{log}");
+        assert_eq!(read_log(&out.log).unwrap(), out.lines);
+        std::fs::remove_file(&out.log).unwrap();
+    }
+
+    #[test]
+    fn times_out_with_what_it_was_waiting_for_and_keeps_the_log() {
+        let out = run(spec(
+            "slow",
+            "echo '[a] HEARTBEAT 1 ok'; exec sleep 60",
+            vec![Expect::probe_pass("a")],
+            300,
+        ));
+        let why = out.result.as_ref().unwrap_err();
+        assert!(
+            why.contains("timed out") && why.contains("PROBE PASS"),
+            "{why}"
+        );
+        let log = std::fs::read_to_string(&out.log).unwrap();
+        assert!(
+            log.contains("# result: FAIL: timed out") && log.contains("[a] HEARTBEAT 1 ok"),
+            "{log}"
+        );
+        std::fs::remove_file(&out.log).unwrap();
+    }
+
+    #[test]
+    fn silence_fails_before_the_timeout() {
+        let mut s = spec(
+            "quiet",
+            "echo '[a] HEARTBEAT 1 ok'; exec sleep 60",
+            vec![Expect::probe_pass("a")],
+            30_000,
+        );
+        s.silence = Duration::from_millis(300);
+        let out = run(s);
+        let why = out.result.unwrap_err();
+        assert!(why.contains("no console output"), "{why}");
+        std::fs::remove_file(&out.log).unwrap();
+    }
+
+    #[test]
+    fn a_forbidden_line_fails_at_once() {
+        let mut expects = Expect::always_forbidden();
+        expects.push(Expect::probe_pass("a"));
+        let out = run(spec(
+            "fatal",
+            "echo '[hv] FATAL EL2 data abort'; exec sleep 60",
+            expects,
+            30_000,
+        ));
+        let why = out.result.unwrap_err();
+        assert!(why.contains("forbidden") && why.contains("FATAL"), "{why}");
+        std::fs::remove_file(&out.log).unwrap();
+    }
+
+    #[test]
+    fn an_early_exit_is_a_failure_unless_expected() {
+        let out = run(spec(
+            "exit",
+            "echo '[hv] error: x'; exit 3",
+            vec![Expect::probe_pass("a")],
+            30_000,
+        ));
+        let why = out.result.unwrap_err();
+        assert!(
+            why.contains("QEMU exited") && why.contains("PROBE PASS"),
+            "{why}"
+        );
+
+        let out = run(spec(
+            "halt",
+            "echo '[hv] error: x'; echo '[hv] halted: no slice was started'",
+            vec![
+                Expect::line(hv("^halted: no slice was started$")),
+                Expect::QemuExits,
+            ],
+            30_000,
+        ));
+        assert!(out.result.is_ok(), "{:?}", out.result);
+        std::fs::remove_file(&out.log).unwrap();
+    }
+
+    #[test]
+    fn stderr_goes_to_the_log_and_bare_lines_can_be_attributed() {
+        let mut s = spec(
+            "bare",
+            "echo 'warning: x' >&2; echo 'PROBE PASS'",
+            vec![Expect::probe_pass("native")],
+            30_000,
+        );
+        s.bare_lines_are = Some("native".into());
+        let out = run(s);
+        assert!(out.result.is_ok(), "{:?}", out.result);
+        let log = std::fs::read_to_string(&out.log).unwrap();
+        assert!(log.contains("# QEMU stderr:\nwarning: x"), "{log}");
+        std::fs::remove_file(&out.log).unwrap();
+    }
+
+    #[test]
+    fn a_missing_program_is_reported() {
+        let mut s = spec("missing", "", vec![], 1000);
+        s.command = Command::new("/nonexistent/qemu");
+        let out = run(s);
+        assert!(out.result.unwrap_err().contains("cannot start"));
+        std::fs::remove_file(&out.log).unwrap();
+    }
+}

@@ -1,0 +1,337 @@
+//! A scenario is data: a node, a plan, a boot path and the lines expected on the console,
+//! under a hard timeout. [`Scenario::run`] builds its image, boots QEMU and checks the lines.
+//!
+//! ```no_run
+//! use microvisor_tests::{Scenario, Expect, hv};
+//! Scenario::new("two_slices")
+//!     .inline_node(4, 1 << 30)
+//!     .plan(r#"
+//! [[slice]]
+//! name = "a"
+//! cores = 2
+//! memory = "128MiB"
+//! kernel = "probe"
+//! [[slice]]
+//! name = "b"
+//! cores = [3]
+//! memory = "64MiB"
+//! kernel = "probe"
+//! "#)
+//!     .all_healthy()
+//!     .expect(Expect::line(hv("^footprint: ")))
+//!     .run();
+//! ```
+
+use std::time::Duration;
+
+use microvisor_plan::{HumanSize, Placement, Plan, RamRange, format_cores, place};
+use xtask::node::{Node, RAM_BASE};
+use xtask::qemu::{Boot, Console, Firmware};
+
+use crate::expect::{Expect, any_slice, hv, lit};
+use crate::images::{built, corrupt_bundled_image};
+use crate::runner::{Outcome, Run, run};
+
+/// The machine QEMU emulates.
+#[derive(Clone, Debug)]
+pub enum NodeSpec {
+    /// A profile in `qemu/` (`default`, `small`).
+    Profile(String),
+    /// Cores and RAM bytes given here; no disks.
+    Inline { cores: u32, memory: u64 },
+}
+
+/// How the image is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootPath {
+    /// QEMU `-kernel`: the hypervisor runs at 0x4020_0000.
+    Kernel,
+    /// Debian's U-Boot, `booti` moving the image to 0x4020_0000.
+    UBoot,
+    /// Debian's U-Boot with the header's "anywhere" flag: runs in place at 0x4040_0000.
+    UBootAnywhere,
+    /// The probe alone, without the microvisor and without EL2 (its lines have no prefix and
+    /// are attributed to slice `native`). Used to check the harness and the probe.
+    Native,
+}
+
+/// A change made to the built image before booting it.
+#[derive(Clone, Copy, Debug)]
+pub enum Tamper {
+    /// Flip one byte inside bundle image `index` (its SHA-256 no longer matches).
+    CorruptImage { index: usize },
+}
+
+/// Name of the slice a natively booted probe reports.
+pub const NATIVE_SLICE: &str = "native";
+/// Default hard timeout of a scenario.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// A run with no console line for this long has hung.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(120);
+
+/// One boot of one node with one plan, and what its console must show.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Unique name: its image, plan and log files are named after it.
+    pub name: String,
+    pub node: NodeSpec,
+    /// Plan TOML; `None` boots the node profile's default plan.
+    pub plan: Option<String>,
+    pub boot: BootPath,
+    pub expects: Vec<Expect>,
+    pub timeout: Duration,
+    pub tamper: Option<Tamper>,
+    /// Kernel command line for [`BootPath::Native`] (`-append`).
+    pub cmdline: Option<String>,
+}
+
+impl Scenario {
+    /// A scenario on a 4-core 1 GiB node booted with `-kernel`, forbidding `[hv] FATAL`,
+    /// `panicked`, `PROBE FAIL` and `NOT-CONTAINED` lines.
+    pub fn new(name: &str) -> Scenario {
+        Scenario {
+            name: name.to_string(),
+            node: NodeSpec::Inline {
+                cores: 4,
+                memory: 1 << 30,
+            },
+            plan: None,
+            boot: BootPath::Kernel,
+            expects: Expect::always_forbidden(),
+            timeout: DEFAULT_TIMEOUT,
+            tamper: None,
+            cmdline: None,
+        }
+    }
+
+    /// Boots on the node profile `qemu/<profile>.toml`.
+    pub fn node(mut self, profile: &str) -> Scenario {
+        self.node = NodeSpec::Profile(profile.to_string());
+        self
+    }
+
+    /// Boots on a node with `cores` cores and `memory` bytes of RAM.
+    pub fn inline_node(mut self, cores: u32, memory: u64) -> Scenario {
+        self.node = NodeSpec::Inline { cores, memory };
+        self
+    }
+
+    /// The plan to boot (TOML text).
+    pub fn plan(mut self, toml: &str) -> Scenario {
+        self.plan = Some(toml.to_string());
+        self
+    }
+
+    pub fn boot(mut self, boot: BootPath) -> Scenario {
+        self.boot = boot;
+        self
+    }
+
+    pub fn expect(mut self, expect: Expect) -> Scenario {
+        self.expects.push(expect);
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Scenario {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn tamper(mut self, tamper: Tamper) -> Scenario {
+        self.tamper = Some(tamper);
+        self
+    }
+
+    /// Command line of a natively booted probe.
+    pub fn cmdline(mut self, cmdline: &str) -> Scenario {
+        self.cmdline = Some(cmdline.to_string());
+        self
+    }
+
+    /// The node as QEMU will emulate it.
+    pub fn load_node(&self) -> Node {
+        match &self.node {
+            NodeSpec::Profile(name) => Node::load(&built().ws, name)
+                .unwrap_or_else(|e| panic!("scenario {}: {e:#}", self.name)),
+            NodeSpec::Inline { cores, memory } => Node::inline(&self.name, *cores, *memory),
+        }
+    }
+
+    /// The plan as text: the scenario's own, or the node's default plan.
+    pub fn plan_text(&self) -> String {
+        match &self.plan {
+            Some(text) => text.clone(),
+            None => {
+                let node = self.load_node();
+                let path = node
+                    .default_plan()
+                    .unwrap_or_else(|e| panic!("scenario {}: {e:#}", self.name));
+                std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            }
+        }
+    }
+
+    /// The parsed plan (panics if it is invalid: use build-error tests for those).
+    pub fn parsed_plan(&self) -> Plan {
+        Plan::from_toml(&self.plan_text())
+            .unwrap_or_else(|e| panic!("scenario {}: invalid plan: {e}", self.name))
+    }
+
+    /// Where the microvisor places each slice: deterministic (top-down from the end of RAM in
+    /// plan order), so the physical addresses do not depend on its own footprint.
+    pub fn placement(&self) -> Placement {
+        let node = self.load_node();
+        place(&self.parsed_plan(), &node.hardware())
+            .unwrap_or_else(|e| panic!("scenario {}: plan does not fit: {e}", self.name))
+    }
+
+    /// Physical RAM of slice `name`.
+    pub fn slice_ram(&self, name: &str) -> RamRange {
+        let plan = self.parsed_plan();
+        let index = plan
+            .slices
+            .iter()
+            .position(|s| s.name == name)
+            .unwrap_or_else(|| panic!("scenario {}: no slice {name}", self.name));
+        self.placement().slices[index].ram
+    }
+
+    /// Expect each named slice to boot as planned: its partition line (physical cores, RAM size,
+    /// and on the `-kernel` path the RAM range that placement computes), `[hv] slice <s> started`, a SLICE-REPORT with exactly its vCPUs
+    /// (affinity i for vCPU i) and RAM, and `PROBE PASS`. Set node and plan first.
+    pub fn healthy(mut self, names: &[&str]) -> Scenario {
+        if self.boot == BootPath::Native {
+            let node = self.load_node();
+            for name in names {
+                self.expects.push(Expect::Report {
+                    slice: name.to_string(),
+                    cpus: u64::from(node.cores),
+                    memory_bytes: node.memory,
+                });
+                self.expects.push(Expect::probe_pass(name));
+            }
+            return self;
+        }
+        let plan = self.parsed_plan();
+        let placement = self.placement();
+        for name in names {
+            let (s, at) = plan
+                .slices
+                .iter()
+                .zip(&placement.slices)
+                .find(|(s, _)| s.name == *name)
+                .unwrap_or_else(|| panic!("scenario {}: no slice {name}", self.name));
+            // On the -kernel path nothing but the microvisor sits in high RAM, so slices land
+            // exactly where `place` puts them; U-Boot keeps its own copy of the device tree
+            // (and itself) at the top of RAM, which the microvisor leaves alone.
+            let ram = if self.boot == BootPath::Kernel {
+                format!("(?i:0x0*{:x}-0x0*{:x})", at.ram.base, at.ram.end())
+            } else {
+                "0x[0-9a-fA-F]+-0x[0-9a-fA-F]+".to_string()
+            };
+            self.expects.push(Expect::line(hv(&format!(
+                "^partition: slice {} cores {} ram {ram} \\({}\\) ",
+                lit(name),
+                lit(&format_cores(&at.cores)),
+                lit(&HumanSize(s.memory).to_string()),
+            ))));
+            self.expects
+                .push(Expect::line(hv(&format!("^slice {} started$", lit(name)))));
+            self.expects.push(Expect::Report {
+                slice: name.to_string(),
+                cpus: at.cores.len() as u64,
+                memory_bytes: s.memory,
+            });
+            self.expects.push(Expect::probe_pass(name));
+        }
+        self
+    }
+
+    /// [`healthy`](Self::healthy) for every slice of the plan.
+    pub fn all_healthy(self) -> Scenario {
+        if self.boot == BootPath::Native {
+            return self.healthy(&[NATIVE_SLICE]);
+        }
+        let plan = self.parsed_plan();
+        let names: Vec<String> = plan.slices.iter().map(|s| s.name.clone()).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.healthy(&names)
+    }
+
+    /// Expect the boot to be refused: one `[hv] error:` line matching `why` (e.g. naming the
+    /// slice and the field), then `[hv] halted: no slice was started`, not a single line from
+    /// any slice, and QEMU exiting by itself.
+    pub fn refused_at_boot(self, why: &str) -> Scenario {
+        self.expect(Expect::Sequence(vec![
+            hv(&format!("^error: .*{why}")),
+            hv("^halted: no slice was started$"),
+        ]))
+        .expect(Expect::Never(any_slice("")))
+        .expect(Expect::Never(hv("^slice .* started$")))
+        .expect(Expect::QemuExits)
+    }
+
+    /// After `[hv] slice <stopped> stopped: ...`, each of `others` prints `count` more heartbeats.
+    pub fn others_keep_running(self, stopped: &str, others: &[&str], count: usize) -> Scenario {
+        self.expect(Expect::HeartbeatsAfter {
+            after: hv(&format!("^slice {} stopped: ", lit(stopped))),
+            slices: others.iter().map(|s| s.to_string()).collect(),
+            count,
+        })
+    }
+
+    /// Builds the image, boots it, checks the console; panics with the reason and the path of
+    /// the serial log unless every expectation held.
+    pub fn run(self) -> Outcome {
+        let name = self.name.clone();
+        let outcome = self.run_unchecked();
+        outcome.assert_passed(&name);
+        outcome
+    }
+
+    /// Like [`run`](Self::run) but returns the outcome whatever it is.
+    pub fn run_unchecked(self) -> Outcome {
+        let built = built();
+        let node = self.load_node();
+        let image = match self.boot {
+            BootPath::Native => built.native_probe_image(&self.name),
+            boot => {
+                let anywhere = boot == BootPath::UBootAnywhere;
+                match (&self.plan, node.plan.as_deref()) {
+                    (None, Some(default)) => built.image_from_plan(&self.name, default, anywhere),
+                    _ => built.image_from_plan_text(&self.name, &self.plan_text(), anywhere),
+                }
+            }
+        };
+        if let Some(Tamper::CorruptImage { index }) = self.tamper {
+            corrupt_bundled_image(&image, index);
+        }
+        let boot = Boot {
+            node: &node,
+            image: &image,
+            firmware: match self.boot {
+                BootPath::UBoot | BootPath::UBootAnywhere => Firmware::UBoot,
+                BootPath::Kernel | BootPath::Native => Firmware::Direct,
+            },
+            virtualization: self.boot != BootPath::Native,
+            console: Console::Captured,
+            disk_prefix: built.image_path(&self.name, "disk"),
+            kernel_cmdline: self.cmdline.clone(),
+        };
+        let command = boot
+            .command()
+            .unwrap_or_else(|e| panic!("scenario {}: {e:#}", self.name));
+        run(Run {
+            name: self.name.clone(),
+            command,
+            expects: self.expects,
+            timeout: self.timeout,
+            silence: SILENCE_LIMIT,
+            bare_lines_are: (self.boot == BootPath::Native).then(|| NATIVE_SLICE.to_string()),
+            log: built.log_path(&self.name),
+        })
+    }
+}
+
+/// The lowest IPA of a slice's RAM (QEMU `virt` RAM base).
+pub const GUEST_RAM_BASE: u64 = RAM_BASE;
