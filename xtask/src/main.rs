@@ -7,7 +7,7 @@ use xtask::cmd;
 
 /// Build, image, boot and test the microvisor.
 #[derive(Parser)]
-#[command(name = "cargo xtask", version, about)]
+#[command(name = "xtask", bin_name = "cargo xtask", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -46,44 +46,39 @@ pub fn report(plan: &Plan, node: &Node) -> Result<String, microvisor_plan::PlanE
         "assuming the hypervisor keeps the first {} of RAM (its real footprint is printed at boot)\n",
         HumanSize(HYPERVISOR_RESERVE)
     ));
-    let width = plan
-        .slices
-        .iter()
-        .map(|s| s.name.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    out.push_str(&format!(
-        "{:<width$}  {:<10}  {:<36}  {:<8}  on-fault\n",
-        "slice", "cores", "ram", "kernel"
-    ));
+    let mut rows = vec![[
+        "slice".to_string(),
+        "cores".to_string(),
+        "ram".to_string(),
+        "kernel".to_string(),
+        "on-fault".to_string(),
+    ]];
     let mut used = 0;
     let mut cores_used = 0;
     for (slice, at) in plan.slices.iter().zip(&placement.slices) {
-        let ram = format!(
-            "{:#x}-{:#x} ({})",
-            at.ram.base,
-            at.ram.end(),
-            HumanSize(at.ram.size)
-        );
-        let how = match slice.cores {
+        let listed = match slice.cores {
             Cores::Count(_) => "",
             Cores::List(_) => " (listed)",
         };
-        out.push_str(&format!(
-            "{:<width$}  {:<10}  {:<36}  {:<8}  {}\n",
-            slice.name,
-            format!("{}{how}", format_cores(&at.cores)),
-            ram,
+        rows.push([
+            slice.name.clone(),
+            format!("{}{listed}", format_cores(&at.cores)),
+            format!(
+                "{:#x}-{:#x} ({})",
+                at.ram.base,
+                at.ram.end(),
+                HumanSize(at.ram.size)
+            ),
             kernel_name(&slice.kernel),
             match slice.on_fault {
-                OnFault::Stop => "stop",
-                OnFault::Restart => "restart",
-            }
-        ));
+                OnFault::Stop => "stop".into(),
+                OnFault::Restart => "restart".into(),
+            },
+        ]);
         used += at.ram.size;
         cores_used += at.cores.len() as u32;
     }
+    out.push_str(&table(&rows));
     let usable = node.memory - HYPERVISOR_RESERVE;
     out.push_str(&format!(
         "uses {cores_used} of {} cores and {} of {} usable RAM\n",
@@ -92,6 +87,27 @@ pub fn report(plan: &Plan, node: &Node) -> Result<String, microvisor_plan::PlanE
         HumanSize(usable)
     ));
     Ok(out)
+}
+
+/// Rows as columns padded to their widest cell, two spaces apart.
+fn table(rows: &[[String; 5]]) -> String {
+    let mut widths = [0usize; 5];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 fn kernel_name(source: &ImageSource) -> String {
@@ -125,11 +141,11 @@ kernel = "probe"
         let table = report(&Plan::from_toml(PLAN).unwrap(), &node).unwrap();
         assert!(table.contains("first 64 MiB"), "{table}");
         assert!(
-            table.contains("web    0-2         0x100000000-0x140000000 (1 GiB)"),
+            table.contains("web    0-2           0x100000000-0x140000000 (1 GiB)   probe   stop"),
             "{table}"
         );
         assert!(
-            table.contains("db     5-7 (listed)  0xd0000000-0x100000000 (768 MiB)"),
+            table.contains("db     5-7 (listed)  0xd0000000-0x100000000 (768 MiB)  probe   stop"),
             "{table}"
         );
         assert!(table.contains("uses 6 of 8 cores"), "{table}");
