@@ -206,6 +206,14 @@ impl Platform {
             .unwrap_or(0)
     }
 
+    /// Whether two memory ranges overlap (a malformed tree; the memory test
+    /// still tests every byte once).
+    pub fn memory_overlaps(&self) -> bool {
+        let m = self.memory();
+        (0..m.len())
+            .any(|i| (i + 1..m.len()).any(|j| m[i].base < m[j].end() && m[j].base < m[i].end()))
+    }
+
     /// Whether `addr` is in one of the memory ranges.
     pub fn in_memory(&self, addr: u64) -> bool {
         self.memory().iter().any(|r| r.contains(addr))
@@ -570,7 +578,25 @@ mod tests {
         assert_eq!(p.memory_bytes(), 0x0410_0000);
         assert_eq!(p.memory_end(), 0x1_0010_0000);
         assert!(p.in_memory(0x1_0000_0000) && !p.in_memory(0x4400_0000));
+        assert!(!p.memory_overlaps());
         assert_eq!(p.psci, Some(Conduit::Smc));
+    }
+
+    #[test]
+    fn overlapping_memory_is_detected() {
+        let mut p = Platform::fallback();
+        p.memory[0] = MemoryRegion {
+            base: 0x4000_0000,
+            size: 0x2000_0000,
+        };
+        p.memory[1] = MemoryRegion {
+            base: 0x4000_0000,
+            size: 0x1000_0000,
+        };
+        p.memory_count = 2;
+        assert!(p.memory_overlaps());
+        p.memory[1].base = 0x6000_0000;
+        assert!(!p.memory_overlaps());
     }
 
     #[test]

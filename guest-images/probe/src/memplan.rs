@@ -70,7 +70,9 @@ impl TestPlan {
             count: 0,
             seed,
         };
-        for region in regions {
+        let mut merged = [MemoryRegion::default(); MAX_MEMORY_REGIONS];
+        let n = merge(regions, &mut merged);
+        for region in &merged[..n] {
             let mut pieces = [Range::default(); MAX_RANGES];
             let mut n = 1;
             pieces[0] = Range {
@@ -137,6 +139,29 @@ impl TestPlan {
     }
 }
 
+/// Sorts `regions` into `out` and merges overlapping or adjacent ones, so no
+/// byte is tested twice (by two CPUs at once). Returns the count used.
+fn merge(regions: &[MemoryRegion], out: &mut [MemoryRegion; MAX_MEMORY_REGIONS]) -> usize {
+    let mut n = 0;
+    for region in regions.iter().take(MAX_MEMORY_REGIONS) {
+        out[n] = *region;
+        n += 1;
+    }
+    out[..n].sort_unstable_by_key(|r| r.base);
+    let mut kept = 0;
+    for i in 0..n {
+        let r = out[i];
+        if kept > 0 && r.base <= out[kept - 1].end() {
+            let end = out[kept - 1].end().max(r.end());
+            out[kept - 1].size = end - out[kept - 1].base;
+        } else {
+            out[kept] = r;
+            kept += 1;
+        }
+    }
+    kept
+}
+
 /// `range` minus `cut`: up to two pieces (empty ones included).
 fn subtract(range: Range, cut: Range) -> [Range; 2] {
     if cut.end <= range.start || cut.start >= range.end || cut.is_empty() {
@@ -198,6 +223,30 @@ mod tests {
                 Range {
                     start: 0x4200_0000,
                     end: 0x4400_0000
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn overlapping_and_adjacent_regions_are_tested_once() {
+        let regions = [
+            region(0x4000_0000, 512 * MIB),
+            region(0x1_0000_0000, MIB),
+            region(0x4000_0000, 256 * MIB),
+            region(0x6000_0000, MIB),
+        ];
+        let plan = TestPlan::new(&regions, &[], 0);
+        assert_eq!(
+            plan.ranges(),
+            &[
+                Range {
+                    start: 0x4000_0000,
+                    end: 0x6010_0000
+                },
+                Range {
+                    start: 0x1_0000_0000,
+                    end: 0x1_0010_0000
                 },
             ]
         );

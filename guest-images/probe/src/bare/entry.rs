@@ -7,6 +7,7 @@
 //! All the assembly of the probe except single instructions lives here.
 
 use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use aarch64_cpu::registers::{ELR_EL1, ESR_EL1, FAR_EL1, Readable, TPIDR_EL1, Writeable};
 
@@ -271,6 +272,15 @@ const VECTOR_NAMES: [&str; 16] = [
     "sync-el0-aarch32", "irq-el0-aarch32", "fiq-el0-aarch32", "serror-el0-aarch32",
 ];
 
+/// Set by any CPU that took an unexpected exception, so the boot CPU stops
+/// waiting for it.
+static EXCEPTION_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Whether some CPU took an unexpected exception (and is parked).
+pub fn exception_taken() -> bool {
+    EXCEPTION_TAKEN.load(Ordering::Acquire)
+}
+
 /// TPIDR_EL1 flag: this CPU is printing an exception report.
 const IN_EXCEPTION: u64 = 1 << 0;
 /// TPIDR_EL1 flag: this CPU faulted while printing one.
@@ -293,6 +303,7 @@ extern "C" fn exception(vector: u64) -> ! {
     } else {
         TPIDR_EL1.set(IN_EXCEPTION);
     }
+    EXCEPTION_TAKEN.store(true, Ordering::Release);
     let (esr, far, elr) = (ESR_EL1.get(), FAR_EL1.get(), ELR_EL1.get());
     let name = VECTOR_NAMES
         .get(vector as usize)

@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use microvisor_probe::MAX_CPUS;
 use microvisor_probe::memplan::{PATTERN_MULTIPLIER, Range, TestPlan, pattern};
 
-use super::timer;
+use super::{entry, timer};
 
 /// Who tests what.
 pub struct Assignment {
@@ -42,6 +42,29 @@ pub struct Outcome {
     pub first_bad: Option<u64>,
     /// Some CPU did not finish before the deadline.
     pub timed_out: bool,
+    /// A CPU took an exception (it printed `PROBE EXCEPTION`), so the test
+    /// was abandoned.
+    pub exception: bool,
+}
+
+/// Why waiting stopped early.
+enum Abandoned {
+    Deadline,
+    Exception,
+}
+
+/// Waits until `done()`, the deadline (if any) or an exception on any CPU.
+fn wait(done: impl Fn() -> bool, deadline: Option<u64>) -> Result<(), Abandoned> {
+    while !done() {
+        if entry::exception_taken() {
+            return Err(Abandoned::Exception);
+        }
+        if deadline.is_some_and(|d| timer::now() >= d) {
+            return Err(Abandoned::Deadline);
+        }
+        timer::pause();
+    }
+    Ok(())
 }
 
 /// Runs the test: publishes `assignment`, does the boot CPU's share
@@ -52,13 +75,8 @@ pub fn run(assignment: Assignment, boot_share: u8, timeout_ms: u64) -> Outcome {
     let assignment = ASSIGNMENT.call_once(|| assignment);
     aarch64_cpu::asm::sev();
     let n = assignment.participants;
-    let mut finished = run_share(assignment, boot_share, Some(deadline));
-    while finished && VERIFIED.load(Ordering::Acquire) < n {
-        if timer::now() >= deadline {
-            finished = false;
-        }
-        timer::pause();
-    }
+    let result = run_share(assignment, boot_share, Some(deadline))
+        .and_then(|()| wait(|| VERIFIED.load(Ordering::Acquire) >= n, Some(deadline)));
     let first_bad = FIRST_BAD.load(Ordering::Acquire);
     Outcome {
         bytes: assignment.plan.total_bytes(),
@@ -66,7 +84,8 @@ pub fn run(assignment: Assignment, boot_share: u8, timeout_ms: u64) -> Outcome {
         ticks: timer::now() - start,
         errors: ERRORS.load(Ordering::Acquire),
         first_bad: (first_bad != u64::MAX).then_some(first_bad),
-        timed_out: !finished,
+        timed_out: matches!(result, Err(Abandoned::Deadline)),
+        exception: matches!(result, Err(Abandoned::Exception)),
     }
 }
 
@@ -79,12 +98,14 @@ pub fn participate(index: usize) {
         timer::pause();
     };
     if let Some(share) = assignment.share_of.get(index).copied().flatten() {
-        run_share(assignment, share, None);
+        // Abandoned only if another CPU faulted; nothing more to do then.
+        let _ = run_share(assignment, share, None);
     }
 }
 
-/// Both phases of one share; false if the barrier timed out.
-fn run_share(assignment: &Assignment, share: u8, deadline: Option<u64>) -> bool {
+/// Both phases of one share; stops at the barrier on the deadline or when
+/// some CPU took an exception.
+fn run_share(assignment: &Assignment, share: u8, deadline: Option<u64>) -> Result<(), Abandoned> {
     let (plan, n) = (&assignment.plan, assignment.participants);
     for range in plan.share(usize::from(share), n) {
         // SAFETY: the plan only holds DT memory minus the probe's footprint
@@ -94,12 +115,7 @@ fn run_share(assignment: &Assignment, share: u8, deadline: Option<u64>) -> bool 
         unsafe { fill(range, plan.seed) };
     }
     WRITTEN.fetch_add(1, Ordering::AcqRel);
-    while WRITTEN.load(Ordering::Acquire) < n {
-        if deadline.is_some_and(|d| timer::now() >= d) {
-            return false;
-        }
-        timer::pause();
-    }
+    wait(|| WRITTEN.load(Ordering::Acquire) >= n, deadline)?;
     let (mut errors, mut first_bad) = (0, u64::MAX);
     for range in plan.share(usize::from(share), n) {
         // SAFETY: as for `fill` above.
@@ -110,7 +126,7 @@ fn run_share(assignment: &Assignment, share: u8, deadline: Option<u64>) -> bool 
     ERRORS.fetch_add(errors, Ordering::AcqRel);
     FIRST_BAD.fetch_min(first_bad, Ordering::AcqRel);
     VERIFIED.fetch_add(1, Ordering::AcqRel);
-    true
+    Ok(())
 }
 
 /// Pattern difference between consecutive words.

@@ -33,9 +33,10 @@ unsafe extern "C" {
 /// Largest device tree the probe accepts (QEMU's is 1 MiB).
 const MAX_DTB_SIZE: usize = 8 << 20;
 
-/// Memory-test deadline: a base plus one second per 16 MiB.
+/// Memory-test deadline for a share of `bytes`: a base plus one second per
+/// 16 MiB (TCG manages about 250 MiB/s per CPU, plus host page faults).
 fn memtest_timeout_ms(bytes: u64) -> u64 {
-    60_000 + bytes / (16 << 20) * 1000
+    20_000 + bytes / (16 << 20) * 1000
 }
 
 /// The probe's own footprint, excluded from the memory test.
@@ -114,6 +115,9 @@ pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize)
             platform.dt_memory_count
         ));
     }
+    if platform.memory_overlaps() {
+        failures.add(format_args!("dt-memory-overlap"));
+    }
     if !all_memory_mapped {
         failures.add(format_args!("memory-not-mappable"));
     }
@@ -181,6 +185,9 @@ pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize)
     }
     if outcome.timed_out {
         failures.add(format_args!("memtest-timeout({timeout}ms)"));
+    }
+    if outcome.exception {
+        failures.add(format_args!("memtest-cpu-exception"));
     }
     heartbeat::fill_canary(seed);
 

@@ -76,7 +76,7 @@ pub fn bring_up(platform: &Platform, boot_index: usize) -> [Start; MAX_CPUS] {
     let pending = |starts: &[Start; MAX_CPUS]| {
         (0..platform.cpus().len()).any(|i| starts[i] == Start::CpuOn(0) && seen(i).is_none())
     };
-    while pending(&starts) && timer::now() < deadline {
+    while pending(&starts) && timer::now() < deadline && !entry::exception_taken() {
         timer::pause();
     }
     starts
