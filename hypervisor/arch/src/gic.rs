@@ -12,10 +12,14 @@ use tock_registers::{register_bitfields, register_structs};
 
 use microvisor_logic::inventory::Gic as GicInventory;
 
-use crate::regs::{ICC_BPR1_EL1, ICC_EOIR1_EL1, ICC_IAR1_EL1, ICC_IGRPEN1_EL1, ICC_PMR_EL1, ICC_SGI1R_EL1, SGI1R};
+use crate::regs::{ICC_BPR1_EL1, ICC_CTLR_EL1, ICC_DIR_EL1, ICC_EOIR1_EL1, ICC_IAR1_EL1, ICC_IGRPEN1_EL1, ICC_PMR_EL1, ICC_SGI1R_EL1, SGI1R};
 
 /// The SGI the hypervisor sends to interrupt another core.
 pub const HYPERVISOR_SGI: u32 = 8;
+/// The GIC maintenance interrupt (PPI 9, INTID 25), for list register management.
+pub const MAINTENANCE_PPI: u32 = 25;
+/// The EL1 virtual timer (PPI 11, INTID 27): the guests' timer, injected with the HW bit.
+pub const VIRTUAL_TIMER_PPI: u32 = 27;
 /// INTIDs at and above this are special (1020-1023): 1023 = no pending interrupt.
 const SPECIAL_INTID: u32 = 1020;
 /// Priority given to every interrupt the hypervisor enables.
@@ -93,9 +97,17 @@ register_structs! {
 }
 
 struct Gic {
+    distributor: &'static DistributorRegisters,
     redistributors_base: u64,
     redistributors_end: u64,
 }
+
+// SAFETY: the register blocks are MMIO reached with volatile accesses, and the GIC is built to
+// be driven from every core at once; the distributor's shared registers are written only
+// through functions of this module (per-INTID registers, which the hardware keeps atomic).
+unsafe impl Sync for Gic {}
+// SAFETY: as above.
+unsafe impl Send for Gic {}
 
 static GIC: Once<Gic> = Once::new();
 
@@ -132,6 +144,7 @@ pub unsafe fn init(gic: &GicInventory) {
     distributor.ctlr.write(GICD_CTLR::ARE::SET + GICD_CTLR::ENABLE_GRP1::SET);
     wait_for(|| !distributor.ctlr.is_set(GICD_CTLR::RWP));
     GIC.call_once(|| Gic {
+        distributor,
         redistributors_base: gic.redistributors.base,
         redistributors_end: gic.redistributors.end(),
     });
@@ -181,12 +194,15 @@ pub fn init_core() -> Result<(), GicError> {
     for priority in sgi.ipriorityr.iter() {
         priority.set(DEFAULT_PRIORITY);
     }
-    sgi.isenabler0.set(1 << HYPERVISOR_SGI);
+    sgi.isenabler0.set(1 << HYPERVISOR_SGI | 1 << MAINTENANCE_PPI | 1 << VIRTUAL_TIMER_PPI);
 
     ICC_SRE_EL2.write(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::DFB::SET + ICC_SRE_EL2::DIB::SET + ICC_SRE_EL2::ENABLE::SET);
     barrier::isb(barrier::SY);
     ICC_PMR_EL1.set(0xff);
     ICC_BPR1_EL1.set(0);
+    // EOImode 1: EOIR only drops the running priority; deactivation is separate (ICC_DIR_EL1),
+    // or done by the guest for interrupts injected with the HW bit.
+    ICC_CTLR_EL1.set(ICC_CTLR_EL1.get() | 1 << 1);
     ICC_IGRPEN1_EL1.set(1);
     barrier::isb(barrier::SY);
     Ok(())
@@ -213,19 +229,27 @@ pub fn acknowledge() -> Option<u32> {
     (intid < SPECIAL_INTID).then_some(intid)
 }
 
-/// Ends (and, with EOImode 0, deactivates) an acknowledged interrupt.
+/// Drops the running priority of an acknowledged interrupt (EOImode 1: it stays active).
 pub fn end_of_interrupt(intid: u32) {
     ICC_EOIR1_EL1.set(u64::from(intid));
 }
 
-/// Acknowledges and ends every pending interrupt, returning how many hypervisor SGIs there were.
-pub fn drain() -> usize {
-    let mut sgis = 0;
-    while let Some(intid) = acknowledge() {
-        if intid == HYPERVISOR_SGI {
-            sgis += 1;
-        }
-        end_of_interrupt(intid);
-    }
-    sgis
+/// Deactivates an interrupt whose priority was dropped.
+pub fn deactivate(intid: u32) {
+    ICC_DIR_EL1.set(u64::from(intid));
+}
+
+/// Ends and deactivates an acknowledged interrupt the hypervisor handled itself.
+pub fn complete(intid: u32) {
+    end_of_interrupt(intid);
+    deactivate(intid);
+}
+
+/// Routes SPI `intid` to the core with affinity `mpidr` and enables it.
+pub fn route_spi(intid: u32, mpidr: u64) {
+    let Some(gic) = GIC.get() else { return };
+    let Some(index) = (intid as usize).checked_sub(32).filter(|&i| i < gic.distributor.irouter.len()) else { return };
+    // IROUTER: Aff3 in bits 39:32, Aff2.Aff1.Aff0 in bits 23:0 (the MPIDR layout).
+    gic.distributor.irouter[index].set(mpidr & 0xff_00ff_ffff);
+    gic.distributor.isenabler[intid as usize / 32].set(1 << (intid % 32));
 }

@@ -15,4 +15,5 @@ pub mod mmu;
 pub mod regs;
 pub mod smp;
 pub mod uart;
+pub mod vgic;
 pub mod virt;

@@ -80,6 +80,12 @@ system_register!(
     /// End of interrupt, Group 1 (GICv3 §12.2.10).
     IccEoir1El1, "S3_0_C12_C12_1", RAW::Register, write);
 system_register!(
+    /// Deactivate interrupt (GICv3 §12.2.7), used with EOImode = 1.
+    IccDirEl1, "S3_0_C12_C11_1", RAW::Register, write);
+system_register!(
+    /// CPU interface control (GICv3 §12.2.6): EOImode is bit 1.
+    IccCtlrEl1, "S3_0_C12_C12_4", RAW::Register, read_write);
+system_register!(
     /// Priority mask (GICv3 §12.2.19).
     IccPmrEl1, "S3_0_C4_C6_0", RAW::Register, read_write);
 system_register!(
@@ -104,6 +110,8 @@ system_register!(
 pub static ICC_SGI1R_EL1: IccSgi1rEl1 = IccSgi1rEl1;
 pub static ICC_IAR1_EL1: IccIar1El1 = IccIar1El1;
 pub static ICC_EOIR1_EL1: IccEoir1El1 = IccEoir1El1;
+pub static ICC_DIR_EL1: IccDirEl1 = IccDirEl1;
+pub static ICC_CTLR_EL1: IccCtlrEl1 = IccCtlrEl1;
 pub static ICC_PMR_EL1: IccPmrEl1 = IccPmrEl1;
 pub static ICC_BPR1_EL1: IccBpr1El1 = IccBpr1El1;
 pub static ICC_IGRPEN1_EL1: IccIgrpen1El1 = IccIgrpen1El1;

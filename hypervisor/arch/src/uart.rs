@@ -23,7 +23,12 @@ register_structs! {
         (0x018 => fr: ReadOnly<u32, FR::Register>),
         (0x01c => _reserved1),
         (0x030 => cr: ReadWrite<u32, CR::Register>),
-        (0x034 => _reserved2),
+        (0x034 => _ifls: ReadWrite<u32>),
+        (0x038 => imsc: ReadWrite<u32>),
+        (0x03c => _ris: ReadOnly<u32>),
+        (0x040 => _mis: ReadOnly<u32>),
+        (0x044 => icr: ReadWrite<u32>),
+        (0x048 => _reserved2),
         (0x1000 => @END),
     }
 }
@@ -55,6 +60,18 @@ impl PhysicalUart {
             core::hint::spin_loop();
         }
         self.registers.dr.set(u32::from(byte));
+    }
+
+    /// Raises the UART's interrupt when bytes arrive (receive and receive-timeout).
+    pub fn enable_receive_interrupt(&self) {
+        const RXIM: u32 = 1 << 4;
+        const RTIM: u32 = 1 << 6;
+        self.registers.imsc.set(RXIM | RTIM);
+    }
+
+    /// Clears the receive interrupts once the FIFO has been emptied.
+    pub fn clear_receive_interrupt(&self) {
+        self.registers.icr.set((1 << 4) | (1 << 6));
     }
 
     /// A received byte, if one is waiting.

@@ -66,9 +66,10 @@ pub fn configure_core(vttbr: u64, vcpu: usize) {
         SMCR_EL2.set(0xf);
     }
 
-    // The guest reads the counters directly; the virtual counter has no offset.
+    // The guest reads both counters and owns the EL1 virtual timer; the EL1 physical timer
+    // traps (EL1PCEN = 0): it is not part of a slice. The virtual counter has no offset.
     CNTVOFF_EL2.set(0);
-    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::SET);
+    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::CLEAR);
 
     HCR_EL2.write(
         HCR_EL2::RW::EL1IsAarch64

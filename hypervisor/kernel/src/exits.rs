@@ -4,11 +4,10 @@
 
 use alloc::format;
 use microvisor_arch::exceptions::{self, GuestFrame, Handlers, HypervisorFault};
-use microvisor_arch::{cpu, gic};
+use microvisor_arch::cpu;
 use microvisor_logic::exits::ExitCause;
-use microvisor_logic::guest_dt::map;
-use microvisor_logic::pl011::PL011_SIZE;
-use microvisor_logic::trap::{self, Exit, MmioAccess};
+use microvisor_logic::guest_dt::{Device, device_at};
+use microvisor_logic::trap::{self, Exit, MmioAccess, SysRegAccess};
 
 use crate::node;
 use crate::psci;
@@ -65,13 +64,7 @@ fn guest_sync(frame: &mut GuestFrame) {
                 vcpu.index
             )))
         }
-        Exit::SystemRegister(access) => {
-            vcpu.count(ExitCause::SystemRegister);
-            Outcome::End(Ending::Fault(format!(
-                "undefined system register {access} (pc {:#x}, vCPU {})",
-                frame.pc, vcpu.index
-            )))
-        }
+        Exit::SystemRegister(access) => system_register(slice, vcpu, frame, access),
         Exit::Other { class } => {
             vcpu.count(ExitCause::Other);
             Outcome::End(Ending::Fault(format!(
@@ -93,6 +86,8 @@ pub enum Outcome {
     End(Ending),
 }
 
+/// Every path back into the guest goes through here: park or end the run if asked, then
+/// bring the list registers up to date.
 fn finish(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, outcome: Outcome) {
     match outcome {
         Outcome::Resume => {}
@@ -100,11 +95,12 @@ fn finish(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, outcome: Outcome) 
         Outcome::End(ending) => slice.end(vcpu, ending, frame),
     }
     slice.check_stop(vcpu, frame);
+    slice.sync_interrupts(vcpu);
 }
 
-/// Emulated MMIO: the slice's PL011; anything else ends the run.
+/// Emulated MMIO, dispatched by device (`guest_dt::device_at`); anything else ends the run.
 fn mmio(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: MmioAccess) -> Outcome {
-    let Some(offset) = access.ipa.checked_sub(map::UART).filter(|&o| o < PL011_SIZE) else {
+    let Some((device, offset)) = device_at(access.ipa, slice.vcpus.len()) else {
         vcpu.count(ExitCause::Fault);
         let what = if access.write { "write" } else { "read" };
         return Outcome::End(Ending::Fault(format!(
@@ -112,23 +108,74 @@ fn mmio(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: MmioAccess) 
             access.ipa, frame.pc, vcpu.index
         )));
     };
-    vcpu.count(ExitCause::Uart);
-    if access.write {
-        let value = access.write_value(frame.reg(access.register));
-        slice.uart_access(offset, Some(value));
-    } else {
-        let value = slice.uart_access(offset, None);
-        frame.set_reg(access.register, access.read_result(value));
+    let write = access.write.then(|| access.write_value(frame.reg(access.register)));
+    let read = match device {
+        Device::Uart => {
+            vcpu.count(ExitCause::Uart);
+            slice.uart_access(offset, write)
+        }
+        Device::Distributor | Device::Redistributor { .. } => {
+            vcpu.count(ExitCause::Gic);
+            let mut value = 0;
+            slice.with_gic(|gic| match (device, write) {
+                (Device::Distributor, Some(v)) => gic.distributor_write(offset, access.width, v),
+                (Device::Distributor, None) => {
+                    value = gic.distributor_read(offset, access.width);
+                    Default::default()
+                }
+                (Device::Redistributor { vcpu }, Some(v)) => gic.redistributor_write(vcpu, offset, access.width, v),
+                (Device::Redistributor { vcpu }, None) => {
+                    value = gic.redistributor_read(vcpu, offset, access.width);
+                    Default::default()
+                }
+                (Device::Uart, _) => Default::default(),
+            });
+            value
+        }
+    };
+    if write.is_none() {
+        frame.set_reg(access.register, access.read_result(read));
     }
     frame.skip_instruction();
     Outcome::Resume
 }
 
+/// ICC_SGI1R_EL1 (S3_0_C12_C11_5): an IPI to vCPUs of the same slice.
+const SGI1R: (u8, u8, u8, u8, u8) = (3, 0, 12, 11, 5);
+/// ICC_ASGI1R_EL1 and ICC_SGI0R_EL1: other SGI generators, not used by a non-secure guest.
+const OTHER_SGI_GENERATORS: [(u8, u8, u8, u8, u8); 2] = [(3, 0, 12, 11, 6), (3, 0, 12, 11, 7)];
+/// CNTP_* (S3_3_C14_C2_x): the EL1 physical timer, which slices do not have.
+const PHYSICAL_TIMER: (u8, u8, u8, u8) = (3, 3, 14, 2);
+
+fn system_register(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: SysRegAccess) -> Outcome {
+    let encoding = (access.op0, access.op1, access.crn, access.crm, access.op2);
+    if encoding == SGI1R && !access.read {
+        vcpu.count(ExitCause::Sgi);
+        let value = frame.reg(access.register);
+        slice.with_gic(|gic| gic.send_sgi(vcpu.index, value));
+        frame.skip_instruction();
+        return Outcome::Resume;
+    }
+    vcpu.count(ExitCause::SystemRegister);
+    if OTHER_SGI_GENERATORS.contains(&encoding) && !access.read {
+        frame.skip_instruction();
+        return Outcome::Resume;
+    }
+    let what = if (access.op0, access.op1, access.crn, access.crm) == PHYSICAL_TIMER {
+        "EL1 physical timer (slices have the virtual timer only)"
+    } else {
+        "undefined system register"
+    };
+    Outcome::End(Ending::Fault(format!("{what}: {access} (pc {:#x}, vCPU {})", frame.pc, vcpu.index)))
+}
+
 fn guest_irq(frame: &mut GuestFrame) {
     let (slice, vcpu) = current();
-    vcpu.count(ExitCause::Interrupt);
-    gic::drain();
+    let handled = crate::irq::handle_pending(Some((slice, vcpu)));
+    vcpu.count(handled.first.unwrap_or(ExitCause::OtherInterrupt));
     slice.check_stop(vcpu, frame);
+    slice.sync_interrupts(vcpu);
+    crate::irq::finish_maintenance(handled);
 }
 
 fn guest_other(frame: &mut GuestFrame, kind: &'static str) {

@@ -6,6 +6,7 @@ extern crate alloc;
 
 pub mod console;
 mod exits;
+mod irq;
 mod node;
 mod psci;
 mod slice;

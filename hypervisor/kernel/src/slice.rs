@@ -9,10 +9,11 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use microvisor_arch::exceptions::GuestFrame;
 use microvisor_arch::memory::{self, PhysRegion};
-use microvisor_arch::{cpu, gic, virt};
+use microvisor_arch::{cpu, gic, vgic, virt};
 use microvisor_logic::console::LineBuffer;
 use microvisor_logic::exits::ExitCause;
-use microvisor_logic::guest_dt::{self, GuestMachine};
+use microvisor_logic::guest_dt::{self, GuestMachine, map};
+use microvisor_logic::vgic::{MAX_LIST_REGISTERS, VcpuSet, VirtualGic};
 use microvisor_logic::inventory::{Inventory, Region};
 use microvisor_logic::pagetable::{Attributes, HeapTables, Regime, Translation};
 use microvisor_logic::pl011::VirtualPl011;
@@ -43,6 +44,10 @@ pub struct Vcpu {
     pub mpidr: u64,
     power: Mutex<Power>,
     exits: [AtomicU64; ExitCause::COUNT],
+    /// Virtual interrupts written to this vCPU's list registers.
+    injected: AtomicU64,
+    /// ICH_HCR_EL2.UIE as last written (to skip needless writes).
+    underflow: AtomicBool,
 }
 
 impl Vcpu {
@@ -58,6 +63,11 @@ impl Vcpu {
     /// Exit counts by cause, in `ExitCause::ALL` order.
     pub fn exit_counts(&self) -> [u64; ExitCause::COUNT] {
         core::array::from_fn(|i| self.exits[i].load(Ordering::Relaxed))
+    }
+
+    /// Virtual interrupts injected into this vCPU.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
     }
 }
 
@@ -114,7 +124,13 @@ pub struct Slice {
     lifecycle: Mutex<Lifecycle>,
     stop_requested: AtomicBool,
     uart: Mutex<Uart>,
+    vgic: Mutex<VirtualGic>,
+    /// System counter value when the current run started.
+    started_at: AtomicU64,
 }
+
+/// INTID of every slice's emulated PL011.
+pub const UART_INTID: u32 = 32 + map::UART_SPI;
 
 /// What went wrong while building a slice from its plan (printed as `[hv] error: ...`).
 pub type SetupError = String;
@@ -170,8 +186,11 @@ impl Slice {
                 mpidr: inventory.cpus[core as usize],
                 power: Mutex::new(Power::Off),
                 exits: [const { AtomicU64::new(0) }; ExitCause::COUNT],
+                injected: AtomicU64::new(0),
+                underflow: AtomicBool::new(false),
             })
             .collect();
+        let vcpu_count = placement.cores.len();
         Ok(Slice {
             index,
             name,
@@ -183,6 +202,8 @@ impl Slice {
             lifecycle: Mutex::new(Lifecycle::Stopped),
             stop_requested: AtomicBool::new(false),
             uart: Mutex::new(Uart { device: VirtualPl011::new(), line: LineBuffer::new() }),
+            vgic: Mutex::new(VirtualGic::new(vcpu_count, &[UART_INTID])),
+            started_at: AtomicU64::new(0),
         })
     }
 
@@ -218,6 +239,8 @@ impl Slice {
     /// Powers on vCPU 0 at the kernel entry, with the images already loaded.
     pub fn start(&self) -> Result<(), SetupError> {
         *self.uart.lock() = Uart { device: VirtualPl011::new(), line: LineBuffer::new() };
+        self.vgic.lock().reset();
+        self.started_at.store(cpu::counter(), Ordering::Relaxed);
         *self.lifecycle.lock() = Lifecycle::Running;
         self.stop_requested.store(false, Ordering::Release);
         let layout = &self.images.layout;
@@ -239,9 +262,7 @@ impl Slice {
             Power::Off => {
                 *power = Power::OnPending { entry, context };
                 drop(power);
-                if vcpu.core != cpu::core_index() {
-                    gic::send_hypervisor_sgi(vcpu.mpidr);
-                }
+                self.kick(VcpuSet::EMPTY.with(vcpu.index));
                 Ok(())
             }
         }
@@ -250,14 +271,15 @@ impl Slice {
     /// Parks the calling core (which runs `vcpu`) until the vCPU is powered on, then returns
     /// the frame to enter it with. Called with the vCPU already OFF.
     pub fn wait_for_start(&self, vcpu: &Vcpu) -> GuestFrame {
+        self.quiesce(vcpu);
         loop {
-            gic::drain();
+            crate::irq::handle_pending(None);
             {
                 let mut power = vcpu.power.lock();
                 if let Power::OnPending { entry, context } = *power {
                     *power = Power::On;
                     drop(power);
-                    virt::reset_el1();
+                    self.quiesce(vcpu);
                     return GuestFrame::entry(entry, context);
                 }
             }
@@ -265,11 +287,71 @@ impl Slice {
         }
     }
 
+    /// Puts the calling core's vCPU state back to reset: EL1 timer off, no interrupt in
+    /// flight (physical ones linked to its list registers are deactivated), virtual CPU
+    /// interface reset. Called on the vCPU's own core when it stops and before it starts.
+    fn quiesce(&self, vcpu: &Vcpu) {
+        virt::reset_el1();
+        let in_flight = self.vgic.lock().reset_vcpu(vcpu.index);
+        in_flight.into_iter().for_each(gic::deactivate);
+        vgic::reset();
+        vcpu.underflow.store(false, Ordering::Relaxed);
+    }
+
     /// Powers `vcpu` (the caller's) off and parks until it is powered on again; `frame` then
     /// holds the new entry state.
     pub fn park(&self, vcpu: &Vcpu, frame: &mut GuestFrame) {
         *vcpu.power.lock() = Power::Off;
         *frame = self.wait_for_start(vcpu);
+    }
+
+    /// Makes the cores of `vcpus` (other than this one) look at their vCPU again.
+    pub fn kick(&self, vcpus: VcpuSet) {
+        let here = cpu::core_index();
+        for index in vcpus.iter() {
+            if let Some(vcpu) = self.vcpus.get(index).filter(|v| v.core != here) {
+                gic::send_hypervisor_sgi(vcpu.mpidr);
+            }
+        }
+    }
+
+    /// Runs `change` on the slice's virtual GIC and kicks the vCPUs it names.
+    pub fn with_gic(&self, change: impl FnOnce(&mut VirtualGic) -> VcpuSet) {
+        let kick = change(&mut self.vgic.lock());
+        self.kick(kick);
+    }
+
+    /// Brings the calling core's list registers up to date with `vcpu`'s virtual interrupts.
+    /// Called before every return to the guest.
+    pub fn sync_interrupts(&self, vcpu: &Vcpu) {
+        let mut gic = self.vgic.lock();
+        if !gic.needs_sync(vcpu.index) {
+            if vcpu.underflow.swap(false, Ordering::Relaxed) {
+                vgic::set_control(false);
+            }
+            return;
+        }
+        let count = vgic::list_register_count().min(MAX_LIST_REGISTERS);
+        let mut registers = [0u64; MAX_LIST_REGISTERS];
+        for (n, value) in registers.iter_mut().enumerate().take(count) {
+            *value = vgic::read_list_register(n);
+        }
+        let update = gic.sync_list_registers(vcpu.index, &mut registers[..count]);
+        drop(gic);
+        for (n, &value) in registers.iter().enumerate().take(count) {
+            if update.changed & (1 << n) != 0 {
+                vgic::write_list_register(n, value);
+            }
+        }
+        vcpu.injected.fetch_add(u64::from(update.changed.count_ones()), Ordering::Relaxed);
+        if vcpu.underflow.swap(update.underflow, Ordering::Relaxed) != update.underflow {
+            vgic::set_control(update.underflow);
+        }
+    }
+
+    /// Seconds of counter time since the current run started.
+    pub fn uptime_ticks(&self) -> u64 {
+        cpu::counter().saturating_sub(self.started_at.load(Ordering::Relaxed))
     }
 
     /// Called on every return to the guest: if the slice is stopping, park instead.
@@ -374,7 +456,7 @@ impl Slice {
     /// Emulates an access to the slice's PL011 at `offset`; returns the value for a read.
     pub fn uart_access(&self, offset: u64, write: Option<u64>) -> u64 {
         let mut uart = self.uart.lock();
-        match write {
+        let value = match write {
             Some(value) => {
                 if let Some(byte) = uart.device.write(offset, value as u32) {
                     if let Some(line) = uart.line.push(byte) {
@@ -384,6 +466,19 @@ impl Slice {
                 0
             }
             None => u64::from(uart.device.read(offset)),
-        }
+        };
+        let level = uart.device.interrupt_pending();
+        drop(uart);
+        self.with_gic(|gic| gic.set_level(UART_INTID, level));
+        value
+    }
+
+    /// A byte typed on the node console while this slice has the focus.
+    pub fn console_input(&self, byte: u8) {
+        let mut uart = self.uart.lock();
+        uart.device.receive(byte);
+        let level = uart.device.interrupt_pending();
+        drop(uart);
+        self.with_gic(|gic| gic.set_level(UART_INTID, level));
     }
 }

@@ -159,6 +159,9 @@ fn run(node: Node, info: &BootInfo) -> ! {
         cpu::spin_hint();
     }
     partition_table(node, info);
+    if let Some(intid) = info.inventory.uart.intid {
+        crate::console::enable_input(intid);
+    }
     for slice in &node.slices {
         match slice.start() {
             Ok(()) => hv!("slice {} started", slice.name),
@@ -175,10 +178,10 @@ fn run(node: Node, info: &BootInfo) -> ! {
     }
 }
 
-/// A core with no vCPU: sleeps for good.
+/// A core with no vCPU: sleeps for good (serving only interrupts meant for the hypervisor).
 fn idle() -> ! {
     loop {
-        gic::drain();
+        crate::irq::handle_pending(None);
         cpu::wait_for_interrupt();
     }
 }

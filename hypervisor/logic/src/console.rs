@@ -48,6 +48,54 @@ impl LineBuffer {
     }
 }
 
+/// The node console's escape byte: `Ctrl-A`.
+pub const ESCAPE: u8 = 0x01;
+
+/// What a byte typed on the node console asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Deliver this byte to the focused slice.
+    Byte(u8),
+    /// `Ctrl-A` then `1`..`9`: focus slice n (0-based index).
+    Focus(usize),
+    /// `Ctrl-A` then `c`: print the exit counters.
+    Counters,
+    /// `Ctrl-A` then `?` or `h`: print the console help.
+    Help,
+}
+
+/// Splits console input into bytes for the focused slice and `Ctrl-A` commands. `Ctrl-A Ctrl-A`
+/// sends one `Ctrl-A` to the slice; `Ctrl-A` followed by anything else unknown is dropped.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InputDecoder {
+    escaped: bool,
+}
+
+impl InputDecoder {
+    pub const fn new() -> Self {
+        Self { escaped: false }
+    }
+
+    /// Feeds one byte typed on the node console.
+    pub fn feed(&mut self, byte: u8) -> Option<Input> {
+        if !self.escaped {
+            if byte == ESCAPE {
+                self.escaped = true;
+                return None;
+            }
+            return Some(Input::Byte(byte));
+        }
+        self.escaped = false;
+        match byte {
+            ESCAPE => Some(Input::Byte(ESCAPE)),
+            b'1'..=b'9' => Some(Input::Focus(usize::from(byte - b'1'))),
+            b'c' => Some(Input::Counters),
+            b'?' | b'h' => Some(Input::Help),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +136,28 @@ mod tests {
         assert!(!buffer.is_empty());
         assert_eq!(buffer.take(), b"partial");
         assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn escape_sequences() {
+        let mut d = InputDecoder::new();
+        let out: Vec<Option<Input>> = b"a\x012\x01\x01\x01c\x01?\x01zq".iter().map(|&b| d.feed(b)).collect();
+        assert_eq!(
+            out,
+            [
+                Some(Input::Byte(b'a')),
+                None,
+                Some(Input::Focus(1)),
+                None,
+                Some(Input::Byte(ESCAPE)),
+                None,
+                Some(Input::Counters),
+                None,
+                Some(Input::Help),
+                None,
+                None,
+                Some(Input::Byte(b'q')),
+            ]
+        );
     }
 }

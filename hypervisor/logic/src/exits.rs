@@ -11,26 +11,41 @@ pub enum ExitCause {
     Uart,
     /// Emulated GIC distributor or redistributor access.
     Gic,
-    /// A stage-2 abort that stopped or restarted the slice.
+    /// A trapped ICC_SGI1R_EL1 write (an IPI inside the slice).
+    Sgi,
+    /// A stage-2 abort or other guest error that ended the slice's run.
     Fault,
-    /// A trapped system register access.
+    /// Another trapped system register access.
     SystemRegister,
-    /// A physical interrupt taken at EL2 (hypervisor IPI or device).
-    Interrupt,
+    /// The EL1 virtual timer fired (injected with the HW bit).
+    Timer,
+    /// A hypervisor SGI: another core asked this one to look at its vCPU (injection, stop).
+    Kick,
+    /// The GIC maintenance interrupt (list registers drained or a level interrupt ended).
+    Maintenance,
+    /// Node console input arrived on this core.
+    ConsoleInput,
+    /// A physical interrupt with no other cause (spurious or unexpected).
+    OtherInterrupt,
     /// Any other exception class.
     Other,
 }
 
 impl ExitCause {
     /// Every cause, in counter order.
-    pub const ALL: [ExitCause; 8] = [
+    pub const ALL: [ExitCause; 13] = [
         ExitCause::Hypercall,
         ExitCause::SecureMonitorCall,
         ExitCause::Uart,
         ExitCause::Gic,
+        ExitCause::Sgi,
         ExitCause::Fault,
         ExitCause::SystemRegister,
-        ExitCause::Interrupt,
+        ExitCause::Timer,
+        ExitCause::Kick,
+        ExitCause::Maintenance,
+        ExitCause::ConsoleInput,
+        ExitCause::OtherInterrupt,
         ExitCause::Other,
     ];
     /// Number of causes.
@@ -48,9 +63,14 @@ impl ExitCause {
             ExitCause::SecureMonitorCall => "smc",
             ExitCause::Uart => "mmio-uart",
             ExitCause::Gic => "mmio-gic",
+            ExitCause::Sgi => "sgi",
             ExitCause::Fault => "fault",
             ExitCause::SystemRegister => "sysreg",
-            ExitCause::Interrupt => "irq",
+            ExitCause::Timer => "irq-timer",
+            ExitCause::Kick => "irq-kick",
+            ExitCause::Maintenance => "irq-maintenance",
+            ExitCause::ConsoleInput => "irq-console",
+            ExitCause::OtherInterrupt => "irq-other",
             ExitCause::Other => "other",
         }
     }

@@ -27,6 +27,30 @@ pub mod map {
     pub const UART_SPI: u32 = 1;
 }
 
+/// An emulated device in the guest map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Uart,
+    Distributor,
+    /// The redistributor frames of one vCPU.
+    Redistributor { vcpu: usize },
+}
+
+/// Which emulated device of a slice with `vcpus` vCPUs the IPA falls in, and the offset in it.
+/// Redistributor frames exist only for the slice's own vCPUs.
+pub fn device_at(ipa: u64, vcpus: usize) -> Option<(Device, u64)> {
+    use crate::vgic::REDISTRIBUTOR_SIZE;
+    if let Some(offset) = ipa.checked_sub(map::UART).filter(|&o| o < PL011_SIZE) {
+        return Some((Device::Uart, offset));
+    }
+    if let Some(offset) = ipa.checked_sub(map::GICD).filter(|&o| o < map::GICD_SIZE) {
+        return Some((Device::Distributor, offset));
+    }
+    let offset = ipa.checked_sub(map::GICR)?;
+    let vcpu = usize::try_from(offset / REDISTRIBUTOR_SIZE).ok()?;
+    (vcpu < vcpus).then_some((Device::Redistributor { vcpu }, offset % REDISTRIBUTOR_SIZE))
+}
+
 /// Most vCPUs a slice can have: redistributors that fit the guest's GICR window.
 pub const MAX_VCPUS: usize = microvisor_plan::model::MAX_VCPUS;
 const _: () = assert!(MAX_VCPUS as u64 * map::GICR_STRIDE <= map::GICR_REGION_SIZE);
@@ -249,6 +273,19 @@ mod tests {
         let fdt = Fdt::new(&blob).unwrap();
         assert_eq!(fdt.find_node("/cpus").unwrap().children().count(), 2);
         assert!(fdt.find_node("/pcie").is_none(), "no hardware the slice does not own");
+    }
+
+    #[test]
+    fn devices_by_address() {
+        assert_eq!(device_at(0x0900_0018, 2), Some((Device::Uart, 0x18)));
+        assert_eq!(device_at(0x0900_1000, 2), None);
+        assert_eq!(device_at(0x0800_0004, 2), Some((Device::Distributor, 4)));
+        assert_eq!(device_at(0x0801_0000, 2), None);
+        assert_eq!(device_at(0x080a_0008, 2), Some((Device::Redistributor { vcpu: 0 }, 8)));
+        assert_eq!(device_at(0x080d_0080, 2), Some((Device::Redistributor { vcpu: 1 }, 0x1_0080)));
+        assert_eq!(device_at(0x080e_0008, 2), None, "frame of a vCPU the slice does not have");
+        assert_eq!(device_at(0x0901_0000, 2), None);
+        assert_eq!(device_at(0, 2), None);
     }
 
     #[test]

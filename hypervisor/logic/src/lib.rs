@@ -13,3 +13,4 @@ pub mod pagetable;
 pub mod pl011;
 pub mod psci;
 pub mod trap;
+pub mod vgic;
