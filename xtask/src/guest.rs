@@ -1,8 +1,10 @@
-//! Guest images named by a plan: built-in guests (built here) or files (arm64 `Image`, gzipped
-//! `Image`, or an ELF turned into a flat image), checked for a valid arm64 header.
+//! Guest images named by a plan: built-in guests (the probe built here, Debian's kernel and the
+//! generated initramfs for `linux`) or files (arm64 `Image`, gzipped `Image`, or an ELF turned
+//! into a flat image), checked for a valid arm64 header.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use flate2::read::GzDecoder;
@@ -10,7 +12,9 @@ use microvisor_plan::{Arm64Header, BuiltIn, Field, ImageSource, PlanError, Probl
 
 use crate::build::Artifacts;
 use crate::flat;
+use crate::linux::{self, LinuxGuest};
 use crate::plan_error;
+use crate::workspace::Workspace;
 
 /// Largest image accepted after decompression.
 pub const MAX_IMAGE_LEN: u64 = 1 << 30;
@@ -18,7 +22,8 @@ pub const MAX_IMAGE_LEN: u64 = 1 << 30;
 /// An image ready for the bundle.
 #[derive(Clone, Debug)]
 pub struct GuestImage {
-    /// Name in the bundle and on the console: `probe`, or the file name.
+    /// Name in the bundle and on the console: `probe`, `linux`, `linux-initramfs`, or the file
+    /// name.
     pub label: String,
     pub bytes: Vec<u8>,
     /// Command line the guest gets before the plan's own `cmdline` (built-ins only).
@@ -26,11 +31,16 @@ pub struct GuestImage {
 }
 
 /// Resolves the image sources of one plan, each at most once.
+///
+/// `BuiltIn(Linux)` stands for Debian's kernel as a `kernel` and for the generated initramfs
+/// as an `initrd` (see [`crate::image::with_generated_initrds`]).
 pub struct Resolver<'a> {
     /// Relative paths in the plan are relative to this directory.
     plan_dir: PathBuf,
     artifacts: &'a Artifacts,
     cache: Vec<(ImageSource, bool, GuestImage)>,
+    /// The Linux guest, fetched on first use unless given.
+    linux: Option<Arc<LinuxGuest>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -39,7 +49,14 @@ impl<'a> Resolver<'a> {
             plan_dir: plan_dir.to_path_buf(),
             artifacts,
             cache: Vec::new(),
+            linux: None,
         }
+    }
+
+    /// Uses `guest` for `kernel = "linux"` instead of fetching it.
+    pub fn with_linux(mut self, guest: Arc<LinuxGuest>) -> Self {
+        self.linux = Some(guest);
+        self
     }
 
     /// The image for `slice`'s `field` (`Kernel` or `Initrd`). Kernels must carry a valid arm64
@@ -60,11 +77,7 @@ impl<'a> Resolver<'a> {
         }
         let image = match source {
             ImageSource::BuiltIn(BuiltIn::Probe) => self.probe()?,
-            ImageSource::BuiltIn(BuiltIn::Linux) => {
-                bail!(
-                    "slice \"{slice}\": kernel: built-in linux guest is not available yet (issue 3)"
-                )
-            }
+            ImageSource::BuiltIn(BuiltIn::Linux) => self.linux(slice, kernel)?,
             ImageSource::Path(path) => self.file(slice, field, path)?,
         };
         if kernel {
@@ -83,6 +96,33 @@ impl<'a> Resolver<'a> {
             label: "probe".into(),
             bytes: flat.bytes,
             default_cmdline: "",
+        })
+    }
+
+    /// Debian's kernel (`kernel`) or the generated initramfs.
+    fn linux(&mut self, slice: &str, kernel: bool) -> Result<GuestImage> {
+        let guest = match &self.linux {
+            Some(guest) => guest.clone(),
+            None => {
+                let fetch = || linux::guest(&Workspace::locate()?, false);
+                let guest =
+                    fetch().map_err(|e| anyhow!("slice \"{slice}\": kernel: \"linux\": {e:#}"))?;
+                self.linux = Some(guest.clone());
+                guest
+            }
+        };
+        Ok(if kernel {
+            GuestImage {
+                label: "linux".into(),
+                bytes: guest.kernel.clone(),
+                default_cmdline: linux::DEFAULT_CMDLINE,
+            }
+        } else {
+            GuestImage {
+                label: "linux-initramfs".into(),
+                bytes: guest.initramfs.clone(),
+                default_cmdline: "",
+            }
         })
     }
 

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
 use microvisor_plan::bundle::BundleWriter;
-use microvisor_plan::{Arm64Header, Bundle, CompiledPlan, Field, GuestLayout, HumanSize, Plan};
+use microvisor_plan::{
+    Arm64Header, BuiltIn, Bundle, CompiledPlan, Field, GuestLayout, HumanSize, ImageSource, Plan,
+};
 
 use crate::build::Artifacts;
 use crate::flat;
@@ -84,8 +86,13 @@ pub fn compile(
     plan_dir: &Path,
     artifacts: &Artifacts,
 ) -> Result<(CompiledPlan, Vec<u8>)> {
-    let plan = Plan::from_toml(text).map_err(plan_error)?;
-    let mut resolver = Resolver::new(plan_dir, artifacts);
+    compile_with(text, Resolver::new(plan_dir, artifacts))
+}
+
+/// [`compile`] with a given resolver (e.g. one holding the Linux guest already).
+pub fn compile_with(text: &str, mut resolver: Resolver<'_>) -> Result<(CompiledPlan, Vec<u8>)> {
+    let mut plan = Plan::from_toml(text).map_err(plan_error)?;
+    with_generated_initrds(&mut plan);
     let mut writer = BundleWriter::new();
     let mut defaults = Vec::new();
     let mut compiled = plan.try_map_images(|slice, field, source| -> Result<u32> {
@@ -107,14 +114,39 @@ pub fn compile(
             ),
             None => None,
         };
-        GuestLayout::new(slice.memory, &header, kernel.bytes.len() as u64, initrd_len)
-            .map_err(|e| plan_error(e.with_slice(slice.name.as_str())))?;
+        GuestLayout::new(slice.memory, &header, kernel.bytes.len() as u64, initrd_len).map_err(
+            |e| {
+                let generated = e.field == Field::Initrd && is_generated_initrd(source);
+                let e = plan_error(e.with_slice(slice.name.as_str()));
+                if generated {
+                    anyhow::anyhow!("{e} (the initramfs generated for kernel = \"linux\")")
+                } else {
+                    e
+                }
+            },
+        )?;
     }
     for (slice, default) in compiled.slices.iter_mut().zip(defaults) {
         slice.cmdline = full_cmdline(default, &slice.cmdline);
     }
     let bundle = writer.finish(&compiled);
     Ok((compiled, bundle))
+}
+
+/// Gives every `kernel = "linux"` slice without an `initrd` the generated initramfs, written
+/// `BuiltIn(Linux)` in its `initrd` field (a plan file cannot say that: the TOML refuses a
+/// built-in name as `initrd`).
+pub fn with_generated_initrds(plan: &mut Plan) {
+    for slice in &mut plan.slices {
+        if slice.kernel == ImageSource::BuiltIn(BuiltIn::Linux) && slice.initrd.is_none() {
+            slice.initrd = Some(ImageSource::BuiltIn(BuiltIn::Linux));
+        }
+    }
+}
+
+/// Whether the slice's initrd is the generated initramfs.
+fn is_generated_initrd(slice: &microvisor_plan::SliceOf<ImageSource>) -> bool {
+    slice.initrd == Some(ImageSource::BuiltIn(BuiltIn::Linux))
 }
 
 /// A built-in guest's default command line followed by the plan's.
@@ -306,16 +338,124 @@ kernel = "./k.img"
         );
     }
 
+    /// A stand-in for Debian's kernel (Image header like Debian's: text_offset 0, flags 0xa,
+    /// `image_size` 8 MiB, 4 MiB file) and an initramfs of `initramfs_len` bytes.
+    fn fake_linux(initramfs_len: usize) -> std::sync::Arc<crate::linux::LinuxGuest> {
+        let mut kernel = build_header(0, 8 << 20, 0xa).to_vec();
+        kernel.resize(4 << 20, 0x11);
+        std::sync::Arc::new(crate::linux::LinuxGuest {
+            kernel,
+            initramfs: vec![0x22; initramfs_len],
+            release: "6.1.0-test-cloud-arm64".into(),
+            kernel_file: "/nonexistent/vmlinuz".into(),
+            initramfs_file: "/nonexistent/initramfs.cpio.gz".into(),
+            packages: Vec::new(),
+            note: None,
+        })
+    }
+
+    fn compile_linux(
+        plan: &str,
+        dir: &Path,
+        initramfs_len: usize,
+    ) -> Result<(CompiledPlan, Vec<u8>)> {
+        let artifacts = no_artifacts();
+        let resolver = Resolver::new(dir, &artifacts).with_linux(fake_linux(initramfs_len));
+        compile_with(plan, resolver)
+    }
+
     #[test]
-    fn the_builtin_linux_guest_is_not_there_yet() {
-        let err = compile_err(
-            "[[slice]]\nname = \"l\"\ncores = 1\nmemory = \"256MiB\"\nkernel = \"linux\"\n",
-            Path::new("."),
+    fn linux_slices_get_the_kernel_the_generated_initramfs_and_the_default_cmdline() {
+        let plan = r#"
+[[slice]]
+name = "a"
+cores = 2
+memory = "64MiB"
+kernel = "linux"
+cmdline = "microvisor.heartbeat=500"
+[[slice]]
+name = "b"
+cores = 1
+memory = "64MiB"
+kernel = "linux"
+"#;
+        let (compiled, bundle) = compile_linux(plan, Path::new("."), 100 << 10).unwrap();
+        let parsed = Bundle::parse(&bundle).unwrap();
+        let labels: Vec<&str> = parsed.images().iter().map(|e| e.label.as_str()).collect();
+        assert_eq!(labels, ["linux", "linux-initramfs"], "each stored once");
+        assert_eq!(parsed.images()[1].len, 100 << 10);
+        for slice in &compiled.slices {
+            assert_eq!((slice.kernel, slice.initrd), (0, Some(1)));
+        }
+        assert_eq!(
+            compiled.slices[0].cmdline,
+            format!("{} microvisor.heartbeat=500", crate::linux::DEFAULT_CMDLINE)
         );
-        assert!(
-            err.contains("built-in linux guest is not available yet (issue 3)"),
-            "{err}"
+        assert_eq!(compiled.slices[1].cmdline, crate::linux::DEFAULT_CMDLINE);
+        parsed.verify_images().unwrap();
+    }
+
+    #[test]
+    fn a_linux_slice_with_its_own_initrd_uses_it() {
+        let dir = temp_dir("linux-initrd");
+        std::fs::write(dir.join("root.cpio.gz"), vec![0x33; 5000]).unwrap();
+        let plan = "[[slice]]\nname = \"l\"\ncores = 1\nmemory = \"64MiB\"\nkernel = \"linux\"\ninitrd = \"root.cpio.gz\"\n";
+        let (compiled, bundle) = compile_linux(plan, &dir, 100 << 10).unwrap();
+        let parsed = Bundle::parse(&bundle).unwrap();
+        let labels: Vec<&str> = parsed.images().iter().map(|e| e.label.as_str()).collect();
+        assert_eq!(labels, ["linux", "root.cpio.gz"]);
+        assert_eq!(compiled.slices[0].initrd, Some(1));
+        assert_eq!(compiled.slices[0].cmdline, crate::linux::DEFAULT_CMDLINE);
+    }
+
+    #[test]
+    fn a_linux_slice_too_small_for_its_kernel_says_what_would_fit() {
+        let plan = "[[slice]]\nname = \"tiny\"\ncores = 1\nmemory = \"8MiB\"\nkernel = \"linux\"\n";
+        let err = format!(
+            "{:#}",
+            compile_linux(plan, Path::new("."), 1 << 20).unwrap_err()
         );
+        assert_eq!(
+            err,
+            "slice \"tiny\": kernel: needs 8 MiB but only 6 MiB fit (give the slice at least 12 MiB of memory)"
+        );
+    }
+
+    #[test]
+    fn a_linux_slice_too_small_for_the_generated_initramfs_names_it() {
+        // 8 MiB kernel + 2 MiB device tree leave 2 MiB of a 12 MiB slice: too little for 3 MiB.
+        let plan =
+            "[[slice]]\nname = \"tiny\"\ncores = 1\nmemory = \"12MiB\"\nkernel = \"linux\"\n";
+        let err = format!(
+            "{:#}",
+            compile_linux(plan, Path::new("."), 3 << 20).unwrap_err()
+        );
+        assert_eq!(
+            err,
+            "slice \"tiny\": initrd: needs 3 MiB but only 2 MiB fit (give the slice at least 14 MiB of memory) (the initramfs generated for kernel = \"linux\")"
+        );
+    }
+
+    #[test]
+    fn a_gzipped_debian_style_kernel_file_is_unpacked() {
+        use flate2::{Compression, write::GzEncoder};
+        use std::io::Write;
+        let dir = temp_dir("gz-vmlinuz");
+        // Debian's vmlinuz starts with the EFI stub's "MZ" in code0; text_offset 0, flags 0xa.
+        let mut image = build_header(0, 8 << 20, 0xa).to_vec();
+        image[..2].copy_from_slice(b"MZ");
+        image.resize(3 << 20, 0x44);
+        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+        gz.write_all(&image).unwrap();
+        std::fs::write(dir.join("vmlinuz.gz"), gz.finish().unwrap()).unwrap();
+        let plan =
+            "[[slice]]\nname = \"g\"\ncores = 1\nmemory = \"64MiB\"\nkernel = \"vmlinuz.gz\"\n";
+        let (_, bundle) = compile(plan, &dir, &no_artifacts()).unwrap();
+        let parsed = Bundle::parse(&bundle).unwrap();
+        let entry = &parsed.images()[0];
+        assert_eq!((entry.label.as_str(), entry.len), ("vmlinuz.gz", 3 << 20));
+        let header = Arm64Header::parse(&image).unwrap();
+        assert_eq!((header.text_offset, header.flags), (0, 0xa));
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The machinery behind `cargo xtask`, also used by the QEMU integration tests (`tests/`):
-//! set-up checks, building, ELF to flat images, the bundle image, node profiles and QEMU
-//! command lines. `cmd` holds one module per subcommand.
+//! set-up checks, building, ELF to flat images, the built-in Linux guest, the bundle image, node
+//! profiles and QEMU command lines. `cmd` holds one module per subcommand.
 
 pub mod build;
 pub mod cmd;
 pub mod flat;
 pub mod guest;
 pub mod image;
+pub mod initramfs;
+pub mod linux;
 pub mod node;
 pub mod progress;
 pub mod qemu;

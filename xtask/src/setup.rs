@@ -184,7 +184,7 @@ fn debian_codename() -> Option<String> {
 }
 
 /// Effective uid 0, read from `/proc/self/status` (no libc, no unsafe).
-fn running_as_root() -> bool {
+pub fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod image;
+pub mod linux;
 pub mod plan;
 pub mod qemu;
 pub mod run;
