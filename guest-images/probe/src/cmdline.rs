@@ -42,11 +42,22 @@ pub enum Attack {
     SmcSystemOff,
     /// Read of an IMPLEMENTATION DEFINED system register.
     UndefSysreg,
+    /// ICC_SGI1R_EL1 writes aimed at PEs outside the slice.
+    SgiOutside,
+    /// An SGI to another vCPU of the slice (functional check).
+    SgiSelfTest,
+    /// Enabling, pending, prioritizing SPIs the slice does not own, and
+    /// routing its own SPI outside.
+    SpiForeign,
+    /// GICR_TYPER of the redistributor frame after the slice's last one.
+    GicrForeign,
+    /// GICR_TYPER of the slice's own frames (functional check).
+    GicrOwn,
 }
 
 impl Attack {
     /// Every attack, in documentation order.
-    pub const ALL: [Attack; 9] = [
+    pub const ALL: [Attack; 14] = [
         Attack::ReadPastRam,
         Attack::WritePastRam,
         Attack::ReadAddr,
@@ -56,6 +67,11 @@ impl Attack {
         Attack::HvcUnknown,
         Attack::SmcSystemOff,
         Attack::UndefSysreg,
+        Attack::SgiOutside,
+        Attack::SgiSelfTest,
+        Attack::SpiForeign,
+        Attack::GicrForeign,
+        Attack::GicrOwn,
     ];
 
     /// The command-line and console name.
@@ -70,6 +86,11 @@ impl Attack {
             Attack::HvcUnknown => "hvc-unknown",
             Attack::SmcSystemOff => "smc-system-off",
             Attack::UndefSysreg => "undef-sysreg",
+            Attack::SgiOutside => "sgi-outside",
+            Attack::SgiSelfTest => "sgi-self-test",
+            Attack::SpiForeign => "spi-foreign",
+            Attack::GicrForeign => "gicr-foreign",
+            Attack::GicrOwn => "gicr-own",
         }
     }
 
@@ -308,6 +329,24 @@ mod tests {
         for a in Attack::ALL {
             assert_eq!(Attack::from_name(a.name().as_bytes()), Some(a));
         }
+    }
+
+    #[test]
+    fn interrupt_attacks_are_named() {
+        let o = Options::parse(
+            b"attack=sgi-outside,sgi-self-test,spi-foreign attack=gicr-foreign,gicr-own",
+        );
+        assert_eq!(
+            o.attacks(),
+            &[
+                Attack::SgiOutside,
+                Attack::SgiSelfTest,
+                Attack::SpiForeign,
+                Attack::GicrForeign,
+                Attack::GicrOwn
+            ]
+        );
+        assert_eq!(o.problems().count(), 0);
     }
 
     #[test]

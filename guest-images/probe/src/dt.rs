@@ -1,7 +1,7 @@
 //! What the probe needs from its device tree (Devicetree Spec v0.4): the
-//! slice name and command line from `/chosen`, the console UART, the CPUs'
-//! MPIDR affinities in `/cpus` order (the vCPU order), the `/memory` ranges
-//! and the PSCI conduit. Everything is copied out, because the memory test
+//! slice name and command line from `/chosen`, the console UART and its
+//! interrupt, the CPUs' MPIDR affinities in `/cpus` order (the vCPU order),
+//! the `/memory` ranges, the PSCI conduit and where the GICv3 is. Everything is copied out, because the memory test
 //! later overwrites the blob.
 //!
 //! The `fdt` crate (0.1.5) does the parsing, with two precautions:
@@ -31,6 +31,15 @@ pub const SLICE_NAME_PROPERTY: &str = "microvisor,slice-name";
 pub const MAX_BOOTARGS: usize = 2048;
 /// Capacity for the slice name.
 pub const MAX_SLICE_NAME: usize = 64;
+/// GICv3 when the tree has no `arm,gic-v3` node: QEMU `virt`'s (and the
+/// microvisor's) distributor and redistributor region.
+pub const DEFAULT_GIC: GicLayout = GicLayout {
+    distributor: 0x0800_0000,
+    redistributors: MemoryRegion {
+        base: 0x080a_0000,
+        size: 0xf6_0000,
+    },
+};
 
 /// How PSCI calls reach the PSCI implementation (`/psci/method`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +79,17 @@ impl MemoryRegion {
     pub fn contains(&self, addr: u64) -> bool {
         addr >= self.base && addr < self.end()
     }
+}
+
+/// Where the GICv3 is: the `reg` of the `arm,gic-v3` node (Linux binding
+/// `interrupt-controller/arm,gic-v3.yaml`): the distributor, then the first
+/// redistributor region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GicLayout {
+    /// GICD base.
+    pub distributor: u64,
+    /// The first redistributor region (frames of consecutive PEs).
+    pub redistributors: MemoryRegion,
 }
 
 /// Why a device tree could not be used.
@@ -121,6 +141,10 @@ pub struct Platform {
     pub dt_memory_count: usize,
     /// `/psci/method`, if there is a PSCI node with a known method.
     pub psci: Option<Conduit>,
+    /// The GICv3 (`arm,gic-v3`), if the tree has one with a usable `reg`.
+    pub gic: Option<GicLayout>,
+    /// INTID of the console UART (its `interrupts`, GIC three-cell format).
+    pub uart_intid: Option<u32>,
 }
 
 impl Platform {
@@ -138,6 +162,8 @@ impl Platform {
             memory_count: 0,
             dt_memory_count: 0,
             psci: None,
+            gic: None,
+            uart_intid: None,
         }
     }
 
@@ -160,7 +186,13 @@ impl Platform {
                 p.slice_name = Text::from_bytes(name);
             }
         }
-        p.uart_base = console_uart(&fdt).unwrap_or(DEFAULT_UART_BASE);
+        let uart = console_uart(&fdt);
+        p.uart_base = uart
+            .and_then(|node| node.reg()?.next())
+            .map_or(DEFAULT_UART_BASE, |region| {
+                region.starting_address as usize as u64
+            });
+        p.uart_intid = uart.and_then(gic_intid);
         p.read_cpus(&fdt)?;
         p.read_memory(root)?;
         p.psci = fdt
@@ -172,6 +204,7 @@ impl Platform {
                 b"smc" => Some(Conduit::Smc),
                 _ => None,
             });
+        p.gic = read_gic(&fdt, root);
         Ok(p)
     }
 
@@ -360,11 +393,10 @@ pub fn compact(blob: &mut [u8]) -> Result<(), DtError> {
     Ok(())
 }
 
-/// Base of the PL011 named by `/chosen/stdout-path` (path or alias, options
-/// after `:` ignored), else of the first `arm,pl011` node. Addresses are
-/// taken as they are in `reg` (no `ranges` translation; the `virt` UART sits
-/// at the root).
-fn console_uart(fdt: &Fdt<'_>) -> Option<u64> {
+/// The PL011 named by `/chosen/stdout-path` (path or alias, options after
+/// `:` ignored), else the first `arm,pl011` node. Its `reg` is taken as it
+/// is (no `ranges` translation; the `virt` UART sits at the root).
+fn console_uart<'b, 'a>(fdt: &'b Fdt<'a>) -> Option<FdtNode<'b, 'a>> {
     let from_stdout = fdt
         .find_node("/chosen")
         .and_then(|chosen| string_property(chosen, "stdout-path"))
@@ -372,10 +404,38 @@ fn console_uart(fdt: &Fdt<'_>) -> Option<u64> {
         .and_then(|path| core::str::from_utf8(path).ok())
         .and_then(|path| fdt.find_node(path))
         .filter(|node| is_pl011(*node));
-    from_stdout
-        .or_else(|| fdt.find_compatible(&["arm,pl011"]))
-        .and_then(|node| node.reg()?.next())
-        .map(|region| region.starting_address as usize as u64)
+    from_stdout.or_else(|| fdt.find_compatible(&["arm,pl011"]))
+}
+
+/// The INTID of a node's first interrupt in the GIC's three-cell format
+/// (type 0 = SPI n -> 32 + n, type 1 = PPI n -> 16 + n).
+fn gic_intid(node: FdtNode<'_, '_>) -> Option<u32> {
+    let cells = node.property("interrupts")?.value;
+    let (kind, rest) = read_cells(cells, 1)?;
+    let (number, _) = read_cells(rest, 1)?;
+    let number = u32::try_from(number).ok()?;
+    match kind {
+        0 => number.checked_add(32).filter(|&i| i <= 1019),
+        1 => number.checked_add(16).filter(|&i| i < 32),
+        _ => None,
+    }
+}
+
+/// The `arm,gic-v3` node's distributor and first redistributor region, with
+/// the root's cell sizes (the `virt` GIC sits at the root).
+fn read_gic(fdt: &Fdt<'_>, root: FdtNode<'_, '_>) -> Option<GicLayout> {
+    let node = fdt.find_compatible(&["arm,gic-v3"])?;
+    let address_cells = cells(root, "#address-cells", 2)?;
+    let size_cells = cells(root, "#size-cells", 1)?;
+    let reg = node.property("reg")?.value;
+    let (distributor, rest) = read_cells(reg, address_cells)?;
+    let (_, rest) = read_cells(rest, size_cells)?;
+    let (base, rest) = read_cells(rest, address_cells)?;
+    let (size, _) = read_cells(rest, size_cells)?;
+    Some(GicLayout {
+        distributor,
+        redistributors: MemoryRegion { base, size },
+    })
 }
 
 fn is_pl011(node: FdtNode<'_, '_>) -> bool {
@@ -552,6 +612,8 @@ mod tests {
         assert_eq!(p.memory_bytes(), 256 << 20);
         assert_eq!(p.memory_end(), 0x5000_0000);
         assert_eq!(p.psci, Some(Conduit::Hvc));
+        assert_eq!(p.gic, Some(DEFAULT_GIC));
+        assert_eq!(p.uart_intid, Some(33));
     }
 
     #[test]
@@ -580,6 +642,17 @@ mod tests {
         assert!(p.in_memory(0x1_0000_0000) && !p.in_memory(0x4400_0000));
         assert!(!p.memory_overlaps());
         assert_eq!(p.psci, Some(Conduit::Smc));
+        assert_eq!(
+            p.gic,
+            Some(GicLayout {
+                distributor: 0x0800_0000,
+                redistributors: MemoryRegion {
+                    base: 0x080a_0000,
+                    size: 4 * 0x2_0000
+                }
+            })
+        );
+        assert_eq!(p.uart_intid, Some(33));
     }
 
     #[test]
@@ -631,6 +704,7 @@ mod tests {
         assert_eq!(p.bootargs.as_bytes(), b"");
         assert_eq!(p.uart_base, DEFAULT_UART_BASE);
         assert_eq!(p.psci, None);
+        assert_eq!((p.gic, p.uart_intid), (None, None));
         assert_eq!(p.cpus(), &[0]);
     }
 

@@ -1,11 +1,13 @@
 //! Pure logic of the probe guest: device-tree reading, command-line options,
-//! JSON output and memory-test planning. No hardware access and no `unsafe`;
+//! JSON output, memory-test planning and GICv3 values for the interrupt
+//! attacks. No hardware access and no `unsafe`;
 //! tested on the host with `cargo test -p microvisor-probe --lib`.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
 pub mod cmdline;
 pub mod dt;
+pub mod gic;
 pub mod json;
 pub mod memplan;
 pub mod text;

@@ -104,6 +104,32 @@ scenario "IMPLEMENTATION DEFINED register is UNDEFINED natively"
 boot 8 -M virt,gic-version=3 -smp 1 -m 64M -- "attack=undef-sysreg"
 expect "exception" '^PROBE EXCEPTION sync-el1h:unknown esr=0x2000000 '
 
+scenario "GIC attacks natively: the real GIC accepts foreign SPIs, nothing parks"
+boot 40 -M virt,gic-version=3 -smp 4 -m 128M -- "heartbeat=100 off-after=1 attack=gicr-own,sgi-outside,sgi-self-test,spi-foreign,gicr-foreign"
+expect "gicr-own" '^ATTACK gicr-own contained typer-ok frames=4 last-affinity=0x3$'
+expect "sgi-outside plan" '^ATTACK sgi-outside attempting sgi1r intid=13 0xd00fff0,0xd01ffff,0x10d00ffff,0x100000d00ffff,0x10000d00ffff,0xf0000d00ffff,0x1000d000000$'
+expect "sgi-outside" '^ATTACK sgi-outside contained sgis-dropped writes=7 rss=0$'
+expect "sgi-self-test" '^ATTACK sgi-self-test contained sgi-within-slice delivered to=0x1 intid=5 count=1 us=[0-9]+$'
+expect "spi-foreign attempt" '^ATTACK spi-foreign attempting isenabler\+ispendr\+ipriorityr spis=34-95,1019 irouter33=0x4,0x100 gicd=0x8000000$'
+expect "spi-foreign" '^ATTACK spi-foreign NOT-CONTAINED typer=0x[0-9a-f]+ max-spi=287 isenabler=1:0xfffffffc,2:0xffffffff,31:0x0 ispendr=1:0xfffffffc,2:0xffffffff,31:0x0 ipriorityr-set=62/63 irouter33=0x4->0x4,0x100->0x100$'
+expect "gicr-foreign" '^ATTACK gicr-foreign contained gicr_typer fault data-abort esr=0x96000010 far=0x8120008$'
+expect "beats continue" '^HEARTBEAT 1 ok$'
+refuse "no exception" '^PROBE EXCEPTION'
+
+scenario "SGI self-test on one CPU (to itself), EL2 entry"
+boot 30 -M virt,gic-version=3,virtualization=on -smp 1 -m 64M -- "heartbeat=100 off-after=1 attack=sgi-self-test,sgi-outside"
+expect "sgi-self-test" '^ATTACK sgi-self-test contained sgi-within-slice delivered to=0x0 intid=5 count=1 us=[0-9]+$'
+expect "sgi-outside" '^ATTACK sgi-outside contained sgis-dropped writes=7 rss=0$'
+expect "beats continue" '^HEARTBEAT 1 ok$'
+
+scenario "No GICv3 (gic-version=2): the GIC attacks report faults, nothing parks"
+boot 30 -M virt,gic-version=2 -smp 2 -m 128M -- "heartbeat=100 off-after=1 attack=sgi-outside,sgi-self-test,spi-foreign,gicr-own"
+expect "sgi-outside" '^ATTACK sgi-outside contained no-sgi icc_sre_el1 fault unknown esr=0x2000000$'
+expect "sgi-self-test" '^ATTACK sgi-self-test NOT-CONTAINED sgi-within-slice receiver-failed icc_sre_el1 fault unknown '
+expect "spi-foreign" '^ATTACK spi-foreign contained gicd_irouter fault data-abort '
+expect "gicr-own" '^ATTACK gicr-own NOT-CONTAINED frame=0 gicr_typer fault data-abort '
+expect "beats continue" '^HEARTBEAT 1 ok$'
+
 # A tree that names the slice and lists a CPU QEMU does not have (inserted
 # before cpu@1, so it is vCPU 1): the probe must say FAIL and name it.
 scenario "DT with a slice name and a missing CPU: PROBE FAIL"

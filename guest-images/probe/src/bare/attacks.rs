@@ -4,13 +4,15 @@
 //! `ATTACK <name> NOT-CONTAINED <detail>`. Under the microvisor most of them
 //! should stop the slice instead (`[hv] slice <name> stopped: ...`), so no
 //! outcome line follows; natively they fault (`PROBE EXCEPTION`) or succeed.
+//! The GIC attacks are in `gic_attacks`.
 
 use microvisor_probe::cmdline::Attack;
 use microvisor_probe::dt::{Conduit, Platform};
+use microvisor_probe::gic::first_unused;
 use microvisor_probe::memplan::{Range, pattern};
 
 use super::console::println;
-use super::{entry, mmu, psci};
+use super::{entry, gic_attacks, mmu, psci};
 
 /// Default `mmio` target: the `virt` PL031 RTC, never given to a slice.
 pub const DEFAULT_MMIO_TARGET: u64 = 0x0901_0000;
@@ -32,6 +34,14 @@ pub struct Context<'a> {
     pub target: Option<u64>,
     /// PSCI conduit.
     pub conduit: Conduit,
+    /// vCPU index of the boot CPU (the one running the attacks).
+    pub boot_index: usize,
+}
+
+/// The vCPU that receives the `sgi-self-test` SGI: the first one that is not
+/// the boot CPU; None on a one-CPU machine (the boot CPU sends to itself).
+pub fn sgi_receiver(platform: &Platform, boot_index: usize) -> Option<usize> {
+    (0..platform.cpus().len()).find(|&i| i != boot_index)
 }
 
 /// Runs `attacks` in order.
@@ -98,6 +108,11 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
             let value = read_impdef_sysreg();
             println!("ATTACK {name} NOT-CONTAINED mrs S3_0_C15_C0_0 returned {value:#x}");
         }
+        Attack::SgiOutside => gic_attacks::sgi_outside(ctx),
+        Attack::SgiSelfTest => gic_attacks::sgi_self_test(ctx),
+        Attack::SpiForeign => gic_attacks::spi_foreign(ctx),
+        Attack::GicrForeign => gic_attacks::gicr_foreign(ctx),
+        Attack::GicrOwn => gic_attacks::gicr_own(ctx),
     }
 }
 
@@ -157,13 +172,10 @@ fn address_attack(attack: Attack, ctx: &Context<'_>) {
 fn cpu_on_outside(ctx: &Context<'_>) {
     let name = Attack::CpuOnOutside.name();
     let cpus = ctx.platform.cpus();
-    let unused = |mut candidate: u64, step: u64| {
-        while cpus.contains(&candidate) {
-            candidate += step;
-        }
-        candidate
-    };
-    let targets = [unused(cpus.len() as u64, 1), unused(0x100, 0x100)];
+    let targets = [
+        first_unused(cpus, cpus.len() as u64, 1),
+        first_unused(cpus, 0x100, 0x100),
+    ];
     println!(
         "ATTACK {name} attempting cpu_on+affinity_info {:#x},{:#x}",
         targets[0], targets[1]

@@ -1,8 +1,9 @@
 //! Entry code: the arm64 `Image` header (Linux `Documentation/arch/arm64/
 //! booting.rst`), the boot CPU's start (move to the link address, drop to
 //! EL1 if entered at EL2, stacks, bss), the secondary CPUs' PSCI entry point,
-//! the EL1 exception vectors (Arm ARM D1.3.1) and the handlers that report
-//! unexpected exceptions and panics.
+//! the EL1 exception vectors (Arm ARM D1.3.1), the handlers that report
+//! unexpected exceptions and panics, the guarded accesses whose faults
+//! return to the caller, and the IRQ entry.
 //!
 //! All the assembly of the probe except single instructions lives here.
 
@@ -43,6 +44,13 @@ core::arch::global_asm!(
         msr     cntvoff_el2, xzr
         mov     x9, #0x33ff                 /* CPTR_EL2: no traps */
         msr     cptr_el2, x9
+        mrs     x9, id_aa64pfr0_el1         /* GIC system registers? */
+        ubfx    x9, x9, #24, #4
+        cbz     x9, 2f
+        mov     x9, #0xf                    /* ICC_SRE_EL2: Enable, DIB, DFB, SRE */
+        msr     icc_sre_el2, x9
+        isb
+    2:
         ldr     x9, ={sctlr_res1}
         msr     sctlr_el1, x9               /* EL1 MMU and caches off */
         mov     x9, #0x3c5                  /* SPSR: EL1h, DAIF masked */
@@ -196,17 +204,138 @@ probe_park:
 9:  wfi
     b       9b
 
-    /* EL1 vector table: 16 entries of 0x80 bytes; x0 = entry index. */
+    /* EL1 vector table: 16 entries of 0x80 bytes; x0 = entry index. Two
+       entries differ: a synchronous exception at EL1h taken by an
+       instruction between probe_guarded_start and probe_guarded_end
+       returns to probe_guarded_fault (clobbering x9, x10: the guarded
+       routines are leaf functions called with the C ABI, for which both
+       are scratch), and an IRQ at EL1h goes to probe_irq. */
     .section .text.vectors, "ax"
     .balign 2048
 probe_vectors:
-    .irp    i, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+    .irp    i, 0, 1, 2, 3
+    .balign 128
+    mov     x0, #\i
+    b       10f
+    .endr
+    .balign 128                             /* 4: sync-el1h */
+    mrs     x9, elr_el1
+    adrp    x10, probe_guarded_start
+    add     x10, x10, :lo12:probe_guarded_start
+    cmp     x9, x10
+    b.lo    11f
+    adrp    x10, probe_guarded_end
+    add     x10, x10, :lo12:probe_guarded_end
+    cmp     x9, x10
+    b.hs    11f
+    adrp    x10, probe_guarded_fault
+    add     x10, x10, :lo12:probe_guarded_fault
+    msr     elr_el1, x10
+    eret
+11: mov     x0, #4
+    b       10f
+    .balign 128                             /* 5: irq-el1h */
+    b       probe_irq
+    .irp    i, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
     .balign 128
     mov     x0, #\i
     b       10f
     .endr
 10: bl      {exception}
     b       probe_park
+
+    /* IRQ at EL1h: saves the registers the C ABI lets {irq} clobber
+       (x0-x18, x30) and ELR/SPSR, calls it, restores, returns. FP/SIMD
+       registers are not saved: IRQs are only ever unmasked inside asm
+       that declares them clobbered (bare/gic.rs). */
+probe_irq:
+    sub     sp, sp, #(22 * 8)
+    stp     x0, x1, [sp, #(16 * 0)]
+    stp     x2, x3, [sp, #(16 * 1)]
+    stp     x4, x5, [sp, #(16 * 2)]
+    stp     x6, x7, [sp, #(16 * 3)]
+    stp     x8, x9, [sp, #(16 * 4)]
+    stp     x10, x11, [sp, #(16 * 5)]
+    stp     x12, x13, [sp, #(16 * 6)]
+    stp     x14, x15, [sp, #(16 * 7)]
+    stp     x16, x17, [sp, #(16 * 8)]
+    stp     x18, x30, [sp, #(16 * 9)]
+    mrs     x0, elr_el1
+    mrs     x1, spsr_el1
+    stp     x0, x1, [sp, #(16 * 10)]
+    bl      {irq}
+    ldp     x0, x1, [sp, #(16 * 10)]
+    msr     elr_el1, x0
+    msr     spsr_el1, x1
+    ldp     x0, x1, [sp, #(16 * 0)]
+    ldp     x2, x3, [sp, #(16 * 1)]
+    ldp     x4, x5, [sp, #(16 * 2)]
+    ldp     x6, x7, [sp, #(16 * 3)]
+    ldp     x8, x9, [sp, #(16 * 4)]
+    ldp     x10, x11, [sp, #(16 * 5)]
+    ldp     x12, x13, [sp, #(16 * 6)]
+    ldp     x14, x15, [sp, #(16 * 7)]
+    ldp     x16, x17, [sp, #(16 * 8)]
+    ldp     x18, x30, [sp, #(16 * 9)]
+    add     sp, sp, #(22 * 8)
+    eret
+
+    /* Guarded accesses (bare/guarded.rs), C ABI leaf functions. They
+       return x0 = the value read (else 0) and x1 = 0; if the access takes
+       a synchronous exception, the vector above resumes at
+       probe_guarded_fault, which returns x0 = 0 and x1 = ESR_EL1 | 1 << 63.
+       Only these routines lie between start and end. */
+    .section .text.guarded, "ax"
+    .balign 4
+probe_guarded_start:
+    .global probe_guarded_read32
+probe_guarded_read32:                       /* (address) */
+    mov     x1, #0
+    ldr     w0, [x0]
+    ret
+    .global probe_guarded_read64
+probe_guarded_read64:                       /* (address) */
+    mov     x1, #0
+    ldr     x0, [x0]
+    ret
+    .global probe_guarded_write32
+probe_guarded_write32:                      /* (address, value) */
+    str     w1, [x0]
+    mov     x0, #0
+    mov     x1, #0
+    ret
+    .global probe_guarded_write64
+probe_guarded_write64:                      /* (address, value) */
+    str     x1, [x0]
+    mov     x0, #0
+    mov     x1, #0
+    ret
+    .global probe_guarded_read_icc_sre_el1
+probe_guarded_read_icc_sre_el1:             /* () */
+    mov     x1, #0
+    mrs     x0, icc_sre_el1
+    ret
+    .global probe_guarded_write_icc_sre_el1
+probe_guarded_write_icc_sre_el1:            /* (value) */
+    msr     icc_sre_el1, x0
+    isb
+    mov     x0, #0
+    mov     x1, #0
+    ret
+    .global probe_guarded_write_icc_sgi1r_el1
+probe_guarded_write_icc_sgi1r_el1:          /* (value) */
+    dsb     ishst                           /* earlier stores before the SGI */
+    msr     icc_sgi1r_el1, x0
+    isb
+    mov     x0, #0
+    mov     x1, #0
+    ret
+probe_guarded_end:
+probe_guarded_fault:
+    mrs     x1, esr_el1
+    orr     x1, x1, #(1 << 63)
+    mov     x0, #0
+    ret
 
     /* EL2 vectors left behind by drop_to_el1: x0 = -1 (NOT_SUPPORTED) and
        return, for whatever reaches EL2 (only HVC can: HCR_EL2 traps nothing
@@ -236,6 +365,7 @@ cpu_stacks:
     boot_main = sym super::boot_main,
     secondary_main = sym super::smp::secondary_main,
     exception = sym exception,
+    irq = sym super::gic::irq,
 );
 
 unsafe extern "C" {
@@ -322,7 +452,7 @@ extern "C" fn exception(vector: u64) -> ! {
 }
 
 /// Short name of ESR_ELx.EC (Arm ARM D24.2.40).
-fn exception_class_name(esr: u64) -> &'static str {
+pub fn exception_class_name(esr: u64) -> &'static str {
     match (esr >> 26) & 0x3f {
         0x00 => "unknown",
         0x01 => "wfx",

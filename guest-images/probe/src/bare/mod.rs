@@ -5,6 +5,9 @@
 pub mod attacks;
 pub mod console;
 pub mod entry;
+pub mod gic;
+pub mod gic_attacks;
+pub mod guarded;
 pub mod heartbeat;
 pub mod memtest;
 pub mod mmu;
@@ -14,7 +17,7 @@ pub mod smp;
 pub mod timer;
 
 use aarch64_cpu::registers::{CurrentEL, Readable};
-use microvisor_probe::cmdline::Options;
+use microvisor_probe::cmdline::{Attack, Options};
 use microvisor_probe::dt::{DtError, Platform};
 use microvisor_probe::memplan::{Range, TestPlan};
 use microvisor_probe::{KERNEL_NAME, MAX_CPUS};
@@ -128,6 +131,11 @@ pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize)
     let own = smp::own_affinity();
     let boot_index = platform.cpus().iter().position(|&m| m == own).unwrap_or(0);
     smp::mark_online(boot_index);
+    if options.attacks().contains(&Attack::SgiSelfTest)
+        && let Some(receiver) = attacks::sgi_receiver(platform, boot_index)
+    {
+        gic::arm_receiver(receiver);
+    }
     let starts = smp::bring_up(platform, boot_index);
     let mut mpidrs = [0u64; MAX_CPUS];
     let mut share_of = [None; MAX_CPUS];
@@ -213,6 +221,7 @@ pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize)
         seed,
         target: options.target,
         conduit,
+        boot_index,
     };
     attacks::run(options.attacks(), &ctx);
     heartbeat::run(&options, conduit, seed)

@@ -1,14 +1,16 @@
 //! Secondary CPUs: PSCI CPU_ON for every CPU of the device tree except the
 //! boot CPU, the MPIDR affinity each CPU reads from its own MPIDR_EL1, and
-//! the secondaries' life: record, memory-test share, then `wfi` forever.
+//! the secondaries' life: record, memory-test share, then `wfi` forever
+//! (the `sgi-self-test` receiver takes SGIs in that `wfi`).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use aarch64_cpu::registers::{MPIDR_EL1, Readable};
 use microvisor_probe::MAX_CPUS;
 use microvisor_probe::dt::{Conduit, Platform};
+use microvisor_probe::gic::SELF_TEST_SGI;
 
-use super::{entry, memtest, psci, timer};
+use super::{entry, gic, memtest, psci, timer};
 
 /// How long the boot CPU waits for the secondaries to come online.
 pub const ONLINE_TIMEOUT_MS: u64 = 2000;
@@ -89,10 +91,12 @@ pub fn conduit(platform: &Platform) -> Conduit {
 }
 
 /// Rust entry of a secondary CPU (from `probe_secondary_entry`, MMU on,
-/// own stack): record, test memory, sleep.
+/// own stack): record, test memory, then sleep, or serve SGIs if this is
+/// the `sgi-self-test` receiver.
 pub extern "C" fn secondary_main(index: usize) -> ! {
     timer::init_cpu();
     mark_online(index);
     memtest::participate(index);
+    gic::serve_if_receiver(index, SELF_TEST_SGI);
     entry::park()
 }

@@ -69,6 +69,11 @@ pub fn ms_from_ticks(ticks: u64) -> u64 {
     (u128::from(ticks) * 1000 / u128::from(frequency())) as u64
 }
 
+/// Microseconds in `ticks`.
+pub fn us_from_ticks(ticks: u64) -> u64 {
+    (u128::from(ticks) * 1_000_000 / u128::from(frequency())) as u64
+}
+
 /// WFIT: waits for an event or until CNTVCT_EL0 >= `deadline`.
 fn wfit(deadline: u64) {
     // SAFETY: WFIT only suspends execution until an interrupt, an event or
