@@ -9,7 +9,7 @@
 //!                       boot/vmlinuz-<release>       the kernel (and its config, System.map)
 //!                       bin/busybox                  busybox
 //! guests/debian/selected                             the pair last used (offline fallback)
-//! guests/debian/tmp/                                 downloads and extractions in progress
+//! guests/debian/tmp/w-<pid>/                         one run's downloads and extractions
 //! guests/linux/initramfs.cpio.gz                     the generated initramfs
 //! ```
 //! A package version is fetched and extracted once; later builds only ask apt which versions
@@ -262,9 +262,13 @@ pub fn fetch(dir: &Path, quiet: bool) -> Result<Fetched> {
     let tmp = dir.join("tmp");
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     remove_stale_temporaries(&tmp);
-    let fresh = resolve(quiet).and_then(|(kernel_deb, busybox_deb)| {
-        obtain(dir, &kernel_deb, quiet)?;
-        obtain(dir, &busybox_deb, quiet)?;
+    let workdir = tmp.join(format!("w-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&workdir);
+    std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
+    let apt = Apt::new(workdir.clone());
+    let fresh = resolve(&apt, quiet).and_then(|(kernel_deb, busybox_deb)| {
+        obtain(&apt, dir, &kernel_deb, quiet)?;
+        obtain(&apt, dir, &busybox_deb, quiet)?;
         let record = format!("{}\n{}\n", kernel_deb.file_name, busybox_deb.file_name);
         let fetched = Fetched {
             kernel: find_vmlinuz(&dir.join(kernel_deb.stem()))?,
@@ -275,6 +279,7 @@ pub fn fetch(dir: &Path, quiet: bool) -> Result<Fetched> {
         write_if_changed(&dir.join("selected"), record.as_bytes())?;
         Ok(fetched)
     });
+    let _ = std::fs::remove_dir_all(&workdir);
     match fresh {
         Ok(fetched) => Ok(fetched),
         Err(why) => match cached(dir) {
@@ -340,16 +345,28 @@ fn find_vmlinuz(extracted: &Path) -> Result<PathBuf> {
 }
 
 /// How apt is used here: as root it may add the architecture and update; downloads run
-/// without apt's `_apt` sandbox user (which could not write into the cache).
+/// without apt's `_apt` sandbox user (which could not write into the cache). Commands run in
+/// an empty directory: `apt-get download --print-uris` leaves out packages whose file is
+/// already in the current directory.
 struct Apt {
     root: bool,
+    workdir: PathBuf,
 }
 
 impl Apt {
+    /// For a run working in the empty directory `workdir`.
+    fn new(workdir: PathBuf) -> Self {
+        Apt {
+            root: crate::setup::running_as_root(),
+            workdir,
+        }
+    }
+
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         cmd.env("LC_ALL", "C")
-            .env("DEBIAN_FRONTEND", "noninteractive");
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .current_dir(&self.workdir);
         if self.root && program == "apt-get" {
             cmd.args(["-o", "APT::Sandbox::User=root"]);
         }
@@ -407,7 +424,7 @@ impl Apt {
 /// The kernel and busybox package files to use, asking apt. As root, adds the arm64
 /// architecture and updates the package lists when needed; otherwise says in one line what to
 /// run.
-fn resolve(quiet: bool) -> Result<(DebFile, DebFile)> {
+fn resolve(apt: &Apt, quiet: bool) -> Result<(DebFile, DebFile)> {
     for tool in ["apt-get", "apt-cache", "dpkg", "dpkg-deb"] {
         ensure!(
             Path::new("/usr/bin").join(tool).exists(),
@@ -415,9 +432,6 @@ fn resolve(quiet: bool) -> Result<(DebFile, DebFile)> {
              give the slice kernel and initrd paths)"
         );
     }
-    let apt = Apt {
-        root: crate::setup::running_as_root(),
-    };
     let mut updated = false;
     if !apt.has_arm64()? {
         if !apt.root {
@@ -480,9 +494,9 @@ fn checked(cmd: &mut Command) -> Result<String> {
 }
 
 /// Makes sure `dir/<stem>` holds the extracted package: extracts `debs/<file>`, downloading
-/// it first if needed. Work happens in `tmp/` and is moved in with renames, so a concurrent
+/// it first if needed. Work happens in `tmp/w-<pid>/` and is moved in with renames, so a concurrent
 /// or interrupted run never leaves a half-written file under its final name.
-fn obtain(dir: &Path, deb: &DebFile, quiet: bool) -> Result<()> {
+fn obtain(apt: &Apt, dir: &Path, deb: &DebFile, quiet: bool) -> Result<()> {
     let extracted = dir.join(deb.stem());
     if extracted.is_dir() {
         return Ok(());
@@ -490,11 +504,10 @@ fn obtain(dir: &Path, deb: &DebFile, quiet: bool) -> Result<()> {
     let debs = dir.join("debs");
     let path = debs.join(&deb.file_name);
     if !std::fs::metadata(&path).is_ok_and(|m| m.len() == deb.size) {
-        download(dir, deb, quiet)?;
+        download(apt, dir, deb, quiet)?;
     }
-    let pid = std::process::id();
-    let work = dir.join("tmp").join(format!("x-{pid}-{}", deb.stem()));
-    let keep = dir.join("tmp").join(format!("k-{pid}-{}", deb.stem()));
+    let work = apt.workdir.join("extracted");
+    let keep = apt.workdir.join("kept");
     let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_dir_all(&keep);
     checked(Command::new("dpkg-deb").arg("-x").arg(&path).arg(&work))?;
@@ -521,14 +534,9 @@ fn obtain(dir: &Path, deb: &DebFile, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-/// `apt-get download <package>=<version>` into `tmp/`, checked against the size and SHA-256
+/// `apt-get download <package>=<version>` into the run's `tmp/w-<pid>/`, checked against the size and SHA-256
 /// apt announced, then moved to `debs/`.
-fn download(dir: &Path, deb: &DebFile, quiet: bool) -> Result<()> {
-    let work = dir
-        .join("tmp")
-        .join(format!("d-{}-{}", std::process::id(), deb.stem()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+fn download(apt: &Apt, dir: &Path, deb: &DebFile, quiet: bool) -> Result<()> {
     let step = Step::start(
         format!(
             "downloading {} {} ({})",
@@ -538,16 +546,9 @@ fn download(dir: &Path, deb: &DebFile, quiet: bool) -> Result<()> {
         ),
         quiet,
     );
-    let apt = Apt {
-        root: crate::setup::running_as_root(),
-    };
     let spec = format!("{}:{DEB_ARCH}={}", deb.package(), deb.version());
-    checked(
-        apt.command("apt-get")
-            .args(["download", &spec])
-            .current_dir(&work),
-    )?;
-    let got = work.join(&deb.file_name);
+    checked(apt.command("apt-get").args(["download", &spec]))?;
+    let got = apt.workdir.join(&deb.file_name);
     let bytes = std::fs::read(&got).with_context(|| format!("reading {}", got.display()))?;
     let sha256 = hex(&Sha256::digest(&bytes));
     ensure!(
@@ -562,7 +563,6 @@ fn download(dir: &Path, deb: &DebFile, quiet: bool) -> Result<()> {
     std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
     std::fs::rename(&got, debs.join(&deb.file_name))
         .with_context(|| format!("moving {} to {}", got.display(), debs.display()))?;
-    let _ = std::fs::remove_dir_all(&work);
     step.finish(&deb.file_name);
     Ok(())
 }
@@ -571,7 +571,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Removes `tmp/` entries (`<kind>-<pid>-...`) left by runs that no longer exist.
+/// Removes `tmp/` entries (`w-<pid>`) left by runs that no longer exist.
 fn remove_stale_temporaries(tmp: &Path) {
     let Ok(entries) = std::fs::read_dir(tmp) else {
         return;
@@ -717,8 +717,8 @@ mod tests {
     #[test]
     fn stale_temporaries_go_and_live_ones_stay() {
         let dir = temp_dir("stale");
-        let live = dir.join(format!("x-{}-pkg", std::process::id()));
-        let dead = dir.join("x-4294967295-pkg");
+        let live = dir.join(format!("w-{}", std::process::id()));
+        let dead = dir.join("w-4294967295");
         std::fs::create_dir_all(&live).unwrap();
         std::fs::create_dir_all(&dead).unwrap();
         remove_stale_temporaries(&dir);
