@@ -104,6 +104,11 @@ impl VcpuSet {
         self.0 == 0
     }
 
+    /// The set without `vcpu`.
+    pub fn without(self, vcpu: usize) -> VcpuSet {
+        VcpuSet(self.0 & !1u128.checked_shl(vcpu as u32).unwrap_or(0))
+    }
+
     /// The vCPU indexes in the set, ascending.
     pub fn iter(self) -> impl Iterator<Item = usize> {
         (0..128).filter(move |&i| self.contains(i))
@@ -189,6 +194,8 @@ pub struct VirtualGic {
     /// SPIs the slice owns (bit n = INTID 32 + n).
     owned: u128,
     vcpus: Vec<VcpuState>,
+    /// vCPUs whose interrupts changed since their last list-register pass.
+    dirty: VcpuSet,
 }
 
 impl VirtualGic {
@@ -203,7 +210,14 @@ impl VirtualGic {
             spis: vec![Spi { irq: Irq::RESET, target: 0 }; SPIS],
             owned,
             vcpus: (0..vcpus).map(|_| VcpuState::new()).collect(),
+            dirty: VcpuSet::EMPTY,
         }
+    }
+
+    /// Records that `vcpus` have something new for their list registers, and returns them.
+    fn mark(&mut self, vcpus: VcpuSet) -> VcpuSet {
+        self.dirty = self.dirty.union(vcpus);
+        vcpus
     }
 
     /// Number of vCPUs.
@@ -248,7 +262,8 @@ impl VirtualGic {
         match self.irq_mut(vcpu, intid) {
             Some(irq) => {
                 irq.pending = true;
-                VcpuSet::EMPTY.with(self.destination(vcpu, intid))
+                let target = VcpuSet::EMPTY.with(self.destination(vcpu, intid));
+                self.mark(target)
             }
             None => VcpuSet::EMPTY,
         }
@@ -261,7 +276,8 @@ impl VirtualGic {
             Some(irq) => {
                 irq.pending = true;
                 irq.hardware = Some(physical);
-                VcpuSet::EMPTY.with(self.destination(vcpu, intid))
+                let target = VcpuSet::EMPTY.with(self.destination(vcpu, intid));
+                self.mark(target)
             }
             None => VcpuSet::EMPTY,
         }
@@ -278,7 +294,7 @@ impl VirtualGic {
                 } else if !level && !irq.edge {
                     irq.pending = false;
                 }
-                VcpuSet::EMPTY.with(target)
+                self.mark(VcpuSet::EMPTY.with(target))
             }
             _ => VcpuSet::EMPTY,
         }
@@ -317,6 +333,7 @@ impl VirtualGic {
         let Some(state) = self.vcpus.get_mut(vcpu) else { return Vec::new() };
         let in_flight = state.private.iter().filter(|irq| irq.pending || irq.in_list_register).filter_map(|irq| irq.hardware).collect();
         *state = VcpuState::new();
+        self.dirty = self.dirty.without(vcpu);
         in_flight
     }
 
@@ -327,11 +344,11 @@ impl VirtualGic {
 
     // ---- list registers ---------------------------------------------------------------
 
-    /// Whether `vcpu` has anything for its list registers: occupied ones to check or pending
-    /// interrupts to load. A cheap test before reading the hardware.
+    /// Whether `vcpu` has anything for its list registers: occupied ones to check, or a change
+    /// since its last pass. A cheap test before reading the hardware, run on every exit.
     pub fn needs_sync(&self, vcpu: usize) -> bool {
         let Some(state) = self.vcpus.get(vcpu) else { return false };
-        state.list_registers.iter().any(Option::is_some) || self.candidates(vcpu).next().is_some()
+        self.dirty.contains(vcpu) || state.list_registers.iter().any(Option::is_some)
     }
 
     /// Interrupts that could be loaded for `vcpu`: pending, enabled, group enabled, not loaded.
@@ -416,6 +433,9 @@ impl VirtualGic {
             }
         }
         update.underflow = waiting.next().is_some();
+        if !update.underflow {
+            self.dirty = self.dirty.without(vcpu);
+        }
         update
     }
 
@@ -445,6 +465,11 @@ impl VirtualGic {
 
     /// Writes the distributor register at `offset`; returns the vCPUs to re-examine.
     pub fn distributor_write(&mut self, offset: u64, width: u8, value: u64) -> VcpuSet {
+        let touched = self.distributor_write_inner(offset, width, value);
+        self.mark(touched)
+    }
+
+    fn distributor_write_inner(&mut self, offset: u64, width: u8, value: u64) -> VcpuSet {
         match offset {
             gicd::CTLR => {
                 self.ctlr = value as u32 & (gicd::CTLR_ENABLE_GRP0 | gicd::CTLR_ENABLE_GRP1);
@@ -544,6 +569,11 @@ impl VirtualGic {
 
     /// Writes `vcpu`'s redistributor register at `offset` from its RD_base.
     pub fn redistributor_write(&mut self, vcpu: usize, offset: u64, width: u8, value: u64) -> VcpuSet {
+        let touched = self.redistributor_write_inner(vcpu, offset, width, value);
+        self.mark(touched)
+    }
+
+    fn redistributor_write_inner(&mut self, vcpu: usize, offset: u64, width: u8, value: u64) -> VcpuSet {
         if vcpu >= self.vcpus.len() {
             return VcpuSet::EMPTY;
         }
@@ -814,6 +844,25 @@ mod tests {
         assert_eq!(lr_intid(lrs[1]), 3);
         assert_eq!(update, ListRegisterUpdate { changed: 0b0010, underflow: false });
         assert!(g.needs_sync(0));
+    }
+
+    #[test]
+    fn quiet_vcpus_need_no_list_register_pass() {
+        let mut g = gic(2);
+        let mut lrs = [0u64; 4];
+        for v in 0..2 {
+            g.sync_list_registers(v, &mut lrs);
+        }
+        assert!(!g.needs_sync(0) && !g.needs_sync(1));
+        enable(&mut g, 1, 4, 0);
+        g.raise(1, 4);
+        assert!(!g.needs_sync(0), "only the target is touched");
+        assert!(g.needs_sync(1));
+        g.sync_list_registers(1, &mut lrs);
+        assert!(g.needs_sync(1), "its list register is occupied");
+        lrs[0] = 0;
+        g.sync_list_registers(1, &mut lrs);
+        assert!(!g.needs_sync(1));
     }
 
     #[test]
