@@ -44,19 +44,31 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     // SAFETY: the loader placed the whole image at `image_base`; the header's first 24 bytes
     // are part of it and never written.
     let header = unsafe { static_bytes(image_base, 24) };
-    let image_size = u64::from_le_bytes(header[IMAGE_SIZE_OFFSET as usize..][..8].try_into().unwrap_or([0; 8]));
+    let image_size = u64::from_le_bytes(
+        header[IMAGE_SIZE_OFFSET as usize..][..8]
+            .try_into()
+            .unwrap_or([0; 8]),
+    );
     let hypervisor_end = core::ptr::addr_of!(__image_end) as u64;
     let hypervisor_size = hypervisor_end - image_base;
     let image = Region::new(image_base, image_size.max(hypervisor_size));
 
     // SAFETY: the boot protocol passes a device tree in x0; its 8-byte header tells its size.
-    let dtb_header: [u8; 8] = unsafe { static_bytes(dtb_address, 8) }.try_into().unwrap_or([0; 8]);
-    let Some(dtb_size) = dtb_total_size(&dtb_header) else { cpu::halt() };
+    let dtb_header: [u8; 8] = unsafe { static_bytes(dtb_address, 8) }
+        .try_into()
+        .unwrap_or([0; 8]);
+    let Some(dtb_size) = dtb_total_size(&dtb_header) else {
+        cpu::halt()
+    };
     // SAFETY: the firmware's device tree stays intact until the kernel is done with the
     // inventory; its memory is not reused before that (the working memory avoids it).
     let dtb = unsafe { static_bytes(dtb_address, dtb_size) };
-    let Ok(inventory) = Inventory::from_dtb(dtb) else { cpu::halt() };
-    let Some(boot_core) = inventory.core_index(cpu::mpidr()) else { cpu::halt() };
+    let Ok(inventory) = Inventory::from_dtb(dtb) else {
+        cpu::halt()
+    };
+    let Some(boot_core) = inventory.core_index(cpu::mpidr()) else {
+        cpu::halt()
+    };
 
     let heap_size = HEAP_BASE + HEAP_PER_CORE * inventory.cpus.len() as u64;
     let tables_size = STAGE1_TABLES as u64 * PAGE_SIZE;
@@ -64,16 +76,22 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     let _ = avoid.push(image);
     let _ = avoid.push(Region::new(dtb_address, dtb_size as u64));
     let _ = avoid.extend_from_slice(&inventory.reserved);
-    let Some(working) =
-        place_working_memory(&inventory.ram, &avoid, image.end(), tables_size + heap_size, WORKING_ALIGN)
-    else {
+    let Some(working) = place_working_memory(
+        &inventory.ram,
+        &avoid,
+        image.end(),
+        tables_size + heap_size,
+        WORKING_ALIGN,
+    ) else {
         cpu::halt()
     };
 
     // SAFETY: `working` is RAM that nothing else uses (it avoids the image, the device tree
     // and reserved memory), and the MMU is off, so physical addresses are accessed directly.
     let pool = unsafe { RawTablePool::new(working.base, STAGE1_TABLES) };
-    let Ok(root) = identity_map(pool, &inventory) else { cpu::halt() };
+    let Ok(root) = identity_map(pool, &inventory) else {
+        cpu::halt()
+    };
 
     // Data written with the MMU off bypassed the caches: drop any stale lines for it.
     // SAFETY: the image's code and data and the working memory hold nothing dirty that we
@@ -125,14 +143,21 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
 fn identity_map(pool: RawTablePool, inventory: &Inventory) -> Result<u64, ()> {
     let mut map = Translation::new(Regime::El2Stage1, pool).map_err(|_| ())?;
     for bank in &inventory.ram {
-        map.map(bank.base, bank.base, bank.size, Attributes::RAM).map_err(|_| ())?;
+        map.map(bank.base, bank.base, bank.size, Attributes::RAM)
+            .map_err(|_| ())?;
     }
     let gic = &inventory.gic;
-    let devices = [Some(inventory.uart.registers), Some(gic.distributor), Some(gic.redistributors), gic.its];
+    let devices = [
+        Some(inventory.uart.registers),
+        Some(gic.distributor),
+        Some(gic.redistributors),
+        gic.its,
+    ];
     for device in devices.into_iter().flatten() {
         let base = device.base & !(PAGE_SIZE - 1);
         let size = (device.end() - base).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        map.map(base, base, size, Attributes::DEVICE).map_err(|_| ())?;
+        map.map(base, base, size, Attributes::DEVICE)
+            .map_err(|_| ())?;
     }
     Ok(map.root())
 }

@@ -34,7 +34,11 @@ impl GuestFrame {
     /// A frame that enters a guest at `pc` in EL1h with all of DAIF masked and `x0 = arg`
     /// (the Linux arm64 boot protocol entry, and PSCI CPU_ON's entry).
     pub fn entry(pc: u64, arg: u64) -> Self {
-        let mut frame = GuestFrame { pc, pstate: PSTATE_EL1H_MASKED, ..Default::default() };
+        let mut frame = GuestFrame {
+            pc,
+            pstate: PSTATE_EL1H_MASKED,
+            ..Default::default()
+        };
         frame.x[0] = arg;
         frame
     }
@@ -79,7 +83,11 @@ pub struct Syndrome {
 
 /// Reads ESR_EL2, FAR_EL2 and HPFAR_EL2 (valid inside a guest exception handler).
 pub fn syndrome() -> Syndrome {
-    Syndrome { esr: ESR_EL2.get(), far: FAR_EL2.get(), hpfar: HPFAR_EL2.get() }
+    Syndrome {
+        esr: ESR_EL2.get(),
+        far: FAR_EL2.get(),
+        hpfar: HPFAR_EL2.get(),
+    }
 }
 
 /// The kernel's handlers.
@@ -137,7 +145,9 @@ const KIND_NAMES: [&str; 16] = [
 /// Called by the vector stubs with the vector index (0..16) and the saved frame.
 #[unsafe(no_mangle)]
 extern "C" fn el2_dispatch(kind: u64, frame: &mut GuestFrame) {
-    let Some(handlers) = HANDLERS.get() else { crate::cpu::halt() };
+    let Some(handlers) = HANDLERS.get() else {
+        crate::cpu::halt()
+    };
     let name = KIND_NAMES[(kind & 15) as usize];
     match kind {
         8 => (handlers.guest_sync)(frame),
@@ -147,7 +157,12 @@ extern "C" fn el2_dispatch(kind: u64, frame: &mut GuestFrame) {
             if NESTED_FATAL.fetch_add(1, Ordering::Relaxed) > 4 {
                 crate::cpu::halt();
             }
-            let fault = HypervisorFault { kind: name, esr: ESR_EL2.get(), elr: frame.pc, far: FAR_EL2.get() };
+            let fault = HypervisorFault {
+                kind: name,
+                esr: ESR_EL2.get(),
+                elr: frame.pc,
+                far: FAR_EL2.get(),
+            };
             (handlers.fatal)(&fault)
         }
     }

@@ -6,13 +6,16 @@
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::ICC_SRE_EL2;
 use spin::Once;
-use tock_registers::interfaces::{Readable, ReadWriteable, Writeable};
+use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::registers::{ReadOnly, ReadWrite};
 use tock_registers::{register_bitfields, register_structs};
 
 use microvisor_logic::inventory::Gic as GicInventory;
 
-use crate::regs::{ICC_BPR1_EL1, ICC_CTLR_EL1, ICC_DIR_EL1, ICC_EOIR1_EL1, ICC_IAR1_EL1, ICC_IGRPEN1_EL1, ICC_PMR_EL1, ICC_SGI1R_EL1, SGI1R};
+use crate::regs::{
+    ICC_BPR1_EL1, ICC_CTLR_EL1, ICC_DIR_EL1, ICC_EOIR1_EL1, ICC_IAR1_EL1, ICC_IGRPEN1_EL1,
+    ICC_PMR_EL1, ICC_SGI1R_EL1, SGI1R,
+};
 
 /// The SGI the hypervisor sends to interrupt another core.
 pub const HYPERVISOR_SGI: u32 = 8;
@@ -141,7 +144,9 @@ pub unsafe fn init(gic: &GicInventory) {
     }
     distributor.ctlr.write(GICD_CTLR::ARE::SET);
     wait_for(|| !distributor.ctlr.is_set(GICD_CTLR::RWP));
-    distributor.ctlr.write(GICD_CTLR::ARE::SET + GICD_CTLR::ENABLE_GRP1::SET);
+    distributor
+        .ctlr
+        .write(GICD_CTLR::ARE::SET + GICD_CTLR::ENABLE_GRP1::SET);
     wait_for(|| !distributor.ctlr.is_set(GICD_CTLR::RWP));
     GIC.call_once(|| Gic {
         distributor,
@@ -157,7 +162,9 @@ fn wait_for(mut done: impl FnMut() -> bool) {
 }
 
 /// This core's redistributor frames (RD_base, SGI_base).
-fn own_redistributor(gic: &Gic) -> Option<(&'static RedistributorRegisters, &'static SgiRegisters)> {
+fn own_redistributor(
+    gic: &Gic,
+) -> Option<(&'static RedistributorRegisters, &'static SgiRegisters)> {
     let affinity = crate::cpu::mpidr();
     // GICR_TYPER.Affinity is Aff3.Aff2.Aff1.Aff0.
     let wanted = ((affinity >> 32) & 0xff) << 24 | (affinity & 0xff_ffff);
@@ -176,7 +183,11 @@ fn own_redistributor(gic: &Gic) -> Option<(&'static RedistributorRegisters, &'st
             break;
         }
         // GICv4 redistributors have two more frames (VLPI_base, reserved).
-        frame += if typer.is_set(GICR_TYPER::VLPIS) { 0x4_0000 } else { 0x2_0000 };
+        frame += if typer.is_set(GICR_TYPER::VLPIS) {
+            0x4_0000
+        } else {
+            0x2_0000
+        };
     }
     None
 }
@@ -194,9 +205,15 @@ pub fn init_core() -> Result<(), GicError> {
     for priority in sgi.ipriorityr.iter() {
         priority.set(DEFAULT_PRIORITY);
     }
-    sgi.isenabler0.set(1 << HYPERVISOR_SGI | 1 << MAINTENANCE_PPI | 1 << VIRTUAL_TIMER_PPI);
+    sgi.isenabler0
+        .set(1 << HYPERVISOR_SGI | 1 << MAINTENANCE_PPI | 1 << VIRTUAL_TIMER_PPI);
 
-    ICC_SRE_EL2.write(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::DFB::SET + ICC_SRE_EL2::DIB::SET + ICC_SRE_EL2::ENABLE::SET);
+    ICC_SRE_EL2.write(
+        ICC_SRE_EL2::SRE::SET
+            + ICC_SRE_EL2::DFB::SET
+            + ICC_SRE_EL2::DIB::SET
+            + ICC_SRE_EL2::ENABLE::SET,
+    );
     barrier::isb(barrier::SY);
     ICC_PMR_EL1.set(0xff);
     ICC_BPR1_EL1.set(0);
@@ -248,7 +265,12 @@ pub fn complete(intid: u32) {
 /// Routes SPI `intid` to the core with affinity `mpidr` and enables it.
 pub fn route_spi(intid: u32, mpidr: u64) {
     let Some(gic) = GIC.get() else { return };
-    let Some(index) = (intid as usize).checked_sub(32).filter(|&i| i < gic.distributor.irouter.len()) else { return };
+    let Some(index) = (intid as usize)
+        .checked_sub(32)
+        .filter(|&i| i < gic.distributor.irouter.len())
+    else {
+        return;
+    };
     // IROUTER: Aff3 in bits 39:32, Aff2.Aff1.Aff0 in bits 23:0 (the MPIDR layout).
     gic.distributor.irouter[index].set(mpidr & 0xff_00ff_ffff);
     gic.distributor.isenabler[intid as usize / 32].set(1 << (intid % 32));

@@ -40,7 +40,15 @@ pub unsafe fn register_ram(banks: &[Region]) {
 /// Claims `region` for exclusive use.
 pub fn claim(region: Region) -> Result<PhysRegion, ClaimError> {
     let ram = RAM.get().ok_or(ClaimError::NoRam)?;
-    if region.size == 0 || !ram.iter().any(|bank| region.base >= bank.base && region.base.checked_add(region.size).is_some_and(|end| end <= bank.end())) {
+    if region.size == 0
+        || !ram.iter().any(|bank| {
+            region.base >= bank.base
+                && region
+                    .base
+                    .checked_add(region.size)
+                    .is_some_and(|end| end <= bank.end())
+        })
+    {
         return Err(ClaimError::NotRam);
     }
     let mut claims = CLAIMS.lock();
@@ -96,7 +104,9 @@ impl PhysRegion {
         let address = self.checked(offset, buffer.len())?;
         // SAFETY: as in `write`; the source may change under us if a guest runs on it, which
         // only affects the bytes read, never memory safety (plain bytes have no invalid values).
-        unsafe { core::ptr::copy_nonoverlapping(address as *const u8, buffer.as_mut_ptr(), buffer.len()) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(address as *const u8, buffer.as_mut_ptr(), buffer.len())
+        };
         Ok(())
     }
 

@@ -42,8 +42,19 @@ fn tcr_value() -> u64 {
 
 /// SCTLR_EL2 with the MMU, caches and stack alignment check on (non-VHE RES1 bits included).
 fn sctlr_value() -> u64 {
-    const RES1: u64 = (1 << 4) | (1 << 5) | (1 << 11) | (1 << 16) | (1 << 18) | (1 << 22) | (1 << 23) | (1 << 28) | (1 << 29);
-    RES1 | SCTLR_EL2::M::Enable.value | SCTLR_EL2::C::Cacheable.value | SCTLR_EL2::I::Cacheable.value | SCTLR_EL2::SA::Enable.value
+    const RES1: u64 = (1 << 4)
+        | (1 << 5)
+        | (1 << 11)
+        | (1 << 16)
+        | (1 << 18)
+        | (1 << 22)
+        | (1 << 23)
+        | (1 << 28)
+        | (1 << 29);
+    RES1 | SCTLR_EL2::M::Enable.value
+        | SCTLR_EL2::C::Cacheable.value
+        | SCTLR_EL2::I::Cacheable.value
+        | SCTLR_EL2::SA::Enable.value
 }
 
 /// Turns on the EL2 MMU with `root` as TTBR0_EL2, on the boot core.
@@ -53,7 +64,12 @@ fn sctlr_value() -> u64 {
 /// code, stack, data, the tables themselves and the devices it uses), with caches for those
 /// tables coherent (invalidated if they were written with the MMU off).
 pub unsafe fn enable(root: u64) {
-    let config = MmuConfig { mair: MAIR_EL2_VALUE, tcr: tcr_value(), ttbr0: root, sctlr: sctlr_value() };
+    let config = MmuConfig {
+        mair: MAIR_EL2_VALUE,
+        tcr: tcr_value(),
+        ttbr0: root,
+        sctlr: sctlr_value(),
+    };
     MAIR_EL2.set(config.mair);
     TCR_EL2.set(config.tcr);
     TTBR0_EL2.set(config.ttbr0);
@@ -79,7 +95,11 @@ impl RawTablePool {
     /// tables are in use, 4 KiB aligned, and accessible at its physical address (MMU off or
     /// identity mapped).
     pub unsafe fn new(base: u64, tables: usize) -> Self {
-        Self { base, tables, used: 0 }
+        Self {
+            base,
+            tables,
+            used: 0,
+        }
     }
 
     /// Bytes the pool covers.
@@ -105,7 +125,11 @@ impl TableStore for RawTablePool {
     }
 
     fn entries(&mut self, address: u64) -> &mut [u64; ENTRIES] {
-        assert!(address >= self.base && address < self.base + self.used as u64 * PAGE_SIZE && address % PAGE_SIZE == 0);
+        assert!(
+            address >= self.base
+                && address < self.base + self.used as u64 * PAGE_SIZE
+                && address % PAGE_SIZE == 0
+        );
         // SAFETY: `address` is a 4 KiB-aligned table inside the pool, which `new`'s caller
         // gave to this pool alone; `&mut self` makes this the only reference handed out.
         unsafe { &mut *(address as *mut [u64; ENTRIES]) }

@@ -49,7 +49,12 @@ pub enum StartError {
 
 /// Starts the core with affinity `mpidr` (physical index `core`) at EL2: it turns on the
 /// same stage-1 map as the boot core, switches to a fresh stack and calls `entry(core)`.
-pub fn start_core(conduit: Conduit, mpidr: u64, core: usize, entry: extern "C" fn(usize) -> !) -> Result<(), StartError> {
+pub fn start_core(
+    conduit: Conduit,
+    mpidr: u64,
+    core: usize,
+    entry: extern "C" fn(usize) -> !,
+) -> Result<(), StartError> {
     let mmu = mmu::config().ok_or(StartError::NoMmu)?;
     let stack: &'static mut [u128] = vec![0u128; STACK_SIZE / 16].leak();
     let stack_top = stack.as_ptr_range().end as u64;

@@ -1,6 +1,6 @@
 //! The node's physical PL011 (Arm PrimeCell UART TRM §3.3): polled transmit and receive.
 
-use tock_registers::interfaces::{Readable, ReadWriteable, Writeable};
+use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::registers::{ReadOnly, ReadWrite};
 use tock_registers::{register_bitfields, register_structs};
 
@@ -50,7 +50,9 @@ impl PhysicalUart {
         // SAFETY: guaranteed by the caller.
         let registers = unsafe { &*(base as *const Pl011Registers) };
         // Keep the firmware's line settings; make sure transmit and receive are on.
-        registers.cr.modify(CR::UARTEN::SET + CR::TXE::SET + CR::RXE::SET);
+        registers
+            .cr
+            .modify(CR::UARTEN::SET + CR::TXE::SET + CR::RXE::SET);
         Self { registers }
     }
 

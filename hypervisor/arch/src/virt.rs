@@ -3,8 +3,8 @@
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
-    CNTHCTL_EL2, CNTV_CTL_EL0, CNTVOFF_EL2, CPTR_EL2, HCR_EL2, ID_AA64PFR0_EL1, MIDR_EL1, SCTLR_EL1, VMPIDR_EL2,
-    VTCR_EL2, VTTBR_EL2,
+    CNTHCTL_EL2, CNTV_CTL_EL0, CNTVOFF_EL2, CPTR_EL2, HCR_EL2, ID_AA64PFR0_EL1, MIDR_EL1,
+    SCTLR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
 };
 use tock_registers::interfaces::{Readable, Writeable};
 
@@ -99,5 +99,13 @@ pub fn reset_el1() {
 /// Discards this core's TLB entries for the current VMID (stage 1 and 2).
 pub fn invalidate_guest_tlb() {
     // SAFETY: TLB maintenance has no effect on memory contents.
-    unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1", "dsb nsh", "isb", options(nostack)) };
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "tlbi vmalls12e1",
+            "dsb nsh",
+            "isb",
+            options(nostack)
+        )
+    };
 }

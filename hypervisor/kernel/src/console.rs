@@ -40,7 +40,9 @@ pub fn input_intid() -> Option<u32> {
 /// Gives console input to slice `index`: its interrupt goes to that slice's first core.
 fn focus(index: usize) {
     let Some(node) = node::get() else { return };
-    let Some(slice) = node.slices.get(index) else { return };
+    let Some(slice) = node.slices.get(index) else {
+        return;
+    };
     FOCUS.store(index, Ordering::Relaxed);
     if let Some(intid) = input_intid() {
         gic::route_spi(intid, slice.vcpus[0].mpidr);
@@ -70,7 +72,9 @@ pub fn receive_input() {
         let input = DECODER.lock().feed(byte);
         match input {
             Some(Input::Byte(byte)) => {
-                if let Some(slice) = node::get().and_then(|n| n.slices.get(FOCUS.load(Ordering::Relaxed))) {
+                if let Some(slice) =
+                    node::get().and_then(|n| n.slices.get(FOCUS.load(Ordering::Relaxed)))
+                {
                     slice.console_input(byte);
                 }
             }

@@ -3,8 +3,8 @@
 //! every unexpected case ends that slice's run.
 
 use alloc::format;
-use microvisor_arch::exceptions::{self, GuestFrame, Handlers, HypervisorFault};
 use microvisor_arch::cpu;
+use microvisor_arch::exceptions::{self, GuestFrame, Handlers, HypervisorFault};
 use microvisor_logic::exits::ExitCause;
 use microvisor_logic::guest_dt::{Device, device_at};
 use microvisor_logic::trap::{self, Exit, MmioAccess, SysRegAccess};
@@ -15,14 +15,22 @@ use crate::slice::{Ending, Slice, Vcpu};
 
 /// The handlers the vector table calls.
 pub fn handlers() -> Handlers {
-    Handlers { guest_sync, guest_irq, guest_other, fatal }
+    Handlers {
+        guest_sync,
+        guest_irq,
+        guest_other,
+        fatal,
+    }
 }
 
 fn current() -> (&'static Slice, &'static Vcpu) {
     match node::current() {
         Some(pair) => pair,
         None => {
-            crate::console::fatal(format_args!("guest exit on core {} which runs no vCPU", cpu::core_index()));
+            crate::console::fatal(format_args!(
+                "guest exit on core {} which runs no vCPU",
+                cpu::core_index()
+            ));
             cpu::halt()
         }
     }
@@ -43,7 +51,12 @@ fn guest_sync(frame: &mut GuestFrame) {
             psci::handle(slice, frame)
         }
         Exit::Mmio(access) => mmio(slice, vcpu, frame, access),
-        Exit::DataAbort { ipa, write, page_walk, .. } => {
+        Exit::DataAbort {
+            ipa,
+            write,
+            page_walk,
+            ..
+        } => {
             vcpu.count(ExitCause::Fault);
             let what = if page_walk {
                 "stage-1 page table walk"
@@ -108,7 +121,9 @@ fn mmio(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: MmioAccess) 
             access.ipa, frame.pc, vcpu.index
         )));
     };
-    let write = access.write.then(|| access.write_value(frame.reg(access.register)));
+    let write = access
+        .write
+        .then(|| access.write_value(frame.reg(access.register)));
     let read = match device {
         Device::Uart => {
             vcpu.count(ExitCause::Uart);
@@ -123,7 +138,9 @@ fn mmio(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: MmioAccess) 
                     value = gic.distributor_read(offset, access.width);
                     Default::default()
                 }
-                (Device::Redistributor { vcpu }, Some(v)) => gic.redistributor_write(vcpu, offset, access.width, v),
+                (Device::Redistributor { vcpu }, Some(v)) => {
+                    gic.redistributor_write(vcpu, offset, access.width, v)
+                }
                 (Device::Redistributor { vcpu }, None) => {
                     value = gic.redistributor_read(vcpu, offset, access.width);
                     Default::default()
@@ -147,7 +164,12 @@ const OTHER_SGI_GENERATORS: [(u8, u8, u8, u8, u8); 2] = [(3, 0, 12, 11, 6), (3, 
 /// CNTP_* (S3_3_C14_C2_x): the EL1 physical timer, which slices do not have.
 const PHYSICAL_TIMER: (u8, u8, u8, u8) = (3, 3, 14, 2);
 
-fn system_register(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: SysRegAccess) -> Outcome {
+fn system_register(
+    slice: &Slice,
+    vcpu: &Vcpu,
+    frame: &mut GuestFrame,
+    access: SysRegAccess,
+) -> Outcome {
     let encoding = (access.op0, access.op1, access.crn, access.crm, access.op2);
     if encoding == SGI1R && !access.read {
         vcpu.count(ExitCause::Sgi);
@@ -166,7 +188,10 @@ fn system_register(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: S
     } else {
         "undefined system register"
     };
-    Outcome::End(Ending::Fault(format!("{what}: {access} (pc {:#x}, vCPU {})", frame.pc, vcpu.index)))
+    Outcome::End(Ending::Fault(format!(
+        "{what}: {access} (pc {:#x}, vCPU {})",
+        frame.pc, vcpu.index
+    )))
 }
 
 fn guest_irq(frame: &mut GuestFrame) {
@@ -181,7 +206,10 @@ fn guest_irq(frame: &mut GuestFrame) {
 fn guest_other(frame: &mut GuestFrame, kind: &'static str) {
     let (slice, vcpu) = current();
     vcpu.count(ExitCause::Other);
-    let ending = Ending::Fault(format!("{kind} exception (pc {:#x}, vCPU {})", frame.pc, vcpu.index));
+    let ending = Ending::Fault(format!(
+        "{kind} exception (pc {:#x}, vCPU {})",
+        frame.pc, vcpu.index
+    ));
     finish(slice, vcpu, frame, Outcome::End(ending));
 }
 

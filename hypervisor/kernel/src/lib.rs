@@ -16,6 +16,9 @@ pub use start::{BootInfo, primary_main};
 
 /// Reports a Rust panic in the hypervisor (a bug, never a guest's doing) and stops this core.
 pub fn panic_report(info: &core::panic::PanicInfo<'_>) -> ! {
-    console::fatal(format_args!("panic on core {}: {info}", microvisor_arch::cpu::core_index()));
+    console::fatal(format_args!(
+        "panic on core {}: {info}",
+        microvisor_arch::cpu::core_index()
+    ));
     microvisor_arch::cpu::halt()
 }

@@ -24,7 +24,11 @@ impl Node {
                 assignment[vcpu.core] = Some((slice.index, vcpu.index));
             }
         }
-        Node { conduit, slices, assignment }
+        Node {
+            conduit,
+            slices,
+            assignment,
+        }
     }
 
     /// The slice and vCPU that physical core `core` runs.
@@ -36,7 +40,10 @@ impl Node {
 
     /// Physical cores that run a vCPU.
     pub fn used_cores(&self) -> impl Iterator<Item = usize> + '_ {
-        self.assignment.iter().enumerate().filter_map(|(core, a)| a.map(|_| core))
+        self.assignment
+            .iter()
+            .enumerate()
+            .filter_map(|(core, a)| a.map(|_| core))
     }
 }
 

@@ -21,8 +21,15 @@ pub fn handle(slice: &Slice, frame: &mut GuestFrame) -> Outcome {
         Call::Features { function } => psci::features(function),
         Call::SmcccArchFeatures { .. } => status::NOT_SUPPORTED,
         Call::MigrateInfoType => psci::MIGRATE_NOT_REQUIRED as i64,
-        Call::CpuOn { target, entry, context } => cpu_on(slice, target, entry, context),
-        Call::AffinityInfo { target, lowest_level } => affinity_info(slice, target, lowest_level),
+        Call::CpuOn {
+            target,
+            entry,
+            context,
+        } => cpu_on(slice, target, entry, context),
+        Call::AffinityInfo {
+            target,
+            lowest_level,
+        } => affinity_info(slice, target, lowest_level),
         Call::CpuOff => return Outcome::CpuOff,
         Call::SystemOff => return Outcome::End(Ending::PowerOff),
         Call::SystemReset => return Outcome::End(Ending::Reset),

@@ -13,10 +13,10 @@ use microvisor_arch::{cpu, gic, vgic, virt};
 use microvisor_logic::console::LineBuffer;
 use microvisor_logic::exits::ExitCause;
 use microvisor_logic::guest_dt::{self, GuestMachine, map};
-use microvisor_logic::vgic::{MAX_LIST_REGISTERS, VcpuSet, VirtualGic};
 use microvisor_logic::inventory::{Inventory, Region};
 use microvisor_logic::pagetable::{Attributes, HeapTables, Regime, Translation};
 use microvisor_logic::pl011::VirtualPl011;
+use microvisor_logic::vgic::{MAX_LIST_REGISTERS, VcpuSet, VirtualGic};
 use microvisor_plan::bundle::Bundle;
 use microvisor_plan::layout::GUEST_RAM_BASE;
 use microvisor_plan::model::{CompiledPlan, OnFault};
@@ -31,7 +31,10 @@ use crate::console;
 pub enum Power {
     Off,
     /// CPU_ON accepted; the vCPU's core has not picked it up yet.
-    OnPending { entry: u64, context: u64 },
+    OnPending {
+        entry: u64,
+        context: u64,
+    },
     On,
 }
 
@@ -148,14 +151,26 @@ impl Slice {
         let spec = &plan.slices[index];
         let name = spec.name.clone();
         let fail = |what: String| format!("slice \"{name}\": {what}");
-        let kernel = bundle.image(spec.kernel).map_err(|e| fail(format!("kernel: {e}")))?;
+        let kernel = bundle
+            .image(spec.kernel)
+            .map_err(|e| fail(format!("kernel: {e}")))?;
         let header = Arm64Header::parse(kernel.bytes).map_err(|e| fail(format!("kernel: {e}")))?;
         let initrd = match spec.initrd {
-            Some(i) => Some(bundle.image(i).map_err(|e| fail(format!("initrd: {e}")))?.bytes),
+            Some(i) => Some(
+                bundle
+                    .image(i)
+                    .map_err(|e| fail(format!("initrd: {e}")))?
+                    .bytes,
+            ),
             None => None,
         };
-        let layout = GuestLayout::new(spec.memory, &header, kernel.bytes.len() as u64, initrd.map(|i| i.len() as u64))
-            .map_err(|e| format!("{}", e.with_slice(name.clone())))?;
+        let layout = GuestLayout::new(
+            spec.memory,
+            &header,
+            kernel.bytes.len() as u64,
+            initrd.map(|i| i.len() as u64),
+        )
+        .map_err(|e| format!("{}", e.with_slice(name.clone())))?;
         let machine = GuestMachine {
             slice_name: &name,
             vcpus: placement.cores.len(),
@@ -166,9 +181,10 @@ impl Slice {
         let dtb = guest_dt::generate(&machine).map_err(|e| fail(format!("device tree: {e:?}")))?;
 
         let ram = Region::new(placement.ram.base, placement.ram.size);
-        let region = memory::claim(ram).map_err(|e| fail(format!("memory: cannot claim {ram:x?}: {e:?}")))?;
-        let mut stage2 =
-            Translation::new(Regime::Stage2, HeapTables::new()).map_err(|e| fail(format!("stage 2: {e:?}")))?;
+        let region = memory::claim(ram)
+            .map_err(|e| fail(format!("memory: cannot claim {ram:x?}: {e:?}")))?;
+        let mut stage2 = Translation::new(Regime::Stage2, HeapTables::new())
+            .map_err(|e| fail(format!("stage 2: {e:?}")))?;
         stage2
             .map(GUEST_RAM_BASE, ram.base, ram.size, Attributes::RAM)
             .map_err(|e| fail(format!("stage 2: {e:?}")))?;
@@ -196,12 +212,25 @@ impl Slice {
             name,
             on_fault: spec.on_fault,
             vcpus,
-            memory: SliceMemory { region, _stage2: stage2, vttbr, stage2_tables },
+            memory: SliceMemory {
+                region,
+                _stage2: stage2,
+                vttbr,
+                stage2_tables,
+            },
             kernel_label: kernel.label.into(),
-            images: BootImages { kernel: kernel.bytes, initrd, dtb, layout },
+            images: BootImages {
+                kernel: kernel.bytes,
+                initrd,
+                dtb,
+                layout,
+            },
             lifecycle: Mutex::new(Lifecycle::Stopped),
             stop_requested: AtomicBool::new(false),
-            uart: Mutex::new(Uart { device: VirtualPl011::new(), line: LineBuffer::new() }),
+            uart: Mutex::new(Uart {
+                device: VirtualPl011::new(),
+                line: LineBuffer::new(),
+            }),
             vgic: Mutex::new(VirtualGic::new(vcpu_count, &[UART_INTID])),
             started_at: AtomicU64::new(0),
         })
@@ -223,12 +252,19 @@ impl Slice {
         let kernel_len = images.kernel.len() as u64;
         let result = ram
             .write(kernel_at, images.kernel)
-            .and_then(|()| ram.zero(kernel_at + kernel_len, layout.kernel_end.saturating_sub(layout.kernel_ipa + kernel_len)))
+            .and_then(|()| {
+                ram.zero(
+                    kernel_at + kernel_len,
+                    layout
+                        .kernel_end
+                        .saturating_sub(layout.kernel_ipa + kernel_len),
+                )
+            })
             .and_then(|()| ram.sync_for_guest(kernel_at, layout.kernel_end - layout.kernel_ipa))
             .and_then(|()| match (images.initrd, layout.initrd) {
-                (Some(bytes), Some((start, _))) => {
-                    ram.write(offset(start), bytes).and_then(|()| ram.sync_for_guest(offset(start), bytes.len() as u64))
-                }
+                (Some(bytes), Some((start, _))) => ram
+                    .write(offset(start), bytes)
+                    .and_then(|()| ram.sync_for_guest(offset(start), bytes.len() as u64)),
                 _ => Ok(()),
             })
             .and_then(|()| ram.write(offset(layout.dtb_ipa), &images.dtb))
@@ -238,7 +274,10 @@ impl Slice {
 
     /// Powers on vCPU 0 at the kernel entry, with the images already loaded.
     pub fn start(&self) -> Result<(), SetupError> {
-        *self.uart.lock() = Uart { device: VirtualPl011::new(), line: LineBuffer::new() };
+        *self.uart.lock() = Uart {
+            device: VirtualPl011::new(),
+            line: LineBuffer::new(),
+        };
         self.vgic.lock().reset();
         self.started_at.store(cpu::counter(), Ordering::Relaxed);
         *self.lifecycle.lock() = Lifecycle::Running;
@@ -343,7 +382,8 @@ impl Slice {
                 vgic::write_list_register(n, value);
             }
         }
-        vcpu.injected.fetch_add(u64::from(update.changed.count_ones()), Ordering::Relaxed);
+        vcpu.injected
+            .fetch_add(u64::from(update.changed.count_ones()), Ordering::Relaxed);
         if vcpu.underflow.swap(update.underflow, Ordering::Relaxed) != update.underflow {
             vgic::set_control(update.underflow);
         }
@@ -382,11 +422,17 @@ impl Slice {
 
         let restart = match &ending {
             Ending::Reset => {
-                console::hv(format_args!("slice {} restarted: PSCI SYSTEM_RESET", self.name));
+                console::hv(format_args!(
+                    "slice {} restarted: PSCI SYSTEM_RESET",
+                    self.name
+                ));
                 true
             }
             Ending::PowerOff => {
-                console::hv(format_args!("slice {} stopped: powered off (PSCI SYSTEM_OFF)", self.name));
+                console::hv(format_args!(
+                    "slice {} stopped: powered off (PSCI SYSTEM_OFF)",
+                    self.name
+                ));
                 false
             }
             Ending::Fault(reason) => {
@@ -396,10 +442,16 @@ impl Slice {
         };
         if restart {
             if matches!(ending, Ending::Fault(_)) {
-                console::hv(format_args!("slice {} restarted (on-fault = restart)", self.name));
+                console::hv(format_args!(
+                    "slice {} restarted (on-fault = restart)",
+                    self.name
+                ));
             }
             if let Err(error) = self.load().and_then(|()| self.start()) {
-                console::hv(format_args!("slice {} stopped: restart failed: {error}", self.name));
+                console::hv(format_args!(
+                    "slice {} stopped: restart failed: {error}",
+                    self.name
+                ));
                 *self.lifecycle.lock() = Lifecycle::Stopped;
             }
         } else {
@@ -440,7 +492,10 @@ impl Slice {
             }
             if !reported && now.wrapping_sub(start) > second {
                 reported = true;
-                console::fatal(format_args!("slice {}: {running} vCPU(s) do not answer the stop request", self.name));
+                console::fatal(format_args!(
+                    "slice {}: {running} vCPU(s) do not answer the stop request",
+                    self.name
+                ));
             }
             cpu::spin_hint();
         }

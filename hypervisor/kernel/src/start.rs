@@ -78,22 +78,31 @@ fn banner(info: &BootInfo) {
 fn prepare(info: &BootInfo) -> Result<Node, String> {
     let inv = &info.inventory;
     if inv.psci != Conduit::Smc {
-        return Err("the firmware's PSCI is not reachable by SMC from EL2 (device tree says hvc)".into());
+        return Err(
+            "the firmware's PSCI is not reachable by SMC from EL2 (device tree says hvc)".into(),
+        );
     }
     gic::init_core().map_err(|e| format!("GIC: boot core: {e:?}"))?;
     let bundle = Bundle::parse(info.bundle).map_err(|e| format!("bundle: {e}"))?;
     for (index, entry) in bundle.images().iter().enumerate() {
-        bundle
-            .verify_image(index as u32)
-            .map_err(|e| format!("image {index} ({}) failed its SHA-256 check: {e}", entry.label))?;
+        bundle.verify_image(index as u32).map_err(|e| {
+            format!(
+                "image {index} ({}) failed its SHA-256 check: {e}",
+                entry.label
+            )
+        })?;
     }
     let plan = bundle.plan();
     let mut taken: Vec<Region> = inv.reserved.iter().copied().collect();
     taken.push(info.image);
     taken.push(info.working_memory);
-    let hardware =
-        Hardware { cores: inv.cpus.len() as u32, free_ram: free_ram(&inv.ram, &taken), ram_total: inv.ram_total() };
-    let placement = place::place(plan, &hardware).map_err(|e| format!("plan does not fit this node: {e}"))?;
+    let hardware = Hardware {
+        cores: inv.cpus.len() as u32,
+        free_ram: free_ram(&inv.ram, &taken),
+        ram_total: inv.ram_total(),
+    };
+    let placement =
+        place::place(plan, &hardware).map_err(|e| format!("plan does not fit this node: {e}"))?;
     let bundle: &'static Bundle<'static> = alloc::boxed::Box::leak(alloc::boxed::Box::new(bundle));
     let slices = placement
         .slices
@@ -152,7 +161,10 @@ fn run(node: Node, info: &BootInfo) -> ! {
     let deadline = cpu::counter() + 5 * cpu::counter_frequency();
     while CORES_READY.load(Ordering::Acquire) < expected {
         if cpu::counter() > deadline {
-            hv!("error: only {} of {expected} cores came up", CORES_READY.load(Ordering::Acquire));
+            hv!(
+                "error: only {} of {expected} cores came up",
+                CORES_READY.load(Ordering::Acquire)
+            );
             hv!("halted: no slice was started");
             firmware::system_off(conduit);
         }

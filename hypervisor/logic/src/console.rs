@@ -21,7 +21,10 @@ impl Default for LineBuffer {
 
 impl LineBuffer {
     pub const fn new() -> Self {
-        Self { bytes: [0; MAX_LINE], len: 0 }
+        Self {
+            bytes: [0; MAX_LINE],
+            len: 0,
+        }
     }
 
     /// Adds one byte; returns a complete line (without its newline) when this byte ends one,
@@ -103,7 +106,10 @@ mod tests {
 
     fn lines(input: &[u8]) -> Vec<Vec<u8>> {
         let mut buffer = LineBuffer::new();
-        input.iter().filter_map(|&b| buffer.push(b).map(<[u8]>::to_vec)).collect()
+        input
+            .iter()
+            .filter_map(|&b| buffer.push(b).map(<[u8]>::to_vec))
+            .collect()
     }
 
     #[test]
@@ -141,7 +147,10 @@ mod tests {
     #[test]
     fn escape_sequences() {
         let mut d = InputDecoder::new();
-        let out: Vec<Option<Input>> = b"a\x012\x01\x01\x01c\x01?\x01zq".iter().map(|&b| d.feed(b)).collect();
+        let out: Vec<Option<Input>> = b"a\x012\x01\x01\x01c\x01?\x01zq"
+            .iter()
+            .map(|&b| d.feed(b))
+            .collect();
         assert_eq!(
             out,
             [

@@ -33,7 +33,9 @@ pub enum Device {
     Uart,
     Distributor,
     /// The redistributor frames of one vCPU.
-    Redistributor { vcpu: usize },
+    Redistributor {
+        vcpu: usize,
+    },
 }
 
 /// Which emulated device of a slice with `vcpus` vCPUs the IPA falls in, and the offset in it.
@@ -106,7 +108,10 @@ pub fn generate(machine: &GuestMachine<'_>) -> Result<Vec<u8>, GuestDtError> {
     let mut w = FdtWriter::new()?;
     let root = w.begin_node("")?;
     w.property_string("compatible", "linux,dummy-virt")?;
-    w.property_string("model", &alloc::format!("microvisor slice {}", machine.slice_name))?;
+    w.property_string(
+        "model",
+        &alloc::format!("microvisor slice {}", machine.slice_name),
+    )?;
     w.property_u32("#address-cells", 2)?;
     w.property_u32("#size-cells", 2)?;
     w.property_u32("interrupt-parent", PHANDLE_GIC)?;
@@ -170,7 +175,10 @@ fn cpus(w: &mut FdtWriter, vcpus: usize) -> Result<(), GuestDtError> {
 
 fn psci(w: &mut FdtWriter) -> Result<(), GuestDtError> {
     let node = w.begin_node("psci")?;
-    w.property_string_list("compatible", alloc::vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()])?;
+    w.property_string_list(
+        "compatible",
+        alloc::vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()],
+    )?;
     w.property_string("method", "hvc")?;
     w.end_node(node)?;
     Ok(())
@@ -185,7 +193,10 @@ fn gic(w: &mut FdtWriter, vcpus: usize) -> Result<(), GuestDtError> {
     w.property_u32("#size-cells", 2)?;
     w.property_null("ranges")?;
     let redistributors = map::GICR_STRIDE * vcpus as u64;
-    w.property_array_u64("reg", &[map::GICD, map::GICD_SIZE, map::GICR, redistributors])?;
+    w.property_array_u64(
+        "reg",
+        &[map::GICD, map::GICD_SIZE, map::GICR, redistributors],
+    )?;
     w.property_u32("#redistributor-regions", 1)?;
     w.property_array_u32("interrupts", &[PPI, MAINTENANCE_PPI, LEVEL_HIGH])?;
     w.property_u32("phandle", PHANDLE_GIC)?;
@@ -196,7 +207,10 @@ fn gic(w: &mut FdtWriter, vcpus: usize) -> Result<(), GuestDtError> {
 fn timer(w: &mut FdtWriter) -> Result<(), GuestDtError> {
     let node = w.begin_node("timer")?;
     w.property_string("compatible", "arm,armv8-timer")?;
-    let cells: Vec<u32> = TIMER_PPIS.iter().flat_map(|&ppi| [PPI, ppi, LEVEL_HIGH]).collect();
+    let cells: Vec<u32> = TIMER_PPIS
+        .iter()
+        .flat_map(|&ppi| [PPI, ppi, LEVEL_HIGH])
+        .collect();
     w.property_array_u32("interrupts", &cells)?;
     w.property_null("always-on")?;
     w.end_node(node)?;
@@ -213,11 +227,17 @@ fn uart(w: &mut FdtWriter) -> Result<(), GuestDtError> {
     w.end_node(clock)?;
 
     let node = w.begin_node(&uart_path()[1..])?;
-    w.property_string_list("compatible", alloc::vec!["arm,pl011".into(), "arm,primecell".into()])?;
+    w.property_string_list(
+        "compatible",
+        alloc::vec!["arm,pl011".into(), "arm,primecell".into()],
+    )?;
     w.property_array_u64("reg", &[map::UART, PL011_SIZE])?;
     w.property_array_u32("interrupts", &[SPI, map::UART_SPI, LEVEL_HIGH])?;
     w.property_array_u32("clocks", &[PHANDLE_CLOCK, PHANDLE_CLOCK])?;
-    w.property_string_list("clock-names", alloc::vec!["uartclk".into(), "apb_pclk".into()])?;
+    w.property_string_list(
+        "clock-names",
+        alloc::vec!["uartclk".into(), "apb_pclk".into()],
+    )?;
     w.end_node(node)?;
     Ok(())
 }
@@ -239,7 +259,10 @@ mod tests {
 
     fn prop_u64s(fdt: &Fdt<'_>, path: &str, name: &str) -> Vec<u64> {
         let value = fdt.find_node(path).unwrap().property(name).unwrap().value;
-        value.chunks(8).map(|c| u64::from_be_bytes(c.try_into().unwrap())).collect()
+        value
+            .chunks(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+            .collect()
     }
 
     #[test]
@@ -251,17 +274,48 @@ mod tests {
         for (i, cpu) in cpus.iter().enumerate() {
             let reg = cpu.property("reg").unwrap().value;
             assert_eq!(u32::from_be_bytes(reg.try_into().unwrap()), i as u32);
-            assert_eq!(cpu.property("enable-method").unwrap().as_str(), Some("psci"));
+            assert_eq!(
+                cpu.property("enable-method").unwrap().as_str(),
+                Some("psci")
+            );
         }
-        assert_eq!(prop_u64s(&fdt, "/memory@40000000", "reg"), [0x4000_0000, 256 << 20]);
-        assert_eq!(prop_u64s(&fdt, "/intc@8000000", "reg"), [0x800_0000, 0x1_0000, 0x80a_0000, 3 * 0x2_0000]);
-        assert_eq!(fdt.find_node("/psci").unwrap().property("method").unwrap().as_str(), Some("hvc"));
+        assert_eq!(
+            prop_u64s(&fdt, "/memory@40000000", "reg"),
+            [0x4000_0000, 256 << 20]
+        );
+        assert_eq!(
+            prop_u64s(&fdt, "/intc@8000000", "reg"),
+            [0x800_0000, 0x1_0000, 0x80a_0000, 3 * 0x2_0000]
+        );
+        assert_eq!(
+            fdt.find_node("/psci")
+                .unwrap()
+                .property("method")
+                .unwrap()
+                .as_str(),
+            Some("hvc")
+        );
         let chosen = fdt.find_node("/chosen").unwrap();
-        assert_eq!(chosen.property("bootargs").unwrap().as_str(), Some("console=ttyAMA0 quiet"));
-        assert_eq!(chosen.property("microvisor,slice-name").unwrap().as_str(), Some("web-0"));
-        assert_eq!(chosen.property("stdout-path").unwrap().as_str(), Some("/pl011@9000000"));
-        assert_eq!(prop_u64s(&fdt, "/chosen", "linux,initrd-start"), [0x4f00_0000]);
-        assert_eq!(prop_u64s(&fdt, "/chosen", "linux,initrd-end"), [0x4f80_0000]);
+        assert_eq!(
+            chosen.property("bootargs").unwrap().as_str(),
+            Some("console=ttyAMA0 quiet")
+        );
+        assert_eq!(
+            chosen.property("microvisor,slice-name").unwrap().as_str(),
+            Some("web-0")
+        );
+        assert_eq!(
+            chosen.property("stdout-path").unwrap().as_str(),
+            Some("/pl011@9000000")
+        );
+        assert_eq!(
+            prop_u64s(&fdt, "/chosen", "linux,initrd-start"),
+            [0x4f00_0000]
+        );
+        assert_eq!(
+            prop_u64s(&fdt, "/chosen", "linux,initrd-end"),
+            [0x4f80_0000]
+        );
         assert!(fdt.find_compatible(&["arm,pl011"]).is_some());
         assert!(fdt.find_compatible(&["arm,armv8-timer"]).is_some());
     }
@@ -272,7 +326,10 @@ mod tests {
         let blob = generate(&machine(2)).unwrap();
         let fdt = Fdt::new(&blob).unwrap();
         assert_eq!(fdt.find_node("/cpus").unwrap().children().count(), 2);
-        assert!(fdt.find_node("/pcie").is_none(), "no hardware the slice does not own");
+        assert!(
+            fdt.find_node("/pcie").is_none(),
+            "no hardware the slice does not own"
+        );
     }
 
     #[test]
@@ -281,9 +338,19 @@ mod tests {
         assert_eq!(device_at(0x0900_1000, 2), None);
         assert_eq!(device_at(0x0800_0004, 2), Some((Device::Distributor, 4)));
         assert_eq!(device_at(0x0801_0000, 2), None);
-        assert_eq!(device_at(0x080a_0008, 2), Some((Device::Redistributor { vcpu: 0 }, 8)));
-        assert_eq!(device_at(0x080d_0080, 2), Some((Device::Redistributor { vcpu: 1 }, 0x1_0080)));
-        assert_eq!(device_at(0x080e_0008, 2), None, "frame of a vCPU the slice does not have");
+        assert_eq!(
+            device_at(0x080a_0008, 2),
+            Some((Device::Redistributor { vcpu: 0 }, 8))
+        );
+        assert_eq!(
+            device_at(0x080d_0080, 2),
+            Some((Device::Redistributor { vcpu: 1 }, 0x1_0080))
+        );
+        assert_eq!(
+            device_at(0x080e_0008, 2),
+            None,
+            "frame of a vCPU the slice does not have"
+        );
         assert_eq!(device_at(0x0901_0000, 2), None);
         assert_eq!(device_at(0, 2), None);
     }
@@ -291,20 +358,29 @@ mod tests {
     #[test]
     fn refuses_zero_and_too_many_vcpus() {
         assert_eq!(generate(&machine(0)), Err(GuestDtError::TooManyVcpus));
-        assert_eq!(generate(&machine(MAX_VCPUS + 1)), Err(GuestDtError::TooManyVcpus));
+        assert_eq!(
+            generate(&machine(MAX_VCPUS + 1)),
+            Err(GuestDtError::TooManyVcpus)
+        );
         assert!(generate(&machine(MAX_VCPUS)).is_ok());
     }
 
     #[test]
     fn refuses_a_tree_larger_than_its_window() {
         let huge = "x".repeat(DTB_MAX as usize);
-        let m = GuestMachine { cmdline: &huge, ..machine(1) };
+        let m = GuestMachine {
+            cmdline: &huge,
+            ..machine(1)
+        };
         assert_eq!(generate(&m), Err(GuestDtError::TooLarge));
     }
 
     #[test]
     fn refuses_nul_in_command_line() {
-        let m = GuestMachine { cmdline: "a\0b", ..machine(1) };
+        let m = GuestMachine {
+            cmdline: "a\0b",
+            ..machine(1)
+        };
         assert_eq!(generate(&m), Err(GuestDtError::Writer));
     }
 }

@@ -158,7 +158,8 @@ pub const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
 /// from the first 8 bytes only.
 pub fn dtb_total_size(header: &[u8; 8]) -> Option<usize> {
     let magic = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
-    (magic == 0xd00d_feed).then(|| u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize)
+    (magic == 0xd00d_feed)
+        .then(|| u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize)
 }
 
 fn be_cells(bytes: &[u8], cells: usize) -> Option<u64> {
@@ -179,7 +180,8 @@ fn regions<'a>(node: FdtNode<'_, 'a>) -> impl Iterator<Item = Region> + 'a {
 }
 
 fn has_compatible(node: &FdtNode<'_, '_>, wanted: &str) -> bool {
-    node.compatible().is_some_and(|c| c.all().any(|s| s == wanted))
+    node.compatible()
+        .is_some_and(|c| c.all().any(|s| s == wanted))
 }
 
 fn string_property<'a>(node: &FdtNode<'_, 'a>, name: &str) -> Option<&'a str> {
@@ -193,13 +195,17 @@ fn cpus(fdt: &Fdt<'_>) -> Result<Vec<u64, MAX_CPUS>, InventoryError> {
     let address_cells = parent.cell_sizes().address_cells;
     let mut list = Vec::new();
     for node in parent.children() {
-        let is_cpu = string_property(&node, "device_type") == Some("cpu") || node.name.starts_with("cpu@");
+        let is_cpu =
+            string_property(&node, "device_type") == Some("cpu") || node.name.starts_with("cpu@");
         if !is_cpu {
             continue;
         }
-        let Some(reg) = node.property("reg") else { continue };
+        let Some(reg) = node.property("reg") else {
+            continue;
+        };
         let mpidr = be_cells(reg.value, address_cells).ok_or(InventoryError::NoCpus)?;
-        list.push(mpidr & MPIDR_AFFINITY_MASK).map_err(|_| InventoryError::TooManyCpus)?;
+        list.push(mpidr & MPIDR_AFFINITY_MASK)
+            .map_err(|_| InventoryError::TooManyCpus)?;
     }
     if list.is_empty() {
         return Err(InventoryError::NoCpus);
@@ -214,7 +220,9 @@ fn ram(fdt: &Fdt<'_>) -> Result<Vec<Region, MAX_RAM_BANKS>, InventoryError> {
             continue;
         }
         for region in regions(node).filter(|r| r.size > 0) {
-            banks.push(region).map_err(|_| InventoryError::TooManyRegions)?;
+            banks
+                .push(region)
+                .map_err(|_| InventoryError::TooManyRegions)?;
         }
     }
     if banks.is_empty() {
@@ -228,12 +236,14 @@ fn reserved(fdt: &Fdt<'_>) -> Result<Vec<Region, MAX_RESERVED>, InventoryError> 
     let mut list: Vec<Region, MAX_RESERVED> = Vec::new();
     for entry in fdt.memory_reservations() {
         let region = Region::new(entry.address() as u64, entry.size() as u64);
-        list.push(region).map_err(|_| InventoryError::TooManyRegions)?;
+        list.push(region)
+            .map_err(|_| InventoryError::TooManyRegions)?;
     }
     if let Some(node) = fdt.find_node("/reserved-memory") {
         for child in node.children() {
             for region in regions(child) {
-                list.push(region).map_err(|_| InventoryError::TooManyRegions)?;
+                list.push(region)
+                    .map_err(|_| InventoryError::TooManyRegions)?;
             }
         }
     }
@@ -241,7 +251,9 @@ fn reserved(fdt: &Fdt<'_>) -> Result<Vec<Region, MAX_RESERVED>, InventoryError> 
 }
 
 fn gic(fdt: &Fdt<'_>) -> Result<Gic, InventoryError> {
-    let node = fdt.find_compatible(&["arm,gic-v3"]).ok_or(InventoryError::NoGicV3)?;
+    let node = fdt
+        .find_compatible(&["arm,gic-v3"])
+        .ok_or(InventoryError::NoGicV3)?;
     let mut reg = regions(node);
     let distributor = reg.next().ok_or(InventoryError::NoGicV3)?;
     let redistributors = reg.next().ok_or(InventoryError::NoGicV3)?;
@@ -249,7 +261,11 @@ fn gic(fdt: &Fdt<'_>) -> Result<Gic, InventoryError> {
         .children()
         .find(|c| has_compatible(c, "arm,gic-v3-its"))
         .and_then(|c| regions(c).next());
-    Ok(Gic { distributor, redistributors, its })
+    Ok(Gic {
+        distributor,
+        redistributors,
+        its,
+    })
 }
 
 fn uart(fdt: &Fdt<'_>) -> Result<Uart, InventoryError> {
@@ -258,7 +274,9 @@ fn uart(fdt: &Fdt<'_>) -> Result<Uart, InventoryError> {
         .and_then(|chosen| string_property(&chosen, "stdout-path"))
         .and_then(|path| fdt.find_node(path.split(':').next().unwrap_or(path)))
         .filter(|n| has_compatible(n, "arm,pl011"));
-    let node = from_stdout.or_else(|| fdt.find_compatible(&["arm,pl011"])).ok_or(InventoryError::NoUart)?;
+    let node = from_stdout
+        .or_else(|| fdt.find_compatible(&["arm,pl011"]))
+        .ok_or(InventoryError::NoUart)?;
     let registers = regions(node).next().ok_or(InventoryError::NoUart)?;
     let intid = node.property("interrupts").and_then(|p| spi_intid(p.value));
     Ok(Uart { registers, intid })
@@ -286,7 +304,9 @@ fn psci(fdt: &Fdt<'_>) -> Result<Conduit, InventoryError> {
 
 fn pcie(fdt: &Fdt<'_>) -> Option<PcieHost> {
     let node = fdt.find_compatible(&["pci-host-ecam-generic"])?;
-    Some(PcieHost { ecam: regions(node).next()? })
+    Some(PcieHost {
+        ecam: regions(node).next()?,
+    })
 }
 
 #[cfg(test)]
@@ -301,7 +321,10 @@ pub(crate) mod tests {
     }
 
     pub fn virt_dtb_with(cpus: u32, ram: u64, method: &str, with_gic: bool) -> AllocVec<u8> {
-        let mut w = FdtWriter::new_with_mem_reserv(&[vm_fdt::FdtReserveEntry::new(0x4800_0000, 0x1000).unwrap()])
+        let mut w =
+            FdtWriter::new_with_mem_reserv(&[
+                vm_fdt::FdtReserveEntry::new(0x4800_0000, 0x1000).unwrap()
+            ])
             .unwrap();
         let root = w.begin_node("").unwrap();
         w.property_u32("#address-cells", 2).unwrap();
@@ -331,21 +354,29 @@ pub(crate) mod tests {
             w.property_string("compatible", "arm,gic-v3").unwrap();
             w.property_u32("#address-cells", 2).unwrap();
             w.property_u32("#size-cells", 2).unwrap();
-            w.property_array_u64("reg", &[0x800_0000, 0x1_0000, 0x80a_0000, 0xf6_0000]).unwrap();
+            w.property_array_u64("reg", &[0x800_0000, 0x1_0000, 0x80a_0000, 0xf6_0000])
+                .unwrap();
             let its = w.begin_node("its@8080000").unwrap();
             w.property_string("compatible", "arm,gic-v3-its").unwrap();
-            w.property_array_u64("reg", &[0x808_0000, 0x2_0000]).unwrap();
+            w.property_array_u64("reg", &[0x808_0000, 0x2_0000])
+                .unwrap();
             w.end_node(its).unwrap();
             w.end_node(g).unwrap();
         }
         let u = w.begin_node("pl011@9000000").unwrap();
-        w.property_string_list("compatible", alloc::vec!["arm,pl011".into(), "arm,primecell".into()]).unwrap();
+        w.property_string_list(
+            "compatible",
+            alloc::vec!["arm,pl011".into(), "arm,primecell".into()],
+        )
+        .unwrap();
         w.property_array_u64("reg", &[0x900_0000, 0x1000]).unwrap();
         w.property_array_u32("interrupts", &[0, 1, 4]).unwrap();
         w.end_node(u).unwrap();
         let pci = w.begin_node("pcie@10000000").unwrap();
-        w.property_string("compatible", "pci-host-ecam-generic").unwrap();
-        w.property_array_u64("reg", &[0x40_1000_0000, 0x1000_0000]).unwrap();
+        w.property_string("compatible", "pci-host-ecam-generic")
+            .unwrap();
+        w.property_array_u64("reg", &[0x40_1000_0000, 0x1000_0000])
+            .unwrap();
         w.end_node(pci).unwrap();
         w.end_node(root).unwrap();
         w.finish().unwrap()
@@ -361,9 +392,20 @@ pub(crate) mod tests {
         assert_eq!(inv.gic.distributor, Region::new(0x800_0000, 0x1_0000));
         assert_eq!(inv.gic.redistributors, Region::new(0x80a_0000, 0xf6_0000));
         assert_eq!(inv.gic.its, Some(Region::new(0x808_0000, 0x2_0000)));
-        assert_eq!(inv.uart, Uart { registers: Region::new(0x900_0000, 0x1000), intid: Some(33) });
+        assert_eq!(
+            inv.uart,
+            Uart {
+                registers: Region::new(0x900_0000, 0x1000),
+                intid: Some(33)
+            }
+        );
         assert_eq!(inv.psci, Conduit::Smc);
-        assert_eq!(inv.pcie, Some(PcieHost { ecam: Region::new(0x40_1000_0000, 0x1000_0000) }));
+        assert_eq!(
+            inv.pcie,
+            Some(PcieHost {
+                ecam: Region::new(0x40_1000_0000, 0x1000_0000)
+            })
+        );
         assert_eq!(inv.core_index(0x8000_0003), Some(3));
         assert_eq!(inv.core_index(0x8000_0100), None);
     }
@@ -376,33 +418,54 @@ pub(crate) mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert_eq!(Inventory::from_dtb(&[0u8; 64]), Err(InventoryError::NotADeviceTree));
-        assert_eq!(Inventory::from_dtb(&[]), Err(InventoryError::NotADeviceTree));
+        assert_eq!(
+            Inventory::from_dtb(&[0u8; 64]),
+            Err(InventoryError::NotADeviceTree)
+        );
+        assert_eq!(
+            Inventory::from_dtb(&[]),
+            Err(InventoryError::NotADeviceTree)
+        );
     }
 
     #[test]
     fn rejects_missing_psci_method() {
-        assert_eq!(Inventory::from_dtb(&virt_dtb_with(1, 1 << 30, "none", true)), Err(InventoryError::NoPsci));
+        assert_eq!(
+            Inventory::from_dtb(&virt_dtb_with(1, 1 << 30, "none", true)),
+            Err(InventoryError::NoPsci)
+        );
     }
 
     #[test]
     fn rejects_missing_gic() {
-        assert_eq!(Inventory::from_dtb(&virt_dtb_with(1, 1 << 30, "smc", false)), Err(InventoryError::NoGicV3));
+        assert_eq!(
+            Inventory::from_dtb(&virt_dtb_with(1, 1 << 30, "smc", false)),
+            Err(InventoryError::NoGicV3)
+        );
     }
 
     #[test]
     fn rejects_missing_cpus() {
-        assert_eq!(Inventory::from_dtb(&virt_dtb(0, 1 << 30)), Err(InventoryError::NoCpus));
+        assert_eq!(
+            Inventory::from_dtb(&virt_dtb(0, 1 << 30)),
+            Err(InventoryError::NoCpus)
+        );
     }
 
     #[test]
     fn rejects_empty_memory() {
-        assert_eq!(Inventory::from_dtb(&virt_dtb(1, 0)), Err(InventoryError::NoMemory));
+        assert_eq!(
+            Inventory::from_dtb(&virt_dtb(1, 0)),
+            Err(InventoryError::NoMemory)
+        );
     }
 
     #[test]
     fn rejects_too_many_cpus() {
-        assert_eq!(Inventory::from_dtb(&virt_dtb(257, 1 << 30)), Err(InventoryError::TooManyCpus));
+        assert_eq!(
+            Inventory::from_dtb(&virt_dtb(257, 1 << 30)),
+            Err(InventoryError::TooManyCpus)
+        );
     }
 
     #[test]

@@ -7,15 +7,28 @@ use crate::inventory::Region;
 
 /// The parts of `banks` not covered by any of `taken`, sorted by address.
 pub fn free_ram(banks: &[Region], taken: &[Region]) -> Vec<RamRange> {
-    let mut free: Vec<RamRange> = banks.iter().filter(|b| b.size > 0).map(|b| RamRange { base: b.base, size: b.size }).collect();
+    let mut free: Vec<RamRange> = banks
+        .iter()
+        .filter(|b| b.size > 0)
+        .map(|b| RamRange {
+            base: b.base,
+            size: b.size,
+        })
+        .collect();
     for hole in taken.iter().filter(|t| t.size > 0) {
         free = free
             .into_iter()
             .flat_map(|range| {
                 let (start, end) = (range.base, range.end());
-                let below = (start < hole.base.min(end)).then(|| RamRange { base: start, size: hole.base.min(end) - start });
+                let below = (start < hole.base.min(end)).then(|| RamRange {
+                    base: start,
+                    size: hole.base.min(end) - start,
+                });
                 let above_start = hole.end().max(start);
-                let above = (above_start < end).then(|| RamRange { base: above_start, size: end - above_start });
+                let above = (above_start < end).then(|| RamRange {
+                    base: above_start,
+                    size: end - above_start,
+                });
                 below.into_iter().chain(above)
             })
             .collect();
@@ -36,20 +49,37 @@ mod tests {
     fn removes_the_hypervisor_from_one_bank() {
         let banks = [Region::new(0x4000_0000, 0x1_0000_0000)];
         let taken = [Region::new(0x4020_0000, 0x40_0000)];
-        assert_eq!(free_ram(&banks, &taken), [r(0x4000_0000, 0x20_0000), r(0x4060_0000, 0x1_0000_0000 - 0x60_0000)]);
+        assert_eq!(
+            free_ram(&banks, &taken),
+            [
+                r(0x4000_0000, 0x20_0000),
+                r(0x4060_0000, 0x1_0000_0000 - 0x60_0000)
+            ]
+        );
     }
 
     #[test]
     fn holes_at_the_edges_and_outside() {
         let banks = [Region::new(0x1000, 0x3000), Region::new(0x10000, 0x1000)];
-        let taken = [Region::new(0x0, 0x2000), Region::new(0x3000, 0x8000), Region::new(0x20000, 0x1000)];
-        assert_eq!(free_ram(&banks, &taken), [r(0x2000, 0x1000), r(0x10000, 0x1000)]);
+        let taken = [
+            Region::new(0x0, 0x2000),
+            Region::new(0x3000, 0x8000),
+            Region::new(0x20000, 0x1000),
+        ];
+        assert_eq!(
+            free_ram(&banks, &taken),
+            [r(0x2000, 0x1000), r(0x10000, 0x1000)]
+        );
     }
 
     #[test]
     fn overlapping_and_empty_holes() {
         let banks = [Region::new(0, 0x10000)];
-        let taken = [Region::new(0x1000, 0x2000), Region::new(0x2000, 0x2000), Region::new(0x8000, 0)];
+        let taken = [
+            Region::new(0x1000, 0x2000),
+            Region::new(0x2000, 0x2000),
+            Region::new(0x8000, 0),
+        ];
         assert_eq!(free_ram(&banks, &taken), [r(0, 0x1000), r(0x4000, 0xc000)]);
     }
 
@@ -62,7 +92,13 @@ mod tests {
 /// Where the hypervisor's working memory goes: the first `align`-aligned address at or after
 /// `after` (or, failing that, anywhere) inside a RAM bank where `size` bytes avoid every
 /// region in `avoid` (the image, the firmware DT, reserved memory).
-pub fn place_working_memory(banks: &[Region], avoid: &[Region], after: u64, size: u64, align: u64) -> Option<Region> {
+pub fn place_working_memory(
+    banks: &[Region],
+    avoid: &[Region],
+    after: u64,
+    size: u64,
+    align: u64,
+) -> Option<Region> {
     let align_up = |x: u64| x.checked_add(align - 1).map(|v| v & !(align - 1));
     let fits = |bank: &Region, from: u64| -> Option<Region> {
         let mut base = align_up(from.max(bank.base))?;
@@ -77,7 +113,10 @@ pub fn place_working_memory(banks: &[Region], avoid: &[Region], after: u64, size
             }
         }
     };
-    banks.iter().find_map(|bank| fits(bank, after)).or_else(|| banks.iter().find_map(|bank| fits(bank, bank.base)))
+    banks
+        .iter()
+        .find_map(|bank| fits(bank, after))
+        .or_else(|| banks.iter().find_map(|bank| fits(bank, bank.base)))
 }
 
 #[cfg(test)]
@@ -110,6 +149,9 @@ mod working_memory_tests {
 
     #[test]
     fn none_when_ram_is_full() {
-        assert_eq!(place_working_memory(&[BANK], &[BANK], 0, 0x1000, 0x1000), None);
+        assert_eq!(
+            place_working_memory(&[BANK], &[BANK], 0, 0x1000, 0x1000),
+            None
+        );
     }
 }

@@ -101,11 +101,23 @@ pub struct Attributes {
 
 impl Attributes {
     /// Read-write, executable normal memory (RAM).
-    pub const RAM: Attributes = Attributes { memory: MemoryType::Normal, writable: true, executable: true };
+    pub const RAM: Attributes = Attributes {
+        memory: MemoryType::Normal,
+        writable: true,
+        executable: true,
+    };
     /// Read-write, non-executable normal memory (data).
-    pub const DATA: Attributes = Attributes { memory: MemoryType::Normal, writable: true, executable: false };
+    pub const DATA: Attributes = Attributes {
+        memory: MemoryType::Normal,
+        writable: true,
+        executable: false,
+    };
     /// Device registers: read-write, never executable.
-    pub const DEVICE: Attributes = Attributes { memory: MemoryType::Device, writable: true, executable: false };
+    pub const DEVICE: Attributes = Attributes {
+        memory: MemoryType::Device,
+        writable: true,
+        executable: false,
+    };
 }
 
 /// Why a mapping request was refused.
@@ -204,7 +216,11 @@ impl<S: TableStore> Translation<S> {
     /// Creates empty tables (just the root) in `store`.
     pub fn new(regime: Regime, mut store: S) -> Result<Self, MapError> {
         let root = store.allocate().ok_or(MapError::OutOfTables)?;
-        Ok(Self { regime, root, store })
+        Ok(Self {
+            regime,
+            root,
+            store,
+        })
     }
 
     /// Physical address of the root table (TTBR0_EL2 / VTTBR_EL2.BADDR).
@@ -218,11 +234,23 @@ impl<S: TableStore> Translation<S> {
 
     /// Maps `[input, input + size)` to `[output, output + size)` with the largest blocks that
     /// alignment allows (1 GiB, 2 MiB, then 4 KiB pages).
-    pub fn map(&mut self, input: u64, output: u64, size: u64, attributes: Attributes) -> Result<(), MapError> {
-        if input % PAGE_SIZE != 0 || output % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 {
+    pub fn map(
+        &mut self,
+        input: u64,
+        output: u64,
+        size: u64,
+        attributes: Attributes,
+    ) -> Result<(), MapError> {
+        if !input.is_multiple_of(PAGE_SIZE)
+            || !output.is_multiple_of(PAGE_SIZE)
+            || !size.is_multiple_of(PAGE_SIZE)
+        {
             return Err(MapError::Misaligned);
         }
-        let input_end = input.checked_add(size).filter(|_| size > 0).ok_or(MapError::BadRange)?;
+        let input_end = input
+            .checked_add(size)
+            .filter(|_| size > 0)
+            .ok_or(MapError::BadRange)?;
         let output_end = output.checked_add(size).ok_or(MapError::BadRange)?;
         if input_end > 1u64 << self.regime.input_bits() {
             return Err(MapError::OutOfRange);
@@ -246,12 +274,18 @@ impl<S: TableStore> Translation<S> {
         (self.regime.start_level().max(1)..3)
             .find(|&level| {
                 let span = entry_span(level);
-                va % span == 0 && pa % span == 0 && left >= span
+                va.is_multiple_of(span) && pa.is_multiple_of(span) && left >= span
             })
             .unwrap_or(3)
     }
 
-    fn map_one(&mut self, va: u64, pa: u64, leaf: usize, attributes: Attributes) -> Result<(), MapError> {
+    fn map_one(
+        &mut self,
+        va: u64,
+        pa: u64,
+        leaf: usize,
+        attributes: Attributes,
+    ) -> Result<(), MapError> {
         let mut table = self.root;
         for level in self.regime.start_level()..leaf {
             let slot = index(va, level);
@@ -290,7 +324,10 @@ impl<S: TableStore> Translation<S> {
             let leaf = level == 3 || !entry.is_set(DESC::TABLE_OR_PAGE);
             if leaf {
                 let span = entry_span(level);
-                return Some((address + input % span, decode_attributes(self.regime, entry)));
+                return Some((
+                    address + input % span,
+                    decode_attributes(self.regime, entry),
+                ));
             }
             table = address;
         }
@@ -306,7 +343,11 @@ fn table_descriptor(next: u64) -> u64 {
 
 fn leaf_descriptor(regime: Regime, output: u64, level: usize, attributes: Attributes) -> u64 {
     let mut d = Descriptor::new(0);
-    let kind = if level == 3 { DESC::TABLE_OR_PAGE::SET } else { DESC::TABLE_OR_PAGE::CLEAR };
+    let kind = if level == 3 {
+        DESC::TABLE_OR_PAGE::SET
+    } else {
+        DESC::TABLE_OR_PAGE::CLEAR
+    };
     d.write(DESC::VALID::SET + kind + DESC::AF::SET + DESC::ADDRESS.val(output >> 12));
     let shareability = match attributes.memory {
         MemoryType::Normal => DESC::SH::InnerShareable,
@@ -345,16 +386,28 @@ fn leaf_descriptor(regime: Regime, output: u64, level: usize, attributes: Attrib
 fn decode_attributes(regime: Regime, d: Descriptor) -> Attributes {
     let (memory, writable) = match regime {
         Regime::El2Stage1 => {
-            let memory = if d.read(DESC::ATTR_INDX) == MAIR_NORMAL { MemoryType::Normal } else { MemoryType::Device };
+            let memory = if d.read(DESC::ATTR_INDX) == MAIR_NORMAL {
+                MemoryType::Normal
+            } else {
+                MemoryType::Device
+            };
             (memory, !d.is_set(DESC::AP2_S2AP_WRITE))
         }
         Regime::Stage2 => {
             let normal = d.matches_all(DESC::S2_MEMATTR::NormalWriteBack);
-            let memory = if normal { MemoryType::Normal } else { MemoryType::Device };
+            let memory = if normal {
+                MemoryType::Normal
+            } else {
+                MemoryType::Device
+            };
             (memory, d.is_set(DESC::AP2_S2AP_WRITE))
         }
     };
-    Attributes { memory, writable, executable: !d.is_set(DESC::XN) }
+    Attributes {
+        memory,
+        writable,
+        executable: !d.is_set(DESC::XN),
+    }
 }
 
 #[cfg(test)]
@@ -370,13 +423,23 @@ mod tests {
         let mut t = stage2();
         // 1 GiB + 2 MiB + 4 KiB at a 1 GiB-aligned IPA, PA 1 GiB aligned too.
         let size = BLOCK_1G + BLOCK_2M + PAGE_SIZE;
-        t.map(0x4000_0000, 0x1_0000_0000, size, Attributes::RAM).unwrap();
+        t.map(0x4000_0000, 0x1_0000_0000, size, Attributes::RAM)
+            .unwrap();
         // root L1 + one L2 (for the 2 MiB block and the L3 holder) + one L3.
         assert_eq!(t.store().len(), 3);
-        assert_eq!(t.translate(0x4000_0000), Some((0x1_0000_0000, Attributes::RAM)));
-        assert_eq!(t.translate(0x4000_0000 + BLOCK_1G + 5), Some((0x1_0000_0000 + BLOCK_1G + 5, Attributes::RAM)));
+        assert_eq!(
+            t.translate(0x4000_0000),
+            Some((0x1_0000_0000, Attributes::RAM))
+        );
+        assert_eq!(
+            t.translate(0x4000_0000 + BLOCK_1G + 5),
+            Some((0x1_0000_0000 + BLOCK_1G + 5, Attributes::RAM))
+        );
         let last = 0x4000_0000 + size - 1;
-        assert_eq!(t.translate(last).map(|x| x.0), Some(0x1_0000_0000 + size - 1));
+        assert_eq!(
+            t.translate(last).map(|x| x.0),
+            Some(0x1_0000_0000 + size - 1)
+        );
         assert_eq!(t.translate(last + 1), None);
         assert_eq!(t.translate(0x3fff_ffff), None);
     }
@@ -384,7 +447,8 @@ mod tests {
     #[test]
     fn unaligned_output_falls_back_to_pages() {
         let mut t = stage2();
-        t.map(0x4000_0000, 0x8000_1000, BLOCK_2M, Attributes::RAM).unwrap();
+        t.map(0x4000_0000, 0x8000_1000, BLOCK_2M, Attributes::RAM)
+            .unwrap();
         // L1 root, L2, L3.
         assert_eq!(t.store().len(), 3);
         assert_eq!(t.translate(0x401f_f123).map(|x| x.0), Some(0x8020_0123));
@@ -393,18 +457,31 @@ mod tests {
     #[test]
     fn stage2_attributes_round_trip() {
         let mut t = stage2();
-        t.map(0x0900_0000, 0x0900_0000, PAGE_SIZE, Attributes::DEVICE).unwrap();
-        let read_only = Attributes { memory: MemoryType::Normal, writable: false, executable: false };
-        t.map(0x5000_0000, 0x5000_0000, PAGE_SIZE, read_only).unwrap();
-        assert_eq!(t.translate(0x0900_0008), Some((0x0900_0008, Attributes::DEVICE)));
+        t.map(0x0900_0000, 0x0900_0000, PAGE_SIZE, Attributes::DEVICE)
+            .unwrap();
+        let read_only = Attributes {
+            memory: MemoryType::Normal,
+            writable: false,
+            executable: false,
+        };
+        t.map(0x5000_0000, 0x5000_0000, PAGE_SIZE, read_only)
+            .unwrap();
+        assert_eq!(
+            t.translate(0x0900_0008),
+            Some((0x0900_0008, Attributes::DEVICE))
+        );
         assert_eq!(t.translate(0x5000_0000), Some((0x5000_0000, read_only)));
     }
 
     #[test]
     fn el2_stage1_descriptor_bits() {
         let mut t = Translation::new(Regime::El2Stage1, HeapTables::new()).unwrap();
-        t.map(0x4000_0000, 0x4000_0000, BLOCK_2M, Attributes::DATA).unwrap();
-        assert_eq!(t.translate(0x4000_0010), Some((0x4000_0010, Attributes::DATA)));
+        t.map(0x4000_0000, 0x4000_0000, BLOCK_2M, Attributes::DATA)
+            .unwrap();
+        assert_eq!(
+            t.translate(0x4000_0010),
+            Some((0x4000_0010, Attributes::DATA))
+        );
         // Walk by hand: L0 -> L1 -> L2 block.
         let root = t.root();
         let l1 = t.store.entries(root)[0] & !0xfff & ((1 << 48) - 1);
@@ -422,50 +499,81 @@ mod tests {
     #[test]
     fn refuses_misaligned() {
         let mut t = stage2();
-        assert_eq!(t.map(0x4000_0001, 0, PAGE_SIZE, Attributes::RAM), Err(MapError::Misaligned));
-        assert_eq!(t.map(0x4000_0000, 0x10, PAGE_SIZE, Attributes::RAM), Err(MapError::Misaligned));
-        assert_eq!(t.map(0x4000_0000, 0, 100, Attributes::RAM), Err(MapError::Misaligned));
+        assert_eq!(
+            t.map(0x4000_0001, 0, PAGE_SIZE, Attributes::RAM),
+            Err(MapError::Misaligned)
+        );
+        assert_eq!(
+            t.map(0x4000_0000, 0x10, PAGE_SIZE, Attributes::RAM),
+            Err(MapError::Misaligned)
+        );
+        assert_eq!(
+            t.map(0x4000_0000, 0, 100, Attributes::RAM),
+            Err(MapError::Misaligned)
+        );
     }
 
     #[test]
     fn refuses_empty_or_wrapping_range() {
         let mut t = stage2();
-        assert_eq!(t.map(0x4000_0000, 0, 0, Attributes::RAM), Err(MapError::BadRange));
-        assert_eq!(t.map(u64::MAX - 0xfff, 0, 0x2000, Attributes::RAM), Err(MapError::BadRange));
+        assert_eq!(
+            t.map(0x4000_0000, 0, 0, Attributes::RAM),
+            Err(MapError::BadRange)
+        );
+        assert_eq!(
+            t.map(u64::MAX - 0xfff, 0, 0x2000, Attributes::RAM),
+            Err(MapError::BadRange)
+        );
     }
 
     #[test]
     fn refuses_input_beyond_regime() {
         let mut t = stage2();
-        assert_eq!(t.map(1 << 39, 0, PAGE_SIZE, Attributes::RAM), Err(MapError::OutOfRange));
+        assert_eq!(
+            t.map(1 << 39, 0, PAGE_SIZE, Attributes::RAM),
+            Err(MapError::OutOfRange)
+        );
         assert_eq!(t.translate(1 << 39), None);
     }
 
     #[test]
     fn refuses_output_above_48_bits() {
         let mut t = stage2();
-        assert_eq!(t.map(0, 1 << 48, PAGE_SIZE, Attributes::RAM), Err(MapError::OutputTooHigh));
+        assert_eq!(
+            t.map(0, 1 << 48, PAGE_SIZE, Attributes::RAM),
+            Err(MapError::OutputTooHigh)
+        );
     }
 
     #[test]
     fn refuses_overlap() {
         let mut t = stage2();
-        t.map(0x4000_0000, 0x4000_0000, BLOCK_2M, Attributes::RAM).unwrap();
+        t.map(0x4000_0000, 0x4000_0000, BLOCK_2M, Attributes::RAM)
+            .unwrap();
         assert_eq!(
             t.map(0x4010_0000, 0x4010_0000, PAGE_SIZE, Attributes::RAM),
-            Err(MapError::AlreadyMapped { address: 0x4010_0000 })
+            Err(MapError::AlreadyMapped {
+                address: 0x4010_0000
+            })
         );
-        t.map(0x4020_0000, 0x4020_0000, PAGE_SIZE, Attributes::RAM).unwrap();
+        t.map(0x4020_0000, 0x4020_0000, PAGE_SIZE, Attributes::RAM)
+            .unwrap();
         assert_eq!(
             t.map(0x4020_0000, 0x4020_0000, PAGE_SIZE, Attributes::RAM),
-            Err(MapError::AlreadyMapped { address: 0x4020_0000 })
+            Err(MapError::AlreadyMapped {
+                address: 0x4020_0000
+            })
         );
     }
 
     struct TinyStore(HeapTables, usize);
     impl TableStore for TinyStore {
         fn allocate(&mut self) -> Option<u64> {
-            if self.0.len() >= self.1 { None } else { self.0.allocate() }
+            if self.0.len() >= self.1 {
+                None
+            } else {
+                self.0.allocate()
+            }
         }
         fn entries(&mut self, address: u64) -> &mut [u64; ENTRIES] {
             self.0.entries(address)
@@ -475,6 +583,9 @@ mod tests {
     #[test]
     fn reports_running_out_of_tables() {
         let mut t = Translation::new(Regime::Stage2, TinyStore(HeapTables::new(), 2)).unwrap();
-        assert_eq!(t.map(0x4000_0000, 0x4000_1000, PAGE_SIZE, Attributes::RAM), Err(MapError::OutOfTables));
+        assert_eq!(
+            t.map(0x4000_0000, 0x4000_1000, PAGE_SIZE, Attributes::RAM),
+            Err(MapError::OutOfTables)
+        );
     }
 }

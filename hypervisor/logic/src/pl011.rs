@@ -131,10 +131,8 @@ impl VirtualPl011 {
             offset::CR => self.cr = value & 0xffff,
             offset::IFLS => self.ifls = value & 0x3f,
             offset::IMSC => self.imsc = value & 0x7ff,
-            offset::ICR => {
-                if value & INT::TX::SET.value != 0 {
-                    self.tx_raw = false;
-                }
+            offset::ICR if value & INT::TX::SET.value != 0 => {
+                self.tx_raw = false;
             }
             offset::DMACR => self.dmacr = value & 0x7,
             _ => {}
@@ -218,7 +216,12 @@ mod tests {
     fn keeps_line_control_registers() {
         let mut uart = VirtualPl011::new();
         assert_eq!(uart.read(offset::CR), 0x300);
-        for (reg, value) in [(offset::IBRD, 13), (offset::FBRD, 1), (offset::LCR_H, 0x70), (offset::CR, 0x301)] {
+        for (reg, value) in [
+            (offset::IBRD, 13),
+            (offset::FBRD, 1),
+            (offset::LCR_H, 0x70),
+            (offset::CR, 0x301),
+        ] {
             assert_eq!(uart.write(reg, value), None);
             assert_eq!(uart.read(reg), value);
         }

@@ -52,16 +52,29 @@ pub enum AffinityState {
 pub enum Call {
     Version,
     CpuOff,
-    CpuOn { target: u64, entry: u64, context: u64 },
-    AffinityInfo { target: u64, lowest_level: u64 },
+    CpuOn {
+        target: u64,
+        entry: u64,
+        context: u64,
+    },
+    AffinityInfo {
+        target: u64,
+        lowest_level: u64,
+    },
     MigrateInfoType,
     SystemOff,
     SystemReset,
-    Features { function: u32 },
+    Features {
+        function: u32,
+    },
     SmcccVersion,
-    SmcccArchFeatures { function: u32 },
+    SmcccArchFeatures {
+        function: u32,
+    },
     /// Anything else: answered NOT_SUPPORTED.
-    Unknown { function: u32 },
+    Unknown {
+        function: u32,
+    },
 }
 
 /// Decodes the call in x0..x3. SMC32 variants see only the low 32 bits of their arguments.
@@ -75,16 +88,34 @@ pub fn decode(x: [u64; 4]) -> Call {
     match function {
         PSCI_VERSION => Call::Version,
         CPU_OFF => Call::CpuOff,
-        CPU_ON_64 => Call::CpuOn { target: x[1], entry: x[2], context: x[3] },
-        CPU_ON_32 => Call::CpuOn { target: narrow(x[1]), entry: narrow(x[2]), context: narrow(x[3]) },
-        AFFINITY_INFO_64 => Call::AffinityInfo { target: x[1], lowest_level: x[2] },
-        AFFINITY_INFO_32 => Call::AffinityInfo { target: narrow(x[1]), lowest_level: narrow(x[2]) },
+        CPU_ON_64 => Call::CpuOn {
+            target: x[1],
+            entry: x[2],
+            context: x[3],
+        },
+        CPU_ON_32 => Call::CpuOn {
+            target: narrow(x[1]),
+            entry: narrow(x[2]),
+            context: narrow(x[3]),
+        },
+        AFFINITY_INFO_64 => Call::AffinityInfo {
+            target: x[1],
+            lowest_level: x[2],
+        },
+        AFFINITY_INFO_32 => Call::AffinityInfo {
+            target: narrow(x[1]),
+            lowest_level: narrow(x[2]),
+        },
         MIGRATE_INFO_TYPE => Call::MigrateInfoType,
         SYSTEM_OFF => Call::SystemOff,
         SYSTEM_RESET => Call::SystemReset,
-        PSCI_FEATURES => Call::Features { function: x[1] as u32 },
+        PSCI_FEATURES => Call::Features {
+            function: x[1] as u32,
+        },
         SMCCC_VERSION => Call::SmcccVersion,
-        SMCCC_ARCH_FEATURES => Call::SmcccArchFeatures { function: x[1] as u32 },
+        SMCCC_ARCH_FEATURES => Call::SmcccArchFeatures {
+            function: x[1] as u32,
+        },
         _ => Call::Unknown { function },
     }
 }
@@ -93,8 +124,10 @@ pub fn decode(x: [u64; 4]) -> Call {
 pub fn features(function: u32) -> i64 {
     use function::*;
     match function {
-        PSCI_VERSION | CPU_OFF | CPU_ON_32 | CPU_ON_64 | AFFINITY_INFO_32 | AFFINITY_INFO_64 | MIGRATE_INFO_TYPE
-        | SYSTEM_OFF | SYSTEM_RESET | PSCI_FEATURES | SMCCC_VERSION => status::SUCCESS,
+        PSCI_VERSION | CPU_OFF | CPU_ON_32 | CPU_ON_64 | AFFINITY_INFO_32 | AFFINITY_INFO_64
+        | MIGRATE_INFO_TYPE | SYSTEM_OFF | SYSTEM_RESET | PSCI_FEATURES | SMCCC_VERSION => {
+            status::SUCCESS
+        }
         _ => status::NOT_SUPPORTED,
     }
 }
@@ -120,11 +153,19 @@ mod tests {
     fn decodes_cpu_on_64_and_32() {
         assert_eq!(
             decode([0xC400_0003, 1, 0x4008_0000, 7]),
-            Call::CpuOn { target: 1, entry: 0x4008_0000, context: 7 }
+            Call::CpuOn {
+                target: 1,
+                entry: 0x4008_0000,
+                context: 7
+            }
         );
         assert_eq!(
             decode([0x8400_0003, 0xffff_ffff_0000_0001, 0x1_4008_0000, 0]),
-            Call::CpuOn { target: 1, entry: 0x4008_0000, context: 0 }
+            Call::CpuOn {
+                target: 1,
+                entry: 0x4008_0000,
+                context: 0
+            }
         );
     }
 
@@ -132,19 +173,45 @@ mod tests {
     fn decodes_the_rest() {
         assert_eq!(decode([0x8400_0000, 0, 0, 0]), Call::Version);
         assert_eq!(decode([0x8400_0002, 0, 0, 0]), Call::CpuOff);
-        assert_eq!(decode([0xC400_0004, 2, 0, 0]), Call::AffinityInfo { target: 2, lowest_level: 0 });
+        assert_eq!(
+            decode([0xC400_0004, 2, 0, 0]),
+            Call::AffinityInfo {
+                target: 2,
+                lowest_level: 0
+            }
+        );
         assert_eq!(decode([0x8400_0006, 0, 0, 0]), Call::MigrateInfoType);
         assert_eq!(decode([0x8400_0008, 0, 0, 0]), Call::SystemOff);
         assert_eq!(decode([0x8400_0009, 0, 0, 0]), Call::SystemReset);
-        assert_eq!(decode([0x8400_000A, 0x8400_0009, 0, 0]), Call::Features { function: 0x8400_0009 });
+        assert_eq!(
+            decode([0x8400_000A, 0x8400_0009, 0, 0]),
+            Call::Features {
+                function: 0x8400_0009
+            }
+        );
         assert_eq!(decode([0x8000_0000, 0, 0, 0]), Call::SmcccVersion);
-        assert_eq!(decode([0x8000_0001, 0x8000_8000, 0, 0]), Call::SmcccArchFeatures { function: 0x8000_8000 });
-        assert_eq!(decode([0xC600_0000, 0, 0, 0]), Call::Unknown { function: 0xC600_0000 });
+        assert_eq!(
+            decode([0x8000_0001, 0x8000_8000, 0, 0]),
+            Call::SmcccArchFeatures {
+                function: 0x8000_8000
+            }
+        );
+        assert_eq!(
+            decode([0xC600_0000, 0, 0, 0]),
+            Call::Unknown {
+                function: 0xC600_0000
+            }
+        );
     }
 
     #[test]
     fn function_id_with_upper_bits_is_unknown() {
-        assert_eq!(decode([0x1_8400_0008, 0, 0, 0]), Call::Unknown { function: 0x8400_0008 });
+        assert_eq!(
+            decode([0x1_8400_0008, 0, 0, 0]),
+            Call::Unknown {
+                function: 0x8400_0008
+            }
+        );
     }
 
     #[test]
@@ -158,7 +225,11 @@ mod tests {
     #[test]
     fn only_own_vcpus_are_targets() {
         assert_eq!(vcpu_index(0, 2), Some(0));
-        assert_eq!(vcpu_index(0x8000_0001, 2), Some(1), "MPIDR bit 31 is not an affinity field");
+        assert_eq!(
+            vcpu_index(0x8000_0001, 2),
+            Some(1),
+            "MPIDR bit 31 is not an affinity field"
+        );
         assert_eq!(vcpu_index(2, 2), None);
         assert_eq!(vcpu_index(0x100, 2), None, "Aff1 != 0");
         assert_eq!(vcpu_index(0x1_0000, 2), None, "Aff2 != 0");

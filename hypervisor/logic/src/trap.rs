@@ -59,7 +59,11 @@ impl MmioAccess {
     /// The value a read of `raw` (zero-extended from `width`) leaves in the register.
     pub fn read_result(&self, raw: u64) -> u64 {
         let bits = u32::from(self.width) * 8;
-        let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+        let mask = if bits == 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
         let mut value = raw & mask;
         if self.sign_extend && bits < 64 && value & (1 << (bits - 1)) != 0 {
             value |= !mask;
@@ -73,7 +77,11 @@ impl MmioAccess {
     /// The value a write stores: the low `width` bytes of the register (`register_value`).
     pub fn write_value(&self, register_value: u64) -> u64 {
         let bits = u32::from(self.width) * 8;
-        if bits == 64 { register_value } else { register_value & ((1u64 << bits) - 1) }
+        if bits == 64 {
+            register_value
+        } else {
+            register_value & ((1u64 << bits) - 1)
+        }
     }
 }
 
@@ -92,7 +100,11 @@ pub struct SysRegAccess {
 impl core::fmt::Display for SysRegAccess {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let verb = if self.read { "read of" } else { "write to" };
-        write!(f, "{verb} S{}_{}_C{}_C{}_{}", self.op0, self.op1, self.crn, self.crm, self.op2)
+        write!(
+            f,
+            "{verb} S{}_{}_C{}_C{}_{}",
+            self.op0, self.op1, self.crn, self.crm, self.op2
+        )
     }
 }
 
@@ -106,7 +118,12 @@ pub enum Exit {
     /// A stage-2 data abort that names its access completely: candidate for MMIO emulation.
     Mmio(MmioAccess),
     /// A stage-2 data abort the hypervisor cannot emulate (no syndrome, stage-1 walk, ...).
-    DataAbort { ipa: u64, write: bool, status: u8, page_walk: bool },
+    DataAbort {
+        ipa: u64,
+        write: bool,
+        status: u8,
+        page_walk: bool,
+    },
     /// A stage-2 instruction abort (executing outside RAM).
     InstructionAbort { ipa: u64, status: u8 },
     /// A trapped MSR/MRS (e.g. an IMPLEMENTATION DEFINED register under HCR_EL2.TIDCP).
@@ -126,12 +143,17 @@ pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
     let iss = syndrome.read(ESR_EL2::ISS);
     let class = syndrome.read(ESR_EL2::EC) as u8;
     match syndrome.read_as_enum(ESR_EL2::EC) {
-        Some(ESR_EL2::EC::Value::HVC64) => Exit::Hypercall { immediate: iss as u16 },
-        Some(ESR_EL2::EC::Value::SMC64) => Exit::SecureMonitorCall { immediate: iss as u16 },
+        Some(ESR_EL2::EC::Value::HVC64) => Exit::Hypercall {
+            immediate: iss as u16,
+        },
+        Some(ESR_EL2::EC::Value::SMC64) => Exit::SecureMonitorCall {
+            immediate: iss as u16,
+        },
         Some(ESR_EL2::EC::Value::DataAbortLowerEL) => data_abort(iss, fault_ipa(hpfar, far)),
-        Some(ESR_EL2::EC::Value::InstrAbortLowerEL) => {
-            Exit::InstructionAbort { ipa: fault_ipa(hpfar, far), status: (iss & 0x3f) as u8 }
-        }
+        Some(ESR_EL2::EC::Value::InstrAbortLowerEL) => Exit::InstructionAbort {
+            ipa: fault_ipa(hpfar, far),
+            status: (iss & 0x3f) as u8,
+        },
         Some(ESR_EL2::EC::Value::TrappedMsrMrs) => {
             let s = LocalRegisterCopy::<u64, SYSREG_ISS::Register>::new(iss);
             Exit::SystemRegister(SysRegAccess {
@@ -153,7 +175,12 @@ fn data_abort(iss: u64, ipa: u64) -> Exit {
     let write = s.is_set(DABT_ISS::WNR);
     let page_walk = s.is_set(DABT_ISS::S1PTW);
     if !s.is_set(DABT_ISS::ISV) || page_walk {
-        return Exit::DataAbort { ipa, write, status: s.read(DABT_ISS::DFSC) as u8, page_walk };
+        return Exit::DataAbort {
+            ipa,
+            write,
+            status: s.read(DABT_ISS::DFSC) as u8,
+            page_walk,
+        };
     }
     Exit::Mmio(MmioAccess {
         ipa,
@@ -174,16 +201,28 @@ mod tests {
 
     #[test]
     fn hvc_and_smc() {
-        assert_eq!(decode(0x16 << EC_SHIFT | IL, 0, 0), Exit::Hypercall { immediate: 0 });
-        assert_eq!(decode(0x17 << EC_SHIFT | IL | 0x12, 0, 0), Exit::SecureMonitorCall { immediate: 0x12 });
+        assert_eq!(
+            decode(0x16 << EC_SHIFT | IL, 0, 0),
+            Exit::Hypercall { immediate: 0 }
+        );
+        assert_eq!(
+            decode(0x17 << EC_SHIFT | IL | 0x12, 0, 0),
+            Exit::SecureMonitorCall { immediate: 0x12 }
+        );
     }
 
     #[test]
     fn str_w1_to_uart_dr() {
         // STR W1, [X0] to 0x0900_0000: ISV, SAS=2 (4 bytes), SRT=1, WnR, DFSC translation L3.
         let iss = 1 << 24 | 2 << 22 | 1 << 16 | 1 << 6 | 0x07;
-        let exit = decode(0x24 << EC_SHIFT | IL | iss, 0x0900_0000, (0x0900_0000u64 >> 12) << 4);
-        let Exit::Mmio(access) = exit else { panic!("{exit:?}") };
+        let exit = decode(
+            0x24 << EC_SHIFT | IL | iss,
+            0x0900_0000,
+            (0x0900_0000u64 >> 12) << 4,
+        );
+        let Exit::Mmio(access) = exit else {
+            panic!("{exit:?}")
+        };
         assert_eq!(access.ipa, 0x0900_0000);
         assert_eq!((access.width, access.register, access.write), (4, 1, true));
         assert_eq!(access.write_value(0xffff_ffff_1234_5678), 0x1234_5678);
@@ -193,18 +232,32 @@ mod tests {
     fn hpfar_gives_page_and_far_gives_offset() {
         let hpfar = (0x1_2345_6000u64 >> 12) << 4;
         let iss = 1 << 24 | 3 << 22 | 5 << 16 | 1 << 15;
-        let Exit::Mmio(a) = decode(0x24 << EC_SHIFT | iss, 0xffff_0000_0000_0abc, hpfar) else { panic!() };
+        let Exit::Mmio(a) = decode(0x24 << EC_SHIFT | iss, 0xffff_0000_0000_0abc, hpfar) else {
+            panic!()
+        };
         assert_eq!(a.ipa, 0x1_2345_6abc);
-        assert_eq!((a.width, a.register, a.write, a.sixty_four), (8, 5, false, true));
+        assert_eq!(
+            (a.width, a.register, a.write, a.sixty_four),
+            (8, 5, false, true)
+        );
     }
 
     #[test]
     fn sign_extended_byte_read() {
         let iss = 1 << 24 | 1 << 21 | 2 << 16;
-        let Exit::Mmio(a) = decode(0x24 << EC_SHIFT | iss, 0x18, 0) else { panic!() };
+        let Exit::Mmio(a) = decode(0x24 << EC_SHIFT | iss, 0x18, 0) else {
+            panic!()
+        };
         assert_eq!(a.width, 1);
-        assert_eq!(a.read_result(0x80), 0xffff_ff80, "LDRSB Wt: sign-extend to 32 bits");
-        let a64 = MmioAccess { sixty_four: true, ..a };
+        assert_eq!(
+            a.read_result(0x80),
+            0xffff_ff80,
+            "LDRSB Wt: sign-extend to 32 bits"
+        );
+        let a64 = MmioAccess {
+            sixty_four: true,
+            ..a
+        };
         assert_eq!(a64.read_result(0x80), 0xffff_ffff_ffff_ff80);
         assert_eq!(a64.read_result(0x7f), 0x7f);
     }
@@ -212,28 +265,57 @@ mod tests {
     #[test]
     fn abort_without_syndrome_is_not_mmio() {
         // LDP to an unmapped IPA: ISV = 0.
-        let exit = decode(0x24 << EC_SHIFT | 0x06, 0x8000_0010, (0x8000_0000u64 >> 12) << 4);
-        assert_eq!(exit, Exit::DataAbort { ipa: 0x8000_0010, write: false, status: 6, page_walk: false });
+        let exit = decode(
+            0x24 << EC_SHIFT | 0x06,
+            0x8000_0010,
+            (0x8000_0000u64 >> 12) << 4,
+        );
+        assert_eq!(
+            exit,
+            Exit::DataAbort {
+                ipa: 0x8000_0010,
+                write: false,
+                status: 6,
+                page_walk: false
+            }
+        );
     }
 
     #[test]
     fn stage1_walk_abort_is_not_mmio() {
         let iss = 1 << 24 | 1 << 7 | 0x07;
-        assert!(matches!(decode(0x24 << EC_SHIFT | iss, 0, 0), Exit::DataAbort { page_walk: true, .. }));
+        assert!(matches!(
+            decode(0x24 << EC_SHIFT | iss, 0, 0),
+            Exit::DataAbort {
+                page_walk: true,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn instruction_abort() {
         let exit = decode(0x20 << EC_SHIFT | 0x06, 0x10, (0x7000_0000u64 >> 12) << 4);
-        assert_eq!(exit, Exit::InstructionAbort { ipa: 0x7000_0010, status: 6 });
+        assert_eq!(
+            exit,
+            Exit::InstructionAbort {
+                ipa: 0x7000_0010,
+                status: 6
+            }
+        );
     }
 
     #[test]
     fn implementation_defined_register_read() {
         // MRS X0, S3_0_C15_C0_0
         let iss = 3 << 20 | 15 << 10 | 1;
-        let Exit::SystemRegister(r) = decode(0x18 << EC_SHIFT | IL | iss, 0, 0) else { panic!() };
-        assert_eq!((r.op0, r.op1, r.crn, r.crm, r.op2, r.register, r.read), (3, 0, 15, 0, 0, 0, true));
+        let Exit::SystemRegister(r) = decode(0x18 << EC_SHIFT | IL | iss, 0, 0) else {
+            panic!()
+        };
+        assert_eq!(
+            (r.op0, r.op1, r.crn, r.crm, r.op2, r.register, r.read),
+            (3, 0, 15, 0, 0, 0, true)
+        );
         assert_eq!(alloc::format!("{r}"), "read of S3_0_C15_C0_0");
     }
 

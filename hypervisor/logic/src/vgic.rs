@@ -147,7 +147,10 @@ impl Irq {
     };
 
     fn sgi() -> Irq {
-        Irq { edge: true, ..Irq::RESET }
+        Irq {
+            edge: true,
+            ..Irq::RESET
+        }
     }
 }
 
@@ -164,7 +167,11 @@ impl VcpuState {
     fn new() -> Self {
         let mut private = [Irq::RESET; PRIVATE];
         private[..16].iter_mut().for_each(|irq| *irq = Irq::sgi());
-        Self { private, processor_sleep: true, list_registers: [None; MAX_LIST_REGISTERS] }
+        Self {
+            private,
+            processor_sleep: true,
+            list_registers: [None; MAX_LIST_REGISTERS],
+        }
     }
 }
 
@@ -207,7 +214,13 @@ impl VirtualGic {
             .fold(0u128, |set, &i| set | 1 << (i - SPI_BASE));
         Self {
             ctlr: 0,
-            spis: vec![Spi { irq: Irq::RESET, target: 0 }; SPIS],
+            spis: vec![
+                Spi {
+                    irq: Irq::RESET,
+                    target: 0
+                };
+                SPIS
+            ],
             owned,
             vcpus: (0..vcpus).map(|_| VcpuState::new()).collect(),
             dirty: VcpuSet::EMPTY,
@@ -242,7 +255,9 @@ impl VirtualGic {
 
     fn irq_mut(&mut self, vcpu: usize, intid: u32) -> Option<&mut Irq> {
         if intid < SPI_BASE {
-            self.vcpus.get_mut(vcpu).map(|v| &mut v.private[intid as usize])
+            self.vcpus
+                .get_mut(vcpu)
+                .map(|v| &mut v.private[intid as usize])
         } else if self.owns_spi(intid) {
             Some(&mut self.spis[(intid - SPI_BASE) as usize].irq)
         } else {
@@ -252,7 +267,11 @@ impl VirtualGic {
 
     /// The vCPU an interrupt is delivered to (`vcpu` for private ones).
     fn destination(&self, vcpu: usize, intid: u32) -> usize {
-        if intid < SPI_BASE { vcpu } else { self.spis[(intid - SPI_BASE) as usize].target }
+        if intid < SPI_BASE {
+            vcpu
+        } else {
+            self.spis[(intid - SPI_BASE) as usize].target
+        }
     }
 
     // ---- events -----------------------------------------------------------------------
@@ -317,7 +336,11 @@ impl VirtualGic {
                 vcpu != sender
             } else {
                 let aff0 = vcpu as u64;
-                aff1 == 0 && aff2 == 0 && aff3 == 0 && aff0 / 16 == range && target_list & (1 << (aff0 % 16)) != 0
+                aff1 == 0
+                    && aff2 == 0
+                    && aff3 == 0
+                    && aff0 / 16 == range
+                    && target_list & (1 << (aff0 % 16)) != 0
             };
             if named {
                 targets = targets.union(self.raise(vcpu, intid));
@@ -330,8 +353,15 @@ impl VirtualGic {
     /// INTIDs that were in flight for it and must be deactivated, since their list registers
     /// are being discarded.
     pub fn reset_vcpu(&mut self, vcpu: usize) -> Vec<u32> {
-        let Some(state) = self.vcpus.get_mut(vcpu) else { return Vec::new() };
-        let in_flight = state.private.iter().filter(|irq| irq.pending || irq.in_list_register).filter_map(|irq| irq.hardware).collect();
+        let Some(state) = self.vcpus.get_mut(vcpu) else {
+            return Vec::new();
+        };
+        let in_flight = state
+            .private
+            .iter()
+            .filter(|irq| irq.pending || irq.in_list_register)
+            .filter_map(|irq| irq.hardware)
+            .collect();
         *state = VcpuState::new();
         self.dirty = self.dirty.without(vcpu);
         in_flight
@@ -339,7 +369,10 @@ impl VirtualGic {
 
     /// Resets the whole GIC (a slice restart): distributor, SPIs and every vCPU.
     pub fn reset(&mut self) {
-        *self = VirtualGic { owned: self.owned, ..VirtualGic::new(self.vcpus.len(), &[]) };
+        *self = VirtualGic {
+            owned: self.owned,
+            ..VirtualGic::new(self.vcpus.len(), &[])
+        };
     }
 
     // ---- list registers ---------------------------------------------------------------
@@ -347,41 +380,58 @@ impl VirtualGic {
     /// Whether `vcpu` has anything for its list registers: occupied ones to check, or a change
     /// since its last pass. A cheap test before reading the hardware, run on every exit.
     pub fn needs_sync(&self, vcpu: usize) -> bool {
-        let Some(state) = self.vcpus.get(vcpu) else { return false };
+        let Some(state) = self.vcpus.get(vcpu) else {
+            return false;
+        };
         self.dirty.contains(vcpu) || state.list_registers.iter().any(Option::is_some)
     }
 
     /// Interrupts that could be loaded for `vcpu`: pending, enabled, group enabled, not loaded.
     fn candidates(&self, vcpu: usize) -> impl Iterator<Item = u32> + '_ {
         (0..INTIDS).filter(move |&intid| {
-            let Some(irq) = self.irq(vcpu, intid) else { return false };
+            let Some(irq) = self.irq(vcpu, intid) else {
+                return false;
+            };
             let group_enabled = if irq.group1 {
                 self.ctlr & gicd::CTLR_ENABLE_GRP1 != 0
             } else {
                 self.ctlr & gicd::CTLR_ENABLE_GRP0 != 0
             };
-            irq.pending && irq.enabled && group_enabled && !irq.in_list_register && self.destination(vcpu, intid) == vcpu
+            irq.pending
+                && irq.enabled
+                && group_enabled
+                && !irq.in_list_register
+                && self.destination(vcpu, intid) == vcpu
         })
     }
 
     /// One pass over `vcpu`'s list registers, whose current hardware values are `registers`
     /// (as many as the core implements): interrupts the guest finished free their register;
     /// the highest-priority candidates fill free ones. `registers` is updated in place.
-    pub fn sync_list_registers(&mut self, vcpu: usize, registers: &mut [u64]) -> ListRegisterUpdate {
-        let mut update = ListRegisterUpdate { changed: 0, underflow: false };
+    pub fn sync_list_registers(
+        &mut self,
+        vcpu: usize,
+        registers: &mut [u64],
+    ) -> ListRegisterUpdate {
+        let mut update = ListRegisterUpdate {
+            changed: 0,
+            underflow: false,
+        };
         if vcpu >= self.vcpus.len() {
             return update;
         }
         let count = registers.len().min(MAX_LIST_REGISTERS);
         // Retire what the guest has finished with; the register is cleared so that no stale
         // EOI request keeps the maintenance interrupt asserted.
-        for n in 0..count {
-            let Some(intid) = self.vcpus[vcpu].list_registers[n] else { continue };
-            if (registers[n] >> lr::STATE_SHIFT) & lr::STATE_MASK != 0 {
+        for (n, register) in registers.iter_mut().enumerate().take(count) {
+            let Some(intid) = self.vcpus[vcpu].list_registers[n] else {
+                continue;
+            };
+            if (*register >> lr::STATE_SHIFT) & lr::STATE_MASK != 0 {
                 continue;
             }
             self.vcpus[vcpu].list_registers[n] = None;
-            registers[n] = 0;
+            *register = 0;
             update.changed |= 1 << n;
             if let Some(irq) = self.irq_mut(vcpu, intid) {
                 irq.in_list_register = false;
@@ -396,14 +446,17 @@ impl VirtualGic {
         }
         // Load the most urgent candidates (lowest priority value first, then lowest INTID).
         let mut candidates: Vec<u32> = self.candidates(vcpu).collect();
-        candidates.sort_by_key(|&intid| (self.irq(vcpu, intid).map_or(u8::MAX, |i| i.priority), intid));
+        candidates
+            .sort_by_key(|&intid| (self.irq(vcpu, intid).map_or(u8::MAX, |i| i.priority), intid));
         let mut waiting = candidates.into_iter();
-        for n in 0..count {
+        for (n, register) in registers.iter_mut().enumerate().take(count) {
             if self.vcpus[vcpu].list_registers[n].is_some() {
                 continue;
             }
             let Some(intid) = waiting.next() else { break };
-            let Some(irq) = self.irq_mut(vcpu, intid) else { continue };
+            let Some(irq) = self.irq_mut(vcpu, intid) else {
+                continue;
+            };
             irq.pending = false;
             irq.in_list_register = true;
             let mut value = u64::from(intid)
@@ -417,18 +470,22 @@ impl VirtualGic {
                 None if !irq.edge => value |= lr::EOI,
                 None => {}
             }
-            registers[n] = value;
+            *register = value;
             self.vcpus[vcpu].list_registers[n] = Some(intid);
             update.changed |= 1 << n;
         }
         // An edge interrupt that fired again while active: pending and active (not for HW).
-        for n in 0..count {
-            let Some(intid) = self.vcpus[vcpu].list_registers[n] else { continue };
-            let state = (registers[n] >> lr::STATE_SHIFT) & lr::STATE_MASK;
-            let Some(irq) = self.irq_mut(vcpu, intid) else { continue };
+        for (n, register) in registers.iter_mut().enumerate().take(count) {
+            let Some(intid) = self.vcpus[vcpu].list_registers[n] else {
+                continue;
+            };
+            let state = (*register >> lr::STATE_SHIFT) & lr::STATE_MASK;
+            let Some(irq) = self.irq_mut(vcpu, intid) else {
+                continue;
+            };
             if irq.pending && irq.edge && irq.hardware.is_none() && state == lr::ACTIVE {
                 irq.pending = false;
-                registers[n] |= lr::PENDING << lr::STATE_SHIFT;
+                *register |= lr::PENDING << lr::STATE_SHIFT;
                 update.changed |= 1 << n;
             }
         }
@@ -475,7 +532,9 @@ impl VirtualGic {
                 self.ctlr = value as u32 & (gicd::CTLR_ENABLE_GRP0 | gicd::CTLR_ENABLE_GRP1);
                 self.all_vcpus()
             }
-            o if (gicd::IROUTER..gicd::IROUTER_END).contains(&o) => self.router_write(o, width, value),
+            o if (gicd::IROUTER..gicd::IROUTER_END).contains(&o) => {
+                self.router_write(o, width, value)
+            }
             o if (gicd::IPRIORITYR..gicd::IPRIORITYR + u64::from(INTIDS)).contains(&o) => {
                 self.priorities_write(0, (o - gicd::IPRIORITYR) as u32, width, value, true);
                 VcpuSet::EMPTY
@@ -497,8 +556,16 @@ impl VirtualGic {
 
     fn router_read(&self, offset: u64, width: u8) -> u64 {
         let intid = ((offset - gicd::IROUTER) / 8) as u32;
-        let value = if self.owns_spi(intid) { self.spis[(intid - SPI_BASE) as usize].target as u64 } else { 0 };
-        if width == 4 && offset % 8 == 4 { value >> 32 } else { value }
+        let value = if self.owns_spi(intid) {
+            self.spis[(intid - SPI_BASE) as usize].target as u64
+        } else {
+            0
+        };
+        if width == 4 && offset % 8 == 4 {
+            value >> 32
+        } else {
+            value
+        }
     }
 
     fn router_write(&mut self, offset: u64, width: u8, value: u64) -> VcpuSet {
@@ -532,7 +599,9 @@ impl VirtualGic {
 
     /// Reads `vcpu`'s redistributor register at `offset` from its RD_base.
     pub fn redistributor_read(&self, vcpu: usize, offset: u64, width: u8) -> u64 {
-        let Some(state) = self.vcpus.get(vcpu) else { return 0 };
+        let Some(state) = self.vcpus.get(vcpu) else {
+            return 0;
+        };
         if let Some(sgi) = offset.checked_sub(gicr::SGI_BASE) {
             return match sgi {
                 o if (gicd::IPRIORITYR..gicd::IPRIORITYR + PRIVATE as u64).contains(&o) => {
@@ -550,16 +619,22 @@ impl VirtualGic {
         match offset {
             gicr::IIDR => u64::from(IIDR_ARM),
             gicr::TYPER | 0x000c => {
-                let last = if vcpu + 1 == self.vcpus.len() { 1 << 4 } else { 0 };
-                let typer = (vcpu as u64) << 32 | (vcpu as u64) << 8 | last;
-                if offset == 0x000c { typer >> 32 } else if width == 4 { typer & 0xffff_ffff } else { typer }
-            }
-            gicr::WAKER => {
-                if state.processor_sleep {
-                    u64::from(gicr::WAKER_PROCESSOR_SLEEP | gicr::WAKER_CHILDREN_ASLEEP)
+                let last = if vcpu + 1 == self.vcpus.len() {
+                    1 << 4
                 } else {
                     0
+                };
+                let typer = (vcpu as u64) << 32 | (vcpu as u64) << 8 | last;
+                if offset == 0x000c {
+                    typer >> 32
+                } else if width == 4 {
+                    typer & 0xffff_ffff
+                } else {
+                    typer
                 }
+            }
+            gicr::WAKER if state.processor_sleep => {
+                u64::from(gicr::WAKER_PROCESSOR_SLEEP | gicr::WAKER_CHILDREN_ASLEEP)
             }
             gicr::PIDR2 => u64::from(PIDR2_GICV3),
             gicr::CTLR => 0,
@@ -568,12 +643,24 @@ impl VirtualGic {
     }
 
     /// Writes `vcpu`'s redistributor register at `offset` from its RD_base.
-    pub fn redistributor_write(&mut self, vcpu: usize, offset: u64, width: u8, value: u64) -> VcpuSet {
+    pub fn redistributor_write(
+        &mut self,
+        vcpu: usize,
+        offset: u64,
+        width: u8,
+        value: u64,
+    ) -> VcpuSet {
         let touched = self.redistributor_write_inner(vcpu, offset, width, value);
         self.mark(touched)
     }
 
-    fn redistributor_write_inner(&mut self, vcpu: usize, offset: u64, width: u8, value: u64) -> VcpuSet {
+    fn redistributor_write_inner(
+        &mut self,
+        vcpu: usize,
+        offset: u64,
+        width: u8,
+        value: u64,
+    ) -> VcpuSet {
         if vcpu >= self.vcpus.len() {
             return VcpuSet::EMPTY;
         }
@@ -604,7 +691,11 @@ impl VirtualGic {
     /// Whether `intid` is reachable through the distributor (`distributor`) or a
     /// redistributor: SPIs the slice owns, or private interrupts respectively.
     fn visible(&self, intid: u32, distributor: bool) -> bool {
-        if distributor { self.owns_spi(intid) } else { intid < SPI_BASE }
+        if distributor {
+            self.owns_spi(intid)
+        } else {
+            intid < SPI_BASE
+        }
     }
 
     fn bits_read(&self, vcpu: usize, kind: BitRegister, first: u32, distributor: bool) -> u32 {
@@ -614,14 +705,23 @@ impl VirtualGic {
                 && self.irq(vcpu, intid).is_some_and(|irq| match kind {
                     BitRegister::Group => irq.group1,
                     BitRegister::SetEnable | BitRegister::ClearEnable => irq.enabled,
-                    BitRegister::SetPending | BitRegister::ClearPending => irq.pending || (!irq.edge && irq.level),
+                    BitRegister::SetPending | BitRegister::ClearPending => {
+                        irq.pending || (!irq.edge && irq.level)
+                    }
                     BitRegister::SetActive | BitRegister::ClearActive => irq.in_list_register,
                 });
             word | u32::from(set) << bit
         })
     }
 
-    fn bits_write(&mut self, vcpu: usize, kind: BitRegister, first: u32, value: u32, distributor: bool) -> VcpuSet {
+    fn bits_write(
+        &mut self,
+        vcpu: usize,
+        kind: BitRegister,
+        first: u32,
+        value: u32,
+        distributor: bool,
+    ) -> VcpuSet {
         let mut kick = VcpuSet::EMPTY;
         for bit in 0..32 {
             let intid = first + bit;
@@ -630,7 +730,9 @@ impl VirtualGic {
                 continue;
             }
             let destination = self.destination(vcpu, intid);
-            let Some(irq) = self.irq_mut(vcpu, intid) else { continue };
+            let Some(irq) = self.irq_mut(vcpu, intid) else {
+                continue;
+            };
             match kind {
                 BitRegister::Group => irq.group1 = set,
                 BitRegister::SetEnable => irq.enabled = true,
@@ -648,18 +750,29 @@ impl VirtualGic {
     fn priorities_read(&self, vcpu: usize, first: u32, width: u8, distributor: bool) -> u64 {
         (0..u32::from(width.min(8))).fold(0u64, |word, byte| {
             let intid = first + byte;
-            let priority = if self.visible(intid, distributor) { self.irq(vcpu, intid).map_or(0, |i| i.priority) } else { 0 };
+            let priority = if self.visible(intid, distributor) {
+                self.irq(vcpu, intid).map_or(0, |i| i.priority)
+            } else {
+                0
+            };
             word | u64::from(priority) << (8 * byte)
         })
     }
 
-    fn priorities_write(&mut self, vcpu: usize, first: u32, width: u8, value: u64, distributor: bool) {
+    fn priorities_write(
+        &mut self,
+        vcpu: usize,
+        first: u32,
+        width: u8,
+        value: u64,
+        distributor: bool,
+    ) {
         for byte in 0..u32::from(width.min(8)) {
             let intid = first + byte;
-            if self.visible(intid, distributor) {
-                if let Some(irq) = self.irq_mut(vcpu, intid) {
-                    irq.priority = (value >> (8 * byte)) as u8;
-                }
+            if self.visible(intid, distributor)
+                && let Some(irq) = self.irq_mut(vcpu, intid)
+            {
+                irq.priority = (value >> (8 * byte)) as u8;
             }
         }
     }
@@ -667,7 +780,8 @@ impl VirtualGic {
     fn config_read(&self, vcpu: usize, first: u32, distributor: bool) -> u32 {
         (0..16).fold(0, |word, n| {
             let intid = first + n;
-            let edge = self.visible(intid, distributor) && self.irq(vcpu, intid).is_some_and(|i| i.edge);
+            let edge =
+                self.visible(intid, distributor) && self.irq(vcpu, intid).is_some_and(|i| i.edge);
             word | u32::from(edge) << (2 * n + 1)
         })
     }
@@ -709,7 +823,9 @@ fn bit_register(offset: u64) -> Option<(BitRegister, u32)> {
         (gicd::ISACTIVER, BitRegister::SetActive),
         (gicd::ICACTIVER, BitRegister::ClearActive),
     ];
-    let (base, kind) = banks.into_iter().find(|(base, _)| (*base..base + 0x80).contains(&offset))?;
+    let (base, kind) = banks
+        .into_iter()
+        .find(|(base, _)| (*base..base + 0x80).contains(&offset))?;
     let first = ((offset - base) / 4 * 32) as u32;
     (first < INTIDS).then_some((kind, first))
 }
@@ -732,7 +848,12 @@ mod tests {
         let (word, bit) = (u64::from(intid / 32) * 4, 1u64 << (intid % 32));
         if intid < SPI_BASE {
             g.redistributor_write(vcpu, SGI_BASE + gicd::IGROUPR, 4, u64::from(u32::MAX));
-            g.redistributor_write(vcpu, SGI_BASE + gicd::IPRIORITYR + u64::from(intid), 1, u64::from(priority));
+            g.redistributor_write(
+                vcpu,
+                SGI_BASE + gicd::IPRIORITYR + u64::from(intid),
+                1,
+                u64::from(priority),
+            );
             g.redistributor_write(vcpu, SGI_BASE + gicd::ISENABLER, 4, bit);
         } else {
             g.distributor_write(gicd::IGROUPR + word, 4, u64::from(u32::MAX));
@@ -752,7 +873,10 @@ mod tests {
     #[test]
     fn distributor_identifies_itself() {
         let g = gic(2);
-        assert_eq!(g.distributor_read(gicd::CTLR, 4) as u32, gicd::CTLR_ENABLE_GRP1 | gicd::CTLR_ARE | gicd::CTLR_DS);
+        assert_eq!(
+            g.distributor_read(gicd::CTLR, 4) as u32,
+            gicd::CTLR_ENABLE_GRP1 | gicd::CTLR_ARE | gicd::CTLR_DS
+        );
         let typer = g.distributor_read(gicd::TYPER, 4);
         assert_eq!(typer & 0x1f, 3, "ITLinesNumber: 128 INTIDs");
         assert_eq!((typer >> 19) & 0x1f, 9, "10 bits of INTID");
@@ -763,10 +887,21 @@ mod tests {
     #[test]
     fn foreign_spis_are_raz_wi() {
         let mut g = gic(2);
-        assert!(g.distributor_write(gicd::ISENABLER + 4, 4, u64::from(u32::MAX)).contains(0));
-        assert_eq!(g.distributor_read(gicd::ISENABLER + 4, 4), 1 << 1, "only INTID 33 sticks");
+        assert!(
+            g.distributor_write(gicd::ISENABLER + 4, 4, u64::from(u32::MAX))
+                .contains(0)
+        );
+        assert_eq!(
+            g.distributor_read(gicd::ISENABLER + 4, 4),
+            1 << 1,
+            "only INTID 33 sticks"
+        );
         g.distributor_write(gicd::IPRIORITYR + 32, 4, 0x8080_8080);
-        assert_eq!(g.distributor_read(gicd::IPRIORITYR + 32, 4), 0x8000, "INTIDs 32, 34, 35 are not the slice's");
+        assert_eq!(
+            g.distributor_read(gicd::IPRIORITYR + 32, 4),
+            0x8000,
+            "INTIDs 32, 34, 35 are not the slice's"
+        );
         assert_eq!(g.distributor_read(gicd::IPRIORITYR + 33, 1), 0x80);
         assert!(g.raise(0, 40).is_empty());
         // Private interrupts are not reachable through the distributor (affinity routing).
@@ -783,11 +918,23 @@ mod tests {
         g.distributor_write(router, 8, 2);
         assert_eq!(g.distributor_read(router, 8), 1, "vCPU 2 does not exist");
         g.distributor_write(router, 8, 1 << 8);
-        assert_eq!(g.distributor_read(router, 8), 1, "Aff1 = 1 is outside the slice");
+        assert_eq!(
+            g.distributor_read(router, 8),
+            1,
+            "Aff1 = 1 is outside the slice"
+        );
         g.distributor_write(router, 8, 1 << 31);
-        assert_eq!(g.distributor_read(router, 8), 0, "any-PE routing goes to vCPU 0");
+        assert_eq!(
+            g.distributor_read(router, 8),
+            0,
+            "any-PE routing goes to vCPU 0"
+        );
         g.distributor_write(gicd::IROUTER + 8 * 40, 8, 1);
-        assert_eq!(g.distributor_read(gicd::IROUTER + 8 * 40, 8), 0, "foreign SPI");
+        assert_eq!(
+            g.distributor_read(gicd::IROUTER + 8 * 40, 8),
+            0,
+            "foreign SPI"
+        );
     }
 
     #[test]
@@ -798,12 +945,20 @@ mod tests {
         assert_eq!(typer(&g, 2) >> 32, 2);
         assert_eq!(typer(&g, 1) & (1 << 4), 0);
         assert_eq!(typer(&g, 2) & (1 << 4), 1 << 4, "Last on the last frame");
-        assert_eq!(g.redistributor_read(2, 0xc, 4), 2, "upper half by 32-bit read");
+        assert_eq!(
+            g.redistributor_read(2, 0xc, 4),
+            2,
+            "upper half by 32-bit read"
+        );
         assert_eq!(g.redistributor_read(1, gicr::WAKER, 4), 0b110);
         g.redistributor_write(1, gicr::WAKER, 4, 0);
         assert_eq!(g.redistributor_read(1, gicr::WAKER, 4), 0);
         assert_eq!(g.redistributor_read(3, gicr::TYPER, 8), 0, "no such vCPU");
-        assert_eq!(g.redistributor_read(0, SGI_BASE + gicd::ICFGR, 4), 0xaaaa_aaaa, "SGIs are edge");
+        assert_eq!(
+            g.redistributor_read(0, SGI_BASE + gicd::ICFGR, 4),
+            0xaaaa_aaaa,
+            "SGIs are edge"
+        );
     }
 
     #[test]
@@ -834,7 +989,13 @@ mod tests {
         let mut lrs = [0u64; 4];
         let update = g.sync_list_registers(0, &mut lrs);
         assert_eq!(lrs.map(lr_intid), [5, 2, 4, 1]);
-        assert_eq!(update, ListRegisterUpdate { changed: 0b1111, underflow: true });
+        assert_eq!(
+            update,
+            ListRegisterUpdate {
+                changed: 0b1111,
+                underflow: true
+            }
+        );
         assert_eq!(lr_state(lrs[0]), 0b01, "pending");
         assert_ne!(lrs[0] & lr::GROUP1, 0);
         assert_eq!((lrs[0] >> 48) & 0xff, 0x10);
@@ -842,7 +1003,13 @@ mod tests {
         lrs[1] = 0;
         let update = g.sync_list_registers(0, &mut lrs);
         assert_eq!(lr_intid(lrs[1]), 3);
-        assert_eq!(update, ListRegisterUpdate { changed: 0b0010, underflow: false });
+        assert_eq!(
+            update,
+            ListRegisterUpdate {
+                changed: 0b0010,
+                underflow: false
+            }
+        );
         assert!(g.needs_sync(0));
     }
 
@@ -871,7 +1038,11 @@ mod tests {
         enable(&mut g, 0, 7, 0);
         g.raise(0, 7);
         let mut lrs = [0u64; 4];
-        assert_eq!(g.sync_list_registers(0, &mut lrs).changed, 0, "GICD_CTLR.EnableGrp1 is off");
+        assert_eq!(
+            g.sync_list_registers(0, &mut lrs).changed,
+            0,
+            "GICD_CTLR.EnableGrp1 is off"
+        );
         g.distributor_write(gicd::CTLR, 4, u64::from(gicd::CTLR_ENABLE_GRP1));
         g.redistributor_write(0, SGI_BASE + gicd::ICENABLER, 4, 1 << 7);
         assert_eq!(g.sync_list_registers(0, &mut lrs).changed, 0, "disabled");
@@ -907,7 +1078,11 @@ mod tests {
         g.raise_hardware(0, 27, 27);
         g.sync_list_registers(0, &mut lrs);
         assert_eq!(lr_state(lrs[0]), 0b01);
-        assert_ne!(lrs[0] & lr::HW, 0, "still linked to the physical timer interrupt");
+        assert_ne!(
+            lrs[0] & lr::HW,
+            0,
+            "still linked to the physical timer interrupt"
+        );
         assert_eq!(lrs[0] & lr::EOI, 0);
     }
 
@@ -918,7 +1093,11 @@ mod tests {
         g.distributor_write(gicd::IROUTER + 8 * u64::from(UART), 8, 1);
         assert_eq!(g.set_level(UART, true), VcpuSet::EMPTY.with(1));
         let mut lrs = [0u64; 4];
-        assert_eq!(g.sync_list_registers(0, &mut lrs).changed, 0, "routed to vCPU 1");
+        assert_eq!(
+            g.sync_list_registers(0, &mut lrs).changed,
+            0,
+            "routed to vCPU 1"
+        );
         g.sync_list_registers(1, &mut lrs);
         assert_eq!(lr_intid(lrs[0]), UART);
         assert_ne!(lrs[0] & lr::EOI, 0, "EOI maintenance for a level interrupt");
@@ -957,9 +1136,17 @@ mod tests {
         g.distributor_write(gicd::ICPENDR + 4, 4, 1 << 1);
         assert_eq!(g.distributor_read(gicd::ISPENDR + 4, 4), 0);
         g.distributor_write(gicd::ICFGR + 8, 4, 0b10 << 2);
-        assert_eq!(g.distributor_read(gicd::ICFGR + 8, 4), 0b10 << 2, "INTID 33 edge");
+        assert_eq!(
+            g.distributor_read(gicd::ICFGR + 8, 4),
+            0b10 << 2,
+            "INTID 33 edge"
+        );
         g.distributor_write(gicd::ICFGR + 8, 4, u64::from(u32::MAX));
-        assert_eq!(g.distributor_read(gicd::ICFGR + 8, 4), 0b10 << 2, "others not writable");
+        assert_eq!(
+            g.distributor_read(gicd::ICFGR + 8, 4),
+            0b10 << 2,
+            "others not writable"
+        );
     }
 
     #[test]
@@ -970,7 +1157,11 @@ mod tests {
         assert_eq!(g.distributor_read(gicd::ISENABLER + 4, 4), 0);
         assert_eq!(g.distributor_read(gicd::CTLR, 4) as u32 & 3, 0);
         g.distributor_write(gicd::ISENABLER + 4, 4, 1 << 1);
-        assert_eq!(g.distributor_read(gicd::ISENABLER + 4, 4), 1 << 1, "still owns its UART SPI");
+        assert_eq!(
+            g.distributor_read(gicd::ISENABLER + 4, 4),
+            1 << 1,
+            "still owns its UART SPI"
+        );
     }
 
     #[test]
@@ -982,6 +1173,10 @@ mod tests {
         assert!(g.distributor_write(0x9000, 4, 1).is_empty());
         assert_eq!(g.sync_list_registers(7, &mut [0; 4]).changed, 0);
         assert!(g.send_sgi(9, 0xffff).contains(0));
-        assert_eq!(bit_register(gicd::ISENABLER + 0x7c), None, "beyond INTID 127");
+        assert_eq!(
+            bit_register(gicd::ISENABLER + 0x7c),
+            None,
+            "beyond INTID 127"
+        );
     }
 }

@@ -235,7 +235,10 @@ impl fmt::Display for Problem {
                 f.write_str("needs at least 1 core (a count or a non-empty list)")
             }
             Problem::TooManyVcpus { asked, max } => {
-                write!(f, "asks for {asked} cores but a slice can have at most {max}")
+                write!(
+                    f,
+                    "asks for {asked} cores but a slice can have at most {max}"
+                )
             }
             Problem::CoreListedTwice { core, first_slice } => {
                 write!(
@@ -579,7 +582,13 @@ mod tests {
     #[test]
     fn too_many_vcpus() {
         assert_eq!(
-            in_slice(Field::Cores, Problem::TooManyVcpus { asked: 200, max: 123 }),
+            in_slice(
+                Field::Cores,
+                Problem::TooManyVcpus {
+                    asked: 200,
+                    max: 123
+                }
+            ),
             "slice \"web-0\": cores: asks for 200 cores but a slice can have at most 123"
         );
     }

@@ -8,7 +8,8 @@ use alloc::string::String;
 
 use crate::error::{Field, PlanError, Problem};
 use crate::model::{
-    Cores, MAX_NAME_LEN, MAX_SLICE_MEMORY, MAX_SLICES, MAX_VCPUS, NvmeShare, PAGE_SIZE, PlanOf, SliceOf,
+    Cores, MAX_NAME_LEN, MAX_SLICE_MEMORY, MAX_SLICES, MAX_VCPUS, NvmeShare, PAGE_SIZE, PlanOf,
+    SliceOf,
 };
 
 impl<I> PlanOf<I> {
@@ -94,7 +95,10 @@ fn check_cores(
         return Err(Problem::ZeroCores);
     }
     if cores.count() > MAX_VCPUS {
-        return Err(Problem::TooManyVcpus { asked: cores.count(), max: MAX_VCPUS });
+        return Err(Problem::TooManyVcpus {
+            asked: cores.count(),
+            max: MAX_VCPUS,
+        });
     }
     if let Cores::List(list) = cores {
         for &core in list {
@@ -264,7 +268,14 @@ mod tests {
     fn more_vcpus_than_the_virtual_gic_holds() {
         assert_eq!(
             error_of(&plan(vec![slice("a", Cores::Count(124))])),
-            (at("a"), Field::Cores, Problem::TooManyVcpus { asked: 124, max: 123 })
+            (
+                at("a"),
+                Field::Cores,
+                Problem::TooManyVcpus {
+                    asked: 124,
+                    max: 123
+                }
+            )
         );
         assert!(plan(vec![slice("a", Cores::Count(123))]).validate().is_ok());
     }
