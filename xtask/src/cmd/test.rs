@@ -8,7 +8,12 @@ use anyhow::{Context, Result};
 use crate::workspace::{Workspace, cargo, render};
 
 /// Crates whose unit tests run on the host.
-pub const HOST_CRATES: [&str; 4] = ["microvisor-plan", "microvisor-logic", "microvisor-probe", "xtask"];
+pub const HOST_CRATES: [&str; 4] = [
+    "microvisor-plan",
+    "microvisor-logic",
+    "microvisor-probe",
+    "xtask",
+];
 /// Parallel QEMU scenarios (each boots a multi-core TCG guest).
 pub const QEMU_TEST_THREADS: u32 = 2;
 
