@@ -9,7 +9,9 @@ use core::panic::PanicInfo;
 
 use linked_list_allocator::LockedHeap;
 use microvisor_arch::memory::{self, static_bytes};
+use microvisor_arch::its::ItsFrames;
 use microvisor_arch::mmu::{self, RawTablePool};
+use microvisor_arch::pci::PciHost;
 use microvisor_arch::uart::PhysicalUart;
 use microvisor_arch::{cache, cpu, gic, smp};
 use microvisor_kernel::{BootInfo, console, primary_main};
@@ -120,6 +122,12 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     let uart = unsafe { PhysicalUart::new(inventory.uart.registers.base) };
     // SAFETY: as above.
     unsafe { gic::init(&inventory.gic) };
+    // SAFETY: ECAM and the memory windows are mapped as Device memory by `identity_map` and
+    // driven only through this object.
+    let pci = inventory.pcie.as_ref().map(|host| unsafe { PciHost::new(host) });
+    // SAFETY: the ITS frames are mapped as Device memory by `identity_map`; this is the only
+    // handle to them.
+    let its = inventory.gic.its.map(|its| unsafe { ItsFrames::new(its.base) });
     cpu::set_core_index(boot_core);
     smp::set_boot_stack(boot_core, core::ptr::addr_of!(boot_stack_top) as u64);
     console::init(uart);
@@ -135,6 +143,8 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
         working_memory: working,
         stage1_bytes: tables_size,
         heap_used: || HEAP.lock().used(),
+        pci,
+        its,
     })
 }
 
@@ -147,11 +157,16 @@ fn identity_map(pool: RawTablePool, inventory: &Inventory) -> Result<u64, ()> {
             .map_err(|_| ())?;
     }
     let gic = &inventory.gic;
+    let pcie = inventory.pcie.as_ref();
+    let window = |w: Option<microvisor_logic::inventory::PciWindow>| w.map(|w| Region::new(w.cpu, w.size));
     let devices = [
         Some(inventory.uart.registers),
         Some(gic.distributor),
         Some(gic.redistributors),
         gic.its,
+        pcie.map(|p| p.ecam),
+        pcie.and_then(|p| window(p.mem32)),
+        pcie.and_then(|p| window(p.mem64)),
     ];
     for device in devices.into_iter().flatten() {
         let base = device.base & !(PAGE_SIZE - 1);

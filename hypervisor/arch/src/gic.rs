@@ -73,12 +73,15 @@ register_structs! {
 register_structs! {
     /// GICR RD_base frame (§12.10, Table 12-27).
     RedistributorRegisters {
-        (0x0000 => ctlr: ReadWrite<u32, GICR_CTLR::Register>),
+        (0x0000 => ctlr: ReadWrite<u32>),
         (0x0004 => _iidr: ReadOnly<u32>),
         (0x0008 => typer: ReadOnly<u64, GICR_TYPER::Register>),
         (0x0010 => _statusr: ReadWrite<u32>),
         (0x0014 => waker: ReadWrite<u32, GICR_WAKER::Register>),
-        (0x0018 => _reserved),
+        (0x0018 => _reserved0),
+        (0x0070 => propbaser: ReadWrite<u64>),
+        (0x0078 => pendbaser: ReadWrite<u64>),
+        (0x0080 => _reserved1),
         (0x10000 => @END),
     }
 }
@@ -121,6 +124,8 @@ pub enum GicError {
     NotInitialised,
     /// No redistributor frame has this core's affinity.
     NoRedistributor,
+    /// The redistributor does not support LPIs, or the tables given do not fit.
+    NoLpis,
 }
 
 /// Brings up the distributor (boot core, once): affinity routing on, every SPI disabled and in
@@ -200,7 +205,7 @@ pub fn init_core() -> Result<(), GicError> {
     rd.waker.modify(GICR_WAKER::PROCESSOR_SLEEP::CLEAR);
     wait_for(|| !rd.waker.is_set(GICR_WAKER::CHILDREN_ASLEEP));
     sgi.icenabler0.set(u32::MAX);
-    wait_for(|| !rd.ctlr.is_set(GICR_CTLR::RWP));
+    wait_for(|| rd.ctlr.get() & (1 << 3) == 0);
     sgi.igroupr0.set(u32::MAX);
     for priority in sgi.ipriorityr.iter() {
         priority.set(DEFAULT_PRIORITY);
@@ -222,6 +227,41 @@ pub fn init_core() -> Result<(), GicError> {
     ICC_CTLR_EL1.set(ICC_CTLR_EL1.get() | 1 << 1);
     ICC_IGRPEN1_EL1.set(1);
     barrier::isb(barrier::SY);
+    Ok(())
+}
+
+/// First LPI INTID.
+pub const LPI_BASE: u32 = 8192;
+
+/// How an ITS names this core's redistributor: its physical address if `by_address`, else its
+/// processor number (GICR_TYPER.Processor_Number).
+pub fn redistributor_target(by_address: bool) -> Option<u64> {
+    let gic = GIC.get()?;
+    let (rd, _) = own_redistributor(gic)?;
+    Some(if by_address { rd as *const RedistributorRegisters as u64 } else { (rd.typer.get() >> 8) & 0xffff })
+}
+
+/// Turns LPIs on for this core: LPI configuration in the table at physical address
+/// `properties` (one byte per LPI from INTID 8192, shared by all cores) covering INTIDs below
+/// `1 << id_bits`, pending state in `pending` (this core's own, 64 KiB aligned, zeroed).
+pub fn enable_lpis(properties: u64, id_bits: u8, pending: &crate::memory::PhysRegion) -> Result<(), GicError> {
+    let gic = GIC.get().ok_or(GicError::NotInitialised)?;
+    let (rd, _) = own_redistributor(gic).ok_or(GicError::NoRedistributor)?;
+    if rd.typer.get() & 1 == 0 {
+        return Err(GicError::NoLpis);
+    }
+    let pending_region = pending.region();
+    if pending_region.base % 0x1_0000 != 0 || pending_region.size < (1u64 << id_bits) / 8 {
+        return Err(GicError::NoLpis);
+    }
+    pending.zero(0, pending_region.size).map_err(|_| GicError::NoLpis)?;
+    const CACHEABLE_WB: u64 = 0b111 << 7;
+    const INNER_SHAREABLE: u64 = 0b01 << 10;
+    rd.propbaser.set(properties | CACHEABLE_WB | INNER_SHAREABLE | u64::from(id_bits - 1));
+    rd.pendbaser.set(1 << 62 | pending_region.base | CACHEABLE_WB | INNER_SHAREABLE);
+    barrier::dsb(barrier::SY);
+    rd.ctlr.set(rd.ctlr.get() | 1);
+    barrier::dsb(barrier::SY);
     Ok(())
 }
 

@@ -82,6 +82,15 @@ impl PhysRegion {
         Ok(self.region.base + offset)
     }
 
+    /// A view of `[offset, offset + size)` of this region, for the kernel to hand parts of
+    /// one claim to different users (queues, tables). The kernel's allocator keeps the views
+    /// it hands out disjoint; overlapping views would still only copy bytes, never alias Rust
+    /// references.
+    pub fn carve(&self, offset: u64, size: u64) -> Result<PhysRegion, OutOfRange> {
+        let base = self.checked(offset, usize::try_from(size).map_err(|_| OutOfRange)?)?;
+        Ok(PhysRegion { region: Region::new(base, size) })
+    }
+
     /// Copies `bytes` to `offset` in the region.
     pub fn write(&self, offset: u64, bytes: &[u8]) -> Result<(), OutOfRange> {
         let address = self.checked(offset, bytes.len())?;
@@ -107,6 +116,28 @@ impl PhysRegion {
         unsafe {
             core::ptr::copy_nonoverlapping(address as *const u8, buffer.as_mut_ptr(), buffer.len())
         };
+        Ok(())
+    }
+
+    /// Reads the little-endian `u32` at `offset` with a single volatile access (memory a device
+    /// or a guest may write at any time).
+    pub fn read_u32_volatile(&self, offset: u64) -> Result<u32, OutOfRange> {
+        let address = self.checked(offset, 4)?;
+        if address % 4 != 0 {
+            return Err(OutOfRange);
+        }
+        // SAFETY: an aligned dword inside this claimed region (checked above).
+        Ok(unsafe { core::ptr::read_volatile(address as *const u32) })
+    }
+
+    /// Writes a `u32` at `offset` with a single volatile access.
+    pub fn write_u32_volatile(&self, offset: u64, value: u32) -> Result<(), OutOfRange> {
+        let address = self.checked(offset, 4)?;
+        if address % 4 != 0 {
+            return Err(OutOfRange);
+        }
+        // SAFETY: as in `read_u32_volatile`.
+        unsafe { core::ptr::write_volatile(address as *mut u32, value) };
         Ok(())
     }
 

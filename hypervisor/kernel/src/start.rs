@@ -36,6 +36,10 @@ pub struct BootInfo {
     pub stage1_bytes: u64,
     /// Bytes of heap used so far, when asked.
     pub heap_used: fn() -> usize,
+    /// The PCIe host bridge, when the node has one.
+    pub pci: Option<microvisor_arch::pci::PciHost>,
+    /// The GIC's ITS, when the node has one.
+    pub its: Option<microvisor_arch::its::ItsFrames>,
 }
 
 /// Cores that finished their EL2 setup.

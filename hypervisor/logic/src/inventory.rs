@@ -65,10 +65,27 @@ pub struct Uart {
     pub intid: Option<u32>,
 }
 
-/// A PCIe host bridge (DT `pci-host-ecam-generic`).
+/// A PCIe host bridge (DT `pci-host-ecam-generic`, Linux binding
+/// `pci/host-generic-pci.yaml` and the PCI bus binding's `ranges` encoding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PcieHost {
+    /// Configuration space, 1 MiB per bus from `bus_start`.
     pub ecam: Region,
+    /// First bus number (`bus-range`).
+    pub bus_start: u8,
+    /// The 32-bit memory window: (PCI address, CPU address, size).
+    pub mem32: Option<PciWindow>,
+    /// The 64-bit memory window.
+    pub mem64: Option<PciWindow>,
+}
+
+/// One memory window of a host bridge: PCI bus addresses `[pci, pci + size)` appear at CPU
+/// addresses `[cpu, cpu + size)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciWindow {
+    pub pci: u64,
+    pub cpu: u64,
+    pub size: u64,
 }
 
 /// What the firmware DT says the node has.
@@ -304,8 +321,33 @@ fn psci(fdt: &Fdt<'_>) -> Result<Conduit, InventoryError> {
 
 fn pcie(fdt: &Fdt<'_>) -> Option<PcieHost> {
     let node = fdt.find_compatible(&["pci-host-ecam-generic"])?;
+    let bus_start = node
+        .property("bus-range")
+        .and_then(|p| be_cells(p.value, 1))
+        .map_or(0, |b| b as u8);
+    let (mut mem32, mut mem64) = (None, None);
+    if let Some(ranges) = node.property("ranges") {
+        // Child address: 3 cells (phys.hi with the space code, phys.mid, phys.lo); parent
+        // address: the root's 2 cells; size: 2 cells.
+        for entry in ranges.value.chunks_exact(28) {
+            let flags = be_cells(entry, 1).unwrap_or(0);
+            let window = PciWindow {
+                pci: be_cells(&entry[4..], 2).unwrap_or(0),
+                cpu: be_cells(&entry[12..], 2).unwrap_or(0),
+                size: be_cells(&entry[20..], 2).unwrap_or(0),
+            };
+            match (flags >> 24) & 0b11 {
+                0b10 => mem32 = mem32.or(Some(window)),
+                0b11 => mem64 = mem64.or(Some(window)),
+                _ => {}
+            }
+        }
+    }
     Some(PcieHost {
         ecam: regions(node).next()?,
+        bus_start,
+        mem32,
+        mem64,
     })
 }
 
@@ -377,6 +419,17 @@ pub(crate) mod tests {
             .unwrap();
         w.property_array_u64("reg", &[0x40_1000_0000, 0x1000_0000])
             .unwrap();
+        // QEMU virt's ranges: I/O, 32-bit memory, 64-bit memory.
+        w.property_array_u32(
+            "ranges",
+            &[
+                0x0100_0000, 0, 0, 0, 0x3eff_0000, 0, 0x1_0000, //
+                0x0200_0000, 0, 0x1000_0000, 0, 0x1000_0000, 0, 0x2eff_0000, //
+                0x0300_0000, 0x80, 0, 0x80, 0, 0x80, 0,
+            ],
+        )
+        .unwrap();
+        w.property_array_u32("bus-range", &[0, 0xff]).unwrap();
         w.end_node(pci).unwrap();
         w.end_node(root).unwrap();
         w.finish().unwrap()
@@ -403,7 +456,18 @@ pub(crate) mod tests {
         assert_eq!(
             inv.pcie,
             Some(PcieHost {
-                ecam: Region::new(0x40_1000_0000, 0x1000_0000)
+                ecam: Region::new(0x40_1000_0000, 0x1000_0000),
+                bus_start: 0,
+                mem32: Some(PciWindow {
+                    pci: 0x1000_0000,
+                    cpu: 0x1000_0000,
+                    size: 0x2eff_0000
+                }),
+                mem64: Some(PciWindow {
+                    pci: 0x80_0000_0000,
+                    cpu: 0x80_0000_0000,
+                    size: 0x80_0000_0000
+                }),
             })
         );
         assert_eq!(inv.core_index(0x8000_0003), Some(3));

@@ -1,0 +1,194 @@
+//! The physical GICv3 ITS (GICv3 spec chapter 5 and §12.19): device and collection tables, the
+//! command queue, and the commands that turn a device's MSI writes into LPIs on a chosen core.
+//! The tables live in memory the kernel claimed and hands over as [`PhysRegion`]s.
+
+use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::registers::{ReadOnly, ReadWrite};
+use tock_registers::register_structs;
+
+use crate::memory::PhysRegion;
+
+register_structs! {
+    /// ITS control frame (GICv3 §12.19, Table 12-30).
+    ItsRegisters {
+        (0x0000 => ctlr: ReadWrite<u32>),
+        (0x0004 => _iidr: ReadOnly<u32>),
+        (0x0008 => typer: ReadOnly<u64>),
+        (0x0010 => _reserved0),
+        (0x0080 => cbaser: ReadWrite<u64>),
+        (0x0088 => cwriter: ReadWrite<u64>),
+        (0x0090 => creadr: ReadOnly<u64>),
+        (0x0098 => _reserved1),
+        (0x0100 => baser: [ReadWrite<u64>; 8]),
+        (0x0140 => _reserved2),
+        (0x10000 => @END),
+    }
+}
+
+/// Offset of GITS_TRANSLATER, the register devices write MSIs to (second 64 KiB frame).
+const TRANSLATER: u64 = 0x1_0040;
+/// Command queue size: one 4 KiB page, 128 commands.
+pub const COMMAND_QUEUE_SIZE: u64 = 4096;
+const COMMAND_SIZE: u64 = 32;
+/// Memory attributes for ITS tables: inner write-back read/write-allocate, inner shareable.
+const CACHEABLE_WB: u64 = 0b101 << 59;
+const INNER_SHAREABLE: u64 = 0b01 << 10;
+/// GITS_BASER.Type values.
+const TYPE_DEVICES: u64 = 1;
+const TYPE_COLLECTIONS: u64 = 4;
+
+/// Why the ITS could not be set up or did not answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ItsError {
+    /// No GITS_BASER of the needed type.
+    NoTable,
+    /// A table region is too small or misaligned.
+    BadTable,
+    /// The command queue stalled or did not advance.
+    CommandTimeout,
+}
+
+/// The ITS's register frames, as found in the firmware DT (created by `boot/`).
+pub struct ItsFrames {
+    base: u64,
+}
+
+impl ItsFrames {
+    /// # Safety
+    /// `base` must be the ITS's register frames (128 KiB), identity mapped as Device memory,
+    /// and only the [`Its`] made from this value may drive them.
+    pub unsafe fn new(base: u64) -> Self {
+        Self { base }
+    }
+}
+
+/// The node's ITS.
+pub struct Its {
+    registers: &'static ItsRegisters,
+    base: u64,
+    queue: PhysRegion,
+    write: u64,
+}
+
+impl Its {
+    /// Brings the ITS up with its device table, collection table and command queue.
+    pub fn new(frames: ItsFrames, devices: PhysRegion, collections: PhysRegion, queue: PhysRegion) -> Result<Its, ItsError> {
+        let base = frames.base;
+        // SAFETY: `ItsFrames::new`'s caller guaranteed these are the ITS frames, mapped and
+        // ours alone; `frames` is consumed, so this is the only `Its`.
+        let registers = unsafe { &*(base as *const ItsRegisters) };
+        registers.ctlr.set(0);
+        let mut its = Its { registers, base, queue, write: 0 };
+        its.set_table(TYPE_DEVICES, &devices)?;
+        its.set_table(TYPE_COLLECTIONS, &collections)?;
+        let queue_region = its.queue.region();
+        if queue_region.size < COMMAND_QUEUE_SIZE || queue_region.base % COMMAND_QUEUE_SIZE != 0 {
+            return Err(ItsError::BadTable);
+        }
+        its.queue.zero(0, COMMAND_QUEUE_SIZE).map_err(|_| ItsError::BadTable)?;
+        registers.cbaser.set(1 << 63 | CACHEABLE_WB | INNER_SHAREABLE | queue_region.base | (COMMAND_QUEUE_SIZE / 4096 - 1));
+        registers.cwriter.set(0);
+        registers.ctlr.set(1);
+        // The tables (devices/collections) are handed over for good.
+        core::mem::forget(devices);
+        core::mem::forget(collections);
+        Ok(its)
+    }
+
+    fn set_table(&mut self, kind: u64, table: &PhysRegion) -> Result<(), ItsError> {
+        let region = table.region();
+        let slot = self.registers.baser.iter().find(|b| (b.get() >> 56) & 0b111 == kind).ok_or(ItsError::NoTable)?;
+        if region.base % 4096 != 0 || region.size < 4096 || region.size > 256 * 4096 {
+            return Err(ItsError::BadTable);
+        }
+        table.zero(0, region.size).map_err(|_| ItsError::BadTable)?;
+        let pages = region.size / 4096;
+        slot.set(1 << 63 | CACHEABLE_WB | kind << 56 | region.base | INNER_SHAREABLE | (pages - 1));
+        Ok(())
+    }
+
+    /// Physical address a device writes its MSI data (EventID) to.
+    pub fn translater(&self) -> u64 {
+        self.base + TRANSLATER
+    }
+
+    /// Whether MAPC and SYNC name redistributors by physical address (GITS_TYPER.PTA), else by
+    /// processor number.
+    pub fn targets_by_address(&self) -> bool {
+        self.registers.typer.get() & (1 << 19) != 0
+    }
+
+    /// Bytes per ITT entry (GITS_TYPER.ITT_entry_size + 1).
+    pub fn itt_entry_size(&self) -> u64 {
+        ((self.registers.typer.get() >> 4) & 0xf) + 1
+    }
+
+    fn command(&mut self, words: [u64; 4]) -> Result<(), ItsError> {
+        let mut bytes = [0u8; 32];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        self.queue.write(self.write, &bytes).map_err(|_| ItsError::BadTable)?;
+        self.write = (self.write + COMMAND_SIZE) % COMMAND_QUEUE_SIZE;
+        crate::pci::barrier::before_doorbell();
+        self.registers.cwriter.set(self.write);
+        // Wait for the ITS to consume it; a stalled queue (bit 0 of CREADR) is an error.
+        for _ in 0..10_000_000 {
+            let read = self.registers.creadr.get();
+            if read & 1 != 0 {
+                return Err(ItsError::CommandTimeout);
+            }
+            if read & !0x1f == self.write {
+                return Ok(());
+            }
+            core::hint::spin_loop();
+        }
+        Err(ItsError::CommandTimeout)
+    }
+
+    /// MAPD: device `device` uses the interrupt translation table `itt` for `event_bits`-bit
+    /// EventIDs.
+    pub fn map_device(&mut self, device: u32, itt_table: &PhysRegion, event_bits: u8) -> Result<(), ItsError> {
+        let itt = itt_table.region();
+        if itt.base % 256 != 0 || event_bits == 0 || itt.size < (self.itt_entry_size() << event_bits) {
+            return Err(ItsError::BadTable);
+        }
+        // A fresh table: no stale translations.
+        itt_region_zero(itt_table, itt.size)?;
+        self.command([0x08 | u64::from(device) << 32, u64::from(event_bits - 1), 1 << 63 | (itt.base & 0xf_ffff_ffff_ff00), 0])
+    }
+
+    /// MAPC: collection `collection` targets the redistributor `target` (see
+    /// [`Its::targets_by_address`]: its physical address, or its processor number).
+    pub fn map_collection(&mut self, collection: u16, target: u64) -> Result<(), ItsError> {
+        self.command([0x09, 0, 1 << 63 | self.rd_base(target) | u64::from(collection), 0])
+    }
+
+    /// MAPTI: EventID `event` of `device` becomes LPI `lpi`, delivered through `collection`.
+    pub fn map_event(&mut self, device: u32, event: u32, lpi: u32, collection: u16) -> Result<(), ItsError> {
+        self.command([0x0a | u64::from(device) << 32, u64::from(event) | u64::from(lpi) << 32, u64::from(collection), 0])
+    }
+
+    /// MOVI: EventID `event` of `device` is delivered through `collection` from now on.
+    pub fn move_event(&mut self, device: u32, event: u32, collection: u16) -> Result<(), ItsError> {
+        self.command([0x01 | u64::from(device) << 32, u64::from(event), u64::from(collection), 0])
+    }
+
+    /// INVALL: the redistributors of `collection` reload LPI configuration.
+    pub fn invalidate_all(&mut self, collection: u16) -> Result<(), ItsError> {
+        self.command([0x0d, 0, u64::from(collection), 0])
+    }
+
+    /// SYNC: waits until earlier commands' effects reached redistributor `target`.
+    pub fn sync(&mut self, target: u64) -> Result<(), ItsError> {
+        self.command([0x05, 0, self.rd_base(target), 0])
+    }
+
+    fn rd_base(&self, target: u64) -> u64 {
+        if self.targets_by_address() { target & 0xf_ffff_ffff_0000 } else { (target & 0xffff) << 16 }
+    }
+}
+
+fn itt_region_zero(table: &PhysRegion, size: u64) -> Result<(), ItsError> {
+    table.zero(0, size).map_err(|_| ItsError::BadTable)
+}

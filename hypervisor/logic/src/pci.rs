@@ -1,0 +1,297 @@
+//! PCI configuration space (PCI Local Bus 3.0 §6, PCIe Base 4.0 §7): finding functions on a
+//! bus, sizing and placing their BARs, walking capabilities. The hypervisor owns the physical
+//! PCIe hierarchy; the accessor that actually reads ECAM lives in the architecture layer.
+
+use alloc::vec::Vec;
+
+/// Bus/device/function of a PCI function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Bdf {
+    pub bus: u8,
+    pub device: u8,
+    pub function: u8,
+}
+
+impl Bdf {
+    pub const fn new(bus: u8, device: u8, function: u8) -> Self {
+        Self { bus, device, function }
+    }
+
+    /// Requester ID (also the ITS DeviceID on QEMU virt, whose `msi-map` is the identity).
+    pub const fn requester_id(self) -> u16 {
+        (self.bus as u16) << 8 | (self.device as u16) << 3 | self.function as u16
+    }
+
+    /// Byte offset of this function's configuration space inside ECAM.
+    pub const fn ecam_offset(self, bus_start: u8) -> u64 {
+        ((self.bus.wrapping_sub(bus_start) as u64) << 20) | (self.device as u64) << 15 | (self.function as u64) << 12
+    }
+}
+
+impl core::fmt::Display for Bdf {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "0000:{:02x}:{:02x}.{}", self.bus, self.device, self.function)
+    }
+}
+
+/// Standard configuration header offsets (type 0).
+pub mod header {
+    pub const VENDOR_DEVICE: u16 = 0x00;
+    pub const COMMAND: u16 = 0x04;
+    pub const CLASS_REVISION: u16 = 0x08;
+    pub const HEADER_TYPE: u16 = 0x0c;
+    pub const BAR0: u16 = 0x10;
+    pub const CAPABILITIES: u16 = 0x34;
+    /// COMMAND bits.
+    pub const MEMORY_SPACE: u32 = 1 << 1;
+    pub const BUS_MASTER: u32 = 1 << 2;
+    pub const INTX_DISABLE: u32 = 1 << 10;
+    /// STATUS (upper half of COMMAND's dword): capabilities list present.
+    pub const STATUS_CAPABILITIES: u32 = 1 << (16 + 4);
+}
+
+/// Capability IDs.
+pub mod capability {
+    pub const MSI_X: u8 = 0x11;
+    pub const PCI_EXPRESS: u8 = 0x10;
+}
+
+/// Class code of an NVM Express controller (mass storage / NVM / NVMe).
+pub const CLASS_NVME: u32 = 0x01_08_02;
+
+/// Access to configuration space (ECAM on the node, or a fake in tests).
+pub trait ConfigSpace {
+    fn read(&mut self, function: Bdf, offset: u16) -> u32;
+    fn write(&mut self, function: Bdf, offset: u16, value: u32);
+}
+
+/// A function found on the bus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Function {
+    pub bdf: Bdf,
+    pub vendor: u16,
+    pub device: u16,
+    /// Base class, subclass, programming interface.
+    pub class: u32,
+}
+
+/// Every function on `bus` (devices 0-31, functions 0-7 of multi-function devices).
+pub fn scan_bus(config: &mut dyn ConfigSpace, bus: u8) -> Vec<Function> {
+    let mut found = Vec::new();
+    for device in 0..32 {
+        for function in 0..8 {
+            let bdf = Bdf::new(bus, device, function);
+            let ids = config.read(bdf, header::VENDOR_DEVICE);
+            if ids & 0xffff == 0xffff {
+                if function == 0 {
+                    break;
+                }
+                continue;
+            }
+            found.push(Function {
+                bdf,
+                vendor: ids as u16,
+                device: (ids >> 16) as u16,
+                class: config.read(bdf, header::CLASS_REVISION) >> 8,
+            });
+            let multifunction = config.read(bdf, header::HEADER_TYPE) & (1 << 23) != 0;
+            if function == 0 && !multifunction {
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// A memory BAR as found by sizing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryBar {
+    /// BAR index (0-5); a 64-bit BAR also uses `index + 1`.
+    pub index: u8,
+    pub size: u64,
+    pub is_64bit: bool,
+    pub prefetchable: bool,
+}
+
+/// Sizes memory BAR `index` of a type-0 function (writes all-ones, reads the mask back,
+/// restores the old value). None for an unimplemented or I/O BAR.
+pub fn size_bar(config: &mut dyn ConfigSpace, bdf: Bdf, index: u8) -> Option<MemoryBar> {
+    let offset = header::BAR0 + 4 * u16::from(index);
+    let original = config.read(bdf, offset);
+    if original & 1 != 0 {
+        return None;
+    }
+    let is_64bit = (original >> 1) & 0b11 == 0b10;
+    config.write(bdf, offset, u32::MAX);
+    let low = config.read(bdf, offset) & !0xf;
+    config.write(bdf, offset, original);
+    let mut mask = u64::from(low) | 0xffff_ffff_0000_0000;
+    if is_64bit {
+        let original_high = config.read(bdf, offset + 4);
+        config.write(bdf, offset + 4, u32::MAX);
+        let high = config.read(bdf, offset + 4);
+        config.write(bdf, offset + 4, original_high);
+        mask = u64::from(high) << 32 | u64::from(low);
+    }
+    if low == 0 && (!is_64bit || mask == 0) {
+        return None;
+    }
+    Some(MemoryBar { index, size: (!mask).wrapping_add(1), is_64bit, prefetchable: original & (1 << 3) != 0 })
+}
+
+/// Programs memory BAR `bar` with PCI bus address `address`.
+pub fn set_bar(config: &mut dyn ConfigSpace, bdf: Bdf, bar: &MemoryBar, address: u64) {
+    let offset = header::BAR0 + 4 * u16::from(bar.index);
+    let flags = config.read(bdf, offset) & 0xf;
+    config.write(bdf, offset, (address as u32 & !0xf) | flags);
+    if bar.is_64bit {
+        config.write(bdf, offset + 4, (address >> 32) as u32);
+    }
+}
+
+/// Offset of capability `id` in the function's capability list.
+pub fn find_capability(config: &mut dyn ConfigSpace, bdf: Bdf, id: u8) -> Option<u16> {
+    if config.read(bdf, header::COMMAND) & header::STATUS_CAPABILITIES == 0 {
+        return None;
+    }
+    let mut offset = (config.read(bdf, header::CAPABILITIES) & 0xfc) as u16;
+    // At most 48 capabilities fit in 256 bytes: a bound against malformed (looping) lists.
+    for _ in 0..48 {
+        if offset < 0x40 {
+            return None;
+        }
+        let header = config.read(bdf, offset);
+        if header as u8 == id {
+            return Some(offset);
+        }
+        offset = ((header >> 8) & 0xfc) as u16;
+    }
+    None
+}
+
+/// Hands out aligned ranges of a memory window (no freeing).
+#[derive(Clone, Copy, Debug)]
+pub struct WindowAllocator {
+    next: u64,
+    end: u64,
+}
+
+impl WindowAllocator {
+    pub fn new(base: u64, size: u64) -> Self {
+        Self { next: base, end: base.saturating_add(size) }
+    }
+
+    /// A naturally aligned range of `size` bytes (a power of two, as BAR sizes are).
+    pub fn allocate(&mut self, size: u64) -> Option<u64> {
+        if !size.is_power_of_two() {
+            return None;
+        }
+        let base = self.next.checked_add(size - 1)? & !(size - 1);
+        let end = base.checked_add(size)?;
+        if end > self.end {
+            return None;
+        }
+        self.next = end;
+        Some(base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::collections::BTreeMap;
+
+    /// A config space with one host bridge at 00:00.0 and one NVMe controller at 00:02.0
+    /// (16 KiB 64-bit BAR0, an MSI-X capability at 0x40 after a PCIe capability at 0x80).
+    #[derive(Default)]
+    struct Fake {
+        regs: BTreeMap<(Bdf, u16), u32>,
+        bar_sizes: BTreeMap<(Bdf, u16), u32>,
+    }
+
+    impl Fake {
+        fn node() -> Self {
+            let mut f = Fake::default();
+            let bridge = Bdf::new(0, 0, 0);
+            f.regs.insert((bridge, 0), 0x0008_1b36);
+            f.regs.insert((bridge, 8), 0x0600_0000);
+            let nvme = Bdf::new(0, 2, 0);
+            f.regs.insert((nvme, 0), 0x0010_1b36);
+            f.regs.insert((nvme, 4), header::STATUS_CAPABILITIES);
+            f.regs.insert((nvme, 8), 0x0108_0202);
+            f.regs.insert((nvme, 0x10), 0b100);
+            f.regs.insert((nvme, 0x34), 0x80);
+            f.regs.insert((nvme, 0x80), 0x0000_4010);
+            f.regs.insert((nvme, 0x40), 0x0000_0011);
+            f.bar_sizes.insert((nvme, 0x10), !(0x4000 - 1));
+            f.bar_sizes.insert((nvme, 0x14), u32::MAX);
+            f
+        }
+    }
+
+    impl ConfigSpace for Fake {
+        fn read(&mut self, f: Bdf, offset: u16) -> u32 {
+            self.regs.get(&(f, offset)).copied().unwrap_or(if offset == 0 { u32::MAX } else { 0 })
+        }
+        fn write(&mut self, f: Bdf, offset: u16, value: u32) {
+            let is_bar = (0x10..0x28).contains(&offset);
+            let value = match self.bar_sizes.get(&(f, offset)) {
+                Some(mask) if value == u32::MAX => *mask | (self.read(f, offset) & 0xf),
+                // Unimplemented BARs are hardwired to zero.
+                None if is_bar => 0,
+                _ => value,
+            };
+            self.regs.insert((f, offset), value);
+        }
+    }
+
+    #[test]
+    fn finds_the_functions_of_a_bus() {
+        let mut fake = Fake::node();
+        let found = scan_bus(&mut fake, 0);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[1], Function { bdf: Bdf::new(0, 2, 0), vendor: 0x1b36, device: 0x0010, class: CLASS_NVME });
+    }
+
+    #[test]
+    fn sizes_and_places_a_64bit_bar() {
+        let mut fake = Fake::node();
+        let nvme = Bdf::new(0, 2, 0);
+        let bar = size_bar(&mut fake, nvme, 0).unwrap();
+        assert_eq!(bar, MemoryBar { index: 0, size: 0x4000, is_64bit: true, prefetchable: false });
+        assert_eq!(fake.read(nvme, 0x10), 0b100, "original restored");
+        set_bar(&mut fake, nvme, &bar, 0x80_0000_4000);
+        assert_eq!(fake.read(nvme, 0x10), 0x4004);
+        assert_eq!(fake.read(nvme, 0x14), 0x80);
+        assert_eq!(size_bar(&mut fake, nvme, 2), None, "unimplemented BAR");
+    }
+
+    #[test]
+    fn walks_capabilities_and_stops_on_loops() {
+        let mut fake = Fake::node();
+        let nvme = Bdf::new(0, 2, 0);
+        assert_eq!(find_capability(&mut fake, nvme, capability::MSI_X), Some(0x40));
+        assert_eq!(find_capability(&mut fake, nvme, capability::PCI_EXPRESS), Some(0x80));
+        assert_eq!(find_capability(&mut fake, nvme, 0x05), None);
+        fake.regs.insert((nvme, 0x40), 0x0000_8099);
+        assert_eq!(find_capability(&mut fake, nvme, 0x05), None, "0x40 -> 0x80 -> 0x40 ... ends");
+        assert_eq!(find_capability(&mut fake, Bdf::new(0, 0, 0), capability::MSI_X), None, "no list");
+    }
+
+    #[test]
+    fn window_allocation_is_aligned_and_bounded() {
+        let mut window = WindowAllocator::new(0x1000_1000, 0x10_0000);
+        assert_eq!(window.allocate(0x4000), Some(0x1000_4000));
+        assert_eq!(window.allocate(0x1000), Some(0x1000_8000));
+        assert_eq!(window.allocate(0x3000), None, "not a power of two");
+        assert_eq!(window.allocate(0x10_0000), None, "does not fit");
+    }
+
+    #[test]
+    fn addresses() {
+        let bdf = Bdf::new(1, 2, 3);
+        assert_eq!(bdf.requester_id(), 0x0113);
+        assert_eq!(bdf.ecam_offset(0), 0x11_3000);
+        assert_eq!(alloc::format!("{bdf}"), "0000:01:02.3");
+    }
+}
