@@ -207,6 +207,26 @@ pub enum Problem {
         /// RAM on the node.
         ram_on_node: u64,
     },
+    /// The node's NVMe namespace has less room left than the slice's `nvme.size`.
+    NotEnoughDisk {
+        /// Bytes asked for.
+        asked: u64,
+        /// Bytes still free on the namespace when this slice is placed.
+        left: u64,
+        /// Capacity of the namespace.
+        disk: u64,
+    },
+    /// The NVMe controller grants fewer I/O queue pairs than the slices ask for in total.
+    TooManyQueues {
+        /// Queue pairs the slice asks for.
+        asked: u32,
+        /// Queue pairs still free when this slice is placed.
+        left: u32,
+        /// Queue pairs the controller grants.
+        controller: u32,
+    },
+    /// The slice asks for NVMe but the node has no usable NVMe controller.
+    NoNvme(String),
 }
 
 impl fmt::Display for Problem {
@@ -310,6 +330,22 @@ impl fmt::Display for Problem {
                 HumanSize(*largest_free),
                 HumanSize(*ram_on_node)
             ),
+            Problem::NotEnoughDisk { asked, left, disk } => write!(
+                f,
+                "asks for {} but only {} of the {} NVMe namespace are left",
+                HumanSize(*asked),
+                HumanSize(*left),
+                HumanSize(*disk)
+            ),
+            Problem::TooManyQueues {
+                asked,
+                left,
+                controller,
+            } => write!(
+                f,
+                "asks for {asked} queue pairs but only {left} are left (the NVMe controller grants {controller})"
+            ),
+            Problem::NoNvme(why) => write!(f, "the node has no usable NVMe controller ({why})"),
         }
     }
 }
@@ -770,6 +806,28 @@ mod tests {
         assert_eq!(
             in_slice(Field::Memory, problem),
             "slice \"web-0\": memory: asks for 2 GiB but the largest free block is 1536 MiB (node has 4 GiB of RAM)"
+        );
+    }
+
+    #[test]
+    fn nvme_fit_problems() {
+        assert_eq!(
+            in_slice(
+                Field::NvmeSize,
+                Problem::NoNvme("no NVMe controller on the PCIe host bridge".into())
+            ),
+            "slice \"web-0\": nvme.size: the node has no usable NVMe controller (no NVMe controller on the PCIe host bridge)"
+        );
+        assert_eq!(
+            in_slice(
+                Field::NvmeQueues,
+                Problem::TooManyQueues {
+                    asked: 4,
+                    left: 2,
+                    controller: 64
+                }
+            ),
+            "slice \"web-0\": nvme.queues: asks for 4 queue pairs but only 2 are left (the NVMe controller grants 64)"
         );
     }
 

@@ -22,6 +22,7 @@ use core::fmt::Write;
 
 use crate::error::{Field, PlanError, Problem};
 use crate::layout::{align_down, align_up};
+use crate::model::NvmeShare;
 use crate::model::{Cores, PlanOf};
 use crate::size::MIB;
 
@@ -103,6 +104,82 @@ pub fn place<I>(plan: &PlanOf<I>, hw: &Hardware) -> Result<Placement, PlanError>
         slices.push(SlicePlacement { cores, ram });
     }
     Ok(Placement { slices })
+}
+
+/// A slice's share of the node's NVMe controller: its LBA window on namespace 1 and its
+/// hardware I/O queue pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskShare {
+    /// First block of the window.
+    pub first_block: u64,
+    /// Blocks in the window (the slice's namespace size).
+    pub blocks: u64,
+    /// First hardware I/O queue ID of the slice; it has `queues` consecutive ones.
+    pub first_queue: u16,
+    pub queues: u16,
+}
+
+/// Alignment of each slice's LBA window, in bytes.
+pub const DISK_ALIGN: u64 = MIB;
+
+/// Gives every slice with `[slice.nvme]` its window of namespace 1 (`capacity_blocks` blocks
+/// of `1 << block_shift` bytes) and its hardware queue pairs (out of `controller_queues`,
+/// numbered from 1). Windows are consecutive from block 0 in plan order, each starting on a
+/// 1 MiB boundary, so a slice's data stays where it was across restarts of the node. A
+/// slice's `nvme.size` must be a multiple of the block size.
+pub fn place_disk<I>(
+    plan: &PlanOf<I>,
+    capacity_blocks: u64,
+    block_shift: u8,
+    controller_queues: u16,
+) -> Result<Vec<Option<DiskShare>>, PlanError> {
+    let block = 1u64 << block_shift;
+    let capacity = capacity_blocks.saturating_mul(block);
+    let mut next_byte = 0u64;
+    let mut next_queue = 1u32;
+    let mut shares = Vec::with_capacity(plan.slices.len());
+    for slice in &plan.slices {
+        let Some(nvme) = &slice.nvme else {
+            shares.push(None);
+            continue;
+        };
+        let name = slice.name.as_str();
+        if nvme.size % block != 0 {
+            return Err(PlanError::slice(
+                name,
+                Field::NvmeSize,
+                Problem::NotPageMultiple { value: nvme.size },
+            ));
+        }
+        let start = align_up(next_byte, DISK_ALIGN).unwrap_or(u64::MAX);
+        let left = capacity.saturating_sub(start);
+        if nvme.size > left {
+            let problem = Problem::NotEnoughDisk {
+                asked: nvme.size,
+                left,
+                disk: capacity,
+            };
+            return Err(PlanError::slice(name, Field::NvmeSize, problem));
+        }
+        let queues_left = u32::from(controller_queues).saturating_sub(next_queue - 1);
+        if nvme.queues > queues_left {
+            let problem = Problem::TooManyQueues {
+                asked: nvme.queues,
+                left: queues_left,
+                controller: u32::from(controller_queues),
+            };
+            return Err(PlanError::slice(name, Field::NvmeQueues, problem));
+        }
+        shares.push(Some(DiskShare {
+            first_block: start / block,
+            blocks: nvme.size / block,
+            first_queue: next_queue as u16,
+            queues: nvme.queues as u16,
+        }));
+        next_byte = start + nvme.size;
+        next_queue += nvme.queues;
+    }
+    Ok(shares)
 }
 
 /// Physical cores given out so far, with the slice that has each.
@@ -296,6 +373,103 @@ mod tests {
 
     fn plan(slices: Vec<SliceOf<u32>>) -> CompiledPlan {
         PlanOf { slices }
+    }
+
+    fn with_nvme(mut s: SliceOf<u32>, queues: u32, size: u64) -> SliceOf<u32> {
+        s.nvme = Some(NvmeShare { queues, size });
+        s
+    }
+
+    #[test]
+    fn disk_windows_are_consecutive_and_aligned() {
+        let p = plan(vec![
+            with_nvme(slice("a", Cores::Count(1), GIB), 2, 3 * MIB / 2),
+            slice("b", Cores::Count(1), GIB),
+            with_nvme(slice("c", Cores::Count(1), GIB), 1, GIB),
+        ]);
+        let shares = place_disk(&p, 16 << 21, 9, 8).unwrap();
+        assert_eq!(
+            shares[0],
+            Some(DiskShare {
+                first_block: 0,
+                blocks: 3072,
+                first_queue: 1,
+                queues: 2
+            })
+        );
+        assert_eq!(shares[1], None);
+        assert_eq!(
+            shares[2],
+            Some(DiskShare {
+                first_block: 2 * MIB / 512,
+                blocks: GIB / 512,
+                first_queue: 3,
+                queues: 1
+            }),
+            "next 1 MiB boundary after 1.5 MiB"
+        );
+    }
+
+    #[test]
+    fn disk_too_small_names_slice_and_field() {
+        let p = plan(vec![with_nvme(
+            slice("a", Cores::Count(1), GIB),
+            1,
+            8 * GIB,
+        )]);
+        let error = place_disk(&p, (4 * GIB) >> 12, 12, 8).unwrap_err();
+        assert_eq!(error.field, Field::NvmeSize);
+        assert_eq!(
+            alloc::format!("{error}"),
+            "slice \"a\": nvme.size: asks for 8 GiB but only 4 GiB of the 4 GiB NVMe namespace are left"
+        );
+        let exact = plan(vec![with_nvme(
+            slice("a", Cores::Count(1), GIB),
+            1,
+            4 * GIB,
+        )]);
+        assert!(place_disk(&exact, (4 * GIB) >> 12, 12, 8).is_ok());
+    }
+
+    #[test]
+    fn too_many_queues_names_the_slice() {
+        let p = plan(vec![
+            with_nvme(slice("a", Cores::Count(1), GIB), 3, MIB),
+            with_nvme(slice("b", Cores::Count(1), GIB), 2, MIB),
+        ]);
+        let error = place_disk(&p, 1 << 20, 9, 4).unwrap_err();
+        assert_eq!(
+            (error.slice.as_deref(), error.field),
+            (Some("b"), Field::NvmeQueues)
+        );
+        assert_eq!(
+            error.problem,
+            Problem::TooManyQueues {
+                asked: 2,
+                left: 1,
+                controller: 4
+            }
+        );
+    }
+
+    #[test]
+    fn disk_size_must_be_whole_blocks() {
+        let p = plan(vec![with_nvme(
+            slice("a", Cores::Count(1), GIB),
+            1,
+            4096 + 4096 * 3,
+        )]);
+        assert!(
+            place_disk(&p, 1 << 30, 9, 4).is_ok(),
+            "4 KiB multiples are whole 512-byte blocks"
+        );
+        let odd = plan(vec![with_nvme(
+            slice("a", Cores::Count(1), GIB),
+            1,
+            8192 + 4096,
+        )]);
+        let error = place_disk(&odd, 1 << 30, 14, 4).unwrap_err();
+        assert_eq!(error.field, Field::NvmeSize);
     }
 
     /// A node with `cores` cores and one free RAM range `[base, base + size)`.
