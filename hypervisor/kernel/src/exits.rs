@@ -113,7 +113,7 @@ fn finish(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, outcome: Outcome) 
 
 /// Emulated MMIO, dispatched by device (`guest_dt::device_at`); anything else ends the run.
 fn mmio(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: MmioAccess) -> Outcome {
-    let Some((device, offset)) = device_at(access.ipa, slice.vcpus.len()) else {
+    let Some((device, offset)) = device_at(access.ipa, slice.vcpus.len(), false) else {
         vcpu.count(ExitCause::Fault);
         let what = if access.write { "write" } else { "read" };
         return Outcome::End(Ending::Fault(format!(
@@ -129,6 +129,7 @@ fn mmio(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: MmioAccess) 
             vcpu.count(ExitCause::Uart);
             slice.uart_access(offset, write)
         }
+        Device::PciConfig => 0,
         Device::Distributor | Device::Redistributor { .. } => {
             vcpu.count(ExitCause::Gic);
             let mut value = 0;
@@ -145,7 +146,7 @@ fn mmio(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: MmioAccess) 
                     value = gic.redistributor_read(vcpu, offset, access.width);
                     Default::default()
                 }
-                (Device::Uart, _) => Default::default(),
+                (Device::Uart | Device::PciConfig, _) => Default::default(),
             });
             value
         }

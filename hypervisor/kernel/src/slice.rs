@@ -177,6 +177,7 @@ impl Slice {
             memory: spec.memory,
             cmdline: &spec.cmdline,
             initrd: layout.initrd,
+            pcie: false,
         };
         let dtb = guest_dt::generate(&machine).map_err(|e| fail(format!("device tree: {e:?}")))?;
 

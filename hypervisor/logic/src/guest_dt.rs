@@ -25,6 +25,14 @@ pub mod map {
     pub const UART: u64 = 0x0900_0000;
     /// The PL011's SPI number as written in the DT (INTID 33).
     pub const UART_SPI: u32 = 1;
+    /// The slice's PCIe host bridge (only with NVMe): ECAM for bus 0, as QEMU virt's
+    /// high ECAM, and the 32-bit memory window its BARs go in.
+    pub const ECAM: u64 = 0x40_1000_0000;
+    pub const PCI_MMIO: u64 = 0x1000_0000;
+    pub const PCI_MMIO_SIZE: u64 = 0x100_0000;
+    /// SPIs the slice's devices signal through GICD_SETSPI_NSR (message-based interrupts).
+    pub const MBI_FIRST: u32 = 64;
+    pub const MBI_COUNT: u32 = 32;
 }
 
 /// An emulated device in the guest map.
@@ -81,6 +89,8 @@ pub struct GuestMachine<'a> {
     pub cmdline: &'a str,
     /// IPA range of the initrd, if any.
     pub initrd: Option<(u64, u64)>,
+    /// The slice has an NVMe controller on its own PCIe host bridge.
+    pub pcie: bool,
 }
 
 /// Why no device tree could be made.
@@ -120,9 +130,12 @@ pub fn generate(machine: &GuestMachine<'_>) -> Result<Vec<u8>, GuestDtError> {
     memory(&mut w, machine.memory)?;
     cpus(&mut w, machine.vcpus)?;
     psci(&mut w)?;
-    gic(&mut w, machine.vcpus)?;
+    gic(&mut w, machine.vcpus, machine.pcie)?;
     timer(&mut w)?;
     uart(&mut w)?;
+    if machine.pcie {
+        pcie(&mut w)?;
+    }
 
     w.end_node(root)?;
     let blob = w.finish()?;
@@ -184,7 +197,7 @@ fn psci(w: &mut FdtWriter) -> Result<(), GuestDtError> {
     Ok(())
 }
 
-fn gic(w: &mut FdtWriter, vcpus: usize) -> Result<(), GuestDtError> {
+fn gic(w: &mut FdtWriter, vcpus: usize, mbi: bool) -> Result<(), GuestDtError> {
     let node = w.begin_node(&alloc::format!("intc@{:x}", map::GICD))?;
     w.property_string("compatible", "arm,gic-v3")?;
     w.property_u32("#interrupt-cells", 3)?;
@@ -199,6 +212,11 @@ fn gic(w: &mut FdtWriter, vcpus: usize) -> Result<(), GuestDtError> {
     )?;
     w.property_u32("#redistributor-regions", 1)?;
     w.property_array_u32("interrupts", &[PPI, MAINTENANCE_PPI, LEVEL_HIGH])?;
+    if mbi {
+        // Message-based SPIs: devices write the INTID to GICD_SETSPI_NSR (Linux irq-gic-v3-mbi).
+        w.property_null("msi-controller")?;
+        w.property_array_u32("mbi-ranges", &[map::MBI_FIRST, map::MBI_COUNT])?;
+    }
     w.property_u32("phandle", PHANDLE_GIC)?;
     w.end_node(node)?;
     Ok(())
@@ -242,6 +260,36 @@ fn uart(w: &mut FdtWriter) -> Result<(), GuestDtError> {
     Ok(())
 }
 
+/// The slice's PCIe host bridge: bus 0 only, one 32-bit memory window, MSIs through the GIC.
+fn pcie(w: &mut FdtWriter) -> Result<(), GuestDtError> {
+    let node = w.begin_node(&alloc::format!("pcie@{:x}", map::PCI_MMIO))?;
+    w.property_string("compatible", "pci-host-ecam-generic")?;
+    w.property_string("device_type", "pci")?;
+    w.property_u32("#address-cells", 3)?;
+    w.property_u32("#size-cells", 2)?;
+    w.property_array_u64("reg", &[map::ECAM, crate::vpci::ECAM_SIZE])?;
+    w.property_array_u32("bus-range", &[0, 0])?;
+    // 32-bit non-prefetchable memory: PCI address = CPU address.
+    let (base, size) = (map::PCI_MMIO, map::PCI_MMIO_SIZE);
+    w.property_array_u32(
+        "ranges",
+        &[
+            0x0200_0000,
+            0,
+            base as u32,
+            (base >> 32) as u32,
+            base as u32,
+            (size >> 32) as u32,
+            size as u32,
+        ],
+    )?;
+    w.property_u32("msi-parent", PHANDLE_GIC)?;
+    w.property_null("dma-coherent")?;
+    w.property_u32("linux,pci-domain", 0)?;
+    w.end_node(node)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +302,7 @@ mod tests {
             memory: 256 << 20,
             cmdline: "console=ttyAMA0 quiet",
             initrd: Some((0x4f00_0000, 0x4f80_0000)),
+            pcie: false,
         }
     }
 

@@ -16,3 +16,4 @@ pub mod pl011;
 pub mod psci;
 pub mod trap;
 pub mod vgic;
+pub mod vpci;

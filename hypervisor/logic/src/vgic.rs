@@ -33,6 +33,9 @@ mod gicd {
     pub const CTLR: u64 = 0x0000;
     pub const TYPER: u64 = 0x0004;
     pub const IIDR: u64 = 0x0008;
+    /// Message-based SPI set and clear (GICv3 §12.9.26-27).
+    pub const SETSPI_NSR: u64 = 0x0040;
+    pub const CLRSPI_NSR: u64 = 0x0048;
     pub const IGROUPR: u64 = 0x0080;
     pub const ISENABLER: u64 = 0x0100;
     pub const ICENABLER: u64 = 0x0180;
@@ -203,6 +206,8 @@ pub struct VirtualGic {
     vcpus: Vec<VcpuState>,
     /// vCPUs whose interrupts changed since their last list-register pass.
     dirty: VcpuSet,
+    /// The slice's devices signal SPIs through GICD_SETSPI_NSR (GICD_TYPER.MBIS).
+    mbi: bool,
 }
 
 impl VirtualGic {
@@ -224,7 +229,15 @@ impl VirtualGic {
             owned,
             vcpus: (0..vcpus).map(|_| VcpuState::new()).collect(),
             dirty: VcpuSet::EMPTY,
+            mbi: false,
         }
+    }
+
+    /// A GIC whose message-based SPIs (GICD_SETSPI_NSR) are on, for a slice with devices that
+    /// send MSIs.
+    pub fn with_mbi(mut self) -> Self {
+        self.mbi = true;
+        self
     }
 
     /// Records that `vcpus` have something new for their list registers, and returns them.
@@ -502,8 +515,10 @@ impl VirtualGic {
     pub fn distributor_read(&self, offset: u64, width: u8) -> u64 {
         match offset {
             gicd::CTLR => u64::from(self.ctlr | gicd::CTLR_ARE | gicd::CTLR_DS),
-            // ITLinesNumber = INTIDS/32 - 1, IDbits = 10 bits (value 9), No1N.
-            gicd::TYPER => u64::from((INTIDS / 32 - 1) | 9 << 19 | 1 << 25),
+            // ITLinesNumber = INTIDS/32 - 1, IDbits = 10 bits (value 9), No1N, MBIS.
+            gicd::TYPER => {
+                u64::from((INTIDS / 32 - 1) | 9 << 19 | 1 << 25 | u32::from(self.mbi) << 16)
+            }
             gicd::IIDR => u64::from(IIDR_ARM),
             gicd::PIDR2 => u64::from(PIDR2_GICV3),
             o if (gicd::IROUTER..gicd::IROUTER_END).contains(&o) => self.router_read(o, width),
@@ -531,6 +546,18 @@ impl VirtualGic {
             gicd::CTLR => {
                 self.ctlr = value as u32 & (gicd::CTLR_ENABLE_GRP0 | gicd::CTLR_ENABLE_GRP1);
                 self.all_vcpus()
+            }
+            gicd::SETSPI_NSR if self.mbi && value as u32 & 0x3ff >= SPI_BASE => {
+                self.raise(0, value as u32 & 0x3ff)
+            }
+            gicd::CLRSPI_NSR if self.mbi => {
+                let intid = value as u32 & 0x3ff;
+                if intid >= SPI_BASE {
+                    if let Some(irq) = self.irq_mut(0, intid) {
+                        irq.pending = false;
+                    }
+                }
+                VcpuSet::EMPTY
             }
             o if (gicd::IROUTER..gicd::IROUTER_END).contains(&o) => {
                 self.router_write(o, width, value)
@@ -1162,6 +1189,38 @@ mod tests {
             1 << 1,
             "still owns its UART SPI"
         );
+    }
+
+    #[test]
+    fn message_based_spis() {
+        let owned: Vec<u32> = (64..96).collect();
+        let mut g = VirtualGic::new(2, &owned).with_mbi();
+        g.distributor_write(gicd::CTLR, 4, u64::from(gicd::CTLR_ENABLE_GRP1));
+        assert_ne!(g.distributor_read(gicd::TYPER, 4) & (1 << 16), 0, "MBIS");
+        enable(&mut g, 0, 70, 0xa0);
+        // Linux configures MBI SPIs edge-triggered (ICFGR: 2 bits per INTID, bit 1 = edge).
+        g.distributor_write(gicd::ICFGR + 4 * (70 / 16), 4, 0b10 << (2 * (70 % 16)));
+        g.distributor_write(gicd::IROUTER + 8 * 70, 8, 1);
+        assert_eq!(
+            g.distributor_write(gicd::SETSPI_NSR, 4, 70),
+            VcpuSet::EMPTY.with(1)
+        );
+        assert!(
+            g.distributor_write(gicd::SETSPI_NSR, 4, 33).is_empty(),
+            "not the slice's SPI"
+        );
+        assert!(
+            g.distributor_write(gicd::SETSPI_NSR, 4, 27).is_empty(),
+            "not an SPI"
+        );
+        let mut lrs = [0u64; 4];
+        g.sync_list_registers(1, &mut lrs);
+        assert_eq!(lr_intid(lrs[0]), 70);
+        assert_eq!(lrs[0] & lr::EOI, 0, "edge-triggered: no EOI maintenance");
+        // Without MBI the registers are reserved.
+        let mut plain = gic(1);
+        assert_eq!(plain.distributor_read(gicd::TYPER, 4) & (1 << 16), 0);
+        assert!(plain.distributor_write(gicd::SETSPI_NSR, 4, 33).is_empty());
     }
 
     #[test]
