@@ -44,16 +44,23 @@ pub enum Device {
     Redistributor {
         vcpu: usize,
     },
+    /// The PCIe host bridge's configuration space (only for slices with NVMe).
+    PciConfig,
 }
 
 /// Which emulated device of a slice with `vcpus` vCPUs the IPA falls in, and the offset in it.
-/// Redistributor frames exist only for the slice's own vCPUs.
-pub fn device_at(ipa: u64, vcpus: usize) -> Option<(Device, u64)> {
+/// Redistributor frames exist only for the slice's own vCPUs, ECAM only with `pcie`. (A
+/// function's BARs move where the guest puts them; the caller checks those.)
+pub fn device_at(ipa: u64, vcpus: usize, pcie: bool) -> Option<(Device, u64)> {
     use crate::vgic::REDISTRIBUTOR_SIZE;
-    if let Some(offset) = ipa.checked_sub(map::UART).filter(|&o| o < PL011_SIZE) {
+    let within = |base: u64, size: u64| ipa.checked_sub(base).filter(|&o| o < size);
+    if let Some(offset) = within(map::ECAM, crate::vpci::ECAM_SIZE).filter(|_| pcie) {
+        return Some((Device::PciConfig, offset));
+    }
+    if let Some(offset) = within(map::UART, PL011_SIZE) {
         return Some((Device::Uart, offset));
     }
-    if let Some(offset) = ipa.checked_sub(map::GICD).filter(|&o| o < map::GICD_SIZE) {
+    if let Some(offset) = within(map::GICD, map::GICD_SIZE) {
         return Some((Device::Distributor, offset));
     }
     let offset = ipa.checked_sub(map::GICR)?;
@@ -383,25 +390,61 @@ mod tests {
 
     #[test]
     fn devices_by_address() {
-        assert_eq!(device_at(0x0900_0018, 2), Some((Device::Uart, 0x18)));
-        assert_eq!(device_at(0x0900_1000, 2), None);
-        assert_eq!(device_at(0x0800_0004, 2), Some((Device::Distributor, 4)));
-        assert_eq!(device_at(0x0801_0000, 2), None);
+        let at = |ipa| device_at(ipa, 2, false);
+        assert_eq!(at(0x0900_0018), Some((Device::Uart, 0x18)));
+        assert_eq!(at(0x0900_1000), None);
+        assert_eq!(at(0x0800_0004), Some((Device::Distributor, 4)));
+        assert_eq!(at(0x0801_0000), None);
         assert_eq!(
-            device_at(0x080a_0008, 2),
+            at(0x080a_0008),
             Some((Device::Redistributor { vcpu: 0 }, 8))
         );
         assert_eq!(
-            device_at(0x080d_0080, 2),
+            at(0x080d_0080),
             Some((Device::Redistributor { vcpu: 1 }, 0x1_0080))
         );
         assert_eq!(
-            device_at(0x080e_0008, 2),
+            at(0x080e_0008),
             None,
             "frame of a vCPU the slice does not have"
         );
-        assert_eq!(device_at(0x0901_0000, 2), None);
-        assert_eq!(device_at(0, 2), None);
+        assert_eq!(at(0x0901_0000), None);
+        assert_eq!(at(0), None);
+        assert_eq!(at(0x40_1000_0010), None, "no PCIe without NVMe");
+        assert_eq!(
+            device_at(0x40_1000_0010, 2, true),
+            Some((Device::PciConfig, 0x10))
+        );
+        assert_eq!(
+            device_at(0x40_1010_0000, 2, true),
+            None,
+            "bus 1 does not exist"
+        );
+    }
+
+    #[test]
+    fn nvme_slices_get_a_host_bridge_and_mbi() {
+        let blob = generate(&GuestMachine {
+            pcie: true,
+            ..machine(2)
+        })
+        .unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let bridge = fdt.find_compatible(&["pci-host-ecam-generic"]).unwrap();
+        assert!(bridge.property("msi-parent").is_some());
+        let gic = fdt.find_node("/intc@8000000").unwrap();
+        assert!(gic.property("msi-controller").is_some());
+        let ranges = gic.property("mbi-ranges").unwrap().value;
+        assert_eq!(ranges, [0, 0, 0, 64, 0, 0, 0, 32]);
+        let plain = generate(&machine(2)).unwrap();
+        let fdt = Fdt::new(&plain).unwrap();
+        assert!(fdt.find_compatible(&["pci-host-ecam-generic"]).is_none());
+        assert!(
+            fdt.find_node("/intc@8000000")
+                .unwrap()
+                .property("msi-controller")
+                .is_none()
+        );
     }
 
     #[test]

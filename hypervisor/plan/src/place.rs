@@ -22,7 +22,6 @@ use core::fmt::Write;
 
 use crate::error::{Field, PlanError, Problem};
 use crate::layout::{align_down, align_up};
-use crate::model::NvmeShare;
 use crate::model::{Cores, PlanOf};
 use crate::size::MIB;
 
@@ -353,7 +352,7 @@ fn ascending_run(first: u32, tail: &[u32]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{CompiledPlan, OnFault, SliceOf};
+    use crate::model::{CompiledPlan, NvmeShare, OnFault, SliceOf};
     use crate::size::GIB;
     use alloc::string::ToString;
     use alloc::vec;
