@@ -238,13 +238,21 @@ pub const LPI_BASE: u32 = 8192;
 pub fn redistributor_target(by_address: bool) -> Option<u64> {
     let gic = GIC.get()?;
     let (rd, _) = own_redistributor(gic)?;
-    Some(if by_address { rd as *const RedistributorRegisters as u64 } else { (rd.typer.get() >> 8) & 0xffff })
+    Some(if by_address {
+        rd as *const RedistributorRegisters as u64
+    } else {
+        (rd.typer.get() >> 8) & 0xffff
+    })
 }
 
 /// Turns LPIs on for this core: LPI configuration in the table at physical address
 /// `properties` (one byte per LPI from INTID 8192, shared by all cores) covering INTIDs below
 /// `1 << id_bits`, pending state in `pending` (this core's own, 64 KiB aligned, zeroed).
-pub fn enable_lpis(properties: u64, id_bits: u8, pending: &crate::memory::PhysRegion) -> Result<(), GicError> {
+pub fn enable_lpis(
+    properties: u64,
+    id_bits: u8,
+    pending: &crate::memory::PhysRegion,
+) -> Result<(), GicError> {
     let gic = GIC.get().ok_or(GicError::NotInitialised)?;
     let (rd, _) = own_redistributor(gic).ok_or(GicError::NoRedistributor)?;
     if rd.typer.get() & 1 == 0 {
@@ -254,11 +262,15 @@ pub fn enable_lpis(properties: u64, id_bits: u8, pending: &crate::memory::PhysRe
     if pending_region.base % 0x1_0000 != 0 || pending_region.size < (1u64 << id_bits) / 8 {
         return Err(GicError::NoLpis);
     }
-    pending.zero(0, pending_region.size).map_err(|_| GicError::NoLpis)?;
+    pending
+        .zero(0, pending_region.size)
+        .map_err(|_| GicError::NoLpis)?;
     const CACHEABLE_WB: u64 = 0b111 << 7;
     const INNER_SHAREABLE: u64 = 0b01 << 10;
-    rd.propbaser.set(properties | CACHEABLE_WB | INNER_SHAREABLE | u64::from(id_bits - 1));
-    rd.pendbaser.set(1 << 62 | pending_region.base | CACHEABLE_WB | INNER_SHAREABLE);
+    rd.propbaser
+        .set(properties | CACHEABLE_WB | INNER_SHAREABLE | u64::from(id_bits - 1));
+    rd.pendbaser
+        .set(1 << 62 | pending_region.base | CACHEABLE_WB | INNER_SHAREABLE);
     barrier::dsb(barrier::SY);
     rd.ctlr.set(rd.ctlr.get() | 1);
     barrier::dsb(barrier::SY);

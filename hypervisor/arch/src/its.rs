@@ -3,8 +3,8 @@
 //! The tables live in memory the kernel claimed and hands over as [`PhysRegion`]s.
 
 use tock_registers::interfaces::{Readable, Writeable};
-use tock_registers::registers::{ReadOnly, ReadWrite};
 use tock_registers::register_structs;
+use tock_registers::registers::{ReadOnly, ReadWrite};
 
 use crate::memory::PhysRegion;
 
@@ -72,21 +72,39 @@ pub struct Its {
 
 impl Its {
     /// Brings the ITS up with its device table, collection table and command queue.
-    pub fn new(frames: ItsFrames, devices: PhysRegion, collections: PhysRegion, queue: PhysRegion) -> Result<Its, ItsError> {
+    pub fn new(
+        frames: ItsFrames,
+        devices: PhysRegion,
+        collections: PhysRegion,
+        queue: PhysRegion,
+    ) -> Result<Its, ItsError> {
         let base = frames.base;
         // SAFETY: `ItsFrames::new`'s caller guaranteed these are the ITS frames, mapped and
         // ours alone; `frames` is consumed, so this is the only `Its`.
         let registers = unsafe { &*(base as *const ItsRegisters) };
         registers.ctlr.set(0);
-        let mut its = Its { registers, base, queue, write: 0 };
+        let mut its = Its {
+            registers,
+            base,
+            queue,
+            write: 0,
+        };
         its.set_table(TYPE_DEVICES, &devices)?;
         its.set_table(TYPE_COLLECTIONS, &collections)?;
         let queue_region = its.queue.region();
         if queue_region.size < COMMAND_QUEUE_SIZE || queue_region.base % COMMAND_QUEUE_SIZE != 0 {
             return Err(ItsError::BadTable);
         }
-        its.queue.zero(0, COMMAND_QUEUE_SIZE).map_err(|_| ItsError::BadTable)?;
-        registers.cbaser.set(1 << 63 | CACHEABLE_WB | INNER_SHAREABLE | queue_region.base | (COMMAND_QUEUE_SIZE / 4096 - 1));
+        its.queue
+            .zero(0, COMMAND_QUEUE_SIZE)
+            .map_err(|_| ItsError::BadTable)?;
+        registers.cbaser.set(
+            1 << 63
+                | CACHEABLE_WB
+                | INNER_SHAREABLE
+                | queue_region.base
+                | (COMMAND_QUEUE_SIZE / 4096 - 1),
+        );
         registers.cwriter.set(0);
         registers.ctlr.set(1);
         // The tables (devices/collections) are handed over for good.
@@ -97,7 +115,12 @@ impl Its {
 
     fn set_table(&mut self, kind: u64, table: &PhysRegion) -> Result<(), ItsError> {
         let region = table.region();
-        let slot = self.registers.baser.iter().find(|b| (b.get() >> 56) & 0b111 == kind).ok_or(ItsError::NoTable)?;
+        let slot = self
+            .registers
+            .baser
+            .iter()
+            .find(|b| (b.get() >> 56) & 0b111 == kind)
+            .ok_or(ItsError::NoTable)?;
         if region.base % 4096 != 0 || region.size < 4096 || region.size > 256 * 4096 {
             return Err(ItsError::BadTable);
         }
@@ -128,7 +151,9 @@ impl Its {
         for (chunk, word) in bytes.chunks_exact_mut(8).zip(words) {
             chunk.copy_from_slice(&word.to_le_bytes());
         }
-        self.queue.write(self.write, &bytes).map_err(|_| ItsError::BadTable)?;
+        self.queue
+            .write(self.write, &bytes)
+            .map_err(|_| ItsError::BadTable)?;
         self.write = (self.write + COMMAND_SIZE) % COMMAND_QUEUE_SIZE;
         crate::pci::barrier::before_doorbell();
         self.registers.cwriter.set(self.write);
@@ -148,30 +173,64 @@ impl Its {
 
     /// MAPD: device `device` uses the interrupt translation table `itt` for `event_bits`-bit
     /// EventIDs.
-    pub fn map_device(&mut self, device: u32, itt_table: &PhysRegion, event_bits: u8) -> Result<(), ItsError> {
+    pub fn map_device(
+        &mut self,
+        device: u32,
+        itt_table: &PhysRegion,
+        event_bits: u8,
+    ) -> Result<(), ItsError> {
         let itt = itt_table.region();
-        if itt.base % 256 != 0 || event_bits == 0 || itt.size < (self.itt_entry_size() << event_bits) {
+        if itt.base % 256 != 0
+            || event_bits == 0
+            || itt.size < (self.itt_entry_size() << event_bits)
+        {
             return Err(ItsError::BadTable);
         }
         // A fresh table: no stale translations.
         itt_region_zero(itt_table, itt.size)?;
-        self.command([0x08 | u64::from(device) << 32, u64::from(event_bits - 1), 1 << 63 | (itt.base & 0xf_ffff_ffff_ff00), 0])
+        self.command([
+            0x08 | u64::from(device) << 32,
+            u64::from(event_bits - 1),
+            1 << 63 | (itt.base & 0xf_ffff_ffff_ff00),
+            0,
+        ])
     }
 
     /// MAPC: collection `collection` targets the redistributor `target` (see
     /// [`Its::targets_by_address`]: its physical address, or its processor number).
     pub fn map_collection(&mut self, collection: u16, target: u64) -> Result<(), ItsError> {
-        self.command([0x09, 0, 1 << 63 | self.rd_base(target) | u64::from(collection), 0])
+        self.command([
+            0x09,
+            0,
+            1 << 63 | self.rd_base(target) | u64::from(collection),
+            0,
+        ])
     }
 
     /// MAPTI: EventID `event` of `device` becomes LPI `lpi`, delivered through `collection`.
-    pub fn map_event(&mut self, device: u32, event: u32, lpi: u32, collection: u16) -> Result<(), ItsError> {
-        self.command([0x0a | u64::from(device) << 32, u64::from(event) | u64::from(lpi) << 32, u64::from(collection), 0])
+    pub fn map_event(
+        &mut self,
+        device: u32,
+        event: u32,
+        lpi: u32,
+        collection: u16,
+    ) -> Result<(), ItsError> {
+        self.command([
+            0x0a | u64::from(device) << 32,
+            u64::from(event) | u64::from(lpi) << 32,
+            u64::from(collection),
+            0,
+        ])
     }
 
     /// MOVI: EventID `event` of `device` is delivered through `collection` from now on.
     pub fn move_event(&mut self, device: u32, event: u32, collection: u16) -> Result<(), ItsError> {
-        self.command([0x01 | u64::from(device) << 32, u64::from(event), u64::from(collection), 0])
+        self.command([
+            0x01 | u64::from(device) << 32,
+            u64::from(event),
+            u64::from(collection),
+            0,
+        ])
     }
 
     /// INVALL: the redistributors of `collection` reload LPI configuration.
@@ -185,7 +244,11 @@ impl Its {
     }
 
     fn rd_base(&self, target: u64) -> u64 {
-        if self.targets_by_address() { target & 0xf_ffff_ffff_0000 } else { (target & 0xffff) << 16 }
+        if self.targets_by_address() {
+            target & 0xf_ffff_ffff_0000
+        } else {
+            (target & 0xffff) << 16
+        }
     }
 }
 

@@ -88,7 +88,9 @@ impl PhysRegion {
     /// references.
     pub fn carve(&self, offset: u64, size: u64) -> Result<PhysRegion, OutOfRange> {
         let base = self.checked(offset, usize::try_from(size).map_err(|_| OutOfRange)?)?;
-        Ok(PhysRegion { region: Region::new(base, size) })
+        Ok(PhysRegion {
+            region: Region::new(base, size),
+        })
     }
 
     /// Copies `bytes` to `offset` in the region.

@@ -56,7 +56,8 @@ impl NvmeController {
 
     /// Sets the admin queue attributes and base addresses (controller disabled).
     pub fn set_admin_queues(&self, sq_entries: u32, cq_entries: u32, sq: u64, cq: u64) {
-        self.bar.write32(reg::AQA, (cq_entries - 1) << 16 | (sq_entries - 1));
+        self.bar
+            .write32(reg::AQA, (cq_entries - 1) << 16 | (sq_entries - 1));
         self.bar.write64(reg::ASQ, sq);
         self.bar.write64(reg::ACQ, cq);
     }
@@ -64,12 +65,16 @@ impl NvmeController {
     /// Writes submission queue `queue`'s tail doorbell, after the queue entries.
     pub fn ring_submission(&self, queue: u16, tail: u32) {
         barrier::before_doorbell();
-        self.bar.write32(reg::DOORBELLS + 2 * u64::from(queue) * self.stride, tail);
+        self.bar
+            .write32(reg::DOORBELLS + 2 * u64::from(queue) * self.stride, tail);
     }
 
     /// Writes completion queue `queue`'s head doorbell.
     pub fn ring_completion(&self, queue: u16, head: u32) {
-        self.bar.write32(reg::DOORBELLS + (2 * u64::from(queue) + 1) * self.stride, head);
+        self.bar.write32(
+            reg::DOORBELLS + (2 * u64::from(queue) + 1) * self.stride,
+            head,
+        );
     }
 
     /// The BAR (e.g. to reach an MSI-X table inside it).

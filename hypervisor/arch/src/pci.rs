@@ -66,7 +66,11 @@ impl PciHost {
             .map(|w| Region::new(w.cpu, w.size))
             .collect();
         Self {
-            ecam: Ecam { base: host.ecam.base, size: host.ecam.size, bus_start: host.bus_start },
+            ecam: Ecam {
+                base: host.ecam.base,
+                size: host.ecam.size,
+                bus_start: host.bus_start,
+            },
             windows,
             granted: Vec::new(),
         }
@@ -80,10 +84,13 @@ impl PciHost {
     /// Grants exclusive access to device registers at CPU addresses `region` (a BAR the
     /// kernel placed in a window).
     pub fn grant(&mut self, region: Region) -> Result<Mmio, GrantError> {
-        let inside = self
-            .windows
-            .iter()
-            .any(|w| region.base >= w.base && region.base.checked_add(region.size).is_some_and(|end| end <= w.end()));
+        let inside = self.windows.iter().any(|w| {
+            region.base >= w.base
+                && region
+                    .base
+                    .checked_add(region.size)
+                    .is_some_and(|end| end <= w.end())
+        });
         if !inside || region.size == 0 {
             return Err(GrantError::OutsideWindows);
         }
@@ -107,7 +114,8 @@ impl Mmio {
     }
 
     fn address(&self, offset: u64, width: u64) -> Option<u64> {
-        (offset % width == 0 && offset.checked_add(width)? <= self.region.size).then_some(self.region.base + offset)
+        (offset % width == 0 && offset.checked_add(width)? <= self.region.size)
+            .then_some(self.region.base + offset)
     }
 
     pub fn read32(&self, offset: u64) -> u32 {

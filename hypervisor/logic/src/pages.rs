@@ -17,7 +17,10 @@ pub struct PageAllocator {
 impl PageAllocator {
     /// Manages `[base, base + pages * 4 KiB)`; `base` must be page aligned.
     pub fn new(base: u64, pages: usize) -> Self {
-        Self { base, used: vec![false; pages] }
+        Self {
+            base,
+            used: vec![false; pages],
+        }
     }
 
     /// Address of `count` contiguous free pages whose start is aligned to `align` bytes (a
@@ -37,7 +40,9 @@ impl PageAllocator {
             match self.used[page..page + count].iter().position(|&u| u) {
                 Some(busy) => page += busy + 1,
                 None => {
-                    self.used[page..page + count].iter_mut().for_each(|u| *u = true);
+                    self.used[page..page + count]
+                        .iter_mut()
+                        .for_each(|u| *u = true);
                     return Some(address);
                 }
             }
@@ -65,8 +70,16 @@ mod tests {
         let mut pages = PageAllocator::new(0x4000_0000, 64);
         assert_eq!(pages.allocate(1, 0x1_0000), Some(0x4000_0000));
         assert_eq!(pages.allocate(1, 0x1_0000), Some(0x4001_0000));
-        assert_eq!(pages.allocate(2, PAGE), Some(0x4000_1000), "fills the gap after the first");
-        assert_eq!(pages.allocate(14, PAGE), Some(0x4001_1000), "the 13 free pages left in the first 64 KiB are too few");
+        assert_eq!(
+            pages.allocate(2, PAGE),
+            Some(0x4000_1000),
+            "fills the gap after the first"
+        );
+        assert_eq!(
+            pages.allocate(14, PAGE),
+            Some(0x4001_1000),
+            "the 13 free pages left in the first 64 KiB are too few"
+        );
         assert_eq!(pages.used(), 18);
     }
 
@@ -76,7 +89,11 @@ mod tests {
         assert_eq!(pages.allocate(5, PAGE), None);
         assert_eq!(pages.allocate(0, PAGE), None);
         assert_eq!(pages.allocate(1, 3), None, "alignment not a power of two");
-        assert_eq!(pages.allocate(1, 0x1_0000), None, "no 64 KiB boundary inside");
+        assert_eq!(
+            pages.allocate(1, 0x1_0000),
+            None,
+            "no 64 KiB boundary inside"
+        );
         assert_eq!(pages.allocate(4, PAGE), Some(0x1000));
         assert_eq!(pages.allocate(1, PAGE), None);
     }

@@ -14,7 +14,11 @@ pub struct Bdf {
 
 impl Bdf {
     pub const fn new(bus: u8, device: u8, function: u8) -> Self {
-        Self { bus, device, function }
+        Self {
+            bus,
+            device,
+            function,
+        }
     }
 
     /// Requester ID (also the ITS DeviceID on QEMU virt, whose `msi-map` is the identity).
@@ -24,13 +28,19 @@ impl Bdf {
 
     /// Byte offset of this function's configuration space inside ECAM.
     pub const fn ecam_offset(self, bus_start: u8) -> u64 {
-        ((self.bus.wrapping_sub(bus_start) as u64) << 20) | (self.device as u64) << 15 | (self.function as u64) << 12
+        ((self.bus.wrapping_sub(bus_start) as u64) << 20)
+            | (self.device as u64) << 15
+            | (self.function as u64) << 12
     }
 }
 
 impl core::fmt::Display for Bdf {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "0000:{:02x}:{:02x}.{}", self.bus, self.device, self.function)
+        write!(
+            f,
+            "0000:{:02x}:{:02x}.{}",
+            self.bus, self.device, self.function
+        )
     }
 }
 
@@ -136,7 +146,12 @@ pub fn size_bar(config: &mut dyn ConfigSpace, bdf: Bdf, index: u8) -> Option<Mem
     if low == 0 && (!is_64bit || mask == 0) {
         return None;
     }
-    Some(MemoryBar { index, size: (!mask).wrapping_add(1), is_64bit, prefetchable: original & (1 << 3) != 0 })
+    Some(MemoryBar {
+        index,
+        size: (!mask).wrapping_add(1),
+        is_64bit,
+        prefetchable: original & (1 << 3) != 0,
+    })
 }
 
 /// Programs memory BAR `bar` with PCI bus address `address`.
@@ -178,7 +193,10 @@ pub struct WindowAllocator {
 
 impl WindowAllocator {
     pub fn new(base: u64, size: u64) -> Self {
-        Self { next: base, end: base.saturating_add(size) }
+        Self {
+            next: base,
+            end: base.saturating_add(size),
+        }
     }
 
     /// A naturally aligned range of `size` bytes (a power of two, as BAR sizes are).
@@ -231,7 +249,10 @@ mod tests {
 
     impl ConfigSpace for Fake {
         fn read(&mut self, f: Bdf, offset: u16) -> u32 {
-            self.regs.get(&(f, offset)).copied().unwrap_or(if offset == 0 { u32::MAX } else { 0 })
+            self.regs
+                .get(&(f, offset))
+                .copied()
+                .unwrap_or(if offset == 0 { u32::MAX } else { 0 })
         }
         fn write(&mut self, f: Bdf, offset: u16, value: u32) {
             let is_bar = (0x10..0x28).contains(&offset);
@@ -250,7 +271,15 @@ mod tests {
         let mut fake = Fake::node();
         let found = scan_bus(&mut fake, 0);
         assert_eq!(found.len(), 2);
-        assert_eq!(found[1], Function { bdf: Bdf::new(0, 2, 0), vendor: 0x1b36, device: 0x0010, class: CLASS_NVME });
+        assert_eq!(
+            found[1],
+            Function {
+                bdf: Bdf::new(0, 2, 0),
+                vendor: 0x1b36,
+                device: 0x0010,
+                class: CLASS_NVME
+            }
+        );
     }
 
     #[test]
@@ -258,7 +287,15 @@ mod tests {
         let mut fake = Fake::node();
         let nvme = Bdf::new(0, 2, 0);
         let bar = size_bar(&mut fake, nvme, 0).unwrap();
-        assert_eq!(bar, MemoryBar { index: 0, size: 0x4000, is_64bit: true, prefetchable: false });
+        assert_eq!(
+            bar,
+            MemoryBar {
+                index: 0,
+                size: 0x4000,
+                is_64bit: true,
+                prefetchable: false
+            }
+        );
         assert_eq!(fake.read(nvme, 0x10), 0b100, "original restored");
         set_bar(&mut fake, nvme, &bar, 0x80_0000_4000);
         assert_eq!(fake.read(nvme, 0x10), 0x4004);
@@ -270,12 +307,26 @@ mod tests {
     fn walks_capabilities_and_stops_on_loops() {
         let mut fake = Fake::node();
         let nvme = Bdf::new(0, 2, 0);
-        assert_eq!(find_capability(&mut fake, nvme, capability::MSI_X), Some(0x40));
-        assert_eq!(find_capability(&mut fake, nvme, capability::PCI_EXPRESS), Some(0x80));
+        assert_eq!(
+            find_capability(&mut fake, nvme, capability::MSI_X),
+            Some(0x40)
+        );
+        assert_eq!(
+            find_capability(&mut fake, nvme, capability::PCI_EXPRESS),
+            Some(0x80)
+        );
         assert_eq!(find_capability(&mut fake, nvme, 0x05), None);
         fake.regs.insert((nvme, 0x40), 0x0000_8099);
-        assert_eq!(find_capability(&mut fake, nvme, 0x05), None, "0x40 -> 0x80 -> 0x40 ... ends");
-        assert_eq!(find_capability(&mut fake, Bdf::new(0, 0, 0), capability::MSI_X), None, "no list");
+        assert_eq!(
+            find_capability(&mut fake, nvme, 0x05),
+            None,
+            "0x40 -> 0x80 -> 0x40 ... ends"
+        );
+        assert_eq!(
+            find_capability(&mut fake, Bdf::new(0, 0, 0), capability::MSI_X),
+            None,
+            "no list"
+        );
     }
 
     #[test]
