@@ -70,6 +70,10 @@ pub struct Its {
     write: u64,
 }
 
+// SAFETY: the registers are MMIO reached with volatile accesses; the kernel keeps the one `Its`
+// behind a lock, so commands are never issued from two cores at once.
+unsafe impl Send for Its {}
+
 impl Its {
     /// Brings the ITS up with its device table, collection table and command queue.
     pub fn new(

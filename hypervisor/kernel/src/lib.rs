@@ -8,6 +8,7 @@ pub mod console;
 mod exits;
 mod irq;
 mod node;
+mod nvme;
 mod psci;
 mod slice;
 mod start;

@@ -130,6 +130,15 @@ pub struct Slice {
     vgic: Mutex<VirtualGic>,
     /// System counter value when the current run started.
     started_at: AtomicU64,
+    /// The slice's share of the node's NVMe controller.
+    pub disk: Option<SliceDisk>,
+}
+
+/// A slice's NVMe share: its window, its hardware queue pairs and the controller they are on.
+pub struct SliceDisk {
+    pub share: microvisor_plan::DiskShare,
+    pub queues: Vec<crate::nvme::HardwareQueue>,
+    pub physical: &'static crate::nvme::physical::Physical,
 }
 
 /// INTID of every slice's emulated PL011.
@@ -147,6 +156,7 @@ impl Slice {
         placement: &SlicePlacement,
         inventory: &Inventory,
         bundle: &'static Bundle<'static>,
+        disk: Option<SliceDisk>,
     ) -> Result<Slice, SetupError> {
         let spec = &plan.slices[index];
         let name = spec.name.clone();
@@ -177,7 +187,7 @@ impl Slice {
             memory: spec.memory,
             cmdline: &spec.cmdline,
             initrd: layout.initrd,
-            pcie: false,
+            pcie: disk.is_some(),
         };
         let dtb = guest_dt::generate(&machine).map_err(|e| fail(format!("device tree: {e:?}")))?;
 
@@ -234,6 +244,7 @@ impl Slice {
             }),
             vgic: Mutex::new(VirtualGic::new(vcpu_count, &[UART_INTID])),
             started_at: AtomicU64::new(0),
+            disk,
         })
     }
 
@@ -388,6 +399,20 @@ impl Slice {
         if vcpu.underflow.swap(update.underflow, Ordering::Relaxed) != update.underflow {
             vgic::set_control(update.underflow);
         }
+    }
+
+    /// Routes each hardware queue's completion interrupt to the core of the vCPU that will
+    /// most likely handle it (queue i to vCPU i mod n, as Linux spreads queues over CPUs).
+    pub fn route_disk_interrupts(&self) -> Result<(), crate::nvme::physical::NvmeError> {
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        let device = u32::from(disk.physical.bdf.requester_id());
+        for (i, queue) in disk.queues.iter().enumerate() {
+            let core = self.vcpus[i % self.vcpus.len()].core;
+            crate::nvme::route_event(device, u32::from(queue.pair.id), queue.lpi, core)?;
+        }
+        Ok(())
     }
 
     /// Seconds of counter time since the current run started.

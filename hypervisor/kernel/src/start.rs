@@ -9,15 +9,18 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use microvisor_arch::exceptions::{self, GuestFrame};
+use microvisor_arch::memory;
 use microvisor_arch::{cpu, firmware, gic, smp, virt};
 use microvisor_logic::inventory::{Conduit, Inventory, Region};
-use microvisor_logic::memory_map::free_ram;
+use microvisor_logic::memory_map::{free_ram, place_working_memory};
 use microvisor_plan::bundle::Bundle;
 use microvisor_plan::place::{self, Hardware, format_cores};
 use microvisor_plan::size::HumanSize;
 
 use crate::node::{self, Node};
-use crate::slice::Slice;
+use crate::nvme::physical::{DeviceMemory, NvmeError};
+use crate::nvme::{self, DiskError, HardwareQueue, NodeDisk};
+use crate::slice::{Slice, SliceDisk};
 use crate::{exits, hv};
 
 /// What `boot/` hands over.
@@ -46,12 +49,12 @@ pub struct BootInfo {
 static CORES_READY: AtomicUsize = AtomicUsize::new(0);
 
 /// The boot core's path once `boot/` is done.
-pub fn primary_main(info: BootInfo) -> ! {
+pub fn primary_main(mut info: BootInfo) -> ! {
     exceptions::set_handlers(exits::handlers());
     exceptions::install_vectors();
     banner(&info);
     let conduit = info.inventory.psci;
-    match prepare(&info) {
+    match prepare(&mut info) {
         Ok(node) => run(node, &info),
         Err(message) => {
             hv!("error: {message}");
@@ -79,7 +82,7 @@ fn banner(info: &BootInfo) {
 }
 
 /// Everything that can fail, before anything starts.
-fn prepare(info: &BootInfo) -> Result<Node, String> {
+fn prepare(info: &mut BootInfo) -> Result<Node, String> {
     let inv = &info.inventory;
     if inv.psci != Conduit::Smc {
         return Err(
@@ -107,17 +110,93 @@ fn prepare(info: &BootInfo) -> Result<Node, String> {
     };
     let placement =
         place::place(plan, &hardware).map_err(|e| format!("plan does not fit this node: {e}"))?;
+    let mut disks: Vec<Option<SliceDisk>> = plan.slices.iter().map(|_| None).collect();
+    if plan.slices.iter().any(|s| s.nvme.is_some()) {
+        match setup_nvme(info, &placement, plan) {
+            Ok((node_disk, queues)) => {
+                for ((disk, share), queues) in disks.iter_mut().zip(&node_disk.shares).zip(queues) {
+                    *disk = share.map(|share| SliceDisk {
+                        share,
+                        queues,
+                        physical: node_disk.physical,
+                    });
+                }
+                nvme_report(&node_disk);
+            }
+            Err(DiskError::Plan(e)) => return Err(format!("plan does not fit this node: {e}")),
+            Err(DiskError::Controller(e)) => hv!("nvme: {e}; slices get no NVMe"),
+        }
+    }
+    let inv = &info.inventory;
     let bundle: &'static Bundle<'static> = alloc::boxed::Box::leak(alloc::boxed::Box::new(bundle));
     let slices = placement
         .slices
         .iter()
+        .zip(disks)
         .enumerate()
-        .map(|(index, p)| Slice::new(index, bundle.plan(), p, inv, bundle))
+        .map(|(index, (p, disk))| Slice::new(index, bundle.plan(), p, inv, bundle, disk))
         .collect::<Result<Vec<_>, _>>()?;
     for slice in &slices {
         slice.load()?;
     }
     Ok(Node::new(inv.psci, inv.cpus.len(), slices))
+}
+
+/// Device memory, ITS and LPI tables, then the controller and every slice's share of it.
+fn setup_nvme(
+    info: &mut BootInfo,
+    placement: &place::Placement,
+    plan: &microvisor_plan::CompiledPlan,
+) -> Result<(NodeDisk, Vec<Vec<HardwareQueue>>), DiskError> {
+    let unusable = |why| DiskError::Controller(NvmeError::Unsupported(why));
+    let host = info.inventory.pcie.ok_or(unusable("no PCIe host bridge"))?;
+    let pci = info.pci.as_mut().ok_or(unusable("no PCIe host bridge"))?;
+    let frames = info.its.take().ok_or(unusable("no GIC ITS for MSIs"))?;
+    let queues: u64 = plan
+        .slices
+        .iter()
+        .filter_map(|s| s.nvme.as_ref())
+        .map(|n| u64::from(n.queues))
+        .sum();
+    let mut cores: Vec<usize> = placement
+        .slices
+        .iter()
+        .flat_map(|s| s.cores.iter().map(|&c| c as usize))
+        .collect();
+    cores.push(info.boot_core);
+    let bytes = nvme::device_memory_pages(queues, cores.len() as u64) * 4096;
+    let mut avoid: Vec<Region> = info.inventory.reserved.iter().copied().collect();
+    avoid.extend([info.image, info.working_memory]);
+    avoid.extend(
+        placement
+            .slices
+            .iter()
+            .map(|s| Region::new(s.ram.base, s.ram.size.next_multiple_of(2 << 20))),
+    );
+    let region = place_working_memory(&info.inventory.ram, &avoid, 0, bytes, 0x1_0000)
+        .ok_or(unusable("no RAM left for NVMe queues and tables"))?;
+    let claimed = memory::claim(region).map_err(|_| unusable("device memory"))?;
+    let mut device_memory = DeviceMemory::new(claimed);
+    nvme::prepare_lpis(&mut device_memory, frames, &cores)?;
+    nvme::bring_up(pci, &host, device_memory, plan)
+}
+
+fn nvme_report(disk: &NodeDisk) {
+    let physical = disk.physical;
+    let info = &physical.info;
+    let block = 1u64 << info.lba_shift;
+    hv!(
+        "nvme {}: {} (serial {}), namespace 1: {} blocks of {} ({}), {} I/O queue pairs, device memory {} of {}",
+        physical.bdf,
+        info.model,
+        info.serial,
+        info.blocks,
+        block,
+        HumanSize(info.blocks * block),
+        info.io_queues,
+        HumanSize(disk.memory.used()),
+        HumanSize(disk.memory.region().size),
+    );
 }
 
 fn partition_table(node: &Node, info: &BootInfo) {
@@ -133,6 +212,19 @@ fn partition_table(node: &Node, info: &BootInfo) {
             HumanSize(ram.size),
             slice.kernel_label,
         );
+        if let Some(disk) = &slice.disk {
+            let share = disk.share;
+            let block = 1u64 << disk.physical.info.lba_shift;
+            hv!(
+                "partition: slice {} nvme blocks {}-{} ({}) hardware queues {}-{}",
+                slice.name,
+                share.first_block,
+                share.first_block + share.blocks - 1,
+                HumanSize(share.blocks * block),
+                share.first_queue,
+                share.first_queue + share.queues - 1,
+            );
+        }
     }
     let stage2: usize = node.slices.iter().map(|s| s.memory.stage2_tables).sum();
     let working = info.working_memory.size;
@@ -174,6 +266,14 @@ fn run(node: Node, info: &BootInfo) -> ! {
         }
         cpu::spin_hint();
     }
+    crate::nvme::enable_lpis_on_this_core(info.boot_core);
+    for slice in &node.slices {
+        if let Err(e) = slice.route_disk_interrupts() {
+            hv!("error: slice {}: nvme interrupts: {e}", slice.name);
+            hv!("halted: no slice was started");
+            firmware::system_off(conduit);
+        }
+    }
     partition_table(node, info);
     if let Some(intid) = info.inventory.uart.intid {
         crate::console::enable_input(intid);
@@ -209,6 +309,7 @@ extern "C" fn secondary_main(core: usize) -> ! {
         crate::console::fatal(format_args!("core {core}: GIC redistributor: {e:?}"));
         cpu::halt();
     }
+    crate::nvme::enable_lpis_on_this_core(core);
     let Some((slice, vcpu)) = node::get().and_then(|n| n.assigned(core)) else {
         CORES_READY.fetch_add(1, Ordering::Release);
         idle()

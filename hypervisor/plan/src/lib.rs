@@ -26,7 +26,9 @@ pub use model::{
     BuiltIn, CompiledPlan, Cores, ImageIndex, ImageSource, NvmeShare, OnFault, Plan, PlanOf,
     SliceOf,
 };
-pub use place::{Hardware, Placement, RamRange, SlicePlacement, format_cores, place};
+pub use place::{
+    DiskShare, Hardware, Placement, RamRange, SlicePlacement, format_cores, place, place_disk,
+};
 pub use size::{HumanSize, SizeError, parse_size};
 pub use validate::is_valid_name;
 
