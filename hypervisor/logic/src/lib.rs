@@ -9,6 +9,7 @@ pub mod exits;
 pub mod guest_dt;
 pub mod inventory;
 pub mod memory_map;
+pub mod nvme;
 pub mod pages;
 pub mod pagetable;
 pub mod pci;

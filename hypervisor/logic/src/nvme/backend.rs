@@ -1,0 +1,65 @@
+//! What the kernel provides to a slice's virtual NVMe controller: the slice's RAM, the
+//! hypervisor-owned DMA pages, the slice's hardware submission queues, and virtual MSIs.
+
+use super::memory::{GuestMemoryFault, Ipa, Pa};
+use super::spec::SubmissionEntry;
+
+/// Bytes of one hypervisor DMA page.
+pub const DMA_PAGE_SIZE: usize = 4096;
+
+/// The DMA page the kernel reserved for one hardware command slot: PRP lists and Dataset
+/// Management ranges are copied there, so the device never reads guest-writable memory for
+/// them.
+#[derive(Debug)]
+pub struct DmaPage<'a> {
+    /// Host physical address the device uses (4 KiB aligned).
+    pub address: Pa,
+    /// The page's contents, as the hypervisor writes them.
+    pub bytes: &'a mut [u8; DMA_PAGE_SIZE],
+}
+
+/// One MSI-X message to deliver: the guest programmed `address` and `data` into an unmasked
+/// vector. With the GICv3 MBI, `address` should be GICD_SETSPI_NSR and `data` an SPI the
+/// slice owns; the kernel checks that before it injects anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsiMessage {
+    /// The vector's number in the MSI-X table.
+    pub vector: u16,
+    /// Message Address (upper and lower dwords).
+    pub address: u64,
+    /// Message Data.
+    pub data: u32,
+}
+
+/// The environment of one virtual controller, implemented by the kernel (and by a fake
+/// physical controller in tests). Hardware queues are named by their physical queue ID.
+///
+/// Every call is made with the controller's lock held, from whichever core handles the
+/// doorbell write, the completion interrupt or the configuration write.
+pub trait NvmeBackend {
+    /// Copies `buf.len()` bytes of the slice's RAM at `ipa` into `buf`. The controller only
+    /// asks for ranges it has checked to lie inside the slice's RAM, and reads each guest
+    /// byte of a command at most once.
+    fn read_guest(&mut self, ipa: Ipa, buf: &mut [u8]) -> Result<(), GuestMemoryFault>;
+
+    /// Copies `data` into the slice's RAM at `ipa` (again only inside its RAM). Writes must
+    /// become visible to the slice's vCPUs in the order of the calls (a store barrier after
+    /// each): completion entries are written in two calls so the phase tag lands last.
+    fn write_guest(&mut self, ipa: Ipa, data: &[u8]) -> Result<(), GuestMemoryFault>;
+
+    /// The DMA page of command slot `slot` (0 to queue depth - 2) of hardware queue `queue`.
+    fn dma_page(&mut self, queue: u16, slot: u16) -> DmaPage<'_>;
+
+    /// Places `command` at the tail of hardware submission queue `queue` without ringing its
+    /// doorbell. Its Command Identifier is the slot; every address in it is host physical and
+    /// lies inside the slice's RAM or the slot's DMA page. The queue never overflows: a queue
+    /// of depth `d` never has more than `d - 1` of the slice's commands outstanding.
+    fn submit(&mut self, queue: u16, command: &SubmissionEntry);
+
+    /// Rings hardware queue `queue`'s tail doorbell once after a batch of `submit`s; whatever
+    /// was written to its entries and DMA pages must be visible to the device first.
+    fn ring(&mut self, queue: u16);
+
+    /// Delivers an MSI-X message as a virtual interrupt of the slice.
+    fn signal(&mut self, message: MsiMessage);
+}

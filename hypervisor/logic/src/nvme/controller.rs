@@ -1,0 +1,1033 @@
+//! The virtual NVMe controller of one slice: BAR0 registers (Base 1.4 §3.1), doorbells
+//! (§3.1.24-25), the guest's admin and I/O queues (§4.1), their binding to the slice's
+//! hardware queue pairs, completion delivery with back-pressure and phase tags (§4.6),
+//! controller reset and shutdown (§7.3, §7.6.2), and interrupts through the MSI-X table.
+//!
+//! Every command the guest puts in an I/O SQ takes one *slot* of the hardware queue its SQ is
+//! bound to (depth - 1 slots per queue) from the moment it is fetched until its completion is
+//! written into the guest's CQ. The slot number is the hardware Command Identifier, so a
+//! hardware completion maps straight back to (guest SQ, guest CID). When no slot is free the
+//! guest's SQ head simply stops moving; when the guest's CQ is full, completions wait in their
+//! slots (never overwriting an entry the guest has not consumed).
+
+use alloc::collections::VecDeque;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use tock_registers::LocalRegisterCopy;
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::admin::{AER_SLOTS, AdminOutcome, Features, SmartCounters};
+use super::backend::{MsiMessage, NvmeBackend};
+use super::config::{ConfigError, ControllerConfig, HardwareQueues};
+use super::identify::Identity;
+use super::io::{self, CommandMemory, IoRules, Transfer};
+use super::memory::{GuestMemoryFault, Ipa, Pa};
+use super::msix::{MSIX_PBA_OFFSET, MSIX_TABLE_OFFSET, MsixTable};
+use super::spec::{
+    AQA, AsyncEvent, CAP, CC, CQE_SIZE, CSTS, CompletionEntry, PAGE_MASK, SQE_SIZE, Status,
+    SubmissionEntry, VERSION_1_4, reg,
+};
+
+/// Bytes of BAR0: registers, doorbells, MSI-X table, PBA (4 KiB each).
+pub const BAR0_SIZE: u64 = 0x4000;
+/// CAP.TO: the guest waits up to 30 s (60 x 500 ms) for CSTS.RDY to change, which covers
+/// commands still draining from the hardware after a reset.
+const READY_TIMEOUT: u64 = 60;
+/// CC bits a host may write.
+const CC_WRITABLE: u32 = 0x00ff_fff1;
+/// AQA bits a host may write.
+const AQA_WRITABLE: u32 = 0x0fff_0fff;
+
+/// What the controller is doing, as CSTS shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// CC.EN = 0 and nothing in flight: RDY = 0.
+    Disabled,
+    /// Enabled and processing commands: RDY = 1.
+    Ready,
+    /// CC.EN went to 0 with commands still in the hardware: RDY stays 1 until they drain.
+    Resetting,
+    /// CC.EN = 1 with settings the controller cannot use: CFS = 1, RDY = 0.
+    Failed,
+}
+
+/// CSTS.SHST.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shutdown {
+    Normal,
+    Occurring,
+    Complete,
+}
+
+/// A slot of a hardware queue.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Slot {
+    Free,
+    /// A guest command the device owns.
+    InFlight {
+        sq: u16,
+        cid: u16,
+        transfer: Transfer,
+    },
+    /// A guest command that has completed (in hardware or by validation) and waits for room
+    /// in the guest's CQ; `next` chains the CQ's waiting completions in order.
+    Done {
+        sq: u16,
+        cid: u16,
+        status: Status,
+        dw0: u32,
+        next: Option<SlotRef>,
+    },
+    /// A command the device still owns whose guest queues are gone (reset): its completion
+    /// is dropped.
+    Draining,
+    /// The hypervisor's own Flush, sent when the guest announces a shutdown.
+    Internal,
+}
+
+/// A slot: hardware queue index (0-based in the slice's list) and slot number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SlotRef {
+    queue: u16,
+    slot: u16,
+}
+
+/// One of the slice's hardware queue pairs, as far as slots go.
+#[derive(Clone, Debug)]
+pub(super) struct HardwareQueue {
+    qid: u16,
+    slots: Vec<Slot>,
+    /// Free slot numbers (a stack, allocated once).
+    free: Vec<u16>,
+}
+
+/// A guest submission queue (ID 0 is the admin queue).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SubmissionQueue {
+    pub base: Ipa,
+    pub size: u16,
+    pub head: u16,
+    pub tail: u16,
+    pub cq: u16,
+    /// Fetched commands whose completion is not yet in the guest's CQ.
+    pub outstanding: u16,
+    /// Being deleted by the admin command with this CID, once `outstanding` reaches zero.
+    pub deleting: Option<u16>,
+}
+
+/// A guest completion queue (ID 0 is the admin queue).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct CompletionQueue {
+    pub base: Ipa,
+    pub size: u16,
+    pub head: u16,
+    pub tail: u16,
+    pub phase: bool,
+    pub vector: u16,
+    pub interrupts: bool,
+    /// SQs that post here.
+    pub sqs: u16,
+    /// First and last completion waiting for room.
+    held: Option<(SlotRef, SlotRef)>,
+}
+
+impl CompletionQueue {
+    pub fn new(base: Ipa, size: u16, vector: u16, interrupts: bool) -> Self {
+        CompletionQueue {
+            base,
+            size,
+            head: 0,
+            tail: 0,
+            phase: true,
+            vector,
+            interrupts,
+            sqs: 0,
+            held: None,
+        }
+    }
+
+    fn used(&self) -> u16 {
+        (self.tail + self.size - self.head) % self.size
+    }
+
+    fn full(&self) -> bool {
+        self.used() == self.size - 1
+    }
+}
+
+/// An admin completion waiting for room in the admin CQ.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct AdminCompletion {
+    pub cid: u16,
+    pub status: Status,
+    pub dw0: u32,
+}
+
+/// Error events for Asynchronous Event Requests (Base 1.4 §5.2).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Events {
+    /// An event waiting for an Asynchronous Event Request.
+    pub pending: Option<AsyncEvent>,
+    /// An error event was reported and the host has not read the Error Information log.
+    pub masked: bool,
+}
+
+/// What one call left to do before returning: flush CQs, fetch SQs, ring hardware queues,
+/// signal vectors. Bit n of each set names queue/vector n.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Work {
+    /// Guest CQs to post waiting completions to (bit 0: the admin queue, which also means
+    /// fetching admin commands).
+    pub flush: u128,
+    /// Guest I/O SQs to fetch from.
+    pub refetch: u128,
+    /// Hardware queues (by index) to ring.
+    ring: u128,
+    /// MSI-X vectors to signal.
+    vectors: u128,
+}
+
+fn bits(set: u128) -> impl Iterator<Item = usize> {
+    (0..128).filter(move |&i| set & 1 << i != 0)
+}
+
+/// What a batch of hardware completions amounted to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompletionSummary {
+    /// Completions of guest commands (posted to the guest's CQ, or waiting for room there).
+    pub completed: usize,
+    /// Completions of commands from before a reset or of the hypervisor's own flush: dropped.
+    pub dropped: usize,
+    /// Completions naming a slot that has no command in the hardware: ignored. A non-zero
+    /// count is a physical controller or kernel bug worth reporting.
+    pub unexpected: usize,
+}
+
+/// The virtual NVMe controller of one slice.
+#[derive(Debug)]
+pub struct VirtualNvme {
+    pub(super) config: ControllerConfig,
+    pub(super) identity: Identity,
+    cc: LocalRegisterCopy<u32, CC::Register>,
+    aqa: u32,
+    asq: u64,
+    acq: u64,
+    interrupt_mask: u32,
+    state: State,
+    shutdown: Shutdown,
+    /// A shutdown needs the hypervisor's Flush sent (it waits for a free slot).
+    shutdown_flush: bool,
+    pub(super) sqs: Vec<Option<SubmissionQueue>>,
+    pub(super) cqs: Vec<Option<CompletionQueue>>,
+    pub(super) hw: Vec<HardwareQueue>,
+    /// Commands the device owns (in flight, draining, internal).
+    in_flight: usize,
+    pub(super) admin_pending: VecDeque<AdminCompletion>,
+    /// CIDs of outstanding Asynchronous Event Requests.
+    pub(super) aers: heapless::Deque<u16, AER_SLOTS>,
+    pub(super) events: Events,
+    pub(super) features: Features,
+    /// I/O queues granted by Number of Queues (1-based counts).
+    pub(super) granted_sqs: u16,
+    pub(super) granted_cqs: u16,
+    pub(super) smart: SmartCounters,
+    msix: MsixTable,
+}
+
+/// The validator's view of one slot: guest RAM through the backend, the slot's DMA page.
+struct SlotMemory<'a, B: NvmeBackend> {
+    env: &'a mut B,
+    queue: u16,
+    slot: u16,
+}
+
+impl<B: NvmeBackend> CommandMemory for SlotMemory<'_, B> {
+    fn read_guest(&mut self, ipa: Ipa, buf: &mut [u8]) -> Result<(), GuestMemoryFault> {
+        self.env.read_guest(ipa, buf)
+    }
+    fn dma_address(&mut self) -> Pa {
+        self.env.dma_page(self.queue, self.slot).address
+    }
+    fn write_dma(&mut self, offset: usize, data: &[u8]) {
+        let page = self.env.dma_page(self.queue, self.slot);
+        if let Some(dst) = page.bytes.get_mut(offset..offset + data.len()) {
+            dst.copy_from_slice(data);
+        }
+    }
+}
+
+impl VirtualNvme {
+    /// A controller in its power-on state (disabled, MSI-X disabled, all vectors masked).
+    pub fn new(config: ControllerConfig) -> Result<VirtualNvme, ConfigError> {
+        config.validate()?;
+        let HardwareQueues {
+            first,
+            count,
+            depth,
+        } = config.queues;
+        let slots = depth - 1;
+        let hw = (0..count)
+            .map(|i| HardwareQueue {
+                qid: first + i,
+                slots: vec![Slot::Free; usize::from(slots)],
+                free: (0..slots).rev().collect(),
+            })
+            .collect();
+        let queues = usize::from(count) + 1;
+        Ok(VirtualNvme {
+            identity: Identity::new(&config),
+            features: Features::new(config.volatile_write_cache),
+            msix: MsixTable::new(config.msix_vectors()),
+            cc: LocalRegisterCopy::new(0),
+            aqa: 0,
+            asq: 0,
+            acq: 0,
+            interrupt_mask: 0,
+            state: State::Disabled,
+            shutdown: Shutdown::Normal,
+            shutdown_flush: false,
+            sqs: vec![None; queues],
+            cqs: vec![None; queues],
+            hw,
+            in_flight: 0,
+            admin_pending: VecDeque::new(),
+            aers: heapless::Deque::new(),
+            events: Events::default(),
+            granted_sqs: count,
+            granted_cqs: count,
+            smart: SmartCounters::default(),
+            config,
+        })
+    }
+
+    /// MSI-X vectors of the function (the capability's Table Size is this minus one); the
+    /// table is at BAR0 + [`MSIX_TABLE_OFFSET`], the PBA at BAR0 + [`MSIX_PBA_OFFSET`].
+    pub fn msix_vectors(&self) -> u16 {
+        self.config.msix_vectors()
+    }
+
+    /// Commands of this slice the physical controller still owns. A slice's RAM must not be
+    /// reused or reloaded (slice restart) until this is zero: the device may still write it.
+    pub fn hardware_in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// No command of the slice is in the hardware: every slot can be reused.
+    pub fn is_quiescent(&self) -> bool {
+        self.in_flight == 0
+    }
+
+    pub(super) fn cc_register(&self) -> LocalRegisterCopy<u32, CC::Register> {
+        self.cc
+    }
+
+    fn cap(&self) -> u64 {
+        let mut cap = LocalRegisterCopy::<u64, CAP::Register>::new(0);
+        cap.modify(
+            CAP::MQES.val(u64::from(self.config.queues.depth - 1))
+                + CAP::CQR::SET
+                + CAP::TO.val(READY_TIMEOUT)
+                + CAP::DSTRD.val(0)
+                + CAP::CSS.val(1)
+                + CAP::MPSMIN.val(0)
+                + CAP::MPSMAX.val(0),
+        );
+        cap.get()
+    }
+
+    fn csts(&self) -> u32 {
+        let mut csts = LocalRegisterCopy::<u32, CSTS::Register>::new(0);
+        if matches!(self.state, State::Ready | State::Resetting) {
+            csts.modify(CSTS::RDY::SET);
+        }
+        if self.state == State::Failed {
+            csts.modify(CSTS::CFS::SET);
+        }
+        csts.modify(match self.shutdown {
+            Shutdown::Normal => CSTS::SHST::Normal,
+            Shutdown::Occurring => CSTS::SHST::Occurring,
+            Shutdown::Complete => CSTS::SHST::Complete,
+        });
+        csts.get()
+    }
+
+    // ---- BAR0 accesses ---------------------------------------------------------------------
+
+    /// Reads `width` (1, 2, 4 or 8) bytes at `offset` in BAR0. Unaligned accesses, doorbells
+    /// and undefined offsets read as zero.
+    pub fn mmio_read(&self, offset: u64, width: u8) -> u64 {
+        match width {
+            8 if offset.is_multiple_of(8) => {
+                u64::from(self.read32(offset)) | u64::from(self.read32(offset + 4)) << 32
+            }
+            4 if offset.is_multiple_of(4) => u64::from(self.read32(offset)),
+            1 | 2 if offset.is_multiple_of(u64::from(width)) => {
+                let dword = self.read32(offset & !3) >> ((offset & 3) * 8);
+                u64::from(dword) & ((1 << (u32::from(width) * 8)) - 1)
+            }
+            _ => 0,
+        }
+    }
+
+    fn read32(&self, offset: u64) -> u32 {
+        match offset {
+            o if o < reg::DOORBELLS => self.read_register(o),
+            o if o < MSIX_TABLE_OFFSET => 0,
+            o if o < MSIX_PBA_OFFSET => self.msix.read_table(o - MSIX_TABLE_OFFSET),
+            o if o < BAR0_SIZE => self.msix.read_pba(o - MSIX_PBA_OFFSET),
+            _ => 0,
+        }
+    }
+
+    fn read_register(&self, offset: u64) -> u32 {
+        match offset {
+            reg::CAP => self.cap() as u32,
+            o if o == reg::CAP + 4 => (self.cap() >> 32) as u32,
+            reg::VS => VERSION_1_4,
+            reg::INTMS | reg::INTMC => self.interrupt_mask,
+            reg::CC => self.cc.get(),
+            reg::CSTS => self.csts(),
+            reg::AQA => self.aqa,
+            reg::ASQ => self.asq as u32,
+            o if o == reg::ASQ + 4 => (self.asq >> 32) as u32,
+            reg::ACQ => self.acq as u32,
+            o if o == reg::ACQ + 4 => (self.acq >> 32) as u32,
+            _ => 0,
+        }
+    }
+
+    /// Writes `width` bytes of `value` at `offset` in BAR0: registers, doorbells (which fetch,
+    /// check and submit commands, ringing each hardware queue once), the MSI-X table.
+    /// Accesses that are not 4 or 8 bytes wide and aligned are ignored (Base 1.4 §3.1:
+    /// registers are accessed in their native width), as are writes to read-only registers.
+    pub fn mmio_write(&mut self, env: &mut impl NvmeBackend, offset: u64, width: u8, value: u64) {
+        let mut work = Work::default();
+        match width {
+            8 if offset.is_multiple_of(8) => {
+                self.write32(env, offset, value as u32, &mut work);
+                self.write32(env, offset + 4, (value >> 32) as u32, &mut work);
+            }
+            4 if offset.is_multiple_of(4) => self.write32(env, offset, value as u32, &mut work),
+            _ => {}
+        }
+        self.finish(env, work);
+    }
+
+    fn write32(&mut self, env: &mut impl NvmeBackend, offset: u64, value: u32, work: &mut Work) {
+        match offset {
+            reg::INTMS => self.interrupt_mask |= value,
+            reg::INTMC => self.interrupt_mask &= !value,
+            reg::CC => self.write_cc(value),
+            reg::AQA => self.aqa = value & AQA_WRITABLE,
+            reg::ASQ => self.asq = self.asq & !0xffff_ffff | u64::from(value) & !PAGE_MASK,
+            o if o == reg::ASQ + 4 => self.asq = self.asq & 0xffff_ffff | u64::from(value) << 32,
+            reg::ACQ => self.acq = self.acq & !0xffff_ffff | u64::from(value) & !PAGE_MASK,
+            o if o == reg::ACQ + 4 => self.acq = self.acq & 0xffff_ffff | u64::from(value) << 32,
+            o if (reg::DOORBELLS..MSIX_TABLE_OFFSET).contains(&o) => {
+                self.doorbell(env, (o - reg::DOORBELLS) / 4, value, work)
+            }
+            o if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&o) => {
+                self.msix
+                    .write_table(o - MSIX_TABLE_OFFSET, value, &mut |m| env.signal(m))
+            }
+            _ => {}
+        }
+    }
+
+    /// The MSI-X capability's Enable and Function Mask bits, as the guest last wrote them in
+    /// configuration space. Unmasking sends pending vectors.
+    pub fn set_msix_control(
+        &mut self,
+        env: &mut impl NvmeBackend,
+        enabled: bool,
+        function_mask: bool,
+    ) {
+        self.msix
+            .set_control(enabled, function_mask, &mut |m: MsiMessage| env.signal(m));
+    }
+
+    // ---- enable, reset, shutdown -----------------------------------------------------------
+
+    fn write_cc(&mut self, value: u32) {
+        let old = self.cc;
+        let mut new = LocalRegisterCopy::<u32, CC::Register>::new(value & CC_WRITABLE);
+        if old.is_set(CC::EN) && new.is_set(CC::EN) {
+            // CSS, MPS and AMS may only change while disabled (Base 1.4 §3.1.5).
+            new.modify(
+                CC::CSS.val(old.read(CC::CSS))
+                    + CC::MPS.val(old.read(CC::MPS))
+                    + CC::AMS.val(old.read(CC::AMS)),
+            );
+        }
+        self.cc = new;
+        if old.is_set(CC::EN) && !new.is_set(CC::EN) {
+            self.controller_reset();
+        } else if !old.is_set(CC::EN) && new.is_set(CC::EN) {
+            self.try_enable();
+        }
+        if new.read(CC::SHN) != 0 && old.read(CC::SHN) == 0 {
+            // The hypervisor flushes the slice's namespace once the slice's commands have
+            // drained, so what the guest wrote survives a power loss of the node.
+            self.shutdown = Shutdown::Occurring;
+            self.shutdown_flush = self.state == State::Ready && self.config.volatile_write_cache;
+        }
+    }
+
+    /// CC.EN = 1: checks the configuration and the admin queue, then becomes ready.
+    fn try_enable(&mut self) {
+        if self.state != State::Disabled || !self.cc.is_set(CC::EN) {
+            return;
+        }
+        let cc = self.cc;
+        let entry_sizes_ok =
+            matches!(cc.read(CC::IOSQES), 0 | 6) && matches!(cc.read(CC::IOCQES), 0 | 4);
+        let aqa = LocalRegisterCopy::<u32, AQA::Register>::new(self.aqa);
+        let sq_size = aqa.read(AQA::ASQS) as u16 + 1;
+        let cq_size = aqa.read(AQA::ACQS) as u16 + 1;
+        let ram = &self.config.ram;
+        let usable = cc.read(CC::CSS) == 0
+            && cc.read(CC::MPS) == 0
+            && cc.read(CC::AMS) == 0
+            && entry_sizes_ok
+            && sq_size >= 2
+            && cq_size >= 2
+            && ram.contains(Ipa(self.asq), u64::from(sq_size) * SQE_SIZE)
+            && ram.contains(Ipa(self.acq), u64::from(cq_size) * CQE_SIZE);
+        if !usable {
+            self.state = State::Failed;
+            return;
+        }
+        self.sqs[0] = Some(SubmissionQueue {
+            base: Ipa(self.asq),
+            size: sq_size,
+            head: 0,
+            tail: 0,
+            cq: 0,
+            outstanding: 0,
+            deleting: None,
+        });
+        let mut admin_cq = CompletionQueue::new(Ipa(self.acq), cq_size, 0, true);
+        admin_cq.sqs = 1;
+        self.cqs[0] = Some(admin_cq);
+        self.state = State::Ready;
+        self.shutdown = Shutdown::Normal;
+    }
+
+    /// Controller reset (CC.EN 1 -> 0, Base 1.4 §7.3.2): every guest queue is deleted,
+    /// outstanding Asynchronous Event Requests are dropped, commands in the hardware are left
+    /// to drain (their completions are dropped) and CSTS.RDY stays 1 until they have.
+    fn controller_reset(&mut self) {
+        for hw in &mut self.hw {
+            for (n, slot) in hw.slots.iter_mut().enumerate() {
+                match slot {
+                    Slot::InFlight { .. } | Slot::Internal => *slot = Slot::Draining,
+                    Slot::Done { .. } => {
+                        *slot = Slot::Free;
+                        hw.free.push(n as u16);
+                    }
+                    Slot::Free | Slot::Draining => {}
+                }
+            }
+        }
+        self.sqs.fill(None);
+        self.cqs.fill(None);
+        self.admin_pending.clear();
+        self.aers.clear();
+        self.events = Events::default();
+        self.features = Features::new(self.config.volatile_write_cache);
+        self.granted_sqs = self.config.queues.count;
+        self.granted_cqs = self.config.queues.count;
+        self.shutdown = Shutdown::Normal;
+        self.shutdown_flush = false;
+        self.state = if self.in_flight > 0 {
+            State::Resetting
+        } else {
+            State::Disabled
+        };
+    }
+
+    /// A function level reset (or the slice being restarted): a controller reset that also
+    /// returns the registers and the MSI-X table to their power-on values. Commands in the
+    /// hardware still drain; see [`VirtualNvme::is_quiescent`].
+    pub fn function_level_reset(&mut self) {
+        self.controller_reset();
+        self.cc.set(0);
+        self.aqa = 0;
+        self.asq = 0;
+        self.acq = 0;
+        self.interrupt_mask = 0;
+        self.msix.reset();
+    }
+
+    /// Whatever waited for the hardware to drain: a reset ends (and a pending enable
+    /// starts), a shutdown sends its Flush or completes.
+    fn after_drain(&mut self, env: &mut impl NvmeBackend, work: &mut Work) {
+        if self.in_flight != 0 {
+            return;
+        }
+        if self.state == State::Resetting {
+            self.state = State::Disabled;
+            self.try_enable();
+        }
+        if self.shutdown == Shutdown::Occurring {
+            if self.shutdown_flush && self.state == State::Ready {
+                self.send_shutdown_flush(env, work);
+            } else {
+                self.shutdown_flush = false;
+                self.shutdown = Shutdown::Complete;
+            }
+        }
+    }
+
+    /// Sends the shutdown Flush on the first hardware queue once it has a free slot (slots
+    /// may all hold completions waiting for room in a full guest CQ).
+    fn send_shutdown_flush(&mut self, env: &mut impl NvmeBackend, work: &mut Work) {
+        let hw = &mut self.hw[0];
+        let Some(slot) = hw.free.pop() else {
+            return;
+        };
+        hw.slots[usize::from(slot)] = Slot::Internal;
+        let flush = SubmissionEntry {
+            opcode: super::spec::io::FLUSH,
+            command_id: slot.into(),
+            nsid: self.config.namespace.physical_nsid.into(),
+            ..SubmissionEntry::default()
+        };
+        env.submit(hw.qid, &flush);
+        work.ring |= 1;
+        self.in_flight += 1;
+        self.shutdown_flush = false;
+    }
+
+    // ---- doorbells ---------------------------------------------------------------------------
+
+    /// A write to doorbell register `index` (SQ y tail = 2y, CQ y head = 2y + 1).
+    fn doorbell(&mut self, env: &mut impl NvmeBackend, index: u64, value: u32, work: &mut Work) {
+        if self.state != State::Ready {
+            return;
+        }
+        let qid = (index / 2) as usize;
+        if index.is_multiple_of(2) {
+            let Some(sq) = self.sqs.get_mut(qid).and_then(Option::as_mut) else {
+                return self.raise_event(AsyncEvent::InvalidDoorbellRegister, work);
+            };
+            if sq.deleting.is_some() {
+                return;
+            }
+            if value >= u32::from(sq.size) {
+                return self.raise_event(AsyncEvent::InvalidDoorbellValue, work);
+            }
+            sq.tail = value as u16;
+            if qid == 0 {
+                work.flush |= 1;
+            } else {
+                self.fetch_io(env, qid, work);
+            }
+        } else {
+            let Some(cq) = self.cqs.get_mut(qid).and_then(Option::as_mut) else {
+                return self.raise_event(AsyncEvent::InvalidDoorbellRegister, work);
+            };
+            if value >= u32::from(cq.size) {
+                return self.raise_event(AsyncEvent::InvalidDoorbellValue, work);
+            }
+            // The new head may only move over entries the controller has posted.
+            let advance = (value + u32::from(cq.size) - u32::from(cq.head)) % u32::from(cq.size);
+            if advance > u32::from(cq.used()) {
+                return self.raise_event(AsyncEvent::InvalidDoorbellValue, work);
+            }
+            cq.head = value as u16;
+            work.flush |= 1 << qid;
+        }
+    }
+
+    /// Fetches, checks and submits the commands between I/O SQ `qid`'s head and tail, as long
+    /// as its hardware queue has free slots.
+    fn fetch_io(&mut self, env: &mut impl NvmeBackend, qid: usize, work: &mut Work) {
+        let queue = qid - 1;
+        loop {
+            let Some(sq) = self.sqs[qid].as_mut() else {
+                return;
+            };
+            if sq.head == sq.tail || sq.deleting.is_some() {
+                return;
+            }
+            let hw = &mut self.hw[queue];
+            let Some(slot) = hw.free.pop() else {
+                return;
+            };
+            let mut raw = [0u8; SQE_SIZE as usize];
+            let at = Ipa(sq.base.0 + u64::from(sq.head) * SQE_SIZE);
+            if env.read_guest(at, &mut raw).is_err() {
+                hw.free.push(slot);
+                return;
+            }
+            sq.head = (sq.head + 1) % sq.size;
+            sq.outstanding += 1;
+            let cq = sq.cq;
+            let guest = SubmissionEntry::read_from_bytes(&raw).unwrap_or_default();
+            let cid = guest.command_id.get();
+            let hw_qid = hw.qid;
+            let mut memory = SlotMemory {
+                env: &mut *env,
+                queue: hw_qid,
+                slot,
+            };
+            let rules = self.io_rules();
+            match io::translate(&guest, &rules, &mut memory) {
+                Ok(translated) => {
+                    let mut command = translated.command;
+                    command.command_id = slot.into();
+                    self.hw[queue].slots[usize::from(slot)] = Slot::InFlight {
+                        sq: qid as u16,
+                        cid,
+                        transfer: translated.transfer,
+                    };
+                    self.in_flight += 1;
+                    env.submit(hw_qid, &command);
+                    work.ring |= 1 << queue;
+                }
+                Err(status) => {
+                    let at = SlotRef {
+                        queue: queue as u16,
+                        slot,
+                    };
+                    self.hold(at, qid as u16, cid, status, 0, cq);
+                    self.flush_cq(env, usize::from(cq), work);
+                }
+            }
+        }
+    }
+
+    fn io_rules(&self) -> IoRules {
+        IoRules {
+            ram: self.config.ram,
+            namespace: self.config.namespace,
+            max_transfer: self.config.max_transfer(),
+            force_unit_access: self.config.volatile_write_cache && !self.features.write_cache,
+        }
+    }
+
+    // ---- completions -----------------------------------------------------------------------
+
+    /// Marks `at` done and appends it to CQ `cq`'s waiting completions.
+    fn hold(&mut self, at: SlotRef, sq: u16, cid: u16, status: Status, dw0: u32, cq: u16) {
+        let hw = &mut self.hw[usize::from(at.queue)];
+        let Some(cq) = self.cqs[usize::from(cq)].as_mut() else {
+            // Cannot happen (a CQ outlives its SQs): free the slot rather than leak it.
+            hw.slots[usize::from(at.slot)] = Slot::Free;
+            hw.free.push(at.slot);
+            return;
+        };
+        hw.slots[usize::from(at.slot)] = Slot::Done {
+            sq,
+            cid,
+            status,
+            dw0,
+            next: None,
+        };
+        cq.held = match cq.held {
+            None => Some((at, at)),
+            Some((first, last)) => {
+                if let Slot::Done { next, .. } =
+                    &mut self.hw[usize::from(last.queue)].slots[usize::from(last.slot)]
+                {
+                    *next = Some(at);
+                }
+                Some((first, at))
+            }
+        };
+    }
+
+    /// Writes one entry at the CQ's tail with the current phase tag (the dword holding the
+    /// phase tag last) and advances the tail.
+    fn post(env: &mut impl NvmeBackend, cq: &mut CompletionQueue, mut entry: CompletionEntry) {
+        let status = entry.status.get() & !1 | u16::from(cq.phase);
+        entry.status = status.into();
+        let at = Ipa(cq.base.0 + u64::from(cq.tail) * CQE_SIZE);
+        let bytes = entry.as_bytes();
+        // The queue lies inside the slice's RAM (checked at creation); a backend failure can
+        // only drop the entry.
+        let _ = env.write_guest(at, &bytes[..12]);
+        let _ = env.write_guest(Ipa(at.0 + 12), &bytes[12..]);
+        cq.tail += 1;
+        if cq.tail == cq.size {
+            cq.tail = 0;
+            cq.phase = !cq.phase;
+        }
+    }
+
+    /// Posts I/O CQ `qid`'s waiting completions while it has room; `qid` 0 is the admin CQ,
+    /// whose flush also fetches admin commands.
+    fn flush_cq(&mut self, env: &mut impl NvmeBackend, qid: usize, work: &mut Work) {
+        if qid == 0 {
+            return self.run_admin(env, work);
+        }
+        loop {
+            let Some(cq) = self.cqs.get(qid).and_then(Option::as_ref) else {
+                return;
+            };
+            let Some((first, last)) = cq.held else {
+                return;
+            };
+            if cq.full() {
+                return;
+            }
+            let queue = usize::from(first.queue);
+            let Slot::Done {
+                sq,
+                cid,
+                status,
+                dw0,
+                next,
+            } = self.hw[queue].slots[usize::from(first.slot)]
+            else {
+                // Cannot happen: only done slots are chained.
+                if let Some(cq) = self.cqs[qid].as_mut() {
+                    cq.held = None;
+                }
+                return;
+            };
+            let sq_head = self.sqs[usize::from(sq)].map_or(0, |s| s.head);
+            let entry = CompletionEntry {
+                dw0: dw0.into(),
+                sq_head: sq_head.into(),
+                sq_id: sq.into(),
+                command_id: cid.into(),
+                status: (status.raw() << 1).into(),
+                ..CompletionEntry::default()
+            };
+            let cq = self.cqs[qid].as_mut().expect("checked above");
+            Self::post(env, cq, entry);
+            cq.held = next.map(|n| (n, last));
+            if cq.interrupts {
+                work.vectors |= 1 << cq.vector;
+            }
+            self.hw[queue].slots[usize::from(first.slot)] = Slot::Free;
+            self.hw[queue].free.push(first.slot);
+            work.refetch |= 1 << (queue + 1);
+            self.command_done(sq, work);
+        }
+    }
+
+    /// A command of guest SQ `sq` has its completion in the guest's CQ.
+    fn command_done(&mut self, sq: u16, work: &mut Work) {
+        let Some(queue) = self.sqs[usize::from(sq)].as_mut() else {
+            return;
+        };
+        queue.outstanding -= 1;
+        if queue.outstanding == 0
+            && let Some(cid) = queue.deleting
+        {
+            self.finish_sq_deletion(sq, cid, work);
+        }
+    }
+
+    /// Removes a deleted SQ once its last command has completed, and completes the Delete.
+    pub(super) fn finish_sq_deletion(&mut self, sq: u16, cid: u16, work: &mut Work) {
+        if let Some(queue) = self.sqs[usize::from(sq)].take()
+            && let Some(cq) = self.cqs[usize::from(queue.cq)].as_mut()
+        {
+            cq.sqs -= 1;
+        }
+        self.complete_admin(cid, Status::SUCCESS, 0, work);
+    }
+
+    /// Queues an admin completion; it is posted when the admin CQ has room.
+    pub(super) fn complete_admin(&mut self, cid: u16, status: Status, dw0: u32, work: &mut Work) {
+        self.admin_pending
+            .push_back(AdminCompletion { cid, status, dw0 });
+        work.flush |= 1;
+    }
+
+    /// Posts waiting admin completions, then fetches and executes admin commands while the
+    /// admin CQ has room for their completions.
+    fn run_admin(&mut self, env: &mut impl NvmeBackend, work: &mut Work) {
+        loop {
+            let Some(cq) = self.cqs[0].as_mut() else {
+                return;
+            };
+            if let Some(done) = self.admin_pending.front().copied() {
+                if cq.full() {
+                    return;
+                }
+                let sq_head = self.sqs[0].map_or(0, |s| s.head);
+                let entry = CompletionEntry {
+                    dw0: done.dw0.into(),
+                    sq_head: sq_head.into(),
+                    sq_id: 0.into(),
+                    command_id: done.cid.into(),
+                    status: (done.status.raw() << 1).into(),
+                    ..CompletionEntry::default()
+                };
+                Self::post(env, cq, entry);
+                self.admin_pending.pop_front();
+                work.vectors |= 1;
+                continue;
+            }
+            if cq.full() {
+                return;
+            }
+            let Some(sq) = self.sqs[0].as_mut() else {
+                return;
+            };
+            if sq.head == sq.tail {
+                return;
+            }
+            let mut raw = [0u8; SQE_SIZE as usize];
+            let at = Ipa(sq.base.0 + u64::from(sq.head) * SQE_SIZE);
+            if env.read_guest(at, &mut raw).is_err() {
+                return;
+            }
+            sq.head = (sq.head + 1) % sq.size;
+            let command = SubmissionEntry::read_from_bytes(&raw).unwrap_or_default();
+            let cid = command.command_id.get();
+            match self.admin_command(env, &command, work) {
+                AdminOutcome::Complete { status, dw0 } => {
+                    self.complete_admin(cid, status, dw0, work)
+                }
+                AdminOutcome::Held => {}
+            }
+            if self.state != State::Ready {
+                return;
+            }
+        }
+    }
+
+    /// Reports an asynchronous event (or keeps it for the next Asynchronous Event Request).
+    /// Error events are masked from the first report until the host reads the Error
+    /// Information log (Base 1.4 §5.2).
+    pub(super) fn raise_event(&mut self, event: AsyncEvent, work: &mut Work) {
+        if self.events.masked || self.events.pending.is_some() {
+            return;
+        }
+        self.events.pending = Some(event);
+        self.deliver_events(work);
+    }
+
+    /// Completes an outstanding Asynchronous Event Request with the pending event.
+    pub(super) fn deliver_events(&mut self, work: &mut Work) {
+        let Some(event) = self.events.pending else {
+            return;
+        };
+        let Some(cid) = self.aers.pop_front() else {
+            return;
+        };
+        self.events.pending = None;
+        self.events.masked = true;
+        self.complete_admin(cid, Status::SUCCESS, event.dw0(), work);
+    }
+
+    /// The physical controller completed commands on hardware queue `queue` (its physical
+    /// queue ID): their guest completions are posted (or wait for room in the guest's CQ),
+    /// completions of commands from before a reset are dropped, more guest commands are
+    /// submitted if slots freed up (one ring per hardware queue), and the MSI-X vectors of
+    /// the guest CQs that got entries are signalled once each.
+    pub fn hardware_completions(
+        &mut self,
+        env: &mut impl NvmeBackend,
+        queue: u16,
+        entries: impl IntoIterator<Item = CompletionEntry>,
+    ) -> CompletionSummary {
+        let mut summary = CompletionSummary::default();
+        let Some(index) = self.hardware_queue_index(queue) else {
+            summary.unexpected = entries.into_iter().count();
+            return summary;
+        };
+        let mut work = Work::default();
+        for entry in entries {
+            let slot = entry.command_id.get();
+            match self.hw[index].slots.get(usize::from(slot)).copied() {
+                Some(Slot::InFlight { sq, cid, transfer }) => {
+                    let status = entry.status();
+                    self.smart.count(transfer, status);
+                    self.in_flight -= 1;
+                    let cq = self.sqs[usize::from(sq)].map_or(0, |s| s.cq);
+                    let at = SlotRef {
+                        queue: index as u16,
+                        slot,
+                    };
+                    self.hold(at, sq, cid, status, entry.dw0.get(), cq);
+                    work.flush |= 1 << cq;
+                    summary.completed += 1;
+                }
+                Some(Slot::Draining | Slot::Internal) => {
+                    self.hw[index].slots[usize::from(slot)] = Slot::Free;
+                    self.hw[index].free.push(slot);
+                    self.in_flight -= 1;
+                    work.refetch |= 1 << (index + 1);
+                    summary.dropped += 1;
+                }
+                _ => summary.unexpected += 1,
+            }
+        }
+        self.finish(env, work);
+        summary
+    }
+
+    /// The kernel gave up on the commands it had on hardware queue `queue` (the physical
+    /// controller was reset or the queue deleted): the guest's commands complete with Command
+    /// Abort Requested (retryable), drained ones are forgotten.
+    pub fn cancel_hardware_commands(&mut self, env: &mut impl NvmeBackend, queue: u16) {
+        let Some(index) = self.hardware_queue_index(queue) else {
+            return;
+        };
+        let mut work = Work::default();
+        for slot in 0..self.hw[index].slots.len() {
+            match self.hw[index].slots[slot] {
+                Slot::InFlight { sq, cid, .. } => {
+                    self.in_flight -= 1;
+                    let cq = self.sqs[usize::from(sq)].map_or(0, |s| s.cq);
+                    let at = SlotRef {
+                        queue: index as u16,
+                        slot: slot as u16,
+                    };
+                    self.hold(at, sq, cid, Status::ABORT_REQUESTED, 0, cq);
+                    work.flush |= 1 << cq;
+                }
+                Slot::Draining | Slot::Internal => {
+                    self.hw[index].slots[slot] = Slot::Free;
+                    self.hw[index].free.push(slot as u16);
+                    self.in_flight -= 1;
+                    work.refetch |= 1 << (index + 1);
+                }
+                Slot::Free | Slot::Done { .. } => {}
+            }
+        }
+        self.finish(env, work);
+    }
+
+    fn hardware_queue_index(&self, queue: u16) -> Option<usize> {
+        let index = usize::from(queue.checked_sub(self.config.queues.first)?);
+        (index < self.hw.len()).then_some(index)
+    }
+
+    /// Does what `work` asks until nothing is left: post completions, fetch commands that
+    /// now have slots, then ring each hardware queue once and signal each vector once.
+    fn finish(&mut self, env: &mut impl NvmeBackend, mut work: Work) {
+        loop {
+            if work.flush != 0 {
+                let qid = work.flush.trailing_zeros() as usize;
+                work.flush &= !(1 << qid);
+                self.flush_cq(env, qid, &mut work);
+                continue;
+            }
+            if work.refetch != 0 {
+                let qid = work.refetch.trailing_zeros() as usize;
+                work.refetch &= !(1 << qid);
+                if qid > 0 && qid < self.sqs.len() {
+                    self.fetch_io(env, qid, &mut work);
+                }
+                continue;
+            }
+            break;
+        }
+        self.after_drain(env, &mut work);
+        for queue in bits(work.ring) {
+            env.ring(self.hw[queue].qid);
+        }
+        if work.vectors != 0 {
+            self.msix.fire(work.vectors, &mut |m| env.signal(m));
+        }
+    }
+}
