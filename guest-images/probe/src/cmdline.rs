@@ -9,13 +9,18 @@
 //! | `target` | hex IPA for `read-addr`, `write-addr`, `mmio` | per attack |
 //! | `reset-after` | PSCI SYSTEM_RESET after heartbeat n | never |
 //! | `off-after` | PSCI SYSTEM_OFF after heartbeat n | never |
+//! | `nvme` | `0` skips the NVMe driver entirely | 1 |
+//! | `nvme-test` | `0` skips the NVMe data test | 1 |
+//! | `nvme-fill` | MiB of the namespace to write the slice pattern over | none |
+//! | `nvme-verify` | MiB of the namespace to verify against the pattern | none |
+//! | `nvme-check` | `1`: re-read the NVMe canary at every heartbeat | 0 |
 
 use core::fmt;
 
 use crate::text::Text;
 
 /// Most attacks one command line can ask for.
-pub const MAX_ATTACKS: usize = 16;
+pub const MAX_ATTACKS: usize = 32;
 /// Most command-line problems kept for reporting.
 pub const MAX_PROBLEMS: usize = 8;
 /// Heartbeat period when the command line does not set one.
@@ -53,11 +58,29 @@ pub enum Attack {
     GicrForeign,
     /// GICR_TYPER of the slice's own frames (functional check).
     GicrOwn,
+    /// NVMe reads and writes whose PRPs point outside the slice's RAM.
+    NvmePrpOutside,
+    /// A PRP list rewritten right after the doorbell.
+    NvmePrpToctou,
+    /// NVMe reads and writes past the namespace's end.
+    NvmeLbaOutside,
+    /// NVMe I/O to namespaces the slice does not own.
+    NvmeNsid,
+    /// Every admin opcode the microvisor refuses.
+    NvmeAdminRefused,
+    /// SGL data pointers, fused commands and a metadata pointer.
+    NvmeSglFused,
+    /// Bogus doorbell values and doorbells of queues not created.
+    NvmeDoorbell,
+    /// I/O queues created outside RAM, non-contiguous, with bad IDs/sizes.
+    NvmeQueueOutside,
+    /// Controller reset with commands in flight.
+    NvmeResetInflight,
 }
 
 impl Attack {
     /// Every attack, in documentation order.
-    pub const ALL: [Attack; 14] = [
+    pub const ALL: [Attack; 23] = [
         Attack::ReadPastRam,
         Attack::WritePastRam,
         Attack::ReadAddr,
@@ -72,6 +95,15 @@ impl Attack {
         Attack::SpiForeign,
         Attack::GicrForeign,
         Attack::GicrOwn,
+        Attack::NvmePrpOutside,
+        Attack::NvmePrpToctou,
+        Attack::NvmeLbaOutside,
+        Attack::NvmeNsid,
+        Attack::NvmeAdminRefused,
+        Attack::NvmeSglFused,
+        Attack::NvmeDoorbell,
+        Attack::NvmeQueueOutside,
+        Attack::NvmeResetInflight,
     ];
 
     /// The command-line and console name.
@@ -91,7 +123,21 @@ impl Attack {
             Attack::SpiForeign => "spi-foreign",
             Attack::GicrForeign => "gicr-foreign",
             Attack::GicrOwn => "gicr-own",
+            Attack::NvmePrpOutside => "nvme-prp-outside",
+            Attack::NvmePrpToctou => "nvme-prp-toctou",
+            Attack::NvmeLbaOutside => "nvme-lba-outside",
+            Attack::NvmeNsid => "nvme-nsid",
+            Attack::NvmeAdminRefused => "nvme-admin-refused",
+            Attack::NvmeSglFused => "nvme-sgl-fused",
+            Attack::NvmeDoorbell => "nvme-doorbell",
+            Attack::NvmeQueueOutside => "nvme-queue-outside",
+            Attack::NvmeResetInflight => "nvme-reset-inflight",
         }
+    }
+
+    /// Whether the attack needs the NVMe controller.
+    pub fn is_nvme(self) -> bool {
+        self.name().starts_with("nvme-")
     }
 
     /// The attack with this name.
@@ -153,6 +199,16 @@ pub struct Options {
     pub reset_after: Option<u64>,
     /// SYSTEM_OFF after this heartbeat.
     pub off_after: Option<u64>,
+    /// Whether to look for an NVMe controller at all (`nvme=0`: no).
+    pub nvme: bool,
+    /// Whether to run the NVMe data test (`nvme-test=0`: no).
+    pub nvme_test: bool,
+    /// `nvme-fill=<MiB>`: write the slice pattern over the first MiB.
+    pub nvme_fill_mib: Option<u64>,
+    /// `nvme-verify=<MiB>`: verify the slice pattern over the first MiB.
+    pub nvme_verify_mib: Option<u64>,
+    /// `nvme-check=1`: re-read the NVMe canary at every heartbeat.
+    pub nvme_check: bool,
     problems: [Option<Problem>; MAX_PROBLEMS],
     problem_count: usize,
 }
@@ -166,6 +222,11 @@ impl Default for Options {
             target: None,
             reset_after: None,
             off_after: None,
+            nvme: true,
+            nvme_test: true,
+            nvme_fill_mib: None,
+            nvme_verify_mib: None,
+            nvme_check: false,
             problems: [None; MAX_PROBLEMS],
             problem_count: 0,
         }
@@ -198,6 +259,27 @@ impl Options {
                     options.off_after = options.number("off-after", value, parse_decimal);
                 }
                 b"target" => options.target = options.number("target", value, parse_hex),
+                b"nvme" => {
+                    if let Some(n) = options.number("nvme", value, parse_decimal) {
+                        options.nvme = n != 0;
+                    }
+                }
+                b"nvme-test" => {
+                    if let Some(n) = options.number("nvme-test", value, parse_decimal) {
+                        options.nvme_test = n != 0;
+                    }
+                }
+                b"nvme-check" => {
+                    if let Some(n) = options.number("nvme-check", value, parse_decimal) {
+                        options.nvme_check = n != 0;
+                    }
+                }
+                b"nvme-fill" => {
+                    options.nvme_fill_mib = options.number("nvme-fill", value, parse_decimal);
+                }
+                b"nvme-verify" => {
+                    options.nvme_verify_mib = options.number("nvme-verify", value, parse_decimal);
+                }
                 b"attack" => {
                     for name in value.split(|&b| b == b',').filter(|n| !n.is_empty()) {
                         match Attack::from_name(name) {
@@ -347,6 +429,27 @@ mod tests {
             ]
         );
         assert_eq!(o.problems().count(), 0);
+    }
+
+    #[test]
+    fn nvme_options() {
+        let o = Options::parse(b"");
+        assert!(o.nvme && o.nvme_test && !o.nvme_check);
+        assert_eq!((o.nvme_fill_mib, o.nvme_verify_mib), (None, None));
+        let o = Options::parse(
+            b"nvme-test=0 nvme-fill=16 nvme-verify=8 nvme-check=1 \
+              attack=nvme-prp-outside,nvme-prp-toctou,nvme-lba-outside,nvme-nsid \
+              attack=nvme-admin-refused,nvme-sgl-fused,nvme-doorbell,nvme-queue-outside \
+              attack=nvme-reset-inflight,mmio",
+        );
+        assert!(o.nvme && !o.nvme_test && o.nvme_check);
+        assert_eq!((o.nvme_fill_mib, o.nvme_verify_mib), (Some(16), Some(8)));
+        assert_eq!(o.attacks().len(), 10);
+        assert!(o.attacks()[..9].iter().all(|a| a.is_nvme()));
+        assert!(!Attack::Mmio.is_nvme());
+        assert_eq!(o.problems().count(), 0);
+        assert!(!Options::parse(b"nvme=0").nvme);
+        assert_eq!(Options::parse(b"nvme-fill=lots").problems().count(), 1);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! What the probe needs from its device tree (Devicetree Spec v0.4): the
 //! slice name and command line from `/chosen`, the console UART and its
 //! interrupt, the CPUs' MPIDR affinities in `/cpus` order (the vCPU order),
-//! the `/memory` ranges, the PSCI conduit and where the GICv3 is. Everything is copied out, because the memory test
-//! later overwrites the blob.
+//! the `/memory` ranges, the PSCI conduit, where the GICv3 is and the PCIe
+//! host bridge (ECAM, bus range, 32-bit memory window). Everything is copied
+//! out, because the memory test later overwrites the blob.
 //!
 //! The `fdt` crate (0.1.5) does the parsing, with two precautions:
 //! - Its convenience accessors (`chosen()`, `cpus()`, `memory()`,
@@ -92,6 +93,38 @@ pub struct GicLayout {
     pub redistributors: MemoryRegion,
 }
 
+/// One memory window of a PCI host bridge (a `ranges` entry): CPU addresses
+/// `[cpu, cpu + size)` reach PCI memory addresses `[pci, pci + size)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciWindow {
+    /// First CPU (guest-physical) address.
+    pub cpu: u64,
+    /// The PCI bus address the CPU address `cpu` reaches.
+    pub pci: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// Whether the window is marked prefetchable.
+    pub prefetchable: bool,
+}
+
+/// A `pci-host-ecam-generic` host bridge (Linux binding
+/// `pci/host-generic-pci.yaml`, PCI bus binding IEEE 1275 §2.2.1.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciHost {
+    /// The ECAM region (`reg`, root cell sizes).
+    pub ecam: MemoryRegion,
+    /// First bus number (`bus-range`, default 0).
+    pub bus_start: u8,
+    /// Last bus number (`bus-range`, default 255), clipped to what the ECAM
+    /// region covers (1 MiB per bus).
+    pub bus_end: u8,
+    /// The first 32-bit memory window (space code 0b10), non-prefetchable
+    /// preferred.
+    pub mem32: Option<PciWindow>,
+    /// Whether the bridge is `dma-coherent`.
+    pub dma_coherent: bool,
+}
+
 /// Why a device tree could not be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DtError {
@@ -145,6 +178,12 @@ pub struct Platform {
     pub gic: Option<GicLayout>,
     /// INTID of the console UART (its `interrupts`, GIC three-cell format).
     pub uart_intid: Option<u32>,
+    /// Whether `/chosen/microvisor,slice-name` named the slice.
+    pub slice_named: bool,
+    /// Whether the tree has a `pci-host-ecam-generic` node at all.
+    pub pci_node: bool,
+    /// That host bridge, if its `reg` could be read.
+    pub pci: Option<PciHost>,
 }
 
 impl Platform {
@@ -164,6 +203,9 @@ impl Platform {
             psci: None,
             gic: None,
             uart_intid: None,
+            slice_named: false,
+            pci_node: false,
+            pci: None,
         }
     }
 
@@ -184,6 +226,7 @@ impl Platform {
                 string_property(chosen, SLICE_NAME_PROPERTY).filter(|n| !n.is_empty())
             {
                 p.slice_name = Text::from_bytes(name);
+                p.slice_named = true;
             }
         }
         let uart = console_uart(&fdt);
@@ -205,6 +248,9 @@ impl Platform {
                 _ => None,
             });
         p.gic = read_gic(&fdt, root);
+        let pci_node = fdt.find_compatible(&["pci-host-ecam-generic"]);
+        p.pci_node = pci_node.is_some();
+        p.pci = pci_node.and_then(|node| read_pci_host(node, root));
         Ok(p)
     }
 
@@ -438,6 +484,65 @@ fn read_gic(fdt: &Fdt<'_>, root: FdtNode<'_, '_>) -> Option<GicLayout> {
     })
 }
 
+/// The host bridge's ECAM, bus range and first 32-bit memory window. Its
+/// `reg` uses the root's cells (the bridge sits at the root on `virt` and in
+/// slices); `ranges` entries are 3 PCI address cells, the root's address
+/// cells and the bridge's size cells.
+fn read_pci_host(node: FdtNode<'_, '_>, root: FdtNode<'_, '_>) -> Option<PciHost> {
+    let address_cells = cells(root, "#address-cells", 2)?;
+    let size_cells = cells(root, "#size-cells", 1)?;
+    let reg = node.property("reg")?.value;
+    let (base, rest) = read_cells(reg, address_cells)?;
+    let (size, _) = read_cells(rest, size_cells)?;
+    if size < 1 << 20 {
+        return None;
+    }
+    let (mut bus_start, mut bus_end) = (0u64, 255u64);
+    if let Some(range) = node.property("bus-range") {
+        let (first, rest) = read_cells(range.value, 1)?;
+        let (last, _) = read_cells(rest, 1)?;
+        (bus_start, bus_end) = (first, last);
+    }
+    let buses = (size >> 20).min(256);
+    bus_end = bus_end.min(255).min(bus_start + buses - 1);
+    if bus_start > bus_end {
+        return None;
+    }
+    let child_size_cells = cells(node, "#size-cells", 2)?;
+    let entry = 4 * (3 + address_cells + child_size_cells);
+    let mut mem32: Option<PciWindow> = None;
+    if let Some(ranges) = node.property("ranges").map(|p| p.value)
+        && entry > 0
+    {
+        for chunk in ranges.chunks_exact(entry) {
+            let (space, rest) = read_cells(chunk, 1)?;
+            let (pci, rest) = read_cells(rest, 2)?;
+            let (cpu, rest) = read_cells(rest, address_cells)?;
+            let (window_size, _) = read_cells(rest, child_size_cells)?;
+            let window = PciWindow {
+                cpu,
+                pci,
+                size: window_size,
+                prefetchable: space & (1 << 30) != 0,
+            };
+            // Space code (bits 25:24): 0b10 = 32-bit memory.
+            if (space >> 24) & 3 != 0b10 || window_size == 0 {
+                continue;
+            }
+            if mem32.is_none_or(|m| m.prefetchable && !window.prefetchable) {
+                mem32 = Some(window);
+            }
+        }
+    }
+    Some(PciHost {
+        ecam: MemoryRegion { base, size },
+        bus_start: bus_start as u8,
+        bus_end: bus_end as u8,
+        mem32,
+        dma_coherent: node.property("dma-coherent").is_some(),
+    })
+}
+
 fn is_pl011(node: FdtNode<'_, '_>) -> bool {
     node.compatible()
         .is_some_and(|c| c.all().any(|s| s == "arm,pl011"))
@@ -614,6 +719,25 @@ mod tests {
         assert_eq!(p.psci, Some(Conduit::Hvc));
         assert_eq!(p.gic, Some(DEFAULT_GIC));
         assert_eq!(p.uart_intid, Some(33));
+        assert!(!p.slice_named && p.pci_node);
+        assert_eq!(
+            p.pci,
+            Some(PciHost {
+                ecam: MemoryRegion {
+                    base: 0x40_1000_0000,
+                    size: 0x1000_0000
+                },
+                bus_start: 0,
+                bus_end: 255,
+                mem32: Some(PciWindow {
+                    cpu: 0x1000_0000,
+                    pci: 0x1000_0000,
+                    size: 0x2eff_0000,
+                    prefetchable: false
+                }),
+                dma_coherent: true,
+            })
+        );
     }
 
     #[test]
@@ -653,6 +777,25 @@ mod tests {
             })
         );
         assert_eq!(p.uart_intid, Some(33));
+        assert!(p.slice_named && p.pci_node);
+        assert_eq!(
+            p.pci,
+            Some(PciHost {
+                ecam: MemoryRegion {
+                    base: 0x40_1000_0000,
+                    size: 1 << 20
+                },
+                bus_start: 0,
+                bus_end: 0,
+                mem32: Some(PciWindow {
+                    cpu: 0x1000_0000,
+                    pci: 0x1000_0000,
+                    size: 16 << 20,
+                    prefetchable: false
+                }),
+                dma_coherent: true,
+            })
+        );
     }
 
     #[test]
@@ -705,6 +848,7 @@ mod tests {
         assert_eq!(p.uart_base, DEFAULT_UART_BASE);
         assert_eq!(p.psci, None);
         assert_eq!((p.gic, p.uart_intid), (None, None));
+        assert!(!p.pci_node && p.pci.is_none() && !p.slice_named);
         assert_eq!(p.cpus(), &[0]);
     }
 

@@ -1,6 +1,8 @@
 //! Pure logic of the probe guest: device-tree reading, command-line options,
-//! JSON output, memory-test planning and GICv3 values for the interrupt
-//! attacks. No hardware access and no `unsafe`;
+//! JSON output, memory-test planning, GICv3 values for the interrupt
+//! attacks, PCI configuration and the NVMe driver's commands, PRPs,
+//! statuses, disk patterns and attack plans. No hardware access and no
+//! `unsafe`;
 //! tested on the host with `cargo test -p microvisor-probe --lib`.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -10,6 +12,8 @@ pub mod dt;
 pub mod gic;
 pub mod json;
 pub mod memplan;
+pub mod nvme;
+pub mod pci;
 pub mod text;
 
 /// Most CPUs the probe brings up (per-CPU stacks and state are sized for it).

@@ -1,0 +1,652 @@
+//! The NVMe attacks' plans and verdicts: which commands each attack sends
+//! (built here, sent by `bare::nvme_attacks`), and how one compact outcome
+//! line is assembled. Every case expects the command to fail with an NVMe
+//! error status (or the slice to be stopped by the hypervisor, which ends
+//! the run before any verdict); a success is a breach.
+
+use core::fmt::{self, Write};
+
+use super::{Command, Status, admin, io};
+use crate::text::Text;
+
+/// How one attacking command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It completed with this status.
+    Status(Status),
+    /// No completion within this many milliseconds.
+    Timeout(u64),
+    /// The probe could not send it (queue full, MMIO fault...).
+    NotSent(&'static str),
+    /// It was not attempted (e.g. no size beyond MQES exists).
+    Skipped(&'static str),
+}
+
+/// `<status>`, `timeout(<ms>ms)`, `not-sent(<why>)`, `skipped(<why>)`.
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Status(s) => write!(f, "{s}"),
+            Outcome::Timeout(ms) => write!(f, "timeout({ms}ms)"),
+            Outcome::NotSent(why) => write!(f, "not-sent({why})"),
+            Outcome::Skipped(why) => write!(f, "skipped({why})"),
+        }
+    }
+}
+
+impl Outcome {
+    /// Whether the command was refused with an error status.
+    pub fn refused(&self) -> bool {
+        matches!(self, Outcome::Status(s) if !s.is_success())
+    }
+
+    /// Whether the command completed successfully.
+    pub fn succeeded(&self) -> bool {
+        matches!(self, Outcome::Status(s) if s.is_success())
+    }
+}
+
+/// Collects `label=outcome` items for the outcome line and whether any
+/// case breached containment.
+pub struct Findings {
+    text: Text<1536>,
+    /// Cases that breached containment.
+    pub breaches: u32,
+    /// Cases recorded.
+    pub cases: u32,
+}
+
+impl Default for Findings {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Findings {
+    /// Nothing recorded yet.
+    pub fn new() -> Self {
+        Self {
+            text: Text::new(),
+            breaches: 0,
+            cases: 0,
+        }
+    }
+
+    /// Records `label=outcome`; `breach` says whether it broke containment.
+    pub fn add(&mut self, label: impl fmt::Display, outcome: impl fmt::Display, breach: bool) {
+        let sep = if self.cases == 0 { "" } else { " " };
+        let _ = write!(self.text, "{sep}{label}={outcome}");
+        self.cases += 1;
+        self.breaches += u32::from(breach);
+    }
+
+    /// Records a case that must be refused: a success or a timeout (the
+    /// command was neither refused nor stopped the slice) is a breach.
+    pub fn expect_refused(&mut self, label: impl fmt::Display, outcome: Outcome) {
+        let breach = !outcome.refused() && !matches!(outcome, Outcome::Skipped(_));
+        self.add(label, outcome, breach);
+    }
+
+    /// Appends a free-form note (no `=`).
+    pub fn note(&mut self, note: impl fmt::Display) {
+        let sep = if self.text.as_bytes().is_empty() {
+            ""
+        } else {
+            " "
+        };
+        let _ = write!(self.text, "{sep}{note}");
+    }
+
+    /// `contained` or `NOT-CONTAINED`.
+    pub fn verdict(&self) -> &'static str {
+        if self.breaches == 0 {
+            "contained"
+        } else {
+            "NOT-CONTAINED"
+        }
+    }
+
+    /// The items, space separated (` ...` appended if truncated).
+    pub fn text(&self) -> &str {
+        self.text.as_str().unwrap_or("unprintable")
+    }
+
+    /// Whether items were dropped for lack of room.
+    pub fn truncated(&self) -> bool {
+        self.text.is_truncated()
+    }
+}
+
+/// What the refused admin commands may point at: two 4 KiB pages of the
+/// probe's RAM (their contents prepared by [`admin_buffer_words`]), the
+/// namespace's LBA format and the controller ID.
+#[derive(Clone, Copy, Debug)]
+pub struct AdminContext {
+    /// First page.
+    pub buffer: u64,
+    /// Second page (Doorbell Buffer Config's EventIdx buffer).
+    pub buffer2: u64,
+    /// LBA format in use (Format NVM keeps it).
+    pub lba_format: u8,
+    /// Controller ID (Namespace Attachment's controller list).
+    pub cntlid: u16,
+}
+
+/// Every admin opcode the microvisor refuses, in the order they are sent.
+pub const REFUSED_ADMIN: [u8; 14] = [
+    admin::FORMAT_NVM,
+    admin::SANITIZE,
+    admin::FIRMWARE_COMMIT,
+    admin::FIRMWARE_DOWNLOAD,
+    admin::NS_MANAGEMENT,
+    admin::NS_ATTACHMENT,
+    admin::VIRTUALIZATION_MANAGEMENT,
+    admin::SECURITY_SEND,
+    admin::SECURITY_RECEIVE,
+    admin::DEVICE_SELF_TEST,
+    admin::DIRECTIVE_SEND,
+    admin::DIRECTIVE_RECEIVE,
+    admin::DOORBELL_BUFFER_CONFIG,
+    admin::VENDOR,
+];
+
+/// The command sent for refused opcode `opcode`: each one well formed and
+/// meaning harm if a controller executed it for a slice (format or erase
+/// the shared namespace, replace firmware, create or attach namespaces,
+/// bring secondary controllers online, shadow doorbells...).
+pub fn refused_admin_command(opcode: u8, ctx: &AdminContext) -> Command {
+    let c = Command::new(opcode);
+    match opcode {
+        // Format namespace 1 with its current LBA format, no secure erase.
+        admin::FORMAT_NVM => c.nsid(1).cdw(0, u32::from(ctx.lba_format & 0xf)),
+        // Sanitize: block erase (SANACT 010b).
+        admin::SANITIZE => c.cdw(0, 0b010),
+        // Firmware Commit: replace slot 1 and activate at the next reset.
+        admin::FIRMWARE_COMMIT => c.cdw(0, (0b001 << 3) | 1),
+        // Firmware Image Download: 4 KiB (NUMD 1023) at offset 0.
+        admin::FIRMWARE_DOWNLOAD => c.prp(ctx.buffer, 0).cdw(0, 1023),
+        // Namespace Management: create (SEL 0) from the buffer's structure.
+        admin::NS_MANAGEMENT => c.prp(ctx.buffer, 0).cdw(0, 0),
+        // Namespace Attachment: attach (SEL 0) namespace 1 to the list.
+        admin::NS_ATTACHMENT => c.nsid(1).prp(ctx.buffer, 0).cdw(0, 0),
+        // Virtualization Management: secondary controller 1 online (ACT 8).
+        admin::VIRTUALIZATION_MANAGEMENT => c.cdw(0, (1 << 16) | 0x8),
+        // Security Send: protocol 01h (TCG), 512 bytes.
+        admin::SECURITY_SEND => c.prp(ctx.buffer, 0).cdw(0, 0x01 << 24).cdw(1, 512),
+        // Security Receive: protocol 00h (supported protocols), 512 bytes.
+        admin::SECURITY_RECEIVE => c.prp(ctx.buffer, 0).cdw(1, 512),
+        // Device Self-test: short test of all namespaces.
+        admin::DEVICE_SELF_TEST => c.nsid(super::NSID_BROADCAST).cdw(0, 1),
+        // Directive Send: Identify, Enable Directive (DOPER 1) for Streams.
+        admin::DIRECTIVE_SEND => c.nsid(1).cdw(1, 0x01).cdw(2, (1 << 8) | 1),
+        // Directive Receive: Identify, Return Parameters, 4 KiB.
+        admin::DIRECTIVE_RECEIVE => c.nsid(1).prp(ctx.buffer, 0).cdw(0, 1023).cdw(1, 0x01),
+        // Doorbell Buffer Config: shadow doorbells and EventIdx in our RAM.
+        admin::DOORBELL_BUFFER_CONFIG => c.prp(ctx.buffer, ctx.buffer2),
+        _ => c,
+    }
+}
+
+/// The first words of the data buffer for `opcode` (the rest is zero):
+/// Namespace Management's new-namespace structure (NSZE = NCAP = 8
+/// blocks), Namespace Attachment's controller list (one entry: `cntlid`).
+pub fn admin_buffer_words(opcode: u8, ctx: &AdminContext) -> [u64; 2] {
+    match opcode {
+        admin::NS_MANAGEMENT => [8, 8],
+        admin::NS_ATTACHMENT => [1 | (u64::from(ctx.cntlid) << 16), 0],
+        _ => [0, 0],
+    }
+}
+
+/// One `nvme-lba-outside` command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LbaCase {
+    /// Label in the outcome line.
+    pub label: &'static str,
+    /// Write (else Read).
+    pub write: bool,
+    /// Starting LBA.
+    pub slba: u64,
+    /// Blocks (1-based).
+    pub blocks: u32,
+}
+
+/// The `nvme-lba-outside` commands for a namespace of `ns_blocks`: at the
+/// end, crossing the end, at u64::MAX, wrapping past 2^64 to LBA 0, at
+/// 2^64 - size (an unchecked add of a window offset k * size wraps into the
+/// window before it), at 2^63.
+pub fn lba_outside_cases(ns_blocks: u64) -> [LbaCase; 8] {
+    let case = |label, write, slba, blocks| LbaCase {
+        label,
+        write,
+        slba,
+        blocks,
+    };
+    [
+        case("read@end", false, ns_blocks, 1),
+        case("write@end", true, ns_blocks, 1),
+        case("read@cross", false, ns_blocks.saturating_sub(1), 2),
+        case("write@cross", true, ns_blocks.saturating_sub(1), 2),
+        case("read@max", false, u64::MAX, 1),
+        case("write@wrap", true, u64::MAX, 2),
+        case("write@-size", true, ns_blocks.wrapping_neg(), 1),
+        case("read@2^63", false, 1 << 63, 1),
+    ]
+}
+
+/// One `nvme-nsid` command: (label, write, nsid).
+pub const NSID_CASES: [(&str, bool, u32); 5] = [
+    ("read-nsid2", false, 2),
+    ("read-nsid0", false, 0),
+    ("read-nsid-all", false, super::NSID_BROADCAST),
+    ("write-nsid2", true, 2),
+    ("write-nsid-all", true, super::NSID_BROADCAST),
+];
+
+/// The `nvme-prp-outside` shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrpCase {
+    /// One page, PRP1 outside.
+    Prp1,
+    /// Two pages, PRP2 (the second page) outside.
+    Prp2,
+    /// Four pages, PRP2 (the list pointer) outside.
+    ListPointer,
+    /// Four pages, list entry of page 2 outside.
+    ListEntry,
+    /// Four pages, list at a page end, its chain pointer outside.
+    ChainPointer,
+}
+
+impl PrpCase {
+    /// Every shape, in the order sent.
+    pub const ALL: [PrpCase; 5] = [
+        PrpCase::Prp1,
+        PrpCase::Prp2,
+        PrpCase::ListPointer,
+        PrpCase::ListEntry,
+        PrpCase::ChainPointer,
+    ];
+
+    /// Label in the outcome line.
+    pub fn name(self) -> &'static str {
+        match self {
+            PrpCase::Prp1 => "prp1",
+            PrpCase::Prp2 => "prp2",
+            PrpCase::ListPointer => "list-pointer",
+            PrpCase::ListEntry => "list-entry",
+            PrpCase::ChainPointer => "chain-pointer",
+        }
+    }
+
+    /// Data pages the transfer spans.
+    pub fn pages(self) -> u64 {
+        match self {
+            PrpCase::Prp1 => 1,
+            PrpCase::Prp2 => 2,
+            _ => 4,
+        }
+    }
+}
+
+/// What the queue attacks need to know.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueContext {
+    /// A queue ID inside the allocation that is not in use (the probe
+    /// deletes its last I/O queue pair first).
+    pub free_qid: u16,
+    /// Queue pairs granted by Set Features (1-based).
+    pub granted: u16,
+    /// CAP.MQES + 1.
+    pub max_entries: u32,
+    /// Entries of a good queue.
+    pub entries: u32,
+    /// A good CQ page and a good SQ page in the probe's RAM.
+    pub good_cq: u64,
+    /// See `good_cq`.
+    pub good_sq: u64,
+    /// An address outside the probe's RAM.
+    pub outside: u64,
+    /// One page before the end of RAM: a 64 KiB queue there straddles it.
+    pub straddle: u64,
+}
+
+/// One `nvme-queue-outside` command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueCase {
+    /// Label in the outcome line.
+    pub label: &'static str,
+    /// The Create command.
+    pub command: Command,
+    /// Create I/O SQ (else CQ): tells the probe what to delete if it
+    /// unexpectedly succeeds.
+    pub sq: bool,
+    /// Queue ID it creates.
+    pub qid: u16,
+}
+
+/// Entries of the straddling queues: 64 KiB of SQEs (1024) or CQEs (4096),
+/// capped at MQES.
+fn straddle_entries(max_entries: u32, entry_bytes: u32) -> u32 {
+    (65536 / entry_bytes).min(max_entries)
+}
+
+/// The Create I/O CQ cases (run before a good CQ `free_qid` exists).
+pub fn cq_cases(q: &QueueContext) -> [Option<QueueCase>; 6] {
+    let case = |label, qid: u16, entries, base, pc| {
+        Some(QueueCase {
+            label,
+            command: Command::create_cq(qid, entries, base, pc),
+            sq: false,
+            qid,
+        })
+    };
+    let beyond_mqes = (q.max_entries < 65536).then_some(q.max_entries + 1);
+    [
+        case("cq-prp-outside", q.free_qid, q.entries, q.outside, true),
+        case(
+            "cq-straddles-ram-end",
+            q.free_qid,
+            straddle_entries(q.max_entries, 16),
+            q.straddle,
+            true,
+        ),
+        case("cq-noncontiguous", q.free_qid, q.entries, q.good_cq, false),
+        case(
+            "cq-qid-beyond",
+            q.granted.saturating_add(1),
+            q.entries,
+            q.good_cq,
+            true,
+        ),
+        case("cq-qid-0", 0, q.entries, q.good_cq, true),
+        beyond_mqes.and_then(|n| case("cq-size-beyond-mqes", q.free_qid, n, q.good_cq, true)),
+    ]
+}
+
+/// The Create I/O SQ cases (run while a good CQ `free_qid` exists).
+pub fn sq_cases(q: &QueueContext) -> [Option<QueueCase>; 6] {
+    let case = |label, qid: u16, entries, base, cqid, pc| {
+        Some(QueueCase {
+            label,
+            command: Command::create_sq(qid, entries, base, cqid, pc),
+            sq: true,
+            qid,
+        })
+    };
+    let f = q.free_qid;
+    let beyond_mqes = (q.max_entries < 65536).then_some(q.max_entries + 1);
+    [
+        case("sq-prp-outside", f, q.entries, q.outside, f, true),
+        case(
+            "sq-straddles-ram-end",
+            f,
+            straddle_entries(q.max_entries, 64),
+            q.straddle,
+            f,
+            true,
+        ),
+        case("sq-noncontiguous", f, q.entries, q.good_sq, f, false),
+        case(
+            "sq-qid-beyond",
+            q.granted.saturating_add(1),
+            q.entries,
+            q.good_sq,
+            f,
+            true,
+        ),
+        case(
+            "sq-cq-uncreated",
+            f,
+            q.entries,
+            q.good_sq,
+            f.saturating_add(1),
+            true,
+        ),
+        beyond_mqes.and_then(|n| case("sq-size-beyond-mqes", f, n, q.good_sq, f, true)),
+    ]
+}
+
+/// One bogus doorbell write of `nvme-doorbell`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DoorbellWrite {
+    /// Queue ID.
+    pub qid: u16,
+    /// CQ head doorbell (else SQ tail).
+    pub completion: bool,
+    /// Value written.
+    pub value: u32,
+}
+
+impl fmt::Display for DoorbellWrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (kind, what) = if self.completion {
+            ("cq", "head")
+        } else {
+            ("sq", "tail")
+        };
+        write!(f, "{kind}{}-{what}={:#x}", self.qid, self.value)
+    }
+}
+
+/// The `nvme-doorbell` writes: on the probe's own I/O queue 1 and the admin
+/// queue, values at or beyond the queue size; on queues it did not create
+/// (the one after its last, the one after its allocation) and on the last
+/// queue whose doorbell still lies in the 4 KiB doorbell page.
+pub fn doorbell_writes(
+    io_entries: u32,
+    admin_entries: u32,
+    created: u16,
+    granted: u16,
+    stride: u64,
+) -> [DoorbellWrite; 12] {
+    let w = |qid, completion, value| DoorbellWrite {
+        qid,
+        completion,
+        value,
+    };
+    let last_in_page = (0x1000 / (2 * stride)).saturating_sub(1) as u16;
+    let uncreated = created.saturating_add(1);
+    let beyond = granted.saturating_add(1).min(last_in_page);
+    [
+        w(1, false, io_entries),
+        w(1, false, 0xffff),
+        w(1, true, io_entries),
+        w(1, true, 0xffff_ffff),
+        w(0, false, admin_entries),
+        w(0, true, admin_entries + 7),
+        w(uncreated, false, 1),
+        w(uncreated, true, 1),
+        w(beyond, false, 1),
+        w(beyond, true, 1),
+        w(last_in_page, false, 1),
+        w(last_in_page, true, 1),
+    ]
+}
+
+/// An SGL Data Block descriptor (§4.4, type 0h) in the data pointer:
+/// dwords 6-7 address, 8 length, 9 bits 31:24 = SGL identifier (0).
+pub fn sgl_read(nsid: u32, slba: u64, blocks: u32, addr: u64, len: u32) -> Command {
+    Command::rw(io::READ, nsid, slba, blocks)
+        .psdt(super::PSDT_SGL)
+        .prp(addr, u64::from(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nvme::{FUSE_FIRST, NSID_BROADCAST};
+
+    #[test]
+    fn outcomes_print_compactly() {
+        assert_eq!(
+            format!("{}", Outcome::Status(Status::new(0, 1))),
+            "invalid-opcode(0/0x01)"
+        );
+        assert_eq!(format!("{}", Outcome::Timeout(5000)), "timeout(5000ms)");
+        assert!(Outcome::Status(Status::new(0, 0x80)).refused());
+        assert!(!Outcome::Status(Status::SUCCESS).refused());
+        assert!(Outcome::Status(Status::SUCCESS).succeeded());
+        assert!(!Outcome::Timeout(1).refused());
+    }
+
+    #[test]
+    fn findings_verdicts() {
+        let mut f = Findings::new();
+        f.expect_refused("0x80", Outcome::Status(Status::new(0, 1)));
+        f.expect_refused("size", Outcome::Skipped("mqes-max"));
+        assert_eq!(f.verdict(), "contained");
+        f.expect_refused("0x7c", Outcome::Status(Status::SUCCESS));
+        f.expect_refused("0x84", Outcome::Timeout(5000));
+        f.note("reset");
+        assert_eq!(f.verdict(), "NOT-CONTAINED");
+        assert_eq!((f.breaches, f.cases), (2, 4));
+        assert_eq!(
+            f.text(),
+            "0x80=invalid-opcode(0/0x01) size=skipped(mqes-max) 0x7c=success(0/0x00) \
+             0x84=timeout(5000ms) reset"
+        );
+    }
+
+    #[test]
+    fn refused_admin_commands_are_well_formed() {
+        let ctx = AdminContext {
+            buffer: 0x4100_0000,
+            buffer2: 0x4100_1000,
+            lba_format: 2,
+            cntlid: 5,
+        };
+        for op in REFUSED_ADMIN {
+            assert_eq!(refused_admin_command(op, &ctx).opcode(), op);
+        }
+        let format = refused_admin_command(admin::FORMAT_NVM, &ctx);
+        assert_eq!((format.dw[1], format.dw[10]), (1, 2));
+        let dbbuf = refused_admin_command(admin::DOORBELL_BUFFER_CONFIG, &ctx);
+        assert_eq!((dbbuf.prp1(), dbbuf.prp2()), (0x4100_0000, 0x4100_1000));
+        assert_eq!(refused_admin_command(admin::SANITIZE, &ctx).dw[10], 2);
+        assert_eq!(
+            refused_admin_command(admin::FIRMWARE_COMMIT, &ctx).dw[10],
+            9
+        );
+        assert_eq!(
+            refused_admin_command(admin::DEVICE_SELF_TEST, &ctx).dw[1],
+            NSID_BROADCAST
+        );
+        assert_eq!(
+            admin_buffer_words(admin::NS_ATTACHMENT, &ctx),
+            [0x5_0001, 0]
+        );
+        assert_eq!(admin_buffer_words(admin::NS_MANAGEMENT, &ctx), [8, 8]);
+        assert_eq!(REFUSED_ADMIN.len(), 14);
+    }
+
+    #[test]
+    fn lba_cases_reach_past_the_end() {
+        let c = lba_outside_cases(1000);
+        assert_eq!(
+            c[0],
+            LbaCase {
+                label: "read@end",
+                write: false,
+                slba: 1000,
+                blocks: 1
+            }
+        );
+        assert_eq!((c[2].slba, c[2].blocks), (999, 2));
+        assert_eq!(
+            c[5].slba.wrapping_add(u64::from(c[5].blocks)),
+            1,
+            "wraps to 0"
+        );
+        assert_eq!(
+            c[6].slba.wrapping_add(2000),
+            1000,
+            "offset 2 windows lands in window 1"
+        );
+        assert!(
+            c.iter()
+                .all(|c| c.slba.saturating_add(u64::from(c.blocks)) > 1000)
+        );
+        let cmd = Command::rw(io::READ, 1, c[4].slba, c[4].blocks);
+        assert_eq!((cmd.dw[10], cmd.dw[11]), (u32::MAX, u32::MAX));
+    }
+
+    fn queue_context() -> QueueContext {
+        QueueContext {
+            free_qid: 2,
+            granted: 2,
+            max_entries: 0x800,
+            entries: 64,
+            good_cq: 0x4110_0000,
+            good_sq: 0x4111_0000,
+            outside: 0x5000_0000,
+            straddle: 0x4fff_f000,
+        }
+    }
+
+    #[test]
+    fn queue_cases() {
+        let q = queue_context();
+        let cq = cq_cases(&q);
+        let outside = cq[0].unwrap();
+        assert_eq!((outside.qid, outside.command.prp1()), (2, 0x5000_0000));
+        assert_eq!(outside.command.dw[11] & 1, 1);
+        assert_eq!(
+            cq[1].unwrap().command.dw[10] >> 16,
+            2047,
+            "MQES caps the 64 KiB of CQEs"
+        );
+        assert_eq!(cq[2].unwrap().command.dw[11] & 1, 0, "PC = 0");
+        assert_eq!(cq[3].unwrap().qid, 3);
+        assert_eq!(cq[4].unwrap().qid, 0);
+        assert_eq!(
+            cq[5].unwrap().command.dw[10] >> 16,
+            0x800,
+            "MQES + 1 entries, 0-based"
+        );
+        let sq = sq_cases(&q);
+        assert!(sq.iter().flatten().all(|c| c.sq));
+        assert_eq!(
+            sq[0].unwrap().command.dw[11] >> 16,
+            2,
+            "completes to the good CQ"
+        );
+        assert_eq!(sq[1].unwrap().command.dw[10] >> 16, 1023, "64 KiB of SQEs");
+        assert_eq!(sq[4].unwrap().command.dw[11] >> 16, 3);
+        // MQES = 0xffff: no size beyond it exists.
+        let big = QueueContext {
+            max_entries: 65536,
+            ..q
+        };
+        assert!(cq_cases(&big)[5].is_none() && sq_cases(&big)[5].is_none());
+        assert_eq!(
+            cq_cases(&big)[1].unwrap().command.dw[10] >> 16,
+            4095,
+            "64 KiB of CQEs"
+        );
+    }
+
+    #[test]
+    fn doorbells() {
+        let w = doorbell_writes(64, 32, 2, 4, 4);
+        assert_eq!(format!("{}", w[0]), "sq1-tail=0x40");
+        assert_eq!(format!("{}", w[3]), "cq1-head=0xffffffff");
+        assert_eq!((w[6].qid, w[8].qid, w[10].qid), (3, 5, 511));
+        // The last doorbell in the page: 0x1000 + (2 * 511 + 1) * 4 = 0x1ffc.
+        assert_eq!(crate::nvme::doorbell_offset(w[11].qid, true, 4), 0x1ffc);
+        // A stride of 16 leaves room for 128 queues.
+        assert_eq!(doorbell_writes(64, 32, 2, 400, 16)[8].qid, 127);
+    }
+
+    #[test]
+    fn sgl_descriptor() {
+        let c = sgl_read(1, 8, 1, 0x4100_0000, 512);
+        assert_eq!(c.dw[0] >> 14 & 3, 1);
+        assert_eq!(
+            (c.dw[6], c.dw[7], c.dw[8], c.dw[9]),
+            (0x4100_0000, 0, 512, 0)
+        );
+        let fused = Command::rw(io::READ, 1, 0, 1).fuse(FUSE_FIRST);
+        assert_eq!(fused.dw[0] >> 8 & 3, 1);
+    }
+}
