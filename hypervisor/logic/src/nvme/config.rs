@@ -30,7 +30,9 @@ pub struct NamespaceShare {
 /// with `depth` entries. Guest I/O queue *n* is bound to hardware queue `first + n - 1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HardwareQueues {
+    /// Physical queue ID of the first pair.
     pub first: u16,
+    /// Number of pairs (the slice's `[slice.nvme] queues`).
     pub count: u16,
     /// Entries of each hardware SQ; the slice may have `depth - 1` commands in each at once.
     pub depth: u16,
@@ -74,7 +76,9 @@ fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
 pub struct ControllerConfig {
     /// The slice's RAM: every queue, PRP and data buffer must lie inside it.
     pub ram: GuestRam,
+    /// The slice's blocks on the physical controller.
     pub namespace: NamespaceShare,
+    /// The slice's hardware I/O queue pairs.
     pub queues: HardwareQueues,
     /// Serial Number: printable ASCII, at most 20 bytes.
     pub serial: String,

@@ -188,8 +188,15 @@ pub(super) struct Work {
     vectors: u128,
 }
 
-fn bits(set: u128) -> impl Iterator<Item = usize> {
-    (0..128).filter(move |&i| set & 1 << i != 0)
+/// The members of a bit set, lowest first.
+pub(super) fn bits(mut set: u128) -> impl Iterator<Item = usize> {
+    core::iter::from_fn(move || {
+        let bit = set.trailing_zeros() as usize;
+        (set != 0).then(|| {
+            set &= set - 1;
+            bit
+        })
+    })
 }
 
 /// What a batch of hardware completions amounted to.
@@ -1005,22 +1012,20 @@ impl VirtualNvme {
     /// Does what `work` asks until nothing is left: post completions, fetch commands that
     /// now have slots, then ring each hardware queue once and signal each vector once.
     fn finish(&mut self, env: &mut impl NvmeBackend, mut work: Work) {
+        // Posting frees slots (more to fetch); fetching may complete refused commands (more
+        // to post). Both only consume guest entries, so this ends.
         loop {
-            if work.flush != 0 {
-                let qid = work.flush.trailing_zeros() as usize;
+            if let Some(qid) = bits(work.flush).next() {
                 work.flush &= !(1 << qid);
                 self.flush_cq(env, qid, &mut work);
-                continue;
-            }
-            if work.refetch != 0 {
-                let qid = work.refetch.trailing_zeros() as usize;
+            } else if let Some(qid) = bits(work.refetch).next() {
                 work.refetch &= !(1 << qid);
                 if qid > 0 && qid < self.sqs.len() {
                     self.fetch_io(env, qid, &mut work);
                 }
-                continue;
+            } else {
+                break;
             }
-            break;
         }
         self.after_drain(env, &mut work);
         for queue in bits(work.ring) {
@@ -1029,5 +1034,18 @@ impl VirtualNvme {
         if work.vectors != 0 {
             self.msix.fire(work.vectors, &mut |m| env.signal(m));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bits;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn bit_sets() {
+        assert_eq!(bits(0).count(), 0);
+        assert_eq!(bits(0b1010_0001).collect::<Vec<_>>(), [0, 5, 7]);
+        assert_eq!(bits(1 << 127 | 2).collect::<Vec<_>>(), [1, 127]);
     }
 }

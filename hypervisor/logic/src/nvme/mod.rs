@@ -15,6 +15,8 @@
 //! command validator), `msix` (MSI-X table and PBA), `controller` (registers, queues,
 //! completions, reset).
 
+#![warn(missing_docs)]
+
 mod admin;
 mod backend;
 mod config;

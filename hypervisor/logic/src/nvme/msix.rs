@@ -80,7 +80,7 @@ impl MsixTable {
         if !self.enabled {
             return;
         }
-        for vector in (0..self.entries.len()).filter(|&v| vectors & 1 << v != 0) {
+        for vector in super::controller::bits(vectors).filter(|&v| v < self.entries.len()) {
             if self.masked(vector) {
                 self.pending |= 1 << vector;
             } else {

@@ -43,7 +43,7 @@ pub mod reg {
 
 register_bitfields![u64,
     /// CAP, Controller Capabilities (Base 1.4 §3.1.1).
-    pub CAP [
+    pub(crate) CAP [
         /// Maximum Queue Entries Supported, 0-based.
         MQES OFFSET(0) NUMBITS(16) [],
         /// Contiguous Queues Required.
@@ -67,7 +67,7 @@ register_bitfields![u64,
 
 register_bitfields![u32,
     /// CC, Controller Configuration (Base 1.4 §3.1.5).
-    pub CC [
+    pub(crate) CC [
         /// Enable.
         EN OFFSET(0) NUMBITS(1) [],
         /// I/O Command Set Selected (0 = NVM).
@@ -84,7 +84,7 @@ register_bitfields![u32,
         IOCQES OFFSET(20) NUMBITS(4) []
     ],
     /// CSTS, Controller Status (Base 1.4 §3.1.6).
-    pub CSTS [
+    pub(crate) CSTS [
         /// Ready.
         RDY OFFSET(0) NUMBITS(1) [],
         /// Controller Fatal Status.
@@ -97,8 +97,10 @@ register_bitfields![u32,
         ]
     ],
     /// AQA, Admin Queue Attributes (Base 1.4 §3.1.8): both sizes 0-based.
-    pub AQA [
+    pub(crate) AQA [
+        /// Admin Submission Queue Size, 0-based.
         ASQS OFFSET(0) NUMBITS(12) [],
+        /// Admin Completion Queue Size, 0-based.
         ACQS OFFSET(16) NUMBITS(12) []
     ]
 ];
@@ -108,34 +110,63 @@ pub const VERSION_1_4: u32 = 0x0001_0400;
 
 /// Admin command opcodes (Base 1.4 §5, Figure 139; Base 2.0 Figure 28).
 pub mod admin {
+    /// Delete I/O Submission Queue (§5.6).
     pub const DELETE_IO_SQ: u8 = 0x00;
+    /// Create I/O Submission Queue (§5.4).
     pub const CREATE_IO_SQ: u8 = 0x01;
+    /// Get Log Page (§5.14).
     pub const GET_LOG_PAGE: u8 = 0x02;
+    /// Delete I/O Completion Queue (§5.5).
     pub const DELETE_IO_CQ: u8 = 0x04;
+    /// Create I/O Completion Queue (§5.3).
     pub const CREATE_IO_CQ: u8 = 0x05;
+    /// Identify (§5.15).
     pub const IDENTIFY: u8 = 0x06;
+    /// Abort (§5.1).
     pub const ABORT: u8 = 0x08;
+    /// Set Features (§5.21).
     pub const SET_FEATURES: u8 = 0x09;
+    /// Get Features (§5.9).
     pub const GET_FEATURES: u8 = 0x0a;
+    /// Asynchronous Event Request (§5.2).
     pub const ASYNC_EVENT_REQUEST: u8 = 0x0c;
+    /// Namespace Management (§5.20).
     pub const NAMESPACE_MANAGEMENT: u8 = 0x0d;
+    /// Firmware Commit (§5.11).
     pub const FIRMWARE_COMMIT: u8 = 0x10;
+    /// Firmware Image Download (§5.12).
     pub const FIRMWARE_DOWNLOAD: u8 = 0x11;
+    /// Device Self-test (§5.8).
     pub const DEVICE_SELF_TEST: u8 = 0x14;
+    /// Namespace Attachment (§5.19).
     pub const NAMESPACE_ATTACHMENT: u8 = 0x15;
+    /// Keep Alive (§5.16).
     pub const KEEP_ALIVE: u8 = 0x18;
+    /// Directive Send (§5.7).
     pub const DIRECTIVE_SEND: u8 = 0x19;
+    /// Directive Receive (§5.7).
     pub const DIRECTIVE_RECEIVE: u8 = 0x1a;
+    /// Virtualization Management (§5.22).
     pub const VIRTUALIZATION_MANAGEMENT: u8 = 0x1c;
+    /// NVMe-MI Send (§5.18).
     pub const NVME_MI_SEND: u8 = 0x1d;
+    /// NVMe-MI Receive (§5.17).
     pub const NVME_MI_RECEIVE: u8 = 0x1e;
+    /// Capacity Management (Base 2.0).
     pub const CAPACITY_MANAGEMENT: u8 = 0x20;
+    /// Lockdown (Base 2.0).
     pub const LOCKDOWN: u8 = 0x24;
+    /// Doorbell Buffer Config (§5.10).
     pub const DOORBELL_BUFFER_CONFIG: u8 = 0x7c;
+    /// Format NVM (§5.23).
     pub const FORMAT_NVM: u8 = 0x80;
+    /// Security Send (§5.26).
     pub const SECURITY_SEND: u8 = 0x81;
+    /// Security Receive (§5.25).
     pub const SECURITY_RECEIVE: u8 = 0x82;
+    /// Sanitize (§5.24).
     pub const SANITIZE: u8 = 0x84;
+    /// Get LBA Status (§5.13).
     pub const GET_LBA_STATUS: u8 = 0x86;
     /// Opcodes from here up are vendor specific.
     pub const VENDOR_SPECIFIC: u8 = 0xc0;
@@ -143,47 +174,77 @@ pub mod admin {
 
 /// NVM command set I/O opcodes (NVM Command Set 1.0 §3, Base 1.4 §6).
 pub mod io {
+    /// Flush.
     pub const FLUSH: u8 = 0x00;
+    /// Write.
     pub const WRITE: u8 = 0x01;
+    /// Read.
     pub const READ: u8 = 0x02;
+    /// Write Uncorrectable.
     pub const WRITE_UNCORRECTABLE: u8 = 0x04;
+    /// Compare.
     pub const COMPARE: u8 = 0x05;
+    /// Write Zeroes.
     pub const WRITE_ZEROES: u8 = 0x08;
+    /// Dataset Management.
     pub const DATASET_MANAGEMENT: u8 = 0x09;
+    /// Verify.
     pub const VERIFY: u8 = 0x0c;
+    /// Reservation Register.
     pub const RESERVATION_REGISTER: u8 = 0x0d;
+    /// Reservation Report.
     pub const RESERVATION_REPORT: u8 = 0x0e;
+    /// Reservation Acquire.
     pub const RESERVATION_ACQUIRE: u8 = 0x11;
+    /// Reservation Release.
     pub const RESERVATION_RELEASE: u8 = 0x15;
+    /// Copy (NVM Command Set 1.0).
     pub const COPY: u8 = 0x19;
 }
 
 /// Feature identifiers (Base 1.4 §5.21.1, Figure 271).
 pub mod feature {
+    /// Arbitration.
     pub const ARBITRATION: u8 = 0x01;
+    /// Power Management.
     pub const POWER_MANAGEMENT: u8 = 0x02;
+    /// Temperature Threshold.
     pub const TEMPERATURE_THRESHOLD: u8 = 0x04;
+    /// Error Recovery.
     pub const ERROR_RECOVERY: u8 = 0x05;
+    /// Volatile Write Cache.
     pub const VOLATILE_WRITE_CACHE: u8 = 0x06;
+    /// Number of Queues.
     pub const NUMBER_OF_QUEUES: u8 = 0x07;
+    /// Interrupt Coalescing.
     pub const INTERRUPT_COALESCING: u8 = 0x08;
+    /// Interrupt Vector Configuration.
     pub const INTERRUPT_VECTOR_CONFIG: u8 = 0x09;
+    /// Write Atomicity Normal.
     pub const WRITE_ATOMICITY: u8 = 0x0a;
+    /// Asynchronous Event Configuration.
     pub const ASYNC_EVENT_CONFIG: u8 = 0x0b;
 }
 
 /// Log page identifiers (Base 1.4 §5.14.1, Figure 191).
 pub mod log {
+    /// Error Information.
     pub const ERROR_INFORMATION: u8 = 0x01;
+    /// SMART / Health Information.
     pub const SMART_HEALTH: u8 = 0x02;
+    /// Firmware Slot Information.
     pub const FIRMWARE_SLOT: u8 = 0x03;
 }
 
 /// Identify CNS values (Base 1.4 §5.15.1, Figure 244).
 pub mod cns {
+    /// Identify Namespace data structure for the NSID.
     pub const NAMESPACE: u8 = 0x00;
+    /// Identify Controller data structure.
     pub const CONTROLLER: u8 = 0x01;
+    /// Active Namespace ID list.
     pub const ACTIVE_NAMESPACES: u8 = 0x02;
+    /// Namespace Identification Descriptor list.
     pub const NAMESPACE_DESCRIPTORS: u8 = 0x03;
 }
 
@@ -302,7 +363,9 @@ pub struct SubmissionEntry {
     pub command_id: U16,
     /// Namespace Identifier.
     pub nsid: U32,
+    /// Command Dword 2 (reserved for the NVM command set).
     pub cdw2: U32,
+    /// Command Dword 3.
     pub cdw3: U32,
     /// Metadata Pointer.
     pub metadata: U64,
@@ -310,11 +373,17 @@ pub struct SubmissionEntry {
     pub prp1: U64,
     /// Data pointer, PRP Entry 2.
     pub prp2: U64,
+    /// Command Dword 10 (command specific).
     pub cdw10: U32,
+    /// Command Dword 11.
     pub cdw11: U32,
+    /// Command Dword 12.
     pub cdw12: U32,
+    /// Command Dword 13.
     pub cdw13: U32,
+    /// Command Dword 14.
     pub cdw14: U32,
+    /// Command Dword 15.
     pub cdw15: U32,
 }
 
@@ -340,6 +409,7 @@ impl SubmissionEntry {
 pub struct CompletionEntry {
     /// Command specific DW0.
     pub dw0: U32,
+    /// DW1 (reserved).
     pub dw1: U32,
     /// SQ Head Pointer.
     pub sq_head: U16,
@@ -387,26 +457,41 @@ const _: () = assert!(DSM_RANGE_SIZE == 16);
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
 #[repr(C)]
 pub struct SmartLog {
+    /// Critical Warning bits.
     pub critical_warning: u8,
     /// Composite Temperature, in kelvins.
     pub temperature: U16,
+    /// Available Spare, percent.
     pub available_spare: u8,
+    /// Available Spare Threshold, percent.
     pub spare_threshold: u8,
+    /// Percentage Used.
     pub percentage_used: u8,
+    /// Endurance Group Critical Warning Summary.
     pub endurance_group_warning: u8,
+    /// Reserved.
     pub reserved0: [u8; 25],
     /// Thousands of 512-byte units read, rounded up.
     pub data_units_read: U128,
     /// Thousands of 512-byte units written, rounded up.
     pub data_units_written: U128,
+    /// Host Read Commands completed.
     pub host_read_commands: U128,
+    /// Host Write Commands completed.
     pub host_write_commands: U128,
+    /// Controller Busy Time, minutes.
     pub controller_busy_time: U128,
+    /// Power Cycles.
     pub power_cycles: U128,
+    /// Power On Hours.
     pub power_on_hours: U128,
+    /// Unsafe Shutdowns.
     pub unsafe_shutdowns: U128,
+    /// Media and Data Integrity Errors.
     pub media_errors: U128,
+    /// Number of Error Information Log Entries.
     pub error_log_entries: U128,
+    /// Reserved.
     pub reserved1: [u8; 320],
 }
 
@@ -418,9 +503,11 @@ const _: () = assert!(size_of::<SmartLog>() == 512);
 pub struct FirmwareSlotLog {
     /// Active Firmware Info: bits 2:0 the running slot.
     pub active: u8,
+    /// Reserved.
     pub reserved0: [u8; 7],
     /// Firmware Revision of slots 1 to 7.
     pub revisions: [[u8; 8]; 7],
+    /// Reserved.
     pub reserved1: [u8; 448],
 }
 
