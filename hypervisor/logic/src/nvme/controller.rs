@@ -720,8 +720,8 @@ impl VirtualNvme {
     /// Marks `at` done and appends it to CQ `cq`'s waiting completions.
     fn hold(&mut self, at: SlotRef, sq: u16, cid: u16, status: Status, dw0: u32, cq: u16) {
         let hw = &mut self.hw[usize::from(at.queue)];
-        let Some(cq) = self.cqs[usize::from(cq)].as_mut() else {
-            // Cannot happen (a CQ outlives its SQs): free the slot rather than leak it.
+        let Some(cq) = self.cqs[usize::from(cq)].as_mut().filter(|_| cq != 0) else {
+            // Cannot happen (an I/O CQ outlives its SQs): free the slot rather than leak it.
             hw.slots[usize::from(at.slot)] = Slot::Free;
             hw.free.push(at.slot);
             return;
