@@ -4,7 +4,7 @@
 //! `ATTACK <name> NOT-CONTAINED <detail>`. Under the microvisor most of them
 //! should stop the slice instead (`[hv] slice <name> stopped: ...`), so no
 //! outcome line follows; natively they fault (`PROBE EXCEPTION`) or succeed.
-//! The GIC attacks are in `gic_attacks`.
+//! The GIC attacks are in `gic_attacks`, the NVMe ones in `nvme_attacks`.
 
 use microvisor_probe::cmdline::Attack;
 use microvisor_probe::dt::{Conduit, Platform};
@@ -12,7 +12,7 @@ use microvisor_probe::gic::first_unused;
 use microvisor_probe::memplan::{Range, pattern};
 
 use super::console::println;
-use super::{entry, gic_attacks, mmu, psci};
+use super::{entry, gic_attacks, mmu, nvme_attacks, psci};
 
 /// Default `mmio` target: the `virt` PL031 RTC, never given to a slice.
 pub const DEFAULT_MMIO_TARGET: u64 = 0x0901_0000;
@@ -113,6 +113,8 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
         Attack::SpiForeign => gic_attacks::spi_foreign(ctx),
         Attack::GicrForeign => gic_attacks::gicr_foreign(ctx),
         Attack::GicrOwn => gic_attacks::gicr_own(ctx),
+        a if a.is_nvme() => nvme_attacks::run(a, ctx),
+        _ => {}
     }
 }
 

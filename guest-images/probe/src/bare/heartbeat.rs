@@ -1,5 +1,7 @@
 //! After the report: the 64 KiB canary, `HEARTBEAT <n> ok|CORRUPT` lines
-//! every `heartbeat=<ms>` of virtual counter time, and the
+//! every `heartbeat=<ms>` of virtual counter time (with `nvme-check=1` the
+//! NVMe canary is re-read too and the line ends in ` nvme-ok`,
+//! ` nvme-CORRUPT lba=<x>` or ` nvme-ERROR <error>`), and the
 //! `reset-after=<n>` / `off-after=<n>` PSCI actions.
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -8,8 +10,10 @@ use microvisor_probe::cmdline::Options;
 use microvisor_probe::dt::Conduit;
 use microvisor_probe::memplan::pattern;
 
+use microvisor_probe::text::Text;
+
 use super::console::println;
-use super::{entry, psci, timer};
+use super::{entry, nvme_io, psci, timer};
 
 /// Words in the canary (64 KiB).
 const CANARY_WORDS: usize = 64 * 1024 / 8;
@@ -49,7 +53,9 @@ pub fn canary_intact(seed: u64) -> bool {
 }
 
 /// Prints heartbeats forever (or sleeps forever with `heartbeat=0`).
-pub fn run(options: &Options, conduit: Conduit, seed: u64) -> ! {
+/// `HEARTBEAT <n> ok` needs the RAM canary intact and, with `nvme-check=1`,
+/// the NVMe canary (pattern of `slice_seed`) too.
+pub fn run(options: &Options, conduit: Conduit, seed: u64, slice_seed: u64) -> ! {
     if options.heartbeat_ms == 0 {
         entry::park();
     }
@@ -58,8 +64,14 @@ pub fn run(options: &Options, conduit: Conduit, seed: u64) -> ! {
     let mut n: u64 = 1;
     loop {
         timer::sleep_until(next);
-        let state = if canary_intact(seed) { "ok" } else { "CORRUPT" };
-        println!("HEARTBEAT {n} {state}");
+        let mut nvme = Text::<160>::new();
+        let nvme_ok = !options.nvme_check || nvme_io::canary_check(slice_seed, &mut nvme);
+        let state = if canary_intact(seed) && nvme_ok {
+            "ok"
+        } else {
+            "CORRUPT"
+        };
+        println!("HEARTBEAT {n} {state}{}", nvme.as_str().unwrap_or(""));
         if options.reset_after == Some(n) {
             action("system-reset", conduit, psci::SYSTEM_RESET);
         }

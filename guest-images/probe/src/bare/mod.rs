@@ -11,6 +11,10 @@ pub mod guarded;
 pub mod heartbeat;
 pub mod memtest;
 pub mod mmu;
+pub mod nvme;
+pub mod nvme_attacks;
+pub mod nvme_io;
+pub mod pci;
 pub mod psci;
 pub mod report;
 pub mod smp;
@@ -43,7 +47,7 @@ fn memtest_timeout_ms(bytes: u64) -> u64 {
 }
 
 /// The probe's own footprint, excluded from the memory test.
-fn footprint() -> Range {
+pub fn footprint() -> Range {
     Range {
         start: &raw const __image_start as u64,
         end: &raw const __image_end as u64,
@@ -199,6 +203,22 @@ pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize)
     }
     heartbeat::fill_canary(seed);
 
+    // NVMe (after the memory test: its DMA memory is RAM the test used).
+    let nvme_probe = if options.nvme {
+        nvme::probe(platform, image, online)
+    } else {
+        nvme::Probe::Disabled
+    };
+    let promised = platform.slice_named && platform.pci_node;
+    let nvme_summary = report::NvmeSummary::new(&nvme_probe);
+    match &nvme_probe {
+        nvme::Probe::Failed(e, found) if found.is_some() || promised => {
+            failures.add(format_args!("nvme-{e}"))
+        }
+        nvme::Probe::Absent if promised => failures.add(format_args!("nvme-not-found")),
+        _ => {}
+    }
+
     let conduit = smp::conduit(platform);
     let report = report::Report {
         platform,
@@ -212,8 +232,11 @@ pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize)
         load_address: load_address as u64,
         canary: heartbeat::canary_address(),
         wfit: timer::uses_wfit(),
+        nvme: nvme_summary,
     };
     report::print(&report, &failures);
+    let slice_seed = microvisor_probe::nvme::pattern::slice_seed(platform.slice_name.as_bytes());
+    nvme_io::boot(&options, slice_seed, seed);
 
     let ctx = attacks::Context {
         platform,
@@ -224,7 +247,7 @@ pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize)
         boot_index,
     };
     attacks::run(options.attacks(), &ctx);
-    heartbeat::run(&options, conduit, seed)
+    heartbeat::run(&options, conduit, seed, slice_seed)
 }
 
 /// SplitMix64 finalizer: spreads the counter bits over the whole seed.

@@ -11,7 +11,93 @@ use microvisor_probe::{KERNEL_NAME, MAX_CPUS};
 
 use super::console::println;
 use super::memtest::Outcome;
+use super::nvme::Probe;
 use super::timer;
+
+/// What the report says about NVMe.
+pub struct NvmeSummary {
+    /// `"ok"`, the error, or nothing (`null`: no controller, or `nvme=0`).
+    state: Option<Text<160>>,
+    /// Where the function is (`bb:dd.f`), if found.
+    pci: Option<Text<8>>,
+    /// Set when the controller works.
+    ready: Option<NvmeReady>,
+}
+
+struct NvmeReady {
+    bytes: u64,
+    queues: u16,
+    granted: u16,
+    lba_bytes: u32,
+    model: Text<40>,
+    serial: Text<20>,
+    max_transfer: u64,
+    bar0: u64,
+}
+
+impl NvmeSummary {
+    /// Summarizes a probe of the controller.
+    pub fn new(probe: &Probe) -> Self {
+        let text = |args: fmt::Arguments<'_>| {
+            let mut t = Text::new();
+            let _ = t.write_fmt(args);
+            t
+        };
+        match probe {
+            Probe::Disabled | Probe::Absent => Self {
+                state: None,
+                pci: None,
+                ready: None,
+            },
+            Probe::Failed(e, bdf) => Self {
+                state: Some(text(format_args!("{e}"))),
+                pci: bdf.map(|b| {
+                    let mut t = Text::new();
+                    let _ = write!(t, "{b}");
+                    t
+                }),
+                ready: None,
+            },
+            Probe::Ready => match super::nvme::CONTROLLER.lock().as_ref() {
+                None => Self {
+                    state: Some(text(format_args!("lost"))),
+                    pci: None,
+                    ready: None,
+                },
+                Some(c) => Self {
+                    state: Some(text(format_args!("ok"))),
+                    pci: Some({
+                        let mut t = Text::new();
+                        let _ = write!(t, "{}", c.bdf);
+                        t
+                    }),
+                    ready: Some(NvmeReady {
+                        bytes: c.ns.bytes(),
+                        queues: c.io_count,
+                        granted: c.granted,
+                        lba_bytes: c.ns.lba_bytes,
+                        model: c.info.model,
+                        serial: c.info.serial,
+                        max_transfer: c.max_transfer,
+                        bar0: c.bar,
+                    }),
+                },
+            },
+        }
+    }
+}
+
+/// A JSON value or `null`.
+struct OrNull<T>(Option<T>);
+
+impl<T: fmt::Display> fmt::Display for OrNull<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(v) => write!(f, "{v}"),
+            None => f.write_str("null"),
+        }
+    }
+}
 
 /// Everything the report shows.
 pub struct Report<'a> {
@@ -37,6 +123,8 @@ pub struct Report<'a> {
     pub canary: u64,
     /// Whether sleeping uses WFIT.
     pub wfit: bool,
+    /// NVMe.
+    pub nvme: NvmeSummary,
 }
 
 struct Regions<'a>(&'a [MemoryRegion]);
@@ -101,6 +189,27 @@ impl fmt::Display for Report<'_> {
             .hex("canary", self.canary)
             .number("counter_hz", timer::frequency())
             .boolean("wfit", self.wfit);
+        let n = &self.nvme;
+        let r = n.ready.as_ref();
+        o.raw(
+            "nvme",
+            OrNull(n.state.as_ref().map(|s| Escaped(s.as_bytes()))),
+        )
+        .raw(
+            "nvme_pci",
+            OrNull(n.pci.as_ref().map(|s| Escaped(s.as_bytes()))),
+        )
+        .raw("nvme_bytes", OrNull(r.map(|r| r.bytes)))
+        .raw("nvme_queues", OrNull(r.map(|r| r.queues)))
+        .raw("nvme_granted_queues", OrNull(r.map(|r| r.granted)))
+        .raw("nvme_lba_bytes", OrNull(r.map(|r| r.lba_bytes)))
+        .raw("nvme_max_transfer", OrNull(r.map(|r| r.max_transfer)))
+        .raw("nvme_model", OrNull(r.map(|r| Escaped(r.model.as_bytes()))))
+        .raw(
+            "nvme_serial",
+            OrNull(r.map(|r| Escaped(r.serial.as_bytes()))),
+        )
+        .raw("nvme_bar0", OrNull(r.map(|r| HexString(r.bar0))));
         o.finish()
     }
 }

@@ -74,7 +74,11 @@ impl Findings {
 
     /// Records `label=outcome`; `breach` says whether it broke containment.
     pub fn add(&mut self, label: impl fmt::Display, outcome: impl fmt::Display, breach: bool) {
-        let sep = if self.cases == 0 { "" } else { " " };
+        let sep = if self.text.as_bytes().is_empty() {
+            ""
+        } else {
+            " "
+        };
         let _ = write!(self.text, "{sep}{label}={outcome}");
         self.cases += 1;
         self.breaches += u32::from(breach);
@@ -499,12 +503,13 @@ mod tests {
         f.expect_refused("0x7c", Outcome::Status(Status::SUCCESS));
         f.expect_refused("0x84", Outcome::Timeout(5000));
         f.note("reset");
+        f.add("stray", 0, false);
         assert_eq!(f.verdict(), "NOT-CONTAINED");
-        assert_eq!((f.breaches, f.cases), (2, 4));
+        assert_eq!((f.breaches, f.cases), (2, 5));
         assert_eq!(
             f.text(),
             "0x80=invalid-opcode(0/0x01) size=skipped(mqes-max) 0x7c=success(0/0x00) \
-             0x84=timeout(5000ms) reset"
+             0x84=timeout(5000ms) reset stray=0"
         );
     }
 

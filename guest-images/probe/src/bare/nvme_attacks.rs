@@ -1,0 +1,772 @@
+//! The NVMe attacks (`attack=nvme-*`). Each prints
+//! `ATTACK <name> attempting <detail>` and then, if the slice is still
+//! running, exactly one `ATTACK <name> contained|NOT-CONTAINED <items>`
+//! whose items are `label=outcome` pairs (outcome: an NVMe status such as
+//! `invalid-opcode(0/0x01)`, `timeout(<ms>ms)`, ...). Under the microvisor
+//! each command must be refused with an error status, or the slice stopped
+//! (`[hv] slice <name> stopped: ...`, no outcome line). Plans and verdict
+//! rules are in `microvisor_probe::nvme::attacks`.
+//!
+//! The attacks use a scratch area at 3/4 of the namespace (away from the
+//! data test's ranges, the canaries and a small `nvme-fill`), holding the
+//! slice's resting pattern so changes are visible.
+
+use core::fmt::Write;
+
+use microvisor_probe::cmdline::Attack;
+use microvisor_probe::nvme::attacks::{
+    AdminContext, DoorbellWrite, Findings, LbaCase, NSID_CASES, Outcome, PrpCase, QueueContext,
+    REFUSED_ADMIN, admin_buffer_words, cq_cases, doorbell_writes, lba_outside_cases,
+    refused_admin_command, sgl_read, sq_cases,
+};
+use microvisor_probe::nvme::pattern::{self, Blocks};
+use microvisor_probe::nvme::prp::EntryKind;
+use microvisor_probe::nvme::{Command, Completion, FUSE_FIRST, FUSE_SECOND, PAGE_SIZE, io};
+use microvisor_probe::text::Text;
+
+use super::attacks::Context;
+use super::console::println;
+use super::nvme::{
+    self, ADMIN_TIMEOUT_MS, CONTROLLER, Controller, IO_TIMEOUT_MS, NSID, NvmeError, dma_fill,
+    dma_words, dma_write32, dma_write64,
+};
+use super::nvme_io::{READ_MARKER, holds_pattern};
+use super::timer;
+
+/// Salt of the data attacking writes carry (another "slice").
+const ATTACK_SALT: u64 = 0xA77A_C4ED_0000_0002;
+/// Marker of the decoy buffer in `nvme-prp-toctou`.
+const DECOY_MARKER: u64 = 0xDEC0_DEC0_DEC0_DEC0;
+/// Marker of the old reads' buffers in `nvme-reset-inflight`.
+const STALE_MARKER: u64 = 0x57A1_E57A_1E57_A1E0;
+
+/// What an attack works with.
+struct Env {
+    seed: u64,
+    /// An IPA just past the slice's RAM.
+    outside: u64,
+    /// `target=` if it lies outside RAM and the image.
+    target: Option<u64>,
+    /// First LBA of the scratch area.
+    scratch: u64,
+}
+
+impl Env {
+    /// The outside addresses to aim at.
+    fn outsides(&self) -> impl Iterator<Item = u64> + '_ {
+        core::iter::once(self.outside).chain(self.target)
+    }
+}
+
+/// Runs one NVMe attack.
+pub fn run(attack: Attack, ctx: &Context<'_>) {
+    let name = attack.name();
+    let mut guard = CONTROLLER.lock();
+    let Some(c) = guard.as_mut() else {
+        println!("PROBE WARN attack {name} needs an NVMe controller");
+        return;
+    };
+    let seed = pattern::slice_seed(ctx.platform.slice_name.as_bytes());
+    let outside = ctx.platform.memory_end();
+    let target = ctx
+        .target
+        .filter(|&t| !ctx.platform.in_memory(t) && !ctx.image.contains(t))
+        .map(|t| t & !(PAGE_SIZE - 1));
+    let need = (8 * PAGE_SIZE).div_ceil(u64::from(c.ns.lba_bytes));
+    let scratch = (c.ns.blocks / 4 * 3).min(c.ns.blocks.saturating_sub(need));
+    let env = Env {
+        seed,
+        outside,
+        target,
+        scratch,
+    };
+    match attack {
+        Attack::NvmePrpOutside => prp_outside(c, &env, name),
+        Attack::NvmePrpToctou => prp_toctou(c, &env, name),
+        Attack::NvmeLbaOutside => lba_outside(c, &env, name),
+        Attack::NvmeNsid => nsid(c, &env, name),
+        Attack::NvmeAdminRefused => admin_refused(c, &env, name),
+        Attack::NvmeSglFused => sgl_fused(c, &env, name),
+        Attack::NvmeDoorbell => doorbell(c, &env, name),
+        Attack::NvmeQueueOutside => queue_outside(c, &env, name),
+        Attack::NvmeResetInflight => reset_inflight(c, &env, name),
+        _ => {}
+    }
+}
+
+/// A command's result as an attack outcome.
+fn outcome(result: Result<Completion, NvmeError>) -> Outcome {
+    match result {
+        Ok(c) => Outcome::Status(c.status),
+        Err(NvmeError::Timeout { ms, .. }) => Outcome::Timeout(ms),
+        Err(NvmeError::QueueFull(_)) => Outcome::NotSent("queue-full"),
+        Err(NvmeError::Mmio { .. }) => Outcome::NotSent("mmio-fault"),
+        Err(NvmeError::Fatal { .. }) => Outcome::NotSent("controller-fatal"),
+        Err(NvmeError::NoQueue(_)) => Outcome::NotSent("no-queue"),
+        Err(NvmeError::Prp(_)) => Outcome::NotSent("prp"),
+        Err(_) => Outcome::NotSent("error"),
+    }
+}
+
+/// Prints the outcome line.
+fn verdict(name: &str, findings: &Findings) {
+    let more = if findings.truncated() { " ..." } else { "" };
+    println!(
+        "ATTACK {name} {} {}{more}",
+        findings.verdict(),
+        findings.text()
+    );
+}
+
+/// Prints `NOT-CONTAINED unverified <why>` when an attack could not even
+/// be set up (nothing was proven).
+fn unverified(name: &str, why: impl core::fmt::Display) {
+    println!("ATTACK {name} NOT-CONTAINED unverified {why}");
+}
+
+/// Blocks spanning `pages` pages (at least one block).
+fn blocks_for_pages(c: &Controller, pages: u64) -> u64 {
+    (pages * PAGE_SIZE)
+        .div_ceil(u64::from(c.ns.lba_bytes))
+        .max(1)
+}
+
+/// Puts the slice's resting pattern on `count` scratch blocks.
+fn prepare_scratch(c: &mut Controller, env: &Env, count: u64) -> Result<(), NvmeError> {
+    super::nvme_io::write_pattern(
+        c,
+        1,
+        Blocks {
+            lba: env.scratch,
+            count,
+        },
+        env.seed,
+    )
+    .map_err(|(e, _)| e)
+}
+
+/// Whether `count` scratch blocks still hold the resting pattern (read
+/// into the second data buffer); None if the read failed.
+fn scratch_intact(c: &mut Controller, env: &Env, count: u64) -> Option<bool> {
+    match super::nvme_io::check_pattern(
+        c,
+        1,
+        Blocks {
+            lba: env.scratch,
+            count,
+        },
+        env.seed,
+    ) {
+        super::nvme_io::Check::Intact => Some(true),
+        super::nvme_io::Check::Corrupt(_) => Some(false),
+        super::nvme_io::Check::Error(..) => None,
+    }
+}
+
+/// `nvme-prp-outside`: reads with PRP1, PRP2, the list pointer, a list
+/// entry or a chain pointer outside RAM, and writes with PRP1 or a list
+/// entry outside RAM (the written blocks must not change).
+fn prp_outside(c: &mut Controller, env: &Env, name: &str) {
+    let mut targets = Text::<64>::new();
+    for (i, t) in env.outsides().enumerate() {
+        let _ = write!(targets, "{}{t:#x}", if i > 0 { "," } else { "" });
+    }
+    println!(
+        "ATTACK {name} attempting read:prp1,prp2,list-pointer,list-entry,chain-pointer \
+         write:prp1,list-entry outside={} lba={}",
+        targets.as_str().unwrap_or(""),
+        env.scratch
+    );
+    let blocks = blocks_for_pages(c, 4);
+    if let Err(e) = prepare_scratch(c, env, blocks) {
+        return unverified(name, format_args!("scratch-write {e}"));
+    }
+    let mut findings = Findings::new();
+    for outside in env.outsides() {
+        for case in PrpCase::ALL {
+            let result = prp_attempt(c, env, case, false, outside);
+            findings.expect_refused(format_args!("read-{}@{outside:#x}", case.name()), result);
+        }
+        for case in [PrpCase::Prp1, PrpCase::ListEntry] {
+            let result = prp_attempt(c, env, case, true, outside);
+            let label = format_args!("write-{}@{outside:#x}", case.name());
+            match scratch_intact(c, env, blocks) {
+                Some(true) => findings.expect_refused(label, result),
+                Some(false) => findings.add(label, format_args!("{result},blocks-changed"), true),
+                None => findings.add(label, format_args!("{result},readback-failed"), true),
+            }
+        }
+    }
+    verdict(name, &findings);
+}
+
+/// One `nvme-prp-outside` command of shape `case`.
+fn prp_attempt(c: &mut Controller, env: &Env, case: PrpCase, write: bool, outside: u64) -> Outcome {
+    let lba_bytes = u64::from(c.ns.lba_bytes);
+    let blocks = blocks_for_pages(c, case.pages());
+    let bytes = blocks * lba_bytes;
+    if bytes > c.max_transfer {
+        return Outcome::Skipped("mdts");
+    }
+    let data = c.dma.data;
+    if write {
+        let base = env.scratch * lba_bytes;
+        dma_fill(data, bytes / 8, |i| {
+            pattern::word(env.seed ^ ATTACK_SALT, base + 8 * i)
+        });
+    } else {
+        dma_fill(data, bytes / 8, |_| READ_MARKER);
+    }
+    let list = match case {
+        PrpCase::ChainPointer => c.dma.lists + PAGE_SIZE - 16,
+        _ => c.dma.lists,
+    };
+    let prp = match c.prepare_prps(data, bytes, list) {
+        Ok(p) => p,
+        Err(_) => return Outcome::NotSent("prp"),
+    };
+    let (mut prp1, mut prp2) = (prp.prp1, prp.prp2);
+    match case {
+        PrpCase::Prp1 => prp1 = outside,
+        PrpCase::Prp2 | PrpCase::ListPointer => prp2 = outside,
+        PrpCase::ListEntry | PrpCase::ChainPointer => {
+            let wanted = |k: EntryKind| match case {
+                PrpCase::ListEntry => k == EntryKind::Data(2),
+                _ => matches!(k, EntryKind::Chain(_)),
+            };
+            match prp.entries().find(|e| wanted(e.kind)) {
+                Some(entry) => dma_write64(entry.addr, outside),
+                None => return Outcome::Skipped("no-such-entry"),
+            }
+            c.clean(list - list % PAGE_SIZE, PAGE_SIZE);
+        }
+    }
+    if write {
+        c.clean(data, bytes);
+    }
+    let opcode = if write { io::WRITE } else { io::READ };
+    let cmd = Command::rw(opcode, NSID, env.scratch, blocks as u32).prp(prp1, prp2);
+    outcome(c.exec(1, cmd, IO_TIMEOUT_MS))
+}
+
+/// `nvme-prp-toctou`: a multi-page read whose PRP list (and the SQE's
+/// PRP1) are rewritten right after the doorbell, to addresses outside RAM
+/// (rounds 0, 1) or to a decoy buffer in RAM (rounds 2, 3). The device must
+/// only ever see the old entries: the data must land in the original
+/// buffer, the decoy must stay untouched.
+fn prp_toctou(c: &mut Controller, env: &Env, name: &str) {
+    let lba_bytes = u64::from(c.ns.lba_bytes);
+    let pages = (c.max_transfer / PAGE_SIZE).min(8);
+    let blocks = blocks_for_pages(c, pages);
+    let bytes = blocks * lba_bytes;
+    let (data, decoy) = (c.dma.data, c.dma.data2);
+    println!(
+        "ATTACK {name} attempting read pages={pages} lba={} list-rewritten-after-doorbell \
+         outside={:#x} decoy={decoy:#x} rounds=4",
+        env.scratch, env.outside
+    );
+    if pages < 3 {
+        return unverified(name, format_args!("max-transfer={}", c.max_transfer));
+    }
+    if let Err(e) = prepare_scratch(c, env, blocks) {
+        return unverified(name, format_args!("scratch-write {e}"));
+    }
+    let mut findings = Findings::new();
+    for round in 0..4 {
+        let redirect = if round < 2 { env.outside } else { decoy };
+        dma_fill(data, bytes / 8, |_| READ_MARKER);
+        dma_fill(decoy, bytes / 8, |_| DECOY_MARKER);
+        c.clean(decoy, bytes);
+        let prp = match c.prepare_prps(data, bytes, c.dma.lists) {
+            Ok(p) => p,
+            Err(e) => return unverified(name, format_args!("prp {e:?}")),
+        };
+        let cmd = Command::rw(io::READ, NSID, env.scratch, blocks as u32).prp(prp.prp1, prp.prp2);
+        let placed = c
+            .place(1, cmd)
+            .and_then(|(cid, slot)| c.ring(1).map(|()| (cid, slot)));
+        let (cid, slot) = match placed {
+            Ok(p) => p,
+            Err(e) => return unverified(name, format_args!("submit {e}")),
+        };
+        // Immediately after the doorbell: every list entry and the SQE's
+        // PRP1 now point elsewhere.
+        for entry in prp.entries() {
+            if let EntryKind::Data(page) = entry.kind {
+                dma_write64(entry.addr, redirect + page as u64 * PAGE_SIZE);
+            }
+        }
+        dma_write32(slot + 24, redirect as u32);
+        dma_write32(slot + 28, (redirect >> 32) as u32);
+        c.clean(c.dma.lists, PAGE_SIZE);
+        c.clean(slot, 64);
+        let result = outcome(c.wait(1, cid, io::READ, IO_TIMEOUT_MS));
+        c.invalidate(data, bytes);
+        c.invalidate(decoy, bytes);
+        let base = env.scratch * lba_bytes;
+        let pages_ok = (0..pages)
+            .filter(|p| {
+                holds_pattern(
+                    data + p * PAGE_SIZE,
+                    PAGE_SIZE / 8,
+                    env.seed,
+                    base + p * PAGE_SIZE,
+                )
+            })
+            .count() as u64;
+        let decoy_hit = (0..pages)
+            .filter(|p| dma_words(decoy + p * PAGE_SIZE, PAGE_SIZE / 8).any(|w| w != DECOY_MARKER))
+            .count();
+        let breach = !result.succeeded() || pages_ok != pages || decoy_hit != 0;
+        let target = if round < 2 { "outside" } else { "decoy" };
+        findings.add(
+            format_args!("round{round}-{target}"),
+            format_args!(
+                "{result},original-pages-ok={pages_ok}/{pages},decoy-pages-hit={decoy_hit}"
+            ),
+            breach,
+        );
+    }
+    verdict(name, &findings);
+}
+
+/// `nvme-lba-outside`: reads and writes at and across the namespace end
+/// and at huge LBAs; all must fail (LBA Out of Range), the last block must
+/// not change.
+fn lba_outside(c: &mut Controller, env: &Env, name: &str) {
+    let ns = c.ns.blocks;
+    let cases = lba_outside_cases(ns);
+    let mut list = Text::<256>::new();
+    for (i, case) in cases.iter().enumerate() {
+        let _ = write!(
+            list,
+            "{}{}:{:#x}+{}",
+            if i > 0 { "," } else { "" },
+            case.label,
+            case.slba,
+            case.blocks
+        );
+    }
+    println!(
+        "ATTACK {name} attempting ns-blocks={ns} {}",
+        list.as_str().unwrap_or("")
+    );
+    let last = Blocks {
+        lba: ns - 1,
+        count: 1,
+    };
+    if let Err((e, _)) = super::nvme_io::write_pattern(c, 1, last, env.seed) {
+        return unverified(name, format_args!("last-block-write {e}"));
+    }
+    let lba_bytes = u64::from(c.ns.lba_bytes);
+    let mut findings = Findings::new();
+    for LbaCase {
+        label,
+        write,
+        slba,
+        blocks,
+    } in cases
+    {
+        let data = c.dma.data;
+        let words = u64::from(blocks) * lba_bytes / 8;
+        if write {
+            let base = slba.wrapping_mul(lba_bytes);
+            dma_fill(data, words, |i| {
+                pattern::word(env.seed, base.wrapping_add(8 * i))
+            });
+        } else {
+            dma_fill(data, words, |_| READ_MARKER);
+        }
+        findings.expect_refused(label, outcome(c.transfer(1, write, slba, blocks, data)));
+    }
+    match super::nvme_io::check_pattern(c, 1, last, env.seed) {
+        super::nvme_io::Check::Intact => findings.note("last-block=intact"),
+        super::nvme_io::Check::Corrupt(_) => findings.add("last-block", "changed", true),
+        super::nvme_io::Check::Error(e, _) => {
+            findings.add("last-block", format_args!("read-{e}"), true)
+        }
+    }
+    verdict(name, &findings);
+}
+
+/// `nvme-nsid`: I/O to namespaces the slice does not own (2, 0, all).
+fn nsid(c: &mut Controller, env: &Env, name: &str) {
+    println!(
+        "ATTACK {name} attempting read:nsid=2,0,0xffffffff write:nsid=2,0xffffffff lba={}",
+        env.scratch
+    );
+    let lba_bytes = u64::from(c.ns.lba_bytes);
+    if let Err(e) = prepare_scratch(c, env, 1) {
+        return unverified(name, format_args!("scratch-write {e}"));
+    }
+    let mut findings = Findings::new();
+    for (label, write, nsid) in NSID_CASES {
+        let data = c.dma.data;
+        if write {
+            let base = env.scratch * lba_bytes;
+            dma_fill(data, lba_bytes / 8, |i| {
+                pattern::word(env.seed ^ ATTACK_SALT, base + 8 * i)
+            });
+        }
+        let opcode = if write { io::WRITE } else { io::READ };
+        let cmd = Command::rw(opcode, nsid, env.scratch, 1);
+        let list = c.dma.lists;
+        findings.expect_refused(label, outcome(c.transfer_at(1, cmd, data, lba_bytes, list)));
+    }
+    match scratch_intact(c, env, 1) {
+        Some(true) => findings.note("own-block=intact"),
+        Some(false) => findings.add("own-block", "changed", true),
+        None => findings.add("own-block", "readback-failed", true),
+    }
+    verdict(name, &findings);
+}
+
+/// `nvme-admin-refused`: every admin opcode the microvisor refuses, well
+/// formed. Each must complete with an error status. If any was accepted or
+/// timed out, the controller is reset and set up again afterwards (an
+/// accepted Doorbell Buffer Config would otherwise change how doorbells
+/// work).
+fn admin_refused(c: &mut Controller, _env: &Env, name: &str) {
+    let mut ops = Text::<128>::new();
+    for (i, op) in REFUSED_ADMIN.iter().enumerate() {
+        let _ = write!(ops, "{}{op:#04x}", if i > 0 { "," } else { "" });
+    }
+    println!(
+        "ATTACK {name} attempting opcodes={}",
+        ops.as_str().unwrap_or("")
+    );
+    let ctx = AdminContext {
+        buffer: c.dma.spare,
+        buffer2: c.dma.spare + PAGE_SIZE,
+        lba_format: c.ns.format,
+        cntlid: c.info.cntlid,
+    };
+    let mut findings = Findings::new();
+    let mut reset = false;
+    for op in REFUSED_ADMIN {
+        dma_fill(ctx.buffer, 2 * PAGE_SIZE / 8, |_| 0);
+        let words = admin_buffer_words(op, &ctx);
+        dma_write64(ctx.buffer, words[0]);
+        dma_write64(ctx.buffer + 8, words[1]);
+        c.clean(ctx.buffer, 2 * PAGE_SIZE);
+        let result = outcome(c.exec(0, refused_admin_command(op, &ctx), ADMIN_TIMEOUT_MS));
+        reset |= !result.refused();
+        findings.expect_refused(format_args!("{op:#04x}"), result);
+    }
+    if reset {
+        let restarted = c.enable_admin().and_then(|()| c.create_io_queues());
+        match restarted {
+            Ok(()) => findings.note("controller-reset=ok"),
+            Err(e) => findings.note(format_args!("controller-reset={e}")),
+        }
+    }
+    verdict(name, &findings);
+}
+
+/// `nvme-sgl-fused`: reads with an SGL data pointer (to a buffer in RAM
+/// and outside it), a fused Compare+Write pair, a lone first-fused Read and
+/// a Read with a metadata pointer outside RAM.
+fn sgl_fused(c: &mut Controller, env: &Env, name: &str) {
+    println!(
+        "ATTACK {name} attempting sgl-read sgl-read-outside fused-compare-write fused-first-alone \
+         mptr-outside lba={} outside={:#x}",
+        env.scratch, env.outside
+    );
+    let lba_bytes = u64::from(c.ns.lba_bytes);
+    if let Err(e) = prepare_scratch(c, env, 1) {
+        return unverified(name, format_args!("scratch-write {e}"));
+    }
+    let (data, data2) = (c.dma.data, c.dma.data2);
+    let words = lba_bytes / 8;
+    let base = env.scratch * lba_bytes;
+    let mut findings = Findings::new();
+
+    for (label, addr) in [("sgl-read", data2), ("sgl-read-outside", env.outside)] {
+        dma_fill(data2, words, |_| READ_MARKER);
+        let cmd = sgl_read(NSID, env.scratch, 1, addr, lba_bytes as u32);
+        let result = outcome(c.exec(1, cmd, IO_TIMEOUT_MS));
+        c.invalidate(data2, lba_bytes);
+        let arrived = dma_words(data2, words).any(|w| w != READ_MARKER);
+        if arrived && addr == data2 {
+            findings.add(label, format_args!("{result},data-arrived"), true);
+        } else {
+            findings.expect_refused(label, result);
+        }
+    }
+
+    // Compare (data = what is on disk) fused with a Write of other data.
+    dma_fill(data, words, |i| pattern::word(env.seed, base + 8 * i));
+    dma_fill(data2, words, |i| {
+        pattern::word(env.seed ^ ATTACK_SALT, base + 8 * i)
+    });
+    c.clean(data, lba_bytes);
+    c.clean(data2, lba_bytes);
+    let compare = Command::rw(io::COMPARE, NSID, env.scratch, 1)
+        .fuse(FUSE_FIRST)
+        .prp(data, 0);
+    let write = Command::rw(io::WRITE, NSID, env.scratch, 1)
+        .fuse(FUSE_SECOND)
+        .prp(data2, 0);
+    let pair = c
+        .place(1, compare)
+        .and_then(|(a, _)| c.place(1, write).map(|(b, _)| (a, b)))
+        .and_then(|ids| c.ring(1).map(|()| ids));
+    match pair {
+        Ok((first, second)) => {
+            let r1 = outcome(c.wait(1, first, io::COMPARE, IO_TIMEOUT_MS));
+            let r2 = outcome(c.wait(1, second, io::WRITE, IO_TIMEOUT_MS));
+            findings.expect_refused("fused-compare", r1);
+            findings.expect_refused("fused-write", r2);
+        }
+        Err(e) => findings.add("fused", format_args!("not-sent({e})"), true),
+    }
+
+    let lone = Command::rw(io::READ, NSID, env.scratch, 1)
+        .fuse(FUSE_FIRST)
+        .prp(data2, 0);
+    findings.expect_refused("fused-first-alone", outcome(c.exec(1, lone, IO_TIMEOUT_MS)));
+
+    let mptr = Command::rw(io::READ, NSID, env.scratch, 1)
+        .prp(data2, 0)
+        .mptr(env.outside);
+    let result = outcome(c.exec(1, mptr, IO_TIMEOUT_MS));
+    if result.succeeded() && c.ns.metadata_bytes == 0 {
+        // Without metadata in the LBA format nothing is transferred there.
+        findings.add(
+            "mptr-outside",
+            format_args!("{result},no-metadata-format"),
+            false,
+        );
+    } else {
+        findings.expect_refused("mptr-outside", result);
+    }
+
+    match scratch_intact(c, env, 1) {
+        Some(true) => findings.note("block=intact"),
+        Some(false) => findings.add("block", "changed", true),
+        None => findings.add("block", "readback-failed", true),
+    }
+    verdict(name, &findings);
+}
+
+/// `nvme-doorbell`: bogus doorbell values on its own queues, doorbells of
+/// queues it did not create or beyond its allocation; then the correct
+/// values again and I/O on every queue plus an Identify: contained if the
+/// controller still works and no stray completion appeared.
+fn doorbell(c: &mut Controller, env: &Env, name: &str) {
+    let writes: [DoorbellWrite; 12] = doorbell_writes(
+        u32::from(c.io_entries),
+        u32::from(c.admin_entries),
+        c.io_count,
+        c.granted,
+        c.cap.doorbell_stride(),
+    );
+    let mut list = Text::<512>::new();
+    for (i, w) in writes.iter().enumerate() {
+        let _ = write!(list, "{}{w}", if i > 0 { "," } else { "" });
+    }
+    println!("ATTACK {name} attempting {}", list.as_str().unwrap_or(""));
+    if let Err(e) = prepare_scratch(c, env, 1) {
+        return unverified(name, format_args!("scratch-write {e}"));
+    }
+    let stray_before = c.stray;
+    let mut findings = Findings::new();
+    let mut faults = 0;
+    for w in writes {
+        if c.doorbell(w.qid, w.completion, w.value).is_err() {
+            faults += 1;
+        }
+    }
+    findings.note(format_args!("writes={} faults={faults}", writes.len()));
+    // Give a controller that acted on them time to do damage.
+    timer::sleep_us(20_000);
+    for qid in 0..=c.io_count {
+        if let Ok((tail, head)) = c.doorbell_values(qid) {
+            let _ = c.doorbell(qid, false, u32::from(tail));
+            let _ = c.doorbell(qid, true, u32::from(head));
+        }
+    }
+    let mut io_ok = 0;
+    for qid in 1..=c.io_count {
+        let one = Blocks {
+            lba: env.scratch,
+            count: 1,
+        };
+        match super::nvme_io::check_pattern(c, qid, one, env.seed) {
+            super::nvme_io::Check::Intact => io_ok += 1,
+            super::nvme_io::Check::Corrupt(_) => {
+                findings.add(format_args!("io-q{qid}"), "wrong-data", true)
+            }
+            super::nvme_io::Check::Error(e, _) => findings.add(format_args!("io-q{qid}"), e, true),
+        }
+    }
+    findings.note(format_args!("io-after={io_ok}/{}", c.io_count));
+    let page = c.dma.identify;
+    let identify = Command::identify(microvisor_probe::nvme::CNS_CONTROLLER, 0, page);
+    match c.exec(0, identify, ADMIN_TIMEOUT_MS) {
+        Ok(done) if done.status.is_success() => findings.note("admin-after=ok"),
+        other => findings.add("admin-after", outcome(other), true),
+    }
+    let stray = c.drain(1).unwrap_or(c.stray) - stray_before;
+    findings.add("stray-completions", stray, stray != 0);
+    verdict(name, &findings);
+}
+
+/// `nvme-queue-outside`: with its last I/O queue pair deleted, Create I/O
+/// CQ/SQ with the queue outside RAM or straddling its end, non-contiguous
+/// (PC = 0), with queue IDs beyond the allocation or 0, with sizes beyond
+/// MQES, an SQ bound to a CQ that does not exist. Each must fail; an
+/// accidental success is deleted again. The pair is then recreated and
+/// used.
+fn queue_outside(c: &mut Controller, env: &Env, name: &str) {
+    let free = c.io_count;
+    let (good_sq, good_cq) = c.io_pages(free);
+    let q = QueueContext {
+        free_qid: free,
+        granted: c.granted,
+        max_entries: c.cap.max_entries(),
+        entries: u32::from(c.io_entries),
+        good_cq,
+        good_sq,
+        outside: env.outside,
+        straddle: env.outside - PAGE_SIZE,
+    };
+    let (cqs, sqs) = (cq_cases(&q), sq_cases(&q));
+    let mut list = Text::<512>::new();
+    for (i, case) in cqs.iter().chain(sqs.iter()).flatten().enumerate() {
+        let _ = write!(list, "{}{}", if i > 0 { "," } else { "" }, case.label);
+    }
+    println!(
+        "ATTACK {name} attempting free-qid={free} granted={} outside={:#x} {}",
+        c.granted,
+        env.outside,
+        list.as_str().unwrap_or("")
+    );
+    if free == 0 {
+        return unverified(name, "no-io-queue");
+    }
+    if let Err(e) = c.delete_io_pair(free) {
+        return unverified(name, format_args!("delete-pair {e}"));
+    }
+    let mut findings = Findings::new();
+    for case in cqs.iter().flatten() {
+        let result = outcome(c.exec(0, case.command, ADMIN_TIMEOUT_MS));
+        if result.succeeded() {
+            let _ = c.exec(0, Command::delete_cq(case.qid), ADMIN_TIMEOUT_MS);
+        }
+        findings.expect_refused(case.label, result);
+    }
+    let good = Command::create_cq(free, q.entries, good_cq, true);
+    match c.exec(0, good, ADMIN_TIMEOUT_MS) {
+        Ok(done) if done.status.is_success() => {
+            for case in sqs.iter().flatten() {
+                let result = outcome(c.exec(0, case.command, ADMIN_TIMEOUT_MS));
+                if result.succeeded() {
+                    let _ = c.exec(0, Command::delete_sq(case.qid), ADMIN_TIMEOUT_MS);
+                }
+                findings.expect_refused(case.label, result);
+            }
+            let _ = c.exec(0, Command::delete_cq(free), ADMIN_TIMEOUT_MS);
+        }
+        other => findings.add("good-cq", outcome(other), true),
+    }
+    let restored = c.create_io_pair(free).and_then(|()| {
+        let one = Blocks {
+            lba: env.scratch,
+            count: 1,
+        };
+        match super::nvme_io::check_pattern(c, free, one, env.seed) {
+            super::nvme_io::Check::Error(e, _) => Err(e),
+            _ => Ok(()),
+        }
+    });
+    match restored {
+        Ok(()) => findings.note(format_args!("restored-q{free}=ok")),
+        Err(e) => findings.add(format_args!("restored-q{free}"), e, true),
+    }
+    verdict(name, &findings);
+}
+
+/// `nvme-reset-inflight`: several reads in flight, CC.EN cleared at once,
+/// CSTS.RDY = 0 awaited, the old reads' buffers marked, the controller
+/// enabled and its queues created again, a read redone. Contained if the
+/// controller comes back, the new read works, no completion of the old
+/// commands appears and no old read writes its buffer after the reset.
+fn reset_inflight(c: &mut Controller, env: &Env, name: &str) {
+    const READS: u64 = 4;
+    let lba_bytes = u64::from(c.ns.lba_bytes);
+    let size = (64 << 10).min(c.max_transfer) / lba_bytes * lba_bytes;
+    let blocks = size / lba_bytes;
+    println!(
+        "ATTACK {name} attempting reads={READS}x{size} lba={} then cc.en=0",
+        env.scratch
+    );
+    if blocks == 0 || READS * size > nvme::MAX_TRANSFER {
+        return unverified(name, format_args!("max-transfer={}", c.max_transfer));
+    }
+    if let Err(e) = prepare_scratch(c, env, 1) {
+        return unverified(name, format_args!("scratch-write {e}"));
+    }
+    let stray_before = c.stray;
+    let mut findings = Findings::new();
+    let mut placed = 0;
+    for i in 0..READS {
+        let data = c.dma.data + i * size;
+        let list = c.dma.lists + i * PAGE_SIZE;
+        let Ok(prp) = c.prepare_prps(data, size, list) else {
+            break;
+        };
+        let cmd = Command::rw(io::READ, NSID, env.scratch, blocks as u32).prp(prp.prp1, prp.prp2);
+        if c.place(1, cmd).is_err() {
+            break;
+        }
+        placed += 1;
+    }
+    if placed == 0 || c.ring(1).is_err() {
+        return unverified(name, "submit");
+    }
+    let start = timer::now();
+    if let Err(e) = c.clear_enable().and_then(|()| c.wait_ready(false)) {
+        findings.add("disable", e, true);
+        return verdict(name, &findings);
+    }
+    let disable_us = timer::us_from_ticks(timer::now() - start);
+    findings.note(format_args!(
+        "in-flight={placed} rdy0-after-us={disable_us}"
+    ));
+    // Forget the old queues (the controller dropped them), mark the old
+    // reads' buffers.
+    let _ = c.disable();
+    dma_fill(c.dma.data, READS * size / 8, |_| STALE_MARKER);
+    c.clean(c.dma.data, READS * size);
+    match c.enable_admin().and_then(|()| c.create_io_queues()) {
+        Ok(()) => findings.note(format_args!("re-enabled queues={}", c.io_count)),
+        Err(e) => {
+            findings.add("re-enable", e, true);
+            return verdict(name, &findings);
+        }
+    }
+    let one = Blocks {
+        lba: env.scratch,
+        count: 1,
+    };
+    match super::nvme_io::check_pattern(c, 1, one, env.seed) {
+        super::nvme_io::Check::Intact => findings.note("read-after=ok"),
+        super::nvme_io::Check::Corrupt(lba) => {
+            findings.add("read-after", format_args!("wrong-data-lba={lba}"), true)
+        }
+        super::nvme_io::Check::Error(e, _) => findings.add("read-after", e, true),
+    }
+    timer::sleep_us(50_000);
+    for qid in 0..=c.io_count {
+        let _ = c.drain(qid);
+    }
+    let stray = c.stray - stray_before;
+    findings.add("old-completions", stray, stray != 0);
+    c.invalidate(c.dma.data, READS * size);
+    let late = (0..READS * size / PAGE_SIZE)
+        .filter(|p| dma_words(c.dma.data + p * PAGE_SIZE, PAGE_SIZE / 8).any(|w| w != STALE_MARKER))
+        .count();
+    findings.add("late-dma-pages", late, late != 0);
+    verdict(name, &findings);
+}
