@@ -62,6 +62,8 @@ pub enum Attack {
     NvmePrpOutside,
     /// A PRP list rewritten right after the doorbell.
     NvmePrpToctou,
+    /// A PRP list flipped by another vCPU while the doorbell is rung.
+    NvmePrpFlip,
     /// NVMe reads and writes past the namespace's end.
     NvmeLbaOutside,
     /// NVMe I/O to namespaces the slice does not own.
@@ -80,7 +82,7 @@ pub enum Attack {
 
 impl Attack {
     /// Every attack, in documentation order.
-    pub const ALL: [Attack; 23] = [
+    pub const ALL: [Attack; 24] = [
         Attack::ReadPastRam,
         Attack::WritePastRam,
         Attack::ReadAddr,
@@ -97,6 +99,7 @@ impl Attack {
         Attack::GicrOwn,
         Attack::NvmePrpOutside,
         Attack::NvmePrpToctou,
+        Attack::NvmePrpFlip,
         Attack::NvmeLbaOutside,
         Attack::NvmeNsid,
         Attack::NvmeAdminRefused,
@@ -125,6 +128,7 @@ impl Attack {
             Attack::GicrOwn => "gicr-own",
             Attack::NvmePrpOutside => "nvme-prp-outside",
             Attack::NvmePrpToctou => "nvme-prp-toctou",
+            Attack::NvmePrpFlip => "nvme-prp-flip",
             Attack::NvmeLbaOutside => "nvme-lba-outside",
             Attack::NvmeNsid => "nvme-nsid",
             Attack::NvmeAdminRefused => "nvme-admin-refused",
@@ -440,12 +444,12 @@ mod tests {
             b"nvme-test=0 nvme-fill=16 nvme-verify=8 nvme-check=1 \
               attack=nvme-prp-outside,nvme-prp-toctou,nvme-lba-outside,nvme-nsid \
               attack=nvme-admin-refused,nvme-sgl-fused,nvme-doorbell,nvme-queue-outside \
-              attack=nvme-reset-inflight,mmio",
+              attack=nvme-reset-inflight,nvme-prp-flip,mmio",
         );
         assert!(o.nvme && !o.nvme_test && o.nvme_check);
         assert_eq!((o.nvme_fill_mib, o.nvme_verify_mib), (Some(16), Some(8)));
-        assert_eq!(o.attacks().len(), 10);
-        assert!(o.attacks()[..9].iter().all(|a| a.is_nvme()));
+        assert_eq!(o.attacks().len(), 11);
+        assert!(o.attacks()[..10].iter().all(|a| a.is_nvme()));
         assert!(!Attack::Mmio.is_nvme());
         assert_eq!(o.problems().count(), 0);
         assert!(!Options::parse(b"nvme=0").nvme);

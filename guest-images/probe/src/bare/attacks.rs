@@ -6,7 +6,7 @@
 //! outcome line follows; natively they fault (`PROBE EXCEPTION`) or succeed.
 //! The GIC attacks are in `gic_attacks`, the NVMe ones in `nvme_attacks`.
 
-use microvisor_probe::cmdline::Attack;
+use microvisor_probe::cmdline::{Attack, Options};
 use microvisor_probe::dt::{Conduit, Platform};
 use microvisor_probe::gic::first_unused;
 use microvisor_probe::memplan::{Range, pattern};
@@ -42,6 +42,19 @@ pub struct Context<'a> {
 /// the boot CPU; None on a one-CPU machine (the boot CPU sends to itself).
 pub fn sgi_receiver(platform: &Platform, boot_index: usize) -> Option<usize> {
     (0..platform.cpus().len()).find(|&i| i != boot_index)
+}
+
+/// The vCPU that flips PRP list entries during `nvme-prp-flip`: the last
+/// one that is neither the boot CPU nor the `sgi-self-test` receiver.
+pub fn flipper(platform: &Platform, boot_index: usize, options: &Options) -> Option<usize> {
+    let receiver = options
+        .attacks()
+        .contains(&Attack::SgiSelfTest)
+        .then(|| sgi_receiver(platform, boot_index))
+        .flatten();
+    (0..platform.cpus().len())
+        .rev()
+        .find(|&i| i != boot_index && Some(i) != receiver)
 }
 
 /// Runs `attacks` in order.

@@ -140,6 +140,11 @@ pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize)
     {
         gic::arm_receiver(receiver);
     }
+    if options.attacks().contains(&Attack::NvmePrpFlip)
+        && let Some(flipper) = attacks::flipper(platform, boot_index, &options)
+    {
+        nvme_attacks::arm_flipper(flipper);
+    }
     let starts = smp::bring_up(platform, boot_index);
     let mut mpidrs = [0u64; MAX_CPUS];
     let mut share_of = [None; MAX_CPUS];

@@ -12,6 +12,7 @@
 //! slice's resting pattern so changes are visible.
 
 use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use microvisor_probe::cmdline::Attack;
 use microvisor_probe::nvme::attacks::{
@@ -83,6 +84,7 @@ pub fn run(attack: Attack, ctx: &Context<'_>) {
     match attack {
         Attack::NvmePrpOutside => prp_outside(c, &env, name),
         Attack::NvmePrpToctou => prp_toctou(c, &env, name),
+        Attack::NvmePrpFlip => prp_flip(c, &env, name),
         Attack::NvmeLbaOutside => lba_outside(c, &env, name),
         Attack::NvmeNsid => nsid(c, &env, name),
         Attack::NvmeAdminRefused => admin_refused(c, &env, name),
@@ -249,85 +251,323 @@ fn prp_attempt(c: &mut Controller, env: &Env, case: PrpCase, write: bool, outsid
     outcome(c.exec(1, cmd, IO_TIMEOUT_MS))
 }
 
+/// How a `nvme-prp-toctou`/`nvme-prp-flip` round rewrites the PRPs of its
+/// read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rewrite {
+    /// Right after the doorbell, on this vCPU, to `outside` (+ page).
+    AfterDoorbell(u64),
+    /// Before the doorbell, to the decoy: a legitimate read into the decoy
+    /// that proves the check sees where data lands.
+    Control,
+    /// Concurrently, from another vCPU flipping every list entry between
+    /// its value and an outside address while the doorbell is rung.
+    Flipped,
+}
+
 /// `nvme-prp-toctou`: a multi-page read whose PRP list (and the SQE's
 /// PRP1) are rewritten right after the doorbell, to addresses outside RAM
-/// (rounds 0, 1) or to a decoy buffer in RAM (rounds 2, 3). The device must
-/// only ever see the old entries: the data must land in the original
-/// buffer, the decoy must stay untouched.
+/// (rounds 0, 1) or to a decoy buffer in RAM (rounds 2, 3): the device must
+/// only ever see the entries as they were at the doorbell, so the data must
+/// land in the original buffer. A control round rewrites to the decoy
+/// before the doorbell: the data must land in the decoy (the check sees
+/// where data goes).
 fn prp_toctou(c: &mut Controller, env: &Env, name: &str) {
-    let lba_bytes = u64::from(c.ns.lba_bytes);
-    let pages = (c.max_transfer / PAGE_SIZE).min(8);
-    let blocks = blocks_for_pages(c, pages);
-    let bytes = blocks * lba_bytes;
-    let (data, decoy) = (c.dma.data, c.dma.data2);
+    let Some((pages, blocks)) = toctou_setup(c, env, name) else {
+        return;
+    };
     println!(
         "ATTACK {name} attempting read pages={pages} lba={} list-rewritten-after-doorbell \
-         outside={:#x} decoy={decoy:#x} rounds=4",
-        env.scratch, env.outside
+         outside={:#x} decoy={:#x} rounds=4 control=1",
+        env.scratch, env.outside, c.dma.data2
     );
-    if pages < 3 {
-        return unverified(name, format_args!("max-transfer={}", c.max_transfer));
-    }
     if let Err(e) = prepare_scratch(c, env, blocks) {
         return unverified(name, format_args!("scratch-write {e}"));
     }
     let mut findings = Findings::new();
     for round in 0..4 {
-        let redirect = if round < 2 { env.outside } else { decoy };
-        dma_fill(data, bytes / 8, |_| READ_MARKER);
-        dma_fill(decoy, bytes / 8, |_| DECOY_MARKER);
-        c.clean(decoy, bytes);
-        let prp = match c.prepare_prps(data, bytes, c.dma.lists) {
-            Ok(p) => p,
-            Err(e) => return unverified(name, format_args!("prp {e:?}")),
+        let (label, redirect) = if round < 2 {
+            ("outside", env.outside)
+        } else {
+            ("decoy", c.dma.data2)
         };
-        let cmd = Command::rw(io::READ, NSID, env.scratch, blocks as u32).prp(prp.prp1, prp.prp2);
-        let placed = c
-            .place(1, cmd)
-            .and_then(|(cid, slot)| c.ring(1).map(|()| (cid, slot)));
-        let (cid, slot) = match placed {
-            Ok(p) => p,
-            Err(e) => return unverified(name, format_args!("submit {e}")),
-        };
-        // Immediately after the doorbell: every list entry and the SQE's
-        // PRP1 now point elsewhere.
-        for entry in prp.entries() {
-            if let EntryKind::Data(page) = entry.kind {
-                dma_write64(entry.addr, redirect + page as u64 * PAGE_SIZE);
-            }
+        let r = toctou_round(c, env, pages, blocks, Rewrite::AfterDoorbell(redirect));
+        let breach = !r.result.succeeded() || r.pages_ok != pages || r.decoy_hit != 0;
+        findings.add(format_args!("round{round}-{label}"), r, breach);
+    }
+    control_round(c, env, pages, blocks, &mut findings);
+    verdict(name, &findings);
+}
+
+/// `nvme-prp-flip`: another vCPU flips every PRP list entry between its
+/// value and an address outside RAM while the doorbell is rung (a
+/// hypervisor must copy each entry once and use what it checked). Each of
+/// the rounds must be refused or put all data in the original buffer. A
+/// control round as in `nvme-prp-toctou` first.
+fn prp_flip(c: &mut Controller, env: &Env, name: &str) {
+    const FLIP_ROUNDS: u32 = 8;
+    let Some((pages, blocks)) = toctou_setup(c, env, name) else {
+        return;
+    };
+    let flipper = FLIPPER.load(Ordering::Acquire);
+    println!(
+        "ATTACK {name} attempting read pages={pages} lba={} list-flipped-by-vcpu={} \
+         outside={:#x} rounds={FLIP_ROUNDS} control=1",
+        env.scratch,
+        if flipper == NO_FLIPPER {
+            -1
+        } else {
+            flipper as i64
+        },
+        env.outside
+    );
+    if flipper == NO_FLIPPER {
+        return unverified(name, "no-second-vcpu");
+    }
+    if let Err(e) = prepare_scratch(c, env, blocks) {
+        return unverified(name, format_args!("scratch-write {e}"));
+    }
+    let mut findings = Findings::new();
+    control_round(c, env, pages, blocks, &mut findings);
+    let (mut refused, mut clean) = (0, 0);
+    let mut bad = None;
+    FLIP_OUTSIDE.store(env.outside, Ordering::Relaxed);
+    for _ in 0..FLIP_ROUNDS {
+        let r = toctou_round(c, env, pages, blocks, Rewrite::Flipped);
+        if r.result.refused() {
+            refused += 1;
+        } else if r.result.succeeded() && r.pages_ok == pages && r.decoy_hit == 0 {
+            clean += 1;
+        } else if bad.is_none() {
+            bad = Some(r);
         }
-        dma_write32(slot + 24, redirect as u32);
-        dma_write32(slot + 28, (redirect >> 32) as u32);
-        c.clean(c.dma.lists, PAGE_SIZE);
-        c.clean(slot, 64);
-        let result = outcome(c.wait(1, cid, io::READ, IO_TIMEOUT_MS));
-        c.invalidate(data, bytes);
-        c.invalidate(decoy, bytes);
-        let base = env.scratch * lba_bytes;
-        let pages_ok = (0..pages)
-            .filter(|p| {
-                holds_pattern(
-                    data + p * PAGE_SIZE,
-                    PAGE_SIZE / 8,
-                    env.seed,
-                    base + p * PAGE_SIZE,
-                )
-            })
-            .count() as u64;
-        let decoy_hit = (0..pages)
-            .filter(|p| dma_words(decoy + p * PAGE_SIZE, PAGE_SIZE / 8).any(|w| w != DECOY_MARKER))
-            .count();
-        let breach = !result.succeeded() || pages_ok != pages || decoy_hit != 0;
-        let target = if round < 2 { "outside" } else { "decoy" };
-        findings.add(
-            format_args!("round{round}-{target}"),
-            format_args!(
-                "{result},original-pages-ok={pages_ok}/{pages},decoy-pages-hit={decoy_hit}"
-            ),
-            breach,
-        );
+    }
+    FLIP_STATE.store(FLIP_DONE, Ordering::Release);
+    aarch64_cpu::asm::sev();
+    let flips = FLIPS.load(Ordering::Acquire);
+    findings.note(format_args!(
+        "flips={flips} refused={refused} clean={clean}"
+    ));
+    if let Some(r) = bad {
+        findings.add("breach", r, true);
+    }
+    if flips == 0 {
+        findings.add("flipper", "not-running", true);
     }
     verdict(name, &findings);
+}
+
+/// Pages and blocks of the TOCTOU reads (up to 8 pages, at least 3 so a
+/// list is used); None (and `unverified` printed) if MDTS is too small.
+fn toctou_setup(c: &Controller, _env: &Env, name: &str) -> Option<(u64, u64)> {
+    let pages = (c.max_transfer / PAGE_SIZE).min(8);
+    let blocks = blocks_for_pages(c, pages);
+    if pages < 3 || blocks * u64::from(c.ns.lba_bytes) > c.max_transfer {
+        println!("ATTACK {name} attempting read pages={pages}");
+        unverified(name, format_args!("max-transfer={}", c.max_transfer));
+        return None;
+    }
+    Some((pages, blocks))
+}
+
+/// The control round: list and PRP1 pointing at the decoy before the
+/// doorbell; all data must land in the decoy.
+fn control_round(c: &mut Controller, env: &Env, pages: u64, blocks: u64, findings: &mut Findings) {
+    let r = toctou_round(c, env, pages, blocks, Rewrite::Control);
+    let breach = !r.result.succeeded() || r.decoy_hit != pages;
+    findings.add("control-decoy", r, breach);
+}
+
+/// What one `nvme-prp-toctou` round saw.
+struct Round {
+    result: Outcome,
+    pages_ok: u64,
+    pages: u64,
+    decoy_hit: u64,
+}
+
+impl core::fmt::Display for Round {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{},original-pages-ok={}/{},decoy-pages-hit={}",
+            self.result, self.pages_ok, self.pages, self.decoy_hit
+        )
+    }
+}
+
+/// One read of `pages` pages from the scratch area into the first data
+/// buffer with its PRPs rewritten as `rewrite` says.
+fn toctou_round(c: &mut Controller, env: &Env, pages: u64, blocks: u64, rewrite: Rewrite) -> Round {
+    let lba_bytes = u64::from(c.ns.lba_bytes);
+    let bytes = blocks * lba_bytes;
+    let (data, decoy) = (c.dma.data, c.dma.data2);
+    let failed = |why| Round {
+        result: Outcome::NotSent(why),
+        pages_ok: 0,
+        pages,
+        decoy_hit: 0,
+    };
+    dma_fill(data, bytes / 8, |_| READ_MARKER);
+    dma_fill(decoy, bytes / 8, |_| DECOY_MARKER);
+    c.clean(data, bytes);
+    c.clean(decoy, bytes);
+    let Ok(prp) = c.prepare_prps(data, bytes, c.dma.lists) else {
+        return failed("prp");
+    };
+    let redirect_entries = |to: u64| {
+        for entry in prp.entries() {
+            if let EntryKind::Data(page) = entry.kind {
+                dma_write64(entry.addr, to + page as u64 * PAGE_SIZE);
+            }
+        }
+    };
+    let mut cmd = Command::rw(io::READ, NSID, env.scratch, blocks as u32).prp(prp.prp1, prp.prp2);
+    if rewrite == Rewrite::Control {
+        redirect_entries(decoy);
+        cmd = cmd.prp(decoy, prp.prp2);
+        c.clean(c.dma.lists, PAGE_SIZE);
+    }
+    let Ok((cid, slot)) = c.place(1, cmd) else {
+        return failed("queue-full");
+    };
+    if rewrite == Rewrite::Flipped && !start_flipping(&prp) {
+        return failed("flipper-not-running");
+    }
+    if c.ring(1).is_err() {
+        stop_flipping();
+        return failed("doorbell");
+    }
+    if let Rewrite::AfterDoorbell(to) = rewrite {
+        // Immediately after the doorbell: every list entry and the SQE's
+        // PRP1 now point elsewhere.
+        redirect_entries(to);
+        dma_write32(slot + 24, to as u32);
+        dma_write32(slot + 28, (to >> 32) as u32);
+        c.clean(c.dma.lists, PAGE_SIZE);
+        c.clean(slot, 64);
+    }
+    let result = outcome(c.wait(1, cid, io::READ, IO_TIMEOUT_MS));
+    if rewrite == Rewrite::Flipped {
+        stop_flipping();
+    }
+    c.invalidate(data, bytes);
+    c.invalidate(decoy, bytes);
+    let base = env.scratch * lba_bytes;
+    let pages_ok = (0..pages)
+        .filter(|p| {
+            holds_pattern(
+                data + p * PAGE_SIZE,
+                PAGE_SIZE / 8,
+                env.seed,
+                base + p * PAGE_SIZE,
+            )
+        })
+        .count() as u64;
+    let decoy_hit = (0..pages)
+        .filter(|p| {
+            holds_pattern(
+                decoy + p * PAGE_SIZE,
+                PAGE_SIZE / 8,
+                env.seed,
+                base + p * PAGE_SIZE,
+            )
+        })
+        .count() as u64;
+    Round {
+        result,
+        pages_ok,
+        pages,
+        decoy_hit,
+    }
+}
+
+/// No flipper armed.
+const NO_FLIPPER: usize = usize::MAX;
+/// The vCPU that flips PRP list entries for `nvme-prp-flip`.
+static FLIPPER: AtomicUsize = AtomicUsize::new(NO_FLIPPER);
+/// Flipper states: waiting for work, flipping, finished for good.
+const FLIP_IDLE: u64 = 0;
+const FLIP_GO: u64 = 1;
+const FLIP_DONE: u64 = 2;
+static FLIP_STATE: AtomicU64 = AtomicU64::new(FLIP_IDLE);
+/// Whether the flipper is inside its flipping loop.
+static FLIP_BUSY: AtomicBool = AtomicBool::new(false);
+/// The job: list entries (address, good value) and the bad value base.
+static FLIP_ENTRIES: [(AtomicU64, AtomicU64); 8] =
+    [const { (AtomicU64::new(0), AtomicU64::new(0)) }; 8];
+static FLIP_COUNT: AtomicUsize = AtomicUsize::new(0);
+static FLIP_OUTSIDE: AtomicU64 = AtomicU64::new(0);
+/// Flips done so far (both writes of one entry count once).
+static FLIPS: AtomicU64 = AtomicU64::new(0);
+/// How long to wait for the flipper to start or stop.
+const FLIPPER_TIMEOUT_MS: u64 = 1000;
+
+/// Makes secondary vCPU `index` the flipper once its memory test is done.
+/// Call before the secondaries start.
+pub fn arm_flipper(index: usize) {
+    FLIPPER.store(index, Ordering::Release);
+}
+
+/// Hands the list entries of `prp` to the flipper and waits until it flips.
+fn start_flipping(prp: &microvisor_probe::nvme::prp::Prp) -> bool {
+    let mut n = 0;
+    for entry in prp.entries().take(FLIP_ENTRIES.len()) {
+        FLIP_ENTRIES[n].0.store(entry.addr, Ordering::Relaxed);
+        FLIP_ENTRIES[n].1.store(entry.value, Ordering::Relaxed);
+        n += 1;
+    }
+    FLIP_COUNT.store(n, Ordering::Relaxed);
+    let before = FLIPS.load(Ordering::Acquire);
+    FLIP_STATE.store(FLIP_GO, Ordering::Release);
+    aarch64_cpu::asm::sev();
+    let deadline = timer::now() + timer::ticks_from_ms(FLIPPER_TIMEOUT_MS);
+    while FLIPS.load(Ordering::Acquire) == before {
+        if timer::now() >= deadline {
+            FLIP_STATE.store(FLIP_IDLE, Ordering::Release);
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
+
+/// Stops the flipper and waits until it left its loop (entries restored).
+fn stop_flipping() {
+    FLIP_STATE.store(FLIP_IDLE, Ordering::Release);
+    let deadline = timer::now() + timer::ticks_from_ms(FLIPPER_TIMEOUT_MS);
+    while FLIP_BUSY.load(Ordering::Acquire) && timer::now() < deadline {
+        core::hint::spin_loop();
+    }
+}
+
+/// From a secondary CPU's main after its memory test: if it is the armed
+/// flipper, serve flipping jobs until the attack is over; else return.
+pub fn serve_if_flipper(index: usize) {
+    if FLIPPER.load(Ordering::Acquire) != index {
+        return;
+    }
+    loop {
+        match FLIP_STATE.load(Ordering::Acquire) {
+            FLIP_DONE => return,
+            FLIP_GO => {
+                FLIP_BUSY.store(true, Ordering::Release);
+                let n = FLIP_COUNT.load(Ordering::Relaxed);
+                let outside = FLIP_OUTSIDE.load(Ordering::Relaxed);
+                while FLIP_STATE.load(Ordering::Acquire) == FLIP_GO {
+                    for (i, (addr, good)) in FLIP_ENTRIES[..n].iter().enumerate() {
+                        let (addr, good) =
+                            (addr.load(Ordering::Relaxed), good.load(Ordering::Relaxed));
+                        dma_write64(addr, outside + i as u64 * PAGE_SIZE);
+                        dma_write64(addr, good);
+                    }
+                    FLIPS.fetch_add(1, Ordering::AcqRel);
+                }
+                FLIP_BUSY.store(false, Ordering::Release);
+            }
+            _ => timer::sleep_us(1000),
+        }
+    }
 }
 
 /// `nvme-lba-outside`: reads and writes at and across the namespace end

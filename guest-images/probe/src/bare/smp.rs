@@ -1,7 +1,8 @@
 //! Secondary CPUs: PSCI CPU_ON for every CPU of the device tree except the
 //! boot CPU, the MPIDR affinity each CPU reads from its own MPIDR_EL1, and
 //! the secondaries' life: record, memory-test share, then `wfi` forever
-//! (the `sgi-self-test` receiver takes SGIs in that `wfi`).
+//! (the `sgi-self-test` receiver takes SGIs in that `wfi`; the
+//! `nvme-prp-toctou` flipper first serves its flipping jobs).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,7 +11,7 @@ use microvisor_probe::MAX_CPUS;
 use microvisor_probe::dt::{Conduit, Platform};
 use microvisor_probe::gic::SELF_TEST_SGI;
 
-use super::{entry, gic, memtest, psci, timer};
+use super::{entry, gic, memtest, nvme_attacks, psci, timer};
 
 /// How long the boot CPU waits for the secondaries to come online.
 pub const ONLINE_TIMEOUT_MS: u64 = 2000;
@@ -98,5 +99,6 @@ pub extern "C" fn secondary_main(index: usize) -> ! {
     mark_online(index);
     memtest::participate(index);
     gic::serve_if_receiver(index, SELF_TEST_SGI);
+    nvme_attacks::serve_if_flipper(index);
     entry::park()
 }
