@@ -216,6 +216,7 @@ pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize)
     };
     let promised = platform.slice_named && platform.pci_node;
     let nvme_summary = report::NvmeSummary::new(&nvme_probe);
+    nvme::print_info();
     match &nvme_probe {
         nvme::Probe::Failed(e, found) if found.is_some() || promised => {
             failures.add(format_args!("nvme-{e}"))
@@ -252,6 +253,7 @@ pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize)
         boot_index,
     };
     attacks::run(options.attacks(), &ctx);
+    nvme_attacks::release_flipper();
     heartbeat::run(&options, conduit, seed, slice_seed)
 }
 

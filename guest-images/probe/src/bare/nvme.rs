@@ -492,6 +492,38 @@ pub fn probe(platform: &Platform, image: Range, vcpus: usize) -> Probe {
     }
 }
 
+/// Prints `NVME INFO ...` about the started controller: what the
+/// SLICE-REPORT does not carry (it must stay below the microvisor's
+/// 1024-byte console lines).
+pub fn print_info() {
+    let guard = CONTROLLER.lock();
+    let Some(c) = guard.as_ref() else {
+        return;
+    };
+    super::console::println!(
+        "NVME INFO pci={} bar0={:#x} version={}.{} granted={} queues={} entries={} \
+         max-transfer={} blocks={} lba-bytes={} lba-format={} metadata={} vwc={} coherent={} \
+         serial={} firmware={} model={}",
+        c.bdf,
+        c.bar,
+        c.version >> 16,
+        (c.version >> 8) & 0xff,
+        c.granted,
+        c.io_count,
+        c.io_entries,
+        c.max_transfer,
+        c.ns.blocks,
+        c.ns.lba_bytes,
+        c.ns.format,
+        c.ns.metadata_bytes,
+        u8::from(c.info.volatile_write_cache),
+        u8::from(c.coherent),
+        microvisor_probe::json::Escaped(c.info.serial.as_bytes()),
+        microvisor_probe::json::Escaped(c.info.firmware.as_bytes()),
+        microvisor_probe::json::Escaped(c.info.model.as_bytes()),
+    );
+}
+
 /// The controller, once started (the boot CPU's attacks and heartbeats use
 /// it).
 pub static CONTROLLER: spin::Mutex<Option<Controller>> = spin::Mutex::new(None);

@@ -27,12 +27,8 @@ pub struct NvmeSummary {
 struct NvmeReady {
     bytes: u64,
     queues: u16,
-    granted: u16,
     lba_bytes: u32,
     model: Text<40>,
-    serial: Text<20>,
-    max_transfer: u64,
-    bar0: u64,
 }
 
 impl NvmeSummary {
@@ -74,12 +70,8 @@ impl NvmeSummary {
                     ready: Some(NvmeReady {
                         bytes: c.ns.bytes(),
                         queues: c.io_count,
-                        granted: c.granted,
                         lba_bytes: c.ns.lba_bytes,
                         model: c.info.model,
-                        serial: c.info.serial,
-                        max_transfer: c.max_transfer,
-                        bar0: c.bar,
                     }),
                 },
             },
@@ -201,15 +193,8 @@ impl fmt::Display for Report<'_> {
         )
         .raw("nvme_bytes", OrNull(r.map(|r| r.bytes)))
         .raw("nvme_queues", OrNull(r.map(|r| r.queues)))
-        .raw("nvme_granted_queues", OrNull(r.map(|r| r.granted)))
         .raw("nvme_lba_bytes", OrNull(r.map(|r| r.lba_bytes)))
-        .raw("nvme_max_transfer", OrNull(r.map(|r| r.max_transfer)))
-        .raw("nvme_model", OrNull(r.map(|r| Escaped(r.model.as_bytes()))))
-        .raw(
-            "nvme_serial",
-            OrNull(r.map(|r| Escaped(r.serial.as_bytes()))),
-        )
-        .raw("nvme_bar0", OrNull(r.map(|r| HexString(r.bar0))));
+        .raw("nvme_model", OrNull(r.map(|r| Escaped(r.model.as_bytes()))));
         o.finish()
     }
 }

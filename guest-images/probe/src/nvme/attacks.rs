@@ -49,7 +49,9 @@ impl Outcome {
 /// Collects `label=outcome` items for the outcome line and whether any
 /// case breached containment.
 pub struct Findings {
-    text: Text<1536>,
+    /// The microvisor splits console lines at 1024 bytes; with the
+    /// `ATTACK <name> NOT-CONTAINED ` prefix and ` ...` this stays below.
+    text: Text<960>,
     /// Cases that breached containment.
     pub breaches: u32,
     /// Cases recorded.
