@@ -25,6 +25,12 @@ pub struct Artifacts {
 
 /// Builds the hypervisor and the probe in release mode.
 pub fn build_all(ws: &Workspace, quiet: bool) -> Result<Artifacts> {
+    build_for(ws, true, quiet)
+}
+
+/// Builds the hypervisor, and the probe only if `with_probe` (a plan that does not use it
+/// should not wait for it, nor fail on it).
+pub fn build_for(ws: &Workspace, with_probe: bool, quiet: bool) -> Result<Artifacts> {
     let hypervisor = build_one(
         ws,
         "microvisor-boot",
@@ -32,7 +38,14 @@ pub fn build_all(ws: &Workspace, quiet: bool) -> Result<Artifacts> {
         HYPERVISOR_TARGET,
         quiet,
     )?;
-    let probe = build_one(ws, "microvisor-probe", "probe", GUEST_TARGET, quiet)?;
+    let probe = if with_probe {
+        build_one(ws, "microvisor-probe", "probe", GUEST_TARGET, quiet)?
+    } else {
+        ws.target_dir
+            .join(GUEST_TARGET)
+            .join("release")
+            .join("probe")
+    };
     Ok(Artifacts { hypervisor, probe })
 }
 

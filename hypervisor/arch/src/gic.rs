@@ -23,8 +23,8 @@ pub const HYPERVISOR_SGI: u32 = 8;
 pub const MAINTENANCE_PPI: u32 = 25;
 /// The EL1 virtual timer (PPI 11, INTID 27): the guests' timer, injected with the HW bit.
 pub const VIRTUAL_TIMER_PPI: u32 = 27;
-/// INTIDs at and above this are special (1020-1023): 1023 = no pending interrupt.
-const SPECIAL_INTID: u32 = 1020;
+/// INTIDs 1020-1023 are special (1023 = no pending interrupt); LPIs start at 8192.
+const SPECIAL_INTIDS: core::ops::RangeInclusive<u32> = 1020..=1023;
 /// Priority given to every interrupt the hypervisor enables.
 const DEFAULT_PRIORITY: u8 = 0xa0;
 
@@ -295,7 +295,7 @@ pub fn send_hypervisor_sgi(mpidr: u64) {
 /// Acknowledges the highest-priority pending interrupt, if any.
 pub fn acknowledge() -> Option<u32> {
     let intid = (ICC_IAR1_EL1.get() & 0xff_ffff) as u32;
-    (intid < SPECIAL_INTID).then_some(intid)
+    (!SPECIAL_INTIDS.contains(&intid)).then_some(intid)
 }
 
 /// Drops the running priority of an acknowledged interrupt (EOImode 1: it stays active).

@@ -152,6 +152,39 @@ impl PhysRegion {
     }
 }
 
+/// Pages the CPU fills and devices only read (PRP list and range copies for NVMe commands):
+/// unlike guest RAM or completion queues, nothing but the owner of this value ever writes
+/// them, so they can be handed out as ordinary mutable byte arrays.
+#[derive(Debug)]
+pub struct DmaPages {
+    region: PhysRegion,
+}
+
+impl DmaPages {
+    /// Takes `region` (page aligned, whole pages) for CPU-written, device-read pages.
+    pub fn new(region: PhysRegion) -> Option<Self> {
+        let r = region.region();
+        (r.base % 4096 == 0 && r.size % 4096 == 0).then_some(Self { region })
+    }
+
+    /// Page `index`: its physical address and contents.
+    pub fn page_mut(&mut self, index: usize) -> Option<(u64, &mut [u8; 4096])> {
+        let offset = (index as u64).checked_mul(4096)?;
+        let address = self.region.checked(offset, 4096).ok()?;
+        // SAFETY: a whole page inside this claimed region; `&mut self` makes the returned
+        // reference unique among CPU accesses, and by this type's contract devices only read
+        // these pages (a device read never conflicts with Rust's aliasing rules).
+        Some((address, unsafe { &mut *(address as *mut [u8; 4096]) }))
+    }
+}
+
+/// Orders the CPU's earlier stores before its later ones as other cores see them (e.g. a
+/// completion entry's fields before its phase tag).
+pub fn store_barrier() {
+    // SAFETY: a barrier has no memory effects of its own.
+    unsafe { core::arch::asm!("dmb ishst", options(nostack)) };
+}
+
 /// A hypervisor-owned byte range that lives for the rest of the run (its image and bundle).
 ///
 /// # Safety

@@ -113,7 +113,19 @@ fn finish(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, outcome: Outcome) 
 
 /// Emulated MMIO, dispatched by device (`guest_dt::device_at`); anything else ends the run.
 fn mmio(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: MmioAccess) -> Outcome {
-    let Some((device, offset)) = device_at(access.ipa, slice.vcpus.len(), false) else {
+    let write = access
+        .write
+        .then(|| access.write_value(frame.reg(access.register)));
+    let Some((device, offset)) = device_at(access.ipa, slice.vcpus.len(), slice.disk.is_some())
+    else {
+        if let Some(read) = slice.nvme_access(access.ipa, access.width, write) {
+            vcpu.count(ExitCause::Nvme);
+            if write.is_none() {
+                frame.set_reg(access.register, access.read_result(read));
+            }
+            frame.skip_instruction();
+            return Outcome::Resume;
+        }
         vcpu.count(ExitCause::Fault);
         let what = if access.write { "write" } else { "read" };
         return Outcome::End(Ending::Fault(format!(
@@ -129,7 +141,10 @@ fn mmio(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: MmioAccess) 
             vcpu.count(ExitCause::Uart);
             slice.uart_access(offset, write)
         }
-        Device::PciConfig => 0,
+        Device::PciConfig => {
+            vcpu.count(ExitCause::PciConfig);
+            slice.pci_config_access(offset, access.width, write)
+        }
         Device::Distributor | Device::Redistributor { .. } => {
             vcpu.count(ExitCause::Gic);
             let mut value = 0;

@@ -49,6 +49,11 @@ pub fn handle_pending(running: Option<(&Slice, &Vcpu)>) -> Handled {
                     ExitCause::Timer
                 }
             },
+            intid if intid >= gic::LPI_BASE => {
+                gic::end_of_interrupt(intid);
+                crate::nvme::interrupt(intid);
+                ExitCause::NvmeInterrupt
+            }
             intid if Some(intid) == console::input_intid() => {
                 console::receive_input();
                 gic::complete(intid);

@@ -25,6 +25,7 @@ use microvisor_plan::{Arm64Header, GuestLayout};
 use spin::Mutex;
 
 use crate::console;
+use crate::nvme::slice_disk::{Signals, SliceDisk};
 
 /// Power state of one vCPU (PSCI's view: ON, OFF, ON_PENDING).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +105,31 @@ struct BootImages {
 struct Uart {
     device: VirtualPl011,
     line: LineBuffer,
+    /// Console input waiting for room in the PL011's 32-byte receive FIFO.
+    pending_input: alloc::collections::VecDeque<u8>,
+}
+
+/// Console input a slice can have waiting (bytes beyond are dropped, as a UART would).
+const INPUT_BUFFER: usize = 4096;
+
+impl Uart {
+    fn new() -> Self {
+        Self {
+            device: VirtualPl011::new(),
+            line: LineBuffer::new(),
+            pending_input: alloc::collections::VecDeque::new(),
+        }
+    }
+
+    /// Moves waiting input into the receive FIFO while it has room.
+    fn refill(&mut self) {
+        while let Some(&byte) = self.pending_input.front() {
+            if !self.device.receive(byte) {
+                break;
+            }
+            self.pending_input.pop_front();
+        }
+    }
 }
 
 /// A slice's RAM as the hypervisor sees it.
@@ -134,8 +160,8 @@ pub struct Slice {
     pub disk: Option<SliceDisk>,
 }
 
-/// A slice's NVMe share: its window, its hardware queue pairs and the controller they are on.
-pub struct SliceDisk {
+/// What boot hands a slice of the node's NVMe controller: its window and queues.
+pub struct DiskGrant {
     pub share: microvisor_plan::DiskShare,
     pub queues: Vec<crate::nvme::HardwareQueue>,
     pub physical: &'static crate::nvme::physical::Physical,
@@ -156,7 +182,7 @@ impl Slice {
         placement: &SlicePlacement,
         inventory: &Inventory,
         bundle: &'static Bundle<'static>,
-        disk: Option<SliceDisk>,
+        disk: Option<DiskGrant>,
     ) -> Result<Slice, SetupError> {
         let spec = &plan.slices[index];
         let name = spec.name.clone();
@@ -199,6 +225,21 @@ impl Slice {
         stage2
             .map(GUEST_RAM_BASE, ram.base, ram.size, Attributes::RAM)
             .map_err(|e| fail(format!("stage 2: {e:?}")))?;
+        let disk = match disk {
+            Some(grant) => Some(
+                SliceDisk::new(
+                    index,
+                    &name,
+                    ram.base,
+                    spec.memory,
+                    grant.share,
+                    grant.queues,
+                    grant.physical,
+                )
+                .map_err(fail)?,
+            ),
+            None => None,
+        };
         let vmid = (index + 1) as u64;
         let vttbr = stage2.root() | vmid << 48;
         let stage2_tables = stage2.store().len();
@@ -238,11 +279,16 @@ impl Slice {
             },
             lifecycle: Mutex::new(Lifecycle::Stopped),
             stop_requested: AtomicBool::new(false),
-            uart: Mutex::new(Uart {
-                device: VirtualPl011::new(),
-                line: LineBuffer::new(),
+            uart: Mutex::new(Uart::new()),
+            vgic: Mutex::new(match disk {
+                Some(_) => {
+                    let mut owned: Vec<u32> =
+                        (map::MBI_FIRST..map::MBI_FIRST + map::MBI_COUNT).collect();
+                    owned.push(UART_INTID);
+                    VirtualGic::new(vcpu_count, &owned).with_mbi()
+                }
+                None => VirtualGic::new(vcpu_count, &[UART_INTID]),
             }),
-            vgic: Mutex::new(VirtualGic::new(vcpu_count, &[UART_INTID])),
             started_at: AtomicU64::new(0),
             disk,
         })
@@ -286,10 +332,7 @@ impl Slice {
 
     /// Powers on vCPU 0 at the kernel entry, with the images already loaded.
     pub fn start(&self) -> Result<(), SetupError> {
-        *self.uart.lock() = Uart {
-            device: VirtualPl011::new(),
-            line: LineBuffer::new(),
-        };
+        *self.uart.lock() = Uart::new();
         self.vgic.lock().reset();
         self.started_at.store(cpu::counter(), Ordering::Relaxed);
         *self.lifecycle.lock() = Lifecycle::Running;
@@ -408,11 +451,57 @@ impl Slice {
             return Ok(());
         };
         let device = u32::from(disk.physical.bdf.requester_id());
-        for (i, queue) in disk.queues.iter().enumerate() {
+        for (i, queue) in disk.state.lock().queues.iter().enumerate() {
             let core = self.vcpus[i % self.vcpus.len()].core;
             crate::nvme::route_event(device, u32::from(queue.pair.id), queue.lpi, core)?;
         }
         Ok(())
+    }
+
+    /// Raises the virtual SPIs the slice's NVMe function signalled.
+    pub fn deliver(&self, signals: &Signals) {
+        if signals.spis().is_empty() {
+            return;
+        }
+        self.with_gic(|gic| {
+            signals
+                .spis()
+                .iter()
+                .fold(microvisor_logic::vgic::VcpuSet::EMPTY, |kick, &spi| {
+                    kick.union(gic.raise(0, spi))
+                })
+        });
+    }
+
+    /// A guest access to its PCIe configuration space.
+    pub fn pci_config_access(&self, offset: u64, width: u8, write: Option<u64>) -> u64 {
+        let Some(disk) = &self.disk else {
+            return u64::MAX;
+        };
+        let mut signals = Signals::default();
+        let value = disk.config_access(&self.memory.region, offset, width, write, &mut signals);
+        self.deliver(&signals);
+        value
+    }
+
+    /// A guest access to `ipa` if it is in its NVMe function's BAR0.
+    pub fn nvme_access(&self, ipa: u64, width: u8, write: Option<u64>) -> Option<u64> {
+        let disk = self.disk.as_ref()?;
+        let mut signals = Signals::default();
+        let value = disk.bar_access(&self.memory.region, ipa, width, write, &mut signals);
+        self.deliver(&signals);
+        value
+    }
+
+    /// Completions arrived on hardware queue `queue` (if it is this slice's).
+    pub fn nvme_completions(&self, queue: u16) -> bool {
+        let Some(disk) = self.disk.as_ref().filter(|d| d.owns_queue(queue)) else {
+            return false;
+        };
+        let mut signals = Signals::default();
+        disk.completions(&self.memory.region, queue, &mut signals);
+        self.deliver(&signals);
+        true
     }
 
     /// Seconds of counter time since the current run started.
@@ -466,6 +555,19 @@ impl Slice {
                 self.on_fault == OnFault::Restart
             }
         };
+        // The device may still be writing the slice's RAM for commands it had in flight: wait
+        // for them before anything reuses that RAM.
+        let drained = self
+            .disk
+            .as_ref()
+            .is_none_or(|d| d.reset_and_drain(&self.memory.region, 5000));
+        if !drained {
+            console::hv(format_args!(
+                "slice {} stays stopped: its NVMe commands did not drain",
+                self.name
+            ));
+        }
+        let restart = restart && drained;
         if restart {
             if matches!(ending, Ending::Fault(_)) {
                 console::hv(format_args!(
@@ -546,7 +648,11 @@ impl Slice {
                 }
                 0
             }
-            None => u64::from(uart.device.read(offset)),
+            None => {
+                let value = uart.device.read(offset);
+                uart.refill();
+                u64::from(value)
+            }
         };
         let level = uart.device.interrupt_pending();
         drop(uart);
@@ -557,7 +663,10 @@ impl Slice {
     /// A byte typed on the node console while this slice has the focus.
     pub fn console_input(&self, byte: u8) {
         let mut uart = self.uart.lock();
-        uart.device.receive(byte);
+        if uart.pending_input.len() < INPUT_BUFFER {
+            uart.pending_input.push_back(byte);
+        }
+        uart.refill();
         let level = uart.device.interrupt_pending();
         drop(uart);
         self.with_gic(|gic| gic.set_level(UART_INTID, level));

@@ -20,7 +20,7 @@ use microvisor_plan::size::HumanSize;
 use crate::node::{self, Node};
 use crate::nvme::physical::{DeviceMemory, NvmeError};
 use crate::nvme::{self, DiskError, HardwareQueue, NodeDisk};
-use crate::slice::{Slice, SliceDisk};
+use crate::slice::{DiskGrant, Slice};
 use crate::{exits, hv};
 
 /// What `boot/` hands over.
@@ -110,12 +110,12 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
     };
     let placement =
         place::place(plan, &hardware).map_err(|e| format!("plan does not fit this node: {e}"))?;
-    let mut disks: Vec<Option<SliceDisk>> = plan.slices.iter().map(|_| None).collect();
+    let mut disks: Vec<Option<DiskGrant>> = plan.slices.iter().map(|_| None).collect();
     if plan.slices.iter().any(|s| s.nvme.is_some()) {
         match setup_nvme(info, &placement, plan) {
             Ok((node_disk, queues)) => {
                 for ((disk, share), queues) in disks.iter_mut().zip(&node_disk.shares).zip(queues) {
-                    *disk = share.map(|share| SliceDisk {
+                    *disk = share.map(|share| DiskGrant {
                         share,
                         queues,
                         physical: node_disk.physical,

@@ -11,6 +11,10 @@ pub enum ExitCause {
     Uart,
     /// Emulated GIC distributor or redistributor access.
     Gic,
+    /// The slice's NVMe controller: register or doorbell access.
+    Nvme,
+    /// The slice's PCIe configuration space.
+    PciConfig,
     /// A trapped ICC_SGI1R_EL1 write (an IPI inside the slice).
     Sgi,
     /// A stage-2 abort or other guest error that ended the slice's run.
@@ -25,6 +29,8 @@ pub enum ExitCause {
     Maintenance,
     /// Node console input arrived on this core.
     ConsoleInput,
+    /// A hardware NVMe queue's completion interrupt (an LPI).
+    NvmeInterrupt,
     /// A physical interrupt with no other cause (spurious or unexpected).
     OtherInterrupt,
     /// Any other exception class.
@@ -33,11 +39,13 @@ pub enum ExitCause {
 
 impl ExitCause {
     /// Every cause, in counter order.
-    pub const ALL: [ExitCause; 13] = [
+    pub const ALL: [ExitCause; 16] = [
         ExitCause::Hypercall,
         ExitCause::SecureMonitorCall,
         ExitCause::Uart,
         ExitCause::Gic,
+        ExitCause::Nvme,
+        ExitCause::PciConfig,
         ExitCause::Sgi,
         ExitCause::Fault,
         ExitCause::SystemRegister,
@@ -45,6 +53,7 @@ impl ExitCause {
         ExitCause::Kick,
         ExitCause::Maintenance,
         ExitCause::ConsoleInput,
+        ExitCause::NvmeInterrupt,
         ExitCause::OtherInterrupt,
         ExitCause::Other,
     ];
@@ -63,6 +72,8 @@ impl ExitCause {
             ExitCause::SecureMonitorCall => "smc",
             ExitCause::Uart => "mmio-uart",
             ExitCause::Gic => "mmio-gic",
+            ExitCause::Nvme => "mmio-nvme",
+            ExitCause::PciConfig => "mmio-pci",
             ExitCause::Sgi => "sgi",
             ExitCause::Fault => "fault",
             ExitCause::SystemRegister => "sysreg",
@@ -70,6 +81,7 @@ impl ExitCause {
             ExitCause::Kick => "irq-kick",
             ExitCause::Maintenance => "irq-maintenance",
             ExitCause::ConsoleInput => "irq-console",
+            ExitCause::NvmeInterrupt => "irq-nvme",
             ExitCause::OtherInterrupt => "irq-other",
             ExitCause::Other => "other",
         }

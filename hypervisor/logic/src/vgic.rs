@@ -384,6 +384,7 @@ impl VirtualGic {
     pub fn reset(&mut self) {
         *self = VirtualGic {
             owned: self.owned,
+            mbi: self.mbi,
             ..VirtualGic::new(self.vcpus.len(), &[])
         };
     }
@@ -1217,6 +1218,13 @@ mod tests {
         g.sync_list_registers(1, &mut lrs);
         assert_eq!(lr_intid(lrs[0]), 70);
         assert_eq!(lrs[0] & lr::EOI, 0, "edge-triggered: no EOI maintenance");
+        // A slice restart keeps the slice's MBI.
+        g.reset();
+        assert_ne!(
+            g.distributor_read(gicd::TYPER, 4) & (1 << 16),
+            0,
+            "MBIS after reset"
+        );
         // Without MBI the registers are reserved.
         let mut plain = gic(1);
         assert_eq!(plain.distributor_read(gicd::TYPER, 4) & (1 << 16), 0);

@@ -26,11 +26,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     // Check the plan before building anything: plan errors come back in a moment.
     let text = std::fs::read_to_string(&args.plan)
         .map_err(|e| anyhow::anyhow!("plan {}: cannot read it: {e}", args.plan.display()))?;
-    microvisor_plan::Plan::from_toml(&text)
+    let plan = microvisor_plan::Plan::from_toml(&text)
         .map_err(|e| anyhow::anyhow!("plan {}: {e}", args.plan.display()))?;
     crate::setup::ensure_rust_targets()?;
     let ws = Workspace::locate()?;
-    let artifacts = crate::build::build_all(&ws, false)?;
+    let uses_probe = plan.slices.iter().any(|s| {
+        s.kernel == microvisor_plan::ImageSource::BuiltIn(microvisor_plan::BuiltIn::Probe)
+    });
+    let artifacts = crate::build::build_for(&ws, uses_probe, false)?;
     let summary = crate::image::write_image(
         &artifacts,
         &ImageOptions {

@@ -3,6 +3,7 @@
 //! pairs, whose completions arrive as LPIs through the ITS on the slice's cores.
 
 pub mod physical;
+pub mod slice_disk;
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -129,6 +130,24 @@ pub fn map_device(memory: &mut DeviceMemory, device: u32, events: u16) -> Result
         .map_err(|_| NvmeError::Unsupported("ITS MAPD"))
 }
 
+/// A hardware queue's completion LPI arrived: the slice that owns the queue takes its
+/// completions (on whichever core the LPI came, parked or not).
+pub fn interrupt(lpi: u32) {
+    let Some(queue) = lpi
+        .checked_sub(LPI_BASE)
+        .and_then(|q| u16::try_from(q).ok())
+    else {
+        return;
+    };
+    if let Some(node) = crate::node::get() {
+        for slice in &node.slices {
+            if slice.nvme_completions(queue) {
+                return;
+            }
+        }
+    }
+}
+
 /// Physical address devices write MSIs to.
 pub fn msi_address() -> Option<u64> {
     ITS.get().map(|its| its.lock().translater())
@@ -160,8 +179,8 @@ pub struct NodeDisk {
 /// One hardware I/O queue pair of a slice, with a DMA page per slot and the LPI it signals.
 pub struct HardwareQueue {
     pub pair: physical::QueuePair,
-    /// `QUEUE_ENTRIES - 1` pages: slot `n`'s PRP list or DSM range copy at `n * 4096`.
-    pub slots: PhysRegion,
+    /// `QUEUE_ENTRIES - 1` pages: slot `n`'s PRP list or DSM range copy.
+    pub slots: microvisor_arch::memory::DmaPages,
     pub lpi: u32,
 }
 
@@ -212,6 +231,8 @@ pub fn bring_up<I>(
                 u32::from(id),
             )?;
             let slots = memory.allocate(u64::from(QUEUE_ENTRIES - 1) * 4096, 4096)?;
+            let slots = microvisor_arch::memory::DmaPages::new(slots)
+                .ok_or(NvmeError::OutOfDeviceMemory)?;
             mine.push(HardwareQueue {
                 pair,
                 slots,

@@ -180,21 +180,30 @@ impl QueuePair {
         self.cq.region().base
     }
 
-    /// Writes `command` at the tail; returns the new tail to ring (the caller rings). The
+    /// Writes a 64-byte command at the tail (the caller rings with [`QueuePair::tail`]). The
     /// caller keeps fewer than `entries - 1` commands in flight.
-    pub fn push(&mut self, command: &Command) -> u16 {
+    pub fn push_bytes(&mut self, command: &[u8; SQE_SIZE as usize]) {
+        let _ = self.sq.write(u64::from(self.sq_tail) * SQE_SIZE, command);
+        self.sq_tail = (self.sq_tail + 1) % self.entries;
+    }
+
+    /// Writes a command given as 16 dwords.
+    fn push(&mut self, command: &Command) {
         let mut bytes = [0u8; SQE_SIZE as usize];
         for (chunk, word) in bytes.chunks_exact_mut(4).zip(command) {
             chunk.copy_from_slice(&word.to_le_bytes());
         }
-        let _ = self.sq.write(u64::from(self.sq_tail) * SQE_SIZE, &bytes);
-        self.sq_tail = (self.sq_tail + 1) % self.entries;
+        self.push_bytes(&bytes);
+    }
+
+    /// The submission queue tail to write to the doorbell.
+    pub fn tail(&self) -> u16 {
         self.sq_tail
     }
 
-    /// The next completion if the controller posted one (phase tag matches), advancing the
-    /// head. The caller writes the head doorbell after a batch.
-    pub fn pop(&mut self) -> Option<Completion> {
+    /// The next 16-byte completion entry if the controller posted one (its phase tag
+    /// matches), advancing the head. The caller writes the head doorbell after a batch.
+    pub fn pop_bytes(&mut self) -> Option<[u8; CQE_SIZE as usize]> {
         let offset = u64::from(self.cq_head) * CQE_SIZE;
         let dw3 = self.cq.read_u32_volatile(offset + 12).ok()?;
         if (dw3 >> 16) & 1 != u32::from(self.phase) {
@@ -203,6 +212,16 @@ impl QueuePair {
         barrier::after_device_write();
         let mut bytes = [0u8; CQE_SIZE as usize];
         self.cq.read(offset, &mut bytes).ok()?;
+        self.cq_head = (self.cq_head + 1) % self.entries;
+        if self.cq_head == 0 {
+            self.phase = !self.phase;
+        }
+        Some(bytes)
+    }
+
+    /// The next completion, parsed.
+    fn pop(&mut self) -> Option<Completion> {
+        let bytes = self.pop_bytes()?;
         let word = |i: usize| {
             u32::from_le_bytes([
                 bytes[4 * i],
@@ -211,11 +230,7 @@ impl QueuePair {
                 bytes[4 * i + 3],
             ])
         };
-        self.cq_head = (self.cq_head + 1) % self.entries;
-        if self.cq_head == 0 {
-            self.phase = !self.phase;
-        }
-        let dw2 = word(2);
+        let (dw2, dw3) = (word(2), word(3));
         Some(Completion {
             result: word(0),
             sq_head: dw2 as u16,
@@ -405,8 +420,9 @@ impl Physical {
         let cid = self.next_cid;
         self.next_cid = self.next_cid.wrapping_add(1);
         command[0] = (command[0] & 0xffff) | u32::from(cid) << 16;
-        let tail = self.admin.push(&command);
-        self.controller.ring_submission(0, u32::from(tail));
+        self.admin.push(&command);
+        self.controller
+            .ring_submission(0, u32::from(self.admin.tail()));
         let hz = cpu::counter_frequency().max(1);
         let start = cpu::counter();
         loop {

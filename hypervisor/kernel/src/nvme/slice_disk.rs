@@ -1,0 +1,340 @@
+//! One slice's NVMe share at run time: the virtual PCI function and virtual controller it sees
+//! (`microvisor_logic::vpci`, `microvisor_logic::nvme`), the hardware queue pairs reserved for
+//! it, and the backend through which the controller reaches guest RAM, DMA pages, hardware
+//! queues and the slice's virtual GIC.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use microvisor_arch::memory::{PhysRegion, store_barrier};
+use microvisor_arch::{cpu, pci::barrier};
+use microvisor_logic::guest_dt::map;
+use microvisor_logic::nvme::{
+    CompletionEntry, ControllerConfig, DEFAULT_MODEL, DmaPage, GuestMemoryFault, GuestRam,
+    HardwareQueues, Ipa, MsiMessage, NamespaceIds, NamespaceShare, NvmeBackend, Pa,
+    SubmissionEntry, VirtualNvme,
+};
+use microvisor_logic::vpci::{self, VirtualFunction};
+use microvisor_plan::DiskShare;
+use microvisor_plan::layout::GUEST_RAM_BASE;
+use spin::Mutex;
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::physical::Physical;
+use super::{HardwareQueue, QUEUE_ENTRIES};
+
+/// GICD_SETSPI_NSR as the slice sees it: where its MSIs must be aimed.
+const SETSPI: u64 = map::GICD + 0x40;
+
+/// What the slice's NVMe function is doing, under one lock.
+pub struct DiskState {
+    pub function: VirtualFunction,
+    pub controller: VirtualNvme,
+    pub queues: Vec<HardwareQueue>,
+}
+
+/// A slice's NVMe share.
+pub struct SliceDisk {
+    pub share: DiskShare,
+    pub physical: &'static Physical,
+    pub state: Mutex<DiskState>,
+}
+
+/// Virtual interrupts raised while the controller lock was held, delivered after.
+#[derive(Default)]
+pub struct Signals {
+    spis: Vec<u32>,
+}
+
+impl Signals {
+    pub fn spis(&self) -> &[u32] {
+        &self.spis
+    }
+}
+
+/// The controller's window on the hypervisor: the slice's RAM, its hardware queues, the
+/// physical controller's doorbells, and the MSIs it asks for.
+struct Backend<'a> {
+    ram: &'a PhysRegion,
+    queues: &'a mut [HardwareQueue],
+    physical: &'static Physical,
+    signals: &'a mut Signals,
+    /// A page for a request the controller never makes (a queue or slot not the slice's):
+    /// keeps that bug path harmless instead of panicking. Allocated only if ever needed.
+    scratch: Option<alloc::boxed::Box<[u8; 4096]>>,
+}
+
+impl Backend<'_> {
+    fn queue(&mut self, id: u16) -> Option<&mut HardwareQueue> {
+        self.queues.iter_mut().find(|q| q.pair.id == id)
+    }
+
+    fn offset(&self, ipa: Ipa, len: usize) -> Result<u64, GuestMemoryFault> {
+        let offset = ipa.0.checked_sub(GUEST_RAM_BASE).ok_or(GuestMemoryFault)?;
+        let end = offset.checked_add(len as u64).ok_or(GuestMemoryFault)?;
+        (end <= self.ram.region().size)
+            .then_some(offset)
+            .ok_or(GuestMemoryFault)
+    }
+}
+
+impl NvmeBackend for Backend<'_> {
+    fn read_guest(&mut self, ipa: Ipa, buf: &mut [u8]) -> Result<(), GuestMemoryFault> {
+        let offset = self.offset(ipa, buf.len())?;
+        self.ram.read(offset, buf).map_err(|_| GuestMemoryFault)
+    }
+
+    fn write_guest(&mut self, ipa: Ipa, data: &[u8]) -> Result<(), GuestMemoryFault> {
+        let offset = self.offset(ipa, data.len())?;
+        self.ram.write(offset, data).map_err(|_| GuestMemoryFault)?;
+        store_barrier();
+        Ok(())
+    }
+
+    fn dma_page(&mut self, queue: u16, slot: u16) -> DmaPage<'_> {
+        let Backend {
+            queues, scratch, ..
+        } = self;
+        let page = queues
+            .iter_mut()
+            .find(|q| q.pair.id == queue)
+            .and_then(|q| q.slots.page_mut(usize::from(slot)));
+        match page {
+            Some((address, bytes)) => DmaPage {
+                address: Pa(address),
+                bytes,
+            },
+            // The controller only names its own queues and slots below the depth; anything
+            // else would be its bug. Address 0 is never given to the device for it.
+            None => DmaPage {
+                address: Pa(0),
+                bytes: scratch.get_or_insert_with(|| alloc::boxed::Box::new([0; 4096])),
+            },
+        }
+    }
+
+    fn submit(&mut self, queue: u16, command: &SubmissionEntry) {
+        if let Some(q) = self.queue(queue) {
+            let mut bytes = [0u8; 64];
+            bytes.copy_from_slice(command.as_bytes());
+            q.pair.push_bytes(&bytes);
+        }
+    }
+
+    fn ring(&mut self, queue: u16) {
+        let physical = self.physical;
+        if let Some(q) = self.queue(queue) {
+            physical
+                .controller
+                .ring_submission(queue, u32::from(q.pair.tail()));
+        }
+    }
+
+    fn signal(&mut self, message: MsiMessage) {
+        // Only an MSI aimed at the slice's own MBI SPIs becomes an interrupt; anything else
+        // the guest programmed into its MSI-X table goes nowhere.
+        let spi = message.data;
+        let ours = (map::MBI_FIRST..map::MBI_FIRST + map::MBI_COUNT).contains(&spi);
+        if message.address == SETSPI && ours {
+            self.signals.spis.push(spi);
+        }
+    }
+}
+
+impl SliceDisk {
+    /// The share of slice `index` named `name` with RAM at physical `ram` (`memory` bytes).
+    pub fn new(
+        index: usize,
+        name: &str,
+        ram_base: u64,
+        memory: u64,
+        share: DiskShare,
+        queues: Vec<HardwareQueue>,
+        physical: &'static Physical,
+    ) -> Result<SliceDisk, String> {
+        let info = &physical.info;
+        let serial: String = format!("MVS{index:03}-{name}").chars().take(20).collect();
+        let config = ControllerConfig {
+            ram: GuestRam {
+                ipa_base: Ipa(GUEST_RAM_BASE),
+                size: memory,
+                pa_base: Pa(ram_base),
+            },
+            namespace: NamespaceShare {
+                physical_nsid: 1,
+                first_block: share.first_block,
+                blocks: share.blocks,
+                block_shift: info.lba_shift,
+            },
+            queues: HardwareQueues {
+                first: share.first_queue,
+                count: share.queues,
+                depth: QUEUE_ENTRIES,
+            },
+            namespace_ids: Some(NamespaceIds::from_serial(&serial)),
+            serial,
+            model: DEFAULT_MODEL.into(),
+            firmware_revision: env!("CARGO_PKG_VERSION").into(),
+            subsystem_nqn: Some(format!("nqn.2026-11.dev.microvisor:slice:{name}")),
+            controller_id: index as u16 + 1,
+            pci_vendor_id: vpci::VENDOR_ID,
+            physical_mdts: info.mdts,
+            volatile_write_cache: info.volatile_write_cache,
+        };
+        let controller = VirtualNvme::new(config).map_err(|e| format!("nvme: {e}"))?;
+        let function = VirtualFunction::new(controller.msix_vectors());
+        Ok(SliceDisk {
+            share,
+            physical,
+            state: Mutex::new(DiskState {
+                function,
+                controller,
+                queues,
+            }),
+        })
+    }
+
+    /// A guest access to its PCIe configuration space (ECAM offset `offset`).
+    pub fn config_access(
+        &self,
+        ram: &PhysRegion,
+        offset: u64,
+        width: u8,
+        write: Option<u64>,
+        signals: &mut Signals,
+    ) -> u64 {
+        // ECAM: bus 0 only; device/function in bits 19:12, register in bits 11:0.
+        let devfn = ((offset >> 12) & 0xff) as u8;
+        let register = (offset & 0xfff) as u16;
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let word = state.function.config_read(devfn, register & !3);
+        let Some(value) = write else {
+            return vpci::extract(word, register, width);
+        };
+        let merged = vpci::merge(word, register, width, value);
+        let before = (state.function.msix_enabled(), state.function.bar0());
+        let reset = state.function.config_write(devfn, register & !3, merged);
+        let mut backend = Backend {
+            ram,
+            queues: &mut state.queues,
+            physical: self.physical,
+            signals,
+            scratch: None,
+        };
+        if reset {
+            state.controller.function_level_reset();
+        }
+        if (state.function.msix_enabled(), state.function.bar0()) != before || reset {
+            let enabled = state.function.msix_enabled();
+            state
+                .controller
+                .set_msix_control(&mut backend, enabled, !enabled);
+        }
+        0
+    }
+
+    /// A guest access to `ipa` if it falls in the function's BAR0 (else None).
+    pub fn bar_access(
+        &self,
+        ram: &PhysRegion,
+        ipa: u64,
+        width: u8,
+        write: Option<u64>,
+        signals: &mut Signals,
+    ) -> Option<u64> {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let base = state.function.bar0()?;
+        let offset = ipa.checked_sub(base).filter(|&o| o < vpci::BAR0_SIZE)?;
+        match write {
+            None => Some(state.controller.mmio_read(offset, width)),
+            Some(value) => {
+                let mut backend = Backend {
+                    ram,
+                    queues: &mut state.queues,
+                    physical: self.physical,
+                    signals,
+                    scratch: None,
+                };
+                state
+                    .controller
+                    .mmio_write(&mut backend, offset, width, value);
+                Some(0)
+            }
+        }
+    }
+
+    /// Whether hardware queue `queue` is one of this slice's.
+    pub fn owns_queue(&self, queue: u16) -> bool {
+        let share = self.share;
+        (share.first_queue..share.first_queue + share.queues).contains(&queue)
+    }
+
+    /// The physical controller completed commands on hardware queue `queue`: hand them to the
+    /// virtual controller and acknowledge them to the device.
+    pub fn completions(&self, ram: &PhysRegion, queue: u16, signals: &mut Signals) {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let mut entries: Vec<CompletionEntry> = Vec::new();
+        let Some(q) = state.queues.iter_mut().find(|q| q.pair.id == queue) else {
+            return;
+        };
+        while let Some(raw) = q.pair.pop_bytes() {
+            if let Ok(entry) = CompletionEntry::read_from_bytes(&raw) {
+                entries.push(entry);
+            }
+        }
+        if entries.is_empty() {
+            return;
+        }
+        self.physical
+            .controller
+            .ring_completion(queue, u32::from(q.pair.cq_head()));
+        let mut backend = Backend {
+            ram,
+            queues: &mut state.queues,
+            physical: self.physical,
+            signals,
+            scratch: None,
+        };
+        let summary = state
+            .controller
+            .hardware_completions(&mut backend, queue, entries);
+        if summary.unexpected != 0 {
+            crate::console::hv(format_args!(
+                "nvme: {} unexpected completion(s) on hardware queue {queue}",
+                summary.unexpected
+            ));
+        }
+    }
+
+    /// Resets the function and waits until none of the slice's commands is left in the
+    /// hardware, so that its RAM can be reloaded. Polls the hardware queues itself (the
+    /// slice's cores are parked). False if the device did not drain within `timeout_ms`.
+    pub fn reset_and_drain(&self, ram: &PhysRegion, timeout_ms: u64) -> bool {
+        let hz = cpu::counter_frequency().max(1);
+        let start = cpu::counter();
+        {
+            let mut state = self.state.lock();
+            state.controller.function_level_reset();
+            state.function = VirtualFunction::new(state.controller.msix_vectors());
+        }
+        loop {
+            let ids: Vec<u16> = self.state.lock().queues.iter().map(|q| q.pair.id).collect();
+            let mut signals = Signals::default();
+            for id in ids {
+                self.completions(ram, id, &mut signals);
+            }
+            if self.state.lock().controller.is_quiescent() {
+                return true;
+            }
+            if cpu::counter().wrapping_sub(start) * 1000 / hz > timeout_ms {
+                return false;
+            }
+            barrier::after_device_write();
+            cpu::spin_hint();
+        }
+    }
+}
