@@ -140,10 +140,102 @@ dtc -q -I dtb -O dts "$dtc_in" \
     | sed -e 's|chosen {|chosen {\n\t\tmicrovisor,slice-name = "web-0";|' \
           -e 's|cpu@1 {|cpu@2 {\n\t\t\treg = <0x02>;\n\t\t\tdevice_type = "cpu";\n\t\t};\n\n\t\tcpu@1 {|' \
     | dtc -q -I dts -O dtb -o "$work/bad.dtb" -
-boot 30 -M virt,gic-version=3 -smp 2 -m 128M -dtb "$work/bad.dtb" -- "heartbeat=100 off-after=1"
+# (nvme=0: a named tree with a host bridge would also promise an NVMe.)
+boot 30 -M virt,gic-version=3 -smp 2 -m 128M -dtb "$work/bad.dtb" -- "heartbeat=100 off-after=1 nvme=0"
 expect "slice name" '^SLICE-REPORT \{"slice":"web-0","cpus":2,"mpidrs":\[0,1\],'
 expect "fail names the CPU" '^PROBE FAIL cpu1-cpu-on-INVALID_PARAMETERS\(-2\)$'
 refuse "no pass" '^PROBE PASS$'
+
+# NVMe: QEMU's controller on QEMU's host bridge. Sparse raw disks.
+disk=$work/disk.raw
+nvme_disk() { rm -f "$disk"; truncate -s "$1" "$disk"; }
+nvme() { echo -drive "file=$disk,if=none,id=d0,format=raw" -device "nvme,serial=probe-smoke,drive=d0"; }
+
+scenario "NVMe: report, data test, canary heartbeats (no NIC: 00:01.0)"
+nvme_disk 64M
+boot 40 -M virt,gic-version=3 -smp 2 -m 128M -nic none $(nvme) -- "heartbeat=200 off-after=2 nvme-check=1"
+expect "report" '"nvme":"ok","nvme_pci":"00:01.0","nvme_bytes":67108864,"nvme_queues":2,"nvme_lba_bytes":512,"nvme_model":"QEMU NVMe Ctrl"\}$'
+expect "info" '^NVME INFO pci=00:01.0 bar0=0x10000000 version=1.4 granted=64 queues=2 entries=64 max-transfer=262144 blocks=131072 lba-bytes=512 '
+expect "verdict" '^PROBE PASS$'
+expect "data test" '^NVME PASS ranges=first:0\+256,middle:65408\+256,last:130816\+256 chained-prp=ok offset-prp=ok queues=2 past-end=lba-out-of-range\(0/0x80\)$'
+expect "beat 2" '^HEARTBEAT 2 ok nvme-ok$'
+
+scenario "NVMe behind the default NIC (00:02.0), 4 CPUs, 8 GiB"
+nvme_disk 8G
+boot 40 -M virt,gic-version=3 -smp 4 -m 256M $(nvme) -- "heartbeat=100 off-after=1"
+expect "report" '"nvme":"ok","nvme_pci":"00:02.0","nvme_bytes":8589934592,"nvme_queues":4,"nvme_lba_bytes":512,'
+expect "data test" '^NVME PASS .* queues=4 past-end=lba-out-of-range\(0/0x80\)$'
+
+scenario "NVMe with 4 KiB blocks, EL2 entry"
+nvme_disk 64M
+boot 40 -M virt,gic-version=3,virtualization=on -smp 2 -m 128M -nic none \
+    -drive "file=$disk,if=none,id=d0,format=raw" -device nvme,serial=probe-smoke,id=n0 \
+    -device nvme-ns,drive=d0,bus=n0,logical_block_size=4096,physical_block_size=4096 -- "heartbeat=100 off-after=1"
+expect "report" '"nvme":"ok","nvme_pci":"00:01.0","nvme_bytes":67108864,"nvme_queues":2,"nvme_lba_bytes":4096,'
+expect "data test" '^NVME PASS ranges=first:0\+32,middle:8176\+32,last:16352\+32 chained-prp=ok queues=2 past-end=lba-out-of-range\(0/0x80\)$'
+
+scenario "No NVMe: null, pass"
+boot 30 -M virt,gic-version=3 -smp 1 -m 64M -- "heartbeat=100 off-after=1"
+expect "report" '"nvme":null,"nvme_pci":null,"nvme_bytes":null,"nvme_queues":null,"nvme_lba_bytes":null,"nvme_model":null\}$'
+expect "verdict" '^PROBE PASS$'
+refuse "no data test" '^NVME '
+
+scenario "NVMe controller without a namespace: PROBE FAIL"
+boot 30 -M virt,gic-version=3 -smp 1 -m 64M -nic none -device nvme,serial=probe-smoke -- "heartbeat=100 off-after=1"
+expect "report" '"nvme":"namespace1-inactive","nvme_pci":"00:01.0","nvme_bytes":null,'
+expect "verdict" '^PROBE FAIL nvme-namespace1-inactive$'
+
+scenario "Persistence: fill, system reset, verify (the first verify sees a fresh disk)"
+nvme_disk 32M
+boot 40 -M virt,gic-version=3 -smp 2 -m 128M -nic none $(nvme) -- "heartbeat=100 reset-after=1 nvme-verify=4 nvme-fill=4 nvme-test=0"
+expect "fresh disk" '^NVME VERIFY CORRUPT lba=0$'
+expect "fill" '^NVME FILL ok 8192 blocks$'
+expect "after reset" '^NVME VERIFY ok 8192 blocks$'
+
+# The same disk read by a slice with another name: its data is foreign.
+# A tree naming a slice and listing a host bridge promises an NVMe.
+dtc -q -I dtb -O dts "$dtc_in" \
+    | sed -e 's|chosen {|chosen {\n\t\tmicrovisor,slice-name = "web-1";|' \
+    | dtc -q -I dts -O dtb -o "$work/named.dtb" -
+scenario "Another slice's pattern reads as corrupt"
+boot 40 -M virt,gic-version=3 -smp 2 -m 128M -nic none -dtb "$work/named.dtb" $(nvme) -- "heartbeat=100 off-after=1 nvme-verify=4 nvme-test=0"
+expect "foreign data" '^NVME VERIFY CORRUPT lba=0$'
+expect "verdict" '^PROBE PASS$'
+
+scenario "A slice tree with a host bridge but no NVMe: PROBE FAIL"
+boot 30 -M virt,gic-version=3 -smp 2 -m 128M -nic none -dtb "$work/named.dtb" -- "heartbeat=100 off-after=1"
+expect "verdict" '^PROBE FAIL nvme-not-found$'
+
+scenario "NVMe attacks natively: QEMU refuses some, executes others, nothing hangs"
+nvme_disk 64M
+boot 120 -M virt,gic-version=3 -smp 2 -m 128M -nic none $(nvme) -- "heartbeat=100 off-after=1 nvme-check=1 \
+attack=nvme-lba-outside,nvme-nsid,nvme-prp-outside,nvme-prp-toctou,nvme-prp-flip,nvme-sgl-fused,nvme-doorbell,nvme-queue-outside,nvme-reset-inflight,nvme-admin-refused"
+expect "lba-outside" '^ATTACK nvme-lba-outside contained read@end=lba-out-of-range\(0/0x80\) write@end=lba-out-of-range\(0/0x80\) read@cross=lba-out-of-range\(0/0x80\) write@cross=lba-out-of-range\(0/0x80\) read@max=lba-out-of-range\(0/0x80\) write@wrap=lba-out-of-range\(0/0x80\) write@-size=lba-out-of-range\(0/0x80\) read@2\^63=lba-out-of-range\(0/0x80\) last-block=intact$'
+expect "nsid" '^ATTACK nvme-nsid contained read-nsid2=invalid-field\(0/0x02\) read-nsid0=invalid-namespace\(0/0x0b\) read-nsid-all=invalid-namespace\(0/0x0b\) write-nsid2=invalid-field\(0/0x02\) write-nsid-all=invalid-namespace\(0/0x0b\) own-block=intact$'
+expect "prp-outside" '^ATTACK nvme-prp-outside NOT-CONTAINED at=0x48000000 read-prp1=success\(0/0x00\) read-prp2=success\(0/0x00\) read-list-pointer=data-transfer-error\(0/0x04\) read-list-entry=success\(0/0x00\) read-chain-pointer=data-transfer-error\(0/0x04\) write-prp1=success\(0/0x00\),blocks-changed write-list-entry=success\(0/0x00\),blocks-changed$'
+expect "toctou control" '^ATTACK nvme-prp-toctou (contained|NOT-CONTAINED) round0-outside=.* control-decoy=success\(0/0x00\),original-pages-ok=0/8,decoy-pages-hit=8$'
+expect "flip control" '^ATTACK nvme-prp-flip (contained|NOT-CONTAINED) control-decoy=success\(0/0x00\),original-pages-ok=0/8,decoy-pages-hit=8 flips=[1-9][0-9]* '
+expect "sgl-fused" '^ATTACK nvme-sgl-fused NOT-CONTAINED sgl-read=success\(0/0x00\),data-arrived sgl-read-outside=success\(0/0x00\) fused-compare=invalid-field\(0/0x02\) fused-write=invalid-field\(0/0x02\) fused-first-alone=invalid-field\(0/0x02\) mptr-outside=success\(0/0x00\),no-metadata-format block=intact$'
+expect "doorbell" '^ATTACK nvme-doorbell contained writes=12 faults=0 io-after=2/2 admin-after=ok stray-completions=0$'
+expect "queue-outside" '^ATTACK nvme-queue-outside NOT-CONTAINED cq-prp-outside=success\(0/0x00\) cq-straddles-ram-end=success\(0/0x00\) cq-noncontiguous=invalid-field\(0/0x02\) cq-qid-beyond=invalid-qid\(1/0x01\) cq-qid-0=invalid-qid\(1/0x01\) cq-size-beyond-mqes=invalid-queue-size\(1/0x02\) sq-prp-outside=success\(0/0x00\) sq-straddles-ram-end=success\(0/0x00\) sq-noncontiguous=invalid-field\(0/0x02\) sq-qid-beyond=invalid-qid\(1/0x01\) sq-cq-uncreated=invalid-cq\(1/0x00\) sq-size-beyond-mqes=invalid-queue-size\(1/0x02\) restored-q2=ok$'
+expect "reset-inflight" '^ATTACK nvme-reset-inflight contained in-flight=4 rdy0-after-us=[0-9]+ re-enabled queues=2 read-after=ok old-completions=0 late-dma-pages=0$'
+expect "admin-refused" '^ATTACK nvme-admin-refused NOT-CONTAINED 0x80=success\(0/0x00\) 0x84=invalid-opcode\(0/0x01\) .* 0x7c=success\(0/0x00\) 0xc0=invalid-opcode\(0/0x01\) controller-reset=ok$'
+expect "format wiped the canary" '^HEARTBEAT 1 CORRUPT nvme-CORRUPT lba=0$'
+refuse "no exception" '^PROBE EXCEPTION'
+
+scenario "nvme-prp-flip needs a second vCPU"
+nvme_disk 16M
+boot 60 -M virt,gic-version=3 -smp 1 -m 64M -nic none $(nvme) -- "heartbeat=100 off-after=1 attack=nvme-prp-flip"
+expect "flip" '^ATTACK nvme-prp-flip NOT-CONTAINED unverified no-second-vcpu$'
+expect "beats continue" '^HEARTBEAT 1 ok$'
+
+scenario "MDTS of 8 KiB: transfers are split, what does not fit is skipped"
+boot 60 -M virt,gic-version=3 -smp 2 -m 64M -nic none -drive "file=$disk,if=none,id=d0,format=raw" \
+    -device nvme,serial=probe-smoke,drive=d0,mdts=1 -- "heartbeat=100 off-after=1 attack=nvme-prp-toctou,nvme-prp-outside"
+expect "data test" '^NVME PASS ranges=first:0\+256,middle:16256\+256,last:32512\+256 offset-prp=ok queues=2 '
+expect "toctou" '^ATTACK nvme-prp-toctou NOT-CONTAINED unverified max-transfer=8192$'
+expect "skipped" 'read-list-pointer=skipped\(mdts\)'
+expect "beats continue" '^HEARTBEAT 1 ok$'
 
 if [[ $failures -ne 0 ]]; then
     echo "$failures check(s) failed"
