@@ -8,8 +8,8 @@
 use core::panic::PanicInfo;
 
 use linked_list_allocator::LockedHeap;
-use microvisor_arch::memory::{self, static_bytes};
 use microvisor_arch::its::ItsFrames;
+use microvisor_arch::memory::{self, static_bytes};
 use microvisor_arch::mmu::{self, RawTablePool};
 use microvisor_arch::pci::PciHost;
 use microvisor_arch::uart::PhysicalUart;
@@ -124,10 +124,16 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     unsafe { gic::init(&inventory.gic) };
     // SAFETY: ECAM and the memory windows are mapped as Device memory by `identity_map` and
     // driven only through this object.
-    let pci = inventory.pcie.as_ref().map(|host| unsafe { PciHost::new(host) });
+    let pci = inventory
+        .pcie
+        .as_ref()
+        .map(|host| unsafe { PciHost::new(host) });
     // SAFETY: the ITS frames are mapped as Device memory by `identity_map`; this is the only
     // handle to them.
-    let its = inventory.gic.its.map(|its| unsafe { ItsFrames::new(its.base) });
+    let its = inventory
+        .gic
+        .its
+        .map(|its| unsafe { ItsFrames::new(its.base) });
     cpu::set_core_index(boot_core);
     smp::set_boot_stack(boot_core, core::ptr::addr_of!(boot_stack_top) as u64);
     console::init(uart);
@@ -158,7 +164,8 @@ fn identity_map(pool: RawTablePool, inventory: &Inventory) -> Result<u64, ()> {
     }
     let gic = &inventory.gic;
     let pcie = inventory.pcie.as_ref();
-    let window = |w: Option<microvisor_logic::inventory::PciWindow>| w.map(|w| Region::new(w.cpu, w.size));
+    let window =
+        |w: Option<microvisor_logic::inventory::PciWindow>| w.map(|w| Region::new(w.cpu, w.size));
     let devices = [
         Some(inventory.uart.registers),
         Some(gic.distributor),

@@ -28,7 +28,7 @@ pub struct GuestFrame {
 
 /// Size of a saved frame, used by the assembly below.
 const FRAME_SIZE: usize = core::mem::size_of::<GuestFrame>();
-const _: () = assert!(FRAME_SIZE == 272 && FRAME_SIZE % 16 == 0);
+const _: () = assert!(FRAME_SIZE == 272 && FRAME_SIZE.is_multiple_of(16));
 
 impl GuestFrame {
     /// A frame that enters a guest at `pc` in EL1h with all of DAIF masked and `x0 = arg`
@@ -152,7 +152,7 @@ extern "C" fn el2_dispatch(kind: u64, frame: &mut GuestFrame) {
     match kind {
         8 => (handlers.guest_sync)(frame),
         9 => (handlers.guest_irq)(frame),
-        10 | 11 | 12..=15 => (handlers.guest_other)(frame, name),
+        10..=15 => (handlers.guest_other)(frame, name),
         _ => {
             if NESTED_FATAL.fetch_add(1, Ordering::Relaxed) > 4 {
                 crate::cpu::halt();

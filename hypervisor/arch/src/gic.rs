@@ -259,7 +259,8 @@ pub fn enable_lpis(
         return Err(GicError::NoLpis);
     }
     let pending_region = pending.region();
-    if pending_region.base % 0x1_0000 != 0 || pending_region.size < (1u64 << id_bits) / 8 {
+    if !pending_region.base.is_multiple_of(0x1_0000) || pending_region.size < (1u64 << id_bits) / 8
+    {
         return Err(GicError::NoLpis);
     }
     pending

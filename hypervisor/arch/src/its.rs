@@ -96,7 +96,9 @@ impl Its {
         its.set_table(TYPE_DEVICES, &devices)?;
         its.set_table(TYPE_COLLECTIONS, &collections)?;
         let queue_region = its.queue.region();
-        if queue_region.size < COMMAND_QUEUE_SIZE || queue_region.base % COMMAND_QUEUE_SIZE != 0 {
+        if queue_region.size < COMMAND_QUEUE_SIZE
+            || !queue_region.base.is_multiple_of(COMMAND_QUEUE_SIZE)
+        {
             return Err(ItsError::BadTable);
         }
         its.queue
@@ -125,7 +127,7 @@ impl Its {
             .iter()
             .find(|b| (b.get() >> 56) & 0b111 == kind)
             .ok_or(ItsError::NoTable)?;
-        if region.base % 4096 != 0 || region.size < 4096 || region.size > 256 * 4096 {
+        if !region.base.is_multiple_of(4096) || region.size < 4096 || region.size > 256 * 4096 {
             return Err(ItsError::BadTable);
         }
         table.zero(0, region.size).map_err(|_| ItsError::BadTable)?;
@@ -184,7 +186,7 @@ impl Its {
         event_bits: u8,
     ) -> Result<(), ItsError> {
         let itt = itt_table.region();
-        if itt.base % 256 != 0
+        if !itt.base.is_multiple_of(256)
             || event_bits == 0
             || itt.size < (self.itt_entry_size() << event_bits)
         {

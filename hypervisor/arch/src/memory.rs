@@ -164,7 +164,7 @@ impl DmaPages {
     /// Takes `region` (page aligned, whole pages) for CPU-written, device-read pages.
     pub fn new(region: PhysRegion) -> Option<Self> {
         let r = region.region();
-        (r.base % 4096 == 0 && r.size % 4096 == 0).then_some(Self { region })
+        (r.base.is_multiple_of(4096) && r.size.is_multiple_of(4096)).then_some(Self { region })
     }
 
     /// Page `index`: its physical address and contents.

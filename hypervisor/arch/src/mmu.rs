@@ -128,7 +128,7 @@ impl TableStore for RawTablePool {
         assert!(
             address >= self.base
                 && address < self.base + self.used as u64 * PAGE_SIZE
-                && address % PAGE_SIZE == 0
+                && address.is_multiple_of(PAGE_SIZE)
         );
         // SAFETY: `address` is a 4 KiB-aligned table inside the pool, which `new`'s caller
         // gave to this pool alone; `&mut self` makes this the only reference handed out.

@@ -114,7 +114,7 @@ impl Mmio {
     }
 
     fn address(&self, offset: u64, width: u64) -> Option<u64> {
-        (offset % width == 0 && offset.checked_add(width)? <= self.region.size)
+        (offset.is_multiple_of(width) && offset.checked_add(width)? <= self.region.size)
             .then_some(self.region.base + offset)
     }
 

@@ -641,10 +641,10 @@ impl Slice {
         let mut uart = self.uart.lock();
         let value = match write {
             Some(value) => {
-                if let Some(byte) = uart.device.write(offset, value as u32) {
-                    if let Some(line) = uart.line.push(byte) {
-                        console::slice_line(&self.name, line);
-                    }
+                if let Some(byte) = uart.device.write(offset, value as u32)
+                    && let Some(line) = uart.line.push(byte)
+                {
+                    console::slice_line(&self.name, line);
                 }
                 0
             }

@@ -33,7 +33,7 @@ impl PageAllocator {
         let mut page = 0;
         while page + count <= self.used.len() {
             let address = self.base + page as u64 * PAGE;
-            if address % align != 0 {
+            if !address.is_multiple_of(align) {
                 page = ((address.div_ceil(align) * align - self.base) / PAGE) as usize;
                 continue;
             }

@@ -553,10 +553,10 @@ impl VirtualGic {
             }
             gicd::CLRSPI_NSR if self.mbi => {
                 let intid = value as u32 & 0x3ff;
-                if intid >= SPI_BASE {
-                    if let Some(irq) = self.irq_mut(0, intid) {
-                        irq.pending = false;
-                    }
+                if intid >= SPI_BASE
+                    && let Some(irq) = self.irq_mut(0, intid)
+                {
+                    irq.pending = false;
                 }
                 VcpuSet::EMPTY
             }

@@ -93,11 +93,9 @@ impl VirtualFunction {
                 self.msix_control = (value >> 16) as u16 & (MSIX_ENABLE | MSIX_FUNCTION_MASK)
             }
             // Device control: Initiate Function Level Reset (bit 15).
-            o if o == PCIE_CAP + 8 => {
-                if value & (1 << 15) != 0 {
-                    *self = VirtualFunction::new(self.vectors);
-                    return true;
-                }
+            o if o == PCIE_CAP + 8 && value & (1 << 15) != 0 => {
+                *self = VirtualFunction::new(self.vectors);
+                return true;
             }
             _ => {}
         }
