@@ -113,7 +113,8 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     unsafe { memory::register_ram(&inventory.ram) };
     for region in [image, working] {
         match memory::claim(region) {
-            Ok(claimed) => core::mem::forget(claimed),
+            // The claim stays registered for good; the handle is not needed.
+            Ok(_claimed) => {}
             Err(_) => cpu::halt(),
         }
     }

@@ -68,6 +68,8 @@ pub struct Its {
     base: u64,
     queue: PhysRegion,
     write: u64,
+    /// The device and collection tables, owned by the ITS for good.
+    _tables: [PhysRegion; 2],
 }
 
 // SAFETY: the registers are MMIO reached with volatile accesses; the kernel keeps the one `Its`
@@ -87,14 +89,15 @@ impl Its {
         // ours alone; `frames` is consumed, so this is the only `Its`.
         let registers = unsafe { &*(base as *const ItsRegisters) };
         registers.ctlr.set(0);
-        let mut its = Its {
+        set_table(registers, TYPE_DEVICES, &devices)?;
+        set_table(registers, TYPE_COLLECTIONS, &collections)?;
+        let its = Its {
             registers,
             base,
             queue,
             write: 0,
+            _tables: [devices, collections],
         };
-        its.set_table(TYPE_DEVICES, &devices)?;
-        its.set_table(TYPE_COLLECTIONS, &collections)?;
         let queue_region = its.queue.region();
         if queue_region.size < COMMAND_QUEUE_SIZE
             || !queue_region.base.is_multiple_of(COMMAND_QUEUE_SIZE)
@@ -113,29 +116,28 @@ impl Its {
         );
         registers.cwriter.set(0);
         registers.ctlr.set(1);
-        // The tables (devices/collections) are handed over for good.
-        core::mem::forget(devices);
-        core::mem::forget(collections);
         Ok(its)
     }
+}
 
-    fn set_table(&mut self, kind: u64, table: &PhysRegion) -> Result<(), ItsError> {
-        let region = table.region();
-        let slot = self
-            .registers
-            .baser
-            .iter()
-            .find(|b| (b.get() >> 56) & 0b111 == kind)
-            .ok_or(ItsError::NoTable)?;
-        if !region.base.is_multiple_of(4096) || region.size < 4096 || region.size > 256 * 4096 {
-            return Err(ItsError::BadTable);
-        }
-        table.zero(0, region.size).map_err(|_| ItsError::BadTable)?;
-        let pages = region.size / 4096;
-        slot.set(1 << 63 | CACHEABLE_WB | kind << 56 | region.base | INNER_SHAREABLE | (pages - 1));
-        Ok(())
+/// Points the GITS_BASER of type `kind` at `table`.
+fn set_table(registers: &ItsRegisters, kind: u64, table: &PhysRegion) -> Result<(), ItsError> {
+    let region = table.region();
+    let slot = registers
+        .baser
+        .iter()
+        .find(|b| (b.get() >> 56) & 0b111 == kind)
+        .ok_or(ItsError::NoTable)?;
+    if !region.base.is_multiple_of(4096) || region.size < 4096 || region.size > 256 * 4096 {
+        return Err(ItsError::BadTable);
     }
+    table.zero(0, region.size).map_err(|_| ItsError::BadTable)?;
+    let pages = region.size / 4096;
+    slot.set(1 << 63 | CACHEABLE_WB | kind << 56 | region.base | INNER_SHAREABLE | (pages - 1));
+    Ok(())
+}
 
+impl Its {
     /// Physical address a device writes its MSI data (EventID) to.
     pub fn translater(&self) -> u64 {
         self.base + TRANSLATER

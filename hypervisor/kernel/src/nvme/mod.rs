@@ -202,6 +202,11 @@ pub fn bring_up<I>(
         .sum();
     let wanted = wanted.min(u32::from(u16::MAX)) as u16;
     let mut controller = physical::Physical::bring_up(pci, host, &mut memory, wanted)?;
+    if controller.info.max_queue_entries < u32::from(QUEUE_ENTRIES) {
+        return Err(DiskError::Controller(NvmeError::Unsupported(
+            "queues shorter than 64 entries (CAP.MQES)",
+        )));
+    }
     let info = &controller.info;
     let shares =
         microvisor_plan::place::place_disk(plan, info.blocks, info.lba_shift, info.io_queues)

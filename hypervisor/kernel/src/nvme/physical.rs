@@ -116,7 +116,6 @@ impl DeviceMemory {
 /// What Identify Controller and Identify Namespace said.
 #[derive(Clone, Debug)]
 pub struct ControllerInfo {
-    pub vendor: u16,
     pub subsystem_vendor: u16,
     pub serial: String,
     pub model: String,
@@ -351,7 +350,6 @@ impl Physical {
             bdf,
             controller,
             info: ControllerInfo {
-                vendor: function.vendor,
                 subsystem_vendor: 0,
                 serial: String::new(),
                 model: String::new(),
@@ -538,10 +536,5 @@ impl Physical {
         command[11] = u32::from(id) << 16 | 0b1; // CQID, PC
         self.admin(command)?;
         Ok(pair)
-    }
-
-    /// MSI-X vectors the function has.
-    pub fn vectors(&self) -> u16 {
-        self.msix_vectors
     }
 }
