@@ -6,7 +6,8 @@
 #
 # Lines (stable, parsed by tests):
 #   SLICE-REPORT {"slice":"..","cpus":N,"mpidrs":[..],"memory_bytes":N,"memory_base":"0x..",
-#                 "dt_cpus":N,"mem_total_kib":N,"kernel":"..","cmdline":".."}
+#                 "dt_cpus":N,"mem_total_kib":N[,"nvme_bytes":N,"nvme_queues":N],
+#                 "kernel":"..","cmdline":".."}
 #   PROBE PASS | PROBE FAIL <reason> [<reason> ...]
 #   PROBE WARN cmdline <problem>
 #   LOAD <n> started                  microvisor.load=1
@@ -101,10 +102,29 @@ report() {
 	kernel=$(cat "$R/proc/sys/kernel/osrelease" 2>/dev/null)
 	cmdline=$(cat "$R/proc/cmdline" 2>/dev/null)
 
+	# NVMe: a slice with a PCIe host bridge in its DT has a controller; the driver probes it
+	# asynchronously, so give the namespace a few seconds to appear.
+	nvme_json=
+	nvme_missing=
+	if ls -d "$R"/proc/device-tree/pcie@* >/dev/null 2>&1; then
+		waited=0
+		while [ ! -e "$R/sys/block/nvme0n1/size" ] && [ "$waited" -lt 100 ]; do
+			usleep 100000
+			waited=$((waited + 1))
+		done
+		if [ -e "$R/sys/block/nvme0n1/size" ]; then
+			sectors=$(cat "$R/sys/block/nvme0n1/size")
+			queues=$(ls "$R/sys/block/nvme0n1/mq" 2>/dev/null | wc -l)
+			nvme_json=",\"nvme_bytes\":$((sectors * 512)),\"nvme_queues\":$queues"
+		else
+			nvme_missing=1
+		fi
+	fi
+
 	line="SLICE-REPORT {\"slice\":$(json_string "$slice"),\"cpus\":$cpus"
 	line="$line,\"mpidrs\":[$mpidr_list],\"memory_bytes\":$memory_bytes"
 	line="$line,\"memory_base\":$base_json,\"dt_cpus\":$dt_cpus"
-	line="$line,\"mem_total_kib\":$mem_total_kib,\"kernel\":$(json_string "$kernel")"
+	line="$line,\"mem_total_kib\":$mem_total_kib$nvme_json,\"kernel\":$(json_string "$kernel")"
 	line="$line,\"cmdline\":$(json_string "$cmdline")}"
 	printf '%s\n' "$line"
 
@@ -117,6 +137,7 @@ report() {
 	elif [ "$mem_total_kib" -gt $((memory_bytes / 1024)) ]; then
 		reasons="$reasons memtotal-above-dt-memory(${mem_total_kib}KiB>$((memory_bytes / 1024))KiB)"
 	fi
+	[ -z "$nvme_missing" ] || reasons="$reasons nvme-missing"
 	if [ -z "$reasons" ]; then echo "PROBE PASS"; else echo "PROBE FAIL$reasons"; fi
 }
 
