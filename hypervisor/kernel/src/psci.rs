@@ -33,10 +33,25 @@ pub fn handle(slice: &Slice, frame: &mut GuestFrame) -> Outcome {
         Call::CpuOff => return Outcome::CpuOff,
         Call::SystemOff => return Outcome::End(Ending::PowerOff),
         Call::SystemReset => return Outcome::End(Ending::Reset),
+        Call::MicrovisorNull => 0,
+        Call::MicrovisorExits { cause } => exits(slice, cause) as i64,
         Call::Unknown { .. } => status::NOT_SUPPORTED,
     };
     frame.x[0] = result as u64;
     Outcome::Resume
+}
+
+/// The slice's exit counter `cause` (an `ExitCause` index, `EXITS_TOTAL` or
+/// `EXITS_INJECTED`) summed over its vCPUs; all-ones for an unknown selector.
+fn exits(slice: &Slice, cause: u64) -> u64 {
+    use microvisor_logic::exits::ExitCause;
+    let sum = |pick: &dyn Fn(&crate::slice::Vcpu) -> u64| slice.vcpus.iter().map(pick).sum();
+    match cause {
+        psci::EXITS_TOTAL => sum(&|v| v.exit_counts().iter().sum()),
+        psci::EXITS_INJECTED => sum(&|v| v.injected()),
+        c if (c as usize) < ExitCause::COUNT => sum(&|v| v.exit_counts()[c as usize]),
+        _ => u64::MAX,
+    }
 }
 
 fn cpu_on(slice: &Slice, target: u64, entry: u64, context: u64) -> i64 {

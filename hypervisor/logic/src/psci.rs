@@ -20,6 +20,11 @@ pub mod function {
     pub const SMCCC_VERSION: u32 = 0x8000_0000;
     /// SMCCC_ARCH_FEATURES (DEN0028 §7.3).
     pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
+    /// Microvisor calls, in the SMC64 vendor-specific hypervisor service range (DEN0028
+    /// §6.2): a call that does nothing (round-trip cost), and one that reads the slice's exit
+    /// counters (x1 = cause index, or `EXITS_TOTAL`).
+    pub const MICROVISOR_NULL: u32 = 0xC600_0001;
+    pub const MICROVISOR_EXITS: u32 = 0xC600_0002;
 }
 
 /// Return codes (DEN0022 §5.2.2), as the signed value placed in x0.
@@ -31,6 +36,11 @@ pub mod status {
     pub const ON_PENDING: i64 = -5;
     pub const INTERNAL_FAILURE: i64 = -6;
 }
+
+/// `MICROVISOR_EXITS` selector for the sum of all causes.
+pub const EXITS_TOTAL: u64 = 0xffff;
+/// `MICROVISOR_EXITS` selector for the number of injected virtual interrupts.
+pub const EXITS_INJECTED: u64 = 0xfffe;
 
 /// PSCI 1.1 (major 1 in bits [31:16], minor 1 in bits [15:0]).
 pub const PSCI_VERSION_1_1: u64 = 0x0001_0001;
@@ -72,6 +82,13 @@ pub enum Call {
         function: u32,
     },
     /// Anything else: answered NOT_SUPPORTED.
+    /// The microvisor's null call.
+    MicrovisorNull,
+    /// Read exit counters: `cause` indexes `ExitCause::ALL`, [`EXITS_TOTAL`] sums them all,
+    /// [`EXITS_INJECTED`] counts injected virtual interrupts.
+    MicrovisorExits {
+        cause: u64,
+    },
     Unknown {
         function: u32,
     },
@@ -113,6 +130,8 @@ pub fn decode(x: [u64; 4]) -> Call {
             function: x[1] as u32,
         },
         SMCCC_VERSION => Call::SmcccVersion,
+        MICROVISOR_NULL => Call::MicrovisorNull,
+        MICROVISOR_EXITS => Call::MicrovisorExits { cause: x[1] },
         SMCCC_ARCH_FEATURES => Call::SmcccArchFeatures {
             function: x[1] as u32,
         },
@@ -165,6 +184,21 @@ mod tests {
                 target: 1,
                 entry: 0x4008_0000,
                 context: 0
+            }
+        );
+    }
+
+    #[test]
+    fn decodes_the_microvisor_calls() {
+        assert_eq!(decode([0xC600_0001, 0, 0, 0]), Call::MicrovisorNull);
+        assert_eq!(
+            decode([0xC600_0002, 3, 0, 0]),
+            Call::MicrovisorExits { cause: 3 }
+        );
+        assert_eq!(
+            decode([0xC600_0003, 0, 0, 0]),
+            Call::Unknown {
+                function: 0xC600_0003
             }
         );
     }
