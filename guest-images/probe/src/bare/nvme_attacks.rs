@@ -16,8 +16,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use microvisor_probe::cmdline::Attack;
 use microvisor_probe::nvme::attacks::{
-    AdminContext, DoorbellWrite, Findings, LbaCase, NSID_CASES, Outcome, PrpCase, QueueContext,
-    REFUSED_ADMIN, admin_buffer_words, cq_cases, doorbell_writes, lba_outside_cases,
+    AdminContext, DoorbellWrite, Findings, LbaCase, NSID_CASES, Outcome, PrpCase, QueueCase,
+    QueueContext, REFUSED_ADMIN, admin_buffer_words, cq_cases, doorbell_writes, lba_outside_cases,
     refused_admin_command, sgl_read, sq_cases,
 };
 use microvisor_probe::nvme::pattern::{self, Blocks};
@@ -886,7 +886,7 @@ fn queue_outside(c: &mut Controller, env: &Env, name: &str) {
     };
     let (cqs, sqs) = (cq_cases(&q), sq_cases(&q));
     let mut list = Text::<512>::new();
-    for (i, case) in cqs.iter().chain(sqs.iter()).flatten().enumerate() {
+    for (i, case) in cqs.iter().chain(sqs.iter()).enumerate() {
         let _ = write!(list, "{}{}", if i > 0 { "," } else { "" }, case.label);
     }
     println!(
@@ -902,21 +902,15 @@ fn queue_outside(c: &mut Controller, env: &Env, name: &str) {
         return unverified(name, format_args!("delete-pair {e}"));
     }
     let mut findings = Findings::new();
-    for case in cqs.iter().flatten() {
-        let result = outcome(c.exec(0, case.command, ADMIN_TIMEOUT_MS));
-        if result.succeeded() {
-            let _ = c.exec(0, Command::delete_cq(case.qid), ADMIN_TIMEOUT_MS);
-        }
+    for case in &cqs {
+        let result = queue_attempt(c, case);
         findings.expect_refused(case.label, result);
     }
     let good = Command::create_cq(free, q.entries, good_cq, true);
     match c.exec(0, good, ADMIN_TIMEOUT_MS) {
         Ok(done) if done.status.is_success() => {
-            for case in sqs.iter().flatten() {
-                let result = outcome(c.exec(0, case.command, ADMIN_TIMEOUT_MS));
-                if result.succeeded() {
-                    let _ = c.exec(0, Command::delete_sq(case.qid), ADMIN_TIMEOUT_MS);
-                }
+            for case in &sqs {
+                let result = queue_attempt(c, case);
                 findings.expect_refused(case.label, result);
             }
             let _ = c.exec(0, Command::delete_cq(free), ADMIN_TIMEOUT_MS);
@@ -938,6 +932,25 @@ fn queue_outside(c: &mut Controller, env: &Env, name: &str) {
         Err(e) => findings.add(format_args!("restored-q{free}"), e, true),
     }
     verdict(name, &findings);
+}
+
+/// Sends one Create case (unless it is skipped); deletes the queue again if
+/// it was created.
+fn queue_attempt(c: &mut Controller, case: &QueueCase) -> Outcome {
+    let command = match case.command {
+        Ok(command) => command,
+        Err(why) => return Outcome::Skipped(why),
+    };
+    let result = outcome(c.exec(0, command, ADMIN_TIMEOUT_MS));
+    if result.succeeded() {
+        let delete = if case.sq {
+            Command::delete_sq(case.qid)
+        } else {
+            Command::delete_cq(case.qid)
+        };
+        let _ = c.exec(0, delete, ADMIN_TIMEOUT_MS);
+    }
+    result
 }
 
 /// `nvme-reset-inflight`: several reads in flight, CC.EN cleared at once,

@@ -322,8 +322,9 @@ pub struct QueueContext {
 pub struct QueueCase {
     /// Label in the outcome line.
     pub label: &'static str,
-    /// The Create command.
-    pub command: Command,
+    /// The Create command, or why the case cannot be built on this
+    /// controller (it is then reported as skipped).
+    pub command: Result<Command, &'static str>,
     /// Create I/O SQ (else CQ): tells the probe what to delete if it
     /// unexpectedly succeeds.
     pub sq: bool,
@@ -331,59 +332,75 @@ pub struct QueueCase {
     pub qid: u16,
 }
 
-/// Entries of the straddling queues: 64 KiB of SQEs (1024) or CQEs (4096),
-/// capped at MQES.
-fn straddle_entries(max_entries: u32, entry_bytes: u32) -> u32 {
-    (65536 / entry_bytes).min(max_entries)
+/// Entries of a queue that straddles the end of RAM from one (aligned)
+/// page before it: 64 KiB of entries capped at MQES; impossible when that
+/// fits in the last page.
+fn straddle_entries(max_entries: u32, entry_bytes: u32) -> Result<u32, &'static str> {
+    let entries = (65536 / entry_bytes).min(max_entries);
+    if u64::from(entries) * u64::from(entry_bytes) > super::PAGE_SIZE {
+        Ok(entries)
+    } else {
+        Err("mqes-fits-a-page")
+    }
+}
+
+/// MQES + 2 entries (one more than allowed), if that is expressible.
+fn beyond_mqes(max_entries: u32) -> Result<u32, &'static str> {
+    if max_entries < 65536 {
+        Ok(max_entries + 1)
+    } else {
+        Err("mqes-is-max")
+    }
 }
 
 /// The Create I/O CQ cases (run before a good CQ `free_qid` exists).
-pub fn cq_cases(q: &QueueContext) -> [Option<QueueCase>; 6] {
-    let case = |label, qid: u16, entries, base, pc| {
-        Some(QueueCase {
-            label,
-            command: Command::create_cq(qid, entries, base, pc),
-            sq: false,
-            qid,
-        })
+pub fn cq_cases(q: &QueueContext) -> [QueueCase; 6] {
+    let case = |label, qid: u16, entries: Result<u32, &'static str>, base, pc| QueueCase {
+        label,
+        command: entries.map(|n| Command::create_cq(qid, n, base, pc)),
+        sq: false,
+        qid,
     };
-    let beyond_mqes = (q.max_entries < 65536).then_some(q.max_entries + 1);
+    let (f, n) = (q.free_qid, Ok(q.entries));
     [
-        case("cq-prp-outside", q.free_qid, q.entries, q.outside, true),
+        case("cq-prp-outside", f, n, q.outside, true),
         case(
             "cq-straddles-ram-end",
-            q.free_qid,
+            f,
             straddle_entries(q.max_entries, 16),
             q.straddle,
             true,
         ),
-        case("cq-noncontiguous", q.free_qid, q.entries, q.good_cq, false),
+        case("cq-noncontiguous", f, n, q.good_cq, false),
         case(
             "cq-qid-beyond",
             q.granted.saturating_add(1),
-            q.entries,
+            n,
             q.good_cq,
             true,
         ),
-        case("cq-qid-0", 0, q.entries, q.good_cq, true),
-        beyond_mqes.and_then(|n| case("cq-size-beyond-mqes", q.free_qid, n, q.good_cq, true)),
+        case("cq-qid-0", 0, n, q.good_cq, true),
+        case(
+            "cq-size-beyond-mqes",
+            f,
+            beyond_mqes(q.max_entries),
+            q.good_cq,
+            true,
+        ),
     ]
 }
 
 /// The Create I/O SQ cases (run while a good CQ `free_qid` exists).
-pub fn sq_cases(q: &QueueContext) -> [Option<QueueCase>; 6] {
-    let case = |label, qid: u16, entries, base, cqid, pc| {
-        Some(QueueCase {
-            label,
-            command: Command::create_sq(qid, entries, base, cqid, pc),
-            sq: true,
-            qid,
-        })
+pub fn sq_cases(q: &QueueContext) -> [QueueCase; 6] {
+    let case = |label, qid: u16, entries: Result<u32, &'static str>, base, cqid, pc| QueueCase {
+        label,
+        command: entries.map(|n| Command::create_sq(qid, n, base, cqid, pc)),
+        sq: true,
+        qid,
     };
-    let f = q.free_qid;
-    let beyond_mqes = (q.max_entries < 65536).then_some(q.max_entries + 1);
+    let (f, n) = (q.free_qid, Ok(q.entries));
     [
-        case("sq-prp-outside", f, q.entries, q.outside, f, true),
+        case("sq-prp-outside", f, n, q.outside, f, true),
         case(
             "sq-straddles-ram-end",
             f,
@@ -392,11 +409,11 @@ pub fn sq_cases(q: &QueueContext) -> [Option<QueueCase>; 6] {
             f,
             true,
         ),
-        case("sq-noncontiguous", f, q.entries, q.good_sq, f, false),
+        case("sq-noncontiguous", f, n, q.good_sq, f, false),
         case(
             "sq-qid-beyond",
             q.granted.saturating_add(1),
-            q.entries,
+            n,
             q.good_sq,
             f,
             true,
@@ -404,12 +421,19 @@ pub fn sq_cases(q: &QueueContext) -> [Option<QueueCase>; 6] {
         case(
             "sq-cq-uncreated",
             f,
-            q.entries,
+            n,
             q.good_sq,
             f.saturating_add(1),
             true,
         ),
-        beyond_mqes.and_then(|n| case("sq-size-beyond-mqes", f, n, q.good_sq, f, true)),
+        case(
+            "sq-size-beyond-mqes",
+            f,
+            beyond_mqes(q.max_entries),
+            q.good_sq,
+            f,
+            true,
+        ),
     ]
 }
 
@@ -595,42 +619,56 @@ mod tests {
     fn queue_cases() {
         let q = queue_context();
         let cq = cq_cases(&q);
-        let outside = cq[0].unwrap();
-        assert_eq!((outside.qid, outside.command.prp1()), (2, 0x5000_0000));
-        assert_eq!(outside.command.dw[11] & 1, 1);
+        let outside = cq[0].command.unwrap();
+        assert_eq!((cq[0].qid, outside.prp1()), (2, 0x5000_0000));
+        assert_eq!(outside.dw[11] & 1, 1);
+        let straddle = cq[1].command.unwrap();
+        assert_eq!(straddle.dw[10] >> 16, 2047, "MQES caps the 64 KiB of CQEs");
+        assert_eq!(straddle.prp1(), 0x4fff_f000);
+        assert_eq!(cq[2].command.unwrap().dw[11] & 1, 0, "PC = 0");
+        assert_eq!(cq[3].qid, 3);
+        assert_eq!(cq[4].qid, 0);
         assert_eq!(
-            cq[1].unwrap().command.dw[10] >> 16,
-            2047,
-            "MQES caps the 64 KiB of CQEs"
-        );
-        assert_eq!(cq[2].unwrap().command.dw[11] & 1, 0, "PC = 0");
-        assert_eq!(cq[3].unwrap().qid, 3);
-        assert_eq!(cq[4].unwrap().qid, 0);
-        assert_eq!(
-            cq[5].unwrap().command.dw[10] >> 16,
+            cq[5].command.unwrap().dw[10] >> 16,
             0x800,
             "MQES + 1 entries, 0-based"
         );
         let sq = sq_cases(&q);
-        assert!(sq.iter().flatten().all(|c| c.sq));
+        assert!(sq.iter().all(|c| c.sq));
         assert_eq!(
-            sq[0].unwrap().command.dw[11] >> 16,
+            sq[0].command.unwrap().dw[11] >> 16,
             2,
             "completes to the good CQ"
         );
-        assert_eq!(sq[1].unwrap().command.dw[10] >> 16, 1023, "64 KiB of SQEs");
-        assert_eq!(sq[4].unwrap().command.dw[11] >> 16, 3);
+        assert_eq!(sq[1].command.unwrap().dw[10] >> 16, 1023, "64 KiB of SQEs");
+        assert_eq!(sq[4].command.unwrap().dw[11] >> 16, 3);
         // MQES = 0xffff: no size beyond it exists.
         let big = QueueContext {
             max_entries: 65536,
             ..q
         };
-        assert!(cq_cases(&big)[5].is_none() && sq_cases(&big)[5].is_none());
+        assert_eq!(cq_cases(&big)[5].command, Err("mqes-is-max"));
+        assert_eq!(sq_cases(&big)[5].command, Err("mqes-is-max"));
         assert_eq!(
-            cq_cases(&big)[1].unwrap().command.dw[10] >> 16,
+            cq_cases(&big)[1].command.unwrap().dw[10] >> 16,
             4095,
             "64 KiB of CQEs"
         );
+        // 64 entries: 1 KiB of CQEs or 4 KiB of SQEs fit in the last page,
+        // nothing can straddle the end of RAM from an aligned base.
+        let small = QueueContext {
+            max_entries: 64,
+            ..q
+        };
+        assert_eq!(cq_cases(&small)[1].command, Err("mqes-fits-a-page"));
+        assert_eq!(sq_cases(&small)[1].command, Err("mqes-fits-a-page"));
+        // 65 SQEs are 4160 bytes: they straddle.
+        let just = QueueContext {
+            max_entries: 65,
+            ..q
+        };
+        assert_eq!(sq_cases(&just)[1].command.unwrap().dw[10] >> 16, 64);
+        assert!(cq_cases(&just)[1].command.is_err());
     }
 
     #[test]
