@@ -124,6 +124,13 @@ impl SliceReport {
         }
         out
     }
+
+    /// `mem_total_kib` (the Linux guest's MemTotal from /proc/meminfo), if reported.
+    pub fn mem_total_kib(&self) -> Option<u64> {
+        self.other
+            .get("mem_total_kib")
+            .and_then(serde_json::Value::as_u64)
+    }
 }
 
 /// The `n` of a `HEARTBEAT <n> ok` line.
@@ -132,6 +139,19 @@ pub fn heartbeat_number(text: &str) -> Option<u64> {
     let (n, tail) = rest.split_once(' ')?;
     (tail == "ok").then_some(())?;
     n.parse().ok()
+}
+
+/// One `[hv] exits <slice>: <total> in <s>.<ms> s (...)` line (text after `[hv] `) as the slice
+/// and the seconds of counter time since its current run started (`Ctrl-A c`).
+pub fn exits_uptime(text: &str) -> Option<(&str, f64)> {
+    let rest = text.strip_prefix("exits ")?;
+    let (slice, rest) = rest.split_once(": ")?;
+    let mut words = rest.split(' ');
+    words.next()?.parse::<u64>().ok()?;
+    (words.next()? == "in").then_some(())?;
+    let seconds: f64 = words.next()?.parse().ok()?;
+    (words.next()? == "s").then_some(())?;
+    Some((slice, seconds))
 }
 
 #[cfg(test)]
@@ -180,6 +200,37 @@ mod tests {
         assert_eq!(wrong.len(), 4, "{wrong:?}");
         assert!(SliceReport::from_text("PROBE PASS").is_none());
         assert!(SliceReport::from_text("SLICE-REPORT {").unwrap().is_err());
+    }
+
+    #[test]
+    fn reads_linux_memtotal() {
+        let text = r#"SLICE-REPORT {"slice":"l","cpus":1,"mpidrs":[0],"memory_bytes":268435456,"mem_total_kib":230000}"#;
+        let report = SliceReport::from_text(text).unwrap().unwrap();
+        assert_eq!(report.mem_total_kib(), Some(230_000));
+        let probe = r#"SLICE-REPORT {"slice":"p","cpus":1,"mpidrs":[0],"memory_bytes":1}"#;
+        assert_eq!(
+            SliceReport::from_text(probe)
+                .unwrap()
+                .unwrap()
+                .mem_total_kib(),
+            None
+        );
+    }
+
+    #[test]
+    fn reads_exit_counter_uptimes() {
+        assert_eq!(
+            exits_uptime(
+                "exits web: 1234 in 12.345 s (99 per s) hvc=3 irq-timer=1200; injected 1300"
+            ),
+            Some(("web", 12.345))
+        );
+        assert_eq!(
+            exits_uptime("exits b: 0 in 0.000 s (0 per s); injected 0"),
+            Some(("b", 0.0))
+        );
+        assert_eq!(exits_uptime("exits web: many in 1.0 s"), None);
+        assert_eq!(exits_uptime("slice web started"), None);
     }
 
     #[test]

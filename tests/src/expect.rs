@@ -8,7 +8,7 @@ use std::fmt;
 
 use regex::Regex;
 
-use crate::console::{Line, SliceReport, Source, heartbeat_number};
+use crate::console::{Line, SliceReport, Source, exits_uptime, heartbeat_number};
 
 /// Which lines a [`Pattern`] looks at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +93,23 @@ pub enum Expect {
         cpus: u64,
         memory_bytes: u64,
     },
+    /// Every `SLICE-REPORT` of `slice` has a `mem_total_kib` (Linux's MemTotal) within
+    /// `min_kib..=max_kib`; one is needed. A report outside the range is a violation.
+    MemTotal {
+        slice: String,
+        min_kib: u64,
+        max_kib: u64,
+    },
+    /// Between the first two `[hv] exits <slice>: ...` lines (`Ctrl-A c`), `slice` prints at
+    /// least `min_percent` % of the `HEARTBEAT <n> ok` lines its period of `period_ms` gives
+    /// for the counter time that passed between them (the slice's uptime in those lines). The
+    /// window must last at least [`MIN_RATE_WINDOW_PERIODS`] periods, or the check could not
+    /// fail.
+    HeartbeatRate {
+        slice: String,
+        period_ms: u64,
+        min_percent: u64,
+    },
     /// At least `count` lines match.
     Line { pattern: Pattern, count: usize },
     /// Lines matching each pattern appear in this order (each after the previous one).
@@ -112,6 +129,9 @@ pub enum Expect {
     /// QEMU exits by itself.
     QemuExits,
 }
+
+/// Shortest window a [`Expect::HeartbeatRate`] accepts, in heartbeat periods.
+pub const MIN_RATE_WINDOW_PERIODS: f64 = 10.0;
 
 impl Expect {
     /// At least one line matching `pattern`.
@@ -146,6 +166,23 @@ impl fmt::Display for Expect {
                 f,
                 "[{slice}] SLICE-REPORT with {cpus} cpus and {memory_bytes:#x} bytes"
             ),
+            Expect::MemTotal {
+                slice,
+                min_kib,
+                max_kib,
+            } => write!(
+                f,
+                "[{slice}] SLICE-REPORT with mem_total_kib in {min_kib}..={max_kib}"
+            ),
+            Expect::HeartbeatRate {
+                slice,
+                period_ms,
+                min_percent,
+            } => write!(
+                f,
+                "[{slice}] at least {min_percent}% of one HEARTBEAT per {period_ms} ms between two \
+                 [hv] exits {slice} lines"
+            ),
             Expect::Line { pattern, count: 1 } => write!(f, "a line {pattern}"),
             Expect::Line { pattern, count } => write!(f, "{count} lines {pattern}"),
             Expect::Sequence(patterns) => {
@@ -176,6 +213,8 @@ struct State {
     /// The trigger was seen (HeartbeatsAfter), with the heartbeats counted per slice since.
     triggered: bool,
     heartbeats: HashMap<String, (usize, Option<u64>)>,
+    /// HeartbeatRate: the slice's uptime when the window opened.
+    window_start: Option<f64>,
     /// Set when violated, with the reason.
     violation: Option<String>,
     done: bool,
@@ -242,6 +281,84 @@ impl Checker {
                             state.violation = Some(format!("line {number}: [{slice}] {e}"))
                         }
                         None => {}
+                    }
+                }
+                Expect::MemTotal {
+                    slice,
+                    min_kib,
+                    max_kib,
+                } => {
+                    if line.slice() != Some(slice.as_str()) {
+                        continue;
+                    }
+                    match &report {
+                        Some(Ok(r)) => match r.mem_total_kib() {
+                            Some(kib) if (*min_kib..=*max_kib).contains(&kib) => state.done = true,
+                            Some(kib) => {
+                                state.violation = Some(format!(
+                                    "line {number}: [{slice}] mem_total_kib is {kib}, expected \
+                                     {min_kib}..={max_kib} (memory_bytes {})",
+                                    r.memory_bytes
+                                ))
+                            }
+                            None => {
+                                state.violation = Some(format!(
+                                    "line {number}: [{slice}] SLICE-REPORT has no mem_total_kib"
+                                ))
+                            }
+                        },
+                        Some(Err(e)) => {
+                            state.violation = Some(format!("line {number}: [{slice}] {e}"))
+                        }
+                        None => {}
+                    }
+                }
+                Expect::HeartbeatRate {
+                    slice,
+                    period_ms,
+                    min_percent,
+                } => {
+                    if state.done {
+                        continue;
+                    }
+                    if line.source == Source::Hv
+                        && let Some((s, uptime)) = exits_uptime(&line.text)
+                        && s == slice
+                    {
+                        let Some(start) = state.window_start else {
+                            state.window_start = Some(uptime);
+                            state.triggered = true;
+                            continue;
+                        };
+                        let seconds = uptime - start;
+                        let periods = seconds * 1000.0 / *period_ms as f64;
+                        let least = periods * *min_percent as f64 / 100.0;
+                        let beats = state.count;
+                        if periods < MIN_RATE_WINDOW_PERIODS {
+                            state.violation = Some(format!(
+                                "line {number}: [{slice}] rate window of {seconds:.3} s is \
+                                 shorter than {MIN_RATE_WINDOW_PERIODS} heartbeat periods (restarted?)"
+                            ));
+                        } else if (beats as f64) < least {
+                            state.violation = Some(format!(
+                                "line {number}: [{slice}] printed {beats} heartbeats in {seconds:.3} s \
+                                 of its uptime; one per {period_ms} ms gives {periods:.1}, at least \
+                                 {min_percent}% = {least:.1} expected"
+                            ));
+                        } else {
+                            state.done = true;
+                        }
+                        continue;
+                    }
+                    if !state.triggered || line.slice() != Some(slice.as_str()) {
+                        continue;
+                    }
+                    if let Some(n) = heartbeat_number(&line.text) {
+                        let entry = state.heartbeats.entry(slice.clone()).or_insert((0, None));
+                        if entry.1.is_none_or(|last| n > last) {
+                            state.count += 1;
+                        }
+                        entry.1 = Some(n);
                     }
                 }
                 Expect::Line { pattern, count } => {
@@ -352,6 +469,10 @@ fn describe_pending(expect: &Expect, state: &State) -> String {
             format!("{expect} (saw {})", seen.join(", "))
         }
         Expect::HeartbeatsAfter { .. } => format!("{expect} (trigger not seen)"),
+        Expect::HeartbeatRate { .. } if state.triggered => {
+            format!("{expect} (window open, {} heartbeats so far)", state.count)
+        }
+        Expect::HeartbeatRate { .. } => format!("{expect} (no exits line yet)"),
         _ => expect.to_string(),
     }
 }
@@ -531,6 +652,108 @@ mod tests {
         assert_eq!(c.pending(), vec!["QEMU exits by itself".to_string()]);
         c.qemu_exited();
         assert!(c.satisfied());
+    }
+
+    #[test]
+    fn memtotal_must_be_in_range_in_every_report() {
+        let report = |kib: &str| {
+            format!(
+                "[l] SLICE-REPORT {{\"slice\":\"l\",\"cpus\":1,\"mpidrs\":[0],\"memory_bytes\":268435456{kib}}}\n"
+            )
+        };
+        let expect = || {
+            Checker::new(vec![Expect::MemTotal {
+                slice: "l".into(),
+                min_kib: 200_000,
+                max_kib: 262_144,
+            }])
+        };
+        let mut c = expect();
+        feed(&mut c, "[l] PROBE PASS\n");
+        assert!(!c.satisfied());
+        feed(&mut c, &report(",\"mem_total_kib\":230000"));
+        assert!(c.satisfied());
+        feed(&mut c, &report(",\"mem_total_kib\":262145"));
+        let why = c.violation().expect("a later report above the plan");
+        assert!(why.contains("mem_total_kib is 262145"), "{why}");
+
+        let mut c = expect();
+        feed(&mut c, &report(",\"mem_total_kib\":199999"));
+        assert!(c.violation().is_some());
+        let mut c = expect();
+        feed(&mut c, &report(""));
+        assert!(c.violation().unwrap().contains("no mem_total_kib"));
+    }
+
+    fn rate(min_percent: u64) -> Checker {
+        Checker::new(vec![Expect::HeartbeatRate {
+            slice: "p".into(),
+            period_ms: 500,
+            min_percent,
+        }])
+    }
+
+    fn beats(from: u64, to: u64) -> String {
+        (from..=to)
+            .map(|n| format!("[p] HEARTBEAT {n} ok\n"))
+            .collect()
+    }
+
+    const EXITS_AT_10: &str = "[hv] exits p: 50 in 10.000 s (5 per s); injected 0\n";
+    const EXITS_AT_20: &str = "[hv] exits p: 90 in 20.000 s (4 per s); injected 0\n";
+
+    #[test]
+    fn heartbeat_rate_counts_beats_between_two_exit_reports() {
+        // 10 s at one per 500 ms: 20 expected, 40% = 8.
+        let mut c = rate(40);
+        feed(&mut c, &beats(1, 30));
+        assert!(
+            c.pending()[0].contains("no exits line yet"),
+            "{:?}",
+            c.pending()
+        );
+        feed(&mut c, EXITS_AT_10);
+        feed(
+            &mut c,
+            "[hv] exits q: 1 in 10.000 s (0 per s); injected 0\n",
+        );
+        feed(&mut c, &beats(31, 38));
+        feed(&mut c, "[q] HEARTBEAT 99 ok\n[p] HEARTBEAT 38 ok\n");
+        assert!(
+            c.pending()[0].contains("8 heartbeats so far"),
+            "{:?}",
+            c.pending()
+        );
+        feed(&mut c, EXITS_AT_20);
+        assert!(c.satisfied(), "{:?} {:?}", c.violation(), c.pending());
+    }
+
+    #[test]
+    fn too_few_heartbeats_in_the_window_is_a_violation() {
+        let mut c = rate(40);
+        feed(&mut c, EXITS_AT_10);
+        feed(&mut c, &beats(1, 7));
+        feed(&mut c, EXITS_AT_20);
+        let why = c.violation().expect("7 < 8");
+        assert!(why.contains("printed 7 heartbeats in 10.000 s"), "{why}");
+    }
+
+    #[test]
+    fn a_short_window_cannot_pass() {
+        let mut c = rate(40);
+        feed(&mut c, EXITS_AT_10);
+        feed(&mut c, &beats(1, 9));
+        feed(
+            &mut c,
+            "[hv] exits p: 60 in 14.000 s (4 per s); injected 0\n",
+        );
+        assert!(c.violation().unwrap().contains("shorter than"));
+        // A restart in between makes the uptime go back.
+        let mut c = rate(40);
+        feed(&mut c, EXITS_AT_20);
+        feed(&mut c, &beats(1, 40));
+        feed(&mut c, EXITS_AT_10);
+        assert!(c.violation().is_some());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //!
 //! - [`console`]: console lines (`[hv]`, `[<slice>]`, bare) and the probe's `SLICE-REPORT`.
 //! - [`expect`]: expectations as data, checked line by line.
+//! - [`input`]: bytes typed on the node console when given lines appear (`Ctrl-A` focus, exit
+//!   counters, shell commands).
 //! - [`runner`]: one QEMU process under a hard timeout, killed on drop, log always written.
 //! - [`images`]: build once per test binary, per-scenario images and logs under `target/`.
 //! - [`scenario`]: a node, a plan, a boot path and expectations; `run()` does the rest.
@@ -12,10 +14,12 @@ pub mod build_errors;
 pub mod console;
 pub mod expect;
 pub mod images;
+pub mod input;
 pub mod plans;
 pub mod runner;
 pub mod scenario;
 
 pub use expect::{Expect, Pattern, any, any_slice, hv, lit, slice};
-pub use plans::{plan, probe_slice};
-pub use scenario::{BootPath, NATIVE_SLICE, NodeSpec, Scenario, Tamper};
+pub use input::{EXIT_COUNTERS, Input, focus, focused, shell_line, shell_ready};
+pub use plans::{linux_slice, plan, probe_slice};
+pub use scenario::{BootPath, NATIVE_SLICE, NodeSpec, Scenario, Tamper, linux_reserved_allowance};

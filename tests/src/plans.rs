@@ -14,6 +14,20 @@ pub fn probe_slice(name: &str, cores: &str, memory: &str, extra: &str) -> String
     text
 }
 
+/// One `[[slice]]` of the built-in Linux guest (Debian's cloud kernel and the generated
+/// initramfs); `cmdline` is appended to its defaults (e.g. `microvisor.heartbeat=1000`), and may
+/// be empty.
+pub fn linux_slice(name: &str, cores: &str, memory: &str, cmdline: &str) -> String {
+    let mut text = format!(
+        "[[slice]]\nname = \"{name}\"\ncores = {cores}\nmemory = \"{memory}\"\nkernel = \"linux\"\n"
+    );
+    if !cmdline.is_empty() {
+        text.push_str(&format!("cmdline = \"{cmdline}\"\n"));
+    }
+    text.push('\n');
+    text
+}
+
 /// A plan made of slices.
 pub fn plan(slices: &[String]) -> String {
     slices.concat()
@@ -22,7 +36,7 @@ pub fn plan(slices: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use microvisor_plan::{Cores, Plan};
+    use microvisor_plan::{BuiltIn, Cores, ImageSource, Plan};
 
     #[test]
     fn generated_plans_parse() {
@@ -34,5 +48,21 @@ mod tests {
         assert_eq!(parsed.slices[0].cmdline, "heartbeat=500");
         assert_eq!(parsed.slices[1].cores, Cores::List(vec![3, 2]));
         assert_eq!(parsed.slices[1].memory, 128 << 20);
+    }
+
+    #[test]
+    fn linux_slices_parse() {
+        let text = plan(&[
+            linux_slice("l", "[2, 1]", "256MiB", "microvisor.heartbeat=500"),
+            linux_slice("m", "1", "128MiB", ""),
+        ]);
+        let parsed = Plan::from_toml(&text).unwrap();
+        assert_eq!(
+            parsed.slices[0].kernel,
+            ImageSource::BuiltIn(BuiltIn::Linux)
+        );
+        assert_eq!(parsed.slices[0].cmdline, "microvisor.heartbeat=500");
+        assert_eq!(parsed.slices[0].cores, Cores::List(vec![2, 1]));
+        assert_eq!(parsed.slices[1].cmdline, "");
     }
 }

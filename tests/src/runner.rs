@@ -1,15 +1,17 @@
 //! Runs one QEMU process under a hard timeout, feeding its serial lines to a [`Checker`] as they
-//! arrive; kills QEMU on drop and always writes the full serial log.
+//! arrive and typing a scenario's [`Input`]s into its serial input (stdin) when their lines
+//! appear; kills QEMU on drop and always writes the full serial log.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::console::Line;
 use crate::expect::{Checker, Expect};
+use crate::input::{Input, Typed, Typist, show_bytes};
 
 /// A child process killed (and reaped) when dropped.
 pub struct KillOnDrop(pub Child);
@@ -25,9 +27,12 @@ impl Drop for KillOnDrop {
 pub struct Run {
     /// Label in messages and the log header.
     pub name: String,
-    /// The command (stdout and stderr must be piped, stdin null).
+    /// The command (stdout and stderr must be piped). Its stdin is set here: a pipe when there
+    /// is input to type, else null.
     pub command: Command,
     pub expects: Vec<Expect>,
+    /// Typed into stdin, in order, as their trigger lines appear.
+    pub input: Vec<Input>,
     /// Hard limit for the whole run.
     pub timeout: Duration,
     /// Fail early when no line arrives for this long (a hung run).
@@ -80,12 +85,19 @@ pub fn run(mut spec: Run) -> Outcome {
     let started = Instant::now();
     let command_line = xtask::workspace::render(&spec.command);
     let mut checker = Checker::new(std::mem::take(&mut spec.expects));
+    let mut typist = Typist::new(std::mem::take(&mut spec.input));
     let mut lines = Vec::new();
     let mut stderr_text = String::new();
+    spec.command.stdin(if typist.waiting().is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     let result = match spec.command.spawn() {
         Err(e) => Err(format!("cannot start {command_line}: {e}")),
         Ok(child) => {
             let mut child = KillOnDrop(child);
+            let mut stdin = child.0.stdin.take();
             let (tx, rx) = mpsc::channel();
             let stdout = child.0.stdout.take().expect("stdout must be piped");
             let reader = thread::spawn(move || read_lines(stdout, tx));
@@ -103,7 +115,7 @@ pub fn run(mut spec: Run) -> Outcome {
                 if let Some(status) = status {
                     break Err(format!(
                         "QEMU exited ({status}) while still waiting for: {}",
-                        checker.pending().join("; ")
+                        waiting_for(&checker, &typist)
                     ));
                 }
                 let now = Instant::now();
@@ -117,7 +129,17 @@ pub fn run(mut spec: Run) -> Outcome {
                             line = line.attributed_to(name);
                         }
                         checker.observe(&line, &raw);
+                        let keys = typist.observe(&line, &raw);
                         lines.push(raw);
+                        if !keys.is_empty()
+                            && let Err(e) = type_keys(stdin.as_mut(), &keys)
+                        {
+                            break Err(format!(
+                                "cannot type \"{}\" after line {}: {e}",
+                                show_bytes(&keys),
+                                lines.len()
+                            ));
+                        }
                     }
                     Ok(Event::Eof) | Err(RecvTimeoutError::Disconnected) => {
                         status = Some(wait_exit(&mut child.0, Duration::from_secs(10)));
@@ -127,18 +149,19 @@ pub fn run(mut spec: Run) -> Outcome {
                         break Err(format!(
                             "no console output for {} s (hung?) while waiting for: {}",
                             spec.silence.as_secs(),
-                            checker.pending().join("; ")
+                            waiting_for(&checker, &typist)
                         ));
                     }
                     Err(RecvTimeoutError::Timeout) => {
                         break Err(format!(
                             "timed out after {} s still waiting for: {}",
                             spec.timeout.as_secs(),
-                            checker.pending().join("; ")
+                            waiting_for(&checker, &typist)
                         ));
                     }
                 }
             };
+            drop(stdin);
             drop(child);
             // Lines read before QEMU died still belong in the log. A grandchild holding the
             // pipes open must not keep us waiting: give the readers a moment, no more.
@@ -162,6 +185,7 @@ pub fn run(mut spec: Run) -> Outcome {
         &spec,
         &command_line,
         &lines,
+        typist.typed(),
         &stderr_text,
         &result,
         started.elapsed(),
@@ -171,6 +195,20 @@ pub fn run(mut spec: Run) -> Outcome {
         result,
         log: spec.log,
     }
+}
+
+/// The pending expectations and the input still waiting, for failure messages.
+fn waiting_for(checker: &Checker, typist: &Typist) -> String {
+    let mut pending = checker.pending();
+    pending.extend(typist.waiting());
+    pending.join("; ")
+}
+
+/// Writes `keys` to the child's serial input.
+fn type_keys(stdin: Option<&mut ChildStdin>, keys: &[u8]) -> std::io::Result<()> {
+    let stdin = stdin.ok_or_else(|| std::io::Error::other("stdin is not piped"))?;
+    stdin.write_all(keys)?;
+    stdin.flush()
 }
 
 /// Sends each line (without `\r\n`) and then `Eof`.
@@ -223,6 +261,7 @@ fn write_log(
     spec: &Run,
     command_line: &str,
     lines: &[String],
+    typed: &[Typed],
     stderr: &str,
     result: &Result<(), String>,
     elapsed: Duration,
@@ -236,6 +275,14 @@ fn write_log(
         "# elapsed: {:.1} s (not asserted)\n",
         elapsed.as_secs_f64()
     ));
+    for t in typed {
+        text.push_str(&format!(
+            "# input {}: typed \"{}\" after line {}\n",
+            t.index + 1,
+            show_bytes(&t.bytes),
+            t.line
+        ));
+    }
     for line in lines {
         text.push_str(line);
         text.push('\n');
@@ -266,8 +313,8 @@ pub fn read_log(path: &Path) -> std::io::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::expect::{Expect, hv};
-    use std::process::Stdio;
+    use crate::expect::{Expect, hv, slice};
+    use crate::input::focus;
 
     fn shell(script: &str) -> Command {
         let mut cmd = Command::new("sh");
@@ -290,6 +337,7 @@ mod tests {
             name: name.into(),
             command: shell(script),
             expects,
+            input: Vec::new(),
             timeout: Duration::from_millis(timeout_ms),
             silence: Duration::from_secs(60),
             bare_lines_are: None,
@@ -409,6 +457,84 @@ mod tests {
         assert!(out.result.is_ok(), "{:?}", out.result);
         let log = std::fs::read_to_string(&out.log).unwrap();
         assert!(log.contains("# QEMU stderr:\nwarning: x"), "{log}");
+        std::fs::remove_file(&out.log).unwrap();
+    }
+
+    #[test]
+    fn input_is_typed_in_order_after_its_lines_and_logged() {
+        // `read` takes one line; then the next two bytes are shown in hex: Ctrl-A arrives as is.
+        let mut s = spec(
+            "typed",
+            "echo '[a] ready'; read -r l; echo \"[a] got $l\"; \
+             echo \"[hv] bytes $(head -c 2 | od -An -tx1 | tr -d ' \\n')\"; exec sleep 60",
+            vec![
+                Expect::line(slice("a", "^got hello$")),
+                Expect::line(hv("^bytes 0132$")),
+            ],
+            30_000,
+        );
+        s.input = vec![
+            Input::after(slice("a", "^ready$"), b"hello\n"),
+            Input::after_next(slice("a", "^got "), &focus(2)),
+        ];
+        let out = run(s);
+        assert!(out.result.is_ok(), "{:?}", out.result);
+        let log = std::fs::read_to_string(&out.log).unwrap();
+        assert!(
+            log.contains("# input 1: typed \"hello\\n\" after line 1\n")
+                && log.contains("# input 2: typed \"\\x012\" after line 2\n"),
+            "{log}"
+        );
+        assert_eq!(read_log(&out.log).unwrap(), out.lines);
+        std::fs::remove_file(&out.log).unwrap();
+    }
+
+    #[test]
+    fn input_still_waiting_is_named_when_the_run_fails() {
+        let mut s = spec(
+            "typed_never",
+            "echo '[a] ready'; exec sleep 60",
+            vec![Expect::probe_pass("a")],
+            300,
+        );
+        s.input = vec![
+            Input::after(slice("a", "^ready$"), b"x"),
+            Input::after_next(slice("a", "^never$"), b"y"),
+        ];
+        let out = run(s);
+        let why = out.result.unwrap_err();
+        assert!(
+            why.contains("timed out") && why.contains("input 2 of 2 (typing \"y\") waiting for"),
+            "{why}"
+        );
+        std::fs::remove_file(&out.log).unwrap();
+    }
+
+    #[test]
+    fn without_input_stdin_is_null() {
+        // `cat` ends at once on /dev/null; a pipe left open would block it.
+        let out = run(spec(
+            "no_input",
+            "cat; echo '[a] PROBE PASS'; exec sleep 60",
+            vec![Expect::probe_pass("a")],
+            30_000,
+        ));
+        assert!(out.result.is_ok(), "{:?}", out.result);
+        std::fs::remove_file(&out.log).unwrap();
+    }
+
+    #[test]
+    fn typing_into_a_closed_input_fails_the_run() {
+        let mut s = spec(
+            "typed_closed",
+            "exec 0<&-; echo '[a] ready'; exec sleep 60",
+            vec![Expect::probe_pass("a")],
+            30_000,
+        );
+        s.input = vec![Input::after(slice("a", "^ready$"), b"x\n")];
+        let out = run(s);
+        let why = out.result.unwrap_err();
+        assert!(why.contains("cannot type \"x\\n\" after line 1"), "{why}");
         std::fs::remove_file(&out.log).unwrap();
     }
 

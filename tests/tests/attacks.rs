@@ -1,7 +1,8 @@
 //! Every probe attack, each contained as DESIGN says: accesses outside the slice's RAM and
-//! emulated devices, SMC SYSTEM_OFF and undefined system registers stop the attacker
-//! (`[hv] slice <a> stopped: ...`, nothing more from it) while the victims keep beating;
-//! PSCI CPU_ON outside the slice and unknown HVCs are answered (`ATTACK ... contained`).
+//! emulated devices, SMC SYSTEM_OFF, undefined system registers and redistributor frames past
+//! the slice's vCPUs stop the attacker (`[hv] slice <a> stopped: ...`, nothing more from it)
+//! while the victims keep beating; PSCI CPU_ON outside the slice, unknown HVCs, SGIs aimed
+//! outside the slice and SPIs it does not own are answered (`ATTACK ... contained`).
 //! Several attackers share one node to keep the suite short; each has its own core.
 
 use microvisor_tests::{Expect, Scenario, hv, lit, plan, probe_slice, slice};
@@ -149,5 +150,38 @@ fn accesses_to_the_hypervisors_physical_address_land_in_own_ram() {
             pattern: slice("victim", "^HEARTBEAT [0-9]+ ok$"),
             count: BEATS,
         })
+        .run();
+}
+
+#[test]
+fn gic_attacks_are_contained_and_the_slices_own_gic_works() {
+    // "gic" (2 vCPUs) first checks its own GIC (its redistributor frames name exactly its
+    // vCPUs, the last one with Last set; an SGI to its vCPU 1 arrives), then sends SGIs to
+    // every vCPU number outside the slice and enables, pends and routes SPIs it does not own:
+    // all dropped or ignored. "gicr" (1 vCPU) reads the redistributor frame after its own,
+    // frame 1 at 0x080A_0000 + 128 KiB: outside its devices, so it is stopped.
+    let s = Scenario::new("attack_gic").plan(&plan(&[
+        probe_slice(
+            "gic",
+            "2",
+            "64MiB",
+            "cmdline = \"attack=gicr-own,sgi-self-test,sgi-outside,spi-foreign heartbeat=500\"",
+        ),
+        probe_slice("gicr", "1", "64MiB", "cmdline = \"attack=gicr-foreign\""),
+        probe_slice("victim", "1", "64MiB", "cmdline = \"heartbeat=500\""),
+    ]));
+    let s = answered(s.all_healthy(), "gic", "gicr-own", "typer-ok frames=2 ");
+    let s = answered(
+        s,
+        "gic",
+        "sgi-self-test",
+        "sgi-within-slice delivered to=0x1 intid=5 ",
+    );
+    let s = answered(s, "gic", "sgi-outside", "sgis-dropped writes=");
+    let s = answered(s, "gic", "spi-foreign", "typer=");
+    stops(s, "gicr", "gicr-foreign", &["victim", "gic"])
+        .expect(Expect::line(hv(
+            r"^slice gicr stopped: read at IPA 0x80c0008 outside its RAM and devices",
+        )))
         .run();
 }

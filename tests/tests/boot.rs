@@ -1,16 +1,71 @@
-//! Booting plans: the default node with its default plan, the small node, explicit core lists
-//! and uneven sizes. Each slice must report exactly its planned vCPUs and RAM.
+//! Booting plans: the default node with its default plan (Debian Linux slices and a probe over
+//! all cores), the small node, explicit core lists and uneven sizes. Each slice must report
+//! exactly its planned vCPUs and RAM.
 
-use microvisor_tests::{Expect, Scenario, hv, plan, probe_slice};
+use std::collections::BTreeSet;
+
+use microvisor_plan::{BuiltIn, ImageSource};
+use microvisor_tests::{
+    Expect, Input, Scenario, focus, focused, hv, lit, plan, probe_slice, shell_line, shell_ready,
+    slice,
+};
 
 #[test]
 fn default_node_boots_its_default_plan() {
-    Scenario::new("default_node")
-        .node("default")
+    let s = Scenario::new("default_node").node("default");
+    // What the default plan is for (issue 3): Linux slices next to a bare-metal one, every
+    // core in use.
+    let plan = s.parsed_plan();
+    let of_kind = |kind: BuiltIn| -> Vec<(u8, String)> {
+        (1..)
+            .zip(&plan.slices)
+            .filter(|(_, x)| x.kernel == ImageSource::BuiltIn(kind))
+            .map(|(n, x)| (n, x.name.clone()))
+            .collect()
+    };
+    let linux = of_kind(BuiltIn::Linux);
+    let probes = of_kind(BuiltIn::Probe);
+    assert!(
+        linux.len() >= 2 && !probes.is_empty(),
+        "the default plan must have two Linux slices and a probe slice: {linux:?} {probes:?}"
+    );
+    let used: BTreeSet<u32> = s
+        .placement()
+        .slices
+        .iter()
+        .flat_map(|p| p.cores.iter().copied())
+        .collect();
+    let cores = s.load_node().cores;
+    assert_eq!(
+        used,
+        (0..cores).collect(),
+        "the default plan leaves cores idle"
+    );
+
+    let mut s = s
         .all_healthy()
-        .expect(Expect::line(hv(r"^microvisor [^:]+: .*\b8 cores\b")))
+        .expect(Expect::line(hv(&format!(
+            r"^microvisor [^:]+: .*\b{cores} cores\b"
+        ))))
         .expect(Expect::line(hv("^footprint: ")))
-        .run();
+        .expect(Expect::Never(hv("^slice .* (stopped|restarted)")));
+    // Console input switches between the Linux slices: each one's shell answers in turn.
+    for (n, name) in &linux {
+        s = s
+            .input(Input::after(shell_ready(name), &focus(*n)))
+            .input(Input::after_next(
+                focused(name, *n),
+                &shell_line(&format!("echo {name}-$((6 * 7))")),
+            ))
+            .expect(Expect::line(slice(name, &format!("{}-42", lit(name)))));
+    }
+    for (_, name) in &probes {
+        s = s.expect(Expect::Line {
+            pattern: slice(name, "^HEARTBEAT [0-9]+ ok$"),
+            count: 2,
+        });
+    }
+    s.run();
 }
 
 #[test]

@@ -654,9 +654,7 @@ impl Slice {
                 u64::from(value)
             }
         };
-        let level = uart.device.interrupt_pending();
-        drop(uart);
-        self.with_gic(|gic| gic.set_level(UART_INTID, level));
+        self.set_uart_level(&uart);
         value
     }
 
@@ -667,8 +665,15 @@ impl Slice {
             uart.pending_input.push_back(byte);
         }
         uart.refill();
+        self.set_uart_level(&uart);
+    }
+
+    /// Copies the PL011's interrupt output to the virtual GIC. The caller holds the UART lock
+    /// until this is done: two cores (a vCPU reading DR, the core taking console input) that
+    /// computed their levels under the lock but applied them after it could otherwise leave
+    /// the line low with bytes in the FIFO, and the guest would never read them.
+    fn set_uart_level(&self, uart: &Uart) {
         let level = uart.device.interrupt_pending();
-        drop(uart);
         self.with_gic(|gic| gic.set_level(UART_INTID, level));
     }
 }
