@@ -1,5 +1,6 @@
 //! Building the target artifacts: the EL2 hypervisor (`microvisor-boot`, softfloat, PIE) and
-//! the bare-metal probe guest (`microvisor-probe`).
+//! the bare-metal probe guest (`microvisor-probe`), and the Linux guest's tools
+//! (`microvisor-iobench`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -13,6 +14,8 @@ use crate::workspace::{Workspace, cargo, render};
 pub const HYPERVISOR_TARGET: &str = "aarch64-unknown-none-softfloat";
 /// Target of bare-metal guests.
 pub const GUEST_TARGET: &str = "aarch64-unknown-none";
+/// Target of the tools put into the Linux guest's initramfs (static musl binaries).
+pub const LINUX_TOOLS_TARGET: &str = "aarch64-unknown-linux-musl";
 
 /// The built ELF files.
 #[derive(Clone, Debug)]
@@ -50,7 +53,7 @@ pub fn build_for(ws: &Workspace, with_probe: bool, quiet: bool) -> Result<Artifa
 }
 
 /// `cargo build -p <package> --release --target <target>`; returns the binary's path.
-fn build_one(
+pub(crate) fn build_one(
     ws: &Workspace,
     package: &str,
     bin: &str,

@@ -8,9 +8,10 @@
 //! guests/debian/<package>_<version>_arm64/           dpkg-deb -x, pruned to what is used:
 //!                       boot/vmlinuz-<release>       the kernel (and its config, System.map)
 //!                       bin/busybox                  busybox
+//! guests/linux/initramfs.cpio.gz                     the generated initramfs, with iobench
+//!                                                    (guest-images/iobench, built here)
 //! guests/debian/selected                             the pair last used (offline fallback)
 //! guests/debian/tmp/w-<pid>/                         one run's downloads and extractions
-//! guests/linux/initramfs.cpio.gz                     the generated initramfs
 //! ```
 //! A package version is fetched and extracted once; later builds only ask apt which versions
 //! are current (local, no network). When apt cannot resolve or download, the pair in
@@ -78,14 +79,15 @@ pub fn guest(ws: &Workspace, quiet: bool) -> Result<Arc<LinuxGuest>> {
     if let Some((_, guest)) = guests.iter().find(|(dir, _)| *dir == ws.target_dir) {
         return Ok(guest.clone());
     }
-    let guest = Arc::new(build(&ws.target_dir.join("guests"), quiet)?);
+    let guest = Arc::new(build(ws, quiet)?);
     guests.push((ws.target_dir.clone(), guest.clone()));
     Ok(guest)
 }
 
-/// Fetches (or reuses) the packages under `guests/debian` and writes
+/// Fetches (or reuses) the packages under `guests/debian`, builds the guest tools and writes
 /// `guests/linux/initramfs.cpio.gz`.
-fn build(guests: &Path, quiet: bool) -> Result<LinuxGuest> {
+fn build(ws: &Workspace, quiet: bool) -> Result<LinuxGuest> {
+    let guests = &ws.target_dir.join("guests");
     let fetched = fetch(&guests.join("debian"), quiet)?;
     if let Some(note) = &fetched.note {
         eprintln!("linux: {note}");
@@ -96,7 +98,16 @@ fn build(guests: &Path, quiet: bool) -> Result<LinuxGuest> {
         .with_context(|| format!("unpacking {}", fetched.kernel.display()))?;
     let busybox = std::fs::read(&fetched.busybox)
         .with_context(|| format!("reading {}", fetched.busybox.display()))?;
-    let initramfs = initramfs(busybox).context("building the initramfs")?;
+    let iobench = crate::build::build_one(
+        ws,
+        "microvisor-iobench",
+        "iobench",
+        crate::build::LINUX_TOOLS_TARGET,
+        quiet,
+    )?;
+    let iobench =
+        std::fs::read(&iobench).with_context(|| format!("reading {}", iobench.display()))?;
+    let initramfs = initramfs(busybox, iobench).context("building the initramfs")?;
     let initramfs_file = guests.join("linux").join("initramfs.cpio.gz");
     write_if_changed(&initramfs_file, &initramfs)?;
     let release = fetched
@@ -121,9 +132,10 @@ fn build(guests: &Path, quiet: bool) -> Result<LinuxGuest> {
     })
 }
 
-/// The initramfs: busybox (applet links made at boot by `busybox --install -s`), `/init`,
-/// `/etc/inittab`, `/etc/passwd`, `/etc/group`, `/dev/console` and the mount points, gzipped.
-pub fn initramfs(busybox: Vec<u8>) -> Result<Vec<u8>> {
+/// The initramfs: busybox (applet links made at boot by `busybox --install -s`), `iobench`
+/// (guest-images/iobench), `/init`, `/etc/inittab`, `/etc/passwd`, `/etc/group`,
+/// `/dev/console` and the mount points, gzipped.
+pub fn initramfs(busybox: Vec<u8>, iobench: Vec<u8>) -> Result<Vec<u8>> {
     let mut a = Archive::new();
     for dir in [
         "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "root",
@@ -133,6 +145,7 @@ pub fn initramfs(busybox: Vec<u8>) -> Result<Vec<u8>> {
     a.dir("tmp", 0o1777)?
         .file("bin/busybox", 0o755, busybox)?
         .symlink("bin/sh", "busybox")?
+        .file("bin/iobench", 0o755, iobench)?
         .char_device("dev/console", 0o600, 5, 1)?
         .file("init", 0o755, INIT_SCRIPT.as_bytes().to_vec())?
         .file("etc/inittab", 0o644, INITTAB.as_bytes().to_vec())?
@@ -726,13 +739,10 @@ mod tests {
     }
 
     #[test]
-    fn the_initramfs_holds_busybox_init_and_mount_points() {
-        let gz = initramfs(b"\x7fELF busybox".to_vec()).unwrap();
-        assert_eq!(
-            gz,
-            initramfs(b"\x7fELF busybox".to_vec()).unwrap(),
-            "deterministic"
-        );
+    fn the_initramfs_holds_busybox_iobench_init_and_mount_points() {
+        let make = || initramfs(b"\x7fELF busybox".to_vec(), b"\x7fELF iobench".to_vec());
+        let gz = make().unwrap();
+        assert_eq!(gz, make().unwrap(), "deterministic");
         let mut cpio = Vec::new();
         GzDecoder::new(gz.as_slice())
             .read_to_end(&mut cpio)
@@ -755,6 +765,11 @@ mod tests {
             Some(Kind::File(b"\x7fELF busybox".to_vec()))
         );
         assert_eq!(find("bin/sh").kind(), Some(Kind::Symlink("busybox".into())));
+        assert_eq!(
+            find("bin/iobench").kind(),
+            Some(Kind::File(b"\x7fELF iobench".to_vec()))
+        );
+        assert_eq!(find("bin/iobench").permissions(), 0o755);
         assert_eq!(
             find("dev/console").kind(),
             Some(Kind::CharDevice { major: 5, minor: 1 })

@@ -9,8 +9,12 @@ use anyhow::{Context, Result, bail};
 
 use crate::workspace::run_checked;
 
-/// Bare-metal targets the workspace builds for.
-pub const TARGETS: [&str; 2] = ["aarch64-unknown-none", "aarch64-unknown-none-softfloat"];
+/// Targets the workspace builds for: bare metal (hypervisor, probe) and static Linux tools.
+pub const TARGETS: [&str; 3] = [
+    "aarch64-unknown-none",
+    "aarch64-unknown-none-softfloat",
+    "aarch64-unknown-linux-musl",
+];
 /// Oldest QEMU release whose `virt` machine behaves as `docs/` and the tests assume.
 pub const MIN_QEMU_MAJOR: u32 = 10;
 /// The QEMU binary used for every boot.
@@ -211,12 +215,15 @@ mod tests {
 
     #[test]
     fn finds_missing_targets() {
-        let all =
-            "aarch64-unknown-none\naarch64-unknown-none-softfloat\nx86_64-unknown-linux-gnu\n";
+        let all = "aarch64-unknown-none\naarch64-unknown-none-softfloat\n\
+                   aarch64-unknown-linux-musl\nx86_64-unknown-linux-gnu\n";
         assert!(missing_targets(all).is_empty());
         assert_eq!(
             missing_targets("aarch64-unknown-none\nx86_64-unknown-linux-gnu\n"),
-            vec!["aarch64-unknown-none-softfloat"]
+            vec![
+                "aarch64-unknown-none-softfloat",
+                "aarch64-unknown-linux-musl"
+            ]
         );
         assert_eq!(missing_targets(""), TARGETS.to_vec());
     }

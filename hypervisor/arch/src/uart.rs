@@ -71,7 +71,10 @@ impl PhysicalUart {
         self.registers.imsc.set(RXIM | RTIM);
     }
 
-    /// Clears the receive interrupts once the FIFO has been emptied.
+    /// Clears the receive interrupts. Call it before draining the FIFO, never after: QEMU's
+    /// PL011 raises RX only when the FIFO count reaches the trigger level, so clearing it
+    /// after a byte slipped in between the last read and the clear leaves the interrupt low
+    /// for good with bytes waiting.
     pub fn clear_receive_interrupt(&self) {
         self.registers.icr.set((1 << 4) | (1 << 6));
     }

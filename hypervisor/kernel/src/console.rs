@@ -55,19 +55,19 @@ fn focus(index: usize) {
     ));
 }
 
-/// Reads everything the UART received and acts on it (called from its interrupt).
+/// Reads everything the UART received and acts on it (called from its interrupt). The
+/// interrupt is cleared first: a byte arriving after the FIFO was found empty raises it again.
 pub fn receive_input() {
+    if let Some(uart) = UART.lock().as_ref() {
+        uart.clear_receive_interrupt();
+    }
     loop {
         let byte = {
             let guard = UART.lock();
-            let Some(uart) = guard.as_ref() else { return };
-            match uart.read_byte() {
-                Some(byte) => byte,
-                None => {
-                    uart.clear_receive_interrupt();
-                    return;
-                }
-            }
+            let Some(byte) = guard.as_ref().and_then(PhysicalUart::read_byte) else {
+                return;
+            };
+            byte
         };
         let input = DECODER.lock().feed(byte);
         match input {
