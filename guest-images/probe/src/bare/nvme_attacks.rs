@@ -678,8 +678,8 @@ fn nsid(c: &mut Controller, env: &Env, name: &str) {
 /// formed. Each must complete with an error status. If any was accepted or
 /// timed out, the controller is reset and set up again afterwards (an
 /// accepted Doorbell Buffer Config would otherwise change how doorbells
-/// work).
-fn admin_refused(c: &mut Controller, _env: &Env, name: &str) {
+/// work). Doorbell Buffer Config is sent with its pages outside RAM.
+fn admin_refused(c: &mut Controller, env: &Env, name: &str) {
     let mut ops = Text::<128>::new();
     for (i, op) in REFUSED_ADMIN.iter().enumerate() {
         let _ = write!(ops, "{}{op:#04x}", if i > 0 { "," } else { "" });
@@ -691,6 +691,7 @@ fn admin_refused(c: &mut Controller, _env: &Env, name: &str) {
     let ctx = AdminContext {
         buffer: c.dma.spare,
         buffer2: c.dma.spare + PAGE_SIZE,
+        outside: env.outside,
         lba_format: c.ns.format,
         cntlid: c.info.cntlid,
     };

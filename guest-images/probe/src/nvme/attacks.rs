@@ -130,8 +130,11 @@ impl Findings {
 pub struct AdminContext {
     /// First page.
     pub buffer: u64,
-    /// Second page (Doorbell Buffer Config's EventIdx buffer).
+    /// Second page.
     pub buffer2: u64,
+    /// A page-aligned address outside RAM (Doorbell Buffer Config's two pages: shadow
+    /// doorbells in RAM are a legitimate request a virtual controller may grant).
+    pub outside: u64,
     /// LBA format in use (Format NVM keeps it).
     pub lba_format: u8,
     /// Controller ID (Namespace Attachment's controller list).
@@ -187,8 +190,9 @@ pub fn refused_admin_command(opcode: u8, ctx: &AdminContext) -> Command {
         admin::DIRECTIVE_SEND => c.nsid(1).cdw(1, 0x01).cdw(2, (1 << 8) | 1),
         // Directive Receive: Identify, Return Parameters, 4 KiB.
         admin::DIRECTIVE_RECEIVE => c.nsid(1).prp(ctx.buffer, 0).cdw(0, 1023).cdw(1, 0x01),
-        // Doorbell Buffer Config: shadow doorbells and EventIdx in our RAM.
-        admin::DOORBELL_BUFFER_CONFIG => c.prp(ctx.buffer, ctx.buffer2),
+        // Doorbell Buffer Config: shadow doorbells and EventIdx outside our RAM, where the
+        // controller would write EventIdx values.
+        admin::DOORBELL_BUFFER_CONFIG => c.prp(ctx.outside, ctx.outside + 0x1000),
         _ => c,
     }
 }
@@ -544,6 +548,7 @@ mod tests {
         let ctx = AdminContext {
             buffer: 0x4100_0000,
             buffer2: 0x4100_1000,
+            outside: 0x8000_0000,
             lba_format: 2,
             cntlid: 5,
         };
@@ -553,7 +558,7 @@ mod tests {
         let format = refused_admin_command(admin::FORMAT_NVM, &ctx);
         assert_eq!((format.dw[1], format.dw[10]), (1, 2));
         let dbbuf = refused_admin_command(admin::DOORBELL_BUFFER_CONFIG, &ctx);
-        assert_eq!((dbbuf.prp1(), dbbuf.prp2()), (0x4100_0000, 0x4100_1000));
+        assert_eq!((dbbuf.prp1(), dbbuf.prp2()), (0x8000_0000, 0x8000_1000));
         assert_eq!(refused_admin_command(admin::SANITIZE, &ctx).dw[10], 2);
         assert_eq!(
             refused_admin_command(admin::FIRMWARE_COMMIT, &ctx).dw[10],

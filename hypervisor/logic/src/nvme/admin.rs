@@ -4,16 +4,18 @@
 //! Emulated: Identify (§5.15), Get Log Page (§5.14: Error Information, SMART / Health
 //! Information with the slice's own counters, Firmware Slot Information), Set / Get Features
 //! (§5.21, §5.9), Create / Delete I/O Submission and Completion Queue (§5.3-5.6), Asynchronous
-//! Event Request (§5.2), Abort (§5.1, never aborts), Keep Alive (§5.16). Everything else,
-//! including every optional command Identify Controller OACS says is absent (Format NVM,
-//! Sanitize, firmware, namespace management and attachment, virtualization management,
-//! security, self-test, directives, NVMe-MI, Doorbell Buffer Config) and vendor specific
-//! opcodes, completes with Invalid Command Opcode.
+//! Event Request (§5.2), Abort (§5.1, never aborts), Keep Alive (§5.16), Doorbell Buffer
+//! Config (§5.8, shadow doorbells in the slice's RAM). Everything else, including every
+//! optional command Identify Controller OACS says is absent (Format NVM, Sanitize, firmware,
+//! namespace management and attachment, virtualization management, security, self-test,
+//! directives, NVMe-MI) and vendor specific opcodes, completes with Invalid Command Opcode.
 
 use zerocopy::{FromZeros, IntoBytes};
 
 use super::backend::NvmeBackend;
-use super::controller::{CompletionQueue, SubmissionQueue, VirtualNvme, Work};
+use super::controller::{
+    CompletionQueue, EVENT_INDEX_NEVER, ShadowDoorbells, SubmissionQueue, VirtualNvme, Work,
+};
 use super::identify::{AERL, WCTEMP};
 use super::io::Transfer;
 use super::memory::{Ipa, short_transfer};
@@ -171,10 +173,26 @@ impl VirtualNvme {
         }
         match cmd.opcode {
             admin::DELETE_IO_SQ => self.delete_sq(cmd),
-            admin::CREATE_IO_SQ => self.create_sq(cmd).into(),
+            admin::CREATE_IO_SQ => {
+                let created = self.create_sq(cmd);
+                if created.is_ok() {
+                    // A new SQ's tail is 0: its first shadow tail update rings.
+                    let qid = usize::from(cmd.cdw10.get() as u16);
+                    self.write_event_index(env, 2 * qid, 0);
+                }
+                created.into()
+            }
             admin::GET_LOG_PAGE => self.get_log_page(env, cmd).into(),
             admin::DELETE_IO_CQ => self.delete_cq(cmd).into(),
-            admin::CREATE_IO_CQ => self.create_cq(cmd).into(),
+            admin::CREATE_IO_CQ => {
+                let created = self.create_cq(cmd);
+                if created.is_ok() {
+                    let qid = usize::from(cmd.cdw10.get() as u16);
+                    self.write_event_index(env, 2 * qid + 1, EVENT_INDEX_NEVER);
+                }
+                created.into()
+            }
+            admin::DOORBELL_BUFFER_CONFIG => self.doorbell_buffer_config(env, cmd).into(),
             admin::IDENTIFY => self.identify(env, cmd).into(),
             // Never aborts anything: DW0 bit 0 = 1, "command not aborted".
             admin::ABORT => AdminOutcome::success(1),
@@ -190,6 +208,35 @@ impl VirtualNvme {
             admin::KEEP_ALIVE => AdminOutcome::success(0),
             _ => AdminOutcome::status(Status::INVALID_OPCODE),
         }
+    }
+
+    /// Doorbell Buffer Config: PRP1 is the shadow doorbell page, PRP2 the EventIdx page, each
+    /// page-aligned inside the slice's RAM. The EventIdx of every existing I/O queue is set
+    /// at once; new queues get theirs when created.
+    fn doorbell_buffer_config(
+        &mut self,
+        env: &mut impl NvmeBackend,
+        cmd: &SubmissionEntry,
+    ) -> Result<u32, Status> {
+        let (doorbells, event_indexes) = (cmd.prp1.get(), cmd.prp2.get());
+        let page_in_ram =
+            |at: u64| at & PAGE_MASK == 0 && self.config.ram.contains(Ipa(at), PAGE_MASK + 1);
+        if !page_in_ram(doorbells) || !page_in_ram(event_indexes) || doorbells == event_indexes {
+            return Err(Status::INVALID_FIELD);
+        }
+        self.shadow = Some(ShadowDoorbells {
+            doorbells: Ipa(doorbells),
+            event_indexes: Ipa(event_indexes),
+        });
+        for qid in 1..self.sqs.len() {
+            if let Some(tail) = self.sqs[qid].map(|sq| sq.tail) {
+                self.write_event_index(env, 2 * qid, tail);
+            }
+            if self.cqs[qid].is_some() {
+                self.write_event_index(env, 2 * qid + 1, EVENT_INDEX_NEVER);
+            }
+        }
+        Ok(0)
     }
 
     /// Copies `data` to the guest buffer the command's PRPs name (at most one page).

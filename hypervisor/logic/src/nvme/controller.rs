@@ -25,8 +25,8 @@ use super::io::{self, CommandMemory, IoRules, Transfer};
 use super::memory::{GuestMemoryFault, Ipa, Pa};
 use super::msix::{MSIX_PBA_OFFSET, MSIX_TABLE_OFFSET, MsixTable};
 use super::spec::{
-    AQA, AsyncEvent, CAP, CC, CQE_SIZE, CSTS, CompletionEntry, PAGE_MASK, SQE_SIZE, Status,
-    SubmissionEntry, VERSION_1_4, reg,
+    AQA, AsyncEvent, CAP, CC, CQE_SIZE, CSTS, CompletionEntry, PAGE_MASK, PAGE_SIZE, SQE_SIZE,
+    Status, SubmissionEntry, VERSION_1_4, reg,
 };
 
 /// Bytes of BAR0: registers, doorbells, MSI-X table, PBA (4 KiB each).
@@ -154,6 +154,17 @@ impl CompletionQueue {
     fn full(&self) -> bool {
         self.used() == self.size - 1
     }
+
+    /// Takes `head` from the guest if it is a head it may write: inside the queue and only
+    /// past entries the controller has posted.
+    fn move_head(&mut self, head: u32) -> bool {
+        let size = u32::from(self.size);
+        if head >= size || (head + size - u32::from(self.head)) % size > u32::from(self.used()) {
+            return false;
+        }
+        self.head = head as u16;
+        true
+    }
 }
 
 /// An admin completion waiting for room in the admin CQ.
@@ -199,6 +210,26 @@ pub(super) fn bits(mut set: u128) -> impl Iterator<Item = usize> {
     })
 }
 
+/// Shadow doorbells (Doorbell Buffer Config, Base 1.4 §5.8): two pages of the slice's RAM,
+/// indexed like the doorbell registers (SQ y tail at 2y, CQ y head at 2y + 1, 4 bytes each).
+/// The guest writes its new tails and heads to `doorbells` and rings the real doorbell only
+/// when the EventIdx the controller keeps in `event_indexes` asks for it. Used for I/O queues.
+///
+/// The controller asks for every SQ tail (it has no other way to learn of new commands) and
+/// for no CQ head: it reads the shadow head whenever it needs room in a CQ, and asks for a
+/// ring only while completions wait for room. That removes the CQ head doorbell exit of
+/// every completion batch.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ShadowDoorbells {
+    pub doorbells: Ipa,
+    pub event_indexes: Ipa,
+}
+
+/// A CQ EventIdx that no head update reaches: 0x8000 away from every head of a queue of at
+/// most 4096 entries, so the host's `(new - idx - 1) < (new - old)` (mod 2^16) is false until
+/// its head wraps to 0 (one ring per pass over the queue).
+pub(super) const EVENT_INDEX_NEVER: u16 = 0x8000;
+
 /// What a batch of hardware completions amounted to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CompletionSummary {
@@ -240,6 +271,8 @@ pub struct VirtualNvme {
     pub(super) granted_cqs: u16,
     pub(super) smart: SmartCounters,
     msix: MsixTable,
+    /// Set by Doorbell Buffer Config, cleared by a controller reset.
+    pub(super) shadow: Option<ShadowDoorbells>,
 }
 
 /// The validator's view of one slot: guest RAM through the backend, the slot's DMA page.
@@ -304,6 +337,7 @@ impl VirtualNvme {
             granted_sqs: count,
             granted_cqs: count,
             smart: SmartCounters::default(),
+            shadow: None,
             config,
         })
     }
@@ -547,6 +581,7 @@ impl VirtualNvme {
         self.granted_cqs = self.config.queues.count;
         self.shutdown = Shutdown::Normal;
         self.shutdown_flush = false;
+        self.shadow = None;
         self.state = if self.in_flight > 0 {
             State::Resetting
         } else {
@@ -629,21 +664,17 @@ impl VirtualNvme {
             if qid == 0 {
                 work.flush |= 1;
             } else {
+                // The next tail the guest writes to its shadow doorbell rings again.
+                self.write_event_index(env, 2 * qid, value as u16);
                 self.fetch_io(env, qid, work);
             }
         } else {
             let Some(cq) = self.cqs.get_mut(qid).and_then(Option::as_mut) else {
                 return self.raise_event(AsyncEvent::InvalidDoorbellRegister, work);
             };
-            if value >= u32::from(cq.size) {
+            if !cq.move_head(value) {
                 return self.raise_event(AsyncEvent::InvalidDoorbellValue, work);
             }
-            // The new head may only move over entries the controller has posted.
-            let advance = (value + u32::from(cq.size) - u32::from(cq.head)) % u32::from(cq.size);
-            if advance > u32::from(cq.used()) {
-                return self.raise_event(AsyncEvent::InvalidDoorbellValue, work);
-            }
-            cq.head = value as u16;
             work.flush |= 1 << qid;
         }
     }
@@ -777,7 +808,7 @@ impl VirtualNvme {
             let Some((first, last)) = cq.held else {
                 return;
             };
-            if cq.full() {
+            if cq.full() && !self.room_from_shadow(env, qid) {
                 return;
             }
             let queue = usize::from(first.queue);
@@ -815,6 +846,51 @@ impl VirtualNvme {
             work.refetch |= 1 << (queue + 1);
             self.command_done(sq, work);
         }
+    }
+
+    /// CQ `qid` is full: looks for room the guest made in its shadow head. Finding none,
+    /// asks for a ring at the next head update (EventIdx = the head seen), then looks again,
+    /// since the guest may have moved its head before it saw the new EventIdx.
+    fn room_from_shadow(&mut self, env: &mut impl NvmeBackend, qid: usize) -> bool {
+        if self.shadow.is_none() {
+            return false;
+        }
+        let before = self.cqs[qid].map(|cq| cq.head);
+        self.read_shadow_head(env, qid);
+        if let Some(head) = before.filter(|&h| self.cqs[qid].is_some_and(|cq| cq.head == h)) {
+            self.write_event_index(env, 2 * qid + 1, head);
+            self.read_shadow_head(env, qid);
+        }
+        self.cqs[qid].is_some_and(|cq| !cq.full())
+    }
+
+    /// Takes I/O CQ `qid`'s head from the shadow doorbell, if it is one the guest may write
+    /// (anything else is ignored: the guest only delays its own completions).
+    fn read_shadow_head(&mut self, env: &mut impl NvmeBackend, qid: usize) {
+        let Some(at) = self.shadow_entry(|s| s.doorbells, 2 * qid + 1) else {
+            return;
+        };
+        let mut raw = [0u8; 4];
+        if env.read_guest(at, &mut raw).is_ok()
+            && let Some(cq) = self.cqs[qid].as_mut()
+        {
+            cq.move_head(u32::from_le_bytes(raw));
+        }
+    }
+
+    /// Writes EventIdx `index` (doorbell numbering) when shadow doorbells are on.
+    pub(super) fn write_event_index(&self, env: &mut impl NvmeBackend, index: usize, value: u16) {
+        if let Some(at) = self.shadow_entry(|s| s.event_indexes, index) {
+            // The page lies inside the slice's RAM (checked by Doorbell Buffer Config).
+            let _ = env.write_guest(at, &u32::from(value).to_le_bytes());
+        }
+    }
+
+    /// Where entry `index` of one of the shadow pages is.
+    fn shadow_entry(&self, page: impl Fn(&ShadowDoorbells) -> Ipa, index: usize) -> Option<Ipa> {
+        let shadow = self.shadow.as_ref()?;
+        let offset = 4 * index as u64;
+        (offset < PAGE_SIZE).then(|| Ipa(page(shadow).0 + offset))
     }
 
     /// A command of guest SQ `sq` has its completion in the guest's CQ.

@@ -173,7 +173,8 @@ impl Identity {
         put(&mut d, ctrl::CNTLID, &self.controller_id.to_le_bytes());
         put(&mut d, ctrl::VER, &VERSION_1_4.to_le_bytes());
         d[ctrl::CNTRLTYPE] = CNTRLTYPE_IO;
-        put(&mut d, ctrl::OACS, &0u16.to_le_bytes());
+        // OACS: Doorbell Buffer Config only (bit 8).
+        put(&mut d, ctrl::OACS, &(1u16 << 8).to_le_bytes());
         d[ctrl::ACL] = ACL;
         d[ctrl::AERL] = AERL;
         d[ctrl::FRMW] = FRMW_ONE_READ_ONLY_SLOT;
@@ -258,7 +259,11 @@ mod tests {
         assert_eq!(d[77], 7, "MDTS");
         assert_eq!(u16_at(&d, 78), 1, "CNTLID");
         assert_eq!(u32_at(&d, 80), 0x0001_0400, "VER 1.4");
-        assert_eq!(u16_at(&d, 256), 0, "OACS: no optional admin commands");
+        assert_eq!(
+            u16_at(&d, 256),
+            1 << 8,
+            "OACS: Doorbell Buffer Config, no other optional admin command"
+        );
         assert_eq!(d[259], 3, "AERL");
         assert_eq!(d[512], 0x66);
         assert_eq!(d[513], 0x44);

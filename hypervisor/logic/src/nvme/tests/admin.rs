@@ -181,7 +181,7 @@ fn identify_data_pointer_checks() {
 fn every_refused_admin_opcode() {
     let mut s = enabled();
     let implemented = [
-        0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0a, 0x0c, 0x18,
+        0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0a, 0x0c, 0x18, 0x7c,
     ];
     let named_refusals = [
         op::FORMAT_NVM,
@@ -198,7 +198,6 @@ fn every_refused_admin_opcode() {
         op::DIRECTIVE_RECEIVE,
         op::NVME_MI_SEND,
         op::NVME_MI_RECEIVE,
-        op::DOORBELL_BUFFER_CONFIG,
         op::CAPACITY_MANAGEMENT,
         op::LOCKDOWN,
         op::GET_LBA_STATUS,

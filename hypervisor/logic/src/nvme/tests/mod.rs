@@ -7,6 +7,7 @@ mod admin;
 mod fuzz;
 mod io;
 mod reset;
+mod shadow;
 
 use alloc::collections::VecDeque;
 use alloc::format;

@@ -1,0 +1,237 @@
+//! Shadow doorbells (Doorbell Buffer Config): the guest writes tails and heads to a page of
+//! its RAM and rings only when the controller's EventIdx asks for it, the way Linux's
+//! `nvme_dbbuf_update_and_check_event` does.
+
+use super::*;
+
+const DOORBELLS: u64 = RAM_IPA + 0x30_0000;
+const EVENT_INDEXES: u64 = RAM_IPA + 0x30_1000;
+
+/// Linux's `nvme_dbbuf_need_event`: ring if the update from `old` to `new` passed `event`.
+fn need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+}
+
+fn dbbc(s: &mut Slice, doorbells: u64, event_indexes: u64) -> Status {
+    s.admin_status(SubmissionEntry {
+        prp1: doorbells.into(),
+        prp2: event_indexes.into(),
+        ..cmd(op::DOORBELL_BUFFER_CONFIG)
+    })
+}
+
+fn u32_at(s: &mut Slice, ipa: u64) -> u32 {
+    u32::from_le_bytes(s.node.ram_at(ipa, 4).try_into().unwrap())
+}
+
+fn event_index(s: &mut Slice, index: u64) -> u16 {
+    u32_at(s, EVENT_INDEXES + 4 * index) as u16
+}
+
+impl Slice {
+    /// Writes SQ `qid`'s tail to its shadow doorbell and rings only if EventIdx asks.
+    fn shadow_ring(&mut self, qid: u16, old: u16) -> bool {
+        let tail = self.sq[usize::from(qid)].unwrap().tail;
+        let at = DOORBELLS + 8 * u64::from(qid);
+        self.node
+            .ram_at(at, 4)
+            .copy_from_slice(&u32::from(tail).to_le_bytes());
+        let ring = need_event(event_index(self, 2 * u64::from(qid)), tail, old);
+        if ring {
+            self.ring(qid);
+        }
+        ring
+    }
+
+    /// Writes CQ `qid`'s head to its shadow doorbell; rings only if EventIdx asks.
+    fn shadow_ack(&mut self, qid: u16, old: u16) -> bool {
+        let head = self.cq[usize::from(qid)].unwrap().head;
+        let at = DOORBELLS + 8 * u64::from(qid) + 4;
+        self.node
+            .ram_at(at, 4)
+            .copy_from_slice(&u32::from(head).to_le_bytes());
+        let ring = need_event(event_index(self, 2 * u64::from(qid) + 1), head, old);
+        if ring {
+            self.ack(qid);
+        }
+        ring
+    }
+}
+
+#[test]
+fn identify_offers_it_and_bad_buffers_are_refused() {
+    let mut s = Slice::ready();
+    for (doorbells, event_indexes) in [
+        (DOORBELLS + 8, EVENT_INDEXES),
+        (DOORBELLS, EVENT_INDEXES + 0x800),
+        (DOORBELLS, DOORBELLS),
+        (RAM_IPA + RAM_SIZE, EVENT_INDEXES),
+        (DOORBELLS, RAM_IPA + RAM_SIZE - 0x800),
+        (DOORBELLS, 0),
+        (!0xfff, EVENT_INDEXES),
+    ] {
+        assert_eq!(
+            dbbc(&mut s, doorbells, event_indexes),
+            Status::INVALID_FIELD,
+            "{doorbells:#x} {event_indexes:#x}"
+        );
+    }
+    assert!(s.ctrl.shadow.is_none());
+    s.node.ram_at(EVENT_INDEXES, 4096).fill(0xee);
+    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
+    // Existing queues: SQ EventIdx = its tail (0), CQ EventIdx out of reach.
+    for qid in 1..=2 {
+        assert_eq!(event_index(&mut s, 2 * qid), 0);
+        assert_eq!(event_index(&mut s, 2 * qid + 1), 0x8000);
+    }
+    assert_eq!(
+        u32_at(&mut s, EVENT_INDEXES),
+        0xeeee_eeee,
+        "admin queue untouched"
+    );
+    s.assert_clean();
+}
+
+#[test]
+fn completions_flow_without_cq_head_doorbells() {
+    let mut s = Slice::ready();
+    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
+    let mut cq_rings = 0;
+    let mut sq_rings = 0;
+    // Ten rounds over a 4-entry queue: the heads wrap several times.
+    for round in 0..10u64 {
+        let old = s.sq[1].unwrap().tail;
+        let cid = s.push(1, rw(io_op::READ, round, 1, DATA, 0));
+        sq_rings += usize::from(s.shadow_ring(1, old));
+        s.node.run(&mut s.ctrl);
+        let old = s.cq[1].unwrap().head;
+        let cqe = s.pop(1).expect("completion posted");
+        assert_eq!(
+            (cqe.command_id.get(), status_of(&cqe)),
+            (cid, Status::SUCCESS)
+        );
+        cq_rings += usize::from(s.shadow_ack(1, old));
+    }
+    assert_eq!(
+        sq_rings, 10,
+        "every new tail rings: the controller has no other way to know"
+    );
+    // Only the wrap of the head to 0 reaches the EventIdx (u16 arithmetic of a 4-entry ring).
+    assert!(cq_rings <= 10 / 4 + 1, "{cq_rings} CQ head rings");
+    s.assert_clean();
+}
+
+#[test]
+fn a_full_cq_asks_for_a_ring_and_the_shadow_head_makes_room() {
+    let mut config = config();
+    config.queues.depth = 16;
+    let mut s = Slice::with(config);
+    s.enable();
+    s.enable_msix();
+    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
+    assert_eq!(s.create_cq(1, 4, 1), Status::SUCCESS); // 3 usable entries
+    assert_eq!(s.create_sq(1, 16, 1), Status::SUCCESS);
+    assert_eq!(event_index(&mut s, 3), 0x8000, "set when the CQ is created");
+    let cids: Vec<u16> = (0..7)
+        .map(|i| s.push(1, rw(io_op::READ, i, 1, DATA, 0)))
+        .collect();
+    assert!(s.shadow_ring(1, 0));
+    s.node.run(&mut s.ctrl);
+    // Three fit; the controller now asks to hear about the next head move.
+    assert_eq!(event_index(&mut s, 3), 0);
+    let mut got = Vec::new();
+    while got.len() < 7 {
+        let old = s.cq[1].unwrap().head;
+        let mut popped = 0;
+        while let Some(c) = s.pop(1) {
+            got.push(c.command_id.get());
+            popped += 1;
+        }
+        assert!(popped > 0, "completions stalled after {got:?}");
+        // Asked for, so the guest rings: the doorbell flushes what waited.
+        assert!(s.shadow_ack(1, old) || got.len() == 7);
+    }
+    assert_eq!(got, cids, "every completion, in order, none overwritten");
+    s.assert_clean();
+}
+
+#[test]
+fn a_shadow_head_is_found_without_a_ring_when_the_cq_fills() {
+    let mut config = config();
+    config.queues.depth = 16;
+    let mut s = Slice::with(config);
+    s.enable();
+    s.enable_msix();
+    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
+    assert_eq!(s.create_cq(1, 4, 1), Status::SUCCESS);
+    assert_eq!(s.create_sq(1, 16, 1), Status::SUCCESS);
+    let mut got = Vec::new();
+    for i in 0..3 {
+        let old = s.sq[1].unwrap().tail;
+        s.push(1, rw(io_op::READ, i, 1, DATA, 0));
+        s.shadow_ring(1, old);
+        s.node.run(&mut s.ctrl);
+    }
+    // The guest consumed all three and updated its shadow head; EventIdx said not to ring.
+    while let Some(c) = s.pop(1) {
+        got.push(c.command_id.get());
+    }
+    assert!(!s.shadow_ack(1, 0));
+    // The CQ is full as far as the controller last heard; the next completion reads the
+    // shadow head instead of waiting for a doorbell.
+    let old = s.sq[1].unwrap().tail;
+    let cid = s.push(1, rw(io_op::READ, 9, 1, DATA, 0));
+    s.shadow_ring(1, old);
+    s.node.run(&mut s.ctrl);
+    assert_eq!(s.pop(1).map(|c| c.command_id.get()), Some(cid));
+    assert_eq!(got.len(), 3);
+    s.assert_clean();
+}
+
+#[test]
+fn bogus_shadow_heads_are_ignored_and_a_reset_turns_shadows_off() {
+    let mut config = config();
+    config.queues.depth = 16;
+    let mut s = Slice::with(config);
+    s.enable();
+    s.enable_msix();
+    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
+    assert_eq!(s.create_cq(1, 4, 1), Status::SUCCESS);
+    assert_eq!(s.create_sq(1, 16, 1), Status::SUCCESS);
+    for i in 0..5 {
+        s.push(1, rw(io_op::READ, i, 1, DATA, 0));
+    }
+    s.ring(1);
+    s.node.run(&mut s.ctrl);
+    let cq = s.cq[1].unwrap();
+    let posted = s.node.ram_at(cq.base, 64).to_vec();
+    // The CQ is full, so every head inside the queue is one the guest may write; heads
+    // outside it free nothing.
+    for head in [4u32, 5, 0xffff, 0xffff_ffff] {
+        s.node
+            .ram_at(DOORBELLS + 12, 4)
+            .copy_from_slice(&head.to_le_bytes());
+        s.node.run(&mut s.ctrl);
+        let old = s.sq[1].unwrap().tail;
+        s.push(1, rw(io_op::READ, 7, 1, DATA, 0));
+        s.shadow_ring(1, old);
+        s.node.run(&mut s.ctrl);
+        assert_eq!(s.node.ram_at(cq.base, 64), &posted[..], "head {head:#x}");
+    }
+    // CC.EN = 0 and back: the shadow pages are forgotten, queues use their doorbells.
+    s.write(0x14, 0);
+    s.node.run(&mut s.ctrl);
+    assert_eq!(s.csts() & 1, 0);
+    s.enable();
+    assert!(s.ctrl.shadow.is_none());
+    s.node.ram_at(EVENT_INDEXES, 4096).fill(0xee);
+    s.create_pair(1, 4);
+    assert!(
+        s.node
+            .ram_at(EVENT_INDEXES, 4096)
+            .iter()
+            .all(|&b| b == 0xee),
+        "no EventIdx written after the reset"
+    );
+    s.assert_clean();
+}
