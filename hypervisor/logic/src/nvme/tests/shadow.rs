@@ -58,6 +58,19 @@ impl Slice {
     }
 }
 
+/// Shadow doorbells on, then I/O SQ 1 of 16 entries posting to CQ 1 of 4 (3 usable).
+fn small_cq_with_shadows() -> Slice {
+    let mut config = config();
+    config.queues.depth = 16;
+    let mut s = Slice::with(config);
+    s.enable();
+    s.enable_msix();
+    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
+    assert_eq!(s.create_cq(1, 4, 1), Status::SUCCESS);
+    assert_eq!(s.create_sq(1, 16, 1), Status::SUCCESS);
+    s
+}
+
 #[test]
 fn identify_offers_it_and_bad_buffers_are_refused() {
     let mut s = Slice::ready();
@@ -123,14 +136,7 @@ fn completions_flow_without_cq_head_doorbells() {
 
 #[test]
 fn a_full_cq_asks_for_a_ring_and_the_shadow_head_makes_room() {
-    let mut config = config();
-    config.queues.depth = 16;
-    let mut s = Slice::with(config);
-    s.enable();
-    s.enable_msix();
-    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
-    assert_eq!(s.create_cq(1, 4, 1), Status::SUCCESS); // 3 usable entries
-    assert_eq!(s.create_sq(1, 16, 1), Status::SUCCESS);
+    let mut s = small_cq_with_shadows();
     assert_eq!(event_index(&mut s, 3), 0x8000, "set when the CQ is created");
     let cids: Vec<u16> = (0..7)
         .map(|i| s.push(1, rw(io_op::READ, i, 1, DATA, 0)))
@@ -157,14 +163,7 @@ fn a_full_cq_asks_for_a_ring_and_the_shadow_head_makes_room() {
 
 #[test]
 fn a_shadow_head_is_found_without_a_ring_when_the_cq_fills() {
-    let mut config = config();
-    config.queues.depth = 16;
-    let mut s = Slice::with(config);
-    s.enable();
-    s.enable_msix();
-    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
-    assert_eq!(s.create_cq(1, 4, 1), Status::SUCCESS);
-    assert_eq!(s.create_sq(1, 16, 1), Status::SUCCESS);
+    let mut s = small_cq_with_shadows();
     let mut got = Vec::new();
     for i in 0..3 {
         let old = s.sq[1].unwrap().tail;
@@ -190,14 +189,7 @@ fn a_shadow_head_is_found_without_a_ring_when_the_cq_fills() {
 
 #[test]
 fn bogus_shadow_heads_are_ignored_and_a_reset_turns_shadows_off() {
-    let mut config = config();
-    config.queues.depth = 16;
-    let mut s = Slice::with(config);
-    s.enable();
-    s.enable_msix();
-    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
-    assert_eq!(s.create_cq(1, 4, 1), Status::SUCCESS);
-    assert_eq!(s.create_sq(1, 16, 1), Status::SUCCESS);
+    let mut s = small_cq_with_shadows();
     for i in 0..5 {
         s.push(1, rw(io_op::READ, i, 1, DATA, 0));
     }
