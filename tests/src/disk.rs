@@ -65,7 +65,10 @@ fn parse(offset: u64, bytes: &[u8]) -> GuestBlock {
     let mut words = text.split_whitespace().skip(1);
     let slice = words.next().unwrap_or("").to_string();
     let region = words.next().unwrap_or("").to_string();
-    let block = words.next().and_then(|w| w.parse().ok()).unwrap_or(u64::MAX);
+    let block = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(u64::MAX);
     let intact = bytes == guest_block(&slice, &region, block).as_slice();
     GuestBlock {
         offset,
@@ -92,7 +95,10 @@ pub fn misplaced(
         };
         let start = share.first_block * block_bytes;
         let end = start + share.blocks * block_bytes;
-        let expected = b.block.checked_mul(GUEST_BLOCK).and_then(|o| o.checked_add(start));
+        let expected = b
+            .block
+            .checked_mul(GUEST_BLOCK)
+            .and_then(|o| o.checked_add(start));
         if expected != Some(b.offset) || b.offset + GUEST_BLOCK > end {
             problems.push(format!(
                 "slice {}'s block {} ({}) is at disk byte {:#x}; its window is {start:#x}-{end:#x}",
@@ -109,7 +115,10 @@ pub fn misplaced(
 }
 
 /// Blocks of `slice` found, as (region, block) pairs in file order.
-pub fn of_slice<'a>(blocks: &'a [GuestBlock], slice: &'a str) -> impl Iterator<Item = (&'a str, u64)> {
+pub fn of_slice<'a>(
+    blocks: &'a [GuestBlock],
+    slice: &'a str,
+) -> impl Iterator<Item = (&'a str, u64)> {
     blocks
         .iter()
         .filter(move |b| b.slice == slice)
@@ -138,11 +147,19 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(blocks.len(), 3, "{blocks:?}");
         assert_eq!(
-            (blocks[0].offset, blocks[0].slice.as_str(), blocks[0].region.as_str(), blocks[0].block),
+            (
+                blocks[0].offset,
+                blocks[0].slice.as_str(),
+                blocks[0].region.as_str(),
+                blocks[0].block
+            ),
             ((1 << 20) + 4096, "a", "first", 1)
         );
         assert!(blocks[0].intact && !blocks[2].intact);
-        assert_eq!(of_slice(&blocks, "a").collect::<Vec<_>>(), [("first", 1), ("load", 2)]);
+        assert_eq!(
+            of_slice(&blocks, "a").collect::<Vec<_>>(),
+            [("first", 1), ("load", 2)]
+        );
 
         let share = |first_block, blocks| DiskShare {
             first_block,
@@ -157,8 +174,14 @@ mod tests {
         .into();
         let problems = misplaced(&blocks, &windows, 512);
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems[0].contains("slice a's block 2 (load) is at disk byte 0x103000"), "{problems:?}");
-        assert!(problems[1].contains("slice b's block 0 (first) at 0x200000 is damaged"), "{problems:?}");
+        assert!(
+            problems[0].contains("slice a's block 2 (load) is at disk byte 0x103000"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains("slice b's block 0 (first) at 0x200000 is damaged"),
+            "{problems:?}"
+        );
         let none: BTreeMap<String, DiskShare> = BTreeMap::new();
         assert!(misplaced(&blocks, &none, 512)[0].contains("no slice"));
     }

@@ -856,15 +856,27 @@ mod tests {
             )
         };
         let mut c = expect();
-        feed(&mut c, "[m] SLICE-REPORT {\"slice\":\"m\",\"cpus\":1,\"mpidrs\":[0],\"memory_bytes\":1}\n");
+        feed(
+            &mut c,
+            "[m] SLICE-REPORT {\"slice\":\"m\",\"cpus\":1,\"mpidrs\":[0],\"memory_bytes\":1}\n",
+        );
         assert!(!c.satisfied() && c.violation().is_none());
-        feed(&mut c, &report(",\"nvme_bytes\":67108864,\"nvme_queues\":2"));
+        feed(
+            &mut c,
+            &report(",\"nvme_bytes\":67108864,\"nvme_queues\":2"),
+        );
         assert!(c.satisfied(), "{:?}", c.violation());
 
         let mut c = expect();
-        feed(&mut c, &report(",\"nvme_bytes\":67108864,\"nvme_queues\":4"));
+        feed(
+            &mut c,
+            &report(",\"nvme_bytes\":67108864,\"nvme_queues\":4"),
+        );
         let why = c.violation().expect("4 queues where 2 are planned");
-        assert!(why.contains("nvme_queues 4, expected 67108864 and 2"), "{why}");
+        assert!(
+            why.contains("nvme_queues 4, expected 67108864 and 2"),
+            "{why}"
+        );
         let mut c = expect();
         feed(&mut c, &report(""));
         assert!(c.violation().unwrap().contains("nvme_bytes none"));

@@ -984,7 +984,8 @@ mod tests {
     #[test]
     fn disk_steps_write_verify_and_check_the_end() {
         let root = disk_root("disk");
-        let lines = root.disk("verify,write,end,load:1,verify-load:1");
+        root.write("proc/uptime", b"7.25 3.50\n");
+        let lines = root.disk("verify,write,end,at:7,load:1,verify-load:1");
         assert_eq!(
             lines,
             [
@@ -996,10 +997,11 @@ mod tests {
                 "DISK write middle ok",
                 "DISK write last ok",
                 "DISK end ok read-past=0 read-across=512",
+                "DISK at 7",
                 "DISK load start 1MiB at=256",
                 "DISK write load ok",
                 "DISK verify load ok",
-                "DISK done verify,write,end,load:1,verify-load:1",
+                "DISK done verify,write,end,at:7,load:1,verify-load:1",
             ]
         );
         let disk = std::fs::read(root.dir.join("disk.raw")).unwrap();
@@ -1014,9 +1016,19 @@ mod tests {
 
         // Written before: verify passes, a second run sums the same bytes.
         let again = root.disk("verify,sum,sum");
-        assert_eq!(&again[1..4], ["DISK verify first ok", "DISK verify middle ok", "DISK verify last ok"]);
+        assert_eq!(
+            &again[1..4],
+            [
+                "DISK verify first ok",
+                "DISK verify middle ok",
+                "DISK verify last ok"
+            ]
+        );
         let sums: Vec<&str> = again[4..6].iter().map(String::as_str).collect();
-        assert!(sums[0].starts_with("DISK sum 4194304 ") && sums[0].len() == 17 + 32, "{sums:?}");
+        assert!(
+            sums[0].starts_with("DISK sum 4194304 ") && sums[0].len() == 17 + 32,
+            "{sums:?}"
+        );
         assert_eq!(sums[0], sums[1]);
     }
 

@@ -165,9 +165,11 @@ report() {
 #   DISK end ok read-past=0 read-across=512[ write-past=refused] | DISK end FAIL <values>
 #   DISK load start <MiB>MiB at=<block>                          before the load is written
 #   DISK sum <bytes> <md5>                                       md5 of the whole disk
+#   DISK at <s>                                                  the uptime reached <s> s
 #   DISK done <steps> | DISK FAIL no-disk | DISK FAIL unknown-step <step>
 #
-# Steps: verify, write, end, load[:MiB] (default 8), verify-load[:MiB], sum. <why>: found="<the
+# Steps: verify, write, end, load[:MiB] (default 8), verify-load[:MiB], sum, at:<s> (wait until
+# Linux has been up <s> seconds: slices started together start a later step together). <why>: found="<the
 # first wrong block's first 48 characters>" at=<block>, short-read bytes=<n>, dd-read <error>,
 # dd-write <error>, too-large.
 
@@ -295,6 +297,14 @@ disk_steps() {
 				disk_write load $((blocks / 4)) "$n"
 			else
 				disk_verify load $((blocks / 4)) "$n"
+			fi
+			;;
+		at:*)
+			if is_number disk "${step#at:}"; then
+				while [ "$(cut -d. -f1 "$R/proc/uptime")" -lt "${step#at:}" ]; do
+					usleep 200000 2>/dev/null || sleep 1
+				done
+				echo "DISK at ${step#at:}"
 			fi
 			;;
 		sum)
