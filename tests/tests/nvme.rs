@@ -168,7 +168,6 @@ fn linux_slices_get_their_own_namespaces_and_keep_their_data() {
         .expect(Expect::Never(hv("^slice (two|three) restarted")))
         .expect(Expect::Sequence(vec![
             disk_ok("one", "write", "load"),
-            slice("one", "^PROBE ACTION reboot$"),
             hv("^slice one restarted: PSCI SYSTEM_RESET$"),
             slice("one", "^DISK info "),
             disk_ok("one", "verify", "first"),
