@@ -125,6 +125,11 @@ impl SliceReport {
         out
     }
 
+    /// A numeric field besides the required ones (e.g. `nvme_bytes`, `nvme_queues`), if reported.
+    pub fn number(&self, key: &str) -> Option<u64> {
+        self.other.get(key).and_then(serde_json::Value::as_u64)
+    }
+
     /// `mem_total_kib` (the Linux guest's MemTotal from /proc/meminfo), if reported.
     pub fn mem_total_kib(&self) -> Option<u64> {
         self.other

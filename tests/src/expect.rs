@@ -110,6 +110,18 @@ pub enum Expect {
         period_ms: u64,
         min_percent: u64,
     },
+    /// Every `SLICE-REPORT` of `slice` has `nvme_bytes` = `bytes` (its namespace as the guest
+    /// sees it) and `nvme_queues` = `queues` (I/O queues it created); one is needed. A report
+    /// without them or with other values is a violation.
+    Nvme {
+        slice: String,
+        bytes: u64,
+        queues: u64,
+    },
+    /// At least `count` lines match `pattern`, and its first capture group is the same text in
+    /// every matching line (e.g. a checksum printed before and after something happened). A
+    /// line with another value is a violation.
+    SameCapture { pattern: Pattern, count: usize },
     /// At least `count` lines match.
     Line { pattern: Pattern, count: usize },
     /// Lines matching each pattern appear in this order (each after the previous one).
@@ -183,6 +195,17 @@ impl fmt::Display for Expect {
                 "[{slice}] at least {min_percent}% of one HEARTBEAT per {period_ms} ms between two \
                  [hv] exits {slice} lines"
             ),
+            Expect::Nvme {
+                slice,
+                bytes,
+                queues,
+            } => write!(
+                f,
+                "[{slice}] SLICE-REPORT with nvme_bytes {bytes} and nvme_queues {queues}"
+            ),
+            Expect::SameCapture { pattern, count } => {
+                write!(f, "{count} lines {pattern}, all with the same value")
+            }
             Expect::Line { pattern, count: 1 } => write!(f, "a line {pattern}"),
             Expect::Line { pattern, count } => write!(f, "{count} lines {pattern}"),
             Expect::Sequence(patterns) => {
@@ -215,6 +238,8 @@ struct State {
     heartbeats: HashMap<String, (usize, Option<u64>)>,
     /// HeartbeatRate: the slice's uptime when the window opened.
     window_start: Option<f64>,
+    /// SameCapture: the value of the first matching line.
+    captured: Option<String>,
     /// Set when violated, with the reason.
     violation: Option<String>,
     done: bool,
@@ -361,6 +386,60 @@ impl Checker {
                         entry.1 = Some(n);
                     }
                 }
+                Expect::Nvme {
+                    slice,
+                    bytes,
+                    queues,
+                } => {
+                    if line.slice() != Some(slice.as_str()) {
+                        continue;
+                    }
+                    match &report {
+                        Some(Ok(r)) => {
+                            let got = (r.number("nvme_bytes"), r.number("nvme_queues"));
+                            if got == (Some(*bytes), Some(*queues)) {
+                                state.done = true;
+                            } else {
+                                state.violation = Some(format!(
+                                    "line {number}: [{slice}] SLICE-REPORT has nvme_bytes {} and \
+                                     nvme_queues {}, expected {bytes} and {queues}",
+                                    show(got.0),
+                                    show(got.1)
+                                ));
+                            }
+                        }
+                        Some(Err(e)) => {
+                            state.violation = Some(format!("line {number}: [{slice}] {e}"))
+                        }
+                        None => {}
+                    }
+                }
+                Expect::SameCapture { pattern, count } => {
+                    if !pattern.matches(line, raw) {
+                        continue;
+                    }
+                    let text = match &pattern.scope {
+                        Scope::Any => raw,
+                        _ => line.text.as_str(),
+                    };
+                    let value = pattern
+                        .regex
+                        .captures(text)
+                        .and_then(|c| c.get(1))
+                        .map_or("", |m| m.as_str())
+                        .to_string();
+                    match &state.captured {
+                        Some(first) if *first != value => {
+                            state.violation = Some(format!(
+                                "line {number}: {pattern} gives {value:?}, earlier {first:?}: {raw}"
+                            ));
+                        }
+                        Some(_) => {}
+                        None => state.captured = Some(value),
+                    }
+                    state.count += 1;
+                    state.done = state.count >= *count;
+                }
                 Expect::Line { pattern, count } => {
                     if pattern.matches(line, raw) {
                         state.count += 1;
@@ -451,8 +530,14 @@ impl Checker {
     }
 }
 
+/// An optional number as text (`none` when absent).
+fn show(value: Option<u64>) -> String {
+    value.map_or_else(|| "none".to_string(), |v| v.to_string())
+}
+
 fn describe_pending(expect: &Expect, state: &State) -> String {
     match expect {
+        Expect::SameCapture { .. } => format!("{expect} (saw {})", state.count),
         Expect::Line { count, .. } if *count > 1 => format!("{expect} (saw {})", state.count),
         Expect::Sequence(patterns) => format!(
             "{expect} (stuck at {})",
@@ -754,6 +839,67 @@ mod tests {
         feed(&mut c, &beats(1, 40));
         feed(&mut c, EXITS_AT_10);
         assert!(c.violation().is_some());
+    }
+
+    #[test]
+    fn nvme_reports_must_match_the_plan() {
+        let expect = || {
+            Checker::new(vec![Expect::Nvme {
+                slice: "l".into(),
+                bytes: 64 << 20,
+                queues: 2,
+            }])
+        };
+        let report = |extra: &str| {
+            format!(
+                "[l] SLICE-REPORT {{\"slice\":\"l\",\"cpus\":2,\"mpidrs\":[0,1],\"memory_bytes\":1{extra}}}\n"
+            )
+        };
+        let mut c = expect();
+        feed(
+            &mut c,
+            "[m] SLICE-REPORT {\"slice\":\"m\",\"cpus\":1,\"mpidrs\":[0],\"memory_bytes\":1}\n",
+        );
+        assert!(!c.satisfied() && c.violation().is_none());
+        feed(
+            &mut c,
+            &report(",\"nvme_bytes\":67108864,\"nvme_queues\":2"),
+        );
+        assert!(c.satisfied(), "{:?}", c.violation());
+
+        let mut c = expect();
+        feed(
+            &mut c,
+            &report(",\"nvme_bytes\":67108864,\"nvme_queues\":4"),
+        );
+        let why = c.violation().expect("4 queues where 2 are planned");
+        assert!(
+            why.contains("nvme_queues 4, expected 67108864 and 2"),
+            "{why}"
+        );
+        let mut c = expect();
+        feed(&mut c, &report(""));
+        assert!(c.violation().unwrap().contains("nvme_bytes none"));
+    }
+
+    #[test]
+    fn same_capture_needs_equal_values() {
+        let expect = || {
+            Checker::new(vec![Expect::SameCapture {
+                pattern: slice("l", "^DISK sum [0-9]+ ([0-9a-f]+)$"),
+                count: 2,
+            }])
+        };
+        let mut c = expect();
+        feed(&mut c, "[l] DISK sum 4096 abc\n[m] DISK sum 4096 def\n");
+        assert!(!c.satisfied() && c.violation().is_none());
+        assert!(c.pending()[0].contains("(saw 1)"), "{:?}", c.pending());
+        feed(&mut c, "[l] DISK sum 4096 abc\n");
+        assert!(c.satisfied());
+        let mut c = expect();
+        feed(&mut c, "[l] DISK sum 4096 abc\n[l] DISK sum 4096 abd\n");
+        let why = c.violation().expect("the sum changed");
+        assert!(why.contains("\"abd\", earlier \"abc\""), "{why}");
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //! - [`runner`]: one QEMU process under a hard timeout, killed on drop, log always written.
 //! - [`images`]: build once per test binary, per-scenario images and logs under `target/`.
 //! - [`scenario`]: a node, a plan, a boot path and expectations; `run()` does the rest.
+//! - [`disk`]: what the Linux guest's disk steps left in a node's disk file.
 //! - [`build_errors`]: `cargo xtask image` on plans that must be refused.
 
 pub mod build_errors;
 pub mod console;
+pub mod disk;
 pub mod expect;
 pub mod images;
 pub mod input;
@@ -21,5 +23,7 @@ pub mod scenario;
 
 pub use expect::{Expect, Pattern, any, any_slice, hv, lit, slice};
 pub use input::{EXIT_COUNTERS, Input, focus, focused, shell_line, shell_ready};
-pub use plans::{linux_slice, plan, probe_slice};
-pub use scenario::{BootPath, NATIVE_SLICE, NodeSpec, Scenario, Tamper, linux_reserved_allowance};
+pub use plans::{linux_slice, plan, probe_slice, with_nvme};
+pub use scenario::{
+    BootPath, NATIVE_SLICE, NodeSpec, QEMU_NVME_QUEUES, Scenario, Tamper, linux_reserved_allowance,
+};

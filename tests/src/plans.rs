@@ -28,6 +28,15 @@ pub fn linux_slice(name: &str, cores: &str, memory: &str, cmdline: &str) -> Stri
     text
 }
 
+/// `slice` (from [`probe_slice`] or [`linux_slice`]) with a `[slice.nvme]` share of `queues`
+/// hardware queue pairs and `size` (a size string) of the node's NVMe namespace.
+pub fn with_nvme(slice: &str, queues: u32, size: &str) -> String {
+    format!(
+        "{}\n[slice.nvme]\nqueues = {queues}\nsize = \"{size}\"\n\n",
+        slice.trim_end()
+    )
+}
+
 /// A plan made of slices.
 pub fn plan(slices: &[String]) -> String {
     slices.concat()
@@ -48,6 +57,21 @@ mod tests {
         assert_eq!(parsed.slices[0].cmdline, "heartbeat=500");
         assert_eq!(parsed.slices[1].cores, Cores::List(vec![3, 2]));
         assert_eq!(parsed.slices[1].memory, 128 << 20);
+    }
+
+    #[test]
+    fn nvme_shares_parse() {
+        let text = plan(&[
+            with_nvme(&linux_slice("l", "2", "256MiB", "x=1"), 4, "65540KiB"),
+            probe_slice("p", "1", "64MiB", ""),
+            with_nvme(&probe_slice("q", "1", "64MiB", ""), 1, "16MiB"),
+        ]);
+        let parsed = Plan::from_toml(&text).unwrap();
+        let l = parsed.slices[0].nvme.as_ref().unwrap();
+        assert_eq!((l.queues, l.size), (4, 65540 << 10));
+        assert_eq!(parsed.slices[0].cmdline, "x=1");
+        assert!(parsed.slices[1].nvme.is_none());
+        assert_eq!(parsed.slices[2].nvme.as_ref().unwrap().size, 16 << 20);
     }
 
     #[test]

@@ -25,10 +25,13 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use microvisor_plan::{
-    BuiltIn, HumanSize, ImageSource, Placement, Plan, RamRange, format_cores, place,
+    BuiltIn, DiskShare, HumanSize, ImageSource, Placement, Plan, RamRange, format_cores, place,
+    place_disk,
 };
-use xtask::node::{Node, RAM_BASE};
+use xtask::node::{Disk, Node, RAM_BASE};
 use xtask::qemu::{Boot, Console, Firmware};
 
 use crate::expect::{Expect, any_slice, hv, lit};
@@ -41,8 +44,12 @@ use crate::runner::{Outcome, Run, run};
 pub enum NodeSpec {
     /// A profile in `qemu/` (`default`, `small`).
     Profile(String),
-    /// Cores and RAM bytes given here; no disks.
-    Inline { cores: u32, memory: u64 },
+    /// Cores, RAM bytes and NVMe disk sizes given here.
+    Inline {
+        cores: u32,
+        memory: u64,
+        disks: Vec<u64>,
+    },
 }
 
 /// How the image is started.
@@ -72,6 +79,11 @@ pub const NATIVE_SLICE: &str = "native";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// A run with no console line for this long has hung.
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(120);
+/// I/O queue pairs QEMU's `-device nvme` grants (its `max_ioqpairs` default), which the
+/// microvisor shares out among the slices.
+pub const QEMU_NVME_QUEUES: u16 = 64;
+/// Block size of QEMU's NVMe namespace (its default LBA format).
+pub const QEMU_NVME_BLOCK_SHIFT: u8 = 9;
 
 /// One boot of one node with one plan, and what its console must show.
 #[derive(Clone, Debug)]
@@ -89,6 +101,11 @@ pub struct Scenario {
     pub cmdline: Option<String>,
     /// Typed on the node console, in order, as their lines appear.
     pub input: Vec<Input>,
+    /// Whose disk files the node gets (`<disk_name>-nvme<i>.raw`); the scenario's own name
+    /// unless [`same_disk_as`](Self::same_disk_as) says otherwise.
+    pub disk_name: Option<String>,
+    /// Keep what the disk files hold; otherwise they start empty (all zeros) at every run.
+    pub keep_disk: bool,
 }
 
 /// What Linux may keep of a slice's RAM for itself, so MemTotal (`mem_total_kib`) is at least
@@ -114,6 +131,7 @@ impl Scenario {
             node: NodeSpec::Inline {
                 cores: 4,
                 memory: 1 << 30,
+                disks: Vec::new(),
             },
             plan: None,
             boot: BootPath::Kernel,
@@ -122,6 +140,8 @@ impl Scenario {
             tamper: None,
             cmdline: None,
             input: Vec::new(),
+            disk_name: None,
+            keep_disk: false,
         }
     }
 
@@ -131,10 +151,54 @@ impl Scenario {
         self
     }
 
-    /// Boots on a node with `cores` cores and `memory` bytes of RAM.
+    /// Boots on a node with `cores` cores and `memory` bytes of RAM (and no disk).
     pub fn inline_node(mut self, cores: u32, memory: u64) -> Scenario {
-        self.node = NodeSpec::Inline { cores, memory };
+        self.node = NodeSpec::Inline {
+            cores,
+            memory,
+            disks: Vec::new(),
+        };
         self
+    }
+
+    /// Attaches one more NVMe disk of `size` bytes to an inline node.
+    pub fn disk(mut self, size: u64) -> Scenario {
+        match &mut self.node {
+            NodeSpec::Inline { disks, .. } => disks.push(size),
+            NodeSpec::Profile(p) => panic!("scenario {}: profile {p} has its own disks", self.name),
+        }
+        self
+    }
+
+    /// Boots on the disk files scenario `name` used, as that run left them: a node restarted
+    /// on the same disks. The nodes must have the same disk sizes.
+    pub fn same_disk_as(mut self, name: &str) -> Scenario {
+        self.disk_name = Some(name.to_string());
+        self.keep_disk = true;
+        self
+    }
+
+    /// Disk file `index` of the node (`target/test-images/<disk name>-nvme<index>.raw`).
+    pub fn disk_file(&self, index: usize) -> PathBuf {
+        let name = self.disk_name.as_deref().unwrap_or(&self.name);
+        xtask::qemu::disk_file(&built().image_path(name, "disk"), index)
+    }
+
+    /// Each slice's share of the node's first NVMe disk, in plan order, as the microvisor
+    /// computes it at boot from QEMU's controller (512-byte blocks, [`QEMU_NVME_QUEUES`]).
+    pub fn disk_shares(&self) -> Vec<Option<DiskShare>> {
+        let node = self.load_node();
+        let disk = node
+            .disks
+            .first()
+            .unwrap_or_else(|| panic!("scenario {}: the node has no disk", self.name));
+        place_disk(
+            &self.parsed_plan(),
+            disk.size >> QEMU_NVME_BLOCK_SHIFT,
+            QEMU_NVME_BLOCK_SHIFT,
+            QEMU_NVME_QUEUES,
+        )
+        .unwrap_or_else(|e| panic!("scenario {}: plan does not fit the disk: {e}", self.name))
     }
 
     /// The plan to boot (TOML text).
@@ -180,7 +244,15 @@ impl Scenario {
         match &self.node {
             NodeSpec::Profile(name) => Node::load(&built().ws, name)
                 .unwrap_or_else(|e| panic!("scenario {}: {e:#}", self.name)),
-            NodeSpec::Inline { cores, memory } => Node::inline(&self.name, *cores, *memory),
+            NodeSpec::Inline {
+                cores,
+                memory,
+                disks,
+            } => {
+                let mut node = Node::inline(&self.name, *cores, *memory);
+                node.disks = disks.iter().map(|&size| Disk { size }).collect();
+                node
+            }
         }
     }
 
@@ -278,6 +350,28 @@ impl Scenario {
                 memory_bytes: s.memory,
             });
             self.expects.push(Expect::probe_pass(name));
+            if let Some(nvme) = &s.nvme {
+                let share = self.disk_shares()[plan
+                    .slices
+                    .iter()
+                    .position(|x| x.name == *name)
+                    .expect("found above")]
+                .expect("a slice with [slice.nvme] has a share");
+                let last_block = share.first_block + share.blocks - 1;
+                let last_queue = share.first_queue + share.queues - 1;
+                self.expects.push(Expect::line(hv(&format!(
+                    "^partition: slice {} nvme blocks {}-{last_block} \\({}\\) hardware queues {}-{last_queue}$",
+                    lit(name),
+                    share.first_block,
+                    lit(&HumanSize(nvme.size).to_string()),
+                    share.first_queue,
+                ))));
+                self.expects.push(Expect::Nvme {
+                    slice: name.to_string(),
+                    bytes: nvme.size,
+                    queues: u64::from(nvme.queues).min(at.cores.len() as u64),
+                });
+            }
             if s.kernel == ImageSource::BuiltIn(BuiltIn::Linux) {
                 self.expects.push(Expect::MemTotal {
                     slice: name.to_string(),
@@ -348,6 +442,16 @@ impl Scenario {
         if let Some(Tamper::CorruptImage { index }) = self.tamper {
             corrupt_bundled_image(&image, index);
         }
+        if !self.keep_disk {
+            for index in 0..node.disks.len() {
+                let file = self.disk_file(index);
+                if let Err(e) = std::fs::remove_file(&file)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    panic!("scenario {}: removing {}: {e}", self.name, file.display());
+                }
+            }
+        }
         let boot = Boot {
             node: &node,
             image: &image,
@@ -357,7 +461,7 @@ impl Scenario {
             },
             virtualization: self.boot != BootPath::Native,
             console: Console::Captured,
-            disk_prefix: built.image_path(&self.name, "disk"),
+            disk_prefix: built.image_path(self.disk_name.as_deref().unwrap_or(&self.name), "disk"),
             kernel_cmdline: self.cmdline.clone(),
         };
         let command = boot

@@ -118,3 +118,43 @@ fn a_valid_plan_is_accepted() {
     assert!(run.out.is_file());
     assert!(run.stdout.contains("image probe:"), "{}", run.stdout);
 }
+
+#[test]
+fn bad_nvme_shares() {
+    let nvme = |table: &str| {
+        format!(
+            "{}\n[slice.nvme]\n{table}\n",
+            probe_slice("a", "1", "64MiB", "").trim_end()
+        )
+    };
+    assert_refused(
+        "nvme_zero_queues",
+        &nvme("queues = 0\nsize = \"16MiB\""),
+        &[r#"slice "a""#, "nvme.queues", "at least 1 queue"],
+    );
+    assert_refused(
+        "nvme_zero_size",
+        &nvme("queues = 1\nsize = 0"),
+        &[r#"slice "a""#, "nvme.size", "more than 0"],
+    );
+    assert_refused(
+        "nvme_size_not_4k",
+        &nvme("queues = 1\nsize = 5000"),
+        &[r#"slice "a""#, "nvme.size", "not a multiple of 4 KiB"],
+    );
+    assert_refused(
+        "nvme_malformed_size",
+        &nvme("queues = 1\nsize = \"16 furlongs\""),
+        &[r#"slice "a""#, "nvme.size", "furlongs"],
+    );
+    assert_refused(
+        "nvme_unknown_field",
+        &nvme("queues = 1\nsize = \"16MiB\"\nnamespace = 2"),
+        &[r#"slice "a""#, "namespace", "unknown field"],
+    );
+    assert_refused(
+        "nvme_missing_size",
+        &nvme("queues = 1"),
+        &[r#"slice "a""#, "size"],
+    );
+}

@@ -813,11 +813,29 @@ mod tests {
 
         /// Runs the report part of `/init` with the host's `sh`; returns its output lines.
         fn report(&self) -> Vec<String> {
+            self.run(&[])
+        }
+
+        /// Runs the disk steps of `/init` on `disk.raw` in the fake root (`sys/block/nvme0n1/size`
+        /// gives its size); returns the output lines.
+        fn disk(&self, steps: &str) -> Vec<String> {
+            let disk = self.dir.join("disk.raw");
+            let tmp = self.dir.join("tmp");
+            std::fs::create_dir_all(&tmp).unwrap();
+            self.run(&[
+                ("MICROVISOR_INIT_DISK", steps.as_ref()),
+                ("MICROVISOR_DISK", disk.as_os_str()),
+                ("MICROVISOR_DISK_TMP", tmp.as_os_str()),
+            ])
+        }
+
+        fn run(&self, env: &[(&str, &std::ffi::OsStr)]) -> Vec<String> {
             let script = self.dir.join("init.sh");
             std::fs::write(&script, INIT_SCRIPT).unwrap();
             let out = Command::new("sh")
                 .arg(&script)
                 .env("MICROVISOR_INIT_ROOT", &self.dir)
+                .envs(env.iter().copied())
                 .output()
                 .unwrap();
             assert!(out.status.success(), "{out:?}");
@@ -962,5 +980,97 @@ mod tests {
         assert_eq!(report["memory_base"], serde_json::Value::Null);
         assert_eq!(report["mpidrs"], serde_json::json!([]));
         assert_eq!(lines[1], "PROBE FAIL dt-no-cpus dt-no-memory no-memtotal");
+    }
+
+    /// One 4 KiB block as the disk steps write it.
+    fn disk_block(label: &str) -> Vec<u8> {
+        format!("{label:<4095}\n").into_bytes()
+    }
+
+    /// A fake root whose slice "a" has a 4 MiB disk (1024 blocks of 4 KiB), all zeros.
+    fn disk_root(name: &str) -> FakeRoot {
+        let root = FakeRoot::new(name);
+        root.write("proc/device-tree/chosen/microvisor,slice-name", b"a\0")
+            .write("sys/block/nvme0n1/size", b"8192\n")
+            .write("disk.raw", &vec![0; 4 << 20]);
+        root
+    }
+
+    #[test]
+    fn disk_steps_write_verify_and_check_the_end() {
+        let root = disk_root("disk");
+        root.write("proc/uptime", b"7.25 3.50\n");
+        let lines = root.disk("verify,write,end,at:7,load:1,verify-load:1");
+        assert_eq!(
+            lines,
+            [
+                "DISK info bytes=4194304 blocks=1024",
+                "DISK verify first empty",
+                "DISK verify middle empty",
+                "DISK verify last empty",
+                "DISK write first ok",
+                "DISK write middle ok",
+                "DISK write last ok",
+                "DISK end ok read-past=0 read-across=512",
+                "DISK at 7",
+                "DISK load start 1MiB at=256",
+                "DISK write load ok",
+                "DISK verify load ok",
+                "DISK done verify,write,end,at:7,load:1,verify-load:1",
+            ]
+        );
+        let disk = std::fs::read(root.dir.join("disk.raw")).unwrap();
+        assert_eq!(disk.len(), 4 << 20, "nothing written past the end");
+        let block = |i: usize| &disk[i * 4096..(i + 1) * 4096];
+        assert_eq!(block(0), disk_block("MVDISK a first 0"));
+        assert_eq!(block(512), disk_block("MVDISK a middle 512"));
+        assert_eq!(block(1023), disk_block("MVDISK a last 1023"));
+        assert_eq!(block(256), disk_block("MVDISK a load 256"));
+        assert_eq!(block(511), disk_block("MVDISK a load 511"));
+        assert!(block(1).iter().all(|&b| b == 0) && block(512 + 1).iter().all(|&b| b == 0));
+
+        // Written before: verify passes, a second run sums the same bytes.
+        let again = root.disk("verify,sum,sum");
+        assert_eq!(
+            &again[1..4],
+            [
+                "DISK verify first ok",
+                "DISK verify middle ok",
+                "DISK verify last ok"
+            ]
+        );
+        let sums: Vec<&str> = again[4..6].iter().map(String::as_str).collect();
+        assert!(
+            sums[0].starts_with("DISK sum 4194304 ") && sums[0].len() == 17 + 32,
+            "{sums:?}"
+        );
+        assert_eq!(sums[0], sums[1]);
+    }
+
+    #[test]
+    fn disk_steps_name_what_they_found_instead() {
+        let root = disk_root("disk-bad");
+        root.disk("write");
+        // Another slice's block in the middle, garbage at the end of the load region.
+        let mut disk = std::fs::read(root.dir.join("disk.raw")).unwrap();
+        disk[512 * 4096..513 * 4096].copy_from_slice(&disk_block("MVDISK b middle 512"));
+        disk[1023 * 4096 + 100] = b'!';
+        std::fs::write(root.dir.join("disk.raw"), &disk).unwrap();
+        let lines = root.disk("verify,verify-load:1,load:3,bogus");
+        assert_eq!(
+            lines[1..],
+            [
+                "DISK verify first ok",
+                "DISK verify middle FAIL found=\"MVDISK b middle 512\" at=512",
+                "DISK verify last FAIL found=\"MVDISK a last 1023\" at=1023",
+                "DISK verify load empty",
+                "DISK load FAIL too-large",
+                "DISK FAIL unknown-step bogus",
+                "DISK done verify,verify-load:1,load:3,bogus",
+            ]
+        );
+
+        let none = FakeRoot::new("disk-none");
+        assert_eq!(none.disk("write"), ["DISK FAIL no-disk"]);
     }
 }

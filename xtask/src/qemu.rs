@@ -112,10 +112,15 @@ impl Boot<'_> {
     }
 
     fn disk_file(&self, index: usize) -> PathBuf {
-        let mut name = self.disk_prefix.as_os_str().to_owned();
-        name.push(format!("-nvme{index}.raw"));
-        PathBuf::from(name)
+        disk_file(&self.disk_prefix, index)
     }
+}
+
+/// Disk file `index` of a node booted with `prefix`: `<prefix>-nvme<index>.raw`.
+pub fn disk_file(prefix: &Path, index: usize) -> PathBuf {
+    let mut name = prefix.as_os_str().to_owned();
+    name.push(format!("-nvme{index}.raw"));
+    PathBuf::from(name)
 }
 
 /// Creates (or resizes) a sparse file of `size` bytes.

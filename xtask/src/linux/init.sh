@@ -13,9 +13,13 @@
 #   LOAD <n> started                  microvisor.load=1
 #   HEARTBEAT <n> ok                  microvisor.heartbeat=<ms>
 #   PROBE ACTION reboot|poweroff      microvisor.action=reboot-after:<s>|poweroff-after:<s>
+#   DISK ...                          microvisor.disk=<step>[,<step>...], see disk_steps below
+#
+# `/init disk <step>[,<step>...]` typed in the slice's shell runs the same disk steps.
 #
 # MICROVISOR_INIT_ROOT (host tests only) prefixes the /proc and /sys paths read, and makes
-# the script stop after the report.
+# the script stop after the report (or after the disk steps when MICROVISOR_INIT_DISK names
+# them); MICROVISOR_DISK replaces /dev/nvme0n1 and MICROVISOR_DISK_TMP /tmp.
 
 R=${MICROVISOR_INIT_ROOT:-}
 DT=$R/proc/device-tree
@@ -59,11 +63,17 @@ count_cpus() {
 	echo "$n"
 }
 
-report() {
-	slice=native
+# The slice's name from the device tree, or "native".
+slice_name() {
 	if [ -f "$DT/chosen/microvisor,slice-name" ]; then
-		slice=$(tr -d '\000' <"$DT/chosen/microvisor,slice-name")
+		tr -d '\000' <"$DT/chosen/microvisor,slice-name"
+	else
+		echo native
 	fi
+}
+
+report() {
+	slice=$(slice_name)
 	cpus=$(count_cpus "$(cat "$R/sys/devices/system/cpu/online" 2>/dev/null)")
 
 	# vCPU affinities: the `reg` of every /cpus/cpu@* node, whatever its #address-cells.
@@ -141,6 +151,173 @@ report() {
 	if [ -z "$reasons" ]; then echo "PROBE PASS"; else echo "PROBE FAIL$reasons"; fi
 }
 
+# --- Disk self-test (microvisor.disk=<steps>): stable lines, parsed by tests ---------------
+#
+# The disk is /dev/nvme0n1 seen in 4 KiB blocks (B of them). Every block the steps write holds
+# one line "MVDISK <slice> <region> <block>" padded with spaces to 4095 bytes plus "\n", so a
+# block that lands in another slice or at another LBA is recognisable, also from the host.
+# Regions: first = block 0, middle = B/2, last = B-1, load = <MiB> MiB from block B/4.
+# Reads happen after `blockdev --flushbufs` and dropping the page cache, so they reach the disk.
+#
+#   DISK info bytes=<n> blocks=<B>
+#   DISK verify first|middle|last|load ok | empty | FAIL <why>   content from an earlier run
+#   DISK write first|middle|last|load ok | FAIL <why>            written, flushed, read back
+#   DISK end ok read-past=0 read-across=512[ write-past=refused] | DISK end FAIL <values>
+#   DISK load start <MiB>MiB at=<block>                          before the load is written
+#   DISK sum <bytes> <md5>                                       md5 of the whole disk
+#   DISK at <s>                                                  the uptime reached <s> s
+#   DISK done <steps> | DISK FAIL no-disk | DISK FAIL unknown-step <step>
+#
+# Steps: verify, write, end, load[:MiB] (default 8), verify-load[:MiB], sum, at:<s> (wait until
+# Linux has been up <s> seconds: slices started together start a later step together). <why>: found="<the
+# first wrong block's first 48 characters>" at=<block>, short-read bytes=<n>, dd-read <error>,
+# dd-write <error>, too-large.
+
+DISK=${MICROVISOR_DISK:-/dev/nvme0n1}
+DISK_TMP=${MICROVISOR_DISK_TMP:-/tmp}
+
+# Blocks [$3, $3 + $4) of region $2 of slice $1 as they must read.
+disk_pattern() {
+	awk -v s="$1" -v r="$2" -v a="$3" -v n="$4" \
+		'BEGIN { for (i = a; i < a + n; i++) printf "%-4095s\n", "MVDISK " s " " r " " i }'
+}
+
+# Makes the next reads reach the disk.
+disk_drop_caches() {
+	blockdev --flushbufs "$DISK" 2>/dev/null
+	{ echo 3 >"$R/proc/sys/vm/drop_caches"; } 2>/dev/null
+}
+
+# The first line of dd's complaint, as one token.
+disk_error() {
+	grep -v -e 'records in' -e 'records out' -e 'bytes' "$DISK_TMP/disk.err" | head -n 1 |
+		tr -c 'A-Za-z0-9.:_/\n-' '-' | head -c 60
+}
+
+# Characters [0, 48) of 4 KiB block $2 of file $1, printable.
+disk_label() {
+	dd if="$1" bs=4096 skip="$2" count=1 2>/dev/null | head -c 48 | tr -d '\000' |
+		tr -c 'A-Za-z0-9 .:_-' '?' | sed 's/ *$//'
+}
+
+# Reads blocks [$3, $3 + $4) and compares them with disk.expect: "DISK $1 $2 ok|empty|FAIL ..."
+disk_compare() {
+	if ! dd if="$DISK" of="$DISK_TMP/disk.read" bs=4096 skip="$3" count="$4" \
+		2>"$DISK_TMP/disk.err"; then
+		echo "DISK $1 $2 FAIL dd-read $(disk_error)"
+		return
+	fi
+	got=$(file_size "$DISK_TMP/disk.read")
+	if [ "$got" -ne $(($4 * 4096)) ]; then
+		echo "DISK $1 $2 FAIL short-read bytes=$got"
+	elif cmp -s "$DISK_TMP/disk.read" "$DISK_TMP/disk.expect"; then
+		echo "DISK $1 $2 ok"
+	elif [ "$(tr -d '\000' <"$DISK_TMP/disk.read" | head -c 1 | wc -c)" -eq 0 ]; then
+		echo "DISK $1 $2 empty"
+	else
+		byte=$(cmp "$DISK_TMP/disk.read" "$DISK_TMP/disk.expect" 2>/dev/null |
+			sed -n 's/.*differ: [a-z]* \([0-9]*\).*/\1/p')
+		bad=$(((${byte:-1} - 1) / 4096))
+		echo "DISK $1 $2 FAIL found=\"$(disk_label "$DISK_TMP/disk.read" "$bad")\" at=$(($3 + bad))"
+	fi
+}
+
+# Writes region $1 (blocks [$2, $2 + $3)), flushes, reads it back.
+disk_write() {
+	disk_pattern "$slice" "$1" "$2" "$3" >"$DISK_TMP/disk.expect"
+	[ "$1" = load ] && echo "DISK load start $(($3 / 256))MiB at=$2"
+	if ! dd if="$DISK_TMP/disk.expect" of="$DISK" bs=4096 seek="$2" conv=notrunc,fsync \
+		2>"$DISK_TMP/disk.err"; then
+		echo "DISK write $1 FAIL dd-write $(disk_error)"
+		return
+	fi
+	disk_drop_caches
+	disk_compare write "$1" "$2" "$3"
+}
+
+# Compares region $1 (blocks [$2, $2 + $3)) with what disk_write would have written.
+disk_verify() {
+	disk_pattern "$slice" "$1" "$2" "$3" >"$DISK_TMP/disk.expect"
+	disk_drop_caches
+	disk_compare verify "$1" "$2" "$3"
+}
+
+# Reads at and across the end must stop at the end; a write past it must fail (block devices).
+disk_end() {
+	past=$(dd if="$DISK" bs=4096 skip="$blocks" count=1 2>/dev/null | wc -c)
+	across=$(dd if="$DISK" bs=512 skip=$((bytes / 512 - 1)) count=2 2>/dev/null | wc -c)
+	line="read-past=$((past)) read-across=$((across))"
+	ok=0
+	[ "$past" -eq 0 ] && [ "$across" -eq 512 ] || ok=1
+	if [ -b "$DISK" ]; then
+		if disk_pattern "$slice" end "$blocks" 1 |
+			dd of="$DISK" bs=4096 seek="$blocks" conv=notrunc,fsync 2>/dev/null; then
+			line="$line write-past=accepted"
+			ok=1
+		else
+			line="$line write-past=refused"
+		fi
+	fi
+	if [ "$ok" -eq 0 ]; then echo "DISK end ok $line"; else echo "DISK end FAIL $line"; fi
+}
+
+# The <MiB> of a load step ($1: "load" or "load:<MiB>"), in blocks; "" if too large.
+disk_load_blocks() {
+	mib=8
+	case $1 in *:*) mib=${1#*:} ;; esac
+	is_number disk "$mib" || return
+	n=$((mib * 256))
+	[ "$n" -gt 0 ] && [ $((blocks / 4 + n)) -le $((blocks / 2)) ] && echo "$n"
+}
+
+# Runs the comma-separated steps $1 on the disk.
+disk_steps() {
+	slice=$(slice_name)
+	sectors=$(cat "$R/sys/block/nvme0n1/size" 2>/dev/null)
+	if [ ! -e "$DISK" ] || [ -z "$sectors" ]; then
+		echo "DISK FAIL no-disk"
+		return
+	fi
+	bytes=$((sectors * 512))
+	blocks=$((bytes / 4096))
+	echo "DISK info bytes=$bytes blocks=$blocks"
+	for step in $(echo "$1" | tr ',' ' '); do
+		case $step in
+		verify | write)
+			for region in first:0 middle:$((blocks / 2)) last:$((blocks - 1)); do
+				"disk_$step" "${region%:*}" "${region#*:}" 1
+			done
+			;;
+		end) disk_end ;;
+		load | load:* | verify-load | verify-load:*)
+			n=$(disk_load_blocks "$step")
+			if [ -z "$n" ]; then
+				echo "DISK ${step%%[-:]*} FAIL too-large"
+			elif [ "${step%%:*}" = load ]; then
+				disk_write load $((blocks / 4)) "$n"
+			else
+				disk_verify load $((blocks / 4)) "$n"
+			fi
+			;;
+		at:*)
+			if is_number disk "${step#at:}"; then
+				while [ "$(cut -d. -f1 "$R/proc/uptime")" -lt "${step#at:}" ]; do
+					usleep 200000 2>/dev/null || sleep 1
+				done
+				echo "DISK at ${step#at:}"
+			fi
+			;;
+		sum)
+			disk_drop_caches
+			echo "DISK sum $bytes $(dd if="$DISK" bs=65536 2>/dev/null | md5sum | cut -d' ' -f1)"
+			;;
+		*) echo "DISK FAIL unknown-step $step" ;;
+		esac
+	done
+	rm -f "$DISK_TMP/disk.expect" "$DISK_TMP/disk.read" "$DISK_TMP/disk.err"
+	echo "DISK done $1"
+}
+
 # Prints "PROBE WARN cmdline bad-number <key>=..." unless $2 is a decimal number.
 is_number() {
 	case $2 in
@@ -156,12 +333,14 @@ options() {
 	load=
 	heartbeat=
 	action=
+	disk=
 	set -f
 	for word in $cmdline; do
 		case $word in
 		microvisor.load=*) load=${word#*=} ;;
 		microvisor.heartbeat=*) heartbeat=${word#*=} ;;
 		microvisor.action=*) action=${word#*=} ;;
+		microvisor.disk=*) disk=${word#*=} ;;
 		esac
 	done
 	set +f
@@ -201,10 +380,23 @@ options() {
 		;;
 	*) echo "PROBE WARN cmdline unknown-action \"$action\"" ;;
 	esac
+
+	# Last: the shell starts once the disk steps are done.
+	[ -z "$disk" ] || disk_steps "$disk"
 }
 
+# Typed in the slice's shell: /init disk <steps>.
+if [ "$$" -ne 1 ] && [ "${1:-}" = disk ]; then
+	disk_steps "${2:-}"
+	exit 0
+fi
+
 if [ -n "$R" ]; then
-	report
+	if [ -n "${MICROVISOR_INIT_DISK:-}" ]; then
+		disk_steps "$MICROVISOR_INIT_DISK"
+	else
+		report
+	fi
 	exit 0
 fi
 
