@@ -13,15 +13,8 @@ use crate::console::Line;
 use crate::expect::{Checker, Expect};
 use crate::input::{Input, Typed, Typist, show_bytes};
 
-/// A child process killed (and reaped) when dropped.
-pub struct KillOnDrop(pub Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// A child process killed (and reaped) when dropped (shared with `cargo xtask bench`).
+pub use xtask::console::KillOnDrop;
 
 /// What to run and what to expect of it.
 pub struct Run {

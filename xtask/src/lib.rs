@@ -1,9 +1,11 @@
 //! The machinery behind `cargo xtask`, also used by the QEMU integration tests (`tests/`):
 //! set-up checks, building, ELF to flat images, the built-in Linux guest, the bundle image, node
-//! profiles and QEMU command lines. `cmd` holds one module per subcommand.
+//! profiles, QEMU command lines and the benchmarks. `cmd` holds one module per subcommand.
 
+pub mod bench;
 pub mod build;
 pub mod cmd;
+pub mod console;
 pub mod flat;
 pub mod guest;
 pub mod image;

@@ -15,6 +15,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Bench(cmd::bench::Args),
     Setup(cmd::setup::Args),
     Build(cmd::build::Args),
     Image(cmd::image::Args),
@@ -28,6 +29,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Bench(args) => cmd::bench::run(args),
         Command::Setup(args) => cmd::setup::run(args),
         Command::Build(args) => cmd::build::run(args),
         Command::Image(args) => cmd::image::run(args),

@@ -14,9 +14,12 @@
 //! | `nvme-fill` | MiB of the namespace to write the slice pattern over | none |
 //! | `nvme-verify` | MiB of the namespace to verify against the pattern | none |
 //! | `nvme-check` | `1`: re-read the NVMe canary at every heartbeat | 0 |
+//! | `bench` | comma-separated benchmarks (`boot`, `null-hvc`, `mmio-read`, `timer-irq`, `workload`); skips the memory test | none |
+//! | `workload-mib` | MiB the `workload` benchmark covers (rounded down to a power of two of words, capped by free RAM) | 64 |
 
 use core::fmt;
 
+use crate::bench::{Bench, DEFAULT_WORKLOAD_MIB, MAX_BENCHES};
 use crate::text::Text;
 
 /// Most attacks one command line can ask for.
@@ -166,6 +169,8 @@ pub enum Problem {
     UnknownAttack(Text<32>),
     /// More than [`MAX_ATTACKS`] attacks; the rest are dropped.
     TooManyAttacks,
+    /// A `bench=` name the probe does not know.
+    UnknownBench(Text<32>),
 }
 
 impl fmt::Display for Problem {
@@ -186,6 +191,9 @@ impl fmt::Display for Problem {
                 )
             }
             Problem::TooManyAttacks => write!(f, "too-many-attacks max={MAX_ATTACKS}"),
+            Problem::UnknownBench(name) => {
+                write!(f, "unknown-bench {}", crate::json::Escaped(name.as_bytes()))
+            }
         }
     }
 }
@@ -213,6 +221,10 @@ pub struct Options {
     pub nvme_verify_mib: Option<u64>,
     /// `nvme-check=1`: re-read the NVMe canary at every heartbeat.
     pub nvme_check: bool,
+    benches: [Bench; MAX_BENCHES],
+    bench_count: usize,
+    /// `workload-mib=`: size of the workload benchmark.
+    pub workload_mib: u64,
     problems: [Option<Problem>; MAX_PROBLEMS],
     problem_count: usize,
 }
@@ -231,6 +243,9 @@ impl Default for Options {
             nvme_fill_mib: None,
             nvme_verify_mib: None,
             nvme_check: false,
+            benches: [Bench::Boot; MAX_BENCHES],
+            bench_count: 0,
+            workload_mib: DEFAULT_WORKLOAD_MIB,
             problems: [None; MAX_PROBLEMS],
             problem_count: 0,
         }
@@ -284,6 +299,19 @@ impl Options {
                 b"nvme-verify" => {
                     options.nvme_verify_mib = options.number("nvme-verify", value, parse_decimal);
                 }
+                b"workload-mib" => {
+                    if let Some(n) = options.number("workload-mib", value, parse_decimal) {
+                        options.workload_mib = n;
+                    }
+                }
+                b"bench" => {
+                    for name in value.split(|&b| b == b',').filter(|n| !n.is_empty()) {
+                        match Bench::from_name(name) {
+                            Some(bench) => options.push_bench(bench),
+                            None => options.problem(Problem::UnknownBench(Text::from_bytes(name))),
+                        }
+                    }
+                }
                 b"attack" => {
                     for name in value.split(|&b| b == b',').filter(|n| !n.is_empty()) {
                         match Attack::from_name(name) {
@@ -301,6 +329,11 @@ impl Options {
     /// The attacks to run, in order.
     pub fn attacks(&self) -> &[Attack] {
         &self.attacks[..self.attack_count]
+    }
+
+    /// The benchmarks to run, in command-line order (duplicates dropped).
+    pub fn benches(&self) -> &[Bench] {
+        &self.benches[..self.bench_count]
     }
 
     /// What could not be used, in command-line order.
@@ -322,6 +355,13 @@ impl Options {
             });
         }
         n
+    }
+
+    fn push_bench(&mut self, bench: Bench) {
+        if !self.benches().contains(&bench) && self.bench_count < MAX_BENCHES {
+            self.benches[self.bench_count] = bench;
+            self.bench_count += 1;
+        }
     }
 
     fn push_attack(&mut self, attack: Attack) {
@@ -508,5 +548,24 @@ mod tests {
         assert_eq!(parse_hex(b"0XfF"), Some(255));
         assert_eq!(parse_hex(b"0x"), None);
         assert_eq!(parse_hex(b"0xg"), None);
+    }
+
+    #[test]
+    fn bench_list_and_workload_size() {
+        let o = Options::parse(b"bench=null-hvc,workload bench=null-hvc,boot,fast workload-mib=16");
+        assert_eq!(
+            o.benches(),
+            &[
+                crate::bench::Bench::NullHvc,
+                crate::bench::Bench::Workload,
+                crate::bench::Bench::Boot
+            ]
+        );
+        assert_eq!(o.workload_mib, 16);
+        assert_eq!(
+            o.problems().next(),
+            Some(&Problem::UnknownBench(Text::from_bytes(b"fast")))
+        );
+        assert!(Options::parse(b"").benches().is_empty());
     }
 }

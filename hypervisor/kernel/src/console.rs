@@ -92,32 +92,38 @@ pub fn receive_input() {
 /// Prints every slice's exit counters: totals by cause since its run started.
 pub fn print_exit_counters() {
     let Some(node) = node::get() else { return };
-    let hz = microvisor_arch::cpu::counter_frequency().max(1);
     for slice in &node.slices {
-        let mut totals = [0u64; ExitCause::COUNT];
-        let mut injected = 0;
-        for vcpu in &slice.vcpus {
-            for (total, count) in totals.iter_mut().zip(vcpu.exit_counts()) {
-                *total += count;
-            }
-            injected += vcpu.injected();
-        }
-        let ticks = slice.uptime_ticks();
-        let all: u64 = totals.iter().sum();
-        let mut line = alloc::string::String::new();
-        for (cause, count) in ExitCause::ALL.iter().zip(totals) {
-            if count != 0 {
-                let _ = write!(line, " {}={count}", cause.name());
-            }
-        }
-        hv(format_args!(
-            "exits {}: {all} in {}.{:03} s ({} per s){line}; injected {injected}",
-            slice.name,
-            ticks / hz,
-            ticks % hz * 1000 / hz,
-            all.saturating_mul(hz) / ticks.max(1),
-        ));
+        print_slice_exit_counters(slice);
     }
+}
+
+/// Prints one slice's exit counters (also when its run ends, so `cargo xtask bench` reads
+/// final, deterministic totals).
+pub fn print_slice_exit_counters(slice: &crate::slice::Slice) {
+    let hz = microvisor_arch::cpu::counter_frequency().max(1);
+    let mut totals = [0u64; ExitCause::COUNT];
+    let mut injected = 0;
+    for vcpu in &slice.vcpus {
+        for (total, count) in totals.iter_mut().zip(vcpu.exit_counts()) {
+            *total += count;
+        }
+        injected += vcpu.injected();
+    }
+    let ticks = slice.uptime_ticks();
+    let all: u64 = totals.iter().sum();
+    let mut line = alloc::string::String::new();
+    for (cause, count) in ExitCause::ALL.iter().zip(totals) {
+        if count != 0 {
+            let _ = write!(line, " {}={count}", cause.name());
+        }
+    }
+    hv(format_args!(
+        "exits {}: {all} in {}.{:03} s ({} per s){line}; injected {injected}",
+        slice.name,
+        ticks / hz,
+        ticks % hz * 1000 / hz,
+        all.saturating_mul(hz) / ticks.max(1),
+    ));
 }
 
 struct Writer<'a>(&'a PhysicalUart);

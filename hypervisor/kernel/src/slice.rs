@@ -555,6 +555,7 @@ impl Slice {
                 self.on_fault == OnFault::Restart
             }
         };
+        console::print_slice_exit_counters(self);
         // The device may still be writing the slice's RAM for commands it had in flight: wait
         // for them before anything reuses that RAM.
         let drained = self

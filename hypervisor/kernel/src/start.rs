@@ -284,6 +284,13 @@ fn run(node: Node, info: &BootInfo) -> ! {
             Err(e) => hv!("slice {} stopped: {e}", slice.name),
         }
     }
+    // Boot cost for `cargo xtask bench`: under QEMU `-icount shift=0` the counter is the
+    // number of instructions every core has executed since reset.
+    let released = cpu::counter();
+    hv!(
+        "boot: {} slices released at counter {released}",
+        node.slices.len()
+    );
     match node.assigned(info.boot_core) {
         Some((slice, vcpu)) => {
             virt::configure_core(slice.memory.vttbr, vcpu.index);

@@ -1,6 +1,7 @@
 //! One module per `cargo xtask` subcommand: its arguments (clap derive, `///` as help text)
 //! and its `run`.
 
+pub mod bench;
 pub mod build;
 pub mod image;
 pub mod linux;

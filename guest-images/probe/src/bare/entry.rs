@@ -89,6 +89,7 @@ _start:
     .long   0                               /* res5 */
 
 primary_entry:
+    mrs     x24, cntvct_el0                 /* first instruction: bench=boot */
     msr     daifset, #0xf
     mov     x19, x0                         /* DTB */
     mov     x23, #0                         /* DTB address dropped for overlap */
@@ -157,6 +158,7 @@ linked_entry:
 8:  mov     x0, x19                         /* DTB (0 if dropped) */
     mov     x1, x20                         /* load address */
     mov     x2, x23                         /* dropped DTB address */
+    mov     x3, x24                         /* counter at the first instruction */
     bl      {boot_main}
     b       probe_park
 
@@ -251,6 +253,9 @@ probe_vectors:
 probe_irq:
     sub     sp, sp, #(22 * 8)
     stp     x0, x1, [sp, #(16 * 0)]
+    mrs     x0, cntvct_el0                  /* bench=timer-irq latency */
+    adrp    x1, {irq_ticks}
+    str     x0, [x1, :lo12:{irq_ticks}]
     stp     x2, x3, [sp, #(16 * 1)]
     stp     x4, x5, [sp, #(16 * 2)]
     stp     x6, x7, [sp, #(16 * 3)]
@@ -366,6 +371,7 @@ cpu_stacks:
     secondary_main = sym super::smp::secondary_main,
     exception = sym exception,
     irq = sym super::gic::irq,
+    irq_ticks = sym super::bench::PROBE_IRQ_ENTRY_TICKS,
 );
 
 unsafe extern "C" {

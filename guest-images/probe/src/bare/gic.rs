@@ -372,6 +372,10 @@ pub extern "C" fn irq() {
     if intid >= u64::from(FIRST_SPECIAL_INTID) {
         return;
     }
+    if super::bench::on_irq(intid) {
+        write_icc_eoir1_el1(intid);
+        return;
+    }
     match SGI_COUNT.get(intid as usize) {
         Some(count) => {
             SGI_TAKEN_BY[intid as usize].store(smp::own_affinity(), Ordering::Release);

@@ -3,6 +3,7 @@
 //! atomic read-modify-write (exclusives need Normal memory).
 
 pub mod attacks;
+pub mod bench;
 pub mod console;
 pub mod entry;
 pub mod gic;
@@ -80,8 +81,14 @@ fn read_device_tree(dtb: usize) -> Result<Platform, DtError> {
 
 /// Rust entry of the boot CPU, from `linked_entry` (entry.rs): stack set,
 /// bss zeroed, MMU off. `dtb` is 0 if the entry code dropped it because it
-/// overlapped the footprint (`dropped_dtb` then holds its address).
-pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize) -> ! {
+/// overlapped the footprint (`dropped_dtb` then holds its address); `entry_ticks`
+/// is the virtual counter read by the very first instruction (`bench=boot`).
+pub extern "C" fn boot_main(
+    dtb: usize,
+    load_address: usize,
+    dropped_dtb: usize,
+    entry_ticks: u64,
+) -> ! {
     let boot_ticks = timer::now();
     let parsed = read_device_tree(dtb);
     let platform = parsed.clone().unwrap_or_else(|_| Platform::fallback());
@@ -179,7 +186,10 @@ pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize)
 
     // Memory.
     let seed = mix(boot_ticks ^ timer::now().rotate_left(32));
-    let plan = TestPlan::new(platform.memory(), &[image], seed);
+    // Benchmarks need deterministic, short boots: no memory test.
+    let benching = !options.benches().is_empty();
+    let tested: &[_] = if benching { &[] } else { platform.memory() };
+    let plan = TestPlan::new(tested, &[image], seed);
     let timeout = memtest_timeout_ms(plan.total_bytes() / online as u64);
     let outcome = memtest::run(
         memtest::Assignment {
@@ -190,7 +200,7 @@ pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize)
         boot_share,
         timeout,
     );
-    if outcome.bytes == 0 && parsed.is_ok() {
+    if outcome.bytes == 0 && parsed.is_ok() && !benching {
         failures.add(format_args!("memtest-nothing-to-test"));
     }
     if outcome.errors != 0 {
@@ -252,6 +262,7 @@ pub extern "C" fn boot_main(dtb: usize, load_address: usize, dropped_dtb: usize)
         conduit,
         boot_index,
     };
+    bench::run(&options, platform, image, entry_ticks);
     attacks::run(options.attacks(), &ctx);
     nvme_attacks::release_flipper();
     heartbeat::run(&options, conduit, seed, slice_seed)

@@ -1,0 +1,318 @@
+//! The benchmarks of `bench=` (see `microvisor_probe::bench`): each prints one
+//! `BENCH <name> <value> <unit> [key=value ...]` line. Counts come from the
+//! PMU's INST_RETIRED event (counter 0, filtered to count at EL1 and, with
+//! PMEVTYPER.NSH, at EL2 too, so the hypervisor's instructions are
+//! included) and from the generic virtual counter; under `-icount shift=0`
+//! both advance by one per instruction. Run them on a one-CPU machine: QEMU
+//! derives both from the node-wide instruction count.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use aarch64_cpu::registers::{CNTV_CTL_EL0, CNTV_CVAL_EL0, Writeable};
+use microvisor_probe::bench::{
+    self, Bench, CALL_ITERATIONS, Line, PerOp, TIMER_DELAY_TICKS, TIMER_ITERATIONS,
+};
+use microvisor_probe::cmdline::Options;
+use microvisor_probe::dt::Platform;
+use microvisor_probe::memplan::Range;
+
+use super::console::println;
+use super::{gic, psci, timer};
+
+/// The microvisor's null hypercall (SMC64 vendor hypervisor range).
+const MICROVISOR_NULL: u64 = 0xC600_0001;
+/// The microvisor's exit-counter hypercall; x1 = selector.
+const MICROVISOR_EXITS: u64 = 0xC600_0002;
+/// `MICROVISOR_EXITS` selector: all causes summed.
+const EXITS_TOTAL: u64 = 0xffff;
+/// PL011 flag register offset.
+const UARTFR: u64 = 0x18;
+/// INTID of the EL1 virtual timer (PPI 11).
+const VIRTUAL_TIMER_INTID: u8 = 27;
+/// PMU event INST_RETIRED (Arm ARM D13.11).
+const INST_RETIRED: u64 = 0x08;
+/// PMEVTYPER<n>_EL0.NSH: count at EL2 as well.
+const PMEVTYPER_NSH: u64 = 1 << 27;
+
+/// Counter value at the first instruction of the IRQ vector (entry.rs writes it).
+#[unsafe(no_mangle)]
+pub static PROBE_IRQ_ENTRY_TICKS: AtomicU64 = AtomicU64::new(0);
+/// Set by the IRQ handler when the benchmark's timer interrupt arrived.
+static TIMER_FIRED: AtomicBool = AtomicBool::new(false);
+/// Whether the timer benchmark is waiting for its interrupt.
+static TIMER_ARMED: AtomicBool = AtomicBool::new(false);
+
+/// Starts PMU counter 0 on INST_RETIRED at EL1 and EL2 (not EL0, nothing
+/// runs there).
+fn pmu_start() {
+    // SAFETY: PMU system registers only configure and enable counting; they
+    // access no memory. EL1 may write them unless MDCR_EL2.TPM/TPMCR trap
+    // them (neither QEMU's reset value nor the microvisor sets those).
+    unsafe {
+        core::arch::asm!(
+            "msr pmevtyper0_el0, {ty}",
+            "msr pmcntenset_el0, {one}",
+            "mrs {t}, pmcr_el0",
+            "orr {t}, {t}, #1",                 /* E: enable */
+            "msr pmcr_el0, {t}",
+            "isb",
+            ty = in(reg) INST_RETIRED | PMEVTYPER_NSH,
+            one = in(reg) 1u64,
+            t = out(reg) _,
+            options(nomem, nostack),
+        );
+    }
+}
+
+/// PMU counter 0.
+fn pmu_read() -> u64 {
+    let value: u64;
+    // SAFETY: reading a PMU counter has no side effects.
+    unsafe {
+        core::arch::asm!("isb", "mrs {}, pmevcntr0_el0", out(reg) value, options(nomem, nostack));
+    }
+    value
+}
+
+/// Counter ticks and PMU instructions.
+#[derive(Clone, Copy)]
+struct Stamp {
+    ticks: u64,
+    insn: u64,
+}
+
+fn stamp() -> Stamp {
+    Stamp {
+        insn: pmu_read(),
+        ticks: timer::now(),
+    }
+}
+
+/// The slice's total exits, or `None` without the microvisor (the probe's
+/// own EL2 stub answers NOT_SUPPORTED).
+fn exits_total() -> Option<u64> {
+    let ret = psci::hvc(MICROVISOR_EXITS, EXITS_TOTAL, 0, 0);
+    (ret != -1).then_some(ret as u64)
+}
+
+/// Measures `f`: instructions (PMU when it counts, else counter ticks),
+/// both raw counts, and the exits it caused (minus the reading hypercall).
+fn measure(f: impl FnOnce()) -> (u64, u64, u64, Option<u64>) {
+    let exits_before = exits_total();
+    let start = stamp();
+    f();
+    let end = stamp();
+    let exits_after = exits_total();
+    let insn = end.insn.wrapping_sub(start.insn);
+    let ticks = end.ticks.wrapping_sub(start.ticks);
+    let best = if insn != 0 { insn } else { ticks };
+    let exits = match (exits_before, exits_after) {
+        // The second reading counts its own exit.
+        (Some(a), Some(b)) => Some(b.saturating_sub(a).saturating_sub(1)),
+        _ => None,
+    };
+    (best, insn, ticks, exits)
+}
+
+fn print_line(name: &str, value: &dyn core::fmt::Display, unit: &str, extra: &[(&str, u64)]) {
+    println!(
+        "{}",
+        Line {
+            name,
+            value,
+            unit,
+            extra
+        }
+    );
+}
+
+/// `n` null hypercalls in a loop of four instructions.
+fn null_hvc_loop(n: u64) {
+    // SAFETY: SMCCC calls through HVC: x0-x17 may be clobbered (all declared
+    // through the C ABI clobbers); the null call touches no memory.
+    unsafe {
+        core::arch::asm!(
+            "1: mov x0, {fid}",
+            "hvc #0",
+            "subs x20, x20, #1",
+            "b.ne 1b",
+            fid = in(reg) MICROVISOR_NULL,
+            inout("x20") n => _,
+            clobber_abi("C"),
+            options(nostack),
+        );
+    }
+}
+
+/// `n` 32-bit reads of the UART flag register in a loop of three instructions.
+fn mmio_read_loop(n: u64, address: u64) {
+    // SAFETY: reading UARTFR has no side effect on the PL011 (emulated or
+    // real); the address is the DT's UART, mapped as Device memory by mmu.rs.
+    unsafe {
+        core::arch::asm!(
+            "1: ldr {v:w}, [{a}]",
+            "subs {n}, {n}, #1",
+            "b.ne 1b",
+            a = in(reg) address,
+            n = inout(reg) n => _,
+            v = out(reg) _,
+            options(nostack, readonly),
+        );
+    }
+}
+
+/// Programs the virtual timer for `cval`, unmasks IRQs and spins until the
+/// handler saw the interrupt.
+fn wait_for_timer(cval: u64) {
+    TIMER_FIRED.store(false, Ordering::Release);
+    TIMER_ARMED.store(true, Ordering::Release);
+    CNTV_CVAL_EL0.set(cval);
+    CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::SET + CNTV_CTL_EL0::IMASK::CLEAR);
+    let flag = TIMER_FIRED.as_ptr() as u64;
+    // SAFETY: IRQs are unmasked only inside this loop, which keeps no value
+    // in registers the handler may clobber (C ABI clobbers declared) and
+    // reads a flag the handler sets; they are masked again before leaving.
+    unsafe {
+        core::arch::asm!(
+            "isb",
+            "msr daifclr, #2",
+            "1: ldrb w20, [{flag}]",
+            "cbz w20, 1b",
+            "msr daifset, #2",
+            flag = in(reg) flag,
+            out("x20") _,
+            clobber_abi("C"),
+        );
+    }
+}
+
+/// From the IRQ handler, before the end of interrupt: the benchmark's timer
+/// interrupt stops the timer and is marked seen. Returns whether it was one.
+pub fn on_irq(intid: u64) -> bool {
+    if intid != u64::from(VIRTUAL_TIMER_INTID) || !TIMER_ARMED.load(Ordering::Acquire) {
+        return false;
+    }
+    CNTV_CTL_EL0.set(0);
+    TIMER_ARMED.store(false, Ordering::Release);
+    TIMER_FIRED.store(true, Ordering::Release);
+    true
+}
+
+/// Virtual timer deadline to the IRQ vector's counter read, `TIMER_ITERATIONS` times.
+fn timer_irq() {
+    let gic = gic::Gic::from_platform();
+    if let Err(e) = gic
+        .enable_distributor()
+        .map(|_| ())
+        .and_then(|()| gic::prepare_receiver(&gic, VIRTUAL_TIMER_INTID))
+    {
+        println!("BENCH timer-irq FAILED gic {e}");
+        return;
+    }
+    let exits_before = exits_total();
+    let mut total = 0u64;
+    let mut worst = 0u64;
+    let mut best = u64::MAX;
+    for _ in 0..TIMER_ITERATIONS {
+        let cval = timer::now() + TIMER_DELAY_TICKS;
+        wait_for_timer(cval);
+        let latency = PROBE_IRQ_ENTRY_TICKS
+            .load(Ordering::Acquire)
+            .wrapping_sub(cval);
+        total += latency;
+        worst = worst.max(latency);
+        best = best.min(latency);
+    }
+    let mut extra = [
+        ("n", TIMER_ITERATIONS),
+        ("min", best),
+        ("max", worst),
+        ("exits", 0),
+    ];
+    let shown = match (exits_before, exits_total()) {
+        (Some(a), Some(b)) => {
+            extra[3].1 = b.saturating_sub(a).saturating_sub(1);
+            4
+        }
+        _ => 3,
+    };
+    print_line(
+        "timer-irq",
+        &PerOp::new(total, TIMER_ITERATIONS),
+        "insn",
+        &extra[..shown],
+    );
+}
+
+/// The workload over the RAM after the footprint (2 MiB aligned).
+fn workload(platform: &Platform, image: Range, mib: u64) {
+    let Some(ram) = platform
+        .memory()
+        .iter()
+        .find(|r| r.base <= image.start && image.end <= r.base + r.size)
+    else {
+        println!("BENCH workload FAILED no-ram");
+        return;
+    };
+    let start = image.end.next_multiple_of(2 << 20);
+    let free = (ram.base + ram.size).saturating_sub(start);
+    let words = bench::workload_words(free.min(mib << 20));
+    if words == 0 {
+        println!("BENCH workload FAILED no-free-ram");
+        return;
+    }
+    // SAFETY: [start, start + 8 * words) lies in the RAM range the DT gave
+    // (identity-mapped Normal memory by mmu.rs), after the probe's
+    // footprint; the device tree was copied out at boot, the memory test did
+    // not run, and no other CPU touches this memory.
+    let buf = unsafe { core::slice::from_raw_parts_mut(start as *mut u64, words as usize) };
+    let mut checksum = 0;
+    let (insn, pmu, ticks, exits) = measure(|| checksum = bench::workload(buf));
+    let extra = [
+        ("mib", words * 8 >> 20),
+        ("checksum", checksum),
+        ("pmu", pmu),
+        ("ticks", ticks),
+        ("exits", exits.unwrap_or(0)),
+    ];
+    let shown = if exits.is_some() { 5 } else { 4 };
+    print_line("workload", &insn, "insn", &extra[..shown]);
+}
+
+/// Runs the benchmarks of `options` in order.
+pub fn run(options: &Options, platform: &Platform, image: Range, entry_ticks: u64) {
+    pmu_start();
+    for &b in options.benches() {
+        match b {
+            Bench::Boot => print_line("boot-entry", &entry_ticks, "ticks", &[]),
+            Bench::NullHvc => {
+                let (insn, pmu, ticks, exits) = measure(|| null_hvc_loop(CALL_ITERATIONS));
+                call_line("null-hvc", insn, pmu, ticks, exits);
+            }
+            Bench::MmioRead => {
+                let uart = platform.uart_base + UARTFR;
+                let (insn, pmu, ticks, exits) = measure(|| mmio_read_loop(CALL_ITERATIONS, uart));
+                call_line("mmio-read", insn, pmu, ticks, exits);
+            }
+            Bench::TimerIrq => timer_irq(),
+            Bench::Workload => workload(platform, image, options.workload_mib),
+        }
+    }
+    println!("BENCH done");
+}
+
+fn call_line(name: &str, insn: u64, pmu: u64, ticks: u64, exits: Option<u64>) {
+    let extra = [
+        ("n", CALL_ITERATIONS),
+        ("pmu", pmu),
+        ("ticks", ticks),
+        ("exits", exits.unwrap_or(0)),
+    ];
+    let shown = if exits.is_some() { 4 } else { 3 };
+    print_line(
+        name,
+        &PerOp::new(insn, CALL_ITERATIONS),
+        "insn",
+        &extra[..shown],
+    );
+}

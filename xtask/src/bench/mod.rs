@@ -1,0 +1,495 @@
+//! `cargo xtask bench`: boots fixed scenarios under QEMU `-icount shift=0,sleep=off -seed 1` (one
+//! instruction = one nanosecond of virtual time, the counter and the PMU count instructions,
+//! idle time warps to the next timer deadline) and turns their console lines into
+//! [`results::Results`]. Every number is an instruction or event count, so two runs on the
+//! same tree give the same numbers (docs/performance.md says how each one is measured).
+
+pub mod parse;
+pub mod results;
+pub mod svg;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::build::Artifacts;
+use crate::console::{Step, capture};
+use crate::image::ImageOptions;
+use crate::node::Node;
+use crate::qemu::{Boot, Console, Firmware};
+use crate::workspace::Workspace;
+use parse::{BenchLine, Exits};
+use results::{Goal, Metric, Results};
+
+/// QEMU options of every benchmark run: exact instruction counting, idle periods skipped
+/// deterministically instead of following the host clock, and a fixed seed for the guest's
+/// random numbers (`RNDR` of `-cpu max` reads the host's otherwise, and Linux's boot then
+/// differs by a few dozen IPIs from run to run).
+pub const QEMU_OPTIONS: [&str; 4] = ["-icount", "shift=0,sleep=off", "-seed", "1"];
+
+/// Slice counts of the boot-cost runs and the node each runs on (cores, MiB).
+const BOOT_SHAPES: [(u32, u32, u64); 4] =
+    [(1, 8, 1024), (4, 8, 1024), (8, 8, 1024), (32, 32, 3072)];
+/// RAM of each probe slice in the boot-cost runs.
+const BOOT_SLICE_MIB: u64 = 64;
+/// RAM of the micro-benchmark slice, and of the native machine running the same probe.
+const MICRO_MIB: u64 = 160;
+/// Workload size: most of the micro-benchmark slice's RAM.
+const WORKLOAD_MIB: u64 = 128;
+/// The Linux exit-rate runs power off after these many seconds of guest time; the rate is the
+/// difference between the two runs divided by the difference of the times.
+const LINUX_WINDOW: (u64, u64) = (2, 6);
+
+/// What to measure.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// Skip the Linux exit-rate runs (they need the Debian kernel).
+    pub skip_linux: bool,
+}
+
+/// Where the runs keep their images and logs.
+struct Dirs {
+    out: PathBuf,
+}
+
+impl Dirs {
+    fn file(&self, name: &str) -> PathBuf {
+        self.out.join(name)
+    }
+}
+
+/// Runs every benchmark and collects the results.
+pub fn run(ws: &Workspace, artifacts: &Artifacts, plan: &Plan) -> Result<Results> {
+    let dirs = Dirs {
+        out: ws.target_dir.join("bench"),
+    };
+    std::fs::create_dir_all(&dirs.out)?;
+    let mut metrics = Vec::new();
+
+    // 1. Image size and footprint.
+    let elf = std::fs::read(&artifacts.hypervisor)
+        .with_context(|| format!("reading {}", artifacts.hypervisor.display()))?;
+    let image_bytes = crate::flat::hypervisor_flat(&elf)?.len() as u64;
+    metrics.push(
+        Metric::new(
+            "image-size",
+            "image size without guests",
+            kib(image_bytes),
+            "KiB",
+            Goal::AtMost(256.0),
+        )
+        .with_note("flat hypervisor (code, data, relocations), padded to 4 KiB"),
+    );
+
+    // 2. Boot cost.
+    let mut boots = Vec::new();
+    for (slices, cores, mib) in BOOT_SHAPES {
+        eprintln!("bench: boot with {slices} slices on {cores} cores");
+        boots.push((slices, boot_run(ws, artifacts, &dirs, slices, cores, mib)?));
+    }
+    let (_, eight) = boots
+        .iter()
+        .find(|(n, _)| *n == 8)
+        .context("the 8-slice boot ran")?;
+    let slice_ram = 8 * (BOOT_SLICE_MIB << 20);
+    let goal_kib = 2048.0 + kib(slice_ram) * 0.001;
+    metrics.push(
+        Metric::new(
+            "footprint",
+            "hypervisor RAM footprint (8 slices)",
+            kib(eight.footprint),
+            "KiB",
+            Goal::AtMost(goal_kib),
+        )
+        .with_note("`[hv] footprint` line: image + stage-1 tables + heap (stacks, stage-2 tables); goal 2 MiB + 0.1% of slice RAM"),
+    );
+    for (slices, boot) in &boots {
+        metrics.push(
+            Metric::new(
+                &format!("boot-{slices}"),
+                &format!("reset to last slice released, {slices} slices"),
+                boot.released as f64,
+                "insn",
+                Goal::AtMost(1_000_000.0),
+            )
+            .with_detail("last-slice-first-instruction", boot.last_entry as f64)
+            .with_note("node-wide instructions (all cores) until the boot core has started every slice; image copies included"),
+        );
+    }
+
+    // 3-6. Micro-benchmarks, in a slice and natively.
+    eprintln!("bench: micro-benchmarks in a slice");
+    let slice = micro_run(ws, artifacts, &dirs, false)?;
+    eprintln!("bench: micro-benchmarks natively");
+    let native = micro_run(ws, artifacts, &dirs, true)?;
+    for (id, title, goal) in [
+        ("null-hvc", "null hypercall round trip", 150.0),
+        ("mmio-read", "emulated MMIO read (PL011 FR)", 300.0),
+        ("timer-irq", "virtual timer IRQ latency", 400.0),
+    ] {
+        let s = find(&slice, id)?;
+        let n = find(&native, id)?;
+        let mut m =
+            Metric::new(id, title, s.value, "insn", Goal::AtMost(goal)).with_native(n.value);
+        if let Some(&exits) = s.extra.get("exits") {
+            m = m.with_detail("exits", exits as f64);
+        }
+        metrics.push(m);
+    }
+    let (s, n) = (find(&slice, "workload")?, find(&native, "workload")?);
+    ensure!(
+        s.extra.get("checksum") == n.extra.get("checksum"),
+        "the workload's checksum differs natively and in a slice"
+    );
+    metrics.push(
+        Metric::new(
+            "workload",
+            "CPU+memory workload, native/slice instructions",
+            n.value / s.value,
+            "ratio",
+            Goal::AtLeast(0.99),
+        )
+        .with_detail("slice-insn", s.value)
+        .with_detail("native-insn", n.value)
+        .with_detail("mib", s.extra.get("mib").copied().unwrap_or(0) as f64)
+        .with_detail("exits", s.extra.get("exits").copied().unwrap_or(0) as f64),
+    );
+
+    // 7. Linux exit rates.
+    let mut linux = None;
+    if plan.skip_linux {
+        for id in ["exits-idle", "exits-busy"] {
+            metrics.push(Metric::missing(
+                id,
+                "Linux exits per second",
+                "exits/s",
+                "-",
+                "skipped (--no-linux)",
+            ));
+        }
+    } else {
+        for (id, busy) in [("exits-idle", false), ("exits-busy", true)] {
+            eprintln!("bench: Linux slice, {}", if busy { "busy" } else { "idle" });
+            let (metric, kernel) = linux_rate(ws, artifacts, &dirs, id, busy)?;
+            metrics.push(metric);
+            linux = Some(kernel);
+        }
+    }
+
+    // 8. NVMe: a slot for when it is measured.
+    metrics.push(Metric::missing(
+        "nvme-iops",
+        "NVMe 4 KiB random reads QD1/QD32, slice/native IOPS and exits per I/O",
+        "ratio",
+        ">= 0.9; <= 1 exit per I/O batch",
+        "not measured yet: needs an I/O generator in the probe (or fio in the Linux guest) and IOPS under icount are virtual-time based",
+    ));
+
+    Ok(Results {
+        qemu: qemu_version(),
+        method: format!("qemu-system-aarch64 {}", QEMU_OPTIONS.join(" ")),
+        linux,
+        metrics,
+    })
+}
+
+fn kib(bytes: u64) -> f64 {
+    bytes as f64 / 1024.0
+}
+
+fn find<'a>(lines: &'a [BenchLine], name: &str) -> Result<&'a BenchLine> {
+    lines
+        .iter()
+        .find(|b| b.name == name)
+        .with_context(|| format!("no `BENCH {name}` line"))
+}
+
+fn qemu_version() -> String {
+    Command::new(crate::setup::QEMU)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown QEMU".into())
+}
+
+/// Builds `<name>.img` from plan text.
+fn image(artifacts: &Artifacts, dirs: &Dirs, name: &str, plan: &str) -> Result<PathBuf> {
+    let plan_path = dirs.file(&format!("{name}.toml"));
+    std::fs::write(&plan_path, plan)?;
+    let out = dirs.file(&format!("{name}.img"));
+    crate::image::write_image(
+        artifacts,
+        &ImageOptions {
+            plan: &plan_path,
+            out: &out,
+            anywhere: false,
+        },
+    )
+    .with_context(|| format!("bench {name}: building its image"))?;
+    Ok(out)
+}
+
+/// The QEMU command for `image` on `node`, with icount.
+fn command(
+    ws: &Workspace,
+    node: &Node,
+    image: &Path,
+    virtualization: bool,
+    cmdline: Option<String>,
+) -> Result<Command> {
+    let boot = Boot {
+        node,
+        image,
+        firmware: Firmware::Direct,
+        virtualization,
+        console: Console::Captured,
+        disk_prefix: ws.target_dir.join("bench").join(&node.name),
+        kernel_cmdline: cmdline,
+    };
+    let mut cmd = boot.command()?;
+    cmd.args(QEMU_OPTIONS);
+    Ok(cmd)
+}
+
+/// What a boot-cost run saw.
+struct BootRun {
+    /// Counter when the boot core had started every slice.
+    released: u64,
+    /// The largest counter any slice's probe read at its first instruction.
+    last_entry: u64,
+    footprint: u64,
+}
+
+fn boot_run(
+    ws: &Workspace,
+    artifacts: &Artifacts,
+    dirs: &Dirs,
+    slices: u32,
+    cores: u32,
+    mib: u64,
+) -> Result<BootRun> {
+    let name = format!("boot-{slices}");
+    let mut plan = String::new();
+    for i in 0..slices {
+        plan.push_str(&format!(
+            "[[slice]]\nname = \"s{i}\"\ncores = 1\nmemory = \"{BOOT_SLICE_MIB}MiB\"\nkernel = \"probe\"\ncmdline = \"heartbeat=0 nvme=0 bench=boot\"\n\n"
+        ));
+    }
+    let img = image(artifacts, dirs, &name, &plan)?;
+    let node = Node::inline(&name, cores, mib << 20);
+    let cmd = command(ws, &node, &img, true, None)?;
+    let mut done = 0;
+    let mut released = None;
+    let lines = capture(
+        cmd,
+        Duration::from_secs(300),
+        &dirs.file(&format!("{name}.log")),
+        |line| {
+            if let Some(r) = parse::released(line) {
+                released = Some(r);
+            }
+            if line.ends_with("] BENCH done") {
+                done += 1;
+            }
+            if done == slices && released.is_some() {
+                Step::Done
+            } else {
+                Step::Continue
+            }
+        },
+    )?;
+    let (n, released) = released.context("no `[hv] boot:` line")?;
+    ensure!(n == slices, "{name}: the hypervisor released {n} slices");
+    let entries: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| parse::bench_line(l))
+        .filter(|b| b.name == "boot-entry")
+        .map(|b| b.value as u64)
+        .collect();
+    ensure!(
+        entries.len() == slices as usize,
+        "{name}: {} boot-entry lines",
+        entries.len()
+    );
+    let footprint = lines
+        .iter()
+        .find_map(|l| parse::footprint(l))
+        .context("no `[hv] footprint:` line")?
+        .0;
+    Ok(BootRun {
+        released,
+        last_entry: entries.into_iter().max().unwrap_or(0),
+        footprint,
+    })
+}
+
+/// The micro-benchmarks on a one-core machine: in a slice, or the probe alone (EL1, with its
+/// own EL2 stub answering HVC).
+fn micro_run(
+    ws: &Workspace,
+    artifacts: &Artifacts,
+    dirs: &Dirs,
+    native: bool,
+) -> Result<Vec<BenchLine>> {
+    let cmdline = format!(
+        "heartbeat=0 nvme=0 bench=null-hvc,mmio-read,timer-irq,workload workload-mib={WORKLOAD_MIB}"
+    );
+    let (name, cmd) = if native {
+        let elf = std::fs::read(&artifacts.probe)?;
+        let flat = crate::flat::elf_to_flat(&elf)?;
+        let img = dirs.file("micro-native.img");
+        std::fs::write(&img, flat.bytes)?;
+        let node = Node::inline("micro-native", 1, MICRO_MIB << 20);
+        (
+            "micro-native",
+            command(ws, &node, &img, true, Some(cmdline))?,
+        )
+    } else {
+        let plan = format!(
+            "[[slice]]\nname = \"bench\"\ncores = 1\nmemory = \"{MICRO_MIB}MiB\"\nkernel = \"probe\"\ncmdline = \"{cmdline}\"\n"
+        );
+        let img = image(artifacts, dirs, "micro-slice", &plan)?;
+        let node = Node::inline("micro-slice", 1, 512 << 20);
+        ("micro-slice", command(ws, &node, &img, true, None)?)
+    };
+    let lines = capture(
+        cmd,
+        Duration::from_secs(300),
+        &dirs.file(&format!("{name}.log")),
+        |line| {
+            if line.ends_with("BENCH done") {
+                Step::Done
+            } else {
+                Step::Continue
+            }
+        },
+    )?;
+    if let Some(bad) = lines
+        .iter()
+        .find(|l| l.contains("FAILED") || l.contains("PROBE FAIL"))
+    {
+        bail!("{name}: {bad}");
+    }
+    Ok(lines.iter().filter_map(|l| parse::bench_line(l)).collect())
+}
+
+/// Exits of a Linux slice that powers off after `seconds` of guest time, from the `[hv] exits`
+/// line the hypervisor prints when a slice stops (final counters: no host timing involved),
+/// and the kernel release.
+fn linux_exits(
+    ws: &Workspace,
+    artifacts: &Artifacts,
+    dirs: &Dirs,
+    busy: bool,
+    seconds: u64,
+) -> Result<(Exits, String)> {
+    let name = format!("linux-{}-{seconds}", if busy { "busy" } else { "idle" });
+    let load = if busy { " microvisor.load=1" } else { "" };
+    let plan = format!(
+        "[[slice]]\nname = \"linux\"\ncores = 2\nmemory = \"512MiB\"\nkernel = \"linux\"\ncmdline = \"quiet microvisor.action=poweroff-after:{seconds}{load}\"\n"
+    );
+    let img = image(artifacts, dirs, &name, &plan)?;
+    let node = Node::inline(&name, 2, 1024 << 20);
+    let cmd = command(ws, &node, &img, true, None)?;
+    let mut exits = None;
+    let mut kernel = String::new();
+    capture(
+        cmd,
+        Duration::from_secs(600),
+        &dirs.file(&format!("{name}.log")),
+        |line| {
+            if let Some(json) = line.strip_prefix("[linux] SLICE-REPORT ")
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(json)
+            {
+                kernel = v["kernel"].as_str().unwrap_or_default().to_string();
+            }
+            match parse::exits(line) {
+                Some(e) if e.slice == "linux" => {
+                    exits = Some(e);
+                    Step::Done
+                }
+                _ => Step::Continue,
+            }
+        },
+    )?;
+    Ok((exits.context("no exit counters")?, kernel))
+}
+
+/// Exits per second of guest time, by cause: the difference of two runs that power off
+/// [`LINUX_WINDOW`] seconds apart.
+fn linux_rate(
+    ws: &Workspace,
+    artifacts: &Artifacts,
+    dirs: &Dirs,
+    id: &str,
+    busy: bool,
+) -> Result<(Metric, String)> {
+    let (short, kernel) = linux_exits(ws, artifacts, dirs, busy, LINUX_WINDOW.0)?;
+    let (long, _) = linux_exits(ws, artifacts, dirs, busy, LINUX_WINDOW.1)?;
+    let seconds = (LINUX_WINDOW.1 - LINUX_WINDOW.0) as f64;
+    let rate = |a: u64, b: u64| (b as f64 - a as f64) / seconds;
+    let title = if busy {
+        "Linux exits/s, busy (microvisor.load=1)"
+    } else {
+        "Linux exits/s, idle"
+    };
+    let total = rate(short.total, long.total);
+    let mut metric = Metric::new(id, title, total, "exits/s", Goal::None);
+    let mut causes: Vec<&String> = short.causes.keys().chain(long.causes.keys()).collect();
+    causes.sort();
+    causes.dedup();
+    let mut only_timer = true;
+    for cause in causes {
+        let r = rate(
+            short.causes.get(cause).copied().unwrap_or(0),
+            long.causes.get(cause).copied().unwrap_or(0),
+        );
+        if r != 0.0 {
+            metric = metric.with_detail(cause, r);
+            only_timer &= cause == "irq-timer";
+        }
+    }
+    metric = metric
+        .with_detail("injected", rate(short.injected, long.injected))
+        .with_note(format!(
+            "2 vCPUs, 512 MiB; difference of two runs powering off after {} s and {} s of guest time",
+            LINUX_WINDOW.0, LINUX_WINDOW.1
+        ));
+    if !busy {
+        metric = metric.with_met("timer only", only_timer);
+    }
+    Ok((metric, kernel))
+}
+
+/// Writes `results.json`, the plot if asked, and returns the table (and comparison) text.
+pub fn report(
+    ws: &Workspace,
+    results: &Results,
+    compare: Option<&Path>,
+    plot: bool,
+) -> Result<String> {
+    let dir = ws.target_dir.join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let json = dir.join("results.json");
+    std::fs::write(&json, results.to_json())?;
+    let mut out = results.table();
+    out.push_str(&format!("\nresults: {}\n", json.display()));
+    if let Some(old) = compare {
+        let text =
+            std::fs::read_to_string(old).with_context(|| format!("reading {}", old.display()))?;
+        let old =
+            Results::from_json(&text).with_context(|| format!("parsing {}", old.display()))?;
+        out.push_str("\ncompared with the old results:\n\n");
+        out.push_str(&results.compare(&old));
+    }
+    if plot {
+        let svg = ws.root.join("docs").join("bench.svg");
+        std::fs::write(&svg, svg::plot(results))?;
+        out.push_str(&format!("plot: {}\n", svg.display()));
+    }
+    Ok(out)
+}
