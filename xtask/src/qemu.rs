@@ -124,7 +124,7 @@ pub fn disk_file(prefix: &Path, index: usize) -> PathBuf {
 }
 
 /// Creates (or resizes) a sparse file of `size` bytes.
-fn ensure_sparse_file(path: &Path, size: u64) -> Result<()> {
+pub fn ensure_sparse_file(path: &Path, size: u64) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

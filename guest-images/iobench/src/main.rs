@@ -3,7 +3,8 @@
 //! Linux guest's initramfs as `/bin/iobench`.
 //!
 //! ```text
-//! iobench DEVICE [--qd N] [--ops N] [--bs BYTES] [--seed N] [--buffered]
+//! iobench DEVICE [--qd N] [--ops N] [--bs BYTES] [--seed N] [--buffered] [--wait]
+//! IOBENCH ready                   (--wait: then reads one line from stdin before starting)
 //! IOBENCH randread qd=32 bs=4096 ops=20000 span=268435456 seconds=1.234567 iops=16204 mean_us=1974.5
 //! IOBENCH FAIL <what>
 //! ```
@@ -29,6 +30,9 @@ struct Options {
     block_size: u64,
     seed: u64,
     direct: bool,
+    /// Print `IOBENCH ready` and wait for a line on stdin before starting, so that whoever
+    /// drives the console can take a snapshot (e.g. the microvisor's exit counters) first.
+    wait: bool,
 }
 
 impl Default for Options {
@@ -40,6 +44,7 @@ impl Default for Options {
             block_size: 4096,
             seed: 1,
             direct: true,
+            wait: false,
         }
     }
 }
@@ -59,6 +64,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--bs" => options.block_size = value("--bs")?,
             "--seed" => options.seed = value("--seed")?,
             "--buffered" => options.direct = false,
+            "--wait" => options.wait = true,
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
             device if options.device.is_empty() => options.device = device.to_string(),
             extra => return Err(format!("unexpected argument {extra:?}")),
@@ -154,6 +160,13 @@ fn run(options: &Options) -> Result<String, String> {
             "{} holds {span} bytes, less than one block",
             options.device
         ));
+    }
+    if options.wait {
+        println!("IOBENCH ready");
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("waiting for the go line: {e}"))?;
     }
     let began = Instant::now();
     let results: Vec<Result<Done, String>> = thread::scope(|scope| {

@@ -281,6 +281,9 @@ fn workload(platform: &Platform, image: Range, mib: u64) {
 
 /// Runs the benchmarks of `options` in order.
 pub fn run(options: &Options, platform: &Platform, image: Range, entry_ticks: u64) {
+    if options.benches().is_empty() {
+        return;
+    }
     pmu_start();
     for &b in options.benches() {
         match b {
