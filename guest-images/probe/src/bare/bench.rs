@@ -269,7 +269,7 @@ fn workload(platform: &Platform, image: Range, mib: u64) {
     let mut checksum = 0;
     let (insn, pmu, ticks, exits) = measure(|| checksum = bench::workload(buf));
     let extra = [
-        ("mib", words * 8 >> 20),
+        ("mib", (words * 8) >> 20),
         ("checksum", checksum),
         ("pmu", pmu),
         ("ticks", ticks),
