@@ -8,10 +8,11 @@ use anyhow::{Context, Result};
 use crate::workspace::{Workspace, cargo, render};
 
 /// Crates whose unit tests run on the host.
-pub const HOST_CRATES: [&str; 4] = [
+pub const HOST_CRATES: [&str; 5] = [
     "microvisor-plan",
     "microvisor-logic",
     "microvisor-probe",
+    "microvisor-iobench",
     "xtask",
 ];
 /// Parallel QEMU scenarios (each boots a multi-core TCG guest).
