@@ -113,9 +113,22 @@ impl VcpuSet {
     }
 
     /// The vCPU indexes in the set, ascending.
+    /// The members, lowest first; costs one step per member (it runs on every exit that
+    /// touches the vGIC, usually with no member at all).
     pub fn iter(self) -> impl Iterator<Item = usize> {
-        (0..128).filter(move |&i| self.contains(i))
+        members(self.0).map(|i| i as usize)
     }
+}
+
+/// The set bits of `set`, lowest first, one step per member.
+fn members(mut set: u128) -> impl Iterator<Item = u32> {
+    core::iter::from_fn(move || {
+        (set != 0).then(|| {
+            let member = set.trailing_zeros();
+            set &= set - 1;
+            member
+        })
+    })
 }
 
 /// The state of one virtual interrupt.
@@ -401,8 +414,11 @@ impl VirtualGic {
     }
 
     /// Interrupts that could be loaded for `vcpu`: pending, enabled, group enabled, not loaded.
+    /// Only private interrupts and owned SPIs are looked at: this runs on every exit that
+    /// syncs the list registers.
     fn candidates(&self, vcpu: usize) -> impl Iterator<Item = u32> + '_ {
-        (0..INTIDS).filter(move |&intid| {
+        let owned = members(self.owned).map(|n| SPI_BASE + n);
+        (0..SPI_BASE).chain(owned).filter(move |&intid| {
             let Some(irq) = self.irq(vcpu, intid) else {
                 return false;
             };
@@ -896,6 +912,13 @@ mod tests {
 
     fn lr_state(value: u64) -> u64 {
         value >> 62
+    }
+
+    #[test]
+    fn vcpu_sets_list_their_members_in_order() {
+        let set = VcpuSet::EMPTY.with(127).with(0).with(5).with(200);
+        assert_eq!(set.iter().collect::<Vec<_>>(), [0, 5, 127]);
+        assert_eq!(VcpuSet::EMPTY.iter().count(), 0);
     }
 
     #[test]
