@@ -2,7 +2,7 @@
 //! arrive and typing a scenario's [`Input`]s into its serial input (stdin) when their lines
 //! appear; kills QEMU on drop and always writes the full serial log.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -206,21 +206,7 @@ fn type_keys(stdin: Option<&mut ChildStdin>, keys: &[u8]) -> std::io::Result<()>
 
 /// Sends each line (without `\r\n`) and then `Eof`.
 fn read_lines(stdout: impl Read, tx: mpsc::Sender<Event>) {
-    let mut reader = BufReader::new(stdout);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&buf);
-                let line = text.trim_end_matches(['\n', '\r']).replace('\r', "");
-                if tx.send(Event::Line(line)).is_err() {
-                    return;
-                }
-            }
-        }
-    }
+    xtask::console::each_line(stdout, |line| tx.send(Event::Line(line)).is_ok());
     let _ = tx.send(Event::Eof);
 }
 

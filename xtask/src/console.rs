@@ -109,22 +109,27 @@ pub fn capture(
 
 /// Sends each line (without `\r\n`) and then `None`.
 fn read_lines(stdout: impl Read, tx: mpsc::Sender<Option<String>>) {
+    each_line(stdout, |line| tx.send(Some(line)).is_ok());
+    let _ = tx.send(None);
+}
+
+/// Calls `each` with every line of a console stream, without its `\r\n` and with any other
+/// `\r` dropped, until the stream ends or `each` returns false.
+pub fn each_line(stdout: impl Read, mut each: impl FnMut(String) -> bool) {
     let mut reader = BufReader::new(stdout);
     let mut buf = Vec::new();
     loop {
         buf.clear();
         match reader.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => return,
             Ok(_) => {
                 let text = String::from_utf8_lossy(&buf);
-                let line = text.trim_end_matches(['\n', '\r']).replace('\r', "");
-                if tx.send(Some(line)).is_err() {
+                if !each(text.trim_end_matches(['\n', '\r']).replace('\r', "")) {
                     return;
                 }
             }
         }
     }
-    let _ = tx.send(None);
 }
 
 #[cfg(test)]
