@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use crate::node::Node;
+use crate::node::{Disk, Node};
 use crate::setup::{QEMU, UBOOT_BIN};
 
 /// How the image reaches EL2.
@@ -97,23 +97,27 @@ impl Boot<'_> {
         if let Some(cmdline) = &self.kernel_cmdline {
             args.extend(["-append".into(), cmdline.clone()]);
         }
-        for (i, disk) in node.disks.iter().enumerate() {
-            let file = self.disk_file(i);
-            ensure_sparse_file(&file, disk.size)?;
-            args.push("-drive".into());
-            args.push(format!(
-                "file={},if=none,id=nvm{i},format=raw",
-                file.display()
-            ));
-            args.push("-device".into());
-            args.push(format!("nvme,serial=microvisor-{i},drive=nvm{i}"));
-        }
+        args.extend(disk_args(&self.disk_prefix, &node.disks)?);
         Ok(args)
     }
+}
 
-    fn disk_file(&self, index: usize) -> PathBuf {
-        disk_file(&self.disk_prefix, index)
+/// QEMU arguments attaching `disks` as NVMe controllers, backed by sparse files
+/// `<prefix>-nvme<i>.raw` (created or resized here).
+pub fn disk_args(prefix: &Path, disks: &[Disk]) -> Result<Vec<String>> {
+    let mut args = Vec::new();
+    for (i, disk) in disks.iter().enumerate() {
+        let file = disk_file(prefix, i);
+        ensure_sparse_file(&file, disk.size)?;
+        args.push("-drive".into());
+        args.push(format!(
+            "file={},if=none,id=nvm{i},format=raw",
+            file.display()
+        ));
+        args.push("-device".into());
+        args.push(format!("nvme,serial=microvisor-{i},drive=nvm{i}"));
     }
+    Ok(args)
 }
 
 /// Disk file `index` of a node booted with `prefix`: `<prefix>-nvme<index>.raw`.
@@ -124,7 +128,7 @@ pub fn disk_file(prefix: &Path, index: usize) -> PathBuf {
 }
 
 /// Creates (or resizes) a sparse file of `size` bytes.
-pub fn ensure_sparse_file(path: &Path, size: u64) -> Result<()> {
+fn ensure_sparse_file(path: &Path, size: u64) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -188,7 +192,7 @@ mod tests {
             line.contains("-device nvme,serial=microvisor-0,drive=nvm0"),
             "{line}"
         );
-        let disk = b.disk_file(0);
+        let disk = disk_file(&b.disk_prefix, 0);
         assert_eq!(std::fs::metadata(&disk).unwrap().len(), 1 << 20);
         std::fs::remove_file(disk).unwrap();
     }

@@ -2,20 +2,9 @@
 //! (PCI Local Bus 3.0 §6.8.2), both reached through [`Mmio`] grants. Queues live in RAM the
 //! kernel claimed; commands and completions are built and parsed by the kernel.
 
-use crate::pci::{Mmio, barrier};
+use microvisor_logic::nvme::spec::reg;
 
-/// Register offsets (NVMe Base 1.4 Figure 78).
-mod reg {
-    pub const CAP: u64 = 0x00;
-    pub const VS: u64 = 0x08;
-    pub const INTMS: u64 = 0x0c;
-    pub const CC: u64 = 0x14;
-    pub const CSTS: u64 = 0x1c;
-    pub const AQA: u64 = 0x24;
-    pub const ASQ: u64 = 0x28;
-    pub const ACQ: u64 = 0x30;
-    pub const DOORBELLS: u64 = 0x1000;
-}
+use crate::pci::{Mmio, barrier};
 
 /// The controller's BAR0.
 pub struct NvmeController {

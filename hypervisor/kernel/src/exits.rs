@@ -65,10 +65,7 @@ fn guest_sync(frame: &mut GuestFrame) {
             } else {
                 "read"
             };
-            Outcome::End(Ending::Fault(format!(
-                "{what} at IPA {ipa:#x} outside its RAM and devices (pc {:#x}, vCPU {})",
-                frame.pc, vcpu.index
-            )))
+            outside(what, ipa, frame, vcpu)
         }
         Exit::InstructionAbort { ipa, .. } => {
             vcpu.count(ExitCause::Fault);
@@ -116,61 +113,74 @@ fn mmio(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: MmioAccess) 
     let write = access
         .write
         .then(|| access.write_value(frame.reg(access.register)));
-    let Some((device, offset)) = device_at(access.ipa, slice.vcpus.len(), slice.disk.is_some())
-    else {
-        if let Some(read) = slice.nvme_access(access.ipa, access.width, write) {
-            vcpu.count(ExitCause::Nvme);
-            if write.is_none() {
-                frame.set_reg(access.register, access.read_result(read));
+    let read = match device_at(access.ipa, slice.vcpus.len(), slice.disk.is_some()) {
+        Some((device, offset)) => emulate(slice, vcpu, device, offset, access.width, write),
+        None => match slice.nvme_access(access.ipa, access.width, write) {
+            Some(read) => {
+                vcpu.count(ExitCause::Nvme);
+                read
             }
-            frame.skip_instruction();
-            return Outcome::Resume;
-        }
-        vcpu.count(ExitCause::Fault);
-        let what = if access.write { "write" } else { "read" };
-        return Outcome::End(Ending::Fault(format!(
-            "{what} at IPA {:#x} outside its RAM and devices (pc {:#x}, vCPU {})",
-            access.ipa, frame.pc, vcpu.index
-        )));
-    };
-    let write = access
-        .write
-        .then(|| access.write_value(frame.reg(access.register)));
-    let read = match device {
-        Device::Uart => {
-            vcpu.count(ExitCause::Uart);
-            slice.uart_access(offset, write)
-        }
-        Device::PciConfig => {
-            vcpu.count(ExitCause::PciConfig);
-            slice.pci_config_access(offset, access.width, write)
-        }
-        Device::Distributor | Device::Redistributor { .. } => {
-            vcpu.count(ExitCause::Gic);
-            let mut value = 0;
-            slice.with_gic(|gic| match (device, write) {
-                (Device::Distributor, Some(v)) => gic.distributor_write(offset, access.width, v),
-                (Device::Distributor, None) => {
-                    value = gic.distributor_read(offset, access.width);
-                    Default::default()
-                }
-                (Device::Redistributor { vcpu }, Some(v)) => {
-                    gic.redistributor_write(vcpu, offset, access.width, v)
-                }
-                (Device::Redistributor { vcpu }, None) => {
-                    value = gic.redistributor_read(vcpu, offset, access.width);
-                    Default::default()
-                }
-                (Device::Uart | Device::PciConfig, _) => Default::default(),
-            });
-            value
-        }
+            None => {
+                vcpu.count(ExitCause::Fault);
+                let what = if access.write { "write" } else { "read" };
+                return outside(what, access.ipa, frame, vcpu);
+            }
+        },
     };
     if write.is_none() {
         frame.set_reg(access.register, access.read_result(read));
     }
     frame.skip_instruction();
     Outcome::Resume
+}
+
+/// The run ends: the guest touched `ipa`, which is neither its RAM nor one of its devices.
+fn outside(what: &str, ipa: u64, frame: &GuestFrame, vcpu: &Vcpu) -> Outcome {
+    Outcome::End(Ending::Fault(format!(
+        "{what} at IPA {ipa:#x} outside its RAM and devices (pc {:#x}, vCPU {})",
+        frame.pc, vcpu.index
+    )))
+}
+
+/// An access to an emulated device at `offset`; returns the value read (0 for a write).
+fn emulate(
+    slice: &Slice,
+    vcpu: &Vcpu,
+    device: Device,
+    offset: u64,
+    width: u8,
+    write: Option<u64>,
+) -> u64 {
+    match device {
+        Device::Uart => {
+            vcpu.count(ExitCause::Uart);
+            slice.uart_access(offset, write)
+        }
+        Device::PciConfig => {
+            vcpu.count(ExitCause::PciConfig);
+            slice.pci_config_access(offset, width, write)
+        }
+        Device::Distributor | Device::Redistributor { .. } => {
+            vcpu.count(ExitCause::Gic);
+            let mut value = 0;
+            slice.with_gic(|gic| match (device, write) {
+                (Device::Distributor, Some(v)) => gic.distributor_write(offset, width, v),
+                (Device::Distributor, None) => {
+                    value = gic.distributor_read(offset, width);
+                    Default::default()
+                }
+                (Device::Redistributor { vcpu }, Some(v)) => {
+                    gic.redistributor_write(vcpu, offset, width, v)
+                }
+                (Device::Redistributor { vcpu }, None) => {
+                    value = gic.redistributor_read(vcpu, offset, width);
+                    Default::default()
+                }
+                (Device::Uart | Device::PciConfig, _) => Default::default(),
+            });
+            value
+        }
+    }
 }
 
 /// ICC_SGI1R_EL1 (S3_0_C12_C11_5): an IPI to vCPUs of the same slice.

@@ -4,6 +4,7 @@
 
 extern crate alloc;
 
+pub mod bits;
 pub mod console;
 pub mod exits;
 pub mod guest_dt;

@@ -12,6 +12,8 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
+use crate::bits::members;
+
 /// INTIDs the virtual GIC implements: SGIs 0-15, PPIs 16-31, SPIs 32-127.
 pub const INTIDS: u32 = 128;
 /// First SPI.
@@ -116,19 +118,8 @@ impl VcpuSet {
     /// The members, lowest first; costs one step per member (it runs on every exit that
     /// touches the vGIC, usually with no member at all).
     pub fn iter(self) -> impl Iterator<Item = usize> {
-        members(self.0).map(|i| i as usize)
+        members(self.0)
     }
-}
-
-/// The set bits of `set`, lowest first, one step per member.
-fn members(mut set: u128) -> impl Iterator<Item = u32> {
-    core::iter::from_fn(move || {
-        (set != 0).then(|| {
-            let member = set.trailing_zeros();
-            set &= set - 1;
-            member
-        })
-    })
 }
 
 /// The state of one virtual interrupt.
@@ -417,7 +408,7 @@ impl VirtualGic {
     /// Only private interrupts and owned SPIs are looked at: this runs on every exit that
     /// syncs the list registers.
     fn candidates(&self, vcpu: usize) -> impl Iterator<Item = u32> + '_ {
-        let owned = members(self.owned).map(|n| SPI_BASE + n);
+        let owned = members(self.owned).map(|n| SPI_BASE + n as u32);
         (0..SPI_BASE).chain(owned).filter(move |&intid| {
             let Some(irq) = self.irq(vcpu, intid) else {
                 return false;

@@ -572,14 +572,10 @@ fn nvme_run(
         None => {
             let guest = crate::linux::guest(ws, true)?;
             let mut cmd = crate::linux::native_qemu_command(&guest, 2, 512, "quiet");
-            let file = crate::qemu::disk_file(&disk, 0);
-            crate::qemu::ensure_sparse_file(&file, NVME_DISK)?;
-            cmd.args([
-                "-drive",
-                &format!("file={},if=none,id=nvm0,format=raw", file.display()),
-                "-device",
-                "nvme,serial=microvisor-0,drive=nvm0",
-            ]);
+            cmd.args(crate::qemu::disk_args(
+                &disk,
+                &[crate::node::Disk { size: NVME_DISK }],
+            )?);
             cmd
         }
     };

@@ -139,12 +139,8 @@ impl Driver {
                 self.runs.push(run);
                 self.after_run()
             }
-            (None, None) => {
-                self.before = Some(exits);
-                Step::Continue
-            }
-            // Out of order (a snapshot without its run): start over with this one.
-            (_, _) => {
+            // The snapshot before a run (or one out of order: start over from it).
+            _ => {
                 self.before = Some(exits);
                 Step::Continue
             }

@@ -65,7 +65,22 @@ struct Backend<'a> {
     scratch: Option<alloc::boxed::Box<[u8; 4096]>>,
 }
 
-impl Backend<'_> {
+impl<'a> Backend<'a> {
+    fn new(
+        ram: &'a PhysRegion,
+        queues: &'a mut [HardwareQueue],
+        physical: &'static Physical,
+        signals: &'a mut Signals,
+    ) -> Self {
+        Backend {
+            ram,
+            queues,
+            physical,
+            signals,
+            scratch: None,
+        }
+    }
+
     fn queue(&mut self, id: u16) -> Option<&mut HardwareQueue> {
         self.queues.iter_mut().find(|q| q.pair.id == id)
     }
@@ -216,13 +231,7 @@ impl SliceDisk {
         let merged = vpci::merge(word, register, width, value);
         let before = (state.function.msix_enabled(), state.function.bar0());
         let reset = state.function.config_write(devfn, register & !3, merged);
-        let mut backend = Backend {
-            ram,
-            queues: &mut state.queues,
-            physical: self.physical,
-            signals,
-            scratch: None,
-        };
+        let mut backend = Backend::new(ram, &mut state.queues, self.physical, signals);
         if reset {
             state.controller.function_level_reset();
         }
@@ -251,13 +260,7 @@ impl SliceDisk {
         match write {
             None => Some(state.controller.mmio_read(offset, width)),
             Some(value) => {
-                let mut backend = Backend {
-                    ram,
-                    queues: &mut state.queues,
-                    physical: self.physical,
-                    signals,
-                    scratch: None,
-                };
+                let mut backend = Backend::new(ram, &mut state.queues, self.physical, signals);
                 state
                     .controller
                     .mmio_write(&mut backend, offset, width, value);
@@ -292,13 +295,7 @@ impl SliceDisk {
         self.physical
             .controller
             .ring_completion(queue, u32::from(q.pair.cq_head()));
-        let mut backend = Backend {
-            ram,
-            queues: &mut state.queues,
-            physical: self.physical,
-            signals,
-            scratch: None,
-        };
+        let mut backend = Backend::new(ram, &mut state.queues, self.physical, signals);
         let summary = state
             .controller
             .hardware_completions(&mut backend, queue, entries);

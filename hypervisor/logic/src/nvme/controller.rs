@@ -17,6 +17,8 @@ use alloc::vec::Vec;
 use tock_registers::LocalRegisterCopy;
 use zerocopy::{FromBytes, IntoBytes};
 
+use crate::bits::members;
+
 use super::admin::{AER_SLOTS, AdminOutcome, Features, SmartCounters};
 use super::backend::{MsiMessage, NvmeBackend};
 use super::config::{ConfigError, ControllerConfig, HardwareQueues};
@@ -197,17 +199,6 @@ pub(super) struct Work {
     ring: u128,
     /// MSI-X vectors to signal.
     vectors: u128,
-}
-
-/// The members of a bit set, lowest first.
-pub(super) fn bits(mut set: u128) -> impl Iterator<Item = usize> {
-    core::iter::from_fn(move || {
-        let bit = set.trailing_zeros() as usize;
-        (set != 0).then(|| {
-            set &= set - 1;
-            bit
-        })
-    })
 }
 
 /// Shadow doorbells (Doorbell Buffer Config, Base 1.4 §5.8): two pages of the slice's RAM,
@@ -1091,10 +1082,10 @@ impl VirtualNvme {
         // Posting frees slots (more to fetch); fetching may complete refused commands (more
         // to post). Both only consume guest entries, so this ends.
         loop {
-            if let Some(qid) = bits(work.flush).next() {
+            if let Some(qid) = members(work.flush).next() {
                 work.flush &= !(1 << qid);
                 self.flush_cq(env, qid, &mut work);
-            } else if let Some(qid) = bits(work.refetch).next() {
+            } else if let Some(qid) = members(work.refetch).next() {
                 work.refetch &= !(1 << qid);
                 if qid > 0 && qid < self.sqs.len() {
                     self.fetch_io(env, qid, &mut work);
@@ -1104,24 +1095,11 @@ impl VirtualNvme {
             }
         }
         self.after_drain(env, &mut work);
-        for queue in bits(work.ring) {
+        for queue in members(work.ring) {
             env.ring(self.hw[queue].qid);
         }
         if work.vectors != 0 {
             self.msix.fire(work.vectors, &mut |m| env.signal(m));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::bits;
-    use alloc::vec::Vec;
-
-    #[test]
-    fn bit_sets() {
-        assert_eq!(bits(0).count(), 0);
-        assert_eq!(bits(0b1010_0001).collect::<Vec<_>>(), [0, 5, 7]);
-        assert_eq!(bits(1 << 127 | 2).collect::<Vec<_>>(), [1, 127]);
     }
 }

@@ -412,15 +412,8 @@ mod tests {
 
     fn rw(opcode: u8, slba: u64, blocks: u32, prp1: u64, prp2: u64) -> SubmissionEntry {
         SubmissionEntry {
-            opcode,
             command_id: 0x77.into(),
-            nsid: 1.into(),
-            prp1: prp1.into(),
-            prp2: prp2.into(),
-            cdw10: (slba as u32).into(),
-            cdw11: ((slba >> 32) as u32).into(),
-            cdw12: (blocks - 1).into(),
-            ..SubmissionEntry::default()
+            ..crate::nvme::tests::rw(opcode, slba, blocks, prp1, prp2)
         }
     }
 

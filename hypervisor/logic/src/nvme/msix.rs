@@ -80,7 +80,7 @@ impl MsixTable {
         if !self.enabled {
             return;
         }
-        for vector in super::controller::bits(vectors).filter(|&v| v < self.entries.len()) {
+        for vector in crate::bits::members(vectors).filter(|&v| v < self.entries.len()) {
             if self.masked(vector) {
                 self.pending |= 1 << vector;
             } else {

@@ -493,17 +493,7 @@ fn queue_entry_sizes_must_be_configured() {
     s.write(0x28, ADMIN_SQ as u32);
     s.write(0x30, ADMIN_CQ as u32);
     s.write(0x14, 1);
-    s.sq[0] = Some(GuestSq {
-        base: ADMIN_SQ,
-        size: 16,
-        tail: 0,
-    });
-    s.cq[0] = Some(GuestCq {
-        base: ADMIN_CQ,
-        size: 16,
-        head: 0,
-        phase: true,
-    });
+    s.fresh_admin_queues();
     assert_eq!(s.create_cq(1, 4, 1), Status::INVALID_FIELD);
     s.write(0x14, 0x0046_0001);
     assert_eq!(s.create_cq(1, 4, 1), Status::SUCCESS);

@@ -180,28 +180,6 @@ fn random_admin(s: &mut Slice, rng: &mut Rng) {
     s.ring(0);
 }
 
-/// The driver's enable sequence, without insisting on the outcome.
-fn reenable(s: &mut Slice) {
-    s.node.ram_at(ADMIN_CQ, 16 * 16).fill(0);
-    s.write(0x24, 15 << 16 | 15);
-    s.write(0x28, ADMIN_SQ as u32);
-    s.write(0x2c, 0);
-    s.write(0x30, ADMIN_CQ as u32);
-    s.write(0x34, 0);
-    s.write(0x14, 0x0046_0001);
-    s.sq[0] = Some(GuestSq {
-        base: ADMIN_SQ,
-        size: 16,
-        tail: 0,
-    });
-    s.cq[0] = Some(GuestCq {
-        base: ADMIN_CQ,
-        size: 16,
-        head: 0,
-        phase: true,
-    });
-}
-
 fn check(s: &Slice, step: usize, seed: u64) {
     assert!(
         s.node.violations.is_empty(),
@@ -299,7 +277,7 @@ fn run(seed: u64, steps: usize) {
             90 => {
                 s.write(0x14, 0);
                 if rng.percent(50) {
-                    reenable(&mut s);
+                    s.start();
                 }
             }
             91 => {
