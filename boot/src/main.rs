@@ -14,7 +14,7 @@ use microvisor_arch::mmu::{self, RawTablePool};
 use microvisor_arch::pci::PciHost;
 use microvisor_arch::uart::PhysicalUart;
 use microvisor_arch::{cache, cpu, gic, smp};
-use microvisor_kernel::{BootInfo, console, primary_main};
+use microvisor_kernel::{BootInfo, output, primary_main};
 use microvisor_logic::inventory::{Inventory, MAX_RESERVED, Region, dtb_total_size};
 use microvisor_logic::memory_map::place_working_memory;
 use microvisor_logic::pagetable::{Attributes, PAGE_SIZE, Regime, Translation};
@@ -137,7 +137,7 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
         .map(|its| unsafe { ItsFrames::new(its.base) });
     cpu::set_core_index(boot_core);
     smp::set_boot_stack(boot_core, core::ptr::addr_of!(boot_stack_top) as u64);
-    console::init(uart);
+    output::init(uart);
 
     // SAFETY: the bundle is the rest of the loaded image, claimed above and never written.
     let bundle = unsafe { static_bytes(hypervisor_end, (image.end() - hypervisor_end) as usize) };

@@ -186,6 +186,27 @@ pub fn enter_guest(frame: &GuestFrame) -> ! {
     }
 }
 
+/// Calls `entry` on this core with an empty hypervisor stack, discarding every frame on it
+/// (none is ever returned to; values in them are leaked, never dropped). A core leaves a
+/// guest exit this way to go back to its run loop, so the loop never nests.
+pub fn run_on_fresh_stack(entry: extern "C" fn() -> !) -> ! {
+    let top = smp::stack_top();
+    // SAFETY: SP becomes the top of this core's own stack, which `smp` reserved for this core
+    // alone; the Rust frames on it are abandoned, never returned to, and `entry` starts a new
+    // call chain from there. No argument is read from the old stack after the switch.
+    unsafe {
+        core::arch::asm!(
+            "mov sp, x0",
+            "mov x29, xzr",
+            "mov x30, xzr",
+            "br x1",
+            in("x0") top,
+            in("x1") entry,
+            options(noreturn),
+        )
+    }
+}
+
 core::arch::global_asm!(
     r#"
 .macro VECTOR kind

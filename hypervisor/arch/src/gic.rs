@@ -251,7 +251,7 @@ pub fn redistributor_target(by_address: bool) -> Option<u64> {
 pub fn enable_lpis(
     properties: u64,
     id_bits: u8,
-    pending: &crate::memory::PhysRegion,
+    pending: &crate::memory::SharedMemory,
 ) -> Result<(), GicError> {
     let gic = GIC.get().ok_or(GicError::NotInitialised)?;
     let (rd, _) = own_redistributor(gic).ok_or(GicError::NoRedistributor)?;

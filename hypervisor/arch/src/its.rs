@@ -1,12 +1,13 @@
 //! The physical GICv3 ITS (GICv3 spec chapter 5 and §12.19): device and collection tables, the
 //! command queue, and the commands that turn a device's MSI writes into LPIs on a chosen core.
-//! The tables live in memory the kernel claimed and hands over as [`PhysRegion`]s.
+//! The tables live in memory the kernel claimed and hands over: the ones the ITS itself
+//! writes as [`SharedMemory`], the command queue (CPU-written) as a [`PhysRegion`].
 
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_structs;
 use tock_registers::registers::{ReadOnly, ReadWrite};
 
-use crate::memory::PhysRegion;
+use crate::memory::{PhysRegion, SharedMemory};
 
 register_structs! {
     /// ITS control frame (GICv3 §12.19, Table 12-30).
@@ -69,7 +70,7 @@ pub struct Its {
     queue: PhysRegion,
     write: u64,
     /// The device and collection tables, owned by the ITS for good.
-    _tables: [PhysRegion; 2],
+    _tables: [SharedMemory; 2],
 }
 
 // SAFETY: the registers are MMIO reached with volatile accesses; the kernel keeps the one `Its`
@@ -80,9 +81,9 @@ impl Its {
     /// Brings the ITS up with its device table, collection table and command queue.
     pub fn new(
         frames: ItsFrames,
-        devices: PhysRegion,
-        collections: PhysRegion,
-        queue: PhysRegion,
+        devices: SharedMemory,
+        collections: SharedMemory,
+        mut queue: PhysRegion,
     ) -> Result<Its, ItsError> {
         let base = frames.base;
         // SAFETY: `ItsFrames::new`'s caller guaranteed these are the ITS frames, mapped and
@@ -91,6 +92,15 @@ impl Its {
         registers.ctlr.set(0);
         set_table(registers, TYPE_DEVICES, &devices)?;
         set_table(registers, TYPE_COLLECTIONS, &collections)?;
+        let queue_region = queue.region();
+        if queue_region.size < COMMAND_QUEUE_SIZE
+            || !queue_region.base.is_multiple_of(COMMAND_QUEUE_SIZE)
+        {
+            return Err(ItsError::BadTable);
+        }
+        queue
+            .zero(0, COMMAND_QUEUE_SIZE)
+            .map_err(|_| ItsError::BadTable)?;
         let its = Its {
             registers,
             base,
@@ -98,15 +108,6 @@ impl Its {
             write: 0,
             _tables: [devices, collections],
         };
-        let queue_region = its.queue.region();
-        if queue_region.size < COMMAND_QUEUE_SIZE
-            || !queue_region.base.is_multiple_of(COMMAND_QUEUE_SIZE)
-        {
-            return Err(ItsError::BadTable);
-        }
-        its.queue
-            .zero(0, COMMAND_QUEUE_SIZE)
-            .map_err(|_| ItsError::BadTable)?;
         registers.cbaser.set(
             1 << 63
                 | CACHEABLE_WB
@@ -121,7 +122,7 @@ impl Its {
 }
 
 /// Points the GITS_BASER of type `kind` at `table`.
-fn set_table(registers: &ItsRegisters, kind: u64, table: &PhysRegion) -> Result<(), ItsError> {
+fn set_table(registers: &ItsRegisters, kind: u64, table: &SharedMemory) -> Result<(), ItsError> {
     let region = table.region();
     let slot = registers
         .baser
@@ -184,7 +185,7 @@ impl Its {
     pub fn map_device(
         &mut self,
         device: u32,
-        itt_table: &PhysRegion,
+        itt_table: &SharedMemory,
         event_bits: u8,
     ) -> Result<(), ItsError> {
         let itt = itt_table.region();
@@ -260,6 +261,6 @@ impl Its {
     }
 }
 
-fn itt_region_zero(table: &PhysRegion, size: u64) -> Result<(), ItsError> {
+fn itt_region_zero(table: &SharedMemory, size: u64) -> Result<(), ItsError> {
     table.zero(0, size).map_err(|_| ItsError::BadTable)
 }

@@ -1,18 +1,33 @@
-//! Physical memory the hypervisor hands out: RAM ranges are claimed once, by one owner, and
-//! accessed only through the [`PhysRegion`] that the claim returns. This is what lets the rest
-//! of the hypervisor write slice memory (images, device trees) without `unsafe`.
+//! Physical memory the hypervisor hands out. RAM ranges are claimed once, by one owner, and
+//! reached only through the handle the claim returns. Three kinds of handle, so that the kind
+//! of access matches who else may touch the bytes:
+//!
+//! - [`PhysRegion`]: memory only the hypervisor's CPU side uses (and devices only read, like a
+//!   command queue before its doorbell). Plain copies; writing needs `&mut`, so Rust's borrow
+//!   rules keep every write exclusive. Not `Clone`: a region is split ([`PhysRegion::split_at`],
+//!   [`RegionPool`]) into smaller owned regions, never viewed twice.
+//! - [`SharedMemory`]: memory someone outside Rust's model writes at any time: a guest (a
+//!   slice's RAM) or a device (a completion queue, an LPI pending table). Every access is
+//!   volatile (the way rust-vmm's `vm-memory` reaches guest memory), so the compiler never
+//!   assumes the bytes hold still, and no Rust reference to them ever exists.
+//! - [`DmaPages`]: pages the CPU fills and devices only read, handed out as `&mut [u8; 4096]`
+//!   one page at a time through `&mut self`.
+//!
+//! Since every handle comes from one claim or from splitting one, two handles never cover the
+//! same byte: that is what lets the rest of the hypervisor use them without `unsafe`.
 
-use heapless::Vec;
+use alloc::vec::Vec;
+
 use microvisor_logic::inventory::{MAX_RAM_BANKS, Region};
 use spin::{Mutex, Once};
 
 use crate::cache;
 
-/// Most claims at once (hypervisor image, its working memory, one per slice).
+/// Most claims at once (hypervisor image, its working memory, one per slice, device memory).
 const MAX_CLAIMS: usize = 300;
 
-static RAM: Once<Vec<Region, MAX_RAM_BANKS>> = Once::new();
-static CLAIMS: Mutex<Vec<Region, MAX_CLAIMS>> = Mutex::new(Vec::new());
+static RAM: Once<heapless::Vec<Region, MAX_RAM_BANKS>> = Once::new();
+static CLAIMS: Mutex<heapless::Vec<Region, MAX_CLAIMS>> = Mutex::new(heapless::Vec::new());
 
 /// Why a claim was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +52,8 @@ pub unsafe fn register_ram(banks: &[Region]) {
     RAM.call_once(|| banks.iter().copied().collect());
 }
 
-/// Claims `region` for exclusive use.
+/// Claims `region` for exclusive use. Claims never overlap, so the region returned is the only
+/// handle to its bytes.
 pub fn claim(region: Region) -> Result<PhysRegion, ClaimError> {
     let ram = RAM.get().ok_or(ClaimError::NoRam)?;
     if region.size == 0
@@ -59,11 +75,20 @@ pub fn claim(region: Region) -> Result<PhysRegion, ClaimError> {
     Ok(PhysRegion { region })
 }
 
-/// An access beyond the end of a region.
+/// An access beyond the end of a region (or a misaligned one where alignment is required).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutOfRange;
 
-/// Exclusively claimed physical RAM.
+/// Start address of `[offset, offset + len)` inside `region`, if it lies inside.
+fn address_in(region: Region, offset: u64, len: u64) -> Result<u64, OutOfRange> {
+    let end = offset.checked_add(len).ok_or(OutOfRange)?;
+    if end > region.size {
+        return Err(OutOfRange);
+    }
+    Ok(region.base + offset)
+}
+
+/// Exclusively owned physical RAM that only the hypervisor's CPU side writes.
 #[derive(Debug)]
 pub struct PhysRegion {
     region: Region,
@@ -74,37 +99,37 @@ impl PhysRegion {
         self.region
     }
 
-    fn checked(&self, offset: u64, len: usize) -> Result<u64, OutOfRange> {
-        let end = offset.checked_add(len as u64).ok_or(OutOfRange)?;
-        if end > self.region.size {
-            return Err(OutOfRange);
+    /// Splits the region in two at `offset` (both parts non-empty); the original is consumed,
+    /// so the two halves are the only handles to their bytes.
+    pub fn split_at(self, offset: u64) -> Result<(PhysRegion, PhysRegion), PhysRegion> {
+        if offset == 0 || offset >= self.region.size {
+            return Err(self);
         }
-        Ok(self.region.base + offset)
-    }
-
-    /// A view of `[offset, offset + size)` of this region, for the kernel to hand parts of
-    /// one claim to different users (queues, tables). The kernel's allocator keeps the views
-    /// it hands out disjoint; overlapping views would still only copy bytes, never alias Rust
-    /// references.
-    pub fn carve(&self, offset: u64, size: u64) -> Result<PhysRegion, OutOfRange> {
-        let base = self.checked(offset, usize::try_from(size).map_err(|_| OutOfRange)?)?;
-        Ok(PhysRegion {
-            region: Region::new(base, size),
-        })
+        let Region { base, size } = self.region;
+        Ok((
+            PhysRegion {
+                region: Region::new(base, offset),
+            },
+            PhysRegion {
+                region: Region::new(base + offset, size - offset),
+            },
+        ))
     }
 
     /// Copies `bytes` to `offset` in the region.
-    pub fn write(&self, offset: u64, bytes: &[u8]) -> Result<(), OutOfRange> {
-        let address = self.checked(offset, bytes.len())?;
-        // SAFETY: the destination lies inside this claimed region (checked above), which no
-        // Rust reference aliases; it is identity mapped RAM (`register_ram`).
+    pub fn write(&mut self, offset: u64, bytes: &[u8]) -> Result<(), OutOfRange> {
+        let address = address_in(self.region, offset, bytes.len() as u64)?;
+        // SAFETY: the destination lies inside this region (checked above), which no other
+        // handle covers (claims and splits never overlap) and no Rust reference aliases
+        // (`DmaPages` would have consumed the region); `&mut self` excludes concurrent access
+        // through this handle. It is identity-mapped RAM (`register_ram`).
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), address as *mut u8, bytes.len()) };
         Ok(())
     }
 
     /// Fills `len` bytes at `offset` with zeros.
-    pub fn zero(&self, offset: u64, len: u64) -> Result<(), OutOfRange> {
-        let address = self.checked(offset, usize::try_from(len).map_err(|_| OutOfRange)?)?;
+    pub fn zero(&mut self, offset: u64, len: u64) -> Result<(), OutOfRange> {
+        let address = address_in(self.region, offset, len)?;
         // SAFETY: as in `write`.
         unsafe { core::ptr::write_bytes(address as *mut u8, 0, len as usize) };
         Ok(())
@@ -112,41 +137,150 @@ impl PhysRegion {
 
     /// Reads `buffer.len()` bytes at `offset`.
     pub fn read(&self, offset: u64, buffer: &mut [u8]) -> Result<(), OutOfRange> {
-        let address = self.checked(offset, buffer.len())?;
-        // SAFETY: as in `write`; the source may change under us if a guest runs on it, which
-        // only affects the bytes read, never memory safety (plain bytes have no invalid values).
+        let address = address_in(self.region, offset, buffer.len() as u64)?;
+        // SAFETY: inside this region (checked above); writes need `&mut self`, so none runs
+        // while this shared borrow lives, and nothing outside Rust writes this kind of memory.
         unsafe {
             core::ptr::copy_nonoverlapping(address as *const u8, buffer.as_mut_ptr(), buffer.len())
         };
         Ok(())
     }
 
-    /// Reads the little-endian `u32` at `offset` with a single volatile access (memory a device
-    /// or a guest may write at any time).
-    pub fn read_u32_volatile(&self, offset: u64) -> Result<u32, OutOfRange> {
-        let address = self.checked(offset, 4)?;
-        if address % 4 != 0 {
-            return Err(OutOfRange);
+    /// Hands the region to someone outside Rust's model (a guest, a device that writes it):
+    /// from now on it is accessed with volatile operations only.
+    pub fn into_shared(self) -> SharedMemory {
+        SharedMemory {
+            region: self.region,
         }
-        // SAFETY: an aligned dword inside this claimed region (checked above).
-        Ok(unsafe { core::ptr::read_volatile(address as *const u32) })
+    }
+}
+
+/// Claimed memory that a guest or a device may write at any time. Every access is volatile and
+/// copies bytes; no reference into it is ever created.
+#[derive(Debug)]
+pub struct SharedMemory {
+    region: Region,
+}
+
+/// Volatile stores of `bytes` to `dst`: single bytes up to an 8-byte boundary, then aligned
+/// 8-byte stores, then the remaining bytes.
+///
+/// # Safety
+/// `dst` must be valid for `bytes.len()` bytes of writes and must not overlap `bytes`.
+unsafe fn store_volatile(dst: u64, bytes: &[u8]) {
+    let head = ((dst.next_multiple_of(8) - dst) as usize).min(bytes.len());
+    let (first, rest) = bytes.split_at(head);
+    let words = rest.chunks_exact(8);
+    let tail = words.remainder();
+    let mut at = dst;
+    for &b in first {
+        // SAFETY: inside `[dst, dst + bytes.len())`, valid by the caller's guarantee.
+        unsafe { core::ptr::write_volatile(at as *mut u8, b) };
+        at += 1;
+    }
+    for word in words {
+        let value = u64::from_ne_bytes([
+            word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+        ]);
+        // SAFETY: as above, and `at` is a multiple of 8 after the head.
+        unsafe { core::ptr::write_volatile(at as *mut u64, value) };
+        at += 8;
+    }
+    for &b in tail {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(at as *mut u8, b) };
+        at += 1;
+    }
+}
+
+/// Volatile loads from `src` into `buffer`, each source byte read once, in the same pieces as
+/// [`store_volatile`].
+///
+/// # Safety
+/// `src` must be valid for `buffer.len()` bytes of reads and must not overlap `buffer`.
+unsafe fn load_volatile(buffer: &mut [u8], src: u64) {
+    let head = ((src.next_multiple_of(8) - src) as usize).min(buffer.len());
+    let (first, rest) = buffer.split_at_mut(head);
+    let mut words = rest.chunks_exact_mut(8);
+    let mut at = src;
+    for b in first {
+        // SAFETY: inside `[src, src + buffer.len())`, valid by the caller's guarantee.
+        *b = unsafe { core::ptr::read_volatile(at as *const u8) };
+        at += 1;
+    }
+    for word in &mut words {
+        // SAFETY: as above, and `at` is a multiple of 8 after the head.
+        let value = unsafe { core::ptr::read_volatile(at as *const u64) };
+        word.copy_from_slice(&value.to_ne_bytes());
+        at += 8;
+    }
+    for b in words.into_remainder() {
+        // SAFETY: as above.
+        *b = unsafe { core::ptr::read_volatile(at as *const u8) };
+        at += 1;
+    }
+}
+
+impl SharedMemory {
+    pub fn region(&self) -> Region {
+        self.region
     }
 
-    /// Writes a `u32` at `offset` with a single volatile access.
-    pub fn write_u32_volatile(&self, offset: u64, value: u32) -> Result<(), OutOfRange> {
-        let address = self.checked(offset, 4)?;
-        if address % 4 != 0 {
+    /// Copies `bytes` to `offset` with volatile stores.
+    pub fn write(&self, offset: u64, bytes: &[u8]) -> Result<(), OutOfRange> {
+        let address = address_in(self.region, offset, bytes.len() as u64)?;
+        // SAFETY: the destination lies inside this claimed region (checked above), which no
+        // Rust reference ever covers; volatile stores race only with agents outside Rust's
+        // model (the guest, a device), never with a Rust access. `bytes` cannot overlap it.
+        unsafe { store_volatile(address, bytes) };
+        Ok(())
+    }
+
+    /// Reads `buffer.len()` bytes at `offset` with volatile loads (each byte once).
+    pub fn read(&self, offset: u64, buffer: &mut [u8]) -> Result<(), OutOfRange> {
+        let address = address_in(self.region, offset, buffer.len() as u64)?;
+        // SAFETY: as in `write`, with the roles of the two ranges exchanged.
+        unsafe { load_volatile(buffer, address) };
+        Ok(())
+    }
+
+    /// Fills `len` bytes at `offset` with zeros (volatile stores).
+    pub fn zero(&self, offset: u64, len: u64) -> Result<(), OutOfRange> {
+        const ZEROS: [u8; 256] = [0; 256];
+        let mut done = 0;
+        while done < len {
+            let piece = (len - done).min(ZEROS.len() as u64);
+            self.write(offset + done, &ZEROS[..piece as usize])?;
+            done += piece;
+        }
+        Ok(())
+    }
+
+    /// Reads the little-endian `u32` at `offset` (4-byte aligned) with one access.
+    pub fn read_u32(&self, offset: u64) -> Result<u32, OutOfRange> {
+        let address = address_in(self.region, offset, 4)?;
+        if !address.is_multiple_of(4) {
             return Err(OutOfRange);
         }
-        // SAFETY: as in `read_u32_volatile`.
-        unsafe { core::ptr::write_volatile(address as *mut u32, value) };
+        // SAFETY: an aligned dword inside this region (checked above), accessed volatile.
+        Ok(u32::from_le(unsafe { core::ptr::read_volatile(address as *const u32) }))
+    }
+
+    /// Writes a little-endian `u32` at `offset` (4-byte aligned) with one access.
+    pub fn write_u32(&self, offset: u64, value: u32) -> Result<(), OutOfRange> {
+        let address = address_in(self.region, offset, 4)?;
+        if !address.is_multiple_of(4) {
+            return Err(OutOfRange);
+        }
+        // SAFETY: as in `read_u32`.
+        unsafe { core::ptr::write_volatile(address as *mut u32, value.to_le()) };
         Ok(())
     }
 
     /// Makes what the hypervisor wrote visible to a guest that starts with its MMU and caches
     /// off, including as instructions.
     pub fn sync_for_guest(&self, offset: u64, len: u64) -> Result<(), OutOfRange> {
-        let address = self.checked(offset, usize::try_from(len).map_err(|_| OutOfRange)?)?;
+        let address = address_in(self.region, offset, len)?;
         cache::sync_instructions(address, len);
         Ok(())
     }
@@ -157,24 +291,76 @@ impl PhysRegion {
 /// them, so they can be handed out as ordinary mutable byte arrays.
 #[derive(Debug)]
 pub struct DmaPages {
-    region: PhysRegion,
+    region: Region,
 }
 
 impl DmaPages {
-    /// Takes `region` (page aligned, whole pages) for CPU-written, device-read pages.
-    pub fn new(region: PhysRegion) -> Option<Self> {
-        let r = region.region();
-        (r.base.is_multiple_of(4096) && r.size.is_multiple_of(4096)).then_some(Self { region })
+    /// Takes `region` (page aligned, whole pages) for CPU-written, device-read pages; gives it
+    /// back if it is not made of whole pages.
+    pub fn new(region: PhysRegion) -> Result<Self, PhysRegion> {
+        let r = region.region;
+        if r.base.is_multiple_of(4096) && r.size.is_multiple_of(4096) {
+            Ok(Self { region: r })
+        } else {
+            Err(region)
+        }
+    }
+
+    /// Pages held.
+    pub fn pages(&self) -> usize {
+        (self.region.size / 4096) as usize
     }
 
     /// Page `index`: its physical address and contents.
     pub fn page_mut(&mut self, index: usize) -> Option<(u64, &mut [u8; 4096])> {
         let offset = (index as u64).checked_mul(4096)?;
-        let address = self.region.checked(offset, 4096).ok()?;
-        // SAFETY: a whole page inside this claimed region; `&mut self` makes the returned
-        // reference unique among CPU accesses, and by this type's contract devices only read
-        // these pages (a device read never conflicts with Rust's aliasing rules).
+        let address = address_in(self.region, offset, 4096).ok()?;
+        // SAFETY: a whole page inside this region, which this value owns alone (it consumed
+        // the only `PhysRegion` for it); `&mut self` makes the returned reference unique among
+        // CPU accesses, and by this type's contract devices only read these pages.
         Some((address, unsafe { &mut *(address as *mut [u8; 4096]) }))
+    }
+}
+
+/// Owned free memory, handed out in pieces by address: taking a piece splits the chunk that
+/// holds it, so pieces never overlap (the pool is the hypervisor's device-memory allocator's
+/// backing store; where to take from is decided by `microvisor_logic::pages`).
+#[derive(Debug, Default)]
+pub struct RegionPool {
+    chunks: Vec<PhysRegion>,
+}
+
+impl RegionPool {
+    /// A pool owning `region`.
+    pub fn new(region: PhysRegion) -> Self {
+        Self {
+            chunks: alloc::vec![region],
+        }
+    }
+
+    /// The piece `wanted`, if it lies wholly inside one free chunk.
+    pub fn take(&mut self, wanted: Region) -> Option<PhysRegion> {
+        let end = wanted.base.checked_add(wanted.size)?;
+        let index = self.chunks.iter().position(|c| {
+            let r = c.region;
+            wanted.size > 0 && r.base <= wanted.base && end <= r.end()
+        })?;
+        let chunk = self.chunks.swap_remove(index);
+        let before = wanted.base - chunk.region.base;
+        let rest = match chunk.split_at(before) {
+            Ok((head, rest)) => {
+                self.chunks.push(head);
+                rest
+            }
+            Err(whole) => whole,
+        };
+        match rest.split_at(wanted.size) {
+            Ok((piece, tail)) => {
+                self.chunks.push(tail);
+                Some(piece)
+            }
+            Err(piece) => Some(piece),
+        }
     }
 }
 

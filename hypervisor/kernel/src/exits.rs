@@ -1,17 +1,17 @@
-//! Guest exits: decode once (`microvisor_logic::trap`), count, and dispatch to PSCI, device
-//! emulation or the slice's fault policy. Nothing a guest does here can stop the hypervisor:
+//! Guest exits: decode once (`microvisor_logic::trap`), count, and dispatch to PSCI, the
+//! slice's devices or its fault policy. Nothing a guest does here can stop the hypervisor:
 //! every unexpected case ends that slice's run.
 
 use alloc::format;
 use microvisor_arch::cpu;
 use microvisor_arch::exceptions::{self, GuestFrame, Handlers, HypervisorFault};
 use microvisor_logic::exits::ExitCause;
-use microvisor_logic::guest_dt::{Device, device_at};
 use microvisor_logic::trap::{self, Exit, MmioAccess, SysRegAccess};
 
-use crate::node;
-use crate::psci;
-use crate::slice::{Ending, Slice, Vcpu};
+use crate::node::Node;
+use crate::slice::{Ending, Next, Slice};
+use crate::vcpu::Vcpu;
+use crate::{irq, output, psci, run};
 
 /// The handlers the vector table calls.
 pub fn handlers() -> Handlers {
@@ -23,11 +23,13 @@ pub fn handlers() -> Handlers {
     }
 }
 
-fn current() -> (&'static Slice, &'static Vcpu) {
-    match node::current() {
-        Some(pair) => pair,
+/// The node, and the slice and vCPU this core runs.
+fn current() -> (&'static Node, &'static Slice, &'static Vcpu) {
+    let node = run::node();
+    match node.assigned(cpu::core_index()) {
+        Some((slice, vcpu)) => (node, slice, vcpu),
         None => {
-            crate::console::fatal(format_args!(
+            output::fatal(format_args!(
                 "guest exit on core {} which runs no vCPU",
                 cpu::core_index()
             ));
@@ -37,16 +39,16 @@ fn current() -> (&'static Slice, &'static Vcpu) {
 }
 
 fn guest_sync(frame: &mut GuestFrame) {
-    let (slice, vcpu) = current();
+    let (_, slice, vcpu) = current();
     let syndrome = exceptions::syndrome();
     let exit = trap::decode(syndrome.esr, syndrome.far, syndrome.hpfar);
-    let outcome = match exit {
+    let next = match exit {
         Exit::Hypercall { .. } => {
-            vcpu.count(ExitCause::Hypercall);
+            vcpu.exits.count(ExitCause::Hypercall);
             psci::handle(slice, frame)
         }
         Exit::SecureMonitorCall { .. } => {
-            vcpu.count(ExitCause::SecureMonitorCall);
+            vcpu.exits.count(ExitCause::SecureMonitorCall);
             frame.skip_instruction();
             psci::handle(slice, frame)
         }
@@ -57,7 +59,6 @@ fn guest_sync(frame: &mut GuestFrame) {
             page_walk,
             ..
         } => {
-            vcpu.count(ExitCause::Fault);
             let what = if page_walk {
                 "stage-1 page table walk"
             } else if write {
@@ -68,119 +69,68 @@ fn guest_sync(frame: &mut GuestFrame) {
             outside(what, ipa, frame, vcpu)
         }
         Exit::InstructionAbort { ipa, .. } => {
-            vcpu.count(ExitCause::Fault);
-            Outcome::End(Ending::Fault(format!(
+            vcpu.exits.count(ExitCause::Fault);
+            Next::End(Ending::Fault(format!(
                 "instruction fetch at IPA {ipa:#x} outside its RAM (vCPU {})",
                 vcpu.index
             )))
         }
         Exit::SystemRegister(access) => system_register(slice, vcpu, frame, access),
         Exit::Other { class } => {
-            vcpu.count(ExitCause::Other);
-            Outcome::End(Ending::Fault(format!(
+            vcpu.exits.count(ExitCause::Other);
+            Next::End(Ending::Fault(format!(
                 "unexpected exception class {class:#x} (ESR {:#x}, pc {:#x}, vCPU {})",
                 syndrome.esr, frame.pc, vcpu.index
             )))
         }
     };
-    finish(slice, vcpu, frame, outcome);
+    finish(slice, vcpu, next);
 }
 
-/// What the guest does after an exit has been handled.
-pub enum Outcome {
-    /// Resume at `frame`.
-    Resume,
-    /// This vCPU powered itself off (PSCI CPU_OFF).
-    CpuOff,
-    /// The slice's run ends.
-    End(Ending),
-}
-
-/// Every path back into the guest goes through here: park or end the run if asked, then
-/// bring the list registers up to date.
-fn finish(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, outcome: Outcome) {
-    match outcome {
-        Outcome::Resume => {}
-        Outcome::CpuOff => slice.park(vcpu, frame),
-        Outcome::End(ending) => slice.end(vcpu, ending, frame),
+/// Every path back into the guest goes through here: park if the vCPU stopped or the slice
+/// is stopping (never returning), else bring the list registers up to date.
+fn finish(slice: &Slice, vcpu: &Vcpu, next: Next) {
+    match next {
+        Next::Resume => {}
+        Next::CpuOff => run::park(vcpu),
+        Next::End(ending) => {
+            slice.end(vcpu, ending);
+            run::back_to_loop()
+        }
     }
-    slice.check_stop(vcpu, frame);
-    slice.sync_interrupts(vcpu);
+    if slice.stop_requested() {
+        run::park(vcpu);
+    }
+    slice.gic.sync(vcpu.index);
 }
 
-/// Emulated MMIO, dispatched by device (`guest_dt::device_at`); anything else ends the run.
-fn mmio(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: MmioAccess) -> Outcome {
+/// Emulated MMIO through the slice's bus; an access nothing answers ends the run.
+fn mmio(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: MmioAccess) -> Next {
     let write = access
         .write
         .then(|| access.write_value(frame.reg(access.register)));
-    let read = match device_at(access.ipa, slice.vcpus.len(), slice.disk.is_some()) {
-        Some((device, offset)) => emulate(slice, vcpu, device, offset, access.width, write),
-        None => match slice.nvme_access(access.ipa, access.width, write) {
-            Some(read) => {
-                vcpu.count(ExitCause::Nvme);
-                read
-            }
-            None => {
-                vcpu.count(ExitCause::Fault);
-                let what = if access.write { "write" } else { "read" };
-                return outside(what, access.ipa, frame, vcpu);
-            }
-        },
+    let context = slice.context();
+    let Some(read) = slice
+        .devices
+        .access(&context, &vcpu.exits, access.ipa, access.width, write)
+    else {
+        let what = if access.write { "write" } else { "read" };
+        return outside(what, access.ipa, frame, vcpu);
     };
     if write.is_none() {
         frame.set_reg(access.register, access.read_result(read));
     }
     frame.skip_instruction();
-    Outcome::Resume
+    Next::Resume
 }
 
 /// The run ends: the guest touched `ipa`, which is neither its RAM nor one of its devices.
-fn outside(what: &str, ipa: u64, frame: &GuestFrame, vcpu: &Vcpu) -> Outcome {
-    Outcome::End(Ending::Fault(format!(
+fn outside(what: &str, ipa: u64, frame: &GuestFrame, vcpu: &Vcpu) -> Next {
+    vcpu.exits.count(ExitCause::Fault);
+    Next::End(Ending::Fault(format!(
         "{what} at IPA {ipa:#x} outside its RAM and devices (pc {:#x}, vCPU {})",
         frame.pc, vcpu.index
     )))
-}
-
-/// An access to an emulated device at `offset`; returns the value read (0 for a write).
-fn emulate(
-    slice: &Slice,
-    vcpu: &Vcpu,
-    device: Device,
-    offset: u64,
-    width: u8,
-    write: Option<u64>,
-) -> u64 {
-    match device {
-        Device::Uart => {
-            vcpu.count(ExitCause::Uart);
-            slice.uart_access(offset, write)
-        }
-        Device::PciConfig => {
-            vcpu.count(ExitCause::PciConfig);
-            slice.pci_config_access(offset, width, write)
-        }
-        Device::Distributor | Device::Redistributor { .. } => {
-            vcpu.count(ExitCause::Gic);
-            let mut value = 0;
-            slice.with_gic(|gic| match (device, write) {
-                (Device::Distributor, Some(v)) => gic.distributor_write(offset, width, v),
-                (Device::Distributor, None) => {
-                    value = gic.distributor_read(offset, width);
-                    Default::default()
-                }
-                (Device::Redistributor { vcpu }, Some(v)) => {
-                    gic.redistributor_write(vcpu, offset, width, v)
-                }
-                (Device::Redistributor { vcpu }, None) => {
-                    value = gic.redistributor_read(vcpu, offset, width);
-                    Default::default()
-                }
-                (Device::Uart | Device::PciConfig, _) => Default::default(),
-            });
-            value
-        }
-    }
 }
 
 /// ICC_SGI1R_EL1 (S3_0_C12_C11_5): an IPI to vCPUs of the same slice.
@@ -195,52 +145,56 @@ fn system_register(
     vcpu: &Vcpu,
     frame: &mut GuestFrame,
     access: SysRegAccess,
-) -> Outcome {
+) -> Next {
     let encoding = (access.op0, access.op1, access.crn, access.crm, access.op2);
     if encoding == SGI1R && !access.read {
-        vcpu.count(ExitCause::Sgi);
+        vcpu.exits.count(ExitCause::Sgi);
         let value = frame.reg(access.register);
-        slice.with_gic(|gic| gic.send_sgi(vcpu.index, value));
+        slice.gic.change(|gic| gic.send_sgi(vcpu.index, value));
         frame.skip_instruction();
-        return Outcome::Resume;
+        return Next::Resume;
     }
-    vcpu.count(ExitCause::SystemRegister);
+    vcpu.exits.count(ExitCause::SystemRegister);
     if OTHER_SGI_GENERATORS.contains(&encoding) && !access.read {
         frame.skip_instruction();
-        return Outcome::Resume;
+        return Next::Resume;
     }
     let what = if (access.op0, access.op1, access.crn, access.crm) == PHYSICAL_TIMER {
         "EL1 physical timer (slices have the virtual timer only)"
     } else {
         "undefined system register"
     };
-    Outcome::End(Ending::Fault(format!(
+    Next::End(Ending::Fault(format!(
         "{what}: {access} (pc {:#x}, vCPU {})",
         frame.pc, vcpu.index
     )))
 }
 
-fn guest_irq(frame: &mut GuestFrame) {
-    let (slice, vcpu) = current();
-    let handled = crate::irq::handle_pending(Some((slice, vcpu)));
-    vcpu.count(handled.first.unwrap_or(ExitCause::OtherInterrupt));
-    slice.check_stop(vcpu, frame);
-    slice.sync_interrupts(vcpu);
-    crate::irq::finish_maintenance(handled);
+fn guest_irq(_frame: &mut GuestFrame) {
+    let (node, slice, vcpu) = current();
+    let handled = irq::handle_pending(node, Some((slice, vcpu)));
+    vcpu.exits
+        .count(handled.first.unwrap_or(ExitCause::OtherInterrupt));
+    if slice.stop_requested() {
+        irq::finish_maintenance(handled);
+        run::park(vcpu);
+    }
+    slice.gic.sync(vcpu.index);
+    irq::finish_maintenance(handled);
 }
 
 fn guest_other(frame: &mut GuestFrame, kind: &'static str) {
-    let (slice, vcpu) = current();
-    vcpu.count(ExitCause::Other);
+    let (_, slice, vcpu) = current();
+    vcpu.exits.count(ExitCause::Other);
     let ending = Ending::Fault(format!(
         "{kind} exception (pc {:#x}, vCPU {})",
         frame.pc, vcpu.index
     ));
-    finish(slice, vcpu, frame, Outcome::End(ending));
+    finish(slice, vcpu, Next::End(ending));
 }
 
 fn fatal(fault: &HypervisorFault) -> ! {
-    crate::console::fatal(format_args!(
+    output::fatal(format_args!(
         "hypervisor exception {} on core {}: ESR {:#x} ELR {:#x} FAR {:#x}",
         fault.kind,
         cpu::core_index(),

@@ -1,11 +1,13 @@
 //! Physical interrupts taken at EL2 (HCR_EL2.IMO): the hypervisor's own SGI, the GIC
-//! maintenance interrupt, the guests' virtual timer, and node console input.
+//! maintenance interrupt and the guests' virtual timer on every core; everything else goes to
+//! its owner in the node's table (node console input, a slice device's interrupts).
 
 use microvisor_arch::gic::{self, HYPERVISOR_SGI, MAINTENANCE_PPI, VIRTUAL_TIMER_PPI};
 use microvisor_logic::exits::ExitCause;
 
-use crate::console;
-use crate::slice::{Slice, Vcpu};
+use crate::node::{IrqOwner, Node};
+use crate::slice::Slice;
+use crate::vcpu::Vcpu;
 
 /// What [`handle_pending`] did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -19,7 +21,7 @@ pub struct Handled {
 
 /// Acknowledges and handles every pending physical interrupt. `running` is the vCPU this core
 /// is running, if it is running one (its timer interrupts are injected into it).
-pub fn handle_pending(running: Option<(&Slice, &Vcpu)>) -> Handled {
+pub fn handle_pending(node: &Node, running: Option<(&Slice, &Vcpu)>) -> Handled {
     let mut handled = Handled::default();
     while let Some(intid) = gic::acknowledge() {
         let cause = match intid {
@@ -36,37 +38,58 @@ pub fn handle_pending(running: Option<(&Slice, &Vcpu)>) -> Handled {
                 }
                 ExitCause::Maintenance
             }
-            VIRTUAL_TIMER_PPI => match running {
-                Some((slice, vcpu)) => {
-                    // Priority drop only: the guest's EOI of the virtual interrupt deactivates
-                    // the physical one through the list register's HW bit.
-                    gic::end_of_interrupt(intid);
-                    slice.with_gic(|g| g.raise_hardware(vcpu.index, intid, intid));
-                    ExitCause::Timer
+            VIRTUAL_TIMER_PPI => {
+                match running {
+                    Some((slice, vcpu)) => {
+                        // Priority drop only: the guest's EOI of the virtual interrupt
+                        // deactivates the physical one through the list register's HW bit.
+                        gic::end_of_interrupt(intid);
+                        slice
+                            .gic
+                            .change(|g| g.raise_hardware(vcpu.index, intid, intid));
+                    }
+                    None => gic::complete(intid),
                 }
-                None => {
-                    gic::complete(intid);
-                    ExitCause::Timer
-                }
-            },
-            intid if intid >= gic::LPI_BASE => {
-                gic::end_of_interrupt(intid);
-                crate::nvme::interrupt(intid);
-                ExitCause::NvmeInterrupt
+                ExitCause::Timer
             }
-            intid if Some(intid) == console::input_intid() => {
-                console::receive_input();
-                gic::complete(intid);
-                ExitCause::ConsoleInput
-            }
-            _ => {
-                gic::complete(intid);
-                ExitCause::OtherInterrupt
-            }
+            _ => owned(node, intid),
         };
         handled.first.get_or_insert(cause);
     }
     handled
+}
+
+/// An interrupt with an owner in the node's table (or none: completed and counted).
+fn owned(node: &Node, intid: u32) -> ExitCause {
+    match node.owner(intid) {
+        Some(IrqOwner::ConsoleInput) => {
+            node.console.receive(&node.slices);
+            gic::complete(intid);
+            ExitCause::ConsoleInput
+        }
+        Some(IrqOwner::Device {
+            slice,
+            device,
+            event,
+        }) => {
+            // LPIs have no active state: the priority drop ends them.
+            if intid >= gic::LPI_BASE {
+                gic::end_of_interrupt(intid);
+            } else {
+                gic::complete(intid);
+            }
+            if let Some(slice) = node.slices.get(slice) {
+                slice
+                    .devices
+                    .physical_interrupt(&slice.context(), device, event);
+            }
+            ExitCause::DeviceInterrupt
+        }
+        None => {
+            gic::complete(intid);
+            ExitCause::OtherInterrupt
+        }
+    }
 }
 
 /// Deactivates the maintenance interrupt once the list registers no longer assert it.

@@ -1,23 +1,34 @@
 //! The microvisor kernel: boot flow, slices, and guest exit handling, as safe code over the
 //! architecture layer (`microvisor-arch`) and the pure logic (`microvisor-logic`).
+//!
+//! Modules form a tree, leaves first: `output` (the console sink), `vcpu`, `vgic` (a slice's
+//! virtual GIC at run time), `nvme` (the node's NVMe controller and LPIs), `devices` (a slice's
+//! emulated devices and MMIO bus), `slice`, `psci`, `console` (operator input), `node`, `irq`,
+//! `run` (each core's run loop), `exits`, `start`.
 #![no_std]
 
 extern crate alloc;
 
-pub mod console;
+pub mod output;
+
+mod console;
+mod devices;
 mod exits;
 mod irq;
 mod node;
 mod nvme;
 mod psci;
+mod run;
 mod slice;
 mod start;
+mod vcpu;
+mod vgic;
 
 pub use start::{BootInfo, primary_main};
 
 /// Reports a Rust panic in the hypervisor (a bug, never a guest's doing) and stops this core.
 pub fn panic_report(info: &core::panic::PanicInfo<'_>) -> ! {
-    console::fatal(format_args!(
+    output::fatal(format_args!(
         "panic on core {}: {info}",
         microvisor_arch::cpu::core_index()
     ));

@@ -1,33 +1,80 @@
-//! The node once booted: its slices and which vCPU each physical core runs.
+//! The node once booted: its slices, which vCPU each physical core runs, who owns each
+//! physical interrupt, the operator console and the LPI machinery.
 
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use microvisor_arch::cpu;
-use microvisor_logic::inventory::Conduit;
-use spin::Once;
 
-use crate::slice::{Slice, Vcpu};
+use microvisor_logic::inventory::Conduit;
+
+use crate::console::OperatorConsole;
+use crate::nvme::lpis::Lpis;
+use crate::slice::Slice;
+use crate::vcpu::Vcpu;
+
+/// Who handles a physical interrupt (besides the ones every core handles itself: the
+/// hypervisor SGI, the GIC maintenance interrupt and the virtual timer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqOwner {
+    /// The physical UART received node console input.
+    ConsoleInput,
+    /// A device of a slice: `event` is what the device registered (e.g. a hardware queue).
+    Device {
+        slice: usize,
+        device: usize,
+        event: u32,
+    },
+}
 
 pub struct Node {
     pub conduit: Conduit,
     pub slices: Vec<Slice>,
     /// For each physical core: (slice index, vCPU index) it runs, if any.
     assignment: Vec<Option<(usize, usize)>>,
+    pub console: OperatorConsole,
+    /// LPIs and the ITS, when some slice has NVMe.
+    pub lpis: Option<Lpis>,
+    owners: BTreeMap<u32, IrqOwner>,
 }
 
-static NODE: Once<Node> = Once::new();
-
 impl Node {
-    pub fn new(conduit: Conduit, cores: usize, slices: Vec<Slice>) -> Node {
+    pub fn new(
+        conduit: Conduit,
+        cores: usize,
+        slices: Vec<Slice>,
+        console: OperatorConsole,
+        lpis: Option<Lpis>,
+    ) -> Node {
         let mut assignment = alloc::vec![None; cores];
         for slice in &slices {
             for vcpu in &slice.vcpus {
                 assignment[vcpu.core] = Some((slice.index, vcpu.index));
             }
         }
+        let mut owners = BTreeMap::new();
+        if let Some(intid) = console.intid() {
+            owners.insert(intid, IrqOwner::ConsoleInput);
+        }
+        for slice in &slices {
+            if let (Some(disk), Some(device)) = (&slice.disk, slice.pci_device) {
+                for queue in disk.queue_interrupts() {
+                    owners.insert(
+                        queue.lpi,
+                        IrqOwner::Device {
+                            slice: slice.index,
+                            device,
+                            event: u32::from(queue.id),
+                        },
+                    );
+                }
+            }
+        }
         Node {
             conduit,
             slices,
             assignment,
+            console,
+            lpis,
+            owners,
         }
     }
 
@@ -45,18 +92,9 @@ impl Node {
             .enumerate()
             .filter_map(|(core, a)| a.map(|_| core))
     }
-}
 
-/// Publishes the node (boot core, once, before any other core looks).
-pub fn publish(node: Node) -> &'static Node {
-    NODE.call_once(|| node)
-}
-
-pub fn get() -> Option<&'static Node> {
-    NODE.get()
-}
-
-/// The slice and vCPU this core runs.
-pub fn current() -> Option<(&'static Slice, &'static Vcpu)> {
-    get()?.assigned(cpu::core_index())
+    /// Who handles physical interrupt `intid`.
+    pub fn owner(&self, intid: u32) -> Option<IrqOwner> {
+        self.owners.get(&intid).copied()
+    }
 }

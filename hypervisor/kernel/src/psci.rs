@@ -1,19 +1,19 @@
-//! PSCI for guests (DESIGN §4): CPU_ON/OFF and AFFINITY_INFO only within the slice,
-//! SYSTEM_OFF/RESET end the slice's run, everything else is NOT_SUPPORTED. Calls arrive by HVC
-//! or by SMC (trapped); neither ever reaches the firmware.
+//! PSCI for guests (docs/architecture.md, "Exits"): CPU_ON/OFF and AFFINITY_INFO only within
+//! the slice, SYSTEM_OFF/RESET end the slice's run, everything else is NOT_SUPPORTED. Calls
+//! arrive by HVC or by SMC (trapped); neither ever reaches the firmware.
 
 use microvisor_arch::exceptions::GuestFrame;
 use microvisor_logic::psci::{self, AffinityState, Call, status};
 use microvisor_plan::layout::GUEST_RAM_BASE;
 
-use crate::exits::Outcome;
-use crate::slice::{Ending, Power, Slice};
+use crate::slice::{Ending, Next, Slice};
+use crate::vcpu::Power;
 
 /// PSCI INVALID_ADDRESS (DEN0022 §5.2.2).
 const INVALID_ADDRESS: i64 = -9;
 
 /// Handles the call in the guest's x0..x3; the result goes to x0.
-pub fn handle(slice: &Slice, frame: &mut GuestFrame) -> Outcome {
+pub fn handle(slice: &Slice, frame: &mut GuestFrame) -> Next {
     let call = psci::decode([frame.x[0], frame.x[1], frame.x[2], frame.x[3]]);
     let result: i64 = match call {
         Call::Version => psci::PSCI_VERSION_1_1 as i64,
@@ -30,28 +30,16 @@ pub fn handle(slice: &Slice, frame: &mut GuestFrame) -> Outcome {
             target,
             lowest_level,
         } => affinity_info(slice, target, lowest_level),
-        Call::CpuOff => return Outcome::CpuOff,
-        Call::SystemOff => return Outcome::End(Ending::PowerOff),
-        Call::SystemReset => return Outcome::End(Ending::Reset),
+        Call::CpuOff => return Next::CpuOff,
+        Call::SystemOff => return Next::End(Ending::PowerOff),
+        Call::SystemReset => return Next::End(Ending::Reset),
         Call::MicrovisorNull => 0,
-        Call::MicrovisorExits { cause } => exits(slice, cause) as i64,
+        // All-ones for an unknown selector.
+        Call::MicrovisorExits { cause } => slice.exit_count(cause).unwrap_or(u64::MAX) as i64,
         Call::Unknown { .. } => status::NOT_SUPPORTED,
     };
     frame.x[0] = result as u64;
-    Outcome::Resume
-}
-
-/// The slice's exit counter `cause` (an `ExitCause` index, `EXITS_TOTAL` or
-/// `EXITS_INJECTED`) summed over its vCPUs; all-ones for an unknown selector.
-fn exits(slice: &Slice, cause: u64) -> u64 {
-    use microvisor_logic::exits::ExitCause;
-    let sum = |pick: &dyn Fn(&crate::slice::Vcpu) -> u64| slice.vcpus.iter().map(pick).sum();
-    match cause {
-        psci::EXITS_TOTAL => sum(&|v| v.exit_counts().iter().sum()),
-        psci::EXITS_INJECTED => sum(&|v| v.injected()),
-        c if (c as usize) < ExitCause::COUNT => sum(&|v| v.exit_counts()[c as usize]),
-        _ => u64::MAX,
-    }
+    Next::Resume
 }
 
 fn cpu_on(slice: &Slice, target: u64, entry: u64, context: u64) -> i64 {

@@ -1,14 +1,14 @@
-//! Boot flow after `boot/` has the MMU and heap up (DESIGN §3): check the bundle, fit the plan
-//! to the hardware, build every slice, start the cores, then start the slices. Any error
-//! before the first slice starts prints one line and powers the node off: nothing starts
-//! half-way.
+//! Boot flow after `boot/` has the MMU and heap up (docs/architecture.md, "Boot"): check the
+//! bundle, fit the plan to the hardware, build every slice, start the cores, then start the
+//! slices. Any error before the first slice starts prints one line and powers the node off:
+//! nothing starts half-way.
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use microvisor_arch::exceptions::{self, GuestFrame};
+use microvisor_arch::exceptions;
 use microvisor_arch::memory;
 use microvisor_arch::{cpu, firmware, gic, smp, virt};
 use microvisor_logic::inventory::{Conduit, Inventory, Region};
@@ -17,11 +17,13 @@ use microvisor_plan::bundle::Bundle;
 use microvisor_plan::place::{self, Hardware, format_cores};
 use microvisor_plan::size::HumanSize;
 
-use crate::node::{self, Node};
+use crate::console::OperatorConsole;
+use crate::node::Node;
+use crate::nvme::lpis::Lpis;
 use crate::nvme::physical::{DeviceMemory, NvmeError};
 use crate::nvme::{self, DiskError, HardwareQueue, NodeDisk};
 use crate::slice::{DiskGrant, Slice};
-use crate::{exits, hv};
+use crate::{exits, hv, run as core_run};
 
 /// What `boot/` hands over.
 pub struct BootInfo {
@@ -111,9 +113,11 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
     let placement =
         place::place(plan, &hardware).map_err(|e| format!("plan does not fit this node: {e}"))?;
     let mut disks: Vec<Option<DiskGrant>> = plan.slices.iter().map(|_| None).collect();
+    let mut lpis = None;
     if plan.slices.iter().any(|s| s.nvme.is_some()) {
         match setup_nvme(info, &placement, plan) {
-            Ok((node_disk, queues)) => {
+            Ok((node_disk, queues, its)) => {
+                lpis = Some(its);
                 for ((disk, share), queues) in disks.iter_mut().zip(&node_disk.shares).zip(queues) {
                     *disk = share.map(|share| DiskGrant {
                         share,
@@ -139,7 +143,8 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
     for slice in &slices {
         slice.load()?;
     }
-    Ok(Node::new(inv.psci, inv.cpus.len(), slices))
+    let console = OperatorConsole::new(inv.uart.intid);
+    Ok(Node::new(inv.psci, inv.cpus.len(), slices, console, lpis))
 }
 
 /// Device memory, ITS and LPI tables, then the controller and every slice's share of it.
@@ -147,7 +152,7 @@ fn setup_nvme(
     info: &mut BootInfo,
     placement: &place::Placement,
     plan: &microvisor_plan::CompiledPlan,
-) -> Result<(NodeDisk, Vec<Vec<HardwareQueue>>), DiskError> {
+) -> Result<(NodeDisk, Vec<Vec<HardwareQueue>>, Lpis), DiskError> {
     let unusable = |why| DiskError::Controller(NvmeError::Unsupported(why));
     let host = info.inventory.pcie.ok_or(unusable("no PCIe host bridge"))?;
     let pci = info.pci.as_mut().ok_or(unusable("no PCIe host bridge"))?;
@@ -177,8 +182,9 @@ fn setup_nvme(
         .ok_or(unusable("no RAM left for NVMe queues and tables"))?;
     let claimed = memory::claim(region).map_err(|_| unusable("device memory"))?;
     let mut device_memory = DeviceMemory::new(claimed);
-    nvme::prepare_lpis(&mut device_memory, frames, &cores)?;
-    nvme::bring_up(pci, &host, device_memory, plan)
+    let lpis = Lpis::new(&mut device_memory, frames, &cores)?;
+    let (disk, queues) = nvme::bring_up(pci, &host, device_memory, plan, &lpis)?;
+    Ok((disk, queues, lpis))
 }
 
 fn nvme_report(disk: &NodeDisk) {
@@ -243,41 +249,44 @@ fn partition_table(node: &Node, info: &BootInfo) {
 
 fn run(node: Node, info: &BootInfo) -> ! {
     let conduit = node.conduit;
-    let node = node::publish(node);
+    let halt = |what: core::fmt::Arguments<'_>| -> ! {
+        hv!("error: {what}");
+        hv!("halted: no slice was started");
+        firmware::system_off(conduit)
+    };
+    let node = core_run::publish(node);
     let mut expected = 0;
     for core in node.used_cores().filter(|&c| c != info.boot_core) {
         let mpidr = info.inventory.cpus[core];
         if let Err(e) = smp::start_core(conduit, mpidr, core, secondary_main) {
-            hv!("error: core {core} (MPIDR {mpidr:#x}) did not start: {e:?}");
-            hv!("halted: no slice was started");
-            firmware::system_off(conduit);
+            halt(format_args!(
+                "core {core} (MPIDR {mpidr:#x}) did not start: {e:?}"
+            ));
         }
         expected += 1;
     }
     let deadline = cpu::counter() + 5 * cpu::counter_frequency();
     while CORES_READY.load(Ordering::Acquire) < expected {
         if cpu::counter() > deadline {
-            hv!(
-                "error: only {} of {expected} cores came up",
+            halt(format_args!(
+                "only {} of {expected} cores came up",
                 CORES_READY.load(Ordering::Acquire)
-            );
-            hv!("halted: no slice was started");
-            firmware::system_off(conduit);
+            ));
         }
         cpu::spin_hint();
     }
-    crate::nvme::enable_lpis_on_this_core(info.boot_core);
-    for slice in &node.slices {
-        if let Err(e) = slice.route_disk_interrupts() {
-            hv!("error: slice {}: nvme interrupts: {e}", slice.name);
-            hv!("halted: no slice was started");
-            firmware::system_off(conduit);
+    if let Some(lpis) = &node.lpis {
+        if let Err(e) = lpis.enable_on_this_core(info.boot_core) {
+            halt(format_args!("core {}: LPIs: {e}", info.boot_core));
+        }
+        for slice in &node.slices {
+            if let Err(e) = route_disk_interrupts(lpis, slice) {
+                halt(format_args!("slice {}: nvme interrupts: {e}", slice.name));
+            }
         }
     }
     partition_table(node, info);
-    if let Some(intid) = info.inventory.uart.intid {
-        crate::console::enable_input(intid);
-    }
+    node.console.start(&node.slices);
     for slice in &node.slices {
         match slice.start() {
             Ok(()) => hv!("slice {} started", slice.name),
@@ -291,38 +300,43 @@ fn run(node: Node, info: &BootInfo) -> ! {
         "boot: {} slices released at counter {released}",
         node.slices.len()
     );
-    match node.assigned(info.boot_core) {
-        Some((slice, vcpu)) => {
-            virt::configure_core(slice.memory.vttbr, vcpu.index);
-            let frame = slice.wait_for_start(vcpu);
-            exceptions::enter_guest(&frame)
-        }
-        None => idle(),
+    if let Some((slice, vcpu)) = node.assigned(info.boot_core) {
+        virt::configure_core(slice.memory.vttbr, vcpu.index);
     }
+    exceptions::run_on_fresh_stack(core_run::core_loop)
 }
 
-/// A core with no vCPU: sleeps for good (serving only interrupts meant for the hypervisor).
-fn idle() -> ! {
-    loop {
-        crate::irq::handle_pending(None);
-        cpu::wait_for_interrupt();
+/// Routes each hardware queue's completion interrupt to the core of the vCPU that will most
+/// likely handle it (queue i to vCPU i mod n, as Linux spreads queues over CPUs).
+fn route_disk_interrupts(lpis: &Lpis, slice: &Slice) -> Result<(), NvmeError> {
+    let Some(disk) = &slice.disk else {
+        return Ok(());
+    };
+    let device = u32::from(disk.physical.bdf.requester_id());
+    for (i, queue) in disk.queue_interrupts().iter().enumerate() {
+        let core = slice.vcpus[i % slice.vcpus.len()].core;
+        lpis.route(device, u32::from(queue.id), queue.lpi, core)?;
     }
+    Ok(())
 }
 
 /// Where secondary cores arrive, MMU on, on their own stack.
 extern "C" fn secondary_main(core: usize) -> ! {
     exceptions::install_vectors();
     if let Err(e) = gic::init_core() {
-        crate::console::fatal(format_args!("core {core}: GIC redistributor: {e:?}"));
+        crate::output::fatal(format_args!("core {core}: GIC redistributor: {e:?}"));
         cpu::halt();
     }
-    crate::nvme::enable_lpis_on_this_core(core);
-    let Some((slice, vcpu)) = node::get().and_then(|n| n.assigned(core)) else {
-        CORES_READY.fetch_add(1, Ordering::Release);
-        idle()
-    };
-    virt::configure_core(slice.memory.vttbr, vcpu.index);
+    let node = core_run::node();
+    if let Some(lpis) = &node.lpis
+        && let Err(e) = lpis.enable_on_this_core(core)
+    {
+        crate::output::fatal(format_args!("core {core}: LPIs: {e}"));
+        cpu::halt();
+    }
+    if let Some((slice, vcpu)) = node.assigned(core) {
+        virt::configure_core(slice.memory.vttbr, vcpu.index);
+    }
     CORES_READY.fetch_add(1, Ordering::Release);
-    let frame: GuestFrame = slice.wait_for_start(vcpu);
-    exceptions::enter_guest(&frame)
+    core_run::core_loop()
 }

@@ -1,4 +1,6 @@
-//! Exit causes the hypervisor counts per vCPU (DESIGN §6: by ESR class, MMIO region, IRQ).
+//! Exit causes the hypervisor counts per vCPU: by ESR class and by physical interrupt. MMIO
+//! exits are counted by the slice's bus instead, one counter per device region name
+//! (`crate::bus`).
 
 /// Why a vCPU entered the hypervisor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -7,17 +9,10 @@ pub enum ExitCause {
     Hypercall,
     /// SMC trapped by HCR_EL2.TSC.
     SecureMonitorCall,
-    /// Emulated PL011 access.
-    Uart,
-    /// Emulated GIC distributor or redistributor access.
-    Gic,
-    /// The slice's NVMe controller: register or doorbell access.
-    Nvme,
-    /// The slice's PCIe configuration space.
-    PciConfig,
     /// A trapped ICC_SGI1R_EL1 write (an IPI inside the slice).
     Sgi,
-    /// A stage-2 abort or other guest error that ended the slice's run.
+    /// A stage-2 abort outside the slice's RAM and devices, or another guest error that
+    /// ended the slice's run.
     Fault,
     /// Another trapped system register access.
     SystemRegister,
@@ -29,8 +24,9 @@ pub enum ExitCause {
     Maintenance,
     /// Node console input arrived on this core.
     ConsoleInput,
-    /// A hardware NVMe queue's completion interrupt (an LPI).
-    NvmeInterrupt,
+    /// A physical interrupt of one of the slice's devices (e.g. an NVMe hardware queue's
+    /// completion LPI).
+    DeviceInterrupt,
     /// A physical interrupt with no other cause (spurious or unexpected).
     OtherInterrupt,
     /// Any other exception class.
@@ -39,13 +35,9 @@ pub enum ExitCause {
 
 impl ExitCause {
     /// Every cause, in counter order.
-    pub const ALL: [ExitCause; 16] = [
+    pub const ALL: [ExitCause; 12] = [
         ExitCause::Hypercall,
         ExitCause::SecureMonitorCall,
-        ExitCause::Uart,
-        ExitCause::Gic,
-        ExitCause::Nvme,
-        ExitCause::PciConfig,
         ExitCause::Sgi,
         ExitCause::Fault,
         ExitCause::SystemRegister,
@@ -53,7 +45,7 @@ impl ExitCause {
         ExitCause::Kick,
         ExitCause::Maintenance,
         ExitCause::ConsoleInput,
-        ExitCause::NvmeInterrupt,
+        ExitCause::DeviceInterrupt,
         ExitCause::OtherInterrupt,
         ExitCause::Other,
     ];
@@ -70,10 +62,6 @@ impl ExitCause {
         match self {
             ExitCause::Hypercall => "hvc",
             ExitCause::SecureMonitorCall => "smc",
-            ExitCause::Uart => "mmio-uart",
-            ExitCause::Gic => "mmio-gic",
-            ExitCause::Nvme => "mmio-nvme",
-            ExitCause::PciConfig => "mmio-pci",
             ExitCause::Sgi => "sgi",
             ExitCause::Fault => "fault",
             ExitCause::SystemRegister => "sysreg",
@@ -81,7 +69,7 @@ impl ExitCause {
             ExitCause::Kick => "irq-kick",
             ExitCause::Maintenance => "irq-maintenance",
             ExitCause::ConsoleInput => "irq-console",
-            ExitCause::NvmeInterrupt => "irq-nvme",
+            ExitCause::DeviceInterrupt => "irq-device",
             ExitCause::OtherInterrupt => "irq-other",
             ExitCause::Other => "other",
         }

@@ -1,14 +1,18 @@
-//! The device tree each slice boots with (DESIGN §4): a small QEMU-`virt`-shaped machine with
-//! only the slice's own vCPUs, memory, GICv3 (its redistributors only), architected timer,
-//! PSCI over HVC and the emulated PL011. Bindings: Linux `Documentation/devicetree/bindings`
-//! `arm/psci.yaml`, `interrupt-controller/arm,gic-v3.yaml`, `timer/arm,arch_timer.yaml`,
-//! `serial/pl011.yaml`.
+//! The device tree each slice boots with (docs/architecture.md, "Slices"): a small
+//! QEMU-`virt`-shaped machine with only the slice's own vCPUs, memory, architected timer and
+//! PSCI over HVC, plus one node per emulated device. A device is described once, by a
+//! [`DeviceNode`]: its regions feed the slice's MMIO bus ([`crate::bus`]) and its node goes
+//! into the tree, so adding a device never means editing this module. Bindings: Linux
+//! `Documentation/devicetree/bindings` `arm/psci.yaml`, `interrupt-controller/arm,gic-v3.yaml`,
+//! `timer/arm,arch_timer.yaml`, `serial/pl011.yaml`, `pci/host-generic-pci.yaml`.
 
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 use microvisor_plan::layout::{DTB_MAX, GUEST_RAM_BASE};
-use vm_fdt::FdtWriter;
+pub use vm_fdt::FdtWriter;
 
+use crate::bus::BusRegion;
 use crate::pl011::PL011_SIZE;
 
 /// The guest-physical map every slice sees (the same addresses as QEMU virt).
@@ -35,39 +39,6 @@ pub mod map {
     pub const MBI_COUNT: u32 = 32;
 }
 
-/// An emulated device in the guest map.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Device {
-    Uart,
-    Distributor,
-    /// The redistributor frames of one vCPU.
-    Redistributor {
-        vcpu: usize,
-    },
-    /// The PCIe host bridge's configuration space (only for slices with NVMe).
-    PciConfig,
-}
-
-/// Which emulated device of a slice with `vcpus` vCPUs the IPA falls in, and the offset in it.
-/// Redistributor frames exist only for the slice's own vCPUs, ECAM only with `pcie`. (A
-/// function's BARs move where the guest puts them; the caller checks those.)
-pub fn device_at(ipa: u64, vcpus: usize, pcie: bool) -> Option<(Device, u64)> {
-    use crate::vgic::REDISTRIBUTOR_SIZE;
-    let within = |base: u64, size: u64| ipa.checked_sub(base).filter(|&o| o < size);
-    if let Some(offset) = within(map::ECAM, crate::vpci::ECAM_SIZE).filter(|_| pcie) {
-        return Some((Device::PciConfig, offset));
-    }
-    if let Some(offset) = within(map::UART, PL011_SIZE) {
-        return Some((Device::Uart, offset));
-    }
-    if let Some(offset) = within(map::GICD, map::GICD_SIZE) {
-        return Some((Device::Distributor, offset));
-    }
-    let offset = ipa.checked_sub(map::GICR)?;
-    let vcpu = usize::try_from(offset / REDISTRIBUTOR_SIZE).ok()?;
-    (vcpu < vcpus).then_some((Device::Redistributor { vcpu }, offset % REDISTRIBUTOR_SIZE))
-}
-
 /// Most vCPUs a slice can have: redistributors that fit the guest's GICR window.
 pub const MAX_VCPUS: usize = microvisor_plan::model::MAX_VCPUS;
 const _: () = assert!(MAX_VCPUS as u64 * map::GICR_STRIDE <= map::GICR_REGION_SIZE);
@@ -86,7 +57,7 @@ const UART_CLOCK_HZ: u32 = 24_000_000;
 const PHANDLE_GIC: u32 = 1;
 const PHANDLE_CLOCK: u32 = 2;
 
-/// What goes into a slice's device tree.
+/// What goes into a slice's device tree besides its devices.
 #[derive(Clone, Debug)]
 pub struct GuestMachine<'a> {
     pub slice_name: &'a str,
@@ -96,8 +67,6 @@ pub struct GuestMachine<'a> {
     pub cmdline: &'a str,
     /// IPA range of the initrd, if any.
     pub initrd: Option<(u64, u64)>,
-    /// The slice has an NVMe controller on its own PCIe host bridge.
-    pub pcie: bool,
 }
 
 /// Why no device tree could be made.
@@ -117,8 +86,29 @@ impl From<vm_fdt::Error> for GuestDtError {
     }
 }
 
-/// Builds the flattened device tree for one slice.
-pub fn generate(machine: &GuestMachine<'_>) -> Result<Vec<u8>, GuestDtError> {
+/// One emulated device as the slice's machine describes it: the guest-physical ranges it
+/// decodes (its bus regions, which are also its DT `reg`), the SPIs it signals, and its node.
+pub trait DeviceNode {
+    /// The ranges the device answers, each with the exit counter its accesses count under.
+    fn regions(&self) -> Vec<BusRegion>;
+    /// The INTIDs of the SPIs the device raises (the slice's vGIC owns them).
+    fn spis(&self) -> Vec<u32> {
+        Vec::new()
+    }
+    /// The device's path, if it is the slice's console (`/chosen/stdout-path`).
+    fn console_path(&self) -> Option<String> {
+        None
+    }
+    /// Writes the device's node(s) under the root.
+    fn write_node(&self, w: &mut FdtWriter) -> Result<(), GuestDtError>;
+}
+
+/// Builds the flattened device tree for one slice with `devices` (which must include the
+/// interrupt controller, [`GicNode`], every other node's interrupt parent).
+pub fn generate(
+    machine: &GuestMachine<'_>,
+    devices: &[&dyn DeviceNode],
+) -> Result<Vec<u8>, GuestDtError> {
     if machine.vcpus == 0 || machine.vcpus > MAX_VCPUS {
         return Err(GuestDtError::TooManyVcpus);
     }
@@ -133,15 +123,14 @@ pub fn generate(machine: &GuestMachine<'_>) -> Result<Vec<u8>, GuestDtError> {
     w.property_u32("#size-cells", 2)?;
     w.property_u32("interrupt-parent", PHANDLE_GIC)?;
 
-    chosen(&mut w, machine)?;
+    let stdout = devices.iter().find_map(|d| d.console_path());
+    chosen(&mut w, machine, stdout.as_deref())?;
     memory(&mut w, machine.memory)?;
     cpus(&mut w, machine.vcpus)?;
     psci(&mut w)?;
-    gic(&mut w, machine.vcpus, machine.pcie)?;
     timer(&mut w)?;
-    uart(&mut w)?;
-    if machine.pcie {
-        pcie(&mut w)?;
+    for device in devices {
+        device.write_node(&mut w)?;
     }
 
     w.end_node(root)?;
@@ -152,14 +141,16 @@ pub fn generate(machine: &GuestMachine<'_>) -> Result<Vec<u8>, GuestDtError> {
     Ok(blob)
 }
 
-fn uart_path() -> String {
-    alloc::format!("/pl011@{:x}", map::UART)
-}
-
-fn chosen(w: &mut FdtWriter, m: &GuestMachine<'_>) -> Result<(), GuestDtError> {
+fn chosen(
+    w: &mut FdtWriter,
+    m: &GuestMachine<'_>,
+    stdout: Option<&str>,
+) -> Result<(), GuestDtError> {
     let node = w.begin_node("chosen")?;
     w.property_string("bootargs", m.cmdline)?;
-    w.property_string("stdout-path", &uart_path())?;
+    if let Some(path) = stdout {
+        w.property_string("stdout-path", path)?;
+    }
     w.property_string("microvisor,slice-name", m.slice_name)?;
     if let Some((start, end)) = m.initrd {
         w.property_u64("linux,initrd-start", start)?;
@@ -197,34 +188,9 @@ fn psci(w: &mut FdtWriter) -> Result<(), GuestDtError> {
     let node = w.begin_node("psci")?;
     w.property_string_list(
         "compatible",
-        alloc::vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()],
+        vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()],
     )?;
     w.property_string("method", "hvc")?;
-    w.end_node(node)?;
-    Ok(())
-}
-
-fn gic(w: &mut FdtWriter, vcpus: usize, mbi: bool) -> Result<(), GuestDtError> {
-    let node = w.begin_node(&alloc::format!("intc@{:x}", map::GICD))?;
-    w.property_string("compatible", "arm,gic-v3")?;
-    w.property_u32("#interrupt-cells", 3)?;
-    w.property_null("interrupt-controller")?;
-    w.property_u32("#address-cells", 2)?;
-    w.property_u32("#size-cells", 2)?;
-    w.property_null("ranges")?;
-    let redistributors = map::GICR_STRIDE * vcpus as u64;
-    w.property_array_u64(
-        "reg",
-        &[map::GICD, map::GICD_SIZE, map::GICR, redistributors],
-    )?;
-    w.property_u32("#redistributor-regions", 1)?;
-    w.property_array_u32("interrupts", &[PPI, MAINTENANCE_PPI, LEVEL_HIGH])?;
-    if mbi {
-        // Message-based SPIs: devices write the INTID to GICD_SETSPI_NSR (Linux irq-gic-v3-mbi).
-        w.property_null("msi-controller")?;
-        w.property_array_u32("mbi-ranges", &[map::MBI_FIRST, map::MBI_COUNT])?;
-    }
-    w.property_u32("phandle", PHANDLE_GIC)?;
     w.end_node(node)?;
     Ok(())
 }
@@ -242,64 +208,155 @@ fn timer(w: &mut FdtWriter) -> Result<(), GuestDtError> {
     Ok(())
 }
 
-fn uart(w: &mut FdtWriter) -> Result<(), GuestDtError> {
-    let clock = w.begin_node("apb-pclk")?;
-    w.property_string("compatible", "fixed-clock")?;
-    w.property_u32("#clock-cells", 0)?;
-    w.property_u32("clock-frequency", UART_CLOCK_HZ)?;
-    w.property_string("clock-output-names", "clk24mhz")?;
-    w.property_u32("phandle", PHANDLE_CLOCK)?;
-    w.end_node(clock)?;
-
-    let node = w.begin_node(&uart_path()[1..])?;
-    w.property_string_list(
-        "compatible",
-        alloc::vec!["arm,pl011".into(), "arm,primecell".into()],
-    )?;
-    w.property_array_u64("reg", &[map::UART, PL011_SIZE])?;
-    w.property_array_u32("interrupts", &[SPI, map::UART_SPI, LEVEL_HIGH])?;
-    w.property_array_u32("clocks", &[PHANDLE_CLOCK, PHANDLE_CLOCK])?;
-    w.property_string_list(
-        "clock-names",
-        alloc::vec!["uartclk".into(), "apb_pclk".into()],
-    )?;
-    w.end_node(node)?;
-    Ok(())
+/// The slice's GICv3: the distributor and one redistributor frame pair per vCPU, and with
+/// `mbi` the message-based SPIs its PCI functions signal through (Linux irq-gic-v3-mbi).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GicNode {
+    pub vcpus: usize,
+    pub mbi: bool,
 }
 
-/// The slice's PCIe host bridge: bus 0 only, one 32-bit memory window, MSIs through the GIC.
-fn pcie(w: &mut FdtWriter) -> Result<(), GuestDtError> {
-    let node = w.begin_node(&alloc::format!("pcie@{:x}", map::PCI_MMIO))?;
-    w.property_string("compatible", "pci-host-ecam-generic")?;
-    w.property_string("device_type", "pci")?;
-    w.property_u32("#address-cells", 3)?;
-    w.property_u32("#size-cells", 2)?;
-    w.property_array_u64("reg", &[map::ECAM, crate::vpci::ECAM_SIZE])?;
-    w.property_array_u32("bus-range", &[0, 0])?;
-    // 32-bit non-prefetchable memory: PCI address = CPU address.
-    let (base, size) = (map::PCI_MMIO, map::PCI_MMIO_SIZE);
-    w.property_array_u32(
-        "ranges",
-        &[
-            0x0200_0000,
-            0,
-            base as u32,
-            (base >> 32) as u32,
-            base as u32,
-            (size >> 32) as u32,
-            size as u32,
-        ],
-    )?;
-    w.property_u32("msi-parent", PHANDLE_GIC)?;
-    w.property_null("dma-coherent")?;
-    w.property_u32("linux,pci-domain", 0)?;
-    w.end_node(node)?;
-    Ok(())
+impl DeviceNode for GicNode {
+    fn regions(&self) -> Vec<BusRegion> {
+        let redistributors = map::GICR_STRIDE * self.vcpus as u64;
+        vec![
+            BusRegion::new(map::GICD, map::GICD_SIZE, "mmio-gic"),
+            BusRegion::new(map::GICR, redistributors, "mmio-gic"),
+        ]
+    }
+
+    fn write_node(&self, w: &mut FdtWriter) -> Result<(), GuestDtError> {
+        let node = w.begin_node(&alloc::format!("intc@{:x}", map::GICD))?;
+        w.property_string("compatible", "arm,gic-v3")?;
+        w.property_u32("#interrupt-cells", 3)?;
+        w.property_null("interrupt-controller")?;
+        w.property_u32("#address-cells", 2)?;
+        w.property_u32("#size-cells", 2)?;
+        w.property_null("ranges")?;
+        let reg: Vec<u64> = self
+            .regions()
+            .iter()
+            .flat_map(|r| [r.base, r.size])
+            .collect();
+        w.property_array_u64("reg", &reg)?;
+        w.property_u32("#redistributor-regions", 1)?;
+        w.property_array_u32("interrupts", &[PPI, MAINTENANCE_PPI, LEVEL_HIGH])?;
+        if self.mbi {
+            // Message-based SPIs: devices write the INTID to GICD_SETSPI_NSR.
+            w.property_null("msi-controller")?;
+            w.property_array_u32("mbi-ranges", &[map::MBI_FIRST, map::MBI_COUNT])?;
+        }
+        w.property_u32("phandle", PHANDLE_GIC)?;
+        w.end_node(node)?;
+        Ok(())
+    }
+}
+
+/// The slice's PL011 and the fixed clock it names; the slice's console.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pl011Node;
+
+impl Pl011Node {
+    /// The UART's INTID (SPI [`map::UART_SPI`]).
+    pub const INTID: u32 = 32 + map::UART_SPI;
+}
+
+impl DeviceNode for Pl011Node {
+    fn regions(&self) -> Vec<BusRegion> {
+        vec![BusRegion::new(map::UART, PL011_SIZE, "mmio-uart")]
+    }
+
+    fn spis(&self) -> Vec<u32> {
+        vec![Self::INTID]
+    }
+
+    fn console_path(&self) -> Option<String> {
+        Some(alloc::format!("/pl011@{:x}", map::UART))
+    }
+
+    fn write_node(&self, w: &mut FdtWriter) -> Result<(), GuestDtError> {
+        let clock = w.begin_node("apb-pclk")?;
+        w.property_string("compatible", "fixed-clock")?;
+        w.property_u32("#clock-cells", 0)?;
+        w.property_u32("clock-frequency", UART_CLOCK_HZ)?;
+        w.property_string("clock-output-names", "clk24mhz")?;
+        w.property_u32("phandle", PHANDLE_CLOCK)?;
+        w.end_node(clock)?;
+
+        let node = w.begin_node(&alloc::format!("pl011@{:x}", map::UART))?;
+        w.property_string_list(
+            "compatible",
+            vec!["arm,pl011".into(), "arm,primecell".into()],
+        )?;
+        w.property_array_u64("reg", &[map::UART, PL011_SIZE])?;
+        w.property_array_u32("interrupts", &[SPI, map::UART_SPI, LEVEL_HIGH])?;
+        w.property_array_u32("clocks", &[PHANDLE_CLOCK, PHANDLE_CLOCK])?;
+        w.property_string_list(
+            "clock-names",
+            vec!["uartclk".into(), "apb_pclk".into()],
+        )?;
+        w.end_node(node)?;
+        Ok(())
+    }
+}
+
+/// The slice's PCIe host bridge: ECAM for bus 0 only, one 32-bit memory window (PCI address
+/// = CPU address) that its functions' BARs go in, MSIs through the GIC's MBI SPIs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PcieHostNode;
+
+impl PcieHostNode {
+    /// Index of the ECAM region in [`DeviceNode::regions`].
+    pub const ECAM: usize = 0;
+    /// Index of the memory window region.
+    pub const WINDOW: usize = 1;
+}
+
+impl DeviceNode for PcieHostNode {
+    fn regions(&self) -> Vec<BusRegion> {
+        vec![
+            BusRegion::new(map::ECAM, crate::vpci::ECAM_SIZE, "mmio-pci"),
+            BusRegion::new(map::PCI_MMIO, map::PCI_MMIO_SIZE, "mmio-bar"),
+        ]
+    }
+
+    fn spis(&self) -> Vec<u32> {
+        (map::MBI_FIRST..map::MBI_FIRST + map::MBI_COUNT).collect()
+    }
+
+    fn write_node(&self, w: &mut FdtWriter) -> Result<(), GuestDtError> {
+        let node = w.begin_node(&alloc::format!("pcie@{:x}", map::PCI_MMIO))?;
+        w.property_string("compatible", "pci-host-ecam-generic")?;
+        w.property_string("device_type", "pci")?;
+        w.property_u32("#address-cells", 3)?;
+        w.property_u32("#size-cells", 2)?;
+        w.property_array_u64("reg", &[map::ECAM, crate::vpci::ECAM_SIZE])?;
+        w.property_array_u32("bus-range", &[0, 0])?;
+        let (base, size) = (map::PCI_MMIO, map::PCI_MMIO_SIZE);
+        w.property_array_u32(
+            "ranges",
+            &[
+                0x0200_0000,
+                (base >> 32) as u32,
+                base as u32,
+                (base >> 32) as u32,
+                base as u32,
+                (size >> 32) as u32,
+                size as u32,
+            ],
+        )?;
+        w.property_u32("msi-parent", PHANDLE_GIC)?;
+        w.property_null("dma-coherent")?;
+        w.property_u32("linux,pci-domain", 0)?;
+        w.end_node(node)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::MmioBus;
     use fdt::Fdt;
 
     fn machine(vcpus: usize) -> GuestMachine<'static> {
@@ -309,8 +366,25 @@ mod tests {
             memory: 256 << 20,
             cmdline: "console=ttyAMA0 quiet",
             initrd: Some((0x4f00_0000, 0x4f80_0000)),
-            pcie: false,
         }
+    }
+
+    /// The devices of a slice with `vcpus` vCPUs, with a PCIe host bridge if `pcie`.
+    fn devices(vcpus: usize, pcie: bool) -> Vec<Box<dyn DeviceNode>> {
+        let mut list: Vec<Box<dyn DeviceNode>> = vec![
+            Box::new(GicNode { vcpus, mbi: pcie }),
+            Box::new(Pl011Node),
+        ];
+        if pcie {
+            list.push(Box::new(PcieHostNode));
+        }
+        list
+    }
+
+    fn generate_for(m: &GuestMachine<'_>, pcie: bool) -> Result<Vec<u8>, GuestDtError> {
+        let devices = devices(m.vcpus.min(MAX_VCPUS), pcie);
+        let nodes: Vec<&dyn DeviceNode> = devices.iter().map(|d| d.as_ref()).collect();
+        generate(m, &nodes)
     }
 
     fn prop_u64s(fdt: &Fdt<'_>, path: &str, name: &str) -> Vec<u64> {
@@ -323,7 +397,7 @@ mod tests {
 
     #[test]
     fn describes_exactly_the_slice() {
-        let blob = generate(&machine(3)).unwrap();
+        let blob = generate_for(&machine(3), false).unwrap();
         let fdt = Fdt::new(&blob).unwrap();
         let cpus: Vec<_> = fdt.find_node("/cpus").unwrap().children().collect();
         assert_eq!(cpus.len(), 3);
@@ -379,7 +453,7 @@ mod tests {
     #[test]
     fn firmware_inventory_reader_accepts_it() {
         // The hypervisor's own DT reader sees the slice as a one-node machine of its own.
-        let blob = generate(&machine(2)).unwrap();
+        let blob = generate_for(&machine(2), false).unwrap();
         let fdt = Fdt::new(&blob).unwrap();
         assert_eq!(fdt.find_node("/cpus").unwrap().children().count(), 2);
         assert!(
@@ -388,47 +462,75 @@ mod tests {
         );
     }
 
+    /// Every region on the bus is in the tree, at the same address and size, and every device
+    /// node with a `reg` is on the bus: the tree and the dispatch come from one description.
     #[test]
-    fn devices_by_address() {
-        let at = |ipa| device_at(ipa, 2, false);
-        assert_eq!(at(0x0900_0018), Some((Device::Uart, 0x18)));
-        assert_eq!(at(0x0900_1000), None);
-        assert_eq!(at(0x0800_0004), Some((Device::Distributor, 4)));
-        assert_eq!(at(0x0801_0000), None);
-        assert_eq!(
-            at(0x080a_0008),
-            Some((Device::Redistributor { vcpu: 0 }, 8))
-        );
-        assert_eq!(
-            at(0x080d_0080),
-            Some((Device::Redistributor { vcpu: 1 }, 0x1_0080))
-        );
-        assert_eq!(
-            at(0x080e_0008),
-            None,
-            "frame of a vCPU the slice does not have"
-        );
-        assert_eq!(at(0x0901_0000), None);
-        assert_eq!(at(0), None);
-        assert_eq!(at(0x40_1000_0010), None, "no PCIe without NVMe");
-        assert_eq!(
-            device_at(0x40_1000_0010, 2, true),
-            Some((Device::PciConfig, 0x10))
-        );
-        assert_eq!(
-            device_at(0x40_1010_0000, 2, true),
-            None,
-            "bus 1 does not exist"
-        );
+    fn bus_and_tree_agree() {
+        for pcie in [false, true] {
+            let devices = devices(2, pcie);
+            let nodes: Vec<&dyn DeviceNode> = devices.iter().map(|d| d.as_ref()).collect();
+            let regions: Vec<Vec<BusRegion>> = nodes.iter().map(|d| d.regions()).collect();
+            let bus = MmioBus::new(&regions).unwrap();
+            let blob = generate(&machine(2), &nodes).unwrap();
+            let fdt = Fdt::new(&blob).unwrap();
+            let mut in_tree = Vec::new();
+            for node in fdt.all_nodes() {
+                let Some(reg) = node.property("reg") else { continue };
+                if node.name.starts_with("memory") || node.name.starts_with("cpu@") {
+                    continue;
+                }
+                for pair in reg.value.chunks(16) {
+                    let base = u64::from_be_bytes(pair[..8].try_into().unwrap());
+                    let size = u64::from_be_bytes(pair[8..].try_into().unwrap());
+                    in_tree.push((base, size));
+                }
+            }
+            let mut on_bus: Vec<(u64, u64)> = regions
+                .iter()
+                .flatten()
+                .filter(|r| r.base != map::PCI_MMIO) // the window is in `ranges`, not `reg`
+                .map(|r| (r.base, r.size))
+                .collect();
+            in_tree.sort_unstable();
+            on_bus.sort_unstable();
+            assert_eq!(in_tree, on_bus, "pcie = {pcie}");
+            for &(base, size) in &on_bus {
+                assert!(bus.route(base).is_some() && bus.route(base + size - 1).is_some());
+                assert!(bus.route(base + size).is_none_or(|r| r.offset == 0));
+            }
+        }
     }
 
     #[test]
-    fn nvme_slices_get_a_host_bridge_and_mbi() {
-        let blob = generate(&GuestMachine {
-            pcie: true,
-            ..machine(2)
-        })
-        .unwrap();
+    fn the_slice_bus_by_address() {
+        let devices = devices(2, true);
+        let regions: Vec<Vec<BusRegion>> = devices.iter().map(|d| d.regions()).collect();
+        let bus = MmioBus::new(&regions).unwrap();
+        let at = |ipa| bus.route(ipa).map(|r| (bus.counters()[r.counter], r.region, r.offset));
+        assert_eq!(at(0x0900_0018), Some(("mmio-uart", 0, 0x18)));
+        assert_eq!(at(0x0900_1000), None);
+        assert_eq!(at(0x0800_0004), Some(("mmio-gic", 0, 4)));
+        assert_eq!(at(0x0801_0000), None);
+        assert_eq!(at(0x080a_0008), Some(("mmio-gic", 1, 8)));
+        assert_eq!(at(0x080d_0080), Some(("mmio-gic", 1, 0x3_0080)));
+        assert_eq!(at(0x080e_0008), None, "frame of a vCPU the slice does not have");
+        assert_eq!(at(0x40_1000_0010), Some(("mmio-pci", 0, 0x10)));
+        assert_eq!(at(0x40_1010_0000), None, "bus 1 does not exist");
+        assert_eq!(at(0x1000_4000), Some(("mmio-bar", 1, 0x4000)));
+        assert_eq!(at(0x1100_0000), None, "past the memory window");
+        assert_eq!(at(0), None);
+        let plain: Vec<Vec<BusRegion>> = devices
+            .iter()
+            .take(2)
+            .map(|d| d.regions())
+            .collect();
+        let plain = MmioBus::new(&plain).unwrap();
+        assert!(plain.route(0x40_1000_0010).is_none(), "no PCIe without NVMe");
+    }
+
+    #[test]
+    fn pcie_slices_get_a_host_bridge_and_mbi() {
+        let blob = generate_for(&machine(2), true).unwrap();
         let fdt = Fdt::new(&blob).unwrap();
         let bridge = fdt.find_compatible(&["pci-host-ecam-generic"]).unwrap();
         assert!(bridge.property("msi-parent").is_some());
@@ -436,7 +538,7 @@ mod tests {
         assert!(gic.property("msi-controller").is_some());
         let ranges = gic.property("mbi-ranges").unwrap().value;
         assert_eq!(ranges, [0, 0, 0, 64, 0, 0, 0, 32]);
-        let plain = generate(&machine(2)).unwrap();
+        let plain = generate_for(&machine(2), false).unwrap();
         let fdt = Fdt::new(&plain).unwrap();
         assert!(fdt.find_compatible(&["pci-host-ecam-generic"]).is_none());
         assert!(
@@ -448,13 +550,24 @@ mod tests {
     }
 
     #[test]
+    fn devices_name_their_interrupts() {
+        assert_eq!(Pl011Node.spis(), [33]);
+        let mbi = PcieHostNode.spis();
+        assert_eq!((mbi[0], mbi.len()), (64, 32));
+        assert!(GicNode { vcpus: 1, mbi: true }.spis().is_empty());
+    }
+
+    #[test]
     fn refuses_zero_and_too_many_vcpus() {
-        assert_eq!(generate(&machine(0)), Err(GuestDtError::TooManyVcpus));
         assert_eq!(
-            generate(&machine(MAX_VCPUS + 1)),
+            generate_for(&machine(0), false),
             Err(GuestDtError::TooManyVcpus)
         );
-        assert!(generate(&machine(MAX_VCPUS)).is_ok());
+        assert_eq!(
+            generate_for(&machine(MAX_VCPUS + 1), false),
+            Err(GuestDtError::TooManyVcpus)
+        );
+        assert!(generate_for(&machine(MAX_VCPUS), false).is_ok());
     }
 
     #[test]
@@ -464,7 +577,7 @@ mod tests {
             cmdline: &huge,
             ..machine(1)
         };
-        assert_eq!(generate(&m), Err(GuestDtError::TooLarge));
+        assert_eq!(generate_for(&m, false), Err(GuestDtError::TooLarge));
     }
 
     #[test]
@@ -473,6 +586,6 @@ mod tests {
             cmdline: "a\0b",
             ..machine(1)
         };
-        assert_eq!(generate(&m), Err(GuestDtError::Writer));
+        assert_eq!(generate_for(&m, false), Err(GuestDtError::Writer));
     }
 }

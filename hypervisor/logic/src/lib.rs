@@ -5,6 +5,7 @@
 extern crate alloc;
 
 pub mod bits;
+pub mod bus;
 pub mod console;
 pub mod exits;
 pub mod guest_dt;

@@ -84,8 +84,9 @@ pub enum Call {
     /// Anything else: answered NOT_SUPPORTED.
     /// The microvisor's null call.
     MicrovisorNull,
-    /// Read exit counters: `cause` indexes `ExitCause::ALL`, [`EXITS_TOTAL`] sums them all,
-    /// [`EXITS_INJECTED`] counts injected virtual interrupts.
+    /// Read exit counters: `cause` indexes `ExitCause::ALL`, then the slice's MMIO counters
+    /// in bus order; [`EXITS_TOTAL`] sums them all, [`EXITS_INJECTED`] counts injected virtual
+    /// interrupts.
     MicrovisorExits {
         cause: u64,
     },

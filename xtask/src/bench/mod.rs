@@ -524,8 +524,8 @@ fn nvme_metrics(ws: &Workspace, artifacts: &Artifacts, dirs: &Dirs) -> Result<Ve
         let mean = |f: &dyn Fn(&nvme::IoRun) -> f64| {
             slice_runs.iter().map(|r| f(&r[i])).sum::<f64>() / slice_runs.len() as f64
         };
-        let doorbell = mean(&|r| r.per_io("mmio-nvme"));
-        let interrupt = mean(&|r| r.per_io("irq-nvme"));
+        let doorbell = mean(&|r| r.per_io("mmio-bar"));
+        let interrupt = mean(&|r| r.per_io("irq-device"));
         let total = mean(&nvme::IoRun::total_per_io);
         metrics.push(
             Metric::new(

@@ -218,7 +218,7 @@ mod tests {
         assert_eq!(typed(d.on_line("[io] IOBENCH ready")), "\x01c\n");
         let snapshot = |total: u64, nvme: u64, irq: u64| {
             format!(
-                "[hv] exits io: {total} in 1.000 s ({total} per s) irq-timer=5 mmio-nvme={nvme} irq-nvme={irq}; injected 1"
+                "[hv] exits io: {total} in 1.000 s ({total} per s) irq-timer=5 mmio-bar={nvme} irq-device={irq}; injected 1"
             )
         };
         assert_eq!(d.on_line(&snapshot(100, 10, 5)), Step::Continue);
@@ -234,8 +234,8 @@ mod tests {
         );
         let first = &d.runs[0];
         assert_eq!((first.depth, first.ops, first.iops), (1, 2000, 2000.0));
-        assert_eq!(first.per_io("mmio-nvme"), 1.0);
-        assert_eq!(first.per_io("irq-nvme"), 1.0);
+        assert_eq!(first.per_io("mmio-bar"), 1.0);
+        assert_eq!(first.per_io("irq-device"), 1.0);
         assert_eq!(first.per_io("irq-timer"), 0.0);
         assert_eq!(first.total_per_io(), 2.0);
         assert_eq!(typed(d.on_line("[io] IOBENCH ready")), "\x01c\n");

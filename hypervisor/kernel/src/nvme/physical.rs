@@ -7,7 +7,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use microvisor_arch::cpu;
-use microvisor_arch::memory::PhysRegion;
+use microvisor_arch::memory::{PhysRegion, RegionPool, SharedMemory};
 use microvisor_arch::nvme::{NvmeController, set_msix_entry};
 use microvisor_arch::pci::{PciHost, barrier};
 use microvisor_logic::inventory::{PcieHost, Region};
@@ -69,18 +69,21 @@ impl core::fmt::Display for NvmeError {
     }
 }
 
-/// The hypervisor's device memory: one claimed RAM region carved into pages for queues,
-/// ITS and LPI tables and DMA buffers.
+/// The hypervisor's device memory: one claimed RAM region handed out in zeroed, page-aligned
+/// pieces for queues, ITS and LPI tables and DMA buffers. `PageAllocator` decides where each
+/// piece goes; the pool splits the claimed region, so pieces never overlap.
 pub struct DeviceMemory {
-    region: PhysRegion,
+    region: Region,
+    pool: RegionPool,
     pages: PageAllocator,
 }
 
 impl DeviceMemory {
-    pub fn new(region: PhysRegion) -> Self {
-        let r = region.region();
+    pub fn new(claimed: PhysRegion) -> Self {
+        let region = claimed.region();
         Self {
-            pages: PageAllocator::new(r.base, (r.size / PAGE) as usize),
+            pages: PageAllocator::new(region.base, (region.size / PAGE) as usize),
+            pool: RegionPool::new(claimed),
             region,
         }
     }
@@ -92,19 +95,19 @@ impl DeviceMemory {
             .pages
             .allocate(pages as usize, align)
             .ok_or(NvmeError::OutOfDeviceMemory)?;
-        let carved = self
-            .region
-            .carve(base - self.region.region().base, pages * PAGE)
-            .map_err(|_| NvmeError::OutOfDeviceMemory)?;
-        carved
+        let mut piece = self
+            .pool
+            .take(Region::new(base, pages * PAGE))
+            .ok_or(NvmeError::OutOfDeviceMemory)?;
+        piece
             .zero(0, pages * PAGE)
             .map_err(|_| NvmeError::OutOfDeviceMemory)?;
-        Ok(carved)
+        Ok(piece)
     }
 
     /// The whole region (for the footprint report).
     pub fn region(&self) -> Region {
-        self.region.region()
+        self.region
     }
 
     /// Bytes handed out so far.
@@ -149,8 +152,10 @@ pub struct Completion {
 pub struct QueuePair {
     pub id: u16,
     pub entries: u16,
+    /// Written by the CPU, read by the device.
     sq: PhysRegion,
-    cq: PhysRegion,
+    /// Written by the device.
+    cq: SharedMemory,
     sq_tail: u16,
     cq_head: u16,
     phase: bool,
@@ -159,7 +164,9 @@ pub struct QueuePair {
 impl QueuePair {
     fn new(id: u16, entries: u16, memory: &mut DeviceMemory) -> Result<Self, NvmeError> {
         let sq = memory.allocate(u64::from(entries) * SQE_SIZE, PAGE)?;
-        let cq = memory.allocate(u64::from(entries) * CQE_SIZE, PAGE)?;
+        let cq = memory
+            .allocate(u64::from(entries) * CQE_SIZE, PAGE)?
+            .into_shared();
         Ok(Self {
             id,
             entries,
@@ -204,7 +211,7 @@ impl QueuePair {
     /// matches), advancing the head. The caller writes the head doorbell after a batch.
     pub fn pop_bytes(&mut self) -> Option<[u8; CQE_SIZE as usize]> {
         let offset = u64::from(self.cq_head) * CQE_SIZE;
-        let dw3 = self.cq.read_u32_volatile(offset + 12).ok()?;
+        let dw3 = self.cq.read_u32(offset + 12).ok()?;
         if (dw3 >> 16) & 1 != u32::from(self.phase) {
             return None;
         }
@@ -446,7 +453,7 @@ impl Physical {
     }
 
     fn identify(&mut self, memory: &mut DeviceMemory) -> Result<(), NvmeError> {
-        let buffer = memory.allocate(PAGE, PAGE)?;
+        let buffer = memory.allocate(PAGE, PAGE)?.into_shared();
         let address = buffer.region().base;
         let mut command = [0u32; 16];
         command[0] = 0x06;

@@ -7,7 +7,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use microvisor_arch::memory::{PhysRegion, store_barrier};
+use microvisor_arch::memory::{SharedMemory, store_barrier};
 use microvisor_arch::{cpu, pci::barrier};
 use microvisor_logic::guest_dt::map;
 use microvisor_logic::nvme::{
@@ -41,6 +41,13 @@ pub struct SliceDisk {
     pub state: Mutex<DiskState>,
 }
 
+/// A hardware queue of the slice and the LPI of its completions.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueInterrupt {
+    pub id: u16,
+    pub lpi: u32,
+}
+
 /// Virtual interrupts raised while the controller lock was held, delivered after.
 #[derive(Default)]
 pub struct Signals {
@@ -56,7 +63,7 @@ impl Signals {
 /// The controller's window on the hypervisor: the slice's RAM, its hardware queues, the
 /// physical controller's doorbells, and the MSIs it asks for.
 struct Backend<'a> {
-    ram: &'a PhysRegion,
+    ram: &'a SharedMemory,
     queues: &'a mut [HardwareQueue],
     physical: &'static Physical,
     signals: &'a mut Signals,
@@ -67,7 +74,7 @@ struct Backend<'a> {
 
 impl<'a> Backend<'a> {
     fn new(
-        ram: &'a PhysRegion,
+        ram: &'a SharedMemory,
         queues: &'a mut [HardwareQueue],
         physical: &'static Physical,
         signals: &'a mut Signals,
@@ -213,7 +220,7 @@ impl SliceDisk {
     /// A guest access to its PCIe configuration space (ECAM offset `offset`).
     pub fn config_access(
         &self,
-        ram: &PhysRegion,
+        ram: &SharedMemory,
         offset: u64,
         width: u8,
         write: Option<u64>,
@@ -247,7 +254,7 @@ impl SliceDisk {
     /// A guest access to `ipa` if it falls in the function's BAR0 (else None).
     pub fn bar_access(
         &self,
-        ram: &PhysRegion,
+        ram: &SharedMemory,
         ipa: u64,
         width: u8,
         write: Option<u64>,
@@ -269,15 +276,22 @@ impl SliceDisk {
         }
     }
 
-    /// Whether hardware queue `queue` is one of this slice's.
-    pub fn owns_queue(&self, queue: u16) -> bool {
-        let share = self.share;
-        (share.first_queue..share.first_queue + share.queues).contains(&queue)
+    /// The slice's hardware queues and the LPI each signals its completions with.
+    pub fn queue_interrupts(&self) -> Vec<QueueInterrupt> {
+        self.state
+            .lock()
+            .queues
+            .iter()
+            .map(|q| QueueInterrupt {
+                id: q.pair.id,
+                lpi: q.lpi,
+            })
+            .collect()
     }
 
     /// The physical controller completed commands on hardware queue `queue`: hand them to the
     /// virtual controller and acknowledge them to the device.
-    pub fn completions(&self, ram: &PhysRegion, queue: u16, signals: &mut Signals) {
+    pub fn completions(&self, ram: &SharedMemory, queue: u16, signals: &mut Signals) {
         let mut state = self.state.lock();
         let state = &mut *state;
         let mut entries: Vec<CompletionEntry> = Vec::new();
@@ -300,7 +314,7 @@ impl SliceDisk {
             .controller
             .hardware_completions(&mut backend, queue, entries);
         if summary.unexpected != 0 {
-            crate::console::hv(format_args!(
+            crate::output::hv(format_args!(
                 "nvme: {} unexpected completion(s) on hardware queue {queue}",
                 summary.unexpected
             ));
@@ -310,7 +324,7 @@ impl SliceDisk {
     /// Resets the function and waits until none of the slice's commands is left in the
     /// hardware, so that its RAM can be reloaded. Polls the hardware queues itself (the
     /// slice's cores are parked). False if the device did not drain within `timeout_ms`.
-    pub fn reset_and_drain(&self, ram: &PhysRegion, timeout_ms: u64) -> bool {
+    pub fn reset_and_drain(&self, ram: &SharedMemory, timeout_ms: u64) -> bool {
         let hz = cpu::counter_frequency().max(1);
         let start = cpu::counter();
         {

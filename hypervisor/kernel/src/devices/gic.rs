@@ -1,0 +1,50 @@
+//! The slice's GICv3 distributor and redistributors as MMIO: every access goes to the
+//! emulated state (`microvisor_logic::vgic`) under the slice's vGIC lock.
+
+use microvisor_logic::guest_dt::{DeviceNode, GicNode};
+use microvisor_logic::vgic::{REDISTRIBUTOR_SIZE, VcpuSet};
+
+use super::{Context, MmioDevice};
+
+/// The vGIC's register frames.
+pub struct GicRegisters {
+    node: GicNode,
+}
+
+impl GicRegisters {
+    pub fn new(node: GicNode) -> Self {
+        Self { node }
+    }
+}
+
+impl MmioDevice for GicRegisters {
+    fn node(&self) -> &dyn DeviceNode {
+        &self.node
+    }
+
+    fn access(
+        &self,
+        ctx: &Context<'_>,
+        region: usize,
+        offset: u64,
+        width: u8,
+        write: Option<u64>,
+    ) -> Option<u64> {
+        let mut value = 0;
+        let vcpu = (offset / REDISTRIBUTOR_SIZE) as usize;
+        let frame_offset = offset % REDISTRIBUTOR_SIZE;
+        ctx.gic.change(|gic| match (region, write) {
+            (0, Some(v)) => gic.distributor_write(offset, width, v),
+            (0, None) => {
+                value = gic.distributor_read(offset, width);
+                VcpuSet::EMPTY
+            }
+            (_, Some(v)) => gic.redistributor_write(vcpu, frame_offset, width, v),
+            (_, None) => {
+                value = gic.redistributor_read(vcpu, frame_offset, width);
+                VcpuSet::EMPTY
+            }
+        });
+        Some(value)
+    }
+}

@@ -1,0 +1,128 @@
+//! The slice's PL011 (`microvisor_logic::pl011`): what the guest writes goes to the node
+//! console as `[<slice>] <line>` lines; node console input waits in a buffer for room in the
+//! receive FIFO.
+
+use alloc::collections::VecDeque;
+use alloc::string::String;
+
+use microvisor_logic::console::LineBuffer;
+use microvisor_logic::guest_dt::{DeviceNode, Pl011Node};
+use microvisor_logic::pl011::VirtualPl011;
+use spin::Mutex;
+
+use super::{Context, MmioDevice};
+use crate::output;
+use crate::vgic::SliceGic;
+
+/// Console input a slice can have waiting (bytes beyond are dropped, as a UART would).
+const INPUT_BUFFER: usize = 4096;
+
+struct State {
+    device: VirtualPl011,
+    line: LineBuffer,
+    /// Console input waiting for room in the PL011's 32-byte receive FIFO.
+    pending_input: VecDeque<u8>,
+}
+
+impl State {
+    fn new() -> Self {
+        Self {
+            device: VirtualPl011::new(),
+            line: LineBuffer::new(),
+            pending_input: VecDeque::new(),
+        }
+    }
+
+    /// Moves waiting input into the receive FIFO while it has room.
+    fn refill(&mut self) {
+        while let Some(&byte) = self.pending_input.front() {
+            if !self.device.receive(byte) {
+                break;
+            }
+            self.pending_input.pop_front();
+        }
+    }
+
+    /// Copies the PL011's interrupt output to the vGIC. Called with the state locked: two
+    /// cores (a vCPU reading DR, the core taking console input) that computed their levels
+    /// under the lock but applied them after it could otherwise leave the line low with bytes
+    /// in the FIFO, and the guest would never read them.
+    fn apply_level(&self, gic: &SliceGic) {
+        let level = self.device.interrupt_pending();
+        gic.change(|g| g.set_level(Pl011Node::INTID, level));
+    }
+}
+
+/// A slice's UART.
+pub struct Uart {
+    node: Pl011Node,
+    /// The slice's name, the prefix of its console lines.
+    slice: String,
+    state: Mutex<State>,
+}
+
+impl Uart {
+    pub fn new(slice: &str) -> Self {
+        Self {
+            node: Pl011Node,
+            slice: slice.into(),
+            state: Mutex::new(State::new()),
+        }
+    }
+
+    /// A byte typed on the node console while this slice has the focus.
+    pub fn console_input(&self, byte: u8, gic: &SliceGic) {
+        let mut state = self.state.lock();
+        if state.pending_input.len() < INPUT_BUFFER {
+            state.pending_input.push_back(byte);
+        }
+        state.refill();
+        state.apply_level(gic);
+    }
+}
+
+impl MmioDevice for Uart {
+    fn node(&self) -> &dyn DeviceNode {
+        &self.node
+    }
+
+    fn access(
+        &self,
+        ctx: &Context<'_>,
+        _region: usize,
+        offset: u64,
+        _width: u8,
+        write: Option<u64>,
+    ) -> Option<u64> {
+        let mut state = self.state.lock();
+        let value = match write {
+            Some(value) => {
+                if let Some(byte) = state.device.write(offset, value as u32)
+                    && let Some(line) = state.line.push(byte)
+                {
+                    output::slice_line(&self.slice, line);
+                }
+                0
+            }
+            None => {
+                let value = state.device.read(offset);
+                state.refill();
+                u64::from(value)
+            }
+        };
+        state.apply_level(ctx.gic);
+        Some(value)
+    }
+
+    fn quiesce(&self, _ctx: &Context<'_>) -> Result<(), &'static str> {
+        let mut state = self.state.lock();
+        if !state.line.is_empty() {
+            output::slice_line(&self.slice, state.line.take());
+        }
+        Ok(())
+    }
+
+    fn reset(&self) {
+        *self.state.lock() = State::new();
+    }
+}

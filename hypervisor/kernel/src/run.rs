@@ -1,0 +1,73 @@
+//! Each core's life once the node is up: a core with a vCPU waits in its run loop until the
+//! vCPU is powered on, enters the guest, and comes back to the loop on a fresh stack whenever
+//! the vCPU stops (CPU_OFF, the end of the slice's run); a core without one idles. The node is
+//! published here once, for the exception entry points to find.
+
+use microvisor_arch::exceptions::{self, GuestFrame};
+use microvisor_arch::{cpu, virt};
+use spin::Once;
+
+use crate::irq;
+use crate::node::Node;
+use crate::output;
+use crate::vcpu::Vcpu;
+
+static NODE: Once<Node> = Once::new();
+
+/// Publishes the node (boot core, once, before any other core looks).
+pub fn publish(node: Node) -> &'static Node {
+    NODE.call_once(|| node)
+}
+
+/// The published node. Only entry points (exception handlers, a starting core) call this;
+/// everything below them is handed what it needs.
+pub fn node() -> &'static Node {
+    match NODE.get() {
+        Some(node) => node,
+        None => {
+            output::fatal(format_args!(
+                "core {} entered the hypervisor before the node was published",
+                cpu::core_index()
+            ));
+            cpu::halt()
+        }
+    }
+}
+
+/// Powers `vcpu` (the calling core's) off and returns to the run loop.
+pub fn park(vcpu: &Vcpu) -> ! {
+    vcpu.set_off();
+    back_to_loop()
+}
+
+/// Returns to this core's run loop, abandoning its stack (the vCPU's power state is left as
+/// it is: a restarted slice's vCPU 0 may already be ON_PENDING here).
+pub fn back_to_loop() -> ! {
+    exceptions::run_on_fresh_stack(core_loop)
+}
+
+/// A core's run loop, entered on an empty stack: wait until the core's vCPU is powered on,
+/// then enter the guest (which returns here only through [`park`]). Cores without a vCPU
+/// serve interrupts meant for the hypervisor and sleep.
+pub extern "C" fn core_loop() -> ! {
+    let node = node();
+    let Some((slice, vcpu)) = node.assigned(cpu::core_index()) else {
+        loop {
+            irq::handle_pending(node, None);
+            cpu::wait_for_interrupt();
+        }
+    };
+    virt::reset_el1();
+    slice.gic.quiesce(vcpu.index);
+    loop {
+        irq::handle_pending(node, None);
+        if let Some((entry, context)) = vcpu.take_pending_on() {
+            // Whatever happened while parked (a timer interrupt of the last run) is dropped.
+            virt::reset_el1();
+            slice.gic.quiesce(vcpu.index);
+            slice.gic.sync(vcpu.index);
+            exceptions::enter_guest(&GuestFrame::entry(entry, context));
+        }
+        cpu::wait_for_interrupt();
+    }
+}

@@ -1,0 +1,202 @@
+//! A slice's lifecycle: `Running`, `Stopping` while every vCPU parks, `Stopped`; a run starts
+//! with vCPU 0 at the kernel entry and ends by a fault, SYSTEM_OFF or SYSTEM_RESET, on the core
+//! that saw the cause. The cores themselves park and resume in `crate::run`.
+
+use alloc::format;
+use alloc::string::String;
+use core::sync::atomic::Ordering;
+
+use microvisor_arch::{cpu, gic};
+use microvisor_logic::psci::status;
+use microvisor_logic::vgic::VcpuSet;
+use microvisor_plan::model::OnFault;
+
+use super::{SetupError, Slice};
+use crate::output;
+use crate::vcpu::{Power, Vcpu};
+
+/// How long the core ending a run waits for the slice's other vCPUs to park.
+const STOP_TIMEOUT_MS: u64 = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Lifecycle {
+    Running,
+    /// A stop or restart is in progress: every vCPU parks.
+    Stopping,
+    Stopped,
+}
+
+/// What ends a slice's run.
+#[derive(Clone, Debug)]
+pub enum Ending {
+    /// The guest asked to power off (PSCI SYSTEM_OFF).
+    PowerOff,
+    /// The guest asked to reboot (PSCI SYSTEM_RESET).
+    Reset,
+    /// The guest did something it must not: apply `on-fault`.
+    Fault(String),
+}
+
+/// What a vCPU does once an exit has been handled.
+pub enum Next {
+    /// Resume the guest.
+    Resume,
+    /// This vCPU powered itself off (PSCI CPU_OFF): its core parks.
+    CpuOff,
+    /// The slice's run ends; this core parks afterwards.
+    End(Ending),
+}
+
+/// vCPUs that did not park when a run ended.
+struct Unresponsive {
+    vcpus: VcpuSet,
+}
+
+impl Slice {
+    /// Copies the pristine images into the slice's RAM.
+    pub fn load(&self) -> Result<(), SetupError> {
+        self.images
+            .load(&self.memory.ram)
+            .map_err(|_| format!("slice \"{}\": images do not fit its memory", self.name))
+    }
+
+    /// Starts a run: devices and vGIC in their power-on state, vCPU 0 powered on at the kernel
+    /// entry (the images must be loaded).
+    pub fn start(&self) -> Result<(), SetupError> {
+        self.devices.reset();
+        self.gic.reset();
+        self.started_at.store(cpu::counter(), Ordering::Relaxed);
+        *self.lifecycle.lock() = Lifecycle::Running;
+        self.stop_requested.store(false, Ordering::Release);
+        let layout = &self.images.layout;
+        self.power_on(&self.vcpus[0], layout.kernel_ipa, layout.dtb_ipa)
+            .map_err(|status| format!("slice \"{}\": vCPU 0 did not start ({status})", self.name))
+    }
+
+    /// PSCI CPU_ON semantics: marks `vcpu` ON_PENDING with its entry and wakes its core.
+    /// Returns the PSCI status on refusal.
+    pub fn power_on(&self, vcpu: &Vcpu, entry: u64, context: u64) -> Result<(), i64> {
+        if *self.lifecycle.lock() != Lifecycle::Running {
+            return Err(status::INTERNAL_FAILURE);
+        }
+        match vcpu.request_on(entry, context) {
+            Ok(()) => {
+                self.gic.kick(VcpuSet::EMPTY.with(vcpu.index));
+                Ok(())
+            }
+            Err(Power::OnPending { .. }) => Err(status::ON_PENDING),
+            Err(_) => Err(status::ALREADY_ON),
+        }
+    }
+
+    /// Whether the slice's vCPUs must park (checked on every return to the guest).
+    pub fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::Acquire)
+    }
+
+    /// Ends this run of the slice from `vcpu` (the calling core's, powered off here): stops
+    /// every other vCPU, quiesces the devices, reports, then either leaves the slice stopped or
+    /// restarts it from its pristine images (vCPU 0 ON_PENDING, perhaps this very one). The
+    /// caller's core goes back to its run loop afterwards without touching the vCPU's state.
+    pub fn end(&self, vcpu: &Vcpu, ending: Ending) {
+        vcpu.set_off();
+        {
+            let mut lifecycle = self.lifecycle.lock();
+            if *lifecycle != Lifecycle::Running {
+                // Another vCPU is already ending this run.
+                return;
+            }
+            *lifecycle = Lifecycle::Stopping;
+            self.stop_requested.store(true, Ordering::Release);
+        }
+        let stopped = self.stop_other_vcpus();
+        let quiet = self.devices.quiesce(&self.context());
+
+        let restart = match &ending {
+            Ending::Reset => {
+                output::hv(format_args!(
+                    "slice {} restarted: PSCI SYSTEM_RESET",
+                    self.name
+                ));
+                true
+            }
+            Ending::PowerOff => {
+                output::hv(format_args!(
+                    "slice {} stopped: powered off (PSCI SYSTEM_OFF)",
+                    self.name
+                ));
+                false
+            }
+            Ending::Fault(reason) => {
+                output::hv(format_args!("slice {} stopped: {}", self.name, reason));
+                self.on_fault == OnFault::Restart
+            }
+        };
+        self.report_exits();
+        if let Err(Unresponsive { vcpus }) = stopped {
+            for index in vcpus.iter() {
+                output::hv(format_args!(
+                    "slice {} stays stopped: vCPU {index} (core {}) did not stop within {STOP_TIMEOUT_MS} ms",
+                    self.name, self.vcpus[index].core
+                ));
+            }
+            // The stop request stays up: the vCPU parks whenever it next exits.
+            *self.lifecycle.lock() = Lifecycle::Stopped;
+            return;
+        }
+        if let Err(what) = quiet {
+            output::hv(format_args!("slice {} stays stopped: {what}", self.name));
+            *self.lifecycle.lock() = Lifecycle::Stopped;
+            return;
+        }
+        if restart {
+            if matches!(ending, Ending::Fault(_)) {
+                output::hv(format_args!(
+                    "slice {} restarted (on-fault = restart)",
+                    self.name
+                ));
+            }
+            if let Err(error) = self.load().and_then(|()| self.start()) {
+                output::hv(format_args!(
+                    "slice {} stopped: restart failed: {error}",
+                    self.name
+                ));
+                *self.lifecycle.lock() = Lifecycle::Stopped;
+            }
+        } else {
+            *self.lifecycle.lock() = Lifecycle::Stopped;
+        }
+    }
+
+    /// Cancels pending starts and interrupts every running vCPU of the slice, then waits until
+    /// all are parked, re-sending the interrupt every millisecond; gives up after
+    /// [`STOP_TIMEOUT_MS`] with the vCPUs still running.
+    fn stop_other_vcpus(&self) -> Result<(), Unresponsive> {
+        let hz = cpu::counter_frequency().max(1);
+        let start = cpu::counter();
+        let mut last_kick = None;
+        loop {
+            let now = cpu::counter();
+            let kick = last_kick.is_none_or(|at: u64| now.wrapping_sub(at) > hz / 1000);
+            let mut running = VcpuSet::EMPTY;
+            for other in &self.vcpus {
+                if other.cancel_pending() {
+                    running = running.with(other.index);
+                    if kick {
+                        gic::send_hypervisor_sgi(other.mpidr);
+                    }
+                }
+            }
+            if running.is_empty() {
+                return Ok(());
+            }
+            if kick {
+                last_kick = Some(now);
+            }
+            if now.wrapping_sub(start) > hz * STOP_TIMEOUT_MS / 1000 {
+                return Err(Unresponsive { vcpus: running });
+            }
+            cpu::spin_hint();
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! A slice at run time (docs/architecture.md, "Slices"): its vCPUs pinned to physical cores,
+//! its RAM and stage-2 tables, its pristine boot images, its devices and virtual GIC. Built
+//! here from its plan; its lifecycle (start, stop, restart) is in [`lifecycle`].
+
+mod images;
+pub mod lifecycle;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use microvisor_arch::cpu;
+use microvisor_arch::memory::{self, SharedMemory};
+use microvisor_logic::exits::ExitCause;
+use microvisor_logic::guest_dt::{self, GicNode, GuestMachine};
+use microvisor_logic::inventory::{Inventory, Region};
+use microvisor_logic::pagetable::{Attributes, HeapTables, Regime, Translation};
+use microvisor_plan::bundle::Bundle;
+use microvisor_plan::layout::GUEST_RAM_BASE;
+use microvisor_plan::model::{CompiledPlan, OnFault};
+use microvisor_plan::place::SlicePlacement;
+use microvisor_plan::{Arm64Header, GuestLayout};
+use spin::Mutex;
+
+use crate::devices::gic::GicRegisters;
+use crate::devices::pci::PciHost;
+use crate::devices::uart::Uart;
+use crate::devices::{Context, Devices, MmioDevice};
+use crate::nvme::slice_disk::SliceDisk;
+use crate::nvme::{HardwareQueue, physical::Physical};
+use crate::output;
+use crate::vcpu::Vcpu;
+use crate::vgic::SliceGic;
+use images::BootImages;
+pub use lifecycle::{Ending, Next};
+use lifecycle::Lifecycle;
+
+/// A slice's RAM as the hypervisor sees it.
+pub struct SliceMemory {
+    /// The RAM, shared with the guest (volatile accesses only).
+    pub ram: SharedMemory,
+    // Kept alive: the hardware walks these tables.
+    _stage2: Translation<HeapTables>,
+    /// VTTBR_EL2 value: stage-2 root | VMID << 48.
+    pub vttbr: u64,
+    pub stage2_tables: usize,
+}
+
+/// What boot hands a slice of the node's NVMe controller: its window and queues.
+pub struct DiskGrant {
+    pub share: microvisor_plan::DiskShare,
+    pub queues: Vec<HardwareQueue>,
+    pub physical: &'static Physical,
+}
+
+/// What went wrong while building a slice from its plan (printed as `[hv] error: ...`).
+pub type SetupError = String;
+
+pub struct Slice {
+    pub index: usize,
+    pub name: String,
+    pub on_fault: OnFault,
+    pub vcpus: Vec<Vcpu>,
+    pub memory: SliceMemory,
+    pub kernel_label: String,
+    pub gic: SliceGic,
+    pub devices: Devices,
+    /// The console UART (also on the bus): node console input goes here.
+    uart: Arc<Uart>,
+    /// The NVMe share (also behind the PCI host on the bus), for the partition table and
+    /// interrupt routing.
+    pub disk: Option<Arc<SliceDisk>>,
+    /// Index of the PCI host in `devices`, when there is one.
+    pub pci_device: Option<usize>,
+    images: BootImages,
+    lifecycle: Mutex<Lifecycle>,
+    stop_requested: AtomicBool,
+    /// System counter value when the current run started.
+    started_at: AtomicU64,
+}
+
+impl Slice {
+    /// Builds slice `index` of `plan` on the resources `placement` gives it: claims its RAM,
+    /// builds its stage-2 map, its devices and their bus, lays out and generates its boot
+    /// images. Nothing runs yet.
+    pub fn new(
+        index: usize,
+        plan: &CompiledPlan,
+        placement: &SlicePlacement,
+        inventory: &Inventory,
+        bundle: &'static Bundle<'static>,
+        disk: Option<DiskGrant>,
+    ) -> Result<Slice, SetupError> {
+        let spec = &plan.slices[index];
+        let name = spec.name.clone();
+        let fail = |what: String| format!("slice \"{name}\": {what}");
+        let kernel = bundle
+            .image(spec.kernel)
+            .map_err(|e| fail(format!("kernel: {e}")))?;
+        let header = Arm64Header::parse(kernel.bytes).map_err(|e| fail(format!("kernel: {e}")))?;
+        let initrd = match spec.initrd {
+            Some(i) => Some(
+                bundle
+                    .image(i)
+                    .map_err(|e| fail(format!("initrd: {e}")))?
+                    .bytes,
+            ),
+            None => None,
+        };
+        let layout = GuestLayout::new(
+            spec.memory,
+            &header,
+            kernel.bytes.len() as u64,
+            initrd.map(|i| i.len() as u64),
+        )
+        .map_err(|e| format!("{}", e.with_slice(name.clone())))?;
+
+        let ram = Region::new(placement.ram.base, placement.ram.size);
+        let region = memory::claim(ram)
+            .map_err(|e| fail(format!("memory: cannot claim {ram:x?}: {e:?}")))?;
+        let mut stage2 = Translation::new(Regime::Stage2, HeapTables::new())
+            .map_err(|e| fail(format!("stage 2: {e:?}")))?;
+        stage2
+            .map(GUEST_RAM_BASE, ram.base, ram.size, Attributes::RAM)
+            .map_err(|e| fail(format!("stage 2: {e:?}")))?;
+        let vmid = (index + 1) as u64;
+        let vttbr = stage2.root() | vmid << 48;
+        let stage2_tables = stage2.store().len();
+
+        let vcpus: Vec<Vcpu> = placement
+            .cores
+            .iter()
+            .enumerate()
+            .map(|(i, &core)| Vcpu::new(i, core as usize, inventory.cpus[core as usize]))
+            .collect();
+
+        // The devices: the console UART, the PCI host with the NVMe share, the vGIC's frames.
+        let uart = Arc::new(Uart::new(&name));
+        let disk = match disk {
+            Some(grant) => Some(Arc::new(
+                SliceDisk::new(
+                    index,
+                    &name,
+                    ram.base,
+                    spec.memory,
+                    grant.share,
+                    grant.queues,
+                    grant.physical,
+                )
+                .map_err(fail)?,
+            )),
+            None => None,
+        };
+        let mut list: Vec<Arc<dyn MmioDevice>> = alloc::vec![uart.clone()];
+        let pci_device = disk.as_ref().map(|disk| {
+            list.push(Arc::new(PciHost::new(disk.clone())));
+            list.len() - 1
+        });
+        let gic_node = GicNode {
+            vcpus: vcpus.len(),
+            mbi: pci_device.is_some(),
+        };
+        list.push(Arc::new(GicRegisters::new(gic_node)));
+        let devices = Devices::new(list).map_err(|e| fail(format!("devices: {e}")))?;
+        let cores: Vec<(usize, u64)> = vcpus.iter().map(|v| (v.core, v.mpidr)).collect();
+        let gic = SliceGic::new(&cores, &devices.spis(), gic_node.mbi);
+
+        let machine = GuestMachine {
+            slice_name: &name,
+            vcpus: vcpus.len(),
+            memory: spec.memory,
+            cmdline: &spec.cmdline,
+            initrd: layout.initrd,
+        };
+        let dtb = guest_dt::generate(&machine, &devices.nodes())
+            .map_err(|e| fail(format!("device tree: {e:?}")))?;
+
+        Ok(Slice {
+            index,
+            name,
+            on_fault: spec.on_fault,
+            vcpus,
+            memory: SliceMemory {
+                ram: region.into_shared(),
+                _stage2: stage2,
+                vttbr,
+                stage2_tables,
+            },
+            kernel_label: kernel.label.into(),
+            gic,
+            devices,
+            uart,
+            disk,
+            pci_device,
+            images: BootImages {
+                kernel: kernel.bytes,
+                initrd,
+                dtb,
+                layout,
+            },
+            lifecycle: Mutex::new(Lifecycle::Stopped),
+            stop_requested: AtomicBool::new(false),
+            started_at: AtomicU64::new(0),
+        })
+    }
+
+    /// Physical RAM of the slice.
+    pub fn ram(&self) -> Region {
+        self.memory.ram.region()
+    }
+
+    /// What the slice's devices may reach.
+    pub fn context(&self) -> Context<'_> {
+        Context {
+            gic: &self.gic,
+            ram: &self.memory.ram,
+        }
+    }
+
+    /// A byte typed on the node console while this slice has the focus.
+    pub fn console_input(&self, byte: u8) {
+        self.uart.console_input(byte, &self.gic);
+    }
+
+    /// Counter ticks since the current run started.
+    pub fn uptime_ticks(&self) -> u64 {
+        cpu::counter().saturating_sub(self.started_at.load(Ordering::Relaxed))
+    }
+
+    /// Exit counter `selector` summed over the slice's vCPUs: an [`ExitCause`] index, then the
+    /// bus's MMIO counter slots, [`TOTAL`] or [`INJECTED`]; None for an unknown selector.
+    pub fn exit_count(&self, selector: u64) -> Option<u64> {
+        let sum = |pick: &dyn Fn(&Vcpu) -> u64| Some(self.vcpus.iter().map(pick).sum());
+        let mmio = self.devices.counters().len();
+        match selector {
+            TOTAL => sum(&|v| v.exits.total()),
+            INJECTED => sum(&|v| self.gic.injected(v.index)),
+            s if (s as usize) < ExitCause::COUNT => {
+                sum(&|v| v.exits.cause(ExitCause::ALL[s as usize]))
+            }
+            s if (s as usize) < ExitCause::COUNT + mmio => {
+                sum(&|v| v.exits.mmio(s as usize - ExitCause::COUNT))
+            }
+            _ => None,
+        }
+    }
+
+    /// Prints the slice's exit counters: totals by cause since its run started (also when
+    /// the run ends, so `cargo xtask bench` reads final, deterministic totals).
+    pub fn report_exits(&self) {
+        let hz = cpu::counter_frequency().max(1);
+        let ticks = self.uptime_ticks();
+        let all = self.exit_count(TOTAL).unwrap_or(0);
+        let mut line = String::new();
+        let causes = ExitCause::ALL.iter().map(|c| c.name());
+        let names = causes.chain(self.devices.counters().iter().copied());
+        for (selector, name) in names.enumerate() {
+            let count = self.exit_count(selector as u64).unwrap_or(0);
+            if count != 0 {
+                let _ = write!(line, " {name}={count}");
+            }
+        }
+        output::hv(format_args!(
+            "exits {}: {all} in {}.{:03} s ({} per s){line}; injected {}",
+            self.name,
+            ticks / hz,
+            ticks % hz * 1000 / hz,
+            all.saturating_mul(hz) / ticks.max(1),
+            self.exit_count(INJECTED).unwrap_or(0),
+        ));
+    }
+}
+
+/// [`Slice::exit_count`] selector: every exit.
+pub const TOTAL: u64 = microvisor_logic::psci::EXITS_TOTAL;
+/// [`Slice::exit_count`] selector: virtual interrupts injected.
+pub const INJECTED: u64 = microvisor_logic::psci::EXITS_INJECTED;
