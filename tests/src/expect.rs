@@ -8,6 +8,7 @@ use std::fmt;
 
 use regex::Regex;
 
+use crate::attack_lines::AttackRun;
 use crate::console::{Line, SliceReport, Source, exits_uptime, heartbeat_number};
 
 /// Which lines a [`Pattern`] looks at.
@@ -133,6 +134,16 @@ pub enum Expect {
         slices: Vec<String>,
         count: usize,
     },
+    /// The probe in `slice` was asked for `attacks` (the `attack=` words of its command line):
+    /// in each run of the slice every one of them prints `ATTACK <a> attempting ...` and then
+    /// exactly one verdict that is not `NOT-CONTAINED unverified`, in order, unless the slice is
+    /// stopped or restarted right after the attempting line. A skipped attack, a missing or
+    /// second verdict or an `unverified` one is a violation naming the slice and the attack
+    /// (see [`AttackRun`]). Met once a run has gone through all of them. [`Scenario`] adds one
+    /// for every probe slice it boots, so no scenario can forget it.
+    ///
+    /// [`Scenario`]: crate::Scenario
+    Attacks { slice: String, attacks: Vec<String> },
     /// No line matches, ever (checked until the run ends).
     Never(Pattern),
     /// After the first line matching `after`, no line matches `pattern` (e.g. a stopped slice
@@ -221,6 +232,11 @@ impl fmt::Display for Expect {
                 "after {after}: {count} more heartbeats from each of {}",
                 slices.join(", ")
             ),
+            Expect::Attacks { slice, attacks } => write!(
+                f,
+                "[{slice}] each of {} attempted with one verdict, none unverified",
+                attacks.join(",")
+            ),
             Expect::Never(pattern) => write!(f, "no line {pattern}"),
             Expect::NeverAfter { after, pattern } => write!(f, "after {after}: no line {pattern}"),
             Expect::QemuExits => write!(f, "QEMU exits by itself"),
@@ -240,6 +256,8 @@ struct State {
     window_start: Option<f64>,
     /// SameCapture: the value of the first matching line.
     captured: Option<String>,
+    /// Attacks: the slice's progress through its attacks.
+    attacks: AttackRun,
     /// Set when violated, with the reason.
     violation: Option<String>,
     done: bool,
@@ -257,7 +275,11 @@ impl Checker {
         let expects = expects
             .into_iter()
             .map(|e| {
-                let done = matches!(e, Expect::Never(_) | Expect::NeverAfter { .. });
+                let done = match &e {
+                    Expect::Never(_) | Expect::NeverAfter { .. } => true,
+                    Expect::Attacks { attacks, .. } => attacks.is_empty(),
+                    _ => false,
+                };
                 (
                     e,
                     State {
@@ -479,6 +501,12 @@ impl Checker {
                         .iter()
                         .all(|s| state.heartbeats.get(s).is_some_and(|(c, _)| c >= count));
                 }
+                Expect::Attacks { slice, attacks } => {
+                    if let Err(why) = state.attacks.observe(slice, attacks, line) {
+                        state.violation = Some(format!("line {number}: {why}"));
+                    }
+                    state.done = state.attacks.complete();
+                }
                 Expect::Never(pattern) => {
                     if pattern.matches(line, raw) {
                         state.violation =
@@ -558,6 +586,7 @@ fn describe_pending(expect: &Expect, state: &State) -> String {
             format!("{expect} (window open, {} heartbeats so far)", state.count)
         }
         Expect::HeartbeatRate { .. } => format!("{expect} (no exits line yet)"),
+        Expect::Attacks { slice, attacks } => state.attacks.pending(slice, attacks),
         _ => expect.to_string(),
     }
 }
@@ -900,6 +929,57 @@ mod tests {
         feed(&mut c, "[l] DISK sum 4096 abc\n[l] DISK sum 4096 abd\n");
         let why = c.violation().expect("the sum changed");
         assert!(why.contains("\"abd\", earlier \"abc\""), "{why}");
+    }
+
+    #[test]
+    fn attacks_must_be_attempted_and_concluded() {
+        let expect = || {
+            Checker::new(vec![Expect::Attacks {
+                slice: "a".into(),
+                attacks: vec!["cpu-on-outside".into(), "hvc-unknown".into()],
+            }])
+        };
+        let mut c = expect();
+        feed(&mut c, HEALTHY);
+        assert_eq!(
+            c.pending(),
+            vec![
+                "[a] `ATTACK cpu-on-outside attempting` and its verdict (attacks asked for: \
+                 cpu-on-outside,hvc-unknown)"
+                    .to_string()
+            ]
+        );
+        let mut c = expect();
+        feed(
+            &mut c,
+            "[a] PROBE START probe\n\
+             [a] ATTACK cpu-on-outside attempting cpu_on+affinity_info 0x2,0x100\n\
+             [a] ATTACK cpu-on-outside contained cpu_on(0x2)=-2\n\
+             [a] ATTACK hvc-unknown attempting hvc 0xc6000000\n\
+             [a] ATTACK hvc-unknown contained hvc 0xc6000000 returned -1\n",
+        );
+        assert!(c.satisfied(), "{:?} {:?}", c.violation(), c.pending());
+
+        let mut c = expect();
+        feed(
+            &mut c,
+            "[a] PROBE START probe\n\
+             [a] ATTACK cpu-on-outside attempting cpu_on+affinity_info 0x2,0x100\n\
+             [a] ATTACK cpu-on-outside contained cpu_on(0x2)=-2\n\
+             [a] ATTACK hvc-unknown attempting hvc 0xc6000000\n\
+             [a] ATTACK hvc-unknown NOT-CONTAINED unverified because\n",
+        );
+        let why = c.violation().expect("unverified is a violation");
+        assert!(
+            why.starts_with("line 5: [a] attack hvc-unknown could not be attempted"),
+            "{why}"
+        );
+        // Nothing asked for: nothing to wait for.
+        let c = Checker::new(vec![Expect::Attacks {
+            slice: "a".into(),
+            attacks: vec![],
+        }]);
+        assert!(c.satisfied());
     }
 
     #[test]

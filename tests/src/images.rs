@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use microvisor_plan::Bundle;
+use microvisor_plan::{Bundle, BundleError};
 use xtask::build::Artifacts;
 use xtask::image::{ImageOptions, find_bundle};
 use xtask::workspace::Workspace;
@@ -109,8 +109,12 @@ pub fn corrupt_bundled_image(path: &Path, index: usize) -> String {
     std::fs::write(path, &bytes).expect("writing the corrupted image");
     // The bundle itself still parses: only the image's hash is now wrong.
     let bundle = Bundle::parse(&bytes[start..]).expect("the bundle still parses");
-    assert!(
-        bundle.verify_image(index as u32).is_err(),
+    assert_eq!(
+        bundle.verify_image(index as u32),
+        Err(BundleError::HashMismatch {
+            image: index as u32,
+            label: label.clone(),
+        }),
         "corruption not detected on the host"
     );
     label

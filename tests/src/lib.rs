@@ -3,6 +3,8 @@
 //!
 //! - [`console`]: console lines (`[hv]`, `[<slice>]`, bare) and the probe's `SLICE-REPORT`.
 //! - [`expect`]: expectations as data, checked line by line.
+//! - [`attack_lines`]: every attack a probe is asked for is attempted and concluded, never
+//!   `unverified` (checked in every scenario).
 //! - [`input`]: bytes typed on the node console when given lines appear (`Ctrl-A` focus, exit
 //!   counters, shell commands).
 //! - [`runner`]: one QEMU process under a hard timeout, killed on drop, log always written.
@@ -11,6 +13,7 @@
 //! - [`disk`]: what the Linux guest's disk steps left in a node's disk file.
 //! - [`build_errors`]: `cargo xtask image` on plans that must be refused.
 
+pub mod attack_lines;
 pub mod build_errors;
 pub mod console;
 pub mod disk;

@@ -34,6 +34,7 @@ use microvisor_plan::{
 use xtask::node::{Disk, Node, RAM_BASE};
 use xtask::qemu::{Boot, Console, Firmware};
 
+use crate::attack_lines::requested_attacks;
 use crate::expect::{Expect, any_slice, hv, lit};
 use crate::images::{built, corrupt_bundled_image};
 use crate::input::Input;
@@ -106,6 +107,9 @@ pub struct Scenario {
     pub disk_name: Option<String>,
     /// Keep what the disk files hold; otherwise they start empty (all zeros) at every run.
     pub keep_disk: bool,
+    /// Whether slices are expected to start (false after [`refused_at_boot`](Self::refused_at_boot)):
+    /// only then must each probe attempt the attacks it was asked for.
+    pub slices_start: bool,
 }
 
 /// What Linux may keep of a slice's RAM for itself, so MemTotal (`mem_total_kib`) is at least
@@ -142,6 +146,7 @@ impl Scenario {
             input: Vec::new(),
             disk_name: None,
             keep_disk: false,
+            slices_start: true,
         }
     }
 
@@ -397,7 +402,8 @@ impl Scenario {
     /// Expect the boot to be refused: one `[hv] error:` line matching `why` (e.g. naming the
     /// slice and the field), then `[hv] halted: no slice was started`, not a single line from
     /// any slice, and QEMU exiting by itself.
-    pub fn refused_at_boot(self, why: &str) -> Scenario {
+    pub fn refused_at_boot(mut self, why: &str) -> Scenario {
+        self.slices_start = false;
         self.expect(Expect::Sequence(vec![
             hv(&format!("^error: .*{why}")),
             hv("^halted: no slice was started$"),
@@ -425,8 +431,37 @@ impl Scenario {
         outcome
     }
 
+    /// One [`Expect::Attacks`] per probe that is asked for attacks (a probe slice's `cmdline`,
+    /// or the native probe's): each one must be attempted and concluded, none `unverified`.
+    /// [`run`](Self::run) adds them to every scenario whose slices start.
+    pub fn attack_expectations(&self) -> Vec<Expect> {
+        let probes: Vec<(String, String)> = match self.boot {
+            BootPath::Native => vec![(
+                NATIVE_SLICE.to_string(),
+                self.cmdline.clone().unwrap_or_default(),
+            )],
+            _ => self
+                .parsed_plan()
+                .slices
+                .into_iter()
+                .filter(|s| s.kernel == ImageSource::BuiltIn(BuiltIn::Probe))
+                .map(|s| (s.name, s.cmdline))
+                .collect(),
+        };
+        probes
+            .into_iter()
+            .map(|(slice, cmdline)| (slice, requested_attacks(&cmdline)))
+            .filter(|(_, attacks)| !attacks.is_empty())
+            .map(|(slice, attacks)| Expect::Attacks { slice, attacks })
+            .collect()
+    }
+
     /// Like [`run`](Self::run) but returns the outcome whatever it is.
-    pub fn run_unchecked(self) -> Outcome {
+    pub fn run_unchecked(mut self) -> Outcome {
+        if self.slices_start {
+            let attacks = self.attack_expectations();
+            self.expects.extend(attacks);
+        }
         let built = built();
         let node = self.load_node();
         let image = match self.boot {
@@ -482,3 +517,60 @@ impl Scenario {
 
 /// The lowest IPA of a slice's RAM (QEMU `virt` RAM base).
 pub const GUEST_RAM_BASE: u64 = RAM_BASE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plans::{linux_slice, plan, probe_slice};
+
+    fn attacks_of(expects: &[Expect]) -> Vec<(String, Vec<String>)> {
+        expects
+            .iter()
+            .filter_map(|e| match e {
+                Expect::Attacks { slice, attacks } => Some((slice.clone(), attacks.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_probe_asked_for_attacks_must_attempt_them() {
+        let s = Scenario::new("x").plan(&plan(&[
+            probe_slice(
+                "gic",
+                "2",
+                "64MiB",
+                "cmdline = \"attack=gicr-own,sgi-self-test heartbeat=500 attack=spi-foreign\"",
+            ),
+            probe_slice("quiet", "1", "64MiB", "cmdline = \"heartbeat=500\""),
+            linux_slice("lin", "1", "256MiB", "attack=mmio"),
+        ]));
+        assert_eq!(
+            attacks_of(&s.attack_expectations()),
+            [(
+                "gic".to_string(),
+                vec![
+                    "gicr-own".to_string(),
+                    "sgi-self-test".to_string(),
+                    "spi-foreign".to_string()
+                ]
+            )]
+        );
+        assert!(s.slices_start);
+        let refused = s.refused_at_boot("no");
+        assert!(!refused.slices_start, "no slice starts, no attack runs");
+    }
+
+    #[test]
+    fn the_native_probe_is_checked_too() {
+        let s = Scenario::new("x")
+            .boot(BootPath::Native)
+            .cmdline("heartbeat=100 attack=hvc-unknown");
+        assert_eq!(
+            attacks_of(&s.attack_expectations()),
+            [(NATIVE_SLICE.to_string(), vec!["hvc-unknown".to_string()])]
+        );
+        let quiet = Scenario::new("x").boot(BootPath::Native);
+        assert!(quiet.attack_expectations().is_empty());
+    }
+}

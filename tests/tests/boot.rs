@@ -10,6 +10,18 @@ use microvisor_tests::{
     slice,
 };
 
+/// The `[hv] partition: ...` lines, in this order. Written out by hand (see
+/// hypervisor/plan/tests/placement.rs for the reasoning), not recomputed with `plan::place`:
+/// `all_healthy()` checks the same lines against `place`, so a bug there cannot hide in both.
+fn partition_table(lines: &[&str]) -> Expect {
+    Expect::Sequence(
+        lines
+            .iter()
+            .map(|line| hv(&format!("^partition: {}$", lit(line))))
+            .collect(),
+    )
+}
+
 #[test]
 fn default_node_boots_its_default_plan() {
     let s = Scenario::new("default_node").node("default");
@@ -44,6 +56,14 @@ fn default_node_boots_its_default_plan() {
 
     let mut s = s
         .all_healthy()
+        .expect(partition_table(&[
+            "slice web cores 0-2 ram 0x100000000-0x140000000 (1 GiB) kernel linux",
+            "slice web nvme blocks 0-8388607 (4 GiB) hardware queues 1-3",
+            "slice db cores 5-7 ram 0xd0000000-0x100000000 (768 MiB) kernel linux",
+            "slice db nvme blocks 8388608-14680063 (3 GiB) hardware queues 4-5",
+            "slice batch cores 3-4 ram 0xb0000000-0xd0000000 (512 MiB) kernel probe",
+            "slice batch nvme blocks 14680064-15728639 (512 MiB) hardware queues 6-6",
+        ]))
         .expect(Expect::line(hv(&format!(
             r"^microvisor [^:]+: .*\b{cores} cores\b"
         ))))
@@ -73,6 +93,10 @@ fn small_node_boots_its_default_plan() {
     Scenario::new("small_node")
         .node("small")
         .all_healthy()
+        .expect(partition_table(&[
+            "slice left cores 0 ram 0x58000000-0x60000000 (128 MiB) kernel probe",
+            "slice right cores 1 ram 0x54000000-0x58000000 (64 MiB) kernel probe",
+        ]))
         .run();
 }
 
@@ -88,5 +112,10 @@ fn explicit_core_lists_and_uneven_sizes() {
             probe_slice("rest", "1", "130MiB", ""),
         ]))
         .all_healthy()
+        .expect(partition_table(&[
+            "slice wide cores 2,0 ram 0x79e00000-0x7ff00000 (97 MiB) kernel probe",
+            "slice one cores 3 ram 0x69e00000-0x79e00000 (256 MiB) kernel probe",
+            "slice rest cores 1 ram 0x61c00000-0x69e00000 (130 MiB) kernel probe",
+        ]))
         .run();
 }

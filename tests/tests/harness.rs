@@ -45,3 +45,22 @@ fn a_report_that_differs_from_the_expectation_fails_the_run() {
         "{log}"
     );
 }
+
+#[test]
+fn an_attack_that_is_asked_for_but_never_attempted_fails_the_run() {
+    // The probe does not know "hvc-unknwon" (it warns and skips it): no scenario has to say
+    // anything about attacks for the run to fail, naming the slice and the attack.
+    let outcome = Scenario::new("native_probe_missing_attack")
+        .inline_node(2, 256 << 20)
+        .boot(BootPath::Native)
+        .cmdline("heartbeat=300 attack=hvc-unknown,hvc-unknwon")
+        .all_healthy()
+        .run_unchecked();
+    let why = outcome
+        .result
+        .expect_err("an attack that was never attempted must fail the run");
+    assert!(
+        why.contains("[native] attack hvc-unknwon was never attempted before heartbeats began"),
+        "{why}"
+    );
+}

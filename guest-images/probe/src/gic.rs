@@ -3,8 +3,8 @@
 //! distributor and redistributor register offsets, the fields of
 //! ICC_SGI1R_EL1, GICD_TYPER, GICD_CTLR, GICD_IROUTER<n>, GICR_TYPER,
 //! GICR_WAKER and ICC_SRE_EL1/ICC_CTLR_EL1, the SGI writes aimed outside a
-//! slice, the SPI set of `spi-foreign`, and the verdicts with the details the
-//! console lines carry. No hardware access: `bare::gic` does that.
+//! slice and the SPI set of `spi-foreign` (their outcomes and verdicts are in
+//! `gic_attacks`). No hardware access: `bare::gic` does that.
 //!
 //! Affinities are in the MPIDR_EL1 layout the device tree's CPU `reg` and
 //! the probe's `mpidrs` use: Aff3 in bits 39:32, Aff2, Aff1, Aff0 in 23:0.
@@ -590,124 +590,6 @@ impl Default for IntidSet {
     }
 }
 
-/// What `spi-foreign` read back after its writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SpiReadback {
-    /// GICD_TYPER.
-    pub typer: u32,
-    /// Foreign INTIDs that read back enabled (GICD_ISENABLER).
-    pub enabled: IntidSet,
-    /// Foreign INTIDs that read back pending (GICD_ISPENDR).
-    pub pending: IntidSet,
-    /// Foreign INTIDs whose priority reads back non-zero (GICD_IPRIORITYR).
-    pub prioritized: IntidSet,
-    /// The own SPI whose routing was attacked.
-    pub routed_spi: u32,
-    /// GICD_IROUTER<routed_spi> writes: (value written, value read back).
-    pub routes: [(u64, u64); 2],
-}
-
-impl SpiReadback {
-    /// Contained if no foreign SPI reads back enabled, pending or with a
-    /// priority, and the own SPI's routing reads back inside `cpus`.
-    pub fn contained(&self, cpus: &[u64]) -> bool {
-        self.enabled.is_empty()
-            && self.pending.is_empty()
-            && self.prioritized.is_empty()
-            && self.routes.iter().all(|&(_, r)| routes_inside(r, cpus))
-    }
-
-    /// The outcome detail, for foreign set `attacked`:
-    /// `typer=0x.. max-spi=N isenabler=W:0x..,.. ispendr=W:0x..,..
-    /// ipriorityr-set=C/T irouter<spi>=0xWRITTEN->0xREAD,...`, where the
-    /// ISENABLER/ISPENDR words are the read-back foreign bits of each word
-    /// that was written.
-    pub fn detail<'a>(&'a self, attacked: &'a IntidSet) -> impl fmt::Display + 'a {
-        SpiDetail {
-            readback: self,
-            attacked,
-        }
-    }
-}
-
-struct SpiDetail<'a> {
-    readback: &'a SpiReadback,
-    attacked: &'a IntidSet,
-}
-
-impl fmt::Display for SpiDetail<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = self.readback;
-        write!(
-            f,
-            "typer={:#x} max-spi={}",
-            r.typer,
-            DistributorType(r.typer).max_spi()
-        )?;
-        for (name, set) in [("isenabler", &r.enabled), ("ispendr", &r.pending)] {
-            write!(f, " {name}=")?;
-            for (i, (index, _)) in self.attacked.words().enumerate() {
-                let sep = if i == 0 { "" } else { "," };
-                write!(f, "{sep}{index}:{:#x}", set.word(index))?;
-            }
-        }
-        write!(
-            f,
-            " ipriorityr-set={}/{}",
-            r.prioritized.len(),
-            self.attacked.len()
-        )?;
-        write!(f, " irouter{}=", r.routed_spi)?;
-        for (i, (written, read)) in r.routes.iter().enumerate() {
-            let sep = if i == 0 { "" } else { "," };
-            write!(f, "{sep}{written:#x}->{read:#x}")?;
-        }
-        Ok(())
-    }
-}
-
-/// A redistributor frame whose GICR_TYPER does not match its vCPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameMismatch {
-    /// Frame index (= vCPU index).
-    pub frame: usize,
-    /// What GICR_TYPER read.
-    pub typer: u64,
-    /// The vCPU's affinity from the device tree.
-    pub expected_affinity: u64,
-    /// Whether the frame should be the last.
-    pub expected_last: bool,
-}
-
-/// `typer-mismatch frame=I typer=0x.. expected-affinity=0x.. expected-last=B`
-impl fmt::Display for FrameMismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "typer-mismatch frame={} typer={:#x} expected-affinity={:#x} expected-last={}",
-            self.frame, self.typer, self.expected_affinity, self.expected_last
-        )
-    }
-}
-
-/// Checks the GICR_TYPER values of frames 0.. against the vCPUs `cpus`:
-/// frame i serves vCPU i's affinity, and only the last frame has Last.
-pub fn check_redistributors(typers: &[u64], cpus: &[u64]) -> Result<(), FrameMismatch> {
-    for (frame, (&typer, &mpidr)) in typers.iter().zip(cpus).enumerate() {
-        let t = RedistributorType(typer);
-        let expected_last = frame + 1 == cpus.len();
-        if t.affinity() != mpidr || t.is_last() != expected_last {
-            return Err(FrameMismatch {
-                frame,
-                typer,
-                expected_affinity: mpidr,
-                expected_last,
-            });
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -867,69 +749,5 @@ mod tests {
         s.set_word(1, 0b101);
         s.set_word(99, 1);
         assert_eq!(s.to_string(), "32,34");
-    }
-
-    fn readback(enabled: &[u32], route_back: u64) -> SpiReadback {
-        let mut set = IntidSet::new();
-        enabled.iter().for_each(|&i| set.insert(i));
-        SpiReadback {
-            typer: 0x8,
-            enabled: set,
-            pending: IntidSet::new(),
-            prioritized: set,
-            routed_spi: 33,
-            routes: [(0x2, 0x0), (0x100, route_back)],
-        }
-    }
-
-    #[test]
-    fn spi_verdict_and_detail() {
-        let attacked = IntidSet::foreign_spis(&[33]);
-        let ok = readback(&[], 0x1);
-        assert!(ok.contained(&[0, 1]));
-        assert_eq!(
-            ok.detail(&attacked).to_string(),
-            "typer=0x8 max-spi=287 isenabler=1:0x0,2:0x0,31:0x0 ispendr=1:0x0,2:0x0,31:0x0 \
-             ipriorityr-set=0/63 irouter33=0x2->0x0,0x100->0x1"
-        );
-        let enabled = readback(&[34, 1019], 0x1);
-        assert!(!enabled.contained(&[0, 1]));
-        assert_eq!(
-            enabled.detail(&attacked).to_string(),
-            "typer=0x8 max-spi=287 isenabler=1:0x4,2:0x0,31:0x8000000 ispendr=1:0x0,2:0x0,31:0x0 \
-             ipriorityr-set=2/63 irouter33=0x2->0x0,0x100->0x1"
-        );
-        assert!(!readback(&[], 0x100).contained(&[0, 1]));
-        assert!(readback(&[], 1 << 31).contained(&[0, 1]));
-    }
-
-    #[test]
-    fn redistributor_frames_match_their_vcpus() {
-        let cpus = [0, 1, 0x100];
-        let typer = |mpidr: u64, last: bool| {
-            let [a0, a1, a2, a3] = affinity_fields(mpidr);
-            (u64::from(a3) << 56)
-                | (u64::from(a2) << 48)
-                | (u64::from(a1) << 40)
-                | (u64::from(a0) << 32)
-                | if last { 1 << 4 } else { 0 }
-        };
-        let good = [typer(0, false), typer(1, false), typer(0x100, true)];
-        assert_eq!(check_redistributors(&good, &cpus), Ok(()));
-        let early_last = [typer(0, true), typer(1, false), typer(0x100, true)];
-        let e = check_redistributors(&early_last, &cpus).unwrap_err();
-        assert_eq!(e.frame, 0);
-        assert_eq!(
-            e.to_string(),
-            "typer-mismatch frame=0 typer=0x10 expected-affinity=0x0 expected-last=false"
-        );
-        let swapped = [typer(0, false), typer(0x100, false), typer(1, true)];
-        assert_eq!(check_redistributors(&swapped, &cpus).unwrap_err().frame, 1);
-        let no_last = [typer(0, false), typer(1, false), typer(0x100, false)];
-        assert!(
-            check_redistributors(&no_last, &cpus)
-                .unwrap_err()
-                .expected_last
-        );
     }
 }

@@ -1,7 +1,8 @@
 //! Pure logic of the probe guest: device-tree reading, command-line options,
 //! JSON output, memory-test planning, GICv3 values for the interrupt
 //! attacks, PCI configuration and the NVMe driver's commands, PRPs,
-//! statuses, disk patterns and attack plans. No hardware access and no
+//! statuses, disk patterns and attack plans, and every attack's verdict
+//! (`verdict`, `gic_attacks`, `nvme::attacks`). No hardware access and no
 //! `unsafe`;
 //! tested on the host with `cargo test -p microvisor-probe --lib`.
 #![cfg_attr(not(test), no_std)]
@@ -10,12 +11,16 @@
 pub mod bench;
 pub mod cmdline;
 pub mod dt;
+pub mod fault;
 pub mod gic;
+pub mod gic_attacks;
 pub mod json;
 pub mod memplan;
 pub mod nvme;
 pub mod pci;
+pub mod psci;
 pub mod text;
+pub mod verdict;
 
 /// Most CPUs the probe brings up (per-CPU stacks and state are sized for it).
 pub const MAX_CPUS: usize = 64;

@@ -85,7 +85,7 @@ scenario "PSCI attacks answered by QEMU"
 boot 30 -M virt,gic-version=3 -smp 2 -m 128M -- "heartbeat=100 off-after=1 attack=cpu-on-outside,hvc-unknown,write-addr target=0x40001000"
 expect "cpu-on-outside" '^ATTACK cpu-on-outside contained cpu_on\(0x2\)=-2 affinity_info\(0x2\)=-2 cpu_on\(0x100\)=-2 affinity_info\(0x100\)=-2$'
 expect "hvc-unknown" '^ATTACK hvc-unknown contained hvc 0xc6000000 returned -1$'
-expect "own image" '^ATTACK write-addr contained skipped-own-image 0x40001000$'
+expect "own image" '^ATTACK write-addr NOT-CONTAINED unverified own-image 0x40001000$'
 expect "beats continue" '^HEARTBEAT 1 ok$'
 
 scenario "write in own RAM, then MMIO read (natively not contained)"
@@ -122,11 +122,13 @@ expect "sgi-self-test" '^ATTACK sgi-self-test contained sgi-within-slice deliver
 expect "sgi-outside" '^ATTACK sgi-outside contained sgis-dropped writes=7 rss=0$'
 expect "beats continue" '^HEARTBEAT 1 ok$'
 
-scenario "No GICv3 (gic-version=2): the GIC attacks report faults, nothing parks"
-boot 30 -M virt,gic-version=2 -smp 2 -m 128M -- "heartbeat=100 off-after=1 attack=sgi-outside,sgi-self-test,spi-foreign,gicr-own"
-expect "sgi-outside" '^ATTACK sgi-outside contained no-sgi icc_sre_el1 fault unknown esr=0x2000000$'
-expect "sgi-self-test" '^ATTACK sgi-self-test NOT-CONTAINED sgi-within-slice receiver-failed icc_sre_el1 fault unknown '
-expect "spi-foreign" '^ATTACK spi-foreign contained gicd_irouter fault data-abort '
+scenario "No GICv3 (gic-version=2): the GIC attacks cannot be attempted, none passes, nothing parks"
+boot 30 -M virt,gic-version=2 -smp 2 -m 128M -- "heartbeat=100 off-after=1 attack=sgi-outside,sgi-self-test,spi-foreign,gicr-own,gicr-foreign"
+expect "sgi-outside" '^ATTACK sgi-outside NOT-CONTAINED unverified no-sgi icc_sre_el1 fault unknown esr=0x2000000$'
+expect "sgi-self-test" '^ATTACK sgi-self-test NOT-CONTAINED unverified receiver-failed icc_sre_el1 fault unknown '
+expect "spi-foreign" '^ATTACK spi-foreign NOT-CONTAINED unverified baseline gicd_irouter fault data-abort '
+expect "gicr-foreign" '^ATTACK gicr-foreign NOT-CONTAINED unverified frame0 gicr_typer fault data-abort '
+refuse "no GIC attack passes" '^ATTACK .* contained'
 expect "gicr-own" '^ATTACK gicr-own NOT-CONTAINED frame=0 gicr_typer fault data-abort '
 expect "beats continue" '^HEARTBEAT 1 ok$'
 

@@ -863,10 +863,79 @@ mod tests {
         let mut corrupted = bytes;
         corrupted[at + 5] ^= 0x80;
         let bundle = Bundle::parse(&corrupted).unwrap();
-        assert!(matches!(
-            bundle.verify_image(0),
-            Err(BundleError::HashMismatch { image: 0, .. })
-        ));
+        let expected = BundleError::HashMismatch {
+            image: 0,
+            label: "probe".into(),
+        };
+        assert_eq!(bundle.verify_image(0), Err(expected.clone()));
+        assert_eq!(bundle.verify_image(1), Ok(()), "the other image is intact");
+        assert_eq!(bundle.verify_images(), Err(expected));
+    }
+
+    /// Where each image's recorded SHA-256 sits in the bundle's index.
+    fn hash_ranges(bytes: &[u8]) -> Vec<core::ops::Range<usize>> {
+        let bundle = Bundle::parse(bytes).unwrap();
+        let index_end = HEADER_LEN + index_len(bytes);
+        bundle
+            .images()
+            .iter()
+            .map(|entry| {
+                let at = bytes[..index_end]
+                    .windows(32)
+                    .position(|w| w == entry.sha256)
+                    .unwrap();
+                at..at + 32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_flipped_bit_of_a_recorded_hash_is_refused_by_name() {
+        let (bytes, _) = sample();
+        let labels = ["probe", "initrd.cpio"];
+        for (image, range) in hash_ranges(&bytes).into_iter().enumerate() {
+            for at in range {
+                for bit in 0..8 {
+                    let mut corrupted = bytes.clone();
+                    corrupted[at] ^= 1 << bit;
+                    let bundle = Bundle::parse(&corrupted)
+                        .unwrap_or_else(|e| panic!("byte {at} bit {bit}: {e}"));
+                    let expected = BundleError::HashMismatch {
+                        image: image as ImageIndex,
+                        label: labels[image].into(),
+                    };
+                    assert_eq!(bundle.verify_images(), Err(expected), "byte {at} bit {bit}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn flipped_image_bytes_are_refused_by_name() {
+        let (bytes, _) = sample();
+        let bundle = Bundle::parse(&bytes).unwrap();
+        let images: Vec<(ImageIndex, u64, u64, String)> = bundle
+            .images()
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i as ImageIndex, e.offset, e.len, e.label.clone()))
+            .collect();
+        for (image, offset, len, label) in images {
+            // Both ends and every 37th byte in between.
+            let spread = (offset..offset + len).step_by(37);
+            for at in spread.chain([offset, offset + len - 1]) {
+                let mut corrupted = bytes.clone();
+                corrupted[at as usize] ^= 0x01;
+                let bundle = Bundle::parse(&corrupted).expect("image bytes are not parsed");
+                let expected = BundleError::HashMismatch {
+                    image,
+                    label: label.clone(),
+                };
+                assert_eq!(bundle.verify_image(image), Err(expected), "byte {at}");
+                let other = 1 - image;
+                assert_eq!(bundle.verify_image(other), Ok(()), "byte {at}");
+            }
+        }
     }
 
     #[test]
@@ -945,29 +1014,81 @@ mod tests {
         );
     }
 
-    /// Parses `bytes` and, if that succeeds, reads and verifies every image: must never panic.
-    fn exercise(bytes: &[u8]) -> bool {
+    /// The node the mutation tests place plans on: 8 cores, 1 GiB at 0x4000_0000.
+    fn mutation_node() -> crate::place::Hardware {
+        crate::place::Hardware {
+            cores: 8,
+            free_ram: vec![crate::place::RamRange {
+                base: 0x4000_0000,
+                size: 1 << 30,
+            }],
+            ram_total: 1 << 30,
+        }
+    }
+
+    /// Parses `bytes` and, if that succeeds, reads, verifies and places it; must never panic.
+    /// `originals` are the images `sample()` bundled, by index: `verify_image` must accept
+    /// exactly the images whose bytes and recorded hash are still the bundled ones, and refuse
+    /// every other one with `HashMismatch` naming it. A placement, when there is one, must give
+    /// each slice its cores (each core once) and its memory inside the node's RAM, without
+    /// overlaps. Returns whether the bundle parsed.
+    fn exercise(bytes: &[u8], originals: &[Vec<u8>]) -> bool {
         let Ok(bundle) = Bundle::parse(bytes) else {
             return false;
         };
         for (i, entry) in bundle.images().iter().enumerate() {
-            let i = i as ImageIndex;
-            let image = bundle.image(i).unwrap();
+            let index = i as ImageIndex;
+            let image = bundle.image(index).unwrap();
             assert_eq!(image.bytes.len() as u64, entry.len);
-            let _ = bundle.verify_image(i);
+            let intact = originals
+                .get(i)
+                .is_some_and(|o| image.bytes == &o[..] && entry.sha256 == sha256(o));
+            match bundle.verify_image(index) {
+                Ok(()) => assert!(intact, "image {i} changed but verified"),
+                Err(e) => {
+                    assert!(!intact, "image {i} intact but refused: {e}");
+                    let expected = BundleError::HashMismatch {
+                        image: index,
+                        label: entry.label.clone(),
+                    };
+                    assert_eq!(e, expected);
+                }
+            }
         }
-        let _ = crate::place::place(
-            bundle.plan(),
-            &crate::place::Hardware {
-                cores: 8,
-                free_ram: vec![crate::place::RamRange {
-                    base: 0x4000_0000,
-                    size: 1 << 30,
-                }],
-                ram_total: 1 << 30,
-            },
+        let count = bundle.images().len() as ImageIndex;
+        assert_eq!(
+            bundle.verify_image(count),
+            Err(BundleError::MissingImage { image: count })
         );
+        let hw = mutation_node();
+        if let Ok(placement) = crate::place::place(bundle.plan(), &hw) {
+            let slices = &bundle.plan().slices;
+            assert_eq!(placement.slices.len(), slices.len());
+            let mut cores: Vec<u32> = placement
+                .slices
+                .iter()
+                .flat_map(|p| p.cores.iter().copied())
+                .collect();
+            let total = cores.len();
+            cores.sort_unstable();
+            cores.dedup();
+            assert_eq!(cores.len(), total, "a core given twice");
+            assert!(cores.iter().all(|&c| c < hw.cores));
+            let ram = hw.free_ram[0];
+            for (i, (p, s)) in placement.slices.iter().zip(slices).enumerate() {
+                assert_eq!(p.ram.size, s.memory);
+                assert!(ram.base <= p.ram.base && p.ram.end() <= ram.end(), "{p:?}");
+                for q in &placement.slices[i + 1..] {
+                    assert!(p.ram.end() <= q.ram.base || q.ram.end() <= p.ram.base);
+                }
+            }
+        }
         true
+    }
+
+    /// The images `sample()` bundles, by index.
+    fn sample_images() -> Vec<Vec<u8>> {
+        vec![image(1, 5000), image(2, 100)]
     }
 
     /// Deterministic xorshift64 generator for the mutation test.
@@ -989,13 +1110,14 @@ mod tests {
     #[test]
     fn every_single_byte_flip_of_header_and_index_is_handled() {
         let (bytes, _) = sample();
+        let originals = sample_images();
         let index_end = HEADER_LEN + index_len(&bytes);
         let mut accepted = 0;
         for at in 0..index_end {
             for flip in [0x01, 0x80, 0xff] {
                 let mut mutated = bytes.clone();
                 mutated[at] ^= flip;
-                if exercise(&mutated) {
+                if exercise(&mutated, &originals) {
                     accepted += 1;
                 }
             }
@@ -1007,6 +1129,7 @@ mod tests {
     #[test]
     fn random_mutations_never_panic() {
         let (bytes, _) = sample();
+        let originals = sample_images();
         let index_end = HEADER_LEN + index_len(&bytes);
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
         let mut accepted = 0;
@@ -1026,7 +1149,7 @@ mod tests {
             } else {
                 mutated.len()
             };
-            if exercise(&mutated[..len]) {
+            if exercise(&mutated[..len], &originals) {
                 accepted += 1;
             }
         }

@@ -237,7 +237,15 @@ mod tests {
             panic!("expected ImageTooLarge");
         };
         assert!(GuestLayout::new(min_memory, &kernel, 0, initrd).is_ok());
-        assert!(GuestLayout::new(min_memory - 2 * MIB, &kernel, 0, initrd).is_err());
+        // 2 MiB less is refused, and suggests the same size again: in 64 MiB the initrd has
+        // from the kernel's end (0.5 + 30 MiB + 5 bytes, page-rounded) to the DTB (62 MiB).
+        let below = problem_of(GuestLayout::new(min_memory - 2 * MIB, &kernel, 0, initrd));
+        let expected = Problem::ImageTooLarge {
+            needed: 33 * MIB + 7,
+            available: 31 * MIB + MIB / 2 - 4096,
+            min_memory: 66 * MIB,
+        };
+        assert_eq!(below, (Field::Initrd, expected));
     }
 
     #[test]
@@ -251,9 +259,26 @@ mod tests {
 
     #[test]
     fn huge_values_do_not_overflow() {
-        assert!(GuestLayout::new(u64::MAX, &header(0, u64::MAX), 0, None).is_err());
-        assert!(GuestLayout::new(u64::MAX, &header(u64::MAX, 0), 0, None).is_err());
-        assert!(GuestLayout::new(GIB, &header(0, MIB), 0, Some(u64::MAX)).is_err());
+        // The kernel may use up to the DTB, which stays below 32 GiB of IPA space.
+        let too_large = |needed, available| Problem::ImageTooLarge {
+            needed,
+            available,
+            min_memory: u64::MAX,
+        };
+        assert_eq!(
+            problem_of(GuestLayout::new(u64::MAX, &header(0, u64::MAX), 0, None)),
+            (Field::Kernel, too_large(u64::MAX, 32 * GIB - 2 * MIB))
+        );
+        assert_eq!(
+            problem_of(GuestLayout::new(u64::MAX, &header(u64::MAX, 0), 0, None)),
+            (Field::Kernel, too_large(0, 0)),
+            "a text_offset past the address space leaves no room"
+        );
+        // 1 GiB: kernel in the first MiB, DTB in the last 2: 1021 MiB between.
+        assert_eq!(
+            problem_of(GuestLayout::new(GIB, &header(0, MIB), 0, Some(u64::MAX))),
+            (Field::Initrd, too_large(u64::MAX, 1021 * MIB))
+        );
         let Problem::ImageTooLarge { min_memory, .. } =
             problem_of(GuestLayout::new(GIB, &header(0, u64::MAX - 10), 0, None)).1
         else {

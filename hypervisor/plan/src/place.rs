@@ -793,10 +793,20 @@ mod tests {
         let placed = place(&plan, &hw).unwrap();
         assert_eq!(placed.slices[0].ram.base, 6 * MIB);
         assert_eq!(placed.slices[1].ram.base, 0);
+        // The merged free RAM is [0, 12 MiB); "a" takes [6, 12) MiB and leaves 6 MiB, too
+        // little for 8 MiB (counting the overlapping ranges twice would make it fit).
         let three = PlanOf {
             slices: vec![plan.slices[0].clone(), slice("c", Cores::Count(1), 8 * MIB)],
         };
-        assert!(place(&three, &hw).is_err());
+        let expected = Problem::NotEnoughMemory {
+            asked: 8 * MIB,
+            largest_free: 6 * MIB,
+            ram_on_node: 12 * MIB,
+        };
+        assert_eq!(
+            problem(place(&three, &hw)),
+            ("c".into(), Field::Memory, expected)
+        );
     }
 
     #[test]

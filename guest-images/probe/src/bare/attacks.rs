@@ -1,7 +1,9 @@
 //! Isolation attacks (`attack=a,b,c`). Each prints
 //! `ATTACK <name> attempting <detail>` before acting and, if execution
-//! continues, one `ATTACK <name> contained <detail>` or
-//! `ATTACK <name> NOT-CONTAINED <detail>`. Under the microvisor most of them
+//! continues, one `ATTACK <name> contained <detail>`,
+//! `ATTACK <name> NOT-CONTAINED <detail>` or, when it could not be attempted,
+//! `ATTACK <name> NOT-CONTAINED unverified <why>` (verdicts: see
+//! `microvisor_probe::verdict`). Under the microvisor most of them
 //! should stop the slice instead (`[hv] slice <name> stopped: ...`), so no
 //! outcome line follows; natively they fault (`PROBE EXCEPTION`) or succeed.
 //! The GIC attacks are in `gic_attacks`, the NVMe ones in `nvme_attacks`.
@@ -10,6 +12,7 @@ use microvisor_probe::cmdline::{Attack, Options};
 use microvisor_probe::dt::{Conduit, Platform};
 use microvisor_probe::gic::first_unused;
 use microvisor_probe::memplan::{Range, pattern};
+use microvisor_probe::verdict::{AccessOutcome, CallOutcome, CpuOnOutcome, Line, Outcome};
 
 use super::console::println;
 use super::{entry, gic_attacks, mmu, nvme_attacks, psci};
@@ -64,57 +67,53 @@ pub fn run(attacks: &[Attack], ctx: &Context<'_>) {
     }
 }
 
+/// Prints `ATTACK <name> <verdict> <detail>` for `outcome`.
+pub fn conclude(attack: Attack, outcome: &impl Outcome) {
+    println!("ATTACK {} {}", attack.name(), Line(outcome));
+}
+
 fn run_one(attack: Attack, ctx: &Context<'_>) {
     let name = attack.name();
     match attack {
         Attack::ReadPastRam => {
             let addr = ctx.platform.memory_end();
             println!("ATTACK {name} attempting read64 {addr:#x}");
-            match read64(addr) {
-                Some(v) => println!("ATTACK {name} NOT-CONTAINED read64 {addr:#x} returned {v:#x}"),
-                None => println!("ATTACK {name} contained unaddressable {addr:#x}"),
-            }
+            conclude(attack, &load64(addr));
         }
         Attack::WritePastRam => {
             let addr = ctx.platform.memory_end();
             let value = pattern(addr, ctx.seed ^ ATTACK_SALT);
             println!("ATTACK {name} attempting write64 {addr:#x}");
-            match write64(addr, value) {
-                true => println!("ATTACK {name} NOT-CONTAINED write64 {addr:#x} completed"),
-                false => println!("ATTACK {name} contained unaddressable {addr:#x}"),
-            }
+            conclude(attack, &store(addr, value));
         }
         Attack::ReadAddr | Attack::WriteAddr => address_attack(attack, ctx),
         Attack::Mmio => {
             let addr = ctx.target.unwrap_or(DEFAULT_MMIO_TARGET) & !3;
             println!("ATTACK {name} attempting read32 {addr:#x}");
-            match read32(addr) {
-                Some(v) => println!("ATTACK {name} NOT-CONTAINED read32 {addr:#x} returned {v:#x}"),
-                None => println!("ATTACK {name} contained unaddressable {addr:#x}"),
-            }
+            conclude(attack, &load32(addr));
         }
         Attack::CpuOnOutside => cpu_on_outside(ctx),
         Attack::HvcUnknown => {
             let fid = UNKNOWN_HVC_FUNCTION;
             println!("ATTACK {name} attempting hvc {fid:#x}");
             let ret = psci::hvc(fid, 0, 0, 0);
-            let verdict = if ret == psci::NOT_SUPPORTED {
-                "contained"
-            } else {
-                "NOT-CONTAINED"
+            let outcome = CallOutcome {
+                conduit: "hvc",
+                function: fid,
+                ret,
             };
-            println!("ATTACK {name} {verdict} hvc {fid:#x} returned {ret}");
+            conclude(attack, &outcome);
         }
         Attack::SmcSystemOff => {
             let fid = psci::SYSTEM_OFF;
             println!("ATTACK {name} attempting smc {fid:#x}");
             let ret = psci::smc(fid, 0, 0, 0);
-            let verdict = if ret == psci::NOT_SUPPORTED {
-                "contained"
-            } else {
-                "NOT-CONTAINED"
+            let outcome = CallOutcome {
+                conduit: "smc",
+                function: fid,
+                ret,
             };
-            println!("ATTACK {name} {verdict} smc {fid:#x} returned {ret}");
+            conclude(attack, &outcome);
         }
         Attack::UndefSysreg => {
             println!("ATTACK {name} attempting mrs S3_0_C15_C0_0");
@@ -126,14 +125,56 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
         Attack::SpiForeign => gic_attacks::spi_foreign(ctx),
         Attack::GicrForeign => gic_attacks::gicr_foreign(ctx),
         Attack::GicrOwn => gic_attacks::gicr_own(ctx),
-        a if a.is_nvme() => nvme_attacks::run(a, ctx),
-        _ => {}
+        Attack::NvmePrpOutside
+        | Attack::NvmePrpToctou
+        | Attack::NvmePrpFlip
+        | Attack::NvmeLbaOutside
+        | Attack::NvmeNsid
+        | Attack::NvmeAdminRefused
+        | Attack::NvmeSglFused
+        | Attack::NvmeDoorbell
+        | Attack::NvmeQueueOutside
+        | Attack::NvmeResetInflight => nvme_attacks::run(attack, ctx),
+    }
+}
+
+/// `read64` of `addr` outside the slice: a value coming back is a breach; an address the
+/// probe cannot map was never read.
+fn load64(addr: u64) -> AccessOutcome {
+    match read64(addr) {
+        Some(value) => AccessOutcome::Read {
+            op: "read64",
+            addr,
+            value,
+        },
+        None => AccessOutcome::Unaddressable { addr },
+    }
+}
+
+/// `read32` of `addr` outside the slice, as [`load64`].
+fn load32(addr: u64) -> AccessOutcome {
+    match read32(addr) {
+        Some(value) => AccessOutcome::Read {
+            op: "read32",
+            addr,
+            value: u64::from(value),
+        },
+        None => AccessOutcome::Unaddressable { addr },
+    }
+}
+
+/// `write64` of `value` at `addr` outside the slice.
+fn store(addr: u64, value: u64) -> AccessOutcome {
+    if write64(addr, value) {
+        AccessOutcome::Written { addr }
+    } else {
+        AccessOutcome::Unaddressable { addr }
     }
 }
 
 /// `read-addr` / `write-addr` at `target=`: inside the own image it is
-/// skipped, inside own RAM it writes and reads back a pattern, elsewhere it
-/// really accesses the address.
+/// not attempted, inside own RAM it writes and reads back a pattern,
+/// elsewhere it really accesses the address.
 fn address_attack(attack: Attack, ctx: &Context<'_>) {
     let name = attack.name();
     let (op, write) = match attack {
@@ -141,16 +182,14 @@ fn address_attack(attack: Attack, ctx: &Context<'_>) {
         _ => ("read64", false),
     };
     let Some(target) = ctx.target else {
-        println!("PROBE WARN attack {name} needs target=<hex>");
-        return;
+        println!("ATTACK {name} attempting {op} no-target");
+        return conclude(attack, &AccessOutcome::NoTarget);
     };
     let addr = target & !7;
     println!("ATTACK {name} attempting {op} {addr:#x}");
-    if ctx.image.contains(addr) {
-        println!("ATTACK {name} contained skipped-own-image {addr:#x}");
-        return;
-    }
-    if ctx.platform.in_memory(addr) {
+    let outcome = if ctx.image.contains(addr) {
+        AccessOutcome::OwnImage { addr }
+    } else if ctx.platform.in_memory(addr) {
         let value = pattern(addr, ctx.seed ^ ATTACK_SALT);
         let back = if write64(addr, value) {
             read64(addr)
@@ -158,27 +197,20 @@ fn address_attack(attack: Attack, ctx: &Context<'_>) {
             None
         };
         match back {
-            Some(v) if v == value => {
-                println!("ATTACK {name} contained landed-in-own-ram {addr:#x}")
-            }
-            Some(v) => println!(
-                "ATTACK {name} NOT-CONTAINED own-ram-readback {addr:#x} wrote {value:#x} read {v:#x}"
-            ),
-            None => println!("ATTACK {name} NOT-CONTAINED own-ram-unmapped {addr:#x}"),
+            Some(read) if read == value => AccessOutcome::LandedInOwnRam { addr },
+            Some(read) => AccessOutcome::OwnRamReadback {
+                addr,
+                wrote: value,
+                read,
+            },
+            None => AccessOutcome::Unaddressable { addr },
         }
-        return;
-    }
-    if write {
-        match write64(addr, pattern(addr, ctx.seed ^ ATTACK_SALT)) {
-            true => println!("ATTACK {name} NOT-CONTAINED write64 {addr:#x} completed"),
-            false => println!("ATTACK {name} contained unaddressable {addr:#x}"),
-        }
+    } else if write {
+        store(addr, pattern(addr, ctx.seed ^ ATTACK_SALT))
     } else {
-        match read64(addr) {
-            Some(v) => println!("ATTACK {name} NOT-CONTAINED read64 {addr:#x} returned {v:#x}"),
-            None => println!("ATTACK {name} contained unaddressable {addr:#x}"),
-        }
-    }
+        load64(addr)
+    };
+    conclude(attack, &outcome);
 }
 
 /// CPU_ON and AFFINITY_INFO for two affinities the tree does not list: the
@@ -200,23 +232,7 @@ fn cpu_on_outside(ctx: &Context<'_>) {
         results[2 * i] = psci::cpu_on(ctx.conduit, target, entry::park_address(), 0);
         results[2 * i + 1] = psci::affinity_info(ctx.conduit, target);
     }
-    let contained = results.iter().all(|&r| r == psci::INVALID_PARAMETERS);
-    let verdict = if contained {
-        "contained"
-    } else {
-        "NOT-CONTAINED"
-    };
-    println!(
-        "ATTACK {name} {verdict} cpu_on({:#x})={} affinity_info({:#x})={} cpu_on({:#x})={} affinity_info({:#x})={}",
-        targets[0],
-        results[0],
-        targets[0],
-        results[1],
-        targets[1],
-        results[2],
-        targets[1],
-        results[3]
-    );
+    conclude(Attack::CpuOnOutside, &CpuOnOutcome { targets, results });
 }
 
 /// 8-byte read at `addr` (mapping its GiB as Device first if unmapped);

@@ -14,6 +14,7 @@ use aarch64_cpu::registers::{ELR_EL1, ESR_EL1, FAR_EL1, Readable, TPIDR_EL1, Wri
 
 use super::{console, mmu};
 use microvisor_probe::MAX_CPUS;
+use microvisor_probe::fault::exception_class_name;
 
 /// Stack of the boot CPU.
 pub const BOOT_STACK_SIZE: usize = 64 * 1024;
@@ -455,31 +456,6 @@ extern "C" fn exception(vector: u64) -> ! {
         kind.as_str().unwrap_or(name)
     ));
     park()
-}
-
-/// Short name of ESR_ELx.EC (Arm ARM D24.2.40).
-pub fn exception_class_name(esr: u64) -> &'static str {
-    match (esr >> 26) & 0x3f {
-        0x00 => "unknown",
-        0x01 => "wfx",
-        0x07 => "fp-simd-trap",
-        0x0e => "illegal-state",
-        0x15 => "svc",
-        0x16 => "hvc",
-        0x17 => "smc",
-        0x18 => "sysreg",
-        0x19 => "sve-trap",
-        0x20 => "instruction-abort-lower",
-        0x21 => "instruction-abort",
-        0x22 => "pc-alignment",
-        0x24 => "data-abort-lower",
-        0x25 => "data-abort",
-        0x26 => "sp-alignment",
-        0x2c => "fp-exception",
-        0x2f => "serror",
-        0x3c => "brk",
-        _ => "other",
-    }
 }
 
 /// Prints `PROBE PANIC <file>:<line> <message>` and parks the CPU.

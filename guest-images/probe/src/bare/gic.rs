@@ -9,7 +9,6 @@
 //! so the IRQ entry, which saves only the general-purpose scratch registers,
 //! never corrupts FP/SIMD state the compiler keeps live.
 
-use core::fmt;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use aarch64_cpu::registers::{ICC_CTLR_EL1, Readable};
@@ -19,9 +18,10 @@ use microvisor_probe::gic::{
     DEFAULT_PRIORITY, FIRST_SPECIAL_INTID, GICD_CTLR, GICR_WAKER, ICC_CTLR, ICC_SRE, RECEIVER_PMR,
     RedistributorType, gicd, gicr,
 };
+pub use microvisor_probe::gic_attacks::GicError;
 use tock_registers::LocalRegisterCopy;
 
-use super::guarded::{self, Fault};
+use super::guarded;
 use super::{smp, timer};
 
 /// How long register-write-pending and wake-up polls may take.
@@ -32,36 +32,6 @@ const POLL_TIMEOUT_MS: u64 = 20;
 pub struct Gic {
     /// Where the tree says the distributor and redistributors are.
     pub layout: GicLayout,
-}
-
-/// Why a GIC access was not made or did not complete.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GicError {
-    /// A guarded access faulted; names the register.
-    Access(&'static str, Fault),
-    /// The address lies in RAM or in the probe's image: not a device.
-    InRam(u64),
-    /// ICC_SRE_EL1.SRE stays 0: no GIC system-register interface.
-    NoSystemRegisters(u64),
-    /// No redistributor frame has this affinity.
-    NoFrame(u64),
-    /// GICR_WAKER.ChildrenAsleep or GICD_CTLR.RWP did not clear.
-    Timeout(&'static str, u32),
-}
-
-/// `<register> fault <class> esr=.. far=..`, `ram-address 0x..`,
-/// `no-gicv3-sysregs sre=0x..`, `no-redistributor affinity=0x..`,
-/// `timeout <register>=0x..`.
-impl fmt::Display for GicError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            GicError::Access(register, fault) => write!(f, "{register} {fault}"),
-            GicError::InRam(addr) => write!(f, "ram-address {addr:#x}"),
-            GicError::NoSystemRegisters(sre) => write!(f, "no-gicv3-sysregs sre={sre:#x}"),
-            GicError::NoFrame(affinity) => write!(f, "no-redistributor affinity={affinity:#x}"),
-            GicError::Timeout(register, value) => write!(f, "timeout {register}={value:#x}"),
-        }
-    }
 }
 
 /// Refuses addresses in the probe's RAM or image, so the guarded accesses

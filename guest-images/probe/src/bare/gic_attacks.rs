@@ -1,23 +1,23 @@
 //! The GIC attacks (`sgi-outside`, `spi-foreign`, `gicr-foreign`) and the
 //! functional checks beside them (`sgi-self-test`, `gicr-own`). Lines as in
-//! `attacks`: `ATTACK <name> attempting <detail>`, then `contained` or
-//! `NOT-CONTAINED` with a detail; for the functional checks `contained`
-//! means the check passed. The values and verdicts come from
-//! `microvisor_probe::gic`; every GIC access here is guarded, so a missing
-//! register is reported instead of parking the CPU.
-
-use core::fmt;
+//! `attacks`: `ATTACK <name> attempting <detail>`, then the verdict with a
+//! detail; for the functional checks `contained` means the check passed.
+//! The values come from `microvisor_probe::gic`, the outcomes and verdicts
+//! from `microvisor_probe::gic_attacks`; every GIC access here is guarded,
+//! so a missing register is reported instead of parking the CPU.
 
 use microvisor_probe::MAX_CPUS;
 use microvisor_probe::cmdline::Attack;
 use microvisor_probe::dt::Platform;
 use microvisor_probe::gic::{
     ATTACK_SGI, BIT_WORDS, DEFAULT_UART_INTID, FOREIGN_PRIORITY, IntidSet, RedistributorType,
-    SELF_TEST_SGI, SgiRequest, SpiReadback, check_redistributors, first_unused, gicd, gicr,
-    irouter_value, outside_sgi_plan,
+    SELF_TEST_SGI, SgiPlan, SgiRequest, first_unused, gicd, gicr, irouter_value, outside_sgi_plan,
+};
+use microvisor_probe::gic_attacks::{
+    GicrForeign, GicrOwn, SelfTest, SgiOutside, SpiForeign, SpiReadback, SpiStep, gicr_own_outcome,
 };
 
-use super::attacks::{Context, sgi_receiver};
+use super::attacks::{Context, conclude, sgi_receiver};
 use super::console::println;
 use super::gic::{self, Gic, GicError};
 use super::{smp, timer};
@@ -43,24 +43,27 @@ pub fn sgi_outside(ctx: &Context<'_>) {
     let own = [smp::own_affinity()];
     let plan = outside_sgi_plan(slice_cpus(ctx.platform, &own), ATTACK_SGI);
     println!("ATTACK {name} attempting sgi1r intid={ATTACK_SGI} {plan}");
+    conclude(Attack::SgiOutside, &send_outside(&plan));
+}
+
+/// Makes the writes of `plan`, stopping at the first that does not complete.
+fn send_outside(plan: &SgiPlan) -> SgiOutside {
     if let Err(e) = gic::enable_system_registers() {
-        println!("ATTACK {name} contained no-sgi {e}");
-        return;
+        return SgiOutside::NoSgi(e);
     }
-    let rss = u8::from(gic::range_selector_supported());
+    let rss = gic::range_selector_supported();
     for request in plan.writes() {
-        if let Err(e) = gic::send_sgi(request.value()) {
-            println!(
-                "ATTACK {name} contained sgi1r-refused {:#x} {e}",
-                request.value()
-            );
-            return;
+        if let Err(error) = gic::send_sgi(request.value()) {
+            return SgiOutside::WriteFailed {
+                value: request.value(),
+                error,
+            };
         }
     }
-    println!(
-        "ATTACK {name} contained sgis-dropped writes={} rss={rss}",
-        plan.writes().len()
-    );
+    SgiOutside::Dropped {
+        writes: plan.writes().len(),
+        rss,
+    }
 }
 
 /// `sgi-self-test`: one SGI to another vCPU of the slice (the receiver set
@@ -75,11 +78,21 @@ pub fn sgi_self_test(ctx: &Context<'_>) {
         "ATTACK {name} attempting sgi1r {:#x} to={target:#x} intid={SELF_TEST_SGI}",
         request.value()
     );
-    let fail = |why: fmt::Arguments<'_>| {
-        println!("ATTACK {name} NOT-CONTAINED sgi-within-slice {why}");
-    };
-    let gic = Gic::from_platform();
+    conclude(
+        Attack::SgiSelfTest,
+        &self_test(ctx, receiver, target, request),
+    );
+}
 
+/// Waits for the receiver's set-up (or sets itself up on a one-CPU machine), enables the
+/// distributor, sends the SGI and waits for it to be taken.
+fn self_test(
+    ctx: &Context<'_>,
+    receiver: Option<usize>,
+    target: u64,
+    request: SgiRequest,
+) -> SelfTest {
+    let gic = Gic::from_platform();
     let setup = match receiver {
         None => Some(gic::prepare_receiver(&gic, SELF_TEST_SGI)),
         Some(_) => {
@@ -93,22 +106,22 @@ pub fn sgi_self_test(ctx: &Context<'_>) {
     match setup {
         None => {
             let vcpu = receiver.unwrap_or(ctx.boot_index);
-            return fail(format_args!("receiver-not-ready vcpu={vcpu}"));
+            return SelfTest::ReceiverNotReady { vcpu };
         }
-        Some(Err(e)) => return fail(format_args!("receiver-failed {e}")),
+        Some(Err(e)) => return SelfTest::ReceiverFailed(e),
         Some(Ok(())) => {}
     }
     if let Err(e) = gic::enable_system_registers() {
-        return fail(format_args!("sender-failed {e}"));
+        return SelfTest::SenderFailed(e);
     }
     if let Err(e) = gic.enable_distributor() {
-        return fail(format_args!("distributor-failed {e}"));
+        return SelfTest::DistributorFailed(e);
     }
 
     let (before, _) = gic::sgis_taken(SELF_TEST_SGI);
     let start = timer::now();
     if let Err(e) = gic::send_sgi(request.value()) {
-        return fail(format_args!("send-failed {e}"));
+        return SelfTest::SendFailed(e);
     }
     let deadline = start + timer::ticks_from_ms(DELIVERY_TIMEOUT_MS);
     loop {
@@ -118,23 +131,28 @@ pub fn sgi_self_test(ctx: &Context<'_>) {
         let (count, by) = gic::sgis_taken(SELF_TEST_SGI);
         if count > before {
             let us = timer::us_from_ticks(timer::now() - start);
-            if by == target {
-                println!(
-                    "ATTACK {name} contained sgi-within-slice delivered to={target:#x} intid={SELF_TEST_SGI} count={} us={us}",
-                    count - before
-                );
+            return if by == target {
+                SelfTest::Delivered {
+                    to: target,
+                    intid: SELF_TEST_SGI,
+                    count: count - before,
+                    us,
+                }
             } else {
-                fail(format_args!(
-                    "wrong-cpu to={target:#x} on={by:#x} intid={SELF_TEST_SGI}"
-                ));
-            }
-            return;
+                SelfTest::WrongCpu {
+                    to: target,
+                    on: by,
+                    intid: SELF_TEST_SGI,
+                }
+            };
         }
         if timer::now() > deadline {
-            return fail(format_args!(
-                "not-delivered to={target:#x} intid={SELF_TEST_SGI} waited-ms={DELIVERY_TIMEOUT_MS} other-irqs={}",
-                gic::other_irqs()
-            ));
+            return SelfTest::NotDelivered {
+                to: target,
+                intid: SELF_TEST_SGI,
+                waited_ms: DELIVERY_TIMEOUT_MS,
+                other_irqs: gic::other_irqs(),
+            };
         }
         timer::pause();
     }
@@ -162,39 +180,18 @@ pub fn spi_foreign(ctx: &Context<'_>) {
         "ATTACK {name} attempting isenabler+ispendr+ipriorityr spis={attacked} irouter{own_spi}={:#x},{:#x} gicd={:#x}",
         routes[0], routes[1], gic.layout.distributor
     );
-    match attack_spis(&gic, &attacked, own_spi, routes) {
-        Ok(readback) => {
-            let verdict = if readback.contained(cpus) {
-                "contained"
-            } else {
-                "NOT-CONTAINED"
-            };
-            println!("ATTACK {name} {verdict} {}", readback.detail(&attacked));
-        }
-        // Refused before the first write: nothing was enabled or routed.
-        Err(SpiError::BeforeWrites(e)) => println!("ATTACK {name} contained {e}"),
-        // Refused later: what earlier writes did is unknown.
-        Err(SpiError::AfterWrites(e)) => println!("ATTACK {name} NOT-CONTAINED unverified {e}"),
-    }
-}
-
-/// Where `spi-foreign` stopped on a refused access.
-enum SpiError {
-    /// While reading the registers before any write.
-    BeforeWrites(GicError),
-    /// After writes had started.
-    AfterWrites(GicError),
-}
-
-/// The writes and read-backs of `spi-foreign`.
-fn attack_spis(
-    gic: &Gic,
-    attacked: &IntidSet,
-    spi: u32,
-    routes: [u64; 2],
-) -> Result<SpiReadback, SpiError> {
-    let before = read_spi_state(gic, attacked, spi).map_err(SpiError::BeforeWrites)?;
-    write_and_read_back(gic, attacked, spi, routes, &before).map_err(SpiError::AfterWrites)
+    let result = read_spi_state(&gic, &attacked, own_spi)
+        .map_err(|e| (SpiStep::Baseline, e))
+        .and_then(|before| write_and_read_back(&gic, &attacked, own_spi, routes, &before));
+    let outcome = match &result {
+        Ok(readback) => SpiForeign::Readback {
+            readback,
+            attacked: &attacked,
+            cpus,
+        },
+        Err((step, e)) => SpiForeign::Unverified(*step, *e),
+    };
+    conclude(Attack::SpiForeign, &outcome);
 }
 
 /// Distributor state `spi-foreign` changes, to put back what a real GIC
@@ -226,31 +223,60 @@ fn read_spi_state(gic: &Gic, attacked: &IntidSet, spi: u32) -> Result<SpiState, 
     Ok(state)
 }
 
+/// One attack write: refused (it faulted) is counted and the attack goes on; not made at all
+/// stops it.
+fn attack_write(
+    result: Result<(), GicError>,
+    refused: &mut u32,
+) -> Result<(), (SpiStep, GicError)> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.refused() => {
+            *refused += 1;
+            Ok(())
+        }
+        Err(e) => Err((SpiStep::Write, e)),
+    }
+}
+
 fn write_and_read_back(
     gic: &Gic,
     attacked: &IntidSet,
     spi: u32,
     routes: [u64; 2],
     before: &SpiState,
-) -> Result<SpiReadback, GicError> {
+) -> Result<SpiReadback, (SpiStep, GicError)> {
     let reg32 = |base: u64, word: usize| gic.gicd(base + 4 * word as u64);
     let irouter = gic.gicd(gicd::IROUTER + 8 * u64::from(spi));
+    let read32 =
+        |addr: u64, register| gic::read32(addr, register).map_err(|e| (SpiStep::Readback, e));
+    let mut refused = 0;
 
     // The attack.
     for (w, bits) in attacked.words() {
-        gic::write32(reg32(gicd::ISENABLER, w), bits, "gicd_isenabler")?;
-        gic::write32(reg32(gicd::ISPENDR, w), bits, "gicd_ispendr")?;
+        attack_write(
+            gic::write32(reg32(gicd::ISENABLER, w), bits, "gicd_isenabler"),
+            &mut refused,
+        )?;
+        attack_write(
+            gic::write32(reg32(gicd::ISPENDR, w), bits, "gicd_ispendr"),
+            &mut refused,
+        )?;
     }
     let foreign_priority = u32::from_ne_bytes([FOREIGN_PRIORITY; 4]);
     for k in attacked.byte_words() {
         let mask = attacked.byte_mask(k);
         let value = (before.priority[k] & !mask) | (foreign_priority & mask);
-        gic::write32(reg32(gicd::IPRIORITYR, k), value, "gicd_ipriorityr")?;
+        attack_write(
+            gic::write32(reg32(gicd::IPRIORITYR, k), value, "gicd_ipriorityr"),
+            &mut refused,
+        )?;
     }
     let mut routes_back = [(0u64, 0u64); 2];
     for (slot, &value) in routes_back.iter_mut().zip(&routes) {
-        gic::write64(irouter, value, "gicd_irouter")?;
-        *slot = (value, gic::read64(irouter, "gicd_irouter")?);
+        attack_write(gic::write64(irouter, value, "gicd_irouter"), &mut refused)?;
+        let back = gic::read64(irouter, "gicd_irouter").map_err(|e| (SpiStep::Readback, e))?;
+        *slot = (value, back);
     }
 
     // What stuck.
@@ -261,16 +287,17 @@ fn write_and_read_back(
         prioritized: IntidSet::new(),
         routed_spi: spi,
         routes: routes_back,
+        refused_writes: refused,
     };
     for (w, bits) in attacked.words() {
-        let enabled = gic::read32(reg32(gicd::ISENABLER, w), "gicd_isenabler")?;
+        let enabled = read32(reg32(gicd::ISENABLER, w), "gicd_isenabler")?;
         readback.enabled.set_word(w, enabled & bits);
-        let pending = gic::read32(reg32(gicd::ISPENDR, w), "gicd_ispendr")?;
+        let pending = read32(reg32(gicd::ISPENDR, w), "gicd_ispendr")?;
         readback.pending.set_word(w, pending & bits);
     }
     let mut priority_after = [0u32; 8 * BIT_WORDS];
     for k in attacked.byte_words() {
-        let value = gic::read32(reg32(gicd::IPRIORITYR, k), "gicd_ipriorityr")?;
+        let value = read32(reg32(gicd::IPRIORITYR, k), "gicd_ipriorityr")?;
         priority_after[k] = value;
         for byte in 0..4u32 {
             let intid = 4 * k as u32 + byte;
@@ -279,45 +306,82 @@ fn write_and_read_back(
             }
         }
     }
+    undo(gic, attacked, &readback, &priority_after, before);
+    Ok(readback)
+}
 
-    // Undo what stuck (natively; under the microvisor nothing does).
+/// Puts back what stuck (natively; under the microvisor nothing does). Best effort: the
+/// verdict is already known from the read-back, and anything that stuck is in it.
+fn undo(
+    gic: &Gic,
+    attacked: &IntidSet,
+    readback: &SpiReadback,
+    priority_after: &[u32; 8 * BIT_WORDS],
+    before: &SpiState,
+) {
+    let reg32 = |base: u64, word: usize| gic.gicd(base + 4 * word as u64);
+    let irouter = gic.gicd(gicd::IROUTER + 8 * u64::from(readback.routed_spi));
+    let mut failed = None;
+    let mut put_back = |result: Result<(), GicError>| {
+        if let Err(e) = result {
+            failed.get_or_insert(e);
+        }
+    };
     for (w, _) in attacked.words() {
         let enabled = readback.enabled.word(w) & !before.enabled[w];
         if enabled != 0 {
-            gic::write32(reg32(gicd::ICENABLER, w), enabled, "gicd_icenabler")?;
+            put_back(gic::write32(
+                reg32(gicd::ICENABLER, w),
+                enabled,
+                "gicd_icenabler",
+            ));
         }
         let pending = readback.pending.word(w) & !before.pending[w];
         if pending != 0 {
-            gic::write32(reg32(gicd::ICPENDR, w), pending, "gicd_icpendr")?;
+            put_back(gic::write32(
+                reg32(gicd::ICPENDR, w),
+                pending,
+                "gicd_icpendr",
+            ));
         }
     }
     for k in attacked.byte_words() {
         if priority_after[k] != before.priority[k] {
-            gic::write32(
+            put_back(gic::write32(
                 reg32(gicd::IPRIORITYR, k),
                 before.priority[k],
                 "gicd_ipriorityr",
-            )?;
+            ));
         }
     }
-    gic::write64(irouter, before.route, "gicd_irouter")?;
-    Ok(readback)
+    put_back(gic::write64(irouter, before.route, "gicd_irouter"));
+    if let Some(e) = failed {
+        println!("PROBE WARN attack spi-foreign could not undo its writes: {e}");
+    }
 }
 
 /// `gicr-foreign`: GICR_TYPER of the redistributor frame right after the
 /// slice's last vCPU. Under the microvisor that frame is outside the
 /// slice's devices and the slice stops; a value read back is NOT-CONTAINED.
+/// Where that frame is depends on the stride frame 0's GICR_TYPER gives.
 pub fn gicr_foreign(ctx: &Context<'_>) {
     let name = Attack::GicrForeign.name();
     let own = [smp::own_affinity()];
     let vcpus = slice_cpus(ctx.platform, &own).len() as u64;
     let gic = Gic::from_platform();
-    let addr = gic.gicr_base() + vcpus * gic.gicr_stride() + gicr::TYPER;
+    let base = gic.gicr_base();
+    let stride = gic::read64(base + gicr::TYPER, "gicr_typer")
+        .map(|typer| RedistributorType(typer).frame_stride());
+    let addr = base + vcpus * stride.unwrap_or(gicr::STRIDE_V3) + gicr::TYPER;
     println!("ATTACK {name} attempting read64 {addr:#x}");
-    match gic::read64(addr, "gicr_typer") {
-        Ok(v) => println!("ATTACK {name} NOT-CONTAINED read64 {addr:#x} returned {v:#x}"),
-        Err(e) => println!("ATTACK {name} contained {e}"),
-    }
+    let outcome = match stride {
+        Err(e) => GicrForeign::NoStride(e),
+        Ok(_) => match gic::read64(addr, "gicr_typer") {
+            Ok(value) => GicrForeign::Read { addr, value },
+            Err(e) => GicrForeign::Failed(e),
+        },
+    };
+    conclude(Attack::GicrForeign, &outcome);
 }
 
 /// `gicr-own`: GICR_TYPER of each of the slice's redistributor frames: frame
@@ -336,23 +400,13 @@ pub fn gicr_own(ctx: &Context<'_>) {
     for (frame, typer) in typers.iter_mut().enumerate().take(cpus.len()) {
         match gic::read64(base + frame as u64 * stride + gicr::TYPER, "gicr_typer") {
             Ok(v) => *typer = v,
-            Err(e) => {
-                println!("ATTACK {name} NOT-CONTAINED frame={frame} {e}");
-                return;
+            Err(error) => {
+                return conclude(Attack::GicrOwn, &GicrOwn::FrameFailed { frame, error });
             }
         }
     }
-    let typers = &typers[..cpus.len()];
-    match check_redistributors(typers, cpus) {
-        Ok(()) => {
-            let last = typers
-                .last()
-                .map_or(0, |&t| RedistributorType(t).affinity());
-            println!(
-                "ATTACK {name} contained typer-ok frames={} last-affinity={last:#x}",
-                cpus.len()
-            );
-        }
-        Err(mismatch) => println!("ATTACK {name} NOT-CONTAINED {mismatch}"),
-    }
+    conclude(
+        Attack::GicrOwn,
+        &gicr_own_outcome(&typers[..cpus.len()], cpus),
+    );
 }

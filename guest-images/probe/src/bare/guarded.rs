@@ -6,11 +6,11 @@
 //! interface). Under the microvisor an access outside the slice's devices
 //! stops the slice before anything returns.
 
-use core::fmt;
-
 use aarch64_cpu::registers::{FAR_EL1, Readable};
 
-use super::{entry, mmu};
+pub use microvisor_probe::fault::Fault;
+
+use super::mmu;
 
 /// x0/x1 of a guarded routine (AAPCS64 returns a 16-byte composite there).
 #[repr(C)]
@@ -30,42 +30,6 @@ unsafe extern "C" {
     fn probe_guarded_read_icc_sre_el1() -> Outcome;
     fn probe_guarded_write_icc_sre_el1(value: u64) -> Outcome;
     fn probe_guarded_write_icc_sgi1r_el1(value: u64) -> Outcome;
-}
-
-/// Why a guarded access did not complete.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// It took a synchronous exception.
-    Exception {
-        /// ESR_EL1.
-        esr: u64,
-        /// FAR_EL1 (UNKNOWN unless the exception is an abort).
-        far: u64,
-    },
-    /// The address is beyond what the probe's tables can map.
-    Unaddressable,
-}
-
-/// Whether ESR_ELx.EC is an instruction or data abort (FAR valid).
-fn is_abort(esr: u64) -> bool {
-    matches!((esr >> 26) & 0x3f, 0x20 | 0x21 | 0x24 | 0x25)
-}
-
-/// `fault <class> esr=0x..[ far=0x..]` (FAR for aborts only) or
-/// `unaddressable`.
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Fault::Exception { esr, far } => {
-                write!(f, "fault {} esr={esr:#x}", entry::exception_class_name(esr))?;
-                if is_abort(esr) {
-                    write!(f, " far={far:#x}")?;
-                }
-                Ok(())
-            }
-            Fault::Unaddressable => f.write_str("unaddressable"),
-        }
-    }
 }
 
 fn result(outcome: Outcome) -> Result<u64, Fault> {

@@ -16,14 +16,15 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use microvisor_probe::cmdline::Attack;
 use microvisor_probe::nvme::attacks::{
-    AdminContext, DoorbellWrite, Findings, LbaCase, NSID_CASES, Outcome, PrpCase, QueueCase,
-    QueueContext, REFUSED_ADMIN, admin_buffer_words, cq_cases, doorbell_writes, lba_outside_cases,
-    refused_admin_command, sgl_read, sq_cases,
+    AdminContext, DoorbellWrite, Findings, Flip, LbaCase, NSID_CASES, Outcome, PrpCase, QueueCase,
+    QueueContext, REFUSED_ADMIN, Round, admin_buffer_words, cq_cases, doorbell_writes,
+    lba_outside_cases, refused_admin_command, sgl_read, sq_cases,
 };
 use microvisor_probe::nvme::pattern::{self, Blocks};
 use microvisor_probe::nvme::prp::EntryKind;
 use microvisor_probe::nvme::{Command, Completion, FUSE_FIRST, FUSE_SECOND, PAGE_SIZE, io};
 use microvisor_probe::text::Text;
+use microvisor_probe::verdict::Verdict;
 
 use super::attacks::Context;
 use super::console::println;
@@ -64,8 +65,8 @@ pub fn run(attack: Attack, ctx: &Context<'_>) {
     let name = attack.name();
     let mut guard = CONTROLLER.lock();
     let Some(c) = guard.as_mut() else {
-        println!("PROBE WARN attack {name} needs an NVMe controller");
-        return;
+        println!("ATTACK {name} attempting no-controller");
+        return unverified(name, "no-nvme-controller");
     };
     let seed = pattern::slice_seed(ctx.platform.slice_name.as_bytes());
     let outside = ctx.platform.memory_end();
@@ -123,7 +124,7 @@ fn verdict(name: &str, findings: &Findings) {
 /// Prints `NOT-CONTAINED unverified <why>` when an attack could not even
 /// be set up (nothing was proven).
 fn unverified(name: &str, why: impl core::fmt::Display) {
-    println!("ATTACK {name} NOT-CONTAINED unverified {why}");
+    println!("ATTACK {name} {} {why}", Verdict::Unverified);
 }
 
 /// Blocks spanning `pages` pages (at least one block).
@@ -190,7 +191,7 @@ fn prp_outside(c: &mut Controller, env: &Env, name: &str) {
         for case in [PrpCase::Prp1, PrpCase::ListEntry] {
             let label = format_args!("write-{}", case.name());
             if let Err(e) = prepare_scratch(c, env, blocks) {
-                findings.add(label, format_args!("scratch-write-{e}"), true);
+                findings.unverified(label, format_args!("scratch-write-{e}"));
                 continue;
             }
             let result = prp_attempt(c, env, case, true, outside);
@@ -201,7 +202,7 @@ fn prp_outside(c: &mut Controller, env: &Env, name: &str) {
             match scratch_intact(c, env, blocks) {
                 Some(true) => findings.expect_refused(label, result),
                 Some(false) => findings.add(label, format_args!("{result},blocks-changed"), true),
-                None => findings.add(label, format_args!("{result},readback-failed"), true),
+                None => findings.unverified(label, format_args!("{result},readback-failed")),
             }
         }
     }
@@ -298,8 +299,7 @@ fn prp_toctou(c: &mut Controller, env: &Env, name: &str) {
             ("decoy", c.dma.data2)
         };
         let r = toctou_round(c, env, pages, blocks, Rewrite::AfterDoorbell(redirect));
-        let breach = !r.result.succeeded() || r.pages_ok != pages || r.decoy_hit != 0;
-        findings.add(format_args!("round{round}-{label}"), r, breach);
+        findings.record(format_args!("round{round}-{label}"), r, r.after_doorbell());
     }
     control_round(c, env, pages, blocks, &mut findings);
     verdict(name, &findings);
@@ -336,16 +336,19 @@ fn prp_flip(c: &mut Controller, env: &Env, name: &str) {
     let mut findings = Findings::new();
     control_round(c, env, pages, blocks, &mut findings);
     let (mut refused, mut clean) = (0, 0);
-    let mut bad = None;
+    let (mut bad, mut failed) = (None, None);
     FLIP_OUTSIDE.store(env.outside, Ordering::Relaxed);
     for _ in 0..FLIP_ROUNDS {
         let r = toctou_round(c, env, pages, blocks, Rewrite::Flipped);
-        if r.result.refused() {
-            refused += 1;
-        } else if r.result.succeeded() && r.pages_ok == pages && r.decoy_hit == 0 {
-            clean += 1;
-        } else if bad.is_none() {
-            bad = Some(r);
+        match r.flip() {
+            Flip::Refused => refused += 1,
+            Flip::Clean => clean += 1,
+            Flip::Breach => {
+                bad.get_or_insert(r);
+            }
+            Flip::Unverified => {
+                failed.get_or_insert(r);
+            }
         }
     }
     FLIP_STATE.store(FLIP_DONE, Ordering::Release);
@@ -357,8 +360,11 @@ fn prp_flip(c: &mut Controller, env: &Env, name: &str) {
     if let Some(r) = bad {
         findings.add("breach", r, true);
     }
+    if let Some(r) = failed {
+        findings.unverified("not-run", r);
+    }
     if flips == 0 {
-        findings.add("flipper", "not-running", true);
+        findings.unverified("flipper", "not-running");
     }
     verdict(name, &findings);
 }
@@ -380,26 +386,7 @@ fn toctou_setup(c: &Controller, _env: &Env, name: &str) -> Option<(u64, u64)> {
 /// doorbell; all data must land in the decoy.
 fn control_round(c: &mut Controller, env: &Env, pages: u64, blocks: u64, findings: &mut Findings) {
     let r = toctou_round(c, env, pages, blocks, Rewrite::Control);
-    let breach = !r.result.succeeded() || r.decoy_hit != pages;
-    findings.add("control-decoy", r, breach);
-}
-
-/// What one `nvme-prp-toctou` round saw.
-struct Round {
-    result: Outcome,
-    pages_ok: u64,
-    pages: u64,
-    decoy_hit: u64,
-}
-
-impl core::fmt::Display for Round {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "{},original-pages-ok={}/{},decoy-pages-hit={}",
-            self.result, self.pages_ok, self.pages, self.decoy_hit
-        )
-    }
+    findings.record("control-decoy", r, r.control());
 }
 
 /// One read of `pages` pages from the scratch area into the first data
@@ -636,7 +623,7 @@ fn lba_outside(c: &mut Controller, env: &Env, name: &str) {
         super::nvme_io::Check::Intact => findings.note("last-block=intact"),
         super::nvme_io::Check::Corrupt(_) => findings.add("last-block", "changed", true),
         super::nvme_io::Check::Error(e, _) => {
-            findings.add("last-block", format_args!("read-{e}"), true)
+            findings.unverified("last-block", format_args!("read-{e}"))
         }
     }
     verdict(name, &findings);
@@ -669,7 +656,7 @@ fn nsid(c: &mut Controller, env: &Env, name: &str) {
     match scratch_intact(c, env, 1) {
         Some(true) => findings.note("own-block=intact"),
         Some(false) => findings.add("own-block", "changed", true),
-        None => findings.add("own-block", "readback-failed", true),
+        None => findings.unverified("own-block", "readback-failed"),
     }
     verdict(name, &findings);
 }
@@ -772,7 +759,7 @@ fn sgl_fused(c: &mut Controller, env: &Env, name: &str) {
             findings.expect_refused("fused-compare", r1);
             findings.expect_refused("fused-write", r2);
         }
-        Err(e) => findings.add("fused", format_args!("not-sent({e})"), true),
+        Err(e) => findings.unverified("fused", format_args!("not-sent({e})")),
     }
 
     let lone = Command::rw(io::READ, NSID, env.scratch, 1)
@@ -798,7 +785,7 @@ fn sgl_fused(c: &mut Controller, env: &Env, name: &str) {
     match scratch_intact(c, env, 1) {
         Some(true) => findings.note("block=intact"),
         Some(false) => findings.add("block", "changed", true),
-        None => findings.add("block", "readback-failed", true),
+        None => findings.unverified("block", "readback-failed"),
     }
     verdict(name, &findings);
 }
@@ -916,7 +903,8 @@ fn queue_outside(c: &mut Controller, env: &Env, name: &str) {
             }
             let _ = c.exec(0, Command::delete_cq(free), ADMIN_TIMEOUT_MS);
         }
-        other => findings.add("good-cq", outcome(other), true),
+        // Without a good CQ the SQ cases cannot be tried.
+        other => findings.unverified("good-cq", outcome(other)),
     }
     let restored = c.create_io_pair(free).and_then(|()| {
         let one = Blocks {

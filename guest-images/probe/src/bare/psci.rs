@@ -4,38 +4,9 @@
 
 use microvisor_probe::dt::Conduit;
 
-/// PSCI_VERSION.
-pub const PSCI_VERSION: u64 = 0x8400_0000;
-/// CPU_ON, SMC64.
-pub const CPU_ON: u64 = 0xC400_0003;
-/// AFFINITY_INFO, SMC64.
-pub const AFFINITY_INFO: u64 = 0xC400_0004;
-/// SYSTEM_OFF.
-pub const SYSTEM_OFF: u64 = 0x8400_0008;
-/// SYSTEM_RESET.
-pub const SYSTEM_RESET: u64 = 0x8400_0009;
-
-/// SMCCC/PSCI NOT_SUPPORTED.
-pub const NOT_SUPPORTED: i64 = -1;
-/// PSCI INVALID_PARAMETERS.
-pub const INVALID_PARAMETERS: i64 = -2;
-
-/// Short name of a PSCI return code (PSCI §5.2.2).
-pub fn status_name(ret: i64) -> &'static str {
-    match ret {
-        0 => "SUCCESS",
-        -1 => "NOT_SUPPORTED",
-        -2 => "INVALID_PARAMETERS",
-        -3 => "DENIED",
-        -4 => "ALREADY_ON",
-        -5 => "ON_PENDING",
-        -6 => "INTERNAL_FAILURE",
-        -7 => "NOT_PRESENT",
-        -8 => "DISABLED",
-        -9 => "INVALID_ADDRESS",
-        _ => "UNKNOWN",
-    }
-}
+pub use microvisor_probe::psci::{
+    AFFINITY_INFO, CPU_ON, PSCI_VERSION, SYSTEM_OFF, SYSTEM_RESET, status_name,
+};
 
 /// `hvc #0` with function `fid` and three arguments; returns x0.
 pub fn hvc(fid: u64, a1: u64, a2: u64, a3: u64) -> i64 {

@@ -2,12 +2,15 @@
 //! (built here, sent by `bare::nvme_attacks`), and how one compact outcome
 //! line is assembled. Every case expects the command to fail with an NVMe
 //! error status (or the slice to be stopped by the hypervisor, which ends
-//! the run before any verdict); a success is a breach.
+//! the run before any verdict); a success is a breach, and a case the probe
+//! could not send (or whose preparation failed) makes the attack
+//! `unverified`, never `contained`.
 
 use core::fmt::{self, Write};
 
 use super::{Command, Status, admin, io};
 use crate::text::Text;
+use crate::verdict::Verdict;
 
 /// How one attacking command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,16 +47,46 @@ impl Outcome {
     pub fn succeeded(&self) -> bool {
         matches!(self, Outcome::Status(s) if s.is_success())
     }
+
+    /// What this outcome says about a command that must be refused: an error status holds
+    /// containment, a success or a timeout (neither refused nor stopping the slice) breaks
+    /// it, a command the probe could not send proves nothing, a skipped case does not apply.
+    pub fn expected_refusal(&self) -> Case {
+        match self {
+            Outcome::Status(s) if !s.is_success() => Case::Held,
+            Outcome::Status(_) | Outcome::Timeout(_) => Case::Breach,
+            Outcome::NotSent(_) => Case::Unverified,
+            Outcome::Skipped(_) => Case::NotApplicable,
+        }
+    }
 }
 
-/// Collects `label=outcome` items for the outcome line and whether any
-/// case breached containment.
+/// What one case of an attack says about containment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Case {
+    /// The case was attempted and the hypervisor held.
+    Held,
+    /// The case was attempted and got through.
+    Breach,
+    /// The probe could not attempt the case (its preparation failed): nothing proven.
+    Unverified,
+    /// The case does not exist on this controller (e.g. no queue size beyond MQES).
+    NotApplicable,
+}
+
+/// Collects `label=outcome` items for the outcome line and what each case says. The verdict:
+/// `NOT-CONTAINED` if any case breached containment; else `NOT-CONTAINED unverified` if any
+/// case could not be attempted, or none was attempted at all; else `contained`.
 pub struct Findings {
     /// The microvisor splits console lines at 1024 bytes; with the
-    /// `ATTACK <name> NOT-CONTAINED ` prefix and ` ...` this stays below.
-    text: Text<960>,
+    /// `ATTACK <name> NOT-CONTAINED unverified ` prefix and ` ...` this stays below.
+    text: Text<950>,
     /// Cases that breached containment.
     pub breaches: u32,
+    /// Cases the probe could not attempt.
+    pub unverified: u32,
+    /// Cases attempted (held or breached).
+    pub attempted: u32,
     /// Cases recorded.
     pub cases: u32,
 }
@@ -70,12 +103,14 @@ impl Findings {
         Self {
             text: Text::new(),
             breaches: 0,
+            unverified: 0,
+            attempted: 0,
             cases: 0,
         }
     }
 
-    /// Records `label=outcome`; `breach` says whether it broke containment.
-    pub fn add(&mut self, label: impl fmt::Display, outcome: impl fmt::Display, breach: bool) {
+    /// Records `label=outcome` as `case`.
+    pub fn record(&mut self, label: impl fmt::Display, outcome: impl fmt::Display, case: Case) {
         let sep = if self.text.as_bytes().is_empty() {
             ""
         } else {
@@ -83,14 +118,31 @@ impl Findings {
         };
         let _ = write!(self.text, "{sep}{label}={outcome}");
         self.cases += 1;
-        self.breaches += u32::from(breach);
+        match case {
+            Case::Held => self.attempted += 1,
+            Case::Breach => {
+                self.attempted += 1;
+                self.breaches += 1;
+            }
+            Case::Unverified => self.unverified += 1,
+            Case::NotApplicable => {}
+        }
     }
 
-    /// Records a case that must be refused: a success or a timeout (the
-    /// command was neither refused nor stopped the slice) is a breach.
+    /// Records an attempted case `label=outcome`; `breach` says whether it broke containment.
+    pub fn add(&mut self, label: impl fmt::Display, outcome: impl fmt::Display, breach: bool) {
+        let case = if breach { Case::Breach } else { Case::Held };
+        self.record(label, outcome, case);
+    }
+
+    /// Records `label=why` for a case (or a step) the probe could not carry out.
+    pub fn unverified(&mut self, label: impl fmt::Display, why: impl fmt::Display) {
+        self.record(label, why, Case::Unverified);
+    }
+
+    /// Records a case that must be refused (see [`Outcome::expected_refusal`]).
     pub fn expect_refused(&mut self, label: impl fmt::Display, outcome: Outcome) {
-        let breach = !outcome.refused() && !matches!(outcome, Outcome::Skipped(_));
-        self.add(label, outcome, breach);
+        self.record(label, outcome, outcome.expected_refusal());
     }
 
     /// Appends a free-form note (no `=`).
@@ -103,12 +155,14 @@ impl Findings {
         let _ = write!(self.text, "{sep}{note}");
     }
 
-    /// `contained` or `NOT-CONTAINED`.
-    pub fn verdict(&self) -> &'static str {
-        if self.breaches == 0 {
-            "contained"
+    /// The verdict (see [`Findings`]).
+    pub fn verdict(&self) -> Verdict {
+        if self.breaches != 0 {
+            Verdict::NotContained
+        } else if self.unverified != 0 || self.attempted == 0 {
+            Verdict::Unverified
         } else {
-            "NOT-CONTAINED"
+            Verdict::Contained
         }
     }
 
@@ -120,6 +174,81 @@ impl Findings {
     /// Whether items were dropped for lack of room.
     pub fn truncated(&self) -> bool {
         self.text.is_truncated()
+    }
+}
+
+/// What one `nvme-prp-toctou`/`nvme-prp-flip` round saw: the read's outcome, how many pages
+/// of the original buffer got the right data, how many of the decoy buffer did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Round {
+    /// The read.
+    pub result: Outcome,
+    /// Pages of the original buffer holding the data read.
+    pub pages_ok: u64,
+    /// Pages read.
+    pub pages: u64,
+    /// Pages of the decoy buffer holding the data read.
+    pub decoy_hit: u64,
+}
+
+/// How an `nvme-prp-flip` round ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flip {
+    /// Refused with an error status.
+    Refused,
+    /// Succeeded with all data in the original buffer and none in the decoy.
+    Clean,
+    /// Anything else: data went elsewhere, or the read timed out.
+    Breach,
+    /// The probe could not run the round.
+    Unverified,
+}
+
+impl Round {
+    /// Whether the read succeeded with all data in the original buffer and none in the decoy.
+    fn clean(&self) -> bool {
+        self.result.succeeded() && self.pages_ok == self.pages && self.decoy_hit == 0
+    }
+
+    /// A round whose PRPs were rewritten after the doorbell: the device must see them as they
+    /// were at the doorbell, so the read must succeed into the original buffer.
+    pub fn after_doorbell(&self) -> Case {
+        match self.result {
+            Outcome::NotSent(_) | Outcome::Skipped(_) => Case::Unverified,
+            _ if self.clean() => Case::Held,
+            _ => Case::Breach,
+        }
+    }
+
+    /// The control round (PRPs pointed at the decoy before the doorbell): every page must
+    /// land in the decoy, or the check cannot see where data goes and proves nothing.
+    pub fn control(&self) -> Case {
+        if self.result.succeeded() && self.decoy_hit == self.pages {
+            Case::Held
+        } else {
+            Case::Unverified
+        }
+    }
+
+    /// A round whose list entries another vCPU flipped meanwhile: refused or clean.
+    pub fn flip(&self) -> Flip {
+        match self.result {
+            Outcome::NotSent(_) | Outcome::Skipped(_) => Flip::Unverified,
+            _ if self.result.refused() => Flip::Refused,
+            _ if self.clean() => Flip::Clean,
+            _ => Flip::Breach,
+        }
+    }
+}
+
+/// `<outcome>,original-pages-ok=<n>/<pages>,decoy-pages-hit=<n>`.
+impl fmt::Display for Round {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{},original-pages-ok={}/{},decoy-pages-hit={}",
+            self.result, self.pages_ok, self.pages, self.decoy_hit
+        )
     }
 }
 
@@ -529,17 +658,117 @@ mod tests {
         let mut f = Findings::new();
         f.expect_refused("0x80", Outcome::Status(Status::new(0, 1)));
         f.expect_refused("size", Outcome::Skipped("mqes-max"));
-        assert_eq!(f.verdict(), "contained");
+        assert_eq!(f.verdict(), Verdict::Contained);
         f.expect_refused("0x7c", Outcome::Status(Status::SUCCESS));
         f.expect_refused("0x84", Outcome::Timeout(5000));
         f.note("reset");
         f.add("stray", 0, false);
-        assert_eq!(f.verdict(), "NOT-CONTAINED");
-        assert_eq!((f.breaches, f.cases), (2, 5));
+        assert_eq!(f.verdict(), Verdict::NotContained);
+        assert_eq!((f.breaches, f.attempted, f.cases), (2, 4, 5));
         assert_eq!(
             f.text(),
             "0x80=invalid-opcode(0/0x01) size=skipped(mqes-max) 0x7c=success(0/0x00) \
              0x84=timeout(5000ms) reset stray=0"
+        );
+    }
+
+    #[test]
+    fn a_case_that_was_not_sent_is_unverified_not_contained() {
+        let mut f = Findings::new();
+        f.expect_refused("read-prp1", Outcome::Status(Status::new(0, 4)));
+        f.expect_refused("read-prp2", Outcome::NotSent("queue-full"));
+        assert_eq!(f.verdict(), Verdict::Unverified);
+        assert_eq!(f.unverified, 1);
+        // A breach still wins: something did get through.
+        f.expect_refused("write-prp1", Outcome::Status(Status::SUCCESS));
+        assert_eq!(f.verdict(), Verdict::NotContained);
+    }
+
+    #[test]
+    fn a_failed_preparation_is_unverified() {
+        let mut f = Findings::new();
+        f.expect_refused("cq-prp-outside", Outcome::Status(Status::new(1, 2)));
+        f.unverified("good-cq", "timeout(5000ms)");
+        assert_eq!(f.verdict(), Verdict::Unverified);
+        assert_eq!(
+            f.text(),
+            "cq-prp-outside=invalid-queue-size(1/0x02) good-cq=timeout(5000ms)"
+        );
+    }
+
+    #[test]
+    fn nothing_attempted_is_unverified() {
+        let f = Findings::new();
+        assert_eq!(f.verdict(), Verdict::Unverified);
+        let mut skipped = Findings::new();
+        skipped.expect_refused("read-prp1", Outcome::Skipped("mdts"));
+        skipped.expect_refused("read-prp2", Outcome::Skipped("mdts"));
+        skipped.note("at=0x48000000");
+        assert_eq!(skipped.verdict(), Verdict::Unverified);
+    }
+
+    fn round(result: Outcome, pages_ok: u64, decoy_hit: u64) -> Round {
+        Round {
+            result,
+            pages_ok,
+            pages: 8,
+            decoy_hit,
+        }
+    }
+
+    #[test]
+    fn toctou_rounds() {
+        let ok = Outcome::Status(Status::SUCCESS);
+        assert_eq!(round(ok, 8, 0).after_doorbell(), Case::Held);
+        assert_eq!(round(ok, 0, 0).after_doorbell(), Case::Breach);
+        assert_eq!(round(ok, 8, 1).after_doorbell(), Case::Breach);
+        assert_eq!(
+            round(Outcome::Status(Status::new(0, 4)), 0, 0).after_doorbell(),
+            Case::Breach,
+            "the device saw the rewritten entries"
+        );
+        assert_eq!(
+            round(Outcome::Timeout(1), 0, 0).after_doorbell(),
+            Case::Breach
+        );
+        assert_eq!(
+            round(Outcome::NotSent("queue-full"), 0, 0).after_doorbell(),
+            Case::Unverified
+        );
+        assert_eq!(
+            round(ok, 8, 0).to_string(),
+            "success(0/0x00),original-pages-ok=8/8,decoy-pages-hit=0"
+        );
+    }
+
+    #[test]
+    fn a_control_round_that_misses_the_decoy_proves_nothing() {
+        let ok = Outcome::Status(Status::SUCCESS);
+        assert_eq!(round(ok, 0, 8).control(), Case::Held);
+        assert_eq!(round(ok, 8, 0).control(), Case::Unverified);
+        assert_eq!(
+            round(Outcome::Status(Status::new(0, 4)), 0, 0).control(),
+            Case::Unverified
+        );
+        assert_eq!(
+            round(Outcome::NotSent("prp"), 0, 0).control(),
+            Case::Unverified
+        );
+    }
+
+    #[test]
+    fn flipped_rounds() {
+        let ok = Outcome::Status(Status::SUCCESS);
+        assert_eq!(round(ok, 8, 0).flip(), Flip::Clean);
+        assert_eq!(
+            round(Outcome::Status(Status::new(0, 4)), 0, 0).flip(),
+            Flip::Refused
+        );
+        assert_eq!(round(ok, 7, 0).flip(), Flip::Breach);
+        assert_eq!(round(Outcome::Timeout(10), 0, 0).flip(), Flip::Breach);
+        assert_eq!(
+            round(Outcome::NotSent("flipper-not-running"), 0, 0).flip(),
+            Flip::Unverified
         );
     }
 
