@@ -427,7 +427,7 @@ fn nvme_shares_larger_than_the_disk_or_its_queues_are_refused_at_boot() {
         .disk(1 << 30)
         .plan(&two((1, "768MiB"), (1, "512MiB")))
         .refused_at_boot(
-            r#"plan does not fit this node: slice "b": nvme\.size: asks for 512 MiB but only 256 MiB of the 1 GiB NVMe namespace are left"#,
+            r#"plan does not fit this node: slice "b": nvme\.size: asks for 512 MiB but only 256 MiB of the 1 GiB NVMe namespace is left"#,
         )
         .run();
     Scenario::new("nvme_refuse_queues")

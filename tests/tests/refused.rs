@@ -14,7 +14,7 @@ fn more_cores_than_the_node_has() {
             probe_slice("b", "2", "64MiB", ""),
         ]))
         .refused_at_boot(
-            r#"slice "b": cores: asks for 2 cores but only 1 are left \(node has 2 cores\)"#,
+            r#"slice "b": cores: asks for 2 cores but only 1 is left \(node has 2 cores\)"#,
         )
         .run();
 }

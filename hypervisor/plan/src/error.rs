@@ -317,7 +317,8 @@ impl fmt::Display for Problem {
                 cores_on_node,
             } => write!(
                 f,
-                "asks for {asked} cores but only {left} are left (node has {cores_on_node} cores)"
+                "asks for {asked} cores but {} (node has {cores_on_node} cores)",
+                Left(u64::from(*left))
             ),
             Problem::NotEnoughMemory {
                 asked,
@@ -332,7 +333,7 @@ impl fmt::Display for Problem {
             ),
             Problem::NotEnoughDisk { asked, left, disk } => write!(
                 f,
-                "asks for {} but only {} of the {} NVMe namespace are left",
+                "asks for {} but only {} of the {} NVMe namespace is left",
                 HumanSize(*asked),
                 HumanSize(*left),
                 HumanSize(*disk)
@@ -343,9 +344,23 @@ impl fmt::Display for Problem {
                 controller,
             } => write!(
                 f,
-                "asks for {asked} queue pairs but only {left} are left (the NVMe controller grants {controller})"
+                "asks for {asked} queue pairs but {} (the NVMe controller grants {controller})",
+                Left(u64::from(*left))
             ),
             Problem::NoNvme(why) => write!(f, "the node has no usable NVMe controller ({why})"),
+        }
+    }
+}
+
+/// "only N are left", in good English for 0 and 1 too.
+struct Left(u64);
+
+impl fmt::Display for Left {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => f.write_str("none are left"),
+            1 => f.write_str("only 1 is left"),
+            n => write!(f, "only {n} are left"),
         }
     }
 }
@@ -843,5 +858,12 @@ mod tests {
             error.with_slice("a").to_string(),
             "slice \"a\": kernel: empty path"
         );
+    }
+
+    #[test]
+    fn counts_left_read_as_english() {
+        assert_eq!(alloc::format!("{}", Left(0)), "none are left");
+        assert_eq!(alloc::format!("{}", Left(1)), "only 1 is left");
+        assert_eq!(alloc::format!("{}", Left(3)), "only 3 are left");
     }
 }

@@ -420,7 +420,7 @@ mod tests {
         assert_eq!(error.field, Field::NvmeSize);
         assert_eq!(
             alloc::format!("{error}"),
-            "slice \"a\": nvme.size: asks for 8 GiB but only 4 GiB of the 4 GiB NVMe namespace are left"
+            "slice \"a\": nvme.size: asks for 8 GiB but only 4 GiB of the 4 GiB NVMe namespace is left"
         );
         let exact = plan(vec![with_nvme(
             slice("a", Cores::Count(1), GIB),
