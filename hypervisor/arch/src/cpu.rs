@@ -1,4 +1,6 @@
-//! This core: identity, waiting, the system counter, halting.
+//! This core: identity, waiting, the system counter and bounded waits on it, halting.
+
+use core::time::Duration;
 
 use aarch64_cpu::asm;
 use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1, TPIDR_EL2};
@@ -40,6 +42,45 @@ pub fn counter() -> u64 {
 /// Frequency of the system counter in Hz.
 pub fn counter_frequency() -> u64 {
     CNTFRQ_EL0.get()
+}
+
+/// A point in time on the system counter, for waits that must end.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    at: u64,
+}
+
+impl Deadline {
+    /// `timeout` from now (saturating: a counter that would wrap never passes the deadline
+    /// early).
+    pub fn after(timeout: Duration) -> Deadline {
+        let ticks = timeout.as_nanos() * u128::from(counter_frequency()) / 1_000_000_000;
+        Deadline {
+            at: counter().saturating_add(u64::try_from(ticks).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// Whether the deadline has passed.
+    pub fn passed(&self) -> bool {
+        counter() >= self.at
+    }
+}
+
+/// Polls `done` until it holds (true) or `timeout` has passed on the system counter (false).
+/// `done` is polled once more after the deadline, so a poll that was slow (a preempted
+/// emulator, say) is not taken for a timeout.
+#[must_use]
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Deadline::after(timeout);
+    loop {
+        if done() {
+            return true;
+        }
+        if deadline.passed() {
+            return done();
+        }
+        core::hint::spin_loop();
+    }
 }
 
 /// Stops this core for good (interrupts masked, so it never leaves).

@@ -89,7 +89,7 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
             "the firmware's PSCI is not reachable by SMC from EL2 (device tree says hvc)".into(),
         );
     }
-    gic::init_core().map_err(|e| format!("GIC: boot core: {e:?}"))?;
+    gic::init_core().map_err(|e| format!("GIC: boot core: {e}"))?;
     let bundle = Bundle::parse(info.bundle).map_err(|e| format!("bundle: {e}"))?;
     for (index, entry) in bundle.images().iter().enumerate() {
         bundle.verify_image(index as u32).map_err(|e| {
@@ -313,7 +313,7 @@ fn idle() -> ! {
 extern "C" fn secondary_main(core: usize) -> ! {
     exceptions::install_vectors();
     if let Err(e) = gic::init_core() {
-        crate::console::fatal(format_args!("core {core}: GIC redistributor: {e:?}"));
+        crate::console::fatal(format_args!("core {core}: GIC redistributor: {e}"));
         cpu::halt();
     }
     crate::nvme::enable_lpis_on_this_core(core);
