@@ -601,7 +601,10 @@ mod tests {
             ..FULL
         };
         let smcr = TrapConfiguration::for_cpu(&sme_only).smcr.unwrap();
-        assert!(!smcr.is_set(SMCR_EL2::FA64) && !smcr.is_set(SMCR_EL2::EZT0), "RES0");
+        assert!(
+            !smcr.is_set(SMCR_EL2::FA64) && !smcr.is_set(SMCR_EL2::EZT0),
+            "RES0"
+        );
     }
 
     #[test]
@@ -617,30 +620,52 @@ mod tests {
     #[test]
     fn trace_cannot_be_reached_from_el1() {
         let traps = TrapConfiguration::for_cpu(&FULL);
-        assert!(traps.cptr.is_set(CPTR_EL2::TTA), "trace unit registers trap");
+        assert!(
+            traps.cptr.is_set(CPTR_EL2::TTA),
+            "trace unit registers trap"
+        );
         assert!(traps.mdcr.is_set(MDCR_EL2::TTRF), "trace filter traps");
         assert!(
-            traps.mdcr.matches_all(MDCR_EL2::E2TB::EL1OrEL2OwnerTrapToEL2),
+            traps
+                .mdcr
+                .matches_all(MDCR_EL2::E2TB::EL1OrEL2OwnerTrapToEL2),
             "the trace buffer is EL2's and its registers trap"
         );
         let bare = TrapConfiguration::for_cpu(&BARE);
-        assert!(!bare.cptr.is_set(CPTR_EL2::TTA) && !bare.mdcr.is_set(MDCR_EL2::TTRF), "RES0");
+        assert!(
+            !bare.cptr.is_set(CPTR_EL2::TTA) && !bare.mdcr.is_set(MDCR_EL2::TTRF),
+            "RES0"
+        );
     }
 
     #[test]
     fn statistical_profiling_cannot_be_pointed_at_memory_outside_the_slice() {
         let mdcr = TrapConfiguration::for_cpu(&FULL).mdcr;
-        assert!(mdcr.matches_all(MDCR_EL2::E2PB::OwnedByEL2OrEL1), "buffer is EL2's");
+        assert!(
+            mdcr.matches_all(MDCR_EL2::E2PB::OwnedByEL2OrEL1),
+            "buffer is EL2's"
+        );
         assert!(mdcr.is_set(MDCR_EL2::TPMS), "sampling controls trap");
-        assert!(!TrapConfiguration::for_cpu(&BARE).mdcr.is_set(MDCR_EL2::TPMS), "RES0");
+        assert!(
+            !TrapConfiguration::for_cpu(&BARE)
+                .mdcr
+                .is_set(MDCR_EL2::TPMS),
+            "RES0"
+        );
     }
 
     #[test]
     fn el1_physical_timer_traps_and_the_counters_and_virtual_timer_do_not() {
         for cpu in all_cpus() {
             let cnthctl = TrapConfiguration::for_cpu(&cpu).cnthctl;
-            assert!(!cnthctl.is_set(CNTHCTL_EL2::EL1PCEN), "EL1 physical timer traps");
-            assert!(cnthctl.is_set(CNTHCTL_EL2::EL1PCTEN), "physical counter readable");
+            assert!(
+                !cnthctl.is_set(CNTHCTL_EL2::EL1PCEN),
+                "EL1 physical timer traps"
+            );
+            assert!(
+                cnthctl.is_set(CNTHCTL_EL2::EL1PCTEN),
+                "physical counter readable"
+            );
             for (name, field) in [
                 ("EL1TVT", CNTHCTL_EL2::EL1TVT),
                 ("EL1TVCT", CNTHCTL_EL2::EL1TVCT),
@@ -655,10 +680,22 @@ mod tests {
     #[test]
     fn no_pmu_counter_counts_at_el2() {
         let mdcr = TrapConfiguration::for_cpu(&FULL).mdcr;
-        assert!(mdcr.is_set(MDCR_EL2::HPMD), "event counters prohibited at EL2");
-        assert!(mdcr.is_set(MDCR_EL2::HCCD), "cycle counter prohibited at EL2");
-        assert!(!mdcr.is_set(MDCR_EL2::HPME), "no counter reserved for EL2 runs");
-        assert!(!mdcr.is_set(MDCR_EL2::MTPME), "no counting of sibling threads");
+        assert!(
+            mdcr.is_set(MDCR_EL2::HPMD),
+            "event counters prohibited at EL2"
+        );
+        assert!(
+            mdcr.is_set(MDCR_EL2::HCCD),
+            "cycle counter prohibited at EL2"
+        );
+        assert!(
+            !mdcr.is_set(MDCR_EL2::HPME),
+            "no counter reserved for EL2 runs"
+        );
+        assert!(
+            !mdcr.is_set(MDCR_EL2::MTPME),
+            "no counting of sibling threads"
+        );
         let v3p1 = CpuFeatures {
             pmu: Pmu::V3 {
                 version: pmu_version::V3P1,
@@ -691,11 +728,11 @@ mod tests {
     fn without_a_pmuv3_no_pmu_field_is_written() {
         let mdcr = TrapConfiguration::for_cpu(&BARE).mdcr;
         for (name, field) in [
-                ("HPMN", MDCR_EL2::HPMN),
-                ("HPMD", MDCR_EL2::HPMD),
-                ("HCCD", MDCR_EL2::HCCD),
-                ("HPME", MDCR_EL2::HPME),
-            ] {
+            ("HPMN", MDCR_EL2::HPMN),
+            ("HPMD", MDCR_EL2::HPMD),
+            ("HCCD", MDCR_EL2::HCCD),
+            ("HPME", MDCR_EL2::HPME),
+        ] {
             assert_eq!(mdcr.read(field), 0, "{name}");
         }
     }
@@ -704,8 +741,14 @@ mod tests {
     fn debug_stays_with_the_guest_and_never_targets_el2() {
         for cpu in all_cpus() {
             let mdcr = TrapConfiguration::for_cpu(&cpu).mdcr;
-            assert!(mdcr.matches_all(MDCR_EL2::TDE::RouteToEL1), "debug target is EL1");
-            assert!(!mdcr.is_set(MDCR_EL2::TDA), "debug registers are the guest's");
+            assert!(
+                mdcr.matches_all(MDCR_EL2::TDE::RouteToEL1),
+                "debug target is EL1"
+            );
+            assert!(
+                !mdcr.is_set(MDCR_EL2::TDA),
+                "debug registers are the guest's"
+            );
             assert!(!mdcr.is_set(MDCR_EL2::TDOSA), "OS lock is the guest's");
             assert!(mdcr.is_set(MDCR_EL2::TDRA), "the debug ROM address traps");
         }
@@ -752,7 +795,11 @@ mod tests {
             }
         );
         let traps = TrapConfiguration::for_cpu(&features);
-        assert_eq!(traps.hcr.get(), 0x0000_0310_8038_003b, "TERR on top of the minimum");
+        assert_eq!(
+            traps.hcr.get(),
+            0x0000_0310_8038_003b,
+            "TERR on top of the minimum"
+        );
         assert_eq!(traps.cptr.get(), 0x22ff, "TZ and TSM clear");
         // QEMU resets MDCR_EL2 to 0x6 (HPMN = 6 and nothing else).
         assert_eq!(
@@ -799,13 +846,13 @@ mod tests {
     fn a_vcpu_starts_with_mmu_caches_and_alignment_checks_off_little_endian() {
         let sctlr = el1_reset_sctlr();
         for (name, field) in [
-                ("M", SCTLR_EL1::M),
-                ("C", SCTLR_EL1::C),
-                ("I", SCTLR_EL1::I),
-                ("A", SCTLR_EL1::A),
-                ("EE", SCTLR_EL1::EE),
-                ("E0E", SCTLR_EL1::E0E),
-            ] {
+            ("M", SCTLR_EL1::M),
+            ("C", SCTLR_EL1::C),
+            ("I", SCTLR_EL1::I),
+            ("A", SCTLR_EL1::A),
+            ("EE", SCTLR_EL1::EE),
+            ("E0E", SCTLR_EL1::E0E),
+        ] {
             assert!(!sctlr.is_set(field), "{name}");
         }
         // Bits 29, 28, 23, 22, 20, 11: RES1 in Armv8.0, their legacy behaviour later.
