@@ -54,9 +54,10 @@ impl Deadline {
     /// `timeout` from now (saturating: a counter that would wrap never passes the deadline
     /// early).
     pub fn after(timeout: Duration) -> Deadline {
-        let ticks = timeout.as_nanos() * u128::from(counter_frequency()) / 1_000_000_000;
+        let micros = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
+        let ticks = micros.saturating_mul(counter_frequency()) / 1_000_000;
         Deadline {
-            at: counter().saturating_add(u64::try_from(ticks).unwrap_or(u64::MAX)),
+            at: counter().saturating_add(ticks),
         }
     }
 
@@ -67,19 +68,23 @@ impl Deadline {
 }
 
 /// Polls `done` until it holds (true) or `timeout` has passed on the system counter (false).
-/// `done` is polled once more after the deadline, so a poll that was slow (a preempted
-/// emulator, say) is not taken for a timeout.
+/// The counter is read only if the first poll fails, so a wait that is usually over at once
+/// (a UART with room in its FIFO) costs one poll. `done` is polled once more after the
+/// deadline, so a poll that was slow (a preempted emulator, say) is not taken for a timeout.
 #[must_use]
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    if done() {
+        return true;
+    }
     let deadline = Deadline::after(timeout);
     loop {
+        core::hint::spin_loop();
         if done() {
             return true;
         }
         if deadline.passed() {
             return done();
         }
-        core::hint::spin_loop();
     }
 }
 

@@ -18,7 +18,7 @@ use crate::regs::{ID_AA64SMFR0_EL1, PMCR_EL0, SMCR_EL2, VPIDR_EL2, ZCR_EL2};
 const STAGE2_T0SZ: u64 = 25;
 
 /// The features of this core that decide its trap configuration.
-pub fn cpu_features() -> CpuFeatures {
+fn cpu_features() -> CpuFeatures {
     IdRegisters {
         aa64pfr0: ID_AA64PFR0_EL1.get(),
         aa64pfr1: ID_AA64PFR1_EL1.get(),
