@@ -1,8 +1,8 @@
 //! What a slice's core traps to EL2 and what its guest keeps: HCR_EL2, CPTR_EL2, CNTHCTL_EL2,
-//! MDCR_EL2, ZCR_EL2 and SMCR_EL2 (Arm ARM D24.2), and the SCTLR_EL1 a vCPU starts from,
-//! computed from the CPU's ID registers. docs/threat-model.md's trap rows rest on these values;
-//! the architecture layer (`microvisor_arch::virt`) reads the ID registers and writes what this
-//! module returns, nothing else.
+//! MDCR_EL2, ZCR_EL2 and SMCR_EL2 (Arm ARM, register descriptions of chapter D24), and the
+//! SCTLR_EL1 a vCPU starts from, computed from the CPU's ID registers. docs/threat-model.md's
+//! trap rows rest on these values; the architecture layer (`microvisor_arch::virt`) reads the
+//! ID registers and writes what this module returns, nothing else.
 //!
 //! The hypervisor runs non-VHE (HCR_EL2.E2H = 0), so CPTR_EL2 and CNTHCTL_EL2 have their
 //! E2H = 0 layouts. Each decision is written next to its field in [`TrapConfiguration::for_cpu`].
@@ -15,7 +15,7 @@ use tock_registers::{LocalRegisterCopy, register_bitfields};
 // Registers and fields that aarch64-cpu 11.2 does not define (its CPTR_EL2 has only TAM, its
 // CNTHCTL_EL2 only EL1PCEN/EL1PCTEN, its SCTLR_EL1 lacks the RES1-in-v8.0 bits).
 register_bitfields![u64,
-    /// CPTR_EL2 with HCR_EL2.E2H = 0 (Arm ARM D24.2.33).
+    /// CPTR_EL2 with HCR_EL2.E2H = 0.
     pub CPTR_EL2 [
         /// Trap EL1 accesses to CPACR_EL1.
         TCPAC OFFSET(31) NUMBITS(1) [],
@@ -34,7 +34,7 @@ register_bitfields![u64,
         RES1_9 OFFSET(9) NUMBITS(1) [],
         RES1_7_0 OFFSET(0) NUMBITS(8) []
     ],
-    /// CNTHCTL_EL2 with HCR_EL2.E2H = 0 (Arm ARM D24.10.2).
+    /// CNTHCTL_EL2 with HCR_EL2.E2H = 0.
     pub CNTHCTL_EL2 [
         /// FEAT_RME: mask the virtual/physical timer interrupts.
         CNTPMASK OFFSET(19) NUMBITS(1) [],
@@ -58,12 +58,12 @@ register_bitfields![u64,
         /// 0: EL1/EL0 reads of the physical counter (CNTPCT_EL0) trap.
         EL1PCTEN OFFSET(0) NUMBITS(1) []
     ],
-    /// ZCR_EL2 (Arm ARM D24.2.209).
+    /// ZCR_EL2.
     pub ZCR_EL2 [
         /// Largest SVE vector length for EL1/EL0: (LEN + 1) x 128 bits, capped by the CPU.
         LEN OFFSET(0) NUMBITS(4) []
     ],
-    /// SMCR_EL2 (Arm ARM D24.2.172).
+    /// SMCR_EL2.
     pub SMCR_EL2 [
         /// Full A64 instruction set in Streaming SVE mode at EL1/EL0 (FEAT_SME_FA64).
         FA64 OFFSET(31) NUMBITS(1) [],
@@ -72,7 +72,7 @@ register_bitfields![u64,
         /// Largest streaming vector length: (LEN + 1) x 128 bits, capped by the CPU.
         LEN OFFSET(0) NUMBITS(4) []
     ],
-    /// SCTLR_EL1 (Arm ARM D24.2.161): the fields a vCPU's reset value sets or clears.
+    /// SCTLR_EL1: the fields a vCPU's reset value sets or clears.
     pub SCTLR_EL1 [
         /// RES1 without FEAT_LSMAOC: load/store multiple atomicity and ordering as in v8.0.
         LSMAOE OFFSET(29) NUMBITS(1) [],
@@ -104,33 +104,33 @@ register_bitfields![u64,
         /// Stage-1 MMU enable.
         M OFFSET(0) NUMBITS(1) []
     ],
-    /// ID_AA64PFR0_EL1 (Arm ARM D24.2.82): the fields read here.
+    /// ID_AA64PFR0_EL1: the fields read here.
     pub ID_AA64PFR0_EL1 [
         /// FEAT_SVE.
         SVE OFFSET(32) NUMBITS(4) [],
         /// FEAT_RAS (error records).
         RAS OFFSET(28) NUMBITS(4) []
     ],
-    /// ID_AA64PFR1_EL1 (Arm ARM D24.2.83): the fields read here.
+    /// ID_AA64PFR1_EL1: the fields read here.
     pub ID_AA64PFR1_EL1 [
         /// FEAT_SME.
         SME OFFSET(24) NUMBITS(4) []
     ],
-    /// ID_AA64SMFR0_EL1 (Arm ARM D24.2.86): the fields read here.
+    /// ID_AA64SMFR0_EL1: the fields read here.
     pub ID_AA64SMFR0_EL1 [
         /// FEAT_SME_FA64.
         FA64 OFFSET(63) NUMBITS(1) [],
         /// 0: SME, 1: SME2, 2: SME2.1.
         SMEVER OFFSET(56) NUMBITS(4) []
     ],
-    /// PMCR_EL0 (Arm ARM D24.5.7): the field read here.
+    /// PMCR_EL0: the field read here.
     pub PMCR_EL0 [
         /// Number of event counters implemented (as read at EL2).
         N OFFSET(11) NUMBITS(5) []
     ]
 ];
 
-/// ID_AA64DFR0_EL1.PMUVer values (Arm ARM D24.2.71).
+/// ID_AA64DFR0_EL1.PMUVer values.
 mod pmu_version {
     /// FEAT_PMUv3p1: MDCR_EL2.HPMD.
     pub const V3P1: u8 = 0b0100;
@@ -346,8 +346,9 @@ fn mdcr(cpu: &CpuFeatures) -> LocalRegisterCopy<u64, MDCR_EL2::Register> {
     mdcr.write(
         // Debug exceptions go to the guest (TDE = 0, with HCR_EL2.TGE = 0): the debug target
         // is EL1, so breakpoints, watchpoints and single step the guest programs are never
-        // generated while the core runs at EL2 (Arm ARM D2.4: no debug exceptions from an EL
-        // above the debug target). A guest debugging itself on its own core is harmless.
+        // generated while the core runs at EL2 (Arm ARM, "The debug exception model": none
+        // is generated at an EL above the debug target). A guest debugging itself on its own
+        // core is harmless.
         MDCR_EL2::TDE::RouteToEL1
             // The debug registers (TDA = 0) and the OS lock / power-down registers
             // (TDOSA = 0) are per-core and the guest's: Linux programs both at boot.
@@ -404,7 +405,7 @@ fn mdcr(cpu: &CpuFeatures) -> LocalRegisterCopy<u64, MDCR_EL2::Register> {
     mdcr
 }
 
-/// SCTLR_EL1 a vCPU starts from (Arm ARM D1.9, the state at reset): stage-1 MMU, caches,
+/// SCTLR_EL1 a vCPU starts from (its state at reset): stage-1 MMU, caches,
 /// alignment checks off, little-endian, the RES1-in-v8.0 bits set (their v8.0 behaviour).
 pub fn el1_reset_sctlr() -> LocalRegisterCopy<u64, SCTLR_EL1::Register> {
     let mut sctlr = LocalRegisterCopy::new(0);

@@ -1,4 +1,4 @@
-//! The choice of what each vCPU's list registers hold (§11.2, ICH_LR<n>_EL2): interrupts the
+//! The choice of what each vCPU's list registers hold (§11.2, `ICH_LR<n>_EL2`): interrupts the
 //! guest finished leave, the most urgent waiting ones enter.
 
 use alloc::vec::Vec;
@@ -7,7 +7,7 @@ use super::registers::gicd;
 use super::{MAX_LIST_REGISTERS, SPI_BASE, VirtualGic};
 use crate::bits::members;
 
-/// ICH_LR<n>_EL2 fields (§12.4.6).
+/// `ICH_LR<n>_EL2` fields (§12.4.6).
 pub(super) mod lr {
     pub const STATE_SHIFT: u32 = 62;
     pub const STATE_MASK: u64 = 0b11;

@@ -1,7 +1,7 @@
 //! The virtual GICv3 of one slice (Arm IHI 0069H, "GICv3 and GICv4 Architecture
 //! Specification"): the emulated distributor (§12.9) and redistributors (§12.10, §12.11), the
 //! state of every virtual interrupt, SGI routing inside the slice (§12.2.23), and the choice of
-//! what each vCPU's list registers hold (§11.2, ICH_LR<n>_EL2).
+//! what each vCPU's list registers hold (§11.2, `ICH_LR<n>_EL2`).
 //!
 //! The guest sees a single-security-state GIC with affinity routing always on. It sees and
 //! configures only the SPIs its slice owns (today its PL011); every other SPI reads as zero and
