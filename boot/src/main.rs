@@ -121,8 +121,12 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     // SAFETY: the UART and GIC regions come from the firmware DT and are mapped as Device
     // memory by `identity_map`; nothing else drives them.
     let uart = unsafe { PhysicalUart::new(inventory.uart.registers.base) };
+    output::init(uart);
     // SAFETY: as above.
-    unsafe { gic::init(&inventory.gic) };
+    if let Err(e) = unsafe { gic::init(&inventory.gic) } {
+        output::fatal(format_args!("GIC distributor: {e}"));
+        cpu::halt()
+    }
     // SAFETY: ECAM and the memory windows are mapped as Device memory by `identity_map` and
     // driven only through this object.
     let pci = inventory
@@ -137,7 +141,6 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
         .map(|its| unsafe { ItsFrames::new(its.base) });
     cpu::set_core_index(boot_core);
     smp::set_boot_stack(boot_core, core::ptr::addr_of!(boot_stack_top) as u64);
-    output::init(uart);
 
     // SAFETY: the bundle is the rest of the loaded image, claimed above and never written.
     let bundle = unsafe { static_bytes(hypervisor_end, (image.end() - hypervisor_end) as usize) };

@@ -1,4 +1,6 @@
-//! This core: identity, waiting, the system counter, halting.
+//! This core: identity, waiting, the system counter and bounded waits on it, halting.
+
+use core::time::Duration;
 
 use aarch64_cpu::asm;
 use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1, TPIDR_EL2};
@@ -40,6 +42,50 @@ pub fn counter() -> u64 {
 /// Frequency of the system counter in Hz.
 pub fn counter_frequency() -> u64 {
     CNTFRQ_EL0.get()
+}
+
+/// A point in time on the system counter, for waits that must end.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    at: u64,
+}
+
+impl Deadline {
+    /// `timeout` from now (saturating: a counter that would wrap never passes the deadline
+    /// early).
+    pub fn after(timeout: Duration) -> Deadline {
+        let micros = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
+        let ticks = micros.saturating_mul(counter_frequency()) / 1_000_000;
+        Deadline {
+            at: counter().saturating_add(ticks),
+        }
+    }
+
+    /// Whether the deadline has passed.
+    pub fn passed(&self) -> bool {
+        counter() >= self.at
+    }
+}
+
+/// Polls `done` until it holds (true) or `timeout` has passed on the system counter (false).
+/// The counter is read only if the first poll fails, so a wait that is usually over at once
+/// (a UART with room in its FIFO) costs one poll. `done` is polled once more after the
+/// deadline, so a poll that was slow (a preempted emulator, say) is not taken for a timeout.
+#[must_use]
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    if done() {
+        return true;
+    }
+    let deadline = Deadline::after(timeout);
+    loop {
+        core::hint::spin_loop();
+        if done() {
+            return true;
+        }
+        if deadline.passed() {
+            return done();
+        }
+    }
 }
 
 /// Stops this core for good (interrupts masked, so it never leaves).

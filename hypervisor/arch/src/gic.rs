@@ -3,6 +3,9 @@
 //! The hypervisor keeps all physical interrupts in Group 1 and uses one SGI of its own to
 //! interrupt other cores.
 
+use core::fmt;
+use core::time::Duration;
+
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::ICC_SRE_EL2;
 use spin::Once;
@@ -27,6 +30,9 @@ pub const VIRTUAL_TIMER_PPI: u32 = 27;
 const SPECIAL_INTIDS: core::ops::RangeInclusive<u32> = 1020..=1023;
 /// Priority given to every interrupt the hypervisor enables.
 const DEFAULT_PRIORITY: u8 = 0xa0;
+/// How long a register write may take to take effect (RWP) or a redistributor to wake up;
+/// the hardware needs microseconds, so this only catches a GIC that does not answer.
+const GIC_TIMEOUT: Duration = Duration::from_millis(100);
 
 register_bitfields![u32,
     GICD_CTLR [
@@ -40,6 +46,7 @@ register_bitfields![u32,
         CHILDREN_ASLEEP OFFSET(2) NUMBITS(1) []
     ],
     GICR_CTLR [
+        ENABLE_LPIS OFFSET(0) NUMBITS(1) [],
         RWP OFFSET(3) NUMBITS(1) []
     ]
 ];
@@ -73,7 +80,7 @@ register_structs! {
 register_structs! {
     /// GICR RD_base frame (§12.10, Table 12-27).
     RedistributorRegisters {
-        (0x0000 => ctlr: ReadWrite<u32>),
+        (0x0000 => ctlr: ReadWrite<u32, GICR_CTLR::Register>),
         (0x0004 => _iidr: ReadOnly<u32>),
         (0x0008 => typer: ReadOnly<u64, GICR_TYPER::Register>),
         (0x0010 => _statusr: ReadWrite<u32>),
@@ -126,6 +133,25 @@ pub enum GicError {
     NoRedistributor,
     /// The redistributor does not support LPIs, or the tables given do not fit.
     NoLpis,
+    /// The register bit `what` did not reach its expected value within [`GIC_TIMEOUT`].
+    Timeout { what: &'static str },
+}
+
+impl fmt::Display for GicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GicError::NotInitialised => f.write_str("the distributor was not initialised"),
+            GicError::NoRedistributor => {
+                f.write_str("no redistributor frame has this core's affinity")
+            }
+            GicError::NoLpis => f.write_str("the redistributor cannot take these LPI tables"),
+            GicError::Timeout { what } => write!(
+                f,
+                "timed out after {} ms waiting for {what}",
+                GIC_TIMEOUT.as_millis()
+            ),
+        }
+    }
 }
 
 /// Brings up the distributor (boot core, once): affinity routing on, every SPI disabled and in
@@ -134,11 +160,12 @@ pub enum GicError {
 /// # Safety
 /// The regions in `gic` must be the node's GICv3 registers, identity mapped as Device memory,
 /// and nothing else may drive the distributor.
-pub unsafe fn init(gic: &GicInventory) {
+pub unsafe fn init(gic: &GicInventory) -> Result<(), GicError> {
     // SAFETY: the caller guarantees the distributor registers are mapped at this address.
     let distributor = unsafe { &*(gic.distributor.base as *const DistributorRegisters) };
+    let written = || wait_for("GICD_CTLR.RWP", || !distributor.ctlr.is_set(GICD_CTLR::RWP));
     distributor.ctlr.set(0);
-    wait_for(|| !distributor.ctlr.is_set(GICD_CTLR::RWP));
+    written()?;
     let lines = ((distributor.typer.get() & 0x1f) as usize + 1) * 32;
     for word in 1..(lines / 32).min(32) {
         distributor.icenabler[word].set(u32::MAX);
@@ -148,21 +175,25 @@ pub unsafe fn init(gic: &GicInventory) {
         distributor.ipriorityr[intid].set(DEFAULT_PRIORITY);
     }
     distributor.ctlr.write(GICD_CTLR::ARE::SET);
-    wait_for(|| !distributor.ctlr.is_set(GICD_CTLR::RWP));
+    written()?;
     distributor
         .ctlr
         .write(GICD_CTLR::ARE::SET + GICD_CTLR::ENABLE_GRP1::SET);
-    wait_for(|| !distributor.ctlr.is_set(GICD_CTLR::RWP));
+    written()?;
     GIC.call_once(|| Gic {
         distributor,
         redistributors_base: gic.redistributors.base,
         redistributors_end: gic.redistributors.end(),
     });
+    Ok(())
 }
 
-fn wait_for(mut done: impl FnMut() -> bool) {
-    while !done() {
-        core::hint::spin_loop();
+/// Waits (at most [`GIC_TIMEOUT`]) until `done`; `what` names the register bit waited for.
+fn wait_for(what: &'static str, done: impl FnMut() -> bool) -> Result<(), GicError> {
+    if crate::cpu::wait_until(GIC_TIMEOUT, done) {
+        Ok(())
+    } else {
+        Err(GicError::Timeout { what })
     }
 }
 
@@ -203,9 +234,11 @@ pub fn init_core() -> Result<(), GicError> {
     let gic = GIC.get().ok_or(GicError::NotInitialised)?;
     let (rd, sgi) = own_redistributor(gic).ok_or(GicError::NoRedistributor)?;
     rd.waker.modify(GICR_WAKER::PROCESSOR_SLEEP::CLEAR);
-    wait_for(|| !rd.waker.is_set(GICR_WAKER::CHILDREN_ASLEEP));
+    wait_for("GICR_WAKER.ChildrenAsleep", || {
+        !rd.waker.is_set(GICR_WAKER::CHILDREN_ASLEEP)
+    })?;
     sgi.icenabler0.set(u32::MAX);
-    wait_for(|| rd.ctlr.get() & (1 << 3) == 0);
+    wait_for("GICR_CTLR.RWP", || !rd.ctlr.is_set(GICR_CTLR::RWP))?;
     sgi.igroupr0.set(u32::MAX);
     for priority in sgi.ipriorityr.iter() {
         priority.set(DEFAULT_PRIORITY);
@@ -273,7 +306,7 @@ pub fn enable_lpis(
     rd.pendbaser
         .set(1 << 62 | pending_region.base | CACHEABLE_WB | INNER_SHAREABLE);
     barrier::dsb(barrier::SY);
-    rd.ctlr.set(rd.ctlr.get() | 1);
+    rd.ctlr.modify(GICR_CTLR::ENABLE_LPIS::SET);
     barrier::dsb(barrier::SY);
     Ok(())
 }

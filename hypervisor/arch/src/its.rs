@@ -3,6 +3,8 @@
 //! The tables live in memory the kernel claimed and hands over: the ones the ITS itself
 //! writes as [`SharedMemory`], the command queue (CPU-written) as a [`PhysRegion`].
 
+use core::time::Duration;
+
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_structs;
 use tock_registers::registers::{ReadOnly, ReadWrite};
@@ -31,6 +33,8 @@ const TRANSLATER: u64 = 0x1_0040;
 /// Command queue size: one 4 KiB page, 128 commands.
 pub const COMMAND_QUEUE_SIZE: u64 = 4096;
 const COMMAND_SIZE: u64 = 32;
+/// How long the ITS may take to consume one command (microseconds on hardware).
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(100);
 /// Memory attributes for ITS tables: inner write-back read/write-allocate, inner shareable.
 const CACHEABLE_WB: u64 = 0b101 << 59;
 const INNER_SHAREABLE: u64 = 0b01 << 10;
@@ -45,8 +49,10 @@ pub enum ItsError {
     NoTable,
     /// A table region is too small or misaligned.
     BadTable,
-    /// The command queue stalled or did not advance.
+    /// The ITS did not consume a command within [`COMMAND_TIMEOUT`].
     CommandTimeout,
+    /// The ITS stalled on a command it could not process (GITS_CREADR.Stalled).
+    CommandStalled,
 }
 
 /// The ITS's register frames, as found in the firmware DT (created by `boot/`).
@@ -167,17 +173,20 @@ impl Its {
         crate::pci::barrier::before_doorbell();
         self.registers.cwriter.set(self.write);
         // Wait for the ITS to consume it; a stalled queue (bit 0 of CREADR) is an error.
-        for _ in 0..10_000_000 {
+        let deadline = crate::cpu::Deadline::after(COMMAND_TIMEOUT);
+        loop {
             let read = self.registers.creadr.get();
             if read & 1 != 0 {
-                return Err(ItsError::CommandTimeout);
+                return Err(ItsError::CommandStalled);
             }
             if read & !0x1f == self.write {
                 return Ok(());
             }
+            if deadline.passed() {
+                return Err(ItsError::CommandTimeout);
+            }
             core::hint::spin_loop();
         }
-        Err(ItsError::CommandTimeout)
     }
 
     /// MAPD: device `device` uses the interrupt translation table `itt` for `event_bits`-bit

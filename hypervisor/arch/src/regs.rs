@@ -106,6 +106,13 @@ system_register!(
 system_register!(
     /// AArch64 instruction set attribute register 2 (Arm ARM D24.2.81).
     IdAa64isar2El1, "S3_0_C0_C6_2", RAW::Register, read);
+system_register!(
+    /// SME feature ID register 0 (Arm ARM D24.2.86); reads as zero without SME (ID space).
+    IdAa64smfr0El1, "S3_0_C0_C4_5", RAW::Register, read);
+system_register!(
+    /// Performance monitors control (Arm ARM D24.5.7); UNDEFINED without a PMUv3. At EL2,
+    /// PMCR_EL0.N is the number of counters implemented.
+    PmcrEl0, "S3_3_C9_C12_0", RAW::Register, read);
 
 pub static ICC_SGI1R_EL1: IccSgi1rEl1 = IccSgi1rEl1;
 pub static ICC_IAR1_EL1: IccIar1El1 = IccIar1El1;
@@ -119,3 +126,5 @@ pub static VPIDR_EL2: VpidrEl2 = VpidrEl2;
 pub static ZCR_EL2: ZcrEl2 = ZcrEl2;
 pub static SMCR_EL2: SmcrEl2 = SmcrEl2;
 pub static ID_AA64ISAR2_EL1: IdAa64isar2El1 = IdAa64isar2El1;
+pub static ID_AA64SMFR0_EL1: IdAa64smfr0El1 = IdAa64smfr0El1;
+pub static PMCR_EL0: PmcrEl0 = PmcrEl0;

@@ -1,5 +1,8 @@
 //! The node's physical PL011 (Arm PrimeCell UART TRM §3.3): polled transmit and receive.
 
+use core::cell::Cell;
+use core::time::Duration;
+
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::registers::{ReadOnly, ReadWrite};
 use tock_registers::{register_bitfields, register_structs};
@@ -7,7 +10,8 @@ use tock_registers::{register_bitfields, register_structs};
 register_bitfields![u32,
     FR [
         RXFE OFFSET(4) NUMBITS(1) [],
-        TXFF OFFSET(5) NUMBITS(1) []
+        TXFF OFFSET(5) NUMBITS(1) [],
+        TXFE OFFSET(7) NUMBITS(1) []
     ],
     CR [
         UARTEN OFFSET(0) NUMBITS(1) [],
@@ -33,9 +37,20 @@ register_structs! {
     }
 }
 
+/// How long one byte may wait for room in the transmit FIFO. A working UART frees a slot
+/// within one character time (87 us at 115200 baud); an emulator's may lag behind a busy host
+/// for some milliseconds. A FIFO full for longer is taken as stuck (flow control never
+/// released, nobody reading): the byte is dropped.
+const TX_WAIT: Duration = Duration::from_millis(100);
+
 /// The physical console UART.
 pub struct PhysicalUart {
     registers: &'static Pl011Registers,
+    /// The transmit FIFO stayed full for [`TX_WAIT`]: bytes that find it full are dropped
+    /// without waiting until it has drained completely.
+    stuck: Cell<bool>,
+    /// Bytes dropped because the transmit FIFO was stuck.
+    dropped: Cell<u64>,
 }
 
 // SAFETY: the UART is MMIO reached by volatile accesses; whoever owns the `PhysicalUart` may
@@ -53,15 +68,37 @@ impl PhysicalUart {
         registers
             .cr
             .modify(CR::UARTEN::SET + CR::TXE::SET + CR::RXE::SET);
-        Self { registers }
+        Self {
+            registers,
+            stuck: Cell::new(false),
+            dropped: Cell::new(0),
+        }
     }
 
-    /// Sends one byte, waiting while the transmit FIFO is full.
+    /// Sends one byte, waiting at most [`TX_WAIT`] while the transmit FIFO is full; after
+    /// that, and while the FIFO has not drained since, bytes that find it full are dropped
+    /// at once, so a UART that never drains costs one wait, not one per byte.
     pub fn write_byte(&self, byte: u8) {
-        while self.registers.fr.is_set(FR::TXFF) {
-            core::hint::spin_loop();
+        let fr = &self.registers.fr;
+        if self.stuck.get() && fr.is_set(FR::TXFE) {
+            self.stuck.set(false);
         }
-        self.registers.dr.set(u32::from(byte));
+        let room = if self.stuck.get() {
+            !fr.is_set(FR::TXFF)
+        } else {
+            crate::cpu::wait_until(TX_WAIT, || !fr.is_set(FR::TXFF))
+        };
+        if room {
+            self.registers.dr.set(u32::from(byte));
+        } else {
+            self.stuck.set(true);
+            self.dropped.set(self.dropped.get().saturating_add(1));
+        }
+    }
+
+    /// Bytes dropped so far because the transmit FIFO stayed full.
+    pub fn dropped_bytes(&self) -> u64 {
+        self.dropped.get()
     }
 
     /// Raises the UART's interrupt when bytes arrive (receive and receive-timeout).

@@ -91,7 +91,7 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
             "the firmware's PSCI is not reachable by SMC from EL2 (device tree says hvc)".into(),
         );
     }
-    gic::init_core().map_err(|e| format!("GIC: boot core: {e:?}"))?;
+    gic::init_core().map_err(|e| format!("GIC: boot core: {e}"))?;
     let bundle = Bundle::parse(info.bundle).map_err(|e| format!("bundle: {e}"))?;
     for (index, entry) in bundle.images().iter().enumerate() {
         bundle.verify_image(index as u32).map_err(|e| {
@@ -324,7 +324,7 @@ fn route_disk_interrupts(lpis: &Lpis, slice: &Slice) -> Result<(), NvmeError> {
 extern "C" fn secondary_main(core: usize) -> ! {
     exceptions::install_vectors();
     if let Err(e) = gic::init_core() {
-        crate::output::fatal(format_args!("core {core}: GIC redistributor: {e:?}"));
+        crate::output::fatal(format_args!("core {core}: GIC redistributor: {e}"));
         cpu::halt();
     }
     let node = core_run::node();

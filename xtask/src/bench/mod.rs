@@ -138,6 +138,17 @@ pub fn run(ws: &Workspace, artifacts: &Artifacts, plan: &Plan) -> Result<Results
         if let Some(&exits) = s.extra.get("exits") {
             m = m.with_detail("exits", exits as f64);
         }
+        if let (Some(&pmu), Some(&n)) = (s.extra.get("pmu"), s.extra.get("n")) {
+            // The guest's own INST_RETIRED count, asked to include EL2: the microvisor
+            // prohibits counting at EL2 (MDCR_EL2.HPMD), so it holds the guest's loop only.
+            let guest = pmu as f64 / n.max(1) as f64;
+            ensure!(
+                guest < s.value / 2.0,
+                "{id}: the slice's PMU counted {guest} instructions per operation of {}: it sees the hypervisor's instructions",
+                s.value
+            );
+            m = m.with_detail("guest-pmu", guest);
+        }
         metrics.push(m);
     }
     let (s, n) = (find(&slice, "workload")?, find(&native, "workload")?);

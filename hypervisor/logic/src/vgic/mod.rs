@@ -1,0 +1,183 @@
+//! The virtual GICv3 of one slice (Arm IHI 0069H, "GICv3 and GICv4 Architecture
+//! Specification"): the emulated distributor (§12.9) and redistributors (§12.10, §12.11), the
+//! state of every virtual interrupt, SGI routing inside the slice (§12.2.23), and the choice of
+//! what each vCPU's list registers hold (§11.2, `ICH_LR<n>_EL2`).
+//!
+//! The guest sees a single-security-state GIC with affinity routing always on. It sees and
+//! configures only the SPIs its slice owns (today its PL011); every other SPI reads as zero and
+//! ignores writes. Routing and SGIs can only name its own vCPUs: vCPU *i* has affinity
+//! 0.0.0.*i*. The hardware list registers are read and written by the vCPU's own core only;
+//! [`VirtualGic::sync_list_registers`] takes their values and returns the new ones.
+//!
+//! The parts: `state` holds each interrupt's state and the slice's events (device lines,
+//! SGIs, resets); `list_registers` chooses what each vCPU's list registers hold; `registers`
+//! emulates the distributor's and redistributors' registers on top of both.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::bits::members;
+
+mod list_registers;
+mod registers;
+mod state;
+
+pub use list_registers::ListRegisterUpdate;
+use state::{Irq, Spi, VcpuState};
+
+/// INTIDs the virtual GIC implements: SGIs 0-15, PPIs 16-31, SPIs 32-127.
+pub const INTIDS: u32 = 128;
+/// First SPI.
+pub const SPI_BASE: u32 = 32;
+/// Number of SPIs.
+const SPIS: usize = (INTIDS - SPI_BASE) as usize;
+/// INTIDs private to each vCPU (SGIs and PPIs).
+const PRIVATE: usize = SPI_BASE as usize;
+/// Most list registers an implementation has (ICH_VTR_EL2.ListRegs + 1 <= 16).
+pub const MAX_LIST_REGISTERS: usize = 16;
+
+/// Bytes of one vCPU's redistributor (RD_base + SGI_base).
+pub const REDISTRIBUTOR_SIZE: u64 = 0x2_0000;
+
+/// A set of vCPUs (by index) whose cores must look at their list registers again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuSet(u128);
+
+impl VcpuSet {
+    pub const EMPTY: VcpuSet = VcpuSet(0);
+
+    pub fn with(self, vcpu: usize) -> VcpuSet {
+        VcpuSet(self.0 | 1u128.checked_shl(vcpu as u32).unwrap_or(0))
+    }
+
+    pub fn union(self, other: VcpuSet) -> VcpuSet {
+        VcpuSet(self.0 | other.0)
+    }
+
+    pub fn contains(self, vcpu: usize) -> bool {
+        self.0 & 1u128.checked_shl(vcpu as u32).unwrap_or(0) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The set without `vcpu`.
+    pub fn without(self, vcpu: usize) -> VcpuSet {
+        VcpuSet(self.0 & !1u128.checked_shl(vcpu as u32).unwrap_or(0))
+    }
+
+    /// The members, lowest first; costs one step per member (it runs on every exit that
+    /// touches the vGIC, usually with no member at all).
+    pub fn iter(self) -> impl Iterator<Item = usize> {
+        members(self.0)
+    }
+}
+
+/// The virtual GIC of one slice.
+#[derive(Clone, Debug)]
+pub struct VirtualGic {
+    ctlr: u32,
+    spis: Vec<Spi>,
+    /// SPIs the slice owns (bit n = INTID 32 + n).
+    owned: u128,
+    vcpus: Vec<VcpuState>,
+    /// vCPUs whose interrupts changed since their last list-register pass.
+    dirty: VcpuSet,
+    /// The slice's devices signal SPIs through GICD_SETSPI_NSR (GICD_TYPER.MBIS).
+    mbi: bool,
+}
+
+impl VirtualGic {
+    /// A GIC in its reset state for `vcpus` vCPUs, owning the SPIs in `owned_spis`.
+    pub fn new(vcpus: usize, owned_spis: &[u32]) -> Self {
+        let owned = owned_spis
+            .iter()
+            .filter(|&&i| (SPI_BASE..INTIDS).contains(&i))
+            .fold(0u128, |set, &i| set | 1 << (i - SPI_BASE));
+        Self {
+            ctlr: 0,
+            spis: vec![
+                Spi {
+                    irq: Irq::RESET,
+                    target: 0
+                };
+                SPIS
+            ],
+            owned,
+            vcpus: (0..vcpus).map(|_| VcpuState::new()).collect(),
+            dirty: VcpuSet::EMPTY,
+            mbi: false,
+        }
+    }
+
+    /// A GIC whose message-based SPIs (GICD_SETSPI_NSR) are on, for a slice with devices that
+    /// send MSIs.
+    pub fn with_mbi(mut self) -> Self {
+        self.mbi = true;
+        self
+    }
+
+    /// Records that `vcpus` have something new for their list registers, and returns them.
+    fn mark(&mut self, vcpus: VcpuSet) -> VcpuSet {
+        self.dirty = self.dirty.union(vcpus);
+        vcpus
+    }
+
+    /// Number of vCPUs.
+    pub fn vcpus(&self) -> usize {
+        self.vcpus.len()
+    }
+
+    /// Every vCPU of the slice.
+    fn all_vcpus(&self) -> VcpuSet {
+        (0..self.vcpus.len()).fold(VcpuSet::EMPTY, VcpuSet::with)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vcpu_sets_list_their_members_in_order() {
+        let set = VcpuSet::EMPTY.with(127).with(0).with(5).with(200);
+        assert_eq!(set.iter().collect::<Vec<_>>(), [0, 5, 127]);
+        assert_eq!(VcpuSet::EMPTY.iter().count(), 0);
+    }
+}
+
+/// What the tests of every part share: a slice's GIC set up the way Linux does.
+#[cfg(test)]
+mod testing {
+    use super::registers::gicd;
+    use super::*;
+
+    pub(super) const UART: u32 = 33;
+    pub(super) const SGI_BASE: u64 = 0x1_0000;
+
+    pub(super) fn gic(vcpus: usize) -> VirtualGic {
+        let mut g = VirtualGic::new(vcpus, &[UART]);
+        g.distributor_write(gicd::CTLR, 4, u64::from(gicd::CTLR_ENABLE_GRP1));
+        g
+    }
+
+    /// Enables `intid` in group 1 at `priority` the way Linux does.
+    pub(super) fn enable(g: &mut VirtualGic, vcpu: usize, intid: u32, priority: u8) {
+        let (word, bit) = (u64::from(intid / 32) * 4, 1u64 << (intid % 32));
+        if intid < SPI_BASE {
+            g.redistributor_write(vcpu, SGI_BASE + gicd::IGROUPR, 4, u64::from(u32::MAX));
+            g.redistributor_write(
+                vcpu,
+                SGI_BASE + gicd::IPRIORITYR + u64::from(intid),
+                1,
+                u64::from(priority),
+            );
+            g.redistributor_write(vcpu, SGI_BASE + gicd::ISENABLER, 4, bit);
+        } else {
+            g.distributor_write(gicd::IGROUPR + word, 4, u64::from(u32::MAX));
+            g.distributor_write(gicd::IPRIORITYR + u64::from(intid), 1, u64::from(priority));
+            g.distributor_write(gicd::ISENABLER + word, 4, bit);
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The built-in `kernel = "linux"` guest: Debian's arm64 cloud kernel and `busybox-static`,
+//! fetched with apt into `<target>/guests/debian/`, and a generated busybox initramfs whose
+//! `/init` (`linux/init.sh`) reports what Linux sees.
+//!
+//! `debian` fetches and caches the packages with apt, `userspace` assembles the initramfs
+//! (on `crate::initramfs`'s cpio writer), `init_tests` runs `/init` on the host against fake
+//! `/proc` and `/sys` trees.
+//!
+//! Cache layout (under cargo's target directory):
+//! ```text
+//! guests/debian/debs/<package>_<version>_arm64.deb   packages as apt-get download names them
+//! guests/debian/<package>_<version>_arm64/           dpkg-deb -x, pruned to what is used:
+//!                       boot/vmlinuz-<release>       the kernel (and its config, System.map)
+//!                       bin/busybox                  busybox
+//! guests/linux/initramfs.cpio.gz                     the generated initramfs, with iobench
+//!                                                    (guest-images/iobench, built here)
+//! guests/debian/selected                             the pair last used (offline fallback)
+//! guests/debian/tmp/w-<pid>/                         one run's downloads and extractions
+//! ```
+//! A package version is fetched and extracted once; later builds only ask apt which versions
+//! are current (local, no network). When apt cannot resolve or download, the pair in
+//! `selected` is used, with a note.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+
+use crate::workspace::Workspace;
+
+mod debian;
+#[cfg(test)]
+mod init_tests;
+mod userspace;
+
+pub use debian::{
+    BUSYBOX_PACKAGE, DEB_ARCH, DebFile, Fetched, KERNEL_META_PACKAGE, SUITE_ENV, fetch,
+    parse_depends, parse_print_uris,
+};
+pub use userspace::{GROUP, INIT_SCRIPT, INITTAB, PASSWD, initramfs};
+
+/// Kernel command line of the built-in Linux guest; the plan's `cmdline` is appended.
+///
+/// `loglevel=4` keeps errors and the first few `earlycon` lines but drops the ~250 info lines
+/// of a full boot log: natively under TCG, `PROBE PASS` comes after ~3.9 s instead of 5-7 s,
+/// and in a slice every console byte is a trapped write. Append `loglevel=8` for everything.
+pub const DEFAULT_CMDLINE: &str = "console=ttyAMA0 earlycon=pl011,0x9000000 loglevel=4 panic=-1";
+
+/// The built-in Linux guest, ready for the bundle.
+#[derive(Clone, Debug)]
+pub struct LinuxGuest {
+    /// The kernel `Image` (Debian's `vmlinuz` is an uncompressed arm64 Image).
+    pub kernel: Vec<u8>,
+    /// The generated initramfs (gzipped newc cpio).
+    pub initramfs: Vec<u8>,
+    /// Kernel release (`uname -r`), e.g. `6.1.0-56-cloud-arm64`.
+    pub release: String,
+    /// Where the kernel is in the cache.
+    pub kernel_file: PathBuf,
+    /// Where the initramfs was written.
+    pub initramfs_file: PathBuf,
+    /// Packages used, as (name, version).
+    pub packages: Vec<(String, String)>,
+    /// Set when apt could not be used and cached packages were taken instead.
+    pub note: Option<String>,
+}
+
+/// The Linux guest for `ws`: fetched or taken from the cache, initramfs generated. Done once
+/// per process and target directory; concurrent callers wait for the first.
+pub fn guest(ws: &Workspace, quiet: bool) -> Result<Arc<LinuxGuest>> {
+    static GUESTS: Mutex<Vec<(PathBuf, Arc<LinuxGuest>)>> = Mutex::new(Vec::new());
+    let mut guests = GUESTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, guest)) = guests.iter().find(|(dir, _)| *dir == ws.target_dir) {
+        return Ok(guest.clone());
+    }
+    let guest = Arc::new(build(ws, quiet)?);
+    guests.push((ws.target_dir.clone(), guest.clone()));
+    Ok(guest)
+}
+
+/// Fetches (or reuses) the packages under `guests/debian`, builds the guest tools and writes
+/// `guests/linux/initramfs.cpio.gz`.
+fn build(ws: &Workspace, quiet: bool) -> Result<LinuxGuest> {
+    let guests = &ws.target_dir.join("guests");
+    let fetched = fetch(&guests.join("debian"), quiet)?;
+    if let Some(note) = &fetched.note {
+        eprintln!("linux: {note}");
+    }
+    let raw = std::fs::read(&fetched.kernel)
+        .with_context(|| format!("reading {}", fetched.kernel.display()))?;
+    let kernel = crate::guest::unpack_kernel(raw)
+        .with_context(|| format!("unpacking {}", fetched.kernel.display()))?;
+    let busybox = std::fs::read(&fetched.busybox)
+        .with_context(|| format!("reading {}", fetched.busybox.display()))?;
+    let iobench = crate::build::build_one(
+        ws,
+        "microvisor-iobench",
+        "iobench",
+        crate::build::LINUX_TOOLS_TARGET,
+        quiet,
+    )?;
+    let iobench =
+        std::fs::read(&iobench).with_context(|| format!("reading {}", iobench.display()))?;
+    let initramfs = initramfs(busybox, iobench).context("building the initramfs")?;
+    let initramfs_file = guests.join("linux").join("initramfs.cpio.gz");
+    write_if_changed(&initramfs_file, &initramfs)?;
+    let release = fetched
+        .kernel
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("vmlinuz-"))
+        .unwrap_or_default()
+        .to_string();
+    Ok(LinuxGuest {
+        kernel,
+        initramfs,
+        release,
+        kernel_file: fetched.kernel,
+        initramfs_file,
+        packages: fetched
+            .debs
+            .iter()
+            .map(|d| (d.package().to_string(), d.version()))
+            .collect(),
+        note: fetched.note,
+    })
+}
+
+/// Writes `bytes` to `path` (through a temporary file and a rename) unless it holds them.
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    let dir = path.parent().context("a file in a directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The QEMU command that boots the guest without the microvisor (QEMU `virt`, GICv3), console
+/// on stdio; `append` follows [`DEFAULT_CMDLINE`].
+pub fn native_qemu_command(
+    guest: &LinuxGuest,
+    cpus: u32,
+    memory_mib: u64,
+    append: &str,
+) -> Command {
+    let mut cmd = Command::new(crate::setup::QEMU);
+    cmd.args(["-M", "virt,gic-version=3", "-cpu", "max"])
+        .args(["-smp", &cpus.to_string(), "-m", &format!("{memory_mib}M")])
+        .arg("-nographic")
+        .arg("-kernel")
+        .arg(&guest.kernel_file)
+        .arg("-initrd")
+        .arg(&guest.initramfs_file)
+        .arg("-append")
+        .arg(crate::image::full_cmdline(DEFAULT_CMDLINE, append));
+    cmd
+}
+
+/// A fresh directory for one test, under the system's temporary directory.
+#[cfg(test)]
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("xtask-linux-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,95 @@
+//! What the guest runs: the initramfs with busybox, `iobench`, `/init` (`init.sh`) and the
+//! few files of `/etc` they need, written with `crate::initramfs`.
+
+use anyhow::Result;
+
+use crate::initramfs::Archive;
+
+/// `/init`: a busybox sh script.
+pub const INIT_SCRIPT: &str = include_str!("init.sh");
+/// `/etc/passwd` and `/etc/group`: root only (names in `ps`, `id`, `ls -l`).
+pub const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n";
+pub const GROUP: &str = "root:x:0:\n";
+/// `/etc/inittab` for busybox init, which `/init` execs last: a shell on the console,
+/// restarted when it exits (cttyhack gives it the real tty, so job control and Ctrl-C work).
+pub const INITTAB: &str = "::respawn:/bin/cttyhack /bin/sh\n::ctrlaltdel:/sbin/reboot\n";
+
+/// The initramfs: busybox (applet links made at boot by `busybox --install -s`), `iobench`
+/// (guest-images/iobench), `/init`, `/etc/inittab`, `/etc/passwd`, `/etc/group`,
+/// `/dev/console` and the mount points, gzipped.
+pub fn initramfs(busybox: Vec<u8>, iobench: Vec<u8>) -> Result<Vec<u8>> {
+    let mut a = Archive::new();
+    for dir in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "root",
+    ] {
+        a.dir(dir, 0o755)?;
+    }
+    a.dir("tmp", 0o1777)?
+        .file("bin/busybox", 0o755, busybox)?
+        .symlink("bin/sh", "busybox")?
+        .file("bin/iobench", 0o755, iobench)?
+        .char_device("dev/console", 0o600, 5, 1)?
+        .file("init", 0o755, INIT_SCRIPT.as_bytes().to_vec())?
+        .file("etc/inittab", 0o644, INITTAB.as_bytes().to_vec())?
+        .file("etc/passwd", 0o644, PASSWD.as_bytes().to_vec())?
+        .file("etc/group", 0o644, GROUP.as_bytes().to_vec())?;
+    Ok(a.to_gzip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::initramfs::{Kind, read_newc};
+    use flate2::read::GzDecoder;
+    use std::io::Read;
+
+    #[test]
+    fn the_initramfs_holds_busybox_iobench_init_and_mount_points() {
+        let make = || initramfs(b"\x7fELF busybox".to_vec(), b"\x7fELF iobench".to_vec());
+        let gz = make().unwrap();
+        assert_eq!(gz, make().unwrap(), "deterministic");
+        let mut cpio = Vec::new();
+        GzDecoder::new(gz.as_slice())
+            .read_to_end(&mut cpio)
+            .unwrap();
+        let entries = read_newc(&cpio).unwrap();
+        let find = |n: &str| {
+            entries
+                .iter()
+                .find(|e| e.name == n)
+                .unwrap_or_else(|| panic!("{n} missing"))
+        };
+        assert_eq!(
+            find("init").kind(),
+            Some(Kind::File(INIT_SCRIPT.as_bytes().to_vec()))
+        );
+        assert_eq!(find("init").permissions(), 0o755);
+        assert!(INIT_SCRIPT.starts_with("#!/bin/busybox sh\n"));
+        assert_eq!(
+            find("bin/busybox").kind(),
+            Some(Kind::File(b"\x7fELF busybox".to_vec()))
+        );
+        assert_eq!(find("bin/sh").kind(), Some(Kind::Symlink("busybox".into())));
+        assert_eq!(
+            find("bin/iobench").kind(),
+            Some(Kind::File(b"\x7fELF iobench".to_vec()))
+        );
+        assert_eq!(find("bin/iobench").permissions(), 0o755);
+        assert_eq!(
+            find("dev/console").kind(),
+            Some(Kind::CharDevice { major: 5, minor: 1 })
+        );
+        assert_eq!(find("tmp").permissions(), 0o1777);
+        for dir in ["proc", "sys", "dev", "etc", "sbin", "usr/bin", "usr/sbin"] {
+            assert_eq!(find(dir).kind(), Some(Kind::Dir), "{dir}");
+        }
+        assert_eq!(
+            find("etc/inittab").kind(),
+            Some(Kind::File(INITTAB.as_bytes().to_vec()))
+        );
+        assert_eq!(
+            find("etc/passwd").kind(),
+            Some(Kind::File(PASSWD.as_bytes().to_vec()))
+        );
+    }
+}
