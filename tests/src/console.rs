@@ -70,7 +70,7 @@ fn is_slice_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-/// The probe's `SLICE-REPORT {json}` (DESIGN §6): the fields tests compare, the rest kept as
+/// The probe's `SLICE-REPORT {json}` (docs/architecture.md, "Plan, bundle and reports"): the fields tests compare, the rest kept as
 /// JSON.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct SliceReport {

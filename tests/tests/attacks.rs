@@ -1,4 +1,4 @@
-//! Every probe attack, each contained as DESIGN says: accesses outside the slice's RAM and
+//! Every probe attack, each contained as docs/threat-model.md says: accesses outside the slice's RAM and
 //! emulated devices, SMC SYSTEM_OFF, undefined system registers and redistributor frames past
 //! the slice's vCPUs stop the attacker (`[hv] slice <a> stopped: ...`, nothing more from it)
 //! while the victims keep beating; PSCI CPU_ON outside the slice, unknown HVCs, SGIs aimed

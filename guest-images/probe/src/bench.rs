@@ -5,8 +5,7 @@
 //!
 //! Every measurement is an instruction count: under QEMU `-icount shift=0`
 //! the PMU's INST_RETIRED event and the 1 GHz generic counter both advance
-//! by one per executed instruction (platform-facts, "Counting
-//! instructions").
+//! by one per executed instruction (docs/performance.md, first paragraph).
 
 use core::fmt;
 

@@ -1,4 +1,4 @@
-//! Turning a slice's byte stream into node console lines `[<slice>] <line>` (DESIGN §4): a
+//! Turning a slice's byte stream into node console lines `[<slice>] <line>` (docs/architecture.md, "Console"): a
 //! line ends at `\n` or when it reaches [`MAX_LINE`] bytes; `\r` and other control bytes
 //! that could move the cursor over the prefix are dropped, so every byte a guest prints
 //! stays behind its slice's prefix.

@@ -1,6 +1,6 @@
 //! The slice plan: model, validation, placement onto hardware, guest memory layout and the
 //! image bundle format. One piece of code used by `xtask` (host, feature `std`) and by the
-//! hypervisor at boot (no_std + alloc). See DESIGN §6 and `docs/plan.md`.
+//! hypervisor at boot (no_std + alloc). See `docs/plan.md`.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 
 extern crate alloc;

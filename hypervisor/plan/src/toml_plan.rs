@@ -1,4 +1,4 @@
-//! Reading a plan from TOML (DESIGN §6). The text is parsed into a `toml::Table` and walked by
+//! Reading a plan from TOML (docs/plan.md). The text is parsed into a `toml::Table` and walked by
 //! hand, so that every error names its slice (by name, or `#N` before it has a valid one) and
 //! its field; unknown keys are errors at every level.
 

@@ -1,5 +1,5 @@
 //! The `SLICE-REPORT {json}` line and the `PROBE PASS` / `PROBE FAIL
-//! <reasons>` verdict (DESIGN §6, machine-readable reports).
+//! <reasons>` verdict (docs/architecture.md, "Plan, bundle and reports").
 
 use core::fmt::{self, Write};
 

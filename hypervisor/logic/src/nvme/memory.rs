@@ -28,7 +28,7 @@ impl Ipa {
 }
 
 /// The slice's RAM: `size` bytes at IPA `ipa_base`, backed by host physical memory at
-/// `pa_base` (one contiguous block, DESIGN.md §4).
+/// `pa_base` (one contiguous block, docs/architecture.md, "Slices").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuestRam {
     /// First IPA of the slice's RAM (0x4000_0000 on every slice).

@@ -1,4 +1,4 @@
-//! NVMe queue slicing, mediated backend (DESIGN.md §5): the virtual NVMe controller each slice
+//! NVMe queue slicing, mediated backend (docs/architecture.md, "NVMe queue slicing"): the virtual NVMe controller each slice
 //! sees, and the validator that stands between the slice's commands and the physical
 //! controller (NVM Express Base Specification 1.4, NVM Command Set Specification 1.0).
 //!

@@ -635,7 +635,7 @@ mod tests {
         assert_eq!(cc.read(CC::IOSQES), 6);
         assert_eq!(cc.read(CC::IOCQES), 4);
         assert_eq!(cc.read(CC::SHN), 1);
-        // QEMU's CAP as listed in the platform facts.
+        // The CAP QEMU 10's emulated controller reports (read from its BAR0 under the probe).
         let cap = LocalRegisterCopy::<u64, CAP::Register>::new(0x0040_0820_0f01_07ff);
         assert_eq!(cap.read(CAP::MQES), 2047);
         assert!(cap.is_set(CAP::CQR));
