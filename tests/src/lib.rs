@@ -12,6 +12,7 @@
 //! - [`scenario`]: a node, a plan, a boot path and expectations; `run()` does the rest.
 //! - [`disk`]: what the Linux guest's disk steps left in a node's disk file.
 //! - [`build_errors`]: `cargo xtask image` on plans that must be refused.
+//! - [`layering`]: the kernel crate's modules import each other as a tree (host test).
 
 pub mod attack_lines;
 pub mod build_errors;
@@ -20,6 +21,7 @@ pub mod disk;
 pub mod expect;
 pub mod images;
 pub mod input;
+pub mod layering;
 pub mod plans;
 pub mod runner;
 pub mod scenario;
