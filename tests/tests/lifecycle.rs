@@ -61,6 +61,34 @@ fn system_reset_restarts_only_that_slice_from_its_image() {
 }
 
 #[test]
+fn a_reset_with_the_timer_interrupt_in_flight_leaves_the_timer_working() {
+    // The probe resets with its virtual timer's interrupt injected but not taken (IRQs
+    // masked): the physical interrupt is active, waiting for a guest deactivation that never
+    // comes. The restarted run's timer interrupts must still arrive (its `timer-irq` benchmark
+    // waits for each of its 16, at most 1 s past its deadline).
+    Scenario::new("reset_timer_in_flight")
+        .plan(&plan(&[
+            probe_slice(
+                "timer",
+                "1",
+                "64MiB",
+                "cmdline = \"bench=timer-irq reset-after=1 reset-timer-pending=1 heartbeat=200\"",
+            ),
+            probe_slice("b", "1", "64MiB", "cmdline = \"heartbeat=500\""),
+        ]))
+        .all_healthy()
+        .expect(Expect::Sequence(vec![
+            slice("timer", "^BENCH timer-irq [0-9]"),
+            slice("timer", "^PROBE timer-pending fired=1$"),
+            hv("^slice timer restarted"),
+            slice("timer", "^BENCH timer-irq [0-9]"),
+            slice("timer", "^BENCH done$"),
+        ]))
+        .expect(Expect::Never(slice("timer", "^BENCH timer-irq FAILED")))
+        .run();
+}
+
+#[test]
 fn on_fault_restart_boots_the_slice_again() {
     Scenario::new("on_fault_restart")
         .plan(&plan(&[

@@ -9,6 +9,7 @@
 //! | `target` | hex IPA for `read-addr`, `write-addr`, `mmio` | per attack |
 //! | `reset-after` | PSCI SYSTEM_RESET after heartbeat n | never |
 //! | `off-after` | PSCI SYSTEM_OFF after heartbeat n | never |
+//! | `reset-timer-pending` | `1`: `reset-after`'s SYSTEM_RESET is made with the virtual timer's interrupt fired and injected but not taken (IRQs masked) | 0 |
 //! | `nvme` | `0` skips the NVMe driver entirely | 1 |
 //! | `nvme-test` | `0` skips the NVMe data test | 1 |
 //! | `nvme-fill` | MiB of the namespace to write the slice pattern over | none |
@@ -211,6 +212,8 @@ pub struct Options {
     pub reset_after: Option<u64>,
     /// SYSTEM_OFF after this heartbeat.
     pub off_after: Option<u64>,
+    /// `reset-timer-pending=1`: leave a virtual timer interrupt in flight at the reset.
+    pub reset_timer_pending: bool,
     /// Whether to look for an NVMe controller at all (`nvme=0`: no).
     pub nvme: bool,
     /// Whether to run the NVMe data test (`nvme-test=0`: no).
@@ -238,6 +241,7 @@ impl Default for Options {
             target: None,
             reset_after: None,
             off_after: None,
+            reset_timer_pending: false,
             nvme: true,
             nvme_test: true,
             nvme_fill_mib: None,
@@ -276,6 +280,11 @@ impl Options {
                 }
                 b"off-after" => {
                     options.off_after = options.number("off-after", value, parse_decimal);
+                }
+                b"reset-timer-pending" => {
+                    if let Some(n) = options.number("reset-timer-pending", value, parse_decimal) {
+                        options.reset_timer_pending = n != 0;
+                    }
                 }
                 b"target" => options.target = options.number("target", value, parse_hex),
                 b"nvme" => {
@@ -428,8 +437,9 @@ mod tests {
     fn all_options_are_read_and_foreign_words_ignored() {
         let o = Options::parse(
             b"console=ttyAMA0 heartbeat=250 attack=mmio,read-addr target=0x0901_0000 \
-              reset-after=3 off-after=7 quiet",
+              reset-after=3 off-after=7 reset-timer-pending=1 quiet",
         );
+        assert!(o.reset_timer_pending);
         assert_eq!(o.heartbeat_ms, 250);
         assert_eq!(o.attacks(), &[Attack::Mmio, Attack::ReadAddr]);
         assert_eq!(o.target, Some(0x0901_0000));

@@ -92,14 +92,14 @@ fn guest_sync(frame: &mut GuestFrame) {
 fn finish(slice: &Slice, vcpu: &Vcpu, next: Next) {
     match next {
         Next::Resume => {}
-        Next::CpuOff => run::park(vcpu),
+        Next::CpuOff => run::park(slice, vcpu),
         Next::End(ending) => {
             slice.end(vcpu, ending);
             run::back_to_loop()
         }
     }
     if slice.stop_requested() {
-        run::park(vcpu);
+        run::park(slice, vcpu);
     }
     slice.gic.sync(vcpu.index);
 }
@@ -177,7 +177,7 @@ fn guest_irq(_frame: &mut GuestFrame) {
         .count(handled.first.unwrap_or(ExitCause::OtherInterrupt));
     if slice.stop_requested() {
         irq::finish_maintenance(handled);
-        run::park(vcpu);
+        run::park(slice, vcpu);
     }
     slice.gic.sync(vcpu.index);
     irq::finish_maintenance(handled);

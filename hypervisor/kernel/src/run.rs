@@ -10,6 +10,7 @@ use spin::Once;
 use crate::irq;
 use crate::node::Node;
 use crate::output;
+use crate::slice::Slice;
 use crate::vcpu::Vcpu;
 
 static NODE: Once<Node> = Once::new();
@@ -34,9 +35,9 @@ pub fn node() -> &'static Node {
     }
 }
 
-/// Powers `vcpu` (the calling core's) off and returns to the run loop.
-pub fn park(vcpu: &Vcpu) -> ! {
-    vcpu.set_off();
+/// Stops `vcpu` (the calling core's, of `slice`) and returns to the run loop.
+pub fn park(slice: &Slice, vcpu: &Vcpu) -> ! {
+    slice.stop_vcpu_here(vcpu);
     back_to_loop()
 }
 

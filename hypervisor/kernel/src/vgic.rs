@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use microvisor_arch::{cpu, gic, vgic};
-use microvisor_logic::vgic::{MAX_LIST_REGISTERS, VcpuSet, VirtualGic};
+use microvisor_logic::vgic::{MAX_LIST_REGISTERS, VcpuSet, VirtualGic, hardware_in_flight};
 use spin::Mutex;
 
 /// Where each vCPU runs, and its core's list-register bookkeeping.
@@ -84,10 +84,17 @@ impl SliceGic {
     }
 
     /// Puts the calling core's virtual CPU interface back to reset for `vcpu`: no interrupt in
-    /// flight (physical ones linked to its list registers are deactivated), interface reset.
-    /// Called on the vCPU's own core when it stops and before it starts.
+    /// flight, interface reset. Every physical interrupt the guest would have deactivated is
+    /// deactivated here: the hardware-linked ones in this core's list registers (read from the
+    /// hardware, so a reset of the slice's vGIC state cannot hide them) and the ones the state
+    /// still held pending for the vCPU. Called on the vCPU's own core when it stops, before
+    /// anything resets the slice's vGIC, and again before it starts.
     pub fn quiesce(&self, vcpu: usize) {
-        let in_flight = self.state.lock().reset_vcpu(vcpu);
+        let mut in_flight = self.state.lock().reset_vcpu(vcpu);
+        let count = vgic::list_register_count().min(MAX_LIST_REGISTERS);
+        in_flight.extend((0..count).filter_map(|n| hardware_in_flight(vgic::read_list_register(n))));
+        in_flight.sort_unstable();
+        in_flight.dedup();
         in_flight.into_iter().for_each(gic::deactivate);
         vgic::reset();
         if let Some(slot) = self.vcpus.get(vcpu) {

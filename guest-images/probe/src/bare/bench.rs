@@ -11,7 +11,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use aarch64_cpu::registers::{CNTV_CTL_EL0, CNTV_CVAL_EL0, Writeable};
+use aarch64_cpu::registers::{CNTV_CTL_EL0, CNTV_CVAL_EL0, Readable, Writeable};
 use microvisor_probe::bench::{
     self, Bench, CALL_ITERATIONS, Line, PerOp, TIMER_DELAY_TICKS, TIMER_ITERATIONS,
 };
@@ -164,14 +164,19 @@ fn mmio_read_loop(n: u64, address: u64) {
     }
 }
 
+/// How long `wait_for_timer` waits past the deadline for the interrupt (1 s of counter).
+const TIMER_GRACE_TICKS: u64 = 1_000_000_000;
+
 /// Programs the virtual timer for `cval`, unmasks IRQs and spins until the
-/// handler saw the interrupt.
-fn wait_for_timer(cval: u64) {
+/// handler saw the interrupt, or until `TIMER_GRACE_TICKS` after `cval`.
+/// Returns whether the interrupt came.
+fn wait_for_timer(cval: u64) -> bool {
     TIMER_FIRED.store(false, Ordering::Release);
     TIMER_ARMED.store(true, Ordering::Release);
     CNTV_CVAL_EL0.set(cval);
     CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::SET + CNTV_CTL_EL0::IMASK::CLEAR);
     let flag = TIMER_FIRED.as_ptr() as u64;
+    let deadline = cval.saturating_add(TIMER_GRACE_TICKS);
     // SAFETY: IRQs are unmasked only inside this loop, which keeps no value
     // in registers the handler may clobber (C ABI clobbers declared) and
     // reads a flag the handler sets; they are masked again before leaving.
@@ -180,13 +185,46 @@ fn wait_for_timer(cval: u64) {
             "isb",
             "msr daifclr, #2",
             "1: ldrb w20, [{flag}]",
-            "cbz w20, 1b",
-            "msr daifset, #2",
+            "cbnz w20, 2f",
+            "mrs x21, cntvct_el0",
+            "cmp x21, {deadline}",
+            "b.lo 1b",
+            "2: msr daifset, #2",
             flag = in(reg) flag,
+            deadline = in(reg) deadline,
             out("x20") _,
+            out("x21") _,
             clobber_abi("C"),
         );
     }
+    CNTV_CTL_EL0.set(0);
+    TIMER_ARMED.store(false, Ordering::Release);
+    TIMER_FIRED.load(Ordering::Acquire)
+}
+
+/// Makes the virtual timer's interrupt fire while IRQs stay masked, so that the hypervisor
+/// injects it (hardware-linked, the physical interrupt left active until the guest finishes
+/// it) and the guest never takes it; then returns with the timer still firing. A SYSTEM_RESET
+/// made now must not leave the core's timer interrupt stuck: the next run's `timer-irq`
+/// benchmark (or any guest using timer interrupts) proves it was not.
+pub fn leave_timer_interrupt_in_flight() {
+    let gic = gic::Gic::from_platform();
+    if let Err(e) = gic
+        .enable_distributor()
+        .map(|_| ())
+        .and_then(|()| gic::prepare_receiver(&gic, VIRTUAL_TIMER_INTID))
+    {
+        println!("PROBE WARN timer-pending gic {e}");
+        return;
+    }
+    CNTV_CVAL_EL0.set(timer::now());
+    CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::SET + CNTV_CTL_EL0::IMASK::CLEAR);
+    while !CNTV_CTL_EL0.is_set(CNTV_CTL_EL0::ISTATUS) {
+        core::hint::spin_loop();
+    }
+    // The physical interrupt reaches EL2 at once; give the injection a moment anyway.
+    timer::sleep_us(1000);
+    println!("PROBE timer-pending fired={}", u8::from(CNTV_CTL_EL0.is_set(CNTV_CTL_EL0::ISTATUS)));
 }
 
 /// From the IRQ handler, before the end of interrupt: the benchmark's timer
@@ -218,7 +256,10 @@ fn timer_irq() {
     let mut best = u64::MAX;
     for _ in 0..TIMER_ITERATIONS {
         let cval = timer::now() + TIMER_DELAY_TICKS;
-        wait_for_timer(cval);
+        if !wait_for_timer(cval) {
+            println!("BENCH timer-irq FAILED no-interrupt");
+            return;
+        }
         let latency = PROBE_IRQ_ENTRY_TICKS
             .load(Ordering::Acquire)
             .wrapping_sub(cval);

@@ -13,7 +13,7 @@ use microvisor_probe::memplan::pattern;
 use microvisor_probe::text::Text;
 
 use super::console::println;
-use super::{entry, nvme_io, psci, timer};
+use super::{bench, entry, nvme_io, psci, timer};
 
 /// Words in the canary (64 KiB).
 const CANARY_WORDS: usize = 64 * 1024 / 8;
@@ -73,6 +73,9 @@ pub fn run(options: &Options, conduit: Conduit, seed: u64, slice_seed: u64) -> !
         };
         println!("HEARTBEAT {n} {state}{}", nvme.as_str().unwrap_or(""));
         if options.reset_after == Some(n) {
+            if options.reset_timer_pending {
+                bench::leave_timer_interrupt_in_flight();
+            }
             action("system-reset", conduit, psci::SYSTEM_RESET);
         }
         if options.off_after == Some(n) {

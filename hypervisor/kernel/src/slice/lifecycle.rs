@@ -6,7 +6,7 @@ use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::Ordering;
 
-use microvisor_arch::{cpu, gic};
+use microvisor_arch::{cpu, gic, virt};
 use microvisor_logic::psci::status;
 use microvisor_logic::vgic::VcpuSet;
 use microvisor_plan::model::OnFault;
@@ -89,17 +89,27 @@ impl Slice {
         }
     }
 
+    /// Stops `vcpu` on its own (the calling) core: its EL1 timer off, every physical interrupt
+    /// it had in flight deactivated, its CPU interface reset, and only then OFF. A core ending
+    /// the run waits for OFF before it may restart the slice (which resets the vGIC state), so
+    /// an interrupt the guest never finished cannot stay active on the core for good.
+    pub fn stop_vcpu_here(&self, vcpu: &Vcpu) {
+        virt::reset_el1();
+        self.gic.quiesce(vcpu.index);
+        vcpu.set_off();
+    }
+
     /// Whether the slice's vCPUs must park (checked on every return to the guest).
     pub fn stop_requested(&self) -> bool {
         self.stop_requested.load(Ordering::Acquire)
     }
 
-    /// Ends this run of the slice from `vcpu` (the calling core's, powered off here): stops
+    /// Ends this run of the slice from `vcpu` (the calling core's, stopped here): stops
     /// every other vCPU, quiesces the devices, reports, then either leaves the slice stopped or
     /// restarts it from its pristine images (vCPU 0 ON_PENDING, perhaps this very one). The
     /// caller's core goes back to its run loop afterwards without touching the vCPU's state.
     pub fn end(&self, vcpu: &Vcpu, ending: Ending) {
-        vcpu.set_off();
+        self.stop_vcpu_here(vcpu);
         {
             let mut lifecycle = self.lifecycle.lock();
             if *lifecycle != Lifecycle::Running {

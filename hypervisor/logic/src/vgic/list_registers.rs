@@ -21,6 +21,16 @@ pub(super) mod lr {
     pub const EOI: u64 = 1 << 41;
 }
 
+/// The physical interrupt a list register's value still holds active: its pINTID if the entry
+/// is hardware-linked (HW) and not yet finished (pending, active, or both). When a vCPU is
+/// stopped with such an entry in a list register, the physical interrupt must be deactivated
+/// by hand, since the guest never will.
+pub fn hardware_in_flight(register: u64) -> Option<u32> {
+    let state = (register >> lr::STATE_SHIFT) & lr::STATE_MASK;
+    (register & lr::HW != 0 && state != 0)
+        .then_some(((register >> lr::PINTID_SHIFT) & 0x1fff) as u32)
+}
+
 /// What a list-register pass decided for one vCPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListRegisterUpdate {
@@ -168,6 +178,18 @@ mod tests {
 
     fn lr_state(value: u64) -> u64 {
         value >> 62
+    }
+
+    #[test]
+    fn hardware_linked_entries_still_in_flight() {
+        let hw = |state: u64| state << lr::STATE_SHIFT | lr::HW | 27 << lr::PINTID_SHIFT | 27;
+        assert_eq!(hardware_in_flight(hw(lr::PENDING)), Some(27));
+        assert_eq!(hardware_in_flight(hw(lr::ACTIVE)), Some(27));
+        assert_eq!(hardware_in_flight(hw(lr::PENDING | lr::ACTIVE)), Some(27));
+        assert_eq!(hardware_in_flight(hw(0)), None, "finished: the guest deactivated it");
+        let virtual_only = lr::PENDING << lr::STATE_SHIFT | lr::EOI | 33;
+        assert_eq!(hardware_in_flight(virtual_only), None);
+        assert_eq!(hardware_in_flight(0), None);
     }
 
     #[test]

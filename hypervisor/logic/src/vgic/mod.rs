@@ -22,7 +22,7 @@ mod list_registers;
 mod registers;
 mod state;
 
-pub use list_registers::ListRegisterUpdate;
+pub use list_registers::{ListRegisterUpdate, hardware_in_flight};
 use state::{Irq, Spi, VcpuState};
 
 /// INTIDs the virtual GIC implements: SGIs 0-15, PPIs 16-31, SPIs 32-127.
