@@ -15,7 +15,8 @@ use microvisor_arch::pci::PciHost;
 use microvisor_arch::uart::PhysicalUart;
 use microvisor_arch::{cache, cpu, gic, smp};
 use microvisor_kernel::{BootInfo, console, primary_main};
-use microvisor_logic::inventory::{Inventory, MAX_RESERVED, Region, dtb_total_size};
+use microvisor_logic::dtb;
+use microvisor_logic::inventory::{Inventory, MAX_RESERVED, Region};
 use microvisor_logic::memory_map::place_working_memory;
 use microvisor_logic::pagetable::{Attributes, PAGE_SIZE, Regime, Translation};
 
@@ -59,7 +60,7 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     let dtb_header: [u8; 8] = unsafe { static_bytes(dtb_address, 8) }
         .try_into()
         .unwrap_or([0; 8]);
-    let Some(dtb_size) = dtb_total_size(&dtb_header) else {
+    let Some(dtb_size) = dtb::total_size(&dtb_header) else {
         cpu::halt()
     };
     // SAFETY: the firmware's device tree stays intact until the kernel is done with the

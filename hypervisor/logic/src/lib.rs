@@ -6,6 +6,7 @@ extern crate alloc;
 
 pub mod bits;
 pub mod console;
+pub mod dtb;
 pub mod exits;
 pub mod guest_dt;
 pub mod inventory;
