@@ -35,6 +35,7 @@ use xtask::node::{Disk, Node, RAM_BASE};
 use xtask::qemu::{Boot, Console, Firmware};
 
 use crate::expect::{Expect, any_slice, hv, lit};
+use crate::firmware_dt::{self, FirmwareTree};
 use crate::images::{built, corrupt_bundled_image};
 use crate::input::Input;
 use crate::runner::{Outcome, Run, run};
@@ -106,6 +107,8 @@ pub struct Scenario {
     pub disk_name: Option<String>,
     /// Keep what the disk files hold; otherwise they start empty (all zeros) at every run.
     pub keep_disk: bool,
+    /// A device tree handed over with `-dtb` instead of QEMU's own.
+    pub firmware_tree: Option<FirmwareTree>,
 }
 
 /// What Linux may keep of a slice's RAM for itself, so MemTotal (`mem_total_kib`) is at least
@@ -142,6 +145,7 @@ impl Scenario {
             input: Vec::new(),
             disk_name: None,
             keep_disk: false,
+            firmware_tree: None,
         }
     }
 
@@ -230,6 +234,13 @@ impl Scenario {
     /// Types `input` on the node console when its line appears (after the inputs added before).
     pub fn input(mut self, input: Input) -> Scenario {
         self.input.push(input);
+        self
+    }
+
+    /// Hands the image `tree` with `-dtb` (written to `target/test-images/<name>.dtb`), as a
+    /// loader or firmware does, instead of letting QEMU pass its own.
+    pub fn firmware_tree(mut self, tree: FirmwareTree) -> Scenario {
+        self.firmware_tree = Some(tree);
         self
     }
 
@@ -407,6 +418,20 @@ impl Scenario {
         .expect(Expect::QemuExits)
     }
 
+    /// Expect the boot to stop where nothing can power the node off (no readable `/psci`): one
+    /// `[hv] error:` line matching `why`, the line saying the boot core stops, `[hv] halted: no
+    /// slice was started`, and not a single line from any slice. QEMU keeps running (the boot
+    /// core waits in WFI); the harness stops it once the lines are there.
+    pub fn halted_at_boot(self, why: &str) -> Scenario {
+        self.expect(Expect::Sequence(vec![
+            hv(&format!("^error: .*{why}")),
+            hv("^no PSCI conduit known to power off with: the boot core stops here$"),
+            hv("^halted: no slice was started$"),
+        ]))
+        .expect(Expect::Never(any_slice("")))
+        .expect(Expect::Never(hv("^slice .* started$")))
+    }
+
     /// After `[hv] slice <stopped> stopped: ...`, each of `others` prints `count` more heartbeats.
     pub fn others_keep_running(self, stopped: &str, others: &[&str], count: usize) -> Scenario {
         self.expect(Expect::HeartbeatsAfter {
@@ -452,7 +477,7 @@ impl Scenario {
                 }
             }
         }
-        let boot = Boot {
+        let mut boot = Boot {
             node: &node,
             image: &image,
             firmware: match self.boot {
@@ -463,7 +488,12 @@ impl Scenario {
             console: Console::Captured,
             disk_prefix: built.image_path(self.disk_name.as_deref().unwrap_or(&self.name), "disk"),
             kernel_cmdline: self.cmdline.clone(),
+            dtb: None,
         };
+        let dtb = self
+            .firmware_tree
+            .map(|tree| firmware_dt::prepare(tree, &boot, &built.image_path(&self.name, "dtb")));
+        boot.dtb = dtb.as_deref();
         let command = boot
             .command()
             .unwrap_or_else(|e| panic!("scenario {}: {e:#}", self.name));
