@@ -31,7 +31,10 @@ primary_entry:
     add     x13, x13, x20
     str     x13, [x20, x11]
     b       1b
-2:  adr     x9, boot_stack_top
+2:  adr     x9, early_vectors       // exceptions before the kernel's vectors: reported
+    msr     vbar_el2, x9
+    isb
+    adr     x9, boot_stack_top
     mov     sp, x9
     mov     x29, xzr
     mov     x30, xzr
@@ -40,6 +43,26 @@ primary_entry:
     bl      boot_primary
 3:  wfi
     b       3b
+
+// The boot core's exception vectors until the kernel installs its own: every entry (Arm ARM
+// D1.3.1, 16 entries of 0x80 bytes) calls early_exception(index) on a fresh boot stack, which
+// reports the fault on the early console and never returns.
+    .section .text.early_vectors, "ax"
+    .balign 0x800
+early_vectors:
+    .irp    kind, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+    .balign 0x80
+    mov     x0, #\kind
+    b       early_vector
+    .endr
+early_vector:
+    adr     x9, boot_stack_top
+    mov     sp, x9
+    mov     x29, xzr
+    mov     x30, xzr
+    bl      early_exception
+4:  wfi
+    b       4b
 
     .section .data.boot_stack, "aw"
     .balign 16

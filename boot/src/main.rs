@@ -1,9 +1,12 @@
-//! The EL2 image (DESIGN §3): arm64 Image header and self-relocation (`entry.S`), then, with
+//! The EL2 image (docs/architecture.md, "Boot"): arm64 Image header and self-relocation (`entry.S`), then, with
 //! the MMU still off, the firmware device tree is read, the hypervisor's working memory is
 //! placed, its identity map is built and the MMU and caches go on. The heap, the console,
-//! the GIC distributor and the RAM registry are set up, and the kernel takes over.
+//! the GIC distributor and the RAM registry are set up, and the kernel takes over. Until the
+//! kernel's console exists, every failure is reported by [`early`].
 #![no_std]
 #![no_main]
+
+mod early;
 
 use core::panic::PanicInfo;
 
@@ -15,9 +18,10 @@ use microvisor_arch::pci::PciHost;
 use microvisor_arch::uart::PhysicalUart;
 use microvisor_arch::{cache, cpu, gic, smp};
 use microvisor_kernel::{BootInfo, output, primary_main};
-use microvisor_logic::inventory::{Inventory, MAX_RESERVED, Region, dtb_total_size};
+use microvisor_logic::dtb;
+use microvisor_logic::inventory::{Inventory, MAX_RESERVED, Region, Salvage};
 use microvisor_logic::memory_map::place_working_memory;
-use microvisor_logic::pagetable::{Attributes, PAGE_SIZE, Regime, Translation};
+use microvisor_logic::pagetable::{Attributes, MapError, PAGE_SIZE, Regime, Translation};
 
 core::arch::global_asm!(include_str!("entry.S"));
 
@@ -43,6 +47,7 @@ const IMAGE_SIZE_OFFSET: u64 = 16;
 
 #[unsafe(no_mangle)]
 extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
+    early::image_at(image_base);
     // SAFETY: the loader placed the whole image at `image_base`; the header's first 24 bytes
     // are part of it and never written.
     let header = unsafe { static_bytes(image_base, 24) };
@@ -55,21 +60,27 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     let hypervisor_size = hypervisor_end - image_base;
     let image = Region::new(image_base, image_size.max(hypervisor_size));
 
-    // SAFETY: the boot protocol passes a device tree in x0; its 8-byte header tells its size.
-    let dtb_header: [u8; 8] = unsafe { static_bytes(dtb_address, 8) }
-        .try_into()
-        .unwrap_or([0; 8]);
-    let Some(dtb_size) = dtb_total_size(&dtb_header) else {
-        cpu::halt()
+    let (dtb, dtb_size) = firmware_tree(dtb_address);
+    let inventory = match Inventory::from_dtb(dtb) {
+        Ok(inventory) => inventory,
+        Err(e) => {
+            let salvage = Salvage::from_dtb(dtb);
+            if let Some(uart) = salvage.uart {
+                early::use_console(uart.base);
+            }
+            if let Some(conduit) = salvage.psci {
+                early::power_off_with(conduit);
+            }
+            early::fail(format_args!("firmware device tree: {e}"))
+        }
     };
-    // SAFETY: the firmware's device tree stays intact until the kernel is done with the
-    // inventory; its memory is not reused before that (the working memory avoids it).
-    let dtb = unsafe { static_bytes(dtb_address, dtb_size) };
-    let Ok(inventory) = Inventory::from_dtb(dtb) else {
-        cpu::halt()
-    };
+    early::use_console(inventory.uart.registers.base);
+    early::power_off_with(inventory.psci);
     let Some(boot_core) = inventory.core_index(cpu::mpidr()) else {
-        cpu::halt()
+        early::fail(format_args!(
+            "firmware device tree: the boot core (MPIDR {:#x}) is not in /cpus",
+            cpu::mpidr()
+        ))
     };
 
     let heap_size = HEAP_BASE + HEAP_PER_CORE * inventory.cpus.len() as u64;
@@ -85,14 +96,20 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
         tables_size + heap_size,
         WORKING_ALIGN,
     ) else {
-        cpu::halt()
+        early::fail(format_args!(
+            "no room in RAM for the hypervisor's working memory ({} KiB beside the image, the \
+             device tree and {} reserved ranges)",
+            (tables_size + heap_size) >> 10,
+            inventory.reserved.len()
+        ))
     };
 
     // SAFETY: `working` is RAM that nothing else uses (it avoids the image, the device tree
     // and reserved memory), and the MMU is off, so physical addresses are accessed directly.
     let pool = unsafe { RawTablePool::new(working.base, STAGE1_TABLES) };
-    let Ok(root) = identity_map(pool, &inventory) else {
-        cpu::halt()
+    let root = match identity_map(pool, &inventory) {
+        Ok(root) => root,
+        Err(e) => early::fail(format_args!("hypervisor page tables: {e:?}")),
     };
 
     // Data written with the MMU off bypassed the caches: drop any stale lines for it.
@@ -115,17 +132,21 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
         match memory::claim(region) {
             // The claim stays registered for good; the handle is not needed.
             Ok(_claimed) => {}
-            Err(_) => cpu::halt(),
+            Err(e) => early::fail(format_args!(
+                "cannot claim {:#x}-{:#x} for the hypervisor: {e:?}",
+                region.base,
+                region.end()
+            )),
         }
     }
     // SAFETY: the UART and GIC regions come from the firmware DT and are mapped as Device
     // memory by `identity_map`; nothing else drives them.
     let uart = unsafe { PhysicalUart::new(inventory.uart.registers.base) };
     output::init(uart);
+    early::kernel_console_ready();
     // SAFETY: as above.
     if let Err(e) = unsafe { gic::init(&inventory.gic) } {
-        output::fatal(format_args!("GIC distributor: {e}"));
-        cpu::halt()
+        early::fail(format_args!("GIC distributor: {e}"))
     }
     // SAFETY: ECAM and the memory windows are mapped as Device memory by `identity_map` and
     // driven only through this object.
@@ -158,13 +179,47 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     })
 }
 
+/// Largest firmware device tree accepted (QEMU's `-dtb` hands over 2 MiB + 20000 bytes).
+const MAX_DTB_SIZE: usize = 8 << 20;
+
+/// The firmware device tree x0 points at, and its size; reports and stops if x0 is not the
+/// address of one.
+fn firmware_tree(address: u64) -> (&'static [u8], usize) {
+    if address == 0 || !address.is_multiple_of(8) {
+        early::fail(format_args!(
+            "firmware device tree: x0 = {address:#x} is not its address (needs an 8-byte \
+             aligned address in RAM)"
+        ))
+    }
+    // SAFETY: x0 is non-null and aligned, and the boot protocol says a device tree starts
+    // there, so its first 8 bytes are readable; if the loader lied and they are not, the read
+    // faults into the early vectors, which report it.
+    let header: [u8; 8] = unsafe { static_bytes(address, 8) }
+        .try_into()
+        .unwrap_or([0; 8]);
+    let Some(size) = dtb::total_size(&header) else {
+        early::fail(format_args!(
+            "firmware device tree: none at x0 = {address:#x} (no FDT magic)"
+        ))
+    };
+    if size > MAX_DTB_SIZE || address.checked_add(size as u64).is_none() {
+        early::fail(format_args!(
+            "firmware device tree: totalsize {size} bytes at {address:#x} (more than {} MiB)",
+            MAX_DTB_SIZE >> 20
+        ))
+    }
+    // SAFETY: the header says the tree is `size` bytes long and the loader placed it whole;
+    // it stays intact until the kernel is done with the inventory (the working memory avoids
+    // it) and is never written.
+    (unsafe { static_bytes(address, size) }, size)
+}
+
 /// The hypervisor's EL2 map: every RAM bank as Normal memory, the devices it drives as
 /// Device memory, at their physical addresses.
-fn identity_map(pool: RawTablePool, inventory: &Inventory) -> Result<u64, ()> {
-    let mut map = Translation::new(Regime::El2Stage1, pool).map_err(|_| ())?;
+fn identity_map(pool: RawTablePool, inventory: &Inventory) -> Result<u64, MapError> {
+    let mut map = Translation::new(Regime::El2Stage1, pool)?;
     for bank in &inventory.ram {
-        map.map(bank.base, bank.base, bank.size, Attributes::RAM)
-            .map_err(|_| ())?;
+        map.map(bank.base, bank.base, bank.size, Attributes::RAM)?;
     }
     let gic = &inventory.gic;
     let pcie = inventory.pcie.as_ref();
@@ -182,13 +237,23 @@ fn identity_map(pool: RawTablePool, inventory: &Inventory) -> Result<u64, ()> {
     for device in devices.into_iter().flatten() {
         let base = device.base & !(PAGE_SIZE - 1);
         let size = (device.end() - base).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        map.map(base, base, size, Attributes::DEVICE)
-            .map_err(|_| ())?;
+        map.map(base, base, size, Attributes::DEVICE)?;
     }
     Ok(map.root())
 }
 
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
-    microvisor_kernel::panic_report(info)
+    if early::kernel_console_is_ready() {
+        microvisor_kernel::panic_report(info)
+    }
+    match info.location() {
+        Some(at) => early::fail(format_args!(
+            "panic during boot at {}:{}: {}",
+            at.file(),
+            at.line(),
+            info.message()
+        )),
+        None => early::fail(format_args!("panic during boot: {}", info.message())),
+    }
 }

@@ -12,6 +12,7 @@
 //! - [`scenario`]: a node, a plan, a boot path and expectations; `run()` does the rest.
 //! - [`disk`]: what the Linux guest's disk steps left in a node's disk file.
 //! - [`build_errors`]: `cargo xtask image` on plans that must be refused.
+//! - [`firmware_dt`]: device trees handed over with `-dtb` (QEMU's own, recompiled, broken).
 //! - [`layering`]: the kernel crate's modules import each other as a tree (host test).
 
 pub mod attack_lines;
@@ -19,6 +20,7 @@ pub mod build_errors;
 pub mod console;
 pub mod disk;
 pub mod expect;
+pub mod firmware_dt;
 pub mod images;
 pub mod input;
 pub mod layering;
@@ -27,6 +29,7 @@ pub mod runner;
 pub mod scenario;
 
 pub use expect::{Expect, Pattern, any, any_slice, hv, lit, slice};
+pub use firmware_dt::FirmwareTree;
 pub use input::{EXIT_COUNTERS, Input, focus, focused, shell_line, shell_ready};
 pub use plans::{linux_slice, plan, probe_slice, with_nvme};
 pub use scenario::{

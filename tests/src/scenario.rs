@@ -36,6 +36,7 @@ use xtask::qemu::{Boot, Console, Firmware};
 
 use crate::attack_lines::requested_attacks;
 use crate::expect::{Expect, any_slice, hv, lit};
+use crate::firmware_dt::{self, FirmwareTree};
 use crate::images::{built, corrupt_bundled_image};
 use crate::input::Input;
 use crate::runner::{Outcome, Run, run};
@@ -110,6 +111,8 @@ pub struct Scenario {
     /// Whether slices are expected to start (false after [`refused_at_boot`](Self::refused_at_boot)):
     /// only then must each probe attempt the attacks it was asked for.
     pub slices_start: bool,
+    /// A device tree handed over with `-dtb` instead of QEMU's own.
+    pub firmware_tree: Option<FirmwareTree>,
 }
 
 /// What Linux may keep of a slice's RAM for itself, so MemTotal (`mem_total_kib`) is at least
@@ -147,6 +150,7 @@ impl Scenario {
             disk_name: None,
             keep_disk: false,
             slices_start: true,
+            firmware_tree: None,
         }
     }
 
@@ -235,6 +239,13 @@ impl Scenario {
     /// Types `input` on the node console when its line appears (after the inputs added before).
     pub fn input(mut self, input: Input) -> Scenario {
         self.input.push(input);
+        self
+    }
+
+    /// Hands the image `tree` with `-dtb` (written to `target/test-images/<name>.dtb`), as a
+    /// loader or firmware does, instead of letting QEMU pass its own.
+    pub fn firmware_tree(mut self, tree: FirmwareTree) -> Scenario {
+        self.firmware_tree = Some(tree);
         self
     }
 
@@ -413,6 +424,20 @@ impl Scenario {
         .expect(Expect::QemuExits)
     }
 
+    /// Expect the boot to stop where nothing can power the node off (no readable `/psci`): one
+    /// `[hv] error:` line matching `why`, the line saying the boot core stops, `[hv] halted: no
+    /// slice was started`, and not a single line from any slice. QEMU keeps running (the boot
+    /// core waits in WFI); the harness stops it once the lines are there.
+    pub fn halted_at_boot(self, why: &str) -> Scenario {
+        self.expect(Expect::Sequence(vec![
+            hv(&format!("^error: .*{why}")),
+            hv("^no PSCI conduit known to power off with: the boot core stops here$"),
+            hv("^halted: no slice was started$"),
+        ]))
+        .expect(Expect::Never(any_slice("")))
+        .expect(Expect::Never(hv("^slice .* started$")))
+    }
+
     /// After `[hv] slice <stopped> stopped: ...`, each of `others` prints `count` more heartbeats.
     pub fn others_keep_running(self, stopped: &str, others: &[&str], count: usize) -> Scenario {
         self.expect(Expect::HeartbeatsAfter {
@@ -487,7 +512,7 @@ impl Scenario {
                 }
             }
         }
-        let boot = Boot {
+        let mut boot = Boot {
             node: &node,
             image: &image,
             firmware: match self.boot {
@@ -498,7 +523,12 @@ impl Scenario {
             console: Console::Captured,
             disk_prefix: built.image_path(self.disk_name.as_deref().unwrap_or(&self.name), "disk"),
             kernel_cmdline: self.cmdline.clone(),
+            dtb: None,
         };
+        let dtb = self
+            .firmware_tree
+            .map(|tree| firmware_dt::prepare(tree, &boot, &built.image_path(&self.name, "dtb")));
+        boot.dtb = dtb.as_deref();
         let command = boot
             .command()
             .unwrap_or_else(|e| panic!("scenario {}: {e:#}", self.name));

@@ -1,9 +1,11 @@
-//! Boot-time refusals: a plan that does not fit the discovered hardware, or an image whose
-//! SHA-256 does not match, starts no slice at all. The microvisor prints one `[hv] error:` line
-//! (naming the slice and the field for plan errors), `[hv] halted: no slice was started`, and
-//! QEMU exits by itself (firmware SYSTEM_OFF).
+//! Boot-time refusals: a plan that does not fit the discovered hardware, an image whose
+//! SHA-256 does not match, or a firmware device tree the microvisor cannot use starts no slice
+//! at all. The microvisor prints one `[hv] error:` line (naming the slice and the field for plan
+//! errors, the reason for device trees), `[hv] halted: no slice was started`, and QEMU exits by
+//! itself (firmware SYSTEM_OFF), or, when the tree is too broken to name its PSCI conduit, the
+//! boot core says it stops and waits in WFI.
 
-use microvisor_tests::{Scenario, Tamper, plan, probe_slice};
+use microvisor_tests::{FirmwareTree, Scenario, Tamper, plan, probe_slice};
 
 #[test]
 fn more_cores_than_the_node_has() {
@@ -64,5 +66,25 @@ fn a_corrupted_image_is_refused() {
         ]))
         .tamper(Tamper::CorruptImage { index: 0 })
         .refused_at_boot("SHA-256")
+        .run();
+}
+
+#[test]
+fn a_firmware_tree_without_a_gicv3() {
+    Scenario::new("refuse_dtb_without_gic")
+        .firmware_tree(FirmwareTree::Without("intc@8000000"))
+        .plan(&plan(&[probe_slice("a", "1", "64MiB", "")]))
+        .refused_at_boot(r"firmware device tree: no GICv3 \(an arm,gic-v3 node")
+        .run();
+}
+
+#[test]
+fn a_malformed_firmware_tree() {
+    Scenario::new("refuse_dtb_malformed")
+        .firmware_tree(FirmwareTree::BadPropertyName("pl061@9030000"))
+        .plan(&plan(&[probe_slice("a", "1", "64MiB", "")]))
+        .halted_at_boot(
+            r"firmware device tree: malformed: the property at structure offset 0x[0-9a-f]+ has a name outside the strings block$",
+        )
         .run();
 }

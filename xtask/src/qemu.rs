@@ -42,6 +42,9 @@ pub struct Boot<'a> {
     pub disk_prefix: PathBuf,
     /// `-append`: only a guest booted natively reads it (the microvisor takes its plan's).
     pub kernel_cmdline: Option<String>,
+    /// `-dtb`: the device tree QEMU hands over instead of its own, as a loader or firmware
+    /// would (QEMU still replaces its memory nodes, adds to `/chosen` and rewrites `/psci`).
+    pub dtb: Option<&'a Path>,
 }
 
 impl Boot<'_> {
@@ -93,12 +96,46 @@ impl Boot<'_> {
         if self.firmware == Firmware::UBoot {
             args.extend(["-bios".into(), UBOOT_BIN.into()]);
         }
+        if let Some(dtb) = self.dtb {
+            args.extend(["-dtb".into(), dtb.display().to_string()]);
+        }
         args.extend(["-kernel".into(), self.image.display().to_string()]);
         if let Some(cmdline) = &self.kernel_cmdline {
             args.extend(["-append".into(), cmdline.clone()]);
         }
         args.extend(disk_args(&self.disk_prefix, &node.disks)?);
         Ok(args)
+    }
+
+    /// Writes QEMU's own device tree for this boot's machine to `out` (`-M ...,dumpdtb=`):
+    /// the tree a `-kernel` boot gets, with the same machine options, cores and memory. QEMU
+    /// exits once it is written.
+    pub fn dump_dtb(&self, out: &Path) -> Result<()> {
+        let mut args = Boot {
+            dtb: None,
+            ..self.clone()
+        }
+        .args()?;
+        let machine = args
+            .iter_mut()
+            .skip_while(|a| *a != "-M")
+            .nth(1)
+            .context("no -M in the QEMU arguments")?;
+        machine.push_str(&format!(",dumpdtb={}", out.display()));
+        let mut cmd = Command::new(QEMU);
+        cmd.args(&args).stdin(Stdio::null());
+        let output = cmd
+            .output()
+            .with_context(|| format!("starting {}", crate::workspace::render(&cmd)))?;
+        anyhow::ensure!(
+            output.status.success() && out.is_file(),
+            "{} did not write {} ({}): {}",
+            crate::workspace::render(&cmd),
+            out.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        Ok(())
     }
 }
 
@@ -158,6 +195,7 @@ mod tests {
             console,
             disk_prefix: std::env::temp_dir().join("xtask-qemu-test"),
             kernel_cmdline: None,
+            dtb: None,
         }
     }
 
@@ -195,6 +233,18 @@ mod tests {
         let disk = disk_file(&b.disk_prefix, 0);
         assert_eq!(std::fs::metadata(&disk).unwrap().len(), 1 << 20);
         std::fs::remove_file(disk).unwrap();
+    }
+
+    #[test]
+    fn a_loader_supplied_device_tree() {
+        let node = Node::inline("t", 2, 512 << 20);
+        let mut b = boot(&node, Firmware::Direct, Console::Captured);
+        b.dtb = Some(Path::new("/tmp/virt.dtb"));
+        let line = b.args().unwrap().join(" ");
+        assert!(
+            line.ends_with("-dtb /tmp/virt.dtb -kernel /tmp/x.img"),
+            "{line}"
+        );
     }
 
     #[test]

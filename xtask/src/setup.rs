@@ -1,4 +1,5 @@
-//! First-run set-up checks: the Rust targets, QEMU >= 10 and Debian's U-Boot for QEMU.
+//! First-run set-up checks: the Rust targets, QEMU >= 10 and Debian's U-Boot for QEMU (and,
+//! for the tests that need it, the device tree compiler).
 //! Fast when everything is present; installs what is missing when it can (root on Debian),
 //! otherwise stops with one line saying exactly what to run.
 
@@ -21,6 +22,9 @@ pub const MIN_QEMU_MAJOR: u32 = 10;
 pub const QEMU: &str = "qemu-system-aarch64";
 /// Debian's `u-boot-qemu` build for `-M virt` on arm64.
 pub const UBOOT_BIN: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
+/// The device tree compiler (Debian's `device-tree-compiler`), used by the tests that hand the
+/// image a recompiled firmware device tree.
+pub const DTC: &str = "dtc";
 
 const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
 const BACKPORTS_ENTRY: &str = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
@@ -175,6 +179,42 @@ fn install_qemu(need_qemu: bool, need_uboot: bool) -> Result<()> {
                 .args(["install", "-y", "u-boot-qemu"])
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
+    }
+    Ok(())
+}
+
+/// Makes sure `dtc` runs: installs Debian's `device-tree-compiler` when running as root on
+/// Debian, otherwise stops with one line saying what to run.
+pub fn ensure_dtc() -> Result<()> {
+    let present = || {
+        Command::new(DTC)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if present() {
+        return Ok(());
+    }
+    if !Path::new("/usr/bin/apt-get").exists() {
+        bail!("{DTC} (the device tree compiler) is missing: install it");
+    }
+    if !running_as_root() {
+        bail!("{DTC} is missing: run `sudo apt-get install -y device-tree-compiler`");
+    }
+    eprintln!("setup: {DTC} is missing; installing device-tree-compiler");
+    let install = || {
+        run_checked(
+            Command::new("apt-get")
+                .args(["install", "-y", "device-tree-compiler"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    };
+    if install().is_err() {
+        run_checked(Command::new("apt-get").arg("update"))?;
+        install()?;
+    }
+    if !present() {
+        bail!("{DTC} still missing after installing device-tree-compiler");
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! handler may rewrite the frame completely, e.g. to restart the vCPU at a new entry point.
 //! Exceptions taken from EL2 itself are hypervisor bugs: they go to the fatal handler.
 
-use aarch64_cpu::registers::{ESR_EL2, FAR_EL2, HPFAR_EL2, VBAR_EL2};
+use aarch64_cpu::registers::{ELR_EL2, ESR_EL2, FAR_EL2, HPFAR_EL2, VBAR_EL2};
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Once;
 use tock_registers::interfaces::{Readable, Writeable};
@@ -141,6 +141,18 @@ const KIND_NAMES: [&str; 16] = [
     "fiq (guest AArch32)",
     "serror (guest AArch32)",
 ];
+
+/// The exception being taken now, for a vector table other than this module's (the early one
+/// in `boot/`): `kind` is the vector's index in the table (0..16), the rest is read from
+/// ESR_EL2, ELR_EL2 and FAR_EL2.
+pub fn current_fault(kind: u64) -> HypervisorFault {
+    HypervisorFault {
+        kind: KIND_NAMES[(kind & 15) as usize],
+        esr: ESR_EL2.get(),
+        elr: ELR_EL2.get(),
+        far: FAR_EL2.get(),
+    }
+}
 
 /// Called by the vector stubs with the vector index (0..16) and the saved frame.
 #[unsafe(no_mangle)]

@@ -1,4 +1,5 @@
-//! The node's physical PL011 (Arm PrimeCell UART TRM §3.3): polled transmit and receive.
+//! The node's physical PL011 (Arm PrimeCell UART TRM §3.3): polled transmit and receive, and
+//! the early console boot uses before the kernel's console exists.
 
 use core::cell::Cell;
 use core::time::Duration;
@@ -119,5 +120,55 @@ impl PhysicalUart {
     /// A received byte, if one is waiting.
     pub fn read_byte(&self) -> Option<u8> {
         (!self.registers.fr.is_set(FR::RXFE)).then(|| self.registers.dr.get() as u8)
+    }
+}
+
+/// Polls of a full transmit FIFO before the early console drops a byte (far longer than a
+/// working UART needs to drain one).
+const EARLY_TX_POLLS: u32 = 1_000_000;
+
+/// The console before the kernel's exists: a PL011 written directly, with no lock and no
+/// state, so it works with the MMU off (every access Device memory, no exclusives) and from a
+/// panic or exception handler. Every wait is bounded: a UART that never drains loses bytes
+/// instead of hanging the core. Lines end in `\r\n`.
+pub struct EarlyUart {
+    registers: &'static Pl011Registers,
+}
+
+impl EarlyUart {
+    /// Turns the UART's transmitter on (keeping the firmware's line settings).
+    ///
+    /// # Safety
+    /// `base` must be a PL011's register block, mapped as Device memory (or the MMU off), and
+    /// nothing else may be driving it at the same time except another `EarlyUart` (bytes may
+    /// then interleave, nothing worse).
+    pub unsafe fn new(base: u64) -> Self {
+        // SAFETY: guaranteed by the caller.
+        let registers = unsafe { &*(base as *const Pl011Registers) };
+        registers.cr.modify(CR::UARTEN::SET + CR::TXE::SET);
+        Self { registers }
+    }
+
+    /// Sends one byte, or drops it if the transmit FIFO stays full.
+    pub fn write_byte(&self, byte: u8) {
+        for _ in 0..EARLY_TX_POLLS {
+            if !self.registers.fr.is_set(FR::TXFF) {
+                self.registers.dr.set(u32::from(byte));
+                return;
+            }
+            core::hint::spin_loop();
+        }
+    }
+}
+
+impl core::fmt::Write for EarlyUart {
+    fn write_str(&mut self, text: &str) -> core::fmt::Result {
+        for byte in text.bytes() {
+            if byte == b'\n' {
+                self.write_byte(b'\r');
+            }
+            self.write_byte(byte);
+        }
+        Ok(())
     }
 }

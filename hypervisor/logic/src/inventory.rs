@@ -1,11 +1,11 @@
 //! The node's hardware as the firmware device tree describes it (Devicetree Specification
 //! v0.4; Linux bindings for `arm,gic-v3`, `arm,pl011`, `arm,psci`, `arm,armv8-timer`,
-//! `pci-host-ecam-generic`). Parsed without allocating, so that boot can read it with the MMU
-//! still off.
+//! `pci-host-ecam-generic`), read with [`crate::dtb`]: without allocating, so that boot can
+//! read it with the MMU still off, and without panicking on any input.
 
-use fdt::Fdt;
-use fdt::node::FdtNode;
 use heapless::Vec;
+
+use crate::dtb::{Cells, DtbError, Node, Tree};
 
 /// Most cores the hypervisor manages.
 pub const MAX_CPUS: usize = 256;
@@ -104,11 +104,11 @@ pub struct Inventory {
     pub pcie: Option<PcieHost>,
 }
 
-/// Why the firmware device tree cannot be used.
+/// Why the firmware device tree cannot be used. Printed after `firmware device tree: `.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InventoryError {
-    /// Not a flattened device tree (bad magic or truncated header).
-    NotADeviceTree,
+    /// The blob is not a well-formed flattened device tree.
+    Malformed(DtbError),
     /// No `/cpus/cpu@*` node with a `reg`.
     NoCpus,
     /// More cores than [`MAX_CPUS`].
@@ -123,36 +123,50 @@ pub enum InventoryError {
     NoUart,
     /// No `/psci` node with `method = "smc"` or `"hvc"`.
     NoPsci,
+    /// A property the hypervisor needs cannot be decoded: cell sizes it does not support
+    /// (addresses and sizes of more than two cells) or a length that is not whole entries.
+    /// Names the node and property.
+    Unreadable(&'static str),
 }
 
 impl core::fmt::Display for InventoryError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let text = match self {
-            Self::NotADeviceTree => "x0 does not point at a flattened device tree",
-            Self::NoCpus => "the device tree lists no cpus",
-            Self::TooManyCpus => "the device tree lists more than 256 cpus",
-            Self::NoMemory => "the device tree describes no memory",
-            Self::TooManyRegions => "the device tree describes too many memory or reserved regions",
-            Self::NoGicV3 => "the device tree has no GICv3 (arm,gic-v3)",
-            Self::NoUart => "the device tree has no PL011 UART",
-            Self::NoPsci => "the device tree has no /psci node with an smc or hvc method",
-        };
-        f.write_str(text)
+        match self {
+            Self::Malformed(e) => write!(f, "malformed: {e}"),
+            Self::NoCpus => f.write_str("no /cpus/cpu@* node with a reg"),
+            Self::TooManyCpus => write!(f, "more than {MAX_CPUS} cpus"),
+            Self::NoMemory => {
+                f.write_str("no memory node (device_type \"memory\") with a non-empty reg")
+            }
+            Self::TooManyRegions => write!(
+                f,
+                "more than {MAX_RAM_BANKS} RAM banks or {MAX_RESERVED} reserved ranges"
+            ),
+            Self::NoGicV3 => f.write_str(
+                "no GICv3 (an arm,gic-v3 node with distributor and redistributor regions)",
+            ),
+            Self::NoUart => f.write_str("no PL011 UART (arm,pl011) for the console"),
+            Self::NoPsci => f.write_str("no /psci node with method \"smc\" or \"hvc\""),
+            Self::Unreadable(what) => write!(
+                f,
+                "cannot read {what} (more than 2 address or size cells, or not whole entries)"
+            ),
+        }
     }
 }
 
 impl Inventory {
     /// Reads the inventory from a flattened device tree.
     pub fn from_dtb(dtb: &[u8]) -> Result<Self, InventoryError> {
-        let fdt = Fdt::new(dtb).map_err(|_| InventoryError::NotADeviceTree)?;
+        let tree = Tree::new(dtb).map_err(InventoryError::Malformed)?;
         Ok(Self {
-            cpus: cpus(&fdt)?,
-            ram: ram(&fdt)?,
-            reserved: reserved(&fdt)?,
-            gic: gic(&fdt)?,
-            uart: uart(&fdt)?,
-            psci: psci(&fdt)?,
-            pcie: pcie(&fdt),
+            cpus: cpus(&tree)?,
+            ram: ram(&tree)?,
+            reserved: reserved(&tree)?,
+            gic: gic(&tree)?,
+            uart: uart(&tree)?,
+            psci: psci(&tree)?,
+            pcie: pcie(&tree)?,
         })
     }
 
@@ -168,59 +182,90 @@ impl Inventory {
     }
 }
 
+/// What boot can still use to report a failure when the inventory cannot be read: the
+/// console UART and the PSCI conduit, each when the tree is well formed and names it readably.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Salvage {
+    pub uart: Option<Region>,
+    pub psci: Option<Conduit>,
+}
+
+impl Salvage {
+    /// Reads what it can of `dtb`; never fails.
+    pub fn from_dtb(dtb: &[u8]) -> Salvage {
+        let Ok(tree) = Tree::new(dtb) else {
+            return Salvage {
+                uart: None,
+                psci: None,
+            };
+        };
+        Salvage {
+            uart: uart(&tree).ok().map(|u| u.registers),
+            psci: psci(&tree).ok(),
+        }
+    }
+}
+
 /// Aff3 (bits 39:32) and Aff2..Aff0 (bits 23:0) of MPIDR_EL1.
 pub const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
 
-/// Total size of the flattened device tree at the start of `header` (its `totalsize`), read
-/// from the first 8 bytes only.
-pub fn dtb_total_size(header: &[u8; 8]) -> Option<usize> {
-    let magic = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
-    (magic == 0xd00d_feed)
-        .then(|| u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize)
-}
-
-fn be_cells(bytes: &[u8], cells: usize) -> Option<u64> {
+/// A number of `cells` big-endian 32-bit cells at the start of `bytes` (0 cells read as 0).
+fn read_cells(bytes: &[u8], cells: u32) -> Option<u64> {
     match cells {
-        1 => Some(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as u64),
+        0 => Some(0),
+        1 => Some(u64::from(u32::from_be_bytes(
+            bytes.get(..4)?.try_into().ok()?,
+        ))),
         2 => Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?)),
         _ => None,
     }
 }
 
-/// The `reg` entries of `node` as regions (parent's #address-cells / #size-cells <= 2).
-fn regions<'a>(node: FdtNode<'_, 'a>) -> impl Iterator<Item = Region> + 'a {
-    node.raw_reg().into_iter().flatten().filter_map(|raw| {
-        let base = be_cells(raw.address, raw.address.len() / 4)?;
-        let size = be_cells(raw.size, raw.size.len() / 4)?;
-        Some(Region::new(base, size))
-    })
+/// The `reg` entries of `node` (none without a `reg`), or [`InventoryError::Unreadable`]
+/// naming `what` when the parent's cell sizes are unsupported or the value is not whole
+/// entries.
+fn regions<'a>(
+    node: &Node<'a>,
+    what: &'static str,
+) -> Result<impl Iterator<Item = Region> + 'a, InventoryError> {
+    let Cells { address, size } = node.parent_cells();
+    let value = node.property("reg").unwrap_or_default();
+    let entry = (address as usize + size as usize) * 4;
+    if !(1..=2).contains(&address) || !(1..=2).contains(&size) || !value.len().is_multiple_of(entry)
+    {
+        return Err(InventoryError::Unreadable(what));
+    }
+    let offset = address as usize * 4;
+    Ok(value.chunks_exact(entry).filter_map(move |raw| {
+        Some(Region::new(
+            read_cells(raw, address)?,
+            read_cells(raw.get(offset..)?, size)?,
+        ))
+    }))
 }
 
-fn has_compatible(node: &FdtNode<'_, '_>, wanted: &str) -> bool {
-    node.compatible()
-        .is_some_and(|c| c.all().any(|s| s == wanted))
+/// The first `reg` entry of `node`.
+fn first_region(node: &Node<'_>, what: &'static str) -> Result<Option<Region>, InventoryError> {
+    Ok(regions(node, what)?.next())
 }
 
-fn string_property<'a>(node: &FdtNode<'_, 'a>, name: &str) -> Option<&'a str> {
-    let value = node.property(name)?.value;
-    let text = value.split(|&b| b == 0).next()?;
-    core::str::from_utf8(text).ok()
-}
-
-fn cpus(fdt: &Fdt<'_>) -> Result<Vec<u64, MAX_CPUS>, InventoryError> {
-    let parent = fdt.find_node("/cpus").ok_or(InventoryError::NoCpus)?;
-    let address_cells = parent.cell_sizes().address_cells;
+fn cpus(tree: &Tree<'_>) -> Result<Vec<u64, MAX_CPUS>, InventoryError> {
+    let parent = tree.find(b"/cpus").ok_or(InventoryError::NoCpus)?;
+    let address_cells = parent.cells().address;
     let mut list = Vec::new();
     for node in parent.children() {
-        let is_cpu =
-            string_property(&node, "device_type") == Some("cpu") || node.name.starts_with("cpu@");
+        let is_cpu = node.string("device_type") == Some(b"cpu") || node.name().starts_with(b"cpu@");
         if !is_cpu {
             continue;
         }
         let Some(reg) = node.property("reg") else {
             continue;
         };
-        let mpidr = be_cells(reg.value, address_cells).ok_or(InventoryError::NoCpus)?;
+        let mpidr = (1..=2)
+            .contains(&address_cells)
+            .then(|| read_cells(reg, address_cells))
+            .flatten()
+            .ok_or(InventoryError::Unreadable("the reg of a /cpus/cpu node"))?;
         list.push(mpidr & MPIDR_AFFINITY_MASK)
             .map_err(|_| InventoryError::TooManyCpus)?;
     }
@@ -230,13 +275,15 @@ fn cpus(fdt: &Fdt<'_>) -> Result<Vec<u64, MAX_CPUS>, InventoryError> {
     Ok(list)
 }
 
-fn ram(fdt: &Fdt<'_>) -> Result<Vec<Region, MAX_RAM_BANKS>, InventoryError> {
+/// RAM: the root's children with `device_type = "memory"` that are available (as Linux reads
+/// them).
+fn ram(tree: &Tree<'_>) -> Result<Vec<Region, MAX_RAM_BANKS>, InventoryError> {
     let mut banks: Vec<Region, MAX_RAM_BANKS> = Vec::new();
-    for node in fdt.all_nodes() {
-        if string_property(&node, "device_type") != Some("memory") {
+    for node in tree.root().children() {
+        if node.string("device_type") != Some(b"memory") || !node.is_available() {
             continue;
         }
-        for region in regions(node).filter(|r| r.size > 0) {
+        for region in regions(&node, "the reg of a memory node")?.filter(|r| r.size > 0) {
             banks
                 .push(region)
                 .map_err(|_| InventoryError::TooManyRegions)?;
@@ -249,16 +296,15 @@ fn ram(fdt: &Fdt<'_>) -> Result<Vec<Region, MAX_RAM_BANKS>, InventoryError> {
     Ok(banks)
 }
 
-fn reserved(fdt: &Fdt<'_>) -> Result<Vec<Region, MAX_RESERVED>, InventoryError> {
+fn reserved(tree: &Tree<'_>) -> Result<Vec<Region, MAX_RESERVED>, InventoryError> {
     let mut list: Vec<Region, MAX_RESERVED> = Vec::new();
-    for entry in fdt.memory_reservations() {
-        let region = Region::new(entry.address() as u64, entry.size() as u64);
-        list.push(region)
+    for (address, size) in tree.reservations() {
+        list.push(Region::new(address, size))
             .map_err(|_| InventoryError::TooManyRegions)?;
     }
-    if let Some(node) = fdt.find_node("/reserved-memory") {
+    if let Some(node) = tree.find(b"/reserved-memory") {
         for child in node.children() {
-            for region in regions(child) {
+            for region in regions(&child, "the reg of a /reserved-memory node")? {
                 list.push(region)
                     .map_err(|_| InventoryError::TooManyRegions)?;
             }
@@ -267,17 +313,24 @@ fn reserved(fdt: &Fdt<'_>) -> Result<Vec<Region, MAX_RESERVED>, InventoryError> 
     Ok(list)
 }
 
-fn gic(fdt: &Fdt<'_>) -> Result<Gic, InventoryError> {
-    let node = fdt
-        .find_compatible(&["arm,gic-v3"])
-        .ok_or(InventoryError::NoGicV3)?;
-    let mut reg = regions(node);
+/// The first available node compatible with `wanted`, anywhere in the tree.
+fn find_compatible<'a>(tree: &Tree<'a>, wanted: &str) -> Option<Node<'a>> {
+    tree.nodes()
+        .find(|n| n.is_compatible(wanted) && n.is_available())
+}
+
+fn gic(tree: &Tree<'_>) -> Result<Gic, InventoryError> {
+    let node = find_compatible(tree, "arm,gic-v3").ok_or(InventoryError::NoGicV3)?;
+    let mut reg = regions(&node, "the reg of the arm,gic-v3 node")?;
     let distributor = reg.next().ok_or(InventoryError::NoGicV3)?;
     let redistributors = reg.next().ok_or(InventoryError::NoGicV3)?;
-    let its = node
+    let its = match node
         .children()
-        .find(|c| has_compatible(c, "arm,gic-v3-its"))
-        .and_then(|c| regions(c).next());
+        .find(|c| c.is_compatible("arm,gic-v3-its") && c.is_available())
+    {
+        Some(its) => first_region(&its, "the reg of the arm,gic-v3-its node")?,
+        None => None,
+    };
     Ok(Gic {
         distributor,
         redistributors,
@@ -285,24 +338,31 @@ fn gic(fdt: &Fdt<'_>) -> Result<Gic, InventoryError> {
     })
 }
 
-fn uart(fdt: &Fdt<'_>) -> Result<Uart, InventoryError> {
-    let from_stdout = fdt
-        .find_node("/chosen")
-        .and_then(|chosen| string_property(&chosen, "stdout-path"))
-        .and_then(|path| fdt.find_node(path.split(':').next().unwrap_or(path)))
-        .filter(|n| has_compatible(n, "arm,pl011"));
+/// The console: the PL011 `/chosen/stdout-path` names (a path or an alias, options after `:`
+/// ignored), else the first available PL011.
+fn uart(tree: &Tree<'_>) -> Result<Uart, InventoryError> {
+    let chosen = tree.find(b"/chosen");
+    let from_stdout = chosen
+        .and_then(|c| {
+            c.string("stdout-path")
+                .or_else(|| c.string("linux,stdout-path"))
+        })
+        .and_then(|path| path.split(|&b| b == b':').next())
+        .and_then(|path| tree.find(path))
+        .filter(|n| n.is_compatible("arm,pl011"));
     let node = from_stdout
-        .or_else(|| fdt.find_compatible(&["arm,pl011"]))
+        .or_else(|| find_compatible(tree, "arm,pl011"))
         .ok_or(InventoryError::NoUart)?;
-    let registers = regions(node).next().ok_or(InventoryError::NoUart)?;
-    let intid = node.property("interrupts").and_then(|p| spi_intid(p.value));
+    let registers =
+        first_region(&node, "the reg of the arm,pl011 node")?.ok_or(InventoryError::NoUart)?;
+    let intid = node.property("interrupts").and_then(spi_intid);
     Ok(Uart { registers, intid })
 }
 
 /// The INTID of the first interrupt in a 3-cell GIC `interrupts` property.
 fn spi_intid(value: &[u8]) -> Option<u32> {
-    let kind = be_cells(value, 1)?;
-    let number = be_cells(value.get(4..)?, 1)? as u32;
+    let kind = read_cells(value, 1)?;
+    let number = read_cells(value.get(4..)?, 1)? as u32;
     match kind {
         0 => number.checked_add(32),
         1 => number.checked_add(16),
@@ -310,147 +370,245 @@ fn spi_intid(value: &[u8]) -> Option<u32> {
     }
 }
 
-fn psci(fdt: &Fdt<'_>) -> Result<Conduit, InventoryError> {
-    let node = fdt.find_node("/psci").ok_or(InventoryError::NoPsci)?;
-    match string_property(&node, "method") {
-        Some("smc") => Ok(Conduit::Smc),
-        Some("hvc") => Ok(Conduit::Hvc),
+fn psci(tree: &Tree<'_>) -> Result<Conduit, InventoryError> {
+    let node = tree.find(b"/psci").ok_or(InventoryError::NoPsci)?;
+    match node.string("method") {
+        Some(b"smc") => Ok(Conduit::Smc),
+        Some(b"hvc") => Ok(Conduit::Hvc),
         _ => Err(InventoryError::NoPsci),
     }
 }
 
-fn pcie(fdt: &Fdt<'_>) -> Option<PcieHost> {
-    let node = fdt.find_compatible(&["pci-host-ecam-generic"])?;
-    let bus_start = node
-        .property("bus-range")
-        .and_then(|p| be_cells(p.value, 1))
-        .map_or(0, |b| b as u8);
+/// The first available generic ECAM host bridge, if any. Its `ranges` entries are a 3-cell
+/// PCI address (phys.hi with the space code, phys.mid, phys.lo), a parent address and a size
+/// in the bridge's own `#size-cells`.
+fn pcie(tree: &Tree<'_>) -> Result<Option<PcieHost>, InventoryError> {
+    let Some(node) = find_compatible(tree, "pci-host-ecam-generic") else {
+        return Ok(None);
+    };
+    let Some(ecam) = first_region(&node, "the reg of the pci-host-ecam-generic node")? else {
+        return Ok(None);
+    };
+    let bus_start = match node.property("bus-range") {
+        None => 0,
+        Some(value) => read_cells(value, 1)
+            .and_then(|b| u8::try_from(b).ok())
+            .ok_or(InventoryError::Unreadable(
+                "the bus-range of the pci-host-ecam-generic node",
+            ))?,
+    };
+    let unreadable = InventoryError::Unreadable("the ranges of the pci-host-ecam-generic node");
+    let (own, parent) = (node.cells(), node.parent_cells().address);
+    if own.address != 3 || !(1..=2).contains(&parent) || !(1..=2).contains(&own.size) {
+        return Err(unreadable);
+    }
+    let entry = (3 + parent as usize + own.size as usize) * 4;
+    let ranges = node.property("ranges").unwrap_or_default();
+    if !ranges.len().is_multiple_of(entry) {
+        return Err(unreadable);
+    }
     let (mut mem32, mut mem64) = (None, None);
-    if let Some(ranges) = node.property("ranges") {
-        // Child address: 3 cells (phys.hi with the space code, phys.mid, phys.lo); parent
-        // address: the root's 2 cells; size: 2 cells.
-        for entry in ranges.value.chunks_exact(28) {
-            let flags = be_cells(entry, 1).unwrap_or(0);
-            let window = PciWindow {
-                pci: be_cells(&entry[4..], 2).unwrap_or(0),
-                cpu: be_cells(&entry[12..], 2).unwrap_or(0),
-                size: be_cells(&entry[20..], 2).unwrap_or(0),
-            };
-            match (flags >> 24) & 0b11 {
-                0b10 => mem32 = mem32.or(Some(window)),
-                0b11 => mem64 = mem64.or(Some(window)),
-                _ => {}
-            }
+    for raw in ranges.chunks_exact(entry) {
+        let window = || {
+            Some(PciWindow {
+                pci: read_cells(raw.get(4..)?, 2)?,
+                cpu: read_cells(raw.get(12..)?, parent)?,
+                size: read_cells(raw.get(12 + parent as usize * 4..)?, own.size)?,
+            })
+        };
+        let space = read_cells(raw, 1).map_or(0, |flags| (flags >> 24) & 0b11);
+        match space {
+            0b10 => mem32 = mem32.or(window()),
+            0b11 => mem64 = mem64.or(window()),
+            _ => {}
         }
     }
-    Some(PcieHost {
-        ecam: regions(node).next()?,
+    Ok(Some(PcieHost {
+        ecam,
         bus_start,
         mem32,
         mem64,
-    })
+    }))
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use alloc::string::String;
     use alloc::vec::Vec as AllocVec;
     use vm_fdt::FdtWriter;
 
-    /// A device tree shaped like QEMU virt's (virtualization=on, gic-version=3).
-    pub fn virt_dtb(cpus: u32, ram: u64) -> AllocVec<u8> {
-        virt_dtb_with(cpus, ram, "smc", true)
+    /// QEMU 10.0.2's own tree (`-M virt,virtualization=on,gic-version=3,dumpdtb=...`,
+    /// `-smp 8 -m 4096M`), packed (see `testdata/README.md`).
+    pub const QEMU_VIRT: &[u8] = include_bytes!("../testdata/qemu-virt.dtb");
+    /// The same tree as QEMU hands it to the image with `-dtb`: its memory node replaced, the
+    /// old one left as FDT_NOP tokens.
+    pub const QEMU_VIRT_HANDOVER: &[u8] = include_bytes!("../testdata/qemu-virt-dtb-handover.dtb");
+
+    /// A device tree shaped like QEMU virt's (virtualization=on, gic-version=3), with knobs to
+    /// leave parts out or make them odd.
+    #[derive(Clone, Debug)]
+    pub struct VirtTree {
+        pub cpus: u32,
+        /// `/cpus` `#address-cells` (QEMU: 1).
+        pub cpu_address_cells: u32,
+        /// RAM banks, each its own memory node.
+        pub ram: AllocVec<(u64, u64)>,
+        /// `/memreserve/` entries.
+        pub reservations: AllocVec<(u64, u64)>,
+        /// `/psci` `method`; `None` leaves the node out.
+        pub psci: Option<&'static str>,
+        pub gic: bool,
+        pub uart: bool,
+        /// The root's `#size-cells` (QEMU: 2).
+        pub root_size_cells: u32,
     }
 
-    pub fn virt_dtb_with(cpus: u32, ram: u64, method: &str, with_gic: bool) -> AllocVec<u8> {
-        let mut w =
-            FdtWriter::new_with_mem_reserv(&[
-                vm_fdt::FdtReserveEntry::new(0x4800_0000, 0x1000).unwrap()
-            ])
-            .unwrap();
-        let root = w.begin_node("").unwrap();
-        w.property_u32("#address-cells", 2).unwrap();
-        w.property_u32("#size-cells", 2).unwrap();
-        let chosen = w.begin_node("chosen").unwrap();
-        w.property_string("stdout-path", "/pl011@9000000").unwrap();
-        w.end_node(chosen).unwrap();
-        let mem = w.begin_node("memory@40000000").unwrap();
-        w.property_string("device_type", "memory").unwrap();
-        w.property_array_u64("reg", &[0x4000_0000, ram]).unwrap();
-        w.end_node(mem).unwrap();
-        let c = w.begin_node("cpus").unwrap();
-        w.property_u32("#address-cells", 1).unwrap();
-        w.property_u32("#size-cells", 0).unwrap();
-        for i in 0..cpus {
-            let n = w.begin_node(&alloc::format!("cpu@{i}")).unwrap();
-            w.property_string("device_type", "cpu").unwrap();
-            w.property_u32("reg", i).unwrap();
-            w.end_node(n).unwrap();
+    impl VirtTree {
+        pub fn new(cpus: u32, ram: u64) -> Self {
+            VirtTree {
+                cpus,
+                cpu_address_cells: 1,
+                ram: alloc::vec![(0x4000_0000, ram)],
+                reservations: alloc::vec![(0x4800_0000, 0x1000)],
+                psci: Some("smc"),
+                gic: true,
+                uart: true,
+                root_size_cells: 2,
+            }
         }
-        w.end_node(c).unwrap();
-        let p = w.begin_node("psci").unwrap();
-        w.property_string("method", method).unwrap();
-        w.end_node(p).unwrap();
-        if with_gic {
-            let g = w.begin_node("intc@8000000").unwrap();
-            w.property_string("compatible", "arm,gic-v3").unwrap();
+
+        pub fn build(&self) -> AllocVec<u8> {
+            let reservations: AllocVec<_> = self
+                .reservations
+                .iter()
+                .map(|&(a, s)| vm_fdt::FdtReserveEntry::new(a, s).unwrap())
+                .collect();
+            let mut w = FdtWriter::new_with_mem_reserv(&reservations).unwrap();
+            let root = w.begin_node("").unwrap();
             w.property_u32("#address-cells", 2).unwrap();
+            w.property_u32("#size-cells", self.root_size_cells).unwrap();
+            let chosen = w.begin_node("chosen").unwrap();
+            w.property_string("stdout-path", "/pl011@9000000").unwrap();
+            w.end_node(chosen).unwrap();
+            for &(base, size) in &self.ram {
+                let mem = w.begin_node(&alloc::format!("memory@{base:x}")).unwrap();
+                w.property_string("device_type", "memory").unwrap();
+                w.property_array_u64("reg", &[base, size]).unwrap();
+                w.end_node(mem).unwrap();
+            }
+            let c = w.begin_node("cpus").unwrap();
+            w.property_u32("#address-cells", self.cpu_address_cells)
+                .unwrap();
+            w.property_u32("#size-cells", 0).unwrap();
+            for i in 0..self.cpus {
+                let n = w.begin_node(&alloc::format!("cpu@{i}")).unwrap();
+                w.property_string("device_type", "cpu").unwrap();
+                w.property_u32("reg", i).unwrap();
+                w.end_node(n).unwrap();
+            }
+            w.end_node(c).unwrap();
+            if let Some(method) = self.psci {
+                let p = w.begin_node("psci").unwrap();
+                w.property_string("method", method).unwrap();
+                w.end_node(p).unwrap();
+            }
+            if self.gic {
+                let g = w.begin_node("intc@8000000").unwrap();
+                w.property_string("compatible", "arm,gic-v3").unwrap();
+                w.property_u32("#address-cells", 2).unwrap();
+                w.property_u32("#size-cells", 2).unwrap();
+                w.property_array_u64("reg", &[0x800_0000, 0x1_0000, 0x80a_0000, 0xf6_0000])
+                    .unwrap();
+                let its = w.begin_node("its@8080000").unwrap();
+                w.property_string("compatible", "arm,gic-v3-its").unwrap();
+                w.property_array_u64("reg", &[0x808_0000, 0x2_0000])
+                    .unwrap();
+                w.end_node(its).unwrap();
+                w.end_node(g).unwrap();
+            }
+            if self.uart {
+                let u = w.begin_node("pl011@9000000").unwrap();
+                w.property_string_list(
+                    "compatible",
+                    alloc::vec!["arm,pl011".into(), "arm,primecell".into()],
+                )
+                .unwrap();
+                w.property_array_u64("reg", &[0x900_0000, 0x1000]).unwrap();
+                w.property_array_u32("interrupts", &[0, 1, 4]).unwrap();
+                w.end_node(u).unwrap();
+            }
+            let pci = w.begin_node("pcie@10000000").unwrap();
+            w.property_string("compatible", "pci-host-ecam-generic")
+                .unwrap();
+            w.property_u32("#address-cells", 3).unwrap();
             w.property_u32("#size-cells", 2).unwrap();
-            w.property_array_u64("reg", &[0x800_0000, 0x1_0000, 0x80a_0000, 0xf6_0000])
+            w.property_array_u64("reg", &[0x40_1000_0000, 0x1000_0000])
                 .unwrap();
-            let its = w.begin_node("its@8080000").unwrap();
-            w.property_string("compatible", "arm,gic-v3-its").unwrap();
-            w.property_array_u64("reg", &[0x808_0000, 0x2_0000])
-                .unwrap();
-            w.end_node(its).unwrap();
-            w.end_node(g).unwrap();
+            // QEMU virt's ranges: I/O, 32-bit memory, 64-bit memory.
+            w.property_array_u32(
+                "ranges",
+                &[
+                    0x0100_0000,
+                    0,
+                    0,
+                    0,
+                    0x3eff_0000,
+                    0,
+                    0x1_0000, //
+                    0x0200_0000,
+                    0,
+                    0x1000_0000,
+                    0,
+                    0x1000_0000,
+                    0,
+                    0x2eff_0000, //
+                    0x0300_0000,
+                    0x80,
+                    0,
+                    0x80,
+                    0,
+                    0x80,
+                    0,
+                ],
+            )
+            .unwrap();
+            w.property_array_u32("bus-range", &[0, 0xff]).unwrap();
+            w.end_node(pci).unwrap();
+            w.end_node(root).unwrap();
+            w.finish().unwrap()
         }
-        let u = w.begin_node("pl011@9000000").unwrap();
-        w.property_string_list(
-            "compatible",
-            alloc::vec!["arm,pl011".into(), "arm,primecell".into()],
-        )
-        .unwrap();
-        w.property_array_u64("reg", &[0x900_0000, 0x1000]).unwrap();
-        w.property_array_u32("interrupts", &[0, 1, 4]).unwrap();
-        w.end_node(u).unwrap();
-        let pci = w.begin_node("pcie@10000000").unwrap();
-        w.property_string("compatible", "pci-host-ecam-generic")
-            .unwrap();
-        w.property_array_u64("reg", &[0x40_1000_0000, 0x1000_0000])
-            .unwrap();
-        // QEMU virt's ranges: I/O, 32-bit memory, 64-bit memory.
-        w.property_array_u32(
-            "ranges",
-            &[
-                0x0100_0000,
-                0,
-                0,
-                0,
-                0x3eff_0000,
-                0,
-                0x1_0000, //
-                0x0200_0000,
-                0,
-                0x1000_0000,
-                0,
-                0x1000_0000,
-                0,
-                0x2eff_0000, //
-                0x0300_0000,
-                0x80,
-                0,
-                0x80,
-                0,
-                0x80,
-                0,
-            ],
-        )
-        .unwrap();
-        w.property_array_u32("bus-range", &[0, 0xff]).unwrap();
-        w.end_node(pci).unwrap();
-        w.end_node(root).unwrap();
-        w.finish().unwrap()
+    }
+
+    /// A QEMU-virt-shaped tree with `cpus` cores and `ram` bytes of RAM at 0x4000_0000.
+    pub fn virt_dtb(cpus: u32, ram: u64) -> AllocVec<u8> {
+        VirtTree::new(cpus, ram).build()
+    }
+
+    fn virt_with(change: impl FnOnce(&mut VirtTree)) -> AllocVec<u8> {
+        let mut tree = VirtTree::new(1, 1 << 30);
+        change(&mut tree);
+        tree.build()
+    }
+
+    fn expected_pcie() -> PcieHost {
+        PcieHost {
+            ecam: Region::new(0x40_1000_0000, 0x1000_0000),
+            bus_start: 0,
+            mem32: Some(PciWindow {
+                pci: 0x1000_0000,
+                cpu: 0x1000_0000,
+                size: 0x2eff_0000,
+            }),
+            mem64: Some(PciWindow {
+                pci: 0x80_0000_0000,
+                cpu: 0x80_0000_0000,
+                size: 0x80_0000_0000,
+            }),
+        }
     }
 
     #[test]
@@ -471,63 +629,108 @@ pub(crate) mod tests {
             }
         );
         assert_eq!(inv.psci, Conduit::Smc);
-        assert_eq!(
-            inv.pcie,
-            Some(PcieHost {
-                ecam: Region::new(0x40_1000_0000, 0x1000_0000),
-                bus_start: 0,
-                mem32: Some(PciWindow {
-                    pci: 0x1000_0000,
-                    cpu: 0x1000_0000,
-                    size: 0x2eff_0000
-                }),
-                mem64: Some(PciWindow {
-                    pci: 0x80_0000_0000,
-                    cpu: 0x80_0000_0000,
-                    size: 0x80_0000_0000
-                }),
-            })
-        );
+        assert_eq!(inv.pcie, Some(expected_pcie()));
         assert_eq!(inv.core_index(0x8000_0003), Some(3));
         assert_eq!(inv.core_index(0x8000_0100), None);
     }
 
+    /// What QEMU virt with `-smp 8 -m 4096M` has, whichever way its tree arrives.
+    fn assert_qemu_virt_8_cores_4_gib(inv: &Inventory) {
+        assert_eq!(inv.cpus.as_slice(), &[0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(inv.ram.as_slice(), &[Region::new(0x4000_0000, 4 << 30)]);
+        assert!(inv.reserved.is_empty());
+        assert_eq!(inv.gic.distributor, Region::new(0x800_0000, 0x1_0000));
+        assert_eq!(inv.gic.redistributors, Region::new(0x80a_0000, 0xf6_0000));
+        assert_eq!(inv.gic.its, Some(Region::new(0x808_0000, 0x2_0000)));
+        assert_eq!(
+            inv.uart,
+            Uart {
+                registers: Region::new(0x900_0000, 0x1000),
+                intid: Some(33)
+            }
+        );
+        assert_eq!(inv.psci, Conduit::Smc);
+        assert_eq!(inv.pcie, Some(expected_pcie()));
+    }
+
+    #[test]
+    fn reads_qemus_own_tree() {
+        assert_qemu_virt_8_cores_4_gib(&Inventory::from_dtb(QEMU_VIRT).unwrap());
+    }
+
+    #[test]
+    fn reads_the_tree_qemu_hands_over_with_dtb_nops_and_all() {
+        // The regression behind "silent death with -dtb": QEMU replaces the memory node of a
+        // loaded tree and leaves the old one as FDT_NOP tokens, which the `fdt` crate walked
+        // into and lost /cpus.
+        let structure = &QEMU_VIRT_HANDOVER[0x40..];
+        assert!(
+            structure
+                .chunks_exact(4)
+                .filter(|w| *w == [0, 0, 0, 4])
+                .count()
+                > 50,
+            "the fixture has lost its NOPs"
+        );
+        let handed_over = Inventory::from_dtb(QEMU_VIRT_HANDOVER).unwrap();
+        assert_qemu_virt_8_cores_4_gib(&handed_over);
+        assert_eq!(handed_over, Inventory::from_dtb(QEMU_VIRT).unwrap());
+    }
+
     #[test]
     fn hvc_conduit() {
-        let inv = Inventory::from_dtb(&virt_dtb_with(1, 1 << 30, "hvc", true)).unwrap();
+        let inv = Inventory::from_dtb(&virt_with(|t| t.psci = Some("hvc"))).unwrap();
         assert_eq!(inv.psci, Conduit::Hvc);
     }
 
     #[test]
-    fn rejects_garbage() {
+    fn ram_banks_are_sorted_and_empty_ones_dropped() {
+        let dtb = virt_with(|t| {
+            t.ram = alloc::vec![
+                (0x1_0000_0000, 1 << 30),
+                (0x4000_0000, 1 << 30),
+                (0x9000_0000, 0)
+            ]
+        });
+        let inv = Inventory::from_dtb(&dtb).unwrap();
+        assert_eq!(
+            inv.ram.as_slice(),
+            &[
+                Region::new(0x4000_0000, 1 << 30),
+                Region::new(0x1_0000_0000, 1 << 30)
+            ]
+        );
+    }
+
+    #[test]
+    fn two_cell_cpu_addresses() {
+        let inv = Inventory::from_dtb(&virt_with(|t| {
+            t.cpus = 2;
+            t.cpu_address_cells = 2
+        }));
+        // vm-fdt writes each cpu's reg as one cell: a 2-cell parent makes it unreadable.
+        assert_eq!(
+            inv,
+            Err(InventoryError::Unreadable("the reg of a /cpus/cpu node"))
+        );
+    }
+
+    // One test per InventoryError variant.
+
+    #[test]
+    fn malformed_tree() {
         assert_eq!(
             Inventory::from_dtb(&[0u8; 64]),
-            Err(InventoryError::NotADeviceTree)
+            Err(InventoryError::Malformed(DtbError::BadMagic))
         );
         assert_eq!(
             Inventory::from_dtb(&[]),
-            Err(InventoryError::NotADeviceTree)
+            Err(InventoryError::Malformed(DtbError::Truncated))
         );
     }
 
     #[test]
-    fn rejects_missing_psci_method() {
-        assert_eq!(
-            Inventory::from_dtb(&virt_dtb_with(1, 1 << 30, "none", true)),
-            Err(InventoryError::NoPsci)
-        );
-    }
-
-    #[test]
-    fn rejects_missing_gic() {
-        assert_eq!(
-            Inventory::from_dtb(&virt_dtb_with(1, 1 << 30, "smc", false)),
-            Err(InventoryError::NoGicV3)
-        );
-    }
-
-    #[test]
-    fn rejects_missing_cpus() {
+    fn no_cpus() {
         assert_eq!(
             Inventory::from_dtb(&virt_dtb(0, 1 << 30)),
             Err(InventoryError::NoCpus)
@@ -535,15 +738,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn rejects_empty_memory() {
-        assert_eq!(
-            Inventory::from_dtb(&virt_dtb(1, 0)),
-            Err(InventoryError::NoMemory)
-        );
-    }
-
-    #[test]
-    fn rejects_too_many_cpus() {
+    fn too_many_cpus() {
         assert_eq!(
             Inventory::from_dtb(&virt_dtb(257, 1 << 30)),
             Err(InventoryError::TooManyCpus)
@@ -551,11 +746,154 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn reads_total_size() {
-        let dtb = virt_dtb(1, 1 << 30);
-        let header: [u8; 8] = dtb[..8].try_into().unwrap();
-        assert_eq!(dtb_total_size(&header), Some(dtb.len()));
-        assert_eq!(dtb_total_size(&[0; 8]), None);
+    fn no_memory() {
+        assert_eq!(
+            Inventory::from_dtb(&virt_dtb(1, 0)),
+            Err(InventoryError::NoMemory)
+        );
+    }
+
+    #[test]
+    fn too_many_regions() {
+        let banks = (0..MAX_RAM_BANKS as u64 + 1)
+            .map(|i| (0x4000_0000 + (i << 30), 1 << 30))
+            .collect();
+        assert_eq!(
+            Inventory::from_dtb(&virt_with(|t| t.ram = banks)),
+            Err(InventoryError::TooManyRegions)
+        );
+        let reservations = (0..MAX_RESERVED as u64 + 1)
+            .map(|i| (0x4800_0000 + (i << 12), 0x1000))
+            .collect();
+        assert_eq!(
+            Inventory::from_dtb(&virt_with(|t| t.reservations = reservations)),
+            Err(InventoryError::TooManyRegions)
+        );
+    }
+
+    #[test]
+    fn no_gic_v3() {
+        assert_eq!(
+            Inventory::from_dtb(&virt_with(|t| t.gic = false)),
+            Err(InventoryError::NoGicV3)
+        );
+    }
+
+    #[test]
+    fn no_uart() {
+        assert_eq!(
+            Inventory::from_dtb(&virt_with(|t| t.uart = false)),
+            Err(InventoryError::NoUart)
+        );
+    }
+
+    #[test]
+    fn no_psci() {
+        assert_eq!(
+            Inventory::from_dtb(&virt_with(|t| t.psci = Some("none"))),
+            Err(InventoryError::NoPsci)
+        );
+        assert_eq!(
+            Inventory::from_dtb(&virt_with(|t| t.psci = None)),
+            Err(InventoryError::NoPsci)
+        );
+    }
+
+    #[test]
+    fn unreadable() {
+        assert_eq!(
+            Inventory::from_dtb(&virt_with(|t| t.root_size_cells = 3)),
+            Err(InventoryError::Unreadable("the reg of a memory node"))
+        );
+    }
+
+    #[test]
+    fn every_error_names_its_reason() {
+        let errors = [
+            InventoryError::Malformed(DtbError::BadMagic),
+            InventoryError::NoCpus,
+            InventoryError::TooManyCpus,
+            InventoryError::NoMemory,
+            InventoryError::TooManyRegions,
+            InventoryError::NoGicV3,
+            InventoryError::NoUart,
+            InventoryError::NoPsci,
+            InventoryError::Unreadable("the reg of a memory node"),
+        ];
+        let texts: AllocVec<String> = errors.iter().map(|e| alloc::format!("{e}")).collect();
+        assert_eq!(texts[0], "malformed: bad magic (not 0xd00dfeed)");
+        assert!(texts[8].starts_with("cannot read the reg of a memory node"));
+        for (i, text) in texts.iter().enumerate() {
+            assert!(!text.is_empty());
+            assert!(texts[..i].iter().all(|other| other != text), "{text}");
+        }
+    }
+
+    #[test]
+    fn salvage_finds_console_and_conduit_of_an_unusable_tree() {
+        let dtb = virt_with(|t| t.gic = false);
+        assert!(Inventory::from_dtb(&dtb).is_err());
+        assert_eq!(
+            Salvage::from_dtb(&dtb),
+            Salvage {
+                uart: Some(Region::new(0x900_0000, 0x1000)),
+                psci: Some(Conduit::Smc)
+            }
+        );
+        let dtb = virt_with(|t| t.psci = None);
+        assert_eq!(Salvage::from_dtb(&dtb).psci, None);
+        assert_eq!(
+            Salvage::from_dtb(&[0xd0, 0x0d, 0xfe, 0xed]),
+            Salvage {
+                uart: None,
+                psci: None
+            }
+        );
+    }
+
+    #[test]
+    fn stdout_path_may_be_an_alias_with_options() {
+        // A second PL011 first in the tree; stdout-path names the other one through an alias.
+        let mut w = FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 1).unwrap();
+        w.property_u32("#size-cells", 1).unwrap();
+        for base in [0x1000u32, 0x2000] {
+            let u = w.begin_node(&alloc::format!("serial@{base:x}")).unwrap();
+            w.property_string("compatible", "arm,pl011").unwrap();
+            w.property_array_u32("reg", &[base, 0x1000]).unwrap();
+            w.end_node(u).unwrap();
+        }
+        let aliases = w.begin_node("aliases").unwrap();
+        w.property_string("serial0", "/serial@2000").unwrap();
+        w.end_node(aliases).unwrap();
+        let chosen = w.begin_node("chosen").unwrap();
+        w.property_string("stdout-path", "serial0:115200n8")
+            .unwrap();
+        w.end_node(chosen).unwrap();
+        w.end_node(root).unwrap();
+        let dtb = w.finish().unwrap();
+        let tree = Tree::new(&dtb).unwrap();
+        assert_eq!(uart(&tree).unwrap().registers, Region::new(0x2000, 0x1000));
+    }
+
+    #[test]
+    fn disabled_devices_are_ignored() {
+        let mut w = FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 1).unwrap();
+        w.property_u32("#size-cells", 1).unwrap();
+        for (base, status) in [(0x1000u32, "disabled"), (0x2000, "okay")] {
+            let u = w.begin_node(&alloc::format!("serial@{base:x}")).unwrap();
+            w.property_string("compatible", "arm,pl011").unwrap();
+            w.property_string("status", status).unwrap();
+            w.property_array_u32("reg", &[base, 0x1000]).unwrap();
+            w.end_node(u).unwrap();
+        }
+        w.end_node(root).unwrap();
+        let dtb = w.finish().unwrap();
+        let tree = Tree::new(&dtb).unwrap();
+        assert_eq!(uart(&tree).unwrap().registers, Region::new(0x2000, 0x1000));
     }
 
     #[test]

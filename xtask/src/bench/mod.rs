@@ -266,6 +266,7 @@ fn command(
         console: Console::Captured,
         disk_prefix: ws.target_dir.join("bench").join(&node.name),
         kernel_cmdline: cmdline,
+        dtb: None,
     };
     let mut cmd = boot.command()?;
     cmd.args(QEMU_OPTIONS);
@@ -577,6 +578,7 @@ fn nvme_run(
                 console: Console::Captured,
                 disk_prefix: disk,
                 kernel_cmdline: None,
+                dtb: None,
             }
             .command()?
         }

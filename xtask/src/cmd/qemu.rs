@@ -21,6 +21,11 @@ pub struct Args {
     /// Boot through Debian's U-Boot (`-bios u-boot.bin`, then `booti`) instead of `-kernel`.
     #[arg(long)]
     pub uboot: bool,
+    /// Hand this device tree to the image (`-dtb`) instead of QEMU's own, as firmware would.
+    /// `qemu-system-aarch64 -M virt,virtualization=on,gic-version=3,dumpdtb=virt.dtb -cpu max
+    /// -smp N -m M` writes QEMU's own tree for a start.
+    #[arg(long)]
+    pub dtb: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -32,7 +37,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         args.image.display()
     );
     let node = Node::load(&ws, &args.node)?;
-    boot_interactive(&ws, &node, &args.image, args.uboot)
+    if let Some(dtb) = &args.dtb {
+        ensure!(dtb.is_file(), "device tree {} not found", dtb.display());
+    }
+    boot_interactive(&ws, &node, &args.image, args.uboot, args.dtb.as_deref())
 }
 
 /// Boots `image` on `node` with QEMU attached to this terminal; returns QEMU's exit status.
@@ -41,6 +49,7 @@ pub fn boot_interactive(
     node: &Node,
     image: &Path,
     uboot: bool,
+    dtb: Option<&Path>,
 ) -> Result<ExitCode> {
     let boot = Boot {
         node,
@@ -54,6 +63,7 @@ pub fn boot_interactive(
         console: Console::Interactive,
         disk_prefix: ws.target_dir.join("qemu").join(&node.name),
         kernel_cmdline: None,
+        dtb,
     };
     let mut cmd = boot.command()?;
     eprintln!("node {}: {}", node.name, node.description);

@@ -48,5 +48,5 @@ pub fn run(args: Args) -> Result<ExitCode> {
         },
     )?;
     eprint!("{summary}");
-    super::qemu::boot_interactive(&ws, &node, &out, args.uboot)
+    super::qemu::boot_interactive(&ws, &node, &out, args.uboot, None)
 }
