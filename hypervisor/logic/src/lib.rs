@@ -19,6 +19,8 @@ pub mod pagetable;
 pub mod pci;
 pub mod pl011;
 pub mod psci;
+#[cfg(test)]
+mod testing;
 pub mod trap;
 pub mod vgic;
 pub mod vpci;

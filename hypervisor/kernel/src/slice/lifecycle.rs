@@ -16,7 +16,7 @@ use crate::output;
 use crate::vcpu::{Power, Vcpu};
 
 /// How long the core ending a run waits for the slice's other vCPUs to park.
-const STOP_TIMEOUT_MS: u64 = 1000;
+const STOP_TIMEOUT_MS: u64 = 5000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Lifecycle {

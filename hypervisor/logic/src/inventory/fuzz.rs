@@ -11,24 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::tests::{QEMU_VIRT, QEMU_VIRT_HANDOVER, VirtTree};
 use super::*;
-
-/// xorshift64* (deterministic: a failure reproduces from its seed).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
+use crate::testing::Rng;
 
 fn be32_at(blob: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(blob.get(at..at + 4)?.try_into().ok()?))
@@ -105,14 +88,14 @@ fn splice(blob: &[u8], at: usize, remove: usize, insert: &[u8]) -> AllocVec<u8> 
 /// A value likely to break a length or offset near `around`.
 fn nasty(rng: &mut Rng, around: usize) -> u32 {
     let around = around as u32;
-    match rng.below(8) {
+    match rng.index(8) {
         0 => 0,
         1 => u32::MAX,
-        2 => u32::MAX - rng.below(8) as u32,
-        3 => around.wrapping_add(1 + rng.below(8) as u32),
-        4 => around.wrapping_sub(1 + rng.below(8) as u32),
+        2 => u32::MAX - rng.index(8) as u32,
+        3 => around.wrapping_add(1 + rng.index(8) as u32),
+        4 => around.wrapping_sub(1 + rng.index(8) as u32),
         5 => 0x8000_0000,
-        6 => rng.below(64) as u32,
+        6 => rng.index(64) as u32,
         _ => rng.next() as u32,
     }
 }
@@ -129,23 +112,23 @@ fn mutate(rng: &mut Rng, blob: &mut AllocVec<u8>) -> String {
         (!matching.is_empty()).then(|| rng.pick(&matching))
     };
     let len = blob.len();
-    match rng.below(15) {
+    match rng.index(15) {
         0 => {
-            let flips = 1 + rng.below(8);
+            let flips = 1 + rng.index(8);
             for _ in 0..flips {
-                let at = rng.below(len);
+                let at = rng.index(len);
                 if let Some(b) = blob.get_mut(at) {
-                    *b ^= 1 << rng.below(8);
+                    *b ^= 1 << rng.index(8);
                 }
             }
             alloc::format!("{flips} bit flips")
         }
         1 => {
-            let at = rng.below(len);
-            let count = 1 + rng.below(16);
+            let at = rng.index(len);
+            let count = 1 + rng.index(16);
             let special = rng.pick(&[0u8, 0xff, 1, 2, 3, 4, 9]);
             for b in blob.iter_mut().skip(at).take(count) {
-                *b = if rng.below(2) == 0 {
+                *b = if rng.index(2) == 0 {
                     special
                 } else {
                     rng.next() as u8
@@ -154,9 +137,9 @@ fn mutate(rng: &mut Rng, blob: &mut AllocVec<u8>) -> String {
             alloc::format!("{count} bytes overwritten at {at:#x}")
         }
         2 => {
-            let keep = rng.below(len);
+            let keep = rng.index(len);
             blob.truncate(keep);
-            if rng.below(2) == 0 {
+            if rng.index(2) == 0 {
                 set_be32(blob, 4, keep as u32);
                 alloc::format!("truncated to {keep} with totalsize fixed")
             } else {
@@ -164,7 +147,7 @@ fn mutate(rng: &mut Rng, blob: &mut AllocVec<u8>) -> String {
             }
         }
         3 => {
-            let index = 1 + rng.below(9);
+            let index = 1 + rng.index(9);
             let value = nasty(rng, field(blob, index));
             set_be32(blob, index * 4, value);
             alloc::format!("header field {index} = {value:#x}")
@@ -186,13 +169,13 @@ fn mutate(rng: &mut Rng, blob: &mut AllocVec<u8>) -> String {
             None => "no property to break".into(),
         },
         6 => {
-            let count = 1 + rng.below(20);
+            let count = 1 + rng.index(20);
             insert_nops(rng, blob, &toks, count);
             alloc::format!("{count} NOPs inserted")
         }
         7 => match pick_tok(rng, None) {
             Some(t) => {
-                let whole = rng.below(2) == 0;
+                let whole = rng.index(2) == 0;
                 let words = if whole { t.len / 4 } else { 1 };
                 for i in 0..words {
                     set_be32(blob, t.at + 4 * i, 4);
@@ -215,7 +198,7 @@ fn mutate(rng: &mut Rng, blob: &mut AllocVec<u8>) -> String {
             }
         }
         9 => {
-            let depth = 1 + rng.below(2 * crate::dtb::MAX_DEPTH + 8);
+            let depth = 1 + rng.index(2 * crate::dtb::MAX_DEPTH + 8);
             let boundary = node_boundary(rng, &toks, blob);
             let mut nest = AllocVec::new();
             for i in 0..depth {
@@ -268,8 +251,8 @@ fn mutate(rng: &mut Rng, blob: &mut AllocVec<u8>) -> String {
             if toks.len() < 2 {
                 return "too few tokens to duplicate".into();
             }
-            let from = rng.below(toks.len());
-            let to = (from + 1 + rng.below(8)).min(toks.len());
+            let from = rng.index(toks.len());
+            let to = (from + 1 + rng.index(8)).min(toks.len());
             let start = toks[from].at;
             let end = toks[to - 1].at + toks[to - 1].len;
             let copy = blob[start..end].to_vec();
@@ -415,7 +398,7 @@ fn malformed_trees_never_panic() {
         for case in 0..4000 {
             let mut blob = base.clone();
             let mut what = AllocVec::new();
-            for _ in 0..1 + rng.below(3) {
+            for _ in 0..1 + rng.index(3) {
                 what.push(mutate(&mut rng, &mut blob));
             }
             let label = alloc::format!("{name} seed {seed} case {case}: {}", what.join(", "));
@@ -440,7 +423,7 @@ fn nops_anywhere_read_the_same() {
         let mut rng = Rng(0x0a0a_0000 + seed as u64);
         for case in 0..300 {
             let mut blob = base.clone();
-            let count = 1 + rng.below(64);
+            let count = 1 + rng.index(64);
             insert_nops(&mut rng, &mut blob, &toks, count);
             let label = alloc::format!("{name} case {case}: {count} NOPs");
             assert_eq!(

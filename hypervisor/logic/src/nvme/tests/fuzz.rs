@@ -4,27 +4,7 @@
 //! CSTS.RDY is never clear while the device still holds one of the slice's commands.
 
 use super::*;
-
-/// xorshift64* (deterministic: a failure reproduces from its seed).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn percent(&mut self, p: u64) -> bool {
-        self.below(100) < p
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
+use crate::testing::Rng;
 
 /// An address a guest might put in a data pointer: mostly plausible, sometimes hostile.
 fn address(rng: &mut Rng) -> u64 {
