@@ -216,6 +216,13 @@ pub struct GicNode {
     pub mbi: bool,
 }
 
+impl GicNode {
+    /// Index of the distributor region in [`DeviceNode::regions`].
+    pub const DISTRIBUTOR: usize = 0;
+    /// Index of the redistributor region (one frame pair per vCPU).
+    pub const REDISTRIBUTORS: usize = 1;
+}
+
 impl DeviceNode for GicNode {
     fn regions(&self) -> Vec<BusRegion> {
         let redistributors = map::GICR_STRIDE * self.vcpus as u64;

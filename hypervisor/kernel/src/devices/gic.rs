@@ -34,8 +34,8 @@ impl MmioDevice for GicRegisters {
         let vcpu = (offset / REDISTRIBUTOR_SIZE) as usize;
         let frame_offset = offset % REDISTRIBUTOR_SIZE;
         ctx.gic.change(|gic| match (region, write) {
-            (0, Some(v)) => gic.distributor_write(offset, width, v),
-            (0, None) => {
+            (GicNode::DISTRIBUTOR, Some(v)) => gic.distributor_write(offset, width, v),
+            (GicNode::DISTRIBUTOR, None) => {
                 value = gic.distributor_read(offset, width);
                 VcpuSet::EMPTY
             }
