@@ -13,7 +13,6 @@ pub mod gic;
 pub mod its;
 pub mod memory;
 pub mod mmu;
-pub mod nvme;
 pub mod pci;
 pub mod regs;
 pub mod smp;

@@ -4,6 +4,10 @@
 
 use alloc::vec::Vec;
 
+use tock_registers::{LocalRegisterCopy, register_bitfields};
+
+use crate::inventory::{PcieHost, Region};
+
 /// Bus/device/function of a PCI function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Bdf {
@@ -64,6 +68,99 @@ pub mod header {
 pub mod capability {
     pub const MSI_X: u8 = 0x11;
     pub const PCI_EXPRESS: u8 = 0x10;
+}
+
+/// The MSI-X capability (PCI Local Bus 3.0 §6.8.2): offsets inside it and inside its table.
+pub mod msix {
+    /// Table Offset/Table BIR, from the capability's start.
+    pub const TABLE: u16 = 4;
+    /// Bytes of one table entry.
+    pub const ENTRY_SIZE: u64 = 16;
+    /// Message Address (low dword) in an entry.
+    pub const ENTRY_ADDRESS_LOW: u64 = 0;
+    /// Message Upper Address in an entry.
+    pub const ENTRY_ADDRESS_HIGH: u64 = 4;
+    /// Message Data in an entry.
+    pub const ENTRY_DATA: u64 = 8;
+    /// Vector Control in an entry (bit 0: masked).
+    pub const ENTRY_VECTOR_CONTROL: u64 = 12;
+}
+
+register_bitfields![u32,
+    /// The MSI-X capability's first dword: its header and Message Control (PCI Local Bus 3.0
+    /// §6.8.2.1-3).
+    pub MSIX_CONTROL [
+        /// Capability ID (0x11).
+        ID OFFSET(0) NUMBITS(8) [],
+        /// Next capability pointer.
+        NEXT OFFSET(8) NUMBITS(8) [],
+        /// Table Size, 0-based.
+        TABLE_SIZE OFFSET(16) NUMBITS(11) [],
+        /// Function Mask: every vector masked, whatever its own mask bit says.
+        FUNCTION_MASK OFFSET(30) NUMBITS(1) [],
+        /// MSI-X Enable.
+        ENABLE OFFSET(31) NUMBITS(1) []
+    ],
+    /// Table Offset/Table BIR (PCI Local Bus 3.0 §6.8.2.4).
+    pub MSIX_TABLE [
+        /// The BAR the table lives in.
+        BIR OFFSET(0) NUMBITS(3) [],
+        /// Offset inside that BAR, in 8-byte units.
+        OFFSET OFFSET(3) NUMBITS(29) []
+    ]
+];
+
+/// What a function's MSI-X capability says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsixCapability {
+    /// Offset of the capability in configuration space.
+    pub offset: u16,
+    /// Vectors in the table.
+    pub vectors: u16,
+    /// The BAR holding the table.
+    pub table_bar: u8,
+    /// Offset of the table inside that BAR.
+    pub table_offset: u64,
+}
+
+impl MsixCapability {
+    /// The function's MSI-X capability, if it has one.
+    pub fn find(config: &mut dyn ConfigSpace, bdf: Bdf) -> Option<MsixCapability> {
+        let offset = find_capability(config, bdf, capability::MSI_X)?;
+        let control =
+            LocalRegisterCopy::<u32, MSIX_CONTROL::Register>::new(config.read(bdf, offset));
+        let table = LocalRegisterCopy::<u32, MSIX_TABLE::Register>::new(
+            config.read(bdf, offset + msix::TABLE),
+        );
+        Some(MsixCapability {
+            offset,
+            vectors: control.read(MSIX_CONTROL::TABLE_SIZE) as u16 + 1,
+            table_bar: table.read(MSIX_TABLE::BIR) as u8,
+            table_offset: u64::from(table.read(MSIX_TABLE::OFFSET)) * 8,
+        })
+    }
+
+    /// Bytes of the table.
+    pub fn table_size(&self) -> u64 {
+        u64::from(self.vectors) * msix::ENTRY_SIZE
+    }
+
+    /// Sets MSI-X Enable and Function Mask as given (the rest of Message Control is kept).
+    pub fn set_control(
+        &self,
+        config: &mut dyn ConfigSpace,
+        bdf: Bdf,
+        enable: bool,
+        function_mask: bool,
+    ) {
+        let mut control =
+            LocalRegisterCopy::<u32, MSIX_CONTROL::Register>::new(config.read(bdf, self.offset));
+        control.modify(
+            MSIX_CONTROL::ENABLE.val(u32::from(enable))
+                + MSIX_CONTROL::FUNCTION_MASK.val(u32::from(function_mask)),
+        );
+        config.write(bdf, self.offset, control.get());
+    }
 }
 
 /// Class code of an NVM Express controller (mass storage / NVM / NVMe).
@@ -214,6 +311,71 @@ impl WindowAllocator {
     }
 }
 
+/// A memory BAR placed in one of the host bridge's windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlacedBar {
+    pub bar: MemoryBar,
+    /// Where the CPU reaches it (the window's CPU side).
+    pub cpu: Region,
+}
+
+/// A BAR of the function did not fit in the host bridge's memory windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoRoomForBar(pub MemoryBar);
+
+/// Sets up a type-0 function for the hypervisor's own use: turns decoding off, places every
+/// memory BAR in the host bridge's windows (a 32-bit BAR only below 4 GiB), then turns on
+/// memory decoding and bus mastering with INTx disabled. Returns the BARs with their CPU
+/// addresses. On an error the function is left with decoding off.
+pub fn configure_function(
+    config: &mut dyn ConfigSpace,
+    host: &PcieHost,
+    bdf: Bdf,
+) -> Result<Vec<PlacedBar>, NoRoomForBar> {
+    let mut windows: Vec<(WindowAllocator, u64, u64)> = [host.mem32, host.mem64]
+        .into_iter()
+        .flatten()
+        .map(|w| (WindowAllocator::new(w.pci, w.size), w.pci, w.cpu))
+        .collect();
+    // COMMAND's upper half is STATUS, whose bits are cleared by writing ones: write zeros.
+    let command = config.read(bdf, header::COMMAND) & 0xffff;
+    config.write(
+        bdf,
+        header::COMMAND,
+        command & !(header::MEMORY_SPACE | header::BUS_MASTER),
+    );
+    let mut bars = Vec::new();
+    let mut index = 0;
+    while index < 6 {
+        let Some(bar) = size_bar(config, bdf, index) else {
+            index += 1;
+            continue;
+        };
+        let placed = windows.iter_mut().find_map(|(window, pci_base, cpu_base)| {
+            let mut trial = *window;
+            let address = trial.allocate(bar.size)?;
+            if !bar.is_64bit && address.checked_add(bar.size)? > 1 << 32 {
+                return None;
+            }
+            *window = trial;
+            Some((address, *pci_base, *cpu_base))
+        });
+        let (address, pci_base, cpu_base) = placed.ok_or(NoRoomForBar(bar))?;
+        set_bar(config, bdf, &bar, address);
+        bars.push(PlacedBar {
+            bar,
+            cpu: Region::new(cpu_base + (address - pci_base), bar.size),
+        });
+        index += if bar.is_64bit { 2 } else { 1 };
+    }
+    config.write(
+        bdf,
+        header::COMMAND,
+        command | header::MEMORY_SPACE | header::BUS_MASTER | header::INTX_DISABLE,
+    );
+    Ok(bars)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +489,89 @@ mod tests {
             None,
             "no list"
         );
+    }
+
+    fn window(pci: u64, cpu: u64, size: u64) -> Option<crate::inventory::PciWindow> {
+        Some(crate::inventory::PciWindow { pci, cpu, size })
+    }
+
+    fn host(mem32: u64, mem64: u64) -> PcieHost {
+        PcieHost {
+            ecam: Region::new(0x40_1000_0000, 0x1000_0000),
+            bus_start: 0,
+            mem32: window(0x1000_0000, mem32, 0x1000_0000),
+            mem64: window(0x80_0000_0000, mem64, 0x80_0000_0000),
+        }
+    }
+
+    #[test]
+    fn configures_a_function_in_the_first_window_with_room() {
+        let mut fake = Fake::node();
+        let nvme = Bdf::new(0, 2, 0);
+        fake.regs.insert((nvme, 4), header::STATUS_CAPABILITIES | 1);
+        let bars = configure_function(&mut fake, &host(0x3_1000_0000, 0x80_0000_0000), nvme);
+        assert_eq!(
+            bars,
+            Ok(alloc::vec![PlacedBar {
+                bar: size_bar(&mut fake, nvme, 0).unwrap(),
+                cpu: Region::new(0x3_1000_0000, 0x4000),
+            }])
+        );
+        assert_eq!(fake.read(nvme, 0x10), 0x1000_0004, "bus address");
+        let command = fake.read(nvme, header::COMMAND);
+        assert_eq!(
+            command & 0xffff,
+            1 | header::MEMORY_SPACE | header::BUS_MASTER | header::INTX_DISABLE
+        );
+    }
+
+    #[test]
+    fn a_bar_that_fits_no_window_is_refused() {
+        let mut fake = Fake::node();
+        let nvme = Bdf::new(0, 2, 0);
+        let mut small = host(0x1000_0000, 0x80_0000_0000);
+        small.mem32 = window(0x1000_0000, 0x1000_0000, 0x2000);
+        small.mem64 = None;
+        let bar = size_bar(&mut fake, nvme, 0).unwrap();
+        assert_eq!(
+            configure_function(&mut fake, &small, nvme),
+            Err(NoRoomForBar(bar))
+        );
+        assert_eq!(fake.read(nvme, header::COMMAND) & 0b110, 0, "decoding off");
+        // A 32-bit BAR never goes above 4 GiB.
+        fake.regs.insert((nvme, 0x10), 0);
+        fake.bar_sizes.remove(&(nvme, 0x14));
+        let mut high = host(0, 0x80_0000_0000);
+        high.mem32 = None;
+        let bar = size_bar(&mut fake, nvme, 0).unwrap();
+        assert_eq!(
+            configure_function(&mut fake, &high, nvme),
+            Err(NoRoomForBar(bar))
+        );
+    }
+
+    #[test]
+    fn reads_and_switches_msix() {
+        let mut fake = Fake::node();
+        let nvme = Bdf::new(0, 2, 0);
+        fake.regs.insert((nvme, 0x40), 0x0040_0011);
+        fake.regs.insert((nvme, 0x44), 0x2000 | 2);
+        let msix = MsixCapability::find(&mut fake, nvme).unwrap();
+        assert_eq!(
+            msix,
+            MsixCapability {
+                offset: 0x40,
+                vectors: 65,
+                table_bar: 2,
+                table_offset: 0x2000
+            }
+        );
+        assert_eq!(msix.table_size(), 65 * 16);
+        msix.set_control(&mut fake, nvme, true, true);
+        assert_eq!(fake.read(nvme, 0x40), 0xc040_0011);
+        msix.set_control(&mut fake, nvme, true, false);
+        assert_eq!(fake.read(nvme, 0x40), 0x8040_0011);
+        assert_eq!(MsixCapability::find(&mut fake, Bdf::new(0, 0, 0)), None);
     }
 
     #[test]

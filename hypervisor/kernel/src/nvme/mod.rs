@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 
 use microvisor_arch::gic::LPI_BASE;
 use microvisor_arch::memory::DmaPages;
+use microvisor_logic::nvme::host::QueueNeeds;
 
 use lpis::Lpis;
 use physical::{DeviceMemory, NvmeError};
@@ -75,12 +76,11 @@ pub fn bring_up<I>(
         .map(|n| n.queues)
         .sum();
     let wanted = wanted.min(u32::from(u16::MAX)) as u16;
-    let mut controller = physical::Physical::bring_up(pci, host, &mut memory, wanted)?;
-    if controller.info.max_queue_entries < u32::from(QUEUE_ENTRIES) {
-        return Err(DiskError::Controller(NvmeError::Unsupported(
-            "queues shorter than 64 entries (CAP.MQES)",
-        )));
-    }
+    let needs = QueueNeeds {
+        pairs: wanted,
+        entries: QUEUE_ENTRIES,
+    };
+    let mut controller = physical::bring_up(pci, host, &mut memory, needs)?;
     let info = &controller.info;
     let shares =
         microvisor_plan::place::place_disk(plan, info.blocks, info.lba_shift, info.io_queues)

@@ -19,7 +19,6 @@ use microvisor_logic::vpci::{self, VirtualFunction};
 use microvisor_plan::DiskShare;
 use microvisor_plan::layout::GUEST_RAM_BASE;
 use spin::Mutex;
-use zerocopy::{FromBytes, IntoBytes};
 
 use super::physical::Physical;
 use super::{HardwareQueue, QUEUE_ENTRIES};
@@ -89,7 +88,7 @@ impl<'a> Backend<'a> {
     }
 
     fn queue(&mut self, id: u16) -> Option<&mut HardwareQueue> {
-        self.queues.iter_mut().find(|q| q.pair.id == id)
+        self.queues.iter_mut().find(|q| q.pair.id() == id)
     }
 
     fn offset(&self, ipa: Ipa, len: usize) -> Result<u64, GuestMemoryFault> {
@@ -120,7 +119,7 @@ impl NvmeBackend for Backend<'_> {
         } = self;
         let page = queues
             .iter_mut()
-            .find(|q| q.pair.id == queue)
+            .find(|q| q.pair.id() == queue)
             .and_then(|q| q.slots.page_mut(usize::from(slot)));
         match page {
             Some((address, bytes)) => DmaPage {
@@ -138,18 +137,14 @@ impl NvmeBackend for Backend<'_> {
 
     fn submit(&mut self, queue: u16, command: &SubmissionEntry) {
         if let Some(q) = self.queue(queue) {
-            let mut bytes = [0u8; 64];
-            bytes.copy_from_slice(command.as_bytes());
-            q.pair.push_bytes(&bytes);
+            q.pair.push(command);
         }
     }
 
     fn ring(&mut self, queue: u16) {
         let physical = self.physical;
         if let Some(q) = self.queue(queue) {
-            physical
-                .controller
-                .ring_submission(queue, u32::from(q.pair.tail()));
+            physical.ring_submission(&q.pair);
         }
     }
 
@@ -283,7 +278,7 @@ impl SliceDisk {
             .queues
             .iter()
             .map(|q| QueueInterrupt {
-                id: q.pair.id,
+                id: q.pair.id(),
                 lpi: q.lpi,
             })
             .collect()
@@ -295,20 +290,16 @@ impl SliceDisk {
         let mut state = self.state.lock();
         let state = &mut *state;
         let mut entries: Vec<CompletionEntry> = Vec::new();
-        let Some(q) = state.queues.iter_mut().find(|q| q.pair.id == queue) else {
+        let Some(q) = state.queues.iter_mut().find(|q| q.pair.id() == queue) else {
             return;
         };
-        while let Some(raw) = q.pair.pop_bytes() {
-            if let Ok(entry) = CompletionEntry::read_from_bytes(&raw) {
-                entries.push(entry);
-            }
+        while let Some(entry) = q.pair.pop() {
+            entries.push(entry);
         }
         if entries.is_empty() {
             return;
         }
-        self.physical
-            .controller
-            .ring_completion(queue, u32::from(q.pair.cq_head()));
+        self.physical.ring_completion(&q.pair);
         let mut backend = Backend::new(ram, &mut state.queues, self.physical, signals);
         let summary = state
             .controller
@@ -333,7 +324,13 @@ impl SliceDisk {
             state.function = VirtualFunction::new(state.controller.msix_vectors());
         }
         loop {
-            let ids: Vec<u16> = self.state.lock().queues.iter().map(|q| q.pair.id).collect();
+            let ids: Vec<u16> = self
+                .state
+                .lock()
+                .queues
+                .iter()
+                .map(|q| q.pair.id())
+                .collect();
             let mut signals = Signals::default();
             for id in ids {
                 self.completions(ram, id, &mut signals);

@@ -22,7 +22,7 @@ pub const WCTEMP: u16 = 343;
 pub const CCTEMP: u16 = 358;
 
 /// Identify Controller byte offsets (Base 1.4 Figure 247).
-mod ctrl {
+pub(crate) mod ctrl {
     pub const VID: usize = 0;
     pub const SSVID: usize = 2;
     pub const SN: usize = 4;
@@ -54,7 +54,7 @@ mod ctrl {
 }
 
 /// Identify Namespace byte offsets (Base 1.4 Figure 245).
-mod ns {
+pub(crate) mod ns {
     pub const NSZE: usize = 0;
     pub const NCAP: usize = 8;
     pub const NUSE: usize = 16;

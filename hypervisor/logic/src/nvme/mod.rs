@@ -10,10 +10,13 @@
 //! queues ([`VirtualNvme::hardware_completions`]). The controller reaches guest memory, DMA
 //! pages, hardware queues and virtual interrupts only through [`NvmeBackend`].
 //!
+//! The physical controller itself is driven by [`host`]: bring-up, the admin queue, and the
+//! hardware queue pairs whose entries the kernel moves between them and [`VirtualNvme`].
+//!
 //! Modules: `spec` (wire formats and numbers), `memory` (addresses, the slice's RAM),
 //! `config`, `identify` (Identify data), `admin` (admin command emulation), `io` (the I/O
 //! command validator), `msix` (MSI-X table and PBA), `controller` (registers, queues,
-//! completions, reset).
+//! completions, reset), `host` (the physical controller's driver).
 
 #![warn(missing_docs)]
 
@@ -21,6 +24,7 @@ mod admin;
 mod backend;
 mod config;
 mod controller;
+pub mod host;
 mod identify;
 mod io;
 mod memory;

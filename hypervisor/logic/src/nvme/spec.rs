@@ -105,6 +105,66 @@ register_bitfields![u32,
     ]
 ];
 
+register_bitfields![u32,
+    /// CDW10 of Create I/O Completion Queue and Create I/O Submission Queue (Base 1.4 §5.3,
+    /// §5.4).
+    pub(crate) CREATE_QUEUE_DW10 [
+        /// Queue Identifier.
+        QID OFFSET(0) NUMBITS(16) [],
+        /// Queue Size, 0-based.
+        QSIZE OFFSET(16) NUMBITS(16) []
+    ],
+    /// CDW11 of Create I/O Completion Queue (Base 1.4 §5.3).
+    pub(crate) CREATE_CQ_DW11 [
+        /// Physically Contiguous.
+        PC OFFSET(0) NUMBITS(1) [],
+        /// Interrupts Enabled.
+        IEN OFFSET(1) NUMBITS(1) [],
+        /// Interrupt Vector (the MSI-X vector).
+        IV OFFSET(16) NUMBITS(16) []
+    ],
+    /// CDW11 of Create I/O Submission Queue (Base 1.4 §5.4).
+    pub(crate) CREATE_SQ_DW11 [
+        /// Physically Contiguous.
+        PC OFFSET(0) NUMBITS(1) [],
+        /// Queue Priority (weighted round robin only).
+        QPRIO OFFSET(1) NUMBITS(2) [],
+        /// Completion Queue Identifier.
+        CQID OFFSET(16) NUMBITS(16) []
+    ],
+    /// CDW10 of Identify (Base 1.4 §5.15.1).
+    pub(crate) IDENTIFY_DW10 [
+        /// Controller or Namespace Structure (see [`cns`]).
+        CNS OFFSET(0) NUMBITS(8) [],
+        /// Controller Identifier.
+        CNTID OFFSET(16) NUMBITS(16) []
+    ],
+    /// CDW10 of Set Features and Get Features (Base 1.4 §5.21, §5.9).
+    pub(crate) FEATURES_DW10 [
+        /// Feature Identifier (see [`feature`]).
+        FID OFFSET(0) NUMBITS(8) [],
+        /// Save (Set Features).
+        SV OFFSET(31) NUMBITS(1) []
+    ],
+    /// The Number of Queues feature (Base 1.4 §5.21.1.7): Set Features CDW11 asks for
+    /// NSQR/NCQR, completion DW0 grants NSQA/NCQA; all counts 0-based.
+    pub(crate) NUMBER_OF_QUEUES [
+        /// I/O submission queues requested or allocated.
+        NSQ OFFSET(0) NUMBITS(16) [],
+        /// I/O completion queues requested or allocated.
+        NCQ OFFSET(16) NUMBITS(16) []
+    ],
+    /// One LBA Format entry of Identify Namespace (Base 1.4 §5.15.2, LBAF0-15).
+    pub(crate) LBA_FORMAT [
+        /// Metadata Size in bytes per block.
+        MS OFFSET(0) NUMBITS(16) [],
+        /// LBA Data Size: log2 of the block size.
+        LBADS OFFSET(16) NUMBITS(8) [],
+        /// Relative Performance.
+        RP OFFSET(24) NUMBITS(2) []
+    ]
+];
+
 /// VS for NVMe 1.4.0 (Base 1.4 §3.1.2).
 pub const VERSION_1_4: u32 = 0x0001_0400;
 

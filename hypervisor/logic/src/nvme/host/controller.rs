@@ -1,0 +1,420 @@
+//! The physical controller's driver: bring-up (PCI set-up, reset and enable, Identify, Number
+//! of Queues), the polled admin queue, I/O queue pair creation with their MSI-X vectors, and
+//! the doorbells.
+
+use alloc::string::String;
+
+use tock_registers::LocalRegisterCopy;
+
+use super::queue::QueuePair;
+use super::{Clock, CpuWritten, DeviceWritten, DmaAllocator, HostBridge, NvmeError, Registers};
+use crate::inventory::PcieHost;
+use crate::nvme::identify::{IDENTIFY_SIZE, ctrl, ns};
+use crate::nvme::spec::{
+    AQA, CAP, CC, CQE_SIZE, CREATE_CQ_DW11, CREATE_QUEUE_DW10, CREATE_SQ_DW11, CSTS,
+    CompletionEntry, FEATURES_DW10, IDENTIFY_DW10, LBA_FORMAT, NUMBER_OF_QUEUES, PAGE_SIZE,
+    SQE_SIZE, SubmissionEntry, admin, cns, feature, reg,
+};
+use crate::pci::{Bdf, CLASS_NVME, MsixCapability, configure_function, msix, scan_bus};
+
+/// Entries of each admin queue.
+pub const ADMIN_ENTRIES: u16 = 32;
+/// CAP.TO's unit.
+const TIMEOUT_UNIT_MS: u64 = 500;
+/// The namespace the slices share.
+const NAMESPACE: u32 = 1;
+/// Block sizes the hypervisor passes on: 512 B to 4 KiB.
+const BLOCK_SHIFTS: core::ops::RangeInclusive<u8> = 9..=12;
+
+/// What the slices need from the controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueNeeds {
+    /// I/O queue pairs (Set Features, Number of Queues asks for at least one).
+    pub pairs: u16,
+    /// Entries per I/O queue.
+    pub entries: u16,
+}
+
+/// What Identify Controller and Identify Namespace said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControllerInfo {
+    /// PCI Subsystem Vendor ID.
+    pub subsystem_vendor: u16,
+    /// Serial number, trailing spaces removed.
+    pub serial: String,
+    /// Model number, trailing spaces removed.
+    pub model: String,
+    /// Firmware revision, trailing spaces removed.
+    pub firmware: String,
+    /// Maximum data transfer size as a power of two of 4 KiB pages (0 = no limit).
+    pub mdts: u8,
+    /// A volatile write cache is present.
+    pub volatile_write_cache: bool,
+    /// Optional NVM command support (ONCS).
+    pub oncs: u16,
+    /// Largest queue the controller accepts (CAP.MQES + 1).
+    pub max_queue_entries: u32,
+    /// I/O queue pairs the controller granted (Set Features, Number of Queues).
+    pub io_queues: u16,
+    /// Namespace 1: block count.
+    pub blocks: u64,
+    /// Namespace 1: log2 of the block size.
+    pub lba_shift: u8,
+}
+
+/// The physical controller once up: its BAR0 registers `R`, the admin queue pair in memory
+/// from `M`, and the clock `K` for its timeouts.
+pub struct PhysicalController<R, M: DmaAllocator, K> {
+    /// Where it sits on the bus.
+    pub bdf: Bdf,
+    /// What it said about itself and namespace 1.
+    pub info: ControllerInfo,
+    registers: R,
+    clock: K,
+    admin: QueuePair<M::CpuWritten, M::DeviceWritten>,
+    /// Offset of the MSI-X table inside BAR0.
+    msix_table: u64,
+    msix_vectors: u16,
+    /// Bytes between doorbells (CAP.DSTRD).
+    doorbell_stride: u64,
+    next_cid: u16,
+    timeout_ms: u64,
+}
+
+impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
+    /// Finds the NVMe controller behind `bridge`, places its BARs in `host`'s windows, resets
+    /// and enables it, and identifies it and namespace 1; asks for `needs.pairs` I/O queue
+    /// pairs and checks that queues of `needs.entries` entries are possible.
+    pub fn bring_up<B>(
+        bridge: &mut B,
+        host: &PcieHost,
+        memory: &mut M,
+        clock: K,
+        needs: QueueNeeds,
+    ) -> Result<Self, NvmeError>
+    where
+        B: HostBridge<Registers = R>,
+    {
+        let function = scan_bus(bridge.config(), host.bus_start)
+            .into_iter()
+            .find(|f| f.class == CLASS_NVME)
+            .ok_or(NvmeError::NoController)?;
+        let bdf = function.bdf;
+        let bars = configure_function(bridge.config(), host, bdf)
+            .map_err(|_| NvmeError::Bars("no room in the host bridge windows"))?;
+        let bar0 = bars
+            .iter()
+            .find(|b| b.bar.index == 0)
+            .ok_or(NvmeError::Bars("no BAR0"))?
+            .cpu;
+        let msix =
+            MsixCapability::find(bridge.config(), bdf).ok_or(NvmeError::Unsupported("no MSI-X"))?;
+        let table_end = msix.table_offset.checked_add(msix.table_size());
+        if msix.table_bar != 0 || table_end.is_none_or(|end| end > bar0.size) {
+            return Err(NvmeError::Unsupported("MSI-X table outside BAR0"));
+        }
+        // Enable MSI-X with the function masked until the entries are programmed.
+        msix.set_control(bridge.config(), bdf, true, true);
+
+        let registers = bridge
+            .map(bar0)
+            .ok_or(NvmeError::Bars("BAR0 not grantable"))?;
+        // Pin-based interrupts stay masked: MSI-X is used instead.
+        registers.write32(reg::INTMS, u32::MAX);
+        let cap = LocalRegisterCopy::<u64, CAP::Register>::new(registers.read64(reg::CAP));
+        if cap.read(CAP::CSS) & 1 == 0 {
+            return Err(NvmeError::Unsupported("no NVM command set"));
+        }
+        if cap.read(CAP::MPSMIN) != 0 {
+            return Err(NvmeError::Unsupported(
+                "4 KiB pages not supported (CAP.MPSMIN)",
+            ));
+        }
+        let max_queue_entries = cap.read(CAP::MQES) as u32 + 1;
+        if u32::from(needs.entries) > max_queue_entries {
+            return Err(NvmeError::QueuesTooShort {
+                supported: max_queue_entries,
+                needed: needs.entries,
+            });
+        }
+        let mut controller = PhysicalController {
+            bdf,
+            info: ControllerInfo {
+                subsystem_vendor: 0,
+                serial: String::new(),
+                model: String::new(),
+                firmware: String::new(),
+                mdts: 0,
+                volatile_write_cache: false,
+                oncs: 0,
+                max_queue_entries,
+                io_queues: 0,
+                blocks: 0,
+                lba_shift: 9,
+            },
+            registers,
+            clock,
+            admin: QueuePair::new(0, ADMIN_ENTRIES, memory)?,
+            msix_table: msix.table_offset,
+            msix_vectors: msix.vectors,
+            doorbell_stride: 4 << cap.read(CAP::DSTRD),
+            next_cid: 0,
+            timeout_ms: cap.read(CAP::TO).max(1) * TIMEOUT_UNIT_MS,
+        };
+        controller.reset_and_enable()?;
+        // Release the function mask: entries stay masked (vector control) until programmed.
+        msix.set_control(bridge.config(), bdf, true, false);
+        controller.identify(memory)?;
+        controller.info.io_queues = controller.set_queue_count(needs.pairs)?;
+        Ok(controller)
+    }
+
+    /// Waits until CSTS.RDY is `ready`, at most CAP.TO.
+    fn wait_ready(&self, ready: bool) -> Result<(), NvmeError> {
+        let start = self.clock.now_ms();
+        loop {
+            let status =
+                LocalRegisterCopy::<u32, CSTS::Register>::new(self.registers.read32(reg::CSTS));
+            if status.is_set(CSTS::CFS) {
+                return Err(NvmeError::Fatal);
+            }
+            if status.is_set(CSTS::RDY) == ready {
+                return Ok(());
+            }
+            let waited_ms = self.clock.now_ms().saturating_sub(start);
+            if waited_ms > self.timeout_ms {
+                return Err(NvmeError::NotReady { ready, waited_ms });
+            }
+            self.clock.pause();
+        }
+    }
+
+    /// Disables the controller (if the firmware left it enabled), hands it the admin queues
+    /// and enables it (Base 1.4 §7.6.1).
+    fn reset_and_enable(&mut self) -> Result<(), NvmeError> {
+        let cc = LocalRegisterCopy::<u32, CC::Register>::new(self.registers.read32(reg::CC));
+        if cc.is_set(CC::EN) {
+            self.registers.write32(reg::CC, 0);
+        }
+        self.wait_ready(false)?;
+        let mut aqa = LocalRegisterCopy::<u32, AQA::Register>::new(0);
+        aqa.write(
+            AQA::ASQS.val(u32::from(ADMIN_ENTRIES - 1))
+                + AQA::ACQS.val(u32::from(ADMIN_ENTRIES - 1)),
+        );
+        self.registers.write32(reg::AQA, aqa.get());
+        self.registers.write64(reg::ASQ, self.admin.sq_address());
+        self.registers.write64(reg::ACQ, self.admin.cq_address());
+        // NVM command set, 4 KiB pages, round robin, 64-byte SQ and 16-byte CQ entries.
+        let mut cc = LocalRegisterCopy::<u32, CC::Register>::new(0);
+        cc.write(
+            CC::EN::SET
+                + CC::CSS.val(0)
+                + CC::MPS.val(0)
+                + CC::AMS.val(0)
+                + CC::IOSQES.val(SQE_SIZE.trailing_zeros())
+                + CC::IOCQES.val(CQE_SIZE.trailing_zeros()),
+        );
+        self.registers.write32(reg::CC, cc.get());
+        self.wait_ready(true)
+    }
+
+    /// Runs one admin command to completion (polled, at most the controller's timeout) and
+    /// returns its completion. Completions for other command identifiers (left over from an
+    /// earlier command) are consumed and skipped; however many there are, the wait ends at
+    /// the timeout.
+    fn admin(&mut self, mut command: SubmissionEntry) -> Result<CompletionEntry, NvmeError> {
+        let opcode = command.opcode;
+        let cid = self.next_cid;
+        self.next_cid = self.next_cid.wrapping_add(1);
+        command.command_id = cid.into();
+        self.admin.push(&command);
+        self.ring_submission(&self.admin);
+        let start = self.clock.now_ms();
+        loop {
+            if let Some(done) = self.admin.pop() {
+                self.ring_completion(&self.admin);
+                if done.command_id.get() == cid {
+                    if !done.status().is_success() {
+                        return Err(NvmeError::Command {
+                            opcode,
+                            status: done.status.get() >> 1,
+                        });
+                    }
+                    return Ok(done);
+                }
+            }
+            if self.clock.now_ms().saturating_sub(start) > self.timeout_ms {
+                return Err(NvmeError::Timeout { opcode });
+            }
+            self.clock.pause();
+        }
+    }
+
+    /// Identify Controller and Identify Namespace 1 into [`ControllerInfo`].
+    fn identify(&mut self, memory: &mut M) -> Result<(), NvmeError> {
+        let buffer = memory
+            .device_written(PAGE_SIZE)
+            .ok_or(NvmeError::OutOfDeviceMemory)?;
+        let mut dw10 = LocalRegisterCopy::<u32, IDENTIFY_DW10::Register>::new(0);
+        dw10.write(IDENTIFY_DW10::CNS.val(cns::CONTROLLER.into()));
+        let mut command = SubmissionEntry {
+            opcode: admin::IDENTIFY,
+            prp1: buffer.address().into(),
+            cdw10: dw10.get().into(),
+            ..SubmissionEntry::default()
+        };
+        self.admin(command)?;
+        let mut data = [0u8; IDENTIFY_SIZE];
+        buffer
+            .read(0, &mut data)
+            .ok_or(NvmeError::OutOfDeviceMemory)?;
+        let text = |at: usize, len: usize| {
+            String::from(
+                core::str::from_utf8(&data[at..at + len])
+                    .unwrap_or("")
+                    .trim_end(),
+            )
+        };
+        let u16_at = |at: usize| u16::from_le_bytes([data[at], data[at + 1]]);
+        let info = &mut self.info;
+        info.subsystem_vendor = u16_at(ctrl::SSVID);
+        info.serial = text(ctrl::SN, ctrl::MN - ctrl::SN);
+        info.model = text(ctrl::MN, ctrl::FR - ctrl::MN);
+        info.firmware = text(ctrl::FR, ctrl::RAB - ctrl::FR);
+        info.mdts = data[ctrl::MDTS];
+        info.oncs = u16_at(ctrl::ONCS);
+        info.volatile_write_cache = data[ctrl::VWC] & 1 != 0;
+
+        command.nsid = NAMESPACE.into();
+        dw10.write(IDENTIFY_DW10::CNS.val(cns::NAMESPACE.into()));
+        command.cdw10 = dw10.get().into();
+        self.admin(command)?;
+        buffer
+            .read(0, &mut data)
+            .ok_or(NvmeError::OutOfDeviceMemory)?;
+        let mut blocks = [0u8; 8];
+        blocks.copy_from_slice(&data[ns::NSZE..ns::NSZE + 8]);
+        self.info.blocks = u64::from_le_bytes(blocks);
+        // FLBAS bits 3:0: the format in use (one of 16).
+        let format = ns::LBAF0 + 4 * usize::from(data[ns::FLBAS] & 0xf);
+        let lbaf = LocalRegisterCopy::<u32, LBA_FORMAT::Register>::new(u32::from_le_bytes([
+            data[format],
+            data[format + 1],
+            data[format + 2],
+            data[format + 3],
+        ]));
+        self.info.lba_shift = lbaf.read(LBA_FORMAT::LBADS) as u8;
+        if lbaf.read(LBA_FORMAT::MS) != 0 {
+            return Err(NvmeError::Unsupported("namespace 1 uses metadata"));
+        }
+        if !BLOCK_SHIFTS.contains(&self.info.lba_shift) {
+            return Err(NvmeError::Unsupported("namespace 1 block size"));
+        }
+        Ok(())
+    }
+
+    /// Set Features, Number of Queues: asks for `wanted` I/O queue pairs (at least one) and
+    /// returns how many pairs the controller granted (the fewer of its SQ and CQ answers).
+    fn set_queue_count(&mut self, wanted: u16) -> Result<u16, NvmeError> {
+        let wanted = u32::from(wanted.max(1) - 1);
+        let mut dw10 = LocalRegisterCopy::<u32, FEATURES_DW10::Register>::new(0);
+        dw10.write(FEATURES_DW10::FID.val(feature::NUMBER_OF_QUEUES.into()));
+        let mut dw11 = LocalRegisterCopy::<u32, NUMBER_OF_QUEUES::Register>::new(0);
+        dw11.write(NUMBER_OF_QUEUES::NSQ.val(wanted) + NUMBER_OF_QUEUES::NCQ.val(wanted));
+        let done = self.admin(SubmissionEntry {
+            opcode: admin::SET_FEATURES,
+            cdw10: dw10.get().into(),
+            cdw11: dw11.get().into(),
+            ..SubmissionEntry::default()
+        })?;
+        let granted = LocalRegisterCopy::<u32, NUMBER_OF_QUEUES::Register>::new(done.dw0.get());
+        let pairs = granted
+            .read(NUMBER_OF_QUEUES::NSQ)
+            .min(granted.read(NUMBER_OF_QUEUES::NCQ))
+            + 1;
+        Ok(u16::try_from(pairs).unwrap_or(u16::MAX))
+    }
+
+    /// Creates I/O queue pair `id` with `entries` entries, interrupting through MSI-X
+    /// `vector`, whose message is (`msi_address`, `msi_data`).
+    pub fn create_queue_pair(
+        &mut self,
+        memory: &mut M,
+        id: u16,
+        entries: u16,
+        vector: u16,
+        msi_address: u64,
+        msi_data: u32,
+    ) -> Result<QueuePair<M::CpuWritten, M::DeviceWritten>, NvmeError> {
+        if vector >= self.msix_vectors {
+            return Err(NvmeError::Unsupported("not enough MSI-X vectors"));
+        }
+        if u32::from(entries) > self.info.max_queue_entries {
+            return Err(NvmeError::QueuesTooShort {
+                supported: self.info.max_queue_entries,
+                needed: entries,
+            });
+        }
+        self.set_msix_entry(vector, msi_address, msi_data);
+        let pair = QueuePair::new(id, entries, memory)?;
+        let mut dw10 = LocalRegisterCopy::<u32, CREATE_QUEUE_DW10::Register>::new(0);
+        dw10.write(
+            CREATE_QUEUE_DW10::QID.val(id.into())
+                + CREATE_QUEUE_DW10::QSIZE.val(u32::from(entries - 1)),
+        );
+        let mut cq_dw11 = LocalRegisterCopy::<u32, CREATE_CQ_DW11::Register>::new(0);
+        cq_dw11.write(
+            CREATE_CQ_DW11::PC::SET
+                + CREATE_CQ_DW11::IEN::SET
+                + CREATE_CQ_DW11::IV.val(vector.into()),
+        );
+        self.admin(SubmissionEntry {
+            opcode: admin::CREATE_IO_CQ,
+            prp1: pair.cq_address().into(),
+            cdw10: dw10.get().into(),
+            cdw11: cq_dw11.get().into(),
+            ..SubmissionEntry::default()
+        })?;
+        let mut sq_dw11 = LocalRegisterCopy::<u32, CREATE_SQ_DW11::Register>::new(0);
+        sq_dw11.write(CREATE_SQ_DW11::PC::SET + CREATE_SQ_DW11::CQID.val(id.into()));
+        self.admin(SubmissionEntry {
+            opcode: admin::CREATE_IO_SQ,
+            prp1: pair.sq_address().into(),
+            cdw10: dw10.get().into(),
+            cdw11: sq_dw11.get().into(),
+            ..SubmissionEntry::default()
+        })?;
+        Ok(pair)
+    }
+
+    /// Programs MSI-X table entry `vector` to write `data` to `address`, then unmasks it.
+    fn set_msix_entry(&self, vector: u16, address: u64, data: u32) {
+        let entry = self.msix_table + msix::ENTRY_SIZE * u64::from(vector);
+        let r = &self.registers;
+        r.write32(entry + msix::ENTRY_ADDRESS_LOW, address as u32);
+        r.write32(entry + msix::ENTRY_ADDRESS_HIGH, (address >> 32) as u32);
+        r.write32(entry + msix::ENTRY_DATA, data);
+        r.write32(entry + msix::ENTRY_VECTOR_CONTROL, 0);
+    }
+
+    /// Offset of queue `queue`'s submission tail (or completion head) doorbell
+    /// (Base 1.4 §3.1.24-25).
+    fn doorbell(&self, queue: u16, completion: bool) -> u64 {
+        reg::DOORBELLS + (2 * u64::from(queue) + u64::from(completion)) * self.doorbell_stride
+    }
+
+    /// Tells the controller about the commands pushed on `pair`'s submission queue (its
+    /// entries are made visible to the device first).
+    pub fn ring_submission<S: CpuWritten, C: DeviceWritten>(&self, pair: &QueuePair<S, C>) {
+        pair.publish();
+        self.registers
+            .write32(self.doorbell(pair.id(), false), u32::from(pair.tail()));
+    }
+
+    /// Tells the controller the completions popped from `pair` are consumed.
+    pub fn ring_completion<S: CpuWritten, C: DeviceWritten>(&self, pair: &QueuePair<S, C>) {
+        self.registers
+            .write32(self.doorbell(pair.id(), true), u32::from(pair.cq_head()));
+    }
+}

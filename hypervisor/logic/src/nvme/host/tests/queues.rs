@@ -1,0 +1,140 @@
+//! Queue indexes and phase tags over many passes through the queues, completions for other
+//! commands, and the ordering the driver owes the device.
+
+use super::*;
+
+#[test]
+fn admin_completion_queue_phase_wraps_over_several_laps() {
+    // 3 commands at bring-up and 2 per pair: 3 + 2 * 60 = 123 commands, almost four passes
+    // through the 32-entry admin queues.
+    let mut node = Node::new(Behaviour {
+        grant: Some((63, 63)),
+        ..Behaviour::default()
+    });
+    let mut controller = node.bring_up(NEEDS).unwrap();
+    for id in 1..=60 {
+        let pair = controller
+            .create_queue_pair(&mut node.memory, id, 2, id, 0x0808_0040, u32::from(id))
+            .unwrap();
+        assert_eq!(pair.id(), id);
+    }
+    let world = node.world.borrow();
+    assert_eq!(world.device.admin_log.len(), 123);
+    assert_eq!(world.device.cqs.len(), 61);
+    assert_eq!(world.device.sqs.len(), 61);
+    // Every command identifier is fresh: 0, 1, 2, ...
+    let cids: Vec<u16> = world
+        .device
+        .admin_log
+        .iter()
+        .map(|c| c.command_id.get())
+        .collect();
+    assert!(
+        cids.iter()
+            .enumerate()
+            .all(|(i, &cid)| usize::from(cid) == i)
+    );
+    // The host consumed every completion: the admin CQ head is where the device wrote last.
+    let cq = world.device.cqs[&0];
+    assert_eq!(cq.head, cq.tail);
+    assert_eq!(cq.tail, 123 % 32);
+    assert!(world.violations.is_empty(), "{:?}", world.violations);
+}
+
+#[test]
+fn io_completion_queue_phase_wraps_over_several_laps() {
+    let (mut node, mut controller) = up();
+    let mut pair = controller
+        .create_queue_pair(&mut node.memory, 1, 4, 1, 0, 0)
+        .unwrap();
+    // Batches of 1 to 3 commands (at most entries - 1 in flight), 40 in all: ten passes.
+    let mut next_cid = 0u16;
+    let mut seen = Vec::new();
+    let mut batches = (1..=3).cycle();
+    while next_cid < 40 {
+        for _ in 0..batches.next().unwrap() {
+            pair.push(&SubmissionEntry {
+                opcode: 0x02,
+                command_id: next_cid.into(),
+                ..SubmissionEntry::default()
+            });
+            next_cid += 1;
+        }
+        controller.ring_submission(&pair);
+        assert!(pair.pop().is_none(), "nothing before the device answers");
+        node.world.borrow_mut().advance(1);
+        while let Some(done) = pair.pop() {
+            assert!(done.status().is_success());
+            assert_eq!(done.sq_id.get(), 1);
+            seen.push(done.command_id.get());
+        }
+        controller.ring_completion(&pair);
+        assert!(
+            pair.pop().is_none(),
+            "old entries are not taken for new ones"
+        );
+    }
+    assert_eq!(seen, (0..next_cid).collect::<Vec<_>>());
+    let world = node.world.borrow();
+    assert_eq!(world.device.io_log.len(), usize::from(next_cid));
+    assert!(world.violations.is_empty(), "{:?}", world.violations);
+}
+
+#[test]
+fn a_completion_for_another_command_is_skipped() {
+    // Every Identify and every queue creation is preceded by a completion (with an error
+    // status) for a command identifier the driver is not waiting for.
+    let mut node = Node::new(Behaviour {
+        stale_before: [0x06, 0x05, 0x01].into(),
+        ..Behaviour::default()
+    });
+    let mut controller = node.bring_up(NEEDS).unwrap();
+    controller
+        .create_queue_pair(&mut node.memory, 1, 64, 1, 0, 0)
+        .unwrap();
+    assert_eq!(controller.info.lba_shift, 12);
+    let world = node.world.borrow();
+    assert_eq!(world.device.stale_posted, 4);
+    let cq = world.device.cqs[&0];
+    assert_eq!(cq.head, 5 + 4, "stale completions consumed too");
+    assert!(world.violations.is_empty(), "{:?}", world.violations);
+}
+
+#[test]
+fn a_flood_of_other_completions_ends_at_the_timeout() {
+    let mut node = Node::new(Behaviour {
+        cap: cap(2047, 2, 0, 1, 0),
+        flood: [0x09].into(),
+        ..Behaviour::default()
+    });
+    let start = node.now();
+    assert_eq!(
+        node.bring_up(NEEDS).err(),
+        Some(NvmeError::Timeout { opcode: 0x09 })
+    );
+    assert!(node.now() - start < 1100, "gave up after 1 s");
+    let left = node.world.borrow().device.pending.len();
+    assert!(
+        FLOOD - left > 500,
+        "it consumed them meanwhile ({left} left)"
+    );
+}
+
+#[test]
+fn doorbells_are_rung_only_after_the_entries_are_published() {
+    // The fake's checks can fail: a doorbell without publishing, and a completion read
+    // without ordering, are both reported.
+    let (node, controller) = up();
+    let mut memory = TestMemory(node.world.clone());
+    let mut sq = memory.cpu_written(64).unwrap();
+    sq.write(0, &[0; 64]);
+    FakeBar(node.world.clone()).write32(0x1000, 0);
+    let cq = memory.device_written(64).unwrap();
+    let _ = cq.read_u32(12);
+    let _ = cq.read(0, &mut [0; 16]);
+    let violations = node.violations();
+    assert_eq!(violations.len(), 2, "{violations:?}");
+    assert!(violations[0].contains("before its entries were published"));
+    assert!(violations[1].contains("not ordered after the phase tag"));
+    drop(controller);
+}
