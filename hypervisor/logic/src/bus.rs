@@ -69,7 +69,7 @@ impl core::fmt::Display for BusError {
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     base: u64,
-    end: u64,
+    size: u64,
     device: usize,
     region: usize,
     counter: usize,
@@ -109,7 +109,7 @@ impl MmioBus {
                 };
                 entries.push(Entry {
                     base: r.base,
-                    end,
+                    size: end - r.base,
                     device,
                     region,
                     counter,
@@ -122,7 +122,7 @@ impl MmioBus {
         }
         entries.sort_unstable_by_key(|e| e.base);
         for pair in entries.windows(2) {
-            if pair[1].base < pair[0].end {
+            if pair[1].base < pair[0].base + pair[0].size {
                 return Err(BusError::Overlap {
                     first: counters[pair[0].counter],
                     second: counters[pair[1].counter],
@@ -134,9 +134,12 @@ impl MmioBus {
 
     /// The device that decodes `ipa`, if any.
     pub fn route(&self, ipa: u64) -> Option<Route> {
-        let after = self.entries.partition_point(|e| e.base <= ipa);
-        let entry = self.entries.get(after.checked_sub(1)?)?;
-        (ipa < entry.end).then_some(Route {
+        // At most MAX_REGIONS entries: a straight scan beats a binary search here.
+        let entry = self
+            .entries
+            .iter()
+            .find(|e| ipa.wrapping_sub(e.base) < e.size)?;
+        Some(Route {
             device: entry.device,
             region: entry.region,
             offset: ipa - entry.base,
