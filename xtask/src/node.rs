@@ -6,6 +6,7 @@
 //! memory = "4GiB"
 //! gic-version = 3
 //! plan = "default-plan.toml"   # relative to the profile's directory
+//! iommu = "smmuv3"             # optional: QEMU virt's SMMUv3 in front of the PCIe bus
 //! [[disk]]
 //! size = "8GiB"                # an NVMe disk (used from issue 3 on)
 //! ```
@@ -38,6 +39,16 @@ pub struct Node {
     pub plan: Option<PathBuf>,
     /// NVMe disks attached to the node.
     pub disks: Vec<Disk>,
+    /// The IOMMU in front of the node's PCIe bus, if any.
+    pub iommu: Option<Iommu>,
+}
+
+/// An IOMMU QEMU `virt` can put in front of its PCIe bus (`-M virt,iommu=...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Iommu {
+    /// An Arm SMMUv3 (`iommu=smmuv3`): StreamID = the requester ID.
+    Smmuv3,
 }
 
 /// One NVMe disk (a sparse raw file).
@@ -58,6 +69,7 @@ struct ProfileFile {
     plan: Option<PathBuf>,
     #[serde(default)]
     disk: Vec<DiskFile>,
+    iommu: Option<Iommu>,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +122,7 @@ impl Node {
                     })
                 })
                 .collect::<Result<_>>()?,
+            iommu: file.iommu,
         };
         node.validate()?;
         Ok(node)
@@ -125,6 +138,7 @@ impl Node {
             gic_version: 3,
             plan: None,
             disks: Vec::new(),
+            iommu: None,
         }
     }
 
@@ -220,6 +234,16 @@ size = "8GiB"
             Some(Path::new("/q/default-plan.toml"))
         );
         assert_eq!(node.disks, vec![Disk { size: 8 << 30 }]);
+        assert_eq!(node.iommu, None);
+    }
+
+    #[test]
+    fn reads_the_iommu_and_refuses_unknown_ones() {
+        let text = DENSE.replace("gic-version = 3", "gic-version = 3\niommu = \"smmuv3\"");
+        let node = Node::from_toml("x", &text, Path::new(".")).unwrap();
+        assert_eq!(node.iommu, Some(Iommu::Smmuv3));
+        let other = DENSE.replace("gic-version = 3", "gic-version = 3\niommu = \"vt-d\"");
+        assert!(Node::from_toml("x", &other, Path::new(".")).is_err());
     }
 
     #[test]

@@ -68,6 +68,9 @@ impl Boot<'_> {
             machine.push_str(",virtualization=on");
         }
         machine.push_str(&format!(",gic-version={}", node.gic_version));
+        if let Some(crate::node::Iommu::Smmuv3) = node.iommu {
+            machine.push_str(",iommu=smmuv3");
+        }
         let mut args: Vec<String> = vec![
             "-M".into(),
             machine,
@@ -213,6 +216,16 @@ mod tests {
         assert!(line.contains("-serial stdio -no-reboot"), "{line}");
         assert!(line.ends_with("-kernel /tmp/x.img"), "{line}");
         assert!(!line.contains("-bios"), "{line}");
+    }
+
+    #[test]
+    fn a_node_with_an_smmu_asks_virt_for_one() {
+        let mut node = Node::inline("t", 2, 1 << 30);
+        node.iommu = Some(crate::node::Iommu::Smmuv3);
+        let args = boot(&node, Firmware::Direct, Console::Captured)
+            .args()
+            .unwrap();
+        assert_eq!(args[1], "virt,virtualization=on,gic-version=3,iommu=smmuv3");
     }
 
     #[test]
