@@ -183,7 +183,8 @@ fn setup_nvme(
     let claimed = memory::claim(region).map_err(|_| unusable("device memory"))?;
     let mut device_memory = DeviceMemory::new(claimed);
     let lpis = Lpis::new(&mut device_memory, frames, &cores)?;
-    let (disk, queues) = nvme::bring_up(pci, &host, device_memory, plan, &lpis)?;
+    let mut windows = microvisor_logic::pci::BarWindows::new(&host);
+    let (disk, queues) = nvme::bring_up(pci, &host, &mut windows, device_memory, plan, &lpis)?;
     Ok((disk, queues, lpis))
 }
 

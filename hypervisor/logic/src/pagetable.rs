@@ -133,6 +133,8 @@ pub enum MapError {
     AlreadyMapped { address: u64 },
     /// The output address does not fit the descriptor (above 48 bits).
     OutputTooHigh,
+    /// A block mapping straddles the edge of the range to unmap.
+    PartialBlock { address: u64 },
     /// The table store has no memory left.
     OutOfTables,
 }
@@ -307,6 +309,60 @@ impl<S: TableStore> Translation<S> {
         }
         entries[slot] = leaf_descriptor(self.regime, pa, leaf, attributes);
         Ok(())
+    }
+
+    /// Removes every mapping inside `[input, input + size)`; addresses in it that are not mapped
+    /// stay so. A block that reaches outside the range is refused ([`MapError::PartialBlock`],
+    /// nothing changed). Tables are kept for later mappings. The caller invalidates the TLBs.
+    pub fn unmap(&mut self, input: u64, size: u64) -> Result<(), MapError> {
+        if !input.is_multiple_of(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) {
+            return Err(MapError::Misaligned);
+        }
+        let end = input
+            .checked_add(size)
+            .filter(|_| size > 0)
+            .ok_or(MapError::BadRange)?;
+        if end > 1u64 << self.regime.input_bits() {
+            return Err(MapError::OutOfRange);
+        }
+        // Check first, so that a refusal leaves every mapping as it was.
+        let mut leaves = Vec::new();
+        let mut at = input;
+        while at < end {
+            match self.leaf(at) {
+                Some((table, slot, level)) => {
+                    let span = entry_span(level);
+                    let start = at - at % span;
+                    if start < input || start + span > end {
+                        return Err(MapError::PartialBlock { address: start });
+                    }
+                    leaves.push((table, slot));
+                    at = start + span;
+                }
+                None => at += PAGE_SIZE,
+            }
+        }
+        for (table, slot) in leaves {
+            self.store.entries(table)[slot] = 0;
+        }
+        Ok(())
+    }
+
+    /// The table, slot and level of the valid leaf descriptor that maps `input`, if any.
+    fn leaf(&mut self, input: u64) -> Option<(u64, usize, usize)> {
+        let mut table = self.root;
+        for level in self.regime.start_level()..=3 {
+            let slot = index(input, level);
+            let entry = Descriptor::new(self.store.entries(table)[slot]);
+            if !entry.is_set(DESC::VALID) {
+                return None;
+            }
+            if level == 3 || !entry.is_set(DESC::TABLE_OR_PAGE) {
+                return Some((table, slot, level));
+            }
+            table = entry.read(DESC::ADDRESS) << 12;
+        }
+        None
     }
 
     /// Walks the tables for `input`: its output address and attributes, if mapped.
@@ -587,5 +643,60 @@ mod tests {
             t.map(0x4000_0000, 0x4000_1000, PAGE_SIZE, Attributes::RAM),
             Err(MapError::OutOfTables)
         );
+    }
+
+    #[test]
+    fn unmaps_pages_and_maps_them_elsewhere() {
+        let mut t = stage2();
+        // A 16 KiB device BAR at IPA 0x1000_4000, then moved by the guest to 0x1001_0000.
+        t.map(0x1000_4000, 0x80_0000_4000, 0x4000, Attributes::DEVICE)
+            .unwrap();
+        t.unmap(0x1000_4000, 0x4000).unwrap();
+        assert_eq!(t.translate(0x1000_4000), None);
+        assert_eq!(t.translate(0x1000_7fff), None);
+        t.map(0x1001_0000, 0x80_0000_4000, 0x4000, Attributes::DEVICE)
+            .unwrap();
+        assert_eq!(t.translate(0x1001_2000).map(|m| m.0), Some(0x80_0000_6000));
+        // The old place can be mapped again: its tables were kept, its entries cleared.
+        t.map(0x1000_4000, 0x80_0001_0000, PAGE_SIZE, Attributes::DEVICE)
+            .unwrap();
+    }
+
+    #[test]
+    fn unmapping_ignores_holes_and_is_idempotent() {
+        let mut t = stage2();
+        t.map(0x1000_1000, 0x9000_1000, PAGE_SIZE, Attributes::DEVICE)
+            .unwrap();
+        t.unmap(0x1000_0000, 0x4000).unwrap();
+        assert_eq!(t.translate(0x1000_1000), None);
+        t.unmap(0x1000_0000, 0x4000).unwrap();
+    }
+
+    #[test]
+    fn refuses_to_cut_a_block_and_changes_nothing() {
+        let mut t = stage2();
+        t.map(0x4000_0000, 0x8000_0000, BLOCK_2M, Attributes::RAM)
+            .unwrap();
+        t.map(0x4020_0000, 0x8020_0000, PAGE_SIZE, Attributes::RAM)
+            .unwrap();
+        // The range takes the lone page but only part of the 2 MiB block.
+        assert_eq!(
+            t.unmap(0x401f_f000, 0x2000),
+            Err(MapError::PartialBlock {
+                address: 0x4000_0000
+            })
+        );
+        assert!(t.translate(0x4020_0000).is_some(), "nothing changed");
+        t.unmap(0x4000_0000, BLOCK_2M + PAGE_SIZE).unwrap();
+        assert_eq!(t.translate(0x4000_0000), None);
+        assert_eq!(t.translate(0x4020_0000), None);
+    }
+
+    #[test]
+    fn unmap_checks_its_arguments() {
+        let mut t = stage2();
+        assert_eq!(t.unmap(0x1000_0001, PAGE_SIZE), Err(MapError::Misaligned));
+        assert_eq!(t.unmap(0x1000_0000, 0), Err(MapError::BadRange));
+        assert_eq!(t.unmap(1 << 39, PAGE_SIZE), Err(MapError::OutOfRange));
     }
 }

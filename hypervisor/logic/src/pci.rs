@@ -323,20 +323,51 @@ pub struct PlacedBar {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NoRoomForBar(pub MemoryBar);
 
-/// Sets up a type-0 function for the hypervisor's own use: turns decoding off, places every
-/// memory BAR in the host bridge's windows (a 32-bit BAR only below 4 GiB), then turns on
-/// memory decoding and bus mastering with INTx disabled. Returns the BARs with their CPU
-/// addresses. On an error the function is left with decoding off.
-pub fn configure_function(
+/// The host bridge's memory windows while BARs are handed out: every function placed through
+/// the same value gets BARs that never overlap (one per node, kept from the first function
+/// placed to the last).
+#[derive(Clone, Debug)]
+pub struct BarWindows {
+    /// Each window's allocator, with its PCI and CPU base addresses.
+    windows: Vec<(WindowAllocator, u64, u64)>,
+}
+
+impl BarWindows {
+    /// The windows of `host` (32-bit first), all free.
+    pub fn new(host: &PcieHost) -> Self {
+        Self {
+            windows: [host.mem32, host.mem64]
+                .into_iter()
+                .flatten()
+                .map(|w| (WindowAllocator::new(w.pci, w.size), w.pci, w.cpu))
+                .collect(),
+        }
+    }
+
+    /// Room for `bar` (a 32-bit BAR only below 4 GiB): its PCI address and its CPU address.
+    fn place(&mut self, bar: &MemoryBar) -> Option<(u64, u64)> {
+        self.windows
+            .iter_mut()
+            .find_map(|(window, pci_base, cpu_base)| {
+                let mut trial = *window;
+                let address = trial.allocate(bar.size)?;
+                if !bar.is_64bit && address.checked_add(bar.size)? > 1 << 32 {
+                    return None;
+                }
+                *window = trial;
+                Some((address, *cpu_base + (address - *pci_base)))
+            })
+    }
+}
+
+/// Places every memory BAR of type-0 function `bdf` in `windows`, with memory decoding and
+/// bus mastering off while it happens (and left off). Returns the BARs with their CPU
+/// addresses.
+pub fn place_bars(
     config: &mut dyn ConfigSpace,
-    host: &PcieHost,
+    windows: &mut BarWindows,
     bdf: Bdf,
 ) -> Result<Vec<PlacedBar>, NoRoomForBar> {
-    let mut windows: Vec<(WindowAllocator, u64, u64)> = [host.mem32, host.mem64]
-        .into_iter()
-        .flatten()
-        .map(|w| (WindowAllocator::new(w.pci, w.size), w.pci, w.cpu))
-        .collect();
     // COMMAND's upper half is STATUS, whose bits are cleared by writing ones: write zeros.
     let command = config.read(bdf, header::COMMAND) & 0xffff;
     config.write(
@@ -351,23 +382,27 @@ pub fn configure_function(
             index += 1;
             continue;
         };
-        let placed = windows.iter_mut().find_map(|(window, pci_base, cpu_base)| {
-            let mut trial = *window;
-            let address = trial.allocate(bar.size)?;
-            if !bar.is_64bit && address.checked_add(bar.size)? > 1 << 32 {
-                return None;
-            }
-            *window = trial;
-            Some((address, *pci_base, *cpu_base))
-        });
-        let (address, pci_base, cpu_base) = placed.ok_or(NoRoomForBar(bar))?;
+        let (address, cpu) = windows.place(&bar).ok_or(NoRoomForBar(bar))?;
         set_bar(config, bdf, &bar, address);
         bars.push(PlacedBar {
             bar,
-            cpu: Region::new(cpu_base + (address - pci_base), bar.size),
+            cpu: Region::new(cpu, bar.size),
         });
         index += if bar.is_64bit { 2 } else { 1 };
     }
+    Ok(bars)
+}
+
+/// Sets up a type-0 function for the hypervisor's own use: its BARs placed in `windows`
+/// ([`place_bars`]), then memory decoding and bus mastering on with INTx disabled. On an error
+/// the function is left with decoding off.
+pub fn configure_function(
+    config: &mut dyn ConfigSpace,
+    windows: &mut BarWindows,
+    bdf: Bdf,
+) -> Result<Vec<PlacedBar>, NoRoomForBar> {
+    let bars = place_bars(config, windows, bdf)?;
+    let command = config.read(bdf, header::COMMAND) & 0xffff;
     config.write(
         bdf,
         header::COMMAND,
@@ -509,7 +544,7 @@ mod tests {
         let mut fake = Fake::node();
         let nvme = Bdf::new(0, 2, 0);
         fake.regs.insert((nvme, 4), header::STATUS_CAPABILITIES | 1);
-        let bars = configure_function(&mut fake, &host(0x3_1000_0000, 0x80_0000_0000), nvme);
+        let bars = configure_function(&mut fake, &mut BarWindows::new(&host(0x3_1000_0000, 0x80_0000_0000)), nvme);
         assert_eq!(
             bars,
             Ok(alloc::vec![PlacedBar {
@@ -534,7 +569,7 @@ mod tests {
         small.mem64 = None;
         let bar = size_bar(&mut fake, nvme, 0).unwrap();
         assert_eq!(
-            configure_function(&mut fake, &small, nvme),
+            configure_function(&mut fake, &mut BarWindows::new(&small), nvme),
             Err(NoRoomForBar(bar))
         );
         assert_eq!(fake.read(nvme, header::COMMAND) & 0b110, 0, "decoding off");
@@ -545,7 +580,7 @@ mod tests {
         high.mem32 = None;
         let bar = size_bar(&mut fake, nvme, 0).unwrap();
         assert_eq!(
-            configure_function(&mut fake, &high, nvme),
+            configure_function(&mut fake, &mut BarWindows::new(&high), nvme),
             Err(NoRoomForBar(bar))
         );
     }

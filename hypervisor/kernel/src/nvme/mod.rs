@@ -65,6 +65,7 @@ pub struct HardwareQueue {
 pub fn bring_up<I>(
     pci: &mut microvisor_arch::pci::PciHost,
     host: &microvisor_logic::inventory::PcieHost,
+    windows: &mut microvisor_logic::pci::BarWindows,
     mut memory: DeviceMemory,
     plan: &microvisor_plan::PlanOf<I>,
     lpis: &Lpis,
@@ -80,7 +81,7 @@ pub fn bring_up<I>(
         pairs: wanted,
         entries: QUEUE_ENTRIES,
     };
-    let mut controller = physical::bring_up(pci, host, &mut memory, needs)?;
+    let mut controller = physical::bring_up(pci, host, windows, &mut memory, needs)?;
     let info = &controller.info;
     let shares =
         microvisor_plan::place::place_disk(plan, info.blocks, info.lba_shift, info.io_queues)

@@ -5,6 +5,7 @@
 use microvisor_arch::cpu;
 use microvisor_arch::memory::{PhysRegion, RegionPool, SharedMemory};
 use microvisor_arch::pci::{Mmio, PciHost, barrier};
+use microvisor_logic::pci::BarWindows;
 use microvisor_logic::inventory::{PcieHost, Region};
 use microvisor_logic::nvme::host::{
     self, Clock, CpuWritten, DeviceWritten, DmaAllocator, HostBridge, QueueNeeds, Registers,
@@ -26,10 +27,11 @@ const PAGE: u64 = 4096;
 pub fn bring_up(
     pci: &mut PciHost,
     host: &PcieHost,
+    windows: &mut BarWindows,
     memory: &mut DeviceMemory,
     needs: QueueNeeds,
 ) -> Result<Physical, NvmeError> {
-    Physical::bring_up(&mut Bridge(pci), host, memory, Counter, needs)
+    Physical::bring_up(&mut Bridge(pci), host, windows, memory, Counter, needs)
 }
 
 /// The hypervisor's device memory: one claimed RAM region handed out in zeroed, page-aligned

@@ -15,7 +15,7 @@ use crate::nvme::spec::{
     CompletionEntry, FEATURES_DW10, IDENTIFY_DW10, LBA_FORMAT, NUMBER_OF_QUEUES, PAGE_SIZE,
     SQE_SIZE, SubmissionEntry, admin, cns, feature, reg,
 };
-use crate::pci::{Bdf, CLASS_NVME, MsixCapability, configure_function, msix, scan_bus};
+use crate::pci::{BarWindows, Bdf, CLASS_NVME, MsixCapability, configure_function, msix, scan_bus};
 
 /// Entries of each admin queue.
 pub const ADMIN_ENTRIES: u16 = 32;
@@ -82,12 +82,14 @@ pub struct PhysicalController<R, M: DmaAllocator, K> {
 }
 
 impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
-    /// Finds the NVMe controller behind `bridge`, places its BARs in `host`'s windows, resets
+    /// Finds the NVMe controller behind `bridge` (on `host`'s first bus), places its BARs in
+    /// `windows` (shared with every other function the hypervisor places), resets
     /// and enables it, and identifies it and namespace 1; asks for `needs.pairs` I/O queue
     /// pairs and checks that queues of `needs.entries` entries are possible.
     pub fn bring_up<B>(
         bridge: &mut B,
         host: &PcieHost,
+        windows: &mut BarWindows,
         memory: &mut M,
         clock: K,
         needs: QueueNeeds,
@@ -100,7 +102,7 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
             .find(|f| f.class == CLASS_NVME)
             .ok_or(NvmeError::NoController)?;
         let bdf = function.bdf;
-        let bars = configure_function(bridge.config(), host, bdf)
+        let bars = configure_function(bridge.config(), windows, bdf)
             .map_err(|_| NvmeError::Bars("no room in the host bridge windows"))?;
         let bar0 = bars
             .iter()

@@ -982,6 +982,7 @@ impl Node {
         Controller::bring_up(
             &mut self.bridge,
             &self.host,
+            &mut crate::pci::BarWindows::new(&self.host),
             &mut self.memory,
             TestClock(self.world.clone()),
             needs,
