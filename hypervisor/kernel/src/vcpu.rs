@@ -57,6 +57,14 @@ impl ExitCounters {
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
+    /// Back to zero (a new run of the slice starts).
+    pub fn reset(&self) {
+        self.causes
+            .iter()
+            .chain(&self.mmio)
+            .for_each(|c| c.store(0, Ordering::Relaxed));
+    }
+
     /// Every exit so far.
     pub fn total(&self) -> u64 {
         let sum = |counters: &[AtomicU64]| -> u64 {

@@ -78,9 +78,12 @@ impl SliceGic {
             .map_or(0, |v| v.injected.load(Ordering::Relaxed))
     }
 
-    /// Back to the power-on state (the slice restarts).
+    /// Back to the power-on state (the slice restarts); the injection counts start again.
     pub fn reset(&self) {
         self.state.lock().reset();
+        for slot in &self.vcpus {
+            slot.injected.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Puts the calling core's virtual CPU interface back to reset for `vcpu`: no interrupt in

@@ -65,6 +65,8 @@ impl Slice {
     pub fn start(&self) -> Result<(), SetupError> {
         self.devices.reset();
         self.gic.reset();
+        // Exit counters count this run (the previous run's were printed when it ended).
+        self.vcpus.iter().for_each(|v| v.exits.reset());
         self.started_at.store(cpu::counter(), Ordering::Relaxed);
         *self.lifecycle.lock() = Lifecycle::Running;
         self.stop_requested.store(false, Ordering::Release);
