@@ -519,8 +519,8 @@ mod writer {
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
-    use crate::error::Field;
     use crate::devices::{DeviceClass, DeviceRequest, PciAddress};
+    use crate::error::Field;
     use crate::model::{Cores, NvmeShare, OnFault, PlanOf, SliceOf};
     use alloc::string::ToString;
     use alloc::vec;

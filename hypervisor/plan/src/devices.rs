@@ -159,11 +159,7 @@ impl core::str::FromStr for PciAddress {
 impl fmt::Display for PciAddress {
     /// `BB:DD.F`, e.g. `00:03.0`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:02x}:{:02x}.{}",
-            self.bus, self.device, self.function
-        )
+        write!(f, "{:02x}:{:02x}.{}", self.bus, self.device, self.function)
     }
 }
 
@@ -670,7 +666,10 @@ mod tests {
             DeviceRequest::Class(DeviceClass::Net).to_string(),
             "class net"
         );
-        assert_eq!(DeviceRequest::Pci(address("00:03.0")).to_string(), "00:03.0");
+        assert_eq!(
+            DeviceRequest::Pci(address("00:03.0")).to_string(),
+            "00:03.0"
+        );
     }
 
     #[test]

@@ -472,9 +472,7 @@ impl fmt::Display for Problem {
             Problem::DeviceListedTwice { first_slice } => {
                 write!(f, "already given to slice {}", SliceRef(first_slice))
             }
-            Problem::NoSmmu => {
-                f.write_str("the node has no SMMUv3, its DMA could not be confined")
-            }
+            Problem::NoSmmu => f.write_str("the node has no SMMUv3, its DMA could not be confined"),
             Problem::NoSuchFunction { free } => {
                 f.write_str("the node has no such function (")?;
                 if free.is_empty() {
@@ -513,7 +511,10 @@ impl fmt::Display for Problem {
                         write!(f, "{address} is given to slice {}", SliceRef(slice))
                     }
                     FunctionUse::Hypervisor => {
-                        write!(f, "{address} is kept by the hypervisor for [slice.nvme] shares")
+                        write!(
+                            f,
+                            "{address} is kept by the hypervisor for [slice.nvme] shares"
+                        )
                     }
                 })?;
                 f.write_str(")")

@@ -475,10 +475,7 @@ mod tests {
         let expected = Problem::DeviceListedTwice {
             first_slice: "b".into(),
         };
-        assert_eq!(
-            error_of(&plan),
-            (at("c"), Field::Device(pci(5)), expected)
-        );
+        assert_eq!(error_of(&plan), (at("c"), Field::Device(pci(5)), expected));
     }
 
     #[test]

@@ -126,7 +126,10 @@ fn default_node_today_has_no_smmu() {
     );
     assert_eq!(
         (error.field, error.problem),
-        (Field::Device(microvisor_plan::DeviceRequest::Class(DeviceClass::Net)), Problem::NoSmmu)
+        (
+            Field::Device(microvisor_plan::DeviceRequest::Class(DeviceClass::Net)),
+            Problem::NoSmmu
+        )
     );
 }
 
@@ -213,10 +216,7 @@ fn class_nvme_skips_the_hypervisors_controller_while_it_is_shared() {
 #[test]
 fn the_hypervisors_controller_is_given_whole_when_nobody_shares_it() {
     let by_class = plan(&slice("db", &class("nvme")));
-    assert_eq!(
-        placed(&by_class, &default_node_with_nics()),
-        [["00:02.0"]]
-    );
+    assert_eq!(placed(&by_class, &default_node_with_nics()), [["00:02.0"]]);
     let by_address = plan(&slice("db", &pci("0000:00:02.0")));
     assert_eq!(
         placed(&by_address, &default_node_with_nics()),
