@@ -1,8 +1,11 @@
 //! Build-time plan errors, checked the way a user meets them: `cargo xtask image` must exit
-//! non-zero with exactly one `error:` line naming the slice and the field, and write nothing.
+//! non-zero with exactly one `error:` line naming the slice and the field, and write nothing;
+//! where the node is known (`cargo xtask plan`, `cargo xtask run`), so must a plan the node
+//! cannot serve.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use xtask::workspace::{cargo, render};
 
@@ -69,19 +72,82 @@ pub fn xtask_image(case: &str, plan: &str) -> XtaskRun {
     }
 }
 
-/// Asserts `cargo xtask image` refuses `plan`: non-zero exit, no image, and exactly one
-/// `error:` line that contains every string of `mentions` (the slice, the field, the problem).
-pub fn assert_refused(case: &str, plan: &str, mentions: &[&str]) {
-    let run = xtask_image(case, plan);
+/// Runs `cargo xtask <command> --plan <case>.toml --node <case>-node.toml` on `plan` and the
+/// node profile `node` (TOML), or on the repository's profile `node` if it has no newline.
+/// `run` is killed after `timeout` (it would boot QEMU if the plan were accepted).
+fn xtask_on_node(command: &str, case: &str, plan: &str, node: &str) -> XtaskRun {
+    let ws = &built().ws;
+    let plan_path = write_case_file(&format!("{case}.toml"), plan.as_bytes());
+    let node_arg = if node.contains('\n') {
+        write_case_file(&format!("{case}-node.toml"), node.as_bytes())
+    } else {
+        PathBuf::from(node)
+    };
+    let mut cmd: Command = cargo();
+    cmd.args(["xtask", command, "--plan"])
+        .arg(&plan_path)
+        .arg("--node")
+        .arg(&node_arg)
+        .current_dir(&ws.root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let command_line = render(&cmd);
+    let mut child = cmd.spawn().expect("starting cargo xtask");
+    let deadline = Instant::now() + XTASK_TIMEOUT;
+    while child.try_wait().expect("waiting for cargo xtask").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = child
+        .wait_with_output()
+        .expect("reading cargo xtask's output");
+    XtaskRun {
+        command: command_line,
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        out: PathBuf::new(),
+    }
+}
+
+/// How long `cargo xtask plan` or a refused `cargo xtask run` may take (xtask is built).
+const XTASK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs `cargo xtask plan` on `plan` and `node` (see [`xtask_on_node`]).
+pub fn xtask_plan(case: &str, plan: &str, node: &str) -> XtaskRun {
+    xtask_on_node("plan", case, plan, node)
+}
+
+/// Asserts `cargo xtask plan` refuses `plan` on `node` (a profile's TOML, or a repository
+/// profile's name): non-zero exit and exactly one `error:` line that contains every string of
+/// `mentions`.
+pub fn assert_refused_on_node(case: &str, plan: &str, node: &str, mentions: &[&str]) {
+    assert_one_error(case, &xtask_plan(case, plan, node), mentions);
+}
+
+/// Asserts `cargo xtask run` refuses `plan` on `node` in the same way, before it builds or
+/// boots anything (it never prints QEMU's command line).
+pub fn assert_run_refused_on_node(case: &str, plan: &str, node: &str, mentions: &[&str]) {
+    let run = xtask_on_node("run", case, plan, node);
+    assert!(
+        !run.stderr.contains("qemu-system-aarch64"),
+        "plan {case}: QEMU was started\n{}\n{}",
+        run.command,
+        run.stderr
+    );
+    assert_one_error(case, &run, mentions);
+}
+
+fn assert_one_error(case: &str, run: &XtaskRun, mentions: &[&str]) {
     let context = format!(
         "{}\nstdout:\n{}\nstderr:\n{}",
         run.command, run.stdout, run.stderr
     );
     assert!(!run.success, "plan {case} was accepted\n{context}");
-    assert!(
-        !run.out.exists(),
-        "plan {case}: an image was written anyway\n{context}"
-    );
     let errors = run.error_lines();
     assert_eq!(
         errors.len(),
@@ -95,4 +161,17 @@ pub fn assert_refused(case: &str, plan: &str, mentions: &[&str]) {
             errors[0]
         );
     }
+}
+
+/// Asserts `cargo xtask image` refuses `plan`: non-zero exit, no image, and exactly one
+/// `error:` line that contains every string of `mentions` (the slice, the field, the problem).
+pub fn assert_refused(case: &str, plan: &str, mentions: &[&str]) {
+    let run = xtask_image(case, plan);
+    assert!(
+        !run.out.exists(),
+        "plan {case}: an image was written anyway\n{}\n{}",
+        run.command,
+        run.stderr
+    );
+    assert_one_error(case, &run, mentions);
 }

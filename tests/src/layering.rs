@@ -122,7 +122,10 @@ mod tests {
         let graph = import_graph(&src).expect("kernel sources readable");
         assert!(graph.len() >= 10, "too few modules found: {graph:?}");
         if let Some(cycle) = find_cycle(&graph) {
-            panic!("hypervisor/kernel imports in a circle: {}", cycle.join(" -> "));
+            panic!(
+                "hypervisor/kernel imports in a circle: {}",
+                cycle.join(" -> ")
+            );
         }
         // The console sink is a leaf every module may use.
         assert_eq!(graph["output"], BTreeSet::new());

@@ -11,7 +11,7 @@
 //! - [`images`]: build once per test binary, per-scenario images and logs under `target/`.
 //! - [`scenario`]: a node, a plan, a boot path and expectations; `run()` does the rest.
 //! - [`disk`]: what the Linux guest's disk steps left in a node's disk file.
-//! - [`build_errors`]: `cargo xtask image` on plans that must be refused.
+//! - [`build_errors`]: `cargo xtask image`, `plan` and `run` on plans that must be refused.
 //! - [`firmware_dt`]: device trees handed over with `-dtb` (QEMU's own, recompiled, broken).
 //! - [`layering`]: the kernel crate's modules import each other as a tree (host test).
 
@@ -31,7 +31,7 @@ pub mod scenario;
 pub use expect::{Expect, Pattern, any, any_slice, hv, lit, slice};
 pub use firmware_dt::FirmwareTree;
 pub use input::{EXIT_COUNTERS, Input, focus, focused, shell_line, shell_ready};
-pub use plans::{linux_slice, plan, probe_slice, with_nvme};
+pub use plans::{linux_slice, plan, probe_slice, with_device, with_nvme};
 pub use scenario::{
     BootPath, NATIVE_SLICE, NodeSpec, QEMU_NVME_QUEUES, Scenario, Tamper, linux_reserved_allowance,
 };

@@ -37,6 +37,12 @@ pub fn with_nvme(slice: &str, queues: u32, size: &str) -> String {
     )
 }
 
+/// `slice` with one more `[[slice.device]]` table holding `line` (`pci = "00:03.0"` or
+/// `class = "net"`).
+pub fn with_device(slice: &str, line: &str) -> String {
+    format!("{}\n[[slice.device]]\n{line}\n\n", slice.trim_end())
+}
+
 /// A plan made of slices.
 pub fn plan(slices: &[String]) -> String {
     slices.concat()
@@ -57,6 +63,19 @@ mod tests {
         assert_eq!(parsed.slices[0].cmdline, "heartbeat=500");
         assert_eq!(parsed.slices[1].cores, Cores::List(vec![3, 2]));
         assert_eq!(parsed.slices[1].memory, 128 << 20);
+    }
+
+    #[test]
+    fn devices_attach_to_their_slice() {
+        let slice = with_nvme(&probe_slice("a", "1", "64MiB", ""), 1, "16MiB");
+        let text = plan(&[
+            with_device(&with_device(&slice, "class = \"net\""), "pci = \"00:04.0\""),
+            probe_slice("b", "1", "64MiB", ""),
+        ]);
+        let parsed = Plan::from_toml(&text).unwrap();
+        assert_eq!(parsed.slices[0].devices.len(), 2);
+        assert!(parsed.slices[0].nvme.is_some());
+        assert!(parsed.slices[1].devices.is_empty());
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! and the field, and writes no image.
 
 use microvisor_plan::image::build_header;
-use microvisor_tests::build_errors::{assert_refused, write_case_file, xtask_image};
-use microvisor_tests::{plan, probe_slice};
+use microvisor_tests::build_errors::{
+    assert_refused, assert_refused_on_node, assert_run_refused_on_node, write_case_file,
+    xtask_image, xtask_plan,
+};
+use microvisor_tests::{plan, probe_slice, with_device, with_nvme};
 
 #[test]
 fn unknown_field() {
@@ -156,5 +159,173 @@ fn bad_nvme_shares() {
         "nvme_missing_size",
         &nvme("queues = 1"),
         &[r#"slice "a""#, "size"],
+    );
+}
+
+/// A probe slice `name` asking for the devices of `lines` (`pci = "00:03.0"`, `class = "net"`).
+fn with_devices(name: &str, lines: &[&str]) -> String {
+    lines
+        .iter()
+        .fold(probe_slice(name, "1", "64MiB", ""), |slice, line| {
+            with_device(&slice, line)
+        })
+}
+
+#[test]
+fn bad_device_tables() {
+    assert_refused(
+        "device_without_pci_or_class",
+        &with_device(&probe_slice("a", "1", "64MiB", ""), ""),
+        &[r#"slice "a""#, "device #1", "needs pci"],
+    );
+    assert_refused(
+        "device_with_pci_and_class",
+        &with_device(
+            &probe_slice("a", "1", "64MiB", ""),
+            "pci = \"00:03.0\"\nclass = \"net\"",
+        ),
+        &[r#"slice "a""#, "device #1", "both pci and class"],
+    );
+    assert_refused(
+        "device_unknown_class",
+        &with_devices("a", &["class = \"net\"", "class = \"gpu\""]),
+        &[
+            r#"slice "a""#,
+            "device #2: class",
+            "\"gpu\" is not a device class",
+        ],
+    );
+    assert_refused(
+        "device_bad_address",
+        &with_devices("a", &["pci = \"00:3.0\""]),
+        &[
+            r#"slice "a""#,
+            "device #1: pci",
+            "\"00:3.0\" is not a PCI address",
+        ],
+    );
+    assert_refused(
+        "device_unknown_field",
+        &with_devices("a", &["pci = \"00:03.0\"\nbar = 0"]),
+        &[r#"slice "a""#, "device #1: bar: unknown field"],
+    );
+}
+
+#[test]
+fn device_asked_for_twice() {
+    let text = plan(&[
+        with_devices("web", &["pci = \"00:03.0\""]),
+        with_devices("db", &["class = \"net\"", "pci = \"0000:00:03.0\""]),
+    ]);
+    assert_refused(
+        "device_asked_for_twice",
+        &text,
+        &[r#"slice "db": device 00:03.0: already given to slice "web""#],
+    );
+}
+
+/// A node profile like the default one, with an SMMUv3 and `disks` NVMe disks of 1 GiB.
+fn smmu_node(disks: usize) -> String {
+    let mut text = String::from(
+        "description = \"test node with an SMMUv3\"\ncores = 4\nmemory = \"1GiB\"\n\
+         iommu = \"smmuv3\"\n",
+    );
+    for _ in 0..disks {
+        text.push_str("[[disk]]\nsize = \"1GiB\"\n");
+    }
+    text
+}
+
+#[test]
+fn a_node_without_an_smmu_refuses_every_device() {
+    // The default node has no SMMUv3 yet.
+    assert_refused_on_node(
+        "device_without_smmu",
+        &plan(&[
+            probe_slice("web", "1", "64MiB", ""),
+            with_devices("db", &["class = \"net\""]),
+        ]),
+        "default",
+        &[r#"slice "db": device class net: the node has no SMMUv3, its DMA could not be confined"#],
+    );
+}
+
+#[test]
+fn functions_the_node_cannot_give() {
+    assert_refused_on_node(
+        "device_not_on_the_node",
+        &with_devices("web", &["pci = \"00:07.0\""]),
+        &smmu_node(2),
+        &[
+            r#"slice "web": device 00:07.0: the node has no such function (free: 00:02.0 nvme"#,
+            "00:03.0 nvme 1b36:0010)",
+        ],
+    );
+    assert_refused_on_node(
+        "device_host_bridge",
+        &with_devices("web", &["pci = \"00:00.0\""]),
+        &smmu_node(1),
+        &[r#"slice "web": device 00:00.0: is a host bridge (class 06 00 00)"#],
+    );
+    assert_refused_on_node(
+        "device_shared_nvme",
+        &plan(&[
+            with_nvme(&probe_slice("web", "1", "64MiB", ""), 1, "16MiB"),
+            with_devices("db", &["pci = \"00:02.0\""]),
+        ]),
+        &smmu_node(1),
+        &[
+            r#"slice "db": device 00:02.0: is the NVMe controller the hypervisor divides"#,
+            r#"(slice "web" has one)"#,
+        ],
+    );
+    assert_refused_on_node(
+        "device_no_free_function",
+        &plan(&[
+            with_devices("web", &["class = \"nvme\""]),
+            with_devices("db", &["class = \"nvme\""]),
+        ]),
+        &smmu_node(1),
+        &[
+            r#"slice "db": device class nvme: no free nvme function left"#,
+            r#"00:02.0 is given to slice "web""#,
+        ],
+    );
+    assert_refused_on_node(
+        "device_no_function_of_the_class",
+        &with_devices("web", &["class = \"net\""]),
+        &smmu_node(1),
+        &[r#"slice "web": device class net: the node has no net function (class 02 xx xx)"#],
+    );
+}
+
+#[test]
+fn run_refuses_before_qemu_starts() {
+    assert_run_refused_on_node(
+        "device_run_refused",
+        &with_devices("web", &["class = \"net\""]),
+        "small",
+        &[r#"slice "web": device class net: the node has no SMMUv3"#],
+    );
+}
+
+#[test]
+fn plan_shows_where_each_function_goes() {
+    // The same command succeeds on a plan the node can serve, so the refusals above are about
+    // the plans.
+    let text = plan(&[
+        with_nvme(&with_devices("web", &["class = \"nvme\""]), 1, "16MiB"),
+        with_devices("db", &["pci = \"00:04.0\""]),
+    ]);
+    let run = xtask_plan("device_placed", &text, &smmu_node(3));
+    assert!(run.success, "{}\n{}", run.command, run.stderr);
+    assert!(
+        run.stdout.contains(
+            "slice  device           gets\n\
+             web    class = \"nvme\"   00:03.0 nvme 1b36:0010\n\
+             db     pci = \"00:04.0\"  00:04.0 nvme 1b36:0010\n"
+        ),
+        "{}",
+        run.stdout
     );
 }

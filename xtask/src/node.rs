@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
+use microvisor_plan::{NodePci, PciAddress, PciFunction};
 use serde::Deserialize;
 
 use crate::workspace::Workspace;
@@ -22,6 +23,21 @@ use crate::workspace::Workspace;
 pub const RAM_BASE: u64 = 0x4000_0000;
 /// RAM the hypervisor is assumed to keep for itself when previewing placement (`xtask plan`).
 pub const HYPERVISOR_RESERVE: u64 = 64 << 20;
+/// Most NVMe disks a profile may have (each takes a slot of `pcie.0`).
+pub const MAX_DISKS: usize = 8;
+
+/// QEMU virt's PCIe host bridge (GPEX) at 00:00.0: 1b36:0008, class 06 00 00.
+const HOST_BRIDGE: PciFunction = PciFunction {
+    address: PciAddress::from_routing_id(0),
+    class: 0x06_00_00,
+    vendor: 0x1b36,
+    device: 0x0008,
+};
+/// QEMU's NVMe controller (`-device nvme`): 1b36:0010, class 01 08 02.
+const NVME_IDS: (u32, u16, u16) = (0x01_08_02, 0x1b36, 0x0010);
+/// The `pcie.0` slot of NVMe disk 0 (disk *i* is at slot `FIRST_DISK_SLOT + i`). Slot 1 stays
+/// free: it is where QEMU would put its default NIC, which xtask turns off (`-nic none`).
+const FIRST_DISK_SLOT: u8 = 2;
 
 /// A node: the QEMU machine a plan is booted on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,6 +200,11 @@ impl Node {
                 self.gic_version
             );
         }
+        ensure!(
+            self.disks.len() <= MAX_DISKS,
+            "disk: {} disks, at most {MAX_DISKS} are supported",
+            self.disks.len()
+        );
         for (i, d) in self.disks.iter().enumerate() {
             ensure!(
                 d.size > 0 && d.size.is_multiple_of(512),
@@ -193,6 +214,36 @@ impl Node {
             );
         }
         Ok(())
+    }
+
+    /// Where QEMU puts NVMe disk `index` (`-device nvme,addr=`): 00:02.0 for the first, then
+    /// the next slots; `None` past the last slot of the bus.
+    pub fn disk_address(index: usize) -> Option<PciAddress> {
+        let slot = FIRST_DISK_SLOT.checked_add(u8::try_from(index).ok()?)?;
+        PciAddress::new(0, slot, 0)
+    }
+
+    /// The PCI functions the hypervisor finds on this node, as `place_devices` takes them: the
+    /// host bridge, the NVMe disks at [`Node::disk_address`] (the first one is the controller
+    /// the hypervisor divides into `[slice.nvme]` shares: it takes the first NVMe function it
+    /// finds), and whether an SMMUv3 guards them. This is the one place that knows which
+    /// address QEMU gives which device; `qemu.rs` asks it. Network devices (issue 10) belong
+    /// here too, in the slots after the disks.
+    pub fn pci_functions(&self) -> NodePci {
+        let (class, vendor, device) = NVME_IDS;
+        let disks = (0..self.disks.len()).filter_map(Node::disk_address);
+        let mut functions = vec![HOST_BRIDGE];
+        functions.extend(disks.clone().map(|address| PciFunction {
+            address,
+            class,
+            vendor,
+            device,
+        }));
+        NodePci {
+            functions,
+            smmu: self.iommu == Some(Iommu::Smmuv3),
+            hypervisor_nvme: disks.clone().next(),
+        }
     }
 
     /// The hardware a plan sees on this node, assuming the hypervisor keeps the first
@@ -244,6 +295,72 @@ size = "8GiB"
         assert_eq!(node.iommu, Some(Iommu::Smmuv3));
         let other = DENSE.replace("gic-version = 3", "gic-version = 3\niommu = \"vt-d\"");
         assert!(Node::from_toml("x", &other, Path::new(".")).is_err());
+    }
+
+    fn function(address: &str, class: u32, vendor: u16, device: u16) -> PciFunction {
+        PciFunction {
+            address: PciAddress::parse(address).unwrap(),
+            class,
+            vendor,
+            device,
+        }
+    }
+
+    #[test]
+    fn pci_functions_of_the_default_node() {
+        let ws_qemu = crate::workspace::source_root().join("qemu");
+        let text = std::fs::read_to_string(ws_qemu.join("default.toml")).unwrap();
+        let node = Node::from_toml("default", &text, &ws_qemu).unwrap();
+        assert_eq!(
+            node.pci_functions(),
+            NodePci {
+                functions: vec![
+                    function("00:00.0", 0x06_00_00, 0x1b36, 0x0008),
+                    function("00:02.0", 0x01_08_02, 0x1b36, 0x0010),
+                ],
+                smmu: false,
+                hypervisor_nvme: Some(PciAddress::parse("00:02.0").unwrap()),
+            }
+        );
+    }
+
+    #[test]
+    fn pci_functions_of_a_node_with_disks_and_an_smmu() {
+        let text = DENSE.replace("gic-version = 3", "gic-version = 3\niommu = \"smmuv3\"")
+            + "[[disk]]\nsize = \"1GiB\"\n[[disk]]\nsize = \"1GiB\"\n";
+        let node = Node::from_toml("x", &text, Path::new(".")).unwrap();
+        let pci = node.pci_functions();
+        assert!(pci.smmu);
+        assert_eq!(pci.hypervisor_nvme, PciAddress::new(0, 2, 0));
+        let addresses: Vec<String> = pci
+            .functions
+            .iter()
+            .map(|f| f.address.to_string())
+            .collect();
+        assert_eq!(addresses, ["00:00.0", "00:02.0", "00:03.0", "00:04.0"]);
+        let small = Node::inline("s", 2, 512 << 20).pci_functions();
+        assert_eq!(
+            small.functions,
+            [function("00:00.0", 0x06_00_00, 0x1b36, 0x0008)]
+        );
+        assert_eq!((small.smmu, small.hypervisor_nvme), (false, None));
+    }
+
+    #[test]
+    fn disk_addresses_stop_at_the_last_slot() {
+        assert_eq!(Node::disk_address(0), PciAddress::new(0, 2, 0));
+        assert_eq!(Node::disk_address(29), PciAddress::new(0, 31, 0));
+        assert_eq!(Node::disk_address(30), None);
+        assert_eq!(Node::disk_address(usize::MAX), None);
+    }
+
+    #[test]
+    fn rejects_more_disks_than_supported() {
+        let text = DENSE.to_string() + &"[[disk]]\nsize = 4096\n".repeat(MAX_DISKS);
+        let err = Node::from_toml("x", &text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("9 disks, at most 8"), "{err}");
     }
 
     #[test]

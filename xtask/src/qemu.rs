@@ -80,6 +80,10 @@ impl Boot<'_> {
             node.cores.to_string(),
             "-m".into(),
             format!("{}M", node.memory >> 20),
+            // No default NIC: QEMU would add a virtio-net at 00:01.0 on an unrestricted user
+            // network. The node's PCI functions are exactly those of `Node::pci_functions`.
+            "-nic".into(),
+            "none".into(),
         ];
         match self.console {
             Console::Interactive => args.push("-nographic".into()),
@@ -142,11 +146,14 @@ impl Boot<'_> {
     }
 }
 
-/// QEMU arguments attaching `disks` as NVMe controllers, backed by sparse files
-/// `<prefix>-nvme<i>.raw` (created or resized here).
+/// QEMU arguments attaching `disks` as NVMe controllers on `pcie.0` at the addresses
+/// [`Node::disk_address`] gives them, backed by sparse files `<prefix>-nvme<i>.raw` (created or
+/// resized here).
 pub fn disk_args(prefix: &Path, disks: &[Disk]) -> Result<Vec<String>> {
     let mut args = Vec::new();
     for (i, disk) in disks.iter().enumerate() {
+        let address = Node::disk_address(i)
+            .with_context(|| format!("NVMe disk #{}: no pcie.0 slot left for it", i + 1))?;
         let file = disk_file(prefix, i);
         ensure_sparse_file(&file, disk.size)?;
         args.push("-drive".into());
@@ -155,7 +162,11 @@ pub fn disk_args(prefix: &Path, disks: &[Disk]) -> Result<Vec<String>> {
             file.display()
         ));
         args.push("-device".into());
-        args.push(format!("nvme,serial=microvisor-{i},drive=nvm{i}"));
+        args.push(format!(
+            "nvme,serial=microvisor-{i},drive=nvm{i},bus=pcie.0,addr={:02x}.{}",
+            address.device(),
+            address.function()
+        ));
     }
     Ok(args)
 }
@@ -214,6 +225,7 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("-serial stdio -no-reboot"), "{line}");
+        assert!(line.contains(" -nic none "), "{line}");
         assert!(line.ends_with("-kernel /tmp/x.img"), "{line}");
         assert!(!line.contains("-bios"), "{line}");
     }
@@ -240,7 +252,7 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.contains("-device nvme,serial=microvisor-0,drive=nvm0"),
+            line.contains("-device nvme,serial=microvisor-0,drive=nvm0,bus=pcie.0,addr=02.0"),
             "{line}"
         );
         let disk = disk_file(&b.disk_prefix, 0);

@@ -6,7 +6,7 @@
 //! | offset | size        | content                                                    |
 //! |--------|-------------|------------------------------------------------------------|
 //! | 0      | 8           | magic `b"MVBUNDL1"`                                        |
-//! | 8      | 4           | version, 1                                                 |
+//! | 8      | 4           | version, 2                                                 |
 //! | 12     | 4           | `index_len`                                                |
 //! | 16     | 8           | `total_len`: whole bundle, a multiple of 4 KiB             |
 //! | 24     | 40          | reserved, zero                                             |
@@ -33,8 +33,8 @@ use crate::model::{CompiledPlan, ImageIndex, MAX_SLICES};
 
 /// First 8 bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"MVBUNDL1";
-/// The format version this crate reads and writes.
-pub const VERSION: u32 = 1;
+/// The format version this crate reads and writes (2: slices carry `[[slice.device]]`).
+pub const VERSION: u32 = 2;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 64;
 /// Alignment of every image and of `total_len`.
@@ -519,6 +519,7 @@ mod writer {
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
+    use crate::devices::{DeviceClass, DeviceRequest, PciAddress};
     use crate::error::Field;
     use crate::model::{Cores, NvmeShare, OnFault, PlanOf, SliceOf};
     use alloc::string::ToString;
@@ -534,6 +535,7 @@ mod tests {
             cmdline: "console=ttyAMA0".into(),
             on_fault: OnFault::Stop,
             nvme: None,
+            devices: Vec::new(),
         }
     }
 
@@ -557,6 +559,10 @@ mod tests {
             queues: 2,
             size: 1 << 30,
         });
+        second.devices = vec![
+            DeviceRequest::Pci(PciAddress::new(0, 3, 0).unwrap()),
+            DeviceRequest::Class(DeviceClass::Net),
+        ];
         let plan = PlanOf {
             slices: vec![slice("web-0", kernel, None), second],
         };
@@ -705,10 +711,10 @@ mod tests {
     #[test]
     fn unsupported_version() {
         let (mut bytes, _) = sample();
-        bytes[8] = 2;
+        bytes[8] = 1; // the format before [[slice.device]]
         assert_eq!(
             Bundle::parse(&bytes).unwrap_err(),
-            BundleError::UnsupportedVersion(2)
+            BundleError::UnsupportedVersion(1)
         );
     }
 
@@ -969,7 +975,7 @@ mod tests {
             ),
             (
                 BundleError::UnsupportedVersion(9),
-                "bundle version 9 is not supported (expected 1)",
+                "bundle version 9 is not supported (expected 2)",
             ),
             (
                 BundleError::ReservedNotZero,
@@ -1083,7 +1089,59 @@ mod tests {
                 }
             }
         }
+        check_device_placement(bundle.plan());
         true
+    }
+
+    /// The node the mutation tests place devices on: a host bridge, the hypervisor's NVMe
+    /// controller at 00:02.0 and three NICs.
+    fn mutation_pci() -> crate::devices::NodePci {
+        let function = |device, class| crate::devices::PciFunction {
+            address: PciAddress::new(0, device, 0).unwrap(),
+            class,
+            vendor: 0x1af4,
+            device: 0x1041,
+        };
+        crate::devices::NodePci {
+            functions: vec![
+                function(0, 0x06_00_00),
+                function(2, 0x01_08_02),
+                function(3, 0x02_00_00),
+                function(4, 0x02_00_00),
+                function(5, 0x02_00_00),
+            ],
+            smmu: true,
+            hypervisor_nvme: PciAddress::new(0, 2, 0),
+        }
+    }
+
+    /// A device placement of `plan`, when there is one, gives every request one function of
+    /// the node, never one twice, never the host bridge, never the shared NVMe controller.
+    fn check_device_placement(plan: &CompiledPlan) {
+        let node = mutation_pci();
+        let Ok(placed) = crate::devices::place_devices(plan, &node) else {
+            return;
+        };
+        assert_eq!(placed.len(), plan.slices.len());
+        let mut all = Vec::new();
+        for (given, slice) in placed.iter().zip(&plan.slices) {
+            assert_eq!(given.len(), slice.devices.len());
+            for (address, request) in given.iter().zip(&slice.devices) {
+                if let DeviceRequest::Pci(asked) = request {
+                    assert_eq!(address, asked);
+                }
+                assert!(node.functions.iter().any(|f| f.address == *address));
+                assert_ne!(address.device(), 0, "the host bridge was given");
+                all.push(*address);
+            }
+        }
+        if plan.slices.iter().any(|s| s.nvme.is_some()) {
+            assert!(!all.contains(&PciAddress::new(0, 2, 0).unwrap()));
+        }
+        let total = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), total, "a function given twice");
     }
 
     /// The images `sample()` bundles, by index.

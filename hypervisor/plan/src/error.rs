@@ -4,15 +4,23 @@
 use alloc::string::String;
 use core::fmt;
 
+use alloc::vec::Vec;
+
+use crate::devices::{
+    ClassCode, DeviceClass, DeviceRequest, FunctionUse, PciAddress, PciAddressError, PciFunction,
+    bridge_kind,
+};
 use crate::image::ImageError;
 use crate::size::{HumanSize, SizeError};
 
 /// Keys accepted in a `[[slice]]` table, in documentation order.
-pub const SLICE_KEYS: [&str; 8] = [
-    "name", "cores", "memory", "kernel", "initrd", "cmdline", "on-fault", "nvme",
+pub const SLICE_KEYS: [&str; 9] = [
+    "name", "cores", "memory", "kernel", "initrd", "cmdline", "on-fault", "nvme", "device",
 ];
 /// Keys accepted in a `[slice.nvme]` table.
 pub const NVME_KEYS: [&str; 2] = ["queues", "size"];
+/// Keys accepted in a `[[slice.device]]` table (exactly one of them).
+pub const DEVICE_KEYS: [&str; 2] = ["pci", "class"];
 /// Keys accepted at the top level of a plan.
 pub const PLAN_KEYS: [&str; 1] = ["slice"];
 
@@ -46,6 +54,16 @@ pub enum Field {
     NvmeQueues,
     /// `nvme.size`.
     NvmeSize,
+    /// The `device` key: the slice's `[[slice.device]]` list as a whole.
+    Devices,
+    /// The slice's `[[slice.device]]` table number N (1-based): its type, its keys.
+    DeviceEntry(usize),
+    /// `pci` of the slice's `[[slice.device]]` table number N (1-based).
+    DeviceEntryPci(usize),
+    /// `class` of the slice's `[[slice.device]]` table number N (1-based).
+    DeviceEntryClass(usize),
+    /// One device request (`device 00:03.0`, `device class net`): where it goes.
+    Device(DeviceRequest),
 }
 
 impl Field {
@@ -63,6 +81,11 @@ impl Field {
             Field::Nvme => Some("nvme"),
             Field::NvmeQueues => Some("nvme.queues"),
             Field::NvmeSize => Some("nvme.size"),
+            Field::Devices
+            | Field::DeviceEntry(_)
+            | Field::DeviceEntryPci(_)
+            | Field::DeviceEntryClass(_)
+            | Field::Device(_) => Some("device"),
         }
     }
 
@@ -71,7 +94,31 @@ impl Field {
         match self {
             Field::Plan => &PLAN_KEYS,
             Field::Nvme => &NVME_KEYS,
+            Field::DeviceEntry(_) => &DEVICE_KEYS,
             _ => &SLICE_KEYS,
+        }
+    }
+}
+
+/// Prints how a message names a field: its TOML name (`nvme.size`), or for device fields
+/// `device`, `device #2`, `device #2: pci`, `device 00:03.0`, `device class net`; `None` for
+/// the plan and the slice table.
+struct FieldLabel(Field);
+
+impl FieldLabel {
+    fn is_empty(&self) -> bool {
+        matches!(self.0, Field::Plan | Field::Slice)
+    }
+}
+
+impl fmt::Display for FieldLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Field::DeviceEntry(n) => write!(f, "device #{n}"),
+            Field::DeviceEntryPci(n) => write!(f, "device #{n}: pci"),
+            Field::DeviceEntryClass(n) => write!(f, "device #{n}: class"),
+            Field::Device(request) => write!(f, "device {request}"),
+            field => f.write_str(field.toml_name().unwrap_or("plan")),
         }
     }
 }
@@ -227,6 +274,55 @@ pub enum Problem {
     },
     /// The slice asks for NVMe but the node has no usable NVMe controller.
     NoNvme(String),
+    /// A `[[slice.device]]` `pci` value that is not a PCI address.
+    BadPciAddress {
+        /// The text given.
+        text: String,
+        /// Why it was rejected.
+        reason: PciAddressError,
+    },
+    /// A `[[slice.device]]` `class` that is not one of [`DeviceClass::ALL`].
+    UnknownDeviceClass(String),
+    /// A `[[slice.device]]` with neither `pci` nor `class`.
+    DeviceWithoutPciOrClass,
+    /// A `[[slice.device]]` with both `pci` and `class`.
+    DeviceWithPciAndClass,
+    /// More `[[slice.device]]` tables than one slice can have.
+    TooManyDevices {
+        /// Tables the slice has.
+        asked: usize,
+        /// Largest number accepted.
+        max: usize,
+    },
+    /// A PCI address asked for twice, in one slice or in two.
+    DeviceListedTwice {
+        /// The slice that asks for it first (name, or `#N`).
+        first_slice: String,
+    },
+    /// The node has no SMMUv3: a function's DMA could reach any memory.
+    NoSmmu,
+    /// A `pci` address the node has no function at.
+    NoSuchFunction {
+        /// The functions still free for slices when this request is served, by address.
+        free: Vec<PciFunction>,
+    },
+    /// A `pci` address that is a bridge (base class 06): it forwards other functions' traffic.
+    Bridge {
+        /// Its 24-bit class code.
+        class: u32,
+    },
+    /// A `pci` address that is the NVMe controller the hypervisor divides among slices.
+    HypervisorNvme {
+        /// The first slice with a `[slice.nvme]` share of it.
+        sharer: String,
+    },
+    /// No function of the class is free when this class request is served.
+    NoFreeFunction {
+        /// The class asked for.
+        class: DeviceClass,
+        /// Every function of the class on the node and who has it, by address.
+        uses: Vec<(PciAddress, FunctionUse)>,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -348,8 +444,104 @@ impl fmt::Display for Problem {
                 Left(u64::from(*left))
             ),
             Problem::NoNvme(why) => write!(f, "the node has no usable NVMe controller ({why})"),
+            Problem::BadPciAddress { text, reason } => {
+                write!(f, "{} is not a PCI address ({reason})", Quoted(text))
+            }
+            Problem::UnknownDeviceClass(class) => {
+                write!(f, "{} is not a device class (expected ", Quoted(class))?;
+                for (i, known) in DeviceClass::ALL.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(" or ")?;
+                    }
+                    write!(f, "\"{}\"", known.name())?;
+                }
+                f.write_str(")")
+            }
+            Problem::DeviceWithoutPciOrClass => f.write_str(
+                "needs pci = \"BB:DD.F\" (one function) or class = \"net\" or \"nvme\" \
+                 (the next free one of that class)",
+            ),
+            Problem::DeviceWithPciAndClass => f.write_str(
+                "has both pci and class (give one: pci names a function, class takes the next \
+                 free one of that class)",
+            ),
+            Problem::TooManyDevices { asked, max } => write!(
+                f,
+                "{asked} [[slice.device]] tables, but a slice can have at most {max}"
+            ),
+            Problem::DeviceListedTwice { first_slice } => {
+                write!(f, "already given to slice {}", SliceRef(first_slice))
+            }
+            Problem::NoSmmu => f.write_str("the node has no SMMUv3, its DMA could not be confined"),
+            Problem::NoSuchFunction { free } => {
+                f.write_str("the node has no such function (")?;
+                if free.is_empty() {
+                    f.write_str("and none left that a slice could have)")
+                } else {
+                    f.write_str("free: ")?;
+                    write_list(f, free, |f, function| write!(f, "{function}"))?;
+                    f.write_str(")")
+                }
+            }
+            Problem::Bridge { class } => write!(
+                f,
+                "is {} (class {}), not a function a slice can own",
+                bridge_kind(*class).unwrap_or("a bridge"),
+                ClassCode(*class)
+            ),
+            Problem::HypervisorNvme { sharer } => write!(
+                f,
+                "is the NVMe controller the hypervisor divides into [slice.nvme] shares \
+                 (slice {} has one); name another function, or remove every [slice.nvme] to \
+                 give it whole",
+                SliceRef(sharer)
+            ),
+            Problem::NoFreeFunction { class, uses } => {
+                if uses.is_empty() {
+                    return write!(
+                        f,
+                        "the node has no {} function (class {})",
+                        class.name(),
+                        class.codes()
+                    );
+                }
+                write!(f, "no free {} function left (", class.name())?;
+                write_list(f, uses, |f, (address, used)| match used {
+                    FunctionUse::Slice(slice) => {
+                        write!(f, "{address} is given to slice {}", SliceRef(slice))
+                    }
+                    FunctionUse::Hypervisor => {
+                        write!(
+                            f,
+                            "{address} is kept by the hypervisor for [slice.nvme] shares"
+                        )
+                    }
+                })?;
+                f.write_str(")")
+            }
         }
     }
+}
+
+/// Most items a message lists (then `and N more`).
+const MAX_LISTED: usize = 8;
+
+/// Writes `items` comma-separated with `write_item`, at most [`MAX_LISTED`] of them.
+fn write_list<T>(
+    f: &mut fmt::Formatter<'_>,
+    items: &[T],
+    write_item: impl Fn(&mut fmt::Formatter<'_>, &T) -> fmt::Result,
+) -> fmt::Result {
+    for (i, item) in items.iter().take(MAX_LISTED).enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write_item(f, item)?;
+    }
+    if items.len() > MAX_LISTED {
+        write!(f, " and {} more", items.len() - MAX_LISTED)?;
+    }
+    Ok(())
 }
 
 /// "only N are left", in good English for 0 and 1 too.
@@ -425,24 +617,33 @@ impl fmt::Display for PlanError {
         }
         match &self.problem {
             Problem::UnknownField(key) => {
-                let prefix = if self.field == Field::Nvme {
-                    "nvme."
-                } else {
-                    ""
-                };
-                write!(f, "{prefix}{}: unknown field (expected ", Escaped(key))?;
+                match self.field {
+                    Field::Nvme => f.write_str("nvme.")?,
+                    Field::DeviceEntry(_) => write!(f, "{}: ", FieldLabel(self.field))?,
+                    _ => {}
+                }
+                write!(f, "{}: unknown field (expected ", Escaped(key))?;
                 write_key_list(f, self.field.allowed_keys())?;
                 f.write_str(")")
             }
             Problem::CoreListedTwice { core, first_slice }
                 if self.slice.as_ref() == Some(first_slice) =>
             {
-                write!(f, "{}: core {core} is listed twice", FieldName(self.field))
+                write!(f, "{}: core {core} is listed twice", FieldLabel(self.field))
             }
-            problem => match self.field.toml_name() {
-                Some(name) => write!(f, "{name}: {problem}"),
-                None => write!(f, "{problem}"),
-            },
+            Problem::DeviceListedTwice { first_slice }
+                if self.slice.as_ref() == Some(first_slice) =>
+            {
+                write!(f, "{}: listed twice", FieldLabel(self.field))
+            }
+            problem => {
+                let label = FieldLabel(self.field);
+                if label.is_empty() {
+                    write!(f, "{problem}")
+                } else {
+                    write!(f, "{label}: {problem}")
+                }
+            }
         }
     }
 }
@@ -458,15 +659,6 @@ fn write_key_list(f: &mut fmt::Formatter<'_>, keys: &[&str]) -> fmt::Result {
         f.write_str(key)?;
     }
     Ok(())
-}
-
-/// Prints a field's TOML name, or `plan` for fields without one.
-struct FieldName(Field);
-
-impl fmt::Display for FieldName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0.toml_name().unwrap_or("plan"))
-    }
 }
 
 /// Prints a slice reference: `"web-0"` for a name, `#3` for a position.
@@ -511,6 +703,7 @@ impl fmt::Display for Escaped<'_> {
 mod tests {
     use super::*;
     use alloc::string::ToString;
+    use alloc::vec;
 
     fn in_slice(field: Field, problem: Problem) -> String {
         PlanError::slice("web-0", field, problem).to_string()
@@ -550,7 +743,7 @@ mod tests {
         assert_eq!(
             in_slice(Field::Slice, Problem::UnknownField("memroy".into())),
             "slice \"web-0\": memroy: unknown field (expected one of name, cores, memory, kernel, \
-             initrd, cmdline, on-fault, nvme)"
+             initrd, cmdline, on-fault, nvme, device)"
         );
         assert_eq!(
             in_slice(Field::Nvme, Problem::UnknownField("qeues".into())),
@@ -843,6 +1036,209 @@ mod tests {
                 }
             ),
             "slice \"web-0\": nvme.queues: asks for 4 queue pairs but only 2 are left (the NVMe controller grants 64)"
+        );
+    }
+
+    fn address(text: &str) -> PciAddress {
+        PciAddress::parse(text).unwrap()
+    }
+
+    fn device(text: &str) -> Field {
+        Field::Device(DeviceRequest::Pci(address(text)))
+    }
+
+    #[test]
+    fn device_fields_are_named_by_position_or_request() {
+        let wrong = Problem::WrongType {
+            expected: "[[slice.device]] tables",
+            found: "table",
+        };
+        assert_eq!(
+            in_slice(Field::Devices, wrong),
+            "slice \"web-0\": device: expected [[slice.device]] tables, found table"
+        );
+        assert_eq!(
+            in_slice(Field::DeviceEntry(2), Problem::UnknownField("addr".into())),
+            "slice \"web-0\": device #2: addr: unknown field (expected one of pci, class)"
+        );
+        assert_eq!(
+            in_slice(Field::DeviceEntryClass(1), Problem::MissingField),
+            "slice \"web-0\": device #1: class: missing (this field is required)"
+        );
+        assert_eq!(
+            in_slice(
+                Field::Device(DeviceRequest::Class(DeviceClass::Nvme)),
+                Problem::NoSmmu
+            ),
+            "slice \"web-0\": device class nvme: the node has no SMMUv3, its DMA could not be confined"
+        );
+    }
+
+    #[test]
+    fn bad_pci_address() {
+        let problem = Problem::BadPciAddress {
+            text: "00:20.0".into(),
+            reason: PciAddressError::DeviceTooLarge(0x20),
+        };
+        assert_eq!(
+            in_slice(Field::DeviceEntryPci(1), problem),
+            "slice \"web-0\": device #1: pci: \"00:20.0\" is not a PCI address (device 20 is above 1f)"
+        );
+    }
+
+    #[test]
+    fn unknown_device_class() {
+        assert_eq!(
+            in_slice(
+                Field::DeviceEntryClass(3),
+                Problem::UnknownDeviceClass("gpu".into())
+            ),
+            "slice \"web-0\": device #3: class: \"gpu\" is not a device class (expected \"net\" or \"nvme\")"
+        );
+    }
+
+    #[test]
+    fn device_without_pci_or_class() {
+        assert_eq!(
+            in_slice(Field::DeviceEntry(1), Problem::DeviceWithoutPciOrClass),
+            "slice \"web-0\": device #1: needs pci = \"BB:DD.F\" (one function) or class = \"net\" \
+             or \"nvme\" (the next free one of that class)"
+        );
+    }
+
+    #[test]
+    fn device_with_pci_and_class() {
+        assert_eq!(
+            in_slice(Field::DeviceEntry(2), Problem::DeviceWithPciAndClass),
+            "slice \"web-0\": device #2: has both pci and class (give one: pci names a function, \
+             class takes the next free one of that class)"
+        );
+    }
+
+    #[test]
+    fn too_many_devices() {
+        assert_eq!(
+            in_slice(
+                Field::Devices,
+                Problem::TooManyDevices { asked: 17, max: 16 }
+            ),
+            "slice \"web-0\": device: 17 [[slice.device]] tables, but a slice can have at most 16"
+        );
+    }
+
+    #[test]
+    fn device_listed_twice_across_and_within_slices() {
+        let across = Problem::DeviceListedTwice {
+            first_slice: "db-0".into(),
+        };
+        assert_eq!(
+            in_slice(device("00:03.0"), across),
+            "slice \"web-0\": device 00:03.0: already given to slice \"db-0\""
+        );
+        let within = Problem::DeviceListedTwice {
+            first_slice: "web-0".into(),
+        };
+        assert_eq!(
+            in_slice(device("00:03.0"), within),
+            "slice \"web-0\": device 00:03.0: listed twice"
+        );
+    }
+
+    #[test]
+    fn no_smmu() {
+        assert_eq!(
+            in_slice(device("00:03.0"), Problem::NoSmmu),
+            "slice \"web-0\": device 00:03.0: the node has no SMMUv3, its DMA could not be confined"
+        );
+    }
+
+    #[test]
+    fn no_such_function_lists_at_most_eight_free_ones() {
+        let free = (1..=10)
+            .map(|device| PciFunction {
+                address: PciAddress::new(0, device, 0).unwrap(),
+                class: 0x02_00_00,
+                vendor: 0x1af4,
+                device: 0x1041,
+            })
+            .collect();
+        let text = in_slice(device("00:1f.0"), Problem::NoSuchFunction { free });
+        assert!(
+            text.starts_with(
+                "slice \"web-0\": device 00:1f.0: the node has no such function (free: \
+                 00:01.0 net 1af4:1041, 00:02.0 net 1af4:1041, "
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("00:08.0 net 1af4:1041 and 2 more)"),
+            "{text}"
+        );
+        assert_eq!(
+            in_slice(
+                device("00:1f.0"),
+                Problem::NoSuchFunction { free: Vec::new() }
+            ),
+            "slice \"web-0\": device 00:1f.0: the node has no such function (and none left that \
+             a slice could have)"
+        );
+    }
+
+    #[test]
+    fn bridge() {
+        assert_eq!(
+            in_slice(device("00:00.0"), Problem::Bridge { class: 0x06_00_00 }),
+            "slice \"web-0\": device 00:00.0: is a host bridge (class 06 00 00), not a function a \
+             slice can own"
+        );
+        assert!(
+            in_slice(device("00:01.0"), Problem::Bridge { class: 0x06_04_01 })
+                .contains("is a PCI-to-PCI bridge (class 06 04 01)")
+        );
+        assert!(
+            in_slice(device("00:01.0"), Problem::Bridge { class: 0x06_80_00 })
+                .contains("is a bridge (class 06 80 00)")
+        );
+    }
+
+    #[test]
+    fn hypervisor_nvme() {
+        assert_eq!(
+            in_slice(
+                device("00:02.0"),
+                Problem::HypervisorNvme {
+                    sharer: "db".into()
+                }
+            ),
+            "slice \"web-0\": device 00:02.0: is the NVMe controller the hypervisor divides into \
+             [slice.nvme] shares (slice \"db\" has one); name another function, or remove every \
+             [slice.nvme] to give it whole"
+        );
+    }
+
+    #[test]
+    fn no_free_function() {
+        let field = Field::Device(DeviceRequest::Class(DeviceClass::Nvme));
+        let uses = vec![
+            (address("00:02.0"), FunctionUse::Hypervisor),
+            (address("00:06.0"), FunctionUse::Slice("db".into())),
+        ];
+        let problem = Problem::NoFreeFunction {
+            class: DeviceClass::Nvme,
+            uses,
+        };
+        assert_eq!(
+            in_slice(field, problem),
+            "slice \"web-0\": device class nvme: no free nvme function left (00:02.0 is kept by \
+             the hypervisor for [slice.nvme] shares, 00:06.0 is given to slice \"db\")"
+        );
+        let none = Problem::NoFreeFunction {
+            class: DeviceClass::Net,
+            uses: Vec::new(),
+        };
+        assert_eq!(
+            in_slice(Field::Device(DeviceRequest::Class(DeviceClass::Net)), none),
+            "slice \"web-0\": device class net: the node has no net function (class 02 xx xx)"
         );
     }
 

@@ -6,6 +6,7 @@
 extern crate alloc;
 
 pub mod bundle;
+pub mod devices;
 pub mod error;
 pub mod image;
 pub mod layout;
@@ -19,6 +20,10 @@ pub mod validate;
 #[cfg(feature = "std")]
 pub use bundle::BundleWriter;
 pub use bundle::{Bundle, BundleError, BundleImage, BundleIndex, ImageEntry, header_total_len};
+pub use devices::{
+    DeviceClass, DeviceRequest, FunctionUse, NodePci, PciAddress, PciAddressError, PciFunction,
+    place_devices,
+};
 pub use error::{Field, PlanError, Problem};
 pub use image::{Arm64Header, ImageError};
 pub use layout::{GUEST_RAM_BASE, GuestLayout};
@@ -56,6 +61,8 @@ on-fault = "restart"
 [slice.nvme]
 queues = 2
 size = "8GiB"
+[[slice.device]]
+class = "net"
 "#;
 
     fn kernel_image(image_size: u64, file_len: usize) -> Vec<u8> {
@@ -111,6 +118,22 @@ size = "8GiB"
                 base: 0x5000_0000,
                 size: 512 << 20
             }
+        );
+
+        let net = PciFunction {
+            address: PciAddress::new(0, 3, 0).unwrap(),
+            class: 0x02_00_00,
+            vendor: 0x1af4,
+            device: 0x1041,
+        };
+        let node = NodePci {
+            functions: vec![net],
+            smmu: true,
+            hypervisor_nvme: None,
+        };
+        assert_eq!(
+            place_devices(bundle.plan(), &node),
+            Ok(vec![vec![], vec![net.address]])
         );
 
         let db = &bundle.plan().slices[1];

@@ -5,6 +5,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
+use crate::devices::DeviceRequest;
+
 /// A plan whose slices name images by source (built-in or path): what the TOML describes.
 pub type Plan = PlanOf<ImageSource>;
 /// A plan whose slices name images by their index in the bundle: what the hypervisor boots.
@@ -24,6 +26,9 @@ pub const MAX_VCPUS: usize = 123;
 pub const MAX_SLICE_MEMORY: u64 = 1 << 47;
 /// Granule that `memory` and `nvme.size` must be multiples of.
 pub const PAGE_SIZE: u64 = 4096;
+/// Most `[[slice.device]]` tables one slice may have: half the device numbers of the bus its
+/// virtual PCIe host bridge shows (it also bounds the work done on a plan read at boot).
+pub const MAX_DEVICES: usize = 16;
 
 /// A list of slices: the whole partitioning of one node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,7 +37,7 @@ pub struct PlanOf<I> {
     pub slices: Vec<SliceOf<I>>,
 }
 
-/// One slice: its name, cores, RAM, guest images, fault policy and NVMe share.
+/// One slice: its name, cores, RAM, guest images, fault policy, NVMe share and PCI functions.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SliceOf<I> {
     /// `[a-z0-9-]`, 1..=32 characters, unique in the plan.
@@ -52,6 +57,9 @@ pub struct SliceOf<I> {
     pub on_fault: OnFault,
     /// Its share of the node's NVMe controller, if any.
     pub nvme: Option<NvmeShare>,
+    /// Whole PCI functions it asks for (`[[slice.device]]`), in plan order; placed by
+    /// [`place_devices`](crate::devices::place_devices).
+    pub devices: Vec<DeviceRequest>,
 }
 
 /// Which physical cores a slice gets.
@@ -133,6 +141,7 @@ impl<I> PlanOf<I> {
                 cmdline: slice.cmdline.clone(),
                 on_fault: slice.on_fault,
                 nvme: slice.nvme,
+                devices: slice.devices.clone(),
             });
         }
         Ok(PlanOf { slices })
@@ -165,6 +174,10 @@ mod tests {
                 queues: 2,
                 size: 1 << 32,
             }),
+            devices: vec![
+                DeviceRequest::Class(crate::devices::DeviceClass::Net),
+                DeviceRequest::Pci(crate::devices::PciAddress::from_routing_id(0x18)),
+            ],
         }
     }
 
@@ -213,6 +226,7 @@ mod tests {
         assert_eq!(compiled_slice.cores, Cores::List(vec![2, 5]));
         assert_eq!(compiled_slice.cmdline, "quiet");
         assert_eq!(compiled_slice.nvme, plan.slices[0].nvme);
+        assert_eq!(compiled_slice.devices, plan.slices[0].devices);
     }
 
     #[test]

@@ -367,6 +367,7 @@ mod tests {
             cmdline: String::new(),
             on_fault: OnFault::Stop,
             nvme: None,
+            devices: Vec::new(),
         }
     }
 

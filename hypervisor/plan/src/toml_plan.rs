@@ -7,7 +7,8 @@ use alloc::vec::Vec;
 
 use toml::{Table, Value};
 
-use crate::error::{Field, NVME_KEYS, PLAN_KEYS, PlanError, Problem, SLICE_KEYS};
+use crate::devices::{DeviceClass, DeviceRequest, PciAddress};
+use crate::error::{DEVICE_KEYS, Field, NVME_KEYS, PLAN_KEYS, PlanError, Problem, SLICE_KEYS};
 use crate::model::{BuiltIn, Cores, ImageSource, NvmeShare, OnFault, Plan, SliceOf};
 use crate::size::{SizeError, parse_size};
 use crate::validate::slice_ref;
@@ -91,6 +92,10 @@ fn parse_slice(index: usize, entry: &Value) -> Result<SliceOf<ImageSource>, Plan
         nvme: match table.get("nvme") {
             None => None,
             Some(value) => Some(nvme(value).map_err(|(f, problem)| field(f)(problem))?),
+        },
+        devices: match table.get("device") {
+            None => Vec::new(),
+            Some(value) => devices(value).map_err(|(f, problem)| field(f)(problem))?,
         },
     })
 }
@@ -228,6 +233,52 @@ fn nvme(value: &Value) -> Result<NvmeShare, (Field, Problem)> {
     })
 }
 
+/// The `[[slice.device]]` tables: each has exactly one of `pci` and `class`.
+fn devices(value: &Value) -> Result<Vec<DeviceRequest>, (Field, Problem)> {
+    let entries = value
+        .as_array()
+        .ok_or_else(|| (Field::Devices, wrong_type("[[slice.device]] tables", value)))?;
+    entries
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| device(index.saturating_add(1), entry))
+        .collect()
+}
+
+/// `[[slice.device]]` number `n` (1-based).
+fn device(n: usize, value: &Value) -> Result<DeviceRequest, (Field, Problem)> {
+    let entry = Field::DeviceEntry(n);
+    let table = value
+        .as_table()
+        .ok_or_else(|| (entry, wrong_type("a table ([[slice.device]])", value)))?;
+    reject_unknown_keys(table, &DEVICE_KEYS).map_err(|p| (entry, p))?;
+    match (table.get("pci"), table.get("class")) {
+        (Some(pci), None) => pci_address(pci)
+            .map(DeviceRequest::Pci)
+            .map_err(|p| (Field::DeviceEntryPci(n), p)),
+        (None, Some(class)) => device_class(class)
+            .map(DeviceRequest::Class)
+            .map_err(|p| (Field::DeviceEntryClass(n), p)),
+        (None, None) => Err((entry, Problem::DeviceWithoutPciOrClass)),
+        (Some(_), Some(_)) => Err((entry, Problem::DeviceWithPciAndClass)),
+    }
+}
+
+fn pci_address(value: &Value) -> Result<PciAddress, Problem> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| wrong_type("a PCI address string (\"BB:DD.F\")", value))?;
+    PciAddress::parse(text).map_err(|reason| Problem::BadPciAddress {
+        text: text.into(),
+        reason,
+    })
+}
+
+fn device_class(value: &Value) -> Result<DeviceClass, Problem> {
+    let name = string(value)?;
+    DeviceClass::from_name(&name).ok_or(Problem::UnknownDeviceClass(name))
+}
+
 fn queue_count(value: &Value) -> Result<u32, Problem> {
     match value {
         Value::Integer(0) => Err(Problem::ZeroQueues),
@@ -238,6 +289,7 @@ fn queue_count(value: &Value) -> Result<u32, Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::{DeviceClass, DeviceRequest, PciAddress};
     use crate::size::{GIB, MIB};
     use alloc::vec;
 
@@ -253,6 +305,12 @@ on-fault = "restart"
 [slice.nvme]
 queues = 2
 size = "4GiB"
+[[slice.device]]
+class = "net"
+[[slice.device]]
+pci = "00:05.0"
+[[slice.device]]
+class = "nvme"
 
 [[slice]]
 name = "probe-1"
@@ -293,6 +351,11 @@ kernel = "guests/Image"
                     queues: 2,
                     size: 4 * GIB
                 }),
+                devices: vec![
+                    DeviceRequest::Class(DeviceClass::Net),
+                    DeviceRequest::Pci(PciAddress::new(0, 5, 0).unwrap()),
+                    DeviceRequest::Class(DeviceClass::Nvme),
+                ],
             }
         );
         assert_eq!(
@@ -306,6 +369,7 @@ kernel = "guests/Image"
                 cmdline: String::new(),
                 on_fault: OnFault::Stop,
                 nvme: None,
+                devices: Vec::new(),
             }
         );
     }
@@ -354,7 +418,7 @@ kernel = "guests/Image"
         assert_eq!(
             error(&one_slice("memroy = \"1G\"")),
             "slice \"web-0\": memroy: unknown field (expected one of name, cores, memory, kernel, \
-             initrd, cmdline, on-fault, nvme)"
+             initrd, cmdline, on-fault, nvme, device)"
         );
     }
 
@@ -558,6 +622,99 @@ kernel = "guests/Image"
     fn cmdline_with_nul() {
         assert!(
             error(&minimal_with("cmdline = \"a\\u0000b\"")).contains("cmdline: contains a NUL")
+        );
+    }
+
+    fn with_devices(tables: &str) -> String {
+        minimal_with(tables)
+    }
+
+    #[test]
+    fn device_addresses_in_every_accepted_spelling() {
+        let plan = Plan::from_toml(&with_devices(
+            "[[slice.device]]\npci = \"00:1F.7\"\n[[slice.device]]\npci = \"0000:02:00.0\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            plan.slices[0].devices,
+            [
+                DeviceRequest::Pci(PciAddress::new(0, 0x1f, 7).unwrap()),
+                DeviceRequest::Pci(PciAddress::new(2, 0, 0).unwrap()),
+            ]
+        );
+    }
+
+    #[test]
+    fn device_list_must_be_tables() {
+        assert_eq!(
+            error(&with_devices("[slice.device]\npci = \"00:03.0\"")),
+            "slice \"web-0\": device: expected [[slice.device]] tables, found table"
+        );
+        assert_eq!(
+            error(&with_devices("device = [\"00:03.0\"]")),
+            "slice \"web-0\": device #1: expected a table ([[slice.device]]), found string"
+        );
+    }
+
+    #[test]
+    fn unknown_device_field() {
+        assert_eq!(
+            error(&with_devices(
+                "[[slice.device]]\nclass = \"net\"\n[[slice.device]]\npci = \"00:03.0\"\nbar = 1"
+            )),
+            "slice \"web-0\": device #2: bar: unknown field (expected one of pci, class)"
+        );
+    }
+
+    #[test]
+    fn device_needs_exactly_one_of_pci_and_class() {
+        assert!(
+            error(&with_devices("[[slice.device]]"))
+                .starts_with("slice \"web-0\": device #1: needs pci = \"BB:DD.F\"")
+        );
+        assert!(
+            error(&with_devices(
+                "[[slice.device]]\npci = \"00:03.0\"\nclass = \"net\""
+            ))
+            .starts_with("slice \"web-0\": device #1: has both pci and class")
+        );
+    }
+
+    #[test]
+    fn bad_device_values() {
+        assert_eq!(
+            error(&with_devices("[[slice.device]]\npci = \"0:3.0\"")),
+            "slice \"web-0\": device #1: pci: \"0:3.0\" is not a PCI address (expected \
+             bus:device.function in hex, two digits each for bus and device, like \"00:03.0\")"
+        );
+        assert_eq!(
+            error(&with_devices("[[slice.device]]\npci = \"00:03.8\"")),
+            "slice \"web-0\": device #1: pci: \"00:03.8\" is not a PCI address (function 8 is above 7)"
+        );
+        assert_eq!(
+            error(&with_devices("[[slice.device]]\npci = 3")),
+            "slice \"web-0\": device #1: pci: expected a PCI address string (\"BB:DD.F\"), found integer"
+        );
+        assert_eq!(
+            error(&with_devices("[[slice.device]]\nclass = \"gpu\"")),
+            "slice \"web-0\": device #1: class: \"gpu\" is not a device class (expected \"net\" or \"nvme\")"
+        );
+        assert_eq!(
+            error(&with_devices("[[slice.device]]\nclass = 2")),
+            "slice \"web-0\": device #1: class: expected a string, found integer"
+        );
+    }
+
+    #[test]
+    fn device_asked_for_twice() {
+        let text = format!(
+            "{}[[slice]]\nname = \"db\"\ncores = 1\nmemory = 4096\nkernel = \"probe\"\n\
+             [[slice.device]]\npci = \"00:03.0\"\n",
+            with_devices("[[slice.device]]\npci = \"00:03.0\"")
+        );
+        assert_eq!(
+            error(&text),
+            "slice \"db\": device 00:03.0: already given to slice \"web-0\""
         );
     }
 

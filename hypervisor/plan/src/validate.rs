@@ -6,20 +6,23 @@ use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 
+use crate::devices::{DeviceRequest, PciAddress};
 use crate::error::{Field, PlanError, Problem};
 use crate::model::{
-    Cores, MAX_NAME_LEN, MAX_SLICE_MEMORY, MAX_SLICES, MAX_VCPUS, NvmeShare, PAGE_SIZE, PlanOf,
-    SliceOf,
+    Cores, MAX_DEVICES, MAX_NAME_LEN, MAX_SLICE_MEMORY, MAX_SLICES, MAX_VCPUS, NvmeShare,
+    PAGE_SIZE, PlanOf, SliceOf,
 };
 
 impl<I> PlanOf<I> {
     /// Checks everything about the plan that does not depend on the hardware: at least one
     /// slice, valid and unique names, no empty core set, no core listed twice, memory and NVMe
-    /// sizes non-zero multiples of 4 KiB, NVMe queues >= 1, no NUL in command lines.
+    /// sizes non-zero multiples of 4 KiB, NVMe queues >= 1, no NUL in command lines, at most
+    /// [`MAX_DEVICES`] devices per slice, no PCI address asked for twice.
     pub fn validate(&self) -> Result<(), PlanError> {
         check_slice_count(self.slices.len())?;
         let mut names: BTreeMap<&str, usize> = BTreeMap::new();
         let mut core_owner: BTreeMap<u32, usize> = BTreeMap::new();
+        let mut device_owner: BTreeMap<PciAddress, usize> = BTreeMap::new();
         for (index, slice) in self.slices.iter().enumerate() {
             let at = slice_ref(index, &slice.name);
             let error = |field, problem| PlanError::slice(at.clone(), field, problem);
@@ -33,6 +36,10 @@ impl<I> PlanOf<I> {
             if let Some(nvme) = &slice.nvme {
                 check_nvme(nvme).map_err(|(field, p)| error(field, p))?;
             }
+            check_devices(&mut device_owner, index, &slice.devices, |owner| {
+                slice_ref(owner, &self.slices[owner].name)
+            })
+            .map_err(|(field, p)| error(field, p))?;
         }
         Ok(())
     }
@@ -114,6 +121,35 @@ fn check_cores(
     Ok(())
 }
 
+/// Checks the number of devices and that no address is asked for twice (`device_owner` maps
+/// each address to the slice that asks for it first).
+fn check_devices(
+    device_owner: &mut BTreeMap<PciAddress, usize>,
+    index: usize,
+    devices: &[DeviceRequest],
+    describe: impl Fn(usize) -> String,
+) -> Result<(), (Field, Problem)> {
+    if devices.len() > MAX_DEVICES {
+        let problem = Problem::TooManyDevices {
+            asked: devices.len(),
+            max: MAX_DEVICES,
+        };
+        return Err((Field::Devices, problem));
+    }
+    for request in devices {
+        if let DeviceRequest::Pci(address) = *request {
+            if let Some(&owner) = device_owner.get(&address) {
+                let problem = Problem::DeviceListedTwice {
+                    first_slice: describe(owner),
+                };
+                return Err((Field::Device(*request), problem));
+            }
+            device_owner.insert(address, index);
+        }
+    }
+    Ok(())
+}
+
 fn check_memory(memory: u64) -> Result<(), Problem> {
     if memory == 0 {
         return Err(Problem::ZeroMemory);
@@ -170,6 +206,7 @@ mod tests {
             cmdline: String::new(),
             on_fault: OnFault::Stop,
             nvme: None,
+            devices: Vec::new(),
         }
     }
 
@@ -388,6 +425,57 @@ mod tests {
             error_of(&plan(vec![s])),
             (at("a"), Field::NvmeSize, expected)
         );
+    }
+
+    fn with_devices(mut s: SliceOf<u32>, devices: &[DeviceRequest]) -> SliceOf<u32> {
+        s.devices = devices.to_vec();
+        s
+    }
+
+    fn pci(device: u8) -> DeviceRequest {
+        DeviceRequest::Pci(PciAddress::new(0, device, 0).unwrap())
+    }
+
+    #[test]
+    fn too_many_devices() {
+        let net = DeviceRequest::Class(crate::devices::DeviceClass::Net);
+        let s = with_devices(slice("a", Cores::Count(1)), &[net; MAX_DEVICES + 1]);
+        let expected = Problem::TooManyDevices {
+            asked: MAX_DEVICES + 1,
+            max: MAX_DEVICES,
+        };
+        assert_eq!(
+            error_of(&plan(vec![s])),
+            (at("a"), Field::Devices, expected)
+        );
+        let most = with_devices(slice("a", Cores::Count(1)), &[net; MAX_DEVICES]);
+        assert_eq!(plan(vec![most]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn device_listed_twice_within_a_slice() {
+        let s = with_devices(slice("a", Cores::Count(1)), &[pci(3), pci(4), pci(3)]);
+        let expected = Problem::DeviceListedTwice {
+            first_slice: "a".into(),
+        };
+        assert_eq!(
+            error_of(&plan(vec![s])),
+            (at("a"), Field::Device(pci(3)), expected)
+        );
+    }
+
+    #[test]
+    fn device_listed_twice_across_slices() {
+        let net = DeviceRequest::Class(crate::devices::DeviceClass::Net);
+        let plan = plan(vec![
+            with_devices(slice("a", Cores::Count(1)), &[pci(4), net]),
+            with_devices(slice("b", Cores::Count(1)), &[net, pci(5)]),
+            with_devices(slice("c", Cores::Count(1)), &[pci(5)]),
+        ]);
+        let expected = Problem::DeviceListedTwice {
+            first_slice: "b".into(),
+        };
+        assert_eq!(error_of(&plan), (at("c"), Field::Device(pci(5)), expected));
     }
 
     #[test]

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
-use microvisor_plan::{BuiltIn, Cores, HumanSize, ImageSource, OnFault, Plan, format_cores, place};
+use microvisor_plan::{
+    BuiltIn, Cores, DeviceRequest, HumanSize, ImageSource, NodePci, OnFault, Plan, format_cores,
+    place, place_devices,
+};
 
 use crate::node::{HYPERVISOR_RESERVE, Node, RAM_BASE};
 use crate::workspace::Workspace;
@@ -12,9 +15,9 @@ use crate::workspace::Workspace;
 /// Validate a plan and print where each slice would be placed on a node.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Plan file (TOML).
+    /// Plan file (TOML; default: the node's default plan).
     #[arg(long)]
-    pub plan: PathBuf,
+    pub plan: Option<PathBuf>,
     /// Node profile: a name in qemu/ or a path to a profile file.
     #[arg(long, default_value = "default")]
     pub node: String,
@@ -23,12 +26,16 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let ws = Workspace::locate()?;
     let node = Node::load(&ws, &args.node)?;
-    let text = std::fs::read_to_string(&args.plan)
-        .with_context(|| format!("plan {}: cannot read it", args.plan.display()))?;
-    let plan = Plan::from_toml(&text).map_err(|e| anyhow!("plan {}: {e}", args.plan.display()))?;
+    let path = match args.plan {
+        Some(plan) => plan,
+        None => node.default_plan()?.to_path_buf(),
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("plan {}: cannot read it", path.display()))?;
+    let plan = Plan::from_toml(&text).map_err(|e| anyhow!("plan {}: {e}", path.display()))?;
     print!(
         "{}",
-        report(&plan, &node).map_err(|e| anyhow!("plan {}: {e}", args.plan.display()))?
+        report(&plan, &node).map_err(|e| anyhow!("plan {}: {e}", path.display()))?
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -36,12 +43,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
 /// The placement table of `plan` on `node`, or the plan error that stops it.
 pub fn report(plan: &Plan, node: &Node) -> Result<String, microvisor_plan::PlanError> {
     let placement = place(plan, &node.hardware())?;
+    let pci = node.pci_functions();
+    let devices = place_devices(plan, &pci)?;
     let mut out = format!(
         "node {}: {} cores, {} RAM at {RAM_BASE:#x}\n",
         node.name,
         node.cores,
         HumanSize(node.memory)
     );
+    out.push_str(&pci_line(&pci));
     out.push_str(&format!(
         "assuming the hypervisor keeps the first {} of RAM (its real footprint is printed at boot)\n",
         HumanSize(HYPERVISOR_RESERVE)
@@ -79,6 +89,7 @@ pub fn report(plan: &Plan, node: &Node) -> Result<String, microvisor_plan::PlanE
         cores_used += at.cores.len() as u32;
     }
     out.push_str(&table(&rows));
+    out.push_str(&device_table(plan, &pci, &devices));
     let usable = node.memory - HYPERVISOR_RESERVE;
     out.push_str(&format!(
         "uses {cores_used} of {} cores and {} of {} usable RAM\n",
@@ -89,9 +100,62 @@ pub fn report(plan: &Plan, node: &Node) -> Result<String, microvisor_plan::PlanE
     Ok(out)
 }
 
+/// One line naming the node's PCI functions and whether an SMMUv3 guards them.
+fn pci_line(pci: &NodePci) -> String {
+    let functions: Vec<String> = pci
+        .functions
+        .iter()
+        .map(|f| {
+            if pci.hypervisor_nvme == Some(f.address) {
+                format!("{f} (the hypervisor's NVMe controller)")
+            } else {
+                f.to_string()
+            }
+        })
+        .collect();
+    let smmu = if pci.smmu {
+        "behind an SMMUv3"
+    } else {
+        "no SMMUv3, so none can be given to a slice"
+    };
+    format!("pci: {}; {smmu}\n", functions.join(", "))
+}
+
+/// A line per device per slice: what the slice asks for and the function it gets (nothing
+/// when no slice asks for a device).
+fn device_table(
+    plan: &Plan,
+    pci: &NodePci,
+    devices: &[Vec<microvisor_plan::PciAddress>],
+) -> String {
+    let mut rows = vec![[
+        "slice".to_string(),
+        "device".to_string(),
+        "gets".to_string(),
+    ]];
+    for (slice, given) in plan.slices.iter().zip(devices) {
+        for (request, address) in slice.devices.iter().zip(given) {
+            let asked = match request {
+                DeviceRequest::Pci(address) => format!("pci = \"{address}\""),
+                DeviceRequest::Class(class) => format!("class = \"{}\"", class.name()),
+            };
+            let gets = pci
+                .functions
+                .iter()
+                .find(|f| f.address == *address)
+                .map_or_else(|| address.to_string(), ToString::to_string);
+            rows.push([slice.name.clone(), asked, gets]);
+        }
+    }
+    if rows.len() == 1 {
+        return String::new();
+    }
+    table(&rows)
+}
+
 /// Rows as columns padded to their widest cell, two spaces apart.
-fn table(rows: &[[String; 5]]) -> String {
-    let mut widths = [0usize; 5];
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
@@ -149,6 +213,67 @@ kernel = "probe"
             "{table}"
         );
         assert!(table.contains("uses 6 of 8 cores"), "{table}");
+    }
+
+    #[test]
+    fn names_the_pci_functions_and_the_smmu() {
+        let mut node = Node::inline("n", 8, 4 << 30);
+        let table = report(&Plan::from_toml(PLAN).unwrap(), &node).unwrap();
+        assert!(
+            table.contains(
+                "pci: 00:00.0 host bridge 1b36:0008; no SMMUv3, so none can be given to a slice\n"
+            ),
+            "{table}"
+        );
+        assert!(
+            !table.contains("gets"),
+            "no device table without devices: {table}"
+        );
+        node.disks.push(crate::node::Disk { size: 1 << 30 });
+        node.iommu = Some(crate::node::Iommu::Smmuv3);
+        let table = report(&Plan::from_toml(PLAN).unwrap(), &node).unwrap();
+        assert!(
+            table.contains(
+                "pci: 00:00.0 host bridge 1b36:0008, 00:02.0 nvme 1b36:0010 (the hypervisor's \
+                 NVMe controller); behind an SMMUv3\n"
+            ),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn prints_a_line_per_device() {
+        let mut node = Node::inline("n", 8, 4 << 30);
+        node.iommu = Some(crate::node::Iommu::Smmuv3);
+        for _ in 0..3 {
+            node.disks.push(crate::node::Disk { size: 1 << 30 });
+        }
+        let plan = format!(
+            "{PLAN}[slice.nvme]\nqueues = 1\nsize = \"64MiB\"\n\
+             [[slice.device]]\nclass = \"nvme\"\n[[slice.device]]\npci = \"00:03.0\"\n"
+        );
+        let table = report(&Plan::from_toml(&plan).unwrap(), &node).unwrap();
+        assert!(
+            table.contains(
+                "slice  device           gets\n\
+                 db     class = \"nvme\"   00:04.0 nvme 1b36:0010\n\
+                 db     pci = \"00:03.0\"  00:03.0 nvme 1b36:0010\n"
+            ),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_device_the_node_cannot_give_is_refused_with_the_hypervisors_words() {
+        let node = Node::inline("n", 8, 4 << 30);
+        let plan = format!("{PLAN}[[slice.device]]\nclass = \"net\"\n");
+        let err = report(&Plan::from_toml(&plan).unwrap(), &node)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "slice \"db\": device class net: the node has no SMMUv3, its DMA could not be confined"
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `cargo xtask run`: set up, build, make the image and boot it interactively.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
+use microvisor_plan::{Plan, place_devices};
 
 use crate::image::ImageOptions;
 use crate::node::Node;
@@ -26,6 +27,17 @@ pub struct Args {
     pub anywhere: bool,
 }
 
+/// Refuses, before anything is built or booted, a plan whose `[[slice.device]]` requests the
+/// node cannot serve, with the line the hypervisor would print at boot.
+pub fn check_devices(plan: &Path, node: &Node) -> Result<()> {
+    let text = std::fs::read_to_string(plan)
+        .map_err(|e| anyhow!("plan {}: cannot read it: {e}", plan.display()))?;
+    let parsed = Plan::from_toml(&text).map_err(|e| anyhow!("plan {}: {e}", plan.display()))?;
+    place_devices(&parsed, &node.pci_functions())
+        .map_err(|e| anyhow!("plan {}: {e}", plan.display()))?;
+    Ok(())
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     crate::setup::ensure()?;
     let ws = Workspace::locate()?;
@@ -34,6 +46,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Some(plan) => plan,
         None => node.default_plan()?.to_path_buf(),
     };
+    check_devices(&plan, &node)?;
     let artifacts = crate::build::build_all(&ws, false)?;
     let out = ws
         .target_dir
@@ -49,4 +62,35 @@ pub fn run(args: Args) -> Result<ExitCode> {
     )?;
     eprint!("{summary}");
     super::qemu::boot_interactive(&ws, &node, &out, args.uboot, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_checked_before_anything_is_built() {
+        let dir = std::env::temp_dir().join(format!("xtask-run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plan = dir.join("plan.toml");
+        let slice =
+            "[[slice]]\nname = \"web\"\ncores = 1\nmemory = \"64MiB\"\nkernel = \"probe\"\n";
+        std::fs::write(
+            &plan,
+            format!("{slice}[[slice.device]]\npci = \"00:03.0\"\n"),
+        )
+        .unwrap();
+        let node = Node::inline("n", 2, 512 << 20);
+        assert_eq!(
+            check_devices(&plan, &node).unwrap_err().to_string(),
+            format!(
+                "plan {}: slice \"web\": device 00:03.0: the node has no SMMUv3, its DMA could \
+                 not be confined",
+                plan.display()
+            )
+        );
+        std::fs::write(&plan, slice).unwrap();
+        assert!(check_devices(&plan, &node).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
