@@ -10,14 +10,14 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-use microvisor_arch::cpu;
+use microvisor_arch::{cpu, virt};
 use microvisor_arch::memory::{self, SharedMemory};
 use microvisor_logic::exits::ExitCause;
 use microvisor_logic::guest_dt::{self, GicNode, GuestMachine};
 use microvisor_logic::inventory::{Inventory, Region};
-use microvisor_logic::pagetable::{Attributes, HeapTables, Regime, Translation};
+use microvisor_logic::pagetable::{Attributes, HeapTables, MapError, Regime, Translation};
 use microvisor_plan::bundle::Bundle;
 use microvisor_plan::layout::GUEST_RAM_BASE;
 use microvisor_plan::model::{CompiledPlan, OnFault};
@@ -35,18 +35,44 @@ use crate::output;
 use crate::vcpu::Vcpu;
 use crate::vgic::SliceGic;
 use images::BootImages;
-pub use lifecycle::{Ending, Next};
+pub use lifecycle::{Attention, Ending, Next};
 use lifecycle::Lifecycle;
 
-/// A slice's RAM as the hypervisor sees it.
+/// A slice's RAM as the hypervisor sees it, and its CPUs' stage-2 translation.
 pub struct SliceMemory {
     /// The RAM, shared with the guest (volatile accesses only).
     pub ram: SharedMemory,
-    // Kept alive: the hardware walks these tables.
-    _stage2: Translation<HeapTables>,
+    /// The stage-2 tables the slice's cores walk: RAM at boot, plus the directly mapped pages
+    /// of assigned functions' BARs while the guest decodes them.
+    stage2: Mutex<Translation<HeapTables>>,
     /// VTTBR_EL2 value: stage-2 root | VMID << 48.
     pub vttbr: u64,
     pub stage2_tables: usize,
+}
+
+impl SliceMemory {
+    /// The slice's VMID (also its assigned functions' in the SMMU).
+    pub fn vmid(&self) -> u16 {
+        (self.vttbr >> 48) as u16
+    }
+
+    /// Maps device registers at physical `physical` to the slice's IPA `ipa` (`size` bytes,
+    /// page multiples), for the guest to reach without exits.
+    pub fn map_device(&self, ipa: u64, physical: u64, size: u64) -> Result<(), MapError> {
+        self.stage2
+            .lock()
+            .map(ipa, physical, size, Attributes::DEVICE)
+    }
+
+    /// Removes what [`SliceMemory::map_device`] mapped in `[ipa, ipa + size)` and discards
+    /// the translations every core may hold for it. Call it on a core of this slice (its VMID
+    /// is the current one) or while none of its vCPUs runs (each core discards its guest
+    /// translations before it enters the guest).
+    pub fn unmap_device(&self, ipa: u64, size: u64) -> Result<(), MapError> {
+        self.stage2.lock().unmap(ipa, size)?;
+        virt::invalidate_guest_ipas(ipa, size);
+        Ok(())
+    }
 }
 
 /// What boot hands a slice of the node's NVMe controller: its window and queues.
@@ -77,7 +103,11 @@ pub struct Slice {
     pub pci_device: Option<usize>,
     images: BootImages,
     lifecycle: Mutex<Lifecycle>,
-    stop_requested: AtomicBool,
+    /// What the vCPUs must look at before they return to the guest (`lifecycle::STOP`,
+    /// `lifecycle::END`): one load on the way back.
+    attention: AtomicU8,
+    /// The ending another core asked for ([`Slice::request_end`]).
+    end_request: Mutex<Option<Ending>>,
     /// System counter value when the current run started.
     started_at: AtomicU64,
 }
@@ -185,7 +215,7 @@ impl Slice {
             vcpus,
             memory: SliceMemory {
                 ram: region.into_shared(),
-                _stage2: stage2,
+                stage2: Mutex::new(stage2),
                 vttbr,
                 stage2_tables,
             },
@@ -202,7 +232,8 @@ impl Slice {
                 layout,
             },
             lifecycle: Mutex::new(Lifecycle::Stopped),
-            stop_requested: AtomicBool::new(false),
+            attention: AtomicU8::new(0),
+            end_request: Mutex::new(None),
             started_at: AtomicU64::new(0),
         })
     }
