@@ -1,7 +1,8 @@
 //! The microvisor kernel: boot flow, slices, and guest exit handling, as safe code over the
 //! architecture layer (`microvisor-arch`) and the pure logic (`microvisor-logic`).
 //!
-//! Modules form a tree, leaves first: `output` (the console sink), `vcpu`, `vgic` (a slice's
+//! Modules form a tree, leaves first: `output` (the console sink), `stage2` (a slice's
+//! stage-2 translations, for its cores and its assigned functions), `vcpu`, `vgic` (a slice's
 //! virtual GIC at run time), `nvme` (the node's NVMe controller and LPIs), `devices` (a slice's
 //! emulated devices and MMIO bus), `slice`, `psci`, `console` (operator input), `node`, `irq`,
 //! `run` (each core's run loop), `exits`, `start`.
@@ -20,6 +21,7 @@ mod nvme;
 mod psci;
 mod run;
 mod slice;
+mod stage2;
 mod start;
 mod vcpu;
 mod vgic;

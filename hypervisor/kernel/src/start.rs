@@ -233,7 +233,7 @@ fn partition_table(node: &Node, info: &BootInfo) {
             );
         }
     }
-    let stage2: usize = node.slices.iter().map(|s| s.memory.stage2_tables).sum();
+    let stage2: usize = node.slices.iter().map(|s| s.memory.stage2.tables()).sum();
     let working = info.working_memory.size;
     hv!(
         "footprint: {} (image {} at {:#x}, stage-1 tables {}, heap {} with {} used incl. stacks and {} stage-2 tables); bundle {}",
@@ -302,7 +302,7 @@ fn run(node: Node, info: &BootInfo) -> ! {
         node.slices.len()
     );
     if let Some((slice, vcpu)) = node.assigned(info.boot_core) {
-        virt::configure_core(slice.memory.vttbr, vcpu.index);
+        virt::configure_core(slice.memory.stage2.vttbr(), vcpu.index);
     }
     exceptions::run_on_fresh_stack(core_run::core_loop)
 }
@@ -336,7 +336,7 @@ extern "C" fn secondary_main(core: usize) -> ! {
         cpu::halt();
     }
     if let Some((slice, vcpu)) = node.assigned(core) {
-        virt::configure_core(slice.memory.vttbr, vcpu.index);
+        virt::configure_core(slice.memory.stage2.vttbr(), vcpu.index);
     }
     CORES_READY.fetch_add(1, Ordering::Release);
     core_run::core_loop()

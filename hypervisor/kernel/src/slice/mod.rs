@@ -12,12 +12,11 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-use microvisor_arch::{cpu, virt};
+use microvisor_arch::cpu;
 use microvisor_arch::memory::{self, SharedMemory};
 use microvisor_logic::exits::ExitCause;
 use microvisor_logic::guest_dt::{self, GicNode, GuestMachine};
 use microvisor_logic::inventory::{Inventory, Region};
-use microvisor_logic::pagetable::{Attributes, HeapTables, MapError, Regime, Translation};
 use microvisor_plan::bundle::Bundle;
 use microvisor_plan::layout::GUEST_RAM_BASE;
 use microvisor_plan::model::{CompiledPlan, OnFault};
@@ -32,6 +31,7 @@ use crate::devices::{Context, Devices, MmioDevice};
 use crate::nvme::slice_disk::SliceDisk;
 use crate::nvme::{HardwareQueue, physical::Physical};
 use crate::output;
+use crate::stage2::CpuStage2;
 use crate::vcpu::Vcpu;
 use crate::vgic::SliceGic;
 use images::BootImages;
@@ -42,37 +42,7 @@ use lifecycle::Lifecycle;
 pub struct SliceMemory {
     /// The RAM, shared with the guest (volatile accesses only).
     pub ram: SharedMemory,
-    /// The stage-2 tables the slice's cores walk: RAM at boot, plus the directly mapped pages
-    /// of assigned functions' BARs while the guest decodes them.
-    stage2: Mutex<Translation<HeapTables>>,
-    /// VTTBR_EL2 value: stage-2 root | VMID << 48.
-    pub vttbr: u64,
-    pub stage2_tables: usize,
-}
-
-impl SliceMemory {
-    /// The slice's VMID (also its assigned functions' in the SMMU).
-    pub fn vmid(&self) -> u16 {
-        (self.vttbr >> 48) as u16
-    }
-
-    /// Maps device registers at physical `physical` to the slice's IPA `ipa` (`size` bytes,
-    /// page multiples), for the guest to reach without exits.
-    pub fn map_device(&self, ipa: u64, physical: u64, size: u64) -> Result<(), MapError> {
-        self.stage2
-            .lock()
-            .map(ipa, physical, size, Attributes::DEVICE)
-    }
-
-    /// Removes what [`SliceMemory::map_device`] mapped in `[ipa, ipa + size)` and discards
-    /// the translations every core may hold for it. Call it on a core of this slice (its VMID
-    /// is the current one) or while none of its vCPUs runs (each core discards its guest
-    /// translations before it enters the guest).
-    pub fn unmap_device(&self, ipa: u64, size: u64) -> Result<(), MapError> {
-        self.stage2.lock().unmap(ipa, size)?;
-        virt::invalidate_guest_ipas(ipa, size);
-        Ok(())
-    }
+    pub stage2: CpuStage2,
 }
 
 /// What boot hands a slice of the node's NVMe controller: its window and queues.
@@ -151,14 +121,9 @@ impl Slice {
         let ram = Region::new(placement.ram.base, placement.ram.size);
         let region = memory::claim(ram)
             .map_err(|e| fail(format!("memory: cannot claim {ram:x?}: {e:?}")))?;
-        let mut stage2 = Translation::new(Regime::Stage2, HeapTables::new())
+        let vmid = (index + 1) as u16;
+        let stage2 = CpuStage2::new(vmid, GUEST_RAM_BASE, ram.base, ram.size)
             .map_err(|e| fail(format!("stage 2: {e:?}")))?;
-        stage2
-            .map(GUEST_RAM_BASE, ram.base, ram.size, Attributes::RAM)
-            .map_err(|e| fail(format!("stage 2: {e:?}")))?;
-        let vmid = (index + 1) as u64;
-        let vttbr = stage2.root() | vmid << 48;
-        let stage2_tables = stage2.store().len();
 
         let vcpus: Vec<Vcpu> = placement
             .cores
@@ -215,9 +180,7 @@ impl Slice {
             vcpus,
             memory: SliceMemory {
                 ram: region.into_shared(),
-                stage2: Mutex::new(stage2),
-                vttbr,
-                stage2_tables,
+                stage2,
             },
             kernel_label: kernel.label.into(),
             gic,
