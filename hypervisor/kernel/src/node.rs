@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 use microvisor_logic::inventory::Conduit;
 
 use crate::console::OperatorConsole;
+use crate::devices::pci::assigned_event;
 use crate::nvme::lpis::Lpis;
 use crate::slice::Slice;
 use crate::vcpu::Vcpu;
@@ -55,6 +56,20 @@ impl Node {
             owners.insert(intid, IrqOwner::ConsoleInput);
         }
         for slice in &slices {
+            if let (Some(pci), Some(device)) = (&slice.pci, slice.pci_device) {
+                for (i, function) in pci.assigned().iter().enumerate() {
+                    for vector in 0..function.vectors {
+                        owners.insert(
+                            function.first_lpi + u32::from(vector),
+                            IrqOwner::Device {
+                                slice: slice.index,
+                                device,
+                                event: assigned_event(i, vector),
+                            },
+                        );
+                    }
+                }
+            }
             if let (Some(disk), Some(device)) = (&slice.disk, slice.pci_device) {
                 for queue in disk.queue_interrupts() {
                     owners.insert(

@@ -24,6 +24,7 @@ use microvisor_plan::place::SlicePlacement;
 use microvisor_plan::{Arm64Header, GuestLayout};
 use spin::Mutex;
 
+use crate::devices::assigned::AssignedDevice;
 use crate::devices::gic::GicRegisters;
 use crate::devices::pci::PciHost;
 use crate::devices::uart::Uart;
@@ -69,7 +70,9 @@ pub struct Slice {
     /// The NVMe share (also behind the PCI host on the bus), for the partition table and
     /// interrupt routing.
     pub disk: Option<Arc<SliceDisk>>,
-    /// Index of the PCI host in `devices`, when there is one.
+    /// The PCI host (NVMe share and assigned functions), when there is one, and its index
+    /// in `devices`.
+    pub pci: Option<Arc<PciHost>>,
     pub pci_device: Option<usize>,
     images: BootImages,
     lifecycle: Mutex<Lifecycle>,
@@ -93,6 +96,7 @@ impl Slice {
         inventory: &Inventory,
         bundle: &'static Bundle<'static>,
         disk: Option<DiskGrant>,
+        assigned: Vec<AssignedDevice>,
     ) -> Result<Slice, SetupError> {
         let spec = &plan.slices[index];
         let name = spec.name.clone();
@@ -150,8 +154,10 @@ impl Slice {
             None => None,
         };
         let mut list: Vec<Arc<dyn MmioDevice>> = alloc::vec![uart.clone()];
-        let pci_device = disk.as_ref().map(|disk| {
-            list.push(Arc::new(PciHost::new(disk.clone())));
+        let pci = (disk.is_some() || !assigned.is_empty())
+            .then(|| Arc::new(PciHost::new(disk.clone(), assigned)));
+        let pci_device = pci.as_ref().map(|pci| {
+            list.push(pci.clone());
             list.len() - 1
         });
         let gic_node = GicNode {
@@ -187,6 +193,7 @@ impl Slice {
             devices,
             uart,
             disk,
+            pci,
             pci_device,
             images: BootImages {
                 kernel: kernel.bytes,
@@ -211,6 +218,7 @@ impl Slice {
         Context {
             gic: &self.gic,
             ram: &self.memory.ram,
+            stage2: &self.memory.stage2,
         }
     }
 
