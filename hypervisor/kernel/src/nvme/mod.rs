@@ -25,7 +25,7 @@ pub fn device_memory_pages(queues: u64, cores: u64) -> u64 {
     let admin = 3;
     // Per queue pair: SQ, CQ and one DMA page per slot.
     let per_queue = 2 + u64::from(QUEUE_ENTRIES);
-    lpis::pages(cores) + admin + queues * per_queue
+    lpis::pages(cores, 1) + admin + queues * per_queue
 }
 
 /// Why slices cannot get their NVMe shares.
