@@ -62,7 +62,8 @@ impl VirtualBar {
     /// BAR: MSI-X table, PBA) trapped page by page.
     pub fn new(placed: &PlacedBar, emulated: &[(u64, u64)]) -> VirtualBar {
         let size = placed.bar.size.max(PAGE_SIZE);
-        let fully_trapped = placed.bar.size < PAGE_SIZE || placed.cpu.base % PAGE_SIZE != 0;
+        let fully_trapped =
+            placed.bar.size < PAGE_SIZE || !placed.cpu.base.is_multiple_of(PAGE_SIZE);
         let mut trapped_pages = Vec::new();
         for &(start, bytes) in emulated {
             if bytes == 0 {

@@ -510,11 +510,12 @@ impl AssignedFunction {
                 self.sync_routes(0..self.msix.vectors(), effects);
                 self.inject(&sent, effects);
             }
-            o if self.capabilities.express.map(|e| e + DEVICE_CONTROL) == Some(o) => {
-                if value & INITIATE_FLR != 0 && self.flr_capable {
-                    effects.extend(self.reset());
-                    effects.push(Effect::FunctionLevelReset);
-                }
+            o if self.capabilities.express.map(|e| e + DEVICE_CONTROL) == Some(o)
+                && value & INITIATE_FLR != 0
+                && self.flr_capable =>
+            {
+                effects.extend(self.reset());
+                effects.push(Effect::FunctionLevelReset);
             }
             _ => {}
         }
