@@ -56,6 +56,14 @@
 //! masked reaches the hypervisor ([`AssignedFunction::interrupt`]) and sets the guest's
 //! pending bit, and unmasking delivers it once ([`Effect::Inject`]). Guest writes to the PBA
 //! are ignored.
+//!
+//! The physical state the kernel keeps while the function is assigned: BARs where the
+//! hypervisor placed them, Memory Space on, I/O Space off, INTx disabled, Bus Master as the
+//! last [`Effect::BusMaster`] said (off at assignment), MSI-X Enable on and Function Mask off,
+//! every entry masked unless [`Effect::MsixRoute`] routed it. Configuration reads are
+//! answered from the snapshot and the virtual registers alone: the device is never read on
+//! the guest's behalf (a read can have side effects, e.g. virtio's PCI configuration access
+//! window).
 
 mod bars;
 mod snapshot;
@@ -742,7 +750,8 @@ impl AssignedFunction {
         }
     }
 
-    /// The device signalled vector `vector` (a physical interrupt of a routed vector arrived).
+    /// The device signalled vector `vector` (the physical interrupt of a routed vector
+    /// arrived): deliver, hold as pending while the guest masks it (PCI Local Bus 3.0 §6.8.2.9), or drop.
     pub fn interrupt(&mut self, vector: u16) -> Interrupt {
         match self.msix.signal(vector) {
             Signal::Sent(m) => self
