@@ -9,10 +9,14 @@
 use alloc::vec::Vec;
 
 use microvisor_arch::pci::{FunctionConfig, Mmio};
+use microvisor_logic::guest_dt::map;
+use microvisor_logic::inventory::Region;
 use microvisor_logic::passthrough::{
-    AssignedFunction, BarAccess, Effect, Interrupt,
+    AssignedFunction, Assignment, BarRead, BarWrite, ConfigSnapshot, Effect, Interrupt,
+    MsiTarget,
 };
-use microvisor_logic::pci::{self, Bdf, ConfigSpace, header};
+use microvisor_arch::cpu;
+use microvisor_logic::pci::{self, Bdf, Clock, ConfigSpace, SavedFunction, header};
 use spin::Mutex;
 
 use super::Context;
@@ -43,11 +47,10 @@ pub struct Physical {
     pub config: FunctionConfig,
     /// Each memory BAR: its register index, placement, and a grant of its registers.
     pub bars: Vec<(pci::PlacedBar, Mmio)>,
-    /// The BAR registers and command value the hypervisor programmed (restored after a reset).
-    pub saved: Vec<(u16, u32)>,
+    /// What the hypervisor programmed (BARs, command, Device Control), put back after a
+    /// reset.
+    pub saved: SavedFunction,
     pub msix: Option<PhysicalMsix>,
-    /// The function has Function Level Reset.
-    pub flr: bool,
 }
 
 impl Physical {
@@ -101,30 +104,27 @@ impl Physical {
             .write(bdf, msix.capability, (word & 0x3fff_ffff) | control);
     }
 
-    /// Resets the function (FLR when it has one; otherwise only bus mastering, decoding and
-    /// MSI-X go off) and programs it again as the hypervisor placed it: BARs, command with
-    /// bus mastering off, every MSI-X vector masked. Returns false if the function did not
-    /// come back from its reset.
-    fn reset(&mut self) -> bool {
+    /// Resets the function (FLR when it has one; otherwise only bus mastering and MSI-X go
+    /// off) and programs it again as the hypervisor keeps it while assigned (see
+    /// `microvisor_logic::passthrough`): BARs where they were placed, memory decoding on, INTx
+    /// off, bus mastering off, MSI-X enabled with every vector masked. Returns false if the
+    /// function did not come back from its reset.
+    pub fn reset(&mut self) -> bool {
         self.bus_master(false);
         self.msix_control(false, true);
-        let came_back = if self.flr {
-            pci::function_level_reset(&mut self.config, self.bdf, &crate::devices::Delay)
-                .is_ok()
-        } else {
-            true
-        };
-        let bdf = self.bdf;
-        for &(offset, value) in &self.saved {
-            self.config.write(bdf, offset, value);
+        let outcome = pci::flr(&mut self.config, &CounterClock, self.bdf);
+        if let Err(e) = outcome {
+            output::hv(format_args!("assigned {}: reset: {e}", self.bdf));
         }
+        self.saved.restore(&mut self.config, 0);
         self.bus_master(false);
         if let Some(msix) = self.msix {
             for vector in 0..msix.vectors {
                 self.program_vector(vector, false);
             }
         }
-        came_back
+        self.msix_control(true, false);
+        outcome.is_ok()
     }
 
     /// The BAR grant covering CPU address `physical`, and the offset in it.
@@ -135,6 +135,19 @@ impl Physical {
                 .contains(physical)
                 .then(|| (mmio, physical - region.base))
         })
+    }
+}
+
+/// Milliseconds of the system counter, for the waits of a function reset.
+struct CounterClock;
+
+impl Clock for CounterClock {
+    fn now_ms(&self) -> u64 {
+        cpu::counter() / (cpu::counter_frequency() / 1000).max(1)
+    }
+
+    fn pause(&self) {
+        cpu::spin_hint();
     }
 }
 
@@ -171,7 +184,7 @@ impl AssignedDevice {
         let mut state = self.state.lock();
         let (function, physical) = &mut *state;
         match write {
-            None => function.config_read(&mut physical.config, offset, width),
+            None => function.config_read(offset, width),
             Some(value) => {
                 let effects = function.config_write(offset, width, value);
                 apply(ctx, self.bdf, physical, effects);
@@ -192,23 +205,30 @@ impl AssignedDevice {
     ) -> Option<u64> {
         let mut state = self.state.lock();
         let (function, physical) = &mut *state;
-        let (access, effects) = match write {
-            None => (function.bar_read(ipa, width)?, Vec::new()),
-            Some(value) => function.bar_write(ipa, width, value)?,
-        };
-        apply(ctx, self.bdf, physical, effects);
-        Some(match access {
-            BarAccess::Emulated(value) => value,
-            BarAccess::Forward { physical: address } => match physical.bar_at(address) {
-                Some((mmio, offset)) => match write {
-                    None => mmio.read(offset, width),
-                    Some(value) => {
-                        mmio.write(offset, width, value);
-                        0
-                    }
-                },
-                None => u64::MAX,
+        let forward = match write {
+            None => match function.bar_read(ipa, width) {
+                BarRead::Emulated(value) => return Some(value),
+                BarRead::Forward { physical } => physical,
+                BarRead::Unclaimed => return None,
             },
+            Some(value) => match function.bar_write(ipa, width, value) {
+                BarWrite::Emulated(effects) => {
+                    apply(ctx, self.bdf, physical, effects);
+                    return Some(0);
+                }
+                BarWrite::Forward { physical } => physical,
+                BarWrite::Unclaimed => return None,
+            },
+        };
+        // A register in a trapped page that is not the MSI-X table or PBA: done on the
+        // device as the guest asked.
+        let (mmio, offset) = physical.bar_at(forward)?;
+        Some(match write {
+            None => mmio.read(offset, width),
+            Some(value) => {
+                mmio.write(offset, width, value);
+                0
+            }
         })
     }
 
@@ -265,15 +285,89 @@ fn apply(ctx: &Context<'_>, bdf: Bdf, physical: &mut Physical, effects: Vec<Effe
                 }
             }
             Effect::BusMaster(on) => physical.bus_master(on),
-            Effect::MsixControl { enable, function_mask } => {
-                physical.msix_control(enable, function_mask)
-            }
             Effect::MsixRoute { vector, target } => {
                 physical.program_vector(vector, target.is_some())
             }
+            Effect::Inject { spi, .. } => ctx.gic.raise_spis(&[spi]),
             Effect::FunctionLevelReset => {
-                physical.reset();
+                if !physical.reset() {
+                    output::hv(format_args!(
+                        "assigned {bdf}: did not come back from the reset its slice asked for"
+                    ));
+                }
             }
         }
     }
+}
+
+/// What boot hands [`assign`] for one function.
+pub struct Grant<'a> {
+    /// The node's host bridge, for the function's configuration and BAR grants.
+    pub pci: &'a mut microvisor_arch::pci::PciHost,
+    /// The function and its BARs as the hypervisor placed them.
+    pub bdf: Bdf,
+    pub bars: &'a [pci::PlacedBar],
+    /// The LPI of its MSI-X vector 0 (one LPI per vector from there).
+    pub first_lpi: u32,
+}
+
+/// Why a function could not be given to its slice.
+pub type AssignError = alloc::string::String;
+
+/// GICD_SETSPI_NSR as the slice sees it: where its MSIs must be aimed.
+const GUEST_DOORBELL: u64 = map::GICD + 0x40;
+
+/// Takes `grant.bdf` for slot `slot` of a slice's virtual bus: its configuration space and
+/// BARs become the slice's device's alone, its guest-visible state is built from what it
+/// is, and it is reset (bus mastering off) before the slice can start.
+pub fn assign(slot: u8, grant: Grant<'_>) -> Result<AssignedDevice, AssignError> {
+    let bdf = grant.bdf;
+    let fail = |what: &str| alloc::format!("{bdf}: {what}");
+    let mut config = grant
+        .pci
+        .function(bdf)
+        .map_err(|e| fail(&alloc::format!("configuration space: {e:?}")))?;
+    let capability = pci::MsixCapability::find(&mut config, bdf);
+    let mut bars = Vec::new();
+    let mut msix = None;
+    for placed in grant.bars {
+        let mmio = grant
+            .pci
+            .grant(placed.cpu)
+            .map_err(|e| fail(&alloc::format!("BAR {}: {e:?}", placed.bar.index)))?;
+        if let Some(c) = capability.filter(|c| c.table_bar == placed.bar.index) {
+            msix = Some(PhysicalMsix {
+                capability: c.offset,
+                bar: bars.len(),
+                offset: c.table_offset,
+                vectors: c.vectors,
+            });
+        }
+        bars.push((*placed, mmio));
+    }
+    let snapshot = ConfigSnapshot::capture(&mut config, bdf);
+    let function = AssignedFunction::new(Assignment {
+        bdf,
+        snapshot,
+        bars: grant.bars,
+        windows: &[Region::new(map::PCI_MMIO, map::PCI_MMIO_SIZE)],
+        msi: MsiTarget {
+            doorbell: GUEST_DOORBELL,
+            first_spi: map::MBI_FIRST,
+            spi_count: map::MBI_COUNT,
+        },
+    })
+    .map_err(|e| fail(&alloc::format!("{e}")))?;
+    let saved = SavedFunction::save(&mut config, bdf);
+    let mut physical = Physical {
+        bdf,
+        config,
+        bars,
+        saved,
+        msix,
+    };
+    if !physical.reset() {
+        return Err(fail("did not come back from its reset"));
+    }
+    Ok(AssignedDevice::new(slot, grant.first_lpi, function, physical))
 }
