@@ -11,6 +11,7 @@
 //! | `off-after` | PSCI SYSTEM_OFF after heartbeat n | never |
 //! | `reset-timer-pending` | `1`: `reset-after`'s SYSTEM_RESET is made with the virtual timer's interrupt fired and injected but not taken (IRQs masked) | 0 |
 //! | `nvme` | `0` skips the NVMe driver entirely | 1 |
+//! | `net` | `0` skips the virtio-net driver entirely | 1 |
 //! | `nvme-test` | `0` skips the NVMe data test | 1 |
 //! | `nvme-fill` | MiB of the namespace to write the slice pattern over | none |
 //! | `nvme-verify` | MiB of the namespace to verify against the pattern | none |
@@ -82,11 +83,25 @@ pub enum Attack {
     NvmeQueueOutside,
     /// Controller reset with commands in flight.
     NvmeResetInflight,
+    /// virtio-net descriptors whose buffers lie outside the slice's RAM.
+    NetDescOutside,
+    /// The NIC's MSI-X entries aimed at other doorbells.
+    NetMsixForeign,
+    /// Writes to the NIC's Pending Bit Array.
+    NetPbaWrite,
+    /// The NIC's BAR moved over the slice's RAM and over another function's BAR.
+    NetBarMove,
+    /// Bus mastering cleared while frames are in flight.
+    NetBusMaster,
+    /// The NIC's extended configuration space read and written.
+    NetHiddenCaps,
+    /// A long transmit/receive loop, then PSCI SYSTEM_RESET mid-transfer.
+    NetResetDma,
 }
 
 impl Attack {
     /// Every attack, in documentation order.
-    pub const ALL: [Attack; 24] = [
+    pub const ALL: [Attack; 31] = [
         Attack::ReadPastRam,
         Attack::WritePastRam,
         Attack::ReadAddr,
@@ -111,6 +126,13 @@ impl Attack {
         Attack::NvmeDoorbell,
         Attack::NvmeQueueOutside,
         Attack::NvmeResetInflight,
+        Attack::NetDescOutside,
+        Attack::NetMsixForeign,
+        Attack::NetPbaWrite,
+        Attack::NetBarMove,
+        Attack::NetBusMaster,
+        Attack::NetHiddenCaps,
+        Attack::NetResetDma,
     ];
 
     /// The command-line and console name.
@@ -140,12 +162,24 @@ impl Attack {
             Attack::NvmeDoorbell => "nvme-doorbell",
             Attack::NvmeQueueOutside => "nvme-queue-outside",
             Attack::NvmeResetInflight => "nvme-reset-inflight",
+            Attack::NetDescOutside => "net-desc-outside",
+            Attack::NetMsixForeign => "net-msix-foreign",
+            Attack::NetPbaWrite => "net-pba-write",
+            Attack::NetBarMove => "net-bar-move",
+            Attack::NetBusMaster => "net-bus-master",
+            Attack::NetHiddenCaps => "net-hidden-caps",
+            Attack::NetResetDma => "net-reset-dma",
         }
     }
 
     /// Whether the attack needs the NVMe controller.
     pub fn is_nvme(self) -> bool {
         self.name().starts_with("nvme-")
+    }
+
+    /// Whether the attack needs the virtio-net function.
+    pub fn is_net(self) -> bool {
+        self.name().starts_with("net-")
     }
 
     /// The attack with this name.
@@ -216,6 +250,8 @@ pub struct Options {
     pub reset_timer_pending: bool,
     /// Whether to look for an NVMe controller at all (`nvme=0`: no).
     pub nvme: bool,
+    /// Whether to look for a virtio-net function at all (`net=0`: no).
+    pub net: bool,
     /// Whether to run the NVMe data test (`nvme-test=0`: no).
     pub nvme_test: bool,
     /// `nvme-fill=<MiB>`: write the slice pattern over the first MiB.
@@ -243,6 +279,7 @@ impl Default for Options {
             off_after: None,
             reset_timer_pending: false,
             nvme: true,
+            net: true,
             nvme_test: true,
             nvme_fill_mib: None,
             nvme_verify_mib: None,
@@ -290,6 +327,11 @@ impl Options {
                 b"nvme" => {
                     if let Some(n) = options.number("nvme", value, parse_decimal) {
                         options.nvme = n != 0;
+                    }
+                }
+                b"net" => {
+                    if let Some(n) = options.number("net", value, parse_decimal) {
+                        options.net = n != 0;
                     }
                 }
                 b"nvme-test" => {
