@@ -178,6 +178,9 @@ pub struct Platform {
     pub gic: Option<GicLayout>,
     /// INTID of the console UART (its `interrupts`, GIC three-cell format).
     pub uart_intid: Option<u32>,
+    /// The GIC node's `mbi-ranges` (first SPI, count): message-based SPIs a device raises by
+    /// writing the SPI number to GICD_SETSPI_NSR (the microvisor's slice MSI controller).
+    pub mbi: Option<(u32, u32)>,
     /// Whether `/chosen/microvisor,slice-name` named the slice.
     pub slice_named: bool,
     /// Whether the tree has a `pci-host-ecam-generic` node at all.
@@ -203,6 +206,7 @@ impl Platform {
             psci: None,
             gic: None,
             uart_intid: None,
+            mbi: None,
             slice_named: false,
             pci_node: false,
             pci: None,
@@ -248,6 +252,15 @@ impl Platform {
                 _ => None,
             });
         p.gic = read_gic(&fdt, root);
+        p.mbi = fdt
+            .find_compatible(&["arm,gic-v3"])
+            .and_then(|gic| gic.property("mbi-ranges"))
+            .and_then(|ranges| {
+                let (first, rest) = read_cells(ranges.value, 1)?;
+                let (count, _) = read_cells(rest, 1)?;
+                Some((u32::try_from(first).ok()?, u32::try_from(count).ok()?))
+            })
+            .filter(|&(first, count)| first >= 32 && count > 0);
         let pci_node = fdt.find_compatible(&["pci-host-ecam-generic"]);
         p.pci_node = pci_node.is_some();
         p.pci = pci_node.and_then(|node| read_pci_host(node, root));

@@ -12,6 +12,8 @@ pub mod guarded;
 pub mod heartbeat;
 pub mod memtest;
 pub mod mmu;
+pub mod net;
+pub mod net_attacks;
 pub mod nvme;
 pub mod nvme_attacks;
 pub mod nvme_io;
@@ -253,6 +255,7 @@ pub extern "C" fn boot_main(
     report::print(&report, &failures);
     let slice_seed = microvisor_probe::nvme::pattern::slice_seed(platform.slice_name.as_bytes());
     nvme_io::boot(&options, slice_seed, seed);
+    net::boot(platform, options.net, nvme::dma_end().unwrap_or(image.end));
 
     let ctx = attacks::Context {
         platform,
