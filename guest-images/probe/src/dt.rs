@@ -717,6 +717,8 @@ mod tests {
     fn qemu_virt_tree() {
         let p = read(QEMU_VIRT_4CPU).unwrap();
         assert_eq!(p.slice_name.as_str(), Some("native"));
+        // QEMU's GICv3 has an ITS, no message-based SPIs.
+        assert_eq!(p.mbi, None);
         assert_eq!(p.bootargs.as_str(), Some("heartbeat=500 attack=mmio"));
         assert_eq!(p.uart_base, 0x0900_0000);
         assert_eq!(p.cpus(), &[0, 1, 2, 3]);
@@ -779,6 +781,7 @@ mod tests {
         assert!(p.in_memory(0x1_0000_0000) && !p.in_memory(0x4400_0000));
         assert!(!p.memory_overlaps());
         assert_eq!(p.psci, Some(Conduit::Smc));
+        assert_eq!(p.mbi, Some((64, 32)));
         assert_eq!(
             p.gic,
             Some(GicLayout {

@@ -853,6 +853,30 @@ impl Nic {
         }
     }
 
+    /// With the MBI doorbell: whether the TX vector's SPI, made pending by the CPU through
+    /// GICD_ISPENDR, is taken (tells a broken MSI path from a broken SPI set-up).
+    pub fn spi_path_check(&self) -> Option<Result<bool, gic::GicError>> {
+        let Doorbell::Mbi { first_spi, .. } = self.doorbell else {
+            return None;
+        };
+        let spi = first_spi + u32::from(TX_VECTOR);
+        let g = gic::Gic::from_platform();
+        let before = gic::taken(spi);
+        let reg = g.gicd(microvisor_probe::gic::gicd::ISPENDR + u64::from(spi / 32) * 4);
+        if let Err(e) = gic::write32(reg, 1 << (spi % 32), "gicd_ispendr") {
+            return Some(Err(e));
+        }
+        let deadline = timer::now() + timer::ticks_from_ms(100);
+        while timer::now() < deadline {
+            gic::take_pending_irqs();
+            if gic::taken(spi) > before {
+                return Some(Ok(true));
+            }
+            timer::sleep_us(100);
+        }
+        Some(Ok(false))
+    }
+
     /// One ARP exchange with slirp: the request sent, the TX interrupt, the reply, the RX
     /// interrupt.
     pub fn exchange(&mut self) -> Result<Exchange, NetError> {
@@ -950,10 +974,11 @@ pub fn boot(platform: &Platform, enabled: bool, dma_after: u64) {
         }
         Ok(x) => {
             println!(
-                "NET FAIL interrupts arp-reply from={} irq-tx={} irq-rx={}",
+                "NET FAIL interrupts arp-reply from={} irq-tx={} irq-rx={} spi-path={}",
                 x.reply.mac,
                 Irq(x.tx_irq),
-                Irq(x.rx_irq)
+                Irq(x.rx_irq),
+                SpiPath(nic.spi_path_check())
             );
             PASSED.call_once(|| false);
         }
@@ -961,6 +986,20 @@ pub fn boot(platform: &Platform, enabled: bool, dma_after: u64) {
             println!("NET FAIL {e}");
             PASSED.call_once(|| false);
         }
+    }
+}
+
+/// `ok`, `not-taken`, `n/a` (RAM mailbox) or `error`.
+struct SpiPath(Option<Result<bool, gic::GicError>>);
+
+impl fmt::Display for SpiPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            None => "n/a",
+            Some(Ok(true)) => "ok",
+            Some(Ok(false)) => "not-taken",
+            Some(Err(_)) => "error",
+        })
     }
 }
 
