@@ -270,7 +270,7 @@ attack=net-pba-write,net-hidden-caps,net-msix-foreign,net-desc-outside,net-bar-m
 expect "pba" '^ATTACK net-pba-write contained pba=0x10000800 before=0x0 after-ones=0x0 after-zero=0x0$'
 expect "hidden-caps" '^ATTACK net-hidden-caps NOT-CONTAINED caps=0x11,0x09,0x09,0x09,0x09,0x09,0x01,0x10 ext-nonzero=0 writes=8 write-faults=0 ext-nonzero-after=3@0x104=0xffffffff$'
 expect "msix" '^ATTACK net-msix-foreign NOT-CONTAINED baseline=delivered\(us=[0-9]+\) its@0x8090040=0x0:none-seen spi-uart@0x8000040=0x21:none-seen spi-beyond@0x8000040=0x60:none-seen outside@0x48000000=0x4e455499:none-seen own-ram@0x[0-9a-f]+=0x4e455477:LANDED restored=delivered\(us=[0-9]+\)$'
-expect "desc-outside" '^ATTACK net-desc-outside NOT-CONTAINED at=0x48000000 tx=arp-reply rx=completed\(len=76\) recovered=ok$'
+expect "desc-outside" '^ATTACK net-desc-outside NOT-CONTAINED at=0x48000000 tx=arp-reply rx=completed\(len=76\) ring=needs-reset\(status=0x4f\) recovered=ok$'
 expect "bar-move" '^ATTACK net-bar-move NOT-CONTAINED over-ram@0x[0-9a-f]+=intact over-own-bar1@0x10000000=CHANGED\(0x[0-9a-f]+->0x1\) nic-after=ok$'
 expect "bus-master" '^ATTACK net-bus-master contained queued=8 done-while-off=[0-8] status-after=0x[0-9a-f]+ recovered=ok$'
 expect "beats continue" '^HEARTBEAT 1 ok$'

@@ -539,6 +539,12 @@ impl Nic {
     /// Full initialization (§3.1.1): reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK, MSI-X,
     /// queues (RX with `rx_posted` buffers), DRIVER_OK.
     pub fn start(&mut self, rx_posted: u16) -> Result<(), NetError> {
+        self.start_with(rx_posted, None)
+    }
+
+    /// [`Nic::start`], with the TX descriptor table at `tx_desc` instead of its page (the
+    /// `net-desc-outside` ring case).
+    pub fn start_with(&mut self, rx_posted: u16, tx_desc: Option<u64>) -> Result<(), NetError> {
         self.reset()?;
         self.w8(common::DEVICE_STATUS, status::ACKNOWLEDGE)?;
         self.w8(common::DEVICE_STATUS, status::ACKNOWLEDGE | status::DRIVER)?;
@@ -575,8 +581,8 @@ impl Nic {
         self.max_pairs = self.c16(common::NUM_QUEUES)? / 2;
         self.program_msix()?;
         self.w16(common::CONFIG_MSIX_VECTOR, NO_VECTOR)?;
-        self.setup_queue(RX_QUEUE, RX_VECTOR)?;
-        self.setup_queue(TX_QUEUE, TX_VECTOR)?;
+        self.setup_queue(RX_QUEUE, RX_VECTOR, None)?;
+        self.setup_queue(TX_QUEUE, TX_VECTOR, tx_desc)?;
         for i in 0..rx_posted.min(RX_BUFFERS) {
             let buf = self.rx_buffer(i);
             self.post_rx(i, buf, BUFFER_BYTES as u32)?;
@@ -609,7 +615,7 @@ impl Nic {
         bar::w32(e + 12, if masked { msix::VECTOR_MASKED } else { 0 }, "msix")
     }
 
-    fn setup_queue(&mut self, q: u16, vector: u16) -> Result<(), NetError> {
+    fn setup_queue(&mut self, q: u16, vector: u16, desc: Option<u64>) -> Result<(), NetError> {
         self.w16(common::QUEUE_SELECT, q)?;
         let max = self.c16(common::QUEUE_SIZE)?;
         let size = virtio::queue_size(max, QUEUE_ENTRIES).ok_or(NetError::Queue(q))?;
@@ -630,7 +636,7 @@ impl Nic {
         }
         maintain(self.coherent, page_addr, PAGE);
         let notify_off = {
-            self.w64c(common::QUEUE_DESC, page_addr + layout.desc)?;
+            self.w64c(common::QUEUE_DESC, desc.unwrap_or(page_addr + layout.desc))?;
             self.w64c(common::QUEUE_DRIVER, page_addr + layout.avail)?;
             self.w64c(common::QUEUE_DEVICE, page_addr + layout.used)?;
             self.c16(common::QUEUE_NOTIFY_OFF)?
@@ -667,6 +673,11 @@ impl Nic {
         dma_write::<u32>(d + 8, len);
         dma_write::<u16>(d + 12, flags);
         dma_write::<u16>(d + 14, next);
+    }
+
+    /// Publishes descriptor `head` on queue `q`'s available ring (no notify).
+    pub fn publish_head(&mut self, q: u16, head: u16) {
+        self.publish(q, head);
     }
 
     fn publish(&mut self, q: u16, head: u16) {

@@ -120,6 +120,26 @@ fn rx_outside(nic: &mut Nic, at: u64) -> DmaCase {
     }
 }
 
+/// The TX descriptor table outside, the rings in RAM: one head published and notified. A used
+/// element means the device fetched a descriptor from there.
+fn ring_outside(nic: &mut Nic, at: u64) -> DmaCase {
+    if nic.start_with(RX_BUFFERS, Some(at)).is_err() {
+        return match needs_reset(nic) {
+            Some(s) => DmaCase::NeedsReset(s),
+            None => DmaCase::NotSent("restart"),
+        };
+    }
+    nic.publish_head(TX_QUEUE, 0);
+    if nic.notify_queue(TX_QUEUE).is_err() {
+        return DmaCase::NotSent("notify");
+    }
+    match (poll_used(nic, TX_QUEUE, 1000), needs_reset(nic)) {
+        (Some((_, len)), _) => DmaCase::Completed { len },
+        (None, Some(s)) => DmaCase::NeedsReset(s),
+        (None, None) => DmaCase::NoCompletion,
+    }
+}
+
 fn recover(nic: &mut Nic) -> bool {
     nic.start(RX_BUFFERS).is_ok() && nic.exchange().is_ok()
 }
@@ -131,7 +151,7 @@ fn desc_outside(nic: &mut Nic, ctx: &Context<'_>) {
         let _ = write!(line, " at={t:#x}");
     }
     println!(
-        "ATTACK net-desc-outside attempting tx-chain+rx-buffer{}",
+        "ATTACK net-desc-outside attempting tx-chain+rx-buffer+tx-desc-table{}",
         line.as_str().unwrap_or("")
     );
     let mut outcome = DescOutsideOutcome {
@@ -143,7 +163,8 @@ fn desc_outside(nic: &mut Nic, ctx: &Context<'_>) {
         if let Some(at) = *t {
             let tx = tx_outside(nic, at);
             let rx = rx_outside(nic, at);
-            outcome.cases[slot] = Some((at, tx, rx));
+            let ring = ring_outside(nic, at);
+            outcome.cases[slot] = Some((at, tx, rx, ring));
         }
     }
     outcome.recovered = Some(recover(nic));

@@ -51,15 +51,15 @@ impl fmt::Display for DmaCase {
 /// Most outside addresses one attack tries.
 pub const MAX_TARGETS: usize = 2;
 
-/// `net-desc-outside`: per outside address, a TX chain whose second buffer is outside and an
-/// RX queue whose only buffer is outside (an ARP request provokes a frame into it); the NIC set
-/// up again after each case.
+/// `net-desc-outside`: per outside address, a TX chain whose second buffer is outside, an RX
+/// queue whose only buffer is outside (an ARP request provokes a frame into it), and a TX queue
+/// whose descriptor table is outside (rings in RAM); the NIC set up again for each case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DescOutsideOutcome {
     /// Whether the NIC passed its own exchange before the attack (else nothing can be told).
     pub nic_ready: bool,
-    /// Per address: (address, TX case, RX case).
-    pub cases: [Option<(u64, DmaCase, DmaCase)>; MAX_TARGETS],
+    /// Per address: (address, TX case, RX case, descriptor-table case).
+    pub cases: [Option<(u64, DmaCase, DmaCase, DmaCase)>; MAX_TARGETS],
     /// Whether the NIC worked again after the cases (set up afresh; informational).
     pub recovered: Option<bool>,
 }
@@ -67,12 +67,14 @@ pub struct DescOutsideOutcome {
 impl Outcome for DescOutsideOutcome {
     fn verdict(&self) -> Verdict {
         let cases = self.cases.iter().flatten();
-        if cases.clone().any(|&(_, tx, rx)| tx.breached() || rx.breached()) {
+        let all = |&(_, tx, rx, ring): &(u64, DmaCase, DmaCase, DmaCase)| [tx, rx, ring];
+        if cases.clone().flat_map(all).any(DmaCase::breached) {
             return Verdict::NotContained;
         }
         let unsent = cases
             .clone()
-            .any(|&(_, tx, rx)| matches!(tx, DmaCase::NotSent(_)) || matches!(rx, DmaCase::NotSent(_)));
+            .flat_map(all)
+            .any(|c| matches!(c, DmaCase::NotSent(_)));
         if !self.nic_ready || unsent || cases.count() == 0 {
             return Verdict::Unverified;
         }
@@ -80,7 +82,7 @@ impl Outcome for DescOutsideOutcome {
     }
 }
 
-/// `[nic-not-ready ]at=0x.. tx=<case> rx=<case> ... recovered=ok|failed`.
+/// `[nic-not-ready ]at=0x.. tx=<case> rx=<case> ring=<case> ... recovered=ok|failed`.
 impl fmt::Display for DescOutsideOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut sep = "";
@@ -88,8 +90,8 @@ impl fmt::Display for DescOutsideOutcome {
             f.write_str("nic-not-ready")?;
             sep = " ";
         }
-        for &(at, tx, rx) in self.cases.iter().flatten() {
-            write!(f, "{sep}at={at:#x} tx={tx} rx={rx}")?;
+        for &(at, tx, rx, ring) in self.cases.iter().flatten() {
+            write!(f, "{sep}at={at:#x} tx={tx} rx={rx} ring={ring}")?;
             sep = " ";
         }
         match self.recovered {
@@ -453,33 +455,45 @@ mod tests {
         let contained = DescOutsideOutcome {
             nic_ready: true,
             cases: [
-                Some((0x4800_0000, DmaCase::NeedsReset(0x4f), DmaCase::NoCompletion)),
+                Some((
+                    0x4800_0000,
+                    DmaCase::NeedsReset(0x4f),
+                    DmaCase::NoCompletion,
+                    DmaCase::NeedsReset(0x4f),
+                )),
                 None,
             ],
             recovered: Some(true),
         };
         assert_eq!(
             format!("{}", Line(&contained)),
-            "contained at=0x48000000 tx=needs-reset(status=0x4f) rx=no-completion recovered=ok"
+            "contained at=0x48000000 tx=needs-reset(status=0x4f) rx=no-completion \
+             ring=needs-reset(status=0x4f) recovered=ok"
         );
+        let nc = DmaCase::NoCompletion;
         let breached = DescOutsideOutcome {
             cases: [
-                Some((0x4800_0000, DmaCase::NoCompletion, DmaCase::NoCompletion)),
-                Some((0x1_4000_0000, DmaCase::Completed { len: 0 }, DmaCase::NotSent("x"))),
+                Some((0x4800_0000, nc, nc, nc)),
+                Some((0x1_4000_0000, DmaCase::Completed { len: 0 }, DmaCase::NotSent("x"), nc)),
             ],
             ..contained
         };
         assert_eq!(breached.verdict(), Verdict::NotContained);
         let replied = DescOutsideOutcome {
-            cases: [Some((1, DmaCase::Replied, DmaCase::NoCompletion)), None],
+            cases: [Some((1, DmaCase::Replied, nc, nc)), None],
             ..contained
         };
         assert_eq!(replied.verdict(), Verdict::NotContained);
         let unsent = DescOutsideOutcome {
-            cases: [Some((1, DmaCase::NoCompletion, DmaCase::NotSent("no-rx-queue"))), None],
+            cases: [Some((1, nc, DmaCase::NotSent("no-rx-queue"), nc)), None],
             ..contained
         };
         assert_eq!(unsent.verdict(), Verdict::Unverified);
+        let ring_read = DescOutsideOutcome {
+            cases: [Some((1, nc, nc, DmaCase::Completed { len: 0 })), None],
+            ..contained
+        };
+        assert_eq!(ring_read.verdict(), Verdict::NotContained);
         let not_ready = DescOutsideOutcome {
             nic_ready: false,
             ..contained
