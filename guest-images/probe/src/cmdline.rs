@@ -12,6 +12,8 @@
 //! | `reset-timer-pending` | `1`: `reset-after`'s SYSTEM_RESET is made with the virtual timer's interrupt fired and injected but not taken (IRQs masked) | 0 |
 //! | `nvme` | `0` skips the NVMe driver entirely | 1 |
 //! | `net` | `0` skips the virtio-net driver entirely | 1 |
+//! | `net-ip` | dotted IPv4 the NIC claims in its ARP requests | 10.0.2.15 |
+//! | `net-peer` | dotted IPv4 whose ARP reply proves the NIC works | 10.0.2.2 (slirp) |
 //! | `nvme-test` | `0` skips the NVMe data test | 1 |
 //! | `nvme-fill` | MiB of the namespace to write the slice pattern over | none |
 //! | `nvme-verify` | MiB of the namespace to verify against the pattern | none |
@@ -252,6 +254,10 @@ pub struct Options {
     pub nvme: bool,
     /// Whether to look for a virtio-net function at all (`net=0`: no).
     pub net: bool,
+    /// `net-ip=a.b.c.d`: the address the NIC claims in its ARP requests.
+    pub net_ip: [u8; 4],
+    /// `net-peer=a.b.c.d`: the address whose ARP reply proves the NIC works.
+    pub net_peer: [u8; 4],
     /// Whether to run the NVMe data test (`nvme-test=0`: no).
     pub nvme_test: bool,
     /// `nvme-fill=<MiB>`: write the slice pattern over the first MiB.
@@ -280,6 +286,8 @@ impl Default for Options {
             reset_timer_pending: false,
             nvme: true,
             net: true,
+            net_ip: crate::virtio::PROBE_IP.0,
+            net_peer: crate::virtio::SLIRP_GATEWAY.0,
             nvme_test: true,
             nvme_fill_mib: None,
             nvme_verify_mib: None,
@@ -332,6 +340,16 @@ impl Options {
                 b"net" => {
                     if let Some(n) = options.number("net", value, parse_decimal) {
                         options.net = n != 0;
+                    }
+                }
+                b"net-ip" => {
+                    if let Some(ip) = options.address("net-ip", value) {
+                        options.net_ip = ip;
+                    }
+                }
+                b"net-peer" => {
+                    if let Some(ip) = options.address("net-peer", value) {
+                        options.net_peer = ip;
                     }
                 }
                 b"nvme-test" => {
@@ -408,6 +426,18 @@ impl Options {
         n
     }
 
+    /// A dotted-quad IPv4 address; a malformed one is a `bad-number` problem.
+    fn address(&mut self, key: &'static str, value: &[u8]) -> Option<[u8; 4]> {
+        let ip = parse_ipv4(value);
+        if ip.is_none() {
+            self.problem(Problem::BadNumber {
+                key,
+                value: Text::from_bytes(value),
+            });
+        }
+        ip
+    }
+
     fn push_bench(&mut self, bench: Bench) {
         if !self.benches().contains(&bench) && self.bench_count < MAX_BENCHES {
             self.benches[self.bench_count] = bench;
@@ -430,6 +460,20 @@ impl Options {
             self.problem_count += 1;
         }
     }
+}
+
+/// `a.b.c.d`, each part a decimal 0..=255.
+fn parse_ipv4(value: &[u8]) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = value.split(|&b| b == b'.');
+    for byte in &mut out {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        *byte = u8::try_from(part.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))).ok()?;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 /// A decimal number (`_` separators allowed).
@@ -525,6 +569,23 @@ mod tests {
             ]
         );
         assert_eq!(o.problems().count(), 0);
+    }
+
+    #[test]
+    fn net_options() {
+        let o = Options::parse(b"");
+        assert!(o.net);
+        assert_eq!((o.net_ip, o.net_peer), ([10, 0, 2, 15], [10, 0, 2, 2]));
+        let o = Options::parse(b"net=0 net-ip=192.168.7.21 net-peer=192.168.7.1");
+        assert!(!o.net);
+        assert_eq!((o.net_ip, o.net_peer), ([192, 168, 7, 21], [192, 168, 7, 1]));
+        let o = Options::parse(b"net-ip=10.0.2 net-peer=1.2.3.256 net-ip=1..2.3");
+        assert_eq!((o.net_ip, o.net_peer), ([10, 0, 2, 15], [10, 0, 2, 2]));
+        assert_eq!(o.problems().count(), 3);
+        assert_eq!(parse_ipv4(b"1.2.3.4.5"), None);
+        assert_eq!(parse_ipv4(b"0.0.0.0"), Some([0; 4]));
+        assert!(Attack::NetBarMove.is_net() && !Attack::NvmeNsid.is_net());
+        assert_eq!(Attack::from_name(b"net-reset-dma"), Some(Attack::NetResetDma));
     }
 
     #[test]

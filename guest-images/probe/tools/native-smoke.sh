@@ -156,7 +156,7 @@ nvme() { echo -drive "file=$disk,if=none,id=d0,format=raw" -device "nvme,serial=
 scenario "NVMe: report, data test, canary heartbeats (no NIC: 00:01.0)"
 nvme_disk 64M
 boot 40 -M virt,gic-version=3 -smp 2 -m 128M -nic none $(nvme) -- "heartbeat=200 off-after=2 nvme-check=1"
-expect "report" '"nvme":"ok","nvme_pci":"00:01.0","nvme_bytes":67108864,"nvme_queues":2,"nvme_lba_bytes":512,"nvme_model":"QEMU NVMe Ctrl"\}$'
+expect "report" '"nvme":"ok","nvme_pci":"00:01.0","nvme_bytes":67108864,"nvme_queues":2,"nvme_lba_bytes":512,"nvme_model":"QEMU NVMe Ctrl","net":null,"net_mac":null\}$'
 expect "info" '^NVME INFO pci=00:01.0 bar0=0x10000000 version=1.4 granted=64 queues=2 entries=64 max-transfer=262144 blocks=131072 lba-bytes=512 '
 expect "verdict" '^PROBE PASS$'
 expect "data test" '^NVME PASS ranges=first:0\+256,middle:65408\+256,last:130816\+256 chained-prp=ok offset-prp=ok queues=2 past-end=lba-out-of-range\(0/0x80\)$'
@@ -178,7 +178,7 @@ expect "data test" '^NVME PASS ranges=first:0\+32,middle:8176\+32,last:16352\+32
 
 scenario "No NVMe: null, pass"
 boot 30 -M virt,gic-version=3 -smp 1 -m 64M -- "heartbeat=100 off-after=1"
-expect "report" '"nvme":null,"nvme_pci":null,"nvme_bytes":null,"nvme_queues":null,"nvme_lba_bytes":null,"nvme_model":null\}$'
+expect "report" '"nvme":null,"nvme_pci":null,"nvme_bytes":null,"nvme_queues":null,"nvme_lba_bytes":null,"nvme_model":null,"net":"no-access-platform","net_mac":null\}$'
 expect "verdict" '^PROBE PASS$'
 refuse "no data test" '^NVME '
 
@@ -246,7 +246,8 @@ nic() { echo -device pcie-root-port,id=rp0,bus=pcie.0,chassis=1,addr=0x10 \
 
 scenario "virtio-net behind a root port: bridge walk, MSI-X to the RAM mailbox, ARP with slirp"
 boot 40 -M virt,gic-version=3 -smp 2 -m 128M -nic none $(nic) -- "heartbeat=100 off-after=1"
-expect "info" '^NET INFO bdf=01:00.0 mac=52:54:00:12:34:56 bridges=00:10.0 bar1=0x10000000 bar4=0x10004000 features=0x300010020 .* msix=4 doorbell=ram\(0x[0-9a-f]+\) '
+expect "info" '^NET INFO bdf=01:00.0 mac=52:54:00:12:34:56 bridges=00:10.0 bar1=0x10000000 bar4=0x10004000 features=0x300010020 .* msix=4 doorbell=ram\(0x[0-9a-f]+\) ip=10.0.2.15 peer=10.0.2.2 '
+expect "report" '"net":"ok","net_mac":"52:54:00:12:34:56"\}$'
 expect "pass" '^NET PASS arp-reply from=52:55:0a:00:02:02 ip=10.0.2.2 us=[0-9]+ irq-tx=delivered\(us=[0-9]+\) irq-rx=delivered\(us=[0-9]+\)$'
 expect "verdict" '^PROBE PASS$'
 

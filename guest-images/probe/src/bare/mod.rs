@@ -237,6 +237,9 @@ pub extern "C" fn boot_main(
         _ => {}
     }
 
+    // The NIC (after NVMe: its BARs and DMA memory come after the controller's).
+    let net = net::boot(platform, &options, nvme::dma_end().unwrap_or(image.end));
+
     let conduit = smp::conduit(platform);
     let report = report::Report {
         platform,
@@ -251,11 +254,12 @@ pub extern "C" fn boot_main(
         canary: heartbeat::canary_address(),
         wfit: timer::uses_wfit(),
         nvme: nvme_summary,
+        net,
+        include_net: core::cell::Cell::new(true),
     };
     report::print(&report, &failures);
     let slice_seed = microvisor_probe::nvme::pattern::slice_seed(platform.slice_name.as_bytes());
     nvme_io::boot(&options, slice_seed, seed);
-    net::boot(platform, options.net, nvme::dma_end().unwrap_or(image.end));
 
     let ctx = attacks::Context {
         platform,

@@ -13,20 +13,23 @@
 //! DMA memory: a stretch of RAM after the NVMe driver's (or the footprint), page granular.
 //! Every wait has a deadline. Encodings and verdicts are in `microvisor_probe::virtio`.
 
-use core::fmt;
+use core::fmt::{self, Write};
 
 use aarch64_cpu::asm::barrier;
+use microvisor_probe::cmdline::Options;
 use microvisor_probe::dt::Platform;
 use microvisor_probe::memplan::Range;
 use microvisor_probe::pci::{Bdf, config};
+use microvisor_probe::text::Text;
 use microvisor_probe::virtio::{
-    self, CfgType, FeatureError, GICD_SETSPI_NSR, Mac, NET_HDR_BYTES, NO_VECTOR, QueueLayout,
+    self, CfgType, FeatureError, GICD_SETSPI_NSR, Ipv4, Mac, NET_HDR_BYTES, NO_VECTOR, QueueLayout,
     RX_QUEUE, TX_QUEUE, VirtioCap, cap_id, common, desc_flags, msix, status,
 };
 
 use super::console::println;
 use super::guarded::{self, Fault};
 use super::pci::{BridgePath, Ecam, PciError, PlacedBar};
+use super::report::NetSummary;
 use super::{gic, timer};
 
 const PAGE: u64 = 4096;
@@ -228,6 +231,10 @@ pub struct Nic {
     pub tx: Vq,
     /// TX frames sent (index of the next TX buffer).
     pub tx_count: u32,
+    /// The address the probe claims in its ARP requests (`net-ip=`).
+    pub own_ip: Ipv4,
+    /// The address it asks for (`net-peer=`, slirp's gateway by default).
+    pub peer_ip: Ipv4,
 }
 
 /// The NIC, once set up.
@@ -336,7 +343,11 @@ pub mod bar {
 }
 
 /// Finds and sets up the NIC (left in [`NIC`]); `None` if there is none.
-pub fn probe(platform: &Platform, dma_after: u64) -> Option<Result<(), NetError>> {
+pub fn probe(
+    platform: &Platform,
+    dma_after: u64,
+    addresses: (Ipv4, Ipv4),
+) -> Option<Result<(), NetError>> {
     let host = platform.pci?;
     let ecam = match Ecam::new(host) {
         Ok(e) => e,
@@ -353,7 +364,7 @@ pub fn probe(platform: &Platform, dma_after: u64) -> Option<Result<(), NetError>
         Ok(None) => return None,
         Err(e) => return Some(Err(e.into())),
     };
-    Some(setup(platform, ecam, bdf, path, dma_after))
+    Some(setup(platform, ecam, bdf, path, dma_after, addresses))
 }
 
 fn setup(
@@ -362,6 +373,7 @@ fn setup(
     bdf: Bdf,
     path: BridgePath,
     dma_after: u64,
+    addresses: (Ipv4, Ipv4),
 ) -> Result<(), NetError> {
     let bars = ecam.assign_behind(bdf, &path)?;
     // DMA area.
@@ -478,6 +490,8 @@ fn setup(
             used_seen: 0,
         },
         tx_count: 0,
+        own_ip: addresses.0,
+        peer_ip: addresses.1,
     };
     if let Doorbell::Mbi { first_spi, .. } = doorbell {
         let g = gic::Gic::from_platform();
@@ -752,9 +766,9 @@ impl Nic {
         Some((id, len))
     }
 
-    /// The ARP request for slirp's gateway from this NIC.
+    /// The ARP request for the peer (slirp's gateway by default) from this NIC.
     pub fn arp_request(&self) -> [u8; virtio::MIN_FRAME_BYTES] {
-        virtio::arp_request(self.mac, virtio::PROBE_IP, virtio::SLIRP_GATEWAY)
+        virtio::arp_request(self.mac, self.own_ip, self.peer_ip)
     }
 
     /// Sends one ARP request and waits for it to come back in the TX used ring.
@@ -806,7 +820,7 @@ impl Nic {
                 for (k, b) in frame[..n].iter_mut().enumerate() {
                     *b = dma_read(buf + NET_HDR_BYTES + k as u64);
                 }
-                let reply = virtio::parse_arp_reply(&frame[..n], self.mac, virtio::SLIRP_GATEWAY);
+                let reply = virtio::parse_arp_reply(&frame[..n], self.mac, self.peer_ip);
                 self.post_rx(i, buf, BUFFER_BYTES as u32)?;
                 self.notify_queue(RX_QUEUE)?;
                 if let Some(r) = reply {
@@ -933,30 +947,42 @@ impl fmt::Display for Irq {
     }
 }
 
-/// Boot: finds the NIC, prints `NET INFO`, exchanges a frame, prints `NET PASS|FAIL`.
-/// Nothing (no line) without a virtio-net function or with `net=0`.
-pub fn boot(platform: &Platform, enabled: bool, dma_after: u64) {
-    if !enabled {
-        return;
+/// Boot: finds the NIC, prints `NET INFO`, exchanges a frame, prints `NET PASS|FAIL`, and
+/// returns what the report says. Nothing (no line) without a virtio-net function or with
+/// `net=0`.
+pub fn boot(platform: &Platform, options: &Options, dma_after: u64) -> NetSummary {
+    let mut summary = NetSummary::default();
+    let token = |args: fmt::Arguments<'_>| {
+        let mut t = Text::new();
+        let _ = t.write_fmt(args);
+        Some(t)
+    };
+    if !options.net {
+        return summary;
     }
-    let outcome = match probe(platform, dma_after) {
-        None => return,
+    let addresses = (Ipv4(options.net_ip), Ipv4(options.net_peer));
+    let outcome = match probe(platform, dma_after, addresses) {
+        None => return summary,
         Some(r) => r,
     };
     if let Err(e) = outcome {
         println!("NET FAIL {e}");
         PASSED.call_once(|| false);
-        return;
+        summary.state = token(format_args!("{e}"));
+        return summary;
     }
     let mut guard = NIC.lock();
     let Some(nic) = guard.as_mut() else {
-        return;
+        return summary;
     };
+    let mut mac = Text::new();
+    let _ = write!(mac, "{}", nic.mac);
+    summary.mac = Some(mac);
     let bridges = nic.path;
     let bar = |i: usize| nic.bars[i].map_or(0, |b| b.cpu);
     println!(
         "NET INFO bdf={} mac={} bridges={} bar1={:#x} bar4={:#x} features={:#x} offered={:#x} \
-         queue-pairs={} entries={} msix={} doorbell={} dma={:#x} coherent={}",
+         queue-pairs={} entries={} msix={} doorbell={} ip={} peer={} dma={:#x} coherent={}",
         nic.bdf,
         nic.mac,
         BridgeList(&bridges),
@@ -968,6 +994,8 @@ pub fn boot(platform: &Platform, enabled: bool, dma_after: u64) {
         nic.rx.layout.size,
         nic.msix_vectors,
         nic.doorbell,
+        nic.own_ip,
+        nic.peer_ip,
         nic.dma.start,
         u8::from(nic.coherent)
     );
@@ -982,6 +1010,7 @@ pub fn boot(platform: &Platform, enabled: bool, dma_after: u64) {
                 Irq(x.rx_irq)
             );
             PASSED.call_once(|| true);
+            summary.state = token(format_args!("ok"));
         }
         Ok(x) => {
             println!(
@@ -992,12 +1021,15 @@ pub fn boot(platform: &Platform, enabled: bool, dma_after: u64) {
                 SpiPath(nic.spi_path_check())
             );
             PASSED.call_once(|| false);
+            summary.state = token(format_args!("interrupts"));
         }
         Err(e) => {
             println!("NET FAIL {e}");
             PASSED.call_once(|| false);
+            summary.state = token(format_args!("{e}"));
         }
     }
+    summary
 }
 
 /// `ok`, `not-taken`, `n/a` (RAM mailbox) or `error`.
