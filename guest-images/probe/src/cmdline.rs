@@ -578,14 +578,20 @@ mod tests {
         assert_eq!((o.net_ip, o.net_peer), ([10, 0, 2, 15], [10, 0, 2, 2]));
         let o = Options::parse(b"net=0 net-ip=192.168.7.21 net-peer=192.168.7.1");
         assert!(!o.net);
-        assert_eq!((o.net_ip, o.net_peer), ([192, 168, 7, 21], [192, 168, 7, 1]));
+        assert_eq!(
+            (o.net_ip, o.net_peer),
+            ([192, 168, 7, 21], [192, 168, 7, 1])
+        );
         let o = Options::parse(b"net-ip=10.0.2 net-peer=1.2.3.256 net-ip=1..2.3");
         assert_eq!((o.net_ip, o.net_peer), ([10, 0, 2, 15], [10, 0, 2, 2]));
         assert_eq!(o.problems().count(), 3);
         assert_eq!(parse_ipv4(b"1.2.3.4.5"), None);
         assert_eq!(parse_ipv4(b"0.0.0.0"), Some([0; 4]));
         assert!(Attack::NetBarMove.is_net() && !Attack::NvmeNsid.is_net());
-        assert_eq!(Attack::from_name(b"net-reset-dma"), Some(Attack::NetResetDma));
+        assert_eq!(
+            Attack::from_name(b"net-reset-dma"),
+            Some(Attack::NetResetDma)
+        );
     }
 
     #[test]

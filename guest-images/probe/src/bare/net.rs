@@ -377,9 +377,16 @@ fn setup(
 ) -> Result<(), NetError> {
     let bars = ecam.assign_behind(bdf, &path)?;
     // DMA area.
-    let base = dma_after.checked_next_multiple_of(64 << 10).ok_or(NetError::NoDmaMemory)? + (64 << 10);
+    let base = dma_after
+        .checked_next_multiple_of(64 << 10)
+        .ok_or(NetError::NoDmaMemory)?
+        + (64 << 10);
     let end = base + page::COUNT * PAGE;
-    if !platform.memory().iter().any(|r| r.contains(base) && end <= r.end()) {
+    if !platform
+        .memory()
+        .iter()
+        .any(|r| r.contains(base) && end <= r.end())
+    {
         return Err(NetError::NoDmaMemory);
     }
     let dma = Range { start: base, end };
@@ -439,8 +446,16 @@ fn setup(
     let vectors = (control & msix::TABLE_SIZE_MASK) + 1;
     let (tbir, toff) = msix::bir_offset(ecam.read(bdf, msix_cap + 4)?);
     let (pbir, poff) = msix::bir_offset(ecam.read(bdf, msix_cap + 8)?);
-    let table_bar = bars.get(usize::from(tbir)).copied().flatten().ok_or(NetError::NoMsix)?;
-    let pba_bar = bars.get(usize::from(pbir)).copied().flatten().ok_or(NetError::NoMsix)?;
+    let table_bar = bars
+        .get(usize::from(tbir))
+        .copied()
+        .flatten()
+        .ok_or(NetError::NoMsix)?;
+    let pba_bar = bars
+        .get(usize::from(pbir))
+        .copied()
+        .flatten()
+        .ok_or(NetError::NoMsix)?;
     if vectors < 2 || u64::from(toff) + u64::from(vectors) * msix::ENTRY_BYTES > table_bar.size {
         return Err(NetError::NoMsix);
     }
@@ -609,18 +624,32 @@ impl Nic {
     pub fn program_msix(&self) -> Result<(), NetError> {
         let dw = self.ecam.read(self.bdf, self.msix_cap)?;
         let control = (dw >> 16) as u16 | msix::ENABLE | msix::FUNCTION_MASK;
-        self.ecam.write(self.bdf, self.msix_cap, (dw & 0xffff) | (u32::from(control) << 16))?;
+        self.ecam.write(
+            self.bdf,
+            self.msix_cap,
+            (dw & 0xffff) | (u32::from(control) << 16),
+        )?;
         for v in 0..self.msix_vectors {
             let (address, data) = self.doorbell.message(v);
             self.write_msix_entry(v, address, data, false)?;
         }
         let control = control & !msix::FUNCTION_MASK;
-        self.ecam.write(self.bdf, self.msix_cap, (dw & 0xffff) | (u32::from(control) << 16))?;
+        self.ecam.write(
+            self.bdf,
+            self.msix_cap,
+            (dw & 0xffff) | (u32::from(control) << 16),
+        )?;
         Ok(())
     }
 
     /// Writes MSI-X table entry `v`.
-    pub fn write_msix_entry(&self, v: u16, address: u64, data: u32, masked: bool) -> Result<(), NetError> {
+    pub fn write_msix_entry(
+        &self,
+        v: u16,
+        address: u64,
+        data: u32,
+        masked: bool,
+    ) -> Result<(), NetError> {
         let e = self.msix_table + u64::from(v) * msix::ENTRY_BYTES;
         bar::w32(e + 12, msix::VECTOR_MASKED, "msix")?;
         bar::w32(e, address as u32, "msix")?;
@@ -642,7 +671,11 @@ impl Nic {
         if self.c16(common::QUEUE_MSIX_VECTOR)? != vector {
             return Err(NetError::Vector(q));
         }
-        let vq = if q == RX_QUEUE { &mut self.rx } else { &mut self.tx };
+        let vq = if q == RX_QUEUE {
+            &mut self.rx
+        } else {
+            &mut self.tx
+        };
         vq.layout = layout;
         let page_addr = vq.page;
         for a in (page_addr..page_addr + PAGE).step_by(8) {
@@ -656,7 +689,11 @@ impl Nic {
             self.c16(common::QUEUE_NOTIFY_OFF)?
         };
         let notify = self.notify + u64::from(notify_off) * u64::from(self.notify_multiplier);
-        let vq = if q == RX_QUEUE { &mut self.rx } else { &mut self.tx };
+        let vq = if q == RX_QUEUE {
+            &mut self.rx
+        } else {
+            &mut self.tx
+        };
         vq.notify = notify;
         self.w16(common::QUEUE_ENABLE, 1)
     }
@@ -695,7 +732,11 @@ impl Nic {
     }
 
     fn publish(&mut self, q: u16, head: u16) {
-        let vq = if q == RX_QUEUE { &mut self.rx } else { &mut self.tx };
+        let vq = if q == RX_QUEUE {
+            &mut self.rx
+        } else {
+            &mut self.tx
+        };
         let (page_addr, layout, idx) = (vq.page, vq.layout, vq.avail_idx);
         dma_write::<u16>(page_addr + layout.avail_slot(idx), head);
         barrier::dmb(barrier::ISH);
@@ -752,7 +793,11 @@ impl Nic {
     /// Used elements queue `q` has returned since the last call: (id, len) of the next one.
     pub fn next_used(&mut self, q: u16) -> Option<(u32, u32)> {
         let coherent = self.coherent;
-        let vq = if q == RX_QUEUE { &mut self.rx } else { &mut self.tx };
+        let vq = if q == RX_QUEUE {
+            &mut self.rx
+        } else {
+            &mut self.tx
+        };
         maintain(coherent, vq.page, PAGE);
         let idx: u16 = dma_read(vq.page + vq.layout.used_idx());
         if idx == vq.used_seen {

@@ -7,12 +7,12 @@
 use core::fmt::Write;
 
 use microvisor_probe::cmdline::Attack;
-use microvisor_probe::text::Text;
 use microvisor_probe::pci::{COMMAND_BUS_MASTER, config};
 use microvisor_probe::psci as psci_ids;
+use microvisor_probe::text::Text;
 use microvisor_probe::verdict::Verdict;
 use microvisor_probe::virtio::attacks::{
-    BarCase, BarMoveOutcome, BusMasterOutcome, DescOutsideOutcome, Delivery, DmaCase,
+    BarCase, BarMoveOutcome, BusMasterOutcome, Delivery, DescOutsideOutcome, DmaCase,
     HiddenCapsOutcome, MAX_CAPS, MAX_MSI_CASES, MsiEffect, MsixOutcome, PbaOutcome,
 };
 use microvisor_probe::virtio::{
@@ -23,8 +23,7 @@ use super::attacks::{Context, conclude};
 use super::console::println;
 use super::guarded::Fault;
 use super::net::{
-    self, BUFFER_BYTES, MAILBOX_DATA, NIC, NetError, Nic, RX_BUFFERS, TX_BUFFERS,
-    TX_VECTOR, bar,
+    self, BUFFER_BYTES, MAILBOX_DATA, NIC, NetError, Nic, RX_BUFFERS, TX_BUFFERS, TX_VECTOR, bar,
 };
 use super::{gic, nvme, psci, timer};
 
@@ -202,7 +201,11 @@ fn msix_foreign(nic: &mut Nic, ctx: &Context<'_>) {
         add("spi-uart", d + GICD_SETSPI_NSR, uart);
         add("spi-beyond", d + GICD_SETSPI_NSR, beyond);
     }
-    add("outside", outside(ctx)[1].unwrap_or(ctx.platform.memory_end()), MAILBOX_DATA | 0x99);
+    add(
+        "outside",
+        outside(ctx)[1].unwrap_or(ctx.platform.memory_end()),
+        MAILBOX_DATA | 0x99,
+    );
     add("own-ram", own_ram, MAILBOX_DATA | 0x77);
     let mut line = Text::<400>::new();
     for (label, addr, data, _) in cases.iter().flatten() {
@@ -289,17 +292,18 @@ fn pba_write(nic: &mut Nic) {
 fn write_bar(nic: &Nic, index: usize, is64: bool, pci: u64) -> bool {
     let reg = config::BAR0 + 4 * index as u16;
     let low = nic.ecam.read(nic.bdf, reg).map(|v| v & 0xf).unwrap_or(0);
-    let ok = nic.ecam.write(nic.bdf, reg, (pci as u32 & !0xf) | low).is_ok();
+    let ok = nic
+        .ecam
+        .write(nic.bdf, reg, (pci as u32 & !0xf) | low)
+        .is_ok();
     ok && (!is64 || nic.ecam.write(nic.bdf, reg + 4, (pci >> 32) as u32).is_ok())
 }
 
 fn bar_move(nic: &mut Nic, ctx: &Context<'_>) {
-    let Some((index, own)) = nic
-        .bars
-        .iter()
-        .enumerate()
-        .find_map(|(i, b)| b.filter(|b| b.cpu <= nic.common && nic.common < b.cpu + b.size).map(|b| (i, b)))
-    else {
+    let Some((index, own)) = nic.bars.iter().enumerate().find_map(|(i, b)| {
+        b.filter(|b| b.cpu <= nic.common && nic.common < b.cpu + b.size)
+            .map(|b| (i, b))
+    }) else {
         println!("ATTACK net-bar-move attempting nothing");
         println!("ATTACK net-bar-move {} no-common-bar", Verdict::Unverified);
         return;
@@ -434,7 +438,9 @@ fn bus_master(nic: &mut Nic) {
 
 fn hidden_caps(nic: &mut Nic) {
     const WRITES: [u16; 4] = [0x100, 0x104, 0x108, 0x10c];
-    println!("ATTACK net-hidden-caps attempting read 0x100-0xfff write32 0x100-0x10c=0xffffffff,0x0");
+    println!(
+        "ATTACK net-hidden-caps attempting read 0x100-0xfff write32 0x100-0x10c=0xffffffff,0x0"
+    );
     let mut outcome = HiddenCapsOutcome {
         caps: [0; MAX_CAPS],
         cap_count: 0,
@@ -445,7 +451,9 @@ fn hidden_caps(nic: &mut Nic) {
         unverified: None,
     };
     let (ecam, bdf) = (nic.ecam, nic.bdf);
-    let mut ptr = ecam.read(bdf, config::CAP_POINTER).map_or(0, |v| (v & 0xfc) as u16);
+    let mut ptr = ecam
+        .read(bdf, config::CAP_POINTER)
+        .map_or(0, |v| (v & 0xfc) as u16);
     let mut guard = 0;
     while ptr >= 0x40 && guard < 48 {
         guard += 1;
@@ -530,7 +538,10 @@ fn reset_dma(nic: &mut Nic, ctx: &Context<'_>) {
     println!("PROBE ACTION system-reset");
     let ret = psci::call(ctx.conduit, psci_ids::SYSTEM_RESET, 0, 0, 0);
     println!("PROBE ACTION system-reset returned {ret}");
-    println!("ATTACK net-reset-dma {} reset-returned({ret})", Verdict::Unverified);
+    println!(
+        "ATTACK net-reset-dma {} reset-returned({ret})",
+        Verdict::Unverified
+    );
 }
 
 impl Nic {
@@ -545,4 +556,3 @@ impl Nic {
             .is_ok_and(|s| s & (status::DEVICE_NEEDS_RESET | status::FAILED) == 0)
     }
 }
-

@@ -271,10 +271,11 @@ impl Ecam {
                 if layout == 0 && wanted(id, class) {
                     return Ok(Some((bdf, walk.path)));
                 }
-                if layout == 1 && walk.path.len < MAX_BRIDGE_DEPTH {
-                    if let Some(found) = self.walk_bridge(bdf, wanted, walk)? {
-                        return Ok(Some(found));
-                    }
+                if layout == 1
+                    && walk.path.len < MAX_BRIDGE_DEPTH
+                    && let Some(found) = self.walk_bridge(bdf, wanted, walk)?
+                {
+                    return Ok(Some(found));
                 }
             }
         }
@@ -308,7 +309,11 @@ impl Ecam {
         if assign {
             let last = walk.next_bus.saturating_sub(1).max(secondary);
             let now = self.read(bdf, bridge::BUSES)?;
-            self.write(bdf, bridge::BUSES, pci::bridge_buses(now, bdf.bus, secondary, last))?;
+            self.write(
+                bdf,
+                bridge::BUSES,
+                pci::bridge_buses(now, bdf.bus, secondary, last),
+            )?;
         }
         Ok(found)
     }
@@ -334,7 +339,11 @@ impl Ecam {
             })
         })?;
         for &b in path.bridges() {
-            self.write(b, bridge::MEMORY, pci::bridge_memory_window(place.pci, granule))?;
+            self.write(
+                b,
+                bridge::MEMORY,
+                pci::bridge_memory_window(place.pci, granule),
+            )?;
             self.write(b, bridge::PREFETCH, pci::BRIDGE_PREFETCH_OFF)?;
             self.write(b, bridge::PREFETCH_BASE_UPPER, 0)?;
             self.write(b, bridge::PREFETCH_LIMIT_UPPER, 0)?;

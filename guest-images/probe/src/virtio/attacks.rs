@@ -247,7 +247,9 @@ impl fmt::Display for PbaOutcome {
                 f,
                 "pba={addr:#x} before={before:#x} after-ones={after_ones:#x} after-zero={after_zero:#x}"
             ),
-            PbaOutcome::Refused { addr, esr } => write!(f, "pba={addr:#x} write-fault esr={esr:#x}"),
+            PbaOutcome::Refused { addr, esr } => {
+                write!(f, "pba={addr:#x} write-fault esr={esr:#x}")
+            }
             PbaOutcome::Unverified(why) => f.write_str(why),
         }
     }
@@ -440,7 +442,11 @@ impl fmt::Display for HiddenCapsOutcome {
         };
         f.write_str(" ext-nonzero=")?;
         ext(f, self.ext_before)?;
-        write!(f, " writes={} write-faults={} ext-nonzero-after=", self.writes, self.write_faults)?;
+        write!(
+            f,
+            " writes={} write-faults={} ext-nonzero-after=",
+            self.writes, self.write_faults
+        )?;
         ext(f, self.ext_after)
     }
 }
@@ -474,7 +480,12 @@ mod tests {
         let breached = DescOutsideOutcome {
             cases: [
                 Some((0x4800_0000, nc, nc, nc)),
-                Some((0x1_4000_0000, DmaCase::Completed { len: 0 }, DmaCase::NotSent("x"), nc)),
+                Some((
+                    0x1_4000_0000,
+                    DmaCase::Completed { len: 0 },
+                    DmaCase::NotSent("x"),
+                    nc,
+                )),
             ],
             ..contained
         };
@@ -568,7 +579,14 @@ mod tests {
             after_zero: 0,
         };
         assert_eq!(stuck.verdict(), Verdict::NotContained);
-        assert_eq!(PbaOutcome::Refused { addr: 0, esr: 0x9600_0010 }.verdict(), Verdict::Contained);
+        assert_eq!(
+            PbaOutcome::Refused {
+                addr: 0,
+                esr: 0x9600_0010
+            }
+            .verdict(),
+            Verdict::Contained
+        );
         let u = PbaOutcome::Unverified("no-msix");
         assert_eq!(format!("{}", Line(&u)), "NOT-CONTAINED unverified no-msix");
     }
@@ -585,7 +603,14 @@ mod tests {
             "contained over-ram@0x41000000=intact over-nvme-bar0@0x10000000=intact nic-after=ok"
         );
         let taken = BarMoveOutcome {
-            over_bar: ("nvme-bar0", 1, BarCase::Changed { before: 1, after: 2 }),
+            over_bar: (
+                "nvme-bar0",
+                1,
+                BarCase::Changed {
+                    before: 1,
+                    after: 2,
+                },
+            ),
             ..ok
         };
         assert_eq!(taken.verdict(), Verdict::NotContained);
@@ -595,7 +620,11 @@ mod tests {
             nic_after: Some(false),
             ..ok
         };
-        assert_eq!(refused.verdict(), Verdict::Contained, "nic-after is informational");
+        assert_eq!(
+            refused.verdict(),
+            Verdict::Contained,
+            "nic-after is informational"
+        );
         let unsent = BarMoveOutcome {
             over_bar: ("bar1", 0, BarCase::NotSent("no-other-bar")),
             ..ok
@@ -632,7 +661,10 @@ mod tests {
             unverified: Some("nic-not-ready"),
             ..ok
         };
-        assert_eq!(format!("{}", Line(&unverified)), "NOT-CONTAINED unverified nic-not-ready");
+        assert_eq!(
+            format!("{}", Line(&unverified)),
+            "NOT-CONTAINED unverified nic-not-ready"
+        );
     }
 
     #[test]

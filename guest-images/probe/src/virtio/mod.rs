@@ -424,12 +424,18 @@ mod tests {
         // length 0x1000, multiplier 4.
         let c = VirtioCap::parse(0x0214_7009, 4, 0x3000, 0x1000, 4);
         assert_eq!(c.cfg_type, CfgType::Notify);
-        assert_eq!((c.bar, c.offset, c.length, c.notify_multiplier), (4, 0x3000, 0x1000, 4));
+        assert_eq!(
+            (c.bar, c.offset, c.length, c.notify_multiplier),
+            (4, 0x3000, 0x1000, 4)
+        );
         assert!(c.fits(0x4000, 4));
         assert!(!c.fits(0x3800, 4));
         let common = VirtioCap::parse(0x0110_8409, 4, 0, 0x1000, 0xdead);
         assert_eq!(common.cfg_type, CfgType::Common);
-        assert_eq!(common.notify_multiplier, 0, "only notify caps carry a multiplier");
+        assert_eq!(
+            common.notify_multiplier, 0,
+            "only notify caps carry a multiplier"
+        );
         assert_eq!(CfgType::from_byte(8), CfgType::Other(8));
         assert!(!VirtioCap::parse(0x0110_8409, 6, 0, 0x1000, 0).fits(1 << 20, 0x38));
     }
@@ -442,7 +448,10 @@ mod tests {
             got,
             feature::VERSION_1 | feature::ACCESS_PLATFORM | feature::MAC | feature::STATUS
         );
-        assert_eq!(negotiate(qemu & !feature::ACCESS_PLATFORM), Err(FeatureError::NoAccessPlatform));
+        assert_eq!(
+            negotiate(qemu & !feature::ACCESS_PLATFORM),
+            Err(FeatureError::NoAccessPlatform)
+        );
         assert_eq!(negotiate(feature::MAC), Err(FeatureError::NoVersion1));
         assert_eq!(
             negotiate(feature::VERSION_1 | feature::ACCESS_PLATFORM),
@@ -454,7 +463,10 @@ mod tests {
     fn queue_layout_fits_a_page() {
         let q = QueueLayout::new(64).unwrap();
         assert_eq!(q.avail, 0x400);
-        assert!(q.avail_slot(63) + 2 + 2 <= q.used, "avail ring and used_event before used");
+        assert!(
+            q.avail_slot(63) + 2 + 2 <= q.used,
+            "avail ring and used_event before used"
+        );
         assert!(q.used_elem(63) + 8 + 2 <= 0x1000);
         assert_eq!(q.avail_slot(64), q.avail_slot(0));
         assert_eq!(q.used_elem(65), q.used_elem(1));
