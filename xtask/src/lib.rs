@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod console;
 pub mod flat;
 pub mod guest;
+pub mod http;
 pub mod image;
 pub mod initramfs;
 pub mod linux;

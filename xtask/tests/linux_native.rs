@@ -41,6 +41,10 @@ impl Boot {
         if no_reboot {
             cmd.arg("-no-reboot");
         }
+        Boot::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: std::process::Command) -> Boot {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -218,4 +222,45 @@ fn warns_about_bad_options() {
     boot.report();
     boot.expect("PROBE WARN cmdline bad-number microvisor.heartbeat=\"fast\"");
     boot.expect("PROBE WARN cmdline unknown-action \"explode\"");
+}
+
+/// The guest with the NICs a slice of the default node gets (one on the slice hub, one on its
+/// own restricted user network, behind root ports and QEMU's SMMUv3), without the microvisor:
+/// the hub NIC takes the static address the command line gives its MAC, the host NIC gets
+/// 10.0.2.15 by DHCP, and the host reads the httpd page through the forwarded port.
+#[test]
+#[ignore = "boots QEMU (and fetches Debian packages on first use)"]
+fn nics_get_addresses_and_the_host_reaches_httpd_through_the_forwarded_port() {
+    use xtask::node::{Network, Nic, Node};
+    let nics = [
+        Nic {
+            network: Network::Slices,
+        },
+        Nic {
+            network: Network::Host,
+        },
+    ];
+    let hub_mac = Node::nic_mac(0).to_string();
+    let host_mac = Node::nic_mac(1).to_string();
+    let append = format!("microvisor.ip={hub_mac}:10.10.0.7/24 microvisor.httpd=1");
+    let launch =
+        linux::native_qemu_launch(&guest(), 2, 512, &append, &nics, true).expect("QEMU command");
+    assert_eq!(launch.forwards.len(), 1);
+    let forward = launch.forwards[0];
+    assert_eq!(forward.mac, Node::nic_mac(1));
+    let mut boot = Boot::spawn(launch.command);
+    let r = boot.report();
+    let net = r["net"].as_array().expect("net array");
+    let by_mac = |mac: &str| {
+        net.iter()
+            .find(|n| n["mac"] == mac)
+            .unwrap_or_else(|| panic!("no NIC with MAC {mac}: {net:?}"))
+    };
+    assert_eq!(by_mac(&hub_mac)["ipv4"], "10.10.0.7/24", "{net:?}");
+    assert_eq!(by_mac(&host_mac)["ipv4"], "10.0.2.15/24", "{net:?}");
+    assert_eq!(net.len(), 2, "{net:?}");
+    boot.expect("HTTPD 80 started");
+    let page = xtask::http::get_until(forward.port, TIMEOUT).expect("the page");
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body.contains("slice native"), "{page:?}");
 }

@@ -240,11 +240,13 @@ report() {
 	kernel=$(cat "$R/proc/sys/kernel/osrelease" 2>/dev/null)
 	cmdline=$(cat "$R/proc/cmdline" 2>/dev/null)
 
-	# NVMe: a slice with a PCIe host bridge in its DT has a controller; the driver probes it
-	# asynchronously, so give the namespace a few seconds to appear.
+	# NVMe: when Linux found an NVMe function (class 01 08 02) on its PCIe bus, the namespace
+	# must appear; the driver probes it asynchronously, so give it a few seconds. (A PCIe host
+	# bridge in the DT no longer means NVMe: QEMU's own DT always has one, and a slice with
+	# only a NIC gets one too.)
 	nvme_json=
 	nvme_missing=
-	if ls -d "$R"/proc/device-tree/pcie@* >/dev/null 2>&1; then
+	if grep -qx 0x010802 "$R"/sys/bus/pci/devices/*/class 2>/dev/null; then
 		waited=0
 		while [ ! -e "$R/sys/block/nvme0n1/size" ] && [ "$waited" -lt 100 ]; do
 			usleep 100000

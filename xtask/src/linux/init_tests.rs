@@ -385,8 +385,7 @@ fn net_root(name: &str, functions: usize, cmdline: &str) -> FakeRoot {
         .write("sys/devices/system/cpu/online", b"0\n")
         .write("proc/meminfo", b"MemTotal:         200000 kB\n")
         .write("proc/cmdline", cmdline.as_bytes())
-        .write("sys/bus/pci/devices/0000:00:00.0/class", b"0x060000\n")
-        .write("sys/bus/pci/devices/0000:00:02.0/class", b"0x010802\n");
+        .write("sys/bus/pci/devices/0000:00:00.0/class", b"0x060000\n");
     for i in 0..functions {
         root.write(
             &format!("sys/bus/pci/devices/0000:00:0{}.0/class", i + 3),
@@ -494,5 +493,33 @@ fn a_long_command_line_is_cut_so_the_report_fits_a_console_line() {
     );
     assert!(cmdline.ends_with("..."), "{cmdline}");
     assert_eq!(report["net"][0]["ipv4"], "10.0.2.15/24");
+    assert_eq!(lines[1], "PROBE PASS");
+}
+
+#[test]
+fn an_nvme_function_without_a_namespace_fails_and_a_host_bridge_alone_does_not() {
+    let root = net_root("nvme", 0, "");
+    root.write(
+        "proc/device-tree/pcie@10000000/compatible",
+        b"pci-host-ecam-generic\0",
+    );
+    assert_eq!(
+        root.net()[1],
+        "PROBE PASS",
+        "QEMU's DT always has a host bridge"
+    );
+    root.write("sys/bus/pci/devices/0000:00:02.0/class", b"0x010802\n");
+    assert_eq!(root.net()[1], "PROBE FAIL nvme-missing");
+    root.write("sys/block/nvme0n1/size", b"8192\n")
+        .write("sys/block/nvme0n1/mq/0/cpu_list", b"0\n");
+    let lines = root.net();
+    let report = report_json(&lines);
+    assert_eq!(
+        (
+            report["nvme_bytes"].as_u64(),
+            report["nvme_queues"].as_u64()
+        ),
+        (Some(4 << 20), Some(1))
+    );
     assert_eq!(lines[1], "PROBE PASS");
 }
