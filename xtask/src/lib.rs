@@ -12,6 +12,7 @@ pub mod http;
 pub mod image;
 pub mod initramfs;
 pub mod linux;
+pub mod network;
 pub mod node;
 pub mod progress;
 pub mod qemu;
