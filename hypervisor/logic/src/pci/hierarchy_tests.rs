@@ -603,6 +603,8 @@ fn every_bar_sits_in_its_bridges_windows() {
         .unwrap();
     assert!(net4.pci >= p.0 && net4.pci < p.1);
     assert_eq!(windows_of(&mut tree, b(0, 0x11, 0)), (None, None));
+    let later = windows_of(&mut tree, b(0, 0x12, 0)).0.unwrap();
+    assert!(m.0 < later.0, "root ports' windows in device order");
     assert_eq!(placement.bridge(b(0, 0x11, 0)).unwrap().memory, None);
     let (m, p) = windows_of(&mut tree, b(0, 0x12, 0));
     assert_eq!(

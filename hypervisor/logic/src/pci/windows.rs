@@ -356,6 +356,10 @@ pub fn place_hierarchy(
     }
 
     // Root bus items, in topology order, from the host's windows.
+    root.sort_by_key(|item| match item.what {
+        What::Bar { function, .. } => function,
+        What::Window { bridge, .. } => bridge,
+    });
     let mut addresses: Vec<(usize, MemoryBar, u64)> = Vec::new();
     for item in &root {
         let address = match item.what {
