@@ -87,7 +87,7 @@ fn describe(found: &FoundFunction, placement: &HierarchyPlacement) -> String {
         line.push_str(&format!(" behind {parent}"));
     }
     if let HeaderType::Other(kind) = found.header {
-        line.push_str(&format!(", header type {kind}: left alone"));
+        line.push_str(&format!(", header type {kind}: not placed"));
         return line;
     }
     if found.header == HeaderType::Bridge {

@@ -38,7 +38,8 @@ pub enum HeaderType {
     Endpoint,
     /// Type 1: a PCI-to-PCI bridge (PCIe root and switch ports included).
     Bridge,
-    /// Anything else (type 2 CardBus bridges, reserved values): never configured.
+    /// Anything else (type 2 CardBus bridges, reserved values): its BARs are never placed
+    /// (decoding and bus mastering are turned off).
     Other(u8),
 }
 
