@@ -113,6 +113,8 @@ pub struct Scenario {
     pub slices_start: bool,
     /// A device tree handed over with `-dtb` instead of QEMU's own.
     pub firmware_tree: Option<FirmwareTree>,
+    /// Arguments appended to QEMU's command line (see [`Scenario::qemu_args`]).
+    pub qemu_args: Vec<String>,
 }
 
 /// What Linux may keep of a slice's RAM for itself, so MemTotal (`mem_total_kib`) is at least
@@ -151,6 +153,7 @@ impl Scenario {
             keep_disk: false,
             slices_start: true,
             firmware_tree: None,
+            qemu_args: Vec::new(),
         }
     }
 
@@ -252,6 +255,13 @@ impl Scenario {
     /// Command line of a natively booted probe.
     pub fn cmdline(mut self, cmdline: &str) -> Scenario {
         self.cmdline = Some(cmdline.to_string());
+        self
+    }
+
+    /// Appends `args` to QEMU's command line: devices a test adds by hand (e.g. root ports
+    /// with NICs behind them) that node profiles do not describe.
+    pub fn qemu_args(mut self, args: &[&str]) -> Scenario {
+        self.qemu_args.extend(args.iter().map(|a| a.to_string()));
         self
     }
 
@@ -529,9 +539,10 @@ impl Scenario {
             .firmware_tree
             .map(|tree| firmware_dt::prepare(tree, &boot, &built.image_path(&self.name, "dtb")));
         boot.dtb = dtb.as_deref();
-        let command = boot
+        let mut command = boot
             .command()
             .unwrap_or_else(|e| panic!("scenario {}: {e:#}", self.name));
+        command.args(&self.qemu_args);
         run(Run {
             name: self.name.clone(),
             command,

@@ -2,7 +2,8 @@
 //! architecture layer (`microvisor-arch`) and the pure logic (`microvisor-logic`).
 //!
 //! Modules form a tree, leaves first: `output` (the console sink), `vcpu`, `vgic` (a slice's
-//! virtual GIC at run time), `nvme` (the node's NVMe controller and LPIs), `devices` (a slice's
+//! virtual GIC at run time), `pci` (the node's PCIe hierarchy: buses, BARs and bridge windows
+//! at boot, function reset), `nvme` (the node's NVMe controller and LPIs), `devices` (a slice's
 //! emulated devices and MMIO bus), `slice`, `psci`, `console` (operator input), `node`, `irq`,
 //! `run` (each core's run loop), `exits`, `start`.
 #![no_std]
@@ -17,6 +18,7 @@ mod exits;
 mod irq;
 mod node;
 mod nvme;
+mod pci;
 mod psci;
 mod run;
 mod slice;

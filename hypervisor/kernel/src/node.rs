@@ -8,6 +8,7 @@ use microvisor_logic::inventory::Conduit;
 
 use crate::console::OperatorConsole;
 use crate::nvme::lpis::Lpis;
+use crate::pci::Hierarchy;
 use crate::slice::Slice;
 use crate::vcpu::Vcpu;
 
@@ -33,6 +34,10 @@ pub struct Node {
     pub console: OperatorConsole,
     /// LPIs and the ITS, when some slice has NVMe.
     pub lpis: Option<Lpis>,
+    /// The PCIe hierarchy as set up at boot, when the node has a host bridge.
+    // Read by device assignment (issue 10), which is not merged yet.
+    #[allow(dead_code)]
+    pub pci: Option<Hierarchy>,
     owners: BTreeMap<u32, IrqOwner>,
 }
 
@@ -43,6 +48,7 @@ impl Node {
         slices: Vec<Slice>,
         console: OperatorConsole,
         lpis: Option<Lpis>,
+        pci: Option<Hierarchy>,
     ) -> Node {
         let mut assignment = alloc::vec![None; cores];
         for slice in &slices {
@@ -74,6 +80,7 @@ impl Node {
             assignment,
             console,
             lpis,
+            pci,
             owners,
         }
     }

@@ -22,6 +22,7 @@ use crate::node::Node;
 use crate::nvme::lpis::Lpis;
 use crate::nvme::physical::{DeviceMemory, NvmeError};
 use crate::nvme::{self, DiskError, HardwareQueue, NodeDisk};
+use crate::pci::{self, Hierarchy};
 use crate::slice::{DiskGrant, Slice};
 use crate::{exits, hv, run as core_run};
 
@@ -112,10 +113,17 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
     };
     let placement =
         place::place(plan, &hardware).map_err(|e| format!("plan does not fit this node: {e}"))?;
+    // The whole PCIe hierarchy, before any function is used: bus numbers, every BAR and
+    // bridge window; endpoints stay with decoding and bus mastering off until an owner
+    // turns them on.
+    let mut hierarchy = match (info.pci.as_mut(), info.inventory.pcie) {
+        (Some(pci), Some(host)) => Some(pci::discover(pci, &host)),
+        _ => None,
+    };
     let mut disks: Vec<Option<DiskGrant>> = plan.slices.iter().map(|_| None).collect();
     let mut lpis = None;
     if plan.slices.iter().any(|s| s.nvme.is_some()) {
-        match setup_nvme(info, &placement, plan) {
+        match setup_nvme(info, &placement, plan, hierarchy.as_mut()) {
             Ok((node_disk, queues, its)) => {
                 lpis = Some(its);
                 for ((disk, share), queues) in disks.iter_mut().zip(&node_disk.shares).zip(queues) {
@@ -144,7 +152,14 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
         slice.load()?;
     }
     let console = OperatorConsole::new(inv.uart.intid);
-    Ok(Node::new(inv.psci, inv.cpus.len(), slices, console, lpis))
+    Ok(Node::new(
+        inv.psci,
+        inv.cpus.len(),
+        slices,
+        console,
+        lpis,
+        hierarchy,
+    ))
 }
 
 /// Device memory, ITS and LPI tables, then the controller and every slice's share of it.
@@ -152,9 +167,11 @@ fn setup_nvme(
     info: &mut BootInfo,
     placement: &place::Placement,
     plan: &microvisor_plan::CompiledPlan,
+    hierarchy: Option<&mut Hierarchy>,
 ) -> Result<(NodeDisk, Vec<Vec<HardwareQueue>>, Lpis), DiskError> {
     let unusable = |why| DiskError::Controller(NvmeError::Unsupported(why));
     let host = info.inventory.pcie.ok_or(unusable("no PCIe host bridge"))?;
+    let hierarchy = hierarchy.ok_or(unusable("no PCIe host bridge"))?;
     let pci = info.pci.as_mut().ok_or(unusable("no PCIe host bridge"))?;
     let frames = info.its.take().ok_or(unusable("no GIC ITS for MSIs"))?;
     let queues: u64 = plan
@@ -183,8 +200,15 @@ fn setup_nvme(
     let claimed = memory::claim(region).map_err(|_| unusable("device memory"))?;
     let mut device_memory = DeviceMemory::new(claimed);
     let lpis = Lpis::new(&mut device_memory, frames, &cores)?;
-    let mut windows = microvisor_logic::pci::BarWindows::new(&host);
-    let (disk, queues) = nvme::bring_up(pci, &host, &mut windows, device_memory, plan, &lpis)?;
+    // The controller's BARs were placed with the rest of the hierarchy: it keeps them.
+    let (disk, queues) = nvme::bring_up(
+        pci,
+        &host,
+        &mut hierarchy.windows,
+        device_memory,
+        plan,
+        &lpis,
+    )?;
     Ok((disk, queues, lpis))
 }
 

@@ -73,10 +73,28 @@ pub struct PcieHost {
     pub ecam: Region,
     /// First bus number (`bus-range`).
     pub bus_start: u8,
+    /// Last bus number (`bus-range`; 255 without one). Only buses that also have their 1 MiB
+    /// inside `ecam` are reachable: see [`PcieHost::buses`].
+    pub bus_end: u8,
     /// The 32-bit memory window: (PCI address, CPU address, size).
     pub mem32: Option<PciWindow>,
     /// The 64-bit memory window.
     pub mem64: Option<PciWindow>,
+}
+
+impl PcieHost {
+    /// The buses the hypervisor can reach: those of `bus-range` whose 1 MiB of configuration
+    /// space lies inside `ecam` (PCIe Base 4.0 §7.2.2: bus `n` at `(n - bus_start) << 20`).
+    /// None when ECAM is smaller than one bus.
+    pub fn buses(&self) -> Option<core::ops::RangeInclusive<u8>> {
+        let in_ecam = self.ecam.size >> 20;
+        if in_ecam == 0 {
+            return None;
+        }
+        let last_in_ecam = u64::from(self.bus_start) + (in_ecam - 1);
+        let end = u64::from(self.bus_end).min(last_in_ecam) as u8;
+        Some(self.bus_start..=end)
+    }
 }
 
 /// One memory window of a host bridge: PCI bus addresses `[pci, pci + size)` appear at CPU
@@ -389,13 +407,20 @@ fn pcie(tree: &Tree<'_>) -> Result<Option<PcieHost>, InventoryError> {
     let Some(ecam) = first_region(&node, "the reg of the pci-host-ecam-generic node")? else {
         return Ok(None);
     };
-    let bus_start = match node.property("bus-range") {
-        None => 0,
-        Some(value) => read_cells(value, 1)
-            .and_then(|b| u8::try_from(b).ok())
-            .ok_or(InventoryError::Unreadable(
-                "the bus-range of the pci-host-ecam-generic node",
-            ))?,
+    let (bus_start, bus_end) = match node.property("bus-range") {
+        None => (0, u8::MAX),
+        Some(value) => {
+            let bus =
+                |at: usize| read_cells(value.get(at..)?, 1).and_then(|b| u8::try_from(b).ok());
+            match (bus(0), bus(4)) {
+                (Some(start), Some(end)) if start <= end && value.len() == 8 => (start, end),
+                _ => {
+                    return Err(InventoryError::Unreadable(
+                        "the bus-range of the pci-host-ecam-generic node",
+                    ));
+                }
+            }
+        }
     };
     let unreadable = InventoryError::Unreadable("the ranges of the pci-host-ecam-generic node");
     let (own, parent) = (node.cells(), node.parent_cells().address);
@@ -426,6 +451,7 @@ fn pcie(tree: &Tree<'_>) -> Result<Option<PcieHost>, InventoryError> {
     Ok(Some(PcieHost {
         ecam,
         bus_start,
+        bus_end,
         mem32,
         mem64,
     }))
@@ -594,10 +620,28 @@ pub(crate) mod tests {
         tree.build()
     }
 
+    #[test]
+    fn reachable_buses_are_in_bus_range_and_in_ecam() {
+        let mut host = expected_pcie();
+        assert_eq!(host.buses(), Some(0..=255));
+        host.ecam.size = 16 << 20;
+        assert_eq!(host.buses(), Some(0..=15), "ECAM holds 16 buses");
+        host.bus_start = 2;
+        host.bus_end = 5;
+        assert_eq!(host.buses(), Some(2..=5));
+        host.bus_start = 250;
+        host.bus_end = 255;
+        host.ecam.size = 256 << 20;
+        assert_eq!(host.buses(), Some(250..=255));
+        host.ecam.size = 0x8_0000;
+        assert_eq!(host.buses(), None, "less than one bus");
+    }
+
     fn expected_pcie() -> PcieHost {
         PcieHost {
             ecam: Region::new(0x40_1000_0000, 0x1000_0000),
             bus_start: 0,
+            bus_end: 0xff,
             mem32: Some(PciWindow {
                 pci: 0x1000_0000,
                 cpu: 0x1000_0000,
