@@ -19,6 +19,7 @@ pub mod pagetable;
 pub mod pci;
 pub mod pl011;
 pub mod psci;
+pub mod smmu;
 #[cfg(test)]
 mod testing;
 pub mod trap;
