@@ -45,6 +45,8 @@ pub struct BootInfo {
     pub pci: Option<microvisor_arch::pci::PciHost>,
     /// The GIC's ITS, when the node has one.
     pub its: Option<microvisor_arch::its::ItsFrames>,
+    /// The SMMUv3 in front of the PCIe bus, when the node has one.
+    pub smmu: Option<microvisor_arch::smmu::SmmuFrames>,
 }
 
 /// Cores that finished their EL2 setup.
