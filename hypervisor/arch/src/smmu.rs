@@ -307,13 +307,9 @@ impl Smmu {
     /// Faults are recorded in the event queue. After editing those tables, call
     /// [`Smmu::invalidate_vmid`].
     pub fn attach(&mut self, stream: u32, vmid: u16, stage2_root: u64) -> Result<(), SmmuError> {
-        let entry = StreamTableEntry::stage2(
-            vmid,
-            stage2_root,
-            self.cpu_physical_size,
-            &self.features,
-        )
-        .map_err(SmmuError::Entry)?;
+        let entry =
+            StreamTableEntry::stage2(vmid, stage2_root, self.cpu_physical_size, &self.features)
+                .map_err(SmmuError::Entry)?;
         self.set_entry(stream, entry)
     }
 
@@ -384,8 +380,7 @@ impl Smmu {
         let mut failed = None;
         let done = crate::cpu::wait_until(TIMEOUT, || {
             let cons = registers.cmdq_cons.get();
-            if GlobalErrors::active(registers.gerror.get(), registers.gerrorn.get())
-                .command_queue()
+            if GlobalErrors::active(registers.gerror.get(), registers.gerrorn.get()).command_queue()
             {
                 failed = CommandError::from_consumer(cons).or(Some(CommandError::Other(0)));
                 return true;

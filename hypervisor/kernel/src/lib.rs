@@ -2,9 +2,9 @@
 //! architecture layer (`microvisor-arch`) and the pure logic (`microvisor-logic`).
 //!
 //! Modules form a tree, leaves first: `output` (the console sink), `vcpu`, `vgic` (a slice's
-//! virtual GIC at run time), `nvme` (the node's NVMe controller and LPIs), `devices` (a slice's
-//! emulated devices and MMIO bus), `slice`, `psci`, `console` (operator input), `node`, `irq`,
-//! `run` (each core's run loop), `exits`, `start`.
+//! virtual GIC at run time), `nvme` (the node's NVMe controller and LPIs), `smmu` (the node's
+//! SMMUv3), `devices` (a slice's emulated devices and MMIO bus), `slice`, `psci`, `console`
+//! (operator input), `node`, `irq`, `run` (each core's run loop), `exits`, `start`.
 #![no_std]
 
 extern crate alloc;
@@ -20,6 +20,7 @@ mod nvme;
 mod psci;
 mod run;
 mod slice;
+mod smmu;
 mod start;
 mod vcpu;
 mod vgic;

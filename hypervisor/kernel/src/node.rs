@@ -9,6 +9,7 @@ use microvisor_logic::inventory::Conduit;
 use crate::console::OperatorConsole;
 use crate::nvme::lpis::Lpis;
 use crate::slice::Slice;
+use crate::smmu::{NodeSmmu, SmmuEvents};
 use crate::vcpu::Vcpu;
 
 /// Who handles a physical interrupt (besides the ones every core handles itself: the
@@ -23,6 +24,8 @@ pub enum IrqOwner {
         device: usize,
         event: u32,
     },
+    /// The SMMU's event queue or global error interrupt.
+    Smmu,
 }
 
 pub struct Node {
@@ -33,8 +36,13 @@ pub struct Node {
     pub console: OperatorConsole,
     /// LPIs and the ITS, when some slice has NVMe.
     pub lpis: Option<Lpis>,
+    /// The SMMUv3, when the node has one the hypervisor uses.
+    pub smmu: Option<NodeSmmu>,
     owners: BTreeMap<u32, IrqOwner>,
 }
+
+/// SMMU event records are printed (`[hv] smmu: stream 0x..: ...`).
+impl SmmuEvents for Node {}
 
 impl Node {
     pub fn new(
@@ -43,6 +51,7 @@ impl Node {
         slices: Vec<Slice>,
         console: OperatorConsole,
         lpis: Option<Lpis>,
+        smmu: Option<NodeSmmu>,
     ) -> Node {
         let mut assignment = alloc::vec![None; cores];
         for slice in &slices {
@@ -68,12 +77,16 @@ impl Node {
                 }
             }
         }
+        for intid in smmu.iter().flat_map(NodeSmmu::intids) {
+            owners.insert(intid, IrqOwner::Smmu);
+        }
         Node {
             conduit,
             slices,
             assignment,
             console,
             lpis,
+            smmu,
             owners,
         }
     }

@@ -136,7 +136,9 @@ impl IdMap {
             len: entries.len(),
             mask,
         };
-        map.entries.get_mut(..entries.len())?.copy_from_slice(entries);
+        map.entries
+            .get_mut(..entries.len())?
+            .copy_from_slice(entries);
         Some(map)
     }
 
@@ -829,7 +831,8 @@ pub(crate) mod tests {
             if self.smmu {
                 let s = w.begin_node("smmuv3@9050000").unwrap();
                 w.property_string("compatible", "arm,smmu-v3").unwrap();
-                w.property_array_u64("reg", &[0x905_0000, 0x2_0000]).unwrap();
+                w.property_array_u64("reg", &[0x905_0000, 0x2_0000])
+                    .unwrap();
                 w.property_array_u32(
                     "interrupts",
                     &[0, 0x4a, 1, 0, 0x4b, 1, 0, 0x4c, 1, 0, 0x4d, 1],
@@ -1006,7 +1009,11 @@ pub(crate) mod tests {
             }]
         );
         // StreamID = ITS DeviceID = requester ID (platform facts).
-        for (bdf, id) in [((0, 1, 0), 0x8), ((1, 0, 0), 0x100), ((0xff, 31, 7), 0xffff)] {
+        for (bdf, id) in [
+            ((0, 1, 0), 0x8),
+            ((1, 0, 0), 0x100),
+            ((0xff, 31, 7), 0xffff),
+        ] {
             let rid = crate::pci::Bdf::new(bdf.0, bdf.1, bdf.2).requester_id();
             assert_eq!(inv.stream_id(rid), Some(id));
             assert_eq!(pcie.its_device_id(rid), Some(id));
@@ -1019,9 +1026,18 @@ pub(crate) mod tests {
         let dtb = virt_with(|t| {
             t.smmu = true;
             t.iommu_map = alloc::vec![
-                0x0000, SMMU_PHANDLE, 0x1000, 0x100, //
-                0x0100, 0x1234, 0, 0x100, //
-                0x0200, SMMU_PHANDLE, 0x8000, 0x200,
+                0x0000,
+                SMMU_PHANDLE,
+                0x1000,
+                0x100, //
+                0x0100,
+                0x1234,
+                0,
+                0x100, //
+                0x0200,
+                SMMU_PHANDLE,
+                0x8000,
+                0x200,
             ];
             t.msi_map = Some(alloc::vec![0x0100, 0x800a, 0x40, 0x10]);
         });
@@ -1078,7 +1094,8 @@ pub(crate) mod tests {
         let s = w.begin_node("smmu@1000").unwrap();
         w.property_string("compatible", "arm,smmu-v3").unwrap();
         w.property_array_u32("reg", &[0x1000, 0x2_0000]).unwrap();
-        w.property_array_u32("interrupts", &[0, 5, 4, 0, 6, 4]).unwrap();
+        w.property_array_u32("interrupts", &[0, 5, 4, 0, 6, 4])
+            .unwrap();
         w.property_string_list("interrupt-names", alloc::vec!["gerror".into()])
             .unwrap();
         w.end_node(s).unwrap();

@@ -362,8 +362,7 @@ impl StreamTableSize {
 
     /// Byte offset of `stream`'s entry.
     pub fn offset(&self, stream: u32) -> Option<u64> {
-        self.covers(stream)
-            .then_some(u64::from(stream) * STE_BYTES)
+        self.covers(stream).then_some(u64::from(stream) * STE_BYTES)
     }
 }
 
@@ -516,16 +515,8 @@ impl StreamTableEntry {
         StreamTableEntry([STE_VALID | CONFIG_ABORT, 0, 0, 0, 0, 0, 0, 0]);
 
     /// Transactions pass untranslated, with their own attributes.
-    pub const BYPASS: StreamTableEntry = StreamTableEntry([
-        STE_VALID | CONFIG_BYPASS,
-        SHCFG_INCOMING,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-    ]);
+    pub const BYPASS: StreamTableEntry =
+        StreamTableEntry([STE_VALID | CONFIG_BYPASS, SHCFG_INCOMING, 0, 0, 0, 0, 0, 0]);
 
     /// Stage-2-only translation for VM `vmid` through the table at `root`, in the CPU's
     /// stage-2 format, with `cpu_physical_size` the CPU's VTCR_EL2.PS encoding (capped to the

@@ -496,7 +496,17 @@ fn random_map(rng: &mut Rng) -> AllocVec<u32> {
     let mut cells = AllocVec::new();
     let edge = |rng: &mut Rng| {
         let random = rng.next() as u32;
-        rng.pick(&[0u32, 1, 0xff, 0x100, 0xffff, 0x1_0000, 0xffff_ffff, 0x8000_0000, random])
+        rng.pick(&[
+            0u32,
+            1,
+            0xff,
+            0x100,
+            0xffff,
+            0x1_0000,
+            0xffff_ffff,
+            0x8000_0000,
+            random,
+        ])
     };
     for _ in 0..entries {
         let random = rng.next() as u32;
@@ -550,5 +560,8 @@ fn random_id_maps_never_panic_and_map_within_their_ranges() {
             }
         }
     }
-    assert!(accepted > 100 && refused > 100, "{accepted} accepted, {refused} refused");
+    assert!(
+        accepted > 100 && refused > 100,
+        "{accepted} accepted, {refused} refused"
+    );
 }

@@ -9,10 +9,8 @@ use crate::testing::Rng;
 
 /// SMMU_IDR0 of QEMU virt's SMMUv3 in nested mode: S2P, S1P, TTF AArch64, COHACC, ASID16,
 /// VMID16, TTENDIAN little, STALL_MODEL 1, TERM_MODEL, ST_LEVEL 2-level.
-const QEMU_IDR0: u32 = 1 | 1 << 1 | 0b10 << 2 | 1 << 4 | 1 << 12 | 1 << 18 | 0b10 << 21
-    | 1 << 24
-    | 1 << 26
-    | 1 << 27;
+const QEMU_IDR0: u32 =
+    1 | 1 << 1 | 0b10 << 2 | 1 << 4 | 1 << 12 | 1 << 18 | 0b10 << 21 | 1 << 24 | 1 << 26 | 1 << 27;
 /// SIDSIZE 16, EVENTQS 19, CMDQS 19.
 const QEMU_IDR1: u32 = 16 | 19 << 16 | 19 << 21;
 /// OAS 44 bits, 4K/16K/64K granules.
@@ -197,7 +195,11 @@ fn register_values() {
     assert_eq!(stream_table_base(0x4000_4000), 1 << 62 | 0x4000_4000);
     assert_eq!(stream_table_config(table), 8, "linear, LOG2SIZE 8");
     assert_eq!(queue_base(0x4000_8000, 8), 1 << 62 | 0x4000_8000 | 8);
-    assert_eq!(cr1(), 0b11_01_01_11_01_01, "WB, inner shareable tables and queues");
+    assert_eq!(
+        cr1(),
+        0b11_01_01_11_01_01,
+        "WB, inner shareable tables and queues"
+    );
     assert_eq!(cr2(), 0b110, "PTM and RECINVSID");
     assert_eq!(gbpa_abort(), 1 << 31 | 1 << 20);
     assert!(gbpa_updated(1 << 20) && !gbpa_updated(1 << 31 | 1 << 20));
@@ -219,7 +221,9 @@ fn abort_and_bypass_entries() {
 
 #[test]
 fn stage2_entry_matches_the_cpus_vtcr() {
-    let ste = StreamTableEntry::stage2(3, 0x4123_4000, 5, &qemu()).unwrap().0;
+    let ste = StreamTableEntry::stage2(3, 0x4123_4000, 5, &qemu())
+        .unwrap()
+        .0;
     assert_eq!(ste[0], 1 | 0b110 << 1, "valid, Config stage 2 only");
     assert_eq!(field(ste[1], 45, 44), 0b01, "SHCFG incoming");
     let w = ste[2];
@@ -230,7 +234,11 @@ fn stage2_entry_matches_the_cpus_vtcr() {
     assert_eq!(field(w, 43, 42), 1, "S2OR0 write-back");
     assert_eq!(field(w, 45, 44), 3, "S2SH0 inner shareable");
     assert_eq!(field(w, 47, 46), 0, "S2TG 4 KiB");
-    assert_eq!(field(w, 50, 48), 4, "S2PS: the CPU's 48 bits capped to the OAS (44)");
+    assert_eq!(
+        field(w, 50, 48),
+        4,
+        "S2PS: the CPU's 48 bits capped to the OAS (44)"
+    );
     assert_eq!(field(w, 51, 51), 1, "S2AA64 (0 can abort QEMU)");
     assert_eq!(field(w, 52, 52), 0, "S2ENDI little endian");
     assert_eq!(field(w, 53, 53), 0, "S2AFFD: the tables set AF");
@@ -242,7 +250,9 @@ fn stage2_entry_matches_the_cpus_vtcr() {
     assert_eq!(bytes[0], 0b1101);
     assert_eq!(&bytes[24..28], &0x4123_4000u32.to_le_bytes());
     // A CPU with a smaller PA size keeps its own.
-    let small = StreamTableEntry::stage2(3, 0x4123_4000, 2, &qemu()).unwrap().0;
+    let small = StreamTableEntry::stage2(3, 0x4123_4000, 2, &qemu())
+        .unwrap()
+        .0;
     assert_eq!(field(small[2], 50, 48), 2);
 }
 
@@ -293,7 +303,10 @@ fn command_errors_from_the_consumer_register() {
         CommandError::from_consumer(1 << 24 | 5),
         Some(CommandError::Illegal)
     );
-    assert_eq!(CommandError::from_consumer(2 << 24), Some(CommandError::Abort));
+    assert_eq!(
+        CommandError::from_consumer(2 << 24),
+        Some(CommandError::Abort)
+    );
     assert_eq!(
         CommandError::from_consumer(3 << 24),
         Some(CommandError::AtcInvalidationSync)

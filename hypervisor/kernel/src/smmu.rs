@@ -1,0 +1,271 @@
+//! The node's SMMUv3 (docs/architecture.md, "SMMUv3"): brought up at boot, before any PCI
+//! function may do DMA, with every stream aborting; the hypervisor's own NVMe controller
+//! confined to the memory it is given; event records and global errors reported when the
+//! SMMU's wired interrupts fire. Slices' devices are attached with [`NodeSmmu::attach`].
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use microvisor_arch::gic;
+use microvisor_arch::memory;
+use microvisor_arch::smmu::{Smmu, SmmuError, SmmuFrames};
+use microvisor_logic::inventory::{Inventory, Region, WiredInterrupt};
+use microvisor_logic::memory_map::place_working_memory;
+use microvisor_logic::pagetable::{Attributes, HeapTables, Regime, Translation};
+use microvisor_logic::smmu::{Event, MemoryLayout, StreamTableSize, Unsupported};
+use microvisor_plan::size::HumanSize;
+use spin::Mutex;
+
+use crate::output;
+
+/// The VMID of the stage 2 that confines the hypervisor's own NVMe controller (slices use
+/// their index + 1, as on the CPUs).
+pub const HYPERVISOR_VMID: u16 = 0;
+
+/// Offset of the ITS page devices write their MSIs to (GITS_TRANSLATER's 64 KiB frame).
+const ITS_TRANSLATER_PAGE: u64 = 0x1_0000;
+const PAGE: u64 = 4096;
+
+/// Who hears about SMMU event records. The node implements it; the default prints
+/// `[hv] smmu: stream 0x..: <event>`. Override [`SmmuEvents::smmu_event`] to map the stream to
+/// its slice and device and apply the slice's `on-fault` policy.
+pub trait SmmuEvents {
+    /// One event record (`event.stream` says whose).
+    fn smmu_event(&self, event: &Event) {
+        report(event);
+    }
+}
+
+/// Prints an event record as the default hook does.
+pub fn report(event: &Event) {
+    output::hv(format_args!("smmu: stream {:#x}: {event}", event.stream));
+}
+
+/// The node's SMMU once translating.
+pub struct NodeSmmu {
+    smmu: Mutex<Smmu>,
+    /// The memory the stream table and queues live in (other device memory must avoid it).
+    pub memory: Region,
+    /// Its event queue and global error interrupts, when the firmware DT names them.
+    pub eventq: Option<WiredInterrupt>,
+    pub gerror: Option<WiredInterrupt>,
+    /// The stage 2 confining the hypervisor's NVMe controller, kept alive while the SMMU walks
+    /// it.
+    own_stage2: Mutex<Option<Translation<HeapTables>>>,
+}
+
+/// The highest bus the kernel numbers below the host bridge: the root bus, then one bus for
+/// each bridge on it (a root port's secondary bus), as the kernel's enumeration assigns them.
+pub fn highest_bus(pci: &mut microvisor_arch::pci::PciHost, bus_start: u8) -> u8 {
+    const CLASS_BRIDGE_PCI: u32 = 0x06_04;
+    let bridges = microvisor_logic::pci::scan_bus(pci.config(), bus_start)
+        .iter()
+        .filter(|f| f.class >> 8 == CLASS_BRIDGE_PCI)
+        .count();
+    bus_start.saturating_add(bridges.min(255) as u8)
+}
+
+impl NodeSmmu {
+    /// Brings the SMMU described by `inventory` up, with a stream table that covers every
+    /// StreamID of requester IDs on buses up to `highest_bus` (not 2^16 entries), in RAM that
+    /// avoids `avoid`. `Ok(None)`: the SMMU cannot be used (printed), and it was left as the
+    /// firmware left it.
+    pub fn bring_up(
+        frames: SmmuFrames,
+        inventory: &Inventory,
+        highest_bus: u8,
+        avoid: &[Region],
+    ) -> Result<Option<NodeSmmu>, String> {
+        let base = frames.base();
+        let fail = |e: SmmuError| format!("smmu at {base:#x}: {e}");
+        let features = frames.features();
+        let last_rid = (u16::from(highest_bus) << 8) | 0xff;
+        let highest_stream = (0..=last_rid)
+            .filter_map(|rid| inventory.stream_id(rid))
+            .max()
+            .unwrap_or(0);
+        let limit = inventory
+            .ram
+            .iter()
+            .map(Region::end)
+            .chain(inventory.gic.its.map(|its| its.end()))
+            .max()
+            .unwrap_or(0);
+        let unusable = |why: Unsupported| {
+            output::hv(format_args!(
+                "smmu at {base:#x}: {why}; not used, no PCI function can be assigned"
+            ));
+            Ok(None)
+        };
+        if let Err(why) = features.check(limit) {
+            return unusable(why);
+        }
+        let table = match StreamTableSize::covering(highest_stream, &features) {
+            Ok(table) => table,
+            Err(why) => return unusable(why),
+        };
+        let layout = MemoryLayout::new(table, &features);
+        let region = place_working_memory(&inventory.ram, avoid, 0, layout.bytes, layout.align)
+            .ok_or_else(|| format!("smmu at {base:#x}: no RAM left for its stream table"))?;
+        let claimed = memory::claim(region)
+            .map_err(|e| format!("smmu at {base:#x}: claiming {region:x?}: {e:?}"))?;
+        let smmu = Smmu::bring_up(frames, &layout, claimed, limit).map_err(fail)?;
+        let f = smmu.features();
+        let interrupts = inventory.smmu.map(|s| s.interrupts).unwrap_or_default();
+        output::hv(format_args!(
+            "smmu: SMMUv3 at {base:#x}: stage 2, {}-bit VMIDs, {}-bit StreamIDs, {}-bit output, {}; \
+             linear stream table of {} entries ({}) for streams 0x0-{:#x}, every stream aborts; \
+             interrupts eventq {} gerror {}",
+            if f.vmid16 { 16 } else { 8 },
+            f.stream_id_bits,
+            f.output_bits().unwrap_or(0),
+            if f.coherent {
+                "coherent"
+            } else {
+                "not coherent"
+            },
+            table.entries(),
+            HumanSize(table.bytes()),
+            table.entries() - 1,
+            intid_text(interrupts.eventq),
+            intid_text(interrupts.gerror),
+        ));
+        Ok(Some(NodeSmmu {
+            smmu: Mutex::new(smmu),
+            memory: region,
+            eventq: interrupts.eventq,
+            gerror: interrupts.gerror,
+            own_stage2: Mutex::new(None),
+        }))
+    }
+
+    /// Confines `stream` (the hypervisor's own NVMe controller) to `regions` (its device
+    /// memory and the slices' RAM its transfers land in) plus the ITS page its MSIs go to, all
+    /// identity-mapped in a stage 2 with VMID [`HYPERVISOR_VMID`]. If those tables cannot be
+    /// built, the stream bypasses instead (printed): the hypervisor checks every PRP it gives
+    /// that controller against the slice's window, so bypass costs defence in depth, not
+    /// isolation.
+    pub fn confine(
+        &self,
+        stream: u32,
+        regions: &[Region],
+        its: Option<Region>,
+    ) -> Result<(), String> {
+        let fail = |e: SmmuError| format!("smmu: stream {stream:#x}: {e}");
+        match own_stage2(regions, its) {
+            Ok(stage2) => {
+                self.smmu
+                    .lock()
+                    .attach(stream, HYPERVISOR_VMID, stage2.root())
+                    .map_err(fail)?;
+                *self.own_stage2.lock() = Some(stage2);
+                Ok(())
+            }
+            Err(why) => {
+                output::hv(format_args!(
+                    "smmu: stream {stream:#x}: cannot confine it ({why:?}); it bypasses the SMMU"
+                ));
+                self.smmu.lock().bypass(stream).map_err(fail)
+            }
+        }
+    }
+
+    /// Lets `stream` bypass translation (see [`Smmu::bypass`] for when that is acceptable).
+    #[allow(
+        dead_code,
+        reason = "for the slice lifecycle of assigned functions (issue 10)"
+    )]
+    pub fn bypass(&self, stream: u32) -> Result<(), SmmuError> {
+        self.smmu.lock().bypass(stream)
+    }
+
+    /// Translates `stream` through the stage 2 rooted at `stage2_root` with `vmid`.
+    #[allow(
+        dead_code,
+        reason = "for the slice lifecycle of assigned functions (issue 10)"
+    )]
+    pub fn attach(&self, stream: u32, vmid: u16, stage2_root: u64) -> Result<(), SmmuError> {
+        self.smmu.lock().attach(stream, vmid, stage2_root)
+    }
+
+    /// Makes `stream` abort again.
+    #[allow(
+        dead_code,
+        reason = "for the slice lifecycle of assigned functions (issue 10)"
+    )]
+    pub fn detach(&self, stream: u32) -> Result<(), SmmuError> {
+        self.smmu.lock().detach(stream)
+    }
+
+    /// Discards the SMMU's cached translations of `vmid` (after its tables changed).
+    #[allow(
+        dead_code,
+        reason = "for the slice lifecycle of assigned functions (issue 10)"
+    )]
+    pub fn invalidate_vmid(&self, vmid: u16) -> Result<(), SmmuError> {
+        self.smmu.lock().invalidate_vmid(vmid)
+    }
+
+    /// Makes the SMMU's interrupts edge- or level-triggered as the DT says and routes them to
+    /// the core with affinity `mpidr`.
+    pub fn route_interrupts(&self, mpidr: u64) {
+        for interrupt in [self.eventq, self.gerror].into_iter().flatten() {
+            gic::set_trigger(interrupt.intid, interrupt.edge);
+            gic::route_spi(interrupt.intid, mpidr);
+        }
+    }
+
+    /// The INTIDs the node routes to [`NodeSmmu::service`].
+    pub fn intids(&self) -> impl Iterator<Item = u32> + use<> {
+        [self.eventq, self.gerror]
+            .into_iter()
+            .flatten()
+            .map(|i| i.intid)
+    }
+
+    /// Handles either interrupt: reports global errors, then hands every pending event record
+    /// to `events` (with the SMMU unlocked, so a fault policy may detach streams).
+    pub fn service(&self, events: &impl SmmuEvents) {
+        let (errors, drained, records) = {
+            let mut smmu = self.smmu.lock();
+            let errors = smmu.take_global_errors();
+            let mut records = Vec::new();
+            let drained = smmu.drain_events(&mut |event| records.push(event));
+            (errors, drained, records)
+        };
+        if !errors.is_empty() {
+            output::hv(format_args!("smmu: global error: {errors}"));
+        }
+        if drained.overflowed {
+            output::hv(format_args!(
+                "smmu: the event queue overflowed, records were lost"
+            ));
+        }
+        for event in &records {
+            events.smmu_event(event);
+        }
+    }
+}
+
+fn intid_text(interrupt: Option<WiredInterrupt>) -> String {
+    interrupt.map_or_else(|| String::from("none"), |i| format!("{}", i.intid))
+}
+
+/// An identity stage 2 over `regions` (RAM, read-write) and the ITS translater page (device).
+fn own_stage2(
+    regions: &[Region],
+    its: Option<Region>,
+) -> Result<Translation<HeapTables>, microvisor_logic::pagetable::MapError> {
+    let mut stage2 = Translation::new(Regime::Stage2, HeapTables::new())?;
+    for region in regions {
+        let base = region.base & !(PAGE - 1);
+        let size = (region.end() - base).next_multiple_of(PAGE);
+        stage2.map(base, base, size, Attributes::DATA)?;
+    }
+    if let Some(its) = its {
+        let page = its.base + ITS_TRANSLATER_PAGE;
+        stage2.map(page, page, PAGE, Attributes::DEVICE)?;
+    }
+    Ok(stage2)
+}
