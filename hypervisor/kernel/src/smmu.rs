@@ -26,6 +26,8 @@ pub const HYPERVISOR_VMID: u16 = 0;
 /// Offset of the ITS page devices write their MSIs to (GITS_TRANSLATER's 64 KiB frame).
 const ITS_TRANSLATER_PAGE: u64 = 0x1_0000;
 const PAGE: u64 = 4096;
+/// Event records handed to the hook per interrupt.
+const MAX_REPORTED: usize = 4;
 
 /// Who hears about SMMU event records. The node implements it; the default prints
 /// `[hv] smmu: stream 0x..: <event>`. Override [`SmmuEvents::smmu_event`] to map the stream to
@@ -242,8 +244,16 @@ impl NodeSmmu {
                 "smmu: the event queue overflowed, records were lost"
             ));
         }
-        for event in &records {
+        // A device faulting on every beat of a transfer writes hundreds of records: the first
+        // few say what happened (and let a policy act), the rest are counted.
+        for event in records.iter().take(MAX_REPORTED) {
             events.smmu_event(event);
+        }
+        if records.len() > MAX_REPORTED {
+            output::hv(format_args!(
+                "smmu: {} more event records not shown",
+                records.len() - MAX_REPORTED
+            ));
         }
     }
 }

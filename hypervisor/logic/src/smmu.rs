@@ -665,7 +665,7 @@ pub struct GlobalErrors(pub u32);
 /// Names of GERROR bits, by bit.
 const GLOBAL_ERROR_NAMES: [(u32, &str); 8] = [
     (0, "command queue error"),
-    (2, "event queue write aborted"),
+    (2, "event queue full or unwritable, records lost"),
     (3, "PRI queue write aborted"),
     (4, "command-sync MSI aborted"),
     (5, "event queue MSI aborted"),

@@ -327,7 +327,7 @@ fn global_errors() {
     assert!(errors.command_queue() && errors.event_queue_aborted());
     assert_eq!(
         format!("{errors}"),
-        "command queue error, event queue write aborted"
+        "command queue error, event queue full or unwritable, records lost"
     );
     // Toggled back by the SMMU while GERRORN still has the old value: active too.
     assert!(GlobalErrors::active(0, 1).command_queue());
