@@ -13,6 +13,7 @@ use microvisor_arch::smmu::{Smmu, SmmuError, SmmuFrames};
 use microvisor_logic::inventory::{Inventory, Region, WiredInterrupt};
 use microvisor_logic::memory_map::place_working_memory;
 use microvisor_logic::pagetable::{Attributes, HeapTables, Regime, Translation};
+use microvisor_logic::pci::Bdf;
 use microvisor_logic::smmu::{Event, MemoryLayout, StreamTableSize, Unsupported};
 use microvisor_plan::size::HumanSize;
 use spin::Mutex;
@@ -29,19 +30,39 @@ const PAGE: u64 = 4096;
 /// Event records handed to the hook per interrupt.
 const MAX_REPORTED: usize = 4;
 
-/// Who hears about SMMU event records. The node implements it; the default prints
-/// `[hv] smmu: stream 0x..: <event>`. Override [`SmmuEvents::smmu_event`] to map the stream to
-/// its slice and device and apply the slice's `on-fault` policy.
+/// Whose a stream is: the slice and the PCI function assigned to it.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamOwner<'a> {
+    pub slice: &'a str,
+    pub device: Bdf,
+}
+
+/// Who hears about SMMU event records. The node implements it. Wiring assigned functions is
+/// [`SmmuEvents::stream_owner`] (then records read `[hv] smmu: slice <name> device <bdf>:
+/// <event>`); applying the slice's `on-fault` policy is an override of
+/// [`SmmuEvents::smmu_event`].
 pub trait SmmuEvents {
-    /// One event record (`event.stream` says whose).
+    /// The slice and function `stream` belongs to (default: none known).
+    fn stream_owner(&self, _stream: u32) -> Option<StreamOwner<'_>> {
+        None
+    }
+
+    /// One event record (`event.stream` says whose); the default prints it.
     fn smmu_event(&self, event: &Event) {
-        report(event);
+        report(event, self.stream_owner(event.stream));
     }
 }
 
-/// Prints an event record as the default hook does.
-pub fn report(event: &Event) {
-    output::hv(format_args!("smmu: stream {:#x}: {event}", event.stream));
+/// Prints an event record: `[hv] smmu: slice web device 0000:01:00.0: translation fault at
+/// IOVA 0x1000 (write)`, or `[hv] smmu: stream 0x100: ...` when nobody owns the stream.
+pub fn report(event: &Event, owner: Option<StreamOwner<'_>>) {
+    match owner {
+        Some(o) => output::hv(format_args!(
+            "smmu: slice {} device {}: {event}",
+            o.slice, o.device
+        )),
+        None => output::hv(format_args!("smmu: stream {:#x}: {event}", event.stream)),
+    }
 }
 
 /// The node's SMMU once translating.
