@@ -3,6 +3,7 @@
 //! confined to the memory it is given; event records and global errors reported when the
 //! SMMU's wired interrupts fire. Slices' devices are attached with [`NodeSmmu::attach`].
 
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -12,7 +13,7 @@ use microvisor_arch::memory;
 use microvisor_arch::smmu::{Smmu, SmmuError, SmmuFrames};
 use microvisor_logic::inventory::{Inventory, Region, WiredInterrupt};
 use microvisor_logic::memory_map::place_working_memory;
-use microvisor_logic::pagetable::{Attributes, HeapTables, Regime, Translation};
+use microvisor_logic::pagetable::{Attributes, HeapTables, MapError, Regime, Translation};
 use microvisor_logic::pci::Bdf;
 use microvisor_logic::smmu::{Event, MemoryLayout, StreamTableSize, Unsupported};
 use microvisor_plan::size::HumanSize;
@@ -73,9 +74,60 @@ pub struct NodeSmmu {
     /// Its event queue and global error interrupts, when the firmware DT names them.
     pub eventq: Option<WiredInterrupt>,
     pub gerror: Option<WiredInterrupt>,
-    /// The stage 2 confining the hypervisor's NVMe controller, kept alive while the SMMU walks
-    /// it.
-    own_stage2: Mutex<Option<Translation<HeapTables>>>,
+    /// The device stage 2 of each attached stream (and its VMID), kept alive while the SMMU
+    /// may walk it.
+    attached: Mutex<BTreeMap<u32, (u16, DeviceStage2)>>,
+}
+
+/// A stage 2 for devices only, never loaded on a CPU (so what it maps for a device, such as
+/// the ITS page its MSIs go to, gives no CPU access): RAM windows and an MSI page, in the CPU's
+/// stage-2 format (`Regime::Stage2`, the format stream table entries name).
+pub struct DeviceStage2 {
+    tables: Translation<HeapTables>,
+}
+
+impl DeviceStage2 {
+    pub fn new() -> Result<DeviceStage2, MapError> {
+        Ok(DeviceStage2 {
+            tables: Translation::new(Regime::Stage2, HeapTables::new())?,
+        })
+    }
+
+    /// Device addresses `[ipa, ipa + ram.size)` reach physical RAM `ram` (read-write; page
+    /// aligned).
+    pub fn map_ram(&mut self, ipa: u64, ram: Region) -> Result<(), MapError> {
+        self.tables.map(ipa, ram.base, ram.size, Attributes::DATA)
+    }
+
+    /// Device address `ipa` (a page) reaches the ITS translater page of the ITS at `its`, the
+    /// page MSI writes go to.
+    pub fn map_msi_page(&mut self, ipa: u64, its: Region) -> Result<(), MapError> {
+        self.tables.map(
+            ipa,
+            its.base + ITS_TRANSLATER_PAGE,
+            PAGE,
+            Attributes::DEVICE,
+        )
+    }
+
+    /// Physical address of the level-1 table (STE.S2TTB).
+    pub fn root(&self) -> u64 {
+        self.tables.root()
+    }
+
+    /// An identity map of `regions` (rounded out to pages) and the ITS translater page.
+    fn identity(regions: &[Region], its: Option<Region>) -> Result<DeviceStage2, MapError> {
+        let mut stage2 = DeviceStage2::new()?;
+        for region in regions {
+            let base = region.base & !(PAGE - 1);
+            let size = (region.end() - base).next_multiple_of(PAGE);
+            stage2.map_ram(base, Region::new(base, size))?;
+        }
+        if let Some(its) = its {
+            stage2.map_msi_page(its.base + ITS_TRANSLATER_PAGE, its)?;
+        }
+        Ok(stage2)
+    }
 }
 
 /// The highest bus the kernel numbers below the host bridge: the root bus, then one bus for
@@ -159,7 +211,7 @@ impl NodeSmmu {
             memory: region,
             eventq: interrupts.eventq,
             gerror: interrupts.gerror,
-            own_stage2: Mutex::new(None),
+            attached: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -176,15 +228,8 @@ impl NodeSmmu {
         its: Option<Region>,
     ) -> Result<(), String> {
         let fail = |e: SmmuError| format!("smmu: stream {stream:#x}: {e}");
-        match own_stage2(regions, its) {
-            Ok(stage2) => {
-                self.smmu
-                    .lock()
-                    .attach(stream, HYPERVISOR_VMID, stage2.root())
-                    .map_err(fail)?;
-                *self.own_stage2.lock() = Some(stage2);
-                Ok(())
-            }
+        match DeviceStage2::identity(regions, its) {
+            Ok(stage2) => self.attach(stream, HYPERVISOR_VMID, stage2).map_err(fail),
             Err(why) => {
                 output::hv(format_args!(
                     "smmu: stream {stream:#x}: cannot confine it ({why:?}); it bypasses the SMMU"
@@ -203,22 +248,33 @@ impl NodeSmmu {
         self.smmu.lock().bypass(stream)
     }
 
-    /// Translates `stream` through the stage 2 rooted at `stage2_root` with `vmid`.
-    #[allow(
-        dead_code,
-        reason = "for the slice lifecycle of assigned functions (issue 10)"
-    )]
-    pub fn attach(&self, stream: u32, vmid: u16, stage2_root: u64) -> Result<(), SmmuError> {
-        self.smmu.lock().attach(stream, vmid, stage2_root)
+    /// Translates `stream` through `stage2` with `vmid` (a slice's index + 1 for its assigned
+    /// functions), keeping the tables alive until [`NodeSmmu::detach`]. A stream attached
+    /// before is switched over (never half-written) and its old tables freed after its VMID's
+    /// cached translations are.
+    pub fn attach(&self, stream: u32, vmid: u16, stage2: DeviceStage2) -> Result<(), SmmuError> {
+        let mut smmu = self.smmu.lock();
+        smmu.attach(stream, vmid, stage2.root())?;
+        let old = self.attached.lock().insert(stream, (vmid, stage2));
+        match old {
+            Some((old_vmid, tables)) => retire(&mut smmu, old_vmid, tables),
+            None => Ok(()),
+        }
     }
 
-    /// Makes `stream` abort again.
+    /// Makes `stream` abort again, discards its VMID's cached translations and frees its
+    /// tables.
     #[allow(
         dead_code,
         reason = "for the slice lifecycle of assigned functions (issue 10)"
     )]
     pub fn detach(&self, stream: u32) -> Result<(), SmmuError> {
-        self.smmu.lock().detach(stream)
+        let mut smmu = self.smmu.lock();
+        smmu.detach(stream)?;
+        match self.attached.lock().remove(&stream) {
+            Some((vmid, tables)) => retire(&mut smmu, vmid, tables),
+            None => Ok(()),
+        }
     }
 
     /// Discards the SMMU's cached translations of `vmid` (after its tables changed).
@@ -279,24 +335,19 @@ impl NodeSmmu {
     }
 }
 
-fn intid_text(interrupt: Option<WiredInterrupt>) -> String {
-    interrupt.map_or_else(|| String::from("none"), |i| format!("{}", i.intid))
+/// Frees tables no stream table entry names any more, once the SMMU's cached translations of
+/// their VMID are gone; if that invalidation fails they are leaked rather than freed under a
+/// walk that might still use them.
+fn retire(smmu: &mut Smmu, vmid: u16, tables: DeviceStage2) -> Result<(), SmmuError> {
+    match smmu.invalidate_vmid(vmid) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            core::mem::forget(tables);
+            Err(e)
+        }
+    }
 }
 
-/// An identity stage 2 over `regions` (RAM, read-write) and the ITS translater page (device).
-fn own_stage2(
-    regions: &[Region],
-    its: Option<Region>,
-) -> Result<Translation<HeapTables>, microvisor_logic::pagetable::MapError> {
-    let mut stage2 = Translation::new(Regime::Stage2, HeapTables::new())?;
-    for region in regions {
-        let base = region.base & !(PAGE - 1);
-        let size = (region.end() - base).next_multiple_of(PAGE);
-        stage2.map(base, base, size, Attributes::DATA)?;
-    }
-    if let Some(its) = its {
-        let page = its.base + ITS_TRANSLATER_PAGE;
-        stage2.map(page, page, PAGE, Attributes::DEVICE)?;
-    }
-    Ok(stage2)
+fn intid_text(interrupt: Option<WiredInterrupt>) -> String {
+    interrupt.map_or_else(|| String::from("none"), |i| format!("{}", i.intid))
 }
