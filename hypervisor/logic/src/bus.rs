@@ -92,14 +92,12 @@ impl MmioBus {
         let mut names = Vec::new();
         for (device, regions) in devices.iter().enumerate() {
             for (region, r) in regions.iter().enumerate() {
-                let end = r
-                    .base
-                    .checked_add(r.size)
-                    .filter(|_| r.size > 0)
-                    .ok_or(BusError::BadRegion {
+                let end = r.base.checked_add(r.size).filter(|_| r.size > 0).ok_or(
+                    BusError::BadRegion {
                         counter: r.counter,
                         base: r.base,
-                    })?;
+                    },
+                )?;
                 let counter = match counters.iter().position(|&c| c == r.counter) {
                     Some(slot) => slot,
                     None => {
@@ -172,14 +170,21 @@ mod tests {
     #[test]
     fn routes_by_address_and_edges() {
         let bus = bus();
-        let at = |ipa| bus.route(ipa).map(|r| (r.device, r.region, r.offset, r.counter));
+        let at = |ipa| {
+            bus.route(ipa)
+                .map(|r| (r.device, r.region, r.offset, r.counter))
+        };
         assert_eq!(at(0x0900_0000), Some((0, 0, 0, 0)));
         assert_eq!(at(0x0900_0fff), Some((0, 0, 0xfff, 0)));
         assert_eq!(at(0x0900_1000), None, "one past the UART");
         assert_eq!(at(0x0800_0004), Some((1, 0, 4, 1)));
         assert_eq!(at(0x080d_ffff), Some((1, 1, 0x3_ffff, 1)));
         assert_eq!(at(0x080e_0000), None, "past the last redistributor");
-        assert_eq!(at(0x0801_0000), None, "between distributor and redistributors");
+        assert_eq!(
+            at(0x0801_0000),
+            None,
+            "between distributor and redistributors"
+        );
         assert_eq!(at(0), None);
         assert_eq!(at(u64::MAX), None);
     }

@@ -298,10 +298,7 @@ impl DeviceNode for Pl011Node {
         w.property_array_u64("reg", &[map::UART, PL011_SIZE])?;
         w.property_array_u32("interrupts", &[SPI, map::UART_SPI, LEVEL_HIGH])?;
         w.property_array_u32("clocks", &[PHANDLE_CLOCK, PHANDLE_CLOCK])?;
-        w.property_string_list(
-            "clock-names",
-            vec!["uartclk".into(), "apb_pclk".into()],
-        )?;
+        w.property_string_list("clock-names", vec!["uartclk".into(), "apb_pclk".into()])?;
         w.end_node(node)?;
         Ok(())
     }
@@ -378,10 +375,8 @@ mod tests {
 
     /// The devices of a slice with `vcpus` vCPUs, with a PCIe host bridge if `pcie`.
     fn devices(vcpus: usize, pcie: bool) -> Vec<Box<dyn DeviceNode>> {
-        let mut list: Vec<Box<dyn DeviceNode>> = vec![
-            Box::new(GicNode { vcpus, mbi: pcie }),
-            Box::new(Pl011Node),
-        ];
+        let mut list: Vec<Box<dyn DeviceNode>> =
+            vec![Box::new(GicNode { vcpus, mbi: pcie }), Box::new(Pl011Node)];
         if pcie {
             list.push(Box::new(PcieHostNode));
         }
@@ -482,7 +477,9 @@ mod tests {
             let fdt = Fdt::new(&blob).unwrap();
             let mut in_tree = Vec::new();
             for node in fdt.all_nodes() {
-                let Some(reg) = node.property("reg") else { continue };
+                let Some(reg) = node.property("reg") else {
+                    continue;
+                };
                 if node.name.starts_with("memory") || node.name.starts_with("cpu@") {
                     continue;
                 }
@@ -513,26 +510,32 @@ mod tests {
         let devices = devices(2, true);
         let regions: Vec<Vec<BusRegion>> = devices.iter().map(|d| d.regions()).collect();
         let bus = MmioBus::new(&regions).unwrap();
-        let at = |ipa| bus.route(ipa).map(|r| (bus.counters()[r.counter], r.region, r.offset));
+        let at = |ipa| {
+            bus.route(ipa)
+                .map(|r| (bus.counters()[r.counter], r.region, r.offset))
+        };
         assert_eq!(at(0x0900_0018), Some(("mmio-uart", 0, 0x18)));
         assert_eq!(at(0x0900_1000), None);
         assert_eq!(at(0x0800_0004), Some(("mmio-gic", 0, 4)));
         assert_eq!(at(0x0801_0000), None);
         assert_eq!(at(0x080a_0008), Some(("mmio-gic", 1, 8)));
         assert_eq!(at(0x080d_0080), Some(("mmio-gic", 1, 0x3_0080)));
-        assert_eq!(at(0x080e_0008), None, "frame of a vCPU the slice does not have");
+        assert_eq!(
+            at(0x080e_0008),
+            None,
+            "frame of a vCPU the slice does not have"
+        );
         assert_eq!(at(0x40_1000_0010), Some(("mmio-pci", 0, 0x10)));
         assert_eq!(at(0x40_1010_0000), None, "bus 1 does not exist");
         assert_eq!(at(0x1000_4000), Some(("mmio-bar", 1, 0x4000)));
         assert_eq!(at(0x1100_0000), None, "past the memory window");
         assert_eq!(at(0), None);
-        let plain: Vec<Vec<BusRegion>> = devices
-            .iter()
-            .take(2)
-            .map(|d| d.regions())
-            .collect();
+        let plain: Vec<Vec<BusRegion>> = devices.iter().take(2).map(|d| d.regions()).collect();
         let plain = MmioBus::new(&plain).unwrap();
-        assert!(plain.route(0x40_1000_0010).is_none(), "no PCIe without NVMe");
+        assert!(
+            plain.route(0x40_1000_0010).is_none(),
+            "no PCIe without NVMe"
+        );
     }
 
     #[test]
@@ -561,7 +564,14 @@ mod tests {
         assert_eq!(Pl011Node.spis(), [33]);
         let mbi = PcieHostNode.spis();
         assert_eq!((mbi[0], mbi.len()), (64, 32));
-        assert!(GicNode { vcpus: 1, mbi: true }.spis().is_empty());
+        assert!(
+            GicNode {
+                vcpus: 1,
+                mbi: true
+            }
+            .spis()
+            .is_empty()
+        );
     }
 
     #[test]

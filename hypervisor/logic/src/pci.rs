@@ -546,7 +546,11 @@ mod tests {
         let mut fake = Fake::node();
         let nvme = Bdf::new(0, 2, 0);
         fake.regs.insert((nvme, 4), header::STATUS_CAPABILITIES | 1);
-        let bars = configure_function(&mut fake, &mut BarWindows::new(&host(0x3_1000_0000, 0x80_0000_0000)), nvme);
+        let bars = configure_function(
+            &mut fake,
+            &mut BarWindows::new(&host(0x3_1000_0000, 0x80_0000_0000)),
+            nvme,
+        );
         assert_eq!(
             bars,
             Ok(alloc::vec![PlacedBar {

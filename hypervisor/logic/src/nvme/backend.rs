@@ -18,18 +18,7 @@ pub struct DmaPage<'a> {
     pub bytes: &'a mut [u8; DMA_PAGE_SIZE],
 }
 
-/// One MSI-X message to deliver: the guest programmed `address` and `data` into an unmasked
-/// vector. With the GICv3 MBI, `address` should be GICD_SETSPI_NSR and `data` an SPI the
-/// slice owns; the kernel checks that before it injects anything.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MsiMessage {
-    /// The vector's number in the MSI-X table.
-    pub vector: u16,
-    /// Message Address (upper and lower dwords).
-    pub address: u64,
-    /// Message Data.
-    pub data: u32,
-}
+pub use crate::msix::MsiMessage;
 
 /// The environment of one virtual controller, implemented by the kernel (and by a fake
 /// physical controller in tests). Hardware queues are named by their physical queue ID.

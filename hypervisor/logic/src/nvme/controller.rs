@@ -461,7 +461,7 @@ impl VirtualNvme {
             }
             o if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&o) => {
                 self.msix
-                    .write_table(o - MSIX_TABLE_OFFSET, value, &mut |m| env.signal(m))
+                    .write_table(o - MSIX_TABLE_OFFSET, value, &mut |m| env.signal(m));
             }
             _ => {}
         }

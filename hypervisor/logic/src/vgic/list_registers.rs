@@ -186,7 +186,11 @@ mod tests {
         assert_eq!(hardware_in_flight(hw(lr::PENDING)), Some(27));
         assert_eq!(hardware_in_flight(hw(lr::ACTIVE)), Some(27));
         assert_eq!(hardware_in_flight(hw(lr::PENDING | lr::ACTIVE)), Some(27));
-        assert_eq!(hardware_in_flight(hw(0)), None, "finished: the guest deactivated it");
+        assert_eq!(
+            hardware_in_flight(hw(0)),
+            None,
+            "finished: the guest deactivated it"
+        );
         let virtual_only = lr::PENDING << lr::STATE_SHIFT | lr::EOI | 33;
         assert_eq!(hardware_in_flight(virtual_only), None);
         assert_eq!(hardware_in_flight(0), None);
