@@ -38,9 +38,7 @@ fn smmu_boot_line_names_its_stream_table() {
         )]))
         .all_healthy()
         .expect(Expect::Line {
-            pattern: hv(&boot_line(
-                r"256 entries \(16 KiB\) for streams 0x0-0xff",
-            )),
+            pattern: hv(&boot_line(r"256 entries \(16 KiB\) for streams 0x0-0xff")),
             count: 1,
         })
         .expect(Expect::Never(hv(r"^smmu: stream 0x")))
