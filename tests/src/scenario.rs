@@ -31,7 +31,7 @@ use microvisor_plan::{
     BuiltIn, DiskShare, HumanSize, ImageSource, Placement, Plan, RamRange, format_cores, place,
     place_disk,
 };
-use xtask::node::{Disk, Node, RAM_BASE};
+use xtask::node::{Disk, Iommu, Node, RAM_BASE};
 use xtask::qemu::{Boot, Console, Firmware};
 
 use crate::attack_lines::requested_attacks;
@@ -115,6 +115,8 @@ pub struct Scenario {
     pub firmware_tree: Option<FirmwareTree>,
     /// Arguments appended to QEMU's command line (see [`Scenario::qemu_args`]).
     pub qemu_args: Vec<String>,
+    /// An IOMMU in front of the node's PCIe bus, whatever the node profile says.
+    pub iommu: Option<Iommu>,
 }
 
 /// What Linux may keep of a slice's RAM for itself, so MemTotal (`mem_total_kib`) is at least
@@ -154,6 +156,7 @@ impl Scenario {
             slices_start: true,
             firmware_tree: None,
             qemu_args: Vec::new(),
+            iommu: None,
         }
     }
 
@@ -170,6 +173,12 @@ impl Scenario {
             memory,
             disks: Vec::new(),
         };
+        self
+    }
+
+    /// Puts QEMU virt's SMMUv3 in front of the node's PCIe bus (`iommu = "smmuv3"`).
+    pub fn smmuv3(mut self) -> Scenario {
+        self.iommu = Some(Iommu::Smmuv3);
         self
     }
 
@@ -267,6 +276,14 @@ impl Scenario {
 
     /// The node as QEMU will emulate it.
     pub fn load_node(&self) -> Node {
+        let mut node = self.profile_node();
+        if self.iommu.is_some() {
+            node.iommu = self.iommu;
+        }
+        node
+    }
+
+    fn profile_node(&self) -> Node {
         match &self.node {
             NodeSpec::Profile(name) => Node::load(&built().ws, name)
                 .unwrap_or_else(|e| panic!("scenario {}: {e:#}", self.name)),

@@ -3,9 +3,9 @@
 //!
 //! Modules form a tree, leaves first: `output` (the console sink), `vcpu`, `vgic` (a slice's
 //! virtual GIC at run time), `pci` (the node's PCIe hierarchy: buses, BARs and bridge windows
-//! at boot, function reset), `nvme` (the node's NVMe controller and LPIs), `devices` (a slice's
-//! emulated devices and MMIO bus), `slice`, `psci`, `console` (operator input), `node`, `irq`,
-//! `run` (each core's run loop), `exits`, `start`.
+//! at boot, function reset), `nvme` (the node's NVMe controller and LPIs), `smmu` (the node's
+//! SMMUv3), `devices` (a slice's emulated devices and MMIO bus), `slice`, `psci`, `console`
+//! (operator input), `node`, `irq`, `run` (each core's run loop), `exits`, `start`.
 #![no_std]
 
 extern crate alloc;
@@ -22,6 +22,7 @@ mod pci;
 mod psci;
 mod run;
 mod slice;
+mod smmu;
 mod start;
 mod vcpu;
 mod vgic;

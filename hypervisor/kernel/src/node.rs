@@ -10,6 +10,7 @@ use crate::console::OperatorConsole;
 use crate::nvme::lpis::Lpis;
 use crate::pci::Hierarchy;
 use crate::slice::Slice;
+use crate::smmu::{NodeSmmu, SmmuEvents};
 use crate::vcpu::Vcpu;
 
 /// Who handles a physical interrupt (besides the ones every core handles itself: the
@@ -24,6 +25,8 @@ pub enum IrqOwner {
         device: usize,
         event: u32,
     },
+    /// The SMMU's event queue or global error interrupt.
+    Smmu,
 }
 
 pub struct Node {
@@ -38,8 +41,13 @@ pub struct Node {
     // Read by device assignment (issue 10), which is not merged yet.
     #[allow(dead_code)]
     pub pci: Option<Hierarchy>,
+    /// The SMMUv3, when the node has one the hypervisor uses.
+    pub smmu: Option<NodeSmmu>,
     owners: BTreeMap<u32, IrqOwner>,
 }
+
+/// SMMU event records are printed (`[hv] smmu: stream 0x..: ...`).
+impl SmmuEvents for Node {}
 
 impl Node {
     pub fn new(
@@ -49,6 +57,7 @@ impl Node {
         console: OperatorConsole,
         lpis: Option<Lpis>,
         pci: Option<Hierarchy>,
+        smmu: Option<NodeSmmu>,
     ) -> Node {
         let mut assignment = alloc::vec![None; cores];
         for slice in &slices {
@@ -74,6 +83,9 @@ impl Node {
                 }
             }
         }
+        for intid in smmu.iter().flat_map(NodeSmmu::intids) {
+            owners.insert(intid, IrqOwner::Smmu);
+        }
         Node {
             conduit,
             slices,
@@ -81,6 +93,7 @@ impl Node {
             console,
             lpis,
             pci,
+            smmu,
             owners,
         }
     }

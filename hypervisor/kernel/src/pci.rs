@@ -31,6 +31,21 @@ pub struct Hierarchy {
     pub windows: BarWindows,
 }
 
+impl Hierarchy {
+    /// The highest bus number the enumeration gave out (the root bus when there are no
+    /// bridges).
+    pub fn highest_bus(&self) -> u8 {
+        let root = self.topology.functions.iter().map(|f| f.function.bdf.bus);
+        let below = self
+            .topology
+            .functions
+            .iter()
+            .filter_map(|f| f.buses)
+            .map(|b| b.subordinate);
+        root.chain(below).max().unwrap_or(0)
+    }
+}
+
 /// Numbers the buses, places every BAR and bridge window (endpoints left with decoding and
 /// bus mastering off, bridges forwarding) and prints one line per function and per problem.
 pub fn discover(pci: &mut PciHost, host: &PcieHost) -> Hierarchy {

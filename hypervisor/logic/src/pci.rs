@@ -571,6 +571,8 @@ mod tests {
             bus_end: 0xff,
             mem32: window(0x1000_0000, mem32, 0x1000_0000),
             mem64: window(0x80_0000_0000, mem64, 0x80_0000_0000),
+            iommu_map: None,
+            msi_map: None,
         }
     }
 

@@ -72,6 +72,8 @@ pub fn host() -> PcieHost {
             size: MEM32_SIZE,
         }),
         mem64: None,
+        iommu_map: None,
+        msi_map: None,
     }
 }
 
