@@ -9,7 +9,18 @@
 //! iommu = "smmuv3"             # optional: QEMU virt's SMMUv3 in front of the PCIe bus
 //! [[disk]]
 //! size = "8GiB"                # an NVMe disk (used from issue 3 on)
+//! [[nic]]
+//! network = "slices"           # a virtio-net NIC on the slice-to-slice hub
+//! [[nic]]
+//! network = "host"             # a virtio-net NIC on its own restricted QEMU user network,
+//!                              # its port 80 forwarded from a free 127.0.0.1 port
 //! ```
+//!
+//! NIC *i* (in profile order) sits alone behind PCIe root port *i*, so it is a PCIe endpoint
+//! with Function Level Reset: root port *i* at `00:(0x10+i).0`, the NIC at `(i+1):00.0` (the
+//! bus the hypervisor gives that root port, numbering bridges depth-first), MAC
+//! `52:54:00:6d:76:<i>`. Why two networks: a QEMU hub that carries slice-to-slice traffic and
+//! a user network (slirp) breaks TCP between the slices (docs/node-profiles.md).
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +46,21 @@ const HOST_BRIDGE: PciFunction = PciFunction {
 };
 /// QEMU's NVMe controller (`-device nvme`): 1b36:0010, class 01 08 02.
 const NVME_IDS: (u32, u16, u16) = (0x01_08_02, 0x1b36, 0x0010);
+/// Most NICs a profile may have: one root port each, in `pcie.0` slots 0x10-0x1f.
+pub const MAX_NICS: usize = 16;
+/// The `pcie.0` slot of root port 0 (root port *i* is at `FIRST_ROOT_PORT_SLOT + i`), well
+/// after the disks' slots.
+const FIRST_ROOT_PORT_SLOT: u8 = 0x10;
+/// QEMU's PCIe root port (`-device pcie-root-port`): 1b36:000c, class 06 04 00.
+const ROOT_PORT_IDS: (u32, u16, u16) = (0x06_04_00, 0x1b36, 0x000c);
+/// A modern (virtio 1.0) virtio-net function: 1af4:1041, class 02 00 00.
+const VIRTIO_NET_IDS: (u32, u16, u16) = (0x02_00_00, 0x1af4, 0x1041);
+/// The first five bytes of every NIC's MAC: QEMU's locally administered 52:54:00 and "mv".
+const MAC_PREFIX: [u8; 5] = [0x52, 0x54, 0x00, 0x6d, 0x76];
+/// The port of a slice that a `network = "host"` NIC's forwarded loopback port reaches
+/// (the Linux guest's `microvisor.httpd=1` serves it).
+pub const GUEST_HTTP_PORT: u16 = 80;
+
 /// The `pcie.0` slot of NVMe disk 0 (disk *i* is at slot `FIRST_DISK_SLOT + i`). Slot 1 stays
 /// free: it is where QEMU would put its default NIC, which xtask turns off (`-nic none`).
 const FIRST_DISK_SLOT: u8 = 2;
@@ -57,6 +83,51 @@ pub struct Node {
     pub disks: Vec<Disk>,
     /// The IOMMU in front of the node's PCIe bus, if any.
     pub iommu: Option<Iommu>,
+    /// Network cards, in profile order (NIC *i* is behind root port *i*).
+    pub nics: Vec<Nic>,
+}
+
+/// One virtio-net NIC of the node (`[[nic]]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nic {
+    /// What its cable is plugged into.
+    pub network: Network,
+}
+
+/// The QEMU network a NIC is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// The node's slice-to-slice hub (`-netdev hubport,hubid=0`): every `slices` NIC and
+    /// nothing else, in particular no user network. Addresses are static (the plan's
+    /// `microvisor.ip=`); nothing on it leaves QEMU.
+    Slices,
+    /// A QEMU user network of its own (`-netdev user,restrict=on,ipv6=off`): DHCP gives the
+    /// NIC 10.0.2.15, nothing leaves the machine, and a free loopback port of the host,
+    /// chosen at launch, is forwarded to the NIC's port [`GUEST_HTTP_PORT`].
+    Host,
+}
+
+impl Network {
+    /// `slices` or `host`, as written in the profile.
+    pub fn name(self) -> &'static str {
+        match self {
+            Network::Slices => "slices",
+            Network::Host => "host",
+        }
+    }
+}
+
+/// A MAC address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mac(pub [u8; 6]);
+
+impl std::fmt::Display for Mac {
+    /// `52:54:00:6d:76:00`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
 }
 
 /// An IOMMU QEMU `virt` can put in front of its PCIe bus (`-M virt,iommu=...`).
@@ -86,12 +157,20 @@ struct ProfileFile {
     #[serde(default)]
     disk: Vec<DiskFile>,
     iommu: Option<Iommu>,
+    #[serde(default)]
+    nic: Vec<NicFile>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DiskFile {
     size: SizeValue,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NicFile {
+    network: Network,
 }
 
 /// A size as written in TOML: a number of bytes or a string with a suffix.
@@ -139,6 +218,11 @@ impl Node {
                 })
                 .collect::<Result<_>>()?,
             iommu: file.iommu,
+            nics: file
+                .nic
+                .iter()
+                .map(|n| Nic { network: n.network })
+                .collect(),
         };
         node.validate()?;
         Ok(node)
@@ -155,6 +239,7 @@ impl Node {
             plan: None,
             disks: Vec::new(),
             iommu: None,
+            nics: Vec::new(),
         }
     }
 
@@ -213,6 +298,11 @@ impl Node {
                 d.size
             );
         }
+        ensure!(
+            self.nics.len() <= MAX_NICS,
+            "nic: {} NICs, at most {MAX_NICS} are supported (one PCIe root port each)",
+            self.nics.len()
+        );
         Ok(())
     }
 
@@ -223,12 +313,44 @@ impl Node {
         PciAddress::new(0, slot, 0)
     }
 
+    /// Where QEMU puts the PCIe root port of NIC `index` (`-device pcie-root-port,addr=`):
+    /// 00:10.0 for the first, then the next slots; `None` past [`MAX_NICS`].
+    pub fn root_port_address(index: usize) -> Option<PciAddress> {
+        if index >= MAX_NICS {
+            return None;
+        }
+        PciAddress::new(0, FIRST_ROOT_PORT_SLOT + u8::try_from(index).ok()?, 0)
+    }
+
+    /// Where the hypervisor finds NIC `index`: device 0 of the bus below its root port. The
+    /// hypervisor numbers buses depth-first in slot order and the root ports are the node's
+    /// only bridges, so root port *i* leads to bus *i + 1*.
+    pub fn nic_address(index: usize) -> Option<PciAddress> {
+        if index >= MAX_NICS {
+            return None;
+        }
+        PciAddress::new(u8::try_from(index + 1).ok()?, 0, 0)
+    }
+
+    /// NIC `index`'s MAC: `52:54:00:6d:76:<index>`, the same at every boot.
+    pub fn nic_mac(index: usize) -> Mac {
+        let [a, b, c, d, e] = MAC_PREFIX;
+        Mac([a, b, c, d, e, index as u8])
+    }
+
+    /// The NIC at PCI address `address`, with its index, if there is one.
+    pub fn nic_at(&self, address: PciAddress) -> Option<(usize, Nic)> {
+        (0..self.nics.len())
+            .find(|&i| Node::nic_address(i) == Some(address))
+            .map(|i| (i, self.nics[i]))
+    }
+
     /// The PCI functions the hypervisor finds on this node, as `place_devices` takes them: the
     /// host bridge, the NVMe disks at [`Node::disk_address`] (the first one is the controller
     /// the hypervisor divides into `[slice.nvme]` shares: it takes the first NVMe function it
     /// finds), and whether an SMMUv3 guards them. This is the one place that knows which
-    /// address QEMU gives which device; `qemu.rs` asks it. Network devices (issue 10) belong
-    /// here too, in the slots after the disks.
+    /// address QEMU gives which device; `qemu.rs` asks it. Then, per NIC, its root port at
+    /// [`Node::root_port_address`] and the NIC at [`Node::nic_address`].
     pub fn pci_functions(&self) -> NodePci {
         let (class, vendor, device) = NVME_IDS;
         let disks = (0..self.disks.len()).filter_map(Node::disk_address);
@@ -239,6 +361,22 @@ impl Node {
             vendor,
             device,
         }));
+        for index in 0..self.nics.len() {
+            let (Some(port), Some(nic)) =
+                (Node::root_port_address(index), Node::nic_address(index))
+            else {
+                continue;
+            };
+            for (address, (class, vendor, device)) in [(port, ROOT_PORT_IDS), (nic, VIRTIO_NET_IDS)]
+            {
+                functions.push(PciFunction {
+                    address,
+                    class,
+                    vendor,
+                    device,
+                });
+            }
+        }
         NodePci {
             functions,
             smmu: self.iommu == Some(Iommu::Smmuv3),
@@ -311,17 +449,66 @@ size = "8GiB"
         let ws_qemu = crate::workspace::source_root().join("qemu");
         let text = std::fs::read_to_string(ws_qemu.join("default.toml")).unwrap();
         let node = Node::from_toml("default", &text, &ws_qemu).unwrap();
+        assert_eq!(node.iommu, Some(Iommu::Smmuv3));
+        let networks: Vec<Network> = node.nics.iter().map(|n| n.network).collect();
+        assert_eq!(
+            networks,
+            [
+                Network::Slices,
+                Network::Host,
+                Network::Slices,
+                Network::Host
+            ]
+        );
+        let root_port = |a| function(a, 0x06_04_00, 0x1b36, 0x000c);
+        let nic = |a| function(a, 0x02_00_00, 0x1af4, 0x1041);
         assert_eq!(
             node.pci_functions(),
             NodePci {
                 functions: vec![
                     function("00:00.0", 0x06_00_00, 0x1b36, 0x0008),
                     function("00:02.0", 0x01_08_02, 0x1b36, 0x0010),
+                    root_port("00:10.0"),
+                    nic("01:00.0"),
+                    root_port("00:11.0"),
+                    nic("02:00.0"),
+                    root_port("00:12.0"),
+                    nic("03:00.0"),
+                    root_port("00:13.0"),
+                    nic("04:00.0"),
                 ],
-                smmu: false,
+                smmu: true,
                 hypervisor_nvme: Some(PciAddress::parse("00:02.0").unwrap()),
             }
         );
+        let at = |a| node.nic_at(PciAddress::parse(a).unwrap());
+        assert_eq!(
+            at("02:00.0").map(|(i, n)| (i, n.network)),
+            Some((1, Network::Host))
+        );
+        assert_eq!(at("00:10.0"), None, "a root port is no NIC");
+        assert_eq!(at("05:00.0"), None);
+    }
+
+    #[test]
+    fn nics_get_root_ports_buses_and_stable_macs() {
+        assert_eq!(Node::root_port_address(0), PciAddress::new(0, 0x10, 0));
+        assert_eq!(Node::root_port_address(15), PciAddress::new(0, 0x1f, 0));
+        assert_eq!(Node::root_port_address(16), None);
+        assert_eq!(Node::nic_address(0), PciAddress::new(1, 0, 0));
+        assert_eq!(Node::nic_address(15), PciAddress::new(16, 0, 0));
+        assert_eq!(Node::nic_address(16), None);
+        assert_eq!(Node::nic_mac(0).to_string(), "52:54:00:6d:76:00");
+        assert_eq!(Node::nic_mac(11).to_string(), "52:54:00:6d:76:0b");
+        let last_disk = Node::disk_address(MAX_DISKS - 1).unwrap();
+        assert!(last_disk.device() < Node::root_port_address(0).unwrap().device());
+        let text = DENSE.to_string() + &"[[nic]]\nnetwork = \"host\"\n".repeat(MAX_NICS + 1);
+        let err = Node::from_toml("x", &text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("17 NICs, at most 16"), "{err}");
+        let bad = DENSE.to_string() + "[[nic]]\nnetwork = \"internet\"\n";
+        assert!(Node::from_toml("x", &bad, Path::new(".")).is_err());
     }
 
     #[test]

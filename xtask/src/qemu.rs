@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
+use microvisor_plan::PciAddress;
 
-use crate::node::{Disk, Node};
+use crate::node::{Disk, GUEST_HTTP_PORT, Mac, Network, Nic, Node};
 use crate::setup::{QEMU, UBOOT_BIN};
 
 /// How the image reaches EL2.
@@ -47,21 +48,65 @@ pub struct Boot<'a> {
     pub dtb: Option<&'a Path>,
 }
 
+/// A loopback port of the host forwarded to port [`GUEST_HTTP_PORT`] of a
+/// `network = "host"` NIC: `http://127.0.0.1:<port>/` reaches whoever has that NIC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostForward {
+    /// The NIC's index in the node profile.
+    pub nic: usize,
+    /// Where the hypervisor finds the NIC: what `[[slice.device]]` gives a slice.
+    pub address: PciAddress,
+    pub mac: Mac,
+    /// The port on 127.0.0.1, chosen free at launch.
+    pub port: u16,
+}
+
+impl HostForward {
+    /// `http://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
+
+/// A QEMU command ready to start and the loopback ports that reach its host NICs.
+#[derive(Debug)]
+pub struct Launch {
+    pub command: Command,
+    /// One per `network = "host"` NIC, in NIC order.
+    pub forwards: Vec<HostForward>,
+}
+
 impl Boot<'_> {
-    /// Creates the disk files and returns the command (not started).
+    /// Creates the disk files and returns the command (not started). The forwarded ports are
+    /// chosen but not returned: use [`Boot::launch`] to learn them.
     pub fn command(&self) -> Result<Command> {
-        let mut cmd = Command::new(QEMU);
-        cmd.args(self.args()?);
+        Ok(self.launch()?.command)
+    }
+
+    /// Creates the disk files, picks a free loopback port per host NIC and returns the command
+    /// (not started) with the ports.
+    pub fn launch(&self) -> Result<Launch> {
+        let ports = free_loopback_ports(host_nic_count(&self.node.nics))?;
+        let (args, forwards) = self.args_with_ports(&ports)?;
+        let mut command = Command::new(QEMU);
+        command.args(args);
         if self.console == Console::Captured {
-            cmd.stdin(Stdio::null())
+            command
+                .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
         }
-        Ok(cmd)
+        Ok(Launch { command, forwards })
     }
 
-    /// The arguments after `qemu-system-aarch64`.
+    /// The arguments after `qemu-system-aarch64` (with freshly chosen forwarded ports).
     pub fn args(&self) -> Result<Vec<String>> {
+        let ports = free_loopback_ports(host_nic_count(&self.node.nics))?;
+        Ok(self.args_with_ports(&ports)?.0)
+    }
+
+    /// The arguments, host NIC *k* forwarded from `ports[k]`.
+    fn args_with_ports(&self, ports: &[u16]) -> Result<(Vec<String>, Vec<HostForward>)> {
         let node = self.node;
         let mut machine = String::from("virt");
         if self.virtualization {
@@ -111,7 +156,9 @@ impl Boot<'_> {
             args.extend(["-append".into(), cmdline.clone()]);
         }
         args.extend(disk_args(&self.disk_prefix, &node.disks)?);
-        Ok(args)
+        let (nics, forwards) = nic_args(&node.nics, ports)?;
+        args.extend(nics);
+        Ok((args, forwards))
     }
 
     /// Writes QEMU's own device tree for this boot's machine to `out` (`-M ...,dumpdtb=`):
@@ -169,6 +216,86 @@ pub fn disk_args(prefix: &Path, disks: &[Disk]) -> Result<Vec<String>> {
         ));
     }
     Ok(args)
+}
+
+/// How many of `nics` are on the host network (each needs a forwarded port).
+pub fn host_nic_count(nics: &[Nic]) -> usize {
+    nics.iter().filter(|n| n.network == Network::Host).count()
+}
+
+/// `count` distinct loopback ports that were free a moment ago: each is bound to
+/// 127.0.0.1:0 (the kernel picks an unused port) while the others are, then all are released
+/// for QEMU to bind. Parallel QEMUs so never get fixed ports that collide; another process
+/// could still take one in between, and QEMU then fails to start naming the port.
+pub fn free_loopback_ports(count: usize) -> Result<Vec<u16>> {
+    let listeners = (0..count)
+        .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("finding a free loopback port")?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+/// QEMU arguments for `nics` (docs/node-profiles.md, "Network cards"): per NIC *i* a PCIe
+/// root port `rp<i>` at [`Node::root_port_address`] and behind it a modern virtio-net-pci
+/// whose DMA goes through the IOMMU (`iommu_platform=on`) and that has no option ROM BAR
+/// (`romfile=`), MAC [`Node::nic_mac`]. A `slices` NIC is a port of hub 0 (which has no user
+/// network on it); a `host` NIC gets a user network of its own, restricted (nothing leaves
+/// the machine), IPv4 only, with `127.0.0.1:ports[k]` forwarded to its port 80 (`k` counting
+/// host NICs).
+pub fn nic_args(nics: &[Nic], ports: &[u16]) -> Result<(Vec<String>, Vec<HostForward>)> {
+    anyhow::ensure!(
+        ports.len() == host_nic_count(nics),
+        "{} forwarded ports for {} host NICs",
+        ports.len(),
+        host_nic_count(nics)
+    );
+    let mut args = Vec::new();
+    let mut forwards = Vec::new();
+    let mut ports = ports.iter();
+    for (i, nic) in nics.iter().enumerate() {
+        let (Some(port_address), Some(address)) =
+            (Node::root_port_address(i), Node::nic_address(i))
+        else {
+            anyhow::bail!("NIC #{}: no root port slot left for it", i + 1);
+        };
+        let mac = Node::nic_mac(i);
+        let netdev = match nic.network {
+            Network::Slices => format!("hubport,id=net{i},hubid=0"),
+            Network::Host => {
+                let port = *ports.next().context("a port per host NIC")?;
+                forwards.push(HostForward {
+                    nic: i,
+                    address,
+                    mac,
+                    port,
+                });
+                format!(
+                    "user,id=net{i},restrict=on,ipv6=off,\
+                     hostfwd=tcp:127.0.0.1:{port}-:{GUEST_HTTP_PORT}"
+                )
+            }
+        };
+        args.extend([
+            "-netdev".to_string(),
+            netdev,
+            "-device".to_string(),
+            format!(
+                "pcie-root-port,id=rp{i},bus=pcie.0,chassis={},addr={:02x}.{}",
+                i + 1,
+                port_address.device(),
+                port_address.function()
+            ),
+            "-device".to_string(),
+            format!(
+                "virtio-net-pci,bus=rp{i},addr=00.0,netdev=net{i},mac={mac},\
+                 iommu_platform=on,romfile="
+            ),
+        ]);
+    }
+    Ok((args, forwards))
 }
 
 /// Disk file `index` of a node booted with `prefix`: `<prefix>-nvme<index>.raw`.
@@ -270,6 +397,86 @@ mod tests {
             line.ends_with("-dtb /tmp/virt.dtb -kernel /tmp/x.img"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn nics_sit_behind_root_ports_on_a_hub_or_their_own_restricted_user_network() {
+        use crate::node::{Network, Nic};
+        let nics = [
+            Nic {
+                network: Network::Slices,
+            },
+            Nic {
+                network: Network::Host,
+            },
+            Nic {
+                network: Network::Slices,
+            },
+        ];
+        assert!(nic_args(&nics, &[]).is_err(), "one port per host NIC");
+        let (args, forwards) = nic_args(&nics, &[4321]).unwrap();
+        assert_eq!(
+            args.join(" "),
+            "-netdev hubport,id=net0,hubid=0 \
+             -device pcie-root-port,id=rp0,bus=pcie.0,chassis=1,addr=10.0 \
+             -device virtio-net-pci,bus=rp0,addr=00.0,netdev=net0,mac=52:54:00:6d:76:00,\
+             iommu_platform=on,romfile= \
+             -netdev user,id=net1,restrict=on,ipv6=off,hostfwd=tcp:127.0.0.1:4321-:80 \
+             -device pcie-root-port,id=rp1,bus=pcie.0,chassis=2,addr=11.0 \
+             -device virtio-net-pci,bus=rp1,addr=00.0,netdev=net1,mac=52:54:00:6d:76:01,\
+             iommu_platform=on,romfile= \
+             -netdev hubport,id=net2,hubid=0 \
+             -device pcie-root-port,id=rp2,bus=pcie.0,chassis=3,addr=12.0 \
+             -device virtio-net-pci,bus=rp2,addr=00.0,netdev=net2,mac=52:54:00:6d:76:02,\
+             iommu_platform=on,romfile="
+        );
+        assert_eq!(
+            forwards,
+            [HostForward {
+                nic: 1,
+                address: PciAddress::new(2, 0, 0).unwrap(),
+                mac: Node::nic_mac(1),
+                port: 4321,
+            }]
+        );
+        assert_eq!(forwards[0].url(), "http://127.0.0.1:4321/");
+    }
+
+    #[test]
+    fn every_user_network_is_restricted_and_ports_are_free_and_distinct() {
+        let ws_qemu = crate::workspace::source_root().join("qemu");
+        let text = std::fs::read_to_string(ws_qemu.join("default.toml")).unwrap();
+        let node = Node::from_toml("default", &text, &ws_qemu).unwrap();
+        let mut b = boot(&node, Firmware::Direct, Console::Captured);
+        b.disk_prefix =
+            std::env::temp_dir().join(format!("xtask-qemu-nics-{}", std::process::id()));
+        let launch = b.launch().unwrap();
+        let args: Vec<String> = launch
+            .command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let users: Vec<&String> = args.iter().filter(|a| a.starts_with("user,")).collect();
+        assert_eq!(users.len(), host_nic_count(&node.nics));
+        assert!(!users.is_empty(), "the default node has host NICs");
+        for user in &users {
+            assert!(user.contains(",restrict=on,ipv6=off,"), "{user}");
+            assert!(user.contains("hostfwd=tcp:127.0.0.1:"), "{user}");
+        }
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.contains("hubport") && a.contains("netdev="))
+        );
+        let mut ports: Vec<u16> = launch.forwards.iter().map(|f| f.port).collect();
+        assert_eq!(ports.len(), users.len());
+        assert!(ports.iter().all(|&p| p != 0));
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), users.len(), "distinct");
+        for disk in 0..node.disks.len() {
+            std::fs::remove_file(disk_file(&b.disk_prefix, disk)).unwrap();
+        }
     }
 
     #[test]

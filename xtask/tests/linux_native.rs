@@ -41,6 +41,10 @@ impl Boot {
         if no_reboot {
             cmd.arg("-no-reboot");
         }
+        Boot::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: std::process::Command) -> Boot {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -218,4 +222,97 @@ fn warns_about_bad_options() {
     boot.report();
     boot.expect("PROBE WARN cmdline bad-number microvisor.heartbeat=\"fast\"");
     boot.expect("PROBE WARN cmdline unknown-action \"explode\"");
+}
+
+/// The guest with the NICs a slice of the default node gets (one on the slice hub, one on its
+/// own restricted user network, behind root ports and QEMU's SMMUv3), without the microvisor:
+/// the hub NIC takes the static address the command line gives its MAC, the host NIC gets
+/// 10.0.2.15 by DHCP, and the host reads the httpd page through the forwarded port.
+#[test]
+#[ignore = "boots QEMU (and fetches Debian packages on first use)"]
+fn nics_get_addresses_and_the_host_reaches_httpd_through_the_forwarded_port() {
+    use xtask::node::{Network, Nic, Node};
+    let nics = [
+        Nic {
+            network: Network::Slices,
+        },
+        Nic {
+            network: Network::Host,
+        },
+    ];
+    let hub_mac = Node::nic_mac(0).to_string();
+    let host_mac = Node::nic_mac(1).to_string();
+    let append = format!("microvisor.ip={hub_mac}:10.10.0.7/24 microvisor.httpd=1");
+    let launch =
+        linux::native_qemu_launch(&guest(), 2, 512, &append, &nics, true).expect("QEMU command");
+    assert_eq!(launch.forwards.len(), 1);
+    let forward = launch.forwards[0];
+    assert_eq!(forward.mac, Node::nic_mac(1));
+    let mut boot = Boot::spawn(launch.command);
+    let r = boot.report();
+    let net = r["net"].as_array().expect("net array");
+    let by_mac = |mac: &str| {
+        net.iter()
+            .find(|n| n["mac"] == mac)
+            .unwrap_or_else(|| panic!("no NIC with MAC {mac}: {net:?}"))
+    };
+    assert_eq!(by_mac(&hub_mac)["ipv4"], "10.10.0.7/24", "{net:?}");
+    assert_eq!(by_mac(&host_mac)["ipv4"], "10.0.2.15/24", "{net:?}");
+    assert_eq!(net.len(), 2, "{net:?}");
+    boot.expect("HTTPD 80 started");
+    let page = xtask::http::get_until(forward.port, TIMEOUT).expect("the page");
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body.contains("slice native"), "{page:?}");
+}
+
+/// TCP over the slice hub in both directions, inside one VM: of two NICs on hub 0, the second
+/// is moved into a network namespace of its own, so traffic between the two addresses leaves
+/// through one NIC, crosses QEMU's hub and arrives at the other (no user network on that hub).
+#[test]
+#[ignore = "boots QEMU (and fetches Debian packages on first use)"]
+fn tcp_crosses_the_slice_hub_both_ways() {
+    use xtask::node::{Network, Nic, Node};
+    let nics = [
+        Nic {
+            network: Network::Slices,
+        },
+        Nic {
+            network: Network::Slices,
+        },
+    ];
+    let append = format!(
+        "microvisor.ip={}:10.10.0.7/24 microvisor.ip={}:10.10.0.8/24 microvisor.httpd=1",
+        Node::nic_mac(0),
+        Node::nic_mac(1)
+    );
+    let launch =
+        linux::native_qemu_launch(&guest(), 2, 512, &append, &nics, true).expect("QEMU command");
+    assert!(launch.forwards.is_empty(), "no host NIC, no user network");
+    let mut boot = Boot::spawn(launch.command);
+    let r = boot.report();
+    assert_eq!(r["net"].as_array().map(Vec::len), Some(2), "{r}");
+    boot.expect("HTTPD 80 started");
+    boot.expect("built-in shell (ash)");
+    // The console echoes what is typed: the markers waited for are quoted apart in the command
+    // (`MOV""ED`) so that only the command's output matches.
+    // The second NIC by its MAC, into a namespace held by a sleeping process.
+    boot.type_line(&format!(
+        "for d in /sys/class/net/*; do grep -q {} $d/address && N=${{d##*/}}; done; echo NIC=$N",
+        Node::nic_mac(1)
+    ));
+    boot.expect("NIC=eth");
+    boot.type_line(
+        "unshare -n sleep 600 & P=$!; sleep 1; ip link set $N netns $P && echo MOV\"\"ED",
+    );
+    boot.expect("MOVED");
+    boot.type_line(
+        "mkdir -p /tmp/p && echo hub-peer-page >/tmp/p/index.html && nsenter -t $P -n sh -c \
+         \"ip link set lo up; ip link set $N up; ip addr add 10.10.0.8/24 dev $N; \
+         httpd -p 80 -h /tmp/p\" && echo PEER\"\"-UP",
+    );
+    boot.expect("PEER-UP");
+    boot.type_line("wget -q -O - http://10.10.0.8/ | sed 's/^/GOT-A /'");
+    boot.expect("GOT-A hub-peer-page");
+    boot.type_line("nsenter -t $P -n wget -q -O - http://10.10.0.7/ | sed 's/^/GOT-B /'");
+    boot.expect("GOT-B <h1>slice native</h1>");
 }

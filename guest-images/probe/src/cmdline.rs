@@ -11,6 +11,9 @@
 //! | `off-after` | PSCI SYSTEM_OFF after heartbeat n | never |
 //! | `reset-timer-pending` | `1`: `reset-after`'s SYSTEM_RESET is made with the virtual timer's interrupt fired and injected but not taken (IRQs masked) | 0 |
 //! | `nvme` | `0` skips the NVMe driver entirely | 1 |
+//! | `net` | `0` skips the virtio-net driver entirely | 1 |
+//! | `net-ip` | dotted IPv4 the NIC claims in its ARP requests | 10.0.2.15 |
+//! | `net-peer` | dotted IPv4 whose ARP reply proves the NIC works | 10.0.2.2 (slirp) |
 //! | `nvme-test` | `0` skips the NVMe data test | 1 |
 //! | `nvme-fill` | MiB of the namespace to write the slice pattern over | none |
 //! | `nvme-verify` | MiB of the namespace to verify against the pattern | none |
@@ -82,11 +85,25 @@ pub enum Attack {
     NvmeQueueOutside,
     /// Controller reset with commands in flight.
     NvmeResetInflight,
+    /// virtio-net descriptors whose buffers lie outside the slice's RAM.
+    NetDescOutside,
+    /// The NIC's MSI-X entries aimed at other doorbells.
+    NetMsixForeign,
+    /// Writes to the NIC's Pending Bit Array.
+    NetPbaWrite,
+    /// The NIC's BAR moved over the slice's RAM and over another function's BAR.
+    NetBarMove,
+    /// Bus mastering cleared while frames are in flight.
+    NetBusMaster,
+    /// The NIC's extended configuration space read and written.
+    NetHiddenCaps,
+    /// A long transmit/receive loop, then PSCI SYSTEM_RESET mid-transfer.
+    NetResetDma,
 }
 
 impl Attack {
     /// Every attack, in documentation order.
-    pub const ALL: [Attack; 24] = [
+    pub const ALL: [Attack; 31] = [
         Attack::ReadPastRam,
         Attack::WritePastRam,
         Attack::ReadAddr,
@@ -111,6 +128,13 @@ impl Attack {
         Attack::NvmeDoorbell,
         Attack::NvmeQueueOutside,
         Attack::NvmeResetInflight,
+        Attack::NetDescOutside,
+        Attack::NetMsixForeign,
+        Attack::NetPbaWrite,
+        Attack::NetBarMove,
+        Attack::NetBusMaster,
+        Attack::NetHiddenCaps,
+        Attack::NetResetDma,
     ];
 
     /// The command-line and console name.
@@ -140,12 +164,24 @@ impl Attack {
             Attack::NvmeDoorbell => "nvme-doorbell",
             Attack::NvmeQueueOutside => "nvme-queue-outside",
             Attack::NvmeResetInflight => "nvme-reset-inflight",
+            Attack::NetDescOutside => "net-desc-outside",
+            Attack::NetMsixForeign => "net-msix-foreign",
+            Attack::NetPbaWrite => "net-pba-write",
+            Attack::NetBarMove => "net-bar-move",
+            Attack::NetBusMaster => "net-bus-master",
+            Attack::NetHiddenCaps => "net-hidden-caps",
+            Attack::NetResetDma => "net-reset-dma",
         }
     }
 
     /// Whether the attack needs the NVMe controller.
     pub fn is_nvme(self) -> bool {
         self.name().starts_with("nvme-")
+    }
+
+    /// Whether the attack needs the virtio-net function.
+    pub fn is_net(self) -> bool {
+        self.name().starts_with("net-")
     }
 
     /// The attack with this name.
@@ -216,6 +252,12 @@ pub struct Options {
     pub reset_timer_pending: bool,
     /// Whether to look for an NVMe controller at all (`nvme=0`: no).
     pub nvme: bool,
+    /// Whether to look for a virtio-net function at all (`net=0`: no).
+    pub net: bool,
+    /// `net-ip=a.b.c.d`: the address the NIC claims in its ARP requests.
+    pub net_ip: [u8; 4],
+    /// `net-peer=a.b.c.d`: the address whose ARP reply proves the NIC works.
+    pub net_peer: [u8; 4],
     /// Whether to run the NVMe data test (`nvme-test=0`: no).
     pub nvme_test: bool,
     /// `nvme-fill=<MiB>`: write the slice pattern over the first MiB.
@@ -243,6 +285,9 @@ impl Default for Options {
             off_after: None,
             reset_timer_pending: false,
             nvme: true,
+            net: true,
+            net_ip: crate::virtio::PROBE_IP.0,
+            net_peer: crate::virtio::SLIRP_GATEWAY.0,
             nvme_test: true,
             nvme_fill_mib: None,
             nvme_verify_mib: None,
@@ -290,6 +335,21 @@ impl Options {
                 b"nvme" => {
                     if let Some(n) = options.number("nvme", value, parse_decimal) {
                         options.nvme = n != 0;
+                    }
+                }
+                b"net" => {
+                    if let Some(n) = options.number("net", value, parse_decimal) {
+                        options.net = n != 0;
+                    }
+                }
+                b"net-ip" => {
+                    if let Some(ip) = options.address("net-ip", value) {
+                        options.net_ip = ip;
+                    }
+                }
+                b"net-peer" => {
+                    if let Some(ip) = options.address("net-peer", value) {
+                        options.net_peer = ip;
                     }
                 }
                 b"nvme-test" => {
@@ -366,6 +426,18 @@ impl Options {
         n
     }
 
+    /// A dotted-quad IPv4 address; a malformed one is a `bad-number` problem.
+    fn address(&mut self, key: &'static str, value: &[u8]) -> Option<[u8; 4]> {
+        let ip = parse_ipv4(value);
+        if ip.is_none() {
+            self.problem(Problem::BadNumber {
+                key,
+                value: Text::from_bytes(value),
+            });
+        }
+        ip
+    }
+
     fn push_bench(&mut self, bench: Bench) {
         if !self.benches().contains(&bench) && self.bench_count < MAX_BENCHES {
             self.benches[self.bench_count] = bench;
@@ -388,6 +460,20 @@ impl Options {
             self.problem_count += 1;
         }
     }
+}
+
+/// `a.b.c.d`, each part a decimal 0..=255.
+fn parse_ipv4(value: &[u8]) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = value.split(|&b| b == b'.');
+    for byte in &mut out {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        *byte = u8::try_from(part.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))).ok()?;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 /// A decimal number (`_` separators allowed).
@@ -483,6 +569,29 @@ mod tests {
             ]
         );
         assert_eq!(o.problems().count(), 0);
+    }
+
+    #[test]
+    fn net_options() {
+        let o = Options::parse(b"");
+        assert!(o.net);
+        assert_eq!((o.net_ip, o.net_peer), ([10, 0, 2, 15], [10, 0, 2, 2]));
+        let o = Options::parse(b"net=0 net-ip=192.168.7.21 net-peer=192.168.7.1");
+        assert!(!o.net);
+        assert_eq!(
+            (o.net_ip, o.net_peer),
+            ([192, 168, 7, 21], [192, 168, 7, 1])
+        );
+        let o = Options::parse(b"net-ip=10.0.2 net-peer=1.2.3.256 net-ip=1..2.3");
+        assert_eq!((o.net_ip, o.net_peer), ([10, 0, 2, 15], [10, 0, 2, 2]));
+        assert_eq!(o.problems().count(), 3);
+        assert_eq!(parse_ipv4(b"1.2.3.4.5"), None);
+        assert_eq!(parse_ipv4(b"0.0.0.0"), Some([0; 4]));
+        assert!(Attack::NetBarMove.is_net() && !Attack::NvmeNsid.is_net());
+        assert_eq!(
+            Attack::from_name(b"net-reset-dma"),
+            Some(Attack::NetResetDma)
+        );
     }
 
     #[test]

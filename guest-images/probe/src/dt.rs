@@ -178,6 +178,9 @@ pub struct Platform {
     pub gic: Option<GicLayout>,
     /// INTID of the console UART (its `interrupts`, GIC three-cell format).
     pub uart_intid: Option<u32>,
+    /// The GIC node's `mbi-ranges` (first SPI, count): message-based SPIs a device raises by
+    /// writing the SPI number to GICD_SETSPI_NSR (the microvisor's slice MSI controller).
+    pub mbi: Option<(u32, u32)>,
     /// Whether `/chosen/microvisor,slice-name` named the slice.
     pub slice_named: bool,
     /// Whether the tree has a `pci-host-ecam-generic` node at all.
@@ -203,6 +206,7 @@ impl Platform {
             psci: None,
             gic: None,
             uart_intid: None,
+            mbi: None,
             slice_named: false,
             pci_node: false,
             pci: None,
@@ -248,6 +252,15 @@ impl Platform {
                 _ => None,
             });
         p.gic = read_gic(&fdt, root);
+        p.mbi = fdt
+            .find_compatible(&["arm,gic-v3"])
+            .and_then(|gic| gic.property("mbi-ranges"))
+            .and_then(|ranges| {
+                let (first, rest) = read_cells(ranges.value, 1)?;
+                let (count, _) = read_cells(rest, 1)?;
+                Some((u32::try_from(first).ok()?, u32::try_from(count).ok()?))
+            })
+            .filter(|&(first, count)| first >= 32 && count > 0);
         let pci_node = fdt.find_compatible(&["pci-host-ecam-generic"]);
         p.pci_node = pci_node.is_some();
         p.pci = pci_node.and_then(|node| read_pci_host(node, root));
@@ -704,6 +717,8 @@ mod tests {
     fn qemu_virt_tree() {
         let p = read(QEMU_VIRT_4CPU).unwrap();
         assert_eq!(p.slice_name.as_str(), Some("native"));
+        // QEMU's GICv3 has an ITS, no message-based SPIs.
+        assert_eq!(p.mbi, None);
         assert_eq!(p.bootargs.as_str(), Some("heartbeat=500 attack=mmio"));
         assert_eq!(p.uart_base, 0x0900_0000);
         assert_eq!(p.cpus(), &[0, 1, 2, 3]);
@@ -766,6 +781,7 @@ mod tests {
         assert!(p.in_memory(0x1_0000_0000) && !p.in_memory(0x4400_0000));
         assert!(!p.memory_overlaps());
         assert_eq!(p.psci, Some(Conduit::Smc));
+        assert_eq!(p.mbi, Some((64, 32)));
         assert_eq!(
             p.gic,
             Some(GicLayout {

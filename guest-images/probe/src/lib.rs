@@ -21,6 +21,7 @@ pub mod pci;
 pub mod psci;
 pub mod text;
 pub mod verdict;
+pub mod virtio;
 
 /// Most CPUs the probe brings up (per-CPU stacks and state are sized for it).
 pub const MAX_CPUS: usize = 64;

@@ -21,6 +21,56 @@ pub mod config {
     pub const BAR0: u16 = 0x10;
     /// BARs of a type-0 header.
     pub const BARS: usize = 6;
+    /// Capabilities pointer (7:0) of type-0 and type-1 headers.
+    pub const CAP_POINTER: u16 = 0x34;
+    /// Start of PCIe extended configuration space.
+    pub const EXTENDED: u16 = 0x100;
+    /// End of a function's configuration space (ECAM: 4 KiB).
+    pub const END: u16 = 0x1000;
+}
+
+/// Offsets in a type-1 (bridge) header (PCI-to-PCI Bridge 1.2 §3.2).
+pub mod bridge {
+    /// Primary (7:0), secondary (15:8), subordinate (23:16) bus numbers.
+    pub const BUSES: u16 = 0x18;
+    /// Memory base (15:0) and limit (31:16): address bits 31:20.
+    pub const MEMORY: u16 = 0x20;
+    /// Prefetchable memory base (15:0) and limit (31:16).
+    pub const PREFETCH: u16 = 0x24;
+    /// Upper 32 bits of the prefetchable base.
+    pub const PREFETCH_BASE_UPPER: u16 = 0x28;
+    /// Upper 32 bits of the prefetchable limit.
+    pub const PREFETCH_LIMIT_UPPER: u16 = 0x2c;
+    /// BARs of a type-1 header.
+    pub const BARS: usize = 2;
+    /// Bridge windows are 1 MiB granular.
+    pub const WINDOW_GRANULE: u64 = 1 << 20;
+}
+
+/// The bus-number dword of a bridge: primary, secondary, subordinate (latency timer kept).
+pub fn bridge_buses(old: u32, primary: u8, secondary: u8, subordinate: u8) -> u32 {
+    (old & 0xff00_0000)
+        | u32::from(primary)
+        | (u32::from(secondary) << 8)
+        | (u32::from(subordinate) << 16)
+}
+
+/// The memory base/limit dword forwarding `[base, base + size)` (1 MiB aligned, below 4 GiB);
+/// an empty window (base above limit) for `size == 0`.
+pub fn bridge_memory_window(base: u64, size: u64) -> u32 {
+    if size == 0 {
+        return 0x0000_fff0;
+    }
+    let last = base + size - 1;
+    (((base >> 16) as u32) & 0xfff0) | (((last >> 16) as u32 & 0xfff0) << 16)
+}
+
+/// The prefetchable base/limit dword that disables the prefetchable window.
+pub const BRIDGE_PREFETCH_OFF: u32 = 0x0000_fff0;
+
+/// Class code of a PCI-to-PCI bridge (bridge, PCI-to-PCI, any interface).
+pub fn is_pci_bridge_class(class: u32) -> bool {
+    class >> 8 == 0x06_04
 }
 
 /// Command register: memory space decoding.
@@ -210,6 +260,17 @@ mod tests {
         };
         assert_eq!(g.ecam_offset(1, 0x3e), 0x20_0000 | 0xf_8000 | 0x7000 | 0x3c);
         assert_eq!(format!("{g}"), "03:1f.7");
+    }
+
+    #[test]
+    fn bridge_registers() {
+        assert_eq!(bridge_buses(0x1200_0000, 0, 1, 0xff), 0x12ff_0100);
+        // [0x1010_0000, 0x1020_0000): base 0x101, limit 0x101.
+        assert_eq!(bridge_memory_window(0x1010_0000, 1 << 20), 0x1010_1010);
+        assert_eq!(bridge_memory_window(0x1000_0000, 2 << 20), 0x1010_1000);
+        assert_eq!(bridge_memory_window(0, 0), 0x0000_fff0);
+        assert!(is_pci_bridge_class(0x06_04_00));
+        assert!(!is_pci_bridge_class(0x02_00_00));
     }
 
     #[test]

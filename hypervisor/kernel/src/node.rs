@@ -9,7 +9,9 @@ use microvisor_logic::inventory::Conduit;
 use crate::console::OperatorConsole;
 use crate::devices::pci::assigned_event;
 use crate::nvme::lpis::Lpis;
+use crate::pci::Hierarchy;
 use crate::slice::Slice;
+use crate::smmu::{NodeSmmu, SmmuEvents};
 use crate::vcpu::Vcpu;
 
 /// Who handles a physical interrupt (besides the ones every core handles itself: the
@@ -24,6 +26,8 @@ pub enum IrqOwner {
         device: usize,
         event: u32,
     },
+    /// The SMMU's event queue or global error interrupt.
+    Smmu,
 }
 
 pub struct Node {
@@ -34,8 +38,17 @@ pub struct Node {
     pub console: OperatorConsole,
     /// LPIs and the ITS, when some slice has NVMe.
     pub lpis: Option<Lpis>,
+    /// The PCIe hierarchy as set up at boot, when the node has a host bridge.
+    // Read by device assignment (issue 10), which is not merged yet.
+    #[allow(dead_code)]
+    pub pci: Option<Hierarchy>,
+    /// The SMMUv3, when the node has one the hypervisor uses.
+    pub smmu: Option<NodeSmmu>,
     owners: BTreeMap<u32, IrqOwner>,
 }
+
+/// SMMU event records are printed (`[hv] smmu: stream 0x..: ...`).
+impl SmmuEvents for Node {}
 
 impl Node {
     pub fn new(
@@ -44,6 +57,8 @@ impl Node {
         slices: Vec<Slice>,
         console: OperatorConsole,
         lpis: Option<Lpis>,
+        pci: Option<Hierarchy>,
+        smmu: Option<NodeSmmu>,
     ) -> Node {
         let mut assignment = alloc::vec![None; cores];
         for slice in &slices {
@@ -83,12 +98,17 @@ impl Node {
                 }
             }
         }
+        for intid in smmu.iter().flat_map(NodeSmmu::intids) {
+            owners.insert(intid, IrqOwner::Smmu);
+        }
         Node {
             conduit,
             slices,
             assignment,
             console,
             lpis,
+            pci,
+            smmu,
             owners,
         }
     }

@@ -1,7 +1,7 @@
-//! Stage-2 translations of a slice (docs/architecture.md, "Memory ownership"): the one its
-//! cores walk (RAM, plus the directly mapped pages of its assigned functions' BARs while the
-//! guest decodes them) and the one its assigned functions' DMA goes through in the SMMU (RAM
-//! and the page their MSIs need, nothing else).
+//! The stage-2 translation a slice's cores walk (docs/architecture.md, "Memory ownership"):
+//! its RAM, plus the directly mapped pages of its assigned functions' BARs while the guest
+//! decodes them. (Its assigned functions' DMA goes through another one, `crate::smmu::
+//! DeviceStage2`, which also maps the ITS page their MSIs need.)
 
 use microvisor_arch::virt;
 use microvisor_logic::pagetable::{Attributes, HeapTables, MapError, Regime, Translation};
@@ -57,38 +57,5 @@ impl CpuStage2 {
         self.tables.lock().unmap(ipa, size)?;
         virt::invalidate_guest_ipas(ipa, size);
         Ok(())
-    }
-}
-
-/// The stage 2 the SMMU walks for a slice's assigned functions: the slice's RAM at the same
-/// IPAs as its cores see it, and the ITS's translation register page at [`MSI_IOVA`], where
-/// the hypervisor points the functions' MSI-X entries. The slice's cores never see that page.
-pub struct DeviceStage2 {
-    // Kept alive and unchanged: the SMMU walks them.
-    tables: Translation<HeapTables>,
-}
-
-/// The IOVA of the ITS's GITS_TRANSLATER page in a [`DeviceStage2`]: the last 64 KiB below
-/// guest RAM, which no slice device occupies (docs/architecture.md, "Assigned functions").
-pub const MSI_IOVA: u64 = 0x3fff_0000;
-
-impl DeviceStage2 {
-    /// RAM as for [`CpuStage2::new`], plus the 4 KiB page at physical `msi_page` (the one
-    /// holding GITS_TRANSLATER) at [`MSI_IOVA`].
-    pub fn new(ram_ipa: u64, ram: u64, size: u64, msi_page: u64) -> Result<Self, MapError> {
-        let mut tables = Translation::new(Regime::Stage2, HeapTables::new())?;
-        tables.map(ram_ipa, ram, size, Attributes::DATA)?;
-        tables.map(MSI_IOVA, msi_page, 4096, Attributes::DEVICE)?;
-        Ok(Self { tables })
-    }
-
-    /// Physical address of the root table (the SMMU's S2TTB).
-    pub fn root(&self) -> u64 {
-        self.tables.root()
-    }
-
-    /// Tables in use (for the footprint report).
-    pub fn tables(&self) -> usize {
-        self.tables.store().len()
     }
 }

@@ -22,7 +22,9 @@ use crate::node::Node;
 use crate::nvme::lpis::Lpis;
 use crate::nvme::physical::{DeviceMemory, NvmeError};
 use crate::nvme::{self, DiskError, HardwareQueue, NodeDisk};
+use crate::pci::{self, Hierarchy};
 use crate::slice::{DiskGrant, Slice};
+use crate::smmu::NodeSmmu;
 use crate::{exits, hv, run as core_run};
 
 /// What `boot/` hands over.
@@ -45,6 +47,8 @@ pub struct BootInfo {
     pub pci: Option<microvisor_arch::pci::PciHost>,
     /// The GIC's ITS, when the node has one.
     pub its: Option<microvisor_arch::its::ItsFrames>,
+    /// The SMMUv3 in front of the PCIe bus, when the node has one.
+    pub smmu: Option<microvisor_arch::smmu::SmmuFrames>,
 }
 
 /// Cores that finished their EL2 setup.
@@ -112,10 +116,18 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
     };
     let placement =
         place::place(plan, &hardware).map_err(|e| format!("plan does not fit this node: {e}"))?;
+    // The whole PCIe hierarchy, before any function is used: bus numbers, every BAR and
+    // bridge window; endpoints stay with decoding and bus mastering off until an owner
+    // turns them on. Then the SMMU, for the buses just numbered, before any DMA.
+    let mut hierarchy = match (info.pci.as_mut(), info.inventory.pcie) {
+        (Some(pci), Some(host)) => Some(pci::discover(pci, &host)),
+        _ => None,
+    };
+    let smmu = setup_smmu(info, &placement, hierarchy.as_ref())?;
     let mut disks: Vec<Option<DiskGrant>> = plan.slices.iter().map(|_| None).collect();
     let mut lpis = None;
     if plan.slices.iter().any(|s| s.nvme.is_some()) {
-        match setup_nvme(info, &placement, plan) {
+        match setup_nvme(info, &placement, plan, hierarchy.as_mut(), smmu.as_ref()) {
             Ok((node_disk, queues, its)) => {
                 lpis = Some(its);
                 for ((disk, share), queues) in disks.iter_mut().zip(&node_disk.shares).zip(queues) {
@@ -144,7 +156,44 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
         slice.load()?;
     }
     let console = OperatorConsole::new(inv.uart.intid);
-    Ok(Node::new(inv.psci, inv.cpus.len(), slices, console, lpis))
+    Ok(Node::new(
+        inv.psci,
+        inv.cpus.len(),
+        slices,
+        console,
+        lpis,
+        hierarchy,
+        smmu,
+    ))
+}
+
+/// RAM the hypervisor's own tables must not take: firmware reservations, its image and
+/// working memory, every slice's RAM (rounded as it is claimed).
+fn taken_ram(info: &BootInfo, placement: &place::Placement) -> Vec<Region> {
+    let mut avoid: Vec<Region> = info.inventory.reserved.iter().copied().collect();
+    avoid.extend([info.image, info.working_memory]);
+    avoid.extend(
+        placement
+            .slices
+            .iter()
+            .map(|s| Region::new(s.ram.base, s.ram.size.next_multiple_of(2 << 20))),
+    );
+    avoid
+}
+
+/// The SMMUv3 in front of the PCIe bus, up before any function may do DMA (docs/architecture.md,
+/// "SMMUv3"), with a stream table for the buses the kernel numbers.
+fn setup_smmu(
+    info: &mut BootInfo,
+    placement: &place::Placement,
+    hierarchy: Option<&Hierarchy>,
+) -> Result<Option<NodeSmmu>, String> {
+    let Some(frames) = info.smmu.take() else {
+        return Ok(None);
+    };
+    let highest_bus = hierarchy.map_or(0, |h| h.highest_bus());
+    let avoid = taken_ram(info, placement);
+    NodeSmmu::bring_up(frames, &info.inventory, highest_bus, &avoid)
 }
 
 /// Device memory, ITS and LPI tables, then the controller and every slice's share of it.
@@ -152,9 +201,14 @@ fn setup_nvme(
     info: &mut BootInfo,
     placement: &place::Placement,
     plan: &microvisor_plan::CompiledPlan,
+    hierarchy: Option<&mut Hierarchy>,
+    smmu: Option<&NodeSmmu>,
 ) -> Result<(NodeDisk, Vec<Vec<HardwareQueue>>, Lpis), DiskError> {
     let unusable = |why| DiskError::Controller(NvmeError::Unsupported(why));
+    let mut avoid = taken_ram(info, placement);
+    avoid.extend(smmu.map(|s| s.memory));
     let host = info.inventory.pcie.ok_or(unusable("no PCIe host bridge"))?;
+    let hierarchy = hierarchy.ok_or(unusable("no PCIe host bridge"))?;
     let pci = info.pci.as_mut().ok_or(unusable("no PCIe host bridge"))?;
     let frames = info.its.take().ok_or(unusable("no GIC ITS for MSIs"))?;
     let queues: u64 = plan
@@ -170,21 +224,46 @@ fn setup_nvme(
         .collect();
     cores.push(info.boot_core);
     let bytes = nvme::device_memory_pages(queues, cores.len() as u64) * 4096;
-    let mut avoid: Vec<Region> = info.inventory.reserved.iter().copied().collect();
-    avoid.extend([info.image, info.working_memory]);
-    avoid.extend(
-        placement
-            .slices
-            .iter()
-            .map(|s| Region::new(s.ram.base, s.ram.size.next_multiple_of(2 << 20))),
-    );
     let region = place_working_memory(&info.inventory.ram, &avoid, 0, bytes, 0x1_0000)
         .ok_or(unusable("no RAM left for NVMe queues and tables"))?;
     let claimed = memory::claim(region).map_err(|_| unusable("device memory"))?;
+    if let Some(smmu) = smmu {
+        // The controller's DMA goes through the SMMU before it is enabled: to its device
+        // memory, the slices' RAM its transfers land in, and the ITS page of its MSIs.
+        let found = microvisor_logic::pci::scan_bus(pci.config(), host.bus_start)
+            .into_iter()
+            .find(|f| f.class == microvisor_logic::pci::CLASS_NVME);
+        if let Some(stream) = found.and_then(|f| info.inventory.stream_id(f.bdf.requester_id())) {
+            let mut reach = alloc::vec![region];
+            reach.extend(
+                placement
+                    .slices
+                    .iter()
+                    .map(|s| Region::new(s.ram.base, s.ram.size)),
+            );
+            if let Err(e) = smmu.confine(stream, &reach, info.inventory.gic.its) {
+                hv!("{e}");
+                return Err(unusable("the SMMU did not take the controller's stream"));
+            }
+            hv!(
+                "smmu: stream {stream:#x} (nvme {}): the hypervisor's controller, confined to its device memory and the slices' RAM",
+                found
+                    .map(|f| f.bdf)
+                    .unwrap_or(microvisor_logic::pci::Bdf::new(0, 0, 0))
+            );
+        }
+    }
     let mut device_memory = DeviceMemory::new(claimed);
     let lpis = Lpis::new(&mut device_memory, frames, &cores)?;
-    let mut windows = microvisor_logic::pci::BarWindows::new(&host);
-    let (disk, queues) = nvme::bring_up(pci, &host, &mut windows, device_memory, plan, &lpis)?;
+    // The controller's BARs were placed with the rest of the hierarchy: it keeps them.
+    let (disk, queues) = nvme::bring_up(
+        pci,
+        &host,
+        &mut hierarchy.windows,
+        device_memory,
+        plan,
+        &lpis,
+    )?;
     Ok((disk, queues, lpis))
 }
 
@@ -275,6 +354,9 @@ fn run(node: Node, info: &BootInfo) -> ! {
             ));
         }
         cpu::spin_hint();
+    }
+    if let Some(smmu) = &node.smmu {
+        smmu.route_interrupts(info.inventory.cpus[info.boot_core]);
     }
     if let Some(lpis) = &node.lpis {
         if let Err(e) = lpis.enable_on_this_core(info.boot_core) {

@@ -34,7 +34,7 @@ fn host_bridge() -> PciFunction {
     function(address, (class, vendor, device))
 }
 
-/// qemu/default.toml as xtask describes it today (`Node::pci_functions`): the host bridge, the
+/// qemu/default.toml as xtask described it before issue 10 (`Node::pci_functions`): the host bridge, the
 /// 8 GiB NVMe disk at 00:02.0 (the hypervisor's), no SMMUv3.
 fn default_node_today() -> NodePci {
     NodePci {

@@ -89,7 +89,13 @@ pub fn report(plan: &Plan, node: &Node) -> Result<String, microvisor_plan::PlanE
         cores_used += at.cores.len() as u32;
     }
     out.push_str(&table(&rows));
-    out.push_str(&device_table(plan, &pci, &devices));
+    out.push_str(&device_table(plan, node, &pci, &devices));
+    // Only reached when place_devices succeeded, so this cannot fail on the devices.
+    if let Ok(networks) = crate::network::slice_networks(plan, node, &[]) {
+        for slice in networks {
+            out.push_str(&format!("{slice}\n"));
+        }
+    }
     let usable = node.memory - HYPERVISOR_RESERVE;
     out.push_str(&format!(
         "uses {cores_used} of {} cores and {} of {} usable RAM\n",
@@ -125,6 +131,7 @@ fn pci_line(pci: &NodePci) -> String {
 /// when no slice asks for a device).
 fn device_table(
     plan: &Plan,
+    node: &Node,
     pci: &NodePci,
     devices: &[Vec<microvisor_plan::PciAddress>],
 ) -> String {
@@ -139,11 +146,18 @@ fn device_table(
                 DeviceRequest::Pci(address) => format!("pci = \"{address}\""),
                 DeviceRequest::Class(class) => format!("class = \"{}\"", class.name()),
             };
-            let gets = pci
+            let mut gets = pci
                 .functions
                 .iter()
                 .find(|f| f.address == *address)
                 .map_or_else(|| address.to_string(), ToString::to_string);
+            if let Some((index, nic)) = node.nic_at(*address) {
+                gets.push_str(&format!(
+                    " ({} network, MAC {})",
+                    nic.network.name(),
+                    Node::nic_mac(index)
+                ));
+            }
             rows.push([slice.name.clone(), asked, gets]);
         }
     }
@@ -258,6 +272,43 @@ kernel = "probe"
                 "slice  device           gets\n\
                  db     class = \"nvme\"   00:04.0 nvme 1b36:0010\n\
                  db     pci = \"00:03.0\"  00:03.0 nvme 1b36:0010\n"
+            ),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn nics_show_their_network_and_each_slice_how_it_is_reached() {
+        use crate::node::{Network, Nic};
+        let mut node = Node::inline("n", 8, 4 << 30);
+        node.iommu = Some(crate::node::Iommu::Smmuv3);
+        for network in [Network::Slices, Network::Host] {
+            node.nics.push(Nic { network });
+        }
+        let plan = format!(
+            "{PLAN}cmdline = \"microvisor.ip=52:54:00:6d:76:00:10.10.0.2/24\"\n\
+             [[slice.device]]\nclass = \"net\"\n[[slice.device]]\nclass = \"net\"\n"
+        );
+        let table = report(&Plan::from_toml(&plan).unwrap(), &node).unwrap();
+        assert!(
+            table.contains(
+                "pci: 00:00.0 host bridge 1b36:0008, 00:10.0 PCI-to-PCI bridge 1b36:000c, \
+                 01:00.0 net 1af4:1041, 00:11.0 PCI-to-PCI bridge 1b36:000c, 02:00.0 net 1af4:1041; \
+                 behind an SMMUv3\n"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "db     class = \"net\"  01:00.0 net 1af4:1041 (slices network, MAC 52:54:00:6d:76:00)\n\
+                 db     class = \"net\"  02:00.0 net 1af4:1041 (host network, MAC 52:54:00:6d:76:01)\n"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "slice db: slices 10.10.0.2/24 [01:00.0 52:54:00:6d:76:00]; host DHCP \
+                 [02:00.0 52:54:00:6d:76:01]\n"
             ),
             "{table}"
         );

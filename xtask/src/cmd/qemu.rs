@@ -40,16 +40,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(dtb) = &args.dtb {
         ensure!(dtb.is_file(), "device tree {} not found", dtb.display());
     }
-    boot_interactive(&ws, &node, &args.image, args.uboot, args.dtb.as_deref())
+    boot_interactive(
+        &ws,
+        &node,
+        &args.image,
+        args.uboot,
+        args.dtb.as_deref(),
+        None,
+    )
 }
 
 /// Boots `image` on `node` with QEMU attached to this terminal; returns QEMU's exit status.
+/// Before it starts, prints how to reach the node's NICs: per slice of `plan` (its NICs, static
+/// addresses and host URLs) when the plan is known, else per host NIC.
 pub fn boot_interactive(
     ws: &Workspace,
     node: &Node,
     image: &Path,
     uboot: bool,
     dtb: Option<&Path>,
+    plan: Option<&microvisor_plan::Plan>,
 ) -> Result<ExitCode> {
     let boot = Boot {
         node,
@@ -65,9 +75,28 @@ pub fn boot_interactive(
         kernel_cmdline: None,
         dtb,
     };
-    let mut cmd = boot.command()?;
+    let launch = boot.launch()?;
+    let mut cmd = launch.command;
     eprintln!("node {}: {}", node.name, node.description);
     eprintln!("{}", render(&cmd));
+    match plan {
+        Some(plan) => {
+            for slice in crate::network::slice_networks(plan, node, &launch.forwards)? {
+                eprintln!("{slice}");
+            }
+        }
+        None => {
+            for forward in &launch.forwards {
+                eprintln!(
+                    "host NIC {} ({}): {} reaches its port {}",
+                    forward.address,
+                    forward.mac,
+                    forward.url(),
+                    crate::node::GUEST_HTTP_PORT
+                );
+            }
+        }
+    }
     eprintln!("(Ctrl-A x exits QEMU, Ctrl-A h for help)");
     let status = cmd.status()?;
     Ok(match status.code() {

@@ -28,14 +28,14 @@ pub struct Args {
 }
 
 /// Refuses, before anything is built or booted, a plan whose `[[slice.device]]` requests the
-/// node cannot serve, with the line the hypervisor would print at boot.
-pub fn check_devices(plan: &Path, node: &Node) -> Result<()> {
+/// node cannot serve, with the line the hypervisor would print at boot; returns the plan.
+pub fn check_devices(plan: &Path, node: &Node) -> Result<Plan> {
     let text = std::fs::read_to_string(plan)
         .map_err(|e| anyhow!("plan {}: cannot read it: {e}", plan.display()))?;
     let parsed = Plan::from_toml(&text).map_err(|e| anyhow!("plan {}: {e}", plan.display()))?;
     place_devices(&parsed, &node.pci_functions())
         .map_err(|e| anyhow!("plan {}: {e}", plan.display()))?;
-    Ok(())
+    Ok(parsed)
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -46,7 +46,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Some(plan) => plan,
         None => node.default_plan()?.to_path_buf(),
     };
-    check_devices(&plan, &node)?;
+    let parsed = check_devices(&plan, &node)?;
     let artifacts = crate::build::build_all(&ws, false)?;
     let out = ws
         .target_dir
@@ -61,7 +61,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         },
     )?;
     eprint!("{summary}");
-    super::qemu::boot_interactive(&ws, &node, &out, args.uboot, None)
+    super::qemu::boot_interactive(&ws, &node, &out, args.uboot, None, Some(&parsed))
 }
 
 #[cfg(test)]

@@ -21,6 +21,21 @@ pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// Takes the meta package from this apt suite instead of the default candidate (bookworm and
 /// bookworm-security: 6.1.x), e.g. `MICROVISOR_LINUX_SUITE=bookworm-backports` for 6.12.x.
 pub const SUITE_ENV: &str = "MICROVISOR_LINUX_SUITE";
+/// The kernel modules a virtio-net NIC needs (Debian's cloud kernels build VIRTIO_PCI and
+/// VIRTIO_NET as modules), in an order `insmod` accepts: each after the modules it depends on
+/// (their `depends=`; the package has no `modules.dep`). `virtio_pci_legacy_dev` is needed
+/// even for modern devices. A module the kernel has built in (`modules.builtin`) is skipped.
+pub const NET_MODULES: [&str; 8] = [
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "failover",
+    "net_failover",
+    "virtio_net",
+];
+
 /// A Debian package file, as one line of `apt-get download --print-uris` names it:
 /// `'<url>' <name>_<version>_<arch>.deb <size> SHA256:<hex>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,19 +123,103 @@ pub struct Fetched {
     pub kernel: PathBuf,
     /// `<stem>/bin/busybox`.
     pub busybox: PathBuf,
+    /// The files of [`NET_MODULES`] the kernel does not have built in, in load order
+    /// (`<stem>/lib/modules/<release>/kernel/.../<name>.ko`, or `.ko.xz`).
+    pub modules: Vec<PathBuf>,
     /// The kernel and busybox packages.
     pub debs: Vec<DebFile>,
     /// Why cached packages were used without asking apt, if they were.
     pub note: Option<String>,
 }
 
-/// Paths kept from a package's extraction: the kernel's `boot/`, busybox's binary.
-fn kept_paths(deb: &DebFile) -> &'static [&'static str] {
+/// Paths kept from a package's extraction `work`: busybox's binary; the kernel's `boot/`, its
+/// `modules.builtin` and the files of [`NET_MODULES`].
+fn kept_paths(deb: &DebFile, work: &Path) -> Result<Vec<PathBuf>> {
     if deb.package() == BUSYBOX_PACKAGE {
-        &["bin/busybox"]
-    } else {
-        &["boot"]
+        return Ok(vec!["bin/busybox".into()]);
     }
+    let mut kept = vec![PathBuf::from("boot")];
+    let modules = work.join("lib/modules");
+    for release in std::fs::read_dir(&modules)
+        .with_context(|| format!("{} has no lib/modules", deb.file_name))?
+    {
+        let release = release?.path();
+        let builtin = release.join("modules.builtin");
+        if builtin.is_file() {
+            kept.push(builtin.strip_prefix(work)?.to_path_buf());
+        }
+        let mut files = Vec::new();
+        module_files(&release, &mut files)?;
+        for file in files {
+            if module_name(&file).is_some_and(|n| NET_MODULES.contains(&n.as_str())) {
+                kept.push(file.strip_prefix(work)?.to_path_buf());
+            }
+        }
+    }
+    Ok(kept)
+}
+
+/// Every `*.ko` and `*.ko.xz` below `dir`.
+fn module_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            module_files(&path, out)?;
+        } else if module_name(&path).is_some() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The module a file holds: `virtio_net` for `.../virtio_net.ko` or `virtio_net.ko.xz`.
+fn module_name(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name
+        .strip_suffix(".ko")
+        .or_else(|| name.strip_suffix(".ko.xz"))?;
+    Some(stem.to_string())
+}
+
+/// The files of [`NET_MODULES`] in the extracted kernel package `extracted`, in load order.
+/// A module the kernel has built in (listed in `modules.builtin`) needs no file; one that is
+/// neither a file nor built in is an error naming it.
+pub fn net_modules(extracted: &Path) -> Result<Vec<PathBuf>> {
+    let modules = extracted.join("lib/modules");
+    let mut releases = std::fs::read_dir(&modules)
+        .with_context(|| format!("reading {}", modules.display()))?
+        .map(|e| Ok(e?.path()))
+        .collect::<Result<Vec<_>>>()?;
+    ensure!(
+        releases.len() == 1,
+        "{}: expected one kernel release, found {}",
+        modules.display(),
+        releases.len()
+    );
+    let release = releases.remove(0);
+    let builtin = std::fs::read_to_string(release.join("modules.builtin")).unwrap_or_default();
+    let builtin: Vec<String> = builtin
+        .lines()
+        .filter_map(|l| module_name(Path::new(l.trim())))
+        .collect();
+    let mut files = Vec::new();
+    module_files(&release, &mut files)?;
+    let mut found = Vec::new();
+    for wanted in NET_MODULES {
+        let file = files
+            .iter()
+            .find(|f| module_name(f).as_deref() == Some(wanted));
+        match file {
+            Some(file) => found.push(file.clone()),
+            None if builtin.iter().any(|b| b == wanted) => {}
+            None => bail!(
+                "{}: the kernel has neither {wanted}.ko nor a built-in {wanted}",
+                release.display()
+            ),
+        }
+    }
+    Ok(found)
 }
 
 /// Resolves the current kernel and busybox packages with apt, downloads and extracts what the
@@ -141,6 +240,7 @@ pub fn fetch(dir: &Path, quiet: bool) -> Result<Fetched> {
         let fetched = Fetched {
             kernel: find_vmlinuz(&dir.join(kernel_deb.stem()))?,
             busybox: dir.join(busybox_deb.stem()).join("bin/busybox"),
+            modules: net_modules(&dir.join(kernel_deb.stem()))?,
             debs: vec![kernel_deb, busybox_deb],
             note: None,
         };
@@ -179,10 +279,12 @@ fn cached(dir: &Path) -> Option<Fetched> {
     });
     let (kernel_deb, busybox_deb) = (debs.next()?, debs.next()?);
     let kernel = find_vmlinuz(&dir.join(kernel_deb.stem())).ok()?;
+    let modules = net_modules(&dir.join(kernel_deb.stem())).ok()?;
     let busybox = dir.join(busybox_deb.stem()).join("bin/busybox");
     busybox.is_file().then(|| Fetched {
         kernel,
         busybox,
+        modules,
         debs: vec![kernel_deb, busybox_deb],
         note: None,
     })
@@ -364,10 +466,20 @@ fn checked(cmd: &mut Command) -> Result<String> {
 /// Makes sure `dir/<stem>` holds the extracted package: extracts `debs/<file>`, downloading
 /// it first if needed. Work happens in `tmp/w-<pid>/` and is moved in with renames, so a concurrent
 /// or interrupted run never leaves a half-written file under its final name.
+///
+/// A kernel extracted by an older xtask (before the modules were kept: no `lib/modules`) is
+/// extracted again from its package file.
 fn obtain(apt: &Apt, dir: &Path, deb: &DebFile, quiet: bool) -> Result<()> {
     let extracted = dir.join(deb.stem());
-    if extracted.is_dir() {
+    let complete = deb.package() == BUSYBOX_PACKAGE || extracted.join("lib/modules").is_dir();
+    if extracted.is_dir() && complete {
         return Ok(());
+    }
+    if extracted.is_dir() {
+        let old = apt.workdir.join("outdated");
+        std::fs::rename(&extracted, &old)
+            .with_context(|| format!("moving {} to {}", extracted.display(), old.display()))?;
+        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
     }
     let debs = dir.join("debs");
     let path = debs.join(&deb.file_name);
@@ -379,9 +491,9 @@ fn obtain(apt: &Apt, dir: &Path, deb: &DebFile, quiet: bool) -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_dir_all(&keep);
     checked(Command::new("dpkg-deb").arg("-x").arg(&path).arg(&work))?;
-    for kept in kept_paths(deb) {
-        let (from, to) = (work.join(kept), keep.join(kept));
-        ensure!(from.exists(), "{} has no {kept}", deb.file_name);
+    for kept in kept_paths(deb, &work)? {
+        let (from, to) = (work.join(&kept), keep.join(&kept));
+        ensure!(from.exists(), "{} has no {}", deb.file_name, kept.display());
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -544,12 +656,70 @@ mod tests {
         let bin = dir.join(busybox.stem()).join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::write(bin.join("busybox"), b"b").unwrap();
+        assert!(cached(&dir).is_none(), "extracted without the modules");
+        let modules = fake_modules(&dir.join(kernel.stem()), &NET_MODULES);
         let found = cached(&dir).unwrap();
+        assert_eq!(found.modules, modules);
         assert_eq!(found.kernel, boot.join("vmlinuz-6.1.0-56-cloud-arm64"));
         assert_eq!(found.busybox, bin.join("busybox"));
         assert_eq!(found.debs[0].version(), "6.1.192-2");
         std::fs::write(boot.join("vmlinuz-other"), b"k").unwrap();
         assert!(cached(&dir).is_none(), "two kernels: ambiguous");
+    }
+
+    /// Writes `names` as module files of a fake extracted kernel at `root` (in a directory
+    /// layout like Debian's), returns their paths in [`NET_MODULES`] order.
+    fn fake_modules(root: &Path, names: &[&str]) -> Vec<PathBuf> {
+        let release = root.join("lib/modules/6.1.0-56-cloud-arm64");
+        let mut paths = Vec::new();
+        for name in NET_MODULES.iter().filter(|n| names.contains(n)) {
+            let sub = if name.contains("virtio_net") || name.contains("net_failover") {
+                "kernel/drivers/net"
+            } else if *name == "failover" {
+                "kernel/net/core"
+            } else {
+                "kernel/drivers/virtio"
+            };
+            let dir = release.join(sub);
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(format!("{name}.ko"));
+            std::fs::write(&path, name.as_bytes()).unwrap();
+            paths.push(path);
+        }
+        std::fs::create_dir_all(release.join("kernel/drivers/block")).unwrap();
+        std::fs::write(release.join("kernel/drivers/block/virtio_blk.ko"), b"x").unwrap();
+        paths
+    }
+
+    #[test]
+    fn net_modules_come_in_load_order_and_built_in_ones_need_no_file() {
+        let dir = temp_dir("modules");
+        let all = fake_modules(&dir, &NET_MODULES);
+        assert_eq!(net_modules(&dir).unwrap(), all);
+        let names: Vec<String> = all.iter().map(|p| module_name(p).unwrap()).collect();
+        assert_eq!(names, NET_MODULES);
+
+        let partial = temp_dir("modules-builtin");
+        let files = fake_modules(&partial, &["virtio_net", "net_failover", "failover"]);
+        let release = partial.join("lib/modules/6.1.0-56-cloud-arm64");
+        let err = net_modules(&partial).unwrap_err().to_string();
+        assert!(
+            err.contains("neither virtio_ring.ko nor a built-in virtio_ring"),
+            "{err}"
+        );
+        std::fs::write(
+            release.join("modules.builtin"),
+            "kernel/drivers/virtio/virtio.ko\nkernel/drivers/virtio/virtio_ring.ko\n\
+             kernel/drivers/virtio/virtio_pci.ko\nkernel/drivers/virtio/virtio_pci_modern_dev.ko\n\
+             kernel/drivers/virtio/virtio_pci_legacy_dev.ko\n",
+        )
+        .unwrap();
+        assert_eq!(net_modules(&partial).unwrap(), files);
+        assert_eq!(
+            module_name(Path::new("a/virtio_net.ko.xz")).as_deref(),
+            Some("virtio_net")
+        );
+        assert_eq!(module_name(Path::new("a/modules.order")), None);
     }
 
     #[test]

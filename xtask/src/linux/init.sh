@@ -7,9 +7,21 @@
 # Lines (stable, parsed by tests):
 #   SLICE-REPORT {"slice":"..","cpus":N,"mpidrs":[..],"memory_bytes":N,"memory_base":"0x..",
 #                 "dt_cpus":N,"mem_total_kib":N[,"nvme_bytes":N,"nvme_queues":N],
+#                 "net":[{"name":"eth0","mac":"..","ipv4":"a.b.c.d/n"|null},..],
 #                 "kernel":"..","cmdline":".."}
+#                 (at most 1023 bytes, the microvisor's console line: a long cmdline is cut
+#                 and ends in "...")
 #   PROBE PASS | PROBE FAIL <reason> [<reason> ...]
 #   PROBE WARN cmdline <problem>
+#   PROBE WARN net <problem>
+#   HTTPD 80 started                  microvisor.httpd=1
+#
+# Network (before the report): the virtio-net modules in /lib/modules (put there in load order
+# by xtask) are loaded, every NIC (an interface with a device) is brought up with the static
+# address a microvisor.ip=<interface-or-MAC>:<a.b.c.d>/<prefix> word of the command line gives
+# it, else by DHCP (udhcpc, /etc/udhcpc.script). A NIC left without an IPv4 address fails the
+# probe (net-no-ipv4(<name>)), as does a PCI network function without an interface
+# (nic-missing(<interfaces>/<functions>)) or a module that does not load (net-module(<name>)).
 #   LOAD <n> started                  microvisor.load=1
 #   HEARTBEAT <n> ok                  microvisor.heartbeat=<ms>
 #   PROBE ACTION reboot|poweroff      microvisor.action=reboot-after:<s>|poweroff-after:<s>
@@ -17,14 +29,18 @@
 #
 # `/init disk <step>[,<step>...]` typed in the slice's shell runs the same disk steps.
 #
-# MICROVISOR_INIT_ROOT (host tests only) prefixes the /proc and /sys paths read, and makes
-# the script stop after the report (or after the disk steps when MICROVISOR_INIT_DISK names
-# them); MICROVISOR_DISK replaces /dev/nvme0n1 and MICROVISOR_DISK_TMP /tmp.
+# MICROVISOR_INIT_ROOT (host tests only) prefixes the /proc, /sys, /lib and /etc paths read,
+# and makes the script stop after the report (after the network set-up and the report when
+# MICROVISOR_INIT_NET=1, after the disk steps when MICROVISOR_INIT_DISK names them);
+# MICROVISOR_DISK replaces /dev/nvme0n1 and MICROVISOR_DISK_TMP /tmp; MICROVISOR_INIT_PATH
+# comes first in PATH (fake ip, insmod, udhcpc).
 
 R=${MICROVISOR_INIT_ROOT:-}
 DT=$R/proc/device-tree
 TAB=$(printf '\t')
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/
+export PATH=${MICROVISOR_INIT_PATH:+$MICROVISOR_INIT_PATH:}/bin:/sbin:/usr/bin:/usr/sbin HOME=/
+# Longest SLICE-REPORT line: the microvisor's console lines hold 1024 bytes with the newline.
+MAX_REPORT=1023
 
 # Bytes [$2, $2 + $3) of file $1 as one big-endian unsigned number, in decimal.
 be_number() {
@@ -72,6 +88,118 @@ slice_name() {
 	fi
 }
 
+# The SLICE-REPORT line, in $line, with the command line $shown.
+report_line() {
+	line="SLICE-REPORT {\"slice\":$(json_string "$slice"),\"cpus\":$cpus"
+	line="$line,\"mpidrs\":[$mpidr_list],\"memory_bytes\":$memory_bytes"
+	line="$line,\"memory_base\":$base_json,\"dt_cpus\":$dt_cpus"
+	line="$line,\"mem_total_kib\":$mem_total_kib$nvme_json,\"net\":[$net_json]"
+	line="$line,\"kernel\":$(json_string "$kernel"),\"cmdline\":$(json_string "$shown")}"
+}
+
+# --- Network ---------------------------------------------------------------------------------
+
+NET=$R/sys/class/net
+
+# The NICs: every interface backed by a device (not lo, not virtual ones), by name.
+nics() {
+	for dev in "$NET"/*; do
+		[ -e "$dev/device" ] && echo "${dev##*/}"
+	done
+}
+
+# Number of PCI functions of base class 02 (network controllers).
+pci_net_functions() {
+	n=0
+	for class in "$R"/sys/bus/pci/devices/*/class; do
+		[ -f "$class" ] || continue
+		case $(cat "$class") in 0x02*) n=$((n + 1)) ;; esac
+	done
+	echo "$n"
+}
+
+# The static address the command line gives interface $1 (MAC $2): the <a.b.c.d>/<prefix> of
+# the last microvisor.ip=<name-or-MAC>:<a.b.c.d>/<prefix> naming it, or nothing.
+static_address() {
+	found=
+	set -f
+	for word in $(cat "$R/proc/cmdline" 2>/dev/null); do
+		case $word in
+		microvisor.ip=*)
+			spec=${word#microvisor.ip=}
+			who=$(echo "${spec%:*}" | tr 'A-F' 'a-f')
+			[ "$who" = "$1" ] || [ "$who" = "$2" ] || continue
+			case ${spec##*:} in
+			*[!0-9./]* | *.*.*.*.* | */*/*) ;;
+			*.*.*.*/[0-9]*) found=${spec##*:} ;;
+			esac
+			;;
+		esac
+	done
+	set +f
+	echo "$found"
+}
+
+# The IPv4 address and prefix of interface $1 (the first one), or nothing.
+ipv4_of() {
+	ip -4 addr show dev "$1" 2>/dev/null | sed -n 's/^ *inet \([0-9.]*\/[0-9]*\).*/\1/p' |
+		head -n 1
+}
+
+# Loads the NIC modules, waits for an interface per PCI network function, gives each NIC its
+# static address or runs DHCP on it (in parallel, each bounded: 3 tries 2 s apart). Sets
+# $net_reasons.
+net_up() {
+	net_reasons=
+	for ko in "$R"/lib/modules/*.ko; do
+		[ -f "$ko" ] || continue
+		name=${ko##*/}
+		name=${name#[0-9][0-9]-}
+		name=${name%.ko}
+		if ! insmod "$ko" 2>/dev/null; then
+			net_reasons="$net_reasons net-module($name)"
+		fi
+	done
+
+	# virtio_net registers its interfaces as it probes; give that 5 s.
+	functions=$(pci_net_functions)
+	waited=0
+	while [ "$(nics | wc -l)" -lt "$functions" ] && [ "$waited" -lt 50 ]; do
+		usleep 100000
+		waited=$((waited + 1))
+	done
+	found=$(nics | wc -l)
+	[ "$found" -ge "$functions" ] || net_reasons="$net_reasons nic-missing($found/$functions)"
+
+	for nic in $(nics); do
+		mac=$(cat "$NET/$nic/address" 2>/dev/null)
+		ip link set "$nic" up
+		address=$(static_address "$nic" "$mac")
+		if [ -n "$address" ]; then
+			ip addr add "$address" dev "$nic" || echo "PROBE WARN net $nic: cannot set $address"
+		else
+			udhcpc -i "$nic" -s "$R/etc/udhcpc.script" -f -q -n -t 3 -T 2 >/dev/null 2>&1 &
+		fi
+	done
+	wait
+	for nic in $(nics); do
+		[ -n "$(ipv4_of "$nic")" ] || net_reasons="$net_reasons net-no-ipv4($nic)"
+	done
+}
+
+# The "net" array's objects: name, MAC and IPv4 (or null) of every NIC.
+net_report() {
+	sep=
+	for nic in $(nics); do
+		mac=$(cat "$NET/$nic/address" 2>/dev/null)
+		address=$(ipv4_of "$nic")
+		if [ -n "$address" ]; then address="\"$address\""; else address=null; fi
+		printf '%s{"name":%s,"mac":%s,"ipv4":%s}' "$sep" "$(json_string "$nic")" \
+			"$(json_string "$mac")" "$address"
+		sep=,
+	done
+}
+
 report() {
 	slice=$(slice_name)
 	cpus=$(count_cpus "$(cat "$R/sys/devices/system/cpu/online" 2>/dev/null)")
@@ -112,11 +240,13 @@ report() {
 	kernel=$(cat "$R/proc/sys/kernel/osrelease" 2>/dev/null)
 	cmdline=$(cat "$R/proc/cmdline" 2>/dev/null)
 
-	# NVMe: a slice with a PCIe host bridge in its DT has a controller; the driver probes it
-	# asynchronously, so give the namespace a few seconds to appear.
+	# NVMe: when Linux found an NVMe function (class 01 08 02) on its PCIe bus, the namespace
+	# must appear; the driver probes it asynchronously, so give it a few seconds. (A PCIe host
+	# bridge in the DT no longer means NVMe: QEMU's own DT always has one, and a slice with
+	# only a NIC gets one too.)
 	nvme_json=
 	nvme_missing=
-	if ls -d "$R"/proc/device-tree/pcie@* >/dev/null 2>&1; then
+	if grep -qx 0x010802 "$R"/sys/bus/pci/devices/*/class 2>/dev/null; then
 		waited=0
 		while [ ! -e "$R/sys/block/nvme0n1/size" ] && [ "$waited" -lt 100 ]; do
 			usleep 100000
@@ -131,11 +261,19 @@ report() {
 		fi
 	fi
 
-	line="SLICE-REPORT {\"slice\":$(json_string "$slice"),\"cpus\":$cpus"
-	line="$line,\"mpidrs\":[$mpidr_list],\"memory_bytes\":$memory_bytes"
-	line="$line,\"memory_base\":$base_json,\"dt_cpus\":$dt_cpus"
-	line="$line,\"mem_total_kib\":$mem_total_kib$nvme_json,\"kernel\":$(json_string "$kernel")"
-	line="$line,\"cmdline\":$(json_string "$cmdline")}"
+	net_json=$(net_report)
+
+	shown=$cmdline
+	report_line
+	while [ "${#line}" -gt "$MAX_REPORT" ] && [ -n "$shown" ]; do
+		keep=$((${#shown} - (${#line} - MAX_REPORT) - 3))
+		if [ "$keep" -gt 0 ]; then
+			shown="$(printf '%s' "$shown" | head -c "$keep")..."
+		else
+			shown=
+		fi
+		report_line
+	done
 	printf '%s\n' "$line"
 
 	reasons=
@@ -148,6 +286,7 @@ report() {
 		reasons="$reasons memtotal-above-dt-memory(${mem_total_kib}KiB>$((memory_bytes / 1024))KiB)"
 	fi
 	[ -z "$nvme_missing" ] || reasons="$reasons nvme-missing"
+	reasons="$reasons$net_reasons"
 	if [ -z "$reasons" ]; then echo "PROBE PASS"; else echo "PROBE FAIL$reasons"; fi
 }
 
@@ -334,6 +473,7 @@ options() {
 	heartbeat=
 	action=
 	disk=
+	httpd=
 	set -f
 	for word in $cmdline; do
 		case $word in
@@ -341,9 +481,27 @@ options() {
 		microvisor.heartbeat=*) heartbeat=${word#*=} ;;
 		microvisor.action=*) action=${word#*=} ;;
 		microvisor.disk=*) disk=${word#*=} ;;
+		microvisor.httpd=*) httpd=${word#*=} ;;
+		microvisor.ip=*) ;;
 		esac
 	done
 	set +f
+
+	case $httpd in
+	'' | 0) ;;
+	1)
+		# busybox httpd serves /www on port 80 in the background.
+		mkdir -p /www
+		printf '<!DOCTYPE html>\n<title>slice %s</title>\n<h1>slice %s</h1>\n' "$slice" \
+			"$slice" >/www/index.html
+		if httpd -p 80 -h /www; then
+			echo "HTTPD 80 started"
+		else
+			echo "PROBE WARN net httpd-failed"
+		fi
+		;;
+	*) echo "PROBE WARN cmdline bad-httpd microvisor.httpd=\"$httpd\"" ;;
+	esac
 
 	if [ -n "$load" ] && is_number load "$load" && [ "$load" -gt 0 ]; then
 		i=0
@@ -395,6 +553,7 @@ if [ -n "$R" ]; then
 	if [ -n "${MICROVISOR_INIT_DISK:-}" ]; then
 		disk_steps "$MICROVISOR_INIT_DISK"
 	else
+		[ "${MICROVISOR_INIT_NET:-}" = 1 ] && net_up
 		report
 	fi
 	exit 0
@@ -406,6 +565,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts
 mount -t devpts devpts /dev/pts
+ip link set lo up
+net_up
 report
 options
 cd /

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use super::{INIT_SCRIPT, temp_dir};
+use super::{INIT_SCRIPT, UDHCPC_SCRIPT, temp_dir};
 
 /// A fake `/proc` + `/sys` as the init script reads them.
 struct FakeRoot {
@@ -45,6 +45,86 @@ impl FakeRoot {
             ("MICROVISOR_DISK", disk.as_os_str()),
             ("MICROVISOR_DISK_TMP", tmp.as_os_str()),
         ])
+    }
+
+    /// Runs the network set-up and the report of `/init` with fake `insmod`, `ip`, `udhcpc`
+    /// and `usleep` (see [`FakeRoot::fake_tools`]); returns the output lines.
+    fn net(&self) -> Vec<String> {
+        let bin = self.fake_tools();
+        self.write("etc/udhcpc.script", UDHCPC_SCRIPT.as_bytes());
+        self.run(&[
+            ("MICROVISOR_INIT_NET", "1".as_ref()),
+            ("MICROVISOR_INIT_PATH", bin.as_os_str()),
+        ])
+    }
+
+    /// A network interface `name` with MAC `mac`, backed by a device.
+    fn nic(&self, name: &str, mac: &str) -> &Self {
+        self.write(
+            &format!("sys/class/net/{name}/address"),
+            format!("{mac}\n").as_bytes(),
+        )
+        .write(&format!("sys/class/net/{name}/device/vendor"), b"0x1af4\n")
+    }
+
+    /// Fake tools in `bin/`, logging to `log` in the root: `insmod` (fails for the module
+    /// named in `insmod-fails`), `ip` (addresses kept in `addresses`, one "<dev> <addr>" a
+    /// line), `udhcpc` (runs the -s script with the lease "<dev> <ip> <mask>" of
+    /// `dhcp-offers`, else fails) and `usleep` (returns at once).
+    fn fake_tools(&self) -> PathBuf {
+        let root = self.dir.display();
+        let tools = [
+            (
+                "insmod",
+                format!(
+                    "echo \"insmod ${{1##*/}}\" >>{root}/log\n\
+                     grep -qx \"${{1##*/}}\" {root}/insmod-fails 2>/dev/null && exit 1\nexit 0\n"
+                ),
+            ),
+            (
+                "ip",
+                format!(
+                    "echo \"ip $*\" >>{root}/log\ntouch {root}/addresses\n\
+                     case \"$*\" in\n\
+                     'addr add '*) echo \"$5 $3\" >>{root}/addresses ;;\n\
+                     '-4 addr flush dev '*) grep -v \"^$5 \" {root}/addresses >{root}/a.tmp; \
+                     mv {root}/a.tmp {root}/addresses ;;\n\
+                     '-4 addr show dev '*) grep \"^$5 \" {root}/addresses | \
+                     while read -r d a; do echo \"    inet $a scope global $d\"; done ;;\n\
+                     esac\n"
+                ),
+            ),
+            (
+                "udhcpc",
+                format!(
+                    "echo \"udhcpc $*\" >>{root}/log\n\
+                     while [ $# -gt 0 ]; do case $1 in -i) i=$2; shift ;; -s) s=$2; shift ;; esac; \
+                     shift; done\n\
+                     grep \"^$i \" {root}/dhcp-offers 2>/dev/null | {{ read -r d a m || exit 1; \
+                     interface=$d ip=$a mask=$m sh \"$s\" deconfig && \
+                     interface=$d ip=$a mask=$m sh \"$s\" bound; }}\n"
+                ),
+            ),
+            ("usleep", "exit 0\n".to_string()),
+        ];
+        let bin = self.dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for (name, body) in tools {
+            let path = bin.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        bin
+    }
+
+    /// The fake tools' log.
+    fn log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("log"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
     }
 
     fn run(&self, env: &[(&str, &std::ffi::OsStr)]) -> Vec<String> {
@@ -121,6 +201,7 @@ fn init_reports_a_slice_and_passes() {
             "memory_base": "0x40000000",
             "dt_cpus": 2,
             "mem_total_kib": 485_312,
+            "net": [],
             "kernel": "6.1.0-56-cloud-arm64",
             "cmdline": "console=ttyAMA0 say=\"hi\\there\"\ttab microvisor.heartbeat=500\nnext",
         })
@@ -290,4 +371,155 @@ fn disk_steps_name_what_they_found_instead() {
 
     let none = FakeRoot::new("disk-none");
     assert_eq!(none.disk("write"), ["DISK FAIL no-disk"]);
+}
+
+/// A fake root with a CPU, memory, `n` PCI network functions and the modules xtask puts in.
+fn net_root(name: &str, functions: usize, cmdline: &str) -> FakeRoot {
+    let root = FakeRoot::new(name);
+    root.write("proc/device-tree/chosen/microvisor,slice-name", b"web\0")
+        .cpu("cpu@0", &be(&[0], 1))
+        .write(
+            "proc/device-tree/memory@40000000/reg",
+            &be(&[0x4000_0000, 0, 256 << 20], 1),
+        )
+        .write("sys/devices/system/cpu/online", b"0\n")
+        .write("proc/meminfo", b"MemTotal:         200000 kB\n")
+        .write("proc/cmdline", cmdline.as_bytes())
+        .write("sys/bus/pci/devices/0000:00:00.0/class", b"0x060000\n");
+    for i in 0..functions {
+        root.write(
+            &format!("sys/bus/pci/devices/0000:00:0{}.0/class", i + 3),
+            b"0x020000\n",
+        );
+    }
+    for (i, module) in super::NET_MODULES.iter().enumerate() {
+        root.write(&super::module_path(i, module), b"\x7fELF");
+    }
+    root
+}
+
+#[test]
+fn init_brings_nics_up_with_static_addresses_or_dhcp_and_reports_them() {
+    let root = net_root(
+        "net",
+        3,
+        "console=ttyAMA0 microvisor.ip=eth0:10.10.0.1/24 microvisor.ip=52:54:00:6D:76:02:10.20.0.9/16 \
+         microvisor.ip=eth9:10.0.0.1/8",
+    );
+    root.nic("eth0", "52:54:00:6d:76:00")
+        .nic("eth1", "52:54:00:6d:76:01")
+        .nic("eth2", "52:54:00:6d:76:02")
+        .write("sys/class/net/lo/address", b"00:00:00:00:00:00\n")
+        .write("dhcp-offers", b"eth1 10.0.2.15 24\n");
+    let lines = root.net();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let report = report_json(&lines);
+    assert_eq!(
+        report["net"],
+        serde_json::json!([
+            {"name": "eth0", "mac": "52:54:00:6d:76:00", "ipv4": "10.10.0.1/24"},
+            {"name": "eth1", "mac": "52:54:00:6d:76:01", "ipv4": "10.0.2.15/24"},
+            {"name": "eth2", "mac": "52:54:00:6d:76:02", "ipv4": "10.20.0.9/16"},
+        ])
+    );
+    assert_eq!(lines[1], "PROBE PASS");
+    let log = root.log();
+    let insmods: Vec<&str> = log
+        .iter()
+        .filter_map(|l| l.strip_prefix("insmod "))
+        .collect();
+    let expected: Vec<String> = super::NET_MODULES
+        .iter()
+        .enumerate()
+        .map(|(i, m)| format!("{:02}-{m}.ko", i + 1))
+        .collect();
+    assert_eq!(insmods, expected, "load order");
+    assert!(log.contains(&"ip link set eth0 up".to_string()), "{log:?}");
+    assert!(
+        log.contains(&"ip addr add 10.10.0.1/24 dev eth0".to_string()),
+        "{log:?}"
+    );
+    let dhcp: Vec<&String> = log.iter().filter(|l| l.starts_with("udhcpc ")).collect();
+    assert_eq!(dhcp.len(), 1, "only eth1 asks DHCP: {log:?}");
+    let script = root.dir.join("etc/udhcpc.script");
+    assert_eq!(
+        *dhcp[0],
+        format!("udhcpc -i eth1 -s {} -f -q -n -t 3 -T 2", script.display())
+    );
+    assert!(
+        !log.iter().any(|l| l.contains(" lo ")),
+        "lo is no NIC: {log:?}"
+    );
+}
+
+#[test]
+fn init_fails_on_nics_without_addresses_missing_interfaces_and_modules() {
+    let root = net_root(
+        "net-fail",
+        3,
+        "microvisor.ip=eth0:10.10.0.300.1/24 microvisor.ip=eth0:x",
+    );
+    root.nic("eth0", "52:54:00:6d:76:00")
+        .nic("eth1", "52:54:00:6d:76:01")
+        .write("insmod-fails", b"08-virtio_net.ko\n");
+    let lines = root.net();
+    let report = report_json(&lines);
+    assert_eq!(report["net"][0]["ipv4"], serde_json::Value::Null);
+    assert_eq!(
+        lines[1],
+        "PROBE FAIL net-module(virtio_net) nic-missing(2/3) net-no-ipv4(eth0) net-no-ipv4(eth1)"
+    );
+}
+
+#[test]
+fn a_long_command_line_is_cut_so_the_report_fits_a_console_line() {
+    let long = format!("console=ttyAMA0 {}", "microvisor.pad=\"x\" ".repeat(120));
+    let root = net_root("long", 1, &long);
+    root.nic("eth0", "52:54:00:6d:76:00")
+        .write("dhcp-offers", b"eth0 10.0.2.15 24\n");
+    let lines = root.net();
+    assert!(lines[0].len() <= 1023, "{} bytes", lines[0].len());
+    // Escaped characters make the cut a little longer than the excess, never shorter.
+    assert!(
+        lines[0].len() > 800,
+        "cut about what is needed: {}",
+        lines[0].len()
+    );
+    let report = report_json(&lines);
+    let cmdline = report["cmdline"].as_str().unwrap();
+    assert!(
+        cmdline.starts_with("console=ttyAMA0 microvisor.pad=\"x\""),
+        "{cmdline}"
+    );
+    assert!(cmdline.ends_with("..."), "{cmdline}");
+    assert_eq!(report["net"][0]["ipv4"], "10.0.2.15/24");
+    assert_eq!(lines[1], "PROBE PASS");
+}
+
+#[test]
+fn an_nvme_function_without_a_namespace_fails_and_a_host_bridge_alone_does_not() {
+    let root = net_root("nvme", 0, "");
+    root.write(
+        "proc/device-tree/pcie@10000000/compatible",
+        b"pci-host-ecam-generic\0",
+    );
+    assert_eq!(
+        root.net()[1],
+        "PROBE PASS",
+        "QEMU's DT always has a host bridge"
+    );
+    root.write("sys/bus/pci/devices/0000:00:02.0/class", b"0x010802\n");
+    assert_eq!(root.net()[1], "PROBE FAIL nvme-missing");
+    root.write("sys/block/nvme0n1/size", b"8192\n")
+        .write("sys/block/nvme0n1/mq/0/cpu_list", b"0\n");
+    let lines = root.net();
+    let report = report_json(&lines);
+    assert_eq!(
+        (
+            report["nvme_bytes"].as_u64(),
+            report["nvme_queues"].as_u64()
+        ),
+        (Some(4 << 20), Some(1))
+    );
+    assert_eq!(lines[1], "PROBE PASS");
 }

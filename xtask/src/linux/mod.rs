@@ -35,10 +35,12 @@ mod init_tests;
 mod userspace;
 
 pub use debian::{
-    BUSYBOX_PACKAGE, DEB_ARCH, DebFile, Fetched, KERNEL_META_PACKAGE, SUITE_ENV, fetch,
-    parse_depends, parse_print_uris,
+    BUSYBOX_PACKAGE, DEB_ARCH, DebFile, Fetched, KERNEL_META_PACKAGE, NET_MODULES, SUITE_ENV,
+    fetch, net_modules, parse_depends, parse_print_uris,
 };
-pub use userspace::{GROUP, INIT_SCRIPT, INITTAB, PASSWD, initramfs};
+pub use userspace::{
+    GROUP, INIT_SCRIPT, INITTAB, MODULES_DIR, Module, PASSWD, UDHCPC_SCRIPT, initramfs, module_path,
+};
 
 /// Kernel command line of the built-in Linux guest; the plan's `cmdline` is appended.
 ///
@@ -102,7 +104,12 @@ fn build(ws: &Workspace, quiet: bool) -> Result<LinuxGuest> {
     )?;
     let iobench =
         std::fs::read(&iobench).with_context(|| format!("reading {}", iobench.display()))?;
-    let initramfs = initramfs(busybox, iobench).context("building the initramfs")?;
+    let modules = fetched
+        .modules
+        .iter()
+        .map(|path| read_module(path))
+        .collect::<Result<Vec<_>>>()?;
+    let initramfs = initramfs(busybox, iobench, modules).context("building the initramfs")?;
     let initramfs_file = guests.join("linux").join("initramfs.cpio.gz");
     write_if_changed(&initramfs_file, &initramfs)?;
     let release = fetched
@@ -127,6 +134,38 @@ fn build(ws: &Workspace, quiet: bool) -> Result<LinuxGuest> {
     })
 }
 
+/// A module file of the kernel package, uncompressed (`.ko.xz`, as newer Debian kernels ship
+/// them, through the host's `xz -dc`: busybox `insmod` takes plain ELF).
+fn read_module(path: &Path) -> Result<Module> {
+    let file = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("a module file name")?;
+    let (name, bytes) = if let Some(name) = file.strip_suffix(".ko.xz") {
+        let out = Command::new("xz")
+            .arg("-dc")
+            .arg(path)
+            .output()
+            .with_context(|| format!("running xz -dc {}", path.display()))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "xz -dc {} failed ({}): {}",
+            path.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        (name, out.stdout)
+    } else {
+        let name = file.strip_suffix(".ko").context("a .ko file")?;
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        (name, bytes)
+    };
+    Ok(Module {
+        name: name.to_string(),
+        bytes,
+    })
+}
+
 /// Writes `bytes` to `path` (through a temporary file and a rename) unless it holds them.
 fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
     if std::fs::read(path).is_ok_and(|old| old == bytes) {
@@ -139,17 +178,48 @@ fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
-/// The QEMU command that boots the guest without the microvisor (QEMU `virt`, GICv3), console
-/// on stdio; `append` follows [`DEFAULT_CMDLINE`].
+/// The QEMU command that boots the guest without the microvisor (QEMU `virt`, GICv3, no
+/// NIC), console on stdio; `append` follows [`DEFAULT_CMDLINE`].
 pub fn native_qemu_command(
     guest: &LinuxGuest,
     cpus: u32,
     memory_mib: u64,
     append: &str,
 ) -> Command {
+    native(guest, "virt,gic-version=3", cpus, memory_mib, append)
+}
+
+/// [`native_qemu_command`] with the NICs `nics` laid out as on a node (`[[nic]]`, see
+/// `crate::qemu::nic_args`: root ports, hub 0 for `slices`, a restricted user network with a
+/// forwarded loopback port for each `host` NIC, chosen free now) and, if `smmu`, QEMU's SMMUv3
+/// in front of the PCIe bus as on the default node. The same guest and NICs a slice gets,
+/// without the microvisor: the native side of the network tests and comparisons.
+pub fn native_qemu_launch(
+    guest: &LinuxGuest,
+    cpus: u32,
+    memory_mib: u64,
+    append: &str,
+    nics: &[crate::node::Nic],
+    smmu: bool,
+) -> Result<crate::qemu::Launch> {
+    let machine = if smmu {
+        "virt,gic-version=3,iommu=smmuv3"
+    } else {
+        "virt,gic-version=3"
+    };
+    let mut command = native(guest, machine, cpus, memory_mib, append);
+    let ports = crate::qemu::free_loopback_ports(crate::qemu::host_nic_count(nics))?;
+    let (args, forwards) = crate::qemu::nic_args(nics, &ports)?;
+    command.args(args);
+    Ok(crate::qemu::Launch { command, forwards })
+}
+
+fn native(guest: &LinuxGuest, machine: &str, cpus: u32, memory_mib: u64, append: &str) -> Command {
     let mut cmd = Command::new(crate::setup::QEMU);
-    cmd.args(["-M", "virt,gic-version=3", "-cpu", "max"])
+    cmd.args(["-M", machine, "-cpu", "max"])
         .args(["-smp", &cpus.to_string(), "-m", &format!("{memory_mib}M")])
+        // No default NIC (QEMU's would be on an unrestricted user network).
+        .args(["-nic", "none"])
         .arg("-nographic")
         .arg("-kernel")
         .arg(&guest.kernel_file)

@@ -7,6 +7,24 @@ use crate::initramfs::Archive;
 
 /// `/init`: a busybox sh script.
 pub const INIT_SCRIPT: &str = include_str!("init.sh");
+/// `/etc/udhcpc.script`: what busybox `udhcpc -s` runs on a lease (busybox has no default
+/// script: without one the lease is obtained and no address is set).
+pub const UDHCPC_SCRIPT: &str = include_str!("udhcpc.sh");
+/// Where `/init` finds the kernel modules it loads, in file name order.
+pub const MODULES_DIR: &str = "lib/modules";
+
+/// A kernel module for the initramfs: its name (`virtio_net`) and its `.ko` bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The initramfs path of module `index` of the load order: `lib/modules/01-virtio_ring.ko`
+/// (the number makes the file name order the load order).
+pub fn module_path(index: usize, name: &str) -> String {
+    format!("{MODULES_DIR}/{:02}-{name}.ko", index + 1)
+}
 /// `/etc/passwd` and `/etc/group`: root only (names in `ps`, `id`, `ls -l`).
 pub const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n";
 pub const GROUP: &str = "root:x:0:\n";
@@ -16,8 +34,9 @@ pub const INITTAB: &str = "::respawn:/bin/cttyhack /bin/sh\n::ctrlaltdel:/sbin/r
 
 /// The initramfs: busybox (applet links made at boot by `busybox --install -s`), `iobench`
 /// (guest-images/iobench), `/init`, `/etc/inittab`, `/etc/passwd`, `/etc/group`,
-/// `/dev/console` and the mount points, gzipped.
-pub fn initramfs(busybox: Vec<u8>, iobench: Vec<u8>) -> Result<Vec<u8>> {
+/// `/etc/udhcpc.script`, `/dev/console`, the mount points and `modules` (in load order, at
+/// [`module_path`]), gzipped.
+pub fn initramfs(busybox: Vec<u8>, iobench: Vec<u8>, modules: Vec<Module>) -> Result<Vec<u8>> {
     let mut a = Archive::new();
     for dir in [
         "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "root",
@@ -32,7 +51,16 @@ pub fn initramfs(busybox: Vec<u8>, iobench: Vec<u8>) -> Result<Vec<u8>> {
         .file("init", 0o755, INIT_SCRIPT.as_bytes().to_vec())?
         .file("etc/inittab", 0o644, INITTAB.as_bytes().to_vec())?
         .file("etc/passwd", 0o644, PASSWD.as_bytes().to_vec())?
-        .file("etc/group", 0o644, GROUP.as_bytes().to_vec())?;
+        .file("etc/group", 0o644, GROUP.as_bytes().to_vec())?
+        .file(
+            "etc/udhcpc.script",
+            0o755,
+            UDHCPC_SCRIPT.as_bytes().to_vec(),
+        )?
+        .dir(MODULES_DIR, 0o755)?;
+    for (index, module) in modules.into_iter().enumerate() {
+        a.file(&module_path(index, &module.name), 0o644, module.bytes)?;
+    }
     Ok(a.to_gzip())
 }
 
@@ -45,7 +73,23 @@ mod tests {
 
     #[test]
     fn the_initramfs_holds_busybox_iobench_init_and_mount_points() {
-        let make = || initramfs(b"\x7fELF busybox".to_vec(), b"\x7fELF iobench".to_vec());
+        let modules = vec![
+            Module {
+                name: "virtio_ring".into(),
+                bytes: b"ring".to_vec(),
+            },
+            Module {
+                name: "virtio_net".into(),
+                bytes: b"net".to_vec(),
+            },
+        ];
+        let make = || {
+            initramfs(
+                b"\x7fELF busybox".to_vec(),
+                b"\x7fELF iobench".to_vec(),
+                modules.clone(),
+            )
+        };
         let gz = make().unwrap();
         assert_eq!(gz, make().unwrap(), "deterministic");
         let mut cpio = Vec::new();
@@ -90,6 +134,19 @@ mod tests {
         assert_eq!(
             find("etc/passwd").kind(),
             Some(Kind::File(PASSWD.as_bytes().to_vec()))
+        );
+        assert_eq!(
+            find("etc/udhcpc.script").kind(),
+            Some(Kind::File(UDHCPC_SCRIPT.as_bytes().to_vec()))
+        );
+        assert_eq!(find("etc/udhcpc.script").permissions(), 0o755);
+        assert_eq!(
+            find("lib/modules/01-virtio_ring.ko").kind(),
+            Some(Kind::File(b"ring".to_vec()))
+        );
+        assert_eq!(
+            find("lib/modules/02-virtio_net.ko").kind(),
+            Some(Kind::File(b"net".to_vec()))
         );
     }
 }

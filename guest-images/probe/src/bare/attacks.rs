@@ -135,6 +135,13 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
         | Attack::NvmeDoorbell
         | Attack::NvmeQueueOutside
         | Attack::NvmeResetInflight => nvme_attacks::run(attack, ctx),
+        Attack::NetDescOutside
+        | Attack::NetMsixForeign
+        | Attack::NetPbaWrite
+        | Attack::NetBarMove
+        | Attack::NetBusMaster
+        | Attack::NetHiddenCaps
+        | Attack::NetResetDma => super::net_attacks::run(attack, ctx),
     }
 }
 

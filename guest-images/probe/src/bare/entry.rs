@@ -316,6 +316,28 @@ probe_guarded_write64:                      /* (address, value) */
     mov     x0, #0
     mov     x1, #0
     ret
+    .global probe_guarded_read8
+probe_guarded_read8:                        /* (address) */
+    mov     x1, #0
+    ldrb    w0, [x0]
+    ret
+    .global probe_guarded_read16
+probe_guarded_read16:                       /* (address) */
+    mov     x1, #0
+    ldrh    w0, [x0]
+    ret
+    .global probe_guarded_write8
+probe_guarded_write8:                       /* (address, value) */
+    strb    w1, [x0]
+    mov     x0, #0
+    mov     x1, #0
+    ret
+    .global probe_guarded_write16
+probe_guarded_write16:                      /* (address, value) */
+    strh    w1, [x0]
+    mov     x0, #0
+    mov     x1, #0
+    ret
     .global probe_guarded_read_icc_sre_el1
 probe_guarded_read_icc_sre_el1:             /* () */
     mov     x1, #0

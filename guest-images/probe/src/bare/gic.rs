@@ -208,14 +208,10 @@ fn write_icc_eoir1_el1(intid: u64) {
     };
 }
 
-/// Makes the calling CPU able to take SGI `intid` as an IRQ: system
-/// registers on, its redistributor awake with the SGI in Group 1, enabled,
-/// at [`DEFAULT_PRIORITY`], the priority mask open and Group 1 enabled.
-/// IRQs stay masked in PSTATE.
-pub fn prepare_receiver(gic: &Gic, intid: u8) -> Result<(), GicError> {
-    enable_system_registers()?;
+/// Clears GICR_WAKER.ProcessorSleep of the calling CPU's redistributor and
+/// waits for ChildrenAsleep to clear; returns the frame's RD_base.
+fn wake_redistributor(gic: &Gic) -> Result<u64, GicError> {
     let frame = gic.frame_of(smp::own_affinity())?;
-
     let waker = frame + gicr::WAKER;
     let value = read32(waker, "gicr_waker")?;
     let mut w = LocalRegisterCopy::<u32, GICR_WAKER::Register>::new(value);
@@ -231,6 +227,16 @@ pub fn prepare_receiver(gic: &Gic, intid: u8) -> Result<(), GicError> {
             return Err(GicError::Timeout("gicr_waker", now.get()));
         }
     }
+    Ok(frame)
+}
+
+/// Makes the calling CPU able to take SGI `intid` as an IRQ: system
+/// registers on, its redistributor awake with the SGI in Group 1, enabled,
+/// at [`DEFAULT_PRIORITY`], the priority mask open and Group 1 enabled.
+/// IRQs stay masked in PSTATE.
+pub fn prepare_receiver(gic: &Gic, intid: u8) -> Result<(), GicError> {
+    enable_system_registers()?;
+    let frame = wake_redistributor(gic)?;
 
     let bit = 1u32 << intid;
     let group = read32(frame + gicr::IGROUPR0, "gicr_igroupr0")?;
@@ -260,6 +266,47 @@ static SGI_COUNT: [AtomicU32; 16] = [const { AtomicU32::new(0) }; 16];
 static SGI_TAKEN_BY: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
 /// Non-SGI interrupts taken.
 static OTHER_IRQS: AtomicU32 = AtomicU32::new(0);
+/// Interrupts taken per INTID below 1020 (SPIs and PPIs; the NIC's MSIs).
+static INTID_COUNT: [AtomicU32; FIRST_SPECIAL_INTID as usize] =
+    [const { AtomicU32::new(0) }; FIRST_SPECIAL_INTID as usize];
+
+/// GICD_IGROUPR<n>: one group bit per INTID.
+const GICD_IGROUPR: u64 = 0x0080;
+
+/// Makes the calling CPU able to take SPI `intid` (the NIC's message-based
+/// SPIs): distributor enabled (ARE, both groups), the SPI in Group 1, at
+/// [`DEFAULT_PRIORITY`], routed to this CPU, enabled; system registers on,
+/// priority mask open, Group 1 enabled. IRQs stay masked in PSTATE.
+pub fn prepare_spi(gic: &Gic, intid: u32) -> Result<(), GicError> {
+    enable_system_registers()?;
+    wake_redistributor(gic)?;
+    gic.enable_distributor()?;
+    let word = u64::from(intid / 32) * 4;
+    let bit = 1u32 << (intid % 32);
+    let group = read32(gic.gicd(GICD_IGROUPR + word), "gicd_igroupr")?;
+    write32(gic.gicd(GICD_IGROUPR + word), group | bit, "gicd_igroupr")?;
+    let priority_word = gic.gicd(gicd::IPRIORITYR + u64::from(intid & !3));
+    let shift = 8 * (intid & 3);
+    let priorities = read32(priority_word, "gicd_ipriorityr")?;
+    let priorities = (priorities & !(0xff << shift)) | (u32::from(DEFAULT_PRIORITY) << shift);
+    write32(priority_word, priorities, "gicd_ipriorityr")?;
+    write64(
+        gic.gicd(gicd::IROUTER + 8 * u64::from(intid)),
+        smp::own_affinity(),
+        "gicd_irouter",
+    )?;
+    write32(gic.gicd(gicd::ISENABLER + word), bit, "gicd_isenabler")?;
+    write_icc_pmr_el1(RECEIVER_PMR);
+    write_icc_igrpen1_el1(1);
+    Ok(())
+}
+
+/// Interrupts `intid` (below 1020) taken so far.
+pub fn taken(intid: u32) -> u32 {
+    INTID_COUNT
+        .get(intid as usize)
+        .map_or(0, |c| c.load(Ordering::Acquire))
+}
 
 /// Makes secondary vCPU `index` the SGI receiver once its memory test is
 /// done. Call before the secondaries start.
@@ -353,6 +400,9 @@ pub extern "C" fn irq() {
         }
         None => {
             OTHER_IRQS.fetch_add(1, Ordering::Relaxed);
+            if let Some(count) = INTID_COUNT.get(intid as usize) {
+                count.fetch_add(1, Ordering::AcqRel);
+            }
         }
     }
     write_icc_eoir1_el1(intid);

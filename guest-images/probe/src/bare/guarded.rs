@@ -27,6 +27,10 @@ unsafe extern "C" {
     fn probe_guarded_read64(addr: u64) -> Outcome;
     fn probe_guarded_write32(addr: u64, value: u32) -> Outcome;
     fn probe_guarded_write64(addr: u64, value: u64) -> Outcome;
+    fn probe_guarded_read8(addr: u64) -> Outcome;
+    fn probe_guarded_read16(addr: u64) -> Outcome;
+    fn probe_guarded_write8(addr: u64, value: u8) -> Outcome;
+    fn probe_guarded_write16(addr: u64, value: u16) -> Outcome;
     fn probe_guarded_read_icc_sre_el1() -> Outcome;
     fn probe_guarded_write_icc_sre_el1(value: u64) -> Outcome;
     fn probe_guarded_write_icc_sgi1r_el1(value: u64) -> Outcome;
@@ -63,6 +67,48 @@ pub unsafe fn read32(addr: u64) -> Result<u32, Fault> {
     // contract it aliases no Rust object. A fault returns through
     // probe_guarded_fault; the routine touches nothing else.
     result(unsafe { probe_guarded_read32(addr) }).map(|v| v as u32)
+}
+
+/// 1-byte read at `addr` (virtio common configuration fields have their own widths).
+///
+/// # Safety
+/// As for [`read32`].
+pub unsafe fn read8(addr: u64) -> Result<u8, Fault> {
+    map(addr)?;
+    // SAFETY: as in `read32`; a byte access is always aligned.
+    result(unsafe { probe_guarded_read8(addr) }).map(|v| v as u8)
+}
+
+/// 2-byte read at `addr & !1`.
+///
+/// # Safety
+/// As for [`read32`].
+pub unsafe fn read16(addr: u64) -> Result<u16, Fault> {
+    let addr = addr & !1;
+    map(addr)?;
+    // SAFETY: as in `read32`, 2-byte aligned.
+    result(unsafe { probe_guarded_read16(addr) }).map(|v| v as u16)
+}
+
+/// 1-byte write at `addr`.
+///
+/// # Safety
+/// As for [`write32`].
+pub unsafe fn write8(addr: u64, value: u8) -> Result<(), Fault> {
+    map(addr)?;
+    // SAFETY: as in `write32`.
+    result(unsafe { probe_guarded_write8(addr, value) }).map(drop)
+}
+
+/// 2-byte write at `addr & !1`.
+///
+/// # Safety
+/// As for [`write32`].
+pub unsafe fn write16(addr: u64, value: u16) -> Result<(), Fault> {
+    let addr = addr & !1;
+    map(addr)?;
+    // SAFETY: as in `write32`, 2-byte aligned.
+    result(unsafe { probe_guarded_write16(addr, value) }).map(drop)
 }
 
 /// 8-byte read at `addr & !7`.

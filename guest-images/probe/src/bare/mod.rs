@@ -12,6 +12,8 @@ pub mod guarded;
 pub mod heartbeat;
 pub mod memtest;
 pub mod mmu;
+pub mod net;
+pub mod net_attacks;
 pub mod nvme;
 pub mod nvme_attacks;
 pub mod nvme_io;
@@ -235,6 +237,9 @@ pub extern "C" fn boot_main(
         _ => {}
     }
 
+    // The NIC (after NVMe: its BARs and DMA memory come after the controller's).
+    let net = net::boot(platform, &options, nvme::dma_end().unwrap_or(image.end));
+
     let conduit = smp::conduit(platform);
     let report = report::Report {
         platform,
@@ -249,6 +254,8 @@ pub extern "C" fn boot_main(
         canary: heartbeat::canary_address(),
         wfit: timer::uses_wfit(),
         nvme: nvme_summary,
+        net,
+        include_net: core::cell::Cell::new(true),
     };
     report::print(&report, &failures);
     let slice_seed = microvisor_probe::nvme::pattern::slice_seed(platform.slice_name.as_bytes());

@@ -235,6 +235,11 @@ impl DmaLayout {
 /// The DMA area, once laid out (the accessors below check against it).
 static DMA: spin::Once<Range> = spin::Once::new();
 
+/// End of the NVMe DMA area, once laid out (the NIC's area goes after it).
+pub fn dma_end() -> Option<u64> {
+    DMA.get().map(|r| r.end)
+}
+
 /// Panics unless `[addr, addr + len)` lies in the DMA area: the accessors
 /// must never touch a Rust object.
 fn check_dma(addr: u64, len: u64) {

@@ -1,15 +1,19 @@
-//! PCI enumeration for the NVMe driver: dword configuration accesses through
-//! the DT's ECAM (guarded: a fault is an error, not a parked CPU), a scan of
-//! the first bus of the bus range for an NVMe function (class 01_08_02), and
-//! BAR assignment in the host bridge's 32-bit memory window (no firmware
-//! did it). Only the NVMe function is touched.
+//! PCI enumeration for the NVMe and virtio-net drivers: dword configuration
+//! accesses through the DT's ECAM (guarded: a fault is an error, not a parked
+//! CPU), a scan of the first bus of the bus range for an NVMe function (class
+//! 01_08_02), a depth-first walk through PCI-to-PCI bridges for the NIC
+//! (natively it sits behind a `pcie-root-port`; bus numbers and a bridge
+//! memory window are assigned when no firmware did), and BAR assignment in the
+//! host bridge's 32-bit memory window, shared by both drivers. Only the
+//! functions found (and the bridges above them) are touched.
 
 use core::fmt;
 
 use microvisor_probe::dt::PciHost;
+use microvisor_probe::dt::PciWindow;
 use microvisor_probe::pci::{
     self, Bar, BarKind, Bdf, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, COMMAND_MEMORY,
-    WindowAllocator, config,
+    WindowAllocator, bridge, config,
 };
 
 use super::guarded::{self, Fault};
@@ -37,6 +41,8 @@ pub enum PciError {
     NoBar0,
     /// The ECAM lies in RAM or in the image.
     EcamInRam(u64),
+    /// No bus number is left for a bridge's secondary bus.
+    NoBusNumber,
 }
 
 /// One token each (they end up in `"nvme"` and `PROBE FAIL`).
@@ -55,6 +61,7 @@ impl fmt::Display for PciError {
             }
             PciError::NoBar0 => f.write_str("pci-bar0-not-memory"),
             PciError::EcamInRam(addr) => write!(f, "pci-ecam-in-ram({addr:#x})"),
+            PciError::NoBusNumber => f.write_str("pci-no-bus-number"),
         }
     }
 }
@@ -142,19 +149,35 @@ impl Ecam {
     /// as it is: disabled after reset). Returns BAR 0's CPU address and size.
     pub fn enable(&self, bdf: Bdf) -> Result<(u64, u64), PciError> {
         let window = self.host.mem32.ok_or(PciError::NoWindow)?;
-        let mut allocator = WindowAllocator::new(window);
+        let bars = with_window(window, |allocator| self.assign_bars(bdf, allocator))?;
+        let bar0 = bars[0].ok_or(PciError::NoBar0)?;
+        Ok((bar0.cpu, bar0.size))
+    }
+
+    /// Sizes and places every memory BAR of `bdf` (decoding off meanwhile),
+    /// then turns on memory decoding, bus mastering and INTx disable.
+    pub fn assign_bars(
+        &self,
+        bdf: Bdf,
+        allocator: &mut WindowAllocator,
+    ) -> Result<[Option<PlacedBar>; config::BARS], PciError> {
+        let mut placed = [None; config::BARS];
         let command = self.read(bdf, config::COMMAND)?;
         // Decoding off while the BARs hold sizing patterns.
         let decode = u32::from(COMMAND_MEMORY | 1);
         self.write(bdf, config::COMMAND, command & 0xffff & !decode)?;
-        let mut bar0 = None;
+        let count = if pci::header_layout(self.read(bdf, config::HEADER)?) == 1 {
+            bridge::BARS
+        } else {
+            config::BARS
+        };
         let mut index = 0;
-        while index < config::BARS {
+        while index < count {
             let reg = config::BAR0 + 4 * index as u16;
             let original = self.read(bdf, reg)?;
             self.write(bdf, reg, u32::MAX)?;
             let low = self.read(bdf, reg)?;
-            let is64 = original & 1 == 0 && (original >> 1) & 3 == 0b10 && index + 1 < config::BARS;
+            let is64 = original & 1 == 0 && (original >> 1) & 3 == 0b10 && index + 1 < count;
             let high = if is64 {
                 let original_high = self.read(bdf, reg + 4)?;
                 self.write(bdf, reg + 4, u32::MAX)?;
@@ -167,9 +190,6 @@ impl Ecam {
             let bar = Bar::from_sizing(low, high);
             if bar.kind == BarKind::Io || !bar.implemented() {
                 self.write(bdf, reg, original)?;
-                if index == 0 {
-                    return Err(PciError::NoBar0);
-                }
                 index += 1;
                 continue;
             }
@@ -184,9 +204,12 @@ impl Ecam {
             if bar.kind == BarKind::Mem64 {
                 self.write(bdf, reg + 4, (place.pci >> 32) as u32)?;
             }
-            if index == 0 {
-                bar0 = Some((place.cpu, bar.size));
-            }
+            placed[index] = Some(PlacedBar {
+                cpu: place.cpu,
+                pci: place.pci,
+                size: bar.size,
+                is64: bar.kind == BarKind::Mem64,
+            });
             index += if bar.kind == BarKind::Mem64 { 2 } else { 1 };
         }
         let enable = COMMAND_MEMORY | COMMAND_BUS_MASTER | COMMAND_INTX_DISABLE;
@@ -195,6 +218,206 @@ impl Ecam {
             config::COMMAND,
             (command & 0xffff & !1) | u32::from(enable),
         )?;
-        bar0.ok_or(PciError::NoBar0)
+        Ok(placed)
     }
+
+    /// The first function for which `wanted(id, class)` holds, searched
+    /// depth first from the first bus through PCI-to-PCI bridges (numbering
+    /// their secondary buses when they have none), with the bridges above
+    /// it, outermost first.
+    pub fn find_behind_bridges(
+        &self,
+        wanted: impl Fn(u32, u32) -> bool,
+    ) -> Result<Option<(Bdf, BridgePath)>, PciError> {
+        let mut walk = Walk {
+            next_bus: self.host.bus_start.saturating_add(1),
+            path: BridgePath::default(),
+        };
+        self.walk_bus(self.host.bus_start, &wanted, &mut walk)
+    }
+
+    fn walk_bus(
+        &self,
+        bus: u8,
+        wanted: &impl Fn(u32, u32) -> bool,
+        walk: &mut Walk,
+    ) -> Result<Option<(Bdf, BridgePath)>, PciError> {
+        for device in 0..32u8 {
+            let f0 = Bdf {
+                bus,
+                device,
+                function: 0,
+            };
+            if !pci::function_present(self.read(f0, config::ID)?) {
+                continue;
+            }
+            let functions = if pci::multifunction(self.read(f0, config::HEADER)?) {
+                8
+            } else {
+                1
+            };
+            for function in 0..functions {
+                let bdf = Bdf {
+                    bus,
+                    device,
+                    function,
+                };
+                let id = self.read(bdf, config::ID)?;
+                if !pci::function_present(id) {
+                    continue;
+                }
+                let class = self.read(bdf, config::CLASS_REVISION)? >> 8;
+                let layout = pci::header_layout(self.read(bdf, config::HEADER)?);
+                if layout == 0 && wanted(id, class) {
+                    return Ok(Some((bdf, walk.path)));
+                }
+                if layout == 1
+                    && walk.path.len < MAX_BRIDGE_DEPTH
+                    && let Some(found) = self.walk_bridge(bdf, wanted, walk)?
+                {
+                    return Ok(Some(found));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn walk_bridge(
+        &self,
+        bdf: Bdf,
+        wanted: &impl Fn(u32, u32) -> bool,
+        walk: &mut Walk,
+    ) -> Result<Option<(Bdf, BridgePath)>, PciError> {
+        let buses = self.read(bdf, bridge::BUSES)?;
+        let mut secondary = (buses >> 8) as u8;
+        let assign = secondary <= bdf.bus || secondary > self.host.bus_end;
+        if assign {
+            if walk.next_bus > self.host.bus_end || walk.next_bus == 0 {
+                return Err(PciError::NoBusNumber);
+            }
+            secondary = walk.next_bus;
+            walk.next_bus = walk.next_bus.saturating_add(1);
+            let value = pci::bridge_buses(buses, bdf.bus, secondary, self.host.bus_end);
+            self.write(bdf, bridge::BUSES, value)?;
+        } else {
+            walk.next_bus = walk.next_bus.max(secondary.saturating_add(1));
+        }
+        walk.path.bridges[walk.path.len] = bdf;
+        walk.path.len += 1;
+        let found = self.walk_bus(secondary, wanted, walk)?;
+        walk.path.len -= 1;
+        if assign {
+            let last = walk.next_bus.saturating_sub(1).max(secondary);
+            let now = self.read(bdf, bridge::BUSES)?;
+            self.write(
+                bdf,
+                bridge::BUSES,
+                pci::bridge_buses(now, bdf.bus, secondary, last),
+            )?;
+        }
+        Ok(found)
+    }
+
+    /// Places the BARs of `bdf` found behind `path`: with no bridge straight
+    /// in the shared window; else a 1 MiB window is taken from it, every
+    /// bridge of the path forwards it (prefetchable window off, memory and
+    /// bus mastering on) and the BARs go inside it.
+    pub fn assign_behind(
+        &self,
+        bdf: Bdf,
+        path: &BridgePath,
+    ) -> Result<[Option<PlacedBar>; config::BARS], PciError> {
+        let window = self.host.mem32.ok_or(PciError::NoWindow)?;
+        if path.len == 0 {
+            return with_window(window, |allocator| self.assign_bars(bdf, allocator));
+        }
+        let granule = bridge::WINDOW_GRANULE;
+        let place = with_window(window, |allocator| {
+            allocator.place(granule, true).ok_or(PciError::NoRoom {
+                bar: 0,
+                size: granule,
+            })
+        })?;
+        for &b in path.bridges() {
+            self.write(
+                b,
+                bridge::MEMORY,
+                pci::bridge_memory_window(place.pci, granule),
+            )?;
+            self.write(b, bridge::PREFETCH, pci::BRIDGE_PREFETCH_OFF)?;
+            self.write(b, bridge::PREFETCH_BASE_UPPER, 0)?;
+            self.write(b, bridge::PREFETCH_LIMIT_UPPER, 0)?;
+            let command = self.read(b, config::COMMAND)? & 0xffff;
+            let on = u32::from(COMMAND_MEMORY | COMMAND_BUS_MASTER);
+            self.write(b, config::COMMAND, command | on)?;
+        }
+        let mut inner = WindowAllocator::new(PciWindow {
+            cpu: place.cpu,
+            pci: place.pci,
+            size: granule,
+            prefetchable: false,
+        });
+        self.assign_bars(bdf, &mut inner)
+    }
+}
+
+/// One BAR as placed: CPU and bus address, size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlacedBar {
+    /// Guest-physical address the CPU uses.
+    pub cpu: u64,
+    /// Bus address programmed into the BAR.
+    pub pci: u64,
+    /// Bytes.
+    pub size: u64,
+    /// A 64-bit BAR (the next BAR register holds the high half).
+    pub is64: bool,
+}
+
+/// Most bridges between the host bridge and a function the walk follows.
+pub const MAX_BRIDGE_DEPTH: usize = 4;
+
+/// The bridges above a function, outermost first.
+#[derive(Clone, Copy, Debug)]
+pub struct BridgePath {
+    bridges: [Bdf; MAX_BRIDGE_DEPTH],
+    len: usize,
+}
+
+impl Default for BridgePath {
+    fn default() -> Self {
+        Self {
+            bridges: [Bdf {
+                bus: 0,
+                device: 0,
+                function: 0,
+            }; MAX_BRIDGE_DEPTH],
+            len: 0,
+        }
+    }
+}
+
+impl BridgePath {
+    /// The bridges.
+    pub fn bridges(&self) -> &[Bdf] {
+        &self.bridges[..self.len]
+    }
+}
+
+struct Walk {
+    next_bus: u8,
+    path: BridgePath,
+}
+
+/// The host bridge's 32-bit window as handed out so far (both drivers place
+/// their BARs in it, NVMe first).
+static WINDOW: spin::Mutex<Option<WindowAllocator>> = spin::Mutex::new(None);
+
+fn with_window<T>(
+    window: PciWindow,
+    f: impl FnOnce(&mut WindowAllocator) -> Result<T, PciError>,
+) -> Result<T, PciError> {
+    let mut guard = WINDOW.lock();
+    let allocator = guard.get_or_insert_with(|| WindowAllocator::new(window));
+    f(allocator)
 }

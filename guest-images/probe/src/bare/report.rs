@@ -117,6 +117,34 @@ pub struct Report<'a> {
     pub wfit: bool,
     /// NVMe.
     pub nvme: NvmeSummary,
+    /// The NIC.
+    pub net: NetSummary,
+    /// Whether the `net` keys are printed (cleared when the line would pass
+    /// [`MAX_REPORT_LINE`]).
+    pub include_net: core::cell::Cell<bool>,
+}
+
+/// Longest console line the microvisor passes whole (it splits at 1024 bytes).
+pub const MAX_REPORT_LINE: usize = 1023;
+
+/// What the report says about the NIC: `net` (`"ok"` after `NET PASS`, the `NET FAIL` token, or
+/// `null` without a virtio-net function or with `net=0`) and `net_mac`.
+#[derive(Default)]
+pub struct NetSummary {
+    /// `"ok"` or the error.
+    pub state: Option<Text<48>>,
+    /// The MAC address, once read.
+    pub mac: Option<Text<17>>,
+}
+
+/// Counts the bytes written.
+struct Count(usize);
+
+impl Write for Count {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
 }
 
 struct Regions<'a>(&'a [MemoryRegion]);
@@ -195,6 +223,17 @@ impl fmt::Display for Report<'_> {
         .raw("nvme_queues", OrNull(r.map(|r| r.queues)))
         .raw("nvme_lba_bytes", OrNull(r.map(|r| r.lba_bytes)))
         .raw("nvme_model", OrNull(r.map(|r| Escaped(r.model.as_bytes()))));
+        if self.include_net.get() {
+            let net = &self.net;
+            o.raw(
+                "net",
+                OrNull(net.state.as_ref().map(|s| Escaped(s.as_bytes()))),
+            )
+            .raw(
+                "net_mac",
+                OrNull(net.mac.as_ref().map(|s| Escaped(s.as_bytes()))),
+            );
+        }
         o.finish()
     }
 }
@@ -223,7 +262,13 @@ impl Failures {
 }
 
 /// Prints the report line and the verdict.
+/// The `net` keys are left out if the line would not fit [`MAX_REPORT_LINE`].
 pub fn print(report: &Report<'_>, failures: &Failures) {
+    let mut count = Count("SLICE-REPORT ".len());
+    report.include_net.set(true);
+    if write!(count, "{report}").is_err() || count.0 > MAX_REPORT_LINE {
+        report.include_net.set(false);
+    }
     println!("SLICE-REPORT {report}");
     if failures.is_empty() {
         println!("PROBE PASS");

@@ -15,14 +15,17 @@ use microvisor_logic::passthrough::{
     AssignedFunction, Assignment, BarRead, BarWrite, ConfigSnapshot, Effect, Interrupt,
     MsiTarget,
 };
-use microvisor_arch::cpu;
-use microvisor_logic::pci::{self, Bdf, Clock, ConfigSpace, SavedFunction, header};
+use microvisor_logic::pci::reset::SavedFunction;
+use microvisor_logic::pci::{self, Bdf, ConfigSpace, header};
 use spin::Mutex;
 
 use super::Context;
 use crate::output;
-use crate::stage2::MSI_IOVA;
 
+/// The IOVA of the ITS's GITS_TRANSLATER page in an assigned function's device stage 2: the
+/// last 64 KiB below guest RAM, where no slice device is (docs/architecture.md, "Assigned
+/// functions").
+pub const MSI_IOVA: u64 = 0x3fff_0000;
 /// Offset of GITS_TRANSLATER in its 64 KiB frame's 4 KiB page (GICv3 §12.19.13: the frame
 /// starts at ITS base + 0x1_0000, the register is at + 0x40).
 const TRANSLATER_OFFSET: u64 = 0x40;
@@ -112,7 +115,7 @@ impl Physical {
     pub fn reset(&mut self) -> bool {
         self.bus_master(false);
         self.msix_control(false, true);
-        let outcome = pci::flr(&mut self.config, &CounterClock, self.bdf);
+        let outcome = pci::flr(&mut self.config, &crate::pci::SystemCounter, self.bdf);
         if let Err(e) = outcome {
             output::hv(format_args!("assigned {}: reset: {e}", self.bdf));
         }
@@ -135,19 +138,6 @@ impl Physical {
                 .contains(physical)
                 .then(|| (mmio, physical - region.base))
         })
-    }
-}
-
-/// Milliseconds of the system counter, for the waits of a function reset.
-struct CounterClock;
-
-impl Clock for CounterClock {
-    fn now_ms(&self) -> u64 {
-        cpu::counter() / (cpu::counter_frequency() / 1000).max(1)
-    }
-
-    fn pause(&self) {
-        cpu::spin_hint();
     }
 }
 
