@@ -31,11 +31,6 @@ impl CpuStage2 {
         self.vttbr
     }
 
-    /// The VMID (also the SMMU's for the slice's assigned functions).
-    pub fn vmid(&self) -> u16 {
-        (self.vttbr >> 48) as u16
-    }
-
     /// Tables in use (for the footprint report).
     pub fn tables(&self) -> usize {
         self.tables.lock().store().len()

@@ -149,15 +149,20 @@ pub struct AssignedDevice {
     /// The LPI of MSI-X vector 0 (vector `v` is `first_lpi + v`), and how many vectors.
     pub first_lpi: u32,
     pub vectors: u16,
+    /// Its ITS DeviceID and SMMU StreamID.
+    pub its_device: u32,
+    pub stream: u32,
     state: Mutex<(AssignedFunction, Physical)>,
 }
 
 impl AssignedDevice {
-    pub fn new(slot: u8, first_lpi: u32, function: AssignedFunction, physical: Physical) -> Self {
+    fn new(slot: u8, grant: &Grant<'_>, function: AssignedFunction, physical: Physical) -> Self {
         Self {
             slot,
             bdf: physical.bdf,
-            first_lpi,
+            first_lpi: grant.first_lpi,
+            its_device: grant.its_device,
+            stream: grant.stream,
             vectors: physical.msix.map_or(0, |m| m.vectors),
             state: Mutex::new((function, physical)),
         }
@@ -299,6 +304,9 @@ pub struct Grant<'a> {
     pub bars: &'a [pci::PlacedBar],
     /// The LPI of its MSI-X vector 0 (one LPI per vector from there).
     pub first_lpi: u32,
+    /// Its ITS DeviceID and SMMU StreamID.
+    pub its_device: u32,
+    pub stream: u32,
 }
 
 /// Why a function could not be given to its slice.
@@ -359,5 +367,5 @@ pub fn assign(slot: u8, grant: Grant<'_>) -> Result<AssignedDevice, AssignError>
     if !physical.reset() {
         return Err(fail("did not come back from its reset"));
     }
-    Ok(AssignedDevice::new(slot, grant.first_lpi, function, physical))
+    Ok(AssignedDevice::new(slot, &grant, function, physical))
 }
