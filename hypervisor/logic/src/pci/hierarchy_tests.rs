@@ -292,6 +292,8 @@ fn host(buses: u8) -> PcieHost {
             cpu: 0x80_0000_0000,
             size: 0x80_0000_0000,
         }),
+        iommu_map: None,
+        msi_map: None,
     }
 }
 
