@@ -292,6 +292,8 @@ fn host(buses: u8) -> PcieHost {
             cpu: 0x80_0000_0000,
             size: 0x80_0000_0000,
         }),
+        iommu_map: None,
+        msi_map: None,
     }
 }
 
@@ -858,4 +860,37 @@ fn results_say_what_happened() {
     for (text, expected) in shown {
         assert_eq!(text, expected);
     }
+}
+
+#[test]
+fn bars_too_large_for_any_window_are_refused_without_overflow() {
+    let mut tree = node();
+    // Two 2^63-byte prefetchable BARs behind 00:10.0: their sum overflows 64 bits.
+    let port = tree.root.functions.get_mut(&(0x10, 0)).unwrap();
+    port.child.as_mut().unwrap().functions.insert(
+        (0, 0),
+        endpoint(0x1041_1af4, 0x02_00_00)
+            .bar(0, 1 << 63, true, true)
+            .bar(2, 1 << 63, true, true)
+            .done(),
+    );
+    // And one on the root bus.
+    tree.root.functions.insert(
+        (5, 0),
+        endpoint(0x0001_1234, 0).bar(0, 1 << 62, true, false).done(),
+    );
+    let topology = enumerate(&mut tree, 0..=255);
+    let placement = place_hierarchy(&mut tree, &topology, &mut BarWindows::new(&host(255)));
+    assert!(
+        placement
+            .problems
+            .contains(&PlacementProblem::NoRoomForBridge(b(0, 0x10, 0)))
+    );
+    assert!(matches!(
+        placement.problems.iter().find(|p| matches!(p, PlacementProblem::NoRoomForBar(..))),
+        Some(PlacementProblem::NoRoomForBar(bdf, _)) if *bdf == b(0, 5, 0)
+    ));
+    assert_eq!(placement.bars(b(1, 0, 0)), Some(&[][..]));
+    // Everything else still placed.
+    assert_eq!(placement.bars(b(6, 0, 0)).unwrap().len(), 2);
 }

@@ -50,9 +50,9 @@ pub struct BusWindow {
 }
 
 impl BusWindow {
-    /// The last address inside.
+    /// The last address inside (the base itself for an empty window).
     pub fn limit(&self) -> u64 {
-        self.base + (self.size - 1)
+        self.base.saturating_add(self.size.saturating_sub(1))
     }
 }
 
@@ -256,10 +256,14 @@ pub fn place_hierarchy(
     let mut bridges: Vec<Option<BridgeState>> = functions
         .iter()
         .map(|f| {
-            f.buses.filter(|_| f.is_bridge()).map(|_| BridgeState {
-                support: prefetchable_support(config, f.bdf()),
-                memory: Pool::default(),
-                prefetchable: Pool::default(),
+            f.buses.filter(|_| f.is_bridge()).map(|_| {
+                // Closed first: probing the prefetchable window briefly opens one.
+                close_bridge(config, f.bdf());
+                BridgeState {
+                    support: prefetchable_support(config, f.bdf()),
+                    memory: Pool::default(),
+                    prefetchable: Pool::default(),
+                }
             })
         })
         .collect();
@@ -383,7 +387,7 @@ pub fn place_hierarchy(
         let mut inner = Vec::new();
         for pool in [&state.memory, &state.prefetchable] {
             for item in &pool.items {
-                inner.push((*item, pool.base.map(|b| b + item.offset)));
+                inner.push((*item, pool.base.and_then(|b| b.checked_add(item.offset))));
             }
         }
         for (item, address) in inner {
