@@ -247,10 +247,16 @@ fn setup_assigned(
     let host = info.inventory.pcie.ok_or("devices: no PCIe host bridge")?;
     let count = given.iter().map(Vec::len).sum::<usize>() as u64;
     let cores = node_cores(info, placement);
+    let table = match (&lpis, info.its.as_ref()) {
+        (None, Some(frames)) => frames
+            .device_table_bytes(its_device_ids(&host, hierarchy))
+            .ok_or("devices: no ITS device table")?,
+        _ => 0,
+    };
     let pages = if lpis.is_some() {
         count
     } else {
-        nvme::lpis::pages(cores.len() as u64, count)
+        nvme::lpis::pages(cores.len() as u64, count, table)
     };
     let region = place_working_memory(&info.inventory.ram, avoid, 0, pages * 4096, 0x1_0000)
         .ok_or("devices: no RAM left for their interrupt tables")?;
@@ -258,7 +264,8 @@ fn setup_assigned(
     let mut device_memory = DeviceMemory::new(claimed);
     if lpis.is_none() {
         let frames = info.its.take().ok_or("devices: no GIC ITS for their MSIs")?;
-        *lpis = Some(Lpis::new(&mut device_memory, frames, &cores).map_err(|e| format!("devices: {e}"))?);
+        let made = Lpis::new(&mut device_memory, frames, &cores, table);
+        *lpis = Some(made.map_err(|e| format!("devices: {e}"))?);
     }
     let Some(lpis) = lpis.as_ref() else {
         return Err("devices: no LPIs".into());
@@ -318,6 +325,13 @@ fn setup_assigned(
         all.push(mine);
     }
     Ok(all)
+}
+
+/// How many ITS DeviceIDs the device table must cover: those of every requester ID on the
+/// buses the enumeration numbered.
+fn its_device_ids(host: &microvisor_logic::inventory::PcieHost, hierarchy: &Hierarchy) -> u32 {
+    let last = u16::from(hierarchy.highest_bus()) << 8 | 0xff;
+    host.its_device_id(last).map_or(1 << 16, |id| id.saturating_add(1))
 }
 
 /// The cores that take LPIs: every slice's and the boot core.
@@ -382,7 +396,10 @@ fn setup_nvme(
         .filter_map(|s| s.nvme.as_ref())
         .map(|n| u64::from(n.queues))
         .sum();
-    let bytes = nvme::device_memory_pages(queues, cores.len() as u64) * 4096;
+    let table = frames
+        .device_table_bytes(its_device_ids(&host, hierarchy))
+        .ok_or(unusable("no ITS device table"))?;
+    let bytes = nvme::device_memory_pages(queues, cores.len() as u64, table) * 4096;
     let region = place_working_memory(&info.inventory.ram, &avoid, 0, bytes, 0x1_0000)
         .ok_or(unusable("no RAM left for NVMe queues and tables"))?;
     let claimed = memory::claim(region).map_err(|_| unusable("device memory"))?;
@@ -413,7 +430,7 @@ fn setup_nvme(
         }
     }
     let mut device_memory = DeviceMemory::new(claimed);
-    let lpis = Lpis::new(&mut device_memory, frames, &cores)?;
+    let lpis = Lpis::new(&mut device_memory, frames, &cores, table)?;
     // The controller's BARs were placed with the rest of the hierarchy: it keeps them.
     let (disk, queues) = nvme::bring_up(
         pci,

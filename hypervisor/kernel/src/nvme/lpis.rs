@@ -24,11 +24,11 @@ const FIRST_ALLOCATED: u32 = 4096;
 const NO_TARGET: u64 = u64::MAX;
 
 /// Pages of device memory [`Lpis::new`] takes on a node with `cores` cores (in use or not).
-pub const fn pages(cores: u64, devices: u64) -> u64 {
-    // Configuration table, ITS command queue, device and collection tables, one ITT per device
-    // (the NVMe controller, assigned functions), and one pending table per core (64 KiB
-    // aligned; the gaps hold other pages).
-    2 + 3 + devices + cores * 16
+pub const fn pages(cores: u64, devices: u64, device_table: u64) -> u64 {
+    // Configuration table, ITS command queue, collection table, the device table
+    // (`device_table` bytes), one ITT per device (the NVMe controller, assigned functions), and
+    // one pending table per core (64 KiB aligned; the gaps hold other pages).
+    2 + 2 + device_table.div_ceil(4096) + devices + cores * 16
 }
 
 /// The node's LPI tables and ITS.
@@ -47,10 +47,13 @@ pub struct Lpis {
 impl Lpis {
     /// Prepares LPIs for `cores` (physical indexes): the configuration table and one pending
     /// table per core, and brings the ITS up.
+    /// `device_table` bytes of ITS device table ([`ItsFrames::device_table_bytes`] for every
+    /// DeviceID the node's functions may have).
     pub fn new(
         memory: &mut DeviceMemory,
         frames: ItsFrames,
         cores: &[usize],
+        device_table: u64,
     ) -> Result<Lpis, NvmeError> {
         let properties = memory.allocate((1 << LPI_ID_BITS) - u64::from(LPI_BASE), 4096)?;
         let count = cores.iter().max().map_or(0, |&c| c + 1);
@@ -63,7 +66,7 @@ impl Lpis {
                     .into_shared(),
             );
         }
-        let devices = memory.allocate(4096, 4096)?.into_shared();
+        let devices = memory.allocate(device_table, 4096)?.into_shared();
         let collections = memory.allocate(4096, 4096)?.into_shared();
         let queue = memory.allocate(4096, 4096)?;
         let its = Its::new(frames, devices, collections, queue)
