@@ -2,15 +2,20 @@
 //! physical interrupt, the operator console and the LPI machinery.
 
 use alloc::collections::BTreeMap;
+use alloc::format;
 use alloc::vec::Vec;
 
 use microvisor_logic::inventory::Conduit;
+use microvisor_logic::smmu::Event;
 
 use crate::console::OperatorConsole;
+use crate::devices::pci::assigned_event;
 use crate::nvme::lpis::Lpis;
 use crate::pci::Hierarchy;
 use crate::slice::Slice;
-use crate::smmu::{NodeSmmu, SmmuEvents};
+use crate::devices::assigned::AssignedDevice;
+use crate::slice::Ending;
+use crate::smmu::{NodeSmmu, SmmuEvents, StreamOwner, report};
 use crate::vcpu::Vcpu;
 
 /// Who handles a physical interrupt (besides the ones every core handles itself: the
@@ -46,8 +51,29 @@ pub struct Node {
     owners: BTreeMap<u32, IrqOwner>,
 }
 
-/// SMMU event records are printed (`[hv] smmu: stream 0x..: ...`).
-impl SmmuEvents for Node {}
+/// SMMU event records name the slice and function the stream belongs to; a record of an
+/// assigned function stops its DMA at once and ends its slice's run as a fault (the slice's
+/// `on-fault` policy then stops or restarts it, resetting the function).
+impl SmmuEvents for Node {
+    fn stream_owner(&self, stream: u32) -> Option<StreamOwner<'_>> {
+        let (slice, function) = self.stream_function(stream)?;
+        Some(StreamOwner {
+            slice: &slice.name,
+            device: function.bdf,
+        })
+    }
+
+    fn smmu_event(&self, event: &Event) {
+        report(event, self.stream_owner(event.stream));
+        if let Some((slice, function)) = self.stream_function(event.stream) {
+            function.stop_dma();
+            slice.request_end(Ending::Fault(format!(
+                "device {}: SMMU: {event}",
+                function.bdf
+            )));
+        }
+    }
+}
 
 impl Node {
     pub fn new(
@@ -70,6 +96,20 @@ impl Node {
             owners.insert(intid, IrqOwner::ConsoleInput);
         }
         for slice in &slices {
+            if let (Some(pci), Some(device)) = (&slice.pci, slice.pci_device) {
+                for (i, function) in pci.assigned().iter().enumerate() {
+                    for vector in 0..function.vectors {
+                        owners.insert(
+                            function.first_lpi + u32::from(vector),
+                            IrqOwner::Device {
+                                slice: slice.index,
+                                device,
+                                event: assigned_event(i, vector),
+                            },
+                        );
+                    }
+                }
+            }
             if let (Some(disk), Some(device)) = (&slice.disk, slice.pci_device) {
                 for queue in disk.queue_interrupts() {
                     owners.insert(
@@ -111,6 +151,19 @@ impl Node {
             .iter()
             .enumerate()
             .filter_map(|(core, a)| a.map(|_| core))
+    }
+
+    /// The slice and assigned function whose SMMU stream is `stream`.
+    fn stream_function(&self, stream: u32) -> Option<(&Slice, &AssignedDevice)> {
+        self.slices.iter().find_map(|slice| {
+            let function = slice
+                .pci
+                .as_ref()?
+                .assigned()
+                .iter()
+                .find(|f| f.stream == stream)?;
+            Some((slice, function))
+        })
     }
 
     /// Who handles physical interrupt `intid`.

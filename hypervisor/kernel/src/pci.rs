@@ -145,7 +145,7 @@ fn describe(found: &FoundFunction, placement: &HierarchyPlacement) -> String {
 }
 
 /// The system counter in milliseconds.
-struct SystemCounter;
+pub struct SystemCounter;
 
 impl Clock for SystemCounter {
     fn now_ms(&self) -> u64 {
