@@ -648,9 +648,11 @@ fn net_nics() -> Vec<crate::node::Nic> {
 fn net_metrics(ws: &Workspace, artifacts: &Artifacts, dirs: &Dirs) -> Result<Vec<Metric>> {
     let img = image(artifacts, dirs, "net-slice", NET_PLAN)?;
     eprintln!("bench: network, slices web and db ({} rounds)", net::ROUNDS);
-    let slice = net_run(ws, dirs, Some(&img))?;
-    eprintln!("bench: network, native ({} rounds)", net::ROUNDS);
-    let native = net_run(ws, dirs, None)?;
+    let slice = net_run(ws, dirs, Some(&img), true)?;
+    eprintln!("bench: network, native without an SMMU ({} rounds)", net::ROUNDS);
+    let native = net_run(ws, dirs, None, false)?;
+    eprintln!("bench: network, native with QEMU's SMMUv3 ({} rounds)", net::ROUNDS);
+    let native_smmu = net_run(ws, dirs, None, true)?;
     let med = |v: Vec<f64>| nvme::median(v);
     let spread = |v: &[f64]| {
         let lo = v.iter().copied().fold(f64::MAX, f64::min);
@@ -660,12 +662,13 @@ fn net_metrics(ws: &Workspace, artifacts: &Artifacts, dirs: &Dirs) -> Result<Vec
     let rounds = net::ROUNDS;
     let mb = net::BIG_BYTES >> 20;
     let mut metrics = Vec::new();
-    for (id, title, s, n, how) in [
+    for (id, title, s, n, ns, how) in [
         (
             "net-s2s-mbps",
             "TCP slice to slice, MB/s",
             &slice.slice_to_slice,
             &native.slice_to_slice,
+            &native_smmu.slice_to_slice,
             format!("web wgets {mb} MiB from db's httpd over the slice hub; guest /proc/uptime"),
         ),
         (
@@ -673,18 +676,22 @@ fn net_metrics(ws: &Workspace, artifacts: &Artifacts, dirs: &Dirs) -> Result<Vec
             "TCP host to slice, MB/s",
             &slice.host_to_slice,
             &native.host_to_slice,
+            &native_smmu.host_to_slice,
             format!("the host fetches {mb} MiB from web's httpd through the forwarded port; host clock"),
         ),
     ] {
         let sv: Vec<f64> = s.iter().map(net::Transfer::mbps).collect();
         let nv: Vec<f64> = n.iter().map(net::Transfer::mbps).collect();
+        let nsv: Vec<f64> = ns.iter().map(net::Transfer::mbps).collect();
         metrics.push(
             Metric::new(id, title, med(sv.clone()), "MB/s", Goal::None)
                 .with_native(med(nv.clone()))
+                .with_detail("native-smmu", med(nsv.clone()))
                 .with_note(format!(
-                    "{how}; wall clock under TCG, no icount: median of {rounds} rounds in one boot (slice {}, native {} MB/s)",
+                    "{how}; wall clock under TCG, no icount: median of {rounds} rounds in one boot (slice {}, native {}, native with SMMU {} MB/s)",
                     spread(&sv),
-                    spread(&nv)
+                    spread(&nv),
+                    spread(&nsv)
                 )),
         );
     }
@@ -697,11 +704,13 @@ fn net_metrics(ws: &Workspace, artifacts: &Artifacts, dirs: &Dirs) -> Result<Vec
             Goal::None,
         )
         .with_native(med(native.rtt_ms.clone()))
+        .with_detail("native-smmu", med(native_smmu.rtt_ms.clone()))
         .with_note(format!(
-            "busybox ping -c {} web -> db, avg of each step; median of {rounds} steps (slice {}, native {} ms); wall clock under TCG",
+            "busybox ping -c {} web -> db, avg of each step; median of {rounds} steps (slice {}, native {}, native with SMMU {} ms); wall clock under TCG",
             net::PINGS,
             spread(&slice.rtt_ms),
-            spread(&native.rtt_ms)
+            spread(&native.rtt_ms),
+            spread(&native_smmu.rtt_ms)
         )),
     );
     let exits = |id: &str, title: &str, runs: &[net::Transfer], who: &str, what: &str| {
@@ -750,9 +759,20 @@ fn net_metrics(ws: &Workspace, artifacts: &Artifacts, dirs: &Dirs) -> Result<Vec
 
 /// One boot running [`net::ROUNDS`] rounds: slices web and db on a 2-core node with an SMMU and
 /// four NICs, or (`image` `None`) the same kernel and initramfs natively with 2 CPUs, 1 GiB and
-/// three of the NICs (db's slice-network NIC moved into a namespace, see net.rs).
-fn net_run(ws: &Workspace, dirs: &Dirs, image: Option<&Path>) -> Result<net::NetRuns> {
-    let kind = if image.is_some() { "slice" } else { "native" };
+/// three of the NICs (db's slice-network NIC moved into a namespace, see net.rs), with QEMU's
+/// SMMUv3 in front of them if `smmu` (Linux then maps every buffer through it; a slice sees no
+/// IOMMU: its device stage 2 is the hypervisor's).
+fn net_run(
+    ws: &Workspace,
+    dirs: &Dirs,
+    image: Option<&Path>,
+    smmu: bool,
+) -> Result<net::NetRuns> {
+    let kind = match (image.is_some(), smmu) {
+        (true, _) => "slice",
+        (false, false) => "native",
+        (false, true) => "native-smmu",
+    };
     let name = format!("net-{kind}");
     let launch = match image {
         Some(image) => {
@@ -779,7 +799,7 @@ fn net_run(ws: &Workspace, dirs: &Dirs, image: Option<&Path>) -> Result<net::Net
                 Node::nic_mac(0),
                 Node::nic_mac(2)
             );
-            crate::linux::native_qemu_launch(&guest, 2, 1024, &append, &nics, true)?
+            crate::linux::native_qemu_launch(&guest, 2, 1024, &append, &nics, smmu)?
         }
     };
     // web's host NIC is the first host NIC in both layouts.
