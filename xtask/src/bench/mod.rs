@@ -638,10 +638,15 @@ const NET_PLAN: &str = "[[slice]]\nname = \"web\"\ncores = 1\nmemory = \"512MiB\
 /// The network benchmark's NICs: web's slice and host NICs, then db's (as qemu/default.toml).
 fn net_nics() -> Vec<crate::node::Nic> {
     use crate::node::{Network, Nic};
-    [Network::Slices, Network::Host, Network::Slices, Network::Host]
-        .into_iter()
-        .map(|network| Nic { network })
-        .collect()
+    [
+        Network::Slices,
+        Network::Host,
+        Network::Slices,
+        Network::Host,
+    ]
+    .into_iter()
+    .map(|network| Nic { network })
+    .collect()
 }
 
 /// Metric 9: throughput and round trip slice/native, exits per 1000 packets by cause.
@@ -649,9 +654,15 @@ fn net_metrics(ws: &Workspace, artifacts: &Artifacts, dirs: &Dirs) -> Result<Vec
     let img = image(artifacts, dirs, "net-slice", NET_PLAN)?;
     eprintln!("bench: network, slices web and db ({} rounds)", net::ROUNDS);
     let slice = net_run(ws, dirs, Some(&img), true)?;
-    eprintln!("bench: network, native without an SMMU ({} rounds)", net::ROUNDS);
+    eprintln!(
+        "bench: network, native without an SMMU ({} rounds)",
+        net::ROUNDS
+    );
     let native = net_run(ws, dirs, None, false)?;
-    eprintln!("bench: network, native with QEMU's SMMUv3 ({} rounds)", net::ROUNDS);
+    eprintln!(
+        "bench: network, native with QEMU's SMMUv3 ({} rounds)",
+        net::ROUNDS
+    );
     let native_smmu = net_run(ws, dirs, None, true)?;
     let med = |v: Vec<f64>| nvme::median(v);
     let spread = |v: &[f64]| {
@@ -677,7 +688,9 @@ fn net_metrics(ws: &Workspace, artifacts: &Artifacts, dirs: &Dirs) -> Result<Vec
             &slice.host_to_slice,
             &native.host_to_slice,
             &native_smmu.host_to_slice,
-            format!("the host fetches {mb} MiB from web's httpd through the forwarded port; host clock"),
+            format!(
+                "the host fetches {mb} MiB from web's httpd through the forwarded port; host clock"
+            ),
         ),
     ] {
         let sv: Vec<f64> = s.iter().map(net::Transfer::mbps).collect();
@@ -762,12 +775,7 @@ fn net_metrics(ws: &Workspace, artifacts: &Artifacts, dirs: &Dirs) -> Result<Vec
 /// three of the NICs (db's slice-network NIC moved into a namespace, see net.rs), with QEMU's
 /// SMMUv3 in front of them if `smmu` (Linux then maps every buffer through it; a slice sees no
 /// IOMMU: its device stage 2 is the hypervisor's).
-fn net_run(
-    ws: &Workspace,
-    dirs: &Dirs,
-    image: Option<&Path>,
-    smmu: bool,
-) -> Result<net::NetRuns> {
+fn net_run(ws: &Workspace, dirs: &Dirs, image: Option<&Path>, smmu: bool) -> Result<net::NetRuns> {
     let kind = match (image.is_some(), smmu) {
         (true, _) => "slice",
         (false, false) => "native",

@@ -565,10 +565,7 @@ mod tests {
             assert_eq!(typed(d.on_line("[web] NETB hready")), "\x01c");
             d.on_line(&snapshot("web", 400 + base, 110));
             assert_eq!(typed(d.on_line(&snapshot("db", 150 + base, 55))), "\n");
-            assert_eq!(
-                typed(d.on_line("[web] NETB host packets=1000")),
-                "\x01c"
-            );
+            assert_eq!(typed(d.on_line("[web] NETB host packets=1000")), "\x01c");
             d.on_line(&snapshot("web", 600 + base, 210));
             assert!(typed(d.on_line(&snapshot("db", 150 + base, 55))).contains("ping"));
             let step = d.on_line("[web] NETB rtt min/avg/max = 0.500/0.750/1.000 ms");
@@ -620,7 +617,8 @@ mod tests {
             let (mut s, _) = listener.accept().unwrap();
             let mut req = [0u8; 256];
             let _ = s.read(&mut req).unwrap();
-            s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: x\r\n\r\n").unwrap();
+            s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: x\r\n\r\n")
+                .unwrap();
             s.write_all(&vec![0u8; BIG_BYTES as usize]).unwrap();
         });
         let (bytes, _) = download(port, Duration::from_secs(5), Duration::from_secs(30)).unwrap();
