@@ -4,6 +4,7 @@
 //! [`results::Results`]. Every number is an instruction or event count, so two runs on the
 //! same tree give the same numbers (docs/performance.md says how each one is measured).
 
+pub mod net;
 pub mod nvme;
 pub mod parse;
 pub mod results;
@@ -49,6 +50,10 @@ const LINUX_WINDOW: (u64, u64) = (10, 30);
 pub struct Plan {
     /// Skip the Linux exit-rate runs (they need the Debian kernel).
     pub skip_linux: bool,
+    /// Run the network benchmark (`--net`; also with `skip_linux`).
+    pub net: bool,
+    /// Run the network benchmark and nothing else (`--net-only`).
+    pub net_only: bool,
 }
 
 /// Where the runs keep their images and logs.
@@ -69,6 +74,15 @@ pub fn run(ws: &Workspace, artifacts: &Artifacts, plan: &Plan) -> Result<Results
     };
     std::fs::create_dir_all(&dirs.out)?;
     let mut metrics = Vec::new();
+    if plan.net_only {
+        metrics.extend(net_metrics(ws, artifacts, &dirs)?);
+        return Ok(Results {
+            qemu: qemu_version(),
+            method: "wall clock, no icount (network benchmark only)".into(),
+            linux: Some(crate::linux::guest(ws, true)?.release.clone()),
+            metrics,
+        });
+    }
 
     // 1. Image size and footprint.
     let elf = std::fs::read(&artifacts.hypervisor)
@@ -202,6 +216,11 @@ pub fn run(ws: &Workspace, artifacts: &Artifacts, plan: &Plan) -> Result<Results
         ));
     } else {
         metrics.extend(nvme_metrics(ws, artifacts, &dirs)?);
+    }
+
+    // 9. Network (assigned virtio-net NICs; wall clock, see net.rs). Opt-in: several minutes.
+    if plan.net {
+        metrics.extend(net_metrics(ws, artifacts, &dirs)?);
     }
 
     Ok(Results {
@@ -609,6 +628,214 @@ fn nvme_run(
         nvme::DEPTHS.len()
     );
     Ok(driver.runs)
+}
+
+/// The network benchmark's slices: web and db, one vCPU and 512 MiB each, each with a
+/// slice-network NIC (static address by MAC) and a host NIC (DHCP, forwarded port), httpd on:
+/// the default plan's network on a smaller node.
+const NET_PLAN: &str = "[[slice]]\nname = \"web\"\ncores = 1\nmemory = \"512MiB\"\nkernel = \"linux\"\ncmdline = \"quiet microvisor.ip=52:54:00:6d:76:00:10.10.0.1/24 microvisor.httpd=1\"\n\n[[slice.device]]\nclass = \"net\"\n[[slice.device]]\nclass = \"net\"\n\n[[slice]]\nname = \"db\"\ncores = 1\nmemory = \"512MiB\"\nkernel = \"linux\"\ncmdline = \"quiet microvisor.ip=52:54:00:6d:76:02:10.10.0.2/24 microvisor.httpd=1\"\n\n[[slice.device]]\nclass = \"net\"\n[[slice.device]]\nclass = \"net\"\n";
+
+/// The network benchmark's NICs: web's slice and host NICs, then db's (as qemu/default.toml).
+fn net_nics() -> Vec<crate::node::Nic> {
+    use crate::node::{Network, Nic};
+    [
+        Network::Slices,
+        Network::Host,
+        Network::Slices,
+        Network::Host,
+    ]
+    .into_iter()
+    .map(|network| Nic { network })
+    .collect()
+}
+
+/// Metric 9: throughput and round trip slice/native, exits per 1000 packets by cause.
+fn net_metrics(ws: &Workspace, artifacts: &Artifacts, dirs: &Dirs) -> Result<Vec<Metric>> {
+    let img = image(artifacts, dirs, "net-slice", NET_PLAN)?;
+    eprintln!("bench: network, slices web and db ({} rounds)", net::ROUNDS);
+    let slice = net_run(ws, dirs, Some(&img), true)?;
+    eprintln!(
+        "bench: network, native without an SMMU ({} rounds)",
+        net::ROUNDS
+    );
+    let native = net_run(ws, dirs, None, false)?;
+    eprintln!(
+        "bench: network, native with QEMU's SMMUv3 ({} rounds)",
+        net::ROUNDS
+    );
+    let native_smmu = net_run(ws, dirs, None, true)?;
+    let med = |v: Vec<f64>| nvme::median(v);
+    let spread = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::MAX, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
+        format!("{lo:.2}-{hi:.2}")
+    };
+    let rounds = net::ROUNDS;
+    let mb = net::BIG_BYTES >> 20;
+    let mut metrics = Vec::new();
+    for (id, title, s, n, ns, how) in [
+        (
+            "net-s2s-mbps",
+            "TCP slice to slice, MB/s",
+            &slice.slice_to_slice,
+            &native.slice_to_slice,
+            &native_smmu.slice_to_slice,
+            format!("web wgets {mb} MiB from db's httpd over the slice hub; guest /proc/uptime"),
+        ),
+        (
+            "net-host-mbps",
+            "TCP host to slice, MB/s",
+            &slice.host_to_slice,
+            &native.host_to_slice,
+            &native_smmu.host_to_slice,
+            format!(
+                "the host fetches {mb} MiB from web's httpd through the forwarded port; host clock"
+            ),
+        ),
+    ] {
+        let sv: Vec<f64> = s.iter().map(net::Transfer::mbps).collect();
+        let nv: Vec<f64> = n.iter().map(net::Transfer::mbps).collect();
+        let nsv: Vec<f64> = ns.iter().map(net::Transfer::mbps).collect();
+        metrics.push(
+            Metric::new(id, title, med(sv.clone()), "MB/s", Goal::None)
+                .with_native(med(nv.clone()))
+                .with_detail("native-smmu", med(nsv.clone()))
+                .with_note(format!(
+                    "{how}; wall clock under TCG, no icount: median of {rounds} rounds in one boot (slice {}, native {}, native with SMMU {} MB/s)",
+                    spread(&sv),
+                    spread(&nv),
+                    spread(&nsv)
+                )),
+        );
+    }
+    metrics.push(
+        Metric::new(
+            "net-rtt",
+            "ping slice to slice, mean RTT",
+            med(slice.rtt_ms.clone()),
+            "ms",
+            Goal::None,
+        )
+        .with_native(med(native.rtt_ms.clone()))
+        .with_detail("native-smmu", med(native_smmu.rtt_ms.clone()))
+        .with_note(format!(
+            "busybox ping -c {} web -> db, avg of each step; median of {rounds} steps (slice {}, native {}, native with SMMU {} ms); wall clock under TCG",
+            net::PINGS,
+            spread(&slice.rtt_ms),
+            spread(&native.rtt_ms),
+            spread(&native_smmu.rtt_ms)
+        )),
+    );
+    let exits = |id: &str, title: &str, runs: &[net::Transfer], who: &str, what: &str| {
+        let mut causes: Vec<String> = runs
+            .iter()
+            .flat_map(|t| t.exits.get(who).into_iter().flat_map(|c| c.keys().cloned()))
+            .collect();
+        causes.sort();
+        causes.dedup();
+        let mean = |cause: Option<&str>| {
+            runs.iter().map(|t| t.per_kpacket(who, cause)).sum::<f64>() / runs.len().max(1) as f64
+        };
+        let packets = runs.iter().map(|t| t.packets).sum::<u64>() / runs.len().max(1) as u64;
+        let mut m = Metric::new(id, title, mean(None), "exits/kpkt", Goal::None)
+            .with_detail("packets", packets as f64);
+        for cause in &causes {
+            m = m.with_detail(cause, mean(Some(cause)));
+        }
+        m.with_note(format!(
+            "{what}; Ctrl-A c snapshots around each transfer, exits of slice {who} per 1000 packets (tx+rx of web's NIC), mean of {rounds} rounds; includes timer ticks and the console line that starts the transfer"
+        ))
+    };
+    metrics.push(exits(
+        "net-s2s-exits-web",
+        "TCP slice to slice, exits/1000 packets, receiver (web)",
+        &slice.slice_to_slice,
+        "web",
+        "web receives",
+    ));
+    metrics.push(exits(
+        "net-s2s-exits-db",
+        "TCP slice to slice, exits/1000 packets, sender (db)",
+        &slice.slice_to_slice,
+        "db",
+        "db sends",
+    ));
+    metrics.push(exits(
+        "net-host-exits",
+        "TCP host to slice, exits/1000 packets (web sends)",
+        &slice.host_to_slice,
+        "web",
+        "web sends to the host",
+    ));
+    Ok(metrics)
+}
+
+/// One boot running [`net::ROUNDS`] rounds: slices web and db on a 2-core node with an SMMU and
+/// four NICs, or (`image` `None`) the same kernel and initramfs natively with 2 CPUs, 1 GiB and
+/// three of the NICs (db's slice-network NIC moved into a namespace, see net.rs), with QEMU's
+/// SMMUv3 in front of them if `smmu` (Linux then maps every buffer through it; a slice sees no
+/// IOMMU: its device stage 2 is the hypervisor's).
+fn net_run(ws: &Workspace, dirs: &Dirs, image: Option<&Path>, smmu: bool) -> Result<net::NetRuns> {
+    let kind = match (image.is_some(), smmu) {
+        (true, _) => "slice",
+        (false, false) => "native",
+        (false, true) => "native-smmu",
+    };
+    let name = format!("net-{kind}");
+    let launch = match image {
+        Some(image) => {
+            let mut node = Node::inline(&name, 2, 1536 << 20);
+            node.iommu = Some(crate::node::Iommu::Smmuv3);
+            node.nics = net_nics();
+            Boot {
+                node: &node,
+                image,
+                firmware: Firmware::Direct,
+                virtualization: true,
+                console: Console::Captured,
+                disk_prefix: dirs.file(&name),
+                kernel_cmdline: None,
+                dtb: None,
+            }
+            .launch()?
+        }
+        None => {
+            let guest = crate::linux::guest(ws, true)?;
+            let nics: Vec<_> = net_nics().into_iter().take(3).collect();
+            let append = format!(
+                "quiet microvisor.ip={}:10.10.0.1/24 microvisor.ip={}:10.10.0.2/24 microvisor.httpd=1",
+                Node::nic_mac(0),
+                Node::nic_mac(2)
+            );
+            crate::linux::native_qemu_launch(&guest, 2, 1024, &append, &nics, smmu)?
+        }
+    };
+    // web's host NIC is the first host NIC in both layouts.
+    let port = launch
+        .forwards
+        .first()
+        .context("a forwarded port for web's host NIC")?
+        .port;
+    let mut driver = net::Driver::new(image.is_some(), || {
+        net::download(port, Duration::from_secs(30), Duration::from_secs(300))
+    });
+    capture(
+        launch.command,
+        Duration::from_secs(1200),
+        &dirs.file(&format!("{name}.log")),
+        |line| driver.on_line(line),
+    )?;
+    if let Some(why) = driver.failure {
+        bail!("{name}: {why}");
+    }
+    let runs = driver.runs;
+    ensure!(
+        runs.rtt_ms.len() == net::ROUNDS,
+        "{name}: {} of {} rounds finished",
+        runs.rtt_ms.len(),
+        net::ROUNDS
+    );
+    Ok(runs)
 }
 
 /// Writes `results.json`, the plot if asked, and returns the table (and comparison) text.

@@ -21,6 +21,13 @@ pub struct Args {
     /// Skip the Linux exit-rate runs.
     #[arg(long)]
     pub no_linux: bool,
+    /// Also run the network benchmark (two Linux slices with assigned virtio-net NICs against
+    /// the same Linux natively; wall clock, several minutes). Runs with --no-linux too.
+    #[arg(long)]
+    pub net: bool,
+    /// Run only the network benchmark.
+    #[arg(long)]
+    pub net_only: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -32,6 +39,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         &artifacts,
         &crate::bench::Plan {
             skip_linux: args.no_linux,
+            net: args.net,
+            net_only: args.net_only,
         },
     )?;
     let text = crate::bench::report(&ws, &results, args.compare.as_deref(), args.plot)?;
