@@ -70,8 +70,14 @@ fn report_has_nic(name: &str, mac: &str, ipv4: &str) -> Pattern {
 }
 
 /// Start of a line `/init` prints from the background while the shell may sit at its prompt:
-/// the first such line after the prompt shares its console line (`/ # NET GET ...`).
-const AFTER_PROMPT: &str = "(^|# )";
+/// the first such line after the prompt shares its console line with it and the terminal
+/// query busybox's shell sends (`/ # \x1b[6nNET GET ...`, seen natively).
+const AFTER_PROMPT: &str = "(^|# .*)";
+
+/// db's `PROBE ACTION reboot` (printed from the background, like the NET lines).
+fn reboot_line() -> Pattern {
+    slice("db", &format!("{AFTER_PROMPT}PROBE ACTION reboot$"))
+}
 
 /// `[<name>] NET GET <ip> ok slice <peer>`.
 fn got(name: &str, ip: &str, peer: &str) -> Pattern {
@@ -173,7 +179,7 @@ fn linux_slices_on_the_network() {
     // web keeps fetching db's page before, through and after db's reboot.
     let mut around = vec![got("web", DB_IP, "db"); GETS_AROUND_REBOOT];
     around.extend([
-        slice("db", "^PROBE ACTION reboot$"),
+        reboot_line(),
         hv("^slice db restarted"),
         report_has_nic("db", &mac(2), &lit(&format!("{DB_IP}/24"))),
         httpd("db"),
@@ -183,7 +189,7 @@ fn linux_slices_on_the_network() {
         .expect(Expect::Sequence(around))
         .expect(Expect::OnlyBetween {
             pattern: db_get_failed,
-            from: slice("db", "^PROBE ACTION reboot$"),
+            from: reboot_line(),
             until: got("web", DB_IP, "db"),
         })
         .expect(Expect::Never(slice(
