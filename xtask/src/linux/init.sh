@@ -477,12 +477,12 @@ disk_steps() {
 #   watch:<a.b.c.d>:<n>   <n> single tries 1 s apart: one line each (a transfer that keeps
 #                         working, or stops while the peer is down)
 #   at:<s>                wait until Linux has been up <s> seconds
-# Every try is bounded: wget -T NET_TRY_S under timeout NET_TRY_S + 2.
+# Every try is bounded: wget under timeout NET_TRY_S.
 
 NET_TMP=${MICROVISOR_NET_TMP:-/tmp}
 NET_WAIT_TRIES=60
 NET_WAIT_S=60
-NET_TRY_S=3
+NET_TRY_S=5
 
 # The uptime in whole seconds.
 uptime_s() {
@@ -501,8 +501,9 @@ is_ipv4() {
 # One try at http://$1/: prints "NET GET $1 ok <summary>" and returns 0, or returns 1 silently.
 net_get_once() {
 	rm -f "$NET_TMP/net.page"
-	timeout $((NET_TRY_S + 2)) wget -q -T "$NET_TRY_S" -O "$NET_TMP/net.page" "http://$1/" \
-		>/dev/null 2>&1 || return 1
+	# No -T: Debian's busybox-static 1.35 wget crashes with it (SIGSEGV, seen natively).
+	timeout "$NET_TRY_S" wget -q -O "$NET_TMP/net.page" "http://$1/" >/dev/null 2>&1 ||
+		return 1
 	[ -f "$NET_TMP/net.page" ] || return 1
 	summary=$(tr -d '\000\r' <"$NET_TMP/net.page" | tr '\n' ' ' | sed 's/<[hH]1>/\n/' |
 		sed -n '2{s/<.*//;p;}' | head -c 60)
