@@ -251,7 +251,10 @@ impl fmt::Display for Expect {
                 pattern,
                 from,
                 until,
-            } => write!(f, "lines {pattern} only between {from} and the next {until}"),
+            } => write!(
+                f,
+                "lines {pattern} only between {from} and the next {until}"
+            ),
             Expect::QemuExits => write!(f, "QEMU exits by itself"),
         }
     }
@@ -667,21 +670,33 @@ mod tests {
         let reboot = "[db] PROBE ACTION reboot";
         let mut c = only();
         assert!(c.satisfied());
-        feed(&mut c, &[ok, reboot, failed, failed, ok, reboot, failed, ok].join("\n"));
-        assert!(c.satisfied() && c.violation().is_none(), "{:?}", c.violation());
+        feed(
+            &mut c,
+            &[ok, reboot, failed, failed, ok, reboot, failed, ok].join("\n"),
+        );
+        assert!(
+            c.satisfied() && c.violation().is_none(),
+            "{:?}",
+            c.violation()
+        );
 
         let mut c = only();
         feed(&mut c, &[ok, failed].join("\n"));
         let why = c.violation().expect("a failure before the reboot");
         assert!(
-            why.starts_with("line 2 ([web] /^NET GET 10.10.0.2 failed$/) is allowed only between \
-                 [db] /^PROBE ACTION reboot$/ and the next [web] /^NET GET 10.10.0.2 ok /"),
+            why.starts_with(
+                "line 2 ([web] /^NET GET 10.10.0.2 failed$/) is allowed only between \
+                 [db] /^PROBE ACTION reboot$/ and the next [web] /^NET GET 10.10.0.2 ok /"
+            ),
             "{why}"
         );
 
         let mut c = only();
         feed(&mut c, &[reboot, failed, ok, failed].join("\n"));
-        assert!(c.violation().unwrap().starts_with("line 4 "), "the window closed");
+        assert!(
+            c.violation().unwrap().starts_with("line 4 "),
+            "the window closed"
+        );
     }
 
     #[test]

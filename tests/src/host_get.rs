@@ -69,8 +69,13 @@ enum State {
     /// Trigger lines seen so far.
     Waiting(usize),
     /// Started after console line `line`.
-    Running { line: usize },
-    Passed { line: usize, summary: String },
+    Running {
+        line: usize,
+    },
+    Passed {
+        line: usize,
+        summary: String,
+    },
     Failed(String),
 }
 
@@ -101,12 +106,7 @@ impl Fetcher {
                 *seen += 1;
                 if *seen >= get.get.nth {
                     *state = State::Running { line: self.lines };
-                    start.push((
-                        index,
-                        get.port,
-                        get.get.contains.clone(),
-                        get.get.timeout,
-                    ));
+                    start.push((index, get.port, get.get.contains.clone(), get.get.timeout));
                 }
             }
         }
@@ -192,9 +192,7 @@ pub fn fetch(port: u16, contains: &str, timeout: Duration) -> Result<String, Str
                     quote(&r.body)
                 ));
             }
-            Ok(r) => {
-                last = format!("last answer: status {} body {:?}", r.status, quote(&r.body))
-            }
+            Ok(r) => last = format!("last answer: status {} body {:?}", r.status, quote(&r.body)),
             Err(e) => last = format!("last error: {e:#}"),
         }
         std::thread::sleep(RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now())));
@@ -282,8 +280,14 @@ mod tests {
     fn fetches_start_after_their_nth_line_and_are_pending_until_done() {
         let mut f = Fetcher::new(vec![get("^HTTPD 80 started$", 2)]);
         let httpd = Line::parse("[web] HTTPD 80 started");
-        assert!(f.observe(&Line::parse("[db] HTTPD 80 started"), "").is_empty());
-        assert!(f.observe(&httpd, "").is_empty(), "the first is not the second");
+        assert!(
+            f.observe(&Line::parse("[db] HTTPD 80 started"), "")
+                .is_empty()
+        );
+        assert!(
+            f.observe(&httpd, "").is_empty(),
+            "the first is not the second"
+        );
         assert!(f.pending()[0].contains("after line 2 of [web] /^HTTPD 80 started$/"));
         let start = f.observe(&httpd, "");
         assert_eq!(start.len(), 1);

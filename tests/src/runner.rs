@@ -133,10 +133,8 @@ pub fn run(mut spec: Run) -> Outcome {
                         for (index, port, contains, timeout) in fetcher.observe(&line, &raw) {
                             let tx = tx_fetch.clone();
                             thread::spawn(move || {
-                                let _ = tx.send(Event::Fetched(
-                                    index,
-                                    fetch(port, &contains, timeout),
-                                ));
+                                let _ =
+                                    tx.send(Event::Fetched(index, fetch(port, &contains, timeout)));
                             });
                         }
                         let keys = typist.observe(&line, &raw);
@@ -611,10 +609,18 @@ mod tests {
         );
 
         // A fetch whose line never comes is pending.
-        let mut s = spec("host_get_never", "echo '[db] x'; exec sleep 60", vec![], 300);
+        let mut s = spec(
+            "host_get_never",
+            "echo '[db] x'; exec sleep 60",
+            vec![],
+            300,
+        );
         s.host_gets = vec![host_get(port, "x", 700)];
         let why = run(s).result.unwrap_err();
-        assert!(why.contains("timed out") && why.contains("host GET"), "{why}");
+        assert!(
+            why.contains("timed out") && why.contains("host GET"),
+            "{why}"
+        );
     }
 
     #[test]

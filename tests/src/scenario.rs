@@ -253,7 +253,11 @@ impl Scenario {
     /// and its body contains `contains`. Until then the fetch is pending like an expectation; if
     /// it gives up, the run fails with the URL, the slice, the NIC and the last answer.
     pub fn host_get(mut self, slice: &str, after: Pattern, nth: usize, contains: &str) -> Scenario {
-        assert!(nth >= 1, "scenario {}: host_get nth counts from 1", self.name);
+        assert!(
+            nth >= 1,
+            "scenario {}: host_get nth counts from 1",
+            self.name
+        );
         self.host_gets.push(HostGet {
             slice: slice.to_string(),
             after,
@@ -282,7 +286,11 @@ impl Scenario {
                         .unwrap_or_else(|e| {
                             panic!("scenario {}: devices cannot be placed: {e}", self.name)
                         });
-                plan.slices.into_iter().map(|s| s.name).zip(placed).collect()
+                plan.slices
+                    .into_iter()
+                    .map(|s| s.name)
+                    .zip(placed)
+                    .collect()
             }
         };
         self.host_gets

@@ -196,7 +196,9 @@ fn linux_slices_on_the_network() {
             "db",
             &format!("{AFTER_PROMPT}NET GET {} failed$", lit(WEB_IP)),
         )))
-        .expect(Expect::Never(any_slice(&format!("{AFTER_PROMPT}NET FAIL "))))
+        .expect(Expect::Never(any_slice(&format!(
+            "{AFTER_PROMPT}NET FAIL "
+        ))))
         .expect(Expect::Never(any_slice("^PROBE WARN ")))
         .expect(Expect::Never(hv("^slice web (stopped|restarted)")))
         .expect(Expect::Never(hv("^slice db stopped")))

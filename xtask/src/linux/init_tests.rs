@@ -136,8 +136,7 @@ impl FakeRoot {
         );
         std::fs::write(bin.join("wget"), wget).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(bin.join("wget"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(bin.join("wget"), std::fs::Permissions::from_mode(0o755)).unwrap();
         let tmp = self.dir.join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
         self.run(&[
