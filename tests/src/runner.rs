@@ -195,8 +195,7 @@ pub fn run(mut spec: Run) -> Outcome {
         &spec,
         &command_line,
         &lines,
-        typist.typed(),
-        &fetcher.report(),
+        &log_notes(typist.typed(), fetcher.report()),
         &stderr_text,
         &result,
         started.elapsed(),
@@ -255,12 +254,28 @@ fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+/// The log's notes on what was typed and fetched, one header line each (without `# `).
+fn log_notes(typed: &[Typed], fetched: Vec<String>) -> Vec<String> {
+    let mut notes: Vec<String> = typed
+        .iter()
+        .map(|t| {
+            format!(
+                "input {}: typed \"{}\" after line {}",
+                t.index + 1,
+                show_bytes(&t.bytes),
+                t.line
+            )
+        })
+        .collect();
+    notes.extend(fetched);
+    notes
+}
+
 fn write_log(
     spec: &Run,
     command_line: &str,
     lines: &[String],
-    typed: &[Typed],
-    fetched: &[String],
+    notes: &[String],
     stderr: &str,
     result: &Result<(), String>,
     elapsed: Duration,
@@ -274,16 +289,8 @@ fn write_log(
         "# elapsed: {:.1} s (not asserted)\n",
         elapsed.as_secs_f64()
     ));
-    for t in typed {
-        text.push_str(&format!(
-            "# input {}: typed \"{}\" after line {}\n",
-            t.index + 1,
-            show_bytes(&t.bytes),
-            t.line
-        ));
-    }
-    for f in fetched {
-        text.push_str(&format!("# {f}\n"));
+    for note in notes {
+        text.push_str(&format!("# {note}\n"));
     }
     for line in lines {
         text.push_str(line);
