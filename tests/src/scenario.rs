@@ -293,28 +293,8 @@ impl Scenario {
                     .collect()
             }
         };
-        self.host_gets
-            .iter()
-            .map(|get| {
-                let forward = given
-                    .iter()
-                    .find(|(name, _)| *name == get.slice)
-                    .and_then(|(_, addresses)| {
-                        forwards.iter().find(|f| addresses.contains(&f.address))
-                    })
-                    .unwrap_or_else(|| {
-                        panic!(
-                            "scenario {}: slice {} has no host NIC to fetch from (forwarded: {:?})",
-                            self.name, get.slice, forwards
-                        )
-                    });
-                PortGet {
-                    get: get.clone(),
-                    port: forward.port,
-                    nic: forward.address.to_string(),
-                }
-            })
-            .collect()
+        ports_for(&self.host_gets, &given, forwards)
+            .unwrap_or_else(|why| panic!("scenario {}: {why}", self.name))
     }
 
     /// Hands the image `tree` with `-dtb` (written to `target/test-images/<name>.dtb`), as a
@@ -622,6 +602,35 @@ impl Scenario {
     }
 }
 
+/// Each fetch of `gets` with the port of the forward (`forwards`, one launch's) whose NIC is
+/// among the functions its slice was given (`given`: slice name, its functions); `Err` names
+/// a slice without a forwarded NIC.
+pub fn ports_for(
+    gets: &[HostGet],
+    given: &[(String, Vec<microvisor_plan::PciAddress>)],
+    forwards: &[xtask::qemu::HostForward],
+) -> Result<Vec<PortGet>, String> {
+    gets.iter()
+        .map(|get| {
+            let forward = given
+                .iter()
+                .find(|(name, _)| *name == get.slice)
+                .and_then(|(_, addresses)| forwards.iter().find(|f| addresses.contains(&f.address)))
+                .ok_or_else(|| {
+                    format!(
+                        "slice {} has no host NIC to fetch from (forwarded: {forwards:?})",
+                        get.slice
+                    )
+                })?;
+            Ok(PortGet {
+                get: get.clone(),
+                port: forward.port,
+                nic: forward.address.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// The lowest IPA of a slice's RAM (QEMU `virt` RAM base).
 pub const GUEST_RAM_BASE: u64 = RAM_BASE;
 
@@ -666,6 +675,43 @@ mod tests {
         assert!(s.slices_start);
         let refused = s.refused_at_boot("no");
         assert!(!refused.slices_start, "no slice starts, no attack runs");
+    }
+
+    #[test]
+    fn host_gets_go_through_the_forward_of_a_nic_the_slice_was_given() {
+        use crate::expect::slice;
+        use microvisor_plan::PciAddress;
+        use xtask::node::Node;
+        use xtask::qemu::HostForward;
+        let at = |t: &str| PciAddress::parse(t).unwrap();
+        let forward = |nic: usize, port: u16| HostForward {
+            nic,
+            address: Node::nic_address(nic).unwrap(),
+            mac: Node::nic_mac(nic),
+            port,
+        };
+        let forwards = [forward(1, 4001), forward(3, 4003)];
+        let given = vec![
+            ("web".to_string(), vec![at("01:00.0"), at("02:00.0")]),
+            ("db".to_string(), vec![at("03:00.0"), at("04:00.0")]),
+            ("batch".to_string(), vec![at("01:00.0")]),
+        ];
+        let get = |name: &str| HostGet {
+            slice: name.into(),
+            after: slice(name, "^HTTPD"),
+            nth: 1,
+            contains: String::new(),
+            timeout: HOST_GET_TIMEOUT,
+        };
+        let ports = ports_for(&[get("db"), get("web")], &given, &forwards).unwrap();
+        let got: Vec<(u16, &str)> = ports.iter().map(|p| (p.port, p.nic.as_str())).collect();
+        assert_eq!(got, [(4003, "04:00.0"), (4001, "02:00.0")]);
+        let why = ports_for(&[get("batch")], &given, &forwards).unwrap_err();
+        assert!(
+            why.starts_with("slice batch has no host NIC to fetch from"),
+            "{why}"
+        );
+        assert!(ports_for(&[get("nobody")], &given, &forwards).is_err());
     }
 
     #[test]
