@@ -280,7 +280,7 @@ fn functions_the_node_cannot_give() {
         "device_twice_in_one_slice",
         &with_devices("web", &["pci = \"01:00.0\"", "pci = \"01:00.0\""]),
         "default",
-        &[r#"slice "web": device 01:00.0: already given to slice "web""#],
+        &[r#"slice "web": device 01:00.0: listed twice"#],
     );
     assert_refused_on_node(
         "device_shared_nvme",
