@@ -15,6 +15,7 @@ use microvisor_arch::its::ItsFrames;
 use microvisor_arch::memory::{self, static_bytes};
 use microvisor_arch::mmu::{self, RawTablePool};
 use microvisor_arch::pci::PciHost;
+use microvisor_arch::smmu::SmmuFrames;
 use microvisor_arch::uart::PhysicalUart;
 use microvisor_arch::{cache, cpu, gic, smp};
 use microvisor_kernel::{BootInfo, output, primary_main};
@@ -160,6 +161,12 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
         .gic
         .its
         .map(|its| unsafe { ItsFrames::new(its.base) });
+    // SAFETY: the SMMU frames are mapped as Device memory by `identity_map`; this is the only
+    // handle to them.
+    let smmu = inventory
+        .smmu
+        .filter(|s| s.registers.size >= 0x2_0000)
+        .map(|s| unsafe { SmmuFrames::new(s.registers.base) });
     cpu::set_core_index(boot_core);
     smp::set_boot_stack(boot_core, core::ptr::addr_of!(boot_stack_top) as u64);
 
@@ -176,6 +183,7 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
         heap_used: || HEAP.lock().used(),
         pci,
         its,
+        smmu,
     })
 }
 
@@ -233,6 +241,7 @@ fn identity_map(pool: RawTablePool, inventory: &Inventory) -> Result<u64, MapErr
         pcie.map(|p| p.ecam),
         pcie.and_then(|p| window(p.mem32)),
         pcie.and_then(|p| window(p.mem64)),
+        inventory.smmu.map(|s| s.registers),
     ];
     for device in devices.into_iter().flatten() {
         let base = device.base & !(PAGE_SIZE - 1);

@@ -31,7 +31,7 @@ use microvisor_plan::{
     BuiltIn, DiskShare, HumanSize, ImageSource, Placement, Plan, RamRange, format_cores, place,
     place_disk,
 };
-use xtask::node::{Disk, Node, RAM_BASE};
+use xtask::node::{Disk, Iommu, Node, RAM_BASE};
 use xtask::qemu::{Boot, Console, Firmware};
 
 use crate::attack_lines::requested_attacks;
@@ -116,6 +116,10 @@ pub struct Scenario {
     pub slices_start: bool,
     /// A device tree handed over with `-dtb` instead of QEMU's own.
     pub firmware_tree: Option<FirmwareTree>,
+    /// Arguments appended to QEMU's command line (see [`Scenario::qemu_args`]).
+    pub qemu_args: Vec<String>,
+    /// An IOMMU in front of the node's PCIe bus, whatever the node profile says.
+    pub iommu: Option<Iommu>,
 }
 
 /// What Linux may keep of a slice's RAM for itself, so MemTotal (`mem_total_kib`) is at least
@@ -155,6 +159,8 @@ impl Scenario {
             keep_disk: false,
             slices_start: true,
             firmware_tree: None,
+            qemu_args: Vec::new(),
+            iommu: None,
         }
     }
 
@@ -171,6 +177,12 @@ impl Scenario {
             memory,
             disks: Vec::new(),
         };
+        self
+    }
+
+    /// Puts QEMU virt's SMMUv3 in front of the node's PCIe bus (`iommu = "smmuv3"`).
+    pub fn smmuv3(mut self) -> Scenario {
+        self.iommu = Some(Iommu::Smmuv3);
         self
     }
 
@@ -310,8 +322,23 @@ impl Scenario {
         self
     }
 
+    /// Appends `args` to QEMU's command line: devices a test adds by hand (e.g. root ports
+    /// with NICs behind them) that node profiles do not describe.
+    pub fn qemu_args(mut self, args: &[&str]) -> Scenario {
+        self.qemu_args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
     /// The node as QEMU will emulate it.
     pub fn load_node(&self) -> Node {
+        let mut node = self.profile_node();
+        if self.iommu.is_some() {
+            node.iommu = self.iommu;
+        }
+        node
+    }
+
+    fn profile_node(&self) -> Node {
         match &self.node {
             NodeSpec::Profile(name) => Node::load(&built().ws, name)
                 .unwrap_or_else(|e| panic!("scenario {}: {e:#}", self.name)),
@@ -584,9 +611,10 @@ impl Scenario {
             .firmware_tree
             .map(|tree| firmware_dt::prepare(tree, &boot, &built.image_path(&self.name, "dtb")));
         boot.dtb = dtb.as_deref();
-        let launch = boot
+        let mut launch = boot
             .launch()
             .unwrap_or_else(|e| panic!("scenario {}: {e:#}", self.name));
+        launch.command.args(&self.qemu_args);
         let host_gets = self.resolve_host_gets(&launch.forwards);
         run(Run {
             name: self.name.clone(),

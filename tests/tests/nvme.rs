@@ -141,12 +141,15 @@ fn linux_slices_get_their_own_namespaces_and_keep_their_data() {
     // right after its banner was lost in 2 of 3 runs: no echo, nothing ran).
     let name = "nvme_linux_shapes";
     let steps = format!("verify,write,end,at:40,load:{LOAD_MIB}");
+    // Guest time is what the steps wait for; the generous wall-clock limit only keeps a
+    // loaded CI host (other QEMU runs on 2 cores) from failing a run that is merely slow.
     let mut s = Scenario::new(name)
+        .timeout(std::time::Duration::from_secs(540))
         .inline_node(8, 2 << 30)
         .disk(1 << 30)
         .plan(&shapes_plan(
             &steps,
-            "microvisor.action=reboot-after:70",
+            "microvisor.action=reboot-after:100",
             "nvme-verify=1 nvme-fill=1 reset-after=40",
         ))
         .all_healthy()

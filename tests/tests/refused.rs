@@ -88,3 +88,16 @@ fn a_malformed_firmware_tree() {
         )
         .run();
 }
+
+#[test]
+fn a_device_on_a_node_without_an_smmu() {
+    let mut text = plan(&[probe_slice("web", "1", "64MiB", "")]);
+    text.push_str("\n[[slice.device]]\npci = \"00:02.0\"\n");
+    Scenario::new("refuse_device_without_smmu")
+        .node("small")
+        .plan(&text)
+        .refused_at_boot(
+            r#"slice "web": device 00:02.0: the node has no SMMUv3, its DMA could not be confined"#,
+        )
+        .run();
+}

@@ -198,6 +198,48 @@ pci = "03:00.0"
     }
 
     #[test]
+    fn the_default_plan_puts_every_linux_slice_on_both_networks() {
+        let dir = crate::workspace::source_root().join("qemu");
+        let node = Node::from_toml(
+            "default",
+            &std::fs::read_to_string(dir.join("default.toml")).unwrap(),
+            &dir,
+        )
+        .unwrap();
+        let plan =
+            Plan::from_toml(&std::fs::read_to_string(node.plan.clone().unwrap()).unwrap()).unwrap();
+        let nets = slice_networks(&plan, &node, &[]).unwrap();
+        let linux: Vec<&str> = plan
+            .slices
+            .iter()
+            .filter(|s| {
+                s.kernel == microvisor_plan::ImageSource::BuiltIn(microvisor_plan::BuiltIn::Linux)
+            })
+            .map(|s| s.name.as_str())
+            .collect();
+        let with_nics: Vec<&str> = nets.iter().map(|n| n.slice.as_str()).collect();
+        assert_eq!(with_nics, linux);
+        let mut addresses = Vec::new();
+        for net in &nets {
+            let networks: Vec<Network> = net.nics.iter().map(|n| n.network).collect();
+            assert_eq!(networks, [Network::Slices, Network::Host], "{net}");
+            let ip = net.nics[0].ipv4.clone().unwrap_or_else(|| panic!("{net}"));
+            assert!(ip.starts_with("10.10.0.") && ip.ends_with("/24"), "{net}");
+            addresses.push(ip);
+            let cmdline = &plan
+                .slices
+                .iter()
+                .find(|s| s.name == net.slice)
+                .unwrap()
+                .cmdline;
+            assert!(cmdline.contains("microvisor.httpd=1"), "{cmdline}");
+        }
+        addresses.sort();
+        addresses.dedup();
+        assert_eq!(addresses.len(), nets.len(), "distinct addresses");
+    }
+
+    #[test]
     fn a_plan_the_node_cannot_serve_is_an_error() {
         let plan = Plan::from_toml(PLAN).unwrap();
         let mut node = node();

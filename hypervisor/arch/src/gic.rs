@@ -71,6 +71,8 @@ register_structs! {
         (0x0200 => _reserved1),
         (0x0400 => ipriorityr: [ReadWrite<u8>; 1024]),
         (0x0800 => _reserved2),
+        (0x0c00 => icfgr: [ReadWrite<u32>; 64]),
+        (0x0d00 => _reserved4),
         (0x6100 => irouter: [ReadWrite<u64>; 988]),
         (0x7fe0 => _reserved3),
         (0x10000 => @END),
@@ -346,6 +348,22 @@ pub fn deactivate(intid: u32) {
 pub fn complete(intid: u32) {
     end_of_interrupt(intid);
     deactivate(intid);
+}
+
+/// Makes SPI `intid` edge-triggered (`edge`) or level-sensitive (GICD_ICFGR<n>, §12.9.9).
+/// Call it while the SPI is disabled, before [`route_spi`]: a device that pulses its line
+/// (the SMMU's wired interrupts on QEMU) loses interrupts on a level-sensitive SPI.
+pub fn set_trigger(intid: u32, edge: bool) {
+    let Some(gic) = GIC.get() else { return };
+    if intid < 32 {
+        return;
+    }
+    let Some(register) = gic.distributor.icfgr.get(intid as usize / 16) else {
+        return;
+    };
+    let bit = 1 << ((intid % 16) * 2 + 1);
+    let value = register.get();
+    register.set(if edge { value | bit } else { value & !bit });
 }
 
 /// Routes SPI `intid` to the core with affinity `mpidr` and enables it.

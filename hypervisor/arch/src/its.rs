@@ -53,6 +53,8 @@ pub enum ItsError {
     CommandTimeout,
     /// The ITS stalled on a command it could not process (GITS_CREADR.Stalled).
     CommandStalled,
+    /// A DeviceID past the end of the device table.
+    DeviceOutOfRange,
 }
 
 /// The ITS's register frames, as found in the firmware DT (created by `boot/`).
@@ -67,6 +69,25 @@ impl ItsFrames {
     pub unsafe fn new(base: u64) -> Self {
         Self { base }
     }
+
+    /// Bytes of device table (whole pages) that cover DeviceIDs `0..ids` (GITS_BASER's
+    /// Entry_Size, §12.19.1), or None without a device table.
+    pub fn device_table_bytes(&self, ids: u32) -> Option<u64> {
+        // SAFETY: as in `Its::new`: the ITS frames, mapped; reading GITS_BASER has no effect.
+        let registers = unsafe { &*(self.base as *const ItsRegisters) };
+        let entry = device_entry_size(registers)?;
+        Some((u64::from(ids) * entry).next_multiple_of(4096).max(4096))
+    }
+}
+
+/// The device table's entry size in bytes.
+fn device_entry_size(registers: &ItsRegisters) -> Option<u64> {
+    let baser = registers
+        .baser
+        .iter()
+        .map(|b| b.get())
+        .find(|b| (b >> 56) & 0b111 == TYPE_DEVICES)?;
+    Some(((baser >> 48) & 0x1f) + 1)
 }
 
 /// The node's ITS.
@@ -75,6 +96,8 @@ pub struct Its {
     base: u64,
     queue: PhysRegion,
     write: u64,
+    /// DeviceIDs the device table covers.
+    device_ids: u64,
     /// The device and collection tables, owned by the ITS for good.
     _tables: [SharedMemory; 2],
 }
@@ -107,11 +130,13 @@ impl Its {
         queue
             .zero(0, COMMAND_QUEUE_SIZE)
             .map_err(|_| ItsError::BadTable)?;
+        let device_ids = devices.region().size / device_entry_size(registers).ok_or(ItsError::NoTable)?;
         let its = Its {
             registers,
             base,
             queue,
             write: 0,
+            device_ids,
             _tables: [devices, collections],
         };
         registers.cbaser.set(
@@ -197,6 +222,9 @@ impl Its {
         itt_table: &SharedMemory,
         event_bits: u8,
     ) -> Result<(), ItsError> {
+        if u64::from(device) >= self.device_ids {
+            return Err(ItsError::DeviceOutOfRange);
+        }
         let itt = itt_table.region();
         if !itt.base.is_multiple_of(256)
             || event_bits == 0

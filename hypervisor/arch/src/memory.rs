@@ -135,6 +135,20 @@ impl PhysRegion {
         Ok(())
     }
 
+    /// Writes the little-endian doubleword `value` at `offset` (8-byte aligned) with a single
+    /// store, which a device reading the memory sees whole or not at all (a stream table
+    /// entry's valid word).
+    pub fn write_u64(&mut self, offset: u64, value: u64) -> Result<(), OutOfRange> {
+        let address = address_in(self.region, offset, 8)?;
+        if !address.is_multiple_of(8) {
+            return Err(OutOfRange);
+        }
+        // SAFETY: an aligned doubleword inside this region (checked above), exclusively ours
+        // as in `write`; one volatile store, so it is not split or merged.
+        unsafe { core::ptr::write_volatile(address as *mut u64, value.to_le()) };
+        Ok(())
+    }
+
     /// Reads `buffer.len()` bytes at `offset`.
     pub fn read(&self, offset: u64, buffer: &mut [u8]) -> Result<(), OutOfRange> {
         let address = address_in(self.region, offset, buffer.len() as u64)?;

@@ -39,6 +39,42 @@ impl ConfigSpace for Ecam {
     }
 }
 
+/// Exclusive access to one function's configuration space (its 4 KiB of ECAM), for the
+/// code that owns the function at run time (e.g. a slice's assigned function). It reads and
+/// writes only that function: any other [`Bdf`] reads all-ones and writes nothing.
+#[derive(Debug)]
+pub struct FunctionConfig {
+    bdf: Bdf,
+    base: u64,
+}
+
+impl FunctionConfig {
+    pub fn bdf(&self) -> Bdf {
+        self.bdf
+    }
+}
+
+impl ConfigSpace for FunctionConfig {
+    fn read(&mut self, function: Bdf, offset: u16) -> u32 {
+        if function != self.bdf || offset >= 4096 {
+            return u32::MAX;
+        }
+        // SAFETY: an aligned dword of this function's ECAM page, mapped Device memory that
+        // `PciHost::function` granted to this value alone.
+        unsafe { core::ptr::read_volatile((self.base + u64::from(offset & 0xffc)) as *const u32) }
+    }
+
+    fn write(&mut self, function: Bdf, offset: u16, value: u32) {
+        if function != self.bdf || offset >= 4096 {
+            return;
+        }
+        // SAFETY: as in `read`.
+        unsafe {
+            core::ptr::write_volatile((self.base + u64::from(offset & 0xffc)) as *mut u32, value)
+        }
+    }
+}
+
 /// Why a register range was not granted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GrantError {
@@ -81,6 +117,22 @@ impl PciHost {
         &mut self.ecam
     }
 
+    /// Grants exclusive access to `bdf`'s configuration space. The host's own accessor
+    /// ([`PciHost::config`]) serves boot only: once a function is granted, boot code leaves it
+    /// to its grant.
+    pub fn function(&mut self, bdf: Bdf) -> Result<FunctionConfig, GrantError> {
+        let base = self
+            .ecam
+            .address(bdf, 0)
+            .ok_or(GrantError::OutsideWindows)?;
+        let page = Region::new(base, 4096);
+        if self.granted.iter().any(|g| g.overlaps(&page)) {
+            return Err(GrantError::AlreadyGranted);
+        }
+        self.granted.push(page);
+        Ok(FunctionConfig { bdf, base })
+    }
+
     /// Grants exclusive access to device registers at CPU addresses `region` (a BAR the
     /// kernel placed in a window).
     pub fn grant(&mut self, region: Region) -> Result<Mmio, GrantError> {
@@ -116,6 +168,43 @@ impl Mmio {
     fn address(&self, offset: u64, width: u64) -> Option<u64> {
         (offset.is_multiple_of(width) && offset.checked_add(width)? <= self.region.size)
             .then_some(self.region.base + offset)
+    }
+
+    /// A read of `width` bytes (1, 2, 4 or 8, naturally aligned) at `offset`; all-ones
+    /// outside the grant or for a bad width.
+    pub fn read(&self, offset: u64, width: u8) -> u64 {
+        let Some(address) = self.address(offset, u64::from(width)) else {
+            return u64::MAX;
+        };
+        // SAFETY: an aligned register of `width` bytes inside this grant of mapped Device
+        // memory.
+        unsafe {
+            match width {
+                1 => u64::from(core::ptr::read_volatile(address as *const u8)),
+                2 => u64::from(core::ptr::read_volatile(address as *const u16)),
+                4 => u64::from(core::ptr::read_volatile(address as *const u32)),
+                8 => core::ptr::read_volatile(address as *const u64),
+                _ => u64::MAX,
+            }
+        }
+    }
+
+    /// A write of `width` bytes (1, 2, 4 or 8, naturally aligned) at `offset`; ignored outside
+    /// the grant or for a bad width.
+    pub fn write(&self, offset: u64, width: u8, value: u64) {
+        let Some(address) = self.address(offset, u64::from(width)) else {
+            return;
+        };
+        // SAFETY: as in `read`.
+        unsafe {
+            match width {
+                1 => core::ptr::write_volatile(address as *mut u8, value as u8),
+                2 => core::ptr::write_volatile(address as *mut u16, value as u16),
+                4 => core::ptr::write_volatile(address as *mut u32, value as u32),
+                8 => core::ptr::write_volatile(address as *mut u64, value),
+                _ => {}
+            }
+        }
     }
 
     pub fn read32(&self, offset: u64) -> u32 {

@@ -89,3 +89,27 @@ pub fn invalidate_guest_tlb() {
         )
     };
 }
+
+/// Discards every core's stage-2 translations of the IPAs `[ipa, ipa + size)` for the current
+/// VMID, and every stage-1 translation of that VMID (which may have been built on them; Arm ARM
+/// D8.17, "TLB maintenance for stage 2"). The stage-2 tables must already be changed.
+pub fn invalidate_guest_ipas(ipa: u64, size: u64) {
+    let pages = size.div_ceil(4096);
+    // SAFETY: TLB maintenance has no effect on memory contents.
+    unsafe { core::arch::asm!("dsb ishst", options(nostack)) };
+    for page in 0..pages {
+        let operand = (ipa >> 12).wrapping_add(page) & ((1 << 36) - 1);
+        // SAFETY: as above.
+        unsafe { core::arch::asm!("tlbi ipas2e1is, {}", in(reg) operand, options(nostack)) };
+    }
+    // SAFETY: as above.
+    unsafe {
+        core::arch::asm!(
+            "dsb ish",
+            "tlbi vmalle1is",
+            "dsb ish",
+            "isb",
+            options(nostack)
+        )
+    };
+}

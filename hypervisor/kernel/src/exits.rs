@@ -9,7 +9,7 @@ use microvisor_logic::exits::ExitCause;
 use microvisor_logic::trap::{self, Exit, MmioAccess, SysRegAccess};
 
 use crate::node::Node;
-use crate::slice::{Ending, Next, Slice};
+use crate::slice::{Attention, Ending, Next, Slice};
 use crate::vcpu::Vcpu;
 use crate::{irq, output, psci, run};
 
@@ -98,10 +98,20 @@ fn finish(slice: &Slice, vcpu: &Vcpu, next: Next) {
             run::back_to_loop()
         }
     }
-    if slice.stop_requested() {
-        run::park(slice, vcpu);
-    }
+    attend(slice, vcpu);
     slice.gic.sync(vcpu.index);
+}
+
+/// Parks or ends the run if the slice asks for it (never returning then).
+fn attend(slice: &Slice, vcpu: &Vcpu) {
+    match slice.attention() {
+        Attention::None => {}
+        Attention::Park => run::park(slice, vcpu),
+        Attention::End(ending) => {
+            slice.end(vcpu, ending);
+            run::back_to_loop()
+        }
+    }
 }
 
 /// Emulated MMIO through the slice's bus; an access nothing answers ends the run.
@@ -175,9 +185,13 @@ fn guest_irq(_frame: &mut GuestFrame) {
     let handled = irq::handle_pending(node, Some((slice, vcpu)));
     vcpu.exits
         .count(handled.first.unwrap_or(ExitCause::OtherInterrupt));
-    if slice.stop_requested() {
+    if slice.needs_attention() {
+        // Parking or ending never returns: the maintenance interrupt is finished first (if
+        // the request was already taken, it fires once more after the sync, harmlessly).
         irq::finish_maintenance(handled);
-        run::park(slice, vcpu);
+        attend(slice, vcpu);
+        slice.gic.sync(vcpu.index);
+        return;
     }
     slice.gic.sync(vcpu.index);
     irq::finish_maintenance(handled);

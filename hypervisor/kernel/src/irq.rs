@@ -1,6 +1,7 @@
 //! Physical interrupts taken at EL2 (HCR_EL2.IMO): the hypervisor's own SGI, the GIC
 //! maintenance interrupt and the guests' virtual timer on every core; everything else goes to
-//! its owner in the node's table (node console input, a slice device's interrupts).
+//! its owner in the node's table (node console input, a slice device's interrupts, the
+//! SMMU's event and global error interrupts).
 
 use microvisor_arch::gic::{self, HYPERVISOR_SGI, MAINTENANCE_PPI, VIRTUAL_TIMER_PPI};
 use microvisor_logic::exits::ExitCause;
@@ -84,6 +85,13 @@ fn owned(node: &Node, intid: u32) -> ExitCause {
                     .physical_interrupt(&slice.context(), device, event);
             }
             ExitCause::DeviceInterrupt
+        }
+        Some(IrqOwner::Smmu) => {
+            if let Some(smmu) = &node.smmu {
+                smmu.service(node);
+            }
+            gic::complete(intid);
+            ExitCause::OtherInterrupt
         }
         None => {
             gic::complete(intid);

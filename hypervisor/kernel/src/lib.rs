@@ -1,10 +1,12 @@
 //! The microvisor kernel: boot flow, slices, and guest exit handling, as safe code over the
 //! architecture layer (`microvisor-arch`) and the pure logic (`microvisor-logic`).
 //!
-//! Modules form a tree, leaves first: `output` (the console sink), `vcpu`, `vgic` (a slice's
-//! virtual GIC at run time), `nvme` (the node's NVMe controller and LPIs), `devices` (a slice's
-//! emulated devices and MMIO bus), `slice`, `psci`, `console` (operator input), `node`, `irq`,
-//! `run` (each core's run loop), `exits`, `start`.
+//! Modules form a tree, leaves first: `output` (the console sink), `stage2` (a slice's CPU
+//! stage 2), `vcpu`, `vgic` (a slice's virtual GIC at run time), `pci` (the node's PCIe
+//! hierarchy: buses, BARs and bridge windows at boot, function reset), `nvme` (the node's NVMe
+//! controller and LPIs), `smmu` (the node's SMMUv3), `devices` (a slice's emulated devices,
+//! assigned functions and MMIO bus), `slice`, `psci`, `console` (operator input), `node`,
+//! `irq`, `run` (each core's run loop), `exits`, `start`.
 #![no_std]
 
 extern crate alloc;
@@ -17,9 +19,12 @@ mod exits;
 mod irq;
 mod node;
 mod nvme;
+mod pci;
 mod psci;
 mod run;
 mod slice;
+mod stage2;
+mod smmu;
 mod start;
 mod vcpu;
 mod vgic;

@@ -2,13 +2,20 @@
 //! physical interrupt, the operator console and the LPI machinery.
 
 use alloc::collections::BTreeMap;
+use alloc::format;
 use alloc::vec::Vec;
 
 use microvisor_logic::inventory::Conduit;
+use microvisor_logic::smmu::Event;
 
 use crate::console::OperatorConsole;
+use crate::devices::pci::assigned_event;
 use crate::nvme::lpis::Lpis;
+use crate::pci::Hierarchy;
 use crate::slice::Slice;
+use crate::devices::assigned::AssignedDevice;
+use crate::slice::Ending;
+use crate::smmu::{NodeSmmu, SmmuEvents, StreamOwner, report};
 use crate::vcpu::Vcpu;
 
 /// Who handles a physical interrupt (besides the ones every core handles itself: the
@@ -23,6 +30,8 @@ pub enum IrqOwner {
         device: usize,
         event: u32,
     },
+    /// The SMMU's event queue or global error interrupt.
+    Smmu,
 }
 
 pub struct Node {
@@ -33,7 +42,37 @@ pub struct Node {
     pub console: OperatorConsole,
     /// LPIs and the ITS, when some slice has NVMe.
     pub lpis: Option<Lpis>,
+    /// The PCIe hierarchy as set up at boot, when the node has a host bridge.
+    // Read by device assignment (issue 10), which is not merged yet.
+    #[allow(dead_code)]
+    pub pci: Option<Hierarchy>,
+    /// The SMMUv3, when the node has one the hypervisor uses.
+    pub smmu: Option<NodeSmmu>,
     owners: BTreeMap<u32, IrqOwner>,
+}
+
+/// SMMU event records name the slice and function the stream belongs to; a record of an
+/// assigned function stops its DMA at once and ends its slice's run as a fault (the slice's
+/// `on-fault` policy then stops or restarts it, resetting the function).
+impl SmmuEvents for Node {
+    fn stream_owner(&self, stream: u32) -> Option<StreamOwner<'_>> {
+        let (slice, function) = self.stream_function(stream)?;
+        Some(StreamOwner {
+            slice: &slice.name,
+            device: function.bdf,
+        })
+    }
+
+    fn smmu_event(&self, event: &Event) {
+        report(event, self.stream_owner(event.stream));
+        if let Some((slice, function)) = self.stream_function(event.stream) {
+            function.stop_dma();
+            slice.request_end(Ending::Fault(format!(
+                "device {}: SMMU: {event}",
+                function.bdf
+            )));
+        }
+    }
 }
 
 impl Node {
@@ -43,6 +82,8 @@ impl Node {
         slices: Vec<Slice>,
         console: OperatorConsole,
         lpis: Option<Lpis>,
+        pci: Option<Hierarchy>,
+        smmu: Option<NodeSmmu>,
     ) -> Node {
         let mut assignment = alloc::vec![None; cores];
         for slice in &slices {
@@ -55,6 +96,20 @@ impl Node {
             owners.insert(intid, IrqOwner::ConsoleInput);
         }
         for slice in &slices {
+            if let (Some(pci), Some(device)) = (&slice.pci, slice.pci_device) {
+                for (i, function) in pci.assigned().iter().enumerate() {
+                    for vector in 0..function.vectors {
+                        owners.insert(
+                            function.first_lpi + u32::from(vector),
+                            IrqOwner::Device {
+                                slice: slice.index,
+                                device,
+                                event: assigned_event(i, vector),
+                            },
+                        );
+                    }
+                }
+            }
             if let (Some(disk), Some(device)) = (&slice.disk, slice.pci_device) {
                 for queue in disk.queue_interrupts() {
                     owners.insert(
@@ -68,12 +123,17 @@ impl Node {
                 }
             }
         }
+        for intid in smmu.iter().flat_map(NodeSmmu::intids) {
+            owners.insert(intid, IrqOwner::Smmu);
+        }
         Node {
             conduit,
             slices,
             assignment,
             console,
             lpis,
+            pci,
+            smmu,
             owners,
         }
     }
@@ -91,6 +151,19 @@ impl Node {
             .iter()
             .enumerate()
             .filter_map(|(core, a)| a.map(|_| core))
+    }
+
+    /// The slice and assigned function whose SMMU stream is `stream`.
+    fn stream_function(&self, stream: u32) -> Option<(&Slice, &AssignedDevice)> {
+        self.slices.iter().find_map(|slice| {
+            let function = slice
+                .pci
+                .as_ref()?
+                .assigned()
+                .iter()
+                .find(|f| f.stream == stream)?;
+            Some((slice, function))
+        })
     }
 
     /// Who handles physical interrupt `intid`.

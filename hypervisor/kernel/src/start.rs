@@ -13,7 +13,9 @@ use microvisor_arch::memory;
 use microvisor_arch::{cpu, firmware, gic, smp, virt};
 use microvisor_logic::inventory::{Conduit, Inventory, Region};
 use microvisor_logic::memory_map::{free_ram, place_working_memory};
+use microvisor_logic::pci::Bdf;
 use microvisor_plan::bundle::Bundle;
+use microvisor_plan::{GUEST_RAM_BASE, NodePci, PciAddress, PciFunction};
 use microvisor_plan::place::{self, Hardware, format_cores};
 use microvisor_plan::size::HumanSize;
 
@@ -22,7 +24,10 @@ use crate::node::Node;
 use crate::nvme::lpis::Lpis;
 use crate::nvme::physical::{DeviceMemory, NvmeError};
 use crate::nvme::{self, DiskError, HardwareQueue, NodeDisk};
+use crate::pci::{self, Hierarchy};
+use crate::devices::assigned::{self, AssignedDevice, Grant, MSI_IOVA};
 use crate::slice::{DiskGrant, Slice};
+use crate::smmu::{DeviceStage2, NodeSmmu};
 use crate::{exits, hv, run as core_run};
 
 /// What `boot/` hands over.
@@ -45,6 +50,8 @@ pub struct BootInfo {
     pub pci: Option<microvisor_arch::pci::PciHost>,
     /// The GIC's ITS, when the node has one.
     pub its: Option<microvisor_arch::its::ItsFrames>,
+    /// The SMMUv3 in front of the PCIe bus, when the node has one.
+    pub smmu: Option<microvisor_arch::smmu::SmmuFrames>,
 }
 
 /// Cores that finished their EL2 setup.
@@ -112,10 +119,25 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
     };
     let placement =
         place::place(plan, &hardware).map_err(|e| format!("plan does not fit this node: {e}"))?;
+    // The whole PCIe hierarchy, before any function is used: bus numbers, every BAR and
+    // bridge window; endpoints stay with decoding and bus mastering off until an owner
+    // turns them on. Then the SMMU, for the buses just numbered, before any DMA.
+    let mut hierarchy = match (info.pci.as_mut(), info.inventory.pcie) {
+        (Some(pci), Some(host)) => Some(pci::discover(pci, &host)),
+        _ => None,
+    };
+    let smmu = setup_smmu(info, &placement, hierarchy.as_ref())?;
+    // The functions the plan gives slices, checked against the node as found (the same
+    // rules as at build time: it exists, is no bridge, is not the NVMe controller the
+    // hypervisor divides, is given once, and the node has an SMMU that translates).
+    let node_pci = node_pci(hierarchy.as_ref(), smmu.is_some(), plan);
+    let given = microvisor_plan::place_devices(plan, &node_pci)
+        .map_err(|e| format!("plan does not fit this node: {e}"))?;
     let mut disks: Vec<Option<DiskGrant>> = plan.slices.iter().map(|_| None).collect();
     let mut lpis = None;
+    let mut nvme_memory = None;
     if plan.slices.iter().any(|s| s.nvme.is_some()) {
-        match setup_nvme(info, &placement, plan) {
+        match setup_nvme(info, &placement, plan, hierarchy.as_mut(), smmu.as_ref()) {
             Ok((node_disk, queues, its)) => {
                 lpis = Some(its);
                 for ((disk, share), queues) in disks.iter_mut().zip(&node_disk.shares).zip(queues) {
@@ -126,10 +148,21 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
                     });
                 }
                 nvme_report(&node_disk);
+                nvme_memory = Some(node_disk.memory.region());
             }
             Err(DiskError::Plan(e)) => return Err(format!("plan does not fit this node: {e}")),
             Err(DiskError::Controller(e)) => hv!("nvme: {e}; slices get no NVMe"),
         }
+    }
+    let mut assigned: Vec<Vec<AssignedDevice>> = plan.slices.iter().map(|_| Vec::new()).collect();
+    if given.iter().any(|g| !g.is_empty()) {
+        let (Some(hierarchy), Some(smmu)) = (hierarchy.as_ref(), smmu.as_ref()) else {
+            return Err("devices: the node has no PCIe hierarchy or SMMU".into());
+        };
+        let mut avoid = taken_ram(info, &placement);
+        avoid.push(smmu.memory);
+        avoid.extend(nvme_memory);
+        assigned = setup_assigned(info, &placement, plan, &given, hierarchy, smmu, &mut lpis, &avoid)?;
     }
     let inv = &info.inventory;
     let bundle: &'static Bundle<'static> = alloc::boxed::Box::leak(alloc::boxed::Box::new(bundle));
@@ -137,39 +170,184 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
         .slices
         .iter()
         .zip(disks)
+        .zip(assigned)
         .enumerate()
-        .map(|(index, (p, disk))| Slice::new(index, bundle.plan(), p, inv, bundle, disk))
+        .map(|(index, ((p, disk), assigned))| {
+            Slice::new(index, bundle.plan(), p, inv, bundle, disk, assigned)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     for slice in &slices {
         slice.load()?;
     }
     let console = OperatorConsole::new(inv.uart.intid);
-    Ok(Node::new(inv.psci, inv.cpus.len(), slices, console, lpis))
+    Ok(Node::new(
+        inv.psci,
+        inv.cpus.len(),
+        slices,
+        console,
+        lpis,
+        hierarchy,
+        smmu,
+    ))
 }
 
-/// Device memory, ITS and LPI tables, then the controller and every slice's share of it.
-fn setup_nvme(
+/// The node's PCI functions as the plan's device rules see them.
+fn node_pci(
+    hierarchy: Option<&Hierarchy>,
+    smmu: bool,
+    plan: &microvisor_plan::CompiledPlan,
+) -> NodePci {
+    let address = |bdf: Bdf| PciAddress::new(bdf.bus, bdf.device, bdf.function);
+    let functions: Vec<PciFunction> = hierarchy
+        .iter()
+        .flat_map(|h| &h.topology.functions)
+        .filter_map(|f| {
+            Some(PciFunction {
+                address: address(f.function.bdf)?,
+                class: f.function.class,
+                vendor: f.function.vendor,
+                device: f.function.device,
+            })
+        })
+        .collect();
+    // The controller `nvme::bring_up` takes: the first NVMe function, when a slice has a share.
+    let hypervisor_nvme = plan
+        .slices
+        .iter()
+        .any(|s| s.nvme.is_some())
+        .then(|| {
+            functions
+                .iter()
+                .find(|f| f.class == microvisor_logic::pci::CLASS_NVME)
+                .map(|f| f.address)
+        })
+        .flatten();
+    NodePci {
+        functions,
+        smmu,
+        hypervisor_nvme,
+    }
+}
+
+/// Gives every slice the functions `given` names (docs/architecture.md, "Assigned
+/// functions"): LPIs and an ITS mapping for each MSI-X vector, a device stage 2 (the slice's
+/// RAM and the ITS page) in the SMMU under the slice's VMID, and the function reset with bus
+/// mastering off. Device memory for the ITS tables comes from RAM outside `avoid`.
+#[allow(clippy::too_many_arguments)]
+fn setup_assigned(
     info: &mut BootInfo,
     placement: &place::Placement,
     plan: &microvisor_plan::CompiledPlan,
-) -> Result<(NodeDisk, Vec<Vec<HardwareQueue>>, Lpis), DiskError> {
-    let unusable = |why| DiskError::Controller(NvmeError::Unsupported(why));
-    let host = info.inventory.pcie.ok_or(unusable("no PCIe host bridge"))?;
-    let pci = info.pci.as_mut().ok_or(unusable("no PCIe host bridge"))?;
-    let frames = info.its.take().ok_or(unusable("no GIC ITS for MSIs"))?;
-    let queues: u64 = plan
-        .slices
-        .iter()
-        .filter_map(|s| s.nvme.as_ref())
-        .map(|n| u64::from(n.queues))
-        .sum();
+    given: &[Vec<PciAddress>],
+    hierarchy: &Hierarchy,
+    smmu: &NodeSmmu,
+    lpis: &mut Option<Lpis>,
+    avoid: &[Region],
+) -> Result<Vec<Vec<AssignedDevice>>, String> {
+    let host = info.inventory.pcie.ok_or("devices: no PCIe host bridge")?;
+    let count = given.iter().map(Vec::len).sum::<usize>() as u64;
+    let cores = node_cores(info, placement);
+    let table = match (&lpis, info.its.as_ref()) {
+        (None, Some(frames)) => frames
+            .device_table_bytes(its_device_ids(&host, hierarchy))
+            .ok_or("devices: no ITS device table")?,
+        _ => 0,
+    };
+    let pages = if lpis.is_some() {
+        count
+    } else {
+        nvme::lpis::pages(cores.len() as u64, count, table)
+    };
+    let region = place_working_memory(&info.inventory.ram, avoid, 0, pages * 4096, 0x1_0000)
+        .ok_or("devices: no RAM left for their interrupt tables")?;
+    let claimed = memory::claim(region).map_err(|_| "devices: interrupt tables")?;
+    let mut device_memory = DeviceMemory::new(claimed);
+    if lpis.is_none() {
+        let frames = info.its.take().ok_or("devices: no GIC ITS for their MSIs")?;
+        let made = Lpis::new(&mut device_memory, frames, &cores, table);
+        *lpis = Some(made.map_err(|e| format!("devices: {e}"))?);
+    }
+    let Some(lpis) = lpis.as_ref() else {
+        return Err("devices: no LPIs".into());
+    };
+    let its = info.inventory.gic.its.ok_or("devices: no GIC ITS for their MSIs")?;
+    let pci = info.pci.as_mut().ok_or("devices: no PCIe host bridge")?;
+    let mut all = Vec::new();
+    for (index, (functions, slice)) in given.iter().zip(&placement.slices).enumerate() {
+        let name = &plan.slices[index].name;
+        let mut mine = Vec::new();
+        for (i, address) in functions.iter().enumerate() {
+            let fail = |what: String| format!("slice \"{name}\": device {address}: {what}");
+            let bdf = Bdf::new(address.bus(), address.device(), address.function());
+            let rid = bdf.requester_id();
+            let stream = info
+                .inventory
+                .stream_id(rid)
+                .ok_or_else(|| fail("the SMMU does not translate its requester ID".into()))?;
+            let its_device = host
+                .its_device_id(rid)
+                .ok_or_else(|| fail("no ITS DeviceID for its requester ID".into()))?;
+            let bars = hierarchy
+                .placement
+                .bars(bdf)
+                .ok_or_else(|| fail("its BARs were not placed".into()))?;
+            let vectors = microvisor_logic::pci::MsixCapability::find(pci.config(), bdf)
+                .ok_or_else(|| fail("it has no MSI-X capability".into()))?
+                .vectors;
+            let first_lpi = lpis
+                .allocate(vectors)
+                .ok_or_else(|| fail("no LPIs left for its vectors".into()))?;
+            lpis.map_device(&mut device_memory, its_device, vectors)
+                .map_err(|e| fail(format!("ITS: {e}")))?;
+            let mut stage2 = DeviceStage2::new().map_err(|e| fail(format!("stage 2: {e:?}")))?;
+            stage2
+                .map_ram(GUEST_RAM_BASE, Region::new(slice.ram.base, slice.ram.size))
+                .and_then(|()| stage2.map_msi_page(MSI_IOVA, its))
+                .map_err(|e| fail(format!("stage 2: {e:?}")))?;
+            let vmid = (index + 1) as u16;
+            smmu.attach(stream, vmid, stage2)
+                .map_err(|e| fail(format!("SMMU: {e}")))?;
+            let grant = Grant {
+                pci,
+                bdf,
+                bars,
+                first_lpi,
+                its_device,
+                stream,
+            };
+            let device = assigned::assign((i + 1) as u8, grant).map_err(|e| fail(e))?;
+            hv!(
+                "assigned: slice {name} {bdf} as 00:{:02x}.0, {vectors} MSI-X vectors, stream {stream:#x}",
+                i + 1
+            );
+            mine.push(device);
+        }
+        all.push(mine);
+    }
+    Ok(all)
+}
+
+/// How many ITS DeviceIDs the device table must cover: those of every requester ID on the
+/// buses the enumeration numbered.
+fn its_device_ids(host: &microvisor_logic::inventory::PcieHost, hierarchy: &Hierarchy) -> u32 {
+    let last = u16::from(hierarchy.highest_bus()) << 8 | 0xff;
+    host.its_device_id(last).map_or(1 << 16, |id| id.saturating_add(1))
+}
+
+/// The cores that take LPIs: every slice's and the boot core.
+fn node_cores(info: &BootInfo, placement: &place::Placement) -> Vec<usize> {
     let mut cores: Vec<usize> = placement
         .slices
         .iter()
         .flat_map(|s| s.cores.iter().map(|&c| c as usize))
         .collect();
     cores.push(info.boot_core);
-    let bytes = nvme::device_memory_pages(queues, cores.len() as u64) * 4096;
+    cores
+}
+
+/// RAM the hypervisor's own tables must not take: firmware reservations, its image and
+/// working memory, every slice's RAM (rounded as it is claimed).
+fn taken_ram(info: &BootInfo, placement: &place::Placement) -> Vec<Region> {
     let mut avoid: Vec<Region> = info.inventory.reserved.iter().copied().collect();
     avoid.extend([info.image, info.working_memory]);
     avoid.extend(
@@ -178,13 +356,90 @@ fn setup_nvme(
             .iter()
             .map(|s| Region::new(s.ram.base, s.ram.size.next_multiple_of(2 << 20))),
     );
+    avoid
+}
+
+/// The SMMUv3 in front of the PCIe bus, up before any function may do DMA (docs/architecture.md,
+/// "SMMUv3"), with a stream table for the buses the kernel numbers.
+fn setup_smmu(
+    info: &mut BootInfo,
+    placement: &place::Placement,
+    hierarchy: Option<&Hierarchy>,
+) -> Result<Option<NodeSmmu>, String> {
+    let Some(frames) = info.smmu.take() else {
+        return Ok(None);
+    };
+    let highest_bus = hierarchy.map_or(0, |h| h.highest_bus());
+    let avoid = taken_ram(info, placement);
+    NodeSmmu::bring_up(frames, &info.inventory, highest_bus, &avoid)
+}
+
+/// Device memory, ITS and LPI tables, then the controller and every slice's share of it.
+fn setup_nvme(
+    info: &mut BootInfo,
+    placement: &place::Placement,
+    plan: &microvisor_plan::CompiledPlan,
+    hierarchy: Option<&mut Hierarchy>,
+    smmu: Option<&NodeSmmu>,
+) -> Result<(NodeDisk, Vec<Vec<HardwareQueue>>, Lpis), DiskError> {
+    let unusable = |why| DiskError::Controller(NvmeError::Unsupported(why));
+    let mut avoid = taken_ram(info, placement);
+    avoid.extend(smmu.map(|s| s.memory));
+    let cores = node_cores(info, placement);
+    let host = info.inventory.pcie.ok_or(unusable("no PCIe host bridge"))?;
+    let hierarchy = hierarchy.ok_or(unusable("no PCIe host bridge"))?;
+    let pci = info.pci.as_mut().ok_or(unusable("no PCIe host bridge"))?;
+    let frames = info.its.take().ok_or(unusable("no GIC ITS for MSIs"))?;
+    let queues: u64 = plan
+        .slices
+        .iter()
+        .filter_map(|s| s.nvme.as_ref())
+        .map(|n| u64::from(n.queues))
+        .sum();
+    let table = frames
+        .device_table_bytes(its_device_ids(&host, hierarchy))
+        .ok_or(unusable("no ITS device table"))?;
+    let bytes = nvme::device_memory_pages(queues, cores.len() as u64, table) * 4096;
     let region = place_working_memory(&info.inventory.ram, &avoid, 0, bytes, 0x1_0000)
         .ok_or(unusable("no RAM left for NVMe queues and tables"))?;
     let claimed = memory::claim(region).map_err(|_| unusable("device memory"))?;
+    if let Some(smmu) = smmu {
+        // The controller's DMA goes through the SMMU before it is enabled: to its device
+        // memory, the slices' RAM its transfers land in, and the ITS page of its MSIs.
+        let found = microvisor_logic::pci::scan_bus(pci.config(), host.bus_start)
+            .into_iter()
+            .find(|f| f.class == microvisor_logic::pci::CLASS_NVME);
+        if let Some(stream) = found.and_then(|f| info.inventory.stream_id(f.bdf.requester_id())) {
+            let mut reach = alloc::vec![region];
+            reach.extend(
+                placement
+                    .slices
+                    .iter()
+                    .map(|s| Region::new(s.ram.base, s.ram.size)),
+            );
+            if let Err(e) = smmu.confine(stream, &reach, info.inventory.gic.its) {
+                hv!("{e}");
+                return Err(unusable("the SMMU did not take the controller's stream"));
+            }
+            hv!(
+                "smmu: stream {stream:#x} (nvme {}): the hypervisor's controller, confined to its device memory and the slices' RAM",
+                found
+                    .map(|f| f.bdf)
+                    .unwrap_or(microvisor_logic::pci::Bdf::new(0, 0, 0))
+            );
+        }
+    }
     let mut device_memory = DeviceMemory::new(claimed);
-    let lpis = Lpis::new(&mut device_memory, frames, &cores)?;
-    let mut windows = microvisor_logic::pci::BarWindows::new(&host);
-    let (disk, queues) = nvme::bring_up(pci, &host, &mut windows, device_memory, plan, &lpis)?;
+    let lpis = Lpis::new(&mut device_memory, frames, &cores, table)?;
+    // The controller's BARs were placed with the rest of the hierarchy: it keeps them.
+    let (disk, queues) = nvme::bring_up(
+        pci,
+        &host,
+        &mut hierarchy.windows,
+        device_memory,
+        plan,
+        &lpis,
+    )?;
     Ok((disk, queues, lpis))
 }
 
@@ -233,7 +488,7 @@ fn partition_table(node: &Node, info: &BootInfo) {
             );
         }
     }
-    let stage2: usize = node.slices.iter().map(|s| s.memory.stage2_tables).sum();
+    let stage2: usize = node.slices.iter().map(|s| s.memory.stage2.tables()).sum();
     let working = info.working_memory.size;
     hv!(
         "footprint: {} (image {} at {:#x}, stage-1 tables {}, heap {} with {} used incl. stacks and {} stage-2 tables); bundle {}",
@@ -276,6 +531,9 @@ fn run(node: Node, info: &BootInfo) -> ! {
         }
         cpu::spin_hint();
     }
+    if let Some(smmu) = &node.smmu {
+        smmu.route_interrupts(info.inventory.cpus[info.boot_core]);
+    }
     if let Some(lpis) = &node.lpis {
         if let Err(e) = lpis.enable_on_this_core(info.boot_core) {
             halt(format_args!("core {}: LPIs: {e}", info.boot_core));
@@ -283,6 +541,9 @@ fn run(node: Node, info: &BootInfo) -> ! {
         for slice in &node.slices {
             if let Err(e) = route_disk_interrupts(lpis, slice) {
                 halt(format_args!("slice {}: nvme interrupts: {e}", slice.name));
+            }
+            if let Err(e) = route_assigned_interrupts(lpis, slice) {
+                halt(format_args!("slice {}: device interrupts: {e}", slice.name));
             }
         }
     }
@@ -302,7 +563,7 @@ fn run(node: Node, info: &BootInfo) -> ! {
         node.slices.len()
     );
     if let Some((slice, vcpu)) = node.assigned(info.boot_core) {
-        virt::configure_core(slice.memory.vttbr, vcpu.index);
+        virt::configure_core(slice.memory.stage2.vttbr(), vcpu.index);
     }
     exceptions::run_on_fresh_stack(core_run::core_loop)
 }
@@ -317,6 +578,25 @@ fn route_disk_interrupts(lpis: &Lpis, slice: &Slice) -> Result<(), NvmeError> {
     for (i, queue) in disk.queue_interrupts().iter().enumerate() {
         let core = slice.vcpus[i % slice.vcpus.len()].core;
         lpis.route(device, u32::from(queue.id), queue.lpi, core)?;
+    }
+    Ok(())
+}
+
+/// Routes each assigned function's vector `v` to the core of the slice's vCPU `v mod n`.
+fn route_assigned_interrupts(lpis: &Lpis, slice: &Slice) -> Result<(), NvmeError> {
+    let Some(pci) = &slice.pci else {
+        return Ok(());
+    };
+    for function in pci.assigned() {
+        for vector in 0..function.vectors {
+            let core = slice.vcpus[usize::from(vector) % slice.vcpus.len()].core;
+            lpis.route(
+                function.its_device,
+                u32::from(vector),
+                function.first_lpi + u32::from(vector),
+                core,
+            )?;
+        }
     }
     Ok(())
 }
@@ -336,7 +616,7 @@ extern "C" fn secondary_main(core: usize) -> ! {
         cpu::halt();
     }
     if let Some((slice, vcpu)) = node.assigned(core) {
-        virt::configure_core(slice.memory.vttbr, vcpu.index);
+        virt::configure_core(slice.memory.stage2.vttbr(), vcpu.index);
     }
     CORES_READY.fetch_add(1, Ordering::Release);
     core_run::core_loop()

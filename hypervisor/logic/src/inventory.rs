@@ -1,6 +1,7 @@
 //! The node's hardware as the firmware device tree describes it (Devicetree Specification
 //! v0.4; Linux bindings for `arm,gic-v3`, `arm,pl011`, `arm,psci`, `arm,armv8-timer`,
-//! `pci-host-ecam-generic`), read with [`crate::dtb`]: without allocating, so that boot can
+//! `pci-host-ecam-generic`, `arm,smmu-v3`, and `pci/pci-iommu.txt` / `pci/pci-msi.txt` for a
+//! host bridge's `iommu-map` and `msi-map`), read with [`crate::dtb`]: without allocating, so that boot can
 //! read it with the MMU still off, and without panicking on any input.
 
 use heapless::Vec;
@@ -73,10 +74,138 @@ pub struct PcieHost {
     pub ecam: Region,
     /// First bus number (`bus-range`).
     pub bus_start: u8,
+    /// Last bus number (`bus-range`; 255 without one). Only buses that also have their 1 MiB
+    /// inside `ecam` are reachable: see [`PcieHost::buses`].
+    pub bus_end: u8,
     /// The 32-bit memory window: (PCI address, CPU address, size).
     pub mem32: Option<PciWindow>,
     /// The 64-bit memory window.
     pub mem64: Option<PciWindow>,
+    /// Requester ID -> SMMU StreamID (`iommu-map`), when the bridge's functions sit behind an
+    /// IOMMU.
+    pub iommu_map: Option<IdMap>,
+    /// Requester ID -> ITS DeviceID (`msi-map`); without one the DeviceID is the requester ID.
+    pub msi_map: Option<IdMap>,
+}
+
+impl PcieHost {
+    /// The ITS DeviceID of requester `rid`: through `msi-map` when there is one (`None` when
+    /// the map leaves it out), else the requester ID itself.
+    pub fn its_device_id(&self, rid: u16) -> Option<u32> {
+        match &self.msi_map {
+            Some(map) => map.map(rid).map(|m| m.id),
+            None => Some(u32::from(rid)),
+        }
+    }
+}
+
+/// Most entries of an `iommu-map` or `msi-map` the inventory keeps.
+pub const MAX_ID_MAP_ENTRIES: usize = 8;
+
+/// One `(rid-base, phandle, out-base, length)` entry of an `iommu-map` / `msi-map`: requester
+/// IDs `[rid_base, rid_base + length)` become IDs `[out_base, out_base + length)` of the node
+/// `target` (a phandle).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdMapEntry {
+    pub rid_base: u32,
+    pub target: u32,
+    pub out_base: u32,
+    pub length: u32,
+}
+
+/// Where one requester ID goes: the target node's phandle and the ID there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdMapping {
+    pub target: u32,
+    pub id: u32,
+}
+
+/// A PCI host bridge's `iommu-map` or `msi-map` with its `*-map-mask` (Linux bindings
+/// `pci/pci-iommu.txt`, `pci/pci-msi.txt`). Only one-cell specifiers (`#iommu-cells` /
+/// `#msi-cells` = 1, as for SMMUv3 and the GICv3 ITS) are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdMap {
+    entries: [IdMapEntry; MAX_ID_MAP_ENTRIES],
+    len: usize,
+    /// Applied to a requester ID before the lookup (default all ones).
+    pub mask: u32,
+}
+
+impl IdMap {
+    /// A map of `entries` (at most [`MAX_ID_MAP_ENTRIES`]) with `mask`.
+    pub fn new(entries: &[IdMapEntry], mask: u32) -> Option<IdMap> {
+        let mut map = IdMap {
+            entries: [IdMapEntry::default(); MAX_ID_MAP_ENTRIES],
+            len: entries.len(),
+            mask,
+        };
+        map.entries
+            .get_mut(..entries.len())?
+            .copy_from_slice(entries);
+        Some(map)
+    }
+
+    pub fn entries(&self) -> &[IdMapEntry] {
+        &self.entries[..self.len]
+    }
+
+    /// Where requester `rid` goes: the first entry covering `rid & mask` (as Linux's
+    /// `of_map_id` reads it), or `None` when no entry does.
+    pub fn map(&self, rid: u16) -> Option<IdMapping> {
+        let masked = u32::from(rid) & self.mask;
+        self.entries().iter().find_map(|e| {
+            let offset = masked.checked_sub(e.rid_base)?;
+            (offset < e.length).then_some(())?;
+            Some(IdMapping {
+                target: e.target,
+                id: e.out_base.checked_add(offset)?,
+            })
+        })
+    }
+}
+
+/// A wired (SPI or PPI) interrupt of a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WiredInterrupt {
+    pub intid: u32,
+    /// Edge-triggered (flags 1 or 2 of the GIC binding), else level-sensitive.
+    pub edge: bool,
+}
+
+/// The SMMUv3's wired interrupts, by `interrupt-names` (binding `iommu/arm,smmu-v3.yaml`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SmmuInterrupts {
+    pub eventq: Option<WiredInterrupt>,
+    pub gerror: Option<WiredInterrupt>,
+    pub priq: Option<WiredInterrupt>,
+    pub cmdq_sync: Option<WiredInterrupt>,
+}
+
+/// An SMMUv3 (DT `arm,smmu-v3`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Smmu {
+    /// The register frames (two 64 KiB pages).
+    pub registers: Region,
+    pub interrupts: SmmuInterrupts,
+    /// Its `phandle`, which a host bridge's `iommu-map` names.
+    pub phandle: Option<u32>,
+    /// `dma-coherent`: its table and queue accesses snoop the CPU caches.
+    pub coherent: bool,
+}
+
+impl PcieHost {
+    /// The buses the hypervisor can reach: those of `bus-range` whose 1 MiB of configuration
+    /// space lies inside `ecam` (PCIe Base 4.0 §7.2.2: bus `n` at `(n - bus_start) << 20`).
+    /// None when ECAM is smaller than one bus.
+    pub fn buses(&self) -> Option<core::ops::RangeInclusive<u8>> {
+        let in_ecam = self.ecam.size >> 20;
+        if in_ecam == 0 {
+            return None;
+        }
+        let last_in_ecam = u64::from(self.bus_start) + (in_ecam - 1);
+        let end = u64::from(self.bus_end).min(last_in_ecam) as u8;
+        Some(self.bus_start..=end)
+    }
 }
 
 /// One memory window of a host bridge: PCI bus addresses `[pci, pci + size)` appear at CPU
@@ -102,6 +231,8 @@ pub struct Inventory {
     pub uart: Uart,
     pub psci: Conduit,
     pub pcie: Option<PcieHost>,
+    /// The first available SMMUv3, if any.
+    pub smmu: Option<Smmu>,
 }
 
 /// Why the firmware device tree cannot be used. Printed after `firmware device tree: `.
@@ -167,7 +298,16 @@ impl Inventory {
             uart: uart(&tree)?,
             psci: psci(&tree)?,
             pcie: pcie(&tree)?,
+            smmu: smmu(&tree)?,
         })
+    }
+
+    /// The SMMU StreamID of requester `rid` on the host bridge: its `iommu-map` entry, when
+    /// that entry names this node's SMMU. `None`: the function is not behind the SMMU.
+    pub fn stream_id(&self, rid: u16) -> Option<u32> {
+        let smmu = self.smmu.as_ref()?;
+        let mapping = self.pcie.as_ref()?.iommu_map.as_ref()?.map(rid)?;
+        (Some(mapping.target) == smmu.phandle).then_some(mapping.id)
     }
 
     /// Total bytes of RAM.
@@ -389,13 +529,20 @@ fn pcie(tree: &Tree<'_>) -> Result<Option<PcieHost>, InventoryError> {
     let Some(ecam) = first_region(&node, "the reg of the pci-host-ecam-generic node")? else {
         return Ok(None);
     };
-    let bus_start = match node.property("bus-range") {
-        None => 0,
-        Some(value) => read_cells(value, 1)
-            .and_then(|b| u8::try_from(b).ok())
-            .ok_or(InventoryError::Unreadable(
-                "the bus-range of the pci-host-ecam-generic node",
-            ))?,
+    let (bus_start, bus_end) = match node.property("bus-range") {
+        None => (0, u8::MAX),
+        Some(value) => {
+            let bus =
+                |at: usize| read_cells(value.get(at..)?, 1).and_then(|b| u8::try_from(b).ok());
+            match (bus(0), bus(4)) {
+                (Some(start), Some(end)) if start <= end && value.len() == 8 => (start, end),
+                _ => {
+                    return Err(InventoryError::Unreadable(
+                        "the bus-range of the pci-host-ecam-generic node",
+                    ));
+                }
+            }
+        }
     };
     let unreadable = InventoryError::Unreadable("the ranges of the pci-host-ecam-generic node");
     let (own, parent) = (node.cells(), node.parent_cells().address);
@@ -426,9 +573,122 @@ fn pcie(tree: &Tree<'_>) -> Result<Option<PcieHost>, InventoryError> {
     Ok(Some(PcieHost {
         ecam,
         bus_start,
+        bus_end,
         mem32,
         mem64,
+        iommu_map: id_map(
+            &node,
+            "iommu-map",
+            "the iommu-map of the pci-host-ecam-generic node",
+        )?,
+        msi_map: id_map(
+            &node,
+            "msi-map",
+            "the msi-map of the pci-host-ecam-generic node",
+        )?,
     }))
+}
+
+/// A host bridge's `name` (`iommu-map` or `msi-map`) with its `name-mask`: `None` without
+/// the property, [`InventoryError::Unreadable`] naming `what` when it is not whole 4-cell
+/// entries, has more than [`MAX_ID_MAP_ENTRIES`], or has an entry whose range wraps.
+fn id_map(
+    node: &Node<'_>,
+    name: &'static str,
+    what: &'static str,
+) -> Result<Option<IdMap>, InventoryError> {
+    let Some(value) = node.property(name) else {
+        return Ok(None);
+    };
+    let unreadable = InventoryError::Unreadable(what);
+    if value.is_empty() || !value.len().is_multiple_of(16) || value.len() / 16 > MAX_ID_MAP_ENTRIES
+    {
+        return Err(unreadable);
+    }
+    let mut entries: Vec<IdMapEntry, MAX_ID_MAP_ENTRIES> = Vec::new();
+    for raw in value.chunks_exact(16) {
+        let cell = |i: usize| read_cells(raw.get(i * 4..)?, 1).map(|c| c as u32);
+        let (Some(rid_base), Some(target), Some(out_base), Some(length)) =
+            (cell(0), cell(1), cell(2), cell(3))
+        else {
+            return Err(unreadable);
+        };
+        if rid_base.checked_add(length).is_none() || out_base.checked_add(length).is_none() {
+            return Err(unreadable);
+        }
+        entries
+            .push(IdMapEntry {
+                rid_base,
+                target,
+                out_base,
+                length,
+            })
+            .map_err(|_| unreadable)?;
+    }
+    let mask = match name {
+        "iommu-map" => node.property("iommu-map-mask"),
+        _ => node.property("msi-map-mask"),
+    };
+    let mask = match mask {
+        None => u32::MAX,
+        Some(value) if value.len() == 4 => read_cells(value, 1).ok_or(unreadable)? as u32,
+        Some(_) => return Err(unreadable),
+    };
+    IdMap::new(&entries, mask).map(Some).ok_or(unreadable)
+}
+
+/// The first available SMMUv3, if any: its first `reg` entry, its interrupts by name, its
+/// phandle and whether it is `dma-coherent`. A node without `reg` is ignored.
+fn smmu(tree: &Tree<'_>) -> Result<Option<Smmu>, InventoryError> {
+    let Some(node) = find_compatible(tree, "arm,smmu-v3") else {
+        return Ok(None);
+    };
+    let Some(registers) = first_region(&node, "the reg of the arm,smmu-v3 node")? else {
+        return Ok(None);
+    };
+    let unreadable = InventoryError::Unreadable("the interrupts of the arm,smmu-v3 node");
+    let mut interrupts = SmmuInterrupts::default();
+    if let Some(value) = node.property("interrupts") {
+        if !value.len().is_multiple_of(12) {
+            return Err(unreadable);
+        }
+        let names = node.property("interrupt-names").unwrap_or_default();
+        let names = names.split(|&b| b == 0);
+        for (raw, name) in value.chunks_exact(12).zip(names) {
+            let Some(interrupt) = gic_interrupt(raw) else {
+                continue;
+            };
+            let slot = match name {
+                b"eventq" => &mut interrupts.eventq,
+                b"gerror" => &mut interrupts.gerror,
+                b"priq" => &mut interrupts.priq,
+                b"cmdq-sync" => &mut interrupts.cmdq_sync,
+                _ => continue,
+            };
+            slot.get_or_insert(interrupt);
+        }
+    }
+    let phandle = node
+        .property("phandle")
+        .filter(|v| v.len() == 4)
+        .and_then(|v| read_cells(v, 1))
+        .map(|p| p as u32);
+    Ok(Some(Smmu {
+        registers,
+        interrupts,
+        phandle,
+        coherent: node.property("dma-coherent").is_some(),
+    }))
+}
+
+/// One 3-cell GIC interrupt specifier (type, number, flags): its INTID and trigger.
+fn gic_interrupt(raw: &[u8]) -> Option<WiredInterrupt> {
+    let intid = spi_intid(raw)?;
+    let flags = read_cells(raw.get(8..)?, 1)?;
+    Some(WiredInterrupt {
+        intid,
+        edge: flags & 0b11 != 0,
+    })
 }
 
 #[cfg(test)]
@@ -447,6 +707,8 @@ pub(crate) mod tests {
     /// The same tree as QEMU hands it to the image with `-dtb`: its memory node replaced, the
     /// old one left as FDT_NOP tokens.
     pub const QEMU_VIRT_HANDOVER: &[u8] = include_bytes!("../testdata/qemu-virt-dtb-handover.dtb");
+    /// QEMU 10.0.2's tree with `iommu=smmuv3` (same machine otherwise).
+    pub const QEMU_VIRT_SMMUV3: &[u8] = include_bytes!("../testdata/qemu-virt-smmuv3.dtb");
 
     /// A device tree shaped like QEMU virt's (virtualization=on, gic-version=3), with knobs to
     /// leave parts out or make them odd.
@@ -465,6 +727,11 @@ pub(crate) mod tests {
         pub uart: bool,
         /// The root's `#size-cells` (QEMU: 2).
         pub root_size_cells: u32,
+        /// An SMMUv3 node and the host bridge's `iommu-map` naming it.
+        pub smmu: bool,
+        /// The host bridge's `iommu-map` cells (when `smmu`) and `msi-map` cells, raw.
+        pub iommu_map: AllocVec<u32>,
+        pub msi_map: Option<AllocVec<u32>>,
     }
 
     impl VirtTree {
@@ -478,6 +745,9 @@ pub(crate) mod tests {
                 gic: true,
                 uart: true,
                 root_size_cells: 2,
+                smmu: false,
+                iommu_map: alloc::vec![0, SMMU_PHANDLE, 0, 0x10000],
+                msi_map: None,
             }
         }
 
@@ -577,11 +847,45 @@ pub(crate) mod tests {
             )
             .unwrap();
             w.property_array_u32("bus-range", &[0, 0xff]).unwrap();
+            if self.smmu {
+                w.property_array_u32("iommu-map", &self.iommu_map).unwrap();
+            }
+            if let Some(map) = &self.msi_map {
+                w.property_array_u32("msi-map", map).unwrap();
+            }
             w.end_node(pci).unwrap();
+            if self.smmu {
+                let s = w.begin_node("smmuv3@9050000").unwrap();
+                w.property_string("compatible", "arm,smmu-v3").unwrap();
+                w.property_array_u64("reg", &[0x905_0000, 0x2_0000])
+                    .unwrap();
+                w.property_array_u32(
+                    "interrupts",
+                    &[0, 0x4a, 1, 0, 0x4b, 1, 0, 0x4c, 1, 0, 0x4d, 1],
+                )
+                .unwrap();
+                w.property_string_list(
+                    "interrupt-names",
+                    alloc::vec![
+                        "eventq".into(),
+                        "priq".into(),
+                        "cmdq-sync".into(),
+                        "gerror".into()
+                    ],
+                )
+                .unwrap();
+                w.property_null("dma-coherent").unwrap();
+                w.property_u32("#iommu-cells", 1).unwrap();
+                w.property_u32("phandle", SMMU_PHANDLE).unwrap();
+                w.end_node(s).unwrap();
+            }
             w.end_node(root).unwrap();
             w.finish().unwrap()
         }
     }
+
+    /// The SMMU's phandle in generated trees (QEMU's own).
+    pub const SMMU_PHANDLE: u32 = 0x800b;
 
     /// A QEMU-virt-shaped tree with `cpus` cores and `ram` bytes of RAM at 0x4000_0000.
     pub fn virt_dtb(cpus: u32, ram: u64) -> AllocVec<u8> {
@@ -594,10 +898,28 @@ pub(crate) mod tests {
         tree.build()
     }
 
+    #[test]
+    fn reachable_buses_are_in_bus_range_and_in_ecam() {
+        let mut host = expected_pcie();
+        assert_eq!(host.buses(), Some(0..=255));
+        host.ecam.size = 16 << 20;
+        assert_eq!(host.buses(), Some(0..=15), "ECAM holds 16 buses");
+        host.bus_start = 2;
+        host.bus_end = 5;
+        assert_eq!(host.buses(), Some(2..=5));
+        host.bus_start = 250;
+        host.bus_end = 255;
+        host.ecam.size = 256 << 20;
+        assert_eq!(host.buses(), Some(250..=255));
+        host.ecam.size = 0x8_0000;
+        assert_eq!(host.buses(), None, "less than one bus");
+    }
+
     fn expected_pcie() -> PcieHost {
         PcieHost {
             ecam: Region::new(0x40_1000_0000, 0x1000_0000),
             bus_start: 0,
+            bus_end: 0xff,
             mem32: Some(PciWindow {
                 pci: 0x1000_0000,
                 cpu: 0x1000_0000,
@@ -608,6 +930,8 @@ pub(crate) mod tests {
                 cpu: 0x80_0000_0000,
                 size: 0x80_0000_0000,
             }),
+            iommu_map: None,
+            msi_map: None,
         }
     }
 
@@ -650,7 +974,26 @@ pub(crate) mod tests {
             }
         );
         assert_eq!(inv.psci, Conduit::Smc);
-        assert_eq!(inv.pcie, Some(expected_pcie()));
+        let pcie = inv.pcie.unwrap();
+        assert_eq!(
+            PcieHost {
+                msi_map: None,
+                ..pcie
+            },
+            expected_pcie()
+        );
+        assert_eq!(
+            pcie.msi_map.unwrap().entries(),
+            &[IdMapEntry {
+                rid_base: 0,
+                target: 0x800a,
+                out_base: 0,
+                length: 0x10000
+            }]
+        );
+        assert_eq!(pcie.its_device_id(0x0100), Some(0x100));
+        assert_eq!(inv.smmu, None);
+        assert_eq!(inv.stream_id(0x10), None);
     }
 
     #[test]
@@ -675,6 +1018,148 @@ pub(crate) mod tests {
         let handed_over = Inventory::from_dtb(QEMU_VIRT_HANDOVER).unwrap();
         assert_qemu_virt_8_cores_4_gib(&handed_over);
         assert_eq!(handed_over, Inventory::from_dtb(QEMU_VIRT).unwrap());
+    }
+
+    #[test]
+    fn reads_qemus_tree_with_an_smmuv3() {
+        let inv = Inventory::from_dtb(QEMU_VIRT_SMMUV3).unwrap();
+        let smmu = inv.smmu.unwrap();
+        assert_eq!(smmu.registers, Region::new(0x905_0000, 0x2_0000));
+        assert_eq!(smmu.phandle, Some(0x800b));
+        assert!(smmu.coherent);
+        let edge = |spi: u32| {
+            Some(WiredInterrupt {
+                intid: 32 + spi,
+                edge: true,
+            })
+        };
+        assert_eq!(
+            smmu.interrupts,
+            SmmuInterrupts {
+                eventq: edge(0x4a),
+                priq: edge(0x4b),
+                cmdq_sync: edge(0x4c),
+                gerror: edge(0x4d),
+            }
+        );
+        let pcie = inv.pcie.unwrap();
+        assert_eq!(
+            pcie.iommu_map.unwrap().entries(),
+            &[IdMapEntry {
+                rid_base: 0,
+                target: 0x800b,
+                out_base: 0,
+                length: 0x10000
+            }]
+        );
+        // StreamID = ITS DeviceID = requester ID (platform facts).
+        for (bdf, id) in [
+            ((0, 1, 0), 0x8),
+            ((1, 0, 0), 0x100),
+            ((0xff, 31, 7), 0xffff),
+        ] {
+            let rid = crate::pci::Bdf::new(bdf.0, bdf.1, bdf.2).requester_id();
+            assert_eq!(inv.stream_id(rid), Some(id));
+            assert_eq!(pcie.its_device_id(rid), Some(id));
+        }
+    }
+
+    #[test]
+    fn id_maps_in_their_general_form() {
+        // Two ranges, one offset, one naming another IOMMU, with a mask.
+        let dtb = virt_with(|t| {
+            t.smmu = true;
+            t.iommu_map = alloc::vec![
+                0x0000,
+                SMMU_PHANDLE,
+                0x1000,
+                0x100, //
+                0x0100,
+                0x1234,
+                0,
+                0x100, //
+                0x0200,
+                SMMU_PHANDLE,
+                0x8000,
+                0x200,
+            ];
+            t.msi_map = Some(alloc::vec![0x0100, 0x800a, 0x40, 0x10]);
+        });
+        let inv = Inventory::from_dtb(&dtb).unwrap();
+        assert_eq!(inv.stream_id(0x0008), Some(0x1008));
+        assert_eq!(inv.stream_id(0x00ff), Some(0x10ff));
+        assert_eq!(inv.stream_id(0x0108), None, "another IOMMU's range");
+        assert_eq!(inv.stream_id(0x0200), Some(0x8000));
+        assert_eq!(inv.stream_id(0x03ff), Some(0x81ff));
+        assert_eq!(inv.stream_id(0x0400), None, "past every range");
+        let pcie = inv.pcie.unwrap();
+        assert_eq!(pcie.its_device_id(0x0105), Some(0x45));
+        assert_eq!(pcie.its_device_id(0x0110), None);
+        assert_eq!(pcie.its_device_id(0x0000), None);
+        let mut masked = pcie.iommu_map.unwrap();
+        masked.mask = 0xff;
+        assert_eq!(masked.map(0x0308).map(|m| m.id), Some(0x1008));
+    }
+
+    #[test]
+    fn malformed_id_maps_are_refused_by_name() {
+        let iommu = InventoryError::Unreadable("the iommu-map of the pci-host-ecam-generic node");
+        for cells in [
+            alloc::vec![],
+            alloc::vec![0, SMMU_PHANDLE, 0],
+            alloc::vec![0, SMMU_PHANDLE, 0, 0x10000, 1],
+            alloc::vec![0xffff_0000, SMMU_PHANDLE, 0, 0x10_0000],
+            alloc::vec![0, SMMU_PHANDLE, 0xffff_ffff, 2],
+            (0..MAX_ID_MAP_ENTRIES as u32 + 1)
+                .flat_map(|i| [i, SMMU_PHANDLE, i, 1])
+                .collect(),
+        ] {
+            let dtb = virt_with(|t| {
+                t.smmu = true;
+                t.iommu_map = cells.clone();
+            });
+            assert_eq!(Inventory::from_dtb(&dtb), Err(iommu), "{cells:x?}");
+        }
+        let dtb = virt_with(|t| t.msi_map = Some(alloc::vec![0, 1]));
+        assert_eq!(
+            Inventory::from_dtb(&dtb),
+            Err(InventoryError::Unreadable(
+                "the msi-map of the pci-host-ecam-generic node"
+            ))
+        );
+    }
+
+    #[test]
+    fn an_smmu_without_names_or_phandle_maps_nothing() {
+        let mut w = FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 1).unwrap();
+        w.property_u32("#size-cells", 1).unwrap();
+        let s = w.begin_node("smmu@1000").unwrap();
+        w.property_string("compatible", "arm,smmu-v3").unwrap();
+        w.property_array_u32("reg", &[0x1000, 0x2_0000]).unwrap();
+        w.property_array_u32("interrupts", &[0, 5, 4, 0, 6, 4])
+            .unwrap();
+        w.property_string_list("interrupt-names", alloc::vec!["gerror".into()])
+            .unwrap();
+        w.end_node(s).unwrap();
+        w.end_node(root).unwrap();
+        let dtb = w.finish().unwrap();
+        let tree = Tree::new(&dtb).unwrap();
+        let smmu = smmu(&tree).unwrap().unwrap();
+        assert_eq!(smmu.registers, Region::new(0x1000, 0x2_0000));
+        assert_eq!(smmu.phandle, None);
+        assert!(!smmu.coherent);
+        assert_eq!(
+            smmu.interrupts,
+            SmmuInterrupts {
+                gerror: Some(WiredInterrupt {
+                    intid: 37,
+                    edge: false
+                }),
+                ..SmmuInterrupts::default()
+            }
+        );
     }
 
     #[test]

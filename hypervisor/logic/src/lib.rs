@@ -21,6 +21,7 @@ pub mod passthrough;
 pub mod pci;
 pub mod pl011;
 pub mod psci;
+pub mod smmu;
 #[cfg(test)]
 mod testing;
 pub mod trap;

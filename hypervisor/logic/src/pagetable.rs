@@ -74,7 +74,7 @@ impl Regime {
     }
 
     /// Number of input-address bits the regime covers.
-    pub fn input_bits(self) -> u32 {
+    pub const fn input_bits(self) -> u32 {
         match self {
             Regime::El2Stage1 => 48,
             Regime::Stage2 => 39,

@@ -1,6 +1,17 @@
 //! PCI configuration space (PCI Local Bus 3.0 §6, PCIe Base 4.0 §7): finding functions on a
 //! bus, sizing and placing their BARs, walking capabilities. The hypervisor owns the physical
 //! PCIe hierarchy; the accessor that actually reads ECAM lives in the architecture layer.
+//! [`topology`] numbers and lists the whole hierarchy, [`windows`] places every BAR and
+//! bridge window, [`reset`] resets a function (FLR).
+
+pub mod reset;
+pub mod topology;
+pub mod windows;
+
+pub use reset::flr;
+
+#[cfg(test)]
+mod hierarchy_tests;
 
 use alloc::vec::Vec;
 
@@ -57,6 +68,7 @@ pub mod header {
     pub const BAR0: u16 = 0x10;
     pub const CAPABILITIES: u16 = 0x34;
     /// COMMAND bits.
+    pub const IO_SPACE: u32 = 1 << 0;
     pub const MEMORY_SPACE: u32 = 1 << 1;
     pub const BUS_MASTER: u32 = 1 << 2;
     pub const INTX_DISABLE: u32 = 1 << 10;
@@ -301,7 +313,15 @@ impl WindowAllocator {
         if !size.is_power_of_two() {
             return None;
         }
-        let base = self.next.checked_add(size - 1)? & !(size - 1);
+        self.allocate_aligned(size, size)
+    }
+
+    /// A range of `size` bytes (not zero) starting at a multiple of `align` (a power of two).
+    pub fn allocate_aligned(&mut self, size: u64, align: u64) -> Option<u64> {
+        if size == 0 || !align.is_power_of_two() {
+            return None;
+        }
+        let base = self.next.checked_add(align - 1)? & !(align - 1);
         let end = base.checked_add(size)?;
         if end > self.end {
             return None;
@@ -315,6 +335,8 @@ impl WindowAllocator {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlacedBar {
     pub bar: MemoryBar,
+    /// Its PCI bus address (what the BAR holds).
+    pub pci: u64,
     /// Where the CPU reaches it (the window's CPU side).
     pub cpu: Region,
 }
@@ -330,6 +352,8 @@ pub struct NoRoomForBar(pub MemoryBar);
 pub struct BarWindows {
     /// Each window's allocator, with its PCI and CPU base addresses.
     windows: Vec<(WindowAllocator, u64, u64)>,
+    /// Functions placed so far, with their BARs.
+    placed: Vec<(Bdf, Vec<PlacedBar>)>,
 }
 
 impl BarWindows {
@@ -341,6 +365,7 @@ impl BarWindows {
                 .flatten()
                 .map(|w| (WindowAllocator::new(w.pci, w.size), w.pci, w.cpu))
                 .collect(),
+            placed: Vec::new(),
         }
     }
 
@@ -362,7 +387,8 @@ impl BarWindows {
 
 /// Places every memory BAR of type-0 function `bdf` in `windows`, with memory decoding and
 /// bus mastering off while it happens (and left off). Returns the BARs with their CPU
-/// addresses.
+/// addresses. A function `windows` already placed (e.g. by [`windows::place_hierarchy`])
+/// keeps its addresses: its BARs are written again with them.
 pub fn place_bars(
     config: &mut dyn ConfigSpace,
     windows: &mut BarWindows,
@@ -375,6 +401,12 @@ pub fn place_bars(
         header::COMMAND,
         command & !(header::MEMORY_SPACE | header::BUS_MASTER),
     );
+    if let Some(bars) = windows.placed(bdf).map(<[PlacedBar]>::to_vec) {
+        for placed in &bars {
+            set_bar(config, bdf, &placed.bar, placed.pci);
+        }
+        return Ok(bars);
+    }
     let mut bars = Vec::new();
     let mut index = 0;
     while index < 6 {
@@ -386,10 +418,12 @@ pub fn place_bars(
         set_bar(config, bdf, &bar, address);
         bars.push(PlacedBar {
             bar,
+            pci: address,
             cpu: Region::new(cpu, bar.size),
         });
         index += if bar.is_64bit { 2 } else { 1 };
     }
+    windows.placed.push((bdf, bars.clone()));
     Ok(bars)
 }
 
@@ -534,8 +568,11 @@ mod tests {
         PcieHost {
             ecam: Region::new(0x40_1000_0000, 0x1000_0000),
             bus_start: 0,
+            bus_end: 0xff,
             mem32: window(0x1000_0000, mem32, 0x1000_0000),
             mem64: window(0x80_0000_0000, mem64, 0x80_0000_0000),
+            iommu_map: None,
+            msi_map: None,
         }
     }
 
@@ -553,6 +590,7 @@ mod tests {
             bars,
             Ok(alloc::vec![PlacedBar {
                 bar: size_bar(&mut fake, nvme, 0).unwrap(),
+                pci: 0x1000_0000,
                 cpu: Region::new(0x3_1000_0000, 0x4000),
             }])
         );

@@ -15,6 +15,8 @@ const HOST_BRIDGE: (&str, u32, u16, u16) = ("00:00.0", 0x06_00_00, 0x1b36, 0x000
 const NVME: (u32, u16, u16) = (0x01_08_02, 0x1b36, 0x0010);
 /// QEMU's modern virtio-net-pci (`disable-legacy=on`).
 const VIRTIO_NET: (u32, u16, u16) = (0x02_00_00, 0x1af4, 0x1041);
+/// QEMU's PCIe root port (`-device pcie-root-port`).
+const ROOT_PORT: (u32, u16, u16) = (0x06_04_00, 0x1b36, 0x000c);
 
 fn at(text: &str) -> PciAddress {
     PciAddress::parse(text).unwrap()
@@ -44,8 +46,23 @@ fn default_node_today() -> NodePci {
     }
 }
 
-/// The default node as issue 10 makes it: SMMUv3, and one virtio-net-pci per slice after the
-/// NVMe disk.
+/// qemu/default.toml as xtask describes it since issue 10 (`Node::pci_functions`,
+/// docs/node-profiles.md): an SMMUv3, the NVMe disk at 00:02.0, and four NICs, NIC i behind
+/// root port 00:(10+i).0 on bus i+1.
+fn default_node_with_root_ports() -> NodePci {
+    let mut functions = vec![host_bridge(), function("00:02.0", NVME)];
+    for i in 0..4 {
+        functions.push(function(&format!("00:{:02x}.0", 0x10 + i), ROOT_PORT));
+        functions.push(function(&format!("{:02x}:00.0", i + 1), VIRTIO_NET));
+    }
+    NodePci {
+        functions,
+        smmu: true,
+        hypervisor_nvme: Some(at("00:02.0")),
+    }
+}
+
+/// A node with an SMMUv3 and one virtio-net-pci per slice on the root bus after the NVMe disk.
 fn default_node_with_nics() -> NodePci {
     NodePci {
         functions: vec![
@@ -100,11 +117,23 @@ fn refused(plan: &Plan, node: &NodePci) -> PlanError {
 }
 
 #[test]
-fn default_plan_asks_for_no_device() {
-    let expected: Vec<Vec<String>> = vec![vec![], vec![], vec![]];
+fn default_plan_gives_each_linux_slice_two_nics() {
+    // web, db (Linux): a slice-network NIC and a host-network NIC each; batch (probe): none.
     assert_eq!(
-        placed(&profile_plan("default-plan.toml"), &default_node_today()),
-        expected
+        placed(
+            &profile_plan("default-plan.toml"),
+            &default_node_with_root_ports()
+        ),
+        [
+            vec!["01:00.0".to_string(), "02:00.0".to_string()],
+            vec!["03:00.0".to_string(), "04:00.0".to_string()],
+            vec![],
+        ]
+    );
+    assert_eq!(
+        refused(&profile_plan("default-plan.toml"), &default_node_today()).problem,
+        Problem::NoSmmu,
+        "without the SMMUv3 the default plan does not start"
     );
     assert_eq!(
         placed(&profile_plan("small-plan.toml"), &NodePci::default()),

@@ -3,6 +3,7 @@
 //! SPIs it raises (the vGIC) and its device-tree node; adding a device is adding it to the
 //! list a slice is built with.
 
+pub mod assigned;
 pub mod gic;
 pub mod pci;
 pub mod uart;
@@ -14,14 +15,17 @@ use microvisor_arch::memory::SharedMemory;
 use microvisor_logic::bus::{BusError, BusRegion, MmioBus};
 use microvisor_logic::guest_dt::DeviceNode;
 
+use crate::stage2::CpuStage2;
 use crate::vcpu::ExitCounters;
 use crate::vgic::SliceGic;
 
 /// What a device may reach while it handles an access: the slice's vGIC (to raise
-/// interrupts) and its RAM (for DMA-like devices).
+/// interrupts), its RAM (for DMA-like devices) and its stage 2 (to map assigned functions'
+/// BAR pages).
 pub struct Context<'a> {
     pub gic: &'a SliceGic,
     pub ram: &'a SharedMemory,
+    pub stage2: &'a CpuStage2,
 }
 
 /// An emulated device of a slice. Every method may run on any of the slice's cores (or, for

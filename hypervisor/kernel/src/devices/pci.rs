@@ -1,29 +1,60 @@
 //! The slice's PCIe host bridge: its ECAM (bus 0) and its memory window, in which the
-//! function's BAR is decoded where the guest placed it. Today the one function is the slice's
-//! virtual NVMe controller (`crate::nvme::slice_disk`).
+//! functions' BARs are decoded where the guest placed them. Device 0 is the slice's virtual
+//! NVMe controller (`crate::nvme::slice_disk`) when it has an NVMe share; its assigned
+//! physical functions (`super::assigned`) follow from device 1, one device each.
 
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 
 use microvisor_logic::guest_dt::{DeviceNode, PcieHostNode, map};
 
+use super::assigned::AssignedDevice;
 use super::{Context, MmioDevice};
 use crate::nvme::slice_disk::{Signals, SliceDisk};
 
 /// How long a stopping slice waits for its NVMe commands in flight.
 const DRAIN_TIMEOUT_MS: u64 = 5000;
 
-/// The host bridge with its NVMe function.
+/// Physical interrupt events of assigned function `i`'s vector `v` are `(i + 1) << 16 | v`;
+/// smaller events are the NVMe share's hardware queues.
+pub const fn assigned_event(function: usize, vector: u16) -> u32 {
+    ((function as u32 + 1) << 16) | vector as u32
+}
+
+/// The host bridge with its functions.
 pub struct PciHost {
     node: PcieHostNode,
-    disk: Arc<SliceDisk>,
+    disk: Option<Arc<SliceDisk>>,
+    assigned: Vec<AssignedDevice>,
 }
 
 impl PciHost {
-    pub fn new(disk: Arc<SliceDisk>) -> Self {
+    pub fn new(disk: Option<Arc<SliceDisk>>, assigned: Vec<AssignedDevice>) -> Self {
         Self {
             node: PcieHostNode,
             disk,
+            assigned,
         }
+    }
+
+    /// The assigned functions, in slot order.
+    pub fn assigned(&self) -> &[AssignedDevice] {
+        &self.assigned
+    }
+
+    /// A configuration access at `offset` in the ECAM (bus 0).
+    fn config(&self, ctx: &Context<'_>, offset: u64, width: u8, write: Option<u64>, signals: &mut Signals) -> u64 {
+        let devfn = (offset >> 12) & 0xff;
+        if offset >> 20 == 0 {
+            if let Some(disk) = self.disk.as_ref().filter(|_| devfn == 0) {
+                return disk.config_access(ctx.ram, offset, width, write, signals);
+            }
+            if let Some(function) = self.assigned.iter().find(|f| u64::from(f.slot) << 3 == devfn) {
+                return function.config_access(ctx, (offset & 0xfff) as u16, width, write);
+            }
+        }
+        // Nothing there: reads are all-ones, writes vanish.
+        u64::MAX
     }
 }
 
@@ -42,37 +73,54 @@ impl MmioDevice for PciHost {
     ) -> Option<u64> {
         let mut signals = Signals::default();
         let value = match region {
-            PcieHostNode::ECAM => Some(
-                self.disk
-                    .config_access(ctx.ram, offset, width, write, &mut signals),
-            ),
-            _ => self.disk.bar_access(
-                ctx.ram,
-                map::PCI_MMIO + offset,
-                width,
-                write,
-                &mut signals,
-            ),
+            PcieHostNode::ECAM => Some(self.config(ctx, offset, width, write, &mut signals)),
+            _ => {
+                let ipa = map::PCI_MMIO + offset;
+                let disk = self.disk.as_ref().and_then(|disk| {
+                    disk.bar_access(ctx.ram, ipa, width, write, &mut signals)
+                });
+                disk.or_else(|| {
+                    self.assigned
+                        .iter()
+                        .find_map(|f| f.window_access(ctx, ipa, width, write))
+                })
+            }
         };
         ctx.gic.raise_spis(signals.spis());
         value
     }
 
-    /// `event` is a hardware queue whose completions arrived.
+    /// `event` is a hardware queue whose completions arrived, or an assigned function's
+    /// vector ([`assigned_event`]).
     fn physical_interrupt(&self, ctx: &Context<'_>, event: u32) {
-        let mut signals = Signals::default();
-        if let Ok(queue) = u16::try_from(event) {
-            self.disk.completions(ctx.ram, queue, &mut signals);
+        match (event >> 16) as usize {
+            0 => {
+                let mut signals = Signals::default();
+                if let Some(disk) = &self.disk {
+                    disk.completions(ctx.ram, event as u16, &mut signals);
+                }
+                ctx.gic.raise_spis(signals.spis());
+            }
+            function => {
+                if let Some(f) = self.assigned.get(function - 1) {
+                    f.interrupt(ctx, event as u16);
+                }
+            }
         }
-        ctx.gic.raise_spis(signals.spis());
     }
 
     fn quiesce(&self, ctx: &Context<'_>) -> Result<(), &'static str> {
-        // The device may still be writing the slice's RAM for commands it had in flight: wait
-        // for them before anything reuses that RAM.
-        self.disk
-            .reset_and_drain(ctx.ram, DRAIN_TIMEOUT_MS)
-            .then_some(())
-            .ok_or("its NVMe commands did not drain")
+        // Assigned functions are reset (their DMA stops); the NVMe controller may still be
+        // writing the slice's RAM for commands it had in flight: wait for them before
+        // anything reuses that RAM. Every function is quiesced even after a failure.
+        let mut result = Ok(());
+        for function in &self.assigned {
+            result = result.and(function.quiesce(ctx));
+        }
+        if let Some(disk) = &self.disk {
+            let drained = disk.reset_and_drain(ctx.ram, DRAIN_TIMEOUT_MS);
+            result = result.and(drained.then_some(()).ok_or("its NVMe commands did not drain"));
+        }
+        result
     }
 }

@@ -3,7 +3,7 @@
 //! chosen core. Owned by the node; set up at boot before the cores start.
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use microvisor_arch::gic::{self, LPI_BASE};
 use microvisor_arch::its::{Its, ItsFrames};
@@ -17,15 +17,18 @@ use super::physical::{DeviceMemory, NvmeError};
 const LPI_ID_BITS: u8 = 14;
 /// Priority and enable bit of every LPI the hypervisor maps (LPI configuration table byte).
 const LPI_CONFIG: u8 = 0xa0 | 1;
+/// LPIs below `LPI_BASE + FIRST_ALLOCATED` are the NVMe hardware queues' (LPI_BASE + queue
+/// ID); [`Lpis::allocate`] hands out the ones above, for assigned functions' MSI-X vectors.
+const FIRST_ALLOCATED: u32 = 4096;
 /// "No target yet" in [`Lpis::targets`].
 const NO_TARGET: u64 = u64::MAX;
 
 /// Pages of device memory [`Lpis::new`] takes on a node with `cores` cores (in use or not).
-pub const fn pages(cores: u64) -> u64 {
-    // Configuration table, ITS command queue, device and collection tables, one ITT per device
-    // (the NVMe controller), and one pending table per core (64 KiB aligned; the gaps hold
-    // other pages).
-    2 + 3 + 1 + cores * 16
+pub const fn pages(cores: u64, devices: u64, device_table: u64) -> u64 {
+    // Configuration table, ITS command queue, collection table, the device table
+    // (`device_table` bytes), one ITT per device (the NVMe controller, assigned functions), and
+    // one pending table per core (64 KiB aligned; the gaps hold other pages).
+    2 + 2 + device_table.div_ceil(4096) + devices + cores * 16
 }
 
 /// The node's LPI tables and ITS.
@@ -37,15 +40,20 @@ pub struct Lpis {
     its: Mutex<(Its, Vec<SharedMemory>)>,
     /// How the ITS names each core's redistributor, filled in by each core as it comes up.
     targets: [AtomicU64; MAX_CPUS],
+    /// The next LPI [`Lpis::allocate`] hands out.
+    next: AtomicU32,
 }
 
 impl Lpis {
     /// Prepares LPIs for `cores` (physical indexes): the configuration table and one pending
     /// table per core, and brings the ITS up.
+    /// `device_table` bytes of ITS device table ([`ItsFrames::device_table_bytes`] for every
+    /// DeviceID the node's functions may have).
     pub fn new(
         memory: &mut DeviceMemory,
         frames: ItsFrames,
         cores: &[usize],
+        device_table: u64,
     ) -> Result<Lpis, NvmeError> {
         let properties = memory.allocate((1 << LPI_ID_BITS) - u64::from(LPI_BASE), 4096)?;
         let count = cores.iter().max().map_or(0, |&c| c + 1);
@@ -58,7 +66,7 @@ impl Lpis {
                     .into_shared(),
             );
         }
-        let devices = memory.allocate(4096, 4096)?.into_shared();
+        let devices = memory.allocate(device_table, 4096)?.into_shared();
         let collections = memory.allocate(4096, 4096)?.into_shared();
         let queue = memory.allocate(4096, 4096)?;
         let its = Its::new(frames, devices, collections, queue)
@@ -68,6 +76,7 @@ impl Lpis {
             pending,
             its: Mutex::new((its, Vec::new())),
             targets: [const { AtomicU64::new(NO_TARGET) }; MAX_CPUS],
+            next: AtomicU32::new(LPI_BASE + FIRST_ALLOCATED),
         })
     }
 
@@ -84,6 +93,14 @@ impl Lpis {
             .ok_or(NvmeError::Unsupported("no redistributor for this core"))?;
         self.targets[core % MAX_CPUS].store(target, Ordering::Release);
         Ok(())
+    }
+
+    /// `count` consecutive LPIs nobody uses yet (their first), or None when the INTID space is
+    /// exhausted.
+    pub fn allocate(&self, count: u16) -> Option<u32> {
+        let first = self.next.fetch_add(u32::from(count), Ordering::Relaxed);
+        let end = first.checked_add(u32::from(count))?;
+        (end <= 1 << LPI_ID_BITS).then_some(first)
     }
 
     /// Physical address devices write MSIs to.

@@ -20,12 +20,12 @@ pub const QUEUE_ENTRIES: u16 = 64;
 
 /// Pages of device memory the NVMe service needs for `queues` hardware queue pairs on a node
 /// with `cores` cores.
-pub fn device_memory_pages(queues: u64, cores: u64) -> u64 {
+pub fn device_memory_pages(queues: u64, cores: u64, device_table: u64) -> u64 {
     // Admin queues and an Identify buffer.
     let admin = 3;
     // Per queue pair: SQ, CQ and one DMA page per slot.
     let per_queue = 2 + u64::from(QUEUE_ENTRIES);
-    lpis::pages(cores) + admin + queues * per_queue
+    lpis::pages(cores, 1, device_table) + admin + queues * per_queue
 }
 
 /// Why slices cannot get their NVMe shares.

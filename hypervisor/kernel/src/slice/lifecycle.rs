@@ -15,6 +15,11 @@ use super::{SetupError, Slice};
 use crate::output;
 use crate::vcpu::{Power, Vcpu};
 
+/// [`Slice::attention`] bit: the run is ending, every vCPU parks.
+const STOP: u8 = 1;
+/// [`Slice::attention`] bit: another core asked for the run to end ([`Slice::request_end`]).
+const END: u8 = 2;
+
 /// How long the core ending a run waits for the slice's other vCPUs to park.
 const STOP_TIMEOUT_MS: u64 = 5000;
 
@@ -47,6 +52,16 @@ pub enum Next {
     End(Ending),
 }
 
+/// What a vCPU must do before it returns to its guest.
+pub enum Attention {
+    /// Nothing: resume.
+    None,
+    /// The run is ending: park.
+    Park,
+    /// End the run (asked for by another core).
+    End(Ending),
+}
+
 /// vCPUs that did not park when a run ended.
 struct Unresponsive {
     vcpus: VcpuSet,
@@ -68,8 +83,9 @@ impl Slice {
         // Exit counters count this run (the previous run's were printed when it ended).
         self.vcpus.iter().for_each(|v| v.exits.reset());
         self.started_at.store(cpu::counter(), Ordering::Relaxed);
+        *self.end_request.lock() = None;
         *self.lifecycle.lock() = Lifecycle::Running;
-        self.stop_requested.store(false, Ordering::Release);
+        self.attention.store(0, Ordering::Release);
         let layout = &self.images.layout;
         self.power_on(&self.vcpus[0], layout.kernel_ipa, layout.dtb_ipa)
             .map_err(|status| format!("slice \"{}\": vCPU 0 did not start ({status})", self.name))
@@ -101,9 +117,47 @@ impl Slice {
         vcpu.set_off();
     }
 
-    /// Whether the slice's vCPUs must park (checked on every return to the guest).
-    pub fn stop_requested(&self) -> bool {
-        self.stop_requested.load(Ordering::Acquire)
+    /// Whether [`Slice::attention`] has something to say (one atomic load).
+    pub fn needs_attention(&self) -> bool {
+        self.attention.load(Ordering::Acquire) != 0
+    }
+
+    /// What the calling vCPU must do before it returns to the guest (checked on every return:
+    /// one atomic load when there is nothing to do).
+    pub fn attention(&self) -> Attention {
+        let bits = self.attention.load(Ordering::Acquire);
+        if bits == 0 {
+            return Attention::None;
+        }
+        if bits & STOP != 0 {
+            return Attention::Park;
+        }
+        // Whoever takes the request ends the run; the others find it gone.
+        match self.end_request.lock().take() {
+            Some(ending) => Attention::End(ending),
+            None => Attention::None,
+        }
+    }
+
+    /// Asks for the run to end with `ending`, from any core (e.g. the one that took a device's
+    /// fault interrupt): every vCPU is interrupted and the first to see the request ends the
+    /// run on its own core, as if it had faulted itself. Ignored unless the slice is running
+    /// or when an ending is already asked for.
+    pub fn request_end(&self, ending: Ending) {
+        if *self.lifecycle.lock() != Lifecycle::Running {
+            return;
+        }
+        {
+            let mut request = self.end_request.lock();
+            if request.is_some() {
+                return;
+            }
+            *request = Some(ending);
+        }
+        self.attention.fetch_or(END, Ordering::AcqRel);
+        for vcpu in &self.vcpus {
+            gic::send_hypervisor_sgi(vcpu.mpidr);
+        }
     }
 
     /// Ends this run of the slice from `vcpu` (the calling core's, stopped here): stops
@@ -119,7 +173,8 @@ impl Slice {
                 return;
             }
             *lifecycle = Lifecycle::Stopping;
-            self.stop_requested.store(true, Ordering::Release);
+            self.attention.store(STOP, Ordering::Release);
+            *self.end_request.lock() = None;
         }
         let stopped = self.stop_other_vcpus();
         let quiet = self.devices.quiesce(&self.context());

@@ -10,14 +10,13 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use microvisor_arch::cpu;
 use microvisor_arch::memory::{self, SharedMemory};
 use microvisor_logic::exits::ExitCause;
 use microvisor_logic::guest_dt::{self, GicNode, GuestMachine};
 use microvisor_logic::inventory::{Inventory, Region};
-use microvisor_logic::pagetable::{Attributes, HeapTables, Regime, Translation};
 use microvisor_plan::bundle::Bundle;
 use microvisor_plan::layout::GUEST_RAM_BASE;
 use microvisor_plan::model::{CompiledPlan, OnFault};
@@ -25,6 +24,7 @@ use microvisor_plan::place::SlicePlacement;
 use microvisor_plan::{Arm64Header, GuestLayout};
 use spin::Mutex;
 
+use crate::devices::assigned::AssignedDevice;
 use crate::devices::gic::GicRegisters;
 use crate::devices::pci::PciHost;
 use crate::devices::uart::Uart;
@@ -32,21 +32,18 @@ use crate::devices::{Context, Devices, MmioDevice};
 use crate::nvme::slice_disk::SliceDisk;
 use crate::nvme::{HardwareQueue, physical::Physical};
 use crate::output;
+use crate::stage2::CpuStage2;
 use crate::vcpu::Vcpu;
 use crate::vgic::SliceGic;
 use images::BootImages;
-pub use lifecycle::{Ending, Next};
+pub use lifecycle::{Attention, Ending, Next};
 use lifecycle::Lifecycle;
 
-/// A slice's RAM as the hypervisor sees it.
+/// A slice's RAM as the hypervisor sees it, and its CPUs' stage-2 translation.
 pub struct SliceMemory {
     /// The RAM, shared with the guest (volatile accesses only).
     pub ram: SharedMemory,
-    // Kept alive: the hardware walks these tables.
-    _stage2: Translation<HeapTables>,
-    /// VTTBR_EL2 value: stage-2 root | VMID << 48.
-    pub vttbr: u64,
-    pub stage2_tables: usize,
+    pub stage2: CpuStage2,
 }
 
 /// What boot hands a slice of the node's NVMe controller: its window and queues.
@@ -73,11 +70,17 @@ pub struct Slice {
     /// The NVMe share (also behind the PCI host on the bus), for the partition table and
     /// interrupt routing.
     pub disk: Option<Arc<SliceDisk>>,
-    /// Index of the PCI host in `devices`, when there is one.
+    /// The PCI host (NVMe share and assigned functions), when there is one, and its index
+    /// in `devices`.
+    pub pci: Option<Arc<PciHost>>,
     pub pci_device: Option<usize>,
     images: BootImages,
     lifecycle: Mutex<Lifecycle>,
-    stop_requested: AtomicBool,
+    /// What the vCPUs must look at before they return to the guest (`lifecycle::STOP`,
+    /// `lifecycle::END`): one load on the way back.
+    attention: AtomicU8,
+    /// The ending another core asked for ([`Slice::request_end`]).
+    end_request: Mutex<Option<Ending>>,
     /// System counter value when the current run started.
     started_at: AtomicU64,
 }
@@ -93,6 +96,7 @@ impl Slice {
         inventory: &Inventory,
         bundle: &'static Bundle<'static>,
         disk: Option<DiskGrant>,
+        assigned: Vec<AssignedDevice>,
     ) -> Result<Slice, SetupError> {
         let spec = &plan.slices[index];
         let name = spec.name.clone();
@@ -121,14 +125,9 @@ impl Slice {
         let ram = Region::new(placement.ram.base, placement.ram.size);
         let region = memory::claim(ram)
             .map_err(|e| fail(format!("memory: cannot claim {ram:x?}: {e:?}")))?;
-        let mut stage2 = Translation::new(Regime::Stage2, HeapTables::new())
+        let vmid = (index + 1) as u16;
+        let stage2 = CpuStage2::new(vmid, GUEST_RAM_BASE, ram.base, ram.size)
             .map_err(|e| fail(format!("stage 2: {e:?}")))?;
-        stage2
-            .map(GUEST_RAM_BASE, ram.base, ram.size, Attributes::RAM)
-            .map_err(|e| fail(format!("stage 2: {e:?}")))?;
-        let vmid = (index + 1) as u64;
-        let vttbr = stage2.root() | vmid << 48;
-        let stage2_tables = stage2.store().len();
 
         let vcpus: Vec<Vcpu> = placement
             .cores
@@ -155,8 +154,10 @@ impl Slice {
             None => None,
         };
         let mut list: Vec<Arc<dyn MmioDevice>> = alloc::vec![uart.clone()];
-        let pci_device = disk.as_ref().map(|disk| {
-            list.push(Arc::new(PciHost::new(disk.clone())));
+        let pci = (disk.is_some() || !assigned.is_empty())
+            .then(|| Arc::new(PciHost::new(disk.clone(), assigned)));
+        let pci_device = pci.as_ref().map(|pci| {
+            list.push(pci.clone());
             list.len() - 1
         });
         let gic_node = GicNode {
@@ -185,15 +186,14 @@ impl Slice {
             vcpus,
             memory: SliceMemory {
                 ram: region.into_shared(),
-                _stage2: stage2,
-                vttbr,
-                stage2_tables,
+                stage2,
             },
             kernel_label: kernel.label.into(),
             gic,
             devices,
             uart,
             disk,
+            pci,
             pci_device,
             images: BootImages {
                 kernel: kernel.bytes,
@@ -202,7 +202,8 @@ impl Slice {
                 layout,
             },
             lifecycle: Mutex::new(Lifecycle::Stopped),
-            stop_requested: AtomicBool::new(false),
+            attention: AtomicU8::new(0),
+            end_request: Mutex::new(None),
             started_at: AtomicU64::new(0),
         })
     }
@@ -217,6 +218,7 @@ impl Slice {
         Context {
             gic: &self.gic,
             ram: &self.memory.ram,
+            stage2: &self.memory.stage2,
         }
     }
 

@@ -1,7 +1,8 @@
 //! Malformed firmware device trees: seeded mutations of QEMU virt's own tree, of the tree QEMU
 //! hands over with `-dtb` and of a generated one (bit flips, truncation, bogus lengths, offsets
 //! and header fields, FDT_NOP insertion, odd `#address-cells`/`#size-cells`, deep nesting,
-//! missing terminators, dropped and duplicated tokens). Reading the inventory must return `Ok`
+//! missing terminators, dropped and duplicated tokens), and random `iommu-map`, `msi-map` and
+//! SMMU `interrupts` values. Reading the inventory must return `Ok`
 //! or `Err` and never panic; every lookup on a tree that validates must terminate; NOPs
 //! inserted anywhere change nothing. Deterministic: a failure names its seed and case.
 
@@ -9,7 +10,7 @@ use alloc::string::String;
 use alloc::vec::Vec as AllocVec;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use super::tests::{QEMU_VIRT, QEMU_VIRT_HANDOVER, VirtTree};
+use super::tests::{QEMU_VIRT, QEMU_VIRT_HANDOVER, QEMU_VIRT_SMMUV3, SMMU_PHANDLE, VirtTree};
 use super::*;
 use crate::testing::Rng;
 
@@ -363,15 +364,25 @@ fn read_everything(blob: &[u8], case: &str) -> Result<Inventory, InventoryError>
             "{case}: RAM not sorted"
         );
         assert!(inv.ram.iter().all(|r| r.size > 0), "{case}: empty RAM bank");
+        // Every requester ID maps to some ID or to none, without panicking.
+        for rid in [0u16, 1, 0x8, 0xff, 0x100, 0x7fff, 0xffff] {
+            let _ = inv.stream_id(rid);
+            let _ = inv.pcie.map(|p| p.its_device_id(rid));
+        }
     }
     result
 }
 
-fn bases() -> [(&'static str, AllocVec<u8>); 3] {
+fn bases() -> [(&'static str, AllocVec<u8>); 5] {
+    let mut with_smmu = VirtTree::new(4, 1 << 30);
+    with_smmu.smmu = true;
+    with_smmu.msi_map = Some(alloc::vec![0, 0x800a, 0, 0x10000]);
     [
         ("qemu-virt", QEMU_VIRT.to_vec()),
         ("qemu-virt handed over", QEMU_VIRT_HANDOVER.to_vec()),
         ("generated", VirtTree::new(4, 1 << 30).build()),
+        ("qemu-virt with smmuv3", QEMU_VIRT_SMMUV3.to_vec()),
+        ("generated with smmuv3", with_smmu.build()),
     ]
 }
 
@@ -476,4 +487,81 @@ fn every_truncation_is_refused() {
             assert!(read_everything(&blob, &alloc::format!("cut to {keep}")).is_err());
         }
     }
+}
+
+/// A random `iommu-map`/`msi-map` value: usually whole entries with edge-case numbers,
+/// sometimes a ragged length.
+fn random_map(rng: &mut Rng) -> AllocVec<u32> {
+    let entries = rng.index(MAX_ID_MAP_ENTRIES + 3);
+    let mut cells = AllocVec::new();
+    let edge = |rng: &mut Rng| {
+        let random = rng.next() as u32;
+        rng.pick(&[
+            0u32,
+            1,
+            0xff,
+            0x100,
+            0xffff,
+            0x1_0000,
+            0xffff_ffff,
+            0x8000_0000,
+            random,
+        ])
+    };
+    for _ in 0..entries {
+        let random = rng.next() as u32;
+        let target = rng.pick(&[SMMU_PHANDLE, 0x800a, 0, random]);
+        cells.extend([edge(rng), target, edge(rng), edge(rng)]);
+    }
+    if rng.index(4) == 0 {
+        for _ in 0..1 + rng.index(3) {
+            cells.push(edge(rng));
+        }
+    }
+    cells
+}
+
+#[test]
+fn random_id_maps_never_panic_and_map_within_their_ranges() {
+    let mut rng = Rng(0x1033_0000);
+    let (mut accepted, mut refused) = (0, 0);
+    for case in 0..1500 {
+        let mut tree = VirtTree::new(1, 1 << 30);
+        tree.smmu = true;
+        tree.iommu_map = random_map(&mut rng);
+        tree.msi_map = (rng.index(2) == 0).then(|| random_map(&mut rng));
+        let label = alloc::format!(
+            "case {case}: iommu-map {:x?} msi-map {:x?}",
+            tree.iommu_map,
+            tree.msi_map
+        );
+        match read_everything(&tree.build(), &label) {
+            Ok(inv) => {
+                accepted += 1;
+                let map = inv.pcie.unwrap().iommu_map.unwrap();
+                for _ in 0..32 {
+                    let rid = rng.next() as u16;
+                    if let Some(m) = map.map(rid) {
+                        let entry = map
+                            .entries()
+                            .iter()
+                            .find(|e| {
+                                u32::from(rid) >= e.rid_base
+                                    && u32::from(rid) - e.rid_base < e.length
+                            })
+                            .unwrap_or_else(|| panic!("{label}: {rid:#x} mapped by no entry"));
+                        assert_eq!(m.id - entry.out_base, u32::from(rid) - entry.rid_base);
+                    }
+                }
+            }
+            Err(e) => {
+                assert!(matches!(e, InventoryError::Unreadable(_)), "{label}: {e:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        accepted > 100 && refused > 100,
+        "{accepted} accepted, {refused} refused"
+    );
 }

@@ -106,6 +106,7 @@ fn placed() -> Vec<PlacedBar> {
                 is_64bit: false,
                 prefetchable: false,
             },
+            pci: BAR1_PHYSICAL,
             cpu: Region::new(BAR1_PHYSICAL, 0x1000),
         },
         PlacedBar {
@@ -115,6 +116,7 @@ fn placed() -> Vec<PlacedBar> {
                 is_64bit: true,
                 prefetchable: true,
             },
+            pci: BAR4_PHYSICAL,
             cpu: Region::new(BAR4_PHYSICAL, 0x4000),
         },
     ]
@@ -387,6 +389,7 @@ fn a_bar_smaller_than_a_page_is_one_trapped_page() {
             is_64bit: false,
             prefetchable: false,
         },
+        pci: 0x80_1000_2100,
         cpu: Region::new(0x80_1000_2100, 0x100),
     });
     let mut f = assign_with(&virtio_net_words(), &bars).unwrap();

@@ -65,12 +65,15 @@ pub fn host() -> PcieHost {
     PcieHost {
         ecam: Region::new(0x40_1000_0000, 0x1000_0000),
         bus_start: 0,
+        bus_end: 0xff,
         mem32: Some(PciWindow {
             pci: MEM32_PCI,
             cpu: MEM32_CPU,
             size: MEM32_SIZE,
         }),
         mem64: None,
+        iommu_map: None,
+        msi_map: None,
     }
 }
 

@@ -1,0 +1,56 @@
+//! The stage-2 translation a slice's cores walk (docs/architecture.md, "Memory ownership"):
+//! its RAM, plus the directly mapped pages of its assigned functions' BARs while the guest
+//! decodes them. (Its assigned functions' DMA goes through another one, `crate::smmu::
+//! DeviceStage2`, which also maps the ITS page their MSIs need.)
+
+use microvisor_arch::virt;
+use microvisor_logic::pagetable::{Attributes, HeapTables, MapError, Regime, Translation};
+use spin::Mutex;
+
+/// The stage 2 the slice's cores walk.
+pub struct CpuStage2 {
+    tables: Mutex<Translation<HeapTables>>,
+    /// VTTBR_EL2 value: root | VMID << 48.
+    vttbr: u64,
+}
+
+impl CpuStage2 {
+    /// RAM at `ram_ipa` backed by physical `ram` (`size` bytes), tagged `vmid`.
+    pub fn new(vmid: u16, ram_ipa: u64, ram: u64, size: u64) -> Result<Self, MapError> {
+        let mut tables = Translation::new(Regime::Stage2, HeapTables::new())?;
+        tables.map(ram_ipa, ram, size, Attributes::RAM)?;
+        let vttbr = tables.root() | u64::from(vmid) << 48;
+        Ok(Self {
+            tables: Mutex::new(tables),
+            vttbr,
+        })
+    }
+
+    /// VTTBR_EL2 value for the slice's cores.
+    pub fn vttbr(&self) -> u64 {
+        self.vttbr
+    }
+
+    /// Tables in use (for the footprint report).
+    pub fn tables(&self) -> usize {
+        self.tables.lock().store().len()
+    }
+
+    /// Maps device registers at physical `physical` to IPA `ipa` (`size` bytes, whole pages)
+    /// for the guest to reach without exits.
+    pub fn map_device(&self, ipa: u64, physical: u64, size: u64) -> Result<(), MapError> {
+        self.tables
+            .lock()
+            .map(ipa, physical, size, Attributes::DEVICE)
+    }
+
+    /// Removes what [`CpuStage2::map_device`] mapped in `[ipa, ipa + size)` and discards the
+    /// translations every core may hold for it. Call it on a core of this slice (its VMID is
+    /// the current one) or while none of its vCPUs runs (each core discards its guest
+    /// translations before it enters the guest).
+    pub fn unmap_device(&self, ipa: u64, size: u64) -> Result<(), MapError> {
+        self.tables.lock().unmap(ipa, size)?;
+        virt::invalidate_guest_ipas(ipa, size);
+        Ok(())
+    }
+}
