@@ -138,11 +138,12 @@ impl SliceReport {
     }
 }
 
-/// The `n` of a `HEARTBEAT <n> ok` line.
+/// The `n` of a `HEARTBEAT <n> ok` (or `HEARTBEAT <n> ok nvme-ok`) line.
 pub fn heartbeat_number(text: &str) -> Option<u64> {
     let rest = text.strip_prefix("HEARTBEAT ")?;
     let (n, tail) = rest.split_once(' ')?;
-    (tail == "ok").then_some(())?;
+    // A healthy beat: its RAM canary, and its NVMe canary when it checks one.
+    matches!(tail, "ok" | "ok nvme-ok").then_some(())?;
     n.parse().ok()
 }
 
@@ -242,6 +243,8 @@ mod tests {
     fn reads_heartbeat_numbers() {
         assert_eq!(heartbeat_number("HEARTBEAT 7 ok"), Some(7));
         assert_eq!(heartbeat_number("HEARTBEAT 7 bad"), None);
+        assert_eq!(heartbeat_number("HEARTBEAT 8 ok nvme-ok"), Some(8));
+        assert_eq!(heartbeat_number("HEARTBEAT 8 ok nvme-CORRUPT"), None);
         assert_eq!(heartbeat_number("HEARTBEAT x ok"), None);
         assert_eq!(heartbeat_number("PROBE PASS"), None);
     }

@@ -149,6 +149,14 @@ pub enum Expect {
     /// After the first line matching `after`, no line matches `pattern` (e.g. a stopped slice
     /// prints nothing more).
     NeverAfter { after: Pattern, pattern: Pattern },
+    /// Lines matching `pattern` may appear only inside a window: from a line matching `from`
+    /// up to the next line matching `until` (a later `from` opens a new window). One outside
+    /// is a violation (e.g. a failed transfer while the peer was not restarting).
+    OnlyBetween {
+        pattern: Pattern,
+        from: Pattern,
+        until: Pattern,
+    },
     /// QEMU exits by itself.
     QemuExits,
 }
@@ -239,6 +247,14 @@ impl fmt::Display for Expect {
             ),
             Expect::Never(pattern) => write!(f, "no line {pattern}"),
             Expect::NeverAfter { after, pattern } => write!(f, "after {after}: no line {pattern}"),
+            Expect::OnlyBetween {
+                pattern,
+                from,
+                until,
+            } => write!(
+                f,
+                "lines {pattern} only between {from} and the next {until}"
+            ),
             Expect::QemuExits => write!(f, "QEMU exits by itself"),
         }
     }
@@ -276,7 +292,9 @@ impl Checker {
             .into_iter()
             .map(|e| {
                 let done = match &e {
-                    Expect::Never(_) | Expect::NeverAfter { .. } => true,
+                    Expect::Never(_) | Expect::NeverAfter { .. } | Expect::OnlyBetween { .. } => {
+                        true
+                    }
                     Expect::Attacks { attacks, .. } => attacks.is_empty(),
                     _ => false,
                 };
@@ -513,6 +531,22 @@ impl Checker {
                             Some(format!("line {number} is forbidden ({pattern}): {raw}"));
                     }
                 }
+                Expect::OnlyBetween {
+                    pattern,
+                    from,
+                    until,
+                } => {
+                    if pattern.matches(line, raw) && !state.triggered {
+                        state.violation = Some(format!(
+                            "line {number} ({pattern}) is allowed only between {from} and the \
+                             next {until}: {raw}"
+                        ));
+                    } else if from.matches(line, raw) {
+                        state.triggered = true;
+                    } else if until.matches(line, raw) {
+                        state.triggered = false;
+                    }
+                }
                 Expect::NeverAfter { after, pattern } => {
                     if !state.triggered {
                         state.triggered = after.matches(line, raw);
@@ -620,6 +654,49 @@ mod tests {
             cpus,
             memory_bytes: mib << 20,
         }
+    }
+
+    #[test]
+    fn only_between_allows_lines_inside_each_window() {
+        let only = || {
+            Checker::new(vec![Expect::OnlyBetween {
+                pattern: slice("web", "^NET GET 10.10.0.2 failed$"),
+                from: slice("db", "^PROBE ACTION reboot$"),
+                until: slice("web", "^NET GET 10.10.0.2 ok "),
+            }])
+        };
+        let ok = "[web] NET GET 10.10.0.2 ok slice db";
+        let failed = "[web] NET GET 10.10.0.2 failed";
+        let reboot = "[db] PROBE ACTION reboot";
+        let mut c = only();
+        assert!(c.satisfied());
+        feed(
+            &mut c,
+            &[ok, reboot, failed, failed, ok, reboot, failed, ok].join("\n"),
+        );
+        assert!(
+            c.satisfied() && c.violation().is_none(),
+            "{:?}",
+            c.violation()
+        );
+
+        let mut c = only();
+        feed(&mut c, &[ok, failed].join("\n"));
+        let why = c.violation().expect("a failure before the reboot");
+        assert!(
+            why.starts_with(
+                "line 2 ([web] /^NET GET 10.10.0.2 failed$/) is allowed only between \
+                 [db] /^PROBE ACTION reboot$/ and the next [web] /^NET GET 10.10.0.2 ok /"
+            ),
+            "{why}"
+        );
+
+        let mut c = only();
+        feed(&mut c, &[reboot, failed, ok, failed].join("\n"));
+        assert!(
+            c.violation().unwrap().starts_with("line 4 "),
+            "the window closed"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!   `unverified` (checked in every scenario).
 //! - [`input`]: bytes typed on the node console when given lines appear (`Ctrl-A` focus, exit
 //!   counters, shell commands).
+//! - [`host_get`]: pages the host fetches from a slice through its forwarded host NIC port.
 //! - [`runner`]: one QEMU process under a hard timeout, killed on drop, log always written.
 //! - [`images`]: build once per test binary, per-scenario images and logs under `target/`.
 //! - [`scenario`]: a node, a plan, a boot path and expectations; `run()` does the rest.
@@ -21,6 +22,7 @@ pub mod console;
 pub mod disk;
 pub mod expect;
 pub mod firmware_dt;
+pub mod host_get;
 pub mod images;
 pub mod input;
 pub mod layering;
@@ -30,6 +32,7 @@ pub mod scenario;
 
 pub use expect::{Expect, Pattern, any, any_slice, hv, lit, slice};
 pub use firmware_dt::FirmwareTree;
+pub use host_get::{HOST_GET_TIMEOUT, HostGet};
 pub use input::{EXIT_COUNTERS, Input, focus, focused, shell_line, shell_ready};
 pub use plans::{linux_slice, plan, probe_slice, with_device, with_nvme};
 pub use scenario::{

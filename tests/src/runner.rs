@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::console::Line;
 use crate::expect::{Checker, Expect};
+use crate::host_get::{Fetcher, PortGet, fetch};
 use crate::input::{Input, Typed, Typist, show_bytes};
 
 /// A child process killed (and reaped) when dropped (shared with `cargo xtask bench`).
@@ -26,6 +27,9 @@ pub struct Run {
     pub expects: Vec<Expect>,
     /// Typed into stdin, in order, as their trigger lines appear.
     pub input: Vec<Input>,
+    /// Pages the host fetches through forwarded ports as their trigger lines appear; each must
+    /// succeed like an expectation.
+    pub host_gets: Vec<PortGet>,
     /// Hard limit for the whole run.
     pub timeout: Duration,
     /// Fail early when no line arrives for this long (a hung run).
@@ -70,6 +74,8 @@ impl Outcome {
 enum Event {
     Line(String),
     Eof,
+    /// A host fetch ended (its index in [`Run::host_gets`]).
+    Fetched(usize, Result<String, String>),
 }
 
 /// Starts the command and checks its serial lines until every expectation holds, one is
@@ -79,6 +85,7 @@ pub fn run(mut spec: Run) -> Outcome {
     let command_line = xtask::workspace::render(&spec.command);
     let mut checker = Checker::new(std::mem::take(&mut spec.expects));
     let mut typist = Typist::new(std::mem::take(&mut spec.input));
+    let mut fetcher = Fetcher::new(std::mem::take(&mut spec.host_gets));
     let mut lines = Vec::new();
     let mut stderr_text = String::new();
     spec.command.stdin(if typist.waiting().is_some() {
@@ -93,22 +100,23 @@ pub fn run(mut spec: Run) -> Outcome {
             let mut stdin = child.0.stdin.take();
             let (tx, rx) = mpsc::channel();
             let stdout = child.0.stdout.take().expect("stdout must be piped");
+            let tx_fetch = tx.clone();
             let reader = thread::spawn(move || read_lines(stdout, tx));
             let stderr = child.0.stderr.take().map(collect_stderr);
             let deadline = started + spec.timeout;
             let mut last_line = Instant::now();
             let mut status: Option<ExitStatus> = None;
             let result = loop {
-                if let Some(why) = checker.violation() {
+                if let Some(why) = checker.violation().or(fetcher.violation()) {
                     break Err(why.to_string());
                 }
-                if checker.satisfied() {
+                if checker.satisfied() && fetcher.satisfied() {
                     break Ok(());
                 }
                 if let Some(status) = status {
                     break Err(format!(
                         "QEMU exited ({status}) while still waiting for: {}",
-                        waiting_for(&checker, &typist)
+                        waiting_for(&checker, &typist, &fetcher)
                     ));
                 }
                 let now = Instant::now();
@@ -122,6 +130,13 @@ pub fn run(mut spec: Run) -> Outcome {
                             line = line.attributed_to(name);
                         }
                         checker.observe(&line, &raw);
+                        for (index, port, contains, timeout) in fetcher.observe(&line, &raw) {
+                            let tx = tx_fetch.clone();
+                            thread::spawn(move || {
+                                let _ =
+                                    tx.send(Event::Fetched(index, fetch(port, &contains, timeout)));
+                            });
+                        }
                         let keys = typist.observe(&line, &raw);
                         lines.push(raw);
                         if !keys.is_empty()
@@ -134,6 +149,7 @@ pub fn run(mut spec: Run) -> Outcome {
                             ));
                         }
                     }
+                    Ok(Event::Fetched(index, result)) => fetcher.finish(index, result),
                     Ok(Event::Eof) | Err(RecvTimeoutError::Disconnected) => {
                         status = Some(wait_exit(&mut child.0, Duration::from_secs(10)));
                         checker.qemu_exited();
@@ -142,14 +158,14 @@ pub fn run(mut spec: Run) -> Outcome {
                         break Err(format!(
                             "no console output for {} s (hung?) while waiting for: {}",
                             spec.silence.as_secs(),
-                            waiting_for(&checker, &typist)
+                            waiting_for(&checker, &typist, &fetcher)
                         ));
                     }
                     Err(RecvTimeoutError::Timeout) => {
                         break Err(format!(
                             "timed out after {} s still waiting for: {}",
                             spec.timeout.as_secs(),
-                            waiting_for(&checker, &typist)
+                            waiting_for(&checker, &typist, &fetcher)
                         ));
                     }
                 }
@@ -163,6 +179,7 @@ pub fn run(mut spec: Run) -> Outcome {
                 match event {
                     Event::Line(l) => lines.push(l),
                     Event::Eof => break,
+                    Event::Fetched(..) => {}
                 }
             }
             drop(reader);
@@ -178,7 +195,7 @@ pub fn run(mut spec: Run) -> Outcome {
         &spec,
         &command_line,
         &lines,
-        typist.typed(),
+        &log_notes(typist.typed(), fetcher.report()),
         &stderr_text,
         &result,
         started.elapsed(),
@@ -190,9 +207,10 @@ pub fn run(mut spec: Run) -> Outcome {
     }
 }
 
-/// The pending expectations and the input still waiting, for failure messages.
-fn waiting_for(checker: &Checker, typist: &Typist) -> String {
+/// The pending expectations, host fetches and the input still waiting, for failure messages.
+fn waiting_for(checker: &Checker, typist: &Typist, fetcher: &Fetcher) -> String {
     let mut pending = checker.pending();
+    pending.extend(fetcher.pending());
     pending.extend(typist.waiting());
     pending.join("; ")
 }
@@ -236,11 +254,28 @@ fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+/// The log's notes on what was typed and fetched, one header line each (without `# `).
+fn log_notes(typed: &[Typed], fetched: Vec<String>) -> Vec<String> {
+    let mut notes: Vec<String> = typed
+        .iter()
+        .map(|t| {
+            format!(
+                "input {}: typed \"{}\" after line {}",
+                t.index + 1,
+                show_bytes(&t.bytes),
+                t.line
+            )
+        })
+        .collect();
+    notes.extend(fetched);
+    notes
+}
+
 fn write_log(
     spec: &Run,
     command_line: &str,
     lines: &[String],
-    typed: &[Typed],
+    notes: &[String],
     stderr: &str,
     result: &Result<(), String>,
     elapsed: Duration,
@@ -254,13 +289,8 @@ fn write_log(
         "# elapsed: {:.1} s (not asserted)\n",
         elapsed.as_secs_f64()
     ));
-    for t in typed {
-        text.push_str(&format!(
-            "# input {}: typed \"{}\" after line {}\n",
-            t.index + 1,
-            show_bytes(&t.bytes),
-            t.line
-        ));
+    for note in notes {
+        text.push_str(&format!("# {note}\n"));
     }
     for line in lines {
         text.push_str(line);
@@ -317,6 +347,7 @@ mod tests {
             command: shell(script),
             expects,
             input: Vec::new(),
+            host_gets: Vec::new(),
             timeout: Duration::from_millis(timeout_ms),
             silence: Duration::from_secs(60),
             bare_lines_are: None,
@@ -515,6 +546,88 @@ mod tests {
         let why = out.result.unwrap_err();
         assert!(why.contains("cannot type \"x\\n\" after line 1"), "{why}");
         std::fs::remove_file(&out.log).unwrap();
+    }
+
+    /// A one-page server on a free loopback port answering every connection with `page`.
+    fn page_server(page: &'static str) -> u16 {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(format!("HTTP/1.0 200 OK\r\n\r\n{page}").as_bytes());
+            }
+        });
+        port
+    }
+
+    fn host_get(port: u16, contains: &str, timeout_ms: u64) -> PortGet {
+        use crate::host_get::HostGet;
+        PortGet {
+            get: HostGet {
+                slice: "web".into(),
+                after: slice("web", "^HTTPD 80 started$"),
+                nth: 1,
+                contains: contains.into(),
+                timeout: Duration::from_millis(timeout_ms),
+            },
+            port,
+            nic: "02:00.0".into(),
+        }
+    }
+
+    #[test]
+    fn host_gets_run_after_their_line_and_must_succeed() {
+        let port = page_server("<h1>slice web</h1>");
+        let mut s = spec(
+            "host_get",
+            "echo '[web] HTTPD 80 started'; exec sleep 60",
+            vec![Expect::line(slice("web", "^HTTPD"))],
+            30_000,
+        );
+        s.host_gets = vec![host_get(port, "<h1>slice web</h1>", 10_000)];
+        let out = run(s);
+        assert!(out.result.is_ok(), "{:?}", out.result);
+        let log = std::fs::read_to_string(&out.log).unwrap();
+        assert!(
+            log.contains(&format!(
+                "# host GET http://127.0.0.1:{port}/ (slice web's host NIC 02:00.0) after"
+            )) && log.contains(": ok after line 1: status 200"),
+            "{log}"
+        );
+        assert_eq!(read_log(&out.log).unwrap(), out.lines);
+        std::fs::remove_file(&out.log).unwrap();
+
+        // The wrong page fails the run, with what came instead.
+        let mut s = spec(
+            "host_get_wrong",
+            "echo '[web] HTTPD 80 started'; exec sleep 60",
+            vec![],
+            30_000,
+        );
+        s.host_gets = vec![host_get(port, "<h1>slice db</h1>", 700)];
+        let why = run(s).result.unwrap_err();
+        assert!(
+            why.contains("(slice web's host NIC 02:00.0)")
+                && why.contains("no page containing \"<h1>slice db</h1>\"")
+                && why.contains("<h1>slice web</h1>"),
+            "{why}"
+        );
+
+        // A fetch whose line never comes is pending.
+        let mut s = spec(
+            "host_get_never",
+            "echo '[db] x'; exec sleep 60",
+            vec![],
+            300,
+        );
+        s.host_gets = vec![host_get(port, "x", 700)];
+        let why = run(s).result.unwrap_err();
+        assert!(
+            why.contains("timed out") && why.contains("host GET"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -35,8 +35,9 @@ use xtask::node::{Disk, Iommu, Node, RAM_BASE};
 use xtask::qemu::{Boot, Console, Firmware};
 
 use crate::attack_lines::requested_attacks;
-use crate::expect::{Expect, any_slice, hv, lit};
+use crate::expect::{Expect, Pattern, any_slice, hv, lit};
 use crate::firmware_dt::{self, FirmwareTree};
+use crate::host_get::{HOST_GET_TIMEOUT, HostGet, PortGet};
 use crate::images::{built, corrupt_bundled_image};
 use crate::input::Input;
 use crate::runner::{Outcome, Run, run};
@@ -103,6 +104,8 @@ pub struct Scenario {
     pub cmdline: Option<String>,
     /// Typed on the node console, in order, as their lines appear.
     pub input: Vec<Input>,
+    /// Pages the host fetches from slices through their host NICs' forwarded ports.
+    pub host_gets: Vec<HostGet>,
     /// Whose disk files the node gets (`<disk_name>-nvme<i>.raw`); the scenario's own name
     /// unless [`same_disk_as`](Self::same_disk_as) says otherwise.
     pub disk_name: Option<String>,
@@ -151,6 +154,7 @@ impl Scenario {
             tamper: None,
             cmdline: None,
             input: Vec::new(),
+            host_gets: Vec::new(),
             disk_name: None,
             keep_disk: false,
             slices_start: true,
@@ -252,6 +256,57 @@ impl Scenario {
     pub fn input(mut self, input: Input) -> Scenario {
         self.input.push(input);
         self
+    }
+
+    /// Once the `nth` line matching `after` has appeared (1 = the first), the host fetches `/`
+    /// from `127.0.0.1:<port>`, the loopback port QEMU forwards in this boot to port 80 of the
+    /// `network = "host"` NIC that slice `slice` is given (`[[slice.device]]`; natively: the
+    /// node's first host NIC), retrying for up to [`HOST_GET_TIMEOUT`] until the answer is 200
+    /// and its body contains `contains`. Until then the fetch is pending like an expectation; if
+    /// it gives up, the run fails with the URL, the slice, the NIC and the last answer.
+    pub fn host_get(mut self, slice: &str, after: Pattern, nth: usize, contains: &str) -> Scenario {
+        assert!(
+            nth >= 1,
+            "scenario {}: host_get nth counts from 1",
+            self.name
+        );
+        self.host_gets.push(HostGet {
+            slice: slice.to_string(),
+            after,
+            nth,
+            contains: contains.to_string(),
+            timeout: HOST_GET_TIMEOUT,
+        });
+        self
+    }
+
+    /// Each [`HostGet`] with the port of its slice's host NIC among `forwards` (the ports of one
+    /// launch). Panics when a slice has no host NIC: the scenario is wrong.
+    pub fn resolve_host_gets(&self, forwards: &[xtask::qemu::HostForward]) -> Vec<PortGet> {
+        if self.host_gets.is_empty() {
+            return Vec::new();
+        }
+        let given: Vec<(String, Vec<microvisor_plan::PciAddress>)> = match self.boot {
+            BootPath::Native => vec![(
+                NATIVE_SLICE.to_string(),
+                forwards.iter().map(|f| f.address).collect(),
+            )],
+            _ => {
+                let plan = self.parsed_plan();
+                let placed =
+                    microvisor_plan::place_devices(&plan, &self.load_node().pci_functions())
+                        .unwrap_or_else(|e| {
+                            panic!("scenario {}: devices cannot be placed: {e}", self.name)
+                        });
+                plan.slices
+                    .into_iter()
+                    .map(|s| s.name)
+                    .zip(placed)
+                    .collect()
+            }
+        };
+        ports_for(&self.host_gets, &given, forwards)
+            .unwrap_or_else(|why| panic!("scenario {}: {why}", self.name))
     }
 
     /// Hands the image `tree` with `-dtb` (written to `target/test-images/<name>.dtb`), as a
@@ -556,21 +611,52 @@ impl Scenario {
             .firmware_tree
             .map(|tree| firmware_dt::prepare(tree, &boot, &built.image_path(&self.name, "dtb")));
         boot.dtb = dtb.as_deref();
-        let mut command = boot
-            .command()
+        let mut launch = boot
+            .launch()
             .unwrap_or_else(|e| panic!("scenario {}: {e:#}", self.name));
-        command.args(&self.qemu_args);
+        launch.command.args(&self.qemu_args);
+        let host_gets = self.resolve_host_gets(&launch.forwards);
         run(Run {
             name: self.name.clone(),
-            command,
+            command: launch.command,
             expects: self.expects,
             input: self.input,
+            host_gets,
             timeout: self.timeout,
             silence: SILENCE_LIMIT,
             bare_lines_are: (self.boot == BootPath::Native).then(|| NATIVE_SLICE.to_string()),
             log: built.log_path(&self.name),
         })
     }
+}
+
+/// Each fetch of `gets` with the port of the forward (`forwards`, one launch's) whose NIC is
+/// among the functions its slice was given (`given`: slice name, its functions); `Err` names
+/// a slice without a forwarded NIC.
+pub fn ports_for(
+    gets: &[HostGet],
+    given: &[(String, Vec<microvisor_plan::PciAddress>)],
+    forwards: &[xtask::qemu::HostForward],
+) -> Result<Vec<PortGet>, String> {
+    gets.iter()
+        .map(|get| {
+            let forward = given
+                .iter()
+                .find(|(name, _)| *name == get.slice)
+                .and_then(|(_, addresses)| forwards.iter().find(|f| addresses.contains(&f.address)))
+                .ok_or_else(|| {
+                    format!(
+                        "slice {} has no host NIC to fetch from (forwarded: {forwards:?})",
+                        get.slice
+                    )
+                })?;
+            Ok(PortGet {
+                get: get.clone(),
+                port: forward.port,
+                nic: forward.address.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// The lowest IPA of a slice's RAM (QEMU `virt` RAM base).
@@ -617,6 +703,43 @@ mod tests {
         assert!(s.slices_start);
         let refused = s.refused_at_boot("no");
         assert!(!refused.slices_start, "no slice starts, no attack runs");
+    }
+
+    #[test]
+    fn host_gets_go_through_the_forward_of_a_nic_the_slice_was_given() {
+        use crate::expect::slice;
+        use microvisor_plan::PciAddress;
+        use xtask::node::Node;
+        use xtask::qemu::HostForward;
+        let at = |t: &str| PciAddress::parse(t).unwrap();
+        let forward = |nic: usize, port: u16| HostForward {
+            nic,
+            address: Node::nic_address(nic).unwrap(),
+            mac: Node::nic_mac(nic),
+            port,
+        };
+        let forwards = [forward(1, 4001), forward(3, 4003)];
+        let given = vec![
+            ("web".to_string(), vec![at("01:00.0"), at("02:00.0")]),
+            ("db".to_string(), vec![at("03:00.0"), at("04:00.0")]),
+            ("batch".to_string(), vec![at("01:00.0")]),
+        ];
+        let get = |name: &str| HostGet {
+            slice: name.into(),
+            after: slice(name, "^HTTPD"),
+            nth: 1,
+            contains: String::new(),
+            timeout: HOST_GET_TIMEOUT,
+        };
+        let ports = ports_for(&[get("db"), get("web")], &given, &forwards).unwrap();
+        let got: Vec<(u16, &str)> = ports.iter().map(|p| (p.port, p.nic.as_str())).collect();
+        assert_eq!(got, [(4003, "04:00.0"), (4001, "02:00.0")]);
+        let why = ports_for(&[get("batch")], &given, &forwards).unwrap_err();
+        assert!(
+            why.starts_with("slice batch has no host NIC to fetch from"),
+            "{why}"
+        );
+        assert!(ports_for(&[get("nobody")], &given, &forwards).is_err());
     }
 
     #[test]

@@ -267,6 +267,21 @@ fn functions_the_node_cannot_give() {
         &smmu_node(1),
         &[r#"slice "web": device 00:00.0: is a host bridge (class 06 00 00)"#],
     );
+    // The root port in front of the default node's NIC 0 (00:10.0): a bridge forwards other
+    // functions' traffic, so it is no function to give.
+    assert_refused_on_node(
+        "device_root_port",
+        &with_devices("web", &["pci = \"00:10.0\""]),
+        "default",
+        &[r#"slice "web": device 00:10.0: is a PCI-to-PCI bridge (class 06 04 00)"#],
+    );
+    // The same NIC twice in one slice.
+    assert_refused_on_node(
+        "device_twice_in_one_slice",
+        &with_devices("web", &["pci = \"01:00.0\"", "pci = \"01:00.0\""]),
+        "default",
+        &[r#"slice "web": device 01:00.0: listed twice"#],
+    );
     assert_refused_on_node(
         "device_shared_nvme",
         &plan(&[

@@ -26,8 +26,10 @@
 #   HEARTBEAT <n> ok                  microvisor.heartbeat=<ms>
 #   PROBE ACTION reboot|poweroff      microvisor.action=reboot-after:<s>|poweroff-after:<s>
 #   DISK ...                          microvisor.disk=<step>[,<step>...], see disk_steps below
+#   NET ...                           microvisor.net=<step>[,<step>...], see net_steps below
 #
-# `/init disk <step>[,<step>...]` typed in the slice's shell runs the same disk steps.
+# `/init disk <step>[,<step>...]` typed in the slice's shell runs the same disk steps, and
+# `/init net <step>[,<step>...]` the same network steps.
 #
 # MICROVISOR_INIT_ROOT (host tests only) prefixes the /proc, /sys, /lib and /etc paths read,
 # and makes the script stop after the report (after the network set-up and the report when
@@ -457,6 +459,112 @@ disk_steps() {
 	echo "DISK done $1"
 }
 
+# --- Network steps (microvisor.net=<steps>): stable lines, parsed by tests ----------------
+#
+# Run in the background once the NICs are up and httpd started, so the shell does not wait.
+#
+#   NET GET <a.b.c.d> ok <summary>    http://<a.b.c.d>/ answered; <summary> is the text of the
+#                                     page's first <h1> ("slice web"), else its first 40
+#                                     characters (printable, others as ?), else "empty"
+#   NET GET <a.b.c.d> failed          no page (no answer, refused, an HTTP error)
+#   NET at <s>                        the uptime reached <s> s
+#   NET done <steps> | NET FAIL unknown-step <step> | NET FAIL bad-address <step>
+#
+# Steps:
+#   wget:<a.b.c.d>        fetch the page, tried again 1 s apart while it fails, for up to
+#                         NET_WAIT_TRIES tries and NET_WAIT_S seconds of uptime (the peer may
+#                         still be booting): one line
+#   watch:<a.b.c.d>:<n>   <n> single tries 1 s apart: one line each (a transfer that keeps
+#                         working, or stops while the peer is down)
+#   at:<s>                wait until Linux has been up <s> seconds
+# Every try is bounded: wget under timeout NET_TRY_S.
+
+NET_TMP=${MICROVISOR_NET_TMP:-/tmp}
+NET_WAIT_TRIES=60
+NET_WAIT_S=60
+NET_TRY_S=5
+
+# The uptime in whole seconds.
+uptime_s() {
+	cut -d. -f1 "$R/proc/uptime"
+}
+
+# Whether $1 is a dotted IPv4 address (four decimal parts).
+is_ipv4() {
+	case $1 in
+	*[!0-9.]* | *..* | .* | *. | *.*.*.*.*) return 1 ;;
+	*.*.*.*) return 0 ;;
+	*) return 1 ;;
+	esac
+}
+
+# One try at http://$1/: prints "NET GET $1 ok <summary>" and returns 0, or returns 1 silently.
+net_get_once() {
+	rm -f "$NET_TMP/net.page"
+	# No -T: Debian's busybox-static 1.35 wget crashes with it (SIGSEGV, seen natively).
+	timeout "$NET_TRY_S" wget -q -O "$NET_TMP/net.page" "http://$1/" >/dev/null 2>&1 ||
+		return 1
+	[ -f "$NET_TMP/net.page" ] || return 1
+	summary=$(tr -d '\000\r' <"$NET_TMP/net.page" | tr '\n' ' ' | sed 's/<[hH]1>/\n/' |
+		sed -n '2{s/<.*//;p;}' | head -c 60)
+	if [ -z "$summary" ]; then
+		summary=$(head -c 40 "$NET_TMP/net.page" | tr -c 'A-Za-z0-9 .:_/<>=-' '?')
+	fi
+	echo "NET GET $1 ok ${summary:-empty}"
+	rm -f "$NET_TMP/net.page"
+}
+
+# Runs the comma-separated network steps $1.
+net_steps() {
+	for step in $(echo "$1" | tr ',' ' '); do
+		case $step in
+		wget:*)
+			ip=${step#wget:}
+			if ! is_ipv4 "$ip"; then
+				echo "NET FAIL bad-address $step"
+				continue
+			fi
+			until_s=$(($(uptime_s) + NET_WAIT_S))
+			tries=0
+			until net_get_once "$ip"; do
+				tries=$((tries + 1))
+				if [ "$tries" -ge "$NET_WAIT_TRIES" ] || [ "$(uptime_s)" -ge "$until_s" ]; then
+					echo "NET GET $ip failed"
+					break
+				fi
+				usleep 1000000
+			done
+			;;
+		watch:*:*)
+			ip=${step#watch:}
+			n=${ip#*:}
+			ip=${ip%%:*}
+			if ! is_ipv4 "$ip"; then
+				echo "NET FAIL bad-address $step"
+				continue
+			fi
+			is_number net "$n" || continue
+			i=0
+			while [ "$i" -lt "$n" ]; do
+				[ "$i" -eq 0 ] || usleep 1000000
+				net_get_once "$ip" || echo "NET GET $ip failed"
+				i=$((i + 1))
+			done
+			;;
+		at:*)
+			if is_number net "${step#at:}"; then
+				while [ "$(uptime_s)" -lt "${step#at:}" ]; do
+					usleep 200000 2>/dev/null || sleep 1
+				done
+				echo "NET at ${step#at:}"
+			fi
+			;;
+		*) echo "NET FAIL unknown-step $step" ;;
+		esac
+	done
+	echo "NET done $1"
+}
+
 # Prints "PROBE WARN cmdline bad-number <key>=..." unless $2 is a decimal number.
 is_number() {
 	case $2 in
@@ -473,6 +581,7 @@ options() {
 	heartbeat=
 	action=
 	disk=
+	net=
 	httpd=
 	set -f
 	for word in $cmdline; do
@@ -481,6 +590,7 @@ options() {
 		microvisor.heartbeat=*) heartbeat=${word#*=} ;;
 		microvisor.action=*) action=${word#*=} ;;
 		microvisor.disk=*) disk=${word#*=} ;;
+		microvisor.net=*) net=${word#*=} ;;
 		microvisor.httpd=*) httpd=${word#*=} ;;
 		microvisor.ip=*) ;;
 		esac
@@ -502,6 +612,9 @@ options() {
 		;;
 	*) echo "PROBE WARN cmdline bad-httpd microvisor.httpd=\"$httpd\"" ;;
 	esac
+
+	# In the background: the peer may still be booting, and a watch lasts.
+	[ -z "$net" ] || net_steps "$net" &
 
 	if [ -n "$load" ] && is_number load "$load" && [ "$load" -gt 0 ]; then
 		i=0
@@ -549,9 +662,17 @@ if [ "$$" -ne 1 ] && [ "${1:-}" = disk ]; then
 	exit 0
 fi
 
+# Typed in the slice's shell: /init net <steps>.
+if [ "$$" -ne 1 ] && [ "${1:-}" = net ]; then
+	net_steps "${2:-}"
+	exit 0
+fi
+
 if [ -n "$R" ]; then
 	if [ -n "${MICROVISOR_INIT_DISK:-}" ]; then
 		disk_steps "$MICROVISOR_INIT_DISK"
+	elif [ -n "${MICROVISOR_INIT_NET_STEPS:-}" ]; then
+		net_steps "$MICROVISOR_INIT_NET_STEPS"
 	else
 		[ "${MICROVISOR_INIT_NET:-}" = 1 ] && net_up
 		report

@@ -118,6 +118,34 @@ impl FakeRoot {
         bin
     }
 
+    /// Runs the network steps `steps` of `/init` with a fake `wget` that serves `pages/<ip>`
+    /// (after failing as many times as `fail-first/<ip>` says) and a `usleep` that returns at
+    /// once; `proc/uptime` gives the uptime. Returns the output lines.
+    fn net_steps(&self, steps: &str) -> Vec<String> {
+        let bin = self.fake_tools();
+        let root = self.dir.display();
+        let wget = format!(
+            "#!/bin/sh\n\
+             while [ $# -gt 0 ]; do case $1 in -O) o=$2; shift ;; http://*) u=$1 ;; esac; shift; done\n\
+             ip=${{u#http://}}; ip=${{ip%/}}\n\
+             echo \"wget $ip\" >>{root}/log\n\
+             f={root}/fail-first/$ip\n\
+             if [ -f \"$f\" ] && [ \"$(cat \"$f\")\" -gt 0 ]; then echo $(($(cat \"$f\") - 1)) >\"$f\"; exit 1; fi\n\
+             [ -f {root}/pages/$ip ] || exit 1\n\
+             cat {root}/pages/$ip >\"$o\"\n"
+        );
+        std::fs::write(bin.join("wget"), wget).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join("wget"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tmp = self.dir.join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        self.run(&[
+            ("MICROVISOR_INIT_NET_STEPS", steps.as_ref()),
+            ("MICROVISOR_INIT_PATH", bin.as_os_str()),
+            ("MICROVISOR_NET_TMP", tmp.as_os_str()),
+        ])
+    }
+
     /// The fake tools' log.
     fn log(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.join("log"))
@@ -522,4 +550,49 @@ fn an_nvme_function_without_a_namespace_fails_and_a_host_bridge_alone_does_not()
         (Some(4 << 20), Some(1))
     );
     assert_eq!(lines[1], "PROBE PASS");
+}
+
+#[test]
+fn net_steps_fetch_pages_wait_for_a_peer_and_watch_it() {
+    let root = FakeRoot::new("net-steps");
+    root.write("proc/uptime", b"12.34 20.00\n")
+        .write(
+            "pages/10.10.0.2",
+            b"<!DOCTYPE html>\n<title>slice db</title>\n<h1>slice db</h1>\n",
+        )
+        .write("pages/10.10.0.3", b"plain\x01text")
+        .write("fail-first/10.10.0.2", b"2\n");
+    let lines = root.net_steps("wget:10.10.0.2,watch:10.10.0.3:2,at:12,watch:10.10.0.9:1");
+    assert_eq!(
+        lines,
+        [
+            "NET GET 10.10.0.2 ok slice db",
+            "NET GET 10.10.0.3 ok plain?text",
+            "NET GET 10.10.0.3 ok plain?text",
+            "NET at 12",
+            "NET GET 10.10.0.9 failed",
+            "NET done wget:10.10.0.2,watch:10.10.0.3:2,at:12,watch:10.10.0.9:1",
+        ]
+    );
+    let tries = root.log().iter().filter(|l| *l == "wget 10.10.0.2").count();
+    assert_eq!(tries, 3, "two failures, then the page");
+}
+
+#[test]
+fn net_steps_give_up_on_a_silent_peer_and_name_bad_steps() {
+    let root = FakeRoot::new("net-steps-bad");
+    root.write("proc/uptime", b"5.00 5.00\n");
+    let lines = root.net_steps("wget:10.10.0.7,wget:10.10.0,watch:10.10.0.1:x,ping:1,");
+    assert_eq!(
+        lines,
+        [
+            "NET GET 10.10.0.7 failed",
+            "NET FAIL bad-address wget:10.10.0",
+            "PROBE WARN cmdline bad-number microvisor.net=\"x\"",
+            "NET FAIL unknown-step ping:1",
+            "NET done wget:10.10.0.7,wget:10.10.0,watch:10.10.0.1:x,ping:1,",
+        ]
+    );
+    let tries = root.log().iter().filter(|l| *l == "wget 10.10.0.7").count();
+    assert_eq!(tries, 60, "bounded by NET_WAIT_TRIES");
 }

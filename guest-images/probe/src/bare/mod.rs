@@ -226,9 +226,15 @@ pub extern "C" fn boot_main(
     } else {
         nvme::Probe::Disabled
     };
-    let promised = platform.slice_named && platform.pci_node;
     let nvme_summary = report::NvmeSummary::new(&nvme_probe);
     nvme::print_info();
+
+    // The NIC (after NVMe: its BARs and DMA memory come after the controller's).
+    let net = net::boot(platform, &options, nvme::dma_end().unwrap_or(image.end));
+
+    // Under the microvisor a PCI host bridge carries an NVMe share or assigned functions: an
+    // empty one means a promised NVMe share is missing.
+    let promised = platform.slice_named && platform.pci_node && net.state.is_none();
     match &nvme_probe {
         nvme::Probe::Failed(e, found) if found.is_some() || promised => {
             failures.add(format_args!("nvme-{e}"))
@@ -236,9 +242,6 @@ pub extern "C" fn boot_main(
         nvme::Probe::Absent if promised => failures.add(format_args!("nvme-not-found")),
         _ => {}
     }
-
-    // The NIC (after NVMe: its BARs and DMA memory come after the controller's).
-    let net = net::boot(platform, &options, nvme::dma_end().unwrap_or(image.end));
 
     let conduit = smp::conduit(platform);
     let report = report::Report {

@@ -351,10 +351,15 @@ fn bar_move(nic: &mut Nic, ctx: &Context<'_>) {
                 Err(_) => BarCase::NotSent("other-bar-read"),
                 Ok(before) => {
                     if write_bar(nic, index, own.is64, other_pci) {
-                        let after = bar::r32(cpu, "other-bar").unwrap_or(!before);
+                        let read = bar::r32(cpu, "other-bar");
+                        let after = read.unwrap_or(!before);
                         write_bar(nic, index, own.is64, own.pci);
                         if after == before {
                             BarCase::Intact
+                        } else if matches!(read, Ok(u32::MAX)) {
+                            // Neither BAR decodes the overlap (a master abort): the moved BAR
+                            // took nothing over.
+                            BarCase::Unclaimed
                         } else {
                             BarCase::Changed {
                                 before: u64::from(before),

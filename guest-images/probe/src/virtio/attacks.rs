@@ -269,17 +269,21 @@ pub enum BarCase {
     },
     /// The config write faulted: refused.
     Refused,
+    /// While the BARs overlap, nothing decodes the address (reads all-ones, as a host bridge
+    /// answers an address no BAR claims): the moved BAR took nothing over.
+    Unclaimed,
     /// Not attempted (why).
     NotSent(&'static str),
 }
 
-/// `intact`, `CHANGED(0x..->0x..)`, `refused`, `not-sent(<why>)`.
+/// `intact`, `CHANGED(0x..->0x..)`, `refused`, `unclaimed`, `not-sent(<why>)`.
 impl fmt::Display for BarCase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             BarCase::Intact => f.write_str("intact"),
             BarCase::Changed { before, after } => write!(f, "CHANGED({before:#x}->{after:#x})"),
             BarCase::Refused => f.write_str("refused"),
+            BarCase::Unclaimed => f.write_str("unclaimed"),
             BarCase::NotSent(why) => write!(f, "not-sent({why})"),
         }
     }
@@ -615,6 +619,12 @@ mod tests {
         };
         assert_eq!(taken.verdict(), Verdict::NotContained);
         assert!(format!("{taken}").contains("CHANGED(0x1->0x2)"));
+        let unclaimed = BarMoveOutcome {
+            over_bar: ("own-bar1", 0x1000_0000, BarCase::Unclaimed),
+            ..ok
+        };
+        assert_eq!(unclaimed.verdict(), Verdict::Contained);
+        assert!(format!("{unclaimed}").contains("over-own-bar1@0x10000000=unclaimed"));
         let refused = BarMoveOutcome {
             over_ram: (0, BarCase::Refused),
             nic_after: Some(false),

@@ -79,11 +79,15 @@ impl MmioDevice for PciHost {
                 let disk = self.disk.as_ref().and_then(|disk| {
                     disk.bar_access(ctx.ram, ipa, width, write, &mut signals)
                 });
-                disk.or_else(|| {
+                let claimed = disk.or_else(|| {
                     self.assigned
                         .iter()
                         .find_map(|f| f.window_access(ctx, ipa, width, write))
-                })
+                });
+                // Nothing decodes the address: as on a real host bridge (a master abort),
+                // reads return all-ones and writes vanish (a guest moving BARs around sees
+                // what hardware would show it).
+                Some(claimed.unwrap_or(u64::MAX))
             }
         };
         ctx.gic.raise_spis(signals.spis());
