@@ -202,7 +202,9 @@ fn linux_slices_on_the_network() {
         .expect(Expect::Never(any_slice("^PROBE WARN ")))
         .expect(Expect::Never(hv("^slice web (stopped|restarted)")))
         .expect(Expect::Never(hv("^slice db stopped")))
-        .expect(Expect::Never(hv("^smmu: (slice |stream 0x[0-9a-f]+: |global error|.*records)")));
+        .expect(Expect::Never(hv(
+            "^smmu: (slice |stream 0x[0-9a-f]+: |global error|.*records)",
+        )));
     s.run();
 }
 

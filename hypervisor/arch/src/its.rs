@@ -130,7 +130,8 @@ impl Its {
         queue
             .zero(0, COMMAND_QUEUE_SIZE)
             .map_err(|_| ItsError::BadTable)?;
-        let device_ids = devices.region().size / device_entry_size(registers).ok_or(ItsError::NoTable)?;
+        let device_ids =
+            devices.region().size / device_entry_size(registers).ok_or(ItsError::NoTable)?;
         let its = Its {
             registers,
             base,

@@ -352,7 +352,9 @@ impl SharedMemory {
             return Err(OutOfRange);
         }
         // SAFETY: an aligned dword inside this region (checked above), accessed volatile.
-        Ok(u32::from_le(unsafe { core::ptr::read_volatile(address as *const u32) }))
+        Ok(u32::from_le(unsafe {
+            core::ptr::read_volatile(address as *const u32)
+        }))
     }
 
     /// Writes a little-endian `u32` at `offset` (4-byte aligned) with one access.

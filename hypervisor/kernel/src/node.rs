@@ -9,12 +9,12 @@ use microvisor_logic::inventory::Conduit;
 use microvisor_logic::smmu::Event;
 
 use crate::console::OperatorConsole;
+use crate::devices::assigned::AssignedDevice;
 use crate::devices::pci::assigned_event;
 use crate::nvme::lpis::Lpis;
 use crate::pci::Hierarchy;
-use crate::slice::Slice;
-use crate::devices::assigned::AssignedDevice;
 use crate::slice::Ending;
+use crate::slice::Slice;
 use crate::smmu::{NodeSmmu, SmmuEvents, StreamOwner, report};
 use crate::vcpu::Vcpu;
 

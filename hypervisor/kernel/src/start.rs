@@ -15,17 +15,17 @@ use microvisor_logic::inventory::{Conduit, Inventory, Region};
 use microvisor_logic::memory_map::{free_ram, place_working_memory};
 use microvisor_logic::pci::Bdf;
 use microvisor_plan::bundle::Bundle;
-use microvisor_plan::{GUEST_RAM_BASE, NodePci, PciAddress, PciFunction};
 use microvisor_plan::place::{self, Hardware, format_cores};
 use microvisor_plan::size::HumanSize;
+use microvisor_plan::{GUEST_RAM_BASE, NodePci, PciAddress, PciFunction};
 
 use crate::console::OperatorConsole;
+use crate::devices::assigned::{self, AssignedDevice, Grant, MSI_IOVA};
 use crate::node::Node;
 use crate::nvme::lpis::Lpis;
 use crate::nvme::physical::{DeviceMemory, NvmeError};
 use crate::nvme::{self, DiskError, HardwareQueue, NodeDisk};
 use crate::pci::{self, Hierarchy};
-use crate::devices::assigned::{self, AssignedDevice, Grant, MSI_IOVA};
 use crate::slice::{DiskGrant, Slice};
 use crate::smmu::{DeviceStage2, NodeSmmu};
 use crate::{exits, hv, run as core_run};
@@ -162,7 +162,9 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
         let mut avoid = taken_ram(info, &placement);
         avoid.push(smmu.memory);
         avoid.extend(nvme_memory);
-        assigned = setup_assigned(info, &placement, plan, &given, hierarchy, smmu, &mut lpis, &avoid)?;
+        assigned = setup_assigned(
+            info, &placement, plan, &given, hierarchy, smmu, &mut lpis, &avoid,
+        )?;
     }
     let inv = &info.inventory;
     let bundle: &'static Bundle<'static> = alloc::boxed::Box::leak(alloc::boxed::Box::new(bundle));
@@ -263,14 +265,21 @@ fn setup_assigned(
     let claimed = memory::claim(region).map_err(|_| "devices: interrupt tables")?;
     let mut device_memory = DeviceMemory::new(claimed);
     if lpis.is_none() {
-        let frames = info.its.take().ok_or("devices: no GIC ITS for their MSIs")?;
+        let frames = info
+            .its
+            .take()
+            .ok_or("devices: no GIC ITS for their MSIs")?;
         let made = Lpis::new(&mut device_memory, frames, &cores, table);
         *lpis = Some(made.map_err(|e| format!("devices: {e}"))?);
     }
     let Some(lpis) = lpis.as_ref() else {
         return Err("devices: no LPIs".into());
     };
-    let its = info.inventory.gic.its.ok_or("devices: no GIC ITS for their MSIs")?;
+    let its = info
+        .inventory
+        .gic
+        .its
+        .ok_or("devices: no GIC ITS for their MSIs")?;
     let pci = info.pci.as_mut().ok_or("devices: no PCIe host bridge")?;
     let mut all = Vec::new();
     for (index, (functions, slice)) in given.iter().zip(&placement.slices).enumerate() {
@@ -315,7 +324,7 @@ fn setup_assigned(
                 its_device,
                 stream,
             };
-            let device = assigned::assign((i + 1) as u8, grant).map_err(|e| fail(e))?;
+            let device = assigned::assign((i + 1) as u8, grant).map_err(fail)?;
             hv!(
                 "assigned: slice {name} {bdf} as 00:{:02x}.0, {vectors} MSI-X vectors, stream {stream:#x}",
                 i + 1
@@ -331,7 +340,8 @@ fn setup_assigned(
 /// buses the enumeration numbered.
 fn its_device_ids(host: &microvisor_logic::inventory::PcieHost, hierarchy: &Hierarchy) -> u32 {
     let last = u16::from(hierarchy.highest_bus()) << 8 | 0xff;
-    host.its_device_id(last).map_or(1 << 16, |id| id.saturating_add(1))
+    host.its_device_id(last)
+        .map_or(1 << 16, |id| id.saturating_add(1))
 }
 
 /// The cores that take LPIs: every slice's and the boot core.

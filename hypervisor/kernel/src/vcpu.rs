@@ -52,9 +52,7 @@ impl ExitCounters {
 
     /// MMIO exits in bus counter slot `slot` so far.
     pub fn mmio(&self, slot: usize) -> u64 {
-        self.mmio
-            .get(slot)
-            .map_or(0, |c| c.load(Ordering::Relaxed))
+        self.mmio.get(slot).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// Back to zero (a new run of the slice starts).

@@ -95,7 +95,8 @@ impl SliceGic {
     pub fn quiesce(&self, vcpu: usize) {
         let mut in_flight = self.state.lock().reset_vcpu(vcpu);
         let count = vgic::list_register_count().min(MAX_LIST_REGISTERS);
-        in_flight.extend((0..count).filter_map(|n| hardware_in_flight(vgic::read_list_register(n))));
+        in_flight
+            .extend((0..count).filter_map(|n| hardware_in_flight(vgic::read_list_register(n))));
         in_flight.sort_unstable();
         in_flight.dedup();
         in_flight.into_iter().for_each(gic::deactivate);

@@ -173,6 +173,8 @@ net_up() {
 	found=$(nics | wc -l)
 	[ "$found" -ge "$functions" ] || net_reasons="$net_reasons nic-missing($found/$functions)"
 
+	# Static addresses first, then DHCP on the others (in parallel).
+	dhcp=
 	for nic in $(nics); do
 		mac=$(cat "$NET/$nic/address" 2>/dev/null)
 		ip link set "$nic" up
@@ -180,8 +182,11 @@ net_up() {
 		if [ -n "$address" ]; then
 			ip addr add "$address" dev "$nic" || echo "PROBE WARN net $nic: cannot set $address"
 		else
-			udhcpc -i "$nic" -s "$R/etc/udhcpc.script" -f -q -n -t 3 -T 2 >/dev/null 2>&1 &
+			dhcp="$dhcp $nic"
 		fi
+	done
+	for nic in $dhcp; do
+		udhcpc -i "$nic" -s "$R/etc/udhcpc.script" -f -q -n -t 3 -T 2 >/dev/null 2>&1 &
 	done
 	wait
 	for nic in $(nics); do

@@ -224,7 +224,10 @@ pub fn leave_timer_interrupt_in_flight() {
     }
     // The physical interrupt reaches EL2 at once; give the injection a moment anyway.
     timer::sleep_us(1000);
-    println!("PROBE timer-pending fired={}", u8::from(CNTV_CTL_EL0.is_set(CNTV_CTL_EL0::ISTATUS)));
+    println!(
+        "PROBE timer-pending fired={}",
+        u8::from(CNTV_CTL_EL0.is_set(CNTV_CTL_EL0::ISTATUS))
+    );
 }
 
 /// From the IRQ handler, before the end of interrupt: the benchmark's timer

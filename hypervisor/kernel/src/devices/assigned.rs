@@ -12,8 +12,7 @@ use microvisor_arch::pci::{FunctionConfig, Mmio};
 use microvisor_logic::guest_dt::map;
 use microvisor_logic::inventory::Region;
 use microvisor_logic::passthrough::{
-    AssignedFunction, Assignment, BarRead, BarWrite, ConfigSnapshot, Effect, Interrupt,
-    MsiTarget,
+    AssignedFunction, Assignment, BarRead, BarWrite, ConfigSnapshot, Effect, Interrupt, MsiTarget,
 };
 use microvisor_logic::pci::reset::SavedFunction;
 use microvisor_logic::pci::{self, Bdf, ConfigSpace, header};

@@ -43,13 +43,24 @@ impl PciHost {
     }
 
     /// A configuration access at `offset` in the ECAM (bus 0).
-    fn config(&self, ctx: &Context<'_>, offset: u64, width: u8, write: Option<u64>, signals: &mut Signals) -> u64 {
+    fn config(
+        &self,
+        ctx: &Context<'_>,
+        offset: u64,
+        width: u8,
+        write: Option<u64>,
+        signals: &mut Signals,
+    ) -> u64 {
         let devfn = (offset >> 12) & 0xff;
         if offset >> 20 == 0 {
             if let Some(disk) = self.disk.as_ref().filter(|_| devfn == 0) {
                 return disk.config_access(ctx.ram, offset, width, write, signals);
             }
-            if let Some(function) = self.assigned.iter().find(|f| u64::from(f.slot) << 3 == devfn) {
+            if let Some(function) = self
+                .assigned
+                .iter()
+                .find(|f| u64::from(f.slot) << 3 == devfn)
+            {
                 return function.config_access(ctx, (offset & 0xfff) as u16, width, write);
             }
         }
@@ -76,9 +87,10 @@ impl MmioDevice for PciHost {
             PcieHostNode::ECAM => Some(self.config(ctx, offset, width, write, &mut signals)),
             _ => {
                 let ipa = map::PCI_MMIO + offset;
-                let disk = self.disk.as_ref().and_then(|disk| {
-                    disk.bar_access(ctx.ram, ipa, width, write, &mut signals)
-                });
+                let disk = self
+                    .disk
+                    .as_ref()
+                    .and_then(|disk| disk.bar_access(ctx.ram, ipa, width, write, &mut signals));
                 let claimed = disk.or_else(|| {
                     self.assigned
                         .iter()
@@ -123,7 +135,11 @@ impl MmioDevice for PciHost {
         }
         if let Some(disk) = &self.disk {
             let drained = disk.reset_and_drain(ctx.ram, DRAIN_TIMEOUT_MS);
-            result = result.and(drained.then_some(()).ok_or("its NVMe commands did not drain"));
+            result = result.and(
+                drained
+                    .then_some(())
+                    .ok_or("its NVMe commands did not drain"),
+            );
         }
         result
     }

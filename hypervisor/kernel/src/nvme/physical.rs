@@ -5,12 +5,12 @@
 use microvisor_arch::cpu;
 use microvisor_arch::memory::{PhysRegion, RegionPool, SharedMemory};
 use microvisor_arch::pci::{Mmio, PciHost, barrier};
-use microvisor_logic::pci::BarWindows;
 use microvisor_logic::inventory::{PcieHost, Region};
 use microvisor_logic::nvme::host::{
     self, Clock, CpuWritten, DeviceWritten, DmaAllocator, HostBridge, QueueNeeds, Registers,
 };
 use microvisor_logic::pages::PageAllocator;
+use microvisor_logic::pci::BarWindows;
 use microvisor_logic::pci::ConfigSpace;
 
 pub use microvisor_logic::nvme::host::NvmeError;

@@ -36,8 +36,8 @@ use crate::stage2::CpuStage2;
 use crate::vcpu::Vcpu;
 use crate::vgic::SliceGic;
 use images::BootImages;
-pub use lifecycle::{Attention, Ending, Next};
 use lifecycle::Lifecycle;
+pub use lifecycle::{Attention, Ending, Next};
 
 /// A slice's RAM as the hypervisor sees it, and its CPUs' stage-2 translation.
 pub struct SliceMemory {
