@@ -454,7 +454,6 @@ fn parse_rtt(text: &str) -> Option<f64> {
     values.split('/').nth(1)?.trim().parse().ok()
 }
 
-
 /// Fetches `/big` from `127.0.0.1:port` with HTTP/1.0: (body bytes, seconds from connect to
 /// the last byte). Every read and write is bounded by `timeout`, the whole by `limit`, and at
 /// most `BIG_BYTES` + 64 KiB are read.
