@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
 
+use super::nvme::difference;
 use super::parse::{self, Exits};
 use crate::console::Step;
 use crate::node::Node;
@@ -451,18 +452,6 @@ fn parse_transfer(text: &str) -> Option<Transfer> {
 fn parse_rtt(text: &str) -> Option<f64> {
     let (_, values) = text.split_once("= ")?;
     values.split('/').nth(1)?.trim().parse().ok()
-}
-
-/// Exits per cause from snapshot `a` to snapshot `b`.
-fn difference(a: &Exits, b: &Exits) -> BTreeMap<String, u64> {
-    b.causes
-        .iter()
-        .map(|(cause, &n)| {
-            let before = a.causes.get(cause).copied().unwrap_or(0);
-            (cause.clone(), n.saturating_sub(before))
-        })
-        .filter(|(_, n)| *n != 0)
-        .collect()
 }
 
 /// Fetches `/big` from `127.0.0.1:port` with HTTP/1.0: (body bytes, seconds from connect to

@@ -173,7 +173,7 @@ pub fn parse_result(text: &str) -> Option<IoRun> {
 }
 
 /// Exits per cause from snapshot `a` to snapshot `b`.
-fn difference(a: &Exits, b: &Exits) -> BTreeMap<String, u64> {
+pub(super) fn difference(a: &Exits, b: &Exits) -> BTreeMap<String, u64> {
     b.causes
         .iter()
         .map(|(cause, &n)| {
