@@ -12,7 +12,6 @@ use crate::console::OperatorConsole;
 use crate::devices::assigned::AssignedDevice;
 use crate::devices::pci::assigned_event;
 use crate::nvme::lpis::Lpis;
-use crate::pci::Hierarchy;
 use crate::slice::Ending;
 use crate::slice::Slice;
 use crate::smmu::{NodeSmmu, SmmuEvents, StreamOwner, report};
@@ -42,10 +41,6 @@ pub struct Node {
     pub console: OperatorConsole,
     /// LPIs and the ITS, when some slice has NVMe.
     pub lpis: Option<Lpis>,
-    /// The PCIe hierarchy as set up at boot, when the node has a host bridge.
-    // Read by device assignment (issue 10), which is not merged yet.
-    #[allow(dead_code)]
-    pub pci: Option<Hierarchy>,
     /// The SMMUv3, when the node has one the hypervisor uses.
     pub smmu: Option<NodeSmmu>,
     owners: BTreeMap<u32, IrqOwner>,
@@ -82,7 +77,6 @@ impl Node {
         slices: Vec<Slice>,
         console: OperatorConsole,
         lpis: Option<Lpis>,
-        pci: Option<Hierarchy>,
         smmu: Option<NodeSmmu>,
     ) -> Node {
         let mut assignment = alloc::vec![None; cores];
@@ -132,7 +126,6 @@ impl Node {
             assignment,
             console,
             lpis,
-            pci,
             smmu,
             owners,
         }

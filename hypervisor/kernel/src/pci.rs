@@ -10,17 +10,15 @@ use alloc::vec::Vec;
 use microvisor_arch::cpu;
 use microvisor_arch::pci::PciHost;
 use microvisor_logic::inventory::PcieHost;
-use microvisor_logic::pci::reset::{self, Clock, ResetError, ResetOutcome, SavedFunction};
+use microvisor_logic::pci::reset::Clock;
 use microvisor_logic::pci::topology::{FoundFunction, HeaderType, Topology, enumerate};
 use microvisor_logic::pci::windows::{HierarchyPlacement, place_hierarchy};
-use microvisor_logic::pci::{BarWindows, Bdf, CLASS_NVME};
+use microvisor_logic::pci::{BarWindows, CLASS_NVME};
 use microvisor_plan::size::HumanSize;
 
 use crate::hv;
 
 /// The hierarchy as the hypervisor set it up at boot.
-// `topology` and `placement` are read by device assignment (issue 10), not merged yet.
-#[allow(dead_code)]
 pub struct Hierarchy {
     /// Every function, depth first, with the bridges above it.
     pub topology: Topology,
@@ -156,17 +154,4 @@ impl Clock for SystemCounter {
     fn pause(&self) {
         cpu::spin_hint();
     }
-}
-
-/// Resets function `bdf` (FLR when it has one, else bus mastering and decoding off; see
-/// `microvisor_logic::pci::reset::flr`) and puts back its BARs and the rest of COMMAND, with
-/// memory decoding and bus mastering left off for its owner to turn on. Waits up to about
-/// 2.1 s on the system counter (pending transactions, FLR completion, readiness).
-#[allow(dead_code)] // Used by device assignment (issue 10), not merged yet.
-pub fn reset_function(pci: &mut PciHost, bdf: Bdf) -> Result<ResetOutcome, ResetError> {
-    let config = pci.config();
-    let saved = SavedFunction::save(config, bdf);
-    let outcome = reset::flr(config, &SystemCounter, bdf)?;
-    saved.restore(config, 0);
-    Ok(outcome)
 }

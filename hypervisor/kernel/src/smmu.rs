@@ -228,17 +228,8 @@ impl NodeSmmu {
         }
     }
 
-    /// Lets `stream` bypass translation (see [`Smmu::bypass`] for when that is acceptable).
-    #[allow(
-        dead_code,
-        reason = "for the slice lifecycle of assigned functions (issue 10)"
-    )]
-    pub fn bypass(&self, stream: u32) -> Result<(), SmmuError> {
-        self.smmu.lock().bypass(stream)
-    }
-
     /// Translates `stream` through `stage2` with `vmid` (a slice's index + 1 for its assigned
-    /// functions), keeping the tables alive until [`NodeSmmu::detach`]. A stream attached
+    /// functions), keeping the tables alive while the entry names them. A stream attached
     /// before is switched over (never half-written) and its old tables freed after its VMID's
     /// cached translations are.
     pub fn attach(&self, stream: u32, vmid: u16, stage2: DeviceStage2) -> Result<(), SmmuError> {
@@ -249,30 +240,6 @@ impl NodeSmmu {
             Some((old_vmid, tables)) => retire(&mut smmu, old_vmid, tables),
             None => Ok(()),
         }
-    }
-
-    /// Makes `stream` abort again, discards its VMID's cached translations and frees its
-    /// tables.
-    #[allow(
-        dead_code,
-        reason = "for the slice lifecycle of assigned functions (issue 10)"
-    )]
-    pub fn detach(&self, stream: u32) -> Result<(), SmmuError> {
-        let mut smmu = self.smmu.lock();
-        smmu.detach(stream)?;
-        match self.attached.lock().remove(&stream) {
-            Some((vmid, tables)) => retire(&mut smmu, vmid, tables),
-            None => Ok(()),
-        }
-    }
-
-    /// Discards the SMMU's cached translations of `vmid` (after its tables changed).
-    #[allow(
-        dead_code,
-        reason = "for the slice lifecycle of assigned functions (issue 10)"
-    )]
-    pub fn invalidate_vmid(&self, vmid: u16) -> Result<(), SmmuError> {
-        self.smmu.lock().invalidate_vmid(vmid)
     }
 
     /// Makes the SMMU's interrupts edge- or level-triggered as the DT says and routes them to

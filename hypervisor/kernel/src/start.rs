@@ -188,7 +188,6 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
         slices,
         console,
         lpis,
-        hierarchy,
         smmu,
     ))
 }
