@@ -110,7 +110,18 @@ impl Ecam {
 
     /// The first NVMe function on the first bus of the bus range, if any.
     pub fn find_nvme(&self) -> Result<Option<Bdf>, PciError> {
-        let bus = self.host.bus_start;
+        self.scan_bus(self.host.bus_start, |bdf, _, class, layout| {
+            Ok((class == pci::CLASS_NVME && layout == 0).then_some(bdf))
+        })
+    }
+
+    /// Calls `visit(bdf, id, class, header layout)` for every function present on `bus`
+    /// (functions 1-7 only of multi-function devices) until it returns something.
+    fn scan_bus<T>(
+        &self,
+        bus: u8,
+        mut visit: impl FnMut(Bdf, u32, u32, u8) -> Result<Option<T>, PciError>,
+    ) -> Result<Option<T>, PciError> {
         for device in 0..32u8 {
             let f0 = Bdf {
                 bus,
@@ -131,13 +142,14 @@ impl Ecam {
                     device,
                     function,
                 };
-                if function > 0 && !pci::function_present(self.read(bdf, config::ID)?) {
+                let id = self.read(bdf, config::ID)?;
+                if !pci::function_present(id) {
                     continue;
                 }
                 let class = self.read(bdf, config::CLASS_REVISION)? >> 8;
                 let layout = pci::header_layout(self.read(bdf, config::HEADER)?);
-                if class == pci::CLASS_NVME && layout == 0 {
-                    return Ok(Some(bdf));
+                if let Some(found) = visit(bdf, id, class, layout)? {
+                    return Ok(Some(found));
                 }
             }
         }
@@ -242,44 +254,15 @@ impl Ecam {
         wanted: &impl Fn(u32, u32) -> bool,
         walk: &mut Walk,
     ) -> Result<Option<(Bdf, BridgePath)>, PciError> {
-        for device in 0..32u8 {
-            let f0 = Bdf {
-                bus,
-                device,
-                function: 0,
-            };
-            if !pci::function_present(self.read(f0, config::ID)?) {
-                continue;
+        self.scan_bus(bus, |bdf, id, class, layout| {
+            if layout == 0 && wanted(id, class) {
+                return Ok(Some((bdf, walk.path)));
             }
-            let functions = if pci::multifunction(self.read(f0, config::HEADER)?) {
-                8
-            } else {
-                1
-            };
-            for function in 0..functions {
-                let bdf = Bdf {
-                    bus,
-                    device,
-                    function,
-                };
-                let id = self.read(bdf, config::ID)?;
-                if !pci::function_present(id) {
-                    continue;
-                }
-                let class = self.read(bdf, config::CLASS_REVISION)? >> 8;
-                let layout = pci::header_layout(self.read(bdf, config::HEADER)?);
-                if layout == 0 && wanted(id, class) {
-                    return Ok(Some((bdf, walk.path)));
-                }
-                if layout == 1
-                    && walk.path.len < MAX_BRIDGE_DEPTH
-                    && let Some(found) = self.walk_bridge(bdf, wanted, walk)?
-                {
-                    return Ok(Some(found));
-                }
+            if layout == 1 && walk.path.len < MAX_BRIDGE_DEPTH {
+                return self.walk_bridge(bdf, wanted, walk);
             }
-        }
-        Ok(None)
+            Ok(None)
+        })
     }
 
     fn walk_bridge(
