@@ -368,6 +368,45 @@ impl SharedMemory {
         Ok(())
     }
 
+    /// Copies `len` bytes from `source` at `from` to `offset` of this region, in 64 KiB
+    /// pieces through a buffer on the heap (two distinct regions never overlap: each was
+    /// claimed once).
+    pub fn copy_from(
+        &self,
+        offset: u64,
+        source: &SharedMemory,
+        from: u64,
+        len: u64,
+    ) -> Result<(), OutOfRange> {
+        address_in(self.region, offset, len)?;
+        address_in(source.region, from, len)?;
+        let mut buffer = alloc::vec![0u8; (64 << 10).min(len as usize)];
+        let mut done = 0;
+        while done < len {
+            let piece = (len - done).min(buffer.len() as u64) as usize;
+            source.read(from + done, &mut buffer[..piece])?;
+            self.write(offset + done, &buffer[..piece])?;
+            done += piece as u64;
+        }
+        Ok(())
+    }
+
+    /// Before reading what an agent wrote with caches off (a guest's Device or Non-cacheable
+    /// mapping): writes back and discards the hypervisor's cached copies of the range, so the
+    /// next loads see memory.
+    pub fn sync_from_uncached(&self, offset: u64, len: u64) -> Result<(), OutOfRange> {
+        let address = address_in(self.region, offset, len)?;
+        cache::clean_invalidate(address, len);
+        Ok(())
+    }
+
+    /// After writing what an agent reads with caches off: writes the range back to memory.
+    pub fn sync_for_uncached(&self, offset: u64, len: u64) -> Result<(), OutOfRange> {
+        let address = address_in(self.region, offset, len)?;
+        cache::clean_to_poc(address, len);
+        Ok(())
+    }
+
     /// Makes what the hypervisor wrote visible to a guest that starts with its MMU and caches
     /// off, including as instructions.
     pub fn sync_for_guest(&self, offset: u64, len: u64) -> Result<(), OutOfRange> {

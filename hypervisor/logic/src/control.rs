@@ -59,7 +59,7 @@ pub enum Register {
 impl Register {
     /// The register an access of `width` bytes at `offset` into the page reaches.
     pub fn decode(offset: u64, width: u8) -> Register {
-        if width != 8 || offset % 8 != 0 {
+        if width != 8 || !offset.is_multiple_of(8) {
             return Register::Unknown;
         }
         match offset {

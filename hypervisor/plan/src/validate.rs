@@ -55,7 +55,7 @@ impl<I> PlanOf<I> {
 }
 
 fn check_staging(staging: u64) -> Result<(), Problem> {
-    let fits = (MIN_STAGING..=MAX_STAGING).contains(&staging) && staging % (2 << 20) == 0;
+    let fits = (MIN_STAGING..=MAX_STAGING).contains(&staging) && staging.is_multiple_of(2 << 20);
     if fits {
         Ok(())
     } else {

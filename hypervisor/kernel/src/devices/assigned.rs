@@ -368,3 +368,10 @@ pub fn assign(slot: u8, grant: Grant<'_>) -> Result<AssignedDevice, AssignError>
     }
     Ok(AssignedDevice::new(slot, &grant, function, physical))
 }
+
+impl AssignedDevice {
+    /// The function's MAC address, when the hypervisor can read it (placeholder).
+    pub fn mac(&self) -> Option<[u8; 6]> {
+        None
+    }
+}
