@@ -611,7 +611,7 @@ fn run(node: Node, info: &BootInfo) -> ! {
     node.console.start(&node.slices);
     for slice in &node.slices {
         match slice.start() {
-            Ok(()) => hv!("slice {} started", slice.name),
+            Ok(()) => hv!("slice {} started ({})", slice.name, slice.scrub_note()),
             Err(e) => hv!("slice {} stopped: {e}", slice.name),
         }
     }

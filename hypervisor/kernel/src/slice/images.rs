@@ -185,8 +185,7 @@ impl BootImages {
     /// with caches off. The slice's vCPUs are all off.
     pub fn load(&self, ram: &SharedMemory, pool: Option<&StagingPool>) -> Result<(), OutOfRange> {
         let size = ram.region().size;
-        ram.zero(0, size)?;
-        ram.sync_for_uncached(0, size)?;
+        ram.scrub(0, size)?;
         let layout = &self.layout;
         let offset = |ipa: u64| ipa - GUEST_RAM_BASE;
         let kernel_at = offset(layout.kernel_ipa);

@@ -99,15 +99,11 @@ impl Slice {
         };
         match job {
             Job::Start => match self.load().and_then(|()| self.start()) {
-                Ok(()) => {
-                    let (bytes, ticks) = self.stats.lock().scrub.unwrap_or_default();
-                    output::hv(format_args!(
-                        "slice {} started (RAM scrubbed: {} MiB in {} ms)",
-                        self.name,
-                        bytes >> 20,
-                        ms(ticks)
-                    ));
-                }
+                Ok(()) => output::hv(format_args!(
+                    "slice {} started ({})",
+                    self.name,
+                    self.scrub_note()
+                )),
                 Err(error) => {
                     output::hv(format_args!("slice {} stopped: {error}", self.name));
                     self.stats.lock().last_stop = Some(error);
@@ -133,6 +129,12 @@ impl Slice {
                 *self.lifecycle.lock() = Lifecycle::Stopped;
             }
         }
+    }
+
+    /// The last scrub, as the `started` line says it.
+    pub fn scrub_note(&self) -> String {
+        let (bytes, ticks) = self.stats.lock().scrub.unwrap_or_default();
+        format!("RAM scrubbed: {} MiB in {} ms", bytes >> 20, ms(ticks))
     }
 
     /// `ON`: a stopped slice starts from its boot source.
