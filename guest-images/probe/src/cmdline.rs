@@ -99,11 +99,14 @@ pub enum Attack {
     NetHiddenCaps,
     /// A long transmit/receive loop, then PSCI SYSTEM_RESET mid-transfer.
     NetResetDma,
+    /// A control-interface request (docs/control.md) from a slice that is not the manager:
+    /// a request header written to the data window, then a read of `EXECUTE`.
+    ControlCall,
 }
 
 impl Attack {
     /// Every attack, in documentation order.
-    pub const ALL: [Attack; 31] = [
+    pub const ALL: [Attack; 32] = [
         Attack::ReadPastRam,
         Attack::WritePastRam,
         Attack::ReadAddr,
@@ -135,6 +138,7 @@ impl Attack {
         Attack::NetBusMaster,
         Attack::NetHiddenCaps,
         Attack::NetResetDma,
+        Attack::ControlCall,
     ];
 
     /// The command-line and console name.
@@ -171,6 +175,7 @@ impl Attack {
             Attack::NetBusMaster => "net-bus-master",
             Attack::NetHiddenCaps => "net-hidden-caps",
             Attack::NetResetDma => "net-reset-dma",
+            Attack::ControlCall => "control-call",
         }
     }
 
