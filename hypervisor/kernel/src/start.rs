@@ -24,7 +24,7 @@ use microvisor_plan::{GUEST_RAM_BASE, NodePci, PciAddress, PciFunction};
 use crate::console::OperatorConsole;
 use crate::control::{Control, StagingPool};
 use crate::devices::assigned::{self, AssignedDevice, Grant, MSI_IOVA};
-use crate::node::Node;
+use crate::node::{Footprint, Node};
 use crate::nvme::lpis::Lpis;
 use crate::nvme::physical::{DeviceMemory, NvmeError};
 use crate::nvme::{self, DiskError, HardwareQueue, NodeDisk};
@@ -210,6 +210,11 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
         lpis,
         smmu,
         control,
+        Footprint {
+            bytes: info.hypervisor_size + info.working_memory.size,
+            heap_bytes: info.working_memory.size - info.stage1_bytes,
+            heap_used: info.heap_used,
+        },
     ))
 }
 
