@@ -54,6 +54,68 @@ pub fn focused(slice_name: &str, n: u8) -> Pattern {
     ))
 }
 
+/// Typed lines for a shell command of any length: commands that fit one [`Input`] are typed
+/// as they are; a longer one is built up in the shell variable `c` in pieces
+/// (`c='...'`, `c="$c"'...'`) and run with `eval "$c"` (it must not contain `'`). Returns the
+/// lines to type, each with its newline.
+pub fn shell_pieces(command: &str) -> Vec<String> {
+    let whole = format!("{command}\n");
+    if whole.len() <= MAX_INPUT_BYTES {
+        return vec![whole];
+    }
+    assert!(
+        !command.contains('\''),
+        "a long command must not contain ': {command}"
+    );
+    // `c="$c"'` + piece + `'` + newline.
+    let room = MAX_INPUT_BYTES - 9;
+    let chars: Vec<char> = command.chars().collect();
+    let mut lines: Vec<String> = chars
+        .chunks(room)
+        .enumerate()
+        .map(|(i, piece)| {
+            let piece: String = piece.iter().collect();
+            if i == 0 {
+                format!("c='{piece}'\n")
+            } else {
+                format!("c=\"$c\"'{piece}'\n")
+            }
+        })
+        .collect();
+    lines.push("eval \"$c\"\n".into());
+    lines
+}
+
+/// Inputs typing `commands` into `slice_name`'s shell: the first once `after` is seen, each
+/// later line when the shell has echoed the one before (the echo ends a console line).
+pub fn shell_script(slice_name: &str, after: Pattern, commands: &[&str]) -> Vec<Input> {
+    let mut inputs = Vec::new();
+    let mut trigger = Some(after);
+    let mut previous: Option<String> = None;
+    for command in commands {
+        for line in shell_pieces(command) {
+            let input = match (trigger.take(), &previous) {
+                (Some(after), _) => Input::after(after, line.as_bytes()),
+                (None, Some(before)) => {
+                    Input::after_next(echo_of(slice_name, before), line.as_bytes())
+                }
+                (None, None) => unreachable!("the first line has a trigger"),
+            };
+            inputs.push(input);
+            previous = Some(line);
+        }
+    }
+    inputs
+}
+
+/// The console line the shell's echo of the typed `line` ends (after its prompt).
+pub fn echo_of(slice_name: &str, line: &str) -> Pattern {
+    slice(
+        slice_name,
+        &format!("{}$", lit(line.trim_end_matches('\n'))),
+    )
+}
+
 /// The Linux guest's shell has started on `slice`'s console: busybox ash's banner line, printed
 /// just before its first prompt (`/ # ` itself ends no line, so it is never a line of its own).
 /// Each boot of the slice prints it once more.
@@ -239,6 +301,29 @@ mod tests {
             out.extend(t.observe(&Line::parse(raw), raw));
         }
         out
+    }
+
+    #[test]
+    fn long_commands_are_typed_in_pieces() {
+        assert_eq!(shell_pieces("echo hi"), ["echo hi\n"]);
+        let long = "microvisorctl boot lin --cmdline \"console=ttyAMA0 quiet\"";
+        let lines = shell_pieces(long);
+        assert!(
+            lines.iter().all(|l| l.len() <= MAX_INPUT_BYTES),
+            "{lines:?}"
+        );
+        assert_eq!(lines.last().unwrap(), "eval \"$c\"\n");
+        let rebuilt: String = lines[..lines.len() - 1]
+            .iter()
+            .map(|l| {
+                let inner = l
+                    .trim_end()
+                    .trim_start_matches("c=\"$c\"")
+                    .trim_start_matches("c=");
+                inner.trim_matches('\'').to_string()
+            })
+            .collect();
+        assert_eq!(rebuilt, long);
     }
 
     #[test]
