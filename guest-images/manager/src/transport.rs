@@ -98,6 +98,11 @@ pub fn response_from(
     capacity: usize,
 ) -> Result<Response, Error> {
     let Some((header, mut payload)) = window else {
+        if execute != crate::protocol::Status::Busy.code() {
+            return Err(Error::Protocol(format!(
+                "EXECUTE returned {execute} without writing a response"
+            )));
+        }
         return Ok(Response {
             status: execute,
             r0: 0,

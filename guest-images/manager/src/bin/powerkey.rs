@@ -4,13 +4,14 @@
 //!
 //! Finds the `/dev/gpiochipN` whose label or name mentions `9030000` or `pl061`, requests line
 //! 3 as an input with rising-edge detection (GPIO character device uAPI v2), blocks reading
-//! line events, and at the first rising edge runs `poweroff`. Exits 0 without a word when
-//! there is no such chip or line, or when the line is taken (a kernel with `gpio-keys` handles
-//! the key itself); 1 with one line on stderr on any other failure.
+//! line events, and at the first rising edge runs `poweroff` (again every 5 s while it is
+//! still running, since `/init` may not have handed over to busybox init yet; after 30 s
+//! `poweroff -f`). Exits 0 without a word when there is no such chip or line, or when the
+//! line is taken (a kernel with `gpio-keys` handles the key itself); 1 with one line on
+//! stderr on any other failure.
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 
 use microvisor_control::gpio::{
@@ -21,6 +22,9 @@ use microvisor_control::sys;
 
 /// The power key's line on the PL061.
 const POWER_KEY_LINE: u32 = 3;
+/// Tries of `poweroff` before `poweroff -f`, and the wait after each.
+const POWEROFF_TRIES: u32 = 6;
+const POWEROFF_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 /// What runs `poweroff`, tried in order (busybox installs its applet links at boot).
 const POWEROFF: [(&str, &[&str]); 3] = [
     ("/sbin/poweroff", &[]),
@@ -65,11 +69,25 @@ fn run() -> Result<(), String> {
         }
     }
     println!("powerkey: power key pressed, powering off");
+    // `poweroff` asks PID 1; while `/init` is still the shell script (before it execs busybox
+    // init) the request is lost, so ask again, and in the end force it.
+    for _ in 0..POWEROFF_TRIES {
+        poweroff(&[])?;
+        std::thread::sleep(POWEROFF_RETRY);
+    }
+    poweroff(&["-f"])?;
+    std::thread::sleep(POWEROFF_RETRY);
+    Err("still running after poweroff -f".into())
+}
+
+/// Runs busybox `poweroff` with `args`, waits for it.
+fn poweroff(args: &[&str]) -> Result<(), String> {
     let mut last = String::new();
-    for (program, args) in POWEROFF {
-        // `exec` returns only on failure.
-        let err = Command::new(program).args(args).exec();
-        last = format!("{program}: {err}");
+    for (program, first) in POWEROFF {
+        match Command::new(program).args(first).args(args).status() {
+            Ok(_) => return Ok(()),
+            Err(e) => last = format!("{program}: {e}"),
+        }
     }
     Err(format!("cannot run poweroff ({last})"))
 }
