@@ -118,7 +118,8 @@ impl<'a> FileLock<'a> {
                 return Ok(FileLock { file });
             }
             let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) && err.kind() != io::ErrorKind::Interrupted
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK)
+                && err.kind() != io::ErrorKind::Interrupted
             {
                 return Err(err);
             }
