@@ -287,13 +287,17 @@ pub trait EraseQueue {
     /// Data pointers for a Write of `bytes` of zeros.
     fn zero_pointers(&mut self, bytes: u64) -> Option<(u64, u64)>;
     /// The offset of the first non-zero byte among the first `bytes` of read slot `slot`
-    /// (Ok(None): all zero); Err if the slot cannot be read.
-    fn first_nonzero(&self, slot: u16, bytes: u64) -> Result<Option<u64>, ()>;
+    /// (Ok(None): all zero).
+    fn first_nonzero(&self, slot: u16, bytes: u64) -> Result<Option<u64>, Unreadable>;
     /// Milliseconds since a fixed point; never goes back.
     fn now_ms(&self) -> u64;
     /// Called on each idle turn of a polling loop.
     fn pause(&self);
 }
+
+/// A read slot that cannot be read (no such slot, or `bytes` larger than it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unreadable;
 
 /// Why an erase failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -471,7 +475,7 @@ pub fn erase<Q: EraseQueue>(queue: &mut Q, plan: &ErasePlan) -> Result<EraseOutc
         |q, extent, tag| {
             let found = q
                 .first_nonzero(tag, u64::from(extent.blocks) << shift)
-                .map_err(|()| EraseFault::Buffer)?;
+                .map_err(|Unreadable| EraseFault::Buffer)?;
             match found {
                 None => Ok(()),
                 Some(offset) => {

@@ -163,7 +163,7 @@ impl EraseQueue for FakeDisk {
     }
 
     fn pop(&mut self) -> Option<CompletionEntry> {
-        while self.strays > 0 {
+        if self.strays > 0 {
             self.strays -= 1;
             return Some(CompletionEntry {
                 command_id: self.strays.into(),
@@ -194,8 +194,8 @@ impl EraseQueue for FakeDisk {
         Some((prps.prp1, prps.prp2))
     }
 
-    fn first_nonzero(&self, slot: u16, bytes: u64) -> Result<Option<u64>, ()> {
-        let data = self.read_slots.get(usize::from(slot)).ok_or(())?;
+    fn first_nonzero(&self, slot: u16, bytes: u64) -> Result<Option<u64>, Unreadable> {
+        let data = self.read_slots.get(usize::from(slot)).ok_or(Unreadable)?;
         Ok(data[..bytes as usize]
             .iter()
             .position(|&b| b != 0)
