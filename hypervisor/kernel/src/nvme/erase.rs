@@ -65,6 +65,9 @@ pub struct EraseError {
 pub enum EraseErrorKind {
     /// Its hardware queues are in use by another erase.
     Busy,
+    /// Commands of its guest are still in the hardware (the stop's drain timed out): erasing
+    /// would consume their completions.
+    GuestCommandsInFlight,
     /// Its share has no read-back buffer or too few slot pages (a hypervisor bug).
     NoBuffer,
     /// The controller failed, or a block stayed non-zero (see [`EraseFault`]).
@@ -84,6 +87,9 @@ impl fmt::Display for EraseError {
         write!(f, "slice \"{}\": erase: ", self.slice)?;
         match self.kind {
             EraseErrorKind::Busy => f.write_str("already erasing"),
+            EraseErrorKind::GuestCommandsInFlight => {
+                f.write_str("its own NVMe commands are still in the controller")
+            }
             EraseErrorKind::NoBuffer => f.write_str("no erase buffer for its share"),
             EraseErrorKind::Fault(EraseFault::NotZero { lba }) => write!(
                 f,

@@ -361,7 +361,9 @@ impl SliceDisk {
     ///
     /// Preconditions (the caller's, i.e. the control interface's): the slice is stopped (its
     /// function was reset and drained by `quiesce`, its vCPUs are parked) and stays stopped
-    /// until this returns; call it on one of the slice's own cores. It polls the slice's first
+    /// until this returns; call it on one of the slice's own cores. A slice whose guest
+    /// commands are still in the hardware (its stop's drain timed out) is refused
+    /// ([`EraseErrorKind::GuestCommandsInFlight`]). It polls the slice's first
     /// hardware queue pair (at most 16 commands in flight, each bounded by 30 s) and takes
     /// every one of the slice's queues out of the mediated path meanwhile, so the queues'
     /// completion LPIs, wherever they are taken, find no queue to hand completions to (and
@@ -383,10 +385,16 @@ impl SliceDisk {
             first_block: self.share.first_block,
             ticks: cpu::counter().wrapping_sub(start),
         };
-        let mut queues = core::mem::take(&mut self.state.lock().queues);
-        if queues.is_empty() {
-            return Err(fail(EraseErrorKind::Busy));
-        }
+        let mut queues = {
+            let mut state = self.state.lock();
+            if state.queues.is_empty() {
+                return Err(fail(EraseErrorKind::Busy));
+            }
+            if !state.controller.is_quiescent() {
+                return Err(fail(EraseErrorKind::GuestCommandsInFlight));
+            }
+            core::mem::take(&mut state.queues)
+        };
         let result = self.erase_on(&mut queues);
         self.state.lock().queues = queues;
         let outcome = result.map_err(fail)?;

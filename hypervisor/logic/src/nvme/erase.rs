@@ -567,46 +567,48 @@ fn pipeline<Q: EraseQueue>(
         if in_flight == 0 {
             return failure.map_or(Ok(commands), Err);
         }
-        match queue.pop() {
-            Some(completion) => {
-                let cid = completion.command_id.get();
-                let slot = cid
-                    .checked_sub(ERASE_CID_BASE)
-                    .and_then(|tag| slots.get_mut(usize::from(tag)))
-                    .and_then(Option::take);
-                let Some(command) = slot else {
-                    *strays += 1;
-                    continue;
-                };
-                let status = Status::from_hardware(completion.status.get());
-                let result = if status.is_success() {
-                    done(queue, command.extent, cid - ERASE_CID_BASE)
-                } else {
-                    Err(EraseFault::Command {
-                        opcode: command.opcode,
-                        lba: command.extent.lba,
-                        status: status.raw(),
-                    })
-                };
-                if let Err(fault) = result {
-                    failure.get_or_insert(fault);
-                }
+        let completion = queue.pop();
+        let ours = completion.and_then(|c| {
+            let cid = c.command_id.get();
+            let tag = cid.checked_sub(ERASE_CID_BASE)?;
+            let command = slots.get_mut(usize::from(tag))?.take()?;
+            Some((c, tag, command))
+        });
+        let Some((completion, tag, command)) = ours else {
+            // Nothing, or a completion that is not one of ours: the timeouts still run, so
+            // a controller posting stray completions forever cannot hold the erase.
+            if completion.is_some() {
+                *strays += 1;
             }
-            None => {
-                let now = queue.now_ms();
-                let late = slots
-                    .iter()
-                    .flatten()
-                    .find(|c| now.saturating_sub(c.since_ms) > timeout_ms);
-                if let Some(late) = late {
-                    return Err(EraseFault::Timeout {
-                        opcode: late.opcode,
-                        lba: late.extent.lba,
-                        in_flight,
-                    });
-                }
+            let now = queue.now_ms();
+            let late = slots
+                .iter()
+                .flatten()
+                .find(|c| now.saturating_sub(c.since_ms) > timeout_ms);
+            if let Some(late) = late {
+                return Err(EraseFault::Timeout {
+                    opcode: late.opcode,
+                    lba: late.extent.lba,
+                    in_flight,
+                });
+            }
+            if completion.is_none() {
                 queue.pause();
             }
+            continue;
+        };
+        let status = Status::from_hardware(completion.status.get());
+        let result = if status.is_success() {
+            done(queue, command.extent, tag)
+        } else {
+            Err(EraseFault::Command {
+                opcode: command.opcode,
+                lba: command.extent.lba,
+                status: status.raw(),
+            })
+        };
+        if let Err(fault) = result {
+            failure.get_or_insert(fault);
         }
     }
 }

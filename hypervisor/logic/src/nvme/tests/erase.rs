@@ -56,6 +56,8 @@ struct FakeDisk {
     sticky: Option<u64>,
     /// Completions for commands that are not the erase's, posted before the first one.
     strays: u16,
+    /// Post a stray completion on every poll, forever (a broken controller).
+    stray_storm: bool,
     flushes: usize,
 }
 
@@ -77,6 +79,7 @@ impl FakeDisk {
             hang: None,
             sticky: None,
             strays: 0,
+            stray_storm: false,
             flushes: 0,
         }
     }
@@ -163,6 +166,11 @@ impl EraseQueue for FakeDisk {
     }
 
     fn pop(&mut self) -> Option<CompletionEntry> {
+        if self.stray_storm {
+            // Time moves on while the controller floods the queue.
+            self.now.set(self.now.get() + 1);
+            return Some(CompletionEntry::default());
+        }
         if self.strays > 0 {
             self.strays -= 1;
             return Some(CompletionEntry {
@@ -434,6 +442,21 @@ fn stray_completions_are_counted_and_ignored() {
     let outcome = run(&mut d, facts(8, 0, false)).unwrap();
     assert_eq!(outcome.strays, 3);
     assert!(d.data[..1000 * BLOCK].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn a_storm_of_stray_completions_still_times_out() {
+    let mut d = disk(0, 4096);
+    d.stray_storm = true;
+    let fault = run(&mut d, facts(8, 0, false)).unwrap_err();
+    assert!(matches!(
+        fault,
+        EraseFault::Timeout {
+            opcode: io_op::WRITE_ZEROES,
+            lba: 0,
+            ..
+        }
+    ));
 }
 
 #[test]
