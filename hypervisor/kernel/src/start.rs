@@ -464,7 +464,8 @@ fn setup_nvme(
     let table = frames
         .device_table_bytes(its_device_ids(&host, hierarchy))
         .ok_or(unusable("no ITS device table"))?;
-    let bytes = nvme::device_memory_pages(queues, cores.len() as u64, table) * 4096;
+    let disks = plan.slices.iter().filter(|s| s.nvme.is_some()).count() as u64;
+    let bytes = nvme::device_memory_pages(queues, disks, cores.len() as u64, table) * 4096;
     let region = place_working_memory(&info.inventory.ram, &avoid, 0, bytes, 0x1_0000)
         .ok_or(unusable("no RAM left for NVMe queues and tables"))?;
     let claimed = memory::claim(region).map_err(|_| unusable("device memory"))?;
