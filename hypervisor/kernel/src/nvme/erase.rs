@@ -76,7 +76,6 @@ pub enum EraseErrorKind {
 
 impl EraseError {
     /// The controller failed a command or did not complete it (control status `IO_ERROR`).
-    #[expect(dead_code, reason = "for the control interface's ERASE (issue 11)")]
     pub fn is_io_error(&self) -> bool {
         matches!(self.kind, EraseErrorKind::Fault(f) if f.is_io_error())
     }

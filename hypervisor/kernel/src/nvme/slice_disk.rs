@@ -373,10 +373,6 @@ impl SliceDisk {
     /// the slice's next start finds them as after any stop. On a timeout the erase's
     /// unfinished commands are left in the hardware queue (the error says how many); their
     /// late completions are then logged as unexpected by the mediated path.
-    #[expect(
-        dead_code,
-        reason = "called by the control interface's ERASE (issue 11), which is being written"
-    )]
     pub fn erase(&self) -> Result<EraseReport, EraseError> {
         let start = cpu::counter();
         let fail = |kind| EraseError {
@@ -444,15 +440,5 @@ impl SliceDisk {
         wipe::erase(&mut queue, &plan)
             .map(|outcome| (plan.wipe, outcome))
             .map_err(EraseErrorKind::Fault)
-    }
-}
-
-impl SliceDisk {
-    /// Wipes the share (docs/control.md, "Erase"): placeholder until the erase lands.
-    pub fn erase_share(
-        &self,
-        _slice: &str,
-    ) -> Result<alloc::string::String, alloc::string::String> {
-        Err("erase is not available in this build".into())
     }
 }
