@@ -22,6 +22,7 @@
 //! 16 MiB namespace (the probe's memory-test pattern and ordinary data, pointers, small
 //! integers, ASCII text and `0xdead...` markers never have those bits).
 
+use crate::dt::MemoryRegion;
 use crate::memplan::Range;
 
 /// The fixed tag of the pattern ("5ec2e7a5" in the high half, zeros in the low half).
@@ -29,6 +30,11 @@ pub const TAG: u64 = 0x5EC2_E7A5_0000_0000;
 
 /// Most RAM ranges a [`Detector`] knows (the probe keeps at most this many DT memory ranges).
 pub const MAX_RAM_RANGES: usize = crate::MAX_MEMORY_REGIONS;
+
+/// The disk size a RAM scan assumes when it runs before the namespace is known (`secret=check`
+/// scans RAM before the memory test and the NVMe driver touch it): any 8-byte aligned offset
+/// below 1 TiB counts as a plausible disk location. This can only add matches, never hide one.
+pub const UNKNOWN_DISK_BYTES: u64 = 1 << 40;
 
 /// The planted word at RAM address (IPA) `ipa`.
 pub fn ram_word(ipa: u64) -> u64 {
@@ -102,6 +108,18 @@ impl Detector {
             d.limit = d.limit.max(r.end);
         }
         d
+    }
+
+    /// A detector for the DT memory `regions` and a namespace of `disk_bytes`.
+    pub fn for_regions(regions: &[MemoryRegion], disk_bytes: u64) -> Detector {
+        let mut ram = [Range::default(); MAX_RAM_RANGES];
+        for (r, m) in ram.iter_mut().zip(regions) {
+            *r = Range {
+                start: m.base,
+                end: m.end(),
+            };
+        }
+        Detector::new(&ram[..regions.len().min(MAX_RAM_RANGES)], disk_bytes)
     }
 
     /// Whether `x` (a word XOR [`TAG`]) is a plausible location: 8-byte aligned, in RAM or on
@@ -253,6 +271,25 @@ mod tests {
         assert!(!d.matches(disk_word(4096), 0x4000_0000));
         assert!(d.matches(disk_word(4096), 4096), "in place still counts");
         assert!(d.matches(ram_word(0x4000_1000), 0x4000_0000));
+    }
+
+    #[test]
+    fn detector_from_dt_regions() {
+        let regions = [
+            MemoryRegion {
+                base: 0x4000_0000,
+                size: 64 * MIB,
+            },
+            MemoryRegion {
+                base: 0x1_0000_0000,
+                size: MIB,
+            },
+        ];
+        let d = Detector::for_regions(&regions, UNKNOWN_DISK_BYTES);
+        assert!(d.matches(ram_word(0x1_0000_0008), 0x4000_0000));
+        assert!(!d.matches(ram_word(0x1_0010_0000), 0x4000_0000));
+        assert!(d.matches(disk_word(100 << 30), 0x4000_0000));
+        assert!(!d.matches(0, 0x4000_0000) && !d.matches(u64::MAX, 0x4000_0000));
     }
 
     #[test]
