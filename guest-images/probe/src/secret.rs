@@ -285,11 +285,17 @@ mod tests {
                 size: MIB,
             },
         ];
-        let d = Detector::for_regions(&regions, UNKNOWN_DISK_BYTES);
+        let d = Detector::for_regions(&regions, 16 * MIB);
         assert!(d.matches(ram_word(0x1_0000_0008), 0x4000_0000));
         assert!(!d.matches(ram_word(0x1_0010_0000), 0x4000_0000));
-        assert!(d.matches(disk_word(100 << 30), 0x4000_0000));
-        assert!(!d.matches(0, 0x4000_0000) && !d.matches(u64::MAX, 0x4000_0000));
+        assert!(!d.matches(disk_word(100 << 30), 0x4000_0000));
+        // Before the namespace is known, any offset below 1 TiB counts.
+        let early = Detector::for_regions(&regions, UNKNOWN_DISK_BYTES);
+        assert!(early.matches(disk_word(100 << 30), 0x4000_0000));
+        assert!(!early.matches(disk_word(UNKNOWN_DISK_BYTES), 0x4000_0000));
+        for d in [d, early] {
+            assert!(!d.matches(0, 0x4000_0000) && !d.matches(u64::MAX, 0x4000_0000));
+        }
     }
 
     #[test]
