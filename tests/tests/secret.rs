@@ -59,7 +59,7 @@ fn number_in(lines: &[String], prefix: &str, what: &str, key: &str) -> u64 {
 /// Free RAM the probe reports (`ram=` or `ram_scanned=`) is all of RAM but its footprint.
 fn assert_free_ram(bytes: u64, who: &str) {
     assert!(
-        bytes > RAM_BYTES - MAX_FOOTPRINT && bytes < RAM_BYTES && bytes % 64 == 0,
+        bytes > RAM_BYTES - MAX_FOOTPRINT && bytes < RAM_BYTES && bytes.is_multiple_of(64),
         "{who}: {bytes} bytes of free RAM is not 64 MiB minus the probe's footprint"
     );
 }
@@ -162,7 +162,7 @@ fn secret_planted_by_one_slice_is_not_seen_by_a_fresh_one() {
     for at in (0..disk.len() as u64).step_by(8) {
         let x = word_at(at) ^ TAG;
         assert!(
-            planted(at) || !(x % 8 == 0 && x < DISK_BYTES),
+            planted(at) || !(x.is_multiple_of(8) && x < DISK_BYTES),
             "a pattern word outside the planting slices' windows, at disk byte {at:#x}"
         );
     }
