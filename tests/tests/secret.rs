@@ -10,6 +10,9 @@
 //! - a fresh slice (RAM scrubbed by the microvisor at start, its share of a fresh disk never
 //!   written before it scans) prints `SECRET CLEAN` having scanned all of its free RAM and its
 //!   whole namespace, on the same node and disk as the planter;
+//! - a slice with `secret=check,plant reset-after=2` is clean at its first boot, plants, resets
+//!   itself, and at its second boot finds nothing in RAM (the microvisor scrubbed it) and the
+//!   whole namespace still planted (nothing erases it without the manager);
 //! - the negative control `secret=plant,check` (plant, then check in the same boot) must print
 //!   `SECRET FOUND`: the detector does see the pattern.
 
@@ -70,6 +73,7 @@ fn secret_planted_by_one_slice_is_not_seen_by_a_fresh_one() {
         ("planter", "secret=plant heartbeat=500"),
         ("fresh", "secret=check heartbeat=500"),
         ("control", "secret=plant,check heartbeat=500"),
+        ("rebooter", "secret=check,plant heartbeat=500 reset-after=2"),
     ];
     let plan_text = plan(
         &slices
@@ -114,6 +118,19 @@ fn secret_planted_by_one_slice_is_not_seen_by_a_fresh_one() {
             ),
             slice("control", "^SECRET FOUND ram=0x[0-9a-f]+ disk=0x0$"),
         ]))
+        .expect(Expect::Sequence(vec![
+            // First boot: clean, then plants; after its reset the microvisor scrubbed its RAM
+            // (nothing of the pattern there) but nothing erased its share (all of it there).
+            slice("rebooter", &check_line("0", "0")),
+            slice("rebooter", "^SECRET CLEAN$"),
+            slice(
+                "rebooter",
+                &format!("^SECRET PLANTED ram=\\d+ disk={DISK_BYTES}$"),
+            ),
+            slice("rebooter", "^PROBE ACTION system-reset$"),
+            slice("rebooter", &check_line("0", &(DISK_BYTES / 8).to_string())),
+            slice("rebooter", "^SECRET FOUND ram=none disk=0x0$"),
+        ]))
         .expect(Expect::Never(slice("fresh", "^SECRET (FOUND|INCOMPLETE)")))
         .expect(Expect::Never(slice("planter", "^SECRET CHECK")))
         .expect(Expect::Never(microvisor_tests::any_slice(
@@ -154,10 +171,13 @@ fn secret_planted_by_one_slice_is_not_seen_by_a_fresh_one() {
         );
     }
     // Nowhere else on the disk (the fresh slice's window, the gaps) is a pattern word, except
-    // in the control's window, which planted too.
+    // in the windows of the control and the rebooter, which planted too.
     let (control, control_len) = window(2);
+    let (rebooter, rebooter_len) = window(3);
     let planted = |at: u64| {
-        (start..start + len).contains(&at) || (control..control + control_len).contains(&at)
+        (start..start + len).contains(&at)
+            || (control..control + control_len).contains(&at)
+            || (rebooter..rebooter + rebooter_len).contains(&at)
     };
     for at in (0..disk.len() as u64).step_by(8) {
         let x = word_at(at) ^ TAG;

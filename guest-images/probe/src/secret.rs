@@ -46,20 +46,30 @@ pub fn disk_word(offset: u64) -> u64 {
     TAG ^ offset
 }
 
-/// What `secret=` asks for (`plant`, `check`, or both: `secret=plant,check` plants, then
-/// checks in the same boot, which must find the pattern: the detector's negative control).
+/// What `secret=` asks for: `plant`, `check`, or both in the order given. `secret=plant,check`
+/// plants, then checks in the same boot, which must find the pattern (the detector's negative
+/// control); `secret=check,plant` checks what the previous boot left, then plants (with
+/// `reset-after=`, every boot checks what the one before it planted).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SecretMode {
     /// Plant the pattern over RAM and the namespace.
     pub plant: bool,
     /// Scan RAM and the namespace for it.
     pub check: bool,
+    /// `check` came before `plant` (or alone): the check looks at what was there at boot.
+    pub check_first: bool,
 }
 
 impl SecretMode {
     /// Whether anything is asked for.
     pub fn any(&self) -> bool {
         self.plant || self.check
+    }
+
+    /// Whether the check looks at what was there at boot (RAM before the memory test, the
+    /// namespace before the NVMe data test), rather than after planting.
+    pub fn checks_at_boot(&self) -> bool {
+        self.check && self.check_first
     }
 
     /// Parses the value of `secret=`: a comma-separated list of `plant` and `check`. Returns
@@ -70,7 +80,10 @@ impl SecretMode {
         for word in value.split(|&b| b == b',').filter(|w| !w.is_empty()) {
             match word {
                 b"plant" => mode.plant = true,
-                b"check" => mode.check = true,
+                b"check" => {
+                    mode.check_first |= !mode.plant;
+                    mode.check = true;
+                }
                 other => {
                     if unknown.is_none() {
                         unknown = Some(other);
@@ -328,26 +341,26 @@ mod tests {
 
     #[test]
     fn modes_parse() {
+        let mode = |plant, check, check_first| SecretMode {
+            plant,
+            check,
+            check_first,
+        };
         assert_eq!(
             SecretMode::parse(b"plant"),
-            (
-                SecretMode {
-                    plant: true,
-                    check: false
-                },
-                None
-            )
+            (mode(true, false, false), None)
         );
         assert_eq!(
             SecretMode::parse(b"plant,check"),
-            (
-                SecretMode {
-                    plant: true,
-                    check: true
-                },
-                None
-            )
+            (mode(true, true, false), None)
         );
+        assert!(!SecretMode::parse(b"plant,check").0.checks_at_boot());
+        assert_eq!(
+            SecretMode::parse(b"check,plant"),
+            (mode(true, true, true), None)
+        );
+        assert!(SecretMode::parse(b"check").0.checks_at_boot());
+        assert!(SecretMode::parse(b"check,plant").0.checks_at_boot());
         let (mode, unknown) = SecretMode::parse(b"check,steal,,");
         assert!(mode.check && !mode.plant);
         assert_eq!(unknown, Some(&b"steal"[..]));

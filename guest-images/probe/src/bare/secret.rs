@@ -6,10 +6,11 @@
 //! volatile 8-byte loads and stores by the boot CPU alone. The namespace is read and written
 //! whole (Identify's size) in the driver's largest transfers through its data buffers.
 //!
-//! When (see `boot_main`): `check` alone scans RAM before the memory test writes it and the
-//! namespace right after the controller starts (before the NVMe data test writes it); `plant`
-//! fills RAM right after the memory test (before the NVMe and NIC DMA areas are laid out) and
-//! the namespace after the NVMe boot work; `plant,check` scans both after planting.
+//! When (see `boot_main`): `check` alone (or `check,plant`) scans RAM before the memory test
+//! writes it and the namespace right after the controller starts (before the NVMe data test
+//! writes it); `plant` fills RAM right after the memory test (before the NVMe and NIC DMA areas
+//! are laid out) and the namespace after the NVMe boot work; `plant,check` scans both after
+//! planting. The lines are printed after the NVMe boot work, in the order the words were given.
 
 use core::fmt;
 
@@ -138,7 +139,7 @@ impl Early {
     /// `check` alone, before the memory test: scans the free RAM (the disk size is not known
     /// yet: see `UNKNOWN_DISK_BYTES`).
     pub fn before_memtest(&mut self, mode: SecretMode, platform: &Platform, image: Range) {
-        if mode.check && !mode.plant {
+        if mode.checks_at_boot() {
             let detector = Detector::for_regions(platform.memory(), UNKNOWN_DISK_BYTES);
             self.ram = Some(scan_ram(platform, image, &detector));
         }
@@ -154,7 +155,7 @@ impl Early {
 
     /// `check` alone, once the controller works and before anything writes the namespace.
     pub fn after_nvme_start(&mut self, mode: SecretMode, platform: &Platform) {
-        if mode.check && !mode.plant {
+        if mode.checks_at_boot() {
             let detector = Detector::for_regions(platform.memory(), disk_bytes());
             self.disk = Some(scan_disk(&detector));
         }
@@ -165,8 +166,11 @@ impl Early {
 static PLANTED_RAM: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// After the NVMe boot work: `plant` fills the namespace and prints `SECRET PLANTED`; `check`
-/// (after planting, or with the early results) prints `SECRET CHECK` and the verdict.
+/// prints `SECRET CHECK` and the verdict (with the early results, or scanning after planting).
 pub fn finish(mode: SecretMode, early: Early, platform: &Platform, image: Range) {
+    if mode.checks_at_boot() {
+        check(early, platform, image);
+    }
     if mode.plant {
         let disk = match plant_disk() {
             Ok(bytes) => bytes,
@@ -178,9 +182,13 @@ pub fn finish(mode: SecretMode, early: Early, platform: &Platform, image: Range)
         let ram = PLANTED_RAM.load(core::sync::atomic::Ordering::Relaxed);
         println!("SECRET PLANTED ram={ram} disk={disk}");
     }
-    if !mode.check {
-        return;
+    if mode.check && !mode.checks_at_boot() {
+        check(early, platform, image);
     }
+}
+
+/// `SECRET CHECK` and the verdict, from the early passes or scanning now.
+fn check(early: Early, platform: &Platform, image: Range) {
     let disk_size = disk_bytes();
     let detector = Detector::for_regions(platform.memory(), disk_size);
     let ram = early
