@@ -84,6 +84,9 @@ pub fn boot_interactive(
             for slice in crate::network::slice_networks(plan, node, &launch.forwards)? {
                 eprintln!("{slice}");
             }
+            if let Some(manager) = plan.manager() {
+                eprintln!("{}", manager_hint(&plan.slices[manager].name, manager));
+            }
         }
         None => {
             for forward in &launch.forwards {
@@ -104,4 +107,27 @@ pub fn boot_interactive(
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         None => ExitCode::FAILURE,
     })
+}
+
+/// How to reach the manager slice (plan index `index`) under `cargo xtask run`.
+pub fn manager_hint(name: &str, index: usize) -> String {
+    let focus = if index < 9 {
+        format!("Ctrl-A Ctrl-A {} gives it the keyboard", index + 1)
+    } else {
+        "the console can focus slices 1-9 only".to_string()
+    };
+    format!(
+        "slice {name} is the manager: {focus}; its shell has microvisorctl (docs/control.md)"
+    )
+}
+
+#[cfg(test)]
+mod manager_tests {
+    #[test]
+    fn the_hint_names_the_focus_keys() {
+        assert_eq!(
+            super::manager_hint("manager", 3),
+            "slice manager is the manager: Ctrl-A Ctrl-A 4 gives it the keyboard; its shell has microvisorctl (docs/control.md)"
+        );
+    }
 }
