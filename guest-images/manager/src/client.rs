@@ -217,11 +217,7 @@ impl<T: Transport> Client<T> {
             )));
         }
         let size = bytes.len() as u64;
-        self.call(
-            &Request::new(Op::StageBegin, slice)
-                .a0(kind.code())
-                .a1(size),
-        )?;
+        self.call(&Request::new(Op::StageBegin, slice).a0(kind.code()).a1(size))?;
         let chunk = self.transport.payload_capacity().max(1);
         let mut offset = 0u64;
         for part in bytes.chunks(chunk) {
@@ -404,7 +400,11 @@ impl<T: Transport> Client<T> {
                     timeout.as_secs_f64()
                 )));
             }
-            thread::sleep(self.pacing.poll.min(timeout.saturating_sub(start.elapsed())));
+            thread::sleep(
+                self.pacing
+                    .poll
+                    .min(timeout.saturating_sub(start.elapsed())),
+            );
         }
     }
 

@@ -146,7 +146,10 @@ impl DevMemTransport {
         for (i, chunk) in bytes.chunks(8).enumerate() {
             let mut word = [0; 8];
             word[..chunk.len()].copy_from_slice(chunk);
-            if !self.window.write_u64(offset + i * 8, u64::from_le_bytes(word)) {
+            if !self
+                .window
+                .write_u64(offset + i * 8, u64::from_le_bytes(word))
+            {
                 return Err(Error::Interface(format!(
                     "window write at {:#x} outside the mapping",
                     offset + i * 8

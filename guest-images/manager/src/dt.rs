@@ -100,9 +100,9 @@ fn find_compatible(dir: &Path, depth: usize, visited: &mut usize) -> Option<Path
 /// A one-cell property (`#address-cells`), or `default` when absent.
 fn cells(path: &Path, default: u32) -> Result<u32, Error> {
     match fs::read(path) {
-        Ok(bytes) if bytes.len() == 4 => Ok(u32::from_be_bytes([
-            bytes[0], bytes[1], bytes[2], bytes[3],
-        ])),
+        Ok(bytes) if bytes.len() == 4 => {
+            Ok(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+        }
         Ok(bytes) => Err(Error::Interface(format!(
             "{} has {} bytes, not one cell",
             path.display(),
@@ -121,7 +121,7 @@ pub fn parse_reg(reg: &[u8], address_cells: u32, size_cells: u32) -> Result<Vec<
         ));
     }
     let entry = (address_cells + size_cells) as usize * 4;
-    if reg.is_empty() || reg.len() % entry != 0 {
+    if reg.is_empty() || !reg.len().is_multiple_of(entry) {
         return Err(format!(
             "{} bytes, not a multiple of {entry}-byte entries",
             reg.len()
@@ -140,7 +140,9 @@ pub fn parse_reg(reg: &[u8], address_cells: u32, size_cells: u32) -> Result<Vec<
 }
 
 fn be_cells(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0, |value, &b| (value << 8) | u64::from(b))
+    bytes
+        .iter()
+        .fold(0, |value, &b| (value << 8) | u64::from(b))
 }
 
 #[cfg(test)]
@@ -171,7 +173,10 @@ mod tests {
         let root = temp_tree(name);
         write(root.join("#address-cells"), &cells_bytes(&[2]));
         write(root.join("#size-cells"), &cells_bytes(&[2]));
-        write(root.join("pl011@9000000/compatible"), b"arm,pl011\0arm,primecell\0");
+        write(
+            root.join("pl011@9000000/compatible"),
+            b"arm,pl011\0arm,primecell\0",
+        );
         write(
             root.join("control@a000000/compatible"),
             b"microvisor,control-v1\0",
@@ -249,7 +254,13 @@ mod tests {
             &cells_bytes(&[0x1000, 0x1000, 0x20_0000, 0x20_0000]),
         );
         let node = find_control_node(&root).unwrap().unwrap();
-        assert_eq!(node.registers, Range { base: 0x1000, size: 0x1000 });
+        assert_eq!(
+            node.registers,
+            Range {
+                base: 0x1000,
+                size: 0x1000
+            }
+        );
         assert_eq!(
             node.window,
             Range {
@@ -266,7 +277,10 @@ mod tests {
         write(root.join("control@a000000/reg"), &cells_bytes(&[0, 1, 0]));
         let err = find_control_node(&root).unwrap_err().to_string();
         assert!(err.contains("not a multiple"), "{err}");
-        write(root.join("control@a000000/reg"), &cells_bytes(&[0, 1, 0, 2]));
+        write(
+            root.join("control@a000000/reg"),
+            &cells_bytes(&[0, 1, 0, 2]),
+        );
         let err = find_control_node(&root).unwrap_err().to_string();
         assert!(err.contains("no window range"), "{err}");
         write(root.join("#size-cells"), &cells_bytes(&[3]));

@@ -105,7 +105,10 @@ mod tests {
 
     #[test]
     fn messages_are_one_clean_line() {
-        assert_eq!(message_line(b"slice \"a\": off\nsecond"), "slice \"a\": off");
+        assert_eq!(
+            message_line(b"slice \"a\": off\nsecond"),
+            "slice \"a\": off"
+        );
         assert_eq!(message_line(b"\x1b[2Jbad\xff"), "[2Jbad\u{fffd}");
         assert_eq!(message_line(b""), "");
         assert_eq!(message_line(&[b'x'; 2000]).len(), 512);

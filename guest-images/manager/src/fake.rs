@@ -547,9 +547,10 @@ impl FakeHypervisor {
         }
         self.advance(self.tick_ms);
         let request = RequestHeader::decode(header);
-        let name = request
-            .slice_name()
-            .map_or_else(|| String::from_utf8_lossy(&request.slice).into_owned(), Into::into);
+        let name = request.slice_name().map_or_else(
+            || String::from_utf8_lossy(&request.slice).into_owned(),
+            Into::into,
+        );
         let answer = self.answer(&request, payload);
         let (status, r0, r1, body) = match answer {
             Ok((r0, r1, body)) => (Status::Ok, r0, r1, body),
@@ -628,7 +629,8 @@ impl FakeHypervisor {
                 if slice.is_on() {
                     return fail(Status::WrongState, "already on");
                 }
-                start_checked(slice, now).map_err(|why| (Status::BadImage, format!("slice \"{name}\": {why}")))?;
+                start_checked(slice, now)
+                    .map_err(|why| (Status::BadImage, format!("slice \"{name}\": {why}")))?;
                 Ok((0, 0, Vec::new()))
             }
             Op::Off => {
@@ -642,7 +644,8 @@ impl FakeHypervisor {
                 if slice.is_on() {
                     slice.stop("forced restart by the manager");
                 }
-                start_checked(slice, now).map_err(|why| (Status::BadImage, format!("slice \"{name}\": {why}")))?;
+                start_checked(slice, now)
+                    .map_err(|why| (Status::BadImage, format!("slice \"{name}\": {why}")))?;
                 Ok((0, 0, Vec::new()))
             }
             Op::Shutdown => {
@@ -654,7 +657,9 @@ impl FakeHypervisor {
                 }
                 match slice.state {
                     State::Off => return fail(Status::WrongState, "is off"),
-                    State::ShuttingDown { .. } => return fail(Status::Busy, "already shutting down"),
+                    State::ShuttingDown { .. } => {
+                        return fail(Status::Busy, "already shutting down");
+                    }
                     _ => {}
                 }
                 slice.state = State::ShuttingDown {
@@ -706,7 +711,10 @@ impl FakeHypervisor {
                 if request.a1 != written {
                     return fail(
                         Status::BadRequest,
-                        &format!("write at offset {}, {written} bytes written so far", request.a1),
+                        &format!(
+                            "write at offset {}, {written} bytes written so far",
+                            request.a1
+                        ),
                     );
                 }
                 if payload.len() as u64 > pending.size - written {
@@ -756,9 +764,8 @@ impl FakeHypervisor {
                 });
                 Ok((0, 0, to_json(&report)))
             }
-            Op::Boot => boot(slice, request.a0, &payload).map_err(|(status, what)| {
-                (status, format!("slice \"{name}\": {what}"))
-            }),
+            Op::Boot => boot(slice, request.a0, &payload)
+                .map_err(|(status, what)| (status, format!("slice \"{name}\": {what}"))),
             Op::ConsoleRead => {
                 let total = slice.console_total;
                 if request.a0 == CONSOLE_END {
@@ -775,7 +782,10 @@ impl FakeHypervisor {
                 if payload.len() > MAX_CONSOLE_WRITE {
                     return fail(
                         Status::BadRequest,
-                        &format!("{} bytes of input (at most {MAX_CONSOLE_WRITE})", payload.len()),
+                        &format!(
+                            "{} bytes of input (at most {MAX_CONSOLE_WRITE})",
+                            payload.len()
+                        ),
                     );
                 }
                 if !slice.is_on() {
@@ -813,7 +823,11 @@ fn start_checked(slice: &mut FakeSlice, now: u64) -> Result<(), String> {
 }
 
 /// `BOOT` with flags `flags` and `payload` on `slice`.
-fn boot(slice: &mut FakeSlice, flags: u64, payload: &[u8]) -> Result<(u64, u64, Vec<u8>), (Status, String)> {
+fn boot(
+    slice: &mut FakeSlice,
+    flags: u64,
+    payload: &[u8],
+) -> Result<(u64, u64, Vec<u8>), (Status, String)> {
     let bad = |what: &str| Err((Status::BadRequest, what.to_string()));
     if flags & !boot_flags::ALL != 0 {
         return bad(&format!("unknown boot flags {flags:#x}"));
@@ -841,7 +855,10 @@ fn boot(slice: &mut FakeSlice, flags: u64, payload: &[u8]) -> Result<(u64, u64, 
         if payload.len() > MAX_CMDLINE {
             return Err((
                 Status::TooLarge,
-                format!("a command line of {} bytes (at most {MAX_CMDLINE})", payload.len()),
+                format!(
+                    "a command line of {} bytes (at most {MAX_CMDLINE})",
+                    payload.len()
+                ),
             ));
         }
         match std::str::from_utf8(payload) {

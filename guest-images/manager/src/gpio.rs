@@ -168,7 +168,9 @@ pub struct LineEvent {
 impl LineEvent {
     /// The event in `bytes` (native byte order, as the kernel writes it).
     pub fn parse(bytes: &[u8; LINE_EVENT_LEN]) -> LineEvent {
-        let u32_at = |at: usize| u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let u32_at = |at: usize| {
+            u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
         let mut ts = [0; 8];
         ts.copy_from_slice(&bytes[0..8]);
         LineEvent {

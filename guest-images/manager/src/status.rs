@@ -196,7 +196,13 @@ mod tests {
         let boot = status.boot.as_ref().unwrap();
         assert_eq!(boot.kernel_bytes, 27_303_872);
         assert_eq!(boot.initrd.as_deref(), Some("initramfs.cpio.gz"));
-        assert_eq!(status.scrub, Some(Scrub { bytes: 1 << 30, ms: 212 }));
+        assert_eq!(
+            status.scrub,
+            Some(Scrub {
+                bytes: 1 << 30,
+                ms: 212
+            })
+        );
         assert_eq!(status.last_erase, None);
         assert_eq!(status.exits["mmio"], 800);
         assert!(status.extra.is_empty());
@@ -240,6 +246,8 @@ mod tests {
     fn a_status_without_name_or_state_is_refused() {
         assert!(serde_json::from_str::<SliceStatus>(r#"{"role":"tenant","state":"on"}"#).is_err());
         assert!(serde_json::from_str::<SliceStatus>(r#"{"name":"a","role":"tenant"}"#).is_err());
-        assert!(serde_json::from_str::<SliceStatus>(r#"{"name":7,"role":"x","state":"on"}"#).is_err());
+        assert!(
+            serde_json::from_str::<SliceStatus>(r#"{"name":7,"role":"x","state":"on"}"#).is_err()
+        );
     }
 }

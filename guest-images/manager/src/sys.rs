@@ -58,7 +58,7 @@ impl Mapping {
 
     /// Whether an 8-byte access at `offset` is naturally aligned and inside the mapping.
     fn fits(&self, offset: usize) -> bool {
-        offset % 8 == 0 && offset.checked_add(8).is_some_and(|end| end <= self.len)
+        offset.is_multiple_of(8) && offset.checked_add(8).is_some_and(|end| end <= self.len)
     }
 
     /// The 64-bit word at `offset`, `None` when unaligned or outside.
@@ -118,7 +118,8 @@ impl<'a> FileLock<'a> {
                 return Ok(FileLock { file });
             }
             let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) && err.kind() != io::ErrorKind::Interrupted
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK)
+                && err.kind() != io::ErrorKind::Interrupted
             {
                 return Err(err);
             }

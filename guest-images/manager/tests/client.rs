@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use microvisor_control::fake::{BOOT_LINE, CONSOLE_RING, FakeHypervisor, FakeSliceSpec, fake_kernel};
+use microvisor_control::fake::{
+    BOOT_LINE, CONSOLE_RING, FakeHypervisor, FakeSliceSpec, fake_kernel,
+};
 use microvisor_control::protocol::{CONSOLE_END, MAX_CMDLINE};
 use microvisor_control::{
     BootSpec, Client, Error, ImageKind, InitrdChoice, Op, Pacing, Request, Response, SliceState,
@@ -67,19 +69,29 @@ fn status_of_each_slice_and_of_the_manager_itself() {
 #[test]
 fn power_operations_follow_the_states() {
     let mut c = client();
-    assert_eq!(refused(c.on("web")), (Status::WrongState, "slice \"web\": already on".into()));
+    assert_eq!(
+        refused(c.on("web")),
+        (Status::WrongState, "slice \"web\": already on".into())
+    );
     c.off("web").unwrap();
     let status = c.status("web").unwrap();
     assert_eq!(status.state, SliceState::Off);
     assert_eq!(status.uptime_ms, 0);
-    assert_eq!(status.last_stop.as_deref(), Some("forced off by the manager"));
+    assert_eq!(
+        status.last_stop.as_deref(),
+        Some("forced off by the manager")
+    );
     assert_eq!(refused(c.off("web")).0, Status::WrongState);
     c.on("web").unwrap();
     c.restart("web").unwrap();
     assert_eq!(c.status("web").unwrap().starts, 3);
     c.off("web").unwrap();
     c.restart("web").unwrap();
-    assert_eq!(c.status("web").unwrap().state, SliceState::On, "restart starts an off slice");
+    assert_eq!(
+        c.status("web").unwrap().state,
+        SliceState::On,
+        "restart starts an off slice"
+    );
 }
 
 #[test]
@@ -90,7 +102,8 @@ fn the_manager_may_only_read_itself() {
         c.off("ctl"),
         c.restart("ctl"),
         c.shutdown("ctl", Duration::from_secs(1)),
-        c.stage("ctl", ImageKind::Kernel, &fake_kernel(100)).map(drop),
+        c.stage("ctl", ImageKind::Kernel, &fake_kernel(100))
+            .map(drop),
         c.boot_default("ctl"),
         c.erase("ctl"),
         c.console_write_some("ctl", b"x").map(drop),
@@ -107,21 +120,44 @@ fn graceful_shutdown_powers_off_or_is_forced_at_the_deadline() {
     let mut c = client();
     c.shutdown("web", Duration::from_secs(5)).unwrap();
     assert_eq!(c.status("web").unwrap().state, SliceState::ShuttingDown);
-    assert_eq!(refused(c.shutdown("web", Duration::from_secs(5))).0, Status::Busy);
-    let off = c.wait_for_state("web", SliceState::Off, Duration::from_secs(5)).unwrap();
-    assert_eq!(off.last_stop.as_deref(), Some("powered off (PSCI SYSTEM_OFF)"));
+    assert_eq!(
+        refused(c.shutdown("web", Duration::from_secs(5))).0,
+        Status::Busy
+    );
+    let off = c
+        .wait_for_state("web", SliceState::Off, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(
+        off.last_stop.as_deref(),
+        Some("powered off (PSCI SYSTEM_OFF)")
+    );
 
     c.shutdown("probe", Duration::from_millis(200)).unwrap();
-    let off = c.wait_for_state("probe", SliceState::Off, Duration::from_secs(5)).unwrap();
-    assert_eq!(off.last_stop.as_deref(), Some("forced off: shutdown timeout"));
-    assert_eq!(refused(c.shutdown("probe", Duration::from_secs(1))).0, Status::WrongState);
+    let off = c
+        .wait_for_state("probe", SliceState::Off, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(
+        off.last_stop.as_deref(),
+        Some("forced off: shutdown timeout")
+    );
+    assert_eq!(
+        refused(c.shutdown("probe", Duration::from_secs(1))).0,
+        Status::WrongState
+    );
 }
 
 #[test]
 fn shutdown_timeouts_outside_the_range_are_not_sent() {
     let mut c = client();
-    for timeout in [Duration::ZERO, Duration::from_micros(500), Duration::from_secs(3601)] {
-        assert!(matches!(c.shutdown("web", timeout), Err(Error::InvalidArgument(_))));
+    for timeout in [
+        Duration::ZERO,
+        Duration::from_micros(500),
+        Duration::from_secs(3601),
+    ] {
+        assert!(matches!(
+            c.shutdown("web", timeout),
+            Err(Error::InvalidArgument(_))
+        ));
     }
     assert!(c.transport().log().is_empty());
 }
@@ -147,20 +183,30 @@ fn staging_goes_in_chunks_of_the_payload_area_and_reports_the_hash() {
     let staged = c.stage("web", ImageKind::Kernel, &kernel).unwrap();
     assert_eq!(staged.kind, "kernel");
     assert_eq!(staged.bytes, 10_000);
-    let expected: String = Sha256::digest(&kernel).iter().map(|b| format!("{b:02x}")).collect();
+    let expected: String = Sha256::digest(&kernel)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert_eq!(staged.sha256, expected);
     let ops: Vec<u32> = c.transport().log().iter().map(|(op, _, _)| *op).collect();
     assert_eq!(
         ops,
-        [Op::StageBegin, Op::StageWrite, Op::StageWrite, Op::StageWrite, Op::StageEnd]
-            .map(Op::code)
+        [
+            Op::StageBegin,
+            Op::StageWrite,
+            Op::StageWrite,
+            Op::StageWrite,
+            Op::StageEnd
+        ]
+        .map(Op::code)
     );
 }
 
 #[test]
 fn a_staged_kernel_initrd_and_cmdline_boot_and_default_brings_the_flashed_back() {
     let mut c = client();
-    c.stage("web", ImageKind::Kernel, &fake_kernel(5000)).unwrap();
+    c.stage("web", ImageKind::Kernel, &fake_kernel(5000))
+        .unwrap();
     c.stage("web", ImageKind::Initrd, &[1; 3000]).unwrap();
     let spec = BootSpec {
         staged_kernel: true,
@@ -202,7 +248,9 @@ fn boot_refusals() {
         FakeSliceSpec::manager("ctl"),
         FakeSliceSpec::probe("small").memory(1 << 20),
     ]));
-    small.stage("small", ImageKind::Initrd, &[0; 900_000]).unwrap();
+    small
+        .stage("small", ImageKind::Initrd, &[0; 900_000])
+        .unwrap();
     let spec = BootSpec {
         initrd: InitrdChoice::Staged,
         ..BootSpec::default()
@@ -214,12 +262,18 @@ fn boot_refusals() {
         cmdline: Some("x".repeat(MAX_CMDLINE + 1)),
         ..BootSpec::default()
     };
-    assert!(matches!(c.boot("web", &long), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        c.boot("web", &long),
+        Err(Error::InvalidArgument(_))
+    ));
     let nul = BootSpec {
         cmdline: Some("a\0b".into()),
         ..BootSpec::default()
     };
-    assert!(matches!(c.boot("web", &nul), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        c.boot("web", &nul),
+        Err(Error::InvalidArgument(_))
+    ));
     assert_eq!(c.transport().log().len(), before);
     // The longest command line is fine.
     let longest = BootSpec {
@@ -241,13 +295,19 @@ fn staging_refusals() {
     assert_eq!(status, Status::TooLarge);
     assert!(message.starts_with("slice \"probe\": "), "{message}");
     // Not an arm64 Image.
-    assert_eq!(refused(c.stage("web", ImageKind::Kernel, &[0; 4096])).0, Status::BadImage);
+    assert_eq!(
+        refused(c.stage("web", ImageKind::Kernel, &[0; 4096])).0,
+        Status::BadImage
+    );
     // The pool is full.
     let mut small = FakeHypervisor::default_node();
     small.pool_bytes = 8192;
     let mut c = Client::new(small).with_pacing(fast());
     c.stage("web", ImageKind::Initrd, &[0; 6000]).unwrap();
-    assert_eq!(refused(c.stage("db", ImageKind::Initrd, &[0; 6000])).0, Status::NoSpace);
+    assert_eq!(
+        refused(c.stage("db", ImageKind::Initrd, &[0; 6000])).0,
+        Status::NoSpace
+    );
     // BOOT 0 frees the staged images of web.
     c.boot_default("web").unwrap();
     c.stage("db", ImageKind::Initrd, &[0; 6000]).unwrap();
@@ -256,7 +316,8 @@ fn staging_refusals() {
 #[test]
 fn a_staged_image_that_changed_is_not_started() {
     let mut c = client();
-    c.stage("web", ImageKind::Kernel, &fake_kernel(4096)).unwrap();
+    c.stage("web", ImageKind::Kernel, &fake_kernel(4096))
+        .unwrap();
     c.boot(
         "web",
         &BootSpec {
@@ -281,7 +342,8 @@ fn console_cursors_follow_the_ring() {
     assert!(again.bytes.is_empty());
     assert_eq!(again.first, chunk.next);
     // Overwritten bytes: the read starts at the oldest kept, r0 > a0.
-    c.transport_mut().guest_output("web", &vec![b'x'; CONSOLE_RING + 100]);
+    c.transport_mut()
+        .guest_output("web", &vec![b'x'; CONSOLE_RING + 100]);
     let lost = c.console_read("web", start).unwrap();
     assert!(lost.first > start);
     assert_eq!(lost.bytes.len(), CONSOLE_RING);
@@ -298,7 +360,10 @@ fn console_history_and_tail_span_reads_smaller_than_the_ring() {
     c.transport_mut().guest_output("db", text.as_bytes());
     let history = c.console_history("db").unwrap();
     assert!(history.ends_with(b"1998\n1999\n"));
-    assert_eq!(history.len(), CONSOLE_RING.min(c.transport().console("db").len()));
+    assert_eq!(
+        history.len(),
+        CONSOLE_RING.min(c.transport().console("db").len())
+    );
     assert_eq!(c.console_tail("db", 2).unwrap(), b"1998\n1999\n");
 }
 
@@ -308,7 +373,10 @@ fn console_input_is_delivered_whole_and_in_order() {
     let input: Vec<u8> = (0..10_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     c.console_write("web", &input).unwrap();
     assert_eq!(c.transport().input("web"), input.as_slice());
-    assert_eq!(refused(c.console_write("nosuch", b"x")).0, Status::NoSuchSlice);
+    assert_eq!(
+        refused(c.console_write("nosuch", b"x")).0,
+        Status::NoSuchSlice
+    );
     c.off("web").unwrap();
     assert_eq!(refused(c.console_write("web", b"x")).0, Status::WrongState);
 }
@@ -332,14 +400,23 @@ fn erase_runs_on_and_reports() {
     c.off("db").unwrap();
     c.erase("db").unwrap();
     assert_eq!(c.status("db").unwrap().state, SliceState::Erasing);
-    for busy in [c.on("db"), c.restart("db"), c.erase("db"), c.boot_default("db")] {
+    for busy in [
+        c.on("db"),
+        c.restart("db"),
+        c.erase("db"),
+        c.boot_default("db"),
+    ] {
         assert_eq!(refused(busy).0, Status::Busy);
     }
     let done = c.wait_erased("db", Duration::from_secs(5)).unwrap();
     assert_eq!(done.state, SliceState::Off);
     assert_eq!(done.last_erase.unwrap()["verified"], true);
     c.off("probe").unwrap();
-    assert_eq!(refused(c.erase("probe")).0, Status::WrongState, "no NVMe share");
+    assert_eq!(
+        refused(c.erase("probe")).0,
+        Status::WrongState,
+        "no NVMe share"
+    );
 }
 
 #[test]
@@ -357,7 +434,10 @@ fn another_request_running_is_busy() {
 fn names_the_header_cannot_hold_are_not_sent() {
     let mut c = client();
     for name in ["", "a\0b", &"x".repeat(33)] {
-        assert!(matches!(c.status(name), Err(Error::InvalidArgument(_))), "{name:?}");
+        assert!(
+            matches!(c.status(name), Err(Error::InvalidArgument(_))),
+            "{name:?}"
+        );
     }
     assert!(c.transport().log().is_empty());
     let full = "y".repeat(32);
@@ -427,7 +507,10 @@ fn malformed_answers_are_protocol_errors_not_panics() {
     protocol_error(canned(0, 0, 0, end).stage("web", ImageKind::Kernel, b"abcd"));
     let end = br#"{"kind":"initrd","bytes":4,"sha256":"00"}"#;
     protocol_error(canned(0, 0, 0, end).stage("web", ImageKind::Kernel, b"abcd"));
-    let end = format!(r#"{{"kind":"kernel","bytes":4,"sha256":"{}"}}"#, "g".repeat(64));
+    let end = format!(
+        r#"{{"kind":"kernel","bytes":4,"sha256":"{}"}}"#,
+        "g".repeat(64)
+    );
     protocol_error(canned(0, 0, 0, end.as_bytes()).stage("web", ImageKind::Kernel, b"abcd"));
     // A payload beyond the window.
     let mut c = canned(0, 0, 0, &[b'['; 5000]);

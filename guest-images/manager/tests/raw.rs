@@ -3,9 +3,7 @@
 //! slice it did not name.
 
 use microvisor_control::fake::{FakeHypervisor, fake_kernel};
-use microvisor_control::protocol::{
-    REQUEST_LEN, REQUEST_MAGIC, RequestHeader, encode_slice_name,
-};
+use microvisor_control::protocol::{REQUEST_LEN, REQUEST_MAGIC, RequestHeader, encode_slice_name};
 use microvisor_control::{Op, Status};
 
 fn header(op: u32, slice: &str, a0: u64, a1: u64, length: u64) -> RequestHeader {
@@ -24,7 +22,10 @@ fn header(op: u32, slice: &str, a0: u64, a1: u64, length: u64) -> RequestHeader 
 fn run(fake: &mut FakeHypervisor, header: &RequestHeader, payload: &[u8]) -> (Status, String) {
     let outcome = fake.execute_raw(&header.encode(), payload);
     let (response, body) = outcome.response.expect("the window is answered");
-    assert_eq!(response.status, outcome.execute, "EXECUTE and the header agree");
+    assert_eq!(
+        response.status, outcome.execute,
+        "EXECUTE and the header agree"
+    );
     assert_eq!(response.length as usize, body.len());
     (
         Status::from_code(outcome.execute),
@@ -35,7 +36,10 @@ fn run(fake: &mut FakeHypervisor, header: &RequestHeader, payload: &[u8]) -> (St
 fn status(fake: &mut FakeHypervisor, header: &RequestHeader, payload: &[u8]) -> Status {
     let (status, message) = run(fake, header, payload);
     if status != Status::Ok {
-        assert!(!message.is_empty() && !message.contains('\n'), "{message:?}");
+        assert!(
+            !message.is_empty() && !message.contains('\n'),
+            "{message:?}"
+        );
     }
     status
 }
@@ -56,7 +60,10 @@ fn bad_magic_and_lengths_are_bad_requests() {
 fn unknown_operations_are_unknown() {
     let mut fake = FakeHypervisor::default_node();
     for op in [0, 14, 0x100, u32::MAX] {
-        assert_eq!(status(&mut fake, &header(op, "web", 0, 0, 0), &[]), Status::UnknownOp);
+        assert_eq!(
+            status(&mut fake, &header(op, "web", 0, 0, 0), &[]),
+            Status::UnknownOp
+        );
     }
 }
 
@@ -65,54 +72,127 @@ fn slice_fields_that_are_not_names() {
     let mut fake = FakeHypervisor::default_node();
     let mut h = header(Op::Status.code(), "web", 0, 0, 0);
     h.slice[5] = b'x';
-    assert_eq!(status(&mut fake, &h, &[]), Status::BadRequest, "bytes after the padding");
+    assert_eq!(
+        status(&mut fake, &h, &[]),
+        Status::BadRequest,
+        "bytes after the padding"
+    );
     h.slice = [0xff; 32];
     assert_eq!(status(&mut fake, &h, &[]), Status::BadRequest, "not UTF-8");
     let h = header(Op::Status.code(), "", 0, 0, 0);
     assert_eq!(status(&mut fake, &h, &[]), Status::NoSuchSlice, "empty");
     let h = header(Op::On.code(), &"w".repeat(32), 0, 0, 0);
-    assert_eq!(status(&mut fake, &h, &[]), Status::NoSuchSlice, "32 bytes, unknown");
+    assert_eq!(
+        status(&mut fake, &h, &[]),
+        Status::NoSuchSlice,
+        "32 bytes, unknown"
+    );
     let h = header(Op::Status.code(), "WEB", 0, 0, 0);
-    assert_eq!(status(&mut fake, &h, &[]), Status::NoSuchSlice, "names are exact");
+    assert_eq!(
+        status(&mut fake, &h, &[]),
+        Status::NoSuchSlice,
+        "names are exact"
+    );
 }
 
 #[test]
 fn staging_writes_out_of_order_or_past_the_end() {
     let mut fake = FakeHypervisor::default_node().with_capacity(4096);
     let write = |offset: u64, len: u64| header(Op::StageWrite.code(), "web", 0, offset, len);
-    assert_eq!(status(&mut fake, &write(0, 10), &[1; 10]), Status::BadRequest, "no STAGE_BEGIN");
+    assert_eq!(
+        status(&mut fake, &write(0, 10), &[1; 10]),
+        Status::BadRequest,
+        "no STAGE_BEGIN"
+    );
     let begin = header(Op::StageBegin.code(), "web", 0, 100, 0);
     assert_eq!(status(&mut fake, &begin, &[]), Status::Ok);
-    assert_eq!(status(&mut fake, &write(10, 10), &[1; 10]), Status::BadRequest, "a hole");
-    assert_eq!(status(&mut fake, &write(0, 101), &[1; 101]), Status::BadRequest, "past the end");
-    assert_eq!(status(&mut fake, &write(0, 64), &fake_kernel(64)), Status::Ok);
-    assert_eq!(status(&mut fake, &write(0, 10), &[1; 10]), Status::BadRequest, "again at 0");
-    assert_eq!(status(&mut fake, &write(u64::MAX, 1), &[1]), Status::BadRequest);
+    assert_eq!(
+        status(&mut fake, &write(10, 10), &[1; 10]),
+        Status::BadRequest,
+        "a hole"
+    );
+    assert_eq!(
+        status(&mut fake, &write(0, 101), &[1; 101]),
+        Status::BadRequest,
+        "past the end"
+    );
+    assert_eq!(
+        status(&mut fake, &write(0, 64), &fake_kernel(64)),
+        Status::Ok
+    );
+    assert_eq!(
+        status(&mut fake, &write(0, 10), &[1; 10]),
+        Status::BadRequest,
+        "again at 0"
+    );
+    assert_eq!(
+        status(&mut fake, &write(u64::MAX, 1), &[1]),
+        Status::BadRequest
+    );
     let end = header(Op::StageEnd.code(), "web", 0, 0, 0);
-    assert_eq!(status(&mut fake, &end, &[]), Status::BadRequest, "incomplete");
+    assert_eq!(
+        status(&mut fake, &end, &[]),
+        Status::BadRequest,
+        "incomplete"
+    );
     assert_eq!(status(&mut fake, &write(64, 36), &[0; 36]), Status::Ok);
     assert_eq!(status(&mut fake, &end, &[]), Status::Ok);
-    assert_eq!(status(&mut fake, &end, &[]), Status::BadRequest, "ended twice");
+    assert_eq!(
+        status(&mut fake, &end, &[]),
+        Status::BadRequest,
+        "ended twice"
+    );
     for kind in [2, u64::MAX] {
         let h = header(Op::StageBegin.code(), "web", kind, 10, 0);
-        assert_eq!(status(&mut fake, &h, &[]), Status::BadRequest, "kind {kind}");
+        assert_eq!(
+            status(&mut fake, &h, &[]),
+            Status::BadRequest,
+            "kind {kind}"
+        );
     }
     let h = header(Op::StageBegin.code(), "web", 1, 0, 0);
     assert_eq!(status(&mut fake, &h, &[]), Status::BadRequest, "size 0");
     let h = header(Op::StageBegin.code(), "web", 1, u64::MAX, 0);
-    assert_eq!(status(&mut fake, &h, &[]), Status::TooLarge, "size u64::MAX");
+    assert_eq!(
+        status(&mut fake, &h, &[]),
+        Status::TooLarge,
+        "size u64::MAX"
+    );
 }
 
 #[test]
 fn boot_flags_and_payloads_are_checked() {
     let mut fake = FakeHypervisor::default_node();
     let boot = |flags: u64, len: u64| header(Op::Boot.code(), "web", flags, 0, len);
-    assert_eq!(status(&mut fake, &boot(16, 0), &[]), Status::BadRequest, "unknown flag");
-    assert_eq!(status(&mut fake, &boot(2 | 4, 0), &[]), Status::BadRequest, "2 and 4");
-    assert_eq!(status(&mut fake, &boot(4, 3), b"abc"), Status::BadRequest, "payload, no flag 8");
-    assert_eq!(status(&mut fake, &boot(8, 3), b"a\0c"), Status::BadRequest, "NUL");
-    assert_eq!(status(&mut fake, &boot(8, 2), &[0xc3, 0x28]), Status::BadRequest, "not UTF-8");
-    assert_eq!(status(&mut fake, &boot(8, 2048), &[b'x'; 2048]), Status::TooLarge);
+    assert_eq!(
+        status(&mut fake, &boot(16, 0), &[]),
+        Status::BadRequest,
+        "unknown flag"
+    );
+    assert_eq!(
+        status(&mut fake, &boot(2 | 4, 0), &[]),
+        Status::BadRequest,
+        "2 and 4"
+    );
+    assert_eq!(
+        status(&mut fake, &boot(4, 3), b"abc"),
+        Status::BadRequest,
+        "payload, no flag 8"
+    );
+    assert_eq!(
+        status(&mut fake, &boot(8, 3), b"a\0c"),
+        Status::BadRequest,
+        "NUL"
+    );
+    assert_eq!(
+        status(&mut fake, &boot(8, 2), &[0xc3, 0x28]),
+        Status::BadRequest,
+        "not UTF-8"
+    );
+    assert_eq!(
+        status(&mut fake, &boot(8, 2048), &[b'x'; 2048]),
+        Status::TooLarge
+    );
     assert_eq!(status(&mut fake, &boot(8 | 4, 5), b"quiet"), Status::Ok);
     assert_eq!(status(&mut fake, &boot(0, 0), &[]), Status::Ok);
 }
@@ -153,7 +233,10 @@ fn an_on_off_storm_touches_only_the_slice_named() {
     let before_db = fake.console("db");
     for i in 0..200 {
         let op = if i % 2 == 0 { Op::Off } else { Op::On };
-        assert_eq!(status(&mut fake, &header(op.code(), "web", 0, 0, 0), &[]), Status::Ok);
+        assert_eq!(
+            status(&mut fake, &header(op.code(), "web", 0, 0, 0), &[]),
+            Status::Ok
+        );
         // Garbage in between.
         let mut garbage = [0u8; REQUEST_LEN];
         for (j, b) in garbage.iter_mut().enumerate() {

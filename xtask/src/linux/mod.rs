@@ -40,8 +40,8 @@ pub use debian::{
     fetch, net_modules, parse_depends, parse_print_uris,
 };
 pub use userspace::{
-    GROUP, INIT_SCRIPT, INITTAB, MODULES_DIR, Module, PASSWD, Tools, UDHCPC_SCRIPT, initramfs,
-    module_path, PROBE_IMAGE,
+    GROUP, INIT_SCRIPT, INITTAB, MODULES_DIR, Module, PASSWD, PROBE_IMAGE, Tools, UDHCPC_SCRIPT,
+    initramfs, module_path,
 };
 
 /// Kernel command line of the built-in Linux guest; the plan's `cmdline` is appended.

@@ -57,8 +57,7 @@ pub struct Tools {
 pub fn initramfs(busybox: Vec<u8>, tools: Tools, modules: Vec<Module>) -> Result<Vec<u8>> {
     let mut a = Archive::new();
     for dir in [
-        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "root", "run",
-        "images",
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "root", "run", "images",
     ] {
         a.dir(dir, 0o755)?;
     }
@@ -150,7 +149,11 @@ mod tests {
             ("bin/microvisorctl", &b"\x7fELF microvisorctl"[..]),
             ("bin/powerkey", &b"\x7fELF powerkey"[..]),
         ] {
-            assert_eq!(find(tool).kind(), Some(Kind::File(bytes.to_vec())), "{tool}");
+            assert_eq!(
+                find(tool).kind(),
+                Some(Kind::File(bytes.to_vec())),
+                "{tool}"
+            );
             assert_eq!(find(tool).permissions(), 0o755, "{tool}");
         }
         assert_eq!(

@@ -223,7 +223,11 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
                 timeout,
             }
         }
-        other => return Err(format!("unknown command \"{other}\" (see microvisorctl --help)")),
+        other => {
+            return Err(format!(
+                "unknown command \"{other}\" (see microvisorctl --help)"
+            ));
+        }
     };
     if let Some(extra) = rest.next() {
         return Err(rest.unexpected(extra));
@@ -266,7 +270,10 @@ impl<'a> Words<'a> {
     }
 
     fn unexpected(&self, word: &str) -> String {
-        format!("{}: unexpected \"{word}\" (see microvisorctl --help)", self.verb)
+        format!(
+            "{}: unexpected \"{word}\" (see microvisorctl --help)",
+            self.verb
+        )
     }
 }
 

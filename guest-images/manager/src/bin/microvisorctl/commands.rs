@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use microvisor_control::{
-    BootSpec, Client, Error, ImageKind, InitrdChoice, SliceState, SliceStatus, StagedImage,
-    Status, Transport,
+    BootSpec, Client, Error, ImageKind, InitrdChoice, SliceState, SliceStatus, StagedImage, Status,
+    Transport,
 };
 use serde_json::json;
 
@@ -193,8 +193,16 @@ pub fn run<T: Transport>(
                 for image in &staged {
                     writeln!(out, "{}", staged_line(slice, image))?;
                 }
-                let source = if *default { "the flashed default" } else { "set" };
-                let then = if *restart { ", restarted" } else { " (next start)" };
+                let source = if *default {
+                    "the flashed default"
+                } else {
+                    "set"
+                };
+                let then = if *restart {
+                    ", restarted"
+                } else {
+                    " (next start)"
+                };
                 writeln!(out, "{slice}: boot source {source}{then}")?;
             }
         }
@@ -303,10 +311,15 @@ fn to_json<V: serde::Serialize>(value: &V) -> String {
 
 /// `1073741824` as `1G`, `536870912` as `512M`, others in K or bytes.
 pub fn size(bytes: u64) -> String {
-    const UNITS: [(u64, &str); 4] = [(1 << 40, "T"), (1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
+    const UNITS: [(u64, &str); 4] = [
+        (1 << 40, "T"),
+        (1 << 30, "G"),
+        (1 << 20, "M"),
+        (1 << 10, "K"),
+    ];
     for (unit, name) in UNITS {
         if bytes >= unit {
-            return if bytes % unit == 0 {
+            return if bytes.is_multiple_of(unit) {
                 format!("{}{name}", bytes / unit)
             } else {
                 format!("{:.1}{name}", bytes as f64 / unit as f64)
@@ -356,7 +369,16 @@ pub fn cores(cores: &[u32]) -> String {
 /// The `list` table.
 pub fn list_table(slices: &[SliceStatus]) -> String {
     let header = [
-        "NAME", "ROLE", "STATE", "CORES", "MEMORY", "NVME", "NICS", "UPTIME", "STARTS", "BOOT",
+        "NAME",
+        "ROLE",
+        "STATE",
+        "CORES",
+        "MEMORY",
+        "NVME",
+        "NICS",
+        "UPTIME",
+        "STARTS",
+        "BOOT",
         "LAST STOP",
     ];
     let rows: Vec<Vec<String>> = slices
@@ -472,7 +494,10 @@ pub fn status_text(s: &SliceStatus) -> String {
             lines.push(("cmdline", cmdline.clone()));
         }
     }
-    lines.push(("last stop", s.last_stop.clone().unwrap_or_else(|| "-".into())));
+    lines.push((
+        "last stop",
+        s.last_stop.clone().unwrap_or_else(|| "-".into()),
+    ));
     lines.push((
         "scrub",
         s.scrub.as_ref().map_or("-".into(), |sc| {
@@ -481,9 +506,7 @@ pub fn status_text(s: &SliceStatus) -> String {
     ));
     lines.push((
         "last erase",
-        s.last_erase
-            .as_ref()
-            .map_or("-".into(), |e| e.to_string()),
+        s.last_erase.as_ref().map_or("-".into(), |e| e.to_string()),
     ));
     if !s.exits.is_empty() {
         let exits: Vec<String> = s.exits.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -548,10 +571,16 @@ mod tests {
         let (code, out, _) = ctl(&mut c, "list");
         assert_eq!(code, 0);
         let lines: Vec<&str> = out.lines().collect();
-        assert!(lines[0].starts_with("NAME   ROLE     STATE  CORES"), "{out}");
+        assert!(
+            lines[0].starts_with("NAME   ROLE     STATE  CORES"),
+            "{out}"
+        );
         assert_eq!(lines.len(), 5, "{out}");
         assert!(lines[1].starts_with("ctl    manager  on "), "{out}");
-        assert!(lines[2].contains(" 1-2 ") && lines[2].contains(" 4G "), "{out}");
+        assert!(
+            lines[2].contains(" 1-2 ") && lines[2].contains(" 4G "),
+            "{out}"
+        );
         assert!(lines[4].starts_with("probe"), "{out}");
     }
 
@@ -578,7 +607,10 @@ mod tests {
         let (code, out, _) = ctl(&mut c, "status web");
         assert_eq!(code, 0);
         assert!(out.contains("state       on\n"), "{out}");
-        assert!(out.contains("nvme        4G (4294967296 bytes), 3 queues"), "{out}");
+        assert!(
+            out.contains("nvme        4G (4294967296 bytes), 3 queues"),
+            "{out}"
+        );
         assert!(out.contains("nic         01:00.0 as 00:01.0"), "{out}");
         assert!(out.contains("kernel      linux ("), "{out}");
     }
@@ -586,7 +618,10 @@ mod tests {
     #[test]
     fn power_commands_change_the_state() {
         let mut c = client();
-        assert_eq!(ctl(&mut c, "off web"), (0, "web: forced off\n".into(), String::new()));
+        assert_eq!(
+            ctl(&mut c, "off web"),
+            (0, "web: forced off\n".into(), String::new())
+        );
         assert_eq!(c.transport().state("web"), "off");
         assert_eq!(ctl(&mut c, "on web").0, 0);
         assert_eq!(c.transport().state("web"), "on");
@@ -601,7 +636,10 @@ mod tests {
     fn refusals_exit_with_10_plus_the_status() {
         let mut c = client();
         let (code, _, err) = ctl(&mut c, "on web");
-        assert_eq!((code, err.as_str()), (15, "slice \"web\": already on (WRONG_STATE)"));
+        assert_eq!(
+            (code, err.as_str()),
+            (15, "slice \"web\": already on (WRONG_STATE)")
+        );
         let (code, _, err) = ctl(&mut c, "status nosuch");
         assert_eq!(code, 13, "{err}");
         let (code, _, err) = ctl(&mut c, "off ctl");
@@ -626,10 +664,7 @@ mod tests {
         let (code, _, err) = ctl(&mut c, "boot web --kernel /nonexistent");
         assert_eq!(code, 5);
         assert!(err.starts_with("/nonexistent: "), "{err}");
-        assert_eq!(
-            Failure::Client(Error::NoControlInterface).exit_code(),
-            2
-        );
+        assert_eq!(Failure::Client(Error::NoControlInterface).exit_code(), 2);
         assert_eq!(Failure::Client(Error::Protocol("x".into())).exit_code(), 3);
         assert_eq!(Failure::Client(Error::Interface("x".into())).exit_code(), 3);
         assert_eq!(Failure::Client(Error::Timeout("x".into())).exit_code(), 4);
@@ -657,7 +692,10 @@ mod tests {
             "boot web --kernel /images/probe --initrd /images/initrd --restart",
         );
         assert_eq!(code, 0, "{err}");
-        assert!(out.contains("web: staged kernel of 10000 bytes, sha256 "), "{out}");
+        assert!(
+            out.contains("web: staged kernel of 10000 bytes, sha256 "),
+            "{out}"
+        );
         assert!(out.contains("web: staged initrd of 5000 bytes"), "{out}");
         assert!(out.ends_with("web: boot source set, restarted\n"), "{out}");
         let console = String::from_utf8(c.transport().console("web")).unwrap();
@@ -669,16 +707,29 @@ mod tests {
         assert_eq!(ctl(&mut c, "boot web --default --restart").0, 0);
         let console = String::from_utf8(c.transport().console("web")).unwrap();
         let last = console.lines().last().unwrap();
-        assert!(last.contains("kernel=linux initrd=linux-initramfs"), "{last}");
-        assert_eq!(c.transport().pool_used(), 0, "--default frees the staged images");
+        assert!(
+            last.contains("kernel=linux initrd=linux-initramfs"),
+            "{last}"
+        );
+        assert_eq!(
+            c.transport().pool_used(),
+            0,
+            "--default frees the staged images"
+        );
     }
 
     #[test]
     fn boot_with_a_cmdline_only_keeps_the_flashed_kernel() {
         let mut c = client();
-        let args: Vec<String> = ["boot", "db", "--cmdline", "console=ttyAMA0 x=1", "--no-initrd"]
-            .map(String::from)
-            .to_vec();
+        let args: Vec<String> = [
+            "boot",
+            "db",
+            "--cmdline",
+            "console=ttyAMA0 x=1",
+            "--no-initrd",
+        ]
+        .map(String::from)
+        .to_vec();
         let inv = parse(&args).unwrap();
         let read = |_: &Path| -> io::Result<Vec<u8>> { unreachable!() };
         run(&mut c, &inv.command, false, &read, &mut Vec::new()).unwrap();
@@ -756,7 +807,10 @@ mod tests {
         };
         interactive(&mut c, "web", &mut input, &mut out).unwrap();
         assert_eq!(c.transport().input("web"), b"ls\runame -a\rexit");
-        assert!(!String::from_utf8_lossy(&out).contains("old output"), "starts at the end");
+        assert!(
+            !String::from_utf8_lossy(&out).contains("old output"),
+            "starts at the end"
+        );
         assert_eq!(step, 3);
     }
 
@@ -815,7 +869,8 @@ mod tests {
             console_stalls: 5,
         });
         let mut script = vec![Input::Bytes(b"x".to_vec())].into_iter();
-        let mut input = |_: Duration| -> io::Result<Input> { Ok(script.next().unwrap_or(Input::End)) };
+        let mut input =
+            |_: Duration| -> io::Result<Input> { Ok(script.next().unwrap_or(Input::End)) };
         let err = interactive(&mut c, "stuck", &mut input, &mut Vec::new()).unwrap_err();
         assert_eq!(err.exit_code(), 4, "{}", err.line());
     }
