@@ -91,6 +91,11 @@ impl Mapping {
     }
 }
 
+// SAFETY: the mapping belongs to the process, not to a thread: any thread may access it or
+// unmap it. `Mapping` hands out no references into it (accesses copy values), so moving it to
+// another thread is sound. It is not `Sync`: users serialise through `&mut` (a transport).
+unsafe impl Send for Mapping {}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: `base`/`len` are exactly what `mmap` returned and are unmapped once; no

@@ -117,6 +117,13 @@ fn the_request_lands_in_the_window_with_aligned_words() {
 }
 
 #[test]
+fn the_transport_can_move_to_another_thread() {
+    fn send<T: Send>() {}
+    send::<DevMemTransport>();
+    send::<Client<DevMemTransport>>();
+}
+
+#[test]
 fn an_ok_without_a_response_is_a_protocol_error() {
     let s = setup("noresponse", WINDOW, 0);
     let mut client = Client::new(DevMemTransport::open_at(&s.paths).unwrap());
