@@ -212,6 +212,26 @@ fn the_shell_answers_and_reboot_from_it_boots_again() {
 
 #[test]
 #[ignore = "boots QEMU (and fetches Debian packages on first use)"]
+fn the_power_key_powers_off_and_microvisorctl_finds_no_control_interface() {
+    let mut boot = Boot::start(2, 256, "", true);
+    boot.report();
+    boot.expect("built-in shell (ash)");
+    boot.type_line("microvisorctl list; echo ctl-exit=$?");
+    boot.expect("microvisorctl: this slice has no control interface (not the manager)");
+    boot.expect("ctl-exit=2");
+    // QEMU's monitor (Ctrl-A c on the -nographic console): the virt machine's power key,
+    // GPIO line 3 of its PL061, which `powerkey` (started by /init) waits for.
+    boot.stdin
+        .write_all(b"\x01csystem_powerdown\n")
+        .and_then(|()| boot.stdin.flush())
+        .expect("writing to the monitor");
+    boot.expect("powerkey: power key pressed, powering off");
+    boot.expect("reboot: Power down");
+    assert!(boot.exits().success());
+}
+
+#[test]
+#[ignore = "boots QEMU (and fetches Debian packages on first use)"]
 fn warns_about_bad_options() {
     let mut boot = Boot::start(
         1,

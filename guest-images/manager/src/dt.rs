@@ -121,7 +121,7 @@ pub fn parse_reg(reg: &[u8], address_cells: u32, size_cells: u32) -> Result<Vec<
         ));
     }
     let entry = (address_cells + size_cells) as usize * 4;
-    if reg.is_empty() || reg.len() % entry != 0 {
+    if reg.is_empty() || !reg.len().is_multiple_of(entry) {
         return Err(format!(
             "{} bytes, not a multiple of {entry}-byte entries",
             reg.len()

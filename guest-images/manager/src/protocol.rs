@@ -427,8 +427,8 @@ mod tests {
         assert_eq!(&ID.to_le_bytes()[..5], b"MVCTL");
         assert_eq!(&REQUEST_MAGIC.to_le_bytes(), b"MVRQ");
         assert_eq!(MAX_PAYLOAD, 0x1f_f000);
-        assert!(RESPONSE_OFFSET >= REQUEST_OFFSET + REQUEST_LEN);
-        assert!(PAYLOAD_OFFSET >= RESPONSE_OFFSET + RESPONSE_LEN);
+        const { assert!(RESPONSE_OFFSET >= REQUEST_OFFSET + REQUEST_LEN) };
+        const { assert!(PAYLOAD_OFFSET >= RESPONSE_OFFSET + RESPONSE_LEN) };
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl Mapping {
 
     /// Whether an 8-byte access at `offset` is naturally aligned and inside the mapping.
     fn fits(&self, offset: usize) -> bool {
-        offset % 8 == 0 && offset.checked_add(8).is_some_and(|end| end <= self.len)
+        offset.is_multiple_of(8) && offset.checked_add(8).is_some_and(|end| end <= self.len)
     }
 
     /// The 64-bit word at `offset`, `None` when unaligned or outside.
@@ -90,6 +90,11 @@ impl Mapping {
         true
     }
 }
+
+// SAFETY: the mapping belongs to the process, not to a thread: any thread may access it or
+// unmap it. `Mapping` hands out no references into it (accesses copy values), so moving it to
+// another thread is sound. It is not `Sync`: users serialise through `&mut` (a transport).
+unsafe impl Send for Mapping {}
 
 impl Drop for Mapping {
     fn drop(&mut self) {

@@ -694,8 +694,10 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts
 mount -t devpts devpts /dev/pts
 # The power key (docs/control.md, "Power key"): `powerkey` runs `poweroff` when the
-# hypervisor raises GPIO line 3 of the PL061; silent, and gone at once without one.
-[ -x /bin/powerkey ] && /bin/powerkey &
+# hypervisor raises GPIO line 3 of the PL061; silent, and gone at once without one. Started
+# from a subshell so that it is not a child of this shell: net_up's `wait` must not wait
+# for it.
+[ -x /bin/powerkey ] && (/bin/powerkey &)
 ip link set lo up
 net_up
 report

@@ -193,4 +193,18 @@ mod tests {
             Some(Kind::File(b"net".to_vec()))
         );
     }
+
+    #[test]
+    fn init_starts_powerkey_in_the_background_before_the_report() {
+        // In a subshell: not a child of /init's shell, whose `wait` (net_up) would wait for it.
+        let start = "[ -x /bin/powerkey ] && (/bin/powerkey &)\n";
+        let at = INIT_SCRIPT.find(start).expect("/init starts powerkey");
+        let devtmpfs = INIT_SCRIPT.find("mount -t devtmpfs").unwrap();
+        let report = INIT_SCRIPT.find("\nnet_up\nreport\n").unwrap();
+        assert!(
+            devtmpfs < at && at < report,
+            "after /dev, before the report"
+        );
+        assert_eq!(INIT_SCRIPT.matches("powerkey &").count(), 1);
+    }
 }

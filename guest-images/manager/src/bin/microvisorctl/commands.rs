@@ -319,7 +319,7 @@ pub fn size(bytes: u64) -> String {
     ];
     for (unit, name) in UNITS {
         if bytes >= unit {
-            return if bytes % unit == 0 {
+            return if bytes.is_multiple_of(unit) {
                 format!("{}{name}", bytes / unit)
             } else {
                 format!("{:.1}{name}", bytes as f64 / unit as f64)
