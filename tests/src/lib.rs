@@ -33,7 +33,7 @@ pub mod scenario;
 pub use expect::{Expect, Pattern, any, any_slice, hv, lit, slice};
 pub use firmware_dt::FirmwareTree;
 pub use host_get::{HOST_GET_TIMEOUT, HostGet};
-pub use input::{EXIT_COUNTERS, Input, focus, focused, shell_line, shell_ready};
+pub use input::{EXIT_COUNTERS, Input, POWER_KEY, focus, focused, shell_line, shell_ready};
 pub use plans::{linux_slice, plan, probe_slice, with_device, with_nvme};
 pub use scenario::{
     BootPath, NATIVE_SLICE, NodeSpec, QEMU_NVME_QUEUES, Scenario, Tamper, linux_reserved_allowance,

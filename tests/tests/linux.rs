@@ -1,14 +1,15 @@
 //! Debian's arm64 kernel in slices (`kernel = "linux"`), next to bare-metal probes: each Linux
 //! slice sees exactly its planned vCPUs (all brought online through PSCI CPU_ON) and RAM; the
 //! node console switches between slices; `reboot` and `poweroff` inside one slice restart or
-//! stop that slice alone; a slice busy on all its CPUs does not slow its neighbour down.
+//! stop that slice alone; a slice busy on all its CPUs does not slow its neighbour down; the
+//! power key reaches a slice's Linux through its PL061 as a rising edge on GPIO line 3.
 //!
 //! A Linux boot takes 8-15 s under the microvisor with TCG, so each scenario checks several
 //! things on one node.
 
 use microvisor_tests::{
-    EXIT_COUNTERS, Expect, Input, Pattern, Scenario, focus, focused, hv, linux_slice, lit, plan,
-    probe_slice, shell_line, shell_ready, slice,
+    EXIT_COUNTERS, Expect, Input, POWER_KEY, Pattern, Scenario, focus, focused, hv, linux_slice,
+    lit, plan, probe_slice, shell_line, shell_ready, slice,
 };
 
 /// Heartbeats each remaining slice must print after another one stops or restarts.
@@ -186,5 +187,64 @@ fn a_linux_slice_loading_all_its_cpus_does_not_slow_its_neighbour() {
             min_percent: 40,
         })
         .expect(Expect::Never(hv("^slice .* (stopped|restarted)")));
+    s.run();
+}
+
+#[test]
+fn the_power_key_is_a_rising_edge_on_line_3_of_the_slices_pl061() {
+    // Linux binds its pl061 driver to the slice's GPIO controller (0x0903_0000) and registers
+    // the chip; line 3, exported through sysfs with a rising-edge interrupt, reads 0 until
+    // Ctrl-A p presses the power key, then 1, and its interrupt has fired once. The key stays
+    // pressed: the line still reads 1 afterwards.
+    let chip = lit("9030000.pl061");
+    let s = Scenario::new("linux_power_key")
+        .inline_node(2, 1 << 30)
+        .plan(&plan(&[linux_slice("one", "1", "256MiB", "")]))
+        .all_healthy()
+        .input(Input::after(
+            shell_ready("one"),
+            &shell_line("ls /sys/bus/amba/drivers/pl*"),
+        ))
+        .input(Input::after_next(
+            slice("one", &chip),
+            &shell_line("cd /sys/class/gpio;cat */label"),
+        ))
+        .input(Input::after_next(
+            slice("one", &format!("^{chip}$")),
+            &shell_line("b=$(cat */base);echo B$b"),
+        ))
+        .input(Input::after_next(
+            slice("one", "^B[0-9]+$"),
+            &shell_line("echo $((b+3)) >export;echo E"),
+        ))
+        .input(Input::after_next(
+            slice("one", "^E$"),
+            &shell_line("cd gpio$((b+3));echo G"),
+        ))
+        .input(Input::after_next(
+            slice("one", "^G$"),
+            &shell_line("echo rising >edge;cat value"),
+        ))
+        .input(Input::after_next(slice("one", "^0$"), POWER_KEY))
+        .input(Input::after_next(
+            hv("^slice one: power key pressed$"),
+            &shell_line("cat value"),
+        ))
+        .input(Input::after_next(
+            slice("one", "^1$"),
+            &shell_line("grep gpiolib /proc/interrupts"),
+        ))
+        .input(Input::after_next(
+            slice("one", "gpiolib$"),
+            &shell_line("sleep 1;cat value"),
+        ))
+        .expect(Expect::Sequence(vec![
+            slice("one", "^0$"),
+            hv("^slice one: power key pressed$"),
+            slice("one", "^1$"),
+            slice("one", r"^ *[0-9]+: +1 .*\b3 +Edge +gpiolib$"),
+            slice("one", "^1$"),
+        ]))
+        .expect(Expect::Never(hv("^slice one (stopped|restarted)")));
     s.run();
 }
