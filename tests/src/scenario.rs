@@ -440,8 +440,10 @@ impl Scenario {
                 lit(&format_cores(&at.cores)),
                 lit(&HumanSize(s.memory).to_string()),
             ))));
-            self.expects
-                .push(Expect::line(hv(&format!("^slice {} started$", lit(name)))));
+            self.expects.push(Expect::line(hv(&format!(
+                "^slice {} started \\(RAM scrubbed: \\d+ MiB in \\d+ ms\\)$",
+                lit(name)
+            ))));
             self.expects.push(Expect::Report {
                 slice: name.to_string(),
                 cpus: at.cores.len() as u64,

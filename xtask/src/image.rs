@@ -92,6 +92,7 @@ pub fn compile(
 /// [`compile`] with a given resolver (e.g. one holding the Linux guest already).
 pub fn compile_with(text: &str, mut resolver: Resolver<'_>) -> Result<(CompiledPlan, Vec<u8>)> {
     let mut plan = Plan::from_toml(text).map_err(plan_error)?;
+    plan.check_manager_kernel().map_err(plan_error)?;
     with_generated_initrds(&mut plan);
     let mut writer = BundleWriter::new();
     let mut defaults = Vec::new();

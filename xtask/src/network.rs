@@ -198,7 +198,7 @@ pci = "03:00.0"
     }
 
     #[test]
-    fn the_default_plan_puts_every_linux_slice_on_both_networks() {
+    fn the_default_plan_puts_every_tenant_linux_slice_on_both_networks() {
         let dir = crate::workspace::source_root().join("qemu");
         let node = Node::from_toml(
             "default",
@@ -214,11 +214,22 @@ pci = "03:00.0"
             .iter()
             .filter(|s| {
                 s.kernel == microvisor_plan::ImageSource::BuiltIn(microvisor_plan::BuiltIn::Linux)
+                    && !s.role.is_manager()
             })
             .map(|s| s.name.as_str())
             .collect();
-        let with_nics: Vec<&str> = nets.iter().map(|n| n.slice.as_str()).collect();
+        let (managers, tenants): (Vec<_>, Vec<_>) = nets.iter().partition(|n| {
+            plan.slices
+                .iter()
+                .any(|s| s.name == n.slice && s.role.is_manager())
+        });
+        let with_nics: Vec<&str> = tenants.iter().map(|n| n.slice.as_str()).collect();
         assert_eq!(with_nics, linux);
+        // The manager is on the host network only.
+        assert_eq!(managers.len(), 1);
+        let networks: Vec<Network> = managers[0].nics.iter().map(|n| n.network).collect();
+        assert_eq!(networks, [Network::Host]);
+        let nets = tenants;
         let mut addresses = Vec::new();
         for net in &nets {
             let networks: Vec<Network> = net.nics.iter().map(|n| n.network).collect();

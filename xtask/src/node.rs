@@ -457,6 +457,7 @@ size = "8GiB"
                 Network::Slices,
                 Network::Host,
                 Network::Slices,
+                Network::Host,
                 Network::Host
             ]
         );
@@ -476,6 +477,8 @@ size = "8GiB"
                     nic("03:00.0"),
                     root_port("00:13.0"),
                     nic("04:00.0"),
+                    root_port("00:14.0"),
+                    nic("05:00.0"),
                 ],
                 smmu: true,
                 hypervisor_nvme: Some(PciAddress::parse("00:02.0").unwrap()),
@@ -487,7 +490,7 @@ size = "8GiB"
             Some((1, Network::Host))
         );
         assert_eq!(at("00:10.0"), None, "a root port is no NIC");
-        assert_eq!(at("05:00.0"), None);
+        assert_eq!(at("06:00.0"), None);
     }
 
     #[test]

@@ -31,6 +31,17 @@ pub fn clean_to_poc(base: u64, size: u64) {
     barrier::dsb(barrier::SY);
 }
 
+/// Writes back and discards any cached copy of `[base, base + size)`: later loads read
+/// memory, and nothing written through the cache is lost.
+pub fn clean_invalidate(base: u64, size: u64) {
+    for_each_line(base, size, |address| {
+        // SAFETY: DC CIVAC writes back dirty lines before discarding them, so memory as the
+        // program sees it does not change. The address is mapped (identity map of RAM).
+        unsafe { core::arch::asm!("dc civac, {}", in(reg) address, options(nostack)) };
+    });
+    barrier::dsb(barrier::SY);
+}
+
 /// Discards any cached copy of `[base, base + size)` without writing it back.
 ///
 /// # Safety

@@ -214,12 +214,79 @@ unsafe fn copy_blocks(dst: u64, src: u64, blocks: usize) {
     }
 }
 
-/// Bytes one `DC ZVA` zeroes, if the instruction is allowed at EL2 (DCZID_EL0).
-fn zva_block() -> Option<u64> {
-    let dczid: u64;
-    // SAFETY: reading an ID register has no side effects.
-    unsafe { core::arch::asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack)) };
-    (dczid & (1 << 4) == 0).then_some(4 << (dczid & 0xf))
+/// Reads `blocks` blocks of [`BLOCK`] bytes at `dst` and writes zeros over each one that is
+/// not all zero; returns how many were written.
+///
+/// # Safety
+/// As [`zero_blocks`].
+unsafe fn scrub_blocks(dst: u64, blocks: usize) -> usize {
+    let mut written: usize = 0;
+    if blocks == 0 {
+        return 0;
+    }
+    // SAFETY: guaranteed by the caller; the loop reads and writes exactly those bytes.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldp {a}, {b}, [{dst}]",
+            "ldp {c}, {d}, [{dst}, #16]",
+            "orr {a}, {a}, {b}",
+            "orr {c}, {c}, {d}",
+            "ldp {b}, {d}, [{dst}, #32]",
+            "orr {a}, {a}, {c}",
+            "orr {a}, {a}, {b}",
+            "ldp {b}, {c}, [{dst}, #48]",
+            "orr {a}, {a}, {d}",
+            "orr {b}, {b}, {c}",
+            "orr {a}, {a}, {b}",
+            "cbz {a}, 3f",
+            "stp xzr, xzr, [{dst}]",
+            "stp xzr, xzr, [{dst}, #16]",
+            "stp xzr, xzr, [{dst}, #32]",
+            "stp xzr, xzr, [{dst}, #48]",
+            "add {w}, {w}, #1",
+            "3:",
+            "add {dst}, {dst}, #64",
+            "subs {n}, {n}, #1",
+            "b.ne 2b",
+            dst = inout(reg) dst => _,
+            n = inout(reg) blocks => _,
+            w = inout(reg) written,
+            a = out(reg) _,
+            b = out(reg) _,
+            c = out(reg) _,
+            d = out(reg) _,
+            options(nostack),
+        )
+    }
+    written
+}
+
+/// Writes zeros to `blocks` blocks of [`BLOCK`] bytes at `dst` with paired stores of the zero
+/// register.
+///
+/// # Safety
+/// `dst` must be 16-byte aligned and valid for writes of `blocks * BLOCK` bytes of Normal
+/// memory that no Rust reference covers.
+unsafe fn zero_blocks(dst: u64, blocks: usize) {
+    if blocks == 0 {
+        return;
+    }
+    // SAFETY: guaranteed by the caller; the loop touches exactly those bytes.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "stp xzr, xzr, [{dst}], #16",
+            "stp xzr, xzr, [{dst}], #16",
+            "stp xzr, xzr, [{dst}], #16",
+            "stp xzr, xzr, [{dst}], #16",
+            "subs {n}, {n}, #1",
+            "b.ne 2b",
+            dst = inout(reg) dst => _,
+            n = inout(reg) blocks => _,
+            options(nostack),
+        )
+    }
 }
 
 /// Volatile stores of `bytes` to `dst`: single bytes up to an 8-byte boundary, then aligned
@@ -315,25 +382,18 @@ impl SharedMemory {
         Ok(())
     }
 
-    /// Fills `len` bytes at `offset` with zeros: whole cache-zeroing blocks with `DC ZVA`,
-    /// the edges with volatile stores.
+    /// Fills `len` bytes at `offset` with zeros: whole 64-byte blocks with paired stores of
+    /// the zero register, the edges with volatile stores. (Plain stores, not `DC ZVA`: under
+    /// QEMU's TCG each `DC ZVA` is a helper call, several times slower per byte.)
     pub fn zero(&self, offset: u64, len: u64) -> Result<(), OutOfRange> {
         const ZEROS: [u8; 256] = [0; 256];
         let start = address_in(self.region, offset, len)?;
         let end = start + len;
-        let (mut from, mut to) = (start, start);
-        if let Some(block) = zva_block() {
-            from = start.next_multiple_of(block).min(end);
-            to = (end / block * block).max(from);
-            let mut at = from;
-            while at < to {
-                // SAFETY: `[at, at + block)` is a whole zeroing block inside this claimed
-                // region (between `start` and `end`, checked above); DC ZVA writes zeros there
-                // and nowhere else, outside Rust's view like a volatile store.
-                unsafe { core::arch::asm!("dc zva, {}", in(reg) at, options(nostack)) };
-                at += block;
-            }
-        }
+        let from = start.next_multiple_of(BLOCK as u64).min(end);
+        let to = (end / BLOCK as u64 * BLOCK as u64).max(from);
+        // SAFETY: `[from, to)` is whole 64-byte blocks inside this claimed region (between
+        // `start` and `end`, checked above), written only outside Rust's view.
+        unsafe { zero_blocks(from, ((to - from) / BLOCK as u64) as usize) };
         for (edge_start, edge_end) in [(start, from), (to, end)] {
             let mut at = edge_start;
             while at < edge_end {
@@ -365,6 +425,59 @@ impl SharedMemory {
         }
         // SAFETY: as in `read_u32`.
         unsafe { core::ptr::write_volatile(address as *mut u32, value.to_le()) };
+        Ok(())
+    }
+
+    /// Zeroes `len` bytes at `offset` (both multiples of 64) that are not zero already: each
+    /// 64-byte block is read, and written only if it holds something. Memory that nobody
+    /// wrote is never written (under QEMU it then stays unallocated on the host). Returns the
+    /// number of blocks written.
+    pub fn scrub(&self, offset: u64, len: u64) -> Result<u64, OutOfRange> {
+        let start = address_in(self.region, offset, len)?;
+        if !start.is_multiple_of(BLOCK as u64) || !len.is_multiple_of(BLOCK as u64) {
+            return Err(OutOfRange);
+        }
+        // SAFETY: `[start, start + len)` is whole 64-byte blocks inside this claimed region,
+        // read and written only outside Rust's view.
+        Ok(unsafe { scrub_blocks(start, len as usize / BLOCK) } as u64)
+    }
+
+    /// Copies `len` bytes from `source` at `from` to `offset` of this region, in 64 KiB
+    /// pieces through a buffer on the heap (two distinct regions never overlap: each was
+    /// claimed once).
+    pub fn copy_from(
+        &self,
+        offset: u64,
+        source: &SharedMemory,
+        from: u64,
+        len: u64,
+    ) -> Result<(), OutOfRange> {
+        address_in(self.region, offset, len)?;
+        address_in(source.region, from, len)?;
+        let mut buffer = alloc::vec![0u8; (64 << 10).min(len as usize)];
+        let mut done = 0;
+        while done < len {
+            let piece = (len - done).min(buffer.len() as u64) as usize;
+            source.read(from + done, &mut buffer[..piece])?;
+            self.write(offset + done, &buffer[..piece])?;
+            done += piece as u64;
+        }
+        Ok(())
+    }
+
+    /// Before reading what an agent wrote with caches off (a guest's Device or Non-cacheable
+    /// mapping): writes back and discards the hypervisor's cached copies of the range, so the
+    /// next loads see memory.
+    pub fn sync_from_uncached(&self, offset: u64, len: u64) -> Result<(), OutOfRange> {
+        let address = address_in(self.region, offset, len)?;
+        cache::clean_invalidate(address, len);
+        Ok(())
+    }
+
+    /// After writing what an agent reads with caches off: writes the range back to memory.
+    pub fn sync_for_uncached(&self, offset: u64, len: u64) -> Result<(), OutOfRange> {
+        let address = address_in(self.region, offset, len)?;
+        cache::clean_to_poc(address, len);
         Ok(())
     }
 

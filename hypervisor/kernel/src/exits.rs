@@ -185,6 +185,14 @@ fn guest_irq(_frame: &mut GuestFrame) {
     let handled = irq::handle_pending(node, Some((slice, vcpu)));
     vcpu.exits
         .count(handled.first.unwrap_or(ExitCause::OtherInterrupt));
+    // Graceful shutdowns whose time ran out: each slice checks its own on its interrupts,
+    // the manager all of them (docs/control.md, "Power key").
+    slice.check_shutdown();
+    if let Some(control) = &node.control
+        && control.manager == slice.index
+    {
+        control.poll(node);
+    }
     if slice.needs_attention() {
         // Parking or ending never returns: the maintenance interrupt is finished first (if
         // the request was already taken, it fires once more after the sync, harmlessly).

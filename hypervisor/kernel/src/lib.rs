@@ -5,8 +5,9 @@
 //! stage 2), `vcpu`, `vgic` (a slice's virtual GIC at run time), `pci` (the node's PCIe
 //! hierarchy: buses, BARs and bridge windows at boot, function reset), `nvme` (the node's NVMe
 //! controller and LPIs), `smmu` (the node's SMMUv3), `devices` (a slice's emulated devices,
-//! assigned functions and MMIO bus), `slice`, `psci`, `console` (operator input), `node`,
-//! `irq`, `run` (each core's run loop), `exits`, `start`.
+//! assigned functions and MMIO bus), `slice`, `control` (the manager's control interface),
+//! `psci`, `console` (operator input), `node`, `irq`, `run` (each core's run loop), `exits`,
+//! `start`.
 #![no_std]
 
 extern crate alloc;
@@ -14,6 +15,7 @@ extern crate alloc;
 pub mod output;
 
 mod console;
+mod control;
 mod devices;
 mod exits;
 mod irq;

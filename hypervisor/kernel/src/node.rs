@@ -9,6 +9,7 @@ use microvisor_logic::inventory::Conduit;
 use microvisor_logic::smmu::Event;
 
 use crate::console::OperatorConsole;
+use crate::control::Control;
 use crate::devices::assigned::AssignedDevice;
 use crate::devices::pci::assigned_event;
 use crate::nvme::lpis::Lpis;
@@ -43,6 +44,8 @@ pub struct Node {
     pub lpis: Option<Lpis>,
     /// The SMMUv3, when the node has one the hypervisor uses.
     pub smmu: Option<NodeSmmu>,
+    /// The manager's control interface, when the plan has a manager.
+    pub control: Option<Control>,
     owners: BTreeMap<u32, IrqOwner>,
 }
 
@@ -78,6 +81,7 @@ impl Node {
         console: OperatorConsole,
         lpis: Option<Lpis>,
         smmu: Option<NodeSmmu>,
+        control: Option<Control>,
     ) -> Node {
         let mut assignment = alloc::vec![None; cores];
         for slice in &slices {
@@ -127,6 +131,7 @@ impl Node {
             console,
             lpis,
             smmu,
+            control,
             owners,
         }
     }

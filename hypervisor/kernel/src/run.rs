@@ -62,6 +62,10 @@ pub extern "C" fn core_loop() -> ! {
     slice.gic.quiesce(vcpu.index);
     loop {
         irq::handle_pending(node, None);
+        if vcpu.index == 0 {
+            // Work the manager asked for while the slice is stopped (start, erase).
+            slice.run_job();
+        }
         if let Some((entry, context)) = vcpu.take_pending_on() {
             // Whatever happened while parked (a timer interrupt of the last run) is dropped.
             virt::reset_el1();

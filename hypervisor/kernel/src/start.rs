@@ -5,12 +5,14 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use microvisor_arch::exceptions;
-use microvisor_arch::memory;
+use microvisor_arch::memory::{self, SharedMemory};
 use microvisor_arch::{cpu, firmware, gic, smp, virt};
+use microvisor_logic::control::WINDOW_SIZE;
 use microvisor_logic::inventory::{Conduit, Inventory, Region};
 use microvisor_logic::memory_map::{free_ram, place_working_memory};
 use microvisor_logic::passthrough::virtio::MacAddress;
@@ -21,13 +23,14 @@ use microvisor_plan::size::HumanSize;
 use microvisor_plan::{GUEST_RAM_BASE, NodePci, PciAddress, PciFunction};
 
 use crate::console::OperatorConsole;
+use crate::control::{Control, StagingPool};
 use crate::devices::assigned::{self, AssignedDevice, Grant, MSI_IOVA};
 use crate::node::Node;
 use crate::nvme::lpis::Lpis;
 use crate::nvme::physical::{DeviceMemory, NvmeError};
 use crate::nvme::{self, DiskError, HardwareQueue, NodeDisk};
 use crate::pci::{self, Hierarchy};
-use crate::slice::{DiskGrant, Slice};
+use crate::slice::{DiskGrant, Grants, Slice};
 use crate::smmu::{DeviceStage2, NodeSmmu};
 use crate::{exits, hv, run as core_run};
 
@@ -168,7 +171,9 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
         )?;
     }
     let inv = &info.inventory;
+    let manager = plan.manager();
     let bundle: &'static Bundle<'static> = alloc::boxed::Box::leak(alloc::boxed::Box::new(bundle));
+    let staging = setup_staging(&placement)?;
     let slices = placement
         .slices
         .iter()
@@ -176,9 +181,24 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
         .zip(assigned)
         .enumerate()
         .map(|(index, ((p, disk), assigned))| {
-            Slice::new(index, bundle.plan(), p, inv, bundle, disk, assigned)
+            let grants = Grants {
+                disk,
+                assigned,
+                pool: staging.as_ref().map(|(_, pool)| pool.clone()),
+                window: staging
+                    .as_ref()
+                    .filter(|_| manager == Some(index))
+                    .map(|(window, _)| window.region()),
+            };
+            Slice::new(index, bundle.plan(), p, inv, bundle, grants)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let control = match (staging, manager) {
+        (Some((window, pool)), Some(manager)) => {
+            Some(Control::new(manager, window, pool, slices.len()))
+        }
+        _ => None,
+    };
     for slice in &slices {
         slice.load()?;
     }
@@ -190,7 +210,37 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
         console,
         lpis,
         smmu,
+        control,
     ))
+}
+
+/// The manager's staging region (docs/control.md): its first 2 MiB is the data window the
+/// manager maps, the rest the pool staged images live in.
+fn setup_staging(
+    placement: &place::Placement,
+) -> Result<Option<(SharedMemory, Arc<StagingPool>)>, String> {
+    let Some(range) = placement.staging else {
+        return Ok(None);
+    };
+    let region = memory::claim(Region::new(range.base, range.size))
+        .map_err(|e| format!("staging pool: cannot claim {range:x?}: {e:?}"))?;
+    let (window, pool) = region
+        .split_at(WINDOW_SIZE)
+        .map_err(|_| String::from("staging pool: smaller than the control window"))?;
+    let window = window.into_shared();
+    window
+        .zero(0, WINDOW_SIZE)
+        .and_then(|()| window.sync_for_uncached(0, WINDOW_SIZE))
+        .map_err(|_| String::from("staging pool: window"))?;
+    hv!(
+        "staging: {} at {:#x} for the manager's control window and staged images",
+        HumanSize(range.size),
+        range.base
+    );
+    Ok(Some((
+        window,
+        Arc::new(StagingPool::new(pool.into_shared())),
+    )))
 }
 
 /// The node's PCI functions as the plan's device rules see them.
@@ -364,6 +414,7 @@ fn node_cores(info: &BootInfo, placement: &place::Placement) -> Vec<usize> {
 fn taken_ram(info: &BootInfo, placement: &place::Placement) -> Vec<Region> {
     let mut avoid: Vec<Region> = info.inventory.reserved.iter().copied().collect();
     avoid.extend([info.image, info.working_memory]);
+    avoid.extend(placement.staging.map(|s| Region::new(s.base, s.size)));
     avoid.extend(
         placement
             .slices
@@ -565,7 +616,7 @@ fn run(node: Node, info: &BootInfo) -> ! {
     node.console.start(&node.slices);
     for slice in &node.slices {
         match slice.start() {
-            Ok(()) => hv!("slice {} started", slice.name),
+            Ok(()) => hv!("slice {} started ({})", slice.name, slice.scrub_note()),
             Err(e) => hv!("slice {} stopped: {e}", slice.name),
         }
     }

@@ -362,6 +362,35 @@ impl DeviceNode for Pl061Node {
     }
 }
 
+/// The manager's control interface (docs/control.md): its register page, which traps, and
+/// its data window, which is memory; a compatible no Linux driver claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControlNode;
+
+impl DeviceNode for ControlNode {
+    fn regions(&self) -> Vec<BusRegion> {
+        use crate::control::{REGISTERS_IPA, REGISTERS_SIZE};
+        vec![BusRegion::new(
+            REGISTERS_IPA,
+            REGISTERS_SIZE,
+            "mmio-control",
+        )]
+    }
+
+    fn write_node(&self, w: &mut FdtWriter) -> Result<(), GuestDtError> {
+        use crate::control::{REGISTERS_IPA, REGISTERS_SIZE, WINDOW_IPA, WINDOW_SIZE};
+        let node = w.begin_node(&alloc::format!("control@{REGISTERS_IPA:x}"))?;
+        w.property_string("compatible", "microvisor,control-v1")?;
+        w.property_array_u64(
+            "reg",
+            &[REGISTERS_IPA, REGISTERS_SIZE, WINDOW_IPA, WINDOW_SIZE],
+        )?;
+        w.property_string_list("reg-names", vec!["registers".into(), "window".into()])?;
+        w.end_node(node)?;
+        Ok(())
+    }
+}
+
 /// The slice's PCIe host bridge: ECAM for bus 0 only, one 32-bit memory window (PCI address
 /// = CPU address) that its functions' BARs go in, MSIs through the GIC's MBI SPIs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -511,6 +540,24 @@ mod tests {
         );
         assert!(fdt.find_compatible(&["arm,pl011"]).is_some());
         assert!(fdt.find_compatible(&["arm,armv8-timer"]).is_some());
+    }
+
+    #[test]
+    fn the_manager_has_its_control_node() {
+        let mut list = devices(1, false);
+        list.push(Box::new(ControlNode));
+        let nodes: Vec<&dyn DeviceNode> = list.iter().map(|d| d.as_ref()).collect();
+        let blob = generate(&machine(1), &nodes).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let node = fdt.find_compatible(&["microvisor,control-v1"]).unwrap();
+        assert_eq!(node.name, "control@a000000");
+        assert_eq!(
+            prop_u64s(&fdt, "/control@a000000", "reg"),
+            [0x0a00_0000, 0x1000, 0x0a20_0000, 0x20_0000]
+        );
+        let plain = generate_for(&machine(1), true).unwrap();
+        let fdt = Fdt::new(&plain).unwrap();
+        assert!(fdt.find_compatible(&["microvisor,control-v1"]).is_none());
     }
 
     #[test]

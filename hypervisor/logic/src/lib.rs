@@ -7,6 +7,7 @@ extern crate alloc;
 pub mod bits;
 pub mod bus;
 pub mod console;
+pub mod control;
 pub mod dtb;
 pub mod el2;
 pub mod exits;

@@ -536,6 +536,7 @@ mod tests {
             on_fault: OnFault::Stop,
             nvme: None,
             devices: Vec::new(),
+            role: crate::model::Role::Tenant,
         }
     }
 

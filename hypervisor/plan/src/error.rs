@@ -14,8 +14,9 @@ use crate::image::ImageError;
 use crate::size::{HumanSize, SizeError};
 
 /// Keys accepted in a `[[slice]]` table, in documentation order.
-pub const SLICE_KEYS: [&str; 9] = [
-    "name", "cores", "memory", "kernel", "initrd", "cmdline", "on-fault", "nvme", "device",
+pub const SLICE_KEYS: [&str; 11] = [
+    "name", "cores", "memory", "kernel", "initrd", "cmdline", "on-fault", "role", "staging",
+    "nvme", "device",
 ];
 /// Keys accepted in a `[slice.nvme]` table.
 pub const NVME_KEYS: [&str; 2] = ["queues", "size"];
@@ -48,6 +49,10 @@ pub enum Field {
     Cmdline,
     /// `on-fault`.
     OnFault,
+    /// `role`.
+    Role,
+    /// `staging` (the manager's staging pool).
+    Staging,
     /// The `[slice.nvme]` table itself (its keys, its type).
     Nvme,
     /// `nvme.queues`.
@@ -78,6 +83,8 @@ impl Field {
             Field::Initrd => Some("initrd"),
             Field::Cmdline => Some("cmdline"),
             Field::OnFault => Some("on-fault"),
+            Field::Role => Some("role"),
+            Field::Staging => Some("staging"),
             Field::Nvme => Some("nvme"),
             Field::NvmeQueues => Some("nvme.queues"),
             Field::NvmeSize => Some("nvme.size"),
@@ -206,6 +213,22 @@ pub enum Problem {
     },
     /// `on-fault` is neither `"stop"` nor `"restart"`.
     UnknownOnFault(String),
+    /// `role` is neither `"tenant"` nor `"manager"`.
+    UnknownRole(String),
+    /// A second slice with `role = "manager"`.
+    SecondManager {
+        /// The slice that is the manager first (name, or `#N`).
+        first_slice: String,
+    },
+    /// The manager's kernel is not Linux (its tools are Linux programs).
+    ManagerNotLinux,
+    /// `staging` on a slice that is not the manager.
+    StagingWithoutManager,
+    /// A `staging` size outside what the control interface accepts, or not a 2 MiB multiple.
+    BadStaging {
+        /// The size given.
+        value: u64,
+    },
     /// An empty image path.
     EmptyPath,
     /// `initrd` names a built-in kernel (`"linux"`, `"probe"`).
@@ -373,6 +396,28 @@ impl fmt::Display for Problem {
                 f,
                 "{} is not a policy (expected \"stop\" or \"restart\")",
                 Quoted(policy)
+            ),
+            Problem::UnknownRole(role) => write!(
+                f,
+                "{} is not a role (expected \"tenant\" or \"manager\")",
+                Quoted(role)
+            ),
+            Problem::SecondManager { first_slice } => write!(
+                f,
+                "slice \"{first_slice}\" is the manager already (a node has at most one)"
+            ),
+            Problem::ManagerNotLinux => f.write_str(
+                "the manager must run Linux (kernel = \"linux\" or a Linux Image), not the probe",
+            ),
+            Problem::StagingWithoutManager => {
+                f.write_str("only the manager (role = \"manager\") has a staging pool")
+            }
+            Problem::BadStaging { value } => write!(
+                f,
+                "{} is not a staging pool size (a multiple of 2 MiB from {} to {})",
+                HumanSize(*value),
+                HumanSize(crate::model::MIN_STAGING),
+                HumanSize(crate::model::MAX_STAGING)
             ),
             Problem::EmptyPath => f.write_str("empty path"),
             Problem::NotAnInitrd(name) => write!(
@@ -743,7 +788,7 @@ mod tests {
         assert_eq!(
             in_slice(Field::Slice, Problem::UnknownField("memroy".into())),
             "slice \"web-0\": memroy: unknown field (expected one of name, cores, memory, kernel, \
-             initrd, cmdline, on-fault, nvme, device)"
+             initrd, cmdline, on-fault, role, staging, nvme, device)"
         );
         assert_eq!(
             in_slice(Field::Nvme, Problem::UnknownField("qeues".into())),

@@ -60,6 +60,34 @@ pub struct SliceOf<I> {
     /// Whole PCI functions it asks for (`[[slice.device]]`), in plan order; placed by
     /// [`place_devices`](crate::devices::place_devices).
     pub devices: Vec<DeviceRequest>,
+    /// What the slice is on the node (`role`, and the manager's `staging`).
+    pub role: Role,
+}
+
+/// Staging pool of a manager whose plan gives no `staging`: room for a Debian kernel and
+/// initramfs for a few slices at once.
+pub const DEFAULT_STAGING: u64 = 128 << 20;
+/// Smallest staging pool: the control interface's 2 MiB data window and 2 MiB of images.
+pub const MIN_STAGING: u64 = 4 << 20;
+/// Largest staging pool.
+pub const MAX_STAGING: u64 = 16 << 30;
+
+/// A slice's role (`role`): an ordinary tenant, or the node's manager, which alone reaches
+/// the control interface (docs/control.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Tenant,
+    /// `role = "manager"`: `staging` bytes of node RAM (a 2 MiB multiple) are reserved for
+    /// the control interface's window and the images it stages.
+    Manager {
+        staging: u64,
+    },
+}
+
+impl Role {
+    pub fn is_manager(&self) -> bool {
+        matches!(self, Role::Manager { .. })
+    }
 }
 
 /// Which physical cores a slice gets.
@@ -142,9 +170,17 @@ impl<I> PlanOf<I> {
                 on_fault: slice.on_fault,
                 nvme: slice.nvme,
                 devices: slice.devices.clone(),
+                role: slice.role,
             });
         }
         Ok(PlanOf { slices })
+    }
+}
+
+impl<I> PlanOf<I> {
+    /// The manager slice's index, if the plan has one.
+    pub fn manager(&self) -> Option<usize> {
+        self.slices.iter().position(|s| s.role.is_manager())
     }
 }
 
@@ -178,6 +214,7 @@ mod tests {
                 DeviceRequest::Class(crate::devices::DeviceClass::Net),
                 DeviceRequest::Pci(crate::devices::PciAddress::from_routing_id(0x18)),
             ],
+            role: Role::Tenant,
         }
     }
 

@@ -14,6 +14,7 @@
 //!    The block is removed from the free ranges; `NotEnoughMemory` if no range can hold it.
 //!    With one free range `[base, end)`, slice 1 therefore starts at
 //!    `align_down(end - round_up(memory1, 2 MiB), 2 MiB)`, slice 2 right below it, and so on.
+//! 5. The manager's **staging pool** (`staging`) is placed the same way after every slice.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -22,7 +23,7 @@ use core::fmt::Write;
 
 use crate::error::{Field, PlanError, Problem};
 use crate::layout::{align_down, align_up};
-use crate::model::{Cores, PlanOf};
+use crate::model::{Cores, PlanOf, Role};
 use crate::size::MIB;
 
 /// Alignment and granule of a slice's RAM block (the largest stage-2 block below 1 GiB).
@@ -74,6 +75,8 @@ pub struct Hardware {
 pub struct Placement {
     /// One entry per slice, in plan order.
     pub slices: Vec<SlicePlacement>,
+    /// The manager's staging pool (docs/control.md), placed after every slice's RAM.
+    pub staging: Option<RamRange>,
 }
 
 /// The physical resources of one slice.
@@ -102,7 +105,21 @@ pub fn place<I>(plan: &PlanOf<I>, hw: &Hardware) -> Result<Placement, PlanError>
         })?;
         slices.push(SlicePlacement { cores, ram });
     }
-    Ok(Placement { slices })
+    let mut staging = None;
+    for slice in &plan.slices {
+        if let Role::Manager { staging: size } = slice.role {
+            let range = free.take(size).map_err(|largest_free| {
+                let problem = Problem::NotEnoughMemory {
+                    asked: size,
+                    largest_free,
+                    ram_on_node: hw.ram_total,
+                };
+                PlanError::slice(slice.name.as_str(), Field::Staging, problem)
+            })?;
+            staging = Some(range);
+        }
+    }
+    Ok(Placement { slices, staging })
 }
 
 /// A slice's share of the node's NVMe controller: its LBA window on namespace 1 and its
@@ -368,6 +385,7 @@ mod tests {
             on_fault: OnFault::Stop,
             nvme: None,
             devices: Vec::new(),
+            role: Role::Tenant,
         }
     }
 

@@ -9,7 +9,9 @@ use toml::{Table, Value};
 
 use crate::devices::{DeviceClass, DeviceRequest, PciAddress};
 use crate::error::{DEVICE_KEYS, Field, NVME_KEYS, PLAN_KEYS, PlanError, Problem, SLICE_KEYS};
-use crate::model::{BuiltIn, Cores, ImageSource, NvmeShare, OnFault, Plan, SliceOf};
+use crate::model::{
+    BuiltIn, Cores, DEFAULT_STAGING, ImageSource, NvmeShare, OnFault, Plan, Role, SliceOf,
+};
 use crate::size::{SizeError, parse_size};
 use crate::validate::slice_ref;
 
@@ -97,7 +99,26 @@ fn parse_slice(index: usize, entry: &Value) -> Result<SliceOf<ImageSource>, Plan
             None => Vec::new(),
             Some(value) => devices(value).map_err(|(f, problem)| field(f)(problem))?,
         },
+        role: role(table).map_err(|(f, problem)| field(f)(problem))?,
     })
+}
+
+/// `role` and `staging`: `staging` only with `role = "manager"`.
+fn role(table: &Table) -> Result<Role, (Field, Problem)> {
+    let manager = match optional(table, "role", string).map_err(|p| (Field::Role, p))? {
+        None => false,
+        Some(role) if role == "tenant" => false,
+        Some(role) if role == "manager" => true,
+        Some(role) => return Err((Field::Role, Problem::UnknownRole(role))),
+    };
+    let staging = optional(table, "staging", size).map_err(|p| (Field::Staging, p))?;
+    match (manager, staging) {
+        (false, None) => Ok(Role::Tenant),
+        (false, Some(_)) => Err((Field::Staging, Problem::StagingWithoutManager)),
+        (true, staging) => Ok(Role::Manager {
+            staging: staging.unwrap_or(DEFAULT_STAGING),
+        }),
+    }
 }
 
 /// The first key of `table` not in `allowed`, as an `UnknownField` problem.
@@ -356,6 +377,7 @@ kernel = "guests/Image"
                     DeviceRequest::Pci(PciAddress::new(0, 5, 0).unwrap()),
                     DeviceRequest::Class(DeviceClass::Nvme),
                 ],
+                role: Role::Tenant,
             }
         );
         assert_eq!(
@@ -370,6 +392,7 @@ kernel = "guests/Image"
                 on_fault: OnFault::Stop,
                 nvme: None,
                 devices: Vec::new(),
+                role: Role::Tenant,
             }
         );
     }
@@ -418,7 +441,7 @@ kernel = "guests/Image"
         assert_eq!(
             error(&one_slice("memroy = \"1G\"")),
             "slice \"web-0\": memroy: unknown field (expected one of name, cores, memory, kernel, \
-             initrd, cmdline, on-fault, nvme, device)"
+             initrd, cmdline, on-fault, role, staging, nvme, device)"
         );
     }
 
@@ -513,6 +536,55 @@ kernel = "guests/Image"
         assert!(
             text.starts_with("slice #1: name: \"Web_0\" is not a valid name"),
             "{text}"
+        );
+    }
+
+    fn linux(name: &str, extra: &str) -> String {
+        format!(
+            "[[slice]]\nname = \"{name}\"\ncores = 1\nmemory = \"256M\"\nkernel = \"linux\"\n{extra}\n"
+        )
+    }
+
+    #[test]
+    fn role_and_staging() {
+        let plan = Plan::from_toml(&linux("m", "role = \"manager\"")).unwrap();
+        assert_eq!(
+            plan.slices[0].role,
+            Role::Manager {
+                staging: DEFAULT_STAGING
+            }
+        );
+        assert_eq!(plan.manager(), Some(0));
+        let plan = Plan::from_toml(&linux("m", "role = \"manager\"\nstaging = \"64MiB\"")).unwrap();
+        assert_eq!(plan.slices[0].role, Role::Manager { staging: 64 << 20 });
+        let plan = Plan::from_toml(&linux("t", "role = \"tenant\"")).unwrap();
+        assert_eq!(plan.slices[0].role, Role::Tenant);
+        assert_eq!(plan.manager(), None);
+    }
+
+    #[test]
+    fn role_errors() {
+        assert_eq!(
+            error(&linux("m", "role = \"boss\"")),
+            "slice \"m\": role: \"boss\" is not a role (expected \"tenant\" or \"manager\")"
+        );
+        assert_eq!(
+            error(&linux("t", "staging = \"64MiB\"")),
+            "slice \"t\": staging: only the manager (role = \"manager\") has a staging pool"
+        );
+        let two = linux("a", "role = \"manager\"") + &linux("b", "role = \"manager\"");
+        assert_eq!(
+            error(&two),
+            "slice \"b\": role: slice \"a\" is the manager already (a node has at most one)"
+        );
+        assert_eq!(
+            error(&linux("m", "role = \"manager\"\nstaging = \"3MiB\"")),
+            "slice \"m\": staging: 3 MiB is not a staging pool size (a multiple of 2 MiB from 4 MiB to 16 GiB)"
+        );
+        let probe = Plan::from_toml(&minimal_with("role = \"manager\"")).unwrap();
+        assert_eq!(
+            probe.check_manager_kernel().unwrap_err().to_string(),
+            "slice \"web-0\": kernel: the manager must run Linux (kernel = \"linux\" or a Linux Image), not the probe"
         );
     }
 

@@ -9,8 +9,8 @@ use alloc::string::String;
 use crate::devices::{DeviceRequest, PciAddress};
 use crate::error::{Field, PlanError, Problem};
 use crate::model::{
-    Cores, MAX_DEVICES, MAX_NAME_LEN, MAX_SLICE_MEMORY, MAX_SLICES, MAX_VCPUS, NvmeShare,
-    PAGE_SIZE, PlanOf, SliceOf,
+    BuiltIn, Cores, ImageSource, MAX_DEVICES, MAX_NAME_LEN, MAX_SLICE_MEMORY, MAX_SLICES,
+    MAX_STAGING, MAX_VCPUS, MIN_STAGING, NvmeShare, PAGE_SIZE, PlanOf, Role, SliceOf,
 };
 
 impl<I> PlanOf<I> {
@@ -23,6 +23,7 @@ impl<I> PlanOf<I> {
         let mut names: BTreeMap<&str, usize> = BTreeMap::new();
         let mut core_owner: BTreeMap<u32, usize> = BTreeMap::new();
         let mut device_owner: BTreeMap<PciAddress, usize> = BTreeMap::new();
+        let mut manager: Option<usize> = None;
         for (index, slice) in self.slices.iter().enumerate() {
             let at = slice_ref(index, &slice.name);
             let error = |field, problem| PlanError::slice(at.clone(), field, problem);
@@ -33,6 +34,14 @@ impl<I> PlanOf<I> {
             .map_err(|p| error(Field::Cores, p))?;
             check_memory(slice.memory).map_err(|p| error(Field::Memory, p))?;
             check_cmdline(slice).map_err(|p| error(Field::Cmdline, p))?;
+            if let Role::Manager { staging } = slice.role {
+                if let Some(first) = manager {
+                    let first_slice = slice_ref(first, &self.slices[first].name);
+                    return Err(error(Field::Role, Problem::SecondManager { first_slice }));
+                }
+                manager = Some(index);
+                check_staging(staging).map_err(|p| error(Field::Staging, p))?;
+            }
             if let Some(nvme) = &slice.nvme {
                 check_nvme(nvme).map_err(|(field, p)| error(field, p))?;
             }
@@ -40,6 +49,32 @@ impl<I> PlanOf<I> {
                 slice_ref(owner, &self.slices[owner].name)
             })
             .map_err(|(field, p)| error(field, p))?;
+        }
+        Ok(())
+    }
+}
+
+fn check_staging(staging: u64) -> Result<(), Problem> {
+    let fits = (MIN_STAGING..=MAX_STAGING).contains(&staging) && staging.is_multiple_of(2 << 20);
+    if fits {
+        Ok(())
+    } else {
+        Err(Problem::BadStaging { value: staging })
+    }
+}
+
+impl PlanOf<ImageSource> {
+    /// The host-side check a compiled plan cannot make: the manager does not run the probe.
+    pub fn check_manager_kernel(&self) -> Result<(), PlanError> {
+        for (index, slice) in self.slices.iter().enumerate() {
+            if slice.role.is_manager() && slice.kernel == ImageSource::BuiltIn(BuiltIn::Probe) {
+                let at = slice_ref(index, &slice.name);
+                return Err(PlanError::slice(
+                    at,
+                    Field::Kernel,
+                    Problem::ManagerNotLinux,
+                ));
+            }
         }
         Ok(())
     }
@@ -207,6 +242,7 @@ mod tests {
             on_fault: OnFault::Stop,
             nvme: None,
             devices: Vec::new(),
+            role: Role::Tenant,
         }
     }
 

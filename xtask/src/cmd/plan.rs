@@ -96,6 +96,16 @@ pub fn report(plan: &Plan, node: &Node) -> Result<String, microvisor_plan::PlanE
             out.push_str(&format!("{slice}\n"));
         }
     }
+    if let (Some(staging), Some(manager)) = (placement.staging, plan.manager()) {
+        out.push_str(&format!(
+            "slice {}: staging pool {:#x}-{:#x} ({}): the control window and staged images\n",
+            plan.slices[manager].name,
+            staging.base,
+            staging.end(),
+            HumanSize(staging.size)
+        ));
+        used += staging.size;
+    }
     let usable = node.memory - HYPERVISOR_RESERVE;
     out.push_str(&format!(
         "uses {cores_used} of {} cores and {} of {} usable RAM\n",

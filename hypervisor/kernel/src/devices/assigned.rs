@@ -203,6 +203,12 @@ impl AssignedDevice {
         }
     }
 
+    /// The function's MAC address, when it is a virtio-net function that gives one
+    /// ([`AssignedDevice::mac`]).
+    pub fn mac(&self) -> Option<[u8; 6]> {
+        self.mac
+    }
+
     /// A guest access to the function's configuration space.
     pub fn config_access(
         &self,

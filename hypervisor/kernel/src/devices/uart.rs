@@ -1,11 +1,13 @@
 //! The slice's PL011 (`microvisor_logic::pl011`): what the guest writes goes to the node
-//! console as `[<slice>] <line>` lines; node console input waits in a buffer for room in the
-//! receive FIFO.
+//! console as `[<slice>] <line>` lines and into a ring of its last bytes the manager can read;
+//! node console input (and the manager's) waits in a buffer for room in the receive FIFO.
 
 use alloc::collections::VecDeque;
 use alloc::string::String;
 
+use alloc::vec::Vec;
 use microvisor_logic::console::LineBuffer;
+use microvisor_logic::control::ConsoleRing;
 use microvisor_logic::guest_dt::{DeviceNode, Pl011Node};
 use microvisor_logic::pl011::VirtualPl011;
 use spin::Mutex;
@@ -59,6 +61,8 @@ pub struct Uart {
     /// The slice's name, the prefix of its console lines.
     slice: String,
     state: Mutex<State>,
+    /// Everything the guest printed, last bytes kept, across runs (docs/control.md).
+    ring: Mutex<ConsoleRing>,
 }
 
 impl Uart {
@@ -67,7 +71,25 @@ impl Uart {
             node: Pl011Node,
             slice: slice.into(),
             state: Mutex::new(State::new()),
+            ring: Mutex::new(ConsoleRing::new()),
         }
+    }
+
+    /// Bytes for the receive side (the manager's `CONSOLE_WRITE`): as many as the input
+    /// buffer has room for; how many that was.
+    pub fn console_input_bytes(&self, bytes: &[u8], gic: &SliceGic) -> usize {
+        let mut state = self.state.lock();
+        let room = INPUT_BUFFER.saturating_sub(state.pending_input.len());
+        let taken = bytes.len().min(room);
+        state.pending_input.extend(&bytes[..taken]);
+        state.refill();
+        state.apply_level(gic);
+        taken
+    }
+
+    /// Up to `max` bytes of output from `cursor` (see [`ConsoleRing::read`]).
+    pub fn console_read(&self, cursor: u64, max: usize) -> (u64, Vec<u8>) {
+        self.ring.lock().read(cursor, max)
     }
 
     /// A byte typed on the node console while this slice has the focus.
@@ -97,10 +119,11 @@ impl MmioDevice for Uart {
         let mut state = self.state.lock();
         let value = match write {
             Some(value) => {
-                if let Some(byte) = state.device.write(offset, value as u32)
-                    && let Some(line) = state.line.push(byte)
-                {
-                    output::slice_line(&self.slice, line);
+                if let Some(byte) = state.device.write(offset, value as u32) {
+                    self.ring.lock().push(byte);
+                    if let Some(line) = state.line.push(byte) {
+                        output::slice_line(&self.slice, line);
+                    }
                 }
                 0
             }

@@ -346,3 +346,13 @@ impl SliceDisk {
         }
     }
 }
+
+impl SliceDisk {
+    /// Wipes the share (docs/control.md, "Erase"): placeholder until the erase lands.
+    pub fn erase_share(
+        &self,
+        _slice: &str,
+    ) -> Result<alloc::string::String, alloc::string::String> {
+        Err("erase is not available in this build".into())
+    }
+}

@@ -29,6 +29,12 @@ pub(super) enum Lifecycle {
     /// A stop or restart is in progress: every vCPU parks.
     Stopping,
     Stopped,
+    /// The manager asked for a start: vCPU 0's core scrubs and loads, then runs it.
+    Starting,
+    /// vCPU 0's core is wiping the NVMe share.
+    Erasing,
+    /// A vCPU did not park when a run ended: the slice cannot be started again.
+    Broken,
 }
 
 /// What ends a slice's run.
@@ -40,6 +46,19 @@ pub enum Ending {
     Reset,
     /// The guest did something it must not: apply `on-fault`.
     Fault(String),
+    /// The manager ended the run (docs/control.md).
+    Manager(ManagerAction),
+}
+
+/// What the manager asked of a running slice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManagerAction {
+    Off,
+    Restart,
+    /// A graceful shutdown of `ms` milliseconds ran out.
+    ShutdownTimedOut {
+        ms: u64,
+    },
 }
 
 /// What a vCPU does once an exit has been handled.
@@ -68,11 +87,19 @@ struct Unresponsive {
 }
 
 impl Slice {
-    /// Copies the pristine images into the slice's RAM.
+    /// Scrubs the slice's RAM and copies its boot source into it; the scrub's cost goes into
+    /// its stats.
     pub fn load(&self) -> Result<(), SetupError> {
-        self.images
-            .load(&self.memory.ram)
-            .map_err(|_| format!("slice \"{}\": images do not fit its memory", self.name))
+        let begin = cpu::counter();
+        let loaded = self
+            .images
+            .lock()
+            .load(&self.memory.ram, self.pool.as_deref());
+        let ticks = cpu::counter().saturating_sub(begin);
+        self.stats
+            .lock()
+            .scrubbed(self.memory.ram.region().size, ticks);
+        loaded.map_err(|_| format!("slice \"{}\": images do not fit its memory", self.name))
     }
 
     /// Starts a run: devices and vGIC in their power-on state, vCPU 0 powered on at the kernel
@@ -84,10 +111,15 @@ impl Slice {
         self.vcpus.iter().for_each(|v| v.exits.reset());
         self.started_at.store(cpu::counter(), Ordering::Relaxed);
         *self.end_request.lock() = None;
+        self.shutdown_deadline.store(0, Ordering::Relaxed);
+        self.stats.lock().starts += 1;
         *self.lifecycle.lock() = Lifecycle::Running;
         self.attention.store(0, Ordering::Release);
-        let layout = &self.images.layout;
-        self.power_on(&self.vcpus[0], layout.kernel_ipa, layout.dtb_ipa)
+        let (entry, dtb) = {
+            let images = self.images.lock();
+            (images.layout.kernel_ipa, images.layout.dtb_ipa)
+        };
+        self.power_on(&self.vcpus[0], entry, dtb)
             .map_err(|status| format!("slice \"{}\": vCPU 0 did not start ({status})", self.name))
     }
 
@@ -142,22 +174,25 @@ impl Slice {
     /// Asks for the run to end with `ending`, from any core (e.g. the one that took a device's
     /// fault interrupt): every vCPU is interrupted and the first to see the request ends the
     /// run on its own core, as if it had faulted itself. Ignored unless the slice is running
-    /// or when an ending is already asked for.
-    pub fn request_end(&self, ending: Ending) {
-        if *self.lifecycle.lock() != Lifecycle::Running {
-            return;
+    /// or when an ending is already asked for (false then).
+    pub fn request_end(&self, ending: Ending) -> bool {
+        let lifecycle = self.lifecycle.lock();
+        if *lifecycle != Lifecycle::Running {
+            return false;
         }
         {
             let mut request = self.end_request.lock();
             if request.is_some() {
-                return;
+                return false;
             }
             *request = Some(ending);
         }
+        drop(lifecycle);
         self.attention.fetch_or(END, Ordering::AcqRel);
         for vcpu in &self.vcpus {
             gic::send_hypervisor_sgi(vcpu.mpidr);
         }
+        true
     }
 
     /// Ends this run of the slice from `vcpu` (the calling core's, stopped here): stops
@@ -198,7 +233,30 @@ impl Slice {
                 output::hv(format_args!("slice {} stopped: {}", self.name, reason));
                 self.on_fault == OnFault::Restart
             }
+            Ending::Manager(ManagerAction::Off) => {
+                output::hv(format_args!(
+                    "slice {} stopped: forced off by the manager",
+                    self.name
+                ));
+                false
+            }
+            Ending::Manager(ManagerAction::Restart) => {
+                output::hv(format_args!(
+                    "slice {} restarted: forced restart by the manager",
+                    self.name
+                ));
+                true
+            }
+            Ending::Manager(ManagerAction::ShutdownTimedOut { ms }) => {
+                output::hv(format_args!(
+                    "slice {} stopped: not off {ms} ms after the power key, forced off by the manager",
+                    self.name
+                ));
+                false
+            }
         };
+        self.shutdown_deadline.store(0, Ordering::Relaxed);
+        self.stats.lock().ended(&ending);
         self.report_exits();
         if let Err(Unresponsive { vcpus }) = stopped {
             for index in vcpus.iter() {
@@ -208,7 +266,7 @@ impl Slice {
                 ));
             }
             // The stop request stays up: the vCPU parks whenever it next exits.
-            *self.lifecycle.lock() = Lifecycle::Stopped;
+            *self.lifecycle.lock() = Lifecycle::Broken;
             return;
         }
         if let Err(what) = quiet {

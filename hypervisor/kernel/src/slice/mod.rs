@@ -4,6 +4,7 @@
 
 mod images;
 pub mod lifecycle;
+mod manage;
 
 use alloc::format;
 use alloc::string::String;
@@ -14,17 +15,19 @@ use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use microvisor_arch::cpu;
 use microvisor_arch::memory::{self, SharedMemory};
+use microvisor_logic::control::WINDOW_IPA;
 use microvisor_logic::exits::ExitCause;
-use microvisor_logic::guest_dt::{self, GicNode, GuestMachine};
+use microvisor_logic::guest_dt::GicNode;
 use microvisor_logic::inventory::{Inventory, Region};
 use microvisor_logic::pl061::POWER_KEY_LINE;
 use microvisor_plan::bundle::Bundle;
 use microvisor_plan::layout::GUEST_RAM_BASE;
-use microvisor_plan::model::{CompiledPlan, OnFault};
+use microvisor_plan::model::{CompiledPlan, OnFault, Role};
 use microvisor_plan::place::SlicePlacement;
-use microvisor_plan::{Arm64Header, GuestLayout};
 use spin::Mutex;
 
+use crate::control::ControlPage;
+use crate::control::StagingPool;
 use crate::devices::assigned::AssignedDevice;
 use crate::devices::gic::GicRegisters;
 use crate::devices::gpio::Gpio;
@@ -37,9 +40,10 @@ use crate::output;
 use crate::stage2::CpuStage2;
 use crate::vcpu::Vcpu;
 use crate::vgic::SliceGic;
-use images::BootImages;
+pub use images::{BootImages, FlashedImage, ImageBytes, ImageProblem, Machine, Unusable};
 use lifecycle::Lifecycle;
 pub use lifecycle::{Attention, Ending, Next};
+pub use manage::{Job, Stats};
 
 /// A slice's RAM as the hypervisor sees it, and its CPUs' stage-2 translation.
 pub struct SliceMemory {
@@ -58,6 +62,22 @@ pub struct DiskGrant {
 /// What went wrong while building a slice from its plan (printed as `[hv] error: ...`).
 pub type SetupError = String;
 
+/// The default boot source, from the plan.
+struct Flashed {
+    kernel: FlashedImage,
+    initrd: Option<FlashedImage>,
+    cmdline: String,
+}
+
+/// What a slice is built from besides its plan: its RAM and cores, its share of the disk, its
+/// PCI functions, and the manager's staging (the pool, and the window the manager maps).
+pub struct Grants {
+    pub disk: Option<DiskGrant>,
+    pub assigned: Vec<AssignedDevice>,
+    pub pool: Option<Arc<StagingPool>>,
+    pub window: Option<Region>,
+}
+
 pub struct Slice {
     pub index: usize,
     pub name: String,
@@ -65,6 +85,9 @@ pub struct Slice {
     pub vcpus: Vec<Vcpu>,
     pub memory: SliceMemory,
     pub kernel_label: String,
+    pub role: Role,
+    /// The plan's images and command line: the default boot source.
+    flashed: Flashed,
     pub gic: SliceGic,
     pub devices: Devices,
     /// The console UART (also on the bus): node console input goes here.
@@ -78,8 +101,16 @@ pub struct Slice {
     /// in `devices`.
     pub pci: Option<Arc<PciHost>>,
     pub pci_device: Option<usize>,
-    images: BootImages,
+    /// The boot source of the next start.
+    images: Mutex<BootImages>,
+    /// Where staged images live (when the node has a manager).
+    pool: Option<Arc<StagingPool>>,
     lifecycle: Mutex<Lifecycle>,
+    /// Work for vCPU 0's core while the slice is stopped (`manage`).
+    job: Mutex<Option<Job>>,
+    stats: Mutex<Stats>,
+    /// Counter value by which a graceful shutdown must be done (0: none asked).
+    shutdown_deadline: AtomicU64,
     /// What the vCPUs must look at before they return to the guest (`lifecycle::STOP`,
     /// `lifecycle::END`): one load on the way back.
     attention: AtomicU8,
@@ -99,32 +130,37 @@ impl Slice {
         placement: &SlicePlacement,
         inventory: &Inventory,
         bundle: &'static Bundle<'static>,
-        disk: Option<DiskGrant>,
-        assigned: Vec<AssignedDevice>,
+        grants: Grants,
     ) -> Result<Slice, SetupError> {
+        let Grants {
+            disk,
+            assigned,
+            pool,
+            window,
+        } = grants;
         let spec = &plan.slices[index];
         let name = spec.name.clone();
         let fail = |what: String| format!("slice \"{name}\": {what}");
-        let kernel = bundle
-            .image(spec.kernel)
-            .map_err(|e| fail(format!("kernel: {e}")))?;
-        let header = Arm64Header::parse(kernel.bytes).map_err(|e| fail(format!("kernel: {e}")))?;
+        let flashed_image = |index: u32, field: &str| {
+            bundle
+                .image(index)
+                .map(|image| FlashedImage {
+                    label: image.label,
+                    bytes: image.bytes,
+                    sha256: image.sha256,
+                })
+                .map_err(|e| fail(format!("{field}: {e}")))
+        };
+        let kernel = flashed_image(spec.kernel, "kernel")?;
         let initrd = match spec.initrd {
-            Some(i) => Some(
-                bundle
-                    .image(i)
-                    .map_err(|e| fail(format!("initrd: {e}")))?
-                    .bytes,
-            ),
+            Some(i) => Some(flashed_image(i, "initrd")?),
             None => None,
         };
-        let layout = GuestLayout::new(
-            spec.memory,
-            &header,
-            kernel.bytes.len() as u64,
-            initrd.map(|i| i.len() as u64),
-        )
-        .map_err(|e| format!("{}", e.with_slice(name.clone())))?;
+        if spec.role.is_manager() && kernel.label == "probe" {
+            return Err(fail(
+                "kernel: the manager must run Linux, not the probe".into(),
+            ));
+        }
 
         let ram = Region::new(placement.ram.base, placement.ram.size);
         let region = memory::claim(ram)
@@ -160,6 +196,12 @@ impl Slice {
             None => None,
         };
         let mut list: Vec<Arc<dyn MmioDevice>> = alloc::vec![uart.clone(), gpio.clone()];
+        if let Some(window) = window {
+            list.push(Arc::new(ControlPage::new()));
+            stage2
+                .map_device(WINDOW_IPA, window.base, window.size)
+                .map_err(|e| fail(format!("control window: {e:?}")))?;
+        }
         let pci = (disk.is_some() || !assigned.is_empty())
             .then(|| Arc::new(PciHost::new(disk.clone(), assigned)));
         let pci_device = pci.as_ref().map(|pci| {
@@ -175,15 +217,30 @@ impl Slice {
         let cores: Vec<(usize, u64)> = vcpus.iter().map(|v| (v.core, v.mpidr)).collect();
         let gic = SliceGic::new(&cores, &devices.spis(), gic_node.mbi);
 
-        let machine = GuestMachine {
-            slice_name: &name,
+        let flashed = Flashed {
+            kernel,
+            initrd,
+            cmdline: spec.cmdline.clone(),
+        };
+        let nodes = devices.nodes();
+        let machine = Machine {
+            name: &name,
             vcpus: vcpus.len(),
             memory: spec.memory,
-            cmdline: &spec.cmdline,
-            initrd: layout.initrd,
+            devices: &nodes,
         };
-        let dtb = guest_dt::generate(&machine, &devices.nodes())
-            .map_err(|e| fail(format!("device tree: {e:?}")))?;
+        let images = BootImages::new(
+            &machine,
+            ImageBytes::Flashed(kernel),
+            initrd.map(ImageBytes::Flashed),
+            spec.cmdline.clone(),
+            false,
+            None,
+        )
+        .map_err(|unusable| match unusable.why {
+            ImageProblem::NotAKernel(why) | ImageProblem::TooLarge(why) => fail(why),
+        })?;
+        drop(nodes);
 
         Ok(Slice {
             index,
@@ -195,6 +252,8 @@ impl Slice {
                 stage2,
             },
             kernel_label: kernel.label.into(),
+            role: spec.role,
+            flashed,
             gic,
             devices,
             uart,
@@ -202,13 +261,12 @@ impl Slice {
             disk,
             pci,
             pci_device,
-            images: BootImages {
-                kernel: kernel.bytes,
-                initrd,
-                dtb,
-                layout,
-            },
+            images: Mutex::new(images),
+            pool,
             lifecycle: Mutex::new(Lifecycle::Stopped),
+            job: Mutex::new(None),
+            stats: Mutex::new(Stats::default()),
+            shutdown_deadline: AtomicU64::new(0),
             attention: AtomicU8::new(0),
             end_request: Mutex::new(None),
             started_at: AtomicU64::new(0),
