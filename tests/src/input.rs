@@ -56,6 +56,108 @@ pub fn focused(slice_name: &str, n: u8) -> Pattern {
     ))
 }
 
+/// Typed lines for a shell command of any length: commands that fit one [`Input`] are typed
+/// as they are; a longer one is built up in the shell variable `c` in single-quoted pieces
+/// (`c='...'`, `c="$c"'...'`, a `'` written `'\''`) and run with `eval "$c"`. Returns the
+/// lines to type, each with its newline.
+pub fn shell_pieces(command: &str) -> Vec<String> {
+    let whole = format!("{command}\n");
+    if whole.len() <= MAX_INPUT_BYTES {
+        return vec![whole];
+    }
+    // `c="$c"'` + piece + `'` + newline.
+    let room = MAX_INPUT_BYTES - 9;
+    let mut pieces: Vec<String> = vec![String::new()];
+    for c in command.chars() {
+        let token = if c == '\'' {
+            "'\\''".to_string()
+        } else {
+            c.to_string()
+        };
+        if pieces.last().unwrap().len() + token.len() > room {
+            pieces.push(String::new());
+        }
+        pieces.last_mut().unwrap().push_str(&token);
+    }
+    let mut lines: Vec<String> = pieces
+        .iter()
+        .enumerate()
+        .map(|(i, piece)| {
+            if i == 0 {
+                format!("c='{piece}'\n")
+            } else {
+                format!("c=\"$c\"'{piece}'\n")
+            }
+        })
+        .collect();
+    lines.push("eval \"$c\"\n".into());
+    lines
+}
+
+/// One step of a [`shell_steps`] script.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Type this command (in pieces if it is long, see [`shell_pieces`]).
+    Run(String),
+    /// Type the next command only after a line matching this (after what was typed last).
+    WaitFor(Pattern),
+}
+
+/// [`Step::Run`].
+pub fn run_step(command: &str) -> Step {
+    Step::Run(command.into())
+}
+
+/// Inputs typing `steps` into `slice_name`'s shell: the first line once `after` is seen, each
+/// later line when the shell has echoed the one before, or when the line a
+/// [`Step::WaitFor`] before it names appears.
+pub fn shell_steps(slice_name: &str, after: Pattern, steps: &[Step]) -> Vec<Input> {
+    enum Next {
+        Seen(Pattern),
+        After(Pattern),
+        Echo(String),
+    }
+    let mut inputs = Vec::new();
+    let mut next = Next::Seen(after);
+    for step in steps {
+        match step {
+            Step::WaitFor(pattern) => {
+                if let Next::After(earlier) = &next {
+                    inputs.push(Input::after_next(earlier.clone(), &[]));
+                }
+                next = Next::After(pattern.clone());
+            }
+            Step::Run(command) => {
+                for line in shell_pieces(command) {
+                    let bytes = line.as_bytes();
+                    inputs.push(match &next {
+                        Next::Seen(pattern) => Input::after(pattern.clone(), bytes),
+                        Next::After(pattern) => Input::after_next(pattern.clone(), bytes),
+                        Next::Echo(before) => Input::after_next(echo_of(slice_name, before), bytes),
+                    });
+                    next = Next::Echo(line);
+                }
+            }
+        }
+    }
+    inputs
+}
+
+/// Inputs typing `commands` into `slice_name`'s shell, one after the other's echo (see
+/// [`shell_steps`]).
+pub fn shell_script(slice_name: &str, after: Pattern, commands: &[&str]) -> Vec<Input> {
+    let steps: Vec<Step> = commands.iter().map(|c| run_step(c)).collect();
+    shell_steps(slice_name, after, &steps)
+}
+
+/// The console line the shell's echo of the typed `line` ends (after its prompt).
+pub fn echo_of(slice_name: &str, line: &str) -> Pattern {
+    slice(
+        slice_name,
+        &format!("{}$", lit(line.trim_end_matches('\n'))),
+    )
+}
+
 /// The Linux guest's shell has started on `slice`'s console: busybox ash's banner line, printed
 /// just before its first prompt (`/ # ` itself ends no line, so it is never a line of its own).
 /// Each boot of the slice prints it once more.
@@ -241,6 +343,29 @@ mod tests {
             out.extend(t.observe(&Line::parse(raw), raw));
         }
         out
+    }
+
+    #[test]
+    fn long_commands_are_typed_in_pieces() {
+        assert_eq!(shell_pieces("echo hi"), ["echo hi\n"]);
+        let long = "microvisorctl boot lin --cmdline \"console=ttyAMA0 quiet\"";
+        let lines = shell_pieces(long);
+        assert!(
+            lines.iter().all(|l| l.len() <= MAX_INPUT_BYTES),
+            "{lines:?}"
+        );
+        assert_eq!(lines.last().unwrap(), "eval \"$c\"\n");
+        let rebuilt: String = lines[..lines.len() - 1]
+            .iter()
+            .map(|l| {
+                let inner = l
+                    .trim_end()
+                    .trim_start_matches("c=\"$c\"")
+                    .trim_start_matches("c=");
+                inner.trim_matches('\'').to_string()
+            })
+            .collect();
+        assert_eq!(rebuilt, long);
     }
 
     #[test]

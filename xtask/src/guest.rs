@@ -89,12 +89,9 @@ impl<'a> Resolver<'a> {
     }
 
     fn probe(&self) -> Result<GuestImage> {
-        let elf = std::fs::read(&self.artifacts.probe)
-            .with_context(|| format!("reading {}", self.artifacts.probe.display()))?;
-        let flat = flat::elf_to_flat(&elf).context("probe ELF")?;
         Ok(GuestImage {
             label: "probe".into(),
-            bytes: flat.bytes,
+            bytes: probe_image(&self.artifacts.probe)?,
             default_cmdline: "",
         })
     }
@@ -152,6 +149,13 @@ impl<'a> Resolver<'a> {
             default_cmdline: "",
         })
     }
+}
+
+/// The bytes of `kernel = "probe"`: the probe's ELF (`elf`, built by `crate::build`) as a flat
+/// arm64 Image. The Linux guest's initramfs carries the same bytes as `/images/probe`.
+pub fn probe_image(elf: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
+    Ok(flat::elf_to_flat(&bytes).context("probe ELF")?.bytes)
 }
 
 /// A kernel file as loaders see it: gunzipped if gzip, flattened if ELF, else as it is.

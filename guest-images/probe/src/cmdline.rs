@@ -19,11 +19,13 @@
 //! | `nvme-verify` | MiB of the namespace to verify against the pattern | none |
 //! | `nvme-check` | `1`: re-read the NVMe canary at every heartbeat | 0 |
 //! | `bench` | comma-separated benchmarks (`boot`, `null-hvc`, `mmio-read`, `timer-irq`, `workload`); skips the memory test | none |
+//! | `secret` | `plant`, `check` or `plant,check`: the tenant hand-over pattern (`secret`) | none |
 //! | `workload-mib` | MiB the `workload` benchmark covers (rounded down to a power of two of words, capped by free RAM) | 64 |
 
 use core::fmt;
 
 use crate::bench::{Bench, DEFAULT_WORKLOAD_MIB, MAX_BENCHES};
+use crate::secret::SecretMode;
 use crate::text::Text;
 
 /// Most attacks one command line can ask for.
@@ -99,11 +101,14 @@ pub enum Attack {
     NetHiddenCaps,
     /// A long transmit/receive loop, then PSCI SYSTEM_RESET mid-transfer.
     NetResetDma,
+    /// A control-interface request (docs/control.md) from a slice that is not the manager:
+    /// a request header written to the data window, then a read of `EXECUTE`.
+    ControlCall,
 }
 
 impl Attack {
     /// Every attack, in documentation order.
-    pub const ALL: [Attack; 31] = [
+    pub const ALL: [Attack; 32] = [
         Attack::ReadPastRam,
         Attack::WritePastRam,
         Attack::ReadAddr,
@@ -135,6 +140,7 @@ impl Attack {
         Attack::NetBusMaster,
         Attack::NetHiddenCaps,
         Attack::NetResetDma,
+        Attack::ControlCall,
     ];
 
     /// The command-line and console name.
@@ -171,6 +177,7 @@ impl Attack {
             Attack::NetBusMaster => "net-bus-master",
             Attack::NetHiddenCaps => "net-hidden-caps",
             Attack::NetResetDma => "net-reset-dma",
+            Attack::ControlCall => "control-call",
         }
     }
 
@@ -208,6 +215,8 @@ pub enum Problem {
     TooManyAttacks,
     /// A `bench=` name the probe does not know.
     UnknownBench(Text<32>),
+    /// A `secret=` word other than `plant` and `check`.
+    UnknownSecret(Text<32>),
 }
 
 impl fmt::Display for Problem {
@@ -230,6 +239,13 @@ impl fmt::Display for Problem {
             Problem::TooManyAttacks => write!(f, "too-many-attacks max={MAX_ATTACKS}"),
             Problem::UnknownBench(name) => {
                 write!(f, "unknown-bench {}", crate::json::Escaped(name.as_bytes()))
+            }
+            Problem::UnknownSecret(name) => {
+                write!(
+                    f,
+                    "unknown-secret {}",
+                    crate::json::Escaped(name.as_bytes())
+                )
             }
         }
     }
@@ -270,6 +286,8 @@ pub struct Options {
     bench_count: usize,
     /// `workload-mib=`: size of the workload benchmark.
     pub workload_mib: u64,
+    /// `secret=plant|check|plant,check`: the tenant hand-over pattern (`crate::secret`).
+    pub secret: SecretMode,
     problems: [Option<Problem>; MAX_PROBLEMS],
     problem_count: usize,
 }
@@ -295,6 +313,7 @@ impl Default for Options {
             benches: [Bench::Boot; MAX_BENCHES],
             bench_count: 0,
             workload_mib: DEFAULT_WORKLOAD_MIB,
+            secret: SecretMode::default(),
             problems: [None; MAX_PROBLEMS],
             problem_count: 0,
         }
@@ -371,6 +390,13 @@ impl Options {
                 b"workload-mib" => {
                     if let Some(n) = options.number("workload-mib", value, parse_decimal) {
                         options.workload_mib = n;
+                    }
+                }
+                b"secret" => {
+                    let (mode, unknown) = SecretMode::parse(value);
+                    options.secret = mode;
+                    if let Some(word) = unknown {
+                        options.problem(Problem::UnknownSecret(Text::from_bytes(word)));
                     }
                 }
                 b"bench" => {
@@ -667,6 +693,20 @@ mod tests {
         assert_eq!(parse_hex(b"0XfF"), Some(255));
         assert_eq!(parse_hex(b"0x"), None);
         assert_eq!(parse_hex(b"0xg"), None);
+    }
+
+    #[test]
+    fn secret_modes() {
+        assert!(!Options::parse(b"").secret.any());
+        let o = Options::parse(b"secret=plant heartbeat=500");
+        assert!(o.secret.plant && !o.secret.check);
+        let o = Options::parse(b"secret=plant,check");
+        assert!(o.secret.plant && o.secret.check);
+        let o = Options::parse(b"secret=check,leak");
+        assert!(o.secret.check && !o.secret.plant);
+        let p: Vec<_> = o.problems().collect();
+        assert_eq!(p, [&Problem::UnknownSecret(Text::from_bytes(b"leak"))]);
+        assert_eq!(format!("{}", p[0]), "unknown-secret \"leak\"");
     }
 
     #[test]

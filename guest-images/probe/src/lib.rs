@@ -19,6 +19,7 @@ pub mod memplan;
 pub mod nvme;
 pub mod pci;
 pub mod psci;
+pub mod secret;
 pub mod text;
 pub mod verdict;
 pub mod virtio;

@@ -181,6 +181,9 @@ impl Control {
             .and_then(|()| self.window.read(0, &mut header))
             .map_err(|_| Refusal::new(Status::BadRequest, "request header unreadable"))?;
         let request = Request::parse(&header)?;
+        if request.op == Op::Node {
+            return Ok(Reply::with(self.node_json(node).into_bytes()));
+        }
         if request.op == Op::List {
             let mut out = String::from("[");
             for (i, slice) in node.slices.iter().enumerate() {
@@ -194,7 +197,7 @@ impl Control {
         }
         let slice = self.target(node, &request)?;
         match request.op {
-            Op::List => Ok(Reply::empty()),
+            Op::List | Op::Node => Ok(Reply::empty()),
             Op::Status => {
                 let mut out = String::new();
                 slice.status_json(&mut out);
@@ -247,6 +250,25 @@ impl Control {
             }
             Op::Erase => slice.manager_erase().map(|()| Reply::empty()),
         }
+    }
+
+    /// `NODE`: the hypervisor's version, its memory use and the staging pool's.
+    fn node_json(&self, node: &Node) -> String {
+        let footprint = node.footprint;
+        let pool = self.pool.allocator.lock();
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "{{\"version\":\"{}\",\"slices\":{},\"footprint_bytes\":{},\"heap_bytes\":{},\"heap_used_bytes\":{},\"staging\":{{\"bytes\":{},\"used_bytes\":{}}}}}",
+            env!("CARGO_PKG_VERSION"),
+            node.slices.len(),
+            footprint.bytes,
+            footprint.heap_bytes,
+            (footprint.heap_used)(),
+            pool.size(),
+            pool.used()
+        );
+        out
     }
 
     /// The slice a request names: one of the node's, and not the manager unless the

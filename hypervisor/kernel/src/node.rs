@@ -34,6 +34,14 @@ pub enum IrqOwner {
     Smmu,
 }
 
+/// What the hypervisor itself uses: its image and working memory, and its heap's use now.
+#[derive(Clone, Copy)]
+pub struct Footprint {
+    pub bytes: u64,
+    pub heap_bytes: u64,
+    pub heap_used: fn() -> usize,
+}
+
 pub struct Node {
     pub conduit: Conduit,
     pub slices: Vec<Slice>,
@@ -46,6 +54,8 @@ pub struct Node {
     pub smmu: Option<NodeSmmu>,
     /// The manager's control interface, when the plan has a manager.
     pub control: Option<Control>,
+    /// The hypervisor's own memory, for the manager's `NODE` request.
+    pub footprint: Footprint,
     owners: BTreeMap<u32, IrqOwner>,
 }
 
@@ -74,6 +84,7 @@ impl SmmuEvents for Node {
 }
 
 impl Node {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         conduit: Conduit,
         cores: usize,
@@ -82,6 +93,7 @@ impl Node {
         lpis: Option<Lpis>,
         smmu: Option<NodeSmmu>,
         control: Option<Control>,
+        footprint: Footprint,
     ) -> Node {
         let mut assignment = alloc::vec![None; cores];
         for slice in &slices {
@@ -132,6 +144,7 @@ impl Node {
             lpis,
             smmu,
             control,
+            footprint,
             owners,
         }
     }

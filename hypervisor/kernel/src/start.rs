@@ -25,7 +25,7 @@ use microvisor_plan::{GUEST_RAM_BASE, NodePci, PciAddress, PciFunction};
 use crate::console::OperatorConsole;
 use crate::control::{Control, StagingPool};
 use crate::devices::assigned::{self, AssignedDevice, Grant, MSI_IOVA};
-use crate::node::Node;
+use crate::node::{Footprint, Node};
 use crate::nvme::lpis::Lpis;
 use crate::nvme::physical::{DeviceMemory, NvmeError};
 use crate::nvme::{self, DiskError, HardwareQueue, NodeDisk};
@@ -211,6 +211,11 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
         lpis,
         smmu,
         control,
+        Footprint {
+            bytes: info.hypervisor_size + info.working_memory.size,
+            heap_bytes: info.working_memory.size - info.stage1_bytes,
+            heap_used: info.heap_used,
+        },
     ))
 }
 
@@ -464,7 +469,8 @@ fn setup_nvme(
     let table = frames
         .device_table_bytes(its_device_ids(&host, hierarchy))
         .ok_or(unusable("no ITS device table"))?;
-    let bytes = nvme::device_memory_pages(queues, cores.len() as u64, table) * 4096;
+    let disks = plan.slices.iter().filter(|s| s.nvme.is_some()).count() as u64;
+    let bytes = nvme::device_memory_pages(queues, disks, cores.len() as u64, table) * 4096;
     let region = place_working_memory(&info.inventory.ram, &avoid, 0, bytes, 0x1_0000)
         .ok_or(unusable("no RAM left for NVMe queues and tables"))?;
     let claimed = memory::claim(region).map_err(|_| unusable("device memory"))?;

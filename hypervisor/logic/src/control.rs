@@ -121,6 +121,7 @@ pub enum Op {
     ConsoleRead,
     ConsoleWrite,
     Erase,
+    Node,
 }
 
 impl Op {
@@ -139,13 +140,14 @@ impl Op {
             11 => Op::ConsoleRead,
             12 => Op::ConsoleWrite,
             13 => Op::Erase,
+            14 => Op::Node,
             _ => return None,
         })
     }
 
     /// Whether the operation names a target slice.
     pub fn has_target(self) -> bool {
-        self != Op::List
+        !matches!(self, Op::List | Op::Node)
     }
 
     /// Whether the manager may name itself as the target.
@@ -166,6 +168,7 @@ impl Op {
             Op::ConsoleRead => "read the console of",
             Op::ConsoleWrite => "write to the console of",
             Op::Erase => "erase",
+            Op::Node => "describe the node",
         }
     }
 }

@@ -8,11 +8,12 @@ use anyhow::{Context, Result};
 use crate::workspace::{Workspace, cargo, render};
 
 /// Crates whose unit tests run on the host.
-pub const HOST_CRATES: [&str; 5] = [
+pub const HOST_CRATES: [&str; 6] = [
     "microvisor-plan",
     "microvisor-logic",
     "microvisor-probe",
     "microvisor-iobench",
+    "microvisor-control",
     "xtask",
 ];
 /// Parallel QEMU scenarios (each boots a multi-core TCG guest).

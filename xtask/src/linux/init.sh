@@ -2,7 +2,9 @@
 # /init of the built-in Linux guest (`kernel = "linux"`), put in the initramfs by
 # `cargo xtask` (xtask/src/linux/init.sh). Runs as PID 1 under busybox sh: mounts, reports
 # what Linux sees in one line, starts what the kernel command line asks for, then hands over
-# to busybox init, which keeps a shell on the console and handles reboot/poweroff.
+# to busybox init, which keeps a shell on the console and handles reboot/poweroff. `powerkey`
+# (guest-images/manager) runs in the background from the start: the power key of a graceful
+# shutdown (`microvisorctl shutdown`).
 #
 # Lines (stable, parsed by tests):
 #   SLICE-REPORT {"slice":"..","cpus":N,"mpidrs":[..],"memory_bytes":N,"memory_base":"0x..",
@@ -691,6 +693,9 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts
 mount -t devpts devpts /dev/pts
+# The power key (docs/control.md, "Power key"): `powerkey` runs `poweroff` when the
+# hypervisor raises GPIO line 3 of the PL061; silent, and gone at once without one.
+[ -x /bin/powerkey ] && /bin/powerkey &
 ip link set lo up
 net_up
 report

@@ -12,8 +12,9 @@
 //! guests/debian/<package>_<version>_arm64/           dpkg-deb -x, pruned to what is used:
 //!                       boot/vmlinuz-<release>       the kernel (and its config, System.map)
 //!                       bin/busybox                  busybox
-//! guests/linux/initramfs.cpio.gz                     the generated initramfs, with iobench
-//!                                                    (guest-images/iobench, built here)
+//! guests/linux/initramfs.cpio.gz                     the generated initramfs, with iobench,
+//!                                                    microvisorctl, powerkey and the probe
+//!                                                    image (guest-images/, built here)
 //! guests/debian/selected                             the pair last used (offline fallback)
 //! guests/debian/tmp/w-<pid>/                         one run's downloads and extractions
 //! ```
@@ -39,7 +40,8 @@ pub use debian::{
     fetch, net_modules, parse_depends, parse_print_uris,
 };
 pub use userspace::{
-    GROUP, INIT_SCRIPT, INITTAB, MODULES_DIR, Module, PASSWD, UDHCPC_SCRIPT, initramfs, module_path,
+    GROUP, INIT_SCRIPT, INITTAB, MODULES_DIR, Module, PASSWD, PROBE_IMAGE, Tools, UDHCPC_SCRIPT,
+    initramfs, module_path,
 };
 
 /// Kernel command line of the built-in Linux guest; the plan's `cmdline` is appended.
@@ -95,21 +97,30 @@ fn build(ws: &Workspace, quiet: bool) -> Result<LinuxGuest> {
         .with_context(|| format!("unpacking {}", fetched.kernel.display()))?;
     let busybox = std::fs::read(&fetched.busybox)
         .with_context(|| format!("reading {}", fetched.busybox.display()))?;
-    let iobench = crate::build::build_one(
+    let tool = |package: &str, bin: &str| -> Result<Vec<u8>> {
+        let path =
+            crate::build::build_one(ws, package, bin, crate::build::LINUX_TOOLS_TARGET, quiet)?;
+        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let probe = crate::build::build_one(
         ws,
-        "microvisor-iobench",
-        "iobench",
-        crate::build::LINUX_TOOLS_TARGET,
+        "microvisor-probe",
+        "probe",
+        crate::build::GUEST_TARGET,
         quiet,
     )?;
-    let iobench =
-        std::fs::read(&iobench).with_context(|| format!("reading {}", iobench.display()))?;
+    let tools = Tools {
+        iobench: tool("microvisor-iobench", "iobench")?,
+        microvisorctl: tool("microvisor-control", "microvisorctl")?,
+        powerkey: tool("microvisor-control", "powerkey")?,
+        probe: crate::guest::probe_image(&probe)?,
+    };
     let modules = fetched
         .modules
         .iter()
         .map(|path| read_module(path))
         .collect::<Result<Vec<_>>>()?;
-    let initramfs = initramfs(busybox, iobench, modules).context("building the initramfs")?;
+    let initramfs = initramfs(busybox, tools, modules).context("building the initramfs")?;
     let initramfs_file = guests.join("linux").join("initramfs.cpio.gz");
     write_if_changed(&initramfs_file, &initramfs)?;
     let release = fetched

@@ -1,5 +1,6 @@
-//! What the guest runs: the initramfs with busybox, `iobench`, `/init` (`init.sh`) and the
-//! few files of `/etc` they need, written with `crate::initramfs`.
+//! What the guest runs: the initramfs with busybox, `iobench`, `microvisorctl`, `powerkey`,
+//! the probe image, `/init` (`init.sh`) and the few files of `/etc` they need, written with
+//! `crate::initramfs`.
 
 use anyhow::Result;
 
@@ -32,21 +33,41 @@ pub const GROUP: &str = "root:x:0:\n";
 /// restarted when it exits (cttyhack gives it the real tty, so job control and Ctrl-C work).
 pub const INITTAB: &str = "::respawn:/bin/cttyhack /bin/sh\n::ctrlaltdel:/sbin/reboot\n";
 
-/// The initramfs: busybox (applet links made at boot by `busybox --install -s`), `iobench`
-/// (guest-images/iobench), `/init`, `/etc/inittab`, `/etc/passwd`, `/etc/group`,
-/// `/etc/udhcpc.script`, `/dev/console`, the mount points and `modules` (in load order, at
-/// [`module_path`]), gzipped.
-pub fn initramfs(busybox: Vec<u8>, iobench: Vec<u8>, modules: Vec<Module>) -> Result<Vec<u8>> {
+/// Where the probe image is in the initramfs (for `microvisorctl boot NAME --kernel`).
+pub const PROBE_IMAGE: &str = "images/probe";
+
+/// The programs and images of the initramfs besides busybox, built by xtask.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tools {
+    /// `/bin/iobench` (guest-images/iobench).
+    pub iobench: Vec<u8>,
+    /// `/bin/microvisorctl` (guest-images/manager).
+    pub microvisorctl: Vec<u8>,
+    /// `/bin/powerkey` (guest-images/manager), started by `/init`.
+    pub powerkey: Vec<u8>,
+    /// `/images/probe`: the bytes of `kernel = "probe"` (`crate::guest::probe_image`).
+    pub probe: Vec<u8>,
+}
+
+/// The initramfs: busybox (applet links made at boot by `busybox --install -s`), `tools`,
+/// `/init`, `/etc/inittab`, `/etc/passwd`, `/etc/group`, `/etc/udhcpc.script`,
+/// `/dev/console`, the mount points, `/run` and `modules` (in load order, at
+/// [`module_path`]), gzipped. Every Linux slice gets the same initramfs; `microvisorctl`
+/// works only in the manager (elsewhere it says there is no control interface).
+pub fn initramfs(busybox: Vec<u8>, tools: Tools, modules: Vec<Module>) -> Result<Vec<u8>> {
     let mut a = Archive::new();
     for dir in [
-        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "root",
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "root", "run", "images",
     ] {
         a.dir(dir, 0o755)?;
     }
     a.dir("tmp", 0o1777)?
         .file("bin/busybox", 0o755, busybox)?
         .symlink("bin/sh", "busybox")?
-        .file("bin/iobench", 0o755, iobench)?
+        .file("bin/iobench", 0o755, tools.iobench)?
+        .file("bin/microvisorctl", 0o755, tools.microvisorctl)?
+        .file("bin/powerkey", 0o755, tools.powerkey)?
+        .file(PROBE_IMAGE, 0o644, tools.probe)?
         .char_device("dev/console", 0o600, 5, 1)?
         .file("init", 0o755, INIT_SCRIPT.as_bytes().to_vec())?
         .file("etc/inittab", 0o644, INITTAB.as_bytes().to_vec())?
@@ -72,7 +93,7 @@ mod tests {
     use std::io::Read;
 
     #[test]
-    fn the_initramfs_holds_busybox_iobench_init_and_mount_points() {
+    fn the_initramfs_holds_busybox_the_tools_init_and_mount_points() {
         let modules = vec![
             Module {
                 name: "virtio_ring".into(),
@@ -86,7 +107,12 @@ mod tests {
         let make = || {
             initramfs(
                 b"\x7fELF busybox".to_vec(),
-                b"\x7fELF iobench".to_vec(),
+                Tools {
+                    iobench: b"\x7fELF iobench".to_vec(),
+                    microvisorctl: b"\x7fELF microvisorctl".to_vec(),
+                    powerkey: b"\x7fELF powerkey".to_vec(),
+                    probe: b"probe image".to_vec(),
+                },
                 modules.clone(),
             )
         };
@@ -119,12 +145,30 @@ mod tests {
             Some(Kind::File(b"\x7fELF iobench".to_vec()))
         );
         assert_eq!(find("bin/iobench").permissions(), 0o755);
+        for (tool, bytes) in [
+            ("bin/microvisorctl", &b"\x7fELF microvisorctl"[..]),
+            ("bin/powerkey", &b"\x7fELF powerkey"[..]),
+        ] {
+            assert_eq!(
+                find(tool).kind(),
+                Some(Kind::File(bytes.to_vec())),
+                "{tool}"
+            );
+            assert_eq!(find(tool).permissions(), 0o755, "{tool}");
+        }
+        assert_eq!(
+            find(PROBE_IMAGE).kind(),
+            Some(Kind::File(b"probe image".to_vec()))
+        );
+        assert_eq!(find(PROBE_IMAGE).permissions(), 0o644);
         assert_eq!(
             find("dev/console").kind(),
             Some(Kind::CharDevice { major: 5, minor: 1 })
         );
         assert_eq!(find("tmp").permissions(), 0o1777);
-        for dir in ["proc", "sys", "dev", "etc", "sbin", "usr/bin", "usr/sbin"] {
+        for dir in [
+            "proc", "sys", "dev", "etc", "sbin", "usr/bin", "usr/sbin", "run", "images",
+        ] {
             assert_eq!(find(dir).kind(), Some(Kind::Dir), "{dir}");
         }
         assert_eq!(

@@ -22,6 +22,11 @@ pub const DEFAULT_MMIO_TARGET: u64 = 0x0901_0000;
 /// An unassigned SMCCC function id (Arm DEN 0028: SiP service range, fast
 /// call, SMC64, function 0).
 pub const UNKNOWN_HVC_FUNCTION: u64 = 0xC600_0000;
+/// The manager's control interface (docs/control.md): register page and data window.
+const CONTROL_REGISTERS: u64 = 0x0a00_0000;
+const CONTROL_WINDOW: u64 = 0x0a20_0000;
+/// Its request header magic (`MVRQ`).
+const CONTROL_REQUEST_MAGIC: u32 = 0x5152_564d;
 /// Salt of the pattern an in-RAM attack writes.
 const ATTACK_SALT: u64 = 0xA77A_C4ED_0000_0001;
 
@@ -91,6 +96,22 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
             let addr = ctx.target.unwrap_or(DEFAULT_MMIO_TARGET) & !3;
             println!("ATTACK {name} attempting read32 {addr:#x}");
             conclude(attack, &load32(addr));
+        }
+        Attack::ControlCall => {
+            // Where the manager's control interface is (docs/control.md): a request for the
+            // status of slice "manager", then EXECUTE. Under the microvisor the first access
+            // is one to an address nothing in this slice backs.
+            let header = CONTROL_WINDOW;
+            println!("ATTACK {name} attempting write64 {header:#x} (control request header)");
+            let request = u64::from(CONTROL_REQUEST_MAGIC) | 2 << 32;
+            let written = store(header, request);
+            if !matches!(written, AccessOutcome::Written { .. }) {
+                conclude(attack, &written);
+                return;
+            }
+            let execute = CONTROL_REGISTERS + 0x18;
+            println!("ATTACK {name} attempting read64 {execute:#x} (control EXECUTE)");
+            conclude(attack, &load64(execute));
         }
         Attack::CpuOnOutside => cpu_on_outside(ctx),
         Attack::HvcUnknown => {

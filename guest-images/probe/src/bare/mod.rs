@@ -1,5 +1,5 @@
 //! The bare-metal probe: the boot CPU's flow from the entry code to the
-//! heartbeats. Until the MMU is on, the code here takes no lock and does no
+//! heartbeats (with `secret=`, its passes around the memory test and the NVMe work). Until the MMU is on, the code here takes no lock and does no
 //! atomic read-modify-write (exclusives need Normal memory).
 
 pub mod attacks;
@@ -20,6 +20,7 @@ pub mod nvme_io;
 pub mod pci;
 pub mod psci;
 pub mod report;
+pub mod secret;
 pub mod smp;
 pub mod timer;
 
@@ -191,6 +192,9 @@ pub extern "C" fn boot_main(
     // Benchmarks need deterministic, short boots: no memory test.
     let benching = !options.benches().is_empty();
     let tested: &[_] = if benching { &[] } else { platform.memory() };
+    // `secret=check`: what the previous tenant left, before the memory test overwrites it.
+    let mut secret_passes = secret::Early::default();
+    secret_passes.before_memtest(options.secret, platform, image);
     let plan = TestPlan::new(tested, &[image], seed);
     let timeout = memtest_timeout_ms(plan.total_bytes() / online as u64);
     let outcome = memtest::run(
@@ -219,6 +223,7 @@ pub extern "C" fn boot_main(
         failures.add(format_args!("memtest-cpu-exception"));
     }
     heartbeat::fill_canary(seed);
+    secret_passes.after_memtest(options.secret, platform, image);
 
     // NVMe (after the memory test: its DMA memory is RAM the test used).
     let nvme_probe = if options.nvme {
@@ -226,6 +231,7 @@ pub extern "C" fn boot_main(
     } else {
         nvme::Probe::Disabled
     };
+    secret_passes.after_nvme_start(options.secret, platform);
     let nvme_summary = report::NvmeSummary::new(&nvme_probe);
     nvme::print_info();
 
@@ -263,6 +269,7 @@ pub extern "C" fn boot_main(
     report::print(&report, &failures);
     let slice_seed = microvisor_probe::nvme::pattern::slice_seed(platform.slice_name.as_bytes());
     nvme_io::boot(&options, slice_seed, seed);
+    secret::finish(options.secret, secret_passes, platform, image);
 
     let ctx = attacks::Context {
         platform,

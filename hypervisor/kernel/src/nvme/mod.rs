@@ -2,6 +2,7 @@
 //! with `[slice.nvme]` gets its own window of namespace 1 and dedicated hardware I/O queue
 //! pairs, whose completions arrive as LPIs through the ITS on the slice's cores.
 
+pub mod erase;
 pub mod lpis;
 pub mod physical;
 pub mod slice_disk;
@@ -9,7 +10,7 @@ pub mod slice_disk;
 use alloc::vec::Vec;
 
 use microvisor_arch::gic::LPI_BASE;
-use microvisor_arch::memory::DmaPages;
+use microvisor_arch::memory::{DmaPages, SharedMemory};
 use microvisor_logic::nvme::host::QueueNeeds;
 
 use lpis::Lpis;
@@ -18,14 +19,16 @@ use physical::{DeviceMemory, NvmeError};
 /// Entries per hardware I/O queue (each slot has one DMA page for a PRP list copy).
 pub const QUEUE_ENTRIES: u16 = 64;
 
-/// Pages of device memory the NVMe service needs for `queues` hardware queue pairs on a node
-/// with `cores` cores.
-pub fn device_memory_pages(queues: u64, cores: u64, device_table: u64) -> u64 {
+/// Pages of device memory the NVMe service needs for `queues` hardware queue pairs of `disks`
+/// slices on a node with `cores` cores.
+pub fn device_memory_pages(queues: u64, disks: u64, cores: u64, device_table: u64) -> u64 {
     // Admin queues and an Identify buffer.
     let admin = 3;
     // Per queue pair: SQ, CQ and one DMA page per slot.
     let per_queue = 2 + u64::from(QUEUE_ENTRIES);
-    lpis::pages(cores, 1, device_table) + admin + queues * per_queue
+    // Per slice: the erase's read-back buffer.
+    let per_disk = erase::READ_BUFFER_BYTES / 4096;
+    lpis::pages(cores, 1, device_table) + admin + queues * per_queue + disks * per_disk
 }
 
 /// Why slices cannot get their NVMe shares.
@@ -54,9 +57,13 @@ pub struct NodeDisk {
 /// One hardware I/O queue pair of a slice, with a DMA page per slot and the LPI it signals.
 pub struct HardwareQueue {
     pub pair: physical::QueuePair,
-    /// `QUEUE_ENTRIES - 1` pages: slot `n`'s PRP list or DSM range copy.
+    /// `QUEUE_ENTRIES - 1` pages: slot `n`'s PRP list or DSM range copy (while the slice is
+    /// stopped and being erased: the erase's PRP lists and zero page, see [`erase`]).
     pub slots: DmaPages,
     pub lpi: u32,
+    /// The slice's first queue only: device-written memory the erase reads blocks back into
+    /// ([`erase::READ_BUFFER_BYTES`]).
+    pub read_back: Option<SharedMemory>,
 }
 
 /// Brings the controller up for `plan`: finds and resets it, identifies namespace 1, places
@@ -112,10 +119,20 @@ pub fn bring_up<I>(
             )?;
             let slots = memory.allocate(u64::from(QUEUE_ENTRIES - 1) * 4096, 4096)?;
             let slots = DmaPages::new(slots).map_err(|_| NvmeError::OutOfDeviceMemory)?;
+            let read_back = if mine.is_empty() {
+                Some(
+                    memory
+                        .allocate(erase::READ_BUFFER_BYTES, 4096)?
+                        .into_shared(),
+                )
+            } else {
+                None
+            };
             mine.push(HardwareQueue {
                 pair,
                 slots,
                 lpi: LPI_BASE + u32::from(id),
+                read_back,
             });
         }
         queues.push(mine);

@@ -20,8 +20,13 @@ use microvisor_plan::DiskShare;
 use microvisor_plan::layout::GUEST_RAM_BASE;
 use spin::Mutex;
 
+use super::erase::{
+    EraseError, EraseErrorKind, EraseReport, HardwareEraseQueue, READ_SLOT_BYTES, READ_SLOTS,
+    SLOT_PAGES_NEEDED, ticks_to_ms,
+};
 use super::physical::Physical;
 use super::{HardwareQueue, QUEUE_ENTRIES};
+use microvisor_logic::nvme::erase::{self as wipe, DiskFacts, ErasePlan, Window};
 
 /// GICD_SETSPI_NSR as the slice sees it: where its MSIs must be aimed.
 const SETSPI: u64 = map::GICD + 0x40;
@@ -35,6 +40,8 @@ pub struct DiskState {
 
 /// A slice's NVMe share.
 pub struct SliceDisk {
+    /// The slice's name (for errors).
+    pub name: String,
     pub share: DiskShare,
     pub physical: &'static Physical,
     pub state: Mutex<DiskState>,
@@ -202,6 +209,7 @@ impl SliceDisk {
         let controller = VirtualNvme::new(config).map_err(|e| format!("nvme: {e}"))?;
         let function = VirtualFunction::new(controller.msix_vectors());
         Ok(SliceDisk {
+            name: name.into(),
             share,
             physical,
             state: Mutex::new(DiskState {
@@ -345,14 +353,92 @@ impl SliceDisk {
             cpu::spin_hint();
         }
     }
-}
 
-impl SliceDisk {
-    /// Wipes the share (docs/control.md, "Erase"): placeholder until the erase lands.
-    pub fn erase_share(
+    /// Erases the slice's whole share (docs/control.md, "Erase"): Write Zeroes over its window
+    /// of namespace 1 (Writes of a zero page when the controller has no Write Zeroes, ONCS bit
+    /// 3), a Flush if the controller has a volatile write cache, then every block read back
+    /// and checked to be zero. Never touches a block outside the window.
+    ///
+    /// Preconditions (the caller's, i.e. the control interface's): the slice is stopped (its
+    /// function was reset and drained by `quiesce`, its vCPUs are parked) and stays stopped
+    /// until this returns; call it on one of the slice's own cores. A slice whose guest
+    /// commands are still in the hardware (its stop's drain timed out) is refused
+    /// ([`EraseErrorKind::GuestCommandsInFlight`]). It polls the slice's first
+    /// hardware queue pair (at most 16 commands in flight, each bounded by 30 s) and takes
+    /// every one of the slice's queues out of the mediated path meanwhile, so the queues'
+    /// completion LPIs, wherever they are taken, find no queue to hand completions to (and
+    /// [`Self::queue_interrupts`] is empty): the erase's completions (Command Identifiers
+    /// from 0x8000, which the mediated path never uses) are only ever consumed here. The
+    /// queues are put back as they were, with every erase command completed and consumed, so
+    /// the slice's next start finds them as after any stop. On a timeout the erase's
+    /// unfinished commands are left in the hardware queue (the error says how many); their
+    /// late completions are then logged as unexpected by the mediated path.
+    pub fn erase(&self) -> Result<EraseReport, EraseError> {
+        let start = cpu::counter();
+        let fail = |kind| EraseError {
+            slice: self.name.clone(),
+            kind,
+            first_block: self.share.first_block,
+            ticks: cpu::counter().wrapping_sub(start),
+        };
+        let mut queues = {
+            let mut state = self.state.lock();
+            if state.queues.is_empty() {
+                return Err(fail(EraseErrorKind::Busy));
+            }
+            if !state.controller.is_quiescent() {
+                return Err(fail(EraseErrorKind::GuestCommandsInFlight));
+            }
+            core::mem::take(&mut state.queues)
+        };
+        let result = self.erase_on(&mut queues);
+        self.state.lock().queues = queues;
+        let outcome = result.map_err(fail)?;
+        let ticks = cpu::counter().wrapping_sub(start);
+        Ok(EraseReport {
+            bytes: outcome.1.bytes,
+            wipe: outcome.0,
+            outcome: outcome.1,
+            ticks,
+            ms: ticks_to_ms(ticks),
+        })
+    }
+
+    /// The erase itself, on `queues` (taken out of the mediated path).
+    fn erase_on(
         &self,
-        _slice: &str,
-    ) -> Result<alloc::string::String, alloc::string::String> {
-        Err("erase is not available in this build".into())
+        queues: &mut [HardwareQueue],
+    ) -> Result<(wipe::Wipe, wipe::EraseOutcome), EraseErrorKind> {
+        let info = &self.physical.info;
+        let facts = DiskFacts {
+            nsid: 1,
+            oncs: info.oncs,
+            mdts: info.mdts,
+            volatile_write_cache: info.volatile_write_cache,
+            block_shift: info.lba_shift,
+        };
+        let window = Window::new(self.share.first_block, self.share.blocks)
+            .ok_or(EraseErrorKind::NoBuffer)?;
+        let HardwareQueue {
+            pair,
+            slots,
+            read_back,
+            ..
+        } = queues.first_mut().ok_or(EraseErrorKind::Busy)?;
+        let read_back = read_back.as_ref().ok_or(EraseErrorKind::NoBuffer)?;
+        if slots.pages() < SLOT_PAGES_NEEDED {
+            return Err(EraseErrorKind::NoBuffer);
+        }
+        let plan = ErasePlan::new(facts, window, pair.entries(), READ_SLOTS, READ_SLOT_BYTES)
+            .ok_or(EraseErrorKind::NoBuffer)?;
+        let mut queue = HardwareEraseQueue {
+            physical: self.physical,
+            pair,
+            slots,
+            read_back,
+        };
+        wipe::erase(&mut queue, &plan)
+            .map(|outcome| (plan.wipe, outcome))
+            .map_err(EraseErrorKind::Fault)
     }
 }

@@ -11,6 +11,7 @@ use core::sync::atomic::Ordering;
 use microvisor_arch::{cpu, gic};
 use microvisor_logic::control::{Refusal, Status, hex, json_string};
 use microvisor_logic::exits::ExitCause;
+use microvisor_logic::nvme::erase::Wipe;
 
 use super::lifecycle::{Ending, Lifecycle, ManagerAction};
 use super::{BootImages, Slice, TOTAL};
@@ -111,20 +112,37 @@ impl Slice {
                 }
             },
             Job::Erase => {
-                let outcome = match &self.disk {
-                    Some(disk) => disk.erase_share(&self.name),
-                    None => Err("no NVMe share".into()),
-                };
-                let json = match &outcome {
-                    Ok(line) => format!("{{\"result\":\"ok\",\"detail\":{}}}", quoted(line)),
-                    Err(error) => format!("{{\"result\":\"error\",\"detail\":{}}}", quoted(error)),
-                };
-                match outcome {
-                    Ok(line) => output::hv(format_args!("slice {} erased: {line}", self.name)),
-                    Err(error) => {
-                        output::hv(format_args!("slice {} erase failed: {error}", self.name))
+                let json = match self.disk.as_ref().map(|disk| disk.erase()) {
+                    Some(Ok(report)) => {
+                        let wipe = match report.wipe {
+                            Wipe::WriteZeroes => "write-zeroes",
+                            Wipe::ZeroWrites => "zero-writes",
+                        };
+                        output::hv(format_args!(
+                            "slice {} erased: {} MiB by {wipe}, read back as zeros, {} commands in {} ms",
+                            self.name,
+                            report.bytes >> 20,
+                            report.outcome.commands(),
+                            report.ms
+                        ));
+                        format!(
+                            "{{\"result\":\"ok\",\"bytes\":{},\"wipe\":\"{wipe}\",\"commands\":{},\"ms\":{}}}",
+                            report.bytes,
+                            report.outcome.commands(),
+                            report.ms
+                        )
                     }
-                }
+                    Some(Err(error)) => {
+                        let line = format!("{error}");
+                        output::hv(format_args!("slice {} erase failed: {line}", self.name));
+                        format!(
+                            "{{\"result\":\"error\",\"io_error\":{},\"error\":{}}}",
+                            error.is_io_error(),
+                            quoted(&line)
+                        )
+                    }
+                    None => "{\"result\":\"error\",\"error\":\"no NVMe share\"}".into(),
+                };
                 self.stats.lock().last_erase = Some(json);
                 *self.lifecycle.lock() = Lifecycle::Stopped;
             }

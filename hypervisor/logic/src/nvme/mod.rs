@@ -24,6 +24,7 @@ mod admin;
 mod backend;
 mod config;
 mod controller;
+pub mod erase;
 pub mod host;
 mod identify;
 mod io;

@@ -4,6 +4,7 @@
 //! PRP list or DSM range list it is pointed at that is not the slot's DMA page.
 
 mod admin;
+mod erase;
 mod fuzz;
 mod io;
 mod reset;
