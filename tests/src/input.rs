@@ -26,6 +26,8 @@ use crate::expect::{Pattern, hv, lit, slice};
 pub const CTRL_A: u8 = 0x01;
 /// `Ctrl-A c`: the microvisor prints one `[hv] exits <slice>: ...` line per slice.
 pub const EXIT_COUNTERS: &[u8] = &[CTRL_A, b'c'];
+/// `Ctrl-A p`: presses the focused slice's power key (its GPIO line 3).
+pub const POWER_KEY: &[u8] = &[CTRL_A, b'p'];
 /// Most bytes one [`Input`] may type. A slice's emulated PL011 queues 32 received bytes and the
 /// node console has no flow control, so a longer burst could lose bytes before the guest reads
 /// them.

@@ -1,14 +1,15 @@
 //! Debian's arm64 kernel in slices (`kernel = "linux"`), next to bare-metal probes: each Linux
 //! slice sees exactly its planned vCPUs (all brought online through PSCI CPU_ON) and RAM; the
 //! node console switches between slices; `reboot` and `poweroff` inside one slice restart or
-//! stop that slice alone; a slice busy on all its CPUs does not slow its neighbour down.
+//! stop that slice alone; a slice busy on all its CPUs does not slow its neighbour down; the
+//! power key (a rising edge on line 3 of the slice's PL061) powers a Linux slice off.
 //!
 //! A Linux boot takes 8-15 s under the microvisor with TCG, so each scenario checks several
 //! things on one node.
 
 use microvisor_tests::{
-    EXIT_COUNTERS, Expect, Input, Pattern, Scenario, focus, focused, hv, linux_slice, lit, plan,
-    probe_slice, shell_line, shell_ready, slice,
+    EXIT_COUNTERS, Expect, Input, POWER_KEY, Pattern, Scenario, focus, focused, hv, linux_slice,
+    lit, plan, probe_slice, shell_line, shell_ready, slice,
 };
 
 /// Heartbeats each remaining slice must print after another one stops or restarts.
@@ -186,5 +187,45 @@ fn a_linux_slice_loading_all_its_cpus_does_not_slow_its_neighbour() {
             min_percent: 40,
         })
         .expect(Expect::Never(hv("^slice .* (stopped|restarted)")));
+    s.run();
+}
+
+#[test]
+fn the_power_key_powers_a_linux_slice_off_through_its_pl061() {
+    // Linux binds its pl061 driver to the slice's GPIO controller (0x0903_0000) and registers
+    // the chip; /init's `powerkey` holds line 3 with a rising-edge interrupt. Ctrl-A p presses
+    // the power key: the edge reaches powerkey, which runs `poweroff`, and the slice stops
+    // through PSCI SYSTEM_OFF.
+    let chip = lit("9030000.pl061");
+    let pressed = hv("^slice one: power key pressed$");
+    let s = Scenario::new("linux_power_key")
+        .inline_node(2, 1 << 30)
+        .plan(&plan(&[linux_slice("one", "1", "256MiB", "")]))
+        .all_healthy()
+        .input(Input::after(
+            shell_ready("one"),
+            &shell_line("ls /sys/bus/amba/drivers/pl*"),
+        ))
+        .input(Input::after_next(
+            slice("one", &chip),
+            &shell_line("cat /sys/class/gpio/*/label"),
+        ))
+        .input(Input::after_next(
+            slice("one", &format!("^{chip}$")),
+            &shell_line("grep pl061 /proc/interrupts"),
+        ))
+        .input(Input::after_next(
+            slice("one", &format!(r"^ *[0-9]+: +0 +{chip} +3 +Edge ")),
+            POWER_KEY,
+        ))
+        .expect(Expect::Sequence(vec![
+            slice(
+                "one",
+                &format!(r"^ *[0-9]+: +0 +{chip} +3 +Edge +powerkey$"),
+            ),
+            pressed.clone(),
+            hv(r"^slice one stopped: powered off \(PSCI SYSTEM_OFF\)$"),
+        ]))
+        .expect(Expect::Never(hv("^slice one restarted")));
     s.run();
 }

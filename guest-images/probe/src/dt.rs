@@ -32,6 +32,8 @@ pub const SLICE_NAME_PROPERTY: &str = "microvisor,slice-name";
 pub const MAX_BOOTARGS: usize = 2048;
 /// Capacity for the slice name.
 pub const MAX_SLICE_NAME: usize = 64;
+/// Device SPIs [`Platform::device_spis`] keeps.
+pub const MAX_DEVICE_SPIS: usize = 64;
 /// GICv3 when the tree has no `arm,gic-v3` node: QEMU `virt`'s (and the
 /// microvisor's) distributor and redistributor region.
 pub const DEFAULT_GIC: GicLayout = GicLayout {
@@ -178,6 +180,10 @@ pub struct Platform {
     pub gic: Option<GicLayout>,
     /// INTID of the console UART (its `interrupts`, GIC three-cell format).
     pub uart_intid: Option<u32>,
+    /// INTIDs of the SPIs the tree's device nodes signal (each node's first interrupt, in tree
+    /// order, at most [`MAX_DEVICE_SPIS`]): the SPIs the slice owns besides its MBI range.
+    device_spis: [u32; MAX_DEVICE_SPIS],
+    device_spi_count: usize,
     /// The GIC node's `mbi-ranges` (first SPI, count): message-based SPIs a device raises by
     /// writing the SPI number to GICD_SETSPI_NSR (the microvisor's slice MSI controller).
     pub mbi: Option<(u32, u32)>,
@@ -206,6 +212,8 @@ impl Platform {
             psci: None,
             gic: None,
             uart_intid: None,
+            device_spis: [0; MAX_DEVICE_SPIS],
+            device_spi_count: 0,
             mbi: None,
             slice_named: false,
             pci_node: false,
@@ -240,6 +248,12 @@ impl Platform {
                 region.starting_address as usize as u64
             });
         p.uart_intid = uart.and_then(gic_intid);
+        for intid in fdt.all_nodes().filter_map(gic_intid).filter(|&i| i >= 32) {
+            if p.device_spi_count < MAX_DEVICE_SPIS && !p.device_spis().contains(&intid) {
+                p.device_spis[p.device_spi_count] = intid;
+                p.device_spi_count += 1;
+            }
+        }
         p.read_cpus(&fdt)?;
         p.read_memory(root)?;
         p.psci = fdt
@@ -265,6 +279,11 @@ impl Platform {
         p.pci_node = pci_node.is_some();
         p.pci = pci_node.and_then(|node| read_pci_host(node, root));
         Ok(p)
+    }
+
+    /// INTIDs of the SPIs the tree's devices signal (see the field).
+    pub fn device_spis(&self) -> &[u32] {
+        &self.device_spis[..self.device_spi_count]
     }
 
     /// MPIDR affinity values of the CPUs, in tree order (at most [`MAX_CPUS`]).
@@ -734,6 +753,9 @@ mod tests {
         assert_eq!(p.psci, Some(Conduit::Hvc));
         assert_eq!(p.gic, Some(DEFAULT_GIC));
         assert_eq!(p.uart_intid, Some(33));
+        // 32 virtio-mmio transports, then the PL061, PL031 and PL011.
+        assert_eq!(p.device_spis().len(), 35);
+        assert_eq!(p.device_spis()[32..], [39, 34, 33]);
         assert!(!p.slice_named && p.pci_node);
         assert_eq!(
             p.pci,
@@ -762,6 +784,7 @@ mod tests {
         assert_eq!(p.bootargs.as_str(), Some("console=ttyAMA0 heartbeat=250"));
         assert_eq!(p.uart_base, 0x0900_0000);
         assert_eq!(p.cpus(), &[0x0, 0x1, 0x100, 0x1_0000_0000]);
+        assert_eq!(p.device_spis(), [33]);
         assert_eq!(
             p.memory(),
             &[

@@ -74,8 +74,15 @@ impl OperatorConsole {
                 }
                 Some(Input::Focus(index)) => self.focus(slices, index),
                 Some(Input::Counters) => slices.iter().for_each(Slice::report_exits),
+                Some(Input::PowerKey) => {
+                    if let Some(slice) = slices.get(self.focus.load(Ordering::Relaxed)) {
+                        output::hv(format_args!("slice {}: power key pressed", slice.name));
+                        slice.press_power_key();
+                    }
+                }
                 Some(Input::Help) => output::hv(format_args!(
-                    "console: Ctrl-A 1-9 focus slice, Ctrl-A c exit counters, Ctrl-A Ctrl-A sends Ctrl-A \
+                    "console: Ctrl-A 1-9 focus slice, Ctrl-A c exit counters, Ctrl-A p power key, \
+                     Ctrl-A Ctrl-A sends Ctrl-A \
                      (under QEMU -nographic type Ctrl-A twice before each of these)"
                 )),
                 None => {}

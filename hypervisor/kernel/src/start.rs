@@ -15,6 +15,7 @@ use microvisor_arch::{cpu, firmware, gic, smp, virt};
 use microvisor_logic::control::WINDOW_SIZE;
 use microvisor_logic::inventory::{Conduit, Inventory, Region};
 use microvisor_logic::memory_map::{free_ram, place_working_memory};
+use microvisor_logic::passthrough::virtio::MacAddress;
 use microvisor_logic::pci::Bdf;
 use microvisor_plan::bundle::Bundle;
 use microvisor_plan::place::{self, Hardware, format_cores};
@@ -379,8 +380,12 @@ fn setup_assigned(
                 stream,
             };
             let device = assigned::assign((i + 1) as u8, grant).map_err(fail)?;
+            let mac = device
+                .mac
+                .map(|m| format!(", mac {}", MacAddress(m)))
+                .unwrap_or_default();
             hv!(
-                "assigned: slice {name} {bdf} as 00:{:02x}.0, {vectors} MSI-X vectors, stream {stream:#x}",
+                "assigned: slice {name} {bdf} as 00:{:02x}.0, {vectors} MSI-X vectors, stream {stream:#x}{mac}",
                 i + 1
             );
             mine.push(device);

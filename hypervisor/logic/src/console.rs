@@ -63,6 +63,8 @@ pub enum Input {
     Focus(usize),
     /// `Ctrl-A` then `c`: print the exit counters.
     Counters,
+    /// `Ctrl-A` then `p`: press the focused slice's power key (docs/control.md, "Power key").
+    PowerKey,
     /// `Ctrl-A` then `?` or `h`: print the console help.
     Help,
 }
@@ -93,6 +95,7 @@ impl InputDecoder {
             ESCAPE => Some(Input::Byte(ESCAPE)),
             b'1'..=b'9' => Some(Input::Focus(usize::from(byte - b'1'))),
             b'c' => Some(Input::Counters),
+            b'p' => Some(Input::PowerKey),
             b'?' | b'h' => Some(Input::Help),
             _ => None,
         }
@@ -147,7 +150,7 @@ mod tests {
     #[test]
     fn escape_sequences() {
         let mut d = InputDecoder::new();
-        let out: Vec<Option<Input>> = b"a\x012\x01\x01\x01c\x01?\x01zq"
+        let out: Vec<Option<Input>> = b"a\x012\x01\x01\x01c\x01?\x01p\x01zq"
             .iter()
             .map(|&b| d.feed(b))
             .collect();
@@ -163,6 +166,8 @@ mod tests {
                 Some(Input::Counters),
                 None,
                 Some(Input::Help),
+                None,
+                Some(Input::PowerKey),
                 None,
                 None,
                 Some(Input::Byte(b'q')),

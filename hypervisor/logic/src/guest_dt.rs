@@ -4,7 +4,8 @@
 //! [`DeviceNode`]: its regions feed the slice's MMIO bus ([`crate::bus`]) and its node goes
 //! into the tree, so adding a device never means editing this module. Bindings: Linux
 //! `Documentation/devicetree/bindings` `arm/psci.yaml`, `interrupt-controller/arm,gic-v3.yaml`,
-//! `timer/arm,arch_timer.yaml`, `serial/pl011.yaml`, `pci/host-generic-pci.yaml`.
+//! `timer/arm,arch_timer.yaml`, `serial/pl011.yaml`, `pci/host-generic-pci.yaml`,
+//! `gpio/pl061-gpio.yaml`, `input/gpio-keys.yaml`.
 
 use alloc::string::String;
 use alloc::vec;
@@ -14,6 +15,7 @@ pub use vm_fdt::FdtWriter;
 
 use crate::bus::BusRegion;
 use crate::pl011::PL011_SIZE;
+use crate::pl061::{PL061_SIZE, POWER_KEY_LINE};
 
 /// The guest-physical map every slice sees (the same addresses as QEMU virt).
 pub mod map {
@@ -29,6 +31,10 @@ pub mod map {
     pub const UART: u64 = 0x0900_0000;
     /// The PL011's SPI number as written in the DT (INTID 33).
     pub const UART_SPI: u32 = 1;
+    /// The emulated PL061 GPIO controller (the power key), as on QEMU virt.
+    pub const GPIO: u64 = 0x0903_0000;
+    /// The PL061's SPI number as written in the DT (INTID 39).
+    pub const GPIO_SPI: u32 = 7;
     /// The slice's PCIe host bridge (only with NVMe): ECAM for bus 0, as QEMU virt's
     /// high ECAM, and the 32-bit memory window its BARs go in.
     pub const ECAM: u64 = 0x40_1000_0000;
@@ -55,7 +61,11 @@ const LEVEL_HIGH: u32 = 4;
 const UART_CLOCK_HZ: u32 = 24_000_000;
 
 const PHANDLE_GIC: u32 = 1;
+/// The fixed APB clock [`Pl011Node`] writes, which [`Pl061Node`] names too.
 const PHANDLE_CLOCK: u32 = 2;
+const PHANDLE_GPIO: u32 = 3;
+/// Linux input event code of the power key (`include/uapi/linux/input-event-codes.h`).
+const KEY_POWER: u32 = 116;
 
 /// What goes into a slice's device tree besides its devices.
 #[derive(Clone, Debug)]
@@ -304,6 +314,54 @@ impl DeviceNode for Pl011Node {
     }
 }
 
+/// The slice's PL061 GPIO controller and the `gpio-keys` node that makes its line
+/// [`POWER_KEY_LINE`] the power key (`KEY_POWER`, active high), as QEMU virt describes them.
+/// Its `clocks` names the APB clock [`Pl011Node`] writes: every slice has both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pl061Node;
+
+impl Pl061Node {
+    /// The controller's INTID (SPI [`map::GPIO_SPI`]).
+    pub const INTID: u32 = 32 + map::GPIO_SPI;
+}
+
+impl DeviceNode for Pl061Node {
+    fn regions(&self) -> Vec<BusRegion> {
+        vec![BusRegion::new(map::GPIO, PL061_SIZE, "mmio-gpio")]
+    }
+
+    fn spis(&self) -> Vec<u32> {
+        vec![Self::INTID]
+    }
+
+    fn write_node(&self, w: &mut FdtWriter) -> Result<(), GuestDtError> {
+        let node = w.begin_node(&alloc::format!("pl061@{:x}", map::GPIO))?;
+        w.property_string_list(
+            "compatible",
+            vec!["arm,pl061".into(), "arm,primecell".into()],
+        )?;
+        w.property_array_u64("reg", &[map::GPIO, PL061_SIZE])?;
+        w.property_array_u32("interrupts", &[SPI, map::GPIO_SPI, LEVEL_HIGH])?;
+        w.property_null("gpio-controller")?;
+        w.property_u32("#gpio-cells", 2)?;
+        w.property_u32("clocks", PHANDLE_CLOCK)?;
+        w.property_string("clock-names", "apb_pclk")?;
+        w.property_u32("phandle", PHANDLE_GPIO)?;
+        w.end_node(node)?;
+
+        let keys = w.begin_node("gpio-keys")?;
+        w.property_string("compatible", "gpio-keys")?;
+        let key = w.begin_node("poweroff")?;
+        w.property_string("label", "GPIO Key Poweroff")?;
+        w.property_u32("linux,code", KEY_POWER)?;
+        // Flags 0: GPIO_ACTIVE_HIGH.
+        w.property_array_u32("gpios", &[PHANDLE_GPIO, u32::from(POWER_KEY_LINE), 0])?;
+        w.end_node(key)?;
+        w.end_node(keys)?;
+        Ok(())
+    }
+}
+
 /// The manager's control interface (docs/control.md): its register page, which traps, and
 /// its data window, which is memory; a compatible no Linux driver claims.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -404,8 +462,11 @@ mod tests {
 
     /// The devices of a slice with `vcpus` vCPUs, with a PCIe host bridge if `pcie`.
     fn devices(vcpus: usize, pcie: bool) -> Vec<Box<dyn DeviceNode>> {
-        let mut list: Vec<Box<dyn DeviceNode>> =
-            vec![Box::new(GicNode { vcpus, mbi: pcie }), Box::new(Pl011Node)];
+        let mut list: Vec<Box<dyn DeviceNode>> = vec![
+            Box::new(GicNode { vcpus, mbi: pcie }),
+            Box::new(Pl011Node),
+            Box::new(Pl061Node),
+        ];
         if pcie {
             list.push(Box::new(PcieHostNode));
         }
@@ -563,6 +624,8 @@ mod tests {
         };
         assert_eq!(at(0x0900_0018), Some(("mmio-uart", 0, 0x18)));
         assert_eq!(at(0x0900_1000), None);
+        assert_eq!(at(0x0903_0418), Some(("mmio-gpio", 0, 0x418)));
+        assert_eq!(at(0x0903_1000), None);
         assert_eq!(at(0x0800_0004), Some(("mmio-gic", 0, 4)));
         assert_eq!(at(0x0801_0000), None);
         assert_eq!(at(0x080a_0008), Some(("mmio-gic", 1, 8)));
@@ -577,7 +640,7 @@ mod tests {
         assert_eq!(at(0x1000_4000), Some(("mmio-bar", 1, 0x4000)));
         assert_eq!(at(0x1100_0000), None, "past the memory window");
         assert_eq!(at(0), None);
-        let plain: Vec<Vec<BusRegion>> = devices.iter().take(2).map(|d| d.regions()).collect();
+        let plain: Vec<Vec<BusRegion>> = devices.iter().take(3).map(|d| d.regions()).collect();
         let plain = MmioBus::new(&plain).unwrap();
         assert!(
             plain.route(0x40_1000_0010).is_none(),
@@ -609,6 +672,7 @@ mod tests {
     #[test]
     fn devices_name_their_interrupts() {
         assert_eq!(Pl011Node.spis(), [33]);
+        assert_eq!(Pl061Node.spis(), [39]);
         let mbi = PcieHostNode.spis();
         assert_eq!((mbi[0], mbi.len()), (64, 32));
         assert!(
@@ -619,6 +683,76 @@ mod tests {
             .spis()
             .is_empty()
         );
+    }
+
+    fn prop_u32s(node: &fdt::node::FdtNode<'_, '_>, name: &str) -> Vec<u32> {
+        node.property(name)
+            .unwrap()
+            .value
+            .chunks(4)
+            .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    /// The GPIO controller and its power key as QEMU virt describes them (hw/arm/virt.c,
+    /// create_gpio_devices and create_gpio_keys), and every phandle they name resolves to the
+    /// node it should.
+    #[test]
+    fn power_key_is_a_pl061_line_like_qemu_virt() {
+        let blob = generate_for(&machine(1), false).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let gpio = fdt.find_node("/pl061@9030000").unwrap();
+        let compatible: Vec<&str> = gpio.compatible().unwrap().all().collect();
+        assert_eq!(compatible, ["arm,pl061", "arm,primecell"]);
+        assert_eq!(
+            prop_u64s(&fdt, "/pl061@9030000", "reg"),
+            [0x0903_0000, 0x1000]
+        );
+        assert_eq!(prop_u32s(&gpio, "interrupts"), [0, 7, 4]);
+        assert!(gpio.property("gpio-controller").is_some());
+        assert_eq!(prop_u32s(&gpio, "#gpio-cells"), [2]);
+        assert_eq!(
+            gpio.property("clock-names").unwrap().as_str(),
+            Some("apb_pclk")
+        );
+        let clock = fdt
+            .find_phandle(prop_u32s(&gpio, "clocks")[0])
+            .expect("the clock resolves");
+        assert_eq!(
+            clock.compatible().unwrap().first(),
+            "fixed-clock",
+            "the UART's APB clock"
+        );
+
+        let keys = fdt.find_node("/gpio-keys").unwrap();
+        assert_eq!(keys.compatible().unwrap().first(), "gpio-keys");
+        let key = fdt.find_node("/gpio-keys/poweroff").unwrap();
+        assert_eq!(
+            key.property("label").unwrap().as_str(),
+            Some("GPIO Key Poweroff")
+        );
+        assert_eq!(prop_u32s(&key, "linux,code"), [116]);
+        let gpios = prop_u32s(&key, "gpios");
+        assert_eq!(gpios[1..], [3, 0], "line 3, active high");
+        let controller = fdt.find_phandle(gpios[0]).expect("the controller resolves");
+        assert_eq!(controller.name, "pl061@9030000");
+    }
+
+    /// No two nodes share a phandle.
+    #[test]
+    fn phandles_are_unique() {
+        let blob = generate_for(&machine(2), true).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let mut phandles: Vec<u32> = fdt
+            .all_nodes()
+            .filter(|n| n.property("phandle").is_some())
+            .map(|n| prop_u32s(&n, "phandle")[0])
+            .collect();
+        let count = phandles.len();
+        phandles.sort_unstable();
+        phandles.dedup();
+        assert_eq!(phandles.len(), count);
+        assert_eq!(count, 3, "GIC, clock, GPIO");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod pagetable;
 pub mod passthrough;
 pub mod pci;
 pub mod pl011;
+pub mod pl061;
 pub mod psci;
 pub mod smmu;
 #[cfg(test)]

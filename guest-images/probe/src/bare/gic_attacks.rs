@@ -8,7 +8,7 @@
 
 use microvisor_probe::MAX_CPUS;
 use microvisor_probe::cmdline::Attack;
-use microvisor_probe::dt::Platform;
+use microvisor_probe::dt::{MAX_DEVICE_SPIS, Platform};
 use microvisor_probe::gic::{
     ATTACK_SGI, BIT_WORDS, DEFAULT_UART_INTID, FOREIGN_PRIORITY, IntidSet, RedistributorType,
     SELF_TEST_SGI, SgiPlan, SgiRequest, first_unused, gicd, gicr, irouter_value, outside_sgi_plan,
@@ -171,7 +171,13 @@ pub fn spi_foreign(ctx: &Context<'_>) {
         .uart_intid
         .filter(|&i| i >= 32)
         .unwrap_or(DEFAULT_UART_INTID);
-    let attacked = IntidSet::foreign_spis(&[own_spi]);
+    // Every SPI a device of the slice's tree signals is the slice's own (the UART's, the GPIO
+    // controller's), so only the others are attacked.
+    let mut own_spis = [own_spi; 1 + MAX_DEVICE_SPIS];
+    for (slot, &intid) in own_spis[1..].iter_mut().zip(ctx.platform.device_spis()) {
+        *slot = intid;
+    }
+    let attacked = IntidSet::foreign_spis(&own_spis);
     let routes = [
         irouter_value(first_unused(cpus, cpus.len() as u64, 1)),
         irouter_value(first_unused(cpus, 0x100, 0x100)),

@@ -11,6 +11,7 @@ use alloc::vec::Vec;
 use microvisor_arch::pci::{FunctionConfig, Mmio};
 use microvisor_logic::guest_dt::map;
 use microvisor_logic::inventory::Region;
+use microvisor_logic::passthrough::virtio::{self, NetRegisters};
 use microvisor_logic::passthrough::{
     AssignedFunction, Assignment, BarRead, BarWrite, ConfigSnapshot, Effect, Interrupt, MsiTarget,
 };
@@ -129,6 +130,31 @@ impl Physical {
         outcome.is_ok()
     }
 
+    /// The grant of the BAR with register index `index`.
+    fn bar(&self, index: u8) -> Option<&Mmio> {
+        self.bars
+            .iter()
+            .find(|(placed, _)| placed.bar.index == index)
+            .map(|(_, mmio)| mmio)
+    }
+
+    /// The MAC address a virtio-net function gives (virtio 1.1 §5.1.4), read from its BARs
+    /// where `registers` says: feature word 0 through the common configuration, then the
+    /// `mac` field if VIRTIO_NET_F_MAC is offered. Needs memory decoding on (after
+    /// [`Physical::reset`]); the slice's driver resets the device before it uses it.
+    fn virtio_mac(&self, registers: &NetRegisters) -> Option<[u8; virtio::MAC_BYTES]> {
+        let common = self.bar(registers.common.bar)?;
+        let device = self.bar(registers.mac.bar)?;
+        let select = registers.common.at(virtio::common::DEVICE_FEATURE_SELECT);
+        common.write32(select, 0);
+        let features = common.read32(registers.common.at(virtio::common::DEVICE_FEATURE));
+        let mut mac = [0u8; virtio::MAC_BYTES];
+        for (i, byte) in mac.iter_mut().enumerate() {
+            *byte = device.read(registers.mac.at(i as u64), 1) as u8;
+        }
+        virtio::offered_mac(features, mac)
+    }
+
     /// The BAR grant covering CPU address `physical`, and the offset in it.
     fn bar_at(&self, physical: u64) -> Option<(&Mmio, u64)> {
         self.bars.iter().find_map(|(_, mmio)| {
@@ -151,20 +177,36 @@ pub struct AssignedDevice {
     /// Its ITS DeviceID and SMMU StreamID.
     pub its_device: u32,
     pub stream: u32,
+    /// The MAC address of a virtio-net function that gives one (VIRTIO_NET_F_MAC), read at
+    /// assignment; None for any other function.
+    pub mac: Option<[u8; 6]>,
     state: Mutex<(AssignedFunction, Physical)>,
 }
 
 impl AssignedDevice {
-    fn new(slot: u8, grant: &Grant<'_>, function: AssignedFunction, physical: Physical) -> Self {
+    fn new(
+        slot: u8,
+        grant: &Grant<'_>,
+        function: AssignedFunction,
+        physical: Physical,
+        mac: Option<[u8; 6]>,
+    ) -> Self {
         Self {
             slot,
             bdf: physical.bdf,
             first_lpi: grant.first_lpi,
             its_device: grant.its_device,
             stream: grant.stream,
+            mac,
             vectors: physical.msix.map_or(0, |m| m.vectors),
             state: Mutex::new((function, physical)),
         }
+    }
+
+    /// The function's MAC address, when it is a virtio-net function that gives one
+    /// ([`AssignedDevice::mac`]).
+    pub fn mac(&self) -> Option<[u8; 6]> {
+        self.mac
     }
 
     /// A guest access to the function's configuration space.
@@ -316,7 +358,9 @@ const GUEST_DOORBELL: u64 = map::GICD + 0x40;
 
 /// Takes `grant.bdf` for slot `slot` of a slice's virtual bus: its configuration space and
 /// BARs become the slice's device's alone, its guest-visible state is built from what it
-/// is, and it is reset (bus mastering off) before the slice can start.
+/// is, and it is reset (bus mastering off) before the slice can start. A virtio-net
+/// function's MAC address is read then, through the BAR grants (the host bridge's windows
+/// are identity mapped as Device memory at EL2, see `microvisor_arch::pci::PciHost::new`).
 pub fn assign(slot: u8, grant: Grant<'_>) -> Result<AssignedDevice, AssignError> {
     let bdf = grant.bdf;
     let fail = |what: &str| alloc::format!("{bdf}: {what}");
@@ -343,6 +387,7 @@ pub fn assign(slot: u8, grant: Grant<'_>) -> Result<AssignedDevice, AssignError>
         bars.push((*placed, mmio));
     }
     let snapshot = ConfigSnapshot::capture(&mut config, bdf);
+    let net = NetRegisters::find(&snapshot, grant.bars);
     let function = AssignedFunction::new(Assignment {
         bdf,
         snapshot,
@@ -366,12 +411,6 @@ pub fn assign(slot: u8, grant: Grant<'_>) -> Result<AssignedDevice, AssignError>
     if !physical.reset() {
         return Err(fail("did not come back from its reset"));
     }
-    Ok(AssignedDevice::new(slot, &grant, function, physical))
-}
-
-impl AssignedDevice {
-    /// The function's MAC address, when the hypervisor can read it (placeholder).
-    pub fn mac(&self) -> Option<[u8; 6]> {
-        None
-    }
+    let mac = net.and_then(|registers| physical.virtio_mac(&registers));
+    Ok(AssignedDevice::new(slot, &grant, function, physical, mac))
 }

@@ -5,6 +5,7 @@
 
 pub mod assigned;
 pub mod gic;
+pub mod gpio;
 pub mod pci;
 pub mod uart;
 

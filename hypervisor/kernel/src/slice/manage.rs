@@ -485,8 +485,3 @@ fn state_name(state: Lifecycle, shutting_down: bool) -> &'static str {
         Lifecycle::Broken => "broken",
     }
 }
-
-// Until the PL061 and the share erase land: the power key and erase entry points.
-impl Slice {
-    pub fn press_power_key(&self) {}
-}

@@ -19,6 +19,7 @@ use microvisor_logic::control::WINDOW_IPA;
 use microvisor_logic::exits::ExitCause;
 use microvisor_logic::guest_dt::GicNode;
 use microvisor_logic::inventory::{Inventory, Region};
+use microvisor_logic::pl061::POWER_KEY_LINE;
 use microvisor_plan::bundle::Bundle;
 use microvisor_plan::layout::GUEST_RAM_BASE;
 use microvisor_plan::model::{CompiledPlan, OnFault, Role};
@@ -29,6 +30,7 @@ use crate::control::ControlPage;
 use crate::control::StagingPool;
 use crate::devices::assigned::AssignedDevice;
 use crate::devices::gic::GicRegisters;
+use crate::devices::gpio::Gpio;
 use crate::devices::pci::PciHost;
 use crate::devices::uart::Uart;
 use crate::devices::{Context, Devices, MmioDevice};
@@ -90,6 +92,8 @@ pub struct Slice {
     pub devices: Devices,
     /// The console UART (also on the bus): node console input goes here.
     uart: Arc<Uart>,
+    /// The GPIO controller (also on the bus): its line 3 is the power key.
+    gpio: Arc<Gpio>,
     /// The NVMe share (also behind the PCI host on the bus), for the partition table and
     /// interrupt routing.
     pub disk: Option<Arc<SliceDisk>>,
@@ -172,8 +176,10 @@ impl Slice {
             .map(|(i, &core)| Vcpu::new(i, core as usize, inventory.cpus[core as usize]))
             .collect();
 
-        // The devices: the console UART, the PCI host with the NVMe share, the vGIC's frames.
+        // The devices: the console UART, the GPIO controller with the power key, the PCI host
+        // with the NVMe share and assigned functions, the vGIC's frames.
         let uart = Arc::new(Uart::new(&name));
+        let gpio = Arc::new(Gpio::new());
         let disk = match disk {
             Some(grant) => Some(Arc::new(
                 SliceDisk::new(
@@ -189,7 +195,7 @@ impl Slice {
             )),
             None => None,
         };
-        let mut list: Vec<Arc<dyn MmioDevice>> = alloc::vec![uart.clone()];
+        let mut list: Vec<Arc<dyn MmioDevice>> = alloc::vec![uart.clone(), gpio.clone()];
         if let Some(window) = window {
             list.push(Arc::new(ControlPage::new()));
             stage2
@@ -251,6 +257,7 @@ impl Slice {
             gic,
             devices,
             uart,
+            gpio,
             disk,
             pci,
             pci_device,
@@ -283,6 +290,13 @@ impl Slice {
     /// A byte typed on the node console while this slice has the focus.
     pub fn console_input(&self, byte: u8) {
         self.uart.console_input(byte, &self.gic);
+    }
+
+    /// Presses the slice's power key: GPIO line 3 goes high and stays high (a rising edge the
+    /// guest's `gpio-keys` or `powerkey` sees) until the slice's devices are reset at its
+    /// next start. Pressing it again while it is held changes nothing.
+    pub fn press_power_key(&self) {
+        self.gpio.set_input(POWER_KEY_LINE, true, &self.gic);
     }
 
     /// Counter ticks since the current run started.

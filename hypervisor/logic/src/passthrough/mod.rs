@@ -67,6 +67,7 @@
 
 mod bars;
 mod snapshot;
+pub mod virtio;
 
 #[cfg(test)]
 mod tests;

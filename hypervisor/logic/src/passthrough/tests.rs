@@ -34,7 +34,7 @@ const CAP_EXPRESS: u16 = 0xa4;
 const CAP_MSI: u16 = 0xe0;
 const CAP_UNKNOWN: u16 = 0xf0;
 
-fn virtio_net_words() -> Vec<u32> {
+pub(super) fn virtio_net_words() -> Vec<u32> {
     let mut w = vec![0u32; 1024];
     let mut set = |offset: u16, value: u32| w[usize::from(offset / 4)] = value;
     set(0x00, 0x1041_1af4);
@@ -97,7 +97,7 @@ fn virtio_net_words() -> Vec<u32> {
     w
 }
 
-fn placed() -> Vec<PlacedBar> {
+pub(super) fn placed() -> Vec<PlacedBar> {
     vec![
         PlacedBar {
             bar: MemoryBar {
