@@ -9,7 +9,7 @@ use crate::protocol::{
     self, CONSOLE_END, ImageKind, MAX_CMDLINE, MAX_CONSOLE_WRITE, Op, SHUTDOWN_TIMEOUT_MS, Status,
     boot_flags,
 };
-use crate::status::{SliceState, SliceStatus, StagedImage};
+use crate::status::{NodeStatus, SliceState, SliceStatus, StagedImage};
 use crate::transport::{Request, Response, Transport};
 
 /// The initrd of a boot source.
@@ -158,6 +158,12 @@ impl<T: Transport> Client<T> {
     pub fn list(&mut self) -> Result<Vec<SliceStatus>, Error> {
         let response = self.call(&Request::new(Op::List, ""))?;
         parse_json(&response.payload, "LIST")
+    }
+
+    /// `NODE`: the hypervisor's version, footprint, heap use and staging pool.
+    pub fn node(&mut self) -> Result<NodeStatus, Error> {
+        let response = self.call(&Request::new(Op::Node, ""))?;
+        parse_json(&response.payload, "NODE")
     }
 
     /// `STATUS` of `slice`.

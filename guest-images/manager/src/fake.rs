@@ -595,6 +595,17 @@ impl FakeHypervisor {
                 format!("unknown operation {}", request.op),
             );
         };
+        if op == Op::Node {
+            let node = serde_json::json!({
+                "version": "fake",
+                "slices": self.slices.len(),
+                "footprint_bytes": 2 << 20,
+                "heap_bytes": 1 << 20,
+                "heap_used_bytes": 1 << 19,
+                "staging": {"bytes": self.pool_bytes, "used_bytes": self.pool_used()},
+            });
+            return Ok((0, 0, to_json(&node)));
+        }
         if op == Op::List {
             let now = self.now_ms;
             let all: Vec<Value> = self.slices.iter().map(|s| s.status_json(now)).collect();
@@ -623,7 +634,7 @@ impl FakeHypervisor {
             return fail(Status::Busy, "is erasing");
         }
         match op {
-            Op::List => unreachable!("answered above"),
+            Op::List | Op::Node => unreachable!("answered above"),
             Op::Status => Ok((0, 0, to_json(&slice.status_json(now)))),
             Op::On => {
                 if slice.is_on() {

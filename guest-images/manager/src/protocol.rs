@@ -66,11 +66,12 @@ pub enum Op {
     ConsoleRead = 11,
     ConsoleWrite = 12,
     Erase = 13,
+    Node = 14,
 }
 
 impl Op {
     /// Every operation, by code.
-    pub const ALL: [Op; 13] = [
+    pub const ALL: [Op; 14] = [
         Op::List,
         Op::Status,
         Op::On,
@@ -84,6 +85,7 @@ impl Op {
         Op::ConsoleRead,
         Op::ConsoleWrite,
         Op::Erase,
+        Op::Node,
     ];
 
     /// The `op` field's value.
@@ -112,6 +114,7 @@ impl Op {
             Op::ConsoleRead => "CONSOLE_READ",
             Op::ConsoleWrite => "CONSOLE_WRITE",
             Op::Erase => "ERASE",
+            Op::Node => "NODE",
         }
     }
 }
@@ -506,7 +509,7 @@ mod tests {
             assert_eq!(Op::from_code(op.code()), Some(op));
         }
         assert_eq!(Op::from_code(0), None);
-        assert_eq!(Op::from_code(14), None);
+        assert_eq!(Op::from_code(15), None);
         for (code, status) in Status::ALL.into_iter().enumerate() {
             assert_eq!(status.code(), code as u64);
             assert_eq!(Status::from_code(code as u64), status);

@@ -108,6 +108,24 @@ pub struct BootSource {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
+/// The node as `NODE` describes it: the hypervisor's version and memory, the staging pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub version: String,
+    pub slices: u64,
+    pub footprint_bytes: u64,
+    pub heap_bytes: u64,
+    pub heap_used_bytes: u64,
+    pub staging: StagingPool,
+}
+
+/// The manager's staging pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagingPool {
+    pub bytes: u64,
+    pub used_bytes: u64,
+}
+
 /// The last RAM scrub.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scrub {

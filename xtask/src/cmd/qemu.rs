@@ -116,9 +116,7 @@ pub fn manager_hint(name: &str, index: usize) -> String {
     } else {
         "the console can focus slices 1-9 only".to_string()
     };
-    format!(
-        "slice {name} is the manager: {focus}; its shell has microvisorctl (docs/control.md)"
-    )
+    format!("slice {name} is the manager: {focus}; its shell has microvisorctl (docs/control.md)")
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ Controls the node's slices from the manager slice (docs/control.md).
 commands:
   list                              every slice: state, cores, memory, disk, boot source
   status NAME                       one slice in detail
+  node                              the hypervisor: version, footprint, heap, staging pool
   on NAME                           start a slice that is off
   off NAME                          force a slice off at once
   restart NAME                      force a restart (an off slice is started)
@@ -61,6 +62,7 @@ pub enum InitrdArg {
 pub enum Command {
     Help,
     List,
+    Node,
     Status(String),
     On(String),
     Off(String),
@@ -121,6 +123,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
     };
     let command = match verb {
         "list" => Command::List,
+        "node" => Command::Node,
         "status" => Command::Status(rest.slice()?),
         "on" => Command::On(rest.slice()?),
         "off" => Command::Off(rest.slice()?),

@@ -103,6 +103,26 @@ pub fn run<T: Transport>(
                 out.write_all(list_table(&slices).as_bytes())?;
             }
         }
+        Command::Node => {
+            let node = client.node()?;
+            if json {
+                writeln!(out, "{}", to_json(&node))?;
+            } else {
+                writeln!(out, "version      {}", node.version)?;
+                writeln!(out, "slices       {}", node.slices)?;
+                writeln!(out, "footprint    {} bytes", node.footprint_bytes)?;
+                writeln!(
+                    out,
+                    "heap         {} of {} bytes in use",
+                    node.heap_used_bytes, node.heap_bytes
+                )?;
+                writeln!(
+                    out,
+                    "staging      {} of {} bytes in use",
+                    node.staging.used_bytes, node.staging.bytes
+                )?;
+            }
+        }
         Command::Status(slice) => {
             let status = client.status(slice)?;
             if json {
