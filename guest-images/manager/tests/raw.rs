@@ -59,7 +59,7 @@ fn bad_magic_and_lengths_are_bad_requests() {
 #[test]
 fn unknown_operations_are_unknown() {
     let mut fake = FakeHypervisor::default_node();
-    for op in [0, 14, 0x100, u32::MAX] {
+    for op in [0, 15, 0x100, u32::MAX] {
         assert_eq!(
             status(&mut fake, &header(op, "web", 0, 0, 0), &[]),
             Status::UnknownOp
