@@ -454,7 +454,9 @@ impl FakeHypervisor {
                 State::Erasing { done_at_ms } if done_at_ms <= now => {
                     slice.state = State::Off;
                     let bytes = slice.spec.nvme.map_or(0, |(b, _)| b);
-                    slice.last_erase = Some(json!({"bytes": bytes, "ms": 500, "verified": true}));
+                    slice.last_erase = Some(
+                        json!({"result": "ok", "bytes": bytes, "wipe": "write-zeroes", "commands": 3, "ms": 500}),
+                    );
                 }
                 _ => {}
             }

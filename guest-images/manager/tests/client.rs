@@ -410,7 +410,7 @@ fn erase_runs_on_and_reports() {
     }
     let done = c.wait_erased("db", Duration::from_secs(5)).unwrap();
     assert_eq!(done.state, SliceState::Off);
-    assert_eq!(done.last_erase.unwrap()["verified"], true);
+    assert_eq!(done.last_erase.unwrap()["result"], "ok");
     c.off("probe").unwrap();
     assert_eq!(
         refused(c.erase("probe")).0,

@@ -251,6 +251,29 @@ pub fn run<T: Transport>(
             client.erase(slice)?;
             if *wait {
                 let status = client.wait_erased(slice, *timeout)?;
+                // The hypervisor's report: {"result":"ok",...} or {"result":"error","io_error",
+                // "error"} (docs/control.md, "Status object").
+                let report = status.last_erase.as_ref();
+                let result = report
+                    .and_then(|r| r.get("result"))
+                    .and_then(|r| r.as_str());
+                if result != Some("ok") {
+                    let io = report.and_then(|r| r.get("io_error")) == Some(&true.into());
+                    let message = report
+                        .and_then(|r| r.get("error"))
+                        .and_then(|e| e.as_str())
+                        .unwrap_or("the erase left no report")
+                        .to_string();
+                    return Err(Failure::Client(Error::Refused {
+                        op: microvisor_control::Op::Erase,
+                        status: if io {
+                            microvisor_control::Status::IoError
+                        } else {
+                            microvisor_control::Status::BadRequest
+                        },
+                        message,
+                    }));
+                }
                 if json {
                     writeln!(out, "{}", to_json(&status))?;
                 } else {
@@ -801,7 +824,7 @@ mod tests {
         let (code, out, err) = ctl(&mut c, "erase db --wait");
         assert_eq!(code, 0, "{err}");
         assert!(out.starts_with("db: erased ({"), "{out}");
-        assert!(out.contains("\"verified\":true"), "{out}");
+        assert!(out.contains("\"result\":\"ok\""), "{out}");
         assert_eq!(ctl(&mut c, "erase probe").0, 15, "on, and no NVMe");
         ctl(&mut c, "off probe");
         let (code, _, err) = ctl(&mut c, "erase probe");
