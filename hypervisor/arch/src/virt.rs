@@ -4,18 +4,21 @@
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
-    CNTHCTL_EL2, CNTV_CTL_EL0, CNTVOFF_EL2, CPTR_EL2, HCR_EL2, ID_AA64DFR0_EL1, ID_AA64PFR0_EL1,
-    ID_AA64PFR1_EL1, MDCR_EL2, MIDR_EL1, SCTLR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
+    CNTHCTL_EL2, CNTV_CTL_EL0, CNTVOFF_EL2, CPTR_EL2, HCR_EL2, ID_AA64DFR0_EL1, ID_AA64MMFR2_EL1,
+    ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, MDCR_EL2, MIDR_EL1, SCTLR_EL1, VMPIDR_EL2, VTCR_EL2,
+    VTTBR_EL2,
 };
+use core::sync::atomic::{AtomicU8, Ordering};
 use tock_registers::interfaces::{Readable, Writeable};
 
 use microvisor_logic::el2::{self, CpuFeatures, IdRegisters, TrapConfiguration};
+use microvisor_logic::pagetable::Stage2MemoryTypes;
 
 use crate::regs::{ID_AA64SMFR0_EL1, PMCR_EL0, SMCR_EL2, VPIDR_EL2, ZCR_EL2};
 
 /// Stage-2 input size: 39-bit IPA (T0SZ = 25), walks start at level 1. Must match
 /// `microvisor_logic::pagetable::Regime::Stage2`.
-const STAGE2_T0SZ: u64 = 25;
+const STAGE2_T0SZ: u64 = 64 - microvisor_logic::pagetable::STAGE2_INPUT_BITS as u64;
 
 /// The features of this core that decide its trap configuration.
 fn cpu_features() -> CpuFeatures {
@@ -24,8 +27,53 @@ fn cpu_features() -> CpuFeatures {
         aa64pfr1: ID_AA64PFR1_EL1.get(),
         aa64dfr0: ID_AA64DFR0_EL1.get(),
         aa64smfr0: ID_AA64SMFR0_EL1.get(),
+        aa64mmfr2: ID_AA64MMFR2_EL1.get(),
     }
     .features(|| PMCR_EL0.get())
+}
+
+/// The node's stage-2 memory-type encoding: [`UNDECIDED`], [`COMBINED`] or [`FORCED`].
+static STAGE2_MEMORY_TYPES: AtomicU8 = AtomicU8::new(UNDECIDED);
+const UNDECIDED: u8 = 0;
+const COMBINED: u8 = 1;
+const FORCED: u8 = 2;
+
+/// How every stage-2 table a core walks encodes memory types, and so whether HCR_EL2.FWB is
+/// set (`CpuFeatures::stage2_memory_types`). Decided once, from the ID registers of the core
+/// that asks first (the boot core, before it builds any stage-2 table), and the same ever
+/// after on every core: the cores of a node are all alike, and the tables and HCR_EL2 must
+/// agree.
+pub fn stage2_memory_types() -> Stage2MemoryTypes {
+    let mut code = STAGE2_MEMORY_TYPES.load(Ordering::Acquire);
+    if code == UNDECIDED {
+        let mine = match cpu_features().stage2_memory_types() {
+            Stage2MemoryTypes::CombinedWithStage1 => COMBINED,
+            Stage2MemoryTypes::ForcedWriteBack => FORCED,
+        };
+        code = match STAGE2_MEMORY_TYPES.compare_exchange(
+            UNDECIDED,
+            mine,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => mine,
+            Err(first) => first,
+        };
+    }
+    if code == FORCED {
+        Stage2MemoryTypes::ForcedWriteBack
+    } else {
+        Stage2MemoryTypes::CombinedWithStage1
+    }
+}
+
+/// Whether a guest can reach its RAM only as Normal Write-Back memory, through the caches,
+/// whatever its own stage 1 says (FEAT_S2FWB in use): then what the hypervisor wrote to a
+/// slice's RAM through its cacheable mapping is what the guest reads, with no cleaning to the
+/// point of coherency. Without it a guest may map its RAM Non-cacheable (or run with its MMU
+/// off) and read memory below the hypervisor's dirty cache lines.
+pub fn guest_ram_always_cacheable() -> bool {
+    stage2_memory_types() == Stage2MemoryTypes::ForcedWriteBack
 }
 
 /// Configures this core for guests of one slice: the traps of `microvisor_logic::el2`,
@@ -47,7 +95,10 @@ pub fn configure_core(vttbr: u64, vcpu: usize) {
     // MPIDR bit 31 is RES1; Aff0 = vCPU index, uniprocessor bit clear.
     VMPIDR_EL2.set((1 << 31) | vcpu as u64);
 
-    let traps = TrapConfiguration::for_cpu(&cpu_features());
+    let mut cpu = cpu_features();
+    // HCR_EL2.FWB follows the node's choice, which its stage-2 tables were built for.
+    cpu.s2fwb = guest_ram_always_cacheable();
+    let traps = TrapConfiguration::for_cpu(&cpu);
     // ZCR_EL2/SMCR_EL2 accesses trap while CPTR_EL2 traps SVE/SME (U-Boot leaves it so), so
     // CPTR_EL2 goes first.
     CPTR_EL2.set(traps.cptr.get());

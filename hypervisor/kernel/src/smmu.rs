@@ -13,7 +13,9 @@ use microvisor_arch::memory;
 use microvisor_arch::smmu::{Smmu, SmmuError, SmmuFrames};
 use microvisor_logic::inventory::{Inventory, Region, WiredInterrupt};
 use microvisor_logic::memory_map::place_working_memory;
-use microvisor_logic::pagetable::{Attributes, HeapTables, MapError, Regime, Translation};
+use microvisor_logic::pagetable::{
+    Attributes, HeapTables, MapError, Regime, Stage2MemoryTypes, Translation,
+};
 use microvisor_logic::pci::Bdf;
 use microvisor_logic::smmu::{Event, MemoryLayout, StreamTableSize, Unsupported};
 use microvisor_plan::size::HumanSize;
@@ -81,7 +83,9 @@ pub struct NodeSmmu {
 
 /// A stage 2 for devices only, never loaded on a CPU (so what it maps for a device, such as
 /// the ITS page its MSIs go to, gives no CPU access): RAM windows and an MSI page, in the CPU's
-/// stage-2 format (`Regime::Stage2`, the format stream table entries name).
+/// stage-2 format (`Regime::Stage2`, the format stream table entries name), its memory types
+/// combined with the incoming transaction's as the SMMU reads them with STE.S2FWB = 0
+/// (`Stage2MemoryTypes::CombinedWithStage1`, whatever the cores' HCR_EL2.FWB).
 pub struct DeviceStage2 {
     tables: Translation<HeapTables>,
 }
@@ -89,7 +93,10 @@ pub struct DeviceStage2 {
 impl DeviceStage2 {
     pub fn new() -> Result<DeviceStage2, MapError> {
         Ok(DeviceStage2 {
-            tables: Translation::new(Regime::Stage2, HeapTables::new())?,
+            tables: Translation::new(
+                Regime::Stage2(Stage2MemoryTypes::CombinedWithStage1),
+                HeapTables::new(),
+            )?,
         })
     }
 

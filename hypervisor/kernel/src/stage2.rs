@@ -15,9 +15,12 @@ pub struct CpuStage2 {
 }
 
 impl CpuStage2 {
-    /// RAM at `ram_ipa` backed by physical `ram` (`size` bytes), tagged `vmid`.
+    /// RAM at `ram_ipa` backed by physical `ram` (`size` bytes), tagged `vmid`, its memory
+    /// types encoded as the node's cores read them (`virt::stage2_memory_types`: RAM forced
+    /// write-back when the CPU can).
     pub fn new(vmid: u16, ram_ipa: u64, ram: u64, size: u64) -> Result<Self, MapError> {
-        let mut tables = Translation::new(Regime::Stage2, HeapTables::new())?;
+        let regime = Regime::Stage2(virt::stage2_memory_types());
+        let mut tables = Translation::new(regime, HeapTables::new())?;
         tables.map(ram_ipa, ram, size, Attributes::RAM)?;
         let vttbr = tables.root() | u64::from(vmid) << 48;
         Ok(Self {

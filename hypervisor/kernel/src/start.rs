@@ -83,8 +83,14 @@ fn banner(info: &BootInfo) {
         Conduit::Smc => "smc",
         Conduit::Hvc => "hvc",
     };
+    // Decided here, on the boot core, before any stage-2 table is built.
+    let forced_write_back = if virt::guest_ram_always_cacheable() {
+        ", stage 2 forces write-back"
+    } else {
+        ""
+    };
     hv!(
-        "microvisor {}: {} cores, {} RAM, GICv3 at {:#x}, PL011 at {:#x}, PSCI {:#x} via {conduit}",
+        "microvisor {}: {} cores, {} RAM, GICv3 at {:#x}, PL011 at {:#x}, PSCI {:#x} via {conduit}{forced_write_back}",
         env!("CARGO_PKG_VERSION"),
         inv.cpus.len(),
         HumanSize(inv.ram_total()),

@@ -9,8 +9,10 @@
 //! A field of a feature the CPU lacks is RES0 (or RES1) and is written as such, never set
 //! "just in case".
 
-use aarch64_cpu::registers::{HCR_EL2, ID_AA64DFR0_EL1, MDCR_EL2};
+use aarch64_cpu::registers::{HCR_EL2, ID_AA64DFR0_EL1, ID_AA64MMFR2_EL1, MDCR_EL2};
 use tock_registers::{LocalRegisterCopy, register_bitfields};
+
+use crate::pagetable::Stage2MemoryTypes;
 
 // Registers and fields that aarch64-cpu 11.2 does not define (its CPTR_EL2 has only TAM, its
 // CNTHCTL_EL2 only EL1PCEN/EL1PCTEN, its SCTLR_EL1 lacks the RES1-in-v8.0 bits).
@@ -150,6 +152,7 @@ pub struct IdRegisters {
     pub aa64pfr1: u64,
     pub aa64dfr0: u64,
     pub aa64smfr0: u64,
+    pub aa64mmfr2: u64,
 }
 
 /// The core's performance monitors.
@@ -184,6 +187,9 @@ pub struct CpuFeatures {
     pub trace_filter: bool,
     /// FEAT_RAS: error record registers.
     pub ras: bool,
+    /// FEAT_S2FWB (ID_AA64MMFR2_EL1.FWB, bits [43:40], = 1): HCR_EL2.FWB exists, and with it
+    /// stage 2 can force RAM to Normal Write-Back whatever the guest's stage 1 says.
+    pub s2fwb: bool,
 }
 
 impl IdRegisters {
@@ -194,6 +200,7 @@ impl IdRegisters {
         let pfr1 = LocalRegisterCopy::<u64, ID_AA64PFR1_EL1::Register>::new(self.aa64pfr1);
         let dfr0 = LocalRegisterCopy::<u64, ID_AA64DFR0_EL1::Register>::new(self.aa64dfr0);
         let smfr0 = LocalRegisterCopy::<u64, ID_AA64SMFR0_EL1::Register>::new(self.aa64smfr0);
+        let mmfr2 = LocalRegisterCopy::<u64, ID_AA64MMFR2_EL1::Register>::new(self.aa64mmfr2);
         let sme = pfr1.read(ID_AA64PFR1_EL1::SME) != 0;
         let pmu = match dfr0.read(ID_AA64DFR0_EL1::PMUVer) as u8 {
             0 | pmu_version::IMPLEMENTATION_DEFINED => Pmu::None,
@@ -216,6 +223,21 @@ impl IdRegisters {
             trace_buffer: dfr0.read(ID_AA64DFR0_EL1::TraceBuffer) != 0,
             trace_filter: dfr0.read(ID_AA64DFR0_EL1::TraceFilt) != 0,
             ras: pfr0.read(ID_AA64PFR0_EL1::RAS) != 0,
+            s2fwb: mmfr2.read(ID_AA64MMFR2_EL1::FWB) != 0,
+        }
+    }
+}
+
+impl CpuFeatures {
+    /// How stage-2 tables for these cores encode memory types: forced write-back when the
+    /// CPU has FEAT_S2FWB, which [`TrapConfiguration::for_cpu`] then turns on (HCR_EL2.FWB).
+    /// Tables built for one encoding mean something else under the other, so a node decides
+    /// this once, before it builds any stage-2 table, and every core runs with it.
+    pub fn stage2_memory_types(&self) -> Stage2MemoryTypes {
+        if self.s2fwb {
+            Stage2MemoryTypes::ForcedWriteBack
+        } else {
+            Stage2MemoryTypes::CombinedWithStage1
         }
     }
 }
@@ -291,6 +313,13 @@ fn hcr(cpu: &CpuFeatures) -> LocalRegisterCopy<u64, HCR_EL2::Register> {
             + HCR_EL2::API::DisableTrapPointerAuthInstToEl2
             + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2,
     );
+    if cpu.s2fwb {
+        // Forced write-back: stage 2 alone decides the memory type (the stage-2 tables encode
+        // RAM as `pagetable::Stage2MemoryTypes::ForcedWriteBack`), so a guest reaches its RAM
+        // only through the caches, whatever its stage 1 or its MMU being off says, and never
+        // reads memory below the hypervisor's dirty cache lines.
+        hcr.modify(HCR_EL2::FWB::Enabled);
+    }
     if cpu.ras {
         // Error records (ERR*/ERX* registers) may describe nodes shared by every core (caches,
         // interconnect): reading or clearing them is not a slice's business, so they trap.
@@ -442,6 +471,7 @@ mod tests {
         trace_buffer: false,
         trace_filter: false,
         ras: false,
+        s2fwb: false,
     };
 
     /// Everything this module looks at, PMUv3p5 with 6 counters.
@@ -459,6 +489,7 @@ mod tests {
         trace_buffer: true,
         trace_filter: true,
         ras: true,
+        s2fwb: true,
     };
 
     /// Every combination of the boolean features, each PMU kind.
@@ -478,7 +509,7 @@ mod tests {
                 counters: 31,
             },
         ];
-        (0u32..1 << 9).flat_map(move |bits| {
+        (0u32..1 << 10).flat_map(move |bits| {
             let bit = move |n: u32| bits & (1 << n) != 0;
             pmus.into_iter().map(move |pmu| CpuFeatures {
                 sve: bit(0),
@@ -491,6 +522,7 @@ mod tests {
                 trace_buffer: bit(6),
                 trace_filter: bit(7),
                 ras: bit(8),
+                s2fwb: bit(9),
             })
         })
     }
@@ -546,6 +578,40 @@ mod tests {
                 assert!(!hcr.is_set(field), "{name}");
             }
         }
+    }
+
+    #[test]
+    fn stage_2_forces_write_back_exactly_when_the_cpu_can() {
+        for cpu in all_cpus() {
+            let hcr = TrapConfiguration::for_cpu(&cpu).hcr;
+            assert_eq!(hcr.is_set(HCR_EL2::FWB), cpu.s2fwb);
+            // The tables' encoding and HCR_EL2.FWB always agree.
+            assert_eq!(
+                hcr.is_set(HCR_EL2::FWB),
+                cpu.stage2_memory_types() == Stage2MemoryTypes::ForcedWriteBack
+            );
+        }
+        // HCR_EL2.FWB is bit 46.
+        assert_eq!(
+            TrapConfiguration::for_cpu(&FULL).hcr.get() & 1 << 46,
+            1 << 46
+        );
+        assert_eq!(TrapConfiguration::for_cpu(&BARE).hcr.get() & 1 << 46, 0);
+    }
+
+    #[test]
+    fn forced_write_back_is_read_from_id_aa64mmfr2_bits_43_to_40() {
+        let features = |aa64mmfr2| {
+            IdRegisters {
+                aa64mmfr2,
+                ..IdRegisters::default()
+            }
+            .features(|| 0)
+        };
+        assert!(!features(0).s2fwb);
+        assert!(features(1 << 40).s2fwb);
+        // Neighbouring fields (TTL [51:48], IDS [39:36]) say nothing about it.
+        assert!(!features(0xf << 48 | 0xf << 36).s2fwb);
     }
 
     #[test]
@@ -775,6 +841,7 @@ mod tests {
             aa64pfr1: 0x0000_0010_0100_0121,
             aa64dfr0: 0x1000_0000_1030_560a,
             aa64smfr0: 0x80f1_00fd_0000_0000,
+            aa64mmfr2: 0x1221_0111_1201_1011,
         };
         let features = ids.features(|| 0x4101_3000);
         assert_eq!(
@@ -793,13 +860,14 @@ mod tests {
                 trace_buffer: false,
                 trace_filter: false,
                 ras: true,
+                s2fwb: true,
             }
         );
         let traps = TrapConfiguration::for_cpu(&features);
         assert_eq!(
             traps.hcr.get(),
-            0x0000_0310_8038_003b,
-            "TERR on top of the minimum"
+            0x0000_4310_8038_003b,
+            "TERR and FWB on top of the minimum"
         );
         assert_eq!(traps.cptr.get(), 0x22ff, "TZ and TSM clear");
         // QEMU resets MDCR_EL2 to 0x6 (HPMN = 6 and nothing else).

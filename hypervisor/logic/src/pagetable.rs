@@ -26,8 +26,18 @@ register_bitfields![u64,
         TABLE_OR_PAGE OFFSET(1) NUMBITS(1) [],
         /// Stage 1: index into MAIR_EL2. Stage 2: bits [5:2] are MemAttr.
         ATTR_INDX OFFSET(2) NUMBITS(3) [],
+        /// Stage 2 MemAttr[3:0] (Arm ARM D8, "Stage 2 memory type and Cacheability attributes
+        /// when FEAT_S2FWB is disabled" and "... when FEAT_S2FWB is enabled"; QEMU's
+        /// target/arm/ptw.c `combined_attrs_fwb` reads them the same way).
         S2_MEMATTR OFFSET(2) NUMBITS(4) [
+            /// Device-nGnRE under either: MemAttr[3:2] = 0b00 (FWB = 0) or MemAttr[2] = 0
+            /// (FWB = 1, MemAttr[3] RES0), MemAttr[1:0] = 0b01.
             DeviceNgNRE = 0b0001,
+            /// FWB = 1: Normal Write-Back whatever stage 1 says (a stage-1 Device or
+            /// Non-cacheable type included).
+            ForcedWriteBack = 0b0110,
+            /// FWB = 0: Outer and Inner Write-Back, combined with stage 1 (the stronger type
+            /// wins, so stage 1 may still make it Non-cacheable or Device).
             NormalWriteBack = 0b1111
         ],
         /// Stage 1 AP[1] (RES1 in the EL2 regime) / stage 2 S2AP[0] (read).
@@ -56,20 +66,48 @@ pub const MAIR_DEVICE: u64 = 1;
 /// (Device-nGnRE).
 pub const MAIR_EL2_VALUE: u64 = 0xff | (0x04 << 8);
 
+/// Number of input-address (IPA) bits of [`Regime::Stage2`]: T0SZ = 25.
+pub const STAGE2_INPUT_BITS: u32 = 39;
+
 /// Which translation regime the descriptors are for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Regime {
     /// The hypervisor's own EL2 stage-1 tables (48-bit VA, start at level 0).
     El2Stage1,
-    /// A slice's stage-2 tables (39-bit IPA, T0SZ = 25, start at level 1, VTCR_EL2.SL0 = 1).
-    Stage2,
+    /// Stage-2 tables (39-bit IPA, T0SZ = 25, start at level 1, VTCR_EL2.SL0 = 1), their
+    /// memory types encoded for whoever walks them.
+    Stage2(Stage2MemoryTypes),
+}
+
+/// How a stage-2 descriptor's MemAttr field is read, which depends on who walks the tables:
+/// a core reads it as HCR_EL2.FWB says, an SMMU as its stream table entry's S2FWB says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage2MemoryTypes {
+    /// FWB = 0: the stage-2 type is combined with stage 1's, the stronger
+    /// winning. RAM is Normal Write-Back here, so the guest's stage 1 (or its MMU being off,
+    /// which makes every access Device-nGnRnE) decides: it may reach RAM Non-cacheable.
+    CombinedWithStage1,
+    /// FWB = 1 (FEAT_S2FWB, Armv8.4): stage 2 decides. RAM is forced Normal
+    /// Write-Back whatever stage 1 says, so the guest only ever reaches it through the
+    /// caches; Device mappings stay Device.
+    ForcedWriteBack,
+}
+
+impl Stage2MemoryTypes {
+    /// The MemAttr of Normal memory (RAM) in this encoding.
+    fn normal(self) -> tock_registers::fields::FieldValue<u64, DESC::Register> {
+        match self {
+            Stage2MemoryTypes::CombinedWithStage1 => DESC::S2_MEMATTR::NormalWriteBack,
+            Stage2MemoryTypes::ForcedWriteBack => DESC::S2_MEMATTR::ForcedWriteBack,
+        }
+    }
 }
 
 impl Regime {
     fn start_level(self) -> usize {
         match self {
             Regime::El2Stage1 => 0,
-            Regime::Stage2 => 1,
+            Regime::Stage2(_) => 1,
         }
     }
 
@@ -77,7 +115,7 @@ impl Regime {
     pub const fn input_bits(self) -> u32 {
         match self {
             Regime::El2Stage1 => 48,
-            Regime::Stage2 => 39,
+            Regime::Stage2(_) => STAGE2_INPUT_BITS,
         }
     }
 }
@@ -422,9 +460,9 @@ fn leaf_descriptor(regime: Regime, output: u64, level: usize, attributes: Attrib
                 d.modify(DESC::AP2_S2AP_WRITE::SET);
             }
         }
-        Regime::Stage2 => {
+        Regime::Stage2(types) => {
             let memattr = match attributes.memory {
-                MemoryType::Normal => DESC::S2_MEMATTR::NormalWriteBack,
+                MemoryType::Normal => types.normal(),
                 MemoryType::Device => DESC::S2_MEMATTR::DeviceNgNRE,
             };
             d.modify(memattr + DESC::AP1_S2AP_READ::SET);
@@ -449,8 +487,8 @@ fn decode_attributes(regime: Regime, d: Descriptor) -> Attributes {
             };
             (memory, !d.is_set(DESC::AP2_S2AP_WRITE))
         }
-        Regime::Stage2 => {
-            let normal = d.matches_all(DESC::S2_MEMATTR::NormalWriteBack);
+        Regime::Stage2(types) => {
+            let normal = d.matches_all(types.normal());
             let memory = if normal {
                 MemoryType::Normal
             } else {
@@ -470,8 +508,10 @@ fn decode_attributes(regime: Regime, d: Descriptor) -> Attributes {
 mod tests {
     use super::*;
 
+    const STAGE2: Regime = Regime::Stage2(Stage2MemoryTypes::CombinedWithStage1);
+
     fn stage2() -> Translation<HeapTables> {
-        Translation::new(Regime::Stage2, HeapTables::new()).unwrap()
+        Translation::new(STAGE2, HeapTables::new()).unwrap()
     }
 
     #[test]
@@ -527,6 +567,69 @@ mod tests {
             Some((0x0900_0008, Attributes::DEVICE))
         );
         assert_eq!(t.translate(0x5000_0000), Some((0x5000_0000, read_only)));
+    }
+
+    /// The level-2 block descriptor mapping IPA 1 GiB (L1 index 1 -> L2 index 0).
+    fn stage2_block_at_1g(t: &mut Translation<HeapTables>) -> u64 {
+        let root = t.root();
+        let l2 = t.store.entries(root)[1] & 0x0000_ffff_ffff_f000;
+        t.store.entries(l2)[0]
+    }
+
+    /// Bits [5:2] of a stage-2 descriptor.
+    fn memattr(descriptor: u64) -> u64 {
+        (descriptor >> 2) & 0b1111
+    }
+
+    #[test]
+    fn stage2_memattr_without_forced_write_back() {
+        let mut t = stage2();
+        t.map(0x4000_0000, 0x8000_0000, BLOCK_2M, Attributes::RAM)
+            .unwrap();
+        let block = stage2_block_at_1g(&mut t);
+        assert_eq!(memattr(block), 0b1111, "Normal, Outer and Inner Write-Back");
+        assert_eq!((block >> 8) & 0b11, 0b11, "inner shareable");
+        assert_eq!((block >> 6) & 0b11, 0b11, "S2AP read-write");
+    }
+
+    #[test]
+    fn stage2_memattr_with_forced_write_back() {
+        let regime = Regime::Stage2(Stage2MemoryTypes::ForcedWriteBack);
+        let mut t = Translation::new(regime, HeapTables::new()).unwrap();
+        t.map(0x4000_0000, 0x8000_0000, BLOCK_2M, Attributes::RAM)
+            .unwrap();
+        t.map(0x0900_0000, 0x0900_0000, PAGE_SIZE, Attributes::DEVICE)
+            .unwrap();
+        let block = stage2_block_at_1g(&mut t);
+        assert_eq!(memattr(block), 0b0110, "forced Normal Write-Back");
+        assert_eq!((block >> 8) & 0b11, 0b11, "inner shareable");
+        assert_eq!(block & 0x0000_ffff_ffff_f000, 0x8000_0000);
+        assert_eq!(
+            t.translate(0x4000_0010),
+            Some((0x8000_0010, Attributes::RAM))
+        );
+        // Device mappings keep MemAttr[2] = 0 (Device under FWB) and the same nGnRE type.
+        let root = t.root();
+        let l2 = t.store.entries(root)[0] & 0x0000_ffff_ffff_f000;
+        let l3 = t.store.entries(l2)[0x0900_0000 >> 21] & 0x0000_ffff_ffff_f000;
+        let page = t.store.entries(l3)[0];
+        assert_eq!(memattr(page), 0b0001, "Device-nGnRE");
+        assert_eq!(
+            t.translate(0x0900_0000),
+            Some((0x0900_0000, Attributes::DEVICE))
+        );
+    }
+
+    #[test]
+    fn device_memattr_is_the_same_under_either_encoding() {
+        for types in [
+            Stage2MemoryTypes::CombinedWithStage1,
+            Stage2MemoryTypes::ForcedWriteBack,
+        ] {
+            let d = leaf_descriptor(Regime::Stage2(types), 0, 3, Attributes::DEVICE);
+            assert_eq!(memattr(d), 0b0001, "{types:?}");
+            assert_eq!((d >> 8) & 0b11, 0b00, "non-shareable");
+        }
     }
 
     #[test]
@@ -638,7 +741,7 @@ mod tests {
 
     #[test]
     fn reports_running_out_of_tables() {
-        let mut t = Translation::new(Regime::Stage2, TinyStore(HeapTables::new(), 2)).unwrap();
+        let mut t = Translation::new(STAGE2, TinyStore(HeapTables::new(), 2)).unwrap();
         assert_eq!(
             t.map(0x4000_0000, 0x4000_1000, PAGE_SIZE, Attributes::RAM),
             Err(MapError::OutOfTables)

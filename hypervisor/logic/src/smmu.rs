@@ -5,15 +5,17 @@
 //! driver in the architecture layer writes these to the hardware.
 //!
 //! The hypervisor uses stage 2 only: a stream either aborts, bypasses (the hypervisor's own
-//! devices), or translates through a stage-2 table in exactly the CPU's stage-2 format
-//! ([`Regime::Stage2`]: 4 KiB granule, 39-bit input, walks from level 1), so a slice's tables
-//! can serve its CPUs and its devices alike.
+//! devices), or translates through a stage-2 table in the CPU's stage-2 format
+//! ([`Regime::Stage2`]: 4 KiB granule, 39-bit input, walks from level 1). Its memory types
+//! are always read as [`Stage2MemoryTypes::CombinedWithStage1`]: stream table entries leave
+//! STE.S2FWB at 0, and the SMMU does not look at the cores' HCR_EL2.FWB.
+//!
+//! [`Regime::Stage2`]: crate::pagetable::Regime::Stage2
+//! [`Stage2MemoryTypes::CombinedWithStage1`]: crate::pagetable::Stage2MemoryTypes
 
 use core::fmt;
 
 use tock_registers::{LocalRegisterCopy, register_bitfields};
-
-use crate::pagetable::Regime;
 
 /// Bytes of one stream table entry (§5.2).
 pub const STE_BYTES: u64 = 64;
@@ -469,7 +471,7 @@ pub mod cr0 {
 /// VTCR_EL2 as `microvisor_arch::virt::configure_core` sets it: T0SZ = 25, SL0 = 1 (start at
 /// level 1), IRGN0 = ORGN0 = write-back read/write-allocate, SH0 = inner shareable, TG0 = 4 KiB).
 mod stage2 {
-    pub const T0SZ: u64 = 64 - super::Regime::Stage2.input_bits() as u64;
+    pub const T0SZ: u64 = 64 - crate::pagetable::STAGE2_INPUT_BITS as u64;
     pub const SL0_LEVEL1: u64 = 1;
     pub const WRITE_BACK: u64 = 0b01;
     pub const INNER_SHAREABLE: u64 = 0b11;

@@ -8,6 +8,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use microvisor_arch::memory::{OutOfRange, SharedMemory};
+use microvisor_arch::virt;
 use microvisor_logic::guest_dt::{self, DeviceNode, GuestMachine};
 use microvisor_plan::layout::GUEST_RAM_BASE;
 use microvisor_plan::{Arm64Header, GuestLayout};
@@ -179,13 +180,17 @@ impl BootImages {
         Ok((layout, dtb))
     }
 
-    /// Zeroes the whole of `ram` (the slice's, mapped at [`GUEST_RAM_BASE`]) and writes the
-    /// zeros back to memory (a guest reading with caches off must not find what was there
-    /// under them), then copies the images in and makes them visible to a guest starting
-    /// with caches off. The slice's vCPUs are all off.
+    /// Zeroes the whole of `ram` (the slice's, mapped at [`GUEST_RAM_BASE`]) and, unless the
+    /// guest can only ever reach it through the caches (`virt::guest_ram_always_cacheable`,
+    /// FEAT_S2FWB), writes the zeros back to memory (a guest reading Non-cacheable or with
+    /// its MMU off must not find what was there under them), then copies the images in and
+    /// makes them visible to a guest starting with caches off. The slice's vCPUs are all off.
     pub fn load(&self, ram: &SharedMemory, pool: Option<&StagingPool>) -> Result<(), OutOfRange> {
         let size = ram.region().size;
         ram.scrub(0, size)?;
+        if !virt::guest_ram_always_cacheable() {
+            ram.sync_for_uncached(0, size)?;
+        }
         let layout = &self.layout;
         let offset = |ipa: u64| ipa - GUEST_RAM_BASE;
         let kernel_at = offset(layout.kernel_ipa);
