@@ -43,7 +43,7 @@ fn listed(name: &str, role: &str, state: &str) -> Pattern {
 }
 
 #[test]
-fn the_manager_runs_every_other_slice() {
+fn manager_runs_every_other_slice() {
     let lin = linux_slice("lin", "1", "256MiB", "");
     let node = plan(&[
         manager(),
@@ -174,7 +174,7 @@ fn the_manager_runs_every_other_slice() {
 }
 
 #[test]
-fn a_slice_handed_to_a_new_tenant_keeps_nothing() {
+fn manager_hands_a_slice_to_a_new_tenant_with_nothing_of_the_old() {
     let node = plan(&[
         manager(),
         with_nvme(
@@ -224,7 +224,7 @@ fn a_slice_handed_to_a_new_tenant_keeps_nothing() {
 const CYCLES: usize = 200;
 
 #[test]
-fn two_hundred_restarts_leave_the_hypervisor_as_it_was() {
+fn manager_restarts_a_slice_200_times_and_the_hypervisor_stays_as_it_was() {
     let node = plan(&[
         manager(),
         probe_slice("cycle", "1", "32MiB", ""),
