@@ -126,7 +126,7 @@ impl<T: Transport> Client<T> {
                 request.op
             )));
         };
-        if op != Op::List {
+        if op.has_target() {
             protocol::check_slice_name(request.slice)
                 .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         }

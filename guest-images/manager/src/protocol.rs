@@ -88,6 +88,11 @@ impl Op {
         Op::Node,
     ];
 
+    /// Whether the operation names a slice (every one but `LIST` and `NODE`).
+    pub fn has_target(self) -> bool {
+        !matches!(self, Op::List | Op::Node)
+    }
+
     /// The `op` field's value.
     pub fn code(self) -> u32 {
         self as u32

@@ -529,3 +529,12 @@ fn refusals_carry_one_clean_line_and_unknown_statuses() {
     assert_eq!(err.status(), Some(Status::Other(42)));
     assert_eq!(err.to_string(), "ON: refused (STATUS_42)");
 }
+
+#[test]
+fn node_describes_the_hypervisor() {
+    let mut client = Client::new(FakeHypervisor::default_node());
+    let node = client.node().unwrap();
+    assert_eq!(node.version, "fake");
+    assert!(node.heap_used_bytes <= node.heap_bytes);
+    assert!(node.staging.bytes > 0);
+}
