@@ -667,7 +667,7 @@ mod tests {
             seed = seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            if seed % 3 == 0 && !live.is_empty() {
+            if seed.is_multiple_of(3) && !live.is_empty() {
                 let (offset, _) = live.remove((seed >> 8) as usize % live.len());
                 pool.free(offset);
             } else {
