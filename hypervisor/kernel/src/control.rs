@@ -22,9 +22,30 @@ use sha2::{Digest, Sha256};
 use spin::Mutex;
 
 use crate::devices::{Context, MmioDevice};
-use crate::node::Node;
-use crate::run;
 use crate::slice::{BootImages, ImageBytes, ImageProblem, Slice, Unusable};
+
+/// What the hypervisor itself uses: its image and working memory, and its heap's use now.
+#[derive(Clone, Copy)]
+pub struct Footprint {
+    pub bytes: u64,
+    pub heap_bytes: u64,
+    pub heap_used: fn() -> usize,
+}
+
+/// Where the manager's `EXECUTE` goes: the node (which holds the [`Control`] and every
+/// slice, and is published once every slice is built) serves it. A trait, so that the
+/// register page, a device of one slice, does not reach up to the node.
+pub trait Service: Sync {
+    /// Runs the request in the window; its status.
+    fn execute(&self) -> u64;
+}
+
+static SERVICE: spin::Once<&'static dyn Service> = spin::Once::new();
+
+/// Makes `service` answer the register page's `EXECUTE` (once, when the node is published).
+pub fn serve(service: &'static dyn Service) {
+    SERVICE.call_once(|| service);
+}
 
 /// An image in the staging pool: where, how long, its SHA-256. Not `Clone`: it is given back
 /// to the pool exactly once ([`StagingPool::free`]).
@@ -147,11 +168,11 @@ impl Control {
 
     /// A read of `EXECUTE`: runs the request in the window, writes the response, returns its
     /// status. A request while another runs is `BUSY` and leaves the window alone.
-    pub fn execute(&self, node: &Node) -> u64 {
+    pub fn execute(&self, slices: &[Slice], footprint: Footprint) -> u64 {
         if self.busy.swap(true, Ordering::Acquire) {
             return Status::Busy as u64;
         }
-        let (status, reply) = match self.run(node) {
+        let (status, reply) = match self.run(slices, footprint) {
             Ok(reply) => (Status::Ok, reply),
             Err(refusal) => (refusal.status, Reply::with(refusal.message.into_bytes())),
         };
@@ -170,11 +191,11 @@ impl Control {
     }
 
     /// Graceful shutdowns whose time is up end (checked on the manager's exits).
-    pub fn poll(&self, node: &Node) {
-        node.slices.iter().for_each(Slice::check_shutdown);
+    pub fn poll(&self, slices: &[Slice]) {
+        slices.iter().for_each(Slice::check_shutdown);
     }
 
-    fn run(&self, node: &Node) -> Result<Reply, Refusal> {
+    fn run(&self, slices: &[Slice], footprint: Footprint) -> Result<Reply, Refusal> {
         let mut header = [0u8; REQUEST_HEADER_SIZE];
         self.window
             .sync_from_uncached(0, REQUEST_HEADER_SIZE as u64)
@@ -182,11 +203,11 @@ impl Control {
             .map_err(|_| Refusal::new(Status::BadRequest, "request header unreadable"))?;
         let request = Request::parse(&header)?;
         if request.op == Op::Node {
-            return Ok(Reply::with(self.node_json(node).into_bytes()));
+            return Ok(Reply::with(self.node_json(slices, footprint).into_bytes()));
         }
         if request.op == Op::List {
             let mut out = String::from("[");
-            for (i, slice) in node.slices.iter().enumerate() {
+            for (i, slice) in slices.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
@@ -195,7 +216,7 @@ impl Control {
             out.push(']');
             return Ok(Reply::with(out.into_bytes()));
         }
-        let slice = self.target(node, &request)?;
+        let slice = self.target(slices, &request)?;
         match request.op {
             Op::List | Op::Node => Ok(Reply::empty()),
             Op::Status => {
@@ -253,15 +274,14 @@ impl Control {
     }
 
     /// `NODE`: the hypervisor's version, its memory use and the staging pool's.
-    fn node_json(&self, node: &Node) -> String {
-        let footprint = node.footprint;
+    fn node_json(&self, slices: &[Slice], footprint: Footprint) -> String {
         let pool = self.pool.allocator.lock();
         let mut out = String::new();
         let _ = write!(
             out,
             "{{\"version\":\"{}\",\"slices\":{},\"footprint_bytes\":{},\"heap_bytes\":{},\"heap_used_bytes\":{},\"staging\":{{\"bytes\":{},\"used_bytes\":{}}}}}",
             env!("CARGO_PKG_VERSION"),
-            node.slices.len(),
+            slices.len(),
             footprint.bytes,
             footprint.heap_bytes,
             (footprint.heap_used)(),
@@ -273,9 +293,9 @@ impl Control {
 
     /// The slice a request names: one of the node's, and not the manager unless the
     /// operation allows it.
-    fn target<'n>(&self, node: &'n Node, request: &Request) -> Result<&'n Slice, Refusal> {
+    fn target<'n>(&self, slices: &'n [Slice], request: &Request) -> Result<&'n Slice, Refusal> {
         let name = request.slice.as_deref().unwrap_or_default();
-        let slice = node.slices.iter().find(|s| s.name == name).ok_or_else(|| {
+        let slice = slices.iter().find(|s| s.name == name).ok_or_else(|| {
             Refusal::new(
                 Status::NoSuchSlice,
                 format_args!("no slice \"{name}\" on this node"),
@@ -507,9 +527,9 @@ fn give_back(staging: &mut Staging, kernel: ImageBytes, initrd: Option<ImageByte
     }
 }
 
-/// The register page in the manager's address space. Reads of `EXECUTE` reach the node's
-/// [`Control`] through the published node: the page is a device of the manager slice, the
-/// requests are about the whole node.
+/// The register page in the manager's address space. Reads of `EXECUTE` go to the node's
+/// [`Service`]: the page is a device of the manager slice, the requests are about the whole
+/// node.
 pub struct ControlPage {
     node: ControlNode,
 }
@@ -540,13 +560,9 @@ impl MmioDevice for ControlPage {
             Register::Id => ID,
             Register::Version => VERSION,
             Register::WindowSize => WINDOW_SIZE,
-            Register::Execute => {
-                let node = run::node();
-                match &node.control {
-                    Some(control) => control.execute(node),
-                    None => Status::UnknownOp as u64,
-                }
-            }
+            Register::Execute => SERVICE
+                .get()
+                .map_or(Status::UnknownOp as u64, |service| service.execute()),
             Register::Unknown => 0,
         })
     }

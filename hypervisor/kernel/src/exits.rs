@@ -191,7 +191,7 @@ fn guest_irq(_frame: &mut GuestFrame) {
     if let Some(control) = &node.control
         && control.manager == slice.index
     {
-        control.poll(node);
+        control.poll(&node.slices);
     }
     if slice.needs_attention() {
         // Parking or ending never returns: the maintenance interrupt is finished first (if

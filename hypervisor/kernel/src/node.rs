@@ -9,7 +9,7 @@ use microvisor_logic::inventory::Conduit;
 use microvisor_logic::smmu::Event;
 
 use crate::console::OperatorConsole;
-use crate::control::Control;
+use crate::control::{self, Control, Footprint};
 use crate::devices::assigned::AssignedDevice;
 use crate::devices::pci::assigned_event;
 use crate::nvme::lpis::Lpis;
@@ -32,14 +32,6 @@ pub enum IrqOwner {
     },
     /// The SMMU's event queue or global error interrupt.
     Smmu,
-}
-
-/// What the hypervisor itself uses: its image and working memory, and its heap's use now.
-#[derive(Clone, Copy)]
-pub struct Footprint {
-    pub bytes: u64,
-    pub heap_bytes: u64,
-    pub heap_used: fn() -> usize,
 }
 
 pub struct Node {
@@ -79,6 +71,16 @@ impl SmmuEvents for Node {
                 "device {}: SMMU: {event}",
                 function.bdf
             )));
+        }
+    }
+}
+
+/// The manager's requests act on the node's slices.
+impl control::Service for Node {
+    fn execute(&self) -> u64 {
+        match &self.control {
+            Some(control) => control.execute(&self.slices, self.footprint),
+            None => microvisor_logic::control::Status::UnknownOp as u64,
         }
     }
 }

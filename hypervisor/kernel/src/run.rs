@@ -7,6 +7,7 @@ use microvisor_arch::exceptions::{self, GuestFrame};
 use microvisor_arch::{cpu, virt};
 use spin::Once;
 
+use crate::control;
 use crate::irq;
 use crate::node::Node;
 use crate::output;
@@ -17,7 +18,11 @@ static NODE: Once<Node> = Once::new();
 
 /// Publishes the node (boot core, once, before any other core looks).
 pub fn publish(node: Node) -> &'static Node {
-    NODE.call_once(|| node)
+    let node = NODE.call_once(|| node);
+    if node.control.is_some() {
+        control::serve(node);
+    }
+    node
 }
 
 /// The published node. Only entry points (exception handlers, a starting core) call this;

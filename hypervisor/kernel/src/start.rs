@@ -23,9 +23,9 @@ use microvisor_plan::size::HumanSize;
 use microvisor_plan::{GUEST_RAM_BASE, NodePci, PciAddress, PciFunction};
 
 use crate::console::OperatorConsole;
-use crate::control::{Control, StagingPool};
+use crate::control::{Control, Footprint, StagingPool};
 use crate::devices::assigned::{self, AssignedDevice, Grant, MSI_IOVA};
-use crate::node::{Footprint, Node};
+use crate::node::Node;
 use crate::nvme::lpis::Lpis;
 use crate::nvme::physical::{DeviceMemory, NvmeError};
 use crate::nvme::{self, DiskError, HardwareQueue, NodeDisk};

@@ -47,11 +47,11 @@ fn default_node_today() -> NodePci {
 }
 
 /// qemu/default.toml as xtask describes it since issue 10 (`Node::pci_functions`,
-/// docs/node-profiles.md): an SMMUv3, the NVMe disk at 00:02.0, and four NICs, NIC i behind
-/// root port 00:(10+i).0 on bus i+1.
+/// docs/node-profiles.md): an SMMUv3, the NVMe disk at 00:02.0, and five NICs (since issue 11:
+/// one for the manager), NIC i behind root port 00:(10+i).0 on bus i+1.
 fn default_node_with_root_ports() -> NodePci {
     let mut functions = vec![host_bridge(), function("00:02.0", NVME)];
-    for i in 0..4 {
+    for i in 0..5 {
         functions.push(function(&format!("00:{:02x}.0", 0x10 + i), ROOT_PORT));
         functions.push(function(&format!("{:02x}:00.0", i + 1), VIRTIO_NET));
     }
@@ -118,7 +118,8 @@ fn refused(plan: &Plan, node: &NodePci) -> PlanError {
 
 #[test]
 fn default_plan_gives_each_linux_slice_two_nics() {
-    // web, db (Linux): a slice-network NIC and a host-network NIC each; batch (probe): none.
+    // web, db (Linux): a slice-network NIC and a host-network NIC each; batch (probe): none;
+    // the manager: a host-network NIC.
     assert_eq!(
         placed(
             &profile_plan("default-plan.toml"),
@@ -128,6 +129,7 @@ fn default_plan_gives_each_linux_slice_two_nics() {
             vec!["01:00.0".to_string(), "02:00.0".to_string()],
             vec!["03:00.0".to_string(), "04:00.0".to_string()],
             vec![],
+            vec!["05:00.0".to_string()],
         ]
     );
     assert_eq!(
