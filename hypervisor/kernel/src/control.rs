@@ -12,17 +12,14 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use microvisor_arch::memory::SharedMemory;
 use microvisor_logic::control::{
-    self as wire, BootFlags, ID, ImageChoice, ImageKind, MAX_CONSOLE_WRITE, MAX_PAYLOAD,
-    MAX_SHUTDOWN_MS, Op, PAYLOAD_OFFSET, PoolAllocator, REQUEST_HEADER_SIZE, RESPONSE_OFFSET,
-    Refusal, Register, Request, Status, Upload, VERSION, WINDOW_SIZE,
+    self as wire, BootFlags, ImageChoice, ImageKind, MAX_CONSOLE_WRITE, MAX_PAYLOAD,
+    MAX_SHUTDOWN_MS, Op, PAYLOAD_OFFSET, REQUEST_HEADER_SIZE, RESPONSE_OFFSET, Refusal, Request,
+    Status, Upload,
 };
-use microvisor_logic::guest_dt::{ControlNode, DeviceNode};
 use microvisor_plan::Arm64Header;
-use sha2::{Digest, Sha256};
 use spin::Mutex;
 
-use crate::devices::{Context, MmioDevice};
-use crate::slice::{BootImages, ImageBytes, ImageProblem, Slice, Unusable};
+use crate::slice::{BootImages, ImageBytes, ImageProblem, PoolImage, Slice, StagingPool, Unusable};
 
 /// What the hypervisor itself uses: its image and working memory, and its heap's use now.
 #[derive(Clone, Copy)]
@@ -30,83 +27,6 @@ pub struct Footprint {
     pub bytes: u64,
     pub heap_bytes: u64,
     pub heap_used: fn() -> usize,
-}
-
-/// Where the manager's `EXECUTE` goes: the node (which holds the [`Control`] and every
-/// slice, and is published once every slice is built) serves it. A trait, so that the
-/// register page, a device of one slice, does not reach up to the node.
-pub trait Service: Sync {
-    /// Runs the request in the window; its status.
-    fn execute(&self) -> u64;
-}
-
-static SERVICE: spin::Once<&'static dyn Service> = spin::Once::new();
-
-/// Makes `service` answer the register page's `EXECUTE` (once, when the node is published).
-pub fn serve(service: &'static dyn Service) {
-    SERVICE.call_once(|| service);
-}
-
-/// An image in the staging pool: where, how long, its SHA-256. Not `Clone`: it is given back
-/// to the pool exactly once ([`StagingPool::free`]).
-#[derive(Debug)]
-pub struct PoolImage {
-    pub offset: u64,
-    pub len: u64,
-    pub sha256: [u8; 32],
-}
-
-/// Node RAM for staged images: only the hypervisor reads or writes it.
-pub struct StagingPool {
-    pub memory: SharedMemory,
-    allocator: Mutex<PoolAllocator>,
-}
-
-impl StagingPool {
-    pub fn new(memory: SharedMemory) -> Self {
-        let size = memory.region().size;
-        Self {
-            memory,
-            allocator: Mutex::new(PoolAllocator::new(size)),
-        }
-    }
-
-    fn allocate(&self, len: u64) -> Result<u64, Refusal> {
-        let mut allocator = self.allocator.lock();
-        allocator.allocate(len).ok_or_else(|| {
-            Refusal::new(
-                Status::NoSpace,
-                format_args!(
-                    "staging pool: no room for {len} bytes ({} of {} bytes in use, largest free block {})",
-                    allocator.used(),
-                    allocator.size(),
-                    allocator.largest_free()
-                ),
-            )
-        })
-    }
-
-    pub fn free(&self, image: PoolImage) {
-        self.allocator.lock().free(image.offset);
-    }
-
-    fn free_at(&self, offset: u64) {
-        self.allocator.lock().free(offset);
-    }
-
-    /// SHA-256 of `len` bytes at `offset`.
-    fn sha256(&self, offset: u64, len: u64) -> Option<[u8; 32]> {
-        let mut hasher = Sha256::new();
-        let mut buffer = alloc::vec![0u8; (64 << 10).min(len as usize).max(1)];
-        let mut done = 0;
-        while done < len {
-            let piece = (len - done).min(buffer.len() as u64) as usize;
-            self.memory.read(offset + done, &mut buffer[..piece]).ok()?;
-            hasher.update(&buffer[..piece]);
-            done += piece as u64;
-        }
-        Some(hasher.finalize().into())
-    }
 }
 
 /// Per target slice: images being uploaded, and images complete but not yet made a boot
@@ -524,46 +444,5 @@ fn give_back(staging: &mut Staging, kernel: ImageBytes, initrd: Option<ImageByte
         if let Some(ImageBytes::Staged(image)) = image {
             staging.ready[kind.index()] = Some(image);
         }
-    }
-}
-
-/// The register page in the manager's address space. Reads of `EXECUTE` go to the node's
-/// [`Service`]: the page is a device of the manager slice, the requests are about the whole
-/// node.
-pub struct ControlPage {
-    node: ControlNode,
-}
-
-impl ControlPage {
-    pub fn new() -> Self {
-        Self { node: ControlNode }
-    }
-}
-
-impl MmioDevice for ControlPage {
-    fn node(&self) -> &dyn DeviceNode {
-        &self.node
-    }
-
-    fn access(
-        &self,
-        _ctx: &Context<'_>,
-        _region: usize,
-        offset: u64,
-        width: u8,
-        write: Option<u64>,
-    ) -> Option<u64> {
-        if write.is_some() {
-            return Some(0);
-        }
-        Some(match Register::decode(offset, width) {
-            Register::Id => ID,
-            Register::Version => VERSION,
-            Register::WindowSize => WINDOW_SIZE,
-            Register::Execute => SERVICE
-                .get()
-                .map_or(Status::UnknownOp as u64, |service| service.execute()),
-            Register::Unknown => 0,
-        })
     }
 }

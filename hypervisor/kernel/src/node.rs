@@ -9,8 +9,9 @@ use microvisor_logic::inventory::Conduit;
 use microvisor_logic::smmu::Event;
 
 use crate::console::OperatorConsole;
-use crate::control::{self, Control, Footprint};
+use crate::control::{Control, Footprint};
 use crate::devices::assigned::AssignedDevice;
+use crate::devices::control::Service;
 use crate::devices::pci::assigned_event;
 use crate::nvme::lpis::Lpis;
 use crate::slice::Ending;
@@ -76,7 +77,7 @@ impl SmmuEvents for Node {
 }
 
 /// The manager's requests act on the node's slices.
-impl control::Service for Node {
+impl Service for Node {
     fn execute(&self) -> u64 {
         match &self.control {
             Some(control) => control.execute(&self.slices, self.footprint),

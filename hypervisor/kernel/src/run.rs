@@ -7,7 +7,6 @@ use microvisor_arch::exceptions::{self, GuestFrame};
 use microvisor_arch::{cpu, virt};
 use spin::Once;
 
-use crate::control;
 use crate::irq;
 use crate::node::Node;
 use crate::output;
@@ -20,7 +19,7 @@ static NODE: Once<Node> = Once::new();
 pub fn publish(node: Node) -> &'static Node {
     let node = NODE.call_once(|| node);
     if node.control.is_some() {
-        control::serve(node);
+        crate::devices::control::serve(node);
     }
     node
 }

@@ -23,14 +23,14 @@ use microvisor_plan::size::HumanSize;
 use microvisor_plan::{GUEST_RAM_BASE, NodePci, PciAddress, PciFunction};
 
 use crate::console::OperatorConsole;
-use crate::control::{Control, Footprint, StagingPool};
+use crate::control::{Control, Footprint};
 use crate::devices::assigned::{self, AssignedDevice, Grant, MSI_IOVA};
 use crate::node::Node;
 use crate::nvme::lpis::Lpis;
 use crate::nvme::physical::{DeviceMemory, NvmeError};
 use crate::nvme::{self, DiskError, HardwareQueue, NodeDisk};
 use crate::pci::{self, Hierarchy};
-use crate::slice::{DiskGrant, Grants, Slice};
+use crate::slice::{DiskGrant, Grants, Slice, StagingPool};
 use crate::smmu::{DeviceStage2, NodeSmmu};
 use crate::{exits, hv, run as core_run};
 

@@ -4,6 +4,7 @@
 //! list a slice is built with.
 
 pub mod assigned;
+pub mod control;
 pub mod gic;
 pub mod gpio;
 pub mod pci;

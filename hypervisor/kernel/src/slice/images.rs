@@ -13,7 +13,7 @@ use microvisor_logic::guest_dt::{self, DeviceNode, GuestMachine};
 use microvisor_plan::layout::GUEST_RAM_BASE;
 use microvisor_plan::{Arm64Header, GuestLayout};
 
-use crate::control::{PoolImage, StagingPool};
+use super::staging::{PoolImage, StagingPool};
 
 /// An image of the plan, in the bundle.
 #[derive(Clone, Copy, Debug)]

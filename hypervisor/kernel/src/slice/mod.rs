@@ -5,6 +5,7 @@
 mod images;
 pub mod lifecycle;
 mod manage;
+mod staging;
 
 use alloc::format;
 use alloc::string::String;
@@ -26,9 +27,8 @@ use microvisor_plan::model::{CompiledPlan, OnFault, Role};
 use microvisor_plan::place::SlicePlacement;
 use spin::Mutex;
 
-use crate::control::ControlPage;
-use crate::control::StagingPool;
 use crate::devices::assigned::AssignedDevice;
+use crate::devices::control::ControlPage;
 use crate::devices::gic::GicRegisters;
 use crate::devices::gpio::Gpio;
 use crate::devices::pci::PciHost;
@@ -44,6 +44,7 @@ pub use images::{BootImages, FlashedImage, ImageBytes, ImageProblem, Machine, Un
 use lifecycle::Lifecycle;
 pub use lifecycle::{Attention, Ending, Next};
 pub use manage::{Job, Stats};
+pub use staging::{PoolImage, StagingPool};
 
 /// A slice's RAM as the hypervisor sees it, and its CPUs' stage-2 translation.
 pub struct SliceMemory {
