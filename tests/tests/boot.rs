@@ -57,12 +57,13 @@ fn default_node_boots_its_default_plan() {
     let mut s = s
         .all_healthy()
         .expect(partition_table(&[
-            "slice web cores 0-2 ram 0x100000000-0x140000000 (1 GiB) kernel linux",
+            "slice web cores 0-1 ram 0x100000000-0x140000000 (1 GiB) kernel linux",
             "slice web nvme blocks 0-8388607 (4 GiB) hardware queues 1-3",
             "slice db cores 5-7 ram 0xd0000000-0x100000000 (768 MiB) kernel linux",
             "slice db nvme blocks 8388608-14680063 (3 GiB) hardware queues 4-5",
-            "slice batch cores 3-4 ram 0xb0000000-0xd0000000 (512 MiB) kernel probe",
+            "slice batch cores 2-3 ram 0xb0000000-0xd0000000 (512 MiB) kernel probe",
             "slice batch nvme blocks 14680064-15728639 (512 MiB) hardware queues 6-6",
+            "slice manager cores 4 ram 0x98000000-0xb0000000 (384 MiB) kernel linux",
         ]))
         .expect(Expect::line(hv(&format!(
             r"^microvisor [^:]+: .*\b{cores} cores\b"
