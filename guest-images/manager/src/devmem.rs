@@ -12,8 +12,8 @@ use std::time::Duration;
 use crate::dt::{self, ControlNode};
 use crate::error::Error;
 use crate::protocol::{
-    self, ID, PAYLOAD_OFFSET, REQUEST_LEN, REQUEST_MAGIC, REQUEST_OFFSET, RESPONSE_LEN,
-    RESPONSE_OFFSET, RequestHeader, ResponseHeader, VERSION, reg,
+    ID, PAYLOAD_OFFSET, REQUEST_LEN, REQUEST_OFFSET, RESPONSE_LEN, RESPONSE_OFFSET, ResponseHeader,
+    VERSION, reg,
 };
 use crate::sys::{FileLock, Mapping};
 use crate::transport::{Request, Response, Transport, response_from};
@@ -195,24 +195,7 @@ impl Transport for DevMemTransport {
     }
 
     fn execute(&mut self, request: &Request<'_>) -> Result<Response, Error> {
-        let slice = protocol::encode_slice_name(request.slice)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        if request.payload.len() > self.capacity {
-            return Err(Error::InvalidArgument(format!(
-                "a payload of {} bytes (the window holds {})",
-                request.payload.len(),
-                self.capacity
-            )));
-        }
-        let header = RequestHeader {
-            magic: REQUEST_MAGIC,
-            op: request.op,
-            a0: request.a0,
-            a1: request.a1,
-            a2: request.a2,
-            length: request.payload.len() as u64,
-            slice,
-        };
+        let header = request.header(self.capacity)?;
         let _lock = FileLock::exclusive(&self.lock, LOCK_TIMEOUT)
             .map_err(|e| Error::Interface(format!("locking {LOCK_FILE}: {e}")))?;
         let bytes: [u8; REQUEST_LEN] = header.encode();

@@ -14,7 +14,6 @@ use crate::error::Error;
 use crate::protocol::{
     CONSOLE_END, ImageKind, MAX_CMDLINE, MAX_CONSOLE_WRITE, MAX_PAYLOAD, Op, REQUEST_LEN,
     REQUEST_MAGIC, RequestHeader, ResponseHeader, SHUTDOWN_TIMEOUT_MS, Status, boot_flags,
-    encode_slice_name,
 };
 use crate::transport::{Request, Response, Transport};
 
@@ -941,24 +940,7 @@ impl Transport for FakeHypervisor {
     /// Encodes the request into header bytes, runs [`FakeHypervisor::execute_raw`] and reads
     /// the answer back as the `/dev/mem` transport does.
     fn execute(&mut self, request: &Request<'_>) -> Result<Response, Error> {
-        let slice =
-            encode_slice_name(request.slice).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        if request.payload.len() > self.capacity {
-            return Err(Error::InvalidArgument(format!(
-                "a payload of {} bytes (the window holds {})",
-                request.payload.len(),
-                self.capacity
-            )));
-        }
-        let header = RequestHeader {
-            magic: REQUEST_MAGIC,
-            op: request.op,
-            a0: request.a0,
-            a1: request.a1,
-            a2: request.a2,
-            length: request.payload.len() as u64,
-            slice,
-        };
+        let header = request.header(self.capacity)?;
         let outcome = self.execute_raw(&header.encode(), request.payload);
         crate::transport::response_from(outcome.execute, outcome.response, self.capacity)
     }

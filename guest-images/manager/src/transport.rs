@@ -3,7 +3,7 @@
 //! (`crate::fake`, feature `fake`).
 
 use crate::error::Error;
-use crate::protocol::Op;
+use crate::protocol::{self, Op, REQUEST_MAGIC, RequestHeader};
 
 /// One request: the header's fields and the payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +44,28 @@ impl<'a> Request<'a> {
     pub fn payload(mut self, payload: &'a [u8]) -> Self {
         self.payload = payload;
         self
+    }
+
+    /// The request header every transport writes: the name encoded, the payload no longer
+    /// than `capacity` (the window's payload area).
+    pub fn header(&self, capacity: usize) -> Result<RequestHeader, Error> {
+        let slice = protocol::encode_slice_name(self.slice)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        if self.payload.len() > capacity {
+            return Err(Error::InvalidArgument(format!(
+                "a payload of {} bytes (the window holds {capacity})",
+                self.payload.len()
+            )));
+        }
+        Ok(RequestHeader {
+            magic: REQUEST_MAGIC,
+            op: self.op,
+            a0: self.a0,
+            a1: self.a1,
+            a2: self.a2,
+            length: self.payload.len() as u64,
+            slice,
+        })
     }
 }
 
