@@ -33,8 +33,10 @@ static HEAP: LockedHeap = LockedHeap::empty();
 const STAGE1_TABLES: usize = 32;
 /// Heap for everything but the per-core stacks.
 const HEAP_BASE: u64 = 1 << 20;
-/// Heap per core: its hypervisor stack plus bookkeeping.
-const HEAP_PER_CORE: u64 = smp::STACK_SIZE as u64 + 16 * 1024;
+/// Heap per core: its hypervisor stack, bookkeeping, and the console ring of the slice it may
+/// run (each slice has at least one core; the rings exist when the node has a manager).
+const HEAP_PER_CORE: u64 =
+    smp::STACK_SIZE as u64 + 16 * 1024 + microvisor_logic::control::CONSOLE_RING as u64;
 /// Alignment of the working memory.
 const WORKING_ALIGN: u64 = 64 * 1024;
 

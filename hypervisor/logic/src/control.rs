@@ -498,9 +498,11 @@ impl Default for ConsoleRing {
 }
 
 impl ConsoleRing {
+    /// A ring with all its memory taken now: it never allocates again, so the heap the
+    /// hypervisor uses does not grow as slices print.
     pub fn new() -> Self {
         Self {
-            bytes: Vec::new(),
+            bytes: Vec::with_capacity(CONSOLE_RING),
             end: 0,
         }
     }

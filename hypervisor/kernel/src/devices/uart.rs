@@ -61,17 +61,18 @@ pub struct Uart {
     /// The slice's name, the prefix of its console lines.
     slice: String,
     state: Mutex<State>,
-    /// Everything the guest printed, last bytes kept, across runs (docs/control.md).
-    ring: Mutex<ConsoleRing>,
+    /// Everything the guest printed, last bytes kept, across runs, when the node has a
+    /// manager to read it (docs/control.md).
+    ring: Option<Mutex<ConsoleRing>>,
 }
 
 impl Uart {
-    pub fn new(slice: &str) -> Self {
+    pub fn new(slice: &str, ring: bool) -> Self {
         Self {
             node: Pl011Node,
             slice: slice.into(),
             state: Mutex::new(State::new()),
-            ring: Mutex::new(ConsoleRing::new()),
+            ring: ring.then(|| Mutex::new(ConsoleRing::new())),
         }
     }
 
@@ -89,7 +90,10 @@ impl Uart {
 
     /// Up to `max` bytes of output from `cursor` (see [`ConsoleRing::read`]).
     pub fn console_read(&self, cursor: u64, max: usize) -> (u64, Vec<u8>) {
-        self.ring.lock().read(cursor, max)
+        match &self.ring {
+            Some(ring) => ring.lock().read(cursor, max),
+            None => (cursor, Vec::new()),
+        }
     }
 
     /// A byte typed on the node console while this slice has the focus.
@@ -120,7 +124,9 @@ impl MmioDevice for Uart {
         let value = match write {
             Some(value) => {
                 if let Some(byte) = state.device.write(offset, value as u32) {
-                    self.ring.lock().push(byte);
+                    if let Some(ring) = &self.ring {
+                        ring.lock().push(byte);
+                    }
                     if let Some(line) = state.line.push(byte) {
                         output::slice_line(&self.slice, line);
                     }

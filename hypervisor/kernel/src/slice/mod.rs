@@ -179,7 +179,7 @@ impl Slice {
 
         // The devices: the console UART, the GPIO controller with the power key, the PCI host
         // with the NVMe share and assigned functions, the vGIC's frames.
-        let uart = Arc::new(Uart::new(&name));
+        let uart = Arc::new(Uart::new(&name, pool.is_some()));
         let gpio = Arc::new(Gpio::new());
         let disk = match disk {
             Some(grant) => Some(Arc::new(
