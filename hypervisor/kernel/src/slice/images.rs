@@ -106,6 +106,15 @@ pub enum ImageProblem {
     TooLarge(String),
 }
 
+impl ImageProblem {
+    /// What is wrong, as one line.
+    pub fn message(self) -> String {
+        match self {
+            ImageProblem::NotAKernel(why) | ImageProblem::TooLarge(why) => why,
+        }
+    }
+}
+
 /// A boot source that could not be made, with the images it was given.
 #[derive(Debug)]
 pub struct Unusable {

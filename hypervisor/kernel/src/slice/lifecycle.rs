@@ -50,6 +50,23 @@ pub enum Ending {
     Manager(ManagerAction),
 }
 
+impl Ending {
+    /// Why the run ended, as the node console (`[hv] slice <name> stopped: <reason>`) and the
+    /// manager's status (`last_stop`) say it.
+    pub fn reason(&self) -> String {
+        match self {
+            Ending::PowerOff => "powered off (PSCI SYSTEM_OFF)".into(),
+            Ending::Reset => "PSCI SYSTEM_RESET".into(),
+            Ending::Fault(reason) => reason.clone(),
+            Ending::Manager(ManagerAction::Off) => "forced off by the manager".into(),
+            Ending::Manager(ManagerAction::Restart) => "forced restart by the manager".into(),
+            Ending::Manager(ManagerAction::ShutdownTimedOut { ms }) => {
+                format!("not off {ms} ms after the power key, forced off by the manager")
+            }
+        }
+    }
+}
+
 /// What the manager asked of a running slice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ManagerAction {
@@ -214,47 +231,19 @@ impl Slice {
         let stopped = self.stop_other_vcpus();
         let quiet = self.devices.quiesce(&self.context());
 
-        let restart = match &ending {
-            Ending::Reset => {
-                output::hv(format_args!(
-                    "slice {} restarted: PSCI SYSTEM_RESET",
-                    self.name
-                ));
-                true
-            }
-            Ending::PowerOff => {
-                output::hv(format_args!(
-                    "slice {} stopped: powered off (PSCI SYSTEM_OFF)",
-                    self.name
-                ));
-                false
-            }
-            Ending::Fault(reason) => {
-                output::hv(format_args!("slice {} stopped: {}", self.name, reason));
-                self.on_fault == OnFault::Restart
-            }
-            Ending::Manager(ManagerAction::Off) => {
-                output::hv(format_args!(
-                    "slice {} stopped: forced off by the manager",
-                    self.name
-                ));
-                false
-            }
-            Ending::Manager(ManagerAction::Restart) => {
-                output::hv(format_args!(
-                    "slice {} restarted: forced restart by the manager",
-                    self.name
-                ));
-                true
-            }
-            Ending::Manager(ManagerAction::ShutdownTimedOut { ms }) => {
-                output::hv(format_args!(
-                    "slice {} stopped: not off {ms} ms after the power key, forced off by the manager",
-                    self.name
-                ));
-                false
-            }
-        };
+        // The ending itself restarts the slice (a reset), or on-fault = "restart" does.
+        let restarted = matches!(
+            ending,
+            Ending::Reset | Ending::Manager(ManagerAction::Restart)
+        );
+        let restart =
+            restarted || (matches!(ending, Ending::Fault(_)) && self.on_fault == OnFault::Restart);
+        let verb = if restarted { "restarted" } else { "stopped" };
+        output::hv(format_args!(
+            "slice {} {verb}: {}",
+            self.name,
+            ending.reason()
+        ));
         self.shutdown_deadline.store(0, Ordering::Relaxed);
         self.stats.lock().ended(&ending);
         self.report_exits();

@@ -47,16 +47,7 @@ impl Stats {
     }
 
     pub fn ended(&mut self, ending: &Ending) {
-        self.last_stop = Some(match ending {
-            Ending::PowerOff => "powered off (PSCI SYSTEM_OFF)".into(),
-            Ending::Reset => "restarted (PSCI SYSTEM_RESET)".into(),
-            Ending::Fault(reason) => format!("fault: {reason}"),
-            Ending::Manager(ManagerAction::Off) => "forced off by the manager".into(),
-            Ending::Manager(ManagerAction::Restart) => "forced restart by the manager".into(),
-            Ending::Manager(ManagerAction::ShutdownTimedOut { ms }) => {
-                format!("not off {ms} ms after the power key, forced off by the manager")
-            }
-        });
+        self.last_stop = Some(ending.reason());
     }
 }
 
@@ -287,7 +278,7 @@ impl Slice {
             self.flashed.cmdline.clone(),
             false,
         )
-        .map_err(|unusable| format!("{:?}", unusable.why))
+        .map_err(|unusable| unusable.why.message())
     }
 
     /// The flashed initrd and command line (what `BOOT` keeps unless told otherwise).

@@ -238,9 +238,7 @@ impl Slice {
             false,
             None,
         )
-        .map_err(|unusable| match unusable.why {
-            ImageProblem::NotAKernel(why) | ImageProblem::TooLarge(why) => fail(why),
-        })?;
+        .map_err(|unusable| fail(unusable.why.message()))?;
         drop(nodes);
 
         Ok(Slice {
