@@ -64,8 +64,14 @@ early_vector:
 4:  wfi
     b       4b
 
+// The boot stack, above a guard page the EL2 map leaves unmapped: an overflow faults into the
+// early vectors (or, once the kernel's are installed, its fatal report) instead of writing
+// over the data below.
     .section .data.boot_stack, "aw"
-    .balign 16
+    .balign 4096
+    .global boot_stack_guard
+boot_stack_guard:
+    .space  4096
     .global boot_stack_bottom
 boot_stack_bottom:
     .space  32768

@@ -1,6 +1,7 @@
 //! The EL2 image (docs/architecture.md, "Boot"): arm64 Image header and self-relocation (`entry.S`), then, with
 //! the MMU still off, the firmware device tree is read, the hypervisor's working memory is
-//! placed, its identity map is built and the MMU and caches go on. The heap, the console,
+//! placed, its identity map is built (every core's stack above an unmapped guard page) and the
+//! MMU and caches go on. The heap, the console,
 //! the GIC distributor and the RAM registry are set up, and the kernel takes over. Until the
 //! kernel's console exists, every failure is reported by [`early`].
 #![no_std]
@@ -20,9 +21,10 @@ use microvisor_arch::uart::PhysicalUart;
 use microvisor_arch::{cache, cpu, gic, smp};
 use microvisor_kernel::{BootInfo, output, primary_main};
 use microvisor_logic::dtb;
-use microvisor_logic::inventory::{Inventory, MAX_RESERVED, Region, Salvage};
+use microvisor_logic::inventory::{Inventory, MAX_CPUS, MAX_RESERVED, Region, Salvage};
 use microvisor_logic::memory_map::place_working_memory;
 use microvisor_logic::pagetable::{Attributes, MapError, PAGE_SIZE, Regime, Translation};
+use microvisor_logic::stacks::{StackLayout, without_holes};
 
 core::arch::global_asm!(include_str!("entry.S"));
 
@@ -31,34 +33,36 @@ static HEAP: LockedHeap = LockedHeap::empty();
 
 /// Translation tables for the hypervisor's own map, at the start of its working memory.
 const STAGE1_TABLES: usize = 32;
-/// Heap for everything but the per-core stacks.
+/// Heap for everything but what grows with the cores.
 const HEAP_BASE: u64 = 1 << 20;
-/// Heap per core: its hypervisor stack, bookkeeping, and the console ring of the slice it may
-/// run (each slice has at least one core; the rings exist when the node has a manager).
-const HEAP_PER_CORE: u64 =
-    smp::STACK_SIZE as u64 + 16 * 1024 + microvisor_logic::control::CONSOLE_RING as u64;
+/// Heap per core: bookkeeping, and the console ring of the slice it may run (each slice has at
+/// least one core; the rings exist when the node has a manager). Stacks are beside the heap.
+const HEAP_PER_CORE: u64 = 16 * 1024 + microvisor_logic::control::CONSOLE_RING as u64;
 /// Alignment of the working memory.
 const WORKING_ALIGN: u64 = 64 * 1024;
 
 unsafe extern "C" {
     static __image_end: u8;
-    static boot_stack_top: u8;
+    static boot_stack_guard: u8;
 }
 
 /// Offset of the header's `image_size` field.
 const IMAGE_SIZE_OFFSET: u64 = 16;
+/// Offset of the header's reserved u64 @40 (`microvisor_plan::image::TEST_MARK_OFFSET`).
+const TEST_MARK_OFFSET: usize = 40;
 
 #[unsafe(no_mangle)]
 extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     early::image_at(image_base);
-    // SAFETY: the loader placed the whole image at `image_base`; the header's first 24 bytes
+    // SAFETY: the loader placed the whole image at `image_base`; the header's first 48 bytes
     // are part of it and never written.
-    let header = unsafe { static_bytes(image_base, 24) };
+    let header = unsafe { static_bytes(image_base, 48) };
     let image_size = u64::from_le_bytes(
         header[IMAGE_SIZE_OFFSET as usize..][..8]
             .try_into()
             .unwrap_or([0; 8]),
     );
+    let test_mark: [u8; 8] = header[TEST_MARK_OFFSET..][..8].try_into().unwrap_or([0; 8]);
     let hypervisor_end = core::ptr::addr_of!(__image_end) as u64;
     let hypervisor_size = hypervisor_end - image_base;
     let image = Region::new(image_base, image_size.max(hypervisor_size));
@@ -88,6 +92,7 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
 
     let heap_size = HEAP_BASE + HEAP_PER_CORE * inventory.cpus.len() as u64;
     let tables_size = STAGE1_TABLES as u64 * PAGE_SIZE;
+    let stacks_size = StackLayout::size_for(inventory.cpus.len());
     let mut avoid: heapless::Vec<Region, { MAX_RESERVED + 2 }> = heapless::Vec::new();
     let _ = avoid.push(image);
     let _ = avoid.push(Region::new(dtb_address, dtb_size as u64));
@@ -96,21 +101,31 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
         &inventory.ram,
         &avoid,
         image.end(),
-        tables_size + heap_size,
+        tables_size + stacks_size + heap_size,
         WORKING_ALIGN,
     ) else {
         early::fail(format_args!(
             "no room in RAM for the hypervisor's working memory ({} KiB beside the image, the \
              device tree and {} reserved ranges)",
-            (tables_size + heap_size) >> 10,
+            (tables_size + stacks_size + heap_size) >> 10,
             inventory.reserved.len()
         ))
     };
 
+    // Working memory: the stage-1 tables, every core's stacks, the heap.
+    let Some(stacks) = StackLayout::new(working.base + tables_size, inventory.cpus.len()) else {
+        early::fail(format_args!(
+            "hypervisor stacks: no layout for {} cores at {:#x}",
+            inventory.cpus.len(),
+            working.base + tables_size
+        ))
+    };
+    // The boot stack (`entry.S`) has its own guard page, below it in the image.
+    let boot_guard = Region::new(core::ptr::addr_of!(boot_stack_guard) as u64, PAGE_SIZE);
     // SAFETY: `working` is RAM that nothing else uses (it avoids the image, the device tree
     // and reserved memory), and the MMU is off, so physical addresses are accessed directly.
     let pool = unsafe { RawTablePool::new(working.base, STAGE1_TABLES) };
-    let root = match identity_map(pool, &inventory) {
+    let root = match identity_map(pool, &inventory, &stacks, boot_guard) {
         Ok(root) => root,
         Err(e) => early::fail(format_args!("hypervisor page tables: {e:?}")),
     };
@@ -125,7 +140,7 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     // SAFETY: `identity_map` covered all RAM (code, stack, data, tables) and the devices used.
     unsafe { mmu::enable(root) };
 
-    let heap = Region::new(working.base + tables_size, heap_size);
+    let heap = Region::new(stacks.region().end(), heap_size);
     // SAFETY: the heap range is part of the working memory, used by nothing else.
     unsafe { HEAP.lock().init(heap.base as *mut u8, heap.size as usize) };
     // SAFETY: the identity map covers every RAM bank as Normal memory; from here on RAM is
@@ -170,7 +185,9 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
         .filter(|s| s.registers.size >= 0x2_0000)
         .map(|s| unsafe { SmmuFrames::new(s.registers.base) });
     cpu::set_core_index(boot_core);
-    smp::set_boot_stack(boot_core, core::ptr::addr_of!(boot_stack_top) as u64);
+    // SAFETY: the stacks lie in the working memory, used for nothing else; `identity_map`
+    // mapped them and left their guard pages out.
+    unsafe { smp::use_stacks(stacks) };
 
     // SAFETY: the bundle is the rest of the loaded image, claimed above and never written.
     let bundle = unsafe { static_bytes(hypervisor_end, (image.end() - hypervisor_end) as usize) };
@@ -182,6 +199,9 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
         bundle,
         working_memory: working,
         stage1_bytes: tables_size,
+        stacks,
+        boot_guard,
+        test_mark,
         heap_used: || HEAP.lock().used(),
         pci,
         its,
@@ -224,12 +244,25 @@ fn firmware_tree(address: u64) -> (&'static [u8], usize) {
     (unsafe { static_bytes(address, size) }, size)
 }
 
-/// The hypervisor's EL2 map: every RAM bank as Normal memory, the devices it drives as
-/// Device memory, at their physical addresses.
-fn identity_map(pool: RawTablePool, inventory: &Inventory) -> Result<u64, MapError> {
+/// The hypervisor's EL2 map: every RAM bank as Normal memory but the guard pages below the
+/// stacks (`boot_guard` and those of `stacks`), the devices it drives as Device memory, at
+/// their physical addresses.
+fn identity_map(
+    pool: RawTablePool,
+    inventory: &Inventory,
+    stacks: &StackLayout,
+    boot_guard: Region,
+) -> Result<u64, MapError> {
     let mut map = Translation::new(Regime::El2Stage1, pool)?;
+    let mut guards: heapless::Vec<Region, { MAX_CPUS + 1 }> = heapless::Vec::new();
+    for guard in core::iter::once(boot_guard).chain(stacks.guards()) {
+        guards.push(guard).map_err(|_| MapError::BadRange)?;
+    }
+    guards.sort_unstable_by_key(|g| g.base);
     for bank in &inventory.ram {
-        map.map(bank.base, bank.base, bank.size, Attributes::RAM)?;
+        for piece in without_holes(*bank, guards.iter().copied()) {
+            map.map(piece.base, piece.base, piece.size, Attributes::RAM)?;
+        }
     }
     let gic = &inventory.gic;
     let pcie = inventory.pcie.as_ref();

@@ -10,16 +10,24 @@
 //! concluded twice or unverified. `NOT-CONTAINED` itself is left to
 //! [`Expect::always_forbidden`](crate::Expect::always_forbidden).
 
+use microvisor_probe::cmdline::Attack;
+
 use crate::console::{Line, Source};
 
-/// The attacks `attack=` words ask for, in order (several words accumulate, as in the probe).
+/// The attacks `attack=` words ask for, in order (several words accumulate, as in the probe);
+/// a group name (`sysregs`, `aborts`, `calls`, `races`, `sweeps`) stands for its members, as
+/// the probe expands it (`microvisor_probe::cmdline::Attack::group`). Other names are kept as
+/// written, so a misspelt one is reported as never attempted.
 pub fn requested_attacks(cmdline: &str) -> Vec<String> {
     cmdline
         .split_whitespace()
         .filter_map(|word| word.strip_prefix("attack="))
         .flat_map(|list| list.split(','))
         .filter(|name| !name.is_empty())
-        .map(str::to_string)
+        .flat_map(|name| match Attack::group(name.as_bytes()) {
+            Some(group) => group.map(|a| a.name().to_string()).collect(),
+            None => vec![name.to_string()],
+        })
         .collect()
 }
 
@@ -248,6 +256,16 @@ mod tests {
             requested_attacks("attack=mmio attack=mmio"),
             names(&["mmio", "mmio"])
         );
+    }
+
+    #[test]
+    fn groups_expand_as_in_the_probe_and_unknown_names_stay() {
+        let calls = requested_attacks("attack=mmio,calls,rowhammer");
+        assert_eq!(calls[0], "mmio");
+        assert_eq!(calls[1], "call-psci-migrate");
+        assert_eq!(calls[calls.len() - 1], "rowhammer");
+        assert_eq!(calls.len(), 2 + microvisor_probe::sweep::CALLS.len());
+        assert!(requested_attacks("attack=sweeps").len() >= 100);
     }
 
     #[test]

@@ -88,6 +88,15 @@ impl Built {
     }
 }
 
+/// Writes `microvisor_plan::image::STACK_OVERFLOW_TEST` into the hypervisor image's header
+/// (`Tamper::StackOverflow`).
+pub fn mark_stack_overflow_test(path: &Path) {
+    use microvisor_plan::image::{STACK_OVERFLOW_TEST, TEST_MARK_OFFSET};
+    let mut bytes = std::fs::read(path).expect("reading the image to mark");
+    bytes[TEST_MARK_OFFSET..][..8].copy_from_slice(&STACK_OVERFLOW_TEST);
+    std::fs::write(path, &bytes).expect("writing the marked image");
+}
+
 /// Flips one byte in the middle of bundle image `index` of the image file at `path`, so its
 /// SHA-256 no longer matches. Returns the label of the image corrupted.
 pub fn corrupt_bundled_image(path: &Path, index: usize) -> String {

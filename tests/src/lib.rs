@@ -37,7 +37,7 @@ pub use input::{
     EXIT_COUNTERS, Input, POWER_KEY, Step, echo_of, focus, focused, run_step, shell_line,
     shell_pieces, shell_ready, shell_script, shell_steps,
 };
-pub use plans::{linux_slice, plan, probe_slice, with_device, with_nvme};
+pub use plans::{firmware_slice, linux_slice, plan, probe_slice, with_device, with_nvme};
 pub use scenario::{
     BootPath, NATIVE_SLICE, NodeSpec, QEMU_NVME_QUEUES, Scenario, Tamper, linux_reserved_allowance,
 };

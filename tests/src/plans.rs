@@ -14,6 +14,14 @@ pub fn probe_slice(name: &str, cores: &str, memory: &str, extra: &str) -> String
     text
 }
 
+/// One `[[slice]]` booting firmware (`kernel = "firmware"`: Debian's U-Boot), which boots
+/// what is installed on its NVMe share (add one with [`with_nvme`]).
+pub fn firmware_slice(name: &str, cores: &str, memory: &str) -> String {
+    format!(
+        "[[slice]]\nname = \"{name}\"\ncores = {cores}\nmemory = \"{memory}\"\nkernel = \"firmware\"\n\n"
+    )
+}
+
 /// One `[[slice]]` of the built-in Linux guest (Debian's cloud kernel and the generated
 /// initramfs); `cmdline` is appended to its defaults (e.g. `microvisor.heartbeat=1000`), and may
 /// be empty.

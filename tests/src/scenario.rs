@@ -38,7 +38,7 @@ use crate::attack_lines::requested_attacks;
 use crate::expect::{Expect, Pattern, any_slice, hv, lit};
 use crate::firmware_dt::{self, FirmwareTree};
 use crate::host_get::{HOST_GET_TIMEOUT, HostGet, PortGet};
-use crate::images::{built, corrupt_bundled_image};
+use crate::images::{built, corrupt_bundled_image, mark_stack_overflow_test};
 use crate::input::Input;
 use crate::runner::{Outcome, Run, run};
 
@@ -74,6 +74,10 @@ pub enum BootPath {
 pub enum Tamper {
     /// Flip one byte inside bundle image `index` (its SHA-256 no longer matches).
     CorruptImage { index: usize },
+    /// Mark the image header (`microvisor_plan::image::STACK_OVERFLOW_TEST`) so that the boot
+    /// core overflows its hypervisor stack on purpose once the slices run. Lifts the rule
+    /// against `[hv] FATAL` lines: the scenario expects one.
+    StackOverflow,
 }
 
 /// Name of the slice a natively booted probe reports.
@@ -248,6 +252,10 @@ impl Scenario {
     }
 
     pub fn tamper(mut self, tamper: Tamper) -> Scenario {
+        if let Tamper::StackOverflow = tamper {
+            self.expects
+                .retain(|e| !matches!(e, Expect::Never(p) if p.regex.as_str() == r"\[hv\] FATAL"));
+        }
         self.tamper = Some(tamper);
         self
     }
@@ -432,6 +440,7 @@ impl Scenario {
             let kernel = match &s.kernel {
                 ImageSource::BuiltIn(BuiltIn::Linux) => "linux$",
                 ImageSource::BuiltIn(BuiltIn::Probe) => "probe$",
+                ImageSource::BuiltIn(BuiltIn::Firmware) => "u-boot$",
                 ImageSource::Path(_) => "",
             };
             self.expects.push(Expect::line(hv(&format!(
@@ -583,8 +592,12 @@ impl Scenario {
                 }
             }
         };
-        if let Some(Tamper::CorruptImage { index }) = self.tamper {
-            corrupt_bundled_image(&image, index);
+        match self.tamper {
+            Some(Tamper::CorruptImage { index }) => {
+                corrupt_bundled_image(&image, index);
+            }
+            Some(Tamper::StackOverflow) => mark_stack_overflow_test(&image),
+            None => {}
         }
         if !self.keep_disk {
             for index in 0..node.disks.len() {

@@ -2,7 +2,9 @@
 //! slice sees exactly its planned vCPUs (all brought online through PSCI CPU_ON) and RAM; the
 //! node console switches between slices; `reboot` and `poweroff` inside one slice restart or
 //! stop that slice alone; a slice busy on all its CPUs does not slow its neighbour down; the
-//! power key (a rising edge on line 3 of the slice's PL061) powers a Linux slice off.
+//! power key (a rising edge on line 3 of the slice's PL061) powers a Linux slice off; a process
+//! reading an address its slice does not have through `/dev/mem` gets SIGBUS from the
+//! synchronous external abort, and the slice runs on.
 //!
 //! A Linux boot takes 8-15 s under the microvisor with TCG, so each scenario checks several
 //! things on one node.
@@ -38,8 +40,12 @@ fn linux_slices_of_different_shapes_boot_side_by_side_and_share_the_console() {
     // list/384 MiB) and a probe, booting concurrently on 7 of 8 cores. all_healthy(): each
     // reports exactly its planned cpus (all online), mpidrs 0..n-1, DT memory_bytes and a
     // consistent MemTotal. The probe tries to start CPUs outside its slice and to send SGIs
-    // outside it while the Linux slices boot.
+    // outside it while the Linux slices boot. In slice one, busybox `devmem` reads the PL031
+    // address (which no slice has) through /dev/mem: the hypervisor delivers a synchronous
+    // external abort, Linux turns it into SIGBUS for that process (exit status 128 + 7), and
+    // the shell carries on.
     let (to_one, one_answer) = echo_product("one", 2, 3);
+    let devmem = shell_line("devmem 0x9010000;echo bus-$?");
     let (to_two, two_answer) = echo_product("two", 6, 7);
     let s = Scenario::new("linux_shapes_console")
         .inline_node(8, 2 << 30)
@@ -65,12 +71,18 @@ fn linux_slices_of_different_shapes_boot_side_by_side_and_share_the_console() {
         // Console: slice 1 has the input at boot; Ctrl-A 2 moves it to slice 2, and says so.
         // What is typed reaches the focused slice's shell and no other.
         .input(Input::after(shell_ready("one"), &to_one))
+        .input(Input::after(slice("one", &lit(&one_answer)), &devmem))
+        .input(Input::wait(slice("one", "^bus-[0-9]+$")))
         .input(Input::after(shell_ready("two"), &focus(2)))
         .input(Input::after_next(focused("two", 2), &to_two))
         .input(Input::wait(shell_ready("three")))
         .input(Input::after(slice("two", &lit(&two_answer)), EXIT_COUNTERS))
         .expect(Expect::Sequence(vec![focused("one", 1), focused("two", 2)]))
         .expect(Expect::line(slice("one", &lit(&one_answer))))
+        .expect(Expect::Sequence(vec![
+            hv("^slice one: synchronous external abort delivered: read at IPA 0x9010000 outside its RAM and devices"),
+            slice("one", "^bus-135$"),
+        ]))
         .expect(Expect::line(slice("two", &lit(&two_answer))))
         .expect(Expect::Never(slice("two", &lit(&one_answer))))
         .expect(Expect::Never(slice("three", &lit(&one_answer))))

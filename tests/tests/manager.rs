@@ -160,7 +160,8 @@ fn manager_runs_every_other_slice() {
         // The intruder's request is an access to an address its slice does not have.
         .expect(Expect::Sequence(vec![
             slice("intruder", "^ATTACK control-call attempting write64 0xa200000"),
-            hv("^slice intruder stopped: write at IPA 0xa200000 outside its RAM and devices"),
+            hv("^slice intruder: synchronous external abort delivered: write at IPA 0xa200000 outside its RAM and devices"),
+            slice("intruder", "^ATTACK control-call contained write64 0xa200000 fault data-abort"),
         ]))
         // The bystander never notices.
         .expect(Expect::HeartbeatsAfter {

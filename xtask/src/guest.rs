@@ -78,9 +78,10 @@ impl<'a> Resolver<'a> {
         let image = match source {
             ImageSource::BuiltIn(BuiltIn::Probe) => self.probe()?,
             ImageSource::BuiltIn(BuiltIn::Linux) => self.linux(slice, kernel)?,
+            ImageSource::BuiltIn(BuiltIn::Firmware) => firmware(slice)?,
             ImageSource::Path(path) => self.file(slice, field, path)?,
         };
-        if kernel {
+        if kernel && *source != ImageSource::BuiltIn(BuiltIn::Firmware) {
             Arm64Header::parse(&image.bytes)
                 .map_err(|e| plan_error(PlanError::slice(slice, field, Problem::BadImage(e))))?;
         }
@@ -175,6 +176,24 @@ pub fn unpack_kernel(raw: Vec<u8>) -> Result<Vec<u8>> {
         return Ok(flat::elf_to_flat(&raw)?.bytes);
     }
     Ok(raw)
+}
+
+/// `kernel = "firmware"`: Debian's U-Boot for QEMU `virt` (`u-boot-qemu`), as installed by
+/// `cargo xtask setup` from the Debian archive (dpkg checked it against the archive's
+/// checksums). Started as firmware, so it needs no arm64 Image header.
+fn firmware(slice: &str) -> Result<GuestImage> {
+    let path = Path::new(crate::setup::UBOOT_BIN);
+    let bytes = std::fs::read(path).map_err(|e| {
+        anyhow!(
+            "slice \"{slice}\": kernel: \"firmware\" is Debian's U-Boot, {}: {e} (run `cargo xtask setup` as root, or `apt-get install u-boot-qemu`)",
+            path.display()
+        )
+    })?;
+    Ok(GuestImage {
+        label: "u-boot".into(),
+        bytes,
+        default_cmdline: "",
+    })
 }
 
 #[cfg(test)]

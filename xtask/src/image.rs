@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, ensure};
 use microvisor_plan::bundle::BundleWriter;
 use microvisor_plan::{
-    Arm64Header, BuiltIn, Bundle, CompiledPlan, Field, GuestLayout, HumanSize, ImageSource, Plan,
+    Arm64Header, BootProtocol, BuiltIn, Bundle, CompiledPlan, Field, GuestLayout, HumanSize,
+    ImageSource, Plan,
 };
 
 use crate::build::Artifacts;
@@ -105,6 +106,11 @@ pub fn compile_with(text: &str, mut resolver: Resolver<'_>) -> Result<(CompiledP
     })?;
     for (slice, source) in compiled.slices.iter().zip(&plan.slices) {
         let kernel = resolver.resolve(&slice.name, Field::Kernel, &source.kernel)?;
+        if slice.boot == BootProtocol::Firmware {
+            GuestLayout::firmware(slice.memory, kernel.bytes.len() as u64)
+                .map_err(|e| plan_error(e.with_slice(slice.name.as_str())))?;
+            continue;
+        }
         let header = Arm64Header::parse(&kernel.bytes).expect("checked by the resolver");
         let initrd_len = match &source.initrd {
             Some(initrd) => Some(

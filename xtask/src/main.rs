@@ -18,11 +18,13 @@ enum Command {
     Bench(cmd::bench::Args),
     Setup(cmd::setup::Args),
     Build(cmd::build::Args),
+    Fuzz(cmd::fuzz::Args),
     Image(cmd::image::Args),
     Linux(cmd::linux::Args),
     Plan(cmd::plan::Args),
     Qemu(cmd::qemu::Args),
     Run(cmd::run::Args),
+    Soak(cmd::soak::Args),
     Test(cmd::test::Args),
 }
 
@@ -32,11 +34,13 @@ fn main() -> ExitCode {
         Command::Bench(args) => cmd::bench::run(args),
         Command::Setup(args) => cmd::setup::run(args),
         Command::Build(args) => cmd::build::run(args),
+        Command::Fuzz(args) => cmd::fuzz::run(args),
         Command::Image(args) => cmd::image::run(args),
         Command::Linux(args) => cmd::linux::run(args),
         Command::Plan(args) => cmd::plan::run(args),
         Command::Qemu(args) => cmd::qemu::run(args),
         Command::Run(args) => cmd::run::run(args),
+        Command::Soak(args) => cmd::soak::run(args),
         Command::Test(args) => cmd::test::run(args),
     };
     match result {

@@ -5,9 +5,10 @@
 //! | key | value | default |
 //! |---|---|---|
 //! | `heartbeat` | milliseconds between `HEARTBEAT` lines, 0 = none | 1000 |
-//! | `attack` | comma-separated attack names, run in order (repeatable) | none |
+//! | `attack` | comma-separated attack names or groups ([`GROUPS`]), run in order (repeatable; at most [`MAX_ATTACKS`]) | none |
 //! | `target` | hex IPA for `read-addr`, `write-addr`, `mmio` | per attack |
 //! | `reset-after` | PSCI SYSTEM_RESET after heartbeat n | never |
+//! | `flood` | `1`: instead of heartbeats, print `FLOOD <n>` lines without pause, forever | 0 |
 //! | `off-after` | PSCI SYSTEM_OFF after heartbeat n | never |
 //! | `reset-timer-pending` | `1`: `reset-after`'s SYSTEM_RESET is made with the virtual timer's interrupt fired and injected but not taken (IRQs masked) | 0 |
 //! | `nvme` | `0` skips the NVMe driver entirely | 1 |
@@ -26,10 +27,11 @@ use core::fmt;
 
 use crate::bench::{Bench, DEFAULT_WORKLOAD_MIB, MAX_BENCHES};
 use crate::secret::SecretMode;
+use crate::sweep::{ABORTS, CALLS, EL0, GIC_MMIO, PCI_SWEEP, SYSREGS};
 use crate::text::Text;
 
-/// Most attacks one command line can ask for.
-pub const MAX_ATTACKS: usize = 32;
+/// Most attacks one command line can ask for (groups count with their members).
+pub const MAX_ATTACKS: usize = 256;
 /// Most command-line problems kept for reporting.
 pub const MAX_PROBLEMS: usize = 8;
 /// Heartbeat period when the command line does not set one.
@@ -104,11 +106,69 @@ pub enum Attack {
     /// A control-interface request (docs/control.md) from a slice that is not the manager:
     /// a request header written to the data window, then a read of `EXECUTE`.
     ControlCall,
+    /// The EL1 physical timer is the slice's own: CVAL reads back, the timer fires (ISTATUS).
+    CntpOwn,
+    /// Another vCPU rewrites the trapping instruction (IMPLEMENTATION DEFINED MRS/MSR) while
+    /// this one executes it.
+    RaceInsnFlip,
+    /// Another vCPU flips the trapping instruction between a load past RAM and an
+    /// IMPLEMENTATION DEFINED MRS while this one executes it.
+    RaceInsnKind,
+    /// Two vCPUs take external aborts past RAM at the same time.
+    RaceAborts,
+    /// Two vCPUs write the distributor's registers of SPIs the slice does not own at once.
+    RaceGicd,
+    /// One vCPU broadcasts SGIs while the other traps on system registers.
+    RaceSgiStorm,
+    /// One vCPU writes the NVMe doorbells of queues that do not exist while the other reads
+    /// and checks data on its I/O queue 1.
+    RaceNvmeDoorbell,
+    /// A system register access of the sweep (`crate::sweep::SYSREGS[case]`).
+    Sysreg {
+        /// Index in `SYSREGS`.
+        case: u8,
+        /// MSR (else MRS).
+        write: bool,
+    },
+    /// An access that must take an external abort (`crate::sweep::ABORTS[i]`).
+    Abort(u8),
+    /// An SMCCC call that must be refused (`crate::sweep::CALLS[i]`).
+    Call(u8),
+    /// An access or instruction from EL0 (`crate::sweep::EL0[i]`).
+    El0(u8),
+    /// A GIC register the slice must not be able to use (`crate::sweep::GIC_MMIO[i]`).
+    GicMmio(u8),
+    /// A configuration access to a PCI function the slice does not own
+    /// (`crate::sweep::PCI_SWEEP[i]`).
+    Pci(u8),
+    /// Both EL1 timers, virtual and physical, deliver their interrupt (functional check).
+    Timers,
 }
+
+/// Names on the command line that stand for several attacks.
+pub const GROUPS: [(&str, &str); 8] = [
+    (
+        "sysregs",
+        "every system register attack (sysreg-*), read and write",
+    ),
+    ("aborts", "every external-abort attack (abort-*)"),
+    ("calls", "every swept SMCCC call (call-*)"),
+    ("races", "the timing attacks (race-*) and cntp-own"),
+    ("el0", "every attack from EL0 (el0-*)"),
+    (
+        "gic-mmio",
+        "reserved and forbidden GIC registers (gicd-*, gicr-*)",
+    ),
+    ("sweeps", "sysregs, aborts, calls, el0, gic-mmio and races"),
+    (
+        "pci",
+        "PCI functions the slice does not own (pci-*; needs a PCI host bridge)",
+    ),
+];
 
 impl Attack {
     /// Every attack, in documentation order.
-    pub const ALL: [Attack; 32] = [
+    pub const ALL: [Attack; 40] = [
         Attack::ReadPastRam,
         Attack::WritePastRam,
         Attack::ReadAddr,
@@ -141,7 +201,81 @@ impl Attack {
         Attack::NetHiddenCaps,
         Attack::NetResetDma,
         Attack::ControlCall,
+        Attack::CntpOwn,
+        Attack::RaceInsnFlip,
+        Attack::RaceInsnKind,
+        Attack::RaceAborts,
+        Attack::RaceGicd,
+        Attack::RaceSgiStorm,
+        Attack::RaceNvmeDoorbell,
+        Attack::Timers,
     ];
+
+    /// Every attack: the named ones, then the sweeps' ([`crate::sweep`]).
+    pub fn every() -> impl Iterator<Item = Attack> {
+        Attack::ALL
+            .into_iter()
+            .chain(Attack::sysregs())
+            .chain((0..ABORTS.len()).map(|i| Attack::Abort(i as u8)))
+            .chain((0..CALLS.len()).map(|i| Attack::Call(i as u8)))
+            .chain((0..EL0.len()).map(|i| Attack::El0(i as u8)))
+            .chain((0..GIC_MMIO.len()).map(|i| Attack::GicMmio(i as u8)))
+            .chain((0..PCI_SWEEP.len()).map(|i| Attack::Pci(i as u8)))
+    }
+
+    fn sysregs() -> impl Iterator<Item = Attack> {
+        (0..SYSREGS.len()).flat_map(|i| {
+            [false, true].map(|write| Attack::Sysreg {
+                case: i as u8,
+                write,
+            })
+        })
+    }
+
+    /// The attacks a group name stands for (see [`GROUPS`]).
+    pub fn group(name: &[u8]) -> Option<impl Iterator<Item = Attack>> {
+        let races = || {
+            [
+                Attack::CntpOwn,
+                Attack::RaceInsnFlip,
+                Attack::RaceInsnKind,
+                Attack::RaceAborts,
+                Attack::RaceGicd,
+                Attack::RaceSgiStorm,
+            ]
+            .into_iter()
+        };
+        let (sysregs, aborts, calls, el0, gic, race, pci) = match name {
+            b"sysregs" => (true, false, false, false, false, false, false),
+            b"aborts" => (false, true, false, false, false, false, false),
+            b"calls" => (false, false, true, false, false, false, false),
+            b"el0" => (false, false, false, true, false, false, false),
+            b"gic-mmio" => (false, false, false, false, true, false, false),
+            b"races" => (false, false, false, false, false, true, false),
+            b"sweeps" => (true, true, true, true, true, true, false),
+            b"pci" => (false, false, false, false, false, false, true),
+            _ => return None,
+        };
+        Some(
+            Attack::every()
+                .filter(move |a| match a {
+                    Attack::Sysreg { .. } => sysregs,
+                    Attack::Abort(_) => aborts,
+                    Attack::Call(_) => calls,
+                    Attack::El0(_) => el0,
+                    Attack::GicMmio(_) => gic,
+                    Attack::Pci(_) => pci,
+                    _ => false,
+                })
+                .chain(races().filter(move |_| race)),
+        )
+    }
+
+    /// Whether the attack is a functional check of the slice's own hardware rather than an
+    /// attack (its `contained` means the check passed); not counted in `ATTACKS`.
+    pub fn is_check(self) -> bool {
+        matches!(self, Attack::SgiSelfTest | Attack::GicrOwn | Attack::Timers)
+    }
 
     /// The command-line and console name.
     pub fn name(self) -> &'static str {
@@ -178,6 +312,22 @@ impl Attack {
             Attack::NetHiddenCaps => "net-hidden-caps",
             Attack::NetResetDma => "net-reset-dma",
             Attack::ControlCall => "control-call",
+            Attack::CntpOwn => "cntp-own",
+            Attack::RaceInsnFlip => "race-insn-flip",
+            Attack::RaceInsnKind => "race-insn-kind",
+            Attack::RaceAborts => "race-aborts",
+            Attack::RaceGicd => "race-gicd",
+            Attack::RaceSgiStorm => "race-sgi-storm",
+            Attack::RaceNvmeDoorbell => "race-nvme-doorbell",
+            Attack::Sysreg { case, write } => SYSREGS
+                .get(usize::from(case))
+                .map_or("sysreg-?", |c| c.name(write)),
+            Attack::Abort(i) => ABORTS.get(usize::from(i)).map_or("abort-?", |c| c.name),
+            Attack::Call(i) => CALLS.get(usize::from(i)).map_or("call-?", |c| c.name),
+            Attack::El0(i) => EL0.get(usize::from(i)).map_or("el0-?", |c| c.name),
+            Attack::GicMmio(i) => GIC_MMIO.get(usize::from(i)).map_or("gic-?", |c| c.name),
+            Attack::Pci(i) => PCI_SWEEP.get(usize::from(i)).map_or("pci-?", |c| c.name),
+            Attack::Timers => "timers",
         }
     }
 
@@ -193,9 +343,7 @@ impl Attack {
 
     /// The attack with this name.
     pub fn from_name(name: &[u8]) -> Option<Attack> {
-        Attack::ALL
-            .into_iter()
-            .find(|a| a.name().as_bytes() == name)
+        Attack::every().find(|a| a.name().as_bytes() == name)
     }
 }
 
@@ -262,6 +410,8 @@ pub struct Options {
     pub target: Option<u64>,
     /// SYSTEM_RESET after this heartbeat.
     pub reset_after: Option<u64>,
+    /// `flood=1`: print `FLOOD <n>` lines without pause instead of heartbeats.
+    pub flood: bool,
     /// SYSTEM_OFF after this heartbeat.
     pub off_after: Option<u64>,
     /// `reset-timer-pending=1`: leave a virtual timer interrupt in flight at the reset.
@@ -300,6 +450,7 @@ impl Default for Options {
             attack_count: 0,
             target: None,
             reset_after: None,
+            flood: false,
             off_after: None,
             reset_timer_pending: false,
             nvme: true,
@@ -341,6 +492,11 @@ impl Options {
                 }
                 b"reset-after" => {
                     options.reset_after = options.number("reset-after", value, parse_decimal);
+                }
+                b"flood" => {
+                    if let Some(n) = options.number("flood", value, parse_decimal) {
+                        options.flood = n != 0;
+                    }
                 }
                 b"off-after" => {
                     options.off_after = options.number("off-after", value, parse_decimal);
@@ -409,6 +565,10 @@ impl Options {
                 }
                 b"attack" => {
                     for name in value.split(|&b| b == b',').filter(|n| !n.is_empty()) {
+                        if let Some(group) = Attack::group(name) {
+                            group.for_each(|attack| options.push_attack(attack));
+                            continue;
+                        }
                         match Attack::from_name(name) {
                             Some(attack) => options.push_attack(attack),
                             None => options.problem(Problem::UnknownAttack(Text::from_bytes(name))),
@@ -549,9 +709,10 @@ mod tests {
     fn all_options_are_read_and_foreign_words_ignored() {
         let o = Options::parse(
             b"console=ttyAMA0 heartbeat=250 attack=mmio,read-addr target=0x0901_0000 \
-              reset-after=3 off-after=7 reset-timer-pending=1 quiet",
+              reset-after=3 off-after=7 reset-timer-pending=1 flood=1 quiet",
         );
         assert!(o.reset_timer_pending);
+        assert!(o.flood);
         assert_eq!(o.heartbeat_ms, 250);
         assert_eq!(o.attacks(), &[Attack::Mmio, Attack::ReadAddr]);
         assert_eq!(o.target, Some(0x0901_0000));
@@ -574,9 +735,38 @@ mod tests {
 
     #[test]
     fn every_attack_name_round_trips() {
-        for a in Attack::ALL {
+        for a in Attack::every() {
             assert_eq!(Attack::from_name(a.name().as_bytes()), Some(a));
         }
+        assert!(Attack::every().count() >= 100 + 33);
+    }
+
+    #[test]
+    fn groups_expand_in_place() {
+        let o = Options::parse(b"attack=mmio,sysregs,hvc-unknown");
+        let names: Vec<_> = o.attacks().iter().map(|a| a.name()).collect();
+        assert_eq!(names.len(), 2 + 2 * crate::sweep::SYSREGS.len());
+        assert_eq!(names[0], "mmio");
+        assert_eq!(names[1], "sysreg-impdef-s3-0-c15-c0-0-read");
+        assert_eq!(names[2], "sysreg-impdef-s3-0-c15-c0-0-write");
+        assert_eq!(names[names.len() - 1], "hvc-unknown");
+        let all = Options::parse(b"attack=sweeps");
+        assert_eq!(all.problems().count(), 0);
+        let count = all.attacks().len();
+        assert!((100..=MAX_ATTACKS).contains(&count), "{count}");
+        assert_eq!(all.attacks()[count - 1], Attack::RaceSgiStorm);
+        let each: usize = ["sysregs", "aborts", "calls", "el0", "gic-mmio", "races"]
+            .iter()
+            .map(|g| Attack::group(g.as_bytes()).unwrap().count())
+            .sum();
+        assert_eq!(each, count);
+        assert!(Attack::group(b"mmio").is_none());
+        assert!(
+            GROUPS
+                .iter()
+                .all(|(g, _)| Attack::group(g.as_bytes()).is_some())
+        );
+        assert!(Attack::GicrOwn.is_check() && !Attack::Mmio.is_check());
     }
 
     #[test]

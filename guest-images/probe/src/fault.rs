@@ -54,7 +54,24 @@ impl Fault {
     pub fn was_attempted(&self) -> bool {
         matches!(self, Fault::Exception { .. })
     }
+
+    /// Whether it was a synchronous external abort, not on a table walk (an instruction or
+    /// data abort with FSC 0b010000): what hardware gives for an address nothing decodes.
+    pub fn is_external_abort(&self) -> bool {
+        match *self {
+            Fault::Exception { esr, .. } => is_abort(esr) && esr & 0x3f == FSC_EXTERNAL_ABORT,
+            Fault::Unaddressable => false,
+        }
+    }
+
+    /// Whether it was an Undefined Instruction exception (EC 0x00).
+    pub fn is_undefined(&self) -> bool {
+        matches!(*self, Fault::Exception { esr, .. } if (esr >> 26) & 0x3f == 0)
+    }
 }
+
+/// ESR_ELx.ISS.{D,I}FSC of a synchronous external abort not on a translation table walk.
+pub const FSC_EXTERNAL_ABORT: u64 = 0x10;
 
 /// `fault <class> esr=0x..[ far=0x..]` (FAR for aborts only) or `unaddressable`.
 impl fmt::Display for Fault {
@@ -94,6 +111,29 @@ mod tests {
         assert_eq!(Fault::Unaddressable.to_string(), "unaddressable");
         assert_eq!(exception_class_name(0x18 << 26), "sysreg");
         assert_eq!(exception_class_name(0x3f << 26), "other");
+    }
+
+    #[test]
+    fn external_aborts_and_undefined_instructions_are_told_apart() {
+        let fault = |esr| Fault::Exception { esr, far: 0 };
+        assert!(
+            fault(0x9600_0010).is_external_abort(),
+            "data abort, same EL"
+        );
+        assert!(
+            fault(0x9200_0050).is_external_abort(),
+            "data abort, EL0, write"
+        );
+        assert!(fault(0x8600_0010).is_external_abort(), "instruction abort");
+        assert!(!fault(0x9600_0007).is_external_abort(), "translation fault");
+        assert!(
+            !fault(0x9600_0014).is_external_abort(),
+            "abort on a table walk"
+        );
+        assert!(!fault(0x0200_0000).is_external_abort());
+        assert!(fault(0x0200_0000).is_undefined());
+        assert!(!fault(0x9600_0010).is_undefined());
+        assert!(!Fault::Unaddressable.is_external_abort());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! JSON output, memory-test planning, GICv3 values for the interrupt
 //! attacks, PCI configuration and the NVMe driver's commands, PRPs,
 //! statuses, disk patterns and attack plans, and every attack's verdict
-//! (`verdict`, `gic_attacks`, `nvme::attacks`). No hardware access and no
+//! (`verdict`, `gic_attacks`, `nvme::attacks`, `sweep`). No hardware access and no
 //! `unsafe`;
 //! tested on the host with `cargo test -p microvisor-probe --lib`.
 #![cfg_attr(not(test), no_std)]
@@ -20,6 +20,7 @@ pub mod nvme;
 pub mod pci;
 pub mod psci;
 pub mod secret;
+pub mod sweep;
 pub mod text;
 pub mod verdict;
 pub mod virtio;

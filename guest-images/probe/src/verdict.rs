@@ -8,6 +8,7 @@
 
 use core::fmt;
 
+use crate::fault::Fault;
 use crate::psci::{INVALID_PARAMETERS, NOT_SUPPORTED};
 
 /// How an attack (or a functional check) ended.
@@ -65,9 +66,10 @@ impl<O: Outcome> fmt::Display for Line<'_, O> {
 }
 
 /// How a plain load or store of the memory and MMIO attacks (`read-past-ram`,
-/// `write-past-ram`, `read-addr`, `write-addr`, `mmio`) ended when execution continued. A
-/// fault is not an outcome: it stops the slice under the microvisor (or parks the probe
-/// natively) before any line is printed.
+/// `write-past-ram`, `read-addr`, `write-addr`, `mmio`) ended when execution continued. Under
+/// the microvisor's default `on-fault = "exception"` an access nothing answers takes a
+/// synchronous external abort, as on hardware ([`AccessOutcome::Refused`]); under
+/// `on-fault = "stop"` the slice is stopped before any line is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AccessOutcome {
     /// A load outside the slice returned a value.
@@ -83,6 +85,15 @@ pub enum AccessOutcome {
     Written {
         /// Where.
         addr: u64,
+    },
+    /// The access was made and took a synchronous exception.
+    Refused {
+        /// `read32`, `read64` or `write64`.
+        op: &'static str,
+        /// Where.
+        addr: u64,
+        /// The exception.
+        fault: Fault,
     },
     /// The probe's tables cannot map the address: no access was made.
     Unaddressable {
@@ -122,6 +133,9 @@ impl Outcome for AccessOutcome {
             | AccessOutcome::NoTarget
             | AccessOutcome::OwnImage { .. } => Verdict::Unverified,
             AccessOutcome::LandedInOwnRam { .. } => Verdict::Contained,
+            // Only the abort hardware gives for an address nothing decodes proves the
+            // hypervisor answered; any other exception is the probe's own problem.
+            AccessOutcome::Refused { fault, .. } => Verdict::of(fault.is_external_abort()),
         }
     }
 }
@@ -135,6 +149,7 @@ impl fmt::Display for AccessOutcome {
                 write!(f, "{op} {addr:#x} returned {value:#x}")
             }
             AccessOutcome::Written { addr } => write!(f, "write64 {addr:#x} completed"),
+            AccessOutcome::Refused { op, addr, fault } => write!(f, "{op} {addr:#x} {fault}"),
             AccessOutcome::Unaddressable { addr } => write!(f, "unaddressable {addr:#x}"),
             AccessOutcome::NoTarget => f.write_str("no-target"),
             AccessOutcome::OwnImage { addr } => write!(f, "own-image {addr:#x}"),
@@ -200,6 +215,50 @@ impl fmt::Display for CpuOnOutcome {
             f,
             "cpu_on({a:#x})={r0} affinity_info({a:#x})={r1} cpu_on({b:#x})={r2} affinity_info({b:#x})={r3}"
         )
+    }
+}
+
+/// How one EL1 timer did in the `timers` check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerResult {
+    /// Its interrupt arrived with this INTID.
+    Fired {
+        /// The INTID taken.
+        intid: u8,
+    },
+    /// No interrupt within the grace time after the deadline.
+    NoInterrupt,
+}
+
+/// `timers` (a functional check): the virtual and the physical EL1 timer each deliver their
+/// own interrupt (INTID 27 and 30, the `arm,armv8-timer` PPIs 11 and 14).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerCheck {
+    /// CNTV_*.
+    pub virtual_timer: TimerResult,
+    /// CNTP_*.
+    pub physical_timer: TimerResult,
+}
+
+impl Outcome for TimerCheck {
+    fn verdict(&self) -> Verdict {
+        Verdict::of(
+            self.virtual_timer == TimerResult::Fired { intid: 27 }
+                && self.physical_timer == TimerResult::Fired { intid: 30 },
+        )
+    }
+}
+
+/// `virtual=irq27 physical=irq30`, `physical=no-interrupt`.
+impl fmt::Display for TimerCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let one = |f: &mut fmt::Formatter<'_>, name: &str, result: TimerResult| match result {
+            TimerResult::Fired { intid } => write!(f, "{name}=irq{intid}"),
+            TimerResult::NoInterrupt => write!(f, "{name}=no-interrupt"),
+        };
+        one(f, "virtual", self.virtual_timer)?;
+        f.write_str(" ")?;
+        one(f, "physical", self.physical_timer)
     }
 }
 
@@ -269,6 +328,54 @@ mod tests {
             line(&AccessOutcome::OwnImage { addr: 0x4000_1000 }),
             "NOT-CONTAINED unverified own-image 0x40001000"
         );
+    }
+
+    #[test]
+    fn an_access_refused_with_an_external_abort_is_contained_any_other_fault_is_not() {
+        let refused = AccessOutcome::Refused {
+            op: "read64",
+            addr: 0x4400_0000,
+            fault: Fault::Exception {
+                esr: 0x9600_0010,
+                far: 0x4400_0000,
+            },
+        };
+        assert_eq!(
+            line(&refused),
+            "contained read64 0x44000000 fault data-abort esr=0x96000010 far=0x44000000"
+        );
+        let translation = AccessOutcome::Refused {
+            op: "read64",
+            addr: 0x4400_0000,
+            fault: Fault::Exception {
+                esr: 0x9600_0007,
+                far: 0x4400_0000,
+            },
+        };
+        assert_eq!(translation.verdict(), Verdict::NotContained);
+    }
+
+    #[test]
+    fn both_timers_must_deliver_their_own_interrupt() {
+        let fired = |intid| TimerResult::Fired { intid };
+        let both = TimerCheck {
+            virtual_timer: fired(27),
+            physical_timer: fired(30),
+        };
+        assert_eq!(line(&both), "contained virtual=irq27 physical=irq30");
+        let missing = TimerCheck {
+            physical_timer: TimerResult::NoInterrupt,
+            ..both
+        };
+        assert_eq!(
+            line(&missing),
+            "NOT-CONTAINED virtual=irq27 physical=no-interrupt"
+        );
+        let crossed = TimerCheck {
+            physical_timer: fired(27),
+            ..both
+        };
+        assert_eq!(crossed.verdict(), Verdict::NotContained);
     }
 
     #[test]

@@ -104,6 +104,15 @@ scenario "IMPLEMENTATION DEFINED register is UNDEFINED natively"
 boot 8 -M virt,gic-version=3 -smp 1 -m 64M -- "attack=undef-sysreg"
 expect "exception" '^PROBE EXCEPTION sync-el1h:unknown esr=0x2000000 '
 
+scenario "Sweeps natively: every one of the 188 concludes, only what a hypervisor traps gets through"
+boot 60 -M virt,gic-version=3 -smp 2 -m 128M -nic none -- "heartbeat=100 off-after=1 attack=sweeps"
+expect "count" '^ATTACKS 188 contained 179 not-contained 9 unverified 0$'
+expect "aborts" '^ATTACK abort-fetch-past-ram-mmu-off contained fetch 0x48000000 mmu-off external-abort esr=0x86000010 far=0x48000000$'
+expect "el0" '^ATTACK el0-ldr64-past-ram contained ldr64 el0 0x7008000000 ipa=0x48000000 external-abort-lower esr=0x92000010 far=0x7008000000$'
+expect "race" '^ATTACK race-insn-flip contained racer=1 rounds=2000 '
+refuse "no exception" '^PROBE (EXCEPTION|PANIC)'
+expect "heartbeat" '^HEARTBEAT 1 ok$'
+
 scenario "GIC attacks natively: the real GIC accepts foreign SPIs, nothing parks"
 boot 40 -M virt,gic-version=3 -smp 4 -m 128M -- "heartbeat=100 off-after=1 attack=gicr-own,sgi-outside,sgi-self-test,spi-foreign,gicr-foreign"
 expect "gicr-own" '^ATTACK gicr-own contained typer-ok frames=4 last-affinity=0x3$'

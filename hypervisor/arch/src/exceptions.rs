@@ -4,12 +4,20 @@
 //! SPSR_EL2 into a [`GuestFrame`] on this core's stack, calls the handler the kernel
 //! installed, and returns to the guest with whatever the frame then holds (ERET). The
 //! handler may rewrite the frame completely, e.g. to restart the vCPU at a new entry point.
-//! Exceptions taken from EL2 itself are hypervisor bugs: they go to the fatal handler.
+//! Exceptions taken from EL2 itself are hypervisor bugs: they go to the fatal handler, on this
+//! core's emergency stack (the stack in use may be the one that overflowed into its guard
+//! page, with no room for a frame), with the stack pointer they were taken with.
 
-use aarch64_cpu::registers::{ELR_EL2, ESR_EL2, FAR_EL2, HPFAR_EL2, VBAR_EL2};
+use aarch64_cpu::registers::{
+    ELR_EL1, ELR_EL2, ESR_EL1, ESR_EL2, FAR_EL1, FAR_EL2, HPFAR_EL2, ID_AA64MMFR1_EL1,
+    ID_AA64PFR1_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1, VBAR_EL2,
+};
 use core::sync::atomic::{AtomicU64, Ordering};
+use microvisor_logic::inject::{self, EntryFeatures, GuestException, Trapped, Undeliverable};
 use spin::Once;
 use tock_registers::interfaces::{Readable, Writeable};
+
+use microvisor_logic::inventory::MAX_CPUS;
 
 use crate::smp;
 
@@ -71,6 +79,8 @@ pub struct HypervisorFault {
     pub esr: u64,
     pub elr: u64,
     pub far: u64,
+    /// The stack pointer when it was taken, when known.
+    pub sp: Option<u64>,
 }
 
 /// Syndrome registers of the current exception from a guest.
@@ -88,6 +98,39 @@ pub fn syndrome() -> Syndrome {
         far: FAR_EL2.get(),
         hpfar: HPFAR_EL2.get(),
     }
+}
+
+/// ESR_EL2.IL: the trapped instruction was a 32-bit one.
+const ESR_IL: u64 = 1 << 25;
+
+/// Takes `exception` on the guest's behalf at the instruction `frame` stopped at, as the PE
+/// would have (`microvisor_logic::inject`): the guest's EL1 exception registers are written
+/// here (they are the live EL1 registers: the hypervisor runs non-VHE and never switches
+/// them) and the frame resumes at the guest's vector. `syndrome` is the current exit's; for an
+/// abort its FAR_EL2 is the faulting virtual address.
+pub fn deliver_to_guest(
+    frame: &mut GuestFrame,
+    exception: GuestException,
+    syndrome: &Syndrome,
+) -> Result<(), Undeliverable> {
+    let trapped = Trapped {
+        pc: frame.pc,
+        pstate: frame.pstate,
+        instruction_32bit: syndrome.esr & ESR_IL != 0,
+        vbar: VBAR_EL1.get(),
+        sctlr: SCTLR_EL1.get(),
+    };
+    let features = EntryFeatures::from_id_registers(ID_AA64MMFR1_EL1.get(), ID_AA64PFR1_EL1.get());
+    let entry = inject::entry(exception, trapped, syndrome.far, features)?;
+    ESR_EL1.set(entry.esr);
+    if let Some(far) = entry.far {
+        FAR_EL1.set(far);
+    }
+    ELR_EL1.set(entry.elr);
+    SPSR_EL1.set(entry.spsr);
+    frame.pc = entry.pc;
+    frame.pstate = entry.pstate;
+    Ok(())
 }
 
 /// The kernel's handlers.
@@ -118,6 +161,16 @@ pub fn install_vectors() {
     let base = core::ptr::addr_of!(el2_vectors) as u64;
     VBAR_EL2.set(base);
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Top of each core's emergency stack, by physical core index (0: none yet, the fatal
+/// vectors keep the stack they find). Read by the vectors below.
+static EMERGENCY_TOPS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+const _: () = assert!(MAX_CPUS.is_power_of_two());
+
+/// Records where core `core`'s emergency stack ends (16-byte aligned).
+pub(crate) fn set_emergency_stack(core: usize, top: u64) {
+    EMERGENCY_TOPS[core % MAX_CPUS].store(top & !15, Ordering::Relaxed);
 }
 
 /// Counts exceptions taken from EL2 itself, so that a fault inside the fatal path cannot loop.
@@ -151,7 +204,25 @@ pub fn current_fault(kind: u64) -> HypervisorFault {
         esr: ESR_EL2.get(),
         elr: ELR_EL2.get(),
         far: FAR_EL2.get(),
+        sp: None,
     }
+}
+
+/// Called by the EL2 vectors (0..8) on this core's emergency stack with the vector index and
+/// the stack pointer the exception was taken with.
+#[unsafe(no_mangle)]
+extern "C" fn el2_fatal(kind: u64, sp: u64) -> ! {
+    let Some(handlers) = HANDLERS.get() else {
+        crate::cpu::halt()
+    };
+    if NESTED_FATAL.fetch_add(1, Ordering::Relaxed) > 4 {
+        crate::cpu::halt();
+    }
+    let fault = HypervisorFault {
+        sp: Some(sp),
+        ..current_fault(kind)
+    };
+    (handlers.fatal)(&fault)
 }
 
 /// Called by the vector stubs with the vector index (0..16) and the saved frame.
@@ -174,6 +245,7 @@ extern "C" fn el2_dispatch(kind: u64, frame: &mut GuestFrame) {
                 esr: ESR_EL2.get(),
                 elr: frame.pc,
                 far: FAR_EL2.get(),
+                sp: None,
             };
             (handlers.fatal)(&fault)
         }
@@ -229,18 +301,37 @@ core::arch::global_asm!(
     b el2_save_and_dispatch
 .endm
 
+// An exception from EL2 itself: x0 = vector index, x1 = SP as taken, on this core's emergency
+// stack when it has one (TPIDR_EL2 holds the core index). General registers are not saved: the
+// fatal handler never returns.
+.macro FATAL_VECTOR kind
+    .balign 0x80
+    mov x1, sp
+    mrs x0, tpidr_el2
+    and x0, x0, #{core_mask}
+    adrp x2, {emergency}
+    add x2, x2, :lo12:{emergency}
+    ldr x2, [x2, x0, lsl #3]
+    cbz x2, 1f
+    mov sp, x2
+1:  mov x0, #\kind
+    mov x29, xzr
+    mov x30, xzr
+    bl el2_fatal
+.endm
+
     .section .text.vectors, "ax"
     .balign 0x800
     .global el2_vectors
 el2_vectors:
-    VECTOR 0
-    VECTOR 1
-    VECTOR 2
-    VECTOR 3
-    VECTOR 4
-    VECTOR 5
-    VECTOR 6
-    VECTOR 7
+    FATAL_VECTOR 0
+    FATAL_VECTOR 1
+    FATAL_VECTOR 2
+    FATAL_VECTOR 3
+    FATAL_VECTOR 4
+    FATAL_VECTOR 5
+    FATAL_VECTOR 6
+    FATAL_VECTOR 7
     VECTOR 8
     VECTOR 9
     VECTOR 10
@@ -322,4 +413,6 @@ el2_enter_guest:
     eret
 "#,
     frame = const FRAME_SIZE,
+    core_mask = const MAX_CPUS - 1,
+    emergency = sym EMERGENCY_TOPS,
 );

@@ -24,8 +24,10 @@ use crate::regs::{
 pub const HYPERVISOR_SGI: u32 = 8;
 /// The GIC maintenance interrupt (PPI 9, INTID 25), for list register management.
 pub const MAINTENANCE_PPI: u32 = 25;
-/// The EL1 virtual timer (PPI 11, INTID 27): the guests' timer, injected with the HW bit.
+/// The EL1 virtual timer (PPI 11, INTID 27): a guest's timer, injected with the HW bit.
 pub const VIRTUAL_TIMER_PPI: u32 = 27;
+/// The EL1 physical timer (PPI 14, INTID 30): a guest's other timer, injected the same way.
+pub const PHYSICAL_TIMER_PPI: u32 = 30;
 /// INTIDs 1020-1023 are special (1023 = no pending interrupt); LPIs start at 8192.
 const SPECIAL_INTIDS: core::ops::RangeInclusive<u32> = 1020..=1023;
 /// Priority given to every interrupt the hypervisor enables.
@@ -245,8 +247,12 @@ pub fn init_core() -> Result<(), GicError> {
     for priority in sgi.ipriorityr.iter() {
         priority.set(DEFAULT_PRIORITY);
     }
-    sgi.isenabler0
-        .set(1 << HYPERVISOR_SGI | 1 << MAINTENANCE_PPI | 1 << VIRTUAL_TIMER_PPI);
+    sgi.isenabler0.set(
+        1 << HYPERVISOR_SGI
+            | 1 << MAINTENANCE_PPI
+            | 1 << VIRTUAL_TIMER_PPI
+            | 1 << PHYSICAL_TIMER_PPI,
+    );
 
     ICC_SRE_EL2.write(
         ICC_SRE_EL2::SRE::SET

@@ -1,28 +1,48 @@
-//! Starting secondary cores through the firmware's PSCI CPU_ON and giving every core its own
-//! hypervisor stack.
+//! Starting secondary cores through the firmware's PSCI CPU_ON, and every core's hypervisor
+//! stacks: its stack above an unmapped guard page and its emergency stack
+//! (`microvisor_logic::stacks`), in a range boot sets aside and leaves the guard pages out of
+//! the EL2 map.
 
 use alloc::boxed::Box;
-use alloc::vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use microvisor_logic::inventory::{Conduit, MAX_CPUS};
+use microvisor_logic::stacks::{CoreStacks, StackLayout};
+use spin::Once;
 
-use crate::{cache, firmware, mmu};
-
-/// Bytes of hypervisor stack per core.
-pub const STACK_SIZE: usize = 32 * 1024;
+use crate::{cache, exceptions, firmware, mmu};
 
 /// Top of each core's hypervisor stack, by physical core index.
 static STACK_TOPS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Where every core's stacks are.
+static LAYOUT: Once<StackLayout> = Once::new();
 
 /// Top of this core's hypervisor stack.
 pub fn stack_top() -> u64 {
     STACK_TOPS[crate::cpu::core_index() % MAX_CPUS].load(Ordering::Relaxed)
 }
 
-/// Records the stack the boot core runs on (set up by `boot/`).
-pub fn set_boot_stack(core: usize, top: u64) {
-    STACK_TOPS[core % MAX_CPUS].store(top, Ordering::Relaxed);
+/// Gives every core its stacks (boot core, once, before any other core starts). The boot core
+/// moves to its own the first time it empties its stack ([`crate::exceptions::run_on_fresh_stack`]
+/// or entering a guest); until then it runs on the boot stack of `boot/`.
+///
+/// # Safety
+/// `layout`'s range must be RAM used for nothing else, its stacks and emergency stacks mapped
+/// as Normal memory and its guard pages unmapped in the EL2 map every core uses.
+pub unsafe fn use_stacks(layout: StackLayout) {
+    let layout = LAYOUT.call_once(|| layout);
+    for (core, top) in STACK_TOPS.iter().enumerate().take(layout.cores()) {
+        if let Some(stacks) = layout.core(core) {
+            top.store(stacks.stack.end(), Ordering::Relaxed);
+            exceptions::set_emergency_stack(core, stacks.emergency.end());
+        }
+    }
+}
+
+/// Core `core`'s stacks, once boot has laid them out.
+pub fn stacks(core: usize) -> Option<CoreStacks> {
+    LAYOUT.get()?.core(core)
 }
 
 /// What a starting core reads, with its MMU still off, to turn it on and reach Rust.
@@ -43,12 +63,14 @@ struct CoreStart {
 pub enum StartError {
     /// The MMU configuration is not known yet (the boot core has not enabled its MMU).
     NoMmu,
+    /// Boot laid out no stack for this core.
+    NoStack,
     /// The firmware refused CPU_ON with this PSCI status.
     Firmware(i64),
 }
 
 /// Starts the core with affinity `mpidr` (physical index `core`) at EL2: it turns on the
-/// same stage-1 map as the boot core, switches to a fresh stack and calls `entry(core)`.
+/// same stage-1 map as the boot core, switches to its own stack and calls `entry(core)`.
 pub fn start_core(
     conduit: Conduit,
     mpidr: u64,
@@ -56,9 +78,7 @@ pub fn start_core(
     entry: extern "C" fn(usize) -> !,
 ) -> Result<(), StartError> {
     let mmu = mmu::config().ok_or(StartError::NoMmu)?;
-    let stack: &'static mut [u128] = vec![0u128; STACK_SIZE / 16].leak();
-    let stack_top = stack.as_ptr_range().end as u64;
-    STACK_TOPS[core % MAX_CPUS].store(stack_top, Ordering::Relaxed);
+    let stack_top = stacks(core).ok_or(StartError::NoStack)?.stack.end();
     let start = Box::leak(Box::new(CoreStart {
         mair: mmu.mair,
         tcr: mmu.tcr,

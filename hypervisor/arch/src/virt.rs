@@ -4,9 +4,9 @@
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
-    CNTHCTL_EL2, CNTV_CTL_EL0, CNTVOFF_EL2, CPTR_EL2, HCR_EL2, ID_AA64DFR0_EL1, ID_AA64MMFR2_EL1,
-    ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, MDCR_EL2, MIDR_EL1, SCTLR_EL1, VMPIDR_EL2, VTCR_EL2,
-    VTTBR_EL2,
+    CNTHCTL_EL2, CNTP_CTL_EL0, CNTP_CVAL_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0, CNTVOFF_EL2, CPTR_EL2,
+    HCR_EL2, ID_AA64DFR0_EL1, ID_AA64MMFR2_EL1, ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, MDCR_EL2,
+    MIDR_EL1, SCTLR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
 };
 use core::sync::atomic::{AtomicU8, Ordering};
 use tock_registers::interfaces::{Readable, Writeable};
@@ -119,10 +119,13 @@ pub fn configure_core(vttbr: u64, vcpu: usize) {
 }
 
 /// Resets the EL1 state a vCPU starts from (`el2::el1_reset_sctlr`: MMU and caches off;
-/// timer off).
+/// both EL1 timers off, their compare values cleared so nothing of the last run shows).
 pub fn reset_el1() {
     SCTLR_EL1.set(el2::el1_reset_sctlr().get());
     CNTV_CTL_EL0.set(0);
+    CNTP_CTL_EL0.set(0);
+    CNTV_CVAL_EL0.set(0);
+    CNTP_CVAL_EL0.set(0);
     barrier::isb(barrier::SY);
     invalidate_guest_tlb();
 }

@@ -1,12 +1,18 @@
 //! Guest exits: decode once (`microvisor_logic::trap`), count, and dispatch to PSCI, the
 //! slice's devices or its fault policy. Nothing a guest does here can stop the hypervisor:
-//! every unexpected case ends that slice's run.
+//! an access nothing answers gets the exception hardware would raise (DESIGN.md §4,
+//! "Faults"), or, under `on-fault = "stop"/"restart"` and where no exception can answer it,
+//! ends that slice's run.
 
 use alloc::format;
-use microvisor_arch::cpu;
-use microvisor_arch::exceptions::{self, GuestFrame, Handlers, HypervisorFault};
+use alloc::string::String;
+use microvisor_arch::exceptions::{self, GuestFrame, Handlers, HypervisorFault, Syndrome};
+use microvisor_arch::{cpu, firmware};
 use microvisor_logic::exits::ExitCause;
+use microvisor_logic::inject::GuestException;
+use microvisor_logic::stacks;
 use microvisor_logic::trap::{self, Exit, MmioAccess, SysRegAccess};
+use microvisor_plan::model::OnFault;
 
 use crate::node::Node;
 use crate::slice::{Attention, Ending, Next, Slice};
@@ -52,30 +58,54 @@ fn guest_sync(frame: &mut GuestFrame) {
             frame.skip_instruction();
             psci::handle(slice, frame)
         }
-        Exit::Mmio(access) => mmio(slice, vcpu, frame, access),
+        Exit::Mmio(access) => mmio(slice, vcpu, frame, &syndrome, access),
         Exit::DataAbort {
             ipa,
-            write,
-            page_walk,
+            page_walk: true,
             ..
         } => {
-            let what = if page_walk {
-                "stage-1 page table walk"
-            } else if write {
-                "write"
-            } else {
-                "read"
-            };
-            outside(what, ipa, frame, vcpu)
-        }
-        Exit::InstructionAbort { ipa, .. } => {
+            // The guest's own stage-1 walk reached an address outside its RAM: the abort
+            // hardware would raise names the walk's level, which stage 2 does not tell.
             vcpu.exits.count(ExitCause::Fault);
             Next::End(Ending::Fault(format!(
-                "instruction fetch at IPA {ipa:#x} outside its RAM (vCPU {})",
-                vcpu.index
+                "stage-1 page table walk at IPA {ipa:#x} outside its RAM (pc {:#x}, vCPU {})",
+                frame.pc, vcpu.index
             )))
         }
-        Exit::SystemRegister(access) => system_register(slice, vcpu, frame, access),
+        Exit::DataAbort { ipa, write, .. } => outside(
+            slice,
+            vcpu,
+            frame,
+            &syndrome,
+            GuestException::DataAbort { write },
+            ipa,
+        ),
+        Exit::InstructionAbort { ipa, .. } => outside(
+            slice,
+            vcpu,
+            frame,
+            &syndrome,
+            GuestException::InstructionAbort,
+            ipa,
+        ),
+        Exit::SystemRegister(access) => system_register(slice, vcpu, frame, &syndrome, access),
+        Exit::Coprocessor { class } => {
+            // A core without the register rejects the instruction: Undefined Instruction.
+            let pc = frame.pc;
+            fault(
+                slice,
+                vcpu,
+                frame,
+                &syndrome,
+                GuestException::Undefined,
+                || {
+                    format!(
+                        "undefined AArch32 coprocessor access (class {class:#x}, pc {pc:#x}, vCPU {})",
+                        vcpu.index
+                    )
+                },
+            )
+        }
         Exit::Other { class } => {
             vcpu.exits.count(ExitCause::Other);
             Next::End(Ending::Fault(format!(
@@ -93,10 +123,7 @@ fn finish(slice: &Slice, vcpu: &Vcpu, next: Next) {
     match next {
         Next::Resume => {}
         Next::CpuOff => run::park(slice, vcpu),
-        Next::End(ending) => {
-            slice.end(vcpu, ending);
-            run::back_to_loop()
-        }
+        Next::End(ending) => end_run(slice, vcpu, ending),
     }
     attend(slice, vcpu);
     slice.gic.sync(vcpu.index);
@@ -107,15 +134,35 @@ fn attend(slice: &Slice, vcpu: &Vcpu) {
     match slice.attention() {
         Attention::None => {}
         Attention::Park => run::park(slice, vcpu),
-        Attention::End(ending) => {
-            slice.end(vcpu, ending);
-            run::back_to_loop()
-        }
+        Attention::End(ending) => end_run(slice, vcpu, ending),
     }
 }
 
-/// Emulated MMIO through the slice's bus; an access nothing answers ends the run.
-fn mmio(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: MmioAccess) -> Next {
+/// Ends the slice's run from this core and goes back to the run loop. After a restart the
+/// hypervisor's heap use is printed: `[hv] heap: <n> bytes in use, <t> stage-2 tables (slice
+/// <s> run <r>)`, the same figures as the manager's `NODE` request and the footprint line, so
+/// that `cargo xtask soak` sees any growth with the restarts (docs/soak.md).
+fn end_run(slice: &Slice, vcpu: &Vcpu, ending: Ending) -> ! {
+    if let Some(run) = slice.end(vcpu, ending) {
+        let node = run::node();
+        let tables: usize = node.slices.iter().map(|s| s.memory.stage2.tables()).sum();
+        output::hv(format_args!(
+            "heap: {} bytes in use, {tables} stage-2 tables (slice {} run {run})",
+            (node.footprint.heap_used)(),
+            slice.name
+        ));
+    }
+    run::back_to_loop()
+}
+
+/// Emulated MMIO through the slice's bus; an access nothing answers is an external abort.
+fn mmio(
+    slice: &Slice,
+    vcpu: &Vcpu,
+    frame: &mut GuestFrame,
+    syndrome: &Syndrome,
+    access: MmioAccess,
+) -> Next {
     let write = access
         .write
         .then(|| access.write_value(frame.reg(access.register)));
@@ -124,8 +171,10 @@ fn mmio(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: MmioAccess) 
         .devices
         .access(&context, &vcpu.exits, access.ipa, access.width, write)
     else {
-        let what = if access.write { "write" } else { "read" };
-        return outside(what, access.ipa, frame, vcpu);
+        let exception = GuestException::DataAbort {
+            write: access.write,
+        };
+        return outside(slice, vcpu, frame, syndrome, exception, access.ipa);
     };
     if write.is_none() {
         frame.set_reg(access.register, access.read_result(read));
@@ -134,26 +183,74 @@ fn mmio(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, access: MmioAccess) 
     Next::Resume
 }
 
-/// The run ends: the guest touched `ipa`, which is neither its RAM nor one of its devices.
-fn outside(what: &str, ipa: u64, frame: &GuestFrame, vcpu: &Vcpu) -> Next {
-    vcpu.exits.count(ExitCause::Fault);
-    Next::End(Ending::Fault(format!(
-        "{what} at IPA {ipa:#x} outside its RAM and devices (pc {:#x}, vCPU {})",
-        frame.pc, vcpu.index
-    )))
+/// The guest touched `ipa`, which is neither its RAM nor one of its devices: a synchronous
+/// external abort, as on a machine where nothing decodes that address.
+fn outside(
+    slice: &Slice,
+    vcpu: &Vcpu,
+    frame: &mut GuestFrame,
+    syndrome: &Syndrome,
+    exception: GuestException,
+    ipa: u64,
+) -> Next {
+    let what = match exception {
+        GuestException::InstructionAbort => "instruction fetch",
+        GuestException::DataAbort { write: true } => "write",
+        _ => "read",
+    };
+    let pc = frame.pc;
+    fault(slice, vcpu, frame, syndrome, exception, || {
+        format!(
+            "{what} at IPA {ipa:#x} outside its RAM and devices (pc {pc:#x}, vCPU {})",
+            vcpu.index
+        )
+    })
+}
+
+/// A guest access the hypervisor does not answer: `exception` is delivered to the guest
+/// under the default `on-fault = "exception"` (counted, and printed rate-limited), else, or
+/// where it cannot be delivered, the run ends with `describe()` as the reason.
+fn fault(
+    slice: &Slice,
+    vcpu: &Vcpu,
+    frame: &mut GuestFrame,
+    syndrome: &Syndrome,
+    exception: GuestException,
+    describe: impl FnOnce() -> String,
+) -> Next {
+    if slice.on_fault != OnFault::Exception {
+        vcpu.exits.count(ExitCause::Fault);
+        return Next::End(Ending::Fault(describe()));
+    }
+    match exceptions::deliver_to_guest(frame, exception, syndrome) {
+        Ok(()) => {
+            vcpu.exits.count(match exception {
+                GuestException::Undefined => ExitCause::Undefined,
+                _ => ExitCause::Abort,
+            });
+            slice.report_delivered(format_args!(
+                "{} delivered: {}",
+                exception.name(),
+                describe()
+            ));
+            Next::Resume
+        }
+        Err(why) => {
+            vcpu.exits.count(ExitCause::Fault);
+            Next::End(Ending::Fault(format!("{}; {why}", describe())))
+        }
+    }
 }
 
 /// ICC_SGI1R_EL1 (S3_0_C12_C11_5): an IPI to vCPUs of the same slice.
 const SGI1R: (u8, u8, u8, u8, u8) = (3, 0, 12, 11, 5);
 /// ICC_ASGI1R_EL1 and ICC_SGI0R_EL1: other SGI generators, not used by a non-secure guest.
 const OTHER_SGI_GENERATORS: [(u8, u8, u8, u8, u8); 2] = [(3, 0, 12, 11, 6), (3, 0, 12, 11, 7)];
-/// CNTP_* (S3_3_C14_C2_x): the EL1 physical timer, which slices do not have.
-const PHYSICAL_TIMER: (u8, u8, u8, u8) = (3, 3, 14, 2);
-
 fn system_register(
     slice: &Slice,
     vcpu: &Vcpu,
     frame: &mut GuestFrame,
+    syndrome: &Syndrome,
     access: SysRegAccess,
 ) -> Next {
     let encoding = (access.op0, access.op1, access.crn, access.crm, access.op2);
@@ -164,20 +261,27 @@ fn system_register(
         frame.skip_instruction();
         return Next::Resume;
     }
-    vcpu.exits.count(ExitCause::SystemRegister);
     if OTHER_SGI_GENERATORS.contains(&encoding) && !access.read {
+        vcpu.exits.count(ExitCause::SystemRegister);
         frame.skip_instruction();
         return Next::Resume;
     }
-    let what = if (access.op0, access.op1, access.crn, access.crm) == PHYSICAL_TIMER {
-        "EL1 physical timer (slices have the virtual timer only)"
-    } else {
-        "undefined system register"
-    };
-    Next::End(Ending::Fault(format!(
-        "{what}: {access} (pc {:#x}, vCPU {})",
-        frame.pc, vcpu.index
-    )))
+    // Whatever else traps is a register the slice does not have (implementation defined
+    // ones under HCR_EL2.TIDCP, ...): Undefined Instruction, as on a core without it.
+    let pc = frame.pc;
+    fault(
+        slice,
+        vcpu,
+        frame,
+        syndrome,
+        GuestException::Undefined,
+        || {
+            format!(
+                "undefined system register: {access} (pc {pc:#x}, vCPU {})",
+                vcpu.index
+            )
+        },
+    )
 }
 
 fn guest_irq(_frame: &mut GuestFrame) {
@@ -215,14 +319,33 @@ fn guest_other(frame: &mut GuestFrame, kind: &'static str) {
     finish(slice, vcpu, Next::End(ending));
 }
 
+/// An exception taken from EL2 itself (a hypervisor bug). A stack overflow (the access or SP
+/// in a guard page) is named as one and stops the node: `[hv] FATAL stack overflow on core
+/// <n> (SP <sp>, guard page <a>-<b>) ...`, then PSCI SYSTEM_OFF. Anything else is reported and
+/// stops this core.
 fn fatal(fault: &HypervisorFault) -> ! {
+    let core = cpu::core_index();
+    let far = stacks::el2_fault_address(fault.esr, fault.far);
+    let overflow = fault
+        .sp
+        .and_then(|sp| Some((sp, run::overflowed_guard(core, sp, far)?)));
+    if let Some((sp, guard)) = overflow {
+        output::fatal(format_args!(
+            "stack overflow on core {core} (SP {sp:#x}, guard page {:#x}-{:#x}): ESR {:#x} ELR {:#x} FAR {:#x}; stopping the node",
+            guard.base,
+            guard.end(),
+            fault.esr,
+            fault.elr,
+            fault.far
+        ));
+        if let Some(node) = run::published() {
+            firmware::system_off(node.conduit)
+        }
+        cpu::halt()
+    }
     output::fatal(format_args!(
         "hypervisor exception {} on core {}: ESR {:#x} ELR {:#x} FAR {:#x}",
-        fault.kind,
-        cpu::core_index(),
-        fault.esr,
-        fault.elr,
-        fault.far
+        fault.kind, core, fault.esr, fault.elr, fault.far
     ));
     cpu::halt()
 }

@@ -1,9 +1,11 @@
 //! Physical interrupts taken at EL2 (HCR_EL2.IMO): the hypervisor's own SGI, the GIC
-//! maintenance interrupt and the guests' virtual timer on every core; everything else goes to
+//! maintenance interrupt and the guests' two EL1 timers on every core; everything else goes to
 //! its owner in the node's table (node console input, a slice device's interrupts, the
 //! SMMU's event and global error interrupts).
 
-use microvisor_arch::gic::{self, HYPERVISOR_SGI, MAINTENANCE_PPI, VIRTUAL_TIMER_PPI};
+use microvisor_arch::gic::{
+    self, HYPERVISOR_SGI, MAINTENANCE_PPI, PHYSICAL_TIMER_PPI, VIRTUAL_TIMER_PPI,
+};
 use microvisor_logic::exits::ExitCause;
 
 use crate::node::{IrqOwner, Node};
@@ -39,7 +41,7 @@ pub fn handle_pending(node: &Node, running: Option<(&Slice, &Vcpu)>) -> Handled 
                 }
                 ExitCause::Maintenance
             }
-            VIRTUAL_TIMER_PPI => {
+            VIRTUAL_TIMER_PPI | PHYSICAL_TIMER_PPI => {
                 match running {
                     Some((slice, vcpu)) => {
                         // Priority drop only: the guest's EOI of the virtual interrupt

@@ -1,14 +1,19 @@
 //! The node console's output side, a leaf every other module may use: the physical UART behind
-//! one lock, so lines never interleave. Hypervisor lines are `[hv] <text>`, slice lines
-//! `[<slice>] <line>`, each ended by `\r\n`. The operator side (input, focus, counters) is
-//! `crate::console`.
+//! one lock, taken for one whole line at a time, so lines never interleave. Hypervisor lines are
+//! `[hv] <text>`, slice lines `[<slice>] <line>`, each ended by `\r\n`. The operator side
+//! (input, focus, counters) is `crate::console`.
+//!
+//! Each slice assembles its lines under its own lock (`crate::devices::uart`); only the finished
+//! line takes this one. It is a ticket lock, served in arrival order: a slice that floods its
+//! console queues behind the others like any core, so another slice's line waits for at most
+//! one line from each other core, never for the flood.
 
 use core::fmt::{self, Write};
 
 use microvisor_arch::uart::PhysicalUart;
-use spin::Mutex;
+use spin::mutex::TicketMutex;
 
-static UART: Mutex<Option<PhysicalUart>> = Mutex::new(None);
+static UART: TicketMutex<Option<PhysicalUart>> = TicketMutex::new(None);
 
 /// Hands the console UART over (boot core, once).
 pub fn init(uart: PhysicalUart) {

@@ -4,7 +4,8 @@
 //! published here once, for the exception entry points to find.
 
 use microvisor_arch::exceptions::{self, GuestFrame};
-use microvisor_arch::{cpu, virt};
+use microvisor_arch::{cpu, smp, virt};
+use microvisor_logic::inventory::Region;
 use spin::Once;
 
 use crate::irq;
@@ -22,6 +23,32 @@ pub fn publish(node: Node) -> &'static Node {
         crate::devices::control::serve(node);
     }
     node
+}
+
+/// The guard page below the boot stack (`boot/`), for the fatal report.
+static BOOT_GUARD: Once<Region> = Once::new();
+
+/// Records the boot stack's guard page (boot core, once).
+pub fn watch_boot_guard(guard: Region) {
+    BOOT_GUARD.call_once(|| guard);
+}
+
+/// The guard page of the stack `core` runs on that an EL2 exception with stack pointer `sp`
+/// and fault address `far` ran into, if it is a stack overflow.
+pub fn overflowed_guard(core: usize, sp: u64, far: Option<u64>) -> Option<Region> {
+    let own = smp::stacks(core)
+        .filter(|s| s.overflowed(sp, far))
+        .map(|s| s.guard);
+    let boot = BOOT_GUARD
+        .get()
+        .copied()
+        .filter(|g| g.contains(sp) || far.is_some_and(|f| g.contains(f)));
+    own.or(boot)
+}
+
+/// The node, once published (the fatal report powers it off through its conduit).
+pub fn published() -> Option<&'static Node> {
+    NODE.get()
 }
 
 /// The published node. Only entry points (exception handlers, a starting core) call this;

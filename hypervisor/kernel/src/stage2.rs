@@ -7,6 +7,8 @@ use microvisor_arch::virt;
 use microvisor_logic::pagetable::{Attributes, HeapTables, MapError, Regime, Translation};
 use spin::Mutex;
 
+const PAGE: u64 = 4096;
+
 /// The stage 2 the slice's cores walk.
 pub struct CpuStage2 {
     tables: Mutex<Translation<HeapTables>>,
@@ -45,6 +47,20 @@ impl CpuStage2 {
         self.tables
             .lock()
             .map(ipa, physical, size, Attributes::DEVICE)
+    }
+
+    /// Maps the page at physical `physical` read-only (no execute) at every page of
+    /// `[ipa, ipa + size)`: a store there is a stage-2 permission fault.
+    pub fn map_repeated_read_only(
+        &self,
+        ipa: u64,
+        physical: u64,
+        size: u64,
+    ) -> Result<(), MapError> {
+        let mut tables = self.tables.lock();
+        (0..size / PAGE).try_for_each(|page| {
+            tables.map(ipa + page * PAGE, physical, PAGE, Attributes::READ_ONLY)
+        })
     }
 
     /// Removes what [`CpuStage2::map_device`] mapped in `[ipa, ipa + size)` and discards the

@@ -17,7 +17,9 @@ use microvisor_logic::inventory::{Conduit, Inventory, Region};
 use microvisor_logic::memory_map::{free_ram, place_working_memory};
 use microvisor_logic::passthrough::virtio::MacAddress;
 use microvisor_logic::pci::Bdf;
+use microvisor_logic::stacks::StackLayout;
 use microvisor_plan::bundle::Bundle;
+use microvisor_plan::image::STACK_OVERFLOW_TEST;
 use microvisor_plan::place::{self, Hardware, format_cores};
 use microvisor_plan::size::HumanSize;
 use microvisor_plan::{GUEST_RAM_BASE, NodePci, PciAddress, PciFunction};
@@ -44,10 +46,18 @@ pub struct BootInfo {
     /// Bytes of the image that are the hypervisor itself (the bundle follows).
     pub hypervisor_size: u64,
     pub bundle: &'static [u8],
-    /// The hypervisor's working memory: early translation tables, then the heap.
+    /// The hypervisor's working memory: early translation tables, every core's stacks, then
+    /// the heap.
     pub working_memory: Region,
     /// Bytes of early (stage-1) translation tables in use.
     pub stage1_bytes: u64,
+    /// Every core's stacks, their guard pages unmapped.
+    pub stacks: StackLayout,
+    /// The unmapped guard page below the boot stack.
+    pub boot_guard: Region,
+    /// The image header's reserved u64 @40: [`STACK_OVERFLOW_TEST`] in the guard page test's
+    /// image.
+    pub test_mark: [u8; 8],
     /// Bytes of heap used so far, when asked.
     pub heap_used: fn() -> usize,
     /// The PCIe host bridge, when the node has one.
@@ -219,7 +229,7 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
         control,
         Footprint {
             bytes: info.hypervisor_size + info.working_memory.size,
-            heap_bytes: info.working_memory.size - info.stage1_bytes,
+            heap_bytes: info.working_memory.size - info.stage1_bytes - info.stacks.region().size,
             heap_used: info.heap_used,
         },
     ))
@@ -567,13 +577,18 @@ fn partition_table(node: &Node, info: &BootInfo) {
     }
     let stage2: usize = node.slices.iter().map(|s| s.memory.stage2.tables()).sum();
     let working = info.working_memory.size;
+    let stacks = info.stacks.region();
     hv!(
-        "footprint: {} (image {} at {:#x}, stage-1 tables {}, heap {} with {} used incl. stacks and {} stage-2 tables); bundle {}",
+        "footprint: {} (image {} at {:#x}, stage-1 tables {}, stacks {} for {} cores at {:#x}-{:#x} with unmapped guard pages, heap {} with {} used incl. {} stage-2 tables); bundle {}",
         HumanSize(info.hypervisor_size + working),
         HumanSize(info.hypervisor_size),
         info.image.base,
         HumanSize(info.stage1_bytes),
-        HumanSize(working - info.stage1_bytes),
+        HumanSize(stacks.size),
+        info.stacks.cores(),
+        stacks.base,
+        stacks.end(),
+        HumanSize(working - info.stage1_bytes - stacks.size),
         HumanSize((info.heap_used)() as u64),
         stage2,
         HumanSize(info.bundle.len() as u64),
@@ -642,7 +657,32 @@ fn run(node: Node, info: &BootInfo) -> ! {
     if let Some((slice, vcpu)) = node.assigned(info.boot_core) {
         virt::configure_core(slice.memory.stage2.vttbr(), vcpu.index);
     }
+    core_run::watch_boot_guard(info.boot_guard);
+    if info.test_mark == STACK_OVERFLOW_TEST {
+        hv!(
+            "test image: core {} overflows its hypervisor stack on purpose",
+            info.boot_core
+        );
+        exceptions::run_on_fresh_stack(overflow_on_purpose)
+    }
     exceptions::run_on_fresh_stack(core_run::core_loop)
+}
+
+/// The guard page test (`tests/tests/robustness.rs`): recurses on this core's hypervisor stack
+/// until it runs into the guard page, which must stop the node with a clear report.
+extern "C" fn overflow_on_purpose() -> ! {
+    /// One 512-byte frame per call, kept live across the next call.
+    #[inline(never)]
+    fn descend(depth: u64) -> u64 {
+        let frame = core::hint::black_box([depth; 64]);
+        if core::hint::black_box(depth) == u64::MAX {
+            return frame[0];
+        }
+        descend(depth + 1).wrapping_add(frame[63])
+    }
+    let depth = descend(0);
+    hv!("test image: the stack never overflowed ({depth})");
+    cpu::halt()
 }
 
 /// Routes each hardware queue's completion interrupt to the core of the vCPU that will most

@@ -361,11 +361,13 @@ fn cptr(cpu: &CpuFeatures) -> LocalRegisterCopy<u64, CPTR_EL2::Register> {
 }
 
 /// CNTHCTL_EL2 (E2H = 0 layout): the guest reads the physical counter (EL1PCTEN = 1) and owns
-/// the EL1 virtual timer (no FEAT_ECV trap or offset: EL1TVT, EL1TVCT, ECV = 0); the EL1
-/// physical timer is not part of a slice and traps (EL1PCEN = 0). No event stream.
+/// both EL1 timers, virtual and physical (EL1PCEN = 1; DESIGN.md §4, "Timers"), with no
+/// FEAT_ECV trap or offset (EL1TVT, EL1TVCT, ECV = 0). The hypervisor's own timer is the EL2
+/// physical timer, which EL1 cannot reach (its registers are UNDEFINED below EL2). No event
+/// stream.
 fn cnthctl() -> LocalRegisterCopy<u64, CNTHCTL_EL2::Register> {
     let mut cnthctl = LocalRegisterCopy::new(0);
-    cnthctl.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::CLEAR);
+    cnthctl.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::SET);
     cnthctl
 }
 
@@ -722,12 +724,12 @@ mod tests {
     }
 
     #[test]
-    fn el1_physical_timer_traps_and_the_counters_and_virtual_timer_do_not() {
+    fn both_el1_timers_and_the_counters_belong_to_the_guest() {
         for cpu in all_cpus() {
             let cnthctl = TrapConfiguration::for_cpu(&cpu).cnthctl;
             assert!(
-                !cnthctl.is_set(CNTHCTL_EL2::EL1PCEN),
-                "EL1 physical timer traps"
+                cnthctl.is_set(CNTHCTL_EL2::EL1PCEN),
+                "EL1 physical timer the guest's own"
             );
             assert!(
                 cnthctl.is_set(CNTHCTL_EL2::EL1PCTEN),
@@ -828,7 +830,7 @@ mod tests {
         let traps = TrapConfiguration::for_cpu(&BARE);
         assert_eq!(traps.hcr.get(), 0x0000_0300_8038_003b);
         assert_eq!(traps.cptr.get(), 0x33ff);
-        assert_eq!(traps.cnthctl.get(), 0x1);
+        assert_eq!(traps.cnthctl.get(), 0x3, "EL1PCTEN and EL1PCEN");
         assert_eq!(traps.mdcr.get(), 0x800);
         assert!(traps.zcr.is_none() && traps.smcr.is_none());
     }

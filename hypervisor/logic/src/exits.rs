@@ -11,8 +11,8 @@ pub enum ExitCause {
     SecureMonitorCall,
     /// A trapped ICC_SGI1R_EL1 write (an IPI inside the slice).
     Sgi,
-    /// A stage-2 abort outside the slice's RAM and devices, or another guest error that
-    /// ended the slice's run.
+    /// A guest error that ended the slice's run (an abort or undefined system register under
+    /// `on-fault = "stop"/"restart"`, or one that cannot be delivered as an exception).
     Fault,
     /// Another trapped system register access.
     SystemRegister,
@@ -31,11 +31,16 @@ pub enum ExitCause {
     OtherInterrupt,
     /// Any other exception class.
     Other,
+    /// A synchronous external abort delivered to the guest (an access nothing answers).
+    Abort,
+    /// An Undefined Instruction exception delivered to the guest (a system register the
+    /// slice does not have).
+    Undefined,
 }
 
 impl ExitCause {
     /// Every cause, in counter order.
-    pub const ALL: [ExitCause; 12] = [
+    pub const ALL: [ExitCause; 14] = [
         ExitCause::Hypercall,
         ExitCause::SecureMonitorCall,
         ExitCause::Sgi,
@@ -48,6 +53,8 @@ impl ExitCause {
         ExitCause::DeviceInterrupt,
         ExitCause::OtherInterrupt,
         ExitCause::Other,
+        ExitCause::Abort,
+        ExitCause::Undefined,
     ];
     /// Number of causes.
     pub const COUNT: usize = Self::ALL.len();
@@ -72,6 +79,8 @@ impl ExitCause {
             ExitCause::DeviceInterrupt => "irq-device",
             ExitCause::OtherInterrupt => "irq-other",
             ExitCause::Other => "other",
+            ExitCause::Abort => "abort",
+            ExitCause::Undefined => "undef",
         }
     }
 }

@@ -310,9 +310,11 @@ impl Inventory {
         (Some(mapping.target) == smmu.phandle).then_some(mapping.id)
     }
 
-    /// Total bytes of RAM.
+    /// Total bytes of RAM (saturating: a tree may claim banks that add up past 2^64).
     pub fn ram_total(&self) -> u64 {
-        self.ram.iter().map(|r| r.size).sum()
+        self.ram
+            .iter()
+            .fold(0u64, |total, r| total.saturating_add(r.size))
     }
 
     /// Physical core index of the core with this MPIDR (affinity fields only).
@@ -1185,6 +1187,23 @@ pub(crate) mod tests {
                 Region::new(0x1_0000_0000, 1 << 30)
             ]
         );
+    }
+
+    /// Found by an invariant of the `inventory` fuzz target (`ram_total` is the saturating sum
+    /// of the banks): banks adding up past 2^64 overflowed the sum (a panic with overflow
+    /// checks, a wrapped total for the boot banner and the placement messages without).
+    #[test]
+    fn ram_total_saturates() {
+        let dtb = virt_with(|t| {
+            t.ram = alloc::vec![
+                (0x4000_0000, 1 << 30),
+                (1 << 62, 1 << 63),
+                (1 << 63, 1 << 63)
+            ]
+        });
+        let inv = Inventory::from_dtb(&dtb).unwrap();
+        assert_eq!(inv.ram.len(), 3);
+        assert_eq!(inv.ram_total(), u64::MAX);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod dtb;
 pub mod el2;
 pub mod exits;
 pub mod guest_dt;
+pub mod inject;
 pub mod inventory;
 pub mod memory_map;
 pub mod msix;
@@ -23,7 +24,9 @@ pub mod pci;
 pub mod pl011;
 pub mod pl061;
 pub mod psci;
+pub mod ratelimit;
 pub mod smmu;
+pub mod stacks;
 #[cfg(test)]
 mod testing;
 pub mod trap;

@@ -150,6 +150,12 @@ impl Attributes {
         writable: true,
         executable: false,
     };
+    /// Read-only, non-executable normal memory (e.g. the erased flash firmware reads).
+    pub const READ_ONLY: Attributes = Attributes {
+        memory: MemoryType::Normal,
+        writable: false,
+        executable: false,
+    };
     /// Device registers: read-write, never executable.
     pub const DEVICE: Attributes = Attributes {
         memory: MemoryType::Device,

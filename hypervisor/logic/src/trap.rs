@@ -128,6 +128,9 @@ pub enum Exit {
     InstructionAbort { ipa: u64, status: u8 },
     /// A trapped MSR/MRS (e.g. an IMPLEMENTATION DEFINED register under HCR_EL2.TIDCP).
     SystemRegister(SysRegAccess),
+    /// A trapped AArch32 coprocessor access (MCR/MRC/MCRR/MRRC to CP15 or CP14, LDC/STC):
+    /// only an AArch32 EL0 can make one, e.g. to an IMPLEMENTATION DEFINED CP15 register.
+    Coprocessor { class: u8 },
     /// Anything else, with its exception class.
     Other { class: u8 },
 }
@@ -166,9 +169,14 @@ pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
                 read: s.is_set(SYSREG_ISS::READ),
             })
         }
+        _ if AARCH32_COPROCESSOR_CLASSES.contains(&class) => Exit::Coprocessor { class },
         _ => Exit::Other { class },
     }
 }
+
+/// ESR_ELx.EC of trapped AArch32 coprocessor accesses: MCR/MRC CP15 (0x03), MCRR/MRRC CP15
+/// (0x04), MCR/MRC CP14 (0x05), LDC/STC CP14 (0x06), MRRC CP14 (0x0C) (Arm ARM D24.2.40).
+const AARCH32_COPROCESSOR_CLASSES: [u8; 5] = [0x03, 0x04, 0x05, 0x06, 0x0c];
 
 fn data_abort(iss: u64, ipa: u64) -> Exit {
     let s = LocalRegisterCopy::<u64, DABT_ISS::Register>::new(iss);
@@ -317,6 +325,17 @@ mod tests {
             (3, 0, 15, 0, 0, 0, true)
         );
         assert_eq!(alloc::format!("{r}"), "read of S3_0_C15_C0_0");
+    }
+
+    #[test]
+    fn aarch32_coprocessor_traps() {
+        for class in [0x03u64, 0x04, 0x05, 0x06, 0x0c] {
+            assert_eq!(
+                decode(class << EC_SHIFT | IL, 0, 0),
+                Exit::Coprocessor { class: class as u8 }
+            );
+        }
+        assert_eq!(decode(0x07 << EC_SHIFT, 0, 0), Exit::Other { class: 7 });
     }
 
     #[test]

@@ -537,6 +537,7 @@ mod tests {
             nvme: None,
             devices: Vec::new(),
             role: crate::model::Role::Tenant,
+            boot: crate::model::BootProtocol::Linux,
         }
     }
 

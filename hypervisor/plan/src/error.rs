@@ -222,6 +222,10 @@ pub enum Problem {
     },
     /// The manager's kernel is not Linux (its tools are Linux programs).
     ManagerNotLinux,
+    /// `cmdline` on a slice that boots firmware.
+    FirmwareHasNoCmdline,
+    /// `initrd` on a slice that boots firmware.
+    FirmwareHasNoInitrd,
     /// `staging` on a slice that is not the manager.
     StagingWithoutManager,
     /// A `staging` size outside what the control interface accepts, or not a 2 MiB multiple.
@@ -394,7 +398,7 @@ impl fmt::Display for Problem {
             }
             Problem::UnknownOnFault(policy) => write!(
                 f,
-                "{} is not a policy (expected \"stop\" or \"restart\")",
+                "{} is not a policy (expected \"exception\", \"stop\" or \"restart\")",
                 Quoted(policy)
             ),
             Problem::UnknownRole(role) => write!(
@@ -407,7 +411,13 @@ impl fmt::Display for Problem {
                 "slice \"{first_slice}\" is the manager already (a node has at most one)"
             ),
             Problem::ManagerNotLinux => f.write_str(
-                "the manager must run Linux (kernel = \"linux\" or a Linux Image), not the probe",
+                "the manager must run Linux (kernel = \"linux\" or a Linux Image), not the probe or firmware",
+            ),
+            Problem::FirmwareHasNoCmdline => f.write_str(
+                "a slice booting firmware (kernel = \"firmware\") has no command line: the OS it boots takes its own from the disk or the network",
+            ),
+            Problem::FirmwareHasNoInitrd => f.write_str(
+                "a slice booting firmware (kernel = \"firmware\") has no initrd: the OS it boots loads its own",
             ),
             Problem::StagingWithoutManager => {
                 f.write_str("only the manager (role = \"manager\") has a staging pool")
@@ -948,7 +958,7 @@ mod tests {
     fn unknown_on_fault() {
         assert_eq!(
             in_slice(Field::OnFault, Problem::UnknownOnFault("reboot".into())),
-            "slice \"web-0\": on-fault: \"reboot\" is not a policy (expected \"stop\" or \"restart\")"
+            "slice \"web-0\": on-fault: \"reboot\" is not a policy (expected \"exception\", \"stop\" or \"restart\")"
         );
     }
 

@@ -18,6 +18,12 @@ pub const HEADER_LEN: usize = 64;
 pub const ARM64_MAGIC: u32 = 0x644d_5241;
 /// Largest `text_offset` accepted (inclusive).
 pub const MAX_TEXT_OFFSET: u64 = 2 << 20;
+/// Offset of the header's reserved u64 @40, where a test image carries [`STACK_OVERFLOW_TEST`].
+pub const TEST_MARK_OFFSET: usize = 40;
+/// The reserved u64 @40 of a hypervisor image built to overflow a hypervisor stack on purpose
+/// once its slices run (the guard page test, `tests/tests/robustness.rs`, writes it into the
+/// built image; `cargo xtask image` never does). Anything else there is ignored.
+pub const STACK_OVERFLOW_TEST: [u8; 8] = *b"MVSOVFL1";
 /// Required alignment of `text_offset`.
 const TEXT_OFFSET_ALIGN: u64 = 4096;
 

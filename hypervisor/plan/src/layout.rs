@@ -94,6 +94,46 @@ impl GuestLayout {
     }
 }
 
+/// Where firmware (`BootProtocol::Firmware`) is loaded and entered: 2 MiB into RAM, above its
+/// device tree at the start of RAM (QEMU `virt`'s layout for `-bios`, which Debian's U-Boot
+/// expects: its board code reads the tree from the first byte of RAM).
+pub const FIRMWARE_OFFSET: u64 = 2 * MIB;
+/// Least RAM a firmware slice is given room to run in: U-Boot relocates itself, its heap and
+/// its stack to the top of RAM, and loads what it boots in between.
+pub const FIRMWARE_MIN_MEMORY: u64 = 64 * MIB;
+
+impl GuestLayout {
+    /// Lays out firmware of `file_len` bytes in a slice with `memory` bytes of RAM: the device
+    /// tree at the start of RAM, the firmware [`FIRMWARE_OFFSET`] above it, no initrd. Fails
+    /// with `ImageTooLarge` on field `kernel` when RAM is below [`FIRMWARE_MIN_MEMORY`] or the
+    /// firmware does not fit in it.
+    pub fn firmware(memory: u64, file_len: u64) -> Result<GuestLayout, PlanError> {
+        let kernel_ipa = GUEST_RAM_BASE + FIRMWARE_OFFSET;
+        let min_memory = align_up(FIRMWARE_OFFSET.saturating_add(file_len), SUGGESTION_GRANULE)
+            .unwrap_or(u64::MAX)
+            .max(FIRMWARE_MIN_MEMORY);
+        let kernel_end = kernel_ipa
+            .checked_add(file_len)
+            .filter(|_| memory >= min_memory)
+            .ok_or(PlanError {
+                slice: None,
+                field: Field::Kernel,
+                problem: Problem::ImageTooLarge {
+                    needed: file_len,
+                    available: memory.saturating_sub(FIRMWARE_OFFSET),
+                    min_memory,
+                },
+            })?;
+        Ok(GuestLayout {
+            kernel_ipa,
+            kernel_end,
+            initrd: None,
+            dtb_ipa: GUEST_RAM_BASE,
+            dtb_max: DTB_MAX,
+        })
+    }
+}
+
 /// IPA of the device tree: the last `DTB_MAX` of the boot window, or `None` if RAM is smaller
 /// than `DTB_MAX`.
 fn dtb_ipa(memory: u64) -> Option<u64> {
@@ -186,6 +226,34 @@ mod tests {
         let layout = GuestLayout::new(64 * GIB, &header(0, 40 * MIB), 0, Some(MIB)).unwrap();
         assert_eq!(layout.dtb_ipa, GUEST_RAM_BASE + 32 * GIB - 2 * MIB);
         assert_eq!(layout.initrd, Some((layout.dtb_ipa - MIB, layout.dtb_ipa)));
+    }
+
+    #[test]
+    fn firmware_sits_2_mib_above_its_device_tree_at_the_start_of_ram() {
+        let layout = GuestLayout::firmware(256 * MIB, 900 * 1024).unwrap();
+        assert_eq!(
+            layout,
+            GuestLayout {
+                kernel_ipa: 0x4020_0000,
+                kernel_end: 0x4020_0000 + 900 * 1024,
+                initrd: None,
+                dtb_ipa: 0x4000_0000,
+                dtb_max: 0x20_0000,
+            }
+        );
+        let (field, problem) = problem_of(GuestLayout::firmware(32 * MIB, 900 * 1024));
+        assert_eq!(field, Field::Kernel);
+        assert!(matches!(
+            problem,
+            Problem::ImageTooLarge {
+                min_memory,
+                ..
+            } if min_memory == FIRMWARE_MIN_MEMORY
+        ));
+        let (_, problem) = problem_of(GuestLayout::firmware(128 * MIB, 200 * MIB));
+        assert!(
+            matches!(problem, Problem::ImageTooLarge { min_memory, .. } if min_memory == 202 * MIB)
+        );
     }
 
     #[test]

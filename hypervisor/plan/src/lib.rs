@@ -28,8 +28,8 @@ pub use error::{Field, PlanError, Problem};
 pub use image::{Arm64Header, ImageError};
 pub use layout::{GUEST_RAM_BASE, GuestLayout};
 pub use model::{
-    BuiltIn, CompiledPlan, Cores, ImageIndex, ImageSource, NvmeShare, OnFault, Plan, PlanOf,
-    SliceOf,
+    BootProtocol, BuiltIn, CompiledPlan, Cores, ImageIndex, ImageSource, NvmeShare, OnFault, Plan,
+    PlanOf, SliceOf,
 };
 pub use place::{
     DiskShare, Hardware, Placement, RamRange, SlicePlacement, format_cores, place, place_disk,
@@ -82,6 +82,7 @@ class = "net"
                     ImageSource::BuiltIn(BuiltIn::Linux) => {
                         ("linux", kernel_image(40 << 20, 64 << 10))
                     }
+                    ImageSource::BuiltIn(BuiltIn::Firmware) => ("u-boot", vec![0x14; 900 << 10]),
                     ImageSource::Path(path) => (path.as_str(), vec![7; 300 << 10]),
                 };
                 Ok::<_, PlanError>(writer.add_image(label, bytes))

@@ -62,6 +62,21 @@ pub struct SliceOf<I> {
     pub devices: Vec<DeviceRequest>,
     /// What the slice is on the node (`role`, and the manager's `staging`).
     pub role: Role,
+    /// How its kernel image is started.
+    pub boot: BootProtocol,
+}
+
+/// How a slice's flashed kernel image is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BootProtocol {
+    /// An arm64 Linux `Image` (the probe, Debian's kernel, any kernel file): entered at its
+    /// `text_offset` with the device tree's address in x0 (Documentation/arch/arm64/booting.rst,
+    /// `crate::layout`).
+    Linux,
+    /// Firmware for QEMU `virt` (`kernel = "firmware"`: Debian's U-Boot): a raw binary entered
+    /// 2 MiB into RAM, its device tree at the start of RAM, where QEMU puts it for `-bios`
+    /// and where U-Boot's board code looks for it. It has no command line and no initrd.
+    Firmware,
 }
 
 /// Staging pool of a manager whose plan gives no `staging`: room for a Debian kernel and
@@ -112,10 +127,13 @@ impl Cores {
 /// Fault policy (`on-fault`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OnFault {
-    /// Stop the slice and leave it stopped.
+    /// Any fault stops the slice and leaves it stopped.
     Stop,
-    /// Restart the slice from its pristine image.
+    /// Any fault restarts the slice from its pristine image.
     Restart,
+    /// The default: the guest gets the exception hardware would raise (a synchronous external
+    /// abort, Undefined Instruction); what cannot be answered that way stops the slice.
+    Exception,
 }
 
 /// Where a slice's kernel or initrd comes from (host-side plan only).
@@ -134,6 +152,9 @@ pub enum BuiltIn {
     Probe,
     /// Debian's arm64 cloud kernel (+ the generated initramfs unless `initrd` is given).
     Linux,
+    /// Debian's U-Boot for QEMU `virt` (`u-boot-qemu`, `qemu_arm64/u-boot.bin`), started as
+    /// firmware ([`BootProtocol::Firmware`]): it boots what is installed on the slice's disk.
+    Firmware,
 }
 
 /// A slice's share of the node's NVMe controller.
@@ -171,6 +192,7 @@ impl<I> PlanOf<I> {
                 nvme: slice.nvme,
                 devices: slice.devices.clone(),
                 role: slice.role,
+                boot: slice.boot,
             });
         }
         Ok(PlanOf { slices })
@@ -215,6 +237,7 @@ mod tests {
                 DeviceRequest::Pci(crate::devices::PciAddress::from_routing_id(0x18)),
             ],
             role: Role::Tenant,
+            boot: BootProtocol::Linux,
         }
     }
 

@@ -386,6 +386,7 @@ mod tests {
             nvme: None,
             devices: Vec::new(),
             role: Role::Tenant,
+            boot: crate::model::BootProtocol::Linux,
         }
     }
 

@@ -10,7 +10,8 @@ use toml::{Table, Value};
 use crate::devices::{DeviceClass, DeviceRequest, PciAddress};
 use crate::error::{DEVICE_KEYS, Field, NVME_KEYS, PLAN_KEYS, PlanError, Problem, SLICE_KEYS};
 use crate::model::{
-    BuiltIn, Cores, DEFAULT_STAGING, ImageSource, NvmeShare, OnFault, Plan, Role, SliceOf,
+    BootProtocol, BuiltIn, Cores, DEFAULT_STAGING, ImageSource, NvmeShare, OnFault, Plan, Role,
+    SliceOf,
 };
 use crate::size::{SizeError, parse_size};
 use crate::validate::slice_ref;
@@ -90,7 +91,7 @@ fn parse_slice(index: usize, entry: &Value) -> Result<SliceOf<ImageSource>, Plan
             .unwrap_or_default(),
         on_fault: optional(table, "on-fault", on_fault)
             .map_err(field(Field::OnFault))?
-            .unwrap_or(OnFault::Stop),
+            .unwrap_or(OnFault::Exception),
         nvme: match table.get("nvme") {
             None => None,
             Some(value) => Some(nvme(value).map_err(|(f, problem)| field(f)(problem))?),
@@ -100,6 +101,13 @@ fn parse_slice(index: usize, entry: &Value) -> Result<SliceOf<ImageSource>, Plan
             Some(value) => devices(value).map_err(|(f, problem)| field(f)(problem))?,
         },
         role: role(table).map_err(|(f, problem)| field(f)(problem))?,
+        boot: BootProtocol::Linux,
+    })
+    .map(|mut slice| {
+        if slice.kernel == ImageSource::BuiltIn(BuiltIn::Firmware) {
+            slice.boot = BootProtocol::Firmware;
+        }
+        slice
     })
 }
 
@@ -209,6 +217,7 @@ fn built_in(name: &str) -> Option<BuiltIn> {
     match name {
         "probe" => Some(BuiltIn::Probe),
         "linux" => Some(BuiltIn::Linux),
+        "firmware" => Some(BuiltIn::Firmware),
         _ => None,
     }
 }
@@ -233,6 +242,7 @@ fn on_fault(value: &Value) -> Result<OnFault, Problem> {
     match string(value)?.as_str() {
         "stop" => Ok(OnFault::Stop),
         "restart" => Ok(OnFault::Restart),
+        "exception" => Ok(OnFault::Exception),
         other => Err(Problem::UnknownOnFault(other.into())),
     }
 }
@@ -378,6 +388,7 @@ kernel = "guests/Image"
                     DeviceRequest::Class(DeviceClass::Nvme),
                 ],
                 role: Role::Tenant,
+                boot: BootProtocol::Linux,
             }
         );
         assert_eq!(
@@ -389,10 +400,11 @@ kernel = "guests/Image"
                 kernel: ImageSource::Path("guests/Image".into()),
                 initrd: None,
                 cmdline: String::new(),
-                on_fault: OnFault::Stop,
+                on_fault: OnFault::Exception,
                 nvme: None,
                 devices: Vec::new(),
                 role: Role::Tenant,
+                boot: BootProtocol::Linux,
             }
         );
     }
@@ -584,7 +596,7 @@ kernel = "guests/Image"
         let probe = Plan::from_toml(&minimal_with("role = \"manager\"")).unwrap();
         assert_eq!(
             probe.check_manager_kernel().unwrap_err().to_string(),
-            "slice \"web-0\": kernel: the manager must run Linux (kernel = \"linux\" or a Linux Image), not the probe"
+            "slice \"web-0\": kernel: the manager must run Linux (kernel = \"linux\" or a Linux Image), not the probe or firmware"
         );
     }
 
@@ -671,6 +683,43 @@ kernel = "guests/Image"
                 .slices[0]
                 .on_fault,
             OnFault::Stop
+        );
+        assert_eq!(
+            Plan::from_toml(&minimal_with("")).unwrap().slices[0].on_fault,
+            OnFault::Exception,
+            "hardware behaviour by default"
+        );
+    }
+
+    #[test]
+    fn firmware_slices_boot_u_boot_and_take_no_cmdline_or_initrd() {
+        let plan = Plan::from_toml(&one_slice(
+            "cores = 1\nmemory = \"256M\"\nkernel = \"firmware\"",
+        ))
+        .unwrap();
+        plan.validate().unwrap();
+        assert_eq!(
+            plan.slices[0].kernel,
+            ImageSource::BuiltIn(BuiltIn::Firmware)
+        );
+        assert_eq!(plan.slices[0].boot, BootProtocol::Firmware);
+        let with = |extra: &str| {
+            let text = one_slice(&format!(
+                "cores = 1\nmemory = \"256M\"\nkernel = \"firmware\"\n{extra}"
+            ));
+            Plan::from_toml(&text).unwrap_err().to_string()
+        };
+        assert!(
+            with("cmdline = \"quiet\"")
+                .starts_with("slice \"web-0\": cmdline: a slice booting firmware")
+        );
+        assert!(
+            with("initrd = \"x.cpio\"")
+                .starts_with("slice \"web-0\": initrd: a slice booting firmware")
+        );
+        assert_eq!(
+            Plan::from_toml(&minimal_with("")).unwrap().slices[0].boot,
+            BootProtocol::Linux
         );
     }
 

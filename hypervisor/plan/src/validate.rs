@@ -9,8 +9,8 @@ use alloc::string::String;
 use crate::devices::{DeviceRequest, PciAddress};
 use crate::error::{Field, PlanError, Problem};
 use crate::model::{
-    BuiltIn, Cores, ImageSource, MAX_DEVICES, MAX_NAME_LEN, MAX_SLICE_MEMORY, MAX_SLICES,
-    MAX_STAGING, MAX_VCPUS, MIN_STAGING, NvmeShare, PAGE_SIZE, PlanOf, Role, SliceOf,
+    BootProtocol, BuiltIn, Cores, ImageSource, MAX_DEVICES, MAX_NAME_LEN, MAX_SLICE_MEMORY,
+    MAX_SLICES, MAX_STAGING, MAX_VCPUS, MIN_STAGING, NvmeShare, PAGE_SIZE, PlanOf, Role, SliceOf,
 };
 
 impl<I> PlanOf<I> {
@@ -34,6 +34,14 @@ impl<I> PlanOf<I> {
             .map_err(|p| error(Field::Cores, p))?;
             check_memory(slice.memory).map_err(|p| error(Field::Memory, p))?;
             check_cmdline(slice).map_err(|p| error(Field::Cmdline, p))?;
+            if slice.boot == BootProtocol::Firmware {
+                if !slice.cmdline.is_empty() {
+                    return Err(error(Field::Cmdline, Problem::FirmwareHasNoCmdline));
+                }
+                if slice.initrd.is_some() {
+                    return Err(error(Field::Initrd, Problem::FirmwareHasNoInitrd));
+                }
+            }
             if let Role::Manager { staging } = slice.role {
                 if let Some(first) = manager {
                     let first_slice = slice_ref(first, &self.slices[first].name);
@@ -67,7 +75,11 @@ impl PlanOf<ImageSource> {
     /// The host-side check a compiled plan cannot make: the manager does not run the probe.
     pub fn check_manager_kernel(&self) -> Result<(), PlanError> {
         for (index, slice) in self.slices.iter().enumerate() {
-            if slice.role.is_manager() && slice.kernel == ImageSource::BuiltIn(BuiltIn::Probe) {
+            let linux = !matches!(
+                slice.kernel,
+                ImageSource::BuiltIn(BuiltIn::Probe | BuiltIn::Firmware)
+            );
+            if slice.role.is_manager() && !linux {
                 let at = slice_ref(index, &slice.name);
                 return Err(PlanError::slice(
                     at,
@@ -243,6 +255,7 @@ mod tests {
             nvme: None,
             devices: Vec::new(),
             role: Role::Tenant,
+            boot: crate::model::BootProtocol::Linux,
         }
     }
 

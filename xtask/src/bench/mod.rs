@@ -119,7 +119,7 @@ pub fn run(ws: &Workspace, artifacts: &Artifacts, plan: &Plan) -> Result<Results
             "KiB",
             Goal::AtMost(goal_kib),
         )
-        .with_note("`[hv] footprint` line: image + stage-1 tables + heap (stacks, stage-2 tables); goal 2 MiB + 0.1% of slice RAM"),
+        .with_note("`[hv] footprint` line: image + stage-1 tables + stacks + heap (stage-2 tables); goal 2 MiB + 0.1% of slice RAM"),
     );
     for (slices, boot) in &boots {
         metrics.push(

@@ -134,7 +134,7 @@ mod tests {
         assert_eq!(human_size("1724 KiB"), Some(1724 << 10));
         assert_eq!(human_size("1.5 MiB"), Some(3 << 19));
         assert_eq!(human_size("12 parsecs"), None);
-        let line = "[hv] footprint: 1724 KiB (image 188 KiB at 0x40200000, stage-1 tables 16 KiB, heap 1.5 MiB with 100 KiB used incl. stacks and 3 stage-2 tables); bundle 60 KiB";
+        let line = "[hv] footprint: 1724 KiB (image 188 KiB at 0x40200000, stage-1 tables 16 KiB, stacks 132 KiB for 3 cores at 0x402e0000-0x40301000 with unmapped guard pages, heap 1.5 MiB with 100 KiB used incl. 3 stage-2 tables); bundle 60 KiB";
         assert_eq!(footprint(line), Some((1724 << 10, 188 << 10)));
         assert_eq!(
             released("[hv] boot: 8 slices released at counter 123456"),

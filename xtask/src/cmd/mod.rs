@@ -3,10 +3,12 @@
 
 pub mod bench;
 pub mod build;
+pub mod fuzz;
 pub mod image;
 pub mod linux;
 pub mod plan;
 pub mod qemu;
 pub mod run;
 pub mod setup;
+pub mod soak;
 pub mod test;

@@ -83,6 +83,7 @@ pub fn report(plan: &Plan, node: &Node) -> Result<String, microvisor_plan::PlanE
             match slice.on_fault {
                 OnFault::Stop => "stop".into(),
                 OnFault::Restart => "restart".into(),
+                OnFault::Exception => "exception".into(),
             },
         ]);
         used += at.ram.size;
@@ -202,6 +203,7 @@ fn kernel_name(source: &ImageSource) -> String {
     match source {
         ImageSource::BuiltIn(BuiltIn::Probe) => "probe".into(),
         ImageSource::BuiltIn(BuiltIn::Linux) => "linux".into(),
+        ImageSource::BuiltIn(BuiltIn::Firmware) => "firmware".into(),
         ImageSource::Path(p) => p.clone(),
     }
 }
@@ -229,11 +231,15 @@ kernel = "probe"
         let table = report(&Plan::from_toml(PLAN).unwrap(), &node).unwrap();
         assert!(table.contains("first 64 MiB"), "{table}");
         assert!(
-            table.contains("web    0-2           0x100000000-0x140000000 (1 GiB)   probe   stop"),
+            table.contains(
+                "web    0-2           0x100000000-0x140000000 (1 GiB)   probe   exception"
+            ),
             "{table}"
         );
         assert!(
-            table.contains("db     5-7 (listed)  0xd0000000-0x100000000 (768 MiB)  probe   stop"),
+            table.contains(
+                "db     5-7 (listed)  0xd0000000-0x100000000 (768 MiB)  probe   exception"
+            ),
             "{table}"
         );
         assert!(table.contains("uses 6 of 8 cores"), "{table}");

@@ -1,4 +1,5 @@
-//! `cargo xtask test`: host unit tests, then the QEMU integration tests, then a summary.
+//! `cargo xtask test`: host unit tests, a short run of every fuzz target, then the QEMU
+//! integration tests, then a summary.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{ExitCode, Stdio};
@@ -16,6 +17,8 @@ pub const HOST_CRATES: [&str; 6] = [
     "microvisor-control",
     "xtask",
 ];
+/// Seconds each fuzz target runs in the test step (11 targets: about a minute in all).
+pub const FUZZ_SECONDS: u64 = 5;
 /// Parallel QEMU scenarios (each boots a multi-core TCG guest).
 pub const QEMU_TEST_THREADS: u32 = 2;
 
@@ -43,6 +46,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
     total.add(&counts);
     if !counts.success {
         failed_steps.push("host unit tests");
+    }
+
+    if args.filter.is_empty() {
+        let counts = run_fuzz_step(&ws)?;
+        total.add(&counts);
+        if !counts.success {
+            failed_steps.push("fuzz targets");
+        }
+    } else {
+        println!("== fuzz targets: skipped (a test filter was given)");
     }
 
     let mut qemu: Vec<String> = vec![
@@ -76,6 +89,30 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Builds the fuzz targets and runs each for [`FUZZ_SECONDS`]: a target that crashes counts as
+/// a failed test (its input path is printed), one that does not as a passed one.
+fn run_fuzz_step(ws: &Workspace) -> Result<Counts> {
+    use crate::fuzz::{self, Budget, FuzzDirs};
+    println!("== fuzz targets: {FUZZ_SECONDS} s each (cargo xtask fuzz for longer runs)");
+    fuzz::ensure_tools()?;
+    let dirs = FuzzDirs::new(ws);
+    let mut counts = Counts {
+        success: true,
+        ..Counts::default()
+    };
+    if let Err(e) = fuzz::build(ws, &dirs) {
+        println!("fuzz build failed: {e:#}");
+        counts.failed += 1;
+        counts.success = false;
+        return Ok(counts);
+    }
+    let crashed = fuzz::run_targets(ws, &dirs, &fuzz::TARGETS, Budget::seconds(FUZZ_SECONDS))?;
+    counts.failed = crashed.len() as u64;
+    counts.passed = (fuzz::TARGETS.len() - crashed.len()) as u64;
+    counts.success = crashed.is_empty();
+    Ok(counts)
 }
 
 /// Test counts read from cargo's `test result:` lines.

@@ -54,6 +54,12 @@ impl DebFile {
         self.file_name.split('_').next().unwrap_or_default()
     }
 
+    /// The architecture (`arm64`, `amd64`, `all`).
+    pub fn arch(&self) -> &str {
+        let arch = self.file_name.split('_').nth(2).unwrap_or_default();
+        arch.strip_suffix(".deb").unwrap_or(arch)
+    }
+
     /// The version, `%3a` decoded to `:`.
     pub fn version(&self) -> String {
         let version = self.file_name.split('_').nth(1).unwrap_or_default();
@@ -226,12 +232,7 @@ pub fn net_modules(extracted: &Path) -> Result<Vec<PathBuf>> {
 /// cache `dir` lacks. If apt cannot help (no arm64 architecture or package lists and not root,
 /// no network, no apt at all) the pair last used is taken from the cache, with a note.
 pub fn fetch(dir: &Path, quiet: bool) -> Result<Fetched> {
-    let tmp = dir.join("tmp");
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    remove_stale_temporaries(&tmp);
-    let workdir = tmp.join(format!("w-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&workdir);
-    std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
+    let workdir = fresh_workdir(dir)?;
     let apt = Apt::new(workdir.clone());
     let fresh = resolve(&apt, quiet).and_then(|(kernel_deb, busybox_deb)| {
         obtain(&apt, dir, &kernel_deb, quiet)?;
@@ -526,7 +527,7 @@ fn download(apt: &Apt, dir: &Path, deb: &DebFile, quiet: bool) -> Result<()> {
         ),
         quiet,
     );
-    let spec = format!("{}:{DEB_ARCH}={}", deb.package(), deb.version());
+    let spec = format!("{}:{}={}", deb.package(), deb.arch(), deb.version());
     checked(apt.command("apt-get").args(["download", &spec]))?;
     let got = apt.workdir.join(&deb.file_name);
     let bytes = std::fs::read(&got).with_context(|| format!("reading {}", got.display()))?;
@@ -549,6 +550,91 @@ fn download(apt: &Apt, dir: &Path, deb: &DebFile, quiet: bool) -> Result<()> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Downloads (size and SHA-256 checked against what apt announces) and extracts the whole of
+/// each package `specs` names (`name` or `name:arch`) into `dir/<stem>/`, unless already there;
+/// returns the extracted directories in order. For the host tools xtask runs from the cache
+/// without installing them (e.g. `grub-mkimage`, `mtools`) and the files it takes from arm64
+/// packages (e.g. GRUB's modules). If apt cannot help, directories extracted before are used.
+pub fn fetch_extracted(dir: &Path, specs: &[&str], quiet: bool) -> Result<Vec<PathBuf>> {
+    let workdir = fresh_workdir(dir)?;
+    let apt = Apt::new(workdir.clone());
+    let fresh = (|| -> Result<Vec<PathBuf>> {
+        let mut cmd = apt.command("apt-get");
+        cmd.args(["download", "--print-uris"]).args(specs);
+        let mut files = parse_print_uris(&checked(&mut cmd)?)?;
+        // apt names them in its own order: back to the order asked for.
+        let position = |deb: &DebFile| {
+            specs
+                .iter()
+                .position(|s| s.split(':').next() == Some(deb.package()))
+                .unwrap_or(usize::MAX)
+        };
+        files.sort_by_key(position);
+        ensure!(
+            files.len() == specs.len(),
+            "{} named {} packages for {}",
+            render(&cmd),
+            files.len(),
+            specs.join(" ")
+        );
+        let mut extracted = Vec::new();
+        for deb in &files {
+            let target = dir.join(deb.stem());
+            if !target.is_dir() {
+                let path = dir.join("debs").join(&deb.file_name);
+                if !std::fs::metadata(&path).is_ok_and(|m| m.len() == deb.size) {
+                    download(&apt, dir, deb, quiet)?;
+                }
+                let work = workdir.join("extracted");
+                let _ = std::fs::remove_dir_all(&work);
+                checked(Command::new("dpkg-deb").arg("-x").arg(&path).arg(&work))?;
+                if std::fs::rename(&work, &target).is_err() {
+                    ensure!(
+                        target.is_dir(),
+                        "cannot move {} to {}",
+                        work.display(),
+                        target.display()
+                    );
+                }
+            }
+            extracted.push(target);
+        }
+        Ok(extracted)
+    })();
+    let _ = std::fs::remove_dir_all(&workdir);
+    fresh.or_else(|why| {
+        let cached: Option<Vec<PathBuf>> = specs
+            .iter()
+            .map(|spec| {
+                let name = spec.split(':').next().unwrap_or(spec);
+                std::fs::read_dir(dir)
+                    .ok()?
+                    .flatten()
+                    .map(|e| e.path())
+                    .find(|p| {
+                        p.is_dir()
+                            && p.file_name()
+                                .and_then(|n| n.to_str())
+                                .is_some_and(|n| n.starts_with(&format!("{name}_")))
+                    })
+            })
+            .collect();
+        cached.ok_or(why)
+    })
+}
+
+/// An empty `tmp/w-<pid>/` under the cache `dir` for this run (what dead runs left there is
+/// removed first).
+fn fresh_workdir(dir: &Path) -> Result<PathBuf> {
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    remove_stale_temporaries(&tmp);
+    let workdir = tmp.join(format!("w-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&workdir);
+    std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
+    Ok(workdir)
 }
 
 /// Removes `tmp/` entries (`w-<pid>`) left by runs that no longer exist.

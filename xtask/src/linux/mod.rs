@@ -37,7 +37,7 @@ mod userspace;
 
 pub use debian::{
     BUSYBOX_PACKAGE, DEB_ARCH, DebFile, Fetched, KERNEL_META_PACKAGE, NET_MODULES, SUITE_ENV,
-    fetch, net_modules, parse_depends, parse_print_uris,
+    fetch, fetch_extracted, net_modules, parse_depends, parse_print_uris,
 };
 pub use userspace::{
     GROUP, INIT_SCRIPT, INITTAB, MODULES_DIR, Module, PASSWD, PROBE_IMAGE, Tools, UDHCPC_SCRIPT,

@@ -3,19 +3,24 @@
 //! continues, one `ATTACK <name> contained <detail>`,
 //! `ATTACK <name> NOT-CONTAINED <detail>` or, when it could not be attempted,
 //! `ATTACK <name> NOT-CONTAINED unverified <why>` (verdicts: see
-//! `microvisor_probe::verdict`). Under the microvisor most of them
-//! should stop the slice instead (`[hv] slice <name> stopped: ...`), so no
-//! outcome line follows; natively they fault (`PROBE EXCEPTION`) or succeed.
+//! `microvisor_probe::verdict`). The loads and stores are guarded: the
+//! synchronous external abort the microvisor delivers for an address the slice
+//! does not have (as hardware does for one nothing decodes) comes back as the
+//! outcome `contained <op> <addr> fault data-abort esr=.. far=..`; under
+//! `on-fault = "stop"` the slice is stopped instead (`[hv] slice <name>
+//! stopped: ...`) and no outcome line follows.
 //! The GIC attacks are in `gic_attacks`, the NVMe ones in `nvme_attacks`.
 
 use microvisor_probe::cmdline::{Attack, Options};
 use microvisor_probe::dt::{Conduit, Platform};
 use microvisor_probe::gic::first_unused;
 use microvisor_probe::memplan::{Range, pattern};
-use microvisor_probe::verdict::{AccessOutcome, CallOutcome, CpuOnOutcome, Line, Outcome};
+use microvisor_probe::sweep::Tally;
+use microvisor_probe::verdict::{AccessOutcome, CallOutcome, CpuOnOutcome, Line, Outcome, Verdict};
 
 use super::console::println;
-use super::{entry, gic_attacks, mmu, nvme_attacks, psci};
+use super::guarded::{self, Fault};
+use super::{entry, gic_attacks, nvme_attacks, psci, sweep};
 
 /// Default `mmio` target: the `virt` PL031 RTC, never given to a slice.
 pub const DEFAULT_MMIO_TARGET: u64 = 0x0901_0000;
@@ -65,15 +70,35 @@ pub fn flipper(platform: &Platform, boot_index: usize, options: &Options) -> Opt
         .find(|&i| i != boot_index && Some(i) != receiver)
 }
 
-/// Runs `attacks` in order.
+/// The verdicts of this run's attacks (functional checks left out).
+static TALLY: spin::Mutex<Tally> = spin::Mutex::new(Tally {
+    run: 0,
+    contained: 0,
+    not_contained: 0,
+    unverified: 0,
+});
+
+/// Counts one attack's verdict for the `ATTACKS` line.
+pub fn tally(attack: Attack, verdict: Verdict) {
+    if !attack.is_check() {
+        TALLY.lock().record(verdict);
+    }
+}
+
+/// Runs `attacks` in order, then prints the `ATTACKS` summary line.
 pub fn run(attacks: &[Attack], ctx: &Context<'_>) {
     for &attack in attacks {
         run_one(attack, ctx);
+    }
+    if !attacks.is_empty() {
+        let tally = *TALLY.lock();
+        println!("{tally}");
     }
 }
 
 /// Prints `ATTACK <name> <verdict> <detail>` for `outcome`.
 pub fn conclude(attack: Attack, outcome: &impl Outcome) {
+    tally(attack, outcome.verdict());
     println!("ATTACK {} {}", attack.name(), Line(outcome));
 }
 
@@ -96,6 +121,13 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
             let addr = ctx.target.unwrap_or(DEFAULT_MMIO_TARGET) & !3;
             println!("ATTACK {name} attempting read32 {addr:#x}");
             conclude(attack, &load32(addr));
+        }
+        Attack::Timers => {
+            println!("ATTACK {name} attempting cntv+cntp 1ms");
+            match super::bench::timer_check() {
+                Ok(check) => conclude(attack, &check),
+                Err(e) => println!("ATTACK {name} NOT-CONTAINED unverified gic {e}"),
+            }
         }
         Attack::ControlCall => {
             // Where the manager's control interface is (docs/control.md): a request for the
@@ -138,8 +170,21 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
         }
         Attack::UndefSysreg => {
             println!("ATTACK {name} attempting mrs S3_0_C15_C0_0");
-            let value = read_impdef_sysreg();
-            println!("ATTACK {name} NOT-CONTAINED mrs S3_0_C15_C0_0 returned {value:#x}");
+            let result = guarded::read_impdef_sysreg();
+            // Undefined Instruction is what a core without the register gives.
+            tally(
+                attack,
+                Verdict::of(matches!(result, Err(f) if f.is_undefined())),
+            );
+            match result {
+                Ok(value) => {
+                    println!("ATTACK {name} NOT-CONTAINED mrs S3_0_C15_C0_0 returned {value:#x}")
+                }
+                Err(fault) if fault.is_undefined() => {
+                    println!("ATTACK {name} contained mrs S3_0_C15_C0_0 {fault}")
+                }
+                Err(fault) => println!("ATTACK {name} NOT-CONTAINED mrs S3_0_C15_C0_0 {fault}"),
+            }
         }
         Attack::SgiOutside => gic_attacks::sgi_outside(ctx),
         Attack::SgiSelfTest => gic_attacks::sgi_self_test(ctx),
@@ -155,7 +200,8 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
         | Attack::NvmeSglFused
         | Attack::NvmeDoorbell
         | Attack::NvmeQueueOutside
-        | Attack::NvmeResetInflight => nvme_attacks::run(attack, ctx),
+        | Attack::NvmeResetInflight
+        | Attack::RaceNvmeDoorbell => nvme_attacks::run(attack, ctx),
         Attack::NetDescOutside
         | Attack::NetMsixForeign
         | Attack::NetPbaWrite
@@ -163,41 +209,74 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
         | Attack::NetBusMaster
         | Attack::NetHiddenCaps
         | Attack::NetResetDma => super::net_attacks::run(attack, ctx),
+        Attack::CntpOwn => sweep::cntp_own(),
+        Attack::RaceInsnFlip
+        | Attack::RaceInsnKind
+        | Attack::RaceAborts
+        | Attack::RaceGicd
+        | Attack::RaceSgiStorm => sweep::run_race(attack, ctx),
+        Attack::Sysreg { case, write } => sweep::sysreg(attack, usize::from(case), write),
+        Attack::Abort(case) => sweep::abort(attack, usize::from(case), ctx),
+        Attack::Call(case) => sweep::call(attack, usize::from(case), ctx),
+        Attack::El0(case) => sweep::el0(attack, usize::from(case), ctx),
+        Attack::GicMmio(case) => sweep::gic_mmio(attack, usize::from(case)),
+        Attack::Pci(case) => sweep::pci(attack, usize::from(case), ctx),
     }
 }
 
-/// `read64` of `addr` outside the slice: a value coming back is a breach; an address the
-/// probe cannot map was never read.
+/// The outcome of a guarded access `op` at `addr` outside the slice: what completed, the
+/// exception it took, or that it could not be made.
+fn outcome(op: &'static str, addr: u64, result: Result<AccessOutcome, Fault>) -> AccessOutcome {
+    match result {
+        Ok(done) => done,
+        Err(Fault::Unaddressable) => AccessOutcome::Unaddressable { addr },
+        Err(fault) => AccessOutcome::Refused { op, addr, fault },
+    }
+}
+
+/// `read64` of `addr` outside the slice: a value coming back is a breach, the abort hardware
+/// gives for an address nothing decodes is contained.
 fn load64(addr: u64) -> AccessOutcome {
-    match read64(addr) {
-        Some(value) => AccessOutcome::Read {
+    let addr = addr & !7;
+    // SAFETY: `addr` is outside every Rust object of the probe (callers exclude its image).
+    let read = unsafe { guarded::read64(addr) };
+    outcome(
+        "read64",
+        addr,
+        read.map(|value| AccessOutcome::Read {
             op: "read64",
             addr,
             value,
-        },
-        None => AccessOutcome::Unaddressable { addr },
-    }
+        }),
+    )
 }
 
 /// `read32` of `addr` outside the slice, as [`load64`].
 fn load32(addr: u64) -> AccessOutcome {
-    match read32(addr) {
-        Some(value) => AccessOutcome::Read {
+    let addr = addr & !3;
+    // SAFETY: as in `load64`.
+    let read = unsafe { guarded::read32(addr) };
+    outcome(
+        "read32",
+        addr,
+        read.map(|value| AccessOutcome::Read {
             op: "read32",
             addr,
             value: u64::from(value),
-        },
-        None => AccessOutcome::Unaddressable { addr },
-    }
+        }),
+    )
 }
 
 /// `write64` of `value` at `addr` outside the slice.
 fn store(addr: u64, value: u64) -> AccessOutcome {
-    if write64(addr, value) {
-        AccessOutcome::Written { addr }
-    } else {
-        AccessOutcome::Unaddressable { addr }
-    }
+    let addr = addr & !7;
+    // SAFETY: as in `load64`: no Rust object changes under the compiler's feet.
+    let written = unsafe { guarded::write64(addr, value) };
+    outcome(
+        "write64",
+        addr,
+        written.map(|()| AccessOutcome::Written { addr }),
+    )
 }
 
 /// `read-addr` / `write-addr` at `target=`: inside the own image it is
@@ -219,19 +298,16 @@ fn address_attack(attack: Attack, ctx: &Context<'_>) {
         AccessOutcome::OwnImage { addr }
     } else if ctx.platform.in_memory(addr) {
         let value = pattern(addr, ctx.seed ^ ATTACK_SALT);
-        let back = if write64(addr, value) {
-            read64(addr)
-        } else {
-            None
-        };
+        // SAFETY: own RAM outside the probe's image (checked above): no Rust object.
+        let back = unsafe { guarded::write64(addr, value).and_then(|()| guarded::read64(addr)) };
         match back {
-            Some(read) if read == value => AccessOutcome::LandedInOwnRam { addr },
-            Some(read) => AccessOutcome::OwnRamReadback {
+            Ok(read) if read == value => AccessOutcome::LandedInOwnRam { addr },
+            Ok(read) => AccessOutcome::OwnRamReadback {
                 addr,
                 wrote: value,
                 read,
             },
-            None => AccessOutcome::Unaddressable { addr },
+            Err(fault) => outcome(op, addr, Err(fault)),
         }
     } else if write {
         store(addr, pattern(addr, ctx.seed ^ ATTACK_SALT))
@@ -261,47 +337,4 @@ fn cpu_on_outside(ctx: &Context<'_>) {
         results[2 * i + 1] = psci::affinity_info(ctx.conduit, target);
     }
     conclude(Attack::CpuOnOutside, &CpuOnOutcome { targets, results });
-}
-
-/// 8-byte read at `addr` (mapping its GiB as Device first if unmapped);
-/// None if the address is beyond what the probe's tables can map.
-fn read64(addr: u64) -> Option<u64> {
-    if !mmu::map_for_access(addr & !7) {
-        return None;
-    }
-    // SAFETY: the address is mapped (above) and 8-byte aligned; it lies
-    // outside every Rust object of the probe (callers exclude the image), so
-    // the read aliases nothing. It may fault: that is the attack, and the
-    // exception handler reports it and parks the CPU.
-    Some(unsafe { ((addr & !7) as *const u64).read_volatile() })
-}
-
-/// 8-byte write at `addr`; false if the address cannot be mapped.
-fn write64(addr: u64, value: u64) -> bool {
-    if !mmu::map_for_access(addr & !7) {
-        return false;
-    }
-    // SAFETY: as for `read64`; the target is outside the probe's image, so
-    // no Rust object changes under the compiler's feet.
-    unsafe { ((addr & !7) as *mut u64).write_volatile(value) };
-    true
-}
-
-/// 4-byte read at `addr`; None if the address cannot be mapped.
-fn read32(addr: u64) -> Option<u32> {
-    if !mmu::map_for_access(addr & !3) {
-        return None;
-    }
-    // SAFETY: as for `read64`, 4-byte aligned.
-    Some(unsafe { ((addr & !3) as *const u32).read_volatile() })
-}
-
-/// Reads an IMPLEMENTATION DEFINED register (op0 = 3, CRn = 15).
-fn read_impdef_sysreg() -> u64 {
-    let value: u64;
-    // SAFETY: a system-register read: either it returns a value, or it traps
-    // (to EL2 under the microvisor, or UNDEFINED at EL1, reported by the
-    // exception handler). It touches no memory.
-    unsafe { core::arch::asm!("mrs {}, S3_0_C15_C0_0", out(reg) value, options(nomem, nostack)) };
-    value
 }

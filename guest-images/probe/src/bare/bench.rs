@@ -9,15 +9,18 @@
 //! instructions, because the microvisor prohibits counting at EL2
 //! (MDCR_EL2.HPMD, `microvisor_logic::el2`).
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
-use aarch64_cpu::registers::{CNTV_CTL_EL0, CNTV_CVAL_EL0, Readable, Writeable};
+use aarch64_cpu::registers::{
+    CNTP_CTL_EL0, CNTP_CVAL_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0, Readable, Writeable,
+};
 use microvisor_probe::bench::{
     self, Bench, CALL_ITERATIONS, Line, PerOp, TIMER_DELAY_TICKS, TIMER_ITERATIONS,
 };
 use microvisor_probe::cmdline::Options;
 use microvisor_probe::dt::Platform;
 use microvisor_probe::memplan::Range;
+use microvisor_probe::verdict::{TimerCheck, TimerResult};
 
 use super::console::println;
 use super::{gic, psci, timer};
@@ -32,6 +35,8 @@ const EXITS_TOTAL: u64 = 0xffff;
 const UARTFR: u64 = 0x18;
 /// INTID of the EL1 virtual timer (PPI 11).
 const VIRTUAL_TIMER_INTID: u8 = 27;
+/// INTID of the EL1 physical timer (PPI 14).
+const PHYSICAL_TIMER_INTID: u8 = 30;
 /// PMU event INST_RETIRED (Arm ARM D13.11).
 const INST_RETIRED: u64 = 0x08;
 /// PMEVTYPER<n>_EL0.NSH: count at EL2 as well.
@@ -40,10 +45,54 @@ const PMEVTYPER_NSH: u64 = 1 << 27;
 /// Counter value at the first instruction of the IRQ vector (entry.rs writes it).
 #[unsafe(no_mangle)]
 pub static PROBE_IRQ_ENTRY_TICKS: AtomicU64 = AtomicU64::new(0);
-/// Set by the IRQ handler when the benchmark's timer interrupt arrived.
+/// Set by the IRQ handler when the awaited timer interrupt arrived.
 static TIMER_FIRED: AtomicBool = AtomicBool::new(false);
-/// Whether the timer benchmark is waiting for its interrupt.
-static TIMER_ARMED: AtomicBool = AtomicBool::new(false);
+/// The INTID of the timer whose interrupt is awaited (0: none).
+static TIMER_ARMED: AtomicU8 = AtomicU8::new(0);
+
+/// One of the two EL1 timers a guest has (Arm ARM D12.8).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    Virtual,
+    Physical,
+}
+
+impl Timer {
+    fn intid(self) -> u8 {
+        match self {
+            Timer::Virtual => VIRTUAL_TIMER_INTID,
+            Timer::Physical => PHYSICAL_TIMER_INTID,
+        }
+    }
+
+    fn of(intid: u8) -> Option<Timer> {
+        [Timer::Virtual, Timer::Physical]
+            .into_iter()
+            .find(|t| t.intid() == intid)
+    }
+
+    /// Fires at `cval` with its interrupt unmasked. Both timers compare against the same
+    /// count here: the microvisor and QEMU leave CNTVOFF_EL2 at 0.
+    fn arm(self, cval: u64) {
+        match self {
+            Timer::Virtual => {
+                CNTV_CVAL_EL0.set(cval);
+                CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::SET + CNTV_CTL_EL0::IMASK::CLEAR);
+            }
+            Timer::Physical => {
+                CNTP_CVAL_EL0.set(cval);
+                CNTP_CTL_EL0.write(CNTP_CTL_EL0::ENABLE::SET + CNTP_CTL_EL0::IMASK::CLEAR);
+            }
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            Timer::Virtual => CNTV_CTL_EL0.set(0),
+            Timer::Physical => CNTP_CTL_EL0.set(0),
+        }
+    }
+}
 
 /// Starts PMU counter 0 on INST_RETIRED at EL1 and EL2 (not EL0, nothing
 /// runs there; EL2 only where the hypervisor allows it).
@@ -167,14 +216,13 @@ fn mmio_read_loop(n: u64, address: u64) {
 /// How long `wait_for_timer` waits past the deadline for the interrupt (1 s of counter).
 const TIMER_GRACE_TICKS: u64 = 1_000_000_000;
 
-/// Programs the virtual timer for `cval`, unmasks IRQs and spins until the
-/// handler saw the interrupt, or until `TIMER_GRACE_TICKS` after `cval`.
+/// Programs `timer` for `cval`, unmasks IRQs and spins until the
+/// handler saw its interrupt, or until `TIMER_GRACE_TICKS` after `cval`.
 /// Returns whether the interrupt came.
-fn wait_for_timer(cval: u64) -> bool {
+fn wait_for_timer(timer: Timer, cval: u64) -> bool {
     TIMER_FIRED.store(false, Ordering::Release);
-    TIMER_ARMED.store(true, Ordering::Release);
-    CNTV_CVAL_EL0.set(cval);
-    CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::SET + CNTV_CTL_EL0::IMASK::CLEAR);
+    TIMER_ARMED.store(timer.intid(), Ordering::Release);
+    timer.arm(cval);
     let flag = TIMER_FIRED.as_ptr() as u64;
     let deadline = cval.saturating_add(TIMER_GRACE_TICKS);
     // SAFETY: IRQs are unmasked only inside this loop, which keeps no value
@@ -197,8 +245,8 @@ fn wait_for_timer(cval: u64) -> bool {
             clobber_abi("C"),
         );
     }
-    CNTV_CTL_EL0.set(0);
-    TIMER_ARMED.store(false, Ordering::Release);
+    timer.stop();
+    TIMER_ARMED.store(0, Ordering::Release);
     TIMER_FIRED.load(Ordering::Acquire)
 }
 
@@ -230,16 +278,41 @@ pub fn leave_timer_interrupt_in_flight() {
     );
 }
 
-/// From the IRQ handler, before the end of interrupt: the benchmark's timer
-/// interrupt stops the timer and is marked seen. Returns whether it was one.
+/// From the IRQ handler, before the end of interrupt: the awaited timer
+/// interrupt stops its timer and is marked seen. Returns whether it was one.
 pub fn on_irq(intid: u64) -> bool {
-    if intid != u64::from(VIRTUAL_TIMER_INTID) || !TIMER_ARMED.load(Ordering::Acquire) {
+    let armed = TIMER_ARMED.load(Ordering::Acquire);
+    if armed == 0 || intid != u64::from(armed) {
         return false;
     }
-    CNTV_CTL_EL0.set(0);
-    TIMER_ARMED.store(false, Ordering::Release);
+    if let Some(timer) = Timer::of(armed) {
+        timer.stop();
+    }
+    TIMER_ARMED.store(0, Ordering::Release);
     TIMER_FIRED.store(true, Ordering::Release);
     true
+}
+
+/// The `timers` check: each EL1 timer, armed 1 ms ahead, delivers its own interrupt
+/// (virtual INTID 27, physical INTID 30). Err: the GIC could not be set up.
+pub fn timer_check() -> Result<TimerCheck, gic::GicError> {
+    let gic = gic::Gic::from_platform();
+    gic.enable_distributor()?;
+    let result = |timer: Timer| -> Result<TimerResult, gic::GicError> {
+        gic::prepare_receiver(&gic, timer.intid())?;
+        let cval = timer::now() + timer::ticks_from_ms(1);
+        Ok(if wait_for_timer(timer, cval) {
+            TimerResult::Fired {
+                intid: timer.intid(),
+            }
+        } else {
+            TimerResult::NoInterrupt
+        })
+    };
+    Ok(TimerCheck {
+        virtual_timer: result(Timer::Virtual)?,
+        physical_timer: result(Timer::Physical)?,
+    })
 }
 
 /// Virtual timer deadline to the IRQ vector's counter read, `TIMER_ITERATIONS` times.
@@ -259,7 +332,7 @@ fn timer_irq() {
     let mut best = u64::MAX;
     for _ in 0..TIMER_ITERATIONS {
         let cval = timer::now() + TIMER_DELAY_TICKS;
-        if !wait_for_timer(cval) {
+        if !wait_for_timer(Timer::Virtual, cval) {
             println!("BENCH timer-irq FAILED no-interrupt");
             return;
         }

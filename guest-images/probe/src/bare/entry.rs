@@ -209,10 +209,11 @@ probe_park:
 
     /* EL1 vector table: 16 entries of 0x80 bytes; x0 = entry index. Two
        entries differ: a synchronous exception at EL1h taken by an
-       instruction between probe_guarded_start and probe_guarded_end
-       returns to probe_guarded_fault (clobbering x9, x10: the guarded
-       routines are leaf functions called with the C ABI, for which both
-       are scratch), and an IRQ at EL1h goes to probe_irq. */
+       instruction between probe_guarded_start and probe_guarded_end, or
+       while x30 points there (an instruction fetch a guarded routine made
+       with BLR), returns to probe_guarded_fault (clobbering x9, x10: the
+       guarded routines are called with the C ABI, for which both are
+       scratch), and an IRQ at EL1h goes to probe_irq. */
     .section .text.vectors, "ax"
     .balign 2048
 probe_vectors:
@@ -226,12 +227,20 @@ probe_vectors:
     adrp    x10, probe_guarded_start
     add     x10, x10, :lo12:probe_guarded_start
     cmp     x9, x10
-    b.lo    11f
+    b.lo    12f
     adrp    x10, probe_guarded_end
     add     x10, x10, :lo12:probe_guarded_end
     cmp     x9, x10
+    b.lo    13f
+12: adrp    x10, probe_guarded_start            /* a BLR out of a guarded routine */
+    add     x10, x10, :lo12:probe_guarded_start
+    cmp     x30, x10
+    b.lo    11f
+    adrp    x10, probe_guarded_end
+    add     x10, x10, :lo12:probe_guarded_end
+    cmp     x30, x10
     b.hs    11f
-    adrp    x10, probe_guarded_fault
+13: adrp    x10, probe_guarded_fault
     add     x10, x10, :lo12:probe_guarded_fault
     msr     elr_el1, x10
     eret
@@ -239,13 +248,86 @@ probe_vectors:
     b       10f
     .balign 128                             /* 5: irq-el1h */
     b       probe_irq
-    .irp    i, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+    .irp    i, 6, 7
+    .balign 128
+    mov     x0, #\i
+    b       10f
+    .endr
+    .balign 128                             /* 8: sync-el0 */
+    mrs     x9, tpidr_el1                   /* inside probe_el0_call? */
+    tbz     x9, #2, 15f
+    bic     x9, x9, #4
+    msr     tpidr_el1, x9
+    b       probe_el0_return
+15: mov     x0, #8
+    b       10f
+    .irp    i, 9, 10, 11, 12, 13, 14, 15
     .balign 128
     mov     x0, #\i
     b       10f
     .endr
 10: bl      {exception}
     b       probe_park
+
+    /* One trip to EL0 (bare/guarded.rs `el0`): x0 = the EL0 address to run,
+       x1, x2 = its x0, x1. Sets TPIDR_EL1 bit 2 so the sync-el0 vector comes
+       back to probe_el0_return, which returns to our caller: x0 = the EL0
+       code's x0 and x1 = 0 if it ended with SVC, else x0 = 0 and
+       x1 = ESR_EL1 | 1 << 63. SP_EL1 is left as it was at the ERET, so the
+       frame pushed here is popped there. */
+    .section .text.el0call, "ax"
+    .balign 4
+    .global probe_el0_call
+probe_el0_call:
+    stp     x29, x30, [sp, #-16]!
+    mrs     x9, tpidr_el1
+    orr     x9, x9, #4
+    msr     tpidr_el1, x9
+    msr     elr_el1, x0
+    mov     x9, #0x3c0                      /* SPSR: EL0t, DAIF masked */
+    msr     spsr_el1, x9
+    mov     x0, x1
+    mov     x1, x2
+    eret
+probe_el0_return:
+    mrs     x9, esr_el1
+    lsr     x10, x9, #26
+    cmp     x10, #0x15                      /* SVC from AArch64: it finished */
+    b.ne    16f
+    mov     x1, #0
+    b       17f
+16: orr     x1, x9, #(1 << 63)
+    mov     x0, #0
+17: ldp     x29, x30, [sp], #16
+    ret
+
+    /* The EL0 code of the el0-* attacks, run through an EL0 alias of its
+       GiB (mmu::el0_alias); each ends with SVC. */
+    .balign 16
+    .global probe_el0_ldr
+probe_el0_ldr:
+    ldr     x0, [x0]
+    svc     #0
+    .global probe_el0_str
+probe_el0_str:
+    str     x1, [x0]
+    svc     #0
+    .global probe_el0_mrs
+probe_el0_mrs:
+    mrs     x0, S3_0_C15_C0_0
+    svc     #0
+    .global probe_el0_hvc
+probe_el0_hvc:
+    hvc     #0
+    svc     #0
+    .global probe_el0_smc
+probe_el0_smc:
+    smc     #0
+    svc     #0
+    .global probe_el0_sgi
+probe_el0_sgi:
+    msr     icc_sgi1r_el1, xzr
+    svc     #0
 
     /* IRQ at EL1h: saves the registers the C ABI lets {irq} clobber
        (x0-x18, x30) and ELR/SPSR, calls it, restores, returns. FP/SIMD
@@ -350,6 +432,11 @@ probe_guarded_write_icc_sre_el1:            /* (value) */
     mov     x0, #0
     mov     x1, #0
     ret
+    .global probe_guarded_read_impdef
+probe_guarded_read_impdef:                  /* () */
+    mov     x1, #0
+    mrs     x0, S3_0_C15_C0_0
+    ret
     .global probe_guarded_write_icc_sgi1r_el1
 probe_guarded_write_icc_sgi1r_el1:          /* (value) */
     dsb     ishst                           /* earlier stores before the SGI */
@@ -358,9 +445,125 @@ probe_guarded_write_icc_sgi1r_el1:          /* (value) */
     mov     x0, #0
     mov     x1, #0
     ret
+    /* The attack sweeps' accesses (bare/sweep.rs). */
+    .global probe_guarded_patched
+probe_guarded_patched:                      /* (x0): runs the instruction in the slot */
+    mov     x1, #0
+    .global probe_guarded_slot
+probe_guarded_slot:
+    nop                                     /* patched: MRS x0 / MSR x0 */
+    ret
+    .global probe_guarded_hvc
+probe_guarded_hvc:                          /* (fid, a1, a2, a3) -> x0 */
+    hvc     #0
+    mov     x1, #0
+    ret
+    .global probe_guarded_smc
+probe_guarded_smc:                          /* (fid, a1, a2, a3) -> x0 */
+    smc     #0
+    mov     x1, #0
+    ret
+    .global probe_guarded_ldp
+probe_guarded_ldp:                          /* (address) */
+    mov     x1, #0
+    ldp     x0, x2, [x0]
+    ret
+    .global probe_guarded_stp
+probe_guarded_stp:                          /* (address, value) */
+    stp     x1, x1, [x0]
+    mov     x0, #0
+    mov     x1, #0
+    ret
+    .global probe_guarded_ldar
+probe_guarded_ldar:                         /* (address) */
+    mov     x1, #0
+    ldar    x0, [x0]
+    ret
+    .global probe_guarded_stlr
+probe_guarded_stlr:                         /* (address, value) */
+    stlr    x1, [x0]
+    mov     x0, #0
+    mov     x1, #0
+    ret
+    .global probe_guarded_ldxr
+probe_guarded_ldxr:                         /* (address) */
+    mov     x1, #0
+    ldxr    x0, [x0]
+    clrex
+    ret
+    .global probe_guarded_stxr
+probe_guarded_stxr:                         /* (address, value) -> status */
+    mov     x2, x0
+    clrex
+    stxr    w0, x1, [x2]
+    mov     x1, #0
+    ret
+    .global probe_guarded_fetch
+probe_guarded_fetch:                        /* (address): BLR there */
+    mov     x1, #0
+    mov     x2, x30
+    blr     x0
+    mov     x30, x2
+    ret
+    /* The same with the stage-1 MMU off: x2 = SCTLR_EL1 without M, x3 = as it
+       was (probe_guarded_fault puts x3 back if it finds the MMU off). Nothing
+       but the target is accessed while it is off. */
+    .global probe_guarded_mmu_off_read64
+probe_guarded_mmu_off_read64:               /* (address, -, off, on) */
+    mov     x1, #0
+    msr     sctlr_el1, x2
+    isb
+    ldr     x0, [x0]
+    msr     sctlr_el1, x3
+    isb
+    ret
+    .global probe_guarded_mmu_off_write64
+probe_guarded_mmu_off_write64:              /* (address, value, off, on) */
+    msr     sctlr_el1, x2
+    isb
+    str     x1, [x0]
+    msr     sctlr_el1, x3
+    isb
+    mov     x0, #0
+    mov     x1, #0
+    ret
+    .global probe_guarded_mmu_off_read32
+probe_guarded_mmu_off_read32:               /* (address, -, off, on) */
+    mov     x1, #0
+    msr     sctlr_el1, x2
+    isb
+    ldr     w0, [x0]
+    msr     sctlr_el1, x3
+    isb
+    ret
+    .global probe_guarded_mmu_off_write32
+probe_guarded_mmu_off_write32:              /* (address, value, off, on) */
+    msr     sctlr_el1, x2
+    isb
+    str     w1, [x0]
+    msr     sctlr_el1, x3
+    isb
+    mov     x0, #0
+    mov     x1, #0
+    ret
+    .global probe_guarded_mmu_off_fetch
+probe_guarded_mmu_off_fetch:                /* (address, -, off, on) */
+    mov     x1, #0
+    mov     x4, x30
+    msr     sctlr_el1, x2
+    isb
+    blr     x0
+    msr     sctlr_el1, x3
+    isb
+    mov     x30, x4
+    ret
 probe_guarded_end:
 probe_guarded_fault:
-    mrs     x1, esr_el1
+    mrs     x9, sctlr_el1                   /* a fault with the MMU off: back on */
+    tbnz    x9, #0, 14f
+    msr     sctlr_el1, x3
+    isb
+14: mrs     x1, esr_el1
     orr     x1, x1, #(1 << 63)
     mov     x0, #0
     ret

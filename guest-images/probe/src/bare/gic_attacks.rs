@@ -368,7 +368,8 @@ fn undo(
 
 /// `gicr-foreign`: GICR_TYPER of the redistributor frame right after the
 /// slice's last vCPU. Under the microvisor that frame is outside the
-/// slice's devices and the slice stops; a value read back is NOT-CONTAINED.
+/// slice's devices: the read takes a synchronous external abort (or, under
+/// `on-fault = "stop"`, the slice stops); a value read back is NOT-CONTAINED.
 /// Where that frame is depends on the stride frame 0's GICR_TYPER gives.
 pub fn gicr_foreign(ctx: &Context<'_>) {
     let name = Attack::GicrForeign.name();

@@ -2,7 +2,8 @@
 //! every `heartbeat=<ms>` of virtual counter time (with `nvme-check=1` the
 //! NVMe canary is re-read too and the line ends in ` nvme-ok`,
 //! ` nvme-CORRUPT lba=<x>` or ` nvme-ERROR <error>`), and the
-//! `reset-after=<n>` / `off-after=<n>` PSCI actions.
+//! `reset-after=<n>` / `off-after=<n>` PSCI actions. With `flood=1`, `FLOOD <n>` lines as
+//! fast as the console takes them instead (the console fairness test).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -56,6 +57,9 @@ pub fn canary_intact(seed: u64) -> bool {
 /// `HEARTBEAT <n> ok` needs the RAM canary intact and, with `nvme-check=1`,
 /// the NVMe canary (pattern of `slice_seed`) too.
 pub fn run(options: &Options, conduit: Conduit, seed: u64, slice_seed: u64) -> ! {
+    if options.flood {
+        flood();
+    }
     if options.heartbeat_ms == 0 {
         entry::park();
     }
@@ -87,6 +91,15 @@ pub fn run(options: &Options, conduit: Conduit, seed: u64, slice_seed: u64) -> !
             // Fell behind (the host was busy): skip beats, never burst.
             next = now + period;
         }
+        n += 1;
+    }
+}
+
+/// Prints `FLOOD <n>` lines, each padded to 72 characters, without pause, forever.
+fn flood() -> ! {
+    let mut n: u64 = 1;
+    loop {
+        println!("FLOOD {n:<10} ..........................................................");
         n += 1;
     }
 }

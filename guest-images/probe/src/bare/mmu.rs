@@ -37,6 +37,10 @@ const DESC_ATTR_INDX_SHIFT: u64 = 2;
 const DESC_SH_INNER: u64 = 0b11 << 8;
 const DESC_AF: u64 = 1 << 10;
 const DESC_PXN: u64 = 1 << 53;
+/// AP[1]: EL0 may access (with AP[2] = 0: read/write at EL1 and EL0).
+const DESC_AP_EL0: u64 = 1 << 6;
+/// Level-1 index of the EL0 alias (VA 448 GiB), which nothing else maps.
+const EL0_ALIAS_INDEX: usize = 448;
 const DESC_UXN: u64 = 1 << 54;
 
 /// What a block maps.
@@ -105,6 +109,35 @@ pub fn build(memory: &[MemoryRegion], image: Range) -> bool {
         }
     }
     all_mapped
+}
+
+/// Maps the GiB holding `pa` a second time, at VA 448 GiB, for EL0: Normal, read/write at EL1
+/// and EL0, executable at EL0 only. Returns the alias of `pa`, or None if `pa` is outside the
+/// table or the alias slot already maps another GiB.
+pub fn el0_alias(pa: u64) -> Option<u64> {
+    let block = pa / BLOCK_SIZE;
+    if block == 0 || block >= ENTRIES as u64 {
+        return None;
+    }
+    let desc = (block * BLOCK_SIZE)
+        | (ATTR_NORMAL << DESC_ATTR_INDX_SHIFT)
+        | DESC_SH_INNER
+        | DESC_AP_EL0
+        | DESC_PXN
+        | DESC_AF
+        | DESC_BLOCK;
+    let slot = &L1_TABLE.0[EL0_ALIAS_INDEX];
+    match slot.load(Ordering::Relaxed) {
+        0 => {
+            slot.store(desc, Ordering::Relaxed);
+            // Invalid -> valid: no TLB entry to invalidate (see map_for_access).
+            barrier::dsb(barrier::ISHST);
+            barrier::isb(barrier::SY);
+        }
+        current if current == desc => {}
+        _ => return None,
+    }
+    Some(EL0_ALIAS_INDEX as u64 * BLOCK_SIZE + pa % BLOCK_SIZE)
 }
 
 /// Whether `addr` is mapped at all.

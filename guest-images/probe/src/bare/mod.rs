@@ -22,6 +22,7 @@ pub mod psci;
 pub mod report;
 pub mod secret;
 pub mod smp;
+pub mod sweep;
 pub mod timer;
 
 use aarch64_cpu::registers::{CurrentEL, Readable};
@@ -155,6 +156,11 @@ pub extern "C" fn boot_main(
     {
         nvme_attacks::arm_flipper(flipper);
     }
+    if options.attacks().iter().any(|&a| sweep::needs_racer(a))
+        && let Some(racer) = sweep::racer(platform, boot_index, &options)
+    {
+        sweep::arm_racer(racer);
+    }
     let starts = smp::bring_up(platform, boot_index);
     let mut mpidrs = [0u64; MAX_CPUS];
     let mut share_of = [None; MAX_CPUS];
@@ -282,6 +288,7 @@ pub extern "C" fn boot_main(
     bench::run(&options, platform, image, entry_ticks);
     attacks::run(options.attacks(), &ctx);
     nvme_attacks::release_flipper();
+    sweep::release_racer();
     heartbeat::run(&options, conduit, seed, slice_seed)
 }
 

@@ -33,6 +33,7 @@ pub fn run(attack: Attack, ctx: &Context<'_>) {
     let mut guard = NIC.lock();
     let Some(nic) = guard.as_mut() else {
         println!("ATTACK {name} attempting nothing");
+        super::attacks::tally(attack, Verdict::Unverified);
         println!("ATTACK {name} {} no-virtio-net", Verdict::Unverified);
         return;
     };
@@ -305,6 +306,7 @@ fn bar_move(nic: &mut Nic, ctx: &Context<'_>) {
             .map(|b| (i, b))
     }) else {
         println!("ATTACK net-bar-move attempting nothing");
+        super::attacks::tally(Attack::NetBarMove, Verdict::Unverified);
         println!("ATTACK net-bar-move {} no-common-bar", Verdict::Unverified);
         return;
     };
@@ -520,6 +522,7 @@ fn reset_dma(nic: &mut Nic, ctx: &Context<'_>) {
         "ATTACK net-reset-dma attempting tx-loop frames={TX_BUFFERS} rx-posted={RX_BUFFERS} ms={LOOP_MS} then system-reset"
     );
     if !nic_ready() {
+        super::attacks::tally(Attack::NetResetDma, Verdict::Unverified);
         println!("ATTACK net-reset-dma {} nic-not-ready", Verdict::Unverified);
         return;
     }
@@ -543,6 +546,7 @@ fn reset_dma(nic: &mut Nic, ctx: &Context<'_>) {
     println!("PROBE ACTION system-reset");
     let ret = psci::call(ctx.conduit, psci_ids::SYSTEM_RESET, 0, 0, 0);
     println!("PROBE ACTION system-reset returned {ret}");
+    super::attacks::tally(Attack::NetResetDma, Verdict::Unverified);
     println!(
         "ATTACK net-reset-dma {} reset-returned({ret})",
         Verdict::Unverified

@@ -93,6 +93,7 @@ pub fn run(attack: Attack, ctx: &Context<'_>) {
         Attack::NvmeDoorbell => doorbell(c, &env, name),
         Attack::NvmeQueueOutside => queue_outside(c, &env, name),
         Attack::NvmeResetInflight => reset_inflight(c, &env, name),
+        Attack::RaceNvmeDoorbell => race_doorbell(c, &env, name),
         _ => {}
     }
 }
@@ -113,6 +114,7 @@ fn outcome(result: Result<Completion, NvmeError>) -> Outcome {
 
 /// Prints the outcome line.
 fn verdict(name: &str, findings: &Findings) {
+    tally(name, findings.verdict());
     let more = if findings.truncated() { " ..." } else { "" };
     println!(
         "ATTACK {name} {} {}{more}",
@@ -124,7 +126,15 @@ fn verdict(name: &str, findings: &Findings) {
 /// Prints `NOT-CONTAINED unverified <why>` when an attack could not even
 /// be set up (nothing was proven).
 fn unverified(name: &str, why: impl core::fmt::Display) {
+    tally(name, Verdict::Unverified);
     println!("ATTACK {name} {} {why}", Verdict::Unverified);
+}
+
+/// Counts a verdict of the attack called `name` for the `ATTACKS` line.
+fn tally(name: &str, verdict: Verdict) {
+    if let Some(attack) = Attack::from_name(name.as_bytes()) {
+        super::attacks::tally(attack, verdict);
+    }
 }
 
 /// Blocks spanning `pages` pages (at least one block).
@@ -851,6 +861,41 @@ fn doorbell(c: &mut Controller, env: &Env, name: &str) {
     let stray = c.drain(1).unwrap_or(c.stray) - stray_before;
     findings.add("stray-completions", stray, stray != 0);
     verdict(name, &findings);
+}
+
+/// `race-nvme-doorbell`: the racing vCPU writes the SQ tail doorbell of the first queue ID past
+/// the grant and the CQ head doorbell of the one after (bogus value 0x7f) in a loop while this
+/// vCPU reads the scratch block on I/O queue 1 and checks it, 64 times: every read must
+/// return the right data with no error (round value 0; 1 = wrong data, 2 = an error).
+fn race_doorbell(c: &mut Controller, env: &Env, name: &str) {
+    let stride = c.cap.doorbell_stride();
+    let offsets = [
+        microvisor_probe::nvme::doorbell_offset(c.granted + 1, false, stride),
+        microvisor_probe::nvme::doorbell_offset(c.granted + 2, true, stride),
+    ];
+    println!(
+        "ATTACK {name} attempting doorbells={:#x},{:#x}=0x7f while reading lba={} on queue 1",
+        offsets[0], offsets[1], env.scratch
+    );
+    if offsets.iter().any(|&o| o + 4 > c.bar_size) {
+        return unverified(name, "doorbells-outside-bar0");
+    }
+    if let Err(e) = prepare_scratch(c, env, 1) {
+        return unverified(name, format_args!("scratch-write {e}"));
+    }
+    let doorbells = offsets.map(|o| c.bar + o);
+    let one = Blocks {
+        lba: env.scratch,
+        count: 1,
+    };
+    let outcome = super::sweep::race_doorbells(doorbells, |_| {
+        Ok(match super::nvme_io::check_pattern(c, 1, one, env.seed) {
+            super::nvme_io::Check::Intact => 0,
+            super::nvme_io::Check::Corrupt(_) => 1,
+            super::nvme_io::Check::Error(..) => 2,
+        })
+    });
+    super::attacks::conclude(Attack::RaceNvmeDoorbell, &outcome);
 }
 
 /// `nvme-queue-outside`: with its last I/O queue pair deleted, Create I/O

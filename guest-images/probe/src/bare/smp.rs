@@ -100,5 +100,6 @@ pub extern "C" fn secondary_main(index: usize) -> ! {
     memtest::participate(index);
     gic::serve_if_receiver(index, SELF_TEST_SGI);
     nvme_attacks::serve_if_flipper(index);
+    super::sweep::serve_if_racer(index);
     entry::park()
 }

@@ -11,7 +11,7 @@ use microvisor_arch::memory::{OutOfRange, SharedMemory};
 use microvisor_arch::virt;
 use microvisor_logic::guest_dt::{self, DeviceNode, GuestMachine};
 use microvisor_plan::layout::GUEST_RAM_BASE;
-use microvisor_plan::{Arm64Header, GuestLayout};
+use microvisor_plan::{Arm64Header, BootProtocol, GuestLayout};
 
 use super::staging::{PoolImage, StagingPool};
 
@@ -21,6 +21,9 @@ pub struct FlashedImage {
     pub label: &'static str,
     pub bytes: &'static [u8],
     pub sha256: [u8; 32],
+    /// How it is started, as a kernel: the plan's `BootProtocol` (staged kernels are always
+    /// Linux Images).
+    pub protocol: BootProtocol,
 }
 
 /// Where the bytes of a boot image are.
@@ -167,15 +170,28 @@ impl BootImages {
         cmdline: &str,
         pool: Option<&StagingPool>,
     ) -> Result<(GuestLayout, Vec<u8>), ImageProblem> {
-        let head = kernel.head(pool);
-        let header = Arm64Header::parse(&head)
-            .map_err(|e| ImageProblem::NotAKernel(format!("kernel: {e}")))?;
-        let layout = GuestLayout::new(
-            machine.memory,
-            &header,
-            kernel.len(),
-            initrd.map(ImageBytes::len),
-        )
+        let layout = match kernel {
+            ImageBytes::Flashed(image) if image.protocol == BootProtocol::Firmware => {
+                if initrd.is_some() {
+                    return Err(ImageProblem::NotAKernel(
+                        "initrd: firmware loads its own (boot a staged kernel with it instead)"
+                            .into(),
+                    ));
+                }
+                GuestLayout::firmware(machine.memory, kernel.len())
+            }
+            _ => {
+                let head = kernel.head(pool);
+                let header = Arm64Header::parse(&head)
+                    .map_err(|e| ImageProblem::NotAKernel(format!("kernel: {e}")))?;
+                GuestLayout::new(
+                    machine.memory,
+                    &header,
+                    kernel.len(),
+                    initrd.map(ImageBytes::len),
+                )
+            }
+        }
         .map_err(|e| ImageProblem::TooLarge(format!("{e}")))?;
         let guest = GuestMachine {
             slice_name: machine.name,

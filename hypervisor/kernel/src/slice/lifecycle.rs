@@ -216,13 +216,15 @@ impl Slice {
     /// every other vCPU, quiesces the devices, reports, then either leaves the slice stopped or
     /// restarts it from its pristine images (vCPU 0 ON_PENDING, perhaps this very one). The
     /// caller's core goes back to its run loop afterwards without touching the vCPU's state.
-    pub fn end(&self, vcpu: &Vcpu, ending: Ending) {
+    /// Returns the number of the run it started when it restarted the slice (runs are counted
+    /// since the node booted, the first one is 1).
+    pub fn end(&self, vcpu: &Vcpu, ending: Ending) -> Option<u64> {
         self.stop_vcpu_here(vcpu);
         {
             let mut lifecycle = self.lifecycle.lock();
             if *lifecycle != Lifecycle::Running {
                 // Another vCPU is already ending this run.
-                return;
+                return None;
             }
             *lifecycle = Lifecycle::Stopping;
             self.attention.store(STOP, Ordering::Release);
@@ -256,12 +258,12 @@ impl Slice {
             }
             // The stop request stays up: the vCPU parks whenever it next exits.
             *self.lifecycle.lock() = Lifecycle::Broken;
-            return;
+            return None;
         }
         if let Err(what) = quiet {
             output::hv(format_args!("slice {} stays stopped: {what}", self.name));
             *self.lifecycle.lock() = Lifecycle::Stopped;
-            return;
+            return None;
         }
         if restart {
             if matches!(ending, Ending::Fault(_)) {
@@ -276,9 +278,12 @@ impl Slice {
                     self.name
                 ));
                 *self.lifecycle.lock() = Lifecycle::Stopped;
+                return None;
             }
+            Some(self.stats.lock().starts)
         } else {
             *self.lifecycle.lock() = Lifecycle::Stopped;
+            None
         }
     }
 

@@ -2,6 +2,7 @@
 //! its RAM and stage-2 tables, its pristine boot images, its devices and virtual GIC. Built
 //! here from its plan; its lifecycle (start, stop, restart) is in [`lifecycle`].
 
+mod firmware;
 mod images;
 pub mod lifecycle;
 mod manage;
@@ -11,7 +12,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::fmt::Write;
+use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use microvisor_arch::cpu;
@@ -21,9 +22,10 @@ use microvisor_logic::exits::ExitCause;
 use microvisor_logic::guest_dt::GicNode;
 use microvisor_logic::inventory::{Inventory, Region};
 use microvisor_logic::pl061::POWER_KEY_LINE;
+use microvisor_logic::ratelimit::{LineBudget, Verdict};
 use microvisor_plan::bundle::Bundle;
 use microvisor_plan::layout::GUEST_RAM_BASE;
-use microvisor_plan::model::{CompiledPlan, OnFault, Role};
+use microvisor_plan::model::{BootProtocol, CompiledPlan, OnFault, Role};
 use microvisor_plan::place::SlicePlacement;
 use spin::Mutex;
 
@@ -119,6 +121,8 @@ pub struct Slice {
     end_request: Mutex<Option<Ending>>,
     /// System counter value when the current run started.
     started_at: AtomicU64,
+    /// Console lines about exceptions delivered to the guest, rate-limited.
+    fault_lines: Mutex<LineBudget>,
 }
 
 impl Slice {
@@ -142,24 +146,25 @@ impl Slice {
         let spec = &plan.slices[index];
         let name = spec.name.clone();
         let fail = |what: String| format!("slice \"{name}\": {what}");
-        let flashed_image = |index: u32, field: &str| {
+        let flashed_image = |index: u32, field: &str, protocol| {
             bundle
                 .image(index)
                 .map(|image| FlashedImage {
                     label: image.label,
                     bytes: image.bytes,
                     sha256: image.sha256,
+                    protocol,
                 })
                 .map_err(|e| fail(format!("{field}: {e}")))
         };
-        let kernel = flashed_image(spec.kernel, "kernel")?;
+        let kernel = flashed_image(spec.kernel, "kernel", spec.boot)?;
         let initrd = match spec.initrd {
-            Some(i) => Some(flashed_image(i, "initrd")?),
+            Some(i) => Some(flashed_image(i, "initrd", BootProtocol::Linux)?),
             None => None,
         };
-        if spec.role.is_manager() && kernel.label == "probe" {
+        if spec.role.is_manager() && (kernel.label == "probe" || spec.boot != BootProtocol::Linux) {
             return Err(fail(
-                "kernel: the manager must run Linux, not the probe".into(),
+                "kernel: the manager must run Linux, not the probe or firmware".into(),
             ));
         }
 
@@ -169,6 +174,10 @@ impl Slice {
         let vmid = (index + 1) as u16;
         let stage2 = CpuStage2::new(vmid, GUEST_RAM_BASE, ram.base, ram.size)
             .map_err(|e| fail(format!("stage 2: {e:?}")))?;
+        if spec.boot == BootProtocol::Firmware {
+            firmware::map_erased_flash(&stage2)
+                .map_err(|e| fail(format!("stage 2: erased flash: {e:?}")))?;
+        }
 
         let vcpus: Vec<Vcpu> = placement
             .cores
@@ -268,6 +277,7 @@ impl Slice {
             shutdown_deadline: AtomicU64::new(0),
             attention: AtomicU8::new(0),
             end_request: Mutex::new(None),
+            fault_lines: Mutex::new(LineBudget::new()),
             started_at: AtomicU64::new(0),
         })
     }
@@ -301,6 +311,26 @@ impl Slice {
     /// Counter ticks since the current run started.
     pub fn uptime_ticks(&self) -> u64 {
         cpu::counter().saturating_sub(self.started_at.load(Ordering::Relaxed))
+    }
+
+    /// `[hv] slice <name>: <what>` for an exception delivered to the guest, at most a burst
+    /// and then one line a second (`microvisor_logic::ratelimit`), so a guest faulting in a
+    /// loop cannot flood the node console.
+    pub fn report_delivered(&self, what: fmt::Arguments<'_>) {
+        let verdict = self
+            .fault_lines
+            .lock()
+            .event(cpu::counter(), cpu::counter_frequency());
+        if let Verdict::Print { suppressed } = verdict {
+            if suppressed == 0 {
+                output::hv(format_args!("slice {}: {what}", self.name));
+            } else {
+                output::hv(format_args!(
+                    "slice {}: {what} ({suppressed} more not shown)",
+                    self.name
+                ));
+            }
+        }
     }
 
     /// Exit counter `selector` summed over the slice's vCPUs: an [`ExitCause`] index, then the

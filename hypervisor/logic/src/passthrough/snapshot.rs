@@ -147,37 +147,42 @@ impl Capabilities {
             }
             seen.push(pointer);
             let id = snapshot.byte(pointer);
-            let keep = match id {
-                id::POWER_MANAGEMENT if !power_management => {
-                    power_management = true;
-                    true
-                }
-                id::PCI_EXPRESS if found.express.is_none() => {
-                    found.express = Some(pointer);
-                    true
-                }
-                id::MSI_X if found.msix.is_none() => {
-                    found.msix = Some(pointer);
-                    true
-                }
+            let wanted = match id {
+                id::POWER_MANAGEMENT => !power_management,
+                id::PCI_EXPRESS => found.express.is_none(),
+                id::MSI_X => found.msix.is_none(),
                 id::VENDOR_SPECIFIC => true,
                 _ => false,
             };
-            if keep {
-                let length = match id {
-                    id::POWER_MANAGEMENT => 8,
-                    // PCI Express capability structure version 1 ends after Link Status,
-                    // version 2 after Slot Status 2 (PCIe Base 4.0 §7.5.3).
-                    id::PCI_EXPRESS if snapshot.byte(pointer + 2) & 0xf < 2 => 0x24,
-                    id::PCI_EXPRESS => 0x3c,
-                    id::MSI_X => 12,
-                    // Vendor specific: byte 2 is its length (at least the 3-byte header).
-                    _ => u16::from(snapshot.byte(pointer + 2)).max(3),
-                };
+            let length = match id {
+                id::POWER_MANAGEMENT => 8,
+                // PCI Express capability structure version 1 ends after Link Status,
+                // version 2 after Slot Status 2 (PCIe Base 4.0 §7.5.3).
+                id::PCI_EXPRESS if snapshot.byte(pointer + 2) & 0xf < 2 => 0x24,
+                id::PCI_EXPRESS => 0x3c,
+                id::MSI_X => 12,
+                // Vendor specific: byte 2 is its length (at least the 3-byte header).
+                _ => u16::from(snapshot.byte(pointer + 2)).max(3),
+            }
+            .min(CONVENTIONAL_SIZE - pointer);
+            // A capability that overlaps one already kept is left out: each byte the slice
+            // reads must belong to one capability, or the list it walks would follow raw
+            // pointers into hidden ones (a malformed device; found by the `vpci` fuzz target).
+            let clashes = found
+                .visible
+                .iter()
+                .any(|c| pointer < c.offset + c.length && c.offset < pointer + length);
+            if wanted && !clashes {
+                match id {
+                    id::POWER_MANAGEMENT => power_management = true,
+                    id::PCI_EXPRESS => found.express = Some(pointer),
+                    id::MSI_X => found.msix = Some(pointer),
+                    _ => {}
+                }
                 found.visible.push(VisibleCapability {
                     offset: pointer,
                     id,
-                    length: length.min(CONVENTIONAL_SIZE - pointer),
+                    length,
                     next: 0,
                 });
             }

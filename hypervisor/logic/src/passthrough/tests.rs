@@ -1049,6 +1049,29 @@ fn malformed_capability_lists_end() {
     assert_eq!(caps.msix, None);
 }
 
+/// Found by the `vpci` fuzz target: a PCI Express capability (0x24 bytes) whose range covers
+/// the next capability's header. Both were kept, so reads of the second one's bytes were
+/// answered as bytes of the first: its next pointer came raw from the snapshot and led the
+/// guest into a hidden capability, which read as ID 0. Now the overlapping one is left out.
+#[test]
+fn overlapping_capabilities_are_not_both_shown() {
+    let mut words = virtio_net_words();
+    words[0x34 / 4] = u32::from(CAP_EXPRESS);
+    // PCIe v1 (0x24 bytes from 0xa4) -> MSI-X moved to 0xb0, inside it -> PM.
+    words[usize::from(CAP_EXPRESS / 4)] = 0x0001_0000 | 0xb0 << 8 | 0x10;
+    words[0xb0 / 4] = 0x0003_0000 | u32::from(CAP_PM) << 8 | 0x11;
+    words[0xb4 / 4] = 0x0000_0001;
+    words[0xb8 / 4] = 0x0000_0801;
+    let caps = Capabilities::find(&ConfigSnapshot::from_words(&words));
+    assert_eq!(caps.express, Some(CAP_EXPRESS));
+    assert_eq!(caps.msix, None, "MSI-X overlaps the PCI Express capability");
+    let offsets: Vec<u16> = caps.visible.iter().map(|c| c.offset).collect();
+    assert!(!offsets.contains(&0xb0));
+    for pair in caps.visible.windows(2) {
+        assert_eq!(u16::from(pair[0].next), pair[1].offset);
+    }
+}
+
 // ---- randomized -----------------------------------------------------------------------------
 
 /// The slice's stage 2 as the effects build it: every mapping made and not yet removed.

@@ -137,10 +137,14 @@ impl VirtualGic {
     }
 
     /// Sets the level of a level-sensitive virtual SPI (the emulated PL011's line).
+    /// INTIDs that are not SPIs the slice owns are ignored.
     pub fn set_level(&mut self, intid: u32, level: bool) -> VcpuSet {
+        if !self.owns_spi(intid) {
+            return VcpuSet::EMPTY;
+        }
         let target = self.destination(0, intid);
         match self.irq_mut(0, intid) {
-            Some(irq) if intid >= SPI_BASE && irq.level != level => {
+            Some(irq) if irq.level != level => {
                 irq.level = level;
                 if level && !irq.edge && !irq.in_list_register {
                     irq.pending = true;
@@ -234,6 +238,17 @@ mod tests {
         let mut lrs = [0u64; 4];
         g.sync_list_registers(1, &mut lrs);
         assert_eq!(lr_intid(lrs[0]), 3);
+    }
+
+    /// Found by the `vgic` fuzz target: the destination was looked up before the INTID was
+    /// checked, so a level change of an INTID past the last SPI indexed out of bounds.
+    #[test]
+    fn levels_of_intids_the_slice_does_not_own_are_ignored() {
+        let mut g = gic(1);
+        for intid in [0, 16, 31, 32, 34, 127, 128, 200, 1020, u32::MAX] {
+            assert!(g.set_level(intid, true).is_empty(), "INTID {intid}");
+        }
+        assert!(!g.set_level(UART, true).is_empty());
     }
 
     #[test]

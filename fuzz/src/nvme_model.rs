@@ -1,0 +1,303 @@
+//! The kernel side of a slice's virtual NVMe controller, for the `nvme` fuzz target: the
+//! slice's RAM, the hypervisor's DMA pages, and a model of the physical controller that
+//! checks every command the validator lets through against the slice's share, the way a
+//! device would execute it. Any escape panics with what escaped.
+
+use std::collections::VecDeque;
+
+use microvisor_logic::nvme::{
+    CompletionEntry, ControllerConfig, DMA_PAGE_SIZE, DmaPage, GuestMemoryFault, GuestRam,
+    HardwareQueues, Ipa, MsiMessage, NamespaceShare, NvmeBackend, Pa, SubmissionEntry, VirtualNvme,
+};
+
+pub const RAM_IPA: u64 = 0x4000_0000;
+pub const RAM_SIZE: u64 = 0x4_0000;
+pub const RAM_PA: u64 = 0x8_0000_0000;
+pub const DMA_BASE: u64 = 0xd_0000_0000;
+pub const PAGE: u64 = 4096;
+pub const FIRST_QUEUE: u16 = 3;
+pub const QUEUES: u16 = 2;
+pub const PHYSICAL_NSID: u32 = 7;
+pub const FIRST_BLOCK: u64 = 0x100;
+pub const BLOCKS: u64 = 0x800;
+
+/// The controller configuration the target uses, with hardware queues of `depth`.
+pub fn config(depth: u16, write_cache: bool) -> ControllerConfig {
+    ControllerConfig {
+        ram: GuestRam {
+            ipa_base: Ipa(RAM_IPA),
+            size: RAM_SIZE,
+            pa_base: Pa(RAM_PA),
+        },
+        namespace: NamespaceShare {
+            physical_nsid: PHYSICAL_NSID,
+            first_block: FIRST_BLOCK,
+            blocks: BLOCKS,
+            block_shift: 9,
+        },
+        queues: HardwareQueues {
+            first: FIRST_QUEUE,
+            count: QUEUES,
+            depth,
+        },
+        serial: "FUZZ-0".into(),
+        model: microvisor_logic::nvme::DEFAULT_MODEL.into(),
+        firmware_revision: "0.1".into(),
+        subsystem_nqn: None,
+        namespace_ids: None,
+        controller_id: 1,
+        pci_vendor_id: 0x1b36,
+        physical_mdts: 0,
+        volatile_write_cache: write_cache,
+    }
+}
+
+/// Slice RAM, DMA pages and the physical controller's queues.
+pub struct Node {
+    pub ram: Vec<u8>,
+    pub dma: Vec<[u8; DMA_PAGE_SIZE]>,
+    pub staged: Vec<Vec<SubmissionEntry>>,
+    pub device: Vec<VecDeque<SubmissionEntry>>,
+    pub signals: usize,
+    /// Commands the device was given.
+    pub submitted: usize,
+    /// Slots per hardware queue (depth - 1).
+    pub slots: u16,
+    pub vectors: u16,
+    pub max_transfer: u64,
+}
+
+impl Node {
+    pub fn new(config: &ControllerConfig) -> Node {
+        let queues = usize::from(config.queues.count);
+        let slots = config.queues.depth - 1;
+        Node {
+            ram: vec![0; config.ram.size as usize],
+            dma: vec![[0xdd; DMA_PAGE_SIZE]; queues * usize::from(slots)],
+            staged: vec![Vec::new(); queues],
+            device: vec![VecDeque::new(); queues],
+            signals: 0,
+            submitted: 0,
+            slots,
+            vectors: config.msix_vectors(),
+            max_transfer: config.max_transfer(),
+        }
+    }
+
+    fn index(&self, queue: u16) -> usize {
+        assert!(
+            (FIRST_QUEUE..FIRST_QUEUE + QUEUES).contains(&queue),
+            "hardware queue {queue} is not the slice's ({FIRST_QUEUE}..{})",
+            FIRST_QUEUE + QUEUES
+        );
+        usize::from(queue - FIRST_QUEUE)
+    }
+
+    fn page_index(&self, queue: u16, slot: u16) -> usize {
+        assert!(
+            slot < self.slots,
+            "slot {slot} of {} on queue {queue}",
+            self.slots
+        );
+        self.index(queue) * usize::from(self.slots) + usize::from(slot)
+    }
+
+    pub fn dma_address(&self, queue: u16, slot: u16) -> u64 {
+        DMA_BASE + self.page_index(queue, slot) as u64 * PAGE
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.device.iter().map(VecDeque::len).sum::<usize>()
+            + self.staged.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// The guest RAM at `ipa`, or None (the fuzz target's guest writes only inside).
+    pub fn ram_at(&mut self, ipa: u64, len: usize) -> Option<&mut [u8]> {
+        let at = usize::try_from(ipa.checked_sub(RAM_IPA)?).ok()?;
+        self.ram.get_mut(at..at.checked_add(len)?)
+    }
+
+    fn check_ram_pa(pa: u64, len: u64, what: &str) {
+        let inside = pa >= RAM_PA && pa.checked_add(len).is_some_and(|e| e <= RAM_PA + RAM_SIZE);
+        assert!(
+            inside,
+            "{what}: PA {pa:#x}+{len:#x} outside the slice's RAM"
+        );
+    }
+
+    fn check_blocks(slba: u64, blocks: u64, what: &str) {
+        let inside = slba >= FIRST_BLOCK
+            && slba
+                .checked_add(blocks)
+                .is_some_and(|e| e <= FIRST_BLOCK + BLOCKS);
+        assert!(
+            inside,
+            "{what}: blocks {slba:#x}+{blocks:#x} outside the share"
+        );
+    }
+
+    /// Every check a device executing `cmd` from hardware queue `queue` would make visible.
+    fn check_command(&self, queue: u16, cmd: &SubmissionEntry) {
+        let slot = cmd.command_id.get();
+        let dma = self.dma_address(queue, slot);
+        assert_eq!(
+            cmd.flags, 0,
+            "fused or SGL command reached the device: {cmd:?}"
+        );
+        assert_eq!(cmd.metadata.get(), 0, "metadata pointer reached the device");
+        assert_eq!(cmd.nsid.get(), PHYSICAL_NSID, "NSID {:#x}", cmd.nsid.get());
+        let slba = u64::from(cmd.cdw11.get()) << 32 | u64::from(cmd.cdw10.get());
+        let blocks = u64::from(cmd.cdw12.get() & 0xffff) + 1;
+        match cmd.opcode {
+            0x00 => {}
+            0x01 | 0x02 => {
+                Self::check_blocks(slba, blocks, "read/write");
+                let len = blocks * 512;
+                assert!(
+                    len <= self.max_transfer,
+                    "transfer of {len} bytes past MDTS"
+                );
+                let prp1 = cmd.prp1.get();
+                let first = len.min(PAGE - (prp1 & (PAGE - 1)));
+                Self::check_ram_pa(prp1, first, "PRP1");
+                let rest = len - first;
+                let pages = rest.div_ceil(PAGE);
+                let prp2 = cmd.prp2.get();
+                if pages == 1 {
+                    Self::check_ram_pa(prp2, rest, "PRP2");
+                } else if pages > 1 {
+                    assert_eq!(prp2, dma, "PRP list not in the slot's DMA page");
+                    assert!(pages <= 512, "PRP list longer than a page");
+                    let page = &self.dma[self.page_index(queue, slot)];
+                    for i in 0..pages as usize {
+                        let entry = u64::from_le_bytes(page[i * 8..i * 8 + 8].try_into().unwrap());
+                        Self::check_ram_pa(
+                            entry,
+                            PAGE.min(rest - i as u64 * PAGE),
+                            "PRP list entry",
+                        );
+                    }
+                }
+            }
+            0x08 => {
+                assert_eq!(
+                    (cmd.prp1.get(), cmd.prp2.get()),
+                    (0, 0),
+                    "Write Zeroes with PRPs"
+                );
+                Self::check_blocks(slba, blocks, "write zeroes");
+            }
+            0x09 => {
+                assert_eq!(cmd.prp1.get(), dma, "DSM ranges not in the slot's DMA page");
+                let page = &self.dma[self.page_index(queue, slot)];
+                for i in 0..=(cmd.cdw10.get() & 0xff) as usize {
+                    let r = &page[i * 16..i * 16 + 16];
+                    let length = u64::from(u32::from_le_bytes(r[4..8].try_into().unwrap()));
+                    let start = u64::from_le_bytes(r[8..16].try_into().unwrap());
+                    Self::check_blocks(start, length.max(1), "DSM range");
+                }
+            }
+            other => panic!("opcode {other:#x} reached the device"),
+        }
+    }
+
+    /// The device finishes up to `count` commands of `queue` (in the order `pick` chooses)
+    /// with `status`, and reports them in one batch.
+    pub fn complete(
+        &mut self,
+        ctrl: &mut VirtualNvme,
+        index: usize,
+        count: usize,
+        pick: u8,
+        status: u16,
+    ) {
+        let queue = FIRST_QUEUE + index as u16;
+        let mut done = Vec::new();
+        for i in 0..count {
+            let held = self.device[index].len();
+            if held == 0 {
+                break;
+            }
+            let at = (usize::from(pick) + i) % held;
+            let cmd = self.device[index].remove(at).unwrap();
+            done.push(CompletionEntry {
+                sq_id: queue.into(),
+                command_id: cmd.command_id,
+                status: (status << 1 | 1).into(),
+                ..CompletionEntry::default()
+            });
+        }
+        if !done.is_empty() {
+            let summary = ctrl.hardware_completions(self, queue, done.iter().copied());
+            assert_eq!(
+                summary.unexpected, 0,
+                "completions of commands the device held"
+            );
+            assert_eq!(summary.completed + summary.dropped, done.len());
+        }
+    }
+}
+
+impl NvmeBackend for Node {
+    fn read_guest(&mut self, ipa: Ipa, buf: &mut [u8]) -> Result<(), GuestMemoryFault> {
+        let len = buf.len();
+        let Some(ram) = self.ram_at(ipa.0, len) else {
+            panic!("guest read outside RAM at {:#x}+{len:#x}", ipa.0);
+        };
+        buf.copy_from_slice(ram);
+        Ok(())
+    }
+
+    fn write_guest(&mut self, ipa: Ipa, data: &[u8]) -> Result<(), GuestMemoryFault> {
+        let Some(ram) = self.ram_at(ipa.0, data.len()) else {
+            panic!("guest write outside RAM at {:#x}+{:#x}", ipa.0, data.len());
+        };
+        ram.copy_from_slice(data);
+        Ok(())
+    }
+
+    fn dma_page(&mut self, queue: u16, slot: u16) -> DmaPage<'_> {
+        let index = self.page_index(queue, slot);
+        DmaPage {
+            address: Pa(DMA_BASE + index as u64 * PAGE),
+            bytes: &mut self.dma[index],
+        }
+    }
+
+    fn submit(&mut self, queue: u16, command: &SubmissionEntry) {
+        let index = self.index(queue);
+        let held = self.device[index].len() + self.staged[index].len();
+        assert!(
+            held < usize::from(self.slots),
+            "hardware SQ {queue} overflows"
+        );
+        let slot = command.command_id.get();
+        let busy = self.device[index]
+            .iter()
+            .chain(&self.staged[index])
+            .any(|c| c.command_id.get() == slot);
+        assert!(!busy, "slot {slot} of queue {queue} given out twice");
+        self.check_command(queue, command);
+        self.staged[index].push(*command);
+        self.submitted += 1;
+    }
+
+    fn ring(&mut self, queue: u16) {
+        let index = self.index(queue);
+        assert!(
+            !self.staged[index].is_empty(),
+            "ring of queue {queue} with nothing new"
+        );
+        let staged = std::mem::take(&mut self.staged[index]);
+        self.device[index].extend(staged);
+    }
+
+    fn signal(&mut self, message: MsiMessage) {
+        assert!(
+            message.vector < self.vectors,
+            "MSI of vector {}",
+            message.vector
+        );
+        self.signals += 1;
+    }
+}
