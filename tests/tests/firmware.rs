@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use xtask::disk_image::Loader;
+use xtask::disk_image::{Defect, Installation, Loader, MISSING_KERNEL};
 
 use microvisor_tests::{
     Expect, Scenario, firmware_slice, hv, lit, plan, probe_slice, slice, with_nvme,
@@ -32,9 +32,9 @@ fn fresh_disk(s: &mut Scenario) {
     s.keep_disk = true;
 }
 
-/// Writes the installed Debian, booted through `loader` with `extra` on its command line, into
-/// slice `index`'s share of the scenario's disk file (made fresh by [`fresh_disk`] first).
-fn install_with(s: &mut Scenario, index: usize, loader: Loader, extra: &str) {
+/// Writes the installed Debian `install` describes into slice `index`'s share of the
+/// scenario's disk file (made fresh by [`fresh_disk`] first).
+fn install_with(s: &mut Scenario, index: usize, install: Installation<'_>) {
     let share = s.disk_shares()[index].expect("the firmware slice has a share");
     let disk = s.disk_file(0);
     let ws = xtask::workspace::Workspace::locate().unwrap();
@@ -45,8 +45,7 @@ fn install_with(s: &mut Scenario, index: usize, loader: Loader, extra: &str) {
         .join(format!("{}-disk-work", s.name));
     xtask::disk_image::write_installed_disk(
         &guest,
-        loader,
-        extra,
+        install,
         &disk,
         share.first_block * 512,
         share.blocks * 512,
@@ -58,7 +57,7 @@ fn install_with(s: &mut Scenario, index: usize, loader: Loader, extra: &str) {
 /// [`install_with`] on a fresh disk, nothing extra on the command line.
 fn install(s: &mut Scenario, index: usize, loader: Loader) {
     fresh_disk(s);
-    install_with(s, index, loader, "");
+    install_with(s, index, Installation::new(loader));
 }
 
 /// Slice "fw" boots the Debian installed on its share through `loader`: `path` are the lines
@@ -131,10 +130,12 @@ fn a_reboot_goes_back_through_the_firmware_and_bad_disks_leave_only_their_slice_
     install_with(
         &mut s,
         0,
-        Loader::Extlinux,
-        "microvisor.action=reboot-after:1",
+        Installation {
+            extra: "microvisor.action=reboot-after:1",
+            ..Installation::new(Loader::Extlinux)
+        },
     );
-    install_with(&mut s, 2, Loader::Extlinux, "");
+    install_with(&mut s, 2, Installation::new(Loader::Extlinux));
     let corrupt = s.disk_shares()[2].unwrap();
     let disk = s.disk_file(0);
     let mut bytes = std::fs::read(&disk).unwrap();
@@ -171,6 +172,88 @@ fn a_reboot_goes_back_through_the_firmware_and_bad_disks_leave_only_their_slice_
         .expect(Expect::Never(hv(
             "^slice (empty|corrupt|beat) (stopped|restarted)",
         )))
+        .expect(Expect::Line {
+            pattern: slice("beat", "^HEARTBEAT [0-9]+ ok$"),
+            count: 2 * BEATS,
+        })
+        .run();
+}
+
+#[test]
+fn broken_installations_leave_their_slice_in_its_firmware_or_rebooting_and_nothing_else_notices() {
+    // "noloader": an EFI system partition without a loader at the removable path: U-Boot
+    // finds nothing to boot and stays at its prompt. "nokernel": GRUB's configuration names a
+    // kernel that is not on the disk: GRUB says so and stays in GRUB. "panics": the installed
+    // kernel finds no init and panics; with the guest's `panic=-1` it resets at once (PSCI
+    // SYSTEM_RESET), the slice restarts into U-Boot, which boots it again: the loop a
+    // bare-metal server with that disk would be in. Only the slice itself notices.
+    let mut s = Scenario::new("firmware_broken_installations")
+        .inline_node(4, 2 << 30)
+        .disk(2 << 30)
+        .plan(&plan(&[
+            with_nvme(&firmware_slice("noloader", "1", "128MiB"), 1, "512MiB"),
+            with_nvme(&firmware_slice("nokernel", "1", "256MiB"), 1, "512MiB"),
+            with_nvme(&firmware_slice("panics", "1", "384MiB"), 1, "256MiB"),
+            probe_slice("beat", "1", "64MiB", "cmdline = \"heartbeat=500\""),
+        ]));
+    fresh_disk(&mut s);
+    install_with(
+        &mut s,
+        0,
+        Installation {
+            defect: Defect::NoEfiLoader,
+            ..Installation::new(Loader::Efi)
+        },
+    );
+    install_with(
+        &mut s,
+        1,
+        Installation {
+            defect: Defect::KernelMissing,
+            ..Installation::new(Loader::Efi)
+        },
+    );
+    install_with(
+        &mut s,
+        2,
+        Installation {
+            extra: "rdinit=/nonexistent",
+            ..Installation::new(Loader::Extlinux)
+        },
+    );
+    let report = |name: &str| slice(name, &format!(r#"^SLICE-REPORT \{{"slice":"{name}","#));
+    s.healthy(&["beat"])
+        .expect(Expect::Sequence(vec![
+            slice("noloader", "^U-Boot 20"),
+            slice("noloader", "^No ethernet found"),
+        ]))
+        .expect(Expect::Never(slice(
+            "noloader",
+            "Found EFI removable media binary",
+        )))
+        .expect(Expect::Sequence(vec![
+            slice("nokernel", "^U-Boot 20"),
+            slice("nokernel", "Welcome to GRUB!"),
+            slice(
+                "nokernel",
+                &format!("error: file `{}' not found", lit(MISSING_KERNEL)),
+            ),
+        ]))
+        .expect(Expect::Sequence(vec![
+            slice("panics", "^U-Boot 20"),
+            slice("panics", "^Found /boot/extlinux/extlinux.conf"),
+            slice("panics", "Kernel panic - not syncing"),
+            hv("^slice panics restarted: PSCI SYSTEM_RESET$"),
+            slice("panics", "^U-Boot 20"),
+            slice("panics", "^Found /boot/extlinux/extlinux.conf"),
+        ]))
+        .expect(Expect::Never(report("noloader")))
+        .expect(Expect::Never(report("nokernel")))
+        .expect(Expect::Never(report("panics")))
+        .expect(Expect::Never(hv(
+            "^slice (noloader|nokernel|beat) (stopped|restarted)",
+        )))
+        .expect(Expect::Never(hv("^slice panics stopped")))
         .expect(Expect::Line {
             pattern: slice("beat", "^HEARTBEAT [0-9]+ ok$"),
             count: 2 * BEATS,

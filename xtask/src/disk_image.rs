@@ -150,14 +150,17 @@ pub fn gpt(blocks: u64, disk_guid: &str, partitions: &[Partition]) -> Result<Gpt
     })
 }
 
-/// `extlinux.conf` booting the kernel and initrd in `/boot` with `append`.
-pub fn extlinux_conf(append: &str) -> String {
+/// Where the installed kernel is, on the root partition.
+pub const KERNEL: &str = "/boot/Image";
+
+/// `extlinux.conf` booting `kernel` and the initrd in `/boot` with `append`.
+pub fn extlinux_conf(kernel: &str, append: &str) -> String {
     format!(
         "# Written by cargo xtask for a microvisor firmware slice\n\
          default debian\n\
          timeout 1\n\
          label debian\n\
-         \x20   kernel /boot/Image\n\
+         \x20   kernel {kernel}\n\
          \x20   initrd /boot/initrd.img\n\
          \x20   append {append}\n"
     )
@@ -173,19 +176,52 @@ pub enum Loader {
     Efi,
 }
 
+/// What a provisioning tool wrote onto a firmware slice's disk: how it boots, what its kernel
+/// is told, and, for the tests of bad disks, what is wrong with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Installation<'a> {
+    pub loader: Loader,
+    /// Appended to the guest's default command line.
+    pub extra: &'a str,
+    pub defect: Defect,
+}
+
+impl Installation<'static> {
+    /// A working installation booted through `loader` with the default command line.
+    pub fn new(loader: Loader) -> Installation<'static> {
+        Installation {
+            loader,
+            extra: "",
+            defect: Defect::None,
+        }
+    }
+}
+
+/// Something wrong with an installed disk, as operators meet it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Defect {
+    None,
+    /// The EFI system partition is there, empty: no loader at the removable path.
+    NoEfiLoader,
+    /// The boot configuration (`extlinux.conf`, `grub.cfg`) names a kernel that is not on the
+    /// disk ([`MISSING_KERNEL`]).
+    KernelMissing,
+}
+
+/// The kernel a [`Defect::KernelMissing`] configuration names.
+pub const MISSING_KERNEL: &str = "/boot/vmlinuz-missing";
+
 /// EFI system partition type (C12A7328-F81F-11D2-BA4B-00A0C93EC93B).
 pub const EFI_SYSTEM: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 /// Size of the EFI system partition.
 const ESP_BYTES: u64 = 32 << 20;
 
-/// Writes an installed Debian (the Linux guest's kernel and initramfs, booted with the guest's
-/// default command line plus `extra` through `loader`) into `disk` at byte `offset`, as a GPT
-/// disk of `size` bytes: the share of a firmware slice in a node's disk file. `work` is a
-/// scratch directory under the target directory.
+/// Writes an installed Debian (the Linux guest's kernel and initramfs, booted as `install`
+/// says) into `disk` at byte `offset`, as a GPT disk of `size` bytes: the share of a firmware
+/// slice in a node's disk file. `work` is a scratch directory under the target directory.
 pub fn write_installed_disk(
     guest: &LinuxGuest,
-    loader: Loader,
-    extra: &str,
+    install: Installation<'_>,
     disk: &Path,
     offset: u64,
     size: u64,
@@ -199,10 +235,20 @@ pub fn write_installed_disk(
     let last_usable = blocks.saturating_sub(ENTRY_BLOCKS + 2);
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+    let Installation {
+        loader,
+        extra,
+        defect,
+    } = install;
     let append = if extra.is_empty() {
         DEFAULT_CMDLINE.to_string()
     } else {
         format!("{DEFAULT_CMDLINE} {extra}")
+    };
+    let kernel = if defect == Defect::KernelMissing {
+        MISSING_KERNEL
+    } else {
+        KERNEL
     };
 
     let mut parts: Vec<(Partition, std::path::PathBuf)> = Vec::new();
@@ -217,7 +263,8 @@ pub fn write_installed_disk(
         let grub = work.join("BOOTAA64.EFI");
         let tools = efi_tools(work)?;
         make_grub(&tools, &grub, work)?;
-        make_esp(&tools, &esp, ESP_BYTES, &grub)?;
+        let loader_file = (defect != Defect::NoEfiLoader).then_some(grub.as_path());
+        make_esp(&tools, &esp, ESP_BYTES, loader_file)?;
         parts.push((
             Partition {
                 type_guid: EFI_SYSTEM,
@@ -234,19 +281,19 @@ pub fn write_installed_disk(
     let tree = work.join("root");
     std::fs::create_dir_all(tree.join("boot"))
         .with_context(|| format!("creating {}", tree.display()))?;
-    std::fs::write(tree.join("boot/Image"), &guest.kernel)?;
+    std::fs::write(tree.join(KERNEL.trim_start_matches('/')), &guest.kernel)?;
     std::fs::write(tree.join("boot/initrd.img"), &guest.initramfs)?;
     match loader {
         Loader::Extlinux => {
             std::fs::create_dir_all(tree.join("boot/extlinux"))?;
             std::fs::write(
                 tree.join("boot/extlinux/extlinux.conf"),
-                extlinux_conf(&append),
+                extlinux_conf(kernel, &append),
             )?;
         }
         Loader::Efi => {
             std::fs::create_dir_all(tree.join("boot/grub"))?;
-            std::fs::write(tree.join("boot/grub/grub.cfg"), grub_cfg(&append))?;
+            std::fs::write(tree.join("boot/grub/grub.cfg"), grub_cfg(kernel, &append))?;
         }
     }
     let root = Partition {
@@ -283,14 +330,102 @@ pub fn write_installed_disk(
     Ok(())
 }
 
-/// `grub.cfg` booting the kernel and initrd in `/boot` of GRUB's root with `append`.
-pub fn grub_cfg(append: &str) -> String {
+/// What [`install_on_blank_shares`] did for one firmware slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareInstall {
+    pub slice: String,
+    /// Bytes of its share.
+    pub bytes: u64,
+    /// True if Debian was written now; false if the share already held something.
+    pub installed: bool,
+}
+
+impl std::fmt::Display for ShareInstall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = self.bytes >> 20;
+        if self.installed {
+            write!(
+                f,
+                "slice {}: Debian installed on its blank {mib} MiB disk share (GPT, EFI system \
+                 partition with GRUB, ext4 root); its firmware boots it",
+                self.slice
+            )
+        } else {
+            write!(
+                f,
+                "slice {}: its {mib} MiB disk share is not blank; its firmware boots what is \
+                 installed there",
+                self.slice
+            )
+        }
+    }
+}
+
+/// Blocks at the start of a share that are all zero on a blank one: the protective MBR, the
+/// GPT header and its entry array.
+const BLANK_CHECK_BLOCKS: u64 = 2 + ENTRY_BLOCKS;
+
+/// For each slice of `plan` that boots firmware and has an NVMe share in `disk` (node disk 0,
+/// `disk_size` bytes, QEMU's 512-byte blocks): when the share is blank (its first blocks, where
+/// a partition table would be, are all zero), installs Debian there, booted through UEFI and
+/// GRUB, so that the firmware has an OS to boot (`cargo xtask run` on the default node). A
+/// share holding anything is left as it is: what an operator installed or re-imaged stays.
+pub fn install_on_blank_shares(
+    guest: &LinuxGuest,
+    plan: &microvisor_plan::Plan,
+    disk: &Path,
+    disk_size: u64,
+    work: &Path,
+) -> Result<Vec<ShareInstall>> {
+    use microvisor_plan::{BuiltIn, ImageSource};
+    let shares = microvisor_plan::place_disk(plan, disk_size / SECTOR, 9, u16::MAX)
+        .map_err(|e| anyhow::anyhow!("placing the plan's disk shares: {e}"))?;
+    let mut done = Vec::new();
+    for (slice, share) in plan.slices.iter().zip(shares) {
+        let Some(share) = share else { continue };
+        if slice.kernel != ImageSource::BuiltIn(BuiltIn::Firmware) {
+            continue;
+        }
+        let offset = share.first_block * SECTOR;
+        let bytes = share.blocks * SECTOR;
+        let mut head = vec![0u8; (BLANK_CHECK_BLOCKS * SECTOR).min(bytes) as usize];
+        {
+            use std::io::Read;
+            let mut file =
+                std::fs::File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
+            file.seek(SeekFrom::Start(offset))?;
+            file.read_exact(&mut head)
+                .with_context(|| format!("reading slice {}'s share", slice.name))?;
+        }
+        let installed = head.iter().all(|&b| b == 0);
+        if installed {
+            write_installed_disk(
+                guest,
+                Installation::new(Loader::Efi),
+                disk,
+                offset,
+                bytes,
+                &work.join(&slice.name),
+            )
+            .with_context(|| format!("installing Debian on slice {}'s share", slice.name))?;
+        }
+        done.push(ShareInstall {
+            slice: slice.name.clone(),
+            bytes,
+            installed,
+        });
+    }
+    Ok(done)
+}
+
+/// `grub.cfg` booting `kernel` and the initrd in `/boot` of GRUB's root with `append`.
+pub fn grub_cfg(kernel: &str, append: &str) -> String {
     format!(
         "# Written by cargo xtask for a microvisor firmware slice\n\
          set timeout=1\n\
          set default=0\n\
          menuentry 'Debian GNU/Linux' {{\n\
-         \x20   linux /boot/Image {append}\n\
+         \x20   linux {kernel} {append}\n\
          \x20   initrd /boot/initrd.img\n\
          }}\n"
     )
@@ -374,9 +509,9 @@ fn make_grub(tools: &EfiTools, out: &Path, work: &Path) -> Result<()> {
     run_tool(&mut cmd)
 }
 
-/// A FAT file system of `bytes` bytes holding `grub` at the removable-media path
-/// `/EFI/BOOT/BOOTAA64.EFI` (UEFI 2.10 §3.5.1.1).
-fn make_esp(tools: &EfiTools, out: &Path, bytes: u64, grub: &Path) -> Result<()> {
+/// A FAT file system of `bytes` bytes holding `/EFI/BOOT/` and in it `loader` (when given) at
+/// the removable-media path `/EFI/BOOT/BOOTAA64.EFI` (UEFI 2.10 §3.5.1.1).
+fn make_esp(tools: &EfiTools, out: &Path, bytes: u64, loader: Option<&Path>) -> Result<()> {
     let file = std::fs::File::create(out)?;
     file.set_len(bytes)?;
     drop(file);
@@ -399,13 +534,16 @@ fn make_esp(tools: &EfiTools, out: &Path, bytes: u64, grub: &Path) -> Result<()>
             .arg(out)
             .args(["::/EFI", "::/EFI/BOOT"]),
     )?;
-    run_tool(
-        mtools("mcopy")
-            .arg("-i")
-            .arg(out)
-            .arg(grub)
-            .arg("::/EFI/BOOT/BOOTAA64.EFI"),
-    )
+    match loader {
+        Some(loader) => run_tool(
+            mtools("mcopy")
+                .arg("-i")
+                .arg(out)
+                .arg(loader)
+                .arg("::/EFI/BOOT/BOOTAA64.EFI"),
+        ),
+        None => Ok(()),
+    }
 }
 
 fn run_tool(cmd: &mut Command) -> Result<()> {
