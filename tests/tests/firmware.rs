@@ -6,8 +6,6 @@
 //! EFI system partition's removable path, GRUB boots the kernel's EFI stub. A neighbour keeps
 //! beating.
 
-use std::path::Path;
-
 use xtask::disk_image::{Defect, Installation, Loader, MISSING_KERNEL};
 
 use microvisor_tests::{
@@ -16,49 +14,6 @@ use microvisor_tests::{
 
 /// Heartbeats the neighbour prints while the firmware slice boots.
 const BEATS: usize = 3;
-
-/// A fresh, all-zero disk file for the scenario's node, kept as written when it boots.
-fn fresh_disk(s: &mut Scenario) {
-    let disk = s.disk_file(0);
-    let size = s.load_node().disks[0].size;
-    std::fs::create_dir_all(disk.parent().unwrap()).unwrap();
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&disk)
-        .unwrap();
-    file.set_len(size).unwrap();
-    s.keep_disk = true;
-}
-
-/// Writes the installed Debian `install` describes into slice `index`'s share of the
-/// scenario's disk file (made fresh by [`fresh_disk`] first).
-fn install_with(s: &mut Scenario, index: usize, install: Installation<'_>) {
-    let share = s.disk_shares()[index].expect("the firmware slice has a share");
-    let disk = s.disk_file(0);
-    let ws = xtask::workspace::Workspace::locate().unwrap();
-    let guest = xtask::linux::guest(&ws, true).unwrap();
-    let work = ws
-        .target_dir
-        .join("test-images")
-        .join(format!("{}-disk-work", s.name));
-    xtask::disk_image::write_installed_disk(
-        &guest,
-        install,
-        &disk,
-        share.first_block * 512,
-        share.blocks * 512,
-        Path::new(&work),
-    )
-    .unwrap();
-}
-
-/// [`install_with`] on a fresh disk, nothing extra on the command line.
-fn install(s: &mut Scenario, index: usize, loader: Loader) {
-    fresh_disk(s);
-    install_with(s, index, Installation::new(loader));
-}
 
 /// Slice "fw" boots the Debian installed on its share through `loader`: `path` are the lines
 /// of the way there, then its report; its neighbour keeps beating and it is never stopped.
@@ -70,7 +25,8 @@ fn boots_installed(name: &str, loader: Loader, path: &[&str]) {
             with_nvme(&firmware_slice("fw", "1", "384MiB"), 1, "512MiB"),
             probe_slice("beat", "1", "64MiB", "cmdline = \"heartbeat=500\""),
         ]));
-    install(&mut s, 0, loader);
+    s.fresh_disk();
+    s.install(0, Installation::new(loader));
     let mut sequence = vec![hv("^partition: slice fw cores 0 ram .* kernel u-boot$")];
     sequence.extend(path.iter().map(|line| slice("fw", line)));
     sequence.push(slice("fw", r#"^SLICE-REPORT \{"slice":"fw","cpus":1,"#));
@@ -126,16 +82,15 @@ fn a_reboot_goes_back_through_the_firmware_and_bad_disks_leave_only_their_slice_
             with_nvme(&firmware_slice("corrupt", "1", "384MiB"), 1, "256MiB"),
             probe_slice("beat", "1", "64MiB", "cmdline = \"heartbeat=500\""),
         ]));
-    fresh_disk(&mut s);
-    install_with(
-        &mut s,
+    s.fresh_disk();
+    s.install(
         0,
         Installation {
             extra: "microvisor.action=reboot-after:1",
             ..Installation::new(Loader::Extlinux)
         },
     );
-    install_with(&mut s, 2, Installation::new(Loader::Extlinux));
+    s.install(2, Installation::new(Loader::Extlinux));
     let corrupt = s.disk_shares()[2].unwrap();
     let disk = s.disk_file(0);
     let mut bytes = std::fs::read(&disk).unwrap();
@@ -196,25 +151,22 @@ fn broken_installations_leave_their_slice_in_its_firmware_or_rebooting_and_nothi
             with_nvme(&firmware_slice("panics", "1", "384MiB"), 1, "256MiB"),
             probe_slice("beat", "1", "64MiB", "cmdline = \"heartbeat=500\""),
         ]));
-    fresh_disk(&mut s);
-    install_with(
-        &mut s,
+    s.fresh_disk();
+    s.install(
         0,
         Installation {
             defect: Defect::NoEfiLoader,
             ..Installation::new(Loader::Efi)
         },
     );
-    install_with(
-        &mut s,
+    s.install(
         1,
         Installation {
             defect: Defect::KernelMissing,
             ..Installation::new(Loader::Efi)
         },
     );
-    install_with(
-        &mut s,
+    s.install(
         2,
         Installation {
             extra: "rdinit=/nonexistent",
