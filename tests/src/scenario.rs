@@ -240,6 +240,41 @@ impl Scenario {
         .unwrap_or_else(|e| panic!("scenario {}: installing on slice {index}: {e:#}", self.name));
     }
 
+    /// An image of slice `index`'s share holding the installed Debian `install` describes,
+    /// written now to a file of its own (`target/test-images/<scenario>-<tag>.share`), and the
+    /// [`DiskWrite`](crate::DiskWrite) that copies it over the share while the node runs
+    /// ([`crate::Input::writing`]).
+    pub fn share_image(
+        &self,
+        index: usize,
+        tag: &str,
+        install: xtask::disk_image::Installation<'_>,
+    ) -> crate::DiskWrite {
+        let share = self.disk_shares()[index]
+            .unwrap_or_else(|| panic!("scenario {}: slice {index} has no disk share", self.name));
+        let bytes = share.blocks << QEMU_NVME_BLOCK_SHIFT;
+        let image = built().image_path(&format!("{}-{tag}", self.name), "share");
+        std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+        let file = std::fs::File::create(&image).unwrap();
+        file.set_len(bytes).unwrap();
+        drop(file);
+        let guest = xtask::linux::guest(&built().ws, true).unwrap();
+        xtask::disk_image::write_installed_disk(
+            &guest,
+            install,
+            &image,
+            0,
+            bytes,
+            &built().image_path(&format!("{}-{tag}", self.name), "work"),
+        )
+        .unwrap_or_else(|e| panic!("scenario {}: building image {tag}: {e:#}", self.name));
+        crate::DiskWrite {
+            image,
+            disk: self.disk_file(0),
+            offset: share.first_block << QEMU_NVME_BLOCK_SHIFT,
+        }
+    }
+
     /// What `cargo xtask run` does to the node's disk: on a fresh disk, Debian installed on
     /// the share of every slice that boots firmware
     /// ([`xtask::disk_image::install_on_blank_shares`]).

@@ -8,8 +8,11 @@
 
 use xtask::disk_image::{Defect, Installation, Loader, MISSING_KERNEL};
 
+use std::time::Duration;
+
 use microvisor_tests::{
-    Expect, Scenario, firmware_slice, hv, lit, plan, probe_slice, slice, with_nvme,
+    Expect, Input, Scenario, firmware_slice, hv, linux_slice, lit, plan, probe_slice, shell_line,
+    shell_ready, shell_script, slice, with_nvme,
 };
 
 /// Heartbeats the neighbour prints while the firmware slice boots.
@@ -211,4 +214,88 @@ fn broken_installations_leave_their_slice_in_its_firmware_or_rebooting_and_nothi
             count: 2 * BEATS,
         })
         .run();
+}
+
+#[test]
+fn the_manager_powers_a_firmware_slice_off_its_disk_is_re_imaged_and_the_next_power_on_boots_it() {
+    // "metal" first boots a Debian installed with extlinux (its command line tagged
+    // mvimage=first). The manager powers it off; while it is off, its share is overwritten
+    // with another installation (UEFI: GRUB and Debian, tagged mvimage=second), the way a
+    // provisioning tool writes a whole-disk image; the manager powers it on and the firmware
+    // boots the new OS. The manager and a neighbour notice nothing.
+    let manager = format!(
+        "{}\nrole = \"manager\"\nstaging = \"64MiB\"\n\n",
+        linux_slice("manager", "1", "256MiB", "").trim_end()
+    );
+    let mut s = Scenario::new("firmware_reimage")
+        .inline_node(4, 2 << 30)
+        .disk(1 << 30)
+        .timeout(Duration::from_secs(480))
+        .plan(&plan(&[
+            manager,
+            with_nvme(&firmware_slice("metal", "1", "384MiB"), 1, "512MiB"),
+            probe_slice("beat", "1", "64MiB", "cmdline = \"heartbeat=500\""),
+        ]));
+    s.fresh_disk();
+    s.install(
+        1,
+        Installation {
+            extra: "mvimage=first",
+            ..Installation::new(Loader::Extlinux)
+        },
+    );
+    let second = s.share_image(
+        1,
+        "second",
+        Installation {
+            extra: "mvimage=second",
+            ..Installation::new(Loader::Efi)
+        },
+    );
+    let report = |tag: &str| {
+        slice(
+            "metal",
+            &format!(r#"^SLICE-REPORT \{{"slice":"metal",.*\bmvimage={tag}\b"#),
+        )
+    };
+    let says = |regex: &str| slice("manager", regex);
+    let stopped = hv("^slice metal stopped: forced off by the manager");
+    // The manager is slice 1: console input goes to its shell from the start.
+    let mut inputs = vec![Input::wait(shell_ready("manager"))];
+    inputs.extend(shell_script(
+        "manager",
+        report("first"),
+        &["microvisorctl off metal; echo OFF rc=$?"],
+    ));
+    inputs.push(Input::wait(stopped.clone()));
+    inputs.push(
+        Input::after(says("^OFF rc=0$"), &shell_line("microvisorctl on metal")).writing(second),
+    );
+    let mut s = s
+        .healthy(&["manager", "beat"])
+        .expect(Expect::Sequence(vec![
+            slice("metal", "^U-Boot 20"),
+            slice("metal", "^Found /boot/extlinux/extlinux.conf"),
+            report("first"),
+            stopped,
+            hv("^slice metal started"),
+            slice("metal", "^U-Boot 20"),
+            slice(
+                "metal",
+                "^Found EFI removable media binary efi/boot/bootaa64.efi",
+            ),
+            slice("metal", "Welcome to GRUB!"),
+            report("second"),
+        ]))
+        .expect(Expect::Never(hv(
+            "^slice (manager|beat) (stopped|restarted)",
+        )))
+        .expect(Expect::Line {
+            pattern: slice("beat", "^HEARTBEAT [0-9]+ ok$"),
+            count: 2 * BEATS,
+        });
+    for input in inputs {
+        s = s.input(input);
+    }
+    s.run();
 }
