@@ -6,10 +6,12 @@
 //! EFI system partition's removable path, GRUB boots the kernel's EFI stub. A neighbour keeps
 //! beating.
 
-use xtask::disk_image::{Defect, Installation, Loader, MISSING_KERNEL};
+use xtask::disk_image::{Defect, Installation, Loader, MISSING_KERNEL, Os};
 
 use std::time::Duration;
 
+use microvisor_tests::attack_lines::{COUNTED_ATTACKS, requested_attacks};
+use microvisor_tests::images::built;
 use microvisor_tests::{
     Expect, Input, Scenario, firmware_slice, hv, linux_slice, lit, plan, probe_slice, shell_line,
     shell_ready, shell_script, slice, with_nvme,
@@ -298,4 +300,60 @@ fn the_manager_powers_a_firmware_slice_off_its_disk_is_re_imaged_and_the_next_po
         s = s.input(input);
     }
     s.run();
+}
+
+#[test]
+fn the_probe_installed_on_a_disk_and_booted_by_the_firmware_finds_every_attack_contained() {
+    // The firmware must leave nothing behind that weakens isolation: the bare-metal probe,
+    // installed on the slice's disk and booted by U-Boot through extlinux (no initrd), runs
+    // the attack count scenario's attacks (tests/tests/attacks.rs) from there, on both its
+    // vCPUs (vCPU 1 is the racer, brought up with PSCI CPU_ON after U-Boot has gone); every
+    // one must be attempted and contained, and the neighbours keep beating.
+    let attacks = format!("attack={COUNTED_ATTACKS} heartbeat=500");
+    let expected = requested_attacks(&attacks).len();
+    let probe = std::fs::read(built().native_probe_image("firmware_probe_kernel")).unwrap();
+    let mut s = Scenario::new("firmware_probe")
+        .disk(256 << 20)
+        .plan(&plan(&[
+            with_nvme(&firmware_slice("fwprobe", "2", "128MiB"), 1, "64MiB"),
+            with_nvme(
+                &probe_slice(
+                    "victim",
+                    "1",
+                    "64MiB",
+                    "cmdline = \"heartbeat=500 nvme-check=1\"",
+                ),
+                1,
+                "16MiB",
+            ),
+            probe_slice("other", "1", "64MiB", "cmdline = \"heartbeat=500\""),
+        ]));
+    s.fresh_disk();
+    s.install(
+        0,
+        Installation {
+            os: Os::BareMetal(&probe),
+            extra: &attacks,
+            ..Installation::new(Loader::Extlinux)
+        },
+    );
+    let count = format!("^ATTACKS {expected} contained {expected} not-contained 0 unverified 0$");
+    s.all_healthy()
+        .expect(Expect::Sequence(vec![
+            slice("fwprobe", "^U-Boot 20"),
+            slice("fwprobe", "^Found /boot/extlinux/extlinux.conf"),
+            slice("fwprobe", &count),
+        ]))
+        .expect(Expect::Attacks {
+            slice: "fwprobe".into(),
+            attacks: requested_attacks(&attacks),
+        })
+        .expect(Expect::HeartbeatsAfter {
+            after: slice("fwprobe", "^ATTACKS "),
+            slices: vec!["fwprobe".into(), "victim".into(), "other".into()],
+            count: BEATS,
+        })
+        .expect(Expect::Never(hv("^slice fwprobe stopped")))
+        .expect(Expect::Never(slice("victim", "CORRUPT")))
+        .run();
 }

@@ -153,15 +153,14 @@ pub fn gpt(blocks: u64, disk_guid: &str, partitions: &[Partition]) -> Result<Gpt
 /// Where the installed kernel is, on the root partition.
 pub const KERNEL: &str = "/boot/Image";
 
-/// `extlinux.conf` booting `kernel` and the initrd in `/boot` with `append`.
+/// `extlinux.conf` booting `kernel` with `append`.
 pub fn extlinux_conf(kernel: &str, append: &str) -> String {
     format!(
         "# Written by cargo xtask for a microvisor firmware slice\n\
-         default debian\n\
+         default installed\n\
          timeout 1\n\
-         label debian\n\
+         label installed\n\
          \x20   kernel {kernel}\n\
-         \x20   initrd /boot/initrd.img\n\
          \x20   append {append}\n"
     )
 }
@@ -181,9 +180,20 @@ pub enum Loader {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Installation<'a> {
     pub loader: Loader,
-    /// Appended to the guest's default command line.
+    pub os: Os<'a>,
+    /// Appended to the Linux guest's default command line; a bare-metal image's whole command
+    /// line.
     pub extra: &'a str,
     pub defect: Defect,
+}
+
+/// The operating system installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Os<'a> {
+    /// The Linux guest: Debian's cloud kernel and the guest's initramfs.
+    Debian,
+    /// A bare-metal arm64 Image (e.g. the probe), booted without an initrd.
+    BareMetal(&'a [u8]),
 }
 
 impl Installation<'static> {
@@ -191,6 +201,7 @@ impl Installation<'static> {
     pub fn new(loader: Loader) -> Installation<'static> {
         Installation {
             loader,
+            os: Os::Debian,
             extra: "",
             defect: Defect::None,
         }
@@ -237,14 +248,22 @@ pub fn write_installed_disk(
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     let Installation {
         loader,
+        os,
         extra,
         defect,
     } = install;
-    let append = if extra.is_empty() {
-        DEFAULT_CMDLINE.to_string()
-    } else {
-        format!("{DEFAULT_CMDLINE} {extra}")
+    let mut append = match os {
+        Os::BareMetal(_) => String::new(),
+        Os::Debian => {
+            format!("root=PARTUUID={ROOT_PARTITION} rw rootwait init=/init {DEFAULT_CMDLINE}")
+        }
     };
+    if !extra.is_empty() {
+        if !append.is_empty() {
+            append.push(' ');
+        }
+        append.push_str(extra);
+    }
     let kernel = if defect == Defect::KernelMissing {
         MISSING_KERNEL
     } else {
@@ -281,8 +300,15 @@ pub fn write_installed_disk(
     let tree = work.join("root");
     std::fs::create_dir_all(tree.join("boot"))
         .with_context(|| format!("creating {}", tree.display()))?;
-    std::fs::write(tree.join(KERNEL.trim_start_matches('/')), &guest.kernel)?;
-    std::fs::write(tree.join("boot/initrd.img"), &guest.initramfs)?;
+    let mut devices = Vec::new();
+    let kernel_bytes = match os {
+        Os::Debian => {
+            devices = unpack_userspace(&guest.initramfs, &tree)?;
+            &guest.kernel[..]
+        }
+        Os::BareMetal(image) => image,
+    };
+    std::fs::write(tree.join(KERNEL.trim_start_matches('/')), kernel_bytes)?;
     match loader {
         Loader::Extlinux => {
             std::fs::create_dir_all(tree.join("boot/extlinux"))?;
@@ -298,7 +324,7 @@ pub fn write_installed_disk(
     }
     let root = Partition {
         type_guid: LINUX_FILESYSTEM,
-        guid: "6d766973-6f72-4c69-6e75-78526f6f7401".into(),
+        guid: ROOT_PARTITION.into(),
         name: "root",
         first: next,
         last: last_usable,
@@ -306,6 +332,7 @@ pub fn write_installed_disk(
     };
     let fs = work.join("root.ext4");
     make_ext4(&tree, &fs, (root.last - root.first + 1) * SECTOR)?;
+    make_devices(&fs, &devices)?;
     parts.push((root, fs));
 
     let partitions: Vec<Partition> = parts.iter().map(|(p, _)| p.clone()).collect();
@@ -418,17 +445,97 @@ pub fn install_on_blank_shares(
     Ok(done)
 }
 
-/// `grub.cfg` booting `kernel` and the initrd in `/boot` of GRUB's root with `append`.
+/// `grub.cfg` booting `kernel` from GRUB's root with `append`.
 pub fn grub_cfg(kernel: &str, append: &str) -> String {
     format!(
         "# Written by cargo xtask for a microvisor firmware slice\n\
          set timeout=1\n\
          set default=0\n\
-         menuentry 'Debian GNU/Linux' {{\n\
+         menuentry 'Installed system' {{\n\
          \x20   linux {kernel} {append}\n\
-         \x20   initrd /boot/initrd.img\n\
          }}\n"
     )
+}
+
+/// The root partition's unique GUID: the installed Debian's kernel finds its root by it
+/// (`root=PARTUUID=...`).
+pub const ROOT_PARTITION: &str = "6d766973-6f72-4c69-6e75-78526f6f7401";
+
+/// A character device of the installed root file system (path, permissions, major, minor).
+type Device = (String, u32, u32, u32);
+
+/// Unpacks the Linux guest's userspace (its gzipped newc initramfs: busybox, `/init`, the
+/// modules and tools) into `tree`, the installed root file system; returns the character
+/// devices (`/dev/console`), which [`make_devices`] creates in the file system image without
+/// root privileges.
+fn unpack_userspace(initramfs: &[u8], tree: &Path) -> Result<Vec<Device>> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let mut cpio = Vec::new();
+    flate2::read::GzDecoder::new(initramfs)
+        .read_to_end(&mut cpio)
+        .context("unpacking the guest's initramfs")?;
+    let entries = crate::initramfs::read_newc(&cpio)
+        .map_err(|e| anyhow::anyhow!("the guest's initramfs: {e}"))?;
+    let mut devices = Vec::new();
+    for entry in entries {
+        let name = entry.name.trim_start_matches("./").trim_start_matches('/');
+        ensure!(
+            !name.split('/').any(|c| c == ".."),
+            "initramfs entry {} leaves the tree",
+            entry.name
+        );
+        if name.is_empty() || name == "." {
+            continue;
+        }
+        let path = tree.join(name);
+        let mode = entry.permissions();
+        match entry.kind() {
+            Some(crate::initramfs::Kind::Dir) => {
+                std::fs::create_dir_all(&path)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            }
+            Some(crate::initramfs::Kind::File(data)) => {
+                std::fs::write(&path, data)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            }
+            Some(crate::initramfs::Kind::Symlink(target)) => {
+                std::os::unix::fs::symlink(target, &path)?;
+            }
+            Some(crate::initramfs::Kind::CharDevice { major, minor }) => {
+                devices.push((format!("/{name}"), mode, major, minor));
+            }
+            None => bail!(
+                "initramfs entry {} has a type the installer does not know",
+                entry.name
+            ),
+        }
+    }
+    Ok(devices)
+}
+
+/// Creates `devices` in the ext4 image `fs` with `debugfs -w` (e2fsprogs), which needs no
+/// root privileges, unlike `mknod` in the source tree.
+fn make_devices(fs: &Path, devices: &[Device]) -> Result<()> {
+    if devices.is_empty() {
+        return Ok(());
+    }
+    let debugfs = ["/usr/sbin/debugfs", "/sbin/debugfs"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .context("installing Debian on a firmware slice's disk needs debugfs: run `apt-get install e2fsprogs`")?;
+    let mut script = String::new();
+    for (path, mode, major, minor) in devices {
+        script.push_str(&format!(
+            "mknod {path} c {major} {minor}\nsif {path} mode 0{:o}\n",
+            0o020000 | mode
+        ));
+    }
+    let commands = fs.with_extension("debugfs");
+    std::fs::write(&commands, script)?;
+    let mut cmd = Command::new(debugfs);
+    cmd.arg("-w").arg("-f").arg(&commands).arg(fs);
+    run_tool(&mut cmd)
 }
 
 /// The configuration built into GRUB's image: find the partition with `/boot/grub/grub.cfg`
