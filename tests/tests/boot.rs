@@ -90,7 +90,8 @@ fn default_node_boots_its_default_plan() {
             ))
             .expect(Expect::line(slice(name, &format!("{}-42", lit(name)))));
     }
-    // The firmware slice boots the installed Debian through U-Boot, GRUB and the EFI stub.
+    // The firmware slice boots the installed Debian through U-Boot, GRUB and the EFI stub;
+    // Linux mounts its root from the share's second partition.
     for (_, name) in &firmware {
         s = s.expect(Expect::Sequence(vec![
             slice(name, "^U-Boot 20"),
@@ -102,7 +103,10 @@ fn default_node_boots_its_default_plan() {
             slice(name, "^EFI stub: Booting Linux Kernel"),
             slice(
                 name,
-                &format!(r#"^SLICE-REPORT \{{"slice":"{}","#, lit(name)),
+                &format!(
+                    r#"^SLICE-REPORT \{{"slice":"{}",.*"root":"nvme0n1p2""#,
+                    lit(name)
+                ),
             ),
         ]));
     }

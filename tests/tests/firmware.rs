@@ -22,7 +22,7 @@ const BEATS: usize = 3;
 
 /// Slice "fw" boots the Debian installed on its share through `loader`: `path` are the lines
 /// of the way there, then its report; its neighbour keeps beating and it is never stopped.
-fn boots_installed(name: &str, loader: Loader, path: &[&str]) {
+fn boots_installed(name: &str, loader: Loader, path: &[&str], root: &str) {
     let mut s = Scenario::new(name)
         .inline_node(4, 1 << 30)
         .disk(1 << 30)
@@ -34,7 +34,11 @@ fn boots_installed(name: &str, loader: Loader, path: &[&str]) {
     s.install(0, Installation::new(loader));
     let mut sequence = vec![hv("^partition: slice fw cores 0 ram .* kernel u-boot$")];
     sequence.extend(path.iter().map(|line| slice("fw", line)));
-    sequence.push(slice("fw", r#"^SLICE-REPORT \{"slice":"fw","cpus":1,"#));
+    // Linux mounted its root from the share: the installed system, not an initramfs.
+    sequence.push(slice(
+        "fw",
+        &format!(r#"^SLICE-REPORT \{{"slice":"fw","cpus":1,.*"root":"{root}""#),
+    ));
     s.all_healthy()
         .expect(Expect::Sequence(sequence))
         .expect(Expect::Line {
@@ -54,6 +58,7 @@ fn a_firmware_slice_boots_the_debian_installed_on_its_disk_through_extlinux() {
         "firmware_extlinux",
         Loader::Extlinux,
         &["^U-Boot 20", "^Found /boot/extlinux/extlinux.conf"],
+        "nvme0n1p1",
     );
 }
 
@@ -68,6 +73,7 @@ fn a_firmware_slice_boots_grub_from_its_efi_system_partition_and_grub_boots_debi
             "Welcome to GRUB!",
             "^EFI stub: Booting Linux Kernel",
         ],
+        "nvme0n1p2",
     );
 }
 
@@ -144,7 +150,7 @@ fn broken_installations_leave_their_slice_in_its_firmware_or_rebooting_and_nothi
     // "noloader": an EFI system partition without a loader at the removable path: U-Boot
     // finds nothing to boot and stays at its prompt. "nokernel": GRUB's configuration names a
     // kernel that is not on the disk: GRUB says so and stays in GRUB. "panics": the installed
-    // kernel finds no init and panics; with the guest's `panic=-1` it resets at once (PSCI
+    // kernel cannot run the init its command line names and panics; with the guest's `panic=-1` it resets at once (PSCI
     // SYSTEM_RESET), the slice restarts into U-Boot, which boots it again: the loop a
     // bare-metal server with that disk would be in. Only the slice itself notices.
     let mut s = Scenario::new("firmware_broken_installations")
@@ -174,7 +180,7 @@ fn broken_installations_leave_their_slice_in_its_firmware_or_rebooting_and_nothi
     s.install(
         2,
         Installation {
-            extra: "rdinit=/nonexistent",
+            extra: "init=/nonexistent",
             ..Installation::new(Loader::Extlinux)
         },
     );

@@ -1,9 +1,10 @@
 //! Installed-OS disks for slices that boot firmware (`kernel = "firmware"`, DESIGN.md §9):
 //! what a provisioning tool would have written onto a bare-metal server's disk, built from the
-//! Linux guest's Debian kernel and initramfs without root-only tools. A GUID partition table
-//! (UEFI 2.10 §5.3, written here) holds one ext4 partition made by `mke2fs -d` from a
-//! directory: `/boot/Image`, `/boot/initrd.img` and `/boot/extlinux/extlinux.conf`, which
-//! U-Boot's distro boot finds and boots.
+//! Linux guest without root-only tools. A GUID partition table (UEFI 2.10 §5.3, written here)
+//! holds an ext4 root made by `mke2fs -d` from a directory: the guest's userspace (its
+//! initramfs unpacked), the kernel at `/boot/Image` and `/boot/extlinux/extlinux.conf`, or,
+//! for UEFI, `/boot/grub/grub.cfg` and an EFI system partition in front with GRUB. The kernel
+//! mounts the root itself (`root=PARTUUID=...`). docs/firmware.md.
 
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
