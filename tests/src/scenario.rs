@@ -25,7 +25,7 @@
 
 use std::time::Duration;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use microvisor_plan::{
     BuiltIn, DiskShare, HumanSize, ImageSource, Placement, Plan, RamRange, format_cores, place,
@@ -223,24 +223,39 @@ impl Scenario {
         self.keep_disk = true;
     }
 
-    /// Writes the installed Debian `install` describes into slice `index`'s share of the
-    /// node's first disk file (made by [`Self::fresh_disk`] first).
-    pub fn install(&mut self, index: usize, install: xtask::disk_image::Installation<'_>) {
+    /// Slice `index`'s share of the node's first disk: its byte offset and size.
+    fn share_bytes(&self, index: usize) -> (u64, u64) {
         let share = self.disk_shares()[index]
             .unwrap_or_else(|| panic!("scenario {}: slice {index} has no disk share", self.name));
-        let guest = xtask::linux::guest(&built().ws, true).unwrap();
-        xtask::disk_image::write_installed_disk(
-            &guest,
-            install,
-            &self.disk_file(0),
+        (
             share.first_block << QEMU_NVME_BLOCK_SHIFT,
             share.blocks << QEMU_NVME_BLOCK_SHIFT,
-            &built().image_path(&format!("{}-install", self.name), "work"),
         )
-        .unwrap_or_else(|e| panic!("scenario {}: installing on slice {index}: {e:#}", self.name));
     }
 
-    /// An image of slice `index`'s share holding the installed Debian `install` describes,
+    /// Writes the installed system `install` describes into `file` at `offset`, as a disk of
+    /// `bytes` bytes (`tag` names the scratch directory).
+    fn write_installation(
+        &self,
+        install: xtask::disk_image::Installation<'_>,
+        file: &Path,
+        (offset, bytes): (u64, u64),
+        tag: &str,
+    ) {
+        let guest = xtask::linux::guest(&built().ws, true).unwrap();
+        let work = built().image_path(&format!("{}-{tag}", self.name), "work");
+        xtask::disk_image::write_installed_disk(&guest, install, file, offset, bytes, &work)
+            .unwrap_or_else(|e| panic!("scenario {}: writing {tag}: {e:#}", self.name));
+    }
+
+    /// Writes the installed system `install` describes into slice `index`'s share of the
+    /// node's first disk file (made by [`Self::fresh_disk`] first).
+    pub fn install(&mut self, index: usize, install: xtask::disk_image::Installation<'_>) {
+        let share = self.share_bytes(index);
+        self.write_installation(install, &self.disk_file(0), share, "install");
+    }
+
+    /// An image of slice `index`'s share holding the installed system `install` describes,
     /// written now to a file of its own (`target/test-images/<scenario>-<tag>.share`), and the
     /// [`DiskWrite`](crate::DiskWrite) that copies it over the share while the node runs
     /// ([`crate::Input::writing`]).
@@ -250,28 +265,18 @@ impl Scenario {
         tag: &str,
         install: xtask::disk_image::Installation<'_>,
     ) -> crate::DiskWrite {
-        let share = self.disk_shares()[index]
-            .unwrap_or_else(|| panic!("scenario {}: slice {index} has no disk share", self.name));
-        let bytes = share.blocks << QEMU_NVME_BLOCK_SHIFT;
+        let (offset, bytes) = self.share_bytes(index);
         let image = built().image_path(&format!("{}-{tag}", self.name), "share");
         std::fs::create_dir_all(image.parent().unwrap()).unwrap();
-        let file = std::fs::File::create(&image).unwrap();
-        file.set_len(bytes).unwrap();
-        drop(file);
-        let guest = xtask::linux::guest(&built().ws, true).unwrap();
-        xtask::disk_image::write_installed_disk(
-            &guest,
-            install,
-            &image,
-            0,
-            bytes,
-            &built().image_path(&format!("{}-{tag}", self.name), "work"),
-        )
-        .unwrap_or_else(|e| panic!("scenario {}: building image {tag}: {e:#}", self.name));
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(bytes)
+            .unwrap();
+        self.write_installation(install, &image, (0, bytes), tag);
         crate::DiskWrite {
             image,
             disk: self.disk_file(0),
-            offset: share.first_block << QEMU_NVME_BLOCK_SHIFT,
+            offset,
         }
     }
 
