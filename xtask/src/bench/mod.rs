@@ -645,7 +645,7 @@ fn net_nics() -> Vec<crate::node::Nic> {
         Network::Host,
     ]
     .into_iter()
-    .map(|network| Nic::on(network))
+    .map(Nic::on)
     .collect()
 }
 
