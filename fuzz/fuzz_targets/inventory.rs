@@ -22,7 +22,10 @@ fuzz_target!(|blob: &[u8]| {
         assert!(!inv.cpus.is_empty() && inv.cpus.len() <= MAX_CPUS);
         assert!(!inv.ram.is_empty(), "an inventory without RAM");
         assert!(inv.ram.iter().all(|r| r.size > 0), "empty RAM bank kept");
-        assert!(inv.ram.windows(2).all(|w| w[0].base <= w[1].base), "RAM banks not sorted");
+        assert!(
+            inv.ram.windows(2).all(|w| w[0].base <= w[1].base),
+            "RAM banks not sorted"
+        );
         let sum = inv.ram.iter().fold(0u64, |s, r| s.saturating_add(r.size));
         assert_eq!(inv.ram_total(), sum);
         for (i, &mpidr) in inv.cpus.iter().enumerate() {
@@ -32,7 +35,10 @@ fuzz_target!(|blob: &[u8]| {
         for rid in [0u16, 1, 0x8, 0x100, 0xffff] {
             let _ = inv.stream_id(rid);
         }
-        assert!(salvage.psci.is_some(), "salvage lost the PSCI conduit the inventory read");
+        assert!(
+            salvage.psci.is_some(),
+            "salvage lost the PSCI conduit the inventory read"
+        );
     }
     if let Ok(tree) = Tree::new(blob) {
         let _ = tree.reservations().count();

@@ -20,7 +20,9 @@ use microvisor_fuzz::{fits, width_mask};
 use microvisor_logic::trap::{Exit, decode};
 
 /// Classes the decoder treats specially, and neighbours.
-const CLASSES: [u64; 10] = [0x16, 0x17, 0x24, 0x25, 0x20, 0x21, 0x18, 0x00, 0x01, 0x3f];
+const CLASSES: [u64; 12] = [
+    0x16, 0x17, 0x24, 0x25, 0x20, 0x21, 0x18, 0x00, 0x01, 0x3f, 0x03, 0x0c,
+];
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -108,9 +110,13 @@ fn check(input: Input) {
             assert_eq!(s.read, iss & 1 != 0);
             let _ = s.to_string();
         }
+        Exit::Coprocessor { class: c } => {
+            assert_eq!(u64::from(c), class);
+            assert!([0x03, 0x04, 0x05, 0x06, 0x0c].contains(&class));
+        }
         Exit::Other { class: c } => {
             assert_eq!(u64::from(c), class);
-            assert!(![0x16, 0x17, 0x24, 0x20, 0x18].contains(&class));
+            assert!(![0x16, 0x17, 0x24, 0x20, 0x18, 0x03, 0x04, 0x05, 0x06, 0x0c].contains(&class));
         }
     }
 }

@@ -14,6 +14,13 @@ use microvisor_probe::cmdline::Attack;
 
 use crate::console::{Line, Source};
 
+/// The attacks of the count scenario: the memory, MMIO, undefined-register and PSCI attacks
+/// that a slice now survives, every sweep (`sweeps`: system registers, external aborts, EL0,
+/// GIC registers, SMCCC calls, the timing attacks) and the configuration space of PCI functions
+/// the slice does not own (`pci`), and an NVMe doorbell race. Each is a distinct encoding, access, register or call with
+/// its own verdict (guest-images/probe/src/sweep.rs).
+pub const COUNTED_ATTACKS: &str = "read-past-ram,write-past-ram,mmio,undef-sysreg,cpu-on-outside,hvc-unknown,sweeps,pci,race-nvme-doorbell";
+
 /// The attacks `attack=` words ask for, in order (several words accumulate, as in the probe);
 /// a group name (`sysregs`, `aborts`, `calls`, `races`, `sweeps`) stands for its members, as
 /// the probe expands it (`microvisor_probe::cmdline::Attack::group`). Other names are kept as

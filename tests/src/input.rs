@@ -199,6 +199,42 @@ pub struct Input {
     pub trigger: Trigger,
     /// What is typed (nothing for [`Input::wait`]).
     pub bytes: Vec<u8>,
+    /// Written into a disk file when the input fires, before its bytes are typed.
+    pub disk_write: Option<DiskWrite>,
+}
+
+/// An image the harness copies into the node's disk file while the node runs, as an operator
+/// re-imaging a powered-off server's disk would (QEMU reads the file through the host's page
+/// cache, so it sees the new bytes; the hypervisor caches no disk data).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskWrite {
+    /// The image (a whole share: partition table and partitions).
+    pub image: std::path::PathBuf,
+    /// The node's disk file and the byte offset of the share in it.
+    pub disk: std::path::PathBuf,
+    pub offset: u64,
+}
+
+impl DiskWrite {
+    /// Copies the image in. Panics (failing the scenario) if it cannot.
+    fn apply(&self) {
+        use std::io::{Seek, SeekFrom};
+        let copy = || -> std::io::Result<()> {
+            let mut from = std::fs::File::open(&self.image)?;
+            let mut to = std::fs::OpenOptions::new().write(true).open(&self.disk)?;
+            to.seek(SeekFrom::Start(self.offset))?;
+            std::io::copy(&mut from, &mut to)?;
+            to.sync_data()
+        };
+        copy().unwrap_or_else(|e| {
+            panic!(
+                "writing {} into {} at {}: {e}",
+                self.image.display(),
+                self.disk.display(),
+                self.offset
+            )
+        });
+    }
 }
 
 impl Input {
@@ -211,7 +247,14 @@ impl Input {
         Input {
             trigger,
             bytes: bytes.to_vec(),
+            disk_write: None,
         }
+    }
+
+    /// The same input, writing `write` into the disk file when it fires, before it types.
+    pub fn writing(mut self, write: DiskWrite) -> Input {
+        self.disk_write = Some(write);
+        self
     }
 
     /// Types `bytes` once a line matching `pattern` has appeared (now or earlier in the run).
@@ -299,6 +342,9 @@ impl Typist {
             };
             if self.counts[i] < nth {
                 break;
+            }
+            if let Some(write) = &input.disk_write {
+                write.apply();
             }
             out.extend_from_slice(&input.bytes);
             self.typed.push(Typed {

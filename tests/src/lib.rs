@@ -34,8 +34,8 @@ pub use expect::{Expect, Pattern, any, any_slice, hv, lit, slice};
 pub use firmware_dt::FirmwareTree;
 pub use host_get::{HOST_GET_TIMEOUT, HostGet};
 pub use input::{
-    EXIT_COUNTERS, Input, POWER_KEY, Step, echo_of, focus, focused, run_step, shell_line,
-    shell_pieces, shell_ready, shell_script, shell_steps,
+    DiskWrite, EXIT_COUNTERS, Input, POWER_KEY, Step, echo_of, focus, focused, run_step,
+    shell_line, shell_pieces, shell_ready, shell_script, shell_steps,
 };
 pub use plans::{firmware_slice, linux_slice, plan, probe_slice, with_device, with_nvme};
 pub use scenario::{

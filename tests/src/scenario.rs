@@ -221,6 +221,92 @@ impl Scenario {
         self
     }
 
+    /// Starts the node's first disk file all zeros now and keeps it as then written for the
+    /// run (instead of making it empty when the run starts).
+    pub fn fresh_disk(&mut self) {
+        let disk = self.disk_file(0);
+        let size = self.load_node().disks[0].size;
+        std::fs::create_dir_all(disk.parent().unwrap()).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&disk)
+            .unwrap();
+        file.set_len(size).unwrap();
+        self.keep_disk = true;
+    }
+
+    /// Writes the installed Debian `install` describes into slice `index`'s share of the
+    /// node's first disk file (made by [`Self::fresh_disk`] first).
+    pub fn install(&mut self, index: usize, install: xtask::disk_image::Installation<'_>) {
+        let share = self.disk_shares()[index]
+            .unwrap_or_else(|| panic!("scenario {}: slice {index} has no disk share", self.name));
+        let guest = xtask::linux::guest(&built().ws, true).unwrap();
+        xtask::disk_image::write_installed_disk(
+            &guest,
+            install,
+            &self.disk_file(0),
+            share.first_block << QEMU_NVME_BLOCK_SHIFT,
+            share.blocks << QEMU_NVME_BLOCK_SHIFT,
+            &built().image_path(&format!("{}-install", self.name), "work"),
+        )
+        .unwrap_or_else(|e| panic!("scenario {}: installing on slice {index}: {e:#}", self.name));
+    }
+
+    /// An image of slice `index`'s share holding the installed Debian `install` describes,
+    /// written now to a file of its own (`target/test-images/<scenario>-<tag>.share`), and the
+    /// [`DiskWrite`](crate::DiskWrite) that copies it over the share while the node runs
+    /// ([`crate::Input::writing`]).
+    pub fn share_image(
+        &self,
+        index: usize,
+        tag: &str,
+        install: xtask::disk_image::Installation<'_>,
+    ) -> crate::DiskWrite {
+        let share = self.disk_shares()[index]
+            .unwrap_or_else(|| panic!("scenario {}: slice {index} has no disk share", self.name));
+        let bytes = share.blocks << QEMU_NVME_BLOCK_SHIFT;
+        let image = built().image_path(&format!("{}-{tag}", self.name), "share");
+        std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+        let file = std::fs::File::create(&image).unwrap();
+        file.set_len(bytes).unwrap();
+        drop(file);
+        let guest = xtask::linux::guest(&built().ws, true).unwrap();
+        xtask::disk_image::write_installed_disk(
+            &guest,
+            install,
+            &image,
+            0,
+            bytes,
+            &built().image_path(&format!("{}-{tag}", self.name), "work"),
+        )
+        .unwrap_or_else(|e| panic!("scenario {}: building image {tag}: {e:#}", self.name));
+        crate::DiskWrite {
+            image,
+            disk: self.disk_file(0),
+            offset: share.first_block << QEMU_NVME_BLOCK_SHIFT,
+        }
+    }
+
+    /// What `cargo xtask run` does to the node's disk: on a fresh disk, Debian installed on
+    /// the share of every slice that boots firmware
+    /// ([`xtask::disk_image::install_on_blank_shares`]).
+    pub fn install_for_firmware_slices(mut self) -> Scenario {
+        self.fresh_disk();
+        let guest = xtask::linux::guest(&built().ws, true).unwrap();
+        let size = self.load_node().disks[0].size;
+        xtask::disk_image::install_on_blank_shares(
+            &guest,
+            &self.parsed_plan(),
+            &self.disk_file(0),
+            size,
+            &built().image_path(&format!("{}-install", self.name), "work"),
+        )
+        .unwrap_or_else(|e| panic!("scenario {}: installing: {e:#}", self.name));
+        self
+    }
+
     /// Disk file `index` of the node (`target/test-images/<disk name>-nvme<index>.raw`).
     pub fn disk_file(&self, index: usize) -> PathBuf {
         let name = self.disk_name.as_deref().unwrap_or(&self.name);

@@ -8,6 +8,7 @@
 //! contained`). The victims keep beating throughout. Several attackers share one node to keep
 //! the suite short; each has its own core.
 
+use microvisor_tests::attack_lines::COUNTED_ATTACKS;
 use microvisor_tests::{Expect, Scenario, hv, lit, plan, probe_slice, slice, with_nvme};
 
 /// Heartbeats each victim must print after an attacker stops.
@@ -281,13 +282,6 @@ fn gic_attacks_are_contained_and_the_slices_own_gic_works() {
         .run();
 }
 
-/// The attacks of the count scenario: the memory, MMIO, undefined-register and PSCI attacks
-/// that a slice now survives, every sweep (`sweeps`: system registers, external aborts, EL0,
-/// GIC registers, SMCCC calls, the timing attacks) and the configuration space of PCI functions
-/// the slice does not own (`pci`), and an NVMe doorbell race. Each is a distinct encoding, access, register or call with
-/// its own verdict (guest-images/probe/src/sweep.rs).
-const COUNTED: &str = "read-past-ram,write-past-ram,mmio,undef-sysreg,cpu-on-outside,hvc-unknown,sweeps,pci,race-nvme-doorbell";
-
 #[test]
 fn at_least_a_hundred_attacks_are_contained_and_the_victims_keep_beating() {
     // "sweeper" has two vCPUs: vCPU 1 is the racer of the race-* attacks (it rewrites the
@@ -299,7 +293,7 @@ fn at_least_a_hundred_attacks_are_contained_and_the_victims_keep_beating() {
     // keep beating after it, "victim" with its NVMe canary read back at every beat, and so
     // does the sweeper.
     let expected =
-        microvisor_probe::cmdline::Options::parse(format!("attack={COUNTED}").as_bytes())
+        microvisor_probe::cmdline::Options::parse(format!("attack={COUNTED_ATTACKS}").as_bytes())
             .attacks()
             .len();
     assert!(expected >= 100, "only {expected} attacks");
@@ -309,7 +303,7 @@ fn at_least_a_hundred_attacks_are_contained_and_the_victims_keep_beating() {
                 "sweeper",
                 "2",
                 "64MiB",
-                &format!("cmdline = \"attack={COUNTED} heartbeat=500\""),
+                &format!("cmdline = \"attack={COUNTED_ATTACKS} heartbeat=500\""),
             ),
             1,
             "16MiB",

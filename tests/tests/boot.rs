@@ -54,16 +54,26 @@ fn default_node_boots_its_default_plan() {
         "the default plan leaves cores idle"
     );
 
+    let firmware = of_kind(BuiltIn::Firmware);
+    assert!(
+        !firmware.is_empty(),
+        "the default plan must have a slice that boots firmware"
+    );
+
+    // As `cargo xtask run` does: Debian installed on the firmware slices' blank shares.
     let mut s = s
+        .install_for_firmware_slices()
         .all_healthy()
         .expect(partition_table(&[
             "slice web cores 0-1 ram 0x100000000-0x140000000 (1 GiB) kernel linux",
             "slice web nvme blocks 0-8388607 (4 GiB) hardware queues 1-3",
-            "slice db cores 5-7 ram 0xd0000000-0x100000000 (768 MiB) kernel linux",
+            "slice db cores 6-7 ram 0xd0000000-0x100000000 (768 MiB) kernel linux",
             "slice db nvme blocks 8388608-14680063 (3 GiB) hardware queues 4-5",
             "slice batch cores 2-3 ram 0xb0000000-0xd0000000 (512 MiB) kernel probe",
             "slice batch nvme blocks 14680064-15728639 (512 MiB) hardware queues 6-6",
             "slice manager cores 4 ram 0x98000000-0xb0000000 (384 MiB) kernel linux",
+            "slice metal cores 5 ram 0x80000000-0x98000000 (384 MiB) kernel u-boot",
+            "slice metal nvme blocks 15728640-16777215 (512 MiB) hardware queues 7-7",
         ]))
         .expect(Expect::line(hv(&format!(
             r"^microvisor [^:]+: .*\b{cores} cores\b"
@@ -79,6 +89,26 @@ fn default_node_boots_its_default_plan() {
                 &shell_line(&format!("echo {name}-$((6 * 7))")),
             ))
             .expect(Expect::line(slice(name, &format!("{}-42", lit(name)))));
+    }
+    // The firmware slice boots the installed Debian through U-Boot, GRUB and the EFI stub;
+    // Linux mounts its root from the share's second partition.
+    for (_, name) in &firmware {
+        s = s.expect(Expect::Sequence(vec![
+            slice(name, "^U-Boot 20"),
+            slice(
+                name,
+                "^Found EFI removable media binary efi/boot/bootaa64.efi",
+            ),
+            slice(name, "Welcome to GRUB!"),
+            slice(name, "^EFI stub: Booting Linux Kernel"),
+            slice(
+                name,
+                &format!(
+                    r#"^SLICE-REPORT \{{"slice":"{}",.*"root":"nvme0n1p2""#,
+                    lit(name)
+                ),
+            ),
+        ]));
     }
     for (_, name) in &probes {
         s = s.expect(Expect::Line {

@@ -7,66 +7,24 @@
 //! beating. A slice whose disk is blank boots from the network instead: DHCP and TFTP over
 //! its assigned virtio-net NIC, PXELINUX-style (`xtask::netboot`).
 
-use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use xtask::disk_image::Loader;
+use xtask::disk_image::{Defect, Installation, Loader, MISSING_KERNEL, Os};
 use xtask::node::{Network, Nic, Node};
 
+use microvisor_tests::attack_lines::{COUNTED_ATTACKS, requested_attacks};
+use microvisor_tests::images::built;
 use microvisor_tests::{
-    Expect, Scenario, firmware_slice, hv, lit, plan, probe_slice, slice, with_device, with_nvme,
+    Expect, Input, Scenario, firmware_slice, focus, focused, hv, linux_slice, lit, plan,
+    probe_slice, shell_line, shell_ready, shell_script, slice, with_device, with_nvme,
 };
 
 /// Heartbeats the neighbour prints while the firmware slice boots.
 const BEATS: usize = 3;
 
-/// A fresh, all-zero disk file for the scenario's node, kept as written when it boots.
-fn fresh_disk(s: &mut Scenario) {
-    let disk = s.disk_file(0);
-    let size = s.load_node().disks[0].size;
-    std::fs::create_dir_all(disk.parent().unwrap()).unwrap();
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&disk)
-        .unwrap();
-    file.set_len(size).unwrap();
-    s.keep_disk = true;
-}
-
-/// Writes the installed Debian, booted through `loader` with `extra` on its command line, into
-/// slice `index`'s share of the scenario's disk file (made fresh by [`fresh_disk`] first).
-fn install_with(s: &mut Scenario, index: usize, loader: Loader, extra: &str) {
-    let share = s.disk_shares()[index].expect("the firmware slice has a share");
-    let disk = s.disk_file(0);
-    let ws = xtask::workspace::Workspace::locate().unwrap();
-    let guest = xtask::linux::guest(&ws, true).unwrap();
-    let work = ws
-        .target_dir
-        .join("test-images")
-        .join(format!("{}-disk-work", s.name));
-    xtask::disk_image::write_installed_disk(
-        &guest,
-        loader,
-        extra,
-        &disk,
-        share.first_block * 512,
-        share.blocks * 512,
-        Path::new(&work),
-    )
-    .unwrap();
-}
-
-/// [`install_with`] on a fresh disk, nothing extra on the command line.
-fn install(s: &mut Scenario, index: usize, loader: Loader) {
-    fresh_disk(s);
-    install_with(s, index, loader, "");
-}
-
 /// Slice "fw" boots the Debian installed on its share through `loader`: `path` are the lines
 /// of the way there, then its report; its neighbour keeps beating and it is never stopped.
-fn boots_installed(name: &str, loader: Loader, path: &[&str]) {
+fn boots_installed(name: &str, loader: Loader, path: &[&str], root: &str) {
     let mut s = Scenario::new(name)
         .inline_node(4, 1 << 30)
         .disk(1 << 30)
@@ -74,10 +32,15 @@ fn boots_installed(name: &str, loader: Loader, path: &[&str]) {
             with_nvme(&firmware_slice("fw", "1", "384MiB"), 1, "512MiB"),
             probe_slice("beat", "1", "64MiB", "cmdline = \"heartbeat=500\""),
         ]));
-    install(&mut s, 0, loader);
+    s.fresh_disk();
+    s.install(0, Installation::new(loader));
     let mut sequence = vec![hv("^partition: slice fw cores 0 ram .* kernel u-boot$")];
     sequence.extend(path.iter().map(|line| slice("fw", line)));
-    sequence.push(slice("fw", r#"^SLICE-REPORT \{"slice":"fw","cpus":1,"#));
+    // Linux mounted its root from the share: the installed system, not an initramfs.
+    sequence.push(slice(
+        "fw",
+        &format!(r#"^SLICE-REPORT \{{"slice":"fw","cpus":1,.*"root":"{root}""#),
+    ));
     s.all_healthy()
         .expect(Expect::Sequence(sequence))
         .expect(Expect::Line {
@@ -97,6 +60,7 @@ fn a_firmware_slice_boots_the_debian_installed_on_its_disk_through_extlinux() {
         "firmware_extlinux",
         Loader::Extlinux,
         &["^U-Boot 20", "^Found /boot/extlinux/extlinux.conf"],
+        "nvme0n1p1",
     );
 }
 
@@ -111,6 +75,7 @@ fn a_firmware_slice_boots_grub_from_its_efi_system_partition_and_grub_boots_debi
             "Welcome to GRUB!",
             "^EFI stub: Booting Linux Kernel",
         ],
+        "nvme0n1p2",
     );
 }
 
@@ -120,7 +85,8 @@ fn a_reboot_goes_back_through_the_firmware_and_bad_disks_leave_only_their_slice_
     // restart runs U-Boot again, which boots the installed OS again. "empty": a share with no
     // partition table. "corrupt": an installed disk whose GPT headers (primary and backup)
     // no longer match their CRC. U-Boot finds nothing to boot on those two and stays at its
-    // prompt; nothing else on the node notices.
+    // prompt; nothing else on the node notices. At "empty"'s prompt the harness types
+    // `reset`: U-Boot's PSCI SYSTEM_RESET restarts the slice into U-Boot again.
     let mut s = Scenario::new("firmware_reboot_bad_disks")
         .inline_node(4, 2 << 30)
         .disk(1 << 30)
@@ -130,14 +96,15 @@ fn a_reboot_goes_back_through_the_firmware_and_bad_disks_leave_only_their_slice_
             with_nvme(&firmware_slice("corrupt", "1", "384MiB"), 1, "256MiB"),
             probe_slice("beat", "1", "64MiB", "cmdline = \"heartbeat=500\""),
         ]));
-    fresh_disk(&mut s);
-    install_with(
-        &mut s,
+    s.fresh_disk();
+    s.install(
         0,
-        Loader::Extlinux,
-        "microvisor.action=reboot-after:1",
+        Installation {
+            extra: "microvisor.action=reboot-after:1",
+            ..Installation::new(Loader::Extlinux)
+        },
     );
-    install_with(&mut s, 2, Loader::Extlinux, "");
+    s.install(2, Installation::new(Loader::Extlinux));
     let corrupt = s.disk_shares()[2].unwrap();
     let disk = s.disk_file(0);
     let mut bytes = std::fs::read(&disk).unwrap();
@@ -149,7 +116,11 @@ fn a_reboot_goes_back_through_the_firmware_and_bad_disks_leave_only_their_slice_
     std::fs::write(&disk, &bytes).unwrap();
     drop(bytes);
     let report = |name: &str| slice(name, &format!(r#"^SLICE-REPORT \{{"slice":"{name}","#));
-    s.healthy(&["beat"])
+    let no_ethernet = slice("empty", "^No ethernet found");
+    s.input(Input::after_nth(no_ethernet.clone(), 2, &focus(2)))
+        .input(Input::after_next(focused("empty", 2), b"\n"))
+        .input(Input::after_next(slice("empty", "^=> $"), b"reset\n"))
+        .healthy(&["beat"])
         .expect(Expect::Sequence(vec![
             slice("os", "^U-Boot 20"),
             slice("os", "^Found /boot/extlinux/extlinux.conf"),
@@ -162,7 +133,11 @@ fn a_reboot_goes_back_through_the_firmware_and_bad_disks_leave_only_their_slice_
         .expect(Expect::Sequence(vec![
             slice("empty", "^U-Boot 20"),
             slice("empty", r"^\*\* No partition table - nvme 0 \*\*"),
-            slice("empty", "^No ethernet found"),
+            no_ethernet.clone(),
+            slice("empty", "^=> reset$"),
+            hv("^slice empty restarted: PSCI SYSTEM_RESET$"),
+            slice("empty", "^U-Boot 20"),
+            slice("empty", r"^\*\* No partition table - nvme 0 \*\*"),
         ]))
         .expect(Expect::Sequence(vec![
             slice("corrupt", "^U-Boot 20"),
@@ -171,9 +146,8 @@ fn a_reboot_goes_back_through_the_firmware_and_bad_disks_leave_only_their_slice_
         ]))
         .expect(Expect::Never(report("empty")))
         .expect(Expect::Never(report("corrupt")))
-        .expect(Expect::Never(hv(
-            "^slice (empty|corrupt|beat) (stopped|restarted)",
-        )))
+        .expect(Expect::Never(hv("^slice (empty|corrupt|beat) stopped")))
+        .expect(Expect::Never(hv("^slice (corrupt|beat) restarted")))
         .expect(Expect::Line {
             pattern: slice("beat", "^HEARTBEAT [0-9]+ ok$"),
             count: 2 * BEATS,
@@ -211,7 +185,7 @@ fn a_firmware_slice_with_a_blank_disk_boots_debian_from_the_network() {
             ),
             probe_slice("beat", "1", "64MiB", "cmdline = \"heartbeat=500\""),
         ]));
-    fresh_disk(&mut s);
+    s.fresh_disk();
     let started = Instant::now();
     s.all_healthy()
         .expect(Expect::Sequence(vec![
@@ -249,4 +223,223 @@ fn a_firmware_slice_with_a_blank_disk_boots_debian_from_the_network() {
         "firmware_netboot: booted over the network in {:.1} s (whole scenario)",
         started.elapsed().as_secs_f64()
     );
+}
+
+#[test]
+fn broken_installations_leave_their_slice_in_its_firmware_or_rebooting_and_nothing_else_notices() {
+    // "noloader": an EFI system partition without a loader at the removable path: U-Boot
+    // finds nothing to boot and stays at its prompt. "nokernel": GRUB's configuration names a
+    // kernel that is not on the disk: GRUB says so and stays in GRUB. "panics": the installed
+    // kernel cannot run the init its command line names and panics; with the guest's `panic=-1` it resets at once (PSCI
+    // SYSTEM_RESET), the slice restarts into U-Boot, which boots it again: the loop a
+    // bare-metal server with that disk would be in. Only the slice itself notices.
+    let mut s = Scenario::new("firmware_broken_installations")
+        .inline_node(4, 2 << 30)
+        .disk(2 << 30)
+        .plan(&plan(&[
+            with_nvme(&firmware_slice("noloader", "1", "128MiB"), 1, "512MiB"),
+            with_nvme(&firmware_slice("nokernel", "1", "256MiB"), 1, "512MiB"),
+            with_nvme(&firmware_slice("panics", "1", "384MiB"), 1, "256MiB"),
+            probe_slice("beat", "1", "64MiB", "cmdline = \"heartbeat=500\""),
+        ]));
+    s.fresh_disk();
+    s.install(
+        0,
+        Installation {
+            defect: Defect::NoEfiLoader,
+            ..Installation::new(Loader::Efi)
+        },
+    );
+    s.install(
+        1,
+        Installation {
+            defect: Defect::KernelMissing,
+            ..Installation::new(Loader::Efi)
+        },
+    );
+    s.install(
+        2,
+        Installation {
+            extra: "init=/nonexistent",
+            ..Installation::new(Loader::Extlinux)
+        },
+    );
+    let report = |name: &str| slice(name, &format!(r#"^SLICE-REPORT \{{"slice":"{name}","#));
+    s.healthy(&["beat"])
+        .expect(Expect::Sequence(vec![
+            slice("noloader", "^U-Boot 20"),
+            slice("noloader", "^No ethernet found"),
+        ]))
+        .expect(Expect::Never(slice(
+            "noloader",
+            "Found EFI removable media binary",
+        )))
+        .expect(Expect::Sequence(vec![
+            slice("nokernel", "^U-Boot 20"),
+            slice("nokernel", "Welcome to GRUB!"),
+            slice(
+                "nokernel",
+                &format!("error: file `{}' not found", lit(MISSING_KERNEL)),
+            ),
+        ]))
+        .expect(Expect::Sequence(vec![
+            slice("panics", "^U-Boot 20"),
+            slice("panics", "^Found /boot/extlinux/extlinux.conf"),
+            slice("panics", "Kernel panic - not syncing"),
+            hv("^slice panics restarted: PSCI SYSTEM_RESET$"),
+            slice("panics", "^U-Boot 20"),
+            slice("panics", "^Found /boot/extlinux/extlinux.conf"),
+        ]))
+        .expect(Expect::Never(report("noloader")))
+        .expect(Expect::Never(report("nokernel")))
+        .expect(Expect::Never(report("panics")))
+        .expect(Expect::Never(hv(
+            "^slice (noloader|nokernel|beat) (stopped|restarted)",
+        )))
+        .expect(Expect::Never(hv("^slice panics stopped")))
+        .expect(Expect::Line {
+            pattern: slice("beat", "^HEARTBEAT [0-9]+ ok$"),
+            count: 2 * BEATS,
+        })
+        .run();
+}
+
+#[test]
+fn the_manager_powers_a_firmware_slice_off_its_disk_is_re_imaged_and_the_next_power_on_boots_it() {
+    // "metal" first boots a Debian installed with extlinux (its command line tagged
+    // mvimage=first). The manager powers it off; while it is off, its share is overwritten
+    // with another installation (UEFI: GRUB and Debian, tagged mvimage=second), the way a
+    // provisioning tool writes a whole-disk image; the manager powers it on and the firmware
+    // boots the new OS. The manager and a neighbour notice nothing.
+    let manager = format!(
+        "{}\nrole = \"manager\"\nstaging = \"64MiB\"\n\n",
+        linux_slice("manager", "1", "256MiB", "").trim_end()
+    );
+    let mut s = Scenario::new("firmware_reimage")
+        .inline_node(4, 2 << 30)
+        .disk(1 << 30)
+        .timeout(Duration::from_secs(480))
+        .plan(&plan(&[
+            manager,
+            with_nvme(&firmware_slice("metal", "1", "384MiB"), 1, "512MiB"),
+            probe_slice("beat", "1", "64MiB", "cmdline = \"heartbeat=500\""),
+        ]));
+    s.fresh_disk();
+    s.install(
+        1,
+        Installation {
+            extra: "mvimage=first",
+            ..Installation::new(Loader::Extlinux)
+        },
+    );
+    let second = s.share_image(
+        1,
+        "second",
+        Installation {
+            extra: "mvimage=second",
+            ..Installation::new(Loader::Efi)
+        },
+    );
+    let report = |tag: &str| {
+        slice(
+            "metal",
+            &format!(r#"^SLICE-REPORT \{{"slice":"metal",.*\bmvimage={tag}\b"#),
+        )
+    };
+    let says = |regex: &str| slice("manager", regex);
+    let stopped = hv("^slice metal stopped: forced off by the manager");
+    // The manager is slice 1: console input goes to its shell from the start.
+    let mut inputs = vec![Input::wait(shell_ready("manager"))];
+    inputs.extend(shell_script(
+        "manager",
+        report("first"),
+        &["microvisorctl off metal; echo OFF rc=$?"],
+    ));
+    inputs.push(Input::wait(stopped.clone()));
+    inputs.push(
+        Input::after(says("^OFF rc=0$"), &shell_line("microvisorctl on metal")).writing(second),
+    );
+    let mut s = s
+        .healthy(&["manager", "beat"])
+        .expect(Expect::Sequence(vec![
+            slice("metal", "^U-Boot 20"),
+            slice("metal", "^Found /boot/extlinux/extlinux.conf"),
+            report("first"),
+            stopped,
+            hv("^slice metal started"),
+            slice("metal", "^U-Boot 20"),
+            slice(
+                "metal",
+                "^Found EFI removable media binary efi/boot/bootaa64.efi",
+            ),
+            slice("metal", "Welcome to GRUB!"),
+            report("second"),
+        ]))
+        .expect(Expect::Never(hv(
+            "^slice (manager|beat) (stopped|restarted)",
+        )))
+        .expect(Expect::Line {
+            pattern: slice("beat", "^HEARTBEAT [0-9]+ ok$"),
+            count: 2 * BEATS,
+        });
+    for input in inputs {
+        s = s.input(input);
+    }
+    s.run();
+}
+
+#[test]
+fn the_probe_installed_on_a_disk_and_booted_by_the_firmware_finds_every_attack_contained() {
+    // The firmware must leave nothing behind that weakens isolation: the bare-metal probe,
+    // installed on the slice's disk and booted by U-Boot through extlinux (no initrd), runs
+    // the attack count scenario's attacks (tests/tests/attacks.rs) from there, on both its
+    // vCPUs (vCPU 1 is the racer, brought up with PSCI CPU_ON after U-Boot has gone); every
+    // one must be attempted and contained, and the neighbours keep beating.
+    let attacks = format!("attack={COUNTED_ATTACKS} heartbeat=500");
+    let expected = requested_attacks(&attacks).len();
+    let probe = std::fs::read(built().native_probe_image("firmware_probe_kernel")).unwrap();
+    let mut s = Scenario::new("firmware_probe")
+        .disk(256 << 20)
+        .plan(&plan(&[
+            with_nvme(&firmware_slice("fwprobe", "2", "128MiB"), 1, "64MiB"),
+            with_nvme(
+                &probe_slice(
+                    "victim",
+                    "1",
+                    "64MiB",
+                    "cmdline = \"heartbeat=500 nvme-check=1\"",
+                ),
+                1,
+                "16MiB",
+            ),
+            probe_slice("other", "1", "64MiB", "cmdline = \"heartbeat=500\""),
+        ]));
+    s.fresh_disk();
+    s.install(
+        0,
+        Installation {
+            os: Os::BareMetal(&probe),
+            extra: &attacks,
+            ..Installation::new(Loader::Extlinux)
+        },
+    );
+    let count = format!("^ATTACKS {expected} contained {expected} not-contained 0 unverified 0$");
+    s.all_healthy()
+        .expect(Expect::Sequence(vec![
+            slice("fwprobe", "^U-Boot 20"),
+            slice("fwprobe", "^Found /boot/extlinux/extlinux.conf"),
+            slice("fwprobe", &count),
+        ]))
+        .expect(Expect::Attacks {
+            slice: "fwprobe".into(),
+            attacks: requested_attacks(&attacks),
+        })
+        .expect(Expect::HeartbeatsAfter {
+            after: slice("fwprobe", "^ATTACKS "),
+            slices: vec!["fwprobe".into(), "victim".into(), "other".into()],
+            count: BEATS,
+        })
+        .expect(Expect::Never(hv("^slice fwprobe stopped")))
+        .expect(Expect::Never(slice("victim", "CORRUPT")))
+        .run();
 }

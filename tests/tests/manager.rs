@@ -70,7 +70,10 @@ fn manager_runs_every_other_slice() {
         Step::WaitFor(pr_pass.clone()),
         // A Linux slice: forced restart; then its console: input typed into its shell, and
         // the last lines of the probe.
+        // (Its shell's banner of the new run: under load its first boot may reach its shell
+        // only after the restart was asked for.)
         run_step("microvisorctl restart lin"),
+        Step::WaitFor(hv("^slice lin restarted: forced restart by the manager$")),
         Step::WaitFor(slice(
             "lin",
             "^Enter 'help' for a list of built-in commands.$",

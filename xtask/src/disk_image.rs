@@ -1,9 +1,10 @@
 //! Installed-OS disks for slices that boot firmware (`kernel = "firmware"`, DESIGN.md §9):
 //! what a provisioning tool would have written onto a bare-metal server's disk, built from the
-//! Linux guest's Debian kernel and initramfs without root-only tools. A GUID partition table
-//! (UEFI 2.10 §5.3, written here) holds one ext4 partition made by `mke2fs -d` from a
-//! directory: `/boot/Image`, `/boot/initrd.img` and `/boot/extlinux/extlinux.conf`, which
-//! U-Boot's distro boot finds and boots.
+//! Linux guest without root-only tools. A GUID partition table (UEFI 2.10 §5.3, written here)
+//! holds an ext4 root made by `mke2fs -d` from a directory: the guest's userspace (its
+//! initramfs unpacked), the kernel at `/boot/Image` and `/boot/extlinux/extlinux.conf`, or,
+//! for UEFI, `/boot/grub/grub.cfg` and an EFI system partition in front with GRUB. The kernel
+//! mounts the root itself (`root=PARTUUID=...`). docs/firmware.md.
 
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
@@ -150,15 +151,17 @@ pub fn gpt(blocks: u64, disk_guid: &str, partitions: &[Partition]) -> Result<Gpt
     })
 }
 
-/// `extlinux.conf` booting the kernel and initrd in `/boot` with `append`.
-pub fn extlinux_conf(append: &str) -> String {
+/// Where the installed kernel is, on the root partition.
+pub const KERNEL: &str = "/boot/Image";
+
+/// `extlinux.conf` booting `kernel` with `append`.
+pub fn extlinux_conf(kernel: &str, append: &str) -> String {
     format!(
         "# Written by cargo xtask for a microvisor firmware slice\n\
-         default debian\n\
+         default installed\n\
          timeout 1\n\
-         label debian\n\
-         \x20   kernel /boot/Image\n\
-         \x20   initrd /boot/initrd.img\n\
+         label installed\n\
+         \x20   kernel {kernel}\n\
          \x20   append {append}\n"
     )
 }
@@ -173,19 +176,64 @@ pub enum Loader {
     Efi,
 }
 
+/// What a provisioning tool wrote onto a firmware slice's disk: how it boots, what its kernel
+/// is told, and, for the tests of bad disks, what is wrong with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Installation<'a> {
+    pub loader: Loader,
+    pub os: Os<'a>,
+    /// Appended to the Linux guest's default command line; a bare-metal image's whole command
+    /// line.
+    pub extra: &'a str,
+    pub defect: Defect,
+}
+
+/// The operating system installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Os<'a> {
+    /// The Linux guest: Debian's cloud kernel and the guest's initramfs.
+    Debian,
+    /// A bare-metal arm64 Image (e.g. the probe), booted without an initrd.
+    BareMetal(&'a [u8]),
+}
+
+impl Installation<'static> {
+    /// A working installation booted through `loader` with the default command line.
+    pub fn new(loader: Loader) -> Installation<'static> {
+        Installation {
+            loader,
+            os: Os::Debian,
+            extra: "",
+            defect: Defect::None,
+        }
+    }
+}
+
+/// Something wrong with an installed disk, as operators meet it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Defect {
+    None,
+    /// The EFI system partition is there, empty: no loader at the removable path.
+    NoEfiLoader,
+    /// The boot configuration (`extlinux.conf`, `grub.cfg`) names a kernel that is not on the
+    /// disk ([`MISSING_KERNEL`]).
+    KernelMissing,
+}
+
+/// The kernel a [`Defect::KernelMissing`] configuration names.
+pub const MISSING_KERNEL: &str = "/boot/vmlinuz-missing";
+
 /// EFI system partition type (C12A7328-F81F-11D2-BA4B-00A0C93EC93B).
 pub const EFI_SYSTEM: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 /// Size of the EFI system partition.
 const ESP_BYTES: u64 = 32 << 20;
 
-/// Writes an installed Debian (the Linux guest's kernel and initramfs, booted with the guest's
-/// default command line plus `extra` through `loader`) into `disk` at byte `offset`, as a GPT
-/// disk of `size` bytes: the share of a firmware slice in a node's disk file. `work` is a
-/// scratch directory under the target directory.
+/// Writes an installed Debian (the Linux guest's kernel and initramfs, booted as `install`
+/// says) into `disk` at byte `offset`, as a GPT disk of `size` bytes: the share of a firmware
+/// slice in a node's disk file. `work` is a scratch directory under the target directory.
 pub fn write_installed_disk(
     guest: &LinuxGuest,
-    loader: Loader,
-    extra: &str,
+    install: Installation<'_>,
     disk: &Path,
     offset: u64,
     size: u64,
@@ -199,10 +247,28 @@ pub fn write_installed_disk(
     let last_usable = blocks.saturating_sub(ENTRY_BLOCKS + 2);
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
-    let append = if extra.is_empty() {
-        DEFAULT_CMDLINE.to_string()
+    let Installation {
+        loader,
+        os,
+        extra,
+        defect,
+    } = install;
+    let mut append = match os {
+        Os::BareMetal(_) => String::new(),
+        Os::Debian => {
+            format!("root=PARTUUID={ROOT_PARTITION} rw rootwait init=/init {DEFAULT_CMDLINE}")
+        }
+    };
+    if !extra.is_empty() {
+        if !append.is_empty() {
+            append.push(' ');
+        }
+        append.push_str(extra);
+    }
+    let kernel = if defect == Defect::KernelMissing {
+        MISSING_KERNEL
     } else {
-        format!("{DEFAULT_CMDLINE} {extra}")
+        KERNEL
     };
 
     let mut parts: Vec<(Partition, std::path::PathBuf)> = Vec::new();
@@ -217,7 +283,8 @@ pub fn write_installed_disk(
         let grub = work.join("BOOTAA64.EFI");
         let tools = efi_tools(work)?;
         make_grub(&tools, &grub, work)?;
-        make_esp(&tools, &esp, ESP_BYTES, &grub)?;
+        let loader_file = (defect != Defect::NoEfiLoader).then_some(grub.as_path());
+        make_esp(&tools, &esp, ESP_BYTES, loader_file)?;
         parts.push((
             Partition {
                 type_guid: EFI_SYSTEM,
@@ -234,24 +301,31 @@ pub fn write_installed_disk(
     let tree = work.join("root");
     std::fs::create_dir_all(tree.join("boot"))
         .with_context(|| format!("creating {}", tree.display()))?;
-    std::fs::write(tree.join("boot/Image"), &guest.kernel)?;
-    std::fs::write(tree.join("boot/initrd.img"), &guest.initramfs)?;
+    let mut devices = Vec::new();
+    let kernel_bytes = match os {
+        Os::Debian => {
+            devices = unpack_userspace(&guest.initramfs, &tree)?;
+            &guest.kernel[..]
+        }
+        Os::BareMetal(image) => image,
+    };
+    std::fs::write(tree.join(KERNEL.trim_start_matches('/')), kernel_bytes)?;
     match loader {
         Loader::Extlinux => {
             std::fs::create_dir_all(tree.join("boot/extlinux"))?;
             std::fs::write(
                 tree.join("boot/extlinux/extlinux.conf"),
-                extlinux_conf(&append),
+                extlinux_conf(kernel, &append),
             )?;
         }
         Loader::Efi => {
             std::fs::create_dir_all(tree.join("boot/grub"))?;
-            std::fs::write(tree.join("boot/grub/grub.cfg"), grub_cfg(&append))?;
+            std::fs::write(tree.join("boot/grub/grub.cfg"), grub_cfg(kernel, &append))?;
         }
     }
     let root = Partition {
         type_guid: LINUX_FILESYSTEM,
-        guid: "6d766973-6f72-4c69-6e75-78526f6f7401".into(),
+        guid: ROOT_PARTITION.into(),
         name: "root",
         first: next,
         last: last_usable,
@@ -259,6 +333,7 @@ pub fn write_installed_disk(
     };
     let fs = work.join("root.ext4");
     make_ext4(&tree, &fs, (root.last - root.first + 1) * SECTOR)?;
+    make_devices(&fs, &devices)?;
     parts.push((root, fs));
 
     let partitions: Vec<Partition> = parts.iter().map(|(p, _)| p.clone()).collect();
@@ -283,17 +358,185 @@ pub fn write_installed_disk(
     Ok(())
 }
 
-/// `grub.cfg` booting the kernel and initrd in `/boot` of GRUB's root with `append`.
-pub fn grub_cfg(append: &str) -> String {
+/// What [`install_on_blank_shares`] did for one firmware slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareInstall {
+    pub slice: String,
+    /// Bytes of its share.
+    pub bytes: u64,
+    /// True if Debian was written now; false if the share already held something.
+    pub installed: bool,
+}
+
+impl std::fmt::Display for ShareInstall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = self.bytes >> 20;
+        if self.installed {
+            write!(
+                f,
+                "slice {}: Debian installed on its blank {mib} MiB disk share (GPT, EFI system \
+                 partition with GRUB, ext4 root); its firmware boots it",
+                self.slice
+            )
+        } else {
+            write!(
+                f,
+                "slice {}: its {mib} MiB disk share is not blank; its firmware boots what is \
+                 installed there",
+                self.slice
+            )
+        }
+    }
+}
+
+/// Blocks at the start of a share that are all zero on a blank one: the protective MBR, the
+/// GPT header and its entry array.
+const BLANK_CHECK_BLOCKS: u64 = 2 + ENTRY_BLOCKS;
+
+/// For each slice of `plan` that boots firmware and has an NVMe share in `disk` (node disk 0,
+/// `disk_size` bytes, QEMU's 512-byte blocks): when the share is blank (its first blocks, where
+/// a partition table would be, are all zero), installs Debian there, booted through UEFI and
+/// GRUB, so that the firmware has an OS to boot (`cargo xtask run` on the default node). A
+/// share holding anything is left as it is: what an operator installed or re-imaged stays.
+pub fn install_on_blank_shares(
+    guest: &LinuxGuest,
+    plan: &microvisor_plan::Plan,
+    disk: &Path,
+    disk_size: u64,
+    work: &Path,
+) -> Result<Vec<ShareInstall>> {
+    use microvisor_plan::{BuiltIn, ImageSource};
+    let shares = microvisor_plan::place_disk(plan, disk_size / SECTOR, 9, u16::MAX)
+        .map_err(|e| anyhow::anyhow!("placing the plan's disk shares: {e}"))?;
+    let mut done = Vec::new();
+    for (slice, share) in plan.slices.iter().zip(shares) {
+        let Some(share) = share else { continue };
+        if slice.kernel != ImageSource::BuiltIn(BuiltIn::Firmware) {
+            continue;
+        }
+        let offset = share.first_block * SECTOR;
+        let bytes = share.blocks * SECTOR;
+        let mut head = vec![0u8; (BLANK_CHECK_BLOCKS * SECTOR).min(bytes) as usize];
+        {
+            use std::io::Read;
+            let mut file =
+                std::fs::File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
+            file.seek(SeekFrom::Start(offset))?;
+            file.read_exact(&mut head)
+                .with_context(|| format!("reading slice {}'s share", slice.name))?;
+        }
+        let installed = head.iter().all(|&b| b == 0);
+        if installed {
+            write_installed_disk(
+                guest,
+                Installation::new(Loader::Efi),
+                disk,
+                offset,
+                bytes,
+                &work.join(&slice.name),
+            )
+            .with_context(|| format!("installing Debian on slice {}'s share", slice.name))?;
+        }
+        done.push(ShareInstall {
+            slice: slice.name.clone(),
+            bytes,
+            installed,
+        });
+    }
+    Ok(done)
+}
+
+/// `grub.cfg` booting `kernel` from GRUB's root with `append`.
+pub fn grub_cfg(kernel: &str, append: &str) -> String {
     format!(
         "# Written by cargo xtask for a microvisor firmware slice\n\
          set timeout=1\n\
          set default=0\n\
-         menuentry 'Debian GNU/Linux' {{\n\
-         \x20   linux /boot/Image {append}\n\
-         \x20   initrd /boot/initrd.img\n\
+         menuentry 'Installed system' {{\n\
+         \x20   linux {kernel} {append}\n\
          }}\n"
     )
+}
+
+/// The root partition's unique GUID: the installed Debian's kernel finds its root by it
+/// (`root=PARTUUID=...`).
+pub const ROOT_PARTITION: &str = "6d766973-6f72-4c69-6e75-78526f6f7401";
+
+/// A character device of the installed root file system (path, permissions, major, minor).
+type Device = (String, u32, u32, u32);
+
+/// Unpacks the Linux guest's userspace (its gzipped newc initramfs: busybox, `/init`, the
+/// modules and tools) into `tree`, the installed root file system; returns the character
+/// devices (`/dev/console`), which [`make_devices`] creates in the file system image without
+/// root privileges.
+fn unpack_userspace(initramfs: &[u8], tree: &Path) -> Result<Vec<Device>> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let mut cpio = Vec::new();
+    flate2::read::GzDecoder::new(initramfs)
+        .read_to_end(&mut cpio)
+        .context("unpacking the guest's initramfs")?;
+    let entries = crate::initramfs::read_newc(&cpio)
+        .map_err(|e| anyhow::anyhow!("the guest's initramfs: {e}"))?;
+    let mut devices = Vec::new();
+    for entry in entries {
+        let name = entry.name.trim_start_matches("./").trim_start_matches('/');
+        ensure!(
+            !name.split('/').any(|c| c == ".."),
+            "initramfs entry {} leaves the tree",
+            entry.name
+        );
+        if name.is_empty() || name == "." {
+            continue;
+        }
+        let path = tree.join(name);
+        let mode = entry.permissions();
+        match entry.kind() {
+            Some(crate::initramfs::Kind::Dir) => {
+                std::fs::create_dir_all(&path)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            }
+            Some(crate::initramfs::Kind::File(data)) => {
+                std::fs::write(&path, data)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            }
+            Some(crate::initramfs::Kind::Symlink(target)) => {
+                std::os::unix::fs::symlink(target, &path)?;
+            }
+            Some(crate::initramfs::Kind::CharDevice { major, minor }) => {
+                devices.push((format!("/{name}"), mode, major, minor));
+            }
+            None => bail!(
+                "initramfs entry {} has a type the installer does not know",
+                entry.name
+            ),
+        }
+    }
+    Ok(devices)
+}
+
+/// Creates `devices` in the ext4 image `fs` with `debugfs -w` (e2fsprogs), which needs no
+/// root privileges, unlike `mknod` in the source tree.
+fn make_devices(fs: &Path, devices: &[Device]) -> Result<()> {
+    if devices.is_empty() {
+        return Ok(());
+    }
+    let debugfs = ["/usr/sbin/debugfs", "/sbin/debugfs"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .context("installing Debian on a firmware slice's disk needs debugfs: run `apt-get install e2fsprogs`")?;
+    let mut script = String::new();
+    for (path, mode, major, minor) in devices {
+        script.push_str(&format!(
+            "mknod {path} c {major} {minor}\nsif {path} mode 0{:o}\n",
+            0o020000 | mode
+        ));
+    }
+    let commands = fs.with_extension("debugfs");
+    std::fs::write(&commands, script)?;
+    let mut cmd = Command::new(debugfs);
+    cmd.arg("-w").arg("-f").arg(&commands).arg(fs);
+    run_tool(&mut cmd)
 }
 
 /// The configuration built into GRUB's image: find the partition with `/boot/grub/grub.cfg`
@@ -374,9 +617,9 @@ fn make_grub(tools: &EfiTools, out: &Path, work: &Path) -> Result<()> {
     run_tool(&mut cmd)
 }
 
-/// A FAT file system of `bytes` bytes holding `grub` at the removable-media path
-/// `/EFI/BOOT/BOOTAA64.EFI` (UEFI 2.10 §3.5.1.1).
-fn make_esp(tools: &EfiTools, out: &Path, bytes: u64, grub: &Path) -> Result<()> {
+/// A FAT file system of `bytes` bytes holding `/EFI/BOOT/` and in it `loader` (when given) at
+/// the removable-media path `/EFI/BOOT/BOOTAA64.EFI` (UEFI 2.10 §3.5.1.1).
+fn make_esp(tools: &EfiTools, out: &Path, bytes: u64, loader: Option<&Path>) -> Result<()> {
     let file = std::fs::File::create(out)?;
     file.set_len(bytes)?;
     drop(file);
@@ -399,13 +642,16 @@ fn make_esp(tools: &EfiTools, out: &Path, bytes: u64, grub: &Path) -> Result<()>
             .arg(out)
             .args(["::/EFI", "::/EFI/BOOT"]),
     )?;
-    run_tool(
-        mtools("mcopy")
-            .arg("-i")
-            .arg(out)
-            .arg(grub)
-            .arg("::/EFI/BOOT/BOOTAA64.EFI"),
-    )
+    match loader {
+        Some(loader) => run_tool(
+            mtools("mcopy")
+                .arg("-i")
+                .arg(out)
+                .arg(loader)
+                .arg("::/EFI/BOOT/BOOTAA64.EFI"),
+        ),
+        None => Ok(()),
+    }
 }
 
 fn run_tool(cmd: &mut Command) -> Result<()> {

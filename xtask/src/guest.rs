@@ -178,16 +178,23 @@ pub fn unpack_kernel(raw: Vec<u8>) -> Result<Vec<u8>> {
     Ok(raw)
 }
 
-/// `kernel = "firmware"`: Debian's U-Boot for QEMU `virt` (`u-boot-qemu`), as installed by
-/// `cargo xtask setup` from the Debian archive (dpkg checked it against the archive's
-/// checksums). Started as firmware, so it needs no arm64 Image header.
+/// Where `u-boot-qemu` keeps the build for QEMU `virt` on arm64.
+pub const UBOOT_IN_PACKAGE: &str = "usr/lib/u-boot/qemu_arm64/u-boot.bin";
+
+/// `kernel = "firmware"`: Debian's U-Boot for QEMU `virt` (`u-boot-qemu`), fetched from the
+/// Debian archive with `apt-get download` (size and SHA-256 checked against apt's index),
+/// extracted and cached in `target/guests/debian/` like the Linux guest. Started as firmware,
+/// so it needs no arm64 Image header.
 fn firmware(slice: &str) -> Result<GuestImage> {
-    let path = Path::new(crate::setup::UBOOT_BIN);
-    let bytes = std::fs::read(path).map_err(|e| {
-        anyhow!(
-            "slice \"{slice}\": kernel: \"firmware\" is Debian's U-Boot, {}: {e} (run `cargo xtask setup` as root, or `apt-get install u-boot-qemu`)",
-            path.display()
-        )
+    let fetch = || -> Result<Vec<u8>> {
+        let ws = Workspace::locate()?;
+        let got =
+            linux::fetch_extracted(&ws.target_dir.join("guests/debian"), &["u-boot-qemu"], true)?;
+        let path = got[0].join(UBOOT_IN_PACKAGE);
+        std::fs::read(&path).map_err(|e| anyhow!("{}: {e}", path.display()))
+    };
+    let bytes = fetch().map_err(|e| {
+        anyhow!("slice \"{slice}\": kernel: \"firmware\" is Debian's U-Boot (u-boot-qemu): {e:#}")
     })?;
     Ok(GuestImage {
         label: "u-boot".into(),

@@ -119,7 +119,7 @@ fn refused(plan: &Plan, node: &NodePci) -> PlanError {
 #[test]
 fn default_plan_gives_each_linux_slice_two_nics() {
     // web, db (Linux): a slice-network NIC and a host-network NIC each; batch (probe): none;
-    // the manager: a host-network NIC.
+    // the manager: a host-network NIC; metal (firmware): none.
     assert_eq!(
         placed(
             &profile_plan("default-plan.toml"),
@@ -130,6 +130,7 @@ fn default_plan_gives_each_linux_slice_two_nics() {
             vec!["03:00.0".to_string(), "04:00.0".to_string()],
             vec![],
             vec!["05:00.0".to_string()],
+            vec![],
         ]
     );
     assert_eq!(

@@ -104,36 +104,39 @@ fn the_profiles_are_the_nodes_these_tests_assume() {
 
 #[test]
 fn default_plan_on_the_default_node() {
-    // db lists cores 5-7; then web takes 0-1, batch 2-3 and the manager 4. RAM ends at
-    // 0x1_4000_0000: web's 1 GiB right below it, db's 768 MiB below web, batch's 512 MiB below
-    // db, the manager's 384 MiB below batch, and its 128 MiB staging pool below that.
+    // db lists cores 6-7; then web takes 0-1, batch 2-3, the manager 4 and metal 5. RAM ends
+    // at 0x1_4000_0000: web's 1 GiB right below it, db's 768 MiB below web, batch's 512 MiB
+    // below db, the manager's 384 MiB below batch, metal's 384 MiB below the manager and the
+    // manager's 128 MiB staging pool below metal.
     let plan = profile_plan("default-plan.toml");
     let names: Vec<&str> = plan.slices.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["web", "db", "batch", "manager"]);
+    assert_eq!(names, ["web", "db", "batch", "manager", "metal"]);
     let placed = place(&plan, &default_node()).unwrap();
     assert_eq!(
         summary(&placed),
         [
             (vec![0, 1], 0x1_0000_0000, 0x1_4000_0000),
-            (vec![5, 6, 7], 0xd000_0000, 0x1_0000_0000),
+            (vec![6, 7], 0xd000_0000, 0x1_0000_0000),
             (vec![2, 3], 0xb000_0000, 0xd000_0000),
             (vec![4], 0x9800_0000, 0xb000_0000),
+            (vec![5], 0x8000_0000, 0x9800_0000),
         ]
     );
     let staging = placed.staging.unwrap();
-    assert_eq!((staging.base, staging.end()), (0x9000_0000, 0x9800_0000));
+    assert_eq!((staging.base, staging.end()), (0x7800_0000, 0x8000_0000));
     let cores: Vec<String> = placed
         .slices
         .iter()
         .map(|s| format_cores(&s.cores))
         .collect();
-    assert_eq!(cores, ["0-1", "5-7", "2-3", "4"]);
+    assert_eq!(cores, ["0-1", "6-7", "2-3", "4", "5"]);
 }
 
 #[test]
 fn default_plan_on_the_default_disk() {
     // 8 GiB of 512-byte blocks, 64 queue pairs: web 4 GiB from block 0 on queues 1-3, db 3 GiB
-    // from 4 GiB on queues 4-5, batch 512 MiB from 7 GiB on queue 6; the manager has none.
+    // from 4 GiB on queues 4-5, batch 512 MiB from 7 GiB on queue 6, metal the last 512 MiB on
+    // queue 7; the manager has none.
     let plan = profile_plan("default-plan.toml");
     let shares = place_disk(&plan, 8 * GIB / 512, 9, 64).unwrap();
     assert_eq!(
@@ -143,6 +146,7 @@ fn default_plan_on_the_default_disk() {
             share(8_388_608, 6_291_456, 4, 2),
             share(14_680_064, 1_048_576, 6, 1),
             None,
+            share(15_728_640, 1_048_576, 7, 1),
         ]
     );
 }
@@ -159,9 +163,10 @@ fn a_loader_that_keeps_the_top_of_ram_shifts_every_slice_down() {
         summary(&placed),
         [
             (vec![0, 1], 0xff60_0000, 0x1_3f60_0000),
-            (vec![5, 6, 7], 0xcf60_0000, 0xff60_0000),
+            (vec![6, 7], 0xcf60_0000, 0xff60_0000),
             (vec![2, 3], 0xaf60_0000, 0xcf60_0000),
             (vec![4], 0x9760_0000, 0xaf60_0000),
+            (vec![5], 0x7f60_0000, 0x9760_0000),
         ]
     );
 }

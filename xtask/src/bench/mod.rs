@@ -205,6 +205,45 @@ pub fn run(ws: &Workspace, artifacts: &Artifacts, plan: &Plan) -> Result<Results
         }
     }
 
+    // 7b. Linux from slice start to its report: the bundled kernel, and the same kernel
+    // installed on the slice's disk and booted through U-Boot, UEFI and GRUB.
+    if plan.skip_linux {
+        metrics.push(Metric::missing(
+            "boot-linux-efi",
+            "slice start to Linux SLICE-REPORT",
+            "insn",
+            "-",
+            "skipped (--no-linux)",
+        ));
+    } else {
+        eprintln!("bench: Linux boot to its report, bundled kernel");
+        let bundled = boot_to_report(ws, artifacts, &dirs, false)?;
+        eprintln!("bench: Linux boot to its report, installed and booted through firmware");
+        let efi = boot_to_report(ws, artifacts, &dirs, true)?;
+        let note = "1 vCPU, 384 MiB, 512 MiB share; guest time from slice start until the Linux guest, powering off right after its SLICE-REPORT, is off (all instructions of the node's one core)";
+        metrics.push(
+            Metric::new(
+                "boot-linux-bundled",
+                "slice start to Linux SLICE-REPORT, bundled kernel",
+                bundled,
+                "insn",
+                Goal::None,
+            )
+            .with_note(note),
+        );
+        metrics.push(
+            Metric::new(
+                "boot-linux-efi",
+                "slice start to Linux SLICE-REPORT, installed OS via U-Boot+GRUB (UEFI)",
+                efi,
+                "insn",
+                Goal::None,
+            )
+            .with_detail("over-bundled", efi - bundled)
+            .with_note(note),
+        );
+    }
+
     // 8. NVMe (Linux slice against the same Linux natively; wall-clock IOPS, see nvme.rs).
     if plan.skip_linux {
         metrics.push(Metric::missing(
@@ -456,6 +495,79 @@ fn linux_exits(
         },
     )?;
     Ok((exits.context("no exit counters")?, kernel))
+}
+
+/// Instructions from the start of a one-slice node's Linux slice to the end of its run, the
+/// guest powering off as soon as it has reported: the bundled kernel (`firmware` false) or
+/// the same kernel and initramfs with the same command line installed on the slice's share
+/// (UEFI: GRUB on an EFI system partition) and booted by U-Boot. The node has one core, so
+/// the run's counter time (1 ns per instruction under icount) counts every instruction the
+/// slice and the hypervisor execute for it.
+fn boot_to_report(
+    ws: &Workspace,
+    artifacts: &Artifacts,
+    dirs: &Dirs,
+    firmware: bool,
+) -> Result<f64> {
+    let name = if firmware {
+        "boot-linux-efi"
+    } else {
+        "boot-linux-bundled"
+    };
+    let off = "microvisor.action=poweroff-after:0";
+    let kernel = if firmware {
+        "kernel = \"firmware\"".to_string()
+    } else {
+        format!(
+            "kernel = \"linux\"\ncmdline = \"{} {off}\"",
+            crate::linux::DEFAULT_CMDLINE
+        )
+    };
+    let plan = format!(
+        "[[slice]]\nname = \"os\"\ncores = 1\nmemory = \"384MiB\"\n{kernel}\n\n[slice.nvme]\nqueues = 1\nsize = \"512MiB\"\n"
+    );
+    let img = image(artifacts, dirs, name, &plan)?;
+    let mut node = Node::inline(name, 1, 1024 << 20);
+    node.disks = vec![crate::node::Disk { size: 1 << 30 }];
+    let cmd = command(ws, &node, &img, true, None)?;
+    // A blank disk, with the installed OS on the slice's share (from block 0) for firmware.
+    let disk = crate::qemu::disk_file(&ws.target_dir.join("bench").join(name), 0);
+    let _ = std::fs::remove_file(&disk);
+    std::fs::File::create(&disk)?.set_len(1 << 30)?;
+    if firmware {
+        let guest = crate::linux::guest(ws, true)?;
+        crate::disk_image::write_installed_disk(
+            &guest,
+            crate::disk_image::Installation {
+                extra: off,
+                ..crate::disk_image::Installation::new(crate::disk_image::Loader::Efi)
+            },
+            &disk,
+            0,
+            512 << 20,
+            &dirs.file(&format!("{name}-work")),
+        )?;
+    }
+    let mut reported = false;
+    let mut exits = None;
+    capture(
+        cmd,
+        Duration::from_secs(600),
+        &dirs.file(&format!("{name}.log")),
+        |line| {
+            reported |= line.starts_with("[os] SLICE-REPORT ");
+            match parse::exits(line) {
+                Some(e) if e.slice == "os" => {
+                    exits = Some(e);
+                    Step::Done
+                }
+                _ => Step::Continue,
+            }
+        },
+    )?;
+    ensure!(reported, "{name}: the Linux slice never reported");
+    let exits = exits.with_context(|| format!("{name}: no exit counters at the end of its run"))?;
+    Ok(exits.ms as f64 * 1e6)
 }
 
 /// Exits per second of guest time, by cause: the difference of two runs that power off

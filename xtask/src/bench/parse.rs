@@ -82,6 +82,8 @@ pub fn released(line: &str) -> Option<(u32, u64)> {
 pub struct Exits {
     pub slice: String,
     pub total: u64,
+    /// The run's length in counter time, in milliseconds.
+    pub ms: u64,
     pub causes: BTreeMap<String, u64>,
     pub injected: u64,
 }
@@ -91,6 +93,7 @@ pub fn exits(line: &str) -> Option<Exits> {
     let rest = line.strip_prefix("[hv] exits ")?;
     let (slice, rest) = rest.split_once(": ")?;
     let (total, rest) = rest.split_once(" in ")?;
+    let (seconds, rest) = rest.split_once(" s (")?;
     let (_, rest) = rest.split_once(" per s)")?;
     let (causes, injected) = rest.split_once("; injected ")?;
     let causes = causes
@@ -103,9 +106,23 @@ pub fn exits(line: &str) -> Option<Exits> {
     Some(Exits {
         slice: slice.to_string(),
         total: total.parse().ok()?,
+        ms: milliseconds(seconds)?,
         causes,
         injected: injected.trim().parse().ok()?,
     })
+}
+
+/// `<s>.<mmm>` (the hypervisor's seconds with three decimals) in milliseconds.
+fn milliseconds(seconds: &str) -> Option<u64> {
+    let (whole, fraction) = seconds.split_once('.')?;
+    if fraction.len() != 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    whole
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(1000)?
+        .checked_add(fraction.parse().ok()?)
 }
 
 #[cfg(test)]
@@ -148,6 +165,7 @@ mod tests {
         let e = exits("[hv] exits linux: 40233 in 12.345 s (3259 per s) hvc=12 mmio-uart=38000 irq-timer=2221; injected 2300").unwrap();
         assert_eq!(e.slice, "linux");
         assert_eq!(e.total, 40233);
+        assert_eq!(e.ms, 12_345);
         assert_eq!(e.causes["irq-timer"], 2221);
         assert_eq!(e.causes.len(), 3);
         assert_eq!(e.injected, 2300);

@@ -81,6 +81,11 @@ pub fn boot_interactive(
     eprintln!("{}", render(&cmd));
     match plan {
         Some(plan) => {
+            if let Some(disk) = node.disks.first() {
+                for line in install_for_firmware(ws, plan, &boot.disk_prefix, disk.size)? {
+                    eprintln!("{line}");
+                }
+            }
             for slice in crate::network::slice_networks(plan, node, &launch.forwards)? {
                 eprintln!("{slice}");
             }
@@ -107,6 +112,32 @@ pub fn boot_interactive(
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         None => ExitCode::FAILURE,
     })
+}
+
+/// Installs Debian on the blank shares of the plan's firmware slices in the node's first disk
+/// ([`crate::disk_image::install_on_blank_shares`]); one line each.
+fn install_for_firmware(
+    ws: &Workspace,
+    plan: &microvisor_plan::Plan,
+    disk_prefix: &Path,
+    disk_size: u64,
+) -> Result<Vec<crate::disk_image::ShareInstall>> {
+    let firmware = microvisor_plan::ImageSource::BuiltIn(microvisor_plan::BuiltIn::Firmware);
+    if !plan
+        .slices
+        .iter()
+        .any(|s| s.kernel == firmware && s.nvme.is_some())
+    {
+        return Ok(Vec::new());
+    }
+    let guest = crate::linux::guest(ws, true)?;
+    crate::disk_image::install_on_blank_shares(
+        &guest,
+        plan,
+        &crate::qemu::disk_file(disk_prefix, 0),
+        disk_size,
+        &ws.target_dir.join("tmp").join("firmware-install"),
+    )
 }
 
 /// How to reach the manager slice (plan index `index`) under `cargo xtask run`.

@@ -9,6 +9,9 @@
 # Lines (stable, parsed by tests):
 #   SLICE-REPORT {"slice":"..","cpus":N,"mpidrs":[..],"memory_bytes":N,"memory_base":"0x..",
 #                 "dt_cpus":N,"mem_total_kib":N[,"nvme_bytes":N,"nvme_queues":N],
+#                 ["root":"<block device>",]  (when / is a disk, e.g. nvme0n1p2 when the
+#                 guest is installed on its share and booted by firmware; absent from an
+#                 initramfs)
 #                 "net":[{"name":"eth0","mac":"..","ipv4":"a.b.c.d/n"|null},..],
 #                 "kernel":"..","cmdline":".."}
 #                 (at most 1023 bytes, the microvisor's console line: a long cmdline is cut
@@ -97,7 +100,7 @@ report_line() {
 	line="SLICE-REPORT {\"slice\":$(json_string "$slice"),\"cpus\":$cpus"
 	line="$line,\"mpidrs\":[$mpidr_list],\"memory_bytes\":$memory_bytes"
 	line="$line,\"memory_base\":$base_json,\"dt_cpus\":$dt_cpus"
-	line="$line,\"mem_total_kib\":$mem_total_kib$nvme_json,\"net\":[$net_json]"
+	line="$line,\"mem_total_kib\":$mem_total_kib$nvme_json$root_json,\"net\":[$net_json]"
 	line="$line,\"kernel\":$(json_string "$kernel"),\"cmdline\":$(json_string "$shown")}"
 }
 
@@ -209,6 +212,15 @@ net_report() {
 	done
 }
 
+# The block device / is mounted from (e.g. nvme0n1p2): the device numbers of the last mount
+# on / in /proc/self/mountinfo, named through /sys/dev/block; nothing for an initramfs.
+root_device() {
+	numbers=$(awk '$5 == "/" { n = $3 } END { print n }' "$R/proc/self/mountinfo" 2>/dev/null)
+	[ -n "$numbers" ] && [ -L "$R/sys/dev/block/$numbers" ] || return 0
+	device=$(readlink "$R/sys/dev/block/$numbers")
+	echo "${device##*/}"
+}
+
 report() {
 	slice=$(slice_name)
 	cpus=$(count_cpus "$(cat "$R/sys/devices/system/cpu/online" 2>/dev/null)")
@@ -269,6 +281,10 @@ report() {
 			nvme_missing=1
 		fi
 	fi
+
+	root_json=
+	root=$(root_device)
+	[ -z "$root" ] || root_json=",\"root\":$(json_string "$root")"
 
 	net_json=$(net_report)
 

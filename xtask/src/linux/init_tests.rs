@@ -240,6 +240,44 @@ fn init_reports_a_slice_and_passes() {
 }
 
 #[test]
+fn init_names_the_disk_its_root_is_mounted_from() {
+    // Installed on its share and booted by firmware, Linux mounts / from a partition: the last
+    // mount on / in mountinfo names its device numbers, /sys/dev/block names the device.
+    let root = FakeRoot::new("disk-root");
+    root.write("proc/device-tree/chosen/microvisor,slice-name", b"metal\0")
+        .cpu("cpu@0", &be(&[0], 1))
+        .write(
+            "proc/device-tree/memory@40000000/reg",
+            &be(&[0x4000_0000, 256 << 20], 2),
+        )
+        .write("sys/devices/system/cpu/online", b"0\n")
+        .write("proc/meminfo", b"MemTotal:         200000 kB\n")
+        .write(
+            "proc/self/mountinfo",
+            b"1 1 0:2 / / rw - rootfs rootfs rw\n\
+              22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/root rw\n\
+              23 22 0:21 / /proc rw - proc proc rw\n",
+        );
+    let block = root.dir.join("sys/dev/block");
+    std::fs::create_dir_all(&block).unwrap();
+    std::os::unix::fs::symlink(
+        "../../devices/pci0000:00/0000:00:00.0/nvme/nvme0/nvme0n1/nvme0n1p2",
+        block.join("259:2"),
+    )
+    .unwrap();
+    let report = report_json(&root.report());
+    assert_eq!(report["root"], "nvme0n1p2");
+    // An initramfs: / is rootfs, which has no block device.
+    let ram = FakeRoot::new("ram-root");
+    ram.write("proc/device-tree/chosen/microvisor,slice-name", b"metal\0")
+        .write(
+            "proc/self/mountinfo",
+            b"1 1 0:2 / / rw - rootfs rootfs rw\n",
+        );
+    assert!(report_json(&ram.report()).get("root").is_none());
+}
+
+#[test]
 fn init_sums_memory_nodes_sorts_cpus_and_defaults_to_native() {
     let big = 6u64 << 30;
     let root = FakeRoot::new("native");

@@ -82,7 +82,7 @@ _start:
     .long   0                               /* code1 */
     .quad   0                               /* text_offset */
     .quad   __image_size                    /* image_size: whole footprint */
-    .quad   0x2                             /* flags: LE, 4 KiB pages */
+    .quad   0xa                             /* flags: LE, 4 KiB pages, anywhere */
     .quad   0                               /* res2 */
     .quad   0                               /* res3 */
     .quad   0                               /* res4 */
