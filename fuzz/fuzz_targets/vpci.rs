@@ -18,6 +18,10 @@
 //!   ranges, its direct pages inside its guest range and inside the physical BAR; every
 //!   forwarded BAR access lands inside a placed physical BAR; emulated BAR reads fit their
 //!   width;
+//! - virtio: a forwarded write reaches the device with the guest's value, except at most bit
+//!   1 of one byte set on its behalf (VIRTIO_F_ACCESS_PLATFORM), and only for a function
+//!   that offers the feature; with its capabilities untouched, that byte is `driver_feature`
+//!   and the page holding it is never mapped directly;
 //! - every MSI-X route, injection and delivered interrupt names one of the slice's SPIs;
 //!   a function level reset is asked for only when the snapshot advertises FLR.
 #![no_main]
@@ -44,9 +48,16 @@ const MSI: MsiTarget = MsiTarget {
 const BAR1_PHYSICAL: u64 = 0x80_1000_1000;
 const BAR4_PHYSICAL: u64 = 0x80_0000_4000;
 
-/// A function with a 32-bit BAR1 (MSI-X table at 0, PBA at 0x800) and a 64-bit prefetchable
-/// BAR4; capabilities PM (0x40) -> MSI (0x50, hidden) -> MSI-X (0x60) -> PCI Express with
-/// FLR (0x70) -> unknown (0x90, hidden); SR-IOV in the extended space.
+/// Where the virtio common configuration is: offset 0 of BAR4, `driver_feature` at 0xc.
+const DRIVER_FEATURE: u64 = BAR4_PHYSICAL + 0x0c;
+/// VIRTIO_F_ACCESS_PLATFORM.
+const ACCESS_PLATFORM: u64 = 1 << 33;
+
+/// A virtio-net function with a 32-bit BAR1 (MSI-X table at 0, PBA at 0x800) and a 64-bit
+/// prefetchable BAR4; capabilities PM (0x40) -> MSI (0x50, hidden) -> MSI-X (0x60) -> PCI
+/// Express with FLR (0x70, 0x3c bytes) -> unknown (0x90, hidden) -> virtio common
+/// configuration (0xb0: BAR4 + 0) -> virtio device configuration (0xc0: BAR4 + 0x800); SR-IOV
+/// in the extended space.
 fn snapshot(bar1_size: u64, vectors: u16) -> Vec<u32> {
     let mut w = vec![0u32; 1024];
     let mut set = |offset: usize, value: u32| w[offset / 4] = value;
@@ -68,7 +79,15 @@ fn snapshot(bar1_size: u64, vectors: u16) -> Vec<u32> {
     set(0x70, 0x0002_9010);
     set(0x74, 0x1000_8000);
     set(0x78, 0x0000_2810);
-    set(0x90, 0x0006_0013);
+    set(0x90, 0x0006_b013);
+    set(0xb0, 0x0110_c009);
+    set(0xb4, 4);
+    set(0xb8, 0);
+    set(0xbc, 0x38);
+    set(0xc0, 0x0410_0009);
+    set(0xc4, 4);
+    set(0xc8, 0x800);
+    set(0xcc, 0x100);
     set(0x100, 0x1401_0010);
     w
 }
@@ -81,6 +100,8 @@ struct Setup {
     bar4: u8,
     vectors: u8,
     nvme_vectors: u16,
+    /// The features the function offers (ACCESS_PLATFORM is bit 33).
+    virtio_features: u64,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -92,6 +113,8 @@ enum Op {
     Command(u16),
     BarRead(u8, u16, u8),
     BarWrite(u8, u16, u8, u64),
+    /// A driver writing feature word `word % 3` through BAR4's common configuration.
+    Features(u8, u32),
     Interrupt(u16),
     Reserve(Vec<(u32, u16)>),
     Reset,
@@ -106,6 +129,11 @@ struct World {
     reserved: Vec<Region>,
     flr: bool,
     nvme: VirtualFunction,
+    /// The function offers ACCESS_PLATFORM.
+    offers_access_platform: bool,
+    /// Its virtio capabilities are as [`snapshot`] wrote them: the acknowledged byte is
+    /// `driver_feature` and its page traps.
+    virtio_intact: bool,
 }
 
 fn inside(outer: Region, base: u64, size: u64) -> bool {
@@ -159,6 +187,15 @@ fn effects(w: &World, effects: &[Effect]) {
                 for t in &m.trapped {
                     assert!(inside(m.guest, t.base, t.size));
                 }
+                if w.offers_access_platform && w.virtio_intact {
+                    let page = DRIVER_FEATURE & !0xfff;
+                    for d in &m.direct {
+                        assert!(
+                            !inside(Region::new(d.physical, d.size), page, 0x1000),
+                            "the driver feature page is mapped directly"
+                        );
+                    }
+                }
             }
             Effect::MsixRoute {
                 target: Some(spi), ..
@@ -201,6 +238,39 @@ fn guest_address(w: &World, bar: u8, offset: u16) -> u64 {
     (high << 32 | low)
         .wrapping_add(u64::from(offset))
         .wrapping_sub(0x100)
+}
+
+fn bar_write(w: &mut World, guest: u64, wd: u8, value: u64) {
+    match w.f.bar_write(guest, wd, value) {
+        BarWrite::Emulated(out) => effects(w, &out),
+        BarWrite::Forward {
+            physical,
+            value: forwarded,
+        } => {
+            assert!(
+                w.bars
+                    .iter()
+                    .any(|b| inside(b.cpu, physical, u64::from(wd))),
+                "forwarded to {physical:#x}, outside the function's BARs"
+            );
+            let added = forwarded ^ value;
+            if added != 0 {
+                assert!(
+                    w.offers_access_platform
+                        && added.is_power_of_two()
+                        && added.trailing_zeros() % 8 == 1
+                        && forwarded & added != 0,
+                    "{value:#x} written to {physical:#x} forwarded as {forwarded:#x}"
+                );
+                let byte = physical + u64::from(added.trailing_zeros() / 8);
+                assert!(
+                    !w.virtio_intact || byte == DRIVER_FEATURE,
+                    "feature bit set at {byte:#x}"
+                );
+            }
+        }
+        BarWrite::Unclaimed => {}
+    }
 }
 
 fn step(w: &mut World, op: Op) {
@@ -264,17 +334,13 @@ fn step(w: &mut World, op: Op) {
         }
         Op::BarWrite(bar, offset, sel, value) => {
             let guest = guest_address(w, bar, offset);
-            let wd = width(sel);
-            match w.f.bar_write(guest, wd, value) {
-                BarWrite::Emulated(out) => effects(w, &out),
-                BarWrite::Forward { physical } => assert!(
-                    w.bars
-                        .iter()
-                        .any(|b| inside(b.cpu, physical, u64::from(wd))),
-                    "forwarded to {physical:#x}, outside the function's BARs"
-                ),
-                BarWrite::Unclaimed => {}
-            }
+            bar_write(w, guest, width(sel), value);
+        }
+        Op::Features(word, features) => {
+            // A driver negotiating: select a word, write it (BAR4's common configuration).
+            let base = guest_address(w, 1, 0x100);
+            bar_write(w, base + 0x08, 4, u64::from(word % 3));
+            bar_write(w, base + 0x0c, 4, u64::from(features));
         }
         Op::Interrupt(vector) => {
             if let Interrupt::Deliver { spi } = w.f.interrupt(vector % 80) {
@@ -378,6 +444,7 @@ fuzz_target!(|data: &[u8]| {
         bars: &bars,
         windows: &WINDOWS,
         msi: MSI,
+        virtio_features: setup.virtio_features,
     }) else {
         return;
     };
@@ -387,12 +454,18 @@ fuzz_target!(|data: &[u8]| {
         let i = usize::from(i) % 1024;
         i == 0x34 / 4 || (0x40 / 4..0x100 / 4).contains(&i)
     });
+    let virtio_intact = !setup.patches.iter().take(8).any(|&(i, _)| {
+        let i = usize::from(i) % 1024;
+        i <= 0x34 / 4 || (0x40 / 4..0x100 / 4).contains(&i)
+    });
     let mut w = World {
         f,
         bars,
         reserved: Vec::new(),
         flr: flr || patched_express,
         nvme: VirtualFunction::new(setup.nvme_vectors),
+        offers_access_platform: setup.virtio_features & ACCESS_PLATFORM != 0,
+        virtio_intact,
     };
     assert_eq!(
         w.f.config_read(0x0e, 1) & 0x80,

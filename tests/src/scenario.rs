@@ -31,7 +31,7 @@ use microvisor_plan::{
     BuiltIn, DiskShare, HumanSize, ImageSource, Placement, Plan, RamRange, format_cores, place,
     place_disk,
 };
-use xtask::node::{Disk, Iommu, Node, RAM_BASE};
+use xtask::node::{Disk, Iommu, Nic, Node, RAM_BASE};
 use xtask::qemu::{Boot, Console, Firmware};
 
 use crate::attack_lines::requested_attacks;
@@ -47,11 +47,12 @@ use crate::runner::{Outcome, Run, run};
 pub enum NodeSpec {
     /// A profile in `qemu/` (`default`, `small`).
     Profile(String),
-    /// Cores, RAM bytes and NVMe disk sizes given here.
+    /// Cores, RAM bytes, NVMe disk sizes and NICs given here.
     Inline {
         cores: u32,
         memory: u64,
         disks: Vec<u64>,
+        nics: Vec<Nic>,
     },
 }
 
@@ -150,6 +151,7 @@ impl Scenario {
                 cores: 4,
                 memory: 1 << 30,
                 disks: Vec::new(),
+                nics: Vec::new(),
             },
             plan: None,
             boot: BootPath::Kernel,
@@ -174,12 +176,13 @@ impl Scenario {
         self
     }
 
-    /// Boots on a node with `cores` cores and `memory` bytes of RAM (and no disk).
+    /// Boots on a node with `cores` cores and `memory` bytes of RAM (and no disk or NIC).
     pub fn inline_node(mut self, cores: u32, memory: u64) -> Scenario {
         self.node = NodeSpec::Inline {
             cores,
             memory,
             disks: Vec::new(),
+            nics: Vec::new(),
         };
         self
     }
@@ -195,6 +198,17 @@ impl Scenario {
         match &mut self.node {
             NodeSpec::Inline { disks, .. } => disks.push(size),
             NodeSpec::Profile(p) => panic!("scenario {}: profile {p} has its own disks", self.name),
+        }
+        self
+    }
+
+    /// Attaches one more NIC to an inline node (NIC *i* at `(i+1):00.0`, behind its own root
+    /// port, docs/node-profiles.md); give it to a slice with `[[slice.device]]` and put the
+    /// SMMUv3 in front of the bus ([`Scenario::smmuv3`]).
+    pub fn nic(mut self, nic: Nic) -> Scenario {
+        match &mut self.node {
+            NodeSpec::Inline { nics, .. } => nics.push(nic),
+            NodeSpec::Profile(p) => panic!("scenario {}: profile {p} has its own NICs", self.name),
         }
         self
     }
@@ -445,9 +459,11 @@ impl Scenario {
                 cores,
                 memory,
                 disks,
+                nics,
             } => {
                 let mut node = Node::inline(&self.name, *cores, *memory);
                 node.disks = disks.iter().map(|&size| Disk { size }).collect();
+                node.nics = nics.clone();
                 node
             }
         }

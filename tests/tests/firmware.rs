@@ -4,17 +4,19 @@
 //! root holds the guest's kernel and initramfs) comes up and reports its machine, through
 //! U-Boot's distro boot reading `extlinux.conf`, or through UEFI: U-Boot runs GRUB from the
 //! EFI system partition's removable path, GRUB boots the kernel's EFI stub. A neighbour keeps
-//! beating.
+//! beating. A slice whose disk is blank boots from the network instead: DHCP and TFTP over
+//! its assigned virtio-net NIC, PXELINUX-style (`xtask::netboot`).
+
+use std::time::{Duration, Instant};
 
 use xtask::disk_image::{Defect, Installation, Loader, MISSING_KERNEL, Os};
-
-use std::time::Duration;
+use xtask::node::{Network, Nic, Node};
 
 use microvisor_tests::attack_lines::{COUNTED_ATTACKS, requested_attacks};
 use microvisor_tests::images::built;
 use microvisor_tests::{
     Expect, Input, Scenario, firmware_slice, focus, focused, hv, linux_slice, lit, plan,
-    probe_slice, shell_line, shell_ready, shell_script, slice, with_nvme,
+    probe_slice, shell_line, shell_ready, shell_script, slice, with_device, with_nvme,
 };
 
 /// Heartbeats the neighbour prints while the firmware slice boots.
@@ -151,6 +153,76 @@ fn a_reboot_goes_back_through_the_firmware_and_bad_disks_leave_only_their_slice_
             count: 2 * BEATS,
         })
         .run();
+}
+
+#[test]
+fn a_firmware_slice_with_a_blank_disk_boots_debian_from_the_network() {
+    // "fw" has a blank share (no partition table) and NIC 0, on a host network whose TFTP
+    // server serves a PXE root: U-Boot's distro boot finds nothing on the disk, gets a lease,
+    // runs boot.scr.uimg from the server, which runs `pxe get` and `pxe boot`: the kernel and
+    // initramfs come over TFTP. U-Boot negotiates the NIC's features without
+    // VIRTIO_F_ACCESS_PLATFORM; the hypervisor acknowledges it on its behalf.
+    let ws = xtask::workspace::Workspace::locate().unwrap();
+    let root = ws
+        .target_dir
+        .join("test-images")
+        .join("firmware_netboot-tftp");
+    let guest = xtask::linux::guest(&ws, true).unwrap();
+    xtask::netboot::write_tftp_root(&guest, "", &root).unwrap();
+    let mac = Node::nic_mac(0).to_string();
+    let mut s = Scenario::new("firmware_netboot")
+        .inline_node(4, 1 << 30)
+        .disk(1 << 30)
+        .smmuv3()
+        .nic(Nic {
+            network: Network::Host,
+            tftp: Some(root),
+        })
+        .plan(&plan(&[
+            with_device(
+                &with_nvme(&firmware_slice("fw", "1", "384MiB"), 1, "64MiB"),
+                "class = \"net\"",
+            ),
+            probe_slice("beat", "1", "64MiB", "cmdline = \"heartbeat=500\""),
+        ]));
+    s.fresh_disk();
+    let started = Instant::now();
+    s.all_healthy()
+        .expect(Expect::Sequence(vec![
+            hv(&format!(
+                "^assigned: slice fw (0000:)?01:00.0 .*, mac {}$",
+                lit(&mac)
+            )),
+            slice("fw", "^U-Boot 20"),
+            slice("fw", r"^\*\* No partition table - nvme 0 \*\*"),
+            slice("fw", r"^DHCP client bound to address 10\.0\.2\.[0-9]+"),
+            slice("fw", "^microvisor netboot: PXE from 10.0.2.2$"),
+            slice("fw", "^Retrieving file: pxelinux.cfg/default"),
+            slice("fw", "^Retrieving file: initrd.img"),
+            slice("fw", "^Retrieving file: Image"),
+            slice("fw", "^Starting kernel"),
+            slice(
+                "fw",
+                &format!(
+                    r#"^SLICE-REPORT \{{"slice":"fw","cpus":1,.*"mac":"{}","ipv4":"10\.0\.2\.[0-9]+/24"\}}"#,
+                    lit(&mac)
+                ),
+            ),
+        ]))
+        .expect(Expect::Never(slice("fw", "^No ethernet found")))
+        .expect(Expect::Line {
+            pattern: slice("beat", "^HEARTBEAT [0-9]+ ok$"),
+            count: BEATS,
+        })
+        .expect(Expect::Never(hv(&format!(
+            "^slice {} (stopped|restarted)",
+            lit("fw")
+        ))))
+        .run();
+    eprintln!(
+        "firmware_netboot: booted over the network in {:.1} s (whole scenario)",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 #[test]

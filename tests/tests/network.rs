@@ -359,9 +359,7 @@ fn native_linux_serves_the_host_and_runs_the_network_steps() {
     use xtask::node::{Network, Nic};
     let built = microvisor_tests::images::built();
     let guest = xtask::linux::guest(&built.ws, true).unwrap_or_else(|e| panic!("{e:#}"));
-    let nics = [Nic {
-        network: Network::Host,
-    }];
+    let nics = [Nic::on(Network::Host)];
     let append = "microvisor.httpd=1 microvisor.net=wget:10.0.2.15,watch:10.0.2.15:2,at:1,\
                   watch:10.0.2.99:1";
     let launch = xtask::linux::native_qemu_launch(&guest, 1, 256, append, &nics, true)

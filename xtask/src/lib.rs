@@ -14,6 +14,7 @@ pub mod http;
 pub mod image;
 pub mod initramfs;
 pub mod linux;
+pub mod netboot;
 pub mod network;
 pub mod node;
 pub mod progress;

@@ -139,7 +139,7 @@ mod tests {
             Network::Slices,
             Network::Host,
         ] {
-            node.nics.push(Nic { network });
+            node.nics.push(Nic::on(network));
         }
         node
     }

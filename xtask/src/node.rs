@@ -14,6 +14,8 @@
 //! [[nic]]
 //! network = "host"             # a virtio-net NIC on its own restricted QEMU user network,
 //!                              # its port 80 forwarded from a free 127.0.0.1 port
+//! tftp = "netboot"             # optional, host NICs only: the directory that network's
+//!                              # TFTP server serves (network boot), relative to the profile
 //! ```
 //!
 //! NIC *i* (in profile order) sits alone behind PCIe root port *i*, so it is a PCIe endpoint
@@ -88,10 +90,24 @@ pub struct Node {
 }
 
 /// One virtio-net NIC of the node (`[[nic]]`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Nic {
     /// What its cable is plugged into.
     pub network: Network,
+    /// For a `host` NIC: the directory its user network's TFTP server serves, read-only
+    /// (QEMU's `tftp=`), from which a firmware slice given the NIC boots over the network
+    /// (docs/firmware.md). None: no TFTP server.
+    pub tftp: Option<PathBuf>,
+}
+
+impl Nic {
+    /// A NIC on `network`, without a TFTP server.
+    pub fn on(network: Network) -> Nic {
+        Nic {
+            network,
+            tftp: None,
+        }
+    }
 }
 
 /// The QEMU network a NIC is on.
@@ -171,6 +187,7 @@ struct DiskFile {
 #[serde(deny_unknown_fields)]
 struct NicFile {
     network: Network,
+    tftp: Option<PathBuf>,
 }
 
 /// A size as written in TOML: a number of bytes or a string with a suffix.
@@ -221,7 +238,10 @@ impl Node {
             nics: file
                 .nic
                 .iter()
-                .map(|n| Nic { network: n.network })
+                .map(|n| Nic {
+                    network: n.network,
+                    tftp: n.tftp.as_ref().map(|t| dir.join(t)),
+                })
                 .collect(),
         };
         node.validate()?;
@@ -303,6 +323,13 @@ impl Node {
             "nic: {} NICs, at most {MAX_NICS} are supported (one PCIe root port each)",
             self.nics.len()
         );
+        for (i, nic) in self.nics.iter().enumerate() {
+            ensure!(
+                nic.tftp.is_none() || nic.network == Network::Host,
+                "nic #{}: tftp needs network = \"host\" (the slices network has no TFTP server)",
+                i + 1
+            );
+        }
         Ok(())
     }
 
@@ -342,7 +369,7 @@ impl Node {
     pub fn nic_at(&self, address: PciAddress) -> Option<(usize, Nic)> {
         (0..self.nics.len())
             .find(|&i| Node::nic_address(i) == Some(address))
-            .map(|i| (i, self.nics[i]))
+            .map(|i| (i, self.nics[i].clone()))
     }
 
     /// The PCI functions the hypervisor finds on this node, as `place_devices` takes them: the
@@ -442,6 +469,22 @@ size = "8GiB"
             vendor,
             device,
         }
+    }
+
+    #[test]
+    fn a_host_nic_may_name_a_tftp_root_relative_to_the_profile() {
+        let text = format!(
+            "{DENSE}[[nic]]\nnetwork = \"host\"\ntftp = \"netboot\"\n[[nic]]\nnetwork = \"host\"\n"
+        );
+        let node = Node::from_toml("n", &text, Path::new("/q")).unwrap();
+        assert_eq!(node.nics[0].tftp.as_deref(), Some(Path::new("/q/netboot")));
+        assert_eq!(node.nics[1].tftp, None);
+        let text = format!("{DENSE}[[nic]]\nnetwork = \"slices\"\ntftp = \"netboot\"\n");
+        let err = Node::from_toml("n", &text, Path::new("/q")).unwrap_err();
+        assert!(
+            format!("{err}").contains("nic #1: tftp needs network = \"host\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -244,7 +244,7 @@ pub fn free_loopback_ports(count: usize) -> Result<Vec<u16>> {
 /// (`romfile=`), MAC [`Node::nic_mac`]. A `slices` NIC is a port of hub 0 (which has no user
 /// network on it); a `host` NIC gets a user network of its own, restricted (nothing leaves
 /// the machine), IPv4 only, with `127.0.0.1:ports[k]` forwarded to its port 80 (`k` counting
-/// host NICs).
+/// host NICs), and the TFTP server of that network serving [`Nic::tftp`] if it has one.
 pub fn nic_args(nics: &[Nic], ports: &[u16]) -> Result<(Vec<String>, Vec<HostForward>)> {
     anyhow::ensure!(
         ports.len() == host_nic_count(nics),
@@ -272,10 +272,18 @@ pub fn nic_args(nics: &[Nic], ports: &[u16]) -> Result<(Vec<String>, Vec<HostFor
                     mac,
                     port,
                 });
-                format!(
+                let mut netdev = format!(
                     "user,id=net{i},restrict=on,ipv6=off,\
                      hostfwd=tcp:127.0.0.1:{port}-:{GUEST_HTTP_PORT}"
-                )
+                );
+                if let Some(root) = &nic.tftp {
+                    let root = root.to_str().with_context(|| {
+                        format!("NIC #{}: TFTP root {} is not UTF-8", i + 1, root.display())
+                    })?;
+                    // QEMU's option syntax: a comma in a value is written twice.
+                    netdev.push_str(&format!(",tftp={}", root.replace(',', ",,")));
+                }
+                netdev
             }
         };
         args.extend([
@@ -403,15 +411,9 @@ mod tests {
     fn nics_sit_behind_root_ports_on_a_hub_or_their_own_restricted_user_network() {
         use crate::node::{Network, Nic};
         let nics = [
-            Nic {
-                network: Network::Slices,
-            },
-            Nic {
-                network: Network::Host,
-            },
-            Nic {
-                network: Network::Slices,
-            },
+            Nic::on(Network::Slices),
+            Nic::on(Network::Host),
+            Nic::on(Network::Slices),
         ];
         assert!(nic_args(&nics, &[]).is_err(), "one port per host NIC");
         let (args, forwards) = nic_args(&nics, &[4321]).unwrap();
@@ -440,6 +442,20 @@ mod tests {
             }]
         );
         assert_eq!(forwards[0].url(), "http://127.0.0.1:4321/");
+    }
+
+    #[test]
+    fn a_host_nic_with_a_tftp_root_gets_slirps_tftp_server_and_stays_restricted() {
+        use crate::node::{Network, Nic};
+        let nics = [Nic {
+            network: Network::Host,
+            tftp: Some("/t/net,boot".into()),
+        }];
+        let (args, _) = nic_args(&nics, &[4321]).unwrap();
+        assert_eq!(
+            args[1],
+            "user,id=net0,restrict=on,ipv6=off,hostfwd=tcp:127.0.0.1:4321-:80,tftp=/t/net,,boot"
+        );
     }
 
     #[test]

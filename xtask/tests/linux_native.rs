@@ -252,14 +252,7 @@ fn warns_about_bad_options() {
 #[ignore = "boots QEMU (and fetches Debian packages on first use)"]
 fn nics_get_addresses_and_the_host_reaches_httpd_through_the_forwarded_port() {
     use xtask::node::{Network, Nic, Node};
-    let nics = [
-        Nic {
-            network: Network::Slices,
-        },
-        Nic {
-            network: Network::Host,
-        },
-    ];
+    let nics = [Nic::on(Network::Slices), Nic::on(Network::Host)];
     let hub_mac = Node::nic_mac(0).to_string();
     let host_mac = Node::nic_mac(1).to_string();
     let append = format!("microvisor.ip={hub_mac}:10.10.0.7/24 microvisor.httpd=1");
@@ -292,14 +285,7 @@ fn nics_get_addresses_and_the_host_reaches_httpd_through_the_forwarded_port() {
 #[ignore = "boots QEMU (and fetches Debian packages on first use)"]
 fn tcp_crosses_the_slice_hub_both_ways() {
     use xtask::node::{Network, Nic, Node};
-    let nics = [
-        Nic {
-            network: Network::Slices,
-        },
-        Nic {
-            network: Network::Slices,
-        },
-    ];
+    let nics = [Nic::on(Network::Slices), Nic::on(Network::Slices)];
     let append = format!(
         "microvisor.ip={}:10.10.0.7/24 microvisor.ip={}:10.10.0.8/24 microvisor.httpd=1",
         Node::nic_mac(0),

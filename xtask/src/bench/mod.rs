@@ -757,7 +757,7 @@ fn net_nics() -> Vec<crate::node::Nic> {
         Network::Host,
     ]
     .into_iter()
-    .map(|network| Nic { network })
+    .map(Nic::on)
     .collect()
 }
 

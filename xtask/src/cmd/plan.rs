@@ -299,7 +299,7 @@ kernel = "probe"
         let mut node = Node::inline("n", 8, 4 << 30);
         node.iommu = Some(crate::node::Iommu::Smmuv3);
         for network in [Network::Slices, Network::Host] {
-            node.nics.push(Nic { network });
+            node.nics.push(Nic::on(network));
         }
         let plan = format!(
             "{PLAN}cmdline = \"microvisor.ip=52:54:00:6d:76:00:10.10.0.2/24\"\n\

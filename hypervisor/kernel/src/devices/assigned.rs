@@ -138,21 +138,38 @@ impl Physical {
             .map(|(_, mmio)| mmio)
     }
 
-    /// The MAC address a virtio-net function gives (virtio 1.1 §5.1.4), read from its BARs
-    /// where `registers` says: feature word 0 through the common configuration, then the
-    /// `mac` field if VIRTIO_NET_F_MAC is offered. Needs memory decoding on (after
-    /// [`Physical::reset`]); the slice's driver resets the device before it uses it.
-    fn virtio_mac(&self, registers: &NetRegisters) -> Option<[u8; virtio::MAC_BYTES]> {
-        let common = self.bar(registers.common.bar)?;
-        let device = self.bar(registers.mac.bar)?;
+    /// The feature bits 0-63 a virtio function offers (virtio 1.1 §4.1.4.3), read through
+    /// the common configuration where `registers` says (0 if its BAR is not granted). Needs
+    /// memory decoding on (after [`Physical::reset`]); the slice's driver resets the device
+    /// before it uses it.
+    fn virtio_features(&self, registers: &NetRegisters) -> u64 {
+        let Some(common) = self.bar(registers.common.bar) else {
+            return 0;
+        };
         let select = registers.common.at(virtio::common::DEVICE_FEATURE_SELECT);
+        let feature = registers.common.at(virtio::common::DEVICE_FEATURE);
+        let mut features = 0;
+        for word in 0..2u32 {
+            common.write32(select, word);
+            features |= u64::from(common.read32(feature)) << (32 * word);
+        }
         common.write32(select, 0);
-        let features = common.read32(registers.common.at(virtio::common::DEVICE_FEATURE));
+        features
+    }
+
+    /// The MAC address a virtio-net function gives (virtio 1.1 §5.1.4), read from its BARs
+    /// where `registers` says if `features` has VIRTIO_NET_F_MAC.
+    fn virtio_mac(
+        &self,
+        registers: &NetRegisters,
+        features: u64,
+    ) -> Option<[u8; virtio::MAC_BYTES]> {
+        let device = self.bar(registers.mac.bar)?;
         let mut mac = [0u8; virtio::MAC_BYTES];
         for (i, byte) in mac.iter_mut().enumerate() {
             *byte = device.read(registers.mac.at(i as u64), 1) as u8;
         }
-        virtio::offered_mac(features, mac)
+        virtio::offered_mac(features as u32, mac)
     }
 
     /// The BAR grant covering CPU address `physical`, and the offset in it.
@@ -230,8 +247,8 @@ impl AssignedDevice {
     }
 
     /// A guest access at IPA `ipa` in the PCI window that trapped: inside one of this
-    /// function's BARs (its MSI-X pages, or a BAR the guest placed where it cannot be mapped)
-    /// or not this function's (None).
+    /// function's BARs (its MSI-X pages, a virtio function's common configuration page, or a
+    /// BAR the guest placed where it cannot be mapped) or not this function's (None).
     pub fn window_access(
         &self,
         ctx: &Context<'_>,
@@ -241,31 +258,34 @@ impl AssignedDevice {
     ) -> Option<u64> {
         let mut state = self.state.lock();
         let (function, physical) = &mut *state;
-        let forward = match write {
+        // A register in a trapped page that is not the MSI-X table or PBA: done on the
+        // device as the guest asked (a virtio driver's feature acknowledgement possibly
+        // completed, see `microvisor_logic::passthrough::virtio::AccessPlatformAck`).
+        match write {
             None => match function.bar_read(ipa, width) {
-                BarRead::Emulated(value) => return Some(value),
-                BarRead::Forward { physical } => physical,
-                BarRead::Unclaimed => return None,
+                BarRead::Emulated(value) => Some(value),
+                BarRead::Forward { physical: at } => {
+                    let (mmio, offset) = physical.bar_at(at)?;
+                    Some(mmio.read(offset, width))
+                }
+                BarRead::Unclaimed => None,
             },
             Some(value) => match function.bar_write(ipa, width, value) {
                 BarWrite::Emulated(effects) => {
                     apply(ctx, self.bdf, physical, effects);
-                    return Some(0);
+                    Some(0)
                 }
-                BarWrite::Forward { physical } => physical,
-                BarWrite::Unclaimed => return None,
+                BarWrite::Forward {
+                    physical: at,
+                    value,
+                } => {
+                    let (mmio, offset) = physical.bar_at(at)?;
+                    mmio.write(offset, width, value);
+                    Some(0)
+                }
+                BarWrite::Unclaimed => None,
             },
-        };
-        // A register in a trapped page that is not the MSI-X table or PBA: done on the
-        // device as the guest asked.
-        let (mmio, offset) = physical.bar_at(forward)?;
-        Some(match write {
-            None => mmio.read(offset, width),
-            Some(value) => {
-                mmio.write(offset, width, value);
-                0
-            }
-        })
+        }
     }
 
     /// The function raised MSI-X vector `vector` (its LPI arrived).
@@ -359,8 +379,9 @@ const GUEST_DOORBELL: u64 = map::GICD + 0x40;
 /// Takes `grant.bdf` for slot `slot` of a slice's virtual bus: its configuration space and
 /// BARs become the slice's device's alone, its guest-visible state is built from what it
 /// is, and it is reset (bus mastering off) before the slice can start. A virtio-net
-/// function's MAC address is read then, through the BAR grants (the host bridge's windows
-/// are identity mapped as Device memory at EL2, see `microvisor_arch::pci::PciHost::new`).
+/// function's features and MAC address are read then, through the BAR grants (the host
+/// bridge's windows are identity mapped as Device memory at EL2, see
+/// `microvisor_arch::pci::PciHost::new`).
 pub fn assign(slot: u8, grant: Grant<'_>) -> Result<AssignedDevice, AssignError> {
     let bdf = grant.bdf;
     let fail = |what: &str| alloc::format!("{bdf}: {what}");
@@ -388,18 +409,6 @@ pub fn assign(slot: u8, grant: Grant<'_>) -> Result<AssignedDevice, AssignError>
     }
     let snapshot = ConfigSnapshot::capture(&mut config, bdf);
     let net = NetRegisters::find(&snapshot, grant.bars);
-    let function = AssignedFunction::new(Assignment {
-        bdf,
-        snapshot,
-        bars: grant.bars,
-        windows: &[Region::new(map::PCI_MMIO, map::PCI_MMIO_SIZE)],
-        msi: MsiTarget {
-            doorbell: GUEST_DOORBELL,
-            first_spi: map::MBI_FIRST,
-            spi_count: map::MBI_COUNT,
-        },
-    })
-    .map_err(|e| fail(&alloc::format!("{e}")))?;
     let saved = SavedFunction::save(&mut config, bdf);
     let mut physical = Physical {
         bdf,
@@ -411,6 +420,20 @@ pub fn assign(slot: u8, grant: Grant<'_>) -> Result<AssignedDevice, AssignError>
     if !physical.reset() {
         return Err(fail("did not come back from its reset"));
     }
-    let mac = net.and_then(|registers| physical.virtio_mac(&registers));
+    let virtio_features = net.map_or(0, |registers| physical.virtio_features(&registers));
+    let mac = net.and_then(|registers| physical.virtio_mac(&registers, virtio_features));
+    let function = AssignedFunction::new(Assignment {
+        bdf,
+        snapshot,
+        bars: grant.bars,
+        windows: &[Region::new(map::PCI_MMIO, map::PCI_MMIO_SIZE)],
+        msi: MsiTarget {
+            doorbell: GUEST_DOORBELL,
+            first_spi: map::MBI_FIRST,
+            spi_count: map::MBI_COUNT,
+        },
+        virtio_features,
+    })
+    .map_err(|e| fail(&alloc::format!("{e}")))?;
     Ok(AssignedDevice::new(slot, &grant, function, physical, mac))
 }

@@ -32,7 +32,8 @@ pub struct BarMapping {
     /// Pages to map straight into stage 2: every page but the trapped ones.
     pub direct: Vec<DirectRange>,
     /// Guest pages left unmapped, whose accesses trap to `AssignedFunction::bar_read` and
-    /// `bar_write`: the pages holding the MSI-X table or PBA, or the whole BAR when the
+    /// `bar_write`: the pages holding the MSI-X table or PBA or a virtio function's driver
+    /// feature registers (`virtio::AccessPlatformAck`), or the whole BAR when the
     /// physical BAR is smaller than a page (its page may hold another function's registers).
     pub trapped: Vec<Region>,
 }
@@ -58,14 +59,15 @@ pub(super) struct VirtualBar {
 }
 
 impl VirtualBar {
-    /// The guest's view of `placed`, with the byte ranges in `emulated` (offsets inside the
-    /// BAR: MSI-X table, PBA) trapped page by page.
-    pub fn new(placed: &PlacedBar, emulated: &[(u64, u64)]) -> VirtualBar {
+    /// The guest's view of `placed`, with the byte ranges in `trapped` (offsets inside the
+    /// BAR: MSI-X table, PBA, a virtio function's driver feature registers) trapped page by
+    /// page.
+    pub fn new(placed: &PlacedBar, trapped: &[(u64, u64)]) -> VirtualBar {
         let size = placed.bar.size.max(PAGE_SIZE);
         let fully_trapped =
             placed.bar.size < PAGE_SIZE || !placed.cpu.base.is_multiple_of(PAGE_SIZE);
         let mut trapped_pages = Vec::new();
-        for &(start, bytes) in emulated {
+        for &(start, bytes) in trapped {
             if bytes == 0 {
                 continue;
             }

@@ -42,7 +42,11 @@
 //! every page straight into stage 2 except the pages holding the MSI-X table and PBA, which
 //! stay unmapped so that accesses there trap to [`AssignedFunction::bar_read`] and
 //! [`AssignedFunction::bar_write`]. Other offsets of those pages are forwarded to the device
-//! ([`BarRead::Forward`]). A BAR placed anywhere else (over RAM, outside the windows, over
+//! ([`BarRead::Forward`]). A modern virtio-net function that offers VIRTIO_F_ACCESS_PLATFORM
+//! also has the page holding its `driver_feature_select` and `driver_feature` registers
+//! trapped: accesses there are forwarded too, and writes of `driver_feature` acknowledge the
+//! feature on the driver's behalf ([`virtio::AccessPlatformAck`]; the other virtio pages,
+//! notifications included, stay direct). A BAR placed anywhere else (over RAM, outside the windows, over
 //! another BAR) is simply not mapped: over RAM the guest keeps seeing its RAM; inside a window
 //! the host bridge answers the range like a real one answers an address nobody claims (reads
 //! all-ones, writes dropped, [`BarRead::Unclaimed`]); elsewhere the access is an unhandled
@@ -81,6 +85,7 @@ use crate::pci::{Bdf, PlacedBar};
 use bars::VirtualBar;
 pub use bars::{BarMapping, DirectRange, PAGE_SIZE};
 pub use snapshot::{CONFIG_SIZE, Capabilities, ConfigSnapshot, VisibleCapability, id};
+use virtio::{AccessPlatformAck, NetRegisters};
 
 /// Command register bits the guest may set (Memory Space, Bus Master, Interrupt Disable).
 const COMMAND_WRITABLE: u16 = 0x0406;
@@ -132,6 +137,9 @@ pub struct Assignment<'a> {
     pub windows: &'a [Region],
     /// Where the slice's MSIs go.
     pub msi: MsiTarget,
+    /// The feature bits a virtio function offers (`device_feature` words 0 and 1, read at
+    /// assignment); 0 for any other function.
+    pub virtio_features: u64,
 }
 
 /// Why a function cannot be assigned.
@@ -223,8 +231,9 @@ pub enum BarRead {
 pub enum BarWrite {
     /// Handled here (possibly ignored); the effects to apply.
     Emulated(Vec<Effect>),
-    /// Write the same width and value at this host-physical address.
-    Forward { physical: u64 },
+    /// Write the same width at this host-physical address: `value` is the guest's, except
+    /// for the feature acknowledged on its behalf ([`virtio::AccessPlatformAck`]).
+    Forward { physical: u64, value: u64 },
     /// No mapped BAR of the function holds the address.
     Unclaimed,
 }
@@ -268,6 +277,9 @@ pub struct AssignedFunction {
     command: u16,
     cache_line_size: u8,
     flr_capable: bool,
+    /// VIRTIO_F_ACCESS_PLATFORM acknowledged on the driver's behalf, for a virtio-net
+    /// function that offers it.
+    ack: Option<AccessPlatformAck>,
 }
 
 /// Whether a configuration access of `width` bytes at `offset` is one the function answers.
@@ -313,6 +325,7 @@ impl AssignedFunction {
             bars,
             windows,
             msi,
+            virtio_features,
         } = assignment;
         let spis_ok = msi.spi_count > 0
             && msi.first_spi >= 32
@@ -348,18 +361,26 @@ impl AssignedFunction {
         let (table_bar, table_offset) =
             locate(bars, snapshot.dword(capability + 4), msix.table_bytes())?;
         let (pba_bar, pba_offset) = locate(bars, snapshot.dword(capability + 8), msix.pba_bytes())?;
+        let ack = NetRegisters::find(&snapshot, bars)
+            .filter(|_| virtio_features & virtio::F_ACCESS_PLATFORM != 0)
+            .map(|registers| AccessPlatformAck::new(registers.common));
         let virtual_bars = bars
             .iter()
             .enumerate()
             .map(|(i, placed)| {
-                let mut emulated = Vec::new();
+                let mut trapped = Vec::new();
                 if i == table_bar {
-                    emulated.push((table_offset, msix.table_bytes()));
+                    trapped.push((table_offset, msix.table_bytes()));
                 }
                 if i == pba_bar {
-                    emulated.push((pba_offset, msix.pba_bytes()));
+                    trapped.push((pba_offset, msix.pba_bytes()));
                 }
-                VirtualBar::new(placed, &emulated)
+                if let Some((bar, offset, bytes)) = ack.as_ref().map(AccessPlatformAck::trapped)
+                    && bar == placed.bar.index
+                {
+                    trapped.push((offset, bytes));
+                }
+                VirtualBar::new(placed, &trapped)
             })
             .collect();
         let flr_capable = capabilities
@@ -385,6 +406,7 @@ impl AssignedFunction {
             command: 0,
             cache_line_size: 0,
             flr_capable,
+            ack,
         })
     }
 
@@ -694,11 +716,17 @@ impl AssignedFunction {
                 BarWrite::Emulated(effects)
             }
             Some(Err(_)) => BarWrite::Emulated(effects),
-            None => self
-                .forward(i, offset, width)
-                .map_or(BarWrite::Emulated(effects), |physical| BarWrite::Forward {
-                    physical,
-                }),
+            None => match self.forward(i, offset, width) {
+                Some(physical) => {
+                    let index = self.bars[i].index;
+                    let value = match &mut self.ack {
+                        Some(ack) => ack.write(index, offset, width, value),
+                        None => value,
+                    };
+                    BarWrite::Forward { physical, value }
+                }
+                None => BarWrite::Emulated(effects),
+            },
         }
     }
 
@@ -782,6 +810,9 @@ impl AssignedFunction {
         self.cache_line_size = 0;
         self.msix.reset();
         self.sync_routes(0..self.msix.vectors(), &mut effects);
+        if let Some(ack) = &mut self.ack {
+            ack.reset();
+        }
         effects
     }
 }

@@ -33,6 +33,9 @@ const CAP_MSIX: u16 = 0x98;
 const CAP_EXPRESS: u16 = 0xa4;
 const CAP_MSI: u16 = 0xe0;
 const CAP_UNKNOWN: u16 = 0xf0;
+/// Features QEMU's virtio-net-pci offers with `iommu_platform=on` (a few of them): CSUM,
+/// MAC, VERSION_1 and ACCESS_PLATFORM.
+pub(super) const QEMU_FEATURES: u64 = 1 | 1 << 5 | 1 << 32 | 1 << 33;
 
 pub(super) fn virtio_net_words() -> Vec<u32> {
     let mut w = vec![0u32; 1024];
@@ -123,12 +126,21 @@ pub(super) fn placed() -> Vec<PlacedBar> {
 }
 
 fn assign_with(words: &[u32], bars: &[PlacedBar]) -> Result<AssignedFunction, AssignError> {
+    assign_offering(words, bars, QEMU_FEATURES)
+}
+
+fn assign_offering(
+    words: &[u32],
+    bars: &[PlacedBar],
+    virtio_features: u64,
+) -> Result<AssignedFunction, AssignError> {
     AssignedFunction::new(Assignment {
         bdf: Bdf::new(1, 0, 0),
         snapshot: ConfigSnapshot::from_words(words),
         bars,
         windows: &[WINDOW, HIGH_WINDOW],
         msi: MSI,
+        virtio_features,
     })
 }
 
@@ -266,7 +278,7 @@ fn bar_sizing() {
 }
 
 #[test]
-fn bars_inside_the_window_are_mapped_except_the_msix_page() {
+fn bars_inside_the_window_are_mapped_except_the_msix_and_driver_feature_pages() {
     let (f, effects) = placed_nic(0x1000_0000, 0x1000_4000);
     assert_eq!(
         effects,
@@ -282,16 +294,120 @@ fn bars_inside_the_window_are_mapped_except_the_msix_page() {
                 bar: 4,
                 guest: Region::new(0x1000_4000, 0x4000),
                 physical: Region::new(BAR4_PHYSICAL, 0x4000),
+                // The common configuration page traps (driver_feature at 0xc); the ISR,
+                // device configuration and notification pages are direct.
                 direct: vec![DirectRange {
-                    guest: 0x1000_4000,
-                    physical: BAR4_PHYSICAL,
-                    size: 0x4000
+                    guest: 0x1000_5000,
+                    physical: BAR4_PHYSICAL + 0x1000,
+                    size: 0x3000
                 }],
-                trapped: vec![],
+                trapped: vec![Region::new(0x1000_4000, 0x1000)],
             }),
         ]
     );
     assert_eq!(f.mappings().len(), 2);
+}
+
+#[test]
+fn a_function_that_does_not_offer_access_platform_has_its_virtio_pages_direct() {
+    let mut f =
+        assign_offering(&virtio_net_words(), &placed(), QEMU_FEATURES & !(1 << 33)).unwrap();
+    f.config_write(0x20, 4, 0x1000_4000);
+    let effects = f.config_write(0x04, 2, 0x0002);
+    let bar4 = effects.iter().find_map(|e| match e {
+        Effect::BarMapped(m) if m.bar == 4 => Some(m.clone()),
+        _ => None,
+    });
+    let bar4 = bar4.unwrap();
+    assert_eq!(bar4.trapped, []);
+    assert_eq!(bar4.direct.len(), 1);
+    assert_eq!(bar4.direct[0].size, 0x4000);
+    // Neither does a function that is not virtio-net, whatever it offers.
+    let mut words = virtio_net_words();
+    words[0] = 0x1042_1af4;
+    let mut f = assign_with(&words, &placed()).unwrap();
+    f.config_write(0x20, 4, 0x1000_4000);
+    let effects = f.config_write(0x04, 2, 0x0002);
+    assert!(effects.iter().all(|e| match e {
+        Effect::BarMapped(m) => m.bar != 4 || m.trapped.is_empty(),
+        _ => true,
+    }));
+}
+
+/// Writes at `offset` of BAR4 (placed at 0x1000_4000) and returns the value forwarded.
+fn forwarded(f: &mut AssignedFunction, offset: u64, width: u8, value: u64) -> u64 {
+    match f.bar_write(0x1000_4000 + offset, width, value) {
+        BarWrite::Forward { physical, value } => {
+            assert_eq!(physical, BAR4_PHYSICAL + offset);
+            value
+        }
+        other => panic!("BAR4 + {offset:#x}: {other:?}"),
+    }
+}
+
+#[test]
+fn driver_features_word_1_gets_access_platform_acknowledged() {
+    let (mut f, _) = placed_nic(0x1000_0000, 0x1000_4000);
+    // U-Boot 2023.01: word 0, then word 1 with VERSION_1 only.
+    assert_eq!(forwarded(&mut f, 0x08, 4, 0), 0);
+    assert_eq!(
+        forwarded(&mut f, 0x0c, 4, 0x0001_0020),
+        0x0001_0020,
+        "word 0 unchanged"
+    );
+    assert_eq!(forwarded(&mut f, 0x08, 4, 1), 1);
+    assert_eq!(forwarded(&mut f, 0x0c, 4, 0x1), 0x3, "word 1: bit 33 added");
+    // Linux acknowledges it itself: nothing changes.
+    assert_eq!(forwarded(&mut f, 0x0c, 4, 0x3), 0x3);
+    // Reads of the trapped page reach the device; other registers pass unchanged.
+    assert_eq!(
+        f.bar_read(0x1000_4004, 4),
+        BarRead::Forward {
+            physical: BAR4_PHYSICAL + 4
+        }
+    );
+    for (offset, width, value) in [(0x00, 4, 1), (0x14, 1, 0), (0x16, 2, 0xffff), (0x0e, 2, 0)] {
+        assert_eq!(
+            forwarded(&mut f, offset, width, value),
+            value,
+            "{offset:#x}"
+        );
+    }
+    // Select 2 and up: unchanged.
+    assert_eq!(forwarded(&mut f, 0x08, 4, 2), 2);
+    assert_eq!(forwarded(&mut f, 0x0c, 4, 0), 0);
+}
+
+#[test]
+fn narrow_and_wide_writes_acknowledge_like_the_device_splits_them() {
+    let (mut f, _) = placed_nic(0x1000_0000, 0x1000_4000);
+    // One byte of the select, then its upper half: 0x0000_0001, then 0x0001_0001.
+    assert_eq!(forwarded(&mut f, 0x08, 1, 1), 1);
+    assert_eq!(forwarded(&mut f, 0x0c, 1, 0), 2, "the feature's low byte");
+    assert_eq!(forwarded(&mut f, 0x0d, 1, 0), 0, "another byte: unchanged");
+    assert_eq!(forwarded(&mut f, 0x0e, 2, 0), 0);
+    assert_eq!(forwarded(&mut f, 0x0a, 2, 1), 1);
+    assert_eq!(forwarded(&mut f, 0x0c, 4, 0), 0, "select is 0x10001 now");
+    // An 8-byte write selects word 1 and writes it: bit 1 of the upper dword.
+    assert_eq!(forwarded(&mut f, 0x08, 8, 1), 1 | 2 << 32);
+    // An 8-byte write of device_feature_select and device_feature leaves it alone.
+    assert_eq!(forwarded(&mut f, 0x00, 8, 0), 0);
+    // ... and one of select 0 and a feature word: unchanged.
+    assert_eq!(forwarded(&mut f, 0x08, 8, 0x0000_0001_0000_0000), 1 << 32);
+}
+
+#[test]
+fn a_reset_forgets_the_select() {
+    let (mut f, _) = placed_nic(0x1000_0000, 0x1000_4000);
+    forwarded(&mut f, 0x08, 4, 1);
+    f.reset();
+    f.config_write(0x20, 4, 0x1000_4000);
+    f.config_write(0x04, 2, 0x0002);
+    assert_eq!(
+        forwarded(&mut f, 0x0c, 4, 0),
+        0,
+        "select reads 0 after a reset"
+    );
 }
 
 #[test]
@@ -424,7 +540,8 @@ fn msix_pages_in_a_large_bar_split_the_direct_ranges() {
     let mut bars = placed();
     bars[1].bar.size = 0x1_0000;
     bars[1].cpu = Region::new(0x80_0001_0000, 0x1_0000);
-    let mut f = assign_with(&words, &bars).unwrap();
+    // A function that does not offer ACCESS_PLATFORM: only the MSI-X pages trap.
+    let mut f = assign_offering(&words, &bars, 0).unwrap();
     f.config_write(0x20, 4, 0x1001_0000);
     let effects = f.config_write(0x04, 2, 2);
     let m = effects
@@ -606,7 +723,8 @@ fn trapped_accesses_outside_the_table_are_forwarded() {
     assert_eq!(
         f.bar_write(0x1000_0ff8, 8, 5),
         BarWrite::Forward {
-            physical: BAR1_PHYSICAL + 0xff8
+            physical: BAR1_PHYSICAL + 0xff8,
+            value: 5
         }
     );
     // A page of BAR4 that trapped (a race with its mapping) still reaches the device.
@@ -949,6 +1067,7 @@ fn each_assignment_error() {
             bars: &placed(),
             windows,
             msi,
+            virtio_features: QEMU_FEATURES,
         })
         .err()
     };
@@ -1240,8 +1359,20 @@ fn random_accesses_never_map_outside_the_windows() {
                     }
                     match f.bar_write(address, width, value) {
                         BarWrite::Emulated(effects) => effects,
-                        BarWrite::Forward { physical } => {
+                        BarWrite::Forward {
+                            physical,
+                            value: forwarded_value,
+                        } => {
                             check_forward(physical, width);
+                            // At most bit 1 of one byte is set on the guest's behalf.
+                            let added = forwarded_value ^ value;
+                            assert!(
+                                added == 0
+                                    || (added.is_power_of_two()
+                                        && added.trailing_zeros() % 8 == 1
+                                        && forwarded_value & added != 0),
+                                "{value:#x} forwarded as {forwarded_value:#x}"
+                            );
                             forwarded += 1;
                             vec![]
                         }

@@ -5,13 +5,19 @@
 //! device 0x1041.
 //!
 //! Its vendor-specific capabilities name, by `cfg_type`, a BAR and a range in it; the common
-//! configuration (type 1) holds `device_feature_select` (offset 0) and `device_feature`
-//! (offset 4), the device configuration (type 4) starts with the 6-byte `mac`, valid when the
-//! device offers VIRTIO_NET_F_MAC (feature bit 5). Everything read here comes from the device
+//! configuration (type 1) holds `device_feature_select` (offset 0), `device_feature`
+//! (offset 4), `driver_feature_select` (offset 8) and `driver_feature` (offset 0xc), the
+//! device configuration (type 4) starts with the 6-byte `mac`, valid when the device offers
+//! VIRTIO_NET_F_MAC (feature bit 5). Everything read here comes from the device
 //! and is checked: a capability shorter than its 16-byte structure, a reserved BAR number
 //! (6, 7), a BAR that was not placed or a range past its end is skipped, and the first usable
 //! structure of each type is taken (the order of preference the device suggests). Loops and
 //! pointers into the header end the capability walk ([`Capabilities::find`]).
+//!
+//! [`AccessPlatformAck`]: the hypervisor acknowledges VIRTIO_F_ACCESS_PLATFORM (feature bit
+//! 33) on the driver's behalf, for drivers that drop it (U-Boot 2023.01), by editing the
+//! guest's `driver_feature` writes on their way to the device (Virtio 1.1 §6, "Reserved
+//! Feature Bits": a device that offers it refuses FEATURES_OK without it).
 
 use crate::pci::PlacedBar;
 
@@ -36,9 +42,17 @@ pub mod common {
     pub const DEVICE_FEATURE_SELECT: u64 = 0x00;
     /// le32, read-only: the device's feature bits `32 * select` to `32 * select + 31`.
     pub const DEVICE_FEATURE: u64 = 0x04;
-    /// Bytes the two need.
-    pub const NEEDED: u64 = 0x08;
+    /// le32: which 32 feature bits a write of `DRIVER_FEATURE` acknowledges.
+    pub const DRIVER_FEATURE_SELECT: u64 = 0x08;
+    /// le32: the driver's feature bits `32 * select` to `32 * select + 31`.
+    pub const DRIVER_FEATURE: u64 = 0x0c;
+    /// Bytes the four need.
+    pub const NEEDED: u64 = 0x10;
 }
+
+/// VIRTIO_F_ACCESS_PLATFORM (feature bit 33, Virtio 1.1 §6): the device's DMA goes through
+/// the platform's IOMMU, which the driver must accept for the device to work.
+pub const F_ACCESS_PLATFORM: u64 = 1 << 33;
 
 /// Offset of `mac` in the network device's configuration, and its size.
 const MAC_OFFSET: u64 = 0;
@@ -125,6 +139,83 @@ fn usable_range(
 /// it offers VIRTIO_NET_F_MAC.
 pub fn offered_mac(features_0_31: u32, mac: [u8; MAC_BYTES]) -> Option<[u8; MAC_BYTES]> {
     (features_0_31 & NET_F_MAC != 0).then_some(mac)
+}
+
+/// The hypervisor's part in a virtio function's feature negotiation: every guest write to
+/// `driver_feature` made while `driver_feature_select` is 1 gets bit 1 (feature 33,
+/// [`F_ACCESS_PLATFORM`]) set before it reaches the device. Built only for a function that
+/// offers the feature; the bytes holding the two registers ([`AccessPlatformAck::trapped`])
+/// must then trap, so that every write to them passes through [`AccessPlatformAck::write`].
+///
+/// Sound because the feature only tells the driver that the device's DMA is translated: a
+/// slice's assigned function is behind the SMMU's stage 2 whatever its driver acknowledges
+/// (the device works on IPAs, which stage 2 turns into the slice's RAM and nothing else),
+/// and on hardware a NIC's DMA always is. Everything else is forwarded unchanged.
+///
+/// `driver_feature_select` is shadowed from the guest's writes (all of which trap), so the
+/// device is never read on the guest's behalf; it reads 0 after a reset of the function. A
+/// write of any width is taken byte by byte in address order, the way the device splits a
+/// wide access: a write covering both registers first selects, then writes the features.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessPlatformAck {
+    /// The common configuration structure.
+    common: BarRange,
+    /// `driver_feature_select` as the guest last wrote it.
+    select: u32,
+}
+
+impl AccessPlatformAck {
+    /// The acknowledgement for a function whose common configuration is `common` (at least
+    /// [`common::NEEDED`] bytes, as [`NetRegisters::find`] checks).
+    pub fn new(common: BarRange) -> AccessPlatformAck {
+        AccessPlatformAck { common, select: 0 }
+    }
+
+    /// The BAR (register index), offset and length of the bytes whose writes must trap:
+    /// `driver_feature_select` and `driver_feature`.
+    pub fn trapped(&self) -> (u8, u64, u64) {
+        (
+            self.common.bar,
+            self.common.at(common::DRIVER_FEATURE_SELECT),
+            common::NEEDED - common::DRIVER_FEATURE_SELECT,
+        )
+    }
+
+    /// `driver_feature_select` as the guest last wrote it.
+    pub fn select(&self) -> u32 {
+        self.select
+    }
+
+    /// A guest write of `width` bytes (at most 8) of `value` at `offset` of BAR `bar`, on its
+    /// way to the device: the value to write there instead.
+    pub fn write(&mut self, bar: u8, offset: u64, width: u8, value: u64) -> u64 {
+        if bar != self.common.bar {
+            return value;
+        }
+        let select_at = self.common.at(common::DRIVER_FEATURE_SELECT);
+        let feature_at = self.common.at(common::DRIVER_FEATURE);
+        let mut value = value;
+        for byte in 0..u64::from(width.min(8)) {
+            let shift = 8 * byte as u32;
+            let Some(at) = offset.checked_add(byte) else {
+                break;
+            };
+            if let Some(i) = at.checked_sub(select_at).filter(|&i| i < 4) {
+                let lane = 8 * i as u32;
+                let written = (value >> shift) as u8;
+                self.select = self.select & !(0xff << lane) | u32::from(written) << lane;
+            } else if at == feature_at && self.select == 1 {
+                // Bit 33 is bit 1 of the low byte of feature word 1.
+                value |= (F_ACCESS_PLATFORM >> 32) << shift;
+            }
+        }
+        value
+    }
+
+    /// The function was reset: `driver_feature_select` reads 0 again.
+    pub fn reset(&mut self) {
+        self.select = 0;
+    }
 }
 
 /// A MAC address shown the usual way: `52:54:00:6d:76:00`.
@@ -293,6 +384,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn access_platform_is_acknowledged_only_in_driver_feature_word_1() {
+        // A common configuration at 0x100 of BAR 2.
+        let mut ack = AccessPlatformAck::new(BarRange {
+            bar: 2,
+            offset: 0x100,
+            length: 0x38,
+        });
+        assert_eq!(ack.trapped(), (2, 0x108, 8));
+        assert_eq!(ack.write(2, 0x10c, 4, 0), 0, "select 0");
+        assert_eq!(ack.write(2, 0x108, 4, 1), 1);
+        assert_eq!(ack.select(), 1);
+        assert_eq!(ack.write(2, 0x10c, 4, 1), 3);
+        assert_eq!(ack.write(2, 0x0c, 4, 1), 1, "outside the structure");
+        assert_eq!(ack.write(4, 0x10c, 4, 1), 1, "another BAR");
+        assert_eq!(
+            ack.write(2, 0x104, 8, 0),
+            0,
+            "device_feature and the select"
+        );
+        assert_eq!(ack.select(), 0);
+        // Offsets near the end of the address space do not wrap.
+        assert_eq!(ack.write(2, u64::MAX - 1, 8, 7), 7);
+        ack.write(2, 0x108, 4, 1);
+        ack.reset();
+        assert_eq!(ack.select(), 0);
     }
 
     #[test]
