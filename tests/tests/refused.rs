@@ -53,7 +53,7 @@ fn the_default_plan_does_not_fit_the_small_node() {
             ))
             .unwrap(),
         )
-        .refused_at_boot(r#"slice "db": cores: core 5 does not exist"#)
+        .refused_at_boot(r#"slice "db": cores: core 6 does not exist"#)
         .run();
 }
 
