@@ -230,9 +230,10 @@ fn broken_installations_leave_their_slice_in_its_firmware_or_rebooting_and_nothi
     // "noloader": an EFI system partition without a loader at the removable path: U-Boot
     // finds nothing to boot and stays at its prompt. "nokernel": GRUB's configuration names a
     // kernel that is not on the disk: GRUB says so and stays in GRUB. "panics": the installed
-    // kernel cannot run the init its command line names and panics; with the guest's `panic=-1` it resets at once (PSCI
-    // SYSTEM_RESET), the slice restarts into U-Boot, which boots it again: the loop a
-    // bare-metal server with that disk would be in. Only the slice itself notices.
+    // kernel cannot run the init its command line names and panics; with the guest's
+    // `panic=-1` it resets at once (PSCI SYSTEM_RESET), the slice restarts into U-Boot, which
+    // boots it again: the loop a bare-metal server with that disk would be in. Only the slice
+    // itself notices.
     let mut s = Scenario::new("firmware_broken_installations")
         .inline_node(4, 2 << 30)
         .disk(2 << 30)
