@@ -116,9 +116,15 @@ fn a_reboot_goes_back_through_the_firmware_and_bad_disks_leave_only_their_slice_
     std::fs::write(&disk, &bytes).unwrap();
     drop(bytes);
     let report = |name: &str| slice(name, &format!(r#"^SLICE-REPORT \{{"slice":"{name}","#));
+    // U-Boot's prompt ends no line, so an empty line is typed to see it ("=> "); U-Boot may
+    // still be finishing its boot command and swallow one (it polls the UART for Ctrl-C), so
+    // two more follow at the neighbour's next heartbeats. `reset` at the next prompt line.
     let no_ethernet = slice("empty", "^No ethernet found");
+    let beat = slice("beat", "^HEARTBEAT [0-9]+ ok$");
     s.input(Input::after_nth(no_ethernet.clone(), 2, &focus(2)))
         .input(Input::after_next(focused("empty", 2), b"\n"))
+        .input(Input::after_next(beat.clone(), b"\n"))
+        .input(Input::after_next(beat, b"\n"))
         .input(Input::after_next(slice("empty", "^=> $"), b"reset\n"))
         .healthy(&["beat"])
         .expect(Expect::Sequence(vec![
