@@ -22,14 +22,16 @@ use microvisor_tests::{
 /// Heartbeats the neighbour prints while the firmware slice boots.
 const BEATS: usize = 3;
 
-/// Slice "fw" boots the Debian installed on its share through `loader`: `path` are the lines
-/// of the way there, then its report; its neighbour keeps beating and it is never stopped.
-fn boots_installed(name: &str, loader: Loader, path: &[&str], root: &str) {
+/// Slice "fw" (its plan's `[slice.firmware]` lines `firmware`) boots the Debian installed on
+/// its share through `loader`: `path` are the lines of the way there, then its report naming
+/// `root`; its neighbour keeps beating and it is never stopped.
+fn boots_installed(name: &str, loader: Loader, firmware: &str, path: &[&str], root: &str) {
+    let fw = with_nvme(&firmware_slice("fw", "1", "384MiB"), 1, "512MiB") + firmware;
     let mut s = Scenario::new(name)
         .inline_node(4, 1 << 30)
         .disk(1 << 30)
         .plan(&plan(&[
-            with_nvme(&firmware_slice("fw", "1", "384MiB"), 1, "512MiB"),
+            fw,
             probe_slice("beat", "1", "64MiB", "cmdline = \"heartbeat=500\""),
         ]));
     s.fresh_disk();
@@ -59,7 +61,16 @@ fn a_firmware_slice_boots_the_debian_installed_on_its_disk_through_extlinux() {
     boots_installed(
         "firmware_extlinux",
         Loader::Extlinux,
-        &["^U-Boot 20", "^Found /boot/extlinux/extlinux.conf"],
+        // U-Boot's environment from the plan: no autoboot countdown, and a boot command that
+        // says so before it runs the distro boot.
+        "[slice.firmware.env]\nbootdelay = \"0\"\nmvtag = \"from-the-plan\"\n\
+         bootcmd = \"echo env mvtag=${mvtag}; run distro_bootcmd\"\n\n",
+        &[
+            "^U-Boot 20",
+            r"^Loading Environment from Flash\.\.\. OK$",
+            "^env mvtag=from-the-plan$",
+            "^Found /boot/extlinux/extlinux.conf",
+        ],
         "nvme0n1p1",
     );
 }
@@ -69,6 +80,7 @@ fn a_firmware_slice_boots_grub_from_its_efi_system_partition_and_grub_boots_debi
     boots_installed(
         "firmware_efi",
         Loader::Efi,
+        "",
         &[
             "^U-Boot 20",
             "^Found EFI removable media binary efi/boot/bootaa64.efi",

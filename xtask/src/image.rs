@@ -104,11 +104,15 @@ pub fn compile_with(text: &str, mut resolver: Resolver<'_>) -> Result<(CompiledP
         }
         Ok(writer.add_image(&image.label, image.bytes))
     })?;
-    for (slice, source) in compiled.slices.iter().zip(&plan.slices) {
+    for (slice, source) in compiled.slices.iter_mut().zip(&plan.slices) {
         let kernel = resolver.resolve(&slice.name, Field::Kernel, &source.kernel)?;
         if slice.boot == BootProtocol::Firmware {
             GuestLayout::firmware(slice.memory, kernel.bytes.len() as u64)
                 .map_err(|e| plan_error(e.with_slice(slice.name.as_str())))?;
+            if !slice.firmware_env.is_empty() {
+                slice.firmware_env =
+                    firmware_environment(&slice.name, &kernel.bytes, &slice.firmware_env)?;
+            }
             continue;
         }
         let header = Arm64Header::parse(&kernel.bytes).expect("checked by the resolver");
@@ -138,6 +142,28 @@ pub fn compile_with(text: &str, mut resolver: Resolver<'_>) -> Result<(CompiledP
     }
     let bundle = writer.finish(&compiled);
     Ok((compiled, bundle))
+}
+
+/// The whole environment of a slice's firmware: its built-in one with the plan's `vars`
+/// merged in (U-Boot reads one or the other, docs/firmware.md), checked to fit the flash
+/// pages it is given.
+fn firmware_environment(
+    slice: &str,
+    firmware: &[u8],
+    vars: &[(String, String)],
+) -> Result<Vec<(String, String)>> {
+    let defaults = crate::uboot_env::default_environment(firmware).with_context(|| {
+        format!("slice \"{slice}\": firmware.env: cannot merge it into the firmware's own")
+    })?;
+    let env = crate::uboot_env::merged(&defaults, vars);
+    microvisor_plan::firmware_env::check(&env).map_err(|problem| {
+        plan_error(microvisor_plan::PlanError::slice(
+            slice,
+            Field::FirmwareEnv,
+            problem,
+        ))
+    })?;
+    Ok(env)
 }
 
 /// Gives every `kernel = "linux"` slice without an `initrd` the generated initramfs, written

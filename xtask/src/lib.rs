@@ -20,6 +20,7 @@ pub mod node;
 pub mod progress;
 pub mod qemu;
 pub mod setup;
+pub mod uboot_env;
 pub mod workspace;
 
 /// A plan error as an `anyhow` error: its one-line `Display` (slice, field, problem).

@@ -538,6 +538,7 @@ mod tests {
             devices: Vec::new(),
             role: crate::model::Role::Tenant,
             boot: crate::model::BootProtocol::Linux,
+            firmware_env: Vec::new(),
         }
     }
 

@@ -14,12 +14,14 @@ use crate::image::ImageError;
 use crate::size::{HumanSize, SizeError};
 
 /// Keys accepted in a `[[slice]]` table, in documentation order.
-pub const SLICE_KEYS: [&str; 11] = [
+pub const SLICE_KEYS: [&str; 12] = [
     "name", "cores", "memory", "kernel", "initrd", "cmdline", "on-fault", "role", "staging",
-    "nvme", "device",
+    "nvme", "device", "firmware",
 ];
 /// Keys accepted in a `[slice.nvme]` table.
 pub const NVME_KEYS: [&str; 2] = ["queues", "size"];
+/// Keys accepted in a `[slice.firmware]` table.
+pub const FIRMWARE_KEYS: [&str; 1] = ["env"];
 /// Keys accepted in a `[[slice.device]]` table (exactly one of them).
 pub const DEVICE_KEYS: [&str; 2] = ["pci", "class"];
 /// Keys accepted at the top level of a plan.
@@ -69,6 +71,10 @@ pub enum Field {
     DeviceEntryClass(usize),
     /// One device request (`device 00:03.0`, `device class net`): where it goes.
     Device(DeviceRequest),
+    /// The `[slice.firmware]` table itself (its keys, its type).
+    Firmware,
+    /// `firmware.env`: the firmware's environment variables.
+    FirmwareEnv,
 }
 
 impl Field {
@@ -93,6 +99,8 @@ impl Field {
             | Field::DeviceEntryPci(_)
             | Field::DeviceEntryClass(_)
             | Field::Device(_) => Some("device"),
+            Field::Firmware => Some("firmware"),
+            Field::FirmwareEnv => Some("firmware.env"),
         }
     }
 
@@ -101,6 +109,7 @@ impl Field {
         match self {
             Field::Plan => &PLAN_KEYS,
             Field::Nvme => &NVME_KEYS,
+            Field::Firmware => &FIRMWARE_KEYS,
             Field::DeviceEntry(_) => &DEVICE_KEYS,
             _ => &SLICE_KEYS,
         }
@@ -226,6 +235,20 @@ pub enum Problem {
     FirmwareHasNoCmdline,
     /// `initrd` on a slice that boots firmware.
     FirmwareHasNoInitrd,
+    /// `[slice.firmware]` on a slice that does not boot firmware.
+    NotFirmware,
+    /// A firmware environment variable whose name is not 1..=64 of `[A-Za-z0-9_.-]`.
+    BadEnvName(String),
+    /// A firmware environment variable whose value holds a character that is not printable
+    /// ASCII (NUL, newline, ...).
+    BadEnvValue(String),
+    /// The firmware environment does not fit its page.
+    EnvTooLarge {
+        /// Bytes it needs (`name=value` and a NUL per variable, a final NUL).
+        bytes: usize,
+        /// Bytes the page holds for it.
+        max: usize,
+    },
     /// `staging` on a slice that is not the manager.
     StagingWithoutManager,
     /// A `staging` size outside what the control interface accepts, or not a 2 MiB multiple.
@@ -418,6 +441,23 @@ impl fmt::Display for Problem {
             ),
             Problem::FirmwareHasNoInitrd => f.write_str(
                 "a slice booting firmware (kernel = \"firmware\") has no initrd: the OS it boots loads its own",
+            ),
+            Problem::NotFirmware => f.write_str(
+                "only a slice booting firmware (kernel = \"firmware\") has a firmware environment",
+            ),
+            Problem::BadEnvName(name) => write!(
+                f,
+                "{} is not a variable name (1 to 64 of A-Z a-z 0-9 _ . -)",
+                Quoted(name)
+            ),
+            Problem::BadEnvValue(name) => write!(
+                f,
+                "the value of {} holds a character that is not printable ASCII",
+                Quoted(name)
+            ),
+            Problem::EnvTooLarge { bytes, max } => write!(
+                f,
+                "the environment needs {bytes} bytes; at most {max} fit"
             ),
             Problem::StagingWithoutManager => {
                 f.write_str("only the manager (role = \"manager\") has a staging pool")
@@ -674,6 +714,7 @@ impl fmt::Display for PlanError {
             Problem::UnknownField(key) => {
                 match self.field {
                     Field::Nvme => f.write_str("nvme.")?,
+                    Field::Firmware => f.write_str("firmware.")?,
                     Field::DeviceEntry(_) => write!(f, "{}: ", FieldLabel(self.field))?,
                     _ => {}
                 }
@@ -798,7 +839,7 @@ mod tests {
         assert_eq!(
             in_slice(Field::Slice, Problem::UnknownField("memroy".into())),
             "slice \"web-0\": memroy: unknown field (expected one of name, cores, memory, kernel, \
-             initrd, cmdline, on-fault, role, staging, nvme, device)"
+             initrd, cmdline, on-fault, role, staging, nvme, device, firmware)"
         );
         assert_eq!(
             in_slice(Field::Nvme, Problem::UnknownField("qeues".into())),

@@ -8,6 +8,7 @@ extern crate alloc;
 pub mod bundle;
 pub mod devices;
 pub mod error;
+pub mod firmware_env;
 pub mod image;
 pub mod layout;
 pub mod model;

@@ -64,6 +64,9 @@ pub struct SliceOf<I> {
     pub role: Role,
     /// How its kernel image is started.
     pub boot: BootProtocol,
+    /// Environment variables of its firmware (`[slice.firmware] env`, name and value, in
+    /// name order): empty for a slice that does not boot firmware, or gives none.
+    pub firmware_env: Vec<(String, String)>,
 }
 
 /// How a slice's flashed kernel image is started.
@@ -193,6 +196,7 @@ impl<I> PlanOf<I> {
                 devices: slice.devices.clone(),
                 role: slice.role,
                 boot: slice.boot,
+                firmware_env: slice.firmware_env.clone(),
             });
         }
         Ok(PlanOf { slices })
@@ -238,6 +242,7 @@ mod tests {
             ],
             role: Role::Tenant,
             boot: BootProtocol::Linux,
+            firmware_env: Vec::new(),
         }
     }
 

@@ -387,6 +387,7 @@ mod tests {
             devices: Vec::new(),
             role: Role::Tenant,
             boot: crate::model::BootProtocol::Linux,
+            firmware_env: Vec::new(),
         }
     }
 

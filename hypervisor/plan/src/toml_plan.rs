@@ -8,7 +8,9 @@ use alloc::vec::Vec;
 use toml::{Table, Value};
 
 use crate::devices::{DeviceClass, DeviceRequest, PciAddress};
-use crate::error::{DEVICE_KEYS, Field, NVME_KEYS, PLAN_KEYS, PlanError, Problem, SLICE_KEYS};
+use crate::error::{
+    DEVICE_KEYS, FIRMWARE_KEYS, Field, NVME_KEYS, PLAN_KEYS, PlanError, Problem, SLICE_KEYS,
+};
 use crate::model::{
     BootProtocol, BuiltIn, Cores, DEFAULT_STAGING, ImageSource, NvmeShare, OnFault, Plan, Role,
     SliceOf,
@@ -102,6 +104,10 @@ fn parse_slice(index: usize, entry: &Value) -> Result<SliceOf<ImageSource>, Plan
         },
         role: role(table).map_err(|(f, problem)| field(f)(problem))?,
         boot: BootProtocol::Linux,
+        firmware_env: match table.get("firmware") {
+            None => Vec::new(),
+            Some(value) => firmware_env(value).map_err(|(f, problem)| field(f)(problem))?,
+        },
     })
     .map(|mut slice| {
         if slice.kernel == ImageSource::BuiltIn(BuiltIn::Firmware) {
@@ -109,6 +115,33 @@ fn parse_slice(index: usize, entry: &Value) -> Result<SliceOf<ImageSource>, Plan
         }
         slice
     })
+}
+
+/// `[slice.firmware]`: its `env` table of string values (names and values are checked by
+/// `validate`).
+fn firmware_env(value: &Value) -> Result<Vec<(String, String)>, (Field, Problem)> {
+    let table = value.as_table().ok_or_else(|| {
+        (
+            Field::Firmware,
+            wrong_type("a table ([slice.firmware])", value),
+        )
+    })?;
+    reject_unknown_keys(table, &FIRMWARE_KEYS).map_err(|p| (Field::Firmware, p))?;
+    let Some(env) = table.get("env") else {
+        return Ok(Vec::new());
+    };
+    let env = env.as_table().ok_or_else(|| {
+        (
+            Field::FirmwareEnv,
+            wrong_type("a table of strings ([slice.firmware.env])", env),
+        )
+    })?;
+    env.iter()
+        .map(|(name, value)| {
+            let value = string(value).map_err(|p| (Field::FirmwareEnv, p))?;
+            Ok((name.clone(), value))
+        })
+        .collect()
 }
 
 /// `role` and `staging`: `staging` only with `role = "manager"`.
@@ -389,6 +422,7 @@ kernel = "guests/Image"
                 ],
                 role: Role::Tenant,
                 boot: BootProtocol::Linux,
+                firmware_env: Vec::new(),
             }
         );
         assert_eq!(
@@ -405,6 +439,7 @@ kernel = "guests/Image"
                 devices: Vec::new(),
                 role: Role::Tenant,
                 boot: BootProtocol::Linux,
+                firmware_env: Vec::new(),
             }
         );
     }
@@ -453,7 +488,7 @@ kernel = "guests/Image"
         assert_eq!(
             error(&one_slice("memroy = \"1G\"")),
             "slice \"web-0\": memroy: unknown field (expected one of name, cores, memory, kernel, \
-             initrd, cmdline, on-fault, role, staging, nvme, device)"
+             initrd, cmdline, on-fault, role, staging, nvme, device, firmware)"
         );
     }
 
@@ -720,6 +755,50 @@ kernel = "guests/Image"
         assert_eq!(
             Plan::from_toml(&minimal_with("")).unwrap().slices[0].boot,
             BootProtocol::Linux
+        );
+    }
+
+    #[test]
+    fn firmware_environment() {
+        let firmware = |extra: &str| {
+            one_slice(&format!(
+                "cores = 1\nmemory = \"256M\"\nkernel = \"firmware\"\n{extra}"
+            ))
+        };
+        let plan = Plan::from_toml(&firmware(
+            "[slice.firmware.env]\nbootdelay = \"0\"\nboot_targets = \"nvme0 dhcp\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            plan.slices[0].firmware_env,
+            [
+                ("boot_targets".to_string(), "nvme0 dhcp".to_string()),
+                ("bootdelay".to_string(), "0".to_string())
+            ]
+        );
+        let inline =
+            Plan::from_toml(&firmware("firmware = { env = { bootdelay = \"0\" } }")).unwrap();
+        assert_eq!(inline.slices[0].firmware_env.len(), 1);
+        let refused = |text: &str| Plan::from_toml(text).unwrap_err().to_string();
+        assert_eq!(
+            refused(&firmware("[slice.firmware.env]\nbootdelay = 0")),
+            "slice \"web-0\": firmware.env: expected a string, found integer"
+        );
+        assert!(
+            refused(&firmware("[slice.firmware]\nenv = 1"))
+                .starts_with("slice \"web-0\": firmware.env: expected a table of strings")
+        );
+        assert_eq!(
+            refused(&firmware("[slice.firmware]\nenvs = {}")),
+            "slice \"web-0\": firmware.envs: unknown field (expected env)"
+        );
+        assert_eq!(
+            refused(&firmware("[slice.firmware.env]\n\"a b\" = \"1\"")),
+            "slice \"web-0\": firmware.env: \"a b\" is not a variable name (1 to 64 of A-Z a-z 0-9 _ . -)"
+        );
+        assert!(
+            refused(&minimal_with("[slice.firmware.env]\nbootdelay = \"0\""))
+                .starts_with("slice \"web-0\": firmware: only a slice booting firmware")
         );
     }
 

@@ -34,6 +34,11 @@ impl<I> PlanOf<I> {
             .map_err(|p| error(Field::Cores, p))?;
             check_memory(slice.memory).map_err(|p| error(Field::Memory, p))?;
             check_cmdline(slice).map_err(|p| error(Field::Cmdline, p))?;
+            if !slice.firmware_env.is_empty() && slice.boot != BootProtocol::Firmware {
+                return Err(error(Field::Firmware, Problem::NotFirmware));
+            }
+            crate::firmware_env::check(&slice.firmware_env)
+                .map_err(|p| error(Field::FirmwareEnv, p))?;
             if slice.boot == BootProtocol::Firmware {
                 if !slice.cmdline.is_empty() {
                     return Err(error(Field::Cmdline, Problem::FirmwareHasNoCmdline));
@@ -256,6 +261,7 @@ mod tests {
             devices: Vec::new(),
             role: Role::Tenant,
             boot: crate::model::BootProtocol::Linux,
+            firmware_env: Vec::new(),
         }
     }
 

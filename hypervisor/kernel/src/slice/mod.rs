@@ -175,8 +175,8 @@ impl Slice {
         let stage2 = CpuStage2::new(vmid, GUEST_RAM_BASE, ram.base, ram.size)
             .map_err(|e| fail(format!("stage 2: {e:?}")))?;
         if spec.boot == BootProtocol::Firmware {
-            firmware::map_erased_flash(&stage2)
-                .map_err(|e| fail(format!("stage 2: erased flash: {e:?}")))?;
+            firmware::map_environment(&stage2, &spec.firmware_env)
+                .map_err(|e| fail(format!("stage 2: firmware environment: {e:?}")))?;
         }
 
         let vcpus: Vec<Vcpu> = placement
