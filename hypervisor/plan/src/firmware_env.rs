@@ -113,19 +113,17 @@ impl Crc32 {
     }
 
     fn update(self, bytes: &[u8]) -> Crc32 {
-        let mut c = self.0;
-        for &b in bytes {
-            c = TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
-        }
-        Crc32(c)
+        self.feed(bytes.iter().copied())
     }
 
     fn update_repeated(self, byte: u8, count: usize) -> Crc32 {
-        let mut c = self.0;
-        for _ in 0..count {
-            c = TABLE[((c ^ u32::from(byte)) & 0xff) as usize] ^ (c >> 8);
-        }
-        Crc32(c)
+        self.feed(core::iter::repeat_n(byte, count))
+    }
+
+    fn feed(self, bytes: impl Iterator<Item = u8>) -> Crc32 {
+        Crc32(bytes.fold(self.0, |c, b| {
+            TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
+        }))
     }
 
     fn finish(self) -> u32 {
