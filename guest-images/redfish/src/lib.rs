@@ -1,0 +1,6 @@
+//! The manager slice's DMTF Redfish service (docs/redfish.md): each slice other than the
+//! manager is a `ComputerSystem` of one `Manager` (the node), driven through the control
+//! interface's client library; the service never touches hardware itself.
+//!
+//! - [`iso`]: ISO 9660 images for virtual media, and the kernel, initrd and command line their
+//!   boot configuration names.
