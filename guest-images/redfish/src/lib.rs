@@ -4,3 +4,12 @@
 //!
 //! - [`iso`]: ISO 9660 images for virtual media, and the kernel, initrd and command line their
 //!   boot configuration names.
+//! - [`http`]: requests and responses as the service sees them, Redfish error bodies.
+//! - [`auth`]: the account, Basic credentials and sessions.
+//! - [`resources`]: the resources as types, after their DMTF schemas.
+//! - [`service`]: routing, actions and what the service keeps per system.
+
+pub mod auth;
+pub mod http;
+pub mod resources;
+pub mod service;
