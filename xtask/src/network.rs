@@ -179,6 +179,7 @@ pci = "03:00.0"
             address: Node::nic_address(1).unwrap(),
             mac: Node::nic_mac(1),
             port: 40211,
+            https_port: 40212,
         }];
         let nets = slice_networks(&plan, &node, &forwards).unwrap();
         assert_eq!(nets.len(), 2, "the probe has no NIC: {nets:?}");

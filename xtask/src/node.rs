@@ -62,6 +62,9 @@ const MAC_PREFIX: [u8; 5] = [0x52, 0x54, 0x00, 0x6d, 0x76];
 /// The port of a slice that a `network = "host"` NIC's forwarded loopback port reaches
 /// (the Linux guest's `microvisor.httpd=1` serves it).
 pub const GUEST_HTTP_PORT: u16 = 80;
+/// The port of a host NIC the Redfish service's HTTPS listens on (forwarded like
+/// [`GUEST_HTTP_PORT`]).
+pub const GUEST_HTTPS_PORT: u16 = 443;
 
 /// The `pcie.0` slot of NVMe disk 0 (disk *i* is at slot `FIRST_DISK_SLOT + i`). Slot 1 stays
 /// free: it is where QEMU would put its default NIC, which xtask turns off (`-nic none`).

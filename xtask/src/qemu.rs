@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 use microvisor_plan::PciAddress;
 
-use crate::node::{Disk, GUEST_HTTP_PORT, Mac, Network, Nic, Node};
+use crate::node::{Disk, GUEST_HTTP_PORT, GUEST_HTTPS_PORT, Mac, Network, Nic, Node};
 use crate::setup::{QEMU, UBOOT_BIN};
 
 /// How the image reaches EL2.
@@ -48,8 +48,9 @@ pub struct Boot<'a> {
     pub dtb: Option<&'a Path>,
 }
 
-/// A loopback port of the host forwarded to port [`GUEST_HTTP_PORT`] of a
-/// `network = "host"` NIC: `http://127.0.0.1:<port>/` reaches whoever has that NIC.
+/// Loopback ports of the host forwarded to ports [`GUEST_HTTP_PORT`] and
+/// [`GUEST_HTTPS_PORT`] of a `network = "host"` NIC: `http://127.0.0.1:<port>/` reaches
+/// whoever has that NIC (`https://127.0.0.1:<https_port>/` the manager's Redfish service).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostForward {
     /// The NIC's index in the node profile.
@@ -57,14 +58,21 @@ pub struct HostForward {
     /// Where the hypervisor finds the NIC: what `[[slice.device]]` gives a slice.
     pub address: PciAddress,
     pub mac: Mac,
-    /// The port on 127.0.0.1, chosen free at launch.
+    /// The port on 127.0.0.1 forwarded to port 80, chosen free at launch.
     pub port: u16,
+    /// The port on 127.0.0.1 forwarded to port 443, chosen free at launch.
+    pub https_port: u16,
 }
 
 impl HostForward {
     /// `http://127.0.0.1:<port>/`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    /// `https://127.0.0.1:<https_port>/`.
+    pub fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}/", self.https_port)
     }
 }
 
@@ -86,7 +94,7 @@ impl Boot<'_> {
     /// Creates the disk files, picks a free loopback port per host NIC and returns the command
     /// (not started) with the ports.
     pub fn launch(&self) -> Result<Launch> {
-        let ports = free_loopback_ports(host_nic_count(&self.node.nics))?;
+        let ports = free_loopback_ports(2 * host_nic_count(&self.node.nics))?;
         let (args, forwards) = self.args_with_ports(&ports)?;
         let mut command = Command::new(QEMU);
         command.args(args);
@@ -101,11 +109,12 @@ impl Boot<'_> {
 
     /// The arguments after `qemu-system-aarch64` (with freshly chosen forwarded ports).
     pub fn args(&self) -> Result<Vec<String>> {
-        let ports = free_loopback_ports(host_nic_count(&self.node.nics))?;
+        let ports = free_loopback_ports(2 * host_nic_count(&self.node.nics))?;
         Ok(self.args_with_ports(&ports)?.0)
     }
 
-    /// The arguments, host NIC *k* forwarded from `ports[k]`.
+    /// The arguments, host NIC *k* forwarded from `ports[2k]` (HTTP) and `ports[2k + 1]`
+    /// (HTTPS).
     fn args_with_ports(&self, ports: &[u16]) -> Result<(Vec<String>, Vec<HostForward>)> {
         let node = self.node;
         let mut machine = String::from("virt");
@@ -243,11 +252,11 @@ pub fn free_loopback_ports(count: usize) -> Result<Vec<u16>> {
 /// whose DMA goes through the IOMMU (`iommu_platform=on`) and that has no option ROM BAR
 /// (`romfile=`), MAC [`Node::nic_mac`]. A `slices` NIC is a port of hub 0 (which has no user
 /// network on it); a `host` NIC gets a user network of its own, restricted (nothing leaves
-/// the machine), IPv4 only, with `127.0.0.1:ports[k]` forwarded to its port 80 (`k` counting
-/// host NICs), and the TFTP server of that network serving [`Nic::tftp`] if it has one.
+/// the machine), IPv4 only, with `127.0.0.1:ports[2k]` forwarded to its port 80 and
+/// `127.0.0.1:ports[2k + 1]` to its port 443 (`k` counting host NICs), and the TFTP server of that network serving [`Nic::tftp`] if it has one.
 pub fn nic_args(nics: &[Nic], ports: &[u16]) -> Result<(Vec<String>, Vec<HostForward>)> {
     anyhow::ensure!(
-        ports.len() == host_nic_count(nics),
+        ports.len() == 2 * host_nic_count(nics),
         "{} forwarded ports for {} host NICs",
         ports.len(),
         host_nic_count(nics)
@@ -265,16 +274,19 @@ pub fn nic_args(nics: &[Nic], ports: &[u16]) -> Result<(Vec<String>, Vec<HostFor
         let netdev = match nic.network {
             Network::Slices => format!("hubport,id=net{i},hubid=0"),
             Network::Host => {
-                let port = *ports.next().context("a port per host NIC")?;
+                let port = *ports.next().context("two ports per host NIC")?;
+                let https_port = *ports.next().context("two ports per host NIC")?;
                 forwards.push(HostForward {
                     nic: i,
                     address,
                     mac,
                     port,
+                    https_port,
                 });
                 let mut netdev = format!(
                     "user,id=net{i},restrict=on,ipv6=off,\
-                     hostfwd=tcp:127.0.0.1:{port}-:{GUEST_HTTP_PORT}"
+                     hostfwd=tcp:127.0.0.1:{port}-:{GUEST_HTTP_PORT},\
+                     hostfwd=tcp:127.0.0.1:{https_port}-:{GUEST_HTTPS_PORT}"
                 );
                 if let Some(root) = &nic.tftp {
                     let root = root.to_str().with_context(|| {
@@ -415,15 +427,16 @@ mod tests {
             Nic::on(Network::Host),
             Nic::on(Network::Slices),
         ];
-        assert!(nic_args(&nics, &[]).is_err(), "one port per host NIC");
-        let (args, forwards) = nic_args(&nics, &[4321]).unwrap();
+        assert!(nic_args(&nics, &[4321]).is_err(), "two ports per host NIC");
+        let (args, forwards) = nic_args(&nics, &[4321, 4322]).unwrap();
         assert_eq!(
             args.join(" "),
             "-netdev hubport,id=net0,hubid=0 \
              -device pcie-root-port,id=rp0,bus=pcie.0,chassis=1,addr=10.0 \
              -device virtio-net-pci,bus=rp0,addr=00.0,netdev=net0,mac=52:54:00:6d:76:00,\
              iommu_platform=on,romfile= \
-             -netdev user,id=net1,restrict=on,ipv6=off,hostfwd=tcp:127.0.0.1:4321-:80 \
+             -netdev user,id=net1,restrict=on,ipv6=off,hostfwd=tcp:127.0.0.1:4321-:80,\
+             hostfwd=tcp:127.0.0.1:4322-:443 \
              -device pcie-root-port,id=rp1,bus=pcie.0,chassis=2,addr=11.0 \
              -device virtio-net-pci,bus=rp1,addr=00.0,netdev=net1,mac=52:54:00:6d:76:01,\
              iommu_platform=on,romfile= \
@@ -439,9 +452,11 @@ mod tests {
                 address: PciAddress::new(2, 0, 0).unwrap(),
                 mac: Node::nic_mac(1),
                 port: 4321,
+                https_port: 4322,
             }]
         );
         assert_eq!(forwards[0].url(), "http://127.0.0.1:4321/");
+        assert_eq!(forwards[0].https_url(), "https://127.0.0.1:4322/");
     }
 
     #[test]
@@ -451,10 +466,11 @@ mod tests {
             network: Network::Host,
             tftp: Some("/t/net,boot".into()),
         }];
-        let (args, _) = nic_args(&nics, &[4321]).unwrap();
+        let (args, _) = nic_args(&nics, &[4321, 4322]).unwrap();
         assert_eq!(
             args[1],
-            "user,id=net0,restrict=on,ipv6=off,hostfwd=tcp:127.0.0.1:4321-:80,tftp=/t/net,,boot"
+            "user,id=net0,restrict=on,ipv6=off,hostfwd=tcp:127.0.0.1:4321-:80,\
+             hostfwd=tcp:127.0.0.1:4322-:443,tftp=/t/net,,boot"
         );
     }
 
@@ -484,12 +500,16 @@ mod tests {
                 .iter()
                 .any(|a| a.contains("hubport") && a.contains("netdev="))
         );
-        let mut ports: Vec<u16> = launch.forwards.iter().map(|f| f.port).collect();
-        assert_eq!(ports.len(), users.len());
+        let mut ports: Vec<u16> = launch
+            .forwards
+            .iter()
+            .flat_map(|f| [f.port, f.https_port])
+            .collect();
+        assert_eq!(ports.len(), 2 * users.len());
         assert!(ports.iter().all(|&p| p != 0));
         ports.sort_unstable();
         ports.dedup();
-        assert_eq!(ports.len(), users.len(), "distinct");
+        assert_eq!(ports.len(), 2 * users.len(), "distinct");
         for disk in 0..node.disks.len() {
             std::fs::remove_file(disk_file(&b.disk_prefix, disk)).unwrap();
         }

@@ -186,9 +186,34 @@ fn install_qemu(need_qemu: bool, need_uboot: bool) -> Result<()> {
 /// Makes sure `dtc` runs: installs Debian's `device-tree-compiler` when running as root on
 /// Debian, otherwise stops with one line saying what to run.
 pub fn ensure_dtc() -> Result<()> {
+    ensure_tool(
+        DTC,
+        "--version",
+        "device-tree-compiler",
+        "the device tree compiler",
+    )
+}
+
+/// The C cross compiler for the Redfish service's TLS library (`ring` has C and assembly;
+/// `.cargo/config.toml` names it for `aarch64-unknown-linux-musl`).
+pub const CROSS_CC: &str = "aarch64-linux-gnu-gcc";
+
+/// Makes sure [`CROSS_CC`] runs: installs Debian's `gcc-aarch64-linux-gnu` like [`ensure_dtc`].
+pub fn ensure_cross_cc() -> Result<()> {
+    ensure_tool(
+        CROSS_CC,
+        "--version",
+        "gcc-aarch64-linux-gnu",
+        "the aarch64 C cross compiler",
+    )
+}
+
+/// Makes sure `tool arg` runs: installs Debian's `package` when running as root on Debian,
+/// otherwise stops with one line saying what to run.
+fn ensure_tool(tool: &str, arg: &str, package: &str, what: &str) -> Result<()> {
     let present = || {
-        Command::new(DTC)
-            .arg("--version")
+        Command::new(tool)
+            .arg(arg)
             .output()
             .is_ok_and(|o| o.status.success())
     };
@@ -196,16 +221,16 @@ pub fn ensure_dtc() -> Result<()> {
         return Ok(());
     }
     if !Path::new("/usr/bin/apt-get").exists() {
-        bail!("{DTC} (the device tree compiler) is missing: install it");
+        bail!("{tool} ({what}) is missing: install it");
     }
     if !running_as_root() {
-        bail!("{DTC} is missing: run `sudo apt-get install -y device-tree-compiler`");
+        bail!("{tool} is missing: run `sudo apt-get install -y {package}`");
     }
-    eprintln!("setup: {DTC} is missing; installing device-tree-compiler");
+    eprintln!("setup: {tool} is missing; installing {package}");
     let install = || {
         run_checked(
             Command::new("apt-get")
-                .args(["install", "-y", "device-tree-compiler"])
+                .args(["install", "-y", package])
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )
     };
@@ -214,7 +239,7 @@ pub fn ensure_dtc() -> Result<()> {
         install()?;
     }
     if !present() {
-        bail!("{DTC} still missing after installing device-tree-compiler");
+        bail!("{tool} still missing after installing {package}");
     }
     Ok(())
 }

@@ -8,8 +8,10 @@
 //! - [`auth`]: the account, Basic credentials and sessions.
 //! - [`resources`]: the resources as types, after their DMTF schemas.
 //! - [`service`]: routing, actions and what the service keeps per system.
+//! - [`server`]: HTTP and TLS in front of the service, every client bounded.
 
 pub mod auth;
 pub mod http;
 pub mod resources;
+pub mod server;
 pub mod service;

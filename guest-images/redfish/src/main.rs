@@ -1,1 +1,193 @@
-fn main() {}
+//! `microvisor-redfish`: the manager slice's Redfish service (docs/redfish.md). Started by
+//! the built-in guest's `/init` on the manager; prints one `REDFISH ready ...` line with the
+//! URL(s) and the credentials, then serves until killed.
+//!
+//! ```text
+//! microvisor-redfish [--https ADDR] [--http ADDR] [--user NAME] [--password-file FILE]
+//!                    [--media-host HOST]... [--shutdown-timeout SECS]
+//! ```
+//! `--https` defaults to `0.0.0.0:443`; `--http` (plain HTTP) is off unless given; `--https
+//! off` turns HTTPS off. Without `--password-file` a password is generated and shown once.
+//! `--media-host` adds a host virtual media may be fetched from (none by default).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use microvisor_control::{Client, DevMemTransport};
+use microvisor_redfish::auth::random_password;
+use microvisor_redfish::server::{self, Fetcher, Shared};
+use microvisor_redfish::service::{Config, Service};
+
+struct Options {
+    https: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    user: String,
+    password_file: Option<String>,
+    media_hosts: Vec<String>,
+    shutdown_timeout: Duration,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut options = Options {
+        https: Some(SocketAddr::from(([0, 0, 0, 0], 443))),
+        http: None,
+        user: "admin".into(),
+        password_file: None,
+        media_hosts: Vec::new(),
+        shutdown_timeout: Duration::from_secs(300),
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .cloned()
+                .ok_or_else(|| format!("{arg} needs a value"))
+        };
+        let address = |text: String| {
+            text.parse::<SocketAddr>()
+                .map_err(|_| format!("{arg}: {text:?} is not ADDRESS:PORT"))
+        };
+        match arg.as_str() {
+            "--https" => {
+                let text = value()?;
+                options.https = if text == "off" {
+                    None
+                } else {
+                    Some(address(text)?)
+                };
+            }
+            "--http" => options.http = Some(address(value()?)?),
+            "--user" => options.user = value()?,
+            "--password-file" => options.password_file = Some(value()?),
+            "--media-host" => options.media_hosts.push(value()?),
+            "--shutdown-timeout" => {
+                let text = value()?;
+                let secs: u64 = text
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=3600).contains(s))
+                    .ok_or_else(|| format!("--shutdown-timeout {text:?}: 1 to 3600 seconds"))?;
+                options.shutdown_timeout = Duration::from_secs(secs);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if options.https.is_none() && options.http.is_none() {
+        return Err("neither --https nor --http: nothing to serve".into());
+    }
+    Ok(options)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("REDFISH failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let options = parse(args)?;
+    let password = match &options.password_file {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| format!("reading {file}: {e}"))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string(),
+        None => random_password(16),
+    };
+    let transport = DevMemTransport::open().map_err(|e| e.to_string())?;
+    let service = Service::new(
+        Client::new(transport),
+        Config {
+            user: options.user.clone(),
+            password: password.clone(),
+            shutdown_timeout: options.shutdown_timeout,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let fetcher = media_fetcher(options.media_hosts.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let shared = Shared::new(service, fetcher);
+        let mut urls = Vec::new();
+        if let Some(address) = options.https {
+            let (tls, fingerprint) =
+                server::self_signed_tls(vec!["microvisor".into(), address.ip().to_string()])?;
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("listening on {address}: {e}"))?;
+            urls.push(format!("https={address} sha256={fingerprint}"));
+            tokio::spawn(server::serve(shared.clone(), listener, Some(tls)));
+        }
+        if let Some(address) = options.http {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("listening on {address}: {e}"))?;
+            urls.push(format!("http={address}"));
+            tokio::spawn(server::serve(shared.clone(), listener, None));
+        }
+        let credentials = if options.password_file.is_some() {
+            format!(
+                "user={} password=(from {})",
+                options.user,
+                options.password_file.as_deref().unwrap_or_default()
+            )
+        } else {
+            format!("user={} password={password}", options.user)
+        };
+        println!("REDFISH ready {} {credentials}", urls.join(" "));
+        shared.tick_forever().await;
+        Ok::<(), String>(())
+    })
+}
+
+/// Virtual media: nothing may be fetched yet (no `--media-host`) or from hosts outside the
+/// list.
+fn media_fetcher(hosts: Vec<String>) -> Fetcher {
+    let hosts = Arc::new(hosts);
+    Arc::new(move |url: String| {
+        let hosts = hosts.clone();
+        Box::pin(async move {
+            Err(format!(
+                "virtual media is not available in this build (allowed hosts: {hosts:?}, url {url})"
+            ))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn options_parse() {
+        let o = parse(&args("")).unwrap();
+        assert_eq!(o.https, Some("0.0.0.0:443".parse().unwrap()));
+        assert_eq!(o.http, None);
+        let o = parse(&args(
+            "--https off --http 0.0.0.0:80 --media-host 10.0.2.100",
+        ))
+        .unwrap();
+        assert_eq!(o.https, None);
+        assert_eq!(o.http, Some("0.0.0.0:80".parse().unwrap()));
+        assert_eq!(o.media_hosts, ["10.0.2.100"]);
+        assert!(parse(&args("--https off")).is_err());
+        assert!(parse(&args("--http")).is_err());
+        assert!(parse(&args("--http 80")).is_err());
+        assert!(parse(&args("--shutdown-timeout 0")).is_err());
+        assert!(parse(&args("--bogus")).is_err());
+    }
+}

@@ -20,6 +20,12 @@
 #   PROBE WARN cmdline <problem>
 #   PROBE WARN net <problem>
 #   HTTPD 80 started                  microvisor.httpd=1
+#   REDFISH ready https=.. [http=..] user=.. password=..
+#                                     on the manager (the slice with the control interface):
+#                                     microvisor-redfish, HTTPS on 443 by default;
+#                                     microvisor.redfish=https|http|http-only|off (http adds
+#                                     plain HTTP on 80), microvisor.redfish-media=<host>[,..]
+#                                     the hosts virtual media may come from
 #
 # Network (before the report): the virtio-net modules in /lib/modules (put there in load order
 # by xtask) are loaded, every NIC (an interface with a device) is brought up with the static
@@ -598,6 +604,28 @@ is_number() {
 	esac
 }
 
+# The Redfish service (docs/redfish.md), on the manager only: the slice whose device tree has
+# the control interface. It prints its own REDFISH line.
+redfish_start() {
+	[ -x /bin/microvisor-redfish ] || return 0
+	grep -qs 'microvisor,control-v1' "$DT"/control@*/compatible || return 0
+	case ${redfish:-https} in
+	https) set -- --https 0.0.0.0:443 ;;
+	http) set -- --https 0.0.0.0:443 --http 0.0.0.0:80 ;;
+	http-only) set -- --https off --http 0.0.0.0:80 ;;
+	off) return 0 ;;
+	*)
+		echo "PROBE WARN cmdline bad-redfish microvisor.redfish=\"$redfish\""
+		return 0
+		;;
+	esac
+	for host in $(echo "$redfish_media" | tr ',' ' '); do
+		set -- "$@" --media-host "$host"
+	done
+	# From a subshell, like powerkey: not a child net_up's `wait` would wait for.
+	(/bin/microvisor-redfish "$@" </dev/null &)
+}
+
 # The microvisor.* options of the kernel command line.
 options() {
 	load=
@@ -606,6 +634,8 @@ options() {
 	disk=
 	net=
 	httpd=
+	redfish=
+	redfish_media=
 	set -f
 	for word in $cmdline; do
 		case $word in
@@ -615,6 +645,8 @@ options() {
 		microvisor.disk=*) disk=${word#*=} ;;
 		microvisor.net=*) net=${word#*=} ;;
 		microvisor.httpd=*) httpd=${word#*=} ;;
+		microvisor.redfish=*) redfish=${word#*=} ;;
+		microvisor.redfish-media=*) redfish_media=${word#*=} ;;
 		microvisor.ip=*) ;;
 		esac
 	done
@@ -635,6 +667,8 @@ options() {
 		;;
 	*) echo "PROBE WARN cmdline bad-httpd microvisor.httpd=\"$httpd\"" ;;
 	esac
+
+	redfish_start
 
 	# In the background: the peer may still be booting, and a watch lasts.
 	[ -z "$net" ] || net_steps "$net" &

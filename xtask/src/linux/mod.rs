@@ -13,7 +13,8 @@
 //!                       boot/vmlinuz-<release>       the kernel (and its config, System.map)
 //!                       bin/busybox                  busybox
 //! guests/linux/initramfs.cpio.gz                     the generated initramfs, with iobench,
-//!                                                    microvisorctl, powerkey and the probe
+//!                                                    microvisorctl, powerkey,
+//!                                                    microvisor-redfish and the probe
 //!                                                    image (guest-images/, built here)
 //! guests/debian/selected                             the pair last used (offline fallback)
 //! guests/debian/tmp/w-<pid>/                         one run's downloads and extractions
@@ -97,6 +98,7 @@ fn build(ws: &Workspace, quiet: bool) -> Result<LinuxGuest> {
         .with_context(|| format!("unpacking {}", fetched.kernel.display()))?;
     let busybox = std::fs::read(&fetched.busybox)
         .with_context(|| format!("reading {}", fetched.busybox.display()))?;
+    crate::setup::ensure_cross_cc()?;
     let tool = |package: &str, bin: &str| -> Result<Vec<u8>> {
         let path =
             crate::build::build_one(ws, package, bin, crate::build::LINUX_TOOLS_TARGET, quiet)?;
@@ -113,6 +115,7 @@ fn build(ws: &Workspace, quiet: bool) -> Result<LinuxGuest> {
         iobench: tool("microvisor-iobench", "iobench")?,
         microvisorctl: tool("microvisor-control", "microvisorctl")?,
         powerkey: tool("microvisor-control", "powerkey")?,
+        redfish: tool("microvisor-redfish", "microvisor-redfish")?,
         probe: crate::guest::probe_image(&probe)?,
     };
     let modules = fetched
@@ -219,7 +222,7 @@ pub fn native_qemu_launch(
         "virt,gic-version=3"
     };
     let mut command = native(guest, machine, cpus, memory_mib, append);
-    let ports = crate::qemu::free_loopback_ports(crate::qemu::host_nic_count(nics))?;
+    let ports = crate::qemu::free_loopback_ports(2 * crate::qemu::host_nic_count(nics))?;
     let (args, forwards) = crate::qemu::nic_args(nics, &ports)?;
     command.args(args);
     Ok(crate::qemu::Launch { command, forwards })

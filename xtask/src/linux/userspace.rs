@@ -1,4 +1,5 @@
 //! What the guest runs: the initramfs with busybox, `iobench`, `microvisorctl`, `powerkey`,
+//! `microvisor-redfish`,
 //! the probe image, `/init` (`init.sh`) and the few files of `/etc` they need, written with
 //! `crate::initramfs`.
 
@@ -45,6 +46,8 @@ pub struct Tools {
     pub microvisorctl: Vec<u8>,
     /// `/bin/powerkey` (guest-images/manager), started by `/init`.
     pub powerkey: Vec<u8>,
+    /// `/bin/microvisor-redfish` (guest-images/redfish), started by `/init` on the manager.
+    pub redfish: Vec<u8>,
     /// `/images/probe`: the bytes of `kernel = "probe"` (`crate::guest::probe_image`).
     pub probe: Vec<u8>,
 }
@@ -67,6 +70,7 @@ pub fn initramfs(busybox: Vec<u8>, tools: Tools, modules: Vec<Module>) -> Result
         .file("bin/iobench", 0o755, tools.iobench)?
         .file("bin/microvisorctl", 0o755, tools.microvisorctl)?
         .file("bin/powerkey", 0o755, tools.powerkey)?
+        .file("bin/microvisor-redfish", 0o755, tools.redfish)?
         .file(PROBE_IMAGE, 0o644, tools.probe)?
         .char_device("dev/console", 0o600, 5, 1)?
         .file("init", 0o755, INIT_SCRIPT.as_bytes().to_vec())?
@@ -111,6 +115,7 @@ mod tests {
                     iobench: b"\x7fELF iobench".to_vec(),
                     microvisorctl: b"\x7fELF microvisorctl".to_vec(),
                     powerkey: b"\x7fELF powerkey".to_vec(),
+                    redfish: b"\x7fELF microvisor-redfish".to_vec(),
                     probe: b"probe image".to_vec(),
                 },
                 modules.clone(),
@@ -148,6 +153,7 @@ mod tests {
         for (tool, bytes) in [
             ("bin/microvisorctl", &b"\x7fELF microvisorctl"[..]),
             ("bin/powerkey", &b"\x7fELF powerkey"[..]),
+            ("bin/microvisor-redfish", &b"\x7fELF microvisor-redfish"[..]),
         ] {
             assert_eq!(
                 find(tool).kind(),

@@ -197,6 +197,8 @@ pub struct AssignedDevice {
     /// The MAC address of a virtio-net function that gives one (VIRTIO_NET_F_MAC), read at
     /// assignment; None for any other function.
     pub mac: Option<[u8; 6]>,
+    /// Vendor ID (low half) and Device ID (high half), as config dword 0 reads.
+    pub ids: u32,
     state: Mutex<(AssignedFunction, Physical)>,
 }
 
@@ -215,6 +217,7 @@ impl AssignedDevice {
             its_device: grant.its_device,
             stream: grant.stream,
             mac,
+            ids: function.config_read(0, 4) as u32,
             vectors: physical.msix.map_or(0, |m| m.vectors),
             state: Mutex::new((function, physical)),
         }

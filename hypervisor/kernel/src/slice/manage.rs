@@ -369,10 +369,12 @@ impl Slice {
             for (i, function) in pci.assigned().iter().enumerate() {
                 let _ = write!(
                     out,
-                    "{}{{\"host\":\"{}\",\"slot\":\"00:{:02x}.0\",\"mac\":",
+                    "{}{{\"host\":\"{}\",\"slot\":\"00:{:02x}.0\",\"id\":\"{:04x}:{:04x}\",\"mac\":",
                     if i == 0 { "" } else { "," },
                     function.bdf,
-                    function.slot
+                    function.slot,
+                    function.ids & 0xffff,
+                    function.ids >> 16
                 );
                 match function.mac() {
                     Some(m) => {
