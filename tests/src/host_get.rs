@@ -8,6 +8,7 @@
 //! being read meanwhile, and report back with [`Fetcher::finish`].
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::console::Line;
@@ -34,14 +35,99 @@ pub struct HostGet {
     pub contains: String,
     /// The fetch retries for this long.
     pub timeout: Duration,
+    /// Instead of fetching `/`: this program of requests runs (on its own thread) and its
+    /// result is the fetch's.
+    pub script: Option<HostScript>,
+}
+
+/// A program the host runs against a slice's forwarded ports once its trigger line appears
+/// (e.g. a Redfish client): `Ok` with a summary for the log, or why it failed.
+#[derive(Clone)]
+pub struct HostScript(pub Arc<dyn Fn(&HostSession) -> Result<String, String> + Send + Sync>);
+
+impl fmt::Debug for HostScript {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HostScript")
+    }
+}
+
+/// What a [`HostScript`] gets: the ports, its trigger line and the console as it grows.
+#[derive(Clone, Debug)]
+pub struct HostSession {
+    /// Loopback ports forwarded to the NIC's ports 80 and 443.
+    pub port: u16,
+    pub https_port: u16,
+    /// The console line that started the script.
+    pub trigger: String,
+    pub console: ConsoleTap,
+}
+
+/// Every console line of the run so far, shared with host scripts.
+#[derive(Clone, Debug, Default)]
+pub struct ConsoleTap(Arc<Mutex<Vec<String>>>);
+
+impl ConsoleTap {
+    pub fn push(&self, line: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line.to_string());
+    }
+
+    /// Lines so far.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first line at index `from` or later containing `text`, waiting up to `timeout`;
+    /// its index and text.
+    pub fn wait_for(
+        &self,
+        from: usize,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<(usize, String), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((i, line)) = lines
+                    .iter()
+                    .enumerate()
+                    .skip(from)
+                    .find(|(_, l)| l.contains(text))
+                {
+                    return Ok((i, line.clone()));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no console line containing {text:?} after line {from} within {} s",
+                    timeout.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// How many lines at index `from` or later contain `text`.
+    pub fn count(&self, from: usize, text: &str) -> usize {
+        let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().skip(from).filter(|l| l.contains(text)).count()
+    }
 }
 
 /// A [`HostGet`] with the port and NIC it goes through in this boot.
 #[derive(Clone, Debug)]
 pub struct PortGet {
     pub get: HostGet,
-    /// Loopback port forwarded to the NIC's port 80.
+    /// Loopback ports forwarded to the NIC's ports 80 and 443.
     pub port: u16,
+    pub https_port: u16,
     /// The NIC's address on the node (`02:00.0`), for messages.
     pub nic: String,
 }
@@ -59,7 +145,10 @@ impl fmt::Display for PortGet {
         } else {
             write!(f, "after line {} of {}", g.nth, g.after)?;
         }
-        write!(f, " with a page containing {:?}", g.contains)
+        match &g.script {
+            Some(_) => write!(f, " running a host script"),
+            None => write!(f, " with a page containing {:?}", g.contains),
+        }
     }
 }
 
@@ -94,9 +183,9 @@ impl Fetcher {
         }
     }
 
-    /// Feeds one console line; returns the fetches to start now (index, port, expected text,
-    /// timeout). Each starts once.
-    pub fn observe(&mut self, line: &Line, raw: &str) -> Vec<(usize, u16, String, Duration)> {
+    /// Feeds one console line; returns the fetches to start now (index and what to fetch).
+    /// Each starts once.
+    pub fn observe(&mut self, line: &Line, raw: &str) -> Vec<(usize, PortGet)> {
         self.lines += 1;
         let mut start = Vec::new();
         for (index, (get, state)) in self.gets.iter_mut().enumerate() {
@@ -106,7 +195,7 @@ impl Fetcher {
                 *seen += 1;
                 if *seen >= get.get.nth {
                     *state = State::Running { line: self.lines };
-                    start.push((index, get.port, get.get.contains.clone(), get.get.timeout));
+                    start.push((index, get.clone()));
                 }
             }
         }
@@ -167,6 +256,19 @@ impl Fetcher {
                 State::Failed(why) => format!("FAILED: {why}"),
             })
             .collect()
+    }
+}
+
+/// Does what `get` asks, on the calling thread: its script, or [`fetch`].
+pub fn perform(get: &PortGet, trigger: &str, console: &ConsoleTap) -> Result<String, String> {
+    match &get.get.script {
+        Some(script) => (script.0)(&HostSession {
+            port: get.port,
+            https_port: get.https_port,
+            trigger: trigger.to_string(),
+            console: console.clone(),
+        }),
+        None => fetch(get.port, &get.get.contains, get.get.timeout),
     }
 }
 
@@ -241,9 +343,11 @@ mod tests {
                 after: slice("web", after),
                 nth,
                 contains: "<h1>slice web</h1>".into(),
+                script: None,
                 timeout: Duration::from_secs(5),
             },
             port: 4242,
+            https_port: 4243,
             nic: "02:00.0".into(),
         }
     }
@@ -291,7 +395,7 @@ mod tests {
         assert!(f.pending()[0].contains("after line 2 of [web] /^HTTPD 80 started$/"));
         let start = f.observe(&httpd, "");
         assert_eq!(start.len(), 1);
-        assert_eq!((start[0].0, start[0].1), (0, 4242));
+        assert_eq!((start[0].0, start[0].1.port), (0, 4242));
         assert!(f.observe(&httpd, "").is_empty(), "started once");
         assert!(f.pending()[0].ends_with("(running since line 3)"));
         assert!(!f.satisfied() && f.violation().is_none());

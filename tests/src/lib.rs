@@ -7,7 +7,9 @@
 //!   `unverified` (checked in every scenario).
 //! - [`input`]: bytes typed on the node console when given lines appear (`Ctrl-A` focus, exit
 //!   counters, shell commands).
-//! - [`host_get`]: pages the host fetches from a slice through its forwarded host NIC port.
+//! - [`host_get`]: pages the host fetches from a slice through its forwarded host NIC port,
+//!   and host scripts run against those ports.
+//! - [`redfish`]: a small Redfish client for host scripts.
 //! - [`runner`]: one QEMU process under a hard timeout, killed on drop, log always written.
 //! - [`images`]: build once per test binary, per-scenario images and logs under `target/`.
 //! - [`scenario`]: a node, a plan, a boot path and expectations; `run()` does the rest.
@@ -27,6 +29,7 @@ pub mod images;
 pub mod input;
 pub mod layering;
 pub mod plans;
+pub mod redfish;
 pub mod runner;
 pub mod scenario;
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::console::Line;
 use crate::expect::{Checker, Expect};
-use crate::host_get::{Fetcher, PortGet, fetch};
+use crate::host_get::{ConsoleTap, Fetcher, PortGet, perform};
 use crate::input::{Input, Typed, Typist, show_bytes};
 
 /// A child process killed (and reaped) when dropped (shared with `cargo xtask bench`).
@@ -86,6 +86,7 @@ pub fn run(mut spec: Run) -> Outcome {
     let mut checker = Checker::new(std::mem::take(&mut spec.expects));
     let mut typist = Typist::new(std::mem::take(&mut spec.input));
     let mut fetcher = Fetcher::new(std::mem::take(&mut spec.host_gets));
+    let tap = ConsoleTap::default();
     let mut lines = Vec::new();
     let mut stderr_text = String::new();
     spec.command.stdin(if typist.waiting().is_some() {
@@ -130,11 +131,13 @@ pub fn run(mut spec: Run) -> Outcome {
                             line = line.attributed_to(name);
                         }
                         checker.observe(&line, &raw);
-                        for (index, port, contains, timeout) in fetcher.observe(&line, &raw) {
+                        tap.push(&raw);
+                        for (index, get) in fetcher.observe(&line, &raw) {
                             let tx = tx_fetch.clone();
+                            let (tap, trigger) = (tap.clone(), raw.clone());
                             thread::spawn(move || {
-                                let _ =
-                                    tx.send(Event::Fetched(index, fetch(port, &contains, timeout)));
+                                let result = perform(&get, &trigger, &tap);
+                                let _ = tx.send(Event::Fetched(index, result));
                             });
                         }
                         let keys = typist.observe(&line, &raw);
@@ -571,8 +574,10 @@ mod tests {
                 nth: 1,
                 contains: contains.into(),
                 timeout: Duration::from_millis(timeout_ms),
+                script: None,
             },
             port,
+            https_port: 0,
             nic: "02:00.0".into(),
         }
     }

@@ -389,6 +389,30 @@ impl Scenario {
             nth,
             contains: contains.to_string(),
             timeout: HOST_GET_TIMEOUT,
+            script: None,
+        });
+        self
+    }
+
+    /// Once the `nth` line matching `after` has appeared, the host runs `script` against the
+    /// loopback ports forwarded to slice `slice`'s host NIC (as [`Scenario::host_get`]
+    /// finds them), on its own thread; the run passes only if it returns `Ok` (its summary goes
+    /// to the log) and fails at once with its reason otherwise. The script bounds its own waits.
+    pub fn host_script(
+        mut self,
+        slice: &str,
+        after: Pattern,
+        nth: usize,
+        script: impl Fn(&crate::host_get::HostSession) -> Result<String, String> + Send + Sync + 'static,
+    ) -> Scenario {
+        assert!(nth >= 1, "scenario {}: nth counts from 1", self.name);
+        self.host_gets.push(HostGet {
+            slice: slice.to_string(),
+            after,
+            nth,
+            contains: String::new(),
+            timeout: HOST_GET_TIMEOUT,
+            script: Some(crate::host_get::HostScript(std::sync::Arc::new(script))),
         });
         self
     }
@@ -775,6 +799,7 @@ pub fn ports_for(
             Ok(PortGet {
                 get: get.clone(),
                 port: forward.port,
+                https_port: forward.https_port,
                 nic: forward.address.to_string(),
             })
         })
@@ -839,6 +864,7 @@ mod tests {
             address: Node::nic_address(nic).unwrap(),
             mac: Node::nic_mac(nic),
             port,
+            https_port: port + 1000,
         };
         let forwards = [forward(1, 4001), forward(3, 4003)];
         let given = vec![
@@ -852,6 +878,7 @@ mod tests {
             nth: 1,
             contains: String::new(),
             timeout: HOST_GET_TIMEOUT,
+            script: None,
         };
         let ports = ports_for(&[get("db"), get("web")], &given, &forwards).unwrap();
         let got: Vec<(u16, &str)> = ports.iter().map(|p| (p.port, p.nic.as_str())).collect();

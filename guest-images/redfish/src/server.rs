@@ -137,10 +137,10 @@ pub async fn serve<T: Transport + Send + 'static>(
             let served = async {
                 match tls {
                     Some(acceptor) => {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                        {
-                            Ok(Ok(stream)) => connection(shared, stream, peer).await,
-                            Ok(Err(_)) | Err(_) => {}
+                        let handshake =
+                            tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                        if let Ok(Ok(stream)) = handshake.await {
+                            connection(shared, stream, peer).await;
                         }
                     }
                     None => connection(shared, stream, peer).await,

@@ -9,12 +9,13 @@ use anyhow::{Context, Result};
 use crate::workspace::{Workspace, cargo, render};
 
 /// Crates whose unit tests run on the host.
-pub const HOST_CRATES: [&str; 6] = [
+pub const HOST_CRATES: [&str; 7] = [
     "microvisor-plan",
     "microvisor-logic",
     "microvisor-probe",
     "microvisor-iobench",
     "microvisor-control",
+    "microvisor-redfish",
     "xtask",
 ];
 /// Seconds each fuzz target runs in the test step (11 targets: about a minute in all).

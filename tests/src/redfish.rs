@@ -1,0 +1,246 @@
+//! A small Redfish client for host scripts (`Scenario::host_script`): HTTP/1.1 over the
+//! loopback port forwarded to the manager's port 80 (the service's plain HTTP, which tests
+//! turn on with `microvisor.redfish=http`), one connection per request, every step bounded.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Bound of one request (connect, send, read).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How requests authenticate.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    None,
+    Basic(String, String),
+    Token(String),
+}
+
+/// One answer.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// Header names lower-case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The Redfish error's first MessageId, or "".
+    pub fn message_id(&self) -> String {
+        self.json()["error"]["@Message.ExtendedInfo"][0]["MessageId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// `Ok(self)` when the status is `want`, else an error quoting the answer.
+    pub fn expect(self, want: u16, what: &str) -> Result<Answer, String> {
+        if self.status == want {
+            Ok(self)
+        } else {
+            Err(format!(
+                "{what}: status {} (wanted {want}), body {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            ))
+        }
+    }
+}
+
+/// A client of the service at `127.0.0.1:port`.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub port: u16,
+    pub auth: Auth,
+}
+
+impl Client {
+    pub fn new(port: u16, auth: Auth) -> Client {
+        Client { port, auth }
+    }
+
+    pub fn get(&self, path: &str) -> Result<Answer, String> {
+        self.request("GET", path, &[], None)
+    }
+
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> Result<Answer, String> {
+        self.request("POST", path, &[], Some(body.to_string().as_bytes()))
+    }
+
+    pub fn patch(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &serde_json::Value,
+    ) -> Result<Answer, String> {
+        self.request("PATCH", path, headers, Some(body.to_string().as_bytes()))
+    }
+
+    pub fn delete(&self, path: &str) -> Result<Answer, String> {
+        self.request("DELETE", path, &[], None)
+    }
+
+    /// One request; `Err` when no complete answer came.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Answer, String> {
+        let what = format!("{method} {path}");
+        let started = Instant::now();
+        let address = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut stream = TcpStream::connect_timeout(&address, REQUEST_TIMEOUT)
+            .map_err(|e| format!("{what}: connecting to {address}: {e}"))?;
+        stream
+            .set_read_timeout(Some(REQUEST_TIMEOUT))
+            .and_then(|()| stream.set_write_timeout(Some(REQUEST_TIMEOUT)))
+            .map_err(|e| format!("{what}: {e}"))?;
+        let mut head =
+            format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+        match &self.auth {
+            Auth::None => {}
+            Auth::Basic(user, password) => head.push_str(&format!(
+                "Authorization: Basic {}\r\n",
+                base64(format!("{user}:{password}").as_bytes())
+            )),
+            Auth::Token(token) => head.push_str(&format!("X-Auth-Token: {token}\r\n")),
+        }
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if let Some(body) = body {
+            head.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        head.push_str("\r\n");
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body.unwrap_or_default());
+        stream
+            .write_all(&request)
+            .map_err(|e| format!("{what}: sending: {e}"))?;
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .map_err(|e| format!("{what}: reading after {:?}: {e}", started.elapsed()))?;
+        parse(&raw).ok_or_else(|| {
+            format!(
+                "{what}: not an HTTP answer: {:?}",
+                String::from_utf8_lossy(&raw[..raw.len().min(200)])
+            )
+        })
+    }
+}
+
+/// A whole HTTP/1.1 answer (the service always sends Content-Length).
+fn parse(raw: &[u8]) -> Option<Answer> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    if let Some(length) = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        if body.len() < length {
+            return None;
+        }
+        body.truncate(length);
+    }
+    Some(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Standard base64 with padding.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The user and password of a `REDFISH ready ... user=U password=P` console line.
+pub fn credentials(line: &str) -> Option<(String, String)> {
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .map(String::from)
+    };
+    Some((field("user=")?, field("password=")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_is_standard() {
+        assert_eq!(
+            base64(b"admin:correct-horse"),
+            "YWRtaW46Y29ycmVjdC1ob3JzZQ=="
+        );
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b""), "");
+    }
+
+    #[test]
+    fn answers_parse() {
+        let a = parse(b"HTTP/1.1 204 No Content\r\nOData-Version: 4.0\r\n\r\n").unwrap();
+        assert_eq!(a.status, 204);
+        assert_eq!(a.header("odata-version"), Some("4.0"));
+        let a = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+        assert_eq!(a.json(), serde_json::json!({}));
+        assert!(parse(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}").is_none());
+        assert!(parse(b"garbage").is_none());
+    }
+
+    #[test]
+    fn credentials_come_from_the_ready_line() {
+        let line = "[manager] / # REDFISH ready https=0.0.0.0:443 sha256=AB:CD http=0.0.0.0:80 user=admin password=zhNtycrKbChmJ3Qp";
+        assert_eq!(
+            credentials(line),
+            Some(("admin".into(), "zhNtycrKbChmJ3Qp".into()))
+        );
+        assert_eq!(credentials("REDFISH failed: x"), None);
+    }
+}

@@ -1,0 +1,353 @@
+//! The Redfish service of the manager slice (issue 15, docs/redfish.md): the host drives the
+//! node's slices through it, over the loopback port QEMU forwards to the manager's NIC, the
+//! way fleet tools (Ironic, MAAS, Metal3) would, and checks what the node console shows.
+//!
+//! - Every slice but the manager is a system with its cores, memory, disk and NICs; the
+//!   service asks for credentials (Basic or a session) for everything but the root, and says
+//!   nothing more to a wrong password than to none.
+//! - `ComputerSystem.Reset` powers a probe off, on, restarts and power-cycles it, gracefully
+//!   restarts a Linux slice (its power key, then a start); `Drive.SecureErase` wipes a share.
+//! - Bad input (wrong ETags, unknown properties, malformed and oversized bodies, a client
+//!   that never finishes its headers) gets a Redfish error, and the service and every slice
+//!   it did not target go on.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use microvisor_tests::host_get::HostSession;
+use microvisor_tests::redfish::{Auth, Client, credentials};
+use microvisor_tests::{
+    Expect, Scenario, linux_slice, plan, probe_slice, slice, with_device, with_nvme,
+};
+
+/// The manager with the service's plain HTTP on (port 80) next to HTTPS, on the default
+/// node's host NIC 02:00.0.
+fn manager() -> String {
+    let text = format!(
+        "{}\nrole = \"manager\"\nstaging = \"64MiB\"\n\n",
+        linux_slice("manager", "1", "256MiB", "microvisor.redfish=http").trim_end()
+    );
+    with_device(&text, "pci = \"02:00.0\"")
+}
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// `GET path` until `done` holds for its JSON, at most `timeout`.
+fn poll(
+    client: &Client,
+    path: &str,
+    timeout: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let body = client.get(path)?.expect(200, path)?.json();
+        if done(&body) {
+            return Ok(body);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{path} did not get there within {timeout:?}: {body}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn check(condition: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if condition { Ok(()) } else { Err(what()) }
+}
+
+/// What Ironic-like automation does, step by step; every step checks its answer and what the
+/// console shows.
+fn drive_the_node(session: &HostSession) -> Result<String, String> {
+    let (user, password) = credentials(&session.trigger)
+        .ok_or_else(|| format!("no credentials in {:?}", session.trigger))?;
+    let open = Client::new(session.port, Auth::None);
+    let admin = Client::new(session.port, Auth::Basic(user.clone(), password.clone()));
+    let console = &session.console;
+    let reset = |system: &str, kind: &str| {
+        admin
+            .post(
+                &format!("/redfish/v1/Systems/{system}/Actions/ComputerSystem.Reset"),
+                &json!({ "ResetType": kind }),
+            )?
+            .expect(204, &format!("Reset {kind} of {system}"))
+    };
+
+    // Who may ask what.
+    open.get("/redfish/v1/")?.expect(200, "the service root")?;
+    let none = open
+        .get("/redfish/v1/Systems")?
+        .expect(401, "Systems without credentials")?;
+    let wrong = Client::new(session.port, Auth::Basic(user.clone(), "not-it".into()))
+        .get("/redfish/v1/Systems")?
+        .expect(401, "Systems with a wrong password")?;
+    check(none.body == wrong.body, || {
+        "a wrong password is answered differently from none".into()
+    })?;
+    check(none.header("www-authenticate").is_some(), || {
+        "401 without WWW-Authenticate".into()
+    })?;
+
+    // What the node has: every slice but the manager, as the plan gives it.
+    let systems = admin
+        .get("/redfish/v1/Systems")?
+        .expect(200, "Systems")?
+        .json();
+    let mut members: Vec<&str> = systems["Members"]
+        .as_array()
+        .ok_or("Systems has no Members")?
+        .iter()
+        .filter_map(|m| m["@odata.id"].as_str())
+        .collect();
+    members.sort_unstable();
+    check(
+        members
+            == [
+                "/redfish/v1/Systems/beat",
+                "/redfish/v1/Systems/lin",
+                "/redfish/v1/Systems/p1",
+            ],
+        || format!("Systems lists {members:?}"),
+    )?;
+    admin
+        .get("/redfish/v1/Systems/manager")?
+        .expect(404, "the manager as a system")?;
+    let p1 = admin
+        .get("/redfish/v1/Systems/p1")?
+        .expect(200, "p1")?
+        .json();
+    check(
+        p1["ProcessorSummary"]["CoreCount"] == 2
+            && p1["MemorySummary"]["TotalSystemMemoryGiB"] == 0.0625
+            && p1["PowerState"] == "On",
+        || format!("p1 shows {p1}"),
+    )?;
+    let disk = admin
+        .get("/redfish/v1/Systems/p1/SimpleStorage/NVMe")?
+        .expect(200, "p1's disk")?
+        .json();
+    check(disk["Devices"][0]["CapacityBytes"] == 16u64 << 20, || {
+        format!("p1's disk shows {disk}")
+    })?;
+    let cpu = admin
+        .get("/redfish/v1/Systems/lin/Processors/CPU")?
+        .expect(200, "lin's processor")?
+        .json();
+    check(
+        cpu["InstructionSet"] == "ARM-A64" && cpu["TotalThreads"] == 1,
+        || format!("lin's processor shows {cpu}"),
+    )?;
+    let manager = admin
+        .get("/redfish/v1/Managers/node")?
+        .expect(200, "the manager")?
+        .json();
+    check(
+        manager["FirmwareVersion"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()),
+        || format!("the manager shows {manager}"),
+    )?;
+
+    // A session instead of Basic, then logged out.
+    let login = open
+        .post(
+            "/redfish/v1/SessionService/Sessions",
+            &json!({"UserName": user, "Password": password}),
+        )?
+        .expect(201, "logging in")?;
+    let token = login
+        .header("x-auth-token")
+        .ok_or("no X-Auth-Token")?
+        .to_string();
+    let location = login.header("location").ok_or("no Location")?.to_string();
+    let with_token = Client::new(session.port, Auth::Token(token));
+    with_token
+        .get("/redfish/v1/Systems/p1")?
+        .expect(200, "with the token")?;
+    with_token.delete(&location)?.expect(204, "logging out")?;
+    with_token
+        .get("/redfish/v1/Systems/p1")?
+        .expect(401, "with the token after logging out")?;
+
+    // Power: a probe off, its share erased, on, restarted, power-cycled.
+    let beats_before = console.count(0, "[beat] HEARTBEAT");
+    let mark = console.len();
+    reset("p1", "ForceOff")?;
+    console.wait_for(
+        mark,
+        "[hv] slice p1 stopped: forced off by the manager",
+        WAIT,
+    )?;
+    poll(&admin, "/redfish/v1/Systems/p1", WAIT, |s| {
+        s["PowerState"] == "Off"
+    })?;
+    admin
+        .post(
+            "/redfish/v1/Systems/p1/Storage/NVMe/Drives/Share/Actions/Drive.SecureErase",
+            &json!({}),
+        )?
+        .expect(204, "SecureErase of p1's drive")?;
+    poll(
+        &admin,
+        "/redfish/v1/Systems/p1/Storage/NVMe/Drives/Share",
+        WAIT,
+        |d| d["Status"]["State"] == "Enabled",
+    )?;
+    let mark = console.len();
+    reset("p1", "On")?;
+    console.wait_for(mark, "[p1] PROBE PASS", WAIT)?;
+    let mark = console.len();
+    reset("p1", "ForceRestart")?;
+    console.wait_for(
+        mark,
+        "[hv] slice p1 restarted: forced restart by the manager",
+        WAIT,
+    )?;
+    console.wait_for(mark, "[p1] PROBE PASS", WAIT)?;
+    let mark = console.len();
+    reset("p1", "PowerCycle")?;
+    console.wait_for(
+        mark,
+        "[hv] slice p1 stopped: forced off by the manager",
+        WAIT,
+    )?;
+    console.wait_for(mark, "[p1] PROBE PASS", WAIT)?;
+    // A share is erased only while its slice is off.
+    let busy = admin.post(
+        "/redfish/v1/Systems/p1/Storage/NVMe/Drives/Share/Actions/Drive.SecureErase",
+        &json!({}),
+    )?;
+    check(busy.status == 409, || {
+        format!("SecureErase of a running slice answered {}", busy.status)
+    })?;
+
+    // A Linux slice restarted gracefully: its power key, it powers off, the service starts it.
+    let mark = console.len();
+    reset("lin", "GracefulRestart")?;
+    console.wait_for(
+        mark,
+        "[hv] slice lin stopped: powered off (PSCI SYSTEM_OFF)",
+        Duration::from_secs(180),
+    )?;
+    console.wait_for(mark, "[lin] SLICE-REPORT", Duration::from_secs(180))?;
+
+    // Bad input: each refused with its Redfish error, nothing changes.
+    let etag = admin
+        .get("/redfish/v1/Systems/lin")?
+        .header("etag")
+        .ok_or("lin has no ETag")?
+        .to_string();
+    let boot = json!({"Boot": {"BootSourceOverrideTarget": "Hdd",
+        "BootSourceOverrideEnabled": "Once"}});
+    let stale = admin.patch(
+        "/redfish/v1/Systems/lin",
+        &[("If-Match", "W/\"stale\"")],
+        &boot,
+    )?;
+    check(stale.status == 412, || {
+        format!("a stale ETag: {}", stale.status)
+    })?;
+    admin
+        .patch("/redfish/v1/Systems/lin", &[("If-Match", &etag)], &boot)?
+        .expect(200, "PATCH with the current ETag")?;
+    let unknown = admin.patch(
+        "/redfish/v1/Systems/lin",
+        &[],
+        &json!({"Boot": {"BootSourceOverrideTarget": "Hdd", "Turbo": true}}),
+    )?;
+    check(
+        unknown.status == 400 && unknown.message_id().ends_with(".PropertyUnknown"),
+        || {
+            format!(
+                "an unknown property: {} {}",
+                unknown.status,
+                unknown.message_id()
+            )
+        },
+    )?;
+    let malformed = admin.request(
+        "PATCH",
+        "/redfish/v1/Systems/lin",
+        &[("Content-Type", "application/json")],
+        Some(b"{\"Boot\": "),
+    )?;
+    check(
+        malformed.status == 400 && malformed.message_id().ends_with(".MalformedJSON"),
+        || {
+            format!(
+                "malformed JSON: {} {}",
+                malformed.status,
+                malformed.message_id()
+            )
+        },
+    )?;
+    let big = vec![b' '; 2 << 20];
+    let oversized = admin.request("PATCH", "/redfish/v1/Systems/lin", &[], Some(&big));
+    check(oversized.as_ref().map_or(true, |a| a.status == 413), || {
+        format!("a 2 MiB body: {:?}", oversized.as_ref().map(|a| a.status))
+    })?;
+    // A client that never finishes its headers holds one connection, for a bounded time,
+    // and nobody else waits for it.
+    let mut slow =
+        TcpStream::connect(("127.0.0.1", session.port)).map_err(|e| format!("slow client: {e}"))?;
+    slow.write_all(b"GET /redfish/v1/ HTTP/1.1\r\nHost: x\r\n")
+        .map_err(|e| format!("slow client: {e}"))?;
+    let started = Instant::now();
+    admin
+        .get("/redfish/v1/Systems/p1")?
+        .expect(200, "while a client dawdles")?;
+    slow.set_read_timeout(Some(Duration::from_secs(40)))
+        .map_err(|e| e.to_string())?;
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    let held = started.elapsed();
+    check(held < Duration::from_secs(35), || {
+        format!("a client with unfinished headers was held {held:?}")
+    })?;
+
+    // The bystander never noticed.
+    let beats_after = console.count(0, "[beat] HEARTBEAT");
+    check(beats_after > beats_before + 3, || {
+        format!("beat's heartbeats went from {beats_before} to {beats_after}")
+    })?;
+    Ok(format!(
+        "drove p1 and lin through Redfish; beat kept beating ({beats_before} -> {beats_after})"
+    ))
+}
+
+#[test]
+fn redfish_drives_every_slice_of_the_node() {
+    let node = plan(&[
+        manager(),
+        linux_slice("lin", "1", "256MiB", ""),
+        with_nvme(
+            &probe_slice("p1", "2", "64MiB", "cmdline = \"heartbeat=1000\""),
+            1,
+            "16MiB",
+        ),
+        probe_slice("beat", "1", "64MiB", "cmdline = \"heartbeat=500\""),
+    ]);
+    Scenario::new("redfish_drives_every_slice")
+        .node("default")
+        .plan(&node)
+        .timeout(Duration::from_secs(600))
+        .healthy(&["manager", "beat"])
+        .expect(Expect::line(slice(
+            "manager",
+            "REDFISH ready https=0.0.0.0:443 ",
+        )))
+        .expect(Expect::Never(slice("manager", "REDFISH failed")))
+        .host_script(
+            "manager",
+            slice("manager", "REDFISH ready "),
+            1,
+            drive_the_node,
+        )
+        .run()
+        .assert_passed("redfish_drives_every_slice");
+}
