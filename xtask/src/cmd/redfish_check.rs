@@ -51,15 +51,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let log_dir = ws.target_dir.join("redfish-check");
     println!("tools: {}", redfish_tools::Tools::versions());
     if args.emulator {
-        return emulator(&ws, &tools, &log_dir, args.max_lines);
+        return emulator(&ws, &tools, &log_dir.join("emulator"), args.max_lines);
     }
     let steps = args
         .steps
         .iter()
         .map(|s| Step::parse(s.trim()).with_context(|| format!("unknown scenario step {s:?}")))
         .collect::<Result<Vec<_>>>()?;
-    if !steps.is_empty() && args.system.is_none() {
-        bail!("--steps needs --system");
+    if (!steps.is_empty() || args.media.is_some()) && args.system.is_none() {
+        bail!("--steps and --media need --system (the scenario's system)");
     }
     let service = Service {
         url: args.url.context("--url")?,
@@ -90,7 +90,7 @@ fn emulator(
     log_dir: &std::path::Path,
     max_lines: usize,
 ) -> Result<ExitCode> {
-    let emulator = Emulator::start(tools, &log_dir.join("emulator"), Duration::from_secs(1800))?;
+    let emulator = Emulator::start(tools, log_dir, Duration::from_secs(1800))?;
     let service = emulator.service();
     let system = emulator.first_system()?;
     println!("sushy-emulator --fake at {} (system {system})", service.url);
@@ -100,7 +100,12 @@ fn emulator(
     println!("sushy scenario, one step at a time:");
     for step in Step::ALL {
         let scenario = Scenario::new(&system).steps(&[step]).media(&media.url());
-        let report = redfish_tools::sushy_scenario(tools, &service, &scenario, &log_dir.join(step.name()))?;
+        let report = redfish_tools::sushy_scenario(
+            tools,
+            &service,
+            &scenario,
+            &log_dir.join(format!("sushy-{}", step.name())),
+        )?;
         println!("  {}", report.render());
     }
     let (service_ref, interop_ref) = REFERENCE;

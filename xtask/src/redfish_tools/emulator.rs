@@ -52,7 +52,13 @@ impl Emulator {
         let mut cmd = Command::new("timeout");
         cmd.args(["--kill-after=5", &format!("{}s", lifetime.as_secs().max(1))])
             .arg(tools.bin.join("sushy-emulator"))
-            .args(["--fake", "--interface", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--fake",
+                "--interface",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
             .env("TMPDIR", &tmp)
             // It fetches virtual media itself: straight from loopback, never through a proxy.
             .env_remove("HTTP_PROXY")
@@ -75,7 +81,10 @@ impl Emulator {
                 bail!("sushy-emulator exited ({status}); log {}", log.display());
             }
             if Instant::now() > deadline {
-                bail!("sushy-emulator did not answer within 60 s; log {}", log.display());
+                bail!(
+                    "sushy-emulator did not answer within 60 s; log {}",
+                    log.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -106,7 +115,10 @@ impl Emulator {
 pub fn first_member_id(collection: &str) -> Option<String> {
     let doc: serde_json::Value = serde_json::from_str(collection).ok()?;
     let id = doc["Members"].get(0)?["@odata.id"].as_str()?;
-    id.trim_end_matches('/').rsplit('/').next().map(str::to_string)
+    id.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .map(str::to_string)
 }
 
 /// A loopback port that was free a moment ago.

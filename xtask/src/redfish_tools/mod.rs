@@ -70,7 +70,9 @@ pub struct Check {
 impl Check {
     /// Both validators without failures and every sushy step passed.
     pub fn passed(&self) -> bool {
-        self.service.passed() && self.interop.passed() && self.sushy.as_ref().is_none_or(|r| r.passed)
+        self.service.passed()
+            && self.interop.passed()
+            && self.sushy.as_ref().is_none_or(|r| r.passed)
     }
 
     /// The summaries, up to `max` failure lines each, and the sushy steps.

@@ -52,7 +52,12 @@ impl Finished {
 /// Runs `cmd` (stdin closed, stdout and stderr captured) in a process group of its own; when
 /// `limit` passes, the whole group is killed. With `log`, the command line (with `secret`
 /// masked) and both streams are written there, whatever the outcome.
-pub fn run(cmd: &mut Command, limit: Duration, log: Option<&Path>, secret: &str) -> Result<Finished> {
+pub fn run(
+    cmd: &mut Command,
+    limit: Duration,
+    log: Option<&Path>,
+    secret: &str,
+) -> Result<Finished> {
     let rendered = masked(&crate::workspace::render(cmd), secret);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -142,7 +147,8 @@ impl Server {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let child = cmd
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
@@ -188,7 +194,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(done.status.and_then(|s| s.code()), Some(3));
-        assert_eq!((done.stdout.as_str(), done.stderr.as_str()), ("out\n", "err\n"));
+        assert_eq!(
+            (done.stdout.as_str(), done.stderr.as_str()),
+            ("out\n", "err\n")
+        );
         assert!(!done.success());
         assert_eq!(done.tail(1), "err");
     }
@@ -205,7 +214,10 @@ mod tests {
         .unwrap();
         assert!(done.status.is_none());
         assert!(done.elapsed < Duration::from_secs(10), "{:?}", done.elapsed);
-        assert!(done.describe(Duration::from_secs(1)).contains("killed after 1 s"));
+        assert!(
+            done.describe(Duration::from_secs(1))
+                .contains("killed after 1 s")
+        );
     }
 
     #[test]

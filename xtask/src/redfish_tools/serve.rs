@@ -132,17 +132,35 @@ mod tests {
     #[test]
     fn serves_the_file_and_nothing_else() {
         let server = FileServer::start("boot.iso", b"ISO".to_vec()).unwrap();
-        let port: u16 = server.url().split(':').nth(2).unwrap().split('/').next().unwrap().parse().unwrap();
+        let port: u16 = server
+            .url()
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(server.url(), format!("http://127.0.0.1:{port}/boot.iso"));
         let ok = request(port, "GET /boot.iso HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert!(ok.starts_with("HTTP/1.0 200 OK\r\n") && ok.ends_with("\r\n\r\nISO"), "{ok}");
+        assert!(
+            ok.starts_with("HTTP/1.0 200 OK\r\n") && ok.ends_with("\r\n\r\nISO"),
+            "{ok}"
+        );
         assert!(ok.contains("Content-Length: 3\r\n"), "{ok}");
         let head = request(port, "HEAD /boot.iso HTTP/1.1\r\n\r\n");
-        assert!(head.starts_with("HTTP/1.0 200 OK") && head.ends_with("\r\n\r\n"), "{head}");
+        assert!(
+            head.starts_with("HTTP/1.0 200 OK") && head.ends_with("\r\n\r\n"),
+            "{head}"
+        );
         assert!(request(port, "GET /other HTTP/1.1\r\n\r\n").starts_with("HTTP/1.0 404"));
         assert!(request(port, "POST /boot.iso HTTP/1.1\r\n\r\n").starts_with("HTTP/1.0 405"));
         assert_eq!(server.served(), 1);
         drop(server);
-        assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "stopped on drop");
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "stopped on drop"
+        );
     }
 }

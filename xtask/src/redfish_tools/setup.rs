@@ -115,7 +115,12 @@ impl Tools {
 
     /// Every piece a finished set-up leaves.
     fn complete(&self) -> bool {
-        let bins = ["python", "rf_service_validator", "rf_interop_validator", "sushy-emulator"];
+        let bins = [
+            "python",
+            "rf_service_validator",
+            "rf_interop_validator",
+            "sushy-emulator",
+        ];
         bins.iter().all(|b| self.bin.join(b).exists())
             && self.ironic_profile.is_file()
             && self.csdl.join("ServiceRoot_v1.xml").is_file()
@@ -128,9 +133,18 @@ pub fn stamp() -> String {
     for (name, version) in PYTHON_PACKAGES {
         text.push_str(&format!("{name}=={version}\n"));
     }
-    text.push_str(&format!("constraints {}\n", hex(&Sha256::digest(CONSTRAINTS))));
-    text.push_str(&format!("{}=={} {IRONIC_SDIST_SHA256}\n", IRONIC.0, IRONIC.1));
-    text.push_str(&format!("{}=={} {CSDL_CRATE_SHA256}\n", CSDL_CRATE.0, CSDL_CRATE.1));
+    text.push_str(&format!(
+        "constraints {}\n",
+        hex(&Sha256::digest(CONSTRAINTS))
+    ));
+    text.push_str(&format!(
+        "{}=={} {IRONIC_SDIST_SHA256}\n",
+        IRONIC.0, IRONIC.1
+    ));
+    text.push_str(&format!(
+        "{}=={} {CSDL_CRATE_SHA256}\n",
+        CSDL_CRATE.0, CSDL_CRATE.1
+    ));
     text
 }
 
@@ -140,8 +154,10 @@ pub fn ensure(ws: &Workspace) -> Result<Tools> {
     let tools = Tools::at(&ws.target_dir);
     fs::create_dir_all(&tools.dir).with_context(|| format!("creating {}", tools.dir.display()))?;
     let lock_path = tools.dir.join(".lock");
-    let lock = File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
-    lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+    let lock =
+        File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
     let ready = fs::read_to_string(tools.ready_file()).unwrap_or_default();
     if ready != stamp() || !tools.complete() {
         eprintln!(
@@ -175,9 +191,16 @@ fn install(ws: &Workspace, tools: &Tools) -> Result<()> {
     let constraints = tools.dir.join("constraints.txt");
     fs::write(&constraints, CONSTRAINTS)?;
     let mut pip = Command::new(tools.python());
-    pip.args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-c"])
-        .arg(&constraints)
-        .args(PYTHON_PACKAGES.map(|(n, v)| format!("{n}=={v}")));
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+        "-c",
+    ])
+    .arg(&constraints)
+    .args(PYTHON_PACKAGES.map(|(n, v)| format!("{n}=={v}")));
     process::run_ok(&mut pip, PIP_LIMIT, Some(&logs.join("pip-install.log")))?;
     install_profile(tools, &logs)?;
     install_csdl(ws, tools, &logs)?;
@@ -210,7 +233,11 @@ fn ensure_python_venv() -> Result<PathBuf> {
     if !works(&check) {
         let apt = Path::new("/usr/bin/apt-get").exists();
         if !apt {
-            bail!("python3 with its venv module is missing: install Python {}.{}+ with venv", MIN_PYTHON.0, MIN_PYTHON.1);
+            bail!(
+                "python3 with its venv module is missing: install Python {}.{}+ with venv",
+                MIN_PYTHON.0,
+                MIN_PYTHON.1
+            );
         }
         if !crate::setup::running_as_root() {
             bail!("python3's venv module is missing: run `sudo apt-get install -y python3-venv`");
@@ -231,7 +258,9 @@ fn ensure_python_venv() -> Result<PathBuf> {
         }
         check = probe(&python);
         if !works(&check) {
-            bail!("python3's venv module still fails after installing python3-venv (is `python3` on PATH Debian's?)");
+            bail!(
+                "python3's venv module still fails after installing python3-venv (is `python3` on PATH Debian's?)"
+            );
         }
     }
     let version = check?.stdout.trim().to_string();
@@ -273,7 +302,11 @@ fn install_profile(tools: &Tools, logs: &Path) -> Result<()> {
             "-d",
         ])
         .arg(&downloads);
-        process::run_ok(&mut pip, PIP_LIMIT, Some(&logs.join("pip-download-ironic.log")))?;
+        process::run_ok(
+            &mut pip,
+            PIP_LIMIT,
+            Some(&logs.join("pip-download-ironic.log")),
+        )?;
     }
     let digest = sha256_file(&sdist).with_context(|| format!("pip left no {}", sdist.display()))?;
     if digest != IRONIC_SDIST_SHA256 {
@@ -332,15 +365,25 @@ fn install_csdl(ws: &Workspace, tools: &Tools, logs: &Path) -> Result<()> {
         PIP_LIMIT,
         Some(&logs.join("cargo-fetch-csdl.log")),
     )?;
-    let lock = fs::read_to_string(project.join("Cargo.lock")).context("reading the fetch's Cargo.lock")?;
+    let lock =
+        fs::read_to_string(project.join("Cargo.lock")).context("reading the fetch's Cargo.lock")?;
     let checksum = lock_checksum(&lock, name, version)
         .with_context(|| format!("no checksum for {name} {version} in {}", project.display()))?;
     if checksum != CSDL_CRATE_SHA256 {
-        bail!("{name} {version}: the registry's checksum is {checksum}, pinned {CSDL_CRATE_SHA256}");
+        bail!(
+            "{name} {version}: the registry's checksum is {checksum}, pinned {CSDL_CRATE_SHA256}"
+        );
     }
     let meta = process::run_ok(
         crate::workspace::cargo()
-            .args(["metadata", "--format-version", "1", "--offline", "--locked", "--manifest-path"])
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--offline",
+                "--locked",
+                "--manifest-path",
+            ])
             .arg(&manifest)
             .current_dir(&ws.root),
         QUICK_LIMIT * 2,
@@ -382,7 +425,8 @@ pub fn lock_checksum(lock: &str, name: &str, version: &str) -> Option<String> {
 
 /// The source directory of package `name` `version` from `cargo metadata` output.
 pub fn package_dir(metadata: &str, name: &str, version: &str) -> Result<PathBuf> {
-    let doc: serde_json::Value = serde_json::from_str(metadata).context("parsing cargo metadata")?;
+    let doc: serde_json::Value =
+        serde_json::from_str(metadata).context("parsing cargo metadata")?;
     let manifest = doc["packages"]
         .as_array()
         .into_iter()
@@ -456,7 +500,10 @@ dependencies = ["glob"]
 name = "redfish-csdl-fetch"
 version = "0.0.0"
 "#;
-        assert_eq!(lock_checksum(lock, "nv-redfish-schema", "0.22.1").as_deref(), Some("12b6"));
+        assert_eq!(
+            lock_checksum(lock, "nv-redfish-schema", "0.22.1").as_deref(),
+            Some("12b6")
+        );
         assert_eq!(lock_checksum(lock, "nv-redfish-schema", "0.22.0"), None);
         assert_eq!(lock_checksum(lock, "redfish-csdl-fetch", "0.0.0"), None);
         assert_eq!(lock_checksum("not toml [", "glob", "0.3.4"), None);
@@ -500,7 +547,10 @@ version = "0.0.0"
         for (name, version) in PYTHON_PACKAGES {
             assert!(s.contains(&format!("{name}=={version}")), "{s}");
         }
-        assert!(s.contains(IRONIC_SDIST_SHA256) && s.contains(CSDL_CRATE_SHA256), "{s}");
+        assert!(
+            s.contains(IRONIC_SDIST_SHA256) && s.contains(CSDL_CRATE_SHA256),
+            "{s}"
+        );
     }
 
     #[test]

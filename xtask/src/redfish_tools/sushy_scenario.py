@@ -121,7 +121,11 @@ class Scenario:
         if not location:
             raise StepFailed("no Location for the new session")
         systems = len(conn.get_system_collection().members_identities)
-        auth.close()
+        auth.close()  # DELETE of the session (sushy only logs a failure)
+        basic = self.connect(sushy.auth.BasicAuth(self.args.user, self.args.password))
+        left = basic.get_session_service().sessions.members_identities
+        if any(m.rstrip("/") == location.rstrip("/") or location.endswith(m.rstrip("/")) for m in left):
+            raise StepFailed(f"session {location} still listed after its DELETE")
         return f"session={location} systems={systems} deleted=yes"
 
     def step_auth_basic(self):

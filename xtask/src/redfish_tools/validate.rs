@@ -160,11 +160,23 @@ pub fn service_validator(tools: &Tools, service: &Service, log_dir: &Path) -> Re
     let mut cmd = Command::new(tools.bin.join(Validator::Service.program()));
     cmd.arg("--ip")
         .arg(&service.url)
-        .args(["--authtype", "Basic", "-u", &service.user, "-p", &service.password])
+        .args([
+            "--authtype",
+            "Basic",
+            "-u",
+            &service.user,
+            "-p",
+            &service.password,
+        ])
         .arg("--schema_directory")
         .arg(&tools.csdl)
         .arg("--skipschema")
-        .args(["--ext_http_proxy", DEAD_PROXY, "--ext_https_proxy", DEAD_PROXY])
+        .args([
+            "--ext_http_proxy",
+            DEAD_PROXY,
+            "--ext_https_proxy",
+            DEAD_PROXY,
+        ])
         .args(["--timeout", &REQUEST_TIMEOUT_S.to_string()]);
     run(tools, Validator::Service, cmd, service, log_dir)
 }
@@ -190,7 +202,8 @@ fn run(
     log_dir: &Path,
 ) -> Result<Summary> {
     if log_dir.exists() {
-        std::fs::remove_dir_all(log_dir).with_context(|| format!("emptying {}", log_dir.display()))?;
+        std::fs::remove_dir_all(log_dir)
+            .with_context(|| format!("emptying {}", log_dir.display()))?;
     }
     std::fs::create_dir_all(log_dir)?;
     cmd.arg("--logdir").arg(log_dir).current_dir(log_dir);
@@ -212,7 +225,9 @@ fn run(
     };
     let report = find_report(log_dir)?;
     let rows = process::run(
-        Command::new(tools.python()).arg(&tools.report_rows).arg(&report),
+        Command::new(tools.python())
+            .arg(&tools.report_rows)
+            .arg(&report),
         Duration::from_secs(120),
         None,
         "",
@@ -376,7 +391,10 @@ impl Row {
                 resource_type,
                 message,
                 ..
-            } => format!("resource type {resource_type}: {}", without_profile(message)),
+            } => format!(
+                "resource type {resource_type}: {}",
+                without_profile(message)
+            ),
         }
     }
 }
@@ -417,7 +435,10 @@ pub fn parse_rows(text: &str) -> Result<Vec<Row>> {
                 result: s(2),
                 message: s(3),
             },
-            _ => bail!("report row {}: not R with 6 fields or T with 3: {line:?}", n + 1),
+            _ => bail!(
+                "report row {}: not R with 6 fields or T with 3: {line:?}",
+                n + 1
+            ),
         });
     }
     Ok(rows)
@@ -479,7 +500,9 @@ pub fn requirement(profile: &serde_json::Value, row: &Row) -> String {
         Some(p) => (p, true),
         None => (path, false),
     };
-    let mut segments = path.split('/').filter(|s| !s.is_empty() && s.parse::<u64>().is_err());
+    let mut segments = path
+        .split('/')
+        .filter(|s| !s.is_empty() && s.parse::<u64>().is_err());
     while let Some(segment) = segments.next() {
         let next = if segment == "Actions" {
             segments.next().and_then(|action| {
@@ -563,10 +586,15 @@ HTML Report:  svlogs/2026-12-03-061553/RedfishServiceValidatorReport_12_03_2026_
     #[test]
     fn no_table_means_no_counts() {
         assert_eq!(
-            parse_counts("Redfish Service Validator, Version 3.1.8\n\nCould not set up the service: \n"),
+            parse_counts(
+                "Redfish Service Validator, Version 3.1.8\n\nCould not set up the service: \n"
+            ),
             None
         );
-        assert_eq!(parse_counts("|  PASS  |  WARN  |  FAIL  |  NOT TESTED  |\n| a | b | c | d |\n"), None);
+        assert_eq!(
+            parse_counts("|  PASS  |  WARN  |  FAIL  |  NOT TESTED  |\n| a | b | c | d |\n"),
+            None
+        );
     }
 
     #[test]
@@ -644,7 +672,10 @@ T\tComputerSystem\tPASS\tResource found; Profile: OpenStackIronicProfile (v1.2.0
             rows[2].line(),
             "/redfish/v1/Systems/1 Boot/BootSourceOverrideTarget (Write) = Hdd: Skip: Cannot test"
         );
-        assert_eq!(rows[7].line(), "resource type Processor: Resource not found");
+        assert_eq!(
+            rows[7].line(),
+            "resource type Processor: Resource not found"
+        );
         let long = Row::Property {
             uri: "/u".into(),
             resource_type: "T".into(),
@@ -686,13 +717,21 @@ T\tComputerSystem\tPASS\tResource found; Profile: OpenStackIronicProfile (v1.2.0
             fail: 2,
             not_tested: 4,
         };
-        let s = summarize(Validator::Interop, counts, &rows, Some(&profile()), Path::new("/l"));
+        let s = summarize(
+            Validator::Interop,
+            counts,
+            &rows,
+            Some(&profile()),
+            Path::new("/l"),
+        );
         assert_eq!(s.failures.len(), 2);
         assert_eq!(s.warnings.len(), 1);
         assert_eq!(s.not_tested.len(), 4);
         assert_eq!(
             s.mandatory_not_tested,
-            ["/redfish/v1/Systems/1 Boot/BootSourceOverrideTarget (Write) = Hdd: Skip: Cannot test"]
+            [
+                "/redfish/v1/Systems/1 Boot/BootSourceOverrideTarget (Write) = Hdd: Skip: Cannot test"
+            ]
         );
         assert!(!s.passed());
         let text = s.render(1);
@@ -701,15 +740,24 @@ T\tComputerSystem\tPASS\tResource found; Profile: OpenStackIronicProfile (v1.2.0
             "{text}"
         );
         assert!(text.contains("... 1 more FAIL lines"), "{text}");
-        assert!(text.contains("NOT TESTED (Mandatory) /redfish/v1/Systems/1 Boot"), "{text}");
+        assert!(
+            text.contains("NOT TESTED (Mandatory) /redfish/v1/Systems/1 Boot"),
+            "{text}"
+        );
         let service = summarize(Validator::Service, counts, &rows, None, Path::new("/l"));
         assert!(service.mandatory_not_tested.is_empty());
     }
 
     #[test]
     fn finds_the_host_of_a_url() {
-        assert_eq!(url_host("https://127.0.0.1:8443").as_deref(), Some("127.0.0.1"));
-        assert_eq!(url_host("http://localhost/redfish/v1").as_deref(), Some("localhost"));
+        assert_eq!(
+            url_host("https://127.0.0.1:8443").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(
+            url_host("http://localhost/redfish/v1").as_deref(),
+            Some("localhost")
+        );
         assert_eq!(url_host("https://u:p@[::1]:443/x").as_deref(), Some("::1"));
         assert_eq!(url_host("127.0.0.1:8443"), None);
         assert_eq!(url_host("http:///x"), None);
@@ -726,7 +774,12 @@ T\tComputerSystem\tPASS\tResource found; Profile: OpenStackIronicProfile (v1.2.0
         service.isolate(&mut cmd).unwrap();
         let envs: BTreeMap<_, _> = cmd
             .get_envs()
-            .map(|(k, v)| (k.to_string_lossy().into_owned(), v.unwrap().to_string_lossy().into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.unwrap().to_string_lossy().into_owned(),
+                )
+            })
             .collect();
         assert_eq!(envs["HTTPS_PROXY"], DEAD_PROXY);
         assert_eq!(envs["http_proxy"], DEAD_PROXY);
