@@ -37,11 +37,17 @@ pub fn get_until(port: u16, timeout: Duration) -> Result<Response> {
 
 /// One `GET /` from `127.0.0.1:port`, every step bounded by `timeout`.
 pub fn get(port: u16, timeout: Duration) -> Result<Response> {
+    get_path(port, "/", timeout)
+}
+
+/// One `GET path` from `127.0.0.1:port`, every step bounded by `timeout`.
+pub fn get_path(port: u16, path: &str, timeout: Duration) -> Result<Response> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&address, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    stream.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
     let mut bytes = Vec::new();
     // Bounded: at most 1 MiB, each read bounded by the timeout.
     stream.take(1 << 20).read_to_end(&mut bytes)?;

@@ -1,6 +1,6 @@
 //! The machinery behind `cargo xtask`, also used by the QEMU integration tests (`tests/`):
 //! set-up checks, building, ELF to flat images, the built-in Linux guest, the bundle image, node
-//! profiles, QEMU command lines and the benchmarks. `cmd` holds one module per subcommand.
+//! profiles, QEMU command lines, the benchmarks and the Redfish conformance tools. `cmd` holds one module per subcommand.
 
 pub mod bench;
 pub mod build;
@@ -19,6 +19,7 @@ pub mod network;
 pub mod node;
 pub mod progress;
 pub mod qemu;
+pub mod redfish_tools;
 pub mod setup;
 pub mod uboot_env;
 pub mod workspace;

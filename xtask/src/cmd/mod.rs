@@ -8,6 +8,7 @@ pub mod image;
 pub mod linux;
 pub mod plan;
 pub mod qemu;
+pub mod redfish_check;
 pub mod run;
 pub mod setup;
 pub mod soak;
