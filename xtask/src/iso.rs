@@ -82,7 +82,11 @@ fn d_characters(name: &str, max: usize) -> String {
         .chars()
         .map(|c| {
             let c = c.to_ascii_uppercase();
-            if c.is_ascii_uppercase() || c.is_ascii_digit() { c } else { '_' }
+            if c.is_ascii_uppercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '_'
+            }
         })
         .take(max)
         .collect();
@@ -512,8 +516,9 @@ impl IsoBuilder {
         for &tree in trees {
             let mut extents = Vec::new();
             for index in 0..dirs.len() {
-                let size =
-                    self.directory_bytes(tree, &dirs, index, &zero_dirs, &zero_files, 0).len();
+                let size = self
+                    .directory_bytes(tree, &dirs, index, &zero_dirs, &zero_files, 0)
+                    .len();
                 extents.push((u32::try_from(next)?, u32::try_from(size)?));
                 next += sectors(size);
             }
@@ -540,14 +545,8 @@ impl IsoBuilder {
                 image[lba * BLOCK..lba * BLOCK + table.len()].copy_from_slice(&table);
             }
             for index in 0..dirs.len() {
-                let bytes = self.directory_bytes(
-                    tree,
-                    &dirs,
-                    index,
-                    extents,
-                    &file_extents,
-                    er_lba as u32,
-                );
+                let bytes =
+                    self.directory_bytes(tree, &dirs, index, extents, &file_extents, er_lba as u32);
                 let at = extents[index].0 as usize * BLOCK;
                 image[at..at + bytes.len()].copy_from_slice(&bytes);
             }
@@ -634,7 +633,15 @@ impl IsoBuilder {
         d[148..152].copy_from_slice(&(m_lba as u32).to_be_bytes());
         let root = record(&[0], root.0, root.1, true, &[]);
         d[156..190].copy_from_slice(&root);
-        for range in [190..318, 318..446, 446..574, 574..702, 702..739, 739..776, 776..813] {
+        for range in [
+            190..318,
+            318..446,
+            446..574,
+            574..702,
+            702..739,
+            739..776,
+            776..813,
+        ] {
             text(&mut d, range, "");
         }
         for at in [813, 830] {
@@ -685,7 +692,10 @@ mod tests {
         assert_eq!(u32_at(image, 16 * BLOCK + 80) as usize, image.len() / BLOCK);
         // Both halves of both-endian fields agree.
         let pvd = &image[16 * BLOCK..17 * BLOCK];
-        assert_eq!(pvd[84..88], pvd[80..84].iter().rev().copied().collect::<Vec<_>>()[..]);
+        assert_eq!(
+            pvd[84..88],
+            pvd[80..84].iter().rev().copied().collect::<Vec<_>>()[..]
+        );
     }
 
     #[test]
@@ -713,13 +723,23 @@ mod tests {
 
     #[test]
     fn output_is_deterministic() {
-        assert_eq!(sample().build().unwrap().image, sample().build().unwrap().image);
+        assert_eq!(
+            sample().build().unwrap().image,
+            sample().build().unwrap().image
+        );
     }
 
     #[test]
     fn iso_identifiers_are_8_3_and_unique() {
         let mut entries = BTreeMap::new();
-        for name in ["grub.cfg", "vmlinuz", "abcdefghij.cfg", "abcdefghik.cfg", "x", "a.b.c"] {
+        for name in [
+            "grub.cfg",
+            "vmlinuz",
+            "abcdefghij.cfg",
+            "abcdefghik.cfg",
+            "x",
+            "a.b.c",
+        ] {
             entries.insert(name.to_string(), Node::File(Vec::new()));
         }
         entries.insert("boot.dir".into(), Node::Dir(Dir::default()));
@@ -743,7 +763,10 @@ mod tests {
         let mut iso = IsoBuilder::new("x");
         assert!(iso.file("/", "x").is_err());
         assert!(iso.file("/a/../b", "x").is_err());
-        assert!(iso.file(&format!("/{}", "n".repeat(MAX_NAME + 1)), "x").is_err());
+        assert!(
+            iso.file(&format!("/{}", "n".repeat(MAX_NAME + 1)), "x")
+                .is_err()
+        );
         iso.file("/a", "x").unwrap();
         assert!(iso.file("/a/b", "x").is_err());
         iso.dir("/d").unwrap();
@@ -754,8 +777,11 @@ mod tests {
     fn many_entries_span_sectors() {
         let mut iso = IsoBuilder::new("many");
         for i in 0..300 {
-            iso.file(&format!("/d/file-with-a-long-name-{i:04}.cfg"), vec![i as u8])
-                .unwrap();
+            iso.file(
+                &format!("/d/file-with-a-long-name-{i:04}.cfg"),
+                vec![i as u8],
+            )
+            .unwrap();
         }
         let layout = iso.build().unwrap();
         assert_eq!(layout.files.len(), 300);
@@ -793,7 +819,10 @@ mod tests {
                     .output()
                     .unwrap();
                 let listing = String::from_utf8_lossy(&out.stdout);
-                assert!(listing.lines().any(|l| l == expect), "isoinfo {flag}:\n{listing}");
+                assert!(
+                    listing.lines().any(|l| l == expect),
+                    "isoinfo {flag}:\n{listing}"
+                );
             }
             let out = Command::new("isoinfo")
                 .args(["-i", path.to_str().unwrap(), "-R", "-x", "/vmlinuz"])
@@ -803,13 +832,25 @@ mod tests {
         }
         if tool("xorriso") {
             let out = Command::new("xorriso")
-                .args(["-indev", path.to_str().unwrap(), "-find", "/", "-exec", "lsdl"])
+                .args([
+                    "-indev",
+                    path.to_str().unwrap(),
+                    "-find",
+                    "/",
+                    "-exec",
+                    "lsdl",
+                ])
                 .output()
                 .unwrap();
             let listing = String::from_utf8_lossy(&out.stdout);
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(out.status.success(), "{stderr}");
-            for name in ["'/boot/grub/grub.cfg'", "'/initrd.img'", "'/empty'", "'/empty.txt'"] {
+            for name in [
+                "'/boot/grub/grub.cfg'",
+                "'/initrd.img'",
+                "'/empty'",
+                "'/empty.txt'",
+            ] {
                 assert!(listing.contains(name), "xorriso:\n{listing}\n{stderr}");
             }
             assert!(

@@ -279,9 +279,11 @@ fn malformed(what: impl Into<String>) -> MediaError {
 /// The record of `bytes` (a directory's) at `at`, which the caller checked is not a 0 length.
 fn parse_record(bytes: &[u8], at: usize, block: usize) -> Result<(Record<'_>, u8), MediaError> {
     let len = usize::from(bytes[at]);
-    let record = bytes
-        .get(at..at + len)
-        .ok_or_else(|| malformed(format!("a directory record at byte {at} ends past its directory")))?;
+    let record = bytes.get(at..at + len).ok_or_else(|| {
+        malformed(format!(
+            "a directory record at byte {at} ends past its directory"
+        ))
+    })?;
     if len < 34 {
         return Err(malformed(format!(
             "a directory record of {len} bytes (at least 34)"
@@ -396,7 +398,9 @@ fn primary_descriptor(descriptor: &[u8]) -> Result<(usize, Extent, String), Medi
     }
     let (root, _) = parse_record(&descriptor[156..190], 0, block)?;
     if root.flags & FLAG_DIRECTORY == 0 {
-        return Err(malformed("a root directory record without the directory flag"));
+        return Err(malformed(
+            "a root directory record without the directory flag",
+        ));
     }
     let volume_id = String::from_utf8_lossy(&descriptor[40..72])
         .trim_end()
@@ -583,7 +587,11 @@ impl<'a> IsoImage<'a> {
     }
 
     /// The name `record` has in `tree` and, in the primary tree, its plain ISO 9660 name.
-    fn names(&self, tree: Tree, record: &Record<'a>) -> Result<(String, Option<String>), MediaError> {
+    fn names(
+        &self,
+        tree: Tree,
+        record: &Record<'a>,
+    ) -> Result<(String, Option<String>), MediaError> {
         Ok(match tree {
             Tree::Joliet => (joliet_name(record.id), None),
             Tree::Primary => match self.rock_ridge_name(record)? {
@@ -621,7 +629,9 @@ impl<'a> IsoImage<'a> {
                 }
                 if folded.is_none()
                     && (name.eq_ignore_ascii_case(part)
-                        || plain.as_deref().is_some_and(|p| p.eq_ignore_ascii_case(part)))
+                        || plain
+                            .as_deref()
+                            .is_some_and(|p| p.eq_ignore_ascii_case(part)))
                 {
                     folded = Some((record, name));
                 }
@@ -674,12 +684,12 @@ impl<'a> IsoImage<'a> {
         } else {
             let found = match self.find(Tree::Primary, path)? {
                 Some((record, _)) => Some((Tree::Primary, record)),
-                None => self.find(Tree::Joliet, path)?.map(|(r, _)| (Tree::Joliet, r)),
+                None => self
+                    .find(Tree::Joliet, path)?
+                    .map(|(r, _)| (Tree::Joliet, r)),
             };
             match found {
-                Some((tree, record)) if record.flags & FLAG_DIRECTORY != 0 => {
-                    (tree, record.extent)
-                }
+                Some((tree, record)) if record.flags & FLAG_DIRECTORY != 0 => (tree, record.extent),
                 _ => return Ok(None),
             }
         };
@@ -720,8 +730,10 @@ impl<'a> IsoImage<'a> {
     pub fn boot_media(&self) -> Result<BootMedia, MediaError> {
         let mut read = |path: &str| self.config_text(path);
         let mut first_without_entry = None;
-        let parsers: [(&[&str], ConfigParser); 2] =
-            [(&GRUB_CONFIGS, grub::choose), (&SYSLINUX_CONFIGS, syslinux::choose)];
+        let parsers: [(&[&str], ConfigParser); 2] = [
+            (&GRUB_CONFIGS, grub::choose),
+            (&SYSLINUX_CONFIGS, syslinux::choose),
+        ];
         for (paths, parse) in parsers {
             for path in paths {
                 let Some(text) = self.config_text(path)? else {

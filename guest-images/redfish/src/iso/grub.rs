@@ -383,10 +383,7 @@ fn assign(words: &[String], vars: &mut Vars) -> bool {
     };
     match text.split_once('=') {
         Some((name, value))
-            if !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
         {
             if vars.len() < MAX_VARS || vars.contains_key(name) {
                 let mut value = value.to_string();
@@ -438,8 +435,7 @@ impl Reader<'_> {
                     }
                 }
                 Stmt::Block(head, body) => {
-                    if let Some(item) =
-                        menu_item(head, body, &script.vars, 0, &mut self.items_left)
+                    if let Some(item) = menu_item(head, body, &script.vars, 0, &mut self.items_left)
                     {
                         script.items.push(item);
                     }
@@ -640,7 +636,10 @@ pub(super) fn choose(path: &str, text: &str, read: ReadConfig<'_>) -> Result<Par
         .get("default")
         .map(|d| d.trim().to_string())
         .filter(|d| !d.is_empty());
-    let (chain, how) = match default.as_deref().map(|d| (d, by_default(&script.items, d))) {
+    let (chain, how) = match default
+        .as_deref()
+        .map(|d| (d, by_default(&script.items, d)))
+    {
         Some((_, Some(chain))) => (chain, "the default"),
         Some((default, None)) => match first_bootable(&script.items) {
             Some(chain) => (chain, "the first; default '{default}' names none"),
@@ -726,7 +725,11 @@ mod tests {
         assert_eq!(c.kernel, "/install.a64/vmlinuz");
         assert_eq!(c.initrds, ["/install.a64/initrd.gz"]);
         assert_eq!(c.cmdline, "--- quiet");
-        assert!(c.entry.contains("menuentry 'Install' (the first)"), "{}", c.entry);
+        assert!(
+            c.entry.contains("menuentry 'Install' (the first)"),
+            "{}",
+            c.entry
+        );
     }
 
     #[test]
@@ -749,7 +752,11 @@ mod tests {
         // An unknown default falls back to the first entry, and says so.
         let c = choice(&format!("set default=saved\n{menu}"));
         assert_eq!(c.kernel, "/a");
-        assert!(c.entry.contains("default 'saved' names none"), "{}", c.entry);
+        assert!(
+            c.entry.contains("default 'saved' names none"),
+            "{}",
+            c.entry
+        );
     }
 
     #[test]
@@ -791,7 +798,10 @@ mod tests {
         let parsed = choose_in(
             "search --set=root --file /.disk/info\nconfigfile ($root)/boot/grub/real.cfg\n",
             &[
-                ("/boot/grub/real.cfg", "configfile /boot/grub/third.cfg\nmenuentry 'R' { linux /r }"),
+                (
+                    "/boot/grub/real.cfg",
+                    "configfile /boot/grub/third.cfg\nmenuentry 'R' { linux /r }",
+                ),
                 ("/boot/grub/third.cfg", "menuentry 'T' { linux /t }"),
             ],
         );
@@ -809,7 +819,11 @@ mod tests {
 
     #[test]
     fn deep_nesting_and_unbalanced_braces_are_harmless() {
-        let deep = format!("{}menuentry 'x' {{ linux /x }}{}", "{ ".repeat(1000), " }".repeat(3));
+        let deep = format!(
+            "{}menuentry 'x' {{ linux /x }}{}",
+            "{ ".repeat(1000),
+            " }".repeat(3)
+        );
         let _ = choose_in(&deep, &[]);
         let _ = choose_in("} } menuentry 'y' { linux /y", &[]);
         let _ = choose_in(&"submenu s { ".repeat(100), &[]);

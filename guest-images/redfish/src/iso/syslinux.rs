@@ -112,7 +112,10 @@ impl Reader<'_> {
                     label.linux = !is_module(name);
                     label.kernel = Some(name.to_string());
                 }
-                ("com32" | "comboot" | "boot" | "bss" | "pxe" | "fdimage" | "localboot", Some(label)) => {
+                (
+                    "com32" | "comboot" | "boot" | "bss" | "pxe" | "fdimage" | "localboot",
+                    Some(label),
+                ) => {
                     label.linux = false;
                     label.kernel = Some(format!("{keyword} {rest}"));
                 }
@@ -311,7 +314,9 @@ mod tests {
 
     #[test]
     fn keywords_are_case_insensitive_and_paths_relative_to_the_directory() {
-        let c = choice("default Linux\nlabel Linux\nlinux vmlinuz\ninitrd initrd.gz,extra.gz\nappend ro\n");
+        let c = choice(
+            "default Linux\nlabel Linux\nlinux vmlinuz\ninitrd initrd.gz,extra.gz\nappend ro\n",
+        );
         assert_eq!(c.kernel, "/isolinux/vmlinuz");
         assert_eq!(c.initrds, ["/isolinux/initrd.gz", "/isolinux/extra.gz"]);
         assert_eq!(c.cmdline, "ro");
@@ -322,7 +327,10 @@ mod tests {
         let parsed = choose_in(
             "path \ninclude menu.cfg\ndefault vesamenu.c32\nprompt 0\ntimeout 0\n",
             &[
-                ("/isolinux/menu.cfg", "menu hshift 4\ninclude gtk.cfg\nmenu include txt.cfg\n"),
+                (
+                    "/isolinux/menu.cfg",
+                    "menu hshift 4\ninclude gtk.cfg\nmenu include txt.cfg\n",
+                ),
                 (
                     "/isolinux/gtk.cfg",
                     "label installgui\n\tmenu label ^Graphical install\n\tmenu default\n\t\
@@ -345,7 +353,10 @@ mod tests {
     #[test]
     fn default_as_a_command_line_global_append_and_append_dash() {
         let c = choice("DEFAULT /vmlinuz root=/dev/sda ro\n");
-        assert_eq!((c.kernel.as_str(), c.cmdline.as_str()), ("/vmlinuz", "root=/dev/sda ro"));
+        assert_eq!(
+            (c.kernel.as_str(), c.cmdline.as_str()),
+            ("/vmlinuz", "root=/dev/sda ro")
+        );
         let c = choice("APPEND console=ttyAMA0\nLABEL a\nKERNEL /a\n");
         assert_eq!(c.cmdline, "console=ttyAMA0");
         assert!(c.entry.contains("(the first)"));
@@ -356,8 +367,14 @@ mod tests {
     #[test]
     fn modules_and_empty_configs_are_no_entry() {
         for (text, why) in [
-            ("DEFAULT hdt\nLABEL hdt\nCOM32 hdt.c32\n", "not a Linux kernel"),
-            ("DEFAULT m\nLABEL m\nKERNEL memtest.bin\n", "not a Linux kernel"),
+            (
+                "DEFAULT hdt\nLABEL hdt\nCOM32 hdt.c32\n",
+                "not a Linux kernel",
+            ),
+            (
+                "DEFAULT m\nLABEL m\nKERNEL memtest.bin\n",
+                "not a Linux kernel",
+            ),
             ("TIMEOUT 5\n", "has no LABEL"),
             ("LABEL a\nMENU LABEL A\n", "no LABEL has a KERNEL"),
         ] {
@@ -375,11 +392,16 @@ mod tests {
             "CONFIG /boot/real.cfg\n",
             &[("/boot/real.cfg", "LABEL r\nKERNEL /r\n")],
         );
-        assert!(matches!(parsed, Parsed::Choice(c) if c.kernel == "/r" && c.config.contains("CONFIG")));
+        assert!(
+            matches!(parsed, Parsed::Choice(c) if c.kernel == "/r" && c.config.contains("CONFIG"))
+        );
         // A file including itself stops at the depth limit.
         let parsed = choose_in(
             "INCLUDE loop.cfg\n",
-            &[("/isolinux/loop.cfg", "INCLUDE loop.cfg\nLABEL l\nKERNEL /l\n")],
+            &[(
+                "/isolinux/loop.cfg",
+                "INCLUDE loop.cfg\nLABEL l\nKERNEL /l\n",
+            )],
         );
         assert!(matches!(parsed, Parsed::Choice(c) if c.kernel == "/l"));
     }

@@ -113,7 +113,11 @@ fn joliet_names_serve_when_iso9660_names_do_not() {
     ]);
     iso.rock_ridge(false).joliet(true);
     let image = iso.build().unwrap().image;
-    assert!(IsoImage::open(&image, &Limits::default()).unwrap().has_joliet());
+    assert!(
+        IsoImage::open(&image, &Limits::default())
+            .unwrap()
+            .has_joliet()
+    );
     let m = media(&image).unwrap();
     assert_eq!((m.kernel, m.initrd), (kernel(), Some(initrd())));
     assert_eq!(m.cmdline, "boot=casper");
@@ -141,7 +145,8 @@ fn isolinux_when_there_is_no_grub() {
     assert_eq!((m.kernel, m.initrd), (kernel(), Some(both)));
     assert_eq!(m.cmdline, "boot=live");
     assert!(
-        m.source.starts_with("/isolinux/isolinux.cfg, label 'live' (DEFAULT)"),
+        m.source
+            .starts_with("/isolinux/isolinux.cfg, label 'live' (DEFAULT)"),
         "{}",
         m.source
     );
@@ -167,7 +172,12 @@ fn extlinux_and_efi_grub_locations() {
     .build()
     .unwrap()
     .image;
-    assert!(media(&image).unwrap().source.starts_with("/EFI/BOOT/grub.cfg"));
+    assert!(
+        media(&image)
+            .unwrap()
+            .source
+            .starts_with("/EFI/BOOT/grub.cfg")
+    );
 }
 
 #[test]
@@ -302,7 +312,11 @@ fn record_at(image: &[u8], dir_lba: usize, iso_id: &[u8]) -> usize {
 }
 
 fn root_lba(image: &[u8]) -> usize {
-    u32::from_le_bytes(image[16 * SECTOR + 158..16 * SECTOR + 162].try_into().unwrap()) as usize
+    u32::from_le_bytes(
+        image[16 * SECTOR + 158..16 * SECTOR + 162]
+            .try_into()
+            .unwrap(),
+    ) as usize
 }
 
 fn set_u32(image: &mut [u8], at: usize, value: u32) {
@@ -327,11 +341,19 @@ fn malformed_structures_are_reported() {
     image[16 * SECTOR] = 3;
     image[17 * SECTOR] = 3;
     image.truncate(17 * SECTOR + 5 * SECTOR);
-    assert!(matches!(media(&image).unwrap_err(), MediaError::Malformed(_)));
+    assert!(matches!(
+        media(&image).unwrap_err(),
+        MediaError::Malformed(_)
+    ));
     // A block size that is not one.
     let mut image = good.clone();
     image[16 * SECTOR + 128..16 * SECTOR + 130].copy_from_slice(&3u16.to_le_bytes());
-    assert!(media(&image).unwrap_err().to_string().contains("block size"));
+    assert!(
+        media(&image)
+            .unwrap_err()
+            .to_string()
+            .contains("block size")
+    );
     // A file extent past the end.
     let mut image = good.clone();
     let root = root_lba(&image);
@@ -351,7 +373,10 @@ fn malformed_structures_are_reported() {
     // A record shorter than the fixed part.
     let mut image = good;
     image[install] = 20;
-    assert!(matches!(media(&image).unwrap_err(), MediaError::Malformed(_)));
+    assert!(matches!(
+        media(&image).unwrap_err(),
+        MediaError::Malformed(_)
+    ));
 }
 
 #[test]
@@ -469,7 +494,11 @@ fn mutated_images_never_panic() {
         mutate(&mut rng, &mut image, *metadata_end);
         let outcome = match boot_media(&image, &limits) {
             Ok(_) => "ok".to_string(),
-            Err(e) => format!("{e:?}").split(['(', ' ']).next().unwrap().to_string(),
+            Err(e) => format!("{e:?}")
+                .split(['(', ' '])
+                .next()
+                .unwrap()
+                .to_string(),
         };
         *outcomes.entry(outcome).or_default() += 1;
     }
@@ -531,7 +560,11 @@ fn check_tool_image(image: &[u8], what: &str) {
     assert_eq!(m.kernel, kernel(), "{what}");
     assert_eq!(m.initrd, Some(initrd()), "{what}");
     assert_eq!(m.cmdline, "root=live:CDLABEL=X", "{what}");
-    assert!(m.source.contains("menuentry 'Second' (the default)"), "{what}: {}", m.source);
+    assert!(
+        m.source.contains("menuentry 'Second' (the default)"),
+        "{what}: {}",
+        m.source
+    );
 }
 
 #[test]
@@ -551,7 +584,10 @@ fn images_from_genisoimage_and_xorriso() {
         ("rock ridge", &["-R"]),
         ("joliet", &["-J", "-joliet-long"]),
     ];
-    for (program, prefix) in [("genisoimage", &[][..]), ("xorriso", &["-as", "mkisofs"][..])] {
+    for (program, prefix) in [
+        ("genisoimage", &[][..]),
+        ("xorriso", &["-as", "mkisofs"][..]),
+    ] {
         for (name, flags) in variants {
             if program == "xorriso" && name == "joliet" {
                 continue; // xorriso -as mkisofs always writes Rock Ridge
