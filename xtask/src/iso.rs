@@ -176,7 +176,7 @@ enum Target {
 
 /// One directory record (ECMA-119 §9.1) with its System Use bytes.
 fn record(id: &[u8], lba: u32, size: u32, is_dir: bool, system_use: &[u8]) -> Vec<u8> {
-    let pad = usize::from(id.len() % 2 == 0);
+    let pad = usize::from(id.len().is_multiple_of(2));
     let mut len = 33 + id.len() + pad + system_use.len();
     len += len % 2;
     let mut r = vec![0u8; len];
@@ -480,7 +480,7 @@ impl IsoBuilder {
                 table.extend(parent.to_le_bytes());
             }
             table.extend(id);
-            if id.len() % 2 == 1 {
+            if !id.len().is_multiple_of(2) {
                 table.push(0);
             }
         }

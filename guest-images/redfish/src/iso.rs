@@ -46,12 +46,13 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// Sizes that hold a distribution installer's kernel and initrd (the staging pool is
-    /// 128 MiB by default, docs/control.md), and far more metadata than any real ISO has.
+    /// Sizes that hold any distribution installer's kernel and initrd, and far more metadata
+    /// than a real ISO has; a caller sets the kernel and initrd limits to what its staging
+    /// pool holds (128 MiB by default, docs/control.md).
     fn default() -> Self {
         Limits {
             max_kernel: 128 << 20,
-            max_initrd: 1 << 30,
+            max_initrd: 512 << 20,
             max_config: 256 << 10,
             max_directory: 4 << 20,
             max_scan: 64 << 20,
@@ -296,7 +297,7 @@ fn parse_record(bytes: &[u8], at: usize, block: usize) -> Result<(Record<'_>, u8
     let id = record
         .get(33..33 + name_len)
         .ok_or_else(|| malformed("a directory record whose name ends past the record"))?;
-    let system_use_start = 33 + name_len + usize::from(name_len % 2 == 0);
+    let system_use_start = 33 + name_len + usize::from(name_len.is_multiple_of(2));
     let system_use = record.get(system_use_start..).unwrap_or(&[]);
     let start = lba
         .checked_add(xattr)
@@ -571,16 +572,18 @@ impl<'a> IsoImage<'a> {
                 }
                 at += len;
             }
-            match continuation {
-                Some(extent) if hops < MAX_CONTINUATIONS => {
+            // A continuation area past the end or longer than a block (SUSP 1.12 §5.1 keeps
+            // it in one) ends the entries, as a short one would.
+            let next = continuation
+                .filter(|extent| hops < MAX_CONTINUATIONS && extent.len <= self.block)
+                .and_then(|extent| self.extent(extent, "a continuation area").ok());
+            match next {
+                Some(next) => {
                     hops += 1;
-                    self.charge(extent.len)?;
-                    // A continuation area past the end ends the entries, as a short one would.
-                    area = self
-                        .extent(extent, "a System Use continuation area")
-                        .unwrap_or(&[]);
+                    self.charge(next.len())?;
+                    area = next;
                 }
-                _ => break,
+                None => break,
             }
         }
         Ok(name.map(|n| String::from_utf8_lossy(&n).into_owned()))

@@ -77,6 +77,15 @@ impl Reader<'_> {
             } else {
                 (keyword, rest)
             };
+            if keyword == "label" {
+                if config.labels.len() < MAX_LABELS {
+                    config.labels.push(Label {
+                        name: rest.to_string(),
+                        ..Label::default()
+                    });
+                }
+                continue;
+            }
             let label = config.labels.last_mut();
             match (keyword.as_str(), label) {
                 ("include" | "menu include", _) => {
@@ -97,14 +106,6 @@ impl Reader<'_> {
                 ("default", _) => config.default = Some(rest.to_string()),
                 ("ontimeout", _) => config.ontimeout = Some(rest.to_string()),
                 ("ui", _) => config.ui = true,
-                ("label", _) => {
-                    if config.labels.len() < MAX_LABELS {
-                        config.labels.push(Label {
-                            name: rest.to_string(),
-                            ..Label::default()
-                        });
-                    }
-                }
                 ("append", None) => config.global_append = Some(rest.to_string()),
                 ("append", Some(label)) => label.append = Some(rest.to_string()),
                 ("kernel" | "linux", Some(label)) => {

@@ -619,3 +619,33 @@ fn images_from_genisoimage_and_xorriso() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn rock_ridge_continuation_loops_end() {
+    let mut image = grub_iso().build().unwrap().image;
+    let sector = image.len() / SECTOR;
+    // A continuation area holding part of a name and a continuation to itself.
+    let mut area = vec![b'N', b'M', 7, 1, 1, b'a', b'b'];
+    area.extend_from_slice(&[b'C', b'E', 28, 1]);
+    for value in [sector as u32, 0, 35] {
+        area.extend_from_slice(&value.to_le_bytes());
+        area.extend_from_slice(&value.to_be_bytes());
+    }
+    image.extend_from_slice(&area);
+    image.resize((sector + 1) * SECTOR, 0);
+    let iso = IsoImage::open(&image, &Limits::default()).unwrap();
+    let record = Record {
+        extent: Extent { start: 0, len: 0 },
+        flags: 0,
+        id: b"X",
+        system_use: &image[sector * SECTOR + 7..sector * SECTOR + 35],
+    };
+    let name = iso.rock_ridge_name(&record).unwrap().unwrap();
+    assert_eq!(name, "ab".repeat(MAX_CONTINUATIONS));
+    // One past the end or longer than a block is not followed.
+    let mut far = record;
+    let mut ce = image[sector * SECTOR + 7..sector * SECTOR + 35].to_vec();
+    ce[4..8].copy_from_slice(&(sector as u32 + 5).to_le_bytes());
+    far.system_use = &ce;
+    assert_eq!(iso.rock_ridge_name(&far).unwrap(), None);
+}
