@@ -25,6 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 
+use crate::iso::{BootMedia, Limits, MediaError, boot_media};
+
 /// The hosts a virtual media URL may name: IP networks (a literal address in the URL must be
 /// in one) and host names (compared without case and trailing dot; a listed name is trusted
 /// with whatever it resolves to, and an unlisted one is refused without being resolved).
@@ -702,6 +704,48 @@ where
         bytes,
         content_type,
     }))
+}
+
+/// Why a virtual media URL does not give something to boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaFetchError {
+    /// The image could not be fetched.
+    Fetch(FetchError),
+    /// The image (from this URL, after redirects) is not bootable.
+    Image { url: String, error: MediaError },
+}
+
+impl fmt::Display for MediaFetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MediaFetchError::Fetch(e) => e.fmt(f),
+            MediaFetchError::Image { url, error } => write!(f, "{url}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for MediaFetchError {}
+
+/// `InsertMedia`'s work: fetches `url` under `options`, then reads what it boots under
+/// `limits` ([`crate::iso::boot_media`], on a blocking thread: decompressing a kernel takes a
+/// while).
+pub async fn fetch_boot_media(
+    url: &str,
+    options: &FetchOptions,
+    limits: &Limits,
+) -> Result<BootMedia, MediaFetchError> {
+    let fetched = fetch(url, options).await.map_err(MediaFetchError::Fetch)?;
+    let limits = *limits;
+    let Fetched { url, bytes, .. } = fetched;
+    let parsed = tokio::task::spawn_blocking(move || boot_media(&bytes, &limits)).await;
+    match parsed {
+        Ok(Ok(media)) => Ok(media),
+        Ok(Err(error)) => Err(MediaFetchError::Image { url, error }),
+        Err(join) => Err(MediaFetchError::Image {
+            url,
+            error: MediaError::Malformed(format!("reading the image stopped: {join}")),
+        }),
+    }
 }
 
 #[cfg(test)]

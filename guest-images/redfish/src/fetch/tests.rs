@@ -53,6 +53,14 @@ async fn answer<S: AsyncWrite + Unpin>(stream: &mut S, path: &str, port: u16) {
         "/no-location" => write("HTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n".into()),
         "/big-declared" => write("HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n".into()),
         "/short" => write("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this".into()),
+        "/kernel" => {
+            let mut kernel = vec![0u8; 4096];
+            kernel[0x38..0x3c].copy_from_slice(b"ARM\x64");
+            let mut response =
+                b"HTTP/1.1 200 OK\r\nContent-Length: 4096\r\n\r\n".to_vec();
+            response.extend_from_slice(&kernel);
+            response
+        }
         "/garbage" => write("SSH-2.0-OpenSSH\r\n\r\n".into()),
         "/big-chunked" => {
             let _ = stream
@@ -442,4 +450,36 @@ fn redirect_targets_resolve_like_a_browser() {
     ] {
         assert_eq!(redirect_target(&from, location), expected, "{location}");
     }
+}
+
+#[tokio::test]
+async fn boot_media_from_a_url() {
+    let server = server(None).await;
+    let limits = Limits::default();
+    let media = fetch_boot_media(&server.url("/kernel"), &options(), &limits)
+        .await
+        .unwrap();
+    assert_eq!((media.kernel.len(), media.initrd), (4096, None));
+    let err = fetch_boot_media(&server.url("/ok"), &options(), &limits)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MediaFetchError::Image { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: not an ISO 9660 image nor an arm64 kernel Image (5 bytes, shorter than an \
+             arm64 Image header)",
+            server.url("/ok")
+        )
+    );
+    let err = fetch_boot_media(&server.url("/nothing"), &options(), &limits)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MediaFetchError::Fetch(FetchError::Status { status: 404, .. })
+        ),
+        "{err:?}"
+    );
 }
