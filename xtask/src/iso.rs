@@ -792,10 +792,10 @@ mod tests {
         }
     }
 
-    fn tool(name: &str) -> bool {
+    fn tool(name: &str, package: &str) -> bool {
         let found = Command::new(name).arg("-version").output().is_ok();
         if !found {
-            eprintln!("skipped: {name} is not installed (apt-get install {name})");
+            eprintln!("skipped: {name} is not installed (apt-get install {package})");
         }
         found
     }
@@ -808,7 +808,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("media.iso");
         sample().joliet(true).write(&path).unwrap();
-        if tool("isoinfo") {
+        if tool("isoinfo", "genisoimage") {
             for (flag, expect) in [
                 ("-R", "/boot/grub/grub.cfg"),
                 ("-J", "/boot/grub/grub.cfg"),
@@ -830,7 +830,7 @@ mod tests {
                 .unwrap();
             assert_eq!(out.stdout, vec![7u8; 5000]);
         }
-        if tool("xorriso") {
+        if tool("xorriso", "xorriso") {
             let out = Command::new("xorriso")
                 .args([
                     "-indev",
