@@ -10,6 +10,8 @@
 
 use std::cell::Cell;
 
+use microvisor_control::{BootSpec, InitrdChoice};
+
 mod grub;
 pub mod kernel;
 mod syslinux;
@@ -71,6 +73,23 @@ pub struct BootMedia {
     pub cmdline: String,
     /// Where it came from: the configuration file and entry, or the kind of kernel image.
     pub source: String,
+}
+
+impl BootMedia {
+    /// The `BOOT` source once its kernel (and initrd, if any) are staged (docs/control.md,
+    /// "Boot sources"): the staged kernel, the staged initrd or none (never the slice's own
+    /// with a foreign kernel), and the command line (the slice's own when empty).
+    pub fn boot_spec(&self) -> BootSpec {
+        BootSpec {
+            staged_kernel: true,
+            initrd: if self.initrd.is_some() {
+                InitrdChoice::Staged
+            } else {
+                InitrdChoice::None
+            },
+            cmdline: (!self.cmdline.is_empty()).then(|| self.cmdline.clone()),
+        }
+    }
 }
 
 impl std::fmt::Debug for BootMedia {

@@ -42,8 +42,13 @@ fn media(image: &[u8]) -> Result<BootMedia, MediaError> {
 fn a_raw_kernel_boots_as_it_is() {
     let m = media(&kernel()).unwrap();
     assert_eq!(m.kernel, kernel());
-    assert_eq!((m.initrd, m.cmdline.as_str()), (None, ""));
+    assert_eq!((&m.initrd, m.cmdline.as_str()), (&None, ""));
     assert!(m.source.starts_with("an arm64 Image"), "{}", m.source);
+    let spec = m.boot_spec();
+    assert_eq!(
+        (spec.initrd, spec.cmdline),
+        (microvisor_control::InitrdChoice::None, None)
+    );
     let m = media(&gzip(&kernel())).unwrap();
     assert_eq!(m.kernel, kernel());
 }
@@ -75,6 +80,14 @@ fn grub_default_entry_with_rock_ridge_names() {
         m.source
     );
     assert!(m.source.contains("gzip"), "{}", m.source);
+    assert_eq!(
+        m.boot_spec(),
+        microvisor_control::BootSpec {
+            staged_kernel: true,
+            initrd: microvisor_control::InitrdChoice::Staged,
+            cmdline: Some("console=ttyAMA0 --- quiet".into()),
+        }
+    );
     let iso = IsoImage::open(&image, &Limits::default()).unwrap();
     assert!(iso.has_rock_ridge() && !iso.has_joliet());
     assert_eq!(iso.volume_id(), "MEDIA");
@@ -648,4 +661,85 @@ fn rock_ridge_continuation_loops_end() {
     ce[4..8].copy_from_slice(&(sector as u32 + 5).to_le_bytes());
     far.system_use = &ce;
     assert_eq!(iso.rock_ridge_name(&far).unwrap(), None);
+}
+
+/// The Debian arm64 kernel `cargo xtask` caches for the built-in guest, if it is there.
+fn debian_kernel() -> Option<Vec<u8>> {
+    let debian =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests/debian");
+    let package = std::fs::read_dir(&debian)
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("linux-image-"))?;
+    let boot = std::fs::read_dir(package.path().join("boot")).ok()?;
+    let kernel = boot
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))?;
+    std::fs::read(kernel.path()).ok()
+}
+
+#[test]
+fn a_debian_kernel_on_an_iso_and_on_its_own() {
+    let Some(vmlinuz) = debian_kernel() else {
+        eprintln!("skipped: no Debian kernel in target/guests (cargo xtask build fetches it)");
+        return;
+    };
+    let image = builder(&[
+        (
+            "/boot/grub/grub.cfg",
+            b"menuentry 'Debian' { linux /live/vmlinuz console=ttyAMA0 }".to_vec(),
+        ),
+        ("/live/vmlinuz", vmlinuz.clone()),
+    ])
+    .build()
+    .unwrap()
+    .image;
+    let m = media(&image).unwrap();
+    assert_eq!(m.kernel, vmlinuz);
+    assert_eq!(m.initrd, None);
+    assert!(m.source.ends_with("an arm64 Image"), "{}", m.source);
+    assert_eq!(media(&vmlinuz).unwrap().kernel, vmlinuz);
+}
+
+#[test]
+fn mutated_configurations_never_panic() {
+    let grub_text = format!(
+        "{GRUB}set default=\"1>0\"\nsubmenu 'S' --id s {{\n menuentry \"x$a\" {{ linux ($root)/k 'q' \\\" }}\n}}\n\
+         if [ x = y ]; then source /boot/grub/grub.cfg; else configfile (cd0)/x.cfg; fi\n"
+    );
+    let syslinux_text = "UI menu.c32\nINCLUDE menu.cfg\nDEFAULT a\nLABEL a\n MENU DEFAULT\n KERNEL k\n \
+                         APPEND initrd=i,j \"x y\" z\nLABEL b\n COM32 c.c32\nCONFIG other.cfg\n";
+    let alphabet = b"{}\"'\\$;#\n \tmenuentry linux initrd set default=>0123 LABEL KERNEL APPEND INCLUDE initrd=,-";
+    let mut rng = Rng(0xdead_beef);
+    for round in 0..3000 {
+        let base = if round % 2 == 0 {
+            grub_text.as_bytes()
+        } else {
+            syslinux_text.as_bytes()
+        };
+        let mut text = base.to_vec();
+        for _ in 0..1 + rng.below(10) {
+            let at = rng.below(text.len() + 1);
+            match rng.below(3) {
+                0 => text.insert(at.min(text.len()), alphabet[rng.below(alphabet.len())]),
+                1 if at < text.len() => {
+                    text.remove(at);
+                }
+                _ => {
+                    let from = rng.below(text.len());
+                    let len = rng.below(40).min(text.len() - from);
+                    let piece = text[from..from + len].to_vec();
+                    text.splice(at.min(text.len())..at.min(text.len()), piece);
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&text).into_owned();
+        // Included files are the text itself: self-inclusion must end too.
+        let mut read = |_: &str| -> Result<Option<String>, MediaError> { Ok(Some(text.clone())) };
+        let _ = if round % 2 == 0 {
+            grub::choose("/boot/grub/grub.cfg", &text, &mut read)
+        } else {
+            syslinux::choose("/isolinux/isolinux.cfg", &text, &mut read)
+        };
+    }
 }
