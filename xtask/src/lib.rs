@@ -13,6 +13,7 @@ pub mod guest;
 pub mod http;
 pub mod image;
 pub mod initramfs;
+pub mod iso;
 pub mod linux;
 pub mod netboot;
 pub mod network;
