@@ -8,7 +8,8 @@
 //! ```
 //! `--https` defaults to `0.0.0.0:443`; `--http` (plain HTTP) is off unless given; `--https
 //! off` turns HTTPS off. Without `--password-file` a password is generated and shown once.
-//! `--media-host` adds a host virtual media may be fetched from (none by default).
+//! `--media-host` adds hosts virtual media may be fetched from (an address, `ADDRESS/PREFIX`
+//! or a name; none by default: every `InsertMedia` is refused until one is given).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -17,6 +18,8 @@ use std::time::Duration;
 
 use microvisor_control::{Client, DevMemTransport};
 use microvisor_redfish::auth::random_password;
+use microvisor_redfish::fetch::{AllowList, FetchOptions, fetch_boot_media};
+use microvisor_redfish::iso::Limits;
 use microvisor_redfish::server::{self, Fetcher, Shared};
 use microvisor_redfish::service::{Config, Service};
 
@@ -101,7 +104,7 @@ fn run(args: &[String]) -> Result<(), String> {
         None => random_password(16),
     };
     let transport = DevMemTransport::open().map_err(|e| e.to_string())?;
-    let service = Service::new(
+    let mut service = Service::new(
         Client::new(transport),
         Config {
             user: options.user.clone(),
@@ -110,7 +113,17 @@ fn run(args: &[String]) -> Result<(), String> {
         },
     )
     .map_err(|e| e.to_string())?;
-    let fetcher = media_fetcher(options.media_hosts.clone());
+    let allow: AllowList = options
+        .media_hosts
+        .join(" ")
+        .parse()
+        .map_err(|e| format!("--media-host: {e}"))?;
+    let pool = service
+        .client_mut()
+        .node()
+        .map(|n| n.staging.bytes)
+        .unwrap_or(128 << 20);
+    let fetcher = media_fetcher(allow, usize::try_from(pool).unwrap_or(usize::MAX));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(8)
         .enable_all()
@@ -150,16 +163,25 @@ fn run(args: &[String]) -> Result<(), String> {
     })
 }
 
-/// Virtual media: nothing may be fetched yet (no `--media-host`) or from hosts outside the
-/// list.
-fn media_fetcher(hosts: Vec<String>) -> Fetcher {
-    let hosts = Arc::new(hosts);
+/// Virtual media: images fetched from the hosts of `allow` only, at most the staging pool's
+/// size, understood by `microvisor_redfish::iso::boot_media`.
+fn media_fetcher(allow: AllowList, max_bytes: usize) -> Fetcher {
+    let options = Arc::new({
+        let mut options = FetchOptions::new(allow);
+        options.max_bytes = max_bytes;
+        options
+    });
+    let limits = Arc::new(Limits {
+        max_kernel: max_bytes,
+        max_initrd: max_bytes,
+        ..Limits::default()
+    });
     Arc::new(move |url: String| {
-        let hosts = hosts.clone();
+        let (options, limits) = (options.clone(), limits.clone());
         Box::pin(async move {
-            Err(format!(
-                "virtual media is not available in this build (allowed hosts: {hosts:?}, url {url})"
-            ))
+            fetch_boot_media(&url, &options, &limits)
+                .await
+                .map_err(|e| e.to_string())
         })
     })
 }

@@ -35,14 +35,7 @@ pub struct Config {
 }
 
 /// What a virtual CD boots: the kernel, initrd and command line its image names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BootImage {
-    pub kernel: Vec<u8>,
-    pub initrd: Option<Vec<u8>>,
-    pub cmdline: String,
-    /// Where in the image they came from (for people).
-    pub source: String,
-}
+pub type BootImage = crate::iso::BootMedia;
 
 /// A virtual media image to fetch: the transport fetches `url` and calls
 /// [`Service::media_fetched`].
