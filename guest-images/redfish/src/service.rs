@@ -21,7 +21,10 @@ use crate::resources::{
     Collection,
     accounts::{self, ACCOUNT, ROLE},
     node, root,
-    systems::{self, BootEnabled, BootOverride, BootTarget, CD, DRIVE, MediaSlot, STORAGE, VOLUME},
+    systems::{
+        self, BootEnabled, BootOverride, BootTarget, CD, CONTROLLER, DRIVE, MediaSlot, STORAGE,
+        VOLUME,
+    },
     uuid_from,
 };
 
@@ -105,6 +108,8 @@ enum Route {
     Storages(String),
     Storage(String),
     Drive(String),
+    Controllers(String),
+    Controller(String),
     SecureErase(String),
     Volumes(String),
     Volume(String),
@@ -162,6 +167,10 @@ impl Route {
             ["Systems", id, "Storage"] => Route::Storages(s(id)),
             ["Systems", id, "Storage", STORAGE] => Route::Storage(s(id)),
             ["Systems", id, "Storage", STORAGE, "Drives", DRIVE] => Route::Drive(s(id)),
+            ["Systems", id, "Storage", STORAGE, "Controllers"] => Route::Controllers(s(id)),
+            ["Systems", id, "Storage", STORAGE, "Controllers", CONTROLLER] => {
+                Route::Controller(s(id))
+            }
             [
                 "Systems",
                 id,
@@ -253,6 +262,8 @@ impl Route {
             | Route::Storages(id)
             | Route::Storage(id)
             | Route::Drive(id)
+            | Route::Controllers(id)
+            | Route::Controller(id)
             | Route::SecureErase(id)
             | Route::Volumes(id)
             | Route::Volume(id)
@@ -352,6 +363,7 @@ impl<T: Transport> Service<T> {
             },
             None => None,
         };
+        let allow = allow_header(allowed);
         let response = match (route, method, slice) {
             (Route::Versions, ..) => Response::json(200, &serde_json::json!({"v1": root::ROOT})),
             (Route::Root, ..) => Response::json(200, &root::service_root(&self.node_uuid)),
@@ -390,19 +402,27 @@ impl<T: Transport> Service<T> {
                 route @ (Route::SimpleStorage(_)
                 | Route::Storage(_)
                 | Route::Drive(_)
+                | Route::Controllers(_)
+                | Route::Controller(_)
                 | Route::Volumes(_)
                 | Route::Volume(_)
                 | Route::SecureErase(_)),
                 _,
                 Some(slice),
-            ) => match slice.nvme.as_ref().map(|n| n.bytes) {
+            ) => match slice.nvme.as_ref().map(|n| (n.bytes, n.queues)) {
                 None => not_found(&request.path),
-                Some(bytes) => match route {
+                Some((bytes, queues)) => match route {
                     Route::SimpleStorage(_) => {
                         Response::json(200, &systems::simple_storage(&slice, bytes))
                     }
                     Route::Storage(_) => Response::json(200, &systems::storage(&slice)),
                     Route::Drive(_) => Response::json(200, &systems::drive(&slice, bytes)),
+                    Route::Controllers(_) => {
+                        Response::json(200, &systems::storage_controllers(&slice))
+                    }
+                    Route::Controller(_) => {
+                        Response::json(200, &systems::storage_controller(&slice, queues))
+                    }
                     Route::Volumes(_) => Response::json(200, &systems::volumes(&slice)),
                     Route::Volume(_) => Response::json(200, &systems::volume(&slice, bytes)),
                     _ => self.secure_erase(&slice, &body),
@@ -503,7 +523,7 @@ impl<T: Transport> Service<T> {
             // Every system route got its slice above.
             (_, _, None) => not_found(&request.path),
         };
-        respond(response)
+        respond(response.with_header("Allow", &allow))
     }
 
     /// The names of the systems: every slice but the manager.

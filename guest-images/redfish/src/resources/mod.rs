@@ -18,34 +18,36 @@ pub mod systems;
 /// The schema version of every resource type the service shows (namespace, version):
 /// `@odata.type` is `#<namespace>.<version>.<namespace>`, and `$metadata` references each.
 pub const SCHEMAS: &[(&str, &str)] = &[
-    ("ServiceRoot", "v1_9_0"),
+    ("ServiceRoot", "v1_15_0"),
     ("ComputerSystemCollection", ""),
-    ("ComputerSystem", "v1_13_0"),
+    ("ComputerSystem", "v1_20_0"),
     ("ProcessorCollection", ""),
-    ("Processor", "v1_9_0"),
+    ("Processor", "v1_18_0"),
     ("SimpleStorageCollection", ""),
-    ("SimpleStorage", "v1_3_0"),
+    ("SimpleStorage", "v1_3_2"),
     ("StorageCollection", ""),
-    ("Storage", "v1_9_0"),
-    ("Drive", "v1_9_0"),
+    ("Storage", "v1_15_0"),
+    ("StorageControllerCollection", ""),
+    ("StorageController", "v1_7_0"),
+    ("Drive", "v1_17_0"),
     ("VolumeCollection", ""),
-    ("Volume", "v1_5_0"),
+    ("Volume", "v1_9_0"),
     ("EthernetInterfaceCollection", ""),
-    ("EthernetInterface", "v1_6_0"),
+    ("EthernetInterface", "v1_10_0"),
     ("VirtualMediaCollection", ""),
-    ("VirtualMedia", "v1_3_0"),
+    ("VirtualMedia", "v1_6_0"),
     ("ManagerCollection", ""),
-    ("Manager", "v1_10_0"),
+    ("Manager", "v1_19_0"),
     ("ChassisCollection", ""),
-    ("Chassis", "v1_14_0"),
-    ("SessionService", "v1_1_8"),
+    ("Chassis", "v1_23_0"),
+    ("SessionService", "v1_1_9"),
     ("SessionCollection", ""),
-    ("Session", "v1_3_0"),
-    ("AccountService", "v1_8_0"),
+    ("Session", "v1_7_0"),
+    ("AccountService", "v1_13_0"),
     ("ManagerAccountCollection", ""),
-    ("ManagerAccount", "v1_7_0"),
+    ("ManagerAccount", "v1_11_0"),
     ("RoleCollection", ""),
-    ("Role", "v1_2_5"),
+    ("Role", "v1_3_2"),
 ];
 
 /// `#<namespace>.<version>.<namespace>` (or `#<namespace>.<namespace>` for a collection).
@@ -171,7 +173,7 @@ mod tests {
     fn odata_types_carry_their_version() {
         assert_eq!(
             odata_type("ComputerSystem"),
-            "#ComputerSystem.v1_13_0.ComputerSystem"
+            "#ComputerSystem.v1_20_0.ComputerSystem"
         );
         assert_eq!(
             odata_type("ComputerSystemCollection"),

@@ -135,7 +135,11 @@ pub fn metadata() -> String {
          <edmx:Edmx xmlns:edmx=\"http://docs.oasis-open.org/odata/ns/edmx\" Version=\"4.0\">\n",
     );
     let mut references: Vec<(&str, &str)> = SCHEMAS.to_vec();
-    references.extend([("Resource", "v1_0_0"), ("Message", "v1_1_1")]);
+    references.extend([
+        ("Resource", "v1_0_0"),
+        ("Message", "v1_1_1"),
+        ("Settings", "v1_3_5"),
+    ]);
     for (namespace, version) in references {
         xml.push_str(&format!(
             "  <edmx:Reference Uri=\"http://redfish.dmtf.org/schemas/v1/{namespace}_v1.xml\">\n\
@@ -171,9 +175,9 @@ mod tests {
     #[test]
     fn metadata_references_every_schema() {
         let xml = metadata();
-        assert!(xml.contains("<edmx:Include Namespace=\"ComputerSystem.v1_13_0\"/>"));
+        assert!(xml.contains("<edmx:Include Namespace=\"ComputerSystem.v1_20_0\"/>"));
         assert!(xml.contains("ComputerSystemCollection_v1.xml"));
-        assert!(xml.contains("Extends=\"ServiceRoot.v1_9_0.ServiceContainer\""));
-        assert_eq!(xml.matches("<edmx:Reference").count(), SCHEMAS.len() + 2);
+        assert!(xml.contains("Extends=\"ServiceRoot.v1_15_0.ServiceContainer\""));
+        assert_eq!(xml.matches("<edmx:Reference").count(), SCHEMAS.len() + 3);
     }
 }

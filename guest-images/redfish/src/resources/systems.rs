@@ -16,6 +16,7 @@ pub const SYSTEMS: &str = "/redfish/v1/Systems";
 pub const PROCESSOR: &str = "CPU";
 pub const STORAGE: &str = "NVMe";
 pub const DRIVE: &str = "Share";
+pub const CONTROLLER: &str = "0";
 pub const VOLUME: &str = "Share";
 pub const CD: &str = "CD";
 
@@ -168,6 +169,8 @@ pub struct MemorySummary {
 
 #[derive(Serialize)]
 pub struct Boot {
+    #[serde(rename = "@Redfish.WriteableProperties")]
+    pub writeable: &'static [&'static str],
     #[serde(rename = "BootSourceOverrideTarget")]
     pub target: &'static str,
     #[serde(rename = "BootSourceOverrideTarget@Redfish.AllowableValues")]
@@ -256,6 +259,11 @@ pub fn system(
             total_system_memory_gi_b: slice.memory_bytes as f64 / (1u64 << 30) as f64,
         },
         boot: Boot {
+            writeable: &[
+                "BootSourceOverrideTarget",
+                "BootSourceOverrideEnabled",
+                "BootSourceOverrideMode",
+            ],
             target: boot.target.name(),
             target_allowable: BootTarget::ALL,
             enabled: boot.enabled.name(),
@@ -398,6 +406,7 @@ pub struct Storage {
     #[serde(rename = "Drives@odata.count")]
     pub drives_count: usize,
     pub volumes: Link,
+    pub controllers: Link,
     pub status: Status,
 }
 
@@ -410,8 +419,50 @@ pub fn storage(slice: &SliceStatus) -> Storage {
         drives: vec![link(format!("{id}/Drives/{DRIVE}"))],
         drives_count: 1,
         volumes: link(format!("{id}/Volumes")),
+        controllers: link(format!("{id}/Controllers")),
         status: Status::ENABLED,
         odata_id: id,
+    }
+}
+
+pub fn storage_controllers(slice: &SliceStatus) -> Collection {
+    Collection::new(
+        "StorageControllerCollection",
+        &format!("{}/Storage/{STORAGE}/Controllers", system_id(&slice.name)),
+        "Storage controllers",
+        &[CONTROLLER.to_string()],
+    )
+}
+
+/// The NVMe controller the slice sees: its own, with the queue pairs its share has.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StorageController {
+    #[serde(rename = "@odata.id")]
+    pub odata_id: String,
+    #[serde(rename = "@odata.type")]
+    pub odata_type: String,
+    pub id: &'static str,
+    pub name: &'static str,
+    pub description: String,
+    pub supported_controller_protocols: &'static [&'static str],
+    pub supported_device_protocols: &'static [&'static str],
+    pub status: Status,
+}
+
+pub fn storage_controller(slice: &SliceStatus, queues: u32) -> StorageController {
+    StorageController {
+        odata_id: format!(
+            "{}/Storage/{STORAGE}/Controllers/{CONTROLLER}",
+            system_id(&slice.name)
+        ),
+        odata_type: odata_type("StorageController"),
+        id: CONTROLLER,
+        name: "NVMe controller",
+        description: format!("The slice's NVMe controller: {queues} dedicated I/O queue pair(s)"),
+        supported_controller_protocols: &["PCIe"],
+        supported_device_protocols: &["NVMe"],
+        status: Status::ENABLED,
     }
 }
 
@@ -462,13 +513,37 @@ pub fn drive(slice: &SliceStatus, bytes: u64) -> Drive {
     }
 }
 
-pub fn volumes(slice: &SliceStatus) -> Collection {
-    Collection::new(
-        "VolumeCollection",
-        &format!("{}/Storage/{STORAGE}/Volumes", system_id(&slice.name)),
-        "Volumes",
-        &[VOLUME.to_string()],
-    )
+/// The volumes: the share's one namespace; none can be made or removed (`Immediate` is the
+/// only apply time the collection names, as the Settings schema asks of one).
+#[derive(Serialize)]
+pub struct Volumes {
+    #[serde(flatten)]
+    pub collection: Collection,
+    #[serde(rename = "@Redfish.OperationApplyTimeSupport")]
+    pub apply_time: ApplyTimeSupport,
+}
+
+#[derive(Serialize)]
+pub struct ApplyTimeSupport {
+    #[serde(rename = "@odata.type")]
+    pub odata_type: &'static str,
+    #[serde(rename = "SupportedValues")]
+    pub supported: &'static [&'static str],
+}
+
+pub fn volumes(slice: &SliceStatus) -> Volumes {
+    Volumes {
+        collection: Collection::new(
+            "VolumeCollection",
+            &format!("{}/Storage/{STORAGE}/Volumes", system_id(&slice.name)),
+            "Volumes",
+            &[VOLUME.to_string()],
+        ),
+        apply_time: ApplyTimeSupport {
+            odata_type: "#Settings.v1_3_5.OperationApplyTimeSupport",
+            supported: &["Immediate"],
+        },
+    }
 }
 
 #[derive(Serialize)]
