@@ -195,6 +195,7 @@ fn a_firmware_slice_with_a_blank_disk_boots_debian_from_the_network() {
         .nic(Nic {
             network: Network::Host,
             tftp: Some(root),
+            http: None,
         })
         .plan(&plan(&[
             with_device(

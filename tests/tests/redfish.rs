@@ -351,3 +351,191 @@ fn redfish_drives_every_slice_of_the_node() {
         .run()
         .assert_passed("redfish_drives_every_slice");
 }
+
+/// What a Cd boot must show: the ISO's entry names this word on its command line.
+const CD_MARK: &str = "booted-from-virtual-cd";
+
+/// An ISO 9660 image as a provisioning system would serve: Debian's kernel and the built-in
+/// initramfs, and a GRUB configuration whose entry boots them with [`CD_MARK`] on the
+/// command line; written with the harness's ISO writer into `dir/boot.iso`, with a file that
+/// is no ISO next to it.
+fn media_dir() -> std::path::PathBuf {
+    let ws = &microvisor_tests::images::built().ws;
+    let dir = ws.target_dir.join("test-images").join("redfish-media");
+    std::fs::create_dir_all(&dir).unwrap();
+    let guest = xtask::linux::guest(ws, true).unwrap();
+    let grub = format!(
+        "set default=0\nset timeout=1\n\
+         menuentry \"Debian from the virtual CD\" {{\n\
+         \x20   linux /boot/vmlinuz {} {CD_MARK}\n\
+         \x20   initrd /boot/initrd.img\n}}\n",
+        xtask::linux::DEFAULT_CMDLINE
+    );
+    let mut iso = xtask::iso::IsoBuilder::new("MICROVISOR_CD");
+    iso.file("boot/vmlinuz", guest.kernel.clone())
+        .unwrap()
+        .file("boot/initrd.img", guest.initramfs.clone())
+        .unwrap()
+        .file("boot/grub/grub.cfg", grub.into_bytes())
+        .unwrap();
+    iso.write(&dir.join("boot.iso")).unwrap();
+    std::fs::write(dir.join("garbage.iso"), vec![0x5a; 1 << 20]).unwrap();
+    dir
+}
+
+/// Fleet tools against the service: DMTF's validators over the whole tree, bad virtual media,
+/// then Ironic's own client library driving `web` through inspection, a one-time boot from a
+/// virtual CD (its kernel on the console) and back to its own boot.
+fn fleet_tools(session: &HostSession) -> Result<String, String> {
+    use xtask::redfish_tools::{self, Scenario as Sushy, Service, Step};
+    let ws = &microvisor_tests::images::built().ws;
+    let (user, password) = credentials(&session.trigger)
+        .ok_or_else(|| format!("no credentials in {:?}", session.trigger))?;
+    let console = &session.console;
+    let tools = redfish_tools::ensure(ws).map_err(|e| format!("{e:#}"))?;
+    let service = Service {
+        url: format!("https://127.0.0.1:{}", session.https_port),
+        user: user.clone(),
+        password: password.clone(),
+    };
+    let logs = ws.target_dir.join("test-logs").join("redfish-fleet");
+
+    // The service validator: the whole tree against the DMTF schemas, no failure.
+    let schema = redfish_tools::service_validator(&tools, &service, &logs.join("service"))
+        .map_err(|e| format!("{e:#}"))?;
+    check(schema.counts.fail == 0 && schema.counts.pass > 300, || {
+        format!("service validator: {}", schema.render(30))
+    })?;
+    // Ironic's interop profile: what fails is what slices cannot do (docs/redfish.md,
+    // "Conformance"): network boot of a slice without firmware, creating volumes on a share
+    // that is one namespace. Anything else fails the test.
+    let ironic = redfish_tools::interop_validator(&tools, &service, &logs.join("interop"))
+        .map_err(|e| format!("{e:#}"))?;
+    let unexpected: Vec<&String> = ironic
+        .failures
+        .iter()
+        .filter(|f| {
+            !f.contains("The value 'Pxe' is not supported")
+                && !(f.contains("/Volumes") && f.contains("'POST' not found in the Allow header"))
+        })
+        .collect();
+    check(unexpected.is_empty() && ironic.counts.pass > 50, || {
+        format!("interop validator: {}", ironic.render(30))
+    })?;
+
+    // Virtual media that cannot be used: refused with the reason, the slot stays empty.
+    let admin = Client::new(session.port, Auth::Basic(user, password));
+    let insert = "/redfish/v1/Systems/web/VirtualMedia/CD/Actions/VirtualMedia.InsertMedia";
+    for (url, why) in [
+        ("http://10.0.2.100/missing.iso", "404"),
+        ("http://10.0.2.100/redirect-loop", "redirect"),
+        ("http://10.0.2.100/huge", "large"),
+        ("http://10.0.2.100/garbage.iso", "ISO"),
+        ("http://192.0.2.1/boot.iso", "allow"),
+    ] {
+        let answer = admin.post(insert, &json!({ "Image": url }))?;
+        let message = answer.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        check(
+            answer.status == 400 && message.to_lowercase().contains(&why.to_lowercase()),
+            || format!("InsertMedia {url}: {} {message:?}", answer.status),
+        )?;
+    }
+    let cd = admin
+        .get("/redfish/v1/Systems/web/VirtualMedia/CD")?
+        .expect(200, "web's CD")?
+        .json();
+    check(cd["Inserted"] == false && cd["Image"].is_null(), || {
+        format!("after refused media the CD shows {cd}")
+    })?;
+
+    // Ironic's conductor, through sushy: inspect, boot the CD once, eject, back to its own.
+    let media = "http://10.0.2.100/boot.iso";
+    let first = Sushy::new("web").media(media).steps(&[
+        Step::AuthSession,
+        Step::AuthBasic,
+        Step::Inventory,
+        Step::PowerOff,
+        Step::BootCd,
+        Step::InsertMedia,
+        Step::PowerOn,
+    ]);
+    let mark = console.len();
+    let run = redfish_tools::sushy_scenario(&tools, &service, &first, &logs.join("sushy-1"))
+        .map_err(|e| format!("{e:#}"))?;
+    check(run.passed, || format!("sushy: {}", run.render()))?;
+    let inventory = run.step(Step::Inventory).ok_or("no inventory step")?;
+    check(
+        inventory.field("arch") == Some("aarch64")
+            && inventory.field("cpus") == Some("2")
+            && inventory.field("memory_gib") == Some("1"),
+        || format!("inventory: {}", inventory.line()),
+    )?;
+    let (_, report) = console.wait_for(mark, "[web] SLICE-REPORT", Duration::from_secs(240))?;
+    check(report.contains(CD_MARK), || {
+        format!("web did not boot the CD's kernel: {report}")
+    })?;
+    let second = Sushy::new("web")
+        .media(media)
+        .steps(&[Step::EjectMedia, Step::PowerCycle]);
+    let mark = console.len();
+    let run = redfish_tools::sushy_scenario(&tools, &service, &second, &logs.join("sushy-2"))
+        .map_err(|e| format!("{e:#}"))?;
+    check(run.passed, || format!("sushy: {}", run.render()))?;
+    let (_, report) = console.wait_for(mark, "[web] SLICE-REPORT", Duration::from_secs(240))?;
+    check(!report.contains(CD_MARK), || {
+        format!("after the eject web still boots the CD: {report}")
+    })?;
+    Ok(format!(
+        "service validator {} pass 0 fail; interop {} pass, {} known failures; sushy drove web",
+        schema.counts.pass,
+        ironic.counts.pass,
+        ironic.failures.len()
+    ))
+}
+
+#[test]
+fn redfish_serves_ironic_and_the_validators() {
+    use xtask::node::{Network, Nic};
+    // The tools are installed before the node boots (the first time from PyPI).
+    let ws = &microvisor_tests::images::built().ws;
+    xtask::redfish_tools::ensure(ws).expect("the Redfish tools");
+    let manager = format!(
+        "{}\nrole = \"manager\"\nstaging = \"96MiB\"\n\n",
+        linux_slice(
+            "manager",
+            "1",
+            "256MiB",
+            "microvisor.redfish=http microvisor.redfish-media=10.0.2.100"
+        )
+        .trim_end()
+    );
+    let node = plan(&[
+        with_device(&manager, "class = \"net\""),
+        with_nvme(&linux_slice("web", "2", "1GiB", ""), 1, "4GiB"),
+        probe_slice("beat", "1", "64MiB", "cmdline = \"heartbeat=500\""),
+    ]);
+    Scenario::new("redfish_fleet_tools")
+        .inline_node(5, 5 << 29)
+        .disk(5 << 30)
+        .smmuv3()
+        .nic(Nic {
+            network: Network::Host,
+            tftp: None,
+            http: Some(media_dir()),
+        })
+        .plan(&node)
+        .timeout(Duration::from_secs(900))
+        .healthy(&["manager", "beat"])
+        .expect(Expect::Never(slice("manager", "REDFISH failed")))
+        .host_script(
+            "manager",
+            slice("manager", "REDFISH ready "),
+            1,
+            fleet_tools,
+        )
+        .run()
+        .assert_passed("redfish_fleet_tools");
+}

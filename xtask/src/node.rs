@@ -16,6 +16,8 @@
 //!                              # its port 80 forwarded from a free 127.0.0.1 port
 //! tftp = "netboot"             # optional, host NICs only: the directory that network's
 //!                              # TFTP server serves (network boot), relative to the profile
+//! http = "media"               # optional, host NICs only: the directory served at
+//!                              # http://10.0.2.100/ on that network (virtual media)
 //! ```
 //!
 //! NIC *i* (in profile order) sits alone behind PCIe root port *i*, so it is a PCIe endpoint
@@ -101,14 +103,23 @@ pub struct Nic {
     /// (QEMU's `tftp=`), from which a firmware slice given the NIC boots over the network
     /// (docs/firmware.md). None: no TFTP server.
     pub tftp: Option<PathBuf>,
+    /// For a `host` NIC: the directory served read-only over HTTP at
+    /// `http://`[`HTTP_SERVER`]`/` on its user network (QEMU's `guestfwd`, each connection
+    /// answered by `xtask/src/http_once.py`), where the manager's Redfish service fetches
+    /// virtual media from. None: nothing there.
+    pub http: Option<PathBuf>,
 }
 
+/// Where a host NIC's [`Nic::http`] directory is served on its user network.
+pub const HTTP_SERVER: &str = "10.0.2.100";
+
 impl Nic {
-    /// A NIC on `network`, without a TFTP server.
+    /// A NIC on `network`, without a TFTP or HTTP server.
     pub fn on(network: Network) -> Nic {
         Nic {
             network,
             tftp: None,
+            http: None,
         }
     }
 }
@@ -191,6 +202,7 @@ struct DiskFile {
 struct NicFile {
     network: Network,
     tftp: Option<PathBuf>,
+    http: Option<PathBuf>,
 }
 
 /// A size as written in TOML: a number of bytes or a string with a suffix.
@@ -244,6 +256,7 @@ impl Node {
                 .map(|n| Nic {
                     network: n.network,
                     tftp: n.tftp.as_ref().map(|t| dir.join(t)),
+                    http: n.http.as_ref().map(|t| dir.join(t)),
                 })
                 .collect(),
         };
@@ -330,6 +343,11 @@ impl Node {
             ensure!(
                 nic.tftp.is_none() || nic.network == Network::Host,
                 "nic #{}: tftp needs network = \"host\" (the slices network has no TFTP server)",
+                i + 1
+            );
+            ensure!(
+                nic.http.is_none() || nic.network == Network::Host,
+                "nic #{}: http needs network = \"host\" (the slices network has no HTTP server)",
                 i + 1
             );
         }

@@ -232,6 +232,22 @@ pub fn host_nic_count(nics: &[Nic]) -> usize {
     nics.iter().filter(|n| n.network == Network::Host).count()
 }
 
+/// `xtask/src/http_once.py`, written where QEMU's guestfwd can run it: one HTTP answer per
+/// connection (a guest's virtual media server, [`Nic::http`]).
+fn http_server_script() -> Result<PathBuf> {
+    let path = std::env::temp_dir().join(format!(
+        "microvisor-http-once-{}.py",
+        env!("CARGO_PKG_VERSION")
+    ));
+    let text = include_str!("http_once.py");
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(path)
+}
+
 /// `count` distinct loopback ports that were free a moment ago: each is bound to
 /// 127.0.0.1:0 (the kernel picks an unused port) while the others are, then all are released
 /// for QEMU to bind. Parallel QEMUs so never get fixed ports that collide; another process
@@ -294,6 +310,20 @@ pub fn nic_args(nics: &[Nic], ports: &[u16]) -> Result<(Vec<String>, Vec<HostFor
                     })?;
                     // QEMU's option syntax: a comma in a value is written twice.
                     netdev.push_str(&format!(",tftp={}", root.replace(',', ",,")));
+                }
+                if let Some(root) = &nic.http {
+                    let server = http_server_script()?;
+                    let command = format!("python3 {} {}", server.display(), root.display());
+                    anyhow::ensure!(
+                        !command.contains(','),
+                        "NIC #{}: HTTP root {} has a comma (QEMU's guestfwd cannot run it)",
+                        i + 1,
+                        root.display()
+                    );
+                    netdev.push_str(&format!(
+                        ",guestfwd=tcp:{}:80-cmd:{command}",
+                        crate::node::HTTP_SERVER
+                    ));
                 }
                 netdev
             }
@@ -465,6 +495,7 @@ mod tests {
         let nics = [Nic {
             network: Network::Host,
             tftp: Some("/t/net,boot".into()),
+            http: None,
         }];
         let (args, _) = nic_args(&nics, &[4321, 4322]).unwrap();
         assert_eq!(
