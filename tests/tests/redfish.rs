@@ -429,7 +429,7 @@ fn fleet_tools(session: &HostSession) -> Result<String, String> {
     for (url, why) in [
         ("http://10.0.2.100/missing.iso", "404"),
         ("http://10.0.2.100/redirect-loop", "redirect"),
-        ("http://10.0.2.100/huge", "large"),
+        ("http://10.0.2.100/huge", "more than"),
         ("http://10.0.2.100/garbage.iso", "ISO"),
         ("http://192.0.2.1/boot.iso", "allow"),
     ] {

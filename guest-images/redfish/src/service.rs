@@ -60,7 +60,7 @@ pub enum Outcome {
 /// Work left for later on one system.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pending {
-    /// A graceful restart: start it once it is off (until the deadline).
+    /// A graceful restart or a power cycle: start it once it is off (until the deadline).
     StartWhenOff { deadline_ms: u64 },
     /// A one-time boot from the CD began: back to the slice's own boot source once the start
     /// with `starts` is under way (until the deadline).
@@ -635,10 +635,13 @@ impl<T: Transport> Service<T> {
                 .prepare_boot(slice)
                 .and_then(|()| self.client.restart(name))
                 .and_then(|()| self.after_start(slice, now_ms)),
-            "PowerCycle" if on => self
-                .client
-                .off(name)
-                .and_then(|()| self.start(slice, now_ms)),
+            // OFF returns while the slice stops: it starts once it is off (tick).
+            "PowerCycle" if on => self.client.off(name).map(|()| {
+                self.systems.entry(name.to_string()).or_default().pending =
+                    Some(Pending::StartWhenOff {
+                        deadline_ms: now_ms + 30_000,
+                    });
+            }),
             "GracefulShutdown" if off => Ok(()),
             "GracefulShutdown" => self.client.shutdown(name, self.config.shutdown_timeout),
             "GracefulRestart" if off => self.start(slice, now_ms),

@@ -360,6 +360,7 @@ fn reset_types_drive_the_slice() {
         post(&mut s, reset, json!({"ResetType": "PowerCycle"})).status,
         204
     );
+    s.tick(50);
     assert_eq!(fake(&mut s).starts("web"), starts + 2);
     assert_eq!(
         post(&mut s, reset, json!({"ResetType": "GracefulShutdown"})).status,
