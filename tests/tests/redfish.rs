@@ -23,12 +23,21 @@ use microvisor_tests::{
     Expect, Scenario, linux_slice, plan, probe_slice, slice, with_device, with_nvme,
 };
 
+/// The admin password the plan gives (by its SHA-256) in [`manager`].
+const PASSWORD: &str = "hand-over-2026";
+
 /// The manager with the service's plain HTTP on (port 80) next to HTTPS, on the default
-/// node's host NIC 02:00.0.
+/// node's host NIC 02:00.0, the admin password given by its SHA-256.
 fn manager() -> String {
+    use sha2::{Digest, Sha256};
+    let digest: String = Sha256::digest(PASSWORD.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let cmdline = format!("microvisor.redfish=http microvisor.redfish-password-sha256={digest}");
     let text = format!(
         "{}\nrole = \"manager\"\nstaging = \"64MiB\"\n\n",
-        linux_slice("manager", "1", "256MiB", "microvisor.redfish=http").trim_end()
+        linux_slice("manager", "1", "256MiB", &cmdline).trim_end()
     );
     with_device(&text, "pci = \"02:00.0\"")
 }
@@ -64,8 +73,13 @@ fn check(condition: bool, what: impl FnOnce() -> String) -> Result<(), String> {
 /// What Ironic-like automation does, step by step; every step checks its answer and what the
 /// console shows.
 fn drive_the_node(session: &HostSession) -> Result<String, String> {
-    let (user, password) = credentials(&session.trigger)
-        .ok_or_else(|| format!("no credentials in {:?}", session.trigger))?;
+    check(session.trigger.contains("password=(the plan's)"), || {
+        format!(
+            "the plan's password is not what the service says: {}",
+            session.trigger
+        )
+    })?;
+    let (user, password) = ("admin".to_string(), PASSWORD.to_string());
     let open = Client::new(session.port, Auth::None);
     let admin = Client::new(session.port, Auth::Basic(user.clone(), password.clone()));
     let console = &session.console;

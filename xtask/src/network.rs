@@ -92,6 +92,22 @@ pub fn slice_networks(
     Ok(out)
 }
 
+/// Where the manager's Redfish service is reached from the host in this boot: the HTTPS
+/// port forwarded to the manager's host NIC (`None` without a manager or one without a host
+/// NIC).
+pub fn redfish_url(plan: &Plan, node: &Node, forwards: &[HostForward]) -> Result<Option<String>> {
+    let Some(manager) = plan.manager() else {
+        return Ok(None);
+    };
+    let placed = place_devices(plan, &node.pci_functions()).map_err(|e| anyhow!("{e}"))?;
+    Ok(placed.get(manager).and_then(|given| {
+        forwards
+            .iter()
+            .find(|f| given.contains(&f.address))
+            .map(|f| format!("{}redfish/v1/", f.https_url()))
+    }))
+}
+
 impl fmt::Display for SliceNetwork {
     /// `slice web: slices 10.10.0.1/24 [01:00.0 52:54:00:6d:76:00]; host DHCP
     /// http://127.0.0.1:40211/ [02:00.0 52:54:00:6d:76:01]`.
@@ -169,6 +185,30 @@ cmdline = "microvisor.ip=eth0:10.10.0.2/24"
 [[slice.device]]
 pci = "03:00.0"
 "#;
+
+    #[test]
+    fn the_redfish_url_is_the_managers_forwarded_https_port() {
+        let node = node();
+        let forward = |nic: usize, port: u16| HostForward {
+            nic,
+            address: Node::nic_address(nic).unwrap(),
+            mac: Node::nic_mac(nic),
+            port,
+            https_port: port + 1,
+        };
+        let forwards = [forward(1, 40211), forward(3, 40213)];
+        let without = Plan::from_toml(PLAN).unwrap();
+        assert_eq!(redfish_url(&without, &node, &forwards).unwrap(), None);
+        let with = Plan::from_toml(&format!(
+            "{PLAN}[[slice]]\nname = \"m\"\nrole = \"manager\"\ncores = 1\nmemory = \"256MiB\"\n\
+             kernel = \"linux\"\n[[slice.device]]\npci = \"04:00.0\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            redfish_url(&with, &node, &forwards).unwrap().as_deref(),
+            Some("https://127.0.0.1:40214/redfish/v1/")
+        );
+    }
 
     #[test]
     fn each_slice_with_nics_gets_its_address_and_url() {

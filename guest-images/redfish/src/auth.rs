@@ -24,11 +24,19 @@ pub struct Session {
     pub last_used_ms: u64,
 }
 
+/// How the account's password is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Secret {
+    Plain(String),
+    /// Its SHA-256 (what a plan may give, so the password itself is written nowhere).
+    Sha256([u8; 32]),
+}
+
 /// The account and the open sessions.
 #[derive(Debug)]
 pub struct Auth {
     user: String,
-    password: String,
+    password: Secret,
     sessions: BTreeMap<String, Session>,
     next_id: u64,
 }
@@ -44,9 +52,27 @@ pub enum Caller {
 
 impl Auth {
     pub fn new(user: &str, password: &str) -> Auth {
+        Auth::with_secret(user, Secret::Plain(password.to_string()))
+    }
+
+    /// The account `user` whose password has this SHA-256 (64 hex digits); `None` if
+    /// `sha256` is not that.
+    pub fn with_password_sha256(user: &str, sha256: &str) -> Option<Auth> {
+        let text = sha256.trim();
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut digest = [0u8; 32];
+        for (i, byte) in digest.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Auth::with_secret(user, Secret::Sha256(digest)))
+    }
+
+    fn with_secret(user: &str, password: Secret) -> Auth {
         Auth {
             user: user.to_string(),
-            password: password.to_string(),
+            password,
             sessions: BTreeMap::new(),
             next_id: 1,
         }
@@ -61,7 +87,13 @@ impl Auth {
     pub fn check(&self, user: &str, password: &str) -> bool {
         // Both compared, always: no early return that tells which one was wrong.
         let user_ok = same(user.as_bytes(), self.user.as_bytes());
-        let password_ok = same(password.as_bytes(), self.password.as_bytes());
+        let password_ok = match &self.password {
+            Secret::Plain(known) => same(password.as_bytes(), known.as_bytes()),
+            Secret::Sha256(digest) => {
+                use sha2::{Digest, Sha256};
+                same(&Sha256::digest(password.as_bytes()), digest)
+            }
+        };
         user_ok & password_ok
     }
 
@@ -141,7 +173,7 @@ impl Auth {
         if password.chars().any(char::is_control) {
             return Err("a password has no control characters".into());
         }
-        self.password = password.to_string();
+        self.password = Secret::Plain(password.to_string());
         Ok(())
     }
 
@@ -300,6 +332,23 @@ mod tests {
         }
         assert_eq!(auth.session_ids().len(), MAX_SESSIONS);
         assert!(auth.session(&first.id).is_none(), "the oldest went first");
+    }
+
+    #[test]
+    fn a_password_may_be_known_by_its_sha256_only() {
+        use sha2::{Digest, Sha256};
+        let real: String = Sha256::digest(b"s3cret-pass")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut auth = Auth::with_password_sha256("admin", &real).unwrap();
+        assert!(auth.check("admin", "s3cret-pass"));
+        assert!(!auth.check("admin", "s3cret-pasS"));
+        assert!(auth.login("admin", "s3cret-pass", 0).is_some());
+        assert!(Auth::with_password_sha256("admin", "xyz").is_none());
+        assert!(Auth::with_password_sha256("admin", &"g".repeat(64)).is_none());
+        auth.set_password("changed-it").unwrap();
+        assert!(auth.check("admin", "changed-it"));
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //!
 //! ```text
 //! microvisor-redfish [--https ADDR] [--http ADDR] [--user NAME] [--password-file FILE]
-//!                    [--media-host HOST]... [--shutdown-timeout SECS]
+//!                    [--password-sha256 HEX] [--media-host HOST]... [--shutdown-timeout SECS]
 //! ```
 //! `--https` defaults to `0.0.0.0:443`; `--http` (plain HTTP) is off unless given; `--https
-//! off` turns HTTPS off. Without `--password-file` a password is generated and shown once.
+//! off` turns HTTPS off. Without `--password-file` or `--password-sha256` (the password's
+//! SHA-256, so the password itself is written nowhere) a password is generated and shown once.
 //! `--media-host` adds hosts virtual media may be fetched from (an address, `ADDRESS/PREFIX`
 //! or a name; none by default: every `InsertMedia` is refused until one is given).
 
@@ -28,6 +29,7 @@ struct Options {
     http: Option<SocketAddr>,
     user: String,
     password_file: Option<String>,
+    password_sha256: Option<String>,
     media_hosts: Vec<String>,
     shutdown_timeout: Duration,
 }
@@ -38,6 +40,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         http: None,
         user: "admin".into(),
         password_file: None,
+        password_sha256: None,
         media_hosts: Vec::new(),
         shutdown_timeout: Duration::from_secs(300),
     };
@@ -64,6 +67,13 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--http" => options.http = Some(address(value()?)?),
             "--user" => options.user = value()?,
             "--password-file" => options.password_file = Some(value()?),
+            "--password-sha256" => {
+                let text = value()?;
+                if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(format!("--password-sha256 {text:?}: 64 hex digits"));
+                }
+                options.password_sha256 = Some(text);
+            }
             "--media-host" => options.media_hosts.push(value()?),
             "--shutdown-timeout" => {
                 let text = value()?;
@@ -96,12 +106,13 @@ fn main() -> ExitCode {
 
 fn run(args: &[String]) -> Result<(), String> {
     let options = parse(args)?;
-    let password = match &options.password_file {
-        Some(file) => std::fs::read_to_string(file)
+    let password = match (&options.password_file, &options.password_sha256) {
+        (Some(file), _) => std::fs::read_to_string(file)
             .map_err(|e| format!("reading {file}: {e}"))?
             .trim_end_matches(['\n', '\r'])
             .to_string(),
-        None => random_password(16),
+        (None, Some(digest)) => format!("sha256:{digest}"),
+        (None, None) => random_password(16),
     };
     let transport = DevMemTransport::open().map_err(|e| e.to_string())?;
     let mut service = Service::new(
@@ -148,14 +159,10 @@ fn run(args: &[String]) -> Result<(), String> {
             urls.push(format!("http={address}"));
             tokio::spawn(server::serve(shared.clone(), listener, None));
         }
-        let credentials = if options.password_file.is_some() {
-            format!(
-                "user={} password=(from {})",
-                options.user,
-                options.password_file.as_deref().unwrap_or_default()
-            )
-        } else {
-            format!("user={} password={password}", options.user)
+        let credentials = match (&options.password_file, &options.password_sha256) {
+            (Some(file), _) => format!("user={} password=(from {file})", options.user),
+            (None, Some(_)) => format!("user={} password=(the plan's)", options.user),
+            (None, None) => format!("user={} password={password}", options.user),
         };
         println!("REDFISH ready {} {credentials}", urls.join(" "));
         shared.tick_forever().await;
@@ -211,5 +218,8 @@ mod tests {
         assert!(parse(&args("--http 80")).is_err());
         assert!(parse(&args("--shutdown-timeout 0")).is_err());
         assert!(parse(&args("--bogus")).is_err());
+        assert!(parse(&args("--password-sha256 abc")).is_err());
+        let o = parse(&args(&format!("--password-sha256 {}", "a".repeat(64)))).unwrap();
+        assert_eq!(o.password_sha256, Some("a".repeat(64)));
     }
 }

@@ -32,6 +32,7 @@ use crate::resources::{
 #[derive(Clone, Debug)]
 pub struct Config {
     pub user: String,
+    /// The password, or `sha256:<64 hex digits>` of it.
     pub password: String,
     /// How long a graceful shutdown may take before the hypervisor forces the slice off.
     pub shutdown_timeout: Duration,
@@ -295,7 +296,14 @@ impl<T: Transport> Service<T> {
             }
         }
         Ok(Service {
-            auth: Auth::new(&config.user, &config.password),
+            auth: match config.password.strip_prefix("sha256:") {
+                Some(digest) => {
+                    Auth::with_password_sha256(&config.user, digest).ok_or_else(|| {
+                        Error::InvalidArgument("the password's sha256 is not 64 hex digits".into())
+                    })?
+                }
+                None => Auth::new(&config.user, &config.password),
+            },
             client,
             config,
             systems: BTreeMap::new(),

@@ -92,6 +92,13 @@ pub fn boot_interactive(
             if let Some(manager) = plan.manager() {
                 eprintln!("{}", manager_hint(&plan.slices[manager].name, manager));
             }
+            if let Some(url) = crate::network::redfish_url(plan, node, &launch.forwards)? {
+                eprintln!(
+                    "Redfish: {url} (self-signed certificate; user admin, password in the \
+                     manager's \"REDFISH ready\" console line unless the plan gives one; \
+                     docs/redfish.md)"
+                );
+            }
         }
         None => {
             for forward in &launch.forwards {

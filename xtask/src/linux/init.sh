@@ -25,7 +25,9 @@
 #                                     microvisor-redfish, HTTPS on 443 by default;
 #                                     microvisor.redfish=https|http|http-only|off (http adds
 #                                     plain HTTP on 80), microvisor.redfish-media=<host>[,..]
-#                                     the hosts virtual media may come from
+#                                     the hosts virtual media may come from,
+#                                     microvisor.redfish-password-sha256=<hex> the admin
+#                                     password's SHA-256 (else one is generated and shown)
 #
 # Network (before the report): the virtio-net modules in /lib/modules (put there in load order
 # by xtask) are loaded, every NIC (an interface with a device) is brought up with the static
@@ -622,6 +624,7 @@ redfish_start() {
 	for host in $(echo "$redfish_media" | tr ',' ' '); do
 		set -- "$@" --media-host "$host"
 	done
+	[ -z "$redfish_sha256" ] || set -- "$@" --password-sha256 "$redfish_sha256"
 	# From a subshell, like powerkey: not a child net_up's `wait` would wait for.
 	(/bin/microvisor-redfish "$@" </dev/null &)
 }
@@ -636,6 +639,7 @@ options() {
 	httpd=
 	redfish=
 	redfish_media=
+	redfish_sha256=
 	set -f
 	for word in $cmdline; do
 		case $word in
@@ -647,6 +651,7 @@ options() {
 		microvisor.httpd=*) httpd=${word#*=} ;;
 		microvisor.redfish=*) redfish=${word#*=} ;;
 		microvisor.redfish-media=*) redfish_media=${word#*=} ;;
+		microvisor.redfish-password-sha256=*) redfish_sha256=${word#*=} ;;
 		microvisor.ip=*) ;;
 		esac
 	done
