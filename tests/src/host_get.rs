@@ -43,7 +43,10 @@ pub struct HostGet {
 /// A program the host runs against a slice's forwarded ports once its trigger line appears
 /// (e.g. a Redfish client): `Ok` with a summary for the log, or why it failed.
 #[derive(Clone)]
-pub struct HostScript(pub Arc<dyn Fn(&HostSession) -> Result<String, String> + Send + Sync>);
+pub struct HostScript(pub Arc<ScriptFn>);
+
+/// The function of a [`HostScript`].
+pub type ScriptFn = dyn Fn(&HostSession) -> Result<String, String> + Send + Sync;
 
 impl fmt::Debug for HostScript {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
