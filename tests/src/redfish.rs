@@ -199,6 +199,54 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// The interop validator's failures (Ironic's profile) other than the two kinds the service
+/// knows it has (docs/redfish.md, "Conformance"): `Pxe` not among the boot override targets,
+/// no volume creation on a share. A test fails on any of these.
+pub fn unexpected_interop_failures(failures: &[String]) -> Vec<String> {
+    failures
+        .iter()
+        .filter(|f| {
+            let no_pxe = f.contains("The value 'Pxe' is not supported");
+            let no_new_volumes =
+                f.contains("/Volumes") && f.contains("'POST' not found in the Allow header");
+            !(no_pxe || no_new_volumes)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Both DMTF validators over the service behind `https_port` (HTTPS, Basic auth), logs under
+/// `target/test-logs/<name>/`: `Ok` with a summary when the service validator found no
+/// failure and the interop validator none but the known ones.
+pub fn validate(name: &str, https_port: u16, user: &str, password: &str) -> Result<String, String> {
+    use xtask::redfish_tools::{self, Service};
+    let ws = &crate::images::built().ws;
+    let tools = redfish_tools::ensure(ws).map_err(|e| format!("{e:#}"))?;
+    let service = Service {
+        url: format!("https://127.0.0.1:{https_port}"),
+        user: user.to_string(),
+        password: password.to_string(),
+    };
+    let logs = ws.target_dir.join("test-logs").join(name);
+    let schema = redfish_tools::service_validator(&tools, &service, &logs.join("service"))
+        .map_err(|e| format!("{e:#}"))?;
+    if schema.counts.fail != 0 || schema.counts.pass < 300 {
+        return Err(format!("service validator: {}", schema.render(30)));
+    }
+    let ironic = redfish_tools::interop_validator(&tools, &service, &logs.join("interop"))
+        .map_err(|e| format!("{e:#}"))?;
+    let unexpected = unexpected_interop_failures(&ironic.failures);
+    if !unexpected.is_empty() || ironic.counts.pass < 50 {
+        return Err(format!("interop validator: {}", ironic.render(30)));
+    }
+    Ok(format!(
+        "service validator {} pass, 0 fail; interop validator {} pass, {} known failures",
+        schema.counts.pass,
+        ironic.counts.pass,
+        ironic.failures.len()
+    ))
+}
+
 /// The user and password of a `REDFISH ready ... user=U password=P` console line.
 pub fn credentials(line: &str) -> Option<(String, String)> {
     let field = |name: &str| {

@@ -116,6 +116,24 @@ fn default_node_boots_its_default_plan() {
             count: 2,
         });
     }
+    // The manager's Redfish service, as `cargo xtask run` prints it: DMTF's validators over
+    // the whole node (the tools are installed first, from PyPI the first time).
+    xtask::redfish_tools::ensure(&microvisor_tests::images::built().ws).expect("Redfish tools");
+    s = s.host_script(
+        "manager",
+        slice("manager", "REDFISH ready "),
+        1,
+        |session| {
+            let (user, password) = microvisor_tests::redfish::credentials(&session.trigger)
+                .ok_or_else(|| format!("no credentials in {:?}", session.trigger))?;
+            microvisor_tests::redfish::validate(
+                "default_node-redfish",
+                session.https_port,
+                &user,
+                &password,
+            )
+        },
+    );
     s.run();
 }
 

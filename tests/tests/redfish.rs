@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use microvisor_tests::host_get::HostSession;
-use microvisor_tests::redfish::{Auth, Client, credentials};
+use microvisor_tests::redfish::{Auth, Client, credentials, validate};
 use microvisor_tests::{
     Expect, Scenario, linux_slice, plan, probe_slice, slice, with_device, with_nvme,
 };
@@ -414,30 +414,8 @@ fn fleet_tools(session: &HostSession) -> Result<String, String> {
     };
     let logs = ws.target_dir.join("test-logs").join("redfish-fleet");
 
-    // The service validator: the whole tree against the DMTF schemas, no failure.
-    let schema = redfish_tools::service_validator(&tools, &service, &logs.join("service"))
-        .map_err(|e| format!("{e:#}"))?;
-    check(schema.counts.fail == 0 && schema.counts.pass > 300, || {
-        format!("service validator: {}", schema.render(30))
-    })?;
-    // Ironic's interop profile: what fails is what slices cannot do (docs/redfish.md,
-    // "Conformance"): network boot of a slice without firmware, creating volumes on a share
-    // that is one namespace. Anything else fails the test.
-    let ironic = redfish_tools::interop_validator(&tools, &service, &logs.join("interop"))
-        .map_err(|e| format!("{e:#}"))?;
-    let unexpected: Vec<&String> = ironic
-        .failures
-        .iter()
-        .filter(|f| {
-            let no_pxe = f.contains("The value 'Pxe' is not supported");
-            let no_new_volumes =
-                f.contains("/Volumes") && f.contains("'POST' not found in the Allow header");
-            !(no_pxe || no_new_volumes)
-        })
-        .collect();
-    check(unexpected.is_empty() && ironic.counts.pass > 50, || {
-        format!("interop validator: {}", ironic.render(30))
-    })?;
+    // The validators: no failure but what slices cannot do.
+    let validated = validate("redfish-fleet", session.https_port, &user, &password)?;
 
     // Virtual media that cannot be used: refused with the reason, the slot stays empty.
     let admin = Client::new(session.port, Auth::Basic(user, password));
@@ -504,12 +482,7 @@ fn fleet_tools(session: &HostSession) -> Result<String, String> {
     check(!report.contains(CD_MARK), || {
         format!("after the eject web still boots the CD: {report}")
     })?;
-    Ok(format!(
-        "service validator {} pass 0 fail; interop {} pass, {} known failures; sushy drove web",
-        schema.counts.pass,
-        ironic.counts.pass,
-        ironic.failures.len()
-    ))
+    Ok(format!("{validated}; sushy drove web"))
 }
 
 #[test]
