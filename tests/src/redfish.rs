@@ -1,10 +1,9 @@
-//! A small Redfish client for host scripts (`Scenario::host_script`): HTTP/1.1 over the
-//! loopback port forwarded to the manager's port 80 (the service's plain HTTP, which tests
-//! turn on with `microvisor.redfish=http`), one connection per request, every step bounded.
+//! A small Redfish client for host scripts (`Scenario::host_script`): `xtask::http` requests
+//! to the loopback port forwarded to the manager's port 80 (the service's plain HTTP, which
+//! tests turn on with `microvisor.redfish=http`), one connection per request, every step
+//! bounded.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bound of one request (connect, send, read).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -104,79 +103,29 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<Answer, String> {
-        let what = format!("{method} {path}");
-        let started = Instant::now();
-        let address = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let mut stream = TcpStream::connect_timeout(&address, REQUEST_TIMEOUT)
-            .map_err(|e| format!("{what}: connecting to {address}: {e}"))?;
-        stream
-            .set_read_timeout(Some(REQUEST_TIMEOUT))
-            .and_then(|()| stream.set_write_timeout(Some(REQUEST_TIMEOUT)))
-            .map_err(|e| format!("{what}: {e}"))?;
-        let mut head =
-            format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-        match &self.auth {
-            Auth::None => {}
-            Auth::Basic(user, password) => head.push_str(&format!(
-                "Authorization: Basic {}\r\n",
-                base64(format!("{user}:{password}").as_bytes())
+        let authorization = match &self.auth {
+            Auth::None => None,
+            Auth::Basic(user, password) => Some((
+                "Authorization",
+                format!("Basic {}", base64(format!("{user}:{password}").as_bytes())),
             )),
-            Auth::Token(token) => head.push_str(&format!("X-Auth-Token: {token}\r\n")),
+            Auth::Token(token) => Some(("X-Auth-Token", token.clone())),
+        };
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if let Some((name, value)) = &authorization {
+            all.push((name, value));
         }
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
+        if body.is_some() {
+            all.push(("Content-Type", "application/json"));
         }
-        if let Some(body) = body {
-            head.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            ));
-        }
-        head.push_str("\r\n");
-        let mut request = head.into_bytes();
-        request.extend_from_slice(body.unwrap_or_default());
-        stream
-            .write_all(&request)
-            .map_err(|e| format!("{what}: sending: {e}"))?;
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .map_err(|e| format!("{what}: reading after {:?}: {e}", started.elapsed()))?;
-        parse(&raw).ok_or_else(|| {
-            format!(
-                "{what}: not an HTTP answer: {:?}",
-                String::from_utf8_lossy(&raw[..raw.len().min(200)])
-            )
+        let answer = xtask::http::request(self.port, method, path, &all, body, REQUEST_TIMEOUT)
+            .map_err(|e| format!("{method} {path}: {e:#}"))?;
+        Ok(Answer {
+            status: answer.status,
+            headers: answer.headers,
+            body: answer.body,
         })
     }
-}
-
-/// A whole HTTP/1.1 answer (the service always sends Content-Length).
-fn parse(raw: &[u8]) -> Option<Answer> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[end + 4..].to_vec();
-    if let Some(length) = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-    {
-        if body.len() < length {
-            return None;
-        }
-        body.truncate(length);
-    }
-    Some(Answer {
-        status,
-        headers,
-        body,
-    })
 }
 
 /// Standard base64 with padding.
@@ -269,17 +218,6 @@ mod tests {
         );
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(base64(b""), "");
-    }
-
-    #[test]
-    fn answers_parse() {
-        let a = parse(b"HTTP/1.1 204 No Content\r\nOData-Version: 4.0\r\n\r\n").unwrap();
-        assert_eq!(a.status, 204);
-        assert_eq!(a.header("odata-version"), Some("4.0"));
-        let a = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").unwrap();
-        assert_eq!(a.json(), serde_json::json!({}));
-        assert!(parse(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}").is_none());
-        assert!(parse(b"garbage").is_none());
     }
 
     #[test]

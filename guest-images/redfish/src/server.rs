@@ -173,44 +173,51 @@ async fn exchange<T: Transport + Send + 'static>(
     shared: Arc<Shared<T>>,
     request: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
-    let (parts, body) = request.into_parts();
-    let response = if parts.headers.len() > MAX_HEADERS {
-        Response::error(431, "GeneralError", "too many header fields")
-    } else {
-        let declared = parts
-            .headers
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY as u64) {
-            too_large()
-        } else {
-            let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect());
-            match read.await {
-                Err(_) => Response::error(408, "GeneralError", "the body took too long"),
-                Ok(Err(_)) => too_large(),
-                Ok(Ok(collected)) => {
-                    let request = Request {
-                        method: Method::parse(parts.method.as_str()),
-                        path: parts.uri.path().to_string(),
-                        headers: parts
-                            .headers
-                            .iter()
-                            .map(|(n, v)| {
-                                (
-                                    n.as_str().to_ascii_lowercase(),
-                                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                                )
-                            })
-                            .collect(),
-                        body: collected.to_bytes().to_vec(),
-                    };
-                    shared.answer(request).await
-                }
-            }
-        }
+    let response = match read(request).await {
+        Ok(request) => shared.answer(request).await,
+        Err(refusal) => refusal,
     };
     to_hyper(response)
+}
+
+/// The request with its body, or the answer that refuses it (too many headers, a body too
+/// large or too slow).
+async fn read(request: hyper::Request<Incoming>) -> Result<Request, Response> {
+    let (parts, body) = request.into_parts();
+    if parts.headers.len() > MAX_HEADERS {
+        return Err(Response::error(
+            431,
+            "GeneralError",
+            "too many header fields",
+        ));
+    }
+    let declared = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect())
+        .await
+        .map_err(|_| Response::error(408, "GeneralError", "the body took too long"))?
+        .map_err(|_| too_large())?;
+    Ok(Request {
+        method: Method::parse(parts.method.as_str()),
+        path: parts.uri.path().to_string(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: collected.to_bytes().to_vec(),
+    })
 }
 
 fn too_large() -> Response {

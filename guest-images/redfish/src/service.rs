@@ -644,26 +644,20 @@ impl<T: Transport> Service<T> {
                 .and_then(|()| self.client.restart(name))
                 .and_then(|()| self.after_start(slice, now_ms)),
             // OFF returns while the slice stops: it starts once it is off (tick).
-            "PowerCycle" if on => self.client.off(name).map(|()| {
-                self.systems.entry(name.to_string()).or_default().pending =
-                    Some(Pending::StartWhenOff {
-                        deadline_ms: now_ms + 30_000,
-                    });
-            }),
+            "PowerCycle" if on => self
+                .client
+                .off(name)
+                .map(|()| self.start_when_off(name, now_ms + 30_000)),
             "GracefulShutdown" if off => Ok(()),
             "GracefulShutdown" => self.client.shutdown(name, self.config.shutdown_timeout),
             "GracefulRestart" if off => self.start(slice, now_ms),
-            "GracefulRestart" => self
-                .client
-                .shutdown(name, self.config.shutdown_timeout)
-                .map(|()| {
-                    let deadline_ms = now_ms
-                        + u64::try_from(self.config.shutdown_timeout.as_millis())
-                            .unwrap_or(u64::MAX / 2)
-                        + 30_000;
-                    self.systems.entry(name.to_string()).or_default().pending =
-                        Some(Pending::StartWhenOff { deadline_ms });
-                }),
+            "GracefulRestart" => {
+                let wait =
+                    u64::try_from(self.config.shutdown_timeout.as_millis()).unwrap_or(u64::MAX / 2);
+                self.client
+                    .shutdown(name, self.config.shutdown_timeout)
+                    .map(|()| self.start_when_off(name, now_ms + wait + 30_000))
+            }
             // On, PowerCycle while shutting down or stopping.
             _ => {
                 return Response::error(
@@ -680,6 +674,13 @@ impl<T: Transport> Service<T> {
             Ok(()) => Response::empty(204),
             Err(e) => control_error(&e),
         }
+    }
+
+    /// Starts `name` once it is off (OFF and SHUTDOWN return while it stops), from
+    /// [`Service::tick`], until `deadline_ms`.
+    fn start_when_off(&mut self, name: &str, deadline_ms: u64) {
+        self.systems.entry(name.to_string()).or_default().pending =
+            Some(Pending::StartWhenOff { deadline_ms });
     }
 
     /// Starts an off slice from what its boot override says.

@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use microvisor_control::Client;
 use microvisor_control::fake::{FakeHypervisor, fake_kernel};
+use microvisor_control::{Client, Pacing};
 
 use super::*;
 
 const PASSWORD: &str = "correct-horse";
 
 fn service() -> Service<FakeHypervisor> {
-    let client = Client::new(FakeHypervisor::default_node()).with_pacing(Pacing::fast());
+    let client = Client::new(FakeHypervisor::default_node()).with_pacing(fast());
     Service::new(
         client,
         Config {
@@ -26,19 +26,12 @@ fn service() -> Service<FakeHypervisor> {
     .unwrap()
 }
 
-trait Fast {
-    fn fast() -> Self;
-}
-
-type Pacing = microvisor_control::Pacing;
-
-impl Fast for Pacing {
-    fn fast() -> Self {
-        Pacing {
-            poll: Duration::ZERO,
-            console_retry: Duration::ZERO,
-            console_stalls: 3,
-        }
+/// No waiting between polls: the fake's time moves only when the test moves it.
+fn fast() -> Pacing {
+    Pacing {
+        poll: Duration::ZERO,
+        console_retry: Duration::ZERO,
+        console_stalls: 3,
     }
 }
 

@@ -50,13 +50,18 @@ pub const SCHEMAS: &[(&str, &str)] = &[
     ("Role", "v1_3_2"),
 ];
 
-/// `#<namespace>.<version>.<namespace>` (or `#<namespace>.<namespace>` for a collection).
-pub fn odata_type(namespace: &str) -> String {
-    let version = SCHEMAS
+/// The version [`SCHEMAS`] gives `namespace` ("" for a collection or one not listed).
+pub fn version(namespace: &str) -> &'static str {
+    SCHEMAS
         .iter()
         .find(|(n, _)| *n == namespace)
         .map(|(_, v)| *v)
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// `#<namespace>.<version>.<namespace>` (or `#<namespace>.<namespace>` for a collection).
+pub fn odata_type(namespace: &str) -> String {
+    let version = version(namespace);
     if version.is_empty() {
         format!("#{namespace}.{namespace}")
     } else {

@@ -152,11 +152,7 @@ pub fn metadata() -> String {
         }
         xml.push_str("  </edmx:Reference>\n");
     }
-    let root_version = SCHEMAS
-        .iter()
-        .find(|(n, _)| *n == "ServiceRoot")
-        .map(|(_, v)| *v)
-        .unwrap_or("v1_0_0");
+    let root_version = super::version("ServiceRoot");
     xml.push_str(&format!(
         "  <edmx:DataServices>\n\
          \x20   <Schema xmlns=\"http://docs.oasis-open.org/odata/ns/edm\" Namespace=\"Service\">\n\
