@@ -109,10 +109,19 @@ pub fn compile_with(text: &str, mut resolver: Resolver<'_>) -> Result<(CompiledP
         if slice.boot == BootProtocol::Firmware {
             GuestLayout::firmware(slice.memory, kernel.bytes.len() as u64)
                 .map_err(|e| plan_error(e.with_slice(slice.name.as_str())))?;
-            if !slice.firmware_env.is_empty() {
+            // Without variables the slice's flash stays erased and the firmware uses its
+            // built-in environment; a start that boots from the network first needs that
+            // environment written out with its boot order changed.
+            let env = if slice.firmware_env.is_empty() {
+                crate::uboot_env::default_environment(&kernel.bytes).ok()
+            } else {
                 slice.firmware_env =
                     firmware_environment(&slice.name, &kernel.bytes, &slice.firmware_env)?;
-            }
+                Some(slice.firmware_env.clone())
+            };
+            slice.firmware_network_env = env
+                .and_then(|env| microvisor_plan::firmware_env::network_first(&env))
+                .unwrap_or_default();
             continue;
         }
         let header = Arm64Header::parse(&kernel.bytes).expect("checked by the resolver");

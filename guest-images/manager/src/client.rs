@@ -283,6 +283,13 @@ impl<T: Transport> Client<T> {
         .map(drop)
     }
 
+    /// `BOOT` with the network flag: the flashed firmware boots from the network first from
+    /// the next start on (refused unless the slice's status says `network_boot`).
+    pub fn boot_network(&mut self, slice: &str) -> Result<(), Error> {
+        self.call(&Request::new(Op::Boot, slice).a0(boot_flags::NETWORK))
+            .map(drop)
+    }
+
     /// `BOOT` with flags 0: back to the flashed default; the staged images are freed.
     pub fn boot_default(&mut self, slice: &str) -> Result<(), Error> {
         self.boot(slice, &BootSpec::default())

@@ -51,6 +51,8 @@ pub struct FakeSliceSpec {
     pub honours_power_key: bool,
     /// Bytes its UART's receive FIFO takes per tick (0: it takes nothing).
     pub uart_fifo: usize,
+    /// Its flashed kernel is firmware that can boot from the network first.
+    pub network_boot: bool,
 }
 
 impl FakeSliceSpec {
@@ -75,6 +77,27 @@ impl FakeSliceSpec {
             cmdline: "console=ttyAMA0".into(),
             honours_power_key: true,
             uart_fifo: 32,
+            network_boot: false,
+        }
+    }
+
+    /// A slice that boots firmware (U-Boot) with a NIC, so it can boot from the network.
+    pub fn firmware(name: &str) -> Self {
+        FakeSliceSpec {
+            kernel: FlashedImage {
+                label: "u-boot".into(),
+                bytes: 971_304,
+            },
+            initrd: None,
+            cmdline: String::new(),
+            nics: vec![(
+                "01:00.0".into(),
+                "00:01.0".into(),
+                "1af4:1041".into(),
+                Some("52:54:00:6d:76:10".into()),
+            )],
+            network_boot: true,
+            ..Self::tenant(name)
         }
     }
 
@@ -276,8 +299,13 @@ impl FakeSlice {
         self.started_at_ms = now_ms;
         self.scrub = Some((self.spec.memory_bytes, self.spec.memory_bytes >> 22));
         self.exits = 0;
+        let network = if self.boot_flags == boot_flags::NETWORK {
+            " network-first"
+        } else {
+            ""
+        };
         let line = format!(
-            "{BOOT_LINE} kernel={} initrd={} cmdline={}\n",
+            "{BOOT_LINE} kernel={}{network} initrd={} cmdline={}\n",
             self.kernel_label(),
             self.initrd_label().unwrap_or_else(|| "none".into()),
             self.cmdline()
@@ -335,10 +363,15 @@ impl FakeSlice {
             "nics": self.spec.nics.iter().map(|(host, slot, id, mac)| {
                 json!({"host": host, "slot": slot, "id": id, "mac": mac})
             }).collect::<Vec<_>>(),
+            "network_boot": self.spec.network_boot,
             "uptime_ms": if self.is_on() { now_ms - self.started_at_ms } else { 0 },
             "starts": self.starts,
             "boot": {
-                "source": if self.boot_flags == 0 { "flashed" } else { "staged" },
+                "source": match self.boot_flags {
+                    0 => "flashed",
+                    boot_flags::NETWORK => "network",
+                    _ => "staged",
+                },
                 "kernel": self.kernel_label(),
                 "kernel_bytes": kernel_bytes,
                 "kernel_sha256": kernel_sha,
@@ -849,6 +882,19 @@ fn boot(
     }
     if flags & boot_flags::CMDLINE == 0 && !payload.is_empty() {
         return bad("a payload without boot flag 8");
+    }
+    if flags & boot_flags::NETWORK != 0 {
+        if flags != boot_flags::NETWORK {
+            return bad("the network boot takes no other flag");
+        }
+        if !slice.spec.network_boot {
+            return bad("its flashed kernel is no firmware that boots from the network");
+        }
+        slice.boot_flags = flags;
+        slice.boot_cmdline = None;
+        slice.staged = [None, None];
+        slice.pending = [None, None];
+        return Ok((0, 0, Vec::new()));
     }
     if flags == 0 {
         slice.boot_flags = 0;

@@ -273,8 +273,11 @@ pub mod boot_flags {
     pub const NO_INITRD: u64 = 4;
     /// The payload is the whole command line.
     pub const CMDLINE: u64 = 8;
+    /// The flashed firmware, booting from the network first (alone, on a slice whose status
+    /// says `network_boot`).
+    pub const NETWORK: u64 = 16;
     /// Every defined flag.
-    pub const ALL: u64 = STAGED_KERNEL | STAGED_INITRD | NO_INITRD | CMDLINE;
+    pub const ALL: u64 = STAGED_KERNEL | STAGED_INITRD | NO_INITRD | CMDLINE | NETWORK;
 }
 
 /// Why a slice name cannot go into a request header.

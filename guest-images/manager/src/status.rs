@@ -88,7 +88,7 @@ pub struct Nic {
 /// Where the slice's next start boots from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootSource {
-    /// `flashed`, or what the hypervisor calls a staged source.
+    /// `flashed`, `network` (the flashed firmware, network boot first) or `staged`.
     pub source: String,
     pub kernel: String,
     #[serde(default)]
@@ -147,6 +147,9 @@ pub struct SliceStatus {
     pub nvme: Option<NvmeShare>,
     #[serde(default)]
     pub nics: Vec<Nic>,
+    /// Its flashed firmware can boot from the network first ([`crate::Client::boot_network`]).
+    #[serde(default)]
+    pub network_boot: bool,
     /// 0 when off.
     #[serde(default)]
     pub uptime_ms: u64,

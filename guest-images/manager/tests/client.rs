@@ -538,3 +538,32 @@ fn node_describes_the_hypervisor() {
     assert!(node.heap_used_bytes <= node.heap_bytes);
     assert!(node.staging.bytes > 0);
 }
+
+#[test]
+fn a_firmware_slice_boots_from_the_network_first_until_told_otherwise() {
+    let mut c = Client::new(FakeHypervisor::new(vec![
+        FakeSliceSpec::manager("ctl"),
+        FakeSliceSpec::firmware("metal"),
+        FakeSliceSpec::tenant("web"),
+    ]))
+    .with_pacing(fast());
+    let metal = c.status("metal").unwrap();
+    assert!(metal.network_boot);
+    assert_eq!(metal.boot.unwrap().source, "flashed");
+    c.boot_network("metal").unwrap();
+    assert_eq!(c.status("metal").unwrap().boot.unwrap().source, "network");
+    c.restart("metal").unwrap();
+    assert!(last_boot_line(&c, "metal").contains("kernel=u-boot network-first"));
+    // Every start until the default comes back.
+    c.restart("metal").unwrap();
+    assert!(last_boot_line(&c, "metal").contains("network-first"));
+    c.boot_default("metal").unwrap();
+    c.restart("metal").unwrap();
+    assert!(!last_boot_line(&c, "metal").contains("network-first"));
+    // A slice that does not boot firmware has no network boot.
+    assert!(!c.status("web").unwrap().network_boot);
+    let (status, message) = refused(c.boot_network("web"));
+    assert_eq!(status, Status::BadRequest);
+    assert!(message.contains("firmware"), "{message}");
+    assert_eq!(c.status("web").unwrap().boot.unwrap().source, "flashed");
+}

@@ -355,10 +355,16 @@ impl Control {
         let refuse = |status, what: &dyn core::fmt::Display| {
             Refusal::new(status, format_args!("slice \"{}\": {what}", slice.name))
         };
-        if !flags.custom {
-            let images = slice
-                .flashed_boot()
-                .map_err(|e| refuse(Status::BadImage, &e))?;
+        if !flags.custom || flags.network {
+            let images = if flags.network {
+                slice
+                    .network_boot()
+                    .map_err(|e| refuse(Status::BadRequest, &e))?
+            } else {
+                slice
+                    .flashed_boot()
+                    .map_err(|e| refuse(Status::BadImage, &e))?
+            };
             return slice
                 .set_boot(images)
                 .map(|()| Reply::empty())

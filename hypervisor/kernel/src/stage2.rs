@@ -49,6 +49,14 @@ impl CpuStage2 {
             .map(ipa, physical, size, Attributes::DEVICE)
     }
 
+    /// Maps `[physical, physical + size)` read-only (no execute) at `ipa` (whole pages): a
+    /// store there is a stage-2 permission fault.
+    pub fn map_read_only(&self, ipa: u64, physical: u64, size: u64) -> Result<(), MapError> {
+        self.tables
+            .lock()
+            .map(ipa, physical, size, Attributes::READ_ONLY)
+    }
+
     /// Maps the page at physical `physical` read-only (no execute) at every page of
     /// `[ipa, ipa + size)`: a store there is a stage-2 permission fault.
     pub fn map_repeated_read_only(

@@ -418,16 +418,20 @@ pub struct BootFlags {
     pub initrd: ImageChoice,
     /// The payload is the whole command line.
     pub cmdline: bool,
+    /// The flashed firmware, booting from the network first (alone: no other flag).
+    pub network: bool,
 }
 
 pub const BOOT_KERNEL_STAGED: u64 = 1;
 pub const BOOT_INITRD_STAGED: u64 = 2;
 pub const BOOT_NO_INITRD: u64 = 4;
 pub const BOOT_CMDLINE: u64 = 8;
+pub const BOOT_NETWORK: u64 = 16;
 
 impl BootFlags {
     pub fn parse(a0: u64) -> Result<BootFlags, Refusal> {
-        let known = BOOT_KERNEL_STAGED | BOOT_INITRD_STAGED | BOOT_NO_INITRD | BOOT_CMDLINE;
+        let known =
+            BOOT_KERNEL_STAGED | BOOT_INITRD_STAGED | BOOT_NO_INITRD | BOOT_CMDLINE | BOOT_NETWORK;
         let bad = |why: &str| {
             Refusal::new(
                 Status::BadRequest,
@@ -439,6 +443,9 @@ impl BootFlags {
         }
         if a0 & BOOT_INITRD_STAGED != 0 && a0 & BOOT_NO_INITRD != 0 {
             return Err(bad("a staged initrd and no initrd at once"));
+        }
+        if a0 & BOOT_NETWORK != 0 && a0 != BOOT_NETWORK {
+            return Err(bad("the network boot takes no other flag"));
         }
         let choice = |staged: bool| {
             if staged {
@@ -456,6 +463,7 @@ impl BootFlags {
                 choice(a0 & BOOT_INITRD_STAGED != 0)
             },
             cmdline: a0 & BOOT_CMDLINE != 0,
+            network: a0 == BOOT_NETWORK,
         })
     }
 }
@@ -722,7 +730,12 @@ mod tests {
             (ImageChoice::Flashed, ImageChoice::Flashed)
         );
         assert!(BootFlags::parse(BOOT_INITRD_STAGED | BOOT_NO_INITRD).is_err());
-        assert!(BootFlags::parse(16).is_err());
+        let network = BootFlags::parse(BOOT_NETWORK).unwrap();
+        assert!(network.network && network.custom && !network.cmdline);
+        assert!(BootFlags::parse(BOOT_NETWORK | BOOT_CMDLINE).is_err());
+        assert!(BootFlags::parse(BOOT_NETWORK | BOOT_KERNEL_STAGED).is_err());
+        assert!(!BootFlags::parse(BOOT_CMDLINE).unwrap().network);
+        assert!(BootFlags::parse(32).is_err());
         assert!(BootFlags::parse(u64::MAX).is_err());
     }
 

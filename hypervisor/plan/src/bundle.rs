@@ -539,6 +539,7 @@ mod tests {
             role: crate::model::Role::Tenant,
             boot: crate::model::BootProtocol::Linux,
             firmware_env: Vec::new(),
+            firmware_network_env: Vec::new(),
         }
     }
 

@@ -53,6 +53,41 @@ pub fn check(env: &[(String, String)]) -> Result<(), Problem> {
     Ok(())
 }
 
+/// Names of the distro boot's network targets in `boot_targets` (DHCP with TFTP: a boot
+/// script, or an EFI binary as PXE clients ask for it; PXELINUX-style `pxe` where a build has it).
+const NETWORK_TARGETS: [&str; 2] = ["dhcp", "pxe"];
+
+/// `env` with its network boot targets moved to the front of `boot_targets`, the other targets
+/// after them in their order: the firmware tries the network first and falls back to its disk,
+/// as a server whose boot order puts PXE first. `None` when `env` has no `boot_targets` or no
+/// network target in it.
+pub fn network_first(env: &[(String, String)]) -> Option<Vec<(String, String)>> {
+    let (_, targets) = env.iter().find(|(name, _)| name == "boot_targets")?;
+    let (network, others): (Vec<&str>, Vec<&str>) = targets
+        .split_ascii_whitespace()
+        .partition(|target| NETWORK_TARGETS.contains(target));
+    if network.is_empty() {
+        return None;
+    }
+    let order = network
+        .into_iter()
+        .chain(others)
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(
+        env.iter()
+            .map(|(name, value)| {
+                let value = if name == "boot_targets" {
+                    &order
+                } else {
+                    value
+                };
+                (name.clone(), value.clone())
+            })
+            .collect(),
+    )
+}
+
 /// Bytes the strings take: `name=value` and a NUL each, and the final NUL.
 fn strings_len(env: &[(String, String)]) -> usize {
     env.iter()
@@ -166,6 +201,35 @@ mod tests {
         whole.resize(ENV_SIZE - 4, 0xff);
         let crc = Crc32::new().update(&whole).finish();
         assert_eq!(page[..4], crc.to_le_bytes());
+    }
+
+    #[test]
+    fn network_first_puts_the_network_targets_in_front() {
+        let debian = env(&[
+            ("bootcmd", "run distro_bootcmd"),
+            ("boot_targets", "qfw usb0 scsi0 virtio0 nvme0 dhcp "),
+            ("bootdelay", "2"),
+        ]);
+        assert_eq!(
+            network_first(&debian),
+            Some(env(&[
+                ("bootcmd", "run distro_bootcmd"),
+                ("boot_targets", "dhcp qfw usb0 scsi0 virtio0 nvme0"),
+                ("bootdelay", "2"),
+            ]))
+        );
+        let both = env(&[("boot_targets", "nvme0 pxe mmc0 dhcp")]);
+        assert_eq!(
+            network_first(&both),
+            Some(env(&[("boot_targets", "pxe dhcp nvme0 mmc0")]))
+        );
+        // Nothing to put first: no network target, no boot_targets.
+        assert_eq!(
+            network_first(&env(&[("boot_targets", "nvme0 dhcpx")])),
+            None
+        );
+        assert_eq!(network_first(&env(&[("bootcmd", "dhcp")])), None);
+        assert_eq!(network_first(&[]), None);
     }
 
     #[test]

@@ -67,6 +67,12 @@ pub struct SliceOf<I> {
     /// Environment variables of its firmware (`[slice.firmware] env`, name and value, in
     /// name order): empty for a slice that does not boot firmware, or gives none.
     pub firmware_env: Vec<(String, String)>,
+    /// The environment of its starts that boot from the network first (`BOOT` with the
+    /// network flag, docs/control.md): the firmware's whole environment, the plan's variables
+    /// merged in, its network boot targets first ([`crate::firmware_env::network_first`]).
+    /// Filled by xtask; empty when the slice does not boot firmware or its firmware has no
+    /// network boot target.
+    pub firmware_network_env: Vec<(String, String)>,
 }
 
 /// How a slice's flashed kernel image is started.
@@ -197,6 +203,7 @@ impl<I> PlanOf<I> {
                 role: slice.role,
                 boot: slice.boot,
                 firmware_env: slice.firmware_env.clone(),
+                firmware_network_env: slice.firmware_network_env.clone(),
             });
         }
         Ok(PlanOf { slices })
@@ -243,6 +250,7 @@ mod tests {
             role: Role::Tenant,
             boot: BootProtocol::Linux,
             firmware_env: Vec::new(),
+            firmware_network_env: Vec::new(),
         }
     }
 

@@ -388,6 +388,7 @@ mod tests {
             role: Role::Tenant,
             boot: crate::model::BootProtocol::Linux,
             firmware_env: Vec::new(),
+            firmware_network_env: Vec::new(),
         }
     }
 

@@ -108,6 +108,8 @@ fn parse_slice(index: usize, entry: &Value) -> Result<SliceOf<ImageSource>, Plan
             None => Vec::new(),
             Some(value) => firmware_env(value).map_err(|(f, problem)| field(f)(problem))?,
         },
+        // Filled by xtask from the firmware binary.
+        firmware_network_env: Vec::new(),
     })
     .map(|mut slice| {
         if slice.kernel == ImageSource::BuiltIn(BuiltIn::Firmware) {
@@ -423,6 +425,7 @@ kernel = "guests/Image"
                 role: Role::Tenant,
                 boot: BootProtocol::Linux,
                 firmware_env: Vec::new(),
+                firmware_network_env: Vec::new(),
             }
         );
         assert_eq!(
@@ -440,6 +443,7 @@ kernel = "guests/Image"
                 role: Role::Tenant,
                 boot: BootProtocol::Linux,
                 firmware_env: Vec::new(),
+                firmware_network_env: Vec::new(),
             }
         );
     }

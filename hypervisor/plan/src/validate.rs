@@ -34,10 +34,12 @@ impl<I> PlanOf<I> {
             .map_err(|p| error(Field::Cores, p))?;
             check_memory(slice.memory).map_err(|p| error(Field::Memory, p))?;
             check_cmdline(slice).map_err(|p| error(Field::Cmdline, p))?;
-            if !slice.firmware_env.is_empty() && slice.boot != BootProtocol::Firmware {
+            let has_env = !slice.firmware_env.is_empty() || !slice.firmware_network_env.is_empty();
+            if has_env && slice.boot != BootProtocol::Firmware {
                 return Err(error(Field::Firmware, Problem::NotFirmware));
             }
             crate::firmware_env::check(&slice.firmware_env)
+                .and_then(|()| crate::firmware_env::check(&slice.firmware_network_env))
                 .map_err(|p| error(Field::FirmwareEnv, p))?;
             if slice.boot == BootProtocol::Firmware {
                 if !slice.cmdline.is_empty() {
@@ -262,6 +264,7 @@ mod tests {
             role: Role::Tenant,
             boot: crate::model::BootProtocol::Linux,
             firmware_env: Vec::new(),
+            firmware_network_env: Vec::new(),
         }
     }
 

@@ -98,6 +98,8 @@ pub struct BootImages {
     pub cmdline: String,
     /// True when the manager set it (not the flashed default).
     pub staged: bool,
+    /// The flashed firmware, booting from the network first (`BOOT` with the network flag).
+    pub network_first: bool,
     pub dtb: Vec<u8>,
     pub layout: GuestLayout,
 }
@@ -152,6 +154,7 @@ impl BootImages {
                 initrd,
                 cmdline,
                 staged,
+                network_first: false,
                 dtb,
                 layout,
             }),

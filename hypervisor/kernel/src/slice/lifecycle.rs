@@ -108,10 +108,12 @@ impl Slice {
     /// its stats.
     pub fn load(&self) -> Result<(), SetupError> {
         let begin = cpu::counter();
-        let loaded = self
-            .images
-            .lock()
-            .load(&self.memory.ram, self.pool.as_deref());
+        let images = self.images.lock();
+        if let Some(flash) = &self.firmware {
+            flash.prepare(images.network_first);
+        }
+        let loaded = images.load(&self.memory.ram, self.pool.as_deref());
+        drop(images);
         let ticks = cpu::counter().saturating_sub(begin);
         self.stats
             .lock()

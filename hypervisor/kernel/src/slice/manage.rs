@@ -281,6 +281,17 @@ impl Slice {
         .map_err(|unusable| unusable.why.message())
     }
 
+    /// The flashed firmware, booting from the network first: refused unless the slice boots
+    /// firmware that can.
+    pub fn network_boot(&self) -> Result<BootImages, String> {
+        if !self.firmware.as_ref().is_some_and(|f| f.has_network_boot()) {
+            return Err("its flashed kernel is no firmware that boots from the network".into());
+        }
+        let mut images = self.flashed_boot()?;
+        images.network_first = true;
+        Ok(images)
+    }
+
     /// The flashed initrd and command line (what `BOOT` keeps unless told otherwise).
     pub fn flashed_initrd(&self) -> Option<super::FlashedImage> {
         self.flashed.initrd
@@ -391,9 +402,10 @@ impl Slice {
         let running = matches!(*self.lifecycle.lock(), Lifecycle::Running);
         let uptime = if running { ms(self.uptime_ticks()) } else { 0 };
         let stats = self.stats.lock().clone();
+        let network_boot = self.firmware.as_ref().is_some_and(|f| f.has_network_boot());
         let _ = write!(
             out,
-            "],\"uptime_ms\":{uptime},\"starts\":{},\"boot\":",
+            "],\"network_boot\":{network_boot},\"uptime_ms\":{uptime},\"starts\":{},\"boot\":",
             stats.starts
         );
         self.boot_json(out);
@@ -434,7 +446,11 @@ impl Slice {
 
     fn boot_json(&self, out: &mut String) {
         let images = self.images.lock();
-        let source = if images.staged { "staged" } else { "flashed" };
+        let source = match (images.staged, images.network_first) {
+            (true, _) => "staged",
+            (false, true) => "network",
+            (false, false) => "flashed",
+        };
         let _ = write!(out, "{{\"source\":\"{source}\",\"kernel\":");
         json_string(out, images.kernel.label());
         let _ = write!(

@@ -42,6 +42,7 @@ use crate::output;
 use crate::stage2::CpuStage2;
 use crate::vcpu::Vcpu;
 use crate::vgic::SliceGic;
+use firmware::EnvironmentFlash;
 pub use images::{BootImages, FlashedImage, ImageBytes, ImageProblem, Machine, Unusable};
 use lifecycle::Lifecycle;
 pub use lifecycle::{Attention, Ending, Next};
@@ -123,6 +124,8 @@ pub struct Slice {
     started_at: AtomicU64,
     /// Console lines about exceptions delivered to the guest, rate-limited.
     fault_lines: Mutex<LineBudget>,
+    /// The environment flash of a slice that boots firmware.
+    firmware: Option<EnvironmentFlash>,
 }
 
 impl Slice {
@@ -174,10 +177,14 @@ impl Slice {
         let vmid = (index + 1) as u16;
         let stage2 = CpuStage2::new(vmid, GUEST_RAM_BASE, ram.base, ram.size)
             .map_err(|e| fail(format!("stage 2: {e:?}")))?;
-        if spec.boot == BootProtocol::Firmware {
-            firmware::map_environment(&stage2, &spec.firmware_env)
-                .map_err(|e| fail(format!("stage 2: firmware environment: {e:?}")))?;
-        }
+        let firmware = if spec.boot == BootProtocol::Firmware {
+            let flash =
+                EnvironmentFlash::new(&stage2, &spec.firmware_env, &spec.firmware_network_env)
+                    .map_err(|e| fail(format!("stage 2: firmware environment: {e:?}")))?;
+            Some(flash)
+        } else {
+            None
+        };
 
         let vcpus: Vec<Vcpu> = placement
             .cores
@@ -279,6 +286,7 @@ impl Slice {
             end_request: Mutex::new(None),
             fault_lines: Mutex::new(LineBudget::new()),
             started_at: AtomicU64::new(0),
+            firmware,
         })
     }
 

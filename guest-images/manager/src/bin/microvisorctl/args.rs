@@ -25,6 +25,9 @@ commands:
                                     command line replacing the flashed one; --restart: then
                                     restart it
   boot NAME --default [--restart]   back to the flashed kernel, initrd and command line
+  boot NAME --network [--restart]   its flashed firmware boots from the network first
+                                    (DHCP and TFTP, then its disk), for a slice that
+                                    boots firmware; --default: its own boot order again
   console NAME                      interactive console (Ctrl-] leaves)
   console NAME --tail N             its last N lines
   erase NAME [--wait] [--timeout SECS]
@@ -78,6 +81,8 @@ pub enum Command {
         initrd: InitrdArg,
         cmdline: Option<String>,
         default: bool,
+        /// The flashed firmware, network boot first.
+        network: bool,
         restart: bool,
     },
     Console {
@@ -154,6 +159,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
             let mut initrd = InitrdArg::Flashed;
             let mut cmdline = None;
             let mut default = false;
+            let mut network = false;
             let mut restart = false;
             while let Some(option) = rest.next() {
                 match option {
@@ -172,20 +178,24 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
                     }
                     "--cmdline" => cmdline = Some(rest.value("--cmdline")?.to_string()),
                     "--default" => default = true,
+                    "--network" => network = true,
                     "--restart" => restart = true,
                     other => return Err(rest.unexpected(other)),
                 }
             }
             let changes = kernel.is_some() || initrd != InitrdArg::Flashed || cmdline.is_some();
-            if default && changes {
-                return Err(
-                    "boot: --default goes alone (no --kernel, --initrd, --no-initrd, --cmdline)"
-                        .into(),
-                );
+            for (alone, flag) in [(default, "--default"), (network, "--network")] {
+                if alone && (changes || default && network) {
+                    return Err(format!(
+                        "boot: {flag} goes alone (no --kernel, --initrd, --no-initrd, --cmdline, \
+                         --default, --network)"
+                    ));
+                }
             }
-            if !default && !changes {
+            if !default && !network && !changes {
                 return Err(
-                    "boot: say what to boot (--kernel, --initrd, --no-initrd, --cmdline) or --default"
+                    "boot: say what to boot (--kernel, --initrd, --no-initrd, --cmdline), \
+                     --default or --network"
                         .into(),
                 );
             }
@@ -195,6 +205,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
                 initrd,
                 cmdline,
                 default,
+                network,
                 restart,
             }
         }
@@ -324,6 +335,7 @@ mod tests {
                 initrd: InitrdArg::None,
                 cmdline: Some("quiet".into()),
                 default: false,
+                network: false,
                 restart: true
             }
         );
@@ -335,7 +347,20 @@ mod tests {
                 initrd: InitrdArg::Flashed,
                 cmdline: None,
                 default: true,
+                network: false,
                 restart: false
+            }
+        );
+        assert_eq!(
+            command("boot metal --network --restart"),
+            Command::Boot {
+                slice: "metal".into(),
+                kernel: None,
+                initrd: InitrdArg::Flashed,
+                cmdline: None,
+                default: false,
+                network: true,
+                restart: true
             }
         );
         assert_eq!(
@@ -398,6 +423,8 @@ mod tests {
             ("boot web", "say what to boot"),
             ("boot web --restart", "say what to boot"),
             ("boot web --default --cmdline x", "goes alone"),
+            ("boot web --network --kernel k", "goes alone"),
+            ("boot web --network --default", "goes alone"),
             ("boot web --initrd a --no-initrd", "exclude"),
             ("boot web --no-initrd --initrd a", "exclude"),
             ("boot web --kernel", "needs a value"),

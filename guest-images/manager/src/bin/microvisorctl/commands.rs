@@ -172,11 +172,14 @@ pub fn run<T: Transport>(
             initrd,
             cmdline,
             default,
+            network,
             restart,
         } => {
             let mut staged = Vec::new();
             if *default {
                 client.boot_default(slice)?;
+            } else if *network {
+                client.boot_network(slice)?;
             } else {
                 let mut spec = BootSpec {
                     staged_kernel: false,
@@ -207,7 +210,7 @@ pub fn run<T: Transport>(
                     out,
                     "{}",
                     json!({"slice": slice, "done": "boot", "default": default,
-                           "staged": staged, "restarted": restart})
+                           "network": network, "staged": staged, "restarted": restart})
                 )?;
             } else {
                 for image in &staged {
@@ -215,6 +218,8 @@ pub fn run<T: Transport>(
                 }
                 let source = if *default {
                     "the flashed default"
+                } else if *network {
+                    "its firmware, network boot first"
                 } else {
                     "set"
                 };
