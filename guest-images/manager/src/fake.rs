@@ -81,7 +81,7 @@ impl FakeSliceSpec {
         }
     }
 
-    /// A slice that boots firmware (U-Boot) with a NIC, so it can boot from the network.
+    /// A slice that boots firmware (U-Boot) that can boot from the network (give it a NIC).
     pub fn firmware(name: &str) -> Self {
         FakeSliceSpec {
             kernel: FlashedImage {
@@ -90,12 +90,6 @@ impl FakeSliceSpec {
             },
             initrd: None,
             cmdline: String::new(),
-            nics: vec![(
-                "01:00.0".into(),
-                "00:01.0".into(),
-                "1af4:1041".into(),
-                Some("52:54:00:6d:76:10".into()),
-            )],
             network_boot: true,
             ..Self::tenant(name)
         }

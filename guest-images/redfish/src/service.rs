@@ -63,8 +63,8 @@ pub enum Outcome {
 enum Pending {
     /// A graceful restart or a power cycle: start it once it is off (until the deadline).
     StartWhenOff { deadline_ms: u64 },
-    /// A one-time boot from the CD began: back to the slice's own boot source once the start
-    /// with `starts` is under way (until the deadline).
+    /// A one-time boot from the CD or the network began: back to the slice's own boot source
+    /// once the start with `starts` is under way (until the deadline).
     RestoreAfterStart { starts: u64, deadline_ms: u64 },
 }
 
@@ -604,10 +604,15 @@ impl<T: Transport> Service<T> {
                 let pointer = format!("/Boot/{field}");
                 let text = value.as_str();
                 match field.as_str() {
-                    "BootSourceOverrideTarget" => match text.and_then(BootTarget::parse) {
-                        Some(target) => boot.target = target,
-                        None => return not_in_list(&pointer, value, BootTarget::ALL),
-                    },
+                    "BootSourceOverrideTarget" => {
+                        let allowable = BootTarget::allowable(slice);
+                        match text.and_then(BootTarget::parse) {
+                            Some(target) if allowable.contains(&target.name()) => {
+                                boot.target = target
+                            }
+                            _ => return not_in_list(&pointer, value, allowable),
+                        }
+                    }
                     "BootSourceOverrideEnabled" => match text.and_then(BootEnabled::parse) {
                         Some(enabled) => boot.enabled = enabled,
                         None => return not_in_list(&pointer, value, BootEnabled::ALL),
@@ -707,6 +712,11 @@ impl<T: Transport> Service<T> {
                 self.systems.entry(name.to_string()).or_default().staged = false;
                 Ok(())
             }
+            BootTarget::Pxe => {
+                self.client.boot_network(name)?;
+                self.systems.entry(name.to_string()).or_default().staged = false;
+                Ok(())
+            }
             BootTarget::Cd => {
                 let Some(image) = state.image.clone() else {
                     return Err(Error::InvalidArgument(format!(
@@ -739,7 +749,7 @@ impl<T: Transport> Service<T> {
     fn after_start(&mut self, slice: &SliceStatus, now_ms: u64) -> Result<(), Error> {
         let state = self.systems.entry(slice.name.clone()).or_default();
         if state.boot.enabled == BootEnabled::Once {
-            if state.boot.target == BootTarget::Cd {
+            if matches!(state.boot.target, BootTarget::Cd | BootTarget::Pxe) {
                 state.pending = Some(Pending::RestoreAfterStart {
                     starts: slice.starts,
                     deadline_ms: now_ms + 120_000,

@@ -14,7 +14,11 @@ use super::*;
 const PASSWORD: &str = "correct-horse";
 
 fn service() -> Service<FakeHypervisor> {
-    let client = Client::new(FakeHypervisor::default_node()).with_pacing(fast());
+    service_of(FakeHypervisor::default_node())
+}
+
+fn service_of(node: FakeHypervisor) -> Service<FakeHypervisor> {
+    let client = Client::new(node).with_pacing(fast());
     Service::new(
         client,
         Config {
@@ -558,6 +562,108 @@ fn a_virtual_cd_boots_once_and_the_slice_goes_back_to_its_own() {
     );
     assert_eq!(get(&mut s, media).body_json()["Inserted"], false);
     assert_eq!(fake(&mut s).pool_used(), 0);
+}
+
+/// The start lines (`FAKE-BOOT ...`) of `slice` so far.
+fn starts(s: &mut Service<FakeHypervisor>, slice: &str) -> Vec<String> {
+    let console = String::from_utf8(fake(s).console(slice)).unwrap();
+    console
+        .lines()
+        .filter(|l| l.starts_with(microvisor_control::fake::BOOT_LINE))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn pxe_is_offered_where_the_firmware_boots_from_the_network_and_is_used_once() {
+    use microvisor_control::fake::FakeSliceSpec;
+    let mut s = service_of(FakeHypervisor::new(vec![
+        FakeSliceSpec::manager("ctl"),
+        FakeSliceSpec::firmware("metal").cores(&[1]).nic(
+            "01:00.0",
+            "00:01.0",
+            Some("52:54:00:6d:76:10"),
+        ),
+        FakeSliceSpec::tenant("web").cores(&[2]).nic(
+            "02:00.0",
+            "00:01.0",
+            Some("52:54:00:6d:76:00"),
+        ),
+        FakeSliceSpec::firmware("nonic").cores(&[3]),
+    ]));
+    let allowable = |s: &mut Service<FakeHypervisor>, name: &str| {
+        get(s, &format!("/redfish/v1/Systems/{name}")).body_json()["Boot"]
+            ["BootSourceOverrideTarget@Redfish.AllowableValues"]
+            .clone()
+    };
+    // A bundled kernel and a firmware without a NIC cannot boot from the network.
+    for name in ["web", "nonic"] {
+        assert_eq!(
+            allowable(&mut s, name),
+            json!(["None", "Hdd", "Cd"]),
+            "{name}"
+        );
+        let r = patch(
+            &mut s,
+            &format!("/redfish/v1/Systems/{name}"),
+            json!({"Boot": {"BootSourceOverrideTarget": "Pxe"}}),
+        );
+        assert_eq!(r.status, 400, "{name}");
+        assert_eq!(message_id(&r), "Base.1.8.PropertyValueNotInList");
+    }
+    assert_eq!(
+        allowable(&mut s, "metal"),
+        json!(["None", "Pxe", "Hdd", "Cd"])
+    );
+    // Once: the restart boots from the network, the next one from its own boot order.
+    let reset = "/redfish/v1/Systems/metal/Actions/ComputerSystem.Reset";
+    let r = patch(
+        &mut s,
+        "/redfish/v1/Systems/metal",
+        json!({"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}}),
+    );
+    assert_eq!(r.status, 200);
+    let restart = json!({"ResetType": "ForceRestart"});
+    assert_eq!(post(&mut s, reset, restart.clone()).status, 204);
+    let last = starts(&mut s, "metal").pop().unwrap();
+    assert!(last.contains("kernel=u-boot network-first"), "{last}");
+    let metal = get(&mut s, "/redfish/v1/Systems/metal").body_json();
+    assert_eq!(metal["Boot"]["BootSourceOverrideTarget"], "None");
+    s.tick(500);
+    assert_eq!(
+        s.client_mut().status("metal").unwrap().boot.unwrap().source,
+        "flashed"
+    );
+    assert_eq!(post(&mut s, reset, restart.clone()).status, 204);
+    let last = starts(&mut s, "metal").pop().unwrap();
+    assert!(!last.contains("network-first"), "{last}");
+    // Continuous: every start until Hdd takes over.
+    let r = patch(
+        &mut s,
+        "/redfish/v1/Systems/metal",
+        json!({"Boot": {"BootSourceOverrideTarget": "Pxe",
+            "BootSourceOverrideEnabled": "Continuous"}}),
+    );
+    assert_eq!(r.status, 200);
+    for _ in 0..2 {
+        assert_eq!(post(&mut s, reset, restart.clone()).status, 204);
+        s.tick(1000);
+        let last = starts(&mut s, "metal").pop().unwrap();
+        assert!(last.contains("network-first"), "{last}");
+    }
+    let r = patch(
+        &mut s,
+        "/redfish/v1/Systems/metal",
+        json!({"Boot": {"BootSourceOverrideTarget": "Hdd"}}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(post(&mut s, reset, restart).status, 204);
+    let last = starts(&mut s, "metal").pop().unwrap();
+    assert!(!last.contains("network-first"), "{last}");
+    assert_eq!(
+        s.client_mut().status("metal").unwrap().boot.unwrap().source,
+        "flashed"
+    );
 }
 
 #[test]

@@ -40,14 +40,31 @@ pub enum BootTarget {
     Hdd,
     /// The image in the virtual CD.
     Cd,
+    /// The network: the slice's firmware with its network boot targets first (DHCP, then
+    /// TFTP: a boot script, PXELINUX or an EFI binary), falling back to its disk. Only for a
+    /// slice that boots firmware and has a NIC.
+    Pxe,
 }
 
 impl BootTarget {
-    pub const ALL: &'static [&'static str] = &["None", "Hdd", "Cd"];
+    /// Every target.
+    pub const ALL: &'static [&'static str] = &["None", "Pxe", "Hdd", "Cd"];
+    /// The targets of a slice that cannot boot from the network.
+    pub const LOCAL: &'static [&'static str] = &["None", "Hdd", "Cd"];
+
+    /// The targets `slice` can boot.
+    pub fn allowable(slice: &SliceStatus) -> &'static [&'static str] {
+        if slice.network_boot && !slice.nics.is_empty() {
+            Self::ALL
+        } else {
+            Self::LOCAL
+        }
+    }
 
     pub fn parse(name: &str) -> Option<BootTarget> {
         match name {
             "None" => Some(BootTarget::None),
+            "Pxe" => Some(BootTarget::Pxe),
             "Hdd" => Some(BootTarget::Hdd),
             "Cd" => Some(BootTarget::Cd),
             _ => None,
@@ -57,6 +74,7 @@ impl BootTarget {
     pub fn name(self) -> &'static str {
         match self {
             BootTarget::None => "None",
+            BootTarget::Pxe => "Pxe",
             BootTarget::Hdd => "Hdd",
             BootTarget::Cd => "Cd",
         }
@@ -265,7 +283,7 @@ pub fn system(
                 "BootSourceOverrideMode",
             ],
             target: boot.target.name(),
-            target_allowable: BootTarget::ALL,
+            target_allowable: BootTarget::allowable(slice),
             enabled: boot.enabled.name(),
             enabled_allowable: BootEnabled::ALL,
             mode: BOOT_MODES[0],
