@@ -149,8 +149,9 @@ pub fn base64(bytes: &[u8]) -> String {
 }
 
 /// The interop validator's failures (Ironic's profile) other than the two kinds the service
-/// knows it has (docs/redfish.md, "Conformance"): `Pxe` not among the boot override targets,
-/// no volume creation on a share. A test fails on any of these.
+/// knows it has (docs/redfish.md, "Conformance"): `Pxe` not among the boot override targets
+/// of a system that cannot boot from the network, no volume creation on a share. A test fails
+/// on any of these.
 pub fn unexpected_interop_failures(failures: &[String]) -> Vec<String> {
     failures
         .iter()

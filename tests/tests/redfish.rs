@@ -20,7 +20,7 @@ use serde_json::json;
 use microvisor_tests::host_get::HostSession;
 use microvisor_tests::redfish::{Auth, Client, credentials, validate};
 use microvisor_tests::{
-    Expect, Scenario, linux_slice, plan, probe_slice, slice, with_device, with_nvme,
+    Expect, Scenario, hv, linux_slice, plan, probe_slice, slice, with_device, with_nvme,
 };
 
 /// The admin password the plan gives (by its SHA-256) in [`manager`].
@@ -527,4 +527,140 @@ fn redfish_serves_ironic_and_the_validators() {
         )
         .run()
         .assert_passed("redfish_fleet_tools");
+}
+
+/// On the command line of the kernel a firmware slice boots from the network.
+const NET_MARK: &str = "booted-from-the-network";
+
+/// Ironic's PXE boot of a firmware slice through the service: `metal` comes up from the OS
+/// installed on its disk; `Pxe` once and a restart make its firmware try the network first
+/// (DHCP, the TFTP server's boot script, PXELINUX: the kernel and initramfs over TFTP); the
+/// restart after that boots its disk again. Systems without a network boot do not offer `Pxe`.
+fn pxe_once(session: &HostSession) -> Result<String, String> {
+    let (user, password) = credentials(&session.trigger)
+        .ok_or_else(|| format!("no credentials in {:?}", session.trigger))?;
+    let admin = Client::new(session.port, Auth::Basic(user, password));
+    let console = &session.console;
+    let (_, report) = console.wait_for(0, "[metal] SLICE-REPORT", WAIT)?;
+    check(report.contains(r#""root":"nvme0n1p1""#), || {
+        format!("metal did not boot its disk first: {report}")
+    })?;
+    let targets = |name: &str| -> Result<serde_json::Value, String> {
+        let system = admin.get(&format!("/redfish/v1/Systems/{name}"))?;
+        Ok(system.expect(200, name)?.json()["Boot"]
+            ["BootSourceOverrideTarget@Redfish.AllowableValues"]
+            .clone())
+    };
+    check(
+        targets("metal")? == json!(["None", "Pxe", "Hdd", "Cd"]),
+        || "metal does not offer Pxe".into(),
+    )?;
+    check(targets("beat")? == json!(["None", "Hdd", "Cd"]), || {
+        "beat (no firmware, no NIC) offers Pxe".into()
+    })?;
+    let refused = admin.patch(
+        "/redfish/v1/Systems/beat",
+        &[],
+        &json!({"Boot": {"BootSourceOverrideTarget": "Pxe"}}),
+    )?;
+    check(refused.status == 400, || {
+        format!("Pxe on beat: {}", refused.status)
+    })?;
+
+    let reset = "/redfish/v1/Systems/metal/Actions/ComputerSystem.Reset";
+    admin
+        .patch(
+            "/redfish/v1/Systems/metal",
+            &[],
+            &json!({"Boot": {"BootSourceOverrideTarget": "Pxe",
+                "BootSourceOverrideEnabled": "Once"}}),
+        )?
+        .expect(200, "Pxe once")?;
+    let mark = console.len();
+    admin
+        .post(reset, &json!({"ResetType": "ForceRestart"}))?
+        .expect(204, "restart into the network boot")?;
+    let (at, _) = console.wait_for(mark, "[metal] microvisor netboot: PXE from 10.0.2.2", WAIT)?;
+    let (_, report) = console.wait_for(at, "[metal] SLICE-REPORT", WAIT)?;
+    check(
+        report.contains(NET_MARK) && !report.contains(r#""root""#),
+        || format!("metal did not boot the network's kernel: {report}"),
+    )?;
+    // The override was used up, and the slice is back on its own boot order.
+    poll(&admin, "/redfish/v1/Systems/metal", WAIT, |s| {
+        s["Boot"]["BootSourceOverrideTarget"] == "None"
+    })?;
+    let mark = console.len();
+    admin
+        .post(reset, &json!({"ResetType": "ForceRestart"}))?
+        .expect(204, "restart into its disk")?;
+    let (_, report) = console.wait_for(mark, "[metal] SLICE-REPORT", WAIT)?;
+    check(
+        report.contains(r#""root":"nvme0n1p1""#) && !report.contains(NET_MARK),
+        || format!("after the network boot metal did not boot its disk: {report}"),
+    )?;
+    Ok("metal booted its disk, the network once, its disk again".into())
+}
+
+#[test]
+fn redfish_boots_a_firmware_slice_from_the_network_once() {
+    use xtask::disk_image::{Installation, Loader};
+    use xtask::node::{Network, Nic, Node};
+    let ws = &microvisor_tests::images::built().ws;
+    let tftp = ws.target_dir.join("test-images").join("redfish-pxe-tftp");
+    let guest = xtask::linux::guest(ws, true).unwrap();
+    xtask::netboot::write_tftp_root(&guest, NET_MARK, &tftp).unwrap();
+    let manager = format!(
+        "{}\nrole = \"manager\"\nstaging = \"64MiB\"\n\n",
+        linux_slice("manager", "1", "256MiB", "microvisor.redfish=http").trim_end()
+    );
+    let metal = with_device(
+        &with_nvme(
+            &format!(
+                "{}[slice.firmware.env]\nbootdelay = \"0\"\n\n",
+                microvisor_tests::firmware_slice("metal", "1", "384MiB")
+            ),
+            1,
+            "512MiB",
+        ),
+        "class = \"net\"",
+    );
+    let mut s = Scenario::new("redfish_pxe")
+        .inline_node(4, 1 << 30)
+        .disk(1 << 30)
+        .smmuv3()
+        .nic(Nic {
+            network: Network::Host,
+            tftp: None,
+            http: None,
+        })
+        .nic(Nic {
+            network: Network::Host,
+            tftp: Some(tftp),
+            http: None,
+        })
+        .plan(&plan(&[
+            with_device(&manager, "class = \"net\""),
+            metal,
+            probe_slice("beat", "1", "64MiB", "cmdline = \"heartbeat=500\""),
+        ]));
+    s.fresh_disk();
+    s.install(1, Installation::new(Loader::Extlinux));
+    let mac = Node::nic_mac(1).to_string();
+    s.timeout(Duration::from_secs(400))
+        .healthy(&["manager", "beat"])
+        .expect(Expect::Never(slice("manager", "REDFISH failed")))
+        .expect(Expect::Never(hv(
+            "^slice (beat|manager) (stopped|restarted)",
+        )))
+        .expect(Expect::Line {
+            pattern: hv(&format!(
+                "^assigned: slice metal (0000:)?02:00.0 .*, mac {}$",
+                microvisor_tests::lit(&mac)
+            )),
+            count: 1,
+        })
+        .host_script("manager", slice("manager", "REDFISH ready "), 1, pxe_once)
+        .run()
+        .assert_passed("redfish_pxe");
 }
