@@ -825,6 +825,37 @@ mod tests {
     }
 
     #[test]
+    fn an_image_is_just_big_enough_for_its_partitions() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&vec![0; 6 << 20]).unwrap();
+        let guest = LinuxGuest {
+            kernel: vec![0; 26 << 20],
+            initramfs: gz.finish().unwrap(),
+            release: String::new(),
+            kernel_file: Default::default(),
+            initramfs_file: Default::default(),
+            packages: Vec::new(),
+            note: None,
+        };
+        // 1 MiB in front, 32 MiB + 32 MiB / 4 + 8 MiB of root, 1 MiB for the backup table.
+        let debian = image_size(&guest, Installation::new(Loader::Extlinux)).unwrap();
+        assert_eq!(debian, 50 << 20);
+        let efi = image_size(&guest, Installation::new(Loader::Efi)).unwrap();
+        assert_eq!(efi, debian + ESP_BYTES);
+        let probe = [0u8; 100_000];
+        let bare = Installation {
+            os: Os::BareMetal(&probe),
+            ..Installation::new(Loader::Extlinux)
+        };
+        assert_eq!(
+            image_size(&guest, bare).unwrap(),
+            11 << 20,
+            "rounded up to MiB"
+        );
+    }
+
+    #[test]
     fn partitions_must_lie_in_the_usable_blocks() {
         let part = |first, last| Partition {
             type_guid: LINUX_FILESYSTEM,
