@@ -281,12 +281,10 @@ impl Scenario {
     ) -> crate::DiskWrite {
         let (offset, bytes) = self.share_bytes(index);
         let image = built().image_path(&format!("{}-{tag}", self.name), "share");
-        std::fs::create_dir_all(image.parent().unwrap()).unwrap();
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(bytes)
-            .unwrap();
-        self.write_installation(install, &image, (0, bytes), tag);
+        let guest = xtask::linux::guest(&built().ws, true).unwrap();
+        let work = built().image_path(&format!("{}-{tag}", self.name), "work");
+        xtask::disk_image::write_installed_image(&guest, install, &image, bytes, &work)
+            .unwrap_or_else(|e| panic!("scenario {}: writing {tag}: {e:#}", self.name));
         crate::DiskWrite {
             image,
             disk: self.disk_file(0),

@@ -10,6 +10,9 @@
 //! - Bad input (wrong ETags, unknown properties, malformed and oversized bodies, a client
 //!   that never finishes its headers) gets a Redfish error, and the service and every slice
 //!   it did not target go on.
+//! - Fleet tools: DMTF's validators and Ironic's client library (`sushy`) against the service.
+//! - An Ironic-style deploy: a deploy ramdisk from the virtual CD writes a whole-disk image
+//!   onto a firmware slice's share, and after the eject its U-Boot boots the deployed OS.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -20,7 +23,8 @@ use serde_json::json;
 use microvisor_tests::host_get::HostSession;
 use microvisor_tests::redfish::{Auth, Client, credentials, validate};
 use microvisor_tests::{
-    Expect, Scenario, hv, linux_slice, plan, probe_slice, slice, with_device, with_nvme,
+    Expect, Scenario, firmware_slice, hv, linux_slice, plan, probe_slice, slice, with_device,
+    with_nvme,
 };
 
 /// The admin password the plan gives (by its SHA-256) in [`manager`].
@@ -529,6 +533,350 @@ fn redfish_serves_ironic_and_the_validators() {
         .assert_passed("redfish_fleet_tools");
 }
 
+/// The deployed system's command line names this word: the OS U-Boot boots at the end is the
+/// one written through Redfish.
+const DEPLOYED_MARK: &str = "deployed-through-redfish";
+
+/// What a deployment serves at http://10.0.2.100/ (both host NICs): `deploy.iso`, the deploy
+/// ramdisk (Debian's kernel and the built-in initramfs, a GRUB entry whose command line asks
+/// `/init` for `install:http://10.0.2.100/disk.img`), and `disk.img`, a whole-disk image of
+/// Debian installed for UEFI (GPT, EFI system partition with GRUB, ext4 root), just big enough
+/// for its partitions ([`xtask::disk_image::image_size`]), the same builder the firmware
+/// scenarios write shares with.
+struct DeployMedia {
+    dir: std::path::PathBuf,
+    /// `disk.img`'s size and md5.
+    bytes: u64,
+    md5: String,
+}
+
+fn deploy_media() -> DeployMedia {
+    use xtask::disk_image::{Installation, Loader};
+    let ws = &microvisor_tests::images::built().ws;
+    let dir = ws.target_dir.join("test-images").join("redfish-deploy");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let guest = xtask::linux::guest(ws, true).unwrap();
+    let install = Installation {
+        extra: DEPLOYED_MARK,
+        ..Installation::new(Loader::Efi)
+    };
+    let image = dir.join("disk.img");
+    let bytes = xtask::disk_image::image_size(&guest, install).unwrap();
+    xtask::disk_image::write_installed_image(
+        &guest,
+        install,
+        &image,
+        bytes,
+        &ws.target_dir
+            .join("test-images")
+            .join("redfish-deploy-work"),
+    )
+    .unwrap();
+    let grub = format!(
+        "set default=0\nset timeout=1\n\
+         menuentry \"Deploy ramdisk\" {{\n\
+         \x20   linux /boot/vmlinuz {} microvisor.disk=install:http://10.0.2.100/disk.img\n\
+         \x20   initrd /boot/initrd.img\n}}\n",
+        xtask::linux::DEFAULT_CMDLINE
+    );
+    let mut iso = xtask::iso::IsoBuilder::new("DEPLOY");
+    iso.file("boot/vmlinuz", guest.kernel.clone())
+        .unwrap()
+        .file("boot/initrd.img", guest.initramfs.clone())
+        .unwrap()
+        .file("boot/grub/grub.cfg", grub.into_bytes())
+        .unwrap();
+    iso.write(&dir.join("deploy.iso")).unwrap();
+    DeployMedia {
+        md5: md5_of(&std::fs::read(&image).unwrap()),
+        dir,
+        bytes,
+    }
+}
+
+/// md5 of `bytes` in hex, by the host's `md5sum` (what the guest's busybox prints).
+fn md5_of(bytes: &[u8]) -> String {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("md5sum");
+    let mut stdin = child.stdin.take().expect("piped");
+    let bytes = bytes.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&bytes));
+    let out = child.wait_with_output().expect("md5sum");
+    writer.join().expect("writer").expect("md5sum's input");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Where `metal`'s share lies in the node's disk file.
+#[derive(Clone, Debug)]
+struct Share {
+    disk: std::path::PathBuf,
+    offset: u64,
+    bytes: u64,
+}
+
+impl Share {
+    /// Bytes `[at, at + len)` of the share, as the node's disk file holds them.
+    fn read(&self, at: u64, len: u64) -> Result<Vec<u8>, String> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = std::fs::File::open(&self.disk).map_err(|e| e.to_string())?;
+        file.seek(SeekFrom::Start(self.offset + at))
+            .map_err(|e| e.to_string())?;
+        let mut buf = vec![0; len as usize];
+        file.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        Ok(buf)
+    }
+
+    /// Whether the share holds the image (`bytes` long, `md5`) from byte 0 and zeros after.
+    fn holds(&self, bytes: u64, md5: &str) -> Result<bool, String> {
+        if md5_of(&self.read(0, bytes)?) != md5 {
+            return Ok(false);
+        }
+        let mut at = bytes;
+        while at < self.bytes {
+            let len = (self.bytes - at).min(16 << 20);
+            if self.read(at, len)?.iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            at += len;
+        }
+        Ok(true)
+    }
+}
+
+/// Ironic's deploy of a whole-disk image onto `metal`, a slice that boots firmware, through
+/// the Redfish service: the deploy ramdisk from a virtual CD writes the image, the CD is
+/// ejected, and U-Boot boots the installed OS from the disk.
+fn deploy_like_ironic(
+    session: &HostSession,
+    media: &DeployMedia,
+    share: &Share,
+) -> Result<String, String> {
+    let started = Instant::now();
+    let (user, password) = credentials(&session.trigger)
+        .ok_or_else(|| format!("no credentials in {:?}", session.trigger))?;
+    let admin = Client::new(session.port, Auth::Basic(user, password));
+    let console = &session.console;
+    let first = console.len();
+    let system = "/redfish/v1/Systems/metal";
+    let reset = |kind: &str| {
+        admin
+            .post(
+                &format!("{system}/Actions/ComputerSystem.Reset"),
+                &json!({ "ResetType": kind }),
+            )?
+            .expect(204, &format!("Reset {kind} of metal"))
+    };
+    let power_off = || -> Result<(), String> {
+        reset("ForceOff")?;
+        poll(&admin, system, WAIT, |s| s["PowerState"] == "Off")?;
+        Ok(())
+    };
+    let boot_once = |target: &str| {
+        admin
+            .patch(
+                system,
+                &[],
+                &json!({"Boot": {"BootSourceOverrideTarget": target,
+                    "BootSourceOverrideEnabled": "Once"}}),
+            )?
+            .expect(200, &format!("boot {target} once"))
+    };
+    // The deploy ramdisk's one DISK install line after console line `mark`.
+    let install_line = |mark: usize| -> Result<String, String> {
+        let (_, line) =
+            console.wait_for(mark, "[metal] DISK install ", Duration::from_secs(240))?;
+        Ok(line)
+    };
+    let mut phases = Vec::new();
+    let mut phase = |what: &str, since: &mut Instant| {
+        phases.push(format!("{what} {:.1}s", since.elapsed().as_secs_f64()));
+        *since = Instant::now();
+    };
+    let mut since = Instant::now();
+
+    // Inspection, as Ironic does it: the system, its disk; off before anything else.
+    let metal = admin.get(system)?.expect(200, "metal")?.json();
+    check(metal["ProcessorSummary"]["CoreCount"] == 1, || {
+        format!("metal shows {metal}")
+    })?;
+    let disk = admin
+        .get(&format!("{system}/SimpleStorage/NVMe"))?
+        .expect(200, "metal's disk")?
+        .json();
+    check(disk["Devices"][0]["CapacityBytes"] == share.bytes, || {
+        format!("metal's disk shows {disk}")
+    })?;
+    if metal["PowerState"] == "On" {
+        power_off()?;
+    }
+    // Blank as `cargo xtask run` sees it: no partition table.
+    check(share.read(0, 34 * 512)?.iter().all(|&b| b == 0), || {
+        "metal's share is not blank before the deploy".into()
+    })?;
+
+    // The deploy: the ramdisk from the virtual CD, once.
+    admin
+        .post(
+            &format!("{system}/VirtualMedia/CD/Actions/VirtualMedia.InsertMedia"),
+            &json!({"Image": "http://10.0.2.100/deploy.iso"}),
+        )?
+        .expect(204, "InsertMedia deploy.iso")?;
+    boot_once("Cd")?;
+    phase("inserted", &mut since);
+    let mark = console.len();
+    reset("On")?;
+    let line = install_line(mark)?;
+    let want = format!(
+        "[metal] DISK install ok bytes={} md5={}",
+        media.bytes, media.md5
+    );
+    check(line == want, || {
+        format!("the ramdisk said {line:?}, not {want:?}")
+    })?;
+    phase("installed", &mut since);
+    power_off()?;
+    check(share.holds(media.bytes, &media.md5)?, || {
+        "the node's disk file does not hold the image on metal's share".into()
+    })?;
+
+    // Bad input: the image is gone from the server. The ramdisk says so and the disk keeps
+    // what it holds.
+    let gone = media.dir.join("disk.img.gone");
+    std::fs::rename(media.dir.join("disk.img"), &gone).map_err(|e| e.to_string())?;
+    boot_once("Cd")?;
+    let mark = console.len();
+    reset("On")?;
+    let line = install_line(mark);
+    std::fs::rename(&gone, media.dir.join("disk.img")).map_err(|e| e.to_string())?;
+    let line = line?;
+    check(
+        line.starts_with("[metal] DISK install FAIL download ") && line.contains("404"),
+        || format!("without the image the ramdisk said {line:?}"),
+    )?;
+    power_off()?;
+    check(share.holds(media.bytes, &media.md5)?, || {
+        "a failed install changed metal's share".into()
+    })?;
+    phase("refused", &mut since);
+
+    // The CD out, the disk as boot device: U-Boot boots what was installed.
+    admin
+        .post(
+            &format!("{system}/VirtualMedia/CD/Actions/VirtualMedia.EjectMedia"),
+            &json!({}),
+        )?
+        .expect(204, "EjectMedia")?;
+    let cd = admin
+        .get(&format!("{system}/VirtualMedia/CD"))?
+        .expect(200, "metal's CD")?
+        .json();
+    check(cd["Inserted"] == false, || {
+        format!("after the eject the CD shows {cd}")
+    })?;
+    boot_once("Hdd")?;
+    let mark = console.len();
+    reset("On")?;
+    console.wait_for(mark, "[metal] U-Boot 20", Duration::from_secs(60))?;
+    let (_, report) = console.wait_for(mark, "[metal] SLICE-REPORT", Duration::from_secs(180))?;
+    check(
+        report.contains(r#""root":"nvme0n1p2""#) && report.contains(DEPLOYED_MARK),
+        || format!("metal did not boot the deployed OS from its disk: {report}"),
+    )?;
+    phase("booted", &mut since);
+    // The neighbour beat all along (every 500 ms): at least one beat a second.
+    let beats = console.count(first, "[beat] HEARTBEAT");
+    let seconds = started.elapsed().as_secs();
+    check(beats as u64 >= seconds, || {
+        format!("beat beat {beats} times in {seconds} s")
+    })?;
+    Ok(format!(
+        "deployed {} bytes onto metal in {:.1} s ({}); beat kept beating ({beats})",
+        media.bytes,
+        started.elapsed().as_secs_f64(),
+        phases.join(", ")
+    ))
+}
+
+#[test]
+fn redfish_deploys_an_os_onto_a_firmware_slice_like_ironic() {
+    use xtask::node::{Network, Nic};
+    let media = deploy_media();
+    let manager = format!(
+        "{}\nrole = \"manager\"\nstaging = \"64MiB\"\n\n",
+        linux_slice(
+            "manager",
+            "1",
+            "256MiB",
+            "microvisor.redfish=http microvisor.redfish-media=10.0.2.100"
+        )
+        .trim_end()
+    );
+    let metal = format!(
+        "{}[slice.firmware.env]\nbootdelay = \"0\"\n\n",
+        with_device(
+            &with_nvme(&firmware_slice("metal", "1", "384MiB"), 1, "512MiB"),
+            "class = \"net\""
+        )
+    );
+    let node = plan(&[
+        with_device(&manager, "class = \"net\""),
+        metal,
+        probe_slice("beat", "1", "64MiB", "cmdline = \"heartbeat=500\""),
+    ]);
+    let served = || Nic {
+        network: Network::Host,
+        tftp: None,
+        http: Some(media.dir.clone()),
+    };
+    let mut s = Scenario::new("redfish_deploy")
+        .inline_node(3, 3 << 29)
+        .disk(1 << 30)
+        .smmuv3()
+        .nic(served())
+        .nic(served())
+        .plan(&node);
+    s.fresh_disk();
+    let at = s.disk_shares()[1].expect("metal has a share");
+    let share = Share {
+        disk: s.disk_file(0),
+        offset: at.first_block << 9,
+        bytes: at.blocks << 9,
+    };
+    let started = Instant::now();
+    s.timeout(Duration::from_secs(420))
+        .healthy(&["manager", "beat"])
+        .expect(Expect::Report {
+            slice: "metal".into(),
+            cpus: 1,
+            memory_bytes: 384 << 20,
+        })
+        .expect(Expect::Never(slice("manager", "REDFISH failed")))
+        .expect(Expect::Never(hv(
+            "^slice (manager|beat) (stopped|restarted)",
+        )))
+        .host_script(
+            "manager",
+            slice("manager", "REDFISH ready "),
+            1,
+            move |session| deploy_like_ironic(session, &media, &share),
+        )
+        .run()
+        .assert_passed("redfish_deploy");
+    eprintln!(
+        "redfish_deploy: whole scenario {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 /// On the command line of the kernel a firmware slice boots from the network.
 const NET_MARK: &str = "booted-from-the-network";
 
@@ -618,7 +966,7 @@ fn redfish_boots_a_firmware_slice_from_the_network_once() {
         &with_nvme(
             &format!(
                 "{}[slice.firmware.env]\nbootdelay = \"0\"\n\n",
-                microvisor_tests::firmware_slice("metal", "1", "384MiB")
+                firmware_slice("metal", "1", "384MiB")
             ),
             1,
             "512MiB",

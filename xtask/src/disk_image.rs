@@ -358,6 +358,66 @@ pub fn write_installed_disk(
     Ok(())
 }
 
+/// The size of a whole-disk image just big enough for `install` (what provisioning tools
+/// serve: the partitions, not a disk's full size): the 1 MiB in front of the first partition,
+/// the EFI system partition for UEFI, a root partition of the files' size plus a quarter and
+/// 8 MiB for ext4's metadata and journal, and 1 MiB at the end for the backup table; in whole
+/// MiB. Such an image boots from any larger disk it is written onto from byte 0: its GPT
+/// describes a disk of its own size, whose backup table lies inside the larger one (U-Boot
+/// and Linux read the primary table; they check that the partitions lie on the disk, not that
+/// the backup ends it).
+pub fn image_size(guest: &LinuxGuest, install: Installation<'_>) -> Result<u64> {
+    let files = match install.os {
+        Os::Debian => {
+            use std::io::Read;
+            let mut cpio = 0u64;
+            let mut decoder = flate2::read::GzDecoder::new(&guest.initramfs[..]);
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = decoder
+                    .read(&mut buf)
+                    .context("unpacking the guest's initramfs")?;
+                if n == 0 {
+                    break;
+                }
+                cpio += n as u64;
+            }
+            guest.kernel.len() as u64 + cpio
+        }
+        Os::BareMetal(image) => image.len() as u64,
+    };
+    let esp = if install.loader == Loader::Efi {
+        ESP_BYTES
+    } else {
+        0
+    };
+    let root = files + files / 4 + (8 << 20);
+    let bytes = (FIRST_PARTITION_LBA * SECTOR) + esp + root + (1 << 20);
+    Ok(bytes.div_ceil(1 << 20) << 20)
+}
+
+/// Writes the installed system `install` describes into a new file `image` of `size` bytes
+/// (e.g. [`image_size`]): a whole-disk image, as an operator or a provisioning tool serves it
+/// to a deploy ramdisk that writes it onto a disk from byte 0 (docs/firmware.md). Built by
+/// [`write_installed_disk`], as the shares of firmware slices are.
+pub fn write_installed_image(
+    guest: &LinuxGuest,
+    install: Installation<'_>,
+    image: &Path,
+    size: u64,
+    work: &Path,
+) -> Result<()> {
+    if let Some(dir) = image.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file =
+        std::fs::File::create(image).with_context(|| format!("creating {}", image.display()))?;
+    file.set_len(size)
+        .with_context(|| format!("sizing {}", image.display()))?;
+    drop(file);
+    write_installed_disk(guest, install, image, 0, size, work)
+}
+
 /// What [`install_on_blank_shares`] did for one firmware slice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShareInstall {
@@ -762,6 +822,37 @@ mod tests {
         );
         assert_eq!(u64::from_le_bytes(entries[48..56].try_into().unwrap()), 4);
         assert_eq!(&entries[56..64], &[b'r', 0, b'o', 0, b'o', 0, b't', 0]);
+    }
+
+    #[test]
+    fn an_image_is_just_big_enough_for_its_partitions() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&vec![0; 6 << 20]).unwrap();
+        let guest = LinuxGuest {
+            kernel: vec![0; 26 << 20],
+            initramfs: gz.finish().unwrap(),
+            release: String::new(),
+            kernel_file: Default::default(),
+            initramfs_file: Default::default(),
+            packages: Vec::new(),
+            note: None,
+        };
+        // 1 MiB in front, 32 MiB + 32 MiB / 4 + 8 MiB of root, 1 MiB for the backup table.
+        let debian = image_size(&guest, Installation::new(Loader::Extlinux)).unwrap();
+        assert_eq!(debian, 50 << 20);
+        let efi = image_size(&guest, Installation::new(Loader::Efi)).unwrap();
+        assert_eq!(efi, debian + ESP_BYTES);
+        let probe = [0u8; 100_000];
+        let bare = Installation {
+            os: Os::BareMetal(&probe),
+            ..Installation::new(Loader::Extlinux)
+        };
+        assert_eq!(
+            image_size(&guest, bare).unwrap(),
+            11 << 20,
+            "rounded up to MiB"
+        );
     }
 
     #[test]

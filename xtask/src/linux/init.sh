@@ -38,7 +38,10 @@
 #   LOAD <n> started                  microvisor.load=1
 #   HEARTBEAT <n> ok                  microvisor.heartbeat=<ms>
 #   PROBE ACTION reboot|poweroff      microvisor.action=reboot-after:<s>|poweroff-after:<s>
-#   DISK ...                          microvisor.disk=<step>[,<step>...], see disk_steps below
+#   DISK ...                          microvisor.disk=<step>[,<step>...], see disk_steps below;
+#                                     microvisor.disk=install:http://<host>/<image> deploys a
+#                                     whole-disk image onto the disk (a provisioning ramdisk):
+#   DISK install ok bytes=<n> md5=<hex> | DISK install FAIL <why>
 #   NET ...                           microvisor.net=<step>[,<step>...], see net_steps below
 #
 # `/init disk <step>[,<step>...]` typed in the slice's shell runs the same disk steps, and
@@ -48,7 +51,7 @@
 # and makes the script stop after the report (after the network set-up and the report when
 # MICROVISOR_INIT_NET=1, after the disk steps when MICROVISOR_INIT_DISK names them);
 # MICROVISOR_DISK replaces /dev/nvme0n1 and MICROVISOR_DISK_TMP /tmp; MICROVISOR_INIT_PATH
-# comes first in PATH (fake ip, insmod, udhcpc).
+# comes first in PATH (fake ip, insmod, udhcpc, wget, sync).
 
 R=${MICROVISOR_INIT_ROOT:-}
 DT=$R/proc/device-tree
@@ -338,15 +341,32 @@ report() {
 #   DISK load start <MiB>MiB at=<block>                          before the load is written
 #   DISK sum <bytes> <md5>                                       md5 of the whole disk
 #   DISK at <s>                                                  the uptime reached <s> s
+#   DISK install ok bytes=<n> md5=<hex>                          an image written, see below
+#   DISK install FAIL <why>
 #   DISK done <steps> | DISK FAIL no-disk | DISK FAIL unknown-step <step>
 #
 # Steps: verify, write, end, load[:MiB] (default 8), verify-load[:MiB], sum, at:<s> (wait until
-# Linux has been up <s> seconds: slices started together start a later step together). <why>: found="<the
-# first wrong block's first 48 characters>" at=<block>, short-read bytes=<n>, dd-read <error>,
-# dd-write <error>, too-large.
+# Linux has been up <s> seconds: slices started together start a later step together),
+# install:<URL>. <why>: found="<the first wrong block's first 48 characters>" at=<block>,
+# short-read bytes=<n>, dd-read <error>, dd-write <error>, too-large.
+#
+# install:http://<host>[:<port>]/<path> deploys a whole-disk image, as a provisioning ramdisk
+# does (Ironic's agent): busybox wget downloads it into DISK_TMP (memory, in an initramfs;
+# at most INSTALL_S seconds), then it is written onto the disk from byte 0 (dd, fsync, sync),
+# and the <n> bytes written are read back after dropping the caches: "ok" gives their md5,
+# which is the downloaded image's. Only http:// URLs, without commas or spaces (the steps'
+# separators). The disk is not touched unless the image downloaded completely and fits:
+#   not-http                          the URL is not http://...
+#   download <wget's complaint>       no image (404, refused, timed out, no room for it)
+#   empty                             the image has no bytes
+#   too-large bytes=<n> disk=<bytes>  the image is larger than the disk
+#   dd-write <error>                  writing failed (the disk may hold part of the image)
+#   verify md5=<read> image=<md5>     the disk does not read back what was written
 
 DISK=${MICROVISOR_DISK:-/dev/nvme0n1}
 DISK_TMP=${MICROVISOR_DISK_TMP:-/tmp}
+# Bound of an install step's download.
+INSTALL_S=600
 
 # Blocks [$3, $3 + $4) of region $2 of slice $1 as they must read.
 disk_pattern() {
@@ -364,6 +384,53 @@ disk_drop_caches() {
 disk_error() {
 	grep -v -e 'records in' -e 'records out' -e 'bytes' "$DISK_TMP/disk.err" | head -n 1 |
 		tr -c 'A-Za-z0-9.:_/\n-' '-' | head -c 60
+}
+
+# md5 of what standard input gives, in hex.
+disk_md5() {
+	md5sum | cut -d' ' -f1
+}
+
+# install:<URL> ($1 the URL): downloads the image, writes it onto the disk from byte 0, reads
+# it back. One "DISK install ..." line.
+disk_install() {
+	image=$DISK_TMP/disk.image
+	case $1 in
+	http://?*) ;;
+	*)
+		echo "DISK install FAIL not-http"
+		return
+		;;
+	esac
+	rm -f "$image"
+	# No -T: Debian's busybox-static 1.35 wget crashes with it; timeout bounds it instead.
+	if ! timeout "$INSTALL_S" wget -q -O "$image" "$1" >/dev/null 2>"$DISK_TMP/disk.err"; then
+		why=$(head -n 1 "$DISK_TMP/disk.err" | tr -c 'A-Za-z0-9.:_/\n-' '-' | head -c 80)
+		rm -f "$image"
+		echo "DISK install FAIL download ${why:-wget-failed}"
+		return
+	fi
+	n=$(file_size "$image")
+	if [ "$n" -eq 0 ]; then
+		echo "DISK install FAIL empty"
+	elif [ "$n" -gt "$bytes" ]; then
+		echo "DISK install FAIL too-large bytes=$n disk=$bytes"
+	elif ! dd if="$image" of="$DISK" bs=1048576 conv=notrunc,fsync 2>"$DISK_TMP/disk.err"; then
+		echo "DISK install FAIL dd-write $(disk_error)"
+	else
+		want=$(disk_md5 <"$image")
+		rm -f "$image"
+		sync
+		disk_drop_caches
+		# dd, not head -c: busybox's head copies byte by byte (70 s for 83 MiB under TCG).
+		got=$(dd if="$DISK" bs=1048576 iflag=count_bytes count="$n" 2>/dev/null | disk_md5)
+		if [ "$got" = "$want" ]; then
+			echo "DISK install ok bytes=$n md5=$got"
+		else
+			echo "DISK install FAIL verify md5=$got image=$want"
+		fi
+	fi
+	rm -f "$image"
 }
 
 # Characters [0, 48) of 4 KiB block $2 of file $1, printable.
@@ -453,6 +520,8 @@ disk_steps() {
 	bytes=$((sectors * 512))
 	blocks=$((bytes / 4096))
 	echo "DISK info bytes=$bytes blocks=$blocks"
+	# No globbing of the steps (a URL may hold * or ?).
+	set -f
 	for step in $(echo "$1" | tr ',' ' '); do
 		case $step in
 		verify | write)
@@ -483,9 +552,11 @@ disk_steps() {
 			disk_drop_caches
 			echo "DISK sum $bytes $(dd if="$DISK" bs=65536 2>/dev/null | md5sum | cut -d' ' -f1)"
 			;;
+		install:*) disk_install "${step#install:}" ;;
 		*) echo "DISK FAIL unknown-step $step" ;;
 		esac
 	done
+	set +f
 	rm -f "$DISK_TMP/disk.expect" "$DISK_TMP/disk.read" "$DISK_TMP/disk.err"
 	echo "DISK done $1"
 }

@@ -37,13 +37,34 @@ impl FakeRoot {
     /// Runs the disk steps of `/init` on `disk.raw` in the fake root (`sys/block/nvme0n1/size`
     /// gives its size); returns the output lines.
     fn disk(&self, steps: &str) -> Vec<String> {
-        let disk = self.dir.join("disk.raw");
+        self.disk_on(steps, &self.dir.join("disk.raw"))
+    }
+
+    /// Runs the disk steps of `/init` on `disk` (a file or a device such as `/dev/full`) with
+    /// a fake `wget` that serves `served/<path>` for `http://<host>/<path>` (logging
+    /// "wget <URL>") and fails as busybox's does on a 404 otherwise.
+    fn disk_on(&self, steps: &str, disk: &std::path::Path) -> Vec<String> {
+        let bin = self.dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let root = self.dir.display();
+        let wget = format!(
+            "#!/bin/sh\n\
+             while [ $# -gt 0 ]; do case $1 in -O) o=$2; shift ;; *://*) u=$1 ;; esac; shift; done\n\
+             echo \"wget $u\" >>{root}/log\n\
+             f={root}/served/${{u#*://*/}}\n\
+             if [ ! -f \"$f\" ]; then echo 'wget: server returned error: HTTP/1.1 404 Not Found' >&2; exit 1; fi\n\
+             cat \"$f\" >\"$o\"\n"
+        );
+        std::fs::write(bin.join("wget"), wget).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join("wget"), std::fs::Permissions::from_mode(0o755)).unwrap();
         let tmp = self.dir.join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
         self.run(&[
             ("MICROVISOR_INIT_DISK", steps.as_ref()),
             ("MICROVISOR_DISK", disk.as_os_str()),
             ("MICROVISOR_DISK_TMP", tmp.as_os_str()),
+            ("MICROVISOR_INIT_PATH", bin.as_os_str()),
         ])
     }
 
@@ -437,6 +458,129 @@ fn disk_steps_name_what_they_found_instead() {
 
     let none = FakeRoot::new("disk-none");
     assert_eq!(none.disk("write"), ["DISK FAIL no-disk"]);
+}
+
+/// md5 of `bytes` in hex, by the host's `md5sum`.
+fn md5_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..32].to_string()
+}
+
+/// [`disk_root`] with a disk holding 0xee everywhere: what an install leaves shows.
+fn install_root(name: &str) -> FakeRoot {
+    let root = disk_root(name);
+    root.write("disk.raw", &vec![0xee; 4 << 20]);
+    root
+}
+
+#[test]
+fn disk_install_writes_an_image_from_byte_0_and_reads_it_back() {
+    let root = install_root("install");
+    let image: Vec<u8> = (0..1_000_003u32).map(|i| (i * 7 % 251) as u8).collect();
+    root.write("served/images/disk.img", &image);
+    let url = "http://10.0.2.100/images/disk.img";
+    let lines = root.disk(&format!("install:{url}"));
+    assert_eq!(
+        lines,
+        [
+            "DISK info bytes=4194304 blocks=1024".to_string(),
+            format!("DISK install ok bytes=1000003 md5={}", md5_hex(&image)),
+            format!("DISK done install:{url}"),
+        ]
+    );
+    let disk = std::fs::read(root.dir.join("disk.raw")).unwrap();
+    assert_eq!(disk.len(), 4 << 20, "nothing written past the end");
+    assert!(disk[..image.len()] == image[..], "the image from byte 0");
+    assert!(
+        disk[image.len()..].iter().all(|&b| b == 0xee),
+        "nothing after it"
+    );
+    assert_eq!(root.log(), [format!("wget {url}")]);
+    let left: Vec<_> = std::fs::read_dir(root.dir.join("tmp")).unwrap().collect();
+    assert!(left.is_empty(), "the download is not kept: {left:?}");
+    // An image exactly the disk's size fits.
+    let whole = vec![0x5a; 4 << 20];
+    root.write("served/whole.img", &whole);
+    let lines = root.disk("install:http://10.0.2.100/whole.img");
+    assert_eq!(
+        lines[1],
+        format!("DISK install ok bytes=4194304 md5={}", md5_hex(&whole))
+    );
+}
+
+#[test]
+fn disk_install_leaves_the_disk_alone_without_a_whole_image_that_fits() {
+    let root = install_root("install-refused");
+    root.write("served/empty.img", b"")
+        .write("served/big.img", &vec![1; (4 << 20) + 1]);
+    let steps = "install:http://10.0.2.100/missing.img,install:http://10.0.2.100/empty.img,                 install:http://10.0.2.100/big.img,install:ftp://10.0.2.100/big.img,                 install:http://,install:";
+    let lines = root.disk(steps);
+    assert_eq!(
+        lines[1..],
+        [
+            "DISK install FAIL download wget:-server-returned-error:-HTTP/1.1-404-Not-Found",
+            "DISK install FAIL empty",
+            "DISK install FAIL too-large bytes=4194305 disk=4194304",
+            "DISK install FAIL not-http",
+            "DISK install FAIL not-http",
+            "DISK install FAIL not-http",
+            &format!("DISK done {steps}"),
+        ]
+    );
+    let disk = std::fs::read(root.dir.join("disk.raw")).unwrap();
+    assert!(
+        disk.len() == 4 << 20 && disk.iter().all(|&b| b == 0xee),
+        "the disk is as it was"
+    );
+    assert_eq!(root.log().len(), 3, "only http URLs are fetched");
+    let left: Vec<_> = std::fs::read_dir(root.dir.join("tmp")).unwrap().collect();
+    assert!(left.is_empty(), "no download is kept: {left:?}");
+}
+
+#[test]
+fn disk_install_reports_a_disk_that_fails_writes_or_does_not_keep_them() {
+    let root = disk_root("install-bad-disk");
+    let image = vec![0x42; 10_000];
+    root.write("served/disk.img", &image);
+    let url = "install:http://10.0.2.100/disk.img";
+    // /dev/full refuses every write.
+    let full = root.disk_on(url, std::path::Path::new("/dev/full"));
+    assert!(
+        full[1].starts_with("DISK install FAIL dd-write ") && full[1].contains("No-space"),
+        "{full:?}"
+    );
+    // A disk that loses a write: the fake `sync` run between the write and the read-back
+    // changes byte 5.
+    let disk = root.dir.join("disk.raw");
+    root.write(
+        "bin/sync",
+        format!(
+            "#!/bin/sh\nprintf X | dd of={} bs=1 seek=5 conv=notrunc 2>/dev/null\n",
+            disk.display()
+        )
+        .as_bytes(),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let sync = root.dir.join("bin/sync");
+    std::fs::set_permissions(&sync, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lost = root.disk(url);
+    let mut read = image.clone();
+    read[5] = b'X';
+    assert_eq!(
+        lost[1],
+        format!(
+            "DISK install FAIL verify md5={} image={}",
+            md5_hex(&read),
+            md5_hex(&image)
+        )
+    );
 }
 
 /// A fake root with a CPU, memory, `n` PCI network functions and the modules xtask puts in.
