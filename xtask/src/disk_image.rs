@@ -832,9 +832,11 @@ mod tests {
         let guest = LinuxGuest {
             kernel: vec![0; 26 << 20],
             initramfs: gz.finish().unwrap(),
+            manager_initramfs: Vec::new(),
             release: String::new(),
             kernel_file: Default::default(),
             initramfs_file: Default::default(),
+            manager_initramfs_file: Default::default(),
             packages: Vec::new(),
             note: None,
         };

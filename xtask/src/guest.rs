@@ -22,23 +22,36 @@ pub const MAX_IMAGE_LEN: u64 = 1 << 30;
 /// An image ready for the bundle.
 #[derive(Clone, Debug)]
 pub struct GuestImage {
-    /// Name in the bundle and on the console: `probe`, `linux`, `linux-initramfs`, or the file
-    /// name.
+    /// Name in the bundle and on the console: `probe`, `linux`, `linux-initramfs`,
+    /// `manager-initramfs`, or the file name.
     pub label: String,
     pub bytes: Vec<u8>,
     /// Command line the guest gets before the plan's own `cmdline` (built-ins only).
     pub default_cmdline: &'static str,
 }
 
+/// What a resolved image is used as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Use {
+    Kernel,
+    Initrd,
+    /// The manager's initrd.
+    ManagerInitrd,
+}
+
 /// Resolves the image sources of one plan, each at most once.
 ///
 /// `BuiltIn(Linux)` stands for Debian's kernel as a `kernel` and for the generated initramfs
-/// as an `initrd` (see [`crate::image::with_generated_initrds`]).
+/// as an `initrd` (see [`crate::image::with_generated_initrds`]): the manager's for the slice
+/// named by [`Resolver::manager`], the tenants' for every other.
 pub struct Resolver<'a> {
     /// Relative paths in the plan are relative to this directory.
     plan_dir: PathBuf,
     artifacts: &'a Artifacts,
-    cache: Vec<(ImageSource, bool, GuestImage)>,
+    /// Each image resolved: its source, what it is used as, the image.
+    cache: Vec<(ImageSource, Use, GuestImage)>,
+    /// The manager slice's name.
+    manager: Option<String>,
     /// The Linux guest, fetched on first use unless given.
     linux: Option<Arc<LinuxGuest>>,
 }
@@ -49,8 +62,14 @@ impl<'a> Resolver<'a> {
             plan_dir: plan_dir.to_path_buf(),
             artifacts,
             cache: Vec::new(),
+            manager: None,
             linux: None,
         }
+    }
+
+    /// The slice whose generated initramfs is the manager's.
+    pub fn manager(&mut self, slice: Option<&str>) {
+        self.manager = slice.map(str::to_string);
     }
 
     /// Uses `guest` for `kernel = "linux"` instead of fetching it.
@@ -68,16 +87,21 @@ impl<'a> Resolver<'a> {
         source: &ImageSource,
     ) -> Result<GuestImage> {
         let kernel = field == Field::Kernel;
+        let used = match field {
+            Field::Kernel => Use::Kernel,
+            _ if self.manager.as_deref() == Some(slice) => Use::ManagerInitrd,
+            _ => Use::Initrd,
+        };
         if let Some((_, _, image)) = self
             .cache
             .iter()
-            .find(|(s, k, _)| s == source && *k == kernel)
+            .find(|(s, u, _)| s == source && *u == used)
         {
             return Ok(image.clone());
         }
         let image = match source {
             ImageSource::BuiltIn(BuiltIn::Probe) => self.probe()?,
-            ImageSource::BuiltIn(BuiltIn::Linux) => self.linux(slice, kernel)?,
+            ImageSource::BuiltIn(BuiltIn::Linux) => self.linux(slice, used)?,
             ImageSource::BuiltIn(BuiltIn::Firmware) => firmware(slice)?,
             ImageSource::Path(path) => self.file(slice, field, path)?,
         };
@@ -85,7 +109,7 @@ impl<'a> Resolver<'a> {
             Arm64Header::parse(&image.bytes)
                 .map_err(|e| plan_error(PlanError::slice(slice, field, Problem::BadImage(e))))?;
         }
-        self.cache.push((source.clone(), kernel, image.clone()));
+        self.cache.push((source.clone(), used, image.clone()));
         Ok(image)
     }
 
@@ -97,8 +121,8 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    /// Debian's kernel (`kernel`) or the generated initramfs.
-    fn linux(&mut self, slice: &str, kernel: bool) -> Result<GuestImage> {
+    /// Debian's kernel or a generated initramfs.
+    fn linux(&mut self, slice: &str, used: Use) -> Result<GuestImage> {
         let guest = match &self.linux {
             Some(guest) => guest.clone(),
             None => {
@@ -109,18 +133,15 @@ impl<'a> Resolver<'a> {
                 guest
             }
         };
-        Ok(if kernel {
-            GuestImage {
-                label: "linux".into(),
-                bytes: guest.kernel.clone(),
-                default_cmdline: linux::DEFAULT_CMDLINE,
-            }
-        } else {
-            GuestImage {
-                label: "linux-initramfs".into(),
-                bytes: guest.initramfs.clone(),
-                default_cmdline: "",
-            }
+        let (label, bytes, default_cmdline) = match used {
+            Use::Kernel => ("linux", &guest.kernel, linux::DEFAULT_CMDLINE),
+            Use::Initrd => ("linux-initramfs", &guest.initramfs, ""),
+            Use::ManagerInitrd => ("manager-initramfs", &guest.manager_initramfs, ""),
+        };
+        Ok(GuestImage {
+            label: label.into(),
+            bytes: bytes.clone(),
+            default_cmdline,
         })
     }
 

@@ -95,6 +95,12 @@ pub fn compile_with(text: &str, mut resolver: Resolver<'_>) -> Result<(CompiledP
     let mut plan = Plan::from_toml(text).map_err(plan_error)?;
     plan.check_manager_kernel().map_err(plan_error)?;
     with_generated_initrds(&mut plan);
+    resolver.manager(
+        plan.slices
+            .iter()
+            .find(|s| s.role.is_manager())
+            .map(|s| s.name.as_str()),
+    );
     let mut writer = BundleWriter::new();
     let mut defaults = Vec::new();
     let mut compiled = plan.try_map_images(|slice, field, source| -> Result<u32> {
@@ -388,9 +394,11 @@ kernel = "./k.img"
         std::sync::Arc::new(crate::linux::LinuxGuest {
             kernel,
             initramfs: vec![0x22; initramfs_len],
+            manager_initramfs: vec![0x33; initramfs_len + 4096],
             release: "6.1.0-test-cloud-arm64".into(),
             kernel_file: "/nonexistent/vmlinuz".into(),
             initramfs_file: "/nonexistent/initramfs.cpio.gz".into(),
+            manager_initramfs_file: "/nonexistent/manager-initramfs.cpio.gz".into(),
             packages: Vec::new(),
             note: None,
         })
@@ -435,6 +443,35 @@ kernel = "linux"
         );
         assert_eq!(compiled.slices[1].cmdline, crate::linux::DEFAULT_CMDLINE);
         parsed.verify_images().unwrap();
+    }
+
+    #[test]
+    fn the_manager_gets_the_manager_initramfs_and_tenants_theirs() {
+        let plan = r#"
+[[slice]]
+name = "t1"
+cores = 1
+memory = "64MiB"
+kernel = "linux"
+[[slice]]
+name = "ctl"
+cores = 1
+memory = "64MiB"
+kernel = "linux"
+role = "manager"
+[[slice]]
+name = "t2"
+cores = 1
+memory = "64MiB"
+kernel = "linux"
+"#;
+        let (compiled, bundle) = compile_linux(plan, Path::new("."), 100 << 10).unwrap();
+        let parsed = Bundle::parse(&bundle).unwrap();
+        let labels: Vec<&str> = parsed.images().iter().map(|e| e.label.as_str()).collect();
+        assert_eq!(labels, ["linux", "linux-initramfs", "manager-initramfs"]);
+        let initrds: Vec<Option<u32>> = compiled.slices.iter().map(|s| s.initrd).collect();
+        assert_eq!(initrds, [Some(1), Some(2), Some(1)]);
+        assert_eq!(parsed.images()[2].len, (100 << 10) + 4096);
     }
 
     #[test]

@@ -12,10 +12,11 @@
 //! guests/debian/<package>_<version>_arm64/           dpkg-deb -x, pruned to what is used:
 //!                       boot/vmlinuz-<release>       the kernel (and its config, System.map)
 //!                       bin/busybox                  busybox
-//! guests/linux/initramfs.cpio.gz                     the generated initramfs, with iobench,
-//!                                                    microvisorctl, powerkey,
-//!                                                    microvisor-redfish and the probe
-//!                                                    image (guest-images/, built here)
+//! guests/linux/initramfs.cpio.gz                     the tenants' generated initramfs,
+//!                                                    with iobench and powerkey
+//!                                                    (guest-images/, built here)
+//! guests/linux/manager-initramfs.cpio.gz             the manager's: that plus microvisorctl,
+//!                                                    microvisor-redfish and the probe image
 //! guests/debian/selected                             the pair last used (offline fallback)
 //! guests/debian/tmp/w-<pid>/                         one run's downloads and extractions
 //! ```
@@ -41,8 +42,8 @@ pub use debian::{
     fetch, fetch_extracted, net_modules, parse_depends, parse_print_uris,
 };
 pub use userspace::{
-    GROUP, INIT_SCRIPT, INITTAB, MODULES_DIR, Module, PASSWD, PROBE_IMAGE, Tools, UDHCPC_SCRIPT,
-    initramfs, module_path,
+    Flavour, GROUP, INIT_SCRIPT, INITTAB, MODULES_DIR, ManagerTools, Module, PASSWD, PROBE_IMAGE,
+    Tools, UDHCPC_SCRIPT, initramfs, module_path,
 };
 
 /// Kernel command line of the built-in Linux guest; the plan's `cmdline` is appended.
@@ -57,14 +58,18 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyAMA0 earlycon=pl011,0x9000000 logl
 pub struct LinuxGuest {
     /// The kernel `Image` (Debian's `vmlinuz` is an uncompressed arm64 Image).
     pub kernel: Vec<u8>,
-    /// The generated initramfs (gzipped newc cpio).
+    /// The generated initramfs of tenants (gzipped newc cpio).
     pub initramfs: Vec<u8>,
+    /// The manager's: the tenants' with `microvisorctl`, the Redfish service and the probe.
+    pub manager_initramfs: Vec<u8>,
     /// Kernel release (`uname -r`), e.g. `6.1.0-56-cloud-arm64`.
     pub release: String,
     /// Where the kernel is in the cache.
     pub kernel_file: PathBuf,
     /// Where the initramfs was written.
     pub initramfs_file: PathBuf,
+    /// Where the manager's was written.
+    pub manager_initramfs_file: PathBuf,
     /// Packages used, as (name, version).
     pub packages: Vec<(String, String)>,
     /// Set when apt could not be used and cached packages were taken instead.
@@ -113,19 +118,28 @@ fn build(ws: &Workspace, quiet: bool) -> Result<LinuxGuest> {
     )?;
     let tools = Tools {
         iobench: tool("microvisor-iobench", "iobench")?,
-        microvisorctl: tool("microvisor-control", "microvisorctl")?,
         powerkey: tool("microvisor-control", "powerkey")?,
-        redfish: tool("microvisor-redfish", "microvisor-redfish")?,
-        probe: crate::guest::probe_image(&probe)?,
+        manager: ManagerTools {
+            microvisorctl: tool("microvisor-control", "microvisorctl")?,
+            redfish: tool("microvisor-redfish", "microvisor-redfish")?,
+            probe: crate::guest::probe_image(&probe)?,
+        },
     };
     let modules = fetched
         .modules
         .iter()
         .map(|path| read_module(path))
         .collect::<Result<Vec<_>>>()?;
-    let initramfs = initramfs(busybox, tools, modules).context("building the initramfs")?;
+    let build = |flavour| {
+        initramfs(&busybox, &tools, &modules, flavour)
+            .with_context(|| format!("building the {flavour:?} initramfs"))
+    };
+    let initramfs = build(Flavour::Tenant)?;
     let initramfs_file = guests.join("linux").join("initramfs.cpio.gz");
     write_if_changed(&initramfs_file, &initramfs)?;
+    let manager_initramfs = build(Flavour::Manager)?;
+    let manager_initramfs_file = guests.join("linux").join("manager-initramfs.cpio.gz");
+    write_if_changed(&manager_initramfs_file, &manager_initramfs)?;
     let release = fetched
         .kernel
         .file_name()
@@ -136,9 +150,11 @@ fn build(ws: &Workspace, quiet: bool) -> Result<LinuxGuest> {
     Ok(LinuxGuest {
         kernel,
         initramfs,
+        manager_initramfs,
         release,
         kernel_file: fetched.kernel,
         initramfs_file,
+        manager_initramfs_file,
         packages: fetched
             .debs
             .iter()

@@ -1,7 +1,6 @@
-//! What the guest runs: the initramfs with busybox, `iobench`, `microvisorctl`, `powerkey`,
-//! `microvisor-redfish`,
-//! the probe image, `/init` (`init.sh`) and the few files of `/etc` they need, written with
-//! `crate::initramfs`.
+//! What the guest runs: the initramfs with busybox, `iobench`, `powerkey`, `/init`
+//! (`init.sh`) and the few files of `/etc` they need, and the manager's, which adds
+//! `microvisorctl`, `microvisor-redfish` and the probe image; written with `crate::initramfs`.
 
 use anyhow::Result;
 
@@ -42,22 +41,43 @@ pub const PROBE_IMAGE: &str = "images/probe";
 pub struct Tools {
     /// `/bin/iobench` (guest-images/iobench).
     pub iobench: Vec<u8>,
-    /// `/bin/microvisorctl` (guest-images/manager).
-    pub microvisorctl: Vec<u8>,
     /// `/bin/powerkey` (guest-images/manager), started by `/init`.
     pub powerkey: Vec<u8>,
+    /// What only the manager's initramfs holds.
+    pub manager: ManagerTools,
+}
+
+/// The manager's programs and images.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagerTools {
+    /// `/bin/microvisorctl` (guest-images/manager).
+    pub microvisorctl: Vec<u8>,
     /// `/bin/microvisor-redfish` (guest-images/redfish), started by `/init` on the manager.
     pub redfish: Vec<u8>,
     /// `/images/probe`: the bytes of `kernel = "probe"` (`crate::guest::probe_image`).
     pub probe: Vec<u8>,
 }
 
-/// The initramfs: busybox (applet links made at boot by `busybox --install -s`), `tools`,
-/// `/init`, `/etc/inittab`, `/etc/passwd`, `/etc/group`, `/etc/udhcpc.script`,
-/// `/dev/console`, the mount points, `/run` and `modules` (in load order, at
-/// [`module_path`]), gzipped. Every Linux slice gets the same initramfs; `microvisorctl`
-/// works only in the manager (elsewhere it says there is no control interface).
-pub fn initramfs(busybox: Vec<u8>, tools: Tools, modules: Vec<Module>) -> Result<Vec<u8>> {
+/// Whose initramfs: a tenant's, or the manager's (with [`ManagerTools`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    Tenant,
+    Manager,
+}
+
+/// The initramfs: busybox (applet links made at boot by `busybox --install -s`), `tools`
+/// (the manager's only in the manager's), `/init`, `/etc/inittab`, `/etc/passwd`,
+/// `/etc/group`, `/etc/udhcpc.script`, `/dev/console`, the mount points, `/run` and
+/// `modules` (in load order, at [`module_path`]), gzipped. Every Linux tenant gets the same
+/// one; the manager's adds `microvisorctl`, the Redfish service and the probe image, which a
+/// tenant has no use for (it has no control interface) and whose 3 MB every tenant's boot
+/// would unpack.
+pub fn initramfs(
+    busybox: &[u8],
+    tools: &Tools,
+    modules: &[Module],
+    flavour: Flavour,
+) -> Result<Vec<u8>> {
     let mut a = Archive::new();
     for dir in [
         "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "root", "run", "images",
@@ -65,14 +85,17 @@ pub fn initramfs(busybox: Vec<u8>, tools: Tools, modules: Vec<Module>) -> Result
         a.dir(dir, 0o755)?;
     }
     a.dir("tmp", 0o1777)?
-        .file("bin/busybox", 0o755, busybox)?
+        .file("bin/busybox", 0o755, busybox.to_vec())?
         .symlink("bin/sh", "busybox")?
-        .file("bin/iobench", 0o755, tools.iobench)?
-        .file("bin/microvisorctl", 0o755, tools.microvisorctl)?
-        .file("bin/powerkey", 0o755, tools.powerkey)?
-        .file("bin/microvisor-redfish", 0o755, tools.redfish)?
-        .file(PROBE_IMAGE, 0o644, tools.probe)?
-        .char_device("dev/console", 0o600, 5, 1)?
+        .file("bin/iobench", 0o755, tools.iobench.clone())?
+        .file("bin/powerkey", 0o755, tools.powerkey.clone())?;
+    if flavour == Flavour::Manager {
+        let manager = &tools.manager;
+        a.file("bin/microvisorctl", 0o755, manager.microvisorctl.clone())?
+            .file("bin/microvisor-redfish", 0o755, manager.redfish.clone())?
+            .file(PROBE_IMAGE, 0o644, manager.probe.clone())?;
+    }
+    a.char_device("dev/console", 0o600, 5, 1)?
         .file("init", 0o755, INIT_SCRIPT.as_bytes().to_vec())?
         .file("etc/inittab", 0o644, INITTAB.as_bytes().to_vec())?
         .file("etc/passwd", 0o644, PASSWD.as_bytes().to_vec())?
@@ -83,8 +106,12 @@ pub fn initramfs(busybox: Vec<u8>, tools: Tools, modules: Vec<Module>) -> Result
             UDHCPC_SCRIPT.as_bytes().to_vec(),
         )?
         .dir(MODULES_DIR, 0o755)?;
-    for (index, module) in modules.into_iter().enumerate() {
-        a.file(&module_path(index, &module.name), 0o644, module.bytes)?;
+    for (index, module) in modules.iter().enumerate() {
+        a.file(
+            &module_path(index, &module.name),
+            0o644,
+            module.bytes.clone(),
+        )?;
     }
     Ok(a.to_gzip())
 }
@@ -108,26 +135,36 @@ mod tests {
                 bytes: b"net".to_vec(),
             },
         ];
-        let make = || {
-            initramfs(
-                b"\x7fELF busybox".to_vec(),
-                Tools {
-                    iobench: b"\x7fELF iobench".to_vec(),
-                    microvisorctl: b"\x7fELF microvisorctl".to_vec(),
-                    powerkey: b"\x7fELF powerkey".to_vec(),
-                    redfish: b"\x7fELF microvisor-redfish".to_vec(),
-                    probe: b"probe image".to_vec(),
-                },
-                modules.clone(),
-            )
+        let tools = Tools {
+            iobench: b"\x7fELF iobench".to_vec(),
+            powerkey: b"\x7fELF powerkey".to_vec(),
+            manager: ManagerTools {
+                microvisorctl: b"\x7fELF microvisorctl".to_vec(),
+                redfish: b"\x7fELF microvisor-redfish".to_vec(),
+                probe: b"probe image".to_vec(),
+            },
         };
-        let gz = make().unwrap();
-        assert_eq!(gz, make().unwrap(), "deterministic");
-        let mut cpio = Vec::new();
-        GzDecoder::new(gz.as_slice())
-            .read_to_end(&mut cpio)
-            .unwrap();
-        let entries = read_newc(&cpio).unwrap();
+        let make = |flavour| {
+            let gz = initramfs(b"\x7fELF busybox", &tools, &modules, flavour).unwrap();
+            let mut cpio = Vec::new();
+            GzDecoder::new(gz.as_slice())
+                .read_to_end(&mut cpio)
+                .unwrap();
+            (gz, read_newc(&cpio).unwrap())
+        };
+        let (gz, entries) = make(Flavour::Manager);
+        assert_eq!(gz, make(Flavour::Manager).0, "deterministic");
+        // A tenant's is the manager's without the manager's tools.
+        let (_, tenant) = make(Flavour::Tenant);
+        let names = |entries: &[crate::initramfs::ReadEntry]| -> Vec<String> {
+            entries.iter().map(|e| e.name.clone()).collect()
+        };
+        let manager_only = ["bin/microvisorctl", "bin/microvisor-redfish", PROBE_IMAGE];
+        let expected: Vec<String> = names(&entries)
+            .into_iter()
+            .filter(|n| !manager_only.contains(&n.as_str()))
+            .collect();
+        assert_eq!(names(&tenant), expected);
         let find = |n: &str| {
             entries
                 .iter()
