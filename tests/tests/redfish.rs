@@ -328,6 +328,26 @@ fn drive_the_node(session: &HostSession) -> Result<String, String> {
         format!("a client with unfinished headers was held {held:?}")
     })?;
 
+    // Guessing passwords: after 10 wrong ones the host (all of it is 10.0.2.2 behind QEMU's
+    // user network) is refused for a minute, the right password included; last, since
+    // nothing from the host gets through after it.
+    let guesser = Client::new(session.port, Auth::Basic(user.clone(), "guess".into()));
+    let mark = console.len();
+    for n in 0..10 {
+        guesser
+            .get("/redfish/v1/Systems")?
+            .expect(401, &format!("guess {n}"))?;
+    }
+    console.wait_for(
+        mark,
+        "[manager] redfish: 10 wrong passwords from 10.0.2.2: refused for 60 s",
+        WAIT,
+    )?;
+    let locked = admin.get("/redfish/v1/Systems")?;
+    check(locked.status == 401 && locked.body == none.body, || {
+        format!("the right password while locked out: {}", locked.status)
+    })?;
+
     // The bystander never noticed.
     let beats_after = console.count(0, "[beat] HEARTBEAT");
     check(beats_after > beats_before + 3, || {

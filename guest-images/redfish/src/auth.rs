@@ -1,9 +1,13 @@
 //! Who may talk to the service: the one administrator account (Basic authentication) and
 //! the sessions it opens (`X-Auth-Token`, Redfish Specification DSP0266 §13.3 "Session
 //! management"). Tokens are 128 random bits; sessions end when deleted or after
-//! [`SESSION_TIMEOUT_S`] unused.
+//! [`SESSION_TIMEOUT_S`] unused. A client that gets the password wrong
+//! [`FAILURES_ALLOWED`] times within [`FAILURE_WINDOW_MS`] is refused for [`LOCKOUT_MS`]
+//! whatever it sends ([`Throttle`]): the lockout is per client address, so guessing from one
+//! host does not lock the account for everyone else.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 
 /// Seconds a session may stay unused before it ends (`SessionService.SessionTimeout`).
 pub const SESSION_TIMEOUT_S: u64 = 1800;
@@ -12,6 +16,81 @@ pub const MAX_SESSIONS: usize = 64;
 /// Shortest and longest password the account takes (`AccountService`).
 pub const MIN_PASSWORD: usize = 8;
 pub const MAX_PASSWORD: usize = 64;
+
+/// Wrong passwords a client may send within [`FAILURE_WINDOW_MS`] before it is locked out.
+pub const FAILURES_ALLOWED: u32 = 10;
+pub const FAILURE_WINDOW_MS: u64 = 60_000;
+/// How long a locked-out client is refused.
+pub const LOCKOUT_MS: u64 = 60_000;
+/// Clients whose failures are remembered at once (the oldest is forgotten beyond).
+pub const MAX_TRACKED: usize = 4096;
+
+/// Wrong passwords by client address (`None`: requests whose peer is unknown, one client).
+#[derive(Debug, Default)]
+pub struct Throttle {
+    clients: HashMap<Option<IpAddr>, Failures>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Failures {
+    count: u32,
+    /// When the first failure of the current window was.
+    since_ms: u64,
+    /// Refused until then (0: not locked).
+    locked_until_ms: u64,
+}
+
+impl Throttle {
+    /// Whether `peer` may try a password now.
+    pub fn allowed(&self, peer: Option<IpAddr>, now_ms: u64) -> bool {
+        self.clients
+            .get(&peer)
+            .is_none_or(|f| now_ms >= f.locked_until_ms)
+    }
+
+    /// `peer` got it wrong; true when that locked it out (now).
+    pub fn failed(&mut self, peer: Option<IpAddr>, now_ms: u64) -> bool {
+        if self.clients.len() >= MAX_TRACKED && !self.clients.contains_key(&peer) {
+            self.clients.retain(|_, f| {
+                now_ms < f.locked_until_ms || now_ms - f.since_ms < FAILURE_WINDOW_MS
+            });
+            if self.clients.len() >= MAX_TRACKED
+                && let Some(oldest) = self
+                    .clients
+                    .iter()
+                    .min_by_key(|(_, f)| f.since_ms)
+                    .map(|(peer, _)| *peer)
+            {
+                self.clients.remove(&oldest);
+            }
+        }
+        let failures = self.clients.entry(peer).or_insert(Failures {
+            count: 0,
+            since_ms: now_ms,
+            locked_until_ms: 0,
+        });
+        if now_ms.saturating_sub(failures.since_ms) >= FAILURE_WINDOW_MS {
+            *failures = Failures {
+                count: 0,
+                since_ms: now_ms,
+                locked_until_ms: 0,
+            };
+        }
+        failures.count += 1;
+        if failures.count >= FAILURES_ALLOWED {
+            failures.locked_until_ms = now_ms + LOCKOUT_MS;
+            failures.count = 0;
+            failures.since_ms = now_ms + LOCKOUT_MS;
+            return true;
+        }
+        false
+    }
+
+    /// `peer` got it right: its failures are forgotten.
+    pub fn succeeded(&mut self, peer: Option<IpAddr>) {
+        self.clients.remove(&peer);
+    }
+}
 
 /// One open session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +118,7 @@ pub struct Auth {
     password: Secret,
     sessions: BTreeMap<String, Session>,
     next_id: u64,
+    throttle: Throttle,
 }
 
 /// Who a request is from.
@@ -75,6 +155,7 @@ impl Auth {
             password,
             sessions: BTreeMap::new(),
             next_id: 1,
+            throttle: Throttle::default(),
         }
     }
 
@@ -97,10 +178,37 @@ impl Auth {
         user_ok & password_ok
     }
 
-    /// The caller of a request with these `Authorization` and `X-Auth-Token` header values,
-    /// or `None` (401). A token in use is refreshed.
+    /// [`Auth::check`] for a request from `peer`, throttled: refused while `peer` is locked
+    /// out, and a wrong password counts against it.
+    fn check_from(
+        &mut self,
+        peer: Option<IpAddr>,
+        user: &str,
+        password: &str,
+        now_ms: u64,
+    ) -> bool {
+        if !self.throttle.allowed(peer, now_ms) {
+            return false;
+        }
+        if self.check(user, password) {
+            self.throttle.succeeded(peer);
+            return true;
+        }
+        if self.throttle.failed(peer, now_ms) {
+            let from = peer.map_or_else(|| "an unknown address".to_string(), |p| p.to_string());
+            eprintln!(
+                "redfish: {FAILURES_ALLOWED} wrong passwords from {from}: refused for {} s",
+                LOCKOUT_MS / 1000
+            );
+        }
+        false
+    }
+
+    /// The caller of a request from `peer` with these `Authorization` and `X-Auth-Token`
+    /// header values, or `None` (401). A token in use is refreshed.
     pub fn caller(
         &mut self,
+        peer: Option<IpAddr>,
         authorization: Option<&str>,
         token: Option<&str>,
         now_ms: u64,
@@ -115,12 +223,20 @@ impl Auth {
             return Some(Caller::Session(session.id.clone()));
         }
         let (user, password) = basic_credentials(authorization?)?;
-        self.check(&user, &password).then_some(Caller::Basic(user))
+        self.check_from(peer, &user, &password, now_ms)
+            .then_some(Caller::Basic(user))
     }
 
-    /// Opens a session for `user`/`password`; `None` if they are wrong.
-    pub fn login(&mut self, user: &str, password: &str, now_ms: u64) -> Option<Session> {
-        if !self.check(user, password) {
+    /// Opens a session for `user`/`password` from `peer`; `None` if they are wrong (or `peer`
+    /// is locked out).
+    pub fn login(
+        &mut self,
+        peer: Option<IpAddr>,
+        user: &str,
+        password: &str,
+        now_ms: u64,
+    ) -> Option<Session> {
+        if !self.check_from(peer, user, password, now_ms) {
             return None;
         }
         self.expire(now_ms);
@@ -279,21 +395,24 @@ mod tests {
     fn basic_credentials_are_checked() {
         let mut auth = Auth::new("admin", "s3cret-pass");
         assert_eq!(
-            auth.caller(Some(&basic("admin", "s3cret-pass")), None, 0),
+            auth.caller(None, Some(&basic("admin", "s3cret-pass")), None, 0),
             Some(Caller::Basic("admin".into()))
         );
-        assert_eq!(auth.caller(Some(&basic("admin", "wrong")), None, 0), None);
         assert_eq!(
-            auth.caller(Some(&basic("root", "s3cret-pass")), None, 0),
+            auth.caller(None, Some(&basic("admin", "wrong")), None, 0),
             None
         );
-        assert_eq!(auth.caller(Some("Basic !!!"), None, 0), None);
-        assert_eq!(auth.caller(Some("Bearer abc"), None, 0), None);
-        assert_eq!(auth.caller(None, None, 0), None);
+        assert_eq!(
+            auth.caller(None, Some(&basic("root", "s3cret-pass")), None, 0),
+            None
+        );
+        assert_eq!(auth.caller(None, Some("Basic !!!"), None, 0), None);
+        assert_eq!(auth.caller(None, Some("Bearer abc"), None, 0), None);
+        assert_eq!(auth.caller(None, None, None, 0), None);
         // A password may hold colons: only the first one separates.
         let mut auth = Auth::new("admin", "a:b:c:d:e");
         assert!(
-            auth.caller(Some(&basic("admin", "a:b:c:d:e")), None, 0)
+            auth.caller(None, Some(&basic("admin", "a:b:c:d:e")), None, 0)
                 .is_some()
         );
     }
@@ -301,34 +420,99 @@ mod tests {
     #[test]
     fn sessions_open_end_and_expire() {
         let mut auth = Auth::new("admin", "s3cret-pass");
-        assert!(auth.login("admin", "nope", 0).is_none());
-        let s = auth.login("admin", "s3cret-pass", 0).unwrap();
+        assert!(auth.login(None, "admin", "nope", 0).is_none());
+        let s = auth.login(None, "admin", "s3cret-pass", 0).unwrap();
         assert_eq!(s.token.len(), 32);
         assert_eq!(
-            auth.caller(None, Some(&s.token), 1000),
+            auth.caller(None, None, Some(&s.token), 1000),
             Some(Caller::Session(s.id.clone()))
         );
         // A token wins over Basic: a bad token is refused even with good Basic credentials.
         assert_eq!(
-            auth.caller(Some(&basic("admin", "s3cret-pass")), Some("bad"), 1000),
+            auth.caller(
+                None,
+                Some(&basic("admin", "s3cret-pass")),
+                Some("bad"),
+                1000
+            ),
             None
         );
         // Used at 1 s: still open 1799 s later, gone at 1800 s.
-        assert!(auth.caller(None, Some(&s.token), 1_800_999).is_some());
-        assert!(auth.caller(None, Some(&s.token), 3_601_000).is_none());
-        let t = auth.login("admin", "s3cret-pass", 0).unwrap();
+        assert!(auth.caller(None, None, Some(&s.token), 1_800_999).is_some());
+        assert!(auth.caller(None, None, Some(&s.token), 3_601_000).is_none());
+        let t = auth.login(None, "admin", "s3cret-pass", 0).unwrap();
         assert_ne!(t.id, s.id);
         assert!(auth.logout(&t.id));
         assert!(!auth.logout(&t.id));
-        assert!(auth.caller(None, Some(&t.token), 0).is_none());
+        assert!(auth.caller(None, None, Some(&t.token), 0).is_none());
+    }
+
+    #[test]
+    fn wrong_passwords_lock_out_their_client_only_for_a_while() {
+        let a: Option<IpAddr> = Some("10.0.2.2".parse().unwrap());
+        let b: Option<IpAddr> = Some("10.0.2.3".parse().unwrap());
+        let mut auth = Auth::new("admin", "s3cret-pass");
+        let right = basic("admin", "s3cret-pass");
+        let wrong = basic("admin", "guess");
+        // A success forgets earlier failures.
+        for _ in 0..FAILURES_ALLOWED - 1 {
+            assert_eq!(auth.caller(a, Some(&wrong), None, 0), None);
+        }
+        assert!(auth.caller(a, Some(&right), None, 0).is_some());
+        for _ in 0..FAILURES_ALLOWED - 1 {
+            assert_eq!(auth.caller(a, Some(&wrong), None, 10), None);
+        }
+        // Failures spread beyond the window do not add up.
+        assert_eq!(
+            auth.caller(a, Some(&wrong), None, 10 + FAILURE_WINDOW_MS),
+            None
+        );
+        assert!(
+            auth.caller(a, Some(&right), None, 20 + FAILURE_WINDOW_MS)
+                .is_some()
+        );
+        // The 10th within the window locks `a` out: the right password too, a session login
+        // too; `b` and requests without credentials are not concerned.
+        let t = 100_000;
+        for _ in 0..FAILURES_ALLOWED {
+            assert_eq!(auth.caller(a, Some(&wrong), None, t), None);
+        }
+        assert_eq!(auth.caller(a, Some(&right), None, t + 1), None);
+        assert_eq!(auth.login(a, "admin", "s3cret-pass", t + 1), None);
+        assert!(auth.caller(b, Some(&right), None, t + 1).is_some());
+        let session = auth.login(b, "admin", "s3cret-pass", t + 1).unwrap();
+        // A session opened before stays usable from anywhere (its token is the credential).
+        assert!(auth.caller(a, None, Some(&session.token), t + 2).is_some());
+        // Until the lockout ends.
+        assert_eq!(auth.caller(a, Some(&right), None, t + LOCKOUT_MS - 1), None);
+        assert!(auth.caller(a, Some(&right), None, t + LOCKOUT_MS).is_some());
+    }
+
+    #[test]
+    fn the_throttle_remembers_a_bounded_number_of_clients() {
+        let mut throttle = Throttle::default();
+        for n in 0..(MAX_TRACKED as u32 + 100) {
+            let peer = Some(IpAddr::from(n.to_be_bytes()));
+            throttle.failed(peer, u64::from(n));
+            assert!(throttle.clients.len() <= MAX_TRACKED);
+        }
+        // A client locked out is kept while it is.
+        let locked = Some("192.0.2.1".parse().unwrap());
+        for _ in 0..FAILURES_ALLOWED {
+            throttle.failed(locked, 10_000);
+        }
+        for n in 0..(MAX_TRACKED as u32) {
+            throttle.failed(Some(IpAddr::from((n + 1_000_000).to_be_bytes())), 10_001);
+        }
+        assert!(!throttle.allowed(locked, 10_002));
     }
 
     #[test]
     fn a_login_storm_keeps_at_most_the_limit() {
         let mut auth = Auth::new("admin", "s3cret-pass");
-        let first = auth.login("admin", "s3cret-pass", 0).unwrap();
+        let first = auth.login(None, "admin", "s3cret-pass", 0).unwrap();
         for i in 1..200 {
-            auth.login("admin", "s3cret-pass", i).unwrap();
+            auth.login(None, "admin", "s3cret-pass", i).unwrap();
         }
         assert_eq!(auth.session_ids().len(), MAX_SESSIONS);
         assert!(auth.session(&first.id).is_none(), "the oldest went first");
@@ -344,7 +528,7 @@ mod tests {
         let mut auth = Auth::with_password_sha256("admin", &real).unwrap();
         assert!(auth.check("admin", "s3cret-pass"));
         assert!(!auth.check("admin", "s3cret-pasS"));
-        assert!(auth.login("admin", "s3cret-pass", 0).is_some());
+        assert!(auth.login(None, "admin", "s3cret-pass", 0).is_some());
         assert!(Auth::with_password_sha256("admin", "xyz").is_none());
         assert!(Auth::with_password_sha256("admin", &"g".repeat(64)).is_none());
         auth.set_password("changed-it").unwrap();

@@ -44,6 +44,8 @@ pub struct Request {
     /// Header names lower-case.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Where it came from (the connection's peer), when known.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl Request {
@@ -53,7 +55,14 @@ impl Request {
             path: path.to_string(),
             headers: Vec::new(),
             body: Vec::new(),
+            peer: None,
         }
+    }
+
+    /// The same request from `peer`.
+    pub fn from(mut self, peer: std::net::IpAddr) -> Request {
+        self.peer = Some(peer);
+        self
     }
 
     /// The same request with a header (name lower-cased).

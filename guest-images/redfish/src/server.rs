@@ -151,14 +151,14 @@ pub async fn serve<T: Transport + Send + 'static>(
     }
 }
 
-async fn connection<T, S>(shared: Arc<Shared<T>>, stream: S, _peer: SocketAddr)
+async fn connection<T, S>(shared: Arc<Shared<T>>, stream: S, peer: SocketAddr)
 where
     T: Transport + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |request: hyper::Request<Incoming>| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(exchange(shared, request).await) }
+        async move { Ok::<_, Infallible>(exchange(shared, request, peer).await) }
     });
     let _ = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -172,9 +172,10 @@ where
 async fn exchange<T: Transport + Send + 'static>(
     shared: Arc<Shared<T>>,
     request: hyper::Request<Incoming>,
+    peer: SocketAddr,
 ) -> hyper::Response<Full<Bytes>> {
     let response = match read(request).await {
-        Ok(request) => shared.answer(request).await,
+        Ok(request) => shared.answer(request.from(peer.ip())).await,
         Err(refusal) => refusal,
     };
     to_hyper(response)
@@ -217,6 +218,7 @@ async fn read(request: hyper::Request<Incoming>) -> Result<Request, Response> {
             })
             .collect(),
         body: collected.to_bytes().to_vec(),
+        peer: None,
     })
 }
 

@@ -336,6 +336,7 @@ impl<T: Transport> Service<T> {
         };
         if !route.is_open(method) {
             let caller = self.auth.caller(
+                request.peer,
                 request.get_header("authorization"),
                 request.get_header("x-auth-token"),
                 now_ms,
@@ -494,7 +495,7 @@ impl<T: Transport> Service<T> {
                     &self.auth.session_ids(),
                 ),
             ),
-            (Route::Sessions, _, _) => self.login(&body, now_ms),
+            (Route::Sessions, _, _) => self.login(request.peer, &body, now_ms),
             (Route::Session(id), Method::Get, _) => match self.auth.session(&id) {
                 Some(s) => Response::json(200, &accounts::session(&s.id, &s.user)),
                 None => not_found(&request.path),
@@ -969,7 +970,12 @@ impl<T: Transport> Service<T> {
         Response::empty(204)
     }
 
-    fn login(&mut self, body: &Map<String, Value>, now_ms: u64) -> Response {
+    fn login(
+        &mut self,
+        peer: Option<std::net::IpAddr>,
+        body: &Map<String, Value>,
+        now_ms: u64,
+    ) -> Response {
         let field = |name: &str| body.get(name).and_then(Value::as_str);
         let (Some(user), Some(password)) = (field("UserName"), field("Password")) else {
             return Response::error_with(
@@ -979,7 +985,7 @@ impl<T: Transport> Service<T> {
                 &["/UserName".into(), "/Password".into()],
             );
         };
-        match self.auth.login(user, password, now_ms) {
+        match self.auth.login(peer, user, password, now_ms) {
             Some(session) => {
                 let location = format!("{}/{}", accounts::SESSIONS, session.id);
                 Response::json(201, &accounts::session(&session.id, &session.user))
