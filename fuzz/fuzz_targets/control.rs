@@ -120,12 +120,14 @@ fn step(p: &mut Pool, ring: &mut ConsoleRing, pushed: &mut Vec<u8>, wrap: bool, 
     match s {
         Step::Header { valid, bytes } => header(valid, bytes),
         Step::Boot(a0) => {
-            let a0 = if a0 >> 63 != 0 { a0 } else { a0 & 0x1f };
+            let a0 = if a0 >> 63 != 0 { a0 } else { a0 & 0x3f };
             if let Ok(flags) = BootFlags::parse(a0) {
-                assert_eq!(a0 & !0xf, 0, "unknown boot flag accepted");
+                assert_eq!(a0 & !0x1f, 0, "unknown boot flag accepted");
                 assert!(a0 & 6 != 6, "staged and no initrd at once");
+                assert!(a0 & 16 == 0 || a0 == 16, "the network boot with another flag");
                 assert_eq!(flags.custom, a0 != 0);
                 assert_eq!(flags.cmdline, a0 & 8 != 0);
+                assert_eq!(flags.network, a0 == 16);
             }
         }
         Step::Kind(a0) => {
