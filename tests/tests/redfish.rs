@@ -31,7 +31,8 @@ use microvisor_tests::{
 const PASSWORD: &str = "hand-over-2026";
 
 /// The manager with the service's plain HTTP on (port 80) next to HTTPS, on the default
-/// node's host NIC 02:00.0, the admin password given by its SHA-256.
+/// node's host NIC 02:00.0, the admin password given by its SHA-256, the HTTPS certificate
+/// and key given by the plan (`redfish-certificate`, `redfish-key`: [`plan_certificate`]).
 fn manager() -> String {
     use sha2::{Digest, Sha256};
     let digest: String = Sha256::digest(PASSWORD.as_bytes())
@@ -39,11 +40,64 @@ fn manager() -> String {
         .map(|b| format!("{b:02x}"))
         .collect();
     let cmdline = format!("microvisor.redfish=http microvisor.redfish-password-sha256={digest}");
+    let (cert, key, _) = plan_certificate();
     let text = format!(
-        "{}\nrole = \"manager\"\nstaging = \"64MiB\"\n\n",
-        linux_slice("manager", "1", "256MiB", &cmdline).trim_end()
+        "{}\nrole = \"manager\"\nstaging = \"64MiB\"\nredfish-certificate = \"{}\"\n\
+         redfish-key = \"{}\"\n\n",
+        linux_slice("manager", "1", "256MiB", &cmdline).trim_end(),
+        cert.display(),
+        key.display()
     );
     with_device(&text, "pci = \"02:00.0\"")
+}
+
+/// A certificate and key for the service, written once per test run under
+/// `target/test-images/redfish-tls/`: their paths, and the certificate's SHA-256 fingerprint
+/// as the service prints it (`AB:CD:...`).
+fn plan_certificate() -> (std::path::PathBuf, std::path::PathBuf, String) {
+    static MADE: std::sync::OnceLock<(std::path::PathBuf, std::path::PathBuf, String)> =
+        std::sync::OnceLock::new();
+    MADE.get_or_init(|| {
+        let ws = &microvisor_tests::images::built().ws;
+        let dir = ws.target_dir.join("test-images").join("redfish-tls");
+        std::fs::create_dir_all(&dir).unwrap();
+        let made =
+            rcgen::generate_simple_self_signed(vec!["node-7.rack-3.example".into()]).unwrap();
+        let (cert, key) = (dir.join("node.crt"), dir.join("node.key"));
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+        (cert, key, fingerprint_of(made.cert.der()))
+    })
+    .clone()
+}
+
+/// A certificate's SHA-256 as the service prints it: `AB:CD:...`.
+fn fingerprint_of(der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes: Vec<String> = Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    bytes.join(":")
+}
+
+/// The DER of the certificate the server on `port` presents (Python's `ssl`, no checks).
+fn served_certificate(port: u16) -> Result<Vec<u8>, String> {
+    let script = format!(
+        "import ssl, sys\npem = ssl.get_server_certificate(('127.0.0.1', {port}), timeout=30)\n\
+         sys.stdout.buffer.write(ssl.PEM_cert_to_DER_cert(pem))\n"
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "fetching the served certificate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(out.stdout)
 }
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -82,6 +136,29 @@ fn drive_the_node(session: &HostSession) -> Result<String, String> {
             "the plan's password is not what the service says: {}",
             session.trigger
         )
+    })?;
+    // HTTPS presents the plan's certificate.
+    let (_, _, fingerprint) = plan_certificate();
+    check(
+        session.trigger.contains(&format!("sha256={fingerprint}")),
+        || {
+            format!(
+                "the plan's certificate is not the one announced: {}",
+                session.trigger
+            )
+        },
+    )?;
+    let served = {
+        use sha2::{Digest, Sha256};
+        let der = served_certificate(session.https_port)?;
+        let hex: Vec<String> = Sha256::digest(&der)
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        hex.join(":")
+    };
+    check(served == fingerprint, || {
+        format!("HTTPS presents {served}, not the plan's {fingerprint}")
     })?;
     let (user, password) = ("admin".to_string(), PASSWORD.to_string());
     let open = Client::new(session.port, Auth::None);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use flate2::read::GzDecoder;
-use microvisor_plan::{Arm64Header, BuiltIn, Field, ImageSource, PlanError, Problem};
+use microvisor_plan::{Arm64Header, BuiltIn, Field, ImageSource, PlanError, Problem, RedfishTls};
 
 use crate::build::Artifacts;
 use crate::flat;
@@ -28,6 +28,49 @@ pub struct GuestImage {
     pub bytes: Vec<u8>,
     /// Command line the guest gets before the plan's own `cmdline` (built-ins only).
     pub default_cmdline: &'static str,
+}
+
+/// Where the manager's Redfish service finds the plan's TLS files
+/// (`microvisor-redfish --tls-cert --tls-key`, started so by `/init`).
+pub const REDFISH_TLS_CERT: &str = "etc/microvisor-redfish/tls.crt";
+pub const REDFISH_TLS_KEY: &str = "etc/microvisor-redfish/tls.key";
+
+/// A gzipped cpio archive holding the manager's Redfish TLS files (`tls`, relative to
+/// `plan_dir`), checked to be a PEM certificate and a PEM private key.
+fn redfish_tls_archive(plan_dir: &Path, slice: &str, tls: &RedfishTls) -> Result<Vec<u8>> {
+    let read = |field: &str, path: &str, marker: &str| -> Result<Vec<u8>> {
+        let full = plan_dir.join(path);
+        let bytes = std::fs::read(&full)
+            .map_err(|e| anyhow!("slice \"{slice}\": {field}: {}: {e}", full.display()))?;
+        let text = String::from_utf8_lossy(&bytes);
+        if !text.contains(&format!("-----BEGIN {marker}")) {
+            bail!(
+                "slice \"{slice}\": {field}: {} is not PEM with a {marker} (-----BEGIN {marker}...)",
+                full.display()
+            );
+        }
+        Ok(bytes)
+    };
+    let certificate = read("redfish-certificate", &tls.certificate, "CERTIFICATE")?;
+    let key = read("redfish-key", &tls.key, "")
+        .and_then(|key| {
+            let text = String::from_utf8_lossy(&key);
+            if text.contains("PRIVATE KEY-----") {
+                Ok(key)
+            } else {
+                bail!(
+                    "slice \"{slice}\": redfish-key: {} holds no PEM private key (-----BEGIN ... PRIVATE KEY-----)",
+                    plan_dir.join(&tls.key).display()
+                )
+            }
+        })?;
+    let mut archive = crate::initramfs::Archive::new();
+    archive
+        .dir("etc", 0o755)?
+        .dir("etc/microvisor-redfish", 0o700)?
+        .file(REDFISH_TLS_CERT, 0o644, certificate)?
+        .file(REDFISH_TLS_KEY, 0o600, key)?;
+    Ok(archive.to_gzip())
 }
 
 /// What a resolved image is used as.
@@ -50,8 +93,8 @@ pub struct Resolver<'a> {
     artifacts: &'a Artifacts,
     /// Each image resolved: its source, what it is used as, the image.
     cache: Vec<(ImageSource, Use, GuestImage)>,
-    /// The manager slice's name.
-    manager: Option<String>,
+    /// The manager slice's name, and the Redfish TLS files its plan gives.
+    manager: Option<(String, Option<RedfishTls>)>,
     /// The Linux guest, fetched on first use unless given.
     linux: Option<Arc<LinuxGuest>>,
 }
@@ -67,9 +110,10 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// The slice whose generated initramfs is the manager's.
-    pub fn manager(&mut self, slice: Option<&str>) {
-        self.manager = slice.map(str::to_string);
+    /// The slice whose generated initramfs is the manager's, with the TLS files of its
+    /// Redfish service when the plan gives them.
+    pub fn manager(&mut self, slice: Option<(&str, Option<&RedfishTls>)>) {
+        self.manager = slice.map(|(name, tls)| (name.to_string(), tls.cloned()));
     }
 
     /// Uses `guest` for `kernel = "linux"` instead of fetching it.
@@ -89,7 +133,7 @@ impl<'a> Resolver<'a> {
         let kernel = field == Field::Kernel;
         let used = match field {
             Field::Kernel => Use::Kernel,
-            _ if self.manager.as_deref() == Some(slice) => Use::ManagerInitrd,
+            _ if self.manager.as_ref().is_some_and(|(m, _)| m == slice) => Use::ManagerInitrd,
             _ => Use::Initrd,
         };
         if let Some((_, _, image)) = self
@@ -133,14 +177,19 @@ impl<'a> Resolver<'a> {
                 guest
             }
         };
-        let (label, bytes, default_cmdline) = match used {
-            Use::Kernel => ("linux", &guest.kernel, linux::DEFAULT_CMDLINE),
-            Use::Initrd => ("linux-initramfs", &guest.initramfs, ""),
-            Use::ManagerInitrd => ("manager-initramfs", &guest.manager_initramfs, ""),
+        let (label, mut bytes, default_cmdline) = match used {
+            Use::Kernel => ("linux", guest.kernel.clone(), linux::DEFAULT_CMDLINE),
+            Use::Initrd => ("linux-initramfs", guest.initramfs.clone(), ""),
+            Use::ManagerInitrd => ("manager-initramfs", guest.manager_initramfs.clone(), ""),
         };
+        if let (Use::ManagerInitrd, Some((_, Some(tls)))) = (used, &self.manager) {
+            // A second archive after the first (Linux unpacks each in turn).
+            bytes.resize(bytes.len().next_multiple_of(4), 0);
+            bytes.extend(redfish_tls_archive(&self.plan_dir, slice, tls)?);
+        }
         Ok(GuestImage {
             label: label.into(),
-            bytes: bytes.clone(),
+            bytes,
             default_cmdline,
         })
     }

@@ -95,12 +95,14 @@ pub fn compile_with(text: &str, mut resolver: Resolver<'_>) -> Result<(CompiledP
     let mut plan = Plan::from_toml(text).map_err(plan_error)?;
     plan.check_manager_kernel().map_err(plan_error)?;
     with_generated_initrds(&mut plan);
-    resolver.manager(
-        plan.slices
-            .iter()
-            .find(|s| s.role.is_manager())
-            .map(|s| s.name.as_str()),
-    );
+    let manager = plan.slices.iter().find(|s| s.role.is_manager());
+    if let Some(m) = manager.filter(|m| m.redfish_tls.is_some() && !is_generated_initrd(m)) {
+        anyhow::bail!(
+            "slice \"{}\": redfish-certificate: the manager boots its own initrd; the TLS files go into the generated one only",
+            m.name
+        );
+    }
+    resolver.manager(manager.map(|s| (s.name.as_str(), s.redfish_tls.as_ref())));
     let mut writer = BundleWriter::new();
     let mut defaults = Vec::new();
     let mut compiled = plan.try_map_images(|slice, field, source| -> Result<u32> {
@@ -472,6 +474,71 @@ kernel = "linux"
         let initrds: Vec<Option<u32>> = compiled.slices.iter().map(|s| s.initrd).collect();
         assert_eq!(initrds, [Some(1), Some(2), Some(1)]);
         assert_eq!(parsed.images()[2].len, (100 << 10) + 4096);
+    }
+
+    #[test]
+    fn the_plans_redfish_tls_files_go_into_the_managers_initramfs_only() {
+        use flate2::read::GzDecoder;
+        use std::io::Read;
+        let dir = temp_dir("redfish-tls");
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+        std::fs::write(dir.join("node.crt"), cert).unwrap();
+        std::fs::write(dir.join("node.key"), key).unwrap();
+        std::fs::write(dir.join("junk"), "not pem").unwrap();
+        let manager = |tls: &str| {
+            format!(
+                "[[slice]]\nname = \"t\"\ncores = 1\nmemory = \"64MiB\"\nkernel = \"linux\"\n\
+                 [[slice]]\nname = \"ctl\"\ncores = 1\nmemory = \"64MiB\"\nkernel = \"linux\"\n\
+                 role = \"manager\"\n{tls}"
+            )
+        };
+        let plan = manager("redfish-certificate = \"node.crt\"\nredfish-key = \"node.key\"\n");
+        let (compiled, bundle) = compile_linux(&plan, &dir, 100 << 10).unwrap();
+        let parsed = Bundle::parse(&bundle).unwrap();
+        let image = |i: Option<u32>| parsed.image(i.unwrap()).unwrap().bytes.to_vec();
+        assert_eq!(image(compiled.slices[0].initrd), vec![0x22; 100 << 10]);
+        let ctl = image(compiled.slices[1].initrd);
+        let base = (100 << 10) + 4096;
+        assert_eq!(ctl[..base], vec![0x33; base][..]);
+        let mut cpio = Vec::new();
+        GzDecoder::new(&ctl[base.next_multiple_of(4)..])
+            .read_to_end(&mut cpio)
+            .unwrap();
+        let entries = crate::initramfs::read_newc(&cpio).unwrap();
+        let file = |name: &str| entries.iter().find(|e| e.name == name).unwrap();
+        assert_eq!(
+            file(crate::guest::REDFISH_TLS_CERT).kind(),
+            Some(crate::initramfs::Kind::File(cert.as_bytes().to_vec()))
+        );
+        assert_eq!(file(crate::guest::REDFISH_TLS_KEY).permissions(), 0o600);
+        for (tls, says) in [
+            (
+                "redfish-certificate = \"missing.crt\"\nredfish-key = \"node.key\"\n",
+                "redfish-certificate: ",
+            ),
+            (
+                "redfish-certificate = \"junk\"\nredfish-key = \"node.key\"\n",
+                "is not PEM with a CERTIFICATE",
+            ),
+            (
+                "redfish-certificate = \"node.crt\"\nredfish-key = \"node.crt\"\n",
+                "holds no PEM private key",
+            ),
+            (
+                "redfish-certificate = \"node.crt\"\nredfish-key = \"node.key\"\ninitrd = \"node.crt\"\n",
+                "the manager boots its own initrd",
+            ),
+        ] {
+            let err = format!(
+                "{:#}",
+                compile_linux(&manager(tls), &dir, 100 << 10).unwrap_err()
+            );
+            assert!(
+                err.contains("slice \"ctl\"") && err.contains(says),
+                "{tls}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -5,9 +5,12 @@
 //! ```text
 //! microvisor-redfish [--https ADDR] [--http ADDR] [--user NAME] [--password-file FILE]
 //!                    [--password-sha256 HEX] [--media-host HOST]... [--shutdown-timeout SECS]
+//!                    [--tls-cert PEM --tls-key PEM]
 //! ```
 //! `--https` defaults to `0.0.0.0:443`; `--http` (plain HTTP) is off unless given; `--https
-//! off` turns HTTPS off. Without `--password-file` or `--password-sha256` (the password's
+//! off` turns HTTPS off. HTTPS uses the certificate chain and key of `--tls-cert` and
+//! `--tls-key` (the plan's, put into the manager's initramfs by xtask), else a self-signed
+//! certificate generated at start. Without `--password-file` or `--password-sha256` (the password's
 //! SHA-256, so the password itself is written nowhere) a password is generated and shown once.
 //! `--media-host` adds hosts virtual media may be fetched from (an address, `ADDRESS/PREFIX`
 //! or a name; none by default: every `InsertMedia` is refused until one is given).
@@ -32,6 +35,8 @@ struct Options {
     password_sha256: Option<String>,
     media_hosts: Vec<String>,
     shutdown_timeout: Duration,
+    /// PEM files: the certificate chain and its key.
+    tls: Option<(String, String)>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -43,7 +48,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
         password_sha256: None,
         media_hosts: Vec::new(),
         shutdown_timeout: Duration::from_secs(300),
+        tls: None,
     };
+    let (mut cert, mut key) = (None, None);
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -75,6 +82,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 options.password_sha256 = Some(text);
             }
             "--media-host" => options.media_hosts.push(value()?),
+            "--tls-cert" => cert = Some(value()?),
+            "--tls-key" => key = Some(value()?),
             "--shutdown-timeout" => {
                 let text = value()?;
                 let secs: u64 = text
@@ -90,6 +99,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
     if options.https.is_none() && options.http.is_none() {
         return Err("neither --https nor --http: nothing to serve".into());
     }
+    options.tls = match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some((cert, key)),
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
     Ok(options)
 }
 
@@ -144,8 +158,18 @@ fn run(args: &[String]) -> Result<(), String> {
         let shared = Shared::new(service, fetcher);
         let mut urls = Vec::new();
         if let Some(address) = options.https {
-            let (tls, fingerprint) =
-                server::self_signed_tls(vec!["microvisor".into(), address.ip().to_string()])?;
+            let (tls, fingerprint) = match &options.tls {
+                Some((cert, key)) => {
+                    let read = |path: &String| {
+                        std::fs::read(path).map_err(|e| format!("reading {path}: {e}"))
+                    };
+                    server::tls_from_pem(&read(cert)?, &read(key)?)
+                        .map_err(|e| format!("{cert}, {key}: {e}"))?
+                }
+                None => {
+                    server::self_signed_tls(vec!["microvisor".into(), address.ip().to_string()])?
+                }
+            };
             let listener = tokio::net::TcpListener::bind(address)
                 .await
                 .map_err(|e| format!("listening on {address}: {e}"))?;
@@ -221,5 +245,9 @@ mod tests {
         assert!(parse(&args("--password-sha256 abc")).is_err());
         let o = parse(&args(&format!("--password-sha256 {}", "a".repeat(64)))).unwrap();
         assert_eq!(o.password_sha256, Some("a".repeat(64)));
+        let o = parse(&args("--tls-cert c.pem --tls-key k.pem")).unwrap();
+        assert_eq!(o.tls, Some(("c.pem".into(), "k.pem".into())));
+        assert!(parse(&args("--tls-cert c.pem")).is_err());
+        assert!(parse(&args("--tls-key k.pem")).is_err());
     }
 }

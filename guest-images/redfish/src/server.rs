@@ -247,22 +247,76 @@ fn to_hyper(response: Response) -> hyper::Response<Full<Bytes>> {
 /// A TLS configuration with a self-signed certificate for `names` (host names or IP
 /// addresses), generated now; returns it and the certificate's SHA-256 fingerprint.
 pub fn self_signed_tls(names: Vec<String>) -> Result<(TlsAcceptor, String), String> {
-    use sha2::{Digest, Sha256};
     let certified = rcgen::generate_simple_self_signed(names)
         .map_err(|e| format!("generating a certificate: {e}"))?;
     let der = certified.cert.der().clone();
-    let fingerprint = Sha256::digest(&der)
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+    acceptor(vec![der], key)
+}
+
+/// A TLS configuration from PEM: a certificate chain (the server's certificate first) and
+/// its private key (PKCS#8, PKCS#1 or SEC1); returns it and the certificate's SHA-256
+/// fingerprint. A key that does not match the certificate is refused.
+pub fn tls_from_pem(chain: &[u8], key: &[u8]) -> Result<(TlsAcceptor, String), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(chain)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the certificate: {e:?}"))?;
+    if chain.is_empty() {
+        return Err("no certificate in the certificate file".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("the key: {e:?}"))?;
+    acceptor(chain, key)
+}
+
+fn acceptor(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<(TlsAcceptor, String), String> {
+    use sha2::{Digest, Sha256};
+    let fingerprint = Sha256::digest(&chain[0])
         .iter()
         .map(|b| format!("{b:02X}"))
         .collect::<Vec<_>>()
         .join(":");
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS versions: {e}"))?
         .with_no_client_auth()
-        .with_single_cert(vec![der], key)
+        .with_single_cert(chain, key)
         .map_err(|e| format!("TLS certificate: {e}"))?;
     Ok((TlsAcceptor::from(Arc::new(config)), fingerprint))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pem_certificate_and_its_key_make_the_tls_configuration() {
+        use sha2::{Digest, Sha256};
+        let one = rcgen::generate_simple_self_signed(vec!["node-1".into()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["node-2".into()]).unwrap();
+        let cert = one.cert.pem();
+        let key = one.key_pair.serialize_pem();
+        let (_, fingerprint) = tls_from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+        let expected: Vec<String> = Sha256::digest(one.cert.der())
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        assert_eq!(fingerprint, expected.join(":"));
+        // A chain: the server's certificate first.
+        let chain = format!("{cert}{}", other.cert.pem());
+        assert_eq!(
+            tls_from_pem(chain.as_bytes(), key.as_bytes()).unwrap().1,
+            fingerprint
+        );
+        let wrong_key = other.key_pair.serialize_pem();
+        assert!(tls_from_pem(cert.as_bytes(), wrong_key.as_bytes()).is_err());
+        assert!(tls_from_pem(b"", key.as_bytes()).is_err());
+        assert!(tls_from_pem(cert.as_bytes(), b"-----BEGIN PRIVATE KEY-----\nAAAA\n").is_err());
+        assert!(tls_from_pem(key.as_bytes(), key.as_bytes()).is_err());
+    }
 }

@@ -14,9 +14,21 @@ use crate::image::ImageError;
 use crate::size::{HumanSize, SizeError};
 
 /// Keys accepted in a `[[slice]]` table, in documentation order.
-pub const SLICE_KEYS: [&str; 12] = [
-    "name", "cores", "memory", "kernel", "initrd", "cmdline", "on-fault", "role", "staging",
-    "nvme", "device", "firmware",
+pub const SLICE_KEYS: [&str; 14] = [
+    "name",
+    "cores",
+    "memory",
+    "kernel",
+    "initrd",
+    "cmdline",
+    "on-fault",
+    "role",
+    "staging",
+    "redfish-certificate",
+    "redfish-key",
+    "nvme",
+    "device",
+    "firmware",
 ];
 /// Keys accepted in a `[slice.nvme]` table.
 pub const NVME_KEYS: [&str; 2] = ["queues", "size"];
@@ -55,6 +67,10 @@ pub enum Field {
     Role,
     /// `staging` (the manager's staging pool).
     Staging,
+    /// `redfish-certificate` (the manager's Redfish service's TLS certificate chain).
+    RedfishCertificate,
+    /// `redfish-key` (its private key).
+    RedfishKey,
     /// The `[slice.nvme]` table itself (its keys, its type).
     Nvme,
     /// `nvme.queues`.
@@ -91,6 +107,8 @@ impl Field {
             Field::OnFault => Some("on-fault"),
             Field::Role => Some("role"),
             Field::Staging => Some("staging"),
+            Field::RedfishCertificate => Some("redfish-certificate"),
+            Field::RedfishKey => Some("redfish-key"),
             Field::Nvme => Some("nvme"),
             Field::NvmeQueues => Some("nvme.queues"),
             Field::NvmeSize => Some("nvme.size"),
@@ -251,6 +269,10 @@ pub enum Problem {
     },
     /// `staging` on a slice that is not the manager.
     StagingWithoutManager,
+    /// `redfish-certificate` or `redfish-key` on a slice that is not the manager.
+    RedfishWithoutManager,
+    /// One of `redfish-certificate` and `redfish-key` without the other.
+    RedfishHalfGiven,
     /// A `staging` size outside what the control interface accepts, or not a 2 MiB multiple.
     BadStaging {
         /// The size given.
@@ -461,6 +483,12 @@ impl fmt::Display for Problem {
             ),
             Problem::StagingWithoutManager => {
                 f.write_str("only the manager (role = \"manager\") has a staging pool")
+            }
+            Problem::RedfishWithoutManager => {
+                f.write_str("only the manager (role = \"manager\") runs the Redfish service")
+            }
+            Problem::RedfishHalfGiven => {
+                f.write_str("give both redfish-certificate and redfish-key, or neither")
             }
             Problem::BadStaging { value } => write!(
                 f,
@@ -839,7 +867,7 @@ mod tests {
         assert_eq!(
             in_slice(Field::Slice, Problem::UnknownField("memroy".into())),
             "slice \"web-0\": memroy: unknown field (expected one of name, cores, memory, kernel, \
-             initrd, cmdline, on-fault, role, staging, nvme, device, firmware)"
+             initrd, cmdline, on-fault, role, staging, redfish-certificate, redfish-key, nvme, device, firmware)"
         );
         assert_eq!(
             in_slice(Field::Nvme, Problem::UnknownField("qeues".into())),

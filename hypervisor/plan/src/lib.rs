@@ -30,7 +30,7 @@ pub use image::{Arm64Header, ImageError};
 pub use layout::{GUEST_RAM_BASE, GuestLayout};
 pub use model::{
     BootProtocol, BuiltIn, CompiledPlan, Cores, ImageIndex, ImageSource, NvmeShare, OnFault, Plan,
-    PlanOf, SliceOf,
+    PlanOf, RedfishTls, SliceOf,
 };
 pub use place::{
     DiskShare, Hardware, Placement, RamRange, SlicePlacement, format_cores, place, place_disk,

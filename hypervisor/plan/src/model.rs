@@ -62,6 +62,10 @@ pub struct SliceOf<I> {
     pub devices: Vec<DeviceRequest>,
     /// What the slice is on the node (`role`, and the manager's `staging`).
     pub role: Role,
+    /// The manager's `redfish-certificate` and `redfish-key`: PEM files (paths as the plan
+    /// gives them, relative to it) that xtask puts into the manager's initramfs for its
+    /// Redfish service's HTTPS, instead of a certificate generated at each start.
+    pub redfish_tls: Option<RedfishTls>,
     /// How its kernel image is started.
     pub boot: BootProtocol,
     /// Environment variables of its firmware (`[slice.firmware] env`, name and value, in
@@ -112,6 +116,15 @@ impl Role {
     pub fn is_manager(&self) -> bool {
         matches!(self, Role::Manager { .. })
     }
+}
+
+/// The Redfish service's TLS files, as the plan names them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedfishTls {
+    /// PEM: the certificate, then any intermediates.
+    pub certificate: String,
+    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
 }
 
 /// Which physical cores a slice gets.
@@ -204,6 +217,7 @@ impl<I> PlanOf<I> {
                 boot: slice.boot,
                 firmware_env: slice.firmware_env.clone(),
                 firmware_network_env: slice.firmware_network_env.clone(),
+                redfish_tls: slice.redfish_tls.clone(),
             });
         }
         Ok(PlanOf { slices })
@@ -251,6 +265,7 @@ mod tests {
             boot: BootProtocol::Linux,
             firmware_env: Vec::new(),
             firmware_network_env: Vec::new(),
+            redfish_tls: None,
         }
     }
 

@@ -389,6 +389,7 @@ mod tests {
             boot: crate::model::BootProtocol::Linux,
             firmware_env: Vec::new(),
             firmware_network_env: Vec::new(),
+            redfish_tls: None,
         }
     }
 

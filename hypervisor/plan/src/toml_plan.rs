@@ -12,8 +12,8 @@ use crate::error::{
     DEVICE_KEYS, FIRMWARE_KEYS, Field, NVME_KEYS, PLAN_KEYS, PlanError, Problem, SLICE_KEYS,
 };
 use crate::model::{
-    BootProtocol, BuiltIn, Cores, DEFAULT_STAGING, ImageSource, NvmeShare, OnFault, Plan, Role,
-    SliceOf,
+    BootProtocol, BuiltIn, Cores, DEFAULT_STAGING, ImageSource, NvmeShare, OnFault, Plan,
+    RedfishTls, Role, SliceOf,
 };
 use crate::size::{SizeError, parse_size};
 use crate::validate::slice_ref;
@@ -110,6 +110,7 @@ fn parse_slice(index: usize, entry: &Value) -> Result<SliceOf<ImageSource>, Plan
         },
         // Filled by xtask from the firmware binary.
         firmware_network_env: Vec::new(),
+        redfish_tls: redfish_tls(table).map_err(|(f, problem)| field(f)(problem))?,
     })
     .map(|mut slice| {
         if slice.kernel == ImageSource::BuiltIn(BuiltIn::Firmware) {
@@ -161,6 +162,27 @@ fn role(table: &Table) -> Result<Role, (Field, Problem)> {
         (true, staging) => Ok(Role::Manager {
             staging: staging.unwrap_or(DEFAULT_STAGING),
         }),
+    }
+}
+
+/// The manager's `redfish-certificate` and `redfish-key` (both or neither; checked against
+/// the role by validation).
+fn redfish_tls(table: &Table) -> Result<Option<RedfishTls>, (Field, Problem)> {
+    let path = |key: &str, field: Field| {
+        optional(table, key, string)
+            .and_then(|p| match p {
+                Some(p) if p.is_empty() => Err(Problem::EmptyPath),
+                p => Ok(p),
+            })
+            .map_err(|p| (field, p))
+    };
+    let certificate = path("redfish-certificate", Field::RedfishCertificate)?;
+    let key = path("redfish-key", Field::RedfishKey)?;
+    match (certificate, key) {
+        (None, None) => Ok(None),
+        (Some(certificate), Some(key)) => Ok(Some(RedfishTls { certificate, key })),
+        (None, Some(_)) => Err((Field::RedfishCertificate, Problem::RedfishHalfGiven)),
+        (Some(_), None) => Err((Field::RedfishKey, Problem::RedfishHalfGiven)),
     }
 }
 
@@ -426,6 +448,7 @@ kernel = "guests/Image"
                 boot: BootProtocol::Linux,
                 firmware_env: Vec::new(),
                 firmware_network_env: Vec::new(),
+                redfish_tls: None,
             }
         );
         assert_eq!(
@@ -444,6 +467,7 @@ kernel = "guests/Image"
                 boot: BootProtocol::Linux,
                 firmware_env: Vec::new(),
                 firmware_network_env: Vec::new(),
+                redfish_tls: None,
             }
         );
     }
@@ -492,7 +516,7 @@ kernel = "guests/Image"
         assert_eq!(
             error(&one_slice("memroy = \"1G\"")),
             "slice \"web-0\": memroy: unknown field (expected one of name, cores, memory, kernel, \
-             initrd, cmdline, on-fault, role, staging, nvme, device, firmware)"
+             initrd, cmdline, on-fault, role, staging, redfish-certificate, redfish-key, nvme, device, firmware)"
         );
     }
 
@@ -611,6 +635,54 @@ kernel = "guests/Image"
         let plan = Plan::from_toml(&linux("t", "role = \"tenant\"")).unwrap();
         assert_eq!(plan.slices[0].role, Role::Tenant);
         assert_eq!(plan.manager(), None);
+    }
+
+    #[test]
+    fn the_managers_redfish_tls_files() {
+        let plan = Plan::from_toml(&linux(
+            "m",
+            "role = \"manager\"\nredfish-certificate = \"tls/node.crt\"\nredfish-key = \"tls/node.key\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            plan.slices[0].redfish_tls,
+            Some(RedfishTls {
+                certificate: "tls/node.crt".into(),
+                key: "tls/node.key".into()
+            })
+        );
+        assert_eq!(
+            Plan::from_toml(&linux("m", "role = \"manager\""))
+                .unwrap()
+                .slices[0]
+                .redfish_tls,
+            None
+        );
+        assert_eq!(
+            error(&linux(
+                "m",
+                "role = \"manager\"\nredfish-certificate = \"a.crt\""
+            )),
+            "slice \"m\": redfish-key: give both redfish-certificate and redfish-key, or neither"
+        );
+        assert_eq!(
+            error(&linux("m", "role = \"manager\"\nredfish-key = \"a.key\"")),
+            "slice \"m\": redfish-certificate: give both redfish-certificate and redfish-key, or neither"
+        );
+        assert_eq!(
+            error(&linux(
+                "m",
+                "role = \"manager\"\nredfish-certificate = \"\"\nredfish-key = \"k\""
+            )),
+            "slice \"m\": redfish-certificate: empty path"
+        );
+        assert_eq!(
+            error(&linux(
+                "t",
+                "redfish-certificate = \"a.crt\"\nredfish-key = \"a.key\""
+            )),
+            "slice \"t\": redfish-certificate: only the manager (role = \"manager\") runs the Redfish service"
+        );
     }
 
     #[test]

@@ -34,6 +34,12 @@ impl<I> PlanOf<I> {
             .map_err(|p| error(Field::Cores, p))?;
             check_memory(slice.memory).map_err(|p| error(Field::Memory, p))?;
             check_cmdline(slice).map_err(|p| error(Field::Cmdline, p))?;
+            if slice.redfish_tls.is_some() && !slice.role.is_manager() {
+                return Err(error(
+                    Field::RedfishCertificate,
+                    Problem::RedfishWithoutManager,
+                ));
+            }
             let has_env = !slice.firmware_env.is_empty() || !slice.firmware_network_env.is_empty();
             if has_env && slice.boot != BootProtocol::Firmware {
                 return Err(error(Field::Firmware, Problem::NotFirmware));
@@ -265,6 +271,7 @@ mod tests {
             boot: crate::model::BootProtocol::Linux,
             firmware_env: Vec::new(),
             firmware_network_env: Vec::new(),
+            redfish_tls: None,
         }
     }
 

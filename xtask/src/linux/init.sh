@@ -27,7 +27,9 @@
 #                                     plain HTTP on 80), microvisor.redfish-media=<host>[,..]
 #                                     the hosts virtual media may come from,
 #                                     microvisor.redfish-password-sha256=<hex> the admin
-#                                     password's SHA-256 (else one is generated and shown)
+#                                     password's SHA-256 (else one is generated and shown);
+#                                     HTTPS with /etc/microvisor-redfish/tls.{crt,key} when
+#                                     the plan gave them (else a self-signed certificate)
 #
 # Network (before the report): the virtio-net modules in /lib/modules (put there in load order
 # by xtask) are loaded, every NIC (an interface with a device) is brought up with the static
@@ -696,6 +698,11 @@ redfish_start() {
 		set -- "$@" --media-host "$host"
 	done
 	[ -z "$redfish_sha256" ] || set -- "$@" --password-sha256 "$redfish_sha256"
+	# The plan's certificate and key (redfish-certificate, redfish-key), which xtask put here.
+	tls=/etc/microvisor-redfish
+	if [ -f $tls/tls.crt ] && [ -f $tls/tls.key ]; then
+		set -- "$@" --tls-cert $tls/tls.crt --tls-key $tls/tls.key
+	fi
 	# From a subshell, like powerkey: not a child net_up's `wait` would wait for.
 	(/bin/microvisor-redfish "$@" </dev/null &)
 }
