@@ -470,6 +470,28 @@ fn redfish_drives_every_slice_of_the_node() {
 /// What a Cd boot must show: the ISO's entry names this word on its command line.
 const CD_MARK: &str = "booted-from-virtual-cd";
 
+/// Writes an ISO 9660 image (volume `label`) to `path` holding Debian's kernel, the built-in
+/// initramfs and a GRUB configuration whose one entry boots them with the Linux guest's
+/// default command line and `extra`.
+fn write_boot_iso(path: &std::path::Path, label: &str, extra: &str) {
+    let guest = xtask::linux::guest(&microvisor_tests::images::built().ws, true).unwrap();
+    let grub = format!(
+        "set default=0\nset timeout=1\n\
+         menuentry \"{label}\" {{\n\
+         \x20   linux /boot/vmlinuz {} {extra}\n\
+         \x20   initrd /boot/initrd.img\n}}\n",
+        xtask::linux::DEFAULT_CMDLINE
+    );
+    let mut iso = xtask::iso::IsoBuilder::new(label);
+    iso.file("boot/vmlinuz", guest.kernel.clone())
+        .unwrap()
+        .file("boot/initrd.img", guest.initramfs.clone())
+        .unwrap()
+        .file("boot/grub/grub.cfg", grub.into_bytes())
+        .unwrap();
+    iso.write(path).unwrap();
+}
+
 /// An ISO 9660 image as a provisioning system would serve: Debian's kernel and the built-in
 /// initramfs, and a GRUB configuration whose entry boots them with [`CD_MARK`] on the
 /// command line; written with the harness's ISO writer into `dir/boot.iso`, with a file that
@@ -478,22 +500,7 @@ fn media_dir() -> std::path::PathBuf {
     let ws = &microvisor_tests::images::built().ws;
     let dir = ws.target_dir.join("test-images").join("redfish-media");
     std::fs::create_dir_all(&dir).unwrap();
-    let guest = xtask::linux::guest(ws, true).unwrap();
-    let grub = format!(
-        "set default=0\nset timeout=1\n\
-         menuentry \"Debian from the virtual CD\" {{\n\
-         \x20   linux /boot/vmlinuz {} {CD_MARK}\n\
-         \x20   initrd /boot/initrd.img\n}}\n",
-        xtask::linux::DEFAULT_CMDLINE
-    );
-    let mut iso = xtask::iso::IsoBuilder::new("MICROVISOR_CD");
-    iso.file("boot/vmlinuz", guest.kernel.clone())
-        .unwrap()
-        .file("boot/initrd.img", guest.initramfs.clone())
-        .unwrap()
-        .file("boot/grub/grub.cfg", grub.into_bytes())
-        .unwrap();
-    iso.write(&dir.join("boot.iso")).unwrap();
+    write_boot_iso(&dir.join("boot.iso"), "MICROVISOR_CD", CD_MARK);
     std::fs::write(dir.join("garbage.iso"), vec![0x5a; 1 << 20]).unwrap();
     dir
 }
@@ -670,21 +677,11 @@ fn deploy_media() -> DeployMedia {
             .join("redfish-deploy-work"),
     )
     .unwrap();
-    let grub = format!(
-        "set default=0\nset timeout=1\n\
-         menuentry \"Deploy ramdisk\" {{\n\
-         \x20   linux /boot/vmlinuz {} microvisor.disk=install:http://10.0.2.100/disk.img\n\
-         \x20   initrd /boot/initrd.img\n}}\n",
-        xtask::linux::DEFAULT_CMDLINE
+    write_boot_iso(
+        &dir.join("deploy.iso"),
+        "DEPLOY",
+        "microvisor.disk=install:http://10.0.2.100/disk.img",
     );
-    let mut iso = xtask::iso::IsoBuilder::new("DEPLOY");
-    iso.file("boot/vmlinuz", guest.kernel.clone())
-        .unwrap()
-        .file("boot/initrd.img", guest.initramfs.clone())
-        .unwrap()
-        .file("boot/grub/grub.cfg", grub.into_bytes())
-        .unwrap();
-    iso.write(&dir.join("deploy.iso")).unwrap();
     DeployMedia {
         md5: md5_of(&std::fs::read(&image).unwrap()),
         dir,
