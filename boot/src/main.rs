@@ -7,6 +7,8 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 mod early;
 
 use core::panic::PanicInfo;
@@ -53,6 +55,7 @@ const TEST_MARK_OFFSET: usize = 40;
 
 #[unsafe(no_mangle)]
 extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
+    let entered = cpu::counter();
     early::image_at(image_base);
     // SAFETY: the loader placed the whole image at `image_base`; the header's first 48 bytes
     // are part of it and never written.
@@ -83,6 +86,7 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     };
     early::use_console(inventory.uart.registers.base);
     early::power_off_with(inventory.psci);
+    let inventory_read = cpu::counter();
     let Some(boot_core) = inventory.core_index(cpu::mpidr()) else {
         early::fail(format_args!(
             "firmware device tree: the boot core (MPIDR {:#x}) is not in /cpus",
@@ -139,6 +143,7 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     }
     // SAFETY: `identity_map` covered all RAM (code, stack, data, tables) and the devices used.
     unsafe { mmu::enable(root) };
+    let mmu_on = cpu::counter();
 
     let heap = Region::new(stacks.region().end(), heap_size);
     // SAFETY: the heap range is part of the working memory, used by nothing else.
@@ -206,6 +211,11 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
         pci,
         its,
         smmu,
+        stages: alloc::vec![
+            ("entry", entered),
+            ("device-tree", inventory_read),
+            ("mmu", mmu_on),
+        ],
     })
 }
 

@@ -428,18 +428,26 @@ impl SharedMemory {
         Ok(())
     }
 
-    /// Zeroes `len` bytes at `offset` (both multiples of 64) that are not zero already: each
-    /// 64-byte block is read, and written only if it holds something. Memory that nobody
-    /// wrote is never written (under QEMU it then stays unallocated on the host). Returns the
-    /// number of blocks written.
+    /// Zeroes `len` bytes at `offset` (both multiples of 64) that are not zero already: the
+    /// memory is read, and written only where it holds something (with SVE in groups of
+    /// eight vectors, `crate::simd::scrub_with_sve`; otherwise, and for what is left, in
+    /// 64-byte blocks). Memory that nobody wrote is never written (under QEMU it then stays
+    /// unallocated on the host). Returns the number of 64-byte blocks written.
     pub fn scrub(&self, offset: u64, len: u64) -> Result<u64, OutOfRange> {
         let start = address_in(self.region, offset, len)?;
         if !start.is_multiple_of(BLOCK as u64) || !len.is_multiple_of(BLOCK as u64) {
             return Err(OutOfRange);
         }
-        // SAFETY: `[start, start + len)` is whole 64-byte blocks inside this claimed region,
-        // read and written only outside Rust's view.
-        Ok(unsafe { scrub_blocks(start, len as usize / BLOCK) } as u64)
+        // SAFETY: `[start, start + len)` is inside this claimed region, read and written only
+        // outside Rust's view.
+        let (covered, written) =
+            unsafe { crate::simd::scrub_with_sve(start, len) }.unwrap_or((0, 0));
+        // The vector length is a multiple of 128 bits, so what is left is whole blocks.
+        let rest = len - covered;
+        // SAFETY: `[start + covered, start + len)` is whole 64-byte blocks inside this claimed
+        // region, read and written only outside Rust's view.
+        let more = unsafe { scrub_blocks(start + covered, rest as usize / BLOCK) } as u64;
+        Ok(written + more)
     }
 
     /// Copies `len` bytes from `source` at `from` to `offset` of this region, in 64 KiB

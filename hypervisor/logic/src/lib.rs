@@ -25,6 +25,7 @@ pub mod pl011;
 pub mod pl061;
 pub mod psci;
 pub mod ratelimit;
+pub mod simd;
 pub mod smmu;
 pub mod stacks;
 #[cfg(test)]
