@@ -10,10 +10,10 @@
 extern crate alloc;
 
 mod early;
+mod heap;
 
 use core::panic::PanicInfo;
 
-use linked_list_allocator::LockedHeap;
 use microvisor_arch::its::ItsFrames;
 use microvisor_arch::memory::{self, static_bytes};
 use microvisor_arch::mmu::{self, RawTablePool};
@@ -31,7 +31,7 @@ use microvisor_logic::stacks::{StackLayout, without_holes};
 core::arch::global_asm!(include_str!("entry.S"));
 
 #[global_allocator]
-static HEAP: LockedHeap = LockedHeap::empty();
+static HEAP: heap::Heap = heap::Heap::empty();
 
 /// Translation tables for the hypervisor's own map, at the start of its working memory.
 const STAGE1_TABLES: usize = 32;
@@ -147,7 +147,7 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
 
     let heap = Region::new(stacks.region().end(), heap_size);
     // SAFETY: the heap range is part of the working memory, used by nothing else.
-    unsafe { HEAP.lock().init(heap.base as *mut u8, heap.size as usize) };
+    unsafe { HEAP.init(heap.base, heap.size) };
     // SAFETY: the identity map covers every RAM bank as Normal memory; from here on RAM is
     // handed out through claims only.
     unsafe { memory::register_ram(&inventory.ram) };
@@ -207,7 +207,7 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
         stacks,
         boot_guard,
         test_mark,
-        heap_used: || HEAP.lock().used(),
+        heap_used: || HEAP.used(),
         pci,
         its,
         smmu,

@@ -469,6 +469,11 @@ impl<'a> Node<'a> {
             .is_none_or(|s| s == b"okay" || s == b"ok")
     }
 
+    /// Whether this node is a direct child of `parent`.
+    pub fn is_child_of(&self, parent: &Node<'_>) -> bool {
+        self.parent == Some(parent.body)
+    }
+
     /// The node's direct children, in blob order.
     pub fn children(&self) -> Children<'a> {
         Children {

@@ -12,6 +12,7 @@ pub mod dtb;
 pub mod el2;
 pub mod exits;
 pub mod guest_dt;
+pub mod heap;
 pub mod inject;
 pub mod inventory;
 pub mod memory_map;
