@@ -59,6 +59,8 @@ impl Heap {
 // the list alone: the caller of `dealloc` gave it up. Every list operation is under the
 // cache's lock; the first-fit heap has its own.
 unsafe impl GlobalAlloc for Heap {
+    // Not inlined: every allocation and drop in the hypervisor would carry a copy.
+    #[inline(never)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let Some(class) = heap::class(layout.size(), layout.align()) else {
             // SAFETY: the caller's contract for `layout`.
@@ -81,6 +83,7 @@ unsafe impl GlobalAlloc for Heap {
         unsafe { self.blocks.alloc(block) }
     }
 
+    #[inline(never)]
     unsafe fn dealloc(&self, address: *mut u8, layout: Layout) {
         let Some(class) = heap::class(layout.size(), layout.align()) else {
             // SAFETY: the caller's contract: `address` came from `alloc` with `layout`, which
