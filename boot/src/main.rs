@@ -7,11 +7,13 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 mod early;
+mod heap;
 
 use core::panic::PanicInfo;
 
-use linked_list_allocator::LockedHeap;
 use microvisor_arch::its::ItsFrames;
 use microvisor_arch::memory::{self, static_bytes};
 use microvisor_arch::mmu::{self, RawTablePool};
@@ -29,7 +31,7 @@ use microvisor_logic::stacks::{StackLayout, without_holes};
 core::arch::global_asm!(include_str!("entry.S"));
 
 #[global_allocator]
-static HEAP: LockedHeap = LockedHeap::empty();
+static HEAP: heap::Heap = heap::Heap::empty();
 
 /// Translation tables for the hypervisor's own map, at the start of its working memory.
 const STAGE1_TABLES: usize = 32;
@@ -53,6 +55,7 @@ const TEST_MARK_OFFSET: usize = 40;
 
 #[unsafe(no_mangle)]
 extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
+    let entered = cpu::counter();
     early::image_at(image_base);
     // SAFETY: the loader placed the whole image at `image_base`; the header's first 48 bytes
     // are part of it and never written.
@@ -83,6 +86,7 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     };
     early::use_console(inventory.uart.registers.base);
     early::power_off_with(inventory.psci);
+    let inventory_read = cpu::counter();
     let Some(boot_core) = inventory.core_index(cpu::mpidr()) else {
         early::fail(format_args!(
             "firmware device tree: the boot core (MPIDR {:#x}) is not in /cpus",
@@ -139,10 +143,11 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     }
     // SAFETY: `identity_map` covered all RAM (code, stack, data, tables) and the devices used.
     unsafe { mmu::enable(root) };
+    let mmu_on = cpu::counter();
 
     let heap = Region::new(stacks.region().end(), heap_size);
     // SAFETY: the heap range is part of the working memory, used by nothing else.
-    unsafe { HEAP.lock().init(heap.base as *mut u8, heap.size as usize) };
+    unsafe { HEAP.init(heap.base, heap.size) };
     // SAFETY: the identity map covers every RAM bank as Normal memory; from here on RAM is
     // handed out through claims only.
     unsafe { memory::register_ram(&inventory.ram) };
@@ -202,10 +207,15 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
         stacks,
         boot_guard,
         test_mark,
-        heap_used: || HEAP.lock().used(),
+        heap_used: || HEAP.used(),
         pci,
         its,
         smmu,
+        stages: alloc::vec![
+            ("entry", entered),
+            ("device-tree", inventory_read),
+            ("mmu", mmu_on),
+        ],
     })
 }
 

@@ -146,6 +146,18 @@ fn small_node_boots_its_default_plan() {
             "slice left cores 0 ram 0x58000000-0x60000000 (128 MiB) kernel probe",
             "slice right cores 1 ram 0x54000000-0x58000000 (64 MiB) kernel probe",
         ]))
+        // xtask hashed the images with the `sha2` crate; QEMU's `-cpu max` has FEAT_SHA256,
+        // so the bundle verifying at boot shows the SHA-256 instructions agree with it.
+        .expect(Expect::line(hv(
+            r"^bundle: 1 images \(\d+ KiB\) verified with the CPU's SHA-256 instructions$",
+        )))
+        // Each slice is started on its own core; the last one reports the release.
+        .expect(Expect::line(hv(
+            r"^boot: 2 slices released at counter \d+ \(handed to their cores at \d+, slowest start \d+ ticks\)$",
+        )))
+        .expect(Expect::line(hv(
+            r"^boot stages \(counter at the end of each\): entry=\d+ device-tree=\d+ mmu=\d+ bundle=\d+ slices=\d+ cores=\d+ handed=\d+$",
+        )))
         .run();
 }
 

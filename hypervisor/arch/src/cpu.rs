@@ -3,8 +3,12 @@
 use core::time::Duration;
 
 use aarch64_cpu::asm;
-use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1, TPIDR_EL2};
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::{CNTFRQ_EL0, CNTHCTL_EL2, CNTPCT_EL0, MPIDR_EL1, TPIDR_EL2};
+use tock_registers::LocalRegisterCopy;
 use tock_registers::interfaces::{Readable, Writeable};
+
+use microvisor_logic::el2::CNTHCTL_EL2 as CNTHCTL;
 
 use microvisor_logic::inventory::MPIDR_AFFINITY_MASK;
 
@@ -86,6 +90,37 @@ pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
             return done();
         }
     }
+}
+
+/// Waits in WFE until `done` holds (true) or `timeout` has passed on the system counter
+/// (false). Whoever makes `done` hold sends an event ([`send_event`]); meanwhile the core
+/// sleeps instead of polling a line other cores write (under QEMU TCG, WFE hands the host
+/// thread to the other vCPUs). For the wait the EL2 event stream is on (CNTHCTL_EL2.EVNTEN:
+/// an event every 2^16 counter ticks), so the deadline is noticed even when no event comes;
+/// CNTHCTL_EL2 is put back afterwards.
+#[must_use]
+pub fn wait_for_event_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    if done() {
+        return true;
+    }
+    let saved = CNTHCTL_EL2.get();
+    let mut stream = LocalRegisterCopy::<u64, CNTHCTL::Register>::new(saved);
+    stream.modify(CNTHCTL::EVNTEN::SET + CNTHCTL::EVNTDIR::CLEAR + CNTHCTL::EVNTI.val(15));
+    CNTHCTL_EL2.set(stream.get());
+    barrier::isb(barrier::SY);
+    let deadline = Deadline::after(timeout);
+    let held = loop {
+        asm::wfe();
+        if done() {
+            break true;
+        }
+        if deadline.passed() {
+            break done();
+        }
+    };
+    CNTHCTL_EL2.set(saved);
+    barrier::isb(barrier::SY);
+    held
 }
 
 /// Stops this core for good (interrupts masked, so it never leaves).

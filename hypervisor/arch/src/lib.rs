@@ -15,6 +15,7 @@ pub mod memory;
 pub mod mmu;
 pub mod pci;
 pub mod regs;
+pub mod simd;
 pub mod smmu;
 pub mod smp;
 pub mod uart;

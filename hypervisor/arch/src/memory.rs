@@ -214,6 +214,33 @@ unsafe fn copy_blocks(dst: u64, src: u64, blocks: usize) {
     }
 }
 
+/// Copies smaller than this go through [`copy_blocks`] alone: the vector registers' save and
+/// restore would cost more than they save.
+const VECTOR_COPY_MIN: usize = 16 << 10;
+
+/// [`copy_blocks`], with SVE for the bulk of a large copy (`crate::simd::copy_with_sve`).
+///
+/// # Safety
+/// As [`copy_blocks`].
+unsafe fn copy_bulk(dst: u64, src: u64, blocks: usize) {
+    let len = blocks * BLOCK;
+    let covered = if len >= VECTOR_COPY_MIN {
+        // SAFETY: the caller's guarantee, for exactly these bytes.
+        unsafe { crate::simd::copy_with_sve(dst, src, len as u64) }.unwrap_or(0)
+    } else {
+        0
+    };
+    // The vector length is a multiple of 128 bits, so what is left is whole blocks.
+    // SAFETY: the caller's guarantee, for the bytes the vectors did not cover.
+    unsafe {
+        copy_blocks(
+            dst + covered,
+            src + covered,
+            blocks - covered as usize / BLOCK,
+        )
+    }
+}
+
 /// Reads `blocks` blocks of [`BLOCK`] bytes at `dst` and writes zeros over each one that is
 /// not all zero; returns how many were written.
 ///
@@ -308,7 +335,7 @@ unsafe fn store_volatile(dst: u64, bytes: &[u8]) {
     }
     // SAFETY: `blocks` lies in `bytes` and `[at, at + blocks.len())` inside the destination;
     // `at` is a multiple of 8 here.
-    unsafe { copy_blocks(at, blocks.as_ptr() as u64, blocks.len() / BLOCK) };
+    unsafe { copy_bulk(at, blocks.as_ptr() as u64, blocks.len() / BLOCK) };
     at += blocks.len() as u64;
     for word in words {
         let value = u64::from_ne_bytes([
@@ -344,7 +371,7 @@ unsafe fn load_volatile(buffer: &mut [u8], src: u64) {
     }
     // SAFETY: `[at, at + bulk)` lies in the source, `blocks` in `buffer`; `at` is a multiple
     // of 8 here.
-    unsafe { copy_blocks(blocks.as_mut_ptr() as u64, at, bulk / BLOCK) };
+    unsafe { copy_bulk(blocks.as_mut_ptr() as u64, at, bulk / BLOCK) };
     at += bulk as u64;
     for word in &mut words {
         // SAFETY: as above, and `at` is a multiple of 8 after the head.
@@ -428,18 +455,26 @@ impl SharedMemory {
         Ok(())
     }
 
-    /// Zeroes `len` bytes at `offset` (both multiples of 64) that are not zero already: each
-    /// 64-byte block is read, and written only if it holds something. Memory that nobody
-    /// wrote is never written (under QEMU it then stays unallocated on the host). Returns the
-    /// number of blocks written.
+    /// Zeroes `len` bytes at `offset` (both multiples of 64) that are not zero already: the
+    /// memory is read, and written only where it holds something (with SVE in groups of
+    /// eight vectors, `crate::simd::scrub_with_sve`; otherwise, and for what is left, in
+    /// 64-byte blocks). Memory that nobody wrote is never written (under QEMU it then stays
+    /// unallocated on the host). Returns the number of 64-byte blocks written.
     pub fn scrub(&self, offset: u64, len: u64) -> Result<u64, OutOfRange> {
         let start = address_in(self.region, offset, len)?;
         if !start.is_multiple_of(BLOCK as u64) || !len.is_multiple_of(BLOCK as u64) {
             return Err(OutOfRange);
         }
-        // SAFETY: `[start, start + len)` is whole 64-byte blocks inside this claimed region,
-        // read and written only outside Rust's view.
-        Ok(unsafe { scrub_blocks(start, len as usize / BLOCK) } as u64)
+        // SAFETY: `[start, start + len)` is inside this claimed region, read and written only
+        // outside Rust's view.
+        let (covered, written) =
+            unsafe { crate::simd::scrub_with_sve(start, len) }.unwrap_or((0, 0));
+        // The vector length is a multiple of 128 bits, so what is left is whole blocks.
+        let rest = len - covered;
+        // SAFETY: `[start + covered, start + len)` is whole 64-byte blocks inside this claimed
+        // region, read and written only outside Rust's view.
+        let more = unsafe { scrub_blocks(start + covered, rest as usize / BLOCK) } as u64;
+        Ok(written + more)
     }
 
     /// Copies `len` bytes from `source` at `from` to `offset` of this region, in 64 KiB

@@ -4,6 +4,7 @@
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use microvisor_logic::inventory::Conduit;
 use microvisor_logic::smmu::Event;
@@ -49,7 +50,58 @@ pub struct Node {
     pub control: Option<Control>,
     /// The hypervisor's own memory, for the manager's `NODE` request.
     pub footprint: Footprint,
+    /// The slices' first starts, until every one is done.
+    pub boot: BootRelease,
     owners: BTreeMap<u32, IrqOwner>,
+}
+
+/// The node's boot until every slice has been started once (docs/performance.md, `boot-N`):
+/// the boot core hands each slice to its vCPU 0 core, which scrubs and loads it and powers
+/// vCPU 0 on, all slices in parallel; whichever core finishes the last one reports.
+pub struct BootRelease {
+    /// First starts not finished yet.
+    left: AtomicUsize,
+    /// Counter when the boot core had handed every slice to its core.
+    handed_at: AtomicU64,
+    /// Counter ticks of the slowest first start on its core (scrub, load, vCPU 0 on).
+    slowest: AtomicU64,
+}
+
+/// What the core that finished the last first start reports.
+#[derive(Clone, Copy, Debug)]
+pub struct Released {
+    pub handed_at: u64,
+    pub slowest: u64,
+}
+
+impl BootRelease {
+    fn new(slices: usize) -> BootRelease {
+        BootRelease {
+            left: AtomicUsize::new(slices),
+            handed_at: AtomicU64::new(0),
+            slowest: AtomicU64::new(0),
+        }
+    }
+
+    /// The boot core has handed every slice to its core, at counter `at`.
+    pub fn handed(&self, at: u64) {
+        self.handed_at.store(at, Ordering::Release);
+    }
+
+    /// Whether every slice's first start has finished.
+    pub fn done(&self) -> bool {
+        self.left.load(Ordering::Acquire) == 0
+    }
+
+    /// A slice's first start finished (started or not) after `ticks` on its core; the one
+    /// that finishes the last gets the figures to report.
+    pub fn started(&self, ticks: u64) -> Option<Released> {
+        self.slowest.fetch_max(ticks, Ordering::AcqRel);
+        (self.left.fetch_sub(1, Ordering::AcqRel) == 1).then(|| Released {
+            handed_at: self.handed_at.load(Ordering::Acquire),
+            slowest: self.slowest.load(Ordering::Acquire),
+        })
+    }
 }
 
 /// SMMU event records name the slice and function the stream belongs to; a record of an
@@ -141,6 +193,7 @@ impl Node {
         }
         Node {
             conduit,
+            boot: BootRelease::new(slices.len()),
             slices,
             assignment,
             console,

@@ -7,11 +7,13 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::fmt::Write;
 use core::sync::atomic::{AtomicUsize, Ordering};
+use core::time::Duration;
 
 use microvisor_arch::exceptions;
 use microvisor_arch::memory::{self, SharedMemory};
-use microvisor_arch::{cpu, firmware, gic, smp, virt};
+use microvisor_arch::{cpu, firmware, gic, simd, smp, virt};
 use microvisor_logic::control::WINDOW_SIZE;
 use microvisor_logic::inventory::{Conduit, Inventory, Region};
 use microvisor_logic::memory_map::{free_ram, place_working_memory};
@@ -21,6 +23,7 @@ use microvisor_logic::stacks::StackLayout;
 use microvisor_plan::bundle::Bundle;
 use microvisor_plan::image::STACK_OVERFLOW_TEST;
 use microvisor_plan::place::{self, Hardware, format_cores};
+use microvisor_plan::sha256;
 use microvisor_plan::size::HumanSize;
 use microvisor_plan::{GUEST_RAM_BASE, NodePci, PciAddress, PciFunction};
 
@@ -66,6 +69,15 @@ pub struct BootInfo {
     pub its: Option<microvisor_arch::its::ItsFrames>,
     /// The SMMUv3 in front of the PCIe bus, when the node has one.
     pub smmu: Option<microvisor_arch::smmu::SmmuFrames>,
+    /// Counter readings at the boot's stages so far (`boot/` records its own: entry, device
+    /// tree read, MMU on); printed once every slice is handed to its core (`[hv] boot
+    /// stages:`, docs/performance.md).
+    pub stages: Vec<(&'static str, u64)>,
+}
+
+/// Records in `stages` that stage `name` ends now.
+fn stage(stages: &mut Vec<(&'static str, u64)>, name: &'static str) {
+    stages.push((name, cpu::counter()));
 }
 
 /// Cores that finished their EL2 setup.
@@ -78,7 +90,7 @@ pub fn primary_main(mut info: BootInfo) -> ! {
     banner(&info);
     let conduit = info.inventory.psci;
     match prepare(&mut info) {
-        Ok(node) => run(node, &info),
+        Ok(node) => run(node, &mut info),
         Err(message) => {
             hv!("error: {message}");
             hv!("halted: no slice was started");
@@ -120,14 +132,27 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
     }
     gic::init_core().map_err(|e| format!("GIC: boot core: {e}"))?;
     let bundle = Bundle::parse(info.bundle).map_err(|e| format!("bundle: {e}"))?;
+    let (compress, how) = match simd::sha256_compression() {
+        Some(compress) => (compress, "the CPU's SHA-256 instructions"),
+        None => (sha256::software as sha256::Compress, "software"),
+    };
     for (index, entry) in bundle.images().iter().enumerate() {
-        bundle.verify_image(index as u32).map_err(|e| {
-            format!(
-                "image {index} ({}) failed its SHA-256 check: {e}",
-                entry.label
-            )
-        })?;
+        bundle
+            .verify_image_with(index as u32, compress)
+            .map_err(|e| {
+                format!(
+                    "image {index} ({}) failed its SHA-256 check: {e}",
+                    entry.label
+                )
+            })?;
     }
+    stage(&mut info.stages, "bundle");
+    let bytes: u64 = bundle.images().iter().map(|e| e.len).sum();
+    hv!(
+        "bundle: {} images ({}) verified with {how}",
+        bundle.images().len(),
+        HumanSize(bytes)
+    );
     let plan = bundle.plan();
     let mut taken: Vec<Region> = inv.reserved.iter().copied().collect();
     taken.push(info.image);
@@ -209,15 +234,13 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
             Slice::new(index, bundle.plan(), p, inv, bundle, grants)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    stage(&mut info.stages, "slices");
     let control = match (staging, manager) {
         (Some((window, pool)), Some(manager)) => {
             Some(Control::new(manager, window, pool, slices.len()))
         }
         _ => None,
     };
-    for slice in &slices {
-        slice.load()?;
-    }
     let console = OperatorConsole::new(inv.uart.intid);
     Ok(Node::new(
         inv.psci,
@@ -595,7 +618,7 @@ fn partition_table(node: &Node, info: &BootInfo) {
     );
 }
 
-fn run(node: Node, info: &BootInfo) -> ! {
+fn run(node: Node, info: &mut BootInfo) -> ! {
     let conduit = node.conduit;
     let halt = |what: core::fmt::Arguments<'_>| -> ! {
         hv!("error: {what}");
@@ -613,16 +636,16 @@ fn run(node: Node, info: &BootInfo) -> ! {
         }
         expected += 1;
     }
-    let deadline = cpu::counter() + 5 * cpu::counter_frequency();
-    while CORES_READY.load(Ordering::Acquire) < expected {
-        if cpu::counter() > deadline {
-            halt(format_args!(
-                "only {} of {expected} cores came up",
-                CORES_READY.load(Ordering::Acquire)
-            ));
-        }
-        cpu::spin_hint();
+    // Each core says so with SEV; the boot core sleeps in WFE meanwhile.
+    if !cpu::wait_for_event_until(Duration::from_secs(5), || {
+        CORES_READY.load(Ordering::Acquire) >= expected
+    }) {
+        halt(format_args!(
+            "only {} of {expected} cores came up",
+            CORES_READY.load(Ordering::Acquire)
+        ));
     }
+    stage(&mut info.stages, "cores");
     if let Some(smmu) = &node.smmu {
         smmu.route_interrupts(info.inventory.cpus[info.boot_core]);
     }
@@ -641,24 +664,37 @@ fn run(node: Node, info: &BootInfo) -> ! {
     }
     partition_table(node, info);
     node.console.start(&node.slices);
+    // Every slice's vCPU 0 core scrubs its RAM, loads its images and starts it, all slices
+    // in parallel; the last to finish prints the release line (`run::core_loop`). Handed
+    // out first, then woken, so no core starts before every slice is handed out.
     for slice in &node.slices {
-        match slice.start() {
-            Ok(()) => hv!("slice {} started ({})", slice.name, slice.scrub_note()),
-            Err(e) => hv!("slice {} stopped: {e}", slice.name),
-        }
+        slice.hand_first_start();
     }
-    // Boot cost for `cargo xtask bench`: under QEMU `-icount shift=0` the counter is the
-    // number of instructions every core has executed since reset.
-    let released = cpu::counter();
-    hv!(
-        "boot: {} slices released at counter {released}",
-        node.slices.len()
-    );
+    let handed = cpu::counter();
+    info.stages.push(("handed", handed));
+    node.boot.handed(handed);
+    for slice in node
+        .slices
+        .iter()
+        .filter(|s| s.vcpus[0].core != info.boot_core)
+    {
+        slice.wake_job_core();
+    }
+    let mut line = String::new();
+    for (name, at) in &info.stages {
+        let _ = write!(line, " {name}={at}");
+    }
+    hv!("boot stages (counter at the end of each):{line}");
     if let Some((slice, vcpu)) = node.assigned(info.boot_core) {
         virt::configure_core(slice.memory.stage2.vttbr(), vcpu.index);
     }
     core_run::watch_boot_guard(info.boot_guard);
     if info.test_mark == STACK_OVERFLOW_TEST {
+        // Every slice started first (the boot core starts its own here), then the overflow.
+        if let Some((slice, _)) = node.assigned(info.boot_core) {
+            core_run::run_job(node, slice);
+        }
+        let _ = cpu::wait_for_event_until(Duration::from_secs(5), || node.boot.done());
         hv!(
             "test image: core {} overflows its hypervisor stack on purpose",
             info.boot_core
@@ -736,5 +772,6 @@ extern "C" fn secondary_main(core: usize) -> ! {
         virt::configure_core(slice.memory.stage2.vttbr(), vcpu.index);
     }
     CORES_READY.fetch_add(1, Ordering::Release);
+    cpu::send_event();
     core_run::core_loop()
 }

@@ -126,9 +126,16 @@ pub fn total_size(header: &[u8; 8]) -> Option<usize> {
 /// One token of the structure block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Token<'a> {
-    Begin { name: &'a [u8] },
+    Begin {
+        name: &'a [u8],
+    },
     EndNode,
-    Prop { name: &'a [u8], value: &'a [u8] },
+    /// A property: its name is resolved only when asked for ([`Tree::property_name`]), so
+    /// walking past properties never scans the strings block.
+    Prop {
+        name_offset: usize,
+        value: &'a [u8],
+    },
     Nop,
     End,
 }
@@ -224,13 +231,8 @@ impl<'a> Tree<'a> {
                     .checked_add(len)
                     .and_then(|end| s.get(start..end))
                     .ok_or(DtbError::UnexpectedEnd)?;
-                let name = self
-                    .strings
-                    .get(name_offset..)
-                    .and_then(until_nul)
-                    .ok_or(DtbError::BadStringOffset { offset: at })?;
                 let next = align4(start + len).ok_or(DtbError::UnexpectedEnd)?;
-                Ok((Token::Prop { name, value }, next))
+                Ok((Token::Prop { name_offset, value }, next))
             }
             NOP => Ok((Token::Nop, after)),
             END => Ok((Token::End, after)),
@@ -267,7 +269,10 @@ impl<'a> Tree<'a> {
                         .ok_or(DtbError::Unbalanced { offset: at })?;
                     properties_allowed = false;
                 }
-                Token::Prop { .. } => {
+                Token::Prop { name_offset, .. } => {
+                    if self.property_name(name_offset).is_none() {
+                        return Err(DtbError::BadStringOffset { offset: at });
+                    }
                     if depth == 0 || !properties_allowed {
                         return Err(DtbError::MisplacedProperty { offset: at });
                     }
@@ -282,6 +287,20 @@ impl<'a> Tree<'a> {
             }
             at = next;
         }
+    }
+
+    /// The name of a property whose name is at `name_offset` in the strings block.
+    fn property_name(&self, name_offset: usize) -> Option<&'a [u8]> {
+        self.strings.get(name_offset..).and_then(until_nul)
+    }
+
+    /// Whether the property name at `name_offset` is `wanted` (compared in place: no scan
+    /// for its end).
+    fn property_name_is(&self, name_offset: usize, wanted: &[u8]) -> bool {
+        self.strings
+            .get(name_offset..)
+            .and_then(|s| s.get(..=wanted.len()))
+            .is_some_and(|s| s[wanted.len()] == 0 && &s[..wanted.len()] == wanted)
     }
 
     /// The token at `at` of a validated tree (`None` would mean a bug in [`Tree::validate`];
@@ -414,9 +433,20 @@ impl<'a> Node<'a> {
     }
 
     fn property_bytes(&self, name: &[u8]) -> Option<&'a [u8]> {
-        self.properties()
-            .find(|&(n, _)| n == name)
-            .map(|(_, value)| value)
+        let tree = &self.tree;
+        let mut at = self.body;
+        loop {
+            match tree.token_at(at)? {
+                (Token::Nop, next) => at = next,
+                (Token::Prop { name_offset, value }, next) => {
+                    if tree.property_name_is(name_offset, name) {
+                        return Some(value);
+                    }
+                    at = next;
+                }
+                _ => return None,
+            }
+        }
     }
 
     /// A string property's value up to its first NUL (the whole value if it has none).
@@ -437,6 +467,11 @@ impl<'a> Node<'a> {
     pub fn is_available(&self) -> bool {
         self.string("status")
             .is_none_or(|s| s == b"okay" || s == b"ok")
+    }
+
+    /// Whether this node is a direct child of `parent`.
+    pub fn is_child_of(&self, parent: &Node<'_>) -> bool {
+        self.parent == Some(parent.body)
     }
 
     /// The node's direct children, in blob order.
@@ -477,9 +512,9 @@ impl<'a> Iterator for Properties<'a> {
             let (token, next) = self.tree.token_at(self.at?)?;
             match token {
                 Token::Nop => self.at = Some(next),
-                Token::Prop { name, value } => {
+                Token::Prop { name_offset, value } => {
                     self.at = Some(next);
-                    return Some((name, value));
+                    return Some((self.tree.property_name(name_offset)?, value));
                 }
                 _ => {
                     self.at = None;

@@ -287,18 +287,21 @@ impl core::fmt::Display for InventoryError {
 }
 
 impl Inventory {
-    /// Reads the inventory from a flattened device tree.
+    /// Reads the inventory from a flattened device tree. Never inlined: boot calls it on its
+    /// 32 KiB boot stack, which must not keep the reader's temporaries for the rest of the boot.
+    #[inline(never)]
     pub fn from_dtb(dtb: &[u8]) -> Result<Self, InventoryError> {
         let tree = Tree::new(dtb).map_err(InventoryError::Malformed)?;
+        let landmarks = Landmarks::find(&tree);
         Ok(Self {
-            cpus: cpus(&tree)?,
+            cpus: cpus(&landmarks)?,
             ram: ram(&tree)?,
-            reserved: reserved(&tree)?,
-            gic: gic(&tree)?,
-            uart: uart(&tree)?,
-            psci: psci(&tree)?,
-            pcie: pcie(&tree)?,
-            smmu: smmu(&tree)?,
+            reserved: reserved(&tree, &landmarks)?,
+            gic: gic(&landmarks)?,
+            uart: uart(&tree, &landmarks)?,
+            psci: psci(&landmarks)?,
+            pcie: pcie(&landmarks)?,
+            smmu: smmu(&landmarks)?,
         })
     }
 
@@ -341,9 +344,10 @@ impl Salvage {
                 psci: None,
             };
         };
+        let landmarks = Landmarks::find(&tree);
         Salvage {
-            uart: uart(&tree).ok().map(|u| u.registers),
-            psci: psci(&tree).ok(),
+            uart: uart(&tree, &landmarks).ok().map(|u| u.registers),
+            psci: psci(&landmarks).ok(),
         }
     }
 }
@@ -391,8 +395,81 @@ fn first_region(node: &Node<'_>, what: &'static str) -> Result<Option<Region>, I
     Ok(regions(node, what)?.next())
 }
 
-fn cpus(tree: &Tree<'_>) -> Result<Vec<u64, MAX_CPUS>, InventoryError> {
-    let parent = tree.find(b"/cpus").ok_or(InventoryError::NoCpus)?;
+/// A child of the root found by name as [`Tree::find`] finds it: the child with exactly that
+/// name, else the first whose name without its unit address is that name.
+#[derive(Clone, Copy, Default)]
+struct ByName<'a> {
+    exact: Option<Node<'a>>,
+    first: Option<Node<'a>>,
+}
+
+impl<'a> ByName<'a> {
+    fn offer(&mut self, node: Node<'a>, wanted: &[u8]) {
+        let name = node.name();
+        if name == wanted {
+            self.exact = self.exact.or(Some(node));
+        } else if name.split(|&b| b == b'@').next() == Some(wanted) {
+            self.first = self.first.or(Some(node));
+        }
+    }
+
+    fn node(&self) -> Option<Node<'a>> {
+        self.exact.or(self.first)
+    }
+}
+
+/// The nodes the inventory starts from, found in one walk of the tree rather than one walk
+/// per lookup: the root's children `/cpus`, `/reserved-memory`, `/chosen` and `/psci` (as
+/// [`Tree::find`] finds them), and the first available node compatible with each device the
+/// hypervisor drives (as [`find_compatible`] finds it).
+#[derive(Clone, Copy, Default)]
+struct Landmarks<'a> {
+    cpus: ByName<'a>,
+    reserved_memory: ByName<'a>,
+    chosen: ByName<'a>,
+    psci: ByName<'a>,
+    gic: Option<Node<'a>>,
+    pl011: Option<Node<'a>>,
+    pcie: Option<Node<'a>>,
+    smmu: Option<Node<'a>>,
+}
+
+impl<'a> Landmarks<'a> {
+    fn find(tree: &Tree<'a>) -> Landmarks<'a> {
+        let mut found = Landmarks::default();
+        let root = tree.root();
+        for node in tree.nodes() {
+            if node.is_child_of(&root) {
+                found.cpus.offer(node, b"cpus");
+                found.reserved_memory.offer(node, b"reserved-memory");
+                found.chosen.offer(node, b"chosen");
+                found.psci.offer(node, b"psci");
+            }
+            let Some(compatible) = node.property("compatible") else {
+                continue;
+            };
+            let lists = |wanted: &str| {
+                compatible
+                    .split(|&b| b == 0)
+                    .any(|c| c == wanted.as_bytes())
+            };
+            for (slot, wanted) in [
+                (&mut found.gic, "arm,gic-v3"),
+                (&mut found.pl011, "arm,pl011"),
+                (&mut found.pcie, "pci-host-ecam-generic"),
+                (&mut found.smmu, "arm,smmu-v3"),
+            ] {
+                if slot.is_none() && lists(wanted) && node.is_available() {
+                    *slot = Some(node);
+                }
+            }
+        }
+        found
+    }
+}
+
+fn cpus(landmarks: &Landmarks<'_>) -> Result<Vec<u64, MAX_CPUS>, InventoryError> {
+    let parent = landmarks.cpus.node().ok_or(InventoryError::NoCpus)?;
     let address_cells = parent.cells().address;
     let mut list = Vec::new();
     for node in parent.children() {
@@ -438,13 +515,16 @@ fn ram(tree: &Tree<'_>) -> Result<Vec<Region, MAX_RAM_BANKS>, InventoryError> {
     Ok(banks)
 }
 
-fn reserved(tree: &Tree<'_>) -> Result<Vec<Region, MAX_RESERVED>, InventoryError> {
+fn reserved(
+    tree: &Tree<'_>,
+    landmarks: &Landmarks<'_>,
+) -> Result<Vec<Region, MAX_RESERVED>, InventoryError> {
     let mut list: Vec<Region, MAX_RESERVED> = Vec::new();
     for (address, size) in tree.reservations() {
         list.push(Region::new(address, size))
             .map_err(|_| InventoryError::TooManyRegions)?;
     }
-    if let Some(node) = tree.find(b"/reserved-memory") {
+    if let Some(node) = landmarks.reserved_memory.node() {
         for child in node.children() {
             for region in regions(&child, "the reg of a /reserved-memory node")? {
                 list.push(region)
@@ -456,13 +536,14 @@ fn reserved(tree: &Tree<'_>) -> Result<Vec<Region, MAX_RESERVED>, InventoryError
 }
 
 /// The first available node compatible with `wanted`, anywhere in the tree.
+#[cfg(test)]
 fn find_compatible<'a>(tree: &Tree<'a>, wanted: &str) -> Option<Node<'a>> {
     tree.nodes()
         .find(|n| n.is_compatible(wanted) && n.is_available())
 }
 
-fn gic(tree: &Tree<'_>) -> Result<Gic, InventoryError> {
-    let node = find_compatible(tree, "arm,gic-v3").ok_or(InventoryError::NoGicV3)?;
+fn gic(landmarks: &Landmarks<'_>) -> Result<Gic, InventoryError> {
+    let node = landmarks.gic.ok_or(InventoryError::NoGicV3)?;
     let mut reg = regions(&node, "the reg of the arm,gic-v3 node")?;
     let distributor = reg.next().ok_or(InventoryError::NoGicV3)?;
     let redistributors = reg.next().ok_or(InventoryError::NoGicV3)?;
@@ -482,8 +563,8 @@ fn gic(tree: &Tree<'_>) -> Result<Gic, InventoryError> {
 
 /// The console: the PL011 `/chosen/stdout-path` names (a path or an alias, options after `:`
 /// ignored), else the first available PL011.
-fn uart(tree: &Tree<'_>) -> Result<Uart, InventoryError> {
-    let chosen = tree.find(b"/chosen");
+fn uart(tree: &Tree<'_>, landmarks: &Landmarks<'_>) -> Result<Uart, InventoryError> {
+    let chosen = landmarks.chosen.node();
     let from_stdout = chosen
         .and_then(|c| {
             c.string("stdout-path")
@@ -493,7 +574,7 @@ fn uart(tree: &Tree<'_>) -> Result<Uart, InventoryError> {
         .and_then(|path| tree.find(path))
         .filter(|n| n.is_compatible("arm,pl011"));
     let node = from_stdout
-        .or_else(|| find_compatible(tree, "arm,pl011"))
+        .or(landmarks.pl011)
         .ok_or(InventoryError::NoUart)?;
     let registers =
         first_region(&node, "the reg of the arm,pl011 node")?.ok_or(InventoryError::NoUart)?;
@@ -512,8 +593,8 @@ fn spi_intid(value: &[u8]) -> Option<u32> {
     }
 }
 
-fn psci(tree: &Tree<'_>) -> Result<Conduit, InventoryError> {
-    let node = tree.find(b"/psci").ok_or(InventoryError::NoPsci)?;
+fn psci(landmarks: &Landmarks<'_>) -> Result<Conduit, InventoryError> {
+    let node = landmarks.psci.node().ok_or(InventoryError::NoPsci)?;
     match node.string("method") {
         Some(b"smc") => Ok(Conduit::Smc),
         Some(b"hvc") => Ok(Conduit::Hvc),
@@ -524,8 +605,8 @@ fn psci(tree: &Tree<'_>) -> Result<Conduit, InventoryError> {
 /// The first available generic ECAM host bridge, if any. Its `ranges` entries are a 3-cell
 /// PCI address (phys.hi with the space code, phys.mid, phys.lo), a parent address and a size
 /// in the bridge's own `#size-cells`.
-fn pcie(tree: &Tree<'_>) -> Result<Option<PcieHost>, InventoryError> {
-    let Some(node) = find_compatible(tree, "pci-host-ecam-generic") else {
+fn pcie(landmarks: &Landmarks<'_>) -> Result<Option<PcieHost>, InventoryError> {
+    let Some(node) = landmarks.pcie else {
         return Ok(None);
     };
     let Some(ecam) = first_region(&node, "the reg of the pci-host-ecam-generic node")? else {
@@ -641,8 +722,8 @@ fn id_map(
 
 /// The first available SMMUv3, if any: its first `reg` entry, its interrupts by name, its
 /// phandle and whether it is `dma-coherent`. A node without `reg` is ignored.
-fn smmu(tree: &Tree<'_>) -> Result<Option<Smmu>, InventoryError> {
-    let Some(node) = find_compatible(tree, "arm,smmu-v3") else {
+fn smmu(landmarks: &Landmarks<'_>) -> Result<Option<Smmu>, InventoryError> {
+    let Some(node) = landmarks.smmu else {
         return Ok(None);
     };
     let Some(registers) = first_region(&node, "the reg of the arm,smmu-v3 node")? else {
@@ -1148,7 +1229,7 @@ pub(crate) mod tests {
         w.end_node(root).unwrap();
         let dtb = w.finish().unwrap();
         let tree = Tree::new(&dtb).unwrap();
-        let smmu = smmu(&tree).unwrap().unwrap();
+        let smmu = smmu(&Landmarks::find(&tree)).unwrap().unwrap();
         assert_eq!(smmu.registers, Region::new(0x1000, 0x2_0000));
         assert_eq!(smmu.phandle, None);
         assert!(!smmu.coherent);
@@ -1378,7 +1459,75 @@ pub(crate) mod tests {
         w.end_node(root).unwrap();
         let dtb = w.finish().unwrap();
         let tree = Tree::new(&dtb).unwrap();
-        assert_eq!(uart(&tree).unwrap().registers, Region::new(0x2000, 0x1000));
+        assert_eq!(
+            uart(&tree, &Landmarks::find(&tree)).unwrap().registers,
+            Region::new(0x2000, 0x1000)
+        );
+    }
+
+    /// The one walk finds what a lookup per node finds: by name as [`Tree::find`] (an exact
+    /// name before an earlier one with a unit address), by compatible as [`find_compatible`]
+    /// (available nodes only, the first in blob order).
+    #[test]
+    fn landmarks_are_what_each_lookup_finds() {
+        let mut w = FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        for name in ["psci@1", "psci", "chosen@0", "cpus@2"] {
+            let n = w.begin_node(name).unwrap();
+            w.end_node(n).unwrap();
+        }
+        for (name, status) in [("a", "disabled"), ("b", "okay"), ("c", "okay")] {
+            let n = w.begin_node(name).unwrap();
+            w.property_string_list(
+                "compatible",
+                alloc::vec!["vendor,x".into(), "arm,smmu-v3".into()],
+            )
+            .unwrap();
+            w.property_string("status", status).unwrap();
+            let inner = w.begin_node("gic").unwrap();
+            w.property_string("compatible", "arm,gic-v3").unwrap();
+            w.end_node(inner).unwrap();
+            w.end_node(n).unwrap();
+        }
+        w.end_node(root).unwrap();
+        let made = w.finish().unwrap();
+        let virt = virt_dtb(4, 1 << 30);
+        for dtb in [QEMU_VIRT, QEMU_VIRT_HANDOVER, &virt, &made] {
+            let tree = Tree::new(dtb).unwrap();
+            let found = Landmarks::find(&tree);
+            fn name<'a>(n: Option<Node<'a>>) -> Option<(&'a [u8], Option<&'a [u8]>)> {
+                n.map(|n| (n.name(), n.property("reg")))
+            }
+            for (by_name, path) in [
+                (found.cpus, &b"/cpus"[..]),
+                (found.reserved_memory, b"/reserved-memory"),
+                (found.chosen, b"/chosen"),
+                (found.psci, b"/psci"),
+            ] {
+                assert_eq!(name(by_name.node()), name(tree.find(path)), "{path:?}");
+            }
+            for (first, wanted) in [
+                (found.gic, "arm,gic-v3"),
+                (found.pl011, "arm,pl011"),
+                (found.pcie, "pci-host-ecam-generic"),
+                (found.smmu, "arm,smmu-v3"),
+            ] {
+                assert_eq!(
+                    name(first),
+                    name(find_compatible(&tree, wanted)),
+                    "{wanted}"
+                );
+            }
+        }
+        let tree = Tree::new(&made).unwrap();
+        let found = Landmarks::find(&tree);
+        assert_eq!(found.psci.node().map(|n| n.name()), Some(&b"psci"[..]));
+        assert_eq!(
+            found.chosen.node().map(|n| n.name()),
+            Some(&b"chosen@0"[..])
+        );
+        assert_eq!(found.smmu.map(|n| n.name()), Some(&b"b"[..]));
+        assert_eq!(found.gic.map(|n| n.name()), Some(&b"gic"[..]));
     }
 
     #[test]
@@ -1397,7 +1546,10 @@ pub(crate) mod tests {
         w.end_node(root).unwrap();
         let dtb = w.finish().unwrap();
         let tree = Tree::new(&dtb).unwrap();
-        assert_eq!(uart(&tree).unwrap().registers, Region::new(0x2000, 0x1000));
+        assert_eq!(
+            uart(&tree, &Landmarks::find(&tree)).unwrap().registers,
+            Region::new(0x2000, 0x1000)
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod dtb;
 pub mod el2;
 pub mod exits;
 pub mod guest_dt;
+pub mod heap;
 pub mod inject;
 pub mod inventory;
 pub mod memory_map;
@@ -25,6 +26,7 @@ pub mod pl011;
 pub mod pl061;
 pub mod psci;
 pub mod ratelimit;
+pub mod simd;
 pub mod smmu;
 pub mod stacks;
 #[cfg(test)]

@@ -308,8 +308,21 @@ impl<S: TableStore> Translation<S> {
         while offset < size {
             let (va, pa, left) = (input + offset, output + offset, size - offset);
             let level = self.leaf_level(va, pa, left);
-            self.map_one(va, pa, level, attributes)?;
-            offset += entry_span(level);
+            // One walk for a run of leaves of the same size in the same table.
+            let table = self.leaf_table(va, level)?;
+            let span = entry_span(level);
+            let first = index(va, level);
+            let run = ((left / span) as usize).min(ENTRIES - first);
+            let entries = self.store.entries(table);
+            for (i, slot) in entries[first..first + run].iter_mut().enumerate() {
+                if Descriptor::new(*slot).is_set(DESC::VALID) {
+                    return Err(MapError::AlreadyMapped {
+                        address: va + i as u64 * span,
+                    });
+                }
+                *slot = leaf_descriptor(self.regime, pa + i as u64 * span, level, attributes);
+            }
+            offset += run as u64 * span;
         }
         Ok(())
     }
@@ -325,13 +338,9 @@ impl<S: TableStore> Translation<S> {
             .unwrap_or(3)
     }
 
-    fn map_one(
-        &mut self,
-        va: u64,
-        pa: u64,
-        leaf: usize,
-        attributes: Attributes,
-    ) -> Result<(), MapError> {
+    /// The table at level `leaf` that holds the entry for `va`, with the tables above it
+    /// created as needed.
+    fn leaf_table(&mut self, va: u64, leaf: usize) -> Result<u64, MapError> {
         let mut table = self.root;
         for level in self.regime.start_level()..leaf {
             let slot = index(va, level);
@@ -346,13 +355,7 @@ impl<S: TableStore> Translation<S> {
                 return Err(MapError::AlreadyMapped { address: va });
             };
         }
-        let slot = index(va, leaf);
-        let entries = self.store.entries(table);
-        if Descriptor::new(entries[slot]).is_set(DESC::VALID) {
-            return Err(MapError::AlreadyMapped { address: va });
-        }
-        entries[slot] = leaf_descriptor(self.regime, pa, leaf, attributes);
-        Ok(())
+        Ok(table)
     }
 
     /// Removes every mapping inside `[input, input + size)`; addresses in it that are not mapped
@@ -727,6 +730,42 @@ mod tests {
             t.map(0x4020_0000, 0x4020_0000, PAGE_SIZE, Attributes::RAM),
             Err(MapError::AlreadyMapped {
                 address: 0x4020_0000
+            })
+        );
+    }
+
+    /// A range that starts and ends inside 2 MiB blocks and crosses a 1 GiB boundary: pages,
+    /// 2 MiB blocks, a 1 GiB block, 2 MiB blocks, pages, each byte where it belongs.
+    #[test]
+    fn pages_blocks_and_pages_across_tables() {
+        let mut t = stage2();
+        let (input, output) = (0x3fe0_3000, 0x1_3fe0_3000);
+        let size = 0x4000_0000 + 0x20_0000 - 0x3000 + 0x40_5000;
+        t.map(input, output, size, Attributes::RAM).unwrap();
+        for probe in (0..size).step_by(0x1_3000).chain([size - 1]) {
+            assert_eq!(
+                t.translate(input + probe).map(|x| x.0),
+                Some(output + probe),
+                "{probe:#x}"
+            );
+        }
+        assert_eq!(t.translate(input - 1), None);
+        assert_eq!(t.translate(input + size), None);
+        // Root, two L2 (one per 1 GiB that is not one block), two L3 (the page ends).
+        assert_eq!(t.store().len(), 5);
+    }
+
+    /// A mapping that runs into an existing one stops at the first page already mapped and
+    /// names it.
+    #[test]
+    fn overlap_in_the_middle_of_a_run_is_named() {
+        let mut t = stage2();
+        t.map(0x4000_5000, 0x4000_5000, PAGE_SIZE, Attributes::RAM)
+            .unwrap();
+        assert_eq!(
+            t.map(0x4000_0000, 0x9000_0000, 8 * PAGE_SIZE, Attributes::RAM),
+            Err(MapError::AlreadyMapped {
+                address: 0x4000_5000
             })
         );
     }

@@ -13,6 +13,7 @@ pub mod image;
 pub mod layout;
 pub mod model;
 pub mod place;
+pub mod sha256;
 pub mod size;
 #[cfg(feature = "std")]
 pub mod toml_plan;

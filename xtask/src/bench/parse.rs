@@ -70,11 +70,43 @@ pub fn footprint(line: &str) -> Option<(u64, u64)> {
     Some((human_size(total)?, human_size(image)?))
 }
 
-/// `[hv] boot: <n> slices released at counter <ticks>`: (slices, ticks).
-pub fn released(line: &str) -> Option<(u32, u64)> {
+/// The hypervisor's boot release line (`crate::bench` says what each number is).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Released {
+    pub slices: u32,
+    /// Counter when the last slice's vCPU 0 was on: every core's instructions until then.
+    pub at: u64,
+    /// Counter when the boot core had handed every slice to its vCPU 0 core.
+    pub handed: u64,
+    /// Counter ticks of the slowest slice's start on its own core.
+    pub slowest: u64,
+}
+
+/// `[hv] boot: <n> slices released at counter <ticks> (handed to their cores at <ticks>,
+/// slowest start <ticks> ticks)`.
+pub fn released(line: &str) -> Option<Released> {
     let rest = line.strip_prefix("[hv] boot: ")?;
     let (n, rest) = rest.split_once(" slices released at counter ")?;
-    Some((n.parse().ok()?, rest.trim().parse().ok()?))
+    let (at, rest) = rest.split_once(" (handed to their cores at ")?;
+    let (handed, rest) = rest.split_once(", slowest start ")?;
+    let slowest = rest.strip_suffix(" ticks)")?;
+    Some(Released {
+        slices: n.parse().ok()?,
+        at: at.parse().ok()?,
+        handed: handed.parse().ok()?,
+        slowest: slowest.parse().ok()?,
+    })
+}
+
+/// `[hv] boot stages (counter at the end of each): <name>=<ticks> ...`: the stages in order.
+pub fn boot_stages(line: &str) -> Option<Vec<(String, u64)>> {
+    let rest = line.strip_prefix("[hv] boot stages (counter at the end of each):")?;
+    rest.split_whitespace()
+        .map(|w| {
+            let (name, at) = w.split_once('=')?;
+            Some((name.to_string(), at.parse().ok()?))
+        })
+        .collect()
 }
 
 /// One slice's exit counters from `Ctrl-A c`.
@@ -154,10 +186,35 @@ mod tests {
         let line = "[hv] footprint: 1724 KiB (image 188 KiB at 0x40200000, stage-1 tables 16 KiB, stacks 132 KiB for 3 cores at 0x402e0000-0x40301000 with unmapped guard pages, heap 1.5 MiB with 100 KiB used incl. 3 stage-2 tables); bundle 60 KiB";
         assert_eq!(footprint(line), Some((1724 << 10, 188 << 10)));
         assert_eq!(
+            released(
+                "[hv] boot: 8 slices released at counter 123456 (handed to their cores at 1000, slowest start 700 ticks)"
+            ),
+            Some(Released {
+                slices: 8,
+                at: 123456,
+                handed: 1000,
+                slowest: 700
+            })
+        );
+        assert_eq!(
             released("[hv] boot: 8 slices released at counter 123456"),
-            Some((8, 123456))
+            None
         );
         assert_eq!(released("[hv] slice a started"), None);
+        assert_eq!(
+            boot_stages(
+                "[hv] boot stages (counter at the end of each): entry=2711 device-tree=528495 handed=1761460"
+            ),
+            Some(vec![
+                ("entry".to_string(), 2711),
+                ("device-tree".to_string(), 528495),
+                ("handed".to_string(), 1761460)
+            ])
+        );
+        assert_eq!(
+            boot_stages("[hv] boot stages (counter at the end of each): x=y"),
+            None
+        );
     }
 
     #[test]

@@ -223,7 +223,9 @@ impl BootImages {
         let offset = |ipa: u64| ipa - GUEST_RAM_BASE;
         let kernel_at = offset(layout.kernel_ipa);
         self.kernel.copy_to(ram, kernel_at, pool)?;
-        ram.sync_for_guest(kernel_at, layout.kernel_end - layout.kernel_ipa)?;
+        // Only the bytes written: the rest of the kernel's footprint (its BSS) was scrubbed
+        // above, and is either written back already or reached through the caches only.
+        ram.sync_for_guest(kernel_at, self.kernel.len())?;
         if let (Some(initrd), Some((start, _))) = (&self.initrd, layout.initrd) {
             initrd.copy_to(ram, offset(start), pool)?;
             ram.sync_for_guest(offset(start), initrd.len())?;

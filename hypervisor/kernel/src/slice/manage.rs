@@ -20,6 +20,8 @@ use crate::output;
 /// Work for vCPU 0's core while the slice is not running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Job {
+    /// The slice's first start, at node boot: scrub, load the flashed boot source, start.
+    FirstStart,
     /// Scrub, load the boot source, start.
     Start,
     /// Wipe the NVMe share, then stay stopped.
@@ -84,24 +86,43 @@ impl Slice {
         gic::send_hypervisor_sgi(self.vcpus[0].mpidr);
     }
 
-    /// Runs the posted job, if any (vCPU 0's core, from its loop).
-    pub fn run_job(&self) {
-        let Some(job) = self.job.lock().take() else {
-            return;
-        };
+    /// Hands the slice's first start to vCPU 0's core at node boot, without waking it
+    /// ([`Slice::wake_job_core`] does): the boot core hands out every slice before any core
+    /// starts on its own.
+    pub fn hand_first_start(&self) {
+        *self.lifecycle.lock() = Lifecycle::Starting;
+        *self.job.lock() = Some(Job::FirstStart);
+    }
+
+    /// Wakes vCPU 0's core for the job handed to it.
+    pub fn wake_job_core(&self) {
+        gic::send_hypervisor_sgi(self.vcpus[0].mpidr);
+    }
+
+    /// Runs the posted job, if any (vCPU 0's core, from its loop). For the first start,
+    /// returns the counter ticks it took on this core until vCPU 0 was on (or the start
+    /// failed).
+    pub fn run_job(&self) -> Option<u64> {
+        let job = self.job.lock().take()?;
         match job {
-            Job::Start => match self.load().and_then(|()| self.start()) {
-                Ok(()) => output::hv(format_args!(
-                    "slice {} started ({})",
-                    self.name,
-                    self.scrub_note()
-                )),
-                Err(error) => {
-                    output::hv(format_args!("slice {} stopped: {error}", self.name));
-                    self.stats.lock().last_stop = Some(error);
-                    *self.lifecycle.lock() = Lifecycle::Stopped;
+            Job::Start | Job::FirstStart => {
+                let begin = cpu::counter();
+                let started = self.load().and_then(|()| self.start());
+                let ticks = cpu::counter().saturating_sub(begin);
+                match started {
+                    Ok(()) => output::hv(format_args!(
+                        "slice {} started ({})",
+                        self.name,
+                        self.scrub_note()
+                    )),
+                    Err(error) => {
+                        output::hv(format_args!("slice {} stopped: {error}", self.name));
+                        self.stats.lock().last_stop = Some(error);
+                        *self.lifecycle.lock() = Lifecycle::Stopped;
+                    }
                 }
-            },
+                return (job == Job::FirstStart).then_some(ticks);
+            }
             Job::Erase => {
                 let json = match self.disk.as_ref().map(|disk| disk.erase()) {
                     Some(Ok(report)) => {
@@ -138,6 +159,7 @@ impl Slice {
                 *self.lifecycle.lock() = Lifecycle::Stopped;
             }
         }
+        None
     }
 
     /// The last scrub, as the `started` line says it.

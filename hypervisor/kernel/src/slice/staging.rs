@@ -3,8 +3,9 @@
 //! hypervisor reads or writes it.
 
 use microvisor_arch::memory::SharedMemory;
+use microvisor_arch::simd;
 use microvisor_logic::control::{PoolAllocator, Refusal, Status};
-use sha2::{Digest, Sha256};
+use microvisor_plan::sha256::{self, Sha256};
 use spin::Mutex;
 
 /// An image in the staging pool: where, how long, its SHA-256. Not `Clone`: it is given back
@@ -54,9 +55,11 @@ impl StagingPool {
         self.allocator.lock().free(offset);
     }
 
-    /// SHA-256 of `len` bytes at `offset`.
+    /// SHA-256 of `len` bytes at `offset` (with the CPU's SHA-256 instructions where the
+    /// core has them).
     pub fn sha256(&self, offset: u64, len: u64) -> Option<[u8; 32]> {
-        let mut hasher = Sha256::new();
+        let compress = simd::sha256_compression().unwrap_or(sha256::software);
+        let mut hasher = Sha256::new(compress);
         let mut buffer = alloc::vec![0u8; (64 << 10).min(len as usize).max(1)];
         let mut done = 0;
         while done < len {
@@ -65,6 +68,6 @@ impl StagingPool {
             hasher.update(&buffer[..piece]);
             done += piece as u64;
         }
-        Some(hasher.finalize().into())
+        Some(hasher.finish())
     }
 }
