@@ -289,6 +289,11 @@ fn guest_irq(_frame: &mut GuestFrame) {
     let handled = irq::handle_pending(node, Some((slice, vcpu)));
     vcpu.exits
         .count(handled.first.unwrap_or(ExitCause::OtherInterrupt));
+    if handled.maintenance {
+        // Its condition (list registers drained, or a level interrupt deactivated) lasts
+        // until a pass over the list registers.
+        slice.gic.resync(vcpu.index);
+    }
     // Graceful shutdowns whose time ran out: each slice checks its own on its interrupts,
     // the manager all of them (docs/control.md, "Power key").
     slice.check_shutdown();

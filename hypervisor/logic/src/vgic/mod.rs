@@ -39,38 +39,49 @@ pub const MAX_LIST_REGISTERS: usize = 16;
 /// Bytes of one vCPU's redistributor (RD_base + SGI_base).
 pub const REDISTRIBUTOR_SIZE: u64 = 0x2_0000;
 
-/// A set of vCPUs (by index) whose cores must look at their list registers again.
+/// A set of vCPUs (by index, 0..128) whose cores must look at their list registers again.
+/// Two 64-bit words: every exit that touches the vGIC builds and tests one, and 128-bit
+/// shifts cost several instructions each on aarch64.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VcpuSet(u128);
+pub struct VcpuSet([u64; 2]);
 
 impl VcpuSet {
-    pub const EMPTY: VcpuSet = VcpuSet(0);
+    pub const EMPTY: VcpuSet = VcpuSet([0; 2]);
 
-    pub fn with(self, vcpu: usize) -> VcpuSet {
-        VcpuSet(self.0 | 1u128.checked_shl(vcpu as u32).unwrap_or(0))
+    /// The set with `vcpu` (unchanged for an index past 127).
+    pub fn with(mut self, vcpu: usize) -> VcpuSet {
+        if let Some(word) = self.0.get_mut(vcpu / 64) {
+            *word |= 1 << (vcpu % 64);
+        }
+        self
     }
 
     pub fn union(self, other: VcpuSet) -> VcpuSet {
-        VcpuSet(self.0 | other.0)
+        VcpuSet([self.0[0] | other.0[0], self.0[1] | other.0[1]])
     }
 
     pub fn contains(self, vcpu: usize) -> bool {
-        self.0 & 1u128.checked_shl(vcpu as u32).unwrap_or(0) != 0
+        self.0
+            .get(vcpu / 64)
+            .is_some_and(|word| word & 1 << (vcpu % 64) != 0)
     }
 
     pub fn is_empty(self) -> bool {
-        self.0 == 0
+        self.0 == [0; 2]
     }
 
     /// The set without `vcpu`.
-    pub fn without(self, vcpu: usize) -> VcpuSet {
-        VcpuSet(self.0 & !1u128.checked_shl(vcpu as u32).unwrap_or(0))
+    pub fn without(mut self, vcpu: usize) -> VcpuSet {
+        if let Some(word) = self.0.get_mut(vcpu / 64) {
+            *word &= !(1 << (vcpu % 64));
+        }
+        self
     }
 
     /// The members, lowest first; costs one step per member (it runs on every exit that
-    /// touches the vGIC, usually with no member at all).
+    /// touches the vGIC, usually with one member or none).
     pub fn iter(self) -> impl Iterator<Item = usize> {
-        members(self.0)
+        members(u128::from(self.0[0]) | u128::from(self.0[1]) << 64)
     }
 }
 
@@ -81,6 +92,8 @@ pub struct VirtualGic {
     spis: Vec<Spi>,
     /// SPIs the slice owns (bit n = INTID 32 + n).
     owned: u128,
+    /// Pending SPIs (bit n = INTID 32 + n), only ever owned ones.
+    spi_pending: u128,
     vcpus: Vec<VcpuState>,
     /// vCPUs whose interrupts changed since their last list-register pass.
     dirty: VcpuSet,
@@ -105,6 +118,7 @@ impl VirtualGic {
                 SPIS
             ],
             owned,
+            spi_pending: 0,
             vcpus: (0..vcpus).map(|_| VcpuState::new()).collect(),
             dirty: VcpuSet::EMPTY,
             mbi: false,
@@ -141,9 +155,17 @@ mod tests {
 
     #[test]
     fn vcpu_sets_list_their_members_in_order() {
-        let set = VcpuSet::EMPTY.with(127).with(0).with(5).with(200);
-        assert_eq!(set.iter().collect::<Vec<_>>(), [0, 5, 127]);
+        let set = VcpuSet::EMPTY.with(127).with(0).with(5).with(200).with(64);
+        assert_eq!(set.iter().collect::<Vec<_>>(), [0, 5, 64, 127]);
         assert_eq!(VcpuSet::EMPTY.iter().count(), 0);
+        assert!(set.contains(64) && set.contains(127) && !set.contains(63));
+        assert!(!set.contains(200), "only 128 vCPUs");
+        assert_eq!(set.without(64).without(300).iter().collect::<Vec<_>>(), [0, 5, 127]);
+        assert!(set.without(0).without(5).without(64).without(127).is_empty());
+        assert_eq!(
+            VcpuSet::EMPTY.with(1).union(VcpuSet::EMPTY.with(100)),
+            VcpuSet::EMPTY.with(100).with(1)
+        );
     }
 }
 
