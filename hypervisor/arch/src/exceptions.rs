@@ -133,13 +133,14 @@ pub fn deliver_to_guest(
     Ok(())
 }
 
-/// The kernel's handlers.
+/// The kernel's handlers. The two that run on every exit are C-ABI functions: the vectors
+/// call them directly (`GUEST_ENTRIES`), without a dispatch function in between.
 #[derive(Clone, Copy)]
 pub struct Handlers {
     /// A synchronous exception from a guest (HVC, SMC, aborts, traps).
-    pub guest_sync: fn(&mut GuestFrame),
+    pub guest_sync: extern "C" fn(&mut GuestFrame),
     /// A physical IRQ taken while a guest ran.
-    pub guest_irq: fn(&mut GuestFrame),
+    pub guest_irq: extern "C" fn(&mut GuestFrame),
     /// FIQ or SError from a guest.
     pub guest_other: fn(&mut GuestFrame, &'static str),
     /// An exception taken from EL2: never returns.
@@ -148,9 +149,15 @@ pub struct Handlers {
 
 static HANDLERS: Once<Handlers> = Once::new();
 
+/// The handlers for vectors 8 (synchronous) and 9 (IRQ) from a lower EL, as addresses the
+/// vector code loads (0: not installed yet, `el2_dispatch` halts).
+static GUEST_ENTRIES: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
 /// Installs the kernel's handlers (once, on the boot core, before any vector is live).
 pub fn set_handlers(handlers: Handlers) {
-    HANDLERS.call_once(|| handlers);
+    let handlers = HANDLERS.call_once(|| handlers);
+    GUEST_ENTRIES[0].store(handlers.guest_sync as usize as u64, Ordering::Release);
+    GUEST_ENTRIES[1].store(handlers.guest_irq as usize as u64, Ordering::Release);
 }
 
 /// Points this core's VBAR_EL2 at the vector table.
@@ -225,7 +232,8 @@ extern "C" fn el2_fatal(kind: u64, sp: u64) -> ! {
     (handlers.fatal)(&fault)
 }
 
-/// Called by the vector stubs with the vector index (0..16) and the saved frame.
+/// Called by the vector stubs with the vector index (0..16) and the saved frame, for every
+/// exception but a guest's synchronous one or IRQ once the handlers are installed.
 #[unsafe(no_mangle)]
 extern "C" fn el2_dispatch(kind: u64, frame: &mut GuestFrame) {
     let Some(handlers) = HANDLERS.get() else {
@@ -361,7 +369,18 @@ el2_save_and_dispatch:
     stp x30, x2, [sp, #240]
     str x3, [sp, #256]
     mov x1, sp
-    bl el2_dispatch
+    // A guest's synchronous exception or IRQ (8, 9) goes straight to its kernel handler.
+    sub x3, x0, #8
+    cmp x3, #1
+    b.hi 1f
+    adrp x2, {entries}
+    add x2, x2, :lo12:{entries}
+    ldr x2, [x2, x3, lsl #3]
+    cbz x2, 1f
+    mov x0, x1
+    blr x2
+    b el2_restore_and_eret
+1:  bl el2_dispatch
 
     .global el2_restore_and_eret
 el2_restore_and_eret:
@@ -415,4 +434,5 @@ el2_enter_guest:
     frame = const FRAME_SIZE,
     core_mask = const MAX_CPUS - 1,
     emergency = sym EMERGENCY_TOPS,
+    entries = sym GUEST_ENTRIES,
 );

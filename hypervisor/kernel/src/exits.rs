@@ -14,7 +14,6 @@ use microvisor_logic::stacks;
 use microvisor_logic::trap::{self, Exit, MmioAccess, SysRegAccess};
 use microvisor_plan::model::OnFault;
 
-use crate::node::Node;
 use crate::slice::{Attention, Ending, Next, Slice};
 use crate::vcpu::Vcpu;
 use crate::{irq, output, psci, run};
@@ -29,26 +28,75 @@ pub fn handlers() -> Handlers {
     }
 }
 
-/// The node, and the slice and vCPU this core runs.
-fn current() -> (&'static Node, &'static Slice, &'static Vcpu) {
-    let node = run::node();
-    match node.assigned(cpu::core_index()) {
-        Some((slice, vcpu)) => (node, slice, vcpu),
-        None => {
-            output::fatal(format_args!(
-                "guest exit on core {} which runs no vCPU",
-                cpu::core_index()
-            ));
-            cpu::halt()
-        }
+/// The slice and vCPU this core runs.
+fn current() -> (&'static Slice, &'static Vcpu) {
+    match run::here() {
+        Some(here) => here,
+        None => no_vcpu(),
     }
 }
 
-fn guest_sync(frame: &mut GuestFrame) {
-    let (_, slice, vcpu) = current();
+#[cold]
+fn no_vcpu() -> ! {
+    output::fatal(format_args!(
+        "guest exit on core {} which runs no vCPU",
+        cpu::core_index()
+    ));
+    cpu::halt()
+}
+
+extern "C" fn guest_sync(frame: &mut GuestFrame) {
+    let (slice, vcpu) = current();
     let syndrome = exceptions::syndrome();
+    // The two exits that happen at run time (calls, emulated devices) each have their own
+    // path; everything else is rare and out of line. Each path ends the exit itself, so
+    // this function is a dispatcher with no frame of its own.
+    match trap::exception_class(syndrome.esr) {
+        trap::class::HVC64 => hypercall(slice, vcpu, frame),
+        trap::class::DATA_ABORT_LOWER => data_abort(slice, vcpu, frame, syndrome),
+        _ => rare(slice, vcpu, frame, syndrome),
+    }
+}
+
+/// A data abort: emulated MMIO when it has a syndrome, else rare.
+#[inline(never)]
+fn data_abort(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, syndrome: Syndrome) {
+    match trap::mmio_access(syndrome.esr, syndrome.far, syndrome.hpfar) {
+        Some(access) => {
+            let next = mmio(slice, vcpu, frame, &syndrome, access);
+            finish(slice, vcpu, next);
+        }
+        None => rare(slice, vcpu, frame, syndrome),
+    }
+}
+
+/// Every other synchronous exit.
+#[cold]
+#[inline(never)]
+fn rare(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, syndrome: Syndrome) {
     let exit = trap::decode(syndrome.esr, syndrome.far, syndrome.hpfar);
-    let next = match exit {
+    let next = rare_sync(slice, vcpu, frame, &syndrome, exit);
+    finish(slice, vcpu, next);
+}
+
+/// HVC: PSCI and the microvisor's calls.
+#[inline(never)]
+fn hypercall(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame) {
+    vcpu.exits.count(ExitCause::Hypercall);
+    let next = psci::handle(slice, frame);
+    finish(slice, vcpu, next);
+}
+
+/// The synchronous exits other than HVC and emulated MMIO.
+#[inline(always)]
+fn rare_sync(
+    slice: &Slice,
+    vcpu: &Vcpu,
+    frame: &mut GuestFrame,
+    syndrome: &Syndrome,
+    exit: Exit,
+) -> Next {
+    match exit {
         Exit::Hypercall { .. } => {
             vcpu.exits.count(ExitCause::Hypercall);
             psci::handle(slice, frame)
@@ -58,7 +106,7 @@ fn guest_sync(frame: &mut GuestFrame) {
             frame.skip_instruction();
             psci::handle(slice, frame)
         }
-        Exit::Mmio(access) => mmio(slice, vcpu, frame, &syndrome, access),
+        Exit::Mmio(access) => mmio(slice, vcpu, frame, syndrome, access),
         Exit::DataAbort {
             ipa,
             page_walk: true,
@@ -76,7 +124,7 @@ fn guest_sync(frame: &mut GuestFrame) {
             slice,
             vcpu,
             frame,
-            &syndrome,
+            syndrome,
             GuestException::DataAbort { write },
             ipa,
         ),
@@ -84,11 +132,11 @@ fn guest_sync(frame: &mut GuestFrame) {
             slice,
             vcpu,
             frame,
-            &syndrome,
+            syndrome,
             GuestException::InstructionAbort,
             ipa,
         ),
-        Exit::SystemRegister(access) => system_register(slice, vcpu, frame, &syndrome, access),
+        Exit::SystemRegister(access) => system_register(slice, vcpu, frame, syndrome, access),
         Exit::Coprocessor { class } => {
             // A core without the register rejects the instruction: Undefined Instruction.
             let pc = frame.pc;
@@ -96,7 +144,7 @@ fn guest_sync(frame: &mut GuestFrame) {
                 slice,
                 vcpu,
                 frame,
-                &syndrome,
+                syndrome,
                 GuestException::Undefined,
                 || {
                     format!(
@@ -113,23 +161,36 @@ fn guest_sync(frame: &mut GuestFrame) {
                 syndrome.esr, frame.pc, vcpu.index
             )))
         }
-    };
-    finish(slice, vcpu, next);
+    }
 }
 
 /// Every path back into the guest goes through here: park if the vCPU stopped or the slice
 /// is stopping (never returning), else bring the list registers up to date.
+#[inline(always)]
 fn finish(slice: &Slice, vcpu: &Vcpu, next: Next) {
+    if !matches!(next, Next::Resume) {
+        leave(slice, vcpu, next);
+    }
+    if slice.needs_attention() {
+        attend(slice, vcpu);
+    }
+    slice.gic.sync(vcpu.index);
+}
+
+/// The vCPU stops here: CPU_OFF, or the end of the slice's run.
+#[cold]
+#[inline(never)]
+fn leave(slice: &Slice, vcpu: &Vcpu, next: Next) {
     match next {
         Next::Resume => {}
         Next::CpuOff => run::park(slice, vcpu),
         Next::End(ending) => end_run(slice, vcpu, ending),
     }
-    attend(slice, vcpu);
-    slice.gic.sync(vcpu.index);
 }
 
 /// Parks or ends the run if the slice asks for it (never returning then).
+#[cold]
+#[inline(never)]
 fn attend(slice: &Slice, vcpu: &Vcpu) {
     match slice.attention() {
         Attention::None => {}
@@ -156,6 +217,7 @@ fn end_run(slice: &Slice, vcpu: &Vcpu, ending: Ending) -> ! {
 }
 
 /// Emulated MMIO through the slice's bus; an access nothing answers is an external abort.
+#[inline(always)]
 fn mmio(
     slice: &Slice,
     vcpu: &Vcpu,
@@ -284,8 +346,9 @@ fn system_register(
     )
 }
 
-fn guest_irq(_frame: &mut GuestFrame) {
-    let (node, slice, vcpu) = current();
+extern "C" fn guest_irq(_frame: &mut GuestFrame) {
+    let (slice, vcpu) = current();
+    let node = run::node();
     let handled = irq::handle_pending(node, Some((slice, vcpu)));
     vcpu.exits
         .count(handled.first.unwrap_or(ExitCause::OtherInterrupt));
@@ -315,13 +378,13 @@ fn guest_irq(_frame: &mut GuestFrame) {
 }
 
 fn guest_other(frame: &mut GuestFrame, kind: &'static str) {
-    let (_, slice, vcpu) = current();
+    let (slice, vcpu) = current();
     vcpu.exits.count(ExitCause::Other);
     let ending = Ending::Fault(format!(
         "{kind} exception (pc {:#x}, vCPU {})",
         frame.pc, vcpu.index
     ));
-    finish(slice, vcpu, Next::End(ending));
+    leave(slice, vcpu, Next::End(ending));
 }
 
 /// An exception taken from EL2 itself (a hypervisor bug). A stack overflow (the access or SP

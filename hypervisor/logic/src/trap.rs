@@ -140,24 +140,42 @@ fn fault_ipa(hpfar: u64, far: u64) -> u64 {
     ((hpfar >> 4) & ((1 << 40) - 1)) << 12 | (far & 0xfff)
 }
 
-/// Decodes an exit from ESR_EL2, FAR_EL2 and HPFAR_EL2.
+/// Exception classes the hypervisor tells apart (ESR_ELx.EC, Arm ARM D24.2.40).
+pub mod class {
+    use aarch64_cpu::registers::ESR_EL2::EC::Value;
+    pub const HVC64: u8 = Value::HVC64 as u8;
+    pub const SMC64: u8 = Value::SMC64 as u8;
+    pub const DATA_ABORT_LOWER: u8 = Value::DataAbortLowerEL as u8;
+    pub const INSTRUCTION_ABORT_LOWER: u8 = Value::InstrAbortLowerEL as u8;
+    pub const MSR_MRS: u8 = Value::TrappedMsrMrs as u8;
+}
+
+/// The exception class of a syndrome (ESR_ELx.EC), one of [`class`]'s or another.
+#[inline]
+pub fn exception_class(esr: u64) -> u8 {
+    ((esr >> 26) & 0x3f) as u8
+}
+
+/// Decodes an exit from ESR_EL2, FAR_EL2 and HPFAR_EL2 (one match on the exception class:
+/// this runs on every synchronous exit).
+#[inline]
 pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
     let syndrome = LocalRegisterCopy::<u64, ESR_EL2::Register>::new(esr);
     let iss = syndrome.read(ESR_EL2::ISS);
-    let class = syndrome.read(ESR_EL2::EC) as u8;
-    match syndrome.read_as_enum(ESR_EL2::EC) {
-        Some(ESR_EL2::EC::Value::HVC64) => Exit::Hypercall {
+    let ec = syndrome.read(ESR_EL2::EC) as u8;
+    match ec {
+        class::HVC64 => Exit::Hypercall {
             immediate: iss as u16,
         },
-        Some(ESR_EL2::EC::Value::SMC64) => Exit::SecureMonitorCall {
+        class::SMC64 => Exit::SecureMonitorCall {
             immediate: iss as u16,
         },
-        Some(ESR_EL2::EC::Value::DataAbortLowerEL) => data_abort(iss, fault_ipa(hpfar, far)),
-        Some(ESR_EL2::EC::Value::InstrAbortLowerEL) => Exit::InstructionAbort {
+        class::DATA_ABORT_LOWER => data_abort(iss, fault_ipa(hpfar, far)),
+        class::INSTRUCTION_ABORT_LOWER => Exit::InstructionAbort {
             ipa: fault_ipa(hpfar, far),
             status: (iss & 0x3f) as u8,
         },
-        Some(ESR_EL2::EC::Value::TrappedMsrMrs) => {
+        class::MSR_MRS => {
             let s = LocalRegisterCopy::<u64, SYSREG_ISS::Register>::new(iss);
             Exit::SystemRegister(SysRegAccess {
                 op0: s.read(SYSREG_ISS::OP0) as u8,
@@ -169,8 +187,8 @@ pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
                 read: s.is_set(SYSREG_ISS::READ),
             })
         }
-        _ if AARCH32_COPROCESSOR_CLASSES.contains(&class) => Exit::Coprocessor { class },
-        _ => Exit::Other { class },
+        _ if AARCH32_COPROCESSOR_CLASSES.contains(&ec) => Exit::Coprocessor { class: ec },
+        _ => Exit::Other { class: ec },
     }
 }
 
@@ -178,6 +196,20 @@ pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
 /// (0x04), MCR/MRC CP14 (0x05), LDC/STC CP14 (0x06), MRRC CP14 (0x0C) (Arm ARM D24.2.40).
 const AARCH32_COPROCESSOR_CLASSES: [u8; 5] = [0x03, 0x04, 0x05, 0x06, 0x0c];
 
+/// The emulated MMIO access a data abort from a lower EL describes, if it is one (what
+/// [`decode`] would return as `Exit::Mmio`), for the exit path that sees most of them.
+#[inline]
+pub fn mmio_access(esr: u64, far: u64, hpfar: u64) -> Option<MmioAccess> {
+    if exception_class(esr) != class::DATA_ABORT_LOWER {
+        return None;
+    }
+    match data_abort(esr & 0x1ff_ffff, fault_ipa(hpfar, far)) {
+        Exit::Mmio(access) => Some(access),
+        _ => None,
+    }
+}
+
+#[inline]
 fn data_abort(iss: u64, ipa: u64) -> Exit {
     let s = LocalRegisterCopy::<u64, DABT_ISS::Register>::new(iss);
     let write = s.is_set(DABT_ISS::WNR);
@@ -234,6 +266,31 @@ mod tests {
         assert_eq!(access.ipa, 0x0900_0000);
         assert_eq!((access.width, access.register, access.write), (4, 1, true));
         assert_eq!(access.write_value(0xffff_ffff_1234_5678), 0x1234_5678);
+    }
+
+    /// The exit path's shortcuts agree with `decode`: the class, and the MMIO access of a
+    /// data abort (none for one without a syndrome, a stage-1 walk or another class).
+    #[test]
+    fn shortcuts_agree_with_decode() {
+        let hpfar = (0x0900_0000u64 >> 12) << 4;
+        let with_syndrome = 1 << 24 | 2 << 22 | 3 << 16 | 0x07;
+        for esr in [
+            0x24 << EC_SHIFT | IL | with_syndrome,
+            0x24 << EC_SHIFT | IL | 0x07,
+            0x24 << EC_SHIFT | IL | with_syndrome | 1 << 7,
+            0x20 << EC_SHIFT | IL | with_syndrome,
+            0x16 << EC_SHIFT | IL,
+        ] {
+            let exit = decode(esr, 0x0900_0018, hpfar);
+            let access = match exit {
+                Exit::Mmio(access) => Some(access),
+                _ => None,
+            };
+            assert_eq!(mmio_access(esr, 0x0900_0018, hpfar), access, "{esr:#x}");
+            assert_eq!(u64::from(exception_class(esr)), esr >> EC_SHIFT);
+        }
+        assert_eq!(exception_class(0x16 << EC_SHIFT | IL), class::HVC64);
+        assert_eq!(exception_class(0x24 << EC_SHIFT), class::DATA_ABORT_LOWER);
     }
 
     #[test]
