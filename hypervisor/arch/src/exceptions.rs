@@ -91,6 +91,13 @@ pub struct Syndrome {
     pub hpfar: u64,
 }
 
+/// Reads ESR_EL2 alone (valid inside a guest exception handler): enough to tell the exits
+/// apart.
+#[inline]
+pub fn exception_syndrome() -> u64 {
+    ESR_EL2.get()
+}
+
 /// Reads ESR_EL2, FAR_EL2 and HPFAR_EL2 (valid inside a guest exception handler).
 pub fn syndrome() -> Syndrome {
     Syndrome {

@@ -47,33 +47,35 @@ fn no_vcpu() -> ! {
 
 extern "C" fn guest_sync(frame: &mut GuestFrame) {
     let (slice, vcpu) = current();
-    let syndrome = exceptions::syndrome();
     // The two exits that happen at run time (calls, emulated devices) each have their own
     // path; everything else is rare and out of line. Each path ends the exit itself, so
     // this function is a dispatcher with no frame of its own.
-    match trap::exception_class(syndrome.esr) {
+    let esr = exceptions::exception_syndrome();
+    match trap::exception_class(esr) {
         trap::class::HVC64 => hypercall(slice, vcpu, frame),
-        trap::class::DATA_ABORT_LOWER => data_abort(slice, vcpu, frame, syndrome),
-        _ => rare(slice, vcpu, frame, syndrome),
+        trap::class::DATA_ABORT_LOWER => data_abort(slice, vcpu, frame),
+        _ => rare(slice, vcpu, frame),
     }
 }
 
 /// A data abort: emulated MMIO when it has a syndrome, else rare.
 #[inline(never)]
-fn data_abort(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, syndrome: Syndrome) {
+fn data_abort(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame) {
+    let syndrome = exceptions::syndrome();
     match trap::mmio_access(syndrome.esr, syndrome.far, syndrome.hpfar) {
         Some(access) => {
             let next = mmio(slice, vcpu, frame, &syndrome, access);
             finish(slice, vcpu, next);
         }
-        None => rare(slice, vcpu, frame, syndrome),
+        None => rare(slice, vcpu, frame),
     }
 }
 
 /// Every other synchronous exit.
 #[cold]
 #[inline(never)]
-fn rare(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, syndrome: Syndrome) {
+fn rare(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame) {
+    let syndrome = exceptions::syndrome();
     let exit = trap::decode(syndrome.esr, syndrome.far, syndrome.hpfar);
     let next = rare_sync(slice, vcpu, frame, &syndrome, exit);
     finish(slice, vcpu, next);
@@ -83,8 +85,10 @@ fn rare(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, syndrome: Syndrome) 
 #[inline(never)]
 fn hypercall(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame) {
     vcpu.exits.count(ExitCause::Hypercall);
-    let next = psci::handle(slice, frame);
-    finish(slice, vcpu, next);
+    match psci::handle(slice, frame) {
+        psci::Outcome::Resume => resume(slice, vcpu),
+        outcome => leave(slice, vcpu, outcome.into()),
+    }
 }
 
 /// The synchronous exits other than HVC and emulated MMIO.
@@ -99,12 +103,12 @@ fn rare_sync(
     match exit {
         Exit::Hypercall { .. } => {
             vcpu.exits.count(ExitCause::Hypercall);
-            psci::handle(slice, frame)
+            psci::handle(slice, frame).into()
         }
         Exit::SecureMonitorCall { .. } => {
             vcpu.exits.count(ExitCause::SecureMonitorCall);
             frame.skip_instruction();
-            psci::handle(slice, frame)
+            psci::handle(slice, frame).into()
         }
         Exit::Mmio(access) => mmio(slice, vcpu, frame, syndrome, access),
         Exit::DataAbort {
@@ -171,6 +175,13 @@ fn finish(slice: &Slice, vcpu: &Vcpu, next: Next) {
     if !matches!(next, Next::Resume) {
         leave(slice, vcpu, next);
     }
+    resume(slice, vcpu);
+}
+
+/// Back to the guest: unless the slice asks this vCPU to park or end its run, with the list
+/// registers up to date.
+#[inline(always)]
+fn resume(slice: &Slice, vcpu: &Vcpu) {
     if slice.needs_attention() {
         attend(slice, vcpu);
     }
