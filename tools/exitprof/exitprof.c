@@ -33,11 +33,12 @@ static const char *out_path = "exitprof.txt";
 #define MAXLEN 65536
 #define CPUS 64
 
-struct exit_rec { uint32_t len; uint64_t count; uint32_t *seq; uint64_t hash; };
+/* guest: instructions the vCPU ran outside the hypervisor's image before these exits, summed */
+struct exit_rec { uint32_t len; uint64_t count; uint32_t *seq; uint64_t hash; uint64_t guest; };
 static struct exit_rec *recs;
 static size_t nrecs, caprecs;
 
-struct cpu { int in_exit; uint32_t len; uint32_t seq[MAXLEN]; uint64_t guest; };
+struct cpu { int in_exit; uint32_t len; uint32_t seq[MAXLEN]; uint64_t guest; uint64_t guest_before; };
 static struct cpu *cpus;
 
 static uint64_t hash_seq(uint32_t *s, uint32_t n)
@@ -52,9 +53,14 @@ static void finish(struct cpu *c)
     uint64_t h = hash_seq(c->seq, c->len);
     for (size_t i = 0; i < nrecs; i++)
         if (recs[i].hash == h && recs[i].len == c->len &&
-            !memcmp(recs[i].seq, c->seq, c->len * 4)) { recs[i].count++; return; }
+            !memcmp(recs[i].seq, c->seq, c->len * 4)) {
+            recs[i].count++;
+            recs[i].guest += c->guest_before;
+            return;
+        }
     if (nrecs == caprecs) { caprecs = caprecs ? caprecs * 2 : 256; recs = realloc(recs, caprecs * sizeof *recs); }
     recs[nrecs].len = c->len; recs[nrecs].count = 1; recs[nrecs].hash = h;
+    recs[nrecs].guest = c->guest_before;
     recs[nrecs].seq = malloc(c->len * 4 + 4);
     memcpy(recs[nrecs].seq, c->seq, c->len * 4);
     nrecs++;
@@ -67,10 +73,11 @@ static void exec_cb(unsigned int vcpu, void *udata)
     struct cpu *c = &cpus[vcpu % CPUS];
     uint32_t off = (uint32_t)u;
     unsigned flags = u >> 32;
-    if (!(flags & 4)) { return; }
+    if (!(flags & 4)) { if (!c->in_exit) c->guest++; return; }
     if (flags & 1) {
         if (c->in_exit) { c->seq[c->len < MAXLEN ? c->len : MAXLEN - 1] = 0xfffffffe; c->len++; finish(c); }
         c->in_exit = 1; c->len = 0;
+        c->guest_before = c->guest; c->guest = 0;
     }
     if (!c->in_exit) return;
     if (c->len < MAXLEN) c->seq[c->len++] = off;
@@ -86,7 +93,11 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         uint64_t va = qemu_plugin_insn_vaddr(insn);
         char *ha = qemu_plugin_insn_haddr(insn);
         if (!hyp_haddr && va == base && ha) hyp_haddr = ha;
-        if (!hyp_haddr || !ha || ha < hyp_haddr || ha >= hyp_haddr + LIMIT) continue;
+        if (!hyp_haddr || !ha || ha < hyp_haddr || ha >= hyp_haddr + LIMIT) {
+            /* guest code (or the hypervisor before its image is known): counted per vCPU */
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, exec_cb, QEMU_PLUGIN_CB_NO_REGS, (void *)0);
+            continue;
+        }
         uint32_t off = (uint32_t)(ha - hyp_haddr);
         uint32_t word = 0;
         qemu_plugin_insn_data(insn, &word, 4);
@@ -105,7 +116,8 @@ static void at_exit(qemu_plugin_id_t id, void *p)
     FILE *f = fopen(out_path, "w");
     if (!f) return;
     for (size_t i = 0; i < nrecs; i++) {
-        fprintf(f, "exit %llu %u\n", (unsigned long long)recs[i].count, recs[i].len);
+        fprintf(f, "exit %llu %u %llu\n", (unsigned long long)recs[i].count, recs[i].len,
+                (unsigned long long)recs[i].guest);
         for (uint32_t j = 0; j < recs[i].len && j < MAXLEN; j++) fprintf(f, "%x\n", recs[i].seq[j]);
     }
     fclose(f);

@@ -9,6 +9,7 @@ instruction with its disassembly.
     python3 tools/exitprof/exitprof.py                  # null-hvc, mmio-read, timer-irq
     python3 tools/exitprof/exitprof.py --trace 0        # the most frequent exit, disassembled
     python3 tools/exitprof/exitprof.py --bench timer-irq --functions
+    python3 tools/exitprof/exitprof.py --bench ipi --cores 2
 
 Needs gcc (the plugin is built on first use into target/exitprof/), llvm-nm and llvm-objdump.
 The plugin takes exits apart by instruction address, so the counts are exact and the same
@@ -84,8 +85,9 @@ def load_profile(path):
     with open(path) as f:
         for line in f:
             if line.startswith('exit'):
-                _, count, _ = line.split()
-                current = (int(count), [])
+                fields = line.split()
+                guest = int(fields[3]) if len(fields) > 3 else 0
+                current = (int(fields[1]), [], guest)
                 exits.append(current)
             else:
                 current[1].append(int(line, 16))
@@ -101,7 +103,7 @@ def run(args):
         subprocess.run(['gcc', '-shared', '-fPIC', '-O2', '-o', plugin, source], check=True)
     plan = os.path.join(OUT, 'profile.toml')
     with open(plan, 'w') as f:
-        f.write('[[slice]]\nname = "bench"\ncores = 1\nmemory = "160MiB"\nkernel = "probe"\n'
+        f.write(f'[[slice]]\nname = "bench"\ncores = {args.cores}\nmemory = "160MiB"\nkernel = "probe"\n'
                 f'cmdline = "heartbeat=0 nvme=0 bench={args.bench}"\n')
     image = os.path.join(OUT, 'profile.img')
     subprocess.run(['cargo', 'xtask', 'image', '--plan', plan, '-o', image], cwd=ROOT,
@@ -109,7 +111,7 @@ def run(args):
     profile = os.path.join(OUT, 'profile.txt')
     log = os.path.join(OUT, 'profile.log')
     qemu = ['qemu-system-aarch64', '-M', 'virt,virtualization=on,gic-version=3', '-cpu', 'max',
-            '-smp', '1', '-m', '512M', '-nic', 'none', '-display', 'none', '-monitor', 'none',
+            '-smp', str(args.cores), '-m', '512M', '-nic', 'none', '-display', 'none', '-monitor', 'none',
             '-serial', 'stdio', '-no-reboot', '-kernel', image,
             '-icount', 'shift=0,sleep=off', '-seed', '1',
             '-plugin', f'{plugin},base={LOAD:#x},out={profile}', '-d', 'plugin']
@@ -133,22 +135,22 @@ def run(args):
 def report(args, profile):
     table = symbols()
     exits = load_profile(profile)
-    shown = [i for i, (count, _) in enumerate(exits) if count >= args.min_count]
+    shown = [i for i, (count, _, _) in enumerate(exits) if count >= args.min_count]
     print(f'\n{len(exits)} distinct exit paths; those that ran at least {args.min_count} times:')
-    header = ''.join(f'{s:>9}' for s, _ in STAGES) + f'{"glue":>9}{"total":>9}'
+    header = ''.join(f'{s:>9}' for s, _ in STAGES) + f'{"glue":>9}{"total":>9}{"guest":>9}'
     print(f'{"#":>3}{"runs":>7}  {header}  first handler')
     for i in shown:
-        count, seq = exits[i]
+        count, seq, guest = exits[i]
         by_stage = collections.Counter(stage_of(function_of(table, o)) for o in seq)
         handler = next((function_of(table, o) for o in seq
                         if stage_of(function_of(table, o)) in ('device', 'irq')), '-')
         cells = ''.join(f'{by_stage.get(s, 0):>9}' for s, _ in STAGES)
         short = re.sub(r'microvisor_(kernel|logic)::', '', handler)
         print(f'{i:>3}{count:>7}  {cells}{by_stage.get("handler glue", 0):>9}{len(seq):>9}'
-              f'  {short}')
+              f'{guest / count:>9.0f}  {short}')
     if args.functions:
         for i in shown:
-            count, seq = exits[i]
+            count, seq, _ = exits[i]
             print(f'\nexit #{i} ({count} runs, {len(seq)} instructions), by function:')
             for name, n in collections.Counter(function_of(table, o) for o in seq).most_common():
                 print(f'{n:7}  {name}')
@@ -160,7 +162,7 @@ def report(args, profile):
             m = re.match(r'\s*([0-9a-f]+):\s+(.*)', line)
             if m:
                 dis[int(m.group(1), 16)] = m.group(2).strip()
-        count, seq = exits[args.trace]
+        count, seq, _ = exits[args.trace]
         print(f'\nexit #{args.trace} ({count} runs, {len(seq)} instructions):')
         last = None
         for o in seq:
@@ -175,6 +177,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--bench', default='null-hvc,mmio-read,timer-irq',
                    help="the probe's bench= list")
+    p.add_argument('--cores', type=int, default=1,
+                   help="the slice's vCPUs and the node's cores (ipi needs 2)")
     p.add_argument('--profile', help='report on an existing profile instead of running')
     p.add_argument('--min-count', type=int, default=10)
     p.add_argument('--functions', action='store_true', help='each exit by function')

@@ -6,12 +6,14 @@
 
 use alloc::format;
 use alloc::string::String;
-use microvisor_arch::exceptions::{self, GuestFrame, Handlers, HypervisorFault, Syndrome};
+use microvisor_arch::exceptions::{
+    self, CallFrame, GuestFrame, Handlers, HypervisorFault, Syndrome,
+};
 use microvisor_arch::{cpu, firmware};
 use microvisor_logic::exits::ExitCause;
 use microvisor_logic::inject::GuestException;
 use microvisor_logic::stacks;
-use microvisor_logic::trap::{self, Exit, MmioAccess, SysRegAccess};
+use microvisor_logic::trap::{self, Exit, MmioAccess, SysRegAccess, SysRegEncoding};
 use microvisor_plan::model::OnFault;
 
 use crate::slice::{Attention, Ending, Next, Slice};
@@ -22,6 +24,7 @@ use crate::{irq, output, psci, run};
 pub fn handlers() -> Handlers {
     Handlers {
         guest_sync,
+        guest_call,
         guest_irq,
         guest_other,
         fatal,
@@ -52,10 +55,32 @@ extern "C" fn guest_sync(frame: &mut GuestFrame) {
     // this function is a dispatcher with no frame of its own.
     let esr = exceptions::exception_syndrome();
     match trap::exception_class(esr) {
-        trap::class::HVC64 => hypercall(slice, vcpu, frame),
         trap::class::DATA_ABORT_LOWER => data_abort(slice, vcpu, frame),
+        trap::class::MSR_MRS => trapped_register(slice, vcpu, frame, esr),
         _ => rare(slice, vcpu, frame),
     }
+}
+
+/// A trapped MSR/MRS: the guest's IPIs (ICC_SGI1R_EL1 writes) have their own path.
+#[inline(never)]
+fn trapped_register(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, esr: u64) {
+    match trap::written_register(esr, SGI1R) {
+        Some(register) => {
+            send_sgi(slice, vcpu, frame, register);
+            resume(slice, vcpu);
+        }
+        None => rare(slice, vcpu, frame),
+    }
+}
+
+/// ICC_SGI1R_EL1 written: an SGI to vCPUs of the same slice (`VirtualGic::send_sgi` drops
+/// every other target).
+#[inline(always)]
+fn send_sgi(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, register: u8) {
+    vcpu.exits.count(ExitCause::Sgi);
+    let value = frame.reg(register);
+    slice.gic.change(|gic| gic.send_sgi(vcpu.index, value));
+    frame.skip_instruction();
 }
 
 /// A data abort: emulated MMIO when it has a syndrome, else rare.
@@ -81,12 +106,16 @@ fn rare(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame) {
     finish(slice, vcpu, next);
 }
 
-/// HVC: PSCI and the microvisor's calls.
-#[inline(never)]
-fn hypercall(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame) {
+/// HVC: PSCI and the microvisor's calls (the vector saved only the registers a call may
+/// change, see `CallFrame`).
+extern "C" fn guest_call(frame: &mut CallFrame) {
+    let (slice, vcpu) = current();
     vcpu.exits.count(ExitCause::Hypercall);
-    match psci::handle(slice, frame) {
-        psci::Outcome::Resume => resume(slice, vcpu),
+    match psci::handle(slice, frame.args()) {
+        psci::Outcome::Return(x0) => {
+            frame.set_result(x0);
+            resume(slice, vcpu);
+        }
         outcome => leave(slice, vcpu, outcome.into()),
     }
 }
@@ -101,14 +130,21 @@ fn rare_sync(
     exit: Exit,
 ) -> Next {
     match exit {
-        Exit::Hypercall { .. } => {
-            vcpu.exits.count(ExitCause::Hypercall);
-            psci::handle(slice, frame).into()
-        }
-        Exit::SecureMonitorCall { .. } => {
-            vcpu.exits.count(ExitCause::SecureMonitorCall);
-            frame.skip_instruction();
-            psci::handle(slice, frame).into()
+        Exit::Hypercall { .. } | Exit::SecureMonitorCall { .. } => {
+            // HVCs come here only before the handlers are installed (never, in practice).
+            let cause = match exit {
+                Exit::Hypercall { .. } => ExitCause::Hypercall,
+                _ => ExitCause::SecureMonitorCall,
+            };
+            vcpu.exits.count(cause);
+            if cause == ExitCause::SecureMonitorCall {
+                frame.skip_instruction();
+            }
+            let outcome = psci::handle(slice, [frame.x[0], frame.x[1], frame.x[2], frame.x[3]]);
+            if let psci::Outcome::Return(x0) = outcome {
+                frame.x[0] = x0;
+            }
+            outcome.into()
         }
         Exit::Mmio(access) => mmio(slice, vcpu, frame, syndrome, access),
         Exit::DataAbort {
@@ -316,9 +352,9 @@ fn fault(
 }
 
 /// ICC_SGI1R_EL1 (S3_0_C12_C11_5): an IPI to vCPUs of the same slice.
-const SGI1R: (u8, u8, u8, u8, u8) = (3, 0, 12, 11, 5);
+const SGI1R: SysRegEncoding = (3, 0, 12, 11, 5);
 /// ICC_ASGI1R_EL1 and ICC_SGI0R_EL1: other SGI generators, not used by a non-secure guest.
-const OTHER_SGI_GENERATORS: [(u8, u8, u8, u8, u8); 2] = [(3, 0, 12, 11, 6), (3, 0, 12, 11, 7)];
+const OTHER_SGI_GENERATORS: [SysRegEncoding; 2] = [(3, 0, 12, 11, 6), (3, 0, 12, 11, 7)];
 fn system_register(
     slice: &Slice,
     vcpu: &Vcpu,
@@ -326,15 +362,14 @@ fn system_register(
     syndrome: &Syndrome,
     access: SysRegAccess,
 ) -> Next {
-    let encoding = (access.op0, access.op1, access.crn, access.crm, access.op2);
-    if encoding == SGI1R && !access.read {
-        vcpu.exits.count(ExitCause::Sgi);
-        let value = frame.reg(access.register);
-        slice.gic.change(|gic| gic.send_sgi(vcpu.index, value));
-        frame.skip_instruction();
+    if access.is_write_to(SGI1R) {
+        send_sgi(slice, vcpu, frame, access.register);
         return Next::Resume;
     }
-    if OTHER_SGI_GENERATORS.contains(&encoding) && !access.read {
+    if OTHER_SGI_GENERATORS
+        .iter()
+        .any(|&encoding| access.is_write_to(encoding))
+    {
         vcpu.exits.count(ExitCause::SystemRegister);
         frame.skip_instruction();
         return Next::Resume;
@@ -357,7 +392,7 @@ fn system_register(
     )
 }
 
-extern "C" fn guest_irq(_frame: &mut GuestFrame) {
+extern "C" fn guest_irq() {
     let (slice, vcpu) = current();
     let node = run::node();
     let handled = irq::handle_pending(node, Some((slice, vcpu)));

@@ -2,7 +2,6 @@
 //! the slice, SYSTEM_OFF/RESET end the slice's run, everything else is NOT_SUPPORTED. Calls
 //! arrive by HVC or by SMC (trapped); neither ever reaches the firmware.
 
-use microvisor_arch::exceptions::GuestFrame;
 use microvisor_logic::psci::{self, AffinityState, Call, status};
 use microvisor_plan::layout::GUEST_RAM_BASE;
 
@@ -12,12 +11,12 @@ use crate::vcpu::Power;
 /// PSCI INVALID_ADDRESS (DEN0022 §5.2.2).
 const INVALID_ADDRESS: i64 = -9;
 
-/// What a call leaves the calling vCPU to do (small, so the call path returns it in a
-/// register; [`Next`] for the rest of the exit path).
+/// What a call leaves the calling vCPU to do (small, so the call path returns it in
+/// registers; [`Next`] for the rest of the exit path).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Back to the guest with the result in x0.
-    Resume,
+    /// Back to the guest with this result in x0.
+    Return(u64),
     CpuOff,
     SystemOff,
     SystemReset,
@@ -26,7 +25,7 @@ pub enum Outcome {
 impl From<Outcome> for Next {
     fn from(outcome: Outcome) -> Next {
         match outcome {
-            Outcome::Resume => Next::Resume,
+            Outcome::Return(_) => Next::Resume,
             Outcome::CpuOff => Next::CpuOff,
             Outcome::SystemOff => Next::End(Ending::PowerOff),
             Outcome::SystemReset => Next::End(Ending::Reset),
@@ -34,9 +33,10 @@ impl From<Outcome> for Next {
     }
 }
 
-/// Handles the call in the guest's x0..x3; the result goes to x0.
-pub fn handle(slice: &Slice, frame: &mut GuestFrame) -> Outcome {
-    let call = psci::decode([frame.x[0], frame.x[1], frame.x[2], frame.x[3]]);
+/// Handles the call whose x0..x3 are `args`; for [`Outcome::Return`] the caller puts the
+/// result in x0.
+pub fn handle(slice: &Slice, args: [u64; 4]) -> Outcome {
+    let call = psci::decode(args);
     let result: i64 = match call {
         Call::Version => psci::PSCI_VERSION_1_1 as i64,
         Call::SmcccVersion => psci::SMCCC_VERSION_1_1 as i64,
@@ -60,8 +60,7 @@ pub fn handle(slice: &Slice, frame: &mut GuestFrame) -> Outcome {
         Call::MicrovisorExits { cause } => slice.exit_count(cause).unwrap_or(u64::MAX) as i64,
         Call::Unknown { .. } => status::NOT_SUPPORTED,
     };
-    frame.x[0] = result as u64;
-    Outcome::Resume
+    Outcome::Return(result as u64)
 }
 
 fn cpu_on(slice: &Slice, target: u64, entry: u64, context: u64) -> i64 {

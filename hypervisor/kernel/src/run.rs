@@ -3,10 +3,10 @@
 //! the vCPU stops (CPU_OFF, the end of the slice's run); a core without one idles. The node is
 //! published here once, for the exception entry points to find.
 
+use alloc::vec::Vec;
 use microvisor_arch::exceptions::{self, GuestFrame};
 use microvisor_arch::{cpu, smp, virt};
 use microvisor_logic::inventory::Region;
-use alloc::vec::Vec;
 use spin::Once;
 
 use crate::irq;

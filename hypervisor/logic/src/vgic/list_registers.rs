@@ -62,7 +62,13 @@ impl VirtualGic {
     /// or none), so the pass that runs on every exit with something to load costs no scan.
     fn most_urgent(&self, vcpu: usize) -> Option<u32> {
         let state = self.vcpus.get(vcpu)?;
-        most_urgent(self.ctlr, state, &self.spis, self.spi_pending & self.owned, vcpu)
+        most_urgent(
+            self.ctlr,
+            state,
+            &self.spis,
+            self.spi_pending & self.owned,
+            vcpu,
+        )
     }
 
     /// The physical PPI `physical` of the core that runs `vcpu` fired again for its private
@@ -613,7 +619,10 @@ mod tests {
                         assert_eq!(update.underflow, !left.is_empty());
                         loads += loaded.len();
                         underflows += usize::from(update.underflow);
-                        assert!(left.is_empty() || free == 0, "a candidate waits beside a free LR");
+                        assert!(
+                            left.is_empty() || free == 0,
+                            "a candidate waits beside a free LR"
+                        );
                         if let Some(first_left) = left.first() {
                             assert!(loaded.iter().all(|l| l < first_left), "{loaded:?} {left:?}");
                         }
@@ -627,7 +636,10 @@ mod tests {
                 }
             }
         }
-        assert!(loads > 300 && underflows > 50, "{loads} loads, {underflows} underflows");
+        assert!(
+            loads > 300 && underflows > 50,
+            "{loads} loads, {underflows} underflows"
+        );
     }
 
     /// A timer that fires again goes back into its finished list register exactly as a
@@ -702,6 +714,9 @@ mod tests {
                 }
             }
         }
-        assert!(reloads > 30 && declined > 30, "{reloads} reloads, {declined} declined");
+        assert!(
+            reloads > 30 && declined > 30,
+            "{reloads} reloads, {declined} declined"
+        );
     }
 }

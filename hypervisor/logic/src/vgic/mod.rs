@@ -16,8 +16,6 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::bits::members;
-
 mod list_registers;
 mod registers;
 mod state;
@@ -40,48 +38,80 @@ pub const MAX_LIST_REGISTERS: usize = 16;
 pub const REDISTRIBUTOR_SIZE: u64 = 0x2_0000;
 
 /// A set of vCPUs (by index, 0..128) whose cores must look at their list registers again.
-/// Two 64-bit words: every exit that touches the vGIC builds and tests one, and 128-bit
-/// shifts cost several instructions each on aarch64.
+/// Two 64-bit words kept apart (the low one holds every vCPU of slices up to 64 vCPUs): every
+/// exit that touches the vGIC builds and walks one, and 128-bit shifts cost several
+/// instructions each on aarch64.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VcpuSet([u64; 2]);
+pub struct VcpuSet {
+    low: u64,
+    high: u64,
+}
 
 impl VcpuSet {
-    pub const EMPTY: VcpuSet = VcpuSet([0; 2]);
+    pub const EMPTY: VcpuSet = VcpuSet { low: 0, high: 0 };
 
     /// The set with `vcpu` (unchanged for an index past 127).
     pub fn with(mut self, vcpu: usize) -> VcpuSet {
-        if let Some(word) = self.0.get_mut(vcpu / 64) {
-            *word |= 1 << (vcpu % 64);
+        match vcpu {
+            0..64 => self.low |= 1 << vcpu,
+            64..128 => self.high |= 1 << (vcpu - 64),
+            _ => {}
         }
         self
     }
 
     pub fn union(self, other: VcpuSet) -> VcpuSet {
-        VcpuSet([self.0[0] | other.0[0], self.0[1] | other.0[1]])
+        VcpuSet {
+            low: self.low | other.low,
+            high: self.high | other.high,
+        }
     }
 
     pub fn contains(self, vcpu: usize) -> bool {
-        self.0
-            .get(vcpu / 64)
-            .is_some_and(|word| word & 1 << (vcpu % 64) != 0)
+        match vcpu {
+            0..64 => self.low & 1 << vcpu != 0,
+            64..128 => self.high & 1 << (vcpu - 64) != 0,
+            _ => false,
+        }
     }
 
     pub fn is_empty(self) -> bool {
-        self.0 == [0; 2]
+        self.low | self.high == 0
     }
 
     /// The set without `vcpu`.
     pub fn without(mut self, vcpu: usize) -> VcpuSet {
-        if let Some(word) = self.0.get_mut(vcpu / 64) {
-            *word &= !(1 << (vcpu % 64));
+        match vcpu {
+            0..64 => self.low &= !(1 << vcpu),
+            64..128 => self.high &= !(1 << (vcpu - 64)),
+            _ => {}
         }
         self
     }
 
     /// The members, lowest first; costs one step per member (it runs on every exit that
     /// touches the vGIC, usually with one member or none).
-    pub fn iter(self) -> impl Iterator<Item = usize> {
-        members(u128::from(self.0[0]) | u128::from(self.0[1]) << 64)
+    pub fn iter(self) -> VcpuSet {
+        self
+    }
+}
+
+/// A set iterates over its members, lowest first, taking them out as it goes.
+impl Iterator for VcpuSet {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.low != 0 {
+            let member = self.low.trailing_zeros() as usize;
+            self.low &= self.low - 1;
+            Some(member)
+        } else if self.high != 0 {
+            let member = self.high.trailing_zeros() as usize;
+            self.high &= self.high - 1;
+            Some(64 + member)
+        } else {
+            None
+        }
     }
 }
 
@@ -160,8 +190,17 @@ mod tests {
         assert_eq!(VcpuSet::EMPTY.iter().count(), 0);
         assert!(set.contains(64) && set.contains(127) && !set.contains(63));
         assert!(!set.contains(200), "only 128 vCPUs");
-        assert_eq!(set.without(64).without(300).iter().collect::<Vec<_>>(), [0, 5, 127]);
-        assert!(set.without(0).without(5).without(64).without(127).is_empty());
+        assert_eq!(
+            set.without(64).without(300).iter().collect::<Vec<_>>(),
+            [0, 5, 127]
+        );
+        assert!(
+            set.without(0)
+                .without(5)
+                .without(64)
+                .without(127)
+                .is_empty()
+        );
         assert_eq!(
             VcpuSet::EMPTY.with(1).union(VcpuSet::EMPTY.with(100)),
             VcpuSet::EMPTY.with(100).with(1)
