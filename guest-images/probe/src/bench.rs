@@ -19,6 +19,8 @@ pub const CALL_ITERATIONS: u64 = 1000;
 pub const TIMER_ITERATIONS: u64 = 16;
 /// Where the virtual timer is programmed, in counter ticks after "now".
 pub const TIMER_DELAY_TICKS: u64 = 20_000;
+/// IPI round trips measured.
+pub const IPI_ITERATIONS: u64 = 256;
 
 /// One benchmark of the probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,17 +34,21 @@ pub enum Bench {
     MmioRead,
     /// Virtual timer deadline to the first instruction of the IRQ vector.
     TimerIrq,
+    /// An SGI to another vCPU, which answers with an SGI, until the answer is taken (every
+    /// instruction of both CPUs; needs two).
+    Ipi,
     /// Fill + pointer chase + hash over most of RAM.
     Workload,
 }
 
 impl Bench {
     /// Every benchmark, in the order the probe runs them.
-    pub const ALL: [Bench; 5] = [
+    pub const ALL: [Bench; 6] = [
         Bench::Boot,
         Bench::NullHvc,
         Bench::MmioRead,
         Bench::TimerIrq,
+        Bench::Ipi,
         Bench::Workload,
     ];
 
@@ -53,6 +59,7 @@ impl Bench {
             Bench::NullHvc => "null-hvc",
             Bench::MmioRead => "mmio-read",
             Bench::TimerIrq => "timer-irq",
+            Bench::Ipi => "ipi",
             Bench::Workload => "workload",
         }
     }

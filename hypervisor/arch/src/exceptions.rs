@@ -36,6 +36,7 @@ pub struct GuestFrame {
 
 /// Size of a saved frame, used by the assembly below.
 const FRAME_SIZE: usize = core::mem::size_of::<GuestFrame>();
+const _: () = assert!(core::mem::size_of::<CallFrame>() == FRAME_SIZE);
 const _: () = assert!(FRAME_SIZE == 272 && FRAME_SIZE.is_multiple_of(16));
 
 impl GuestFrame {
@@ -69,6 +70,31 @@ impl GuestFrame {
     }
 }
 
+/// What the exit path of a guest's HVC saves: the registers a call may clobber (x0-x18, x30)
+/// and the return state. x19-x29 are never stored: the handler is a C-ABI function, which
+/// preserves them, so they are still the guest's when the vector returns (a handler that
+/// never returns, parking the vCPU, does not need them either). Only what an SMCCC call
+/// reads and writes is reachable: arguments x0-x3 and the result in x0.
+#[repr(transparent)]
+pub struct CallFrame(GuestFrame);
+
+impl CallFrame {
+    /// The call's function ID and first three arguments (x0-x3).
+    pub fn args(&self) -> [u64; 4] {
+        [self.0.x[0], self.0.x[1], self.0.x[2], self.0.x[3]]
+    }
+
+    /// The result the guest finds in x0.
+    pub fn set_result(&mut self, x0: u64) {
+        self.0.x[0] = x0;
+    }
+
+    /// Where the guest resumes (after the HVC).
+    pub fn pc(&self) -> u64 {
+        self.0.pc
+    }
+}
+
 /// SPSR value for EL1h (M = 0b0101) with D, A, I and F masked.
 pub const PSTATE_EL1H_MASKED: u64 = 0x3c5;
 
@@ -89,6 +115,13 @@ pub struct Syndrome {
     pub esr: u64,
     pub far: u64,
     pub hpfar: u64,
+}
+
+/// Reads ESR_EL2 alone (valid inside a guest exception handler): enough to tell the exits
+/// apart.
+#[inline]
+pub fn exception_syndrome() -> u64 {
+    ESR_EL2.get()
 }
 
 /// Reads ESR_EL2, FAR_EL2 and HPFAR_EL2 (valid inside a guest exception handler).
@@ -133,13 +166,19 @@ pub fn deliver_to_guest(
     Ok(())
 }
 
-/// The kernel's handlers.
+/// The kernel's handlers. The ones that run on every exit are C-ABI functions: the vectors
+/// call them directly (`GUEST_ENTRIES`), without a dispatch function in between. An HVC and
+/// an IRQ save only the registers a C function may clobber (see [`CallFrame`]); every other
+/// exception from a guest saves the whole [`GuestFrame`].
 #[derive(Clone, Copy)]
 pub struct Handlers {
-    /// A synchronous exception from a guest (HVC, SMC, aborts, traps).
-    pub guest_sync: fn(&mut GuestFrame),
-    /// A physical IRQ taken while a guest ran.
-    pub guest_irq: fn(&mut GuestFrame),
+    /// A synchronous exception from a guest other than HVC (SMC, aborts, traps).
+    pub guest_sync: extern "C" fn(&mut GuestFrame),
+    /// An HVC from a guest.
+    pub guest_call: extern "C" fn(&mut CallFrame),
+    /// A physical IRQ taken while a guest ran (the guest's registers are not the handler's
+    /// to see).
+    pub guest_irq: extern "C" fn(),
     /// FIQ or SError from a guest.
     pub guest_other: fn(&mut GuestFrame, &'static str),
     /// An exception taken from EL2: never returns.
@@ -148,9 +187,16 @@ pub struct Handlers {
 
 static HANDLERS: Once<Handlers> = Once::new();
 
+/// The handlers of a lower EL's synchronous exception, IRQ and HVC, as addresses the vector
+/// code loads (0: not installed yet; `el2_dispatch` halts).
+static GUEST_ENTRIES: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+
 /// Installs the kernel's handlers (once, on the boot core, before any vector is live).
 pub fn set_handlers(handlers: Handlers) {
-    HANDLERS.call_once(|| handlers);
+    let handlers = HANDLERS.call_once(|| handlers);
+    GUEST_ENTRIES[0].store(handlers.guest_sync as usize as u64, Ordering::Release);
+    GUEST_ENTRIES[1].store(handlers.guest_irq as usize as u64, Ordering::Release);
+    GUEST_ENTRIES[2].store(handlers.guest_call as usize as u64, Ordering::Release);
 }
 
 /// Points this core's VBAR_EL2 at the vector table.
@@ -225,7 +271,8 @@ extern "C" fn el2_fatal(kind: u64, sp: u64) -> ! {
     (handlers.fatal)(&fault)
 }
 
-/// Called by the vector stubs with the vector index (0..16) and the saved frame.
+/// Called by the vector stubs with the vector index (0..16) and the saved frame, for every
+/// exception but a guest's synchronous one or IRQ once the handlers are installed.
 #[unsafe(no_mangle)]
 extern "C" fn el2_dispatch(kind: u64, frame: &mut GuestFrame) {
     let Some(handlers) = HANDLERS.get() else {
@@ -234,7 +281,7 @@ extern "C" fn el2_dispatch(kind: u64, frame: &mut GuestFrame) {
     let name = KIND_NAMES[(kind & 15) as usize];
     match kind {
         8 => (handlers.guest_sync)(frame),
-        9 => (handlers.guest_irq)(frame),
+        9 => (handlers.guest_irq)(),
         10..=15 => (handlers.guest_other)(frame, name),
         _ => {
             if NESTED_FATAL.fetch_add(1, Ordering::Relaxed) > 4 {
@@ -332,14 +379,86 @@ el2_vectors:
     FATAL_VECTOR 5
     FATAL_VECTOR 6
     FATAL_VECTOR 7
-    VECTOR 8
-    VECTOR 9
+
+    // 8: synchronous from a lower EL. An HVC (ESR_EL2.EC 0x16) saves only what its C
+    // handler may clobber; everything else the whole frame.
+    .balign 0x80
+    sub sp, sp, #{frame}
+    stp x0, x1, [sp, #0]
+    mrs x0, esr_el2
+    lsr x0, x0, #26
+    cmp x0, #0x16
+    mov x0, #2
+    b.eq el2_save_caller_saved
+    mov x0, #8
+    b el2_save_and_dispatch
+
+    // 9: IRQ from a lower EL: its handler never looks at the guest's registers.
+    .balign 0x80
+    sub sp, sp, #{frame}
+    stp x0, x1, [sp, #0]
+    mov x0, #1
+    b el2_save_caller_saved
+
     VECTOR 10
     VECTOR 11
     VECTOR 12
     VECTOR 13
     VECTOR 14
     VECTOR 15
+
+// x0 = the GUEST_ENTRIES index (1: IRQ, 2: HVC), x0 and x1 saved. Saves x2-x18, x30, ELR
+// and SPSR (x19-x29 stay live: the C handler preserves them), calls the handler with the
+// frame, restores the same registers and returns to the guest.
+el2_save_caller_saved:
+    stp x2, x3, [sp, #16]
+    stp x4, x5, [sp, #32]
+    stp x6, x7, [sp, #48]
+    stp x8, x9, [sp, #64]
+    stp x10, x11, [sp, #80]
+    stp x12, x13, [sp, #96]
+    stp x14, x15, [sp, #112]
+    stp x16, x17, [sp, #128]
+    str x18, [sp, #144]
+    mrs x2, elr_el2
+    mrs x3, spsr_el2
+    stp x30, x2, [sp, #240]
+    str x3, [sp, #256]
+    adrp x2, {entries}
+    add x2, x2, :lo12:{entries}
+    ldr x2, [x2, x0, lsl #3]
+    cbz x2, 2f
+    mov x0, sp
+    blr x2
+    ldp x30, x2, [sp, #240]
+    ldr x3, [sp, #256]
+    msr elr_el2, x2
+    msr spsr_el2, x3
+    ldp x0, x1, [sp, #0]
+    ldp x2, x3, [sp, #16]
+    ldp x4, x5, [sp, #32]
+    ldp x6, x7, [sp, #48]
+    ldp x8, x9, [sp, #64]
+    ldp x10, x11, [sp, #80]
+    ldp x12, x13, [sp, #96]
+    ldp x14, x15, [sp, #112]
+    ldp x16, x17, [sp, #128]
+    ldr x18, [sp, #144]
+    add sp, sp, #{frame}
+    eret
+    // No handler installed yet: the whole frame and the dispatcher (which halts).
+2:  stp x18, x19, [sp, #144]
+    stp x20, x21, [sp, #160]
+    stp x22, x23, [sp, #176]
+    stp x24, x25, [sp, #192]
+    stp x26, x27, [sp, #208]
+    stp x28, x29, [sp, #224]
+    cmp x0, #1
+    mov x0, #8
+    cinc x0, x0, eq
+    mov x1, sp
+    bl el2_dispatch
+    b el2_restore_and_eret
 
 el2_save_and_dispatch:
     stp x2, x3, [sp, #16]
@@ -361,7 +480,16 @@ el2_save_and_dispatch:
     stp x30, x2, [sp, #240]
     str x3, [sp, #256]
     mov x1, sp
-    bl el2_dispatch
+    // A guest's synchronous exception (8) goes straight to its kernel handler.
+    cmp x0, #8
+    b.ne 1f
+    adrp x2, {entries}
+    ldr x2, [x2, :lo12:{entries}]
+    cbz x2, 1f
+    mov x0, x1
+    blr x2
+    b el2_restore_and_eret
+1:  bl el2_dispatch
 
     .global el2_restore_and_eret
 el2_restore_and_eret:
@@ -415,4 +543,5 @@ el2_enter_guest:
     frame = const FRAME_SIZE,
     core_mask = const MAX_CPUS - 1,
     emergency = sym EMERGENCY_TOPS,
+    entries = sym GUEST_ENTRIES,
 );

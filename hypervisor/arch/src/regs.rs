@@ -95,6 +95,14 @@ system_register!(
     /// Group 1 interrupt enable (GICv3 §12.2.13).
     IccIgrpen1El1, "S3_0_C12_C12_7", RAW::Register, write);
 system_register!(
+    /// End of interrupt status (GICv3 §12.4.4): bit n set when list register n holds a
+    /// deactivated interrupt that asks for an EOI maintenance interrupt.
+    IchEisrEl2, "S3_4_C12_C11_3", RAW::Register, read);
+system_register!(
+    /// Empty list register status (GICv3 §12.4.5): bit n set when list register n holds no
+    /// valid interrupt.
+    IchElrsrEl2, "S3_4_C12_C11_5", RAW::Register, read);
+system_register!(
     /// Virtualization processor ID: what MIDR_EL1 reads return at EL1 (Arm ARM D24.2.187).
     VpidrEl2, "S3_4_C0_C0_0", RAW::Register, write);
 system_register!(
@@ -122,6 +130,8 @@ pub static ICC_CTLR_EL1: IccCtlrEl1 = IccCtlrEl1;
 pub static ICC_PMR_EL1: IccPmrEl1 = IccPmrEl1;
 pub static ICC_BPR1_EL1: IccBpr1El1 = IccBpr1El1;
 pub static ICC_IGRPEN1_EL1: IccIgrpen1El1 = IccIgrpen1El1;
+pub static ICH_EISR_EL2: IchEisrEl2 = IchEisrEl2;
+pub static ICH_ELRSR_EL2: IchElrsrEl2 = IchElrsrEl2;
 pub static VPIDR_EL2: VpidrEl2 = VpidrEl2;
 pub static ZCR_EL2: ZcrEl2 = ZcrEl2;
 pub static SMCR_EL2: SmcrEl2 = SmcrEl2;

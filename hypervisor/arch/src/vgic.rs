@@ -57,6 +57,13 @@ pub fn write_list_register(n: usize, value: u64) {
     }
 }
 
+/// List registers the guest has finished with since they were written: empty ones
+/// (ICH_ELRSR_EL2) and deactivated ones waiting for their EOI maintenance (ICH_EISR_EL2).
+/// Bit n stands for list register n.
+pub fn finished_list_registers() -> u16 {
+    (crate::regs::ICH_ELRSR_EL2.get() | crate::regs::ICH_EISR_EL2.get()) as u16
+}
+
 /// Turns the virtual CPU interface on, asking for a maintenance interrupt when the list
 /// registers drain if `underflow` (interrupts are waiting for a free list register).
 pub fn set_control(underflow: bool) {

@@ -6,15 +6,16 @@
 
 use alloc::format;
 use alloc::string::String;
-use microvisor_arch::exceptions::{self, GuestFrame, Handlers, HypervisorFault, Syndrome};
+use microvisor_arch::exceptions::{
+    self, CallFrame, GuestFrame, Handlers, HypervisorFault, Syndrome,
+};
 use microvisor_arch::{cpu, firmware};
 use microvisor_logic::exits::ExitCause;
 use microvisor_logic::inject::GuestException;
 use microvisor_logic::stacks;
-use microvisor_logic::trap::{self, Exit, MmioAccess, SysRegAccess};
+use microvisor_logic::trap::{self, Exit, MmioAccess, SysRegAccess, SysRegEncoding};
 use microvisor_plan::model::OnFault;
 
-use crate::node::Node;
 use crate::slice::{Attention, Ending, Next, Slice};
 use crate::vcpu::Vcpu;
 use crate::{irq, output, psci, run};
@@ -23,42 +24,129 @@ use crate::{irq, output, psci, run};
 pub fn handlers() -> Handlers {
     Handlers {
         guest_sync,
+        guest_call,
         guest_irq,
         guest_other,
         fatal,
     }
 }
 
-/// The node, and the slice and vCPU this core runs.
-fn current() -> (&'static Node, &'static Slice, &'static Vcpu) {
-    let node = run::node();
-    match node.assigned(cpu::core_index()) {
-        Some((slice, vcpu)) => (node, slice, vcpu),
-        None => {
-            output::fatal(format_args!(
-                "guest exit on core {} which runs no vCPU",
-                cpu::core_index()
-            ));
-            cpu::halt()
-        }
+/// The slice and vCPU this core runs.
+fn current() -> (&'static Slice, &'static Vcpu) {
+    match run::here() {
+        Some(here) => here,
+        None => no_vcpu(),
     }
 }
 
-fn guest_sync(frame: &mut GuestFrame) {
-    let (_, slice, vcpu) = current();
+#[cold]
+fn no_vcpu() -> ! {
+    output::fatal(format_args!(
+        "guest exit on core {} which runs no vCPU",
+        cpu::core_index()
+    ));
+    cpu::halt()
+}
+
+extern "C" fn guest_sync(frame: &mut GuestFrame) {
+    let (slice, vcpu) = current();
+    // The two exits that happen at run time (calls, emulated devices) each have their own
+    // path; everything else is rare and out of line. Each path ends the exit itself, so
+    // this function is a dispatcher with no frame of its own.
+    let esr = exceptions::exception_syndrome();
+    match trap::exception_class(esr) {
+        trap::class::DATA_ABORT_LOWER => data_abort(slice, vcpu, frame),
+        trap::class::MSR_MRS => trapped_register(slice, vcpu, frame, esr),
+        _ => rare(slice, vcpu, frame),
+    }
+}
+
+/// A trapped MSR/MRS: the guest's IPIs (ICC_SGI1R_EL1 writes) have their own path.
+#[inline(never)]
+fn trapped_register(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, esr: u64) {
+    match trap::written_register(esr, SGI1R) {
+        Some(register) => {
+            send_sgi(slice, vcpu, frame, register);
+            resume(slice, vcpu);
+        }
+        None => rare(slice, vcpu, frame),
+    }
+}
+
+/// ICC_SGI1R_EL1 written: an SGI to vCPUs of the same slice (`VirtualGic::send_sgi` drops
+/// every other target).
+#[inline(always)]
+fn send_sgi(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame, register: u8) {
+    vcpu.exits.count(ExitCause::Sgi);
+    let value = frame.reg(register);
+    slice.gic.change(|gic| gic.send_sgi(vcpu.index, value));
+    frame.skip_instruction();
+}
+
+/// A data abort: emulated MMIO when it has a syndrome, else rare.
+#[inline(never)]
+fn data_abort(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame) {
+    let syndrome = exceptions::syndrome();
+    match trap::mmio_access(syndrome.esr, syndrome.far, syndrome.hpfar) {
+        Some(access) => {
+            let next = mmio(slice, vcpu, frame, &syndrome, access);
+            finish(slice, vcpu, next);
+        }
+        None => rare(slice, vcpu, frame),
+    }
+}
+
+/// Every other synchronous exit.
+#[cold]
+#[inline(never)]
+fn rare(slice: &Slice, vcpu: &Vcpu, frame: &mut GuestFrame) {
     let syndrome = exceptions::syndrome();
     let exit = trap::decode(syndrome.esr, syndrome.far, syndrome.hpfar);
-    let next = match exit {
-        Exit::Hypercall { .. } => {
-            vcpu.exits.count(ExitCause::Hypercall);
-            psci::handle(slice, frame)
+    let next = rare_sync(slice, vcpu, frame, &syndrome, exit);
+    finish(slice, vcpu, next);
+}
+
+/// HVC: PSCI and the microvisor's calls (the vector saved only the registers a call may
+/// change, see `CallFrame`).
+extern "C" fn guest_call(frame: &mut CallFrame) {
+    let (slice, vcpu) = current();
+    vcpu.exits.count(ExitCause::Hypercall);
+    match psci::handle(slice, frame.args()) {
+        psci::Outcome::Return(x0) => {
+            frame.set_result(x0);
+            resume(slice, vcpu);
         }
-        Exit::SecureMonitorCall { .. } => {
-            vcpu.exits.count(ExitCause::SecureMonitorCall);
-            frame.skip_instruction();
-            psci::handle(slice, frame)
+        outcome => leave(slice, vcpu, outcome.into()),
+    }
+}
+
+/// The synchronous exits other than HVC and emulated MMIO.
+#[inline(always)]
+fn rare_sync(
+    slice: &Slice,
+    vcpu: &Vcpu,
+    frame: &mut GuestFrame,
+    syndrome: &Syndrome,
+    exit: Exit,
+) -> Next {
+    match exit {
+        Exit::Hypercall { .. } | Exit::SecureMonitorCall { .. } => {
+            // HVCs come here only before the handlers are installed (never, in practice).
+            let cause = match exit {
+                Exit::Hypercall { .. } => ExitCause::Hypercall,
+                _ => ExitCause::SecureMonitorCall,
+            };
+            vcpu.exits.count(cause);
+            if cause == ExitCause::SecureMonitorCall {
+                frame.skip_instruction();
+            }
+            let outcome = psci::handle(slice, [frame.x[0], frame.x[1], frame.x[2], frame.x[3]]);
+            if let psci::Outcome::Return(x0) = outcome {
+                frame.x[0] = x0;
+            }
+            outcome.into()
         }
-        Exit::Mmio(access) => mmio(slice, vcpu, frame, &syndrome, access),
+        Exit::Mmio(access) => mmio(slice, vcpu, frame, syndrome, access),
         Exit::DataAbort {
             ipa,
             page_walk: true,
@@ -76,7 +164,7 @@ fn guest_sync(frame: &mut GuestFrame) {
             slice,
             vcpu,
             frame,
-            &syndrome,
+            syndrome,
             GuestException::DataAbort { write },
             ipa,
         ),
@@ -84,11 +172,11 @@ fn guest_sync(frame: &mut GuestFrame) {
             slice,
             vcpu,
             frame,
-            &syndrome,
+            syndrome,
             GuestException::InstructionAbort,
             ipa,
         ),
-        Exit::SystemRegister(access) => system_register(slice, vcpu, frame, &syndrome, access),
+        Exit::SystemRegister(access) => system_register(slice, vcpu, frame, syndrome, access),
         Exit::Coprocessor { class } => {
             // A core without the register rejects the instruction: Undefined Instruction.
             let pc = frame.pc;
@@ -96,7 +184,7 @@ fn guest_sync(frame: &mut GuestFrame) {
                 slice,
                 vcpu,
                 frame,
-                &syndrome,
+                syndrome,
                 GuestException::Undefined,
                 || {
                     format!(
@@ -113,23 +201,43 @@ fn guest_sync(frame: &mut GuestFrame) {
                 syndrome.esr, frame.pc, vcpu.index
             )))
         }
-    };
-    finish(slice, vcpu, next);
+    }
 }
 
 /// Every path back into the guest goes through here: park if the vCPU stopped or the slice
 /// is stopping (never returning), else bring the list registers up to date.
+#[inline(always)]
 fn finish(slice: &Slice, vcpu: &Vcpu, next: Next) {
+    if !matches!(next, Next::Resume) {
+        leave(slice, vcpu, next);
+    }
+    resume(slice, vcpu);
+}
+
+/// Back to the guest: unless the slice asks this vCPU to park or end its run, with the list
+/// registers up to date.
+#[inline(always)]
+fn resume(slice: &Slice, vcpu: &Vcpu) {
+    if slice.needs_attention() {
+        attend(slice, vcpu);
+    }
+    slice.gic.sync(vcpu.index);
+}
+
+/// The vCPU stops here: CPU_OFF, or the end of the slice's run.
+#[cold]
+#[inline(never)]
+fn leave(slice: &Slice, vcpu: &Vcpu, next: Next) {
     match next {
         Next::Resume => {}
         Next::CpuOff => run::park(slice, vcpu),
         Next::End(ending) => end_run(slice, vcpu, ending),
     }
-    attend(slice, vcpu);
-    slice.gic.sync(vcpu.index);
 }
 
 /// Parks or ends the run if the slice asks for it (never returning then).
+#[cold]
+#[inline(never)]
 fn attend(slice: &Slice, vcpu: &Vcpu) {
     match slice.attention() {
         Attention::None => {}
@@ -156,6 +264,7 @@ fn end_run(slice: &Slice, vcpu: &Vcpu, ending: Ending) -> ! {
 }
 
 /// Emulated MMIO through the slice's bus; an access nothing answers is an external abort.
+#[inline(always)]
 fn mmio(
     slice: &Slice,
     vcpu: &Vcpu,
@@ -243,9 +352,9 @@ fn fault(
 }
 
 /// ICC_SGI1R_EL1 (S3_0_C12_C11_5): an IPI to vCPUs of the same slice.
-const SGI1R: (u8, u8, u8, u8, u8) = (3, 0, 12, 11, 5);
+const SGI1R: SysRegEncoding = (3, 0, 12, 11, 5);
 /// ICC_ASGI1R_EL1 and ICC_SGI0R_EL1: other SGI generators, not used by a non-secure guest.
-const OTHER_SGI_GENERATORS: [(u8, u8, u8, u8, u8); 2] = [(3, 0, 12, 11, 6), (3, 0, 12, 11, 7)];
+const OTHER_SGI_GENERATORS: [SysRegEncoding; 2] = [(3, 0, 12, 11, 6), (3, 0, 12, 11, 7)];
 fn system_register(
     slice: &Slice,
     vcpu: &Vcpu,
@@ -253,15 +362,14 @@ fn system_register(
     syndrome: &Syndrome,
     access: SysRegAccess,
 ) -> Next {
-    let encoding = (access.op0, access.op1, access.crn, access.crm, access.op2);
-    if encoding == SGI1R && !access.read {
-        vcpu.exits.count(ExitCause::Sgi);
-        let value = frame.reg(access.register);
-        slice.gic.change(|gic| gic.send_sgi(vcpu.index, value));
-        frame.skip_instruction();
+    if access.is_write_to(SGI1R) {
+        send_sgi(slice, vcpu, frame, access.register);
         return Next::Resume;
     }
-    if OTHER_SGI_GENERATORS.contains(&encoding) && !access.read {
+    if OTHER_SGI_GENERATORS
+        .iter()
+        .any(|&encoding| access.is_write_to(encoding))
+    {
         vcpu.exits.count(ExitCause::SystemRegister);
         frame.skip_instruction();
         return Next::Resume;
@@ -284,11 +392,17 @@ fn system_register(
     )
 }
 
-fn guest_irq(_frame: &mut GuestFrame) {
-    let (node, slice, vcpu) = current();
+extern "C" fn guest_irq() {
+    let (slice, vcpu) = current();
+    let node = run::node();
     let handled = irq::handle_pending(node, Some((slice, vcpu)));
     vcpu.exits
         .count(handled.first.unwrap_or(ExitCause::OtherInterrupt));
+    if handled.maintenance {
+        // Its condition (list registers drained, or a level interrupt deactivated) lasts
+        // until a pass over the list registers.
+        slice.gic.resync(vcpu.index);
+    }
     // Graceful shutdowns whose time ran out: each slice checks its own on its interrupts,
     // the manager all of them (docs/control.md, "Power key").
     slice.check_shutdown();
@@ -310,13 +424,13 @@ fn guest_irq(_frame: &mut GuestFrame) {
 }
 
 fn guest_other(frame: &mut GuestFrame, kind: &'static str) {
-    let (_, slice, vcpu) = current();
+    let (slice, vcpu) = current();
     vcpu.exits.count(ExitCause::Other);
     let ending = Ending::Fault(format!(
         "{kind} exception (pc {:#x}, vCPU {})",
         frame.pc, vcpu.index
     ));
-    finish(slice, vcpu, Next::End(ending));
+    leave(slice, vcpu, Next::End(ending));
 }
 
 /// An exception taken from EL2 itself (a hypervisor bug). A stack overflow (the access or SP

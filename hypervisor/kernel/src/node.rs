@@ -212,6 +212,11 @@ impl Node {
         Some((slice, &slice.vcpus[v]))
     }
 
+    /// Number of physical cores the node has.
+    pub fn cores(&self) -> usize {
+        self.assignment.len()
+    }
+
     /// Physical cores that run a vCPU.
     pub fn used_cores(&self) -> impl Iterator<Item = usize> + '_ {
         self.assignment

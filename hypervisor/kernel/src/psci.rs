@@ -2,7 +2,6 @@
 //! the slice, SYSTEM_OFF/RESET end the slice's run, everything else is NOT_SUPPORTED. Calls
 //! arrive by HVC or by SMC (trapped); neither ever reaches the firmware.
 
-use microvisor_arch::exceptions::GuestFrame;
 use microvisor_logic::psci::{self, AffinityState, Call, status};
 use microvisor_plan::layout::GUEST_RAM_BASE;
 
@@ -12,9 +11,32 @@ use crate::vcpu::Power;
 /// PSCI INVALID_ADDRESS (DEN0022 §5.2.2).
 const INVALID_ADDRESS: i64 = -9;
 
-/// Handles the call in the guest's x0..x3; the result goes to x0.
-pub fn handle(slice: &Slice, frame: &mut GuestFrame) -> Next {
-    let call = psci::decode([frame.x[0], frame.x[1], frame.x[2], frame.x[3]]);
+/// What a call leaves the calling vCPU to do (small, so the call path returns it in
+/// registers; [`Next`] for the rest of the exit path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Back to the guest with this result in x0.
+    Return(u64),
+    CpuOff,
+    SystemOff,
+    SystemReset,
+}
+
+impl From<Outcome> for Next {
+    fn from(outcome: Outcome) -> Next {
+        match outcome {
+            Outcome::Return(_) => Next::Resume,
+            Outcome::CpuOff => Next::CpuOff,
+            Outcome::SystemOff => Next::End(Ending::PowerOff),
+            Outcome::SystemReset => Next::End(Ending::Reset),
+        }
+    }
+}
+
+/// Handles the call whose x0..x3 are `args`; for [`Outcome::Return`] the caller puts the
+/// result in x0.
+pub fn handle(slice: &Slice, args: [u64; 4]) -> Outcome {
+    let call = psci::decode(args);
     let result: i64 = match call {
         Call::Version => psci::PSCI_VERSION_1_1 as i64,
         Call::SmcccVersion => psci::SMCCC_VERSION_1_1 as i64,
@@ -30,16 +52,15 @@ pub fn handle(slice: &Slice, frame: &mut GuestFrame) -> Next {
             target,
             lowest_level,
         } => affinity_info(slice, target, lowest_level),
-        Call::CpuOff => return Next::CpuOff,
-        Call::SystemOff => return Next::End(Ending::PowerOff),
-        Call::SystemReset => return Next::End(Ending::Reset),
+        Call::CpuOff => return Outcome::CpuOff,
+        Call::SystemOff => return Outcome::SystemOff,
+        Call::SystemReset => return Outcome::SystemReset,
         Call::MicrovisorNull => 0,
         // All-ones for an unknown selector.
         Call::MicrovisorExits { cause } => slice.exit_count(cause).unwrap_or(u64::MAX) as i64,
         Call::Unknown { .. } => status::NOT_SUPPORTED,
     };
-    frame.x[0] = result as u64;
-    Next::Resume
+    Outcome::Return(result as u64)
 }
 
 fn cpu_on(slice: &Slice, target: u64, entry: u64, context: u64) -> i64 {

@@ -3,6 +3,7 @@
 //! the vCPU stops (CPU_OFF, the end of the slice's run); a core without one idles. The node is
 //! published here once, for the exception entry points to find.
 
+use alloc::vec::Vec;
 use microvisor_arch::exceptions::{self, GuestFrame};
 use microvisor_arch::{cpu, smp, virt};
 use microvisor_logic::inventory::Region;
@@ -16,9 +17,14 @@ use crate::vcpu::Vcpu;
 
 static NODE: Once<Node> = Once::new();
 
+/// What each physical core runs, by core index, looked up once at publication: the exit path
+/// finds its slice and vCPU with one bounds-checked load.
+static HERE: Once<Vec<Option<(&'static Slice, &'static Vcpu)>>> = Once::new();
+
 /// Publishes the node (boot core, once, before any other core looks).
 pub fn publish(node: Node) -> &'static Node {
     let node = NODE.call_once(|| node);
+    HERE.call_once(|| (0..node.cores()).map(|core| node.assigned(core)).collect());
     if node.control.is_some() {
         crate::devices::control::serve(node);
     }
@@ -64,6 +70,11 @@ pub fn node() -> &'static Node {
             cpu::halt()
         }
     }
+}
+
+/// The slice and vCPU the calling core runs, if any (and once the node is published).
+pub fn here() -> Option<(&'static Slice, &'static Vcpu)> {
+    *HERE.get()?.get(cpu::core_index())?
 }
 
 /// Stops `vcpu` (the calling core's, of `slice`) and returns to the run loop.

@@ -19,7 +19,9 @@ pub enum Power {
     On,
 }
 
-/// Exits of one vCPU: by cause, and for MMIO by the slice's bus counter slot.
+/// Exits of one vCPU: by cause, and for MMIO by the slice's bus counter slot. Only the
+/// vCPU's own core counts (on its exit path), so a count is a plain load and store; other
+/// cores read them, and reset them only while the vCPU is parked.
 pub struct ExitCounters {
     causes: [AtomicU64; ExitCause::COUNT],
     mmio: [AtomicU64; MAX_REGIONS],
@@ -33,15 +35,15 @@ impl ExitCounters {
         }
     }
 
-    /// Counts one exit of `cause`.
+    /// Counts one exit of `cause` (on the vCPU's own core).
     pub fn count(&self, cause: ExitCause) {
-        self.causes[cause.index()].fetch_add(1, Ordering::Relaxed);
+        increment(&self.causes[cause.index()]);
     }
 
-    /// Counts one emulated MMIO access in bus counter slot `slot`.
+    /// Counts one emulated MMIO access in bus counter slot `slot` (on the vCPU's own core).
     pub fn count_mmio(&self, slot: usize) {
         if let Some(counter) = self.mmio.get(slot) {
-            counter.fetch_add(1, Ordering::Relaxed);
+            increment(counter);
         }
     }
 
@@ -70,6 +72,11 @@ impl ExitCounters {
         };
         sum(&self.causes) + sum(&self.mmio)
     }
+}
+
+/// Adds one to a counter only the calling core writes: no read-modify-write loop needed.
+fn increment(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 /// One vCPU of a slice.

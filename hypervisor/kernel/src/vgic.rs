@@ -1,21 +1,38 @@
 //! A slice's virtual GIC at run time: the emulated state (`microvisor_logic::vgic`) under one
 //! lock, the kicks that make other cores look at it, and the list registers of the core that
 //! runs each vCPU.
+//!
+//! Every return to a guest brings its list registers up to date ([`SliceGic::sync`]), but a
+//! pass over them (the lock, the hardware registers, the state) runs only when it can change
+//! something: when the vCPU's interrupts changed since its last pass (a flag each change sets,
+//! under the lock, before the kick) or when the guest finished an interrupt the last pass
+//! loaded (ICH_ELRSR_EL2/ICH_EISR_EL2 against the registers that pass left loaded). Otherwise
+//! the check is two loads and at most one register read, with no lock.
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 
 use microvisor_arch::{cpu, gic, vgic};
-use microvisor_logic::vgic::{MAX_LIST_REGISTERS, VcpuSet, VirtualGic, hardware_in_flight};
+use microvisor_logic::bits::members;
+use microvisor_logic::vgic::{
+    ListRegisterUpdate, MAX_LIST_REGISTERS, VcpuSet, VirtualGic, hardware_in_flight,
+};
 use spin::Mutex;
 
-/// Where each vCPU runs, and its core's list-register bookkeeping.
+/// Where each vCPU runs, and its core's list-register bookkeeping. Only `changed` is written
+/// by other cores; the rest belongs to the vCPU's own core (atomics only so the slot can be
+/// shared, all accesses relaxed).
 struct VcpuSlot {
     core: usize,
     mpidr: u64,
+    /// The vCPU's interrupts changed since its last list-register pass: set under the state
+    /// lock by whoever changed them (before any kick), cleared by the vCPU's core before a pass.
+    changed: AtomicBool,
+    /// List registers holding an interrupt after the last pass (bit n: ICH_LR<n>_EL2).
+    loaded: AtomicU16,
     /// ICH_HCR_EL2.UIE as last written (to skip needless writes).
     underflow: AtomicBool,
-    /// Virtual interrupts written to this vCPU's list registers.
+    /// Virtual interrupts made pending in this vCPU's list registers.
     injected: AtomicU64,
 }
 
@@ -37,6 +54,8 @@ impl SliceGic {
                 .map(|&(core, mpidr)| VcpuSlot {
                     core,
                     mpidr,
+                    changed: AtomicBool::new(true),
+                    loaded: AtomicU16::new(0),
                     underflow: AtomicBool::new(false),
                     injected: AtomicU64::new(0),
                 })
@@ -44,10 +63,54 @@ impl SliceGic {
         }
     }
 
-    /// Runs `change` on the state and kicks the vCPUs it names.
+    /// Runs `change` on the state and kicks the vCPUs it names (it names those whose
+    /// interrupts it changed).
     pub fn change(&self, change: impl FnOnce(&mut VirtualGic) -> VcpuSet) {
-        let kick = change(&mut self.state.lock());
-        self.kick(kick);
+        let touched = {
+            let mut state = self.state.lock();
+            let touched = change(&mut state);
+            for index in touched.iter() {
+                if let Some(slot) = self.vcpus.get(index) {
+                    slot.changed.store(true, Ordering::Release);
+                }
+            }
+            touched
+        };
+        self.kick(touched);
+    }
+
+    /// A physical PPI of the core that runs `vcpu` (its timers) fired: the virtual PPI
+    /// `intid` becomes pending, linked to the physical one. Called on that core, so nobody
+    /// needs a kick; when nothing else waits for the vCPU it goes straight back into the list
+    /// register it last used (`VirtualGic::reload_hardware`), else the next sync's pass
+    /// loads it.
+    pub fn raise_own_hardware(&self, vcpu: usize, intid: u32) {
+        let Some(slot) = self.vcpus.get(vcpu) else {
+            return;
+        };
+        let mut state = self.state.lock();
+        if let Some((n, value)) =
+            state.reload_hardware(vcpu, intid, intid, vgic::read_list_register)
+        {
+            drop(state);
+            vgic::write_list_register(n, value);
+            let injected = slot.injected.load(Ordering::Relaxed);
+            slot.injected.store(injected + 1, Ordering::Relaxed);
+            return;
+        }
+        let touched = state.raise_hardware(vcpu, intid, intid);
+        drop(state);
+        if touched.contains(vcpu) {
+            slot.changed.store(true, Ordering::Release);
+        }
+    }
+
+    /// Makes `vcpu`'s next [`sync`](Self::sync) a full pass (e.g. after a maintenance
+    /// interrupt, whose condition only a pass clears).
+    pub fn resync(&self, vcpu: usize) {
+        if let Some(slot) = self.vcpus.get(vcpu) {
+            slot.changed.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Makes the cores of `vcpus` (other than this one) look at their vCPU again.
@@ -103,38 +166,72 @@ impl SliceGic {
         vgic::reset();
         if let Some(slot) = self.vcpus.get(vcpu) {
             slot.underflow.store(false, Ordering::Relaxed);
+            slot.loaded.store(0, Ordering::Relaxed);
+            slot.changed.store(true, Ordering::Relaxed);
         }
     }
 
     /// Brings the calling core's list registers up to date with `vcpu`'s virtual interrupts.
-    /// Called before every return to the guest.
+    /// Called before every return to the guest; see the module doc for when it does nothing.
+    #[inline(always)]
     pub fn sync(&self, vcpu: usize) {
         let Some(slot) = self.vcpus.get(vcpu) else {
             return;
         };
-        let mut state = self.state.lock();
-        if !state.needs_sync(vcpu) {
-            if slot.underflow.swap(false, Ordering::Relaxed) {
-                vgic::set_control(false);
-            }
+        let loaded = slot.loaded.load(Ordering::Relaxed);
+        if !slot.changed.load(Ordering::Acquire)
+            && (loaded == 0 || loaded & vgic::finished_list_registers() == 0)
+        {
             return;
         }
+        self.update(slot, vcpu, loaded);
+    }
+
+    /// A pass over the list registers, when [`sync`](Self::sync) found it can change something.
+    #[inline(never)]
+    fn update(&self, slot: &VcpuSlot, vcpu: usize, loaded: u16) {
+        // Cleared before the pass: a change made from now on sets it again and is seen by
+        // this pass (under the lock) or the next one.
+        slot.changed.store(false, Ordering::Relaxed);
         let count = vgic::list_register_count().min(MAX_LIST_REGISTERS);
-        let mut registers = [0u64; MAX_LIST_REGISTERS];
-        for (n, value) in registers.iter_mut().enumerate().take(count) {
-            *value = vgic::read_list_register(n);
+        // Most cores have 4 list registers: a small array is cheaper to clear.
+        let update = if count <= 4 {
+            self.pass::<4>(vcpu, loaded, count)
+        } else {
+            self.pass::<MAX_LIST_REGISTERS>(vcpu, loaded, count)
+        };
+        slot.loaded.store(update.loaded, Ordering::Relaxed);
+        if update.injected != 0 {
+            let injected = slot.injected.load(Ordering::Relaxed);
+            slot.injected
+                .store(injected + u64::from(update.injected), Ordering::Relaxed);
         }
-        let update = state.sync_list_registers(vcpu, &mut registers[..count]);
-        drop(state);
-        for (n, &value) in registers.iter().enumerate().take(count) {
-            if update.changed & (1 << n) != 0 {
-                vgic::write_list_register(n, value);
-            }
+        if update.underflow {
+            // Interrupts wait for a register: keep passing until they are all loaded.
+            slot.changed.store(true, Ordering::Relaxed);
         }
-        slot.injected
-            .fetch_add(u64::from(update.changed.count_ones()), Ordering::Relaxed);
-        if slot.underflow.swap(update.underflow, Ordering::Relaxed) != update.underflow {
+        if slot.underflow.load(Ordering::Relaxed) != update.underflow {
+            slot.underflow.store(update.underflow, Ordering::Relaxed);
             vgic::set_control(update.underflow);
         }
+    }
+
+    /// One pass over `vcpu`'s first `count` (<= N) list registers, `loaded` those the last
+    /// pass left holding an interrupt: only they are read (the others hold 0, written so by
+    /// that pass or by `quiesce`), the ones the pass changes are written.
+    fn pass<const N: usize>(&self, vcpu: usize, loaded: u16, count: usize) -> ListRegisterUpdate {
+        let count = count.min(N);
+        let mut registers = [0u64; N];
+        for n in members(u128::from(loaded)).filter(|&n| n < count) {
+            registers[n] = vgic::read_list_register(n);
+        }
+        let update = self
+            .state
+            .lock()
+            .sync_list_registers(vcpu, &mut registers[..count]);
+        for n in members(u128::from(update.changed)).filter(|&n| n < count) {
+            vgic::write_list_register(n, registers[n]);
+        }
+        update
     }
 }

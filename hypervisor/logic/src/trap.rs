@@ -97,6 +97,14 @@ pub struct SysRegAccess {
     pub read: bool,
 }
 
+impl SysRegAccess {
+    /// Whether this is a write (MSR) to the register `(op0, op1, CRn, CRm, op2)`.
+    pub fn is_write_to(&self, (op0, op1, crn, crm, op2): SysRegEncoding) -> bool {
+        !self.read
+            && (self.op0, self.op1, self.crn, self.crm, self.op2) == (op0, op1, crn, crm, op2)
+    }
+}
+
 impl core::fmt::Display for SysRegAccess {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let verb = if self.read { "read of" } else { "write to" };
@@ -140,37 +148,44 @@ fn fault_ipa(hpfar: u64, far: u64) -> u64 {
     ((hpfar >> 4) & ((1 << 40) - 1)) << 12 | (far & 0xfff)
 }
 
-/// Decodes an exit from ESR_EL2, FAR_EL2 and HPFAR_EL2.
+/// Exception classes the hypervisor tells apart (ESR_ELx.EC, Arm ARM D24.2.40).
+pub mod class {
+    use aarch64_cpu::registers::ESR_EL2::EC::Value;
+    pub const HVC64: u8 = Value::HVC64 as u8;
+    pub const SMC64: u8 = Value::SMC64 as u8;
+    pub const DATA_ABORT_LOWER: u8 = Value::DataAbortLowerEL as u8;
+    pub const INSTRUCTION_ABORT_LOWER: u8 = Value::InstrAbortLowerEL as u8;
+    pub const MSR_MRS: u8 = Value::TrappedMsrMrs as u8;
+}
+
+/// The exception class of a syndrome (ESR_ELx.EC), one of [`class`]'s or another.
+#[inline]
+pub fn exception_class(esr: u64) -> u8 {
+    ((esr >> 26) & 0x3f) as u8
+}
+
+/// Decodes an exit from ESR_EL2, FAR_EL2 and HPFAR_EL2 (one match on the exception class:
+/// this runs on every synchronous exit).
+#[inline]
 pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
     let syndrome = LocalRegisterCopy::<u64, ESR_EL2::Register>::new(esr);
     let iss = syndrome.read(ESR_EL2::ISS);
-    let class = syndrome.read(ESR_EL2::EC) as u8;
-    match syndrome.read_as_enum(ESR_EL2::EC) {
-        Some(ESR_EL2::EC::Value::HVC64) => Exit::Hypercall {
+    let ec = syndrome.read(ESR_EL2::EC) as u8;
+    match ec {
+        class::HVC64 => Exit::Hypercall {
             immediate: iss as u16,
         },
-        Some(ESR_EL2::EC::Value::SMC64) => Exit::SecureMonitorCall {
+        class::SMC64 => Exit::SecureMonitorCall {
             immediate: iss as u16,
         },
-        Some(ESR_EL2::EC::Value::DataAbortLowerEL) => data_abort(iss, fault_ipa(hpfar, far)),
-        Some(ESR_EL2::EC::Value::InstrAbortLowerEL) => Exit::InstructionAbort {
+        class::DATA_ABORT_LOWER => data_abort(iss, fault_ipa(hpfar, far)),
+        class::INSTRUCTION_ABORT_LOWER => Exit::InstructionAbort {
             ipa: fault_ipa(hpfar, far),
             status: (iss & 0x3f) as u8,
         },
-        Some(ESR_EL2::EC::Value::TrappedMsrMrs) => {
-            let s = LocalRegisterCopy::<u64, SYSREG_ISS::Register>::new(iss);
-            Exit::SystemRegister(SysRegAccess {
-                op0: s.read(SYSREG_ISS::OP0) as u8,
-                op1: s.read(SYSREG_ISS::OP1) as u8,
-                crn: s.read(SYSREG_ISS::CRN) as u8,
-                crm: s.read(SYSREG_ISS::CRM) as u8,
-                op2: s.read(SYSREG_ISS::OP2) as u8,
-                register: s.read(SYSREG_ISS::RT) as u8,
-                read: s.is_set(SYSREG_ISS::READ),
-            })
-        }
-        _ if AARCH32_COPROCESSOR_CLASSES.contains(&class) => Exit::Coprocessor { class },
-        _ => Exit::Other { class },
+        class::MSR_MRS => Exit::SystemRegister(system_register(iss)),
+        _ if AARCH32_COPROCESSOR_CLASSES.contains(&ec) => Exit::Coprocessor { class: ec },
+        _ => Exit::Other { class: ec },
     }
 }
 
@@ -178,6 +193,66 @@ pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
 /// (0x04), MCR/MRC CP14 (0x05), LDC/STC CP14 (0x06), MRRC CP14 (0x0C) (Arm ARM D24.2.40).
 const AARCH32_COPROCESSOR_CLASSES: [u8; 5] = [0x03, 0x04, 0x05, 0x06, 0x0c];
 
+/// A system register by its encoding `(op0, op1, CRn, CRm, op2)`.
+pub type SysRegEncoding = (u8, u8, u8, u8, u8);
+
+/// The ESR_EL2 bits of a trapped MSR (a write) to `register`, without its Rt: the class and the
+/// ISS fields of `SYSREG_ISS` (Arm ARM D24.2.43).
+const fn msr_syndrome((op0, op1, crn, crm, op2): SysRegEncoding) -> u64 {
+    (class::MSR_MRS as u64) << 26
+        | (op0 as u64) << 20
+        | (op2 as u64) << 17
+        | (op1 as u64) << 14
+        | (crn as u64) << 10
+        | (crm as u64) << 1
+}
+
+/// The bits [`msr_syndrome`] fixes: the class and the ISS but Rt (bits 9:5).
+const MSR_SYNDROME_MASK: u64 = 0x3f << 26 | 0x3f_ffff & !(0x1f << 5);
+
+/// The register Rt of a trapped MSR to `register` that `esr` describes, if it is one: one
+/// compare for the exit path of the guest's IPIs (what [`decode`] would say as
+/// `Exit::SystemRegister` with that encoding, `read: false`).
+#[inline]
+pub fn written_register(esr: u64, register: SysRegEncoding) -> Option<u8> {
+    (esr & MSR_SYNDROME_MASK == msr_syndrome(register)).then_some(((esr >> 5) & 0x1f) as u8)
+}
+
+/// The trapped MSR/MRS a syndrome describes, if it is one (what [`decode`] would return as
+/// `Exit::SystemRegister`), for the exit path of the trapped SGI writes.
+#[inline]
+pub fn system_register_access(esr: u64) -> Option<SysRegAccess> {
+    (exception_class(esr) == class::MSR_MRS).then(|| system_register(esr & 0x1ff_ffff))
+}
+
+#[inline]
+fn system_register(iss: u64) -> SysRegAccess {
+    let s = LocalRegisterCopy::<u64, SYSREG_ISS::Register>::new(iss);
+    SysRegAccess {
+        op0: s.read(SYSREG_ISS::OP0) as u8,
+        op1: s.read(SYSREG_ISS::OP1) as u8,
+        crn: s.read(SYSREG_ISS::CRN) as u8,
+        crm: s.read(SYSREG_ISS::CRM) as u8,
+        op2: s.read(SYSREG_ISS::OP2) as u8,
+        register: s.read(SYSREG_ISS::RT) as u8,
+        read: s.is_set(SYSREG_ISS::READ),
+    }
+}
+
+/// The emulated MMIO access a data abort from a lower EL describes, if it is one (what
+/// [`decode`] would return as `Exit::Mmio`), for the exit path that sees most of them.
+#[inline]
+pub fn mmio_access(esr: u64, far: u64, hpfar: u64) -> Option<MmioAccess> {
+    if exception_class(esr) != class::DATA_ABORT_LOWER {
+        return None;
+    }
+    match data_abort(esr & 0x1ff_ffff, fault_ipa(hpfar, far)) {
+        Exit::Mmio(access) => Some(access),
+        _ => None,
+    }
+}
+
+#[inline]
 fn data_abort(iss: u64, ipa: u64) -> Exit {
     let s = LocalRegisterCopy::<u64, DABT_ISS::Register>::new(iss);
     let write = s.is_set(DABT_ISS::WNR);
@@ -234,6 +309,66 @@ mod tests {
         assert_eq!(access.ipa, 0x0900_0000);
         assert_eq!((access.width, access.register, access.write), (4, 1, true));
         assert_eq!(access.write_value(0xffff_ffff_1234_5678), 0x1234_5678);
+    }
+
+    /// The exit path's shortcuts agree with `decode`: the class, and the MMIO access of a
+    /// data abort (none for one without a syndrome, a stage-1 walk or another class).
+    #[test]
+    fn shortcuts_agree_with_decode() {
+        let hpfar = (0x0900_0000u64 >> 12) << 4;
+        let with_syndrome = 1 << 24 | 2 << 22 | 3 << 16 | 0x07;
+        // MSR ICC_SGI1R_EL1, X5 (op0 3, op1 0, CRn 12, CRm 11, op2 5, Rt 5, write).
+        let sgi1r = 3 << 20 | 5 << 17 | 12 << 10 | 11 << 1 | 5 << 5;
+        for esr in [
+            0x24 << EC_SHIFT | IL | with_syndrome,
+            0x24 << EC_SHIFT | IL | 0x07,
+            0x24 << EC_SHIFT | IL | with_syndrome | 1 << 7,
+            0x20 << EC_SHIFT | IL | with_syndrome,
+            0x16 << EC_SHIFT | IL,
+            0x18 << EC_SHIFT | IL | sgi1r,
+            0x18 << EC_SHIFT | IL | sgi1r | 1,
+        ] {
+            let exit = decode(esr, 0x0900_0018, hpfar);
+            let access = match exit {
+                Exit::Mmio(access) => Some(access),
+                _ => None,
+            };
+            assert_eq!(mmio_access(esr, 0x0900_0018, hpfar), access, "{esr:#x}");
+            let register = match exit {
+                Exit::SystemRegister(access) => Some(access),
+                _ => None,
+            };
+            assert_eq!(system_register_access(esr), register, "{esr:#x}");
+            let sgi = (3, 0, 12, 11, 5);
+            assert_eq!(
+                written_register(esr, sgi),
+                register.filter(|r| r.is_write_to(sgi)).map(|r| r.register),
+                "{esr:#x}"
+            );
+            assert_eq!(u64::from(exception_class(esr)), esr >> EC_SHIFT);
+        }
+        assert_eq!(exception_class(0x16 << EC_SHIFT | IL), class::HVC64);
+        assert_eq!(exception_class(0x24 << EC_SHIFT), class::DATA_ABORT_LOWER);
+        let access = system_register_access(0x18 << EC_SHIFT | IL | sgi1r).unwrap();
+        assert_eq!(
+            (access.op0, access.op1, access.crn, access.crm, access.op2),
+            (3, 0, 12, 11, 5)
+        );
+        assert_eq!((access.register, access.read), (5, false));
+        // Another register, another Rt, a read: no match for SGI1R.
+        let asgi1r = 3 << 20 | 6 << 17 | 12 << 10 | 11 << 1 | 30 << 5;
+        assert_eq!(
+            written_register(0x18 << EC_SHIFT | IL | asgi1r, (3, 0, 12, 11, 5)),
+            None
+        );
+        assert_eq!(
+            written_register(0x18 << EC_SHIFT | IL | asgi1r, (3, 0, 12, 11, 6)),
+            Some(30)
+        );
+        assert_eq!(
+            written_register(0x18 << EC_SHIFT | IL | sgi1r | 1, (3, 0, 12, 11, 5)),
+            None
+        );
     }
 
     #[test]

@@ -174,6 +174,28 @@ pub fn run(ws: &Workspace, artifacts: &Artifacts, plan: &Plan) -> Result<Results
         }
         metrics.push(m);
     }
+    // 6b. IPI round trip: two vCPUs, each SGI answered by one (issue 14's peer, Xen 4.17
+    // dom0less on the same QEMU: 1618 instructions above native).
+    eprintln!("bench: IPI round trip in a slice");
+    let ipi_slice = ipi_run(ws, artifacts, &dirs, false)?;
+    eprintln!("bench: IPI round trip natively");
+    let ipi_native = ipi_run(ws, artifacts, &dirs, true)?;
+    let (s, n) = (find(&ipi_slice, "ipi")?, find(&ipi_native, "ipi")?);
+    let mut ipi = Metric::new(
+        "ipi",
+        "IPI round trip, above native",
+        s.value - n.value,
+        "insn",
+        Goal::Below(1618.0),
+    )
+    .with_detail("slice", s.value)
+    .with_detail("native", n.value)
+    .with_note("two vCPUs (two cores natively): an SGI to the other CPU, waiting in WFI, answered from its IRQ handler with an SGI back; every instruction of both cores per round trip, minus the native round trip; goal: the peer (Xen) in issue 14");
+    if let (Some(&exits), Some(&n)) = (s.extra.get("exits"), s.extra.get("n")) {
+        ipi = ipi.with_detail("exits", exits as f64 / n.max(1) as f64);
+    }
+    metrics.push(ipi);
+
     let (s, n) = (find(&slice, "workload")?, find(&native, "workload")?);
     ensure!(
         s.extra.get("checksum") == n.extra.get("checksum"),
@@ -432,26 +454,52 @@ fn micro_run(
     dirs: &Dirs,
     native: bool,
 ) -> Result<Vec<BenchLine>> {
-    let cmdline = format!(
-        "heartbeat=0 nvme=0 bench=null-hvc,mmio-read,timer-irq,workload workload-mib={WORKLOAD_MIB}"
-    );
-    let (name, cmd) = if native {
+    let benches = format!("null-hvc,mmio-read,timer-irq,workload workload-mib={WORKLOAD_MIB}");
+    let name = if native {
+        "micro-native"
+    } else {
+        "micro-slice"
+    };
+    probe_run(ws, artifacts, dirs, name, native, 1, &benches)
+}
+
+/// The IPI round trip on a two-core machine, in a two-vCPU slice or the probe alone.
+fn ipi_run(
+    ws: &Workspace,
+    artifacts: &Artifacts,
+    dirs: &Dirs,
+    native: bool,
+) -> Result<Vec<BenchLine>> {
+    let name = if native { "ipi-native" } else { "ipi-slice" };
+    probe_run(ws, artifacts, dirs, name, native, 2, "ipi")
+}
+
+/// The probe's `bench=<benches>` on a node of `cores` cores: in a slice of as many vCPUs (and
+/// 160 MiB), or alone (EL1, with its own EL2 stub answering HVC).
+fn probe_run(
+    ws: &Workspace,
+    artifacts: &Artifacts,
+    dirs: &Dirs,
+    name: &str,
+    native: bool,
+    cores: u32,
+    benches: &str,
+) -> Result<Vec<BenchLine>> {
+    let cmdline = format!("heartbeat=0 nvme=0 bench={benches}");
+    let cmd = if native {
         let elf = std::fs::read(&artifacts.probe)?;
         let flat = crate::flat::elf_to_flat(&elf)?;
-        let img = dirs.file("micro-native.img");
+        let img = dirs.file(&format!("{name}.img"));
         std::fs::write(&img, flat.bytes)?;
-        let node = Node::inline("micro-native", 1, MICRO_MIB << 20);
-        (
-            "micro-native",
-            command(ws, &node, &img, true, Some(cmdline))?,
-        )
+        let node = Node::inline(name, cores, MICRO_MIB << 20);
+        command(ws, &node, &img, true, Some(cmdline))?
     } else {
         let plan = format!(
-            "[[slice]]\nname = \"bench\"\ncores = 1\nmemory = \"{MICRO_MIB}MiB\"\nkernel = \"probe\"\ncmdline = \"{cmdline}\"\n"
+            "[[slice]]\nname = \"bench\"\ncores = {cores}\nmemory = \"{MICRO_MIB}MiB\"\nkernel = \"probe\"\ncmdline = \"{cmdline}\"\n"
         );
-        let img = image(artifacts, dirs, "micro-slice", &plan)?;
-        let node = Node::inline("micro-slice", 1, 512 << 20);
-        ("micro-slice", command(ws, &node, &img, true, None)?)
+        let img = image(artifacts, dirs, name, &plan)?;
+        let node = Node::inline(name, cores, 512 << 20);
+        command(ws, &node, &img, true, None)?
     };
     let lines = capture(
         cmd,

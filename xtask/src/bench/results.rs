@@ -14,6 +14,8 @@ pub enum Goal {
     AtMost(f64),
     /// The value should be at least this.
     AtLeast(f64),
+    /// The value should be below this (strictly: the peer's figure to beat).
+    Below(f64),
     /// No numeric goal (reported only).
     None,
 }
@@ -23,6 +25,7 @@ impl Goal {
         match self {
             Goal::AtMost(x) => format!("<= {} {unit}", number(x)),
             Goal::AtLeast(x) => format!(">= {} {unit}", number(x)),
+            Goal::Below(x) => format!("< {} {unit}", number(x)),
             Goal::None => "-".into(),
         }
     }
@@ -31,6 +34,7 @@ impl Goal {
         match self {
             Goal::AtMost(x) => Some(value <= x),
             Goal::AtLeast(x) => Some(value >= x),
+            Goal::Below(x) => Some(value < x),
             Goal::None => None,
         }
     }
@@ -245,6 +249,10 @@ mod tests {
         assert_eq!(r.metrics[2].met, None);
         let m = Metric::new("x", "x", 1.0, "s", Goal::None);
         assert_eq!((m.goal.as_str(), m.met), ("-", None));
+        let below = |v| Metric::new("ipi", "ipi", v, "insn", Goal::Below(1618.0));
+        assert_eq!(below(1617.0).met, Some(true));
+        assert_eq!(below(1618.0).met, Some(false));
+        assert_eq!(below(1.0).goal, "< 1618 insn");
     }
 
     #[test]

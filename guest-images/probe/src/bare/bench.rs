@@ -15,15 +15,16 @@ use aarch64_cpu::registers::{
     CNTP_CTL_EL0, CNTP_CVAL_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0, Readable, Writeable,
 };
 use microvisor_probe::bench::{
-    self, Bench, CALL_ITERATIONS, Line, PerOp, TIMER_DELAY_TICKS, TIMER_ITERATIONS,
+    self, Bench, CALL_ITERATIONS, IPI_ITERATIONS, Line, PerOp, TIMER_DELAY_TICKS, TIMER_ITERATIONS,
 };
 use microvisor_probe::cmdline::Options;
 use microvisor_probe::dt::Platform;
+use microvisor_probe::gic::{SELF_TEST_SGI, SgiRequest};
 use microvisor_probe::memplan::Range;
 use microvisor_probe::verdict::{TimerCheck, TimerResult};
 
 use super::console::println;
-use super::{gic, psci, timer};
+use super::{attacks, gic, psci, smp, timer};
 
 /// The microvisor's null hypercall (SMC64 vendor hypervisor range).
 const MICROVISOR_NULL: u64 = 0xC600_0001;
@@ -364,6 +365,100 @@ fn timer_irq() {
     );
 }
 
+/// SGI the `ipi` receiver answers with.
+const PONG_SGI: u8 = 6;
+/// How long one round trip may take before the benchmark gives up (1 s of counter).
+const IPI_TIMEOUT_TICKS: u64 = 1_000_000_000;
+
+/// Waits, IRQs masked between looks, until the boot CPU has taken more than `before`
+/// answers; false after `deadline`. WFI wakes for a pending IRQ even while it is masked;
+/// the IRQ is then taken by unmasking for a moment.
+fn wait_for_pong(before: u32, deadline: u64) -> bool {
+    loop {
+        if gic::sgis_taken(PONG_SGI).0 != before {
+            return true;
+        }
+        if timer::now() > deadline {
+            return false;
+        }
+        timer::wait_for_interrupt(deadline);
+        gic::take_pending_irqs();
+    }
+}
+
+/// `IPI_ITERATIONS` round trips: an SGI to the receiver (the vCPU after the boot CPU, which
+/// waits in WFI), which answers with an SGI to the boot CPU (also waiting in WFI) from its
+/// IRQ handler. The counter counts every instruction of both CPUs (and of the hypervisor on
+/// their cores) while one of them works, so the value is the instructions per round trip.
+fn ipi(platform: &Platform, boot_index: usize) {
+    let Some(receiver) = attacks::sgi_receiver(platform, boot_index) else {
+        println!("BENCH ipi FAILED one-cpu");
+        return;
+    };
+    let Some(target) = smp::seen(receiver) else {
+        println!("BENCH ipi FAILED receiver-offline");
+        return;
+    };
+    let deadline = timer::now() + timer::ticks_from_ms(2000);
+    let setup = loop {
+        match gic::receiver_setup() {
+            Some(setup) => break setup,
+            None if timer::now() > deadline => {
+                println!("BENCH ipi FAILED receiver-setup-timeout");
+                return;
+            }
+            None => timer::pause(),
+        }
+    };
+    let gic = gic::Gic::from_platform();
+    if let Err(e) = setup
+        .and_then(|()| gic.enable_distributor().map(|_| ()))
+        .and_then(|()| gic::prepare_receiver(&gic, PONG_SGI))
+    {
+        println!("BENCH ipi FAILED gic {e}");
+        return;
+    }
+    gic::set_echo(SgiRequest::to(smp::own_affinity(), PONG_SGI).value());
+    let ping = SgiRequest::to(target, SELF_TEST_SGI).value();
+    let round_trip = || {
+        let before = gic::sgis_taken(PONG_SGI).0;
+        gic::send_sgi(ping).is_ok() && wait_for_pong(before, timer::now() + IPI_TIMEOUT_TICKS)
+    };
+    // One round trip first: both CPUs' paths warm, the receiver surely asleep.
+    if !round_trip() {
+        gic::set_echo(0);
+        println!("BENCH ipi FAILED no-answer");
+        return;
+    }
+    let exits_before = exits_total();
+    let start = timer::now();
+    let mut answered = true;
+    for _ in 0..IPI_ITERATIONS {
+        answered &= round_trip();
+    }
+    let ticks = timer::now().wrapping_sub(start);
+    let exits_after = exits_total();
+    gic::set_echo(0);
+    if !answered {
+        println!("BENCH ipi FAILED no-answer");
+        return;
+    }
+    let mut extra = [("n", IPI_ITERATIONS), ("exits", 0)];
+    let shown = match (exits_before, exits_after) {
+        (Some(a), Some(b)) => {
+            extra[1].1 = b.saturating_sub(a).saturating_sub(1);
+            2
+        }
+        _ => 1,
+    };
+    print_line(
+        "ipi",
+        &PerOp::new(ticks, IPI_ITERATIONS),
+        "insn",
+        &extra[..shown],
+    );
+}
+
 /// The workload over the RAM after the footprint (2 MiB aligned).
 fn workload(platform: &Platform, image: Range, mib: u64) {
     let Some(ram) = platform
@@ -399,7 +494,13 @@ fn workload(platform: &Platform, image: Range, mib: u64) {
 }
 
 /// Runs the benchmarks of `options` in order.
-pub fn run(options: &Options, platform: &Platform, image: Range, entry_ticks: u64) {
+pub fn run(
+    options: &Options,
+    platform: &Platform,
+    image: Range,
+    entry_ticks: u64,
+    boot_index: usize,
+) {
     if options.benches().is_empty() {
         return;
     }
@@ -417,6 +518,7 @@ pub fn run(options: &Options, platform: &Platform, image: Range, entry_ticks: u6
                 call_line("mmio-read", insn, pmu, exits);
             }
             Bench::TimerIrq => timer_irq(),
+            Bench::Ipi => ipi(platform, boot_index),
             Bench::Workload => workload(platform, image, options.workload_mib),
         }
     }

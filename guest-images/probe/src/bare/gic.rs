@@ -16,7 +16,7 @@ use microvisor_probe::MAX_CPUS;
 use microvisor_probe::dt::{DEFAULT_GIC, GicLayout};
 use microvisor_probe::gic::{
     DEFAULT_PRIORITY, FIRST_SPECIAL_INTID, GICD_CTLR, GICR_WAKER, ICC_CTLR, ICC_SRE, RECEIVER_PMR,
-    RedistributorType, gicd, gicr,
+    RedistributorType, SELF_TEST_SGI, gicd, gicr,
 };
 pub use microvisor_probe::gic_attacks::GicError;
 use tock_registers::LocalRegisterCopy;
@@ -260,6 +260,16 @@ static RECEIVER: AtomicUsize = AtomicUsize::new(NO_RECEIVER);
 /// What the receiver's setup gave, once it ran.
 static RECEIVER_SETUP: spin::Once<Result<(), GicError>> = spin::Once::new();
 
+/// ICC_SGI1R_EL1 value the receiver sends for each [`SELF_TEST_SGI`] it takes (0: none):
+/// the answer of the `ipi` benchmark.
+static ECHO: AtomicU64 = AtomicU64::new(0);
+
+/// Makes the receiver answer every [`SELF_TEST_SGI`] it takes with the SGI `sgi1r` names
+/// (0: stop answering).
+pub fn set_echo(sgi1r: u64) {
+    ECHO.store(sgi1r, Ordering::Release);
+}
+
 /// SGIs taken, per INTID.
 static SGI_COUNT: [AtomicU32; 16] = [const { AtomicU32::new(0) }; 16];
 /// Affinity of the CPU that took the last SGI, per INTID.
@@ -397,6 +407,11 @@ pub extern "C" fn irq() {
         Some(count) => {
             SGI_TAKEN_BY[intid as usize].store(smp::own_affinity(), Ordering::Release);
             count.fetch_add(1, Ordering::AcqRel);
+            let echo = ECHO.load(Ordering::Acquire);
+            if intid == u64::from(SELF_TEST_SGI) && echo != 0 {
+                // An SGI that cannot be sent shows as a missing answer.
+                let _ = send_sgi(echo);
+            }
         }
         None => {
             OTHER_IRQS.fetch_add(1, Ordering::Relaxed);

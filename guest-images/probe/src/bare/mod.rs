@@ -146,7 +146,10 @@ pub extern "C" fn boot_main(
     let own = smp::own_affinity();
     let boot_index = platform.cpus().iter().position(|&m| m == own).unwrap_or(0);
     smp::mark_online(boot_index);
-    if options.attacks().contains(&Attack::SgiSelfTest)
+    if (options.attacks().contains(&Attack::SgiSelfTest)
+        || options
+            .benches()
+            .contains(&microvisor_probe::bench::Bench::Ipi))
         && let Some(receiver) = attacks::sgi_receiver(platform, boot_index)
     {
         gic::arm_receiver(receiver);
@@ -285,7 +288,7 @@ pub extern "C" fn boot_main(
         conduit,
         boot_index,
     };
-    bench::run(&options, platform, image, entry_ticks);
+    bench::run(&options, platform, image, entry_ticks, boot_index);
     attacks::run(options.attacks(), &ctx);
     nvme_attacks::release_flipper();
     sweep::release_racer();

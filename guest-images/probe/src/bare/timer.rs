@@ -95,6 +95,17 @@ pub fn sleep_until(deadline: u64) {
     }
 }
 
+/// Waits for an interrupt (one that is pending wakes the CPU even while masked), or until
+/// `deadline` where WFIT exists: a wait that is never answered cannot stop the clock of a
+/// machine whose CPUs all sleep.
+pub fn wait_for_interrupt(deadline: u64) {
+    if uses_wfit() {
+        wfit(deadline);
+    } else {
+        aarch64_cpu::asm::wfi();
+    }
+}
+
 /// Sleeps about `us` microseconds.
 pub fn sleep_us(us: u64) {
     sleep_until(now().saturating_add(

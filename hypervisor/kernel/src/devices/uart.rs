@@ -24,6 +24,10 @@ struct State {
     line: LineBuffer,
     /// Console input waiting for room in the PL011's 32-byte receive FIFO.
     pending_input: VecDeque<u8>,
+    /// The interrupt level last given to the vGIC (None: not since the reset). Only this
+    /// state, under its lock, sets the line; the vGIC's own reset comes with the devices'
+    /// reset at a start, when the PL011's interrupts are masked and its level low.
+    applied: Option<bool>,
 }
 
 impl State {
@@ -32,6 +36,7 @@ impl State {
             device: VirtualPl011::new(),
             line: LineBuffer::new(),
             pending_input: VecDeque::new(),
+            applied: None,
         }
     }
 
@@ -49,9 +54,14 @@ impl State {
     /// cores (a vCPU reading DR, the core taking console input) that computed their levels
     /// under the lock but applied them after it could otherwise leave the line low with bytes
     /// in the FIFO, and the guest would never read them.
-    fn apply_level(&self, gic: &SliceGic) {
+    /// The vGIC is only told of a change (most accesses, e.g. every poll of the flag
+    /// register, leave the level as it was).
+    fn apply_level(&mut self, gic: &SliceGic) {
         let level = self.device.interrupt_pending();
-        gic.change(|g| g.set_level(Pl011Node::INTID, level));
+        if self.applied != Some(level) {
+            self.applied = Some(level);
+            gic.change(|g| g.set_level(Pl011Node::INTID, level));
+        }
     }
 }
 

@@ -16,8 +16,6 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::bits::members;
-
 mod list_registers;
 mod registers;
 mod state;
@@ -39,38 +37,81 @@ pub const MAX_LIST_REGISTERS: usize = 16;
 /// Bytes of one vCPU's redistributor (RD_base + SGI_base).
 pub const REDISTRIBUTOR_SIZE: u64 = 0x2_0000;
 
-/// A set of vCPUs (by index) whose cores must look at their list registers again.
+/// A set of vCPUs (by index, 0..128) whose cores must look at their list registers again.
+/// Two 64-bit words kept apart (the low one holds every vCPU of slices up to 64 vCPUs): every
+/// exit that touches the vGIC builds and walks one, and 128-bit shifts cost several
+/// instructions each on aarch64.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VcpuSet(u128);
+pub struct VcpuSet {
+    low: u64,
+    high: u64,
+}
 
 impl VcpuSet {
-    pub const EMPTY: VcpuSet = VcpuSet(0);
+    pub const EMPTY: VcpuSet = VcpuSet { low: 0, high: 0 };
 
-    pub fn with(self, vcpu: usize) -> VcpuSet {
-        VcpuSet(self.0 | 1u128.checked_shl(vcpu as u32).unwrap_or(0))
+    /// The set with `vcpu` (unchanged for an index past 127).
+    pub fn with(mut self, vcpu: usize) -> VcpuSet {
+        match vcpu {
+            0..64 => self.low |= 1 << vcpu,
+            64..128 => self.high |= 1 << (vcpu - 64),
+            _ => {}
+        }
+        self
     }
 
     pub fn union(self, other: VcpuSet) -> VcpuSet {
-        VcpuSet(self.0 | other.0)
+        VcpuSet {
+            low: self.low | other.low,
+            high: self.high | other.high,
+        }
     }
 
     pub fn contains(self, vcpu: usize) -> bool {
-        self.0 & 1u128.checked_shl(vcpu as u32).unwrap_or(0) != 0
+        match vcpu {
+            0..64 => self.low & 1 << vcpu != 0,
+            64..128 => self.high & 1 << (vcpu - 64) != 0,
+            _ => false,
+        }
     }
 
     pub fn is_empty(self) -> bool {
-        self.0 == 0
+        self.low | self.high == 0
     }
 
     /// The set without `vcpu`.
-    pub fn without(self, vcpu: usize) -> VcpuSet {
-        VcpuSet(self.0 & !1u128.checked_shl(vcpu as u32).unwrap_or(0))
+    pub fn without(mut self, vcpu: usize) -> VcpuSet {
+        match vcpu {
+            0..64 => self.low &= !(1 << vcpu),
+            64..128 => self.high &= !(1 << (vcpu - 64)),
+            _ => {}
+        }
+        self
     }
 
     /// The members, lowest first; costs one step per member (it runs on every exit that
-    /// touches the vGIC, usually with no member at all).
-    pub fn iter(self) -> impl Iterator<Item = usize> {
-        members(self.0)
+    /// touches the vGIC, usually with one member or none).
+    pub fn iter(self) -> VcpuSet {
+        self
+    }
+}
+
+/// A set iterates over its members, lowest first, taking them out as it goes.
+impl Iterator for VcpuSet {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.low != 0 {
+            let member = self.low.trailing_zeros() as usize;
+            self.low &= self.low - 1;
+            Some(member)
+        } else if self.high != 0 {
+            let member = self.high.trailing_zeros() as usize;
+            self.high &= self.high - 1;
+            Some(64 + member)
+        } else {
+            None
+        }
     }
 }
 
@@ -81,6 +122,8 @@ pub struct VirtualGic {
     spis: Vec<Spi>,
     /// SPIs the slice owns (bit n = INTID 32 + n).
     owned: u128,
+    /// Pending SPIs (bit n = INTID 32 + n), only ever owned ones.
+    spi_pending: u128,
     vcpus: Vec<VcpuState>,
     /// vCPUs whose interrupts changed since their last list-register pass.
     dirty: VcpuSet,
@@ -105,6 +148,7 @@ impl VirtualGic {
                 SPIS
             ],
             owned,
+            spi_pending: 0,
             vcpus: (0..vcpus).map(|_| VcpuState::new()).collect(),
             dirty: VcpuSet::EMPTY,
             mbi: false,
@@ -141,9 +185,26 @@ mod tests {
 
     #[test]
     fn vcpu_sets_list_their_members_in_order() {
-        let set = VcpuSet::EMPTY.with(127).with(0).with(5).with(200);
-        assert_eq!(set.iter().collect::<Vec<_>>(), [0, 5, 127]);
+        let set = VcpuSet::EMPTY.with(127).with(0).with(5).with(200).with(64);
+        assert_eq!(set.iter().collect::<Vec<_>>(), [0, 5, 64, 127]);
         assert_eq!(VcpuSet::EMPTY.iter().count(), 0);
+        assert!(set.contains(64) && set.contains(127) && !set.contains(63));
+        assert!(!set.contains(200), "only 128 vCPUs");
+        assert_eq!(
+            set.without(64).without(300).iter().collect::<Vec<_>>(),
+            [0, 5, 127]
+        );
+        assert!(
+            set.without(0)
+                .without(5)
+                .without(64)
+                .without(127)
+                .is_empty()
+        );
+        assert_eq!(
+            VcpuSet::EMPTY.with(1).union(VcpuSet::EMPTY.with(100)),
+            VcpuSet::EMPTY.with(100).with(1)
+        );
     }
 }
 

@@ -89,10 +89,8 @@ impl VirtualGic {
             }
             gicd::CLRSPI_NSR if self.mbi => {
                 let intid = value as u32 & 0x3ff;
-                if intid >= SPI_BASE
-                    && let Some(irq) = self.irq_mut(0, intid)
-                {
-                    irq.pending = false;
+                if intid >= SPI_BASE {
+                    self.set_pending(0, intid, false);
                 }
                 VcpuSet::EMPTY
             }
@@ -266,7 +264,7 @@ impl VirtualGic {
                     BitRegister::Group => irq.group1,
                     BitRegister::SetEnable | BitRegister::ClearEnable => irq.enabled,
                     BitRegister::SetPending | BitRegister::ClearPending => {
-                        irq.pending || (!irq.edge && irq.level)
+                        self.is_pending(vcpu, intid) || (!irq.edge && irq.level)
                     }
                     BitRegister::SetActive | BitRegister::ClearActive => irq.in_list_register,
                 });
@@ -290,17 +288,25 @@ impl VirtualGic {
                 continue;
             }
             let destination = self.destination(vcpu, intid);
-            let Some(irq) = self.irq_mut(vcpu, intid) else {
-                continue;
-            };
             match kind {
-                BitRegister::Group => irq.group1 = set,
-                BitRegister::SetEnable => irq.enabled = true,
-                BitRegister::ClearEnable => irq.enabled = false,
-                BitRegister::SetPending => irq.pending = true,
-                BitRegister::ClearPending => irq.pending = false,
+                BitRegister::SetPending | BitRegister::ClearPending => {
+                    if self.irq(vcpu, intid).is_none() {
+                        continue;
+                    }
+                    self.set_pending(vcpu, intid, kind == BitRegister::SetPending);
+                }
                 // Active state lives in the list registers; the guest's view is not writable.
                 BitRegister::SetActive | BitRegister::ClearActive => continue,
+                BitRegister::Group | BitRegister::SetEnable | BitRegister::ClearEnable => {
+                    let Some(irq) = self.irq_mut(vcpu, intid) else {
+                        continue;
+                    };
+                    match kind {
+                        BitRegister::Group => irq.group1 = set,
+                        BitRegister::SetEnable => irq.enabled = true,
+                        _ => irq.enabled = false,
+                    }
+                }
             }
             kick = kick.with(destination);
         }

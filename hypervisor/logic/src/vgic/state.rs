@@ -9,8 +9,6 @@ use super::{INTIDS, MAX_LIST_REGISTERS, PRIVATE, SPI_BASE, VcpuSet, VirtualGic};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Irq {
     pub(super) enabled: bool,
-    /// Pending and not yet in a list register.
-    pub(super) pending: bool,
     /// Active as far as the guest's register view goes (set while held in a list register).
     pub(super) in_list_register: bool,
     pub(super) priority: u8,
@@ -27,7 +25,6 @@ pub(super) struct Irq {
 impl Irq {
     pub(super) const RESET: Irq = Irq {
         enabled: false,
-        pending: false,
         in_list_register: false,
         priority: 0,
         group1: false,
@@ -48,9 +45,14 @@ impl Irq {
 #[derive(Clone, Debug)]
 pub(super) struct VcpuState {
     pub(super) private: [Irq; PRIVATE],
+    /// Bit n: private INTID n is pending (waiting to be loaded, or pending again while in a
+    /// list register). A list-register pass looks only at these bits, never at every INTID.
+    pub(super) pending: u32,
     pub(super) processor_sleep: bool,
     /// INTID held by each list register, as last written.
     pub(super) list_registers: [Option<u32>; MAX_LIST_REGISTERS],
+    /// Bit n: `list_registers[n]` holds an interrupt.
+    pub(super) loaded: u16,
 }
 
 impl VcpuState {
@@ -59,8 +61,10 @@ impl VcpuState {
         private[..16].iter_mut().for_each(|irq| *irq = Irq::sgi());
         Self {
             private,
+            pending: 0,
             processor_sleep: true,
             list_registers: [None; MAX_LIST_REGISTERS],
+            loaded: 0,
         }
     }
 }
@@ -76,6 +80,37 @@ pub(super) struct Spi {
 impl VirtualGic {
     pub(super) fn owns_spi(&self, intid: u32) -> bool {
         (SPI_BASE..INTIDS).contains(&intid) && self.owned & (1 << (intid - SPI_BASE)) != 0
+    }
+
+    /// Whether `intid` is pending for `vcpu` (for an SPI: pending at all).
+    pub(super) fn is_pending(&self, vcpu: usize, intid: u32) -> bool {
+        if intid < SPI_BASE {
+            self.vcpus
+                .get(vcpu)
+                .is_some_and(|v| v.pending & 1 << intid != 0)
+        } else {
+            self.owns_spi(intid) && self.spi_pending & 1 << (intid - SPI_BASE) != 0
+        }
+    }
+
+    /// Makes `intid` pending for `vcpu` or not; INTIDs the slice does not have are ignored.
+    pub(super) fn set_pending(&mut self, vcpu: usize, intid: u32, pending: bool) {
+        if intid < SPI_BASE {
+            if let Some(v) = self.vcpus.get_mut(vcpu) {
+                v.pending = if pending {
+                    v.pending | 1 << intid
+                } else {
+                    v.pending & !(1 << intid)
+                };
+            }
+        } else if self.owns_spi(intid) {
+            let bit = 1u128 << (intid - SPI_BASE);
+            self.spi_pending = if pending {
+                self.spi_pending | bit
+            } else {
+                self.spi_pending & !bit
+            };
+        }
     }
 
     /// The interrupt `intid` as seen by `vcpu` (private ones are per vCPU).
@@ -112,28 +147,24 @@ impl VirtualGic {
 
     /// Makes an edge interrupt pending (an SPI, or `vcpu`'s SGI/PPI).
     pub fn raise(&mut self, vcpu: usize, intid: u32) -> VcpuSet {
-        match self.irq_mut(vcpu, intid) {
-            Some(irq) => {
-                irq.pending = true;
-                let target = VcpuSet::EMPTY.with(self.destination(vcpu, intid));
-                self.mark(target)
-            }
-            None => VcpuSet::EMPTY,
+        if self.irq(vcpu, intid).is_none() {
+            return VcpuSet::EMPTY;
         }
+        self.set_pending(vcpu, intid, true);
+        let target = VcpuSet::EMPTY.with(self.destination(vcpu, intid));
+        self.mark(target)
     }
 
     /// A physical PPI/SPI routed to `vcpu`'s core fired: it becomes pending with the HW link,
     /// so the guest's deactivation deactivates `physical` too.
     pub fn raise_hardware(&mut self, vcpu: usize, intid: u32, physical: u32) -> VcpuSet {
-        match self.irq_mut(vcpu, intid) {
-            Some(irq) => {
-                irq.pending = true;
-                irq.hardware = Some(physical);
-                let target = VcpuSet::EMPTY.with(self.destination(vcpu, intid));
-                self.mark(target)
-            }
-            None => VcpuSet::EMPTY,
-        }
+        let Some(irq) = self.irq_mut(vcpu, intid) else {
+            return VcpuSet::EMPTY;
+        };
+        irq.hardware = Some(physical);
+        self.set_pending(vcpu, intid, true);
+        let target = VcpuSet::EMPTY.with(self.destination(vcpu, intid));
+        self.mark(target)
     }
 
     /// Sets the level of a level-sensitive virtual SPI (the emulated PL011's line).
@@ -143,18 +174,16 @@ impl VirtualGic {
             return VcpuSet::EMPTY;
         }
         let target = self.destination(0, intid);
-        match self.irq_mut(0, intid) {
-            Some(irq) if irq.level != level => {
-                irq.level = level;
-                if level && !irq.edge && !irq.in_list_register {
-                    irq.pending = true;
-                } else if !level && !irq.edge {
-                    irq.pending = false;
-                }
-                self.mark(VcpuSet::EMPTY.with(target))
-            }
-            _ => VcpuSet::EMPTY,
+        let Some(irq) = self.irq_mut(0, intid).filter(|irq| irq.level != level) else {
+            return VcpuSet::EMPTY;
+        };
+        irq.level = level;
+        if level && !irq.edge && !irq.in_list_register {
+            self.set_pending(0, intid, true);
+        } else if !level && !irq.edge {
+            self.set_pending(0, intid, false);
         }
+        self.mark(VcpuSet::EMPTY.with(target))
     }
 
     /// A trapped ICC_SGI1R_EL1 write from `sender` (§12.2.23): the SGI becomes pending on every
@@ -194,11 +223,13 @@ impl VirtualGic {
         let Some(state) = self.vcpus.get_mut(vcpu) else {
             return Vec::new();
         };
+        let pending = state.pending;
         let in_flight = state
             .private
             .iter()
-            .filter(|irq| irq.pending || irq.in_list_register)
-            .filter_map(|irq| irq.hardware)
+            .enumerate()
+            .filter(|&(intid, irq)| pending & 1 << intid != 0 || irq.in_list_register)
+            .filter_map(|(_, irq)| irq.hardware)
             .collect();
         *state = VcpuState::new();
         self.dirty = self.dirty.without(vcpu);
