@@ -33,8 +33,10 @@ pub fn wait_for_interrupt() {
     asm::wfi();
 }
 
-/// Sends an event to all cores (wakes WFE).
+/// Sends an event to all cores (wakes WFE), after this core's earlier stores are visible to
+/// them (DSB ISHST), so a core woken by it sees what changed.
 pub fn send_event() {
+    barrier::dsb(barrier::ISHST);
     asm::sev();
 }
 
