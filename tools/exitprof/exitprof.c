@@ -34,7 +34,7 @@ static const char *out_path = "exitprof.txt";
 #define CPUS 64
 
 /* guest: instructions the vCPU ran outside the hypervisor's image before these exits, summed */
-struct exit_rec { uint32_t len; uint64_t count; uint32_t *seq; uint64_t hash; uint64_t guest; };
+struct exit_rec { uint32_t len; uint64_t count; uint32_t *seq; uint64_t hash; uint64_t guest; unsigned vcpu; };
 static struct exit_rec *recs;
 static size_t nrecs, caprecs;
 
@@ -50,9 +50,10 @@ static uint64_t hash_seq(uint32_t *s, uint32_t n)
 
 static void finish(struct cpu *c)
 {
-    uint64_t h = hash_seq(c->seq, c->len);
+    unsigned vcpu = (unsigned)(c - cpus);
+    uint64_t h = hash_seq(c->seq, c->len) ^ vcpu;
     for (size_t i = 0; i < nrecs; i++)
-        if (recs[i].hash == h && recs[i].len == c->len &&
+        if (recs[i].hash == h && recs[i].len == c->len && recs[i].vcpu == vcpu &&
             !memcmp(recs[i].seq, c->seq, c->len * 4)) {
             recs[i].count++;
             recs[i].guest += c->guest_before;
@@ -61,6 +62,7 @@ static void finish(struct cpu *c)
     if (nrecs == caprecs) { caprecs = caprecs ? caprecs * 2 : 256; recs = realloc(recs, caprecs * sizeof *recs); }
     recs[nrecs].len = c->len; recs[nrecs].count = 1; recs[nrecs].hash = h;
     recs[nrecs].guest = c->guest_before;
+    recs[nrecs].vcpu = vcpu;
     recs[nrecs].seq = malloc(c->len * 4 + 4);
     memcpy(recs[nrecs].seq, c->seq, c->len * 4);
     nrecs++;
@@ -116,8 +118,8 @@ static void at_exit(qemu_plugin_id_t id, void *p)
     FILE *f = fopen(out_path, "w");
     if (!f) return;
     for (size_t i = 0; i < nrecs; i++) {
-        fprintf(f, "exit %llu %u %llu\n", (unsigned long long)recs[i].count, recs[i].len,
-                (unsigned long long)recs[i].guest);
+        fprintf(f, "exit %llu %u %llu %u\n", (unsigned long long)recs[i].count, recs[i].len,
+                (unsigned long long)recs[i].guest, recs[i].vcpu);
         for (uint32_t j = 0; j < recs[i].len && j < MAXLEN; j++) fprintf(f, "%x\n", recs[i].seq[j]);
     }
     fclose(f);

@@ -87,7 +87,8 @@ def load_profile(path):
             if line.startswith('exit'):
                 fields = line.split()
                 guest = int(fields[3]) if len(fields) > 3 else 0
-                current = (int(fields[1]), [], guest)
+                core = int(fields[4]) if len(fields) > 4 else 0
+                current = (int(fields[1]), [], guest, core)
                 exits.append(current)
             else:
                 current[1].append(int(line, 16))
@@ -135,22 +136,22 @@ def run(args):
 def report(args, profile):
     table = symbols()
     exits = load_profile(profile)
-    shown = [i for i, (count, _, _) in enumerate(exits) if count >= args.min_count]
+    shown = [i for i, (count, _, _, _) in enumerate(exits) if count >= args.min_count]
     print(f'\n{len(exits)} distinct exit paths; those that ran at least {args.min_count} times:')
     header = ''.join(f'{s:>9}' for s, _ in STAGES) + f'{"glue":>9}{"total":>9}{"guest":>9}'
-    print(f'{"#":>3}{"runs":>7}  {header}  first handler')
+    print(f'{"#":>3}{"core":>5}{"runs":>7}  {header}  first handler')
     for i in shown:
-        count, seq, guest = exits[i]
+        count, seq, guest, core = exits[i]
         by_stage = collections.Counter(stage_of(function_of(table, o)) for o in seq)
         handler = next((function_of(table, o) for o in seq
                         if stage_of(function_of(table, o)) in ('device', 'irq')), '-')
         cells = ''.join(f'{by_stage.get(s, 0):>9}' for s, _ in STAGES)
         short = re.sub(r'microvisor_(kernel|logic)::', '', handler)
-        print(f'{i:>3}{count:>7}  {cells}{by_stage.get("handler glue", 0):>9}{len(seq):>9}'
+        print(f'{i:>3}{core:>5}{count:>7}  {cells}{by_stage.get("handler glue", 0):>9}{len(seq):>9}'
               f'{guest / count:>9.0f}  {short}')
     if args.functions:
         for i in shown:
-            count, seq, _ = exits[i]
+            count, seq, _, _ = exits[i]
             print(f'\nexit #{i} ({count} runs, {len(seq)} instructions), by function:')
             for name, n in collections.Counter(function_of(table, o) for o in seq).most_common():
                 print(f'{n:7}  {name}')
@@ -162,7 +163,7 @@ def report(args, profile):
             m = re.match(r'\s*([0-9a-f]+):\s+(.*)', line)
             if m:
                 dis[int(m.group(1), 16)] = m.group(2).strip()
-        count, seq, _ = exits[args.trace]
+        count, seq, _, _ = exits[args.trace]
         print(f'\nexit #{args.trace} ({count} runs, {len(seq)} instructions):')
         last = None
         for o in seq:

@@ -16,6 +16,7 @@ use microvisor_logic::stacks;
 use microvisor_logic::trap::{self, Exit, MmioAccess, SysRegAccess, SysRegEncoding};
 use microvisor_plan::model::OnFault;
 
+use crate::node::Node;
 use crate::slice::{Attention, Ending, Next, Slice};
 use crate::vcpu::Vcpu;
 use crate::{irq, output, psci, run};
@@ -392,6 +393,16 @@ fn system_register(
     )
 }
 
+/// The manager's interrupts also check every slice's graceful shutdown.
+#[inline(never)]
+fn poll_control(node: &Node, slice: &Slice) {
+    if let Some(control) = &node.control
+        && control.manager == slice.index
+    {
+        control.poll(&node.slices);
+    }
+}
+
 extern "C" fn guest_irq() {
     let (slice, vcpu) = current();
     let node = run::node();
@@ -406,10 +417,8 @@ extern "C" fn guest_irq() {
     // Graceful shutdowns whose time ran out: each slice checks its own on its interrupts,
     // the manager all of them (docs/control.md, "Power key").
     slice.check_shutdown();
-    if let Some(control) = &node.control
-        && control.manager == slice.index
-    {
-        control.poll(&node.slices);
+    if slice.role.is_manager() {
+        poll_control(node, slice);
     }
     if slice.needs_attention() {
         // Parking or ending never returns: the maintenance interrupt is finished first (if

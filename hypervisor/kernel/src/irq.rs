@@ -27,8 +27,8 @@ pub struct Handled {
 pub fn handle_pending(node: &Node, running: Option<(&Slice, &Vcpu)>) -> Handled {
     let mut handled = Handled::default();
     while let Some(intid) = gic::acknowledge() {
-        // The guest's timers are most of the interrupts a running core takes: handled here,
-        // everything else out of line.
+        // The guest's timers and the kicks (IPIs between its vCPUs) are most of the
+        // interrupts a running core takes: handled here, everything else out of line.
         let cause = match (intid, running) {
             (VIRTUAL_TIMER_PPI | PHYSICAL_TIMER_PPI, Some((slice, vcpu))) => {
                 // Priority drop only: the guest's EOI of the virtual interrupt deactivates the
@@ -36,6 +36,11 @@ pub fn handle_pending(node: &Node, running: Option<(&Slice, &Vcpu)>) -> Handled 
                 gic::end_of_interrupt(intid);
                 slice.gic.raise_own_hardware(vcpu.index, intid);
                 ExitCause::Timer
+            }
+            (HYPERVISOR_SGI, _) => {
+                // What it announces is in the vCPU's changed flag: the exit path's sync.
+                gic::complete(intid);
+                ExitCause::Kick
             }
             _ => other(node, running, intid, &mut handled),
         };
@@ -53,10 +58,6 @@ fn other(
     handled: &mut Handled,
 ) -> ExitCause {
     match intid {
-        HYPERVISOR_SGI => {
-            gic::complete(intid);
-            ExitCause::Kick
-        }
         MAINTENANCE_PPI => {
             if running.is_some() {
                 gic::end_of_interrupt(intid);

@@ -218,13 +218,6 @@ pub fn written_register(esr: u64, register: SysRegEncoding) -> Option<u8> {
     (esr & MSR_SYNDROME_MASK == msr_syndrome(register)).then_some(((esr >> 5) & 0x1f) as u8)
 }
 
-/// The trapped MSR/MRS a syndrome describes, if it is one (what [`decode`] would return as
-/// `Exit::SystemRegister`), for the exit path of the trapped SGI writes.
-#[inline]
-pub fn system_register_access(esr: u64) -> Option<SysRegAccess> {
-    (exception_class(esr) == class::MSR_MRS).then(|| system_register(esr & 0x1ff_ffff))
-}
-
 #[inline]
 fn system_register(iss: u64) -> SysRegAccess {
     let s = LocalRegisterCopy::<u64, SYSREG_ISS::Register>::new(iss);
@@ -338,7 +331,6 @@ mod tests {
                 Exit::SystemRegister(access) => Some(access),
                 _ => None,
             };
-            assert_eq!(system_register_access(esr), register, "{esr:#x}");
             let sgi = (3, 0, 12, 11, 5);
             assert_eq!(
                 written_register(esr, sgi),
@@ -349,7 +341,9 @@ mod tests {
         }
         assert_eq!(exception_class(0x16 << EC_SHIFT | IL), class::HVC64);
         assert_eq!(exception_class(0x24 << EC_SHIFT), class::DATA_ABORT_LOWER);
-        let access = system_register_access(0x18 << EC_SHIFT | IL | sgi1r).unwrap();
+        let Exit::SystemRegister(access) = decode(0x18 << EC_SHIFT | IL | sgi1r, 0, 0) else {
+            panic!("not a system register exit")
+        };
         assert_eq!(
             (access.op0, access.op1, access.crn, access.crm, access.op2),
             (3, 0, 12, 11, 5)
