@@ -12,6 +12,7 @@ use aarch64_cpu::registers::{
     ELR_EL1, ELR_EL2, ESR_EL1, ESR_EL2, FAR_EL1, FAR_EL2, HPFAR_EL2, ID_AA64MMFR1_EL1,
     ID_AA64PFR1_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1, VBAR_EL2,
 };
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU64, Ordering};
 use microvisor_logic::inject::{self, EntryFeatures, GuestException, Trapped, Undeliverable};
 use spin::Once;
@@ -36,7 +37,6 @@ pub struct GuestFrame {
 
 /// Size of a saved frame, used by the assembly below.
 const FRAME_SIZE: usize = core::mem::size_of::<GuestFrame>();
-const _: () = assert!(core::mem::size_of::<CallFrame>() == FRAME_SIZE);
 const _: () = assert!(FRAME_SIZE == 272 && FRAME_SIZE.is_multiple_of(16));
 
 impl GuestFrame {
@@ -71,27 +71,46 @@ impl GuestFrame {
 }
 
 /// What the exit path of a guest's HVC saves: the registers a call may clobber (x0-x18, x30)
-/// and the return state. x19-x29 are never stored: the handler is a C-ABI function, which
-/// preserves them, so they are still the guest's when the vector returns (a handler that
-/// never returns, parking the vCPU, does not need them either). Only what an SMCCC call
-/// reads and writes is reachable: arguments x0-x3 and the result in x0.
-#[repr(transparent)]
-pub struct CallFrame(GuestFrame);
+/// and the return state, at the offsets a [`GuestFrame`] has them. x19-x29 are never stored:
+/// the handler is a C-ABI function, which preserves them, so they are still the guest's when
+/// the vector returns (a handler that never returns, parking the vCPU, does not need them
+/// either); their slots hold whatever the stack held. Only what an SMCCC call reads and
+/// writes is reachable: arguments x0-x3 and the result in x0.
+#[repr(C)]
+pub struct CallFrame {
+    /// x0..x18.
+    x: [u64; 19],
+    /// Where x19..x29 would be: not saved.
+    _unsaved: [MaybeUninit<u64>; 11],
+    x30: u64,
+    /// ELR_EL2: where the guest resumes (after the HVC).
+    pc: u64,
+    /// SPSR_EL2.
+    pstate: u64,
+    _padding: MaybeUninit<u64>,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<CallFrame>() == FRAME_SIZE);
+    assert!(core::mem::offset_of!(CallFrame, x30) == core::mem::offset_of!(GuestFrame, x) + 30 * 8);
+    assert!(core::mem::offset_of!(CallFrame, pc) == core::mem::offset_of!(GuestFrame, pc));
+    assert!(core::mem::offset_of!(CallFrame, pstate) == core::mem::offset_of!(GuestFrame, pstate));
+};
 
 impl CallFrame {
     /// The call's function ID and first three arguments (x0-x3).
     pub fn args(&self) -> [u64; 4] {
-        [self.0.x[0], self.0.x[1], self.0.x[2], self.0.x[3]]
+        [self.x[0], self.x[1], self.x[2], self.x[3]]
     }
 
     /// The result the guest finds in x0.
     pub fn set_result(&mut self, x0: u64) {
-        self.0.x[0] = x0;
+        self.x[0] = x0;
     }
 
     /// Where the guest resumes (after the HVC).
     pub fn pc(&self) -> u64 {
-        self.0.pc
+        self.pc
     }
 }
 
