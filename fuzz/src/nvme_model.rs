@@ -256,6 +256,8 @@ impl NvmeBackend for Node {
         Ok(())
     }
 
+    fn fence(&mut self) {}
+
     fn dma_page(&mut self, queue: u16, slot: u16) -> DmaPage<'_> {
         let index = self.page_index(queue, slot);
         DmaPage {

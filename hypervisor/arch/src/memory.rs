@@ -610,6 +610,13 @@ pub fn store_barrier() {
     unsafe { core::arch::asm!("dmb ishst", options(nostack)) };
 }
 
+/// Orders the CPU's earlier loads and stores before its later ones as other cores see them
+/// (e.g. a store that tells a guest whether to ring before a load of what it wrote).
+pub fn full_barrier() {
+    // SAFETY: a barrier has no memory effects of its own.
+    unsafe { core::arch::asm!("dmb ish", options(nostack)) };
+}
+
 /// A hypervisor-owned byte range that lives for the rest of the run (its image and bundle).
 ///
 /// # Safety

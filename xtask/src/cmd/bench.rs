@@ -28,6 +28,9 @@ pub struct Args {
     /// Run only the network benchmark.
     #[arg(long)]
     pub net_only: bool,
+    /// Run only the NVMe benchmark (a Linux slice against the same Linux natively).
+    #[arg(long, conflicts_with_all = ["net_only", "no_linux"])]
+    pub nvme_only: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -41,6 +44,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             skip_linux: args.no_linux,
             net: args.net,
             net_only: args.net_only,
+            nvme_only: args.nvme_only,
         },
     )?;
     let text = crate::bench::report(&ws, &results, args.compare.as_deref(), args.plot)?;

@@ -7,7 +7,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use microvisor_arch::memory::{SharedMemory, store_barrier};
+use microvisor_arch::memory::{SharedMemory, full_barrier, store_barrier};
 use microvisor_arch::{cpu, pci::barrier};
 use microvisor_logic::guest_dt::map;
 use microvisor_logic::nvme::{
@@ -118,6 +118,10 @@ impl NvmeBackend for Backend<'_> {
         self.ram.write(offset, data).map_err(|_| GuestMemoryFault)?;
         store_barrier();
         Ok(())
+    }
+
+    fn fence(&mut self) {
+        full_barrier();
     }
 
     fn dma_page(&mut self, queue: u16, slot: u16) -> DmaPage<'_> {

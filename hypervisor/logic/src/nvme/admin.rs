@@ -229,7 +229,9 @@ impl VirtualNvme {
             event_indexes: Ipa(event_indexes),
         });
         for qid in 1..self.sqs.len() {
-            if let Some(tail) = self.sqs[qid].map(|sq| sq.tail) {
+            if let Some(sq) = self.sqs[qid].as_mut() {
+                sq.quiet = false;
+                let tail = sq.tail;
                 self.write_event_index(env, 2 * qid, tail);
             }
             if self.cqs[qid].is_some() {
@@ -504,6 +506,7 @@ impl VirtualNvme {
             cq: cq as u16,
             outstanding: 0,
             deleting: None,
+            quiet: false,
         });
         Ok(0)
     }

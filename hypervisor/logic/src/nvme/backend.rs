@@ -36,6 +36,10 @@ pub trait NvmeBackend {
     /// each): completion entries are written in two calls so the phase tag lands last.
     fn write_guest(&mut self, ipa: Ipa, data: &[u8]) -> Result<(), GuestMemoryFault>;
 
+    /// A full barrier: the guest writes before it are visible to the slice's vCPUs before the
+    /// guest reads after it are made (a shadow EventIdx store, then a shadow tail load).
+    fn fence(&mut self);
+
     /// The DMA page of command slot `slot` (0 to queue depth - 2) of hardware queue `queue`.
     fn dma_page(&mut self, queue: u16, slot: u16) -> DmaPage<'_>;
 

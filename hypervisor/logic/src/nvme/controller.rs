@@ -116,6 +116,9 @@ pub(super) struct SubmissionQueue {
     pub outstanding: u16,
     /// Being deleted by the admin command with this CID, once `outstanding` reaches zero.
     pub deleting: Option<u16>,
+    /// Its shadow EventIdx tells the guest not to ring ([`EVENT_INDEX_NEVER`]): commands of
+    /// this SQ are outstanding, and the exit that completes them reads the shadow tail.
+    pub quiet: bool,
 }
 
 /// A guest completion queue (ID 0 is the admin queue).
@@ -195,6 +198,8 @@ pub(super) struct Work {
     pub flush: u128,
     /// Guest I/O SQs to fetch from.
     pub refetch: u128,
+    /// Guest I/O SQs whose shadow tail to read and whose EventIdx to set before returning.
+    settle: u128,
     /// Hardware queues (by index) to ring.
     ring: u128,
     /// MSI-X vectors to signal.
@@ -206,10 +211,18 @@ pub(super) struct Work {
 /// The guest writes its new tails and heads to `doorbells` and rings the real doorbell only
 /// when the EventIdx the controller keeps in `event_indexes` asks for it. Used for I/O queues.
 ///
-/// The controller asks for every SQ tail (it has no other way to learn of new commands) and
-/// for no CQ head: it reads the shadow head whenever it needs room in a CQ, and asks for a
-/// ring only while completions wait for room. That removes the CQ head doorbell exit of
-/// every completion batch.
+/// SQ tails: while an SQ has commands outstanding, an exit is bound to come for it (their
+/// completion interrupt, or the CQ head ring a full CQ asked for), and that exit reads the
+/// shadow tail and fetches what the guest queued meanwhile; so the guest is told not to ring
+/// ([`EVENT_INDEX_NEVER`]). Once none are outstanding, its next tail must ring (EventIdx =
+/// the tail), and the shadow tail is read once more after that store (with a full barrier,
+/// as the guest has between its shadow write and its EventIdx read), so a tail written before
+/// the guest could see the new EventIdx is not missed. A batch submitted while earlier
+/// commands are in flight then costs no doorbell exit (`VirtualNvme::settle_sq`).
+///
+/// CQ heads: the controller asks for none: it reads the shadow head whenever it needs room in
+/// a CQ, and asks for a ring only while completions wait for room. That removes the CQ head
+/// doorbell exit of every completion batch.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct ShadowDoorbells {
     pub doorbells: Ipa,
@@ -232,6 +245,10 @@ pub struct CompletionSummary {
     /// count is a physical controller or kernel bug worth reporting.
     pub unexpected: usize,
 }
+
+/// Rounds of shadow-tail reading one call makes before it only sets EventIdx
+/// ([`VirtualNvme::settle_sq`]): a guest that behaves needs two.
+const SETTLE_ROUNDS: u32 = 4;
 
 /// The virtual NVMe controller of one slice.
 #[derive(Debug)]
@@ -538,6 +555,7 @@ impl VirtualNvme {
             cq: 0,
             outstanding: 0,
             deleting: None,
+            quiet: false,
         });
         let mut admin_cq = CompletionQueue::new(Ipa(self.acq), cq_size, 0, true);
         admin_cq.sqs = 1;
@@ -655,8 +673,6 @@ impl VirtualNvme {
             if qid == 0 {
                 work.flush |= 1;
             } else {
-                // The next tail the guest writes to its shadow doorbell rings again.
-                self.write_event_index(env, 2 * qid, value as u16);
                 self.fetch_io(env, qid, work);
             }
         } else {
@@ -674,6 +690,7 @@ impl VirtualNvme {
     /// as its hardware queue has free slots.
     fn fetch_io(&mut self, env: &mut impl NvmeBackend, qid: usize, work: &mut Work) {
         let queue = qid - 1;
+        work.settle |= 1 << qid;
         loop {
             let Some(sq) = self.sqs[qid].as_mut() else {
                 return;
@@ -869,6 +886,65 @@ impl VirtualNvme {
         }
     }
 
+    /// Brings I/O SQ `qid` in line with its shadow doorbell (see [`ShadowDoorbells`]): with
+    /// `read`, takes a tail the guest wrote there without ringing (and fetches from it);
+    /// then sets the EventIdx for the guest's next tail: out of reach while commands are
+    /// outstanding, the tail itself when none are, followed by one more look at the shadow.
+    fn settle_sq(&mut self, env: &mut impl NvmeBackend, qid: usize, read: bool, work: &mut Work) {
+        let Some(sq) = self.sqs.get(qid).copied().flatten() else {
+            return;
+        };
+        if sq.deleting.is_some() {
+            return;
+        }
+        if read && self.take_shadow_tail(env, qid) {
+            // Fetching settles this SQ again, in the next round.
+            return self.fetch_io(env, qid, work);
+        }
+        if sq.outstanding > 0 {
+            if !sq.quiet {
+                self.write_event_index(env, 2 * qid, EVENT_INDEX_NEVER);
+                self.set_quiet(qid, true);
+            }
+            return;
+        }
+        self.write_event_index(env, 2 * qid, sq.tail);
+        self.set_quiet(qid, false);
+        if read {
+            env.fence();
+            if self.take_shadow_tail(env, qid) {
+                self.fetch_io(env, qid, work);
+            }
+        }
+    }
+
+    fn set_quiet(&mut self, qid: usize, quiet: bool) {
+        if let Some(sq) = self.sqs[qid].as_mut() {
+            sq.quiet = quiet;
+        }
+    }
+
+    /// Reads I/O SQ `qid`'s shadow tail; a valid one (inside the queue) that differs from the
+    /// tail the controller knows becomes its tail. Anything else is ignored: a guest that
+    /// writes a bogus shadow tail only delays its own commands.
+    fn take_shadow_tail(&mut self, env: &mut impl NvmeBackend, qid: usize) -> bool {
+        let Some(at) = self.shadow_entry(|s| s.doorbells, 2 * qid) else {
+            return false;
+        };
+        let mut raw = [0u8; 4];
+        if env.read_guest(at, &mut raw).is_err() {
+            return false;
+        }
+        let value = u32::from_le_bytes(raw);
+        match self.sqs[qid].as_mut() {
+            Some(sq) if value < u32::from(sq.size) && value != u32::from(sq.tail) => {
+                sq.tail = value as u16;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Writes EventIdx `index` (doorbell numbering) when shadow doorbells are on.
     pub(super) fn write_event_index(&self, env: &mut impl NvmeBackend, index: usize, value: u16) {
         if let Some(at) = self.shadow_entry(|s| s.event_indexes, index) {
@@ -890,6 +966,9 @@ impl VirtualNvme {
             return;
         };
         queue.outstanding -= 1;
+        if sq != 0 {
+            work.settle |= 1 << sq;
+        }
         if queue.outstanding == 0
             && let Some(cid) = queue.deleting
         {
@@ -1077,21 +1156,38 @@ impl VirtualNvme {
     }
 
     /// Does what `work` asks until nothing is left: post completions, fetch commands that
-    /// now have slots, then ring each hardware queue once and signal each vector once.
+    /// now have slots, settle the SQs' shadow doorbells, then ring each hardware queue once
+    /// and signal each vector once.
     fn finish(&mut self, env: &mut impl NvmeBackend, mut work: Work) {
-        // Posting frees slots (more to fetch); fetching may complete refused commands (more
-        // to post). Both only consume guest entries, so this ends.
+        let mut round = 0;
         loop {
-            if let Some(qid) = members(work.flush).next() {
-                work.flush &= !(1 << qid);
-                self.flush_cq(env, qid, &mut work);
-            } else if let Some(qid) = members(work.refetch).next() {
-                work.refetch &= !(1 << qid);
-                if qid > 0 && qid < self.sqs.len() {
-                    self.fetch_io(env, qid, &mut work);
+            // Posting frees slots (more to fetch); fetching may complete refused commands
+            // (more to post). Both only consume guest entries, so this ends.
+            loop {
+                if let Some(qid) = members(work.flush).next() {
+                    work.flush &= !(1 << qid);
+                    self.flush_cq(env, qid, &mut work);
+                } else if let Some(qid) = members(work.refetch).next() {
+                    work.refetch &= !(1 << qid);
+                    if qid > 0 && qid < self.sqs.len() {
+                        self.fetch_io(env, qid, &mut work);
+                    }
+                } else {
+                    break;
                 }
-            } else {
+            }
+            let settle = core::mem::take(&mut work.settle);
+            if settle == 0 || self.shadow.is_none() {
                 break;
+            }
+            // A new shadow tail found means more fetching, and another round. A guest that
+            // keeps rewriting its shadow tail as it is read gets a bounded number of rounds;
+            // the last one only sets EventIdx (and may miss a tail written meanwhile, which
+            // delays only that guest's commands until it rings).
+            round += 1;
+            let read = round <= SETTLE_ROUNDS;
+            for qid in members(settle) {
+                self.settle_sq(env, qid, read, &mut work);
             }
         }
         self.after_drain(env, &mut work);

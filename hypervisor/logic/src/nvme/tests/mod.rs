@@ -74,6 +74,11 @@ pub struct Node {
     share: NamespaceShare,
     /// Guest memory writes, for "nothing written after reset" checks.
     pub guest_writes: usize,
+    /// Full barriers the controller asked for.
+    pub fences: usize,
+    /// What another vCPU of the guest writes at each fence (a u32 at an IPA, one per fence):
+    /// a store that lands between the controller's EventIdx store and its next load.
+    pub at_fence: VecDeque<(u64, u32)>,
 }
 
 impl Node {
@@ -99,6 +104,8 @@ impl Node {
             slots,
             share: ns,
             guest_writes: 0,
+            fences: 0,
+            at_fence: VecDeque::new(),
         }
     }
 
@@ -337,6 +344,13 @@ impl NvmeBackend for Node {
         self.ram_at(ipa.0, data.len()).copy_from_slice(data);
         self.guest_writes += 1;
         Ok(())
+    }
+
+    fn fence(&mut self) {
+        self.fences += 1;
+        if let Some((ipa, value)) = self.at_fence.pop_front() {
+            self.ram_at(ipa, 4).copy_from_slice(&value.to_le_bytes());
+        }
     }
 
     fn dma_page(&mut self, queue: u16, slot: u16) -> DmaPage<'_> {
