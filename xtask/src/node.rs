@@ -82,7 +82,7 @@ pub struct Node {
     pub cores: u32,
     /// RAM in bytes (`-m`), a multiple of 1 MiB.
     pub memory: u64,
-    /// GIC version (`gic-version=`); only 3 for now.
+    /// GIC version (`gic-version=`); 3, or 4 for GICv4.0.
     pub gic_version: u32,
     /// The node's default plan, if it names one.
     pub plan: Option<PathBuf>,
@@ -315,9 +315,9 @@ impl Node {
             "memory: {} bytes is not a whole number of MiB >= 128 MiB",
             self.memory
         );
-        if self.gic_version != 3 {
+        if !matches!(self.gic_version, 3 | 4) {
             bail!(
-                "gic-version: {} is not supported yet (only 3)",
+                "gic-version: {} is not supported (3, or 4 for GICv4.0)",
                 self.gic_version
             );
         }
@@ -472,6 +472,22 @@ size = "8GiB"
         );
         assert_eq!(node.disks, vec![Disk { size: 8 << 30 }]);
         assert_eq!(node.iommu, None);
+    }
+
+    #[test]
+    fn takes_gic_version_3_or_4() {
+        let v4 = DENSE.replace("gic-version = 3", "gic-version = 4");
+        assert_eq!(
+            Node::from_toml("x", &v4, Path::new("."))
+                .unwrap()
+                .gic_version,
+            4
+        );
+        for other in ["2", "5"] {
+            let text = DENSE.replace("gic-version = 3", &format!("gic-version = {other}"));
+            let err = Node::from_toml("x", &text, Path::new(".")).unwrap_err();
+            assert!(format!("{err:#}").contains("gic-version"), "{err:#}");
+        }
     }
 
     #[test]

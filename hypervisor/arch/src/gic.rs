@@ -57,6 +57,7 @@ register_bitfields![u64,
     GICR_TYPER [
         VLPIS OFFSET(1) NUMBITS(1) [],
         LAST OFFSET(4) NUMBITS(1) [],
+        RVPEID OFFSET(7) NUMBITS(1) [],
         AFFINITY OFFSET(32) NUMBITS(32) []
     ]
 ];
@@ -190,6 +191,49 @@ pub unsafe fn init(gic: &GicInventory) -> Result<(), GicError> {
         redistributors_end: gic.redistributors.end(),
     });
     Ok(())
+}
+
+/// The GIC architecture version the node's redistributors implement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// GICv3: LPIs, no virtual LPIs.
+    V3,
+    /// GICv4.0: virtual LPIs (GICR_TYPER.VLPIS), directly injected by the ITS into resident
+    /// vPEs.
+    V4_0,
+    /// GICv4.1: also vPE IDs in the redistributors (GICR_TYPER.RVPEID) and virtual SGIs.
+    V4_1,
+}
+
+impl Version {
+    /// The name the boot banner gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Version::V3 => "GICv3",
+            Version::V4_0 => "GICv4.0",
+            Version::V4_1 => "GICv4.1",
+        }
+    }
+}
+
+/// The version the first redistributor reports (a GIC's redistributors all implement the
+/// same one), once [`init`] has run.
+pub fn version() -> Option<Version> {
+    let gic = GIC.get()?;
+    // SAFETY: `init` was given the redistributor region, mapped as Device memory; its first
+    // frame starts with an RD_base register block.
+    let rd = unsafe { &*(gic.redistributors_base as *const RedistributorRegisters) };
+    let typer = rd.typer.extract();
+    Some(
+        match (
+            typer.is_set(GICR_TYPER::VLPIS),
+            typer.is_set(GICR_TYPER::RVPEID),
+        ) {
+            (false, _) => Version::V3,
+            (true, false) => Version::V4_0,
+            (true, true) => Version::V4_1,
+        },
+    )
 }
 
 /// Waits (at most [`GIC_TIMEOUT`]) until `done`; `what` names the register bit waited for.

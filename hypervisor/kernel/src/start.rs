@@ -112,10 +112,11 @@ fn banner(info: &BootInfo) {
         ""
     };
     hv!(
-        "microvisor {}: {} cores, {} RAM, GICv3 at {:#x}, PL011 at {:#x}, PSCI {:#x} via {conduit}{forced_write_back}",
+        "microvisor {}: {} cores, {} RAM, {} at {:#x}, PL011 at {:#x}, PSCI {:#x} via {conduit}{forced_write_back}",
         env!("CARGO_PKG_VERSION"),
         inv.cpus.len(),
         HumanSize(inv.ram_total()),
+        gic::version().unwrap_or(gic::Version::V3).name(),
         inv.gic.distributor.base,
         inv.uart.registers.base,
         firmware::version(inv.psci),
