@@ -164,13 +164,18 @@ fn small_node_boots_its_default_plan() {
 #[test]
 fn gicv4_node_boots_its_default_plan() {
     // GICv4.0 hardware (QEMU `gic-version=4`): the banner names it, the redistributors'
-    // larger frames are walked, the hypervisor's NVMe completion LPIs go through the GICv4
-    // ITS, and the slices' virtual GICv3 works as on a GICv3 node.
+    // larger frames are walked, the ITS gets a vPE table, the hypervisor's NVMe completion
+    // LPIs go through the GICv4 ITS, and the slices' virtual GICv3 works as on a GICv3 node.
     Scenario::new("gicv4_node")
         .node("gicv4")
         .all_healthy()
         .expect(Expect::line(hv(
             r"^microvisor \S+: 4 cores, 1 GiB RAM, GICv4\.0 at 0x8000000, ",
+        )))
+        // The ITS maps an event to a virtual LPI of a vPE and an INT reaches the vPE's
+        // virtual pending table: the commands direct injection is built on.
+        .expect(Expect::line(hv(
+            r"^gic: GICv4\.0 ITS maps events to virtual LPIs \(checked at boot\)$",
         )))
         .expect(partition_table(&[
             "slice left cores 0-1 ram 0x78000000-0x80000000 (128 MiB) kernel probe",

@@ -40,7 +40,13 @@ const CACHEABLE_WB: u64 = 0b101 << 59;
 const INNER_SHAREABLE: u64 = 0b01 << 10;
 /// GITS_BASER.Type values.
 const TYPE_DEVICES: u64 = 1;
+const TYPE_VPES: u64 = 2;
 const TYPE_COLLECTIONS: u64 = 4;
+/// GITS_TYPER.Virtual: the ITS maps events to virtual LPIs of vPEs (GICv4).
+const TYPER_VIRTUAL: u64 = 1 << 1;
+/// "No doorbell" as a VMAPTI/VMAPI/VMOVI Dbell_pINTID: nothing is signalled for a vLPI of a
+/// non-resident vPE (the hypervisor's vPEs are resident for as long as they exist).
+pub const NO_DOORBELL: u32 = 1023;
 
 /// Why the ITS could not be set up or did not answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,23 +76,31 @@ impl ItsFrames {
         Self { base }
     }
 
+    /// Whether the ITS is a GICv4 one (GITS_TYPER.Virtual): it can map events to virtual LPIs
+    /// and needs a vPE table for that.
+    pub fn virtual_lpis(&self) -> bool {
+        // SAFETY: as in `device_table_bytes`.
+        let registers = unsafe { &*(self.base as *const ItsRegisters) };
+        registers.typer.get() & TYPER_VIRTUAL != 0
+    }
+
     /// Bytes of device table (whole pages) that cover DeviceIDs `0..ids` (GITS_BASER's
     /// Entry_Size, §12.19.1), or None without a device table.
     pub fn device_table_bytes(&self, ids: u32) -> Option<u64> {
         // SAFETY: as in `Its::new`: the ITS frames, mapped; reading GITS_BASER has no effect.
         let registers = unsafe { &*(self.base as *const ItsRegisters) };
-        let entry = device_entry_size(registers)?;
+        let entry = entry_size(registers, TYPE_DEVICES)?;
         Some((u64::from(ids) * entry).next_multiple_of(4096).max(4096))
     }
 }
 
-/// The device table's entry size in bytes.
-fn device_entry_size(registers: &ItsRegisters) -> Option<u64> {
+/// The entry size in bytes of the table of type `kind` (GITS_BASER.Entry_Size + 1).
+fn entry_size(registers: &ItsRegisters, kind: u64) -> Option<u64> {
     let baser = registers
         .baser
         .iter()
         .map(|b| b.get())
-        .find(|b| (b >> 56) & 0b111 == TYPE_DEVICES)?;
+        .find(|b| (b >> 56) & 0b111 == kind)?;
     Some(((baser >> 48) & 0x1f) + 1)
 }
 
@@ -98,8 +112,10 @@ pub struct Its {
     write: u64,
     /// DeviceIDs the device table covers.
     device_ids: u64,
-    /// The device and collection tables, owned by the ITS for good.
-    _tables: [SharedMemory; 2],
+    /// vPE IDs the vPE table covers (0 without one).
+    vpe_ids: u64,
+    /// The device, collection and vPE tables, owned by the ITS for good.
+    _tables: [Option<SharedMemory>; 3],
 }
 
 // SAFETY: the registers are MMIO reached with volatile accesses; the kernel keeps the one `Its`
@@ -107,11 +123,13 @@ pub struct Its {
 unsafe impl Send for Its {}
 
 impl Its {
-    /// Brings the ITS up with its device table, collection table and command queue.
+    /// Brings the ITS up with its device table, collection table and command queue, and on
+    /// a GICv4 ITS ([`ItsFrames::virtual_lpis`]) the vPE table `vpes`.
     pub fn new(
         frames: ItsFrames,
         devices: SharedMemory,
         collections: SharedMemory,
+        vpes: Option<SharedMemory>,
         mut queue: PhysRegion,
     ) -> Result<Its, ItsError> {
         let base = frames.base;
@@ -121,6 +139,13 @@ impl Its {
         registers.ctlr.set(0);
         set_table(registers, TYPE_DEVICES, &devices)?;
         set_table(registers, TYPE_COLLECTIONS, &collections)?;
+        let vpe_ids = match &vpes {
+            Some(table) => {
+                set_table(registers, TYPE_VPES, table)?;
+                table.region().size / entry_size(registers, TYPE_VPES).ok_or(ItsError::NoTable)?
+            }
+            None => 0,
+        };
         let queue_region = queue.region();
         if queue_region.size < COMMAND_QUEUE_SIZE
             || !queue_region.base.is_multiple_of(COMMAND_QUEUE_SIZE)
@@ -131,14 +156,15 @@ impl Its {
             .zero(0, COMMAND_QUEUE_SIZE)
             .map_err(|_| ItsError::BadTable)?;
         let device_ids =
-            devices.region().size / device_entry_size(registers).ok_or(ItsError::NoTable)?;
+            devices.region().size / entry_size(registers, TYPE_DEVICES).ok_or(ItsError::NoTable)?;
         let its = Its {
             registers,
             base,
             queue,
             write: 0,
             device_ids,
-            _tables: [devices, collections],
+            vpe_ids,
+            _tables: [Some(devices), Some(collections), vpes],
         };
         registers.cbaser.set(
             1 << 63
@@ -288,6 +314,108 @@ impl Its {
     /// SYNC: waits until earlier commands' effects reached redistributor `target`.
     pub fn sync(&mut self, target: u64) -> Result<(), ItsError> {
         self.command([0x05, 0, self.rd_base(target), 0])
+    }
+
+    /// VMAPP: vPE `vpe` lives on redistributor `target` (see [`Its::targets_by_address`]) with
+    /// its virtual pending table `pending` (64 KiB aligned) covering `id_bits`-bit vINTIDs;
+    /// `None` unmaps it.
+    pub fn map_vpe(
+        &mut self,
+        vpe: u16,
+        target: u64,
+        pending: Option<(&SharedMemory, u8)>,
+    ) -> Result<(), ItsError> {
+        if u64::from(vpe) >= self.vpe_ids {
+            return Err(ItsError::DeviceOutOfRange);
+        }
+        let (valid, table) = match pending {
+            Some((table, id_bits)) => {
+                let vpt = table.region();
+                if !vpt.base.is_multiple_of(0x1_0000)
+                    || !(14..=16).contains(&id_bits)
+                    || vpt.size < (1 << id_bits) / 8
+                {
+                    return Err(ItsError::BadTable);
+                }
+                (
+                    1 << 63,
+                    (vpt.base & 0xf_ffff_ffff_0000) | u64::from(id_bits - 1),
+                )
+            }
+            None => (0, 0),
+        };
+        self.command([
+            0x29,
+            u64::from(vpe) << 32,
+            valid | self.rd_base(target),
+            table,
+        ])
+    }
+
+    /// VMAPTI: EventID `event` of `device` becomes vINTID `vintid` of vPE `vpe`, with no
+    /// doorbell.
+    pub fn map_virtual_event(
+        &mut self,
+        device: u32,
+        event: u32,
+        vpe: u16,
+        vintid: u32,
+    ) -> Result<(), ItsError> {
+        self.command([
+            0x2a | u64::from(device) << 32,
+            u64::from(event) | u64::from(vpe) << 32,
+            u64::from(vintid) | u64::from(NO_DOORBELL) << 32,
+            0,
+        ])
+    }
+
+    /// VMOVI: EventID `event` of `device` goes to vPE `vpe` from now on (no doorbell).
+    pub fn move_virtual_event(
+        &mut self,
+        device: u32,
+        event: u32,
+        vpe: u16,
+    ) -> Result<(), ItsError> {
+        self.command([
+            0x21 | u64::from(device) << 32,
+            u64::from(event) | u64::from(vpe) << 32,
+            u64::from(NO_DOORBELL) << 32,
+            0,
+        ])
+    }
+
+    /// DISCARD: EventID `event` of `device` is unmapped (and its pending state dropped).
+    pub fn discard(&mut self, device: u32, event: u32) -> Result<(), ItsError> {
+        self.command([0x0f | u64::from(device) << 32, u64::from(event), 0, 0])
+    }
+
+    /// INT: makes the (virtual) LPI EventID `event` of `device` is mapped to pending, as if the
+    /// device had written it.
+    pub fn interrupt(&mut self, device: u32, event: u32) -> Result<(), ItsError> {
+        self.command([0x03 | u64::from(device) << 32, u64::from(event), 0, 0])
+    }
+
+    /// VSYNC: waits until earlier commands' effects on vPE `vpe` are visible.
+    pub fn sync_vpe(&mut self, vpe: u16) -> Result<(), ItsError> {
+        self.command([0x25, u64::from(vpe) << 32, 0, 0])
+    }
+
+    /// MAPD with V = 0: `device` is unmapped (its translations are gone).
+    pub fn unmap_device(&mut self, device: u32) -> Result<(), ItsError> {
+        if u64::from(device) >= self.device_ids {
+            return Err(ItsError::DeviceOutOfRange);
+        }
+        self.command([0x08 | u64::from(device) << 32, 0, 0, 0])
+    }
+
+    /// vPE IDs the vPE table covers (0: not a GICv4 ITS).
+    pub fn vpe_ids(&self) -> u64 {
+        self.vpe_ids
+    }
+
+    /// DeviceIDs the device table covers.
+    pub fn device_ids(&self) -> u64 {
+        self.device_ids
     }
 
     fn rd_base(&self, target: u64) -> u64 {

@@ -344,16 +344,19 @@ fn setup_assigned(
     let host = info.inventory.pcie.ok_or("devices: no PCIe host bridge")?;
     let count = given.iter().map(Vec::len).sum::<usize>() as u64;
     let cores = node_cores(info, placement);
-    let table = match (&lpis, info.its.as_ref()) {
-        (None, Some(frames)) => frames
-            .device_table_bytes(its_device_ids(&host, hierarchy))
-            .ok_or("devices: no ITS device table")?,
-        _ => 0,
+    let (table, virtual_lpis) = match (&lpis, info.its.as_ref()) {
+        (None, Some(frames)) => (
+            frames
+                .device_table_bytes(its_device_ids(&host, hierarchy))
+                .ok_or("devices: no ITS device table")?,
+            frames.virtual_lpis(),
+        ),
+        _ => (0, false),
     };
     let pages = if lpis.is_some() {
         count
     } else {
-        nvme::lpis::pages(cores.len() as u64, count, table)
+        nvme::lpis::pages(cores.len() as u64, count, table, virtual_lpis)
     };
     let region = place_working_memory(&info.inventory.ram, avoid, 0, pages * 4096, 0x1_0000)
         .ok_or("devices: no RAM left for their interrupt tables")?;
@@ -510,7 +513,13 @@ fn setup_nvme(
         .device_table_bytes(its_device_ids(&host, hierarchy))
         .ok_or(unusable("no ITS device table"))?;
     let disks = plan.slices.iter().filter(|s| s.nvme.is_some()).count() as u64;
-    let bytes = nvme::device_memory_pages(queues, disks, cores.len() as u64, table) * 4096;
+    let bytes = nvme::device_memory_pages(
+        queues,
+        disks,
+        cores.len() as u64,
+        table,
+        frames.virtual_lpis(),
+    ) * 4096;
     let region = place_working_memory(&info.inventory.ram, &avoid, 0, bytes, 0x1_0000)
         .ok_or(unusable("no RAM left for NVMe queues and tables"))?;
     let claimed = memory::claim(region).map_err(|_| unusable("device memory"))?;
@@ -653,6 +662,11 @@ fn run(node: Node, info: &mut BootInfo) -> ! {
     if let Some(lpis) = &node.lpis {
         if let Err(e) = lpis.enable_on_this_core(info.boot_core) {
             halt(format_args!("core {}: LPIs: {e}", info.boot_core));
+        }
+        match lpis.check_direct_injection(info.boot_core) {
+            Ok(true) => hv!("gic: GICv4.0 ITS maps events to virtual LPIs (checked at boot)"),
+            Ok(false) => {}
+            Err(e) => hv!("gic: GICv4.0 direct injection check failed: {e}"),
         }
         for slice in &node.slices {
             if let Err(e) = route_disk_interrupts(lpis, slice) {

@@ -23,12 +23,23 @@ const FIRST_ALLOCATED: u32 = 4096;
 /// "No target yet" in [`Lpis::targets`].
 const NO_TARGET: u64 = u64::MAX;
 
-/// Pages of device memory [`Lpis::new`] takes on a node with `cores` cores (in use or not).
-pub const fn pages(cores: u64, devices: u64, device_table: u64) -> u64 {
+/// vINTID bits of the virtual LPIs a vPE can have (the same range as the physical LPIs).
+const VLPI_ID_BITS: u8 = 14;
+/// The EventID the direct-injection check at boot maps (on a DeviceID no function has).
+const CHECK_EVENT: u32 = 0;
+/// The vINTID it maps that event to.
+const CHECK_VINTID: u32 = LPI_BASE + 7;
+
+/// Pages of device memory [`Lpis::new`] takes on a node with `cores` cores (in use or not),
+/// and with a GICv4 ITS (`virtual_lpis`) what [`Lpis::check_direct_injection`] takes.
+pub const fn pages(cores: u64, devices: u64, device_table: u64, virtual_lpis: bool) -> u64 {
     // Configuration table, ITS command queue, collection table, the device table
     // (`device_table` bytes), one ITT per device (the NVMe controller, assigned functions), and
     // one pending table per core (64 KiB aligned; the gaps hold other pages).
-    2 + 2 + device_table.div_ceil(4096) + devices + cores * 16
+    let physical = 2 + 2 + device_table.div_ceil(4096) + devices + cores * 16;
+    // The vPE table, and for the check an ITT and a virtual pending table (64 KiB aligned).
+    let gicv4 = if virtual_lpis { 1 + 1 + 16 } else { 0 };
+    physical + gicv4
 }
 
 /// The node's LPI tables and ITS.
@@ -42,6 +53,9 @@ pub struct Lpis {
     targets: [AtomicU64; MAX_CPUS],
     /// The next LPI [`Lpis::allocate`] hands out.
     next: AtomicU32,
+    /// On a GICv4 ITS, the virtual pending table and the ITT of
+    /// [`Lpis::check_direct_injection`].
+    check: Option<(SharedMemory, SharedMemory)>,
 }
 
 impl Lpis {
@@ -68,8 +82,16 @@ impl Lpis {
         }
         let devices = memory.allocate(device_table, 4096)?.into_shared();
         let collections = memory.allocate(4096, 4096)?.into_shared();
+        let (vpes, check) = if frames.virtual_lpis() {
+            let vpes = memory.allocate(4096, 4096)?.into_shared();
+            let vpt = memory.allocate((1 << VLPI_ID_BITS) / 8, 0x1_0000)?;
+            let itt = memory.allocate(4096, 256)?;
+            (Some(vpes), Some((vpt.into_shared(), itt.into_shared())))
+        } else {
+            (None, None)
+        };
         let queue = memory.allocate(4096, 4096)?;
-        let its = Its::new(frames, devices, collections, queue)
+        let its = Its::new(frames, devices, collections, vpes, queue)
             .map_err(|_| NvmeError::Unsupported("ITS"))?;
         Ok(Lpis {
             properties: properties.into_shared(),
@@ -77,6 +99,7 @@ impl Lpis {
             its: Mutex::new((its, Vec::new())),
             targets: [const { AtomicU64::new(NO_TARGET) }; MAX_CPUS],
             next: AtomicU32::new(LPI_BASE + FIRST_ALLOCATED),
+            check,
         })
     }
 
@@ -93,6 +116,45 @@ impl Lpis {
             .ok_or(NvmeError::Unsupported("no redistributor for this core"))?;
         self.targets[core % MAX_CPUS].store(target, Ordering::Release);
         Ok(())
+    }
+
+    /// On a GICv4 ITS, checks once that the ITS injects virtual LPIs the way the hypervisor
+    /// drives it: a DeviceID no function has (the device table's last) gets one event mapped
+    /// (VMAPTI) to a vINTID of vPE 0, which is mapped (VMAPP) to `core`'s redistributor and
+    /// not resident; an INT and a VSYNC later its bit must be set in the vPE's virtual pending
+    /// table. Everything is unmapped again. `Ok(false)`: the ITS is not a GICv4 one.
+    pub fn check_direct_injection(&self, core: usize) -> Result<bool, &'static str> {
+        let Some((vpt, itt)) = &self.check else {
+            return Ok(false);
+        };
+        let target = self.targets[core % MAX_CPUS].load(Ordering::Acquire);
+        if target == NO_TARGET {
+            return Err("no redistributor target for this core");
+        }
+        let (its, _) = &mut *self.its.lock();
+        let device = u32::try_from(its.device_ids() - 1).map_err(|_| "device table")?;
+        vpt.zero(0, vpt.region().size).map_err(|_| "VPT")?;
+        let failed = |_| "an ITS command failed";
+        its.map_vpe(0, target, Some((vpt, VLPI_ID_BITS)))
+            .map_err(failed)?;
+        its.map_device(device, itt, 1).map_err(failed)?;
+        its.map_virtual_event(device, CHECK_EVENT, 0, CHECK_VINTID)
+            .map_err(failed)?;
+        its.interrupt(device, CHECK_EVENT).map_err(failed)?;
+        its.sync_vpe(0).map_err(failed)?;
+        let mut byte = [0u8];
+        vpt.read(u64::from(CHECK_VINTID / 8), &mut byte)
+            .map_err(|_| "VPT")?;
+        let pending = byte[0] & (1 << (CHECK_VINTID % 8)) != 0;
+        its.discard(device, CHECK_EVENT).map_err(failed)?;
+        its.unmap_device(device).map_err(failed)?;
+        its.map_vpe(0, target, None).map_err(failed)?;
+        its.sync(target).map_err(failed)?;
+        if pending {
+            Ok(true)
+        } else {
+            Err("the virtual LPI did not reach its vPE's pending table")
+        }
     }
 
     /// `count` consecutive LPIs nobody uses yet (their first), or None when the INTID space is

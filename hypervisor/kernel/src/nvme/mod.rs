@@ -20,15 +20,24 @@ use physical::{DeviceMemory, NvmeError};
 pub const QUEUE_ENTRIES: u16 = 64;
 
 /// Pages of device memory the NVMe service needs for `queues` hardware queue pairs of `disks`
-/// slices on a node with `cores` cores.
-pub fn device_memory_pages(queues: u64, disks: u64, cores: u64, device_table: u64) -> u64 {
+/// slices on a node with `cores` cores (and a GICv4 ITS: `virtual_lpis`).
+pub fn device_memory_pages(
+    queues: u64,
+    disks: u64,
+    cores: u64,
+    device_table: u64,
+    virtual_lpis: bool,
+) -> u64 {
     // Admin queues and an Identify buffer.
     let admin = 3;
     // Per queue pair: SQ, CQ and one DMA page per slot.
     let per_queue = 2 + u64::from(QUEUE_ENTRIES);
     // Per slice: the erase's read-back buffer.
     let per_disk = erase::READ_BUFFER_BYTES / 4096;
-    lpis::pages(cores, 1, device_table) + admin + queues * per_queue + disks * per_disk
+    lpis::pages(cores, 1, device_table, virtual_lpis)
+        + admin
+        + queues * per_queue
+        + disks * per_disk
 }
 
 /// Why slices cannot get their NVMe shares.
