@@ -44,6 +44,9 @@ const WORKLOAD_MIB: u64 = 128;
 /// difference between the two runs divided by the difference of the times. The window starts
 /// well after boot: in its first seconds Linux still has deferred work that sends IPIs.
 const LINUX_WINDOW: (u64, u64) = (10, 30);
+/// Wall-clock limit of one Linux run. Under icount a run's counts do not depend on the host,
+/// but its wall time does: on a loaded 2-core host the busy 30 s run took over 10 minutes.
+const LINUX_RUN_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// What to measure.
 #[derive(Clone, Debug, Default)]
@@ -56,6 +59,8 @@ pub struct Plan {
     pub net_only: bool,
     /// Run the NVMe benchmark and nothing else (`--nvme-only`).
     pub nvme_only: bool,
+    /// Run the Linux exit-rate and boot rows and nothing else (`--linux-only`).
+    pub linux_only: bool,
 }
 
 /// Where the runs keep their images and logs.
@@ -88,6 +93,18 @@ pub fn run(ws: &Workspace, artifacts: &Artifacts, plan: &Plan) -> Result<Results
             method: format!("wall clock, no icount ({method})"),
             linux: Some(crate::linux::guest(ws, true)?.release.clone()),
             metrics,
+        });
+    }
+    if plan.linux_only {
+        let (rows, kernel) = linux_metrics(ws, artifacts, &dirs)?;
+        return Ok(Results {
+            qemu: qemu_version(),
+            method: format!(
+                "qemu-system-aarch64 {} (Linux rows only)",
+                QEMU_OPTIONS.join(" ")
+            ),
+            linux: Some(kernel),
+            metrics: rows,
         });
     }
 
@@ -222,7 +239,7 @@ pub fn run(ws: &Workspace, artifacts: &Artifacts, plan: &Plan) -> Result<Results
         .with_detail("exits", s.extra.get("exits").copied().unwrap_or(0) as f64),
     );
 
-    // 7. Linux exit rates.
+    // 7. Linux exit rates, and Linux from slice start to its report.
     let mut linux = None;
     if plan.skip_linux {
         for id in ["exits-idle", "exits-busy"] {
@@ -234,18 +251,6 @@ pub fn run(ws: &Workspace, artifacts: &Artifacts, plan: &Plan) -> Result<Results
                 "skipped (--no-linux)",
             ));
         }
-    } else {
-        for (id, busy) in [("exits-idle", false), ("exits-busy", true)] {
-            eprintln!("bench: Linux slice, {}", if busy { "busy" } else { "idle" });
-            let (metric, kernel) = linux_rate(ws, artifacts, &dirs, id, busy)?;
-            metrics.push(metric);
-            linux = Some(kernel);
-        }
-    }
-
-    // 7b. Linux from slice start to its report: the bundled kernel, and the same kernel
-    // installed on the slice's disk and booted through U-Boot, UEFI and GRUB.
-    if plan.skip_linux {
         metrics.push(Metric::missing(
             "boot-linux-efi",
             "slice start to Linux SLICE-REPORT",
@@ -254,32 +259,9 @@ pub fn run(ws: &Workspace, artifacts: &Artifacts, plan: &Plan) -> Result<Results
             "skipped (--no-linux)",
         ));
     } else {
-        eprintln!("bench: Linux boot to its report, bundled kernel");
-        let bundled = boot_to_report(ws, artifacts, &dirs, false)?;
-        eprintln!("bench: Linux boot to its report, installed and booted through firmware");
-        let efi = boot_to_report(ws, artifacts, &dirs, true)?;
-        let note = "1 vCPU, 384 MiB, 512 MiB share; guest time from slice start until the Linux guest, powering off right after its SLICE-REPORT, is off (all instructions of the node's one core)";
-        metrics.push(
-            Metric::new(
-                "boot-linux-bundled",
-                "slice start to Linux SLICE-REPORT, bundled kernel",
-                bundled,
-                "insn",
-                Goal::None,
-            )
-            .with_note(note),
-        );
-        metrics.push(
-            Metric::new(
-                "boot-linux-efi",
-                "slice start to Linux SLICE-REPORT, installed OS via U-Boot+GRUB (UEFI)",
-                efi,
-                "insn",
-                Goal::None,
-            )
-            .with_detail("over-bundled", efi - bundled)
-            .with_note(note),
-        );
+        let (rows, kernel) = linux_metrics(ws, artifacts, &dirs)?;
+        metrics.extend(rows);
+        linux = Some(kernel);
     }
 
     // 8. NVMe (Linux slice against the same Linux natively; wall-clock IOPS, see nvme.rs).
@@ -553,7 +535,7 @@ fn linux_exits(
     let mut kernel = String::new();
     capture(
         cmd,
-        Duration::from_secs(600),
+        LINUX_RUN_TIMEOUT,
         &dirs.file(&format!("{name}.log")),
         |line| {
             if let Some(json) = line.strip_prefix("[linux] SLICE-REPORT ")
@@ -628,7 +610,7 @@ fn boot_to_report(
     let mut exits = None;
     capture(
         cmd,
-        Duration::from_secs(600),
+        LINUX_RUN_TIMEOUT,
         &dirs.file(&format!("{name}.log")),
         |line| {
             reported |= line.starts_with("[os] SLICE-REPORT ");
@@ -644,6 +626,52 @@ fn boot_to_report(
     ensure!(reported, "{name}: the Linux slice never reported");
     let exits = exits.with_context(|| format!("{name}: no exit counters at the end of its run"))?;
     Ok(exits.ms as f64 * 1e6)
+}
+
+/// The Linux rows: exit rates idle and busy, and the bundled and the installed kernel's boot
+/// to their report; with the guest kernel's release.
+fn linux_metrics(
+    ws: &Workspace,
+    artifacts: &Artifacts,
+    dirs: &Dirs,
+) -> Result<(Vec<Metric>, String)> {
+    let mut metrics = Vec::new();
+    let mut linux = String::new();
+    for (id, busy) in [("exits-idle", false), ("exits-busy", true)] {
+        eprintln!("bench: Linux slice, {}", if busy { "busy" } else { "idle" });
+        let (metric, kernel) = linux_rate(ws, artifacts, dirs, id, busy)?;
+        metrics.push(metric);
+        linux = kernel;
+    }
+    // The bundled kernel, and the same kernel installed on the slice's disk and booted
+    // through U-Boot, UEFI and GRUB.
+    eprintln!("bench: Linux boot to its report, bundled kernel");
+    let bundled = boot_to_report(ws, artifacts, dirs, false)?;
+    eprintln!("bench: Linux boot to its report, installed and booted through firmware");
+    let efi = boot_to_report(ws, artifacts, dirs, true)?;
+    let note = "1 vCPU, 384 MiB, 512 MiB share; guest time from slice start until the Linux guest, powering off right after its SLICE-REPORT, is off (all instructions of the node's one core)";
+    metrics.push(
+        Metric::new(
+            "boot-linux-bundled",
+            "slice start to Linux SLICE-REPORT, bundled kernel",
+            bundled,
+            "insn",
+            Goal::None,
+        )
+        .with_note(note),
+    );
+    metrics.push(
+        Metric::new(
+            "boot-linux-efi",
+            "slice start to Linux SLICE-REPORT, installed OS via U-Boot+GRUB (UEFI)",
+            efi,
+            "insn",
+            Goal::None,
+        )
+        .with_detail("over-bundled", efi - bundled)
+        .with_note(note),
+    );
+    Ok((metrics, linux))
 }
 
 /// Exits per second of guest time, by cause: the difference of two runs that power off
@@ -804,7 +832,7 @@ fn nvme_run(
     let mut driver = nvme::Driver::new(image.map(|_| "io"), NVME_OPS);
     capture(
         cmd,
-        Duration::from_secs(600),
+        LINUX_RUN_TIMEOUT,
         &dirs.file(&format!("{name}.log")),
         |line| driver.on_line(line),
     )?;

@@ -31,6 +31,9 @@ pub struct Args {
     /// Run only the NVMe benchmark (a Linux slice against the same Linux natively).
     #[arg(long, conflicts_with_all = ["net_only", "no_linux"])]
     pub nvme_only: bool,
+    /// Run only the Linux rows (exit rates idle and busy, boot to the report).
+    #[arg(long, conflicts_with_all = ["net_only", "nvme_only", "no_linux"])]
+    pub linux_only: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -45,6 +48,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             net: args.net,
             net_only: args.net_only,
             nvme_only: args.nvme_only,
+            linux_only: args.linux_only,
         },
     )?;
     let text = crate::bench::report(&ws, &results, args.compare.as_deref(), args.plot)?;
