@@ -259,6 +259,20 @@ impl VirtualIts {
         (self.errors, self.last_error)
     }
 
+    /// GITS_CREADR and GITS_CWRITER offsets, without running anything (diagnostics).
+    pub fn queue_position(&self) -> (u64, u64) {
+        (self.creadr, self.cwriter)
+    }
+
+    /// Translation entries the vITS holds for the slice's devices: never more than the sum
+    /// of their event limits.
+    pub fn entries_kept(&self) -> usize {
+        self.devices
+            .iter()
+            .map(|d| d.itt.as_ref().map_or(0, |(_, entries)| entries.len()))
+            .sum()
+    }
+
     fn error(&mut self, error: VitsError) {
         self.errors += 1;
         self.last_error = Some(error);
