@@ -82,7 +82,8 @@ pub struct Node {
     pub cores: u32,
     /// RAM in bytes (`-m`), a multiple of 1 MiB.
     pub memory: u64,
-    /// GIC version (`gic-version=`); only 3 for now.
+    /// GIC version (`gic-version=`): 3, or 4 (GICv4.0; QEMU needs `virtualization=on`,
+    /// which every node has).
     pub gic_version: u32,
     /// The node's default plan, if it names one.
     pub plan: Option<PathBuf>,
@@ -315,9 +316,9 @@ impl Node {
             "memory: {} bytes is not a whole number of MiB >= 128 MiB",
             self.memory
         );
-        if self.gic_version != 3 {
+        if !matches!(self.gic_version, 3 | 4) {
             bail!(
-                "gic-version: {} is not supported yet (only 3)",
+                "gic-version: {} is not supported (3, or 4 for GICv4.0)",
                 self.gic_version
             );
         }

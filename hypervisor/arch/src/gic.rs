@@ -201,6 +201,17 @@ fn wait_for(what: &'static str, done: impl FnMut() -> bool) -> Result<(), GicErr
     }
 }
 
+/// Whether the redistributors support virtual LPIs (GICR_TYPER.VLPIS: a GICv4 GIC, with
+/// GICv4.0 direct injection). False before [`init`].
+pub fn virtual_lpis() -> bool {
+    GIC.get().is_some_and(|gic| {
+        // SAFETY: the first frame of the redistributor region `init` was given, mapped as
+        // Device memory, starts with an RD_base register block.
+        let rd = unsafe { &*(gic.redistributors_base as *const RedistributorRegisters) };
+        rd.typer.is_set(GICR_TYPER::VLPIS)
+    })
+}
+
 /// This core's redistributor frames (RD_base, SGI_base).
 fn own_redistributor(
     gic: &Gic,

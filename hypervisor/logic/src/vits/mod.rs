@@ -345,6 +345,16 @@ impl VirtualIts {
     /// The most urgent pending, enabled LPI of `vcpu` (lowest priority value, then lowest
     /// INTID) with its priority, for the list registers.
     pub fn highest_pending(&self, vcpu: usize) -> Option<(u32, u8)> {
+        self.highest_pending_except(vcpu, |_| false)
+    }
+
+    /// As [`VirtualIts::highest_pending`], passing over the LPIs `skip` names (those already
+    /// in a list register: one INTID never goes into two).
+    pub fn highest_pending_except(
+        &self,
+        vcpu: usize,
+        skip: impl Fn(u32) -> bool,
+    ) -> Option<(u32, u8)> {
         let rd = self.redistributors.get(vcpu)?;
         if !rd.enabled {
             return None;
@@ -352,7 +362,7 @@ impl VirtualIts {
         let mut best: Option<(u32, u8)> = None;
         for lpi in rd.pending.iter() {
             let property = self.properties[(lpi - LPI_BASE) as usize];
-            if property & 1 == 0 {
+            if property & 1 == 0 || skip(lpi) {
                 continue;
             }
             let priority = property & 0xfc;

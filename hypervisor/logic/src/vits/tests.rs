@@ -950,3 +950,63 @@ fn hostile_guests_stay_contained() {
         }
     }
 }
+
+/// The vGIC with a vITS: LPIs advertised, the LPI registers answered by the vITS, and
+/// pending LPIs loaded into free list registers, most urgent first, never twice at once.
+#[test]
+fn the_vgic_loads_pending_lpis_into_free_list_registers_once() {
+    use crate::vgic::VirtualGic;
+    let mut g = Guest::linux_boot(1);
+    g.map_nvme(0, 8192, 0, 0xa0);
+    g.set_property(8193, 0x80 | 1);
+    g.queue(&[Command::Mapti {
+        device: NVME,
+        event: 1,
+        lpi: 8193,
+        icid: 0,
+    }]);
+    let plain = VirtualGic::new(1, &[]);
+    let mut gic = VirtualGic::new(1, &[]).with_its(g.its);
+    let gicd_typer = gic.distributor_read(0x4, 4);
+    assert_eq!(gicd_typer >> 17 & 1, 1, "LPIS");
+    assert_eq!((gicd_typer >> 19 & 0x1f) + 1, 14, "INTID bits");
+    assert_eq!(gicd_typer >> 16 & 1, 0, "no MBIS");
+    assert_eq!(
+        plain.distributor_read(0x4, 4) >> 17 & 1,
+        0,
+        "GICv3 slices: no LPIs"
+    );
+    assert_eq!(gic.redistributor_read(0, 0x8, 8) & 1, 1, "PLPIS");
+    assert_eq!(plain.redistributor_read(0, 0x8, 8) & 1, 0);
+    assert_eq!(gic.redistributor_read(0, gicr::CTLR, 4), 1, "EnableLPIs");
+    assert_eq!(
+        gic.redistributor_read(0, gicr::PROPBASER, 8),
+        PROPERTIES | 13
+    );
+    gic.distributor_write(0, 4, 2);
+    let its = gic.its_mut().unwrap();
+    let kick = its
+        .translate(NVME, 0)
+        .unwrap()
+        .union(its.translate(NVME, 1).unwrap());
+    assert_eq!(gic.lpis_changed(kick.with(7)), VcpuSet::EMPTY.with(0));
+    let mut lrs = [0u64; 1];
+    let update = gic.sync_list_registers(0, &mut lrs);
+    assert_eq!(lrs[0] & 0xffff_ffff, 8193, "priority 0x80 before 0xa0");
+    assert_eq!(lrs[0] >> 48 & 0xff, 0x80);
+    assert_eq!(lrs[0] >> 60, 0b0101, "pending, group 1, no HW");
+    assert!(update.underflow, "8192 still waits");
+    // 8193 fires again while in the register; with more registers, 8192 is loaded but 8193
+    // is not loaded a second time.
+    gic.its_mut().unwrap().translate(NVME, 1).unwrap();
+    let mut lrs3 = [lrs[0], 0, 0];
+    gic.sync_list_registers(0, &mut lrs3);
+    assert_eq!(lrs3[1] & 0xffff_ffff, 8192);
+    assert_eq!(lrs3[2], 0);
+    // The guest finishes 8193: it retires and its new pending state is loaded.
+    lrs3[0] = 0;
+    let update = gic.sync_list_registers(0, &mut lrs3);
+    assert_eq!(lrs3[0] & 0xffff_ffff, 8193);
+    assert!(!update.underflow);
+    assert_eq!(gic.its_mut().unwrap().highest_pending(0), None);
+}
