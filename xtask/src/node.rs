@@ -642,6 +642,13 @@ size = "8GiB"
         assert!(Node::from_toml("x", &zero, Path::new(".")).is_err());
         let v2 = DENSE.replace("gic-version = 3", "gic-version = 2");
         assert!(Node::from_toml("x", &v2, Path::new(".")).is_err());
+        let v4 = DENSE.replace("gic-version = 3", "gic-version = 4");
+        assert_eq!(
+            Node::from_toml("x", &v4, Path::new("."))
+                .unwrap()
+                .gic_version,
+            4
+        );
     }
 
     #[test]
