@@ -201,7 +201,7 @@ impl VirtualGic {
         {
             loop {
                 let held = &state.list_registers;
-                let in_register = |lpi: u32| held.iter().any(|&r| r == Some(lpi));
+                let in_register = |lpi: u32| held.contains(&Some(lpi));
                 let Some((lpi, priority)) = its.highest_pending_except(vcpu, in_register) else {
                     break;
                 };
