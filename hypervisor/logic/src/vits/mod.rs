@@ -199,8 +199,8 @@ pub struct VirtualIts {
     /// GITS_BASER0 (devices) and GITS_BASER1 (collections) as the guest wrote them.
     baser: [u64; 2],
     devices: Vec<Device>,
-    /// ICID -> vCPU.
-    collections: Vec<Option<usize>>,
+    /// ICID -> vCPU (u16: at most 512 vCPUs; 1 KiB for all 256 ICIDs).
+    collections: Box<[Option<u16>]>,
     redistributors: Vec<Redistributor>,
     /// Cached property byte of every LPI (bit 0 enable, bits 7:2 priority).
     properties: Box<[u8]>,
@@ -234,7 +234,7 @@ impl VirtualIts {
             stalled: false,
             baser: [registers::BASER0_RESET, registers::BASER1_RESET],
             devices: kept,
-            collections: vec![None; 1 << COLLECTION_ID_BITS],
+            collections: vec![None; 1 << COLLECTION_ID_BITS].into_boxed_slice(),
             redistributors: (0..vcpus).map(|_| Redistributor::new()).collect(),
             properties: vec![0; LPIS].into_boxed_slice(),
             errors: 0,
@@ -303,6 +303,7 @@ impl VirtualIts {
             .get(usize::from(icid))
             .copied()
             .flatten()
+            .map(usize::from)
             .ok_or(VitsError::CollectionUnmapped)
     }
 

@@ -309,7 +309,10 @@ impl VirtualIts {
                 } else {
                     None
                 };
-                let old = core::mem::replace(&mut self.collections[usize::from(icid)], target);
+                // vCPU indices fit u16: `vcpu` checked them against the slice's vCPUs.
+                let stored = target.and_then(|v| u16::try_from(v).ok());
+                let old = core::mem::replace(&mut self.collections[usize::from(icid)], stored);
+                let old = old.map(usize::from);
                 if let (Some(vcpu), true) = (target, old != target) {
                     // Assigned translations of this collection follow it in hardware.
                     for device in &self.devices {
