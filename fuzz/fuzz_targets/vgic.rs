@@ -10,17 +10,41 @@
 //! - a router of an owned SPI names a vCPU of the slice (Aff0 < vcpus, Aff1-3 zero);
 //! - a 4-byte read fits in 32 bits; a byte read of a priority register fits in 8 bits;
 //!   GICD_CTLR always shows ARE and DS; redistributors of vCPUs the slice lacks read 0;
-//! - a list-register pass loads only private INTIDs or owned SPIs, never the same INTID into
-//!   two live list registers of one vCPU, touches only the registers it was given, and a
-//!   HW entry's pINTID is one the hypervisor raised with `raise_hardware`.
+//! - a list-register pass loads only private INTIDs, owned SPIs or (with a vITS) LPIs, never
+//!   the same INTID into two live list registers of one vCPU, touches only the registers it
+//!   was given, and a HW entry's pINTID is one the hypervisor raised with `raise_hardware`
+//!   (an LPI entry never has the HW bit).
+//!
+//! Half the slices have a virtual ITS (GICv4 nodes): its registers, LPI redistributor
+//! registers and device messages are driven too, over a small RAM the fuzzer writes.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use microvisor_fuzz::{fits, width};
+use microvisor_logic::nvme::{GuestMemoryFault, GuestRam, Ipa, Pa};
 use microvisor_logic::vgic::{
     INTIDS, MAX_LIST_REGISTERS, REDISTRIBUTOR_SIZE, SPI_BASE, VcpuSet, VirtualGic,
 };
+use microvisor_logic::vits::{Backing, DeviceSlot, GuestMemory, LPI_BASE, LPI_ID_BITS, VirtualIts};
+
+const RAM_BASE: u64 = 0x4000_0000;
+const RAM_SIZE: u64 = 0x2_0000;
+
+/// The slice's RAM as the vITS reads it.
+struct Ram(Vec<u8>);
+
+impl GuestMemory for Ram {
+    fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), GuestMemoryFault> {
+        let start = ipa.0.checked_sub(RAM_BASE).ok_or(GuestMemoryFault)? as usize;
+        let src = self
+            .0
+            .get(start..start.checked_add(buf.len()).ok_or(GuestMemoryFault)?)
+            .ok_or(GuestMemoryFault)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
 
 const SGI_BASE: u64 = 0x1_0000;
 
@@ -30,6 +54,7 @@ struct Setup {
     /// Owned SPIs, as offsets from 32 (mod 96).
     owned: Vec<u8>,
     mbi: bool,
+    its: bool,
 }
 
 /// A distributor offset: mostly inside a register block the GIC names.
@@ -68,6 +93,17 @@ enum Op {
     Sync(u8, u8, u16),
     ResetVcpu(u8),
     Reset,
+    /// vITS register access (offset mostly among the named ones), width, value.
+    Its(u16, u8, Option<u64>),
+    /// LPI redistributor register write: vCPU, register (CTLR, PROPBASER, PENDBASER), value.
+    LpiRegister(u8, u8, u64),
+    /// The NVMe function's message with this EventID.
+    Message(u16),
+    /// Eight bytes of RAM at this offset (commands, tables).
+    Poke(u32, u64),
+    /// What Linux does (tables, queue, LPIs on, collections), then maps NVMe events 0..n to
+    /// LPIs 8192.. with the given priority byte, spread over the vCPUs.
+    LinuxSetup(u8, u8),
 }
 
 struct Slice {
@@ -77,6 +113,8 @@ struct Slice {
     /// Each vCPU's list registers as the hardware holds them.
     lrs: Vec<[u64; MAX_LIST_REGISTERS]>,
     physical: Vec<u32>,
+    its: bool,
+    ram: Ram,
 }
 
 impl Slice {
@@ -192,11 +230,20 @@ fn step(s: &mut Slice, op: Op) {
             }
             let lrs = s.lrs[vcpu];
             let mut seen = 0u128;
+            let mut lpis: Vec<u32> = Vec::new();
             for lr in &lrs[..count] {
                 if (lr >> 62) & 0b11 == 0 {
                     continue;
                 }
                 let intid = (lr & 0xffff_ffff) as u32;
+                if intid >= LPI_BASE {
+                    assert!(s.its, "LPI {intid} without a vITS");
+                    assert!(intid < 1 << LPI_ID_BITS, "LR holds INTID {intid}");
+                    assert_eq!(lr & 1 << 61, 0, "HW bit on LPI {intid}");
+                    assert!(!lpis.contains(&intid), "LPI {intid} in two list registers");
+                    lpis.push(intid);
+                    continue;
+                }
                 assert!(intid < SPI_BASE || s.owns(intid), "LR holds INTID {intid}");
                 assert!(
                     seen & 1 << intid == 0,
@@ -221,6 +268,99 @@ fn step(s: &mut Slice, op: Op) {
         Op::Reset => {
             s.gic.reset();
             s.lrs.iter_mut().for_each(|l| *l = [0; MAX_LIST_REGISTERS]);
+        }
+        Op::Its(offset, w, value) => {
+            const NAMED: [u64; 8] = [0x0, 0x8, 0x80, 0x88, 0x90, 0x100, 0x108, 0x1_0040];
+            let offset = if offset & 0x8000 == 0 {
+                NAMED[usize::from(offset) % NAMED.len()]
+            } else {
+                u64::from(offset & 0x7fff) * 4
+            };
+            let (width, ram) = (width(w), &s.ram);
+            let Some(its) = s.gic.its_mut() else {
+                return;
+            };
+            let outcome = match value {
+                Some(v) => its.write(offset, width, v, ram),
+                None => its.read(offset, width, ram).1,
+            };
+            let touched = s.gic.lpis_changed(outcome.kick);
+            s.targets(touched);
+        }
+        Op::LpiRegister(v, register, value) => {
+            let offset = [0x0u64, 0x70, 0x78][usize::from(register) % 3];
+            let (vcpu, ram) = (s.vcpu(v, v >= 0xf0), &s.ram);
+            let Some(its) = s.gic.its_mut() else {
+                return;
+            };
+            let kick = its.redistributor_write(vcpu, offset, 8, value, ram).kick;
+            let touched = s.gic.lpis_changed(kick);
+            s.targets(touched);
+        }
+        Op::Message(event) => {
+            let Some(its) = s.gic.its_mut() else {
+                return;
+            };
+            let kick = its.translate(0, u32::from(event)).unwrap_or_default();
+            let touched = s.gic.lpis_changed(kick);
+            s.targets(touched);
+        }
+        Op::LinuxSetup(n, priority) => {
+            use microvisor_logic::vits::Command;
+            const QUEUE: u64 = RAM_BASE;
+            const PROPERTIES: u64 = RAM_BASE + 0x1_0000;
+            const TABLES: u64 = RAM_BASE + 0x2000;
+            let vcpus = s.vcpus;
+            s.ram.0[0x1_0000..0x1_2000].fill(priority | 1);
+            let mut commands: Vec<Command> = (0..vcpus)
+                .map(|v| Command::Mapc {
+                    icid: v as u16,
+                    rdbase: v as u64,
+                    valid: true,
+                })
+                .collect();
+            commands.push(Command::Mapd {
+                device: 0,
+                size: 6,
+                itt: TABLES + 0x2000,
+                valid: true,
+            });
+            for event in 0..u32::from(n % 64) {
+                commands.push(Command::Mapti {
+                    device: 0,
+                    event,
+                    lpi: LPI_BASE + event,
+                    icid: (event as usize % vcpus) as u16,
+                });
+            }
+            for (i, c) in commands.iter().enumerate() {
+                s.ram.0[i * 32..i * 32 + 32].copy_from_slice(&c.encode());
+            }
+            let ram = &s.ram;
+            let Some(its) = s.gic.its_mut() else {
+                return;
+            };
+            its.write(0x0, 4, 0, ram);
+            its.write(0x100, 8, TABLES | 1 << 63, ram);
+            its.write(0x108, 8, (TABLES + 0x1000) | 1 << 63, ram);
+            its.write(0x80, 8, QUEUE | 1 << 63, ram);
+            its.write(0x88, 8, 0, ram);
+            its.write(0x0, 4, 1, ram);
+            for v in 0..vcpus {
+                its.redistributor_write(v, 0x70, 8, PROPERTIES | 13, ram);
+                its.redistributor_write(v, 0x0, 4, 1, ram);
+            }
+            let mut kick = VcpuSet::EMPTY;
+            its.write(0x88, 8, (commands.len() * 32) as u64, ram);
+            for _ in 0..4 {
+                kick = kick.union(its.read(0x90, 8, ram).1.kick);
+            }
+            let touched = s.gic.lpis_changed(kick);
+            s.targets(touched);
+        }
+        Op::Poke(offset, value) => {
+            let at = (offset as usize) % (RAM_SIZE as usize - 8);
+            s.ram.0[at..at + 8].copy_from_slice(&value.to_le_bytes());
         }
     }
 }
@@ -273,12 +413,27 @@ fuzz_target!(|data: &[u8]| {
     if setup.mbi {
         gic = gic.with_mbi();
     }
+    if setup.its {
+        let ram = GuestRam {
+            ipa_base: Ipa(RAM_BASE),
+            size: RAM_SIZE,
+            pa_base: Pa(0x1_0000_0000),
+        };
+        let nvme = DeviceSlot {
+            id: 0,
+            events: 128,
+            backing: Backing::Emulated,
+        };
+        gic = gic.with_its(VirtualIts::new(vcpus, ram, &[nvme]));
+    }
     let mut s = Slice {
         gic,
         vcpus,
         owned,
         lrs: vec![[0; MAX_LIST_REGISTERS]; vcpus],
         physical: Vec::new(),
+        its: setup.its,
+        ram: Ram(vec![0; RAM_SIZE as usize]),
     };
     let mut steps = 0;
     while let Ok(op) = Op::arbitrary(&mut u) {

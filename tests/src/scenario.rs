@@ -125,6 +125,8 @@ pub struct Scenario {
     pub qemu_args: Vec<String>,
     /// An IOMMU in front of the node's PCIe bus, whatever the node profile says.
     pub iommu: Option<Iommu>,
+    /// The GIC version (`gic-version=`), whatever the node profile says.
+    pub gic_version: Option<u32>,
 }
 
 /// What Linux may keep of a slice's RAM for itself, so MemTotal (`mem_total_kib`) is at least
@@ -167,6 +169,7 @@ impl Scenario {
             firmware_tree: None,
             qemu_args: Vec::new(),
             iommu: None,
+            gic_version: None,
         }
     }
 
@@ -190,6 +193,12 @@ impl Scenario {
     /// Puts QEMU virt's SMMUv3 in front of the node's PCIe bus (`iommu = "smmuv3"`).
     pub fn smmuv3(mut self) -> Scenario {
         self.iommu = Some(Iommu::Smmuv3);
+        self
+    }
+
+    /// Boots on a GICv4 node (`gic-version=4`: GICv4.0, whose slices get a virtual ITS).
+    pub fn gic_v4(mut self) -> Scenario {
+        self.gic_version = Some(4);
         self
     }
 
@@ -469,6 +478,9 @@ impl Scenario {
         let mut node = self.profile_node();
         if self.iommu.is_some() {
             node.iommu = self.iommu;
+        }
+        if let Some(version) = self.gic_version {
+            node.gic_version = version;
         }
         node
     }

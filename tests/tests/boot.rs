@@ -165,7 +165,8 @@ fn small_node_boots_its_default_plan() {
 fn gicv4_node_boots_its_default_plan() {
     // GICv4.0 hardware (QEMU `gic-version=4`): the banner names it, the redistributors'
     // larger frames are walked, the ITS gets a vPE table, the hypervisor's NVMe completion
-    // LPIs go through the GICv4 ITS, and the slices' virtual GICv3 works as on a GICv3 node.
+    // LPIs go through the GICv4 ITS, and the probes (polled NVMe, a virtual ITS they do not
+    // use) pass as on a GICv3 node.
     Scenario::new("gicv4_node")
         .node("gicv4")
         .all_healthy()

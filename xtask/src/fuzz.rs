@@ -12,12 +12,13 @@ use anyhow::{Context, Result, bail};
 use crate::workspace::{Workspace, render, run_checked};
 
 /// Every target of `fuzz/Cargo.toml`, in the order they run.
-pub const TARGETS: [&str; 11] = [
+pub const TARGETS: [&str; 12] = [
     "trap",
     "psci",
     "pl011",
     "pl061",
     "vgic",
+    "vits",
     "vpci",
     "msix",
     "nvme",

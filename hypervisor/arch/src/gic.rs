@@ -245,6 +245,12 @@ fn wait_for(what: &'static str, done: impl FnMut() -> bool) -> Result<(), GicErr
     }
 }
 
+/// Whether the redistributors support virtual LPIs (GICR_TYPER.VLPIS: a GICv4 GIC, with
+/// GICv4.0 direct injection). False before [`init`].
+pub fn virtual_lpis() -> bool {
+    version().is_some_and(|v| v != Version::V3)
+}
+
 /// This core's redistributor frames (RD_base, SGI_base).
 fn own_redistributor(
     gic: &Gic,

@@ -17,6 +17,7 @@ use microvisor_logic::bits::members;
 use microvisor_logic::vgic::{
     ListRegisterUpdate, MAX_LIST_REGISTERS, VcpuSet, VirtualGic, hardware_in_flight,
 };
+use microvisor_logic::vits::VirtualIts;
 use spin::Mutex;
 
 /// Where each vCPU runs, and its core's list-register bookkeeping. Only `changed` is written
@@ -44,11 +45,16 @@ pub struct SliceGic {
 
 impl SliceGic {
     /// A GIC for vCPUs on `cores` (core index, MPIDR), owning `spis` (INTIDs), with
-    /// message-based SPIs if `mbi`.
-    pub fn new(cores: &[(usize, u64)], spis: &[u32], mbi: bool) -> Self {
+    /// message-based SPIs if `mbi`, or LPIs from the virtual ITS `its` (GICv4 nodes).
+    pub fn new(cores: &[(usize, u64)], spis: &[u32], mbi: bool, its: Option<VirtualIts>) -> Self {
         let state = VirtualGic::new(cores.len(), spis);
+        let state = match its {
+            Some(its) => state.with_its(its),
+            None if mbi => state.with_mbi(),
+            None => state,
+        };
         Self {
-            state: Mutex::new(if mbi { state.with_mbi() } else { state }),
+            state: Mutex::new(state),
             vcpus: cores
                 .iter()
                 .map(|&(core, mpidr)| VcpuSlot {
@@ -131,6 +137,24 @@ impl SliceGic {
         self.change(|gic| {
             spis.iter()
                 .fold(VcpuSet::EMPTY, |kick, &spi| kick.union(gic.raise(0, spi)))
+        });
+    }
+
+    /// Device `device` (the guest's DeviceID) sent `events` to the slice's vITS doorbell:
+    /// each translated LPI becomes pending (nothing happens without a vITS, or for events
+    /// the guest has not mapped).
+    pub fn its_messages(&self, device: u32, events: &[u32]) {
+        if events.is_empty() {
+            return;
+        }
+        self.change(|gic| {
+            let Some(its) = gic.its_mut() else {
+                return VcpuSet::EMPTY;
+            };
+            let kick = events.iter().fold(VcpuSet::EMPTY, |kick, &event| {
+                kick.union(its.translate(device, event).unwrap_or_default())
+            });
+            gic.lpis_changed(kick)
         });
     }
 

@@ -43,6 +43,12 @@ pub mod map {
     /// SPIs the slice's devices signal through GICD_SETSPI_NSR (message-based interrupts).
     pub const MBI_FIRST: u32 = 64;
     pub const MBI_COUNT: u32 = 32;
+    /// The virtual ITS of a slice on a GICv4 node (instead of MBI): control frame, then the
+    /// translation frame with GITS_TRANSLATER, as on QEMU virt.
+    pub const ITS: u64 = 0x0808_0000;
+    pub const ITS_SIZE: u64 = 0x2_0000;
+    /// What a PCI function's MSI-X entry must hold as its address to reach the vITS.
+    pub const ITS_TRANSLATER: u64 = ITS + 0x1_0040;
 }
 
 /// Most vCPUs a slice can have: redistributors that fit the guest's GICR window.
@@ -64,6 +70,7 @@ const PHANDLE_GIC: u32 = 1;
 /// The fixed APB clock [`Pl011Node`] writes, which [`Pl061Node`] names too.
 const PHANDLE_CLOCK: u32 = 2;
 const PHANDLE_GPIO: u32 = 3;
+const PHANDLE_ITS: u32 = 4;
 /// Linux input event code of the power key (`include/uapi/linux/input-event-codes.h`).
 const KEY_POWER: u32 = 116;
 
@@ -219,11 +226,14 @@ fn timer(w: &mut FdtWriter) -> Result<(), GuestDtError> {
 }
 
 /// The slice's GICv3: the distributor and one redistributor frame pair per vCPU, and with
-/// `mbi` the message-based SPIs its PCI functions signal through (Linux irq-gic-v3-mbi).
+/// `mbi` the message-based SPIs its PCI functions signal through (Linux irq-gic-v3-mbi), or
+/// with `its` a virtual ITS child node (GICv4 nodes, docs/decisions/0004-gicv4-virtual-its.md;
+/// its frames are [`ItsNode`]'s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GicNode {
     pub vcpus: usize,
     pub mbi: bool,
+    pub its: bool,
 }
 
 impl GicNode {
@@ -264,7 +274,31 @@ impl DeviceNode for GicNode {
             w.property_array_u32("mbi-ranges", &[map::MBI_FIRST, map::MBI_COUNT])?;
         }
         w.property_u32("phandle", PHANDLE_GIC)?;
+        if self.its {
+            let its = w.begin_node(&alloc::format!("its@{:x}", map::ITS))?;
+            w.property_string("compatible", "arm,gic-v3-its")?;
+            w.property_null("msi-controller")?;
+            w.property_u32("#msi-cells", 1)?;
+            w.property_array_u64("reg", &[map::ITS, map::ITS_SIZE])?;
+            w.property_u32("phandle", PHANDLE_ITS)?;
+            w.end_node(its)?;
+        }
         w.end_node(node)?;
+        Ok(())
+    }
+}
+
+/// The frames of the slice's virtual ITS (its node is written by [`GicNode`], as a child of
+/// the GIC's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ItsNode;
+
+impl DeviceNode for ItsNode {
+    fn regions(&self) -> Vec<BusRegion> {
+        vec![BusRegion::new(map::ITS, map::ITS_SIZE, "mmio-its")]
+    }
+
+    fn write_node(&self, _w: &mut FdtWriter) -> Result<(), GuestDtError> {
         Ok(())
     }
 }
@@ -392,11 +426,19 @@ impl DeviceNode for ControlNode {
 }
 
 /// The slice's PCIe host bridge: ECAM for bus 0 only, one 32-bit memory window (PCI address
-/// = CPU address) that its functions' BARs go in, MSIs through the GIC's MBI SPIs.
+/// = CPU address) that its functions' BARs go in, MSIs through the GIC's MBI SPIs or, with
+/// `its`, the virtual ITS (DeviceID = requester ID).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PcieHostNode;
+pub struct PcieHostNode {
+    pub its: bool,
+}
 
 impl PcieHostNode {
+    /// MSIs as GICv3 message-based SPIs.
+    pub const MBI: PcieHostNode = PcieHostNode { its: false };
+    /// MSIs through the slice's virtual ITS.
+    pub const ITS: PcieHostNode = PcieHostNode { its: true };
+
     /// Index of the ECAM region in [`DeviceNode::regions`].
     pub const ECAM: usize = 0;
     /// Index of the memory window region.
@@ -412,6 +454,9 @@ impl DeviceNode for PcieHostNode {
     }
 
     fn spis(&self) -> Vec<u32> {
+        if self.its {
+            return Vec::new();
+        }
         (map::MBI_FIRST..map::MBI_FIRST + map::MBI_COUNT).collect()
     }
 
@@ -436,7 +481,12 @@ impl DeviceNode for PcieHostNode {
                 size as u32,
             ],
         )?;
-        w.property_u32("msi-parent", PHANDLE_GIC)?;
+        if self.its {
+            // DeviceID = requester ID for the 256 functions of bus 0.
+            w.property_array_u32("msi-map", &[0, PHANDLE_ITS, 0, 0x100])?;
+        } else {
+            w.property_u32("msi-parent", PHANDLE_GIC)?;
+        }
         w.property_null("dma-coherent")?;
         w.property_u32("linux,pci-domain", 0)?;
         w.end_node(node)?;
@@ -463,12 +513,16 @@ mod tests {
     /// The devices of a slice with `vcpus` vCPUs, with a PCIe host bridge if `pcie`.
     fn devices(vcpus: usize, pcie: bool) -> Vec<Box<dyn DeviceNode>> {
         let mut list: Vec<Box<dyn DeviceNode>> = vec![
-            Box::new(GicNode { vcpus, mbi: pcie }),
+            Box::new(GicNode {
+                vcpus,
+                mbi: pcie,
+                its: false,
+            }),
             Box::new(Pl011Node),
             Box::new(Pl061Node),
         ];
         if pcie {
-            list.push(Box::new(PcieHostNode));
+            list.push(Box::new(PcieHostNode::MBI));
         }
         list
     }
@@ -670,15 +724,50 @@ mod tests {
     }
 
     #[test]
+    fn gicv4_slices_get_a_virtual_its_instead_of_mbi() {
+        let devices: Vec<Box<dyn DeviceNode>> = vec![
+            Box::new(GicNode {
+                vcpus: 2,
+                mbi: false,
+                its: true,
+            }),
+            Box::new(Pl011Node),
+            Box::new(PcieHostNode::ITS),
+            Box::new(ItsNode),
+        ];
+        let nodes: Vec<&dyn DeviceNode> = devices.iter().map(|d| d.as_ref()).collect();
+        let blob = generate(&machine(2), &nodes).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let its = fdt.find_node("/intc@8000000/its@8080000").unwrap();
+        assert_eq!(its.compatible().unwrap().first(), "arm,gic-v3-its");
+        assert!(its.property("msi-controller").is_some());
+        assert_eq!(prop_u32s(&its, "#msi-cells"), [1]);
+        assert_eq!(prop_u32s(&its, "reg"), [0, 0x808_0000, 0, 0x2_0000]);
+        let bridge = fdt.find_compatible(&["pci-host-ecam-generic"]).unwrap();
+        let phandle = prop_u32s(&its, "phandle")[0];
+        assert_eq!(prop_u32s(&bridge, "msi-map"), [0, phandle, 0, 0x100]);
+        assert!(bridge.property("msi-parent").is_none());
+        let gic = fdt.find_node("/intc@8000000").unwrap();
+        assert!(gic.property("mbi-ranges").is_none());
+        assert!(gic.property("msi-controller").is_none());
+        // The ITS frames sit between the distributor and the redistributors.
+        const {
+            assert!(map::GICD + map::GICD_SIZE <= map::ITS && map::ITS + map::ITS_SIZE <= map::GICR)
+        };
+    }
+
+    #[test]
     fn devices_name_their_interrupts() {
         assert_eq!(Pl011Node.spis(), [33]);
         assert_eq!(Pl061Node.spis(), [39]);
-        let mbi = PcieHostNode.spis();
+        let mbi = PcieHostNode::MBI.spis();
+        assert!(PcieHostNode::ITS.spis().is_empty());
         assert_eq!((mbi[0], mbi.len()), (64, 32));
         assert!(
             GicNode {
                 vcpus: 1,
-                mbi: true
+                mbi: true,
+                its: false,
             }
             .spis()
             .is_empty()

@@ -33,4 +33,5 @@ pub mod stacks;
 mod testing;
 pub mod trap;
 pub mod vgic;
+pub mod vits;
 pub mod vpci;

@@ -18,7 +18,7 @@ pub const HOST_CRATES: [&str; 7] = [
     "microvisor-redfish",
     "xtask",
 ];
-/// Seconds each fuzz target runs in the test step (11 targets: about a minute in all).
+/// Seconds each fuzz target runs in the test step (12 targets: about a minute in all).
 pub const FUZZ_SECONDS: u64 = 5;
 /// Parallel QEMU scenarios (each boots a multi-core TCG guest).
 pub const QEMU_TEST_THREADS: u32 = 2;

@@ -3,7 +3,9 @@
 
 use microvisor_logic::guest_dt::{DeviceNode, GicNode};
 use microvisor_logic::vgic::{REDISTRIBUTOR_SIZE, VcpuSet};
+use microvisor_logic::vits::VirtualIts;
 
+use super::its::SliceRam;
 use super::{Context, MmioDevice};
 
 /// The vGIC's register frames.
@@ -38,6 +40,16 @@ impl MmioDevice for GicRegisters {
             (GicNode::DISTRIBUTOR, None) => {
                 value = gic.distributor_read(offset, width);
                 VcpuSet::EMPTY
+            }
+            // LPI registers of a slice with a vITS: enabling LPIs reads its tables.
+            (_, Some(v))
+                if gic.has_its() && VirtualIts::owns_redistributor_register(frame_offset) =>
+            {
+                let kick = gic.its_mut().map_or(VcpuSet::EMPTY, |its| {
+                    its.redistributor_write(vcpu, frame_offset, width, v, &SliceRam(ctx.ram))
+                        .kick
+                });
+                gic.lpis_changed(kick)
             }
             (_, Some(v)) => gic.redistributor_write(vcpu, frame_offset, width, v),
             (_, None) => {

@@ -7,6 +7,7 @@ pub mod assigned;
 pub mod control;
 pub mod gic;
 pub mod gpio;
+pub mod its;
 pub mod pci;
 pub mod uart;
 

@@ -29,9 +29,13 @@ pub struct PciHost {
 }
 
 impl PciHost {
-    pub fn new(disk: Option<Arc<SliceDisk>>, assigned: Vec<AssignedDevice>) -> Self {
+    /// The NVMe function's ITS DeviceID: its requester ID, 00:00.0.
+    pub const NVME_DEVICE_ID: u32 = 0;
+
+    /// A host bridge whose MSIs go to the GIC's MBI SPIs, or with `its` to the vITS.
+    pub fn new(disk: Option<Arc<SliceDisk>>, assigned: Vec<AssignedDevice>, its: bool) -> Self {
         Self {
-            node: PcieHostNode,
+            node: PcieHostNode { its },
             disk,
             assigned,
         }
@@ -103,6 +107,8 @@ impl MmioDevice for PciHost {
             }
         };
         ctx.gic.raise_spis(signals.spis());
+        ctx.gic
+            .its_messages(Self::NVME_DEVICE_ID, signals.its_events());
         value
     }
 
@@ -116,6 +122,8 @@ impl MmioDevice for PciHost {
                     disk.completions(ctx.ram, event as u16, &mut signals);
                 }
                 ctx.gic.raise_spis(signals.spis());
+                ctx.gic
+                    .its_messages(Self::NVME_DEVICE_ID, signals.its_events());
             }
             function => {
                 if let Some(f) = self.assigned.get(function - 1) {

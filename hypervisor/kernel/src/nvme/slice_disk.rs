@@ -58,11 +58,17 @@ pub struct QueueInterrupt {
 #[derive(Default)]
 pub struct Signals {
     spis: Vec<u32>,
+    /// EventIDs sent to the vITS doorbell (slices on GICv4 nodes).
+    its_events: Vec<u32>,
 }
 
 impl Signals {
     pub fn spis(&self) -> &[u32] {
         &self.spis
+    }
+
+    pub fn its_events(&self) -> &[u32] {
+        &self.its_events
     }
 }
 
@@ -166,6 +172,9 @@ impl NvmeBackend for Backend<'_> {
         let ours = (map::MBI_FIRST..map::MBI_FIRST + map::MBI_COUNT).contains(&spi);
         if message.address == SETSPI && ours {
             self.signals.spis.push(spi);
+        } else if message.address == map::ITS_TRANSLATER {
+            // A slice with a vITS translates it; without one it goes nowhere.
+            self.signals.its_events.push(message.data);
         }
     }
 }

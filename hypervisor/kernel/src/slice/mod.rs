@@ -15,14 +15,16 @@ use alloc::vec::Vec;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-use microvisor_arch::cpu;
 use microvisor_arch::memory::{self, SharedMemory};
+use microvisor_arch::{cpu, gic};
 use microvisor_logic::control::WINDOW_IPA;
 use microvisor_logic::exits::ExitCause;
 use microvisor_logic::guest_dt::GicNode;
 use microvisor_logic::inventory::{Inventory, Region};
+use microvisor_logic::nvme::{GuestRam, Ipa, Pa};
 use microvisor_logic::pl061::POWER_KEY_LINE;
 use microvisor_logic::ratelimit::{LineBudget, Verdict};
+use microvisor_logic::vits::{Backing, DeviceSlot, VirtualIts};
 use microvisor_plan::bundle::Bundle;
 use microvisor_plan::layout::GUEST_RAM_BASE;
 use microvisor_plan::model::{BootProtocol, CompiledPlan, OnFault, Role};
@@ -33,6 +35,7 @@ use crate::devices::assigned::AssignedDevice;
 use crate::devices::control::ControlPage;
 use crate::devices::gic::GicRegisters;
 use crate::devices::gpio::Gpio;
+use crate::devices::its::ItsFrames;
 use crate::devices::pci::PciHost;
 use crate::devices::uart::Uart;
 use crate::devices::{Context, Devices, MmioDevice};
@@ -45,6 +48,10 @@ use crate::vgic::SliceGic;
 use firmware::EnvironmentFlash;
 pub use images::{BootImages, FlashedImage, ImageBytes, ImageProblem, Machine, Unusable};
 use lifecycle::Lifecycle;
+
+/// Events the vITS keeps for the virtual NVMe function: at least its MSI-X vectors (one per
+/// I/O queue, at most 64, plus the admin queue's).
+const NVME_ITS_EVENTS: u32 = 128;
 pub use lifecycle::{Attention, Ending, Next};
 pub use manage::{Job, Stats};
 pub use staging::{PoolImage, StagingPool};
@@ -219,20 +226,41 @@ impl Slice {
                 .map_device(WINDOW_IPA, window.base, window.size)
                 .map_err(|e| fail(format!("control window: {e:?}")))?;
         }
+        // On a GICv4 node a slice whose PCI host has only its NVMe share gets a virtual ITS
+        // instead of MBI (docs/decisions/0004-gicv4-virtual-its.md); assigned functions keep
+        // MBI until their physical GICv4.0 translation is wired.
+        let its = disk.is_some() && assigned.is_empty() && gic::virtual_lpis();
         let pci = (disk.is_some() || !assigned.is_empty())
-            .then(|| Arc::new(PciHost::new(disk.clone(), assigned)));
+            .then(|| Arc::new(PciHost::new(disk.clone(), assigned, its)));
         let pci_device = pci.as_ref().map(|pci| {
             list.push(pci.clone());
             list.len() - 1
         });
         let gic_node = GicNode {
             vcpus: vcpus.len(),
-            mbi: pci_device.is_some(),
+            mbi: pci_device.is_some() && !its,
+            its,
         };
         list.push(Arc::new(GicRegisters::new(gic_node)));
+        if its {
+            list.push(Arc::new(ItsFrames::new()));
+        }
         let devices = Devices::new(list).map_err(|e| fail(format!("devices: {e}")))?;
         let cores: Vec<(usize, u64)> = vcpus.iter().map(|v| (v.core, v.mpidr)).collect();
-        let gic = SliceGic::new(&cores, &devices.spis(), gic_node.mbi);
+        let virtual_its = its.then(|| {
+            let ram = GuestRam {
+                ipa_base: Ipa(GUEST_RAM_BASE),
+                size: spec.memory,
+                pa_base: Pa(ram.base),
+            };
+            let nvme = DeviceSlot {
+                id: PciHost::NVME_DEVICE_ID,
+                events: NVME_ITS_EVENTS,
+                backing: Backing::Emulated,
+            };
+            VirtualIts::new(vcpus.len(), ram, &[nvme])
+        });
+        let gic = SliceGic::new(&cores, &devices.spis(), gic_node.mbi, virtual_its);
 
         let flashed = Flashed {
             kernel,

@@ -178,11 +178,11 @@ impl VirtualGic {
         let mut waiting = true;
         while free != 0 && (state.pending != 0 || *spi_pending & owned != 0) {
             let n = free.trailing_zeros() as usize;
-            free &= free - 1;
             let Some(intid) = most_urgent(ctlr, state, spis, *spi_pending & owned, vcpu) else {
                 waiting = false;
                 break;
             };
+            free &= free - 1;
             let Some((irq, mut pending)) = slot(state, spis, spi_pending, owned, intid) else {
                 break;
             };
@@ -193,6 +193,34 @@ impl VirtualGic {
             loaded |= 1 << n;
             update.changed |= 1 << n;
             update.injected += 1;
+        }
+        // LPIs of the vITS take the registers left free (group 1, no active state, no HW).
+        let mut lpis_waiting = false;
+        if let Some(its) = self.its.as_deref_mut()
+            && ctlr & gicd::CTLR_ENABLE_GRP1 != 0
+        {
+            loop {
+                let held = &state.list_registers;
+                let in_register = |lpi: u32| held.contains(&Some(lpi));
+                let Some((lpi, priority)) = its.highest_pending_except(vcpu, in_register) else {
+                    break;
+                };
+                if free == 0 {
+                    lpis_waiting = true;
+                    break;
+                }
+                let n = free.trailing_zeros() as usize;
+                free &= free - 1;
+                its.take(vcpu, lpi);
+                registers[n] = u64::from(lpi)
+                    | u64::from(priority) << lr::PRIORITY_SHIFT
+                    | lr::GROUP1
+                    | lr::PENDING << lr::STATE_SHIFT;
+                state.list_registers[n] = Some(lpi);
+                loaded |= 1 << n;
+                update.changed |= 1 << n;
+                update.injected += 1;
+            }
         }
         // An edge interrupt that fired again while active: pending and active (not for HW).
         let anything_pending = state.pending != 0 || *spi_pending & owned != 0;
@@ -217,7 +245,8 @@ impl VirtualGic {
         // Registers past `count` (a caller that passed fewer) keep what they held.
         state.loaded = loaded | state.loaded & !implemented;
         update.loaded = loaded;
-        update.underflow = waiting && anything_pending && self.most_urgent(vcpu).is_some();
+        update.underflow =
+            lpis_waiting || waiting && anything_pending && self.most_urgent(vcpu).is_some();
         if !update.underflow {
             self.dirty = self.dirty.without(vcpu);
         }

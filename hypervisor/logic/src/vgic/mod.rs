@@ -13,8 +13,11 @@
 //! SGIs, resets); `list_registers` chooses what each vCPU's list registers hold; `registers`
 //! emulates the distributor's and redistributors' registers on top of both.
 
+use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
+
+use crate::vits::VirtualIts;
 
 mod list_registers;
 mod registers;
@@ -129,6 +132,8 @@ pub struct VirtualGic {
     dirty: VcpuSet,
     /// The slice's devices signal SPIs through GICD_SETSPI_NSR (GICD_TYPER.MBIS).
     mbi: bool,
+    /// The slice's virtual ITS and its vCPUs' LPIs (GICv4 nodes only; then no MBI).
+    its: Option<Box<VirtualIts>>,
 }
 
 impl VirtualGic {
@@ -152,6 +157,7 @@ impl VirtualGic {
             vcpus: (0..vcpus).map(|_| VcpuState::new()).collect(),
             dirty: VcpuSet::EMPTY,
             mbi: false,
+            its: None,
         }
     }
 
@@ -160,6 +166,35 @@ impl VirtualGic {
     pub fn with_mbi(mut self) -> Self {
         self.mbi = true;
         self
+    }
+
+    /// A GIC with LPIs from the virtual ITS `its` (docs/decisions/0004-gicv4-virtual-its.md):
+    /// GICD_TYPER.LPIS, GICR_TYPER.PLPIS, the redistributors' LPI registers, and vLPIs in the
+    /// list registers. Message-based SPIs are off.
+    pub fn with_its(mut self, its: VirtualIts) -> Self {
+        self.its = Some(Box::new(its));
+        self.mbi = false;
+        self
+    }
+
+    /// The virtual ITS, if the slice has one. Whoever changes its LPI state passes the vCPUs
+    /// it names to [`VirtualGic::lpis_changed`].
+    pub fn its_mut(&mut self) -> Option<&mut VirtualIts> {
+        self.its.as_deref_mut()
+    }
+
+    /// Whether the slice has a virtual ITS.
+    pub fn has_its(&self) -> bool {
+        self.its.is_some()
+    }
+
+    /// The vITS changed the LPIs of `vcpus`: their list registers need a pass.
+    pub fn lpis_changed(&mut self, vcpus: VcpuSet) -> VcpuSet {
+        let vcpus = vcpus
+            .iter()
+            .filter(|&v| v < self.vcpus.len())
+            .fold(VcpuSet::EMPTY, VcpuSet::with);
+        self.mark(vcpus)
     }
 
     /// Records that `vcpus` have something new for their list registers, and returns them.

@@ -2,6 +2,7 @@
 //! guest's register accesses, on top of the interrupt state.
 
 use super::{INTIDS, PRIVATE, SPI_BASE, VcpuSet, VirtualGic};
+use crate::vits::{LPI_ID_BITS, VirtualIts};
 
 /// GIC implementer code for Arm (JEP106 0x43B), used in GICD_IIDR and GICR_IIDR.
 const IIDR_ARM: u32 = 0x43b;
@@ -52,7 +53,11 @@ impl VirtualGic {
     pub fn distributor_read(&self, offset: u64, width: u8) -> u64 {
         match offset {
             gicd::CTLR => u64::from(self.ctlr | gicd::CTLR_ARE | gicd::CTLR_DS),
-            // ITLinesNumber = INTIDS/32 - 1, IDbits = 10 bits (value 9), No1N, MBIS.
+            // ITLinesNumber = INTIDS/32 - 1, IDbits = 10 bits (value 9), No1N, MBIS; with a
+            // vITS: LPIS and 14 INTID bits (value 13).
+            gicd::TYPER if self.its.is_some() => {
+                u64::from((INTIDS / 32 - 1) | 1 << 17 | (LPI_ID_BITS - 1) << 19 | 1 << 25)
+            }
             gicd::TYPER => {
                 u64::from((INTIDS / 32 - 1) | 9 << 19 | 1 << 25 | u32::from(self.mbi) << 16)
             }
@@ -174,6 +179,11 @@ impl VirtualGic {
                 },
             };
         }
+        if let Some(its) = self.its.as_deref()
+            && VirtualIts::owns_redistributor_register(offset)
+        {
+            return its.redistributor_read(vcpu, offset, width);
+        }
         match offset {
             gicr::IIDR => u64::from(IIDR_ARM),
             gicr::TYPER | 0x000c => {
@@ -182,7 +192,9 @@ impl VirtualGic {
                 } else {
                     0
                 };
-                let typer = (vcpu as u64) << 32 | (vcpu as u64) << 8 | last;
+                // PLPIS with a vITS (DirectLPI stays 0: LPIs only through the ITS).
+                let plpis = u64::from(self.its.is_some());
+                let typer = (vcpu as u64) << 32 | (vcpu as u64) << 8 | last | plpis;
                 if offset == 0x000c {
                     typer >> 32
                 } else if width == 4 {

@@ -238,9 +238,15 @@ impl VirtualGic {
 
     /// Resets the whole GIC (a slice restart): distributor, SPIs and every vCPU.
     pub fn reset(&mut self) {
+        let its = self.its.take().map(|mut its| {
+            // No assigned function is behind a vITS yet: no physical mapping to undo.
+            let _ = its.reset();
+            its
+        });
         *self = VirtualGic {
             owned: self.owned,
             mbi: self.mbi,
+            its,
             ..VirtualGic::new(self.vcpus.len(), &[])
         };
     }
