@@ -8,7 +8,7 @@ _start:
     b       primary_entry           // code0
     .word   0                       // code1
     .quad   0x200000                // text_offset
-    .quad   __image_size            // image_size (xtask rewrites it to cover the bundle)
+    .quad   __image_size            // image_size: file + boot stack (xtask adds the bundle)
     .quad   0x2                     // flags: little-endian, 4 KiB pages (xtask may set bit 3)
     .quad   0                       // res2
     .quad   0                       // res3
@@ -34,7 +34,7 @@ primary_entry:
 2:  adr     x9, early_vectors       // exceptions before the kernel's vectors: reported
     msr     vbar_el2, x9
     isb
-    adr     x9, boot_stack_top
+    bl      boot_stack_top
     mov     sp, x9
     mov     x29, xzr
     mov     x30, xzr
@@ -56,7 +56,7 @@ early_vectors:
     b       early_vector
     .endr
 early_vector:
-    adr     x9, boot_stack_top
+    bl      boot_stack_top
     mov     sp, x9
     mov     x29, xzr
     mov     x30, xzr
@@ -64,16 +64,13 @@ early_vector:
 4:  wfi
     b       4b
 
-// The boot stack, above a guard page the EL2 map leaves unmapped: an overflow faults into the
-// early vectors (or, once the kernel's are installed, its fatal report) instead of writing
-// over the data below.
-    .section .data.boot_stack, "aw"
-    .balign 4096
-    .global boot_stack_guard
-boot_stack_guard:
-    .space  4096
-    .global boot_stack_bottom
-boot_stack_bottom:
-    .space  32768
-    .global boot_stack_top
+// x9 = the top of the boot stack: load address + the header's image_size. The loaded file (this
+// image, then the bundle) is followed by a 4 KiB guard page the EL2 map leaves unmapped and the
+// 32 KiB stack (microvisor_plan::image::BOOT_STACK_TAIL), which the header's image_size covers
+// but the file does not hold: an overflow faults into the early vectors (or, once the kernel's
+// are installed, its fatal report) instead of writing over the bundle below. Clobbers x10.
 boot_stack_top:
+    adr     x9, _start
+    ldr     x10, [x9, #16]
+    add     x9, x9, x10
+    ret
