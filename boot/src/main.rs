@@ -283,7 +283,7 @@ fn identity_map(
     for guard in core::iter::once(boot_guard).chain(stacks.guards()) {
         guards.push(guard).map_err(|_| MapError::BadRange)?;
     }
-    guards.sort_unstable_by_key(|g| g.base);
+    microvisor_plan::sort::sort_by_key(&mut guards, |g| g.base);
     for bank in &inventory.ram {
         for piece in without_holes(*bank, guards.iter().copied()) {
             map.map(piece.base, piece.base, piece.size, Attributes::RAM)?;

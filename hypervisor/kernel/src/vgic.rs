@@ -160,7 +160,7 @@ impl SliceGic {
         let count = vgic::list_register_count().min(MAX_LIST_REGISTERS);
         in_flight
             .extend((0..count).filter_map(|n| hardware_in_flight(vgic::read_list_register(n))));
-        in_flight.sort_unstable();
+        microvisor_plan::sort::sort(&mut in_flight);
         in_flight.dedup();
         in_flight.into_iter().for_each(gic::deactivate);
         vgic::reset();

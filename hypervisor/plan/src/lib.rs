@@ -15,6 +15,7 @@ pub mod model;
 pub mod place;
 pub mod sha256;
 pub mod size;
+pub mod sort;
 #[cfg(feature = "std")]
 pub mod toml_plan;
 pub mod validate;

@@ -280,7 +280,7 @@ impl FreeRam {
     /// even if the caller's ranges are not disjoint.
     fn new(ranges: &[RamRange]) -> FreeRam {
         let mut sorted: Vec<RamRange> = ranges.iter().copied().filter(|r| r.size > 0).collect();
-        sorted.sort();
+        crate::sort::sort(&mut sorted);
         let mut merged: Vec<RamRange> = Vec::with_capacity(sorted.len());
         for range in sorted {
             match merged.last_mut() {
