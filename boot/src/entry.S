@@ -19,7 +19,8 @@ _start:
 primary_entry:
     mov     x19, x0                 // device tree
     adr     x20, _start             // where the loader put us
-    // Apply R_AARCH64_RELATIVE relocations: *(base + offset) = base + addend.
+    // Apply R_AARCH64_RELATIVE relocations: *(base + offset) = base + addend (those RELR below
+    // cannot pack; none, as the image is linked today).
     adr     x9, __rela_start
     adr     x10, __rela_end
 1:  cmp     x9, x10
@@ -31,7 +32,33 @@ primary_entry:
     add     x13, x13, x20
     str     x13, [x20, x11]
     b       1b
-2:  adr     x9, early_vectors       // exceptions before the kernel's vectors: reported
+    // Then the packed ones (RELR, `-z pack-relative-relocs`): *where += base. An even entry is
+    // the offset of one pointer, after which `where` is the next word; an odd entry is a bitmap
+    // whose bit i (1..63) stands for where + 8 * (i - 1), after which `where` advances 63 words.
+2:  adr     x9, __relr_start
+    adr     x10, __relr_end
+    mov     x12, x20                // where
+3:  cmp     x9, x10
+    b.hs    7f
+    ldr     x11, [x9], #8
+    tbnz    x11, #0, 4f
+    add     x12, x20, x11
+    ldr     x13, [x12]
+    add     x13, x13, x20
+    str     x13, [x12], #8
+    b       3b
+4:  mov     x14, x12
+5:  lsr     x11, x11, #1
+    cbz     x11, 6f
+    tbz     x11, #0, 8f
+    ldr     x13, [x14]
+    add     x13, x13, x20
+    str     x13, [x14]
+8:  add     x14, x14, #8
+    b       5b
+6:  add     x12, x12, #(63 * 8)
+    b       3b
+7:  adr     x9, early_vectors       // exceptions before the kernel's vectors: reported
     msr     vbar_el2, x9
     isb
     bl      boot_stack_top
