@@ -34,17 +34,35 @@ def clean(name):
     return name
 
 
-def crate_of(name):
+def path_of(name):
+    """The function's path with the `<T as Trait>` wrapper and generic arguments removed."""
     n = name
     while n.startswith("<"):
         n = n[1:]
     for prefix in ("&mut ", "&", "*const ", "*mut ", "dyn ", "["):
         while n.startswith(prefix):
             n = n[len(prefix):]
-    m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)::", n)
-    if m:
-        return m.group(1)
+    n = re.sub(r"<[^<>]*>", "", re.sub(r"<[^<>]*>", "", re.sub(r"<[^<>]*>", "", n)))
+    n = n.split(" as ")[0].split(" (")[0]
+    return n if re.match(r"[A-Za-z_][A-Za-z0-9_]*::", n) else None
+
+
+def crate_of(name):
+    path = path_of(name)
+    if path:
+        return path.split("::")[0]
     return "[symbols without a crate: assembly, compiler builtins]"
+
+
+def module_of(name):
+    """The crate and first module (`microvisor_kernel::start`), or the crate for its root."""
+    path = path_of(name)
+    if not path:
+        return crate_of(name)
+    parts = [p for p in path.split("::") if p and not p.startswith("_")]
+    if len(parts) >= 3 and parts[0].startswith("microvisor"):
+        return "::".join(parts[:2])
+    return parts[0] if parts else crate_of(name)
 
 
 def sections(elf):
@@ -74,6 +92,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("elf", nargs="?", default=DEFAULT)
     ap.add_argument("-n", type=int, default=30, help="largest functions shown")
+    ap.add_argument("-m", "--modules", type=int, default=30, help="largest modules shown")
     ap.add_argument("--group", action="append", default=[],
                     help="also total the functions whose name matches this regex")
     args = ap.parse_args()
@@ -93,6 +112,12 @@ def main():
     print(f"\ncode by crate ({total} bytes in {len(text)} functions)")
     for crate, size in by_crate.most_common():
         print(f"{size:>8} {100 * size / total:5.1f}% {count[crate]:>5}  {crate}")
+    by_module = collections.Counter()
+    for size, _, name in text:
+        by_module[module_of(name)] += size
+    print(f"\ncode by module (the {args.modules} largest)")
+    for module, size in by_module.most_common(args.modules):
+        print(f"{size:>8} {100 * size / total:5.1f}%  {module}")
     print(f"\n{args.n} largest functions")
     for size, _, name in sorted(text, reverse=True)[: args.n]:
         print(f"{size:>8}  {name[:150]}")
