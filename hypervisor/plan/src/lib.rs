@@ -16,6 +16,7 @@ pub mod place;
 pub mod sha256;
 pub mod size;
 pub mod sort;
+pub mod sorted_map;
 #[cfg(feature = "std")]
 pub mod toml_plan;
 pub mod validate;
