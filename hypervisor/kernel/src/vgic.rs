@@ -114,6 +114,7 @@ impl SliceGic {
     }
 
     /// Makes the cores of `vcpus` (other than this one) look at their vCPU again.
+    #[inline] // on an exit path: inlined even under the image's lower inline threshold
     pub fn kick(&self, vcpus: VcpuSet) {
         let here = cpu::core_index();
         for index in vcpus.iter() {
