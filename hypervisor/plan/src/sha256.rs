@@ -1,5 +1,5 @@
 //! SHA-256 (FIPS 180-4 §6.2) over a compression function the caller chooses: the software one
-//! ([`software`], checked against the `sha2` crate in the tests), or the hypervisor's, which uses the CPU's SHA-256
+//! of the `sha2` crate ([`software`]), or the hypervisor's, which uses the CPU's SHA-256
 //! instructions where the core has them (`microvisor_arch::crypto`). This module does the
 //! padding and the block bookkeeping; the compression function only ever sees whole blocks.
 
@@ -90,49 +90,16 @@ pub const ROUND_CONSTANTS: [u32; 64] = [
     0xc671_78f2,
 ];
 
-/// The compression function in software, written from FIPS 180-4 §6.2.2 as a loop over the
-/// 64 rounds (about 0.6 KiB of code instead of the `sha2` crate's unrolled 8.5 KiB: the
-/// hypervisor only needs it where a core has no SHA-256 instructions, and to check them).
+/// The compression function in software (the `sha2` crate's; its compact loop of the 64 rounds
+/// in the hypervisor, which only needs it where a core has no SHA-256 instructions: plan's
+/// Cargo.toml, `force-soft-compact`).
 pub fn software(state: &mut [u32; 8], blocks: &[[u8; 64]]) {
+    use sha2::digest::generic_array::GenericArray;
     for block in blocks {
-        let mut w = [0u32; 64];
-        for (word, bytes) in w.iter_mut().zip(block.chunks_exact(4)) {
-            *word = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        }
-        for t in 16..64 {
-            let s0 = w[t - 15].rotate_right(7) ^ w[t - 15].rotate_right(18) ^ (w[t - 15] >> 3);
-            let s1 = w[t - 2].rotate_right(17) ^ w[t - 2].rotate_right(19) ^ (w[t - 2] >> 10);
-            w[t] = w[t - 16]
-                .wrapping_add(s0)
-                .wrapping_add(w[t - 7])
-                .wrapping_add(s1);
-        }
-        let mut v = *state;
-        for (k, w) in ROUND_CONSTANTS.iter().zip(w) {
-            let [a, b, c, d, e, f, g, h] = v;
-            let big1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
-            let ch = (e & f) ^ (!e & g);
-            let t1 = h
-                .wrapping_add(big1)
-                .wrapping_add(ch)
-                .wrapping_add(*k)
-                .wrapping_add(w);
-            let big0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
-            let maj = (a & b) ^ (a & c) ^ (b & c);
-            v = [
-                t1.wrapping_add(big0.wrapping_add(maj)),
-                a,
-                b,
-                c,
-                d.wrapping_add(t1),
-                e,
-                f,
-                g,
-            ];
-        }
-        for (s, v) in state.iter_mut().zip(v) {
-            *s = s.wrapping_add(v);
-        }
+        sha2::compress256(
+            state,
+            core::slice::from_ref(GenericArray::from_slice(block)),
+        );
     }
 }
 
