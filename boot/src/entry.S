@@ -93,7 +93,7 @@ early_vector:
 
 // x9 = the top of the boot stack: load address + the header's image_size. The loaded file (this
 // image, then the bundle) is followed by a 4 KiB guard page the EL2 map leaves unmapped and the
-// 32 KiB stack (microvisor_plan::image::BOOT_STACK_TAIL), which the header's image_size covers
+// 48 KiB stack (microvisor_plan::image::BOOT_STACK_TAIL), which the header's image_size covers
 // but the file does not hold: an overflow faults into the early vectors (or, once the kernel's
 // are installed, its fatal report) instead of writing over the bundle below. Clobbers x10.
 boot_stack_top:

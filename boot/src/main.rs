@@ -50,8 +50,8 @@ unsafe extern "C" {
 /// Offset of the header's `image_size` field.
 const IMAGE_SIZE_OFFSET: u64 = 16;
 /// RAM after the loaded file that the header's `image_size` covers: the boot stack's guard page
-/// and the 32 KiB boot stack (`microvisor_plan::image::BOOT_STACK_TAIL`, `entry.S`).
-const BOOT_STACK_TAIL: u64 = 36 * 1024;
+/// and the 48 KiB boot stack (`microvisor_plan::image::BOOT_STACK_TAIL`, `entry.S`).
+const BOOT_STACK_TAIL: u64 = 52 * 1024;
 /// Offset of the header's reserved u64 @40 (`microvisor_plan::image::TEST_MARK_OFFSET`).
 const TEST_MARK_OFFSET: usize = 40;
 

@@ -626,7 +626,7 @@ kernel = "linux"
         let bundle = vec![7u8; 4096];
         let image = assemble(hv.clone(), &bundle, false).unwrap();
         let header = Arm64Header::parse(&image).unwrap();
-        assert_eq!(header.image_size, 12288 + 36 * 1024);
+        assert_eq!(header.image_size, 12288 + 52 * 1024);
         assert!(!header.anywhere());
         assert_eq!(&image[8192..], &bundle[..]);
         let anywhere = assemble(hv, &bundle, true).unwrap();
@@ -656,7 +656,7 @@ kernel = "linux"
         // The boot stack follows the file, rounded up to 4 KiB.
         let header = Arm64Header::parse(&image).unwrap();
         let file = flat::round_up(image.len() as u64, flat::PAGE);
-        assert_eq!(header.image_size, file + 36 * 1024);
+        assert_eq!(header.image_size, file + 52 * 1024);
     }
 
     #[test]
