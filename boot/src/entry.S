@@ -8,7 +8,7 @@ _start:
     b       primary_entry           // code0
     .word   0                       // code1
     .quad   0x200000                // text_offset
-    .quad   __image_size            // image_size (xtask rewrites it to cover the bundle)
+    .quad   __image_size            // image_size: file + boot stack (xtask adds the bundle)
     .quad   0x2                     // flags: little-endian, 4 KiB pages (xtask may set bit 3)
     .quad   0                       // res2
     .quad   0                       // res3
@@ -19,7 +19,8 @@ _start:
 primary_entry:
     mov     x19, x0                 // device tree
     adr     x20, _start             // where the loader put us
-    // Apply R_AARCH64_RELATIVE relocations: *(base + offset) = base + addend.
+    // Apply R_AARCH64_RELATIVE relocations: *(base + offset) = base + addend (those RELR below
+    // cannot pack; none, as the image is linked today).
     adr     x9, __rela_start
     adr     x10, __rela_end
 1:  cmp     x9, x10
@@ -31,10 +32,36 @@ primary_entry:
     add     x13, x13, x20
     str     x13, [x20, x11]
     b       1b
-2:  adr     x9, early_vectors       // exceptions before the kernel's vectors: reported
+    // Then the packed ones (RELR, `-z pack-relative-relocs`): *where += base. An even entry is
+    // the offset of one pointer, after which `where` is the next word; an odd entry is a bitmap
+    // whose bit i (1..63) stands for where + 8 * (i - 1), after which `where` advances 63 words.
+2:  adr     x9, __relr_start
+    adr     x10, __relr_end
+    mov     x12, x20                // where
+3:  cmp     x9, x10
+    b.hs    7f
+    ldr     x11, [x9], #8
+    tbnz    x11, #0, 4f
+    add     x12, x20, x11
+    ldr     x13, [x12]
+    add     x13, x13, x20
+    str     x13, [x12], #8
+    b       3b
+4:  mov     x14, x12
+5:  lsr     x11, x11, #1
+    cbz     x11, 6f
+    tbz     x11, #0, 8f
+    ldr     x13, [x14]
+    add     x13, x13, x20
+    str     x13, [x14]
+8:  add     x14, x14, #8
+    b       5b
+6:  add     x12, x12, #(63 * 8)
+    b       3b
+7:  adr     x9, early_vectors       // exceptions before the kernel's vectors: reported
     msr     vbar_el2, x9
     isb
-    adr     x9, boot_stack_top
+    bl      boot_stack_top
     mov     sp, x9
     mov     x29, xzr
     mov     x30, xzr
@@ -56,7 +83,7 @@ early_vectors:
     b       early_vector
     .endr
 early_vector:
-    adr     x9, boot_stack_top
+    bl      boot_stack_top
     mov     sp, x9
     mov     x29, xzr
     mov     x30, xzr
@@ -64,16 +91,13 @@ early_vector:
 4:  wfi
     b       4b
 
-// The boot stack, above a guard page the EL2 map leaves unmapped: an overflow faults into the
-// early vectors (or, once the kernel's are installed, its fatal report) instead of writing
-// over the data below.
-    .section .data.boot_stack, "aw"
-    .balign 4096
-    .global boot_stack_guard
-boot_stack_guard:
-    .space  4096
-    .global boot_stack_bottom
-boot_stack_bottom:
-    .space  32768
-    .global boot_stack_top
+// x9 = the top of the boot stack: load address + the header's image_size. The loaded file (this
+// image, then the bundle) is followed by a 4 KiB guard page the EL2 map leaves unmapped and the
+// 48 KiB stack (microvisor_plan::image::BOOT_STACK_TAIL), which the header's image_size covers
+// but the file does not hold: an overflow faults into the early vectors (or, once the kernel's
+// are installed, its fatal report) instead of writing over the bundle below. Clobbers x10.
 boot_stack_top:
+    adr     x9, _start
+    ldr     x10, [x9, #16]
+    add     x9, x9, x10
+    ret

@@ -45,11 +45,13 @@ const WORKING_ALIGN: u64 = 64 * 1024;
 
 unsafe extern "C" {
     static __image_end: u8;
-    static boot_stack_guard: u8;
 }
 
 /// Offset of the header's `image_size` field.
 const IMAGE_SIZE_OFFSET: u64 = 16;
+/// RAM after the loaded file that the header's `image_size` covers: the boot stack's guard page
+/// and the 48 KiB boot stack (`microvisor_plan::image::BOOT_STACK_TAIL`, `entry.S`).
+const BOOT_STACK_TAIL: u64 = 52 * 1024;
 /// Offset of the header's reserved u64 @40 (`microvisor_plan::image::TEST_MARK_OFFSET`).
 const TEST_MARK_OFFSET: usize = 40;
 
@@ -67,8 +69,13 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     );
     let test_mark: [u8; 8] = header[TEST_MARK_OFFSET..][..8].try_into().unwrap_or([0; 8]);
     let hypervisor_end = core::ptr::addr_of!(__image_end) as u64;
-    let hypervisor_size = hypervisor_end - image_base;
-    let image = Region::new(image_base, image_size.max(hypervisor_size));
+    // The file (hypervisor, bundle) and, after it, the boot stack's guard page and the boot
+    // stack, whose top `entry.S` put at `image_base + image_size`.
+    let image = Region::new(image_base, image_size);
+    let tail = image.end().wrapping_sub(BOOT_STACK_TAIL);
+    let file_size = hypervisor_end - image_base;
+    // What the hypervisor itself occupies: its file and the boot stack with its guard page.
+    let hypervisor_size = file_size + BOOT_STACK_TAIL;
 
     let (dtb, dtb_size) = firmware_tree(dtb_address);
     let inventory = match Inventory::from_dtb(dtb) {
@@ -86,6 +93,13 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     };
     early::use_console(inventory.uart.registers.base);
     early::power_off_with(inventory.psci);
+    if tail < hypervisor_end || !tail.is_multiple_of(PAGE_SIZE) {
+        early::fail(format_args!(
+            "image header: image_size {image_size:#x} does not cover the file and the boot stack \
+             (at least {:#x}, a multiple of 4 KiB)",
+            hypervisor_size
+        ))
+    }
     let inventory_read = cpu::counter();
     let Some(boot_core) = inventory.core_index(cpu::mpidr()) else {
         early::fail(format_args!(
@@ -124,8 +138,8 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
             working.base + tables_size
         ))
     };
-    // The boot stack (`entry.S`) has its own guard page, below it in the image.
-    let boot_guard = Region::new(core::ptr::addr_of!(boot_stack_guard) as u64, PAGE_SIZE);
+    // The boot stack (`entry.S`) has its own guard page, below it after the loaded file.
+    let boot_guard = Region::new(tail, PAGE_SIZE);
     // SAFETY: `working` is RAM that nothing else uses (it avoids the image, the device tree
     // and reserved memory), and the MMU is off, so physical addresses are accessed directly.
     let pool = unsafe { RawTablePool::new(working.base, STAGE1_TABLES) };
@@ -138,7 +152,8 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     // SAFETY: the image's code and data and the working memory hold nothing dirty that we
     // need (the loader cleaned the image to the point of coherency).
     unsafe {
-        cache::invalidate(image_base, hypervisor_size);
+        cache::invalidate(image_base, file_size);
+        cache::invalidate(tail, BOOT_STACK_TAIL);
         cache::invalidate(working.base, tables_size);
     }
     // SAFETY: `identity_map` covered all RAM (code, stack, data, tables) and the devices used.
@@ -195,7 +210,7 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     unsafe { smp::use_stacks(stacks) };
 
     // SAFETY: the bundle is the rest of the loaded image, claimed above and never written.
-    let bundle = unsafe { static_bytes(hypervisor_end, (image.end() - hypervisor_end) as usize) };
+    let bundle = unsafe { static_bytes(hypervisor_end, (tail - hypervisor_end) as usize) };
     primary_main(BootInfo {
         inventory,
         boot_core,
@@ -268,7 +283,7 @@ fn identity_map(
     for guard in core::iter::once(boot_guard).chain(stacks.guards()) {
         guards.push(guard).map_err(|_| MapError::BadRange)?;
     }
-    guards.sort_unstable_by_key(|g| g.base);
+    microvisor_plan::sort::sort_by_key(&mut guards, |g| g.base);
     for bank in &inventory.ram {
         for piece in without_holes(*bank, guards.iter().copied()) {
             map.map(piece.base, piece.base, piece.size, Attributes::RAM)?;

@@ -77,7 +77,8 @@ pub fn symbol(elf: &[u8], name: &str) -> Result<Option<u64>> {
 }
 
 /// The hypervisor's flat image, checked against its linker symbol `__image_end`
-/// (linked at 0, so the flat length must equal it exactly).
+/// (linked at 0, so the flat length must equal it exactly) and its header's `image_size` (the
+/// flat length and the boot stack after it, [`microvisor_plan::image::BOOT_STACK_TAIL`]).
 pub fn hypervisor_flat(elf: &[u8]) -> Result<Vec<u8>> {
     let flat = elf_to_flat(elf)?;
     ensure!(
@@ -91,6 +92,17 @@ pub fn hypervisor_flat(elf: &[u8]) -> Result<Vec<u8>> {
         end == flat.bytes.len() as u64,
         "flat hypervisor is {:#x} bytes but `__image_end` is {end:#x}: check boot/link.ld",
         flat.bytes.len()
+    );
+    let image_size = flat
+        .bytes
+        .get(16..24)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes);
+    let expected = end + microvisor_plan::image::BOOT_STACK_TAIL;
+    ensure!(
+        image_size == Some(expected),
+        "the hypervisor header's image_size is {image_size:#x?}, not the file and the boot stack \
+         ({expected:#x}): check boot/link.ld against microvisor_plan::image::BOOT_STACK_TAIL"
     );
     Ok(flat.bytes)
 }

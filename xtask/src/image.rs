@@ -209,7 +209,8 @@ pub fn full_cmdline(default: &str, user: &str) -> String {
 }
 
 /// Flat hypervisor (padded to 4 KiB) followed by the bundle, header patched: `image_size` =
-/// total length, and the "anywhere" flag when asked.
+/// total length rounded up to 4 KiB plus the boot stack after it
+/// ([`microvisor_plan::image::BOOT_STACK_TAIL`]), and the "anywhere" flag when asked.
 pub fn assemble(mut hypervisor: Vec<u8>, bundle: &[u8], anywhere: bool) -> Result<Vec<u8>> {
     Arm64Header::parse(&hypervisor)
         .map_err(|e| anyhow::anyhow!("the hypervisor has no valid arm64 Image header: {e}"))?;
@@ -218,8 +219,9 @@ pub fn assemble(mut hypervisor: Vec<u8>, bundle: &[u8], anywhere: bool) -> Resul
         "flat hypervisor is not padded to 4 KiB"
     );
     hypervisor.extend_from_slice(bundle);
-    let total = hypervisor.len() as u64;
-    hypervisor[IMAGE_SIZE_OFFSET..IMAGE_SIZE_OFFSET + 8].copy_from_slice(&total.to_le_bytes());
+    let size = flat::round_up(hypervisor.len() as u64, flat::PAGE)
+        + microvisor_plan::image::BOOT_STACK_TAIL;
+    hypervisor[IMAGE_SIZE_OFFSET..IMAGE_SIZE_OFFSET + 8].copy_from_slice(&size.to_le_bytes());
     if anywhere {
         let mut flags = [0u8; 8];
         flags.copy_from_slice(&hypervisor[FLAGS_OFFSET..FLAGS_OFFSET + 8]);
@@ -624,7 +626,7 @@ kernel = "linux"
         let bundle = vec![7u8; 4096];
         let image = assemble(hv.clone(), &bundle, false).unwrap();
         let header = Arm64Header::parse(&image).unwrap();
-        assert_eq!(header.image_size, 12288);
+        assert_eq!(header.image_size, 12288 + 52 * 1024);
         assert!(!header.anywhere());
         assert_eq!(&image[8192..], &bundle[..]);
         let anywhere = assemble(hv, &bundle, true).unwrap();
@@ -651,6 +653,10 @@ kernel = "linux"
         hv.resize(3 * 4096, 0);
         let image = assemble(hv, &bundle, false).unwrap();
         assert_eq!(find_bundle(&image), Some(3 * 4096));
+        // The boot stack follows the file, rounded up to 4 KiB.
+        let header = Arm64Header::parse(&image).unwrap();
+        let file = flat::round_up(image.len() as u64, flat::PAGE);
+        assert_eq!(header.image_size, file + 52 * 1024);
     }
 
     #[test]

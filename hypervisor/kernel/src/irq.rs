@@ -24,6 +24,7 @@ pub struct Handled {
 
 /// Acknowledges and handles every pending physical interrupt. `running` is the vCPU this core
 /// is running, if it is running one (its timer interrupts are injected into it).
+#[inline] // on an exit path: inlined even under the image's lower inline threshold
 pub fn handle_pending(node: &Node, running: Option<(&Slice, &Vcpu)>) -> Handled {
     let mut handled = Handled::default();
     while let Some(intid) = gic::acknowledge() {

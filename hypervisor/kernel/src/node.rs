@@ -1,10 +1,10 @@
 //! The node once booted: its slices, which vCPU each physical core runs, who owns each
 //! physical interrupt, the operator console and the LPI machinery.
 
-use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use microvisor_plan::sorted_map::SortedMap;
 
 use microvisor_logic::inventory::Conduit;
 use microvisor_logic::smmu::Event;
@@ -52,7 +52,7 @@ pub struct Node {
     pub footprint: Footprint,
     /// The slices' first starts, until every one is done.
     pub boot: BootRelease,
-    owners: BTreeMap<u32, IrqOwner>,
+    owners: SortedMap<u32, IrqOwner>,
 }
 
 /// The node's boot until every slice has been started once (docs/performance.md, `boot-N`):
@@ -156,7 +156,7 @@ impl Node {
                 assignment[vcpu.core] = Some((slice.index, vcpu.index));
             }
         }
-        let mut owners = BTreeMap::new();
+        let mut owners = SortedMap::new();
         if let Some(intid) = console.intid() {
             owners.insert(intid, IrqOwner::ConsoleInput);
         }

@@ -59,6 +59,7 @@ pub fn published() -> Option<&'static Node> {
 
 /// The published node. Only entry points (exception handlers, a starting core) call this;
 /// everything below them is handed what it needs.
+#[inline] // on an exit path: inlined even under the image's lower inline threshold
 pub fn node() -> &'static Node {
     match NODE.get() {
         Some(node) => node,

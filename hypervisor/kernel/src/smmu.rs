@@ -3,10 +3,10 @@
 //! confined to the memory it is given; event records and global errors reported when the
 //! SMMU's wired interrupts fire. Slices' devices are attached with [`NodeSmmu::attach`].
 
-use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use microvisor_plan::sorted_map::SortedMap;
 
 use microvisor_arch::gic;
 use microvisor_arch::memory;
@@ -78,7 +78,7 @@ pub struct NodeSmmu {
     pub gerror: Option<WiredInterrupt>,
     /// The device stage 2 of each attached stream (and its VMID), kept alive while the SMMU
     /// may walk it.
-    attached: Mutex<BTreeMap<u32, (u16, DeviceStage2)>>,
+    attached: Mutex<SortedMap<u32, (u16, DeviceStage2)>>,
 }
 
 /// A stage 2 for devices only, never loaded on a CPU (so what it maps for a device, such as
@@ -207,7 +207,7 @@ impl NodeSmmu {
             memory: region,
             eventq: interrupts.eventq,
             gerror: interrupts.gerror,
-            attached: Mutex::new(BTreeMap::new()),
+            attached: Mutex::new(SortedMap::new()),
         }))
     }
 

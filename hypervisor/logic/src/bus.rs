@@ -118,7 +118,7 @@ impl MmioBus {
         if entries.len() > MAX_REGIONS {
             return Err(BusError::TooMany);
         }
-        entries.sort_unstable_by_key(|e| e.base);
+        microvisor_plan::sort::sort_by_key(&mut entries, |e| e.base);
         for pair in entries.windows(2) {
             if pair[1].base < pair[0].base + pair[0].size {
                 return Err(BusError::Overlap {

@@ -511,7 +511,7 @@ fn ram(tree: &Tree<'_>) -> Result<Vec<Region, MAX_RAM_BANKS>, InventoryError> {
     if banks.is_empty() {
         return Err(InventoryError::NoMemory);
     }
-    banks.sort_unstable_by_key(|r| r.base);
+    microvisor_plan::sort::sort_by_key(&mut banks, |r| r.base);
     Ok(banks)
 }
 

@@ -33,7 +33,7 @@ pub fn free_ram(banks: &[Region], taken: &[Region]) -> Vec<RamRange> {
             })
             .collect();
     }
-    free.sort_unstable();
+    microvisor_plan::sort::sort(&mut free);
     free
 }
 

@@ -18,7 +18,7 @@
 //! The result lists, per slice in plan order, the function given for each of its
 //! `[[slice.device]]` tables, in the slice's order.
 
-use alloc::collections::BTreeMap;
+use crate::sorted_map::SortedMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -395,7 +395,7 @@ pub fn place_devices<I>(
         .map(|slice| slice.name.as_str());
     let shared_nvme = node.hypervisor_nvme.zip(nvme_sharer);
     let reserved = shared_nvme.map(|(address, _)| address);
-    let mut owner: BTreeMap<PciAddress, &str> = BTreeMap::new();
+    let mut owner: SortedMap<PciAddress, &str> = SortedMap::new();
 
     for slice in &plan.slices {
         let name = slice.name.as_str();
@@ -462,10 +462,10 @@ pub fn place_devices<I>(
 }
 
 /// The functions by address (a function listed twice counts once: its first entry).
-fn by_address(functions: &[PciFunction]) -> BTreeMap<PciAddress, PciFunction> {
-    let mut map = BTreeMap::new();
+fn by_address(functions: &[PciFunction]) -> SortedMap<PciAddress, PciFunction> {
+    let mut map = SortedMap::new();
     for function in functions {
-        map.entry(function.address).or_insert(*function);
+        map.insert_if_absent(function.address, *function);
     }
     map
 }
@@ -473,7 +473,7 @@ fn by_address(functions: &[PciFunction]) -> BTreeMap<PciAddress, PciFunction> {
 /// Whether `function` could still be given to a slice.
 fn is_free(
     function: &PciFunction,
-    owner: &BTreeMap<PciAddress, &str>,
+    owner: &SortedMap<PciAddress, &str>,
     reserved: Option<PciAddress>,
 ) -> bool {
     function.bridge().is_none()
@@ -484,8 +484,8 @@ fn is_free(
 /// Who has each function of `class` (all of them are taken when this is asked).
 fn uses_of(
     class: DeviceClass,
-    functions: &BTreeMap<PciAddress, PciFunction>,
-    owner: &BTreeMap<PciAddress, &str>,
+    functions: &SortedMap<PciAddress, PciFunction>,
+    owner: &SortedMap<PciAddress, &str>,
     reserved: Option<PciAddress>,
 ) -> Vec<(PciAddress, FunctionUse)> {
     functions
@@ -684,6 +684,6 @@ mod tests {
         other.class = 0x06_04_00;
         let map = by_address(&[net, other, net]);
         assert_eq!(map.len(), 1);
-        assert_eq!(map[&net.address], net);
+        assert_eq!(*map.get(&net.address).unwrap(), net);
     }
 }

@@ -24,6 +24,12 @@ pub const TEST_MARK_OFFSET: usize = 40;
 /// once its slices run (the guard page test, `tests/tests/robustness.rs`, writes it into the
 /// built image; `cargo xtask image` never does). Anything else there is ignored.
 pub const STACK_OVERFLOW_TEST: [u8; 8] = *b"MVSOVFL1";
+/// Bytes of RAM the hypervisor image (`boot/`) needs after its loaded file (the flat hypervisor
+/// and the bundle, padded to 4 KiB): a 4 KiB guard page and the boot core's 48 KiB stack above
+/// it. They are not in the file; the header's `image_size` (file + this) covers them, so a loader
+/// keeps the device tree and anything else out of them. `boot/link.ld` adds the same amount to
+/// `__image_size`, and `boot/src/entry.S` puts the stack's top at load address + `image_size`.
+pub const BOOT_STACK_TAIL: u64 = 52 * 1024;
 /// Required alignment of `text_offset`.
 const TEXT_OFFSET_ALIGN: u64 = 4096;
 

@@ -15,6 +15,8 @@ pub mod model;
 pub mod place;
 pub mod sha256;
 pub mod size;
+pub mod sort;
+pub mod sorted_map;
 #[cfg(feature = "std")]
 pub mod toml_plan;
 pub mod validate;

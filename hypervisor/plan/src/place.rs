@@ -16,7 +16,7 @@
 //!    `align_down(end - round_up(memory1, 2 MiB), 2 MiB)`, slice 2 right below it, and so on.
 //! 5. The manager's **staging pool** (`staging`) is placed the same way after every slice.
 
-use alloc::collections::BTreeMap;
+use crate::sorted_map::SortedMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
@@ -199,7 +199,7 @@ pub fn place_disk<I>(
 }
 
 /// Physical cores given out so far, with the slice that has each.
-type TakenCores<'a> = BTreeMap<u32, &'a str>;
+type TakenCores<'a> = SortedMap<u32, &'a str>;
 
 /// Core lists for every slice, in plan order: explicit lists first, then counts.
 fn place_cores<I>(plan: &PlanOf<I>, hw: &Hardware) -> Result<Vec<Vec<u32>>, PlanError> {
@@ -280,7 +280,7 @@ impl FreeRam {
     /// even if the caller's ranges are not disjoint.
     fn new(ranges: &[RamRange]) -> FreeRam {
         let mut sorted: Vec<RamRange> = ranges.iter().copied().filter(|r| r.size > 0).collect();
-        sorted.sort();
+        crate::sort::sort(&mut sorted);
         let mut merged: Vec<RamRange> = Vec::with_capacity(sorted.len());
         for range in sorted {
             match merged.last_mut() {

@@ -90,7 +90,9 @@ pub const ROUND_CONSTANTS: [u32; 64] = [
     0xc671_78f2,
 ];
 
-/// The compression function in software (the `sha2` crate's).
+/// The compression function in software (the `sha2` crate's; its compact loop of the 64 rounds
+/// in the hypervisor, which only needs it where a core has no SHA-256 instructions: plan's
+/// Cargo.toml, `force-soft-compact`).
 pub fn software(state: &mut [u32; 8], blocks: &[[u8; 64]]) {
     use sha2::digest::generic_array::GenericArray;
     for block in blocks {

@@ -2,7 +2,7 @@
 //! hypervisor on the bundled plan. Checks run slice by slice, field by field, in plan order;
 //! the first problem found is reported.
 
-use alloc::collections::BTreeMap;
+use crate::sorted_map::SortedMap;
 use alloc::format;
 use alloc::string::String;
 
@@ -20,9 +20,9 @@ impl<I> PlanOf<I> {
     /// [`MAX_DEVICES`] devices per slice, no PCI address asked for twice.
     pub fn validate(&self) -> Result<(), PlanError> {
         check_slice_count(self.slices.len())?;
-        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut core_owner: BTreeMap<u32, usize> = BTreeMap::new();
-        let mut device_owner: BTreeMap<PciAddress, usize> = BTreeMap::new();
+        let mut names: SortedMap<&str, usize> = SortedMap::new();
+        let mut core_owner: SortedMap<u32, usize> = SortedMap::new();
+        let mut device_owner: SortedMap<PciAddress, usize> = SortedMap::new();
         let mut manager: Option<usize> = None;
         for (index, slice) in self.slices.iter().enumerate() {
             let at = slice_ref(index, &slice.name);
@@ -134,14 +134,14 @@ fn check_slice_count(count: usize) -> Result<(), PlanError> {
 }
 
 fn check_name<'a>(
-    names: &mut BTreeMap<&'a str, usize>,
+    names: &mut SortedMap<&'a str, usize>,
     index: usize,
     name: &'a str,
 ) -> Result<(), Problem> {
     if !is_valid_name(name) {
         return Err(Problem::BadName(name.into()));
     }
-    if let Some(&first) = names.get(name) {
+    if let Some(&first) = names.get(&name) {
         return Err(Problem::DuplicateName {
             first: first.saturating_add(1),
         });
@@ -153,7 +153,7 @@ fn check_name<'a>(
 /// Checks that the slice has cores and that none of its listed cores is already taken
 /// (`core_owner` maps each listed core to the slice that listed it first).
 fn check_cores(
-    core_owner: &mut BTreeMap<u32, usize>,
+    core_owner: &mut SortedMap<u32, usize>,
     index: usize,
     cores: &Cores,
     describe: impl Fn(usize) -> String,
@@ -184,7 +184,7 @@ fn check_cores(
 /// Checks the number of devices and that no address is asked for twice (`device_owner` maps
 /// each address to the slice that asks for it first).
 fn check_devices(
-    device_owner: &mut BTreeMap<PciAddress, usize>,
+    device_owner: &mut SortedMap<PciAddress, usize>,
     index: usize,
     devices: &[DeviceRequest],
     describe: impl Fn(usize) -> String,

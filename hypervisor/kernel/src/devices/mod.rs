@@ -91,6 +91,7 @@ impl Devices {
     }
 
     /// A guest access to `ipa`: counted and dispatched. None if no device answers there.
+    #[inline] // on an exit path: inlined even under the image's lower inline threshold
     pub fn access(
         &self,
         ctx: &Context<'_>,

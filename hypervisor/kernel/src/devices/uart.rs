@@ -41,6 +41,7 @@ impl State {
     }
 
     /// Moves waiting input into the receive FIFO while it has room.
+    #[inline] // on an exit path: inlined even under the image's lower inline threshold
     fn refill(&mut self) {
         while let Some(&byte) = self.pending_input.front() {
             if !self.device.receive(byte) {

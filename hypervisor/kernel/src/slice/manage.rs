@@ -242,6 +242,7 @@ impl Slice {
 
     /// Forces the run to end if a graceful shutdown's deadline has passed (any core; one
     /// atomic load when none is asked for).
+    #[inline] // on an exit path: inlined even under the image's lower inline threshold
     pub fn check_shutdown(&self) {
         let deadline = self.shutdown_deadline.load(Ordering::Relaxed);
         if deadline == 0 || cpu::counter() < deadline {

@@ -77,7 +77,7 @@ impl VirtualBar {
                 trapped_pages.push(page * PAGE_SIZE);
             }
         }
-        trapped_pages.sort_unstable();
+        microvisor_plan::sort::sort(&mut trapped_pages);
         trapped_pages.dedup();
         VirtualBar {
             index: placed.bar.index,

@@ -170,7 +170,7 @@ impl Pool {
     /// Lays items out largest alignment first (each then starts aligned without a gap), the
     /// total rounded up to the window granule. False on overflow.
     fn lay_out(&mut self) -> bool {
-        self.items.sort_by_key(|i| core::cmp::Reverse(i.align));
+        microvisor_plan::sort::sort_by_key(&mut self.items, |i| core::cmp::Reverse(i.align));
         let mut end = 0u64;
         for item in &mut self.items {
             let Some(start) = end.checked_next_multiple_of(item.align) else {
@@ -360,7 +360,7 @@ pub fn place_hierarchy(
     }
 
     // Root bus items, in topology order, from the host's windows.
-    root.sort_by_key(|item| match item.what {
+    microvisor_plan::sort::sort_by_key(&mut root, |item| match item.what {
         What::Bar { function, .. } => function,
         What::Window { bridge, .. } => bridge,
     });
@@ -416,7 +416,7 @@ pub fn place_hierarchy(
         });
     }
     for placed in &mut placement.functions {
-        placed.bars.sort_by_key(|b| b.bar.index);
+        microvisor_plan::sort::sort_by_key(&mut placed.bars, |b| b.bar.index);
     }
     // Program bridges.
     for (index, function) in functions.iter().enumerate() {
