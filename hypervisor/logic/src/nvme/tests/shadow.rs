@@ -58,17 +58,23 @@ impl Slice {
     }
 }
 
-/// Shadow doorbells on, then I/O SQ 1 of 16 entries posting to CQ 1 of 4 (3 usable).
-fn small_cq_with_shadows() -> Slice {
+/// Shadow doorbells on, hardware queues of 16, then I/O SQ 1 of 16 entries posting to CQ 1
+/// of `cq_size` entries.
+fn with_shadows(cq_size: u16) -> Slice {
     let mut config = config();
     config.queues.depth = 16;
     let mut s = Slice::with(config);
     s.enable();
     s.enable_msix();
     assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
-    assert_eq!(s.create_cq(1, 4, 1), Status::SUCCESS);
+    assert_eq!(s.create_cq(1, cq_size, 1), Status::SUCCESS);
     assert_eq!(s.create_sq(1, 16, 1), Status::SUCCESS);
     s
+}
+
+/// I/O SQ 1 of 16 entries posting to CQ 1 of 4 (3 usable).
+fn small_cq_with_shadows() -> Slice {
+    with_shadows(4)
 }
 
 #[test]
@@ -228,16 +234,9 @@ fn bogus_shadow_heads_are_ignored_and_a_reset_turns_shadows_off() {
     s.assert_clean();
 }
 
-/// Shadow doorbells on, then I/O SQ 1 and CQ 1 of 16 entries on hardware queues of 16.
+/// I/O SQ 1 and CQ 1 of 16 entries.
 fn deep_queues_with_shadows() -> Slice {
-    let mut config = config();
-    config.queues.depth = 16;
-    let mut s = Slice::with(config);
-    s.enable();
-    s.enable_msix();
-    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
-    s.create_pair(1, 16);
-    s
+    with_shadows(16)
 }
 
 /// Queues a read on SQ 1 the way Linux does; returns its CID and whether it rang.
