@@ -325,8 +325,13 @@ impl VirtualIts {
             .ok_or(VitsError::NoSuchDevice)
     }
 
-    /// The translation of (`device`, `event`) and the device's index.
-    fn translation(&self, device: u32, event: u32) -> Result<(usize, Translation), VitsError> {
+    /// `device`'s index and its translations, once `event` is below the ITT size the guest
+    /// declared for it (the hypervisor may keep fewer: check the length).
+    fn declared_event(
+        &self,
+        device: u32,
+        event: u32,
+    ) -> Result<(usize, &[Option<Translation>]), VitsError> {
         let index = self.device_index(device)?;
         let (bits, entries) = self.devices[index]
             .itt
@@ -335,6 +340,12 @@ impl VirtualIts {
         if u64::from(event) >= 1u64 << bits {
             return Err(VitsError::EventOutOfRange);
         }
+        Ok((index, entries))
+    }
+
+    /// The translation of (`device`, `event`) and the device's index.
+    fn translation(&self, device: u32, event: u32) -> Result<(usize, Translation), VitsError> {
+        let (index, entries) = self.declared_event(device, event)?;
         let t = entries
             .get(event as usize)
             .copied()

@@ -340,14 +340,7 @@ impl VirtualIts {
                 lpi,
                 icid,
             } => {
-                let index = self.device_index(device)?;
-                let (bits, entries) = self.devices[index]
-                    .itt
-                    .as_ref()
-                    .ok_or(VitsError::DeviceUnmapped)?;
-                if u64::from(event) >= 1u64 << bits {
-                    return Err(VitsError::EventOutOfRange);
-                }
+                let (index, entries) = self.declared_event(device, event)?;
                 if event as usize >= entries.len() {
                     return Err(VitsError::EventBeyondLimit);
                 }
