@@ -32,6 +32,7 @@ use microvisor_fuzz::{fits, width, width_mask};
 use microvisor_logic::inventory::Region;
 use microvisor_logic::passthrough::{
     AssignedFunction, Assignment, BarRead, BarWrite, ConfigSnapshot, Effect, Interrupt, MsiTarget,
+    Route,
 };
 use microvisor_logic::pci::{Bdf, MemoryBar, PlacedBar};
 use microvisor_logic::vpci::{self, VirtualFunction};
@@ -40,10 +41,12 @@ const WINDOWS: [Region; 2] = [
     Region::new(0x1000_0000, 0x100_0000),
     Region::new(0x80_0000_0000, 0x4000_0000),
 ];
-const MSI: MsiTarget = MsiTarget {
+const FIRST_SPI: u32 = 64;
+const SPI_COUNT: u32 = 32;
+const MSI: MsiTarget = MsiTarget::Spis {
     doorbell: 0x0800_0040,
-    first_spi: 64,
-    spi_count: 32,
+    first_spi: FIRST_SPI,
+    spi_count: SPI_COUNT,
 };
 const BAR1_PHYSICAL: u64 = 0x80_1000_1000;
 const BAR4_PHYSICAL: u64 = 0x80_0000_4000;
@@ -148,7 +151,7 @@ fn overlaps(a: Region, b: Region) -> bool {
 }
 
 fn spi_ok(spi: u32) -> bool {
-    (MSI.first_spi..MSI.first_spi + MSI.spi_count).contains(&spi)
+    (FIRST_SPI..FIRST_SPI + SPI_COUNT).contains(&spi)
 }
 
 fn effects(w: &World, effects: &[Effect]) {
@@ -198,7 +201,7 @@ fn effects(w: &World, effects: &[Effect]) {
                 }
             }
             Effect::MsixRoute {
-                target: Some(spi), ..
+                target: Some(Route::Spi(spi)), ..
             }
             | Effect::Inject { spi, .. } => {
                 assert!(spi_ok(*spi), "SPI {spi} is not the slice's");

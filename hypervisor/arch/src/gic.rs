@@ -369,6 +369,79 @@ pub fn enable_lpis(
     Ok(())
 }
 
+/// GICR_VPROPBASER and GICR_VPENDBASER, in the VLPI_base frame (RD_base + 128 KiB) of a
+/// GICv4 redistributor (§9.11).
+const VLPI_FRAME: u64 = 0x2_0000;
+const VPROPBASER: u64 = 0x70;
+const VPENDBASER: u64 = 0x78;
+const VPENDBASER_VALID: u64 = 1 << 63;
+const VPENDBASER_PENDING_LAST: u64 = 1 << 61;
+const VPENDBASER_DIRTY: u64 = 1 << 60;
+
+/// This core's GICR_VPROPBASER and GICR_VPENDBASER (GICv4 redistributors only).
+fn own_vlpi_registers() -> Result<(&'static ReadWrite<u64>, &'static ReadWrite<u64>), GicError> {
+    let gic = GIC.get().ok_or(GicError::NotInitialised)?;
+    let (rd, _) = own_redistributor(gic).ok_or(GicError::NoRedistributor)?;
+    if !rd.typer.is_set(GICR_TYPER::VLPIS) {
+        return Err(GicError::NoLpis);
+    }
+    let frame = rd as *const RedistributorRegisters as u64 + VLPI_FRAME;
+    // SAFETY: a redistributor with VLPIS has its VLPI_base frame 128 KiB after RD_base, in
+    // the same region `init` was given, mapped as Device memory; these two 64-bit registers
+    // are this core's alone (only its own vPE is ever made resident here).
+    unsafe {
+        Ok((
+            &*((frame + VPROPBASER) as *const ReadWrite<u64>),
+            &*((frame + VPENDBASER) as *const ReadWrite<u64>),
+        ))
+    }
+}
+
+/// Makes a vPE resident on this core's redistributor (GICv4.0 §9.11): its vLPIs' property
+/// table at physical address `properties` covering INTIDs below `1 << id_bits`, their pending
+/// state in `pending` (the vPE's virtual pending table, 64 KiB aligned, zeroed here). From
+/// then on the ITS delivers the vPE's vLPIs straight to this core's virtual CPU interface.
+/// The caller makes sure no vPE is resident here already.
+pub fn make_vpe_resident(
+    properties: u64,
+    id_bits: u8,
+    pending: &crate::memory::SharedMemory,
+) -> Result<(), GicError> {
+    let (vpropbaser, vpendbaser) = own_vlpi_registers()?;
+    let table = pending.region();
+    if !table.base.is_multiple_of(0x1_0000)
+        || !(14..=16).contains(&id_bits)
+        || table.size < (1u64 << id_bits) / 8
+        || !properties.is_multiple_of(4096)
+    {
+        return Err(GicError::NoLpis);
+    }
+    pending.zero(0, table.size).map_err(|_| GicError::NoLpis)?;
+    const CACHEABLE_WB: u64 = 0b111 << 7;
+    const INNER_SHAREABLE: u64 = 0b01 << 10;
+    barrier::dsb(barrier::SY);
+    vpropbaser.set(properties | CACHEABLE_WB | INNER_SHAREABLE | u64::from(id_bits - 1));
+    vpendbaser.set(
+        VPENDBASER_VALID | VPENDBASER_PENDING_LAST | table.base | CACHEABLE_WB | INNER_SHAREABLE,
+    );
+    barrier::dsb(barrier::SY);
+    Ok(())
+}
+
+/// Makes this core's resident vPE (if any) non-resident, waiting until the redistributor has
+/// written its pending state back (GICR_VPENDBASER.Dirty clear).
+pub fn make_vpe_non_resident() -> Result<(), GicError> {
+    let (_, vpendbaser) = own_vlpi_registers()?;
+    let value = vpendbaser.get();
+    if value & VPENDBASER_VALID == 0 {
+        return Ok(());
+    }
+    vpendbaser.set(value & !(VPENDBASER_VALID | VPENDBASER_PENDING_LAST));
+    wait_for("GICR_VPENDBASER.Dirty", || {
+        vpendbaser.get() & VPENDBASER_DIRTY == 0
+    })
+}
+
 /// Sends the hypervisor SGI to the core with affinity `mpidr`.
 pub fn send_hypervisor_sgi(mpidr: u64) {
     let aff0 = mpidr & 0xff;

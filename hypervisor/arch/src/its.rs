@@ -395,6 +395,22 @@ impl Its {
         self.command([0x03 | u64::from(device) << 32, u64::from(event), 0, 0])
     }
 
+    /// INV: the redistributor reloads the configuration of the (virtual) LPI EventID `event`
+    /// of `device` is mapped to.
+    pub fn invalidate(&mut self, device: u32, event: u32) -> Result<(), ItsError> {
+        self.command([0x0c | u64::from(device) << 32, u64::from(event), 0, 0])
+    }
+
+    /// CLEAR: the (virtual) LPI EventID `event` of `device` is mapped to is no longer pending.
+    pub fn clear(&mut self, device: u32, event: u32) -> Result<(), ItsError> {
+        self.command([0x04 | u64::from(device) << 32, u64::from(event), 0, 0])
+    }
+
+    /// VINVALL: the redistributor holding vPE `vpe` reloads every vLPI's configuration.
+    pub fn invalidate_vpe(&mut self, vpe: u16) -> Result<(), ItsError> {
+        self.command([0x2d, u64::from(vpe) << 32, 0, 0])
+    }
+
     /// VSYNC: waits until earlier commands' effects on vPE `vpe` are visible.
     pub fn sync_vpe(&mut self, vpe: u16) -> Result<(), ItsError> {
         self.command([0x25, u64::from(vpe) << 32, 0, 0])

@@ -379,6 +379,8 @@ fn setup_assigned(
         .its
         .ok_or("devices: no GIC ITS for their MSIs")?;
     let pci = info.pci.as_mut().ok_or("devices: no PCIe host bridge")?;
+    // On a GICv4 node the functions' MSIs become their slices' vLPIs (decision 4).
+    let direct = lpis.virtual_lpis() && gic::virtual_lpis();
     let mut all = Vec::new();
     for (index, (functions, slice)) in given.iter().zip(&placement.slices).enumerate() {
         let name = &plan.slices[index].name;
@@ -401,9 +403,12 @@ fn setup_assigned(
             let vectors = microvisor_logic::pci::MsixCapability::find(pci.config(), bdf)
                 .ok_or_else(|| fail("it has no MSI-X capability".into()))?
                 .vectors;
-            let first_lpi = lpis
-                .allocate(vectors)
-                .ok_or_else(|| fail("no LPIs left for its vectors".into()))?;
+            let first_lpi = if direct {
+                0
+            } else {
+                lpis.allocate(vectors)
+                    .ok_or_else(|| fail("no LPIs left for its vectors".into()))?
+            };
             lpis.map_device(&mut device_memory, its_device, vectors)
                 .map_err(|e| fail(format!("ITS: {e}")))?;
             let mut stage2 = DeviceStage2::new().map_err(|e| fail(format!("stage 2: {e:?}")))?;
@@ -421,6 +426,7 @@ fn setup_assigned(
                 first_lpi,
                 its_device,
                 stream,
+                direct,
             };
             let device = assigned::assign((i + 1) as u8, grant).map_err(fail)?;
             let mac = device
@@ -663,10 +669,27 @@ fn run(node: Node, info: &mut BootInfo) -> ! {
         if let Err(e) = lpis.enable_on_this_core(info.boot_core) {
             halt(format_args!("core {}: LPIs: {e}", info.boot_core));
         }
-        match lpis.check_direct_injection(info.boot_core) {
+        let checked = lpis.check_direct_injection(info.boot_core);
+        match checked {
             Ok(true) => hv!("gic: GICv4.0 ITS maps events to virtual LPIs (checked at boot)"),
             Ok(false) => {}
             Err(e) => hv!("gic: GICv4.0 direct injection check failed: {e}"),
+        }
+        for slice in node.slices.iter().filter(|s| s.direct_injection()) {
+            if let Err(e) = checked {
+                halt(format_args!(
+                    "slice {}: its devices' interrupts need GICv4.0 direct injection, which failed its check: {e}",
+                    slice.name
+                ));
+            }
+            for vcpu in &slice.vcpus {
+                if let Err(e) = lpis.map_vpe(vcpu.core) {
+                    halt(format_args!(
+                        "slice {}: vPE of core {}: {e}",
+                        slice.name, vcpu.core
+                    ));
+                }
+            }
         }
         for slice in &node.slices {
             if let Err(e) = route_disk_interrupts(lpis, slice) {
@@ -750,12 +773,13 @@ fn route_disk_interrupts(lpis: &Lpis, slice: &Slice) -> Result<(), NvmeError> {
     Ok(())
 }
 
-/// Routes each assigned function's vector `v` to the core of the slice's vCPU `v mod n`.
+/// Routes each assigned function's vector `v` to the core of the slice's vCPU `v mod n`
+/// (functions whose MSIs are vLPIs are routed by their slice's own vITS commands instead).
 fn route_assigned_interrupts(lpis: &Lpis, slice: &Slice) -> Result<(), NvmeError> {
     let Some(pci) = &slice.pci else {
         return Ok(());
     };
-    for function in pci.assigned() {
+    for function in pci.assigned().iter().filter(|f| !f.direct) {
         for vector in 0..function.vectors {
             let core = slice.vcpus[usize::from(vector) % slice.vcpus.len()].core;
             lpis.route(

@@ -17,7 +17,7 @@ use microvisor_logic::bits::members;
 use microvisor_logic::vgic::{
     ListRegisterUpdate, MAX_LIST_REGISTERS, VcpuSet, VirtualGic, hardware_in_flight,
 };
-use microvisor_logic::vits::VirtualIts;
+use microvisor_logic::vits::{HostCommand, Residency, VirtualIts};
 use spin::Mutex;
 
 /// Where each vCPU runs, and its core's list-register bookkeeping. Only `changed` is written
@@ -35,6 +35,12 @@ struct VcpuSlot {
     underflow: AtomicBool,
     /// Virtual interrupts made pending in this vCPU's list registers.
     injected: AtomicU64,
+    /// A request to make the vCPU's vPE resident (GICv4 direct injection): the guest's LPI
+    /// property table's physical address | its INTID bits; 0 = none. Set by whoever
+    /// emulated the guest's EnableLPIs, taken by the vCPU's own core in its next pass.
+    residency: AtomicU64,
+    /// Whether the vPE is resident on the core (the core's own business).
+    resident: AtomicBool,
 }
 
 /// The slice's virtual GICv3.
@@ -64,6 +70,8 @@ impl SliceGic {
                     loaded: AtomicU16::new(0),
                     underflow: AtomicBool::new(false),
                     injected: AtomicU64::new(0),
+                    residency: AtomicU64::new(0),
+                    resident: AtomicBool::new(false),
                 })
                 .collect(),
         }
@@ -159,6 +167,33 @@ impl SliceGic {
         });
     }
 
+    /// The guest enabled the LPIs of a vCPU on a slice with assigned functions: its core makes
+    /// the vCPU's vPE resident (`arch::gic::make_vpe_resident`) before it next enters the
+    /// guest, so the physical ITS delivers its vLPIs with no exit.
+    pub fn request_residency(&self, residency: Residency) {
+        let Some(slot) = self.vcpus.get(residency.vcpu) else {
+            return;
+        };
+        let request = residency.properties.0 | u64::from(residency.id_bits);
+        slot.residency.store(request, Ordering::Relaxed);
+        slot.changed.store(true, Ordering::Release);
+        self.kick(VcpuSet::EMPTY.with(residency.vcpu));
+    }
+
+    /// Issues on the physical ITS the commands the slice's vITS asked for (assigned
+    /// functions' translations), for vPEs on its vCPUs' cores.
+    pub fn issue(&self, commands: &[HostCommand]) {
+        if commands.is_empty() {
+            return;
+        }
+        let Some(lpis) = &crate::run::node().lpis else {
+            return;
+        };
+        if let Err(e) = lpis.issue(commands, |vcpu| self.vcpus.get(vcpu).map(|v| v.core)) {
+            crate::output::hv(format_args!("gic: direct injection: {e}"));
+        }
+    }
+
     /// Virtual interrupts injected into `vcpu` so far.
     pub fn injected(&self, vcpu: usize) -> u64 {
         self.vcpus
@@ -166,11 +201,17 @@ impl SliceGic {
             .map_or(0, |v| v.injected.load(Ordering::Relaxed))
     }
 
-    /// Back to the power-on state (the slice restarts); the injection counts start again.
+    /// Back to the power-on state (the slice restarts): the vITS's physical translations are
+    /// discarded, no vPE may become resident before its guest enables LPIs again, and the
+    /// injection counts start again. Called while no vCPU of the slice runs.
     pub fn reset(&self) {
-        self.state.lock().reset();
+        let mut state = self.state.lock();
+        let host = state.reset();
+        self.issue(&host);
+        drop(state);
         for slot in &self.vcpus {
             slot.injected.store(0, Ordering::Relaxed);
+            slot.residency.store(0, Ordering::Relaxed);
         }
     }
 
@@ -189,6 +230,14 @@ impl SliceGic {
         in_flight.dedup();
         in_flight.into_iter().for_each(gic::deactivate);
         vgic::reset();
+        if let Some(slot) = self.vcpus.get(vcpu)
+            && slot.resident.load(Ordering::Relaxed)
+        {
+            if let Err(e) = gic::make_vpe_non_resident() {
+                crate::output::hv(format_args!("gic: vPE of core {}: {e:?}", slot.core));
+            }
+            slot.resident.store(false, Ordering::Relaxed);
+        }
         if let Some(slot) = self.vcpus.get(vcpu) {
             slot.underflow.store(false, Ordering::Relaxed);
             slot.loaded.store(0, Ordering::Relaxed);
@@ -218,6 +267,9 @@ impl SliceGic {
         // Cleared before the pass: a change made from now on sets it again and is seen by
         // this pass (under the lock) or the next one.
         slot.changed.store(false, Ordering::Relaxed);
+        if slot.residency.load(Ordering::Relaxed) != 0 {
+            Self::make_resident(slot);
+        }
         let count = vgic::list_register_count().min(MAX_LIST_REGISTERS);
         // Most cores have 4 list registers: a small array is cheaper to clear.
         let update = if count <= 4 {
@@ -238,6 +290,25 @@ impl SliceGic {
         if slot.underflow.load(Ordering::Relaxed) != update.underflow {
             slot.underflow.store(update.underflow, Ordering::Relaxed);
             vgic::set_control(update.underflow);
+        }
+    }
+
+    /// Makes the vCPU's vPE resident on this (its) core as its request says, once.
+    #[cold]
+    fn make_resident(slot: &VcpuSlot) {
+        let request = slot.residency.swap(0, Ordering::Relaxed);
+        if request == 0 || slot.resident.load(Ordering::Relaxed) {
+            return;
+        }
+        let table = crate::run::node()
+            .lpis
+            .as_ref()
+            .and_then(|lpis| lpis.virtual_pending_table(slot.core));
+        let Some(table) = table else { return };
+        let (properties, id_bits) = (request & !0xfff, (request & 0x1f) as u8);
+        match gic::make_vpe_resident(properties, id_bits, table) {
+            Ok(()) => slot.resident.store(true, Ordering::Relaxed),
+            Err(e) => crate::output::hv(format_args!("gic: vPE of core {}: {e:?}", slot.core)),
         }
     }
 

@@ -14,6 +14,7 @@ use microvisor_logic::inventory::Region;
 use microvisor_logic::passthrough::virtio::{self, NetRegisters};
 use microvisor_logic::passthrough::{
     AssignedFunction, Assignment, BarRead, BarWrite, ConfigSnapshot, Effect, Interrupt, MsiTarget,
+    Route,
 };
 use microvisor_logic::pci::reset::SavedFunction;
 use microvisor_logic::pci::{self, Bdf, ConfigSpace, header};
@@ -76,9 +77,9 @@ impl Physical {
         self.command(set | header::MEMORY_SPACE | header::INTX_DISABLE, clear);
     }
 
-    /// Programs MSI-X vector `vector`: aimed at the ITS through the SMMU with EventID =
-    /// `vector`, and masked unless `deliver`.
-    fn program_vector(&self, vector: u16, deliver: bool) {
+    /// Programs MSI-X vector `vector`: aimed at the ITS through the SMMU, with EventID
+    /// `event` and unmasked, or masked (None).
+    fn program_vector(&self, vector: u16, event: Option<u32>) {
         let Some(msix) = self.msix else { return };
         if vector >= msix.vectors {
             return;
@@ -91,8 +92,8 @@ impl Physical {
         table.write32(entry + 12, VECTOR_MASKED);
         table.write32(entry, address as u32);
         table.write32(entry + 4, (address >> 32) as u32);
-        table.write32(entry + 8, u32::from(vector));
-        if deliver {
+        table.write32(entry + 8, event.unwrap_or(u32::from(vector)));
+        if event.is_some() {
             table.write32(entry + 12, 0);
         }
     }
@@ -123,7 +124,7 @@ impl Physical {
         self.bus_master(false);
         if let Some(msix) = self.msix {
             for vector in 0..msix.vectors {
-                self.program_vector(vector, false);
+                self.program_vector(vector, None);
             }
         }
         self.msix_control(true, false);
@@ -194,6 +195,10 @@ pub struct AssignedDevice {
     /// Its ITS DeviceID and SMMU StreamID.
     pub its_device: u32,
     pub stream: u32,
+    /// Its MSIs are the slice's vLPIs, translated by the physical ITS as the slice's virtual
+    /// ITS commands say (GICv4 direct injection); else the hypervisor's LPIs (`first_lpi`)
+    /// become the slice's message-based SPIs.
+    pub direct: bool,
     /// The MAC address of a virtio-net function that gives one (VIRTIO_NET_F_MAC), read at
     /// assignment; None for any other function.
     pub mac: Option<[u8; 6]>,
@@ -216,6 +221,7 @@ impl AssignedDevice {
             first_lpi: grant.first_lpi,
             its_device: grant.its_device,
             stream: grant.stream,
+            direct: grant.direct,
             mac,
             ids: function.config_read(0, 4) as u32,
             vectors: physical.msix.map_or(0, |m| m.vectors),
@@ -344,9 +350,15 @@ fn apply(ctx: &Context<'_>, bdf: Bdf, physical: &mut Physical, effects: Vec<Effe
                 }
             }
             Effect::BusMaster(on) => physical.bus_master(on),
-            Effect::MsixRoute { vector, target } => {
-                physical.program_vector(vector, target.is_some())
-            }
+            // The hypervisor's own translation is EventID = vector; a vITS route names the
+            // guest's EventID, which the physical ITS maps to the guest's vLPI.
+            Effect::MsixRoute { vector, target } => physical.program_vector(
+                vector,
+                target.map(|route| match route {
+                    Route::Spi(_) => u32::from(vector),
+                    Route::Event(event) => event,
+                }),
+            ),
             Effect::Inject { spi, .. } => ctx.gic.raise_spis(&[spi]),
             Effect::FunctionLevelReset => {
                 if !physical.reset() {
@@ -371,6 +383,8 @@ pub struct Grant<'a> {
     /// Its ITS DeviceID and SMMU StreamID.
     pub its_device: u32,
     pub stream: u32,
+    /// Its slice has a virtual ITS and its MSIs are delivered directly (GICv4).
+    pub direct: bool,
 }
 
 /// Why a function could not be given to its slice.
@@ -430,10 +444,17 @@ pub fn assign(slot: u8, grant: Grant<'_>) -> Result<AssignedDevice, AssignError>
         snapshot,
         bars: grant.bars,
         windows: &[Region::new(map::PCI_MMIO, map::PCI_MMIO_SIZE)],
-        msi: MsiTarget {
-            doorbell: GUEST_DOORBELL,
-            first_spi: map::MBI_FIRST,
-            spi_count: map::MBI_COUNT,
+        msi: if grant.direct {
+            MsiTarget::Its {
+                doorbell: map::ITS_TRANSLATER,
+                events: u32::from(msix.map_or(0, |m| m.vectors)),
+            }
+        } else {
+            MsiTarget::Spis {
+                doorbell: GUEST_DOORBELL,
+                first_spi: map::MBI_FIRST,
+                spi_count: map::MBI_COUNT,
+            }
         },
         virtio_features,
     })

@@ -1,5 +1,7 @@
 //! The slice's GICv3 distributor and redistributors as MMIO: every access goes to the
-//! emulated state (`microvisor_logic::vgic`) under the slice's vGIC lock.
+//! emulated state (`microvisor_logic::vgic`) under the slice's vGIC lock. On a slice whose
+//! vITS has assigned functions, a vCPU enabling its LPIs asks its core to make its vPE
+//! resident (GICv4 direct injection).
 
 use microvisor_logic::guest_dt::{DeviceNode, GicNode};
 use microvisor_logic::vgic::{REDISTRIBUTOR_SIZE, VcpuSet};
@@ -33,6 +35,7 @@ impl MmioDevice for GicRegisters {
         write: Option<u64>,
     ) -> Option<u64> {
         let mut value = 0;
+        let mut resident = None;
         let vcpu = (offset / REDISTRIBUTOR_SIZE) as usize;
         let frame_offset = offset % REDISTRIBUTOR_SIZE;
         ctx.gic.change(|gic| match (region, write) {
@@ -46,8 +49,10 @@ impl MmioDevice for GicRegisters {
                 if gic.has_its() && VirtualIts::owns_redistributor_register(frame_offset) =>
             {
                 let kick = gic.its_mut().map_or(VcpuSet::EMPTY, |its| {
-                    its.redistributor_write(vcpu, frame_offset, width, v, &SliceRam(ctx.ram))
-                        .kick
+                    let outcome =
+                        its.redistributor_write(vcpu, frame_offset, width, v, &SliceRam(ctx.ram));
+                    resident = outcome.resident;
+                    outcome.kick
                 });
                 gic.lpis_changed(kick)
             }
@@ -57,6 +62,9 @@ impl MmioDevice for GicRegisters {
                 VcpuSet::EMPTY
             }
         });
+        if let Some(residency) = resident {
+            ctx.gic.request_residency(residency);
+        }
         Some(value)
     }
 }

@@ -1,7 +1,8 @@
 //! The slice's virtual ITS frames on a GICv4 node (docs/decisions/0004-gicv4-virtual-its.md):
 //! every access goes to the model (`microvisor_logic::vits`) inside the slice's vGIC state,
 //! under its lock, with the slice's RAM as the memory the command queue and LPI tables are
-//! read from.
+//! read from. The physical GICv4.0 commands it asks for (assigned functions' vLPIs) are
+//! issued on the node's ITS before the access returns.
 
 use microvisor_arch::memory::SharedMemory;
 use microvisor_logic::guest_dt::{DeviceNode, ItsNode};
@@ -52,7 +53,6 @@ impl MmioDevice for ItsFrames {
             let Some(its) = gic.its_mut() else {
                 return VcpuSet::EMPTY;
             };
-            // No assigned function is behind a vITS yet, so there are never host commands.
             let outcome = match write {
                 Some(v) => its.write(offset, width, v, &memory),
                 None => {
@@ -61,6 +61,10 @@ impl MmioDevice for ItsFrames {
                     outcome
                 }
             };
+            // Assigned functions' translations reach the physical ITS before the access
+            // returns (under the vGIC lock, so in the guest's command order): the guest's
+            // SYNC completes only once the hardware has them.
+            ctx.gic.issue(&outcome.host);
             gic.lpis_changed(outcome.kick)
         });
         Some(value)

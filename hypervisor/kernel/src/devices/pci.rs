@@ -30,7 +30,13 @@ pub struct PciHost {
 
 impl PciHost {
     /// The NVMe function's ITS DeviceID: its requester ID, 00:00.0.
-    pub const NVME_DEVICE_ID: u32 = 0;
+    pub const NVME_DEVICE_ID: u32 = Self::device_id(0);
+
+    /// The ITS DeviceID of the function in slot `slot` of the slice's bus: its requester ID,
+    /// 00:slot.0.
+    pub const fn device_id(slot: u8) -> u32 {
+        (slot as u32) << 3
+    }
 
     /// A host bridge whose MSIs go to the GIC's MBI SPIs, or with `its` to the vITS.
     pub fn new(disk: Option<Arc<SliceDisk>>, assigned: Vec<AssignedDevice>, its: bool) -> Self {

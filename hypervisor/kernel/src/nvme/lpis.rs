@@ -6,9 +6,10 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use microvisor_arch::gic::{self, LPI_BASE};
-use microvisor_arch::its::{Its, ItsFrames};
+use microvisor_arch::its::{Its, ItsError, ItsFrames};
 use microvisor_arch::memory::SharedMemory;
 use microvisor_logic::inventory::MAX_CPUS;
+use microvisor_logic::vits::HostCommand;
 use spin::Mutex;
 
 use super::physical::{DeviceMemory, NvmeError};
@@ -31,14 +32,15 @@ const CHECK_EVENT: u32 = 0;
 const CHECK_VINTID: u32 = LPI_BASE + 7;
 
 /// Pages of device memory [`Lpis::new`] takes on a node with `cores` cores (in use or not),
-/// and with a GICv4 ITS (`virtual_lpis`) what [`Lpis::check_direct_injection`] takes.
+/// and with a GICv4 ITS (`virtual_lpis`) what direct injection takes.
 pub const fn pages(cores: u64, devices: u64, device_table: u64, virtual_lpis: bool) -> u64 {
     // Configuration table, ITS command queue, collection table, the device table
     // (`device_table` bytes), one ITT per device (the NVMe controller, assigned functions), and
     // one pending table per core (64 KiB aligned; the gaps hold other pages).
     let physical = 2 + 2 + device_table.div_ceil(4096) + devices + cores * 16;
-    // The vPE table, and for the check an ITT and a virtual pending table (64 KiB aligned).
-    let gicv4 = if virtual_lpis { 1 + 1 + 16 } else { 0 };
+    // The vPE table, the boot check's ITT, and one virtual pending table per core (64 KiB
+    // aligned).
+    let gicv4 = if virtual_lpis { 1 + 1 + cores * 16 } else { 0 };
     physical + gicv4
 }
 
@@ -53,9 +55,11 @@ pub struct Lpis {
     targets: [AtomicU64; MAX_CPUS],
     /// The next LPI [`Lpis::allocate`] hands out.
     next: AtomicU32,
-    /// On a GICv4 ITS, the virtual pending table and the ITT of
+    /// On a GICv4 ITS: per physical core, the virtual pending table of its vPE (whose ID is
+    /// the core's index: one vCPU per core, for good), and the ITT of
     /// [`Lpis::check_direct_injection`].
-    check: Option<(SharedMemory, SharedMemory)>,
+    virtual_pending: Vec<Option<SharedMemory>>,
+    check_itt: Option<SharedMemory>,
 }
 
 impl Lpis {
@@ -82,11 +86,19 @@ impl Lpis {
         }
         let devices = memory.allocate(device_table, 4096)?.into_shared();
         let collections = memory.allocate(4096, 4096)?.into_shared();
-        let (vpes, check) = if frames.virtual_lpis() {
+        let mut virtual_pending = Vec::new();
+        let (vpes, check_itt) = if frames.virtual_lpis() {
             let vpes = memory.allocate(4096, 4096)?.into_shared();
-            let vpt = memory.allocate((1 << VLPI_ID_BITS) / 8, 0x1_0000)?;
             let itt = memory.allocate(4096, 256)?;
-            (Some(vpes), Some((vpt.into_shared(), itt.into_shared())))
+            virtual_pending.resize_with(count, || None);
+            for &core in cores {
+                virtual_pending[core] = Some(
+                    memory
+                        .allocate((1 << VLPI_ID_BITS) / 8, 0x1_0000)?
+                        .into_shared(),
+                );
+            }
+            (Some(vpes), Some(itt.into_shared()))
         } else {
             (None, None)
         };
@@ -99,7 +111,8 @@ impl Lpis {
             its: Mutex::new((its, Vec::new())),
             targets: [const { AtomicU64::new(NO_TARGET) }; MAX_CPUS],
             next: AtomicU32::new(LPI_BASE + FIRST_ALLOCATED),
-            check,
+            virtual_pending,
+            check_itt,
         })
     }
 
@@ -118,43 +131,118 @@ impl Lpis {
         Ok(())
     }
 
-    /// On a GICv4 ITS, checks once that the ITS injects virtual LPIs the way the hypervisor
-    /// drives it: a DeviceID no function has (the device table's last) gets one event mapped
-    /// (VMAPTI) to a vINTID of vPE 0, which is mapped (VMAPP) to `core`'s redistributor and
-    /// not resident; an INT and a VSYNC later its bit must be set in the vPE's virtual pending
-    /// table. Everything is unmapped again. `Ok(false)`: the ITS is not a GICv4 one.
-    pub fn check_direct_injection(&self, core: usize) -> Result<bool, &'static str> {
-        let Some((vpt, itt)) = &self.check else {
-            return Ok(false);
-        };
+    /// Whether the ITS can map events to virtual LPIs (a GICv4 ITS): assigned functions'
+    /// interrupts can then reach their slices with no exit.
+    pub fn virtual_lpis(&self) -> bool {
+        self.check_itt.is_some()
+    }
+
+    /// The virtual pending table of `core`'s vPE (GICv4 ITS only).
+    pub fn virtual_pending_table(&self, core: usize) -> Option<&SharedMemory> {
+        self.virtual_pending.get(core)?.as_ref()
+    }
+
+    fn target(&self, core: usize) -> Result<u64, &'static str> {
         let target = self.targets[core % MAX_CPUS].load(Ordering::Acquire);
         if target == NO_TARGET {
             return Err("no redistributor target for this core");
         }
+        Ok(target)
+    }
+
+    /// On a GICv4 ITS, checks once that the ITS injects virtual LPIs the way the hypervisor
+    /// drives it: a DeviceID no function has (the device table's last) gets one event mapped
+    /// (VMAPTI) to a vINTID of `core`'s vPE, which is mapped (VMAPP) to `core`'s
+    /// redistributor and not resident; an INT and a VSYNC later its bit must be set in the
+    /// vPE's virtual pending table. Everything is unmapped again. `Ok(false)`: the ITS is not
+    /// a GICv4 one.
+    pub fn check_direct_injection(&self, core: usize) -> Result<bool, &'static str> {
+        let (Some(itt), Some(vpt)) = (&self.check_itt, self.virtual_pending_table(core)) else {
+            return Ok(false);
+        };
+        let target = self.target(core)?;
+        let vpe = core as u16;
         let (its, _) = &mut *self.its.lock();
         let device = u32::try_from(its.device_ids() - 1).map_err(|_| "device table")?;
         vpt.zero(0, vpt.region().size).map_err(|_| "VPT")?;
         let failed = |_| "an ITS command failed";
-        its.map_vpe(0, target, Some((vpt, VLPI_ID_BITS)))
+        its.map_vpe(vpe, target, Some((vpt, VLPI_ID_BITS)))
             .map_err(failed)?;
         its.map_device(device, itt, 1).map_err(failed)?;
-        its.map_virtual_event(device, CHECK_EVENT, 0, CHECK_VINTID)
+        its.map_virtual_event(device, CHECK_EVENT, vpe, CHECK_VINTID)
             .map_err(failed)?;
         its.interrupt(device, CHECK_EVENT).map_err(failed)?;
-        its.sync_vpe(0).map_err(failed)?;
+        its.sync_vpe(vpe).map_err(failed)?;
         let mut byte = [0u8];
         vpt.read(u64::from(CHECK_VINTID / 8), &mut byte)
             .map_err(|_| "VPT")?;
         let pending = byte[0] & (1 << (CHECK_VINTID % 8)) != 0;
         its.discard(device, CHECK_EVENT).map_err(failed)?;
         its.unmap_device(device).map_err(failed)?;
-        its.map_vpe(0, target, None).map_err(failed)?;
+        its.map_vpe(vpe, target, None).map_err(failed)?;
         its.sync(target).map_err(failed)?;
+        vpt.zero(0, vpt.region().size).map_err(|_| "VPT")?;
         if pending {
             Ok(true)
         } else {
             Err("the virtual LPI did not reach its vPE's pending table")
         }
+    }
+
+    /// Maps the vPE of `core` (vPE ID = core index) to that core's redistributor with the
+    /// core's virtual pending table, for good: its vCPU never moves. It becomes resident when
+    /// its guest enables LPIs (`microvisor_arch::gic::make_vpe_resident`).
+    pub fn map_vpe(&self, core: usize) -> Result<(), &'static str> {
+        let vpt = self
+            .virtual_pending_table(core)
+            .ok_or("no virtual pending table for this core")?;
+        let target = self.target(core)?;
+        let (its, _) = &mut *self.its.lock();
+        its.map_vpe(core as u16, target, Some((vpt, VLPI_ID_BITS)))
+            .and_then(|()| its.sync(target))
+            .map_err(|_| "VMAPP failed")
+    }
+
+    /// Issues the physical commands a slice's vITS asked for, in order; `core_of` gives the
+    /// core of each of the slice's vCPUs (the core index is its vPE ID). Stops at the first
+    /// that fails (or names a vCPU the slice does not have) and says why.
+    pub fn issue(
+        &self,
+        commands: &[HostCommand],
+        core_of: impl Fn(usize) -> Option<usize>,
+    ) -> Result<(), &'static str> {
+        if commands.is_empty() {
+            return Ok(());
+        }
+        let vpe = |vcpu: usize| core_of(vcpu).map(|c| c as u16).ok_or("no such vCPU");
+        let (its, _) = &mut *self.its.lock();
+        for &command in commands {
+            let done = match command {
+                HostCommand::Vmapti {
+                    device,
+                    event,
+                    vintid,
+                    vcpu,
+                } => its.map_virtual_event(device, event, vpe(vcpu)?, vintid),
+                HostCommand::Vmovi {
+                    device,
+                    event,
+                    vcpu,
+                } => its.move_virtual_event(device, event, vpe(vcpu)?),
+                HostCommand::Discard { device, event } => its.discard(device, event),
+                HostCommand::Inv { device, event } => its.invalidate(device, event),
+                HostCommand::Int { device, event } => its.interrupt(device, event),
+                HostCommand::Clear { device, event } => its.clear(device, event),
+                HostCommand::Vinvall { vcpu } => its.invalidate_vpe(vpe(vcpu)?),
+                HostCommand::Vsync { vcpu } => its.sync_vpe(vpe(vcpu)?),
+            };
+            done.map_err(|e| match e {
+                ItsError::CommandTimeout => "the ITS did not take a command",
+                ItsError::CommandStalled => "the ITS stalled on a command",
+                _ => "an ITS command could not be queued",
+            })?;
+        }
+        Ok(())
     }
 
     /// `count` consecutive LPIs nobody uses yet (their first), or None when the INTID space is

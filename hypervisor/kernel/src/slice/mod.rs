@@ -226,10 +226,27 @@ impl Slice {
                 .map_device(WINDOW_IPA, window.base, window.size)
                 .map_err(|e| fail(format!("control window: {e:?}")))?;
         }
-        // On a GICv4 node a slice whose PCI host has only its NVMe share gets a virtual ITS
-        // instead of MBI (docs/decisions/0004-gicv4-virtual-its.md); assigned functions keep
-        // MBI until their physical GICv4.0 translation is wired.
-        let its = disk.is_some() && assigned.is_empty() && gic::virtual_lpis();
+        // On a GICv4 node a slice with PCI functions gets a virtual ITS instead of MBI
+        // (docs/decisions/0004-gicv4-virtual-its.md): its NVMe share's MSIs become LPIs in
+        // the list registers, its assigned functions' vLPIs on the physical ITS.
+        let its = (disk.is_some() || !assigned.is_empty())
+            && gic::virtual_lpis()
+            && assigned.iter().all(|f| f.direct);
+        let mut its_devices: Vec<DeviceSlot> = Vec::new();
+        if disk.is_some() {
+            its_devices.push(DeviceSlot {
+                id: PciHost::NVME_DEVICE_ID,
+                events: NVME_ITS_EVENTS,
+                backing: Backing::Emulated,
+            });
+        }
+        its_devices.extend(assigned.iter().map(|f| DeviceSlot {
+            id: PciHost::device_id(f.slot),
+            events: u32::from(f.vectors),
+            backing: Backing::Assigned {
+                physical_device: f.its_device,
+            },
+        }));
         let pci = (disk.is_some() || !assigned.is_empty())
             .then(|| Arc::new(PciHost::new(disk.clone(), assigned, its)));
         let pci_device = pci.as_ref().map(|pci| {
@@ -253,12 +270,7 @@ impl Slice {
                 size: spec.memory,
                 pa_base: Pa(ram.base),
             };
-            let nvme = DeviceSlot {
-                id: PciHost::NVME_DEVICE_ID,
-                events: NVME_ITS_EVENTS,
-                backing: Backing::Emulated,
-            };
-            VirtualIts::new(vcpus.len(), ram, &[nvme])
+            VirtualIts::new(vcpus.len(), ram, &its_devices)
         });
         let gic = SliceGic::new(&cores, &devices.spis(), gic_node.mbi, virtual_its);
 
@@ -316,6 +328,14 @@ impl Slice {
             started_at: AtomicU64::new(0),
             firmware,
         })
+    }
+
+    /// Whether assigned functions' MSIs reach the slice as vLPIs from the physical ITS
+    /// (GICv4 direct injection): its vCPUs' vPEs must be mapped.
+    pub fn direct_injection(&self) -> bool {
+        self.pci
+            .as_ref()
+            .is_some_and(|pci| pci.assigned().iter().any(|f| f.direct))
     }
 
     /// Physical RAM of the slice.

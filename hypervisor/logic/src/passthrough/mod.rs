@@ -52,14 +52,22 @@
 //! all-ones, writes dropped, [`BarRead::Unclaimed`]); elsewhere the access is an unhandled
 //! exit and the slice's fault policy applies.
 //!
-//! MSI-X: the guest's table is emulated ([`crate::msix::MsixTable`]). An entry whose address
-//! is the slice's doorbell and whose data is an SPI the slice owns ([`MsiTarget`]) is routed
-//! ([`Effect::MsixRoute`]): the kernel programs the physical entry with its own ITS
-//! translation and unmasks it. Any other entry is never programmed physically. Masking is
-//! virtual: a routed vector stays unmasked physically, so an interrupt for a vector the guest
-//! masked reaches the hypervisor ([`AssignedFunction::interrupt`]) and sets the guest's
-//! pending bit, and unmasking delivers it once ([`Effect::Inject`]). Guest writes to the PBA
-//! are ignored.
+//! MSI-X: the guest's table is emulated ([`crate::msix::MsixTable`]). An entry aimed at the
+//! slice's MSI target ([`MsiTarget`]) is routed ([`Effect::MsixRoute`]); any other entry is
+//! never programmed physically. Guest writes to the PBA are ignored.
+//! - **Message-based SPIs** (GICv3 nodes): an entry whose address is the slice's doorbell and
+//!   whose data is an SPI the slice owns routes to that SPI ([`Route::Spi`]): the kernel
+//!   programs the physical entry with its own ITS translation and unmasks it. Masking is
+//!   virtual: a routed vector stays unmasked physically, so an interrupt for a vector the
+//!   guest masked reaches the hypervisor ([`AssignedFunction::interrupt`]) and sets the
+//!   guest's pending bit, and unmasking delivers it once ([`Effect::Inject`]).
+//! - **The slice's virtual ITS** (GICv4 nodes, direct injection): an entry whose address is
+//!   the vITS doorbell and whose data is an EventID below the function's vector count routes
+//!   to that EventID ([`Route::Event`]): the kernel programs the physical entry with the ITS
+//!   address and that EventID, which the physical ITS translates into the vLPI the guest's
+//!   own vITS commands mapped. The hypervisor never sees these interrupts, so masking is
+//!   physical: the route exists only while the entry is unmasked, MSI-X is enabled and the
+//!   function is not masked (the device keeps a masked vector's message pending itself).
 //!
 //! The physical state the kernel keeps while the function is assigned: BARs where the
 //! hypervisor placed them, Memory Space on, I/O Space off, INTx disabled, Bus Master as the
@@ -102,26 +110,85 @@ const DEVICE_CONTROL: u16 = 8;
 const FLR_CAPABLE: u32 = 1 << 28;
 const INITIATE_FLR: u32 = 1 << 15;
 
-/// Where the slice's MSIs must aim: today the GICv3 distributor's SETSPI_NSR register as the
-/// slice sees it, with data = one of the slice's message-based SPIs.
+/// Where the slice's MSIs must aim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MsiTarget {
-    /// Guest-physical address of the doorbell (GICD_SETSPI_NSR).
-    pub doorbell: u64,
-    /// First SPI (INTID) the slice's devices may signal.
-    pub first_spi: u32,
-    /// SPIs from `first_spi` on.
-    pub spi_count: u32,
+pub enum MsiTarget {
+    /// The GICv3 distributor's SETSPI_NSR register as the slice sees it, with data = one of the
+    /// slice's message-based SPIs.
+    Spis {
+        /// Guest-physical address of the doorbell (GICD_SETSPI_NSR).
+        doorbell: u64,
+        /// First SPI (INTID) the slice's devices may signal.
+        first_spi: u32,
+        /// SPIs from `first_spi` on.
+        spi_count: u32,
+    },
+    /// The slice's virtual ITS (GICv4 nodes): its GITS_TRANSLATER, with data = an EventID
+    /// below `events`, delivered by the physical ITS as the vLPI the guest mapped it to.
+    Its {
+        /// Guest-physical address of the vITS's GITS_TRANSLATER.
+        doorbell: u64,
+        /// EventIDs the function may use (its MSI-X vector count).
+        events: u32,
+    },
 }
 
 impl MsiTarget {
-    /// The SPI a message with `address` and `data` raises, if it is one of the slice's.
+    /// The SPI a message with `address` and `data` raises, if it is one of the slice's
+    /// message-based SPIs.
     pub fn spi(&self, address: u64, data: u32) -> Option<u32> {
-        let ours = data
-            .checked_sub(self.first_spi)
-            .is_some_and(|i| i < self.spi_count);
-        (address == self.doorbell && ours).then_some(data)
+        match *self {
+            MsiTarget::Spis {
+                doorbell,
+                first_spi,
+                spi_count,
+            } => {
+                let ours = data.checked_sub(first_spi).is_some_and(|i| i < spi_count);
+                (address == doorbell && ours).then_some(data)
+            }
+            MsiTarget::Its { .. } => None,
+        }
     }
+
+    /// Where a message with `address` and `data` goes, if it reaches the slice's interrupt
+    /// controller.
+    pub fn route(&self, address: u64, data: u32) -> Option<Route> {
+        match *self {
+            MsiTarget::Spis { .. } => self.spi(address, data).map(Route::Spi),
+            MsiTarget::Its { doorbell, events } => {
+                (address == doorbell && data < events).then_some(Route::Event(data))
+            }
+        }
+    }
+
+    /// Whether it is well formed: SPIs inside 32..1020, a 4-byte aligned doorbell.
+    fn is_valid(&self) -> bool {
+        match *self {
+            MsiTarget::Spis {
+                doorbell,
+                first_spi,
+                spi_count,
+            } => {
+                spi_count > 0
+                    && first_spi >= 32
+                    && first_spi
+                        .checked_add(spi_count)
+                        .is_some_and(|end| end <= 1020)
+                    && doorbell.is_multiple_of(4)
+            }
+            MsiTarget::Its { doorbell, .. } => doorbell.is_multiple_of(4),
+        }
+    }
+}
+
+/// Where a routed MSI-X vector's messages go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// The slice's message-based SPI: the hypervisor takes the physical interrupt and
+    /// injects it.
+    Spi(u32),
+    /// This EventID of the function, which the physical ITS delivers as a vLPI (no exit).
+    Event(u32),
 }
 
 /// Everything an assigned function is made from.
@@ -200,11 +267,11 @@ pub enum Effect {
     /// Set the physical Command register's Bus Master Enable (memory decoding stays on,
     /// I/O decoding off, INTx disabled).
     BusMaster(bool),
-    /// MSI-X vector `vector` is routed (`Some`: the SPI its guest entry raises, so program the
-    /// physical entry with the hypervisor's ITS translation and unmask it) or not (`None`:
-    /// mask the physical entry). Masking by the guest is not a reason for `None`: it is done
-    /// virtually.
-    MsixRoute { vector: u16, target: Option<u32> },
+    /// MSI-X vector `vector` is routed or not (`None`: mask the physical entry). A
+    /// [`Route::Spi`]: program the physical entry with the hypervisor's own ITS translation
+    /// and unmask it (masking by the guest is not a reason for `None`: it is done
+    /// virtually). A [`Route::Event`]: program it with that EventID at the ITS and unmask it.
+    MsixRoute { vector: u16, target: Option<Route> },
     /// Raise SPI `spi` in the slice's vGIC: vector `vector` was pending and the guest
     /// unmasked it.
     Inject { vector: u16, spi: u32 },
@@ -273,7 +340,7 @@ pub struct AssignedFunction {
     msix: MsixTable,
     layout: MsixLayout,
     /// The route last reported per vector.
-    routes: Vec<Option<u32>>,
+    routes: Vec<Option<Route>>,
     command: u16,
     cache_line_size: u8,
     flr_capable: bool,
@@ -327,13 +394,7 @@ impl AssignedFunction {
             msi,
             virtio_features,
         } = assignment;
-        let spis_ok = msi.spi_count > 0
-            && msi.first_spi >= 32
-            && msi
-                .first_spi
-                .checked_add(msi.spi_count)
-                .is_some_and(|end| end <= 1020);
-        if !spis_ok || !msi.doorbell.is_multiple_of(4) {
+        if !msi.is_valid() {
             return Err(AssignError::BadMsiTarget);
         }
         if matches!(snapshot.vendor(), 0 | 0xffff) {
@@ -426,7 +487,7 @@ impl AssignedFunction {
     }
 
     /// The route last reported for `vector` (None for a vector that does not exist).
-    pub fn route(&self, vector: u16) -> Option<u32> {
+    pub fn route(&self, vector: u16) -> Option<Route> {
         self.routes.get(usize::from(vector)).copied().flatten()
     }
 
@@ -747,13 +808,17 @@ impl AssignedFunction {
 
     // ---- interrupts ----------------------------------------------------------------------
 
-    /// The route vector `vector` should have now.
-    fn wanted_route(&self, vector: u16) -> Option<u32> {
+    /// The route vector `vector` should have now (an EventID only while the vector is
+    /// unmasked: its masking is physical).
+    fn wanted_route(&self, vector: u16) -> Option<Route> {
         if !self.msix.enabled() {
             return None;
         }
         let entry = self.msix.entry(vector)?;
-        self.msi.spi(entry.address, entry.data)
+        match self.msi.route(entry.address, entry.data)? {
+            Route::Event(_) if self.msix.masked(vector) => None,
+            route => Some(route),
+        }
     }
 
     fn sync_routes(&mut self, vectors: core::ops::Range<u16>, effects: &mut Vec<Effect>) {

@@ -15,7 +15,7 @@ const WINDOW: Region = Region::new(0x1000_0000, 0x100_0000);
 const HIGH_WINDOW: Region = Region::new(0x80_0000_0000, 0x4000_0000);
 const RAM: u64 = 0x4000_0000;
 const DOORBELL: u64 = 0x0800_0040;
-const MSI: MsiTarget = MsiTarget {
+const MSI: MsiTarget = MsiTarget::Spis {
     doorbell: DOORBELL,
     first_spi: 64,
     spi_count: 32,
@@ -799,10 +799,10 @@ fn an_entry_aimed_at_the_doorbell_is_routed_and_delivers() {
         effects,
         [Effect::MsixRoute {
             vector: 1,
-            target: Some(70)
+            target: Some(Route::Spi(70))
         }]
     );
-    assert_eq!(f.route(1), Some(70));
+    assert_eq!(f.route(1), Some(Route::Spi(70)));
     assert_eq!(f.interrupt(1), Interrupt::Deliver { spi: 70 });
     assert_eq!(f.bar_read(TABLE + 16, 8), BarRead::Emulated(DOORBELL));
     assert_eq!(f.bar_read(TABLE + 24, 8), BarRead::Emulated(70));
@@ -819,7 +819,7 @@ fn an_entry_aimed_at_the_doorbell_is_routed_and_delivers() {
         effects,
         [Effect::MsixRoute {
             vector: 1,
-            target: Some(71)
+            target: Some(Route::Spi(71))
         }]
     );
     // Disabling MSI-X takes the route away.
@@ -834,13 +834,77 @@ fn an_entry_aimed_at_the_doorbell_is_routed_and_delivers() {
     assert_eq!(f.interrupt(1), Interrupt::Dropped);
 }
 
+/// The vITS doorbell of a slice on a GICv4 node, and the vector count it allows.
+const ITS_DOORBELL: u64 = 0x0809_0040;
+const ITS: MsiTarget = MsiTarget::Its {
+    doorbell: ITS_DOORBELL,
+    events: 4,
+};
+
+fn its_nic() -> AssignedFunction {
+    let mut f = AssignedFunction::new(Assignment {
+        bdf: Bdf::new(1, 0, 0),
+        snapshot: ConfigSnapshot::from_words(&virtio_net_words()),
+        bars: &placed(),
+        windows: &[WINDOW, HIGH_WINDOW],
+        msi: ITS,
+        virtio_features: QEMU_FEATURES,
+    })
+    .unwrap();
+    f.config_write(0x14, 4, TABLE);
+    f.config_write(0x04, 2, 0x0006);
+    assert!(f.config_write(CAP_MSIX + 2, 2, 0x8000).is_empty());
+    f
+}
+
+#[test]
+fn entries_aimed_at_the_virtual_its_route_events_while_unmasked() {
+    let mut f = its_nic();
+    let route = |vector, event: Option<u32>| Effect::MsixRoute {
+        vector,
+        target: event.map(Route::Event),
+    };
+    assert_eq!(program(&mut f, 1, ITS_DOORBELL, 3), [route(1, Some(3))]);
+    assert_eq!(f.route(1), Some(Route::Event(3)));
+    // Masking is physical: the guest's mask takes the route away, unmasking brings it back,
+    // and nothing is ever held or injected by the hypervisor.
+    assert_eq!(
+        emulated(f.bar_write(TABLE + 16 + 12, 4, 1)),
+        [route(1, None)]
+    );
+    assert_eq!(f.interrupt(1), Interrupt::Pending, "a stray physical LPI");
+    assert_eq!(
+        emulated(f.bar_write(TABLE + 16 + 12, 4, 0)),
+        [route(1, Some(3))],
+        "no Inject: the device keeps its own pending message"
+    );
+    // Function mask and MSI-X enable hold every vector.
+    assert_eq!(f.config_write(CAP_MSIX + 2, 2, 0xc000), [route(1, None)]);
+    assert_eq!(f.config_write(CAP_MSIX + 2, 2, 0x8000), [route(1, Some(3))]);
+    assert_eq!(f.config_write(CAP_MSIX + 2, 2, 0), [route(1, None)]);
+    assert_eq!(f.config_write(CAP_MSIX + 2, 2, 0x8000), [route(1, Some(3))]);
+    // An EventID past the function's vectors, another address, or the GICv3 doorbell with
+    // an SPI: never programmed.
+    assert_eq!(program(&mut f, 2, ITS_DOORBELL, 4), []);
+    assert_eq!(program(&mut f, 2, ITS_DOORBELL + 4, 0), []);
+    assert_eq!(program(&mut f, 2, DOORBELL, 70), []);
+    assert_eq!(f.route(2), None);
+    // Retargeting a routed vector's EventID reports the new one.
+    assert_eq!(
+        emulated(f.bar_write(TABLE + 16 + 8, 4, 0)),
+        [route(1, Some(0))]
+    );
+    let reset = f.reset();
+    assert!(reset.contains(&route(1, None)), "{reset:?}");
+}
+
 #[test]
 fn masked_vectors_are_pending_and_deliver_once_on_unmask() {
     let mut f = msix_nic();
     program(&mut f, 2, DOORBELL, 66);
     // Mask the vector: the route stays (masking is virtual).
     assert!(emulated(f.bar_write(TABLE + 32 + 12, 4, 1)).is_empty());
-    assert_eq!(f.route(2), Some(66));
+    assert_eq!(f.route(2), Some(Route::Spi(66)));
     assert_eq!(f.interrupt(2), Interrupt::Pending);
     assert_eq!(f.interrupt(2), Interrupt::Pending);
     assert_eq!(f.bar_read(PBA, 8), BarRead::Emulated(0b100));
@@ -949,7 +1013,7 @@ fn vectors_past_the_table_and_disabled_msix() {
         effects,
         [Effect::MsixRoute {
             vector: 0,
-            target: Some(64)
+            target: Some(Route::Spi(64))
         }]
     );
 }
@@ -963,7 +1027,7 @@ fn sub_dword_table_writes_merge() {
         effects,
         [Effect::MsixRoute {
             vector: 0,
-            target: Some(65)
+            target: Some(Route::Spi(65))
         }]
     );
     assert_eq!(f.bar_read(TABLE + 8, 4), BarRead::Emulated(65));
@@ -1083,27 +1147,20 @@ fn each_assignment_error() {
             Some(AssignError::BadWindow { base: bad.base })
         );
     }
+    let spis = |doorbell: u64, first_spi: u32, spi_count: u32| MsiTarget::Spis {
+        doorbell,
+        first_spi,
+        spi_count,
+    };
     for bad in [
-        MsiTarget {
-            spi_count: 0,
-            ..MSI
-        },
-        MsiTarget {
-            first_spi: 16,
-            ..MSI
-        },
-        MsiTarget {
-            first_spi: 1000,
-            spi_count: 21,
-            ..MSI
-        },
-        MsiTarget {
-            first_spi: u32::MAX,
-            ..MSI
-        },
-        MsiTarget {
+        spis(DOORBELL, 64, 0),
+        spis(DOORBELL, 16, 32),
+        spis(DOORBELL, 1000, 21),
+        spis(DOORBELL, u32::MAX, 32),
+        spis(DOORBELL + 2, 64, 32),
+        MsiTarget::Its {
             doorbell: DOORBELL + 2,
-            ..MSI
+            events: 4,
         },
     ] {
         assert_eq!(assign(&[WINDOW], bad), Some(AssignError::BadMsiTarget));
@@ -1244,7 +1301,8 @@ impl Stage2 {
                     assert_eq!(self.mappings.remove(&m.bar).as_ref(), Some(m));
                 }
                 Effect::MsixRoute {
-                    target: Some(spi), ..
+                    target: Some(Route::Spi(spi)),
+                    ..
                 }
                 | Effect::Inject { spi, .. } => assert!((64..96).contains(spi)),
                 _ => {}
@@ -1416,7 +1474,7 @@ fn random_accesses_never_map_outside_the_windows() {
                 "seed {seed}"
             );
             for vector in 0..4 {
-                if let Some(spi) = f.route(vector) {
+                if let Some(Route::Spi(spi)) = f.route(vector) {
                     assert!((64..96).contains(&spi));
                 }
             }

@@ -4,6 +4,7 @@
 use alloc::vec::Vec;
 
 use super::{INTIDS, MAX_LIST_REGISTERS, PRIVATE, SPI_BASE, VcpuSet, VirtualGic};
+use crate::vits::HostCommand;
 
 /// The state of one virtual interrupt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,11 +240,12 @@ impl VirtualGic {
         in_flight
     }
 
-    /// Resets the whole GIC (a slice restart): distributor, SPIs and every vCPU.
-    pub fn reset(&mut self) {
+    /// Resets the whole GIC (a slice restart): distributor, SPIs and every vCPU. Returns the
+    /// physical commands that undo the vITS's translations of assigned functions.
+    pub fn reset(&mut self) -> Vec<HostCommand> {
+        let mut host = Vec::new();
         let its = self.its.take().map(|mut its| {
-            // No assigned function is behind a vITS yet: no physical mapping to undo.
-            let _ = its.reset();
+            host = its.reset();
             its
         });
         *self = VirtualGic {
@@ -252,6 +254,7 @@ impl VirtualGic {
             its,
             ..VirtualGic::new(self.vcpus.len(), &[])
         };
+        host
     }
 }
 

@@ -4,7 +4,7 @@
 
 use alloc::boxed::Box;
 
-use super::{GuestMemory, Outcome, VirtualIts};
+use super::{GuestMemory, Outcome, Residency, VirtualIts};
 use crate::nvme::Ipa;
 use crate::vgic::VcpuSet;
 
@@ -153,10 +153,15 @@ impl Redistributor {
         }
     }
 
+    /// INTID bits the property table covers: the guest's PROPBASER.IDbits + 1, at most
+    /// [`LPI_ID_BITS`].
+    fn property_bits(&self) -> u32 {
+        ((self.propbaser & 0x1f) as u32 + 1).min(LPI_ID_BITS)
+    }
+
     /// The property table's first byte (INTID 8192) and the LPIs it covers.
     fn property_table(&self) -> (Ipa, usize) {
-        let bits = ((self.propbaser & 0x1f) as u32 + 1).min(LPI_ID_BITS);
-        let lpis = (1usize << bits).saturating_sub(LPI_BASE as usize);
+        let lpis = (1usize << self.property_bits()).saturating_sub(LPI_BASE as usize);
         (Ipa(self.propbaser & 0x000f_ffff_ffff_f000), lpis)
     }
 }
@@ -227,8 +232,20 @@ impl VirtualIts {
                     }
                 }
                 rd.pendbaser &= !gicr::PENDBASER_PTZ;
+                let bits = rd.property_bits();
+                let properties = rd
+                    .properties_usable
+                    .then(|| ram.translate(table, lpis as u64))
+                    .flatten();
                 self.reload_properties(vcpu, memory);
                 outcome.kick = VcpuSet::EMPTY.with(vcpu);
+                if let Some(properties) = properties.filter(|_| self.has_assigned()) {
+                    outcome.resident = Some(Residency {
+                        vcpu,
+                        properties,
+                        id_bits: bits,
+                    });
+                }
             }
             gicr::PROPBASER if !rd.enabled => {
                 rd.propbaser = merge(rd.propbaser) & gicr::PROPBASER_MASK;

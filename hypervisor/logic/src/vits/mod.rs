@@ -168,6 +168,21 @@ pub struct Outcome {
     pub kick: VcpuSet,
     /// Physical commands to issue, in order (assigned functions only).
     pub host: Vec<HostCommand>,
+    /// A vCPU that enabled its LPIs on a slice with assigned functions: make its vPE
+    /// resident on its core with this property table.
+    pub resident: Option<Residency>,
+}
+
+/// What the physical redistributor of a vCPU's core needs to deliver its vLPIs directly
+/// (GICR_VPROPBASER; GICR_VPENDBASER points at the hypervisor's own virtual pending table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Residency {
+    pub vcpu: usize,
+    /// Host physical address of the guest's LPI property table (checked to lie wholly inside
+    /// the slice's RAM for `id_bits`).
+    pub properties: crate::nvme::Pa,
+    /// INTID bits the table covers (GICR_VPROPBASER.IDbits + 1).
+    pub id_bits: u32,
 }
 
 /// One event's translation.

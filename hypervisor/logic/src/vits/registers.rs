@@ -258,7 +258,9 @@ impl VirtualIts {
             .ok_or(VitsError::NoSuchVcpu)
     }
 
-    fn has_assigned(&self) -> bool {
+    /// Whether one of the slice's devices is an assigned function (its interrupts are
+    /// delivered directly by the physical ITS).
+    pub fn has_assigned(&self) -> bool {
         self.devices
             .iter()
             .any(|d| matches!(d.slot.backing, Backing::Assigned { .. }))

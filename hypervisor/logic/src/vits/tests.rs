@@ -559,6 +559,45 @@ fn device_messages_are_dropped_unless_everything_is_in_place() {
 }
 
 #[test]
+fn enabling_lpis_with_an_assigned_function_makes_the_vpe_resident() {
+    let enable = |devices: &[DeviceSlot], propbaser: u64| {
+        let mut g = Guest::with_devices(2, devices);
+        g.its
+            .redistributor_write(1, gicr::PROPBASER, 8, propbaser, &g.ram);
+        g.its
+            .redistributor_write(1, gicr::PENDBASER, 8, PENDING, &g.ram);
+        let outcome = g
+            .its
+            .redistributor_write(1, gicr::CTLR, 4, gicr::CTLR_ENABLE_LPIS, &g.ram);
+        let again = g
+            .its
+            .redistributor_write(1, gicr::CTLR, 4, gicr::CTLR_ENABLE_LPIS, &g.ram);
+        assert_eq!(again.resident, None, "once per run");
+        outcome.resident
+    };
+    assert_eq!(
+        enable(&slots(), PROPERTIES | 13),
+        Some(Residency {
+            vcpu: 1,
+            properties: Pa(RAM.pa_base.0 + (PROPERTIES - RAM_BASE)),
+            id_bits: 14,
+        })
+    );
+    // The guest asking for more INTID bits than the GIC has gets the 14 it has.
+    assert_eq!(
+        enable(&slots(), PROPERTIES | 20).map(|r| r.id_bits),
+        Some(14)
+    );
+    // Only emulated devices: their LPIs go through the list registers.
+    assert_eq!(enable(&slots()[..1], PROPERTIES | 13), None);
+    // A property table too small to hold any LPI, or not wholly inside RAM: the hardware
+    // never reads it.
+    assert_eq!(enable(&slots(), PROPERTIES | 12), None);
+    assert_eq!(enable(&slots(), (RAM_BASE + RAM_SIZE - 0x1000) | 13), None);
+    assert_eq!(enable(&slots(), 0x1000 | 13), None);
+}
+
+#[test]
 fn assigned_functions_become_physical_gicv4_commands() {
     let mut g = Guest::linux_boot(2);
     let outcome = g.queue(&[
@@ -895,7 +934,7 @@ fn hostile_guests_stay_contained() {
                     let kick = g.its.translate(device, event).unwrap_or_default();
                     Outcome {
                         kick,
-                        host: Vec::new(),
+                        ..Outcome::default()
                     }
                 }
                 5 => {
