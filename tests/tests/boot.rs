@@ -165,8 +165,10 @@ fn small_node_boots_its_default_plan() {
 fn gicv4_node_boots_its_default_plan() {
     // GICv4.0 hardware (QEMU `gic-version=4`): the banner names it, the redistributors'
     // larger frames are walked, the ITS gets a vPE table, the hypervisor's NVMe completion
-    // LPIs go through the GICv4 ITS, and the probes (polled NVMe, a virtual ITS they do not
-    // use) pass as on a GICv3 node.
+    // LPIs go through the GICv4 ITS, and the probes (polled NVMe) pass as on a GICv3 node.
+    // "left" owns the NIC: its probe maps the function's MSI-X vectors through its virtual
+    // ITS (MAPD, MAPC, MAPTI, INV, SYNC; DeviceID = its requester ID 00:01.0) and takes them
+    // as LPIs, delivered by the physical ITS directly (GICv4.0 vLPIs).
     Scenario::new("gicv4_node")
         .node("gicv4")
         .all_healthy()
@@ -186,6 +188,17 @@ fn gicv4_node_boots_its_default_plan() {
         ]))
         .expect(Expect::line(slice("left", "^NVME PASS .* queues=2 ")))
         .expect(Expect::line(slice("right", "^NVME PASS .* queues=1 ")))
+        .expect(Expect::line(hv(
+            r"^assigned: slice left 0000:01:00\.0 as 00:01\.0, 4 MSI-X vectors, ",
+        )))
+        .expect(Expect::line(slice(
+            "left",
+            r"^NET INFO .* doorbell=its\(0x8090040,device=0x8,lpi=8192\) ",
+        )))
+        .expect(Expect::line(slice(
+            "left",
+            r"^NET PASS .* irq-tx=delivered\(us=[0-9]+\) irq-rx=delivered\(us=[0-9]+\)$",
+        )))
         .run();
 }
 

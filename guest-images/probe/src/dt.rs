@@ -127,6 +127,37 @@ pub struct PciHost {
     pub dma_coherent: bool,
 }
 
+/// An ITS (`arm,gic-v3-its` child of the GIC node; Linux binding
+/// `interrupt-controller/arm,gic-v3-its.yaml`) and how the host bridge's requester IDs
+/// become its DeviceIDs (the bridge's `msi-map`, PCI binding `pci/pci-msi.txt`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ItsInfo {
+    /// Base of its control frame (GITS_CTLR); GITS_TRANSLATER is at +0x1_0040.
+    pub base: u64,
+    /// The host bridge's `msi-map` entry aimed at this ITS, if there is one.
+    pub msi_map: Option<MsiMap>,
+}
+
+/// One `msi-map` entry: requester IDs `[rid_base, rid_base + length)` become DeviceIDs from
+/// `device_base` on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsiMap {
+    /// First requester ID.
+    pub rid_base: u32,
+    /// DeviceID of `rid_base`.
+    pub device_base: u32,
+    /// Requester IDs covered.
+    pub length: u32,
+}
+
+impl MsiMap {
+    /// The DeviceID of requester ID `rid`, if the entry covers it.
+    pub fn device_id(&self, rid: u32) -> Option<u32> {
+        let offset = rid.checked_sub(self.rid_base)?;
+        (offset < self.length).then(|| self.device_base.checked_add(offset))?
+    }
+}
+
 /// Why a device tree could not be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DtError {
@@ -187,6 +218,8 @@ pub struct Platform {
     /// The GIC node's `mbi-ranges` (first SPI, count): message-based SPIs a device raises by
     /// writing the SPI number to GICD_SETSPI_NSR (the microvisor's slice MSI controller).
     pub mbi: Option<(u32, u32)>,
+    /// The GIC's ITS, if the tree has one with a usable `reg`.
+    pub its: Option<ItsInfo>,
     /// Whether `/chosen/microvisor,slice-name` named the slice.
     pub slice_named: bool,
     /// Whether the tree has a `pci-host-ecam-generic` node at all.
@@ -215,6 +248,7 @@ impl Platform {
             device_spis: [0; MAX_DEVICE_SPIS],
             device_spi_count: 0,
             mbi: None,
+            its: None,
             slice_named: false,
             pci_node: false,
             pci: None,
@@ -278,6 +312,7 @@ impl Platform {
         let pci_node = fdt.find_compatible(&["pci-host-ecam-generic"]);
         p.pci_node = pci_node.is_some();
         p.pci = pci_node.and_then(|node| read_pci_host(node, root));
+        p.its = read_its(&fdt, root, pci_node);
         Ok(p)
     }
 
@@ -516,6 +551,40 @@ fn read_gic(fdt: &Fdt<'_>, root: FdtNode<'_, '_>) -> Option<GicLayout> {
     })
 }
 
+/// The first available `arm,gic-v3-its` child of the GIC node (its `reg` in the GIC node's
+/// cells) and the host bridge's `msi-map` entry whose phandle names it.
+fn read_its(fdt: &Fdt<'_>, root: FdtNode<'_, '_>, pci: Option<FdtNode<'_, '_>>) -> Option<ItsInfo> {
+    let gic = fdt.find_compatible(&["arm,gic-v3"])?;
+    let address_cells = cells(gic, "#address-cells", cells(root, "#address-cells", 2)?)?;
+    let its = gic.children().find(|c| {
+        c.compatible()
+            .is_some_and(|cs| cs.all().any(|x| x == "arm,gic-v3-its"))
+            && c.property("status")
+                .is_none_or(|s| matches!(s.value, b"okay\0" | b"ok\0"))
+    })?;
+    let (base, _) = read_cells(its.property("reg")?.value, address_cells)?;
+    let phandle = its
+        .property("phandle")
+        .and_then(|p| read_cells(p.value, 1))
+        .map(|(v, _)| v);
+    let msi_map = pci
+        .and_then(|node| node.property("msi-map"))
+        .and_then(|map| {
+            map.value.chunks_exact(16).find_map(|entry| {
+                let (rid_base, rest) = read_cells(entry, 1)?;
+                let (target, rest) = read_cells(rest, 1)?;
+                let (device_base, rest) = read_cells(rest, 1)?;
+                let (length, _) = read_cells(rest, 1)?;
+                (Some(target) == phandle).then_some(MsiMap {
+                    rid_base: rid_base as u32,
+                    device_base: device_base as u32,
+                    length: length as u32,
+                })
+            })
+        });
+    Some(ItsInfo { base, msi_map })
+}
+
 /// The host bridge's ECAM, bus range and first 32-bit memory window. Its
 /// `reg` uses the root's cells (the bridge sits at the root on `virt` and in
 /// slices); `ranges` entries are 3 PCI address cells, the root's address
@@ -699,6 +768,35 @@ mod tests {
         let mut blob = QEMU_VIRT_4CPU.to_vec();
         compact(&mut blob).unwrap();
         assert_eq!(blob, QEMU_VIRT_4CPU);
+    }
+
+    #[test]
+    fn its_and_msi_map_are_read() {
+        // QEMU virt: the ITS under the GIC, msi-map covering every requester ID.
+        let p = read(QEMU_VIRT_4CPU).unwrap();
+        let its = p.its.unwrap();
+        assert_eq!(its.base, 0x0808_0000);
+        let map = its.msi_map.unwrap();
+        assert_eq!(
+            map,
+            MsiMap {
+                rid_base: 0,
+                device_base: 0,
+                length: 0x1_0000
+            }
+        );
+        assert_eq!(map.device_id(0x0108), Some(0x0108));
+        assert_eq!(map.device_id(0x1_0000), None);
+        // The slice fixture has MBI and no ITS.
+        assert_eq!(read(SLICE).unwrap().its, None);
+        let offset = MsiMap {
+            rid_base: 8,
+            device_base: 0x100,
+            length: 8,
+        };
+        assert_eq!(offset.device_id(7), None);
+        assert_eq!(offset.device_id(9), Some(0x101));
+        assert_eq!(offset.device_id(16), None);
     }
 
     #[test]

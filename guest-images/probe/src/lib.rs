@@ -14,6 +14,7 @@ pub mod dt;
 pub mod fault;
 pub mod gic;
 pub mod gic_attacks;
+pub mod its;
 pub mod json;
 pub mod memplan;
 pub mod nvme;

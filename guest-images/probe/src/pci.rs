@@ -95,6 +95,11 @@ pub struct Bdf {
 }
 
 impl Bdf {
+    /// The requester ID: bus in 15:8, device in 7:3, function in 2:0.
+    pub fn requester_id(self) -> u32 {
+        u32::from(self.bus) << 8 | u32::from(self.device & 0x1f) << 3 | u32::from(self.function & 7)
+    }
+
     /// Offset of configuration register `reg` in an ECAM region whose first
     /// bus is `bus_start`: bus in 27:20, device in 19:15, function in 14:12.
     pub fn ecam_offset(self, bus_start: u8, reg: u16) -> u64 {
@@ -362,5 +367,18 @@ mod tests {
         assert_eq!(b.place(0x1_0000, true).unwrap().pci, 0xffff_0000);
         assert_eq!(b.place(0x1_0000, true), None, "would cross 4 GiB");
         assert_eq!(b.place(0x1_0000, false).unwrap().pci, 0x1_0000_0000);
+    }
+
+    #[test]
+    fn requester_ids() {
+        let b = |bus, device, function| Bdf {
+            bus,
+            device,
+            function,
+        };
+        assert_eq!(b(0, 0, 0).requester_id(), 0);
+        assert_eq!(b(0, 1, 0).requester_id(), 8);
+        assert_eq!(b(1, 0, 0).requester_id(), 0x100);
+        assert_eq!(b(2, 3, 4).requester_id(), 0x21c);
     }
 }

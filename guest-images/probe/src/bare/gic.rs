@@ -19,6 +19,7 @@ use microvisor_probe::gic::{
     RedistributorType, SELF_TEST_SGI, gicd, gicr,
 };
 pub use microvisor_probe::gic_attacks::GicError;
+use microvisor_probe::its::FIRST_LPI;
 use tock_registers::LocalRegisterCopy;
 
 use super::guarded;
@@ -280,6 +281,11 @@ static OTHER_IRQS: AtomicU32 = AtomicU32::new(0);
 static INTID_COUNT: [AtomicU32; FIRST_SPECIAL_INTID as usize] =
     [const { AtomicU32::new(0) }; FIRST_SPECIAL_INTID as usize];
 
+/// LPIs counted from INTID 8192 on (the NIC's, the `its-*` attacks').
+pub const COUNTED_LPIS: usize = 64;
+/// Interrupts taken per LPI, from [`FIRST_LPI`].
+static LPI_COUNT: [AtomicU32; COUNTED_LPIS] = [const { AtomicU32::new(0) }; COUNTED_LPIS];
+
 /// GICD_IGROUPR<n>: one group bit per INTID.
 const GICD_IGROUPR: u64 = 0x0080;
 
@@ -311,11 +317,25 @@ pub fn prepare_spi(gic: &Gic, intid: u32) -> Result<(), GicError> {
     Ok(())
 }
 
-/// Interrupts `intid` (below 1020) taken so far.
+/// Makes the calling CPU able to take LPIs: system registers on, its redistributor awake,
+/// the distributor enabled (affinity routing), priority mask open, Group 1 enabled. IRQs stay
+/// masked in PSTATE. Returns the redistributor's RD_base (for its LPI registers).
+pub fn prepare_lpis(gic: &Gic) -> Result<u64, GicError> {
+    enable_system_registers()?;
+    let frame = wake_redistributor(gic)?;
+    gic.enable_distributor()?;
+    write_icc_pmr_el1(RECEIVER_PMR);
+    write_icc_igrpen1_el1(1);
+    Ok(frame)
+}
+
+/// Interrupts `intid` (below 1020, or one of the first [`COUNTED_LPIS`] LPIs) taken so far.
 pub fn taken(intid: u32) -> u32 {
-    INTID_COUNT
-        .get(intid as usize)
-        .map_or(0, |c| c.load(Ordering::Acquire))
+    let counter = match intid.checked_sub(FIRST_LPI) {
+        Some(lpi) => LPI_COUNT.get(lpi as usize),
+        None => INTID_COUNT.get(intid as usize),
+    };
+    counter.map_or(0, |c| c.load(Ordering::Acquire))
 }
 
 /// Makes secondary vCPU `index` the SGI receiver once its memory test is
@@ -396,6 +416,15 @@ pub fn take_pending_irqs() {
 /// counts SGIs per INTID with the taking CPU, ends it.
 pub extern "C" fn irq() {
     let intid = read_icc_iar1_el1() & 0xff_ffff;
+    if let Some(lpi) = intid.checked_sub(u64::from(FIRST_LPI)) {
+        // LPIs: counted, ended (no active state, the EOI drops the priority).
+        OTHER_IRQS.fetch_add(1, Ordering::Relaxed);
+        if let Some(count) = LPI_COUNT.get(lpi as usize) {
+            count.fetch_add(1, Ordering::AcqRel);
+        }
+        write_icc_eoir1_el1(intid);
+        return;
+    }
     if intid >= u64::from(FIRST_SPECIAL_INTID) {
         return;
     }

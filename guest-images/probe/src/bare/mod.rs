@@ -10,6 +10,7 @@ pub mod gic;
 pub mod gic_attacks;
 pub mod guarded;
 pub mod heartbeat;
+pub mod its;
 pub mod memtest;
 pub mod mmu;
 pub mod net;

@@ -18,6 +18,7 @@ use core::fmt::{self, Write};
 use aarch64_cpu::asm::barrier;
 use microvisor_probe::cmdline::Options;
 use microvisor_probe::dt::Platform;
+use microvisor_probe::its::FIRST_LPI;
 use microvisor_probe::memplan::Range;
 use microvisor_probe::pci::{Bdf, config};
 use microvisor_probe::text::Text;
@@ -30,7 +31,7 @@ use super::console::println;
 use super::guarded::{self, Fault};
 use super::pci::{BridgePath, Ecam, PciError, PlacedBar};
 use super::report::NetSummary;
-use super::{gic, timer};
+use super::{gic, its, timer};
 
 const PAGE: u64 = 4096;
 /// Entries per queue.
@@ -94,6 +95,8 @@ pub enum NetError {
     NoDmaMemory,
     /// The GIC could not take the MSI SPI.
     Gic(gic::GicError),
+    /// The ITS could not be set up or map the function.
+    Its(microvisor_probe::its::ItsError),
     /// The device set DEVICE_NEEDS_RESET.
     NeedsReset(u8),
     /// A frame was not returned in the used ring in time.
@@ -120,6 +123,7 @@ impl fmt::Display for NetError {
             NetError::NoMsix => f.write_str("no-msix"),
             NetError::NoDmaMemory => f.write_str("no-dma-memory"),
             NetError::Gic(e) => write!(f, "gic({e})"),
+            NetError::Its(e) => write!(f, "its({e})"),
             NetError::NeedsReset(s) => write!(f, "needs-reset(status={s:#x})"),
             NetError::TxTimeout => f.write_str("tx-timeout"),
             NetError::NoReply(seen) => write!(f, "no-arp-reply(frames={seen})"),
@@ -143,6 +147,16 @@ pub enum Doorbell {
         /// SPI of vector 0.
         first_spi: u32,
     },
+    /// An ITS: GITS_TRANSLATER, EventID = vector, translated into LPI `first_lpi + vector`
+    /// of the boot CPU (the function's DeviceID mapped by `bare::its`).
+    Its {
+        /// GITS_TRANSLATER.
+        translater: u64,
+        /// LPI of vector 0.
+        first_lpi: u32,
+        /// The function's DeviceID.
+        device: u32,
+    },
     /// A RAM mailbox: vector v writes `MAILBOX_DATA | v` at `address + 16 * v`.
     Ram {
         /// The mailbox page.
@@ -155,16 +169,22 @@ impl Doorbell {
     pub fn message(&self, v: u16) -> (u64, u32) {
         match *self {
             Doorbell::Mbi { address, first_spi } => (address, first_spi + u32::from(v)),
+            Doorbell::Its { translater, .. } => (translater, u32::from(v)),
             Doorbell::Ram { address } => (address + 16 * u64::from(v), MAILBOX_DATA | u32::from(v)),
         }
     }
 }
 
-/// `mbi(0x..,spi=<n>)` or `ram(0x..)`.
+/// `mbi(0x..,spi=<n>)`, `its(0x..,device=..,lpi=<n>)` or `ram(0x..)`.
 impl fmt::Display for Doorbell {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Doorbell::Mbi { address, first_spi } => write!(f, "mbi({address:#x},spi={first_spi})"),
+            Doorbell::Its {
+                translater,
+                first_lpi,
+                device,
+            } => write!(f, "its({translater:#x},device={device:#x},lpi={first_lpi})"),
             Doorbell::Ram { address } => write!(f, "ram({address:#x})"),
         }
     }
@@ -464,6 +484,20 @@ fn setup(
             address: layout.distributor + GICD_SETSPI_NSR,
             first_spi: first,
         },
+        _ if its::usable(platform) => {
+            its::Its::init(platform, end).map_err(NetError::Its)?;
+            let mut guard = its::ITS.lock();
+            let its = guard.as_mut().ok_or(NetError::NoMsix)?;
+            let device = its.device_id(bdf.requester_id()).map_err(NetError::Its)?;
+            let events = u32::from(vectors).min(gic::COUNTED_LPIS as u32);
+            its.map_device(device, events, FIRST_LPI)
+                .map_err(NetError::Its)?;
+            Doorbell::Its {
+                translater: its.translater(),
+                first_lpi: FIRST_LPI,
+                device,
+            }
+        }
         _ => Doorbell::Ram {
             address: base + page::MAILBOX * PAGE,
         },
@@ -896,7 +930,11 @@ impl Nic {
     /// mailbox holds the vector's data).
     pub fn irq_count(&self, v: u16) -> u32 {
         match self.doorbell {
-            Doorbell::Mbi { first_spi, .. } => {
+            Doorbell::Mbi { first_spi, .. }
+            | Doorbell::Its {
+                first_lpi: first_spi,
+                ..
+            } => {
                 gic::take_pending_irqs();
                 gic::taken(first_spi + u32::from(v))
             }
