@@ -21,6 +21,8 @@ pub const TIMER_ITERATIONS: u64 = 16;
 pub const TIMER_DELAY_TICKS: u64 = 20_000;
 /// IPI round trips measured.
 pub const IPI_ITERATIONS: u64 = 256;
+/// ARP exchanges of the `nic-irq` benchmark.
+pub const NIC_IRQ_ITERATIONS: u64 = 32;
 
 /// One benchmark of the probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,17 +41,21 @@ pub enum Bench {
     Ipi,
     /// Fill + pointer chase + hash over most of RAM.
     Workload,
+    /// ARP exchanges over the NIC, each waiting for its RX interrupt: the slice's exits per
+    /// NIC interrupt taken (0 with GICv4.0 direct injection through the vITS).
+    NicIrq,
 }
 
 impl Bench {
     /// Every benchmark, in the order the probe runs them.
-    pub const ALL: [Bench; 6] = [
+    pub const ALL: [Bench; 7] = [
         Bench::Boot,
         Bench::NullHvc,
         Bench::MmioRead,
         Bench::TimerIrq,
         Bench::Ipi,
         Bench::Workload,
+        Bench::NicIrq,
     ];
 
     /// The name used on the command line and in `BENCH` lines.
@@ -61,6 +67,7 @@ impl Bench {
             Bench::TimerIrq => "timer-irq",
             Bench::Ipi => "ipi",
             Bench::Workload => "workload",
+            Bench::NicIrq => "nic-irq",
         }
     }
 

@@ -15,7 +15,8 @@ use aarch64_cpu::registers::{
     CNTP_CTL_EL0, CNTP_CVAL_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0, Readable, Writeable,
 };
 use microvisor_probe::bench::{
-    self, Bench, CALL_ITERATIONS, IPI_ITERATIONS, Line, PerOp, TIMER_DELAY_TICKS, TIMER_ITERATIONS,
+    self, Bench, CALL_ITERATIONS, IPI_ITERATIONS, Line, NIC_IRQ_ITERATIONS, PerOp,
+    TIMER_DELAY_TICKS, TIMER_ITERATIONS,
 };
 use microvisor_probe::cmdline::Options;
 use microvisor_probe::dt::Platform;
@@ -24,7 +25,7 @@ use microvisor_probe::memplan::Range;
 use microvisor_probe::verdict::{TimerCheck, TimerResult};
 
 use super::console::println;
-use super::{attacks, gic, psci, smp, timer};
+use super::{attacks, gic, net, psci, smp, timer};
 
 /// The microvisor's null hypercall (SMC64 vendor hypervisor range).
 const MICROVISOR_NULL: u64 = 0xC600_0001;
@@ -459,6 +460,77 @@ fn ipi(platform: &Platform, boot_index: usize) {
     );
 }
 
+/// The `nic-irq` benchmark: [`NIC_IRQ_ITERATIONS`] ARP exchanges over the NIC set up at
+/// boot, each waiting for its RX interrupt (`Nic::irq_exchange`: no trapped register on the
+/// way). `BENCH nic-irq <exits per interrupt> exits n=<exchanges> irqs=<RX+TX interrupts>
+/// exits=<slice exits in the loop> us=<mean round trip>`; natively without the exits.
+fn nic_irq() {
+    let mut guard = net::NIC.lock();
+    let Some(nic) = guard.as_mut() else {
+        println!("BENCH nic-irq FAILED no-nic");
+        return;
+    };
+    if let net::Doorbell::Ram { .. } = nic.doorbell {
+        println!(
+            "BENCH nic-irq FAILED no-interrupts doorbell={}",
+            nic.doorbell
+        );
+        return;
+    }
+    // One exchange first: the path warm, a stale reply drained.
+    if !matches!(nic.irq_exchange(net::FRAME_TIMEOUT_MS), Ok(true)) {
+        println!("BENCH nic-irq FAILED no-reply");
+        return;
+    }
+    let irqs = |nic: &net::Nic| nic.irq_count(net::RX_VECTOR) + nic.irq_count(net::TX_VECTOR);
+    let irqs_before = irqs(nic);
+    let exits_before = exits_total();
+    let start = timer::now();
+    let mut replies = 0;
+    for _ in 0..NIC_IRQ_ITERATIONS {
+        match nic.irq_exchange(net::FRAME_TIMEOUT_MS) {
+            Ok(true) => replies += 1,
+            Ok(false) => {}
+            Err(e) => {
+                println!("BENCH nic-irq FAILED {e}");
+                return;
+            }
+        }
+    }
+    let ticks = timer::now().wrapping_sub(start);
+    let exits_after = exits_total();
+    // The TX interrupt of the last exchange may still be on its way.
+    timer::sleep_us(1000);
+    let taken = u64::from(irqs(nic).saturating_sub(irqs_before));
+    if replies != NIC_IRQ_ITERATIONS || taken == 0 {
+        println!("BENCH nic-irq FAILED replies={replies} irqs={taken}");
+        return;
+    }
+    let us = timer::us_from_ticks(ticks) / NIC_IRQ_ITERATIONS;
+    match (exits_before, exits_after) {
+        (Some(a), Some(b)) => {
+            let exits = b.saturating_sub(a).saturating_sub(1);
+            print_line(
+                "nic-irq",
+                &PerOp::new(exits, taken),
+                "exits",
+                &[
+                    ("n", NIC_IRQ_ITERATIONS),
+                    ("irqs", taken),
+                    ("exits", exits),
+                    ("us", us),
+                ],
+            );
+        }
+        _ => print_line(
+            "nic-irq",
+            &PerOp::new(0, taken),
+            "exits",
+            &[("n", NIC_IRQ_ITERATIONS), ("irqs", taken), ("us", us)],
+        ),
+    }
+}
+
 /// The workload over the RAM after the footprint (2 MiB aligned).
 fn workload(platform: &Platform, image: Range, mib: u64) {
     let Some(ram) = platform
@@ -520,6 +592,7 @@ pub fn run(
             Bench::TimerIrq => timer_irq(),
             Bench::Ipi => ipi(platform, boot_index),
             Bench::Workload => workload(platform, image, options.workload_mib),
+            Bench::NicIrq => nic_irq(),
         }
     }
     println!("BENCH done");

@@ -917,6 +917,50 @@ impl Nic {
         }
     }
 
+    /// One ARP exchange that touches no trapped register: the request queued and notified
+    /// (the notify page is the function's own), then, until the reply is in, a wait for the
+    /// RX vector's interrupt (counted by the IRQ handler, no MMIO) and the used rings
+    /// drained (RX buffers re-posted and notified). `Ok(false)`: no reply within `ms`.
+    pub fn irq_exchange(&mut self, ms: u64) -> Result<bool, NetError> {
+        while self.next_used(TX_QUEUE).is_some() {}
+        let slot = (self.tx_count % u32::from(TX_BUFFERS)) as u16;
+        let frame = self.arp_request();
+        let part = self.fill_tx(slot, &frame);
+        let first = self.tx.avail_idx;
+        self.queue_tx_chain(first, &[part]);
+        self.tx_count += 1;
+        let mut seen = self.irq_count(RX_VECTOR);
+        self.notify_queue(TX_QUEUE)?;
+        let deadline = timer::now() + timer::ticks_from_ms(ms);
+        loop {
+            let now = self.irq_count(RX_VECTOR);
+            if now > seen {
+                seen = now;
+                while let Some((id, len)) = self.next_used(RX_QUEUE) {
+                    let i = (id as u16) % RX_BUFFERS;
+                    let buf = self.rx_buffer(i);
+                    let len = u64::from(len).min(BUFFER_BYTES);
+                    maintain(self.coherent, buf, BUFFER_BYTES);
+                    let mut frame = [0u8; 64];
+                    let n = len.saturating_sub(NET_HDR_BYTES).min(64) as usize;
+                    for (k, b) in frame[..n].iter_mut().enumerate() {
+                        *b = dma_read(buf + NET_HDR_BYTES + k as u64);
+                    }
+                    let reply = virtio::parse_arp_reply(&frame[..n], self.mac, self.peer_ip);
+                    self.post_rx(i, buf, BUFFER_BYTES as u32)?;
+                    self.notify_queue(RX_QUEUE)?;
+                    if reply.is_some() {
+                        return Ok(true);
+                    }
+                }
+            }
+            if timer::now() > deadline {
+                return Ok(false);
+            }
+            core::hint::spin_loop();
+        }
+    }
+
     /// Clears the observation state of vector `v`'s own doorbell (the mailbox word).
     pub fn clear_irq(&self, v: u16) {
         if let Doorbell::Ram { .. } = self.doorbell {
