@@ -103,6 +103,18 @@ pub enum Attack {
     NetHiddenCaps,
     /// A long transmit/receive loop, then PSCI SYSTEM_RESET mid-transfer.
     NetResetDma,
+    /// Bogus commands on the slice's ITS: unknown and GICv4 command numbers, out-of-range
+    /// LPIs, events, collections and redistributors.
+    ItsBogusCommands,
+    /// ITS and LPI tables (command queue, device table, ITTs, PROPBASER/PENDBASER) outside
+    /// the slice's RAM.
+    ItsTablesOutside,
+    /// MAPD/MAPTI/INT of DeviceIDs the slice does not own.
+    ItsForeignDevice,
+    /// GITS_CWRITER past the queue, a full lap behind GITS_CREADR, misaligned; CREADR written.
+    ItsQueueWrap,
+    /// Thousands of re-MAPDs of its own function, with the largest ITT sizes.
+    ItsMapdStorm,
     /// A control-interface request (docs/control.md) from a slice that is not the manager:
     /// a request header written to the data window, then a read of `EXECUTE`.
     ControlCall,
@@ -168,7 +180,7 @@ pub const GROUPS: [(&str, &str); 8] = [
 
 impl Attack {
     /// Every attack, in documentation order.
-    pub const ALL: [Attack; 40] = [
+    pub const ALL: [Attack; 45] = [
         Attack::ReadPastRam,
         Attack::WritePastRam,
         Attack::ReadAddr,
@@ -200,6 +212,11 @@ impl Attack {
         Attack::NetBusMaster,
         Attack::NetHiddenCaps,
         Attack::NetResetDma,
+        Attack::ItsBogusCommands,
+        Attack::ItsTablesOutside,
+        Attack::ItsForeignDevice,
+        Attack::ItsQueueWrap,
+        Attack::ItsMapdStorm,
         Attack::ControlCall,
         Attack::CntpOwn,
         Attack::RaceInsnFlip,
@@ -311,6 +328,11 @@ impl Attack {
             Attack::NetBusMaster => "net-bus-master",
             Attack::NetHiddenCaps => "net-hidden-caps",
             Attack::NetResetDma => "net-reset-dma",
+            Attack::ItsBogusCommands => "its-bogus-commands",
+            Attack::ItsTablesOutside => "its-tables-outside",
+            Attack::ItsForeignDevice => "its-foreign-device",
+            Attack::ItsQueueWrap => "its-queue-wrap",
+            Attack::ItsMapdStorm => "its-mapd-storm",
             Attack::ControlCall => "control-call",
             Attack::CntpOwn => "cntp-own",
             Attack::RaceInsnFlip => "race-insn-flip",

@@ -6,6 +6,8 @@
 use core::fmt;
 
 use crate::gic_attacks::GicError;
+use crate::text::Text;
+use crate::verdict::{Outcome, Verdict};
 
 /// Why the ITS could not be set up or did not complete its commands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +58,50 @@ impl fmt::Display for ItsError {
 impl From<GicError> for ItsError {
     fn from(e: GicError) -> Self {
         ItsError::Gic(e)
+    }
+}
+
+/// How an `its-*` attack ended: whether what decision 0004 promises held (commands skipped
+/// or the queue stalled as it says, nothing delivered for what the slice does not own), and
+/// whether the slice's own NIC still takes its interrupts through the ITS afterwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttackOutcome {
+    /// The attack's own observations (`key=value` tokens).
+    pub detail: Text<200>,
+    /// Whether every observation is what containment predicts.
+    pub held: bool,
+    /// The own NIC's RX interrupt after the attack: `Some(true)` delivered.
+    pub nic_after: Option<bool>,
+    /// Why it could not be attempted.
+    pub unverified: Option<&'static str>,
+}
+
+impl Outcome for AttackOutcome {
+    fn verdict(&self) -> Verdict {
+        if self.unverified.is_some() {
+            Verdict::Unverified
+        } else {
+            Verdict::of(self.held && self.nic_after == Some(true))
+        }
+    }
+}
+
+/// `<why>`, or `<detail> nic-after=delivered|lost|none`.
+impl fmt::Display for AttackOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(why) = self.unverified {
+            return f.write_str(why);
+        }
+        let after = match self.nic_after {
+            Some(true) => "delivered",
+            Some(false) => "lost",
+            None => "none",
+        };
+        write!(
+            f,
+            "{} nic-after={after}",
+            self.detail.as_str().unwrap_or("?")
+        )
     }
 }
 
@@ -403,6 +449,34 @@ mod tests {
         assert_eq!(
             t(ItsError::Gic(GicError::NoFrame(1))).as_str(),
             Some("gic(no-redistributor affinity=0x1)")
+        );
+    }
+
+    #[test]
+    fn attack_verdicts() {
+        let mut detail = Text::new();
+        let _ = fmt::Write::write_str(&mut detail, "creadr=0x40 errors-skipped");
+        let o = |held, nic_after, unverified| AttackOutcome {
+            detail,
+            held,
+            nic_after,
+            unverified,
+        };
+        let line = |o: AttackOutcome| {
+            let mut t = Text::<256>::new();
+            let _ = fmt::Write::write_fmt(&mut t, format_args!("{}", crate::verdict::Line(&o)));
+            t
+        };
+        assert_eq!(
+            line(o(true, Some(true), None)).as_str(),
+            Some("contained creadr=0x40 errors-skipped nic-after=delivered")
+        );
+        assert_eq!(o(true, Some(false), None).verdict(), Verdict::NotContained);
+        assert_eq!(o(false, Some(true), None).verdict(), Verdict::NotContained);
+        assert_eq!(o(true, None, None).verdict(), Verdict::NotContained);
+        assert_eq!(
+            line(o(true, Some(true), Some("no-its"))).as_str(),
+            Some("NOT-CONTAINED unverified no-its")
         );
     }
 

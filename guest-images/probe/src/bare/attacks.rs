@@ -9,7 +9,8 @@
 //! outcome `contained <op> <addr> fault data-abort esr=.. far=..`; under
 //! `on-fault = "stop"` the slice is stopped instead (`[hv] slice <name>
 //! stopped: ...`) and no outcome line follows.
-//! The GIC attacks are in `gic_attacks`, the NVMe ones in `nvme_attacks`.
+//! The GIC attacks are in `gic_attacks`, the NVMe ones in `nvme_attacks`, the network ones in
+//! `net_attacks`, the ITS ones in `its_attacks`.
 
 use microvisor_probe::cmdline::{Attack, Options};
 use microvisor_probe::dt::{Conduit, Platform};
@@ -209,6 +210,11 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
         | Attack::NetBusMaster
         | Attack::NetHiddenCaps
         | Attack::NetResetDma => super::net_attacks::run(attack, ctx),
+        Attack::ItsBogusCommands
+        | Attack::ItsTablesOutside
+        | Attack::ItsForeignDevice
+        | Attack::ItsQueueWrap
+        | Attack::ItsMapdStorm => super::its_attacks::run(attack, ctx),
         Attack::CntpOwn => sweep::cntp_own(),
         Attack::RaceInsnFlip
         | Attack::RaceInsnKind

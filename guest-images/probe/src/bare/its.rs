@@ -11,6 +11,8 @@
 //!
 //! Memory: 16 pages, 64 KiB aligned, in the probe's RAM after the NIC's DMA area.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use aarch64_cpu::asm::barrier;
 use microvisor_probe::dt::Platform;
 use microvisor_probe::gic::DEFAULT_PRIORITY;
@@ -70,6 +72,9 @@ pub struct Its {
     msi_map: Option<microvisor_probe::dt::MsiMap>,
 }
 
+/// The slowest GITS_CREADR read or GITS_CWRITER write so far, in counter ticks.
+pub static SLOWEST_ACCESS_TICKS: AtomicU64 = AtomicU64::new(0);
+
 /// The ITS, once set up.
 pub static ITS: spin::Mutex<Option<Its>> = spin::Mutex::new(None);
 /// The area, for the accessors' checks.
@@ -91,16 +96,11 @@ fn ram_write<T: Copy>(addr: u64, value: T) {
     unsafe { (addr as *mut T).write_volatile(value) }
 }
 
-/// Reads a `T`-sized value of the ITS area.
-pub fn ram_read<T: Copy>(addr: u64) -> T {
-    check(addr, core::mem::size_of::<T>() as u64);
-    // SAFETY: as in `ram_write`.
-    unsafe { (addr as *const T).read_volatile() }
-}
-
-/// Writes a dword of the ITS area (attacks: their own queues and tables).
-pub fn ram_write64(addr: u64, value: u64) {
-    ram_write(addr, value)
+/// Writes command `cmd` at `addr` of the ITS area (attacks: slots of the queue).
+pub fn write_command(addr: u64, cmd: Command) {
+    for (i, word) in cmd.iter().enumerate() {
+        ram_write::<u64>(addr + 8 * i as u64, *word);
+    }
 }
 
 /// Whether the tree offers an ITS the NIC can use: one with an `msi-map` and no MBI.
@@ -231,23 +231,86 @@ impl Its {
             self.kick()?;
             self.wait()?;
         }
-        for (i, word) in cmd.iter().enumerate() {
-            ram_write::<u64>(self.queue + self.cwriter + 8 * i as u64, *word);
-        }
+        write_command(self.queue + self.cwriter, cmd);
         self.cwriter = next;
         Ok(())
     }
 
     /// Writes GITS_CWRITER with the queued commands' end.
     pub fn kick(&self) -> Result<(), ItsError> {
+        self.write_cwriter(self.cwriter)
+    }
+
+    /// GITS_CREADR (the slowest read is kept in [`SLOWEST_ACCESS_TICKS`]: a read runs
+    /// queued commands).
+    pub fn creadr(&self) -> Result<u64, ItsError> {
+        let start = timer::now();
+        let value = gic::read64(self.reg(gits::CREADR), "gits_creadr")?;
+        SLOWEST_ACCESS_TICKS.fetch_max(timer::now().wrapping_sub(start), Ordering::Relaxed);
+        Ok(value)
+    }
+
+    /// Writes GITS_CWRITER with `value` as it is (the attacks' offsets), timed like
+    /// [`Its::creadr`]. The driver's own offset is not changed.
+    pub fn write_cwriter(&self, value: u64) -> Result<(), ItsError> {
         barrier::dsb(barrier::SY);
-        gic::write64(self.reg(gits::CWRITER), self.cwriter, "gits_cwriter")?;
+        let start = timer::now();
+        gic::write64(self.reg(gits::CWRITER), value, "gits_cwriter")?;
+        SLOWEST_ACCESS_TICKS.fetch_max(timer::now().wrapping_sub(start), Ordering::Relaxed);
         Ok(())
     }
 
-    /// GITS_CREADR.
-    pub fn creadr(&self) -> Result<u64, ItsError> {
-        Ok(gic::read64(self.reg(gits::CREADR), "gits_creadr")?)
+    /// Clears GITS_CTLR.Enabled and waits for Quiescent.
+    pub fn disable(&self) -> Result<(), ItsError> {
+        gic::write32(self.reg(gits::CTLR), 0, "gits_ctlr")?;
+        let deadline = timer::now() + timer::ticks_from_ms(COMMAND_TIMEOUT_MS);
+        loop {
+            let c = gic::read32(self.reg(gits::CTLR), "gits_ctlr")?;
+            if c & gits::CTLR_QUIESCENT != 0 {
+                return Ok(());
+            }
+            if timer::now() > deadline {
+                return Err(ItsError::Timeout {
+                    creadr: u64::from(c),
+                    cwriter: self.cwriter,
+                });
+            }
+        }
+    }
+
+    /// Sets GITS_CTLR.Enabled.
+    pub fn enable(&self) -> Result<(), ItsError> {
+        Ok(gic::write32(
+            self.reg(gits::CTLR),
+            gits::CTLR_ENABLED,
+            "gits_ctlr",
+        )?)
+    }
+
+    /// Back to the state [`Its::init`] left (the ITS disabled meanwhile): its own tables and
+    /// queue (CREADR back to 0), enabled, collection 0 mapped, and `device`'s events
+    /// `0..events` mapped to LPIs from `first_lpi` again.
+    pub fn reset_to(&mut self, device: u32, events: u32, first_lpi: u32) -> Result<(), ItsError> {
+        self.disable()?;
+        for (n, pg) in [(0u64, page::DEVICES), (1, page::COLLECTIONS)] {
+            gic::write64(
+                self.reg(gits::BASER + 8 * n),
+                its::baser(self.page(pg), 1),
+                "gits_baser",
+            )?;
+        }
+        self.queue = self.page(page::QUEUE);
+        self.queue_bytes = PAGE;
+        gic::write64(
+            self.reg(gits::CBASER),
+            its::cbaser(self.queue, 1),
+            "gits_cbaser",
+        )?;
+        self.cwriter = 0;
+        gic::write64(self.reg(gits::CWRITER), 0, "gits_cwriter")?;
+        self.enable()?;
+        self.run(&[its::mapc(0, self.target, true)])?;
+        self.map_device(device, events, first_lpi)
     }
 
     /// Waits until GITS_CREADR reaches the last GITS_CWRITER written (bounded).

@@ -11,6 +11,7 @@ pub mod gic_attacks;
 pub mod guarded;
 pub mod heartbeat;
 pub mod its;
+pub mod its_attacks;
 pub mod memtest;
 pub mod mmu;
 pub mod net;
