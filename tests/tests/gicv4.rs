@@ -3,10 +3,118 @@
 //! GICv3 message-based SPIs, and stock Linux drives it with its own ITS driver: its NVMe
 //! queues' MSI-X vectors are ITS-MSI interrupts, LPIs the hypervisor translates and loads into
 //! the list registers. GICv3 nodes keep MBI (every other scenario).
+//!
+//! A probe owning the `gicv4` node's NIC maps its MSI-X vectors through its own virtual ITS
+//! and then attacks it (`its-*`, issue 14 "Hostile vITS usage") next to a victim probe with
+//! RAM and NVMe canaries.
+
+use std::time::Duration;
 
 use microvisor_tests::{
-    Expect, Input, Scenario, hv, linux_slice, plan, shell_line, shell_ready, slice, with_nvme,
+    Expect, Input, Scenario, hv, linux_slice, lit, plan, probe_slice, shell_line, shell_ready,
+    slice, with_device, with_nvme,
 };
+
+/// Every `its-*` attack of the probe.
+const ITS_ATTACKS: [&str; 5] = [
+    "its-bogus-commands",
+    "its-tables-outside",
+    "its-foreign-device",
+    "its-queue-wrap",
+    "its-mapd-storm",
+];
+
+/// Victim heartbeats required after the last attack began.
+const BEATS: usize = 3;
+
+/// The victim first (the top of RAM), then the attacker owning NIC 01:00.0 with an NVMe share
+/// of its own (DeviceID 0, the emulated function next to the assigned one at 0x8).
+fn its_attack_plan(target: u64) -> String {
+    plan(&[
+        with_nvme(
+            &probe_slice(
+                "victim",
+                "1",
+                "64MiB",
+                "cmdline = \"heartbeat=500 nvme-check=1\"",
+            ),
+            1,
+            "32MiB",
+        ),
+        with_device(
+            &with_nvme(
+                &probe_slice(
+                    "attacker",
+                    "1",
+                    "64MiB",
+                    &format!(
+                        "cmdline = \"attack={} target={target:#x} heartbeat=500\"",
+                        ITS_ATTACKS.join(",")
+                    ),
+                ),
+                1,
+                "32MiB",
+            ),
+            "pci = \"01:00.0\"",
+        ),
+    ])
+}
+
+#[test]
+fn its_attacks_on_a_gicv4_node_are_contained() {
+    // The attacker's NIC works through its vITS first (NET PASS with both interrupts as LPIs);
+    // then each its-* attack must be concluded `contained`: bogus commands skipped with the
+    // queue still advancing, LPI tables that cannot move while EnableLPIs is set, a command
+    // queue outside RAM (the end of its RAM, and the victim's physical RAM as `target=`) that
+    // stalls, device tables and ITTs outside RAM refused, no LPI for DeviceIDs it does not own
+    // (while an INT of its own function's event arrives), CWRITER tricks processing nothing or
+    // at most one lap, a MAPD storm with every GITS access returning promptly, and the NIC
+    // taking its interrupts after each. The victim beats with both canaries throughout.
+    let victim = Scenario::new("its_attacks")
+        .node("gicv4")
+        .plan(&its_attack_plan(0))
+        .slice_ram("victim");
+    let target = victim.base + (1 << 20);
+    let mut s = Scenario::new("its_attacks")
+        .node("gicv4")
+        .plan(&its_attack_plan(target))
+        .timeout(Duration::from_secs(300))
+        .all_healthy()
+        .expect(Expect::line(slice(
+            "attacker",
+            r"^NET INFO .* doorbell=its\(0x8090040,device=0x8,lpi=8192\) ",
+        )))
+        .expect(Expect::line(slice(
+            "attacker",
+            r"^NET PASS .* irq-tx=delivered\(us=[0-9]+\) irq-rx=delivered\(us=[0-9]+\)$",
+        )));
+    for attack in ITS_ATTACKS {
+        s = s.expect(Expect::Sequence(vec![
+            slice("attacker", &format!("^ATTACK {} attempting ", lit(attack))),
+            slice(
+                "attacker",
+                &format!("^ATTACK {} contained .* nic-after=delivered$", lit(attack)),
+            ),
+        ]));
+    }
+    let last = slice("attacker", "^ATTACK its-mapd-storm attempting ");
+    s.expect(Expect::line(slice(
+        "attacker",
+        "^ATTACK its-tables-outside contained propbaser=ignored pendbaser=ignored queue-end=stalled queue-target=stalled ",
+    )))
+    .expect(Expect::HeartbeatsAfter {
+        after: last,
+        slices: vec!["victim".into(), "attacker".into()],
+        count: BEATS,
+    })
+    .expect(Expect::Line {
+        pattern: slice("victim", "^HEARTBEAT [0-9]+ ok nvme-ok$"),
+        count: BEATS,
+    })
+    .expect(Expect::Never(slice("victim", "CORRUPT|ERROR")))
+    .expect(Expect::Never(hv("^slice .* (stopped|restarted)")))
+    .run();
+}
 
 #[test]
 fn a_linux_slice_on_a_gicv4_node_takes_its_nvme_interrupts_through_a_virtual_its() {

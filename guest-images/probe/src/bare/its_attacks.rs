@@ -97,6 +97,27 @@ pub fn run(attack: Attack, ctx: &Context<'_>) {
     );
 }
 
+/// Enables the probe LPI's property byte and has the ITS reload every property (INVALL of
+/// collection 0), so that anything mapping it could really deliver it.
+fn arm_probe_lpi(its: &mut Its, probe: u32) -> Result<(), ItsError> {
+    its.set_property(probe, true);
+    its.run(&[its::invall(0)])
+}
+
+/// Waits up to 100 ms for LPI `lpi` to be taken more than `before` times.
+fn lpi_arrives(lpi: u32, before: u32) -> bool {
+    let deadline = timer::now() + timer::ticks_from_ms(100);
+    loop {
+        gic::take_pending_irqs();
+        if gic::taken(lpi) > before {
+            return true;
+        }
+        if timer::now() > deadline {
+            return false;
+        }
+    }
+}
+
 /// `completed`, `stalled(at=..)` or the error, for a batch's end.
 struct Batch(Result<(), ItsError>);
 
@@ -142,7 +163,7 @@ fn bogus_commands(its: &mut Its, own: Own, detail: &mut Text<200>) -> bool {
         "ATTACK its-bogus-commands attempting unknown,0xff,vmapp,lpi=100,lpi=0xffffffff,event=0x10000,event-past-vectors,device-unmapped,mapc-rd=99,icid=0x7ff,movi-unmapped,mapd-bits=32,int-unmapped,sync-rd=99 device={d:#x}"
     );
     let before = gic::taken(probe);
-    let result = its.run(&cmds);
+    let result = arm_probe_lpi(its, probe).and_then(|()| its.run(&cmds));
     timer::sleep_us(2000);
     gic::take_pending_irqs();
     let stray = gic::taken(probe) - before;
@@ -261,8 +282,9 @@ fn tables_outside(its: &mut Its, own: Own, ctx: &Context<'_>, detail: &mut Text<
 
 /// MAPD, MAPTI (to the probe LPI) and INT for every DeviceID of the slice's bus no function
 /// answers at, and for DeviceIDs past Devbits (the physical IDs of functions behind root
-/// ports: 0x100, 0x200, 0xffff); then INT of its own NIC's event 0 (must arrive: the ITS
-/// still works). The probe LPI must never be taken.
+/// ports: 0x100, 0x200, 0xffff), the probe LPI enabled; it must never be taken. Then the
+/// positive control: its own function's spare event mapped to the probe LPI and raised with
+/// INT must arrive (the LPI is deliverable, the ITS still works).
 fn foreign_device(its: &mut Its, nic: &Nic, own: Own, detail: &mut Text<200>) -> bool {
     let probe = own.first_lpi + PROBE_LPI_OFFSET;
     let exists = |d: u32| {
@@ -275,7 +297,8 @@ fn foreign_device(its: &mut Its, nic: &Nic, own: Own, detail: &mut Text<200>) ->
     };
     let foreign = (0u32..256)
         .filter(|&d| !exists(d))
-        .chain([0x100, 0x200, 0xffff]);
+        .chain([0x100, 0x200, 0xffff])
+        .filter(|&d| d != own.device);
     println!(
         "ATTACK its-foreign-device attempting mapd+mapti+int devices=every-absent-on-bus-0,0x100,0x200,0xffff lpi={probe} own={:#x}",
         own.device
@@ -283,7 +306,7 @@ fn foreign_device(its: &mut Its, nic: &Nic, own: Own, detail: &mut Text<200>) ->
     let before = gic::taken(probe);
     let itt = its.page(page::SPARE);
     let mut count = 0;
-    let mut result = Ok(());
+    let mut result = arm_probe_lpi(its, probe);
     for d in foreign {
         count += 1;
         for c in [
@@ -302,18 +325,27 @@ fn foreign_device(its: &mut Its, nic: &Nic, own: Own, detail: &mut Text<200>) ->
     timer::sleep_us(2000);
     gic::take_pending_irqs();
     let stray = gic::taken(probe) - before;
-    // The positive control: INT of its own function's event 0.
-    let own_before = gic::taken(own.first_lpi);
-    let own_int = its.run(&[its::event_command(number::INT, own.device, 0)]);
-    let deadline = timer::now() + timer::ticks_from_ms(100);
-    let mut own_seen = false;
-    while !own_seen && timer::now() < deadline {
-        gic::take_pending_irqs();
-        own_seen = gic::taken(own.first_lpi) > own_before;
-    }
+    // The positive control: its own function's last event (a vector the driver leaves
+    // unused) moved to the probe LPI and raised with INT must arrive, then mapped back.
+    let spare = own.events - 1;
+    let control_before = gic::taken(probe);
+    let own_int = its.run(&[
+        its::event_command(number::DISCARD, own.device, spare),
+        its::mapti(own.device, spare, probe, 0),
+        its::event_command(number::INV, own.device, spare),
+        its::event_command(number::INT, own.device, spare),
+    ]);
+    let own_seen = own_int.is_ok() && lpi_arrives(probe, control_before);
+    let own_int = own_int.and_then(|()| {
+        its.run(&[
+            its::event_command(number::DISCARD, own.device, spare),
+            its::mapti(own.device, spare, own.first_lpi + spare, 0),
+            its::event_command(number::INV, own.device, spare),
+        ])
+    });
     let _ = write!(
         detail,
-        "devices={count} batch={} probe-lpi={stray} int-own={}",
+        "devices={count} batch={} probe-lpi={stray} int-own-to-probe-lpi={}",
         batch(result),
         if own_seen {
             "delivered"
