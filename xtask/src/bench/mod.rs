@@ -61,6 +61,8 @@ pub struct Plan {
     pub nvme_only: bool,
     /// Run the Linux exit-rate and boot rows and nothing else (`--linux-only`).
     pub linux_only: bool,
+    /// Run the exits-per-NIC-interrupt row and nothing else (`--nic-irq-only`).
+    pub nic_irq_only: bool,
 }
 
 /// Where the runs keep their images and logs.
@@ -93,6 +95,17 @@ pub fn run(ws: &Workspace, artifacts: &Artifacts, plan: &Plan) -> Result<Results
             method: format!("wall clock, no icount ({method})"),
             linux: Some(crate::linux::guest(ws, true)?.release.clone()),
             metrics,
+        });
+    }
+    if plan.nic_irq_only {
+        return Ok(Results {
+            qemu: qemu_version(),
+            method: format!(
+                "qemu-system-aarch64 {} (exits per NIC interrupt only)",
+                QEMU_OPTIONS.join(" ")
+            ),
+            linux: None,
+            metrics: vec![nic_irq_metric(ws, artifacts, &dirs)?],
         });
     }
     if plan.linux_only {
@@ -220,29 +233,8 @@ pub fn run(ws: &Workspace, artifacts: &Artifacts, plan: &Plan) -> Result<Results
     }
     metrics.push(ipi);
 
-    // 6c. Exits per NIC interrupt: a probe slice owning a virtio-net function, on the GICv4.0
-    // node (its vITS maps the MSIs to vLPIs the physical ITS injects) and, for comparison, on
-    // the same node with a GICv3 (message-based SPIs through the hypervisor).
-    eprintln!("bench: exits per NIC interrupt (GICv4.0, then GICv3)");
-    let v4 = find(&nic_irq_run(ws, artifacts, &dirs, 4)?, "nic-irq")?.clone();
-    let v3 = find(&nic_irq_run(ws, artifacts, &dirs, 3)?, "nic-irq")?.clone();
-    let detail = |b: &BenchLine, key: &str| b.extra.get(key).copied().unwrap_or(0) as f64;
-    metrics.push(
-        Metric::new(
-            "nic-irq-exits",
-            "exits per NIC interrupt (GICv4.0 vITS)",
-            v4.value,
-            "exits",
-            Goal::AtMost(0.0),
-        )
-        .with_detail("irqs", detail(&v4, "irqs"))
-        .with_detail("exits", detail(&v4, "exits"))
-        .with_detail("round-trip-us", detail(&v4, "us"))
-        .with_detail("gicv3", v3.value)
-        .with_detail("gicv3-irqs", detail(&v3, "irqs"))
-        .with_detail("gicv3-exits", detail(&v3, "exits"))
-        .with_note("a one-vCPU probe slice owning the gicv4 node's NIC 01:00.0: 32 ARP exchanges with slirp, each waiting for the RX interrupt (LPI), no trapped register in the loop (notify pages are the function's own); slice exits in the loop (exit counter hypercall) per RX+TX interrupt taken; `gicv3` the same on the node with a GICv3 (MBI SPIs)"),
-    );
+    // 6c. Exits per NIC interrupt (GICv4.0 direct injection through the vITS).
+    metrics.push(nic_irq_metric(ws, artifacts, &dirs)?);
 
     let (s, n) = (find(&slice, "workload")?, find(&native, "workload")?);
     ensure!(
@@ -533,6 +525,30 @@ fn probe_run(
         bail!("{name}: {bad}");
     }
     Ok(lines.iter().filter_map(|l| parse::bench_line(l)).collect())
+}
+
+/// The `nic-irq-exits` row: a probe slice owning a virtio-net function on the GICv4.0 node
+/// (its vITS maps the MSIs to vLPIs the physical ITS injects) and, for comparison, on the same
+/// node with a GICv3 (message-based SPIs through the hypervisor).
+fn nic_irq_metric(ws: &Workspace, artifacts: &Artifacts, dirs: &Dirs) -> Result<Metric> {
+    eprintln!("bench: exits per NIC interrupt (GICv4.0, then GICv3)");
+    let v4 = find(&nic_irq_run(ws, artifacts, dirs, 4)?, "nic-irq")?.clone();
+    let v3 = find(&nic_irq_run(ws, artifacts, dirs, 3)?, "nic-irq")?.clone();
+    let detail = |b: &BenchLine, key: &str| b.extra.get(key).copied().unwrap_or(0) as f64;
+    Ok(Metric::new(
+            "nic-irq-exits",
+            "exits per NIC interrupt (GICv4.0 vITS)",
+            v4.value,
+            "exits",
+            Goal::AtMost(0.0),
+        )
+        .with_detail("irqs", detail(&v4, "irqs"))
+        .with_detail("exits", detail(&v4, "exits"))
+        .with_detail("round-trip-us", detail(&v4, "us"))
+        .with_detail("gicv3", v3.value)
+        .with_detail("gicv3-irqs", detail(&v3, "irqs"))
+        .with_detail("gicv3-exits", detail(&v3, "exits"))
+        .with_note("a one-vCPU probe slice owning the gicv4 node's NIC 01:00.0: 32 ARP exchanges with slirp, each waiting for the RX interrupt (LPI), no trapped register in the loop (notify pages are the function's own); slice exits in the loop (exit counter hypercall) per RX+TX interrupt taken; `gicv3` the same on the node with a GICv3 (MBI SPIs)"))
 }
 
 /// The probe's `nic-irq` benchmark in a one-vCPU slice owning NIC 01:00.0 of the gicv4 node

@@ -34,6 +34,10 @@ pub struct Args {
     /// Run only the Linux rows (exit rates idle and busy, boot to the report).
     #[arg(long, conflicts_with_all = ["net_only", "nvme_only", "no_linux"])]
     pub linux_only: bool,
+    /// Run only the exits-per-NIC-interrupt row (a probe slice owning the gicv4 node's NIC,
+    /// GICv4.0 and GICv3).
+    #[arg(long, conflicts_with_all = ["net_only", "nvme_only", "linux_only"])]
+    pub nic_irq_only: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -49,6 +53,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             net_only: args.net_only,
             nvme_only: args.nvme_only,
             linux_only: args.linux_only,
+            nic_irq_only: args.nic_irq_only,
         },
     )?;
     let text = crate::bench::report(&ws, &results, args.compare.as_deref(), args.plot)?;
