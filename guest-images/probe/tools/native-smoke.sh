@@ -253,9 +253,9 @@ nic() { echo -device pcie-root-port,id=rp0,bus=pcie.0,chassis=1,addr=0x10 \
     -device virtio-net-pci,bus=rp0,netdev=n0,iommu_platform=on,romfile= \
     -netdev user,id=n0,restrict=on,ipv6=off; }
 
-scenario "virtio-net behind a root port: bridge walk, MSI-X to the RAM mailbox, ARP with slirp"
+scenario "virtio-net behind a root port: bridge walk, MSI-X through QEMU's ITS (DeviceID 0x100) as LPIs, ARP with slirp"
 boot 40 -M virt,gic-version=3 -smp 2 -m 128M -nic none $(nic) -- "heartbeat=100 off-after=1"
-expect "info" '^NET INFO bdf=01:00.0 mac=52:54:00:12:34:56 bridges=00:10.0 bar1=0x10000000 bar4=0x10004000 features=0x300010020 .* msix=4 doorbell=ram\(0x[0-9a-f]+\) ip=10.0.2.15 peer=10.0.2.2 '
+expect "info" '^NET INFO bdf=01:00.0 mac=52:54:00:12:34:56 bridges=00:10.0 bar1=0x10000000 bar4=0x10004000 features=0x300010020 .* msix=4 doorbell=its\(0x8090040,device=0x100,lpi=8192\) ip=10.0.2.15 peer=10.0.2.2 '
 expect "report" '"net":"ok","net_mac":"52:54:00:12:34:56"\}$'
 expect "pass" '^NET PASS arp-reply from=52:55:0a:00:02:02 ip=10.0.2.2 us=[0-9]+ irq-tx=delivered\(us=[0-9]+\) irq-rx=delivered\(us=[0-9]+\)$'
 expect "verdict" '^PROBE PASS$'
