@@ -39,8 +39,9 @@ struct VcpuSlot {
     /// property table's physical address | its INTID bits; 0 = none. Set by whoever
     /// emulated the guest's EnableLPIs, taken by the vCPU's own core in its next pass.
     residency: AtomicU64,
-    /// Whether the vPE is resident on the core (the core's own business).
-    resident: AtomicBool,
+    /// The request the vPE is resident with on the core (0: not resident; the core's own
+    /// business).
+    resident: AtomicU64,
 }
 
 /// The slice's virtual GICv3.
@@ -71,7 +72,7 @@ impl SliceGic {
                     underflow: AtomicBool::new(false),
                     injected: AtomicU64::new(0),
                     residency: AtomicU64::new(0),
-                    resident: AtomicBool::new(false),
+                    resident: AtomicU64::new(0),
                 })
                 .collect(),
         }
@@ -230,13 +231,17 @@ impl SliceGic {
         in_flight.dedup();
         in_flight.into_iter().for_each(gic::deactivate);
         vgic::reset();
-        if let Some(slot) = self.vcpus.get(vcpu)
-            && slot.resident.load(Ordering::Relaxed)
-        {
-            if let Err(e) = gic::make_vpe_non_resident() {
-                crate::output::hv(format_args!("gic: vPE of core {}: {e:?}", slot.core));
+        // A resident vPE leaves the core with its vCPU. Its guest's LPIs stay enabled until
+        // the slice's vGIC is reset (a restart clears the request), so a vCPU powered on
+        // again in the same run (PSCI CPU_OFF, CPU_ON) becomes resident again.
+        if let Some(slot) = self.vcpus.get(vcpu) {
+            let active = slot.resident.swap(0, Ordering::Relaxed);
+            if active != 0 {
+                if let Err(e) = gic::make_vpe_non_resident() {
+                    crate::output::hv(format_args!("gic: vPE of core {}: {e:?}", slot.core));
+                }
+                slot.residency.store(active, Ordering::Relaxed);
             }
-            slot.resident.store(false, Ordering::Relaxed);
         }
         if let Some(slot) = self.vcpus.get(vcpu) {
             slot.underflow.store(false, Ordering::Relaxed);
@@ -297,7 +302,7 @@ impl SliceGic {
     #[cold]
     fn make_resident(slot: &VcpuSlot) {
         let request = slot.residency.swap(0, Ordering::Relaxed);
-        if request == 0 || slot.resident.load(Ordering::Relaxed) {
+        if request == 0 || slot.resident.load(Ordering::Relaxed) != 0 {
             return;
         }
         let table = crate::run::node()
@@ -307,7 +312,7 @@ impl SliceGic {
         let Some(table) = table else { return };
         let (properties, id_bits) = (request & !0xfff, (request & 0x1f) as u8);
         match gic::make_vpe_resident(properties, id_bits, table) {
-            Ok(()) => slot.resident.store(true, Ordering::Relaxed),
+            Ok(()) => slot.resident.store(request, Ordering::Relaxed),
             Err(e) => crate::output::hv(format_args!("gic: vPE of core {}: {e:?}", slot.core)),
         }
     }
