@@ -323,6 +323,10 @@ pub fn init_core() -> Result<(), GicError> {
 
 /// First LPI INTID.
 pub const LPI_BASE: u32 = 8192;
+/// Memory attributes of LPI tables in GICR_(V)PROPBASER and GICR_(V)PENDBASER: inner
+/// write-back read/write-allocate, inner shareable.
+const CACHEABLE_WB: u64 = 0b111 << 7;
+const INNER_SHAREABLE: u64 = 0b01 << 10;
 
 /// How an ITS names this core's redistributor: its physical address if `by_address`, else its
 /// processor number (GICR_TYPER.Processor_Number).
@@ -357,8 +361,6 @@ pub fn enable_lpis(
     pending
         .zero(0, pending_region.size)
         .map_err(|_| GicError::NoLpis)?;
-    const CACHEABLE_WB: u64 = 0b111 << 7;
-    const INNER_SHAREABLE: u64 = 0b01 << 10;
     rd.propbaser
         .set(properties | CACHEABLE_WB | INNER_SHAREABLE | u64::from(id_bits - 1));
     rd.pendbaser
@@ -417,8 +419,6 @@ pub fn make_vpe_resident(
         return Err(GicError::NoLpis);
     }
     pending.zero(0, table.size).map_err(|_| GicError::NoLpis)?;
-    const CACHEABLE_WB: u64 = 0b111 << 7;
-    const INNER_SHAREABLE: u64 = 0b01 << 10;
     barrier::dsb(barrier::SY);
     vpropbaser.set(properties | CACHEABLE_WB | INNER_SHAREABLE | u64::from(id_bits - 1));
     vpendbaser.set(
