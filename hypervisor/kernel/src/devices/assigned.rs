@@ -191,7 +191,8 @@ pub struct AssignedDevice {
     /// The function's slot on the slice's bus (device number; function 0).
     pub slot: u8,
     pub bdf: Bdf,
-    /// The LPI of MSI-X vector 0 (vector `v` is `first_lpi + v`), and how many vectors.
+    /// The LPI of MSI-X vector 0 (vector `v` is `first_lpi + v`; none when `direct`), and how
+    /// many vectors.
     pub first_lpi: u32,
     pub vectors: u16,
     /// Its ITS DeviceID and SMMU StreamID.
