@@ -33,7 +33,8 @@ core::arch::global_asm!(include_str!("entry.S"));
 #[global_allocator]
 static HEAP: heap::Heap = heap::Heap::empty();
 
-/// Translation tables for the hypervisor's own map, at the start of its working memory.
+/// Translation tables the hypervisor's own map may take, at the end of its working memory
+/// (those it does not take are given back: the working memory ends after the last used one).
 const STAGE1_TABLES: usize = 32;
 /// Heap for everything but what grows with the cores.
 const HEAP_BASE: u64 = 1 << 20;
@@ -130,23 +131,28 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
         ))
     };
 
-    // Working memory: the stage-1 tables, every core's stacks, the heap.
-    let Some(stacks) = StackLayout::new(working.base + tables_size, inventory.cpus.len()) else {
+    // Working memory: every core's stacks, the heap, the stage-1 tables.
+    let Some(stacks) = StackLayout::new(working.base, inventory.cpus.len()) else {
         early::fail(format_args!(
             "hypervisor stacks: no layout for {} cores at {:#x}",
             inventory.cpus.len(),
-            working.base + tables_size
+            working.base
         ))
     };
+    let heap = Region::new(stacks.region().end(), heap_size);
+    let tables = heap.end();
     // The boot stack (`entry.S`) has its own guard page, below it after the loaded file.
     let boot_guard = Region::new(tail, PAGE_SIZE);
     // SAFETY: `working` is RAM that nothing else uses (it avoids the image, the device tree
     // and reserved memory), and the MMU is off, so physical addresses are accessed directly.
-    let pool = unsafe { RawTablePool::new(working.base, STAGE1_TABLES) };
-    let root = match identity_map(pool, &inventory, &stacks, boot_guard) {
-        Ok(root) => root,
+    let pool = unsafe { RawTablePool::new(tables, STAGE1_TABLES) };
+    let (root, tables_used) = match identity_map(pool, &inventory, &stacks, boot_guard) {
+        Ok(mapped) => mapped,
         Err(e) => early::fail(format_args!("hypervisor page tables: {e:?}")),
     };
+    // The tables the map did not take are not the hypervisor's: they stay ordinary RAM.
+    let stage1_bytes = tables_used as u64 * PAGE_SIZE;
+    let working = Region::new(working.base, tables - working.base + stage1_bytes);
 
     // Data written with the MMU off bypassed the caches: drop any stale lines for it.
     // SAFETY: the image's code and data and the working memory hold nothing dirty that we
@@ -154,13 +160,12 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     unsafe {
         cache::invalidate(image_base, file_size);
         cache::invalidate(tail, BOOT_STACK_TAIL);
-        cache::invalidate(working.base, tables_size);
+        cache::invalidate(tables, stage1_bytes);
     }
     // SAFETY: `identity_map` covered all RAM (code, stack, data, tables) and the devices used.
     unsafe { mmu::enable(root) };
     let mmu_on = cpu::counter();
 
-    let heap = Region::new(stacks.region().end(), heap_size);
     // SAFETY: the heap range is part of the working memory, used by nothing else.
     unsafe { HEAP.init(heap.base, heap.size) };
     // SAFETY: the identity map covers every RAM bank as Normal memory; from here on RAM is
@@ -218,7 +223,7 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
         hypervisor_size,
         bundle,
         working_memory: working,
-        stage1_bytes: tables_size,
+        stage1_bytes,
         stacks,
         boot_guard,
         test_mark,
@@ -272,12 +277,13 @@ fn firmware_tree(address: u64) -> (&'static [u8], usize) {
 /// The hypervisor's EL2 map: every RAM bank as Normal memory but the guard pages below the
 /// stacks (`boot_guard` and those of `stacks`), the devices it drives as Device memory, at
 /// their physical addresses.
+/// Returns the root table and the number of tables the map took from `pool`.
 fn identity_map(
     pool: RawTablePool,
     inventory: &Inventory,
     stacks: &StackLayout,
     boot_guard: Region,
-) -> Result<u64, MapError> {
+) -> Result<(u64, usize), MapError> {
     let mut map = Translation::new(Regime::El2Stage1, pool)?;
     let mut guards: heapless::Vec<Region, { MAX_CPUS + 1 }> = heapless::Vec::new();
     for guard in core::iter::once(boot_guard).chain(stacks.guards()) {
@@ -308,7 +314,7 @@ fn identity_map(
         let size = (device.end() - base).div_ceil(PAGE_SIZE) * PAGE_SIZE;
         map.map(base, base, size, Attributes::DEVICE)?;
     }
-    Ok(map.root())
+    Ok((map.root(), map.store().used()))
 }
 
 #[panic_handler]

@@ -28,6 +28,7 @@ use microvisor_logic::vits::{
 
 const RAM_BASE: u64 = 0x4000_0000;
 const RAM_SIZE: u64 = 0x4_0000;
+const RAM_PA: u64 = 0x1_0000_0000;
 
 struct Ram {
     bytes: Vec<u8>,
@@ -226,6 +227,22 @@ impl Slice {
                 assert!(vcpu < self.vcpus, "{h:?}");
             }
         }
+        if let Some(r) = outcome.resident {
+            // The redistributor reads 2^id_bits - 8192 property bytes from there: all of
+            // them must be the slice's RAM, and only with an assigned function behind it.
+            let bytes = (1u64 << r.id_bits) - u64::from(LPI_BASE);
+            assert!(r.vcpu < self.vcpus && r.id_bits <= LPI_ID_BITS, "{r:?}");
+            assert!(
+                r.properties.0 >= RAM_PA && r.properties.0 + bytes <= RAM_PA + RAM_SIZE,
+                "{r:?} outside the slice's RAM"
+            );
+            assert!(
+                self.slots
+                    .iter()
+                    .any(|s| matches!(s.backing, Backing::Assigned { .. })),
+                "{r:?} without an assigned function"
+            );
+        }
         let limit: usize = self
             .slots
             .iter()
@@ -291,7 +308,7 @@ fn step(s: &mut Slice, op: Op) {
                 .its
                 .translate(u32::from(device), event % 4096)
                 .unwrap_or_default(),
-            host: Vec::new(),
+            ..Outcome::default()
         },
         Op::Take(v) => {
             let vcpu = usize::from(v % 10);
@@ -302,8 +319,8 @@ fn step(s: &mut Slice, op: Op) {
             Outcome::default()
         }
         Op::Reset => Outcome {
-            kick: Default::default(),
             host: s.its.reset(),
+            ..Outcome::default()
         },
     };
     s.check(&outcome);
@@ -366,7 +383,7 @@ fuzz_target!(|data: &[u8]| {
     let ram = GuestRam {
         ipa_base: Ipa(RAM_BASE),
         size: RAM_SIZE,
-        pa_base: Pa(0x1_0000_0000),
+        pa_base: Pa(RAM_PA),
     };
     let mut s = Slice {
         its: VirtualIts::new(vcpus, ram, &slots),

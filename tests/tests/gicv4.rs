@@ -11,9 +11,10 @@
 use std::time::Duration;
 
 use microvisor_tests::{
-    Expect, Input, Scenario, hv, linux_slice, lit, plan, probe_slice, shell_line, shell_ready,
-    slice, with_device, with_nvme,
+    EXIT_COUNTERS, Expect, Input, Scenario, Step, hv, linux_slice, lit, plan, probe_slice,
+    run_step, shell_line, shell_ready, shell_steps, slice, with_device, with_nvme,
 };
+use xtask::node::{Network, Nic};
 
 /// Every `its-*` attack of the probe.
 const ITS_ATTACKS: [&str; 5] = [
@@ -163,5 +164,85 @@ fn a_linux_slice_on_a_gicv4_node_takes_its_nvme_interrupts_through_a_virtual_its
             "GICv3-MBI| MSI +[0-9]+ +Edge +nvme",
         )))
         .expect(Expect::Never(hv("^slice .* (stopped|restarted)")));
+    s.run();
+}
+
+#[test]
+fn a_linux_slice_on_a_gicv4_node_takes_its_nic_interrupts_with_no_exit() {
+    // An assigned virtio-net behind the slice's vITS: Linux maps its vectors with its own ITS
+    // driver, the hypervisor turns those MAPTIs into VMAPTIs on the physical ITS, and the
+    // NIC's MSIs become vLPIs of the slice's resident vPEs. The slice has no NVMe share, so
+    // any `irq-device` exit would be the NIC's: its exit counters (Ctrl-A c after 20 pings,
+    // and at the end of the first run) must show none while /proc/interrupts counts the
+    // pings' receive interrupts. Then CPU 1 goes offline and online again (PSCI CPU_OFF and
+    // CPU_ON: its vPE leaves the core and must come back with it) and takes the receive
+    // interrupt: 20 more pings must get through. Then `reboot -f`: the restart discards the
+    // physical translations and makes the vPEs non-resident; the second boot's /init needs
+    // DHCP over the NIC again before its PROBE PASS.
+    let one = with_device(&linux_slice("one", "2", "256MiB", ""), "pci = \"01:00.0\"");
+    let ping = "ping -c20 -i.2 10.0.2.2|tail -2";
+    let pinged = slice("one", "^20 packets transmitted, 20 packets received");
+    let receive_interrupts = slice(
+        "one",
+        r"^ *[0-9]+: +([1-9][0-9]+ +[0-9]+|[0-9]+ +[1-9][0-9]+) +ITS-MSI +[0-9]+ +Edge +virtio0-input\.0$",
+    );
+    // After the second round CPU 1 has taken at least 40 receive interrupts (23 or so
+    // before it went offline, the 20 pings' since).
+    let on_cpu1 = slice(
+        "one",
+        r"^ *[0-9]+: +[0-9]+ +([4-9][0-9]|[1-9][0-9]{2,}) +ITS-MSI +[0-9]+ +Edge +virtio0-input\.0$",
+    );
+    let cpu1 = "/sys/devices/system/cpu/cpu1/online";
+    let mut inputs = shell_steps(
+        "one",
+        shell_ready("one"),
+        &[
+            run_step(ping),
+            Step::WaitFor(pinged.clone()),
+            run_step("grep virtio0 /proc/interrupts"),
+            Step::WaitFor(receive_interrupts.clone()),
+        ],
+    );
+    inputs.push(Input::after_next(receive_interrupts.clone(), EXIT_COUNTERS));
+    inputs.extend(shell_steps(
+        "one",
+        hv("^exits one: "),
+        &[
+            run_step(&format!("echo 0 >{cpu1}; echo 1 >{cpu1}")),
+            run_step(
+                "echo 2 >/proc/irq/$(awk '/virtio0-input/{print $1+0}' /proc/interrupts)/smp_affinity",
+            ),
+            run_step(ping),
+            Step::WaitFor(pinged.clone()),
+            run_step("dmesg|grep -c 'CPU1: Booted'"),
+            Step::WaitFor(slice("one", "^2$")),
+            run_step("grep virtio0-input /proc/interrupts"),
+            Step::WaitFor(on_cpu1.clone()),
+            run_step("reboot -f"),
+        ],
+    ));
+    let mut s = Scenario::new("gicv4_linux_direct_nic")
+        .inline_node(2, 1 << 30)
+        .gic_v4()
+        .smmuv3()
+        .nic(Nic::on(Network::Host))
+        .plan(&plan(&[one]))
+        .expect(Expect::Line {
+            pattern: pinged,
+            count: 2,
+        })
+        .expect(Expect::line(receive_interrupts))
+        .expect(Expect::Sequence(vec![
+            slice("one", "^PROBE PASS$"),
+            hv("^exits one: "),
+            hv("^slice one restarted"),
+            slice("one", "^PROBE PASS$"),
+        ]))
+        .expect(Expect::Never(hv("^exits one: .* irq-device=")))
+        .expect(Expect::Never(hv("direct injection|vPE of core")))
+        .expect(Expect::Never(slice("one", "GICv3-MBI")));
+    for input in inputs {
+        s = s.input(input);
+    }
     s.run();
 }

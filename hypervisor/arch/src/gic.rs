@@ -22,6 +22,9 @@ use crate::regs::{
 
 /// The SGI the hypervisor sends to interrupt another core.
 pub const HYPERVISOR_SGI: u32 = 8;
+/// SGI that asks a core to make its vCPU's vPE resident (GICv4 direct injection): rare, so
+/// kept apart from [`HYPERVISOR_SGI`], whose handling is on the IPI path.
+pub const RESIDENCY_SGI: u32 = 9;
 /// The GIC maintenance interrupt (PPI 9, INTID 25), for list register management.
 pub const MAINTENANCE_PPI: u32 = 25;
 /// The EL1 virtual timer (PPI 11, INTID 27): a guest's timer, injected with the HW bit.
@@ -299,6 +302,7 @@ pub fn init_core() -> Result<(), GicError> {
     }
     sgi.isenabler0.set(
         1 << HYPERVISOR_SGI
+            | 1 << RESIDENCY_SGI
             | 1 << MAINTENANCE_PPI
             | 1 << VIRTUAL_TIMER_PPI
             | 1 << PHYSICAL_TIMER_PPI,
@@ -323,6 +327,10 @@ pub fn init_core() -> Result<(), GicError> {
 
 /// First LPI INTID.
 pub const LPI_BASE: u32 = 8192;
+/// Memory attributes of LPI tables in GICR_(V)PROPBASER and GICR_(V)PENDBASER: inner
+/// write-back read/write-allocate, inner shareable.
+const CACHEABLE_WB: u64 = 0b111 << 7;
+const INNER_SHAREABLE: u64 = 0b01 << 10;
 
 /// How an ITS names this core's redistributor: its physical address if `by_address`, else its
 /// processor number (GICR_TYPER.Processor_Number).
@@ -357,8 +365,6 @@ pub fn enable_lpis(
     pending
         .zero(0, pending_region.size)
         .map_err(|_| GicError::NoLpis)?;
-    const CACHEABLE_WB: u64 = 0b111 << 7;
-    const INNER_SHAREABLE: u64 = 0b01 << 10;
     rd.propbaser
         .set(properties | CACHEABLE_WB | INNER_SHAREABLE | u64::from(id_bits - 1));
     rd.pendbaser
@@ -417,8 +423,6 @@ pub fn make_vpe_resident(
         return Err(GicError::NoLpis);
     }
     pending.zero(0, table.size).map_err(|_| GicError::NoLpis)?;
-    const CACHEABLE_WB: u64 = 0b111 << 7;
-    const INNER_SHAREABLE: u64 = 0b01 << 10;
     barrier::dsb(barrier::SY);
     vpropbaser.set(properties | CACHEABLE_WB | INNER_SHAREABLE | u64::from(id_bits - 1));
     vpendbaser.set(
@@ -444,13 +448,23 @@ pub fn make_vpe_non_resident() -> Result<(), GicError> {
 
 /// Sends the hypervisor SGI to the core with affinity `mpidr`.
 pub fn send_hypervisor_sgi(mpidr: u64) {
+    send_sgi(mpidr, HYPERVISOR_SGI);
+}
+
+/// Sends [`RESIDENCY_SGI`] to the core with affinity `mpidr`.
+pub fn send_residency_sgi(mpidr: u64) {
+    send_sgi(mpidr, RESIDENCY_SGI);
+}
+
+#[inline(always)]
+fn send_sgi(mpidr: u64, intid: u32) {
     let aff0 = mpidr & 0xff;
     let value = SGI1R::TARGET_LIST.val(1 << (aff0 & 0xf))
         + SGI1R::RS.val(aff0 >> 4)
         + SGI1R::AFF1.val((mpidr >> 8) & 0xff)
         + SGI1R::AFF2.val((mpidr >> 16) & 0xff)
         + SGI1R::AFF3.val((mpidr >> 32) & 0xff)
-        + SGI1R::INTID.val(u64::from(HYPERVISOR_SGI));
+        + SGI1R::INTID.val(u64::from(intid));
     // Make every store before this (the request the SGI announces) visible first.
     barrier::dsb(barrier::ISHST);
     ICC_SGI1R_EL1.set(value.value);

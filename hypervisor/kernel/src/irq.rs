@@ -4,7 +4,7 @@
 //! SMMU's event and global error interrupts).
 
 use microvisor_arch::gic::{
-    self, HYPERVISOR_SGI, MAINTENANCE_PPI, PHYSICAL_TIMER_PPI, VIRTUAL_TIMER_PPI,
+    self, HYPERVISOR_SGI, MAINTENANCE_PPI, PHYSICAL_TIMER_PPI, RESIDENCY_SGI, VIRTUAL_TIMER_PPI,
 };
 use microvisor_logic::exits::ExitCause;
 
@@ -72,6 +72,13 @@ fn other(
             // No vCPU runs here (it stopped since): nothing to deliver it to.
             gic::complete(intid);
             ExitCause::Timer
+        }
+        RESIDENCY_SGI => {
+            gic::complete(intid);
+            if let Some((slice, vcpu)) = crate::run::here() {
+                slice.gic.take_residency(vcpu.index);
+            }
+            ExitCause::Kick
         }
         _ => owned(node, intid),
     }

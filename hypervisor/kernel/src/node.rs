@@ -162,7 +162,9 @@ impl Node {
         }
         for slice in &slices {
             if let (Some(pci), Some(device)) = (&slice.pci, slice.pci_device) {
-                for (i, function) in pci.assigned().iter().enumerate() {
+                // A function whose MSIs are vLPIs has no LPIs of the hypervisor's.
+                let routed = pci.assigned().iter().enumerate().filter(|(_, f)| !f.direct);
+                for (i, function) in routed {
                     for vector in 0..function.vectors {
                         owners.insert(
                             function.first_lpi + u32::from(vector),

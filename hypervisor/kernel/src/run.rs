@@ -112,6 +112,7 @@ pub extern "C" fn core_loop() -> ! {
             // Whatever happened while parked (a timer interrupt of the last run) is dropped.
             virt::reset_el1();
             slice.gic.quiesce(vcpu.index);
+            slice.gic.take_residency(vcpu.index);
             slice.gic.sync(vcpu.index);
             exceptions::enter_guest(&GuestFrame::entry(entry, context));
         }

@@ -35,18 +35,26 @@ struct VcpuSlot {
     underflow: AtomicBool,
     /// Virtual interrupts made pending in this vCPU's list registers.
     injected: AtomicU64,
-    /// A request to make the vCPU's vPE resident (GICv4 direct injection): the guest's LPI
-    /// property table's physical address | its INTID bits; 0 = none. Set by whoever
-    /// emulated the guest's EnableLPIs, taken by the vCPU's own core in its next pass.
-    residency: AtomicU64,
-    /// Whether the vPE is resident on the core (the core's own business).
-    resident: AtomicBool,
+}
+
+/// The GICv4 residency of a vCPU's vPE, apart from [`VcpuSlot`] (which the exit paths index:
+/// it stays 32 bytes).
+struct VpeSlot {
+    /// A request to make the vPE resident (direct injection): the guest's LPI property
+    /// table's physical address | its INTID bits; 0 = none. Set by whoever emulated the
+    /// guest's EnableLPIs, taken by the vCPU's own core (at once, on the residency SGI, or
+    /// before the vCPU next enters the guest).
+    request: AtomicU64,
+    /// The request the vPE is resident with on the core (0: not resident; the core's own
+    /// business).
+    resident: AtomicU64,
 }
 
 /// The slice's virtual GICv3.
 pub struct SliceGic {
     state: Mutex<VirtualGic>,
     vcpus: Vec<VcpuSlot>,
+    vpes: Vec<VpeSlot>,
 }
 
 impl SliceGic {
@@ -70,8 +78,13 @@ impl SliceGic {
                     loaded: AtomicU16::new(0),
                     underflow: AtomicBool::new(false),
                     injected: AtomicU64::new(0),
-                    residency: AtomicU64::new(0),
-                    resident: AtomicBool::new(false),
+                })
+                .collect(),
+            vpes: cores
+                .iter()
+                .map(|_| VpeSlot {
+                    request: AtomicU64::new(0),
+                    resident: AtomicU64::new(0),
                 })
                 .collect(),
         }
@@ -168,16 +181,23 @@ impl SliceGic {
     }
 
     /// The guest enabled the LPIs of a vCPU on a slice with assigned functions: its core makes
-    /// the vCPU's vPE resident (`arch::gic::make_vpe_resident`) before it next enters the
-    /// guest, so the physical ITS delivers its vLPIs with no exit.
+    /// the vCPU's vPE resident (`arch::gic::make_vpe_resident`), so the physical ITS delivers
+    /// its vLPIs with no exit: this core at once if it is the vCPU's, else the vCPU's core
+    /// on the residency SGI.
     pub fn request_residency(&self, residency: Residency) {
-        let Some(slot) = self.vcpus.get(residency.vcpu) else {
+        let (Some(slot), Some(vpe)) = (
+            self.vcpus.get(residency.vcpu),
+            self.vpes.get(residency.vcpu),
+        ) else {
             return;
         };
         let request = residency.properties.0 | u64::from(residency.id_bits);
-        slot.residency.store(request, Ordering::Relaxed);
-        slot.changed.store(true, Ordering::Release);
-        self.kick(VcpuSet::EMPTY.with(residency.vcpu));
+        vpe.request.store(request, Ordering::Release);
+        if slot.core == cpu::core_index() {
+            self.take_residency(residency.vcpu);
+        } else {
+            gic::send_residency_sgi(slot.mpidr);
+        }
     }
 
     /// Issues on the physical ITS the commands the slice's vITS asked for (assigned
@@ -211,7 +231,9 @@ impl SliceGic {
         drop(state);
         for slot in &self.vcpus {
             slot.injected.store(0, Ordering::Relaxed);
-            slot.residency.store(0, Ordering::Relaxed);
+        }
+        for vpe in &self.vpes {
+            vpe.request.store(0, Ordering::Relaxed);
         }
     }
 
@@ -230,13 +252,20 @@ impl SliceGic {
         in_flight.dedup();
         in_flight.into_iter().for_each(gic::deactivate);
         vgic::reset();
-        if let Some(slot) = self.vcpus.get(vcpu)
-            && slot.resident.load(Ordering::Relaxed)
-        {
-            if let Err(e) = gic::make_vpe_non_resident() {
-                crate::output::hv(format_args!("gic: vPE of core {}: {e:?}", slot.core));
+        // A resident vPE leaves the core with its vCPU. Its guest's LPIs stay enabled until
+        // the slice's vGIC is reset (a restart clears the request), so a vCPU powered on
+        // again in the same run (PSCI CPU_OFF, CPU_ON) becomes resident again.
+        if let Some(vpe) = self.vpes.get(vcpu) {
+            let active = vpe.resident.swap(0, Ordering::Relaxed);
+            if active != 0 {
+                if let Err(e) = gic::make_vpe_non_resident() {
+                    crate::output::hv(format_args!(
+                        "gic: vPE of core {}: {e:?}",
+                        cpu::core_index()
+                    ));
+                }
+                vpe.request.store(active, Ordering::Relaxed);
             }
-            slot.resident.store(false, Ordering::Relaxed);
         }
         if let Some(slot) = self.vcpus.get(vcpu) {
             slot.underflow.store(false, Ordering::Relaxed);
@@ -267,9 +296,6 @@ impl SliceGic {
         // Cleared before the pass: a change made from now on sets it again and is seen by
         // this pass (under the lock) or the next one.
         slot.changed.store(false, Ordering::Relaxed);
-        if slot.residency.load(Ordering::Relaxed) != 0 {
-            Self::make_resident(slot);
-        }
         let count = vgic::list_register_count().min(MAX_LIST_REGISTERS);
         // Most cores have 4 list registers: a small array is cheaper to clear.
         let update = if count <= 4 {
@@ -293,11 +319,15 @@ impl SliceGic {
         }
     }
 
-    /// Makes the vCPU's vPE resident on this (its) core as its request says, once.
+    /// Makes `vcpu`'s vPE resident on this (its) core if a request waits (see
+    /// [`SliceGic::request_residency`]).
     #[cold]
-    fn make_resident(slot: &VcpuSlot) {
-        let request = slot.residency.swap(0, Ordering::Relaxed);
-        if request == 0 || slot.resident.load(Ordering::Relaxed) {
+    pub fn take_residency(&self, vcpu: usize) {
+        let (Some(slot), Some(vpe)) = (self.vcpus.get(vcpu), self.vpes.get(vcpu)) else {
+            return;
+        };
+        let request = vpe.request.swap(0, Ordering::Acquire);
+        if request == 0 || vpe.resident.load(Ordering::Relaxed) != 0 {
             return;
         }
         let table = crate::run::node()
@@ -307,7 +337,7 @@ impl SliceGic {
         let Some(table) = table else { return };
         let (properties, id_bits) = (request & !0xfff, (request & 0x1f) as u8);
         match gic::make_vpe_resident(properties, id_bits, table) {
-            Ok(()) => slot.resident.store(true, Ordering::Relaxed),
+            Ok(()) => vpe.resident.store(request, Ordering::Relaxed),
             Err(e) => crate::output::hv(format_args!("gic: vPE of core {}: {e:?}", slot.core)),
         }
     }

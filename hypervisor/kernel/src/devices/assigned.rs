@@ -3,7 +3,9 @@
 //! is decided by `microvisor_logic::passthrough`; this module carries the decisions out on the
 //! hardware: BAR pages mapped into or removed from the slice's stage 2, bus mastering, the
 //! physical MSI-X entries (always aimed at the ITS through the SMMU, never where the guest
-//! says), function-level resets, and the physical interrupts, which become the guest's MSIs.
+//! says), function-level resets, and the physical interrupts, which become the guest's MSIs
+//! (on GICv4 nodes they never reach the hypervisor: the physical ITS delivers them as the
+//! slice's vLPIs, see `crate::devices::its`).
 //! The data path (the device's BAR pages and its DMA) involves no hypervisor code.
 
 use alloc::vec::Vec;
@@ -189,7 +191,8 @@ pub struct AssignedDevice {
     /// The function's slot on the slice's bus (device number; function 0).
     pub slot: u8,
     pub bdf: Bdf,
-    /// The LPI of MSI-X vector 0 (vector `v` is `first_lpi + v`), and how many vectors.
+    /// The LPI of MSI-X vector 0 (vector `v` is `first_lpi + v`; none when `direct`), and how
+    /// many vectors.
     pub first_lpi: u32,
     pub vectors: u16,
     /// Its ITS DeviceID and SMMU StreamID.
