@@ -75,7 +75,7 @@ fn other(
         }
         RESIDENCY_SGI => {
             gic::complete(intid);
-            if let Some((slice, vcpu)) = crate::run::here() {
+            if let Some((slice, vcpu)) = node.assigned(microvisor_arch::cpu::core_index()) {
                 slice.gic.take_residency(vcpu.index);
             }
             ExitCause::Kick

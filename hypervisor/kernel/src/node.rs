@@ -2,6 +2,7 @@
 //! physical interrupt, the operator console and the LPI machinery.
 
 use alloc::format;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use microvisor_plan::sorted_map::SortedMap;
@@ -43,7 +44,7 @@ pub struct Node {
     assignment: Vec<Option<(usize, usize)>>,
     pub console: OperatorConsole,
     /// LPIs and the ITS, when some slice has NVMe.
-    pub lpis: Option<Lpis>,
+    pub lpis: Option<Arc<Lpis>>,
     /// The SMMUv3, when the node has one the hypervisor uses.
     pub smmu: Option<NodeSmmu>,
     /// The manager's control interface, when the plan has a manager.
@@ -145,7 +146,7 @@ impl Node {
         cores: usize,
         slices: Vec<Slice>,
         console: OperatorConsole,
-        lpis: Option<Lpis>,
+        lpis: Option<Arc<Lpis>>,
         smmu: Option<NodeSmmu>,
         control: Option<Control>,
         footprint: Footprint,

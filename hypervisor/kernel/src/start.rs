@@ -37,6 +37,7 @@ use crate::nvme::{self, DiskError, HardwareQueue, NodeDisk};
 use crate::pci::{self, Hierarchy};
 use crate::slice::{DiskGrant, Grants, Slice, StagingPool};
 use crate::smmu::{DeviceStage2, NodeSmmu};
+use crate::vgic::DirectInjection;
 use crate::{exits, hv, run as core_run};
 
 /// What `boot/` hands over.
@@ -213,6 +214,11 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
         )?;
     }
     let inv = &info.inventory;
+    let lpis = lpis.map(Arc::new);
+    let direct = lpis
+        .clone()
+        .filter(|lpis| lpis.virtual_lpis())
+        .map(|lpis| lpis as Arc<dyn DirectInjection>);
     let manager = plan.manager();
     let bundle: &'static Bundle<'static> = alloc::boxed::Box::leak(alloc::boxed::Box::new(bundle));
     let staging = setup_staging(&placement)?;
@@ -231,6 +237,7 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
                     .as_ref()
                     .filter(|_| manager == Some(index))
                     .map(|(window, _)| window.region()),
+                direct: direct.clone(),
             };
             Slice::new(index, bundle.plan(), p, inv, bundle, grants)
         })

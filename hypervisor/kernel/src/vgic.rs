@@ -9,9 +9,11 @@
 //! loaded (ICH_ELRSR_EL2/ICH_EISR_EL2 against the registers that pass left loaded). Otherwise
 //! the check is two loads and at most one register read, with no lock.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 
+use microvisor_arch::memory::SharedMemory;
 use microvisor_arch::{cpu, gic, vgic};
 use microvisor_logic::bits::members;
 use microvisor_logic::vgic::{
@@ -50,17 +52,41 @@ struct VpeSlot {
     resident: AtomicU64,
 }
 
+/// The node's physical ITS and virtual pending tables, as a slice's vGIC needs them for GICv4
+/// direct injection (the node's LPIs, `crate::nvme::lpis::Lpis`, handed in at construction).
+pub trait DirectInjection: Send + Sync {
+    /// Issues the physical commands a vITS asked for, in order; `core_of` gives the core of
+    /// each of the slice's vCPUs (the core index is its vPE ID).
+    fn issue(
+        &self,
+        commands: &[HostCommand],
+        core_of: &dyn Fn(usize) -> Option<usize>,
+    ) -> Result<(), &'static str>;
+
+    /// The virtual pending table of `core`'s vPE.
+    fn virtual_pending_table(&self, core: usize) -> Option<&SharedMemory>;
+}
+
 /// The slice's virtual GICv3.
 pub struct SliceGic {
     state: Mutex<VirtualGic>,
     vcpus: Vec<VcpuSlot>,
     vpes: Vec<VpeSlot>,
+    /// The node's ITS, when the slice's assigned functions' MSIs are vLPIs.
+    direct: Option<Arc<dyn DirectInjection>>,
 }
 
 impl SliceGic {
     /// A GIC for vCPUs on `cores` (core index, MPIDR), owning `spis` (INTIDs), with
-    /// message-based SPIs if `mbi`, or LPIs from the virtual ITS `its` (GICv4 nodes).
-    pub fn new(cores: &[(usize, u64)], spis: &[u32], mbi: bool, its: Option<VirtualIts>) -> Self {
+    /// message-based SPIs if `mbi`, or LPIs from the virtual ITS `its` (GICv4 nodes), whose
+    /// assigned functions' translations go to `direct`.
+    pub fn new(
+        cores: &[(usize, u64)],
+        spis: &[u32],
+        mbi: bool,
+        its: Option<VirtualIts>,
+        direct: Option<Arc<dyn DirectInjection>>,
+    ) -> Self {
         let state = VirtualGic::new(cores.len(), spis);
         let state = match its {
             Some(its) => state.with_its(its),
@@ -87,6 +113,7 @@ impl SliceGic {
                     resident: AtomicU64::new(0),
                 })
                 .collect(),
+            direct,
         }
     }
 
@@ -206,10 +233,10 @@ impl SliceGic {
         if commands.is_empty() {
             return;
         }
-        let Some(lpis) = &crate::run::node().lpis else {
+        let Some(direct) = &self.direct else {
             return;
         };
-        if let Err(e) = lpis.issue(commands, |vcpu| self.vcpus.get(vcpu).map(|v| v.core)) {
+        if let Err(e) = direct.issue(commands, &|vcpu| self.vcpus.get(vcpu).map(|v| v.core)) {
             crate::output::hv(format_args!("gic: direct injection: {e}"));
         }
     }
@@ -330,10 +357,10 @@ impl SliceGic {
         if request == 0 || vpe.resident.load(Ordering::Relaxed) != 0 {
             return;
         }
-        let table = crate::run::node()
-            .lpis
+        let table = self
+            .direct
             .as_ref()
-            .and_then(|lpis| lpis.virtual_pending_table(slot.core));
+            .and_then(|direct| direct.virtual_pending_table(slot.core));
         let Some(table) = table else { return };
         let (properties, id_bits) = (request & !0xfff, (request & 0x1f) as u8);
         match gic::make_vpe_resident(properties, id_bits, table) {

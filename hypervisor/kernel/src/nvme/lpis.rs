@@ -10,6 +10,8 @@ use microvisor_arch::its::{Its, ItsError, ItsFrames};
 use microvisor_arch::memory::SharedMemory;
 use microvisor_logic::inventory::MAX_CPUS;
 use microvisor_logic::vits::HostCommand;
+
+use crate::vgic::DirectInjection;
 use spin::Mutex;
 
 use super::physical::{DeviceMemory, NvmeError};
@@ -137,11 +139,6 @@ impl Lpis {
         self.check_itt.is_some()
     }
 
-    /// The virtual pending table of `core`'s vPE (GICv4 ITS only).
-    pub fn virtual_pending_table(&self, core: usize) -> Option<&SharedMemory> {
-        self.virtual_pending.get(core)?.as_ref()
-    }
-
     fn target(&self, core: usize) -> Result<u64, &'static str> {
         let target = self.targets[core % MAX_CPUS].load(Ordering::Acquire);
         if target == NO_TARGET {
@@ -202,14 +199,15 @@ impl Lpis {
             .and_then(|()| its.sync(target))
             .map_err(|_| "VMAPP failed")
     }
+}
 
-    /// Issues the physical commands a slice's vITS asked for, in order; `core_of` gives the
-    /// core of each of the slice's vCPUs (the core index is its vPE ID). Stops at the first
-    /// that fails (or names a vCPU the slice does not have) and says why.
-    pub fn issue(
+impl DirectInjection for Lpis {
+    /// Stops at the first command that fails (or names a vCPU the slice does not have) and
+    /// says why.
+    fn issue(
         &self,
         commands: &[HostCommand],
-        core_of: impl Fn(usize) -> Option<usize>,
+        core_of: &dyn Fn(usize) -> Option<usize>,
     ) -> Result<(), &'static str> {
         if commands.is_empty() {
             return Ok(());
@@ -245,6 +243,12 @@ impl Lpis {
         Ok(())
     }
 
+    fn virtual_pending_table(&self, core: usize) -> Option<&SharedMemory> {
+        self.virtual_pending.get(core)?.as_ref()
+    }
+}
+
+impl Lpis {
     /// `count` consecutive LPIs nobody uses yet (their first), or None when the INTID space is
     /// exhausted.
     pub fn allocate(&self, count: u16) -> Option<u32> {

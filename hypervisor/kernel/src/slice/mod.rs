@@ -44,7 +44,7 @@ use crate::nvme::{HardwareQueue, physical::Physical};
 use crate::output;
 use crate::stage2::CpuStage2;
 use crate::vcpu::Vcpu;
-use crate::vgic::SliceGic;
+use crate::vgic::{DirectInjection, SliceGic};
 use firmware::EnvironmentFlash;
 pub use images::{BootImages, FlashedImage, ImageBytes, ImageProblem, Machine, Unusable};
 use lifecycle::Lifecycle;
@@ -87,6 +87,8 @@ pub struct Grants {
     pub assigned: Vec<AssignedDevice>,
     pub pool: Option<Arc<StagingPool>>,
     pub window: Option<Region>,
+    /// The node's ITS on a GICv4 node, for assigned functions whose MSIs are vLPIs.
+    pub direct: Option<Arc<dyn DirectInjection>>,
 }
 
 pub struct Slice {
@@ -152,6 +154,7 @@ impl Slice {
             assigned,
             pool,
             window,
+            direct,
         } = grants;
         let spec = &plan.slices[index];
         let name = spec.name.clone();
@@ -232,6 +235,7 @@ impl Slice {
         let its = (disk.is_some() || !assigned.is_empty())
             && gic::virtual_lpis()
             && assigned.iter().all(|f| f.direct);
+        let assigned_direct = !assigned.is_empty();
         let mut its_devices: Vec<DeviceSlot> = Vec::new();
         if disk.is_some() {
             its_devices.push(DeviceSlot {
@@ -272,7 +276,8 @@ impl Slice {
             };
             VirtualIts::new(vcpus.len(), ram, &its_devices)
         });
-        let gic = SliceGic::new(&cores, &devices.spis(), gic_node.mbi, virtual_its);
+        let direct = direct.filter(|_| its && assigned_direct);
+        let gic = SliceGic::new(&cores, &devices.spis(), gic_node.mbi, virtual_its, direct);
 
         let flashed = Flashed {
             kernel,
