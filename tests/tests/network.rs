@@ -25,6 +25,7 @@ use microvisor_tests::{
     Expect, Pattern, Scenario, any, any_slice, hv, linux_slice, lit, plan, probe_slice, slice,
     with_device, with_nvme,
 };
+use xtask::node::{Network, Nic};
 
 /// The `[hv]` line saying a function was given to a slice, `{slice}`, `{bdf}` (`01:00.0`) and
 /// `{mac}` (the MAC address the hypervisor read from the virtio-net function) filled in. The
@@ -282,17 +283,38 @@ fn net_attacks_are_contained() {
     // Every attack must be concluded (Expect::Attacks, added by run()) and none NOT-CONTAINED;
     // net-desc-outside must leave an SMMU fault record naming nic and 02:00.0, and either be
     // contained or stop the slice.
-    let victim = Scenario::new("net_attacks")
-        .node("default")
-        .plan(&attack_plan(0))
-        .slice_ram("victim");
+    net_attacks_on(|| Scenario::new("net_attacks").node("default"));
+}
+
+#[test]
+fn net_attacks_are_contained_on_a_gicv4_node() {
+    // The same attacks where the NICs' MSIs are the slices' vLPIs (GICv4.0 direct injection,
+    // docs/decisions/0004-gicv4-virtual-its.md): the probe drives its virtual ITS, the
+    // physical MSI-X entries carry the EventIDs its vITS mapped, and the resetter's restart
+    // discards its physical translations; its NIC's interrupts must come back after it.
+    net_attacks_on(|| {
+        let mut s = Scenario::new("net_attacks_gicv4")
+            .inline_node(4, 1 << 30)
+            .gic_v4()
+            .smmuv3()
+            .disk(256 << 20);
+        for _ in 0..4 {
+            s = s.nic(Nic::on(Network::Host));
+        }
+        s
+    });
+}
+
+/// Runs the net-* attacks on the node `node` makes (with NICs at 02:00.0 and 04:00.0, an NVMe
+/// disk and an SMMUv3).
+fn net_attacks_on(node: impl Fn() -> Scenario) {
+    let victim = node().plan(&attack_plan(0)).slice_ram("victim");
     let target = victim.base + (1 << 20);
     assert!(
         target >= 0x4000_0000 + (64 << 20),
         "the victim's RAM must lie outside the attackers' IPA window"
     );
-    let mut s = Scenario::new("net_attacks")
-        .node("default")
+    let mut s = node()
         .plan(&attack_plan(target))
         .timeout(Duration::from_secs(300))
         .all_healthy()
@@ -356,7 +378,6 @@ fn net_attacks_are_contained() {
 /// Independent of the hypervisor: this is what the scenarios above rely on.
 #[test]
 fn native_linux_serves_the_host_and_runs_the_network_steps() {
-    use xtask::node::{Network, Nic};
     let built = microvisor_tests::images::built();
     let guest = xtask::linux::guest(&built.ws, true).unwrap_or_else(|e| panic!("{e:#}"));
     let nics = [Nic::on(Network::Host)];
