@@ -8,6 +8,8 @@
 //! a token may stand and are skipped by every lookup, so a tree with NOPs (QEMU and U-Boot
 //! leave them where they delete or replace nodes) reads exactly like the same tree without.
 
+pub mod writer;
+
 /// The first word of every flattened device tree (§5.2).
 pub const MAGIC: u32 = 0xd00d_feed;
 /// Bytes of the version 17 header (§5.2).

@@ -7,11 +7,12 @@
 //! `timer/arm,arch_timer.yaml`, `serial/pl011.yaml`, `pci/host-generic-pci.yaml`,
 //! `gpio/pl061-gpio.yaml`, `input/gpio-keys.yaml`.
 
+use crate::dtb::writer::DtbWriteError;
+pub use crate::dtb::writer::DtbWriter;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use microvisor_plan::layout::{DTB_MAX, GUEST_RAM_BASE};
-pub use vm_fdt::FdtWriter;
 
 use crate::bus::BusRegion;
 use crate::pl011::PL011_SIZE;
@@ -97,8 +98,8 @@ pub enum GuestDtError {
     Writer,
 }
 
-impl From<vm_fdt::Error> for GuestDtError {
-    fn from(_: vm_fdt::Error) -> Self {
+impl From<DtbWriteError> for GuestDtError {
+    fn from(_: DtbWriteError) -> Self {
         GuestDtError::Writer
     }
 }
@@ -117,7 +118,7 @@ pub trait DeviceNode {
         None
     }
     /// Writes the device's node(s) under the root.
-    fn write_node(&self, w: &mut FdtWriter) -> Result<(), GuestDtError>;
+    fn write_node(&self, w: &mut DtbWriter) -> Result<(), GuestDtError>;
 }
 
 /// Builds the flattened device tree for one slice with `devices` (which must include the
@@ -129,7 +130,7 @@ pub fn generate(
     if machine.vcpus == 0 || machine.vcpus > MAX_VCPUS {
         return Err(GuestDtError::TooManyVcpus);
     }
-    let mut w = FdtWriter::new()?;
+    let mut w = DtbWriter::new();
     let root = w.begin_node("")?;
     w.property_string("compatible", "linux,dummy-virt")?;
     w.property_string(
@@ -159,7 +160,7 @@ pub fn generate(
 }
 
 fn chosen(
-    w: &mut FdtWriter,
+    w: &mut DtbWriter,
     m: &GuestMachine<'_>,
     stdout: Option<&str>,
 ) -> Result<(), GuestDtError> {
@@ -177,20 +178,20 @@ fn chosen(
     Ok(())
 }
 
-fn memory(w: &mut FdtWriter, size: u64) -> Result<(), GuestDtError> {
-    let node = w.begin_node(&alloc::format!("memory@{GUEST_RAM_BASE:x}"))?;
+fn memory(w: &mut DtbWriter, size: u64) -> Result<(), GuestDtError> {
+    let node = w.begin_node_at("memory", GUEST_RAM_BASE)?;
     w.property_string("device_type", "memory")?;
     w.property_array_u64("reg", &[GUEST_RAM_BASE, size])?;
     w.end_node(node)?;
     Ok(())
 }
 
-fn cpus(w: &mut FdtWriter, vcpus: usize) -> Result<(), GuestDtError> {
+fn cpus(w: &mut DtbWriter, vcpus: usize) -> Result<(), GuestDtError> {
     let node = w.begin_node("cpus")?;
     w.property_u32("#address-cells", 1)?;
     w.property_u32("#size-cells", 0)?;
     for i in 0..vcpus {
-        let cpu = w.begin_node(&alloc::format!("cpu@{i}"))?;
+        let cpu = w.begin_node_at("cpu", i as u64)?;
         w.property_string("device_type", "cpu")?;
         w.property_string("compatible", "arm,armv8")?;
         w.property_u32("reg", i as u32)?;
@@ -201,18 +202,15 @@ fn cpus(w: &mut FdtWriter, vcpus: usize) -> Result<(), GuestDtError> {
     Ok(())
 }
 
-fn psci(w: &mut FdtWriter) -> Result<(), GuestDtError> {
+fn psci(w: &mut DtbWriter) -> Result<(), GuestDtError> {
     let node = w.begin_node("psci")?;
-    w.property_string_list(
-        "compatible",
-        vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()],
-    )?;
+    w.property_strings("compatible", &["arm,psci-1.0", "arm,psci-0.2"])?;
     w.property_string("method", "hvc")?;
     w.end_node(node)?;
     Ok(())
 }
 
-fn timer(w: &mut FdtWriter) -> Result<(), GuestDtError> {
+fn timer(w: &mut DtbWriter) -> Result<(), GuestDtError> {
     let node = w.begin_node("timer")?;
     w.property_string("compatible", "arm,armv8-timer")?;
     let cells: Vec<u32> = TIMER_PPIS
@@ -252,8 +250,8 @@ impl DeviceNode for GicNode {
         ]
     }
 
-    fn write_node(&self, w: &mut FdtWriter) -> Result<(), GuestDtError> {
-        let node = w.begin_node(&alloc::format!("intc@{:x}", map::GICD))?;
+    fn write_node(&self, w: &mut DtbWriter) -> Result<(), GuestDtError> {
+        let node = w.begin_node_at("intc", map::GICD)?;
         w.property_string("compatible", "arm,gic-v3")?;
         w.property_u32("#interrupt-cells", 3)?;
         w.property_null("interrupt-controller")?;
@@ -275,7 +273,7 @@ impl DeviceNode for GicNode {
         }
         w.property_u32("phandle", PHANDLE_GIC)?;
         if self.its {
-            let its = w.begin_node(&alloc::format!("its@{:x}", map::ITS))?;
+            let its = w.begin_node_at("its", map::ITS)?;
             w.property_string("compatible", "arm,gic-v3-its")?;
             w.property_null("msi-controller")?;
             w.property_u32("#msi-cells", 1)?;
@@ -298,7 +296,7 @@ impl DeviceNode for ItsNode {
         vec![BusRegion::new(map::ITS, map::ITS_SIZE, "mmio-its")]
     }
 
-    fn write_node(&self, _w: &mut FdtWriter) -> Result<(), GuestDtError> {
+    fn write_node(&self, _w: &mut DtbWriter) -> Result<(), GuestDtError> {
         Ok(())
     }
 }
@@ -325,7 +323,7 @@ impl DeviceNode for Pl011Node {
         Some(alloc::format!("/pl011@{:x}", map::UART))
     }
 
-    fn write_node(&self, w: &mut FdtWriter) -> Result<(), GuestDtError> {
+    fn write_node(&self, w: &mut DtbWriter) -> Result<(), GuestDtError> {
         let clock = w.begin_node("apb-pclk")?;
         w.property_string("compatible", "fixed-clock")?;
         w.property_u32("#clock-cells", 0)?;
@@ -334,15 +332,12 @@ impl DeviceNode for Pl011Node {
         w.property_u32("phandle", PHANDLE_CLOCK)?;
         w.end_node(clock)?;
 
-        let node = w.begin_node(&alloc::format!("pl011@{:x}", map::UART))?;
-        w.property_string_list(
-            "compatible",
-            vec!["arm,pl011".into(), "arm,primecell".into()],
-        )?;
+        let node = w.begin_node_at("pl011", map::UART)?;
+        w.property_strings("compatible", &["arm,pl011", "arm,primecell"])?;
         w.property_array_u64("reg", &[map::UART, PL011_SIZE])?;
         w.property_array_u32("interrupts", &[SPI, map::UART_SPI, LEVEL_HIGH])?;
         w.property_array_u32("clocks", &[PHANDLE_CLOCK, PHANDLE_CLOCK])?;
-        w.property_string_list("clock-names", vec!["uartclk".into(), "apb_pclk".into()])?;
+        w.property_strings("clock-names", &["uartclk", "apb_pclk"])?;
         w.end_node(node)?;
         Ok(())
     }
@@ -368,12 +363,9 @@ impl DeviceNode for Pl061Node {
         vec![Self::INTID]
     }
 
-    fn write_node(&self, w: &mut FdtWriter) -> Result<(), GuestDtError> {
-        let node = w.begin_node(&alloc::format!("pl061@{:x}", map::GPIO))?;
-        w.property_string_list(
-            "compatible",
-            vec!["arm,pl061".into(), "arm,primecell".into()],
-        )?;
+    fn write_node(&self, w: &mut DtbWriter) -> Result<(), GuestDtError> {
+        let node = w.begin_node_at("pl061", map::GPIO)?;
+        w.property_strings("compatible", &["arm,pl061", "arm,primecell"])?;
         w.property_array_u64("reg", &[map::GPIO, PL061_SIZE])?;
         w.property_array_u32("interrupts", &[SPI, map::GPIO_SPI, LEVEL_HIGH])?;
         w.property_null("gpio-controller")?;
@@ -411,15 +403,15 @@ impl DeviceNode for ControlNode {
         )]
     }
 
-    fn write_node(&self, w: &mut FdtWriter) -> Result<(), GuestDtError> {
+    fn write_node(&self, w: &mut DtbWriter) -> Result<(), GuestDtError> {
         use crate::control::{REGISTERS_IPA, REGISTERS_SIZE, WINDOW_IPA, WINDOW_SIZE};
-        let node = w.begin_node(&alloc::format!("control@{REGISTERS_IPA:x}"))?;
+        let node = w.begin_node_at("control", REGISTERS_IPA)?;
         w.property_string("compatible", "microvisor,control-v1")?;
         w.property_array_u64(
             "reg",
             &[REGISTERS_IPA, REGISTERS_SIZE, WINDOW_IPA, WINDOW_SIZE],
         )?;
-        w.property_string_list("reg-names", vec!["registers".into(), "window".into()])?;
+        w.property_strings("reg-names", &["registers", "window"])?;
         w.end_node(node)?;
         Ok(())
     }
@@ -460,8 +452,8 @@ impl DeviceNode for PcieHostNode {
         (map::MBI_FIRST..map::MBI_FIRST + map::MBI_COUNT).collect()
     }
 
-    fn write_node(&self, w: &mut FdtWriter) -> Result<(), GuestDtError> {
-        let node = w.begin_node(&alloc::format!("pcie@{:x}", map::PCI_MMIO))?;
+    fn write_node(&self, w: &mut DtbWriter) -> Result<(), GuestDtError> {
+        let node = w.begin_node_at("pcie", map::PCI_MMIO)?;
         w.property_string("compatible", "pci-host-ecam-generic")?;
         w.property_string("device_type", "pci")?;
         w.property_u32("#address-cells", 3)?;

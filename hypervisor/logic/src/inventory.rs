@@ -780,9 +780,9 @@ mod fuzz;
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::dtb::writer::DtbWriter;
     use alloc::string::String;
     use alloc::vec::Vec as AllocVec;
-    use vm_fdt::FdtWriter;
 
     /// QEMU 10.0.2's own tree (`-M virt,virtualization=on,gic-version=3,dumpdtb=...`,
     /// `-smp 8 -m 4096M`), packed (see `testdata/README.md`).
@@ -835,12 +835,7 @@ pub(crate) mod tests {
         }
 
         pub fn build(&self) -> AllocVec<u8> {
-            let reservations: AllocVec<_> = self
-                .reservations
-                .iter()
-                .map(|&(a, s)| vm_fdt::FdtReserveEntry::new(a, s).unwrap())
-                .collect();
-            let mut w = FdtWriter::new_with_mem_reserv(&reservations).unwrap();
+            let mut w = DtbWriter::with_reservations(&self.reservations);
             let root = w.begin_node("").unwrap();
             w.property_u32("#address-cells", 2).unwrap();
             w.property_u32("#size-cells", self.root_size_cells).unwrap();
@@ -885,11 +880,8 @@ pub(crate) mod tests {
             }
             if self.uart {
                 let u = w.begin_node("pl011@9000000").unwrap();
-                w.property_string_list(
-                    "compatible",
-                    alloc::vec!["arm,pl011".into(), "arm,primecell".into()],
-                )
-                .unwrap();
+                w.property_strings("compatible", &["arm,pl011", "arm,primecell"])
+                    .unwrap();
                 w.property_array_u64("reg", &[0x900_0000, 0x1000]).unwrap();
                 w.property_array_u32("interrupts", &[0, 1, 4]).unwrap();
                 w.end_node(u).unwrap();
@@ -947,14 +939,9 @@ pub(crate) mod tests {
                     &[0, 0x4a, 1, 0, 0x4b, 1, 0, 0x4c, 1, 0, 0x4d, 1],
                 )
                 .unwrap();
-                w.property_string_list(
+                w.property_strings(
                     "interrupt-names",
-                    alloc::vec![
-                        "eventq".into(),
-                        "priq".into(),
-                        "cmdq-sync".into(),
-                        "gerror".into()
-                    ],
+                    &["eventq", "priq", "cmdq-sync", "gerror"],
                 )
                 .unwrap();
                 w.property_null("dma-coherent").unwrap();
@@ -1214,7 +1201,7 @@ pub(crate) mod tests {
 
     #[test]
     fn an_smmu_without_names_or_phandle_maps_nothing() {
-        let mut w = FdtWriter::new().unwrap();
+        let mut w = DtbWriter::new();
         let root = w.begin_node("").unwrap();
         w.property_u32("#address-cells", 1).unwrap();
         w.property_u32("#size-cells", 1).unwrap();
@@ -1223,8 +1210,7 @@ pub(crate) mod tests {
         w.property_array_u32("reg", &[0x1000, 0x2_0000]).unwrap();
         w.property_array_u32("interrupts", &[0, 5, 4, 0, 6, 4])
             .unwrap();
-        w.property_string_list("interrupt-names", alloc::vec!["gerror".into()])
-            .unwrap();
+        w.property_strings("interrupt-names", &["gerror"]).unwrap();
         w.end_node(s).unwrap();
         w.end_node(root).unwrap();
         let dtb = w.finish().unwrap();
@@ -1439,7 +1425,7 @@ pub(crate) mod tests {
     #[test]
     fn stdout_path_may_be_an_alias_with_options() {
         // A second PL011 first in the tree; stdout-path names the other one through an alias.
-        let mut w = FdtWriter::new().unwrap();
+        let mut w = DtbWriter::new();
         let root = w.begin_node("").unwrap();
         w.property_u32("#address-cells", 1).unwrap();
         w.property_u32("#size-cells", 1).unwrap();
@@ -1470,7 +1456,7 @@ pub(crate) mod tests {
     /// (available nodes only, the first in blob order).
     #[test]
     fn landmarks_are_what_each_lookup_finds() {
-        let mut w = FdtWriter::new().unwrap();
+        let mut w = DtbWriter::new();
         let root = w.begin_node("").unwrap();
         for name in ["psci@1", "psci", "chosen@0", "cpus@2"] {
             let n = w.begin_node(name).unwrap();
@@ -1478,11 +1464,8 @@ pub(crate) mod tests {
         }
         for (name, status) in [("a", "disabled"), ("b", "okay"), ("c", "okay")] {
             let n = w.begin_node(name).unwrap();
-            w.property_string_list(
-                "compatible",
-                alloc::vec!["vendor,x".into(), "arm,smmu-v3".into()],
-            )
-            .unwrap();
+            w.property_strings("compatible", &["vendor,x", "arm,smmu-v3"])
+                .unwrap();
             w.property_string("status", status).unwrap();
             let inner = w.begin_node("gic").unwrap();
             w.property_string("compatible", "arm,gic-v3").unwrap();
@@ -1532,7 +1515,7 @@ pub(crate) mod tests {
 
     #[test]
     fn disabled_devices_are_ignored() {
-        let mut w = FdtWriter::new().unwrap();
+        let mut w = DtbWriter::new();
         let root = w.begin_node("").unwrap();
         w.property_u32("#address-cells", 1).unwrap();
         w.property_u32("#size-cells", 1).unwrap();
