@@ -548,9 +548,14 @@ impl<'a> Iterator for Children<'a> {
             };
             match token {
                 Token::Nop | Token::Prop { .. } => self.at = Some(next),
-                Token::Begin { .. } => {
+                Token::Begin { name } => {
                     self.at = self.tree.subtree_end(next);
-                    return self.tree.node_at(at, Some(self.parent));
+                    return Some(Node {
+                        tree: self.tree,
+                        name,
+                        body: next,
+                        parent: Some(self.parent),
+                    });
                 }
                 Token::EndNode | Token::End => {
                     self.at = None;
@@ -602,12 +607,17 @@ impl<'a> Iterator for Nodes<'a> {
         loop {
             let (token, next) = self.tree.token_at(self.at)?;
             match token {
-                Token::Begin { .. } => {
+                Token::Begin { name } => {
                     let parent = match self.depth.checked_sub(1) {
                         Some(depth) => Some(*self.open.get(depth)?),
                         None => None,
                     };
-                    let node = self.tree.node_at(self.at, parent)?;
+                    let node = Node {
+                        tree: self.tree,
+                        name,
+                        body: next,
+                        parent,
+                    };
                     *self.open.get_mut(self.depth)? = node.body;
                     self.depth += 1;
                     self.at = next;

@@ -313,14 +313,20 @@ impl<S: TableStore> Translation<S> {
             let span = entry_span(level);
             let first = index(va, level);
             let run = ((left / span) as usize).min(ENTRIES - first);
-            let entries = self.store.entries(table);
-            for (i, slot) in entries[first..first + run].iter_mut().enumerate() {
-                if Descriptor::new(*slot).is_set(DESC::VALID) {
-                    return Err(MapError::AlreadyMapped {
-                        address: va + i as u64 * span,
-                    });
-                }
-                *slot = leaf_descriptor(self.regime, pa + i as u64 * span, level, attributes);
+            // Leaves differ only in their output address (below OUTPUT_LIMIT, aligned to
+            // `span`, so it is exactly the descriptor's address field).
+            let template = leaf_descriptor(self.regime, 0, level, attributes);
+            let slots = &mut self.store.entries(table)[first..first + run];
+            let taken = slots
+                .iter()
+                .position(|&slot| Descriptor::new(slot).is_set(DESC::VALID));
+            if let Some(i) = taken {
+                return Err(MapError::AlreadyMapped {
+                    address: va + i as u64 * span,
+                });
+            }
+            for (i, slot) in slots.iter_mut().enumerate() {
+                *slot = template | (pa + i as u64 * span);
             }
             offset += run as u64 * span;
         }

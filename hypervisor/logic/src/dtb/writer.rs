@@ -15,6 +15,10 @@ use super::{BEGIN_NODE, END, END_NODE, HEADER_SIZE, MAGIC, MAX_DEPTH, PROP, VERS
 
 /// The oldest version a version-17 tree is compatible with (§5.2).
 const LAST_COMPATIBLE: u32 = 16;
+/// Slots of the table that finds a property name already in the strings block (a power of
+/// two). Names past three quarters of it are stored again at each use: still a valid tree,
+/// only a larger one (a slice's tree has about 45 names).
+const NAME_SLOTS: usize = 128;
 
 /// Why a tree could not be written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,8 +64,11 @@ pub struct DtbWriter {
     structure: usize,
     /// The strings block: property names, each NUL-terminated.
     strings: Vec<u8>,
-    /// Where each name in `strings` starts and how long it is (without its NUL).
-    names: Vec<(u32, u32)>,
+    /// Open-addressed by a hash of the name: 1 + the offset of each name in `strings`, 0 for
+    /// a free slot.
+    names: [u32; NAME_SLOTS],
+    /// Slots in use in `names`.
+    named: usize,
     /// Nodes open.
     depth: usize,
     /// Whether the innermost open node may still take properties (no child written yet).
@@ -96,7 +103,8 @@ impl DtbWriter {
             blob,
             structure,
             strings: Vec::with_capacity(512),
-            names: Vec::with_capacity(48),
+            names: [0; NAME_SLOTS],
+            named: 0,
             depth: 0,
             properties_allowed: false,
             root_written: false,
@@ -236,27 +244,39 @@ impl DtbWriter {
         }
         let len = u32::try_from(len).map_err(|_| DtbWriteError::TooLarge)?;
         let name_offset = self.name_offset(name)?;
-        self.word(PROP);
-        self.word(len);
-        self.word(name_offset);
+        let mut header = [0u8; 12];
+        for (field, word) in header.chunks_exact_mut(4).zip([PROP, len, name_offset]) {
+            field.copy_from_slice(&word.to_be_bytes());
+        }
+        self.blob.extend_from_slice(&header);
         Ok(())
     }
 
     /// The offset of `name` in the strings block, added at its first use.
     fn name_offset(&mut self, name: &str) -> Result<u32, DtbWriteError> {
         let name = name.as_bytes();
-        let strings = &self.strings;
-        let found = self.names.iter().find(|&&(at, len)| {
-            len as usize == name.len()
-                && strings.get(at as usize..(at + len) as usize) == Some(name)
+        // FNV-1a: a few instructions per byte, and property names differ early.
+        let hash = name.iter().fold(0x811c_9dc5u32, |h, &b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
         });
-        if let Some(&(at, _)) = found {
-            return Ok(at);
-        }
+        let mut slot = hash as usize % NAME_SLOTS;
+        let free = loop {
+            let Some(at) = self.names[slot].checked_sub(1) else {
+                break slot;
+            };
+            let stored = self.strings.get(at as usize..).unwrap_or_default();
+            if stored.get(name.len()) == Some(&0) && stored.starts_with(name) {
+                return Ok(at);
+            }
+            slot = (slot + 1) % NAME_SLOTS;
+        };
         let at = u32::try_from(self.strings.len()).map_err(|_| DtbWriteError::TooLarge)?;
         self.strings.extend_from_slice(name);
         self.strings.push(0);
-        self.names.push((at, name.len() as u32));
+        if self.named < NAME_SLOTS * 3 / 4 {
+            self.names[free] = at + 1;
+            self.named += 1;
+        }
         Ok(at)
     }
 
@@ -376,6 +396,35 @@ mod tests {
             tree.strings,
             b"#address-cells\0compatible\0flag\0reg\0cells\0odd\0"
         );
+    }
+
+    #[test]
+    fn more_names_than_the_table_holds_are_stored_again_and_still_read() {
+        let mut w = DtbWriter::new();
+        let root = w.begin_node("").unwrap();
+        let names: Vec<_> = (0..200).map(|i| alloc::format!("p{i}")).collect();
+        for round in 0..2u32 {
+            let node = w.begin_node_at("n", round.into()).unwrap();
+            for (i, name) in names.iter().enumerate() {
+                w.property_u32(name, i as u32).unwrap();
+            }
+            w.end_node(node).unwrap();
+        }
+        w.end_node(root).unwrap();
+        let blob = w.finish().unwrap();
+        let tree = Tree::new(&blob).unwrap();
+        // The first 96 names are shared by both nodes, the others written twice.
+        let stored: usize = names.iter().map(|n| n.len() + 1).sum();
+        let again: usize = names[NAME_SLOTS * 3 / 4..]
+            .iter()
+            .map(|n| n.len() + 1)
+            .sum();
+        assert_eq!(tree.strings.len(), stored + again);
+        for node in tree.root().children() {
+            for (i, name) in names.iter().enumerate() {
+                assert_eq!(node.property(name), Some(&(i as u32).to_be_bytes()[..]));
+            }
+        }
     }
 
     #[test]
