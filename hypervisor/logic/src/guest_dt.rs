@@ -7,14 +7,14 @@
 //! `timer/arm,arch_timer.yaml`, `serial/pl011.yaml`, `pci/host-generic-pci.yaml`,
 //! `gpio/pl061-gpio.yaml`, `input/gpio-keys.yaml`.
 
-use crate::dtb::writer::DtbWriteError;
-pub use crate::dtb::writer::DtbWriter;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use microvisor_plan::layout::{DTB_MAX, GUEST_RAM_BASE};
 
 use crate::bus::BusRegion;
+use crate::dtb::writer::DtbWriteError;
+pub use crate::dtb::writer::DtbWriter;
 use crate::pl011::PL011_SIZE;
 use crate::pl061::{PL061_SIZE, POWER_KEY_LINE};
 
