@@ -198,6 +198,7 @@ impl VirtualGic {
         let mut lpis_waiting = false;
         if let Some(its) = self.its.as_deref_mut()
             && ctlr & gicd::CTLR_ENABLE_GRP1 != 0
+            && its.has_pending(vcpu)
         {
             loop {
                 let held = &state.list_registers;

@@ -70,6 +70,13 @@ impl LpiSet {
         Self::index(lpi).is_some_and(|n| self.words[n / 64] & 1 << (n % 64) != 0)
     }
 
+    /// Whether no LPI is a member (two words to look at: the list-register pass asks on
+    /// every exit).
+    #[inline]
+    pub(super) fn is_empty(&self) -> bool {
+        self.summary.iter().all(|&word| word == 0)
+    }
+
     /// Clears `lpi`; returns whether it was set.
     pub(super) fn take(&mut self, lpi: u32) -> bool {
         let was = self.get(lpi);

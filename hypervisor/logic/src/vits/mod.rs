@@ -375,6 +375,15 @@ impl VirtualIts {
         self.highest_pending_except(vcpu, |_| false)
     }
 
+    /// Whether an LPI may wait for `vcpu`: its LPIs are enabled and one is pending. The
+    /// list-register pass asks this on every exit before it looks for the most urgent one.
+    #[inline]
+    pub fn has_pending(&self, vcpu: usize) -> bool {
+        self.redistributors
+            .get(vcpu)
+            .is_some_and(|rd| rd.enabled && !rd.pending.is_empty())
+    }
+
     /// As [`VirtualIts::highest_pending`], passing over the LPIs `skip` names (those already
     /// in a list register: one INTID never goes into two).
     pub fn highest_pending_except(

@@ -222,8 +222,11 @@ fn an_nvme_message_becomes_a_pending_lpi_on_its_collections_vcpu() {
     assert_eq!(g.its.translate(NVME, 1), Ok(VcpuSet::EMPTY.with(1)));
     assert_eq!(g.its.highest_pending(1), Some((8200, 0xa0)));
     assert_eq!(g.its.highest_pending(0), None);
+    // The pass's quick look agrees: something may wait on vCPU 1 only.
+    assert!(g.its.has_pending(1) && !g.its.has_pending(0));
     assert!(g.its.take(1, 8200));
     assert_eq!(g.its.highest_pending(1), None);
+    assert!(!g.its.has_pending(1));
     // Lowest priority value wins, then lowest INTID.
     g.queue(&[Command::Mapti {
         device: NVME,
