@@ -61,8 +61,8 @@ pub struct Plan {
     pub nvme_only: bool,
     /// Run the Linux exit-rate and boot rows and nothing else (`--linux-only`).
     pub linux_only: bool,
-    /// Run the exits-per-NIC-interrupt row and nothing else (`--nic-irq-only`).
-    pub nic_irq_only: bool,
+    /// Run the gicv4 node's rows and nothing else (`--gicv4-only`).
+    pub gicv4_only: bool,
 }
 
 /// Where the runs keep their images and logs.
@@ -97,15 +97,17 @@ pub fn run(ws: &Workspace, artifacts: &Artifacts, plan: &Plan) -> Result<Results
             metrics,
         });
     }
-    if plan.nic_irq_only {
+    if plan.gicv4_only {
+        let ipi_native = ipi_run(ws, artifacts, &dirs, true)?;
+        let native = micro_run(ws, artifacts, &dirs, true)?;
         return Ok(Results {
             qemu: qemu_version(),
             method: format!(
-                "qemu-system-aarch64 {} (exits per NIC interrupt only)",
+                "qemu-system-aarch64 {} (gicv4 node rows only)",
                 QEMU_OPTIONS.join(" ")
             ),
             linux: None,
-            metrics: vec![nic_irq_metric(ws, artifacts, &dirs)?],
+            metrics: gicv4_metrics(ws, artifacts, &dirs, &native, &ipi_native)?,
         });
     }
     if plan.linux_only {
@@ -233,8 +235,8 @@ pub fn run(ws: &Workspace, artifacts: &Artifacts, plan: &Plan) -> Result<Results
     }
     metrics.push(ipi);
 
-    // 6c. Exits per NIC interrupt (GICv4.0 direct injection through the vITS).
-    metrics.push(nic_irq_metric(ws, artifacts, &dirs)?);
+    // 6c. The gicv4 node: exits per NIC interrupt, and the rows above with direct injection on.
+    metrics.extend(gicv4_metrics(ws, artifacts, &dirs, &native, &ipi_native)?);
 
     let (s, n) = (find(&slice, "workload")?, find(&native, "workload")?);
     ensure!(
@@ -490,84 +492,45 @@ fn probe_run(
     cores: u32,
     benches: &str,
 ) -> Result<Vec<BenchLine>> {
+    probe_run_on(ws, artifacts, dirs, name, native, cores, benches, 3)
+}
+
+/// [`probe_run`] on a machine whose GIC is version `gic_version`.
+#[allow(clippy::too_many_arguments)]
+fn probe_run_on(
+    ws: &Workspace,
+    artifacts: &Artifacts,
+    dirs: &Dirs,
+    name: &str,
+    native: bool,
+    cores: u32,
+    benches: &str,
+    gic_version: u32,
+) -> Result<Vec<BenchLine>> {
     let cmdline = format!("heartbeat=0 nvme=0 bench={benches}");
     let cmd = if native {
         let elf = std::fs::read(&artifacts.probe)?;
         let flat = crate::flat::elf_to_flat(&elf)?;
         let img = dirs.file(&format!("{name}.img"));
         std::fs::write(&img, flat.bytes)?;
-        let node = Node::inline(name, cores, MICRO_MIB << 20);
+        let mut node = Node::inline(name, cores, MICRO_MIB << 20);
+        node.gic_version = gic_version;
         command(ws, &node, &img, true, Some(cmdline))?
     } else {
         let plan = format!(
             "[[slice]]\nname = \"bench\"\ncores = {cores}\nmemory = \"{MICRO_MIB}MiB\"\nkernel = \"probe\"\ncmdline = \"{cmdline}\"\n"
         );
         let img = image(artifacts, dirs, name, &plan)?;
-        let node = Node::inline(name, cores, 512 << 20);
+        let mut node = Node::inline(name, cores, 512 << 20);
+        node.gic_version = gic_version;
         command(ws, &node, &img, true, None)?
     };
-    let lines = capture(
-        cmd,
-        Duration::from_secs(300),
-        &dirs.file(&format!("{name}.log")),
-        |line| {
-            if line.ends_with("BENCH done") {
-                Step::Done
-            } else {
-                Step::Continue
-            }
-        },
-    )?;
-    if let Some(bad) = lines
-        .iter()
-        .find(|l| l.contains("FAILED") || l.contains("PROBE FAIL"))
-    {
-        bail!("{name}: {bad}");
-    }
-    Ok(lines.iter().filter_map(|l| parse::bench_line(l)).collect())
+    bench_lines(cmd, dirs, name)
 }
 
-/// The `nic-irq-exits` row: a probe slice owning a virtio-net function on the GICv4.0 node
-/// (its vITS maps the MSIs to vLPIs the physical ITS injects) and, for comparison, on the same
-/// node with a GICv3 (message-based SPIs through the hypervisor).
-fn nic_irq_metric(ws: &Workspace, artifacts: &Artifacts, dirs: &Dirs) -> Result<Metric> {
-    eprintln!("bench: exits per NIC interrupt (GICv4.0, then GICv3)");
-    let v4 = find(&nic_irq_run(ws, artifacts, dirs, 4)?, "nic-irq")?.clone();
-    let v3 = find(&nic_irq_run(ws, artifacts, dirs, 3)?, "nic-irq")?.clone();
-    let detail = |b: &BenchLine, key: &str| b.extra.get(key).copied().unwrap_or(0) as f64;
-    Ok(Metric::new(
-            "nic-irq-exits",
-            "exits per NIC interrupt (GICv4.0 vITS)",
-            v4.value,
-            "exits",
-            Goal::AtMost(0.0),
-        )
-        .with_detail("irqs", detail(&v4, "irqs"))
-        .with_detail("exits", detail(&v4, "exits"))
-        .with_detail("round-trip-us", detail(&v4, "us"))
-        .with_detail("gicv3", v3.value)
-        .with_detail("gicv3-irqs", detail(&v3, "irqs"))
-        .with_detail("gicv3-exits", detail(&v3, "exits"))
-        .with_note("a one-vCPU probe slice owning the gicv4 node's NIC 01:00.0: 32 ARP exchanges with slirp, each waiting for the RX interrupt (LPI), no trapped register in the loop (notify pages are the function's own); slice exits in the loop (exit counter hypercall) per RX+TX interrupt taken; `gicv3` the same on the node with a GICv3 (MBI SPIs)"))
-}
-
-/// The probe's `nic-irq` benchmark in a one-vCPU slice owning NIC 01:00.0 of the gicv4 node
-/// profile, with that node's GIC at `gic_version`.
-fn nic_irq_run(
-    ws: &Workspace,
-    artifacts: &Artifacts,
-    dirs: &Dirs,
-    gic_version: u32,
-) -> Result<Vec<BenchLine>> {
-    let name = format!("nic-irq-gicv{gic_version}");
-    let plan = format!(
-        "[[slice]]\nname = \"bench\"\ncores = 1\nmemory = \"{MICRO_MIB}MiB\"\nkernel = \"probe\"\ncmdline = \"heartbeat=0 nvme=0 bench=nic-irq\"\n\n[[slice.device]]\npci = \"01:00.0\"\n"
-    );
-    let img = image(artifacts, dirs, &name, &plan)?;
-    let mut node = Node::load(ws, "gicv4")?;
-    node.gic_version = gic_version;
-    node.name = name.clone();
-    let cmd = command(ws, &node, &img, true, None)?;
+/// Runs `cmd` until the probe prints `BENCH done` and returns its `BENCH` lines; a failed
+/// benchmark or probe check is an error.
+fn bench_lines(cmd: std::process::Command, dirs: &Dirs, name: &str) -> Result<Vec<BenchLine>> {
     let lines = capture(
         cmd,
         Duration::from_secs(300),
@@ -587,6 +550,116 @@ fn nic_irq_run(
         bail!("{name}: {bad}");
     }
     Ok(lines.iter().filter_map(|l| parse::bench_line(l)).collect())
+}
+
+/// The micro-benchmarks of the gicv4 node runs, and the rows they give.
+const GICV4_MICRO: [(&str, &str, f64); 3] = [
+    ("null-hvc", "null hypercall round trip", 150.0),
+    ("mmio-read", "emulated MMIO read (PL011 FR)", 300.0),
+    ("timer-irq", "virtual timer IRQ latency", 400.0),
+];
+
+/// The gicv4 node's rows: a probe slice owning the node's NIC 01:00.0, so that it has a
+/// virtual ITS, its LPIs enabled and its vPE resident (GICv4.0 direct injection on), runs
+/// the micro-benchmarks, the NIC interrupt benchmark and (with two vCPUs) the IPI round trip;
+/// the same runs with the node's GIC a GICv3 (MBI SPIs through the hypervisor) go in as
+/// details. `native` and `ipi_native` are the probe alone on a GICv3 machine (the GIC
+/// version does not change what a native SGI or hypercall costs: checked by running the IPI
+/// natively on the GICv4 machine too, whose count goes in as a detail).
+fn gicv4_metrics(
+    ws: &Workspace,
+    artifacts: &Artifacts,
+    dirs: &Dirs,
+    native: &[BenchLine],
+    ipi_native: &[BenchLine],
+) -> Result<Vec<Metric>> {
+    eprintln!("bench: the gicv4 node (GICv4.0, then GICv3)");
+    let benches = "null-hvc,mmio-read,timer-irq,nic-irq";
+    let v4 = gicv4_node_run(ws, artifacts, dirs, "micro", 4, 1, benches)?;
+    let v3 = gicv4_node_run(ws, artifacts, dirs, "micro", 3, 1, benches)?;
+    let ipi_v4 = gicv4_node_run(ws, artifacts, dirs, "ipi", 4, 2, "ipi")?;
+    let ipi_v3 = gicv4_node_run(ws, artifacts, dirs, "ipi", 3, 2, "ipi")?;
+    let ipi_native_v4 = probe_run_on(ws, artifacts, dirs, "ipi-native-gicv4", true, 2, "ipi", 4)?;
+    let detail = |b: &BenchLine, key: &str| b.extra.get(key).copied().unwrap_or(0) as f64;
+    let mut metrics = Vec::new();
+    for (id, title, goal) in GICV4_MICRO {
+        let (s, s3, n) = (find(&v4, id)?, find(&v3, id)?, find(native, id)?);
+        metrics.push(
+            Metric::new(
+                &format!("{id}-gicv4"),
+                &format!("{title}, GICv4.0 node"),
+                s.value,
+                "insn",
+                Goal::AtMost(goal),
+            )
+            .with_native(n.value)
+            .with_detail("exits", detail(s, "exits"))
+            .with_detail("gicv3", s3.value)
+            .with_note("a one-vCPU probe slice owning the gicv4 node's NIC (its vITS mapped, LPIs enabled, vPE resident); `gicv3` the same slice on the node with a GICv3"),
+        );
+    }
+    let (s, s3, n) = (
+        find(&ipi_v4, "ipi")?,
+        find(&ipi_v3, "ipi")?,
+        find(ipi_native, "ipi")?,
+    );
+    let n4 = find(&ipi_native_v4, "ipi")?;
+    metrics.push(
+        Metric::new(
+            "ipi-gicv4",
+            "IPI round trip, above native, GICv4.0 node",
+            s.value - n.value,
+            "insn",
+            Goal::Below(1618.0),
+        )
+        .with_detail("slice", s.value)
+        .with_detail("native", n.value)
+        .with_detail("native-gicv4", n4.value)
+        .with_detail("gicv3", s3.value - n.value)
+        .with_detail("exits", detail(s, "exits") / detail(s, "n").max(1.0))
+        .with_note("two-vCPU probe slice owning the gicv4 node's NIC; native: the probe alone on two cores"),
+    );
+    let (nic, nic3) = (find(&v4, "nic-irq")?, find(&v3, "nic-irq")?);
+    metrics.push(
+        Metric::new(
+            "nic-irq-exits",
+            "exits per NIC interrupt (GICv4.0 vITS)",
+            nic.value,
+            "exits",
+            Goal::AtMost(0.0),
+        )
+        .with_detail("irqs", detail(nic, "irqs"))
+        .with_detail("exits", detail(nic, "exits"))
+        .with_detail("round-trip-us", detail(nic, "us"))
+        .with_detail("gicv3", nic3.value)
+        .with_detail("gicv3-irqs", detail(nic3, "irqs"))
+        .with_detail("gicv3-exits", detail(nic3, "exits"))
+        .with_note("a one-vCPU probe slice owning the gicv4 node's NIC 01:00.0: 32 ARP exchanges with slirp, each waiting for the RX interrupt (LPI), no trapped register in the loop (notify pages are the function's own); slice exits in the loop (exit counter hypercall) per RX+TX interrupt taken; `gicv3` the same on the node with a GICv3 (MBI SPIs)"),
+    );
+    Ok(metrics)
+}
+
+/// The probe's `bench=<benches>` in a slice of `cores` vCPUs owning NIC 01:00.0 of the gicv4
+/// node profile, with that node's GIC at `gic_version`.
+fn gicv4_node_run(
+    ws: &Workspace,
+    artifacts: &Artifacts,
+    dirs: &Dirs,
+    what: &str,
+    gic_version: u32,
+    cores: u32,
+    benches: &str,
+) -> Result<Vec<BenchLine>> {
+    let name = format!("{what}-gicv4-node-gicv{gic_version}");
+    let plan = format!(
+        "[[slice]]\nname = \"bench\"\ncores = {cores}\nmemory = \"{MICRO_MIB}MiB\"\nkernel = \"probe\"\ncmdline = \"heartbeat=0 nvme=0 bench={benches}\"\n\n[[slice.device]]\npci = \"01:00.0\"\n"
+    );
+    let img = image(artifacts, dirs, &name, &plan)?;
+    let mut node = Node::load(ws, "gicv4")?;
+    node.gic_version = gic_version;
+    node.name = name.clone();
+    let cmd = command(ws, &node, &img, true, None)?;
+    bench_lines(cmd, dirs, &name)
 }
 
 /// Exits of a Linux slice that powers off after `seconds` of guest time, from the `[hv] exits`

@@ -34,10 +34,11 @@ pub struct Args {
     /// Run only the Linux rows (exit rates idle and busy, boot to the report).
     #[arg(long, conflicts_with_all = ["net_only", "nvme_only", "no_linux"])]
     pub linux_only: bool,
-    /// Run only the exits-per-NIC-interrupt row (a probe slice owning the gicv4 node's NIC,
-    /// GICv4.0 and GICv3).
+    /// Run only the gicv4 node's rows: exits per NIC interrupt and the hypercall, MMIO,
+    /// timer and IPI round trips in a probe slice owning the node's NIC (GICv4.0 direct
+    /// injection on), with the same runs on a GICv3 for comparison.
     #[arg(long, conflicts_with_all = ["net_only", "nvme_only", "linux_only"])]
-    pub nic_irq_only: bool,
+    pub gicv4_only: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -53,7 +54,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             net_only: args.net_only,
             nvme_only: args.nvme_only,
             linux_only: args.linux_only,
-            nic_irq_only: args.nic_irq_only,
+            gicv4_only: args.gicv4_only,
         },
     )?;
     let text = crate::bench::report(&ws, &results, args.compare.as_deref(), args.plot)?;
