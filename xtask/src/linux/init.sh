@@ -40,6 +40,7 @@
 #   LOAD <n> started                  microvisor.load=1
 #   HEARTBEAT <n> ok                  microvisor.heartbeat=<ms>
 #   PROBE ACTION reboot|poweroff      microvisor.action=reboot-after:<s>|poweroff-after:<s>
+#                                     (<s> may be <s>+<s>: one sleep after the other)
 #   DISK ...                          microvisor.disk=<step>[,<step>...], see disk_steps below;
 #                                     microvisor.disk=install:http://<host>/<image> deploys a
 #                                     whole-disk image onto the disk (a provisioning ramdisk):
@@ -781,9 +782,16 @@ options() {
 	reboot-after:* | poweroff-after:*)
 		what=${action%%-after:*}
 		after=${action#*-after:}
-		if is_number action "$after"; then
+		# <s>, or <s>+<s>: two sleeps one after the other. The bench's exit-rate runs
+		# (10+00 and 10+20) share the first, so they stay identical until the shorter one
+		# powers off: a guest asleep for 10 s and one asleep for 30 s idle differently.
+		first=${after%%+*}
+		then=${after#"$first"}
+		then=${then#+}
+		if is_number action "$first" && { [ "$after" = "$first" ] || is_number action "$then"; }; then
 			(
-				sleep "$after"
+				sleep "$first"
+				[ -z "$then" ] || sleep "$then"
 				echo "PROBE ACTION $what"
 				"$what" -f
 			) &
