@@ -18,8 +18,28 @@ use std::time::Duration;
 
 use microvisor_tests::{
     Expect, Input, Pattern, Scenario, Step, hv, linux_slice, lit, plan, probe_slice, run_step,
-    shell_ready, shell_script, shell_steps, slice, with_nvme,
+    shell_ready, shell_steps, slice, with_nvme,
 };
+
+/// Inputs typing `steps` into the manager's shell once it can take them: its banner is out,
+/// and so is the `REDFISH ready` line its init prints from the background. That line, printed
+/// in the middle of a typed command's echo, hid the echo from the script, so the next
+/// command was never typed.
+fn manager_shell(steps: &[Step]) -> Vec<Input> {
+    let mut inputs = vec![Input::after(shell_ready("manager"), &[])];
+    inputs.extend(shell_steps(
+        "manager",
+        slice("manager", "REDFISH ready "),
+        steps,
+    ));
+    inputs
+}
+
+/// [`manager_shell`] for plain commands.
+fn manager_script(commands: &[&str]) -> Vec<Input> {
+    let steps: Vec<Step> = commands.iter().map(|c| run_step(c)).collect();
+    manager_shell(&steps)
+}
 
 /// Heartbeats a bystander must print after a disturbance.
 const BEATS: usize = 3;
@@ -121,7 +141,7 @@ fn manager_runs_every_other_slice() {
         .plan(&node)
         .timeout(Duration::from_secs(600))
         .healthy(&["manager", "beat"]);
-    for input in shell_steps("manager", shell_ready("manager"), &steps) {
+    for input in manager_shell(&steps) {
         s = s.input(input);
     }
     let pr_stopped = hv("^slice pr stopped: forced off by the manager$");
@@ -208,7 +228,7 @@ fn manager_hands_a_slice_to_a_new_tenant_with_nothing_of_the_old() {
         .timeout(Duration::from_secs(300))
         .healthy(&["manager"]);
     s = s.input(Input::wait(slice("tenant", "^SECRET PLANTED ")));
-    for input in shell_script("manager", shell_ready("manager"), &script) {
+    for input in manager_script(&script) {
         s = s.input(input);
     }
     s.expect(Expect::Sequence(vec![
@@ -258,7 +278,7 @@ fn manager_restarts_a_slice_200_times_and_the_hypervisor_stays_as_it_was() {
         .plan(&node)
         .timeout(Duration::from_secs(900))
         .healthy(&["manager", "beat"]);
-    for input in shell_script("manager", shell_ready("manager"), &script) {
+    for input in manager_script(&script) {
         s = s.input(input);
     }
     s.expect(Expect::Line {
