@@ -455,7 +455,7 @@ fn micro_run(
     } else {
         "micro-slice"
     };
-    probe_run(ws, artifacts, dirs, name, native, 1, &benches)
+    probe_run(ws, artifacts, dirs, name, native, 1, &benches, 3)
 }
 
 /// The IPI round trip on a two-core machine, in a two-vCPU slice or the probe alone.
@@ -466,26 +466,14 @@ fn ipi_run(
     native: bool,
 ) -> Result<Vec<BenchLine>> {
     let name = if native { "ipi-native" } else { "ipi-slice" };
-    probe_run(ws, artifacts, dirs, name, native, 2, "ipi")
+    probe_run(ws, artifacts, dirs, name, native, 2, "ipi", 3)
 }
 
-/// The probe's `bench=<benches>` on a node of `cores` cores: in a slice of as many vCPUs (and
-/// 160 MiB), or alone (EL1, with its own EL2 stub answering HVC).
-fn probe_run(
-    ws: &Workspace,
-    artifacts: &Artifacts,
-    dirs: &Dirs,
-    name: &str,
-    native: bool,
-    cores: u32,
-    benches: &str,
-) -> Result<Vec<BenchLine>> {
-    probe_run_on(ws, artifacts, dirs, name, native, cores, benches, 3)
-}
-
-/// [`probe_run`] on a machine whose GIC is version `gic_version`.
+/// The probe's `bench=<benches>` on a node of `cores` cores whose GIC is version
+/// `gic_version`: in a slice of as many vCPUs (and 160 MiB), or alone (EL1, with its own EL2
+/// stub answering HVC).
 #[allow(clippy::too_many_arguments)]
-fn probe_run_on(
+fn probe_run(
     ws: &Workspace,
     artifacts: &Artifacts,
     dirs: &Dirs,
@@ -583,7 +571,7 @@ fn gicv4_metrics(
     let v3 = gicv4_node_run(ws, artifacts, dirs, "micro", 3, 1, benches)?;
     let ipi_v4 = gicv4_node_run(ws, artifacts, dirs, "ipi", 4, 2, "ipi")?;
     let ipi_v3 = gicv4_node_run(ws, artifacts, dirs, "ipi", 3, 2, "ipi")?;
-    let ipi_native_v4 = probe_run_on(ws, artifacts, dirs, "ipi-native-gicv4", true, 2, "ipi", 4)?;
+    let ipi_native_v4 = probe_run(ws, artifacts, dirs, "ipi-native-gicv4", true, 2, "ipi", 4)?;
     let detail = |b: &BenchLine, key: &str| b.extra.get(key).copied().unwrap_or(0) as f64;
     let mut metrics = Vec::new();
     for (id, title, goal) in MICRO_ROWS {
