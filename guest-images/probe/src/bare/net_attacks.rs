@@ -10,7 +10,7 @@ use microvisor_probe::cmdline::Attack;
 use microvisor_probe::pci::{COMMAND_BUS_MASTER, config};
 use microvisor_probe::psci as psci_ids;
 use microvisor_probe::text::Text;
-use microvisor_probe::verdict::Verdict;
+use microvisor_probe::verdict::{Outcome, Verdict};
 use microvisor_probe::virtio::attacks::{
     BarCase, BarMoveOutcome, BusMasterOutcome, Delivery, DescOutsideOutcome, DmaCase,
     HiddenCapsOutcome, MAX_CAPS, MAX_MSI_CASES, MsiEffect, MsixOutcome, PbaOutcome,
@@ -167,9 +167,25 @@ fn desc_outside(nic: &mut Nic, ctx: &Context<'_>) {
             outcome.cases[slot] = Some((at, tx, rx, ring));
         }
     }
+    if outcome.verdict() == Verdict::NotContained {
+        // A completion is no proof by itself: a device may complete a transfer its IOMMU
+        // refused (QEMU's do: refused reads return zeros, refused writes vanish). The
+        // hypervisor's answer to the fault record is to end the slice's run; only a slice
+        // still running long after that would have come is a breach.
+        println!(
+            "ATTACK net-desc-outside completed-outside waiting {FAULT_POLICY_WAIT_MS} ms for the fault policy"
+        );
+        timer::sleep_us(FAULT_POLICY_WAIT_MS * 1000);
+    }
     outcome.recovered = Some(recover(nic));
     conclude(Attack::NetDescOutside, &outcome);
 }
+
+/// How long `net-desc-outside` waits, after a case completed with a buffer outside its RAM,
+/// for the hypervisor to end the slice's run before it calls the completion a breach. The
+/// SMMU's fault interrupt is serviced within milliseconds; under TCG on a loaded host, within
+/// a few hundred.
+const FAULT_POLICY_WAIT_MS: u64 = 10_000;
 
 /// Whether SPI `intid` reads pending in the distributor.
 fn spi_pending(ctx: &Context<'_>, intid: u32) -> bool {
