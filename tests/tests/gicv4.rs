@@ -17,19 +17,21 @@ use microvisor_tests::{
 use xtask::node::{Network, Nic};
 
 /// Every `its-*` attack of the probe.
-const ITS_ATTACKS: [&str; 5] = [
+const ITS_ATTACKS: [&str; 6] = [
     "its-bogus-commands",
     "its-tables-outside",
     "its-foreign-device",
     "its-queue-wrap",
+    "its-remote-lpis",
     "its-mapd-storm",
 ];
 
 /// Victim heartbeats required after the last attack began.
 const BEATS: usize = 3;
 
-/// The victim first (the top of RAM), then the attacker owning NIC 01:00.0 with an NVMe share
-/// of its own (DeviceID 0, the emulated function next to the assigned one at 0x8).
+/// The victim first (the top of RAM), then the attacker with two vCPUs owning NIC 01:00.0
+/// with an NVMe share of its own (DeviceID 0, the emulated function next to the assigned one
+/// at 0x8).
 fn its_attack_plan(target: u64) -> String {
     plan(&[
         with_nvme(
@@ -46,7 +48,7 @@ fn its_attack_plan(target: u64) -> String {
             &with_nvme(
                 &probe_slice(
                     "attacker",
-                    "1",
+                    "2",
                     "64MiB",
                     &format!(
                         "cmdline = \"attack={} target={target:#x} heartbeat=500\"",
@@ -70,7 +72,10 @@ fn its_attacks_on_a_gicv4_node_are_contained() {
     // stalls, device tables and ITTs outside RAM refused, no LPI for DeviceIDs it does not own
     // (while an INT of its own function's event arrives), CWRITER tricks processing nothing or
     // at most one lap, a MAPD storm with every GITS access returning promptly, and the NIC
-    // taking its interrupts after each. The victim beats with both canaries throughout.
+    // taking its interrupts after each. its-remote-lpis enables vCPU 1's LPIs from vCPU 0 and
+    // moves the NIC's TX event to vCPU 1: the hypervisor makes vCPU 1's vPE resident on its
+    // own core (the residency SGI), and vCPU 1 takes the vLPI. The victim beats with both
+    // canaries throughout.
     let victim = Scenario::new("its_attacks")
         .node("gicv4")
         .plan(&its_attack_plan(0))
@@ -102,6 +107,10 @@ fn its_attacks_on_a_gicv4_node_are_contained() {
     s.expect(Expect::line(slice(
         "attacker",
         "^ATTACK its-tables-outside contained propbaser=ignored pendbaser=ignored queue-end=stalled queue-target=stalled ",
+    )))
+    .expect(Expect::line(slice(
+        "attacker",
+        "^ATTACK its-remote-lpis contained enable-lpis=set target=0x1 exchange=ok tx-lpi=[1-9][0-9]* taken-by=0x1 back=completed ",
     )))
     .expect(Expect::HeartbeatsAfter {
         after: last,

@@ -115,6 +115,9 @@ pub enum Attack {
     ItsQueueWrap,
     /// Thousands of re-MAPDs of its own function, with the largest ITT sizes.
     ItsMapdStorm,
+    /// Another vCPU's LPIs enabled from the boot CPU (its redistributor's tables and
+    /// EnableLPIs written remotely), the NIC's TX event moved to that vCPU's collection.
+    ItsRemoteLpis,
     /// A control-interface request (docs/control.md) from a slice that is not the manager:
     /// a request header written to the data window, then a read of `EXECUTE`.
     ControlCall,
@@ -180,7 +183,7 @@ pub const GROUPS: [(&str, &str); 8] = [
 
 impl Attack {
     /// Every attack, in documentation order.
-    pub const ALL: [Attack; 45] = [
+    pub const ALL: [Attack; 46] = [
         Attack::ReadPastRam,
         Attack::WritePastRam,
         Attack::ReadAddr,
@@ -217,6 +220,7 @@ impl Attack {
         Attack::ItsForeignDevice,
         Attack::ItsQueueWrap,
         Attack::ItsMapdStorm,
+        Attack::ItsRemoteLpis,
         Attack::ControlCall,
         Attack::CntpOwn,
         Attack::RaceInsnFlip,
@@ -333,6 +337,7 @@ impl Attack {
             Attack::ItsForeignDevice => "its-foreign-device",
             Attack::ItsQueueWrap => "its-queue-wrap",
             Attack::ItsMapdStorm => "its-mapd-storm",
+            Attack::ItsRemoteLpis => "its-remote-lpis",
             Attack::ControlCall => "control-call",
             Attack::CntpOwn => "cntp-own",
             Attack::RaceInsnFlip => "race-insn-flip",

@@ -316,6 +316,16 @@ pub fn mapti(device: u32, event: u32, lpi: u32, icid: u16) -> Command {
     ]
 }
 
+/// MOVI (§5.3.18): (`device`, `event`) to collection `icid`.
+pub fn movi(device: u32, event: u32, icid: u16) -> Command {
+    [
+        device_word(number::MOVI, device),
+        u64::from(event),
+        u64::from(icid),
+        0,
+    ]
+}
+
 /// An event command: INV, INT, CLEAR, DISCARD (`number`) of (`device`, `event`).
 pub fn event_command(number: u8, device: u32, event: u32) -> Command {
     [device_word(number, device), u64::from(event), 0, 0]

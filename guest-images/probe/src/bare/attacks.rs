@@ -52,18 +52,25 @@ pub struct Context<'a> {
     pub boot_index: usize,
 }
 
-/// The vCPU that receives the `sgi-self-test` SGI: the first one that is not
-/// the boot CPU; None on a one-CPU machine (the boot CPU sends to itself).
+/// The vCPU that receives the `sgi-self-test` SGI and the `its-remote-lpis` LPI, waiting for
+/// interrupts: the first one that is not the boot CPU; None on a one-CPU machine (the boot
+/// CPU sends to itself).
 pub fn sgi_receiver(platform: &Platform, boot_index: usize) -> Option<usize> {
     (0..platform.cpus().len()).find(|&i| i != boot_index)
 }
 
-/// The vCPU that flips PRP list entries during `nvme-prp-flip`: the last
-/// one that is neither the boot CPU nor the `sgi-self-test` receiver.
-pub fn flipper(platform: &Platform, boot_index: usize, options: &Options) -> Option<usize> {
-    let receiver = options
+/// Whether an attack asked for needs [`sgi_receiver`] waiting for interrupts.
+pub fn wants_receiver(options: &Options) -> bool {
+    options
         .attacks()
-        .contains(&Attack::SgiSelfTest)
+        .iter()
+        .any(|a| matches!(a, Attack::SgiSelfTest | Attack::ItsRemoteLpis))
+}
+
+/// The vCPU that flips PRP list entries during `nvme-prp-flip`: the last
+/// one that is neither the boot CPU nor the interrupt receiver.
+pub fn flipper(platform: &Platform, boot_index: usize, options: &Options) -> Option<usize> {
+    let receiver = wants_receiver(options)
         .then(|| sgi_receiver(platform, boot_index))
         .flatten();
     (0..platform.cpus().len())
@@ -214,7 +221,8 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
         | Attack::ItsTablesOutside
         | Attack::ItsForeignDevice
         | Attack::ItsQueueWrap
-        | Attack::ItsMapdStorm => super::its_attacks::run(attack, ctx),
+        | Attack::ItsMapdStorm
+        | Attack::ItsRemoteLpis => super::its_attacks::run(attack, ctx),
         Attack::CntpOwn => sweep::cntp_own(),
         Attack::RaceInsnFlip
         | Attack::RaceInsnKind

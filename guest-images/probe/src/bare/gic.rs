@@ -285,6 +285,8 @@ static INTID_COUNT: [AtomicU32; FIRST_SPECIAL_INTID as usize] =
 pub const COUNTED_LPIS: usize = 64;
 /// Interrupts taken per LPI, from [`FIRST_LPI`].
 static LPI_COUNT: [AtomicU32; COUNTED_LPIS] = [const { AtomicU32::new(0) }; COUNTED_LPIS];
+/// Affinity of the CPU that took each counted LPI last.
+static LPI_TAKEN_BY: [AtomicU64; COUNTED_LPIS] = [const { AtomicU64::new(0) }; COUNTED_LPIS];
 
 /// GICD_IGROUPR<n>: one group bit per INTID.
 const GICD_IGROUPR: u64 = 0x0080;
@@ -336,6 +338,14 @@ pub fn taken(intid: u32) -> u32 {
         None => INTID_COUNT.get(intid as usize),
     };
     counter.map_or(0, |c| c.load(Ordering::Acquire))
+}
+
+/// The affinity of the CPU that took LPI `intid` last (0 before any, or past the counted ones).
+pub fn lpi_taken_by(intid: u32) -> u64 {
+    intid
+        .checked_sub(FIRST_LPI)
+        .and_then(|lpi| LPI_TAKEN_BY.get(lpi as usize))
+        .map_or(0, |by| by.load(Ordering::Acquire))
 }
 
 /// Makes secondary vCPU `index` the SGI receiver once its memory test is
@@ -419,7 +429,10 @@ pub extern "C" fn irq() {
     if let Some(lpi) = intid.checked_sub(u64::from(FIRST_LPI)) {
         // LPIs: counted, ended (no active state, the EOI drops the priority).
         OTHER_IRQS.fetch_add(1, Ordering::Relaxed);
-        if let Some(count) = LPI_COUNT.get(lpi as usize) {
+        if let (Some(count), Some(by)) =
+            (LPI_COUNT.get(lpi as usize), LPI_TAKEN_BY.get(lpi as usize))
+        {
+            by.store(smp::own_affinity(), Ordering::Release);
             count.fetch_add(1, Ordering::AcqRel);
         }
         write_icc_eoir1_el1(intid);

@@ -9,7 +9,7 @@
 //! its RD_base with GITS_TYPER.PTA = 1). Then [`Its::map_device`] (MAPD, MAPTI, INV, SYNC).
 //! Every wait is bounded. Values and encodings are in `microvisor_probe::its`.
 //!
-//! Memory: 16 pages, 64 KiB aligned, in the probe's RAM after the NIC's DMA area.
+//! Memory: 32 pages, 64 KiB aligned, in the probe's RAM after the NIC's DMA area.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -45,7 +45,9 @@ pub mod page {
     pub const ITTS: u64 = 6;
     /// Pages the attacks may use (a second queue, scratch).
     pub const SPARE: u64 = 8;
-    pub const COUNT: u64 = 16;
+    /// The pending table of the vCPU whose LPIs `its-remote-lpis` enables (64 KiB aligned).
+    pub const REMOTE_PENDING: u64 = 16;
+    pub const COUNT: u64 = 32;
 }
 
 /// The set-up ITS.
@@ -124,7 +126,7 @@ impl Its {
         self.area.start + n * PAGE
     }
 
-    /// Sets the ITS up in the 16 pages at `area_start` (64 KiB aligned, in RAM) and leaves
+    /// Sets the ITS up in the 32 pages at `area_start` (64 KiB aligned, in RAM) and leaves
     /// it in [`ITS`].
     pub fn init(platform: &Platform, area_start: u64) -> Result<(), ItsError> {
         let info = platform.its.ok_or(ItsError::NoTable(0))?;

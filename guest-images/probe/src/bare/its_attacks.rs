@@ -10,16 +10,19 @@
 use core::fmt::Write;
 use core::sync::atomic::Ordering;
 
+use aarch64_cpu::asm::barrier;
 use microvisor_probe::cmdline::Attack;
-use microvisor_probe::its::{self, AttackOutcome, Command, ItsError, gicr, gits, number};
+use microvisor_probe::its::{
+    self, AttackOutcome, Command, ItsError, LPI_ID_BITS, gicr, gits, number,
+};
 use microvisor_probe::pci::Bdf;
 use microvisor_probe::text::Text;
 
 use super::attacks::{Context, conclude};
 use super::console::println;
 use super::its::{ITS, Its, SLOWEST_ACCESS_TICKS, page, write_command};
-use super::net::{Doorbell, NIC, Nic};
-use super::{gic, timer};
+use super::net::{Doorbell, NIC, Nic, TX_VECTOR};
+use super::{gic, smp, timer};
 
 /// The LPI the attacks try to make pending through what they do not own (counted by the IRQ
 /// handler, never mapped by the driver).
@@ -77,6 +80,13 @@ pub fn run(attack: Attack, ctx: &Context<'_>) {
         Attack::ItsForeignDevice => (foreign_device(its, nic, own, &mut detail), false),
         Attack::ItsQueueWrap => (queue_wrap(its, own, &mut detail), true),
         Attack::ItsMapdStorm => (mapd_storm(its, own, ctx, &mut detail), true),
+        Attack::ItsRemoteLpis => {
+            let Some(receiver) = ready_receiver(ctx) else {
+                unverified("no-receiver");
+                return;
+            };
+            (remote_lpis(its, nic, own, receiver, &mut detail), true)
+        }
         _ => return,
     };
     let mut held = held;
@@ -154,7 +164,7 @@ fn bogus_commands(its: &mut Its, own: Own, detail: &mut Text<200>) -> bool {
         its::mapti(unmapped, 0, probe, 0),
         its::mapc(0, 99, true),
         its::mapc(0x7ff, its.target, true),
-        [u64::from(number::MOVI) | u64::from(d) << 32, 0, 77, 0],
+        its::movi(d, 0, 77),
         its::mapd(d, 31, its.page(page::SPARE), true),
         its::event_command(number::INT, unmapped, 0),
         its::sync(99),
@@ -456,4 +466,94 @@ fn mapd_storm(its: &mut Its, own: Own, ctx: &Context<'_>, detail: &mut Text<200>
         batch(result)
     );
     result.is_ok()
+}
+
+/// The vCPU waiting for interrupts (`attacks::sgi_receiver`) once its interrupt set-up is
+/// done: (index, affinity). None on a one-CPU slice, or when it did not come up within 2 s.
+fn ready_receiver(ctx: &Context<'_>) -> Option<(usize, u64)> {
+    let index = super::attacks::sgi_receiver(ctx.platform, ctx.boot_index)?;
+    let deadline = timer::now() + timer::ticks_from_ms(2000);
+    while gic::receiver_setup().is_none() && timer::now() < deadline {
+        timer::pause();
+    }
+    match gic::receiver_setup() {
+        Some(Ok(())) => Some((index, smp::seen(index)?)),
+        _ => None,
+    }
+}
+
+/// The LPIs of the receiver (another vCPU, asleep in WFI with IRQs unmasked) enabled from
+/// this CPU: its redistributor's GICR_PROPBASER (the property table this CPU uses),
+/// GICR_PENDBASER (a pending table of its own) and EnableLPIs written from here; collection
+/// 1 mapped to it and the NIC's TX event moved there (MAPC, MOVI, SYNC). An ARP exchange must
+/// make the receiver take the TX LPI (under the microvisor on a GICv4 node: its vPE made
+/// resident on its own core, asked for from this one). The event goes back to collection 0.
+fn remote_lpis(
+    its: &mut Its,
+    nic: &mut Nic,
+    own: Own,
+    (index, affinity): (usize, u64),
+    detail: &mut Text<200>,
+) -> bool {
+    let event = u32::from(TX_VECTOR);
+    let lpi = own.first_lpi + event;
+    println!(
+        "ATTACK its-remote-lpis attempting cpu={index} affinity={affinity:#x} propbaser,pendbaser,enable-lpis mapc=1 movi=event{event}"
+    );
+    let result = (|| -> Result<(u64, bool), ItsError> {
+        let frame = gic::Gic::from_platform().frame_of(affinity)?;
+        gic::write64(
+            frame + gicr::PROPBASER,
+            its::propbaser(its.page(page::PROPERTIES), LPI_ID_BITS),
+            "gicr_propbaser",
+        )?;
+        gic::write64(
+            frame + gicr::PENDBASER,
+            its::pendbaser(its.page(page::REMOTE_PENDING)),
+            "gicr_pendbaser",
+        )?;
+        barrier::dsb(barrier::SY);
+        let ctlr = gic::read32(frame + gicr::CTLR, "gicr_ctlr")?;
+        gic::write32(
+            frame + gicr::CTLR,
+            ctlr | gicr::CTLR_ENABLE_LPIS,
+            "gicr_ctlr",
+        )?;
+        let enabled = gic::read32(frame + gicr::CTLR, "gicr_ctlr")? & gicr::CTLR_ENABLE_LPIS != 0;
+        let target = if its.typer.targets_addresses() {
+            frame >> 16
+        } else {
+            (gic::read64(frame + microvisor_probe::gic::gicr::TYPER, "gicr_typer")? >> 8) & 0xffff
+        };
+        its.run(&[
+            its::mapc(1, target, true),
+            its::movi(own.device, event, 1),
+            its::sync(target),
+        ])?;
+        Ok((target, enabled))
+    })();
+    let (target, enabled) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = write!(detail, "setup={e}");
+            return false;
+        }
+    };
+    let before = gic::taken(lpi);
+    let exchanged = nic.exchange().is_ok();
+    let deadline = timer::now() + timer::ticks_from_ms(100);
+    while gic::taken(lpi) == before && timer::now() < deadline {
+        timer::pause();
+    }
+    let taken = gic::taken(lpi) - before;
+    let by = gic::lpi_taken_by(lpi);
+    let back = its.run(&[its::movi(own.device, event, 0), its::sync(its.target)]);
+    let _ = write!(
+        detail,
+        "enable-lpis={} target={target:#x} exchange={} tx-lpi={taken} taken-by={by:#x} back={}",
+        if enabled { "set" } else { "clear" },
+        if exchanged { "ok" } else { "failed" },
+        batch(back)
+    );
+    enabled && taken > 0 && by == affinity && back.is_ok()
 }

@@ -148,7 +148,7 @@ pub extern "C" fn boot_main(
     let own = smp::own_affinity();
     let boot_index = platform.cpus().iter().position(|&m| m == own).unwrap_or(0);
     smp::mark_online(boot_index);
-    if (options.attacks().contains(&Attack::SgiSelfTest)
+    if (attacks::wants_receiver(&options)
         || options
             .benches()
             .contains(&microvisor_probe::bench::Bench::Ipi))

@@ -435,12 +435,10 @@ pub fn race_doorbells(
 /// Checked NVMe reads the attacking vCPU makes in `race-nvme-doorbell`.
 const DOORBELL_ROUNDS: u32 = 64;
 
-/// The racing vCPU: the first one that is neither the boot CPU, the `sgi-self-test` receiver
+/// The racing vCPU: the first one that is neither the boot CPU, the interrupt receiver
 /// nor the `nvme-prp-flip` flipper.
 pub fn racer(platform: &Platform, boot_index: usize, options: &Options) -> Option<usize> {
-    let receiver = options
-        .attacks()
-        .contains(&Attack::SgiSelfTest)
+    let receiver = super::attacks::wants_receiver(options)
         .then(|| super::attacks::sgi_receiver(platform, boot_index))
         .flatten();
     let flipper = options
