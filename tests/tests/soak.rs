@@ -9,14 +9,21 @@
 //! memory test, `beat`'s NVMe queues and data test), and what they allocate once is not growth.
 //! Cycle 1 is the first restart after both printed their first heartbeat (checked).
 //!
-//! The short version (20 cycles) is part of `cargo xtask test`; `cargo xtask soak --cycles N`
-//! runs the ignored [`soak_cycles_from_xtask`] with [`CYCLES_VAR`] set and prints the report.
+//! On a GICv4.0 node (`--gicv4`) `cycle` owns a NIC whose interrupts are vLPIs of its virtual
+//! ITS, and every run must exchange a frame with both interrupts delivered.
+//!
+//! The short versions (20 cycles, both nodes) are part of `cargo xtask test`; `cargo xtask
+//! soak --cycles N [--gicv4]` runs the ignored [`soak_cycles_from_xtask`] with [`CYCLES_VAR`]
+//! (and [`GICV4_VAR`]) set and prints the report.
 
 use std::time::{Duration, Instant};
 
-use microvisor_tests::{Expect, Scenario, hv, lit, plan, probe_slice, slice, with_nvme};
+use microvisor_tests::{
+    Expect, Scenario, hv, lit, plan, probe_slice, slice, with_device, with_nvme,
+};
 use regex::Regex;
-use xtask::cmd::soak::CYCLES_VAR;
+use xtask::cmd::soak::{CYCLES_VAR, GICV4_VAR};
+use xtask::node::{Network, Nic};
 
 /// Cycles when [`CYCLES_VAR`] is not set.
 const DEFAULT_CYCLES: usize = 1000;
@@ -76,18 +83,34 @@ impl std::fmt::Display for Report {
     }
 }
 
-fn soak(name: &str, cycles: usize) -> Report {
+/// The node a soak runs on.
+#[derive(Clone, Copy, PartialEq)]
+enum Node {
+    /// GICv3, no PCI function assigned.
+    Gicv3,
+    /// GICv4.0 with an SMMUv3, and `cycle` owning a NIC whose MSIs are its vLPIs: every run
+    /// maps them through its virtual ITS (physical VMAPTIs) and every restart discards them,
+    /// so the physical ITS's command queue (128 commands) goes round many times.
+    Gicv4,
+}
+
+fn soak(name: &str, cycles: usize, kind: Node) -> Report {
     assert!(cycles >= 1, "a soak needs at least one cycle");
     let victims = ["beat", "quiet"];
     let beat = format!("cmdline = \"heartbeat={VICTIM_BEAT_MS} nvme-check=1\"");
     let quiet = format!("cmdline = \"heartbeat={VICTIM_BEAT_MS} nvme=0\"");
+    let cycling = probe_slice(
+        "cycle",
+        "1",
+        "32MiB",
+        "cmdline = \"heartbeat=20 reset-after=1 nvme=0\"",
+    );
+    let cycling = match kind {
+        Node::Gicv3 => cycling,
+        Node::Gicv4 => with_device(&cycling, "pci = \"01:00.0\""),
+    };
     let node = plan(&[
-        probe_slice(
-            "cycle",
-            "1",
-            "32MiB",
-            "cmdline = \"heartbeat=20 reset-after=1 nvme=0\"",
-        ),
+        cycling,
         with_nvme(&probe_slice("beat", "1", "64MiB", &beat), 1, "16MiB"),
         probe_slice("quiet", "1", "64MiB", &quiet),
     ]);
@@ -96,9 +119,23 @@ fn soak(name: &str, cycles: usize) -> Report {
     let last_line =
         format!(r"^heap: \d+ bytes in use, \d+ stage-2 tables \(slice cycle run {last_run}\)$");
     let started = Instant::now();
-    let outcome = Scenario::new(name)
-        .inline_node(3, 1 << 30)
-        .disk(1 << 30)
+    let mut scenario = Scenario::new(name).inline_node(3, 1 << 30).disk(1 << 30);
+    if kind == Node::Gicv4 {
+        // Every run's NIC works: an ARP exchange with both interrupts delivered as vLPIs.
+        scenario = scenario
+            .gic_v4()
+            .smmuv3()
+            .nic(Nic::on(Network::Host))
+            .expect(Expect::Line {
+                pattern: slice(
+                    "cycle",
+                    r"^NET PASS .* irq-tx=delivered\(us=\d+\) irq-rx=delivered\(us=\d+\)$",
+                ),
+                count: WARMUP + cycles + 1,
+            })
+            .expect(Expect::Never(slice("cycle", "^NET FAIL")));
+    }
+    let outcome = scenario
         .plan(&node)
         .timeout(Duration::from_secs(120 + 2 * cycles as u64))
         .all_healthy()
@@ -192,7 +229,12 @@ fn soak(name: &str, cycles: usize) -> Report {
 
 #[test]
 fn a_slice_resetting_itself_20_times_leaves_the_hypervisor_as_it_was() {
-    soak("soak_short", 20);
+    soak("soak_short", 20, Node::Gicv3);
+}
+
+#[test]
+fn a_slice_with_direct_nic_interrupts_resetting_itself_20_times_leaves_the_hypervisor_as_it_was() {
+    soak("soak_short_gicv4", 20, Node::Gicv4);
 }
 
 #[test]
@@ -205,5 +247,8 @@ fn soak_cycles_from_xtask() {
                 .unwrap_or_else(|_| panic!("{CYCLES_VAR}={v}: not a number"))
         })
         .unwrap_or(DEFAULT_CYCLES);
-    soak("soak", cycles);
+    match std::env::var_os(GICV4_VAR) {
+        Some(_) => soak("soak_gicv4", cycles, Node::Gicv4),
+        None => soak("soak", cycles, Node::Gicv3),
+    };
 }
