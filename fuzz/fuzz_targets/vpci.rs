@@ -332,6 +332,19 @@ fn step(w: &mut World, op: Op) {
                         .any(|b| inside(b.cpu, physical, u64::from(wd))),
                     "forwarded to {physical:#x}, outside the function's BARs"
                 ),
+                BarRead::Pending {
+                    physical,
+                    held,
+                    emulated,
+                } => {
+                    assert!(
+                        w.bars
+                            .iter()
+                            .any(|b| inside(b.cpu, physical, u64::from(wd))),
+                        "PBA read forwarded to {physical:#x}, outside the function's BARs"
+                    );
+                    assert!(fits(held | emulated, wd), "PBA bits past width {wd}");
+                }
                 BarRead::Unclaimed => {}
             }
         }

@@ -215,8 +215,9 @@ fn linux_slices_on_the_network() {
 /// The attacks the NIC owner runs, net-desc-outside last: its DMA outside the slice may stop
 /// the slice (its on-fault policy), which ends the list. net-reset-dma runs in its own slice
 /// (it restarts that slice).
-const NET_ATTACKS: [&str; 6] = [
+const NET_ATTACKS: [&str; 7] = [
     "net-msix-foreign",
+    "net-msix-pending",
     "net-pba-write",
     "net-bar-move",
     "net-bus-master",

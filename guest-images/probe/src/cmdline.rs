@@ -101,6 +101,9 @@ pub enum Attack {
     NetBusMaster,
     /// The NIC's extended configuration space read and written.
     NetHiddenCaps,
+    /// The TX vector masked while a frame is sent: its Pending Bit set, the interrupt held
+    /// until the unmask.
+    NetMsixPending,
     /// A long transmit/receive loop, then PSCI SYSTEM_RESET mid-transfer.
     NetResetDma,
     /// Bogus commands on the slice's ITS: unknown and GICv4 command numbers, out-of-range
@@ -183,7 +186,7 @@ pub const GROUPS: [(&str, &str); 8] = [
 
 impl Attack {
     /// Every attack, in documentation order.
-    pub const ALL: [Attack; 46] = [
+    pub const ALL: [Attack; 47] = [
         Attack::ReadPastRam,
         Attack::WritePastRam,
         Attack::ReadAddr,
@@ -214,6 +217,7 @@ impl Attack {
         Attack::NetBarMove,
         Attack::NetBusMaster,
         Attack::NetHiddenCaps,
+        Attack::NetMsixPending,
         Attack::NetResetDma,
         Attack::ItsBogusCommands,
         Attack::ItsTablesOutside,
@@ -331,6 +335,7 @@ impl Attack {
             Attack::NetBarMove => "net-bar-move",
             Attack::NetBusMaster => "net-bus-master",
             Attack::NetHiddenCaps => "net-hidden-caps",
+            Attack::NetMsixPending => "net-msix-pending",
             Attack::NetResetDma => "net-reset-dma",
             Attack::ItsBogusCommands => "its-bogus-commands",
             Attack::ItsTablesOutside => "its-tables-outside",

@@ -216,6 +216,7 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
         | Attack::NetBarMove
         | Attack::NetBusMaster
         | Attack::NetHiddenCaps
+        | Attack::NetMsixPending
         | Attack::NetResetDma => super::net_attacks::run(attack, ctx),
         Attack::ItsBogusCommands
         | Attack::ItsTablesOutside

@@ -676,6 +676,16 @@ impl Nic {
         Ok(())
     }
 
+    /// Sets or clears the Mask bit of MSI-X table entry `v` (Vector Control), nothing else.
+    pub fn set_vector_masked(&self, v: u16, masked: bool) -> Result<(), NetError> {
+        let control = self.msix_table + u64::from(v) * msix::ENTRY_BYTES + 12;
+        bar::w32(
+            control,
+            if masked { msix::VECTOR_MASKED } else { 0 },
+            "msix",
+        )
+    }
+
     /// Writes MSI-X table entry `v`.
     pub fn write_msix_entry(
         &self,

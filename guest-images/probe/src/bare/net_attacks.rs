@@ -13,7 +13,7 @@ use microvisor_probe::text::Text;
 use microvisor_probe::verdict::{Outcome, Verdict};
 use microvisor_probe::virtio::attacks::{
     BarCase, BarMoveOutcome, BusMasterOutcome, Delivery, DescOutsideOutcome, DmaCase,
-    HiddenCapsOutcome, MAX_CAPS, MAX_MSI_CASES, MsiEffect, MsixOutcome, PbaOutcome,
+    HiddenCapsOutcome, MAX_CAPS, MAX_MSI_CASES, MsiEffect, MsixOutcome, PbaOutcome, PendingOutcome,
 };
 use microvisor_probe::virtio::{
     GICD_SETSPI_NSR, PHYSICAL_ITS_TRANSLATER, RX_QUEUE, TX_QUEUE, status,
@@ -44,6 +44,7 @@ pub fn run(attack: Attack, ctx: &Context<'_>) {
         Attack::NetBarMove => bar_move(nic, ctx),
         Attack::NetBusMaster => bus_master(nic),
         Attack::NetHiddenCaps => hidden_caps(nic),
+        Attack::NetMsixPending => msix_pending(nic),
         Attack::NetResetDma => reset_dma(nic, ctx),
         _ => {}
     }
@@ -276,6 +277,50 @@ fn msix_foreign(nic: &mut Nic, ctx: &Context<'_>) {
             restored,
         },
     );
+}
+
+/// The TX vector's Mask bit set, one ARP request sent (its TX completion is the vector's
+/// event), its Pending Bit read; the Mask bit cleared, up to 100 ms for the interrupt, the bit
+/// read again.
+fn msix_pending(nic: &mut Nic) {
+    let word = nic.msix_pba + 4 * u64::from(TX_VECTOR / 32);
+    let bit = 1u32 << (TX_VECTOR % 32);
+    println!(
+        "ATTACK net-msix-pending attempting vector={TX_VECTOR} pba={word:#x} doorbell={}",
+        nic.doorbell
+    );
+    let pending = || {
+        bar::r32(word, "pba")
+            .map(|w| w & bit != 0)
+            .map_err(|_| PendingOutcome::Unverified("pba-read"))
+    };
+    let outcome = (|| {
+        nic.clear_irq(TX_VECTOR);
+        let before = nic.irq_count(TX_VECTOR);
+        nic.set_vector_masked(TX_VECTOR, true)
+            .map_err(|_| PendingOutcome::Unverified("mask"))?;
+        nic.send_arp()
+            .map_err(|_| PendingOutcome::Unverified("tx"))?;
+        let _ = nic.wait_reply(500);
+        timer::sleep_us(20_000);
+        let while_masked = nic.irq_count(TX_VECTOR) - before;
+        let pba_masked = pending()?;
+        nic.set_vector_masked(TX_VECTOR, false)
+            .map_err(|_| PendingOutcome::Unverified("unmask"))?;
+        let deadline = timer::now() + timer::ticks_from_ms(100);
+        while nic.irq_count(TX_VECTOR) == before + while_masked && timer::now() < deadline {
+            timer::pause();
+        }
+        let delivered = nic.irq_count(TX_VECTOR) > before + while_masked;
+        Ok(PendingOutcome::Done {
+            while_masked,
+            pba_masked,
+            delivered,
+            pba_after: pending()?,
+        })
+    })()
+    .unwrap_or_else(|e| e);
+    conclude(Attack::NetMsixPending, &outcome);
 }
 
 fn pba_write(nic: &mut Nic) {

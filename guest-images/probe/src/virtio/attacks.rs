@@ -255,6 +255,62 @@ impl fmt::Display for PbaOutcome {
     }
 }
 
+/// `net-msix-pending`: the TX vector masked while a frame is sent, then unmasked. PCIe Base
+/// §6.1.4.5: a masked vector's message is not sent but its Pending Bit set; unmasked with the
+/// bit set, the function sends the message and clears the bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PendingOutcome {
+    /// Masked, a frame sent, read; unmasked, waited, read.
+    Done {
+        /// Interrupts of the vector taken while it was masked (must be 0).
+        while_masked: u32,
+        /// Its Pending Bit while masked, after the frame (must be set).
+        pba_masked: bool,
+        /// Whether its interrupt arrived after the unmask (must).
+        delivered: bool,
+        /// Its Pending Bit after that (must be clear).
+        pba_after: bool,
+    },
+    /// An entry write, the frame or a PBA read failed (why).
+    Unverified(&'static str),
+}
+
+impl Outcome for PendingOutcome {
+    fn verdict(&self) -> Verdict {
+        match *self {
+            PendingOutcome::Done {
+                while_masked,
+                pba_masked,
+                delivered,
+                pba_after,
+            } => Verdict::of(while_masked == 0 && pba_masked && delivered && !pba_after),
+            PendingOutcome::Unverified(_) => Verdict::Unverified,
+        }
+    }
+}
+
+/// `masked-irqs=<n> pba-masked=set|clear delivered=yes|no pba-after=set|clear`, `<why>`.
+impl fmt::Display for PendingOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bit = |set: bool| if set { "set" } else { "clear" };
+        match *self {
+            PendingOutcome::Done {
+                while_masked,
+                pba_masked,
+                delivered,
+                pba_after,
+            } => write!(
+                f,
+                "masked-irqs={while_masked} pba-masked={} delivered={} pba-after={}",
+                bit(pba_masked),
+                if delivered { "yes" } else { "no" },
+                bit(pba_after)
+            ),
+            PendingOutcome::Unverified(why) => f.write_str(why),
+        }
+    }
+}
+
 /// What moving a BAR over something showed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BarCase {
@@ -593,6 +649,30 @@ mod tests {
         );
         let u = PbaOutcome::Unverified("no-msix");
         assert_eq!(format!("{}", Line(&u)), "NOT-CONTAINED unverified no-msix");
+    }
+
+    #[test]
+    fn pending_verdicts() {
+        let done = |while_masked, pba_masked, delivered, pba_after| PendingOutcome::Done {
+            while_masked,
+            pba_masked,
+            delivered,
+            pba_after,
+        };
+        assert_eq!(
+            format!("{}", Line(&done(0, true, true, false))),
+            "contained masked-irqs=0 pba-masked=set delivered=yes pba-after=clear"
+        );
+        for wrong in [
+            done(1, true, true, false),
+            done(0, false, true, false),
+            done(0, true, false, false),
+            done(0, true, true, true),
+        ] {
+            assert_eq!(wrong.verdict(), Verdict::NotContained, "{wrong}");
+        }
+        let u = PendingOutcome::Unverified("pba-read");
+        assert_eq!(format!("{}", Line(&u)), "NOT-CONTAINED unverified pba-read");
     }
 
     #[test]

@@ -280,6 +280,14 @@ impl AssignedDevice {
                     let (mmio, offset) = physical.bar_at(at)?;
                     Some(mmio.read(offset, width))
                 }
+                BarRead::Pending {
+                    physical: at,
+                    held,
+                    emulated,
+                } => {
+                    let (mmio, offset) = physical.bar_at(at)?;
+                    Some(mmio.read(offset, width) & held | emulated)
+                }
                 BarRead::Unclaimed => None,
             },
             Some(value) => match function.bar_write(ipa, width, value) {

@@ -67,7 +67,8 @@
 //!   address and that EventID, which the physical ITS translates into the vLPI the guest's
 //!   own vITS commands mapped. The hypervisor never sees these interrupts, so masking is
 //!   physical: the route exists only while the entry is unmasked, MSI-X is enabled and the
-//!   function is not masked (the device keeps a masked vector's message pending itself).
+//!   function is not masked (the device keeps a masked vector's message pending itself, and
+//!   the guest's PBA reads the device's bit for it: [`BarRead::Pending`]).
 //!
 //! The physical state the kernel keeps while the function is assigned: BARs where the
 //! hypervisor placed them, Memory Space on, I/O Space off, INTx disabled, Bus Master as the
@@ -289,6 +290,15 @@ pub enum BarRead {
     Emulated(u64),
     /// Read the same width at this host-physical address and return it.
     Forward { physical: u64 },
+    /// A PBA read on the vITS path: read the same width at `physical` (the device's own PBA)
+    /// and return `(value & held) | emulated`. `held` are the bits of the vectors the guest
+    /// masked: their physical entries are masked too, so the device keeps their messages
+    /// pending itself (PCIe Base §6.1.4.5) and sends them when the route comes back.
+    Pending {
+        physical: u64,
+        held: u64,
+        emulated: u64,
+    },
     /// No mapped BAR of the function holds the address.
     Unclaimed,
 }
@@ -731,6 +741,41 @@ impl AssignedFunction {
         }
     }
 
+    /// The guest's read of `width` bytes at offset `pba` of its PBA (`offset` in BAR `bar`):
+    /// the emulated bits, and on the vITS path the device's own bits of the vectors it holds
+    /// pending ([`BarRead::Pending`]).
+    fn pba_read(&self, bar: usize, offset: u64, pba: u64, width: u8) -> BarRead {
+        let emulated = self.read_pba(pba, width);
+        match (
+            self.held_pending(pba, width),
+            self.forward(bar, offset, width),
+        ) {
+            (0, _) | (_, None) => BarRead::Emulated(emulated),
+            (held, Some(physical)) => BarRead::Pending {
+                physical,
+                held,
+                emulated,
+            },
+        }
+    }
+
+    /// The bits of a `width`-byte PBA read at offset `pba` (bit n: vector 8 * `pba` + n)
+    /// whose pending state the device holds: on the vITS path, with MSI-X enabled, every
+    /// vector the guest masked (its own Mask bit or the Function Mask). Elsewhere none: the
+    /// hypervisor takes a masked vector's interrupt and keeps its bit.
+    fn held_pending(&self, pba: u64, width: u8) -> u64 {
+        if !matches!(self.msi, MsiTarget::Its { .. }) || !self.msix.enabled() {
+            return 0;
+        }
+        let first = pba.saturating_mul(8);
+        (0..u64::from(width) * 8)
+            .filter(|&n| {
+                u16::try_from(first + n)
+                    .is_ok_and(|v| v < self.msix.vectors() && self.msix.masked(v))
+            })
+            .fold(0, |bits, n| bits | 1 << n)
+    }
+
     /// A guest read of `width` bytes at `guest` that trapped inside one of the BARs.
     /// Accesses must be 1, 2, 4 or 8 bytes, naturally aligned (anything else reads
     /// all-ones); the bytes a small BAR was padded with read 0.
@@ -743,7 +788,7 @@ impl AssignedFunction {
         }
         match self.emulated_at(i, offset, width) {
             Some(Ok(table)) => BarRead::Emulated(self.read_table(table, width)),
-            Some(Err(pba)) => BarRead::Emulated(self.read_pba(pba, width)),
+            Some(Err(pba)) => self.pba_read(i, offset, pba, width),
             None => self
                 .forward(i, offset, width)
                 .map_or(BarRead::Emulated(0), |physical| BarRead::Forward {

@@ -899,6 +899,41 @@ fn entries_aimed_at_the_virtual_its_route_events_while_unmasked() {
 }
 
 #[test]
+fn the_pba_of_a_virtual_its_function_shows_what_the_device_holds() {
+    let mut f = its_nic();
+    program(&mut f, 1, ITS_DOORBELL, 3);
+    let pending = |held, emulated| BarRead::Pending {
+        physical: BAR1_PHYSICAL + 0x800,
+        held,
+        emulated,
+    };
+    // Vectors 0, 2 and 3 are masked since reset: their physical entries are masked, so the
+    // device keeps their messages; vector 1 is routed, nothing of it is pending anywhere.
+    assert_eq!(f.bar_read(PBA, 4), pending(0b1101, 0));
+    assert_eq!(f.bar_read(PBA, 8), pending(0b1101, 0));
+    assert_eq!(
+        f.bar_read(PBA, 1),
+        pending(0b1101, 0),
+        "past vector 3: none"
+    );
+    // The guest masks vector 1: the device holds it too; a stray physical LPI the hypervisor
+    // took for it shows as well.
+    emulated(f.bar_write(TABLE + 16 + 12, 4, 1));
+    assert_eq!(f.bar_read(PBA, 4), pending(0b1111, 0));
+    assert_eq!(f.interrupt(1), Interrupt::Pending);
+    assert_eq!(f.bar_read(PBA, 4), pending(0b1111, 0b10));
+    // Beyond the PBA's vectors (its padding dword) nothing is the device's.
+    assert_eq!(f.bar_read(PBA + 4, 4), BarRead::Emulated(0));
+    // MSI-X disabled: no vector is signalled, nothing read from the device.
+    f.config_write(CAP_MSIX + 2, 2, 0);
+    assert_eq!(f.bar_read(PBA, 4), BarRead::Emulated(0b10));
+    // The Function Mask holds every vector.
+    f.config_write(CAP_MSIX + 2, 2, 0xc000);
+    program(&mut f, 1, ITS_DOORBELL, 3);
+    assert_eq!(f.bar_read(PBA, 4), pending(0b1111, 0b10));
+}
+
+#[test]
 fn masked_vectors_are_pending_and_deliver_once_on_unmask() {
     let mut f = msix_nic();
     program(&mut f, 2, DOORBELL, 66);
