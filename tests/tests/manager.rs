@@ -8,7 +8,9 @@
 //!   manager; bad requests get one clear error; a slice that is not the manager calling the
 //!   interface is stopped like any access to an address it does not have.
 //! - Tenant hand-over: a probe plants a secret in its RAM and on its disk, is powered off,
-//!   erased, and started again with a checker: nothing of the secret is anywhere.
+//!   erased, and started again with a checker: nothing of the secret is anywhere. On a GICv4
+//!   node, the old tenant's interrupt set-up of a vCPU that was off leaves nothing for the new
+//!   tenant's.
 //! - 200 restarts of one slice while another keeps its heartbeats; the hypervisor's heap is
 //!   the same at the end as after the first restart.
 //!
@@ -18,8 +20,9 @@ use std::time::Duration;
 
 use microvisor_tests::{
     Expect, Input, Pattern, Scenario, Step, hv, linux_slice, lit, plan, probe_slice, run_step,
-    shell_ready, shell_steps, slice, with_nvme,
+    shell_ready, shell_steps, slice, with_device, with_nvme,
 };
+use xtask::node::{Network, Nic};
 
 /// Inputs typing `steps` into the manager's shell once it can take them: its banner is out,
 /// and so is the `REDFISH ready` line its init prints from the background. That line, printed
@@ -244,6 +247,57 @@ fn manager_hands_a_slice_to_a_new_tenant_with_nothing_of_the_old() {
         slice("tenant", "^SECRET CLEAN$"),
     ]))
     .expect(Expect::Never(slice("tenant", "^SECRET FOUND")))
+    .run();
+}
+
+#[test]
+fn a_new_tenant_gets_none_of_the_old_tenants_interrupt_state_on_a_gicv4_node() {
+    // The old tenant (two vCPUs, a NIC whose MSIs are vLPIs) turns vCPU 1 off and then enables
+    // its LPIs from vCPU 0 with a property table of disabled LPIs (its-remote-off). The new
+    // tenant, booted by the manager with another command line, enables vCPU 1's LPIs with its
+    // own table and moves the NIC's TX event there (its-remote-lpis): vCPU 1 must take it. A
+    // vPE the old tenant had made resident on the parked core would have kept the old table.
+    let node = plan(&[
+        manager(),
+        with_device(
+            &probe_slice(
+                "tenant",
+                "2",
+                "64MiB",
+                "cmdline = \"attack=its-remote-off heartbeat=500\"",
+            ),
+            "pci = \"01:00.0\"",
+        ),
+    ]);
+    let script = [
+        "microvisorctl boot tenant --kernel /images/probe --cmdline attack=its-remote-lpis --restart",
+    ];
+    let old = slice(
+        "tenant",
+        "^ATTACK its-remote-off contained receiver-off=yes enable-lpis=set ",
+    );
+    let mut s = Scenario::new("manager_tenant_gicv4")
+        .inline_node(3, 1 << 30)
+        .gic_v4()
+        .smmuv3()
+        .disk(64 << 20)
+        .nic(Nic::on(Network::Host))
+        .plan(&node)
+        .timeout(Duration::from_secs(300))
+        .healthy(&["manager"])
+        .reimaged("tenant");
+    s = s.input(Input::wait(old.clone()));
+    for input in manager_script(&script) {
+        s = s.input(input);
+    }
+    s.expect(Expect::Sequence(vec![
+        old,
+        hv("^slice tenant restarted: forced restart by the manager$"),
+        slice(
+            "tenant",
+            "^ATTACK its-remote-lpis contained enable-lpis=set target=0x1 exchange=ok tx-lpi=[1-9][0-9]* taken-by=0x1 back=completed ",
+        ),
+    ]))
     .run();
 }
 

@@ -121,6 +121,10 @@ pub enum Attack {
     /// Another vCPU's LPIs enabled from the boot CPU (its redistributor's tables and
     /// EnableLPIs written remotely), the NIC's TX event moved to that vCPU's collection.
     ItsRemoteLpis,
+    /// Another vCPU turned off (PSCI CPU_OFF), then its LPIs enabled from the boot CPU with
+    /// a property table of disabled LPIs: what must not outlive the run (`its-remote-lpis`
+    /// in the next run judges it).
+    ItsRemoteOff,
     /// A control-interface request (docs/control.md) from a slice that is not the manager:
     /// a request header written to the data window, then a read of `EXECUTE`.
     ControlCall,
@@ -186,7 +190,7 @@ pub const GROUPS: [(&str, &str); 8] = [
 
 impl Attack {
     /// Every attack, in documentation order.
-    pub const ALL: [Attack; 47] = [
+    pub const ALL: [Attack; 48] = [
         Attack::ReadPastRam,
         Attack::WritePastRam,
         Attack::ReadAddr,
@@ -225,6 +229,7 @@ impl Attack {
         Attack::ItsQueueWrap,
         Attack::ItsMapdStorm,
         Attack::ItsRemoteLpis,
+        Attack::ItsRemoteOff,
         Attack::ControlCall,
         Attack::CntpOwn,
         Attack::RaceInsnFlip,
@@ -343,6 +348,7 @@ impl Attack {
             Attack::ItsQueueWrap => "its-queue-wrap",
             Attack::ItsMapdStorm => "its-mapd-storm",
             Attack::ItsRemoteLpis => "its-remote-lpis",
+            Attack::ItsRemoteOff => "its-remote-off",
             Attack::ControlCall => "control-call",
             Attack::CntpOwn => "cntp-own",
             Attack::RaceInsnFlip => "race-insn-flip",

@@ -3,6 +3,8 @@
 
 /// PSCI_VERSION.
 pub const PSCI_VERSION: u64 = 0x8400_0000;
+/// CPU_OFF.
+pub const CPU_OFF: u64 = 0x8400_0002;
 /// CPU_ON, SMC64.
 pub const CPU_ON: u64 = 0xC400_0003;
 /// AFFINITY_INFO, SMC64.

@@ -61,10 +61,12 @@ pub fn sgi_receiver(platform: &Platform, boot_index: usize) -> Option<usize> {
 
 /// Whether an attack asked for needs [`sgi_receiver`] waiting for interrupts.
 pub fn wants_receiver(options: &Options) -> bool {
-    options
-        .attacks()
-        .iter()
-        .any(|a| matches!(a, Attack::SgiSelfTest | Attack::ItsRemoteLpis))
+    options.attacks().iter().any(|a| {
+        matches!(
+            a,
+            Attack::SgiSelfTest | Attack::ItsRemoteLpis | Attack::ItsRemoteOff
+        )
+    })
 }
 
 /// The vCPU that flips PRP list entries during `nvme-prp-flip`: the last
@@ -223,7 +225,8 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
         | Attack::ItsForeignDevice
         | Attack::ItsQueueWrap
         | Attack::ItsMapdStorm
-        | Attack::ItsRemoteLpis => super::its_attacks::run(attack, ctx),
+        | Attack::ItsRemoteLpis
+        | Attack::ItsRemoteOff => super::its_attacks::run(attack, ctx),
         Attack::CntpOwn => sweep::cntp_own(),
         Attack::RaceInsnFlip
         | Attack::RaceInsnKind

@@ -9,7 +9,7 @@
 //! so the IRQ entry, which saves only the general-purpose scratch registers,
 //! never corrupts FP/SIMD state the compiler keeps live.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use aarch64_cpu::registers::{ICC_CTLR_EL1, Readable};
 use microvisor_probe::MAX_CPUS;
@@ -265,6 +265,14 @@ static RECEIVER_SETUP: spin::Once<Result<(), GicError>> = spin::Once::new();
 /// the answer of the `ipi` benchmark.
 static ECHO: AtomicU64 = AtomicU64::new(0);
 
+/// Set: the receiver turns itself off (PSCI CPU_OFF) at the next [`SELF_TEST_SGI`] it takes.
+static OFF_REQUEST: AtomicBool = AtomicBool::new(false);
+
+/// Makes the receiver call PSCI CPU_OFF at the next [`SELF_TEST_SGI`] it takes.
+pub fn request_receiver_off() {
+    OFF_REQUEST.store(true, Ordering::Release);
+}
+
 /// Makes the receiver answer every [`SELF_TEST_SGI`] it takes with the SGI `sgi1r` names
 /// (0: stop answering).
 pub fn set_echo(sgi1r: u64) {
@@ -453,6 +461,15 @@ pub extern "C" fn irq() {
             if intid == u64::from(SELF_TEST_SGI) && echo != 0 {
                 // An SGI that cannot be sent shows as a missing answer.
                 let _ = send_sgi(echo);
+            }
+            if intid == u64::from(SELF_TEST_SGI) && OFF_REQUEST.swap(false, Ordering::AcqRel) {
+                write_icc_eoir1_el1(intid);
+                let conduit = super::PLATFORM
+                    .get()
+                    .map_or(microvisor_probe::dt::Conduit::Hvc, smp::conduit);
+                // Returns only if the call failed: the SGI is over either way.
+                let _ = super::psci::cpu_off(conduit);
+                return;
             }
         }
         None => {

@@ -12,6 +12,7 @@ use core::sync::atomic::Ordering;
 
 use aarch64_cpu::asm::barrier;
 use microvisor_probe::cmdline::Attack;
+use microvisor_probe::gic::{SELF_TEST_SGI, SgiRequest};
 use microvisor_probe::its::{
     self, AttackOutcome, Command, ItsError, LPI_ID_BITS, gicr, gits, number,
 };
@@ -22,7 +23,7 @@ use super::attacks::{Context, conclude};
 use super::console::println;
 use super::its::{ITS, Its, SLOWEST_ACCESS_TICKS, page, write_command};
 use super::net::{Doorbell, NIC, Nic, TX_VECTOR};
-use super::{gic, smp, timer};
+use super::{gic, psci, smp, timer};
 
 /// The LPI the attacks try to make pending through what they do not own (counted by the IRQ
 /// handler, never mapped by the driver).
@@ -86,6 +87,13 @@ pub fn run(attack: Attack, ctx: &Context<'_>) {
                 return;
             };
             (remote_lpis(its, nic, own, receiver, &mut detail), true)
+        }
+        Attack::ItsRemoteOff => {
+            let Some(receiver) = ready_receiver(ctx) else {
+                unverified("no-receiver");
+                return;
+            };
+            (remote_off(its, receiver, ctx, &mut detail), true)
         }
         _ => return,
     };
@@ -501,25 +509,7 @@ fn remote_lpis(
         "ATTACK its-remote-lpis attempting cpu={index} affinity={affinity:#x} propbaser,pendbaser,enable-lpis mapc=1 movi=event{event}"
     );
     let result = (|| -> Result<(u64, bool), ItsError> {
-        let frame = gic::Gic::from_platform().frame_of(affinity)?;
-        gic::write64(
-            frame + gicr::PROPBASER,
-            its::propbaser(its.page(page::PROPERTIES), LPI_ID_BITS),
-            "gicr_propbaser",
-        )?;
-        gic::write64(
-            frame + gicr::PENDBASER,
-            its::pendbaser(its.page(page::REMOTE_PENDING)),
-            "gicr_pendbaser",
-        )?;
-        barrier::dsb(barrier::SY);
-        let ctlr = gic::read32(frame + gicr::CTLR, "gicr_ctlr")?;
-        gic::write32(
-            frame + gicr::CTLR,
-            ctlr | gicr::CTLR_ENABLE_LPIS,
-            "gicr_ctlr",
-        )?;
-        let enabled = gic::read32(frame + gicr::CTLR, "gicr_ctlr")? & gicr::CTLR_ENABLE_LPIS != 0;
+        let (frame, enabled) = enable_remote_lpis(its, affinity, its.page(page::PROPERTIES))?;
         let target = if its.typer.targets_addresses() {
             frame >> 16
         } else {
@@ -556,4 +546,78 @@ fn remote_lpis(
         batch(back)
     );
     enabled && taken > 0 && by == affinity && back.is_ok()
+}
+
+/// Enables the LPIs of the vCPU whose redistributor is at affinity `affinity` from this CPU:
+/// its GICR_PROPBASER (`properties`), GICR_PENDBASER (the remote pending table) and
+/// EnableLPIs. Returns the frame and whether EnableLPIs reads set.
+fn enable_remote_lpis(its: &Its, affinity: u64, properties: u64) -> Result<(u64, bool), ItsError> {
+    let frame = gic::Gic::from_platform().frame_of(affinity)?;
+    gic::write64(
+        frame + gicr::PROPBASER,
+        its::propbaser(properties, LPI_ID_BITS),
+        "gicr_propbaser",
+    )?;
+    gic::write64(
+        frame + gicr::PENDBASER,
+        its::pendbaser(its.page(page::REMOTE_PENDING)),
+        "gicr_pendbaser",
+    )?;
+    barrier::dsb(barrier::SY);
+    let ctlr = gic::read32(frame + gicr::CTLR, "gicr_ctlr")?;
+    gic::write32(
+        frame + gicr::CTLR,
+        ctlr | gicr::CTLR_ENABLE_LPIS,
+        "gicr_ctlr",
+    )?;
+    let enabled = gic::read32(frame + gicr::CTLR, "gicr_ctlr")? & gicr::CTLR_ENABLE_LPIS != 0;
+    Ok((frame, enabled))
+}
+
+/// The receiver asked to turn itself off (an SGI; it calls PSCI CPU_OFF), AFFINITY_INFO
+/// polled until it reads OFF (1 s at most); then its LPIs enabled from here with the
+/// property table at the spare pages, where every LPI is disabled. Nothing of this may
+/// outlive the run: a vPE made resident for the vCPU while it is off would keep that table
+/// into the slice's next run, whose `its-remote-lpis` then finds the NIC's LPI disabled. This
+/// run can only tell that the steps were done (`contained`).
+fn remote_off(
+    its: &mut Its,
+    (index, affinity): (usize, u64),
+    ctx: &Context<'_>,
+    detail: &mut Text<200>,
+) -> bool {
+    let properties = its.page(page::SPARE);
+    println!(
+        "ATTACK its-remote-off attempting cpu={index} affinity={affinity:#x} cpu-off then propbaser={properties:#x},pendbaser,enable-lpis"
+    );
+    gic::request_receiver_off();
+    let sent = gic::send_sgi(SgiRequest::to(affinity, SELF_TEST_SGI).value()).is_ok();
+    let deadline = timer::now() + timer::ticks_from_ms(1000);
+    let off = loop {
+        if psci::affinity_info(ctx.conduit, affinity) == 1 {
+            break true;
+        }
+        if timer::now() > deadline {
+            break false;
+        }
+        timer::pause();
+    };
+    if !(sent && off) {
+        let _ = write!(detail, "sgi-sent={sent} receiver-off=no");
+        return false;
+    }
+    match enable_remote_lpis(its, affinity, properties) {
+        Ok((_, enabled)) => {
+            let _ = write!(
+                detail,
+                "receiver-off=yes enable-lpis={}",
+                if enabled { "set" } else { "clear" }
+            );
+            enabled
+        }
+        Err(e) => {
+            let _ = write!(detail, "receiver-off=yes setup={e}");
+            false
+        }
+    }
 }

@@ -5,7 +5,7 @@
 use microvisor_probe::dt::Conduit;
 
 pub use microvisor_probe::psci::{
-    AFFINITY_INFO, CPU_ON, PSCI_VERSION, SYSTEM_OFF, SYSTEM_RESET, status_name,
+    AFFINITY_INFO, CPU_OFF, CPU_ON, PSCI_VERSION, SYSTEM_OFF, SYSTEM_RESET, status_name,
 };
 
 /// `hvc #0` with function `fid` and three arguments; returns x0.
@@ -60,6 +60,11 @@ pub fn call(conduit: Conduit, fid: u64, a1: u64, a2: u64, a3: u64) -> i64 {
 /// CPU_ON: start the CPU with affinity `target` at `entry` with x0 = `context`.
 pub fn cpu_on(conduit: Conduit, target: u64, entry: u64, context: u64) -> i64 {
     call(conduit, CPU_ON, target, entry, context)
+}
+
+/// CPU_OFF: the calling CPU stops (returns only on failure).
+pub fn cpu_off(conduit: Conduit) -> i64 {
+    call(conduit, CPU_OFF, 0, 0, 0)
 }
 
 /// AFFINITY_INFO at affinity level 0: 0 = ON, 1 = OFF, 2 = ON_PENDING.
