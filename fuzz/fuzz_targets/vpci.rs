@@ -324,25 +324,23 @@ fn step(w: &mut World, op: Op) {
         Op::BarRead(bar, offset, sel) => {
             let guest = guest_address(w, bar, offset);
             let wd = width(sel);
-            match w.f.bar_read(guest, wd) {
-                BarRead::Emulated(v) => assert!(fits(v, wd), "BAR read {v:#x} of width {wd}"),
-                BarRead::Forward { physical } => assert!(
+            let forwarded = |physical: u64| {
+                assert!(
                     w.bars
                         .iter()
                         .any(|b| inside(b.cpu, physical, u64::from(wd))),
                     "forwarded to {physical:#x}, outside the function's BARs"
-                ),
+                )
+            };
+            match w.f.bar_read(guest, wd) {
+                BarRead::Emulated(v) => assert!(fits(v, wd), "BAR read {v:#x} of width {wd}"),
+                BarRead::Forward { physical } => forwarded(physical),
                 BarRead::Pending {
                     physical,
                     held,
                     emulated,
                 } => {
-                    assert!(
-                        w.bars
-                            .iter()
-                            .any(|b| inside(b.cpu, physical, u64::from(wd))),
-                        "PBA read forwarded to {physical:#x}, outside the function's BARs"
-                    );
+                    forwarded(physical);
                     assert!(fits(held | emulated, wd), "PBA bits past width {wd}");
                 }
                 BarRead::Unclaimed => {}

@@ -347,7 +347,8 @@ impl SliceGic {
     }
 
     /// Makes `vcpu`'s vPE resident on this (its) core if a request waits (see
-    /// [`SliceGic::request_residency`]).
+    /// [`SliceGic::request_residency`]). Only while the vCPU runs here: a vPE resident on a
+    /// parked core would outlive the run (`irq` leaves the residency SGI to the vCPU's start).
     #[cold]
     pub fn take_residency(&self, vcpu: usize) {
         let (Some(slot), Some(vpe)) = (self.vcpus.get(vcpu), self.vpes.get(vcpu)) else {
