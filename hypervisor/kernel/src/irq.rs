@@ -10,7 +10,7 @@ use microvisor_logic::exits::ExitCause;
 
 use crate::node::{IrqOwner, Node};
 use crate::slice::Slice;
-use crate::vcpu::{Power, Vcpu};
+use crate::vcpu::Vcpu;
 
 /// What [`handle_pending`] did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -75,14 +75,12 @@ fn other(
         }
         RESIDENCY_SGI => {
             gic::complete(intid);
-            // Only for the vCPU running here. A parked one (off, or powered on and not yet
-            // entered) keeps the request for its start (`run::core_loop` takes it): a vPE made
-            // resident on a parked core would outlive the slice's run, since nothing stops a
-            // vCPU that is off, and the next run (perhaps a new tenant's) would keep that
-            // vPE with this run's property table.
-            if let Some((slice, vcpu)) = node.assigned(microvisor_arch::cpu::core_index())
-                && vcpu.power() == Power::On
-            {
+            // Only for the vCPU running here (this is its exit). A parked one (off, or powered
+            // on and not yet entered) keeps the request for its start (`run::core_loop` takes
+            // it): a vPE made resident on a parked core would outlive the slice's run, since
+            // nothing stops a vCPU that is off, and the next run (perhaps a new tenant's)
+            // would keep that vPE with this run's property table.
+            if let Some((slice, vcpu)) = running {
                 slice.gic.take_residency(vcpu.index);
             }
             ExitCause::Kick
