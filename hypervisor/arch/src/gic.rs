@@ -403,11 +403,23 @@ fn own_vlpi_registers() -> Result<(&'static ReadWrite<u64>, &'static ReadWrite<u
     }
 }
 
+/// Empties a vPE's virtual pending table (every vLPI not pending), for a vPE that is not
+/// resident and that no translation names any more: at the start of its slice's run.
+pub fn clear_virtual_pending_table(pending: &crate::memory::SharedMemory) -> Result<(), GicError> {
+    pending
+        .zero(0, pending.region().size)
+        .map_err(|_| GicError::NoLpis)?;
+    barrier::dsb(barrier::SY);
+    Ok(())
+}
+
 /// Makes a vPE resident on this core's redistributor (GICv4.0 §9.11): its vLPIs' property
 /// table at physical address `properties` covering INTIDs below `1 << id_bits`, their pending
-/// state in `pending` (the vPE's virtual pending table, 64 KiB aligned, zeroed here). From
-/// then on the ITS delivers the vPE's vLPIs straight to this core's virtual CPU interface.
-/// The caller makes sure no vPE is resident here already.
+/// state in `pending` (the vPE's virtual pending table, 64 KiB aligned, emptied when the run
+/// began: [`clear_virtual_pending_table`]). vLPIs that became pending while the vPE was not
+/// resident are in it and are delivered (PendingLast = 1); from then on the ITS delivers the
+/// vPE's vLPIs straight to this core's virtual CPU interface. The caller makes sure no vPE is
+/// resident here already.
 pub fn make_vpe_resident(
     properties: u64,
     id_bits: u8,
@@ -422,8 +434,6 @@ pub fn make_vpe_resident(
     {
         return Err(GicError::NoLpis);
     }
-    pending.zero(0, table.size).map_err(|_| GicError::NoLpis)?;
-    barrier::dsb(barrier::SY);
     vpropbaser.set(properties | CACHEABLE_WB | INNER_SHAREABLE | u64::from(id_bits - 1));
     vpendbaser.set(
         VPENDBASER_VALID | VPENDBASER_PENDING_LAST | table.base | CACHEABLE_WB | INNER_SHAREABLE,

@@ -256,6 +256,19 @@ impl SliceGic {
         let host = state.reset();
         self.issue(&host);
         drop(state);
+        // No vPE of the slice is resident now (its vCPUs are parked, none took residency
+        // there) and no translation names them: their tables start empty. Emptying them at
+        // residency instead lost the vLPIs an MSI made pending before the residency SGI
+        // arrived (a guest enabling another vCPU's LPIs and using them at once).
+        if let Some(direct) = &self.direct {
+            for slot in &self.vcpus {
+                if let Some(table) = direct.virtual_pending_table(slot.core)
+                    && let Err(e) = gic::clear_virtual_pending_table(table)
+                {
+                    crate::output::hv(format_args!("gic: vPE of core {}: {e:?}", slot.core));
+                }
+            }
+        }
         for slot in &self.vcpus {
             slot.injected.store(0, Ordering::Relaxed);
         }
