@@ -44,10 +44,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     ])
     .env(CYCLES_VAR, args.cycles.to_string())
     .current_dir(&ws.root);
-    if args.gicv4 {
-        cmd.env(GICV4_VAR, "1");
-    }
     let (node, log) = if args.gicv4 {
+        cmd.env(GICV4_VAR, "1");
         ("GICv4.0 node", "soak_gicv4.log")
     } else {
         ("GICv3 node", "soak.log")
