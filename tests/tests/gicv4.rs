@@ -17,12 +17,13 @@ use microvisor_tests::{
 use xtask::node::{Network, Nic};
 
 /// Every `its-*` attack of the probe.
-const ITS_ATTACKS: [&str; 6] = [
+const ITS_ATTACKS: [&str; 7] = [
     "its-bogus-commands",
     "its-tables-outside",
     "its-foreign-device",
     "its-queue-wrap",
     "its-remote-lpis",
+    "its-disabled",
     "its-mapd-storm",
 ];
 

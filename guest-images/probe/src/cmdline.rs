@@ -118,6 +118,9 @@ pub enum Attack {
     ItsQueueWrap,
     /// Thousands of re-MAPDs of its own function, with the largest ITT sizes.
     ItsMapdStorm,
+    /// The ITS turned off (GITS_CTLR.Enabled = 0) with the NIC's events mapped: nothing may
+    /// be delivered until it is on again.
+    ItsDisabled,
     /// Another vCPU's LPIs enabled from the boot CPU (its redistributor's tables and
     /// EnableLPIs written remotely), the NIC's TX event moved to that vCPU's collection.
     ItsRemoteLpis,
@@ -190,7 +193,7 @@ pub const GROUPS: [(&str, &str); 8] = [
 
 impl Attack {
     /// Every attack, in documentation order.
-    pub const ALL: [Attack; 48] = [
+    pub const ALL: [Attack; 49] = [
         Attack::ReadPastRam,
         Attack::WritePastRam,
         Attack::ReadAddr,
@@ -228,6 +231,7 @@ impl Attack {
         Attack::ItsForeignDevice,
         Attack::ItsQueueWrap,
         Attack::ItsMapdStorm,
+        Attack::ItsDisabled,
         Attack::ItsRemoteLpis,
         Attack::ItsRemoteOff,
         Attack::ControlCall,
@@ -347,6 +351,7 @@ impl Attack {
             Attack::ItsForeignDevice => "its-foreign-device",
             Attack::ItsQueueWrap => "its-queue-wrap",
             Attack::ItsMapdStorm => "its-mapd-storm",
+            Attack::ItsDisabled => "its-disabled",
             Attack::ItsRemoteLpis => "its-remote-lpis",
             Attack::ItsRemoteOff => "its-remote-off",
             Attack::ControlCall => "control-call",

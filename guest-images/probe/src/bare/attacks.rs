@@ -225,6 +225,7 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
         | Attack::ItsForeignDevice
         | Attack::ItsQueueWrap
         | Attack::ItsMapdStorm
+        | Attack::ItsDisabled
         | Attack::ItsRemoteLpis
         | Attack::ItsRemoteOff => super::its_attacks::run(attack, ctx),
         Attack::CntpOwn => sweep::cntp_own(),

@@ -22,7 +22,7 @@ use microvisor_probe::text::Text;
 use super::attacks::{Context, conclude};
 use super::console::println;
 use super::its::{ITS, Its, SLOWEST_ACCESS_TICKS, page, write_command};
-use super::net::{Doorbell, NIC, Nic, TX_VECTOR};
+use super::net::{Doorbell, NIC, Nic, RX_VECTOR, TX_VECTOR};
 use super::{gic, psci, smp, timer};
 
 /// The LPI the attacks try to make pending through what they do not own (counted by the IRQ
@@ -81,6 +81,7 @@ pub fn run(attack: Attack, ctx: &Context<'_>) {
         Attack::ItsForeignDevice => (foreign_device(its, nic, own, &mut detail), false),
         Attack::ItsQueueWrap => (queue_wrap(its, own, &mut detail), true),
         Attack::ItsMapdStorm => (mapd_storm(its, own, ctx, &mut detail), true),
+        Attack::ItsDisabled => (disabled(its, nic, own, &mut detail), true),
         Attack::ItsRemoteLpis => {
             let Some(receiver) = ready_receiver(ctx) else {
                 unverified("no-receiver");
@@ -474,6 +475,40 @@ fn mapd_storm(its: &mut Its, own: Own, ctx: &Context<'_>, detail: &mut Text<200>
         batch(result)
     );
     result.is_ok()
+}
+
+/// The ITS turned off (GITS_CTLR.Enabled = 0, Quiescent awaited) while the NIC's events are
+/// mapped, then an ARP exchange: a disabled ITS translates no message (GICv3 §12.19.1,
+/// GITS_CTLR.Enabled), so neither the TX nor the RX LPI may arrive. The frame itself must
+/// still go and come back (the ring is polled). The ITS is then turned on; the restore maps
+/// the NIC again, and the exchange after the attack must bring its interrupts.
+fn disabled(its: &mut Its, nic: &mut Nic, own: Own, detail: &mut Text<200>) -> bool {
+    println!(
+        "ATTACK its-disabled attempting gits-ctlr=0 exchange device={:#x}",
+        own.device
+    );
+    let lpis = [TX_VECTOR, RX_VECTOR].map(|v| own.first_lpi + u32::from(v));
+    let before = lpis.map(gic::taken);
+    if let Err(e) = its.disable() {
+        let _ = write!(detail, "disable={e}");
+        return false;
+    }
+    let exchanged = nic.exchange().is_ok();
+    // Whatever the exchange's own waits missed, a late one gets 100 ms more.
+    let _ = lpi_arrives(lpis[0], before[0]);
+    let taken: u32 = lpis
+        .iter()
+        .zip(before)
+        .map(|(&lpi, was)| gic::taken(lpi) - was)
+        .sum();
+    let on = its.enable();
+    let _ = write!(
+        detail,
+        "exchange={} lpis-while-disabled={taken} enable={}",
+        if exchanged { "ok" } else { "failed" },
+        batch(on)
+    );
+    exchanged && taken == 0 && on.is_ok()
 }
 
 /// The vCPU waiting for interrupts (`attacks::sgi_receiver`) once its interrupt set-up is

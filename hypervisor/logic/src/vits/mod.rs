@@ -264,6 +264,10 @@ impl VirtualIts {
         for device in &mut self.devices {
             Self::unmap_device(device, &mut self.redistributors, &mut host);
         }
+        if !self.enabled {
+            // A disabled ITS has nothing mapped on the physical one (`direct_translations`).
+            host.clear();
+        }
         let slots: Vec<DeviceSlot> = self.devices.iter().map(|d| d.slot).collect();
         *self = VirtualIts::new(self.redistributors.len(), self.ram, &slots);
         host

@@ -3,6 +3,7 @@
 //! the slice's containment rules.
 
 use alloc::vec;
+use alloc::vec::Vec;
 
 use super::command::{COMMAND_SIZE, Command};
 use super::lpi::LPI_ID_BITS;
@@ -155,7 +156,11 @@ impl VirtualIts {
         let mut outcome = Outcome::default();
         match offset {
             gits::CTLR => {
-                self.enabled = value & gits::CTLR_ENABLED != 0;
+                let enabled = value & gits::CTLR_ENABLED != 0;
+                if enabled != self.enabled {
+                    self.direct_translations(enabled, &mut outcome.host);
+                }
+                self.enabled = enabled;
                 self.process(memory, &mut outcome);
             }
             o if o & !7 == gits::CBASER && !self.enabled => {
@@ -182,6 +187,44 @@ impl VirtualIts {
             _ => {}
         }
         outcome
+    }
+
+    /// The ITS turns on or off: the physical translations of assigned functions follow, so
+    /// that a disabled ITS delivers nothing (as it drops an emulated device's messages).
+    /// Off: every translation is DISCARDed on the physical ITS and kept here. On: each is
+    /// mapped again (VMAPTI) to its collection's vCPU; one whose collection the guest
+    /// unmapped meanwhile has no vCPU to go to and is dropped (interrupts mapped to an
+    /// unmapped collection are UNPREDICTABLE in the architecture). Commands run only while
+    /// the ITS is on, so while it is off nothing here changes but a reset.
+    fn direct_translations(&mut self, on: bool, host: &mut Vec<HostCommand>) {
+        for device in &mut self.devices {
+            let (Backing::Assigned { physical_device }, Some((_, entries))) =
+                (device.slot.backing, device.itt.as_mut())
+            else {
+                continue;
+            };
+            for (event, entry) in entries.iter_mut().enumerate() {
+                let Some(t) = *entry else { continue };
+                let event = event as u32;
+                if !on {
+                    host.push(HostCommand::Discard {
+                        device: physical_device,
+                        event,
+                    });
+                    continue;
+                }
+                let vcpu = self.collections.get(usize::from(t.icid)).copied().flatten();
+                match vcpu {
+                    Some(vcpu) => host.push(HostCommand::Vmapti {
+                        device: physical_device,
+                        event,
+                        vintid: t.lpi,
+                        vcpu: usize::from(vcpu),
+                    }),
+                    None => *entry = None,
+                }
+            }
+        }
     }
 
     /// The command queue (first byte, bytes), when GITS_CBASER is valid.

@@ -873,6 +873,7 @@ fn hostile_guests_stay_contained() {
         } else {
             Guest::new(vcpus)
         };
+        let mut physical = PhysicalIts::default();
         for _ in 0..400 {
             let device = rng.pick(&[NVME, NIC, 0x10, NIC_PHYSICAL, u32::MAX]);
             let event = rng.pick(&[0, 1, 3, 4, 31, 32, 2047, u32::MAX]);
@@ -956,6 +957,7 @@ fn hostile_guests_stay_contained() {
                 assert!(advanced <= 32 * u64::from(WORK_PER_ACCESS), "seed {seed}");
             }
             assert!(outcome.kick.iter().all(|v| v < vcpus), "seed {seed}");
+            physical.apply(&outcome.host, seed);
             for h in &outcome.host {
                 let (device, vcpu) = match *h {
                     HostCommand::Vmapti { device, vcpu, .. }
@@ -990,7 +992,140 @@ fn hostile_guests_stay_contained() {
                 }
             }
         }
+        physical.apply(&g.its.reset(), seed);
+        assert!(
+            physical.0.is_empty(),
+            "seed {seed}: left mapped {:?}",
+            physical.0
+        );
     }
+}
+
+/// The physical ITS's translations as the host commands leave them: a command on an event
+/// that is not mapped, or a VMAPTI over one that is, would be a command error on the real
+/// ITS (which may stall it), so the model never issues one.
+#[derive(Default)]
+struct PhysicalIts(Vec<(u32, u32)>);
+
+impl PhysicalIts {
+    fn apply(&mut self, host: &[HostCommand], seed: u64) {
+        for h in host {
+            match *h {
+                HostCommand::Vmapti { device, event, .. } => {
+                    assert!(!self.0.contains(&(device, event)), "seed {seed}: {h:?}");
+                    self.0.push((device, event));
+                }
+                HostCommand::Discard { device, event } => {
+                    let at = self.0.iter().position(|&m| m == (device, event));
+                    self.0
+                        .swap_remove(at.unwrap_or_else(|| panic!("seed {seed}: {h:?}")));
+                }
+                HostCommand::Vmovi { device, event, .. }
+                | HostCommand::Inv { device, event }
+                | HostCommand::Int { device, event }
+                | HostCommand::Clear { device, event } => {
+                    assert!(self.0.contains(&(device, event)), "seed {seed}: {h:?}");
+                }
+                HostCommand::Vinvall { .. } | HostCommand::Vsync { .. } => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn a_disabled_its_delivers_nothing_from_assigned_functions() {
+    let mut g = Guest::linux_boot(2);
+    let mut physical = PhysicalIts::default();
+    let outcome = g.queue(&[
+        Command::Mapd {
+            device: NIC,
+            size: 1,
+            itt: ITT + 0x1000,
+            valid: true,
+        },
+        Command::Mapti {
+            device: NIC,
+            event: 0,
+            lpi: 8250,
+            icid: 0,
+        },
+        Command::Mapti {
+            device: NIC,
+            event: 1,
+            lpi: 8251,
+            icid: 1,
+        },
+    ]);
+    physical.apply(&outcome.host, 0);
+    // Off: both physical translations go, the guest's stay.
+    let outcome = g.write(gits::CTLR, 0);
+    assert_eq!(
+        outcome.host,
+        [
+            HostCommand::Discard {
+                device: NIC_PHYSICAL,
+                event: 0
+            },
+            HostCommand::Discard {
+                device: NIC_PHYSICAL,
+                event: 1
+            },
+        ]
+    );
+    physical.apply(&outcome.host, 0);
+    assert!(physical.0.is_empty());
+    assert_eq!(g.write(gits::CTLR, 0).host, []);
+    // On again: mapped back to their collections' vCPUs.
+    let outcome = g.write(gits::CTLR, gits::CTLR_ENABLED);
+    assert_eq!(
+        outcome.host,
+        [
+            HostCommand::Vmapti {
+                device: NIC_PHYSICAL,
+                event: 0,
+                vintid: 8250,
+                vcpu: 0
+            },
+            HostCommand::Vmapti {
+                device: NIC_PHYSICAL,
+                event: 1,
+                vintid: 8251,
+                vcpu: 1
+            },
+        ]
+    );
+    physical.apply(&outcome.host, 0);
+    // A translation whose collection was unmapped while mapped has nowhere to go when the
+    // ITS comes back: it is dropped, and the guest's later commands on it fail.
+    let outcome = g.queue(&[Command::Mapc {
+        icid: 1,
+        rdbase: 0,
+        valid: false,
+    }]);
+    physical.apply(&outcome.host, 0);
+    physical.apply(&g.write(gits::CTLR, 0).host, 0);
+    let outcome = g.write(gits::CTLR, gits::CTLR_ENABLED);
+    assert_eq!(
+        outcome.host,
+        [HostCommand::Vmapti {
+            device: NIC_PHYSICAL,
+            event: 0,
+            vintid: 8250,
+            vcpu: 0
+        }]
+    );
+    physical.apply(&outcome.host, 0);
+    assert_eq!(
+        g.error_of(Command::Discard {
+            device: NIC,
+            event: 1
+        }),
+        Some(VitsError::NoTranslation)
+    );
+    // A reset while the ITS is off discards nothing on the physical ITS: nothing is there.
+    physical.apply(&g.write(gits::CTLR, 0).host, 0);
+    assert_eq!(g.its.reset(), []);
+    assert!(physical.0.is_empty());
 }
 
 /// The vGIC with a vITS: LPIs advertised, the LPI registers answered by the vITS, and
