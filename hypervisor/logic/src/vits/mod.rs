@@ -268,6 +268,9 @@ impl VirtualIts {
             // A disabled ITS has nothing mapped on the physical one (`direct_translations`).
             host.clear();
         }
+        if !host.is_empty() {
+            Self::sync_every_vpe(self.redistributors.len(), &mut host);
+        }
         let slots: Vec<DeviceSlot> = self.devices.iter().map(|d| d.slot).collect();
         *self = VirtualIts::new(self.redistributors.len(), self.ram, &slots);
         host

@@ -197,6 +197,7 @@ impl VirtualIts {
     /// unmapped collection are UNPREDICTABLE in the architecture). Commands run only while
     /// the ITS is on, so while it is off nothing here changes but a reset.
     fn direct_translations(&mut self, on: bool, host: &mut Vec<HostCommand>) {
+        let before = host.len();
         for device in &mut self.devices {
             let (Backing::Assigned { physical_device }, Some((_, entries))) =
                 (device.slot.backing, device.itt.as_mut())
@@ -225,6 +226,15 @@ impl VirtualIts {
                 }
             }
         }
+        if !on && host.len() > before {
+            Self::sync_every_vpe(self.redistributors.len(), host);
+        }
+    }
+
+    /// A VSYNC of every vCPU's vPE after DISCARDs the hypervisor issued on its own (the ITS
+    /// turned off, a reset): once they return, no redistributor delivers a discarded vLPI.
+    pub(super) fn sync_every_vpe(vcpus: usize, host: &mut Vec<HostCommand>) {
+        host.extend((0..vcpus).map(|vcpu| HostCommand::Vsync { vcpu }));
     }
 
     /// The command queue (first byte, bytes), when GITS_CBASER is valid.
@@ -248,8 +258,12 @@ impl VirtualIts {
         if self.cwriter >= size {
             return;
         }
-        let mut budget = WORK_PER_ACCESS;
+        // Physical commands are work too, those this access issued already (turning the ITS
+        // on or off) included: without that, a batch of MAPCs moving a collection back and
+        // forth issued a VMOVI per translation each, thousands per access.
+        let mut budget = WORK_PER_ACCESS.saturating_sub(outcome.host.len() as u32);
         while self.creadr != self.cwriter && budget > 0 {
+            let issued = outcome.host.len();
             let mut raw = [0u8; COMMAND_SIZE];
             let readable = base
                 .checked_add(self.creadr)
@@ -267,6 +281,7 @@ impl VirtualIts {
                     1
                 }
             };
+            let cost = cost.saturating_add((outcome.host.len() - issued) as u32);
             budget = budget.saturating_sub(cost);
             self.creadr = (self.creadr + COMMAND_SIZE as u64) % size;
         }
