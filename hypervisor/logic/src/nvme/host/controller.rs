@@ -360,6 +360,32 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
         }
         self.set_msix_entry(vector, msi_address, msi_data);
         let pair = QueuePair::new(id, entries, memory)?;
+        self.create_io_queues(id, entries, vector, pair.cq_address(), pair.sq_address())?;
+        Ok(pair)
+    }
+
+    /// Creates I/O completion queue `id` of `entries` entries at physical address `cq`
+    /// (page aligned, contiguous, interrupting through MSI-X `vector`), then I/O submission
+    /// queue `id` at `sq` posting to it: the admin half of [`Self::create_queue_pair`], for
+    /// queues whose memory the caller chose (a queue pair moved at run time, decision 5).
+    /// Nothing is left created when it fails.
+    pub fn create_io_queues(
+        &mut self,
+        id: u16,
+        entries: u16,
+        vector: u16,
+        cq: u64,
+        sq: u64,
+    ) -> Result<(), NvmeError> {
+        if entries < 2 || u32::from(entries) > self.info.max_queue_entries {
+            return Err(NvmeError::QueuesTooShort {
+                supported: self.info.max_queue_entries,
+                needed: entries,
+            });
+        }
+        if vector >= self.msix_vectors {
+            return Err(NvmeError::Unsupported("not enough MSI-X vectors"));
+        }
         let mut dw10 = LocalRegisterCopy::<u32, CREATE_QUEUE_DW10::Register>::new(0);
         dw10.write(
             CREATE_QUEUE_DW10::QID.val(id.into())
@@ -373,21 +399,48 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
         );
         self.admin(SubmissionEntry {
             opcode: admin::CREATE_IO_CQ,
-            prp1: pair.cq_address().into(),
+            prp1: cq.into(),
             cdw10: dw10.get().into(),
             cdw11: cq_dw11.get().into(),
             ..SubmissionEntry::default()
         })?;
         let mut sq_dw11 = LocalRegisterCopy::<u32, CREATE_SQ_DW11::Register>::new(0);
         sq_dw11.write(CREATE_SQ_DW11::PC::SET + CREATE_SQ_DW11::CQID.val(id.into()));
-        self.admin(SubmissionEntry {
+        let created = self.admin(SubmissionEntry {
             opcode: admin::CREATE_IO_SQ,
-            prp1: pair.sq_address().into(),
+            prp1: sq.into(),
             cdw10: dw10.get().into(),
             cdw11: sq_dw11.get().into(),
             ..SubmissionEntry::default()
-        })?;
-        Ok(pair)
+        });
+        if let Err(error) = created {
+            // Best effort: the CQ alone is of no use, and a later create would find it.
+            let _ = self.delete_io_queue(admin::DELETE_IO_CQ, id);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Deletes I/O queue pair `id`: Delete I/O Submission Queue, then Delete I/O Completion
+    /// Queue (Base 1.4 §5.6, §5.7). The controller completes or aborts every command still
+    /// in the SQ and posts their completions to the CQ before the first of them completes,
+    /// so once this returns the controller writes nothing more for the pair: its memory may
+    /// be reused. Each command is bounded by the controller's timeout; an error leaves the
+    /// pair as the controller has it (after a failed CQ deletion, the SQ is gone).
+    pub fn delete_queue_pair(&mut self, id: u16) -> Result<(), NvmeError> {
+        self.delete_io_queue(admin::DELETE_IO_SQ, id)?;
+        self.delete_io_queue(admin::DELETE_IO_CQ, id)
+    }
+
+    fn delete_io_queue(&mut self, opcode: u8, id: u16) -> Result<(), NvmeError> {
+        let mut dw10 = LocalRegisterCopy::<u32, CREATE_QUEUE_DW10::Register>::new(0);
+        dw10.write(CREATE_QUEUE_DW10::QID.val(id.into()));
+        self.admin(SubmissionEntry {
+            opcode,
+            cdw10: dw10.get().into(),
+            ..SubmissionEntry::default()
+        })
+        .map(|_| ())
     }
 
     /// Programs MSI-X table entry `vector` to write `data` to `address`, then unmasks it.

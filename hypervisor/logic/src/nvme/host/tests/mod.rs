@@ -41,6 +41,8 @@ pub const INVALID_FIELD: u16 = 0x4002;
 pub const INVALID_QUEUE_ID: u16 = 0x4101;
 pub const INVALID_QUEUE_SIZE: u16 = 0x4102;
 pub const COMPLETION_QUEUE_INVALID: u16 = 0x4100;
+pub const INVALID_QUEUE_DELETION: u16 = 0x410c;
+pub const ABORTED_SQ_DELETION: u16 = 0x0008;
 
 /// The fake's doorbell registers (queues up to 0x1000 / (2 * stride) - 1); the MSI-X table
 /// and anything else written in BAR0 lie above.
@@ -563,6 +565,8 @@ impl World {
             }
             0x05 => self.create_cq(c),
             0x01 => self.create_sq(c),
+            0x00 => self.delete_sq(cdw10 as u16),
+            0x04 => self.delete_cq(cdw10 as u16),
             _ => (INVALID_OPCODE, 0),
         })
     }
@@ -654,31 +658,76 @@ impl World {
         (0, 0)
     }
 
+    /// Delete I/O SQ: the commands it still has in the device complete at once as aborted
+    /// (Command Aborted due to SQ Deletion), posted before the deletion's own completion.
+    fn delete_sq(&mut self, qid: u16) -> (u16, u32) {
+        let Some(sq) = self.device.sqs.get(&qid).copied().filter(|_| qid != 0) else {
+            return (INVALID_QUEUE_ID, 0);
+        };
+        let (mine, others): (Vec<Pending>, Vec<Pending>) = self
+            .device
+            .pending
+            .drain(..)
+            .partition(|p| p.cq == sq.cq && p.entry.sq_id.get() == qid);
+        self.device.pending = others.into();
+        for mut p in mine {
+            p.entry.status = (ABORTED_SQ_DELETION << 1).into();
+            if !self.post_now(p) {
+                self.violation(format!("CQ {} full while SQ {qid} was deleted", p.cq));
+            }
+        }
+        self.device.sqs.remove(&qid);
+        (0, 0)
+    }
+
+    /// Delete I/O CQ: refused while an SQ still posts to it.
+    fn delete_cq(&mut self, qid: u16) -> (u16, u32) {
+        if qid == 0 || !self.device.cqs.contains_key(&qid) {
+            return (INVALID_QUEUE_ID, 0);
+        }
+        if self.device.sqs.values().any(|sq| sq.cq == qid) {
+            return (INVALID_QUEUE_DELETION, 0);
+        }
+        self.device.cqs.remove(&qid);
+        (0, 0)
+    }
+
+    /// Writes `p`'s entry into its queue now, if it exists and has room.
+    fn post_now(&mut self, p: Pending) -> bool {
+        let Some(cq) = self.device.cqs.get(&p.cq).copied() else {
+            return false;
+        };
+        if (cq.tail + 1) % cq.size == cq.head {
+            return false;
+        }
+        let mut entry = p.entry;
+        entry.status = (entry.status.get() | u16::from(cq.phase)).into();
+        let at = cq.base + u64::from(cq.tail) * 16;
+        if let Some(range) = self.ram_range(at, 16, "completion entry") {
+            self.ram[range].copy_from_slice(entry.as_bytes());
+        }
+        let cq = self.device.cqs.get_mut(&p.cq).unwrap();
+        cq.tail = (cq.tail + 1) % cq.size;
+        if cq.tail == 0 {
+            cq.phase = !cq.phase;
+        }
+        true
+    }
+
     /// Posts the completions whose time has come, in order, while their queues have room.
     fn post_due(&mut self) {
         while let Some(next) = self.device.pending.front().copied() {
             if next.due > self.now_ms {
                 return;
             }
-            let Some(cq) = self.device.cqs.get(&next.cq).copied() else {
+            if !self.device.cqs.contains_key(&next.cq) {
                 self.device.pending.pop_front();
                 continue;
-            };
-            if (cq.tail + 1) % cq.size == cq.head {
+            }
+            if !self.post_now(next) {
                 return;
             }
             self.device.pending.pop_front();
-            let mut entry = next.entry;
-            entry.status = (entry.status.get() | u16::from(cq.phase)).into();
-            let at = cq.base + u64::from(cq.tail) * 16;
-            if let Some(range) = self.ram_range(at, 16, "completion entry") {
-                self.ram[range].copy_from_slice(entry.as_bytes());
-            }
-            let cq = self.device.cqs.get_mut(&next.cq).unwrap();
-            cq.tail = (cq.tail + 1) % cq.size;
-            if cq.tail == 0 {
-                cq.phase = !cq.phase;
-            }
         }
     }
 

@@ -138,3 +138,82 @@ fn doorbells_are_rung_only_after_the_entries_are_published() {
     assert!(violations[1].contains("not ordered after the phase tag"));
     drop(controller);
 }
+
+/// Decision 5 moves a hardware queue pair at run time: deleted (what is in flight comes back
+/// aborted, before the deletion completes) and created again with memory the caller chose.
+#[test]
+fn a_deleted_pair_writes_nothing_more_and_can_be_created_elsewhere() {
+    let (mut node, mut controller) = up();
+    let mut pair = controller
+        .create_queue_pair(&mut node.memory, 1, 8, 1, 0, 0)
+        .unwrap();
+    for cid in 0..3u16 {
+        pair.push(&SubmissionEntry {
+            opcode: 0x02,
+            command_id: cid.into(),
+            ..SubmissionEntry::default()
+        });
+    }
+    controller.ring_submission(&pair);
+    assert!(pair.pop().is_none(), "the reads take a while");
+    controller.delete_queue_pair(1).unwrap();
+    // The three reads were answered before the Delete I/O SQ completed, aborted.
+    let mut aborted = Vec::new();
+    while let Some(done) = pair.pop() {
+        assert_eq!(done.status.get() >> 1, ABORTED_SQ_DELETION);
+        aborted.push(done.command_id.get());
+    }
+    assert_eq!(aborted, [0, 1, 2]);
+    let log = node.admin_commands();
+    assert_eq!(log[log.len() - 2..], [(0x00, 1, 0), (0x04, 1, 0)]);
+    {
+        let mut world = node.world.borrow_mut();
+        assert!(!world.device.sqs.contains_key(&1) && !world.device.cqs.contains_key(&1));
+        // Nothing is written for the pair afterwards, however long it takes.
+        let before = world.ram.clone();
+        world.advance(100);
+        assert!(world.ram == before, "the device wrote after the deletion");
+    }
+    // Created again in other memory: the same ID works as before.
+    let mut moved = QueuePair::new(1, 8, &mut node.memory).unwrap();
+    controller
+        .create_io_queues(1, 8, 1, moved.cq_address(), moved.sq_address())
+        .unwrap();
+    moved.push(&SubmissionEntry {
+        opcode: 0x02,
+        command_id: 7.into(),
+        ..SubmissionEntry::default()
+    });
+    controller.ring_submission(&moved);
+    node.world.borrow_mut().advance(1);
+    let done = moved.pop().expect("a completion in the new queue");
+    assert!(done.status().is_success());
+    assert_eq!(done.command_id.get(), 7);
+    assert_eq!(node.violations(), Vec::<String>::new());
+}
+
+#[test]
+fn queue_deletion_and_creation_failures_are_reported_and_leave_nothing_half_made() {
+    let (mut node, mut controller) = up();
+    // Nothing to delete.
+    assert!(matches!(
+        controller.delete_queue_pair(3),
+        Err(NvmeError::Command { opcode: 0x00, status }) if status == INVALID_QUEUE_ID
+    ));
+    // An SQ the controller refuses (outside its memory): the CQ created first is deleted.
+    let cq = QueuePair::new(2, 4, &mut node.memory).unwrap().cq_address();
+    assert!(matches!(
+        controller.create_io_queues(2, 4, 2, cq, 0xdead_0000_0000),
+        Err(NvmeError::Command { opcode: 0x01, .. })
+    ));
+    assert_eq!(node.admin_commands().last().map(|c| c.0), Some(0x04));
+    let world = node.world.borrow();
+    assert!(!world.device.cqs.contains_key(&2));
+    assert!(!world.device.sqs.contains_key(&2));
+    drop(world);
+    // Sizes and vectors the controller cannot have are refused before any command.
+    let commands = node.world.borrow().device.admin_log.len();
+    assert!(controller.create_io_queues(2, 1, 2, cq, cq).is_err());
+    assert!(controller.create_io_queues(2, 4, 4096, cq, cq).is_err());
+    assert_eq!(node.world.borrow().device.admin_log.len(), commands);
+}
