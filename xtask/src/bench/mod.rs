@@ -893,10 +893,14 @@ fn nvme_metrics(ws: &Workspace, artifacts: &Artifacts, dirs: &Dirs) -> Result<Ve
     let mut native_runs = Vec::new();
     for round in 0..NVME_ROUNDS {
         eprintln!("bench: NVMe round {}/{NVME_ROUNDS}, slice", round + 1);
-        slice_runs.push(nvme_run(ws, dirs, Some(&img), round)?);
+        slice_runs.push(nvme_run(ws, dirs, Some(&img), round, 3)?);
         eprintln!("bench: NVMe round {}/{NVME_ROUNDS}, native", round + 1);
-        native_runs.push(nvme_run(ws, dirs, None, round)?);
+        native_runs.push(nvme_run(ws, dirs, None, round, 3)?);
     }
+    // The same slice on a GICv4.0 node: its NVMe share's MSI-X vectors go to its virtual ITS
+    // (LPIs through the list registers). Exits only: one run.
+    eprintln!("bench: NVMe on a GICv4.0 node, slice");
+    let gicv4_runs = nvme_run(ws, dirs, Some(&img), 0, 4)?;
     let mut metrics = Vec::new();
     for (i, depth) in nvme::DEPTHS.into_iter().enumerate() {
         let iops =
@@ -945,23 +949,48 @@ fn nvme_metrics(ws: &Workspace, artifacts: &Artifacts, dirs: &Dirs) -> Result<Ve
             .with_detail("other", total - doorbell - interrupt)
             .with_note("Ctrl-A c snapshots around the run; goal: <= 1 exit per I/O batch; other = timer ticks and the console line that starts the run"),
         );
+        let run = &gicv4_runs[i];
+        let (doorbell, interrupt, total) = (
+            run.per_io("mmio-bar"),
+            run.per_io("irq-device"),
+            run.total_per_io(),
+        );
+        metrics.push(
+            Metric::new(
+                &format!("nvme-qd{depth}-exits-gicv4"),
+                &format!("NVMe QD{depth}, exits per read, GICv4.0 node"),
+                total,
+                "exits",
+                Goal::AtMost(1.0),
+            )
+            .with_detail("doorbell", doorbell)
+            .with_detail("completion-irq", interrupt)
+            .with_detail("other", total - doorbell - interrupt)
+            .with_note("the slice above on a gic-version=4 node (its NVMe interrupts are vITS LPIs); one run; goal: <= 1 exit per I/O batch, no exit for completions (decision 5)"),
+        );
     }
     Ok(metrics)
 }
 
-/// One boot running `iobench` at every depth: in a slice of `image`, or natively.
+/// One boot running `iobench` at every depth: in a slice of `image` on a node with GIC
+/// version `gic_version`, or natively (GICv3).
 fn nvme_run(
     ws: &Workspace,
     dirs: &Dirs,
     image: Option<&Path>,
     round: usize,
+    gic_version: u32,
 ) -> Result<Vec<nvme::IoRun>> {
     let kind = if image.is_some() { "slice" } else { "native" };
-    let name = format!("nvme-{kind}-{round}");
+    let name = match gic_version {
+        3 => format!("nvme-{kind}-{round}"),
+        v => format!("nvme-{kind}-gicv{v}-{round}"),
+    };
     let disk = dirs.file("nvme-disk");
     let cmd = match image {
         Some(image) => {
             let mut node = Node::inline(&name, 2, 1024 << 20);
+            node.gic_version = gic_version;
             node.disks.push(crate::node::Disk { size: NVME_DISK });
             Boot {
                 node: &node,
