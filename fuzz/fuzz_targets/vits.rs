@@ -203,6 +203,12 @@ impl Slice {
                     device,
                     event,
                     vcpu,
+                }
+                | HostCommand::Restore {
+                    device,
+                    event,
+                    vcpu,
+                    ..
                 } => (Some(device), Some(event), Some(vcpu)),
                 HostCommand::Discard { device, event }
                 | HostCommand::Inv { device, event }

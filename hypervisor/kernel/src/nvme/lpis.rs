@@ -231,6 +231,18 @@ impl DirectInjection for Lpis {
                 HostCommand::Inv { device, event } => its.invalidate(device, event),
                 HostCommand::Int { device, event } => its.interrupt(device, event),
                 HostCommand::Clear { device, event } => its.clear(device, event),
+                HostCommand::Restore {
+                    device,
+                    event,
+                    lpi,
+                    vcpu,
+                } => {
+                    let core = core_of(vcpu).ok_or("no such vCPU")?;
+                    let target = self.target(core)?;
+                    let collection = core as u16;
+                    its.map_collection(collection, target)
+                        .and_then(|()| its.map_event(device, event, lpi, collection))
+                }
                 HostCommand::Vinvall { vcpu } => its.invalidate_vpe(vpe(vcpu)?),
                 HostCommand::Vsync { vcpu } => its.sync_vpe(vpe(vcpu)?),
             };

@@ -63,6 +63,34 @@ pub enum Backing {
     /// An assigned function with this physical ITS DeviceID: its translations become
     /// physical GICv4.0 commands ([`HostCommand`]).
     Assigned { physical_device: u32 },
+    /// A device the hypervisor emulates whose events may each be *linked* to an event of the
+    /// physical device `physical_device` ([`VirtualIts::link`]; decision 5: an NVMe share
+    /// whose controller writes a guest CQ itself). A linked event goes to the guest directly
+    /// (VMAPTI of the hardware event to the guest's vLPI) while the guest has it translated,
+    /// its collection mapped and the ITS on; otherwise the hardware event goes to the
+    /// hypervisor's own LPI (its [`Home`]), and the device signals through
+    /// [`VirtualIts::translate`] like an emulated one.
+    Shared { physical_device: u32 },
+}
+
+/// Where a linked hardware event goes while it does not go to the guest: the hypervisor's
+/// LPI for it and the vCPU whose core takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Home {
+    pub lpi: u32,
+    pub vcpu: usize,
+}
+
+/// A guest event of a shared device linked to a hardware event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Link {
+    /// The guest's EventID.
+    event: u32,
+    /// The physical device's EventID.
+    hardware: u32,
+    home: Home,
+    /// Where the hardware event is mapped now: the guest's (vCPU, vLPI), or `None` for home.
+    direct: Option<(usize, u32)>,
 }
 
 /// A PCI function the slice owns, as its vITS knows it.
@@ -111,6 +139,10 @@ pub enum VitsError {
     LpisDisabled,
     /// The ITS is disabled (GITS_CTLR.Enabled = 0): a device message is dropped.
     Disabled,
+    /// A link asked for on a device that is not shared.
+    NotShared,
+    /// A link asked for a guest event or a hardware event that is linked to another.
+    LinkBusy,
     /// GITS_CWRITER was written with an offset at or past the end of the queue.
     WriterOutsideQueue,
     /// The command queue is not inside the slice's RAM, or could not be read: the ITS stalls.
@@ -149,6 +181,14 @@ pub enum HostCommand {
     Clear {
         device: u32,
         event: u32,
+    },
+    /// MAPTI of the event back to the hypervisor's LPI `lpi`, taken on `vcpu`'s core (a
+    /// linked event of a shared device going home; it was DISCARDed just before).
+    Restore {
+        device: u32,
+        event: u32,
+        lpi: u32,
+        vcpu: usize,
     },
     /// VINVALL of `vcpu`'s vPE.
     Vinvall {
@@ -199,6 +239,8 @@ struct Device {
     /// After MAPD V=1: the declared EventID bits and the kept entries
     /// (min(2^bits, limit) of them).
     itt: Option<(u32, Box<[Option<Translation>]>)>,
+    /// A shared device's linked events (at most one per guest event and per hardware event).
+    links: Vec<Link>,
 }
 
 /// The virtual ITS of one slice, and its vCPUs' LPI state.
@@ -237,6 +279,7 @@ impl VirtualIts {
                         ..*slot
                     },
                     itt: None,
+                    links: Vec::new(),
                 });
             }
         }
@@ -258,7 +301,8 @@ impl VirtualIts {
     }
 
     /// Back to power-on (slice restart): the returned commands undo every physical
-    /// translation of assigned functions.
+    /// translation of assigned functions and send every linked hardware event home; the
+    /// links are dropped.
     pub fn reset(&mut self) -> Vec<HostCommand> {
         let mut host = Vec::new();
         for device in &mut self.devices {
@@ -267,6 +311,10 @@ impl VirtualIts {
         if !self.enabled {
             // A disabled ITS has nothing mapped on the physical one (`direct_translations`).
             host.clear();
+        }
+        self.sync_links(&mut host);
+        for device in &mut self.devices {
+            device.links.clear();
         }
         if !host.is_empty() {
             Self::sync_every_vpe(self.redistributors.len(), &mut host);
@@ -429,6 +477,133 @@ impl VirtualIts {
         self.redistributors
             .get(vcpu)
             .is_some_and(|rd| rd.pending.get(lpi))
+    }
+
+    /// Links event `event` of the shared device `device` to event `hardware.0` of its
+    /// physical device, whose home is `hardware.1` (or unlinks it: `None`). The hardware
+    /// event must be mapped home on the physical ITS when it is linked, and is again when
+    /// this returns after an unlink. Returns the physical commands that make the hardware
+    /// event follow the guest's translation.
+    pub fn link(
+        &mut self,
+        device: u32,
+        event: u32,
+        hardware: Option<(u32, Home)>,
+    ) -> Result<Vec<HostCommand>, VitsError> {
+        let index = self.device_index(device)?;
+        let entry = &mut self.devices[index];
+        let Backing::Shared { physical_device } = entry.slot.backing else {
+            return Err(VitsError::NotShared);
+        };
+        if event >= entry.slot.events {
+            return Err(VitsError::EventBeyondLimit);
+        }
+        let mut host = Vec::new();
+        let at = entry.links.iter().position(|l| l.event == event);
+        match (hardware, at) {
+            (None, None) => {}
+            (None, Some(at)) => {
+                let link = entry.links.remove(at);
+                if link.direct.is_some() {
+                    Self::send_home(physical_device, &link, &mut host);
+                }
+            }
+            (Some((hw, home)), at) => {
+                if entry
+                    .links
+                    .iter()
+                    .any(|l| (l.hardware == hw) != (l.event == event))
+                {
+                    return Err(VitsError::LinkBusy);
+                }
+                match at {
+                    Some(at) => entry.links[at].home = home,
+                    None => entry.links.push(Link {
+                        event,
+                        hardware: hw,
+                        home,
+                        direct: None,
+                    }),
+                }
+            }
+        }
+        self.sync_links(&mut host);
+        Ok(host)
+    }
+
+    /// Where the guest's translation of (`index`, `event`) delivers now, if it may go to
+    /// the guest directly: (vCPU, vLPI).
+    fn link_target(&self, index: usize, event: u32) -> Option<(usize, u32)> {
+        if !self.enabled {
+            return None;
+        }
+        let (_, entries) = self.devices[index].itt.as_ref()?;
+        let t = entries.get(event as usize).copied().flatten()?;
+        Some((self.collection(t.icid).ok()?, t.lpi))
+    }
+
+    /// Makes every linked hardware event follow the guest's state: mapped to its vLPI on its
+    /// collection's vCPU while it has one, home otherwise. Run after anything that may change
+    /// a translation, a collection or the ITS's enable.
+    pub(super) fn sync_links(&mut self, host: &mut Vec<HostCommand>) {
+        for index in 0..self.devices.len() {
+            let Backing::Shared { physical_device } = self.devices[index].slot.backing else {
+                continue;
+            };
+            for at in 0..self.devices[index].links.len() {
+                let link = self.devices[index].links[at];
+                let wanted = self.link_target(index, link.event);
+                if wanted == link.direct {
+                    continue;
+                }
+                let (device, event) = (physical_device, link.hardware);
+                match (link.direct, wanted) {
+                    (Some((_, old)), Some((vcpu, lpi))) if old == lpi => {
+                        host.push(HostCommand::Vmovi {
+                            device,
+                            event,
+                            vcpu,
+                        });
+                    }
+                    (_, Some((vcpu, lpi))) => {
+                        host.push(HostCommand::Discard { device, event });
+                        host.push(HostCommand::Vmapti {
+                            device,
+                            event,
+                            vintid: lpi,
+                            vcpu,
+                        });
+                    }
+                    (_, None) => Self::send_home(device, &link, host),
+                }
+                self.devices[index].links[at].direct = wanted;
+            }
+        }
+    }
+
+    fn send_home(device: u32, link: &Link, host: &mut Vec<HostCommand>) {
+        host.push(HostCommand::Discard {
+            device,
+            event: link.hardware,
+        });
+        host.push(HostCommand::Restore {
+            device,
+            event: link.hardware,
+            lpi: link.home.lpi,
+            vcpu: link.home.vcpu,
+        });
+    }
+
+    /// The hardware event of (`index`, `event`) while it goes to the guest directly.
+    fn direct_event(&self, index: usize, event: u32) -> Option<(u32, u32)> {
+        let Backing::Shared { physical_device } = self.devices[index].slot.backing else {
+            return None;
+        };
+        self.devices[index]
+            .links
+            .iter()
+            .find(|l| l.event == event && l.direct.is_some())
+            .map(|l| (physical_device, l.hardware))
     }
 
     /// Drops every translation of `device` (MAPD, reset), clearing their pending state;

@@ -161,6 +161,7 @@ impl VirtualIts {
                     self.direct_translations(enabled, &mut outcome.host);
                 }
                 self.enabled = enabled;
+                self.sync_links(&mut outcome.host);
                 self.process(memory, &mut outcome);
             }
             o if o & !7 == gits::CBASER && !self.enabled => {
@@ -281,6 +282,7 @@ impl VirtualIts {
                     1
                 }
             };
+            self.sync_links(&mut outcome.host);
             let cost = cost.saturating_add((outcome.host.len() - issued) as u32);
             budget = budget.saturating_sub(cost);
             self.creadr = (self.creadr + COMMAND_SIZE as u64) % size;
@@ -316,12 +318,15 @@ impl VirtualIts {
             .ok_or(VitsError::NoSuchVcpu)
     }
 
-    /// Whether one of the slice's devices is an assigned function (its interrupts are
-    /// delivered directly by the physical ITS).
+    /// Whether one of the slice's devices is an assigned function or a shared device (its
+    /// interrupts may be delivered directly by the physical ITS).
     pub fn has_assigned(&self) -> bool {
-        self.devices
-            .iter()
-            .any(|d| matches!(d.slot.backing, Backing::Assigned { .. }))
+        self.devices.iter().any(|d| {
+            matches!(
+                d.slot.backing,
+                Backing::Assigned { .. } | Backing::Shared { .. }
+            )
+        })
     }
 
     /// Executes one command; returns the work it cost. On an error nothing has changed.
@@ -475,7 +480,26 @@ impl VirtualIts {
             Command::Int { device, event } | Command::Clear { device, event } => {
                 let (index, t) = self.translation(device, event)?;
                 let set = matches!(command, Command::Int { .. });
-                match self.devices[index].slot.backing {
+                let backing = match self.direct_event(index, event) {
+                    // A linked event going to the guest directly: its pending state is the
+                    // hardware's.
+                    Some((physical_device, hardware)) => {
+                        outcome.host.push(if set {
+                            HostCommand::Int {
+                                device: physical_device,
+                                event: hardware,
+                            }
+                        } else {
+                            HostCommand::Clear {
+                                device: physical_device,
+                                event: hardware,
+                            }
+                        });
+                        return Ok(1);
+                    }
+                    None => self.devices[index].slot.backing,
+                };
+                match backing {
                     Backing::Assigned { physical_device } => outcome.host.push(if set {
                         HostCommand::Int {
                             device: physical_device,
@@ -487,11 +511,11 @@ impl VirtualIts {
                             event,
                         }
                     }),
-                    Backing::Emulated if set => {
+                    Backing::Emulated | Backing::Shared { .. } if set => {
                         let vcpus = self.make_pending(t)?;
                         outcome.kick = outcome.kick.union(vcpus);
                     }
-                    Backing::Emulated => {
+                    Backing::Emulated | Backing::Shared { .. } => {
                         let vcpu = self.collection(t.icid)?;
                         self.redistributors[vcpu].pending.set(t.lpi, false);
                     }
@@ -506,6 +530,12 @@ impl VirtualIts {
                     outcome.host.push(HostCommand::Inv {
                         device: physical_device,
                         event,
+                    });
+                }
+                if let Some((physical_device, hardware)) = self.direct_event(index, event) {
+                    outcome.host.push(HostCommand::Inv {
+                        device: physical_device,
+                        event: hardware,
                     });
                 }
             }

@@ -24,6 +24,8 @@ const PENDING: u64 = RAM_BASE + 0x5_0000;
 const NVME: u32 = 0;
 const NIC: u32 = 8;
 const NIC_PHYSICAL: u32 = 0x100;
+/// The NVMe controller's physical DeviceID, for a shared NVMe function.
+const NVME_PHYSICAL: u32 = 0x300;
 
 /// The slice's RAM, as a byte array the test edits between accesses.
 struct FakeRam(Vec<u8>);
@@ -869,15 +871,43 @@ fn work_per_access_is_bounded_and_polling_finishes_it() {
 /// physical command names the slice's own function and vCPUs.
 #[test]
 fn hostile_guests_stay_contained() {
+    // Linked NVMe events that went to a guest directly, over all seeds.
+    let mut went_direct = 0;
     for seed in 1..=40u64 {
         let mut rng = Rng(seed * 0x9e37_79b9);
         let vcpus = 1 + rng.index(4);
+        // Half the seeds: the NVMe is a shared device whose events the test links to
+        // hardware events 0..8 of NVME_PHYSICAL (at home on the physical ITS to begin with).
+        let shared = seed % 2 == 0;
+        let mut devices = slots();
+        if shared {
+            devices[0].backing = Backing::Shared {
+                physical_device: NVME_PHYSICAL,
+            };
+        }
         let mut g = if rng.percent(70) {
-            Guest::linux_boot(vcpus)
+            Guest::linux_boot_with(vcpus, &devices)
         } else {
-            Guest::new(vcpus)
+            Guest::with_devices(vcpus, &devices)
         };
-        let mut physical = PhysicalIts::default();
+        let shared_events = if shared { 8 } else { 0 };
+        let mut physical = PhysicalIts::at_home(NVME_PHYSICAL, 0..shared_events as u32);
+        if shared && g.its.enabled {
+            // The guest's NVMe driver set up, as Linux leaves it: events 0..8 translated.
+            let mut setup = vec![Command::Mapd {
+                device: NVME,
+                size: 4,
+                itt: ITT,
+                valid: true,
+            }];
+            setup.extend((0..8).map(|event| Command::Mapti {
+                device: NVME,
+                event,
+                lpi: 8192 + event,
+                icid: (event as usize % vcpus) as u16,
+            }));
+            physical.apply(&g.queue(&setup).host, seed);
+        }
         for _ in 0..400 {
             let device = rng.pick(&[NVME, NIC, 0x10, NIC_PHYSICAL, u32::MAX]);
             let event = rng.pick(&[0, 1, 3, 4, 31, 32, 2047, u32::MAX]);
@@ -952,6 +982,26 @@ fn hostile_guests_stay_contained() {
                     }
                     Outcome::default()
                 }
+                6 | 7 => {
+                    let hardware = rng.percent(70).then(|| {
+                        let home = Home {
+                            lpi: 8192 + rng.below(8) as u32,
+                            vcpu: rng.index(vcpus),
+                        };
+                        (rng.below(8) as u32, home)
+                    });
+                    let device = if rng.percent(80) { NVME } else { device };
+                    let event = if rng.percent(80) {
+                        rng.below(10) as u32
+                    } else {
+                        event
+                    };
+                    let host = g.its.link(device, event, hardware).unwrap_or_default();
+                    Outcome {
+                        host,
+                        ..Outcome::default()
+                    }
+                }
                 _ => g.queue(&[command]),
             };
             if g.its.cbaser == cbaser
@@ -969,6 +1019,13 @@ fn hostile_guests_stay_contained() {
                 outcome.host.len()
             );
             physical.apply(&outcome.host, seed);
+            went_direct += outcome
+                .host
+                .iter()
+                .filter(
+                    |h| matches!(h, HostCommand::Vmapti { device, .. } if *device == NVME_PHYSICAL),
+                )
+                .count();
             for h in &outcome.host {
                 let (device, vcpu) = match *h {
                     HostCommand::Vmapti { device, vcpu, .. }
@@ -977,17 +1034,25 @@ fn hostile_guests_stay_contained() {
                     | HostCommand::Inv { device, .. }
                     | HostCommand::Int { device, .. }
                     | HostCommand::Clear { device, .. } => (Some(device), None),
+                    HostCommand::Restore { device, vcpu, .. } => (Some(device), Some(vcpu)),
                     HostCommand::Vinvall { vcpu } | HostCommand::Vsync { vcpu } => {
                         (None, Some(vcpu))
                     }
                 };
                 assert!(
-                    device.is_none_or(|d| d == NIC_PHYSICAL),
+                    device.is_none_or(|d| d == NIC_PHYSICAL || shared && d == NVME_PHYSICAL),
                     "seed {seed}: {h:?}"
                 );
                 assert!(vcpu.is_none_or(|v| v < vcpus), "seed {seed}: {h:?}");
-                if let HostCommand::Vmapti { event, vintid, .. } = *h {
-                    assert!(event < 4 && (LPI_BASE..16384).contains(&vintid));
+                if let HostCommand::Vmapti {
+                    device,
+                    event,
+                    vintid,
+                    ..
+                } = *h
+                {
+                    let events = if device == NIC_PHYSICAL { 4 } else { 8 };
+                    assert!(event < events && (LPI_BASE..16384).contains(&vintid));
                 }
             }
             let kept: usize = g
@@ -1004,38 +1069,223 @@ fn hostile_guests_stay_contained() {
             }
         }
         physical.apply(&g.its.reset(), seed);
-        assert!(
-            physical.0.is_empty(),
+        assert_eq!(
+            physical.direct(),
+            0,
             "seed {seed}: left mapped {:?}",
             physical.0
         );
+        assert_eq!(
+            physical.0.len(),
+            shared_events,
+            "seed {seed}: {:?}",
+            physical.0
+        );
     }
+    assert!(
+        went_direct > 20,
+        "only {went_direct} linked events went direct"
+    );
 }
 
-/// The physical ITS's translations as the host commands leave them: a command on an event
-/// that is not mapped, or a VMAPTI over one that is, would be a command error on the real
-/// ITS (which may stall it), so the model never issues one.
+/// An NVMe share whose hardware queue 5 serves the guest's event 1 (decision 5): the hardware
+/// event follows the guest's translation of event 1, and goes home whenever that breaks.
+#[test]
+fn a_linked_event_goes_to_the_guest_while_its_translation_holds() {
+    let mut devices = slots();
+    devices[0].backing = Backing::Shared {
+        physical_device: NVME_PHYSICAL,
+    };
+    let mut g = Guest::linux_boot_with(2, &devices);
+    let mut physical = PhysicalIts::at_home(NVME_PHYSICAL, 5..6);
+    let home = Home { lpi: 8197, vcpu: 0 };
+    let (discard, restore) = (
+        HostCommand::Discard {
+            device: NVME_PHYSICAL,
+            event: 5,
+        },
+        HostCommand::Restore {
+            device: NVME_PHYSICAL,
+            event: 5,
+            lpi: 8197,
+            vcpu: 0,
+        },
+    );
+    let vmapti = |lpi, vcpu| HostCommand::Vmapti {
+        device: NVME_PHYSICAL,
+        event: 5,
+        vintid: lpi,
+        vcpu,
+    };
+    let mut step = |g: &mut Guest, host: Vec<HostCommand>, expected: &[HostCommand]| {
+        physical.apply(&host, 0);
+        let host: Vec<HostCommand> = host
+            .into_iter()
+            .filter(|h| !matches!(h, HostCommand::Vsync { .. } | HostCommand::Vinvall { .. }))
+            .collect();
+        assert_eq!(host, expected);
+        let _ = g;
+    };
+    // Linked before the guest maps it: nothing moves.
+    let host = g.its.link(NVME, 1, Some((5, home))).unwrap();
+    step(&mut g, host, &[]);
+    // Mapped: the hardware event goes to the vLPI on collection 1's vCPU.
+    g.set_property(8300, 0xa0 | 1);
+    let host = g
+        .queue(&[
+            Command::Mapd {
+                device: NVME,
+                size: 4,
+                itt: ITT,
+                valid: true,
+            },
+            Command::Mapti {
+                device: NVME,
+                event: 1,
+                lpi: 8300,
+                icid: 1,
+            },
+        ])
+        .host;
+    step(&mut g, host, &[discard, vmapti(8300, 1)]);
+    // MOVI follows with VMOVI; INV and INT act on the hardware event, nothing is emulated.
+    let host = g
+        .queue(&[
+            Command::Movi {
+                device: NVME,
+                event: 1,
+                icid: 0,
+            },
+            Command::Inv {
+                device: NVME,
+                event: 1,
+            },
+            Command::Int {
+                device: NVME,
+                event: 1,
+            },
+        ])
+        .host;
+    let on = |c: fn(u32, u32) -> HostCommand| c(NVME_PHYSICAL, 5);
+    step(
+        &mut g,
+        host,
+        &[
+            HostCommand::Vmovi {
+                device: NVME_PHYSICAL,
+                event: 5,
+                vcpu: 0,
+            },
+            on(|device, event| HostCommand::Inv { device, event }),
+            on(|device, event| HostCommand::Int { device, event }),
+        ],
+    );
+    assert!(!g.its.is_pending(0, 8300));
+    // DISCARD sends it home; a new MAPTI brings it back to the new vLPI.
+    let host = g
+        .queue(&[Command::Discard {
+            device: NVME,
+            event: 1,
+        }])
+        .host;
+    step(&mut g, host, &[discard, restore]);
+    let host = g
+        .queue(&[Command::Mapti {
+            device: NVME,
+            event: 1,
+            lpi: 8301,
+            icid: 1,
+        }])
+        .host;
+    step(&mut g, host, &[discard, vmapti(8301, 1)]);
+    // The ITS off: home (and the guest's own INT is emulated meanwhile); on: back.
+    let host = g.write(gits::CTLR, 0).host;
+    step(&mut g, host, &[discard, restore]);
+    let host = g.write(gits::CTLR, gits::CTLR_ENABLED).host;
+    step(&mut g, host, &[discard, vmapti(8301, 1)]);
+    // The collection unmapped: home.
+    let host = g
+        .queue(&[Command::Mapc {
+            icid: 1,
+            rdbase: 1,
+            valid: false,
+        }])
+        .host;
+    step(&mut g, host, &[discard, restore]);
+    let host = g
+        .queue(&[Command::Mapc {
+            icid: 1,
+            rdbase: 0,
+            valid: true,
+        }])
+        .host;
+    step(&mut g, host, &[discard, vmapti(8301, 0)]);
+    // One hardware event per guest event and the other way round; only shared devices.
+    assert_eq!(
+        g.its.link(NVME, 2, Some((5, home))),
+        Err(VitsError::LinkBusy)
+    );
+    assert_eq!(
+        g.its.link(NVME, 1, Some((6, home))),
+        Err(VitsError::LinkBusy)
+    );
+    assert_eq!(
+        g.its.link(NIC, 1, Some((6, home))),
+        Err(VitsError::NotShared)
+    );
+    assert_eq!(
+        g.its.link(NVME, 32, Some((6, home))),
+        Err(VitsError::EventBeyondLimit)
+    );
+    // Unlinked: home. Linked again, then a reset: home, and the link is gone.
+    let host = g.its.link(NVME, 1, None).unwrap();
+    step(&mut g, host, &[discard, restore]);
+    let host = g.its.link(NVME, 1, Some((5, home))).unwrap();
+    step(&mut g, host, &[discard, vmapti(8301, 0)]);
+    let host = g.its.reset();
+    step(&mut g, host, &[discard, restore]);
+    assert_eq!(g.its.link(NVME, 1, None), Ok(Vec::new()));
+}
+
+/// The physical ITS's translations as the host commands leave them: `true` for a vLPI
+/// (VMAPTI), `false` for the hypervisor's own LPI (a shared device's hardware event at home).
+/// A command on an event that is not mapped, or a mapping over one that is, would be a
+/// command error on the real ITS (which may stall it), so the model never issues one.
 #[derive(Default)]
-struct PhysicalIts(Vec<(u32, u32)>);
+struct PhysicalIts(alloc::collections::BTreeMap<(u32, u32), bool>);
 
 impl PhysicalIts {
+    /// Hardware events `events` of `device` mapped to the hypervisor's LPIs (at boot).
+    fn at_home(device: u32, events: core::ops::Range<u32>) -> PhysicalIts {
+        PhysicalIts(events.map(|e| ((device, e), false)).collect())
+    }
+
+    /// Events mapped to vLPIs.
+    fn direct(&self) -> usize {
+        self.0.values().filter(|&&v| v).count()
+    }
+
     fn apply(&mut self, host: &[HostCommand], seed: u64) {
         for h in host {
             match *h {
                 HostCommand::Vmapti { device, event, .. } => {
-                    assert!(!self.0.contains(&(device, event)), "seed {seed}: {h:?}");
-                    self.0.push((device, event));
+                    let old = self.0.insert((device, event), true);
+                    assert!(old.is_none(), "seed {seed}: {h:?} over a mapping");
+                }
+                HostCommand::Restore { device, event, .. } => {
+                    let old = self.0.insert((device, event), false);
+                    assert!(old.is_none(), "seed {seed}: {h:?} over a mapping");
                 }
                 HostCommand::Discard { device, event } => {
-                    let at = self.0.iter().position(|&m| m == (device, event));
-                    self.0
-                        .swap_remove(at.unwrap_or_else(|| panic!("seed {seed}: {h:?}")));
+                    let old = self.0.remove(&(device, event));
+                    assert!(old.is_some(), "seed {seed}: {h:?} of nothing");
                 }
                 HostCommand::Vmovi { device, event, .. }
                 | HostCommand::Inv { device, event }
                 | HostCommand::Int { device, event }
                 | HostCommand::Clear { device, event } => {
-                    assert!(self.0.contains(&(device, event)), "seed {seed}: {h:?}");
+                    let mapped = self.0.get(&(device, event));
+                    assert_eq!(mapped, Some(&true), "seed {seed}: {h:?} on no vLPI");
                 }
                 HostCommand::Vinvall { .. } | HostCommand::Vsync { .. } => {}
             }
@@ -1079,7 +1329,7 @@ fn physical_commands_count_against_the_work_of_an_access() {
             physical.apply(&g.its.read(gits::CREADR, 8, &g.ram).1.host, 0);
         }
     }
-    assert_eq!(physical.0.len(), 64);
+    assert_eq!(physical.direct(), 64);
     let ping_pong: Vec<Command> = (0..64)
         .map(|n| Command::Mapc {
             icid: 0,
@@ -1150,7 +1400,7 @@ fn a_disabled_its_delivers_nothing_from_assigned_functions() {
         ]
     );
     physical.apply(&outcome.host, 0);
-    assert!(physical.0.is_empty());
+    assert_eq!(physical.direct(), 0);
     assert_eq!(g.write(gits::CTLR, 0).host, []);
     // On again: mapped back to their collections' vCPUs.
     let outcome = g.write(gits::CTLR, gits::CTLR_ENABLED);
@@ -1202,7 +1452,7 @@ fn a_disabled_its_delivers_nothing_from_assigned_functions() {
     // A reset while the ITS is off discards nothing on the physical ITS: nothing is there.
     physical.apply(&g.write(gits::CTLR, 0).host, 0);
     assert_eq!(g.its.reset(), []);
-    assert!(physical.0.is_empty());
+    assert_eq!(physical.direct(), 0);
 }
 
 /// The vGIC with a vITS: LPIs advertised, the LPI registers answered by the vITS, and
