@@ -301,6 +301,49 @@ fn a_new_tenant_gets_none_of_the_old_tenants_interrupt_state_on_a_gicv4_node() {
     .run();
 }
 
+#[test]
+fn manager_restarts_a_slice_whose_vcpus_all_turned_themselves_off() {
+    // The tenant's only vCPU turns itself off (PSCI CPU_OFF). No vCPU is left to take a
+    // request to end the run; a parked core must take it, or the slice could never be
+    // stopped or handed on while its devices (here its NVMe share) live on.
+    let node = plan(&[
+        manager(),
+        with_nvme(
+            &probe_slice(
+                "tenant",
+                "1",
+                "32MiB",
+                "cmdline = \"heartbeat=500 cpu-off-after=2\"",
+            ),
+            1,
+            "16MiB",
+        ),
+    ]);
+    let off = slice("tenant", "^PROBE ACTION cpu-off$");
+    let mut s = Scenario::new("manager_all_vcpus_off")
+        .inline_node(2, 1 << 30)
+        .disk(64 << 20)
+        .plan(&node)
+        .timeout(Duration::from_secs(240))
+        .healthy(&["manager"]);
+    s = s.input(Input::wait(off.clone()));
+    for input in manager_script(&["sleep 1; microvisorctl restart tenant; echo rc=$?"]) {
+        s = s.input(input);
+    }
+    s.expect(Expect::Sequence(vec![
+        off.clone(),
+        hv("^slice tenant restarted: forced restart by the manager$"),
+        slice("tenant", "^HEARTBEAT 2 ok"),
+        off,
+    ]))
+    .expect(Expect::line(says("^rc=0$")))
+    .expect(Expect::Never(slice(
+        "tenant",
+        "^PROBE ACTION cpu-off returned",
+    )))
+    .run();
+}
+
 /// Restarts of the cycling slice.
 const CYCLES: usize = 200;
 

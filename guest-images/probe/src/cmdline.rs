@@ -457,6 +457,8 @@ pub struct Options {
     pub flood: bool,
     /// SYSTEM_OFF after this heartbeat.
     pub off_after: Option<u64>,
+    /// CPU_OFF of the heartbeat's CPU after this heartbeat (with one vCPU: every vCPU off).
+    pub cpu_off_after: Option<u64>,
     /// `reset-timer-pending=1`: leave a virtual timer interrupt in flight at the reset.
     pub reset_timer_pending: bool,
     /// Whether to look for an NVMe controller at all (`nvme=0`: no).
@@ -495,6 +497,7 @@ impl Default for Options {
             reset_after: None,
             flood: false,
             off_after: None,
+            cpu_off_after: None,
             reset_timer_pending: false,
             nvme: true,
             net: true,
@@ -543,6 +546,9 @@ impl Options {
                 }
                 b"off-after" => {
                     options.off_after = options.number("off-after", value, parse_decimal);
+                }
+                b"cpu-off-after" => {
+                    options.cpu_off_after = options.number("cpu-off-after", value, parse_decimal);
                 }
                 b"reset-timer-pending" => {
                     if let Some(n) = options.number("reset-timer-pending", value, parse_decimal) {
@@ -752,7 +758,7 @@ mod tests {
     fn all_options_are_read_and_foreign_words_ignored() {
         let o = Options::parse(
             b"console=ttyAMA0 heartbeat=250 attack=mmio,read-addr target=0x0901_0000 \
-              reset-after=3 off-after=7 reset-timer-pending=1 flood=1 quiet",
+              reset-after=3 off-after=7 reset-timer-pending=1 flood=1 quiet cpu-off-after=2",
         );
         assert!(o.reset_timer_pending);
         assert!(o.flood);
@@ -761,6 +767,7 @@ mod tests {
         assert_eq!(o.target, Some(0x0901_0000));
         assert_eq!(o.reset_after, Some(3));
         assert_eq!(o.off_after, Some(7));
+        assert_eq!(o.cpu_off_after, Some(2));
         assert_eq!(o.problems().count(), 0);
     }
 

@@ -252,7 +252,7 @@ fn attend(slice: &Slice, vcpu: &Vcpu) {
 /// hypervisor's heap use is printed: `[hv] heap: <n> bytes in use, <t> stage-2 tables (slice
 /// <s> run <r>)`, the same figures as the manager's `NODE` request and the footprint line, so
 /// that `cargo xtask soak` sees any growth with the restarts (docs/soak.md).
-fn end_run(slice: &Slice, vcpu: &Vcpu, ending: Ending) -> ! {
+pub fn end_run(slice: &Slice, vcpu: &Vcpu, ending: Ending) -> ! {
     if let Some(run) = slice.end(vcpu, ending) {
         let node = run::node();
         let tables: usize = node.slices.iter().map(|s| s.memory.stage2.tables()).sum();

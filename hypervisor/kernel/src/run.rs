@@ -12,7 +12,7 @@ use spin::Once;
 use crate::irq;
 use crate::node::Node;
 use crate::output;
-use crate::slice::Slice;
+use crate::slice::{Attention, Slice};
 use crate::vcpu::Vcpu;
 
 static NODE: Once<Node> = Once::new();
@@ -107,6 +107,15 @@ pub extern "C" fn core_loop() -> ! {
         irq::handle_pending(node, None);
         if vcpu.index == 0 {
             run_job(node, slice);
+        }
+        // A run asked to end (the manager, a fault policy, a shutdown deadline) whose vCPUs
+        // have all turned themselves off (PSCI CPU_OFF) has no exit left to take the
+        // request: a parked core takes it (the request's SGI woke it). Before, such a slice
+        // could never be stopped or handed on, and its devices ran on.
+        if slice.needs_attention()
+            && let Attention::End(ending) = slice.attention()
+        {
+            crate::exits::end_run(slice, vcpu, ending);
         }
         if let Some((entry, context)) = vcpu.take_pending_on() {
             // Whatever happened while parked (a timer interrupt of the last run) is dropped.

@@ -85,6 +85,9 @@ pub fn run(options: &Options, conduit: Conduit, seed: u64, slice_seed: u64) -> !
         if options.off_after == Some(n) {
             action("system-off", conduit, psci::SYSTEM_OFF);
         }
+        if options.cpu_off_after == Some(n) {
+            action("cpu-off", conduit, psci::CPU_OFF);
+        }
         next += period;
         let now = timer::now();
         if next <= now {
