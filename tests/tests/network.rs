@@ -228,8 +228,27 @@ const NET_ATTACKS: [&str; 7] = [
 const BEATS: usize = 3;
 
 /// The attack plan; `target` (the victim's physical RAM) is where the DMA and MSI-X attacks
-/// aim outside the attacker's RAM.
-fn attack_plan(target: u64) -> String {
+/// aim outside the attacker's RAM. With `nic_nvme` the NIC's owner has an NVMe share too, so
+/// that `net-bar-move` moves the NIC's BAR over the emulated NVMe function's BAR0 (without
+/// it, over the NIC's own BAR1).
+fn attack_plan(target: u64, nic_nvme: bool) -> String {
+    let nic = with_device(
+        &probe_slice(
+            "nic",
+            "1",
+            "64MiB",
+            &format!(
+                "cmdline = \"attack={} target={target:#x} heartbeat=500\"",
+                NET_ATTACKS.join(",")
+            ),
+        ),
+        "pci = \"02:00.0\"",
+    );
+    let nic = if nic_nvme {
+        with_nvme(&nic, 1, "16MiB")
+    } else {
+        nic
+    };
     plan(&[
         // First: it gets the top of RAM, far from the attackers' IPA window.
         with_nvme(
@@ -242,18 +261,7 @@ fn attack_plan(target: u64) -> String {
             1,
             "16MiB",
         ),
-        with_device(
-            &probe_slice(
-                "nic",
-                "1",
-                "64MiB",
-                &format!(
-                    "cmdline = \"attack={} target={target:#x} heartbeat=500\"",
-                    NET_ATTACKS.join(",")
-                ),
-            ),
-            "pci = \"02:00.0\"",
-        ),
+        nic,
         with_device(
             &probe_slice(
                 "resetter",
@@ -284,7 +292,7 @@ fn net_attacks_are_contained() {
     // Every attack must be concluded (Expect::Attacks, added by run()) and none NOT-CONTAINED;
     // net-desc-outside must leave an SMMU fault record naming nic and 02:00.0, and the record
     // must end the slice's run (on-fault = stop).
-    net_attacks_on(|| Scenario::new("net_attacks").node("default"));
+    net_attacks_on(false, || Scenario::new("net_attacks").node("default"));
 }
 
 #[test]
@@ -292,8 +300,10 @@ fn net_attacks_are_contained_on_a_gicv4_node() {
     // The same attacks where the NICs' MSIs are the slices' vLPIs (GICv4.0 direct injection,
     // docs/decisions/0004-gicv4-virtual-its.md): the probe drives its virtual ITS, the
     // physical MSI-X entries carry the EventIDs its vITS mapped, and the resetter's restart
-    // discards its physical translations; its NIC's interrupts must come back after it.
-    net_attacks_on(|| {
+    // discards its physical translations; its NIC's interrupts must come back after it. The
+    // NIC's owner has an NVMe share here: net-bar-move puts the NIC's BAR over its BAR0,
+    // which must stay the NVMe's (the NIC's BAR not mapped there).
+    net_attacks_on(true, || {
         let mut s = Scenario::new("net_attacks_gicv4")
             .inline_node(4, 1 << 30)
             .gic_v4()
@@ -308,15 +318,15 @@ fn net_attacks_are_contained_on_a_gicv4_node() {
 
 /// Runs the net-* attacks on the node `node` makes (with NICs at 02:00.0 and 04:00.0, an NVMe
 /// disk and an SMMUv3).
-fn net_attacks_on(node: impl Fn() -> Scenario) {
-    let victim = node().plan(&attack_plan(0)).slice_ram("victim");
+fn net_attacks_on(nic_nvme: bool, node: impl Fn() -> Scenario) {
+    let victim = node().plan(&attack_plan(0, nic_nvme)).slice_ram("victim");
     let target = victim.base + (1 << 20);
     assert!(
         target >= 0x4000_0000 + (64 << 20),
         "the victim's RAM must lie outside the attackers' IPA window"
     );
     let mut s = node()
-        .plan(&attack_plan(target))
+        .plan(&attack_plan(target, nic_nvme))
         .timeout(Duration::from_secs(300))
         .all_healthy()
         .expect(Expect::line(assigned("nic", 1)))

@@ -379,10 +379,21 @@ fn bar_move(nic: &mut Nic, ctx: &Context<'_>) {
     let window = ctx.platform.pci.and_then(|h| h.mem32);
     let to_pci = |cpu: u64| window.map_or(cpu, |w| cpu - w.cpu + w.pci);
     let nvme_bar = nvme::CONTROLLER.lock().as_ref().map(|c| c.bar);
-    let (label, other_cpu) = match (nvme_bar, nic.bars[1]) {
-        (Some(b), _) => ("nvme-bar0", Some(b)),
-        (None, Some(b)) => ("own-bar1", Some(b.cpu)),
-        (None, None) => ("none", None),
+    let (label, other_cpu, other_size) = match (nvme_bar, nic.bars[1]) {
+        (Some(b), _) => ("nvme-bar0", Some(b), NVME_BAR0_BYTES),
+        (None, Some(b)) => ("own-bar1", Some(b.cpu), b.size),
+        (None, None) => ("none", None, 0),
+    };
+    // The first dword of every page the two BARs would share: a moved BAR that took over
+    // any page of the other shows there (its first page may be one the hypervisor traps
+    // and routes to the right device whatever overlaps it).
+    let pages = (other_size.min(own.size) / 4096).clamp(1, MAX_SHARED_PAGES as u64) as usize;
+    let read_pages = |cpu: u64| -> Result<[u32; MAX_SHARED_PAGES], ()> {
+        let mut words = [0u32; MAX_SHARED_PAGES];
+        for (p, word) in words.iter_mut().enumerate().take(pages) {
+            *word = bar::r32(cpu + p as u64 * 4096, "other-bar").map_err(|_| ())?;
+        }
+        Ok(words)
     };
     let other_pci = other_cpu.map(to_pci).unwrap_or(0);
     println!(
@@ -409,25 +420,24 @@ fn bar_move(nic: &mut Nic, ctx: &Context<'_>) {
         None => BarCase::NotSent("no-other-bar"),
         Some(cpu) => {
             // SAFETY of the reads: both are BAR addresses in the host bridge window (guarded).
-            let before = bar::r32(cpu, "other-bar");
-            match before {
-                Err(_) => BarCase::NotSent("other-bar-read"),
+            match read_pages(cpu) {
+                Err(()) => BarCase::NotSent("other-bar-read"),
                 Ok(before) => {
                     if write_bar(nic, index, own.is64, other_pci) {
-                        let read = bar::r32(cpu, "other-bar");
-                        let after = read.unwrap_or(!before);
+                        let read = read_pages(cpu);
                         write_bar(nic, index, own.is64, own.pci);
-                        if after == before {
-                            BarCase::Intact
-                        } else if matches!(read, Ok(u32::MAX)) {
+                        let after = read.unwrap_or(before.map(|b| !b));
+                        let mut differs = before.iter().zip(&after).filter(|(b, a)| b != a);
+                        let first = differs.clone().next();
+                        match first {
+                            None => BarCase::Intact,
                             // Neither BAR decodes the overlap (a master abort): the moved BAR
                             // took nothing over.
-                            BarCase::Unclaimed
-                        } else {
-                            BarCase::Changed {
+                            Some(_) if differs.all(|(_, &a)| a == u32::MAX) => BarCase::Unclaimed,
+                            Some((&before, &after)) => BarCase::Changed {
                                 before: u64::from(before),
                                 after: u64::from(after),
-                            }
+                            },
                         }
                     } else {
                         write_bar(nic, index, own.is64, own.pci);
@@ -447,6 +457,12 @@ fn bar_move(nic: &mut Nic, ctx: &Context<'_>) {
         },
     );
 }
+
+/// Bytes of the NVMe controller's BAR0 the probe looks at (registers, doorbells, MSI-X table
+/// and PBA of the microvisor's controller; QEMU's has them in its first 16 KiB too).
+const NVME_BAR0_BYTES: u64 = 0x4000;
+/// Pages of the other BAR `net-bar-move` compares.
+const MAX_SHARED_PAGES: usize = 4;
 
 fn bus_master(nic: &mut Nic) {
     const FRAMES: u16 = 8;

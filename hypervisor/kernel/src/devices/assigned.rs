@@ -258,6 +258,20 @@ impl AssignedDevice {
         }
     }
 
+    /// The guest ranges the function's BARs decode now.
+    pub fn decoded_regions(&self) -> Vec<Region> {
+        self.state.lock().0.decoded_regions()
+    }
+
+    /// Tells the function what the slice's other devices decode now: its BARs over any of
+    /// it are not mapped (and unmapped if they were).
+    pub fn set_reserved(&self, ctx: &Context<'_>, reserved: &[Region]) {
+        let mut state = self.state.lock();
+        let (function, physical) = &mut *state;
+        let effects = function.set_reserved(reserved);
+        apply(ctx, self.bdf, physical, effects);
+    }
+
     /// A guest access at IPA `ipa` in the PCI window that trapped: inside one of this
     /// function's BARs (its MSI-X pages, a virtio function's common configuration page, or a
     /// BAR the guest placed where it cannot be mapped) or not this function's (None).

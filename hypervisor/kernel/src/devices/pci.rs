@@ -7,6 +7,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use microvisor_logic::guest_dt::{DeviceNode, PcieHostNode, map};
+use microvisor_logic::inventory::Region;
 
 use super::assigned::AssignedDevice;
 use super::{Context, MmioDevice};
@@ -64,18 +65,51 @@ impl PciHost {
         let devfn = (offset >> 12) & 0xff;
         if offset >> 20 == 0 {
             if let Some(disk) = self.disk.as_ref().filter(|_| devfn == 0) {
-                return disk.config_access(ctx.ram, offset, width, write, signals);
+                let value = disk.config_access(ctx.ram, offset, width, write, signals);
+                if write.is_some() {
+                    self.keep_bars_apart(ctx);
+                }
+                return value;
             }
             if let Some(function) = self
                 .assigned
                 .iter()
                 .find(|f| u64::from(f.slot) << 3 == devfn)
             {
-                return function.config_access(ctx, (offset & 0xfff) as u16, width, write);
+                let value = function.config_access(ctx, (offset & 0xfff) as u16, width, write);
+                if write.is_some() {
+                    self.keep_bars_apart(ctx);
+                }
+                return value;
             }
         }
         // Nothing there: reads are all-ones, writes vanish.
         u64::MAX
+    }
+
+    /// After a configuration write (a BAR moved, decoding switched): each assigned function
+    /// learns what the slice's other functions decode, so that none of its BARs is mapped
+    /// over another's (the emulated NVMe function's BAR0 included, which a mapping would
+    /// hide). Two BARs that overlap are both left unmapped; their accesses trap.
+    fn keep_bars_apart(&self, ctx: &Context<'_>) {
+        if self.assigned.is_empty() {
+            return;
+        }
+        let nvme = self.disk.as_ref().and_then(|disk| disk.bar0_region());
+        let decoded: Vec<Vec<Region>> = self.assigned.iter().map(|f| f.decoded_regions()).collect();
+        for (i, function) in self.assigned.iter().enumerate() {
+            let reserved: Vec<Region> = nvme
+                .into_iter()
+                .chain(
+                    decoded
+                        .iter()
+                        .enumerate()
+                        .filter(|&(j, _)| j != i)
+                        .flat_map(|(_, regions)| regions.iter().copied()),
+                )
+                .collect();
+            function.set_reserved(ctx, &reserved);
+        }
     }
 }
 

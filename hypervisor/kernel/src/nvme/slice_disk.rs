@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 use microvisor_arch::memory::{SharedMemory, full_barrier, store_barrier};
 use microvisor_arch::{cpu, pci::barrier};
 use microvisor_logic::guest_dt::map;
+use microvisor_logic::inventory::Region;
 use microvisor_logic::nvme::{
     CompletionEntry, ControllerConfig, DEFAULT_MODEL, DmaPage, GuestMemoryFault, GuestRam,
     HardwareQueues, Ipa, MsiMessage, NamespaceIds, NamespaceShare, NvmeBackend, Pa,
@@ -265,6 +266,12 @@ impl SliceDisk {
                 .set_msix_control(&mut backend, enabled, !enabled);
         }
         0
+    }
+
+    /// Where the function's BAR0 decodes now, if it does.
+    pub fn bar0_region(&self) -> Option<Region> {
+        let base = self.state.lock().function.bar0()?;
+        Some(Region::new(base, vpci::BAR0_SIZE))
     }
 
     /// A guest access to `ipa` if it falls in the function's BAR0 (else None).

@@ -645,6 +645,20 @@ impl AssignedFunction {
         effects
     }
 
+    /// The guest ranges this function's BARs decode now (memory decoding on; whether or not
+    /// they could be mapped): what the slice's other devices must keep clear of
+    /// ([`AssignedFunction::set_reserved`]).
+    pub fn decoded_regions(&self) -> Vec<Region> {
+        if self.command & COMMAND_MEMORY == 0 {
+            return Vec::new();
+        }
+        self.bars
+            .iter()
+            .filter(|bar| bar.address != 0)
+            .map(|bar| bar.region())
+            .collect()
+    }
+
     /// Where BAR `i` may be mapped now, if anywhere.
     fn placement(&self, i: usize) -> Option<u64> {
         if self.command & COMMAND_MEMORY == 0 {
