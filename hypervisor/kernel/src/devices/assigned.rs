@@ -332,9 +332,16 @@ impl AssignedDevice {
     }
 
     /// Stops the function touching anything (bus mastering off at once, e.g. after an SMMU
-    /// fault): the slice's end resets it properly.
+    /// fault): the slice's end resets it properly. Runs on the core that services the SMMU
+    /// (which may run another slice), so it never waits: a function whose state is held is
+    /// being reset (up to seconds of FLR) or configured, and the slice's end that follows the
+    /// fault resets it anyway; meanwhile the SMMU keeps refusing what lies outside the
+    /// slice. Until 2026-12-04 it waited for the lock, stalling that core for a whole FLR
+    /// (found in review).
     pub fn stop_dma(&self) {
-        self.state.lock().1.bus_master(false);
+        if let Some(mut state) = self.state.try_lock() {
+            state.1.bus_master(false);
+        }
     }
 
     /// The slice's run ended: the function is reset (its DMA and MSIs stop, its state is
