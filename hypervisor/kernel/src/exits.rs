@@ -233,7 +233,7 @@ fn leave(slice: &Slice, vcpu: &Vcpu, next: Next) {
     match next {
         Next::Resume => {}
         Next::CpuOff => run::park(slice, vcpu),
-        Next::End(ending) => end_run(slice, vcpu, ending),
+        Next::End(ending) => run::end_run(slice, vcpu, ending),
     }
 }
 
@@ -244,25 +244,8 @@ fn attend(slice: &Slice, vcpu: &Vcpu) {
     match slice.attention() {
         Attention::None => {}
         Attention::Park => run::park(slice, vcpu),
-        Attention::End(ending) => end_run(slice, vcpu, ending),
+        Attention::End(ending) => run::end_run(slice, vcpu, ending),
     }
-}
-
-/// Ends the slice's run from this core and goes back to the run loop. After a restart the
-/// hypervisor's heap use is printed: `[hv] heap: <n> bytes in use, <t> stage-2 tables (slice
-/// <s> run <r>)`, the same figures as the manager's `NODE` request and the footprint line, so
-/// that `cargo xtask soak` sees any growth with the restarts (docs/soak.md).
-pub fn end_run(slice: &Slice, vcpu: &Vcpu, ending: Ending) -> ! {
-    if let Some(run) = slice.end(vcpu, ending) {
-        let node = run::node();
-        let tables: usize = node.slices.iter().map(|s| s.memory.stage2.tables()).sum();
-        output::hv(format_args!(
-            "heap: {} bytes in use, {tables} stage-2 tables (slice {} run {run})",
-            (node.footprint.heap_used)(),
-            slice.name
-        ));
-    }
-    run::back_to_loop()
 }
 
 /// Emulated MMIO through the slice's bus; an access nothing answers is an external abort.

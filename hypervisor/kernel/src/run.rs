@@ -12,7 +12,7 @@ use spin::Once;
 use crate::irq;
 use crate::node::Node;
 use crate::output;
-use crate::slice::{Attention, Slice};
+use crate::slice::{Attention, Ending, Slice};
 use crate::vcpu::Vcpu;
 
 static NODE: Once<Node> = Once::new();
@@ -84,6 +84,23 @@ pub fn park(slice: &Slice, vcpu: &Vcpu) -> ! {
     back_to_loop()
 }
 
+/// Ends the slice's run from this core and goes back to the run loop. After a restart the
+/// hypervisor's heap use is printed: `[hv] heap: <n> bytes in use, <t> stage-2 tables (slice
+/// <s> run <r>)`, the same figures as the manager's `NODE` request and the footprint line, so
+/// that `cargo xtask soak` sees any growth with the restarts (docs/soak.md).
+pub fn end_run(slice: &Slice, vcpu: &Vcpu, ending: Ending) -> ! {
+    if let Some(run) = slice.end(vcpu, ending) {
+        let node = node();
+        let tables: usize = node.slices.iter().map(|s| s.memory.stage2.tables()).sum();
+        output::hv(format_args!(
+            "heap: {} bytes in use, {tables} stage-2 tables (slice {} run {run})",
+            (node.footprint.heap_used)(),
+            slice.name
+        ));
+    }
+    back_to_loop()
+}
+
 /// Returns to this core's run loop, abandoning its stack (the vCPU's power state is left as
 /// it is: a restarted slice's vCPU 0 may already be ON_PENDING here).
 pub fn back_to_loop() -> ! {
@@ -115,7 +132,7 @@ pub extern "C" fn core_loop() -> ! {
         if slice.needs_attention()
             && let Attention::End(ending) = slice.attention()
         {
-            crate::exits::end_run(slice, vcpu, ending);
+            end_run(slice, vcpu, ending);
         }
         if let Some((entry, context)) = vcpu.take_pending_on() {
             // Whatever happened while parked (a timer interrupt of the last run) is dropped.
