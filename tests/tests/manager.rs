@@ -124,6 +124,13 @@ fn manager_runs_every_other_slice() {
         run_step("microvisorctl boot pr --kernel /tmp/big; echo rc=$?"),
         // A request with a bad magic, straight through /dev/mem: EXECUTE says BAD_REQUEST (2).
         run_step("devmem 0xa200000 32 7; devmem 0xa000018 64"),
+        // BOOT of pr with a command line of the whole window (2 MiB - 4 KiB): TOO_LARGE (6),
+        // refused before anything is allocated (it used to exhaust the heap at EL2).
+        run_step(
+            "m=0xa2000; devmem ${m}00 32 0x5152564d; devmem ${m}04 32 10; devmem ${m}08 64 8; \
+             devmem ${m}20 64 0x1ff000; for o in 28 30 38 40; do devmem ${m}$o 64 0; done; \
+             devmem ${m}28 32 0x7270; devmem 0xa000018 64",
+        ),
         // An on/off storm, then the probe must come back.
         run_step(
             "for i in 1 2 3 4 5 6; do microvisorctl off pr; microvisorctl on pr; done 2>/dev/null",
@@ -179,6 +186,7 @@ fn manager_runs_every_other_slice() {
             says(r#"slice "pr": .*does not fit"#),
             says("^rc=16$"),
             says("^0x0000000000000002$"),
+            says("^0x0000000000000006$"),
             // the storm is over, the probe is back; then the shutdowns
             pr_pass.clone(),
             hv("^slice pr stopped: not off 2000 ms after the power key, forced off by the manager$"),

@@ -172,16 +172,8 @@ impl Control {
                 })
             }
             Op::ConsoleWrite => {
-                if request.length > MAX_CONSOLE_WRITE {
-                    return Err(Refusal::new(
-                        Status::BadRequest,
-                        format_args!(
-                            "console write of {} bytes (at most {MAX_CONSOLE_WRITE})",
-                            request.length
-                        ),
-                    ));
-                }
-                let bytes = self.payload(&request)?;
+                let bytes =
+                    self.payload(&request, MAX_CONSOLE_WRITE, "console write", Status::BadRequest)?;
                 let taken = slice.console_write(&bytes);
                 Ok(Reply {
                     r0: taken as u64,
@@ -233,8 +225,23 @@ impl Control {
         Ok(slice)
     }
 
-    /// A small request payload, copied out of the window.
-    fn payload(&self, request: &Request) -> Result<Vec<u8>, Refusal> {
+    /// A small request payload of at most `limit` bytes, copied out of the window. A longer
+    /// one is refused with `status` before anything is allocated: until 2026-12-04 a `BOOT`
+    /// with a command line of the window's size (2 MiB) allocated it all first, and the heap
+    /// could not (an allocation failure at EL2 halts the core; found in review).
+    fn payload(
+        &self,
+        request: &Request,
+        limit: u64,
+        what: &str,
+        status: Status,
+    ) -> Result<Vec<u8>, Refusal> {
+        if request.length > limit {
+            return Err(Refusal::new(
+                status,
+                format_args!("{what} of {} bytes (at most {limit})", request.length),
+            ));
+        }
         let mut bytes = alloc::vec![0u8; request.length as usize];
         self.window
             .sync_from_uncached(PAYLOAD_OFFSET, request.length)
@@ -375,7 +382,12 @@ impl Control {
                 });
         }
         let cmdline = if flags.cmdline {
-            wire::parse_cmdline(&self.payload(request)?)
+            wire::parse_cmdline(&self.payload(
+                request,
+                wire::MAX_CMDLINE as u64,
+                "command line",
+                Status::TooLarge,
+            )?)
                 .map_err(|r| refuse(r.status, &r.message))?
         } else {
             slice.flashed_cmdline().into()
