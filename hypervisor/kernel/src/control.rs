@@ -172,8 +172,12 @@ impl Control {
                 })
             }
             Op::ConsoleWrite => {
-                let bytes =
-                    self.payload(&request, MAX_CONSOLE_WRITE, "console write", Status::BadRequest)?;
+                let bytes = self.payload(
+                    &request,
+                    MAX_CONSOLE_WRITE,
+                    "console write",
+                    Status::BadRequest,
+                )?;
                 let taken = slice.console_write(&bytes);
                 Ok(Reply {
                     r0: taken as u64,
@@ -388,7 +392,7 @@ impl Control {
                 "command line",
                 Status::TooLarge,
             )?)
-                .map_err(|r| refuse(r.status, &r.message))?
+            .map_err(|r| refuse(r.status, &r.message))?
         } else {
             slice.flashed_cmdline().into()
         };

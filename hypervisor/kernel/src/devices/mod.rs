@@ -58,6 +58,13 @@ pub trait MmioDevice: Send + Sync {
         Ok(())
     }
 
+    /// Before the slice's RAM is scrubbed and loaded for a run: Err names what an earlier run
+    /// of the device may still write there (after waiting a bounded time for it), and the
+    /// RAM must not be reused then.
+    fn drained(&self, _ctx: &Context<'_>) -> Result<(), &'static str> {
+        Ok(())
+    }
+
     /// The slice starts again: back to the power-on state.
     fn reset(&self) {}
 }
@@ -123,6 +130,11 @@ impl Devices {
             result = result.and(quiet);
         }
         result
+    }
+
+    /// Whether every device is done with the slice's RAM ([`MmioDevice::drained`]).
+    pub fn drained(&self, ctx: &Context<'_>) -> Result<(), &'static str> {
+        self.list.iter().try_for_each(|device| device.drained(ctx))
     }
 
     /// Resets every device.

@@ -340,6 +340,11 @@ impl SliceDisk {
         }
     }
 
+    /// No command of the slice is in the hardware.
+    pub fn is_quiescent(&self) -> bool {
+        self.state.lock().controller.is_quiescent()
+    }
+
     /// Resets the function and waits until none of the slice's commands is left in the
     /// hardware, so that its RAM can be reloaded. Polls the hardware queues itself (the
     /// slice's cores are parked). False if the device did not drain within `timeout_ms`.

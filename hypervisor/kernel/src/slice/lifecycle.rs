@@ -107,6 +107,10 @@ impl Slice {
     /// Scrubs the slice's RAM and copies its boot source into it; the scrub's cost goes into
     /// its stats.
     pub fn load(&self) -> Result<(), SetupError> {
+        // Nothing of an earlier run may still be writing the RAM about to be scrubbed.
+        self.devices
+            .drained(&self.context())
+            .map_err(|what| format!("slice \"{}\": {what}", self.name))?;
         let begin = cpu::counter();
         let images = self.images.lock();
         if let Some(flash) = &self.firmware {
