@@ -933,43 +933,39 @@ fn nvme_metrics(ws: &Workspace, artifacts: &Artifacts, dirs: &Dirs) -> Result<Ve
         let mean = |f: &dyn Fn(&nvme::IoRun) -> f64| {
             slice_runs.iter().map(|r| f(&r[i])).sum::<f64>() / slice_runs.len() as f64
         };
-        let doorbell = mean(&|r| r.per_io("mmio-bar"));
-        let interrupt = mean(&|r| r.per_io("irq-device"));
-        let total = mean(&nvme::IoRun::total_per_io);
-        metrics.push(
-            Metric::new(
-                &format!("nvme-qd{depth}-exits"),
-                &format!("NVMe QD{depth}, exits per read"),
-                total,
-                "exits",
-                Goal::AtMost(1.0),
-            )
-            .with_detail("doorbell", doorbell)
-            .with_detail("completion-irq", interrupt)
-            .with_detail("other", total - doorbell - interrupt)
-            .with_note("Ctrl-A c snapshots around the run; goal: <= 1 exit per I/O batch; other = timer ticks and the console line that starts the run"),
-        );
+        metrics.push(exits_per_read(
+            format!("nvme-qd{depth}-exits"),
+            format!("NVMe QD{depth}, exits per read"),
+            |f| mean(f),
+            "Ctrl-A c snapshots around the run; goal: <= 1 exit per I/O batch; other = timer ticks and the console line that starts the run",
+        ));
         let run = &gicv4_runs[i];
-        let (doorbell, interrupt, total) = (
-            run.per_io("mmio-bar"),
-            run.per_io("irq-device"),
-            run.total_per_io(),
-        );
-        metrics.push(
-            Metric::new(
-                &format!("nvme-qd{depth}-exits-gicv4"),
-                &format!("NVMe QD{depth}, exits per read, GICv4.0 node"),
-                total,
-                "exits",
-                Goal::AtMost(1.0),
-            )
-            .with_detail("doorbell", doorbell)
-            .with_detail("completion-irq", interrupt)
-            .with_detail("other", total - doorbell - interrupt)
-            .with_note("the slice above on a gic-version=4 node (its NVMe interrupts are vITS LPIs); one run; goal: <= 1 exit per I/O batch, no exit for completions (decision 5)"),
-        );
+        metrics.push(exits_per_read(
+            format!("nvme-qd{depth}-exits-gicv4"),
+            format!("NVMe QD{depth}, exits per read, GICv4.0 node"),
+            |f| f(run),
+            "the slice above on a gic-version=4 node (its NVMe interrupts are vITS LPIs); one run; goal: <= 1 exit per I/O batch, no exit for completions (decision 5)",
+        ));
     }
     Ok(metrics)
+}
+
+/// An exits-per-read row: `value` computes a per-read figure of the runs it stands for
+/// (one, or the mean of several), split into doorbell, completion interrupt and the rest.
+fn exits_per_read(
+    id: String,
+    title: String,
+    value: impl Fn(&dyn Fn(&nvme::IoRun) -> f64) -> f64,
+    note: &str,
+) -> Metric {
+    let doorbell = value(&|r| r.per_io("mmio-bar"));
+    let interrupt = value(&|r| r.per_io("irq-device"));
+    let total = value(&nvme::IoRun::total_per_io);
+    Metric::new(&id, &title, total, "exits", Goal::AtMost(1.0))
+        .with_detail("doorbell", doorbell)
+        .with_detail("completion-irq", interrupt)
+        .with_detail("other", total - doorbell - interrupt)
+        .with_note(note)
 }
 
 /// One boot running `iobench` at every depth: in a slice of `image` on a node with GIC

@@ -105,8 +105,11 @@ struct Unresponsive {
 
 impl Slice {
     /// Scrubs the slice's RAM and copies its boot source into it; the scrub's cost goes into
-    /// its stats.
-    pub fn load(&self) -> Result<(), SetupError> {
+    /// its stats. Returns where what it loaded is entered: (kernel entry, device tree), read
+    /// under the same lock as the copy, so a boot source the manager sets meanwhile (`BOOT`)
+    /// takes effect at the next load and never mixes with this one (until 2026-12-04 the
+    /// start read them again afterwards; found in review).
+    pub fn load(&self) -> Result<(u64, u64), SetupError> {
         // Nothing of an earlier run may still be writing the RAM about to be scrubbed.
         self.devices
             .drained(&self.context())
@@ -117,17 +120,20 @@ impl Slice {
             flash.prepare(images.network_first);
         }
         let loaded = images.load(&self.memory.ram, self.pool.as_deref());
+        let entry = (images.layout.kernel_ipa, images.layout.dtb_ipa);
         drop(images);
         let ticks = cpu::counter().saturating_sub(begin);
         self.stats
             .lock()
             .scrubbed(self.memory.ram.region().size, ticks);
-        loaded.map_err(|_| format!("slice \"{}\": images do not fit its memory", self.name))
+        loaded
+            .map(|()| entry)
+            .map_err(|_| format!("slice \"{}\": images do not fit its memory", self.name))
     }
 
-    /// Starts a run: devices and vGIC in their power-on state, vCPU 0 powered on at the kernel
-    /// entry (the images must be loaded).
-    pub fn start(&self) -> Result<(), SetupError> {
+    /// Starts a run: devices and vGIC in their power-on state, vCPU 0 powered on at `entry`
+    /// (the kernel entry and device tree of the images [`Slice::load`] loaded).
+    pub fn start(&self, (entry, dtb): (u64, u64)) -> Result<(), SetupError> {
         self.devices.reset();
         self.gic.reset();
         // Exit counters count this run (the previous run's were printed when it ended).
@@ -138,10 +144,6 @@ impl Slice {
         self.stats.lock().starts += 1;
         *self.lifecycle.lock() = Lifecycle::Running;
         self.attention.store(0, Ordering::Release);
-        let (entry, dtb) = {
-            let images = self.images.lock();
-            (images.layout.kernel_ipa, images.layout.dtb_ipa)
-        };
         self.power_on(&self.vcpus[0], entry, dtb)
             .map_err(|status| format!("slice \"{}\": vCPU 0 did not start ({status})", self.name))
     }
@@ -278,7 +280,7 @@ impl Slice {
                     self.name
                 ));
             }
-            if let Err(error) = self.load().and_then(|()| self.start()) {
+            if let Err(error) = self.load().and_then(|entry| self.start(entry)) {
                 output::hv(format_args!(
                     "slice {} stopped: restart failed: {error}",
                     self.name

@@ -107,7 +107,7 @@ impl Slice {
         match job {
             Job::Start | Job::FirstStart => {
                 let begin = cpu::counter();
-                let started = self.load().and_then(|()| self.start());
+                let started = self.load().and_then(|entry| self.start(entry));
                 let ticks = cpu::counter().saturating_sub(begin);
                 match started {
                     Ok(()) => output::hv(format_args!(
