@@ -19,6 +19,7 @@ use microvisor_logic::inventory::{Conduit, Inventory, Region};
 use microvisor_logic::memory_map::{free_ram, place_working_memory};
 use microvisor_logic::passthrough::virtio::MacAddress;
 use microvisor_logic::pci::Bdf;
+use microvisor_logic::pci::windows::PlacementProblem;
 use microvisor_logic::stacks::StackLayout;
 use microvisor_plan::bundle::Bundle;
 use microvisor_plan::image::STACK_OVERFLOW_TEST;
@@ -407,6 +408,13 @@ fn setup_assigned(
                 .placement
                 .bars(bdf)
                 .ok_or_else(|| fail("its BARs were not placed".into()))?;
+            // A BAR left unplaced would still decode wherever it points once the function's
+            // memory decoding is on (found in review): such a function is not assigned.
+            if let Some(problem) = hierarchy.placement.problems.iter().find(|p| {
+                matches!(p, PlacementProblem::NoRoomForBar(b, _) | PlacementProblem::MalformedBar(b, _) if *b == bdf)
+            }) {
+                return Err(fail(format!("{problem}")));
+            }
             let vectors = microvisor_logic::pci::MsixCapability::find(pci.config(), bdf)
                 .ok_or_else(|| fail("it has no MSI-X capability".into()))?
                 .vectors;
