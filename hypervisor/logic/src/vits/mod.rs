@@ -312,10 +312,8 @@ impl VirtualIts {
             // A disabled ITS has nothing mapped on the physical one (`direct_translations`).
             host.clear();
         }
+        // Every linked hardware event home; the new state below has no links.
         self.sync_links(&mut host);
-        for device in &mut self.devices {
-            device.links.clear();
-        }
         if !host.is_empty() {
             Self::sync_every_vpe(self.redistributors.len(), &mut host);
         }
