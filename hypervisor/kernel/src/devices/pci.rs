@@ -199,10 +199,12 @@ impl MmioDevice for PciHost {
     /// review).
     fn drained(&self, ctx: &Context<'_>) -> Result<(), &'static str> {
         match &self.disk {
-            Some(disk) if !disk.is_quiescent() => disk
-                .reset_and_drain(ctx.ram, DRAIN_TIMEOUT_MS)
-                .then_some(())
-                .ok_or("its NVMe commands from the last run have not drained"),
+            Some(disk) if !disk.is_quiescent() => {
+                disk.reset_and_drain(ctx.ram, DRAIN_TIMEOUT_MS);
+                disk.is_quiescent()
+                    .then_some(())
+                    .ok_or("NVMe commands of an earlier run or erase are still in the controller")
+            }
             _ => Ok(()),
         }
     }

@@ -68,6 +68,9 @@ pub enum EraseErrorKind {
     /// Commands of its guest are still in the hardware (the stop's drain timed out): erasing
     /// would consume their completions.
     GuestCommandsInFlight,
+    /// An earlier erase timed out and left commands in the controller: nothing of the slice's
+    /// share is used again until the node restarts.
+    EraseCommandsInFlight,
     /// Its share has no read-back buffer or too few slot pages (a hypervisor bug).
     NoBuffer,
     /// The controller failed, or a block stayed non-zero (see [`EraseFault`]).
@@ -89,6 +92,9 @@ impl fmt::Display for EraseError {
             EraseErrorKind::GuestCommandsInFlight => {
                 f.write_str("its own NVMe commands are still in the controller")
             }
+            EraseErrorKind::EraseCommandsInFlight => f.write_str(
+                "an earlier erase timed out with commands still in the controller (until the node restarts)",
+            ),
             EraseErrorKind::NoBuffer => f.write_str("no erase buffer for its share"),
             EraseErrorKind::Fault(EraseFault::NotZero { lba }) => write!(
                 f,

@@ -27,7 +27,7 @@ use super::erase::{
 };
 use super::physical::Physical;
 use super::{HardwareQueue, QUEUE_ENTRIES};
-use microvisor_logic::nvme::erase::{self as wipe, DiskFacts, ErasePlan, Window};
+use microvisor_logic::nvme::erase::{self as wipe, DiskFacts, EraseFault, ErasePlan, Window};
 
 /// GICD_SETSPI_NSR as the slice sees it: where its MSIs must be aimed.
 const SETSPI: u64 = map::GICD + 0x40;
@@ -37,6 +37,11 @@ pub struct DiskState {
     pub function: VirtualFunction,
     pub controller: VirtualNvme,
     pub queues: Vec<HardwareQueue>,
+    /// Commands an erase that timed out left in the slice's first hardware queue. Nothing
+    /// counts their completions, so from then on the slice neither starts nor erases again
+    /// until the node restarts: a late one could write a slot page the guest's PRP lists
+    /// then fill to the disk, or pass for a new erase's command (found in review).
+    pub erase_left_behind: u16,
 }
 
 /// A slice's NVMe share.
@@ -230,6 +235,7 @@ impl SliceDisk {
                 function,
                 controller,
                 queues,
+                erase_left_behind: 0,
             }),
         })
     }
@@ -340,9 +346,10 @@ impl SliceDisk {
         }
     }
 
-    /// No command of the slice is in the hardware.
+    /// No command of the slice (its guest's, or an erase's) is in the hardware.
     pub fn is_quiescent(&self) -> bool {
-        self.state.lock().controller.is_quiescent()
+        let state = self.state.lock();
+        state.controller.is_quiescent() && state.erase_left_behind == 0
     }
 
     /// Resets the function and waits until none of the slice's commands is left in the
@@ -397,7 +404,9 @@ impl SliceDisk {
     /// queues are put back as they were, with every erase command completed and consumed, so
     /// the slice's next start finds them as after any stop. On a timeout the erase's
     /// unfinished commands are left in the hardware queue (the error says how many); their
-    /// late completions are then logged as unexpected by the mediated path.
+    /// late completions are then logged as unexpected by the mediated path, and the slice
+    /// neither starts nor erases again until the node restarts
+    /// ([`DiskState::erase_left_behind`]).
     pub fn erase(&self) -> Result<EraseReport, EraseError> {
         let start = cpu::counter();
         let fail = |kind| EraseError {
@@ -414,10 +423,19 @@ impl SliceDisk {
             if !state.controller.is_quiescent() {
                 return Err(fail(EraseErrorKind::GuestCommandsInFlight));
             }
+            if state.erase_left_behind > 0 {
+                return Err(fail(EraseErrorKind::EraseCommandsInFlight));
+            }
             core::mem::take(&mut state.queues)
         };
         let result = self.erase_on(&mut queues);
-        self.state.lock().queues = queues;
+        {
+            let mut state = self.state.lock();
+            state.queues = queues;
+            if let Err(EraseErrorKind::Fault(EraseFault::Timeout { in_flight, .. })) = result {
+                state.erase_left_behind = in_flight;
+            }
+        }
         let outcome = result.map_err(fail)?;
         let ticks = cpu::counter().wrapping_sub(start);
         Ok(EraseReport {
