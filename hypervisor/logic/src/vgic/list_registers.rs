@@ -498,6 +498,40 @@ mod tests {
     }
 
     #[test]
+    fn a_hardware_interrupt_whose_pending_bit_the_guest_cleared_is_deactivated_at_reset() {
+        // The guest disables its timer PPI, the timer fires (pending with its HW link, never
+        // loaded), and the guest clears the pending bit: the physical PPI is still active and
+        // must be deactivated when the vCPU resets, or no later run on the core gets a tick.
+        let mut g = gic(1);
+        enable(&mut g, 0, 27, 0xa0);
+        g.redistributor_write(0, SGI_BASE + gicd::ICENABLER, 4, 1 << 27);
+        g.raise_hardware(0, 27, 27);
+        let mut lrs = [0u64; 4];
+        g.sync_list_registers(0, &mut lrs);
+        assert_eq!(lrs, [0; 4], "disabled: never loaded");
+        g.redistributor_write(0, SGI_BASE + gicd::ICPENDR, 4, 1 << 27);
+        assert!(!g.is_pending(0, 27));
+        assert_eq!(g.reset_vcpu(0), [27]);
+    }
+
+    #[test]
+    fn an_spi_held_by_a_vcpu_that_resets_is_delivered_again() {
+        // SPI 33 routed to vCPU 0 is in its list register when vCPU 0 turns itself off; moved
+        // to vCPU 1 (GICD_IROUTER), it must still be delivered there.
+        let mut g = gic(2);
+        enable(&mut g, 0, UART, 0xa0);
+        g.set_level(UART, true);
+        let mut lrs = [0u64; 4];
+        g.sync_list_registers(0, &mut lrs);
+        assert_eq!(lr_intid(lrs[0]), UART);
+        assert_eq!(g.reset_vcpu(0), []);
+        g.distributor_write(gicd::IROUTER + 8 * u64::from(UART), 8, 1);
+        let mut other = [0u64; 4];
+        g.sync_list_registers(1, &mut other);
+        assert_eq!(lr_intid(other[0]), UART, "pending again, on vCPU 1");
+    }
+
+    #[test]
     fn hardware_interrupt_firing_again_keeps_its_link() {
         let mut g = gic(1);
         enable(&mut g, 0, 27, 0xa0);

@@ -222,21 +222,39 @@ impl VirtualGic {
 
     /// Resets `vcpu`'s interrupt state (PSCI CPU_ON or a slice restart). Returns the physical
     /// INTIDs that were in flight for it and must be deactivated, since their list registers
-    /// are being discarded.
+    /// are being discarded: every private interrupt still linked to one, whatever the guest
+    /// did with its pending bit (until 2026-12-04 only pending or loaded ones: a guest that
+    /// cleared its disabled timer PPI's pending bit left the physical PPI active on the core
+    /// for every later run; found in review). SPIs it held in its list registers are
+    /// released, and pending again if edge or still asserted: the vCPU never saw it through, and an SPI
+    /// marked as in a list register nobody has any more was never delivered again.
     pub fn reset_vcpu(&mut self, vcpu: usize) -> Vec<u32> {
         let Some(state) = self.vcpus.get_mut(vcpu) else {
             return Vec::new();
         };
-        let pending = state.pending;
         let in_flight = state
             .private
             .iter()
-            .enumerate()
-            .filter(|&(intid, irq)| pending & 1 << intid != 0 || irq.in_list_register)
-            .filter_map(|(_, irq)| irq.hardware)
+            .filter_map(|irq| irq.hardware)
             .collect();
+        let held = state.list_registers;
         *state = VcpuState::new();
         self.dirty = self.dirty.without(vcpu);
+        for intid in held.into_iter().flatten().filter(|&i| i >= SPI_BASE) {
+            let Some(irq) = self.irq_mut(vcpu, intid) else {
+                continue;
+            };
+            irq.in_list_register = false;
+            // A physical SPI behind it is deactivated by the caller from the list register.
+            irq.hardware = None;
+            // Pending again if it is an edge one, or a level one whose line is still high.
+            let again = irq.edge || irq.level;
+            if again {
+                self.set_pending(vcpu, intid, true);
+                let target = VcpuSet::EMPTY.with(self.destination(vcpu, intid));
+                self.mark(target);
+            }
+        }
         in_flight
     }
 
