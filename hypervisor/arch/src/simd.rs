@@ -71,6 +71,107 @@ impl Drop for Access {
     }
 }
 
+/// Zeroes the vector state a guest may have left on this core: Streaming SVE mode and ZA off
+/// (SMSTOP, which zeroes the Z, P and FFR registers as it leaves streaming mode), V0-V31 (an
+/// Advanced SIMD write also zeroes the rest of its Z register), P0-P15 and FFR where SVE is
+/// present, FPCR and FPSR. Called whenever a vCPU's EL1 state is reset (`virt::reset_el1`).
+pub fn clear_guest_vector_state() {
+    let features = features();
+    if features.sme {
+        let current = CPTR_EL2.get();
+        let open = current & !CPTR_EL2_TSM;
+        if open != current {
+            CPTR_EL2.set(open);
+            barrier::isb(barrier::SY);
+        }
+        // SAFETY: the core has SME and CPTR_EL2.TSM is clear; SMSTOP only leaves streaming
+        // mode and turns ZA off (PSTATE.SM and PSTATE.ZA), touching no memory.
+        unsafe {
+            core::arch::asm!(".arch_extension sme", "smstop", options(nomem, nostack));
+        }
+        if open != current {
+            CPTR_EL2.set(current);
+            barrier::isb(barrier::SY);
+        }
+    }
+    let Some(_access) = Access::open(features, features.sve) else {
+        return;
+    };
+    // SAFETY: Advanced SIMD is available and not trapped (`Access`); only vector and FP
+    // control registers are written, no memory.
+    unsafe {
+        core::arch::asm!(
+            ".arch_extension simd",
+            ".arch_extension fp",
+            "movi v0.16b, #0",
+            "movi v1.16b, #0",
+            "movi v2.16b, #0",
+            "movi v3.16b, #0",
+            "movi v4.16b, #0",
+            "movi v5.16b, #0",
+            "movi v6.16b, #0",
+            "movi v7.16b, #0",
+            "movi v8.16b, #0",
+            "movi v9.16b, #0",
+            "movi v10.16b, #0",
+            "movi v11.16b, #0",
+            "movi v12.16b, #0",
+            "movi v13.16b, #0",
+            "movi v14.16b, #0",
+            "movi v15.16b, #0",
+            "movi v16.16b, #0",
+            "movi v17.16b, #0",
+            "movi v18.16b, #0",
+            "movi v19.16b, #0",
+            "movi v20.16b, #0",
+            "movi v21.16b, #0",
+            "movi v22.16b, #0",
+            "movi v23.16b, #0",
+            "movi v24.16b, #0",
+            "movi v25.16b, #0",
+            "movi v26.16b, #0",
+            "movi v27.16b, #0",
+            "movi v28.16b, #0",
+            "movi v29.16b, #0",
+            "movi v30.16b, #0",
+            "movi v31.16b, #0",
+            "msr fpcr, xzr",
+            "msr fpsr, xzr",
+            options(nomem, nostack),
+        );
+    }
+    if features.sve {
+        // SAFETY: SVE is available and not trapped (`Access` asked for it); only predicate
+        // registers and FFR are written.
+        unsafe {
+            core::arch::asm!(
+                ".arch_extension sve",
+                "pfalse p0.b",
+                "pfalse p1.b",
+                "pfalse p2.b",
+                "pfalse p3.b",
+                "pfalse p4.b",
+                "pfalse p5.b",
+                "pfalse p6.b",
+                "pfalse p7.b",
+                "pfalse p8.b",
+                "pfalse p9.b",
+                "pfalse p10.b",
+                "pfalse p11.b",
+                "pfalse p12.b",
+                "pfalse p13.b",
+                "pfalse p14.b",
+                "pfalse p15.b",
+                "wrffr p0.b",
+                options(nomem, nostack),
+            );
+        }
+    }
+}
+
+/// CPTR_EL2.TSM (E2H = 0): SME traps.
+const CPTR_EL2_TSM: u64 = 1 << 12;
+
 /// SHA-256's compression function with the CPU's SHA-256 instructions, when this core has them
 /// and they give the same result as the software one on a test block (checked here, once per
 /// call: a few hundred instructions); `None` otherwise. Where the instructions cannot be used

@@ -4,9 +4,12 @@
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
-    CNTHCTL_EL2, CNTP_CTL_EL0, CNTP_CVAL_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0, CNTVOFF_EL2, CPTR_EL2,
-    HCR_EL2, ID_AA64DFR0_EL1, ID_AA64MMFR2_EL1, ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, MDCR_EL2,
-    MIDR_EL1, SCTLR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
+    AFSR0_EL1, AFSR1_EL1, AMAIR_EL1, CNTHCTL_EL2, CNTKCTL_EL1, CNTP_CTL_EL0, CNTP_CVAL_EL0,
+    CNTV_CTL_EL0, CNTV_CVAL_EL0, CNTVOFF_EL2, CONTEXTIDR_EL1, CPACR_EL1, CPTR_EL2, ELR_EL1,
+    ESR_EL1, FAR_EL1, HCR_EL2, ID_AA64DFR0_EL1, ID_AA64MMFR2_EL1, ID_AA64PFR0_EL1, ID_AA64PFR1_EL1,
+    MAIR_EL1, MDCR_EL2, MDSCR_EL1, MIDR_EL1, PAR_EL1, SCTLR_EL1, SP_EL0, SP_EL1, SPSR_EL1, TCR_EL1,
+    TPIDR_EL0, TPIDR_EL1, TPIDRRO_EL0, TTBR0_EL1, TTBR1_EL1, VBAR_EL1, VMPIDR_EL2, VTCR_EL2,
+    VTTBR_EL2,
 };
 use core::sync::atomic::{AtomicU8, Ordering};
 use tock_registers::interfaces::{Readable, Writeable};
@@ -119,13 +122,41 @@ pub fn configure_core(vttbr: u64, vcpu: usize) {
 }
 
 /// Resets the EL1 state a vCPU starts from (`el2::el1_reset_sctlr`: MMU and caches off;
-/// both EL1 timers off, their compare values cleared so nothing of the last run shows).
+/// both EL1 timers off, their compare values cleared), and clears everything else an earlier
+/// run (or tenant) left in this core's EL1 and EL0 registers: thread and stack pointers,
+/// exception and translation registers, debug exceptions off (MDSCR_EL1), and the vector
+/// state (`simd::clear_guest_vector_state`: FP/SIMD, SVE, SME). Until 2026-12-04 only
+/// SCTLR_EL1 and the timers were reset, so a new tenant could read what the last one left
+/// there, e.g. key material in the vector registers (found in review).
 pub fn reset_el1() {
     SCTLR_EL1.set(el2::el1_reset_sctlr().get());
     CNTV_CTL_EL0.set(0);
     CNTP_CTL_EL0.set(0);
     CNTV_CVAL_EL0.set(0);
     CNTP_CVAL_EL0.set(0);
+    TPIDR_EL0.set(0);
+    TPIDRRO_EL0.set(0);
+    TPIDR_EL1.set(0);
+    SP_EL0.set(0);
+    SP_EL1.set(0);
+    ELR_EL1.set(0);
+    SPSR_EL1.set(0);
+    ESR_EL1.set(0);
+    FAR_EL1.set(0);
+    PAR_EL1.set(0);
+    VBAR_EL1.set(0);
+    TTBR0_EL1.set(0);
+    TTBR1_EL1.set(0);
+    TCR_EL1.set(0);
+    MAIR_EL1.set(0);
+    AMAIR_EL1.set(0);
+    AFSR0_EL1.set(0);
+    AFSR1_EL1.set(0);
+    CONTEXTIDR_EL1.set(0);
+    CPACR_EL1.set(0);
+    CNTKCTL_EL1.set(0);
+    MDSCR_EL1.set(0);
+    crate::simd::clear_guest_vector_state();
     barrier::isb(barrier::SY);
     invalidate_guest_tlb();
 }
