@@ -4,7 +4,7 @@
 use alloc::format;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use microvisor_plan::sorted_map::SortedMap;
 
 use microvisor_logic::inventory::Conduit;
@@ -66,6 +66,8 @@ pub struct BootRelease {
     handed_at: AtomicU64,
     /// Counter ticks of the slowest first start on its core (scrub, load, vCPU 0 on).
     slowest: AtomicU64,
+    /// The release line has been printed.
+    reported: AtomicBool,
 }
 
 /// What the core that finished the last first start reports.
@@ -81,17 +83,23 @@ impl BootRelease {
             left: AtomicUsize::new(slices),
             handed_at: AtomicU64::new(0),
             slowest: AtomicU64::new(0),
+            reported: AtomicBool::new(false),
         }
+    }
+
+    /// The core that finished the last first start has printed the release line.
+    pub fn report_printed(&self) {
+        self.reported.store(true, Ordering::Release);
+    }
+
+    /// Whether the release line has been printed (every first start finished before it).
+    pub fn reported(&self) -> bool {
+        self.reported.load(Ordering::Acquire)
     }
 
     /// The boot core has handed every slice to its core, at counter `at`.
     pub fn handed(&self, at: u64) {
         self.handed_at.store(at, Ordering::Release);
-    }
-
-    /// Whether every slice's first start has finished.
-    pub fn done(&self) -> bool {
-        self.left.load(Ordering::Acquire) == 0
     }
 
     /// A slice's first start finished (started or not) after `ticks` on its core; the one

@@ -162,6 +162,7 @@ pub fn run_job(node: &Node, slice: &Slice) {
             released.handed_at,
             released.slowest,
         ));
+        node.boot.report_printed();
         cpu::send_event();
     }
 }

@@ -747,7 +747,9 @@ fn run(node: Node, info: &mut BootInfo) -> ! {
         if let Some((slice, _)) = node.assigned(info.boot_core) {
             core_run::run_job(node, slice);
         }
-        let _ = cpu::wait_for_event_until(Duration::from_secs(5), || node.boot.done());
+        // The release line first: the core that finished the last start prints it after the
+        // count reaches zero, so waiting for the count alone raced with it.
+        let _ = cpu::wait_for_event_until(Duration::from_secs(5), || node.boot.reported());
         hv!(
             "test image: core {} overflows its hypervisor stack on purpose",
             info.boot_core
