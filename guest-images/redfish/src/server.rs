@@ -4,9 +4,10 @@
 //! blocking thread behind one lock (the control interface serves one request at a time
 //! anyway), so no client waits on another's fetch of virtual media.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,6 +29,10 @@ use crate::service::{BootImage, FetchJob, MAX_BODY, Outcome, Service};
 
 /// Connections served at once; more wait in the listen queue.
 pub const MAX_CONNECTIONS: usize = 32;
+/// Connections one client address may hold at once (more are closed at once), so that one
+/// host cannot take every slot for a connection's whole lifetime, e.g. with a cheap request
+/// to the service root every few seconds (found in review).
+pub const MAX_PER_CLIENT: usize = 4;
 /// Time a client has to send a request's headers (slow-loris bound).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to send a body once its headers are in.
@@ -111,6 +116,44 @@ fn internal_error() -> Response {
     Response::error(500, "InternalError", "the service failed on this request")
 }
 
+/// Connections held per client address.
+#[derive(Default)]
+struct Clients(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection of `ip`, counted until dropped.
+struct ClientConnection {
+    clients: Arc<Clients>,
+    ip: IpAddr,
+}
+
+impl Clients {
+    /// Counts a connection of `ip`, unless it already holds [`MAX_PER_CLIENT`].
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<ClientConnection> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(ip).or_default();
+        if *n >= MAX_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(ClientConnection {
+            clients: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientConnection {
+    fn drop(&mut self) {
+        let mut held = self.clients.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves `listener` forever, over TLS when `tls` is given.
 pub async fn serve<T: Transport + Send + 'static>(
     shared: Arc<Shared<T>>,
@@ -118,6 +161,7 @@ pub async fn serve<T: Transport + Send + 'static>(
     tls: Option<TlsAcceptor>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let clients = Arc::new(Clients::default());
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
@@ -130,10 +174,15 @@ pub async fn serve<T: Transport + Send + 'static>(
                 continue;
             }
         };
+        // Over its share: closed at once, the slot free again.
+        let Some(client) = clients.enter(peer.ip()) else {
+            continue;
+        };
         let shared = shared.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _client = client;
             let served = async {
                 match tls {
                     Some(acceptor) => {
@@ -293,6 +342,27 @@ fn acceptor(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_client_address_holds_at_most_its_share_of_connections() {
+        let clients = Arc::new(Clients::default());
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let held: Vec<ClientConnection> = (0..MAX_PER_CLIENT)
+            .map(|_| clients.enter(a).unwrap())
+            .collect();
+        assert!(clients.enter(a).is_none(), "over its share");
+        let other = clients.enter(b).expect("another address is not affected");
+        drop(held);
+        assert!(
+            clients.enter(a).is_some(),
+            "its connections closed: room again"
+        );
+        drop(other);
+        assert!(
+            clients.0.lock().unwrap().is_empty(),
+            "nothing kept for closed ones"
+        );
+    }
 
     #[test]
     fn a_pem_certificate_and_its_key_make_the_tls_configuration() {

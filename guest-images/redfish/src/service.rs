@@ -638,6 +638,11 @@ impl<T: Transport> Service<T> {
             Err(response) => return response,
         };
         let name = slice.name.as_str();
+        // A later Reset replaces a start an earlier one left pending (a graceful restart or
+        // a power cycle waiting for the slice to be off): a ForceOff while the slice shuts
+        // down stays off. Until 2026-12-04 the pending start powered it on again (found in
+        // review). PowerCycle and GracefulRestart below set their own.
+        self.cancel_pending_start(name);
         let on = slice.state == SliceState::On;
         let off = matches!(slice.state, SliceState::Off);
         let result = match reset_type.as_str() {
@@ -679,6 +684,15 @@ impl<T: Transport> Service<T> {
         match result {
             Ok(()) => Response::empty(204),
             Err(e) => control_error(&e),
+        }
+    }
+
+    /// Drops a start left pending for `name` by an earlier Reset.
+    fn cancel_pending_start(&mut self, name: &str) {
+        if let Some(state) = self.systems.get_mut(name)
+            && matches!(state.pending, Some(Pending::StartWhenOff { .. }))
+        {
+            state.pending = None;
         }
     }
 
@@ -827,7 +841,11 @@ impl<T: Transport> Service<T> {
             );
         }
         match self.client.erase(&slice.name) {
-            Ok(()) => Response::empty(204),
+            Ok(()) => {
+                // An erased slice stays off: no start left pending from before.
+                self.cancel_pending_start(&slice.name);
+                Response::empty(204)
+            }
             Err(e) => control_error(&e),
         }
     }

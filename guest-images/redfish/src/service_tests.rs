@@ -382,6 +382,26 @@ fn reset_types_drive_the_slice() {
     s.tick(1_200);
     assert_eq!(fake(&mut s).state("web"), "on");
     assert_eq!(fake(&mut s).starts("web"), starts + 1);
+    // A ForceOff while a graceful restart waits for the slice to be off: it stays off.
+    let starts = fake(&mut s).starts("web");
+    assert_eq!(
+        post(&mut s, reset, json!({"ResetType": "GracefulRestart"})).status,
+        204
+    );
+    assert_eq!(
+        post(&mut s, reset, json!({"ResetType": "ForceOff"})).status,
+        204
+    );
+    fake(&mut s).advance(1_000);
+    s.tick(2_500);
+    s.tick(2_600);
+    assert_eq!(
+        fake(&mut s).state("web"),
+        "off",
+        "the restart was cancelled"
+    );
+    assert_eq!(fake(&mut s).starts("web"), starts);
+    assert_eq!(post(&mut s, reset, json!({"ResetType": "On"})).status, 204);
     // The other slices never moved.
     assert_eq!(fake(&mut s).starts("db"), 1);
     for (bad, id) in [
