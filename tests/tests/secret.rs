@@ -33,12 +33,18 @@ const DISK_BYTES: u64 = 16 << 20;
 const MAX_FOOTPRINT: u64 = 4 << 20;
 
 /// `SECRET CHECK` with these counts (regexes) and the whole namespace scanned; captures
-/// `ram_scanned`.
-fn check_line(ram_words: &str, disk_words: &str) -> String {
+/// `ram_scanned`. `regs` counts the registers found not zero (pointer-authentication keys,
+/// breakpoints, watchpoints, PMU: `guest-images/probe/src/bare/secret_regs.rs`).
+fn check_line(ram_words: &str, disk_words: &str, regs: &str) -> String {
     format!(
         "^SECRET CHECK ram_words={ram_words} disk_words={disk_words} ram_scanned=(\\d+) \
-         disk_scanned={DISK_BYTES}$"
+         disk_scanned={DISK_BYTES} regs={regs}$"
     )
+}
+
+/// `SECRET PLANTED` with all of the namespace and at least one register.
+fn planted_line() -> String {
+    format!("^SECRET PLANTED ram=\\d+ disk={DISK_BYTES} regs=[1-9]\\d*$")
 }
 
 /// The number after `key=` in the first line of `outcome` from `name` containing `what`.
@@ -94,42 +100,42 @@ fn secret_planted_by_one_slice_is_not_seen_by_a_fresh_one() {
         .timeout(Duration::from_secs(240))
         .all_healthy()
         .expect(Expect::Sequence(vec![
-            slice(
-                "planter",
-                &format!("^SECRET PLANTED ram=\\d+ disk={DISK_BYTES}$"),
-            ),
+            slice("planter", &planted_line()),
             slice("planter", "^HEARTBEAT 2 ok$"),
         ]))
         .expect(Expect::Sequence(vec![
-            slice("fresh", &check_line("0", "0")),
+            slice("fresh", &check_line("0", "0", "0")),
             slice("fresh", "^SECRET CLEAN$"),
             slice("fresh", "^HEARTBEAT 2 ok$"),
         ]))
         .expect(Expect::Sequence(vec![
-            slice(
-                "control",
-                &format!("^SECRET PLANTED ram=\\d+ disk={DISK_BYTES}$"),
-            ),
+            slice("control", &planted_line()),
             // Everything planted on disk is read back; in RAM the NVMe queues and buffers
             // laid out after planting hide a few words.
             slice(
                 "control",
-                &check_line("[1-9]\\d*", &(DISK_BYTES / 8).to_string()),
+                &check_line("[1-9]\\d*", &(DISK_BYTES / 8).to_string(), "[1-9]\\d*"),
             ),
-            slice("control", "^SECRET FOUND ram=0x[0-9a-f]+ disk=0x0$"),
+            slice(
+                "control",
+                "^SECRET FOUND ram=0x[0-9a-f]+ disk=0x0 reg=APIAKeyLo_EL1$",
+            ),
         ]))
         .expect(Expect::Sequence(vec![
             // First boot: clean, then plants; after its reset the microvisor scrubbed its RAM
             // (nothing of the pattern there) but nothing erased its share (all of it there).
-            slice("rebooter", &check_line("0", "0")),
+            // Nor is anything left in the registers the guest owns. (This holds here even
+            // with `virt::reset_el1` not clearing them, for a reason not found yet; the
+            // manager's hand-over scenario is the one that fails without it.)
+            slice("rebooter", &check_line("0", "0", "0")),
             slice("rebooter", "^SECRET CLEAN$"),
+            slice("rebooter", &planted_line()),
+            slice("rebooter", "^PROBE ACTION system-reset$"),
             slice(
                 "rebooter",
-                &format!("^SECRET PLANTED ram=\\d+ disk={DISK_BYTES}$"),
+                &check_line("0", &(DISK_BYTES / 8).to_string(), "0"),
             ),
-            slice("rebooter", "^PROBE ACTION system-reset$"),
-            slice("rebooter", &check_line("0", &(DISK_BYTES / 8).to_string())),
-            slice("rebooter", "^SECRET FOUND ram=none disk=0x0$"),
+            slice("rebooter", "^SECRET FOUND ram=none disk=0x0 reg=none$"),
         ]))
         .expect(Expect::Never(slice("fresh", "^SECRET (FOUND|INCOMPLETE)")))
         .expect(Expect::Never(slice("planter", "^SECRET CHECK")))
@@ -197,7 +203,7 @@ fn secret_detector_natively() {
         (
             "secret_native_plant_check",
             "plant,check",
-            "^SECRET FOUND ram=0x[0-9a-f]+ disk=0x0$",
+            "^SECRET FOUND ram=0x[0-9a-f]+ disk=0x0 reg=APIAKeyLo_EL1$",
         ),
     ] {
         let words = if mode == "check" { "0" } else { "[1-9]\\d*" };
@@ -214,7 +220,7 @@ fn secret_detector_natively() {
             .timeout(Duration::from_secs(120))
             .all_healthy()
             .expect(Expect::Sequence(vec![
-                slice(NATIVE_SLICE, &check_line(words, &disk_words)),
+                slice(NATIVE_SLICE, &check_line(words, &disk_words, words)),
                 slice(NATIVE_SLICE, verdict),
                 slice(NATIVE_SLICE, "^HEARTBEAT 1 ok$"),
             ]))

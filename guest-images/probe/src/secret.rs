@@ -200,9 +200,9 @@ pub enum Verdict {
 }
 
 /// The verdict of a check over `ram` and `disk` that should have covered `ram_bytes` and
-/// `disk_bytes`.
-pub fn verdict(ram: &Tally, disk: &Tally, ram_bytes: u64, disk_bytes: u64) -> Verdict {
-    if ram.words != 0 || disk.words != 0 {
+/// `disk_bytes`, with `regs` registers found not zero (`bare::secret_regs`).
+pub fn verdict(ram: &Tally, disk: &Tally, regs: usize, ram_bytes: u64, disk_bytes: u64) -> Verdict {
+    if ram.words != 0 || disk.words != 0 || regs != 0 {
         Verdict::Found
     } else if ram.scanned < ram_bytes || disk.scanned < disk_bytes {
         Verdict::Incomplete
@@ -320,7 +320,7 @@ mod tests {
         assert_eq!((t.words, t.first, t.scanned), (2, Some(0x4000_0008), 32));
         t.add(64, 1, Some(0x4000_0000));
         assert_eq!((t.words, t.first, t.scanned), (3, Some(0x4000_0000), 96));
-        assert_eq!(verdict(&t, &Tally::default(), 96, 0), Verdict::Found);
+        assert_eq!(verdict(&t, &Tally::default(), 0, 96, 0), Verdict::Found);
     }
 
     #[test]
@@ -330,12 +330,17 @@ mod tests {
             first: None,
             scanned: 100,
         };
-        assert_eq!(verdict(&full, &full, 100, 100), Verdict::Clean);
-        assert_eq!(verdict(&full, &full, 100, 200), Verdict::Incomplete);
+        assert_eq!(verdict(&full, &full, 0, 100, 100), Verdict::Clean);
+        assert_eq!(verdict(&full, &full, 0, 100, 200), Verdict::Incomplete);
         assert_eq!(
-            verdict(&full, &Tally::default(), 100, 0),
+            verdict(&full, &Tally::default(), 0, 100, 0),
             Verdict::Clean,
             "no namespace: RAM alone"
+        );
+        assert_eq!(
+            verdict(&full, &full, 1, 100, 100),
+            Verdict::Found,
+            "a register left over"
         );
     }
 

@@ -72,9 +72,9 @@ impl Drop for Access {
 }
 
 /// Zeroes the vector state a guest may have left on this core: Streaming SVE mode and ZA off
-/// (SMSTOP, which zeroes the Z, P and FFR registers as it leaves streaming mode), V0-V31 (an
-/// Advanced SIMD write also zeroes the rest of its Z register), P0-P15 and FFR where SVE is
-/// present, FPCR and FPSR. Called whenever a vCPU's EL1 state is reset (`virt::reset_el1`).
+/// (SMSTOP, which zeroes the Z, P and FFR registers as it leaves streaming mode) and
+/// TPIDR2_EL0, V0-V31 (an Advanced SIMD write also zeroes the rest of its Z register),
+/// P0-P15 and FFR where SVE is present, FPCR and FPSR. Called whenever a vCPU's EL1 state is reset (`virt::reset_el1`).
 pub fn clear_guest_vector_state() {
     let features = features();
     if features.sme {
@@ -89,6 +89,9 @@ pub fn clear_guest_vector_state() {
         unsafe {
             core::arch::asm!(".arch_extension sme", "smstop", options(nomem, nostack));
         }
+        // SAFETY: TPIDR2_EL0 exists with SME; it holds a pointer of the guest's (its lazy ZA
+        // save buffer) and nothing the hypervisor uses.
+        unsafe { core::arch::asm!("msr S3_3_C13_C0_5, xzr", options(nomem, nostack)) };
         if open != current {
             CPTR_EL2.set(current);
             barrier::isb(barrier::SY);

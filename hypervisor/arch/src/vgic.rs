@@ -76,13 +76,27 @@ pub fn set_control(underflow: bool) {
 }
 
 /// Puts this core's virtual CPU interface in its reset state: no list register in use, no
-/// active priority, the guest's interface disabled (ICH_VMCR_EL2 = 0).
+/// active priority, the guest's interface disabled (ICH_VMCR_EL2 = 0). Every implemented
+/// active-priorities register is cleared: 1 with 5 preemption bits, 2 with 6, 4 with 7
+/// (ICH_VTR_EL2.PREbits + 1); until 2026-12-04 only the first, so on cores with more a last
+/// run's active priorities could mask the next one's interrupts (found in review).
 pub fn reset() {
     for n in 0..list_register_count() {
         write_list_register(n, 0);
     }
     ICH_AP1R0_EL2.set(0);
     ICH_AP0R0_EL2.set(0);
+    let preemption_bits = ICH_VTR_EL2.read(ICH_VTR_EL2::PREbits) + 1;
+    if preemption_bits >= 6 {
+        ICH_AP1R1_EL2.set(0);
+        ICH_AP0R1_EL2.set(0);
+    }
+    if preemption_bits >= 7 {
+        ICH_AP1R2_EL2.set(0);
+        ICH_AP0R2_EL2.set(0);
+        ICH_AP1R3_EL2.set(0);
+        ICH_AP0R3_EL2.set(0);
+    }
     ICH_VMCR_EL2.set(0);
     set_control(false);
     barrier::isb(barrier::SY);

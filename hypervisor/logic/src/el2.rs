@@ -9,7 +9,9 @@
 //! A field of a feature the CPU lacks is RES0 (or RES1) and is written as such, never set
 //! "just in case".
 
-use aarch64_cpu::registers::{HCR_EL2, ID_AA64DFR0_EL1, ID_AA64MMFR2_EL1, MDCR_EL2};
+use aarch64_cpu::registers::{
+    HCR_EL2, ID_AA64DFR0_EL1, ID_AA64ISAR1_EL1, ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1, MDCR_EL2,
+};
 use tock_registers::{LocalRegisterCopy, register_bitfields};
 
 use crate::pagetable::Stage2MemoryTypes;
@@ -125,6 +127,13 @@ register_bitfields![u64,
         /// 0: SME, 1: SME2, 2: SME2.1.
         SMEVER OFFSET(56) NUMBITS(4) []
     ],
+    /// ID_AA64ISAR2_EL1: the fields read here.
+    pub ID_AA64ISAR2_EL1 [
+        /// FEAT_PAuth with the QARMA3 algorithm: address authentication.
+        APA3 OFFSET(12) NUMBITS(4) [],
+        /// Generic authentication with QARMA3.
+        GPA3 OFFSET(8) NUMBITS(4) []
+    ],
     /// PMCR_EL0: the field read here.
     pub PMCR_EL0 [
         /// Number of event counters implemented (as read at EL2).
@@ -152,7 +161,10 @@ pub struct IdRegisters {
     pub aa64pfr1: u64,
     pub aa64dfr0: u64,
     pub aa64smfr0: u64,
+    pub aa64mmfr1: u64,
     pub aa64mmfr2: u64,
+    pub aa64isar1: u64,
+    pub aa64isar2: u64,
 }
 
 /// The core's performance monitors.
@@ -190,6 +202,15 @@ pub struct CpuFeatures {
     /// FEAT_S2FWB (ID_AA64MMFR2_EL1.FWB, bits [43:40], = 1): HCR_EL2.FWB exists, and with it
     /// stage 2 can force RAM to Normal Write-Back whatever the guest's stage 1 says.
     pub s2fwb: bool,
+    /// FEAT_PAuth, any algorithm, address or generic: the five key registers exist (the
+    /// guest owns them, HCR_EL2.APK = 1, so a vCPU's reset clears them).
+    pub pointer_auth: bool,
+    /// Breakpoints and watchpoints implemented (ID_AA64DFR0_EL1.BRPs + 1, WRPs + 1): the
+    /// guest owns their registers (MDCR_EL2.TDA = 0), so a vCPU's reset clears them.
+    pub breakpoints: u8,
+    pub watchpoints: u8,
+    /// FEAT_LOR: the LORegion registers, the guest's (HCR_EL2.TLOR = 0), cleared likewise.
+    pub lor: bool,
 }
 
 impl IdRegisters {
@@ -201,6 +222,9 @@ impl IdRegisters {
         let dfr0 = LocalRegisterCopy::<u64, ID_AA64DFR0_EL1::Register>::new(self.aa64dfr0);
         let smfr0 = LocalRegisterCopy::<u64, ID_AA64SMFR0_EL1::Register>::new(self.aa64smfr0);
         let mmfr2 = LocalRegisterCopy::<u64, ID_AA64MMFR2_EL1::Register>::new(self.aa64mmfr2);
+        let mmfr1 = LocalRegisterCopy::<u64, ID_AA64MMFR1_EL1::Register>::new(self.aa64mmfr1);
+        let isar1 = LocalRegisterCopy::<u64, ID_AA64ISAR1_EL1::Register>::new(self.aa64isar1);
+        let isar2 = LocalRegisterCopy::<u64, ID_AA64ISAR2_EL1::Register>::new(self.aa64isar2);
         let sme = pfr1.read(ID_AA64PFR1_EL1::SME) != 0;
         let pmu = match dfr0.read(ID_AA64DFR0_EL1::PMUVer) as u8 {
             0 | pmu_version::IMPLEMENTATION_DEFINED => Pmu::None,
@@ -224,6 +248,15 @@ impl IdRegisters {
             trace_filter: dfr0.read(ID_AA64DFR0_EL1::TraceFilt) != 0,
             ras: pfr0.read(ID_AA64PFR0_EL1::RAS) != 0,
             s2fwb: mmfr2.read(ID_AA64MMFR2_EL1::FWB) != 0,
+            pointer_auth: isar1.read(ID_AA64ISAR1_EL1::APA) != 0
+                || isar1.read(ID_AA64ISAR1_EL1::API) != 0
+                || isar1.read(ID_AA64ISAR1_EL1::GPA) != 0
+                || isar1.read(ID_AA64ISAR1_EL1::GPI) != 0
+                || isar2.read(ID_AA64ISAR2_EL1::APA3) != 0
+                || isar2.read(ID_AA64ISAR2_EL1::GPA3) != 0,
+            breakpoints: dfr0.read(ID_AA64DFR0_EL1::BRPs) as u8 + 1,
+            watchpoints: dfr0.read(ID_AA64DFR0_EL1::WRPs) as u8 + 1,
+            lor: mmfr1.read(ID_AA64MMFR1_EL1::LO) != 0,
         }
     }
 }
@@ -474,6 +507,10 @@ mod tests {
         trace_filter: false,
         ras: false,
         s2fwb: false,
+        pointer_auth: false,
+        breakpoints: 2,
+        watchpoints: 2,
+        lor: false,
     };
 
     /// Everything this module looks at, PMUv3p5 with 6 counters.
@@ -492,6 +529,10 @@ mod tests {
         trace_filter: true,
         ras: true,
         s2fwb: true,
+        pointer_auth: true,
+        breakpoints: 16,
+        watchpoints: 16,
+        lor: true,
     };
 
     /// Every combination of the boolean features, each PMU kind.
@@ -525,6 +566,11 @@ mod tests {
                 trace_filter: bit(7),
                 ras: bit(8),
                 s2fwb: bit(9),
+                // Neither changes the trap configuration.
+                pointer_auth: true,
+                breakpoints: 6,
+                watchpoints: 4,
+                lor: true,
             })
         })
     }
@@ -844,6 +890,12 @@ mod tests {
             aa64dfr0: 0x1000_0000_1030_560a,
             aa64smfr0: 0x80f1_00fd_0000_0000,
             aa64mmfr2: 0x1221_0111_1201_1011,
+            // Only the pointer-authentication fields, as QEMU's `-cpu max` sets them (QARMA5:
+            // APA = 5, FEAT_FPACCOMBINE, and GPA = 1).
+            aa64isar1: 5 << 4 | 1 << 24,
+            aa64isar2: 0,
+            // Only LO (FEAT_LOR), which QEMU's `-cpu max` has.
+            aa64mmfr1: 1 << 16,
         };
         let features = ids.features(|| 0x4101_3000);
         assert_eq!(
@@ -863,6 +915,10 @@ mod tests {
                 trace_filter: false,
                 ras: true,
                 s2fwb: true,
+                pointer_auth: true,
+                breakpoints: 6,
+                watchpoints: 4,
+                lor: true,
             }
         );
         let traps = TrapConfiguration::for_cpu(&features);
@@ -901,6 +957,39 @@ mod tests {
                 counters: 3
             }
         );
+    }
+
+    #[test]
+    fn pointer_authentication_is_any_algorithm_address_or_generic() {
+        let features = |aa64isar1, aa64isar2| {
+            IdRegisters {
+                aa64isar1,
+                aa64isar2,
+                ..IdRegisters::default()
+            }
+            .features(|| 0)
+            .pointer_auth
+        };
+        assert!(!features(0, 0));
+        // APA, API, GPA, GPI in ID_AA64ISAR1_EL1; APA3, GPA3 in ID_AA64ISAR2_EL1.
+        for shift in [4, 8, 24, 28] {
+            assert!(features(1 << shift, 0), "ISAR1 bit {shift}");
+        }
+        for shift in [8, 12] {
+            assert!(features(0, 1 << shift), "ISAR2 bit {shift}");
+        }
+        // Neighbours (DPB [3:0], JSCVT [15:12], FCMA [19:16]; ISAR2 RPRES [7:4]) are not it.
+        assert!(!features(0xf | 0xff << 12, 0xf << 4));
+    }
+
+    #[test]
+    fn breakpoint_and_watchpoint_counts_are_the_fields_plus_one() {
+        let features = IdRegisters {
+            aa64dfr0: 0xf << 12 | 0x1 << 20,
+            ..IdRegisters::default()
+        }
+        .features(|| 0);
+        assert_eq!((features.breakpoints, features.watchpoints), (16, 2));
     }
 
     #[test]

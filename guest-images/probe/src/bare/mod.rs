@@ -23,6 +23,7 @@ pub mod pci;
 pub mod psci;
 pub mod report;
 pub mod secret;
+pub mod secret_regs;
 pub mod smp;
 pub mod sweep;
 pub mod timer;

@@ -11,6 +11,7 @@
 //! writes it); `plant` fills RAM right after the memory test (before the NVMe and NIC DMA areas
 //! are laid out) and the namespace after the NVMe boot work; `plant,check` scans both after
 //! planting. The lines are printed after the NVMe boot work, in the order the words were given.
+//! The registers of `secret_regs` are read with the RAM scan and planted with the RAM.
 
 use core::fmt;
 
@@ -132,6 +133,7 @@ fn plant_disk() -> Result<u64, DiskError> {
 #[derive(Clone, Copy, Default)]
 pub struct Early {
     ram: Option<Tally>,
+    regs: Option<(usize, Option<&'static str>)>,
     disk: Option<(Tally, Option<DiskError>)>,
 }
 
@@ -142,6 +144,7 @@ impl Early {
         if mode.checks_at_boot() {
             let detector = Detector::for_regions(platform.memory(), UNKNOWN_DISK_BYTES);
             self.ram = Some(scan_ram(platform, image, &detector));
+            self.regs = Some(super::secret_regs::leftovers());
         }
     }
 
@@ -150,6 +153,8 @@ impl Early {
         if mode.plant {
             let bytes = plant_ram(platform, image);
             PLANTED_RAM.store(bytes, core::sync::atomic::Ordering::Relaxed);
+            let regs = super::secret_regs::plant();
+            PLANTED_REGS.store(regs, core::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -164,6 +169,8 @@ impl Early {
 
 /// Bytes of RAM `plant` wrote.
 static PLANTED_RAM: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// Registers `plant` wrote that kept the value (`secret_regs`).
+static PLANTED_REGS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// After the NVMe boot work: `plant` fills the namespace and prints `SECRET PLANTED`; `check`
 /// prints `SECRET CHECK` and the verdict (with the early results, or scanning after planting).
@@ -180,7 +187,8 @@ pub fn finish(mode: SecretMode, early: Early, platform: &Platform, image: Range)
             }
         };
         let ram = PLANTED_RAM.load(core::sync::atomic::Ordering::Relaxed);
-        println!("SECRET PLANTED ram={ram} disk={disk}");
+        let regs = PLANTED_REGS.load(core::sync::atomic::Ordering::Relaxed);
+        println!("SECRET PLANTED ram={ram} disk={disk} regs={regs}");
     }
     if mode.check && !mode.checks_at_boot() {
         check(early, platform, image);
@@ -198,18 +206,20 @@ fn check(early: Early, platform: &Platform, image: Range) {
     if let Some(e) = error {
         println!("SECRET ERROR check-disk {e}");
     }
+    let (regs, first_reg) = early.regs.unwrap_or_else(super::secret_regs::leftovers);
     println!(
-        "SECRET CHECK ram_words={} disk_words={} ram_scanned={} disk_scanned={}",
-        ram.words, disk.words, ram.scanned, disk.scanned
+        "SECRET CHECK ram_words={} disk_words={} ram_scanned={} disk_scanned={} regs={}",
+        ram.words, disk.words, ram.scanned, disk.scanned, regs
     );
     let ram_bytes = free_ram(platform, image).total_bytes();
-    match verdict(&ram, &disk, ram_bytes, disk_size) {
+    match verdict(&ram, &disk, regs, ram_bytes, disk_size) {
         Verdict::Clean => println!("SECRET CLEAN"),
         Verdict::Incomplete => println!("SECRET INCOMPLETE"),
         Verdict::Found => println!(
-            "SECRET FOUND ram={} disk={}",
+            "SECRET FOUND ram={} disk={} reg={}",
             Location(ram.first),
-            Location(disk.first)
+            Location(disk.first),
+            first_reg.unwrap_or("none")
         ),
     }
 }
