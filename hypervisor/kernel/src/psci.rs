@@ -67,8 +67,7 @@ fn cpu_on(slice: &Slice, target: u64, entry: u64, context: u64) -> i64 {
     let Some(index) = psci::vcpu_index(target, slice.vcpus.len()) else {
         return status::INVALID_PARAMETERS;
     };
-    let memory = slice.ram().size;
-    if entry < GUEST_RAM_BASE || entry - GUEST_RAM_BASE >= memory {
+    if !psci::entry_point_valid(entry, GUEST_RAM_BASE, slice.ram().size) {
         return INVALID_ADDRESS;
     }
     match slice.power_on(&slice.vcpus[index], entry, context) {

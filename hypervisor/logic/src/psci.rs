@@ -165,9 +165,34 @@ pub fn vcpu_index(target: u64, vcpus: usize) -> Option<usize> {
     (index < vcpus).then_some(index)
 }
 
+/// Whether a CPU_ON entry point can be entered: inside the slice's RAM (`ram_bytes` from
+/// `ram_base`) and 4-byte aligned (an A64 instruction). Anything else is INVALID_ADDRESS, as
+/// PSCI asks: an unaligned entry would take a PC alignment fault before the guest's vectors
+/// exist, which ends the whole run.
+pub fn entry_point_valid(entry: u64, ram_base: u64, ram_bytes: u64) -> bool {
+    entry.is_multiple_of(4)
+        && entry
+            .checked_sub(ram_base)
+            .is_some_and(|offset| offset < ram_bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_points_are_aligned_and_inside_ram() {
+        let (base, size) = (0x4000_0000, 64 << 20);
+        assert!(entry_point_valid(base, base, size));
+        assert!(entry_point_valid(base + size - 4, base, size));
+        assert!(!entry_point_valid(base + size, base, size));
+        assert!(!entry_point_valid(base - 4, base, size));
+        assert!(!entry_point_valid(0, base, size));
+        assert!(!entry_point_valid(u64::MAX - 3, base, size));
+        for misaligned in [1, 2, 3, 0x1002] {
+            assert!(!entry_point_valid(base + misaligned, base, size));
+        }
+    }
 
     #[test]
     fn decodes_cpu_on_64_and_32() {

@@ -134,6 +134,14 @@ impl Slice {
     /// Starts a run: devices and vGIC in their power-on state, vCPU 0 powered on at `entry`
     /// (the kernel entry and device tree of the images [`Slice::load`] loaded).
     pub fn start(&self, (entry, dtb): (u64, u64)) -> Result<(), SetupError> {
+        // Every vCPU is off (a start left pending by the last run is dropped): nothing of it
+        // may run into this one.
+        if let Some(on) = self.vcpus.iter().find(|v| v.cancel_pending()) {
+            return Err(format!(
+                "slice \"{}\": vCPU {} is still on from the last run",
+                self.name, on.index
+            ));
+        }
         self.devices.reset();
         self.gic.reset();
         // Exit counters count this run (the previous run's were printed when it ended).
@@ -149,12 +157,18 @@ impl Slice {
     }
 
     /// PSCI CPU_ON semantics: marks `vcpu` ON_PENDING with its entry and wakes its core.
-    /// Returns the PSCI status on refusal.
+    /// Returns the PSCI status on refusal. The lifecycle lock is held until the vCPU is
+    /// pending, so a run that starts ending meanwhile ([`Slice::end`] sets `Stopping` under
+    /// it) sees the pending start and cancels it; until 2026-12-04 a CPU_ON racing the end
+    /// could leave its target pending into the next run (found in review).
     pub fn power_on(&self, vcpu: &Vcpu, entry: u64, context: u64) -> Result<(), i64> {
-        if *self.lifecycle.lock() != Lifecycle::Running {
+        let lifecycle = self.lifecycle.lock();
+        if *lifecycle != Lifecycle::Running {
             return Err(status::INTERNAL_FAILURE);
         }
-        match vcpu.request_on(entry, context) {
+        let requested = vcpu.request_on(entry, context);
+        drop(lifecycle);
+        match requested {
             Ok(()) => {
                 self.gic.kick(VcpuSet::EMPTY.with(vcpu.index));
                 Ok(())
@@ -228,7 +242,7 @@ impl Slice {
     /// since the node booted, the first one is 1).
     pub fn end(&self, vcpu: &Vcpu, ending: Ending) -> Option<u64> {
         self.stop_vcpu_here(vcpu);
-        {
+        let ending = {
             let mut lifecycle = self.lifecycle.lock();
             if *lifecycle != Lifecycle::Running {
                 // Another vCPU is already ending this run.
@@ -236,8 +250,12 @@ impl Slice {
             }
             *lifecycle = Lifecycle::Stopping;
             self.attention.store(STOP, Ordering::Release);
-            *self.end_request.lock() = None;
-        }
+            // An ending asked for and accepted but not yet taken (the manager's off or
+            // restart, a device's fault) wins over the caller's own: until 2026-12-04 a
+            // guest's SYSTEM_RESET dropped it and restarted a slice the manager had been told
+            // was going off (found in review).
+            self.end_request.lock().take().unwrap_or(ending)
+        };
         let stopped = self.stop_other_vcpus();
         let quiet = self.devices.quiesce(&self.context());
 
