@@ -199,7 +199,8 @@ pub struct Table(pub [u64; ENTRIES]);
 /// address) and the host tests' tables.
 #[derive(Default)]
 pub struct HeapTables {
-    tables: Vec<Box<Table>>,
+    /// One table per box (a slice of one, allocated fallibly).
+    tables: Vec<Box<[Table]>>,
 }
 
 impl HeapTables {
@@ -218,14 +219,21 @@ impl HeapTables {
 
     /// Address ranges of all tables (for cache maintenance and footprint reports).
     pub fn addresses(&self) -> impl Iterator<Item = u64> + '_ {
-        self.tables.iter().map(|t| t.0.as_ptr() as u64)
+        self.tables.iter().map(|t| t[0].0.as_ptr() as u64)
     }
 }
 
 impl TableStore for HeapTables {
+    /// `None` when the heap cannot provide a table (the mapping then fails with
+    /// [`MapError::OutOfTables`], named by the caller, instead of the allocation failure
+    /// halting the core; found in review, 2026-12-04).
     fn allocate(&mut self) -> Option<u64> {
-        let table = Box::new(Table([0; ENTRIES]));
-        let address = table.0.as_ptr() as u64;
+        self.tables.try_reserve(1).ok()?;
+        let mut one = Vec::new();
+        one.try_reserve_exact(1).ok()?;
+        one.push(Table([0; ENTRIES]));
+        let table = one.into_boxed_slice();
+        let address = table[0].0.as_ptr() as u64;
         self.tables.push(table);
         Some(address)
     }
@@ -234,9 +242,9 @@ impl TableStore for HeapTables {
         let table = self
             .tables
             .iter_mut()
-            .find(|t| t.0.as_ptr() as u64 == address)
+            .find(|t| t[0].0.as_ptr() as u64 == address)
             .expect("descriptor points at a table this store did not allocate");
-        &mut table.0
+        &mut table[0].0
     }
 }
 
@@ -353,6 +361,11 @@ impl<S: TableStore> Translation<S> {
             let entry = Descriptor::new(self.store.entries(table)[slot]);
             table = if !entry.is_set(DESC::VALID) {
                 let next = self.store.allocate().ok_or(MapError::OutOfTables)?;
+                // The new table's zeroes are visible before the descriptor that links it: a
+                // live table (a BAR mapped while the slice runs) is walked by other cores,
+                // which must never read what the heap left there as valid entries (DMB;
+                // hardware walks are coherent observers). Found in review, 2026-12-04.
+                core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
                 self.store.entries(table)[slot] = table_descriptor(next);
                 next
             } else if entry.is_set(DESC::TABLE_OR_PAGE) {
