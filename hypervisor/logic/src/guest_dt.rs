@@ -52,6 +52,13 @@ pub mod map {
     pub const ITS_TRANSLATER: u64 = ITS + 0x1_0040;
 }
 
+// The largest slice's RAM ends below its ECAM, and the ECAM (bus 0, 1 MiB) inside the IPA
+// space stage 2 translates.
+const _: () = assert!(
+    microvisor_plan::layout::GUEST_RAM_BASE + microvisor_plan::model::MAX_SLICE_MEMORY <= map::ECAM
+);
+const _: () = assert!(map::ECAM + (1 << 20) <= 1 << crate::pagetable::STAGE2_INPUT_BITS);
+
 /// Most vCPUs a slice can have: redistributors that fit the guest's GICR window.
 pub const MAX_VCPUS: usize = microvisor_plan::model::MAX_VCPUS;
 const _: () = assert!(MAX_VCPUS as u64 * map::GICR_STRIDE <= map::GICR_REGION_SIZE);

@@ -299,6 +299,8 @@ pub enum Problem {
     },
     /// `nvme.queues` is 0.
     ZeroQueues,
+    /// `nvme.queues` is above [`crate::model::MAX_NVME_QUEUES`].
+    QueuesAboveLimit { max: u32 },
     /// `nvme.size` is 0.
     ZeroNvmeSize,
     /// An explicit core index that the node does not have.
@@ -518,6 +520,9 @@ impl fmt::Display for Problem {
                 HumanSize(*min_memory)
             ),
             Problem::ZeroQueues => f.write_str("needs at least 1 queue"),
+            Problem::QueuesAboveLimit { max } => {
+                write!(f, "more than the {max} queues a slice's controller can have")
+            }
             Problem::ZeroNvmeSize => f.write_str("must be more than 0 bytes"),
             Problem::NoSuchCore {
                 core,
@@ -1016,10 +1021,10 @@ mod tests {
 
     #[test]
     fn memory_too_large() {
-        let problem = Problem::MemoryTooLarge { max: 1 << 47 };
+        let problem = Problem::MemoryTooLarge { max: 255 << 30 };
         assert_eq!(
             in_slice(Field::Memory, problem),
-            "slice \"web-0\": memory: more than the 128 TiB a slice can address"
+            "slice \"web-0\": memory: more than the 255 GiB a slice can address"
         );
     }
 
@@ -1090,6 +1095,14 @@ mod tests {
         assert_eq!(
             in_slice(Field::NvmeQueues, Problem::ZeroQueues),
             "slice \"web-0\": nvme.queues: needs at least 1 queue"
+        );
+    }
+
+    #[test]
+    fn too_many_queues() {
+        assert_eq!(
+            in_slice(Field::NvmeQueues, Problem::QueuesAboveLimit { max: 127 }),
+            "slice \"web-0\": nvme.queues: more than the 127 queues a slice's controller can have"
         );
     }
 

@@ -22,8 +22,15 @@ pub const MAX_SLICES: usize = 1024;
 /// Most vCPUs one slice can have: the redistributor frames (128 KiB each) that fit the guest's
 /// GICv3 redistributor window (0x080A_0000..0x0900_0000, as on QEMU virt).
 pub const MAX_VCPUS: usize = 123;
-/// Largest `memory` of one slice: 128 TiB, so that its IPA space ends below 2^48.
-pub const MAX_SLICE_MEMORY: u64 = 1 << 47;
+/// Largest `memory` of one slice: 255 GiB. Its RAM (from IPA 1 GiB) must end below the
+/// slice's PCIe ECAM (IPA 0x40_1000_0000, as QEMU virt's high ECAM) inside the 39-bit IPA space
+/// stage 2 translates (`microvisor_logic::guest_dt` asserts both). Until 2026-12-04 this was
+/// 128 TiB: a larger slice passed the build and stopped the node at boot, and one above
+/// 255.25 GiB had its RAM over its own ECAM (found in review).
+pub const MAX_SLICE_MEMORY: u64 = 255 << 30;
+/// Most `nvme.queues` of one slice: its emulated controller's MSI-X table has one vector per
+/// I/O queue pair and one for the admin queue, at most 128 (`microvisor_logic::nvme`).
+pub const MAX_NVME_QUEUES: u32 = 127;
 /// Granule that `memory` and `nvme.size` must be multiples of.
 pub const PAGE_SIZE: u64 = 4096;
 /// Most `[[slice.device]]` tables one slice may have: half the device numbers of the bus its

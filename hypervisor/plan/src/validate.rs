@@ -9,8 +9,9 @@ use alloc::string::String;
 use crate::devices::{DeviceRequest, PciAddress};
 use crate::error::{Field, PlanError, Problem};
 use crate::model::{
-    BootProtocol, BuiltIn, Cores, ImageSource, MAX_DEVICES, MAX_NAME_LEN, MAX_SLICE_MEMORY,
-    MAX_SLICES, MAX_STAGING, MAX_VCPUS, MIN_STAGING, NvmeShare, PAGE_SIZE, PlanOf, Role, SliceOf,
+    BootProtocol, BuiltIn, Cores, ImageSource, MAX_DEVICES, MAX_NAME_LEN, MAX_NVME_QUEUES,
+    MAX_SLICE_MEMORY, MAX_SLICES, MAX_STAGING, MAX_VCPUS, MIN_STAGING, NvmeShare, PAGE_SIZE,
+    PlanOf, Role, SliceOf,
 };
 
 impl<I> PlanOf<I> {
@@ -235,6 +236,14 @@ fn check_cmdline<I>(slice: &SliceOf<I>) -> Result<(), Problem> {
 fn check_nvme(nvme: &NvmeShare) -> Result<(), (Field, Problem)> {
     if nvme.queues == 0 {
         return Err((Field::NvmeQueues, Problem::ZeroQueues));
+    }
+    if nvme.queues > MAX_NVME_QUEUES {
+        return Err((
+            Field::NvmeQueues,
+            Problem::QueuesAboveLimit {
+                max: MAX_NVME_QUEUES,
+            },
+        ));
     }
     if nvme.size == 0 {
         return Err((Field::NvmeSize, Problem::ZeroNvmeSize));
@@ -466,6 +475,30 @@ mod tests {
             error_of(&plan(vec![s])),
             (at("a"), Field::NvmeQueues, Problem::ZeroQueues)
         );
+    }
+
+    #[test]
+    fn too_many_queues() {
+        let mut s = slice("a", Cores::Count(1));
+        s.nvme = Some(NvmeShare {
+            queues: MAX_NVME_QUEUES + 1,
+            size: 1 << 30,
+        });
+        assert_eq!(
+            error_of(&plan(vec![s.clone()])),
+            (
+                at("a"),
+                Field::NvmeQueues,
+                Problem::QueuesAboveLimit {
+                    max: MAX_NVME_QUEUES
+                }
+            )
+        );
+        s.nvme = Some(NvmeShare {
+            queues: MAX_NVME_QUEUES,
+            size: 1 << 30,
+        });
+        assert_eq!(plan(vec![s]).validate(), Ok(()));
     }
 
     #[test]

@@ -6,8 +6,9 @@ use alloc::string::String;
 use super::memory::GuestRam;
 use super::spec::{NSID_ALL, PAGE_MASK};
 
-/// Most I/O queue pairs one slice may have (MSI-X vectors = queues + 1 <= 128).
-pub const MAX_IO_QUEUES: u16 = 127;
+/// Most I/O queue pairs one slice may have (MSI-X vectors = queues + 1 <= 128); the plan
+/// refuses more (`nvme.queues`).
+pub const MAX_IO_QUEUES: u16 = microvisor_plan::model::MAX_NVME_QUEUES as u16;
 /// Largest hardware queue depth accepted (entries per hardware SQ).
 pub const MAX_QUEUE_DEPTH: u16 = 4096;
 /// Largest MDTS advertised: 2^7 pages = 512 KiB, so a PRP list fits one DMA page.
