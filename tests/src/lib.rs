@@ -40,7 +40,9 @@ pub use input::{
     DiskWrite, EXIT_COUNTERS, Input, POWER_KEY, Step, echo_of, focus, focused, run_step,
     shell_line, shell_pieces, shell_ready, shell_script, shell_steps,
 };
-pub use plans::{firmware_slice, linux_slice, plan, probe_slice, with_device, with_nvme};
+pub use plans::{
+    firmware_slice, linux_slice, plan, probe_canary, probe_slice, with_device, with_nvme,
+};
 pub use scenario::{
     BootPath, NATIVE_SLICE, NodeSpec, QEMU_NVME_QUEUES, Scenario, Tamper, linux_reserved_allowance,
 };

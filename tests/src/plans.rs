@@ -14,6 +14,13 @@ pub fn probe_slice(name: &str, cores: &str, memory: &str, extra: &str) -> String
     text
 }
 
+/// The physical address of the heartbeat canary of a probe slice whose RAM starts at `base`
+/// (physical): where attacks on another slice's memory are aimed, so that one that got
+/// through turns the victim's heartbeat `CORRUPT` (`microvisor_probe::CANARY_IPA`).
+pub fn probe_canary(base: u64) -> u64 {
+    base + (microvisor_probe::CANARY_IPA - microvisor_plan::layout::GUEST_RAM_BASE)
+}
+
 /// One `[[slice]]` booting firmware (`kernel = "firmware"`: Debian's U-Boot), which boots
 /// what is installed on its NVMe share (add one with [`with_nvme`]).
 pub fn firmware_slice(name: &str, cores: &str, memory: &str) -> String {

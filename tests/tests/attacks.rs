@@ -9,7 +9,9 @@
 //! the suite short; each has its own core.
 
 use microvisor_tests::attack_lines::COUNTED_ATTACKS;
-use microvisor_tests::{Expect, Scenario, hv, lit, plan, probe_slice, slice, with_nvme};
+use microvisor_tests::{
+    Expect, Scenario, hv, lit, plan, probe_canary, probe_slice, slice, with_nvme,
+};
 
 /// Heartbeats each victim must print after an attacker stops.
 const BEATS: usize = 3;
@@ -135,7 +137,7 @@ fn reads_and_writes_of_another_slices_memory_take_an_external_abort() {
     let victim = Scenario::new("attack_other_slice")
         .plan(&other_slice_plan(0))
         .slice_ram("victim");
-    let target = victim.base + (1 << 20);
+    let target = probe_canary(victim.base);
     assert!(
         target >= 0x4000_0000 + (64 << 20),
         "the victim's RAM must lie outside the attackers' IPA window"

@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use microvisor_tests::{
-    EXIT_COUNTERS, Expect, Input, Scenario, Step, hv, linux_slice, lit, plan, probe_slice,
-    run_step, shell_line, shell_ready, shell_steps, slice, with_device, with_nvme,
+    EXIT_COUNTERS, Expect, Input, Scenario, Step, hv, linux_slice, lit, plan, probe_canary,
+    probe_slice, run_step, shell_line, shell_ready, shell_steps, slice, with_device, with_nvme,
 };
 use xtask::node::{Network, Nic};
 
@@ -81,7 +81,7 @@ fn its_attacks_on_a_gicv4_node_are_contained() {
         .node("gicv4")
         .plan(&its_attack_plan(0))
         .slice_ram("victim");
-    let target = victim.base + (1 << 20);
+    let target = probe_canary(victim.base);
     let mut s = Scenario::new("its_attacks")
         .node("gicv4")
         .plan(&its_attack_plan(target))

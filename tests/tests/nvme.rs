@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use microvisor_plan::DiskShare;
 use microvisor_tests::disk::{GUEST_BLOCK, misplaced, of_slice, scan};
 use microvisor_tests::{
-    Expect, Input, Pattern, Scenario, hv, linux_slice, lit, plan, probe_slice, shell_line,
-    shell_ready, slice, with_nvme,
+    Expect, Input, Pattern, Scenario, hv, linux_slice, lit, plan, probe_canary, probe_slice,
+    shell_line, shell_ready, slice, with_nvme,
 };
 
 /// Physical NVMe block size of QEMU's namespace.
@@ -330,13 +330,14 @@ fn nvme_attacks_are_contained_and_the_victims_data_stays_intact() {
     // NVMe error status for every case, no transfer outside the attacker's share), no slice is
     // stopped, the probe victim's canary reads back at every heartbeat, and the Linux victim's
     // whole namespace has the same checksum after the attacks as before them. PRPs are aimed
-    // at the physical RAM of both victims (1 MiB into it).
+    // at the physical RAM of both victims (the probe victim's canary, 1 MiB into the Linux
+    // victim's).
     let name = "nvme_attacks";
     let probe = Scenario::new(name)
         .inline_node(8, 2 << 30)
         .plan(&attack_plan([0, 0]));
     let targets = [
-        probe.slice_ram("victim").base + (1 << 20),
+        probe_canary(probe.slice_ram("victim").base),
         probe.slice_ram("lin").base + (1 << 20),
     ];
     for target in targets {

@@ -32,5 +32,20 @@ pub const MAX_CPUS: usize = 64;
 /// Most `/memory` ranges the probe keeps.
 pub const MAX_MEMORY_REGIONS: usize = 8;
 
+/// Guest-physical address of the heartbeat canary (64 KiB, `bare::heartbeat`), fixed by
+/// `link.ld` so that scenarios can aim another slice's attacks exactly at it: a write that
+/// got through turns the victim's next heartbeat `CORRUPT`.
+pub const CANARY_IPA: u64 = 0x4008_0000;
+
 /// The kernel string the probe reports: `probe <crate version>`.
 pub const KERNEL_NAME: &str = concat!("probe ", env!("CARGO_PKG_VERSION"));
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_linker_script_places_the_canary_where_the_scenarios_aim() {
+        let script = include_str!("../link.ld");
+        let placement = format!(".canary {:#x} (NOLOAD)", super::CANARY_IPA);
+        assert!(script.contains(&placement), "link.ld has no `{placement}`");
+    }
+}

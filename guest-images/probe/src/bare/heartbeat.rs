@@ -25,7 +25,9 @@ const CANARY_SALT: u64 = 0xC0FF_EE00_CA4A_2100;
 struct Canary([AtomicU64; CANARY_WORDS]);
 
 /// The canary region, inside the probe's footprint (so attacks on "own RAM"
-/// never land in it, and the memory test does not overwrite it).
+/// never land in it, and the memory test does not overwrite it), at
+/// `microvisor_probe::CANARY_IPA` (`link.ld`).
+#[unsafe(link_section = ".canary")]
 static CANARY: Canary = Canary([const { AtomicU64::new(0) }; CANARY_WORDS]);
 
 /// Address of the canary region.
