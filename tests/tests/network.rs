@@ -22,8 +22,8 @@ use std::time::Duration;
 use microvisor_tests::host_get::{HOST_GET_TIMEOUT, HostGet, PortGet};
 use microvisor_tests::runner::{Run, run};
 use microvisor_tests::{
-    Expect, Pattern, Scenario, any_slice, hv, linux_slice, lit, plan, probe_slice, slice,
-    with_device, with_nvme,
+    Expect, Pattern, Scenario, any_slice, hv, linux_slice, lit, plan, probe_canary, probe_slice,
+    slice, with_device, with_nvme,
 };
 use xtask::node::{Network, Nic};
 
@@ -43,11 +43,14 @@ fn assigned(name: &str, index: usize) -> Pattern {
         .replace("{mac}", &lit(&mac(index))))
 }
 
-/// [`SMMU_FAULT`] for `slice` and `bdf`.
-fn smmu_fault(name: &str, bdf: &str) -> Pattern {
-    hv(&SMMU_FAULT
-        .replace("{slice}", &lit(name))
-        .replace("{bdf}", &lit(bdf)))
+/// [`SMMU_FAULT`] for `slice` and `bdf`, a translation fault at `iova`.
+fn smmu_fault_at(name: &str, bdf: &str, iova: u64) -> Pattern {
+    hv(&format!(
+        "{}: translation fault at IOVA {iova:#x} ",
+        SMMU_FAULT
+            .replace("{slice}", &lit(name))
+            .replace("{bdf}", &lit(bdf))
+    ))
 }
 
 /// MAC of the default node's NIC `index`.
@@ -320,7 +323,7 @@ fn net_attacks_are_contained_on_a_gicv4_node() {
 /// disk and an SMMUv3).
 fn net_attacks_on(nic_nvme: bool, node: impl Fn() -> Scenario) {
     let victim = node().plan(&attack_plan(0, nic_nvme)).slice_ram("victim");
-    let target = victim.base + (1 << 20);
+    let target = probe_canary(victim.base);
     assert!(
         target >= 0x4000_0000 + (64 << 20),
         "the victim's RAM must lie outside the attackers' IPA window"
@@ -359,10 +362,13 @@ fn net_attacks_on(nic_nvme: bool, node: impl Fn() -> Scenario) {
     // QEMU's NIC completes the transfers its SMMU refused (reads as zeros, writes dropped), so
     // the probe cannot tell; the SMMU's record and the fault policy ending the run can. The
     // probe waits for that end before it would call a completion a breach.
+    // Its first transfer goes to the victim's RAM (the probe tries `target=` first), so the
+    // fault that ends the run is at that address: a stage 2 that mapped the victim would let
+    // it through and fault only at the NIC slice's own RAM end.
     let desc = slice("nic", "^ATTACK net-desc-outside attempting ");
     s.expect(Expect::Sequence(vec![
         desc.clone(),
-        smmu_fault("nic", "02:00.0"),
+        smmu_fault_at("nic", "02:00.0", target),
         hv(r"^slice nic stopped: device 0000:02:00\.0: SMMU: translation fault "),
     ]))
     // The victim: beating with both canaries intact after the last attack began, never a

@@ -54,14 +54,19 @@ fn nic_ready() -> bool {
     net::PASSED.get().copied().unwrap_or(false)
 }
 
-/// The first IPA past RAM, and `target=` (page aligned) if it lies outside RAM and the image.
+/// `target=` (page aligned) if it lies outside RAM and the image, and the first IPA past RAM.
 fn outside(ctx: &Context<'_>) -> [Option<u64>; 2] {
     let end = ctx.platform.memory_end();
     let target = ctx
         .target
         .map(|t| t & !0xfff)
         .filter(|&t| !ctx.platform.in_memory(t) && !ctx.image.contains(t) && t != end);
-    [Some(end), target]
+    // `target=` (another slice's RAM) first: under a fault policy that ends the run, the first
+    // refused transfer is the only one made, and it must be the one at the victim.
+    match target {
+        Some(t) => [Some(t), Some(end)],
+        None => [Some(end), None],
+    }
 }
 
 fn needs_reset(nic: &Nic) -> Option<u8> {
