@@ -385,10 +385,30 @@ impl BarWindows {
     }
 }
 
+/// Turns off Enable No Snoop in `bdf`'s Device Control, when it has a PCIe capability. A
+/// No Snoop read bypasses the CPUs' caches: where a slice's RAM was just scrubbed (zeros
+/// still dirty in the cache, which with FEAT_S2FWB is never cleaned to memory), such a read
+/// by the slice's NIC or by the NVMe controller on its behalf would fetch what the last
+/// tenant left in memory, and send it or write it to the new tenant's disk (found in review,
+/// 2026-12-04). Every device the hypervisor sets up keeps its DMA coherent.
+pub fn disable_no_snoop(config: &mut dyn ConfigSpace, bdf: Bdf) {
+    if let Some(express) = find_capability(config, bdf, capability::PCI_EXPRESS) {
+        let offset = express + reset::express::DEVICE_CONTROL_STATUS;
+        // The upper half is Device Status, whose bits are cleared by writing ones: write zeros.
+        let control = config.read(bdf, offset) & 0xffff;
+        config.write(
+            bdf,
+            offset,
+            control & !(reset::express::ENABLE_NO_SNOOP | reset::express::INITIATE_FLR),
+        );
+    }
+}
+
 /// Places every memory BAR of type-0 function `bdf` in `windows`, with memory decoding and
-/// bus mastering off while it happens (and left off). Returns the BARs with their CPU
-/// addresses. A function `windows` already placed (e.g. by [`windows::place_hierarchy`])
-/// keeps its addresses: its BARs are written again with them.
+/// bus mastering off while it happens (and left off), and No Snoop disabled
+/// ([`disable_no_snoop`]). Returns the BARs with their CPU addresses. A function `windows`
+/// already placed (e.g. by [`windows::place_hierarchy`]) keeps its addresses: its BARs are
+/// written again with them.
 pub fn place_bars(
     config: &mut dyn ConfigSpace,
     windows: &mut BarWindows,
@@ -401,6 +421,7 @@ pub fn place_bars(
         header::COMMAND,
         command & !(header::MEMORY_SPACE | header::BUS_MASTER),
     );
+    disable_no_snoop(config, bdf);
     if let Some(bars) = windows.placed(bdf).map(<[PlacedBar]>::to_vec) {
         for placed in &bars {
             set_bar(config, bdf, &placed.bar, placed.pci);

@@ -213,10 +213,19 @@ impl BootImages {
     /// FEAT_S2FWB), writes the zeros back to memory (a guest reading Non-cacheable or with
     /// its MMU off must not find what was there under them), then copies the images in and
     /// makes them visible to a guest starting with caches off. The slice's vCPUs are all off.
+    ///
+    /// Without FEAT_S2FWB the caches are cleaned and invalidated first: the scrub skips
+    /// blocks that read as zero, and a zero line the last scrub left in the cache would hide
+    /// what the tenant wrote below it with caches off, which the next one could then read the
+    /// same way (found in review, 2026-12-04).
     pub fn load(&self, ram: &SharedMemory, pool: Option<&StagingPool>) -> Result<(), OutOfRange> {
         let size = ram.region().size;
+        let cached_only = virt::guest_ram_always_cacheable();
+        if !cached_only {
+            ram.sync_from_uncached(0, size)?;
+        }
         ram.scrub(0, size)?;
-        if !virt::guest_ram_always_cacheable() {
+        if !cached_only {
             ram.sync_for_uncached(0, size)?;
         }
         let layout = &self.layout;

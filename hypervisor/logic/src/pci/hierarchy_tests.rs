@@ -758,6 +758,9 @@ fn flr_resets_and_save_restore_puts_the_bars_back() {
         tree.read(net, header::COMMAND) & 0b110,
         header::MEMORY_SPACE | header::BUS_MASTER
     );
+    // The function came with Enable No Snoop set (Device Control 0x2810); what is put back
+    // has it off, the rest as it was.
+    assert_eq!(tree.read(net, PCIE_CAP + 8) & 0xffff, 0x2010);
 }
 
 #[test]
@@ -893,4 +896,16 @@ fn bars_too_large_for_any_window_are_refused_without_overflow() {
     assert_eq!(placement.bars(b(1, 0, 0)), Some(&[][..]));
     // Everything else still placed.
     assert_eq!(placement.bars(b(6, 0, 0)).unwrap().len(), 2);
+}
+
+#[test]
+fn placing_a_functions_bars_turns_no_snoop_off() {
+    let mut tree = node();
+    let topology = enumerate(&mut tree, 0..=255);
+    let mut windows = BarWindows::new(&host(255));
+    place_hierarchy(&mut tree, &topology, &mut windows);
+    let net = b(1, 0, 0);
+    assert_eq!(tree.read(net, PCIE_CAP + 8) & 0xffff, 0x2810);
+    crate::pci::configure_function(&mut tree, &mut windows, net).unwrap();
+    assert_eq!(tree.read(net, PCIE_CAP + 8) & 0xffff, 0x2010);
 }

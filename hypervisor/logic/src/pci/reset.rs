@@ -16,6 +16,9 @@ pub mod express {
     pub const FLR_CAPABLE: u32 = 1 << 28;
     /// Device Control: Initiate Function Level Reset (§7.5.3.4).
     pub const INITIATE_FLR: u32 = 1 << 15;
+    /// Device Control: Enable No Snoop (§7.5.3.4): the function may mark transactions as
+    /// needing no cache coherency.
+    pub const ENABLE_NO_SNOOP: u32 = 1 << 11;
     /// Device Status: Transactions Pending (§7.5.3.5).
     pub const TRANSACTIONS_PENDING: u32 = 1 << (16 + 5);
 }
@@ -154,8 +157,8 @@ pub fn flr(
 }
 
 /// What the hypervisor programmed into a type-0 function, to put back after a reset: the six
-/// BAR dwords, COMMAND, and Device Control (without Initiate FLR) when it has a PCIe
-/// capability.
+/// BAR dwords, COMMAND, and Device Control (without Initiate FLR, and without Enable No
+/// Snoop: see [`crate::pci::disable_no_snoop`]) when it has a PCIe capability.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SavedFunction {
     pub bdf: Bdf,
@@ -173,7 +176,8 @@ impl SavedFunction {
         }
         let device_control = find_capability(config, bdf, capability::PCI_EXPRESS).map(|at| {
             let offset = at + express::DEVICE_CONTROL_STATUS;
-            let value = config.read(bdf, offset) as u16 & !(express::INITIATE_FLR as u16);
+            let value = config.read(bdf, offset) as u16
+                & !(express::INITIATE_FLR as u16 | express::ENABLE_NO_SNOOP as u16);
             (offset, value)
         });
         SavedFunction {
