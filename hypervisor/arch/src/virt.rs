@@ -297,6 +297,9 @@ pub fn invalidate_guest_tlb() {
     };
 }
 
+/// Most pages [`invalidate_guest_ipas`] invalidates one by one; above it, the whole VMID.
+const MOST_PAGES_BY_IPA: u64 = 64;
+
 /// Discards every core's stage-2 translations of the IPAs `[ipa, ipa + size)` for the current
 /// VMID, and every stage-1 translation of that VMID (which may have been built on them; Arm ARM
 /// D8.17, "TLB maintenance for stage 2"). The stage-2 tables must already be changed.
@@ -304,6 +307,14 @@ pub fn invalidate_guest_ipas(ipa: u64, size: u64) {
     let pages = size.div_ceil(4096);
     // SAFETY: TLB maintenance has no effect on memory contents.
     unsafe { core::arch::asm!("dsb ishst", options(nostack)) };
+    if pages > MOST_PAGES_BY_IPA {
+        // One broadcast for the whole VMID instead of thousands: a guest toggling a large
+        // BAR's decoding in a loop would otherwise make every core of the node handle up to
+        // 4096 invalidations per toggle (found in review).
+        // SAFETY: as above.
+        unsafe { core::arch::asm!("tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
+        return;
+    }
     for page in 0..pages {
         let operand = (ipa >> 12).wrapping_add(page) & ((1 << 36) - 1);
         // SAFETY: as above.
