@@ -241,12 +241,25 @@ impl NodeSmmu {
     /// cached translations are.
     pub fn attach(&self, stream: u32, vmid: u16, stage2: DeviceStage2) -> Result<(), SmmuError> {
         let mut smmu = self.smmu.lock();
-        smmu.attach(stream, vmid, stage2.root())?;
+        if let Err(e) = smmu.attach(stream, vmid, stage2.root()) {
+            // The entry may name these tables already (the SMMU did not confirm after its
+            // valid word was stored): the stream is made to abort again if the SMMU takes
+            // that, and the tables are never freed either way (until 2026-12-04 they went
+            // back to the heap under a live entry; found in review).
+            let _ = smmu.detach(stream);
+            core::mem::forget(stage2);
+            return Err(e);
+        }
         let old = self.attached.lock().insert(stream, (vmid, stage2));
         match old {
             Some((old_vmid, tables)) => retire(&mut smmu, old_vmid, tables),
             None => Ok(()),
         }
+    }
+
+    /// Whether `stream` translates through tables attached here.
+    pub fn is_attached(&self, stream: u32) -> bool {
+        self.attached.lock().get(&stream).is_some()
     }
 
     /// Makes the SMMU's interrupts edge- or level-triggered as the DT says and routes them to

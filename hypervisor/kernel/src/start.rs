@@ -178,7 +178,8 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
     // The functions the plan gives slices, checked against the node as found (the same
     // rules as at build time: it exists, is no bridge, is not the NVMe controller the
     // hypervisor divides, is given once, and the node has an SMMU that translates).
-    let node_pci = node_pci(hierarchy.as_ref(), smmu.is_some(), plan);
+    let root_bus = info.inventory.pcie.map(|host| host.bus_start);
+    let node_pci = node_pci(hierarchy.as_ref(), root_bus, smmu.is_some(), plan);
     let given = microvisor_plan::place_devices(plan, &node_pci)
         .map_err(|e| format!("plan does not fit this node: {e}"))?;
     let mut disks: Vec<Option<DiskGrant>> = plan.slices.iter().map(|_| None).collect();
@@ -299,6 +300,7 @@ fn setup_staging(
 /// The node's PCI functions as the plan's device rules see them.
 fn node_pci(
     hierarchy: Option<&Hierarchy>,
+    root_bus: Option<u8>,
     smmu: bool,
     plan: &microvisor_plan::CompiledPlan,
 ) -> NodePci {
@@ -315,7 +317,10 @@ fn node_pci(
             })
         })
         .collect();
-    // The controller `nvme::bring_up` takes: the first NVMe function, when a slice has a share.
+    // The controller `nvme::bring_up` takes, when a slice has a share: the first NVMe
+    // function on the host bridge's own bus, by the same rule (until 2026-12-04 this took the
+    // first in the whole hierarchy, depth first, so an NVMe behind a root port could be
+    // protected while the one the hypervisor divides was given to a slice; found in review).
     let hypervisor_nvme = plan
         .slices
         .iter()
@@ -323,7 +328,11 @@ fn node_pci(
         .then(|| {
             functions
                 .iter()
-                .find(|f| f.class == microvisor_logic::pci::CLASS_NVME)
+                .filter(|f| {
+                    Some(f.address.bus()) == root_bus
+                        && f.class == microvisor_logic::pci::CLASS_NVME
+                })
+                .min_by_key(|f| (f.address.device(), f.address.function()))
                 .map(|f| f.address)
         })
         .flatten();
@@ -431,6 +440,14 @@ fn setup_assigned(
                 .map_ram(GUEST_RAM_BASE, Region::new(slice.ram.base, slice.ram.size))
                 .and_then(|()| stage2.map_msi_page(MSI_IOVA, its))
                 .map_err(|e| fail(format!("stage 2: {e:?}")))?;
+            // Two functions with one StreamID (a firmware `iommu-map-mask` can fold them)
+            // would share one device stage 2: the second attach would silently move the first
+            // function's DMA into this slice's RAM (found in review).
+            if smmu.is_attached(stream) {
+                return Err(fail(format!(
+                    "its SMMU StreamID {stream:#x} is already another function's"
+                )));
+            }
             let vmid = (index + 1) as u16;
             smmu.attach(stream, vmid, stage2)
                 .map_err(|e| fail(format!("SMMU: {e}")))?;

@@ -51,8 +51,8 @@ pub struct Lpis {
     properties: SharedMemory,
     /// Per physical core, its pending table (cores that run nothing have none).
     pending: Vec<Option<SharedMemory>>,
-    /// The ITS, with the interrupt translation tables it owns (one per mapped device).
-    its: Mutex<(Its, Vec<SharedMemory>)>,
+    /// The ITS, with the interrupt translation tables it owns (one per mapped DeviceID).
+    its: Mutex<(Its, Vec<(u32, SharedMemory)>)>,
     /// How the ITS names each core's redistributor, filled in by each core as it comes up.
     targets: [AtomicU64; MAX_CPUS],
     /// The next LPI [`Lpis::allocate`] hands out.
@@ -282,13 +282,21 @@ impl Lpis {
         events: u16,
     ) -> Result<(), NvmeError> {
         let (its, itts) = &mut *self.its.lock();
+        // Two functions with one DeviceID (a firmware `msi-map-mask` can fold them) would
+        // share translations: one's MSIs could raise the other's interrupts, perhaps another
+        // slice's (found in review).
+        if itts.iter().any(|(mapped, _)| *mapped == device) {
+            return Err(NvmeError::Unsupported(
+                "ITS DeviceID already another function's",
+            ));
+        }
         let bits = (u32::from(events.max(2)) - 1).ilog2() as u8 + 1;
         let itt = memory
             .allocate(its.itt_entry_size() << bits, 256)?
             .into_shared();
         its.map_device(device, &itt, bits)
             .map_err(|_| NvmeError::Unsupported("ITS MAPD"))?;
-        itts.push(itt);
+        itts.push((device, itt));
         Ok(())
     }
 
