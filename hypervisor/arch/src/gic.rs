@@ -248,10 +248,13 @@ fn wait_for(what: &'static str, done: impl FnMut() -> bool) -> Result<(), GicErr
     }
 }
 
-/// Whether the redistributors support virtual LPIs (GICR_TYPER.VLPIS: a GICv4 GIC, with
-/// GICv4.0 direct injection). False before [`init`].
+/// Whether the hypervisor drives direct injection on this GIC: a GICv4.0 (GICR_TYPER.VLPIS
+/// without RVPEID). GICv4.1 lays out GICR_VPROPBASER/VPENDBASER and VMAPP differently and is
+/// driven like a GICv3 (every device interrupt through EL2) until it is supported; until
+/// 2026-12-04 it was driven as a GICv4.0, which would make every vPE resident with its groups
+/// off (found in review; QEMU models GICv4.0 only). False before [`init`].
 pub fn virtual_lpis() -> bool {
-    version().is_some_and(|v| v != Version::V3)
+    version() == Some(Version::V4_0)
 }
 
 /// This core's redistributor frames (RD_base, SGI_base).
