@@ -10,6 +10,7 @@
 
 use alloc::vec::Vec;
 
+use microvisor_arch::cpu;
 use microvisor_arch::pci::{FunctionConfig, Mmio};
 use microvisor_logic::guest_dt::map;
 use microvisor_logic::inventory::Region;
@@ -20,6 +21,7 @@ use microvisor_logic::passthrough::{
 };
 use microvisor_logic::pci::reset::SavedFunction;
 use microvisor_logic::pci::{self, Bdf, ConfigSpace, header};
+use microvisor_logic::ratelimit::{LineBudget, Verdict};
 use spin::Mutex;
 
 use super::Context;
@@ -57,6 +59,9 @@ pub struct Physical {
     /// reset.
     pub saved: SavedFunction,
     pub msix: Option<PhysicalMsix>,
+    /// Budget of the function's `[hv]` lines a guest can cause (a BAR page that cannot be
+    /// mapped is reported at every Memory Space toggle).
+    pub lines: LineBudget,
 }
 
 impl Physical {
@@ -368,10 +373,15 @@ fn apply(ctx: &Context<'_>, bdf: Bdf, physical: &mut Physical, effects: Vec<Effe
                     if let Err(e) = ctx
                         .stage2
                         .map_device(range.guest, range.physical, range.size)
+                        && let Verdict::Print { suppressed } = physical
+                            .lines
+                            .event(cpu::counter(), cpu::counter_frequency())
                     {
                         output::hv(format_args!(
-                            "assigned {bdf}: BAR {} page {:#x} not mapped: {e:?}",
-                            mapping.bar, range.guest
+                            "assigned {bdf}: BAR {} page {:#x} not mapped: {e:?}{}",
+                            mapping.bar,
+                            range.guest,
+                            NotShown(suppressed)
                         ));
                     }
                 }
@@ -465,6 +475,7 @@ pub fn assign(slot: u8, grant: Grant<'_>) -> Result<AssignedDevice, AssignError>
         bars,
         saved,
         msix,
+        lines: LineBudget::new(),
     };
     if !physical.reset() {
         return Err(fail("did not come back from its reset"));
@@ -492,4 +503,16 @@ pub fn assign(slot: u8, grant: Grant<'_>) -> Result<AssignedDevice, AssignError>
     })
     .map_err(|e| fail(&alloc::format!("{e}")))?;
     Ok(AssignedDevice::new(slot, &grant, function, physical, mac))
+}
+
+/// ` (<n> more not shown)` after a rate-limited line, when lines were left out before it.
+struct NotShown(u64);
+
+impl core::fmt::Display for NotShown {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            n => write!(f, " ({n} more not shown)"),
+        }
+    }
 }
