@@ -49,6 +49,9 @@ pub mod gicr {
     pub const IGROUPR0: u64 = SGI_BASE + 0x0080;
     /// Interrupt Set-Enable Register 0, in SGI_base.
     pub const ISENABLER0: u64 = SGI_BASE + 0x0100;
+    /// GICR_ISPENDR0 / GICR_ICPENDR0: SGIs and PPIs pending, and clearing that.
+    pub const ISPENDR0: u64 = SGI_BASE + 0x0200;
+    pub const ICPENDR0: u64 = SGI_BASE + 0x0280;
     /// Interrupt Priority Registers of INTIDs 0..=31, in SGI_base.
     pub const IPRIORITYR: u64 = SGI_BASE + 0x0400;
     /// Frame stride of a GICv3 redistributor (RD_base + SGI_base).

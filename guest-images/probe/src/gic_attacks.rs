@@ -71,6 +71,13 @@ pub enum SgiOutside {
         /// Why.
         error: GicError,
     },
+    /// After the writes aimed outside (before the all-but-self broadcast), the SGI was
+    /// pending at, or taken by, one of the slice's own vCPUs: a target outside the slice was
+    /// read as one inside.
+    Misdelivered {
+        /// Index of the vCPU (device tree order) where it showed.
+        vcpu: usize,
+    },
     /// Every write was made and the slice kept running: the SGIs were dropped.
     Dropped {
         /// Writes made.
@@ -85,6 +92,7 @@ impl Outcome for SgiOutside {
         match self {
             SgiOutside::NoSgi(_) => Verdict::Unverified,
             SgiOutside::WriteFailed { error, .. } => refusal(error),
+            SgiOutside::Misdelivered { .. } => Verdict::NotContained,
             SgiOutside::Dropped { .. } => Verdict::Contained,
         }
     }
@@ -100,6 +108,7 @@ impl fmt::Display for SgiOutside {
                 let what = if error.refused() { "refused" } else { "failed" };
                 write!(f, "sgi1r-{what} {value:#x} {error}")
             }
+            SgiOutside::Misdelivered { vcpu } => write!(f, "sgi-reached-own-vcpu={vcpu}"),
             SgiOutside::Dropped { writes, rss } => {
                 write!(f, "sgis-dropped writes={writes} rss={}", u8::from(rss))
             }
@@ -633,6 +642,9 @@ mod tests {
             rss: false,
         };
         assert_eq!(line(&dropped), "contained sgis-dropped writes=7 rss=0");
+        let misdelivered = SgiOutside::Misdelivered { vcpu: 1 };
+        assert_eq!(misdelivered.verdict(), Verdict::NotContained);
+        assert_eq!(line(&misdelivered), "NOT-CONTAINED sgi-reached-own-vcpu=1");
         let refused = SgiOutside::WriteFailed {
             value: 0xd00fff0,
             error: GicError::Access("icc_sgi1r_el1", UNDEF),

@@ -11,7 +11,8 @@ use microvisor_probe::cmdline::Attack;
 use microvisor_probe::dt::{MAX_DEVICE_SPIS, Platform};
 use microvisor_probe::gic::{
     ATTACK_SGI, BIT_WORDS, DEFAULT_UART_INTID, FOREIGN_PRIORITY, IntidSet, RedistributorType,
-    SELF_TEST_SGI, SgiPlan, SgiRequest, first_unused, gicd, gicr, irouter_value, outside_sgi_plan,
+    SELF_TEST_SGI, SgiPlan, SgiRequest, SgiTarget, first_unused, gicd, gicr, irouter_value,
+    outside_sgi_plan,
 };
 use microvisor_probe::gic_attacks::{
     GicrForeign, GicrOwn, SelfTest, SgiOutside, SpiForeign, SpiReadback, SpiStep, gicr_own_outcome,
@@ -41,18 +42,39 @@ fn slice_cpus<'a>(platform: &'a Platform, own: &'a [u64; 1]) -> &'a [u64] {
 pub fn sgi_outside(ctx: &Context<'_>) {
     let name = Attack::SgiOutside.name();
     let own = [smp::own_affinity()];
-    let plan = outside_sgi_plan(slice_cpus(ctx.platform, &own), ATTACK_SGI);
+    let cpus = slice_cpus(ctx.platform, &own);
+    let plan = outside_sgi_plan(cpus, ATTACK_SGI);
     println!("ATTACK {name} attempting sgi1r intid={ATTACK_SGI} {plan}");
-    conclude(Attack::SgiOutside, &send_outside(&plan));
+    conclude(Attack::SgiOutside, &send_outside(&plan, cpus));
 }
 
-/// Makes the writes of `plan`, stopping at the first that does not complete.
-fn send_outside(plan: &SgiPlan) -> SgiOutside {
+/// How long `sgi-outside` gives a misdirected SGI to show before it looks.
+const MISDELIVERY_WAIT_MS: u64 = 2;
+
+/// Makes the writes of `plan`, stopping at the first that does not complete. Before the
+/// all-but-self broadcast (which does reach the slice's other vCPUs), none of the writes
+/// aimed outside may have made the SGI pending at, or taken by, any vCPU of `cpus`.
+fn send_outside(plan: &SgiPlan, cpus: &[u64]) -> SgiOutside {
     if let Err(e) = gic::enable_system_registers() {
         return SgiOutside::NoSgi(e);
     }
     let rss = gic::range_selector_supported();
+    // Nothing of an earlier pass (its broadcast) may still be pending.
+    let gic = Gic::from_platform();
+    for &affinity in cpus {
+        if let Ok(frame) = gic.frame_of(affinity) {
+            let _ = gic::write32(frame + gicr::ICPENDR0, 1 << ATTACK_SGI, "gicr_icpendr0");
+        }
+    }
+    let (taken_before, _) = gic::sgis_taken(ATTACK_SGI);
+    let mut checked = false;
     for request in plan.writes() {
+        if request.target == SgiTarget::AllButSelf && !checked {
+            checked = true;
+            if let Some(vcpu) = misdelivered(cpus, taken_before) {
+                return SgiOutside::Misdelivered { vcpu };
+            }
+        }
         if let Err(error) = gic::send_sgi(request.value()) {
             return SgiOutside::WriteFailed {
                 value: request.value(),
@@ -64,6 +86,22 @@ fn send_outside(plan: &SgiPlan) -> SgiOutside {
         writes: plan.writes().len(),
         rss,
     }
+}
+
+/// The first vCPU of `cpus` at which [`ATTACK_SGI`] is pending (GICR_ISPENDR0), or any if
+/// one was taken since `taken_before`.
+fn misdelivered(cpus: &[u64], taken_before: u32) -> Option<usize> {
+    timer::sleep_us(MISDELIVERY_WAIT_MS * 1000);
+    let gic = Gic::from_platform();
+    let pending = cpus.iter().position(|&affinity| {
+        gic.frame_of(affinity)
+            .and_then(|frame| gic::read32(frame + gicr::ISPENDR0, "gicr_ispendr0"))
+            .is_ok_and(|bits| bits & (1 << ATTACK_SGI) != 0)
+    });
+    let (taken_now, by) = gic::sgis_taken(ATTACK_SGI);
+    pending.or_else(|| {
+        (taken_now != taken_before).then(|| cpus.iter().position(|&a| a == by).unwrap_or(0))
+    })
 }
 
 /// `sgi-self-test`: one SGI to another vCPU of the slice (the receiver set
