@@ -558,10 +558,17 @@ pub struct CallSweepOutcome {
     /// x0 on return, or the exception the call took (UNDEFINED where no EL2/EL3 answers the
     /// conduit, e.g. SMC natively without firmware).
     pub ret: Result<i64, Fault>,
+    /// The probe runs in a slice (its device tree names one): then every SMC must come back
+    /// NOT_SUPPORTED, the hypervisor's answer. An SMC that reached the firmware (no
+    /// HCR_EL2.TSC) would be UNDEFINED or answered otherwise there.
+    pub in_slice: bool,
 }
 
 impl Outcome for CallSweepOutcome {
     fn verdict(&self) -> Verdict {
+        if self.in_slice && self.case.conduit == CallConduit::Smc {
+            return Verdict::of(self.ret == Ok(crate::psci::NOT_SUPPORTED));
+        }
         Verdict::of(match self.ret {
             Ok(ret) => ret < 0,
             Err(Fault::Exception { esr, .. }) => exception_class(esr) == EC_UNKNOWN,
@@ -1407,6 +1414,7 @@ mod tests {
             case: CALLS[0],
             args: [0x100, 0],
             ret: Ok(-1),
+            in_slice: false,
         };
         assert_eq!(
             line(&outcome),
@@ -1449,6 +1457,34 @@ mod tests {
             Verdict::NotContained
         );
         assert!(not_supported(-1));
+    }
+
+    #[test]
+    fn in_a_slice_every_smc_is_the_hypervisors_not_supported() {
+        let smc = *CALLS
+            .iter()
+            .find(|c| c.conduit == CallConduit::Smc)
+            .unwrap();
+        let outcome = |ret, in_slice| CallSweepOutcome {
+            case: smc,
+            args: [0, 0],
+            ret,
+            in_slice,
+        };
+        assert_eq!(outcome(Ok(-1), true).verdict(), Verdict::Contained);
+        // What the firmware would answer (no TSC): UNDEFINED, or another refusal.
+        assert_eq!(outcome(Err(UNDEF), true).verdict(), Verdict::NotContained);
+        assert_eq!(outcome(Ok(-2), true).verdict(), Verdict::NotContained);
+        // Natively the firmware's answers are the reference.
+        assert_eq!(outcome(Err(UNDEF), false).verdict(), Verdict::Contained);
+        // HVC calls in a slice keep the general rule (PSCI answers other refusals).
+        let hvc = CallSweepOutcome {
+            case: CALLS[0],
+            args: [0, 0],
+            ret: Ok(-4),
+            in_slice: true,
+        };
+        assert_eq!(hvc.verdict(), Verdict::Contained);
     }
 
     #[test]

@@ -143,7 +143,16 @@ pub fn call(attack: Attack, case: usize, ctx: &Context<'_>) {
     );
     let smc = case.conduit == CallConduit::Smc;
     let ret = guarded::smccc(smc, case.function, args[0], args[1], 0);
-    conclude(attack, &CallSweepOutcome { case, args, ret });
+    let in_slice = ctx.platform.slice_named;
+    conclude(
+        attack,
+        &CallSweepOutcome {
+            case,
+            args,
+            ret,
+            in_slice,
+        },
+    );
 }
 
 /// `el0-*`: one instruction at EL0 (through an EL0 alias of the GiB holding the probe and the
