@@ -28,6 +28,8 @@ use crate::size::MIB;
 
 /// Alignment and granule of a slice's RAM block (the largest stage-2 block below 1 GiB).
 pub const RAM_ALIGN: u64 = 2 * MIB;
+/// Alignment a slice of at least this much RAM gets where it fits (a level-1 stage-2 block).
+const LARGE_BLOCK: u64 = 1 << 30;
 
 /// A range of physical memory `[base, base + size)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -52,9 +54,9 @@ impl RamRange {
         }
     }
 
-    /// The highest 2 MiB-aligned base at which `size` bytes fit in the range.
-    fn highest_fit(&self, size: u64) -> Option<u64> {
-        let base = align_down(self.end().checked_sub(size)?, RAM_ALIGN);
+    /// The highest `align`-aligned base at which `size` bytes fit in the range.
+    fn highest_fit(&self, size: u64, align: u64) -> Option<u64> {
+        let base = align_down(self.end().checked_sub(size)?, align);
         (base >= self.base).then_some(base)
     }
 }
@@ -303,13 +305,19 @@ impl FreeRam {
                 .unwrap_or(0)
         };
         let needed = align_up(memory, RAM_ALIGN).ok_or_else(largest)?;
-        let (index, base) = self
-            .ranges
-            .iter()
-            .enumerate()
-            .rev()
-            .find_map(|(i, range)| Some((i, range.highest_fit(needed)?)))
-            .ok_or_else(largest)?;
+        let fit = |align| {
+            self.ranges
+                .iter()
+                .enumerate()
+                .rev()
+                .find_map(|(i, range)| Some((i, range.highest_fit(needed, align)?)))
+        };
+        // A slice of 1 GiB or more goes on a 1 GiB boundary where one fits: its stage 2
+        // (and each of its devices') then maps it with 1 GiB blocks instead of one table per
+        // GiB from the hypervisor's heap, which a large slice after an odd-sized one could
+        // exhaust (found in review). Elsewhere, or when only that fits, 2 MiB.
+        let aligned = (needed >= LARGE_BLOCK).then(|| fit(LARGE_BLOCK)).flatten();
+        let (index, base) = aligned.or_else(|| fit(RAM_ALIGN)).ok_or_else(largest)?;
         self.remove(index, base, needed);
         Ok(RamRange { base, size: memory })
     }
@@ -400,6 +408,28 @@ mod tests {
     fn with_nvme(mut s: SliceOf<u32>, queues: u32, size: u64) -> SliceOf<u32> {
         s.nvme = Some(NvmeShare { queues, size });
         s
+    }
+
+    #[test]
+    fn a_large_slice_after_an_odd_sized_one_still_gets_a_gib_boundary() {
+        // 258 MiB first, from the top of a 256 GiB node; the 200 GiB slice below it would sit
+        // 2 MiB aligned only, costing a stage-2 table per GiB (found in review).
+        let hw = node(8, 0x4000_0000, 256 * GIB);
+        let p = plan(vec![
+            slice("odd", Cores::Count(1), 258 * MIB),
+            slice("big", Cores::Count(1), 200 * GIB),
+        ]);
+        let placed = place(&p, &hw).unwrap();
+        assert_eq!(placed.slices[1].ram.base % GIB, 0);
+        assert_eq!(placed.slices[1].ram.size, 200 * GIB);
+        // When only a 2 MiB-aligned block fits, that is taken.
+        let hw = node(8, 0x4000_0000, 128 * GIB);
+        let tight = plan(vec![
+            slice("odd", Cores::Count(1), 258 * MIB),
+            slice("rest", Cores::Count(1), 128 * GIB - 258 * MIB),
+        ]);
+        let placed = place(&tight, &hw).unwrap();
+        assert_eq!(placed.slices[1].ram.base, 0x4000_0000);
     }
 
     #[test]

@@ -154,19 +154,20 @@ fn default_plan_on_the_default_disk() {
 #[test]
 fn a_loader_that_keeps_the_top_of_ram_shifts_every_slice_down() {
     // U-Boot keeps itself and its device tree at the top: free RAM ends at 0x1_3f7f_f000,
-    // not on a 2 MiB boundary. web's base is aligned down (0xff7f_f000 -> 0xff60_0000); the
-    // 2 MiB - 4 KiB left above it hold nothing, so db and batch follow below web.
+    // not on a 2 MiB boundary. web (1 GiB) goes on the highest 1 GiB boundary below that
+    // (0xc000_0000), db (768 MiB) into the room above it (aligned down to 2 MiB), the rest
+    // below web.
     let mut hw = default_node();
     hw.free_ram[2] = free(0x4810_0000, 0x1_3f7f_f000);
     let placed = place(&profile_plan("default-plan.toml"), &hw).unwrap();
     assert_eq!(
         summary(&placed),
         [
-            (vec![0, 1], 0xff60_0000, 0x1_3f60_0000),
-            (vec![6, 7], 0xcf60_0000, 0xff60_0000),
-            (vec![2, 3], 0xaf60_0000, 0xcf60_0000),
-            (vec![4], 0x9760_0000, 0xaf60_0000),
-            (vec![5], 0x7f60_0000, 0x9760_0000),
+            (vec![0, 1], 0xc000_0000, 0x1_0000_0000),
+            (vec![6, 7], 0x1_0f60_0000, 0x1_3f60_0000),
+            (vec![2, 3], 0xa000_0000, 0xc000_0000),
+            (vec![4], 0x8800_0000, 0xa000_0000),
+            (vec![5], 0x7000_0000, 0x8800_0000),
         ]
     );
 }
