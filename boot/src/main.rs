@@ -101,6 +101,13 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
             hypervisor_size
         ))
     }
+    // Every wait on hardware or another core is bounded by the system counter: without its
+    // frequency each would time out at once and the boot would fail naming the wrong thing.
+    if cpu::counter_frequency() == 0 {
+        early::fail(format_args!(
+            "the firmware left CNTFRQ_EL0 at 0: the system counter's frequency is unknown"
+        ))
+    }
     let inventory_read = cpu::counter();
     let Some(boot_core) = inventory.core_index(cpu::mpidr()) else {
         early::fail(format_args!(
