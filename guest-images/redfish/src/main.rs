@@ -135,6 +135,7 @@ fn run(args: &[String]) -> Result<(), String> {
             user: options.user.clone(),
             password: password.clone(),
             shutdown_timeout: options.shutdown_timeout,
+            media_budget: MEDIA_BUDGET_UNTIL_ASKED,
         },
     )
     .map_err(|e| e.to_string())?;
@@ -148,7 +149,9 @@ fn run(args: &[String]) -> Result<(), String> {
         .node()
         .map(|n| n.staging.bytes)
         .unwrap_or(128 << 20);
-    let fetcher = media_fetcher(allow, usize::try_from(pool).unwrap_or(usize::MAX));
+    // Virtual media held at once, over every system, is at most the staging pool's size.
+    service.set_media_budget(pool);
+    let fetcher = media_fetcher(allow);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(8)
         .enable_all()
@@ -194,21 +197,19 @@ fn run(args: &[String]) -> Result<(), String> {
     })
 }
 
-/// Virtual media: images fetched from the hosts of `allow` only, at most the staging pool's
-/// size, understood by `microvisor_redfish::iso::boot_media`.
-fn media_fetcher(allow: AllowList, max_bytes: usize) -> Fetcher {
-    let options = Arc::new({
-        let mut options = FetchOptions::new(allow);
+/// Virtual media: images fetched from the hosts of `allow` only, each at most the bytes the
+/// service's media budget left it, understood by `microvisor_redfish::iso::boot_media`.
+fn media_fetcher(allow: AllowList) -> Fetcher {
+    let allow = Arc::new(allow);
+    Arc::new(move |url: String, max_bytes: u64| {
+        let max_bytes = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        let mut options = FetchOptions::new((*allow).clone());
         options.max_bytes = max_bytes;
-        options
-    });
-    let limits = Arc::new(Limits {
-        max_kernel: max_bytes,
-        max_initrd: max_bytes,
-        ..Limits::default()
-    });
-    Arc::new(move |url: String| {
-        let (options, limits) = (options.clone(), limits.clone());
+        let limits = Limits {
+            max_kernel: max_bytes,
+            max_initrd: max_bytes,
+            ..Limits::default()
+        };
         Box::pin(async move {
             fetch_boot_media(&url, &options, &limits)
                 .await
@@ -216,6 +217,9 @@ fn media_fetcher(allow: AllowList, max_bytes: usize) -> Fetcher {
         })
     })
 }
+
+/// The media budget before the node's staging pool size is known (`Service::set_media_budget`).
+const MEDIA_BUDGET_UNTIL_ASKED: u64 = 128 << 20;
 
 #[cfg(test)]
 mod tests {

@@ -45,8 +45,11 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(600);
 pub const MAX_HEADERS: usize = 64;
 
 /// Fetches a virtual media image and works out what it boots.
+/// Fetches a virtual media image: its URL and the most bytes it may bring.
 pub type Fetcher = Arc<
-    dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<BootImage, String>> + Send>> + Send + Sync,
+    dyn Fn(String, u64) -> Pin<Box<dyn Future<Output = Result<BootImage, String>> + Send>>
+        + Send
+        + Sync,
 >;
 
 /// The service shared by every connection, with its clock.
@@ -101,7 +104,7 @@ impl<T: Transport + Send + 'static> Shared<T> {
         match outcome {
             Some(Outcome::Respond(response)) => response,
             Some(Outcome::Fetch(job)) => {
-                let result = (self.fetcher)(job.url.clone()).await;
+                let result = (self.fetcher)(job.url.clone(), job.max_bytes).await;
                 let job: FetchJob = job;
                 self.with_service(move |s, _| s.media_fetched(&job, result))
                     .await

@@ -36,7 +36,14 @@ pub struct Config {
     pub password: String,
     /// How long a graceful shutdown may take before the hypervisor forces the slice off.
     pub shutdown_timeout: Duration,
+    /// Most bytes of virtual media the service holds at once, over every system: images
+    /// inserted and waiting to boot, and what fetches in flight may still bring (the manager's
+    /// staging pool size, which no boot can exceed anyway).
+    pub media_budget: u64,
 }
+
+/// Least media budget an insert needs left to start a fetch.
+const MIN_MEDIA_BYTES: u64 = 1 << 20;
 
 /// What a virtual CD boots: the kernel, initrd and command line its image names.
 pub type BootImage = crate::iso::BootMedia;
@@ -47,6 +54,12 @@ pub type BootImage = crate::iso::BootMedia;
 pub struct FetchJob {
     pub system: String,
     pub url: String,
+    /// Most bytes the fetch may bring (the ISO, and so what is read from it): what the
+    /// media budget had left, reserved for it until it ends or the media is ejected.
+    pub max_bytes: u64,
+    /// Which insert of its system this is: a fetch that ends after an eject (or after a
+    /// newer insert) is recognised and discarded.
+    pub id: u64,
 }
 
 /// What [`Service::handle`] asks of the transport.
@@ -74,6 +87,10 @@ struct SystemState {
     boot: BootOverride,
     media: MediaSlot,
     image: Option<BootImage>,
+    /// The insert being fetched (its [`FetchJob::id`]) and the budget it holds.
+    fetching: Option<(u64, u64)>,
+    /// [`FetchJob::id`]s handed out for this system.
+    inserts: u64,
     /// Whether the slice's boot source is the CD this service staged.
     staged: bool,
     pending: Option<Pending>,
@@ -898,6 +915,7 @@ impl<T: Transport> Service<T> {
                 &["/Image".into()],
             ));
         }
+        let left = self.config.media_budget.saturating_sub(self.media_held());
         let state = self.systems.entry(slice.name.clone()).or_default();
         if state.media.image.is_some() {
             return respond(Response::error(
@@ -910,21 +928,55 @@ impl<T: Transport> Service<T> {
                 ),
             ));
         }
+        if left < MIN_MEDIA_BYTES {
+            return respond(Response::error(
+                409,
+                "ResourceInUse",
+                &format!(
+                    "virtual media of the systems holds {} MiB of the service's {} MiB: eject some first",
+                    (self.config.media_budget - left) >> 20,
+                    self.config.media_budget >> 20
+                ),
+            ));
+        }
         state.media = MediaSlot {
             image: Some(image.clone()),
             inserted: false,
         };
+        state.inserts += 1;
+        state.fetching = Some((state.inserts, left));
         Outcome::Fetch(FetchJob {
             system: slice.name.clone(),
             url: image,
+            max_bytes: left,
+            id: state.inserts,
         })
+    }
+
+    /// Sets [`Config::media_budget`] (once the node's staging pool size is known).
+    pub fn set_media_budget(&mut self, bytes: u64) {
+        self.config.media_budget = bytes;
+    }
+
+    /// Bytes of virtual media held now: images inserted and not yet ejected, and the budget
+    /// each fetch in flight holds.
+    fn media_held(&self) -> u64 {
+        self.systems
+            .values()
+            .map(|state| {
+                let image = state.image.as_ref().map_or(0, |i| {
+                    i.kernel.len() + i.initrd.as_ref().map_or(0, Vec::len)
+                });
+                image as u64 + state.fetching.map_or(0, |(_, bytes)| bytes)
+            })
+            .sum()
     }
 
     /// The end of an `InsertMedia`: `result` is what the image boots, or why it cannot be
     /// used.
     pub fn media_fetched(&mut self, job: &FetchJob, result: Result<BootImage, String>) -> Response {
         let state = self.systems.entry(job.system.clone()).or_default();
-        let mut response = if state.media.image.as_deref() != Some(&job.url) {
+        let mut response = if state.fetching.map(|(id, _)| id) != Some(job.id) {
             // Ejected while it was being fetched.
             Response::error(
                 409,
@@ -932,6 +984,7 @@ impl<T: Transport> Service<T> {
                 &format!("the media {} was ejected while it was fetched", job.url),
             )
         } else {
+            state.fetching = None;
             match result {
                 Ok(image) => {
                     eprintln!(
@@ -978,6 +1031,8 @@ impl<T: Transport> Service<T> {
         let state = self.systems.entry(slice.name.clone()).or_default();
         state.media = MediaSlot::default();
         state.image = None;
+        // A fetch still in flight is discarded when it ends; its budget is free now.
+        state.fetching = None;
         // A CD the slice boots from is gone: its next start boots its own source again.
         if state.staged {
             if let Err(e) = self.client.boot_default(&slice.name) {

@@ -25,6 +25,7 @@ fn service_of(node: FakeHypervisor) -> Service<FakeHypervisor> {
             user: "admin".into(),
             password: PASSWORD.into(),
             shutdown_timeout: Duration::from_secs(5),
+            media_budget: MEDIA_BUDGET,
         },
     )
     .unwrap()
@@ -513,6 +514,77 @@ fn the_password_can_be_changed() {
 
 fn arm64_image() -> Vec<u8> {
     fake_kernel(64 * 1024)
+}
+
+/// The media budget of the tests' service.
+const MEDIA_BUDGET: u64 = 8 << 20;
+
+/// `InsertMedia` of `url` into `system`'s CD, as the transport sees it.
+fn insert_media(s: &mut Service<FakeHypervisor>, system: &str, url: &str) -> Outcome {
+    let path =
+        format!("/redfish/v1/Systems/{system}/VirtualMedia/CD/Actions/VirtualMedia.InsertMedia");
+    let request = Request::new(Method::Post, &path)
+        .header("Authorization", &basic())
+        .json(&json!({"Image": url}));
+    s.handle(&request, 0)
+}
+
+#[test]
+fn virtual_media_of_all_systems_stays_within_one_budget() {
+    // Found in review: each system could hold a kernel and initrd up to the pool's size,
+    // and every fetch in flight as much again, in the manager's memory.
+    let mut s = service();
+    let Outcome::Fetch(web) = insert_media(&mut s, "web", "http://10.0.2.2/a.iso") else {
+        panic!("InsertMedia fetches");
+    };
+    assert_eq!(web.max_bytes, MEDIA_BUDGET, "the whole budget is free");
+    // While that fetch may still bring the whole budget, nothing else is fetched.
+    let refused = insert_media(&mut s, "db", "http://10.0.2.2/b.iso");
+    assert!(
+        matches!(refused, Outcome::Respond(ref r) if r.status == 409),
+        "{refused:?}"
+    );
+    // It brought 3 MiB and 64 KiB: the rest is free again.
+    let image = BootImage {
+        kernel: arm64_image(),
+        initrd: Some(vec![7; 3 << 20]),
+        cmdline: String::new(),
+        source: "grub.cfg".into(),
+    };
+    let held = (arm64_image().len() + (3 << 20)) as u64;
+    assert_eq!(s.media_fetched(&web, Ok(image)).status, 204);
+    let Outcome::Fetch(db) = insert_media(&mut s, "db", "http://10.0.2.2/b.iso") else {
+        panic!("InsertMedia fetches");
+    };
+    assert_eq!(db.max_bytes, MEDIA_BUDGET - held);
+    // Ejected while it is fetched: its share is free at once, and the late result is
+    // discarded without counting.
+    let eject = "/redfish/v1/Systems/db/VirtualMedia/CD/Actions/VirtualMedia.EjectMedia";
+    assert_eq!(post(&mut s, eject, json!({})).status, 204);
+    let Outcome::Fetch(again) = insert_media(&mut s, "db", "http://10.0.2.2/b.iso") else {
+        panic!("InsertMedia fetches");
+    };
+    assert_eq!(again.max_bytes, MEDIA_BUDGET - held);
+    assert_ne!(again.id, db.id);
+    let late = BootImage {
+        kernel: arm64_image(),
+        initrd: None,
+        cmdline: String::new(),
+        source: "Image".into(),
+    };
+    assert_eq!(s.media_fetched(&db, Ok(late)).status, 409);
+    // The newer insert's fetch still holds its share.
+    assert!(matches!(
+        insert_media(&mut s, "probe", "http://10.0.2.2/c.iso"),
+        Outcome::Respond(ref r) if r.status == 409
+    ));
+    // Ejecting web's CD frees what it held.
+    let eject_web = "/redfish/v1/Systems/web/VirtualMedia/CD/Actions/VirtualMedia.EjectMedia";
+    assert_eq!(post(&mut s, eject_web, json!({})).status, 204);
+    let Outcome::Fetch(probe) = insert_media(&mut s, "probe", "http://10.0.2.2/c.iso") else {
+        panic!("InsertMedia fetches");
+    };
+    assert_eq!(probe.max_bytes, held);
 }
 
 #[test]
