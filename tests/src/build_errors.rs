@@ -4,8 +4,8 @@
 //! cannot serve.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use xtask::workspace::{cargo, render};
 
@@ -88,28 +88,18 @@ fn xtask_on_node(command: &str, case: &str, plan: &str, node: &str) -> XtaskRun 
         .arg(&plan_path)
         .arg("--node")
         .arg(&node_arg)
-        .current_dir(&ws.root)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .current_dir(&ws.root);
     let command_line = render(&cmd);
-    let mut child = cmd.spawn().expect("starting cargo xtask");
-    let deadline = Instant::now() + XTASK_TIMEOUT;
-    while child.try_wait().expect("waiting for cargo xtask").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let output = child
-        .wait_with_output()
-        .expect("reading cargo xtask's output");
+    // In a process group of its own, killed whole at the limit, with both pipes drained
+    // meanwhile: a `cargo xtask run` that wrongly accepted the plan starts QEMU, which would
+    // outlive a kill of cargo alone and hold the pipes open for good (found in review).
+    let finished = xtask::redfish_tools::process::run(&mut cmd, XTASK_TIMEOUT, None, "")
+        .expect("running cargo xtask");
     XtaskRun {
         command: command_line,
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        success: finished.success(),
+        stdout: finished.stdout,
+        stderr: finished.stderr,
         out: PathBuf::new(),
     }
 }

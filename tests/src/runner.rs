@@ -121,6 +121,16 @@ pub fn run(mut spec: Run) -> Outcome {
                     ));
                 }
                 let now = Instant::now();
+                // Checked on every pass, not only when the channel runs dry: a queued line is
+                // handed over even with no time left, so a console flood faster than the
+                // checks would otherwise outlive the timeout (found in review).
+                if now >= deadline {
+                    break Err(format!(
+                        "timed out after {} s still waiting for: {}",
+                        spec.timeout.as_secs(),
+                        waiting_for(&checker, &typist, &fetcher)
+                    ));
+                }
                 let quiet_until = last_line + spec.silence;
                 let left = deadline.min(quiet_until).saturating_duration_since(now);
                 match rx.recv_timeout(left) {
@@ -179,6 +189,9 @@ pub fn run(mut spec: Run) -> Outcome {
             // pipes open must not keep us waiting: give the readers a moment, no more.
             let grace = Instant::now() + Duration::from_secs(2);
             while let Ok(event) = rx.recv_timeout(grace.saturating_duration_since(Instant::now())) {
+                if Instant::now() >= grace {
+                    break;
+                }
                 match event {
                     Event::Line(l) => lines.push(l),
                     Event::Eof => break,
@@ -396,6 +409,27 @@ mod tests {
         assert!(
             log.contains("# result: FAIL: timed out") && log.contains("[a] HEARTBEAT 1 ok"),
             "{log}"
+        );
+        std::fs::remove_file(&out.log).unwrap();
+    }
+
+    #[test]
+    fn a_console_flood_does_not_outlive_the_timeout() {
+        // Lines arriving faster than they are checked: the channel never runs dry, and the
+        // deadline was only looked at when it did (found in review).
+        let started = Instant::now();
+        let out = run(spec(
+            "flood",
+            "exec yes '[a] HEARTBEAT 1 ok'",
+            vec![Expect::probe_pass("a")],
+            300,
+        ));
+        let why = out.result.as_ref().unwrap_err();
+        assert!(why.contains("timed out"), "{why}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the flood kept the run going for {:?}",
+            started.elapsed()
         );
         std::fs::remove_file(&out.log).unwrap();
     }

@@ -67,7 +67,13 @@ pub fn capture(
     let deadline = Instant::now() + timeout;
     let mut lines = Vec::new();
     let outcome = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        // Checked on every pass: a queued line is handed over even with no time left, so a
+        // console flood would otherwise outlive the timeout.
+        let now = Instant::now();
+        if now >= deadline {
+            break Err(anyhow::anyhow!("timed out after {} s", timeout.as_secs()));
+        }
+        let left = deadline.saturating_duration_since(now);
         match rx.recv_timeout(left) {
             Ok(Some(line)) => {
                 let step = on_line(&line);

@@ -29,8 +29,12 @@ pub const TARGETS: [&str; 12] = [
 
 /// The toolchain the fuzz crate builds with (libFuzzer's instrumentation needs `-Z` flags).
 pub const TOOLCHAIN: &str = "nightly";
-/// The host triple cargo-fuzz builds for (its output directory).
-const HOST: &str = "x86_64-unknown-linux-gnu";
+/// The host triple cargo-fuzz builds for (its output directory): this machine's architecture
+/// on Linux with glibc, as on Debian (it was x86_64 only, so an arm64 host could run no
+/// fuzz target; found in review).
+fn host_triple() -> String {
+    format!("{}-unknown-linux-gnu", std::env::consts::ARCH)
+}
 
 /// A `cargo +nightly` command from `PATH` (rustup's proxy), without the variables the outer
 /// cargo set for `cargo xtask` (its own toolchain and target directory would win otherwise).
@@ -69,17 +73,7 @@ pub fn ensure_tools() -> Result<()> {
         ]))
         .with_context(|| format!("fuzzing needs it: run `rustup toolchain install {TOOLCHAIN}`"))?;
     }
-    let cxx = ["c++", "g++", "clang++"].iter().any(|c| {
-        Command::new(c)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !cxx {
-        bail!(
-            "fuzzing builds libFuzzer from C++ sources: install a C++ compiler (apt-get install g++)"
-        );
-    }
+    crate::setup::ensure_cxx()?;
     let fuzz = nightly_cargo()
         .args(["fuzz", "--version"])
         .output()
@@ -111,7 +105,7 @@ impl FuzzDirs {
 
     /// The built binary of `target`.
     pub fn binary(&self, target: &str) -> PathBuf {
-        self.out.join(HOST).join("release").join(target)
+        self.out.join(host_triple()).join("release").join(target)
     }
 
     /// Inputs libFuzzer found interesting (grows across runs; not in the repository).

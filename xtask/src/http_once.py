@@ -7,7 +7,12 @@ on purpose: /redirect-loop answers 302 to itself, /huge declares a body of 1 TiB
 """
 
 import os
+import signal
 import sys
+
+# A guest that connects and sends nothing would keep this process (one per connection)
+# forever: the request must arrive within this many seconds.
+REQUEST_SECONDS = 30
 
 
 def answer(status, headers, body=b""):
@@ -22,12 +27,14 @@ def answer(status, headers, body=b""):
 
 def main():
     root = os.path.realpath(sys.argv[1])
+    signal.alarm(REQUEST_SECONDS)
     data = b""
     while b"\r\n\r\n" not in data and len(data) < 65536:
         chunk = sys.stdin.buffer.read1(4096)
         if not chunk:
             return
         data += chunk
+    signal.alarm(0)
     words = data.split(b"\r\n", 1)[0].decode("latin-1").split()
     if len(words) != 3 or words[0] not in ("GET", "HEAD"):
         answer("400 Bad Request", [("Content-Length", "0")])

@@ -232,19 +232,17 @@ pub fn host_nic_count(nics: &[Nic]) -> usize {
     nics.iter().filter(|n| n.network == Network::Host).count()
 }
 
-/// `xtask/src/http_once.py`, written where QEMU's guestfwd can run it: one HTTP answer per
-/// connection (a guest's virtual media server, [`Nic::http`]).
+/// `xtask/src/http_once.py` in this source tree, which QEMU's guestfwd runs: one HTTP answer
+/// per connection (a guest's virtual media server, [`Nic::http`]). Run from where it lies,
+/// in the developer's own tree: a copy at a fixed path under /tmp (as until 2026-12-04)
+/// could be swapped by another local user between the check and QEMU's use (found in review).
 fn http_server_script() -> Result<PathBuf> {
-    let path = std::env::temp_dir().join(format!(
-        "microvisor-http-once-{}.py",
-        env!("CARGO_PKG_VERSION")
-    ));
-    let text = include_str!("http_once.py");
-    if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http_once.py");
+    anyhow::ensure!(
+        path.is_file(),
+        "{} is missing: it serves the guests' virtual media",
+        path.display()
+    );
     Ok(path)
 }
 

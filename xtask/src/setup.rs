@@ -208,6 +208,21 @@ pub fn ensure_cross_cc() -> Result<()> {
     )
 }
 
+/// Makes sure a C++ compiler runs (`c++`, as Debian's `g++` provides it): libFuzzer is built
+/// from C++ sources for the fuzz step. Installs `g++` like [`ensure_dtc`].
+pub fn ensure_cxx() -> Result<()> {
+    let any = ["g++", "clang++"].iter().any(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if any {
+        return Ok(());
+    }
+    ensure_tool("c++", "--version", "g++", "a C++ compiler, for libFuzzer")
+}
+
 /// Makes sure `tool arg` runs: installs Debian's `package` when running as root on Debian,
 /// otherwise stops with one line saying what to run.
 fn ensure_tool(tool: &str, arg: &str, package: &str, what: &str) -> Result<()> {

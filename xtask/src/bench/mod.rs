@@ -1237,11 +1237,19 @@ fn net_run(ws: &Workspace, dirs: &Dirs, image: Option<&Path>, smmu: bool) -> Res
     Ok(runs)
 }
 
-/// Writes `results.json`, the plot if asked, and returns the table (and comparison) text.
+/// Reads results written by an earlier run (`results.json`), for `--compare`.
+pub fn read_results(path: &Path) -> Result<Results> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Results::from_json(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Writes `results.json`, the plot if asked, and returns the table (and comparison with
+/// `compare`, results read before this run) text.
 pub fn report(
     ws: &Workspace,
     results: &Results,
-    compare: Option<&Path>,
+    compare: Option<&Results>,
     plot: bool,
 ) -> Result<String> {
     let dir = ws.target_dir.join("bench");
@@ -1251,12 +1259,8 @@ pub fn report(
     let mut out = results.table();
     out.push_str(&format!("\nresults: {}\n", json.display()));
     if let Some(old) = compare {
-        let text =
-            std::fs::read_to_string(old).with_context(|| format!("reading {}", old.display()))?;
-        let old =
-            Results::from_json(&text).with_context(|| format!("parsing {}", old.display()))?;
         out.push_str("\ncompared with the old results:\n\n");
-        out.push_str(&results.compare(&old));
+        out.push_str(&results.compare(old));
     }
     if plot {
         let svg = ws.root.join("docs").join("bench.svg");

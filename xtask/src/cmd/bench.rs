@@ -44,6 +44,14 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     crate::setup::ensure()?;
     let ws = Workspace::locate()?;
+    // The old results are read before anything runs: a bad path fails at once, and
+    // `--compare target/bench/results.json` compares with the last run, not with this one
+    // (which overwrites that file; found in review).
+    let compare = args
+        .compare
+        .as_deref()
+        .map(crate::bench::read_results)
+        .transpose()?;
     let artifacts = crate::build::build_all(&ws, false)?;
     let results = crate::bench::run(
         &ws,
@@ -57,7 +65,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             gicv4_only: args.gicv4_only,
         },
     )?;
-    let text = crate::bench::report(&ws, &results, args.compare.as_deref(), args.plot)?;
+    let text = crate::bench::report(&ws, &results, compare.as_ref(), args.plot)?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,7 @@ use crate::workspace::Workspace;
 /// Fuzz the decoders that take guest or operator input (libFuzzer, nightly toolchain).
 #[derive(clap::Args)]
 pub struct Args {
-    /// One target (trap, psci, pl011, pl061, vgic, vpci, msix, nvme, control, plan,
+    /// One target (trap, psci, pl011, pl061, vgic, vits, vpci, msix, nvme, control, plan,
     /// inventory); all of them when absent.
     pub target: Option<String>,
     /// Seconds each target runs (default 60 unless --runs is given).

@@ -33,6 +33,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     crate::setup::ensure()?;
+    // What the scenarios need besides QEMU, checked (or installed, as root) before anything
+    // runs, so that a fresh machine stops at once with one line, not in dozens of tests.
+    crate::setup::ensure_dtc()?;
+    crate::setup::ensure_cross_cc()?;
     let ws = Workspace::locate()?;
     let mut total = Counts::default();
     let mut failed_steps = Vec::new();
@@ -50,7 +54,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
 
     if args.filter.is_empty() {
-        let counts = run_fuzz_step(&ws)?;
+        // A fuzz step that cannot run (no nightly, no C++ compiler) is a failed step, not
+        // the end of the whole run before any scenario.
+        let counts = run_fuzz_step(&ws).unwrap_or_else(|e| {
+            println!("fuzz targets: {e:#}");
+            Counts {
+                failed: 1,
+                success: false,
+                ..Counts::default()
+            }
+        });
         total.add(&counts);
         if !counts.success {
             failed_steps.push("fuzz targets");
