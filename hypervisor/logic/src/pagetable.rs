@@ -312,10 +312,12 @@ impl<S: TableStore> Translation<S> {
         if output_end > OUTPUT_LIMIT {
             return Err(MapError::OutputTooHigh);
         }
+        // Nothing is written unless the whole range is free.
+        self.first_mapped(input, input_end)?;
         let mut offset = 0;
         while offset < size {
             let (va, pa, left) = (input + offset, output + offset, size - offset);
-            let level = self.leaf_level(va, pa, left);
+            let level = self.below_existing_tables(va, self.leaf_level(va, pa, left));
             // One walk for a run of leaves of the same size in the same table.
             let table = self.leaf_table(va, level)?;
             let span = entry_span(level);
@@ -325,14 +327,17 @@ impl<S: TableStore> Translation<S> {
             // `span`, so it is exactly the descriptor's address field).
             let template = leaf_descriptor(self.regime, 0, level, attributes);
             let slots = &mut self.store.entries(table)[first..first + run];
-            let taken = slots
+            // The run ends before the first slot in use: a table there is descended into by
+            // the next pass, anything else is refused by it.
+            let run = match slots
                 .iter()
-                .position(|&slot| Descriptor::new(slot).is_set(DESC::VALID));
-            if let Some(i) = taken {
-                return Err(MapError::AlreadyMapped {
-                    address: va + i as u64 * span,
-                });
-            }
+                .position(|&slot| Descriptor::new(slot).is_set(DESC::VALID))
+            {
+                Some(0) => return Err(MapError::AlreadyMapped { address: va }),
+                Some(i) => i,
+                None => run,
+            };
+            let slots = &mut slots[..run];
             for (i, slot) in slots.iter_mut().enumerate() {
                 *slot = template | (pa + i as u64 * span);
             }
@@ -350,6 +355,47 @@ impl<S: TableStore> Translation<S> {
                 va.is_multiple_of(span) && pa.is_multiple_of(span) && left >= span
             })
             .unwrap_or(3)
+    }
+
+    /// `AlreadyMapped` naming the first address of `[start, end)` that a block or page maps;
+    /// tables with nothing in them under the range are no obstacle.
+    fn first_mapped(&mut self, start: u64, end: u64) -> Result<(), MapError> {
+        let mut va = start;
+        'next: while va < end {
+            let mut table = self.root;
+            for level in self.regime.start_level()..=3 {
+                let entry = Descriptor::new(self.store.entries(table)[index(va, level)]);
+                if !entry.is_set(DESC::VALID) {
+                    let span = entry_span(level);
+                    va = (va & !(span - 1)).saturating_add(span);
+                    continue 'next;
+                }
+                if level == 3 || !entry.is_set(DESC::TABLE_OR_PAGE) {
+                    return Err(MapError::AlreadyMapped { address: va });
+                }
+                table = entry.read(DESC::ADDRESS) << 12;
+            }
+        }
+        Ok(())
+    }
+
+    /// `level`, or deeper where the walk for `va` already finds a table at `level` or below
+    /// (tables are kept when mappings are removed): a block is never written over a table.
+    /// Until 2026-12-04 such a block was refused, so a 2 MiB BAR could not be mapped where
+    /// pages of an earlier one had been (found in review).
+    fn below_existing_tables(&mut self, va: u64, mut level: usize) -> usize {
+        let mut table = self.root;
+        for at in self.regime.start_level()..3 {
+            let entry = Descriptor::new(self.store.entries(table)[index(va, at)]);
+            if !entry.is_set(DESC::VALID) || !entry.is_set(DESC::TABLE_OR_PAGE) {
+                break;
+            }
+            if at >= level {
+                level = at + 1;
+            }
+            table = entry.read(DESC::ADDRESS) << 12;
+        }
+        level
     }
 
     /// The table at level `leaf` that holds the entry for `va`, with the tables above it
@@ -827,6 +873,49 @@ mod tests {
         // The old place can be mapped again: its tables were kept, its entries cleared.
         t.map(0x1000_4000, 0x80_0001_0000, PAGE_SIZE, Attributes::DEVICE)
             .unwrap();
+    }
+
+    #[test]
+    fn a_block_goes_where_pages_were_through_the_tables_they_left() {
+        // A BAR placed as pages, unmapped, then a 2 MiB BAR at the same address: the kept
+        // level-3 table is used (found in review: the block was refused as AlreadyMapped).
+        let mut t = stage2();
+        t.map(0x1020_0000, 0x80_0000_0000, PAGE_SIZE, Attributes::DEVICE)
+            .unwrap();
+        t.unmap(0x1020_0000, PAGE_SIZE).unwrap();
+        t.map(0x1020_0000, 0x80_0020_0000, BLOCK_2M, Attributes::DEVICE)
+            .unwrap();
+        for offset in [0, 0x1000, BLOCK_2M - PAGE_SIZE] {
+            assert_eq!(
+                t.translate(0x1020_0000 + offset),
+                Some((0x80_0020_0000 + offset, Attributes::DEVICE))
+            );
+        }
+        // A 1 GiB block over a GiB holding that table maps the rest with 2 MiB blocks and
+        // the table's 2 MiB with pages, stopping at nothing.
+        let mut t = stage2();
+        t.map(0x4020_0000, 0x80_0000_0000, PAGE_SIZE, Attributes::RAM)
+            .unwrap();
+        t.unmap(0x4020_0000, PAGE_SIZE).unwrap();
+        t.map(0x4000_0000, 0x1_0000_0000, 1 << 30, Attributes::RAM)
+            .unwrap();
+        for offset in [0, 0x20_0000, 0x20_1000, 0x3fff_f000] {
+            assert_eq!(
+                t.translate(0x4000_0000 + offset),
+                Some((0x1_0000_0000 + offset, Attributes::RAM))
+            );
+        }
+        // A page still in use is never mapped over, and nothing of the range is mapped.
+        let mut t = stage2();
+        t.map(0x1020_1000, 0x80_0000_0000, PAGE_SIZE, Attributes::DEVICE)
+            .unwrap();
+        assert_eq!(
+            t.map(0x1020_0000, 0x80_0020_0000, BLOCK_2M, Attributes::DEVICE),
+            Err(MapError::AlreadyMapped {
+                address: 0x1020_1000
+            })
+        );
+        assert_eq!(t.translate(0x1020_0000), None);
     }
 
     #[test]
