@@ -61,6 +61,9 @@ pub enum ItsError {
     CommandStalled,
     /// A DeviceID past the end of the device table.
     DeviceOutOfRange,
+    /// An earlier command timed out or stalled: nothing more is queued (the ITS may still
+    /// read the queue where a new command would go).
+    Failed,
 }
 
 /// The ITS's register frames, as found in the firmware DT (created by `boot/`).
@@ -110,6 +113,8 @@ pub struct Its {
     base: u64,
     queue: PhysRegion,
     write: u64,
+    /// A command timed out or stalled: the queue is not written again.
+    failed: bool,
     /// DeviceIDs the device table covers.
     device_ids: u64,
     /// vPE IDs the vPE table covers (0 without one).
@@ -162,6 +167,7 @@ impl Its {
             base,
             queue,
             write: 0,
+            failed: false,
             device_ids,
             vpe_ids,
             _tables: [Some(devices), Some(collections), vpes],
@@ -213,7 +219,13 @@ impl Its {
         ((self.registers.typer.get() >> 4) & 0xf) + 1
     }
 
+    /// Queues one command and waits until the ITS has taken it. After a command that timed
+    /// out or stalled, nothing more is queued ([`ItsError::Failed`]): the write pointer would
+    /// run on over commands the ITS had not read, and wrap onto them (found in review).
     fn command(&mut self, words: [u64; 4]) -> Result<(), ItsError> {
+        if self.failed {
+            return Err(ItsError::Failed);
+        }
         let mut bytes = [0u8; 32];
         for (chunk, word) in bytes.chunks_exact_mut(8).zip(words) {
             chunk.copy_from_slice(&word.to_le_bytes());
@@ -229,12 +241,14 @@ impl Its {
         loop {
             let read = self.registers.creadr.get();
             if read & 1 != 0 {
+                self.failed = true;
                 return Err(ItsError::CommandStalled);
             }
             if read & !0x1f == self.write {
                 return Ok(());
             }
             if deadline.passed() {
+                self.failed = true;
                 return Err(ItsError::CommandTimeout);
             }
             core::hint::spin_loop();

@@ -249,6 +249,7 @@ impl DirectInjection for Lpis {
             done.map_err(|e| match e {
                 ItsError::CommandTimeout => "the ITS did not take a command",
                 ItsError::CommandStalled => "the ITS stalled on a command",
+                ItsError::Failed => "the ITS failed earlier and takes no more commands",
                 _ => "an ITS command could not be queued",
             })?;
         }
