@@ -143,6 +143,12 @@ pub enum GicError {
     NoLpis,
     /// The register bit `what` did not reach its expected value within [`GIC_TIMEOUT`].
     Timeout { what: &'static str },
+    /// LPIs were already enabled on this redistributor (by the firmware or an earlier
+    /// loader): its tables cannot be changed any more.
+    LpisAlreadyEnabled,
+    /// The redistributor took its LPI tables as non-shareable: it would need cache
+    /// maintenance for them, which the hypervisor does not do.
+    NotCoherent,
 }
 
 impl fmt::Display for GicError {
@@ -157,6 +163,12 @@ impl fmt::Display for GicError {
                 f,
                 "timed out after {} ms waiting for {what}",
                 GIC_TIMEOUT.as_millis()
+            ),
+            GicError::LpisAlreadyEnabled => f.write_str(
+                "LPIs were already enabled on this core's redistributor (its tables cannot change)",
+            ),
+            GicError::NotCoherent => f.write_str(
+                "the redistributor reads its LPI tables without cache coherency (not supported)",
             ),
         }
     }
@@ -360,6 +372,10 @@ pub fn enable_lpis(
     if rd.typer.get() & 1 == 0 {
         return Err(GicError::NoLpis);
     }
+    // Rewriting the table registers with EnableLPIs set is UNPREDICTABLE (GICv3 §12.11).
+    if rd.ctlr.is_set(GICR_CTLR::ENABLE_LPIS) {
+        return Err(GicError::LpisAlreadyEnabled);
+    }
     let pending_region = pending.region();
     if !pending_region.base.is_multiple_of(0x1_0000) || pending_region.size < (1u64 << id_bits) / 8
     {
@@ -372,6 +388,13 @@ pub fn enable_lpis(
         .set(properties | CACHEABLE_WB | INNER_SHAREABLE | u64::from(id_bits - 1));
     rd.pendbaser
         .set(1 << 62 | pending_region.base | CACHEABLE_WB | INNER_SHAREABLE);
+    // Shareability is RO-capable: a redistributor that reads its tables non-coherently
+    // reports Non-shareable back (§12.11.23), and would miss what the hypervisor writes
+    // through its caches (the property table's enables).
+    let shareability = |value: u64| (value >> 10) & 0b11;
+    if shareability(rd.propbaser.get()) == 0 || shareability(rd.pendbaser.get()) == 0 {
+        return Err(GicError::NotCoherent);
+    }
     barrier::dsb(barrier::SY);
     rd.ctlr.modify(GICR_CTLR::ENABLE_LPIS::SET);
     barrier::dsb(barrier::SY);

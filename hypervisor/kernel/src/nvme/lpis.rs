@@ -124,8 +124,15 @@ impl Lpis {
         let Some(Some(pending)) = self.pending.get(core) else {
             return Ok(());
         };
-        gic::enable_lpis(self.properties.region().base, LPI_ID_BITS, pending)
-            .map_err(|_| NvmeError::Unsupported("redistributor without LPIs"))?;
+        gic::enable_lpis(self.properties.region().base, LPI_ID_BITS, pending).map_err(|e| {
+            NvmeError::Unsupported(match e {
+                gic::GicError::LpisAlreadyEnabled => {
+                    "LPIs already enabled on the redistributor before the hypervisor"
+                }
+                gic::GicError::NotCoherent => "a redistributor that is not cache coherent",
+                _ => "redistributor without LPIs",
+            })
+        })?;
         let by_address = self.its.lock().0.targets_by_address();
         let target = gic::redistributor_target(by_address)
             .ok_or(NvmeError::Unsupported("no redistributor for this core"))?;
