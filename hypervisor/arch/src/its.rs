@@ -142,6 +142,15 @@ impl Its {
         // ours alone; `frames` is consumed, so this is the only `Its`.
         let registers = unsafe { &*(base as *const ItsRegisters) };
         registers.ctlr.set(0);
+        // Its tables may change only once it is quiescent (GITS_CTLR.Quiescent, bit 31) after
+        // being disabled: a loader may have left it enabled (found in review).
+        let deadline = crate::cpu::Deadline::after(COMMAND_TIMEOUT);
+        while registers.ctlr.get() & 1 << 31 == 0 {
+            if deadline.passed() {
+                return Err(ItsError::CommandTimeout);
+            }
+            core::hint::spin_loop();
+        }
         set_table(registers, TYPE_DEVICES, &devices)?;
         set_table(registers, TYPE_COLLECTIONS, &collections)?;
         let vpe_ids = match &vpes {
