@@ -64,6 +64,10 @@ pub enum ItsError {
     /// An earlier command timed out or stalled: nothing more is queued (the ITS may still
     /// read the queue where a new command would go).
     Failed,
+    /// A table or the command queue did not take the attributes written: 4 KiB pages and
+    /// inner shareable (an ITS that only has 64 KiB pages would count the table's size in
+    /// them; a non-shareable one would need cache maintenance the hypervisor does not do).
+    TableAttributes,
 }
 
 /// The ITS's register frames, as found in the firmware DT (created by `boot/`).
@@ -188,6 +192,7 @@ impl Its {
                 | queue_region.base
                 | (COMMAND_QUEUE_SIZE / 4096 - 1),
         );
+        took_attributes(registers.cbaser.get())?;
         registers.cwriter.set(0);
         registers.ctlr.set(1);
         Ok(its)
@@ -208,6 +213,16 @@ fn set_table(registers: &ItsRegisters, kind: u64, table: &SharedMemory) -> Resul
     table.zero(0, region.size).map_err(|_| ItsError::BadTable)?;
     let pages = region.size / 4096;
     slot.set(1 << 63 | CACHEABLE_WB | kind << 56 | region.base | INNER_SHAREABLE | (pages - 1));
+    took_attributes(slot.get())
+}
+
+/// Whether a GITS_BASER or GITS_CBASER value read back kept 4 KiB pages (Page_Size, bits
+/// [9:8], GITS_BASER only: 0 in GITS_CBASER) and a shareability (bits [11:10]) other than
+/// Non-shareable. Found in review: neither was read back.
+fn took_attributes(value: u64) -> Result<(), ItsError> {
+    if (value >> 8) & 0b11 != 0 || (value >> 10) & 0b11 == 0 {
+        return Err(ItsError::TableAttributes);
+    }
     Ok(())
 }
 

@@ -105,8 +105,15 @@ impl Lpis {
             (None, None)
         };
         let queue = memory.allocate(4096, 4096)?;
-        let its = Its::new(frames, devices, collections, vpes, queue)
-            .map_err(|_| NvmeError::Unsupported("ITS"))?;
+        let its = Its::new(frames, devices, collections, vpes, queue).map_err(|e| {
+            NvmeError::Unsupported(match e {
+                ItsError::TableAttributes => {
+                    "an ITS without 4 KiB table pages or shareable (coherent) tables"
+                }
+                ItsError::CommandTimeout => "an ITS that did not become quiescent",
+                _ => "ITS",
+            })
+        })?;
         Ok(Lpis {
             properties: properties.into_shared(),
             pending,
