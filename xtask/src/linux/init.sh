@@ -466,7 +466,11 @@ disk_compare() {
 
 # Writes region $1 (blocks [$2, $2 + $3)), flushes, reads it back.
 disk_write() {
-	disk_pattern "$slice" "$1" "$2" "$3" >"$DISK_TMP/disk.expect"
+	if [ "$1" = load ] && [ -e "$DISK_TMP/disk.load" ]; then
+		mv "$DISK_TMP/disk.load" "$DISK_TMP/disk.expect"
+	else
+		disk_pattern "$slice" "$1" "$2" "$3" >"$DISK_TMP/disk.expect"
+	fi
 	[ "$1" = load ] && echo "DISK load start $(($3 / 256))MiB at=$2"
 	if ! dd if="$DISK_TMP/disk.expect" of="$DISK" bs=4096 seek="$2" conv=notrunc,fsync \
 		2>"$DISK_TMP/disk.err"; then
@@ -525,6 +529,18 @@ disk_steps() {
 	echo "DISK info bytes=$bytes blocks=$blocks"
 	# No globbing of the steps (a URL may hold * or ?).
 	set -f
+	# A load's pattern is made before any step runs, so that its write starts as soon as an
+	# at:<s> step lets it (slices meant to write together then do, however slowly each
+	# generates 16 MiB of text).
+	for step in $(echo "$1" | tr ',' ' '); do
+		case $step in
+		load | load:*)
+			n=$(disk_load_blocks "$step")
+			[ -n "$n" ] && disk_pattern "$slice" load $((blocks / 4)) "$n" >"$DISK_TMP/disk.load"
+			break
+			;;
+		esac
+	done
 	for step in $(echo "$1" | tr ',' ' '); do
 		case $step in
 		verify | write)
@@ -560,7 +576,7 @@ disk_steps() {
 		esac
 	done
 	set +f
-	rm -f "$DISK_TMP/disk.expect" "$DISK_TMP/disk.read" "$DISK_TMP/disk.err"
+	rm -f "$DISK_TMP/disk.expect" "$DISK_TMP/disk.read" "$DISK_TMP/disk.err" "$DISK_TMP/disk.load"
 	echo "DISK done $1"
 }
 
