@@ -186,9 +186,17 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
     let mut lpis = None;
     let mut nvme_memory = None;
     if plan.slices.iter().any(|s| s.nvme.is_some()) {
-        match setup_nvme(info, &placement, plan, hierarchy.as_mut(), smmu.as_ref()) {
-            Ok((node_disk, queues, its)) => {
-                lpis = Some(its);
+        let nvme = setup_nvme(
+            info,
+            &placement,
+            plan,
+            hierarchy.as_mut(),
+            smmu.as_ref(),
+            &mut lpis,
+            &mut nvme_memory,
+        );
+        match nvme {
+            Ok((node_disk, queues)) => {
                 for ((disk, share), queues) in disks.iter_mut().zip(&node_disk.shares).zip(queues) {
                     *disk = share.map(|share| DiskGrant {
                         share,
@@ -197,7 +205,6 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
                     });
                 }
                 nvme_report(&node_disk);
-                nvme_memory = Some(node_disk.memory.region());
             }
             Err(DiskError::Plan(e)) => return Err(format!("plan does not fit this node: {e}")),
             Err(DiskError::Controller(e)) => hv!("nvme: {e}; slices get no NVMe"),
@@ -526,13 +533,18 @@ fn setup_smmu(
 }
 
 /// Device memory, ITS and LPI tables, then the controller and every slice's share of it.
+/// The LPIs and the device memory's region are handed out as soon as they exist: a
+/// controller that fails after them leaves them to the assigned functions (a dead disk took
+/// the ITS with it, and every slice with a device the node's boot; found in review).
 fn setup_nvme(
     info: &mut BootInfo,
     placement: &place::Placement,
     plan: &microvisor_plan::CompiledPlan,
     hierarchy: Option<&mut Hierarchy>,
     smmu: Option<&NodeSmmu>,
-) -> Result<(NodeDisk, Vec<Vec<HardwareQueue>>, Lpis), DiskError> {
+    lpis: &mut Option<Lpis>,
+    memory_region: &mut Option<Region>,
+) -> Result<(NodeDisk, Vec<Vec<HardwareQueue>>), DiskError> {
     let unusable = |why| DiskError::Controller(NvmeError::Unsupported(why));
     let mut avoid = taken_ram(info, placement);
     avoid.extend(smmu.map(|s| s.memory));
@@ -540,7 +552,7 @@ fn setup_nvme(
     let host = info.inventory.pcie.ok_or(unusable("no PCIe host bridge"))?;
     let hierarchy = hierarchy.ok_or(unusable("no PCIe host bridge"))?;
     let pci = info.pci.as_mut().ok_or(unusable("no PCIe host bridge"))?;
-    let frames = info.its.take().ok_or(unusable("no GIC ITS for MSIs"))?;
+    let frames = info.its.as_ref().ok_or(unusable("no GIC ITS for MSIs"))?;
     let queues: u64 = plan
         .slices
         .iter()
@@ -561,6 +573,7 @@ fn setup_nvme(
     let region = place_working_memory(&info.inventory.ram, &avoid, 0, bytes, 0x1_0000)
         .ok_or(unusable("no RAM left for NVMe queues and tables"))?;
     let claimed = memory::claim(region).map_err(|_| unusable("device memory"))?;
+    *memory_region = Some(region);
     if let Some(smmu) = smmu {
         // The controller's DMA goes through the SMMU before it is enabled: to its device
         // memory, the slices' RAM its transfers land in, and the ITS page of its MSIs.
@@ -588,17 +601,17 @@ fn setup_nvme(
         }
     }
     let mut device_memory = DeviceMemory::new(claimed);
-    let lpis = Lpis::new(&mut device_memory, frames, &cores, table)?;
+    let frames = info.its.take().ok_or(unusable("no GIC ITS for MSIs"))?;
+    let lpis = lpis.insert(Lpis::new(&mut device_memory, frames, &cores, table)?);
     // The controller's BARs were placed with the rest of the hierarchy: it keeps them.
-    let (disk, queues) = nvme::bring_up(
+    nvme::bring_up(
         pci,
         &host,
         &mut hierarchy.windows,
         device_memory,
         plan,
-        &lpis,
-    )?;
-    Ok((disk, queues, lpis))
+        lpis,
+    )
 }
 
 fn nvme_report(disk: &NodeDisk) {
@@ -799,7 +812,7 @@ fn route_disk_interrupts(lpis: &Lpis, slice: &Slice) -> Result<(), NvmeError> {
     let Some(disk) = &slice.disk else {
         return Ok(());
     };
-    let device = u32::from(disk.physical.bdf.requester_id());
+    let device = disk.physical.its_device;
     for (i, queue) in disk.queue_interrupts().iter().enumerate() {
         let core = slice.vcpus[i % slice.vcpus.len()].core;
         lpis.route(device, u32::from(queue.id), queue.lpi, core)?;

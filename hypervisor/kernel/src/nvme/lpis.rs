@@ -289,7 +289,7 @@ impl Lpis {
         self.its.lock().0.translater()
     }
 
-    /// Maps PCI device `device` (its requester ID) in the ITS for `events` EventIDs.
+    /// Maps PCI device `device` (its ITS DeviceID) in the ITS for `events` EventIDs.
     pub fn map_device(
         &self,
         memory: &mut DeviceMemory,

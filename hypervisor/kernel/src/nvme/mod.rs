@@ -60,7 +60,7 @@ pub struct NodeDisk {
     pub physical: &'static physical::Physical,
     pub memory: DeviceMemory,
     /// Per slice (plan order): its window and queue IDs.
-    pub shares: Vec<Option<microvisor_plan::DiskShare>>,
+    pub shares: Shares,
 }
 
 /// One hardware I/O queue pair of a slice, with a DMA page per slot and the LPI it signals.
@@ -98,12 +98,42 @@ pub fn bring_up<I>(
         entries: QUEUE_ENTRIES,
     };
     let mut controller = physical::bring_up(pci, host, windows, &mut memory, needs)?;
+    match set_up_queues(&mut controller, memory, plan, lpis) {
+        Ok((memory, shares, queues)) => {
+            let physical: &'static physical::Physical =
+                alloc::boxed::Box::leak(alloc::boxed::Box::new(controller));
+            Ok((
+                NodeDisk {
+                    physical,
+                    memory,
+                    shares,
+                },
+                queues,
+            ))
+        }
+        Err(error) => {
+            controller.shut_down(pci.config());
+            Err(error)
+        }
+    }
+}
+
+type Shares = Vec<Option<microvisor_plan::DiskShare>>;
+
+/// Places every slice's share on the controller that came up, maps its MSIs in the ITS and
+/// creates the hardware queue pairs.
+fn set_up_queues<I>(
+    controller: &mut physical::Physical,
+    mut memory: DeviceMemory,
+    plan: &microvisor_plan::PlanOf<I>,
+    lpis: &Lpis,
+) -> Result<(DeviceMemory, Shares, Vec<Vec<HardwareQueue>>), DiskError> {
     let info = &controller.info;
     let shares =
         microvisor_plan::place::place_disk(plan, info.blocks, info.lba_shift, info.io_queues)
             .map_err(DiskError::Plan)?;
     let address = lpis.msi_address();
-    let device = u32::from(controller.bdf.requester_id());
+    let device = controller.its_device;
     let highest = shares
         .iter()
         .flatten()
@@ -146,14 +176,5 @@ pub fn bring_up<I>(
         }
         queues.push(mine);
     }
-    let physical: &'static physical::Physical =
-        alloc::boxed::Box::leak(alloc::boxed::Box::new(controller));
-    Ok((
-        NodeDisk {
-            physical,
-            memory,
-            shares,
-        },
-        queues,
-    ))
+    Ok((memory, shares, queues))
 }

@@ -15,10 +15,14 @@ use crate::nvme::spec::{
     CompletionEntry, FEATURES_DW10, IDENTIFY_DW10, LBA_FORMAT, NUMBER_OF_QUEUES, PAGE_SIZE,
     SQE_SIZE, SubmissionEntry, admin, cns, feature, reg,
 };
-use crate::pci::{BarWindows, Bdf, CLASS_NVME, MsixCapability, configure_function, msix, scan_bus};
+use crate::pci::{
+    BarWindows, Bdf, CLASS_NVME, ConfigSpace, MsixCapability, header, msix, place_bars, scan_bus,
+};
 
 /// Entries of each admin queue.
 pub const ADMIN_ENTRIES: u16 = 32;
+/// Vector Control with the entry's mask bit set.
+const MSIX_ENTRY_MASKED: u32 = 1;
 /// CAP.TO's unit.
 const TIMEOUT_UNIT_MS: u64 = 500;
 /// The namespace the slices share.
@@ -62,11 +66,27 @@ pub struct ControllerInfo {
     pub lba_shift: u8,
 }
 
+/// Turns memory decoding, bus mastering and MSI-X of function `bdf` off (the function mask
+/// set): it can neither reach memory nor signal.
+fn quiet(config: &mut dyn ConfigSpace, bdf: Bdf) {
+    let command = config.read(bdf, header::COMMAND) & 0xffff;
+    config.write(
+        bdf,
+        header::COMMAND,
+        command & !(header::MEMORY_SPACE | header::BUS_MASTER),
+    );
+    if let Some(msix) = MsixCapability::find(config, bdf) {
+        msix.set_control(config, bdf, false, true);
+    }
+}
+
 /// The physical controller once up: its BAR0 registers `R`, the admin queue pair in memory
 /// from `M`, and the clock `K` for its timeouts.
 pub struct PhysicalController<R, M: DmaAllocator, K> {
     /// Where it sits on the bus.
     pub bdf: Bdf,
+    /// The ITS DeviceID its MSIs carry (its requester ID through the host bridge's `msi-map`).
+    pub its_device: u32,
     /// What it said about itself and namespace 1.
     pub info: ControllerInfo,
     registers: R,
@@ -75,6 +95,8 @@ pub struct PhysicalController<R, M: DmaAllocator, K> {
     /// Offset of the MSI-X table inside BAR0.
     msix_table: u64,
     msix_vectors: u16,
+    /// BAR0's size: every doorbell lies below it.
+    bar0_size: u64,
     /// Bytes between doorbells (CAP.DSTRD).
     doorbell_stride: u64,
     next_cid: u16,
@@ -102,8 +124,50 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
             .find(|f| f.class == CLASS_NVME)
             .ok_or(NvmeError::NoController)?;
         let bdf = function.bdf;
-        let bars = configure_function(bridge.config(), windows, bdf)
+        let its_device = host
+            .its_device_id(bdf.requester_id())
+            .ok_or(NvmeError::Unsupported(
+                "no ITS DeviceID for its requester ID (msi-map)",
+            ))?;
+        let result =
+            Self::bring_up_function(bridge, windows, memory, clock, needs, bdf, its_device);
+        if result.is_err() {
+            // Whatever failed, the function is left doing nothing (it stayed enabled and
+            // bus-mastering, its vectors aimed at the ITS; found in review).
+            quiet(bridge.config(), bdf);
+        }
+        result
+    }
+
+    /// Gives the controller up when what the hypervisor needed of it after [`Self::bring_up`]
+    /// failed: disabled, then no DMA, no messages, no decoding.
+    pub fn shut_down(self, config: &mut dyn ConfigSpace) {
+        self.registers.write32(reg::CC, 0);
+        quiet(config, self.bdf);
+    }
+
+    fn bring_up_function<B>(
+        bridge: &mut B,
+        windows: &mut BarWindows,
+        memory: &mut M,
+        clock: K,
+        needs: QueueNeeds,
+        bdf: Bdf,
+        its_device: u32,
+    ) -> Result<Self, NvmeError>
+    where
+        B: HostBridge<Registers = R>,
+    {
+        // Bus mastering stays off until the controller is reset: one the firmware left
+        // running must not reach memory in between (found in review).
+        let bars = place_bars(bridge.config(), windows, bdf)
             .map_err(|_| NvmeError::Bars("no room in the host bridge windows"))?;
+        let command = bridge.config().read(bdf, header::COMMAND) & 0xffff;
+        bridge.config().write(
+            bdf,
+            header::COMMAND,
+            command | header::MEMORY_SPACE | header::INTX_DISABLE,
+        );
         let bar0 = bars
             .iter()
             .find(|b| b.bar.index == 0)
@@ -141,6 +205,7 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
         }
         let mut controller = PhysicalController {
             bdf,
+            its_device,
             info: ControllerInfo {
                 subsystem_vendor: 0,
                 serial: String::new(),
@@ -159,16 +224,55 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
             admin: QueuePair::new(0, ADMIN_ENTRIES, memory)?,
             msix_table: msix.table_offset,
             msix_vectors: msix.vectors,
+            bar0_size: bar0.size,
             doorbell_stride: 4 << cap.read(CAP::DSTRD),
             next_cid: 0,
             timeout_ms: cap.read(CAP::TO).max(1) * TIMEOUT_UNIT_MS,
         };
-        controller.reset_and_enable()?;
+        let started = controller.start(bridge, bdf, &msix, memory, needs);
+        if let Err(error) = started {
+            // Nothing it was given may stay in use: the admin queues, the Identify buffer.
+            controller.registers.write32(reg::CC, 0);
+            return Err(error);
+        }
+        Ok(controller)
+    }
+
+    /// Resets the controller, masks every MSI-X vector (the firmware may have left some
+    /// unmasked, aimed anywhere), turns bus mastering on, enables it with the admin queues,
+    /// identifies it and asks for the I/O queues.
+    fn start<B>(
+        &mut self,
+        bridge: &mut B,
+        bdf: Bdf,
+        msix: &MsixCapability,
+        memory: &mut M,
+        needs: QueueNeeds,
+    ) -> Result<(), NvmeError>
+    where
+        B: HostBridge<Registers = R>,
+    {
+        self.disable()?;
+        for vector in 0..self.msix_vectors {
+            let entry = self.msix_table + msix::ENTRY_SIZE * u64::from(vector);
+            self.registers
+                .write32(entry + msix::ENTRY_VECTOR_CONTROL, MSIX_ENTRY_MASKED);
+        }
+        // The highest doorbell the queues will use must lie in BAR0 (a write beyond it
+        // would be dropped, and every command hang).
+        if self.doorbell(needs.pairs, true) + 4 > self.bar0_size {
+            return Err(NvmeError::Unsupported("doorbells beyond BAR0 (CAP.DSTRD)"));
+        }
+        let command = bridge.config().read(bdf, header::COMMAND) & 0xffff;
+        bridge
+            .config()
+            .write(bdf, header::COMMAND, command | header::BUS_MASTER);
+        self.enable()?;
         // Release the function mask: entries stay masked (vector control) until programmed.
         msix.set_control(bridge.config(), bdf, true, false);
-        controller.identify(memory)?;
-        controller.info.io_queues = controller.set_queue_count(needs.pairs)?;
-        Ok(controller)
+        self.identify(memory)?;
+        self.info.io_queues = self.set_queue_count(needs.pairs)?;
+        Ok(())
     }
 
     /// Waits until CSTS.RDY is `ready`, at most CAP.TO.
@@ -177,7 +281,7 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
         loop {
             let status =
                 LocalRegisterCopy::<u32, CSTS::Register>::new(self.registers.read32(reg::CSTS));
-            if status.is_set(CSTS::CFS) {
+            if ready && status.is_set(CSTS::CFS) {
                 return Err(NvmeError::Fatal);
             }
             if status.is_set(CSTS::RDY) == ready {
@@ -191,14 +295,18 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
         }
     }
 
-    /// Disables the controller (if the firmware left it enabled), hands it the admin queues
-    /// and enables it (Base 1.4 §7.6.1).
-    fn reset_and_enable(&mut self) -> Result<(), NvmeError> {
+    /// Disables the controller if the firmware left it enabled and waits until it is idle
+    /// (CSTS.RDY = 0; a fatal status left by the firmware is what this reset clears).
+    fn disable(&mut self) -> Result<(), NvmeError> {
         let cc = LocalRegisterCopy::<u32, CC::Register>::new(self.registers.read32(reg::CC));
         if cc.is_set(CC::EN) {
             self.registers.write32(reg::CC, 0);
         }
-        self.wait_ready(false)?;
+        self.wait_ready(false)
+    }
+
+    /// Hands the disabled controller the admin queues and enables it (Base 1.4 §7.6.1).
+    fn enable(&mut self) -> Result<(), NvmeError> {
         let mut aqa = LocalRegisterCopy::<u32, AQA::Register>::new(0);
         aqa.write(
             AQA::ASQS.val(u32::from(ADMIN_ENTRIES - 1))
@@ -385,6 +493,9 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
         }
         if vector >= self.msix_vectors {
             return Err(NvmeError::Unsupported("not enough MSI-X vectors"));
+        }
+        if self.doorbell(id, true) + 4 > self.bar0_size {
+            return Err(NvmeError::Unsupported("doorbells beyond BAR0 (CAP.DSTRD)"));
         }
         let mut dw10 = LocalRegisterCopy::<u32, CREATE_QUEUE_DW10::Register>::new(0);
         dw10.write(

@@ -56,6 +56,36 @@ fn brings_up_a_controller_the_firmware_left_enabled() {
 }
 
 #[test]
+fn the_controllers_its_device_id_goes_through_the_msi_map() {
+    use crate::inventory::{IdMap, IdMapEntry};
+    let (_, controller) = up();
+    assert_eq!(controller.its_device, u32::from(NVME.requester_id()));
+    // A host bridge whose requester IDs reach the ITS at 0x10000 and up (found in review: the
+    // raw requester ID was mapped, so the controller's MSIs named an unmapped DeviceID).
+    let entry = |rid_base, out_base| IdMapEntry {
+        rid_base,
+        target: 1,
+        out_base,
+        length: 0x100,
+    };
+    let mut node = Node::new(Behaviour::default());
+    node.host.msi_map = IdMap::new(&[entry(0, 0x1_0000)], u32::MAX);
+    let controller = node.bring_up(NEEDS).expect("bring-up");
+    assert_eq!(
+        controller.its_device,
+        0x1_0000 + u32::from(NVME.requester_id())
+    );
+    // A map that leaves the controller out: refused before anything is touched.
+    let mut node = Node::new(Behaviour::default());
+    node.host.msi_map = IdMap::new(&[entry(0x100, 0)], u32::MAX);
+    assert!(matches!(
+        node.bring_up(NEEDS),
+        Err(NvmeError::Unsupported(why)) if why.contains("msi-map")
+    ));
+    assert!(node.world.borrow().device.register_writes.is_empty());
+}
+
+#[test]
 fn brings_up_a_controller_that_starts_disabled() {
     let mut node = Node::new(Behaviour {
         starts_enabled: false,
@@ -214,7 +244,11 @@ fn creates_io_queue_pairs_and_points_their_msix_vectors() {
     };
     assert_eq!(entry(1), [0x0808_0040, 0, 0x1001, 0]);
     assert_eq!(entry(2), [0x0808_0040, 1, 0x1002, 0]);
-    assert_eq!(entry(3), [0xdead; 4], "nothing else programmed");
+    assert_eq!(
+        entry(3),
+        [0xdead, 0xdead, 0xdead, 1],
+        "nothing else programmed, masked"
+    );
     // Queues in distinct, page-aligned memory.
     let mut addresses = [
         first.sq_address(),

@@ -145,6 +145,82 @@ fn admin_command_that_never_completes() {
 }
 
 #[test]
+fn a_failed_bring_up_leaves_the_function_quiet() {
+    // Identify never completes: the controller was enabled, bus-mastering and MSI-X on.
+    let (node, result) = bring_up_with(Behaviour {
+        cap: cap(2047, 2, 0, 1, 0),
+        ignore: [0x06].into(),
+        ..Behaviour::default()
+    });
+    assert_eq!(result.err(), Some(NvmeError::Timeout { opcode: 0x06 }));
+    // Disabled (its admin queues and Identify buffer are no longer used), then no DMA, no
+    // decoding, no messages (found in review: it was left running).
+    let world = node.world.borrow();
+    assert_eq!(
+        world.device.register_writes.last(),
+        Some(&(0x14, 0)),
+        "CC.EN = 0"
+    );
+    assert!(!world.device.bus_master);
+    let config = &node.bridge.config;
+    assert_eq!(
+        config.command() & 0b110,
+        0,
+        "memory decoding and bus mastering off"
+    );
+    assert_eq!(
+        config.msix_control() >> 30,
+        0b01,
+        "MSI-X off, function masked"
+    );
+    // A refusal before the controller was touched leaves it as quiet.
+    let (node, result) = bring_up_with(Behaviour {
+        cap: cap(2047, 2, 0, 0, 0),
+        ..Behaviour::default()
+    });
+    assert_eq!(
+        result.err(),
+        Some(NvmeError::Unsupported("no NVM command set"))
+    );
+    assert_eq!(node.bridge.config.command() & 0b110, 0);
+    assert!(!node.world.borrow().device.bus_master);
+}
+
+#[test]
+fn msix_vectors_the_firmware_left_unmasked_are_masked_before_bus_mastering() {
+    let mut node = Node::new(Behaviour::default());
+    for vector in 0..u64::from(MSIX_VECTORS) {
+        let at = MSIX_TABLE + 16 * vector;
+        let bar = &mut node.world.borrow_mut().device.bar;
+        bar.insert(at, 0x0bad_0000);
+        bar.insert(at + 12, 0);
+    }
+    let controller = node.bring_up(NEEDS).expect("bring-up");
+    drop(controller);
+    let world = node.world.borrow();
+    // Admin completions use vector 0, never programmed: masked like every other.
+    for vector in 0..u64::from(MSIX_VECTORS) {
+        assert_eq!(
+            world.device.bar[&(MSIX_TABLE + 16 * vector + 12)],
+            1,
+            "vector {vector}"
+        );
+    }
+}
+
+#[test]
+fn doorbells_beyond_bar0() {
+    // A 2 KiB doorbell stride puts queue 4's CQ doorbell at 0x5800, past the 16 KiB BAR0.
+    assert_eq!(
+        error(Behaviour {
+            cap: cap(2047, 2, 9, 1, 0),
+            ..Behaviour::default()
+        }),
+        NvmeError::Unsupported("doorbells beyond BAR0 (CAP.DSTRD)")
+    );
+}
+
+#[test]
 fn admin_command_with_an_error_status() {
     assert_eq!(
         error(Behaviour {

@@ -200,6 +200,8 @@ struct Pending {
 #[derive(Debug, Default)]
 pub struct Device {
     pub cc: u32,
+    /// The function's Bus Master Enable, as its configuration space has it.
+    pub bus_master: bool,
     enabled_at: u64,
     disabled_at: u64,
     pub aqa: u32,
@@ -261,6 +263,20 @@ impl World {
 
     fn violation(&mut self, what: String) {
         self.violations.push(what);
+    }
+
+    /// The RAM bytes the device reads or writes at bus address `address`, or a violation
+    /// (outside device memory, or with the function's bus mastering off).
+    fn dma_range(
+        &mut self,
+        address: u64,
+        len: usize,
+        what: &str,
+    ) -> Option<core::ops::Range<usize>> {
+        if !self.device.bus_master {
+            self.violation(format!("{what}: DMA with bus mastering off"));
+        }
+        self.ram_range(address, len, what)
     }
 
     /// The RAM bytes at bus address `address`, or a violation.
@@ -471,7 +487,7 @@ impl World {
             && sq.head != sq.tail
         {
             let at = sq.base + u64::from(sq.head) * 64;
-            let Some(range) = self.ram_range(at, 64, "submission entry") else {
+            let Some(range) = self.dma_range(at, 64, "submission entry") else {
                 return;
             };
             let command = SubmissionEntry::read_from_bytes(&self.ram[range]).unwrap();
@@ -550,7 +566,7 @@ impl World {
                 if !prp1.is_multiple_of(4096) {
                     self.violation(format!("Identify buffer {prp1:#x} not page aligned"));
                 }
-                let range = self.ram_range(prp1, 4096, "Identify buffer")?;
+                let range = self.dma_range(prp1, 4096, "Identify buffer")?;
                 self.ram[range].copy_from_slice(&data);
                 (0, 0)
             }
@@ -703,7 +719,7 @@ impl World {
         let mut entry = p.entry;
         entry.status = (entry.status.get() | u16::from(cq.phase)).into();
         let at = cq.base + u64::from(cq.tail) * 16;
-        if let Some(range) = self.ram_range(at, 16, "completion entry") {
+        if let Some(range) = self.dma_range(at, 16, "completion entry") {
             self.ram[range].copy_from_slice(entry.as_bytes());
         }
         let cq = self.device.cqs.get_mut(&p.cq).unwrap();
@@ -875,6 +891,8 @@ pub struct FakeConfig {
     bars: BTreeMap<(Bdf, u16), (u32, u32)>,
     /// Writes to the NVMe function's MSI-X capability, in order.
     pub msix_writes: Vec<u32>,
+    /// The controller's world, told of the function's Bus Master Enable.
+    pub world: Option<Shared>,
 }
 
 pub const MSIX_CAP: u16 = 0x50;
@@ -888,6 +906,7 @@ impl FakeConfig {
             regs: BTreeMap::new(),
             bars: BTreeMap::new(),
             msix_writes: Vec::new(),
+            world: None,
         };
         let bridge = Bdf::new(0, 0, 0);
         f.regs.insert((bridge, 0x00), 0x0008_1b36);
@@ -967,6 +986,16 @@ impl ConfigSpace for FakeConfig {
             0x04 => value & 0xffff | self.read(f, offset) & 0xffff_0000,
             _ => value,
         };
+        if let (true, 0x04, Some(world)) = (f == NVME, offset, &self.world) {
+            let mut world = world.borrow_mut();
+            let on = value & crate::pci::header::BUS_MASTER != 0;
+            if on && !world.device.bus_master && world.device.cc & 1 != 0 {
+                world.violation(
+                    "bus mastering turned on while the controller ran from before its reset".into(),
+                );
+            }
+            world.device.bus_master = on;
+        }
         self.regs.insert((f, offset), value);
     }
 }
@@ -1019,7 +1048,10 @@ impl Node {
         let world = World::new(behaviour);
         Node {
             bridge: Bridge {
-                config: FakeConfig::new(),
+                config: FakeConfig {
+                    world: Some(world.clone()),
+                    ..FakeConfig::new()
+                },
                 world: world.clone(),
                 mapped: Vec::new(),
                 refuse: false,
