@@ -183,11 +183,9 @@ impl MmioDevice for PciHost {
         }
         if let Some(disk) = &self.disk {
             let drained = disk.reset_and_drain(ctx.ram, DRAIN_TIMEOUT_MS);
-            result = result.and(
-                drained
-                    .then_some(())
-                    .ok_or("its NVMe commands did not drain"),
-            );
+            result = result.and(drained.then_some(()).ok_or_else(|| {
+                undrained(disk, "its NVMe commands did not drain")
+            }));
         }
         result
     }
@@ -201,11 +199,21 @@ impl MmioDevice for PciHost {
         match &self.disk {
             Some(disk) if !disk.is_quiescent() => {
                 disk.reset_and_drain(ctx.ram, DRAIN_TIMEOUT_MS);
-                disk.is_quiescent()
-                    .then_some(())
-                    .ok_or("NVMe commands of an earlier run or erase are still in the controller")
+                disk.is_quiescent().then_some(()).ok_or_else(|| {
+                    undrained(
+                        disk,
+                        "NVMe commands of an earlier run or erase are still in the controller",
+                    )
+                })
             }
             _ => Ok(()),
         }
     }
+}
+
+/// Why `disk`'s commands stay in the controller: what its status register says when that
+/// explains it (a dead controller was only ever "did not drain"; found in review), else
+/// `otherwise`.
+fn undrained(disk: &SliceDisk, otherwise: &'static str) -> &'static str {
+    disk.physical.health().trouble().unwrap_or(otherwise)
 }

@@ -101,6 +101,33 @@ pub struct PhysicalController<R, M: DmaAllocator, K> {
     doorbell_stride: u64,
     next_cid: u16,
     timeout_ms: u64,
+    /// The opcode of an admin command that timed out (then no more are queued).
+    admin_lost: Option<u8>,
+}
+
+/// What the controller's status register says of it once it was up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Ready, no fatal status.
+    Ready,
+    /// CSTS.CFS: a fatal error it could not report in a completion.
+    Fatal,
+    /// CSTS.RDY = 0 with nothing in the hypervisor having disabled it.
+    NotReady,
+    /// The registers read all ones: the function no longer answers (link down, removed).
+    Gone,
+}
+
+impl Health {
+    /// Why a controller in this state keeps commands: `None` when it looks healthy.
+    pub fn trouble(self) -> Option<&'static str> {
+        match self {
+            Self::Ready => None,
+            Self::Fatal => Some("the controller reports a fatal error (CSTS.CFS)"),
+            Self::NotReady => Some("the controller is no longer ready (CSTS.RDY = 0)"),
+            Self::Gone => Some("the controller does not answer (its registers read all ones)"),
+        }
+    }
 }
 
 impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
@@ -228,6 +255,7 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
             doorbell_stride: 4 << cap.read(CAP::DSTRD),
             next_cid: 0,
             timeout_ms: cap.read(CAP::TO).max(1) * TIMEOUT_UNIT_MS,
+            admin_lost: None,
         };
         let started = controller.start(bridge, bdf, &msix, memory, needs);
         if let Err(error) = started {
@@ -273,6 +301,21 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
         self.identify(memory)?;
         self.info.io_queues = self.set_queue_count(needs.pairs)?;
         Ok(())
+    }
+
+    /// What CSTS says now (one register read; for a controller that was brought up).
+    pub fn health(&self) -> Health {
+        let raw = self.registers.read32(reg::CSTS);
+        let status = LocalRegisterCopy::<u32, CSTS::Register>::new(raw);
+        if raw == u32::MAX {
+            Health::Gone
+        } else if status.is_set(CSTS::CFS) {
+            Health::Fatal
+        } else if !status.is_set(CSTS::RDY) {
+            Health::NotReady
+        } else {
+            Health::Ready
+        }
     }
 
     /// Waits until CSTS.RDY is `ready`, at most CAP.TO.
@@ -333,8 +376,16 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
     /// returns its completion. Completions for other command identifiers (left over from an
     /// earlier command) are consumed and skipped; however many there are, the wait ends at
     /// the timeout.
+    ///
+    /// A command that timed out may still be fetched or run later: from then on no command
+    /// is queued ([`NvmeError::AdminLost`]), as the queue's state is unknown (found in
+    /// review: each later one was queued behind it, and after 31 the tail ran onto entries
+    /// the controller had not fetched).
     fn admin(&mut self, mut command: SubmissionEntry) -> Result<CompletionEntry, NvmeError> {
         let opcode = command.opcode;
+        if let Some(opcode) = self.admin_lost {
+            return Err(NvmeError::AdminLost { opcode });
+        }
         let cid = self.next_cid;
         self.next_cid = self.next_cid.wrapping_add(1);
         command.command_id = cid.into();
@@ -355,6 +406,10 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
                 }
             }
             if self.clock.now_ms().saturating_sub(start) > self.timeout_ms {
+                self.admin_lost = Some(opcode);
+                if self.health() == Health::Fatal {
+                    return Err(NvmeError::Fatal);
+                }
                 return Err(NvmeError::Timeout { opcode });
             }
             self.clock.pause();
@@ -476,7 +531,10 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
     /// (page aligned, contiguous, interrupting through MSI-X `vector`), then I/O submission
     /// queue `id` at `sq` posting to it: the admin half of [`Self::create_queue_pair`], for
     /// queues whose memory the caller chose (a queue pair moved at run time, decision 5).
-    /// Nothing is left created when it fails.
+    /// When a command fails with a status, nothing is left created; after a timeout
+    /// ([`NvmeError::Timeout`], then [`NvmeError::AdminLost`] for every later command) what
+    /// the controller holds is unknown: the queue memory must stay reserved until the
+    /// controller is reset.
     pub fn create_io_queues(
         &mut self,
         id: u16,
@@ -533,11 +591,14 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
     }
 
     /// Deletes I/O queue pair `id`: Delete I/O Submission Queue, then Delete I/O Completion
-    /// Queue (Base 1.4 §5.6, §5.7). The controller completes or aborts every command still
-    /// in the SQ and posts their completions to the CQ before the first of them completes,
-    /// so once this returns the controller writes nothing more for the pair: its memory may
-    /// be reused. Each command is bounded by the controller's timeout; an error leaves the
-    /// pair as the controller has it (after a failed CQ deletion, the SQ is gone).
+    /// Queue (Base 1.4 §5.6, §5.7). Before the first of them completes the controller has
+    /// ended every command still in the SQ: it may post their completions to the CQ, or end
+    /// them *implicitly*, with no completion at all (§5.7; QEMU drops those a full CQ
+    /// cannot take). So once this returns the controller writes nothing more for the pair
+    /// (its memory may be reused), and a caller counting commands in flight must take every
+    /// one not completed yet as ended. Each command is bounded by the controller's timeout;
+    /// an error leaves the pair as the controller has it (after a failed CQ deletion, the
+    /// SQ is gone; after a timeout, unknown: see [`Self::create_io_queues`]).
     pub fn delete_queue_pair(&mut self, id: u16) -> Result<(), NvmeError> {
         self.delete_io_queue(admin::DELETE_IO_SQ, id)?;
         self.delete_io_queue(admin::DELETE_IO_CQ, id)

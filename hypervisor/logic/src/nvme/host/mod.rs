@@ -19,7 +19,7 @@ mod tests;
 use crate::inventory::Region;
 use crate::pci::ConfigSpace;
 
-pub use controller::{ADMIN_ENTRIES, ControllerInfo, PhysicalController, QueueNeeds};
+pub use controller::{ADMIN_ENTRIES, ControllerInfo, Health, PhysicalController, QueueNeeds};
 pub use queue::QueuePair;
 
 /// The controller's BAR0 (Base 1.4 §3.1): its registers, doorbells and, on the controllers the
@@ -135,6 +135,12 @@ pub enum NvmeError {
     },
     /// The controller lacks something the hypervisor needs.
     Unsupported(&'static str),
+    /// An earlier admin command (this opcode) timed out: it may still sit in the admin queue
+    /// or run later, so nothing more is queued behind it.
+    AdminLost {
+        /// The opcode of the command that timed out.
+        opcode: u8,
+    },
 }
 
 impl core::fmt::Display for NvmeError {
@@ -161,6 +167,10 @@ impl core::fmt::Display for NvmeError {
                 "unsupported controller: queues shorter than {needed} entries (CAP.MQES allows {supported})"
             ),
             Self::Unsupported(what) => write!(f, "unsupported controller: {what}"),
+            Self::AdminLost { opcode } => write!(
+                f,
+                "admin queue out of use since command {opcode:#04x} timed out"
+            ),
         }
     }
 }

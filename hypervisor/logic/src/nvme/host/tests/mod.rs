@@ -94,6 +94,8 @@ pub struct Behaviour {
     pub disabled_after_ms: Option<u64>,
     /// CSTS.CFS is set.
     pub fatal: bool,
+    /// Every register reads all ones (the function stopped answering).
+    pub gone: bool,
     /// Identify Controller and Identify Namespace 1 data.
     pub identify_controller: Vec<u8>,
     pub identify_namespace: Vec<u8>,
@@ -154,6 +156,7 @@ impl Default for Behaviour {
             ready_after_ms: Some(20),
             disabled_after_ms: Some(10),
             fatal: false,
+            gone: false,
             identify_controller: identify_controller(),
             identify_namespace: identify_namespace(1, 12, 0),
             grant: None,
@@ -336,6 +339,7 @@ impl World {
             o if DOORBELLS.contains(&o) => 0,
             o => u64::from(d.bar.get(&o).copied().unwrap_or(0)),
         };
+        let value = if self.behaviour.gone { u64::MAX } else { value };
         if width == 4 {
             value & 0xffff_ffff
         } else {
