@@ -199,7 +199,8 @@ fn bogus_commands(its: &mut Its, own: Own, detail: &mut Text<200>) -> bool {
 /// read back unchanged: ignored); the command queue outside RAM (`GITS_CBASER`, then a
 /// CWRITER of one command: CREADR must not advance, Stalled expected); the device table
 /// outside RAM, then an ITT outside RAM (MAPD + SYNC: refused and skipped, the batch
-/// completes). Outside = the end of RAM and `target=`.
+/// completes, and an INT of the function's spare event, moved to the probe LPI before, still
+/// arrives after each: the MAPD changed nothing). Outside = the end of RAM and `target=`.
 fn tables_outside(its: &mut Its, own: Own, ctx: &Context<'_>, detail: &mut Text<200>) -> bool {
     let end = ctx.platform.memory_end();
     let target = ctx
@@ -264,22 +265,51 @@ fn tables_outside(its: &mut Its, own: Own, ctx: &Context<'_>, detail: &mut Text<
             }
         }
     }
-    // Back to the own queue (a CBASER write resets CREADR), then the device table outside.
+    // Back to the own tables and queue (a CBASER write resets CREADR), with the own
+    // function's spare event moved to the probe LPI. A refused MAPD leaves that translation
+    // as it was (an INT of the event still arrives); an accepted one gives the device a new
+    // ITT without it. "The batch completed" alone held either way (found in review).
+    let probe = own.first_lpi + PROBE_LPI_OFFSET;
+    let spare = own.events - 1;
+    let survives = |its: &mut Its| {
+        let before = gic::taken(probe);
+        its.run(&[its::event_command(number::INT, own.device, spare)])
+            .is_ok()
+            && lpi_arrives(probe, before)
+    };
+    let armed = its
+        .reset_to(own.device, own.events, own.first_lpi)
+        .and_then(|()| arm_probe_lpi(its, probe))
+        .and_then(|()| {
+            its.run(&[
+                its::event_command(number::DISCARD, own.device, spare),
+                its::mapti(own.device, spare, probe, 0),
+                its::event_command(number::INV, own.device, spare),
+            ])
+        });
+    // The positive control: before any MAPD outside RAM, the INT arrives.
+    let control = armed.is_ok() && survives(its);
+    held &= control;
+    let _ = match armed {
+        Err(e) => write!(detail, "control={e} "),
+        Ok(()) if control => write!(detail, "control=delivered "),
+        Ok(()) => write!(detail, "control=NOT-DELIVERED "),
+    };
     let devtable = (|| -> Result<(), ItsError> {
         its.disable()?;
-        its.cwriter = 0;
-        gic::write64(
-            its.reg(gits::CBASER),
-            its::cbaser(its.queue, 1),
-            "gits_cbaser",
-        )?;
         gic::write64(its.reg(gits::BASER), its::baser(end, 1), "gits_baser")?;
         its.enable()?;
         let itt = its.page(page::SPARE);
         its.run(&[its::mapd(own.device, 1, itt, true)])
     })();
-    held &= devtable.is_ok();
-    let _ = write!(detail, "devtable={} ", batch(devtable));
+    let kept = survives(its);
+    held &= devtable.is_ok() && kept;
+    let _ = write!(
+        detail,
+        "devtable={}+{} ",
+        batch(devtable),
+        if kept { "kept" } else { "LOST" }
+    );
     let itt = (|| -> Result<(), ItsError> {
         its.disable()?;
         gic::write64(
@@ -294,8 +324,14 @@ fn tables_outside(its: &mut Its, own: Own, ctx: &Context<'_>, detail: &mut Text<
         }
         its.run(&cmds)
     })();
-    held &= itt.is_ok();
-    let _ = write!(detail, "itt={}", batch(itt));
+    let kept = survives(its);
+    held &= itt.is_ok() && kept;
+    let _ = write!(
+        detail,
+        "itt={}+{}",
+        batch(itt),
+        if kept { "kept" } else { "LOST" }
+    );
     held
 }
 

@@ -183,9 +183,11 @@ impl MmioDevice for PciHost {
         }
         if let Some(disk) = &self.disk {
             let drained = disk.reset_and_drain(ctx.ram, DRAIN_TIMEOUT_MS);
-            result = result.and(drained.then_some(()).ok_or_else(|| {
-                undrained(disk, "its NVMe commands did not drain")
-            }));
+            result = result.and(
+                drained
+                    .then_some(())
+                    .ok_or_else(|| undrained(disk, "its NVMe commands did not drain")),
+            );
         }
         result
     }
