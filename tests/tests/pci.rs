@@ -4,7 +4,7 @@
 //! an empty root port must keep its bus, and the NVMe controller on the root bus must keep
 //! working for the slices.
 
-use microvisor_tests::{Expect, Scenario, hv, plan, probe_slice, slice, with_nvme};
+use microvisor_tests::{Expect, Scenario, hv, plan, probe_slice, slice, with_device, with_nvme};
 
 /// Root port `i` at 00:(0x10+i).0 with a virtio-net function behind it (on a hub port: no
 /// network reaches outside QEMU), as node profiles with NICs lay them out.
@@ -67,5 +67,69 @@ fn nics_behind_root_ports_get_buses_and_windows() {
         ]))
         .expect(Expect::Never(hv("^pci: ")))
         .expect(Expect::line(slice("p", "^NVME PASS ")))
+        .run();
+}
+
+/// Two virtio-net functions of one multi-function device on the root bus, 00:05.0 and
+/// 00:05.1 (on hub ports: no network reaches outside QEMU).
+fn two_function_nic() -> Vec<String> {
+    (0..2)
+        .flat_map(|f| {
+            [
+                "-netdev".to_string(),
+                format!("hubport,id=mf{f},hubid={}", 10 + f),
+                "-device".to_string(),
+                format!(
+                    "virtio-net-pci,bus=pcie.0,addr=0x5.{f},multifunction={},netdev=mf{f},iommu_platform=on,romfile=",
+                    if f == 0 { "on" } else { "off" }
+                ),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn functions_that_can_reach_each_other_peer_to_peer_go_to_one_slice() {
+    // The functions of one multi-function device may talk to each other inside it, where no
+    // SMMU sees it (their own ACS controls are not relied on: a function reset clears them):
+    // one isolation group. QEMU's root ports implement ACS, which the hypervisor turns on,
+    // so the NICs behind them are each alone (every other NIC scenario). Given to two
+    // slices, the boot is refused naming the slice and the function; given to one, both are
+    // its.
+    let args = two_function_nic();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let group =
+        hv(r"^pci: isolation group \(peer to peer without ACS\) 0000:00:05\.0 0000:00:05\.1$");
+    let probe = |name: &str| probe_slice(name, "1", "64MiB", "cmdline = \"heartbeat=500\"");
+    Scenario::new("isolation_group_split")
+        .inline_node(4, 1 << 30)
+        .smmuv3()
+        .qemu_args(&args)
+        .plan(&plan(&[
+            with_device(&probe("a"), "pci = \"00:05.0\""),
+            with_device(&probe("b"), "pci = \"00:05.1\""),
+        ]))
+        .expect(Expect::line(group.clone()))
+        .refused_at_boot(
+            r#"slice "b": device 00:05\.1: can reach 00:05\.0 peer to peer without passing the SMMU \(no ACS between them: one isolation group\), and 00:05\.0 is given to slice "a""#,
+        )
+        .run();
+    let assigned = |bdf: &str, slot: u8| {
+        hv(&format!(
+            r"^assigned: slice a (0000:)?{bdf} as 00:0{slot}\.0, "
+        ))
+    };
+    Scenario::new("isolation_group_whole")
+        .inline_node(4, 1 << 30)
+        .smmuv3()
+        .qemu_args(&args)
+        .plan(&plan(&[with_device(
+            &with_device(&probe("a"), "pci = \"00:05.0\""),
+            "pci = \"00:05.1\"",
+        )]))
+        .expect(Expect::line(group))
+        .expect(Expect::line(assigned(r"00:05\.0", 1)))
+        .expect(Expect::line(assigned(r"00:05\.1", 2)))
+        .expect(Expect::line(slice("a", "^HEARTBEAT 3 ")))
         .run();
 }

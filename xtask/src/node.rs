@@ -430,6 +430,9 @@ impl Node {
             functions,
             smmu: self.iommu == Some(Iommu::Smmuv3),
             hypervisor_nvme: disks.clone().next(),
+            // QEMU's root ports implement ACS (the hypervisor turns it on) and every disk is
+            // a single-function device of its own: each function is alone.
+            isolation_groups: Vec::new(),
         }
     }
 

@@ -10,10 +10,11 @@ use alloc::vec::Vec;
 use microvisor_arch::cpu;
 use microvisor_arch::pci::PciHost;
 use microvisor_logic::inventory::PcieHost;
+use microvisor_logic::pci::isolation::isolation_groups;
 use microvisor_logic::pci::reset::Clock;
 use microvisor_logic::pci::topology::{FoundFunction, HeaderType, Topology, enumerate};
 use microvisor_logic::pci::windows::{HierarchyPlacement, place_hierarchy};
-use microvisor_logic::pci::{BarWindows, CLASS_NVME};
+use microvisor_logic::pci::{BarWindows, Bdf, CLASS_NVME};
 use microvisor_plan::size::HumanSize;
 
 use crate::hv;
@@ -27,6 +28,9 @@ pub struct Hierarchy {
     /// The host bridge's windows with everything above placed: a later
     /// `microvisor_logic::pci::configure_function` of a placed function keeps its addresses.
     pub windows: BarWindows,
+    /// Functions that may reach each other peer to peer (groups of more than one), with ACS
+    /// turned on where the ports have it (`microvisor_logic::pci::isolation`).
+    pub isolation_groups: Vec<Vec<Bdf>>,
 }
 
 impl Hierarchy {
@@ -62,10 +66,19 @@ pub fn discover(pci: &mut PciHost, host: &PcieHost) -> Hierarchy {
     for problem in &placement.problems {
         hv!("pci: {problem}");
     }
+    let isolation_groups = isolation_groups(pci.config(), &topology);
+    for group in &isolation_groups {
+        let members: Vec<String> = group.iter().map(|b| format!("{b}")).collect();
+        hv!(
+            "pci: isolation group (peer to peer without ACS) {}",
+            members.join(" ")
+        );
+    }
     Hierarchy {
         topology,
         placement,
         windows,
+        isolation_groups,
     }
 }
 

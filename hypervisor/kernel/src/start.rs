@@ -343,10 +343,16 @@ fn node_pci(
                 .map(|f| f.address)
         })
         .flatten();
+    let isolation_groups = hierarchy
+        .iter()
+        .flat_map(|h| &h.isolation_groups)
+        .map(|group| group.iter().filter_map(|&bdf| address(bdf)).collect())
+        .collect();
     NodePci {
         functions,
         smmu,
         hypervisor_nvme,
+        isolation_groups,
     }
 }
 

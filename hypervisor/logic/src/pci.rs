@@ -4,6 +4,7 @@
 //! [`topology`] numbers and lists the whole hierarchy, [`windows`] places every BAR and
 //! bridge window, [`reset`] resets a function (FLR).
 
+pub mod isolation;
 pub mod reset;
 pub mod topology;
 pub mod windows;

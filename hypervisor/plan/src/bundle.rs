@@ -1127,6 +1127,7 @@ mod tests {
             ],
             smmu: true,
             hypervisor_nvme: PciAddress::new(0, 2, 0),
+            isolation_groups: Vec::new(),
         }
     }
 

@@ -13,7 +13,12 @@
 //!    controller the hypervisor divides into `[slice.nvme]` shares while some slice has one.
 //! 4. **Class requests** (`class = "net"`) are then served in plan order, each taking the
 //!    lowest-addressed function of its class that is still free (never the hypervisor's NVMe
-//!    controller while some slice has `[slice.nvme]`).
+//!    controller while some slice has `[slice.nvme]`) and whose isolation group holds no
+//!    function of anyone else (the lowest free one when there is none such, refused then).
+//! 5. **Isolation groups** ([`NodePci::isolation_groups`]: functions that may reach each other
+//!    peer to peer without passing the SMMU) have one owner: the first request in plan order
+//!    whose function's group already has a function of another slice, or the hypervisor's
+//!    kept NVMe controller, is refused.
 //!
 //! The result lists, per slice in plan order, the function given for each of its
 //! `[[slice.device]]` tables, in the slice's order.
@@ -354,6 +359,10 @@ pub struct NodePci {
     /// The NVMe controller the hypervisor drives and divides into `[slice.nvme]` shares, if
     /// it has one. It is kept from slices only while some slice has a `[slice.nvme]`.
     pub hypervisor_nvme: Option<PciAddress>,
+    /// The isolation groups of more than one function (functions that may reach each other
+    /// peer to peer without their requests passing the SMMU: `logic::pci::isolation`); every
+    /// other function is alone. The functions of a group go to one owner.
+    pub isolation_groups: Vec<Vec<PciAddress>>,
 }
 
 /// Who has a function of a class that is not free.
@@ -440,9 +449,16 @@ pub fn place_devices<I>(
             let address = match *request {
                 DeviceRequest::Pci(address) => address,
                 DeviceRequest::Class(class) => {
-                    let free = functions
-                        .values()
-                        .find(|f| class.matches(f.class) && is_free(f, &owner, reserved));
+                    // The lowest free function of the class whose group holds nobody else's;
+                    // the lowest free one otherwise (then refused below, naming its group).
+                    let candidates = || {
+                        functions
+                            .values()
+                            .filter(|f| class.matches(f.class) && is_free(f, &owner, reserved))
+                    };
+                    let free = candidates()
+                        .find(|f| group_conflict(node, f.address, name, &owner, reserved).is_none())
+                        .or_else(|| candidates().next());
                     let Some(function) = free else {
                         let problem = Problem::NoFreeFunction {
                             class,
@@ -458,7 +474,48 @@ pub fn place_devices<I>(
         }
         placed.push(given);
     }
+    // No isolation group may have two owners (the hypervisor's NVMe controller counts as one
+    // while it is kept): the first request in plan order whose function's group already has
+    // another owner is refused.
+    let mut earlier: SortedMap<PciAddress, &str> = SortedMap::new();
+    for (slice, given) in plan.slices.iter().zip(&placed) {
+        for (request, address) in slice.devices.iter().zip(given) {
+            if let Some((other, used)) =
+                group_conflict(node, *address, &slice.name, &earlier, reserved)
+            {
+                return Err(PlanError::slice(
+                    &slice.name,
+                    Field::Device(*request),
+                    Problem::SharedIsolationGroup { other, used },
+                ));
+            }
+            earlier.insert(*address, slice.name.as_str());
+        }
+    }
     Ok(placed)
+}
+
+/// Another function of `address`'s isolation group that someone other than slice `name` has,
+/// and who.
+fn group_conflict(
+    node: &NodePci,
+    address: PciAddress,
+    name: &str,
+    owner: &SortedMap<PciAddress, &str>,
+    reserved: Option<PciAddress>,
+) -> Option<(PciAddress, FunctionUse)> {
+    let group = node
+        .isolation_groups
+        .iter()
+        .find(|group| group.contains(&address))?;
+    group
+        .iter()
+        .filter(|&&other| other != address)
+        .find_map(|&other| match owner.get(&other) {
+            Some(slice) if *slice != name => Some((other, FunctionUse::Slice((*slice).into()))),
+            Some(_) => None,
+            None => (reserved == Some(other)).then_some((other, FunctionUse::Hypervisor)),
+        })
 }
 
 /// The functions by address (a function listed twice counts once: its first entry).

@@ -390,6 +390,14 @@ pub enum Problem {
         /// The first slice with a `[slice.nvme]` share of it.
         sharer: String,
     },
+    /// The function shares an isolation group (functions that may reach each other peer to
+    /// peer, bypassing the SMMU) with a function given to someone else.
+    SharedIsolationGroup {
+        /// The other function of the group.
+        other: PciAddress,
+        /// Who has it.
+        used: FunctionUse,
+    },
     /// No function of the class is free when this class request is served.
     NoFreeFunction {
         /// The class asked for.
@@ -624,6 +632,22 @@ impl fmt::Display for Problem {
                  give it whole",
                 SliceRef(sharer)
             ),
+            Problem::SharedIsolationGroup { other, used } => {
+                write!(
+                    f,
+                    "can reach {other} peer to peer without passing the SMMU (no ACS between \
+                     them: one isolation group), and {other} "
+                )?;
+                match used {
+                    FunctionUse::Slice(slice) => {
+                        write!(f, "is given to slice {}", SliceRef(slice))?
+                    }
+                    FunctionUse::Hypervisor => {
+                        f.write_str("is the hypervisor's NVMe controller")?
+                    }
+                }
+                f.write_str("; give every function of a group to one slice")
+            }
             Problem::NoFreeFunction { class, uses } => {
                 if uses.is_empty() {
                     return write!(

@@ -135,6 +135,7 @@ class = "net"
             functions: vec![net],
             smmu: true,
             hypervisor_nvme: None,
+            isolation_groups: Vec::new(),
         };
         assert_eq!(
             place_devices(bundle.plan(), &node),

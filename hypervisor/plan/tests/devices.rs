@@ -43,6 +43,7 @@ fn default_node_today() -> NodePci {
         functions: vec![host_bridge(), function("00:02.0", NVME)],
         smmu: false,
         hypervisor_nvme: Some(at("00:02.0")),
+        isolation_groups: Vec::new(),
     }
 }
 
@@ -59,6 +60,7 @@ fn default_node_with_root_ports() -> NodePci {
         functions,
         smmu: true,
         hypervisor_nvme: Some(at("00:02.0")),
+        isolation_groups: Vec::new(),
     }
 }
 
@@ -74,6 +76,7 @@ fn default_node_with_nics() -> NodePci {
         ],
         smmu: true,
         hypervisor_nvme: Some(at("00:02.0")),
+        isolation_groups: Vec::new(),
     }
 }
 
@@ -407,6 +410,7 @@ fn a_class_the_node_has_no_function_of() {
         functions: vec![host_bridge()],
         smmu: true,
         hypervisor_nvme: None,
+        isolation_groups: Vec::new(),
     };
     let plan = plan(&slice("web", &class("nvme")));
     assert_eq!(
@@ -426,5 +430,99 @@ fn an_invalid_plan_is_refused_before_placement() {
     assert_eq!(
         refused(&empty, &default_node_with_nics()).problem,
         Problem::NoSlices
+    );
+}
+
+/// [`default_node_with_nics`] where 00:03.0 and 00:04.0 may reach each other peer to peer
+/// (one isolation group: no ACS between them), and 00:05.0 may reach the hypervisor's NVMe
+/// controller.
+fn node_with_groups() -> NodePci {
+    NodePci {
+        isolation_groups: vec![
+            vec![at("00:03.0"), at("00:04.0")],
+            vec![at("00:02.0"), at("00:05.0")],
+        ],
+        ..default_node_with_nics()
+    }
+}
+
+#[test]
+fn functions_of_one_isolation_group_go_to_one_slice() {
+    let node = node_with_groups();
+    let together = plan(&format!(
+        "{}{}",
+        slice("a", &format!("{}{}", pci("00:03.0"), pci("00:04.0"))),
+        slice("b", "")
+    ));
+    assert_eq!(
+        placed(&together, &node),
+        [vec!["00:03.0".to_string(), "00:04.0".to_string()], vec![]]
+    );
+    let apart = plan(&format!(
+        "{}{}",
+        slice("a", &pci("00:03.0")),
+        slice("b", &pci("00:04.0"))
+    ));
+    let error = refused(&apart, &node);
+    assert_eq!(
+        error.to_string(),
+        "slice \"b\": device 00:04.0: can reach 00:03.0 peer to peer without passing the SMMU \
+         (no ACS between them: one isolation group), and 00:03.0 is given to slice \"a\"; give \
+         every function of a group to one slice"
+    );
+    assert!(matches!(
+        error.problem,
+        Problem::SharedIsolationGroup {
+            used: FunctionUse::Slice(_),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_function_in_the_hypervisors_nvme_group_is_refused_while_the_nvme_is_shared() {
+    let node = node_with_groups();
+    let shared = plan(&format!(
+        "{}{}",
+        slice("db", NVME_SHARE),
+        slice("web", &pci("00:05.0"))
+    ));
+    assert_eq!(
+        refused(&shared, &node).to_string(),
+        "slice \"web\": device 00:05.0: can reach 00:02.0 peer to peer without passing the \
+         SMMU (no ACS between them: one isolation group), and 00:02.0 is the hypervisor's NVMe \
+         controller; give every function of a group to one slice"
+    );
+    // Without [slice.nvme] the controller is nobody's.
+    let alone = plan(&slice("web", &pci("00:05.0")));
+    assert_eq!(placed(&alone, &node), [vec!["00:05.0".to_string()]]);
+}
+
+#[test]
+fn a_class_request_skips_functions_whose_group_someone_else_has() {
+    let node = node_with_groups();
+    // "a" has 00:03.0; "b"'s net is not 00:04.0 (a's group) but 00:05.0.
+    let skip = plan(&format!(
+        "{}{}",
+        slice("a", &pci("00:03.0")),
+        slice("b", &class("net"))
+    ));
+    assert_eq!(
+        placed(&skip, &node),
+        [vec!["00:03.0".to_string()], vec!["00:05.0".to_string()]]
+    );
+    // With the NVMe shared, 00:05.0 is out too: the only free one left is refused, named.
+    let none = plan(&format!(
+        "{}{}{}",
+        slice("db", NVME_SHARE),
+        slice("a", &pci("00:03.0")),
+        slice("b", &class("net"))
+    ));
+    assert!(
+        refused(&none, &node)
+            .to_string()
+            .starts_with("slice \"b\": device class net: can reach 00:03.0 peer to peer"),
+        "{}",
+        refused(&none, &node)
     );
 }

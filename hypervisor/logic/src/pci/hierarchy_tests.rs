@@ -91,6 +91,19 @@ impl FakeFunction {
         self
     }
 
+    /// A PCIe port of Device/Port Type `kind`, with an ACS capability at 0x100 implementing
+    /// `acs` (its controls writable) when given.
+    fn port(mut self, kind: u8, acs: Option<u16>) -> Self {
+        self = self.express(false);
+        self.regs
+            .insert(PCIE_CAP, 0x0002_0010 | u32::from(kind) << 20);
+        if let Some(bits) = acs {
+            self.regs.insert(0x100, 0x0001_000d);
+            self.regs.insert(0x104, u32::from(bits));
+        }
+        self.done()
+    }
+
     fn done(mut self) -> Self {
         self.reset_state = self.regs.clone();
         self
@@ -908,4 +921,132 @@ fn placing_a_functions_bars_turns_no_snoop_off() {
     assert_eq!(tree.read(net, PCIE_CAP + 8) & 0xffff, 0x2810);
     crate::pci::configure_function(&mut tree, &mut windows, net).unwrap();
     assert_eq!(tree.read(net, PCIE_CAP + 8) & 0xffff, 0x2010);
+}
+
+// ---- isolation groups ------------------------------------------------------------------------
+
+use super::isolation::{acs, isolation_groups, port_type};
+
+/// The function at `path` (device/function keys from the root bus down).
+fn at<'a>(tree: &'a mut Tree, path: &[(u8, u8)]) -> &'a mut FakeFunction {
+    let mut bus = &mut tree.root;
+    let (last, above) = path.split_last().unwrap();
+    for key in above {
+        bus = bus.functions.get_mut(key).unwrap().child.as_mut().unwrap();
+    }
+    bus.functions.get_mut(last).unwrap()
+}
+
+/// Makes the function at `path` a PCIe port of `kind` with ACS implementing `acs`.
+fn make_port(tree: &mut Tree, path: &[(u8, u8)], kind: u8, acs: Option<u16>) {
+    let f = at(tree, path);
+    *f = core::mem::take(f).port(kind, acs);
+}
+
+/// [`node`] with PCIe ports: root ports 00:10.0, 00:12.0, 00:13.0 and the switch's
+/// downstream ports with the isolating ACS controls, except the ports in `without`.
+fn node_with_acs(without: &[&[(u8, u8)]]) -> Tree {
+    let mut tree = node();
+    let ports: [(&[(u8, u8)], u8); 6] = [
+        (&[(0x10, 0)], port_type::ROOT_PORT),
+        (&[(0x11, 0)], port_type::ROOT_PORT),
+        (&[(0x12, 0)], port_type::ROOT_PORT),
+        (&[(0x13, 0)], port_type::ROOT_PORT),
+        (&[(0x12, 0), (0, 0), (0, 0)], port_type::DOWNSTREAM_PORT),
+        (&[(0x12, 0), (0, 0), (1, 0)], port_type::DOWNSTREAM_PORT),
+    ];
+    for (path, kind) in ports {
+        let acs = (!without.contains(&path)).then_some(acs::ISOLATING | 1 << 1);
+        make_port(&mut tree, path, kind, acs);
+    }
+    make_port(
+        &mut tree,
+        &[(0x12, 0), (0, 0)],
+        port_type::UPSTREAM_PORT,
+        None,
+    );
+    tree
+}
+
+fn groups_of(mut tree: Tree) -> (Vec<Vec<Bdf>>, Tree) {
+    let topology = enumerate(&mut tree, 0..=255);
+    (isolation_groups(&mut tree, &topology), tree)
+}
+
+#[test]
+fn without_acs_every_bridge_groups_what_is_below_it() {
+    // node()'s bridges are conventional (no PCIe capability): a shared bus below each.
+    let (groups, _) = groups_of(node());
+    assert_eq!(
+        groups,
+        [
+            vec![b(0, 3, 0), b(0, 3, 1), b(0, 3, 3)],
+            vec![b(0, 0x10, 0), b(1, 0, 0)],
+            vec![
+                b(0, 0x12, 0),
+                b(3, 0, 0),
+                b(4, 0, 0),
+                b(4, 1, 0),
+                b(5, 0, 0),
+                b(6, 0, 0)
+            ],
+            vec![b(0, 0x13, 0), b(7, 0, 0)],
+        ]
+    );
+}
+
+#[test]
+fn ports_with_acs_isolate_what_is_below_them() {
+    let (groups, mut tree) = groups_of(node_with_acs(&[]));
+    // Only the multi-function endpoint's functions share a group.
+    assert_eq!(groups, [vec![b(0, 3, 0), b(0, 3, 1), b(0, 3, 3)]]);
+    // The controls were turned on (Translation Blocking, implemented too, was left off).
+    for port in [b(0, 0x10, 0), b(0, 0x12, 0), b(4, 0, 0), b(4, 1, 0)] {
+        assert_eq!(
+            tree.read(port, 0x104) >> 16,
+            u32::from(acs::ISOLATING),
+            "{port}"
+        );
+    }
+}
+
+#[test]
+fn a_switch_port_without_acs_puts_the_whole_switch_in_one_group() {
+    let (groups, _) = groups_of(node_with_acs(&[&[(0x12, 0), (0, 0), (0, 0)]]));
+    // 05:00.0 can reach 06:00.0 through the switch, whose upstream port is 03:00.0.
+    assert_eq!(
+        groups,
+        [
+            vec![b(0, 3, 0), b(0, 3, 1), b(0, 3, 3)],
+            vec![b(3, 0, 0), b(4, 0, 0), b(4, 1, 0), b(5, 0, 0), b(6, 0, 0)],
+        ]
+    );
+}
+
+#[test]
+fn a_root_port_without_acs_puts_the_whole_node_in_one_group() {
+    let (groups, tree) = groups_of(node_with_acs(&[&[(0x13, 0)]]));
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].len(), 16, "every function: {groups:?}");
+    // A port that implements ACS but keeps a control off does not isolate either.
+    let mut tree = tree;
+    let f = at(&mut tree, &[(0x13, 0)]);
+    *f = core::mem::take(f).port(
+        port_type::ROOT_PORT,
+        Some(acs::ISOLATING & !acs::UPSTREAM_FORWARDING),
+    );
+    let (groups, _) = groups_of(tree);
+    assert_eq!(groups.len(), 1);
+}
+
+#[test]
+fn a_looping_extended_capability_list_ends() {
+    let mut tree = node();
+    let f = at(&mut tree, &[(0x10, 0)]);
+    f.regs.insert(0x100, 0x1001_0001);
+    f.regs.insert(0x104, 0x1001_0002);
+    assert_eq!(
+        super::isolation::find_extended_capability(&mut tree, b(0, 0x10, 0), 0x000d),
+        None
+    );
 }
