@@ -9,6 +9,7 @@
 //! The data path (the device's BAR pages and its DMA) involves no hypervisor code.
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use microvisor_arch::cpu;
 use microvisor_arch::pci::{FunctionConfig, Mmio};
@@ -213,6 +214,8 @@ pub struct AssignedDevice {
     /// Vendor ID (low half) and Device ID (high half), as config dword 0 reads.
     pub ids: u32,
     state: Mutex<(AssignedFunction, Physical)>,
+    /// Its last reset failed (it did not come back): the next start resets it again first.
+    lost: AtomicBool,
 }
 
 impl AssignedDevice {
@@ -234,6 +237,7 @@ impl AssignedDevice {
             ids: function.config_read(0, 4) as u32,
             vectors: physical.msix.map_or(0, |m| m.vectors),
             state: Mutex::new((function, physical)),
+            lost: AtomicBool::new(false),
         }
     }
 
@@ -358,11 +362,25 @@ impl AssignedDevice {
         let came_back = physical.reset();
         let effects = function.reset();
         apply(ctx, self.bdf, physical, effects);
-        came_back
-            .then_some(())
-            .ok_or("an assigned function did not come back from its reset")
+        self.lost.store(!came_back, Ordering::Release);
+        came_back.then_some(()).ok_or(NOT_BACK)
+    }
+
+    /// Before the slice's next start: a function whose last reset failed is reset again,
+    /// and the start is refused while it still does not come back (its restored BARs and
+    /// command register were written into a function that did not answer: it could come
+    /// back later decoding nothing, or DMA from before its reset could still land; found in
+    /// review).
+    pub fn drained(&self, ctx: &Context<'_>) -> Result<(), &'static str> {
+        if self.lost.load(Ordering::Acquire) {
+            return self.quiesce(ctx);
+        }
+        Ok(())
     }
 }
+
+/// Why a slice with a function that did not come back from its reset stays stopped.
+const NOT_BACK: &str = "an assigned function did not come back from its reset";
 
 /// Carries out what the function's emulation decided.
 fn apply(ctx: &Context<'_>, bdf: Bdf, physical: &mut Physical, effects: Vec<Effect>) {

@@ -192,12 +192,17 @@ impl MmioDevice for PciHost {
         result
     }
 
-    /// A run that ended with NVMe commands still in the hardware (the drain timed out, the
-    /// slice stayed stopped) must not have its RAM reloaded under them: wait again, and
-    /// refuse the start if they are still there. Until 2026-12-04 the next start scrubbed
+    /// An assigned function that did not come back from the last run's reset is reset again
+    /// (the start is refused while it still does not answer). A run that ended with NVMe
+    /// commands still in the hardware (the drain timed out, the slice stayed stopped) must
+    /// not have its RAM reloaded under them: wait again, and refuse the start if they are
+    /// still there. Until 2026-12-04 the next start scrubbed
     /// and loaded the RAM while the old run's reads could still land in it (found in
     /// review).
     fn drained(&self, ctx: &Context<'_>) -> Result<(), &'static str> {
+        for function in &self.assigned {
+            function.drained(ctx)?;
+        }
         match &self.disk {
             Some(disk) if !disk.is_quiescent() => {
                 disk.reset_and_drain(ctx.ram, DRAIN_TIMEOUT_MS);
