@@ -80,7 +80,7 @@ fn two_function_nic() -> Vec<String> {
                 format!("hubport,id=mf{f},hubid={}", 10 + f),
                 "-device".to_string(),
                 format!(
-                    "virtio-net-pci,bus=pcie.0,addr=0x5.{f},multifunction={},netdev=mf{f},iommu_platform=on,romfile=",
+                    "virtio-net-pci,bus=pcie.0,addr=0x5.{f},multifunction={},netdev=mf{f},disable-legacy=on,iommu_platform=on,romfile=",
                     if f == 0 { "on" } else { "off" }
                 ),
             ]
