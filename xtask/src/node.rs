@@ -550,6 +550,7 @@ size = "8GiB"
                 ],
                 smmu: true,
                 hypervisor_nvme: Some(PciAddress::parse("00:02.0").unwrap()),
+                isolation_groups: Vec::new(),
             }
         );
         let at = |a| node.nic_at(PciAddress::parse(a).unwrap());
