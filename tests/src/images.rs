@@ -88,12 +88,12 @@ impl Built {
     }
 }
 
-/// Writes `microvisor_plan::image::STACK_OVERFLOW_TEST` into the hypervisor image's header
-/// (`Tamper::StackOverflow`).
-pub fn mark_stack_overflow_test(path: &Path) {
-    use microvisor_plan::image::{STACK_OVERFLOW_TEST, TEST_MARK_OFFSET};
+/// Writes a test mark (`microvisor_plan::image::STACK_OVERFLOW_TEST`,
+/// `NVME_CONFINEMENT_TEST`) into the hypervisor image's header (`Tamper`).
+pub fn mark_test(path: &Path, mark: [u8; 8]) {
+    use microvisor_plan::image::TEST_MARK_OFFSET;
     let mut bytes = std::fs::read(path).expect("reading the image to mark");
-    bytes[TEST_MARK_OFFSET..][..8].copy_from_slice(&STACK_OVERFLOW_TEST);
+    bytes[TEST_MARK_OFFSET..][..8].copy_from_slice(&mark);
     std::fs::write(path, &bytes).expect("writing the marked image");
 }
 

@@ -38,9 +38,10 @@ use crate::attack_lines::requested_attacks;
 use crate::expect::{Expect, Pattern, any_slice, hv, lit};
 use crate::firmware_dt::{self, FirmwareTree};
 use crate::host_get::{HOST_GET_TIMEOUT, HostGet, PortGet};
-use crate::images::{built, corrupt_bundled_image, mark_stack_overflow_test};
+use crate::images::{built, corrupt_bundled_image, mark_test};
 use crate::input::Input;
 use crate::runner::{Outcome, Run, run};
+use microvisor_plan::image::{NVME_CONFINEMENT_TEST, STACK_OVERFLOW_TEST};
 
 /// The machine QEMU emulates.
 #[derive(Clone, Debug)]
@@ -79,6 +80,9 @@ pub enum Tamper {
     /// core overflows its hypervisor stack on purpose once the slices run. Lifts the rule
     /// against `[hv] FATAL` lines: the scenario expects one.
     StackOverflow,
+    /// Mark the image header (`microvisor_plan::image::NVME_CONFINEMENT_TEST`) so that the
+    /// boot aims the NVMe controller's DMA once at a RAM page outside its SMMU confinement.
+    NvmeConfinement,
 }
 
 /// Name of the slice a natively booted probe reports.
@@ -752,7 +756,8 @@ impl Scenario {
             Some(Tamper::CorruptImage { index }) => {
                 corrupt_bundled_image(&image, index);
             }
-            Some(Tamper::StackOverflow) => mark_stack_overflow_test(&image),
+            Some(Tamper::StackOverflow) => mark_test(&image, STACK_OVERFLOW_TEST),
+            Some(Tamper::NvmeConfinement) => mark_test(&image, NVME_CONFINEMENT_TEST),
             None => {}
         }
         if !self.keep_disk {

@@ -22,7 +22,7 @@ use microvisor_logic::pci::Bdf;
 use microvisor_logic::pci::windows::PlacementProblem;
 use microvisor_logic::stacks::StackLayout;
 use microvisor_plan::bundle::Bundle;
-use microvisor_plan::image::STACK_OVERFLOW_TEST;
+use microvisor_plan::image::{NVME_CONFINEMENT_TEST, STACK_OVERFLOW_TEST};
 use microvisor_plan::place::{self, Hardware, format_cores};
 use microvisor_plan::sha256;
 use microvisor_plan::size::HumanSize;
@@ -606,18 +606,38 @@ fn setup_nvme(
             );
         }
     }
+    // The confinement test image: one page of RAM nobody has, for the controller to be aimed
+    // at (`nvme::bring_up`).
+    let confinement_test = (info.test_mark == NVME_CONFINEMENT_TEST)
+        .then(|| {
+            avoid.push(region);
+            place_working_memory(&info.inventory.ram, &avoid, 0, 4096, 4096)
+        })
+        .flatten()
+        .and_then(|page| memory::claim(page).ok())
+        .map(|page| page.into_shared());
     let mut device_memory = DeviceMemory::new(claimed);
     let frames = info.its.take().ok_or(unusable("no GIC ITS for MSIs"))?;
     let lpis = lpis.insert(Lpis::new(&mut device_memory, frames, &cores, table)?);
+    let tested = confinement_test.is_some();
     // The controller's BARs were placed with the rest of the hierarchy: it keeps them.
-    nvme::bring_up(
+    let disk = nvme::bring_up(
         pci,
         &host,
         &mut hierarchy.windows,
         device_memory,
         plan,
         lpis,
-    )
+        confinement_test,
+    );
+    if tested && let Some(smmu) = smmu {
+        // The test's fault record, now: the SMMU's interrupt is not taken yet at this point
+        // of the boot (and its pending state is cleared before it is).
+        struct Booting;
+        impl crate::smmu::SmmuEvents for Booting {}
+        smmu.service(&Booting);
+    }
+    disk
 }
 
 fn nvme_report(disk: &NodeDisk) {

@@ -24,6 +24,11 @@ pub const TEST_MARK_OFFSET: usize = 40;
 /// once its slices run (the guard page test, `tests/tests/robustness.rs`, writes it into the
 /// built image; `cargo xtask image` never does). Anything else there is ignored.
 pub const STACK_OVERFLOW_TEST: [u8; 8] = *b"MVSOVFL1";
+/// The reserved u64 @40 of a hypervisor image built to aim its NVMe controller's DMA at a RAM
+/// page outside the controller's SMMU confinement once at boot (an Identify written there),
+/// which must fault and leave the page as it was (`tests/tests/smmu.rs` writes it;
+/// `cargo xtask image` never does).
+pub const NVME_CONFINEMENT_TEST: [u8; 8] = *b"MVSNVMC1";
 /// Bytes of RAM the hypervisor image (`boot/`) needs after its loaded file (the flat hypervisor
 /// and the bundle, padded to 4 KiB): a 4 KiB guard page and the boot core's 48 KiB stack above
 /// it. They are not in the file; the header's `image_size` (file + this) covers them, so a loader

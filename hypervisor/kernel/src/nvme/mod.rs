@@ -11,6 +11,7 @@ use alloc::vec::Vec;
 
 use microvisor_arch::gic::LPI_BASE;
 use microvisor_arch::memory::{DmaPages, SharedMemory};
+use microvisor_arch::pci::barrier;
 use microvisor_logic::nvme::host::QueueNeeds;
 
 use lpis::Lpis;
@@ -85,6 +86,7 @@ pub fn bring_up<I>(
     mut memory: DeviceMemory,
     plan: &microvisor_plan::PlanOf<I>,
     lpis: &Lpis,
+    confinement_test: Option<SharedMemory>,
 ) -> Result<(NodeDisk, Vec<Vec<HardwareQueue>>), DiskError> {
     let wanted: u32 = plan
         .slices
@@ -98,6 +100,9 @@ pub fn bring_up<I>(
         entries: QUEUE_ENTRIES,
     };
     let mut controller = physical::bring_up(pci, host, windows, &mut memory, needs)?;
+    if let Some(page) = confinement_test {
+        dma_outside(&mut controller, &page);
+    }
     match set_up_queues(&mut controller, memory, plan, lpis) {
         Ok((memory, shares, queues)) => {
             let physical: &'static physical::Physical =
@@ -116,6 +121,32 @@ pub fn bring_up<I>(
             Err(error)
         }
     }
+}
+
+/// The confinement test image (`microvisor_plan::image::NVME_CONFINEMENT_TEST`): the
+/// controller is asked to write an Identify into `page`, RAM outside its SMMU confinement.
+/// The SMMU must refuse the write (its fault record is reported as for any stream) and the
+/// page keep what was written before.
+fn dma_outside(controller: &mut physical::Physical, page: &SharedMemory) {
+    const PATTERN: [u8; 64] = [0x5a; 64];
+    let base = page.region().base;
+    for offset in (0..4096).step_by(PATTERN.len()) {
+        let _ = page.write(offset, &PATTERN);
+    }
+    let outcome = controller.identify_into(base);
+    barrier::after_device_write();
+    let kept = (0..4096).step_by(PATTERN.len()).all(|offset| {
+        let mut chunk = [0u8; PATTERN.len()];
+        page.read(offset, &mut chunk).is_ok() && chunk == PATTERN
+    });
+    let outcome = match outcome {
+        Ok(()) => alloc::string::String::from("completed"),
+        Err(e) => alloc::format!("{e}"),
+    };
+    crate::hv!(
+        "test image: nvme identify into {base:#x} (outside its confinement): {outcome}, page {}",
+        if kept { "unchanged" } else { "CHANGED" }
+    );
 }
 
 type Shares = Vec<Option<microvisor_plan::DiskShare>>;

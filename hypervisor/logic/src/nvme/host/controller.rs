@@ -416,6 +416,21 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
         }
     }
 
+    /// Identify Controller written by the controller to bus address `address` (page aligned):
+    /// one DMA write of 4 KiB wherever the caller says, to check the controller's SMMU
+    /// confinement (the confinement test image). Returns the command's outcome.
+    pub fn identify_into(&mut self, address: u64) -> Result<(), NvmeError> {
+        let mut dw10 = LocalRegisterCopy::<u32, IDENTIFY_DW10::Register>::new(0);
+        dw10.write(IDENTIFY_DW10::CNS.val(cns::CONTROLLER.into()));
+        self.admin(SubmissionEntry {
+            opcode: admin::IDENTIFY,
+            prp1: (address & !(PAGE_SIZE - 1)).into(),
+            cdw10: dw10.get().into(),
+            ..SubmissionEntry::default()
+        })
+        .map(|_| ())
+    }
+
     /// Identify Controller and Identify Namespace 1 into [`ControllerInfo`].
     fn identify(&mut self, memory: &mut M) -> Result<(), NvmeError> {
         let buffer = memory
