@@ -5,13 +5,15 @@
 //!
 //! | what | size |
 //! |---|---|
-//! | emergency stacks, core 0 first | [`EMERGENCY_STACK_SIZE`] each |
-//! | per core, core 0 first: guard page, then stack | [`GUARD_SIZE`] + [`STACK_SIZE`] each |
+//! | per core, core 0 first: guard page, emergency stack, guard page, stack | [`GUARD_SIZE`] + [`EMERGENCY_STACK_SIZE`] + [`GUARD_SIZE`] + [`STACK_SIZE`] each |
 //!
 //! A stack that grows past its bottom touches its guard page, which the EL2 stage-1 map leaves
 //! unmapped (Arm ARM D8.3: an invalid descriptor gives a translation fault), so the overflow is
-//! a data abort at EL2 instead of a write into the stack or the emergency stacks below. A single
-//! frame larger than a page could still step over a guard: the hypervisor has none.
+//! a data abort at EL2 instead of a write into whatever lies below. The emergency stacks have
+//! guard pages too (they sat back to back: a deep fatal report on one core wrote into another
+//! core's; found in review): a fault on one is a nested fatal exception, which the vectors
+//! bound. A single frame larger than a page could still step over a guard: the hypervisor
+//! has none.
 
 use aarch64_cpu::registers::ESR_EL2;
 use tock_registers::{LocalRegisterCopy, register_bitfields};
@@ -34,7 +36,7 @@ pub const GUARD_SIZE: u64 = PAGE_SIZE;
 /// Bytes of emergency stack per core: enough for the fatal report.
 pub const EMERGENCY_STACK_SIZE: u64 = 8 * 1024;
 /// Bytes the layout takes per core.
-pub const PER_CORE: u64 = EMERGENCY_STACK_SIZE + GUARD_SIZE + STACK_SIZE;
+pub const PER_CORE: u64 = GUARD_SIZE + EMERGENCY_STACK_SIZE + GUARD_SIZE + STACK_SIZE;
 
 /// The stacks of `cores` cores from a page-aligned `base`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +54,8 @@ pub struct CoreStacks {
     pub guard: Region,
     /// The stack the fatal vectors switch to.
     pub emergency: Region,
+    /// The unmapped page right below `emergency`.
+    pub emergency_guard: Region,
 }
 
 impl CoreStacks {
@@ -106,20 +110,22 @@ impl StackLayout {
         if core >= self.cores {
             return None;
         }
-        let emergency = self.base + EMERGENCY_STACK_SIZE * core as u64;
-        let guard = self.base
-            + EMERGENCY_STACK_SIZE * self.cores as u64
-            + (GUARD_SIZE + STACK_SIZE) * core as u64;
+        let emergency_guard = self.base + PER_CORE * core as u64;
+        let emergency = emergency_guard + GUARD_SIZE;
+        let guard = emergency + EMERGENCY_STACK_SIZE;
         Some(CoreStacks {
             stack: Region::new(guard + GUARD_SIZE, STACK_SIZE),
             guard: Region::new(guard, GUARD_SIZE),
             emergency: Region::new(emergency, EMERGENCY_STACK_SIZE),
+            emergency_guard: Region::new(emergency_guard, GUARD_SIZE),
         })
     }
 
     /// Every guard page, lowest first.
     pub fn guards(&self) -> impl Iterator<Item = Region> + '_ {
-        (0..self.cores).filter_map(|c| self.core(c).map(|s| s.guard))
+        (0..self.cores)
+            .filter_map(|c| self.core(c))
+            .flat_map(|s| [s.emergency_guard, s.guard])
     }
 }
 
@@ -180,7 +186,8 @@ mod tests {
             assert_eq!(s.guard.end(), s.stack.base, "core {core}");
             assert_eq!(s.guard.size, PAGE_SIZE);
             assert_eq!(s.stack.size, STACK_SIZE);
-            for piece in [s.stack, s.guard, s.emergency] {
+            assert_eq!(s.emergency_guard.end(), s.emergency.base, "core {core}");
+            for piece in [s.stack, s.guard, s.emergency, s.emergency_guard] {
                 assert!(
                     piece.base.is_multiple_of(PAGE_SIZE) && piece.size.is_multiple_of(PAGE_SIZE)
                 );
@@ -197,7 +204,7 @@ mod tests {
         let mut pieces: Vec<Region> = (0..5)
             .flat_map(|c| {
                 let s = layout.core(c).unwrap();
-                [s.stack, s.guard, s.emergency]
+                [s.stack, s.guard, s.emergency, s.emergency_guard]
             })
             .collect();
         pieces.sort_by_key(|r| r.base);
@@ -211,11 +218,14 @@ mod tests {
 
     #[test]
     fn what_lies_below_a_stack_overflows_into_a_guard_page() {
-        // Below each stack is its guard; below every guard but core 0's is the previous
-        // core's stack top, below core 0's the emergency stacks: never reached without a fault.
+        // Below each stack is its guard, below each emergency stack its own guard: neither
+        // reaches the next piece down (the core's emergency stack, the previous core's stack)
+        // without a fault.
         let layout = StackLayout::new(0, 3).unwrap();
         for core in 0..3 {
             let s = layout.core(core).unwrap();
+            assert!(s.emergency_guard.contains(s.emergency.base - 8));
+            assert_eq!(s.guard.base, s.emergency.end());
             let below = s.stack.base - 8;
             assert!(s.guard.contains(below));
             assert!(s.overflowed(s.stack.base, Some(below)));
@@ -283,7 +293,7 @@ mod tests {
         let bank = Region::new(0x4000_0000, 0x100_0000);
         let pieces: Vec<Region> = without_holes(bank, layout.guards()).collect();
         let mapped: u64 = pieces.iter().map(|p| p.size).sum();
-        assert_eq!(mapped, bank.size - 3 * GUARD_SIZE);
+        assert_eq!(mapped, bank.size - 2 * 3 * GUARD_SIZE);
         for guard in layout.guards() {
             assert!(pieces.iter().all(|p| !p.overlaps(&guard)));
         }
@@ -316,6 +326,7 @@ mod tests {
             assert!(map.translate(s.stack.base).is_some());
             assert!(map.translate(s.stack.end() - 8).is_some());
             assert!(map.translate(s.emergency.base).is_some());
+            assert_eq!(map.translate(s.emergency_guard.end() - 8), None);
         }
         assert!(map.translate(bank.base).is_some());
         assert!(map.translate(bank.end() - 8).is_some());
