@@ -46,6 +46,7 @@ const WORKING_ALIGN: u64 = 64 * 1024;
 
 unsafe extern "C" {
     static __image_end: u8;
+    static __text_end: u8;
 }
 
 /// Offset of the header's `image_size` field.
@@ -70,6 +71,11 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     );
     let test_mark: [u8; 8] = header[TEST_MARK_OFFSET..][..8].try_into().unwrap_or([0; 8]);
     let hypervisor_end = core::ptr::addr_of!(__image_end) as u64;
+    // The hypervisor's code: the only executable pages of its map (`boot/link.ld`).
+    let text = Region::new(
+        image_base,
+        core::ptr::addr_of!(__text_end) as u64 - image_base,
+    );
     // The file (hypervisor, bundle) and, after it, the boot stack's guard page and the boot
     // stack, whose top `entry.S` put at `image_base + image_size`.
     let image = Region::new(image_base, image_size);
@@ -153,7 +159,7 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     // SAFETY: `working` is RAM that nothing else uses (it avoids the image, the device tree
     // and reserved memory), and the MMU is off, so physical addresses are accessed directly.
     let pool = unsafe { RawTablePool::new(tables, STAGE1_TABLES) };
-    let (root, tables_used) = match identity_map(pool, &inventory, &stacks, boot_guard) {
+    let (root, tables_used) = match identity_map(pool, &inventory, &stacks, boot_guard, text) {
         Ok(mapped) => mapped,
         Err(e) => early::fail(format_args!("hypervisor page tables: {e:?}")),
     };
@@ -281,27 +287,31 @@ fn firmware_tree(address: u64) -> (&'static [u8], usize) {
     (unsafe { static_bytes(address, size) }, size)
 }
 
-/// The hypervisor's EL2 map: every RAM bank as Normal memory but the guard pages below the
-/// stacks (`boot_guard` and those of `stacks`), the devices it drives as Device memory, at
-/// their physical addresses.
+/// The hypervisor's EL2 map, at physical addresses: its code (`text`) read-only and
+/// executable, every other byte of every RAM bank read-write and never executable (all
+/// slices' RAM included: a control-flow bug at EL2 cannot run what a guest wrote), but the
+/// guard pages below the stacks (`boot_guard` and those of `stacks`), left out; the devices it
+/// drives as Device memory.
 /// Returns the root table and the number of tables the map took from `pool`.
 fn identity_map(
     pool: RawTablePool,
     inventory: &Inventory,
     stacks: &StackLayout,
     boot_guard: Region,
+    text: Region,
 ) -> Result<(u64, usize), MapError> {
     let mut map = Translation::new(Regime::El2Stage1, pool)?;
-    let mut guards: heapless::Vec<Region, { MAX_CPUS + 1 }> = heapless::Vec::new();
-    for guard in core::iter::once(boot_guard).chain(stacks.guards()) {
-        guards.push(guard).map_err(|_| MapError::BadRange)?;
+    let mut holes: heapless::Vec<Region, { 2 * MAX_CPUS + 2 }> = heapless::Vec::new();
+    for hole in [boot_guard, text].into_iter().chain(stacks.guards()) {
+        holes.push(hole).map_err(|_| MapError::BadRange)?;
     }
-    microvisor_plan::sort::sort_by_key(&mut guards, |g| g.base);
+    microvisor_plan::sort::sort_by_key(&mut holes, |g| g.base);
     for bank in &inventory.ram {
-        for piece in without_holes(*bank, guards.iter().copied()) {
-            map.map(piece.base, piece.base, piece.size, Attributes::RAM)?;
+        for piece in without_holes(*bank, holes.iter().copied()) {
+            map.map(piece.base, piece.base, piece.size, Attributes::DATA)?;
         }
     }
+    map.map(text.base, text.base, text.size, Attributes::CODE)?;
     let gic = &inventory.gic;
     let pcie = inventory.pcie.as_ref();
     let window =

@@ -41,7 +41,7 @@ use crate::host_get::{HOST_GET_TIMEOUT, HostGet, PortGet};
 use crate::images::{built, corrupt_bundled_image, mark_test};
 use crate::input::Input;
 use crate::runner::{Outcome, Run, run};
-use microvisor_plan::image::{NVME_CONFINEMENT_TEST, STACK_OVERFLOW_TEST};
+use microvisor_plan::image::{DATA_EXECUTION_TEST, NVME_CONFINEMENT_TEST, STACK_OVERFLOW_TEST};
 
 /// The machine QEMU emulates.
 #[derive(Clone, Debug)]
@@ -83,6 +83,10 @@ pub enum Tamper {
     /// Mark the image header (`microvisor_plan::image::NVME_CONFINEMENT_TEST`) so that the
     /// boot aims the NVMe controller's DMA once at a RAM page outside its SMMU confinement.
     NvmeConfinement,
+    /// Mark the image header (`microvisor_plan::image::DATA_EXECUTION_TEST`) so that the boot
+    /// core calls into a heap page once the slices run. Lifts the rule against `[hv] FATAL`
+    /// lines: the scenario expects one.
+    DataExecution,
 }
 
 /// Name of the slice a natively booted probe reports.
@@ -372,7 +376,7 @@ impl Scenario {
     }
 
     pub fn tamper(mut self, tamper: Tamper) -> Scenario {
-        if let Tamper::StackOverflow = tamper {
+        if let Tamper::StackOverflow | Tamper::DataExecution = tamper {
             self.expects
                 .retain(|e| !matches!(e, Expect::Never(p) if p.regex.as_str() == r"\[hv\] FATAL"));
         }
@@ -758,6 +762,7 @@ impl Scenario {
             }
             Some(Tamper::StackOverflow) => mark_test(&image, STACK_OVERFLOW_TEST),
             Some(Tamper::NvmeConfinement) => mark_test(&image, NVME_CONFINEMENT_TEST),
+            Some(Tamper::DataExecution) => mark_test(&image, DATA_EXECUTION_TEST),
             None => {}
         }
         if !self.keep_disk {

@@ -36,6 +36,32 @@ fn a_hypervisor_stack_overflow_stops_the_node_with_one_clear_line() {
 }
 
 #[test]
+fn the_hypervisor_never_executes_its_data() {
+    // The EL2 map has only the hypervisor's code executable (read-only), every other page of
+    // RAM (its heap and stacks, every slice's RAM) writable and never executable, and
+    // SCTLR_EL2.WXN on. The image is marked (Tamper::DataExecution) so that the boot core,
+    // once the slices run, writes a RET into a heap page and calls it: an instruction abort
+    // at EL2 (ESR class 0x21), reported, must stop it. Before, RAM was mapped executable and
+    // the call returned ("a heap page was executed").
+    let hex = "0x[0-9a-f]+";
+    Scenario::new("data_execution")
+        .plan(&plan(&[
+            probe_slice("a", "1", "64MiB", "cmdline = \"heartbeat=500\""),
+            probe_slice("b", "1", "64MiB", "cmdline = \"heartbeat=500\""),
+        ]))
+        .tamper(Tamper::DataExecution)
+        .expect(Expect::Sequence(vec![
+            hv("^boot: 2 slices released"),
+            hv("^test image: core 0 calls into its heap on purpose$"),
+            hv(&format!(
+                r"^FATAL hypervisor exception .* on core 0: ESR 0x86[0-9a-f]{{6}} ELR ({hex}) FAR {hex}$"
+            )),
+        ]))
+        .expect(Expect::Never(hv("a heap page was executed")))
+        .run();
+}
+
+#[test]
 fn a_slice_flooding_its_console_does_not_slow_another_slices_output() {
     // Slice "flood" prints lines without pause for the whole run; "beat" prints a heartbeat
     // every 200 ms of its counter time. Ctrl-A c is pressed once the flood runs and again 20

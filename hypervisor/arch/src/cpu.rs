@@ -136,3 +136,29 @@ pub fn halt() -> ! {
 pub fn spin_hint() {
     core::hint::spin_loop();
 }
+
+/// The W^X test image (`microvisor_plan::image::DATA_EXECUTION_TEST`): writes a `RET` into
+/// `words` (ordinary data, e.g. on the heap), makes it visible to instruction fetch and calls
+/// it. With the EL2 map's data never executable this is an instruction abort at EL2, a fatal
+/// exception; it returns only if data could be run.
+pub fn call_data_for_test(words: &mut [u32; 16]) {
+    const RET: u32 = 0xd65f_03c0;
+    words[0] = RET;
+    let address = words.as_ptr() as usize;
+    // SAFETY: the word at `address` is a complete function (`RET`) that touches nothing; the
+    // cache maintenance makes the store visible to instruction fetch (Arm ARM B2.4.4). If the
+    // page is not executable the call faults before running anything.
+    unsafe {
+        core::arch::asm!(
+            "dc cvau, {a}",
+            "dsb ish",
+            "ic ivau, {a}",
+            "dsb ish",
+            "isb",
+            a = in(reg) address,
+            options(nostack)
+        );
+        let function: extern "C" fn() = core::mem::transmute::<usize, extern "C" fn()>(address);
+        function();
+    }
+}

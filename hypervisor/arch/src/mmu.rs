@@ -40,7 +40,8 @@ fn tcr_value() -> u64 {
         | (1 << 23)
 }
 
-/// SCTLR_EL2 with the MMU, caches and stack alignment check on (non-VHE RES1 bits included).
+/// SCTLR_EL2 with the MMU, caches, stack alignment check and WXN on (non-VHE RES1 bits
+/// included).
 fn sctlr_value() -> u64 {
     const RES1: u64 = (1 << 4)
         | (1 << 5)
@@ -55,6 +56,8 @@ fn sctlr_value() -> u64 {
         | SCTLR_EL2::C::Cacheable.value
         | SCTLR_EL2::I::Cacheable.value
         | SCTLR_EL2::SA::Enable.value
+        // Writable means never executable, whatever a descriptor says.
+        | SCTLR_EL2::WXN::Enable.value
 }
 
 /// Turns on the EL2 MMU with `root` as TTBR0_EL2, on the boot core.

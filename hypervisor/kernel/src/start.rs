@@ -22,7 +22,7 @@ use microvisor_logic::pci::Bdf;
 use microvisor_logic::pci::windows::PlacementProblem;
 use microvisor_logic::stacks::StackLayout;
 use microvisor_plan::bundle::Bundle;
-use microvisor_plan::image::{NVME_CONFINEMENT_TEST, STACK_OVERFLOW_TEST};
+use microvisor_plan::image::{DATA_EXECUTION_TEST, NVME_CONFINEMENT_TEST, STACK_OVERFLOW_TEST};
 use microvisor_plan::place::{self, Hardware, format_cores};
 use microvisor_plan::sha256;
 use microvisor_plan::size::HumanSize;
@@ -811,6 +811,21 @@ fn run(node: Node, info: &mut BootInfo) -> ! {
             info.boot_core
         );
         exceptions::run_on_fresh_stack(overflow_on_purpose)
+    }
+    if info.test_mark == DATA_EXECUTION_TEST {
+        // Every slice started first, then a call into a heap page (W^X must stop it).
+        if let Some((slice, _)) = node.assigned(info.boot_core) {
+            core_run::run_job(node, slice);
+        }
+        let _ = cpu::wait_for_event_until(Duration::from_secs(5), || node.boot.reported());
+        let mut words = alloc::boxed::Box::new([0u32; 16]);
+        hv!(
+            "test image: core {} calls into its heap on purpose",
+            info.boot_core
+        );
+        cpu::call_data_for_test(&mut words);
+        hv!("test image: a heap page was executed");
+        cpu::halt()
     }
     exceptions::run_on_fresh_stack(core_run::core_loop)
 }

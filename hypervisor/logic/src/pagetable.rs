@@ -144,6 +144,12 @@ impl Attributes {
         writable: true,
         executable: true,
     };
+    /// Read-only, executable normal memory (the hypervisor's code).
+    pub const CODE: Attributes = Attributes {
+        memory: MemoryType::Normal,
+        writable: false,
+        executable: true,
+    };
     /// Read-write, non-executable normal memory (data).
     pub const DATA: Attributes = Attributes {
         memory: MemoryType::Normal,
@@ -727,6 +733,16 @@ mod tests {
         assert_eq!(block & (1 << 54), 1 << 54, "execute never");
         assert_eq!((block >> 8) & 0b11, 0b11, "inner shareable");
         assert_eq!(block & 0x0000_ffff_ffff_f000, 0x4000_0000);
+        // The hypervisor's code: read-only (AP[2]) and executable (XN clear).
+        let code = leaf_descriptor(Regime::El2Stage1, 0x4020_0000, 3, Attributes::CODE);
+        assert_eq!(code & (1 << 7), 1 << 7, "read-only");
+        assert_eq!(code & (1 << 54), 0, "executable");
+        t.map(0x4020_0000, 0x4020_0000, PAGE_SIZE, Attributes::CODE)
+            .unwrap();
+        assert_eq!(
+            t.translate(0x4020_0008),
+            Some((0x4020_0008, Attributes::CODE))
+        );
     }
 
     #[test]
