@@ -41,7 +41,9 @@ use crate::host_get::{HOST_GET_TIMEOUT, HostGet, PortGet};
 use crate::images::{built, corrupt_bundled_image, mark_test};
 use crate::input::Input;
 use crate::runner::{Outcome, Run, run};
-use microvisor_plan::image::{DATA_EXECUTION_TEST, NVME_CONFINEMENT_TEST, STACK_OVERFLOW_TEST};
+use microvisor_plan::image::{
+    DATA_EXECUTION_TEST, NVME_CONFINEMENT_TEST, STACK_OVERFLOW_TEST, UNOWNED_DMA_TEST,
+};
 
 /// The machine QEMU emulates.
 #[derive(Clone, Debug)]
@@ -87,6 +89,9 @@ pub enum Tamper {
     /// core calls into a heap page once the slices run. Lifts the rule against `[hv] FATAL`
     /// lines: the scenario expects one.
     DataExecution,
+    /// Mark the image header (`microvisor_plan::image::UNOWNED_DMA_TEST`) so that the boot
+    /// brings up the second NVMe controller on the root bus, which nobody owns.
+    UnownedDma,
 }
 
 /// Name of the slice a natively booted probe reports.
@@ -763,6 +768,7 @@ impl Scenario {
             Some(Tamper::StackOverflow) => mark_test(&image, STACK_OVERFLOW_TEST),
             Some(Tamper::NvmeConfinement) => mark_test(&image, NVME_CONFINEMENT_TEST),
             Some(Tamper::DataExecution) => mark_test(&image, DATA_EXECUTION_TEST),
+            Some(Tamper::UnownedDma) => mark_test(&image, UNOWNED_DMA_TEST),
             None => {}
         }
         if !self.keep_disk {

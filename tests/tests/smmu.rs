@@ -133,3 +133,37 @@ fn the_hypervisors_nvme_controller_cannot_write_outside_its_confinement() {
         .expect(Expect::Never(hv("page CHANGED")))
         .run();
 }
+
+#[test]
+fn a_function_nobody_owns_cannot_reach_memory() {
+    // Every stream the hypervisor does not attach aborts. A test-marked image brings up the
+    // node's second NVMe controller (00:03.0, nobody's) at boot the way the hypervisor
+    // brings up its own: it cannot even fetch its admin queue, so the bring-up fails (QEMU's
+    // controller reports a fatal status when its queue cannot be read), while the
+    // hypervisor's controller serves the slice. With that stream in bypass the controller
+    // came up ("its DMA reached memory"). Before, only `logic::smmu` unit tests showed that
+    // unowned streams abort (found in review of the tests).
+    Scenario::new("smmu_unowned_dma")
+        .inline_node(2, 1 << 30)
+        .smmuv3()
+        .disk(256 << 20)
+        .disk(64 << 20)
+        .tamper(Tamper::UnownedDma)
+        .plan(&plan(&[with_nvme(
+            &probe_slice(
+                "p",
+                "1",
+                "64MiB",
+                "cmdline = \"heartbeat=500 nvme-check=1\"",
+            ),
+            1,
+            "16MiB",
+        )]))
+        .all_healthy()
+        .expect(Expect::line(hv(
+            r"^test image: unowned nvme 0000:00:03\.0 did not come up: ",
+        )))
+        .expect(Expect::line(slice("p", "^NVME PASS ")))
+        .expect(Expect::Never(hv("its DMA reached memory")))
+        .run();
+}

@@ -22,7 +22,9 @@ use microvisor_logic::pci::Bdf;
 use microvisor_logic::pci::windows::PlacementProblem;
 use microvisor_logic::stacks::StackLayout;
 use microvisor_plan::bundle::Bundle;
-use microvisor_plan::image::{DATA_EXECUTION_TEST, NVME_CONFINEMENT_TEST, STACK_OVERFLOW_TEST};
+use microvisor_plan::image::{
+    DATA_EXECUTION_TEST, NVME_CONFINEMENT_TEST, STACK_OVERFLOW_TEST, UNOWNED_DMA_TEST,
+};
 use microvisor_plan::place::{self, Hardware, format_cores};
 use microvisor_plan::sha256;
 use microvisor_plan::size::HumanSize;
@@ -221,6 +223,15 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
         assigned = setup_assigned(
             info, &placement, plan, &given, hierarchy, smmu, &mut lpis, &avoid,
         )?;
+    }
+    if info.test_mark == UNOWNED_DMA_TEST {
+        unowned_dma_test(
+            info,
+            &placement,
+            hierarchy.as_mut(),
+            smmu.as_ref(),
+            nvme_memory,
+        );
     }
     let inv = &info.inventory;
     let lpis = lpis.map(Arc::new);
@@ -536,6 +547,49 @@ fn setup_smmu(
     let highest_bus = hierarchy.map_or(0, |h| h.highest_bus());
     let avoid = taken_ram(info, placement);
     NodeSmmu::bring_up(frames, &info.inventory, highest_bus, &avoid)
+}
+
+/// The unowned-stream test image (`microvisor_plan::image::UNOWNED_DMA_TEST`): the second
+/// NVMe controller on the root bus, which nobody owns, is brought up as the hypervisor's own
+/// is. Its stream's entry aborts every transaction, so it cannot even fetch its admin queue:
+/// the bring-up must fail (with the stream in bypass it comes up).
+fn unowned_dma_test(
+    info: &mut BootInfo,
+    placement: &place::Placement,
+    hierarchy: Option<&mut Hierarchy>,
+    smmu: Option<&NodeSmmu>,
+    nvme_memory: Option<Region>,
+) {
+    let (Some(hierarchy), Some(host)) = (hierarchy, info.inventory.pcie) else {
+        return hv!("test image: no PCIe hierarchy");
+    };
+    let mut avoid = taken_ram(info, placement);
+    avoid.extend(smmu.map(|s| s.memory));
+    avoid.extend(nvme_memory);
+    let claimed = place_working_memory(&info.inventory.ram, &avoid, 0, 0x1_0000, 0x1_0000)
+        .and_then(|region| memory::claim(region).ok());
+    let (Some(pci), Some(claimed)) = (info.pci.as_mut(), claimed) else {
+        return hv!("test image: no PCIe host or no RAM left");
+    };
+    let Some(bdf) = microvisor_logic::pci::scan_bus(pci.config(), host.bus_start)
+        .into_iter()
+        .filter(|f| f.class == microvisor_logic::pci::CLASS_NVME)
+        .nth(1)
+        .map(|f| f.bdf)
+    else {
+        return hv!("test image: no second NVMe controller on the root bus");
+    };
+    let mut memory = DeviceMemory::new(claimed);
+    let needs = microvisor_logic::nvme::host::QueueNeeds {
+        pairs: 1,
+        entries: 2,
+    };
+    let result =
+        nvme::physical::bring_up_at(pci, bdf, &host, &mut hierarchy.windows, &mut memory, needs);
+    match result {
+        Ok(_) => hv!("test image: unowned nvme {bdf} came up: its DMA reached memory"),
+        Err(e) => hv!("test image: unowned nvme {bdf} did not come up: {e}"),
+    }
 }
 
 /// Device memory, ITS and LPI tables, then the controller and every slice's share of it.

@@ -33,6 +33,10 @@ pub const NVME_CONFINEMENT_TEST: [u8; 8] = *b"MVSNVMC1";
 /// once its slices run, which its map's W^X must turn into a fatal instruction abort
 /// (`tests/tests/robustness.rs` writes it; `cargo xtask image` never does).
 pub const DATA_EXECUTION_TEST: [u8; 8] = *b"MVSWXNT1";
+/// The reserved u64 @40 of a hypervisor image built to bring up, at boot, a second NVMe
+/// controller nobody owns, whose DMA the SMMU must abort (`tests/tests/smmu.rs` writes it;
+/// `cargo xtask image` never does).
+pub const UNOWNED_DMA_TEST: [u8; 8] = *b"MVSUNDM1";
 /// Bytes of RAM the hypervisor image (`boot/`) needs after its loaded file (the flat hypervisor
 /// and the bundle, padded to 4 KiB): a 4 KiB guard page and the boot core's 48 KiB stack above
 /// it. They are not in the file; the header's `image_size` (file + this) covers them, so a loader

@@ -34,6 +34,18 @@ pub fn bring_up(
     Physical::bring_up(&mut Bridge(pci), host, windows, memory, Counter, needs)
 }
 
+/// [`bring_up`] of the NVMe function at `bdf`.
+pub fn bring_up_at(
+    pci: &mut PciHost,
+    bdf: microvisor_logic::pci::Bdf,
+    host: &PcieHost,
+    windows: &mut BarWindows,
+    memory: &mut DeviceMemory,
+    needs: QueueNeeds,
+) -> Result<Physical, NvmeError> {
+    Physical::bring_up_at(&mut Bridge(pci), bdf, host, windows, memory, Counter, needs)
+}
+
 /// The hypervisor's device memory: one claimed RAM region handed out in zeroed, page-aligned
 /// pieces for queues, ITS and LPI tables and DMA buffers. `PageAllocator` decides where each
 /// piece goes; the pool splits the claimed region, so pieces never overlap.

@@ -150,7 +150,22 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
             .into_iter()
             .find(|f| f.class == CLASS_NVME)
             .ok_or(NvmeError::NoController)?;
-        let bdf = function.bdf;
+        Self::bring_up_at(bridge, function.bdf, host, windows, memory, clock, needs)
+    }
+
+    /// [`Self::bring_up`] of the NVMe function at `bdf` (any on `host`'s hierarchy).
+    pub fn bring_up_at<B>(
+        bridge: &mut B,
+        bdf: Bdf,
+        host: &PcieHost,
+        windows: &mut BarWindows,
+        memory: &mut M,
+        clock: K,
+        needs: QueueNeeds,
+    ) -> Result<Self, NvmeError>
+    where
+        B: HostBridge<Registers = R>,
+    {
         let its_device = host
             .its_device_id(bdf.requester_id())
             .ok_or(NvmeError::Unsupported(
