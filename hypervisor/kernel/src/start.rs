@@ -404,10 +404,9 @@ fn setup_assigned(
     let claimed = memory::claim(region).map_err(|_| "devices: interrupt tables")?;
     let mut device_memory = DeviceMemory::new(claimed);
     if lpis.is_none() {
-        let frames = info
-            .its
-            .take()
-            .ok_or("devices: no GIC ITS for their MSIs")?;
+        let frames = info.its.take().ok_or(
+            "devices: no GIC ITS for their MSIs (or its bring-up for NVMe failed: see above)",
+        )?;
         let made = Lpis::new(&mut device_memory, frames, &cores, table);
         *lpis = Some(made.map_err(|e| format!("devices: {e}"))?);
     }

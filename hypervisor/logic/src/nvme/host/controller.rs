@@ -66,6 +66,14 @@ pub struct ControllerInfo {
     pub lba_shift: u8,
 }
 
+/// `result`, with the controller behind `registers` disabled (CC.EN = 0) if it is an error.
+fn disabled<R: Registers, T>(registers: &R, result: Result<T, NvmeError>) -> Result<T, NvmeError> {
+    if result.is_err() {
+        registers.write32(reg::CC, 0);
+    }
+    result
+}
+
 /// Turns memory decoding, bus mastering and MSI-X of function `bdf` off (the function mask
 /// set): it can neither reach memory nor signal.
 fn quiet(config: &mut dyn ConfigSpace, bdf: Bdf) {
@@ -215,36 +223,15 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
             .find(|b| b.bar.index == 0)
             .ok_or(NvmeError::Bars("no BAR0"))?
             .cpu;
-        let msix =
-            MsixCapability::find(bridge.config(), bdf).ok_or(NvmeError::Unsupported("no MSI-X"))?;
-        let table_end = msix.table_offset.checked_add(msix.table_size());
-        if msix.table_bar != 0 || table_end.is_none_or(|end| end > bar0.size) {
-            return Err(NvmeError::Unsupported("MSI-X table outside BAR0"));
-        }
-        // Enable MSI-X with the function masked until the entries are programmed.
-        msix.set_control(bridge.config(), bdf, true, true);
-
         let registers = bridge
             .map(bar0)
             .ok_or(NvmeError::Bars("BAR0 not grantable"))?;
-        // Pin-based interrupts stay masked: MSI-X is used instead.
-        registers.write32(reg::INTMS, u32::MAX);
-        let cap = LocalRegisterCopy::<u64, CAP::Register>::new(registers.read64(reg::CAP));
-        if cap.read(CAP::CSS) & 1 == 0 {
-            return Err(NvmeError::Unsupported("no NVM command set"));
-        }
-        if cap.read(CAP::MPSMIN) != 0 {
-            return Err(NvmeError::Unsupported(
-                "4 KiB pages not supported (CAP.MPSMIN)",
-            ));
-        }
+        // From here on a failure leaves the controller disabled (CC.EN = 0), whatever state
+        // the firmware left it in.
+        let checked = Self::check(bridge, bdf, &registers, bar0.size, needs);
+        let (msix, cap) = disabled(&registers, checked)?;
+        let admin = disabled(&registers, QueuePair::new(0, ADMIN_ENTRIES, memory))?;
         let max_queue_entries = cap.read(CAP::MQES) as u32 + 1;
-        if u32::from(needs.entries) > max_queue_entries {
-            return Err(NvmeError::QueuesTooShort {
-                supported: max_queue_entries,
-                needed: needs.entries,
-            });
-        }
         let mut controller = PhysicalController {
             bdf,
             its_device,
@@ -263,7 +250,7 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
             },
             registers,
             clock,
-            admin: QueuePair::new(0, ADMIN_ENTRIES, memory)?,
+            admin,
             msix_table: msix.table_offset,
             msix_vectors: msix.vectors,
             bar0_size: bar0.size,
@@ -279,6 +266,48 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
             return Err(error);
         }
         Ok(controller)
+    }
+
+    /// What the function must offer before the hypervisor uses it: MSI-X with its table in
+    /// BAR0 (enabled here with the function masked, after pin-based interrupts were masked:
+    /// INTMS may not be touched once MSI-X is on, Base 1.4 §3.1.3), the NVM command set,
+    /// 4 KiB pages and queues of `needs.entries` entries.
+    fn check<B>(
+        bridge: &mut B,
+        bdf: Bdf,
+        registers: &R,
+        bar0_size: u64,
+        needs: QueueNeeds,
+    ) -> Result<(MsixCapability, LocalRegisterCopy<u64, CAP::Register>), NvmeError>
+    where
+        B: HostBridge<Registers = R>,
+    {
+        let msix =
+            MsixCapability::find(bridge.config(), bdf).ok_or(NvmeError::Unsupported("no MSI-X"))?;
+        let table_end = msix.table_offset.checked_add(msix.table_size());
+        if msix.table_bar != 0 || table_end.is_none_or(|end| end > bar0_size) {
+            return Err(NvmeError::Unsupported("MSI-X table outside BAR0"));
+        }
+        registers.write32(reg::INTMS, u32::MAX);
+        // Enable MSI-X with the function masked until the entries are programmed.
+        msix.set_control(bridge.config(), bdf, true, true);
+        let cap = LocalRegisterCopy::<u64, CAP::Register>::new(registers.read64(reg::CAP));
+        if cap.read(CAP::CSS) & 1 == 0 {
+            return Err(NvmeError::Unsupported("no NVM command set"));
+        }
+        if cap.read(CAP::MPSMIN) != 0 {
+            return Err(NvmeError::Unsupported(
+                "4 KiB pages not supported (CAP.MPSMIN)",
+            ));
+        }
+        let max_queue_entries = cap.read(CAP::MQES) as u32 + 1;
+        if u32::from(needs.entries) > max_queue_entries {
+            return Err(NvmeError::QueuesTooShort {
+                supported: max_queue_entries,
+                needed: needs.entries,
+            });
+        }
+        Ok((msix, cap))
     }
 
     /// Resets the controller, masks every MSI-X vector (the firmware may have left some

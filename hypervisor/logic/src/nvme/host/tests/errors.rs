@@ -184,6 +184,11 @@ fn a_failed_bring_up_leaves_the_function_quiet() {
     );
     assert_eq!(node.bridge.config.command() & 0b110, 0);
     assert!(!node.world.borrow().device.bus_master);
+    assert_eq!(
+        node.world.borrow().device.cc,
+        0,
+        "the firmware's controller disabled"
+    );
 }
 
 #[test]
@@ -354,7 +359,14 @@ fn msix_table_outside_bar0() {
             Some(NvmeError::Unsupported("MSI-X table outside BAR0")),
             "BIR {bir}, table at {offset:#x}, {vectors} vectors"
         );
-        assert!(node.bridge.mapped.is_empty(), "nothing touched");
+        // Refused before anything is programmed; a controller the firmware left running is
+        // disabled (the only register write).
+        assert_eq!(
+            node.world.borrow().device.register_writes,
+            [(0x14, 0)],
+            "only CC.EN = 0"
+        );
+        assert_eq!(node.world.borrow().device.cc, 0);
     }
 }
 
