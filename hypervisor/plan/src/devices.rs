@@ -16,9 +16,10 @@
 //!    controller while some slice has `[slice.nvme]`) and whose isolation group holds no
 //!    function of anyone else (the lowest free one when there is none such, refused then).
 //! 5. **Isolation groups** ([`NodePci::isolation_groups`]: functions that may reach each other
-//!    peer to peer without passing the SMMU) have one owner: the first request in plan order
-//!    whose function's group already has a function of another slice, or the hypervisor's
-//!    kept NVMe controller, is refused.
+//!    peer to peer without passing the SMMU) have one owner. Once every request is placed
+//!    (so after any refusal of steps 3 and 4), the first request in plan order whose
+//!    function's group already has a function of an earlier slice, or the hypervisor's kept
+//!    NVMe controller, is refused.
 //!
 //! The result lists, per slice in plan order, the function given for each of its
 //! `[[slice.device]]` tables, in the slice's order.

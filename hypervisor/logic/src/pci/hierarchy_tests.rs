@@ -1000,11 +1000,11 @@ fn ports_with_acs_isolate_what_is_below_them() {
     let (groups, mut tree) = groups_of(node_with_acs(&[]));
     // Only the multi-function endpoint's functions share a group.
     assert_eq!(groups, [vec![b(0, 3, 0), b(0, 3, 1), b(0, 3, 3)]]);
-    // The controls were turned on (Translation Blocking, implemented too, was left off).
+    // The controls were turned on, Translation Blocking (implemented too) with them.
     for port in [b(0, 0x10, 0), b(0, 0x12, 0), b(4, 0, 0), b(4, 1, 0)] {
         assert_eq!(
             tree.read(port, 0x104) >> 16,
-            u32::from(acs::ISOLATING),
+            u32::from(acs::ISOLATING | acs::TRANSLATION_BLOCKING),
             "{port}"
         );
     }
@@ -1048,5 +1048,44 @@ fn a_looping_extended_capability_list_ends() {
     assert_eq!(
         super::isolation::find_extended_capability(&mut tree, b(0, 0x10, 0), 0x000d),
         None
+    );
+}
+
+#[test]
+fn every_function_below_a_port_is_one_device_whatever_its_device_number() {
+    // With ARI a device's functions 8 and up answer at device numbers 1 and up of the bus
+    // below its port: a second function at 01:01.0 is still the NIC's (found in review).
+    let mut tree = node_with_acs(&[]);
+    let below = at(&mut tree, &[(0x10, 0)]).child.as_mut().unwrap();
+    below.functions.insert((1, 0), virtio_net());
+    let (groups, _) = groups_of(tree);
+    assert_eq!(
+        groups,
+        [
+            vec![b(0, 3, 0), b(0, 3, 1), b(0, 3, 3)],
+            vec![b(1, 0, 0), b(1, 1, 0)],
+        ]
+    );
+}
+
+#[test]
+fn direct_translated_peer_to_peer_left_on_is_turned_off() {
+    let mut tree = node_with_acs(&[]);
+    // The firmware left Direct Translated P2P on at 00:10.0.
+    let port = at(&mut tree, &[(0x10, 0)]);
+    let implemented = port.regs[&0x104] & 0xffff;
+    port.regs
+        .insert(0x104, u32::from(acs::DIRECT_TRANSLATED) << 16 | implemented);
+    let (groups, mut tree) = groups_of(tree);
+    assert_eq!(
+        groups.len(),
+        1,
+        "only the multi-function device: {groups:?}"
+    );
+    let control = tree.read(b(0, 0x10, 0), 0x104) >> 16;
+    assert_eq!(control & u32::from(acs::DIRECT_TRANSLATED), 0);
+    assert_eq!(
+        control & u32::from(acs::ISOLATING),
+        u32::from(acs::ISOLATING)
     );
 }

@@ -19,7 +19,10 @@
 //! - Any other bridge (PCIe-to-PCI, conventional) puts everything below it in its group (a
 //!   shared bus); a switch upstream port is transparent (its downstream ports decide).
 //! - The functions of one multi-function endpoint share a group: their own ACS controls are
-//!   not relied on, as the function-level reset every run ends with clears them.
+//!   not relied on, as the function-level reset every run ends with clears them. Below a
+//!   port (one link, so one device) that is every endpoint function on its bus, whatever its
+//!   device number: with ARI a device's functions 8 and up answer at device numbers 1 and
+//!   up (found in review); on the root bus, the functions of one device number.
 //!
 //! Root complex integrated endpoints on the root bus are taken to be isolated from each other
 //! and from the root ports' functions (their requests enter the root complex directly).
@@ -39,6 +42,11 @@ pub mod acs {
     pub const REQUEST_REDIRECT: u16 = 1 << 2;
     pub const COMPLETION_REDIRECT: u16 = 1 << 3;
     pub const UPSTREAM_FORWARDING: u16 = 1 << 4;
+    /// Translation Blocking: requests with translated addresses (ATS) are refused.
+    pub const TRANSLATION_BLOCKING: u16 = 1 << 1;
+    /// Direct Translated P2P: requests with translated addresses go peer to peer (must be
+    /// off; a firmware may have left it on).
+    pub const DIRECT_TRANSLATED: u16 = 1 << 6;
     /// What a port needs on to isolate the functions below it.
     pub const ISOLATING: u16 =
         SOURCE_VALIDATION | REQUEST_REDIRECT | COMPLETION_REDIRECT | UPSTREAM_FORWARDING;
@@ -81,8 +89,9 @@ pub fn express_port_type(config: &mut dyn ConfigSpace, bdf: Bdf) -> Option<u8> {
     Some((config.read(bdf, at) >> 20) as u8 & 0xf)
 }
 
-/// Turns on the isolating ACS controls `bdf` implements; whether all of them are on after
-/// (read back).
+/// Turns on the isolating ACS controls `bdf` implements (and Translation Blocking), and Direct
+/// Translated P2P off; whether the four isolating ones are on and Direct Translated P2P off
+/// after (read back).
 pub fn enable_acs(config: &mut dyn ConfigSpace, bdf: Bdf) -> bool {
     let Some(at) = find_extended_capability(config, bdf, EXTENDED_CAPABILITY_ACS) else {
         return false;
@@ -90,13 +99,15 @@ pub fn enable_acs(config: &mut dyn ConfigSpace, bdf: Bdf) -> bool {
     let register = at + 4;
     let dword = config.read(bdf, register);
     let (implemented, control) = (dword as u16, (dword >> 16) as u16);
-    let control = control | (implemented & acs::ISOLATING);
+    let wanted = implemented & (acs::ISOLATING | acs::TRANSLATION_BLOCKING);
+    let control = (control | wanted) & !acs::DIRECT_TRANSLATED;
     config.write(
         bdf,
         register,
         u32::from(control) << 16 | u32::from(implemented),
     );
-    (config.read(bdf, register) >> 16) as u16 & acs::ISOLATING == acs::ISOLATING
+    let control = (config.read(bdf, register) >> 16) as u16;
+    control & acs::ISOLATING == acs::ISOLATING && control & acs::DIRECT_TRANSLATED == 0
 }
 
 /// Where the requests of the functions below `bridge` can turn around toward other
@@ -156,11 +167,15 @@ pub fn isolation_groups(config: &mut dyn ConfigSpace, topology: &Topology) -> Ve
             },
             _ => {}
         }
-        // The other functions of its multi-function endpoint.
+        // The other functions of its device: every endpoint function below the same bridge
+        // (one link below a port), or of the same device number on the root bus.
+        let bdf = found.bdf();
         if !found.is_bridge()
             && let Some(sibling) = functions[..i].iter().position(|f| {
                 let other = f.bdf();
-                !f.is_bridge() && other.bus == found.bdf().bus && other.device == found.bdf().device
+                !f.is_bridge()
+                    && other.bus == bdf.bus
+                    && (found.parent().is_some() || other.device == bdf.device)
             })
         {
             groups.union(i, sibling);
