@@ -75,17 +75,21 @@ pub fn boot_interactive(
         kernel_cmdline: None,
         dtb,
     };
+    // The disk first (its first run downloads and builds for minutes), then the launch that
+    // picks the forwarded ports, so that nothing else takes them meanwhile.
+    if let (Some(plan), Some(disk)) = (plan, node.disks.first()) {
+        // The disk files exist from here on (the launch would create them).
+        crate::qemu::disk_args(&boot.disk_prefix, &node.disks)?;
+        for line in install_for_firmware(ws, plan, &boot.disk_prefix, disk.size)? {
+            eprintln!("{line}");
+        }
+    }
     let launch = boot.launch()?;
     let mut cmd = launch.command;
     eprintln!("node {}: {}", node.name, node.description);
     eprintln!("{}", render(&cmd));
     match plan {
         Some(plan) => {
-            if let Some(disk) = node.disks.first() {
-                for line in install_for_firmware(ws, plan, &boot.disk_prefix, disk.size)? {
-                    eprintln!("{line}");
-                }
-            }
             for slice in crate::network::slice_networks(plan, node, &launch.forwards)? {
                 eprintln!("{slice}");
             }
