@@ -62,6 +62,19 @@ primary_entry:
     msr     vbar_el2, x9
     isb
     bl      boot_stack_top
+    // The stack is written with the MMU, and so the data cache, off. The loader cleaned only
+    // the file: a line the firmware left dirty over the stack's 52 KiB could be written back
+    // over what the boot put there, so those lines go first (found in review).
+    mrs     x11, ctr_el0
+    ubfx    x11, x11, #16, #4       // DminLine: log2 of the smallest line, in words
+    mov     x12, #4
+    lsl     x12, x12, x11           // line size in bytes
+    sub     x13, x9, #13, lsl #12   // the guard page and the 48 KiB stack below the top
+9:  dc      ivac, x13
+    add     x13, x13, x12
+    cmp     x13, x9
+    b.lo    9b
+    dsb     sy
     mov     sp, x9
     mov     x29, xzr
     mov     x30, xzr

@@ -156,6 +156,10 @@ extern "C" fn boot_primary(dtb_address: u64, image_base: u64) -> ! {
     let tables = heap.end();
     // The boot stack (`entry.S`) has its own guard page, below it after the loaded file.
     let boot_guard = Region::new(tail, PAGE_SIZE);
+    // The tables are written with the MMU off: a line the firmware left dirty over them
+    // could be written back over a descriptor, so those lines go first (and again after).
+    // SAFETY: nothing in the tables' range is ours yet.
+    unsafe { cache::invalidate(tables, STAGE1_TABLES as u64 * PAGE_SIZE) };
     // SAFETY: `working` is RAM that nothing else uses (it avoids the image, the device tree
     // and reserved memory), and the MMU is off, so physical addresses are accessed directly.
     let pool = unsafe { RawTablePool::new(tables, STAGE1_TABLES) };
