@@ -125,7 +125,10 @@ struct Gic {
 
 // SAFETY: the register blocks are MMIO reached with volatile accesses, and the GIC is built to
 // be driven from every core at once; the distributor's shared registers are written only
-// through functions of this module (per-INTID registers, which the hardware keeps atomic).
+// through functions of this module: per-INTID registers (set/clear-enable, -pending,
+// -active, IROUTER), which the hardware keeps atomic, and GICD_ICFGR, whose read-modify-write
+// in `set_trigger` covers 16 INTIDs and is correct only because it runs at boot on the boot
+// core alone.
 unsafe impl Sync for Gic {}
 // SAFETY: as above.
 unsafe impl Send for Gic {}
@@ -531,7 +534,8 @@ pub fn complete(intid: u32) {
 
 /// Makes SPI `intid` edge-triggered (`edge`) or level-sensitive (GICD_ICFGR<n>, §12.9.9).
 /// Call it while the SPI is disabled, before [`route_spi`]: a device that pulses its line
-/// (the SMMU's wired interrupts on QEMU) loses interrupts on a level-sensitive SPI.
+/// (the SMMU's wired interrupts on QEMU) loses interrupts on a level-sensitive SPI. Only at
+/// boot, on the boot core: the read-modify-write covers 16 INTIDs and takes no lock.
 pub fn set_trigger(intid: u32, edge: bool) {
     let Some(gic) = GIC.get() else { return };
     if intid < 32 {

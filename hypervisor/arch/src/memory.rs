@@ -395,8 +395,11 @@ impl SharedMemory {
     pub fn write(&self, offset: u64, bytes: &[u8]) -> Result<(), OutOfRange> {
         let address = address_in(self.region, offset, bytes.len() as u64)?;
         // SAFETY: the destination lies inside this claimed region (checked above), which no
-        // Rust reference ever covers; volatile stores race only with agents outside Rust's
-        // model (the guest, a device), never with a Rust access. `bytes` cannot overlap it.
+        // Rust reference ever covers, so nothing Rust assumes about references is broken.
+        // Volatile stores race with the guest, a device, and other cores' volatile accesses
+        // to the same region (a hostile guest can make two cores' device emulations write one
+        // page at once): each access is a plain load or store of at most 8 bytes, so the
+        // worst outcome is torn data in the guest's own memory. `bytes` cannot overlap it.
         unsafe { store_volatile(address, bytes) };
         Ok(())
     }
