@@ -360,7 +360,7 @@ impl SliceDisk {
         let start = cpu::counter();
         {
             let mut state = self.state.lock();
-            state.controller.function_level_reset();
+            state.controller.restart();
             state.function = VirtualFunction::new(state.controller.msix_vectors());
         }
         loop {

@@ -611,6 +611,14 @@ impl VirtualNvme {
         self.msix.reset();
     }
 
+    /// The slice's run ended (the next may be a new tenant's): a function level reset, and the
+    /// SMART / Health counters start again from zero. They counted the last run's I/O, which
+    /// the next tenant must not learn (found in review).
+    pub fn restart(&mut self) {
+        self.function_level_reset();
+        self.smart = SmartCounters::default();
+    }
+
     /// Whatever waited for the hardware to drain: a reset ends (and a pending enable
     /// starts), a shutdown sends its Flush or completes.
     fn after_drain(&mut self, env: &mut impl NvmeBackend, work: &mut Work) {

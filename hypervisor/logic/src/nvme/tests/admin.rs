@@ -1,6 +1,7 @@
 //! Admin commands through the admin queue.
 
 use super::*;
+use crate::nvme::admin::SmartCounters;
 use crate::nvme::spec::{SmartLog, feature};
 
 const BUF: u64 = DATA + 0x4_0000;
@@ -560,6 +561,26 @@ fn smart_log_counts_only_the_slices_own_io() {
         assert_eq!(log_page(&mut s, 2, 128, 0, nsid), Status::SUCCESS);
     }
     assert_eq!(log_page(&mut s, 2, 128, 0, 2), Status::INVALID_FIELD);
+}
+
+#[test]
+fn a_new_run_starts_its_smart_counters_from_zero() {
+    // The run's end (`restart`) clears them: the next tenant must not read the last one's
+    // I/O counts (found in review). A guest's own controller reset keeps them.
+    let mut s = Slice::ready();
+    s.push(1, rw(io_op::WRITE, 0, 8, DATA, 0));
+    s.ring(1);
+    s.node.run(&mut s.ctrl);
+    assert_eq!(s.drain(1).len(), 1);
+    s.write(0x14, 0);
+    s.node.run(&mut s.ctrl);
+    assert_ne!(
+        s.ctrl.smart,
+        SmartCounters::default(),
+        "kept over a controller reset"
+    );
+    s.ctrl.restart();
+    assert_eq!(s.ctrl.smart, SmartCounters::default());
 }
 
 #[test]
