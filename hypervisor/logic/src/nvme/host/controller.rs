@@ -520,8 +520,17 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
         let mut blocks = [0u8; 8];
         blocks.copy_from_slice(&data[ns::NSZE..ns::NSZE + 8]);
         self.info.blocks = u64::from_le_bytes(blocks);
-        // FLBAS bits 3:0: the format in use (one of 16).
-        let format = ns::LBAF0 + 4 * usize::from(data[ns::FLBAS] & 0xf);
+        // The format in use: FLBAS bits 3:0, and bits 6:5 above them where a namespace has
+        // more than 16 (NVMe 2.0; read as bits 3:0 alone, format 17 was taken for format 1;
+        // found in review). It must be one of the NLBAF + 1 the namespace lists.
+        let flbas = data[ns::FLBAS];
+        let index = usize::from(flbas & 0xf) | usize::from((flbas >> 5) & 0b11) << 4;
+        if index > usize::from(data[ns::NLBAF]) {
+            return Err(NvmeError::Unsupported(
+                "namespace 1's format is not one it lists (FLBAS above NLBAF)",
+            ));
+        }
+        let format = ns::LBAF0 + 4 * index;
         let lbaf = LocalRegisterCopy::<u32, LBA_FORMAT::Register>::new(u32::from_le_bytes([
             data[format],
             data[format + 1],

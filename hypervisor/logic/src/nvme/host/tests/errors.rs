@@ -382,6 +382,34 @@ fn namespace_with_metadata() {
 }
 
 #[test]
+fn a_format_number_above_15_is_read_whole() {
+    // 18 formats; FLBAS 0x21 selects format 17 (bits 6:5 = 1, bits 3:0 = 1): 4 KiB blocks with
+    // 8 bytes of metadata. Format 1 (what bits 3:0 alone name) is 512 B without metadata: the
+    // driver must refuse the namespace, not take it for 512-byte blocks (found in review).
+    let mut namespace = identify_namespace(1, 9, 0);
+    namespace[25] = 17;
+    namespace[26] = 0x21;
+    let at = 128 + 4 * 17;
+    namespace[at..at + 4].copy_from_slice(&(12u32 << 16 | 8).to_le_bytes());
+    assert_eq!(
+        error(Behaviour {
+            identify_namespace: namespace.clone(),
+            ..Behaviour::default()
+        }),
+        NvmeError::Unsupported("namespace 1 uses metadata")
+    );
+    // A format the namespace does not list.
+    namespace[25] = 16;
+    assert_eq!(
+        error(Behaviour {
+            identify_namespace: namespace,
+            ..Behaviour::default()
+        }),
+        NvmeError::Unsupported("namespace 1's format is not one it lists (FLBAS above NLBAF)")
+    );
+}
+
+#[test]
 fn odd_block_sizes() {
     for shift in [0, 8, 13, 16] {
         assert_eq!(
