@@ -17,8 +17,8 @@ use microvisor_logic::guest_dt::map;
 use microvisor_logic::inventory::Region;
 use microvisor_logic::passthrough::virtio::{self, NetRegisters};
 use microvisor_logic::passthrough::{
-    AssignedFunction, Assignment, BarRead, BarWrite, ConfigSnapshot, Effect, Interrupt, MsiTarget,
-    Route,
+    AssignedFunction, Assignment, BarRead, BarWrite, Capabilities, ConfigSnapshot, Effect,
+    Interrupt, MsiTarget, Route,
 };
 use microvisor_logic::pci::reset::SavedFunction;
 use microvisor_logic::pci::{self, Bdf, ConfigSpace, header};
@@ -485,6 +485,16 @@ pub fn assign(slot: u8, grant: Grant<'_>) -> Result<AssignedDevice, AssignError>
         bars.push((*placed, mmio));
     }
     let snapshot = ConfigSnapshot::capture(&mut config, bdf);
+    // The MSI-X capability the slice sees (the emulated list leaves out a capability that
+    // overlaps another) must be the one whose table the hypervisor programs (the first in the
+    // physical list): on a malformed device they could differ, and the table the hypervisor
+    // programs would then sit in a page mapped straight into the slice (found in review).
+    if Capabilities::find(&snapshot).msix != capability.map(|c| c.offset) {
+        return Err(fail(
+            "its capability list is malformed (the MSI-X capability a slice would see is not \
+             the one the hypervisor programs)",
+        ));
+    }
     let net = NetRegisters::find(&snapshot, grant.bars);
     let saved = SavedFunction::save(&mut config, bdf);
     let mut physical = Physical {

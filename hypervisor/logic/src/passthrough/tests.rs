@@ -1523,3 +1523,37 @@ fn random_accesses_never_map_outside_the_windows() {
         "maps {maps} routes {routes} delivered {delivered} injected {injected} forwarded {forwarded}"
     );
 }
+
+/// The kernel refuses to assign a function whose emulated MSI-X capability (the slice's view)
+/// is not the one `pci::find_capability` finds and the hypervisor programs. They agree for a
+/// sane device and differ for a list where the first MSI-X overlaps a vendor capability and a
+/// second one follows (found in review).
+#[test]
+fn the_msix_capability_the_slice_sees_is_the_one_programmed_unless_the_list_is_malformed() {
+    struct Words(Vec<u32>);
+    impl crate::pci::ConfigSpace for Words {
+        fn read(&mut self, _f: Bdf, offset: u16) -> u32 {
+            self.0[usize::from(offset / 4)]
+        }
+        fn write(&mut self, _f: Bdf, _offset: u16, _value: u32) {}
+    }
+    let programmed = |w: &[u32]| {
+        crate::pci::find_capability(&mut Words(w.to_vec()), Bdf::new(1, 0, 0), id::MSI_X)
+    };
+    let sane = virtio_net_words();
+    let seen = Capabilities::find(&ConfigSnapshot::from_words(&sane)).msix;
+    assert_eq!(seen, Some(CAP_MSIX));
+    assert_eq!(seen, programmed(&sane));
+    // 0x34 -> a vendor capability at 0x84 whose length (0x20) covers 0x84..0xa4 -> MSI-X at
+    // 0x98, inside it -> a second MSI-X at 0xb8 -> end.
+    let mut w = virtio_net_words();
+    w[0x34 / 4] = u32::from(CAP_VIRTIO_NOTIFY);
+    w[usize::from(CAP_VIRTIO_NOTIFY / 4)] = 0x0220_0000 | u32::from(CAP_MSIX) << 8 | 0x09;
+    w[usize::from(CAP_MSIX / 4)] = 0x0003_0000 | 0xb8 << 8 | 0x11;
+    w[0xb8 / 4] = 0x0003_0000 | 0x11;
+    w[0xbc / 4] = 0x3000 | 4;
+    w[0xc0 / 4] = 0x3800 | 4;
+    let seen = Capabilities::find(&ConfigSnapshot::from_words(&w)).msix;
+    assert_eq!(seen, Some(0xb8));
+    assert_eq!(programmed(&w), Some(CAP_MSIX));
+}
