@@ -229,6 +229,7 @@ fn manager_hands_a_slice_to_a_new_tenant_with_nothing_of_the_old() {
     let script = [
         "microvisorctl off tenant",
         "microvisorctl erase tenant --wait; echo rc=$?",
+        "echo kept=$(microvisorctl console tenant --tail 200 | grep -c SECRET)",
         "microvisorctl boot tenant --kernel /images/probe --cmdline secret=check",
         "microvisorctl on tenant; microvisorctl status tenant",
     ];
@@ -250,6 +251,8 @@ fn manager_hands_a_slice_to_a_new_tenant_with_nothing_of_the_old() {
         hv("^slice tenant stopped: forced off by the manager$"),
         hv("^slice tenant erased: "),
         says("^rc=0$"),
+        // The console ring kept none of the old tenant's output (it printed SECRET PLANTED).
+        says("^kept=0$"),
         hv(r"^slice tenant started \(RAM scrubbed: 64 MiB in \d+ ms\)$"),
         slice(
             "tenant",

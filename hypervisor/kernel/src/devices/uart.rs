@@ -107,6 +107,13 @@ impl Uart {
         }
     }
 
+    /// The slice was erased for a new tenant: the output kept so far is no longer returned.
+    pub fn forget_output(&self) {
+        if let Some(ring) = &self.ring {
+            ring.lock().forget();
+        }
+    }
+
     /// A byte typed on the node console while this slice has the focus.
     pub fn console_input(&self, byte: u8, gic: &SliceGic) {
         let mut state = self.state.lock();
