@@ -36,8 +36,8 @@ pub mod map {
     pub const GPIO: u64 = 0x0903_0000;
     /// The PL061's SPI number as written in the DT (INTID 39).
     pub const GPIO_SPI: u32 = 7;
-    /// The slice's PCIe host bridge (only with NVMe): ECAM for bus 0, as QEMU virt's
-    /// high ECAM, and the 32-bit memory window its BARs go in.
+    /// The slice's PCIe host bridge (with an NVMe share or assigned functions): ECAM for bus
+    /// 0, as QEMU virt's high ECAM, and the 32-bit memory window its BARs go in.
     pub const ECAM: u64 = 0x40_1000_0000;
     pub const PCI_MMIO: u64 = 0x1000_0000;
     pub const PCI_MMIO_SIZE: u64 = 0x100_0000;

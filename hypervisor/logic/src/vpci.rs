@@ -2,7 +2,8 @@
 //! emulated ECAM (PCI Local Bus 3.0 §6, PCIe Base 4.0 §7.5, §7.7.2 MSI-X). It has one 64-bit
 //! memory BAR (the controller's registers, doorbells, MSI-X table and PBA), an MSI-X
 //! capability and a PCI Express capability (root-complex integrated endpoint). Everything the
-//! guest writes that is not a BAR, the command register or the MSI-X control bits is ignored.
+//! guest writes that is not a BAR, the command register, the MSI-X control bits or Initiate
+//! FLR (which resets the function) is ignored.
 
 /// Vendor and device ID the function reports. Linux's `nvme` driver binds by class code; no
 /// quirk table entry matches this pair.
