@@ -598,7 +598,7 @@ fn lba_outside(c: &mut Controller, env: &Env, name: &str) {
         );
     }
     println!(
-        "ATTACK {name} attempting ns-blocks={ns} {}",
+        "ATTACK {name} attempting ns-blocks={ns} {} zeroes@end,zeroes@cross,zeroes@wrap,dsm@end,dsm@wrap",
         list.as_str().unwrap_or("")
     );
     let last = Blocks {
@@ -628,6 +628,30 @@ fn lba_outside(c: &mut Controller, env: &Env, name: &str) {
             dma_fill(data, words, |_| READ_MARKER);
         }
         findings.expect_refused(label, outcome(c.transfer(1, write, slba, blocks, data)));
+    }
+    // The commands that change blocks without a data transfer: Write Zeroes, and Dataset
+    // Management deallocating ranges (one 16-byte range in the data page: context
+    // attributes, length in blocks, first block). Past the end they would reach the next
+    // slice's share (found in review of the tests: only unit-tested before).
+    for (label, slba, blocks) in [
+        ("zeroes@end", ns, 1),
+        ("zeroes@cross", ns.saturating_sub(1), 2),
+        ("zeroes@wrap", u64::MAX, 2),
+    ] {
+        let zeroes = Command::rw(io::WRITE_ZEROES, NSID, slba, blocks);
+        findings.expect_refused(label, outcome(c.exec(1, zeroes, IO_TIMEOUT_MS)));
+    }
+    for (label, slba, blocks) in [("dsm@end", ns, 1u64), ("dsm@wrap", u64::MAX, 2)] {
+        let ranges = c.dma.data;
+        dma_fill(ranges, PAGE_SIZE / 8, |_| 0);
+        dma_write64(ranges, blocks << 32);
+        dma_write64(ranges + 8, slba);
+        let deallocate = Command::new(io::DATASET_MANAGEMENT)
+            .nsid(NSID)
+            .cdw(0, 0)
+            .cdw(1, 1 << 2)
+            .prp(ranges, 0);
+        findings.expect_refused(label, outcome(c.exec(1, deallocate, IO_TIMEOUT_MS)));
     }
     match super::nvme_io::check_pattern(c, 1, last, env.seed) {
         super::nvme_io::Check::Intact => findings.note("last-block=intact"),

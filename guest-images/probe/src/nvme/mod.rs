@@ -160,6 +160,10 @@ pub mod io {
     pub const READ: u8 = 0x02;
     /// Compare.
     pub const COMPARE: u8 = 0x05;
+    /// Write Zeroes.
+    pub const WRITE_ZEROES: u8 = 0x08;
+    /// Dataset Management.
+    pub const DATASET_MANAGEMENT: u8 = 0x09;
 }
 
 /// Feature identifier: Number of Queues (§5.21.1.7).
