@@ -145,19 +145,11 @@ pub fn call_data_for_test(words: &mut [u32; 16]) {
     const RET: u32 = 0xd65f_03c0;
     words[0] = RET;
     let address = words.as_ptr() as usize;
-    // SAFETY: the word at `address` is a complete function (`RET`) that touches nothing; the
-    // cache maintenance makes the store visible to instruction fetch (Arm ARM B2.4.4). If the
-    // page is not executable the call faults before running anything.
+    crate::cache::sync_instructions(address as u64, 4);
+    // SAFETY: the word at `address` is a complete function (`RET`) that touches nothing, made
+    // visible to instruction fetch above. If the page is not executable the call faults before
+    // running anything.
     unsafe {
-        core::arch::asm!(
-            "dc cvau, {a}",
-            "dsb ish",
-            "ic ivau, {a}",
-            "dsb ish",
-            "isb",
-            a = in(reg) address,
-            options(nostack)
-        );
         let function: extern "C" fn() = core::mem::transmute::<usize, extern "C" fn()>(address);
         function();
     }

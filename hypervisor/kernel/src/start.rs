@@ -217,9 +217,7 @@ fn prepare(info: &mut BootInfo) -> Result<Node, String> {
         let (Some(hierarchy), Some(smmu)) = (hierarchy.as_ref(), smmu.as_ref()) else {
             return Err("devices: the node has no PCIe hierarchy or SMMU".into());
         };
-        let mut avoid = taken_ram(info, &placement);
-        avoid.push(smmu.memory);
-        avoid.extend(nvme_memory);
+        let avoid = device_memory_avoid(info, &placement, Some(smmu), nvme_memory);
         assigned = setup_assigned(
             info, &placement, plan, &given, hierarchy, smmu, &mut lpis, &avoid,
         )?;
@@ -533,6 +531,20 @@ fn taken_ram(info: &BootInfo, placement: &place::Placement) -> Vec<Region> {
     avoid
 }
 
+/// RAM that more device memory must not take: [`taken_ram`], the SMMU's tables and queues,
+/// the NVMe controller's device memory.
+fn device_memory_avoid(
+    info: &BootInfo,
+    placement: &place::Placement,
+    smmu: Option<&NodeSmmu>,
+    nvme_memory: Option<Region>,
+) -> Vec<Region> {
+    let mut avoid = taken_ram(info, placement);
+    avoid.extend(smmu.map(|s| s.memory));
+    avoid.extend(nvme_memory);
+    avoid
+}
+
 /// The SMMUv3 in front of the PCIe bus, up before any function may do DMA (docs/architecture.md,
 /// "SMMUv3"), with a stream table for the buses the kernel numbers.
 fn setup_smmu(
@@ -562,9 +574,7 @@ fn unowned_dma_test(
     let (Some(hierarchy), Some(host)) = (hierarchy, info.inventory.pcie) else {
         return hv!("test image: no PCIe hierarchy");
     };
-    let mut avoid = taken_ram(info, placement);
-    avoid.extend(smmu.map(|s| s.memory));
-    avoid.extend(nvme_memory);
+    let avoid = device_memory_avoid(info, placement, smmu, nvme_memory);
     let claimed = place_working_memory(&info.inventory.ram, &avoid, 0, 0x1_0000, 0x1_0000)
         .and_then(|region| memory::claim(region).ok());
     let (Some(pci), Some(claimed)) = (info.pci.as_mut(), claimed) else {
@@ -605,8 +615,7 @@ fn setup_nvme(
     memory_region: &mut Option<Region>,
 ) -> Result<(NodeDisk, Vec<Vec<HardwareQueue>>), DiskError> {
     let unusable = |why| DiskError::Controller(NvmeError::Unsupported(why));
-    let mut avoid = taken_ram(info, placement);
-    avoid.extend(smmu.map(|s| s.memory));
+    let mut avoid = device_memory_avoid(info, placement, smmu, None);
     let cores = node_cores(info, placement);
     let host = info.inventory.pcie.ok_or(unusable("no PCIe host bridge"))?;
     let hierarchy = hierarchy.ok_or(unusable("no PCIe host bridge"))?;
