@@ -404,7 +404,7 @@ fn step(g: &mut Guest, op: Op) {
         }
         Op::Flr => {
             // What the device still holds completes later and is dropped by the controller.
-            g.ctrl.function_level_reset();
+            g.ctrl.function_level_reset(&mut g.node);
             g.sq = [None; 3];
             g.cq = [None; 3];
         }

@@ -49,6 +49,7 @@ pub fn config(depth: u16, write_cache: bool) -> ControllerConfig {
         pci_vendor_id: 0x1b36,
         physical_mdts: 0,
         volatile_write_cache: write_cache,
+        direct_queues: false,
     }
 }
 
@@ -301,5 +302,13 @@ impl NvmeBackend for Node {
             message.vector
         );
         self.signals += 1;
+    }
+
+    fn place_cq(&mut self, queue: u16, _at: Option<Pa>) -> bool {
+        panic!("queue {queue} moved: direct queues are off in this target");
+    }
+
+    fn release_cq(&mut self, queue: u16, _head: u16) {
+        panic!("CQ head of queue {queue} released: direct queues are off in this target");
     }
 }

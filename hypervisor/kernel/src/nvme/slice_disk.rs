@@ -171,6 +171,14 @@ impl NvmeBackend for Backend<'_> {
         }
     }
 
+    fn place_cq(&mut self, _queue: u16, _at: Option<Pa>) -> bool {
+        // Never asked: `ControllerConfig::direct_queues` is off until the physical admin
+        // queue is driven at run time (decision 5, step 2).
+        false
+    }
+
+    fn release_cq(&mut self, _queue: u16, _head: u16) {}
+
     fn signal(&mut self, message: MsiMessage) {
         // Only an MSI aimed at the slice's own MBI SPIs becomes an interrupt; anything else
         // the guest programmed into its MSI-X table goes nowhere.
@@ -224,6 +232,9 @@ impl SliceDisk {
             pci_vendor_id: vpci::VENDOR_ID,
             physical_mdts: info.mdts,
             volatile_write_cache: info.volatile_write_cache,
+            // Not offered yet: the physical admin queue is not driven at run time
+            // (docs/decisions/0005-nvme-completions-without-exits.md, step 2).
+            direct_queues: false,
         };
         let controller = VirtualNvme::new(config).map_err(|e| format!("nvme: {e}"))?;
         let function = VirtualFunction::new(controller.msix_vectors());
@@ -263,7 +274,7 @@ impl SliceDisk {
         let reset = state.function.config_write(devfn, register & !3, merged);
         let mut backend = Backend::new(ram, &mut state.queues, self.physical, signals);
         if reset {
-            state.controller.function_level_reset();
+            state.controller.function_level_reset(&mut backend);
         }
         if (state.function.msix_enabled(), state.function.bar0()) != before || reset {
             let enabled = state.function.msix_enabled();
@@ -360,7 +371,10 @@ impl SliceDisk {
         let start = cpu::counter();
         {
             let mut state = self.state.lock();
-            state.controller.restart();
+            let state = &mut *state;
+            let mut signals = Signals::default();
+            let mut backend = Backend::new(ram, &mut state.queues, self.physical, &mut signals);
+            state.controller.restart(&mut backend);
             state.function = VirtualFunction::new(state.controller.msix_vectors());
         }
         loop {

@@ -172,12 +172,21 @@ impl VirtualNvme {
             return AdminOutcome::status(Status::INVALID_FIELD);
         }
         match cmd.opcode {
-            admin::DELETE_IO_SQ => self.delete_sq(cmd),
+            admin::DELETE_IO_SQ => {
+                // Deleting a direct SQ ends what is in flight on it (Base 1.4 §5.6): the
+                // controller aborts it as the pair moves back.
+                let qid = usize::from(cmd.cdw10.get() as u16);
+                if (1..=self.hw.len()).contains(&qid) && self.sqs[qid].is_some() {
+                    self.end_direct(env, qid - 1, true, work);
+                }
+                self.delete_sq(cmd)
+            }
             admin::CREATE_IO_SQ => {
                 let created = self.create_sq(cmd);
                 if created.is_ok() {
                     // A new SQ's tail is 0: its first shadow tail update rings.
                     let qid = usize::from(cmd.cdw10.get() as u16);
+                    self.bind_direct(env, qid, work);
                     self.write_event_index(env, 2 * qid, 0);
                 }
                 created.into()

@@ -55,4 +55,29 @@ pub trait NvmeBackend {
 
     /// Delivers an MSI-X message as a virtual interrupt of the slice.
     fn signal(&mut self, message: MsiMessage);
+
+    /// Moves the completion queue of hardware pair `queue`: with `Some(at)`, into the
+    /// slice's RAM at host physical `at` (page aligned, `depth` entries inside the slice's
+    /// RAM), where the controller then writes the completions of the pair's commands itself,
+    /// and which the slice can then only read (its page mapped read-only in the slice's
+    /// stage 2 until the pair moves back: the controller's entries are what frees the
+    /// hardware SQ's slots); with `None`, back into the hypervisor's memory (and the page
+    /// writable again). Either way the pair is deleted and
+    /// created again (its SQ and CQ both start empty at entry 0), so when this returns the
+    /// controller has completed or aborted every command it had on the pair, writes nothing
+    /// more where the CQ was, and the pair's interrupt goes to the hypervisor again.
+    ///
+    /// Only called while no command is outstanding on the pair (`Some`) or while the slice's
+    /// commands on it may still be in flight (`None`). False if the pair could not be moved:
+    /// for `Some`, it is back in the hypervisor's memory, usable as before; for `None`, the
+    /// controller may still write where the CQ was, and the pair's commands never complete
+    /// (the kernel must reset the physical controller before the slice's RAM is reused, and
+    /// then calls [`super::VirtualNvme::cancel_hardware_commands`]).
+    ///
+    /// Called only when [`super::ControllerConfig::direct_queues`] is set.
+    fn place_cq(&mut self, queue: u16, at: Option<Pa>) -> bool;
+
+    /// Writes the CQ head doorbell of hardware pair `queue`, whose CQ lies in the slice's RAM:
+    /// the slice has consumed the entries before `head`, which the controller may overwrite.
+    fn release_cq(&mut self, queue: u16, head: u16);
 }

@@ -99,6 +99,10 @@ pub struct ControllerConfig {
     pub physical_mdts: u8,
     /// The physical controller has a volatile write cache (Identify Controller VWC bit 0).
     pub volatile_write_cache: bool,
+    /// The kernel can move a hardware queue pair's CQ into the slice's RAM
+    /// ([`super::NvmeBackend::place_cq`]), so that guest I/O queues that allow it become
+    /// *direct* (docs/decisions/0005-nvme-completions-without-exits.md).
+    pub direct_queues: bool,
 }
 
 /// The model number a slice sees unless the plan gives another.
@@ -267,6 +271,7 @@ pub(crate) mod tests {
             pci_vendor_id: 0x1b36,
             physical_mdts: 0,
             volatile_write_cache: true,
+            direct_queues: false,
         }
     }
 

@@ -91,17 +91,19 @@ pub(super) enum Slot {
 /// A slot: hardware queue index (0-based in the slice's list) and slot number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct SlotRef {
-    queue: u16,
-    slot: u16,
+    pub queue: u16,
+    pub slot: u16,
 }
 
 /// One of the slice's hardware queue pairs, as far as slots go.
 #[derive(Clone, Debug)]
 pub(super) struct HardwareQueue {
-    qid: u16,
-    slots: Vec<Slot>,
+    pub qid: u16,
+    pub slots: Vec<Slot>,
     /// Free slot numbers (a stack, allocated once).
-    free: Vec<u16>,
+    pub free: Vec<u16>,
+    /// The guest CQ its CQ is placed in, while direct ([`super::direct`]).
+    pub direct: Option<u16>,
 }
 
 /// A guest submission queue (ID 0 is the admin queue).
@@ -134,7 +136,10 @@ pub(super) struct CompletionQueue {
     /// SQs that post here.
     pub sqs: u16,
     /// First and last completion waiting for room.
-    held: Option<(SlotRef, SlotRef)>,
+    pub held: Option<(SlotRef, SlotRef)>,
+    /// The guest SQ whose hardware queue writes this CQ itself, while direct
+    /// ([`super::direct`]): `tail` and `phase` then follow the entries harvested.
+    pub direct: Option<u16>,
 }
 
 impl CompletionQueue {
@@ -149,15 +154,25 @@ impl CompletionQueue {
             interrupts,
             sqs: 0,
             held: None,
+            direct: None,
         }
     }
 
-    fn used(&self) -> u16 {
+    pub fn used(&self) -> u16 {
         (self.tail + self.size - self.head) % self.size
     }
 
-    fn full(&self) -> bool {
+    pub fn full(&self) -> bool {
         self.used() == self.size - 1
+    }
+
+    /// One more entry was written at the tail.
+    pub fn advance_tail(&mut self) {
+        self.tail += 1;
+        if self.tail == self.size {
+            self.tail = 0;
+            self.phase = !self.phase;
+        }
     }
 
     /// Takes `head` from the guest if it is a head it may write: inside the queue and only
@@ -203,7 +218,7 @@ pub(super) struct Work {
     /// Hardware queues (by index) to ring.
     ring: u128,
     /// MSI-X vectors to signal.
-    vectors: u128,
+    pub vectors: u128,
 }
 
 /// Shadow doorbells (Doorbell Buffer Config, Base 1.4 §5.8): two pages of the slice's RAM,
@@ -268,7 +283,7 @@ pub struct VirtualNvme {
     pub(super) cqs: Vec<Option<CompletionQueue>>,
     pub(super) hw: Vec<HardwareQueue>,
     /// Commands the device owns (in flight, draining, internal).
-    in_flight: usize,
+    pub(super) in_flight: usize,
     pub(super) admin_pending: VecDeque<AdminCompletion>,
     /// CIDs of outstanding Asynchronous Event Requests.
     pub(super) aers: heapless::Deque<u16, AER_SLOTS>,
@@ -320,6 +335,7 @@ impl VirtualNvme {
                 qid: first + i,
                 slots: vec![Slot::Free; usize::from(slots)],
                 free: (0..slots).rev().collect(),
+                direct: None,
             })
             .collect();
         let queues = usize::from(count) + 1;
@@ -467,7 +483,7 @@ impl VirtualNvme {
         match offset {
             reg::INTMS => self.interrupt_mask |= value,
             reg::INTMC => self.interrupt_mask &= !value,
-            reg::CC => self.write_cc(value),
+            reg::CC => self.write_cc(env, value, work),
             reg::AQA => self.aqa = value & AQA_WRITABLE,
             reg::ASQ => self.asq = self.asq & !0xffff_ffff | u64::from(value) & !PAGE_MASK,
             o if o == reg::ASQ + 4 => self.asq = self.asq & 0xffff_ffff | u64::from(value) << 32,
@@ -498,7 +514,7 @@ impl VirtualNvme {
 
     // ---- enable, reset, shutdown -----------------------------------------------------------
 
-    fn write_cc(&mut self, value: u32) {
+    fn write_cc(&mut self, env: &mut impl NvmeBackend, value: u32, work: &mut Work) {
         let old = self.cc;
         let mut new = LocalRegisterCopy::<u32, CC::Register>::new(value & CC_WRITABLE);
         if old.is_set(CC::EN) && new.is_set(CC::EN) {
@@ -511,13 +527,15 @@ impl VirtualNvme {
         }
         self.cc = new;
         if old.is_set(CC::EN) && !new.is_set(CC::EN) {
-            self.controller_reset();
+            self.controller_reset(env);
         } else if !old.is_set(CC::EN) && new.is_set(CC::EN) {
             self.try_enable();
         }
         if new.read(CC::SHN) != 0 && old.read(CC::SHN) == 0 {
             // The hypervisor flushes the slice's namespace once the slice's commands have
-            // drained, so what the guest wrote survives a power loss of the node.
+            // drained, so what the guest wrote survives a power loss of the node. Its Flush
+            // and what is left in flight complete through the hypervisor.
+            self.end_all_direct(env, work);
             self.shutdown = Shutdown::Occurring;
             self.shutdown_flush = self.state == State::Ready && self.config.volatile_write_cache;
         }
@@ -566,8 +584,10 @@ impl VirtualNvme {
 
     /// Controller reset (CC.EN 1 -> 0, Base 1.4 §7.3.2): every guest queue is deleted,
     /// outstanding Asynchronous Event Requests are dropped, commands in the hardware are left
-    /// to drain (their completions are dropped) and CSTS.RDY stays 1 until they have.
-    fn controller_reset(&mut self) {
+    /// to drain (their completions are dropped) and CSTS.RDY stays 1 until they have. Direct
+    /// queues go back to the hypervisor's memory first, which ends their commands.
+    fn controller_reset(&mut self, env: &mut impl NvmeBackend) {
+        self.end_all_direct(env, &mut Work::default());
         for hw in &mut self.hw {
             for (n, slot) in hw.slots.iter_mut().enumerate() {
                 match slot {
@@ -601,8 +621,8 @@ impl VirtualNvme {
     /// A function level reset (or the slice being restarted): a controller reset that also
     /// returns the registers and the MSI-X table to their power-on values. Commands in the
     /// hardware still drain; see [`VirtualNvme::is_quiescent`].
-    pub fn function_level_reset(&mut self) {
-        self.controller_reset();
+    pub fn function_level_reset(&mut self, env: &mut impl NvmeBackend) {
+        self.controller_reset(env);
         self.cc.set(0);
         self.aqa = 0;
         self.asq = 0;
@@ -614,8 +634,8 @@ impl VirtualNvme {
     /// The slice's run ended (the next may be a new tenant's): a function level reset, and the
     /// SMART / Health counters start again from zero. They counted the last run's I/O, which
     /// the next tenant must not learn (found in review).
-    pub fn restart(&mut self) {
-        self.function_level_reset();
+    pub fn restart(&mut self, env: &mut impl NvmeBackend) {
+        self.function_level_reset(env);
         self.smart = SmartCounters::default();
     }
 
@@ -684,11 +704,20 @@ impl VirtualNvme {
                 self.fetch_io(env, qid, work);
             }
         } else {
-            let Some(cq) = self.cqs.get_mut(qid).and_then(Option::as_mut) else {
+            if !matches!(self.cqs.get(qid), Some(Some(_))) {
                 return self.raise_event(AsyncEvent::InvalidDoorbellRegister, work);
+            }
+            // A direct CQ's head may pass entries the controller wrote since the last look.
+            self.harvest(env, qid, work);
+            let Some(cq) = self.cqs[qid].as_mut() else {
+                return;
             };
             if !cq.move_head(value) {
                 return self.raise_event(AsyncEvent::InvalidDoorbellValue, work);
+            }
+            if let Some(sq) = self.release_direct_head(env, qid) {
+                // Room in a direct CQ is room for the SQ's next commands.
+                work.refetch |= 1 << sq;
             }
             work.flush |= 1 << qid;
         }
@@ -699,7 +728,16 @@ impl VirtualNvme {
     fn fetch_io(&mut self, env: &mut impl NvmeBackend, qid: usize, work: &mut Work) {
         let queue = qid - 1;
         work.settle |= 1 << qid;
+        let direct = self.hw[queue].direct.map(usize::from);
+        if let Some(cq) = direct {
+            self.sync_direct_cq(env, cq, work);
+        }
         loop {
+            if let Some(cq) = direct
+                && !self.direct_room(queue, cq)
+            {
+                return;
+            }
             let Some(sq) = self.sqs[qid].as_mut() else {
                 return;
             };
@@ -716,22 +754,40 @@ impl VirtualNvme {
                 hw.free.push(slot);
                 return;
             }
+            let guest = SubmissionEntry::read_from_bytes(&raw).unwrap_or_default();
+            let cid = guest.command_id.get();
+            if direct.is_some() && self.cid_in_flight(queue, cid) {
+                // Waits for its namesake's completion (see `super::direct`).
+                self.hw[queue].free.push(slot);
+                return;
+            }
+            let Some(sq) = self.sqs[qid].as_mut() else {
+                return;
+            };
             sq.head = (sq.head + 1) % sq.size;
             sq.outstanding += 1;
             let cq = sq.cq;
-            let guest = SubmissionEntry::read_from_bytes(&raw).unwrap_or_default();
-            let cid = guest.command_id.get();
-            let hw_qid = hw.qid;
+            let hw_qid = self.hw[queue].qid;
             let mut memory = SlotMemory {
                 env: &mut *env,
                 queue: hw_qid,
                 slot,
             };
             let rules = self.io_rules();
-            match io::translate(&guest, &rules, &mut memory) {
+            let checked = io::translate(&guest, &rules, &mut memory);
+            // A direct queue's controller writes the guest's CQ, so it completes refused
+            // commands too (`super::direct`).
+            let checked = match (checked, direct) {
+                (Err(_), Some(_)) => Ok(io::Translated {
+                    command: super::direct::refused_command(cid),
+                    transfer: Transfer::None,
+                }),
+                (checked, _) => checked,
+            };
+            match checked {
                 Ok(translated) => {
                     let mut command = translated.command;
-                    command.command_id = slot.into();
+                    command.command_id = if direct.is_some() { cid } else { slot }.into();
                     self.hw[queue].slots[usize::from(slot)] = Slot::InFlight {
                         sq: qid as u16,
                         cid,
@@ -765,7 +821,15 @@ impl VirtualNvme {
     // ---- completions -----------------------------------------------------------------------
 
     /// Marks `at` done and appends it to CQ `cq`'s waiting completions.
-    fn hold(&mut self, at: SlotRef, sq: u16, cid: u16, status: Status, dw0: u32, cq: u16) {
+    pub(super) fn hold(
+        &mut self,
+        at: SlotRef,
+        sq: u16,
+        cid: u16,
+        status: Status,
+        dw0: u32,
+        cq: u16,
+    ) {
         let hw = &mut self.hw[usize::from(at.queue)];
         let Some(cq) = self.cqs[usize::from(cq)].as_mut().filter(|_| cq != 0) else {
             // Cannot happen (an I/O CQ outlives its SQs): free the slot rather than leak it.
@@ -793,6 +857,13 @@ impl VirtualNvme {
         };
     }
 
+    /// Frees slot `at` (it holds nothing the device or the guest still needs).
+    pub(super) fn free_slot(&mut self, at: SlotRef) {
+        let hw = &mut self.hw[usize::from(at.queue)];
+        hw.slots[usize::from(at.slot)] = Slot::Free;
+        hw.free.push(at.slot);
+    }
+
     /// Writes one entry at the CQ's tail with the current phase tag (the dword holding the
     /// phase tag last) and advances the tail.
     fn post(env: &mut impl NvmeBackend, cq: &mut CompletionQueue, mut entry: CompletionEntry) {
@@ -804,11 +875,7 @@ impl VirtualNvme {
         // only drop the entry.
         let _ = env.write_guest(at, &bytes[..12]);
         let _ = env.write_guest(Ipa(at.0 + 12), &bytes[12..]);
-        cq.tail += 1;
-        if cq.tail == cq.size {
-            cq.tail = 0;
-            cq.phase = !cq.phase;
-        }
+        cq.advance_tail();
     }
 
     /// Posts I/O CQ `qid`'s waiting completions while it has room; `qid` 0 is the admin CQ,
@@ -882,7 +949,7 @@ impl VirtualNvme {
 
     /// Takes I/O CQ `qid`'s head from the shadow doorbell, if it is one the guest may write
     /// (anything else is ignored: the guest only delays its own completions).
-    fn read_shadow_head(&mut self, env: &mut impl NvmeBackend, qid: usize) {
+    pub(super) fn read_shadow_head(&mut self, env: &mut impl NvmeBackend, qid: usize) {
         let Some(at) = self.shadow_entry(|s| s.doorbells, 2 * qid + 1) else {
             return;
         };
@@ -909,7 +976,9 @@ impl VirtualNvme {
             // Fetching settles this SQ again, in the next round.
             return self.fetch_io(env, qid, work);
         }
-        if sq.outstanding > 0 {
+        // No completion exit picks up a direct queue's tail: every tail must ring.
+        let direct = self.hw[qid - 1].direct.is_some();
+        if sq.outstanding > 0 && !direct {
             if !sq.quiet {
                 self.write_event_index(env, 2 * qid, EVENT_INDEX_NEVER);
                 self.set_quiet(qid, true);
@@ -969,7 +1038,7 @@ impl VirtualNvme {
     }
 
     /// A command of guest SQ `sq` has its completion in the guest's CQ.
-    fn command_done(&mut self, sq: u16, work: &mut Work) {
+    pub(super) fn command_done(&mut self, sq: u16, work: &mut Work) {
         let Some(queue) = self.sqs[usize::from(sq)].as_mut() else {
             return;
         };
@@ -1091,7 +1160,11 @@ impl VirtualNvme {
         entries: impl IntoIterator<Item = CompletionEntry>,
     ) -> CompletionSummary {
         let mut summary = CompletionSummary::default();
-        let Some(index) = self.hardware_queue_index(queue) else {
+        let Some(index) = self
+            .hardware_queue_index(queue)
+            .filter(|&i| self.hw[i].direct.is_none())
+        else {
+            // Not the slice's, or its CQ is the guest's: the kernel cannot have read these.
             summary.unexpected = entries.into_iter().count();
             return summary;
         };
@@ -1134,6 +1207,9 @@ impl VirtualNvme {
             return;
         };
         let mut work = Work::default();
+        // A direct pair is gone with the rest: what the controller wrote into the guest's CQ
+        // before counts, the rest is aborted.
+        self.end_direct(env, index, false, &mut work);
         for slot in 0..self.hw[index].slots.len() {
             match self.hw[index].slots[slot] {
                 Slot::InFlight { sq, cid, .. } => {
@@ -1158,7 +1234,7 @@ impl VirtualNvme {
         self.finish(env, work);
     }
 
-    fn hardware_queue_index(&self, queue: u16) -> Option<usize> {
+    pub(super) fn hardware_queue_index(&self, queue: u16) -> Option<usize> {
         let index = usize::from(queue.checked_sub(self.config.queues.first)?);
         (index < self.hw.len()).then_some(index)
     }
@@ -1166,7 +1242,7 @@ impl VirtualNvme {
     /// Does what `work` asks until nothing is left: post completions, fetch commands that
     /// now have slots, settle the SQs' shadow doorbells, then ring each hardware queue once
     /// and signal each vector once.
-    fn finish(&mut self, env: &mut impl NvmeBackend, mut work: Work) {
+    pub(super) fn finish(&mut self, env: &mut impl NvmeBackend, mut work: Work) {
         let mut round = 0;
         loop {
             // Posting frees slots (more to fetch); fetching may complete refused commands

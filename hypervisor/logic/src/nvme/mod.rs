@@ -16,7 +16,8 @@
 //! Modules: `spec` (wire formats and numbers), `memory` (addresses, the slice's RAM),
 //! `config`, `identify` (Identify data), `admin` (admin command emulation), `io` (the I/O
 //! command validator), `msix` (MSI-X table and PBA), `controller` (registers, queues,
-//! completions, reset), `host` (the physical controller's driver).
+//! completions, reset), `direct` (I/O queues whose CQ the physical controller writes),
+//! `host` (the physical controller's driver).
 
 #![warn(missing_docs)]
 
@@ -24,6 +25,7 @@ mod admin;
 mod backend;
 mod config;
 mod controller;
+mod direct;
 pub mod erase;
 pub mod host;
 mod identify;

@@ -579,7 +579,7 @@ fn a_new_run_starts_its_smart_counters_from_zero() {
         SmartCounters::default(),
         "kept over a controller reset"
     );
-    s.ctrl.restart();
+    s.ctrl.restart(&mut s.node);
     assert_eq!(s.ctrl.smart, SmartCounters::default());
 }
 

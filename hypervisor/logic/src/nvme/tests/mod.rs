@@ -4,6 +4,7 @@
 //! PRP list or DSM range list it is pointed at that is not the slot's DMA page.
 
 mod admin;
+mod direct;
 mod erase;
 mod fuzz;
 mod io;
@@ -79,7 +80,34 @@ pub struct Node {
     /// What another vCPU of the guest writes at each fence (a u32 at an IPA, one per fence):
     /// a store that lands between the controller's EventIdx store and its next load.
     pub at_fence: VecDeque<(u64, u32)>,
+    /// Per hardware queue: its CQ, while placed in the slice's RAM (`place_cq`).
+    pub placed: Vec<Option<PlacedCq>>,
+    /// Every `place_cq` call: queue, where.
+    pub places: Vec<(u16, Option<u64>)>,
+    /// `place_cq` fails (the pair stays where it was).
+    pub refuse_place: bool,
+    /// When a placed pair moves back, the device posts an abort for each command it still
+    /// holds (QEMU drops them instead: both are allowed).
+    pub post_aborts: bool,
+    depth: u16,
 }
+
+/// A hardware CQ the device writes in the slice's RAM.
+#[derive(Clone, Copy, Debug)]
+pub struct PlacedCq {
+    pub pa: u64,
+    pub tail: u16,
+    pub phase: bool,
+    /// The head the hypervisor released (`release_cq`).
+    pub head: u16,
+    /// How far the device fetched the pair's SQ.
+    pub sq_head: u16,
+}
+
+/// Status of a Flush of namespace 0: Invalid Namespace or Format, Do Not Retry.
+pub const INVALID_NAMESPACE: u16 = 0x400b;
+/// Status of a command aborted by its SQ's deletion.
+pub const ABORTED_SQ_DELETION: u16 = 0x0008;
 
 impl Node {
     pub fn new(config: &ControllerConfig) -> Node {
@@ -106,7 +134,46 @@ impl Node {
             guest_writes: 0,
             fences: 0,
             at_fence: VecDeque::new(),
+            placed: vec![None; queues],
+            places: Vec::new(),
+            refuse_place: false,
+            post_aborts: true,
+            depth: config.queues.depth,
         }
+    }
+
+    /// Writes a completion into placed CQ `index` (false if it is full).
+    fn post_placed(&mut self, index: usize, cid: u16, status: u16) -> bool {
+        let Some(cq) = self.placed[index] else {
+            return false;
+        };
+        if (cq.tail + 1) % self.depth == cq.head {
+            return false;
+        }
+        let entry = CompletionEntry {
+            sq_id: (self.first_queue + index as u16).into(),
+            sq_head: cq.sq_head.into(),
+            command_id: cid.into(),
+            status: (status << 1 | u16::from(cq.phase)).into(),
+            ..CompletionEntry::default()
+        };
+        let at = (cq.pa + u64::from(cq.tail) * 16 - RAM_PA) as usize;
+        self.ram[at..at + 16].copy_from_slice(entry.as_bytes());
+        let cq = self.placed[index].as_mut().unwrap();
+        cq.tail = (cq.tail + 1) % self.depth;
+        if cq.tail == 0 {
+            cq.phase = !cq.phase;
+        }
+        true
+    }
+
+    /// Whether `ipa` lies in a CQ placed in the slice's RAM (read-only to the guest there).
+    pub fn in_placed_cq(&self, ipa: u64, len: u64) -> bool {
+        let pa = ipa - RAM_IPA + RAM_PA;
+        self.placed
+            .iter()
+            .flatten()
+            .any(|cq| pa < cq.pa + u64::from(self.depth) * 16 && cq.pa < pa + len)
     }
 
     fn index(&self, queue: u16) -> usize {
@@ -169,17 +236,16 @@ impl Node {
         if pages == 1 {
             pieces.push((prp2, rest));
         } else if pages > 1 {
-            let dma = self.dma_address(queue, cmd.command_id.get());
-            if prp2 != dma {
+            let Some(page) = self.list_page(queue, cmd, prp2) else {
                 self.violations
                     .push(format!("PRP list at {prp2:#x}, not the slot's DMA page"));
                 return None;
-            }
+            };
             if pages > 512 {
                 self.violations.push("PRP list longer than a page".into());
                 return None;
             }
-            let page = self.dma[self.index(queue) * self.slots + usize::from(cmd.command_id.get())];
+            let page = self.dma[page];
             for i in 0..pages as usize {
                 let entry = u64::from_le_bytes(page[i * 8..i * 8 + 8].try_into().unwrap());
                 let n = rest.min(PAGE_SIZE);
@@ -190,6 +256,20 @@ impl Node {
         Some(pieces)
     }
 
+    /// The DMA page (index in `dma`) a command's PRP list or DSM ranges at `at` must be: its
+    /// slot's, named by the Command Identifier on a mediated queue; on a placed one (which
+    /// carries the guest's identifiers) any of the queue's slots.
+    fn list_page(&self, queue: u16, cmd: &SubmissionEntry, at: u64) -> Option<usize> {
+        let first = self.index(queue) * self.slots;
+        if self.placed[self.index(queue)].is_some() {
+            let offset = at.checked_sub(self.dma_address(queue, 0))?;
+            let slot = (offset / PAGE_SIZE) as usize;
+            return (offset.is_multiple_of(PAGE_SIZE) && slot < self.slots).then_some(first + slot);
+        }
+        let slot = usize::from(cmd.command_id.get());
+        (at == self.dma_address(queue, cmd.command_id.get())).then_some(first + slot)
+    }
+
     /// Executes one command the way a controller would, returning its status.
     fn execute(&mut self, queue: u16, cmd: &SubmissionEntry) -> u16 {
         const SUCCESS: u16 = 0;
@@ -197,6 +277,11 @@ impl Node {
         if cmd.flags != 0 || cmd.metadata.get() != 0 {
             self.violations.push(format!("flags/metadata in {cmd:?}"));
             return INVALID;
+        }
+        let placed = self.placed[self.index(queue)].is_some();
+        if placed && cmd.opcode == io_op::FLUSH && cmd.nsid.get() == 0 {
+            // How a direct queue's refusals reach the device.
+            return INVALID_NAMESPACE;
         }
         if cmd.nsid.get() != self.share.physical_nsid {
             self.violations.push(format!("NSID {:#x}", cmd.nsid.get()));
@@ -248,14 +333,12 @@ impl Node {
                 SUCCESS
             }
             io_op::DATASET_MANAGEMENT => {
-                let dma = self.dma_address(queue, cmd.command_id.get());
-                if cmd.prp1.get() != dma {
+                let Some(page) = self.list_page(queue, cmd, cmd.prp1.get()) else {
                     self.violations
                         .push("DSM ranges not in the slot's DMA page".into());
                     return INVALID;
-                }
-                let page =
-                    self.dma[self.index(queue) * self.slots + usize::from(cmd.command_id.get())];
+                };
+                let page = self.dma[page];
                 for i in 0..=(cmd.cdw10.get() & 0xff) as usize {
                     let r = DsmRange::read_from_bytes(&page[i * 16..i * 16 + 16]).unwrap();
                     let blocks = u64::from(r.length.get()).max(1);
@@ -283,6 +366,10 @@ impl Node {
         let mut total = CompletionSummary::default();
         for index in 0..self.device.len() {
             let queue = self.first_queue + index as u16;
+            if self.placed[index].is_some() {
+                total.completed += self.run_placed(ctrl, index);
+                continue;
+            }
             let mut done = Vec::new();
             while let Some(cmd) = self.device[index].pop_front() {
                 let status = self.execute(queue, &cmd);
@@ -296,6 +383,71 @@ impl Node {
             }
         }
         total
+    }
+
+    /// The device executes, in order, the commands of placed queue `index` its CQ has room
+    /// for, writes their completions into the slice's RAM and interrupts (taken by the
+    /// hypervisor). Returns the completions the controller harvested.
+    pub fn run_placed(&mut self, ctrl: &mut VirtualNvme, index: usize) -> usize {
+        let queue = self.first_queue + index as u16;
+        let mut wrote = false;
+        while let Some(cq) = self.placed[index] {
+            // A full CQ stalls the queue (the device holds its completions).
+            if (cq.tail + 1) % self.depth == cq.head {
+                break;
+            }
+            let Some(cmd) = self.device[index].pop_front() else {
+                break;
+            };
+            if let Some(cq) = self.placed[index].as_mut() {
+                cq.sq_head = (cq.sq_head + 1) % self.depth;
+            }
+            let status = self.execute(queue, &cmd);
+            wrote |= self.post_placed(index, cmd.command_id.get(), status);
+        }
+        if wrote {
+            ctrl.direct_interrupt(self, queue)
+        } else {
+            0
+        }
+    }
+
+    /// Like [`Self::run_placed`], but for a random part of what the device holds, in random
+    /// order, sometimes with a random status.
+    pub fn run_placed_shuffled(
+        &mut self,
+        ctrl: &mut VirtualNvme,
+        index: usize,
+        rng: &mut crate::testing::Rng,
+    ) {
+        let queue = self.first_queue + index as u16;
+        let mut wrote = false;
+        for _ in 0..rng.below(6) {
+            let held = self.device[index].len();
+            let Some(cq) = self.placed[index].filter(|cq| (cq.tail + 1) % self.depth != cq.head)
+            else {
+                break;
+            };
+            if held == 0 {
+                break;
+            }
+            let cmd = self.device[index]
+                .remove(rng.below(held as u64) as usize)
+                .unwrap();
+            if let Some(cq) = self.placed[index].as_mut() {
+                cq.sq_head = (cq.sq_head + 1) % self.depth;
+            }
+            let _ = cq;
+            let status = if rng.percent(90) {
+                self.execute(queue, &cmd)
+            } else {
+                rng.next() as u16 & 0x7fff
+            };
+            wrote |= self.post_placed(index, cmd.command_id.get(), status);
+        }
+        if wrote {
+            ctrl.direct_interrupt(self, queue);
+        }
     }
 
     /// Commands waiting in the device (rung, not executed).
@@ -369,6 +521,23 @@ impl NvmeBackend for Node {
             self.violations
                 .push(format!("hardware SQ {queue} overflows"));
         }
+        let cid = command.command_id.get();
+        let twice = self.device[index]
+            .iter()
+            .chain(&self.staged[index])
+            .any(|c| c.command_id.get() == cid);
+        if twice {
+            self.violations
+                .push(format!("CID {cid:#x} twice in hardware queue {queue}"));
+        }
+        if let Some(cq) = self.placed[index] {
+            // Room for every completion the device may still post.
+            let used = (cq.tail + self.depth - cq.head) % self.depth;
+            if usize::from(used) + in_device + 1 > usize::from(self.depth - 1) {
+                self.violations
+                    .push(format!("hardware CQ {queue} may overflow"));
+            }
+        }
         self.staged[index].push(*command);
         self.submitted.push((queue, *command));
     }
@@ -386,6 +555,74 @@ impl NvmeBackend for Node {
 
     fn signal(&mut self, message: MsiMessage) {
         self.signals.push(message);
+    }
+
+    fn place_cq(&mut self, queue: u16, at: Option<Pa>) -> bool {
+        let index = self.index(queue);
+        self.places.push((queue, at.map(|a| a.0)));
+        if self.refuse_place {
+            return false;
+        }
+        match at {
+            Some(Pa(pa)) => {
+                let bytes = u64::from(self.depth) * 16;
+                let inside = pa >= RAM_PA && pa + bytes <= RAM_PA + RAM_SIZE;
+                if !inside || !pa.is_multiple_of(PAGE_SIZE) || self.placed[index].is_some() {
+                    self.violations
+                        .push(format!("CQ of queue {queue} placed at {pa:#x}"));
+                }
+                if self.device[index].len() + self.staged[index].len() != 0 {
+                    self.violations
+                        .push(format!("queue {queue} moved with commands in it"));
+                }
+                self.placed[index] = Some(PlacedCq {
+                    pa,
+                    tail: 0,
+                    phase: true,
+                    head: 0,
+                    sq_head: 0,
+                });
+            }
+            None => {
+                if self.placed[index].is_none() {
+                    self.violations
+                        .push(format!("queue {queue} moved back but not placed"));
+                }
+                let held: Vec<_> = self.device[index]
+                    .drain(..)
+                    .chain(self.staged[index].drain(..))
+                    .collect();
+                if self.post_aborts {
+                    for cmd in held {
+                        self.post_placed(index, cmd.command_id.get(), ABORTED_SQ_DELETION);
+                    }
+                }
+                self.placed[index] = None;
+            }
+        }
+        true
+    }
+
+    fn release_cq(&mut self, queue: u16, head: u16) {
+        let index = self.index(queue);
+        let depth = self.depth;
+        let Some(cq) = self.placed[index].as_mut() else {
+            self.violations.push(format!(
+                "CQ head of queue {queue} released while not placed"
+            ));
+            return;
+        };
+        // Valid: inside the queue, and not past the entries the device wrote.
+        let used = (cq.tail + depth - cq.head) % depth;
+        let moved = (head + depth - cq.head) % depth;
+        if head >= depth || moved > used {
+            self.violations.push(format!(
+                "CQ head {head} of queue {queue} past its tail {}",
+                cq.tail
+            ));
+            return;
+        }
+        cq.head = head;
     }
 }
 

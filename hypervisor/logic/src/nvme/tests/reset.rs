@@ -212,7 +212,7 @@ fn shutdown_without_a_write_cache_completes_at_once() {
 fn function_level_reset_restores_power_on_state() {
     let mut s = Slice::ready();
     in_flight(&mut s, 1);
-    s.ctrl.function_level_reset();
+    s.ctrl.function_level_reset(&mut s.node);
     assert_eq!(s.read(0x14), 0);
     assert_eq!(s.read(0x24), 0);
     assert_eq!(s.ctrl.mmio_read(0x28, 8), 0);

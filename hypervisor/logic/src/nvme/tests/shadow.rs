@@ -4,15 +4,15 @@
 
 use super::*;
 
-const DOORBELLS: u64 = RAM_IPA + 0x30_0000;
-const EVENT_INDEXES: u64 = RAM_IPA + 0x30_1000;
+pub(super) const DOORBELLS: u64 = RAM_IPA + 0x30_0000;
+pub(super) const EVENT_INDEXES: u64 = RAM_IPA + 0x30_1000;
 
 /// Linux's `nvme_dbbuf_need_event`: ring if the update from `old` to `new` passed `event`.
-fn need_event(event: u16, new: u16, old: u16) -> bool {
+pub(super) fn need_event(event: u16, new: u16, old: u16) -> bool {
     new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
-fn dbbc(s: &mut Slice, doorbells: u64, event_indexes: u64) -> Status {
+pub(super) fn dbbc(s: &mut Slice, doorbells: u64, event_indexes: u64) -> Status {
     s.admin_status(SubmissionEntry {
         prp1: doorbells.into(),
         prp2: event_indexes.into(),
@@ -24,13 +24,13 @@ fn u32_at(s: &mut Slice, ipa: u64) -> u32 {
     u32::from_le_bytes(s.node.ram_at(ipa, 4).try_into().unwrap())
 }
 
-fn event_index(s: &mut Slice, index: u64) -> u16 {
+pub(super) fn event_index(s: &mut Slice, index: u64) -> u16 {
     u32_at(s, EVENT_INDEXES + 4 * index) as u16
 }
 
 impl Slice {
     /// Writes SQ `qid`'s tail to its shadow doorbell and rings only if EventIdx asks.
-    fn shadow_ring(&mut self, qid: u16, old: u16) -> bool {
+    pub(super) fn shadow_ring(&mut self, qid: u16, old: u16) -> bool {
         let tail = self.sq[usize::from(qid)].unwrap().tail;
         let at = DOORBELLS + 8 * u64::from(qid);
         self.node
@@ -44,7 +44,7 @@ impl Slice {
     }
 
     /// Writes CQ `qid`'s head to its shadow doorbell; rings only if EventIdx asks.
-    fn shadow_ack(&mut self, qid: u16, old: u16) -> bool {
+    pub(super) fn shadow_ack(&mut self, qid: u16, old: u16) -> bool {
         let head = self.cq[usize::from(qid)].unwrap().head;
         let at = DOORBELLS + 8 * u64::from(qid) + 4;
         self.node

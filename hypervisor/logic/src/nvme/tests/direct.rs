@@ -1,0 +1,387 @@
+//! Direct I/O queues (`super::super::direct`): the fake device writes the guest's CQ itself.
+
+use super::*;
+use crate::nvme::spec::SmartLog;
+
+const DEPTH: u16 = 8;
+
+fn cq_ipa(qid: u16) -> u64 {
+    IO_QUEUES + u64::from(qid) * 0x4_0000 + 0x2_0000
+}
+
+fn cq_pa(qid: u16) -> u64 {
+    cq_ipa(qid) - RAM_IPA + RAM_PA
+}
+
+fn direct_config() -> ControllerConfig {
+    let mut c = config();
+    c.direct_queues = true;
+    c.queues.depth = DEPTH;
+    c
+}
+
+/// Enabled, MSI-X on, I/O pairs 1 and 2 of the hardware depth: both direct.
+fn direct_slice() -> Slice {
+    let mut s = Slice::with(direct_config());
+    s.enable();
+    s.enable_msix();
+    s.create_pair(1, DEPTH);
+    s.create_pair(2, DEPTH);
+    s.node.signals.clear();
+    s
+}
+
+fn read(slba: u64, blocks: u32, buffer: u64) -> SubmissionEntry {
+    rw(io_op::READ, slba, blocks, buffer, 0)
+}
+
+/// Vector `v`'s MSIs so far.
+fn signals_of(s: &Slice, v: u16) -> usize {
+    s.node
+        .signals
+        .iter()
+        .filter(|m| m.data == 64 + u32::from(v))
+        .count()
+}
+
+#[test]
+fn a_pair_of_the_hardware_depth_becomes_direct() {
+    let mut s = direct_slice();
+    assert_eq!(
+        s.node.places,
+        vec![(3, Some(cq_pa(1))), (4, Some(cq_pa(2)))],
+        "each pair's CQ moves to the guest's CQ"
+    );
+    let block = (FIRST_BLOCK + 5) * BLOCK;
+    s.node.disk[block as usize..(block + BLOCK) as usize].fill(0xab);
+    let cid = s.push(1, read(5, 1, DATA));
+    s.ring(1);
+    assert_eq!(s.node.rings, vec![3], "one ring");
+    let (queue, sent) = *s.node.submitted.last().unwrap();
+    assert_eq!(queue, 3);
+    assert_eq!(
+        sent.command_id.get(),
+        cid,
+        "the guest's CID goes to the device"
+    );
+    assert_eq!(
+        s.node.run_placed(&mut s.ctrl, 0),
+        1,
+        "harvested at the interrupt"
+    );
+    let cqe = s.pop(1).expect("the device's own entry");
+    assert_eq!(cqe.command_id.get(), cid);
+    assert!(status_of(&cqe).is_success());
+    assert_eq!(
+        cqe.sq_head.get(),
+        1,
+        "the hardware SQ head matches the guest's"
+    );
+    assert_eq!(s.node.ram_at(DATA, 512), &[0xab; 512][..]);
+    assert_eq!(signals_of(&s, 1), 1, "the CQ's vector, once");
+    assert!(s.ctrl.is_quiescent());
+    s.ack(1);
+    assert_eq!(s.node.placed[0].unwrap().head, 1, "the head is forwarded");
+    s.assert_clean();
+}
+
+#[test]
+fn pairs_that_cannot_be_direct_stay_mediated() {
+    // Smaller than the hardware queue, or the kernel does not offer it.
+    let mut s = Slice::with(direct_config());
+    s.enable();
+    s.enable_msix();
+    s.create_pair(1, 4);
+    assert_eq!(s.create_cq(2, DEPTH, 2), Status::SUCCESS);
+    assert_eq!(s.create_sq(2, 4, 2), Status::SUCCESS);
+    let mut off = Slice::with(ControllerConfig {
+        direct_queues: false,
+        ..direct_config()
+    });
+    off.enable();
+    off.create_pair(1, DEPTH);
+    assert!(s.node.places.is_empty() && off.node.places.is_empty());
+
+    // The kernel cannot move the pair: it stays mediated and works.
+    let mut s = Slice::with(direct_config());
+    s.node.refuse_place = true;
+    s.enable();
+    s.enable_msix();
+    s.create_pair(1, DEPTH);
+    assert_eq!(s.node.places, vec![(3, Some(cq_pa(1)))]);
+    s.node.refuse_place = false;
+    let cid = s.push(1, read(0, 1, DATA));
+    s.ring(1);
+    assert_eq!(s.node.submitted[0].1.command_id.get(), 0, "a slot number");
+    s.node.run(&mut s.ctrl);
+    assert_eq!(s.pop(1).unwrap().command_id.get(), cid);
+    s.assert_clean();
+}
+
+#[test]
+fn a_second_sq_on_a_direct_cq_makes_it_mediated() {
+    let mut s = Slice::with(direct_config());
+    s.enable();
+    s.enable_msix();
+    s.create_pair(1, DEPTH);
+    let first = s.push(1, read(0, 1, DATA));
+    s.ring(1);
+    // Pair 2's SQ joins CQ 1: the device's in-flight command is aborted as pair 1 moves
+    // back, and both SQs then complete through the hypervisor.
+    assert_eq!(s.create_sq(2, DEPTH, 1), Status::SUCCESS);
+    assert_eq!(s.node.places, vec![(3, Some(cq_pa(1))), (3, None)]);
+    let aborted = s.pop(1).expect("the abort the device posted");
+    assert_eq!(aborted.command_id.get(), first);
+    assert_eq!(aborted.status.get() >> 1, ABORTED_SQ_DELETION);
+    let a = s.push(1, read(1, 1, DATA));
+    let b = s.push(2, read(2, 1, DATA + 0x1000));
+    s.ring(1);
+    s.ring(2);
+    s.node.run(&mut s.ctrl);
+    let mut cids: Vec<u16> = s.drain(1).iter().map(|c| c.command_id.get()).collect();
+    cids.sort();
+    assert_eq!(cids, vec![a, b]);
+    assert!(s.ctrl.is_quiescent());
+    s.assert_clean();
+}
+
+#[test]
+fn a_refused_command_is_completed_by_the_device_in_order() {
+    let mut s = direct_slice();
+    let good = s.push(1, read(0, 1, DATA));
+    let outside = s.push(1, read(0x800, 1, DATA));
+    let after = s.push(1, read(1, 1, DATA + 0x1000));
+    s.ring(1);
+    let sent: Vec<_> = s.node.submitted.iter().map(|(_, c)| *c).collect();
+    assert_eq!(sent.len(), 3);
+    assert_eq!(
+        (sent[1].opcode, sent[1].nsid.get(), sent[1].command_id.get()),
+        (io_op::FLUSH, 0, outside),
+        "a Flush of namespace 0 stands for it"
+    );
+    assert_eq!((sent[1].prp1.get(), sent[1].cdw10.get()), (0, 0));
+    s.node.run_placed(&mut s.ctrl, 0);
+    let done: Vec<_> = s.drain(1);
+    let got: Vec<(u16, bool)> = done
+        .iter()
+        .map(|c| (c.command_id.get(), status_of(c).is_success()))
+        .collect();
+    assert_eq!(got, vec![(good, true), (outside, false), (after, true)]);
+    assert_eq!(status_of(&done[1]), Status::INVALID_NAMESPACE);
+    assert!(status_of(&done[1]).do_not_retry());
+    assert!(s.ctrl.is_quiescent());
+    s.assert_clean();
+}
+
+#[test]
+fn a_command_identifier_in_flight_waits_for_its_namesake() {
+    let mut s = direct_slice();
+    let cid = s.push(1, read(0, 1, DATA));
+    s.ring(1);
+    s.push(
+        1,
+        SubmissionEntry {
+            command_id: cid.into(),
+            ..read(1, 1, DATA + 0x1000)
+        },
+    );
+    s.ring(1);
+    assert_eq!(
+        s.node.submitted.len(),
+        1,
+        "the second waits in the guest's SQ"
+    );
+    // The first completes; the next exit harvests it and fetches the second.
+    s.node.run_placed(&mut s.ctrl, 0);
+    assert_eq!(s.node.submitted.len(), 2);
+    assert_eq!(s.node.submitted[1].1.cdw10.get() as u64, FIRST_BLOCK + 1);
+    s.node.run_placed(&mut s.ctrl, 0);
+    assert_eq!(s.drain(1).len(), 2);
+    s.assert_clean();
+}
+
+#[test]
+fn the_cq_head_is_checked_before_it_reaches_the_device() {
+    let mut s = direct_slice();
+    s.push(1, read(0, 1, DATA));
+    s.push(1, read(1, 1, DATA));
+    s.ring(1);
+    s.node.run_placed(&mut s.ctrl, 0);
+    // The guest may release the entries the device wrote, no more.
+    s.write(doorbell_cq(1), 5);
+    assert_eq!(
+        s.node.placed[0].unwrap().head,
+        0,
+        "a head past the tail stays here"
+    );
+    s.write(doorbell_cq(1), 2);
+    assert_eq!(s.node.placed[0].unwrap().head, 2);
+    s.assert_clean();
+}
+
+#[test]
+fn a_full_cq_holds_back_submissions_until_the_guest_consumes() {
+    let mut s = direct_slice();
+    // Seven commands (the depth less one) complete and stay unconsumed: the CQ is full.
+    for n in 0..7 {
+        s.push(1, read(n, 1, DATA));
+    }
+    s.ring(1);
+    s.node.run_placed(&mut s.ctrl, 0);
+    assert_eq!(s.node.submitted.len(), 7);
+    s.push(1, read(7, 1, DATA));
+    s.ring(1);
+    assert_eq!(s.node.submitted.len(), 7, "no room for its completion");
+    // Consuming two (and ringing the head) lets it through.
+    s.pop(1);
+    s.pop(1);
+    s.ack(1);
+    assert_eq!(s.node.submitted.len(), 8);
+    s.node.run_placed(&mut s.ctrl, 0);
+    assert_eq!(s.drain(1).len(), 6);
+    s.assert_clean();
+}
+
+#[test]
+fn with_shadow_doorbells_every_tail_rings_and_heads_are_read_at_exits() {
+    use super::shadow::{DOORBELLS, EVENT_INDEXES, dbbc, event_index};
+    let mut s = direct_slice();
+    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
+    s.push(1, read(0, 1, DATA));
+    assert!(s.shadow_ring(1, 0), "the first tail rings");
+    assert_eq!(event_index(&mut s, 2), 1, "EventIdx = the tail");
+    s.node.run_placed(&mut s.ctrl, 0);
+    assert!(s.pop(1).is_some());
+    assert!(!s.shadow_ack(1, 0), "CQ heads never ring");
+    assert_eq!(s.node.placed[0].unwrap().head, 0);
+    s.push(1, read(1, 1, DATA));
+    assert!(s.shadow_ring(1, 1));
+    assert_eq!(
+        s.node.placed[0].unwrap().head,
+        1,
+        "forwarded at the SQ doorbell"
+    );
+    // Mediated, a tail behind a command in flight needs no ring (its completion's exit
+    // reads it); direct, no such exit comes.
+    s.push(1, read(2, 1, DATA));
+    assert!(
+        s.shadow_ring(1, 2),
+        "a tail behind a command in flight rings too"
+    );
+    assert_eq!(s.node.submitted.len(), 3);
+    // A shadow head past what the device wrote is not forwarded.
+    s.node
+        .ram_at(DOORBELLS + 12, 4)
+        .copy_from_slice(&6u32.to_le_bytes());
+    s.push(1, read(3, 1, DATA));
+    assert!(s.shadow_ring(1, 3));
+    assert_eq!(s.node.placed[0].unwrap().head, 1);
+    s.assert_clean();
+}
+
+#[test]
+fn deleting_a_direct_sq_ends_what_is_in_flight() {
+    for post_aborts in [true, false] {
+        let mut s = direct_slice();
+        s.node.post_aborts = post_aborts;
+        let done = s.push(1, read(0, 1, DATA));
+        s.ring(1);
+        s.node.run_placed(&mut s.ctrl, 0);
+        let cut = s.push(1, read(1, 1, DATA));
+        s.ring(1);
+        let deleted = s.delete_sq(1);
+        assert!(status_of(&deleted).is_success());
+        assert_eq!(s.node.places.last(), Some(&(3, None)));
+        let got: Vec<(u16, Status)> = s
+            .drain(1)
+            .iter()
+            .map(|c| (c.command_id.get(), status_of(c)))
+            .collect();
+        let cut_status = if post_aborts {
+            Status::ABORTED_SQ_DELETION
+        } else {
+            Status::ABORT_REQUESTED
+        };
+        assert_eq!(got, vec![(done, Status::SUCCESS), (cut, cut_status)]);
+        assert_eq!(s.delete_cq(1), Status::SUCCESS);
+        assert!(s.ctrl.is_quiescent());
+        // A new pair of the hardware depth is direct again.
+        s.create_pair(1, DEPTH);
+        assert_eq!(s.node.places.last(), Some(&(3, Some(cq_pa(1)))));
+        s.assert_clean();
+    }
+}
+
+#[test]
+fn resets_move_every_pair_back() {
+    type Reset = fn(&mut Slice);
+    let resets: [(&str, Reset); 4] = [
+        ("CC.EN = 0", |s| s.write(0x14, 0)),
+        ("function level reset", |s| {
+            s.ctrl.function_level_reset(&mut s.node)
+        }),
+        ("restart", |s| s.ctrl.restart(&mut s.node)),
+        ("shutdown", |s| s.write(0x14, s.read(0x14) | 1 << 14)),
+    ];
+    for (name, reset) in resets {
+        let mut s = direct_slice();
+        s.push(1, read(0, 1, DATA));
+        s.push(2, read(1, 1, DATA));
+        s.ring(1);
+        s.ring(2);
+        reset(&mut s);
+        assert!(
+            s.node.placed.iter().all(Option::is_none),
+            "{name}: every pair is back in the hypervisor's memory"
+        );
+        // Only the hypervisor's own Flush of a shutdown may be left in the device.
+        let flush = |c: &SubmissionEntry| c.opcode == io_op::FLUSH && c.nsid.get() == 7;
+        assert!(s.node.device.iter().flatten().all(flush), "{name}");
+        s.node.run(&mut s.ctrl);
+        assert!(s.ctrl.is_quiescent(), "{name}: nothing left draining");
+        s.assert_clean();
+    }
+}
+
+#[test]
+fn a_pair_that_cannot_move_back_keeps_its_commands_until_the_kernel_cancels_them() {
+    let mut s = direct_slice();
+    s.push(1, read(0, 1, DATA));
+    s.ring(1);
+    s.node.refuse_place = true;
+    s.ctrl.restart(&mut s.node);
+    assert!(
+        !s.ctrl.is_quiescent(),
+        "the device may still write the old CQ: the slice's RAM must not be reused"
+    );
+    // The kernel resets the physical controller: the pair and its commands are gone.
+    s.node.device[0].clear();
+    s.node.placed[0] = None;
+    s.ctrl.cancel_hardware_commands(&mut s.node, 3);
+    assert!(s.ctrl.is_quiescent());
+}
+
+#[test]
+fn smart_counts_what_direct_queues_read_and_write() {
+    let mut s = direct_slice();
+    s.push(1, read(0, 2, DATA));
+    s.push(1, rw(io_op::WRITE, 4, 1, DATA, 0));
+    s.push(1, read(0x900, 1, DATA));
+    s.ring(1);
+    s.node.run_placed(&mut s.ctrl, 0);
+    assert_eq!(s.drain(1).len(), 3);
+    let buf = RAM_IPA + 0x5000;
+    let status = s.admin_status(SubmissionEntry {
+        nsid: 0xffff_ffff.into(),
+        prp1: buf.into(),
+        cdw10: (127 << 16 | 2).into(),
+        ..cmd(op::GET_LOG_PAGE)
+    });
+    assert_eq!(status, Status::SUCCESS);
+    let log = SmartLog::read_from_bytes(s.node.ram_at(buf, 512)).unwrap();
+    assert_eq!(
+        (log.host_read_commands.get(), log.host_write_commands.get()),
+        (1, 1),
+        "the refused read counts for nothing"
+    );
+}
