@@ -145,6 +145,11 @@ impl DeviceWritten for DevicePages {
     fn acquire(&self) {
         barrier::after_device_write();
     }
+
+    fn zero(&self, bytes: u64) {
+        // Only ever asked inside the queue it allocated.
+        let _ = self.0.zero(0, bytes);
+    }
 }
 
 /// The controller's BAR0, granted by the host bridge.

@@ -99,7 +99,9 @@ pub struct PhysicalController<R, M: DmaAllocator, K> {
     pub info: ControllerInfo,
     registers: R,
     clock: K,
-    admin: QueuePair<M::CpuWritten, M::DeviceWritten>,
+    /// The admin queue, under its own lock: a slice's core may run admin commands at run
+    /// time (moving a queue pair, decision 5) while other cores ring their I/O doorbells.
+    admin: spin::Mutex<AdminQueue<M::CpuWritten, M::DeviceWritten>>,
     /// Offset of the MSI-X table inside BAR0.
     msix_table: u64,
     msix_vectors: u16,
@@ -107,10 +109,15 @@ pub struct PhysicalController<R, M: DmaAllocator, K> {
     bar0_size: u64,
     /// Bytes between doorbells (CAP.DSTRD).
     doorbell_stride: u64,
-    next_cid: u16,
     timeout_ms: u64,
+}
+
+/// The admin queue pair and what its commands need.
+struct AdminQueue<S, C> {
+    pair: QueuePair<S, C>,
+    next_cid: u16,
     /// The opcode of an admin command that timed out (then no more are queued).
-    admin_lost: Option<u8>,
+    lost: Option<u8>,
 }
 
 /// What the controller's status register says of it once it was up.
@@ -250,14 +257,16 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
             },
             registers,
             clock,
-            admin,
+            admin: spin::Mutex::new(AdminQueue {
+                pair: admin,
+                next_cid: 0,
+                lost: None,
+            }),
             msix_table: msix.table_offset,
             msix_vectors: msix.vectors,
             bar0_size: bar0.size,
             doorbell_stride: 4 << cap.read(CAP::DSTRD),
-            next_cid: 0,
             timeout_ms: cap.read(CAP::TO).max(1) * TIMEOUT_UNIT_MS,
-            admin_lost: None,
         };
         let started = controller.start(bridge, bdf, &msix, memory, needs);
         if let Err(error) = started {
@@ -400,8 +409,12 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
                 + AQA::ACQS.val(u32::from(ADMIN_ENTRIES - 1)),
         );
         self.registers.write32(reg::AQA, aqa.get());
-        self.registers.write64(reg::ASQ, self.admin.sq_address());
-        self.registers.write64(reg::ACQ, self.admin.cq_address());
+        let (sq, cq) = {
+            let admin = self.admin.lock();
+            (admin.pair.sq_address(), admin.pair.cq_address())
+        };
+        self.registers.write64(reg::ASQ, sq);
+        self.registers.write64(reg::ACQ, cq);
         // NVM command set, 4 KiB pages, round robin, 64-byte SQ and 16-byte CQ entries.
         let mut cc = LocalRegisterCopy::<u32, CC::Register>::new(0);
         cc.write(
@@ -425,20 +438,21 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
     /// is queued ([`NvmeError::AdminLost`]), as the queue's state is unknown (found in
     /// review: each later one was queued behind it, and after 31 the tail ran onto entries
     /// the controller had not fetched).
-    fn admin(&mut self, mut command: SubmissionEntry) -> Result<CompletionEntry, NvmeError> {
+    fn admin(&self, mut command: SubmissionEntry) -> Result<CompletionEntry, NvmeError> {
         let opcode = command.opcode;
-        if let Some(opcode) = self.admin_lost {
+        let mut admin = self.admin.lock();
+        if let Some(opcode) = admin.lost {
             return Err(NvmeError::AdminLost { opcode });
         }
-        let cid = self.next_cid;
-        self.next_cid = self.next_cid.wrapping_add(1);
+        let cid = admin.next_cid;
+        admin.next_cid = cid.wrapping_add(1);
         command.command_id = cid.into();
-        self.admin.push(&command);
-        self.ring_submission(&self.admin);
+        admin.pair.push(&command);
+        self.ring_submission(&admin.pair);
         let start = self.clock.now_ms();
         loop {
-            if let Some(done) = self.admin.pop() {
-                self.ring_completion(&self.admin);
+            if let Some(done) = admin.pair.pop() {
+                self.ring_completion(&admin.pair);
                 if done.command_id.get() == cid {
                     if !done.status().is_success() {
                         return Err(NvmeError::Command {
@@ -450,7 +464,7 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
                 }
             }
             if self.clock.now_ms().saturating_sub(start) > self.timeout_ms {
-                self.admin_lost = Some(opcode);
+                admin.lost = Some(opcode);
                 if self.health() == Health::Fatal {
                     return Err(NvmeError::Fatal);
                 }
@@ -604,7 +618,7 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
     /// the controller holds is unknown: the queue memory must stay reserved until the
     /// controller is reset.
     pub fn create_io_queues(
-        &mut self,
+        &self,
         id: u16,
         entries: u16,
         vector: u16,
@@ -667,12 +681,39 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
     /// one not completed yet as ended. Each command is bounded by the controller's timeout;
     /// an error leaves the pair as the controller has it (after a failed CQ deletion, the
     /// SQ is gone; after a timeout, unknown: see [`Self::create_io_queues`]).
-    pub fn delete_queue_pair(&mut self, id: u16) -> Result<(), NvmeError> {
+    pub fn delete_queue_pair(&self, id: u16) -> Result<(), NvmeError> {
         self.delete_io_queue(admin::DELETE_IO_SQ, id)?;
         self.delete_io_queue(admin::DELETE_IO_CQ, id)
     }
 
-    fn delete_io_queue(&mut self, opcode: u8, id: u16) -> Result<(), NvmeError> {
+    /// Moves I/O queue pair `pair`'s completion queue (decision 5): the pair is deleted (what
+    /// was in flight on it ended, see [`Self::delete_queue_pair`]) and created again, both
+    /// queues empty from entry 0, interrupting through MSI-X `vector`, with its CQ at bus
+    /// address `cq` (memory the caller lends it, a slice's CQ) or, with `None`, back in its
+    /// own memory (zeroed first, so that no entry of its earlier life passes for a new one).
+    /// While the CQ is lent, the caller reads the entries where it lent it, not through
+    /// `pair`, and releases them with [`Self::release_completions`]. Errors are those of the
+    /// two halves; the pair is then not usable until a later call succeeds.
+    pub fn recreate_queue_pair(
+        &self,
+        pair: &mut QueuePair<M::CpuWritten, M::DeviceWritten>,
+        vector: u16,
+        cq: Option<u64>,
+    ) -> Result<(), NvmeError> {
+        self.delete_queue_pair(pair.id())?;
+        pair.restart();
+        let at = cq.unwrap_or(pair.cq_address());
+        self.create_io_queues(pair.id(), pair.entries(), vector, at, pair.sq_address())
+    }
+
+    /// Writes completion queue `id`'s head doorbell: the entries before `head` of a CQ lent
+    /// by [`Self::recreate_queue_pair`] were consumed.
+    pub fn release_completions(&self, id: u16, head: u16) {
+        self.registers
+            .write32(self.doorbell(id, true), u32::from(head));
+    }
+
+    fn delete_io_queue(&self, opcode: u8, id: u16) -> Result<(), NvmeError> {
         let mut dw10 = LocalRegisterCopy::<u32, CREATE_QUEUE_DW10::Register>::new(0);
         dw10.write(CREATE_QUEUE_DW10::QID.val(id.into()));
         self.admin(SubmissionEntry {

@@ -61,6 +61,8 @@ pub trait DeviceWritten {
     /// it is there, its other fields and the data it describes are read after (a load barrier
     /// on hardware).
     fn acquire(&self);
+    /// Zeroes the first `bytes` (while the device writes nothing there).
+    fn zero(&self, bytes: u64);
 }
 
 /// Where queues and Identify buffers come from: zeroed, page-aligned, whole pages that the

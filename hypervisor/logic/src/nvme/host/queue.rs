@@ -109,6 +109,15 @@ impl<S: CpuWritten, C: DeviceWritten> QueuePair<S, C> {
         self.cq_head
     }
 
+    /// Starts both queues over at entry 0 with an empty (zeroed) completion queue, as the
+    /// controller has them once the pair was deleted and created again.
+    pub(crate) fn restart(&mut self) {
+        self.cq.zero(u64::from(self.entries) * CQE_SIZE);
+        self.sq_tail = 0;
+        self.cq_head = 0;
+        self.phase = true;
+    }
+
     /// Orders the submission queue's entries before the doorbell write that follows.
     pub(crate) fn publish(&self) {
         self.sq.publish();

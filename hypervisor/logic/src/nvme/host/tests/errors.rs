@@ -271,7 +271,7 @@ fn health_names_a_controller_that_failed_after_bring_up() {
         ignore: [0x00].into(),
         ..Behaviour::default()
     });
-    let mut controller = node.bring_up(NEEDS).unwrap();
+    let controller = node.bring_up(NEEDS).unwrap();
     node.world.borrow_mut().behaviour.fatal = true;
     assert_eq!(
         controller.delete_queue_pair(1).err(),

@@ -882,6 +882,13 @@ impl DeviceWritten for Cq {
     fn acquire(&self) {
         self.0.world.borrow_mut().awaiting_acquire = false;
     }
+    fn zero(&self, bytes: u64) {
+        let mut world = self.0.world.borrow_mut();
+        match self.0.range(0, bytes as usize) {
+            Some(range) => world.ram[range].fill(0),
+            None => world.violation(format!("CQ zeroed beyond the queue ({bytes:#x})")),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

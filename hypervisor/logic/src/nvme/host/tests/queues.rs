@@ -194,7 +194,7 @@ fn a_deleted_pair_writes_nothing_more_and_can_be_created_elsewhere() {
 
 #[test]
 fn queue_deletion_and_creation_failures_are_reported_and_leave_nothing_half_made() {
-    let (mut node, mut controller) = up();
+    let (mut node, controller) = up();
     // Nothing to delete.
     assert!(matches!(
         controller.delete_queue_pair(3),
@@ -216,4 +216,67 @@ fn queue_deletion_and_creation_failures_are_reported_and_leave_nothing_half_made
     assert!(controller.create_io_queues(2, 1, 2, cq, cq).is_err());
     assert!(controller.create_io_queues(2, 4, 4096, cq, cq).is_err());
     assert_eq!(node.world.borrow().device.admin_log.len(), commands);
+}
+
+/// Decision 5's move, whole: a pair's CQ lent to other memory (a slice's CQ) and taken back.
+/// The controller writes the lent CQ, its head is released through the doorbell, and back in
+/// its own memory the pair starts over: no entry of its earlier life (at odd positions and
+/// phases after some passes) passes for a new one.
+#[test]
+fn a_pair_lends_its_completion_queue_and_takes_it_back() {
+    let (mut node, mut controller) = up();
+    let mut pair = controller
+        .create_queue_pair(&mut node.memory, 1, 4, 1, 0, 0)
+        .unwrap();
+    let read = |cid: u16| SubmissionEntry {
+        opcode: 0x02,
+        command_id: cid.into(),
+        ..SubmissionEntry::default()
+    };
+    // Five commands, one at a time: the CQ's phase is 0 from entry 1 on when it is lent.
+    for cid in 0..5u16 {
+        pair.push(&read(cid));
+        controller.ring_submission(&pair);
+        node.world.borrow_mut().advance(1);
+        assert_eq!(pair.pop().unwrap().command_id.get(), cid);
+        controller.ring_completion(&pair);
+    }
+    let lent = QueuePair::new(9, 4, &mut node.memory).unwrap().cq_address();
+    controller
+        .recreate_queue_pair(&mut pair, 1, Some(lent))
+        .unwrap();
+    assert_eq!(node.world.borrow().device.cqs[&1].base, lent);
+    for cid in [10u16, 11] {
+        pair.push(&read(cid));
+    }
+    controller.ring_submission(&pair);
+    node.world.borrow_mut().advance(1);
+    assert!(
+        pair.pop().is_none(),
+        "the entries are where the CQ was lent"
+    );
+    let at = |n: u64| (lent - RAM_BASE + 16 * n) as usize;
+    {
+        let world = node.world.borrow();
+        for (n, cid) in [(0u64, 10u16), (1, 11)] {
+            let entry = CompletionEntry::read_from_bytes(&world.ram[at(n)..at(n) + 16]).unwrap();
+            assert_eq!((entry.command_id.get(), entry.phase()), (cid, true));
+            assert_eq!(entry.sq_head.get(), n as u16 + 1, "the SQ starts over at 0");
+        }
+    }
+    controller.release_completions(1, 2);
+    assert_eq!(node.world.borrow().device.cqs[&1].head, 2);
+    controller.recreate_queue_pair(&mut pair, 1, None).unwrap();
+    assert_eq!(
+        node.world.borrow().device.cqs[&1].base,
+        pair.cq_address(),
+        "back in its own memory"
+    );
+    assert!(pair.pop().is_none(), "nothing of the earlier passes is new");
+    pair.push(&read(20));
+    controller.ring_submission(&pair);
+    node.world.borrow_mut().advance(1);
+    assert_eq!(pair.pop().unwrap().command_id.get(), 20);
+    assert!(pair.pop().is_none());
+    assert_eq!(node.violations(), Vec::<String>::new());
 }
