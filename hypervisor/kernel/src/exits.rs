@@ -9,11 +9,13 @@ use alloc::string::String;
 use microvisor_arch::exceptions::{
     self, CallFrame, GuestFrame, Handlers, HypervisorFault, Syndrome,
 };
+use microvisor_arch::virt;
 use microvisor_arch::{cpu, firmware};
 use microvisor_logic::exits::ExitCause;
 use microvisor_logic::inject::GuestException;
 use microvisor_logic::stacks;
 use microvisor_logic::trap::{self, Exit, MmioAccess, SysRegAccess, SysRegEncoding};
+use microvisor_plan::layout::GUEST_RAM_BASE;
 use microvisor_plan::model::OnFault;
 
 use crate::node::Node;
@@ -162,22 +164,16 @@ fn rare_sync(
                 frame.pc, vcpu.index
             )))
         }
-        Exit::DataAbort { ipa, write, .. } => outside(
-            slice,
-            vcpu,
-            frame,
-            syndrome,
-            GuestException::DataAbort { write },
-            ipa,
-        ),
-        Exit::InstructionAbort { ipa, .. } => outside(
-            slice,
-            vcpu,
-            frame,
-            syndrome,
-            GuestException::InstructionAbort,
-            ipa,
-        ),
+        Exit::DataAbort { ipa, write, .. } => ram_fault(slice, vcpu, frame, ipa, write, None)
+            .unwrap_or_else(|| {
+                let exception = GuestException::DataAbort { write };
+                outside(slice, vcpu, frame, syndrome, exception, ipa)
+            }),
+        Exit::InstructionAbort { ipa, .. } => ram_fault(slice, vcpu, frame, ipa, false, None)
+            .unwrap_or_else(|| {
+                let exception = GuestException::InstructionAbort;
+                outside(slice, vcpu, frame, syndrome, exception, ipa)
+            }),
         Exit::SystemRegister(access) => system_register(slice, vcpu, frame, syndrome, access),
         Exit::Coprocessor { class } => {
             // A core without the register rejects the instruction: Undefined Instruction.
@@ -265,6 +261,10 @@ fn mmio(
         .devices
         .access(&context, &vcpu.exits, access.ipa, access.width, write)
     else {
+        let store = write.map(|value| (&access, value));
+        if let Some(next) = ram_fault(slice, vcpu, frame, access.ipa, access.write, store) {
+            return next;
+        }
         let exception = GuestException::DataAbort {
             write: access.write,
         };
@@ -275,6 +275,47 @@ fn mmio(
     }
     frame.skip_instruction();
     Next::Resume
+}
+
+/// A stage-2 fault at `ipa` in the slice's RAM, which its stage 2 maps whole, writable,
+/// but for the pages of its direct NVMe CQs (read-only while the controller writes them,
+/// docs/decisions/0005-nvme-completions-without-exits.md) and while a block of it is being
+/// split for one (break-before-make). An access the stage 2 allows now is retried; a store
+/// with a syndrome (`store`: the access and its value) into a read-only page is done for the
+/// guest outside the CQ's bytes and dropped inside them (the controller's alone). `None`
+/// for anything else: an address outside the RAM, or a store without a syndrome into a
+/// read-only page, which gets the external abort of `outside`.
+#[cold]
+fn ram_fault(
+    slice: &Slice,
+    vcpu: &Vcpu,
+    frame: &mut GuestFrame,
+    ipa: u64,
+    write: bool,
+    store: Option<(&MmioAccess, u64)>,
+) -> Option<Next> {
+    let ctx = slice.context();
+    let offset = ipa
+        .checked_sub(GUEST_RAM_BASE)
+        .filter(|&offset| offset < ctx.ram.region().size)?;
+    if ctx.stage2.allows(ipa, write) {
+        // This core may still hold the translation that faulted (a page made writable again
+        // from another core): drop it, then retry.
+        virt::invalidate_guest_ipas(ipa & !0xfff, 0x1000);
+        vcpu.exits.count(ExitCause::Other);
+        return Some(Next::Resume);
+    }
+    let (access, value) = store?;
+    let width = u64::from(access.width);
+    let protected = ctx.stage2.protected(ipa, width)?;
+    if !protected {
+        let bytes = value.to_le_bytes();
+        // Inside the RAM: the store lies in one page of it (aligned, at most 8 bytes).
+        let _ = ctx.ram.write(offset, &bytes[..usize::from(access.width)]);
+    }
+    vcpu.exits.count(ExitCause::Other);
+    frame.skip_instruction();
+    Some(Next::Resume)
 }
 
 /// The guest touched `ipa`, which is neither its RAM nor one of its devices: a synchronous

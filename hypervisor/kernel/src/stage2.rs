@@ -4,14 +4,23 @@
 //! DeviceStage2`, which also maps the ITS page their MSIs need.)
 
 use microvisor_arch::virt;
-use microvisor_logic::pagetable::{Attributes, HeapTables, MapError, Regime, Translation};
+use microvisor_logic::pagetable::{
+    Attributes, HeapTables, MapError, PageChange, Regime, Translation,
+};
 use spin::Mutex;
 
 const PAGE: u64 = 4096;
 
+/// Most tables splitting RAM blocks may take per slice (for read-only pages inside them,
+/// [`CpuStage2::protect_ram_page`]): a guest that keeps placing its direct NVMe CQs in new
+/// blocks runs out of them, not the hypervisor's heap.
+const SPLIT_TABLES: usize = 32;
+
 /// The stage 2 the slice's cores walk.
 pub struct CpuStage2 {
     tables: Mutex<Translation<HeapTables>>,
+    /// Tables splits took so far, and the RAM ranges made read-only ([`Self::read_only`]).
+    splits: Mutex<Splits>,
     /// VTTBR_EL2 value: root | VMID << 48.
     vttbr: u64,
 }
@@ -27,8 +36,87 @@ impl CpuStage2 {
         let vttbr = tables.root() | u64::from(vmid) << 48;
         Ok(Self {
             tables: Mutex::new(tables),
+            splits: Mutex::new(Splits::default()),
             vttbr,
         })
+    }
+
+    /// Makes the RAM page holding `[ipa, ipa + len)` read-only for the slice's cores
+    /// (`read_only`), the range being bytes the guest may not write ([`Self::protected`]),
+    /// or gives the range up (the page writable again once no other range of it is left).
+    /// A page inside a block splits the block (break-before-make: the slice's other cores
+    /// may take a stage-2 fault on the block's addresses meanwhile, which the abort handler
+    /// retries) and stays a page afterwards. Call it on a core of this slice (its VMID
+    /// current) or while none of its vCPUs runs.
+    pub fn protect_ram_page(&self, ipa: u64, len: u64, read_only: bool) -> Result<(), MapError> {
+        let page = ipa & !(PAGE - 1);
+        let mut splits = self.splits.lock();
+        if !read_only {
+            splits.read_only.retain(|&range| range != (ipa, len));
+        }
+        let others = splits
+            .read_only
+            .iter()
+            .any(|&(at, _)| at & !(PAGE - 1) == page);
+        if others {
+            // The page already is, and stays, read-only.
+            if read_only {
+                splits.read_only.push((ipa, len));
+            }
+            return Ok(());
+        }
+        let attributes = Attributes {
+            writable: !read_only,
+            ..Attributes::RAM
+        };
+        let mut tables = self.tables.lock();
+        let before = tables.store().len();
+        let level = tables
+            .mapping_level(page)
+            .ok_or(MapError::NotMapped { address: page })?;
+        // Tables a split of a 2 MiB or 1 GiB block takes.
+        let needed = 3 - level;
+        if splits.tables + needed > SPLIT_TABLES {
+            return Err(MapError::OutOfTables);
+        }
+        let changed = tables.change_page(page, attributes);
+        // Counted even when the change failed half-way (the heap ran out).
+        splits.tables += tables.store().len() - before;
+        if let PageChange::Split(split) = changed? {
+            tables.write_entry(split.table, split.slot, 0);
+            virt::invalidate_guest_ipas(split.input, split.size);
+            tables.write_entry(split.table, split.slot, split.descriptor);
+        }
+        drop(tables);
+        virt::invalidate_guest_ipas(page, PAGE);
+        if read_only {
+            splits.read_only.push((ipa, len));
+        }
+        Ok(())
+    }
+
+    /// For a store of `len` bytes at `ipa` in a page [`Self::protect_ram_page`] made
+    /// read-only: whether it touches a protected range (`Some(true)`) or only other bytes of
+    /// the page. `None` for a page that is not read-only.
+    pub fn protected(&self, ipa: u64, len: u64) -> Option<bool> {
+        let page = ipa & !(PAGE - 1);
+        let splits = self.splits.lock();
+        let mut ranges = splits
+            .read_only
+            .iter()
+            .filter(|&&(at, _)| at & !(PAGE - 1) == page)
+            .peekable();
+        ranges.peek()?;
+        Some(ranges.any(|&(at, n)| ipa < at + n && at < ipa + len))
+    }
+
+    /// Whether the slice's cores can now make an access (a store, with `write`) at `ipa`
+    /// without a stage-2 fault: a fault there was transient (a block being split).
+    pub fn allows(&self, ipa: u64, write: bool) -> bool {
+        self.tables
+            .lock()
+            .translate(ipa)
+            .is_some_and(|(_, attributes)| attributes.writable || !write)
     }
 
     /// VTTBR_EL2 value for the slice's cores.
@@ -80,4 +168,12 @@ impl CpuStage2 {
         virt::invalidate_guest_ipas(ipa, size);
         Ok(())
     }
+}
+
+/// What splitting RAM blocks took, and the pages made read-only.
+#[derive(Default)]
+struct Splits {
+    tables: usize,
+    /// Each read-only page's protected bytes: start IPA and length.
+    read_only: alloc::vec::Vec<(u64, u64)>,
 }

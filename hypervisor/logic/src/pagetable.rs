@@ -187,6 +187,33 @@ pub enum MapError {
     PartialBlock { address: u64 },
     /// The table store has no memory left.
     OutOfTables,
+    /// Nothing maps the address.
+    NotMapped { address: u64 },
+    /// A change would alter the memory type (which needs break-before-make).
+    MemoryType { address: u64 },
+}
+
+/// What [`Translation::change_page`] did or leaves to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageChange {
+    /// The page's descriptor was rewritten.
+    Done,
+    /// The page lies in a block, which the caller must replace with the tables built for it.
+    Split(BlockSplit),
+}
+
+/// A block descriptor to be replaced, by break-before-make, with a table descriptor whose
+/// tables map the same addresses (Arm ARM D8.16, "Translation table maintenance").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockSplit {
+    /// The table holding the block descriptor, and its slot.
+    pub table: u64,
+    pub slot: usize,
+    /// The table descriptor that replaces it.
+    pub descriptor: u64,
+    /// Input addresses the block maps.
+    pub input: u64,
+    pub size: u64,
 }
 
 /// Where translation tables live.
@@ -492,6 +519,89 @@ impl<S: TableStore> Translation<S> {
             table = entry.read(DESC::ADDRESS) << 12;
         }
         None
+    }
+
+    /// Gives the page at `input` `attributes`, keeping its output address. A page
+    /// descriptor is rewritten in place ([`PageChange::Done`]: an attribute change that keeps
+    /// the output address and the memory type needs no break-before-make; the caller
+    /// invalidates the TLBs). A page inside a block is left as it is: tables mapping the
+    /// block's addresses with its attributes, but the page's new ones, are built (one, or
+    /// two for a 1 GiB block), and the caller replaces the block with them by
+    /// break-before-make ([`PageChange::Split`]). `NotMapped` if nothing maps `input`;
+    /// `OutOfTables` leaves every mapping as it was.
+    pub fn change_page(
+        &mut self,
+        input: u64,
+        attributes: Attributes,
+    ) -> Result<PageChange, MapError> {
+        let page = input & !(PAGE_SIZE - 1);
+        let (table, slot, level) = self
+            .leaf(page)
+            .ok_or(MapError::NotMapped { address: page })?;
+        let old = Descriptor::new(self.store.entries(table)[slot]);
+        let output = old.read(DESC::ADDRESS) << 12;
+        let kept = decode_attributes(self.regime, old);
+        if kept.memory != attributes.memory {
+            return Err(MapError::MemoryType { address: page });
+        }
+        if level == 3 {
+            self.store.entries(table)[slot] = leaf_descriptor(self.regime, output, 3, attributes);
+            return Ok(PageChange::Done);
+        }
+        // Below the block: entries of the next level with the block's attributes, and
+        // under the one holding the page (for a 1 GiB block, a 2 MiB block in turn) pages.
+        let span = entry_span(level);
+        let block_input = page - page % span;
+        let mut below = self.store.allocate().ok_or(MapError::OutOfTables)?;
+        let top = below;
+        for next in level + 1..=3 {
+            let next_span = entry_span(next);
+            let holder = index(page, next);
+            let deeper = if next < 3 {
+                Some(self.store.allocate().ok_or(MapError::OutOfTables)?)
+            } else {
+                None
+            };
+            let base_input = page - page % entry_span(next - 1);
+            let base_output = output + (base_input - block_input);
+            let entries = self.store.entries(below);
+            for (i, entry) in entries.iter_mut().enumerate() {
+                *entry =
+                    leaf_descriptor(self.regime, base_output + i as u64 * next_span, next, kept);
+            }
+            match deeper {
+                Some(table) => {
+                    self.store.entries(below)[holder] = table_descriptor(table);
+                    below = table;
+                }
+                None => {
+                    self.store.entries(below)[holder] = leaf_descriptor(
+                        self.regime,
+                        base_output + holder as u64 * next_span,
+                        3,
+                        attributes,
+                    );
+                }
+            }
+        }
+        Ok(PageChange::Split(BlockSplit {
+            table,
+            slot,
+            descriptor: table_descriptor(top),
+            input: block_input,
+            size: span,
+        }))
+    }
+
+    /// The level (1 to 3) of the descriptor that maps `input`, if any.
+    pub fn mapping_level(&mut self, input: u64) -> Option<usize> {
+        self.leaf(input).map(|(_, _, level)| level)
+    }
+
+    /// Writes entry `slot` of `table` (a [`BlockSplit`]'s: 0 to break the block, then its
+    /// descriptor once the TLBs no longer hold the block).
+    pub fn write_entry(&mut self, table: u64, slot: usize, value: u64) {
+        self.store.entries(table)[slot] = value;
     }
 
     /// Walks the tables for `input`: its output address and attributes, if mapped.
@@ -981,5 +1091,131 @@ mod tests {
         assert_eq!(t.unmap(0x1000_0001, PAGE_SIZE), Err(MapError::Misaligned));
         assert_eq!(t.unmap(0x1000_0000, 0), Err(MapError::BadRange));
         assert_eq!(t.unmap(1 << 39, PAGE_SIZE), Err(MapError::OutOfRange));
+    }
+
+    /// Every page of `[input, input + size)` translates to `output + offset` with `RAM`
+    /// attributes, except `page`, which has `READ_ONLY`'s.
+    fn assert_one_read_only_page(
+        t: &mut Translation<HeapTables>,
+        input: u64,
+        output: u64,
+        size: u64,
+        page: u64,
+    ) {
+        for offset in (0..size).step_by(PAGE_SIZE as usize) {
+            let wanted = if input + offset == page {
+                Attributes {
+                    executable: true,
+                    ..Attributes::READ_ONLY
+                }
+            } else {
+                Attributes::RAM
+            };
+            assert_eq!(
+                t.translate(input + offset + 8),
+                Some((output + offset + 8, wanted)),
+                "at {:#x}",
+                input + offset
+            );
+        }
+    }
+
+    #[test]
+    fn a_page_of_a_2m_block_changes_through_a_split() {
+        let mut t = stage2();
+        t.map(0x4000_0000, 0x8_0000_0000, 4 * BLOCK_2M, Attributes::RAM)
+            .unwrap();
+        let tables = t.store().len();
+        let page = 0x4000_0000 + BLOCK_2M + 0x5000;
+        let read_only = Attributes {
+            executable: true,
+            ..Attributes::READ_ONLY
+        };
+        let Ok(PageChange::Split(split)) = t.change_page(page + 0x10, read_only) else {
+            panic!("a block must be split");
+        };
+        assert_eq!(
+            (split.input, split.size),
+            (0x4000_0000 + BLOCK_2M, BLOCK_2M)
+        );
+        assert_eq!(t.store().len(), tables + 1);
+        // Nothing changed until the caller replaces the block.
+        assert_eq!(
+            t.translate(page),
+            Some((0x8_0000_0000 + BLOCK_2M + 0x5000, Attributes::RAM))
+        );
+        t.write_entry(split.table, split.slot, 0);
+        assert_eq!(t.translate(page), None, "broken");
+        t.write_entry(split.table, split.slot, split.descriptor);
+        assert_one_read_only_page(&mut t, 0x4000_0000, 0x8_0000_0000, 4 * BLOCK_2M, page);
+        // Back: the page is one now, changed in place, no new table.
+        assert_eq!(t.change_page(page, Attributes::RAM), Ok(PageChange::Done));
+        assert_eq!(t.store().len(), tables + 1);
+        assert_one_read_only_page(&mut t, 0x4000_0000, 0x8_0000_0000, 4 * BLOCK_2M, 0);
+    }
+
+    #[test]
+    fn a_page_of_a_1g_block_changes_through_two_tables() {
+        let mut t = stage2();
+        t.map(BLOCK_1G, 0x40_0000_0000, BLOCK_1G, Attributes::RAM)
+            .unwrap();
+        let tables = t.store().len();
+        let page = BLOCK_1G + 77 * BLOCK_2M + 0x3000;
+        let read_only = Attributes {
+            executable: true,
+            ..Attributes::READ_ONLY
+        };
+        let Ok(PageChange::Split(split)) = t.change_page(page, read_only) else {
+            panic!("a block must be split");
+        };
+        assert_eq!((split.input, split.size), (BLOCK_1G, BLOCK_1G));
+        assert_eq!(t.store().len(), tables + 2);
+        t.write_entry(split.table, split.slot, split.descriptor);
+        // The 2 MiB around the page, page by page; the rest by samples of each block.
+        let around = BLOCK_1G + 77 * BLOCK_2M;
+        assert_one_read_only_page(
+            &mut t,
+            around,
+            0x40_0000_0000 + 77 * BLOCK_2M,
+            BLOCK_2M,
+            page,
+        );
+        for block in [0u64, 1, 76, 78, 511] {
+            let at = BLOCK_1G + block * BLOCK_2M + 0x1234;
+            assert_eq!(
+                t.translate(at),
+                Some((0x40_0000_0000 + block * BLOCK_2M + 0x1234, Attributes::RAM))
+            );
+        }
+        assert_eq!(t.translate(2 * BLOCK_1G), None);
+    }
+
+    #[test]
+    fn page_changes_refused() {
+        let mut t = stage2();
+        t.map(0x4000_0000, 0x8_0000_0000, BLOCK_2M, Attributes::RAM)
+            .unwrap();
+        t.map(0x900_0000, 0x900_0000, PAGE_SIZE, Attributes::DEVICE)
+            .unwrap();
+        assert_eq!(
+            t.change_page(0x5000_0000, Attributes::READ_ONLY),
+            Err(MapError::NotMapped {
+                address: 0x5000_0000
+            })
+        );
+        assert_eq!(
+            t.change_page(0x900_0000, Attributes::READ_ONLY),
+            Err(MapError::MemoryType {
+                address: 0x900_0000
+            })
+        );
+        let tables = t.store().len();
+        assert_eq!(
+            t.change_page(0x4000_0000, Attributes::DEVICE),
+            Err(MapError::MemoryType {
+                address: 0x4000_0000
+            })
+        );
+        assert_eq!(t.store().len(), tables, "no table for a refusal");
     }
 }

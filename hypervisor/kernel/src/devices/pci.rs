@@ -65,7 +65,8 @@ impl PciHost {
         let devfn = (offset >> 12) & 0xff;
         if offset >> 20 == 0 {
             if let Some(disk) = self.disk.as_ref().filter(|_| devfn == 0) {
-                let value = disk.config_access(ctx.ram, offset, width, write, signals);
+                let value =
+                    disk.config_access((ctx.ram, ctx.stage2), offset, width, write, signals);
                 if write.is_some() {
                     self.keep_bars_apart(ctx);
                 }
@@ -131,10 +132,9 @@ impl MmioDevice for PciHost {
             PcieHostNode::ECAM => Some(self.config(ctx, offset, width, write, &mut signals)),
             _ => {
                 let ipa = map::PCI_MMIO + offset;
-                let disk = self
-                    .disk
-                    .as_ref()
-                    .and_then(|disk| disk.bar_access(ctx.ram, ipa, width, write, &mut signals));
+                let disk = self.disk.as_ref().and_then(|disk| {
+                    disk.bar_access((ctx.ram, ctx.stage2), ipa, width, write, &mut signals)
+                });
                 let claimed = disk.or_else(|| {
                     self.assigned
                         .iter()
@@ -159,7 +159,7 @@ impl MmioDevice for PciHost {
             0 => {
                 let mut signals = Signals::default();
                 if let Some(disk) = &self.disk {
-                    disk.completions(ctx.ram, event as u16, &mut signals);
+                    disk.completions((ctx.ram, ctx.stage2), event as u16, &mut signals);
                 }
                 ctx.gic.raise_spis(signals.spis());
                 ctx.gic
@@ -182,7 +182,7 @@ impl MmioDevice for PciHost {
             result = result.and(function.quiesce(ctx));
         }
         if let Some(disk) = &self.disk {
-            let drained = disk.reset_and_drain(ctx.ram, DRAIN_TIMEOUT_MS);
+            let drained = disk.reset_and_drain((ctx.ram, ctx.stage2), DRAIN_TIMEOUT_MS);
             result = result.and(
                 drained
                     .then_some(())
@@ -205,7 +205,7 @@ impl MmioDevice for PciHost {
         }
         match &self.disk {
             Some(disk) if !disk.is_quiescent() => {
-                disk.reset_and_drain(ctx.ram, DRAIN_TIMEOUT_MS);
+                disk.reset_and_drain((ctx.ram, ctx.stage2), DRAIN_TIMEOUT_MS);
                 disk.is_quiescent().then_some(()).ok_or_else(|| {
                     undrained(
                         disk,

@@ -74,6 +74,9 @@ pub struct HardwareQueue {
     /// The slice's first queue only: device-written memory the erase reads blocks back into
     /// ([`erase::READ_BUFFER_BYTES`]).
     pub read_back: Option<SharedMemory>,
+    /// While the pair's CQ is lent to the slice (a direct queue, decision 5): the guest CQ's
+    /// IPA, whose page is read-only to the slice meanwhile.
+    pub lent: Option<u64>,
 }
 
 /// Brings the controller up for `plan`: finds and resets it, identifies namespace 1, places
@@ -203,6 +206,7 @@ fn set_up_queues<I>(
                 slots,
                 lpi: LPI_BASE + u32::from(id),
                 read_back,
+                lent: None,
             });
         }
         queues.push(mine);

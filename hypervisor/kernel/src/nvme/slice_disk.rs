@@ -27,6 +27,7 @@ use super::erase::{
 };
 use super::physical::Physical;
 use super::{HardwareQueue, QUEUE_ENTRIES};
+use crate::stage2::CpuStage2;
 use microvisor_logic::nvme::erase::{self as wipe, DiskFacts, EraseFault, ErasePlan, Window};
 
 /// GICD_SETSPI_NSR as the slice sees it: where its MSIs must be aimed.
@@ -82,6 +83,7 @@ impl Signals {
 /// physical controller's doorbells, and the MSIs it asks for.
 struct Backend<'a> {
     ram: &'a SharedMemory,
+    stage2: &'a CpuStage2,
     queues: &'a mut [HardwareQueue],
     physical: &'static Physical,
     signals: &'a mut Signals,
@@ -92,13 +94,14 @@ struct Backend<'a> {
 
 impl<'a> Backend<'a> {
     fn new(
-        ram: &'a SharedMemory,
+        (ram, stage2): (&'a SharedMemory, &'a CpuStage2),
         queues: &'a mut [HardwareQueue],
         physical: &'static Physical,
         signals: &'a mut Signals,
     ) -> Self {
         Backend {
             ram,
+            stage2,
             queues,
             physical,
             signals,
@@ -171,13 +174,63 @@ impl NvmeBackend for Backend<'_> {
         }
     }
 
-    fn place_cq(&mut self, _queue: u16, _at: Option<Pa>) -> bool {
-        // Never asked: `ControllerConfig::direct_queues` is off until the physical admin
-        // queue is driven at run time (decision 5, step 2).
-        false
+    fn place_cq(&mut self, queue: u16, at: Option<Pa>) -> bool {
+        let (physical, stage2) = (self.physical, self.stage2);
+        let ram = self.ram.region();
+        let Some(q) = self.queue(queue) else {
+            return false;
+        };
+        // The pair's MSI-X vector is its queue ID (`super::set_up_queues`).
+        let vector = queue;
+        let bytes = u64::from(q.pair.entries()) * 16;
+        let Some(Pa(pa)) = at else {
+            return match physical.recreate_queue_pair(&mut q.pair, vector, None) {
+                Ok(()) => {
+                    if let Some(ipa) = q.lent.take() {
+                        // Cannot fail: the page is mapped as a page since it was lent.
+                        let _ = stage2.protect_ram_page(ipa, bytes, false);
+                    }
+                    true
+                }
+                Err(error) => {
+                    crate::hv!(
+                        "nvme: hardware queue {queue} not taken back from its slice: {error}"
+                    );
+                    false
+                }
+            };
+        };
+        let inside = pa >= ram.base && pa + bytes <= ram.base + ram.size;
+        if !inside || q.lent.is_some() {
+            return false;
+        }
+        let ipa = GUEST_RAM_BASE + (pa - ram.base);
+        // Read-only first: the guest never writes an entry the controller may write.
+        if stage2.protect_ram_page(ipa, bytes, true).is_err() {
+            return false;
+        }
+        match physical.recreate_queue_pair(&mut q.pair, vector, Some(pa)) {
+            Ok(()) => {
+                q.lent = Some(ipa);
+                true
+            }
+            Err(error) => {
+                crate::hv!("nvme: hardware queue {queue} not moved to its slice's CQ: {error}");
+                let back = physical.recreate_queue_pair(&mut q.pair, vector, None);
+                if let Err(error) = back {
+                    // Lost: the slice's commands on it never complete, so the slice stops
+                    // taking new ones there and its stop cannot drain (reported then).
+                    crate::hv!("nvme: hardware queue {queue} lost: {error}");
+                }
+                let _ = stage2.protect_ram_page(ipa, bytes, false);
+                false
+            }
+        }
     }
 
-    fn release_cq(&mut self, _queue: u16, _head: u16) {}
+    fn release_cq(&mut self, queue: u16, head: u16) {
+        self.physical.release_completions(queue, head);
+    }
 
     fn signal(&mut self, message: MsiMessage) {
         // Only an MSI aimed at the slice's own MBI SPIs becomes an interrupt; anything else
@@ -194,23 +247,24 @@ impl NvmeBackend for Backend<'_> {
 }
 
 impl SliceDisk {
-    /// The share of slice `index` named `name` with RAM at physical `ram` (`memory` bytes).
+    /// The share of slice `index` named `name` with RAM `ram` (physical); with
+    /// `direct_queues`, its I/O queue pairs may become direct (decision 5).
     pub fn new(
         index: usize,
         name: &str,
-        ram_base: u64,
-        memory: u64,
+        ram: Region,
         share: DiskShare,
         queues: Vec<HardwareQueue>,
         physical: &'static Physical,
+        direct_queues: bool,
     ) -> Result<SliceDisk, String> {
         let info = &physical.info;
         let serial: String = format!("MVS{index:03}-{name}").chars().take(20).collect();
         let config = ControllerConfig {
             ram: GuestRam {
                 ipa_base: Ipa(GUEST_RAM_BASE),
-                size: memory,
-                pa_base: Pa(ram_base),
+                size: ram.size,
+                pa_base: Pa(ram.base),
             },
             namespace: NamespaceShare {
                 physical_nsid: 1,
@@ -232,9 +286,7 @@ impl SliceDisk {
             pci_vendor_id: vpci::VENDOR_ID,
             physical_mdts: info.mdts,
             volatile_write_cache: info.volatile_write_cache,
-            // Not offered yet: the physical admin queue is not driven at run time
-            // (docs/decisions/0005-nvme-completions-without-exits.md, step 2).
-            direct_queues: false,
+            direct_queues,
         };
         let controller = VirtualNvme::new(config).map_err(|e| format!("nvme: {e}"))?;
         let function = VirtualFunction::new(controller.msix_vectors());
@@ -254,7 +306,7 @@ impl SliceDisk {
     /// A guest access to its PCIe configuration space (ECAM offset `offset`).
     pub fn config_access(
         &self,
-        ram: &SharedMemory,
+        memory: (&SharedMemory, &CpuStage2),
         offset: u64,
         width: u8,
         write: Option<u64>,
@@ -272,7 +324,7 @@ impl SliceDisk {
         let merged = vpci::merge(word, register, width, value);
         let before = (state.function.msix_enabled(), state.function.bar0());
         let reset = state.function.config_write(devfn, register & !3, merged);
-        let mut backend = Backend::new(ram, &mut state.queues, self.physical, signals);
+        let mut backend = Backend::new(memory, &mut state.queues, self.physical, signals);
         if reset {
             state.controller.function_level_reset(&mut backend);
         }
@@ -294,7 +346,7 @@ impl SliceDisk {
     /// A guest access to `ipa` if it falls in the function's BAR0 (else None).
     pub fn bar_access(
         &self,
-        ram: &SharedMemory,
+        memory: (&SharedMemory, &CpuStage2),
         ipa: u64,
         width: u8,
         write: Option<u64>,
@@ -307,7 +359,7 @@ impl SliceDisk {
         match write {
             None => Some(state.controller.mmio_read(offset, width)),
             Some(value) => {
-                let mut backend = Backend::new(ram, &mut state.queues, self.physical, signals);
+                let mut backend = Backend::new(memory, &mut state.queues, self.physical, signals);
                 state
                     .controller
                     .mmio_write(&mut backend, offset, width, value);
@@ -331,13 +383,24 @@ impl SliceDisk {
 
     /// The physical controller completed commands on hardware queue `queue`: hand them to the
     /// virtual controller and acknowledge them to the device.
-    pub fn completions(&self, ram: &SharedMemory, queue: u16, signals: &mut Signals) {
+    pub fn completions(
+        &self,
+        memory: (&SharedMemory, &CpuStage2),
+        queue: u16,
+        signals: &mut Signals,
+    ) {
         let mut state = self.state.lock();
         let state = &mut *state;
         let mut entries: Vec<CompletionEntry> = Vec::new();
         let Some(q) = state.queues.iter_mut().find(|q| q.pair.id() == queue) else {
             return;
         };
+        if q.lent.is_some() {
+            // The entries are in the slice's CQ: the model reads them there.
+            let mut backend = Backend::new(memory, &mut state.queues, self.physical, signals);
+            state.controller.direct_interrupt(&mut backend, queue);
+            return;
+        }
         while let Some(entry) = q.pair.pop() {
             entries.push(entry);
         }
@@ -345,7 +408,7 @@ impl SliceDisk {
             return;
         }
         self.physical.ring_completion(&q.pair);
-        let mut backend = Backend::new(ram, &mut state.queues, self.physical, signals);
+        let mut backend = Backend::new(memory, &mut state.queues, self.physical, signals);
         let summary = state
             .controller
             .hardware_completions(&mut backend, queue, entries);
@@ -366,14 +429,14 @@ impl SliceDisk {
     /// Resets the function and waits until none of the slice's commands is left in the
     /// hardware, so that its RAM can be reloaded. Polls the hardware queues itself (the
     /// slice's cores are parked). False if the device did not drain within `timeout_ms`.
-    pub fn reset_and_drain(&self, ram: &SharedMemory, timeout_ms: u64) -> bool {
+    pub fn reset_and_drain(&self, memory: (&SharedMemory, &CpuStage2), timeout_ms: u64) -> bool {
         let hz = cpu::counter_frequency().max(1);
         let start = cpu::counter();
         {
             let mut state = self.state.lock();
             let state = &mut *state;
             let mut signals = Signals::default();
-            let mut backend = Backend::new(ram, &mut state.queues, self.physical, &mut signals);
+            let mut backend = Backend::new(memory, &mut state.queues, self.physical, &mut signals);
             state.controller.restart(&mut backend);
             state.function = VirtualFunction::new(state.controller.msix_vectors());
         }
@@ -387,7 +450,7 @@ impl SliceDisk {
                 .collect();
             let mut signals = Signals::default();
             for id in ids {
-                self.completions(ram, id, &mut signals);
+                self.completions(memory, id, &mut signals);
             }
             if self.state.lock().controller.is_quiescent() {
                 return true;

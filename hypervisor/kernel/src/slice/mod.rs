@@ -212,11 +212,12 @@ impl Slice {
                 SliceDisk::new(
                     index,
                     &name,
-                    ram.base,
-                    spec.memory,
+                    Region::new(ram.base, spec.memory),
                     grant.share,
                     grant.queues,
                     grant.physical,
+                    // Direct I/O queues on GICv4 nodes (decision 5).
+                    gic::virtual_lpis(),
                 )
                 .map_err(fail)?,
             )),

@@ -88,6 +88,9 @@ fn quiet(config: &mut dyn ConfigSpace, bdf: Bdf) {
     }
 }
 
+/// Status Code Type 1 (command specific), Invalid Queue Identifier (Base 1.4 Figure 137).
+const INVALID_QUEUE_IDENTIFIER: u16 = 0x101;
+
 /// The physical controller once up: its BAR0 registers `R`, the admin queue pair in memory
 /// from `M`, and the clock `K` for its timeouts.
 pub struct PhysicalController<R, M: DmaAllocator, K> {
@@ -700,7 +703,13 @@ impl<R: Registers, M: DmaAllocator, K: Clock> PhysicalController<R, M, K> {
         vector: u16,
         cq: Option<u64>,
     ) -> Result<(), NvmeError> {
-        self.delete_queue_pair(pair.id())?;
+        match self.delete_queue_pair(pair.id()) {
+            Ok(()) => {}
+            // Neither queue exists: an earlier create failed and removed what it had made.
+            Err(NvmeError::Command { opcode, status })
+                if opcode == admin::DELETE_IO_SQ && status & 0x7ff == INVALID_QUEUE_IDENTIFIER => {}
+            Err(error) => return Err(error),
+        }
         pair.restart();
         let at = cq.unwrap_or(pair.cq_address());
         self.create_io_queues(pair.id(), pair.entries(), vector, at, pair.sq_address())

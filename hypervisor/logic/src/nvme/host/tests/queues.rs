@@ -280,3 +280,29 @@ fn a_pair_lends_its_completion_queue_and_takes_it_back() {
     assert!(pair.pop().is_none());
     assert_eq!(node.violations(), Vec::<String>::new());
 }
+
+/// A pair whose move failed half-way (the new CQ refused: nothing of the pair exists) can
+/// still be created again in its own memory.
+#[test]
+fn a_pair_that_failed_to_move_can_be_created_again() {
+    let (mut node, mut controller) = up();
+    let mut pair = controller
+        .create_queue_pair(&mut node.memory, 1, 4, 1, 0, 0)
+        .unwrap();
+    assert!(matches!(
+        controller.recreate_queue_pair(&mut pair, 1, Some(0xdead_0000_0000)),
+        Err(NvmeError::Command { opcode: 0x05, .. })
+    ));
+    assert!(!node.world.borrow().device.cqs.contains_key(&1));
+    controller.recreate_queue_pair(&mut pair, 1, None).unwrap();
+    pair.push(&SubmissionEntry {
+        opcode: 0x02,
+        command_id: 3.into(),
+        ..SubmissionEntry::default()
+    });
+    controller.ring_submission(&pair);
+    node.world.borrow_mut().advance(1);
+    assert_eq!(pair.pop().unwrap().command_id.get(), 3);
+    // The refused CQ (memory the fake controller cannot reach) is the only complaint.
+    assert_eq!(node.violations().len(), 1);
+}
