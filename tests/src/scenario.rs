@@ -627,11 +627,12 @@ impl Scenario {
                 let last_block = share.first_block + share.blocks - 1;
                 let last_queue = share.first_queue + share.queues - 1;
                 self.expects.push(Expect::line(hv(&format!(
-                    "^partition: slice {} nvme blocks {}-{last_block} \\({}\\) hardware queues {}-{last_queue}$",
+                    "^partition: slice {} nvme blocks {}-{last_block} \\({}\\) hardware queues {}-{last_queue}{}$",
                     lit(name),
                     share.first_block,
                     lit(&HumanSize(nvme.size).to_string()),
                     share.first_queue,
+                    if nvme.direct { " \\(direct\\)" } else { "" },
                 ))));
                 self.expects.push(Expect::Nvme {
                     slice: name.to_string(),

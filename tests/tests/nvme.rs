@@ -30,11 +30,12 @@ const BLOCK_BYTES: u64 = 512;
 /// MiB each Linux slice writes at once in the concurrency check.
 const LOAD_MIB: u64 = 16;
 
-/// The Linux slices of the shapes scenario: name, cores, memory, queues, namespace size.
-const LINUX: [(&str, &str, &str, u32, &str); 3] = [
-    ("one", "1", "256MiB", 1, "96MiB"),
-    ("two", "2", "512MiB", 4, "65540KiB"),
-    ("three", "[7, 5, 6]", "384MiB", 2, "200MiB"),
+/// The Linux slices of the shapes scenario: name, cores, memory, queues, namespace size,
+/// `nvme.direct-queues`.
+const LINUX: [(&str, &str, &str, u32, &str, bool); 3] = [
+    ("one", "1", "256MiB", 1, "96MiB", true),
+    ("two", "2", "512MiB", 4, "65540KiB", true),
+    ("three", "[7, 5, 6]", "384MiB", 2, "200MiB", false),
 ];
 
 /// The shapes plan: three Linux slices with the disk steps `disk` (slice one also with
@@ -42,12 +43,17 @@ const LINUX: [(&str, &str, &str, u32, &str); 3] = [
 fn shapes_plan(disk: &str, one_extra: &str, probe: &str) -> String {
     let mut slices: Vec<String> = LINUX
         .iter()
-        .map(|(name, cores, memory, queues, size)| {
+        .map(|(name, cores, memory, queues, size, direct)| {
             let mut cmdline = format!("microvisor.disk={disk}");
             if *name == "one" && !one_extra.is_empty() {
                 cmdline = format!("{cmdline} {one_extra}");
             }
-            with_nvme(&linux_slice(name, cores, memory, &cmdline), *queues, size)
+            let slice = with_nvme(&linux_slice(name, cores, memory, &cmdline), *queues, size);
+            if *direct {
+                format!("{}\ndirect-queues = true\n\n", slice.trim_end())
+            } else {
+                slice
+            }
         })
         .collect();
     slices.push(with_nvme(
@@ -61,6 +67,13 @@ fn shapes_plan(disk: &str, one_extra: &str, probe: &str) -> String {
         "16MiB",
     ));
     plan(&slices)
+}
+
+/// The line of a hardware queue of `name` made direct (its CQ the slice's).
+fn direct_queue(name: &str) -> Pattern {
+    hv(&format!(
+        r"^nvme: slice {name} hardware queue [0-9]+ completes into its CQ at 0x[0-9a-f]+ \(direct\)$"
+    ))
 }
 
 /// A `DISK <step> <region> ok` line of `name`.
@@ -125,7 +138,10 @@ fn linux_slices_get_their_own_namespaces_and_keep_their_data() {
     // Three Linux slices of different shapes and NVMe shares (one: 1 vCPU, 1 queue, 96 MiB;
     // two: 2 vCPUs, 4 queues so 2 used, 64 MiB + 4 KiB; three: 3 vCPUs, 2 queues, 200 MiB) and
     // a probe (data test, canary) on one disk. healthy() checks each partition line against
-    // the plan's windows and each SLICE-REPORT's nvme_bytes and nvme_queues.
+    // the plan's windows and each SLICE-REPORT's nvme_bytes and nvme_queues. Slices one and
+    // two ask for direct queues (`nvme.direct-queues`, decision 5: the controller writes
+    // their CQs itself), three and the probe stay mediated; one's reboot moves its pairs
+    // back and makes them direct again.
     //
     // First boot of each Linux slice on an empty disk: its start, middle and last blocks read
     // as zeros ("empty": nothing of another slice is visible there), then are written,
@@ -170,6 +186,14 @@ fn linux_slices_get_their_own_namespaces_and_keep_their_data() {
         ]))
         .expect(Expect::Never(hv("^slice .* stopped")))
         .expect(Expect::Never(hv("^slice (two|three) restarted")))
+        // Direct queues where the plan asks, made again after one's reboot; never elsewhere.
+        .expect(Expect::Sequence(vec![
+            direct_queue("one"),
+            hv("^slice one restarted: PSCI SYSTEM_RESET$"),
+            direct_queue("one"),
+        ]))
+        .expect(Expect::line(direct_queue("two")))
+        .expect(Expect::Never(direct_queue("(three|probe)")))
         .expect(Expect::Sequence(vec![
             disk_ok("one", "write", "load"),
             hv("^slice one restarted: PSCI SYSTEM_RESET$"),

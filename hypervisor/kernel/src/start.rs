@@ -737,13 +737,14 @@ fn partition_table(node: &Node, info: &BootInfo) {
             let share = disk.share;
             let block = 1u64 << disk.physical.info.lba_shift;
             hv!(
-                "partition: slice {} nvme blocks {}-{} ({}) hardware queues {}-{}",
+                "partition: slice {} nvme blocks {}-{} ({}) hardware queues {}-{}{}",
                 slice.name,
                 share.first_block,
                 share.first_block + share.blocks - 1,
                 HumanSize(share.blocks * block),
                 share.first_queue,
                 share.first_queue + share.queues - 1,
+                if disk.direct_queues { " (direct)" } else { "" },
             );
         }
     }

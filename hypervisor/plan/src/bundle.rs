@@ -573,6 +573,7 @@ mod tests {
         second.nvme = Some(NvmeShare {
             queues: 2,
             size: 1 << 30,
+            direct: false,
         });
         second.devices = vec![
             DeviceRequest::Pci(PciAddress::new(0, 3, 0).unwrap()),

@@ -31,7 +31,7 @@ pub const SLICE_KEYS: [&str; 14] = [
     "firmware",
 ];
 /// Keys accepted in a `[slice.nvme]` table.
-pub const NVME_KEYS: [&str; 2] = ["queues", "size"];
+pub const NVME_KEYS: [&str; 3] = ["queues", "size", "direct-queues"];
 /// Keys accepted in a `[slice.firmware]` table.
 pub const FIRMWARE_KEYS: [&str; 1] = ["env"];
 /// Keys accepted in a `[[slice.device]]` table (exactly one of them).
@@ -77,6 +77,8 @@ pub enum Field {
     NvmeQueues,
     /// `nvme.size`.
     NvmeSize,
+    /// `nvme.direct-queues`.
+    NvmeDirectQueues,
     /// The `device` key: the slice's `[[slice.device]]` list as a whole.
     Devices,
     /// The slice's `[[slice.device]]` table number N (1-based): its type, its keys.
@@ -112,6 +114,7 @@ impl Field {
             Field::Nvme => Some("nvme"),
             Field::NvmeQueues => Some("nvme.queues"),
             Field::NvmeSize => Some("nvme.size"),
+            Field::NvmeDirectQueues => Some("nvme.direct-queues"),
             Field::Devices
             | Field::DeviceEntry(_)
             | Field::DeviceEntryPci(_)
@@ -900,7 +903,7 @@ mod tests {
         );
         assert_eq!(
             in_slice(Field::Nvme, Problem::UnknownField("qeues".into())),
-            "slice \"web-0\": nvme.qeues: unknown field (expected one of queues, size)"
+            "slice \"web-0\": nvme.qeues: unknown field (expected one of queues, size, direct-queues)"
         );
         assert_eq!(
             PlanError::plan(Problem::UnknownField("slices".into())).to_string(),

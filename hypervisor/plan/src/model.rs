@@ -193,6 +193,10 @@ pub struct NvmeShare {
     pub queues: u32,
     /// Namespace capacity in bytes (> 0, multiple of 4 KiB).
     pub size: u64,
+    /// `direct-queues`: I/O queue pairs whose completion queue the physical controller
+    /// writes itself (docs/decisions/0005-nvme-completions-without-exits.md). Completions
+    /// then carry the hardware queue's SQ ID, which a guest driver must not check.
+    pub direct: bool,
 }
 
 impl<I> PlanOf<I> {
@@ -263,6 +267,7 @@ mod tests {
             nvme: Some(NvmeShare {
                 queues: 2,
                 size: 1 << 32,
+                direct: false,
             }),
             devices: vec![
                 DeviceRequest::Class(crate::devices::DeviceClass::Net),

@@ -406,7 +406,11 @@ mod tests {
     }
 
     fn with_nvme(mut s: SliceOf<u32>, queues: u32, size: u64) -> SliceOf<u32> {
-        s.nvme = Some(NvmeShare { queues, size });
+        s.nvme = Some(NvmeShare {
+            queues,
+            size,
+            direct: false,
+        });
         s
     }
 

@@ -315,9 +315,16 @@ fn nvme(value: &Value) -> Result<NvmeShare, (Field, Problem)> {
     let capacity = required(table, "size")
         .and_then(size)
         .map_err(|p| (Field::NvmeSize, p))?;
+    let direct = match table.get("direct-queues") {
+        None => false,
+        Some(value) => value
+            .as_bool()
+            .ok_or_else(|| (Field::NvmeDirectQueues, wrong_type("true or false", value)))?,
+    };
     Ok(NvmeShare {
         queues,
         size: capacity,
+        direct,
     })
 }
 
@@ -437,7 +444,8 @@ kernel = "guests/Image"
                 on_fault: OnFault::Restart,
                 nvme: Some(NvmeShare {
                     queues: 2,
-                    size: 4 * GIB
+                    size: 4 * GIB,
+                    direct: false
                 }),
                 devices: vec![
                     DeviceRequest::Class(DeviceClass::Net),
@@ -527,13 +535,32 @@ kernel = "guests/Image"
     }
 
     #[test]
+    fn nvme_direct_queues() {
+        let plan = Plan::from_toml(&minimal_with(
+            "[slice.nvme]\nqueues = 1\nsize = \"1MiB\"\ndirect-queues = true",
+        ));
+        assert!(plan.unwrap().slices[0].nvme.as_ref().unwrap().direct);
+        let plan = Plan::from_toml(&minimal_with("[slice.nvme]\nqueues = 1\nsize = \"1MiB\""));
+        assert!(
+            !plan.unwrap().slices[0].nvme.as_ref().unwrap().direct,
+            "off unless asked"
+        );
+        assert_eq!(
+            error(&minimal_with(
+                "[slice.nvme]\nqueues = 1\nsize = \"1MiB\"\ndirect-queues = \"yes\""
+            )),
+            "slice \"web-0\": nvme.direct-queues: expected true or false, found string"
+        );
+    }
+
+    #[test]
     fn unknown_nvme_field() {
         let text = error(&minimal_with(
             "[slice.nvme]\nqueues = 1\nsize = \"1G\"\nqeues = 2",
         ));
         assert_eq!(
             text,
-            "slice \"web-0\": nvme.qeues: unknown field (expected one of queues, size)"
+            "slice \"web-0\": nvme.qeues: unknown field (expected one of queues, size, direct-queues)"
         );
     }
 

@@ -303,6 +303,7 @@ mod tests {
         second.nvme = Some(NvmeShare {
             queues: 2,
             size: 4 << 30,
+            direct: false,
         });
         assert_eq!(
             plan(vec![slice("web-0", Cores::Count(4)), second]).validate(),
@@ -470,6 +471,7 @@ mod tests {
         s.nvme = Some(NvmeShare {
             queues: 0,
             size: 1 << 30,
+            direct: false,
         });
         assert_eq!(
             error_of(&plan(vec![s])),
@@ -483,6 +485,7 @@ mod tests {
         s.nvme = Some(NvmeShare {
             queues: MAX_NVME_QUEUES + 1,
             size: 1 << 30,
+            direct: false,
         });
         assert_eq!(
             error_of(&plan(vec![s.clone()])),
@@ -497,6 +500,7 @@ mod tests {
         s.nvme = Some(NvmeShare {
             queues: MAX_NVME_QUEUES,
             size: 1 << 30,
+            direct: false,
         });
         assert_eq!(plan(vec![s]).validate(), Ok(()));
     }
@@ -504,7 +508,11 @@ mod tests {
     #[test]
     fn zero_nvme_size() {
         let mut s = slice("a", Cores::Count(1));
-        s.nvme = Some(NvmeShare { queues: 1, size: 0 });
+        s.nvme = Some(NvmeShare {
+            queues: 1,
+            size: 0,
+            direct: false,
+        });
         assert_eq!(
             error_of(&plan(vec![s])),
             (at("a"), Field::NvmeSize, Problem::ZeroNvmeSize)
@@ -517,6 +525,7 @@ mod tests {
         s.nvme = Some(NvmeShare {
             queues: 1,
             size: 1000,
+            direct: false,
         });
         let expected = Problem::NotPageMultiple { value: 1000 };
         assert_eq!(

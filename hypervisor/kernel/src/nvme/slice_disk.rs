@@ -51,6 +51,8 @@ pub struct SliceDisk {
     pub name: String,
     pub share: DiskShare,
     pub physical: &'static Physical,
+    /// The plan's `nvme.direct-queues`.
+    pub direct_queues: bool,
     pub state: Mutex<DiskState>,
 }
 
@@ -82,6 +84,8 @@ impl Signals {
 /// The controller's window on the hypervisor: the slice's RAM, its hardware queues, the
 /// physical controller's doorbells, and the MSIs it asks for.
 struct Backend<'a> {
+    /// The slice's name (for the lines it prints).
+    name: &'a str,
     ram: &'a SharedMemory,
     stage2: &'a CpuStage2,
     queues: &'a mut [HardwareQueue],
@@ -94,12 +98,14 @@ struct Backend<'a> {
 
 impl<'a> Backend<'a> {
     fn new(
+        name: &'a str,
         (ram, stage2): (&'a SharedMemory, &'a CpuStage2),
         queues: &'a mut [HardwareQueue],
         physical: &'static Physical,
         signals: &'a mut Signals,
     ) -> Self {
         Backend {
+            name,
             ram,
             stage2,
             queues,
@@ -212,6 +218,10 @@ impl NvmeBackend for Backend<'_> {
         match physical.recreate_queue_pair(&mut q.pair, vector, Some(pa)) {
             Ok(()) => {
                 q.lent = Some(ipa);
+                crate::hv!(
+                    "nvme: slice {} hardware queue {queue} completes into its CQ at {ipa:#x} (direct)",
+                    self.name
+                );
                 true
             }
             Err(error) => {
@@ -294,6 +304,7 @@ impl SliceDisk {
             name: name.into(),
             share,
             physical,
+            direct_queues,
             state: Mutex::new(DiskState {
                 function,
                 controller,
@@ -324,7 +335,13 @@ impl SliceDisk {
         let merged = vpci::merge(word, register, width, value);
         let before = (state.function.msix_enabled(), state.function.bar0());
         let reset = state.function.config_write(devfn, register & !3, merged);
-        let mut backend = Backend::new(memory, &mut state.queues, self.physical, signals);
+        let mut backend = Backend::new(
+            &self.name,
+            memory,
+            &mut state.queues,
+            self.physical,
+            signals,
+        );
         if reset {
             state.controller.function_level_reset(&mut backend);
         }
@@ -359,7 +376,13 @@ impl SliceDisk {
         match write {
             None => Some(state.controller.mmio_read(offset, width)),
             Some(value) => {
-                let mut backend = Backend::new(memory, &mut state.queues, self.physical, signals);
+                let mut backend = Backend::new(
+                    &self.name,
+                    memory,
+                    &mut state.queues,
+                    self.physical,
+                    signals,
+                );
                 state
                     .controller
                     .mmio_write(&mut backend, offset, width, value);
@@ -397,7 +420,13 @@ impl SliceDisk {
         };
         if q.lent.is_some() {
             // The entries are in the slice's CQ: the model reads them there.
-            let mut backend = Backend::new(memory, &mut state.queues, self.physical, signals);
+            let mut backend = Backend::new(
+                &self.name,
+                memory,
+                &mut state.queues,
+                self.physical,
+                signals,
+            );
             state.controller.direct_interrupt(&mut backend, queue);
             return;
         }
@@ -408,7 +437,13 @@ impl SliceDisk {
             return;
         }
         self.physical.ring_completion(&q.pair);
-        let mut backend = Backend::new(memory, &mut state.queues, self.physical, signals);
+        let mut backend = Backend::new(
+            &self.name,
+            memory,
+            &mut state.queues,
+            self.physical,
+            signals,
+        );
         let summary = state
             .controller
             .hardware_completions(&mut backend, queue, entries);
@@ -436,7 +471,13 @@ impl SliceDisk {
             let mut state = self.state.lock();
             let state = &mut *state;
             let mut signals = Signals::default();
-            let mut backend = Backend::new(memory, &mut state.queues, self.physical, &mut signals);
+            let mut backend = Backend::new(
+                &self.name,
+                memory,
+                &mut state.queues,
+                self.physical,
+                &mut signals,
+            );
             state.controller.restart(&mut backend);
             state.function = VirtualFunction::new(state.controller.msix_vectors());
         }

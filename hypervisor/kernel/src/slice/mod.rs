@@ -216,8 +216,8 @@ impl Slice {
                     grant.share,
                     grant.queues,
                     grant.physical,
-                    // Direct I/O queues on GICv4 nodes (decision 5).
-                    gic::virtual_lpis(),
+                    // Direct I/O queues where the plan asks (decision 5).
+                    spec.nvme.as_ref().is_some_and(|n| n.direct),
                 )
                 .map_err(fail)?,
             )),

@@ -104,6 +104,8 @@ pub(super) struct HardwareQueue {
     pub free: Vec<u16>,
     /// The guest CQ its CQ is placed in, while direct ([`super::direct`]).
     pub direct: Option<u16>,
+    /// Its guest SQ was created and may become direct at its first fetch.
+    pub wants_direct: bool,
 }
 
 /// A guest submission queue (ID 0 is the admin queue).
@@ -336,6 +338,7 @@ impl VirtualNvme {
                 slots: vec![Slot::Free; usize::from(slots)],
                 free: (0..slots).rev().collect(),
                 direct: None,
+                wants_direct: false,
             })
             .collect();
         let queues = usize::from(count) + 1;
@@ -589,6 +592,7 @@ impl VirtualNvme {
     fn controller_reset(&mut self, env: &mut impl NvmeBackend) {
         self.end_all_direct(env, &mut Work::default());
         for hw in &mut self.hw {
+            hw.wants_direct = false;
             for (n, slot) in hw.slots.iter_mut().enumerate() {
                 match slot {
                     Slot::InFlight { .. } | Slot::Internal => *slot = Slot::Draining,
@@ -728,6 +732,9 @@ impl VirtualNvme {
     fn fetch_io(&mut self, env: &mut impl NvmeBackend, qid: usize, work: &mut Work) {
         let queue = qid - 1;
         work.settle |= 1 << qid;
+        if self.hw[queue].wants_direct && self.sqs[qid].is_some_and(|sq| sq.head != sq.tail) {
+            self.start_direct(env, qid);
+        }
         let direct = self.hw[queue].direct.map(usize::from);
         if let Some(cq) = direct {
             self.sync_direct_cq(env, cq, work);

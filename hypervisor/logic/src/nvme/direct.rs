@@ -60,7 +60,10 @@ pub(super) fn refused_command(cid: u16) -> SubmissionEntry {
 
 impl VirtualNvme {
     /// Guest I/O SQ `qid` was just created: if its CQ is direct and now shared, that CQ goes
-    /// back to the mediated path; if the pair may be direct, moves the hardware CQ there.
+    /// back to the mediated path; if the pair may be direct, it becomes so at its first
+    /// fetch ([`Self::start_direct`]). Not now: a driver may still write its new CQ (Linux
+    /// zeroes it right after creating the pair, with DC ZVA, a store the hypervisor could
+    /// not complete for it on a read-only page).
     pub(super) fn bind_direct(&mut self, env: &mut impl NvmeBackend, qid: usize, work: &mut Work) {
         let Some(sq) = self.sqs.get(qid).copied().flatten() else {
             return;
@@ -72,8 +75,23 @@ impl VirtualNvme {
             // A second SQ posts to this CQ through the hypervisor: one writer per CQ.
             return self.end_direct(env, usize::from(other) - 1, true, work);
         }
-        let depth = self.config.queues.depth;
+        self.hw[qid - 1].wants_direct = self.config.direct_queues;
+    }
+
+    /// Guest I/O SQ `qid` has its first command to fetch: makes the pair direct if it may be
+    /// (see the module's conditions), moving the hardware CQ into the guest's.
+    pub(super) fn start_direct(&mut self, env: &mut impl NvmeBackend, qid: usize) {
         let index = qid - 1;
+        if !core::mem::take(&mut self.hw[index].wants_direct) {
+            return;
+        }
+        let Some(sq) = self.sqs.get(qid).copied().flatten() else {
+            return;
+        };
+        let Some(cq) = self.cqs.get(usize::from(sq.cq)).copied().flatten() else {
+            return;
+        };
+        let depth = self.config.queues.depth;
         let hw = &self.hw[index];
         let eligible = self.config.direct_queues
             && cq.sqs == 1
@@ -81,6 +99,8 @@ impl VirtualNvme {
             && cq.size == depth
             && (cq.head, cq.tail, cq.phase) == (0, 0, true)
             && cq.held.is_none()
+            && cq.direct.is_none()
+            && (sq.head, sq.outstanding) == (0, 0)
             && hw.free.len() == hw.slots.len();
         if !eligible {
             return;

@@ -47,15 +47,19 @@ fn signals_of(s: &Slice, v: u16) -> usize {
 #[test]
 fn a_pair_of_the_hardware_depth_becomes_direct() {
     let mut s = direct_slice();
-    assert_eq!(
-        s.node.places,
-        vec![(3, Some(cq_pa(1))), (4, Some(cq_pa(2)))],
-        "each pair's CQ moves to the guest's CQ"
-    );
+    assert!(s.node.places.is_empty(), "not before the first command");
+    // The driver still writes its new CQ (Linux zeroes it after creating the pair); what
+    // it leaves there, phase tags of 1 included, is no completion.
+    s.node.ram_at(cq_ipa(1), 16 * 8).fill(0xff);
     let block = (FIRST_BLOCK + 5) * BLOCK;
     s.node.disk[block as usize..(block + BLOCK) as usize].fill(0xab);
     let cid = s.push(1, read(5, 1, DATA));
     s.ring(1);
+    assert_eq!(
+        s.node.places,
+        vec![(3, Some(cq_pa(1)))],
+        "the pair's CQ moves to the guest's at its first command"
+    );
     assert_eq!(s.node.rings, vec![3], "one ring");
     let (queue, sent) = *s.node.submitted.last().unwrap();
     assert_eq!(queue, 3);
@@ -108,10 +112,10 @@ fn pairs_that_cannot_be_direct_stay_mediated() {
     s.enable();
     s.enable_msix();
     s.create_pair(1, DEPTH);
-    assert_eq!(s.node.places, vec![(3, Some(cq_pa(1)))]);
-    s.node.refuse_place = false;
     let cid = s.push(1, read(0, 1, DATA));
     s.ring(1);
+    assert_eq!(s.node.places, vec![(3, Some(cq_pa(1)))]);
+    s.node.refuse_place = false;
     assert_eq!(s.node.submitted[0].1.command_id.get(), 0, "a slot number");
     s.node.run(&mut s.ctrl);
     assert_eq!(s.pop(1).unwrap().command_id.get(), cid);
@@ -307,7 +311,11 @@ fn deleting_a_direct_sq_ends_what_is_in_flight() {
         assert!(s.ctrl.is_quiescent());
         // A new pair of the hardware depth is direct again.
         s.create_pair(1, DEPTH);
+        s.push(1, read(2, 1, DATA));
+        s.ring(1);
         assert_eq!(s.node.places.last(), Some(&(3, Some(cq_pa(1)))));
+        s.node.run(&mut s.ctrl);
+        assert_eq!(s.drain(1).len(), 1);
         s.assert_clean();
     }
 }
