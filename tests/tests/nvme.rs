@@ -272,7 +272,7 @@ fn any_disk_failure() -> Pattern {
 }
 
 /// Every NVMe attack of the probe but `nvme-prp-outside` (which needs a target of its own).
-const ATTACKS: [&str; 9] = [
+const ATTACKS: [&str; 10] = [
     "nvme-prp-toctou",
     "nvme-prp-flip",
     "nvme-lba-outside",
@@ -282,6 +282,7 @@ const ATTACKS: [&str; 9] = [
     "nvme-doorbell",
     "nvme-queue-outside",
     "nvme-reset-inflight",
+    "nvme-cq-write",
 ];
 
 /// Attackers reset themselves 10 s after their attacks and run them again: the first round
@@ -306,6 +307,8 @@ fn attack_plan(targets: [u64; 2]) -> String {
             "16MiB",
         )
     };
+    // `att` and `prp-lin` attack through direct queues (`nvme.direct-queues`, decision 5).
+    let direct = |slice: String| format!("{}\ndirect-queues = true\n\n", slice.trim_end());
     plan(&[
         with_nvme(
             &linux_slice("lin", "1", "256MiB", "microvisor.disk=write,sum"),
@@ -322,7 +325,7 @@ fn attack_plan(targets: [u64; 2]) -> String {
             1,
             "16MiB",
         ),
-        with_nvme(
+        direct(with_nvme(
             &probe_slice(
                 "att",
                 "2",
@@ -334,9 +337,9 @@ fn attack_plan(targets: [u64; 2]) -> String {
             ),
             2,
             "16MiB",
-        ),
+        )),
         prp("prp-victim", targets[0]),
-        prp("prp-lin", targets[1]),
+        direct(prp("prp-lin", targets[1])),
     ])
 }
 
@@ -382,6 +385,12 @@ fn nvme_attacks_are_contained_and_the_victims_data_stays_intact() {
         // A command the attacker got onto a hardware queue that is not its own would complete
         // there under a slot nobody had: the one certain sign (found in review of the tests).
         .expect(Expect::Never(hv("^nvme: .*unexpected completion")))
+        // The attacker's direct CQ is read-only to it: a forged completion is dropped, a word
+        // past the CQ's last entry in its page lands (the hypervisor completes the store).
+        .expect(Expect::line(slice(
+            "att",
+            "^ATTACK nvme-cq-write contained read-before=ok cq-write=dropped after-cq=landed read-after=ok$",
+        )))
         // Write Zeroes and Dataset Management past the share's end, not only reads and writes.
         .expect(Expect::line(slice(
             "att",

@@ -89,6 +89,8 @@ pub enum Attack {
     NvmeQueueOutside,
     /// Controller reset with commands in flight.
     NvmeResetInflight,
+    /// Writes into its own I/O CQ (read-only under direct queues).
+    NvmeCqWrite,
     /// virtio-net descriptors whose buffers lie outside the slice's RAM.
     NetDescOutside,
     /// The NIC's MSI-X entries aimed at other doorbells.
@@ -193,7 +195,7 @@ pub const GROUPS: [(&str, &str); 8] = [
 
 impl Attack {
     /// Every attack, in documentation order.
-    pub const ALL: [Attack; 49] = [
+    pub const ALL: [Attack; 50] = [
         Attack::ReadPastRam,
         Attack::WritePastRam,
         Attack::ReadAddr,
@@ -218,6 +220,7 @@ impl Attack {
         Attack::NvmeDoorbell,
         Attack::NvmeQueueOutside,
         Attack::NvmeResetInflight,
+        Attack::NvmeCqWrite,
         Attack::NetDescOutside,
         Attack::NetMsixForeign,
         Attack::NetPbaWrite,
@@ -338,6 +341,7 @@ impl Attack {
             Attack::NvmeDoorbell => "nvme-doorbell",
             Attack::NvmeQueueOutside => "nvme-queue-outside",
             Attack::NvmeResetInflight => "nvme-reset-inflight",
+            Attack::NvmeCqWrite => "nvme-cq-write",
             Attack::NetDescOutside => "net-desc-outside",
             Attack::NetMsixForeign => "net-msix-foreign",
             Attack::NetPbaWrite => "net-pba-write",

@@ -211,6 +211,7 @@ fn run_one(attack: Attack, ctx: &Context<'_>) {
         | Attack::NvmeDoorbell
         | Attack::NvmeQueueOutside
         | Attack::NvmeResetInflight
+        | Attack::NvmeCqWrite
         | Attack::RaceNvmeDoorbell => nvme_attacks::run(attack, ctx),
         Attack::NetDescOutside
         | Attack::NetMsixForeign

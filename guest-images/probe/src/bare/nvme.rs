@@ -743,6 +743,15 @@ impl Controller {
         }
     }
 
+    /// Where queue `qid`'s CQ takes its next completion (the entry's
+    /// address and the phase tag it will carry), and the first byte past
+    /// its last entry.
+    pub fn cq_next(&mut self, qid: u16) -> Result<(u64, bool, u64), NvmeError> {
+        let q = self.queue(qid)?;
+        let next = q.cq + u64::from(q.cq_head) * CQE_BYTES;
+        Ok((next, q.phase, q.cq + u64::from(q.entries) * CQE_BYTES))
+    }
+
     /// The current SQ tail and CQ head of queue `qid` (the values its
     /// doorbells should hold).
     pub fn doorbell_values(&mut self, qid: u16) -> Result<(u16, u16), NvmeError> {
@@ -824,7 +833,10 @@ impl Controller {
                 q.cq_head = 0;
                 q.phase = !q.phase;
             }
-            if c.sq_id == qid && c.sq_head < q.entries {
+            // Each of this driver's CQs serves one SQ, so the SQ ID is not needed to know
+            // whose head this is (the specification asks for it only for shared CQs); the
+            // microvisor's direct queues carry the hardware queue's SQ ID (decision 5).
+            if c.sq_head < q.entries {
                 q.sq_head = c.sq_head;
             }
             consumed = true;

@@ -93,6 +93,7 @@ pub fn run(attack: Attack, ctx: &Context<'_>) {
         Attack::NvmeDoorbell => doorbell(c, &env, name),
         Attack::NvmeQueueOutside => queue_outside(c, &env, name),
         Attack::NvmeResetInflight => reset_inflight(c, &env, name),
+        Attack::NvmeCqWrite => cq_write(c, &env, name),
         Attack::RaceNvmeDoorbell => race_doorbell(c, &env, name),
         _ => {}
     }
@@ -884,6 +885,68 @@ fn doorbell(c: &mut Controller, env: &Env, name: &str) {
     }
     let stray = c.drain(1).unwrap_or(c.stray) - stray_before;
     findings.add("stray-completions", stray, stray != 0);
+    verdict(name, &findings);
+}
+
+/// Command ID of the completion `nvme-cq-write` forges.
+const FORGED_CID: u32 = 0xbeef;
+/// What `nvme-cq-write` stores past the CQ's last entry.
+const AFTER_CQ: u32 = 0x5afe_c0de;
+
+/// `nvme-cq-write`: after a read on I/O queue 1 (under direct queues, its first command makes
+/// the pair direct), the slice stores a forged completion (command ID 0xbeef, the phase tag
+/// the controller writes next, success) into the entry the controller writes next, and a
+/// word past the CQ's last entry, in the same page. Under direct queues
+/// (`nvme.direct-queues`) the CQ's page is read-only to the slice: the forged entry must be
+/// dropped (else it could pass for a completion and free the slot of a command still in
+/// flight) and the word past it land (the hypervisor completes that store). On the mediated
+/// path the slice owns its CQ and both land (the entry is put back at once). Either way a
+/// read on the queue afterwards returns the right data.
+fn cq_write(c: &mut Controller, env: &Env, name: &str) {
+    println!("ATTACK {name} attempting forged-entry,after-cq");
+    if let Err(e) = prepare_scratch(c, env, 1) {
+        return unverified(name, format_args!("scratch-write {e}"));
+    }
+    let one = Blocks {
+        lba: env.scratch,
+        count: 1,
+    };
+    let mut findings = Findings::new();
+    let check = |c: &mut Controller, findings: &mut Findings, label: &str| {
+        match super::nvme_io::check_pattern(c, 1, one, env.seed) {
+            super::nvme_io::Check::Intact => findings.add(label, "ok", false),
+            super::nvme_io::Check::Corrupt(_) => findings.add(label, "wrong-data", true),
+            super::nvme_io::Check::Error(e, _) => findings.add(label, e, true),
+        }
+    };
+    check(c, &mut findings, "read-before");
+    let Ok((next, phase, after)) = c.cq_next(1) else {
+        return unverified(name, "no-queue-1");
+    };
+    let entry = next + 12;
+    let old = nvme::dma_read32(entry);
+    let forged = FORGED_CID | u32::from(phase) << 16;
+    nvme::dma_write32(entry, forged);
+    let landed = nvme::dma_read32(entry) == forged;
+    if landed {
+        // The slice's own CQ (mediated): its driver must not take the entry.
+        nvme::dma_write32(entry, old);
+    }
+    // Held either way: which one depends on the queue being direct (the scenario says).
+    let written = if landed { "landed" } else { "dropped" };
+    findings.add("cq-write", written, false);
+    if after & (PAGE_SIZE - 1) != 0 {
+        let before = nvme::dma_read32(after);
+        nvme::dma_write32(after, AFTER_CQ);
+        let after_landed = nvme::dma_read32(after) == AFTER_CQ;
+        nvme::dma_write32(after, before);
+        findings.add(
+            "after-cq",
+            if after_landed { "landed" } else { "dropped" },
+            !after_landed,
+        );
+    }
+    check(c, &mut findings, "read-after");
     verdict(name, &findings);
 }
 
