@@ -154,16 +154,19 @@ fn rare_sync(
         Exit::DataAbort {
             ipa,
             page_walk: true,
+            write,
             ..
-        } => {
+        } => ram_fault(slice, vcpu, frame, ipa, write, None).unwrap_or_else(|| {
             // The guest's own stage-1 walk reached an address outside its RAM: the abort
-            // hardware would raise names the walk's level, which stage 2 does not tell.
+            // hardware would raise names the walk's level, which stage 2 does not tell. (A
+            // walk inside its RAM that faulted while a block of it was being split is
+            // retried above.)
             vcpu.exits.count(ExitCause::Fault);
             Next::End(Ending::Fault(format!(
                 "stage-1 page table walk at IPA {ipa:#x} outside its RAM (pc {:#x}, vCPU {})",
                 frame.pc, vcpu.index
             )))
-        }
+        }),
         Exit::DataAbort { ipa, write, .. } => ram_fault(slice, vcpu, frame, ipa, write, None)
             .unwrap_or_else(|| {
                 let exception = GuestException::DataAbort { write };

@@ -893,14 +893,20 @@ fn nvme_metrics(ws: &Workspace, artifacts: &Artifacts, dirs: &Dirs) -> Result<Ve
     let mut native_runs = Vec::new();
     for round in 0..NVME_ROUNDS {
         eprintln!("bench: NVMe round {}/{NVME_ROUNDS}, slice", round + 1);
-        slice_runs.push(nvme_run(ws, dirs, Some(&img), round, 3)?);
+        slice_runs.push(nvme_run(ws, dirs, Some(&img), round, 3, "")?);
         eprintln!("bench: NVMe round {}/{NVME_ROUNDS}, native", round + 1);
-        native_runs.push(nvme_run(ws, dirs, None, round, 3)?);
+        native_runs.push(nvme_run(ws, dirs, None, round, 3, "")?);
     }
     // The same slice on a GICv4.0 node: its NVMe share's MSI-X vectors go to its virtual ITS
     // (LPIs through the list registers). Exits only: one run.
     eprintln!("bench: NVMe on a GICv4.0 node, slice");
-    let gicv4_runs = nvme_run(ws, dirs, Some(&img), 0, 4)?;
+    let gicv4_runs = nvme_run(ws, dirs, Some(&img), 0, 4, "")?;
+    // And with direct queues there (`nvme.direct-queues`, decision 5: the controller writes
+    // the slice's CQs itself). Exits only: one run.
+    eprintln!("bench: NVMe on a GICv4.0 node, slice with direct queues");
+    let direct_plan = format!("{NVME_PLAN}direct-queues = true\n");
+    let direct_img = image(artifacts, dirs, "nvme-slice-direct", &direct_plan)?;
+    let direct_runs = nvme_run(ws, dirs, Some(&direct_img), 0, 4, "-direct")?;
     let mut metrics = Vec::new();
     for (i, depth) in nvme::DEPTHS.into_iter().enumerate() {
         let iops =
@@ -946,6 +952,13 @@ fn nvme_metrics(ws: &Workspace, artifacts: &Artifacts, dirs: &Dirs) -> Result<Ve
             |f| f(run),
             "the slice above on a gic-version=4 node (its NVMe interrupts are vITS LPIs); one run; goal: <= 1 exit per I/O batch, no exit for completions (decision 5)",
         ));
+        let run = &direct_runs[i];
+        metrics.push(exits_per_read(
+            format!("nvme-qd{depth}-exits-direct"),
+            format!("NVMe QD{depth}, exits per read, GICv4.0 node, direct queues"),
+            |f| f(run),
+            "the slice above with nvme.direct-queues (decision 5: the controller writes its CQs; their interrupts still pass through the hypervisor until step 3); one run",
+        ));
     }
     Ok(metrics)
 }
@@ -969,18 +982,19 @@ fn exits_per_read(
 }
 
 /// One boot running `iobench` at every depth: in a slice of `image` on a node with GIC
-/// version `gic_version`, or natively (GICv3).
+/// version `gic_version`, or natively (GICv3); `variant` tells its log apart.
 fn nvme_run(
     ws: &Workspace,
     dirs: &Dirs,
     image: Option<&Path>,
     round: usize,
     gic_version: u32,
+    variant: &str,
 ) -> Result<Vec<nvme::IoRun>> {
     let kind = if image.is_some() { "slice" } else { "native" };
     let name = match gic_version {
-        3 => format!("nvme-{kind}-{round}"),
-        v => format!("nvme-{kind}-gicv{v}-{round}"),
+        3 => format!("nvme-{kind}{variant}-{round}"),
+        v => format!("nvme-{kind}{variant}-gicv{v}-{round}"),
     };
     let disk = dirs.file("nvme-disk");
     let cmd = match image {
