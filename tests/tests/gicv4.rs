@@ -179,6 +179,49 @@ fn a_linux_slice_on_a_gicv4_node_takes_its_nvme_interrupts_through_a_virtual_its
 }
 
 #[test]
+fn a_linux_slice_with_direct_nvme_queues_takes_their_completions_with_no_exit() {
+    // `nvme.direct-queues` on a GICv4 node (decision 5): the controller writes the slice's
+    // I/O CQs itself, and each CQ's interrupt is linked to the guest's vITS translation of
+    // its MSI-X vector, so the physical ITS delivers completions as vLPIs to the resident
+    // vPEs with no exit. After a read of the whole namespace, /proc/interrupts counts the I/O
+    // queues' interrupts, and the exit counters (Ctrl-A c) show at most a few `irq-device`
+    // exits: completions that came before the link (a pair's first command).
+    let one = format!(
+        "{}\ndirect-queues = true\n\n",
+        with_nvme(&linux_slice("one", "2", "256MiB", ""), 2, "64MiB").trim_end()
+    );
+    let io_interrupts = slice(
+        "one",
+        r"^ *[0-9]+: +([1-9][0-9]{2,} +[0-9]+|[0-9]+ +[1-9][0-9]{2,}) +ITS-MSI +[1-9][0-9]* +Edge +nvme0q[1-9]$",
+    );
+    let mut s = Scenario::new("gicv4_linux_direct_nvme")
+        .inline_node(2, 1 << 30)
+        .gic_v4()
+        .disk(256 << 20)
+        .plan(&plan(&[one]))
+        .all_healthy()
+        .input(Input::after(
+            shell_ready("one"),
+            &shell_line("cat /dev/nvme0n1|wc -c"),
+        ))
+        .input(Input::after_next(
+            slice("one", "^67108864$"),
+            &shell_line("grep nvme /proc/interrupts"),
+        ))
+        .input(Input::after_next(io_interrupts.clone(), EXIT_COUNTERS))
+        .expect(Expect::line(io_interrupts))
+        .expect(Expect::line(hv(
+            r"^nvme: slice one hardware queue [0-9]+ completes into its CQ at 0x[0-9a-f]+ \(direct\)$",
+        )))
+        .expect(Expect::line(hv(r"^exits one: ")))
+        .expect(Expect::Never(hv(r"^exits one: .* irq-device=([1-9][0-9]{2,})")))
+        .expect(Expect::Never(hv("direct injection|not linked|not unlinked")))
+        .expect(Expect::Never(hv("^slice .* (stopped|restarted)")));
+    s = s.timeout(std::time::Duration::from_secs(300));
+    s.run();
+}
+
+#[test]
 fn a_linux_slice_on_a_gicv4_node_takes_its_nic_interrupts_with_no_exit() {
     // An assigned virtio-net behind the slice's vITS: Linux maps its vectors with its own ITS
     // driver, the hypervisor turns those MAPTIs into VMAPTIs on the physical ITS, and the

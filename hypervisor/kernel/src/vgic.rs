@@ -19,7 +19,7 @@ use microvisor_logic::bits::members;
 use microvisor_logic::vgic::{
     ListRegisterUpdate, MAX_LIST_REGISTERS, VcpuSet, VirtualGic, hardware_in_flight,
 };
-use microvisor_logic::vits::{HostCommand, Residency, VirtualIts};
+use microvisor_logic::vits::{Home, HostCommand, Residency, VirtualIts};
 use spin::Mutex;
 
 /// Where each vCPU runs, and its core's list-register bookkeeping. Only `changed` is written
@@ -227,6 +227,50 @@ impl SliceGic {
         }
     }
 
+    /// Whether the physical ITS may deliver the slice's devices' interrupts to its vPEs
+    /// (GICv4 direct injection: assigned functions, or direct NVMe queues).
+    pub fn direct_injection(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Makes hardware events of the slice's shared device `device` (the NVMe share) follow
+    /// guest events, or stop following them (decision 5, step 3): each [`EventLink`] unlinks
+    /// its old guest event and links its new one; the vITS then has the physical ITS deliver
+    /// the hardware event to the guest's vLPI while the guest translates the event (else to
+    /// the hypervisor's LPI, the link's home, on the core of vCPU `index` mod vCPUs, where
+    /// the boot routed it).
+    pub fn relink(&self, device: u32, links: &[EventLink]) {
+        if links.is_empty() || self.direct.is_none() {
+            return;
+        }
+        let mut state = self.state.lock();
+        let Some(its) = state.its_mut() else {
+            return;
+        };
+        let mut host = Vec::new();
+        for link in links {
+            let home = Home {
+                lpi: link.lpi,
+                vcpu: link.index % self.vcpus.len().max(1),
+            };
+            let changes = [(link.old, None), (link.new, Some((link.hardware, home)))];
+            for (event, hardware) in changes {
+                let Some(event) = event else {
+                    continue;
+                };
+                match its.link(device, event, hardware) {
+                    Ok(commands) => host.extend(commands),
+                    Err(e) => crate::output::hv(format_args!(
+                        "gic: nvme event {event:#x} (hardware event {:#x}) not {}linked: {e:?}",
+                        link.hardware,
+                        if hardware.is_some() { "" } else { "un" }
+                    )),
+                }
+            }
+        }
+        self.issue(&host);
+    }
+
     /// Issues on the physical ITS the commands the slice's vITS asked for (assigned
     /// functions' translations), for vPEs on its vCPUs' cores.
     pub fn issue(&self, commands: &[HostCommand]) {
@@ -401,4 +445,18 @@ impl SliceGic {
         }
         update
     }
+}
+
+/// A hardware event of a shared device and the guest event it follows (see
+/// [`SliceGic::relink`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventLink {
+    /// The hardware queue's place among the slice's: its home vCPU, modulo the vCPUs.
+    pub index: usize,
+    /// The hardware event and the hypervisor's LPI for it.
+    pub hardware: u32,
+    pub lpi: u32,
+    /// The guest event it followed, and the one it follows now.
+    pub old: Option<u32>,
+    pub new: Option<u32>,
 }

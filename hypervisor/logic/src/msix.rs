@@ -132,6 +132,14 @@ impl MsixTable {
             .is_some_and(|w| w & 1 << (v % 64) != 0)
     }
 
+    /// The message vector `vector` sends now: MSI-X enabled, the vector and the function
+    /// unmasked (else `None`).
+    pub fn unmasked_message(&self, vector: u16) -> Option<MsiMessage> {
+        (self.enabled && !self.masked(vector))
+            .then(|| self.message(vector))
+            .flatten()
+    }
+
     /// Masked by its own mask bit or by the function mask (a missing vector is masked).
     pub fn masked(&self, vector: u16) -> bool {
         self.function_mask || self.entry(vector).is_none_or(|e| e.masked)

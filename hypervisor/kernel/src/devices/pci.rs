@@ -147,6 +147,7 @@ impl MmioDevice for PciHost {
             }
         };
         ctx.gic.raise_spis(signals.spis());
+        ctx.gic.relink(Self::NVME_DEVICE_ID, signals.links());
         ctx.gic
             .its_messages(Self::NVME_DEVICE_ID, signals.its_events());
         value
@@ -162,6 +163,7 @@ impl MmioDevice for PciHost {
                     disk.completions((ctx.ram, ctx.stage2), event as u16, &mut signals);
                 }
                 ctx.gic.raise_spis(signals.spis());
+                ctx.gic.relink(Self::NVME_DEVICE_ID, signals.links());
                 ctx.gic
                     .its_messages(Self::NVME_DEVICE_ID, signals.its_events());
             }
@@ -182,7 +184,9 @@ impl MmioDevice for PciHost {
             result = result.and(function.quiesce(ctx));
         }
         if let Some(disk) = &self.disk {
-            let drained = disk.reset_and_drain((ctx.ram, ctx.stage2), DRAIN_TIMEOUT_MS);
+            let mut links = Signals::default();
+            let drained = disk.reset_and_drain((ctx.ram, ctx.stage2), DRAIN_TIMEOUT_MS, &mut links);
+            ctx.gic.relink(Self::NVME_DEVICE_ID, links.links());
             result = result.and(
                 drained
                     .then_some(())
@@ -205,7 +209,9 @@ impl MmioDevice for PciHost {
         }
         match &self.disk {
             Some(disk) if !disk.is_quiescent() => {
-                disk.reset_and_drain((ctx.ram, ctx.stage2), DRAIN_TIMEOUT_MS);
+                let mut links = Signals::default();
+                disk.reset_and_drain((ctx.ram, ctx.stage2), DRAIN_TIMEOUT_MS, &mut links);
+                ctx.gic.relink(Self::NVME_DEVICE_ID, links.links());
                 disk.is_quiescent().then_some(()).ok_or_else(|| {
                     undrained(
                         disk,

@@ -77,6 +77,8 @@ pub struct HardwareQueue {
     /// While the pair's CQ is lent to the slice (a direct queue, decision 5): the guest CQ's
     /// IPA, whose page is read-only to the slice meanwhile.
     pub lent: Option<u64>,
+    /// The guest's vITS event its completions follow while direct (decision 5, step 3).
+    pub linked: Option<u32>,
 }
 
 /// Brings the controller up for `plan`: finds and resets it, identifies namespace 1, places
@@ -207,6 +209,7 @@ fn set_up_queues<I>(
                 lpi: LPI_BASE + u32::from(id),
                 read_back,
                 lent: None,
+                linked: None,
             });
         }
         queues.push(mine);

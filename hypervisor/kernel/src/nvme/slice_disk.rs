@@ -28,6 +28,7 @@ use super::erase::{
 use super::physical::Physical;
 use super::{HardwareQueue, QUEUE_ENTRIES};
 use crate::stage2::CpuStage2;
+use crate::vgic::EventLink;
 use microvisor_logic::nvme::erase::{self as wipe, DiskFacts, EraseFault, ErasePlan, Window};
 
 /// GICD_SETSPI_NSR as the slice sees it: where its MSIs must be aimed.
@@ -69,9 +70,15 @@ pub struct Signals {
     spis: Vec<u32>,
     /// EventIDs sent to the vITS doorbell (slices on GICv4 nodes).
     its_events: Vec<u32>,
+    /// Direct queues whose completions now follow another guest event, or none.
+    links: Vec<EventLink>,
 }
 
 impl Signals {
+    pub fn links(&self) -> &[EventLink] {
+        &self.links
+    }
+
     pub fn spis(&self) -> &[u32] {
         &self.spis
     }
@@ -314,6 +321,34 @@ impl SliceDisk {
         })
     }
 
+    /// Where each direct queue's completions should go now (decision 5, step 3): straight
+    /// to the guest event its CQ's MSI-X vector names on the vITS, while the model says the
+    /// chain holds; changes go out in `signals` for the slice's vGIC to apply.
+    fn relink(&self, state: &mut DiskState, signals: &mut Signals) {
+        if !self.direct_queues {
+            return;
+        }
+        let routes: Vec<_> = state.controller.direct_routes().collect();
+        for (index, (queue, message)) in routes.into_iter().enumerate() {
+            let wanted = message
+                .filter(|m| m.address == map::ITS_TRANSLATER)
+                .map(|m| m.data);
+            let Some(q) = state.queues.iter_mut().find(|q| q.pair.id() == queue) else {
+                continue;
+            };
+            if q.linked != wanted {
+                signals.links.push(EventLink {
+                    index,
+                    hardware: u32::from(queue),
+                    lpi: q.lpi,
+                    old: q.linked,
+                    new: wanted,
+                });
+                q.linked = wanted;
+            }
+        }
+    }
+
     /// A guest access to its PCIe configuration space (ECAM offset `offset`).
     pub fn config_access(
         &self,
@@ -351,6 +386,7 @@ impl SliceDisk {
                 .controller
                 .set_msix_control(&mut backend, enabled, !enabled);
         }
+        self.relink(state, signals);
         0
     }
 
@@ -386,6 +422,7 @@ impl SliceDisk {
                 state
                     .controller
                     .mmio_write(&mut backend, offset, width, value);
+                self.relink(state, signals);
                 Some(0)
             }
         }
@@ -428,6 +465,7 @@ impl SliceDisk {
                 signals,
             );
             state.controller.direct_interrupt(&mut backend, queue);
+            self.relink(state, signals);
             return;
         }
         while let Some(entry) = q.pair.pop() {
@@ -464,7 +502,14 @@ impl SliceDisk {
     /// Resets the function and waits until none of the slice's commands is left in the
     /// hardware, so that its RAM can be reloaded. Polls the hardware queues itself (the
     /// slice's cores are parked). False if the device did not drain within `timeout_ms`.
-    pub fn reset_and_drain(&self, memory: (&SharedMemory, &CpuStage2), timeout_ms: u64) -> bool {
+    /// Direct queues' completions stop following guest events (`links`, for the slice's
+    /// vGIC).
+    pub fn reset_and_drain(
+        &self,
+        memory: (&SharedMemory, &CpuStage2),
+        timeout_ms: u64,
+        links: &mut Signals,
+    ) -> bool {
         let hz = cpu::counter_frequency().max(1);
         let start = cpu::counter();
         {
@@ -480,6 +525,7 @@ impl SliceDisk {
             );
             state.controller.restart(&mut backend);
             state.function = VirtualFunction::new(state.controller.msix_vectors());
+            self.relink(state, links);
         }
         loop {
             let ids: Vec<u16> = self

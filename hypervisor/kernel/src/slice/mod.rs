@@ -237,12 +237,20 @@ impl Slice {
             && gic::virtual_lpis()
             && assigned.iter().all(|f| f.direct);
         let assigned_direct = !assigned.is_empty();
+        // Direct NVMe queues' completions may go to the guest straight from the physical
+        // ITS (decision 5, step 3): the share is then a shared device of the vITS.
+        let nvme_direct = disk.as_ref().filter(|d| its && d.direct_queues);
         let mut its_devices: Vec<DeviceSlot> = Vec::new();
-        if disk.is_some() {
+        if let Some(disk) = &disk {
             its_devices.push(DeviceSlot {
                 id: PciHost::NVME_DEVICE_ID,
                 events: NVME_ITS_EVENTS,
-                backing: Backing::Emulated,
+                backing: match nvme_direct {
+                    Some(_) => Backing::Shared {
+                        physical_device: disk.physical.its_device,
+                    },
+                    None => Backing::Emulated,
+                },
             });
         }
         its_devices.extend(assigned.iter().map(|f| DeviceSlot {
@@ -277,7 +285,7 @@ impl Slice {
             };
             VirtualIts::new(vcpus.len(), ram, &its_devices)
         });
-        let direct = direct.filter(|_| its && assigned_direct);
+        let direct = direct.filter(|_| its && (assigned_direct || nvme_direct.is_some()));
         let gic = SliceGic::new(&cores, &devices.spis(), gic_node.mbi, virtual_its, direct);
 
         let flashed = Flashed {
@@ -336,12 +344,11 @@ impl Slice {
         })
     }
 
-    /// Whether assigned functions' MSIs reach the slice as vLPIs from the physical ITS
-    /// (GICv4 direct injection): its vCPUs' vPEs must be mapped.
+    /// Whether its devices' MSIs may reach the slice as vLPIs from the physical ITS (GICv4
+    /// direct injection: assigned functions, direct NVMe queues): its vCPUs' vPEs must be
+    /// mapped.
     pub fn direct_injection(&self) -> bool {
-        self.pci
-            .as_ref()
-            .is_some_and(|pci| pci.assigned().iter().any(|f| f.direct))
+        self.gic.direct_injection()
     }
 
     /// Physical RAM of the slice.

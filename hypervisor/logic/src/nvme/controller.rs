@@ -295,7 +295,7 @@ pub struct VirtualNvme {
     pub(super) granted_sqs: u16,
     pub(super) granted_cqs: u16,
     pub(super) smart: SmartCounters,
-    msix: MsixTable,
+    pub(super) msix: MsixTable,
     /// Set by Doorbell Buffer Config, cleared by a controller reset.
     pub(super) shadow: Option<ShadowDoorbells>,
 }

@@ -42,7 +42,7 @@
 
 use zerocopy::FromBytes;
 
-use super::backend::NvmeBackend;
+use super::backend::{MsiMessage, NvmeBackend};
 use super::controller::{Slot, SlotRef, VirtualNvme, Work};
 use super::memory::Ipa;
 use super::spec::{CQE_SIZE, CompletionEntry, Status, SubmissionEntry, io};
@@ -309,6 +309,27 @@ impl VirtualNvme {
         }
         self.finish(env, work);
         found
+    }
+}
+
+impl VirtualNvme {
+    /// Each hardware queue (physical queue ID) with the MSI-X message its completions stand
+    /// for when they may reach the guest without the hypervisor: while the queue is direct,
+    /// its guest CQ has interrupts enabled, and MSI-X is enabled with the CQ's vector
+    /// unmasked (decision 5, step 3: the kernel links the hardware event to the guest's
+    /// translation of that message). `None` otherwise: the interrupt must come to the
+    /// hypervisor ([`Self::direct_interrupt`]), which signals the vector or sets its pending
+    /// bit.
+    pub fn direct_routes(&self) -> impl Iterator<Item = (u16, Option<MsiMessage>)> + '_ {
+        self.hw.iter().map(|hw| {
+            let cq = hw
+                .direct
+                .and_then(|cq| self.cqs.get(usize::from(cq)).copied().flatten());
+            let message = cq
+                .filter(|cq| cq.interrupts)
+                .and_then(|cq| self.msix.unmasked_message(cq.vector));
+            (hw.qid, message)
+        })
     }
 }
 

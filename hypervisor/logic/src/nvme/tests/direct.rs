@@ -393,3 +393,43 @@ fn smart_counts_what_direct_queues_read_and_write() {
         "the refused read counts for nothing"
     );
 }
+
+#[test]
+fn a_direct_queues_interrupt_may_skip_the_hypervisor_only_while_its_vector_is_live() {
+    let routes = |s: &Slice| s.ctrl.direct_routes().collect::<Vec<_>>();
+    let mut s = direct_slice();
+    assert_eq!(routes(&s), vec![(3, None), (4, None)], "not direct yet");
+    s.push(1, read(0, 1, DATA));
+    s.ring(1);
+    let message = MsiMessage {
+        vector: 1,
+        address: MSI_ADDRESS,
+        data: 65,
+    };
+    assert_eq!(routes(&s), vec![(3, Some(message)), (4, None)]);
+    // Masking the vector, or the function, or turning MSI-X off breaks the chain.
+    s.write(0x2000 + 16 + 12, 1);
+    assert_eq!(routes(&s)[0], (3, None));
+    s.write(0x2000 + 16 + 12, 0);
+    assert_eq!(routes(&s)[0], (3, Some(message)));
+    s.ctrl.set_msix_control(&mut s.node, true, true);
+    assert_eq!(routes(&s)[0], (3, None));
+    s.ctrl.set_msix_control(&mut s.node, false, false);
+    assert_eq!(routes(&s)[0], (3, None));
+    s.ctrl.set_msix_control(&mut s.node, true, false);
+    // A retargeted vector carries its new message.
+    s.write(0x2000 + 16 + 8, 99);
+    assert_eq!(
+        routes(&s)[0],
+        (
+            3,
+            Some(MsiMessage {
+                data: 99,
+                ..message
+            })
+        )
+    );
+    // The queue going back to the hypervisor breaks it too.
+    s.delete_sq(1);
+    assert_eq!(routes(&s)[0], (3, None));
+}
