@@ -156,7 +156,7 @@ fn rare_sync(
             page_walk: true,
             write,
             ..
-        } => ram_fault(slice, vcpu, frame, ipa, write, None).unwrap_or_else(|| {
+        } => ram_fault(slice, vcpu, frame, syndrome, ipa, write, None).unwrap_or_else(|| {
             // The guest's own stage-1 walk reached an address outside its RAM: the abort
             // hardware would raise names the walk's level, which stage 2 does not tell. (A
             // walk inside its RAM that faulted while a block of it was being split is
@@ -167,16 +167,18 @@ fn rare_sync(
                 frame.pc, vcpu.index
             )))
         }),
-        Exit::DataAbort { ipa, write, .. } => ram_fault(slice, vcpu, frame, ipa, write, None)
-            .unwrap_or_else(|| {
+        Exit::DataAbort { ipa, write, .. } => {
+            ram_fault(slice, vcpu, frame, syndrome, ipa, write, None).unwrap_or_else(|| {
                 let exception = GuestException::DataAbort { write };
                 outside(slice, vcpu, frame, syndrome, exception, ipa)
-            }),
-        Exit::InstructionAbort { ipa, .. } => ram_fault(slice, vcpu, frame, ipa, false, None)
-            .unwrap_or_else(|| {
+            })
+        }
+        Exit::InstructionAbort { ipa, .. } => {
+            ram_fault(slice, vcpu, frame, syndrome, ipa, false, None).unwrap_or_else(|| {
                 let exception = GuestException::InstructionAbort;
                 outside(slice, vcpu, frame, syndrome, exception, ipa)
-            }),
+            })
+        }
         Exit::SystemRegister(access) => system_register(slice, vcpu, frame, syndrome, access),
         Exit::Coprocessor { class } => {
             // A core without the register rejects the instruction: Undefined Instruction.
@@ -265,7 +267,15 @@ fn mmio(
         .access(&context, &vcpu.exits, access.ipa, access.width, write)
     else {
         let store = write.map(|value| (&access, value));
-        if let Some(next) = ram_fault(slice, vcpu, frame, access.ipa, access.write, store) {
+        if let Some(next) = ram_fault(
+            slice,
+            vcpu,
+            frame,
+            syndrome,
+            access.ipa,
+            access.write,
+            store,
+        ) {
             return next;
         }
         let exception = GuestException::DataAbort {
@@ -293,24 +303,40 @@ fn ram_fault(
     slice: &Slice,
     vcpu: &Vcpu,
     frame: &mut GuestFrame,
+    syndrome: &Syndrome,
     ipa: u64,
     write: bool,
     store: Option<(&MmioAccess, u64)>,
 ) -> Option<Next> {
+    // Only stage-2 translation and permission faults (DFSC 0b0001xx, 0b0011xx): an external
+    // abort or anything else on RAM is not ours to retry (it would fault again forever).
+    if !matches!(syndrome.esr & 0x3c, 0x04 | 0x0c) {
+        return None;
+    }
     let ctx = slice.context();
     let offset = ipa
         .checked_sub(GUEST_RAM_BASE)
         .filter(|&offset| offset < ctx.ram.region().size)?;
-    if ctx.stage2.allows(ipa, write) {
+    let retry = || {
         // This core may still hold the translation that faulted (a page made writable again
         // from another core): drop it, then retry.
         virt::invalidate_guest_ipas(ipa & !0xfff, 0x1000);
         vcpu.exits.count(ExitCause::Other);
-        return Some(Next::Resume);
+        Next::Resume
+    };
+    if ctx.stage2.allows(ipa, write) {
+        return Some(retry());
     }
     let (access, value) = store?;
     let width = u64::from(access.width);
-    let protected = ctx.stage2.protected(ipa, width)?;
+    // Aligned, so inside one page.
+    if !ipa.is_multiple_of(width) {
+        return None;
+    }
+    let Some(protected) = ctx.stage2.protected(ipa, width) else {
+        // The page stopped being read-only since the first look.
+        return ctx.stage2.allows(ipa, write).then(retry);
+    };
     if !protected {
         let bytes = value.to_le_bytes();
         // Inside the RAM: the store lies in one page of it (aligned, at most 8 bytes).

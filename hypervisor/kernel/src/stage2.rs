@@ -43,27 +43,23 @@ impl CpuStage2 {
 
     /// Makes the RAM page holding `[ipa, ipa + len)` read-only for the slice's cores
     /// (`read_only`), the range being bytes the guest may not write ([`Self::protected`]),
-    /// or gives the range up (the page writable again once no other range of it is left).
-    /// A page inside a block splits the block (break-before-make: the slice's other cores
-    /// may take a stage-2 fault on the block's addresses meanwhile, which the abort handler
-    /// retries) and stays a page afterwards. Call it on a core of this slice (its VMID
-    /// current) or while none of its vCPUs runs.
+    /// or writable again. One range per page: a page already read-only is refused
+    /// (`AlreadyMapped`), so two direct CQs never share one. A page inside a block splits
+    /// the block (break-before-make: the slice's other cores may take a stage-2 fault on the
+    /// block's addresses meanwhile, which the abort handler retries) and stays a page
+    /// afterwards. Call it on a core of this slice (its VMID current) or while none of its
+    /// vCPUs runs.
     pub fn protect_ram_page(&self, ipa: u64, len: u64, read_only: bool) -> Result<(), MapError> {
         let page = ipa & !(PAGE - 1);
         let mut splits = self.splits.lock();
-        if !read_only {
-            splits.read_only.retain(|&range| range != (ipa, len));
-        }
-        let others = splits
+        let held = splits
             .read_only
             .iter()
-            .any(|&(at, _)| at & !(PAGE - 1) == page);
-        if others {
-            // The page already is, and stays, read-only.
-            if read_only {
-                splits.read_only.push((ipa, len));
-            }
-            return Ok(());
+            .position(|&(at, _)| at & !(PAGE - 1) == page);
+        match (read_only, held) {
+            (true, Some(_)) => return Err(MapError::AlreadyMapped { address: page }),
+            (false, None) => return Ok(()),
+            _ => {}
         }
         let attributes = Attributes {
             writable: !read_only,
@@ -89,8 +85,13 @@ impl CpuStage2 {
         }
         drop(tables);
         virt::invalidate_guest_ipas(page, PAGE);
-        if read_only {
-            splits.read_only.push((ipa, len));
+        // The range is given up only once the page is writable (a store racing this is
+        // retried, not taken for a store into a protected range).
+        match held {
+            Some(at) => {
+                splits.read_only.swap_remove(at);
+            }
+            None => splits.read_only.push((ipa, len)),
         }
         Ok(())
     }

@@ -364,6 +364,8 @@ pub enum Problem {
     DeviceWithoutPciOrClass,
     /// A `[[slice.device]]` with both `pci` and `class`.
     DeviceWithPciAndClass,
+    /// `nvme.direct-queues` on a slice with `[[slice.device]]` functions.
+    DirectQueuesWithDevices,
     /// More `[[slice.device]]` tables than one slice can have.
     TooManyDevices {
         /// Tables the slice has.
@@ -603,6 +605,9 @@ impl fmt::Display for Problem {
             Problem::DeviceWithPciAndClass => f.write_str(
                 "has both pci and class (give one: pci names a function, class takes the next \
                  free one of that class)",
+            ),
+            Problem::DirectQueuesWithDevices => f.write_str(
+                "cannot be true on a slice with [[slice.device]] functions (their DMA could write the queues' completions)",
             ),
             Problem::TooManyDevices { asked, max } => write!(
                 f,

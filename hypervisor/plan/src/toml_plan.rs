@@ -554,6 +554,16 @@ kernel = "guests/Image"
     }
 
     #[test]
+    fn nvme_direct_queues_refused_with_devices() {
+        assert_eq!(
+            error(&minimal_with(
+                "[slice.nvme]\nqueues = 1\nsize = \"1MiB\"\ndirect-queues = true\n[[slice.device]]\npci = \"00:03.0\""
+            )),
+            "slice \"web-0\": nvme.direct-queues: cannot be true on a slice with [[slice.device]] functions (their DMA could write the queues' completions)"
+        );
+    }
+
+    #[test]
     fn unknown_nvme_field() {
         let text = error(&minimal_with(
             "[slice.nvme]\nqueues = 1\nsize = \"1G\"\nqeues = 2",

@@ -66,6 +66,14 @@ impl<I> PlanOf<I> {
             }
             if let Some(nvme) = &slice.nvme {
                 check_nvme(nvme).map_err(|(field, p)| error(field, p))?;
+                if nvme.direct && !slice.devices.is_empty() {
+                    // Its functions' DMA could write the direct CQs, whose pages only the
+                    // CPUs' stage 2 makes read-only (decision 5).
+                    return Err(error(
+                        Field::NvmeDirectQueues,
+                        Problem::DirectQueuesWithDevices,
+                    ));
+                }
             }
             check_devices(&mut device_owner, index, &slice.devices, |owner| {
                 slice_ref(owner, &self.slices[owner].name)

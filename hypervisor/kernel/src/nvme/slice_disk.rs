@@ -143,6 +143,12 @@ impl NvmeBackend for Backend<'_> {
 
     fn write_guest(&mut self, ipa: Ipa, data: &[u8]) -> Result<(), GuestMemoryFault> {
         let offset = self.offset(ipa, data.len())?;
+        // A direct CQ's page is the controller's alone: nothing the guest asks for (a
+        // completion of another queue placed over it, an admin command's data, an EventIdx)
+        // may write there, else the guest could forge its completions (found in review).
+        if self.stage2.protected(ipa.0, data.len() as u64).is_some() {
+            return Err(GuestMemoryFault);
+        }
         self.ram.write(offset, data).map_err(|_| GuestMemoryFault)?;
         store_barrier();
         Ok(())
@@ -188,8 +194,8 @@ impl NvmeBackend for Backend<'_> {
     }
 
     fn place_cq(&mut self, queue: u16, at: Option<Pa>) -> bool {
-        let (physical, stage2) = (self.physical, self.stage2);
-        let ram = self.ram.region();
+        let (physical, stage2, memory) = (self.physical, self.stage2, self.ram);
+        let ram = memory.region();
         let Some(q) = self.queue(queue) else {
             return false;
         };
@@ -218,10 +224,12 @@ impl NvmeBackend for Backend<'_> {
             return false;
         }
         let ipa = GUEST_RAM_BASE + (pa - ram.base);
-        // Read-only first: the guest never writes an entry the controller may write.
+        // Read-only first, then zeroed (no stale phase tag passes for a completion): only
+        // the controller writes the page from then on.
         if stage2.protect_ram_page(ipa, bytes, true).is_err() {
             return false;
         }
+        let _ = memory.zero(pa - ram.base, bytes);
         match physical.recreate_queue_pair(&mut q.pair, vector, Some(pa)) {
             Ok(()) => {
                 q.lent = Some(ipa);

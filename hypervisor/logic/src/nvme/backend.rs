@@ -61,8 +61,9 @@ pub trait NvmeBackend {
     /// RAM), where the controller then writes the completions of the pair's commands itself,
     /// and which the slice can then only read (its page mapped read-only in the slice's
     /// stage 2 until the pair moves back: the controller's entries are what frees the
-    /// hardware SQ's slots); with `None`, back into the hypervisor's memory (and the page
-    /// writable again). Either way the pair is deleted and
+    /// hardware SQ's slots), zeroed once it is, and which [`Self::write_guest`] then refuses
+    /// to write whatever the guest asked for; at most one such CQ per page. With `None`,
+    /// back into the hypervisor's memory (and the page writable again). Either way the pair is deleted and
     /// created again (its SQ and CQ both start empty at entry 0), so when this returns the
     /// controller has completed or aborted every command it had on the pair, writes nothing
     /// more where the CQ was, and the pair's interrupt goes to the hypervisor again.

@@ -106,6 +106,10 @@ pub(super) struct HardwareQueue {
     pub direct: Option<u16>,
     /// Its guest SQ was created and may become direct at its first fetch.
     pub wants_direct: bool,
+    /// It could not be moved back from a guest CQ: the controller may still write there, so
+    /// nothing is submitted to it and the slice is never quiescent until the kernel cancels
+    /// its commands ([`VirtualNvme::cancel_hardware_commands`]).
+    pub lost: bool,
 }
 
 /// A guest submission queue (ID 0 is the admin queue).
@@ -298,13 +302,27 @@ pub struct VirtualNvme {
     pub(super) msix: MsixTable,
     /// Set by Doorbell Buffer Config, cleared by a controller reset.
     pub(super) shadow: Option<ShadowDoorbells>,
+    /// The page (IPA) of each direct CQ ([`super::direct`]).
+    pub(super) direct_pages: Vec<u64>,
+    /// Pairs that may still become direct in this run: each move costs physical admin
+    /// commands under the node's admin lock, so a guest creating and deleting queues in a
+    /// loop gets a few, then mediated queues (found in review).
+    pub(super) direct_moves: u32,
 }
 
-/// The validator's view of one slot: guest RAM through the backend, the slot's DMA page.
+/// Moves to direct a run allows: four per hardware queue pair (Linux makes each direct once
+/// per controller reset).
+fn direct_moves(config: &ControllerConfig) -> u32 {
+    4 * u32::from(config.queues.count)
+}
+
+/// The validator's view of one slot: guest RAM through the backend, the slot's DMA page,
+/// and the pages of the direct CQs, where no data may go.
 struct SlotMemory<'a, B: NvmeBackend> {
     env: &'a mut B,
     queue: u16,
     slot: u16,
+    direct_pages: &'a [u64],
 }
 
 impl<B: NvmeBackend> CommandMemory for SlotMemory<'_, B> {
@@ -319,6 +337,13 @@ impl<B: NvmeBackend> CommandMemory for SlotMemory<'_, B> {
         if let Some(dst) = page.bytes.get_mut(offset..offset + data.len()) {
             dst.copy_from_slice(data);
         }
+    }
+    fn data_allowed(&self, ipa: Ipa, len: u64) -> bool {
+        let (first, last) = (ipa.0 & !PAGE_MASK, (ipa.0 + len.max(1) - 1) & !PAGE_MASK);
+        !self
+            .direct_pages
+            .iter()
+            .any(|&page| (first..=last).contains(&page))
     }
 }
 
@@ -339,6 +364,7 @@ impl VirtualNvme {
                 free: (0..slots).rev().collect(),
                 direct: None,
                 wants_direct: false,
+                lost: false,
             })
             .collect();
         let queues = usize::from(count) + 1;
@@ -365,6 +391,8 @@ impl VirtualNvme {
             granted_cqs: count,
             smart: SmartCounters::default(),
             shadow: None,
+            direct_pages: Vec::new(),
+            direct_moves: direct_moves(&config),
             config,
         })
     }
@@ -383,7 +411,12 @@ impl VirtualNvme {
 
     /// No command of the slice is in the hardware: every slot can be reused.
     pub fn is_quiescent(&self) -> bool {
-        self.in_flight == 0
+        self.in_flight == 0 && !self.hw.iter().any(|hw| hw.lost)
+    }
+
+    /// CC.SHN was written (and no reset since).
+    pub(super) fn shutting_down(&self) -> bool {
+        self.shutdown != Shutdown::Normal
     }
 
     pub(super) fn cc_register(&self) -> LocalRegisterCopy<u32, CC::Register> {
@@ -537,8 +570,10 @@ impl VirtualNvme {
         if new.read(CC::SHN) != 0 && old.read(CC::SHN) == 0 {
             // The hypervisor flushes the slice's namespace once the slice's commands have
             // drained, so what the guest wrote survives a power loss of the node. Its Flush
-            // and what is left in flight complete through the hypervisor.
+            // and what is left in flight complete through the hypervisor, and no queue
+            // becomes direct until the next reset (the Flush's completion would land in it).
             self.end_all_direct(env, work);
+            self.hw.iter_mut().for_each(|hw| hw.wants_direct = false);
             self.shutdown = Shutdown::Occurring;
             self.shutdown_flush = self.state == State::Ready && self.config.volatile_write_cache;
         }
@@ -640,6 +675,7 @@ impl VirtualNvme {
     /// the next tenant must not learn (found in review).
     pub fn restart(&mut self, env: &mut impl NvmeBackend) {
         self.function_level_reset(env);
+        self.direct_moves = direct_moves(&self.config);
         self.smart = SmartCounters::default();
     }
 
@@ -735,14 +771,28 @@ impl VirtualNvme {
         if self.hw[queue].wants_direct && self.sqs[qid].is_some_and(|sq| sq.head != sq.tail) {
             self.start_direct(env, qid);
         }
+        if self.hw[queue].lost {
+            return;
+        }
         let direct = self.hw[queue].direct.map(usize::from);
         if let Some(cq) = direct {
             self.sync_direct_cq(env, cq, work);
         }
+        let mut asked = false;
         loop {
             if let Some(cq) = direct
                 && !self.direct_room(queue, cq)
             {
+                // Waiting for room in the CQ: ask for the guest's next head update to ring
+                // (no completion exit is bound to come), then look at the shadow head again.
+                if self.shadow.is_some() && !asked {
+                    asked = true;
+                    let head = self.cqs[cq].map_or(0, |c| c.head);
+                    self.write_event_index(env, 2 * cq + 1, head);
+                    env.fence();
+                    self.sync_direct_cq(env, cq, work);
+                    continue;
+                }
                 return;
             }
             let Some(sq) = self.sqs[qid].as_mut() else {
@@ -779,6 +829,7 @@ impl VirtualNvme {
                 env: &mut *env,
                 queue: hw_qid,
                 slot,
+                direct_pages: &self.direct_pages,
             };
             let rules = self.io_rules();
             let checked = io::translate(&guest, &rules, &mut memory);
@@ -1217,6 +1268,7 @@ impl VirtualNvme {
         // A direct pair is gone with the rest: what the controller wrote into the guest's CQ
         // before counts, the rest is aborted.
         self.end_direct(env, index, false, &mut work);
+        self.hw[index].lost = false;
         for slot in 0..self.hw[index].slots.len() {
             match self.hw[index].slots[slot] {
                 Slot::InFlight { sq, cid, .. } => {

@@ -45,7 +45,7 @@ use zerocopy::FromBytes;
 use super::backend::{MsiMessage, NvmeBackend};
 use super::controller::{Slot, SlotRef, VirtualNvme, Work};
 use super::memory::Ipa;
-use super::spec::{CQE_SIZE, CompletionEntry, Status, SubmissionEntry, io};
+use super::spec::{CQE_SIZE, CompletionEntry, PAGE_MASK, PAGE_SIZE, Status, SubmissionEntry, io};
 
 /// The hardware command standing for a guest command the validator refused, on a direct
 /// queue: a Flush of namespace 0 (never a valid namespace), which the controller completes
@@ -100,6 +100,9 @@ impl VirtualNvme {
             && (cq.head, cq.tail, cq.phase) == (0, 0, true)
             && cq.held.is_none()
             && cq.direct.is_none()
+            && u64::from(cq.size) * CQE_SIZE <= PAGE_SIZE
+            && !self.shutting_down()
+            && self.direct_moves > 0
             && (sq.head, sq.outstanding) == (0, 0)
             && hw.free.len() == hw.slots.len();
         if !eligible {
@@ -112,15 +115,11 @@ impl VirtualNvme {
         else {
             return;
         };
+        // The backend zeroes the CQ once it is read-only: whatever it held (a driver zeroes
+        // it, a hostile one need not) must not pass for entries of the first pass.
+        self.direct_moves -= 1;
         if env.place_cq(hw.qid, Some(at)) {
-            // Whatever the CQ's memory held (a driver zeroes it, a hostile one need not)
-            // must not pass for entries of the first pass (phase 1). The controller writes
-            // nothing before the first command is submitted, and the guest can no longer
-            // write there (the kernel maps the CQ read-only while it is direct).
-            let zeros = [0u8; CQE_SIZE as usize];
-            for n in 0..u64::from(cq.size) {
-                let _ = env.write_guest(Ipa(cq.base.0 + n * CQE_SIZE), &zeros);
-            }
+            self.direct_pages.push(cq.base.0 & !PAGE_MASK);
             self.hw[index].direct = Some(sq.cq);
             if let Some(cq) = self.cqs[usize::from(sq.cq)].as_mut() {
                 cq.direct = Some(qid as u16);
@@ -145,10 +144,15 @@ impl VirtualNvme {
             return;
         };
         let moved = !place || env.place_cq(self.hw[index].qid, None);
+        self.hw[index].lost |= !moved;
         self.harvest(env, usize::from(cq_id), work);
         self.hw[index].direct = None;
         if let Some(cq) = self.cqs[usize::from(cq_id)].as_mut() {
             cq.direct = None;
+            let page = cq.base.0 & !PAGE_MASK;
+            if let Some(at) = self.direct_pages.iter().position(|&p| p == page) {
+                self.direct_pages.swap_remove(at);
+            }
         }
         for slot in 0..self.hw[index].slots.len() {
             let Slot::InFlight { sq, cid, .. } = self.hw[index].slots[slot] else {

@@ -52,6 +52,12 @@ pub(crate) trait CommandMemory {
     fn dma_address(&mut self) -> Pa;
     /// Writes into the slot's DMA page at `offset`.
     fn write_dma(&mut self, offset: usize, data: &[u8]);
+    /// Whether the device may move data at `[ipa, ipa + len)` (inside the slice's RAM): not
+    /// on a direct CQ's page, which only the controller's completions may write (else a Read
+    /// could forge them; decision 5).
+    fn data_allowed(&self, _ipa: Ipa, _len: u64) -> bool {
+        true
+    }
 }
 
 /// The limits one slice's commands are checked against.
@@ -206,6 +212,7 @@ fn translate_prps(
     let first = len.min(PAGE_SIZE - (prp1 & PAGE_MASK));
     let hw_prp1 = ram
         .translate(Ipa(prp1), first)
+        .filter(|_| memory.data_allowed(Ipa(prp1), first))
         .ok_or(Status::DATA_TRANSFER_ERROR)?;
     let rest = len - first;
     let pages = rest.div_ceil(PAGE_SIZE);
@@ -218,6 +225,7 @@ fn translate_prps(
             }
             let page = ram
                 .translate(Ipa(prp2), rest)
+                .filter(|_| memory.data_allowed(Ipa(prp2), rest))
                 .ok_or(Status::DATA_TRANSFER_ERROR)?;
             Ok((hw_prp1.0, page.0))
         }
@@ -275,6 +283,7 @@ fn copy_prp_list(
                 }
                 let page = ram
                     .translate(Ipa(entry), PAGE_SIZE)
+                    .filter(|_| memory.data_allowed(Ipa(entry), PAGE_SIZE))
                     .ok_or(Status::DATA_TRANSFER_ERROR)?;
                 out[out_len..out_len + 8].copy_from_slice(&page.0.to_le_bytes());
                 out_len += 8;

@@ -433,3 +433,168 @@ fn a_direct_queues_interrupt_may_skip_the_hypervisor_only_while_its_vector_is_li
     s.delete_sq(1);
     assert_eq!(routes(&s)[0], (3, None));
 }
+
+/// Found in review: what else could write a direct CQ's page.
+#[test]
+fn nothing_but_the_controller_writes_a_direct_cq() {
+    let mut s = direct_slice();
+    s.push(1, read(0, 1, DATA));
+    s.ring(1);
+    s.node.run_placed(&mut s.ctrl, 0);
+    assert_eq!(s.drain(1).len(), 1);
+    // A block holding forged completions, read into the CQ's page (PRP1, PRP2, a list entry).
+    let forged = [0xffu8; 512];
+    let at = ((FIRST_BLOCK + 9) * BLOCK) as usize;
+    s.node.disk[at..at + 512].copy_from_slice(&forged);
+    let page = cq_ipa(1);
+    s.node
+        .ram_at(DATA + 0x3000, 16)
+        .copy_from_slice(&[page.to_le_bytes(), page.to_le_bytes()].concat());
+    let attempts = [
+        read(9, 1, page + 0x400),
+        rw(io_op::READ, 9, 16, DATA + 0x1e00, page),
+        rw(io_op::READ, 9, 24, DATA + 0x1e00, DATA + 0x3000),
+    ];
+    for cmd in attempts {
+        let before = s.node.ram_at(page, 4096).to_vec();
+        let cid = s.push(1, cmd);
+        s.ring(1);
+        s.node.run_placed(&mut s.ctrl, 0);
+        let done = s.drain(1);
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            (done[0].command_id.get(), status_of(&done[0])),
+            (cid, Status::INVALID_NAMESPACE)
+        );
+        // Only the controller's own entry changed in the page.
+        let after = s.node.ram_at(page, 4096).to_vec();
+        let changed: Vec<usize> = (0..4096).filter(|&i| before[i] != after[i]).collect();
+        assert!(changed.iter().all(|&i| i < 64 * 16), "{changed:?}");
+        assert!(
+            !after.windows(16).any(|w| w == [0xff; 16]),
+            "forged entries landed"
+        );
+    }
+    // A mediated CQ (smaller than the hardware's) over the same page: what the hypervisor
+    // would post there for it is refused, so CQ 1 gets no entry from it.
+    assert_eq!(s.delete_sq(2).status(), Status::SUCCESS);
+    assert_eq!(s.delete_cq(2), Status::SUCCESS);
+    let mediated = s.admin_status(SubmissionEntry {
+        prp1: page.into(),
+        cdw10: (3u32 << 16 | 2).into(),
+        cdw11: (2u32 << 16 | 0b11).into(),
+        ..cmd(op::CREATE_IO_CQ)
+    });
+    assert_eq!(mediated, Status::SUCCESS);
+    s.cq[2] = Some(GuestCq {
+        base: page,
+        size: 4,
+        head: 0,
+        phase: true,
+    });
+    assert_eq!(s.create_sq(2, 4, 2), Status::SUCCESS);
+    let before = s.node.ram_at(page, 4096).to_vec();
+    s.push(2, cmd(0x7f));
+    s.ring(2);
+    assert_eq!(
+        s.node.ram_at(page, 4096).to_vec(),
+        before,
+        "the page is the controller's"
+    );
+    s.assert_clean();
+}
+
+#[test]
+fn two_cqs_at_one_address_are_not_both_direct() {
+    let mut s = Slice::with(direct_config());
+    s.enable();
+    s.enable_msix();
+    s.create_pair(1, DEPTH);
+    s.push(1, read(1, 1, DATA));
+    s.ring(1);
+    // CQ 2 where CQ 1 is: it cannot be direct too (one per page), and stays mediated.
+    let status = s.admin_status(SubmissionEntry {
+        prp1: cq_ipa(1).into(),
+        cdw10: (u32::from(DEPTH - 1) << 16 | 2).into(),
+        cdw11: (2u32 << 16 | 0b11).into(),
+        ..cmd(op::CREATE_IO_CQ)
+    });
+    assert_eq!(status, Status::SUCCESS);
+    assert_eq!(s.create_sq(2, DEPTH, 2), Status::SUCCESS);
+    s.push(2, read(2, 1, DATA));
+    s.ring(2);
+    assert_eq!(
+        s.node.placed.iter().flatten().count(),
+        1,
+        "{:?}",
+        s.node.places
+    );
+    s.node.run(&mut s.ctrl);
+    // Pair 1's completion is in the page; pair 2's (mediated) could not be posted there.
+    assert_eq!(s.drain(1).len(), 1);
+    assert!(!s.ctrl.is_quiescent() || s.node.outstanding() == 0);
+    s.assert_clean();
+}
+
+#[test]
+fn no_queue_becomes_direct_after_a_shutdown_notice() {
+    let mut s = direct_slice();
+    s.write(0x14, s.read(0x14) | 1 << 14);
+    s.node.run(&mut s.ctrl);
+    s.push(1, read(0, 1, DATA));
+    s.ring(1);
+    assert!(
+        s.node.places.is_empty(),
+        "the hypervisor's Flush must not land in a guest CQ"
+    );
+    s.node.run(&mut s.ctrl);
+    assert_eq!(s.drain(1).len(), 1);
+    s.assert_clean();
+}
+
+#[test]
+fn a_pair_that_cannot_move_back_is_never_used_again_even_when_idle() {
+    let mut s = direct_slice();
+    s.push(1, read(0, 1, DATA));
+    s.ring(1);
+    s.node.run_placed(&mut s.ctrl, 0);
+    assert_eq!(s.drain(1).len(), 1);
+    s.node.refuse_place = true;
+    s.ctrl.restart(&mut s.node);
+    assert!(
+        !s.ctrl.is_quiescent(),
+        "nothing in flight, but the controller may still write the slice's RAM"
+    );
+    s.node.refuse_place = false;
+    s.node.placed[0] = None;
+    s.ctrl.cancel_hardware_commands(&mut s.node, 3);
+    assert!(s.ctrl.is_quiescent());
+}
+
+#[test]
+fn a_guest_moving_pairs_in_a_loop_gets_a_few_moves_per_run() {
+    let mut s = direct_slice();
+    for round in 0..12u64 {
+        s.push(1, read(round, 1, DATA));
+        s.ring(1);
+        s.node.run(&mut s.ctrl);
+        assert_eq!(s.drain(1).len(), 1);
+        assert!(status_of(&s.delete_sq(1)).is_success());
+        assert_eq!(s.delete_cq(1), Status::SUCCESS);
+        s.create_pair(1, DEPTH);
+    }
+    let moves = s.node.places.iter().filter(|(_, at)| at.is_some()).count();
+    assert_eq!(moves, 8, "four per hardware pair, then mediated");
+    s.ctrl.restart(&mut s.node);
+    s.enable();
+    s.enable_msix();
+    s.create_pair(1, DEPTH);
+    s.push(1, read(0, 1, DATA));
+    s.ring(1);
+    assert_eq!(
+        s.node.places.last().map(|p| p.1.is_some()),
+        Some(true),
+        "a new run, new moves"
+    );
+    s.assert_clean();
+}

@@ -167,13 +167,15 @@ impl Node {
         true
     }
 
-    /// Whether `ipa` lies in a CQ placed in the slice's RAM (read-only to the guest there).
+    /// Whether `[ipa, ipa + len)` touches the page of a CQ placed in the slice's RAM
+    /// (read-only to the guest there, and to what the hypervisor writes for it).
     pub fn in_placed_cq(&self, ipa: u64, len: u64) -> bool {
         let pa = ipa - RAM_IPA + RAM_PA;
+        let (first, last) = (pa / PAGE_SIZE, (pa + len.max(1) - 1) / PAGE_SIZE);
         self.placed
             .iter()
             .flatten()
-            .any(|cq| pa < cq.pa + u64::from(self.depth) * 16 && cq.pa < pa + len)
+            .any(|cq| (first..=last).contains(&(cq.pa / PAGE_SIZE)))
     }
 
     fn index(&self, queue: u16) -> usize {
@@ -493,6 +495,10 @@ impl NvmeBackend for Node {
                 .push(format!("guest write outside RAM at {:#x}", ipa.0));
             return Err(GuestMemoryFault);
         }
+        if self.in_placed_cq(ipa.0, data.len() as u64) {
+            // The kernel refuses writes into a direct CQ's page, as the controller's alone.
+            return Err(GuestMemoryFault);
+        }
         self.ram_at(ipa.0, data.len()).copy_from_slice(data);
         self.guest_writes += 1;
         Ok(())
@@ -575,6 +581,15 @@ impl NvmeBackend for Node {
                     self.violations
                         .push(format!("queue {queue} moved with commands in it"));
                 }
+                if self
+                    .placed
+                    .iter()
+                    .flatten()
+                    .any(|cq| cq.pa / PAGE_SIZE == pa / PAGE_SIZE)
+                {
+                    // One direct CQ per page, as the kernel's read-only pages.
+                    return false;
+                }
                 self.placed[index] = Some(PlacedCq {
                     pa,
                     tail: 0,
@@ -582,6 +597,8 @@ impl NvmeBackend for Node {
                     head: 0,
                     sq_head: 0,
                 });
+                let at = (pa - RAM_PA) as usize;
+                self.ram[at..at + bytes as usize].fill(0);
             }
             None => {
                 if self.placed[index].is_none() {
