@@ -41,7 +41,8 @@ pub use input::{
     shell_line, shell_pieces, shell_ready, shell_script, shell_steps,
 };
 pub use plans::{
-    firmware_slice, linux_slice, plan, probe_canary, probe_slice, with_device, with_nvme,
+    firmware_slice, linux_slice, plan, probe_canary, probe_slice, with_device, with_direct_queues,
+    with_nvme,
 };
 pub use scenario::{
     BootPath, NATIVE_SLICE, NodeSpec, QEMU_NVME_QUEUES, Scenario, Tamper, linux_reserved_allowance,

@@ -52,6 +52,12 @@ pub fn with_nvme(slice: &str, queues: u32, size: &str) -> String {
     )
 }
 
+/// `slice`, whose `[slice.nvme]` table comes last, with `direct-queues = true` in it
+/// (decision 5: the controller writes its I/O CQs itself).
+pub fn with_direct_queues(slice: &str) -> String {
+    format!("{}\ndirect-queues = true\n\n", slice.trim_end())
+}
+
 /// `slice` with one more `[[slice.device]]` table holding `line` (`pci = "00:03.0"` or
 /// `class = "net"`).
 pub fn with_device(slice: &str, line: &str) -> String {

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use microvisor_tests::{
     EXIT_COUNTERS, Expect, Input, Scenario, Step, hv, linux_slice, lit, plan, probe_canary,
-    probe_slice, run_step, shell_line, shell_ready, shell_steps, slice, with_device, with_nvme,
+    probe_slice, run_step, shell_line, shell_ready, shell_steps, slice, with_device,
+    with_direct_queues, with_nvme,
 };
 use xtask::node::{Network, Nic};
 
@@ -186,10 +187,11 @@ fn a_linux_slice_with_direct_nvme_queues_takes_their_completions_with_no_exit() 
     // vPEs with no exit. After a read of the whole namespace, /proc/interrupts counts the I/O
     // queues' interrupts, and the exit counters (Ctrl-A c) show at most a few `irq-device`
     // exits: completions that came before the link (a pair's first command).
-    let one = format!(
-        "{}\ndirect-queues = true\n\n",
-        with_nvme(&linux_slice("one", "2", "256MiB", ""), 2, "64MiB").trim_end()
-    );
+    let one = with_direct_queues(&with_nvme(
+        &linux_slice("one", "2", "256MiB", ""),
+        2,
+        "64MiB",
+    ));
     let io_interrupts = slice(
         "one",
         r"^ *[0-9]+: +([1-9][0-9]{2,} +[0-9]+|[0-9]+ +[1-9][0-9]{2,}) +ITS-MSI +[1-9][0-9]* +Edge +nvme0q[1-9]$",

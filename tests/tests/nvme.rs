@@ -22,7 +22,7 @@ use microvisor_plan::DiskShare;
 use microvisor_tests::disk::{GUEST_BLOCK, misplaced, of_slice, scan};
 use microvisor_tests::{
     Expect, Input, Pattern, Scenario, hv, linux_slice, lit, plan, probe_canary, probe_slice,
-    shell_line, shell_ready, slice, with_nvme,
+    shell_line, shell_ready, slice, with_direct_queues, with_nvme,
 };
 
 /// Physical NVMe block size of QEMU's namespace.
@@ -50,7 +50,7 @@ fn shapes_plan(disk: &str, one_extra: &str, probe: &str) -> String {
             }
             let slice = with_nvme(&linux_slice(name, cores, memory, &cmdline), *queues, size);
             if *direct {
-                format!("{}\ndirect-queues = true\n\n", slice.trim_end())
+                with_direct_queues(&slice)
             } else {
                 slice
             }
@@ -308,7 +308,6 @@ fn attack_plan(targets: [u64; 2]) -> String {
         )
     };
     // `att` and `prp-lin` attack through direct queues (`nvme.direct-queues`, decision 5).
-    let direct = |slice: String| format!("{}\ndirect-queues = true\n\n", slice.trim_end());
     plan(&[
         with_nvme(
             &linux_slice("lin", "1", "256MiB", "microvisor.disk=write,sum"),
@@ -325,7 +324,7 @@ fn attack_plan(targets: [u64; 2]) -> String {
             1,
             "16MiB",
         ),
-        direct(with_nvme(
+        with_direct_queues(&with_nvme(
             &probe_slice(
                 "att",
                 "2",
@@ -339,7 +338,7 @@ fn attack_plan(targets: [u64; 2]) -> String {
             "16MiB",
         )),
         prp("prp-victim", targets[0]),
-        direct(prp("prp-lin", targets[1])),
+        with_direct_queues(&prp("prp-lin", targets[1])),
     ])
 }
 
