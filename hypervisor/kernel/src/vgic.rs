@@ -255,18 +255,21 @@ impl SliceGic {
             };
             let changes = [(link.old, None), (link.new, Some((link.hardware, home)))];
             for (event, hardware) in changes {
-                let Some(event) = event else {
-                    continue;
-                };
-                match its.link(device, event, hardware) {
-                    Ok(commands) => host.extend(commands),
-                    Err(e) => crate::output::hv(format_args!(
-                        "gic: nvme event {event:#x} (hardware event {:#x}) not {}linked: {e:?}",
-                        link.hardware,
-                        if hardware.is_some() { "" } else { "un" }
-                    )),
+                // A refusal (an event beyond the function's, say) leaves the hardware event
+                // home: its interrupts keep their exit. The guest chose it; nothing printed.
+                if let Some(event) = event
+                    && let Ok(commands) = its.link(device, event, hardware)
+                {
+                    host.extend(commands);
                 }
             }
+            // An interrupt that arrived while the event moved was dropped with its old
+            // mapping: one more, wherever it goes now, finds whatever the CQ holds (found in
+            // review; a spurious one costs the receiver a look at its CQ).
+            host.push(HostCommand::Int {
+                device: link.physical_device,
+                event: link.hardware,
+            });
         }
         self.issue(&host);
     }
@@ -453,7 +456,8 @@ impl SliceGic {
 pub struct EventLink {
     /// The hardware queue's place among the slice's: its home vCPU, modulo the vCPUs.
     pub index: usize,
-    /// The hardware event and the hypervisor's LPI for it.
+    /// The physical DeviceID, the hardware event and the hypervisor's LPI for it.
+    pub physical_device: u32,
     pub hardware: u32,
     pub lpi: u32,
     /// The guest event it followed, and the one it follows now.

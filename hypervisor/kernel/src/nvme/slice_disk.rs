@@ -146,7 +146,12 @@ impl NvmeBackend for Backend<'_> {
         // A direct CQ's page is the controller's alone: nothing the guest asks for (a
         // completion of another queue placed over it, an admin command's data, an EventIdx)
         // may write there, else the guest could forge its completions (found in review).
-        if self.stage2.protected(ipa.0, data.len() as u64).is_some() {
+        let last = ipa.0 + data.len().max(1) as u64 - 1;
+        let touched = (ipa.0 & !0xfff..=last).step_by(0x1000);
+        if touched
+            .into_iter()
+            .any(|page| self.stage2.protected(page, 0x1000).is_some())
+        {
             return Err(GuestMemoryFault);
         }
         self.ram.write(offset, data).map_err(|_| GuestMemoryFault)?;
@@ -347,6 +352,7 @@ impl SliceDisk {
             if q.linked != wanted {
                 signals.links.push(EventLink {
                     index,
+                    physical_device: self.physical.its_device,
                     hardware: u32::from(queue),
                     lpi: q.lpi,
                     old: q.linked,
@@ -493,6 +499,8 @@ impl SliceDisk {
         let summary = state
             .controller
             .hardware_completions(&mut backend, queue, entries);
+        // Commands fetched here may have made a pair direct.
+        self.relink(state, signals);
         if summary.unexpected != 0 {
             crate::output::hv(format_args!(
                 "nvme: {} unexpected completion(s) on hardware queue {queue}",

@@ -66,11 +66,13 @@ enum Shutdown {
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Slot {
     Free,
-    /// A guest command the device owns.
+    /// A guest command the device owns. `prps`: its hardware PRP Entry 1 and 2 when the
+    /// device writes memory for it (a Read), else zero.
     InFlight {
         sq: u16,
         cid: u16,
         transfer: Transfer,
+        prps: (u64, u64),
     },
     /// A guest command that has completed (in hardware or by validation) and waits for room
     /// in the guest's CQ; `next` chains the CQ's waiting completions in order.
@@ -703,6 +705,12 @@ impl VirtualNvme {
     /// may all hold completions waiting for room in a full guest CQ).
     fn send_shutdown_flush(&mut self, env: &mut impl NvmeBackend, work: &mut Work) {
         let hw = &mut self.hw[0];
+        if hw.lost {
+            // Nothing goes to a pair that may still write a guest CQ.
+            self.shutdown_flush = false;
+            self.shutdown = Shutdown::Complete;
+            return;
+        }
         let Some(slot) = hw.free.pop() else {
             return;
         };
@@ -846,10 +854,15 @@ impl VirtualNvme {
                 Ok(translated) => {
                     let mut command = translated.command;
                     command.command_id = if direct.is_some() { cid } else { slot }.into();
+                    let prps = match translated.transfer {
+                        Transfer::Read { .. } => (command.prp1.get(), command.prp2.get()),
+                        _ => (0, 0),
+                    };
                     self.hw[queue].slots[usize::from(slot)] = Slot::InFlight {
                         sq: qid as u16,
                         cid,
                         transfer: translated.transfer,
+                        prps,
                     };
                     self.in_flight += 1;
                     env.submit(hw_qid, &command);
@@ -1230,7 +1243,9 @@ impl VirtualNvme {
         for entry in entries {
             let slot = entry.command_id.get();
             match self.hw[index].slots.get(usize::from(slot)).copied() {
-                Some(Slot::InFlight { sq, cid, transfer }) => {
+                Some(Slot::InFlight {
+                    sq, cid, transfer, ..
+                }) => {
                     let status = entry.status();
                     self.smart.count(transfer, status);
                     self.in_flight -= 1;

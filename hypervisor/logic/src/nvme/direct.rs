@@ -44,6 +44,7 @@ use zerocopy::FromBytes;
 
 use super::backend::{MsiMessage, NvmeBackend};
 use super::controller::{Slot, SlotRef, VirtualNvme, Work};
+use super::io::Transfer;
 use super::memory::Ipa;
 use super::spec::{CQE_SIZE, CompletionEntry, PAGE_MASK, PAGE_SIZE, Status, SubmissionEntry, io};
 
@@ -106,6 +107,12 @@ impl VirtualNvme {
             && (sq.head, sq.outstanding) == (0, 0)
             && hw.free.len() == hw.slots.len();
         if !eligible {
+            return;
+        }
+        // A Read fetched before the page became off limits to data may still land in it
+        // (found in review): such a page stays mediated.
+        let page = self.config.ram.translate(cq.base, PAGE_SIZE).map(|pa| pa.0);
+        if page.is_none_or(|page| self.reads_into(env, page)) {
             return;
         }
         let Some(at) = self
@@ -283,6 +290,41 @@ impl VirtualNvme {
         self.cqs[cq_id].is_some_and(|cq| {
             usize::from(cq.used()) + busy < usize::from(cq.size) - 1 && !hw.free.is_empty()
         })
+    }
+
+    /// Whether a Read in flight on any hardware queue may write the host physical page
+    /// `page`: its PRP Entry 1, Entry 2, or an entry of its PRP list in the slot's DMA page.
+    fn reads_into(&self, env: &mut impl NvmeBackend, page: u64) -> bool {
+        let on_page = |pa: u64| pa & !(PAGE_SIZE - 1) == page;
+        for hw in &self.hw {
+            for (slot, state) in hw.slots.iter().enumerate() {
+                let Slot::InFlight {
+                    transfer: Transfer::Read { bytes },
+                    prps: (prp1, prp2),
+                    ..
+                } = *state
+                else {
+                    continue;
+                };
+                let first = bytes.min(PAGE_SIZE - (prp1 & PAGE_MASK));
+                let pages = (bytes - first).div_ceil(PAGE_SIZE);
+                if on_page(prp1) || (pages == 1 && on_page(prp2)) {
+                    return true;
+                }
+                if pages > 1 {
+                    let list = env.dma_page(hw.qid, slot as u16);
+                    let touched = list
+                        .bytes
+                        .chunks_exact(8)
+                        .take(pages as usize)
+                        .any(|e| on_page(u64::from_le_bytes(e.try_into().unwrap_or_default())));
+                    if touched {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
     }
 
     /// Whether a command with Command Identifier `cid` is in flight on queue `index`.

@@ -598,3 +598,36 @@ fn a_guest_moving_pairs_in_a_loop_gets_a_few_moves_per_run() {
     );
     s.assert_clean();
 }
+
+/// Found in the second review: a Read fetched before a CQ's page became off limits.
+#[test]
+fn a_cq_page_a_read_in_flight_may_still_write_stays_mediated() {
+    let mut s = Slice::with(direct_config());
+    s.enable();
+    s.enable_msix();
+    s.create_pair(1, DEPTH);
+    s.create_pair(2, 4);
+    // PRP Entry 1 in the page, then PRP Entry 2 as the second page of a two-page Read.
+    for (prp1, prp2, blocks) in [(cq_ipa(1) + 0x800, 0, 1), (DATA + 0x1e00, cq_ipa(1), 2)] {
+        // A Read into CQ 1's page waits in the device on pair 2 ...
+        s.push(2, rw(io_op::READ, 9, blocks, prp1, prp2));
+        s.ring(2);
+        // ... when SQ 1 gets its first command: the pair stays mediated.
+        s.push(1, read(0, 1, DATA));
+        s.ring(1);
+        assert!(s.node.placed[0].is_none(), "{:?}", s.node.places);
+        // (The Read lands in CQ 1's page: only the guest's own queue suffers.)
+        s.node.run(&mut s.ctrl);
+        s.drain(1);
+        s.drain(2);
+        assert!(s.ctrl.is_quiescent());
+        assert!(status_of(&s.delete_sq(1)).is_success());
+        assert_eq!(s.delete_cq(1), Status::SUCCESS);
+        s.create_pair(1, DEPTH);
+    }
+    // With nothing reading into it, the page's pair becomes direct.
+    s.push(1, read(0, 1, DATA));
+    s.ring(1);
+    assert!(s.node.placed[0].is_some());
+    s.assert_clean();
+}
