@@ -27,9 +27,12 @@
 //! - the shadow SQ EventIdx always asks for the next tail: no completion exit is bound to
 //!   come and pick up a tail written without a ring.
 //!
-//! The guest's CQ is read-only to the slice while it is direct (the kernel maps its page so
-//! in the slice's stage 2: [`super::NvmeBackend::place_cq`]), so every entry harvested is one
-//! the controller wrote. That is what keeps the hardware SQ from overflowing: a slot freed by
+//! Nothing but the controller writes the guest's CQ while it is direct, so every entry
+//! harvested is one the controller wrote: its page is read-only in the slice's stage 2, the
+//! kernel writes nothing there for the guest, and no data of a command may go there (the
+//! validator's `CommandMemory::data_allowed`, and a page a Read in flight may still write
+//! stays mediated); one direct CQ per page, and none on a slice with assigned functions
+//! (the plan refuses it: their DMA is not checked). That is what keeps the hardware SQ from overflowing: a slot freed by
 //! a forged entry would let the hypervisor submit more commands than the hardware SQ holds,
 //! writing over entries the controller has not fetched yet, possibly while it fetches one; a
 //! torn entry (one command's PRPs with another's block count or LBA) would then pass no
