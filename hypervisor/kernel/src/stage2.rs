@@ -3,6 +3,7 @@
 //! decodes them. (Its assigned functions' DMA goes through another one, `crate::smmu::
 //! DeviceStage2`, which also maps the ITS page their MSIs need.)
 
+use core::sync::atomic::{AtomicBool, Ordering};
 use microvisor_arch::virt;
 use microvisor_logic::pagetable::{
     Attributes, HeapTables, MapError, PageChange, Regime, Translation,
@@ -21,6 +22,9 @@ pub struct CpuStage2 {
     tables: Mutex<Translation<HeapTables>>,
     /// Tables splits took so far, and the RAM ranges made read-only ([`Self::read_only`]).
     splits: Mutex<Splits>,
+    /// Whether any page is read-only now: [`Self::protected`] answers the common case
+    /// (every write the NVMe model makes to guest RAM asks) without the lock.
+    any_read_only: AtomicBool,
     /// VTTBR_EL2 value: root | VMID << 48.
     vttbr: u64,
 }
@@ -37,6 +41,7 @@ impl CpuStage2 {
         Ok(Self {
             tables: Mutex::new(tables),
             splits: Mutex::new(Splits::default()),
+            any_read_only: AtomicBool::new(false),
             vttbr,
         })
     }
@@ -93,6 +98,8 @@ impl CpuStage2 {
             }
             None => splits.read_only.push((ipa, len)),
         }
+        self.any_read_only
+            .store(!splits.read_only.is_empty(), Ordering::Release);
         Ok(())
     }
 
@@ -100,6 +107,9 @@ impl CpuStage2 {
     /// read-only: whether it touches a protected range (`Some(true)`) or only other bytes of
     /// the page. `None` for a page that is not read-only.
     pub fn protected(&self, ipa: u64, len: u64) -> Option<bool> {
+        if !self.any_read_only.load(Ordering::Acquire) {
+            return None;
+        }
         let page = ipa & !(PAGE - 1);
         let splits = self.splits.lock();
         let mut ranges = splits

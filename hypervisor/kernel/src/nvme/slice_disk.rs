@@ -104,24 +104,6 @@ struct Backend<'a> {
 }
 
 impl<'a> Backend<'a> {
-    fn new(
-        name: &'a str,
-        (ram, stage2): (&'a SharedMemory, &'a CpuStage2),
-        queues: &'a mut [HardwareQueue],
-        physical: &'static Physical,
-        signals: &'a mut Signals,
-    ) -> Self {
-        Backend {
-            name,
-            ram,
-            stage2,
-            queues,
-            physical,
-            signals,
-            scratch: None,
-        }
-    }
-
     fn queue(&mut self, id: u16) -> Option<&mut HardwareQueue> {
         self.queues.iter_mut().find(|q| q.pair.id() == id)
     }
@@ -334,6 +316,25 @@ impl SliceDisk {
         })
     }
 
+    /// The controller's window on the hypervisor for one access: the slice's RAM and stage 2
+    /// (`memory`), its hardware queues, the physical controller, and the interrupts raised.
+    fn backend<'a>(
+        &'a self,
+        (ram, stage2): (&'a SharedMemory, &'a CpuStage2),
+        queues: &'a mut [HardwareQueue],
+        signals: &'a mut Signals,
+    ) -> Backend<'a> {
+        Backend {
+            name: &self.name,
+            ram,
+            stage2,
+            queues,
+            physical: self.physical,
+            signals,
+            scratch: None,
+        }
+    }
+
     /// Where each direct queue's completions should go now (decision 5, step 3): straight
     /// to the guest event its CQ's MSI-X vector names on the vITS, while the model says the
     /// chain holds; changes go out in `signals` for the slice's vGIC to apply.
@@ -384,13 +385,7 @@ impl SliceDisk {
         let merged = vpci::merge(word, register, width, value);
         let before = (state.function.msix_enabled(), state.function.bar0());
         let reset = state.function.config_write(devfn, register & !3, merged);
-        let mut backend = Backend::new(
-            &self.name,
-            memory,
-            &mut state.queues,
-            self.physical,
-            signals,
-        );
+        let mut backend = self.backend(memory, &mut state.queues, signals);
         if reset {
             state.controller.function_level_reset(&mut backend);
         }
@@ -426,13 +421,7 @@ impl SliceDisk {
         match write {
             None => Some(state.controller.mmio_read(offset, width)),
             Some(value) => {
-                let mut backend = Backend::new(
-                    &self.name,
-                    memory,
-                    &mut state.queues,
-                    self.physical,
-                    signals,
-                );
+                let mut backend = self.backend(memory, &mut state.queues, signals);
                 state
                     .controller
                     .mmio_write(&mut backend, offset, width, value);
@@ -471,13 +460,7 @@ impl SliceDisk {
         };
         if q.lent.is_some() {
             // The entries are in the slice's CQ: the model reads them there.
-            let mut backend = Backend::new(
-                &self.name,
-                memory,
-                &mut state.queues,
-                self.physical,
-                signals,
-            );
+            let mut backend = self.backend(memory, &mut state.queues, signals);
             state.controller.direct_interrupt(&mut backend, queue);
             self.relink(state, signals);
             return;
@@ -489,13 +472,7 @@ impl SliceDisk {
             return;
         }
         self.physical.ring_completion(&q.pair);
-        let mut backend = Backend::new(
-            &self.name,
-            memory,
-            &mut state.queues,
-            self.physical,
-            signals,
-        );
+        let mut backend = self.backend(memory, &mut state.queues, signals);
         let summary = state
             .controller
             .hardware_completions(&mut backend, queue, entries);
@@ -532,13 +509,7 @@ impl SliceDisk {
             let mut state = self.state.lock();
             let state = &mut *state;
             let mut signals = Signals::default();
-            let mut backend = Backend::new(
-                &self.name,
-                memory,
-                &mut state.queues,
-                self.physical,
-                &mut signals,
-            );
+            let mut backend = self.backend(memory, &mut state.queues, &mut signals);
             state.controller.restart(&mut backend);
             state.function = VirtualFunction::new(state.controller.msix_vectors());
             self.relink(state, links);
