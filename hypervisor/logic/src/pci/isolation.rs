@@ -195,7 +195,7 @@ pub fn isolation_groups(config: &mut dyn ConfigSpace, topology: &Topology) -> Ve
     }
     out.retain(|group| group.len() > 1);
     for group in &mut out {
-        group.sort();
+        microvisor_plan::sort::sort(group);
     }
     out
 }
