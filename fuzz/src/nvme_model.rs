@@ -7,7 +7,8 @@ use std::collections::VecDeque;
 
 use microvisor_logic::nvme::{
     CompletionEntry, ControllerConfig, DMA_PAGE_SIZE, DmaPage, GuestMemoryFault, GuestRam,
-    HardwareQueues, Ipa, MsiMessage, NamespaceShare, NvmeBackend, Pa, SubmissionEntry, VirtualNvme,
+    HardwareQueues, Ipa, MsiMessage, NamespaceShare, NvmeBackend, Pa, Placed, SubmissionEntry,
+    VirtualNvme,
 };
 
 pub const RAM_IPA: u64 = 0x4000_0000;
@@ -304,7 +305,7 @@ impl NvmeBackend for Node {
         self.signals += 1;
     }
 
-    fn place_cq(&mut self, queue: u16, _at: Option<Pa>) -> bool {
+    fn place_cq(&mut self, queue: u16, _at: Option<Pa>) -> Placed {
         panic!("queue {queue} moved: direct queues are off in this target");
     }
 

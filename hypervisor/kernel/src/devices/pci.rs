@@ -65,8 +65,7 @@ impl PciHost {
         let devfn = (offset >> 12) & 0xff;
         if offset >> 20 == 0 {
             if let Some(disk) = self.disk.as_ref().filter(|_| devfn == 0) {
-                let value =
-                    disk.config_access((ctx.ram, ctx.stage2), offset, width, write, signals);
+                let value = disk.config_access(ctx, offset, width, write, signals);
                 if write.is_some() {
                     self.keep_bars_apart(ctx);
                 }
@@ -132,9 +131,10 @@ impl MmioDevice for PciHost {
             PcieHostNode::ECAM => Some(self.config(ctx, offset, width, write, &mut signals)),
             _ => {
                 let ipa = map::PCI_MMIO + offset;
-                let disk = self.disk.as_ref().and_then(|disk| {
-                    disk.bar_access((ctx.ram, ctx.stage2), ipa, width, write, &mut signals)
-                });
+                let disk = self
+                    .disk
+                    .as_ref()
+                    .and_then(|disk| disk.bar_access(ctx, ipa, width, write, &mut signals));
                 let claimed = disk.or_else(|| {
                     self.assigned
                         .iter()
@@ -147,7 +147,6 @@ impl MmioDevice for PciHost {
             }
         };
         ctx.gic.raise_spis(signals.spis());
-        ctx.gic.relink(Self::NVME_DEVICE_ID, signals.links());
         ctx.gic
             .its_messages(Self::NVME_DEVICE_ID, signals.its_events());
         value
@@ -160,10 +159,9 @@ impl MmioDevice for PciHost {
             0 => {
                 let mut signals = Signals::default();
                 if let Some(disk) = &self.disk {
-                    disk.completions((ctx.ram, ctx.stage2), event as u16, &mut signals);
+                    disk.completions(ctx, event as u16, &mut signals);
                 }
                 ctx.gic.raise_spis(signals.spis());
-                ctx.gic.relink(Self::NVME_DEVICE_ID, signals.links());
                 ctx.gic
                     .its_messages(Self::NVME_DEVICE_ID, signals.its_events());
             }
@@ -184,9 +182,7 @@ impl MmioDevice for PciHost {
             result = result.and(function.quiesce(ctx));
         }
         if let Some(disk) = &self.disk {
-            let mut links = Signals::default();
-            let drained = disk.reset_and_drain((ctx.ram, ctx.stage2), DRAIN_TIMEOUT_MS, &mut links);
-            ctx.gic.relink(Self::NVME_DEVICE_ID, links.links());
+            let drained = disk.reset_and_drain(ctx, DRAIN_TIMEOUT_MS);
             result = result.and(
                 drained
                     .then_some(())
@@ -209,9 +205,7 @@ impl MmioDevice for PciHost {
         }
         match &self.disk {
             Some(disk) if !disk.is_quiescent() => {
-                let mut links = Signals::default();
-                disk.reset_and_drain((ctx.ram, ctx.stage2), DRAIN_TIMEOUT_MS, &mut links);
-                ctx.gic.relink(Self::NVME_DEVICE_ID, links.links());
+                disk.reset_and_drain(ctx, DRAIN_TIMEOUT_MS);
                 disk.is_quiescent().then_some(()).ok_or_else(|| {
                     undrained(
                         disk,

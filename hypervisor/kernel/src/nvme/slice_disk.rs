@@ -13,7 +13,7 @@ use microvisor_logic::guest_dt::map;
 use microvisor_logic::inventory::Region;
 use microvisor_logic::nvme::{
     CompletionEntry, ControllerConfig, DEFAULT_MODEL, DmaPage, GuestMemoryFault, GuestRam,
-    HardwareQueues, Ipa, MsiMessage, NamespaceIds, NamespaceShare, NvmeBackend, Pa,
+    HardwareQueues, Ipa, MsiMessage, NamespaceIds, NamespaceShare, NvmeBackend, Pa, Placed,
     SubmissionEntry, VirtualNvme,
 };
 use microvisor_logic::vpci::{self, VirtualFunction};
@@ -27,6 +27,8 @@ use super::erase::{
 };
 use super::physical::Physical;
 use super::{HardwareQueue, QUEUE_ENTRIES};
+use crate::devices::Context;
+use crate::devices::pci::PciHost;
 use crate::stage2::CpuStage2;
 use crate::vgic::EventLink;
 use microvisor_logic::nvme::erase::{self as wipe, DiskFacts, EraseFault, ErasePlan, Window};
@@ -70,15 +72,9 @@ pub struct Signals {
     spis: Vec<u32>,
     /// EventIDs sent to the vITS doorbell (slices on GICv4 nodes).
     its_events: Vec<u32>,
-    /// Direct queues whose completions now follow another guest event, or none.
-    links: Vec<EventLink>,
 }
 
 impl Signals {
-    pub fn links(&self) -> &[EventLink] {
-        &self.links
-    }
-
     pub fn spis(&self) -> &[u32] {
         &self.spis
     }
@@ -180,11 +176,11 @@ impl NvmeBackend for Backend<'_> {
         }
     }
 
-    fn place_cq(&mut self, queue: u16, at: Option<Pa>) -> bool {
+    fn place_cq(&mut self, queue: u16, at: Option<Pa>) -> Placed {
         let (physical, stage2, memory) = (self.physical, self.stage2, self.ram);
         let ram = memory.region();
         let Some(q) = self.queue(queue) else {
-            return false;
+            return Placed::Stayed;
         };
         // The pair's MSI-X vector is its queue ID (`super::set_up_queues`).
         let vector = queue;
@@ -196,48 +192,51 @@ impl NvmeBackend for Backend<'_> {
                         // Cannot fail: the page is mapped as a page since it was lent.
                         let _ = stage2.protect_ram_page(ipa, bytes, false);
                     }
-                    true
+                    Placed::Moved
                 }
                 Err(error) => {
                     crate::hv!(
                         "nvme: hardware queue {queue} not taken back from its slice: {error}"
                     );
-                    false
+                    Placed::Lost
                 }
             };
         };
         let inside = pa >= ram.base && pa + bytes <= ram.base + ram.size;
         if !inside || q.lent.is_some() {
-            return false;
+            return Placed::Stayed;
         }
         let ipa = GUEST_RAM_BASE + (pa - ram.base);
         // Read-only first, then zeroed (no stale phase tag passes for a completion): only
         // the controller writes the page from then on.
         if stage2.protect_ram_page(ipa, bytes, true).is_err() {
-            return false;
+            return Placed::Stayed;
         }
         let _ = memory.zero(pa - ram.base, bytes);
-        match physical.recreate_queue_pair(&mut q.pair, vector, Some(pa)) {
+        let placed = match physical.recreate_queue_pair(&mut q.pair, vector, Some(pa)) {
             Ok(()) => {
                 q.lent = Some(ipa);
                 crate::hv!(
                     "nvme: slice {} hardware queue {queue} completes into its CQ at {ipa:#x} (direct)",
                     self.name
                 );
-                true
+                return Placed::Moved;
             }
             Err(error) => {
                 crate::hv!("nvme: hardware queue {queue} not moved to its slice's CQ: {error}");
-                let back = physical.recreate_queue_pair(&mut q.pair, vector, None);
-                if let Err(error) = back {
-                    // Lost: the slice's commands on it never complete, so the slice stops
-                    // taking new ones there and its stop cannot drain (reported then).
-                    crate::hv!("nvme: hardware queue {queue} lost: {error}");
+                match physical.recreate_queue_pair(&mut q.pair, vector, None) {
+                    Ok(()) => Placed::Stayed,
+                    Err(error) => {
+                        // Lost: nothing was in flight on it, and the model sends nothing
+                        // more; the slice's stop cannot drain (reported then).
+                        crate::hv!("nvme: hardware queue {queue} lost: {error}");
+                        Placed::Lost
+                    }
                 }
-                let _ = stage2.protect_ram_page(ipa, bytes, false);
-                false
             }
-        }
+        };
+        let _ = stage2.protect_ram_page(ipa, bytes, false);
+        placed
     }
 
     fn release_cq(&mut self, queue: u16, head: u16) {
@@ -317,17 +316,17 @@ impl SliceDisk {
     }
 
     /// The controller's window on the hypervisor for one access: the slice's RAM and stage 2
-    /// (`memory`), its hardware queues, the physical controller, and the interrupts raised.
+    /// (`ctx`), its hardware queues, the physical controller, and the interrupts raised.
     fn backend<'a>(
         &'a self,
-        (ram, stage2): (&'a SharedMemory, &'a CpuStage2),
+        ctx: &Context<'a>,
         queues: &'a mut [HardwareQueue],
         signals: &'a mut Signals,
     ) -> Backend<'a> {
         Backend {
             name: &self.name,
-            ram,
-            stage2,
+            ram: ctx.ram,
+            stage2: ctx.stage2,
             queues,
             physical: self.physical,
             signals,
@@ -337,11 +336,15 @@ impl SliceDisk {
 
     /// Where each direct queue's completions should go now (decision 5, step 3): straight
     /// to the guest event its CQ's MSI-X vector names on the vITS, while the model says the
-    /// chain holds; changes go out in `signals` for the slice's vGIC to apply.
-    fn relink(&self, state: &mut DiskState, signals: &mut Signals) {
+    /// chain holds. Changes are applied to the slice's vGIC here, under the controller's
+    /// lock: two vCPUs applying theirs after releasing it could apply them out of order and
+    /// leave the hardware event on a guest event the model no longer names (found in
+    /// review).
+    fn relink(&self, ctx: &Context<'_>, state: &mut DiskState) {
         if !self.direct_queues {
             return;
         }
+        let mut links = Vec::new();
         let routes: Vec<_> = state.controller.direct_routes().collect();
         for (index, (queue, message)) in routes.into_iter().enumerate() {
             let wanted = message
@@ -351,7 +354,7 @@ impl SliceDisk {
                 continue;
             };
             if q.linked != wanted {
-                signals.links.push(EventLink {
+                links.push(EventLink {
                     index,
                     physical_device: self.physical.its_device,
                     hardware: u32::from(queue),
@@ -362,12 +365,13 @@ impl SliceDisk {
                 q.linked = wanted;
             }
         }
+        ctx.gic.relink(PciHost::NVME_DEVICE_ID, &links);
     }
 
     /// A guest access to its PCIe configuration space (ECAM offset `offset`).
     pub fn config_access(
         &self,
-        memory: (&SharedMemory, &CpuStage2),
+        ctx: &Context<'_>,
         offset: u64,
         width: u8,
         write: Option<u64>,
@@ -385,7 +389,7 @@ impl SliceDisk {
         let merged = vpci::merge(word, register, width, value);
         let before = (state.function.msix_enabled(), state.function.bar0());
         let reset = state.function.config_write(devfn, register & !3, merged);
-        let mut backend = self.backend(memory, &mut state.queues, signals);
+        let mut backend = self.backend(ctx, &mut state.queues, signals);
         if reset {
             state.controller.function_level_reset(&mut backend);
         }
@@ -395,7 +399,7 @@ impl SliceDisk {
                 .controller
                 .set_msix_control(&mut backend, enabled, !enabled);
         }
-        self.relink(state, signals);
+        self.relink(ctx, state);
         0
     }
 
@@ -408,7 +412,7 @@ impl SliceDisk {
     /// A guest access to `ipa` if it falls in the function's BAR0 (else None).
     pub fn bar_access(
         &self,
-        memory: (&SharedMemory, &CpuStage2),
+        ctx: &Context<'_>,
         ipa: u64,
         width: u8,
         write: Option<u64>,
@@ -421,11 +425,11 @@ impl SliceDisk {
         match write {
             None => Some(state.controller.mmio_read(offset, width)),
             Some(value) => {
-                let mut backend = self.backend(memory, &mut state.queues, signals);
+                let mut backend = self.backend(ctx, &mut state.queues, signals);
                 state
                     .controller
                     .mmio_write(&mut backend, offset, width, value);
-                self.relink(state, signals);
+                self.relink(ctx, state);
                 Some(0)
             }
         }
@@ -446,12 +450,7 @@ impl SliceDisk {
 
     /// The physical controller completed commands on hardware queue `queue`: hand them to the
     /// virtual controller and acknowledge them to the device.
-    pub fn completions(
-        &self,
-        memory: (&SharedMemory, &CpuStage2),
-        queue: u16,
-        signals: &mut Signals,
-    ) {
+    pub fn completions(&self, ctx: &Context<'_>, queue: u16, signals: &mut Signals) {
         let mut state = self.state.lock();
         let state = &mut *state;
         let mut entries: Vec<CompletionEntry> = Vec::new();
@@ -460,9 +459,9 @@ impl SliceDisk {
         };
         if q.lent.is_some() {
             // The entries are in the slice's CQ: the model reads them there.
-            let mut backend = self.backend(memory, &mut state.queues, signals);
+            let mut backend = self.backend(ctx, &mut state.queues, signals);
             state.controller.direct_interrupt(&mut backend, queue);
-            self.relink(state, signals);
+            self.relink(ctx, state);
             return;
         }
         while let Some(entry) = q.pair.pop() {
@@ -472,12 +471,12 @@ impl SliceDisk {
             return;
         }
         self.physical.ring_completion(&q.pair);
-        let mut backend = self.backend(memory, &mut state.queues, signals);
+        let mut backend = self.backend(ctx, &mut state.queues, signals);
         let summary = state
             .controller
             .hardware_completions(&mut backend, queue, entries);
         // Commands fetched here may have made a pair direct.
-        self.relink(state, signals);
+        self.relink(ctx, state);
         if summary.unexpected != 0 {
             crate::output::hv(format_args!(
                 "nvme: {} unexpected completion(s) on hardware queue {queue}",
@@ -495,24 +494,18 @@ impl SliceDisk {
     /// Resets the function and waits until none of the slice's commands is left in the
     /// hardware, so that its RAM can be reloaded. Polls the hardware queues itself (the
     /// slice's cores are parked). False if the device did not drain within `timeout_ms`.
-    /// Direct queues' completions stop following guest events (`links`, for the slice's
-    /// vGIC).
-    pub fn reset_and_drain(
-        &self,
-        memory: (&SharedMemory, &CpuStage2),
-        timeout_ms: u64,
-        links: &mut Signals,
-    ) -> bool {
+    /// Direct queues' completions stop following guest events.
+    pub fn reset_and_drain(&self, ctx: &Context<'_>, timeout_ms: u64) -> bool {
         let hz = cpu::counter_frequency().max(1);
         let start = cpu::counter();
         {
             let mut state = self.state.lock();
             let state = &mut *state;
             let mut signals = Signals::default();
-            let mut backend = self.backend(memory, &mut state.queues, &mut signals);
+            let mut backend = self.backend(ctx, &mut state.queues, &mut signals);
             state.controller.restart(&mut backend);
             state.function = VirtualFunction::new(state.controller.msix_vectors());
-            self.relink(state, links);
+            self.relink(ctx, state);
         }
         loop {
             let ids: Vec<u16> = self
@@ -524,7 +517,7 @@ impl SliceDisk {
                 .collect();
             let mut signals = Signals::default();
             for id in ids {
-                self.completions(memory, id, &mut signals);
+                self.completions(ctx, id, &mut signals);
             }
             if self.state.lock().controller.is_quiescent() {
                 return true;

@@ -69,16 +69,28 @@ pub trait NvmeBackend {
     /// more where the CQ was, and the pair's interrupt goes to the hypervisor again.
     ///
     /// Only called while no command is outstanding on the pair (`Some`) or while the slice's
-    /// commands on it may still be in flight (`None`). False if the pair could not be moved:
-    /// for `Some`, it is back in the hypervisor's memory, usable as before; for `None`, the
-    /// controller may still write where the CQ was, and the pair's commands never complete
-    /// (the kernel must reset the physical controller before the slice's RAM is reused, and
-    /// then calls [`super::VirtualNvme::cancel_hardware_commands`]).
+    /// commands on it may still be in flight (`None`). What happened is in [`Placed`].
     ///
     /// Called only when [`super::ControllerConfig::direct_queues`] is set.
-    fn place_cq(&mut self, queue: u16, at: Option<Pa>) -> bool;
+    fn place_cq(&mut self, queue: u16, at: Option<Pa>) -> Placed;
 
     /// Writes the CQ head doorbell of hardware pair `queue`, whose CQ lies in the slice's RAM:
     /// the slice has consumed the entries before `head`, which the controller may overwrite.
     fn release_cq(&mut self, queue: u16, head: u16);
+}
+
+/// What [`NvmeBackend::place_cq`] did with a hardware pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placed {
+    /// The CQ is where it was asked to be.
+    Moved,
+    /// Not moved to the slice's CQ (`Some`: refused, or the move failed and the pair was
+    /// created again where it was): back in the hypervisor's memory, usable as before.
+    Stayed,
+    /// In neither place: the pair could not be created again after it was deleted (an
+    /// admin command failed or timed out). The controller may still write where the CQ
+    /// was, and the pair's commands never complete: nothing may go to it again, and the
+    /// kernel must reset the physical controller before the slice's RAM is reused (then
+    /// [`super::VirtualNvme::cancel_hardware_commands`]).
+    Lost,
 }

@@ -45,7 +45,7 @@
 
 use zerocopy::FromBytes;
 
-use super::backend::{MsiMessage, NvmeBackend};
+use super::backend::{MsiMessage, NvmeBackend, Placed};
 use super::controller::{Slot, SlotRef, VirtualNvme, Work};
 use super::io::Transfer;
 use super::memory::Ipa;
@@ -128,12 +128,18 @@ impl VirtualNvme {
         // The backend zeroes the CQ once it is read-only: whatever it held (a driver zeroes
         // it, a hostile one need not) must not pass for entries of the first pass.
         self.direct_moves -= 1;
-        if env.place_cq(hw.qid, Some(at)) {
-            self.direct_pages.push(cq.base.0 & !PAGE_MASK);
-            self.hw[index].direct = Some(sq.cq);
-            if let Some(cq) = self.cqs[usize::from(sq.cq)].as_mut() {
-                cq.direct = Some(qid as u16);
+        match env.place_cq(hw.qid, Some(at)) {
+            Placed::Moved => {
+                self.direct_pages.push(cq.base.0 & !PAGE_MASK);
+                self.hw[index].direct = Some(sq.cq);
+                if let Some(cq) = self.cqs[usize::from(sq.cq)].as_mut() {
+                    cq.direct = Some(qid as u16);
+                }
             }
+            Placed::Stayed => {}
+            // Nothing was in flight on it; nothing may go to it now (until 2026-12-04 the
+            // pair stayed in use, found in review).
+            Placed::Lost => self.hw[index].lost = true,
         }
     }
 
@@ -153,7 +159,7 @@ impl VirtualNvme {
         let Some(cq_id) = self.hw[index].direct else {
             return;
         };
-        let moved = !place || env.place_cq(self.hw[index].qid, None);
+        let moved = !place || env.place_cq(self.hw[index].qid, None) == Placed::Moved;
         self.hw[index].lost |= !moved;
         self.harvest(env, usize::from(cq_id), work);
         self.hw[index].direct = None;

@@ -37,7 +37,7 @@ pub mod spec;
 #[cfg(test)]
 mod tests;
 
-pub use backend::{DMA_PAGE_SIZE, DmaPage, MsiMessage, NvmeBackend};
+pub use backend::{DMA_PAGE_SIZE, DmaPage, MsiMessage, NvmeBackend, Placed};
 pub use config::{
     ConfigError, ControllerConfig, DEFAULT_MODEL, HardwareQueues, MAX_IO_QUEUES, MAX_MDTS,
     MAX_QUEUE_DEPTH, NamespaceIds, NamespaceShare,

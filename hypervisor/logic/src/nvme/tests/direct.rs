@@ -572,6 +572,44 @@ fn a_pair_that_cannot_move_back_is_never_used_again_even_when_idle() {
 }
 
 #[test]
+fn a_pair_lost_on_its_way_to_the_guest_is_never_used() {
+    // The move to the guest's CQ failed and so did creating the pair again where it was
+    // (an admin timeout): the pair is in neither place. Until 2026-12-04 the model went on
+    // sending the guest's commands to it as a mediated pair (found in review).
+    let mut s = Slice::with(direct_config());
+    s.node.lose_place = true;
+    s.enable();
+    s.enable_msix();
+    s.create_pair(1, DEPTH);
+    s.create_pair(2, DEPTH);
+    s.push(1, read(0, 1, DATA));
+    s.ring(1);
+    assert_eq!(s.node.places, vec![(3, Some(cq_pa(1)))]);
+    assert!(
+        s.node.submitted.is_empty() && s.node.rings.is_empty(),
+        "nothing goes to a lost pair"
+    );
+    assert!(
+        !s.ctrl.is_quiescent(),
+        "the slice's stop must not pass for drained"
+    );
+    // The other pair is not affected (mediated now: the kernel answers every move `Lost`).
+    s.node.lose_place = false;
+    let cid = s.push(2, read(1, 1, DATA));
+    s.ring(2);
+    s.node.run_placed(&mut s.ctrl, 1);
+    assert_eq!(s.pop(2).map(|c| c.command_id.get()), Some(cid));
+    assert!(
+        s.pop(1).is_none(),
+        "the lost pair's command never completes"
+    );
+    // The kernel resets the physical controller, then cancels.
+    s.node.placed[1] = None;
+    s.ctrl.cancel_hardware_commands(&mut s.node, 3);
+    assert!(s.ctrl.is_quiescent());
+}
+
+#[test]
 fn a_guest_moving_pairs_in_a_loop_gets_a_few_moves_per_run() {
     let mut s = direct_slice();
     for round in 0..12u64 {

@@ -86,6 +86,8 @@ pub struct Node {
     pub places: Vec<(u16, Option<u64>)>,
     /// `place_cq` fails (the pair stays where it was).
     pub refuse_place: bool,
+    /// `place_cq` answers `Lost` (the pair deleted and not created again).
+    pub lose_place: bool,
     /// When a placed pair moves back, the device posts an abort for each command it still
     /// holds (QEMU drops them instead: both are allowed).
     pub post_aborts: bool,
@@ -137,6 +139,7 @@ impl Node {
             placed: vec![None; queues],
             places: Vec::new(),
             refuse_place: false,
+            lose_place: false,
             post_aborts: true,
             depth: config.queues.depth,
         }
@@ -563,11 +566,18 @@ impl NvmeBackend for Node {
         self.signals.push(message);
     }
 
-    fn place_cq(&mut self, queue: u16, at: Option<Pa>) -> bool {
+    fn place_cq(&mut self, queue: u16, at: Option<Pa>) -> Placed {
         let index = self.index(queue);
         self.places.push((queue, at.map(|a| a.0)));
+        if self.lose_place {
+            return Placed::Lost;
+        }
         if self.refuse_place {
-            return false;
+            return if at.is_some() {
+                Placed::Stayed
+            } else {
+                Placed::Lost
+            };
         }
         match at {
             Some(Pa(pa)) => {
@@ -588,7 +598,7 @@ impl NvmeBackend for Node {
                     .any(|cq| cq.pa / PAGE_SIZE == pa / PAGE_SIZE)
                 {
                     // One direct CQ per page, as the kernel's read-only pages.
-                    return false;
+                    return Placed::Stayed;
                 }
                 self.placed[index] = Some(PlacedCq {
                     pa,
@@ -617,7 +627,7 @@ impl NvmeBackend for Node {
                 self.placed[index] = None;
             }
         }
-        true
+        Placed::Moved
     }
 
     fn release_cq(&mut self, queue: u16, head: u16) {
