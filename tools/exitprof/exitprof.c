@@ -1,6 +1,8 @@
 /* QEMU TCG plugin: records every guest exit of the microvisor as the sequence of hypervisor
  * instruction offsets from the lower-EL vector entry to the ERET, and writes each distinct
- * sequence once with how often it ran.  args: base=0x40200000,out=FILE
+ * sequence once with how often it ran.  args: base=0x40200000,out=FILE[,boot=1]
+ * With boot=1 it instead counts every hypervisor instruction executed, on any core, until
+ * the first ERET (the first guest entry), and writes "offset count" lines.
  * Prototypes declared by hand (Debian ships no qemu-plugin.h). */
 #include <stdint.h>
 #include <stdio.h>
@@ -41,6 +43,9 @@ static size_t nrecs, caprecs;
 struct cpu { int in_exit; uint32_t len; uint32_t seq[MAXLEN]; uint64_t guest; uint64_t guest_before; };
 static struct cpu *cpus;
 
+static int boot_mode, booted;
+static uint64_t *boot_counts;
+
 static uint64_t hash_seq(uint32_t *s, uint32_t n)
 {
     uint64_t h = 1469598103934665603ull;
@@ -75,6 +80,11 @@ static void exec_cb(unsigned int vcpu, void *udata)
     struct cpu *c = &cpus[vcpu % CPUS];
     uint32_t off = (uint32_t)u;
     unsigned flags = u >> 32;
+    if (boot_mode) {
+        if (!booted && (flags & 4)) boot_counts[off / 4]++;
+        if (flags & 2) booted = 1;
+        return;
+    }
     if (!(flags & 4)) { if (!c->in_exit) c->guest++; return; }
     if (flags & 1) {
         if (c->in_exit) { c->seq[c->len < MAXLEN ? c->len : MAXLEN - 1] = 0xfffffffe; c->len++; finish(c); }
@@ -117,6 +127,12 @@ static void at_exit(qemu_plugin_id_t id, void *p)
     (void)id; (void)p;
     FILE *f = fopen(out_path, "w");
     if (!f) return;
+    if (boot_mode) {
+        for (uint32_t i = 0; i < LIMIT / 4; i++)
+            if (boot_counts[i]) fprintf(f, "%x %llu\n", i * 4, (unsigned long long)boot_counts[i]);
+        fclose(f);
+        return;
+    }
     for (size_t i = 0; i < nrecs; i++) {
         fprintf(f, "exit %llu %u %llu %u\n", (unsigned long long)recs[i].count, recs[i].len,
                 (unsigned long long)recs[i].guest, recs[i].vcpu);
@@ -132,7 +148,9 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
     for (int i = 0; i < argc; i++) {
         if (!strncmp(argv[i], "base=", 5)) base = strtoull(argv[i] + 5, 0, 0);
         if (!strncmp(argv[i], "out=", 4)) out_path = strdup(argv[i] + 4);
+        if (!strcmp(argv[i], "boot=1")) boot_mode = 1;
     }
+    boot_counts = calloc(LIMIT / 4, sizeof *boot_counts);
     cpus = calloc(CPUS, sizeof *cpus);
     qemu_plugin_register_vcpu_tb_trans_cb(id, tb_trans);
     qemu_plugin_register_atexit_cb(id, at_exit, 0);

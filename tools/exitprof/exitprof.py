@@ -10,6 +10,7 @@ instruction with its disassembly.
     python3 tools/exitprof/exitprof.py --trace 0        # the most frequent exit, disassembled
     python3 tools/exitprof/exitprof.py --bench timer-irq --functions
     python3 tools/exitprof/exitprof.py --bench ipi --cores 2
+    python3 tools/exitprof/exitprof.py --boot           # the boot, reset to first guest entry
 
 Needs gcc (the plugin is built on first use into target/exitprof/), llvm-nm and llvm-objdump.
 The plugin takes exits apart by instruction address, so the counts are exact and the same
@@ -115,14 +116,16 @@ def run(args):
             '-smp', str(args.cores), '-m', '512M', '-nic', 'none', '-display', 'none', '-monitor', 'none',
             '-serial', 'stdio', '-no-reboot', '-kernel', image,
             '-icount', 'shift=0,sleep=off', '-seed', '1',
-            '-plugin', f'{plugin},base={LOAD:#x},out={profile}', '-d', 'plugin']
+            '-plugin', f'{plugin},base={LOAD:#x},out={profile}' + (',boot=1' if args.boot else ''),
+            '-d', 'plugin']
     with open(log, 'w') as out:
         proc = subprocess.Popen(qemu, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
             time.sleep(1)
             with open(log) as f:
-                if 'BENCH done' in f.read():
+                text = f.read()
+                if 'BENCH done' in text or (args.boot and 'BENCH' in text):
                     break
         proc.send_signal(signal.SIGINT)  # the plugin writes its profile at exit
         proc.wait(timeout=60)
@@ -131,6 +134,20 @@ def run(args):
             if 'BENCH' in line:
                 print(line.rstrip())
     return profile
+
+
+def report_boot(args, profile):
+    """Hypervisor instructions from reset to the first guest entry, by function."""
+    table = symbols()
+    by_function = collections.Counter()
+    with open(profile) as f:
+        for line in f:
+            offset, count = line.split()
+            by_function[function_of(table, int(offset, 16))] += int(count)
+    total = sum(by_function.values())
+    print(f'\n{total} hypervisor instructions before the first guest entry, by function:')
+    for name, n in by_function.most_common(args.top):
+        print(f'{n:10}  {n * 100 / total:5.1f}%  {name}')
 
 
 def report(args, profile):
@@ -184,9 +201,12 @@ def main():
     p.add_argument('--min-count', type=int, default=10)
     p.add_argument('--functions', action='store_true', help='each exit by function')
     p.add_argument('--trace', type=int, help='disassemble exit N of the table')
+    p.add_argument('--boot', action='store_true',
+                   help='profile the boot (reset to the first guest entry) by function instead')
+    p.add_argument('--top', type=int, default=40, help='functions shown with --boot')
     args = p.parse_args()
     profile = args.profile or run(args)
-    report(args, profile)
+    (report_boot if args.boot else report)(args, profile)
 
 
 if __name__ == '__main__':
