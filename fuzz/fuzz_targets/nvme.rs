@@ -4,7 +4,9 @@
 //! into its RAM, shadow doorbells, raw register and doorbell writes of any width, MSI-X
 //! switches, function level resets) on one side; on the other the model of the physical
 //! controller in `src/nvme_model.rs`, which completes what it holds in any order with any
-//! status, and loses queues.
+//! status, and loses queues. Half the inputs run with direct queues (decision 5): pairs of
+//! the hardware depth move into the guest's CQ, where the model's device writes completions
+//! itself; moves may be refused or lose the pair.
 //!
 //! Invariants (NVMe Base 1.4, NVM Command Set 1.0; docs/architecture.md "NVMe queue
 //! slicing"):
@@ -20,14 +22,18 @@
 //!   submissions; nothing is left staged without a ring;
 //! - the controller's count of commands in the device equals the device's; CSTS.RDY is never
 //!   clear while the device holds one of the slice's commands;
-//! - MSIs only for the function's vectors; register reads of width w fit in w bytes.
+//! - MSIs only for the function's vectors; register reads of width w fit in w bytes;
+//! - with direct queues: a placed CQ is in the slice's RAM, page aligned, one per page, moved
+//!   only while empty; nothing but the device writes its page (no hypervisor write, no Read's
+//!   data, even one fetched before the move); never more commands than its CQ has room for;
+//!   CQ heads forwarded only over entries the device wrote.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use microvisor_fuzz::nvme_model::{self, Node, PAGE, RAM_IPA, RAM_SIZE};
 use microvisor_fuzz::{fits, width};
-use microvisor_logic::nvme::{SubmissionEntry, VirtualNvme};
+use microvisor_logic::nvme::{Placed, SubmissionEntry, VirtualNvme};
 use zerocopy::IntoBytes;
 
 const ADMIN_SQ: u64 = RAM_IPA;
@@ -155,6 +161,8 @@ enum Op {
     Cancel(u8),
     Flr,
     Shutdown,
+    /// How the kernel answers the next moves to a guest CQ: moved, refused, or lost.
+    PlaceFails(u8),
 }
 
 #[derive(Clone, Copy)]
@@ -193,7 +201,7 @@ impl Guest {
         let at = sq.base + u64::from(sq.at) * 64;
         sq.at = (sq.at + 1) % sq.size;
         let tail = sq.at;
-        if let Some(ram) = self.node.ram_at(at, 64) {
+        if let Some(ram) = self.node.guest_ram_at(at, 64) {
             ram.copy_from_slice(cmd.as_bytes());
         }
         self.write(0x1000 + 8 * qid as u64, u32::from(tail));
@@ -241,7 +249,7 @@ impl Guest {
             cdw11: (u32::from(vector) << 16 | flags).into(),
             ..SubmissionEntry::default()
         };
-        if cq && let Some(ram) = self.node.ram_at(base, usize::from(size.max(2)) * 16) {
+        if cq && let Some(ram) = self.node.guest_ram_at(base, usize::from(size.max(2)) * 16) {
             ram.fill(0);
         }
         let before = self.node.ram_at(ADMIN_CQ, 256).map(|r| r.to_vec());
@@ -278,7 +286,7 @@ impl Guest {
         }
         self.sq = [None; 3];
         self.cq = [None; 3];
-        if let Some(ram) = self.node.ram_at(ADMIN_CQ, 256) {
+        if let Some(ram) = self.node.guest_ram_at(ADMIN_CQ, 256) {
             ram.fill(0);
         }
         self.write(0x24, 15 << 16 | 15);
@@ -357,7 +365,7 @@ fn step(g: &mut Guest, op: Op) {
         }
         Op::Shadow(index, value) => {
             let at = SHADOW + 4 * u64::from(index % 8);
-            if let Some(ram) = g.node.ram_at(at, 4) {
+            if let Some(ram) = g.node.guest_ram_at(at, 4) {
                 ram.copy_from_slice(&u32::from(value).to_le_bytes());
             }
         }
@@ -381,7 +389,7 @@ fn step(g: &mut Guest, op: Op) {
                 } else {
                     *v
                 };
-                if let Some(ram) = g.node.ram_at(at.wrapping_add(8 * i as u64), 8) {
+                if let Some(ram) = g.node.guest_ram_at(at.wrapping_add(8 * i as u64), 8) {
                     ram.copy_from_slice(&value.to_le_bytes());
                 }
             }
@@ -397,10 +405,13 @@ fn step(g: &mut Guest, op: Op) {
         }
         Op::Msix(enabled, mask) => g.ctrl.set_msix_control(&mut g.node, enabled, mask),
         Op::Cancel(q) => {
+            // The kernel reset the physical controller: the queue's commands are gone.
             let index = usize::from(q) % g.node.device.len();
+            let queue = nvme_model::FIRST_QUEUE + index as u16;
             g.node.device[index].clear();
-            g.ctrl
-                .cancel_hardware_commands(&mut g.node, nvme_model::FIRST_QUEUE + index as u16);
+            g.node.placed[index] = None;
+            g.node.lost.retain(|&l| l != queue);
+            g.ctrl.cancel_hardware_commands(&mut g.node, queue);
         }
         Op::Flr => {
             // What the device still holds completes later and is dropped by the controller.
@@ -412,16 +423,20 @@ fn step(g: &mut Guest, op: Op) {
             let cc = g.ctrl.mmio_read(0x14, 4) as u32;
             g.write(0x14, cc | 1 << 14);
         }
+        Op::PlaceFails(kind) => {
+            g.node.failing_place =
+                [None, None, Some(Placed::Stayed), Some(Placed::Lost)][usize::from(kind) % 4];
+        }
     }
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
-    let Ok((depth, cache)) = <(u8, bool)>::arbitrary(&mut u) else {
+    let Ok((depth, cache, direct)) = <(u8, bool, bool)>::arbitrary(&mut u) else {
         return;
     };
     let depth = [2u16, 4, 8, 32][usize::from(depth) % 4];
-    let config = nvme_model::config(depth, cache);
+    let config = nvme_model::config(depth, cache, direct);
     let node = Node::new(&config);
     let ctrl = VirtualNvme::new(config).expect("valid configuration");
     let mut g = Guest {
@@ -441,7 +456,11 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     let mut steps = 0;
+    let debug = std::env::var_os("FUZZ_DEBUG").is_some();
     while let Ok(op) = Op::arbitrary(&mut u) {
+        if debug {
+            eprintln!("{op:?}");
+        }
         step(&mut g, op);
         g.check();
         steps += 1;
@@ -449,7 +468,8 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
     }
-    // The device finishes everything; the controller must go quiet.
+    // The device finishes everything; the controller must go quiet (a direct CQ the guest
+    // does not consume holds the device's completions back).
     for _ in 0..64 {
         if g.node.outstanding() == 0 {
             break;
@@ -458,13 +478,23 @@ fuzz_target!(|data: &[u8]| {
             let held = g.node.device[i].len();
             g.node.complete(&mut g.ctrl, i, held, 0, 0);
         }
+        for qid in 0..3 {
+            g.drain(qid);
+        }
         g.check();
     }
     assert_eq!(g.node.outstanding(), 0, "the device never drains");
+    // Pairs lost on their way to a guest CQ: the kernel resets the controller and cancels.
+    for queue in std::mem::take(&mut g.node.lost) {
+        let index = usize::from(queue - nvme_model::FIRST_QUEUE);
+        g.node.device[index].clear();
+        g.node.placed[index] = None;
+        g.ctrl.cancel_hardware_commands(&mut g.node, queue);
+    }
     if std::env::var_os("FUZZ_DEBUG").is_some() {
         eprintln!(
-            "{steps} steps, {} commands reached the device, {} MSIs",
-            g.node.submitted, g.node.signals
+            "{steps} steps, {} commands reached the device, {} MSIs, {} direct moves",
+            g.node.submitted, g.node.signals, g.node.places
         );
     }
     assert!(

@@ -2,11 +2,13 @@
 //! the physical controller writes itself, so that a completion needs nothing from the
 //! hypervisor.
 //!
-//! A guest I/O queue pair becomes direct at Create I/O SQ when the kernel offers it
+//! A guest I/O queue pair becomes direct at its first command when the kernel offers it
 //! ([`super::ControllerConfig::direct_queues`]), the SQ and its CQ both have the hardware
-//! queue's depth, the CQ is new (no entry posted yet) and the SQ is the only one using it, and
-//! the kernel could move the hardware pair's CQ to the guest's CQ
-//! ([`super::NvmeBackend::place_cq`]). Then, unlike the mediated path:
+//! queue's depth, the CQ is new (no entry posted yet), fits in one page and the SQ is the only
+//! one using it, the run has moves left, the hardware pair was never lost (a move whose
+//! restore failed: the controller may still write where its CQ was), no Read in flight may
+//! still write the CQ's page, and the kernel could move the hardware pair's CQ to the guest's
+//! CQ ([`super::NvmeBackend::place_cq`]). Then, unlike the mediated path:
 //!
 //! - the hardware command carries the guest's Command Identifier, so the controller's
 //!   completion is already the one the guest reads (SQ ID and SQ Head in it are the hardware
@@ -107,6 +109,7 @@ impl VirtualNvme {
             && u64::from(cq.size) * CQE_SIZE <= PAGE_SIZE
             && !self.shutting_down()
             && self.direct_moves > 0
+            && !hw.lost
             && (sq.head, sq.outstanding) == (0, 0)
             && hw.free.len() == hw.slots.len();
         if !eligible {

@@ -603,6 +603,24 @@ fn a_pair_lost_on_its_way_to_the_guest_is_never_used() {
         s.pop(1).is_none(),
         "the lost pair's command never completes"
     );
+    // A new run of the guest's driver does not move the lost pair again (found by the
+    // `nvme` fuzz target): the controller may still write where its CQ was.
+    s.write(0x14, 0);
+    s.enable();
+    s.enable_msix();
+    s.create_pair(1, DEPTH);
+    s.push(1, read(2, 1, DATA));
+    s.ring(1);
+    assert_eq!(
+        s.node
+            .places
+            .iter()
+            .filter(|(q, at)| *q == 3 && at.is_some())
+            .count(),
+        1,
+        "{:?}",
+        s.node.places
+    );
     // The kernel resets the physical controller, then cancels.
     s.node.placed[1] = None;
     s.ctrl.cancel_hardware_commands(&mut s.node, 3);
