@@ -105,7 +105,7 @@ def run(args):
         subprocess.run(['gcc', '-shared', '-fPIC', '-O2', '-o', plugin, source], check=True)
     plan = os.path.join(OUT, 'profile.toml')
     with open(plan, 'w') as f:
-        f.write(f'[[slice]]\nname = "bench"\ncores = {args.cores}\nmemory = "160MiB"\nkernel = "probe"\n'
+        f.write(f'[[slice]]\nname = "bench"\ncores = {args.cores}\nmemory = "{args.memory}"\nkernel = "probe"\n'
                 f'cmdline = "heartbeat=0 nvme=0 bench={args.bench}"\n')
     image = os.path.join(OUT, 'profile.img')
     subprocess.run(['cargo', 'xtask', 'image', '--plan', plan, '-o', image], cwd=ROOT,
@@ -204,6 +204,7 @@ def main():
     p.add_argument('--boot', action='store_true',
                    help='profile the boot (reset to the first guest entry) by function instead')
     p.add_argument('--top', type=int, default=40, help='functions shown with --boot')
+    p.add_argument('--memory', default='160MiB', help="the slice's RAM (boot-1 of the bench: 64MiB)")
     args = p.parse_args()
     profile = args.profile or run(args)
     (report_boot if args.boot else report)(args, profile)
