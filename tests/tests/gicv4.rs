@@ -184,9 +184,12 @@ fn a_linux_slice_with_direct_nvme_queues_takes_their_completions_with_no_exit() 
     // `nvme.direct-queues` on a GICv4 node (decision 5): the controller writes the slice's
     // I/O CQs itself, and each CQ's interrupt is linked to the guest's vITS translation of
     // its MSI-X vector, so the physical ITS delivers completions as vLPIs to the resident
-    // vPEs with no exit. After a read of the whole namespace, /proc/interrupts counts the I/O
-    // queues' interrupts, and the exit counters (Ctrl-A c) show at most a few `irq-device`
-    // exits: completions that came before the link (a pair's first command).
+    // vPEs with no exit. After 2000 random reads at queue depth 1 (`iobench`, O_DIRECT),
+    // /proc/interrupts counts the I/O queues' interrupts, and the exit counters (Ctrl-A c)
+    // show at most a few `irq-device` exits: completions that came before the link (a
+    // pair's first command). Then 2000 reads at depth 32: the queues become busy (their
+    // interrupt comes to the hypervisor again and the guest stops ringing for each
+    // submission, `logic::nvme::direct`, "Depth"), and every read must still complete.
     let one = with_direct_queues(&with_nvme(
         &linux_slice("one", "2", "256MiB", ""),
         2,
@@ -196,6 +199,9 @@ fn a_linux_slice_with_direct_nvme_queues_takes_their_completions_with_no_exit() 
         "one",
         r"^ *[0-9]+: +([1-9][0-9]{2,} +[0-9]+|[0-9]+ +[1-9][0-9]{2,}) +ITS-MSI +[1-9][0-9]* +Edge +nvme0q[1-9]$",
     );
+    let qd1 = slice("one", r"^IOBENCH randread qd=1 bs=4096 ops=2000 ");
+    let qd32 = slice("one", r"^IOBENCH randread qd=32 bs=4096 ops=2000 ");
+    let counters = hv(r"^exits one: ");
     let mut s = Scenario::new("gicv4_linux_direct_nvme")
         .inline_node(2, 1 << 30)
         .gic_v4()
@@ -204,19 +210,26 @@ fn a_linux_slice_with_direct_nvme_queues_takes_their_completions_with_no_exit() 
         .all_healthy()
         .input(Input::after(
             shell_ready("one"),
-            &shell_line("cat /dev/nvme0n1|wc -c"),
+            &shell_line("iobench /dev/nvme0n1 --qd 1 --ops 2000"),
         ))
         .input(Input::after_next(
-            slice("one", "^67108864$"),
+            qd1.clone(),
             &shell_line("grep nvme /proc/interrupts"),
         ))
         .input(Input::after_next(io_interrupts.clone(), EXIT_COUNTERS))
+        .input(Input::after_next(
+            counters.clone(),
+            &shell_line("iobench /dev/nvme0n1 --qd 32 --ops 2000"),
+        ))
+        .expect(Expect::line(qd1))
         .expect(Expect::line(io_interrupts))
         .expect(Expect::line(hv(
             r"^nvme: slice one hardware queue [0-9]+ completes into its CQ at 0x[0-9a-f]+ \(direct\)$",
         )))
-        .expect(Expect::line(hv(r"^exits one: ")))
+        .expect(Expect::line(counters))
+        .expect(Expect::line(qd32))
         .expect(Expect::Never(hv(r"^exits one: .* irq-device=([1-9][0-9]{2,})")))
+        .expect(Expect::Never(slice("one", "^IOBENCH FAIL")))
         .expect(Expect::Never(hv("direct injection|not linked|not unlinked")))
         .expect(Expect::Never(hv("^slice .* (stopped|restarted)")));
     s = s.timeout(std::time::Duration::from_secs(300));
