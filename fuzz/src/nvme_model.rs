@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 
+use microvisor_logic::guest_dt::map;
 use zerocopy::IntoBytes;
 
 use microvisor_logic::nvme::{
@@ -286,6 +287,23 @@ impl Node {
         self.page_index(queue, slot)
     }
 
+    /// The hypervisor DMA page a command's PRP list or DSM ranges are in, if any.
+    fn dma_page_of(cmd: &SubmissionEntry) -> Option<u64> {
+        let at = match cmd.opcode {
+            0x09 => cmd.prp1.get(),
+            0x01 | 0x02 => {
+                let len = (u64::from(cmd.cdw12.get() & 0xffff) + 1) * 512;
+                let first = len.min(PAGE - (cmd.prp1.get() & (PAGE - 1)));
+                if (len - first).div_ceil(PAGE) <= 1 {
+                    return None;
+                }
+                cmd.prp2.get()
+            }
+            _ => return None,
+        };
+        (at >= DMA_BASE).then_some(at & !(PAGE - 1))
+    }
+
     /// The data pieces (PA, bytes) a Read writes, as the device walks its PRPs: none may be
     /// in a placed CQ's page.
     fn check_read_lands(&self, queue: u16, cmd: &SubmissionEntry) {
@@ -406,7 +424,13 @@ impl Node {
             });
             wrote = true;
         }
-        if wrote {
+        // Linked to the guest's translation (GICv4: a route to the vITS doorbell, as the
+        // kernel's `SliceDisk::relink` links), the interrupt goes to the guest: the
+        // hypervisor harvests at the guest's next doorbell instead.
+        let linked = ctrl.direct_routes().any(|(q, route)| {
+            q == queue && route.is_some_and(|m| m.address == map::ITS_TRANSLATER)
+        });
+        if wrote && !linked {
             ctrl.direct_interrupt(self, queue);
         }
     }
@@ -459,6 +483,17 @@ impl NvmeBackend for Node {
             .chain(&self.staged[index])
             .any(|c| c.command_id.get() == slot);
         assert!(!busy, "slot {slot} of queue {queue} given out twice");
+        assert!(!self.lost.contains(&queue), "command for lost queue {queue}");
+        // On a direct queue the identifier is the guest's: check the DMA page itself (a
+        // slot freed early would hand its page to a second command while the device may
+        // still read the first one's list from it).
+        if let Some(page) = Self::dma_page_of(command) {
+            let shared = self.device[index]
+                .iter()
+                .chain(&self.staged[index])
+                .any(|c| Self::dma_page_of(c) == Some(page));
+            assert!(!shared, "DMA page {page:#x} given to a second command of queue {queue}");
+        }
         if let Some(cq) = self.placed[index] {
             // Room for every completion the device may still post.
             let used = (cq.tail + self.depth - cq.head) % self.depth;
@@ -474,6 +509,7 @@ impl NvmeBackend for Node {
 
     fn ring(&mut self, queue: u16) {
         let index = self.index(queue);
+        assert!(!self.lost.contains(&queue), "ring of lost queue {queue}");
         assert!(
             !self.staged[index].is_empty(),
             "ring of queue {queue} with nothing new"
@@ -506,6 +542,7 @@ impl NvmeBackend for Node {
             self.placed[index] = None;
             return Placed::Moved;
         };
+        assert!(!self.lost.contains(&queue), "lost queue {queue} moved again");
         let bytes = u64::from(self.depth) * 16;
         Self::check_ram_pa(pa, bytes, "direct CQ");
         assert!(pa.is_multiple_of(PAGE), "direct CQ at {pa:#x}, not page aligned");
@@ -540,6 +577,7 @@ impl NvmeBackend for Node {
     }
 
     fn release_cq(&mut self, queue: u16, head: u16) {
+        assert!(!self.lost.contains(&queue), "CQ head of lost queue {queue}");
         let index = self.index(queue);
         let depth = self.depth;
         let Some(cq) = self.placed[index].as_mut() else {

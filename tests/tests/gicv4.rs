@@ -184,10 +184,10 @@ fn a_linux_slice_with_direct_nvme_queues_takes_their_completions_with_no_exit() 
     // `nvme.direct-queues` on a GICv4 node (decision 5): the controller writes the slice's
     // I/O CQs itself, and each CQ's interrupt is linked to the guest's vITS translation of
     // its MSI-X vector, so the physical ITS delivers completions as vLPIs to the resident
-    // vPEs with no exit. After 2000 random reads at queue depth 1 (`iobench`, O_DIRECT),
+    // vPEs with no exit. After 10 000 random reads at queue depth 1 (`iobench`, O_DIRECT),
     // /proc/interrupts counts the I/O queues' interrupts, and the exit counters (Ctrl-A c)
     // show at most a few `irq-device` exits: completions that came before the link (a
-    // pair's first command). Then 2000 reads at depth 32: the queues become busy (their
+    // pair's first command). Then 10 000 reads at depth 32: the queues become busy (their
     // interrupt comes to the hypervisor again and the guest stops ringing for each
     // submission, `logic::nvme::direct`, "Depth"), and every read must still complete.
     let one = with_direct_queues(&with_nvme(
@@ -199,8 +199,8 @@ fn a_linux_slice_with_direct_nvme_queues_takes_their_completions_with_no_exit() 
         "one",
         r"^ *[0-9]+: +([1-9][0-9]{2,} +[0-9]+|[0-9]+ +[1-9][0-9]{2,}) +ITS-MSI +[1-9][0-9]* +Edge +nvme0q[1-9]$",
     );
-    let qd1 = slice("one", r"^IOBENCH randread qd=1 bs=4096 ops=2000 ");
-    let qd32 = slice("one", r"^IOBENCH randread qd=32 bs=4096 ops=2000 ");
+    let qd1 = slice("one", r"^IOBENCH randread qd=1 bs=4096 ops=10000 ");
+    let qd32 = slice("one", r"^IOBENCH randread qd=32 bs=4096 ops=10000 ");
     let counters = hv(r"^exits one: ");
     let mut s = Scenario::new("gicv4_linux_direct_nvme")
         .inline_node(2, 1 << 30)
@@ -210,7 +210,7 @@ fn a_linux_slice_with_direct_nvme_queues_takes_their_completions_with_no_exit() 
         .all_healthy()
         .input(Input::after(
             shell_ready("one"),
-            &shell_line("iobench /dev/nvme0n1 --qd 1 --ops 2000"),
+            &shell_line("iobench /dev/nvme0n1"),
         ))
         .input(Input::after_next(
             qd1.clone(),
@@ -219,7 +219,7 @@ fn a_linux_slice_with_direct_nvme_queues_takes_their_completions_with_no_exit() 
         .input(Input::after_next(io_interrupts.clone(), EXIT_COUNTERS))
         .input(Input::after_next(
             counters.clone(),
-            &shell_line("iobench /dev/nvme0n1 --qd 32 --ops 2000"),
+            &shell_line("iobench /dev/nvme0n1 --qd 32"),
         ))
         .expect(Expect::line(qd1))
         .expect(Expect::line(io_interrupts))

@@ -203,7 +203,10 @@ impl NvmeBackend for Backend<'_> {
             };
         };
         let inside = pa >= ram.base && pa + bytes <= ram.base + ram.size;
-        if !inside || q.lent.is_some() {
+        // One page, page aligned: the model's rules, checked again here because
+        // `protect_ram_page` protects the first page only.
+        let one_page = pa.is_multiple_of(0x1000) && bytes <= 0x1000;
+        if !inside || !one_page || q.lent.is_some() {
             return Placed::Stayed;
         }
         let ipa = GUEST_RAM_BASE + (pa - ram.base);
@@ -228,7 +231,10 @@ impl NvmeBackend for Backend<'_> {
                     Ok(()) => Placed::Stayed,
                     Err(error) => {
                         // Lost: nothing was in flight on it, and the model sends nothing
-                        // more; the slice's stop cannot drain (reported then).
+                        // more; the slice's stop cannot drain (reported then). The page is
+                        // writable again below even if a timed-out Create I/O CQ left a
+                        // hardware CQ there: the controller writes a CQ only for commands,
+                        // and none ever go to this pair again.
                         crate::hv!("nvme: hardware queue {queue} lost: {error}");
                         Placed::Lost
                     }
