@@ -253,15 +253,18 @@ impl SliceGic {
                 lpi: link.lpi,
                 vcpu: link.index % self.vcpus.len().max(1),
             };
-            let changes = [(link.old, None), (link.new, Some((link.hardware, home)))];
-            for (event, hardware) in changes {
-                // A refusal (an event beyond the function's, say) leaves the hardware event
-                // home: its interrupts keep their exit. The guest chose it; nothing printed.
-                if let Some(event) = event
-                    && let Ok(commands) = its.link(device, event, hardware)
-                {
-                    host.extend(commands);
-                }
+            // A refusal (an event beyond the function's, or one another hardware event
+            // already follows) leaves the hardware event home: its interrupts keep their
+            // exit. The guest chose it; nothing printed.
+            if link.old.is_some()
+                && let Ok(commands) = its.unlink_hardware(device, link.hardware)
+            {
+                host.extend(commands);
+            }
+            if let Some(event) = link.new
+                && let Ok(commands) = its.link(device, event, Some((link.hardware, home)))
+            {
+                host.extend(commands);
             }
             // An interrupt that arrived while the event moved was dropped with its old
             // mapping: one more, wherever it goes now, finds whatever the CQ holds (found in

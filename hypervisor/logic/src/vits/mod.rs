@@ -529,6 +529,30 @@ impl VirtualIts {
         Ok(host)
     }
 
+    /// Stops hardware event `hardware` of the shared device `device` following whatever
+    /// guest event it follows (nothing if none): mapped home again on the physical ITS. By
+    /// the hardware event, not the guest's: a link the vITS refused (another hardware event
+    /// already follows that guest event) must not undo that other one (found in review).
+    pub fn unlink_hardware(
+        &mut self,
+        device: u32,
+        hardware: u32,
+    ) -> Result<Vec<HostCommand>, VitsError> {
+        let index = self.device_index(device)?;
+        let entry = &mut self.devices[index];
+        let Backing::Shared { physical_device } = entry.slot.backing else {
+            return Err(VitsError::NotShared);
+        };
+        let mut host = Vec::new();
+        if let Some(at) = entry.links.iter().position(|l| l.hardware == hardware) {
+            let link = entry.links.remove(at);
+            if link.direct.is_some() {
+                Self::send_home(physical_device, &link, &mut host);
+            }
+        }
+        Ok(host)
+    }
+
     /// Where the guest's translation of (`index`, `event`) delivers now, if it may go to
     /// the guest directly: (vCPU, vLPI).
     fn link_target(&self, index: usize, event: u32) -> Option<(usize, u32)> {
