@@ -187,9 +187,8 @@ fn a_linux_slice_with_direct_nvme_queues_takes_their_completions_with_no_exit() 
     // vPEs with no exit. After 10 000 random reads at queue depth 1 (`iobench`, O_DIRECT),
     // /proc/interrupts counts the I/O queues' interrupts, and the exit counters (Ctrl-A c)
     // show at most a few `irq-device` exits: completions that came before the link (a
-    // pair's first command). Then 10 000 reads at depth 32: the queues become busy (their
-    // interrupt comes to the hypervisor again and the guest stops ringing for each
-    // submission, `logic::nvme::direct`, "Depth"), and every read must still complete.
+    // pair's first command). Then 10 000 reads at depth 32 (every submission rings, many
+    // commands of each queue in flight at once): every read must complete.
     let one = with_direct_queues(&with_nvme(
         &linux_slice("one", "2", "256MiB", ""),
         2,

@@ -108,9 +108,6 @@ pub(super) struct HardwareQueue {
     pub direct: Option<u16>,
     /// Its guest SQ was created and may become direct at its first fetch.
     pub wants_direct: bool,
-    /// Direct, with shadow doorbells, and deep enough in commands that its completions'
-    /// interrupt comes to the hypervisor (see `super::direct`, "Depth").
-    pub busy: bool,
     /// It could not be moved back from a guest CQ: the controller may still write there, so
     /// nothing is submitted to it and the slice is never quiescent until the kernel cancels
     /// its commands ([`VirtualNvme::cancel_hardware_commands`]).
@@ -272,10 +269,6 @@ pub struct CompletionSummary {
     pub unexpected: usize,
 }
 
-/// Commands outstanding on a direct queue from which its completions' interrupt comes to the
-/// hypervisor again, until none are (`super::direct`, "Depth").
-pub(super) const DIRECT_BUSY_AT: u16 = 4;
-
 /// Rounds of shadow-tail reading one call makes before it only sets EventIdx
 /// ([`VirtualNvme::settle_sq`]): a guest that behaves needs two.
 const SETTLE_ROUNDS: u32 = 4;
@@ -373,7 +366,6 @@ impl VirtualNvme {
                 free: (0..slots).rev().collect(),
                 direct: None,
                 wants_direct: false,
-                busy: false,
                 lost: false,
             })
             .collect();
@@ -1055,19 +1047,9 @@ impl VirtualNvme {
             // Fetching settles this SQ again, in the next round.
             return self.fetch_io(env, qid, work);
         }
-        // A direct queue whose completions reach the guest without the hypervisor: no
-        // completion exit picks up its tail, so every tail must ring. Deep in commands it
-        // becomes busy and its interrupt comes here again (`super::direct`, "Depth").
-        let index = qid - 1;
-        if self.hw[index].direct.is_some() {
-            if sq.outstanding >= DIRECT_BUSY_AT {
-                self.hw[index].busy = true;
-            } else if sq.outstanding == 0 {
-                self.hw[index].busy = false;
-            }
-        }
-        let ring_each = self.hw[index].direct.is_some() && self.direct_route(index).is_some();
-        if sq.outstanding > 0 && !ring_each {
+        // No completion exit picks up a direct queue's tail: every tail must ring.
+        let direct = self.hw[qid - 1].direct.is_some();
+        if sq.outstanding > 0 && !direct {
             if !sq.quiet {
                 self.write_event_index(env, 2 * qid, EVENT_INDEX_NEVER);
                 self.set_quiet(qid, true);

@@ -26,9 +26,8 @@
 //! - the guest's CQ head (doorbell or shadow doorbell) is checked against what was harvested
 //!   and forwarded to the controller's CQ head doorbell, and no command is submitted unless
 //!   the CQ has room for its completion by that head;
-//! - the shadow SQ EventIdx asks for the next tail while the completions reach the guest
-//!   without the hypervisor: no completion exit is bound to come and pick up a tail written
-//!   without a ring (but see "Depth" below).
+//! - the shadow SQ EventIdx always asks for the next tail: no completion exit is bound to
+//!   come and pick up a tail written without a ring.
 //!
 //! Nothing but the controller writes the guest's CQ while it is direct, so every entry
 //! harvested is one the controller wrote: its page is read-only in the slice's stage 2, the
@@ -40,16 +39,6 @@
 //! writing over entries the controller has not fetched yet, possibly while it fetches one; a
 //! torn entry (one command's PRPs with another's block count or LBA) would then pass no
 //! check. The guest's head (doorbell or shadow) is checked against what was harvested.
-//!
-//! **Depth.** With shadow doorbells, a direct queue with [`super::controller::DIRECT_BUSY_AT`]
-//! commands or more outstanding becomes *busy* until none are: its route is `None`, so the
-//! kernel unlinks its interrupt, which comes to the hypervisor again (a completion exit, as
-//! on the mediated path, but with no copy), and its SQ EventIdx tells the guest not to ring
-//! while commands are outstanding: the completion exits pick up its tails. At depth that
-//! costs fewer exits than a ring per submission; shallow queues keep their completions
-//! without exits. The kernel sends the hardware event one interrupt after every link change,
-//! so commands whose completions reached the guest just before the unlink still get the
-//! exit that harvests them and reads the shadow tail.
 //!
 //! The pair moves back to the hypervisor's memory ([`super::NvmeBackend::place_cq`] with
 //! `None`) on Delete I/O SQ, a second SQ on the CQ, a controller reset or shutdown, a function
@@ -146,7 +135,6 @@ impl VirtualNvme {
             Placed::Moved => {
                 self.direct_pages.push(cq.base.0 & !PAGE_MASK);
                 self.hw[index].direct = Some(sq.cq);
-                self.hw[index].busy = false;
                 if let Some(cq) = self.cqs[usize::from(sq.cq)].as_mut() {
                     cq.direct = Some(qid as u16);
                 }
@@ -178,7 +166,6 @@ impl VirtualNvme {
         self.hw[index].lost |= !moved;
         self.harvest(env, usize::from(cq_id), work);
         self.hw[index].direct = None;
-        self.hw[index].busy = false;
         if let Some(cq) = self.cqs[usize::from(cq_id)].as_mut() {
             cq.direct = None;
             let page = cq.base.0 & !PAGE_MASK;
@@ -392,18 +379,15 @@ impl VirtualNvme {
     /// hypervisor ([`Self::direct_interrupt`]), which signals the vector or sets its pending
     /// bit.
     pub fn direct_routes(&self) -> impl Iterator<Item = (u16, Option<MsiMessage>)> + '_ {
-        (0..self.hw.len()).map(|index| (self.hw[index].qid, self.direct_route(index)))
-    }
-
-    /// [`Self::direct_routes`] for hardware queue `index`: `None` also while the queue is
-    /// busy ("Depth" in the module's doc).
-    pub(super) fn direct_route(&self, index: usize) -> Option<MsiMessage> {
-        let hw = self.hw.get(index).filter(|hw| !hw.busy)?;
-        let cq = self.cqs.get(usize::from(hw.direct?)).copied().flatten()?;
-        if !cq.interrupts {
-            return None;
-        }
-        self.msix.unmasked_message(cq.vector)
+        self.hw.iter().map(|hw| {
+            let cq = hw
+                .direct
+                .and_then(|cq| self.cqs.get(usize::from(cq)).copied().flatten());
+            let message = cq
+                .filter(|cq| cq.interrupts)
+                .and_then(|cq| self.msix.unmasked_message(cq.vector));
+            (hw.qid, message)
+        })
     }
 }
 

@@ -284,52 +284,6 @@ fn with_shadow_doorbells_every_tail_rings_and_heads_are_read_at_exits() {
 }
 
 #[test]
-fn a_direct_queue_deep_in_commands_takes_completion_exits_instead_of_rings() {
-    use super::shadow::{DOORBELLS, EVENT_INDEXES, dbbc, event_index};
-    let route = |s: &Slice| s.ctrl.direct_routes().find(|r| r.0 == 3).unwrap().1;
-    let mut s = direct_slice();
-    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
-    // Shallow: the completions go to the guest directly, every tail rings.
-    for tail in 0..3 {
-        s.push(1, read(tail.into(), 1, DATA));
-        assert!(s.shadow_ring(1, tail), "tail {tail} rings");
-        assert!(route(&s).is_some(), "linked while shallow");
-    }
-    // The fourth command outstanding makes the queue busy: its interrupt comes to the
-    // hypervisor, and the guest is told not to ring.
-    s.push(1, read(3, 1, DATA));
-    assert!(s.shadow_ring(1, 3));
-    assert_eq!(route(&s), None, "unlinked when busy");
-    assert_eq!(event_index(&mut s, 2), 0x8000);
-    s.push(1, read(4, 1, DATA));
-    s.push(1, read(5, 1, DATA));
-    assert!(!s.shadow_ring(1, 4), "no ring while busy");
-    assert_eq!(s.node.submitted.len(), 4);
-    // The device completes the four (the hypervisor takes the interrupt): the exit harvests
-    // them and fetches the two behind them from the shadow tail.
-    assert_eq!(s.node.run_placed(&mut s.ctrl, 0), 4);
-    assert_eq!(
-        s.node.submitted.len(),
-        6,
-        "the completion exit fetched the shadow tail"
-    );
-    assert_eq!(s.drain(1).len(), 4);
-    assert_eq!(route(&s), None, "still busy while commands are outstanding");
-    assert_eq!(s.node.run_placed(&mut s.ctrl, 0), 2);
-    assert_eq!(s.drain(1).len(), 2);
-    // Drained: linked again, and the next tail rings.
-    assert!(
-        route(&s).is_some(),
-        "linked again once none are outstanding"
-    );
-    assert_eq!(event_index(&mut s, 2), 6);
-    s.push(1, read(6, 1, DATA));
-    assert!(s.shadow_ring(1, 6));
-    assert_eq!(s.node.submitted.len(), 7);
-    s.assert_clean();
-}
-
-#[test]
 fn deleting_a_direct_sq_ends_what_is_in_flight() {
     for post_aborts in [true, false] {
         let mut s = direct_slice();
