@@ -22,6 +22,9 @@ pub const fn assigned_event(function: usize, vector: u16) -> u32 {
     ((function as u32 + 1) << 16) | vector as u32
 }
 
+// The NVMe function is in slot 0 of the slice's bus.
+const _: () = assert!(PciHost::NVME_DEVICE_ID == PciHost::device_id(0));
+
 /// The host bridge with its functions.
 pub struct PciHost {
     node: PcieHostNode,
@@ -31,7 +34,7 @@ pub struct PciHost {
 
 impl PciHost {
     /// The NVMe function's ITS DeviceID: its requester ID, 00:00.0.
-    pub const NVME_DEVICE_ID: u32 = Self::device_id(0);
+    pub const NVME_DEVICE_ID: u32 = crate::nvme::FUNCTION_DEVICE_ID;
 
     /// The ITS DeviceID of the function in slot `slot` of the slice's bus: its requester ID,
     /// 00:slot.0.
@@ -65,7 +68,14 @@ impl PciHost {
         let devfn = (offset >> 12) & 0xff;
         if offset >> 20 == 0 {
             if let Some(disk) = self.disk.as_ref().filter(|_| devfn == 0) {
-                let value = disk.config_access(ctx, offset, width, write, signals);
+                let value = disk.config_access(
+                    (ctx.ram, ctx.stage2),
+                    ctx.gic,
+                    offset,
+                    width,
+                    write,
+                    signals,
+                );
                 if write.is_some() {
                     self.keep_bars_apart(ctx);
                 }
@@ -131,10 +141,16 @@ impl MmioDevice for PciHost {
             PcieHostNode::ECAM => Some(self.config(ctx, offset, width, write, &mut signals)),
             _ => {
                 let ipa = map::PCI_MMIO + offset;
-                let disk = self
-                    .disk
-                    .as_ref()
-                    .and_then(|disk| disk.bar_access(ctx, ipa, width, write, &mut signals));
+                let disk = self.disk.as_ref().and_then(|disk| {
+                    disk.bar_access(
+                        (ctx.ram, ctx.stage2),
+                        ctx.gic,
+                        ipa,
+                        width,
+                        write,
+                        &mut signals,
+                    )
+                });
                 let claimed = disk.or_else(|| {
                     self.assigned
                         .iter()
@@ -159,7 +175,7 @@ impl MmioDevice for PciHost {
             0 => {
                 let mut signals = Signals::default();
                 if let Some(disk) = &self.disk {
-                    disk.completions(ctx, event as u16, &mut signals);
+                    disk.completions((ctx.ram, ctx.stage2), ctx.gic, event as u16, &mut signals);
                 }
                 ctx.gic.raise_spis(signals.spis());
                 ctx.gic
@@ -182,7 +198,7 @@ impl MmioDevice for PciHost {
             result = result.and(function.quiesce(ctx));
         }
         if let Some(disk) = &self.disk {
-            let drained = disk.reset_and_drain(ctx, DRAIN_TIMEOUT_MS);
+            let drained = disk.reset_and_drain((ctx.ram, ctx.stage2), ctx.gic, DRAIN_TIMEOUT_MS);
             result = result.and(
                 drained
                     .then_some(())
@@ -205,7 +221,7 @@ impl MmioDevice for PciHost {
         }
         match &self.disk {
             Some(disk) if !disk.is_quiescent() => {
-                disk.reset_and_drain(ctx, DRAIN_TIMEOUT_MS);
+                disk.reset_and_drain((ctx.ram, ctx.stage2), ctx.gic, DRAIN_TIMEOUT_MS);
                 disk.is_quiescent().then_some(()).ok_or_else(|| {
                     undrained(
                         disk,

@@ -20,6 +20,10 @@ use physical::{DeviceMemory, NvmeError};
 /// Entries per hardware I/O queue (each slot has one DMA page for a PRP list copy).
 pub const QUEUE_ENTRIES: u16 = 64;
 
+/// The slice's NVMe function's ITS DeviceID: its requester ID on the slice's bus, 00:00.0
+/// (`devices::pci::PciHost::device_id(0)`).
+pub const FUNCTION_DEVICE_ID: u32 = 0;
+
 /// Pages of device memory the NVMe service needs for `queues` hardware queue pairs of `disks`
 /// slices on a node with `cores` cores (and a GICv4 ITS: `virtual_lpis`).
 pub fn device_memory_pages(

@@ -27,10 +27,8 @@ use super::erase::{
 };
 use super::physical::Physical;
 use super::{HardwareQueue, QUEUE_ENTRIES};
-use crate::devices::Context;
-use crate::devices::pci::PciHost;
 use crate::stage2::CpuStage2;
-use crate::vgic::EventLink;
+use crate::vgic::{EventLink, SliceGic};
 use microvisor_logic::nvme::erase::{self as wipe, DiskFacts, EraseFault, ErasePlan, Window};
 
 /// GICD_SETSPI_NSR as the slice sees it: where its MSIs must be aimed.
@@ -322,17 +320,17 @@ impl SliceDisk {
     }
 
     /// The controller's window on the hypervisor for one access: the slice's RAM and stage 2
-    /// (`ctx`), its hardware queues, the physical controller, and the interrupts raised.
+    /// (`memory`), its hardware queues, the physical controller, and the interrupts raised.
     fn backend<'a>(
         &'a self,
-        ctx: &Context<'a>,
+        (ram, stage2): (&'a SharedMemory, &'a CpuStage2),
         queues: &'a mut [HardwareQueue],
         signals: &'a mut Signals,
     ) -> Backend<'a> {
         Backend {
             name: &self.name,
-            ram: ctx.ram,
-            stage2: ctx.stage2,
+            ram,
+            stage2,
             queues,
             physical: self.physical,
             signals,
@@ -346,7 +344,7 @@ impl SliceDisk {
     /// lock: two vCPUs applying theirs after releasing it could apply them out of order and
     /// leave the hardware event on a guest event the model no longer names (found in
     /// review).
-    fn relink(&self, ctx: &Context<'_>, state: &mut DiskState) {
+    fn relink(&self, gic: &SliceGic, state: &mut DiskState) {
         if !self.direct_queues {
             return;
         }
@@ -371,13 +369,14 @@ impl SliceDisk {
                 q.linked = wanted;
             }
         }
-        ctx.gic.relink(PciHost::NVME_DEVICE_ID, &links);
+        gic.relink(super::FUNCTION_DEVICE_ID, &links);
     }
 
     /// A guest access to its PCIe configuration space (ECAM offset `offset`).
     pub fn config_access(
         &self,
-        ctx: &Context<'_>,
+        memory: (&SharedMemory, &CpuStage2),
+        gic: &SliceGic,
         offset: u64,
         width: u8,
         write: Option<u64>,
@@ -395,7 +394,7 @@ impl SliceDisk {
         let merged = vpci::merge(word, register, width, value);
         let before = (state.function.msix_enabled(), state.function.bar0());
         let reset = state.function.config_write(devfn, register & !3, merged);
-        let mut backend = self.backend(ctx, &mut state.queues, signals);
+        let mut backend = self.backend(memory, &mut state.queues, signals);
         if reset {
             state.controller.function_level_reset(&mut backend);
         }
@@ -405,7 +404,7 @@ impl SliceDisk {
                 .controller
                 .set_msix_control(&mut backend, enabled, !enabled);
         }
-        self.relink(ctx, state);
+        self.relink(gic, state);
         0
     }
 
@@ -418,7 +417,8 @@ impl SliceDisk {
     /// A guest access to `ipa` if it falls in the function's BAR0 (else None).
     pub fn bar_access(
         &self,
-        ctx: &Context<'_>,
+        memory: (&SharedMemory, &CpuStage2),
+        gic: &SliceGic,
         ipa: u64,
         width: u8,
         write: Option<u64>,
@@ -431,11 +431,11 @@ impl SliceDisk {
         match write {
             None => Some(state.controller.mmio_read(offset, width)),
             Some(value) => {
-                let mut backend = self.backend(ctx, &mut state.queues, signals);
+                let mut backend = self.backend(memory, &mut state.queues, signals);
                 state
                     .controller
                     .mmio_write(&mut backend, offset, width, value);
-                self.relink(ctx, state);
+                self.relink(gic, state);
                 Some(0)
             }
         }
@@ -456,7 +456,13 @@ impl SliceDisk {
 
     /// The physical controller completed commands on hardware queue `queue`: hand them to the
     /// virtual controller and acknowledge them to the device.
-    pub fn completions(&self, ctx: &Context<'_>, queue: u16, signals: &mut Signals) {
+    pub fn completions(
+        &self,
+        memory: (&SharedMemory, &CpuStage2),
+        gic: &SliceGic,
+        queue: u16,
+        signals: &mut Signals,
+    ) {
         let mut state = self.state.lock();
         let state = &mut *state;
         let mut entries: Vec<CompletionEntry> = Vec::new();
@@ -465,9 +471,9 @@ impl SliceDisk {
         };
         if q.lent.is_some() {
             // The entries are in the slice's CQ: the model reads them there.
-            let mut backend = self.backend(ctx, &mut state.queues, signals);
+            let mut backend = self.backend(memory, &mut state.queues, signals);
             state.controller.direct_interrupt(&mut backend, queue);
-            self.relink(ctx, state);
+            self.relink(gic, state);
             return;
         }
         while let Some(entry) = q.pair.pop() {
@@ -477,12 +483,12 @@ impl SliceDisk {
             return;
         }
         self.physical.ring_completion(&q.pair);
-        let mut backend = self.backend(ctx, &mut state.queues, signals);
+        let mut backend = self.backend(memory, &mut state.queues, signals);
         let summary = state
             .controller
             .hardware_completions(&mut backend, queue, entries);
         // Commands fetched here may have made a pair direct.
-        self.relink(ctx, state);
+        self.relink(gic, state);
         if summary.unexpected != 0 {
             crate::output::hv(format_args!(
                 "nvme: {} unexpected completion(s) on hardware queue {queue}",
@@ -501,17 +507,22 @@ impl SliceDisk {
     /// hardware, so that its RAM can be reloaded. Polls the hardware queues itself (the
     /// slice's cores are parked). False if the device did not drain within `timeout_ms`.
     /// Direct queues' completions stop following guest events.
-    pub fn reset_and_drain(&self, ctx: &Context<'_>, timeout_ms: u64) -> bool {
+    pub fn reset_and_drain(
+        &self,
+        memory: (&SharedMemory, &CpuStage2),
+        gic: &SliceGic,
+        timeout_ms: u64,
+    ) -> bool {
         let hz = cpu::counter_frequency().max(1);
         let start = cpu::counter();
         {
             let mut state = self.state.lock();
             let state = &mut *state;
             let mut signals = Signals::default();
-            let mut backend = self.backend(ctx, &mut state.queues, &mut signals);
+            let mut backend = self.backend(memory, &mut state.queues, &mut signals);
             state.controller.restart(&mut backend);
             state.function = VirtualFunction::new(state.controller.msix_vectors());
-            self.relink(ctx, state);
+            self.relink(gic, state);
         }
         loop {
             let ids: Vec<u16> = self
@@ -523,7 +534,7 @@ impl SliceDisk {
                 .collect();
             let mut signals = Signals::default();
             for id in ids {
-                self.completions(ctx, id, &mut signals);
+                self.completions(memory, gic, id, &mut signals);
             }
             if self.state.lock().controller.is_quiescent() {
                 return true;
