@@ -2,13 +2,23 @@
 
 use aarch64_cpu::asm::barrier;
 
-/// Smallest data cache line size of this core, from CTR_EL0.DminLine.
-fn data_line_size() -> u64 {
+fn cache_type() -> u64 {
     let ctr: u64;
     // SAFETY: reading CTR_EL0 has no side effects.
     unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
-    4 << ((ctr >> 16) & 0xf)
+    ctr
 }
+
+/// Smallest data cache line size of this core, from CTR_EL0.DminLine.
+fn data_line_size() -> u64 {
+    4 << ((cache_type() >> 16) & 0xf)
+}
+
+/// CTR_EL0.IDC: no data cache clean to the point of unification is needed for instruction
+/// fetch to see data.
+const CTR_IDC: u64 = 1 << 28;
+/// CTR_EL0.DIC: no instruction cache invalidation is needed for instruction fetch to see data.
+const CTR_DIC: u64 = 1 << 29;
 
 fn for_each_line(base: u64, size: u64, mut op: impl FnMut(u64)) {
     let line = data_line_size();
@@ -62,5 +72,27 @@ pub fn sync_instructions(base: u64, size: u64) {
     // SAFETY: invalidating instruction caches is always safe; it only costs refetches.
     unsafe { core::arch::asm!("ic ialluis", options(nostack)) };
     barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
+}
+
+/// Makes code written to memory visible to instruction fetch on all cores that reach the
+/// memory through the caches only (a guest's RAM under FEAT_S2FWB, even with its MMU off):
+/// the point of unification is enough, and the core may say that not even that is needed
+/// (CTR_EL0.IDC: no data cache clean; CTR_EL0.DIC: no instruction cache invalidation).
+pub fn sync_instructions_cached(base: u64, size: u64) {
+    let ctr = cache_type();
+    if ctr & CTR_IDC == 0 {
+        for_each_line(base, size, |address| {
+            // SAFETY: DC CVAU only writes back dirty lines to the point of unification; it
+            // never changes memory as the program sees it. The address is mapped.
+            unsafe { core::arch::asm!("dc cvau, {}", in(reg) address, options(nostack)) };
+        });
+    }
+    barrier::dsb(barrier::ISH);
+    if ctr & CTR_DIC == 0 {
+        // SAFETY: invalidating instruction caches is always safe; it only costs refetches.
+        unsafe { core::arch::asm!("ic ialluis", options(nostack)) };
+        barrier::dsb(barrier::ISH);
+    }
     barrier::isb(barrier::SY);
 }
