@@ -380,8 +380,8 @@ impl Node {
     }
 
     /// [`Self::complete`] for a pair placed in the slice's RAM: the device writes each
-    /// completion into the guest's CQ while it has room, then interrupts (the hypervisor
-    /// takes it: GICv3, or no vITS link).
+    /// completion into the guest's CQ while it has room, then interrupts: the hypervisor
+    /// (GICv3, or no vITS link), or the guest alone (a linked route).
     fn complete_placed(
         &mut self,
         ctrl: &mut VirtualNvme,
