@@ -12,18 +12,26 @@
 //!   its limit, a vCPU of the slice, and (VMAPTI) an LPI INTID;
 //! - the most urgent pending LPI of a vCPU is an LPI, and taking it clears it;
 //! - guest memory is read only inside the slice's RAM (the fake RAM refuses and counts reads
-//!   outside it: there must be none).
+//!   outside it: there must be none);
+//! - shared devices (the NVMe share's direct queues, decision 5): the hypervisor links and
+//!   unlinks their hardware events (0-7) to guest events while the guest does anything;
+//!   physical commands name their physical DeviceID and a hardware event only;
+//! - the physical ITS is never given a command it would reject: a mapping (VMAPTI, the
+//!   hypervisor's own LPI back) only over nothing, DISCARD only of a mapping, VMOVI, INV, INT
+//!   and CLEAR only on an event mapped to a vLPI (a shared device's hardware events start
+//!   mapped home).
 #![no_main]
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use microvisor_fuzz::width;
 use microvisor_logic::nvme::{GuestMemoryFault, GuestRam, Ipa, Pa};
 use microvisor_logic::vits::{
-    Backing, Command, DeviceSlot, GuestMemory, HostCommand, LPI_BASE, LPI_ID_BITS, MAX_EVENTS,
-    Outcome, VirtualIts, WORK_PER_ACCESS, gits,
+    Backing, Command, DeviceSlot, GuestMemory, HostCommand, Home, LPI_BASE, LPI_ID_BITS,
+    MAX_EVENTS, Outcome, VirtualIts, WORK_PER_ACCESS, gits,
 };
 
 const RAM_BASE: u64 = 0x4000_0000;
@@ -56,6 +64,8 @@ struct Slot {
     id: u8,
     events: u16,
     assigned: bool,
+    /// Not assigned: shared (the NVMe share with direct queues) rather than emulated.
+    shared: bool,
     physical: u16,
 }
 
@@ -163,7 +173,25 @@ enum Op {
     Translate(u8, u32),
     Take(u8),
     Reset,
+    /// The hypervisor makes hardware event `hw` of the shared device (guest DeviceID) follow
+    /// guest event `event`, or stops guest event `event` following any (`None`).
+    Link(u8, u32, Option<u8>),
+    /// The hypervisor stops hardware event `hw` following any guest event.
+    UnlinkHardware(u8, u8),
+    /// What Linux does at boot: tables, the queue, LPIs on every vCPU, a collection per
+    /// vCPU, and events 0-7 of every device mapped (so that links can go direct).
+    Boot,
 }
+
+/// What a step must leave home (see `step`).
+enum Kind {
+    Unlink(u32, u32),
+    Reset,
+    Other,
+}
+
+/// Hardware events a shared device has (the NVMe share's queues).
+const HARDWARE_EVENTS: u32 = 8;
 
 const NAMED: [u64; 6] = [
     gits::CTLR,
@@ -181,9 +209,40 @@ struct Slice {
     vcpus: usize,
     slots: Vec<DeviceSlot>,
     writer: u64,
+    /// The physical ITS's translations of the slice's devices: `true` for a vLPI, `false`
+    /// for the hypervisor's own LPI.
+    physical: BTreeMap<(u32, u32), bool>,
 }
 
 impl Slice {
+    /// Applies `host` to the physical ITS model, checking each command is one it accepts.
+    fn apply(&mut self, host: &[HostCommand]) {
+        for h in host {
+            match *h {
+                HostCommand::Vmapti { device, event, .. } => {
+                    let old = self.physical.insert((device, event), true);
+                    assert!(old.is_none(), "{h:?} over a mapping");
+                }
+                HostCommand::Restore { device, event, .. } => {
+                    let old = self.physical.insert((device, event), false);
+                    assert!(old.is_none(), "{h:?} over a mapping");
+                }
+                HostCommand::Discard { device, event } => {
+                    let old = self.physical.remove(&(device, event));
+                    assert!(old.is_some(), "{h:?} of nothing");
+                }
+                HostCommand::Vmovi { device, event, .. }
+                | HostCommand::Inv { device, event }
+                | HostCommand::Int { device, event }
+                | HostCommand::Clear { device, event } => {
+                    let mapped = self.physical.get(&(device, event));
+                    assert_eq!(mapped, Some(&true), "{h:?} on no vLPI");
+                }
+                HostCommand::Vinvall { .. } | HostCommand::Vsync { .. } => {}
+            }
+        }
+    }
+
     fn check(&self, outcome: &Outcome) {
         for v in outcome.kick.iter() {
             assert!(v < self.vcpus, "kick of vCPU {v} of {}", self.vcpus);
@@ -220,14 +279,16 @@ impl Slice {
             };
             if let Some(device) = device {
                 let event = event.unwrap();
-                assert!(
-                    self.slots.iter().any(|s| s.backing
-                        == Backing::Assigned {
-                            physical_device: device
-                        }
-                        && event < s.events.min(MAX_EVENTS)),
-                    "{h:?} names no assigned function's event"
-                );
+                let ours = self.slots.iter().any(|s| match s.backing {
+                    Backing::Assigned { physical_device } => {
+                        physical_device == device && event < s.events.min(MAX_EVENTS)
+                    }
+                    Backing::Shared { physical_device } => {
+                        physical_device == device && event < HARDWARE_EVENTS
+                    }
+                    Backing::Emulated => false,
+                });
+                assert!(ours, "{h:?} names no assigned function's or shared device's event");
             }
             if let Some(vcpu) = vcpu {
                 assert!(vcpu < self.vcpus, "{h:?}");
@@ -245,8 +306,8 @@ impl Slice {
             assert!(
                 self.slots
                     .iter()
-                    .any(|s| matches!(s.backing, Backing::Assigned { .. })),
-                "{r:?} without an assigned function"
+                    .any(|s| !matches!(s.backing, Backing::Emulated)),
+                "{r:?} without an assigned function or shared device"
             );
         }
         let limit: usize = self
@@ -268,8 +329,16 @@ fn step(s: &mut Slice, op: Op) {
         Op::Named(block, _) => {
             block & 0x80 == 0 && NAMED[usize::from(block) % NAMED.len()] == gits::CBASER
         }
-        Op::Reset => true,
+        // Many accesses in one step (and CBASER written).
+        Op::Reset | Op::Boot => true,
         _ => false,
+    };
+    let op_kind = match op {
+        Op::UnlinkHardware(device, hw) => {
+            Kind::Unlink(u32::from(device % 32), u32::from(hw) % HARDWARE_EVENTS)
+        }
+        Op::Reset => Kind::Reset,
+        _ => Kind::Other,
     };
     let outcome = match op {
         Op::Read(offset, w) => s.its.read(u64::from(offset), width(w), &s.ram).1,
@@ -328,8 +397,57 @@ fn step(s: &mut Slice, op: Op) {
             host: s.its.reset(),
             ..Outcome::default()
         },
+        Op::Link(device, event, hw) => {
+            let hardware = hw.map(|hw| {
+                let hw = u32::from(hw) % HARDWARE_EVENTS;
+                let home = Home {
+                    lpi: LPI_BASE + hw,
+                    vcpu: hw as usize % s.vcpus,
+                };
+                (hw, home)
+            });
+            Outcome {
+                host: s
+                    .its
+                    .link(u32::from(device % 32), event % 4096, hardware)
+                    .unwrap_or_default(),
+                ..Outcome::default()
+            }
+        }
+        Op::Boot => boot(s),
+        Op::UnlinkHardware(device, hw) => Outcome {
+            host: s
+                .its
+                .unlink_hardware(u32::from(device % 32), u32::from(hw) % HARDWARE_EVENTS)
+                .unwrap_or_default(),
+            ..Outcome::default()
+        },
     };
     s.check(&outcome);
+    s.apply(&outcome.host);
+    // A hardware event no longer linked is home: its interrupts reach the hypervisor.
+    let home = |s: &Slice, device: u32, hw: u32| {
+        let Some(&DeviceSlot {
+            backing: Backing::Shared { physical_device },
+            ..
+        }) = s.slots.iter().find(|d| d.id == device)
+        else {
+            return;
+        };
+        let state = s.physical.get(&(physical_device, hw));
+        assert_eq!(state, Some(&false), "hardware event {hw} not home after its unlink");
+    };
+    match op_kind {
+        Kind::Unlink(device, hw) => home(s, device, hw),
+        Kind::Reset => {
+            for device in s.slots.iter().map(|d| d.id).collect::<Vec<_>>() {
+                for hw in 0..HARDWARE_EVENTS {
+                    home(s, device, hw);
+                }
+            }
+        }
+        Kind::Other => {}
+    }
     // CREADR moves by at most one batch.
     let after = s.its.queue_position().0;
     if !rewinds && s.its.read(gits::CBASER, 8, &s.ram).0 == cbaser && cbaser >> 63 != 0 {
@@ -340,6 +458,79 @@ fn step(s: &mut Slice, op: Op) {
             "CREADR moved {before:#x} -> {after:#x}"
         );
     }
+}
+
+/// [`Op::Boot`]: the guest's tables and queue in its RAM, LPIs 8192-8199 enabled; each
+/// access's outcome is checked and applied as it comes.
+fn boot(s: &mut Slice) -> Outcome {
+    const TABLES: u64 = RAM_BASE + 0x1000;
+    const QUEUE: u64 = RAM_BASE + 0x3000;
+    const ITTS: u64 = RAM_BASE + 0x8000;
+    const PROPERTIES: u64 = RAM_BASE + 0x1_0000;
+    const PENDING: u64 = RAM_BASE + 0x2_0000;
+    let gather = |s: &mut Slice, outcome: Outcome| {
+        s.check(&outcome);
+        s.apply(&outcome.host);
+    };
+    let o = s.its.write(gits::CTLR, 8, 0, &s.ram);
+    gather(s, o);
+    let o = s.its.write(gits::BASER, 8, TABLES | gits::VALID, &s.ram);
+    gather(s, o);
+    let o = s.its.write(gits::BASER + 8, 8, (TABLES + 0x1000) | gits::VALID, &s.ram);
+    gather(s, o);
+    let o = s.its.write(gits::CBASER, 8, QUEUE | gits::VALID, &s.ram);
+    gather(s, o);
+    s.writer = 0;
+    let o = s.its.write(gits::CWRITER, 8, 0, &s.ram);
+    gather(s, o);
+    let o = s.its.write(gits::CTLR, 8, gits::CTLR_ENABLED, &s.ram);
+    gather(s, o);
+    let properties = (PROPERTIES - RAM_BASE) as usize;
+    s.ram.bytes[properties..properties + 8].fill(0xa0 | 1);
+    for v in 0..s.vcpus {
+        let writes = [
+            (0x70, PROPERTIES | 13),
+            (0x78, PENDING + 0x2000 * v as u64),
+            (0x0, 1),
+        ];
+        for (offset, value) in writes {
+            let o = s.its.redistributor_write(v, offset, 8, value, &s.ram);
+            gather(s, o);
+        }
+        for command in [
+            Command::Mapc {
+                icid: v as u16,
+                rdbase: v as u64,
+                valid: true,
+            },
+            Command::Sync { rdbase: v as u64 },
+        ] {
+            let o = publish(s, command.encode());
+            gather(s, o);
+        }
+    }
+    let devices: Vec<(u32, u32)> = s.slots.iter().map(|d| (d.id, d.events)).collect();
+    for (index, (device, events)) in devices.into_iter().enumerate() {
+        let mut commands = vec![Command::Mapd {
+            device,
+            size: 3,
+            itt: ITTS + 0x1000 * index as u64,
+            valid: true,
+        }];
+        for event in 0..events.min(HARDWARE_EVENTS) {
+            commands.push(Command::Mapti {
+                device,
+                event,
+                lpi: LPI_BASE + event,
+                icid: (event as usize % s.vcpus) as u16,
+            });
+        }
+        for command in commands {
+            let o = publish(s, command.encode());
+            gather(s, o);
+        }
+    }
+    Outcome::default()
 }
 
 /// Writes `raw` at the guest's next queue slot (wherever CBASER points, if inside RAM) and
@@ -374,11 +565,26 @@ fuzz_target!(|data: &[u8]| {
                 Backing::Assigned {
                     physical_device: u32::from(s.physical),
                 }
+            } else if s.shared {
+                Backing::Shared {
+                    physical_device: u32::from(s.physical),
+                }
             } else {
                 Backing::Emulated
             },
         })
         .collect();
+    // Physical DeviceIDs are the node's functions': one slot each.
+    let mut slots = slots;
+    let mut physical_ids = Vec::new();
+    slots.retain(|s| match s.backing {
+        Backing::Assigned { physical_device } | Backing::Shared { physical_device } => {
+            let fresh = !physical_ids.contains(&physical_device);
+            physical_ids.push(physical_device);
+            fresh
+        }
+        Backing::Emulated => true,
+    });
     // The vITS keeps the first slot of each guest DeviceID: so does the checker.
     let mut kept: Vec<DeviceSlot> = Vec::new();
     for slot in &slots {
@@ -398,6 +604,15 @@ fuzz_target!(|data: &[u8]| {
             outside: Cell::new(0),
         },
         vcpus,
+        // A shared device's hardware events are mapped to the hypervisor's LPIs at boot.
+        physical: kept
+            .iter()
+            .filter_map(|k| match k.backing {
+                Backing::Shared { physical_device } => Some(physical_device),
+                _ => None,
+            })
+            .flat_map(|d| (0..HARDWARE_EVENTS).map(move |e| ((d, e), false)))
+            .collect(),
         slots: kept,
         writer: 0,
     };
