@@ -13,9 +13,7 @@
 use zerocopy::{FromZeros, IntoBytes};
 
 use super::backend::NvmeBackend;
-use super::controller::{
-    CompletionQueue, EVENT_INDEX_NEVER, ShadowDoorbells, SubmissionQueue, VirtualNvme, Work,
-};
+use super::controller::{CompletionQueue, ShadowDoorbells, SubmissionQueue, VirtualNvme, Work};
 use super::identify::{AERL, WCTEMP};
 use super::io::Transfer;
 use super::memory::{Ipa, short_transfer};
@@ -197,7 +195,9 @@ impl VirtualNvme {
                 let created = self.create_cq(cmd);
                 if created.is_ok() {
                     let qid = usize::from(cmd.cdw10.get() as u16);
-                    self.write_event_index(env, 2 * qid + 1, EVENT_INDEX_NEVER);
+                    if let Some(cq) = self.cqs[qid] {
+                        self.set_cq_event(env, qid, cq.behind_head());
+                    }
                 }
                 created.into()
             }
@@ -239,12 +239,12 @@ impl VirtualNvme {
         });
         for qid in 1..self.sqs.len() {
             if let Some(sq) = self.sqs[qid].as_mut() {
-                sq.quiet = false;
+                sq.quiet = None;
                 let tail = sq.tail;
                 self.write_event_index(env, 2 * qid, tail);
             }
-            if self.cqs[qid].is_some() {
-                self.write_event_index(env, 2 * qid + 1, EVENT_INDEX_NEVER);
+            if let Some(cq) = self.cqs[qid] {
+                self.set_cq_event(env, qid, cq.behind_head());
             }
         }
         Ok(0)
@@ -515,7 +515,7 @@ impl VirtualNvme {
             cq: cq as u16,
             outstanding: 0,
             deleting: None,
-            quiet: false,
+            quiet: None,
         });
         Ok(0)
     }

@@ -126,9 +126,10 @@ pub(super) struct SubmissionQueue {
     pub outstanding: u16,
     /// Being deleted by the admin command with this CID, once `outstanding` reaches zero.
     pub deleting: Option<u16>,
-    /// Its shadow EventIdx tells the guest not to ring ([`EVENT_INDEX_NEVER`]): commands of
-    /// this SQ are outstanding, and the exit that completes them reads the shadow tail.
-    pub quiet: bool,
+    /// Its shadow EventIdx tells the guest not to ring, and is this value: commands of this
+    /// SQ are outstanding, and the exit that completes them reads the shadow tail
+    /// ([`ShadowDoorbells`]).
+    pub quiet: Option<u16>,
 }
 
 /// A guest completion queue (ID 0 is the admin queue).
@@ -148,6 +149,9 @@ pub(super) struct CompletionQueue {
     /// The guest SQ whose hardware queue writes this CQ itself, while direct
     /// ([`super::direct`]): `tail` and `phase` then follow the entries harvested.
     pub direct: Option<u16>,
+    /// The head EventIdx last written for this CQ (shadow doorbells, see
+    /// [`ShadowDoorbells`]): just behind a head seen, or a head seen when asking for a ring.
+    pub event: u16,
 }
 
 impl CompletionQueue {
@@ -163,6 +167,7 @@ impl CompletionQueue {
             sqs: 0,
             held: None,
             direct: None,
+            event: size - 1,
         }
     }
 
@@ -172,6 +177,12 @@ impl CompletionQueue {
 
     pub fn full(&self) -> bool {
         self.used() == self.size - 1
+    }
+
+    /// The entry just behind the head: where a head EventIdx waits for no head update
+    /// ([`ShadowDoorbells`]).
+    pub fn behind_head(&self) -> u16 {
+        (self.head + self.size - 1) % self.size
     }
 
     /// One more entry was written at the tail.
@@ -234,28 +245,35 @@ pub(super) struct Work {
 /// The guest writes its new tails and heads to `doorbells` and rings the real doorbell only
 /// when the EventIdx the controller keeps in `event_indexes` asks for it. Used for I/O queues.
 ///
-/// SQ tails: while an SQ has commands outstanding, an exit is bound to come for it (their
-/// completion interrupt, or the CQ head ring a full CQ asked for), and that exit reads the
-/// shadow tail and fetches what the guest queued meanwhile; so the guest is told not to ring
-/// ([`EVENT_INDEX_NEVER`]). Once none are outstanding, its next tail must ring (EventIdx =
-/// the tail), and the shadow tail is read once more after that store (with a full barrier,
-/// as the guest has between its shadow write and its EventIdx read), so a tail written before
-/// the guest could see the new EventIdx is not missed. A batch submitted while earlier
-/// commands are in flight then costs no doorbell exit (`VirtualNvme::settle_sq`).
+/// The host rings when its update from `old` to `new` passes the EventIdx, by the test
+/// `(new - idx - 1) < (new - old)` (mod 2^16). A tail or head that wraps from the last entry
+/// to 0 passes every value above `old` in that arithmetic, so no fixed EventIdx keeps a guest
+/// from ringing (0x8000, used before, rang once per pass over the queue). The EventIdx that
+/// asks for no ring is therefore the entry just behind the position the guest cannot pass:
 ///
-/// CQ heads: the controller asks for none: it reads the shadow head whenever it needs room in
-/// a CQ, and asks for a ring only while completions wait for room. That removes the CQ head
-/// doorbell exit of every completion batch.
+/// - SQ tails: while an SQ has commands outstanding, an exit is bound to come for it (their
+///   completion interrupt, or the CQ head ring a full CQ asked for), and that exit reads the
+///   shadow tail and fetches what the guest queued meanwhile; so the guest is told not to
+///   ring: EventIdx is the entry behind the controller's fetch head, which a tail cannot pass
+///   without overflowing the SQ, and it follows the fetch head at each look. Once none are
+///   outstanding, its next tail must ring (EventIdx = the tail), and the shadow tail is read
+///   once more after that store (with a full barrier, as the guest has between its shadow
+///   write and its EventIdx read), so a tail written before the guest could see the new
+///   EventIdx is not missed. A batch submitted while earlier commands are in flight then
+///   costs no doorbell exit (`VirtualNvme::settle_sq`).
+/// - CQ heads: the controller asks for none: it reads the shadow head whenever it needs room
+///   in a CQ, and asks for a ring (EventIdx = the head seen) only while completions wait for
+///   room. Otherwise EventIdx is the entry behind the last head seen, which the guest's head
+///   passes only by consuming an entry posted there; before an entry is posted there (or, on
+///   a direct queue, committed there), the controller reads the shadow head and moves the
+///   EventIdx behind it, about once per pass and with no exit
+///   ([`VirtualNvme::room_from_shadow`], [`VirtualNvme::direct_room`]). That removes the CQ
+///   head doorbell exit of every completion batch.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct ShadowDoorbells {
     pub doorbells: Ipa,
     pub event_indexes: Ipa,
 }
-
-/// A CQ EventIdx that no head update reaches: 0x8000 away from every head of a queue of at
-/// most 4096 entries, so the host's `(new - idx - 1) < (new - old)` (mod 2^16) is false until
-/// its head wraps to 0 (one ring per pass over the queue).
-pub(super) const EVENT_INDEX_NEVER: u16 = 0x8000;
 
 /// What a batch of hardware completions amounted to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -613,7 +631,7 @@ impl VirtualNvme {
             cq: 0,
             outstanding: 0,
             deleting: None,
-            quiet: false,
+            quiet: None,
         });
         let mut admin_cq = CompletionQueue::new(Ipa(self.acq), cq_size, 0, true);
         admin_cq.sqs = 1;
@@ -789,14 +807,14 @@ impl VirtualNvme {
         let mut asked = false;
         loop {
             if let Some(cq) = direct
-                && !self.direct_room(queue, cq)
+                && !self.direct_room(env, queue, cq)
             {
                 // Waiting for room in the CQ: ask for the guest's next head update to ring
                 // (no completion exit is bound to come), then look at the shadow head again.
                 if self.shadow.is_some() && !asked {
                     asked = true;
                     let head = self.cqs[cq].map_or(0, |c| c.head);
-                    self.write_event_index(env, 2 * cq + 1, head);
+                    self.set_cq_event(env, cq, head);
                     env.fence();
                     self.sync_direct_cq(env, cq, work);
                     continue;
@@ -962,7 +980,8 @@ impl VirtualNvme {
             let Some((first, last)) = cq.held else {
                 return;
             };
-            if cq.full() && !self.room_from_shadow(env, qid) {
+            let at_event = self.shadow.is_some() && cq.tail == cq.event;
+            if (cq.full() || at_event) && !self.room_from_shadow(env, qid) {
                 return;
             }
             let queue = usize::from(first.queue);
@@ -1002,20 +1021,43 @@ impl VirtualNvme {
         }
     }
 
-    /// CQ `qid` is full: looks for room the guest made in its shadow head. Finding none,
-    /// asks for a ring at the next head update (EventIdx = the head seen), then looks again,
-    /// since the guest may have moved its head before it saw the new EventIdx.
+    /// CQ `qid` is full, or its next entry is where its EventIdx sits: looks for room the
+    /// guest made in its shadow head. Finding none, asks for a ring at the next head update
+    /// (EventIdx = the head seen), then looks again after a barrier, since the guest may have
+    /// moved its head before it saw the new EventIdx. Finding room, puts the EventIdx behind
+    /// the head ([`ShadowDoorbells`]).
     fn room_from_shadow(&mut self, env: &mut impl NvmeBackend, qid: usize) -> bool {
         if self.shadow.is_none() {
             return false;
         }
-        let before = self.cqs[qid].map(|cq| cq.head);
         self.read_shadow_head(env, qid);
-        if let Some(head) = before.filter(|&h| self.cqs[qid].is_some_and(|cq| cq.head == h)) {
-            self.write_event_index(env, 2 * qid + 1, head);
+        if let Some(cq) = self.cqs[qid].filter(CompletionQueue::full) {
+            self.set_cq_event(env, qid, cq.head);
+            env.fence();
             self.read_shadow_head(env, qid);
         }
-        self.cqs[qid].is_some_and(|cq| !cq.full())
+        let room = self.cqs[qid].is_some_and(|cq| !cq.full());
+        if room {
+            self.event_behind_head(env, qid);
+        }
+        room
+    }
+
+    /// Sets I/O CQ `qid`'s head EventIdx to `value` (when shadow doorbells are on).
+    pub(super) fn set_cq_event(&mut self, env: &mut impl NvmeBackend, qid: usize, value: u16) {
+        if let Some(cq) = self.cqs[qid].as_mut() {
+            cq.event = value;
+        }
+        self.write_event_index(env, 2 * qid + 1, value);
+    }
+
+    /// Puts I/O CQ `qid`'s head EventIdx just behind its head, where no head update of the
+    /// guest's reaches before an entry is posted there ([`ShadowDoorbells`]). No barrier: a
+    /// guest that reads the old EventIdx can at worst ring once for nothing.
+    pub(super) fn event_behind_head(&mut self, env: &mut impl NvmeBackend, qid: usize) {
+        if let Some(cq) = self.cqs[qid].filter(|cq| cq.event != cq.behind_head()) {
+            self.set_cq_event(env, qid, cq.behind_head());
+        }
     }
 
     /// Takes I/O CQ `qid`'s head from the shadow doorbell, if it is one the guest may write
@@ -1050,14 +1092,17 @@ impl VirtualNvme {
         // No completion exit picks up a direct queue's tail: every tail must ring.
         let direct = self.hw[qid - 1].direct.is_some();
         if sq.outstanding > 0 && !direct {
-            if !sq.quiet {
-                self.write_event_index(env, 2 * qid, EVENT_INDEX_NEVER);
-                self.set_quiet(qid, true);
+            // Just behind the fetch head: the guest's tail cannot pass it without overflowing
+            // its SQ, even after a wrap to 0 ([`ShadowDoorbells`]).
+            let behind = (sq.head + sq.size - 1) % sq.size;
+            if sq.quiet != Some(behind) {
+                self.write_event_index(env, 2 * qid, behind);
+                self.set_quiet(qid, Some(behind));
             }
             return;
         }
         self.write_event_index(env, 2 * qid, sq.tail);
-        self.set_quiet(qid, false);
+        self.set_quiet(qid, None);
         if read {
             env.fence();
             if self.take_shadow_tail(env, qid) {
@@ -1066,7 +1111,7 @@ impl VirtualNvme {
         }
     }
 
-    fn set_quiet(&mut self, qid: usize, quiet: bool) {
+    fn set_quiet(&mut self, qid: usize, quiet: Option<u16>) {
         if let Some(sq) = self.sqs[qid].as_mut() {
             sq.quiet = quiet;
         }

@@ -296,12 +296,27 @@ impl VirtualNvme {
 
     /// Direct queue `index` can take one more command: a free slot, and room in the guest's
     /// CQ for its completion besides every completion still in flight or not yet consumed.
-    pub(super) fn direct_room(&self, index: usize, cq_id: usize) -> bool {
+    /// With shadow doorbells, a completion due where the CQ's EventIdx sits first moves the
+    /// EventIdx behind the head (the guest would ring on consuming it).
+    pub(super) fn direct_room(
+        &mut self,
+        env: &mut impl NvmeBackend,
+        index: usize,
+        cq_id: usize,
+    ) -> bool {
         let hw = &self.hw[index];
         let busy = hw.slots.len() - hw.free.len();
-        self.cqs[cq_id].is_some_and(|cq| {
-            usize::from(cq.used()) + busy < usize::from(cq.size) - 1 && !hw.free.is_empty()
-        })
+        let Some(cq) = self.cqs[cq_id] else {
+            return false;
+        };
+        if hw.free.is_empty() || usize::from(cq.used()) + busy >= usize::from(cq.size) - 1 {
+            return false;
+        }
+        let next = (usize::from(cq.tail) + busy) % usize::from(cq.size);
+        if self.shadow.is_some() && next == usize::from(cq.event) {
+            self.event_behind_head(env, cq_id);
+        }
+        true
     }
 
     /// Whether a Read in flight on any hardware queue may write the host physical page

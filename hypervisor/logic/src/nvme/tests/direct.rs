@@ -284,6 +284,36 @@ fn with_shadow_doorbells_every_tail_rings_and_heads_are_read_at_exits() {
 }
 
 #[test]
+fn with_shadow_doorbells_cq_heads_never_ring_over_many_passes() {
+    use super::shadow::{DOORBELLS, EVENT_INDEXES, dbbc};
+    let mut s = direct_slice();
+    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
+    let (mut sent, mut got, mut cq_rings) = (Vec::new(), Vec::new(), 0);
+    // Batches of 1 to 3 reads, consumed one batch behind: the heads pass every entry of the
+    // 8-entry CQ, and wrap to 0, many times.
+    for round in 0..40u64 {
+        let old = s.sq[1].unwrap().tail;
+        for i in 0..round % 3 + 1 {
+            sent.push(s.push(1, read(round * 4 + i, 1, DATA)));
+        }
+        assert!(s.shadow_ring(1, old), "a direct queue's tail always rings");
+        let old = s.cq[1].unwrap().head;
+        while let Some(c) = s.pop(1) {
+            got.push(c.command_id.get());
+        }
+        cq_rings += usize::from(s.shadow_ack(1, old));
+        s.node.run_placed(&mut s.ctrl, 0);
+    }
+    let old = s.cq[1].unwrap().head;
+    got.extend(s.drain(1).iter().map(|c| c.command_id.get()));
+    cq_rings += usize::from(s.shadow_ack(1, old));
+    assert_eq!(got, sent, "every read completed once, in order");
+    assert_eq!(cq_rings, 0, "CQ head rings");
+    assert!(s.node.places.iter().all(|p| p.1.is_some()), "stayed direct");
+    s.assert_clean();
+}
+
+#[test]
 fn deleting_a_direct_sq_ends_what_is_in_flight() {
     for post_aborts in [true, false] {
         let mut s = direct_slice();
