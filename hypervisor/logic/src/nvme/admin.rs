@@ -221,7 +221,8 @@ impl VirtualNvme {
 
     /// Doorbell Buffer Config: PRP1 is the shadow doorbell page, PRP2 the EventIdx page, each
     /// page-aligned inside the slice's RAM. The EventIdx of every existing I/O queue is set
-    /// at once; new queues get theirs when created.
+    /// at once (a CQ the controller waits on asks for the next head update); new queues get
+    /// theirs when created.
     fn doorbell_buffer_config(
         &mut self,
         env: &mut impl NvmeBackend,
@@ -244,7 +245,14 @@ impl VirtualNvme {
                 self.write_event_index(env, 2 * qid, tail);
             }
             if let Some(cq) = self.cqs[qid] {
-                self.set_cq_event(env, qid, cq.behind_head());
+                // Completions held for room, or a direct SQ's commands waiting for it: the
+                // controller waits for the guest's next head update, which must now ring.
+                let waiting = cq.held.is_some()
+                    || cq.direct.is_some_and(|sq| {
+                        self.sqs[usize::from(sq)].is_some_and(|sq| sq.head != sq.tail)
+                    });
+                let event = if waiting { cq.head } else { cq.behind_head() };
+                self.set_cq_event(env, qid, event);
             }
         }
         Ok(0)

@@ -262,13 +262,15 @@ pub(super) struct Work {
 ///   EventIdx is not missed. A batch submitted while earlier commands are in flight then
 ///   costs no doorbell exit (`VirtualNvme::settle_sq`).
 /// - CQ heads: the controller asks for none: it reads the shadow head whenever it needs room
-///   in a CQ, and asks for a ring (EventIdx = the head seen) only while completions wait for
-///   room. Otherwise EventIdx is the entry behind the last head seen, which the guest's head
-///   passes only by consuming an entry posted there; before an entry is posted there (or, on
-///   a direct queue, committed there), the controller reads the shadow head and moves the
-///   EventIdx behind it, about once per pass and with no exit
-///   ([`VirtualNvme::room_from_shadow`], [`VirtualNvme::direct_room`]). That removes the CQ
-///   head doorbell exit of every completion batch.
+///   in a CQ, and asks for a ring (EventIdx = the head seen, then a barrier and another
+///   look) only while something waits for room: completions on the mediated path, commands
+///   on a direct queue. Otherwise EventIdx is the entry behind the last head seen, which the
+///   guest's head passes only by consuming an entry posted there. Before an entry is posted
+///   there, the controller reads the shadow head and moves the EventIdx behind it
+///   ([`VirtualNvme::room_from_shadow`]); before a direct queue's command is committed whose
+///   completion would land there, it moves it behind the head its exit read
+///   ([`VirtualNvme::direct_room`]). That happens about once per pass, with no exit, and
+///   removes the CQ head doorbell exit of every completion batch.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct ShadowDoorbells {
     pub doorbells: Ipa,
@@ -804,16 +806,30 @@ impl VirtualNvme {
         if let Some(cq) = direct {
             self.sync_direct_cq(env, cq, work);
         }
-        let mut asked = false;
+        // Heads at which this call asked the guest to ring its CQ head (direct queues).
+        let (mut asks, mut asked_at) = (0, None);
         loop {
+            let Some(sq) = self.sqs[qid].as_ref() else {
+                return;
+            };
+            if sq.head == sq.tail || sq.deleting.is_some() {
+                return;
+            }
             if let Some(cq) = direct
                 && !self.direct_room(env, queue, cq)
             {
-                // Waiting for room in the CQ: ask for the guest's next head update to ring
-                // (no completion exit is bound to come), then look at the shadow head again.
-                if self.shadow.is_some() && !asked {
-                    asked = true;
-                    let head = self.cqs[cq].map_or(0, |c| c.head);
+                // Commands wait for room in the CQ: ask for the guest's next head update to
+                // ring (no completion exit is bound to come), then look at the shadow head
+                // again. Again whenever a look found the head moved: the guest may have moved
+                // it before it saw the ask, and a command committed on the asked entry moves
+                // the EventIdx behind the head (`direct_room`), undoing it. A head moves only
+                // over entries the controller wrote, at most the CQ's size plus what this
+                // call commits, which bounds the asks of a guest that keeps moving it.
+                let (head, size) = self.cqs[cq].map_or((0, 0), |c| (c.head, c.size));
+                let bound = 2 * usize::from(size) + 2;
+                if self.shadow.is_some() && asked_at != Some(head) && asks < bound {
+                    asks += 1;
+                    asked_at = Some(head);
                     self.set_cq_event(env, cq, head);
                     env.fence();
                     self.sync_direct_cq(env, cq, work);
@@ -824,9 +840,6 @@ impl VirtualNvme {
             let Some(sq) = self.sqs[qid].as_mut() else {
                 return;
             };
-            if sq.head == sq.tail || sq.deleting.is_some() {
-                return;
-            }
             let hw = &mut self.hw[queue];
             let Some(slot) = hw.free.pop() else {
                 return;
@@ -1052,8 +1065,9 @@ impl VirtualNvme {
     }
 
     /// Puts I/O CQ `qid`'s head EventIdx just behind its head, where no head update of the
-    /// guest's reaches before an entry is posted there ([`ShadowDoorbells`]). No barrier: a
-    /// guest that reads the old EventIdx can at worst ring once for nothing.
+    /// guest's reaches before an entry is posted there ([`ShadowDoorbells`]). This undoes an
+    /// ask for a ring; callers do it where there is room, and whoever then finds none asks
+    /// again. No barrier: a guest that reads the old value rings at worst once for nothing.
     pub(super) fn event_behind_head(&mut self, env: &mut impl NvmeBackend, qid: usize) {
         if let Some(cq) = self.cqs[qid].filter(|cq| cq.event != cq.behind_head()) {
             self.set_cq_event(env, qid, cq.behind_head());

@@ -297,7 +297,8 @@ impl VirtualNvme {
     /// Direct queue `index` can take one more command: a free slot, and room in the guest's
     /// CQ for its completion besides every completion still in flight or not yet consumed.
     /// With shadow doorbells, a completion due where the CQ's EventIdx sits first moves the
-    /// EventIdx behind the head (the guest would ring on consuming it).
+    /// EventIdx behind the head the last exit read (the guest would ring on consuming it);
+    /// that undoes an ask, which `fetch_io` makes again if commands wait for room later.
     pub(super) fn direct_room(
         &mut self,
         env: &mut impl NvmeBackend,

@@ -283,34 +283,46 @@ fn with_shadow_doorbells_every_tail_rings_and_heads_are_read_at_exits() {
     s.assert_clean();
 }
 
+/// Batches of reads consumed after each batch, up to a full queue (7 of an 8-entry CQ): the
+/// heads pass every entry and wrap to 0 many times, and never ring (9 rings before the
+/// EventIdx stayed behind the head; with full batches a ring per batch until the ask waited
+/// for commands actually waiting, found in review). Both routes: the interrupt taken by the
+/// hypervisor (harvest at once), and linked to the guest (harvest at the next doorbell).
 #[test]
 fn with_shadow_doorbells_cq_heads_never_ring_over_many_passes() {
     use super::shadow::{DOORBELLS, EVENT_INDEXES, dbbc};
-    let mut s = direct_slice();
-    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
-    let (mut sent, mut got, mut cq_rings) = (Vec::new(), Vec::new(), 0);
-    // Batches of 1 to 3 reads, consumed one batch behind: the heads pass every entry of the
-    // 8-entry CQ, and wrap to 0, many times.
-    for round in 0..40u64 {
-        let old = s.sq[1].unwrap().tail;
-        for i in 0..round % 3 + 1 {
-            sent.push(s.push(1, read(round * 4 + i, 1, DATA)));
+    for linked in [false, true] {
+        for batch in [3u64, 7] {
+            let mut s = direct_slice();
+            assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
+            let (mut sent, mut got, mut cq_rings) = (Vec::new(), Vec::new(), 0);
+            for round in 0..40u64 {
+                let old = s.sq[1].unwrap().tail;
+                for i in 0..round % batch + 1 {
+                    sent.push(s.push(1, read(round * 8 + i, 1, DATA)));
+                }
+                assert!(s.shadow_ring(1, old), "a direct queue's tail always rings");
+                if linked {
+                    s.node.run_placed_silently(0);
+                } else {
+                    s.node.run_placed(&mut s.ctrl, 0);
+                }
+                let old = s.cq[1].unwrap().head;
+                while let Some(c) = s.pop(1) {
+                    got.push(c.command_id.get());
+                }
+                cq_rings += usize::from(s.shadow_ack(1, old));
+            }
+            let what = format!("linked {linked}, batches of 1..={batch}");
+            assert_eq!(got, sent, "{what}: every read completed once, in order");
+            assert_eq!(cq_rings, 0, "{what}: CQ head rings");
+            assert!(
+                s.node.places.iter().all(|p| p.1.is_some()),
+                "{what}: stayed direct"
+            );
+            s.assert_clean();
         }
-        assert!(s.shadow_ring(1, old), "a direct queue's tail always rings");
-        let old = s.cq[1].unwrap().head;
-        while let Some(c) = s.pop(1) {
-            got.push(c.command_id.get());
-        }
-        cq_rings += usize::from(s.shadow_ack(1, old));
-        s.node.run_placed(&mut s.ctrl, 0);
     }
-    let old = s.cq[1].unwrap().head;
-    got.extend(s.drain(1).iter().map(|c| c.command_id.get()));
-    cq_rings += usize::from(s.shadow_ack(1, old));
-    assert_eq!(got, sent, "every read completed once, in order");
-    assert_eq!(cq_rings, 0, "CQ head rings");
-    assert!(s.node.places.iter().all(|p| p.1.is_some()), "stayed direct");
-    s.assert_clean();
 }
 
 #[test]
@@ -716,4 +728,114 @@ fn a_cq_page_a_read_in_flight_may_still_write_stays_mediated() {
     s.ring(1);
     assert!(s.node.placed[0].is_some());
     s.assert_clean();
+}
+
+/// The ask for a CQ head ring is made again after a look that found the head moved: a
+/// command committed on the asked entry moves the EventIdx behind the head, undoing the ask
+/// (found in review, 2026-12-04: 3 of 12 commands stuck). The look after the ask's barrier
+/// sees a head (2) that does not cover every entry whose tag the guest already reused (5
+/// handled), so the SQ still holds commands when the CQ is full again.
+#[test]
+fn a_direct_ask_undone_by_a_commit_on_its_entry_is_made_again() {
+    use super::shadow::{DOORBELLS, EVENT_INDEXES, dbbc, event_index, need_event};
+    let mut s = direct_slice();
+    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
+    let mut sent = Vec::new();
+    for i in 0..7 {
+        sent.push(s.push(1, read(i, 1, DATA)));
+    }
+    assert!(s.shadow_ring(1, 0));
+    assert_eq!(s.node.submitted.len(), 7);
+    // The seven complete; this interrupt is taken by the hypervisor (harvested).
+    s.node.run_placed(&mut s.ctrl, 0);
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(s.pop(1).unwrap().command_id.get());
+    }
+    // Another vCPU reuses the five tags and rings once (direct SQ: EventIdx = tail).
+    let old_tail = s.sq[1].unwrap().tail;
+    for i in 0..5 {
+        sent.push(s.push(1, read(10 + i, 1, DATA)));
+    }
+    // At the ask's barrier a head update (2) becomes visible; the guest read EventIdx
+    // before the ask, so it did not ring.
+    s.node.at_fence.push_back((DOORBELLS + 12, 2));
+    assert!(s.shadow_ring(1, old_tail));
+    // From now on every completion goes straight to the guest (a linked route).
+    let mut published = 2u16;
+    for _ in 0..10 {
+        let head = s.cq[1].unwrap().head;
+        if head != published {
+            s.node
+                .ram_at(DOORBELLS + 12, 4)
+                .copy_from_slice(&u32::from(head).to_le_bytes());
+            if need_event(event_index(&mut s, 3), head, published) {
+                s.ack(1);
+            }
+            published = head;
+        }
+        s.node.run_placed_silently(0);
+        while let Some(c) = s.pop(1) {
+            got.push(c.command_id.get());
+        }
+    }
+    got.sort_unstable();
+    sent.sort_unstable();
+    assert_eq!(
+        got, sent,
+        "every command completed once, none stuck in the SQ"
+    );
+}
+
+/// Linux frees a tag when it handles a CQE and publishes its CQ head only at the end of its
+/// loop (`nvme_poll_cq`). Another vCPU reuses the freed tags and rings the SQ while the
+/// direct CQ is full as far as the published head goes: only the ask (EventIdx = head) makes
+/// the loop's head update ring, as the completions reach the guest without an exit. (Without
+/// the ask 5 of 12 stay stuck.)
+#[test]
+fn a_full_direct_cq_asks_for_the_head_update_linux_publishes_late() {
+    use super::shadow::{DOORBELLS, EVENT_INDEXES, dbbc, event_index, need_event};
+    let mut s = direct_slice();
+    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
+    let mut sent = Vec::new();
+    for i in 0..7 {
+        sent.push(s.push(1, read(i, 1, DATA)));
+    }
+    assert!(s.shadow_ring(1, 0));
+    s.node.run_placed_silently(0);
+    let mut got = Vec::new();
+    // The interrupt handler's loop has handled 5 (tags freed), head not yet published.
+    for _ in 0..5 {
+        got.push(s.pop(1).unwrap().command_id.get());
+    }
+    let old_tail = s.sq[1].unwrap().tail;
+    for i in 0..5 {
+        sent.push(s.push(1, read(10 + i, 1, DATA)));
+    }
+    assert!(s.shadow_ring(1, old_tail));
+    let (mut published, mut rings) = (0u16, 0);
+    for _ in 0..10 {
+        while let Some(c) = s.pop(1) {
+            got.push(c.command_id.get());
+        }
+        let head = s.cq[1].unwrap().head;
+        if head != published {
+            s.node
+                .ram_at(DOORBELLS + 12, 4)
+                .copy_from_slice(&u32::from(head).to_le_bytes());
+            if need_event(event_index(&mut s, 3), head, published) {
+                rings += 1;
+                s.ack(1);
+            }
+            published = head;
+        }
+        s.node.run_placed_silently(0);
+    }
+    assert!(rings >= 1, "the late head update was asked for");
+    got.sort_unstable();
+    sent.sort_unstable();
+    assert_eq!(
+        got, sent,
+        "every command completed once, none stuck in the SQ"
+    );
 }

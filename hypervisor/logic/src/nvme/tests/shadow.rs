@@ -369,3 +369,61 @@ fn a_shadow_tail_rewritten_at_every_look_gets_bounded_work() {
     // Bogus tails (past the queue) are never taken; the hardware saw only checked commands.
     s.assert_clean();
 }
+
+/// Doorbell Buffer Config while a CQ is full and a completion waits for room: the CQ's
+/// EventIdx asks for the next head update, which the guest now publishes through the shadow
+/// (found in review, 2026-12-04: put behind the head, the held completion stayed held).
+#[test]
+fn doorbell_buffer_config_keeps_a_cq_the_controller_waits_on_asking() {
+    let mut config = config();
+    config.queues.depth = 16;
+    let mut s = Slice::with(config);
+    s.enable();
+    s.enable_msix();
+    assert_eq!(s.create_cq(1, 4, 1), Status::SUCCESS);
+    assert_eq!(s.create_sq(1, 4, 1), Status::SUCCESS);
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        sent.push(s.push(1, rw(io_op::READ, i, 1, DATA, 0)));
+    }
+    s.ring(1);
+    s.node.run(&mut s.ctrl);
+    let mut got: Vec<u16> = Vec::new();
+    // Handled (tags freed), head not yet written; a fourth command reuses a tag.
+    for _ in 0..3 {
+        got.push(s.pop(1).unwrap().command_id.get());
+    }
+    sent.push(s.push(1, rw(io_op::READ, 9, 1, DATA, 0)));
+    s.ring(1);
+    s.node.run(&mut s.ctrl);
+    assert!(
+        s.pop(1).is_none(),
+        "held: the CQ is full as far as the controller knows"
+    );
+    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
+    assert_eq!(event_index(&mut s, 3), 0, "asks: EventIdx = the head");
+    assert!(s.shadow_ack(1, 0), "the head update rings");
+    s.node.run(&mut s.ctrl);
+    got.extend(s.pop(1).map(|c| c.command_id.get()));
+    assert_eq!(got, sent);
+    s.assert_clean();
+}
+
+/// The barrier and second look after asking for a CQ head ring: the guest publishes a head
+/// just after the controller's first look, having read EventIdx before the ask (so it does
+/// not ring); the look after the barrier finds it and the held completion is posted.
+#[test]
+fn a_head_published_while_the_controller_asks_is_found() {
+    let mut s = small_cq_with_shadows();
+    let cids: Vec<u16> = (0..4)
+        .map(|i| s.push(1, rw(io_op::READ, i, 1, DATA, 0)))
+        .collect();
+    assert!(s.shadow_ring(1, 0));
+    s.node.at_fence.push_back((DOORBELLS + 12, 1));
+    s.node.run(&mut s.ctrl);
+    let got: Vec<u16> = std::iter::from_fn(|| s.pop(1))
+        .map(|c| c.command_id.get())
+        .collect();
+    assert_eq!(got, cids, "the held completion was posted at once");
+    s.assert_clean();
+}
