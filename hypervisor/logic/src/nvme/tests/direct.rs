@@ -730,6 +730,55 @@ fn a_cq_page_a_read_in_flight_may_still_write_stays_mediated() {
     s.assert_clean();
 }
 
+/// Seven reads on a direct queue with shadow doorbells; the device completes them (the
+/// interrupt taken by the hypervisor, or, `linked`, going straight to the guest); the guest
+/// handles five, and another vCPU reuses their tags for five more reads and rings (a direct
+/// SQ's EventIdx is its tail) before the guest publishes its CQ head, as Linux does.
+/// `at_ask` is a head the guest publishes at the controller's first barrier. Returns the
+/// command IDs sent and those handled.
+fn tags_reused_before_the_head_is_published(
+    s: &mut Slice,
+    linked: bool,
+    at_ask: Option<u32>,
+) -> (Vec<u16>, Vec<u16>) {
+    use super::shadow::{DOORBELLS, EVENT_INDEXES, dbbc};
+    assert_eq!(dbbc(s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
+    let mut sent: Vec<u16> = (0..7).map(|i| s.push(1, read(i, 1, DATA))).collect();
+    assert!(s.shadow_ring(1, 0));
+    assert_eq!(s.node.submitted.len(), 7);
+    if linked {
+        s.node.run_placed_silently(0);
+    } else {
+        s.node.run_placed(&mut s.ctrl, 0);
+    }
+    let got = (0..5).map(|_| s.pop(1).unwrap().command_id.get()).collect();
+    let old_tail = s.sq[1].unwrap().tail;
+    sent.extend((0..5).map(|i| s.push(1, read(10 + i, 1, DATA))));
+    if let Some(head) = at_ask {
+        s.node.at_fence.push_back((DOORBELLS + 12, head));
+    }
+    assert!(s.shadow_ring(1, old_tail));
+    (sent, got)
+}
+
+/// From now on every completion goes straight to the guest, which handles what it finds and
+/// publishes its head (ringing when EventIdx asks) ten times over, its last published head
+/// being `published`. Returns the CQ head rings.
+fn handle_and_publish(s: &mut Slice, got: &mut Vec<u16>, mut published: u16) -> usize {
+    let mut rings = 0;
+    for _ in 0..10 {
+        while let Some(c) = s.pop(1) {
+            got.push(c.command_id.get());
+        }
+        if s.cq[1].unwrap().head != published {
+            rings += usize::from(s.shadow_ack(1, published));
+            published = s.cq[1].unwrap().head;
+        }
+        s.node.run_placed_silently(0);
+    }
+    rings
+}
+
 /// The ask for a CQ head ring is made again after a look that found the head moved: a
 /// command committed on the asked entry moves the EventIdx behind the head, undoing the ask
 /// (found in review, 2026-12-04: 3 of 12 commands stuck). The look after the ask's barrier
@@ -737,48 +786,9 @@ fn a_cq_page_a_read_in_flight_may_still_write_stays_mediated() {
 /// handled), so the SQ still holds commands when the CQ is full again.
 #[test]
 fn a_direct_ask_undone_by_a_commit_on_its_entry_is_made_again() {
-    use super::shadow::{DOORBELLS, EVENT_INDEXES, dbbc, event_index, need_event};
     let mut s = direct_slice();
-    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
-    let mut sent = Vec::new();
-    for i in 0..7 {
-        sent.push(s.push(1, read(i, 1, DATA)));
-    }
-    assert!(s.shadow_ring(1, 0));
-    assert_eq!(s.node.submitted.len(), 7);
-    // The seven complete; this interrupt is taken by the hypervisor (harvested).
-    s.node.run_placed(&mut s.ctrl, 0);
-    let mut got = Vec::new();
-    for _ in 0..5 {
-        got.push(s.pop(1).unwrap().command_id.get());
-    }
-    // Another vCPU reuses the five tags and rings once (direct SQ: EventIdx = tail).
-    let old_tail = s.sq[1].unwrap().tail;
-    for i in 0..5 {
-        sent.push(s.push(1, read(10 + i, 1, DATA)));
-    }
-    // At the ask's barrier a head update (2) becomes visible; the guest read EventIdx
-    // before the ask, so it did not ring.
-    s.node.at_fence.push_back((DOORBELLS + 12, 2));
-    assert!(s.shadow_ring(1, old_tail));
-    // From now on every completion goes straight to the guest (a linked route).
-    let mut published = 2u16;
-    for _ in 0..10 {
-        let head = s.cq[1].unwrap().head;
-        if head != published {
-            s.node
-                .ram_at(DOORBELLS + 12, 4)
-                .copy_from_slice(&u32::from(head).to_le_bytes());
-            if need_event(event_index(&mut s, 3), head, published) {
-                s.ack(1);
-            }
-            published = head;
-        }
-        s.node.run_placed_silently(0);
-        while let Some(c) = s.pop(1) {
-            got.push(c.command_id.get());
-        }
-    }
+    let (mut sent, mut got) = tags_reused_before_the_head_is_published(&mut s, false, Some(2));
+    handle_and_publish(&mut s, &mut got, 2);
     got.sort_unstable();
     sent.sort_unstable();
     assert_eq!(
@@ -794,43 +804,9 @@ fn a_direct_ask_undone_by_a_commit_on_its_entry_is_made_again() {
 /// the ask 5 of 12 stay stuck.)
 #[test]
 fn a_full_direct_cq_asks_for_the_head_update_linux_publishes_late() {
-    use super::shadow::{DOORBELLS, EVENT_INDEXES, dbbc, event_index, need_event};
     let mut s = direct_slice();
-    assert_eq!(dbbc(&mut s, DOORBELLS, EVENT_INDEXES), Status::SUCCESS);
-    let mut sent = Vec::new();
-    for i in 0..7 {
-        sent.push(s.push(1, read(i, 1, DATA)));
-    }
-    assert!(s.shadow_ring(1, 0));
-    s.node.run_placed_silently(0);
-    let mut got = Vec::new();
-    // The interrupt handler's loop has handled 5 (tags freed), head not yet published.
-    for _ in 0..5 {
-        got.push(s.pop(1).unwrap().command_id.get());
-    }
-    let old_tail = s.sq[1].unwrap().tail;
-    for i in 0..5 {
-        sent.push(s.push(1, read(10 + i, 1, DATA)));
-    }
-    assert!(s.shadow_ring(1, old_tail));
-    let (mut published, mut rings) = (0u16, 0);
-    for _ in 0..10 {
-        while let Some(c) = s.pop(1) {
-            got.push(c.command_id.get());
-        }
-        let head = s.cq[1].unwrap().head;
-        if head != published {
-            s.node
-                .ram_at(DOORBELLS + 12, 4)
-                .copy_from_slice(&u32::from(head).to_le_bytes());
-            if need_event(event_index(&mut s, 3), head, published) {
-                rings += 1;
-                s.ack(1);
-            }
-            published = head;
-        }
-        s.node.run_placed_silently(0);
-    }
+    let (mut sent, mut got) = tags_reused_before_the_head_is_published(&mut s, true, None);
+    let rings = handle_and_publish(&mut s, &mut got, 0);
     assert!(rings >= 1, "the late head update was asked for");
     got.sort_unstable();
     sent.sort_unstable();

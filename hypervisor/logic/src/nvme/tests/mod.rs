@@ -394,6 +394,16 @@ impl Node {
     /// for, writes their completions into the slice's RAM and interrupts (taken by the
     /// hypervisor). Returns the completions the controller harvested.
     pub fn run_placed(&mut self, ctrl: &mut VirtualNvme, index: usize) -> usize {
+        if self.run_placed_silently(index) {
+            ctrl.direct_interrupt(self, self.first_queue + index as u16)
+        } else {
+            0
+        }
+    }
+
+    /// Like [`Self::run_placed`], but the interrupt goes straight to the guest (a linked
+    /// GICv4 route): no exit, nothing harvested. Returns whether a completion was written.
+    pub fn run_placed_silently(&mut self, index: usize) -> bool {
         let queue = self.first_queue + index as u16;
         let mut wrote = false;
         while let Some(cq) = self.placed[index] {
@@ -410,30 +420,7 @@ impl Node {
             let status = self.execute(queue, &cmd);
             wrote |= self.post_placed(index, cmd.command_id.get(), status);
         }
-        if wrote {
-            ctrl.direct_interrupt(self, queue)
-        } else {
-            0
-        }
-    }
-
-    /// Like [`Self::run_placed`], but the interrupt goes straight to the guest (a linked
-    /// GICv4 route): no exit, nothing harvested.
-    pub fn run_placed_silently(&mut self, index: usize) {
-        let queue = self.first_queue + index as u16;
-        while let Some(cq) = self.placed[index] {
-            if (cq.tail + 1) % self.depth == cq.head {
-                break;
-            }
-            let Some(cmd) = self.device[index].pop_front() else {
-                break;
-            };
-            if let Some(cq) = self.placed[index].as_mut() {
-                cq.sq_head = (cq.sq_head + 1) % self.depth;
-            }
-            let status = self.execute(queue, &cmd);
-            self.post_placed(index, cmd.command_id.get(), status);
-        }
+        wrote
     }
 
     /// Like [`Self::run_placed`], but for a random part of what the device holds, in random
