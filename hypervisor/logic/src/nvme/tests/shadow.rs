@@ -380,8 +380,7 @@ fn doorbell_buffer_config_keeps_a_cq_the_controller_waits_on_asking() {
     let mut s = Slice::with(config);
     s.enable();
     s.enable_msix();
-    assert_eq!(s.create_cq(1, 4, 1), Status::SUCCESS);
-    assert_eq!(s.create_sq(1, 4, 1), Status::SUCCESS);
+    s.create_pair(1, 4);
     let mut sent = Vec::new();
     for i in 0..3 {
         sent.push(s.push(1, rw(io_op::READ, i, 1, DATA, 0)));
